@@ -1,0 +1,72 @@
+using System.Diagnostics;
+
+namespace Cairn.Envelopes;
+
+/// <summary>
+/// The ambient cause of the work in progress: whatever is appended or sent while a context is current carries its
+/// correlation id, and the id of the message being handled as its causation id. Handlers get one set for them;
+/// application code can open one with <see cref="Begin"/> (for an HTTP request, say).
+/// </summary>
+public sealed class MessageContext
+{
+    private static readonly AsyncLocal<MessageContext?> CurrentContext = new();
+
+    private MessageContext(string correlationId, string? causationId, MessageContext? parent)
+    {
+        CorrelationId = correlationId;
+        CausationId = causationId;
+        Parent = parent;
+    }
+
+    /// <summary>The correlation id shared by everything one original request caused.</summary>
+    public string CorrelationId { get; }
+
+    /// <summary>The id of the message whose handling is in progress, if any.</summary>
+    public string? CausationId { get; }
+
+    internal MessageContext? Parent { get; }
+
+    /// <summary>The context of the current async flow, or null.</summary>
+    public static MessageContext? Current => CurrentContext.Value;
+
+    /// <summary>
+    /// Makes a context current until the returned scope is disposed. Without a correlation id, the current one is
+    /// kept, or a new one is made.
+    /// </summary>
+    public static IDisposable Begin(string? correlationId = null, string? causationId = null)
+    {
+        var parent = CurrentContext.Value;
+        var context = new MessageContext(
+            correlationId ?? parent?.CorrelationId ?? MessageId.New().ToString(),
+            causationId,
+            parent);
+        CurrentContext.Value = context;
+        return new Scope(context);
+    }
+
+    /// <summary>The W3C <c>traceparent</c> of the current activity, or null when nothing is traced.</summary>
+    public static string? CurrentTraceParent()
+    {
+        var activity = Activity.Current;
+        return activity is { IdFormat: ActivityIdFormat.W3C } ? activity.Id : null;
+    }
+
+    private sealed class Scope(MessageContext context) : IDisposable
+    {
+        private bool _disposed;
+
+        public void Dispose()
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            if (CurrentContext.Value == context)
+            {
+                CurrentContext.Value = context.Parent;
+            }
+        }
+    }
+}

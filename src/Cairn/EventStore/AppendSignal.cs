@@ -1,0 +1,57 @@
+namespace Cairn.EventStore;
+
+/// <summary>
+/// Wakes waiters when the head of the log moves. Backends call <see cref="Advance"/> after each commit; live
+/// subscriptions await <see cref="WaitAsync"/> instead of polling.
+/// </summary>
+internal sealed class AppendSignal(TimeSpan fallbackPoll)
+{
+    private TaskCompletionSource _next = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _head;
+
+    /// <summary>The last head position announced.</summary>
+    public long Head => Volatile.Read(ref _head);
+
+    /// <summary>Announces a new head and wakes every waiter.</summary>
+    public void Advance(long head)
+    {
+        TaskCompletionSource released;
+        lock (this)
+        {
+            if (head <= _head)
+            {
+                return;
+            }
+
+            _head = head;
+            released = _next;
+            _next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        released.TrySetResult();
+    }
+
+    /// <summary>Completes when the head passes <paramref name="position"/>, or after the fallback poll interval.</summary>
+    public async Task WaitAsync(long position, CancellationToken cancellationToken)
+    {
+        Task next;
+        lock (this)
+        {
+            if (_head > position)
+            {
+                return;
+            }
+
+            next = _next.Task;
+        }
+
+        try
+        {
+            await next.WaitAsync(fallbackPoll, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // The fallback poll: the caller re-reads, which catches commits made by other processes.
+        }
+    }
+}

@@ -1,0 +1,36 @@
+using System.Reflection;
+
+namespace Cairn.EventStore;
+
+/// <summary>Settings every backend's event store keeps.</summary>
+public sealed record EventStoreOptions
+{
+    /// <summary>The default limit on one event's data and metadata: 1 MiB.</summary>
+    public const int DefaultMaxEventSize = 1024 * 1024;
+
+    /// <summary>The CloudEvents <c>source</c> written on events that do not set their own.</summary>
+    public string Source { get; init; } = DefaultSource();
+
+    /// <summary>The largest event accepted, in bytes of data plus metadata.</summary>
+    public int MaxEventSize { get; init; } = DefaultMaxEventSize;
+
+    /// <summary>The clock that stamps commit times and evaluates max age.</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>Refuses impossible settings with <see cref="ArgumentException"/>.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(Source))
+        {
+            throw new ArgumentException("The event source must be a non-empty URI reference.", nameof(Source));
+        }
+
+        if (MaxEventSize is < 1 or > 256 * 1024 * 1024)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxEventSize), MaxEventSize, "MaxEventSize must be between 1 byte and 256 MiB.");
+        }
+    }
+
+    private static string DefaultSource() =>
+        "urn:cairn:" + (Assembly.GetEntryAssembly()?.GetName().Name ?? "app").ToLowerInvariant();
+}

@@ -1,0 +1,288 @@
+using System.Runtime.CompilerServices;
+using Cairn.Envelopes;
+
+namespace Cairn.EventStore.InMemory;
+
+/// <summary>
+/// An event store held in memory, for tests and throwaway tools. It keeps every promise of the conformance suite
+/// except durability: one lock serialises appends, so positions commit in order.
+/// </summary>
+public sealed class InMemoryEventStore : IEventStore
+{
+    private const int PageSize = 512;
+
+    private readonly object _gate = new();
+    private readonly List<RecordedEvent> _log = [];
+    private readonly Dictionary<string, StreamEntry> _streams = new(StringComparer.Ordinal);
+    private readonly Dictionary<MessageId, int> _ids = [];
+    private readonly AppendSignal _signal = new(TimeSpan.FromSeconds(30));
+    private readonly EventStoreOptions _options;
+
+    /// <summary>Creates an empty store.</summary>
+    public InMemoryEventStore(EventStoreOptions? options = null)
+    {
+        _options = options ?? new EventStoreOptions();
+        _options.Validate();
+    }
+
+    /// <inheritdoc />
+    public Task<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken)
+    {
+        var prepared = PreparedAppend.Prepare(request, _options);
+        cancellationToken.ThrowIfCancellationRequested();
+        return Task.FromResult(Append(prepared));
+    }
+
+    private AppendResult Append(PreparedAppend prepared)
+    {
+        AppendResult result;
+        lock (_gate)
+        {
+            result = StreamRules.CheckRetry(prepared, Lookup) ?? Write(prepared);
+        }
+
+        _signal.Advance(result.LastPosition.Value);
+        return result;
+    }
+
+    private StreamRules.StoredId? Lookup(MessageId id) =>
+        _ids.TryGetValue(id, out var index) ? new StreamRules.StoredId(_log[index].Stream.Value, _log[index].Version, _log[index].Position.Value) : null;
+
+    private AppendResult Write(PreparedAppend prepared)
+    {
+        var nextVersions = new long[prepared.Streams.Count];
+        for (var s = 0; s < prepared.Streams.Count; s++)
+        {
+            var part = prepared.Streams[s];
+            var entry = _streams.GetValueOrDefault(part.Stream.Value);
+            nextVersions[s] = StreamRules.NextVersion(part.Stream, part.ExpectedVersion, entry?.State ?? StreamState.NotFound, entry?.LastVersion);
+        }
+
+        if (prepared.Condition is { } condition)
+        {
+            var from = (int)(condition.After?.Value ?? 0);
+            for (var i = from; i < _log.Count; i++)
+            {
+                if (condition.FailIfEventsMatch.Matches(_log[i].Type, _log[i].Tags))
+                {
+                    throw new AppendConditionFailedException(condition, _log[i].Position);
+                }
+            }
+        }
+
+        var time = _options.TimeProvider.GetUtcNow();
+        var results = new StreamAppendResult[prepared.Streams.Count];
+        var firstPosition = _log.Count + 1;
+        for (var s = 0; s < prepared.Streams.Count; s++)
+        {
+            var part = prepared.Streams[s];
+            if (!_streams.TryGetValue(part.Stream.Value, out var entry))
+            {
+                entry = new StreamEntry();
+                _streams.Add(part.Stream.Value, entry);
+            }
+
+            var version = nextVersions[s];
+            foreach (var e in part.Events)
+            {
+                var recorded = new RecordedEvent(e.Id, part.Stream, version, new GlobalPosition(_log.Count + 1), e.Type, e.Source, time, e.ContentType, e.Data.ToArray())
+                {
+                    DataSchema = e.DataSchema,
+                    CorrelationId = e.CorrelationId,
+                    CausationId = e.CausationId,
+                    TraceParent = e.TraceParent,
+                    Tags = e.Tags,
+                    Metadata = e.Metadata ?? new Dictionary<string, string>(),
+                };
+                _ids.Add(e.Id, _log.Count);
+                entry.Positions.Add(_log.Count);
+                _log.Add(recorded);
+                version++;
+            }
+
+            entry.LastVersion = version - 1;
+            entry.State = StreamState.Active;
+            results[s] = new StreamAppendResult(part.Stream, nextVersions[s], version - 1);
+        }
+
+        return new AppendResult(results, new GlobalPosition(firstPosition), new GlobalPosition(_log.Count), WasDuplicate: false);
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(StreamName stream, ReadDirection direction, long? fromVersion, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ArgumentOutOfRangeException.ThrowIfNegative(fromVersion ?? 0, nameof(fromVersion));
+        List<RecordedEvent> page;
+        lock (_gate)
+        {
+            if (!_streams.TryGetValue(stream.Value, out var entry) || entry.State is StreamState.SoftDeleted)
+            {
+                yield break;
+            }
+
+            if (entry.State == StreamState.Tombstoned)
+            {
+                throw new StreamDeletedException(stream);
+            }
+
+            // A stream's events are few enough to copy at once; only the visible ones are kept.
+            var firstVisible = StreamRules.FirstVisibleVersion(entry.Metadata, entry.LastVersion);
+            var oldest = StreamRules.OldestVisibleTime(entry.Metadata, _options.TimeProvider);
+            IEnumerable<RecordedEvent> events = entry.Positions.Select(p => _log[p]).Where(e => e.Version >= firstVisible && (oldest is null || e.Time >= oldest));
+            events = direction == ReadDirection.Forwards
+                ? events.Where(e => fromVersion is null || e.Version >= fromVersion)
+                : events.Reverse().Where(e => fromVersion is null || e.Version <= fromVersion);
+            page = [.. events.Take((int)Math.Min(maxCount, int.MaxValue))];
+        }
+
+        foreach (var e in page)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return e;
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        await foreach (var e in Scan(Math.Max(from.Value, 1) - 1, e => filter.Matches(e), maxCount, cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        await foreach (var e in Scan(after.Value, e => !e.Stream.IsSystem && query.Matches(e.Type, e.Tags), maxCount, cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
+
+    private async IAsyncEnumerable<RecordedEvent> Scan(long startIndex, Func<RecordedEvent, bool> predicate, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var index = startIndex;
+        var remaining = maxCount;
+        var page = new List<RecordedEvent>(PageSize);
+        var reachedEnd = false;
+        while (remaining > 0 && !reachedEnd)
+        {
+            page.Clear();
+            lock (_gate)
+            {
+                while (index < _log.Count && page.Count < PageSize)
+                {
+                    var e = _log[(int)index++];
+                    if (predicate(e))
+                    {
+                        page.Add(e);
+                    }
+                }
+
+                reachedEnd = index >= _log.Count;
+            }
+
+            foreach (var e in page)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                yield return e;
+                if (--remaining == 0)
+                {
+                    yield break;
+                }
+            }
+
+            await Task.Yield();
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult(_streams.TryGetValue(stream.Value, out var entry)
+                ? new StreamInfo(stream, entry.State, entry.LastVersion, entry.Metadata)
+                : new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata()));
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            return ValueTask.FromResult(new GlobalPosition(_log.Count));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) =>
+        _signal.WaitAsync(position.Value, cancellationToken);
+
+    /// <inheritdoc />
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
+    {
+        metadata.Validate();
+        return ChangeLifecycle(stream, ExpectedVersion.Any, (entry, _) => (entry.State == StreamState.NotFound ? StreamState.NotFound : entry.State, metadata), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycle(stream, expectedVersion, (entry, _) => entry.State == StreamState.NotFound
+            ? (StreamState.NotFound, entry.Metadata)
+            : (StreamState.SoftDeleted, StreamRules.AfterSoftDelete(entry.Metadata, entry.LastVersion)), cancellationToken);
+
+    /// <inheritdoc />
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycle(stream, expectedVersion, (entry, _) => (StreamState.Tombstoned, entry.Metadata), cancellationToken);
+
+    private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, Func<StreamEntry, long?, (StreamState State, StreamMetadata Metadata)> change, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (stream.IsSystem)
+        {
+            throw new InvalidStreamNameException(stream.Value, "the lifecycle of Cairn's own streams cannot be changed");
+        }
+
+        lock (_gate)
+        {
+            var entry = _streams.GetValueOrDefault(stream.Value) ?? new StreamEntry();
+            StreamRules.NextVersion(stream, expected, entry.State, entry.LastVersion);
+            var (state, metadata) = change(entry, entry.LastVersion);
+            if (state == StreamState.NotFound && entry.State == StreamState.NotFound && metadata == entry.Metadata)
+            {
+                return Task.CompletedTask;
+            }
+
+            var record = PreparedAppend.Prepare(
+                new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, state, metadata)]),
+                _options,
+                allowSystemStreams: true);
+            var result = Write(record);
+            entry.State = state;
+            entry.Metadata = metadata;
+            _streams.TryAdd(stream.Value, entry);
+            _signal.Advance(result.LastPosition.Value);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private sealed class StreamEntry
+    {
+        public List<int> Positions { get; } = [];
+
+        public long? LastVersion { get; set; }
+
+        public StreamState State { get; set; } = StreamState.NotFound;
+
+        public StreamMetadata Metadata { get; set; } = new();
+    }
+}

@@ -1,0 +1,212 @@
+using System.Text.Json;
+using Cairn.Envelopes;
+
+namespace Cairn.EventStore;
+
+/// <summary>An event validated and with its envelope completed, ready for a backend to store.</summary>
+internal sealed record PreparedEvent(
+    MessageId Id,
+    string Type,
+    ReadOnlyMemory<byte> Data,
+    string ContentType,
+    string? DataSchema,
+    string Source,
+    string CorrelationId,
+    string? CausationId,
+    string? TraceParent,
+    IReadOnlyList<string> Tags,
+    IReadOnlyDictionary<string, string>? Metadata,
+    byte[]? MetadataJson);
+
+/// <summary>One stream's part of a prepared append.</summary>
+internal sealed record PreparedStreamAppend(StreamName Stream, ExpectedVersion ExpectedVersion, IReadOnlyList<PreparedEvent> Events);
+
+/// <summary>
+/// An append request that passed every check that needs no storage: names, sizes, JSON, ids, tags. Preparing happens
+/// on the caller's thread, so the envelope picks up the caller's <see cref="MessageContext"/> and activity, and a
+/// backend's single writer spends no time on it.
+/// </summary>
+internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<PreparedStreamAppend> Streams, int EventCount)
+{
+    public AppendCondition? Condition => Request.Condition;
+
+    /// <summary>Validates a request and completes its envelopes; throws a typed error naming the first fault.</summary>
+    public static PreparedAppend Prepare(AppendRequest request, EventStoreOptions options, bool allowSystemStreams = false)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Streams is null || request.Streams.Count == 0)
+        {
+            throw new ArgumentException("An append must name at least one stream.", nameof(request));
+        }
+
+        var context = MessageContext.Current;
+        var traceParent = MessageContext.CurrentTraceParent();
+        var ids = new HashSet<MessageId>();
+        var streams = new HashSet<string>(StringComparer.Ordinal);
+        var prepared = new PreparedStreamAppend[request.Streams.Count];
+        var count = 0;
+        for (var s = 0; s < request.Streams.Count; s++)
+        {
+            var append = request.Streams[s];
+            var stream = append.Stream;
+            if (stream.Value is null)
+            {
+                throw new InvalidStreamNameException(null, "the name is missing");
+            }
+
+            if (stream.IsSystem && !allowSystemStreams)
+            {
+                throw new InvalidStreamNameException(stream.Value, "names starting with '$' are reserved for Cairn's own streams");
+            }
+
+            if (!streams.Add(stream.Value))
+            {
+                throw new ArgumentException($"The stream '{stream}' appears twice in one append; put all its events in one part.", nameof(request));
+            }
+
+            if (append.Events is null || append.Events.Count == 0)
+            {
+                throw new ArgumentException($"The append to '{stream}' has no events.", nameof(request));
+            }
+
+            var events = new PreparedEvent[append.Events.Count];
+            for (var i = 0; i < events.Length; i++)
+            {
+                var e = append.Events[i] ?? throw new ArgumentException($"The append to '{stream}' has a null event at index {i}.", nameof(request));
+                if (e.Id.Value == Guid.Empty)
+                {
+                    throw new InvalidEventException($"The event at index {i} of the append to '{stream}' has no id.");
+                }
+
+                if (!ids.Add(e.Id))
+                {
+                    throw new DuplicateEventIdException(e.Id, "appears more than once in the same append");
+                }
+
+                events[i] = PrepareEvent(e, options, context, traceParent, allowSystemStreams);
+            }
+
+            prepared[s] = new PreparedStreamAppend(stream, append.ExpectedVersion, events);
+            count += events.Length;
+        }
+
+        return new PreparedAppend(request, prepared, count);
+    }
+
+    private static PreparedEvent PrepareEvent(EventData e, EventStoreOptions options, MessageContext? context, string? traceParent, bool allowSystemTypes)
+    {
+        if (EventTypeNames.Validate(e.Type) is { } typeFault)
+        {
+            throw new InvalidEventException($"Event {e.Id} has an invalid type '{e.Type}': {typeFault}.");
+        }
+
+        if (e.Type[0] == '$' && !allowSystemTypes)
+        {
+            throw new InvalidEventException($"Event {e.Id} has the type '{e.Type}': types starting with '$' are reserved for Cairn's own events.");
+        }
+
+        if (string.IsNullOrWhiteSpace(e.ContentType))
+        {
+            throw new InvalidEventException($"Event {e.Id} of type '{e.Type}' has no content type.");
+        }
+
+        foreach (var tag in e.Tags ?? [])
+        {
+            EventTags.Validate(tag);
+        }
+
+        byte[]? metadataJson = null;
+        if (e.Metadata is { Count: > 0 })
+        {
+            metadataJson = JsonSerializer.SerializeToUtf8Bytes(e.Metadata, CairnJsonContext.Default.IReadOnlyDictionaryStringString);
+        }
+
+        long size = e.Data.Length + (metadataJson?.Length ?? 0);
+        if (size > options.MaxEventSize)
+        {
+            throw new EventTooLargeException(e.Id, e.Type, size, options.MaxEventSize);
+        }
+
+        if (IsJson(e.ContentType))
+        {
+            ValidateJson(e);
+        }
+
+        return new PreparedEvent(
+            e.Id,
+            e.Type,
+            e.Data,
+            e.ContentType,
+            e.DataSchema,
+            e.Source ?? options.Source,
+            e.CorrelationId ?? context?.CorrelationId ?? e.Id.ToString(),
+            e.CausationId ?? context?.CausationId,
+            e.TraceParent ?? traceParent,
+            e.Tags ?? [],
+            e.Metadata is { Count: > 0 } ? e.Metadata : null,
+            metadataJson);
+    }
+
+    /// <summary>True for <c>application/json</c>, <c>text/json</c> and any <c>+json</c> type, parameters ignored.</summary>
+    public static bool IsJson(string contentType)
+    {
+        var semicolon = contentType.IndexOf(';', StringComparison.Ordinal);
+        var media = (semicolon < 0 ? contentType : contentType[..semicolon]).Trim();
+        return media.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+            || media.Equals("text/json", StringComparison.OrdinalIgnoreCase)
+            || media.EndsWith("+json", StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static void ValidateJson(EventData e)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(e.Data.Span, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
+            if (!reader.Read())
+            {
+                throw new InvalidEventDataException(e.Id, e.Type, "the data is empty", null);
+            }
+
+            reader.Skip();
+            if (reader.Read())
+            {
+                throw new InvalidEventDataException(e.Id, e.Type, $"unexpected content after the JSON value at byte {reader.TokenStartIndex}", null);
+            }
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidEventDataException(e.Id, e.Type, ex.Message, ex);
+        }
+    }
+}
+
+/// <summary>Rules for event type names.</summary>
+public static class EventTypeNames
+{
+    /// <summary>The longest type name accepted.</summary>
+    public const int MaxLength = 256;
+
+    /// <summary>Why a type name is invalid, or null when it is valid.</summary>
+    public static string? Validate(string? name)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            return "the type name is empty";
+        }
+
+        if (name.Length > MaxLength)
+        {
+            return $"the type name is over {MaxLength} characters";
+        }
+
+        foreach (var c in name)
+        {
+            if (char.IsControl(c) || char.IsWhiteSpace(c))
+            {
+                return "the type name contains white space or a control character";
+            }
+        }
+
+        return null;
+    }
+}
