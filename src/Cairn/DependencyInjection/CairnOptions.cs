@@ -1,0 +1,58 @@
+using System.Text.Json;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Serialization;
+using Cairn.Subscriptions;
+
+namespace Cairn.DependencyInjection;
+
+/// <summary>
+/// What <c>services.AddCairn(o => ...)</c> configures: the backend, the event types, and the event store's limits.
+/// Validated when the host starts; a missing backend or an impossible limit stops the start with a clear message.
+/// </summary>
+public sealed class CairnOptions
+{
+    /// <summary>The CloudEvents <c>source</c> of the events this service writes; <c>urn:cairn:&lt;entry assembly&gt;</c> by default.</summary>
+    public string? Source { get; set; }
+
+    /// <summary>The largest event accepted, in bytes of data and metadata (1 MiB by default).</summary>
+    public int MaxEventSize { get; set; } = EventStoreOptions.DefaultMaxEventSize;
+
+    /// <summary>The map of event classes to stable type names.</summary>
+    public EventTypeRegistry EventTypes { get; } = new();
+
+    /// <summary>JSON options for event data; web defaults when null. Set a source-generated resolver here.</summary>
+    public JsonSerializerOptions? JsonOptions { get; set; }
+
+    /// <summary>The name of the configured backend, or null when none is.</summary>
+    public string? BackendName { get; private set; }
+
+    internal Func<IServiceProvider, EventStoreOptions, IEventStore>? StoreFactory { get; private set; }
+
+    internal Func<IServiceProvider, ICheckpointStore>? CheckpointStoreFactory { get; private set; }
+
+    /// <summary>Keeps everything in memory: for tests and tools, not for data that must survive the process.</summary>
+    public CairnOptions UseInMemory() =>
+        UseBackend("in-memory", (_, options) => new InMemoryEventStore(options), _ => new InMemoryCheckpointStore());
+
+    /// <summary>Plugs in a backend. Backend packages call this from their own <c>Use…</c> method.</summary>
+    public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints)
+    {
+        if (BackendName is not null && BackendName != name)
+        {
+            throw new InvalidOperationException($"Cairn is already configured with the {BackendName} backend; choose one.");
+        }
+
+        BackendName = name;
+        StoreFactory = store;
+        CheckpointStoreFactory = checkpoints;
+        return this;
+    }
+
+    /// <summary>The event store settings these options describe.</summary>
+    public EventStoreOptions ToEventStoreOptions(TimeProvider timeProvider)
+    {
+        var options = new EventStoreOptions { MaxEventSize = MaxEventSize, TimeProvider = timeProvider };
+        return Source is null ? options : options with { Source = Source };
+    }
+}

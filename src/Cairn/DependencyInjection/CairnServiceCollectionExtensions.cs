@@ -1,0 +1,199 @@
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.Serialization;
+using Cairn.Subscriptions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Cairn.DependencyInjection;
+
+/// <summary>Registers Cairn in a service collection.</summary>
+public static class CairnServiceCollectionExtensions
+{
+    /// <summary>
+    /// Adds Cairn: the event store of the chosen backend (instrumented), the checkpoint store, the event serializer,
+    /// and the hosted subscriptions added through the returned builder.
+    /// <code>services.AddCairn(o => o.UseSqlite("Data Source=cairn.db")).AddSubscription("audit", handler);</code>
+    /// </summary>
+    public static CairnBuilder AddCairn(this IServiceCollection services, Action<CairnOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        services.AddOptions<CairnOptions>().Configure(configure).ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<CairnOptions>, CairnOptionsValidator>());
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
+            var storeOptions = options.ToEventStoreOptions(sp.GetRequiredService<TimeProvider>());
+            storeOptions.Validate();
+            return storeOptions;
+        });
+        services.TryAddSingleton<IEventStore>(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
+            return new InstrumentedEventStore(options.StoreFactory!(sp, sp.GetRequiredService<EventStoreOptions>()));
+        });
+        services.TryAddSingleton<IEventReader>(sp => sp.GetRequiredService<IEventStore>());
+        services.TryAddSingleton<IEventWriter>(sp => sp.GetRequiredService<IEventStore>());
+        services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CheckpointStoreFactory!(sp));
+        services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.EventTypes);
+        services.TryAddSingleton(sp => new EventSerializer(sp.GetRequiredService<EventTypeRegistry>(), sp.GetRequiredService<IOptions<CairnOptions>>().Value.JsonOptions));
+        services.TryAddSingleton<SubscriptionMonitor>();
+        return new CairnBuilder(services);
+    }
+}
+
+/// <summary>The optional parts of Cairn, added after <c>AddCairn</c>.</summary>
+public sealed class CairnBuilder(IServiceCollection services)
+{
+    /// <summary>The service collection.</summary>
+    public IServiceCollection Services { get; } = services;
+
+    /// <summary>
+    /// Hosts a catch-up subscription whose handler is a delegate; its checkpoint is stored under its name.
+    /// </summary>
+    public CairnBuilder AddSubscription(string name, Func<IServiceProvider, RecordedEvent, CancellationToken, ValueTask> handler, Action<SubscriptionOptionsBuilder>? configure = null)
+    {
+        var builder = new SubscriptionOptionsBuilder(name);
+        configure?.Invoke(builder);
+        var options = builder.Build();
+        options.Validate();
+        Services.AddSingleton<IHostedService>(sp => new SubscriptionHostedService(sp, options, (e, ct) => handler(sp, e, ct)));
+        return this;
+    }
+
+    /// <summary>Hosts a catch-up subscription whose handler is a <see cref="ISubscriptionHandler"/> made once from the container.</summary>
+    public CairnBuilder AddSubscription<THandler>(string name, Action<SubscriptionOptionsBuilder>? configure = null)
+        where THandler : class, ISubscriptionHandler
+    {
+        var builder = new SubscriptionOptionsBuilder(name);
+        configure?.Invoke(builder);
+        var options = builder.Build();
+        options.Validate();
+        Services.AddSingleton<IHostedService>(sp =>
+        {
+            var handler = ActivatorUtilities.GetServiceOrCreateInstance<THandler>(sp);
+            return new SubscriptionHostedService(sp, options, handler.HandleAsync);
+        });
+        return this;
+    }
+}
+
+/// <summary>Sets a hosted subscription's options.</summary>
+public sealed class SubscriptionOptionsBuilder(string name)
+{
+    private SubscriptionOptions _options = new() { Name = name };
+
+    /// <summary>Receive only what passes this filter (a category, a stream, event types).</summary>
+    public SubscriptionOptionsBuilder Filter(EventFilter filter)
+    {
+        _options = _options with { Filter = filter };
+        return this;
+    }
+
+    /// <summary>Changes any other setting.</summary>
+    public SubscriptionOptionsBuilder Configure(Func<SubscriptionOptions, SubscriptionOptions> change)
+    {
+        _options = change(_options);
+        return this;
+    }
+
+    internal SubscriptionOptions Build() => _options;
+}
+
+/// <summary>Handles the events of a hosted subscription.</summary>
+public interface ISubscriptionHandler
+{
+    /// <summary>Handles one event. Throwing stops the subscription, which resumes from its checkpoint.</summary>
+    ValueTask HandleAsync(RecordedEvent recorded, CancellationToken cancellationToken);
+}
+
+/// <summary>Lists the status of every hosted subscription in the process.</summary>
+public sealed class SubscriptionMonitor
+{
+    private readonly List<CatchUpSubscription> _subscriptions = [];
+
+    /// <summary>The status of each subscription.</summary>
+    public IReadOnlyList<SubscriptionStatus> Statuses
+    {
+        get
+        {
+            lock (_subscriptions)
+            {
+                return [.. _subscriptions.Select(s => s.Status)];
+            }
+        }
+    }
+
+    /// <summary>Finds a hosted subscription by name.</summary>
+    public CatchUpSubscription? Find(string name)
+    {
+        lock (_subscriptions)
+        {
+            return _subscriptions.FirstOrDefault(s => s.Options.Name == name);
+        }
+    }
+
+    internal void Add(CatchUpSubscription subscription)
+    {
+        lock (_subscriptions)
+        {
+            if (_subscriptions.Any(s => s.Options.Name == subscription.Options.Name))
+            {
+                throw new InvalidOperationException($"Two subscriptions are named '{subscription.Options.Name}'; each needs its own name (its checkpoint key).");
+            }
+
+            _subscriptions.Add(subscription);
+        }
+    }
+}
+
+internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposable
+{
+    private readonly CatchUpSubscription _subscription;
+
+    public SubscriptionHostedService(IServiceProvider services, SubscriptionOptions options, Func<RecordedEvent, CancellationToken, ValueTask> handler)
+    {
+        _subscription = new CatchUpSubscription(
+            services.GetRequiredService<IEventStore>(),
+            services.GetRequiredService<ICheckpointStore>(),
+            options,
+            handler,
+            services.GetService<ILogger<CatchUpSubscription>>(),
+            services.GetService<TimeProvider>());
+        services.GetRequiredService<SubscriptionMonitor>().Add(_subscription);
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken) => _subscription.StartAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => _subscription.StopAsync(cancellationToken);
+
+    public ValueTask DisposeAsync() => _subscription.DisposeAsync();
+}
+
+internal sealed class CairnOptionsValidator : IValidateOptions<CairnOptions>
+{
+    public ValidateOptionsResult Validate(string? name, CairnOptions options)
+    {
+        var failures = new List<string>();
+        if (options.StoreFactory is null)
+        {
+            failures.Add("No backend is configured: call UseSqlite(...), UseInMemory() or another backend's Use… method in AddCairn.");
+        }
+
+        if (options.Source is not null && string.IsNullOrWhiteSpace(options.Source))
+        {
+            failures.Add("Source must be a non-empty URI reference.");
+        }
+
+        if (options.MaxEventSize is < 1 or > 256 * 1024 * 1024)
+        {
+            failures.Add($"MaxEventSize is {options.MaxEventSize}; it must be between 1 byte and 256 MiB.");
+        }
+
+        return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+    }
+}

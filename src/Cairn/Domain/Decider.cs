@@ -1,0 +1,48 @@
+namespace Cairn.Domain;
+
+/// <summary>
+/// A decider: the command side of an aggregate as three pure functions. <see cref="Decide"/> turns a command and the
+/// current state into events (or throws to refuse it); <see cref="Evolve"/> folds one event into the state;
+/// <see cref="InitialState"/> is the state of a stream with no events.
+/// </summary>
+/// <typeparam name="TCommand">The commands it decides on.</typeparam>
+/// <typeparam name="TState">The state folded from its events.</typeparam>
+/// <typeparam name="TEvent">The base type of its events.</typeparam>
+/// <param name="Decide">Turns a command and the state into the events to append.</param>
+/// <param name="Evolve">Folds one event into the state.</param>
+/// <param name="InitialState">The state before any event.</param>
+public sealed record Decider<TCommand, TState, TEvent>(
+    Func<TCommand, TState, IEnumerable<TEvent>> Decide,
+    Func<TState, TEvent, TState> Evolve,
+    TState InitialState)
+{
+    /// <summary>Folds events into a state, starting from <paramref name="state"/>.</summary>
+    public TState Fold(TState state, IEnumerable<TEvent> events)
+    {
+        foreach (var e in events)
+        {
+            state = Evolve(state, e);
+        }
+
+        return state;
+    }
+}
+
+/// <summary>A decider's state loaded from its stream.</summary>
+/// <typeparam name="TState">The state type.</typeparam>
+/// <param name="State">The folded state.</param>
+/// <param name="Version">The version of the last event folded, or null when the stream had none.</param>
+public sealed record LoadedState<TState>(TState State, long? Version)
+{
+    /// <summary>The expected version for an append based on this state.</summary>
+    public EventStore.ExpectedVersion ExpectedVersion => Version is { } v ? EventStore.ExpectedVersion.Exactly(v) : EventStore.ExpectedVersion.NoStream;
+}
+
+/// <summary>The outcome of a handled command.</summary>
+/// <typeparam name="TState">The state type.</typeparam>
+/// <typeparam name="TEvent">The event type.</typeparam>
+/// <param name="State">The state after the new events.</param>
+/// <param name="Events">The events decided (none when the command changed nothing).</param>
+/// <param name="Append">The append's result, or null when no event was decided.</param>
+/// <param name="Attempts">How many times the command was decided: more than one after conflicts.</param>
+public sealed record CommandResult<TState, TEvent>(TState State, IReadOnlyList<TEvent> Events, EventStore.AppendResult? Append, int Attempts);

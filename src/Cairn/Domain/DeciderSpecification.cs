@@ -1,0 +1,82 @@
+namespace Cairn.Domain;
+
+/// <summary>
+/// Given/when/then for deciders, with no test framework needed:
+/// <c>DeciderSpecification.For(decider).Given(opened).When(deposit).Then(deposited)</c>. A mismatch throws
+/// <see cref="DeciderSpecificationException"/> describing expected and actual events.
+/// </summary>
+public static class DeciderSpecification
+{
+    /// <summary>Starts a specification of a decider.</summary>
+    public static DeciderSpecification<TCommand, TState, TEvent> For<TCommand, TState, TEvent>(Decider<TCommand, TState, TEvent> decider) =>
+        new(decider, [], default, hasCommand: false);
+}
+
+/// <summary>A specification being built: the past events and the command.</summary>
+/// <typeparam name="TCommand">The commands.</typeparam>
+/// <typeparam name="TState">The state.</typeparam>
+/// <typeparam name="TEvent">The events.</typeparam>
+public sealed class DeciderSpecification<TCommand, TState, TEvent>
+{
+    private readonly Decider<TCommand, TState, TEvent> _decider;
+    private readonly IReadOnlyList<TEvent> _given;
+    private readonly TCommand? _command;
+    private readonly bool _hasCommand;
+
+    internal DeciderSpecification(Decider<TCommand, TState, TEvent> decider, IReadOnlyList<TEvent> given, TCommand? command, bool hasCommand)
+    {
+        _decider = decider;
+        _given = given;
+        _command = command;
+        _hasCommand = hasCommand;
+    }
+
+    /// <summary>The events already in the stream.</summary>
+    public DeciderSpecification<TCommand, TState, TEvent> Given(params TEvent[] events) => new(_decider, events, _command, _hasCommand);
+
+    /// <summary>The command decided.</summary>
+    public DeciderSpecification<TCommand, TState, TEvent> When(TCommand command) => new(_decider, _given, command, hasCommand: true);
+
+    /// <summary>Asserts the decided events equal <paramref name="expected"/> (by value, in order) and returns the new state.</summary>
+    public TState Then(params TEvent[] expected)
+    {
+        var (state, actual) = Run();
+        if (!actual.SequenceEqual(expected))
+        {
+            throw new DeciderSpecificationException(
+                $"Expected the events [{string.Join(", ", expected)}] but the decider decided [{string.Join(", ", actual)}].");
+        }
+
+        return _decider.Fold(state, actual);
+    }
+
+    /// <summary>Asserts the decider refuses the command with <typeparamref name="TException"/>, and returns it.</summary>
+    public TException ThenThrows<TException>()
+        where TException : Exception
+    {
+        try
+        {
+            var (_, actual) = Run();
+            throw new DeciderSpecificationException(
+                $"Expected {typeof(TException).Name} but the decider decided [{string.Join(", ", actual)}].");
+        }
+        catch (TException ex)
+        {
+            return ex;
+        }
+    }
+
+    private (TState State, List<TEvent> Events) Run()
+    {
+        if (!_hasCommand)
+        {
+            throw new InvalidOperationException("Call When(command) before Then.");
+        }
+
+        var state = _decider.Fold(_decider.InitialState, _given);
+        return (state, _decider.Decide(_command!, state).ToList());
+    }
+}
+
+/// <summary>A decider specification did not hold.</summary>
+public sealed class DeciderSpecificationException(string message) : Exception(message);

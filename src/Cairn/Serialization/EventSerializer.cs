@@ -1,0 +1,73 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+
+namespace Cairn.Serialization;
+
+/// <summary>
+/// Turns typed events into <see cref="EventData"/> and recorded events back into objects, through the
+/// <see cref="EventTypeRegistry"/> and System.Text.Json. For trimming and speed, give it options whose
+/// <see cref="JsonSerializerOptions.TypeInfoResolver"/> is a source-generated <c>JsonSerializerContext</c>.
+/// </summary>
+public sealed class EventSerializer
+{
+    private readonly JsonSerializerOptions _options;
+
+    /// <summary>Creates a serializer over a registry and JSON options (web defaults when null).</summary>
+    public EventSerializer(EventTypeRegistry registry, JsonSerializerOptions? options = null)
+    {
+        Registry = registry;
+        _options = options ?? new JsonSerializerOptions(JsonSerializerDefaults.Web);
+        _options.TypeInfoResolver ??= new DefaultJsonTypeInfoResolver();
+        _options.MakeReadOnly();
+    }
+
+    /// <summary>The registry of stable type names.</summary>
+    public EventTypeRegistry Registry { get; }
+
+    /// <summary>The JSON options in use.</summary>
+    public JsonSerializerOptions Options => _options;
+
+    /// <summary>Serializes an event under its registered name, with a new id unless one is given.</summary>
+    public EventData ToEventData(object @event, MessageId? id = null, IReadOnlyList<string>? tags = null, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(@event);
+        var type = @event.GetType();
+        var name = Registry.GetName(type);
+        var data = JsonSerializer.SerializeToUtf8Bytes(@event, _options.GetTypeInfo(type));
+        return new EventData(id ?? MessageId.New(), name, data)
+        {
+            Tags = tags ?? [],
+            Metadata = metadata,
+        };
+    }
+
+    /// <summary>Deserializes a recorded event into the type registered for its name.</summary>
+    public object Deserialize(RecordedEvent recorded)
+    {
+        var type = Registry.GetType(recorded.Type);
+        try
+        {
+            return JsonSerializer.Deserialize(recorded.Data.Span, _options.GetTypeInfo(type))
+                ?? throw new EventDeserializationException(recorded, "the data is JSON null", null);
+        }
+        catch (JsonException ex)
+        {
+            throw new EventDeserializationException(recorded, ex.Message, ex);
+        }
+    }
+
+    /// <summary>Deserializes a recorded event and checks it is a <typeparamref name="T"/>.</summary>
+    public T Deserialize<T>(RecordedEvent recorded) => Deserialize(recorded) is T typed
+        ? typed
+        : throw new EventDeserializationException(recorded, $"its registered type is not a {typeof(T).Name}", null);
+}
+
+/// <summary>A stored event could not be turned into its registered CLR type.</summary>
+public sealed class EventDeserializationException(RecordedEvent recorded, string reason, Exception? inner)
+    : CairnException($"Event {recorded.Id} ({recorded.Type}, {recorded.Stream}@{recorded.Version}) could not be deserialized: {reason}", inner)
+{
+    /// <summary>The event that failed.</summary>
+    public RecordedEvent Event { get; } = recorded;
+}

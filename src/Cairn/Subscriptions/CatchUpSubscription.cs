@@ -1,0 +1,370 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Threading.Channels;
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Subscriptions;
+
+/// <summary>
+/// Delivers the events of <c>$all</c>, a category, a stream or event types to a handler, in order: history from the
+/// stored checkpoint first, then live events as they are committed, with no gap and no duplicate at the switch-over.
+/// A handler that throws or a store that fails stops the subscription loudly (status, log entry, metric); it then
+/// resumes from its checkpoint after a growing delay. Delivery is at least once: events after the last stored
+/// checkpoint are delivered again after a crash or a failure.
+/// </summary>
+public sealed class CatchUpSubscription : IAsyncDisposable
+{
+    private readonly IEventStore _store;
+    private readonly ICheckpointStore _checkpoints;
+    private readonly Func<RecordedEvent, CancellationToken, ValueTask> _handler;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _clock;
+    private readonly List<(long Position, TaskCompletionSource Done)> _waiters = [];
+    private readonly KeyValuePair<string, object?> _nameTag;
+    private CancellationTokenSource? _stop;
+    private Task? _run;
+    private SubscriptionStatus _status;
+    private long _position;
+    private long _checkpointed;
+    private long _head;
+    private volatile bool _caughtUp;
+
+    /// <summary>Creates a subscription; nothing is read until <see cref="StartAsync"/>.</summary>
+    public CatchUpSubscription(
+        IEventStore store,
+        ICheckpointStore checkpoints,
+        SubscriptionOptions options,
+        Func<RecordedEvent, CancellationToken, ValueTask> handler,
+        ILogger<CatchUpSubscription>? logger = null,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _store = store;
+        _checkpoints = checkpoints;
+        Options = options;
+        _handler = handler;
+        _logger = logger ?? NullLogger<CatchUpSubscription>.Instance;
+        _clock = timeProvider ?? TimeProvider.System;
+        _nameTag = new("subscription", options.Name);
+        _status = new SubscriptionStatus(options.Name, SubscriptionState.Stopped, GlobalPosition.Start, 0, null, null);
+    }
+
+    /// <summary>The subscription's settings.</summary>
+    public SubscriptionOptions Options { get; }
+
+    /// <summary>What the subscription is doing now.</summary>
+    public SubscriptionStatus Status => Volatile.Read(ref _status) with { Position = new GlobalPosition(Volatile.Read(ref _position)) };
+
+    /// <summary>Starts reading from the stored checkpoint (or <see cref="SubscriptionOptions.Start"/>) in the background.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_run is not null)
+        {
+            throw new InvalidOperationException($"The subscription '{Options.Name}' is already started.");
+        }
+
+        _stop = new CancellationTokenSource();
+        CairnDiagnostics.TrackLag(this, () => new Measurement<long>(Math.Max(0, Volatile.Read(ref _head) - Volatile.Read(ref _position)), _nameTag));
+        _run = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Stops after the event in hand, stores the checkpoint and waits for the background work to end.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_run is null || _stop is null)
+        {
+            return;
+        }
+
+        await _stop.CancelAsync().ConfigureAwait(false);
+        await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
+        CairnDiagnostics.UntrackLag(this);
+    }
+
+    /// <summary>Completes when the subscription has handled the event at <paramref name="position"/> or a later one.</summary>
+    public Task WaitForPositionAsync(GlobalPosition position, CancellationToken cancellationToken)
+    {
+        lock (_waiters)
+        {
+            if (Volatile.Read(ref _position) >= position.Value)
+            {
+                return Task.CompletedTask;
+            }
+
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((position.Value, done));
+            return done.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(CancellationToken.None).ConfigureAwait(false);
+        _stop?.Dispose();
+    }
+
+    private async Task RunAsync(CancellationToken stop)
+    {
+        var failures = 0;
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    var from = await _checkpoints.GetAsync(Options.Name, stop).ConfigureAwait(false)
+                        ?? (Options.Start == SubscriptionStart.End ? await _store.GetHeadPositionAsync(stop).ConfigureAwait(false) : GlobalPosition.Start);
+                    Volatile.Write(ref _position, from.Value);
+                    _checkpointed = from.Value;
+                    SetStatus(SubscriptionState.CatchingUp, failures, Status.LastError, Status.LastErrorAt);
+                    _logger.LogInformation("Subscription {Subscription} starts after position {Position} ({Filter}).", Options.Name, from, Options.Filter);
+                    await PumpAsync(from, () => failures = 0, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    break;
+                }
+                catch (Exception ex)
+                {
+                    failures++;
+                    CairnDiagnostics.SubscriptionFailures.Add(1, _nameTag);
+                    SetStatus(SubscriptionState.Faulted, failures, ex, _clock.GetUtcNow());
+                    await TryStoreCheckpointAsync().ConfigureAwait(false);
+                    if (Options.MaxRetries is { } max && failures > max)
+                    {
+                        _logger.LogCritical(ex, "Subscription {Subscription} failed {Failures} times in a row at position {Position} and has stopped for good.", Options.Name, failures, Volatile.Read(ref _position));
+                        SetStatus(SubscriptionState.Stopped, failures, ex, Status.LastErrorAt);
+                        return;
+                    }
+
+                    var delay = RetryDelay(failures);
+                    _logger.LogError(ex, "Subscription {Subscription} failed after position {Position} (failure {Failures} in a row); it resumes from its checkpoint in {Delay}.", Options.Name, Volatile.Read(ref _position), failures, delay);
+                    try
+                    {
+                        await Task.Delay(delay, _clock, stop).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            await TryStoreCheckpointAsync().ConfigureAwait(false);
+            var last = Status;
+            if (last.State != SubscriptionState.Stopped)
+            {
+                SetStatus(SubscriptionState.Stopped, last.Failures, last.LastError, last.LastErrorAt);
+            }
+
+            _logger.LogInformation("Subscription {Subscription} stopped at position {Position}.", Options.Name, Volatile.Read(ref _position));
+        }
+    }
+
+    private TimeSpan RetryDelay(int failures)
+    {
+        var ticks = Options.RetryDelay.Ticks * Math.Pow(2, Math.Min(failures - 1, 30));
+        return TimeSpan.FromTicks((long)Math.Min(ticks, Options.MaxRetryDelay.Ticks));
+    }
+
+    private async Task PumpAsync(GlobalPosition from, Action onSuccess, CancellationToken stop)
+    {
+        var buffer = Channel.CreateBounded<RecordedEvent>(new BoundedChannelOptions(Options.BufferSize)
+        {
+            SingleReader = true,
+            SingleWriter = true,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        using var readerStop = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        _caughtUp = false;
+        var reader = Task.Run(() => ReadIntoAsync(from, buffer.Writer, readerStop.Token), CancellationToken.None);
+        try
+        {
+            var sinceCheckpoint = 0;
+            var lastCheckpoint = _clock.GetTimestamp();
+            while (true)
+            {
+                if (!buffer.Reader.TryRead(out var e))
+                {
+                    if (_caughtUp && Status.State != SubscriptionState.Live)
+                    {
+                        SetStatus(SubscriptionState.Live, 0, Status.LastError, Status.LastErrorAt);
+                        _logger.LogInformation("Subscription {Subscription} is live at position {Position}.", Options.Name, Volatile.Read(ref _position));
+                    }
+
+                    if (sinceCheckpoint > 0)
+                    {
+                        // Idle with unsaved progress: store it now rather than leave it to the next burst.
+                        await StoreCheckpointAsync(stop).ConfigureAwait(false);
+                        sinceCheckpoint = 0;
+                        lastCheckpoint = _clock.GetTimestamp();
+                    }
+
+                    if (!await buffer.Reader.WaitToReadAsync(stop).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+
+                    continue;
+                }
+
+                await HandleAsync(e, stop).ConfigureAwait(false);
+                onSuccess();
+                Volatile.Write(ref _position, e.Position.Value);
+                ReleaseWaiters(e.Position.Value);
+                sinceCheckpoint++;
+                if (sinceCheckpoint >= Options.CheckpointEvery || _clock.GetElapsedTime(lastCheckpoint) >= Options.CheckpointInterval)
+                {
+                    await StoreCheckpointAsync(stop).ConfigureAwait(false);
+                    sinceCheckpoint = 0;
+                    lastCheckpoint = _clock.GetTimestamp();
+                }
+            }
+        }
+        finally
+        {
+            await readerStop.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await reader.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+
+    private async Task ReadIntoAsync(GlobalPosition from, ChannelWriter<RecordedEvent> writer, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await foreach (var e in _store.SubscribeAsync(from, Options.Filter, cancellationToken, Math.Min(Options.BufferSize, 512), OnProgress).ConfigureAwait(false))
+            {
+                if (!writer.TryWrite(e))
+                {
+                    _caughtUp = false;
+                    await writer.WriteAsync(e, cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            writer.TryComplete();
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            writer.TryComplete();
+        }
+        catch (Exception ex)
+        {
+            writer.TryComplete(ex);
+        }
+    }
+
+    private void OnProgress(GlobalPosition head, bool caughtUp)
+    {
+        if (head.Value > Volatile.Read(ref _head))
+        {
+            Volatile.Write(ref _head, head.Value);
+        }
+
+        _caughtUp = caughtUp;
+    }
+
+    private async ValueTask HandleAsync(RecordedEvent e, CancellationToken stop)
+    {
+        ActivityContext.TryParse(e.TraceParent, null, out var parent);
+        using var activity = CairnDiagnostics.SubscriptionSource.StartActivity(
+            "cairn.subscription.handle",
+            ActivityKind.Consumer,
+            parentContext: default,
+            links: parent == default ? null : [new ActivityLink(parent)]);
+        if (activity is not null)
+        {
+            activity.SetTag("cairn.subscription", Options.Name);
+            activity.SetTag("cairn.stream", e.Stream.Value);
+            activity.SetTag("cairn.event.type", e.Type);
+            activity.SetTag("cairn.position", e.Position.Value);
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await _handler(e, stop).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !stop.IsCancellationRequested)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
+            throw new SubscriptionHandlerException(Options.Name, e, ex);
+        }
+        finally
+        {
+            CairnDiagnostics.SubscriptionHandlerDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, _nameTag);
+        }
+
+        CairnDiagnostics.SubscriptionEvents.Add(1, _nameTag);
+        if (e.Position.Value > Volatile.Read(ref _head))
+        {
+            Volatile.Write(ref _head, e.Position.Value);
+        }
+    }
+
+    private async Task StoreCheckpointAsync(CancellationToken cancellationToken)
+    {
+        var position = Volatile.Read(ref _position);
+        if (position == _checkpointed)
+        {
+            return;
+        }
+
+        await _checkpoints.SetAsync(Options.Name, new GlobalPosition(position), cancellationToken).ConfigureAwait(false);
+        _checkpointed = position;
+    }
+
+    private async Task TryStoreCheckpointAsync()
+    {
+        try
+        {
+            await StoreCheckpointAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Subscription {Subscription} could not store its checkpoint at {Position}; events after the previous one will be delivered again.", Options.Name, Volatile.Read(ref _position));
+        }
+    }
+
+    private void ReleaseWaiters(long position)
+    {
+        lock (_waiters)
+        {
+            for (var i = _waiters.Count - 1; i >= 0; i--)
+            {
+                if (_waiters[i].Position <= position)
+                {
+                    _waiters[i].Done.TrySetResult();
+                    _waiters.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    private void SetStatus(SubscriptionState state, int failures, Exception? error, DateTimeOffset? errorAt) =>
+        Volatile.Write(ref _status, new SubscriptionStatus(Options.Name, state, new GlobalPosition(Volatile.Read(ref _position)), failures, error, errorAt));
+}
+
+/// <summary>A subscription's handler threw while handling an event.</summary>
+public sealed class SubscriptionHandlerException(string subscription, RecordedEvent recorded, Exception inner)
+    : CairnException($"The handler of subscription '{subscription}' threw on event {recorded.Id} ({recorded.Type}, {recorded.Stream}@{recorded.Version}, position {recorded.Position}): {inner.Message}", inner)
+{
+    /// <summary>The subscription.</summary>
+    public string Subscription { get; } = subscription;
+
+    /// <summary>The event being handled.</summary>
+    public RecordedEvent Event { get; } = recorded;
+}

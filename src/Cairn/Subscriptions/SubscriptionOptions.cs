@@ -1,0 +1,85 @@
+using Cairn.EventStore;
+
+namespace Cairn.Subscriptions;
+
+/// <summary>Where a subscription with no stored checkpoint begins.</summary>
+public enum SubscriptionStart
+{
+    /// <summary>From the first event of the log.</summary>
+    Beginning,
+
+    /// <summary>From the events committed after the subscription starts.</summary>
+    End,
+}
+
+/// <summary>The settings of a catch-up subscription.</summary>
+public sealed record SubscriptionOptions
+{
+    /// <summary>The subscription's name, also its checkpoint key.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Which events it receives: <c>$all</c>, a category, a stream or event types.</summary>
+    public EventFilter Filter { get; init; } = EventFilter.All;
+
+    /// <summary>Where it begins when no checkpoint is stored.</summary>
+    public SubscriptionStart Start { get; init; } = SubscriptionStart.Beginning;
+
+    /// <summary>How many events may wait, read but not handled: the bound on its memory.</summary>
+    public int BufferSize { get; init; } = 1024;
+
+    /// <summary>Store the checkpoint after this many handled events (and on stop).</summary>
+    public int CheckpointEvery { get; init; } = 100;
+
+    /// <summary>Store the checkpoint at least this often while events are handled.</summary>
+    public TimeSpan CheckpointInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The first delay before a failed subscription resumes; it doubles up to <see cref="MaxRetryDelay"/>.</summary>
+    public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The longest delay between resumptions.</summary>
+    public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>After this many failures in a row it stays stopped (status <see cref="SubscriptionState.Stopped"/>); null to retry forever.</summary>
+    public int? MaxRetries { get; init; }
+
+    /// <summary>Refuses impossible settings.</summary>
+    public void Validate()
+    {
+        CheckpointKeys.Validate(Name);
+        ArgumentNullException.ThrowIfNull(Filter);
+        ArgumentOutOfRangeException.ThrowIfLessThan(BufferSize, 1, nameof(BufferSize));
+        ArgumentOutOfRangeException.ThrowIfLessThan(CheckpointEvery, 1, nameof(CheckpointEvery));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(CheckpointInterval, TimeSpan.Zero, nameof(CheckpointInterval));
+        ArgumentOutOfRangeException.ThrowIfLessThan(RetryDelay, TimeSpan.Zero, nameof(RetryDelay));
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxRetryDelay, RetryDelay, nameof(MaxRetryDelay));
+        if (MaxRetries is < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxRetries), MaxRetries, "MaxRetries must be 0 or more, or null.");
+        }
+    }
+}
+
+/// <summary>What a subscription is doing.</summary>
+public enum SubscriptionState
+{
+    /// <summary>Not started, stopped by its owner, or given up after <see cref="SubscriptionOptions.MaxRetries"/>.</summary>
+    Stopped,
+
+    /// <summary>Reading history.</summary>
+    CatchingUp,
+
+    /// <summary>Caught up; handling events as they are committed.</summary>
+    Live,
+
+    /// <summary>Failed (see <see cref="SubscriptionStatus.LastError"/>) and waiting to resume from its checkpoint.</summary>
+    Faulted,
+}
+
+/// <summary>A snapshot of a subscription's state.</summary>
+/// <param name="Name">The subscription.</param>
+/// <param name="State">What it is doing.</param>
+/// <param name="Position">The position of the last event it handled.</param>
+/// <param name="Failures">Failures in a row since its last success.</param>
+/// <param name="LastError">The error of its last failure, if any.</param>
+/// <param name="LastErrorAt">When that failure happened.</param>
+public sealed record SubscriptionStatus(string Name, SubscriptionState State, GlobalPosition Position, int Failures, Exception? LastError, DateTimeOffset? LastErrorAt);
