@@ -1,0 +1,24 @@
+using Cairn.EventStore;
+using Cairn.Subscriptions;
+
+namespace Cairn.Conformance;
+
+/// <summary>
+/// What a backend gives the conformance suite: a fresh, empty store per test, with its checkpoint store. A backend
+/// enrols by implementing this and deriving one line per abstract test class.
+/// </summary>
+public interface IStoreFixture : IAsyncDisposable
+{
+    /// <summary>Creates a fresh, empty store with the given options (defaults when null).</summary>
+    Task<StoreUnderTest> CreateAsync(EventStoreOptions? options = null);
+}
+
+/// <summary>A store created for one test, with its checkpoint store; disposing it releases its resources.</summary>
+public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null) : IAsyncDisposable
+{
+    public IEventStore Store { get; } = store;
+
+    public ICheckpointStore Checkpoints { get; } = checkpoints;
+
+    public ValueTask DisposeAsync() => dispose?.Invoke() ?? ValueTask.CompletedTask;
+}
