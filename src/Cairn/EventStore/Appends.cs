@@ -70,7 +70,7 @@ public sealed record AppendResult(
 
 /// <summary>
 /// A dynamic consistency boundary condition (dcb.events): the append fails with
-/// <see cref="AppendConditionFailedException"/> if any event matching <see cref="FailIfEventsMatch"/> was appended
+/// <see cref="AppendConditionFailedException"/> if any user event (Cairn's own are never matched) matching <see cref="FailIfEventsMatch"/> was appended
 /// after <see cref="After"/> (or at all, when <see cref="After"/> is null).
 /// </summary>
 /// <param name="FailIfEventsMatch">The query whose matches, after the position, fail the append.</param>

@@ -63,7 +63,7 @@ public sealed class InMemoryEventStore : IEventStore
             var from = (int)(condition.After?.Value ?? 0);
             for (var i = from; i < _log.Count; i++)
             {
-                if (condition.FailIfEventsMatch.Matches(_log[i].Type, _log[i].Tags))
+                if (!_log[i].Stream.IsSystem && condition.FailIfEventsMatch.Matches(_log[i].Type, _log[i].Tags))
                 {
                     throw new AppendConditionFailedException(condition, _log[i].Position);
                 }
