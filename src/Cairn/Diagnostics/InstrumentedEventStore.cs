@@ -7,7 +7,7 @@ namespace Cairn.Diagnostics;
 /// Wraps any event store with a span per append and the <c>Cairn.EventStore</c> metrics, so backends stay free of
 /// instrumentation and none can forget it. <c>AddCairn</c> registers every backend through it.
 /// </summary>
-public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore
+public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IAsyncDisposable
 {
     /// <summary>The wrapped store.</summary>
     public IEventStore Inner { get; } = inner;
@@ -98,4 +98,18 @@ public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore
     /// <inheritdoc />
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
         Inner.TombstoneStreamAsync(stream, expectedVersion, cancellationToken);
+
+    /// <summary>Disposes the wrapped store, so the container that owns this decorator closes the backend.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        switch (Inner)
+        {
+            case IAsyncDisposable asyncDisposable:
+                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+                break;
+            case IDisposable disposable:
+                disposable.Dispose();
+                break;
+        }
+    }
 }

@@ -129,9 +129,37 @@ internal static class StreamRules
         return new EventData(MetadataEventType, JsonSerializer.SerializeToUtf8Bytes(record, CairnJsonContext.Default.LifecycleRecordData));
     }
 
-    /// <summary>The settings after a soft delete: everything up to the last version hidden.</summary>
-    public static StreamMetadata AfterSoftDelete(StreamMetadata metadata, long? lastVersion) =>
-        metadata with { TruncateBefore = (lastVersion ?? -1) + 1 };
+    /// <summary>
+    /// A stream's state and metadata after a lifecycle change, or null when the change changes nothing (deleting a
+    /// stream that never existed). The expected version is checked first.
+    /// </summary>
+    public static (StreamState State, StreamMetadata Metadata)? ApplyLifecycle(
+        StreamName stream, ExpectedVersion expected, LifecycleChange change, StreamState state, long? lastVersion, StreamMetadata current, StreamMetadata? requested)
+    {
+        if (stream.IsSystem)
+        {
+            throw new InvalidStreamNameException(stream.Value, "the lifecycle of Cairn's own streams cannot be changed");
+        }
+
+        NextVersion(stream, expected, state, lastVersion);
+        (StreamState State, StreamMetadata Metadata) next = change switch
+        {
+            LifecycleChange.SetMetadata => (state, requested ?? throw new ArgumentNullException(nameof(requested))),
+            LifecycleChange.SoftDelete when state is StreamState.NotFound or StreamState.SoftDeleted => (state, current),
+            LifecycleChange.SoftDelete => (StreamState.SoftDeleted, current with { TruncateBefore = (lastVersion ?? -1) + 1 }),
+            LifecycleChange.Tombstone => (StreamState.Tombstoned, current),
+            _ => throw new ArgumentOutOfRangeException(nameof(change)),
+        };
+        return next.State == state && next.Metadata == current ? null : next;
+    }
+
+    /// <summary>A change of a stream's lifecycle.</summary>
+    internal enum LifecycleChange
+    {
+        SetMetadata,
+        SoftDelete,
+        Tombstone,
+    }
 
     /// <summary>The lifecycle record's JSON shape.</summary>
     internal sealed record LifecycleRecordData(

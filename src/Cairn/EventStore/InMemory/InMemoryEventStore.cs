@@ -229,45 +229,37 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(metadata);
         metadata.Validate();
-        return ChangeLifecycle(stream, ExpectedVersion.Any, (entry, _) => (entry.State == StreamState.NotFound ? StreamState.NotFound : entry.State, metadata), cancellationToken);
+        return ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
     }
 
     /// <inheritdoc />
     public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, expectedVersion, (entry, _) => entry.State == StreamState.NotFound
-            ? (StreamState.NotFound, entry.Metadata)
-            : (StreamState.SoftDeleted, StreamRules.AfterSoftDelete(entry.Metadata, entry.LastVersion)), cancellationToken);
+        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
 
     /// <inheritdoc />
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, expectedVersion, (entry, _) => (StreamState.Tombstoned, entry.Metadata), cancellationToken);
+        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
 
-    private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, Func<StreamEntry, long?, (StreamState State, StreamMetadata Metadata)> change, CancellationToken cancellationToken)
+    private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        if (stream.IsSystem)
-        {
-            throw new InvalidStreamNameException(stream.Value, "the lifecycle of Cairn's own streams cannot be changed");
-        }
-
         lock (_gate)
         {
             var entry = _streams.GetValueOrDefault(stream.Value) ?? new StreamEntry();
-            StreamRules.NextVersion(stream, expected, entry.State, entry.LastVersion);
-            var (state, metadata) = change(entry, entry.LastVersion);
-            if (state == StreamState.NotFound && entry.State == StreamState.NotFound && metadata == entry.Metadata)
+            if (StreamRules.ApplyLifecycle(stream, expected, change, entry.State, entry.LastVersion, entry.Metadata, metadata) is not { } next)
             {
                 return Task.CompletedTask;
             }
 
             var record = PreparedAppend.Prepare(
-                new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, state, metadata)]),
+                new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, next.State, next.Metadata)]),
                 _options,
                 allowSystemStreams: true);
             var result = Write(record);
-            entry.State = state;
-            entry.Metadata = metadata;
+            entry.State = next.State;
+            entry.Metadata = next.Metadata;
             _streams.TryAdd(stream.Value, entry);
             _signal.Advance(result.LastPosition.Value);
         }

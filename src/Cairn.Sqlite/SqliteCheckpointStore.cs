@@ -1,0 +1,34 @@
+using Cairn.EventStore;
+using Cairn.Subscriptions;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// Checkpoints in the same SQLite file as the events. A checkpoint write joins the writer's next group commit, so it
+/// costs no fsync of its own.
+/// </summary>
+public sealed class SqliteCheckpointStore(SqliteEventStore store) : ICheckpointStore
+{
+    /// <inheritdoc />
+    public ValueTask<GlobalPosition?> GetAsync(string key, CancellationToken cancellationToken)
+    {
+        CheckpointKeys.Validate(key);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var connection = store.OpenReadConnection();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT position FROM cairn_checkpoints WHERE key = $key";
+        command.Parameters.AddWithValue("$key", key);
+        return ValueTask.FromResult(command.ExecuteScalar() is long position ? new GlobalPosition(position) : (GlobalPosition?)null);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SetAsync(string key, GlobalPosition position, CancellationToken cancellationToken)
+    {
+        CheckpointKeys.Validate(key);
+        await store.Writer.ExecuteAsync(context =>
+        {
+            context.SetCheckpoint(key, position.Value);
+            return true;
+        }, cancellationToken).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,164 @@
+using Cairn.EventStore;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// The embedded event store: one SQLite file in WAL mode, created on first use, with durable commits by default.
+/// Appends from every caller go through one writer thread that commits whatever is queued in one transaction (group
+/// commit); reads run on pooled connections beside it and never hold a snapshot between pages.
+/// </summary>
+public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncDisposable
+{
+    private readonly EventStoreOptions _options;
+    private readonly SqliteEventStoreOptions _sqliteOptions;
+    private readonly string _readConnectionString;
+    private readonly AppendSignal _signal;
+    private readonly EventReader _rows = new();
+    private readonly ILogger _logger;
+    private int _disposed;
+
+    /// <summary>Opens (creating when needed) the store in the file the connection string names.</summary>
+    public SqliteEventStore(SqliteEventStoreOptions sqliteOptions, EventStoreOptions? options = null, ILogger<SqliteEventStore>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(sqliteOptions);
+        sqliteOptions.Validate();
+        _options = options ?? new EventStoreOptions();
+        _options.Validate();
+        _sqliteOptions = sqliteOptions;
+        _logger = logger ?? NullLogger<SqliteEventStore>.Instance;
+        _signal = new AppendSignal(sqliteOptions.ExternalCommitPollInterval);
+
+        var builder = new SqliteConnectionStringBuilder(sqliteOptions.ConnectionString);
+        if (builder.Mode == SqliteOpenMode.Memory || builder.DataSource is "" or ":memory:")
+        {
+            throw new ArgumentException("The SQLite event store needs a file: an in-memory SQLite database is private to one connection. Use UseInMemory() for a store in memory.", nameof(sqliteOptions));
+        }
+
+        if (builder.Mode == SqliteOpenMode.ReadOnly)
+        {
+            throw new ArgumentException("The SQLite event store writes to its file: Mode=ReadOnly is not supported.", nameof(sqliteOptions));
+        }
+
+        var directory = Path.GetDirectoryName(Path.GetFullPath(builder.DataSource));
+        if (!string.IsNullOrEmpty(directory))
+        {
+            Directory.CreateDirectory(directory);
+        }
+
+        builder.Pooling = true;
+        builder.DefaultTimeout = (int)Math.Ceiling(sqliteOptions.BusyTimeout.TotalSeconds);
+        _readConnectionString = builder.ToString();
+        DataSource = Path.GetFullPath(builder.DataSource);
+
+        var connection = new SqliteConnection(_readConnectionString);
+        try
+        {
+            connection.Open();
+            using (var pragmas = connection.CreateCommand())
+            {
+                var synchronous = sqliteOptions.Durability == SqliteDurability.Full ? "FULL" : "NORMAL";
+                pragmas.CommandText = $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {(long)sqliteOptions.BusyTimeout.TotalMilliseconds};";
+                pragmas.ExecuteNonQuery();
+            }
+
+            SqliteSchema.Ensure(connection);
+            Writer = new SqliteWriter(connection, sqliteOptions, _options, _signal, _logger);
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+
+        _logger.LogInformation("Cairn SQLite event store opened at {Path} (head {Head}, durability {Durability}).", DataSource, _signal.Head, sqliteOptions.Durability);
+    }
+
+    /// <summary>The full path of the SQLite file.</summary>
+    public string DataSource { get; }
+
+    internal SqliteWriter Writer { get; }
+
+    /// <inheritdoc />
+    public Task<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        var prepared = PreparedAppend.Prepare(request, _options);
+        return Writer.ExecuteAsync(context => context.Append(prepared), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) =>
+        _signal.WaitAsync(position.Value, cancellationToken);
+
+    /// <inheritdoc />
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        metadata.Validate();
+        return ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+
+    /// <inheritdoc />
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+
+    private Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        if (stream.IsSystem)
+        {
+            throw new InvalidStreamNameException(stream.Value, "the lifecycle of Cairn's own streams cannot be changed");
+        }
+
+        // Prepared here, on the caller's flow, so the record carries the caller's correlation and trace context;
+        // the writer fills in the state it decides.
+        var template = PreparedAppend.Prepare(
+            new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
+            _options,
+            allowSystemStreams: true);
+        return Writer.ExecuteAsync(
+            context => context.ChangeLifecycle(stream, expected, change, metadata, (state, md) =>
+            {
+                var part = template.Streams[0];
+                var filled = part.Events[0] with { Data = StreamRules.LifecycleRecord(stream, state, md).Data };
+                return template with { Streams = [part with { Events = [filled] }] };
+            }),
+            cancellationToken);
+    }
+
+    internal SqliteConnection OpenReadConnection()
+    {
+        ThrowIfDisposed();
+        var connection = new SqliteConnection(_readConnectionString);
+        connection.Open();
+        return connection;
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    /// <summary>Finishes the queued writes, then closes the file.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        Writer.Dispose();
+        SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,43 @@
+namespace Cairn.Sqlite;
+
+/// <summary>How hard a commit is pushed to disk before the append is acknowledged.</summary>
+public enum SqliteDurability
+{
+    /// <summary><c>synchronous=FULL</c>: every acknowledged commit survives a power loss. The default.</summary>
+    Full,
+
+    /// <summary><c>synchronous=NORMAL</c>: commits survive a process crash; the last ones may be lost on power loss.</summary>
+    Normal,
+}
+
+/// <summary>Settings of the embedded SQLite backend.</summary>
+public sealed record SqliteEventStoreOptions
+{
+    /// <summary>The connection string, such as <c>Data Source=cairn.db</c>. The file is created on first use.</summary>
+    public required string ConnectionString { get; init; }
+
+    /// <summary>Whether a commit waits for the disk (the default) or only for the OS.</summary>
+    public SqliteDurability Durability { get; init; } = SqliteDurability.Full;
+
+    /// <summary>The most write operations (appends, checkpoints, lifecycle changes) one group commit takes.</summary>
+    public int MaxOperationsPerCommit { get; init; } = 2048;
+
+    /// <summary>How often live readers look for commits made by other processes; commits in this process wake them at once.</summary>
+    public TimeSpan ExternalCommitPollInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a statement waits for a lock held by another process before failing.</summary>
+    public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Refuses impossible settings with a message naming the setting.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ConnectionString))
+        {
+            throw new ArgumentException("The SQLite connection string is empty; give one such as \"Data Source=cairn.db\".", nameof(ConnectionString));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThan(MaxOperationsPerCommit, 1, nameof(MaxOperationsPerCommit));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
+        ArgumentOutOfRangeException.ThrowIfLessThan(BusyTimeout, TimeSpan.Zero, nameof(BusyTimeout));
+    }
+}

@@ -1,0 +1,85 @@
+using System.Text;
+using Cairn.EventStore;
+using Microsoft.Data.Sqlite;
+
+namespace Cairn.Sqlite;
+
+/// <summary>Builds the SQL predicates of filters and tag queries, with parameters, never with spliced values.</summary>
+internal static class SqliteQueries
+{
+    /// <summary>Excludes Cairn's own events: only they have types starting with <c>$</c>.</summary>
+    private const string UserEventsOnly = "e.type_id NOT IN (SELECT id FROM cairn_names WHERE value >= '$' AND value < '%')";
+
+    /// <summary>Appends the predicate of an <see cref="EventFilter"/>, starting with <c> AND</c> when it has one.</summary>
+    public static void AppendFilter(StringBuilder sql, SqliteCommand command, EventFilter filter)
+    {
+        if (!filter.IncludeSystemEvents)
+        {
+            sql.Append(" AND ").Append(UserEventsOnly);
+        }
+
+        if (filter.Stream is { } stream)
+        {
+            sql.Append(" AND e.stream_id = (SELECT id FROM cairn_streams WHERE name = $f_stream)");
+            command.Parameters.AddWithValue("$f_stream", stream);
+        }
+
+        if (filter.Category is { } category)
+        {
+            sql.Append(" AND e.stream_id IN (SELECT id FROM cairn_streams WHERE category = $f_category)");
+            command.Parameters.AddWithValue("$f_category", category);
+        }
+
+        if (filter.EventTypes is { } types)
+        {
+            sql.Append(" AND e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
+            for (var i = 0; i < types.Count; i++)
+            {
+                sql.Append(i == 0 ? "$f_type" : ", $f_type").Append(i);
+                command.Parameters.AddWithValue("$f_type" + i, types[i]);
+            }
+
+            sql.Append("))");
+        }
+    }
+
+    /// <summary>Appends the predicate of a tag and type query over <c>cairn_events e</c>, user events only.</summary>
+    public static void AppendQueryPredicate(StringBuilder sql, SqliteCommand command, EventQuery query)
+    {
+        sql.Append(UserEventsOnly);
+        if (query.MatchesAll)
+        {
+            return;
+        }
+
+        sql.Append(" AND (");
+        for (var i = 0; i < query.Items.Count; i++)
+        {
+            var item = query.Items[i];
+            sql.Append(i == 0 ? "(1" : " OR (1");
+            if (item.Types.Count > 0)
+            {
+                sql.Append(" AND e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
+                for (var t = 0; t < item.Types.Count; t++)
+                {
+                    var name = $"$q{i}_type{t}";
+                    sql.Append(t == 0 ? name : ", " + name);
+                    command.Parameters.AddWithValue(name, item.Types[t]);
+                }
+
+                sql.Append("))");
+            }
+
+            for (var t = 0; t < item.Tags.Count; t++)
+            {
+                var name = $"$q{i}_tag{t}";
+                sql.Append(" AND e.position IN (SELECT position FROM cairn_event_tags WHERE tag = ").Append(name).Append(')');
+                command.Parameters.AddWithValue(name, item.Tags[t]);
+            }
+
+            sql.Append(')');
+        }
+
+        sql.Append(')');
+    }
+}

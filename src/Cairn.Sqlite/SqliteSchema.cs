@@ -1,0 +1,105 @@
+using Cairn.EventStore;
+using Microsoft.Data.Sqlite;
+
+namespace Cairn.Sqlite;
+
+/// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
+internal static class SqliteSchema
+{
+    public const int Version = 1;
+
+    private const string Ddl = """
+        CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
+
+        -- Interned strings (event types, sources, content types), so each event row stores small integers.
+        CREATE TABLE IF NOT EXISTS cairn_names (
+            id    INTEGER PRIMARY KEY,
+            value TEXT NOT NULL UNIQUE);
+
+        CREATE TABLE IF NOT EXISTS cairn_streams (
+            id              INTEGER PRIMARY KEY,
+            name            TEXT NOT NULL UNIQUE,
+            category        TEXT NOT NULL,
+            last_version    INTEGER,
+            state           INTEGER NOT NULL,
+            max_count       INTEGER,
+            max_age_ticks   INTEGER,
+            truncate_before INTEGER);
+        CREATE INDEX IF NOT EXISTS cairn_streams_by_category ON cairn_streams (category);
+
+        -- The log. position is the rowid: one writer assigns it in commit order, so readers never see a gap fill later.
+        CREATE TABLE IF NOT EXISTS cairn_events (
+            position        INTEGER PRIMARY KEY,
+            stream_id       INTEGER NOT NULL,
+            version         INTEGER NOT NULL,
+            id              BLOB NOT NULL,
+            type_id         INTEGER NOT NULL,
+            source_id       INTEGER NOT NULL,
+            content_type_id INTEGER NOT NULL,
+            time_ticks      INTEGER NOT NULL,
+            data            BLOB NOT NULL,
+            data_schema     TEXT,
+            correlation_id  TEXT,
+            causation_id    TEXT,
+            traceparent     TEXT,
+            tags            TEXT,
+            metadata        BLOB);
+        CREATE UNIQUE INDEX IF NOT EXISTS cairn_events_by_stream ON cairn_events (stream_id, version);
+        CREATE UNIQUE INDEX IF NOT EXISTS cairn_events_by_id ON cairn_events (id);
+        CREATE INDEX IF NOT EXISTS cairn_events_by_type ON cairn_events (type_id, position);
+
+        CREATE TABLE IF NOT EXISTS cairn_event_tags (
+            tag      TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (tag, position)) WITHOUT ROWID;
+
+        CREATE TABLE IF NOT EXISTS cairn_checkpoints (
+            key        TEXT PRIMARY KEY,
+            position   INTEGER NOT NULL,
+            updated_ticks INTEGER NOT NULL) WITHOUT ROWID;
+        """;
+
+    /// <summary>Creates the tables if they are missing and refuses a file written by a newer Cairn.</summary>
+    public static void Ensure(SqliteConnection connection)
+    {
+        using var begin = connection.CreateCommand();
+        begin.CommandText = "BEGIN IMMEDIATE";
+        begin.ExecuteNonQuery();
+        try
+        {
+            using (var ddl = connection.CreateCommand())
+            {
+                ddl.CommandText = Ddl;
+                ddl.ExecuteNonQuery();
+            }
+
+            using var read = connection.CreateCommand();
+            read.CommandText = "SELECT max(version) FROM cairn_schema";
+            var found = read.ExecuteScalar();
+            if (found is long existing)
+            {
+                if (existing > Version)
+                {
+                    throw new CairnException($"The SQLite file {connection.DataSource} has Cairn schema version {existing}, newer than this Cairn's {Version}; upgrade Cairn to open it.");
+                }
+            }
+            else
+            {
+                using var write = connection.CreateCommand();
+                write.CommandText = $"INSERT INTO cairn_schema (version) VALUES ({Version})";
+                write.ExecuteNonQuery();
+            }
+
+            using var commit = connection.CreateCommand();
+            commit.CommandText = "COMMIT";
+            commit.ExecuteNonQuery();
+        }
+        catch
+        {
+            using var rollback = connection.CreateCommand();
+            rollback.CommandText = "ROLLBACK";
+            rollback.ExecuteNonQuery();
+            throw;
+        }
+    }
+}

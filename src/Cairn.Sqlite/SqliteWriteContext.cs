@@ -1,0 +1,197 @@
+using Cairn.EventStore;
+using Microsoft.Data.Sqlite;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// The writer thread's view of the file: its connection, prepared statements and caches of stream state and
+/// interned names. Only the writer thread touches it. Caches are dropped whenever a transaction rolls back or
+/// another process has committed since ours.
+/// </summary>
+internal sealed partial class SqliteWriteContext : IDisposable
+{
+    private const int MaxCachedStreams = 100_000;
+
+    private readonly SqliteConnection _connection;
+    private readonly EventStoreOptions _options;
+    private readonly Dictionary<string, StreamRow> _streams = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
+    private readonly SqliteCommand _begin, _commit, _rollback, _dataVersion;
+    private readonly SqliteCommand _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _head, _upsertCheckpoint;
+    private readonly SqliteParameter[] _eventParameters;
+    private long _dataVersionSeen = -1;
+    private long _lastTimeTicks;
+    private long _committedHead;
+    private bool _inTransaction;
+
+    public SqliteWriteContext(SqliteConnection connection, EventStoreOptions options)
+    {
+        _connection = connection;
+        _options = options;
+        _begin = Command("BEGIN IMMEDIATE");
+        _commit = Command("COMMIT");
+        _rollback = Command("ROLLBACK");
+        _dataVersion = Command("PRAGMA data_version");
+        _head = Command("SELECT coalesce(max(position), 0), coalesce(max(time_ticks), 0) FROM cairn_events");
+        _insertEvent = Command("""
+            INSERT INTO cairn_events (position, stream_id, version, id, type_id, source_id, content_type_id, time_ticks, data, data_schema, correlation_id, causation_id, traceparent, tags, metadata)
+            VALUES ($position, $stream_id, $version, $id, $type_id, $source_id, $content_type_id, $time_ticks, $data, $data_schema, $correlation_id, $causation_id, $traceparent, $tags, $metadata)
+            """);
+        _eventParameters =
+        [
+            .. new[] { "$position", "$stream_id", "$version", "$id", "$type_id", "$source_id", "$content_type_id", "$time_ticks", "$data", "$data_schema", "$correlation_id", "$causation_id", "$traceparent", "$tags", "$metadata" }
+                .Select(name => _insertEvent.Parameters.Add(new SqliteParameter(name, null))),
+        ];
+        _insertTag = Command("INSERT INTO cairn_event_tags (tag, position) VALUES ($tag, $position)", "$tag", "$position");
+        _selectStream = Command("SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = $name", "$name");
+        _insertStream = Command("INSERT INTO cairn_streams (name, category, last_version, state) VALUES ($name, $category, NULL, 0) RETURNING id", "$name", "$category");
+        _updateStream = Command(
+            "UPDATE cairn_streams SET last_version = $last_version, state = $state, max_count = $max_count, max_age_ticks = $max_age_ticks, truncate_before = $truncate_before WHERE id = $id",
+            "$last_version", "$state", "$max_count", "$max_age_ticks", "$truncate_before", "$id");
+        _selectName = Command("SELECT id FROM cairn_names WHERE value = $value", "$value");
+        _insertName = Command("INSERT INTO cairn_names (value) VALUES ($value) RETURNING id", "$value");
+        _selectId = Command("SELECT s.name, e.version, e.position FROM cairn_events e JOIN cairn_streams s ON s.id = e.stream_id WHERE e.id = $id", "$id");
+        _upsertCheckpoint = Command(
+            "INSERT INTO cairn_checkpoints (key, position, updated_ticks) VALUES ($key, $position, $updated) ON CONFLICT (key) DO UPDATE SET position = excluded.position, updated_ticks = excluded.updated_ticks",
+            "$key", "$position", "$updated");
+        LoadHead();
+        _dataVersionSeen = (long)_dataVersion.ExecuteScalar()!;
+    }
+
+    /// <summary>The position of the last event written (committed, or in the open transaction).</summary>
+    public long Head { get; private set; }
+
+    /// <summary>Whether the operation in hand has written anything yet.</summary>
+    public bool OperationWrote { get; private set; }
+
+    /// <summary>The commit time of the transaction in hand.</summary>
+    public long TimeTicks { get; private set; }
+
+    public void Begin()
+    {
+        _begin.ExecuteNonQuery();
+        _inTransaction = true;
+        var dataVersion = (long)_dataVersion.ExecuteScalar()!;
+        if (dataVersion != _dataVersionSeen)
+        {
+            // Another connection committed since our last transaction: what we cached may be stale.
+            DropCaches();
+            LoadHead();
+            _dataVersionSeen = dataVersion;
+        }
+
+        // Commit times never go backwards along the log, so "as of a time" reads can stop at the first later event.
+        var now = _options.TimeProvider.GetUtcNow().UtcTicks;
+        TimeTicks = Math.Max(now, _lastTimeTicks);
+    }
+
+    public void StartOperation() => OperationWrote = false;
+
+    public void Commit()
+    {
+        _commit.ExecuteNonQuery();
+        _inTransaction = false;
+        _lastTimeTicks = TimeTicks;
+        _committedHead = Head;
+        _dataVersionSeen = (long)_dataVersion.ExecuteScalar()!;
+    }
+
+    public void Rollback()
+    {
+        if (_inTransaction)
+        {
+            try
+            {
+                _rollback.ExecuteNonQuery();
+            }
+            catch (SqliteException)
+            {
+                // SQLite may already have rolled back (after an I/O error); there is nothing left to undo.
+            }
+
+            _inTransaction = false;
+        }
+
+        Reset();
+    }
+
+    /// <summary>Forgets everything cached, after a rollback or a fault.</summary>
+    public void Reset()
+    {
+        DropCaches();
+        Head = _committedHead;
+        try
+        {
+            LoadHead();
+        }
+        catch (SqliteException)
+        {
+            // The file is unreadable for now; the next Begin will fail and say so.
+        }
+    }
+
+    private void DropCaches()
+    {
+        _streams.Clear();
+        _names.Clear();
+    }
+
+    private void LoadHead()
+    {
+        using var reader = _head.ExecuteReader();
+        reader.Read();
+        Head = reader.GetInt64(0);
+        _committedHead = Head;
+        _lastTimeTicks = Math.Max(_lastTimeTicks, reader.GetInt64(1));
+    }
+
+    public void Dispose()
+    {
+        if (_inTransaction)
+        {
+            Rollback();
+        }
+
+        foreach (var command in new[] { _begin, _commit, _rollback, _dataVersion, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _head, _upsertCheckpoint })
+        {
+            command.Dispose();
+        }
+
+        _connection.Dispose();
+    }
+
+    /// <summary>Stores a checkpoint in the transaction in hand.</summary>
+    public void SetCheckpoint(string key, long position)
+    {
+        Wrote();
+        _upsertCheckpoint.Parameters[0].Value = key;
+        _upsertCheckpoint.Parameters[1].Value = position;
+        _upsertCheckpoint.Parameters[2].Value = TimeTicks;
+        _upsertCheckpoint.ExecuteNonQuery();
+    }
+
+    private void Wrote() => OperationWrote = true;
+
+    private SqliteCommand Command(string sql, params string[] parameters)
+    {
+        var command = _connection.CreateCommand();
+        command.CommandText = sql;
+        foreach (var name in parameters)
+        {
+            command.Parameters.Add(new SqliteParameter(name, null));
+        }
+
+        return command;
+    }
+
+    private sealed class StreamRow
+    {
+        public long Id { get; set; }
+
+        public long? LastVersion { get; set; }
+
+        public StreamState State { get; set; }
+
+        public StreamMetadata Metadata { get; set; } = new();
+    }
+}

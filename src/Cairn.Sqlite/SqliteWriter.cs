@@ -1,0 +1,260 @@
+using System.Threading.Channels;
+using Cairn.EventStore;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// A unit of work for the single writer: an append, a checkpoint, a lifecycle change. Its <see cref="Execute"/>
+/// must check everything before it writes anything, so a refused operation leaves the shared transaction untouched.
+/// </summary>
+internal abstract class WriteOperation
+{
+    private const int Pending = 0, Claimed = 1, Cancelled = 2;
+    private int _state;
+
+    /// <summary>Takes the operation for a commit; false when it was cancelled first.</summary>
+    public bool TryClaim() => Interlocked.CompareExchange(ref _state, Claimed, Pending) == Pending;
+
+    /// <summary>Cancels the operation if no commit has taken it yet.</summary>
+    public bool TryCancel() => Interlocked.CompareExchange(ref _state, Cancelled, Pending) == Pending;
+
+    public abstract void Execute(SqliteWriteContext context);
+
+    public abstract void Complete();
+
+    public abstract void Fail(Exception error);
+
+    public abstract void Cancel();
+}
+
+internal sealed class WriteOperation<T>(Func<SqliteWriteContext, T> work, CancellationToken cancellationToken) : WriteOperation
+{
+    private readonly TaskCompletionSource<T> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private T? _result;
+
+    public Task<T> Task => _done.Task;
+
+    public CancellationToken CancellationToken => cancellationToken;
+
+    public override void Execute(SqliteWriteContext context) => _result = work(context);
+
+    public override void Complete() => _done.TrySetResult(_result!);
+
+    public override void Fail(Exception error) => _done.TrySetException(error);
+
+    public override void Cancel() => _done.TrySetCanceled(cancellationToken);
+}
+
+/// <summary>
+/// The one writer of a SQLite file in this process. Callers queue operations; a dedicated thread drains everything
+/// queued into one transaction and one fsync (group commit). An operation refused by its own checks fails alone; a
+/// storage fault rolls the transaction back and the others are retried without the faulty one. Nothing is
+/// acknowledged before its commit is durable.
+/// </summary>
+internal sealed class SqliteWriter : IDisposable
+{
+    private readonly Channel<WriteOperation> _queue = Channel.CreateBounded<WriteOperation>(new BoundedChannelOptions(65536)
+    {
+        SingleReader = true,
+        FullMode = BoundedChannelFullMode.Wait,
+    });
+
+    private readonly SqliteWriteContext _context;
+    private readonly SqliteEventStoreOptions _options;
+    private readonly AppendSignal _signal;
+    private readonly ILogger _logger;
+    private readonly Thread _thread;
+
+    public SqliteWriter(SqliteConnection connection, SqliteEventStoreOptions options, EventStoreOptions storeOptions, AppendSignal signal, ILogger logger)
+    {
+        _options = options;
+        _signal = signal;
+        _logger = logger;
+        _context = new SqliteWriteContext(connection, storeOptions);
+        _signal.Advance(_context.Head);
+        _thread = new Thread(Run) { IsBackground = true, Name = "Cairn SQLite writer" };
+        _thread.Start();
+    }
+
+    /// <summary>Queues work for the next group commit; completes once it is durably committed.</summary>
+    public Task<T> ExecuteAsync<T>(Func<SqliteWriteContext, T> work, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var operation = new WriteOperation<T>(work, cancellationToken);
+        if (!_queue.Writer.TryWrite(operation))
+        {
+            return QueueSlowlyAsync(operation, cancellationToken);
+        }
+
+        RegisterCancellation(operation, cancellationToken);
+        return operation.Task;
+    }
+
+    private async Task<T> QueueSlowlyAsync<T>(WriteOperation<T> operation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _queue.Writer.WriteAsync(operation, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException)
+        {
+            throw new ObjectDisposedException(nameof(SqliteEventStore), "The SQLite event store is disposed.");
+        }
+
+        RegisterCancellation(operation, cancellationToken);
+        return await operation.Task.ConfigureAwait(false);
+    }
+
+    private static void RegisterCancellation<T>(WriteOperation<T> operation, CancellationToken cancellationToken)
+    {
+        if (!cancellationToken.CanBeCanceled)
+        {
+            return;
+        }
+
+        var registration = cancellationToken.Register(static state =>
+        {
+            var op = (WriteOperation<T>)state!;
+            if (op.TryCancel())
+            {
+                op.Cancel();
+            }
+        }, operation);
+        operation.Task.ContinueWith(static (_, r) => ((CancellationTokenRegistration)r!).Dispose(), registration, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    public void Dispose()
+    {
+        _queue.Writer.TryComplete();
+        _thread.Join();
+        _context.Dispose();
+    }
+
+    private void Run()
+    {
+        var reader = _queue.Reader;
+        var batch = new List<WriteOperation>(_options.MaxOperationsPerCommit);
+        while (true)
+        {
+            if (!reader.TryPeek(out _))
+            {
+                var more = reader.WaitToReadAsync().AsTask();
+                if (!more.GetAwaiter().GetResult())
+                {
+                    return;
+                }
+            }
+
+            batch.Clear();
+            while (batch.Count < _options.MaxOperationsPerCommit && reader.TryRead(out var operation))
+            {
+                if (operation.TryClaim())
+                {
+                    batch.Add(operation);
+                }
+            }
+
+            if (batch.Count > 0)
+            {
+                CommitBatch(batch);
+            }
+        }
+    }
+
+    private void CommitBatch(List<WriteOperation> batch)
+    {
+        var pending = batch;
+        while (pending.Count > 0)
+        {
+            var executed = new List<WriteOperation>(pending.Count);
+            WriteOperation? faulty = null;
+            Exception? fault = null;
+            try
+            {
+                _context.Begin();
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "The SQLite writer could not begin a transaction; {Count} operations fail.", pending.Count);
+                FailAll(pending, ex);
+                _context.Reset();
+                return;
+            }
+
+            for (var i = 0; i < pending.Count; i++)
+            {
+                var operation = pending[i];
+                _context.StartOperation();
+                try
+                {
+                    operation.Execute(_context);
+                    executed.Add(operation);
+                }
+                catch (Exception ex) when (!_context.OperationWrote)
+                {
+                    // Refused by its own checks before writing: the transaction is untouched.
+                    operation.Fail(ex);
+                }
+                catch (Exception ex)
+                {
+                    faulty = operation;
+                    fault = ex;
+                    break;
+                }
+            }
+
+            if (faulty is not null)
+            {
+                // A write failed half-way: undo the whole transaction and replay the others without the faulty one.
+                _context.Rollback();
+                faulty.Fail(fault!);
+                var next = new List<WriteOperation>(pending.Count);
+                var after = false;
+                foreach (var operation in pending)
+                {
+                    if (operation == faulty)
+                    {
+                        after = true;
+                    }
+                    else if (after || executed.Contains(operation))
+                    {
+                        next.Add(operation);
+                    }
+                }
+
+                pending = next;
+                continue;
+            }
+
+            try
+            {
+                _context.Commit();
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "The SQLite commit of {Count} operations failed; none of them is acknowledged.", executed.Count);
+                _context.Rollback();
+                FailAll(executed, ex);
+                return;
+            }
+
+            foreach (var operation in executed)
+            {
+                operation.Complete();
+            }
+
+            _signal.Advance(_context.Head);
+            return;
+        }
+    }
+
+    private static void FailAll(List<WriteOperation> operations, Exception error)
+    {
+        foreach (var operation in operations)
+        {
+            operation.Fail(error);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+using System.Text;
+using Cairn.EventStore;
+
+namespace Cairn.Sqlite.Tests;
+
+public sealed class SqliteStoreTests : IDisposable
+{
+    private readonly TempDatabase _database = new();
+
+    public void Dispose() => _database.Dispose();
+
+    private SqliteEventStore Open(SqliteDurability durability = SqliteDurability.Full) =>
+        new(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString, Durability = durability });
+
+    private static EventData Event(string type = "thing.happened", string json = "{\"n\":1}") => new(type, Encoding.UTF8.GetBytes(json));
+
+    [Fact]
+    public async Task events_survive_closing_and_reopening_the_file()
+    {
+        using (var store = Open())
+        {
+            await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Event(), Event()]);
+            await store.AppendToStreamAsync("order-2", ExpectedVersion.NoStream, [Event()]);
+        }
+
+        using (var store = Open())
+        {
+            var all = await store.ReadAllAsync().ToListAsync();
+            Assert.Equal([1L, 2L, 3L], all.Select(e => e.Position.Value));
+            Assert.Equal(1, await store.GetStreamVersionAsync("order-1"));
+            var next = await store.AppendToStreamAsync("order-1", ExpectedVersion.Exactly(1), [Event()]);
+            Assert.Equal(2, next.NextExpectedVersion);
+            Assert.Equal(4, next.LastPosition.Value);
+        }
+    }
+
+    [Fact]
+    public async Task concurrent_appenders_share_commits_and_a_failed_expectation_fails_only_its_own_append()
+    {
+        using var store = Open();
+        await store.AppendToStreamAsync("contended-1", ExpectedVersion.NoStream, [Event()]);
+
+        // Many appends queued at once land in few group commits; the ones with a stale expectation fail alone.
+        var good = Enumerable.Range(0, 64).Select(i => store.AppendToStreamAsync($"free-{i}", ExpectedVersion.NoStream, [Event()])).ToList();
+        var stale = Enumerable.Range(0, 8).Select(_ => store.AppendToStreamAsync("contended-1", ExpectedVersion.Exactly(5), [Event()])).ToList();
+        await Task.WhenAll(good);
+        foreach (var task in stale)
+        {
+            var error = await Assert.ThrowsAsync<WrongExpectedVersionException>(() => task);
+            Assert.Equal(0, error.Actual);
+        }
+
+        var positions = good.Select(t => t.Result.LastPosition.Value).Order().ToList();
+        Assert.Equal(Enumerable.Range(2, 64).Select(i => (long)i), positions);
+        Assert.Equal(65, (await store.GetHeadPositionAsync(default)).Value);
+    }
+
+    [Fact]
+    public async Task a_duplicate_id_found_only_by_the_unique_index_fails_its_append_and_the_batch_around_it_still_commits()
+    {
+        using var store = Open();
+        var existing = Event();
+        await store.AppendToStreamAsync("a-1", ExpectedVersion.NoStream, [existing]);
+
+        // The first id is new, so the retry check passes; the second id collides inside the write.
+        var colliding = store.AppendToStreamAsync("a-2", ExpectedVersion.NoStream, [Event(), existing with { }]);
+        var others = Enumerable.Range(0, 10).Select(i => store.AppendToStreamAsync($"b-{i}", ExpectedVersion.NoStream, [Event()])).ToList();
+        var error = await Assert.ThrowsAsync<DuplicateEventIdException>(() => colliding);
+        Assert.Equal(existing.Id, error.EventId);
+        await Task.WhenAll(others);
+        Assert.False(await store.StreamExistsAsync("a-2"));
+        Assert.Equal(11, (await store.ReadAllAsync().ToListAsync()).Count);
+        Assert.Equal(Enumerable.Range(1, 11).Select(i => (long)i), (await store.ReadAllAsync().ToListAsync()).Select(e => e.Position.Value));
+    }
+
+    [Fact]
+    public async Task a_second_store_on_the_same_file_sees_the_first_ones_writes_and_appends_after_them()
+    {
+        using var first = Open();
+        using var second = Open();
+        await first.AppendToStreamAsync("s-1", ExpectedVersion.NoStream, [Event()]);
+        await second.AppendToStreamAsync("s-1", ExpectedVersion.Exactly(0), [Event()]);
+        await first.AppendToStreamAsync("s-1", ExpectedVersion.Exactly(1), [Event()]);
+        var error = await Assert.ThrowsAsync<WrongExpectedVersionException>(() => second.AppendToStreamAsync("s-1", ExpectedVersion.Exactly(1), [Event()]));
+        Assert.Equal(2, error.Actual);
+        Assert.Equal([0L, 1L, 2L], (await first.ReadStreamAsync("s-1").ToListAsync()).Select(e => e.Version));
+    }
+
+    [Fact]
+    public void an_in_memory_sqlite_database_is_refused_with_a_pointer_to_the_in_memory_store()
+    {
+        var error = Assert.Throws<ArgumentException>(() => new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = "Data Source=:memory:" }));
+        Assert.Contains("UseInMemory", error.Message);
+    }
+
+    [Fact]
+    public async Task a_file_from_a_newer_schema_version_is_refused()
+    {
+        using (var store = Open())
+        {
+            await store.AppendToStreamAsync("a-1", ExpectedVersion.NoStream, [Event()]);
+        }
+
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection(_database.ConnectionString))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "INSERT INTO cairn_schema (version) VALUES (99)";
+            command.ExecuteNonQuery();
+        }
+
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        var error = Assert.Throws<CairnException>(() => Open());
+        Assert.Contains("99", error.Message);
+    }
+}
