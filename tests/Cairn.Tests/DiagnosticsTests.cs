@@ -1,0 +1,167 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Text;
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Subscriptions;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.Tests;
+
+/// <summary>Metrics, spans and logs: every capability is observable, and a failing subscription is never silent.</summary>
+[Collection(nameof(DiagnosticsTests))]
+public sealed class DiagnosticsTests : IDisposable
+{
+    private readonly MeterListener _meters = new();
+    private readonly ConcurrentDictionary<string, long> _totals = new();
+    private readonly ConcurrentQueue<Activity> _activities = new();
+    private readonly ActivityListener _spans;
+
+    public DiagnosticsTests()
+    {
+        _meters.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name.StartsWith("Cairn.", StringComparison.Ordinal))
+            {
+                listener.EnableMeasurementEvents(instrument);
+            }
+        };
+        _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
+        _meters.SetMeasurementEventCallback<double>((instrument, _, tags, _) => Add(instrument, 1, tags));
+        _meters.Start();
+        _spans = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name.StartsWith("Cairn.", StringComparison.Ordinal),
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = _activities.Enqueue,
+        };
+        ActivitySource.AddActivityListener(_spans);
+    }
+
+    public void Dispose()
+    {
+        _meters.Dispose();
+        _spans.Dispose();
+    }
+
+    private void Add(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        var key = instrument.Name;
+        foreach (var tag in tags)
+        {
+            key += $"|{tag.Key}={tag.Value}";
+        }
+
+        _totals.AddOrUpdate(key, value, (_, total) => total + value);
+    }
+
+    private long Total(string key) => _totals.GetValueOrDefault(key);
+
+    private static EventData Event() => new("thing.happened", Encoding.UTF8.GetBytes("{}"));
+
+    [Fact]
+    public async Task appends_record_counts_outcomes_durations_and_a_span_each()
+    {
+        var store = new InstrumentedEventStore(new InMemoryEventStore());
+        var stream = new StreamName("diag-" + Guid.NewGuid().ToString("N"));
+        var before = (ok: Total("cairn.eventstore.appends|outcome=ok"), conflict: Total("cairn.eventstore.conflicts"), events: Total("cairn.eventstore.events_appended"));
+
+        var first = new[] { Event(), Event() };
+        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, first);
+        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, first); // a retry: duplicate
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() => store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [Event()]));
+
+        Assert.True(Total("cairn.eventstore.appends|outcome=ok") - before.ok >= 1);
+        Assert.True(Total("cairn.eventstore.appends|outcome=duplicate") >= 1);
+        Assert.True(Total("cairn.eventstore.conflicts") - before.conflict >= 1);
+        Assert.True(Total("cairn.eventstore.events_appended") - before.events >= 2);
+        Assert.True(Total("cairn.eventstore.append.duration|outcome=ok") >= 1);
+        Assert.Contains(_activities, a => a.OperationName == "cairn.append" && (string?)a.GetTagItem("cairn.stream") == stream.Value);
+        Assert.Contains(_activities, a => a.OperationName == "cairn.append" && a.Status == ActivityStatusCode.Error && (string?)a.GetTagItem("cairn.stream") == stream.Value);
+    }
+
+    [Fact]
+    public async Task a_subscription_whose_handler_throws_reports_it_by_status_log_and_metric_then_resumes()
+    {
+        var store = new InMemoryEventStore();
+        var stream = new StreamName("fail-" + Guid.NewGuid().ToString("N"));
+        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [Event(), Event(), Event()]);
+        var logger = new CapturingLogger();
+        var throwOnce = 1;
+        var handled = new ConcurrentQueue<long>();
+        var name = "failing-" + Guid.NewGuid().ToString("N");
+        await using var subscription = new CatchUpSubscription(
+            store,
+            new InMemoryCheckpointStore(),
+            new SubscriptionOptions { Name = name, RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.Zero },
+            (e, _) =>
+            {
+                if (e.Version == 1 && Interlocked.Exchange(ref throwOnce, 0) == 1)
+                {
+                    throw new InvalidOperationException("boom");
+                }
+
+                handled.Enqueue(e.Version);
+                return ValueTask.CompletedTask;
+            },
+            logger);
+
+        await subscription.StartAsync(default);
+        await subscription.WaitForPositionAsync(new GlobalPosition(3), default).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, Total("cairn.subscription.failures|subscription=" + name));
+        Assert.Contains(logger.Entries, e => e.Level == LogLevel.Error && e.Exception is SubscriptionHandlerException { Event.Version: 1 });
+        Assert.IsType<SubscriptionHandlerException>(subscription.Status.LastError);
+        Assert.NotNull(subscription.Status.LastErrorAt);
+        Assert.Equal([0L, 1L, 2L], handled.Distinct());
+        Assert.True(Total("cairn.subscription.events|subscription=" + name) >= 3);
+        Assert.Contains(_activities, a => a.OperationName == "cairn.subscription.handle" && (string?)a.GetTagItem("cairn.subscription") == name);
+    }
+
+    [Fact]
+    public async Task subscription_lag_is_observable_per_subscription()
+    {
+        var store = new InMemoryEventStore();
+        var gate = new TaskCompletionSource();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var name = "lagging-" + Guid.NewGuid().ToString("N");
+        await store.AppendToStreamAsync("lag-1", ExpectedVersion.NoStream, [Event(), Event(), Event(), Event()]);
+        await using var subscription = new CatchUpSubscription(
+            store,
+            new InMemoryCheckpointStore(),
+            new SubscriptionOptions { Name = name },
+            async (e, ct) =>
+            {
+                entered.TrySetResult();
+                await gate.Task.WaitAsync(ct);
+            });
+
+        // The reader learns the head before it reads a page, so once the first event is in the handler the
+        // subscription knows it is four events behind.
+        await subscription.StartAsync(default);
+        await entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        _totals.Clear();
+        _meters.RecordObservableInstruments();
+        Assert.Equal(4, Total("cairn.subscription.lag|subscription=" + name));
+        gate.SetResult();
+        await subscription.WaitForPositionAsync(new GlobalPosition(4), default).WaitAsync(TimeSpan.FromSeconds(30));
+        _totals.Clear();
+        _meters.RecordObservableInstruments();
+        Assert.Equal(0, Total("cairn.subscription.lag|subscription=" + name));
+    }
+
+    private sealed class CapturingLogger : ILogger<CatchUpSubscription>
+    {
+        public ConcurrentQueue<(LogLevel Level, Exception? Exception, string Message)> Entries { get; } = new();
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            Entries.Enqueue((logLevel, exception, formatter(state, exception)));
+    }
+}
