@@ -49,7 +49,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         {
             var append = request.Streams[s];
             var stream = append.Stream;
-            if (stream.Value is null)
+            if (stream == default)
             {
                 throw new InvalidStreamNameException(null, "the name is missing");
             }
