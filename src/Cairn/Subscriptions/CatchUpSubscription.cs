@@ -31,6 +31,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     private long _checkpointed;
     private long _head;
     private volatile bool _caughtUp;
+    private long _buffered;
+    private long _handled;
+    private int _live;
 
     /// <summary>Creates a subscription; nothing is read until <see cref="StartAsync"/>.</summary>
     public CatchUpSubscription(
@@ -185,6 +188,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         });
         using var readerStop = CancellationTokenSource.CreateLinkedTokenSource(stop);
         _caughtUp = false;
+        Interlocked.Exchange(ref _buffered, 0);
+        Interlocked.Exchange(ref _handled, 0);
+        Interlocked.Exchange(ref _live, 0);
         var reader = Task.Run(() => ReadIntoAsync(from, buffer.Writer, readerStop.Token), CancellationToken.None);
         try
         {
@@ -194,10 +200,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             {
                 if (!buffer.Reader.TryRead(out var e))
                 {
-                    if (_caughtUp && Status.State != SubscriptionState.Live)
+                    if (_caughtUp)
                     {
-                        SetStatus(SubscriptionState.Live, 0, Status.LastError, Status.LastErrorAt);
-                        _logger.LogInformation("Subscription {Subscription} is live at position {Position}.", Options.Name, Volatile.Read(ref _position));
+                        MarkLive();
                     }
 
                     if (sinceCheckpoint > 0)
@@ -219,6 +224,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 await HandleAsync(e, stop).ConfigureAwait(false);
                 onSuccess();
                 Volatile.Write(ref _position, e.Position.Value);
+                Interlocked.Increment(ref _handled);
                 ReleaseWaiters(e.Position.Value);
                 sinceCheckpoint++;
                 if (sinceCheckpoint >= Options.CheckpointEvery || _clock.GetElapsedTime(lastCheckpoint) >= Options.CheckpointInterval)
@@ -253,6 +259,8 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                     _caughtUp = false;
                     await writer.WriteAsync(e, cancellationToken).ConfigureAwait(false);
                 }
+
+                Interlocked.Increment(ref _buffered);
             }
 
             writer.TryComplete();
@@ -275,6 +283,23 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
 
         _caughtUp = caughtUp;
+
+        // The pump goes live when it finds the buffer empty after the reader caught up. If the pump emptied it first,
+        // nothing wakes it until the next event, so the reader goes live itself once everything it read is handled.
+        Interlocked.MemoryBarrier();
+        if (caughtUp && Interlocked.Read(ref _handled) == Interlocked.Read(ref _buffered))
+        {
+            MarkLive();
+        }
+    }
+
+    private void MarkLive()
+    {
+        if (Interlocked.Exchange(ref _live, 1) == 0)
+        {
+            SetStatus(SubscriptionState.Live, 0, Status.LastError, Status.LastErrorAt);
+            _logger.LogInformation("Subscription {Subscription} is live at position {Position}.", Options.Name, Volatile.Read(ref _position));
+        }
     }
 
     private async ValueTask HandleAsync(RecordedEvent e, CancellationToken stop)
