@@ -1,0 +1,19 @@
+using Cairn.Conformance;
+
+namespace Cairn.Tests;
+
+public sealed class InMemoryAppendTests(InMemoryFixture f) : AppendTests<InMemoryFixture>(f);
+
+public sealed class InMemoryBadInputTests(InMemoryFixture f) : BadInputTests<InMemoryFixture>(f);
+
+public sealed class InMemoryMultiStreamAppendTests(InMemoryFixture f) : MultiStreamAppendTests<InMemoryFixture>(f);
+
+public sealed class InMemoryDynamicConsistencyTests(InMemoryFixture f) : DynamicConsistencyTests<InMemoryFixture>(f);
+
+public sealed class InMemoryReadTests(InMemoryFixture f) : ReadTests<InMemoryFixture>(f);
+
+public sealed class InMemoryLifecycleTests(InMemoryFixture f) : LifecycleTests<InMemoryFixture>(f);
+
+public sealed class InMemoryCheckpointTests(InMemoryFixture f) : CheckpointTests<InMemoryFixture>(f);
+
+public sealed class InMemoryDeciderHandlerTests(InMemoryFixture f) : DeciderHandlerTests<InMemoryFixture>(f);
