@@ -14,6 +14,10 @@ public sealed class InMemoryReadTests(InMemoryFixture f) : ReadTests<InMemoryFix
 
 public sealed class InMemoryLifecycleTests(InMemoryFixture f) : LifecycleTests<InMemoryFixture>(f);
 
+public sealed class InMemorySubscriptionTests(InMemoryFixture f) : SubscriptionTests<InMemoryFixture>(f);
+
+public sealed class InMemoryOrderingTests(InMemoryFixture f) : OrderingTests<InMemoryFixture>(f);
+
 public sealed class InMemoryCheckpointTests(InMemoryFixture f) : CheckpointTests<InMemoryFixture>(f);
 
 public sealed class InMemoryDeciderHandlerTests(InMemoryFixture f) : DeciderHandlerTests<InMemoryFixture>(f);
