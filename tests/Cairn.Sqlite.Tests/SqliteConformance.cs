@@ -1,0 +1,23 @@
+using Cairn.Conformance;
+
+namespace Cairn.Sqlite.Tests;
+
+public sealed class SqliteAppendTests(SqliteFixture f) : AppendTests<SqliteFixture>(f);
+
+public sealed class SqliteBadInputTests(SqliteFixture f) : BadInputTests<SqliteFixture>(f);
+
+public sealed class SqliteMultiStreamAppendTests(SqliteFixture f) : MultiStreamAppendTests<SqliteFixture>(f);
+
+public sealed class SqliteDynamicConsistencyTests(SqliteFixture f) : DynamicConsistencyTests<SqliteFixture>(f);
+
+public sealed class SqliteReadTests(SqliteFixture f) : ReadTests<SqliteFixture>(f);
+
+public sealed class SqliteLifecycleTests(SqliteFixture f) : LifecycleTests<SqliteFixture>(f);
+
+public sealed class SqliteSubscriptionTests(SqliteFixture f) : SubscriptionTests<SqliteFixture>(f);
+
+public sealed class SqliteOrderingTests(SqliteFixture f) : OrderingTests<SqliteFixture>(f);
+
+public sealed class SqliteCheckpointTests(SqliteFixture f) : CheckpointTests<SqliteFixture>(f);
+
+public sealed class SqliteDeciderHandlerTests(SqliteFixture f) : DeciderHandlerTests<SqliteFixture>(f);
