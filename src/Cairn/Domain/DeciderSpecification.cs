@@ -54,16 +54,24 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
     public TException ThenThrows<TException>()
         where TException : Exception
     {
+        if (!_hasCommand)
+        {
+            throw new InvalidOperationException("Call When(command) before ThenThrows.");
+        }
+
+        // The failure is thrown outside the try: a broad TException (Exception, say) would otherwise catch it.
+        List<TEvent> actual;
         try
         {
-            var (_, actual) = Run();
-            throw new DeciderSpecificationException(
-                $"Expected {typeof(TException).Name} but the decider decided [{string.Join(", ", actual)}].");
+            (_, actual) = Run();
         }
         catch (TException ex)
         {
             return ex;
         }
+
+        throw new DeciderSpecificationException(
+            $"Expected {typeof(TException).Name} but the decider decided [{string.Join(", ", actual)}].");
     }
 
     private (TState State, List<TEvent> Events) Run()
