@@ -6,7 +6,7 @@ namespace Cairn.Conformance.Support;
 public static class TestTracing
 {
     /// <summary>The source's name.</summary>
-    public const string SourceName = "Cairn.Conformance";
+    public const string SourceName = "Conformance.Tracing";
 
     private static readonly ActivitySource Source = new(SourceName);
 
