@@ -1,0 +1,240 @@
+using Cairn.Envelopes;
+using Cairn.EventStore;
+
+namespace Cairn.Tests.EventStore;
+
+public sealed class StreamNameTests
+{
+    [Theory]
+    [InlineData("order-42", "order")]
+    [InlineData("order", "order")]
+    [InlineData("order-42-line-7", "order")]
+    [InlineData("$$order-1", "$$order")]
+    [InlineData("Bestellung-ü-🚀", "Bestellung")]
+    public void the_category_is_the_part_before_the_first_dash(string name, string category)
+    {
+        Assert.Equal(category, new StreamName(name).Category);
+        Assert.Equal(category, StreamName.CategoryOf(name));
+    }
+
+    [Fact]
+    public void a_name_is_made_from_a_category_and_an_id()
+    {
+        Assert.Equal(new StreamName("order-42"), StreamName.For("order", "42"));
+        Assert.Equal("order-42-b", StreamName.For("order", "42-b").Value);
+        Assert.Throws<InvalidStreamNameException>(() => StreamName.For("or-der", "42"));
+        Assert.Throws<InvalidStreamNameException>(() => StreamName.For("", "42"));
+        Assert.Throws<InvalidStreamNameException>(() => StreamName.For("order", new string('x', 300)));
+    }
+
+    [Fact]
+    public void names_starting_with_a_dollar_are_system_names()
+    {
+        Assert.True(new StreamName("$$order-1").IsSystem);
+        Assert.True(new StreamName("$all").IsSystem);
+        Assert.False(new StreamName("order-$1").IsSystem);
+    }
+
+    [Fact]
+    public void the_length_limit_counts_utf16_characters()
+    {
+        Assert.Equal(256, new StreamName(new string('a', 256)).Value.Length);
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName(new string('a', 257)));
+
+        // A surrogate pair is two characters and is welcome; half of one is not.
+        Assert.Equal(256, new StreamName(new string('a', 254) + "🚀").Value.Length);
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName(new string('a', 255) + "🚀"));
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName("order-\udc00"));
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName("order-\ud83d-x"));
+    }
+
+    [Fact]
+    public void validation_names_the_rule_that_was_broken()
+    {
+        Assert.Null(StreamName.Validate("order-1"));
+        Assert.Contains("null", StreamName.Validate(null)!, StringComparison.Ordinal);
+        Assert.Contains("empty", StreamName.Validate("")!, StringComparison.Ordinal);
+        Assert.Contains("257", StreamName.Validate(new string('a', 257))!, StringComparison.Ordinal);
+        Assert.Contains("white space", StreamName.Validate(" a")!, StringComparison.Ordinal);
+        Assert.Contains("U+0007", StreamName.Validate("a\u0007b")!, StringComparison.Ordinal);
+        var ex = Assert.Throws<InvalidStreamNameException>(() => new StreamName("a\u0007b"));
+        Assert.Contains("a?b", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void try_create_refuses_without_throwing()
+    {
+        Assert.True(StreamName.TryCreate("order-1", out var name));
+        Assert.Equal("order-1", name.Value);
+        Assert.False(StreamName.TryCreate(null, out var missing));
+        Assert.Equal(default, missing);
+        Assert.False(StreamName.TryCreate("", out _));
+    }
+
+    [Fact]
+    public void a_default_name_has_no_value()
+    {
+        StreamName name = default;
+        Assert.Throws<InvalidOperationException>(() => name.Value);
+        Assert.Equal("", name.ToString());
+    }
+
+    [Fact]
+    public void names_compare_by_value_and_convert_from_strings()
+    {
+        StreamName fromString = "order-1";
+        Assert.Equal(new StreamName("order-1"), fromString);
+        Assert.NotEqual(new StreamName("order-1"), new StreamName("Order-1"));
+        Assert.Equal("order-1", fromString.ToString());
+        Assert.Throws<InvalidStreamNameException>(() =>
+        {
+            StreamName bad = "";
+            return bad;
+        });
+    }
+}
+
+public sealed class ExpectedVersionTests
+{
+    [Fact]
+    public void the_named_expectations_have_stable_values_and_names()
+    {
+        Assert.Equal((-2L, "Any"), (ExpectedVersion.Any.Value, ExpectedVersion.Any.ToString()));
+        Assert.Equal((-1L, "NoStream"), (ExpectedVersion.NoStream.Value, ExpectedVersion.NoStream.ToString()));
+        Assert.Equal((-4L, "StreamExists"), (ExpectedVersion.StreamExists.Value, ExpectedVersion.StreamExists.ToString()));
+        Assert.Equal((7L, "7"), (ExpectedVersion.Exactly(7).Value, ExpectedVersion.Exactly(7).ToString()));
+    }
+
+    [Fact]
+    public void only_exact_expectations_are_exact()
+    {
+        Assert.True(ExpectedVersion.Exactly(0).IsExact);
+        Assert.True(new ExpectedVersion(12).IsExact);
+        Assert.False(ExpectedVersion.Any.IsExact);
+        Assert.False(ExpectedVersion.NoStream.IsExact);
+        Assert.False(ExpectedVersion.StreamExists.IsExact);
+    }
+
+    [Theory]
+    [InlineData(-2)]
+    [InlineData(-1)]
+    [InlineData(-4)]
+    [InlineData(0)]
+    [InlineData(41)]
+    [InlineData(long.MaxValue)]
+    public void the_raw_value_round_trips(long value) =>
+        Assert.Equal(value, ExpectedVersion.FromValue(value).Value);
+
+    [Theory]
+    [InlineData(-3)]
+    [InlineData(-5)]
+    [InlineData(long.MinValue)]
+    public void impossible_raw_values_are_refused(long value) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => ExpectedVersion.FromValue(value));
+
+    [Fact]
+    public void negative_exact_versions_are_refused()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => ExpectedVersion.Exactly(-1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ExpectedVersion.Exactly(-5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ExpectedVersion(-2));
+    }
+
+    [Fact]
+    public void each_expectation_is_satisfied_by_the_right_stream_states()
+    {
+        Assert.True(ExpectedVersion.Any.IsSatisfiedBy(null));
+        Assert.True(ExpectedVersion.Any.IsSatisfiedBy(5));
+        Assert.True(ExpectedVersion.NoStream.IsSatisfiedBy(null));
+        Assert.False(ExpectedVersion.NoStream.IsSatisfiedBy(0));
+        Assert.False(ExpectedVersion.StreamExists.IsSatisfiedBy(null));
+        Assert.True(ExpectedVersion.StreamExists.IsSatisfiedBy(0));
+        Assert.True(ExpectedVersion.Exactly(3).IsSatisfiedBy(3));
+        Assert.False(ExpectedVersion.Exactly(3).IsSatisfiedBy(4));
+        Assert.False(ExpectedVersion.Exactly(0).IsSatisfiedBy(null));
+    }
+}
+
+public sealed class GlobalPositionTests
+{
+    [Fact]
+    public void the_start_is_zero_and_the_default()
+    {
+        Assert.Equal(0, GlobalPosition.Start.Value);
+        Assert.Equal(default, GlobalPosition.Start);
+        Assert.Equal(new GlobalPosition(1), GlobalPosition.Start.Next);
+    }
+
+    [Fact]
+    public void a_negative_position_is_refused()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new GlobalPosition(-1));
+        Assert.Throws<ArgumentOutOfRangeException>(() =>
+        {
+            GlobalPosition p = -7;
+            return p;
+        });
+    }
+
+    [Fact]
+    public void positions_compare_by_value()
+    {
+        GlobalPosition three = 3;
+        GlobalPosition five = 5;
+        Assert.True(three < five);
+        Assert.True(five > three);
+        Assert.True(three <= 3);
+        Assert.True(five >= 5);
+        Assert.False(three > five);
+        Assert.Equal(-1, three.CompareTo(five));
+        Assert.Equal(0, five.CompareTo(5));
+        Assert.Equal([1, 3, 5], new GlobalPosition[] { 5, 1, 3 }.Order().Select(p => p.Value));
+        Assert.Equal("5", five.ToString());
+        Assert.Equal(new GlobalPosition(long.MaxValue), (GlobalPosition)long.MaxValue);
+    }
+}
+
+public sealed class MessageIdTests
+{
+    [Fact]
+    public void the_empty_guid_is_refused()
+    {
+        Assert.Throws<ArgumentException>(() => new MessageId(Guid.Empty));
+        Assert.Throws<ArgumentException>(() =>
+        {
+            MessageId id = Guid.Empty;
+            return id;
+        });
+        Assert.Throws<ArgumentException>(() => MessageId.Parse("00000000-0000-0000-0000-000000000000"));
+    }
+
+    [Fact]
+    public void new_ids_are_unique_version_7_guids()
+    {
+        var ids = Enumerable.Range(0, 1000).Select(_ => MessageId.New()).ToList();
+        Assert.Equal(1000, ids.Distinct().Count());
+        Assert.All(ids, id => Assert.Equal(7, id.Value.Version));
+    }
+
+    [Fact]
+    public void an_id_round_trips_through_its_string_form()
+    {
+        var id = MessageId.New();
+        var text = id.ToString();
+        Assert.Equal(36, text.Length);
+        Assert.Equal(text.ToLowerInvariant(), text);
+        Assert.Equal(id, MessageId.Parse(text));
+        Assert.Equal(id, MessageId.Parse(id.Value.ToString("N")));
+        Assert.Equal(id, MessageId.Parse(id.Value.ToString("B").ToUpperInvariant()));
+        Assert.Throws<FormatException>(() => MessageId.Parse("not-an-id"));
+    }
+
+    [Fact]
+    public void ids_compare_by_value()
+    {
+        var guid = Guid.NewGuid();
+        MessageId fromGuid = guid;
+        Assert.Equal(new MessageId(guid), fromGuid);
+        Assert.NotEqual(MessageId.New(), MessageId.New());
+    }
+}

@@ -1,0 +1,140 @@
+using Cairn.Conformance.Support;
+using Cairn.Serialization;
+
+namespace Cairn.Tests.Serialization;
+
+public sealed class EventTypeRegistryTests
+{
+    private sealed record Plain(int N);
+
+    private sealed record Other(int N);
+
+    [EventType("test.attributed")]
+    private sealed record Attributed(string Text);
+
+    [Fact]
+    public void a_type_registered_by_name_maps_both_ways()
+    {
+        var registry = new EventTypeRegistry().Register<Plain>("test.plain");
+
+        Assert.Equal("test.plain", registry.GetName(typeof(Plain)));
+        Assert.Equal(typeof(Plain), registry.GetType("test.plain"));
+        Assert.True(registry.TryGetType("test.plain", out var type));
+        Assert.Equal(typeof(Plain), type);
+        Assert.True(registry.TryGetName(typeof(Plain), out var name));
+        Assert.Equal("test.plain", name);
+        Assert.Equal(typeof(Plain), Assert.Single(registry.Registrations).Value);
+    }
+
+    [Fact]
+    public void a_type_registers_under_the_name_of_its_attribute()
+    {
+        var registry = new EventTypeRegistry().Register<Attributed>();
+        Assert.Equal("test.attributed", registry.GetName(typeof(Attributed)));
+
+        var byType = new EventTypeRegistry().Register(typeof(Attributed));
+        Assert.Equal(typeof(Attributed), byType.GetType("test.attributed"));
+    }
+
+    [Fact]
+    public void a_type_without_the_attribute_cannot_register_by_attribute()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register<Plain>());
+        Assert.Contains("[EventType]", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void an_assembly_registers_every_attributed_type_in_it()
+    {
+        var registry = new EventTypeRegistry().RegisterAssembly(typeof(BankAccount).Assembly);
+
+        Assert.Equal(typeof(AccountOpened), registry.GetType("account.opened"));
+        Assert.Equal(typeof(Deposited), registry.GetType("account.deposited"));
+        Assert.Equal(typeof(Withdrawn), registry.GetType("account.withdrawn"));
+        Assert.Equal(typeof(AccountClosed), registry.GetType("account.closed"));
+        Assert.Equal(4, registry.Registrations.Count);
+    }
+
+    [Fact]
+    public void registering_the_same_pair_again_is_harmless()
+    {
+        var registry = new EventTypeRegistry().Register<Plain>("test.plain").Register<Plain>("test.plain");
+        Assert.Single(registry.Registrations);
+    }
+
+    [Fact]
+    public void a_name_taken_by_another_type_is_refused()
+    {
+        var registry = new EventTypeRegistry().Register<Plain>("test.plain");
+
+        var ex = Assert.Throws<ArgumentException>(() => registry.Register<Other>("test.plain"));
+
+        Assert.Contains("already registered", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(typeof(Plain), registry.GetType("test.plain"));
+        Assert.False(registry.TryGetName(typeof(Other), out _));
+    }
+
+    [Fact]
+    public void a_second_name_for_a_type_is_refused()
+    {
+        var registry = new EventTypeRegistry().Register<Plain>("test.plain");
+
+        Assert.Throws<ArgumentException>(() => registry.Register<Plain>("test.plain.v2"));
+
+        Assert.False(registry.TryGetType("test.plain.v2", out _));
+        Assert.Equal("test.plain", registry.GetName(typeof(Plain)));
+    }
+
+    [Fact]
+    public void of_two_types_racing_for_one_name_exactly_one_wins()
+    {
+        for (var round = 0; round < 50; round++)
+        {
+            var registry = new EventTypeRegistry();
+            var wins = 0;
+            Parallel.Invoke(
+                () => Try(() => registry.Register<Plain>("test.contested")),
+                () => Try(() => registry.Register<Other>("test.contested")));
+            Assert.Equal(1, wins);
+            Assert.Single(registry.Registrations);
+
+            void Try(Action register)
+            {
+                try
+                {
+                    register();
+                    Interlocked.Increment(ref wins);
+                }
+                catch (ArgumentException)
+                {
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("order placed")]
+    [InlineData("$reserved")]
+    public void an_invalid_name_is_refused(string name) =>
+        Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register<Plain>(name));
+
+    [Fact]
+    public void an_over_long_name_is_refused() =>
+        Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register<Plain>(new string('n', 257)));
+
+    [Fact]
+    public void an_unknown_name_fails_with_unknown_event_type()
+    {
+        var ex = Assert.Throws<UnknownEventTypeException>(() => new EventTypeRegistry().GetType("test.nowhere"));
+        Assert.Equal("test.nowhere", ex.EventType);
+        Assert.False(new EventTypeRegistry().TryGetType("test.nowhere", out _));
+    }
+
+    [Fact]
+    public void an_unknown_type_fails_with_unknown_event_type()
+    {
+        var ex = Assert.Throws<UnknownEventTypeException>(() => new EventTypeRegistry().GetName(typeof(Plain)));
+        Assert.Contains(nameof(Plain), ex.EventType, StringComparison.Ordinal);
+    }
+}
