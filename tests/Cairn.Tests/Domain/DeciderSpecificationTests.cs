@@ -1,0 +1,106 @@
+using Cairn.Conformance.Support;
+using Cairn.Domain;
+
+namespace Cairn.Tests.Domain;
+
+public sealed class DeciderSpecificationTests
+{
+    private static DeciderSpecification<AccountCommand, AccountState, AccountEvent> Account => DeciderSpecification.For(BankAccount.Decider);
+
+    [Fact]
+    public void opening_an_account_opens_it()
+    {
+        var state = Account.When(new OpenAccount("ada")).Then(new AccountOpened("ada"));
+        Assert.Equal(new AccountState("ada", 0m, false), state);
+    }
+
+    [Fact]
+    public void a_deposit_to_an_open_account_is_recorded()
+    {
+        var state = Account.Given(new AccountOpened("ada"), new Deposited(10m)).When(new Deposit(5m)).Then(new Deposited(5m));
+        Assert.Equal(15m, state.Balance);
+    }
+
+    [Fact]
+    public void a_withdrawal_within_the_balance_is_recorded()
+    {
+        var state = Account.Given(new AccountOpened("ada"), new Deposited(10m)).When(new Withdraw(10m)).Then(new Withdrawn(10m));
+        Assert.Equal(0m, state.Balance);
+    }
+
+    [Fact]
+    public void a_withdrawal_over_the_balance_is_refused()
+    {
+        var ex = Account.Given(new AccountOpened("ada"), new Deposited(10m)).When(new Withdraw(10.01m)).ThenThrows<AccountRuleException>();
+        Assert.Equal("Insufficient funds.", ex.Message);
+    }
+
+    [Fact]
+    public void opening_an_open_account_for_the_same_owner_decides_nothing()
+    {
+        var state = Account.Given(new AccountOpened("ada")).When(new OpenAccount("ada")).Then();
+        Assert.Equal("ada", state.Owner);
+    }
+
+    [Fact]
+    public void a_closed_account_refuses_deposits()
+    {
+        Account.Given(new AccountOpened("ada"), new AccountClosed()).When(new Deposit(1m)).ThenThrows<AccountRuleException>();
+    }
+
+    [Fact]
+    public void then_fails_naming_both_expected_and_decided_events_when_they_differ()
+    {
+        var ex = Assert.Throws<DeciderSpecificationException>(() =>
+            Account.Given(new AccountOpened("ada")).When(new Deposit(5m)).Then(new Deposited(6m)));
+
+        Assert.Contains("Deposited { Amount = 6 }", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("Deposited { Amount = 5 }", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void then_fails_when_the_decider_decides_more_or_fewer_events()
+    {
+        Assert.Throws<DeciderSpecificationException>(() => Account.Given(new AccountOpened("ada")).When(new Deposit(5m)).Then());
+        Assert.Throws<DeciderSpecificationException>(() => Account.Given(new AccountOpened("ada")).When(new OpenAccount("ada")).Then(new AccountOpened("ada")));
+    }
+
+    [Fact]
+    public void then_throws_fails_when_the_decider_accepts_the_command()
+    {
+        var ex = Assert.Throws<DeciderSpecificationException>(() =>
+            Account.Given(new AccountOpened("ada")).When(new Deposit(5m)).ThenThrows<AccountRuleException>());
+
+        Assert.Contains(nameof(AccountRuleException), ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void then_throws_of_a_base_exception_type_still_fails_when_the_decider_accepts_the_command()
+    {
+        Assert.Throws<DeciderSpecificationException>(() =>
+            Account.Given(new AccountOpened("ada")).When(new Deposit(5m)).ThenThrows<Exception>());
+    }
+
+    [Fact]
+    public void then_throws_lets_another_exception_through()
+    {
+        Assert.Throws<AccountRuleException>(() => Account.When(new Deposit(5m)).ThenThrows<ArgumentException>());
+    }
+
+    [Fact]
+    public void then_without_a_command_is_a_mistake_in_the_specification()
+    {
+        Assert.Throws<InvalidOperationException>(() => Account.Given(new AccountOpened("ada")).Then());
+        Assert.Throws<InvalidOperationException>(() => Account.Given(new AccountOpened("ada")).ThenThrows<InvalidOperationException>());
+    }
+
+    [Fact]
+    public void a_specification_is_immutable_and_can_be_branched()
+    {
+        var opened = Account.Given(new AccountOpened("ada"), new Deposited(10m));
+        opened.When(new Withdraw(4m)).Then(new Withdrawn(4m));
+        opened.When(new Withdraw(11m)).ThenThrows<AccountRuleException>();
+        opened.When(new CloseAccount()).ThenThrows<AccountRuleException>();
+        Account.Given(new AccountOpened("ada")).When(new CloseAccount()).Then(new AccountClosed());
+    }
+}
