@@ -1,0 +1,186 @@
+using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Serialization;
+using Cairn.Subscriptions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Cairn.Tests.DependencyInjection;
+
+public sealed class AddCairnTests
+{
+    private static HostApplicationBuilder Builder() => Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+
+    [Fact]
+    public async Task the_in_memory_backend_resolves_an_instrumented_event_store_and_its_companions()
+    {
+        var services = new ServiceCollection();
+        services.AddCairn(o => o.UseInMemory());
+        await using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true, ValidateScopes = true });
+
+        var store = provider.GetRequiredService<IEventStore>();
+        var instrumented = Assert.IsType<InstrumentedEventStore>(store);
+        Assert.IsType<InMemoryEventStore>(instrumented.Inner);
+        Assert.Same(store, provider.GetRequiredService<IEventReader>());
+        Assert.Same(store, provider.GetRequiredService<IEventWriter>());
+        Assert.Same(store, provider.GetRequiredService<IEventStore>());
+        Assert.IsType<InMemoryCheckpointStore>(provider.GetRequiredService<ICheckpointStore>());
+        Assert.Same(provider.GetRequiredService<IOptions<CairnOptions>>().Value.EventTypes, provider.GetRequiredService<EventTypeRegistry>());
+        Assert.Same(provider.GetRequiredService<EventTypeRegistry>(), provider.GetRequiredService<EventSerializer>().Registry);
+        Assert.Equal("in-memory", provider.GetRequiredService<IOptions<CairnOptions>>().Value.BackendName);
+
+        var result = await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [TestEvents.Numbered(1)]);
+        Assert.Equal(result.LastPosition, await store.GetHeadPositionAsync(default));
+    }
+
+    [Fact]
+    public async Task the_source_limit_event_types_and_clock_configured_reach_the_store()
+    {
+        var clock = new ManualTimeProvider();
+        var services = new ServiceCollection();
+        services.AddSingleton<TimeProvider>(clock);
+        services.AddCairn(o =>
+        {
+            o.UseInMemory();
+            o.Source = "urn:svc:billing";
+            o.MaxEventSize = 64;
+            o.EventTypes.Register<Deposited>();
+        });
+        await using var provider = services.BuildServiceProvider();
+        var store = provider.GetRequiredService<IEventStore>();
+        var serializer = provider.GetRequiredService<EventSerializer>();
+
+        await store.AppendToStreamAsync("account-1", ExpectedVersion.NoStream, [serializer.ToEventData(new Deposited(3m))]);
+        var recorded = await store.ReadStreamAsync("account-1").SingleAsync();
+
+        Assert.Equal("urn:svc:billing", recorded.Source);
+        Assert.Equal(clock.GetUtcNow(), recorded.Time);
+        Assert.Equal(new Deposited(3m), serializer.Deserialize(recorded));
+        await Assert.ThrowsAsync<EventTooLargeException>(() =>
+            store.AppendToStreamAsync("account-1", ExpectedVersion.Any, [new EventData("blob", new byte[65]) { ContentType = "application/octet-stream" }]));
+    }
+
+    [Fact]
+    public async Task a_missing_backend_fails_validation_when_the_host_starts()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(_ => { });
+        using var host = builder.Build();
+
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+
+        Assert.Contains(ex.Failures, f => f.Contains("No backend is configured", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task impossible_limits_fail_validation_when_the_host_starts()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(o =>
+        {
+            o.UseInMemory();
+            o.MaxEventSize = 0;
+            o.Source = " ";
+        });
+        using var host = builder.Build();
+
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+
+        Assert.Contains(ex.Failures, f => f.Contains("MaxEventSize", StringComparison.Ordinal));
+        Assert.Contains(ex.Failures, f => f.Contains("Source", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void two_different_backends_are_refused()
+    {
+        var options = new CairnOptions().UseBackend("custom", (_, o) => new InMemoryEventStore(o), _ => new InMemoryCheckpointStore());
+        Assert.Throws<InvalidOperationException>(() => options.UseInMemory());
+        Assert.Equal("in-memory", new CairnOptions().UseInMemory().UseInMemory().BackendName);
+    }
+
+    [Fact]
+    public async Task a_hosted_subscription_handles_events_while_the_host_runs_and_stores_its_checkpoint_on_stop()
+    {
+        var builder = Builder();
+        var handled = new Recorder();
+        var fourth = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        builder.Services.AddCairn(o => o.UseInMemory())
+            .AddSubscription("audit", async (sp, e, ct) =>
+            {
+                Assert.NotNull(sp.GetRequiredService<IEventStore>());
+                await handled.HandleAsync(e, ct);
+                if (handled.Events.Count == 4)
+                {
+                    fourth.TrySetResult();
+                }
+            });
+        using var host = builder.Build();
+        var store = host.Services.GetRequiredService<IEventStore>();
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(2));
+
+        await host.StartAsync();
+        var live = await store.AppendToStreamAsync("order-1", ExpectedVersion.Exactly(1), TestEvents.Many(2, first: 2));
+        await fourth.Task.Bounded();
+        var monitor = host.Services.GetRequiredService<SubscriptionMonitor>();
+        var subscription = monitor.Find("audit");
+        Assert.NotNull(subscription);
+        await subscription.WaitForPositionAsync(live.LastPosition, default).Bounded();
+        Assert.Equal("audit", Assert.Single(monitor.Statuses).Name);
+        await host.StopAsync();
+
+        Assert.Equal([0, 1, 2, 3], handled.Events.Select(TestEvents.NumberOf));
+        Assert.Equal(live.LastPosition, await host.Services.GetRequiredService<ICheckpointStore>().GetAsync("audit", default));
+        Assert.Equal(SubscriptionState.Stopped, subscription.Status.State);
+    }
+
+    [Fact]
+    public async Task a_hosted_subscription_handler_class_is_made_from_the_container_with_its_filter()
+    {
+        var builder = Builder();
+        var sink = new Recorder();
+        builder.Services.AddSingleton(sink);
+        builder.Services.AddCairn(o => o.UseInMemory())
+            .AddSubscription<RecordingHandler>("orders", s => s.Filter(EventFilter.ForCategory("order")).Configure(o => o with { BufferSize = 4 }));
+        using var host = builder.Build();
+        var store = host.Services.GetRequiredService<IEventStore>();
+
+        await host.StartAsync();
+        await store.AppendToStreamAsync("invoice-1", ExpectedVersion.NoStream, TestEvents.Many(1));
+        var order = await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(1, first: 1));
+        var subscription = host.Services.GetRequiredService<SubscriptionMonitor>().Find("orders")!;
+        await subscription.WaitForPositionAsync(order.LastPosition, default).Bounded();
+        await host.StopAsync();
+
+        Assert.Equal([order.LastPosition], sink.Positions);
+        Assert.Equal(4, subscription.Options.BufferSize);
+    }
+
+    [Fact]
+    public async Task two_hosted_subscriptions_with_one_name_are_refused()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(o => o.UseInMemory())
+            .AddSubscription("twice", (_, _, _) => ValueTask.CompletedTask)
+            .AddSubscription("twice", (_, _, _) => ValueTask.CompletedTask);
+        using var host = builder.Build();
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
+    }
+
+    [Fact]
+    public void an_invalid_subscription_is_refused_when_it_is_added()
+    {
+        var cairn = new ServiceCollection().AddCairn(o => o.UseInMemory());
+        Assert.Throws<ArgumentException>(() => cairn.AddSubscription("", (_, _, _) => ValueTask.CompletedTask));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cairn.AddSubscription("ok", (_, _, _) => ValueTask.CompletedTask, s => s.Configure(o => o with { BufferSize = 0 })));
+    }
+
+    private sealed class RecordingHandler(Recorder sink) : ISubscriptionHandler
+    {
+        public ValueTask HandleAsync(RecordedEvent recorded, CancellationToken cancellationToken) => sink.HandleAsync(recorded, cancellationToken);
+    }
+}
