@@ -95,6 +95,21 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
         await AssertNothingWrittenAsync(sut.Store, before, "blob-1");
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData("bad\u0001key")]
+    public async Task a_metadata_entry_with_an_invalid_key_is_refused_and_nothing_is_written(string key)
+    {
+        await using var sut = await CreateAsync();
+        var before = await SnapshotAsync(sut.Store, "meta-1");
+        var e = TestEvents.Numbered(1) with { Metadata = new Dictionary<string, string> { [key] = "value" } };
+
+        var ex = await Assert.ThrowsAsync<InvalidEventException>(() => sut.Store.AppendToStreamAsync("meta-1", ExpectedVersion.Any, [e]));
+
+        Assert.Contains("metadata", ex.Message);
+        await AssertNothingWrittenAsync(sut.Store, before, "meta-1");
+    }
+
     [Fact]
     public async Task user_metadata_counts_towards_the_size_limit()
     {

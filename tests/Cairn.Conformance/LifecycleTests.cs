@@ -214,6 +214,23 @@ public abstract class LifecycleTests<TFixture>(TFixture fixture) : StoreTests<TF
     }
 
     [Fact]
+    public async Task new_metadata_cannot_bring_back_events_hidden_by_a_soft_delete_or_a_truncation()
+    {
+        await using var sut = await CreateAsync();
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(3));
+        await sut.Store.DeleteStreamAsync("order-1", ExpectedVersion.Any, default);
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(2, first: 10));
+
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { MaxCount = 10 }, default);
+        Assert.Equal([3, 4], await VersionsAsync(sut.Store, "order-1"));
+        Assert.Equal(3, (await sut.Store.GetStreamInfoAsync("order-1", default)).Metadata.TruncateBefore);
+
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { TruncateBefore = 4 }, default);
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { TruncateBefore = 1 }, default);
+        Assert.Equal([4], await VersionsAsync(sut.Store, "order-1"));
+    }
+
+    [Fact]
     public async Task a_soft_deleted_stream_expects_no_stream()
     {
         await using var sut = await CreateAsync();

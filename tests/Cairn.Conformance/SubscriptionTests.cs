@@ -337,6 +337,25 @@ public abstract class SubscriptionTests<TFixture>(TFixture fixture) : StoreTests
     }
 
     [Fact]
+    public async Task a_filtered_subscription_passes_the_events_it_skips_so_waits_and_checkpoints_move_past_them()
+    {
+        await using var sut = await CreateAsync();
+        var positions = await AppendSinglesAsync(sut.Store, 6, typeOf: n => n == 1 ? "wanted" : "other");
+        var recorder = new Recorder();
+        await using var subscription = Subscribe(
+            sut,
+            new SubscriptionOptions { Name = "picky", Filter = EventFilter.ForEventTypes("wanted"), CheckpointInterval = TimeSpan.FromMilliseconds(1) },
+            recorder.HandleAsync);
+        await subscription.StartAsync(default);
+
+        // The last event is not one it receives, yet once caught up it has passed it.
+        await subscription.WaitForPositionAsync(positions[^1], default).Bounded();
+        Assert.Equal([positions[1]], recorder.Positions);
+        await subscription.StopAsync(default);
+        Assert.Equal(positions[^1], await sut.Checkpoints.GetAsync("picky", default));
+    }
+
+    [Fact]
     public async Task a_subscription_cannot_be_started_twice()
     {
         await using var sut = await CreateAsync();

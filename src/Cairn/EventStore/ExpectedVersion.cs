@@ -3,7 +3,7 @@ namespace Cairn.EventStore;
 /// <summary>
 /// What an append expects of the stream it writes to: <see cref="Any"/> state, <see cref="NoStream"/> (absent or
 /// soft-deleted), <see cref="StreamExists"/>, or an exact last version. A mismatch fails the append with
-/// <see cref="WrongExpectedVersionException"/> and writes nothing.
+/// <see cref="WrongExpectedVersionException"/> and writes nothing. <c>default</c> is <see cref="Any"/>.
 /// </summary>
 public readonly record struct ExpectedVersion
 {
@@ -11,17 +11,20 @@ public readonly record struct ExpectedVersion
     private const long NoStreamValue = -1;
     private const long StreamExistsValue = -4;
 
-    private ExpectedVersion(long value, bool _) => Value = value;
+    // Stored shifted so that default(ExpectedVersion) is Any, the one expectation that cannot surprise anybody.
+    private readonly long _shifted;
+
+    private ExpectedVersion(long value, bool _) => _shifted = value - AnyValue;
 
     /// <summary>Expects the stream's last version to be exactly <paramref name="version"/> (0 for one event).</summary>
     public ExpectedVersion(long version)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(version);
-        Value = version;
+        _shifted = version - AnyValue;
     }
 
     /// <summary>The raw value: a version of 0 or more, or a negative sentinel for the named expectations.</summary>
-    public long Value { get; }
+    public long Value => _shifted + AnyValue;
 
     /// <summary>No expectation: the append lands whatever the stream's state (except a tombstone).</summary>
     public static ExpectedVersion Any { get; } = new(AnyValue, true);

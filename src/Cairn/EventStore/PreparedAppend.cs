@@ -118,6 +118,14 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         byte[]? metadataJson = null;
         if (e.Metadata is { Count: > 0 })
         {
+            foreach (var (key, value) in e.Metadata)
+            {
+                if (string.IsNullOrEmpty(key) || key.Length > 256 || key.Any(char.IsControl) || value is null)
+                {
+                    throw new InvalidEventException($"Event {e.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no control characters, and values are not null.");
+                }
+            }
+
             metadataJson = JsonSerializer.SerializeToUtf8Bytes(e.Metadata, CairnJsonContext.Default.IReadOnlyDictionaryStringString);
         }
 

@@ -109,7 +109,7 @@ public sealed record StreamMetadata
     /// <summary>Hide events older than this from stream reads.</summary>
     public TimeSpan? MaxAge { get; init; }
 
-    /// <summary>Hide versions below this from stream reads.</summary>
+    /// <summary>Hide versions below this from stream reads. It only moves forward: a lower value is kept at the old one.</summary>
     public long? TruncateBefore { get; init; }
 
     /// <summary>Refuses impossible settings with <see cref="ArgumentOutOfRangeException"/>.</summary>

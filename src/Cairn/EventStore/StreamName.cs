@@ -24,7 +24,7 @@ public readonly record struct StreamName
     }
 
     /// <summary>The name as a string.</summary>
-    public string Value => _value ?? throw new InvalidOperationException("A default StreamName has no value.");
+    public string Value => _value ?? throw new InvalidStreamNameException(null, "the name is missing (a default StreamName)");
 
     /// <summary>The category: the part before the first <c>-</c>, or the whole name when it has none.</summary>
     public string Category => CategoryOf(Value);

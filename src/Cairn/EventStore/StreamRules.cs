@@ -144,7 +144,7 @@ internal static class StreamRules
         NextVersion(stream, expected, state, lastVersion);
         (StreamState State, StreamMetadata Metadata) next = change switch
         {
-            LifecycleChange.SetMetadata => (state, requested ?? throw new ArgumentNullException(nameof(requested))),
+            LifecycleChange.SetMetadata => (state, KeepTruncation(current, requested ?? throw new ArgumentNullException(nameof(requested)))),
             LifecycleChange.SoftDelete when state is StreamState.NotFound or StreamState.SoftDeleted => (state, current),
             LifecycleChange.SoftDelete => (StreamState.SoftDeleted, current with { TruncateBefore = (lastVersion ?? -1) + 1 }),
             LifecycleChange.Tombstone => (StreamState.Tombstoned, current),
@@ -152,6 +152,13 @@ internal static class StreamRules
         };
         return next.State == state && next.Metadata == current ? null : next;
     }
+
+    /// <summary>
+    /// Truncation only moves forward: new metadata cannot bring back events hidden by an earlier truncation or a soft
+    /// delete.
+    /// </summary>
+    private static StreamMetadata KeepTruncation(StreamMetadata current, StreamMetadata requested) =>
+        current.TruncateBefore is { } hidden && (requested.TruncateBefore ?? 0) < hidden ? requested with { TruncateBefore = hidden } : requested;
 
     /// <summary>A change of a stream's lifecycle.</summary>
     internal enum LifecycleChange

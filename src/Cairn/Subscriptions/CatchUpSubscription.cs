@@ -31,6 +31,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     private long _checkpointed;
     private long _head;
     private volatile bool _caughtUp;
+    private long _caughtUpHead;
     private long _buffered;
     private long _handled;
     private int _live;
@@ -202,15 +203,24 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 {
                     if (_caughtUp)
                     {
+                        // Idle and caught up: every event up to the head the reader reached is handled, including
+                        // the ones the filter skipped, so the position (and the next checkpoint) can move there.
+                        AdvanceTo(Volatile.Read(ref _caughtUpHead));
                         MarkLive();
                     }
 
-                    if (sinceCheckpoint > 0)
+                    if (Volatile.Read(ref _position) != _checkpointed)
                     {
-                        // Idle with unsaved progress: store it now rather than leave it to the next burst.
-                        await StoreCheckpointAsync(stop).ConfigureAwait(false);
-                        sinceCheckpoint = 0;
-                        lastCheckpoint = _clock.GetTimestamp();
+                        // Unsaved progress: store it once the interval is up, unless more events come first.
+                        var due = Options.CheckpointInterval - _clock.GetElapsedTime(lastCheckpoint);
+                        if (due <= TimeSpan.Zero || !await WaitToReadAsync(buffer.Reader, due, stop).ConfigureAwait(false))
+                        {
+                            await StoreCheckpointAsync(stop).ConfigureAwait(false);
+                            sinceCheckpoint = 0;
+                            lastCheckpoint = _clock.GetTimestamp();
+                        }
+
+                        continue;
                     }
 
                     if (!await buffer.Reader.WaitToReadAsync(stop).ConfigureAwait(false))
@@ -223,9 +233,8 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
                 await HandleAsync(e, stop).ConfigureAwait(false);
                 onSuccess();
-                Volatile.Write(ref _position, e.Position.Value);
                 Interlocked.Increment(ref _handled);
-                ReleaseWaiters(e.Position.Value);
+                AdvanceTo(e.Position.Value);
                 sinceCheckpoint++;
                 if (sinceCheckpoint >= Options.CheckpointEvery || _clock.GetElapsedTime(lastCheckpoint) >= Options.CheckpointInterval)
                 {
@@ -282,6 +291,11 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             Volatile.Write(ref _head, head.Value);
         }
 
+        if (caughtUp)
+        {
+            Volatile.Write(ref _caughtUpHead, head.Value);
+        }
+
         _caughtUp = caughtUp;
 
         // The pump goes live when it finds the buffer empty after the reader caught up. If the pump emptied it first,
@@ -289,8 +303,45 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         Interlocked.MemoryBarrier();
         if (caughtUp && Interlocked.Read(ref _handled) == Interlocked.Read(ref _buffered))
         {
+            AdvanceTo(head.Value);
             MarkLive();
         }
+    }
+
+    /// <summary>
+    /// Waits for the next event for at most <paramref name="timeout"/>: true when one is ready, false when the time
+    /// is up or the buffer is complete. A buffer completed by a reader's error throws it, as the untimed wait does.
+    /// </summary>
+    private async Task<bool> WaitToReadAsync(ChannelReader<RecordedEvent> reader, TimeSpan timeout, CancellationToken stop)
+    {
+        using var timer = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        timer.CancelAfter(timeout);
+        try
+        {
+            return await reader.WaitToReadAsync(timer.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Moves the handled position forward (never back) and releases those waiting for it.</summary>
+    private void AdvanceTo(long position)
+    {
+        var current = Volatile.Read(ref _position);
+        while (position > current)
+        {
+            var seen = Interlocked.CompareExchange(ref _position, position, current);
+            if (seen == current)
+            {
+                break;
+            }
+
+            current = seen;
+        }
+
+        ReleaseWaiters(Volatile.Read(ref _position));
     }
 
     private void MarkLive()

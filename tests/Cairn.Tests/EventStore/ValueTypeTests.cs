@@ -75,7 +75,7 @@ public sealed class StreamNameTests
     public void a_default_name_has_no_value()
     {
         StreamName name = default;
-        Assert.Throws<InvalidOperationException>(() => name.Value);
+        Assert.Throws<InvalidStreamNameException>(() => name.Value);
         Assert.Equal("", name.ToString());
     }
 
@@ -103,6 +103,16 @@ public sealed class ExpectedVersionTests
         Assert.Equal((-1L, "NoStream"), (ExpectedVersion.NoStream.Value, ExpectedVersion.NoStream.ToString()));
         Assert.Equal((-4L, "StreamExists"), (ExpectedVersion.StreamExists.Value, ExpectedVersion.StreamExists.ToString()));
         Assert.Equal((7L, "7"), (ExpectedVersion.Exactly(7).Value, ExpectedVersion.Exactly(7).ToString()));
+    }
+
+    [Fact]
+    public void the_default_expectation_is_any()
+    {
+        ExpectedVersion unset = default;
+        Assert.Equal(ExpectedVersion.Any, unset);
+        Assert.Equal(-2, unset.Value);
+        Assert.True(unset.IsSatisfiedBy(null));
+        Assert.True(unset.IsSatisfiedBy(12));
     }
 
     [Fact]

@@ -70,7 +70,13 @@ public sealed class InMemoryEventStore : IEventStore
             }
         }
 
+        // Commit times never go backwards along the log, as on every backend.
         var time = _options.TimeProvider.GetUtcNow();
+        if (_log.Count > 0 && time < _log[^1].Time)
+        {
+            time = _log[^1].Time;
+        }
+
         var results = new StreamAppendResult[prepared.Streams.Count];
         var firstPosition = _log.Count + 1;
         for (var s = 0; s < prepared.Streams.Count; s++)
