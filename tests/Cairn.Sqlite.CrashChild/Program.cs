@@ -1,0 +1,61 @@
+using System.Globalization;
+using System.Text;
+
+namespace Cairn.Sqlite.CrashChild;
+
+/// <summary>
+/// The child process of the SQLite crash-safety test:
+/// <c>Cairn.Sqlite.CrashChild &lt;file&gt; mixed|huge Full|Normal &lt;seed&gt;</c> opens the store in the file with
+/// the given durability and appends from several tasks until it is killed, printing a line for each acknowledged
+/// append. It stops by itself only when an append fails (exit 1) or when its stdin closes (exit 3),
+/// which happens when the test process is gone, so no child outlives its parent.
+/// </summary>
+internal static class Program
+{
+    private static async Task<int> Main(string[] args)
+    {
+        if (args.Length != 4
+            || args[1] is not (CrashProtocol.MixedMode or CrashProtocol.HugeMode)
+            || !Enum.TryParse<SqliteDurability>(args[2], out var durability)
+            || !int.TryParse(args[3], NumberStyles.None, CultureInfo.InvariantCulture, out var seed))
+        {
+            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge Full|Normal <seed>");
+            return 2;
+        }
+
+        ExitWhenParentIsGone();
+        var output = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = true, NewLine = "\n" };
+        try
+        {
+            using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={args[0]}", Durability = durability });
+            var appender = new CrashAppender(store, output, seed);
+            appender.Say(CrashProtocol.Ready);
+            await appender.RunAsync(huge: args[1] == CrashProtocol.HugeMode);
+            return 0;
+        }
+        catch (Exception ex)
+        {
+            await Console.Error.WriteLineAsync(ex.ToString());
+            return 1;
+        }
+    }
+
+    private static void ExitWhenParentIsGone()
+    {
+        var thread = new Thread(() =>
+        {
+            using var input = Console.OpenStandardInput();
+            var buffer = new byte[256];
+            while (input.Read(buffer) > 0)
+            {
+            }
+
+            Environment.Exit(3);
+        })
+        {
+            IsBackground = true,
+            Name = "parent watch",
+        };
+        thread.Start();
+    }
+}
