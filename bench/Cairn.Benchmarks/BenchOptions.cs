@@ -1,0 +1,118 @@
+namespace Cairn.Benchmarks;
+
+/// <summary>The command line: <c>[--quick] [--only W1,W3] [--json FILE]</c>, parsed by hand (three flags need no library).</summary>
+internal sealed record BenchOptions
+{
+    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5"];
+
+    public bool Quick { get; init; }
+
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(AllWorkloads, StringComparer.OrdinalIgnoreCase);
+
+    public string? JsonPath { get; init; }
+
+    /// <summary>Set on the child process that measures W5 alone (not for users).</summary>
+    public bool Child { get; init; }
+
+    public bool Help { get; init; }
+
+    /// <summary>Skips the baselines, to profile Cairn alone.</summary>
+    public bool CairnOnly { get; init; }
+
+    public bool Runs(string workload) => Only.Contains(workload);
+
+    public const string Usage = """
+        Cairn benchmarks: every workload runs against Cairn and against a raw Microsoft.Data.Sqlite baseline in the same run.
+
+        usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,W3] [--json FILE]
+
+          --quick        every workload, smaller and shorter (under two minutes in all)
+          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5
+          --json FILE    also write the figures as a JSON array: id, value, unit, baseline, ratio
+          --cairn-only   skip the baselines (to profile Cairn alone; ratios are then empty)
+          --help         this text
+
+        W1 single-event appends to many streams, 1 and 16 writers   W2 batches of 100 events, one writer
+        W3 full read of $all                                         W4 eight writers on one stream, optimistic retries
+        W5 peak working set appending then reading (in a child process)
+        """;
+
+    /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> naming the bad one.</summary>
+    public static BenchOptions Parse(IReadOnlyList<string> args)
+    {
+        var options = new BenchOptions();
+        for (var i = 0; i < args.Count; i++)
+        {
+            var arg = args[i];
+            switch (arg)
+            {
+                case "--quick":
+                    options = options with { Quick = true };
+                    break;
+                case "--cairn-only":
+                    options = options with { CairnOnly = true };
+                    break;
+                case "--child":
+                    options = options with { Child = true };
+                    break;
+                case "--help" or "-h" or "-?":
+                    options = options with { Help = true };
+                    break;
+                case "--only":
+                    options = options with { Only = ParseOnly(Value(args, ref i, arg)) };
+                    break;
+                case "--json":
+                    options = options with { JsonPath = Value(args, ref i, arg) };
+                    break;
+                default:
+                    if (arg.StartsWith("--only=", StringComparison.Ordinal))
+                    {
+                        options = options with { Only = ParseOnly(arg["--only=".Length..]) };
+                    }
+                    else if (arg.StartsWith("--json=", StringComparison.Ordinal))
+                    {
+                        options = options with { JsonPath = arg["--json=".Length..] };
+                    }
+                    else
+                    {
+                        throw new ArgumentException($"Unknown argument '{arg}'.");
+                    }
+
+                    break;
+            }
+        }
+
+        return options;
+    }
+
+    private static string Value(IReadOnlyList<string> args, ref int i, string flag)
+    {
+        if (i + 1 >= args.Count || args[i + 1].StartsWith("--", StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"{flag} needs a value.");
+        }
+
+        return args[++i];
+    }
+
+    private static HashSet<string> ParseOnly(string list)
+    {
+        var only = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var item in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!AllWorkloads.Contains(item, StringComparer.OrdinalIgnoreCase))
+            {
+                throw new ArgumentException($"--only names '{item}', which is not one of {string.Join(", ", AllWorkloads)}.");
+            }
+
+            only.Add(item.ToUpperInvariant());
+        }
+
+        if (only.Count == 0)
+        {
+            throw new ArgumentException("--only needs at least one workload, such as --only W1,W3.");
+        }
+
+        return only;
+    }
+}

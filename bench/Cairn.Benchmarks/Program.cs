@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.Globalization;
+using Cairn.Benchmarks.Workloads;
+
+namespace Cairn.Benchmarks;
+
+internal static class Program
+{
+    public static async Task<int> Main(string[] args)
+    {
+        BenchOptions options;
+        try
+        {
+            options = BenchOptions.Parse(args);
+        }
+        catch (ArgumentException ex)
+        {
+            Console.Error.WriteLine(ex.Message);
+            Console.Error.WriteLine(BenchOptions.Usage);
+            return 2;
+        }
+
+        if (options.Help)
+        {
+            Console.WriteLine(BenchOptions.Usage);
+            return 0;
+        }
+
+        var scale = (options.Quick ? Scale.Quick : Scale.Full) with { CairnOnly = options.CairnOnly };
+        if (options.Child)
+        {
+            // The W5 child: one measurement in a fresh process, its figure handed back through the JSON file.
+            var w5 = await W5Memory.RunHereAsync(scale);
+            if (options.JsonPath is { } path)
+            {
+                Figure.WriteJson(path, w5);
+            }
+
+            return 0;
+        }
+
+        var clock = Stopwatch.StartNew();
+        foreach (var line in MachineInfo.Describe())
+        {
+            Console.WriteLine(line);
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"mode: {(options.Quick ? "quick" : "full")}; workloads: {string.Join(",", BenchOptions.AllWorkloads.Where(options.Runs))}; {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s warm-up; load average {MachineInfo.LoadAverage()}"));
+        Console.WriteLine();
+
+        var figures = new List<Figure>();
+        var workloads = new (string Id, Func<Task<List<Figure>>> Run)[]
+        {
+            ("W1", () => W1ManyStreams.RunAsync(scale)),
+            ("W2", () => W2Batches.RunAsync(scale)),
+            ("W3", () => W3ReadAll.RunAsync(scale)),
+            ("W4", () => W4Contention.RunAsync(scale)),
+            ("W5", () => W5Memory.RunInChildAsync(options)),
+        };
+        foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
+        {
+            var started = clock.Elapsed;
+            Console.WriteLine($"{id}:");
+            figures.AddRange(await run());
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  ({(clock.Elapsed - started).TotalSeconds:0.0} s)"));
+        }
+
+        Console.WriteLine();
+        Figure.PrintTable(Console.Out, figures);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"W1, W2 and W4 are the median of {scale.Rounds} round(s) per side, Cairn and baseline alternating; each round has fresh files."));
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"total {clock.Elapsed.TotalSeconds:0.0} s; load average {MachineInfo.LoadAverage()}"));
+        if (options.JsonPath is { } json)
+        {
+            Figure.WriteJson(json, figures);
+            Console.WriteLine($"figures written to {Path.GetFullPath(json)}");
+        }
+
+        return 0;
+    }
+}
