@@ -14,11 +14,10 @@ public sealed class SqliteCheckpointStore(SqliteEventStore store) : ICheckpointS
     {
         CheckpointKeys.Validate(key);
         cancellationToken.ThrowIfCancellationRequested();
-        using var connection = store.OpenReadConnection();
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT position FROM cairn_checkpoints WHERE key = $key";
-        command.Parameters.AddWithValue("$key", key);
-        return ValueTask.FromResult(command.ExecuteScalar() is long position ? new GlobalPosition(position) : (GlobalPosition?)null);
+        using var lease = store.RentReadConnection();
+        using var statement = new RawStatement(lease.Db, "SELECT position FROM cairn_checkpoints WHERE key = ?1");
+        statement.Bind(1, key);
+        return ValueTask.FromResult(statement.ExecuteInt64() is { } position ? new GlobalPosition(position) : (GlobalPosition?)null);
     }
 
     /// <inheritdoc />

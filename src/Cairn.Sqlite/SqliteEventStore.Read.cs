@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text;
 using Cairn.EventStore;
-using Microsoft.Data.Sqlite;
+using SQLitePCL;
 
 namespace Cairn.Sqlite;
 
@@ -18,7 +18,8 @@ public sealed partial class SqliteEventStore
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
         ArgumentOutOfRangeException.ThrowIfNegative(fromVersion ?? 0, nameof(fromVersion));
         cancellationToken.ThrowIfCancellationRequested();
-        using var connection = OpenReadConnection();
+        using var lease = _readers.Rent();
+        var connection = lease.Db;
         var info = ReadStreamInfo(connection, stream);
         if (info.Row is not { } row || row.State is StreamState.NotFound or StreamState.SoftDeleted)
         {
@@ -33,38 +34,32 @@ public sealed partial class SqliteEventStore
         var firstVisible = StreamRules.FirstVisibleVersion(row.Metadata, row.LastVersion);
         var oldest = StreamRules.OldestVisibleTime(row.Metadata, _options.TimeProvider)?.UtcTicks ?? long.MinValue;
         var forwards = direction == ReadDirection.Forwards;
-        using var command = connection.CreateCommand();
-        command.CommandText = forwards
+        using var statement = new RawStatement(connection, forwards
             ? $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = $stream AND e.version >= $from AND e.version >= $first AND e.time_ticks >= $oldest ORDER BY e.version LIMIT $limit"
-            : $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = $stream AND e.version <= $from AND e.version >= $first AND e.time_ticks >= $oldest ORDER BY e.version DESC LIMIT $limit";
-        command.Parameters.AddWithValue("$stream", row.Id);
-        command.Parameters.AddWithValue("$first", firstVisible);
-        command.Parameters.AddWithValue("$oldest", oldest);
-        var from = command.Parameters.AddWithValue("$from", fromVersion ?? (forwards ? 0 : long.MaxValue));
-        var limit = command.Parameters.AddWithValue("$limit", 0);
+            : $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = $stream AND e.version <= $from AND e.version >= $first AND e.time_ticks >= $oldest ORDER BY e.version DESC LIMIT $limit");
+        statement.Bind(statement.IndexOf("$stream"), row.Id);
+        statement.Bind(statement.IndexOf("$first"), firstVisible);
+        statement.Bind(statement.IndexOf("$oldest"), oldest);
+        var from = statement.IndexOf("$from");
+        var limit = statement.IndexOf("$limit");
+        var next = fromVersion ?? (forwards ? 0 : long.MaxValue);
 
         var remaining = maxCount;
         var page = new List<RecordedEvent>();
-        var idBuffer = new byte[16];
-        while (remaining > 0)
+        while (remaining > 0 && next >= 0)
         {
-            limit.Value = Math.Min(remaining, PageSize);
-            if (!ReadPage(command, connection, page, idBuffer))
-            {
-                remaining = 0;
-            }
-
+            statement.Bind(from, next);
+            var wanted = Math.Min(remaining, PageSize);
+            statement.Bind(limit, wanted);
+            var more = ReadPage(statement, connection, page, wanted);
             foreach (var e in page)
             {
                 yield return e;
-                from.Value = forwards ? e.Version + 1 : e.Version - 1;
-                if (--remaining == 0)
-                {
-                    break;
-                }
+                next = forwards ? e.Version + 1 : e.Version - 1;
+                remaining--;
             }
 
-            if (forwards ? false : (long)from.Value! < 0)
+            if (!more)
             {
                 yield break;
             }
@@ -95,33 +90,34 @@ public sealed partial class SqliteEventStore
         }, cancellationToken);
     }
 
-    private async IAsyncEnumerable<RecordedEvent> ReadByPositionAsync(long from, long maxCount, Action<StringBuilder, SqliteCommand> predicate, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<RecordedEvent> ReadByPositionAsync(long from, long maxCount, Action<StringBuilder, SqlParameters> predicate, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var connection = OpenReadConnection();
-        using var command = connection.CreateCommand();
+        using var lease = _readers.Rent();
+        var connection = lease.Db;
         var sql = new StringBuilder($"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.position >= $from");
-        predicate(sql, command);
+        var parameters = new SqlParameters();
+        predicate(sql, parameters);
         sql.Append(" ORDER BY e.position LIMIT $limit");
-        command.CommandText = sql.ToString();
-        var fromParameter = command.Parameters.AddWithValue("$from", from);
-        var limit = command.Parameters.AddWithValue("$limit", 0);
+        using var statement = new RawStatement(connection, sql.ToString());
+        parameters.BindTo(statement);
+        var fromIndex = statement.IndexOf("$from");
+        var limit = statement.IndexOf("$limit");
 
+        var next = from;
         var remaining = maxCount;
         var page = new List<RecordedEvent>();
-        var idBuffer = new byte[16];
         while (remaining > 0)
         {
-            limit.Value = Math.Min(remaining, PageSize);
-            var more = ReadPage(command, connection, page, idBuffer);
+            statement.Bind(fromIndex, next);
+            var wanted = Math.Min(remaining, PageSize);
+            statement.Bind(limit, wanted);
+            var more = ReadPage(statement, connection, page, wanted);
             foreach (var e in page)
             {
                 yield return e;
-                fromParameter.Value = e.Position.Value + 1;
-                if (--remaining == 0)
-                {
-                    yield break;
-                }
+                next = e.Position.Value + 1;
+                remaining--;
             }
 
             if (!more)
@@ -136,24 +132,29 @@ public sealed partial class SqliteEventStore
     }
 
     /// <summary>
-    /// Reads one page into <paramref name="page"/> and closes the statement, so no snapshot is held while the caller
+    /// Reads one page into <paramref name="page"/> and resets the statement, so no snapshot is held while the caller
     /// works. Returns whether more rows may follow.
     /// </summary>
-    private bool ReadPage(SqliteCommand command, SqliteConnection connection, List<RecordedEvent> page, byte[] idBuffer)
+    private bool ReadPage(RawStatement statement, sqlite3 connection, List<RecordedEvent> page, long wanted)
     {
         page.Clear();
-        var wanted = Convert.ToInt64(command.Parameters["$limit"].Value, System.Globalization.CultureInfo.InvariantCulture);
         long bytes = 0;
-        using var reader = command.ExecuteReader();
-        while (reader.Read())
+        try
         {
-            var e = _rows.Read(reader, connection, idBuffer);
-            page.Add(e);
-            bytes += e.Data.Length;
-            if (bytes >= MaxPageBytes)
+            while (statement.Step())
             {
-                return true;
+                var e = _rows.Read(statement, connection);
+                page.Add(e);
+                bytes += e.Data.Length;
+                if (bytes >= MaxPageBytes)
+                {
+                    return true;
+                }
             }
+        }
+        finally
+        {
+            statement.Reset();
         }
 
         return page.Count == wanted;
@@ -163,36 +164,33 @@ public sealed partial class SqliteEventStore
     public ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var connection = OpenReadConnection();
-        return ValueTask.FromResult(ReadStreamInfo(connection, stream).Info);
+        using var lease = _readers.Rent();
+        return ValueTask.FromResult(ReadStreamInfo(lease.Db, stream).Info);
     }
 
     /// <inheritdoc />
     public ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        using var connection = OpenReadConnection();
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT coalesce(max(position), 0) FROM cairn_events";
-        return ValueTask.FromResult(new GlobalPosition((long)command.ExecuteScalar()!));
+        using var lease = _readers.Rent();
+        using var statement = new RawStatement(lease.Db, "SELECT coalesce(max(position), 0) FROM cairn_events");
+        return ValueTask.FromResult(new GlobalPosition(statement.ExecuteInt64() ?? 0));
     }
 
-    private static (StreamInfo Info, StreamRowView? Row) ReadStreamInfo(SqliteConnection connection, StreamName stream)
+    private static (StreamInfo Info, StreamRowView? Row) ReadStreamInfo(sqlite3 connection, StreamName stream)
     {
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = $name";
-        command.Parameters.AddWithValue("$name", stream.Value);
-        using var reader = command.ExecuteReader();
-        if (!reader.Read())
+        using var statement = new RawStatement(connection, "SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = ?1");
+        statement.Bind(1, stream.Value);
+        if (!statement.Step())
         {
             return (new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata()), null);
         }
 
         var row = new StreamRowView(
-            reader.GetInt64(0),
-            reader.IsDBNull(1) ? null : reader.GetInt64(1),
-            (StreamState)reader.GetInt32(2),
-            SqliteRows.ReadMetadata(reader, 3));
+            statement.Int64(0),
+            statement.IsNull(1) ? null : statement.Int64(1),
+            (StreamState)statement.Int64(2),
+            SqliteRows.ReadMetadata(statement, 3));
         return (new StreamInfo(stream, row.State, row.LastVersion, row.Metadata), row);
     }
 

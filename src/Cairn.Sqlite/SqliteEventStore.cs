@@ -17,6 +17,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     private readonly string _readConnectionString;
     private readonly AppendSignal _signal;
     private readonly EventReader _rows = new();
+    private readonly ReadConnectionPool _readers;
     private readonly ILogger _logger;
     private int _disposed;
 
@@ -52,6 +53,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         builder.DefaultTimeout = (int)Math.Ceiling(sqliteOptions.BusyTimeout.TotalSeconds);
         _readConnectionString = builder.ToString();
         DataSource = Path.GetFullPath(builder.DataSource);
+        _readers = new ReadConnectionPool(DataSource, sqliteOptions.BusyTimeout);
 
         var connection = new SqliteConnection(_readConnectionString);
         try
@@ -133,12 +135,10 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             cancellationToken);
     }
 
-    internal SqliteConnection OpenReadConnection()
+    internal ReadConnectionPool.Lease RentReadConnection()
     {
         ThrowIfDisposed();
-        var connection = new SqliteConnection(_readConnectionString);
-        connection.Open();
-        return connection;
+        return _readers.Rent();
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
@@ -152,6 +152,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         }
 
         Writer.Dispose();
+        _readers.Dispose();
         SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
     }
 

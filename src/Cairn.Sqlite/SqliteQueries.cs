@@ -1,8 +1,21 @@
 using System.Text;
 using Cairn.EventStore;
-using Microsoft.Data.Sqlite;
 
 namespace Cairn.Sqlite;
+
+/// <summary>Named parameters collected while a query is built, bound once the statement is prepared.</summary>
+internal sealed class SqlParameters : List<KeyValuePair<string, object>>
+{
+    public void Add(string name, object value) => Add(new KeyValuePair<string, object>(name, value));
+
+    public void BindTo(RawStatement statement)
+    {
+        foreach (var (name, value) in this)
+        {
+            statement.BindValue(statement.IndexOf(name), value);
+        }
+    }
+}
 
 /// <summary>Builds the SQL predicates of filters and tag queries, with parameters, never with spliced values.</summary>
 internal static class SqliteQueries
@@ -11,7 +24,7 @@ internal static class SqliteQueries
     private const string UserEventsOnly = "e.type_id NOT IN (SELECT id FROM cairn_names WHERE value >= '$' AND value < '%')";
 
     /// <summary>Appends the predicate of an <see cref="EventFilter"/>, starting with <c> AND</c> when it has one.</summary>
-    public static void AppendFilter(StringBuilder sql, SqliteCommand command, EventFilter filter)
+    public static void AppendFilter(StringBuilder sql, SqlParameters parameters, EventFilter filter)
     {
         if (!filter.IncludeSystemEvents)
         {
@@ -21,13 +34,13 @@ internal static class SqliteQueries
         if (filter.Stream is { } stream)
         {
             sql.Append(" AND e.stream_id = (SELECT id FROM cairn_streams WHERE name = $f_stream)");
-            command.Parameters.AddWithValue("$f_stream", stream);
+            parameters.Add("$f_stream", stream);
         }
 
         if (filter.Category is { } category)
         {
             sql.Append(" AND e.stream_id IN (SELECT id FROM cairn_streams WHERE category = $f_category)");
-            command.Parameters.AddWithValue("$f_category", category);
+            parameters.Add("$f_category", category);
         }
 
         if (filter.EventTypes is { } types)
@@ -36,7 +49,7 @@ internal static class SqliteQueries
             for (var i = 0; i < types.Count; i++)
             {
                 sql.Append(i == 0 ? "$f_type" : ", $f_type").Append(i);
-                command.Parameters.AddWithValue("$f_type" + i, types[i]);
+                parameters.Add("$f_type" + i, types[i]);
             }
 
             sql.Append("))");
@@ -44,7 +57,7 @@ internal static class SqliteQueries
     }
 
     /// <summary>Appends the predicate of a tag and type query over <c>cairn_events e</c>, user events only.</summary>
-    public static void AppendQueryPredicate(StringBuilder sql, SqliteCommand command, EventQuery query)
+    public static void AppendQueryPredicate(StringBuilder sql, SqlParameters parameters, EventQuery query)
     {
         sql.Append(UserEventsOnly);
         if (query.MatchesAll)
@@ -64,7 +77,7 @@ internal static class SqliteQueries
                 {
                     var name = $"$q{i}_type{t}";
                     sql.Append(t == 0 ? name : ", " + name);
-                    command.Parameters.AddWithValue(name, item.Types[t]);
+                    parameters.Add(name, item.Types[t]);
                 }
 
                 sql.Append("))");
@@ -74,7 +87,7 @@ internal static class SqliteQueries
             {
                 var name = $"$q{i}_tag{t}";
                 sql.Append(" AND e.position IN (SELECT position FROM cairn_event_tags WHERE tag = ").Append(name).Append(')');
-                command.Parameters.AddWithValue(name, item.Tags[t]);
+                parameters.Add(name, item.Tags[t]);
             }
 
             sql.Append(')');

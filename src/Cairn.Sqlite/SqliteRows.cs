@@ -1,8 +1,7 @@
 using System.Collections.Concurrent;
-using System.Text.Json;
 using Cairn.Envelopes;
 using Cairn.EventStore;
-using Microsoft.Data.Sqlite;
+using SQLitePCL;
 
 namespace Cairn.Sqlite;
 
@@ -10,22 +9,16 @@ namespace Cairn.Sqlite;
 internal static class SqliteRows
 {
     /// <summary>The event columns, in the order <see cref="EventReader.Read"/> expects them.</summary>
-    public const string EventColumns =
-        "e.position, e.stream_id, e.version, e.id, e.type_id, e.source_id, e.content_type_id, e.time_ticks, e.data, e.data_schema, e.correlation_id, e.causation_id, e.traceparent, e.tags, e.metadata";
+    public const string EventColumns = "e.position, e.envelope, e.data";
 
     /// <summary>Big-endian, so version 7 ids sort by time and insert at the end of the id index.</summary>
-    public static byte[] IdBytes(MessageId id)
-    {
-        var bytes = new byte[16];
-        id.Value.TryWriteBytes(bytes, bigEndian: true, out _);
-        return bytes;
-    }
+    public static void WriteId(MessageId id, Span<byte> destination) => id.Value.TryWriteBytes(destination, bigEndian: true, out _);
 
-    public static StreamMetadata ReadMetadata(SqliteDataReader reader, int first) => new()
+    public static StreamMetadata ReadMetadata(RawStatement row, int first) => new()
     {
-        MaxCount = reader.IsDBNull(first) ? null : reader.GetInt64(first),
-        MaxAge = reader.IsDBNull(first + 1) ? null : TimeSpan.FromTicks(reader.GetInt64(first + 1)),
-        TruncateBefore = reader.IsDBNull(first + 2) ? null : reader.GetInt64(first + 2),
+        MaxCount = row.IsNull(first) ? null : row.Int64(first),
+        MaxAge = row.IsNull(first + 1) ? null : TimeSpan.FromTicks(row.Int64(first + 1)),
+        TruncateBefore = row.IsNull(first + 2) ? null : row.Int64(first + 2),
     };
 }
 
@@ -41,41 +34,39 @@ internal sealed class EventReader
     private readonly ConcurrentDictionary<long, string> _names = new();
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
 
-    public RecordedEvent Read(SqliteDataReader row, SqliteConnection connection, byte[] idBuffer)
+    public RecordedEvent Read(RawStatement row, sqlite3 db)
     {
-        row.GetBytes(3, 0, idBuffer, 0, 16);
-        var recorded = new RecordedEvent(
-            new MessageId(new Guid(idBuffer, bigEndian: true)),
-            StreamOf(row.GetInt64(1), connection),
-            row.GetInt64(2),
-            new GlobalPosition(row.GetInt64(0)),
-            NameOf(row.GetInt64(4), connection),
-            NameOf(row.GetInt64(5), connection),
-            new DateTimeOffset(row.GetInt64(7), TimeSpan.Zero),
-            NameOf(row.GetInt64(6), connection),
-            row.GetFieldValue<byte[]>(8))
+        var envelope = EnvelopeCodec.Read(row.Blob(1));
+        return new RecordedEvent(
+            envelope.Id,
+            StreamOf(envelope.StreamId, db),
+            envelope.Version,
+            new GlobalPosition(row.Int64(0)),
+            NameOf(envelope.TypeId, db),
+            NameOf(envelope.SourceId, db),
+            new DateTimeOffset(envelope.TimeTicks, TimeSpan.Zero),
+            NameOf(envelope.ContentTypeId, db),
+            row.Blob(2).ToArray())
         {
-            DataSchema = row.IsDBNull(9) ? null : row.GetString(9),
-            CorrelationId = row.IsDBNull(10) ? null : row.GetString(10),
-            CausationId = row.IsDBNull(11) ? null : row.GetString(11),
-            TraceParent = row.IsDBNull(12) ? null : row.GetString(12),
-            Tags = row.IsDBNull(13) ? [] : JsonSerializer.Deserialize(row.GetString(13), CairnJsonContext.Default.StringArray) ?? [],
-            Metadata = row.IsDBNull(14) ? NoMetadata : JsonSerializer.Deserialize(row.GetFieldValue<byte[]>(14), CairnJsonContext.Default.IReadOnlyDictionaryStringString) ?? NoMetadata,
+            DataSchema = envelope.DataSchema,
+            CorrelationId = envelope.CorrelationId,
+            CausationId = envelope.CausationId,
+            TraceParent = envelope.TraceParent,
+            Tags = envelope.Tags ?? [],
+            Metadata = envelope.Metadata ?? NoMetadata,
         };
-        return recorded;
     }
 
-    private StreamName StreamOf(long id, SqliteConnection connection)
+    private StreamName StreamOf(long id, sqlite3 db)
     {
         if (_streams.TryGetValue(id, out var name))
         {
             return name;
         }
 
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT name FROM cairn_streams WHERE id = $id";
-        command.Parameters.AddWithValue("$id", id);
-        name = new StreamName((string)command.ExecuteScalar()!);
+        using var statement = new RawStatement(db, "SELECT name FROM cairn_streams WHERE id = ?1");
+        statement.Bind(1, id);
+        name = new StreamName(statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event of stream {id}, which is missing."));
         if (_streams.Count >= MaxCachedStreams)
         {
             _streams.Clear();
@@ -85,17 +76,16 @@ internal sealed class EventReader
         return name;
     }
 
-    private string NameOf(long id, SqliteConnection connection)
+    private string NameOf(long id, sqlite3 db)
     {
         if (_names.TryGetValue(id, out var name))
         {
             return name;
         }
 
-        using var command = connection.CreateCommand();
-        command.CommandText = "SELECT value FROM cairn_names WHERE id = $id";
-        command.Parameters.AddWithValue("$id", id);
-        name = (string)command.ExecuteScalar()!;
+        using var statement = new RawStatement(db, "SELECT value FROM cairn_names WHERE id = ?1");
+        statement.Bind(1, id);
+        name = statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event naming string {id}, which is missing.");
         _names[id] = name;
         return name;
     }

@@ -28,22 +28,17 @@ internal static class SqliteSchema
         CREATE INDEX IF NOT EXISTS cairn_streams_by_category ON cairn_streams (category);
 
         -- The log. position is the rowid: one writer assigns it in commit order, so readers never see a gap fill later.
+        -- envelope packs every attribute (EnvelopeCodec); stream, version, id, type and time are also columns because
+        -- SQL filters and indexes on them.
         CREATE TABLE IF NOT EXISTS cairn_events (
-            position        INTEGER PRIMARY KEY,
-            stream_id       INTEGER NOT NULL,
-            version         INTEGER NOT NULL,
-            id              BLOB NOT NULL,
-            type_id         INTEGER NOT NULL,
-            source_id       INTEGER NOT NULL,
-            content_type_id INTEGER NOT NULL,
-            time_ticks      INTEGER NOT NULL,
-            data            BLOB NOT NULL,
-            data_schema     TEXT,
-            correlation_id  TEXT,
-            causation_id    TEXT,
-            traceparent     TEXT,
-            tags            TEXT,
-            metadata        BLOB);
+            position   INTEGER PRIMARY KEY,
+            stream_id  INTEGER NOT NULL,
+            version    INTEGER NOT NULL,
+            id         BLOB NOT NULL,
+            type_id    INTEGER NOT NULL,
+            time_ticks INTEGER NOT NULL,
+            envelope   BLOB NOT NULL,
+            data       BLOB NOT NULL);
         CREATE UNIQUE INDEX IF NOT EXISTS cairn_events_by_stream ON cairn_events (stream_id, version);
         CREATE UNIQUE INDEX IF NOT EXISTS cairn_events_by_id ON cairn_events (id);
         CREATE INDEX IF NOT EXISTS cairn_events_by_type ON cairn_events (type_id, position);

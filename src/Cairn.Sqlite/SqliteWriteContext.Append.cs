@@ -1,6 +1,4 @@
-using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.Json;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Microsoft.Data.Sqlite;
@@ -37,6 +35,7 @@ internal sealed partial class SqliteWriteContext
 
         var results = new StreamAppendResult[append.Streams.Count];
         var firstPosition = Head + 1;
+        Span<byte> idBytes = stackalloc byte[16];
         for (var s = 0; s < append.Streams.Count; s++)
         {
             var part = append.Streams[s];
@@ -49,7 +48,8 @@ internal sealed partial class SqliteWriteContext
             var version = firstVersions[s];
             foreach (var e in part.Events)
             {
-                InsertEvent(row.Id, version++, e);
+                SqliteRows.WriteId(e.Id, idBytes);
+                InsertEvent(row.Id, version++, e, idBytes);
             }
 
             row.LastVersion = version - 1;
@@ -90,16 +90,20 @@ internal sealed partial class SqliteWriteContext
         }
 
         var row = new StreamRow();
-        _selectStream.Parameters[0].Value = stream.Value;
-        using (var reader = _selectStream.ExecuteReader())
+        _selectStream.Bind(1, stream.Value);
+        try
         {
-            if (reader.Read())
+            if (_selectStream.Step())
             {
-                row.Id = reader.GetInt64(0);
-                row.LastVersion = reader.IsDBNull(1) ? null : reader.GetInt64(1);
-                row.State = (StreamState)reader.GetInt32(2);
-                row.Metadata = SqliteRows.ReadMetadata(reader, 3);
+                row.Id = _selectStream.Int64(0);
+                row.LastVersion = _selectStream.IsNull(1) ? null : _selectStream.Int64(1);
+                row.State = (StreamState)_selectStream.Int64(2);
+                row.Metadata = SqliteRows.ReadMetadata(_selectStream, 3);
             }
+        }
+        finally
+        {
+            _selectStream.Reset();
         }
 
         if (_streams.Count >= MaxCachedStreams)
@@ -114,47 +118,41 @@ internal sealed partial class SqliteWriteContext
     private void InsertStream(StreamName stream, StreamRow row)
     {
         Wrote();
-        _insertStream.Parameters[0].Value = stream.Value;
-        _insertStream.Parameters[1].Value = stream.Category;
-        row.Id = (long)_insertStream.ExecuteScalar()!;
+        _insertStream.Bind(1, stream.Value);
+        _insertStream.Bind(2, stream.Category);
+        row.Id = _insertStream.ExecuteInt64()!.Value;
     }
 
     private void UpdateStream(StreamRow row)
     {
         Wrote();
-        var p = _updateStream.Parameters;
-        p[0].Value = (object?)row.LastVersion ?? DBNull.Value;
-        p[1].Value = (int)row.State;
-        p[2].Value = (object?)row.Metadata.MaxCount ?? DBNull.Value;
-        p[3].Value = (object?)row.Metadata.MaxAge?.Ticks ?? DBNull.Value;
-        p[4].Value = (object?)row.Metadata.TruncateBefore ?? DBNull.Value;
-        p[5].Value = row.Id;
-        _updateStream.ExecuteNonQuery();
+        _updateStream.Bind(1, row.LastVersion);
+        _updateStream.Bind(2, (long)row.State);
+        _updateStream.Bind(3, row.Metadata.MaxCount);
+        _updateStream.Bind(4, row.Metadata.MaxAge?.Ticks);
+        _updateStream.Bind(5, row.Metadata.TruncateBefore);
+        _updateStream.Bind(6, row.Id);
+        _updateStream.Execute();
     }
 
-    private void InsertEvent(long streamId, long version, PreparedEvent e)
+    private void InsertEvent(long streamId, long version, PreparedEvent e, Span<byte> idBytes)
     {
         Wrote();
         var position = Head + 1;
-        var p = _eventParameters;
-        p[0].Value = position;
-        p[1].Value = streamId;
-        p[2].Value = version;
-        p[3].Value = SqliteRows.IdBytes(e.Id);
-        p[4].Value = NameId(e.Type);
-        p[5].Value = NameId(e.Source);
-        p[6].Value = NameId(e.ContentType);
-        p[7].Value = TimeTicks;
-        p[8].Value = AsArray(e.Data);
-        p[9].Value = (object?)e.DataSchema ?? DBNull.Value;
-        p[10].Value = e.CorrelationId;
-        p[11].Value = (object?)e.CausationId ?? DBNull.Value;
-        p[12].Value = (object?)e.TraceParent ?? DBNull.Value;
-        p[13].Value = e.Tags.Count == 0 ? DBNull.Value : JsonSerializer.Serialize(e.Tags.ToArray(), CairnJsonContext.Default.StringArray);
-        p[14].Value = (object?)e.MetadataJson ?? DBNull.Value;
+        var typeId = NameId(e.Type);
+        EnvelopeCodec.Write(_envelope, streamId, version, typeId, NameId(e.Source), NameId(e.ContentType), TimeTicks, e);
+        var insert = _insertEvent;
+        insert.Bind(1, position);
+        insert.Bind(2, streamId);
+        insert.Bind(3, version);
+        insert.Bind(4, idBytes);
+        insert.Bind(5, typeId);
+        insert.Bind(6, TimeTicks);
+        insert.Bind(7, _envelope.WrittenSpan);
+        insert.Bind(8, e.Data.Span);
         try
         {
-            _insertEvent.ExecuteNonQuery();
+            insert.Execute();
         }
         catch (SqliteException ex) when (ex.SqliteErrorCode == 19 && ex.Message.Contains("cairn_events.id", StringComparison.Ordinal))
         {
@@ -164,16 +162,11 @@ internal sealed partial class SqliteWriteContext
         Head = position;
         foreach (var tag in e.Tags)
         {
-            _insertTag.Parameters[0].Value = tag;
-            _insertTag.Parameters[1].Value = position;
-            _insertTag.ExecuteNonQuery();
+            _insertTag.Bind(1, tag);
+            _insertTag.Bind(2, position);
+            _insertTag.Execute();
         }
     }
-
-    private static byte[] AsArray(ReadOnlyMemory<byte> data) =>
-        MemoryMarshal.TryGetArray(data, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
-            ? segment.Array
-            : data.ToArray();
 
     private long NameId(string value)
     {
@@ -182,16 +175,16 @@ internal sealed partial class SqliteWriteContext
             return id;
         }
 
-        _selectName.Parameters[0].Value = value;
-        if (_selectName.ExecuteScalar() is long found)
+        _selectName.Bind(1, value);
+        if (_selectName.ExecuteInt64() is { } found)
         {
             id = found;
         }
         else
         {
             Wrote();
-            _insertName.Parameters[0].Value = value;
-            id = (long)_insertName.ExecuteScalar()!;
+            _insertName.Bind(1, value);
+            id = _insertName.ExecuteInt64()!.Value;
         }
 
         _names[value] = id;
@@ -200,20 +193,28 @@ internal sealed partial class SqliteWriteContext
 
     private StreamRules.StoredId? LookupId(MessageId id)
     {
-        _selectId.Parameters[0].Value = SqliteRows.IdBytes(id);
-        using var reader = _selectId.ExecuteReader();
-        return reader.Read() ? new StreamRules.StoredId(reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)) : null;
+        Span<byte> bytes = stackalloc byte[16];
+        SqliteRows.WriteId(id, bytes);
+        _selectId.Bind(1, bytes);
+        try
+        {
+            return _selectId.Step() ? new StreamRules.StoredId(_selectId.Text(0), _selectId.Int64(1), _selectId.Int64(2)) : null;
+        }
+        finally
+        {
+            _selectId.Reset();
+        }
     }
 
     private void CheckCondition(AppendCondition condition)
     {
-        using var command = _connection.CreateCommand();
         var sql = new StringBuilder("SELECT e.position FROM cairn_events e WHERE e.position > $after AND ");
-        command.Parameters.AddWithValue("$after", condition.After?.Value ?? 0);
-        SqliteQueries.AppendQueryPredicate(sql, command, condition.FailIfEventsMatch);
+        var parameters = new SqlParameters { { "$after", condition.After?.Value ?? 0 } };
+        SqliteQueries.AppendQueryPredicate(sql, parameters, condition.FailIfEventsMatch);
         sql.Append(" ORDER BY e.position LIMIT 1");
-        command.CommandText = sql.ToString();
-        if (command.ExecuteScalar() is long position)
+        using var statement = new RawStatement(_connection, sql.ToString());
+        parameters.BindTo(statement);
+        if (statement.ExecuteInt64() is { } position)
         {
             throw new AppendConditionFailedException(condition, new GlobalPosition(position));
         }

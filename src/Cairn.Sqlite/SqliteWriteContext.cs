@@ -16,9 +16,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private readonly EventStoreOptions _options;
     private readonly Dictionary<string, StreamRow> _streams = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
-    private readonly SqliteCommand _begin, _commit, _rollback, _dataVersion;
-    private readonly SqliteCommand _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _head, _upsertCheckpoint;
-    private readonly SqliteParameter[] _eventParameters;
+    private readonly System.Buffers.ArrayBufferWriter<byte> _envelope = new(256);
+    private readonly SqliteCommand _begin, _commit, _rollback, _dataVersion, _head;
+    private readonly RawStatement _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint;
     private long _dataVersionSeen = -1;
     private long _lastTimeTicks;
     private long _committedHead;
@@ -33,27 +33,24 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _rollback = Command("ROLLBACK");
         _dataVersion = Command("PRAGMA data_version");
         _head = Command("SELECT coalesce(max(position), 0), coalesce(max(time_ticks), 0) FROM cairn_events");
-        _insertEvent = Command("""
-            INSERT INTO cairn_events (position, stream_id, version, id, type_id, source_id, content_type_id, time_ticks, data, data_schema, correlation_id, causation_id, traceparent, tags, metadata)
-            VALUES ($position, $stream_id, $version, $id, $type_id, $source_id, $content_type_id, $time_ticks, $data, $data_schema, $correlation_id, $causation_id, $traceparent, $tags, $metadata)
+
+        // Parameters are bound by position: the order of the ?NNN numbers below is the order the code binds them in.
+        _insertEvent = new RawStatement(connection, """
+            INSERT INTO cairn_events (position, stream_id, version, id, type_id, time_ticks, envelope, data)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
             """);
-        _eventParameters =
-        [
-            .. new[] { "$position", "$stream_id", "$version", "$id", "$type_id", "$source_id", "$content_type_id", "$time_ticks", "$data", "$data_schema", "$correlation_id", "$causation_id", "$traceparent", "$tags", "$metadata" }
-                .Select(name => _insertEvent.Parameters.Add(new SqliteParameter(name, null))),
-        ];
-        _insertTag = Command("INSERT INTO cairn_event_tags (tag, position) VALUES ($tag, $position)", "$tag", "$position");
-        _selectStream = Command("SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = $name", "$name");
-        _insertStream = Command("INSERT INTO cairn_streams (name, category, last_version, state) VALUES ($name, $category, NULL, 0) RETURNING id", "$name", "$category");
-        _updateStream = Command(
-            "UPDATE cairn_streams SET last_version = $last_version, state = $state, max_count = $max_count, max_age_ticks = $max_age_ticks, truncate_before = $truncate_before WHERE id = $id",
-            "$last_version", "$state", "$max_count", "$max_age_ticks", "$truncate_before", "$id");
-        _selectName = Command("SELECT id FROM cairn_names WHERE value = $value", "$value");
-        _insertName = Command("INSERT INTO cairn_names (value) VALUES ($value) RETURNING id", "$value");
-        _selectId = Command("SELECT s.name, e.version, e.position FROM cairn_events e JOIN cairn_streams s ON s.id = e.stream_id WHERE e.id = $id", "$id");
-        _upsertCheckpoint = Command(
-            "INSERT INTO cairn_checkpoints (key, position, updated_ticks) VALUES ($key, $position, $updated) ON CONFLICT (key) DO UPDATE SET position = excluded.position, updated_ticks = excluded.updated_ticks",
-            "$key", "$position", "$updated");
+        _insertTag = new RawStatement(connection, "INSERT INTO cairn_event_tags (tag, position) VALUES (?1, ?2)");
+        _selectStream = new RawStatement(connection, "SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = ?1");
+        _insertStream = new RawStatement(connection, "INSERT INTO cairn_streams (name, category, last_version, state) VALUES (?1, ?2, NULL, 0) RETURNING id");
+        _updateStream = new RawStatement(
+            connection,
+            "UPDATE cairn_streams SET last_version = ?1, state = ?2, max_count = ?3, max_age_ticks = ?4, truncate_before = ?5 WHERE id = ?6");
+        _selectName = new RawStatement(connection, "SELECT id FROM cairn_names WHERE value = ?1");
+        _insertName = new RawStatement(connection, "INSERT INTO cairn_names (value) VALUES (?1) RETURNING id");
+        _selectId = new RawStatement(connection, "SELECT s.name, e.version, e.position FROM cairn_events e JOIN cairn_streams s ON s.id = e.stream_id WHERE e.id = ?1");
+        _upsertCheckpoint = new RawStatement(
+            connection,
+            "INSERT INTO cairn_checkpoints (key, position, updated_ticks) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE SET position = excluded.position, updated_ticks = excluded.updated_ticks");
         LoadHead();
         _dataVersionSeen = (long)_dataVersion.ExecuteScalar()!;
     }
@@ -152,9 +149,14 @@ internal sealed partial class SqliteWriteContext : IDisposable
             Rollback();
         }
 
-        foreach (var command in new[] { _begin, _commit, _rollback, _dataVersion, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _head, _upsertCheckpoint })
+        foreach (var command in new[] { _begin, _commit, _rollback, _dataVersion, _head })
         {
             command.Dispose();
+        }
+
+        foreach (var statement in new[] { _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
+        {
+            statement.Dispose();
         }
 
         _connection.Dispose();
@@ -164,23 +166,18 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public void SetCheckpoint(string key, long position)
     {
         Wrote();
-        _upsertCheckpoint.Parameters[0].Value = key;
-        _upsertCheckpoint.Parameters[1].Value = position;
-        _upsertCheckpoint.Parameters[2].Value = TimeTicks;
-        _upsertCheckpoint.ExecuteNonQuery();
+        _upsertCheckpoint.Bind(1, key);
+        _upsertCheckpoint.Bind(2, position);
+        _upsertCheckpoint.Bind(3, TimeTicks);
+        _upsertCheckpoint.Execute();
     }
 
     private void Wrote() => OperationWrote = true;
 
-    private SqliteCommand Command(string sql, params string[] parameters)
+    private SqliteCommand Command(string sql)
     {
         var command = _connection.CreateCommand();
         command.CommandText = sql;
-        foreach (var name in parameters)
-        {
-            command.Parameters.Add(new SqliteParameter(name, null));
-        }
-
         return command;
     }
 

@@ -169,6 +169,10 @@ internal sealed class SqliteWriter : IDisposable
         while (pending.Count > 0)
         {
             var executed = new List<WriteOperation>(pending.Count);
+
+            // Refusals are reported only after the commit, so a caller that retries reads what this batch wrote
+            // instead of racing it and being refused again.
+            var refused = new List<(WriteOperation Operation, Exception Error)>();
             WriteOperation? faulty = null;
             Exception? fault = null;
             try
@@ -183,9 +187,8 @@ internal sealed class SqliteWriter : IDisposable
                 return;
             }
 
-            for (var i = 0; i < pending.Count; i++)
+            foreach (var operation in pending)
             {
-                var operation = pending[i];
                 _context.StartOperation();
                 try
                 {
@@ -195,7 +198,7 @@ internal sealed class SqliteWriter : IDisposable
                 catch (Exception ex) when (!_context.OperationWrote)
                 {
                     // Refused by its own checks before writing: the transaction is untouched.
-                    operation.Fail(ex);
+                    refused.Add((operation, ex));
                 }
                 catch (Exception ex)
                 {
@@ -210,21 +213,7 @@ internal sealed class SqliteWriter : IDisposable
                 // A write failed half-way: undo the whole transaction and replay the others without the faulty one.
                 _context.Rollback();
                 faulty.Fail(fault!);
-                var next = new List<WriteOperation>(pending.Count);
-                var after = false;
-                foreach (var operation in pending)
-                {
-                    if (operation == faulty)
-                    {
-                        after = true;
-                    }
-                    else if (after || executed.Contains(operation))
-                    {
-                        next.Add(operation);
-                    }
-                }
-
-                pending = next;
+                pending = [.. pending.Where(operation => operation != faulty)];
                 continue;
             }
 
@@ -237,16 +226,26 @@ internal sealed class SqliteWriter : IDisposable
                 _logger.LogError(ex, "The SQLite commit of {Count} operations failed; none of them is acknowledged.", executed.Count);
                 _context.Rollback();
                 FailAll(executed, ex);
+                FailRefused(refused);
                 return;
             }
 
+            _signal.Advance(_context.Head);
             foreach (var operation in executed)
             {
                 operation.Complete();
             }
 
-            _signal.Advance(_context.Head);
+            FailRefused(refused);
             return;
+        }
+    }
+
+    private static void FailRefused(List<(WriteOperation Operation, Exception Error)> refused)
+    {
+        foreach (var (operation, error) in refused)
+        {
+            operation.Fail(error);
         }
     }
 

@@ -3,7 +3,10 @@ using Cairn.Envelopes;
 
 namespace Cairn.EventStore;
 
-/// <summary>An event validated and with its envelope completed, ready for a backend to store.</summary>
+/// <summary>
+/// An event validated and with its envelope completed, ready for a backend to store. A null correlation id means the
+/// event's own id, which <see cref="RecordedEvent.CorrelationId"/> reports on read.
+/// </summary>
 internal sealed record PreparedEvent(
     MessageId Id,
     string Type,
@@ -11,7 +14,7 @@ internal sealed record PreparedEvent(
     string ContentType,
     string? DataSchema,
     string Source,
-    string CorrelationId,
+    string? CorrelationId,
     string? CausationId,
     string? TraceParent,
     IReadOnlyList<string> Tags,
@@ -147,7 +150,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             e.ContentType,
             e.DataSchema,
             e.Source ?? options.Source,
-            e.CorrelationId ?? context?.CorrelationId ?? e.Id.ToString(),
+            e.CorrelationId ?? context?.CorrelationId,
             e.CausationId ?? context?.CausationId,
             e.TraceParent ?? traceParent,
             e.Tags ?? [],

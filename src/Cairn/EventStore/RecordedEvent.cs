@@ -10,6 +10,7 @@ namespace Cairn.EventStore;
 public sealed class RecordedEvent
 {
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
+    private string? _correlationId;
 
     /// <summary>Creates a recorded event; backends call this when they read.</summary>
     public RecordedEvent(
@@ -67,8 +68,14 @@ public sealed class RecordedEvent
     /// <summary>The CloudEvents <c>dataschema</c>, if any.</summary>
     public string? DataSchema { get; init; }
 
-    /// <summary>The correlation id.</summary>
-    public string? CorrelationId { get; init; }
+    /// <summary>The correlation id; the event's own id when it started a flow of its own.</summary>
+    [System.Diagnostics.CodeAnalysis.AllowNull]
+    public string CorrelationId
+    {
+        // Backends may store nothing when the correlation is the event's own id; the string is made on demand.
+        get => _correlationId ??= Id.ToString();
+        init => _correlationId = value;
+    }
 
     /// <summary>The causation id: the id of the message whose handling produced this event.</summary>
     public string? CausationId { get; init; }
