@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Cairn.EventStore;
 using Microsoft.Data.Sqlite;
@@ -66,6 +67,11 @@ internal sealed class SqliteWriter : IDisposable
     private readonly AppendSignal _signal;
     private readonly ILogger _logger;
     private readonly Thread _thread;
+
+    /// <summary>The longest a commit waits for more operations; short beside an fsync.</summary>
+    private static readonly TimeSpan Linger = TimeSpan.FromMicroseconds(100);
+
+    private int _lastCommitSize;
 
     public SqliteWriter(SqliteConnection connection, SqliteEventStoreOptions options, EventStoreOptions storeOptions, AppendSignal signal, ILogger logger)
     {
@@ -148,17 +154,34 @@ internal sealed class SqliteWriter : IDisposable
             }
 
             batch.Clear();
-            while (batch.Count < _options.MaxOperationsPerCommit && reader.TryRead(out var operation))
+            Drain(reader, batch);
+
+            // The appenders acknowledged by the last commit are about to send their next operations. Waiting a few
+            // microseconds for them, when fewer have arrived than that commit carried, lets one fsync serve them all.
+            if (batch.Count < _lastCommitSize && batch.Count < _options.MaxOperationsPerCommit)
             {
-                if (operation.TryClaim())
+                var started = Stopwatch.GetTimestamp();
+                while (batch.Count < _lastCommitSize && Stopwatch.GetElapsedTime(started) < Linger)
                 {
-                    batch.Add(operation);
+                    Thread.Yield();
+                    Drain(reader, batch);
                 }
             }
 
             if (batch.Count > 0)
             {
                 CommitBatch(batch);
+            }
+        }
+    }
+
+    private void Drain(ChannelReader<WriteOperation> reader, List<WriteOperation> batch)
+    {
+        while (batch.Count < _options.MaxOperationsPerCommit && reader.TryRead(out var operation))
+        {
+            if (operation.TryClaim())
+            {
+                batch.Add(operation);
             }
         }
     }
@@ -230,6 +253,7 @@ internal sealed class SqliteWriter : IDisposable
                 return;
             }
 
+            _lastCommitSize = executed.Count + refused.Count;
             _signal.Advance(_context.Head);
             foreach (var operation in executed)
             {
