@@ -35,7 +35,7 @@ public sealed class EventSerializer
         ArgumentNullException.ThrowIfNull(@event);
         var type = @event.GetType();
         var name = Registry.GetName(type);
-        var data = JsonSerializer.SerializeToUtf8Bytes(@event, _options.GetTypeInfo(type));
+        var data = JsonSerializer.SerializeToUtf8Bytes(@event, TypeInfo(type));
         return new EventData(id ?? MessageId.New(), name, data)
         {
             Tags = tags ?? [],
@@ -46,15 +46,28 @@ public sealed class EventSerializer
     /// <summary>Deserializes a recorded event into the type registered for its name.</summary>
     public object Deserialize(RecordedEvent recorded)
     {
-        var type = Registry.GetType(recorded.Type);
+        var typeInfo = TypeInfo(Registry.GetType(recorded.Type));
         try
         {
-            return JsonSerializer.Deserialize(recorded.Data.Span, _options.GetTypeInfo(type))
+            return JsonSerializer.Deserialize(recorded.Data.Span, typeInfo)
                 ?? throw new EventDeserializationException(recorded, "the data is JSON null", null);
         }
         catch (JsonException ex)
         {
             throw new EventDeserializationException(recorded, ex.Message, ex);
+        }
+    }
+
+    private JsonTypeInfo TypeInfo(Type type)
+    {
+        try
+        {
+            return _options.GetTypeInfo(type);
+        }
+        catch (NotSupportedException ex)
+        {
+            // A source-generated resolver that does not list the type.
+            throw new EventSerializationException(type, ex);
         }
     }
 
@@ -70,4 +83,12 @@ public sealed class EventDeserializationException(RecordedEvent recorded, string
 {
     /// <summary>The event that failed.</summary>
     public RecordedEvent Event { get; } = recorded;
+}
+
+/// <summary>The JSON options know no contract for an event type: add it to the source-generated context.</summary>
+public sealed class EventSerializationException(Type type, Exception inner)
+    : CairnException($"The JSON options have no contract for the event type {type.FullName}; add [JsonSerializable(typeof({type.Name}))] to the source-generated context.", inner)
+{
+    /// <summary>The CLR type without a contract.</summary>
+    public Type EventType { get; } = type;
 }
