@@ -40,34 +40,11 @@ public sealed partial class SqliteEventStore
         statement.Bind(statement.IndexOf("$stream"), row.Id);
         statement.Bind(statement.IndexOf("$first"), firstVisible);
         statement.Bind(statement.IndexOf("$oldest"), oldest);
-        var from = statement.IndexOf("$from");
-        var limit = statement.IndexOf("$limit");
-        var next = fromVersion ?? (forwards ? 0 : long.MaxValue);
-
-        var remaining = maxCount;
-        var page = new List<RecordedEvent>();
-        while (remaining > 0 && next >= 0)
+        var start = fromVersion ?? (forwards ? 0 : long.MaxValue);
+        await foreach (var e in PagesAsync(statement, connection, start, maxCount, forwards ? e => e.Version + 1 : e => e.Version - 1, cancellationToken).ConfigureAwait(false))
         {
-            statement.Bind(from, next);
-            var wanted = Math.Min(remaining, PageSize);
-            statement.Bind(limit, wanted);
-            var more = ReadPage(statement, connection, page, wanted);
-            foreach (var e in page)
-            {
-                yield return e;
-                next = forwards ? e.Version + 1 : e.Version - 1;
-                remaining--;
-            }
-
-            if (!more)
-            {
-                yield break;
-            }
-
-            cancellationToken.ThrowIfCancellationRequested();
+            yield return e;
         }
-
-        await Task.CompletedTask.ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -101,22 +78,34 @@ public sealed partial class SqliteEventStore
         sql.Append(" ORDER BY e.position LIMIT $limit");
         using var statement = new RawStatement(connection, sql.ToString());
         parameters.BindTo(statement);
-        var fromIndex = statement.IndexOf("$from");
-        var limit = statement.IndexOf("$limit");
+        await foreach (var e in PagesAsync(statement, connection, from, maxCount, e => e.Position.Value + 1, cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
 
-        var next = from;
+    /// <summary>
+    /// Pages through a statement ordered by a key (a version or a position) bound as <c>$from</c>, at most
+    /// <c>$limit</c> rows a page, until <paramref name="maxCount"/> events or the end. The key after each event comes
+    /// from <paramref name="nextKey"/>; a negative key ends a backwards read.
+    /// </summary>
+    private async IAsyncEnumerable<RecordedEvent> PagesAsync(RawStatement statement, sqlite3 connection, long start, long maxCount, Func<RecordedEvent, long> nextKey, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var from = statement.IndexOf("$from");
+        var limit = statement.IndexOf("$limit");
+        var key = start;
         var remaining = maxCount;
         var page = new List<RecordedEvent>();
-        while (remaining > 0)
+        while (remaining > 0 && key >= 0)
         {
-            statement.Bind(fromIndex, next);
+            statement.Bind(from, key);
             var wanted = Math.Min(remaining, PageSize);
             statement.Bind(limit, wanted);
             var more = ReadPage(statement, connection, page, wanted);
             foreach (var e in page)
             {
                 yield return e;
-                next = e.Position.Value + 1;
+                key = nextKey(e);
                 remaining--;
             }
 
