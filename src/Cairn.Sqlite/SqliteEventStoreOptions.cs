@@ -38,6 +38,6 @@ public sealed record SqliteEventStoreOptions
 
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxOperationsPerCommit, 1, nameof(MaxOperationsPerCommit));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
-        ArgumentOutOfRangeException.ThrowIfLessThan(BusyTimeout, TimeSpan.Zero, nameof(BusyTimeout));
+        ArgumentOutOfRangeException.ThrowIfLessThan(BusyTimeout, TimeSpan.FromMilliseconds(1), nameof(BusyTimeout));
     }
 }

@@ -10,13 +10,9 @@ internal sealed partial class SqliteWriteContext
     /// <summary>Appends a prepared request in the transaction in hand: checks first, then writes.</summary>
     public AppendResult Append(PreparedAppend append)
     {
-        // A retry repeats its first ids; only then is the full idempotency check worth its look-ups.
-        foreach (var part in append.Streams)
+        if (StreamRules.MayBeRetry(append, LookupId))
         {
-            if (LookupId(part.Events[0].Id) is not null)
-            {
-                return StreamRules.CheckRetry(append, LookupId)!;
-            }
+            return StreamRules.CheckRetry(append, LookupId)!;
         }
 
         var rows = new StreamRow[append.Streams.Count];

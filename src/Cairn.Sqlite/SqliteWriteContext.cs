@@ -51,8 +51,10 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _upsertCheckpoint = new RawStatement(
             connection,
             "INSERT INTO cairn_checkpoints (key, position, updated_ticks) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE SET position = excluded.position, updated_ticks = excluded.updated_ticks");
-        LoadHead();
+        // data_version first: a commit by another connection after this read changes it, so the next Begin
+        // reloads what LoadHead may have missed.
         _dataVersionSeen = (long)_dataVersion.ExecuteScalar()!;
+        LoadHead();
     }
 
     /// <summary>The position of the last event written (committed, or in the open transaction).</summary>
@@ -90,7 +92,8 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _inTransaction = false;
         _lastTimeTicks = TimeTicks;
         _committedHead = Head;
-        _dataVersionSeen = (long)_dataVersion.ExecuteScalar()!;
+
+        // data_version does not move for this connection's own commits, so the value read in Begin stays exact.
     }
 
     public void Rollback()
@@ -113,7 +116,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     }
 
     /// <summary>Forgets everything cached, after a rollback or a fault.</summary>
-    public void Reset()
+    private void Reset()
     {
         DropCaches();
         Head = _committedHead;

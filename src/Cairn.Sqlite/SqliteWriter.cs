@@ -170,7 +170,17 @@ internal sealed class SqliteWriter : IDisposable
 
             if (batch.Count > 0)
             {
-                CommitBatch(batch);
+                try
+                {
+                    CommitBatch(batch);
+                }
+                catch (Exception ex)
+                {
+                    // Nothing may end the writer thread: fail what is in hand, start clean, and go on.
+                    _logger.LogCritical(ex, "The SQLite writer failed unexpectedly; {Count} operations fail.", batch.Count);
+                    FailAll(batch, ex);
+                    _context.Rollback();
+                }
             }
         }
     }
@@ -206,7 +216,7 @@ internal sealed class SqliteWriter : IDisposable
             {
                 _logger.LogError(ex, "The SQLite writer could not begin a transaction; {Count} operations fail.", pending.Count);
                 FailAll(pending, ex);
-                _context.Reset();
+                _context.Rollback();
                 return;
             }
 
@@ -218,9 +228,10 @@ internal sealed class SqliteWriter : IDisposable
                     operation.Execute(_context);
                     executed.Add(operation);
                 }
-                catch (Exception ex) when (!_context.OperationWrote)
+                catch (Exception ex) when (!_context.OperationWrote && ex is not SqliteException)
                 {
-                    // Refused by its own checks before writing: the transaction is untouched.
+                    // Refused by its own checks before writing: the transaction is untouched. A storage error is
+                    // never a refusal, even before the first write: SQLite may have rolled the transaction back.
                     refused.Add((operation, ex));
                 }
                 catch (Exception ex)
@@ -234,6 +245,7 @@ internal sealed class SqliteWriter : IDisposable
             if (faulty is not null)
             {
                 // A write failed half-way: undo the whole transaction and replay the others without the faulty one.
+                _logger.LogWarning(fault, "An operation failed while writing; the group commit is rolled back and replayed without it.");
                 _context.Rollback();
                 faulty.Fail(fault!);
                 pending = [.. pending.Where(operation => operation != faulty)];
@@ -248,8 +260,10 @@ internal sealed class SqliteWriter : IDisposable
             {
                 _logger.LogError(ex, "The SQLite commit of {Count} operations failed; none of them is acknowledged.", executed.Count);
                 _context.Rollback();
+
+                // The refusals were judged against writes that did not commit: report the commit's failure instead.
                 FailAll(executed, ex);
-                FailRefused(refused);
+                FailAll([.. refused.Select(r => r.Operation)], ex);
                 return;
             }
 

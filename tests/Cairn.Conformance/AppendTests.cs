@@ -522,4 +522,49 @@ public abstract class AppendTests<TFixture>(TFixture fixture) : StoreTests<TFixt
         var recorded = Assert.Single(await sut.Store.ReadStreamAsync("blob-1").ToListAsync());
         Assert.Equal(1024, recorded.Data.Length);
     }
+
+    [Fact]
+    public async Task what_the_caller_changes_after_the_call_never_changes_the_stored_event()
+    {
+        await using var sut = await CreateAsync();
+        var data = Encoding.UTF8.GetBytes("{\"n\":1}");
+        var tags = new List<string> { "course:c1" };
+        var metadata = new Dictionary<string, string> { ["by"] = "clerk" };
+        var appending = sut.Store.AppendToStreamAsync("copy-1", ExpectedVersion.NoStream, [new EventData("thing.happened", data) { Tags = tags, Metadata = metadata }]);
+        data[0] = (byte)'X';
+        tags[0] = "course:hacked";
+        metadata["by"] = "hacker";
+        await appending;
+
+        var stored = (await sut.Store.ReadStreamAsync("copy-1").ToListAsync()).Single();
+        Assert.Equal("{\"n\":1}", Encoding.UTF8.GetString(stored.Data.Span));
+        Assert.Equal(["course:c1"], stored.Tags);
+        Assert.Equal("clerk", stored.Metadata["by"]);
+    }
+
+    [Fact]
+    public async Task a_tag_repeated_on_one_event_is_stored_once()
+    {
+        await using var sut = await CreateAsync();
+        await sut.Store.AppendToStreamAsync("tags-1", ExpectedVersion.NoStream, [TestEvents.Tagged("thing.happened", "a", "b", "a")]);
+
+        var stored = (await sut.Store.ReadStreamAsync("tags-1").ToListAsync()).Single();
+        Assert.Equal(["a", "b"], stored.Tags);
+        Assert.Single(await sut.Store.ReadByQueryAsync(new EventQuery(EventQueryItem.WithTags("a")), GlobalPosition.Start, long.MaxValue, default).ToListAsync());
+    }
+
+    [Fact]
+    public async Task an_id_reused_by_an_append_that_is_not_a_retry_is_refused_after_the_expectations_and_writes_nothing()
+    {
+        await using var sut = await CreateAsync();
+        var reused = TestEvents.Numbered(2);
+        await sut.Store.AppendToStreamAsync("ids-1", ExpectedVersion.NoStream, [TestEvents.Numbered(1), reused]);
+
+        // The first id is new, so this is no retry: a wrong expectation is reported first, as on every backend.
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() => sut.Store.AppendToStreamAsync("ids-1", ExpectedVersion.Exactly(7), [TestEvents.Numbered(3), reused]));
+        var error = await Assert.ThrowsAsync<DuplicateEventIdException>(() => sut.Store.AppendToStreamAsync("ids-1", ExpectedVersion.Exactly(1), [TestEvents.Numbered(3), reused]));
+        Assert.Equal(reused.Id, error.EventId);
+        Assert.Equal(2, (await sut.Store.ReadStreamAsync("ids-1").ToListAsync()).Count);
+        Assert.Equal(2, (await sut.Store.GetHeadPositionAsync(default)).Value);
+    }
 }

@@ -96,6 +96,31 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
     }
 
     [Theory]
+    [InlineData(nameof(EventData.Source), "")]
+    [InlineData(nameof(EventData.CorrelationId), "line\nbreak")]
+    [InlineData(nameof(EventData.CausationId), "")]
+    [InlineData(nameof(EventData.TraceParent), "tab\there")]
+    [InlineData(nameof(EventData.DataSchema), "")]
+    public async Task an_invalid_envelope_attribute_is_refused_naming_it_and_nothing_is_written(string attribute, string value)
+    {
+        await using var sut = await CreateAsync();
+        var before = await SnapshotAsync(sut.Store, "attr-1");
+        var e = attribute switch
+        {
+            nameof(EventData.Source) => TestEvents.Numbered(1) with { Source = value },
+            nameof(EventData.CorrelationId) => TestEvents.Numbered(1) with { CorrelationId = value },
+            nameof(EventData.CausationId) => TestEvents.Numbered(1) with { CausationId = value },
+            nameof(EventData.TraceParent) => TestEvents.Numbered(1) with { TraceParent = value },
+            _ => TestEvents.Numbered(1) with { DataSchema = value },
+        };
+
+        var ex = await Assert.ThrowsAsync<InvalidEventException>(() => sut.Store.AppendToStreamAsync("attr-1", ExpectedVersion.Any, [e]));
+
+        Assert.Contains(attribute, ex.Message);
+        await AssertNothingWrittenAsync(sut.Store, before, "attr-1");
+    }
+
+    [Theory]
     [InlineData("")]
     [InlineData("bad\u0001key")]
     public async Task a_metadata_entry_with_an_invalid_key_is_refused_and_nothing_is_written(string key)

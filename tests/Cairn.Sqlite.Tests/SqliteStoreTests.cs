@@ -113,4 +113,27 @@ public sealed class SqliteStoreTests : IDisposable
         var error = Assert.Throws<CairnException>(() => Open());
         Assert.Contains("99", error.Message);
     }
+
+    [Fact]
+    public async Task two_stores_writing_one_file_at_once_keep_positions_and_versions_gap_free()
+    {
+        using var first = Open();
+        using var second = Open();
+        var writers = Enumerable.Range(0, 8).Select(w => Task.Run(async () =>
+        {
+            var store = w % 2 == 0 ? first : second;
+            for (var i = 0; i < 100; i++)
+            {
+                await store.AppendToStreamAsync($"shared-{i % 5}", ExpectedVersion.Any, [Event()]);
+            }
+        }));
+        await Task.WhenAll(writers);
+
+        var all = await first.ReadAllAsync().ToListAsync();
+        Assert.Equal(Enumerable.Range(1, 800).Select(i => (long)i), all.Select(e => e.Position.Value));
+        foreach (var stream in all.GroupBy(e => e.Stream))
+        {
+            Assert.Equal(Enumerable.Range(0, stream.Count()).Select(i => (long)i), stream.Select(e => e.Version));
+        }
+    }
 }

@@ -152,6 +152,59 @@ public sealed class DiagnosticsTests : IDisposable
         Assert.Equal(0, Total("cairn.subscription.lag|subscription=" + name));
     }
 
+    [Fact]
+    public async Task a_subscription_whose_store_fails_reports_it_and_resumes_from_its_checkpoint()
+    {
+        var inner = new InMemoryEventStore();
+        await inner.AppendToStreamAsync("unreachable-1", ExpectedVersion.NoStream, [Event(), Event()]);
+        var store = new FailingReadsStore(inner, failures: 1);
+        var logger = new CapturingLogger();
+        var name = "unreachable-" + Guid.NewGuid().ToString("N");
+        await using var subscription = new CatchUpSubscription(
+            store,
+            new InMemoryCheckpointStore(),
+            new SubscriptionOptions { Name = name, RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.Zero },
+            (_, _) => ValueTask.CompletedTask,
+            logger);
+
+        await subscription.StartAsync(default);
+        await subscription.WaitForPositionAsync(new GlobalPosition(2), default).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, Total("cairn.subscription.failures|subscription=" + name));
+        Assert.Contains(logger.Entries, e => e.Level == LogLevel.Error && e.Exception is IOException);
+        Assert.IsType<IOException>(subscription.Status.LastError);
+    }
+
+    private sealed class FailingReadsStore(IEventStore inner, int failures) : IEventStore
+    {
+        private int _failures = failures;
+
+        public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken) =>
+            Interlocked.Decrement(ref _failures) >= 0
+                ? throw new IOException("the store is unreachable")
+                : inner.ReadAllAsync(from, filter, maxCount, cancellationToken);
+
+        public Task<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken) => inner.AppendAsync(request, cancellationToken);
+
+        public IAsyncEnumerable<RecordedEvent> ReadStreamAsync(StreamName stream, ReadDirection direction, long? fromVersion, long maxCount, CancellationToken cancellationToken) =>
+            inner.ReadStreamAsync(stream, direction, fromVersion, maxCount, cancellationToken);
+
+        public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken) =>
+            inner.ReadByQueryAsync(query, after, maxCount, cancellationToken);
+
+        public ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken) => inner.GetStreamInfoAsync(stream, cancellationToken);
+
+        public ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken) => inner.GetHeadPositionAsync(cancellationToken);
+
+        public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) => inner.WaitForAppendAsync(position, cancellationToken);
+
+        public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) => inner.SetStreamMetadataAsync(stream, metadata, cancellationToken);
+
+        public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) => inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
+
+        public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) => inner.TombstoneStreamAsync(stream, expectedVersion, cancellationToken);
+    }
+
     private sealed class CapturingLogger : ILogger<CatchUpSubscription>
     {
         public ConcurrentQueue<(LogLevel Level, Exception? Exception, string Message)> Entries { get; } = new();

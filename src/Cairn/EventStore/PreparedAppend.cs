@@ -113,9 +113,23 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             throw new InvalidEventException($"Event {e.Id} of type '{e.Type}' has no content type.");
         }
 
-        foreach (var tag in e.Tags ?? [])
+        ValidateAttribute(e, nameof(EventData.ContentType), e.ContentType, 256);
+        ValidateAttribute(e, nameof(EventData.Source), e.Source, 2048);
+        ValidateAttribute(e, nameof(EventData.DataSchema), e.DataSchema, 2048);
+        ValidateAttribute(e, nameof(EventData.CorrelationId), e.CorrelationId, 256);
+        ValidateAttribute(e, nameof(EventData.CausationId), e.CausationId, 256);
+        ValidateAttribute(e, nameof(EventData.TraceParent), e.TraceParent, 256);
+
+        // Copies: what the caller changes after the call can never change a stored event. Repeated tags count once.
+        string[] tags = [];
+        if (e.Tags is { Count: > 0 })
         {
-            EventTags.Validate(tag);
+            foreach (var tag in e.Tags)
+            {
+                EventTags.Validate(tag);
+            }
+
+            tags = [.. e.Tags.Distinct(StringComparer.Ordinal)];
         }
 
         byte[]? metadataJson = null;
@@ -146,16 +160,30 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         return new PreparedEvent(
             e.Id,
             e.Type,
-            e.Data,
+            e.Data.ToArray(),
             e.ContentType,
             e.DataSchema,
             e.Source ?? options.Source,
             e.CorrelationId ?? context?.CorrelationId,
             e.CausationId ?? context?.CausationId,
             e.TraceParent ?? traceParent,
-            e.Tags ?? [],
-            e.Metadata is { Count: > 0 } ? e.Metadata : null,
+            tags,
+            e.Metadata is { Count: > 0 } ? new Dictionary<string, string>(e.Metadata, StringComparer.Ordinal) : null,
             metadataJson);
+    }
+
+    /// <summary>Refuses an envelope attribute that is empty when set, too long, or holds control characters.</summary>
+    private static void ValidateAttribute(EventData e, string name, string? value, int maxLength)
+    {
+        if (value is null)
+        {
+            return;
+        }
+
+        if (value.Length == 0 || value.Length > maxLength || value.Any(char.IsControl))
+        {
+            throw new InvalidEventException($"Event {e.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no control characters.");
+        }
     }
 
     /// <summary>True for <c>application/json</c>, <c>text/json</c> and any <c>+json</c> type, parameters ignored.</summary>

@@ -36,6 +36,23 @@ internal static class StreamRules
     public readonly record struct StoredId(string Stream, long Version, long Position);
 
     /// <summary>
+    /// Whether an append may be a retry: a retry repeats its parts' first ids, so only then is the full check of
+    /// <see cref="CheckRetry"/> worth its look-ups. Otherwise a stored id is refused when the event is written.
+    /// </summary>
+    public static bool MayBeRetry(PreparedAppend append, Func<MessageId, StoredId?> lookup)
+    {
+        foreach (var part in append.Streams)
+        {
+            if (lookup(part.Events[0].Id) is not null)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
     /// Decides whether an append whose ids were already stored is a retry of that same append. Returns null when no
     /// id is stored; the first result when every id is stored as this request wrote it; and otherwise throws
     /// <see cref="DuplicateEventIdException"/>.

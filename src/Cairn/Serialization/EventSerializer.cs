@@ -18,7 +18,8 @@ public sealed class EventSerializer
     public EventSerializer(EventTypeRegistry registry, JsonSerializerOptions? options = null)
     {
         Registry = registry;
-        _options = options ?? new JsonSerializerOptions(JsonSerializerDefaults.Web);
+        // A copy: the caller's options (shared with ASP.NET, say) are not made read-only behind its back.
+        _options = options is null ? new JsonSerializerOptions(JsonSerializerDefaults.Web) : new JsonSerializerOptions(options);
         _options.TypeInfoResolver ??= new DefaultJsonTypeInfoResolver();
         _options.MakeReadOnly();
     }

@@ -85,9 +85,15 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             return;
         }
 
-        await _stop.CancelAsync().ConfigureAwait(false);
-        await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
-        CairnDiagnostics.UntrackLag(this);
+        try
+        {
+            await _stop.CancelAsync().ConfigureAwait(false);
+            await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            CairnDiagnostics.UntrackLag(this);
+        }
     }
 
     /// <summary>Completes when the subscription has handled the event at <paramref name="position"/> or a later one.</summary>
@@ -101,8 +107,24 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             }
 
             var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _waiters.Add((position.Value, done));
-            return done.Task.WaitAsync(cancellationToken);
+            var waiter = (position.Value, done);
+            _waiters.Add(waiter);
+            if (cancellationToken.CanBeCanceled)
+            {
+                // A cancelled wait leaves the list, so abandoned waits do not pile up.
+                var registration = cancellationToken.Register(() =>
+                {
+                    lock (_waiters)
+                    {
+                        _waiters.Remove(waiter);
+                    }
+
+                    done.TrySetCanceled(cancellationToken);
+                });
+                done.Task.ContinueWith(_ => registration.Dispose(), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
+
+            return done.Task;
         }
     }
 
@@ -201,11 +223,14 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             {
                 if (!buffer.Reader.TryRead(out var e))
                 {
-                    if (_caughtUp)
+                    // Idle and caught up: every event up to the head the reader reached is handled, including the ones
+                    // the filter skipped, so the position (and the next checkpoint) can move there. The head is read
+                    // before the counters: the reader counts an event as buffered before it publishes a head past it,
+                    // so an event still in the buffer (or in flight into it) always shows as handled < buffered.
+                    var caughtUpHead = Volatile.Read(ref _caughtUpHead);
+                    if (_caughtUp && Interlocked.Read(ref _handled) == Interlocked.Read(ref _buffered))
                     {
-                        // Idle and caught up: every event up to the head the reader reached is handled, including
-                        // the ones the filter skipped, so the position (and the next checkpoint) can move there.
-                        AdvanceTo(Volatile.Read(ref _caughtUpHead));
+                        AdvanceTo(caughtUpHead);
                         MarkLive();
                     }
 

@@ -38,7 +38,7 @@ public sealed class InMemoryEventStore : IEventStore
         AppendResult result;
         lock (_gate)
         {
-            result = StreamRules.CheckRetry(prepared, Lookup) ?? Write(prepared);
+            result = StreamRules.MayBeRetry(prepared, Lookup) ? StreamRules.CheckRetry(prepared, Lookup)! : Write(prepared);
         }
 
         _signal.Advance(result.LastPosition.Value);
@@ -71,6 +71,19 @@ public sealed class InMemoryEventStore : IEventStore
         }
 
         // Commit times never go backwards along the log, as on every backend.
+        // An id reused by an append that is not a retry: refused after the expectations, as the unique index on
+        // SQLite refuses it when the event is written.
+        foreach (var part in prepared.Streams)
+        {
+            foreach (var e in part.Events)
+            {
+                if (_ids.ContainsKey(e.Id))
+                {
+                    throw new DuplicateEventIdException(e.Id, "was already appended, and this append is not a retry of the one that wrote it");
+                }
+            }
+        }
+
         var time = _options.TimeProvider.GetUtcNow();
         if (_log.Count > 0 && time < _log[^1].Time)
         {
@@ -91,7 +104,7 @@ public sealed class InMemoryEventStore : IEventStore
             var version = nextVersions[s];
             foreach (var e in part.Events)
             {
-                var recorded = new RecordedEvent(e.Id, part.Stream, version, new GlobalPosition(_log.Count + 1), e.Type, e.Source, time, e.ContentType, e.Data.ToArray())
+                var recorded = new RecordedEvent(e.Id, part.Stream, version, new GlobalPosition(_log.Count + 1), e.Type, e.Source, time, e.ContentType, e.Data)
                 {
                     DataSchema = e.DataSchema,
                     CorrelationId = e.CorrelationId,
@@ -152,9 +165,15 @@ public sealed class InMemoryEventStore : IEventStore
     }
 
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(filter);
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        return ReadAllCoreAsync(from, filter, maxCount, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<RecordedEvent> ReadAllCoreAsync(GlobalPosition from, EventFilter filter, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
         await foreach (var e in Scan(Math.Max(from.Value, 1) - 1, e => filter.Matches(e), maxCount, cancellationToken).ConfigureAwait(false))
         {
             yield return e;
@@ -162,9 +181,15 @@ public sealed class InMemoryEventStore : IEventStore
     }
 
     /// <inheritdoc />
-    public async IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(query);
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        return ReadByQueryCoreAsync(query, after, maxCount, cancellationToken);
+    }
+
+    private async IAsyncEnumerable<RecordedEvent> ReadByQueryCoreAsync(EventQuery query, GlobalPosition after, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
         await foreach (var e in Scan(after.Value, e => !e.Stream.IsSystem && query.Matches(e.Type, e.Tags), maxCount, cancellationToken).ConfigureAwait(false))
         {
             yield return e;
