@@ -86,6 +86,11 @@ internal sealed class EventReader
         using var statement = new RawStatement(db, "SELECT value FROM cairn_names WHERE id = ?1");
         statement.Bind(1, id);
         name = statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event naming string {id}, which is missing.");
+        if (_names.Count >= MaxCachedStreams)
+        {
+            _names.Clear();
+        }
+
         _names[id] = name;
         return name;
     }

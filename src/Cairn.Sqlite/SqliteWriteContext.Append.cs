@@ -183,6 +183,11 @@ internal sealed partial class SqliteWriteContext
             id = _insertName.ExecuteInt64()!.Value;
         }
 
+        if (_names.Count >= MaxCachedNames)
+        {
+            _names.Clear();
+        }
+
         _names[value] = id;
         return id;
     }

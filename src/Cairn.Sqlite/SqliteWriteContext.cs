@@ -11,6 +11,7 @@ namespace Cairn.Sqlite;
 internal sealed partial class SqliteWriteContext : IDisposable
 {
     private const int MaxCachedStreams = 100_000;
+    private const int MaxCachedNames = 10_000;
 
     private readonly SqliteConnection _connection;
     private readonly EventStoreOptions _options;

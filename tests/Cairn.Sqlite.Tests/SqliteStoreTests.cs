@@ -136,4 +136,45 @@ public sealed class SqliteStoreTests : IDisposable
             Assert.Equal(Enumerable.Range(0, stream.Count()).Select(i => (long)i), stream.Select(e => e.Version));
         }
     }
+
+    [Fact]
+    public async Task an_append_cancelled_while_it_waits_for_the_writer_is_either_cancelled_and_absent_or_complete_and_present()
+    {
+        using var store = Open();
+        await store.AppendToStreamAsync("warm-1", ExpectedVersion.NoStream, [Event()]);
+
+        // Another connection holds the write lock, so the writer waits in its busy handler with whatever it took.
+        using var blocker = new Microsoft.Data.Sqlite.SqliteConnection(_database.ConnectionString + ";Pooling=False");
+        blocker.Open();
+        using (var begin = blocker.CreateCommand())
+        {
+            begin.CommandText = "BEGIN IMMEDIATE";
+            begin.ExecuteNonQuery();
+        }
+
+        var first = store.AppendToStreamAsync("held-1", ExpectedVersion.NoStream, [Event()]);
+        using var cancel = new CancellationTokenSource();
+        var second = store.AppendToStreamAsync("held-2", ExpectedVersion.NoStream, [Event()], cancel.Token);
+        await cancel.CancelAsync();
+        using (var rollback = blocker.CreateCommand())
+        {
+            rollback.CommandText = "ROLLBACK";
+            rollback.ExecuteNonQuery();
+        }
+
+        await first;
+        var cancelled = false;
+        try
+        {
+            await second;
+        }
+        catch (OperationCanceledException)
+        {
+            cancelled = true;
+        }
+
+        // Cancelled means nothing written; not cancelled means it was already in a commit and landed whole.
+        Assert.Equal(!cancelled, await store.StreamExistsAsync("held-2"));
+        Assert.True(await store.StreamExistsAsync("held-1"));
+    }
 }
