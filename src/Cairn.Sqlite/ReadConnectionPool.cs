@@ -60,11 +60,19 @@ internal sealed class ReadConnectionPool(string path, TimeSpan busyTimeout) : ID
         }
     }
 
-    /// <summary>A connection on loan; disposing it gives it back.</summary>
-    public readonly struct Lease(ReadConnectionPool pool, sqlite3 db) : IDisposable
+    /// <summary>A connection on loan; disposing it gives it back, once, however often it is disposed.</summary>
+    public sealed class Lease(ReadConnectionPool pool, sqlite3 db) : IDisposable
     {
+        private int _returned;
+
         public sqlite3 Db { get; } = db;
 
-        public void Dispose() => pool.Return(Db);
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _returned, 1) == 0)
+            {
+                pool.Return(Db);
+            }
+        }
     }
 }
