@@ -168,7 +168,7 @@ public sealed partial class SqliteEventStore
 
     private static (StreamInfo Info, StreamRowView? Row) ReadStreamInfo(sqlite3 connection, StreamName stream)
     {
-        using var statement = new RawStatement(connection, "SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = ?1");
+        using var statement = new RawStatement(connection, "SELECT s.id, (SELECT max(e.version) FROM cairn_events e WHERE e.stream_id = s.id), s.state, s.max_count, s.max_age_ticks, s.truncate_before FROM cairn_streams s WHERE s.name = ?1");
         statement.Bind(1, stream.Value);
         if (!statement.Step())
         {

@@ -16,11 +16,12 @@ internal static class SqliteSchema
             id    INTEGER PRIMARY KEY,
             value TEXT NOT NULL UNIQUE);
 
+        -- A stream's last version is not kept here but read from cairn_events_by_stream: an append to an existing
+        -- stream then dirties no page of this table, which keeps each group commit's write-ahead log small.
         CREATE TABLE IF NOT EXISTS cairn_streams (
             id              INTEGER PRIMARY KEY,
             name            TEXT NOT NULL UNIQUE,
             category        TEXT NOT NULL,
-            last_version    INTEGER,
             state           INTEGER NOT NULL,
             max_count       INTEGER,
             max_age_ticks   INTEGER,

@@ -38,7 +38,14 @@ internal sealed partial class SqliteWriteContext
             var row = rows[s];
             if (row.Id == 0)
             {
+                row.State = StreamState.Active;
                 InsertStream(part.Stream, row);
+            }
+            else if (row.State != StreamState.Active)
+            {
+                // Metadata set before the first append, or a soft delete: the stream starts (again).
+                row.State = StreamState.Active;
+                UpdateStream(row);
             }
 
             var version = firstVersions[s];
@@ -49,8 +56,6 @@ internal sealed partial class SqliteWriteContext
             }
 
             row.LastVersion = version - 1;
-            row.State = StreamState.Active;
-            UpdateStream(row);
             results[s] = new StreamAppendResult(part.Stream, firstVersions[s], version - 1);
         }
 
@@ -67,13 +72,13 @@ internal sealed partial class SqliteWriteContext
         }
 
         Append(record(next.State, next.Metadata));
+        row.State = next.State;
+        row.Metadata = next.Metadata;
         if (row.Id == 0)
         {
             InsertStream(stream, row);
         }
 
-        row.State = next.State;
-        row.Metadata = next.Metadata;
         UpdateStream(row);
         return true;
     }
@@ -116,18 +121,18 @@ internal sealed partial class SqliteWriteContext
         Wrote();
         _insertStream.Bind(1, stream.Value);
         _insertStream.Bind(2, stream.Category);
+        _insertStream.Bind(3, (long)row.State);
         row.Id = _insertStream.ExecuteInt64()!.Value;
     }
 
     private void UpdateStream(StreamRow row)
     {
         Wrote();
-        _updateStream.Bind(1, row.LastVersion);
-        _updateStream.Bind(2, (long)row.State);
-        _updateStream.Bind(3, row.Metadata.MaxCount);
-        _updateStream.Bind(4, row.Metadata.MaxAge?.Ticks);
-        _updateStream.Bind(5, row.Metadata.TruncateBefore);
-        _updateStream.Bind(6, row.Id);
+        _updateStream.Bind(1, (long)row.State);
+        _updateStream.Bind(2, row.Metadata.MaxCount);
+        _updateStream.Bind(3, row.Metadata.MaxAge?.Ticks);
+        _updateStream.Bind(4, row.Metadata.TruncateBefore);
+        _updateStream.Bind(5, row.Id);
         _updateStream.Execute();
     }
 

@@ -41,11 +41,11 @@ internal sealed partial class SqliteWriteContext : IDisposable
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
             """);
         _insertTag = new RawStatement(connection, "INSERT INTO cairn_event_tags (tag, position) VALUES (?1, ?2)");
-        _selectStream = new RawStatement(connection, "SELECT id, last_version, state, max_count, max_age_ticks, truncate_before FROM cairn_streams WHERE name = ?1");
-        _insertStream = new RawStatement(connection, "INSERT INTO cairn_streams (name, category, last_version, state) VALUES (?1, ?2, NULL, 0) RETURNING id");
+        _selectStream = new RawStatement(connection, "SELECT s.id, (SELECT max(e.version) FROM cairn_events e WHERE e.stream_id = s.id), s.state, s.max_count, s.max_age_ticks, s.truncate_before FROM cairn_streams s WHERE s.name = ?1");
+        _insertStream = new RawStatement(connection, "INSERT INTO cairn_streams (name, category, state) VALUES (?1, ?2, ?3) RETURNING id");
         _updateStream = new RawStatement(
             connection,
-            "UPDATE cairn_streams SET last_version = ?1, state = ?2, max_count = ?3, max_age_ticks = ?4, truncate_before = ?5 WHERE id = ?6");
+            "UPDATE cairn_streams SET state = ?1, max_count = ?2, max_age_ticks = ?3, truncate_before = ?4 WHERE id = ?5");
         _selectName = new RawStatement(connection, "SELECT id FROM cairn_names WHERE value = ?1");
         _insertName = new RawStatement(connection, "INSERT INTO cairn_names (value) VALUES (?1) RETURNING id");
         _selectId = new RawStatement(connection, "SELECT s.name, e.version, e.position FROM cairn_events e JOIN cairn_streams s ON s.id = e.stream_id WHERE e.id = ?1");
