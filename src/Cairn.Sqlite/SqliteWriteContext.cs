@@ -18,7 +18,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private readonly Dictionary<string, StreamRow> _streams = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
     private readonly System.Buffers.ArrayBufferWriter<byte> _envelope = new(256);
-    private readonly SqliteCommand _begin, _commit, _rollback, _dataVersion, _head;
+    private readonly RawStatement _begin, _commit, _rollback, _dataVersion, _head;
     private readonly RawStatement _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint;
     private long _dataVersionSeen = -1;
     private long _lastTimeTicks;
@@ -29,11 +29,11 @@ internal sealed partial class SqliteWriteContext : IDisposable
     {
         _connection = connection;
         _options = options;
-        _begin = Command("BEGIN IMMEDIATE");
-        _commit = Command("COMMIT");
-        _rollback = Command("ROLLBACK");
-        _dataVersion = Command("PRAGMA data_version");
-        _head = Command("SELECT coalesce(max(position), 0), coalesce(max(time_ticks), 0) FROM cairn_events");
+        _begin = new RawStatement(connection, "BEGIN IMMEDIATE");
+        _commit = new RawStatement(connection, "COMMIT");
+        _rollback = new RawStatement(connection, "ROLLBACK");
+        _dataVersion = new RawStatement(connection, "PRAGMA data_version");
+        _head = new RawStatement(connection, "SELECT coalesce(max(position), 0), coalesce(max(time_ticks), 0) FROM cairn_events");
 
         // Parameters are bound by position: the order of the ?NNN numbers below is the order the code binds them in.
         _insertEvent = new RawStatement(connection, """
@@ -54,7 +54,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
             "INSERT INTO cairn_checkpoints (key, position, updated_ticks) VALUES (?1, ?2, ?3) ON CONFLICT (key) DO UPDATE SET position = excluded.position, updated_ticks = excluded.updated_ticks");
         // data_version first: a commit by another connection after this read changes it, so the next Begin
         // reloads what LoadHead may have missed.
-        _dataVersionSeen = (long)_dataVersion.ExecuteScalar()!;
+        _dataVersionSeen = _dataVersion.ExecuteInt64()!.Value;
         LoadHead();
     }
 
@@ -69,9 +69,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
     public void Begin()
     {
-        _begin.ExecuteNonQuery();
+        _begin.Execute();
         _inTransaction = true;
-        var dataVersion = (long)_dataVersion.ExecuteScalar()!;
+        var dataVersion = _dataVersion.ExecuteInt64()!.Value;
         if (dataVersion != _dataVersionSeen)
         {
             // Another connection committed since our last transaction: what we cached may be stale.
@@ -89,7 +89,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
     public void Commit()
     {
-        _commit.ExecuteNonQuery();
+        _commit.Execute();
         _inTransaction = false;
         _lastTimeTicks = TimeTicks;
         _committedHead = Head;
@@ -103,7 +103,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
         {
             try
             {
-                _rollback.ExecuteNonQuery();
+                _rollback.Execute();
             }
             catch (SqliteException)
             {
@@ -139,11 +139,17 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
     private void LoadHead()
     {
-        using var reader = _head.ExecuteReader();
-        reader.Read();
-        Head = reader.GetInt64(0);
-        _committedHead = Head;
-        _lastTimeTicks = Math.Max(_lastTimeTicks, reader.GetInt64(1));
+        try
+        {
+            _head.Step();
+            Head = _head.Int64(0);
+            _committedHead = Head;
+            _lastTimeTicks = Math.Max(_lastTimeTicks, _head.Int64(1));
+        }
+        finally
+        {
+            _head.Reset();
+        }
     }
 
     public void Dispose()
@@ -153,12 +159,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
             Rollback();
         }
 
-        foreach (var command in new[] { _begin, _commit, _rollback, _dataVersion, _head })
-        {
-            command.Dispose();
-        }
-
-        foreach (var statement in new[] { _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
+        foreach (var statement in new[] { _begin, _commit, _rollback, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
         {
             statement.Dispose();
         }
@@ -178,12 +179,6 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
     private void Wrote() => OperationWrote = true;
 
-    private SqliteCommand Command(string sql)
-    {
-        var command = _connection.CreateCommand();
-        command.CommandText = sql;
-        return command;
-    }
 
     private sealed class StreamRow
     {
