@@ -1,5 +1,6 @@
 using Cairn.EventStore;
 using Microsoft.Data.Sqlite;
+using SQLitePCL;
 
 namespace Cairn.Sqlite;
 
@@ -18,11 +19,12 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private readonly Dictionary<string, StreamRow> _streams = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
     private readonly System.Buffers.ArrayBufferWriter<byte> _envelope = new(256);
-    private readonly RawStatement _begin, _commit, _rollback, _dataVersion, _head;
+    private readonly RawStatement _begin, _commit, _rollback, _dataVersion, _head, _savepoint, _release, _rollbackToSavepoint;
     private readonly RawStatement _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint;
     private long _dataVersionSeen = -1;
     private long _lastTimeTicks;
     private long _committedHead;
+    private long _headBeforeOperation;
     private bool _inTransaction;
 
     public SqliteWriteContext(SqliteConnection connection, EventStoreOptions options)
@@ -32,6 +34,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _begin = new RawStatement(connection, "BEGIN IMMEDIATE");
         _commit = new RawStatement(connection, "COMMIT");
         _rollback = new RawStatement(connection, "ROLLBACK");
+        _savepoint = new RawStatement(connection, "SAVEPOINT cairn_operation");
+        _release = new RawStatement(connection, "RELEASE cairn_operation");
+        _rollbackToSavepoint = new RawStatement(connection, "ROLLBACK TO cairn_operation");
         _dataVersion = new RawStatement(connection, "PRAGMA data_version");
         _head = new RawStatement(connection, "SELECT coalesce(max(position), 0), coalesce(max(time_ticks), 0) FROM cairn_events");
 
@@ -62,7 +67,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public long Head { get; private set; }
 
     /// <summary>Whether the operation in hand has written anything yet.</summary>
-    public bool OperationWrote { get; private set; }
+    private bool OperationWrote { get; set; }
 
     /// <summary>The commit time of the transaction in hand.</summary>
     public long TimeTicks { get; private set; }
@@ -85,7 +90,43 @@ internal sealed partial class SqliteWriteContext : IDisposable
         TimeTicks = Math.Max(now, _lastTimeTicks);
     }
 
-    public void StartOperation() => OperationWrote = false;
+    /// <summary>
+    /// Starts an operation inside its own savepoint, so a failure half-way through its writes undoes only its own.
+    /// </summary>
+    public void StartOperation()
+    {
+        OperationWrote = false;
+        _headBeforeOperation = Head;
+        _savepoint.Execute();
+    }
+
+    /// <summary>Keeps the operation's writes in the transaction.</summary>
+    public void EndOperation() => _release.Execute();
+
+    /// <summary>
+    /// Undoes the operation's writes and forgets what it cached. Returns false when SQLite has already rolled the whole
+    /// transaction back (after an I/O error, say): then every operation in it must be replayed.
+    /// </summary>
+    public bool UndoOperation()
+    {
+        if (!OperationWrote && raw.sqlite3_get_autocommit(_connection.Handle) == 0)
+        {
+            EndOperation();
+            return true;
+        }
+
+        if (raw.sqlite3_get_autocommit(_connection.Handle) != 0)
+        {
+            _inTransaction = false;
+            return false;
+        }
+
+        _rollbackToSavepoint.Execute();
+        _release.Execute();
+        DropCaches();
+        Head = _headBeforeOperation;
+        return true;
+    }
 
     public void Commit()
     {
@@ -159,7 +200,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
             Rollback();
         }
 
-        foreach (var statement in new[] { _begin, _commit, _rollback, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
+        foreach (var statement in new[] { _begin, _commit, _rollback, _savepoint, _release, _rollbackToSavepoint, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
         {
             statement.Dispose();
         }

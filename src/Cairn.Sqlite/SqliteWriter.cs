@@ -7,8 +7,8 @@ using Microsoft.Extensions.Logging;
 namespace Cairn.Sqlite;
 
 /// <summary>
-/// A unit of work for the single writer: an append, a checkpoint, a lifecycle change. Its <see cref="Execute"/>
-/// must check everything before it writes anything, so a refused operation leaves the shared transaction untouched.
+/// A unit of work for the single writer: an append, a checkpoint, a lifecycle change. It runs inside its own
+/// savepoint of the shared transaction, so whatever it throws, its writes alone are undone.
 /// </summary>
 internal abstract class WriteOperation
 {
@@ -50,9 +50,10 @@ internal sealed class WriteOperation<T>(Func<SqliteWriteContext, T> work, Cancel
 
 /// <summary>
 /// The one writer of a SQLite file in this process. Callers queue operations; a dedicated thread drains everything
-/// queued into one transaction and one fsync (group commit). An operation refused by its own checks fails alone; a
-/// storage fault rolls the transaction back and the others are retried without the faulty one. Nothing is
-/// acknowledged before its commit is durable.
+/// queued into one transaction and one fsync (group commit). Each operation runs in a savepoint: one that throws,
+/// whether refused by its own checks or failing half-way through its writes, is undone alone. Only when SQLite loses
+/// the whole transaction are the others replayed without the faulty one. Nothing is acknowledged before its commit
+/// is durable.
 /// </summary>
 internal sealed class SqliteWriter : IDisposable
 {
@@ -222,30 +223,43 @@ internal sealed class SqliteWriter : IDisposable
 
             foreach (var operation in pending)
             {
-                _context.StartOperation();
                 try
                 {
+                    _context.StartOperation();
                     operation.Execute(_context);
+                    _context.EndOperation();
                     executed.Add(operation);
-                }
-                catch (Exception ex) when (!_context.OperationWrote && ex is not SqliteException)
-                {
-                    // Refused by its own checks before writing: the transaction is untouched. A storage error is
-                    // never a refusal, even before the first write: SQLite may have rolled the transaction back.
-                    refused.Add((operation, ex));
                 }
                 catch (Exception ex)
                 {
-                    faulty = operation;
-                    fault = ex;
-                    break;
+                    bool undone;
+                    try
+                    {
+                        undone = _context.UndoOperation();
+                    }
+                    catch (SqliteException)
+                    {
+                        undone = false;
+                    }
+
+                    if (!undone)
+                    {
+                        // SQLite lost the whole transaction: replay the others without this one.
+                        faulty = operation;
+                        fault = ex;
+                        break;
+                    }
+
+                    // Refused by its own checks, or undone to its savepoint after a failed write (a reused event
+                    // id, say): the others in the group are untouched.
+                    refused.Add((operation, ex));
                 }
             }
 
             if (faulty is not null)
             {
-                // A write failed half-way: undo the whole transaction and replay the others without the faulty one.
-                _logger.LogWarning(fault, "An operation failed while writing; the group commit is rolled back and replayed without it.");
+                // The transaction is gone: undo what is left of it and replay the others without the faulty one.
+                _logger.LogWarning(fault, "An operation failed and SQLite rolled back its group commit; the group is replayed without it.");
                 _context.Rollback();
                 faulty.Fail(fault!);
                 pending = [.. pending.Where(operation => operation != faulty)];
