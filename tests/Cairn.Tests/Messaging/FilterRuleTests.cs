@@ -1,0 +1,198 @@
+using System.Text;
+using System.Text.Json;
+using Cairn.EventStore;
+using Cairn.Messaging.Filtering;
+
+namespace Cairn.Tests.Messaging;
+
+public sealed class FilterRuleTests
+{
+    public static TheoryData<string, string, bool> Cases => new()
+    {
+        // exact values, lists, nesting
+        { """{"source":["orders"]}""", """{"source":"orders"}""", true },
+        { """{"source":["orders"]}""", """{"source":"billing"}""", false },
+        { """{"source":["orders","billing"]}""", """{"source":"billing"}""", true },
+        { """{"source":["orders"]}""", """{"type":"x"}""", false },
+        { """{"data":{"state":["open"]}}""", """{"data":{"state":"open"}}""", true },
+        { """{"data":{"state":["open"]}}""", """{"data":{"state":"closed"}}""", false },
+        { """{"data":{"state":["open"]}}""", """{"state":"open"}""", false },
+        { """{"data":{"a":{"b":["x"]}}}""", """{"data":{"a":{"b":"x"}}}""", true },
+        { """{"a":["x"],"b":["y"]}""", """{"a":"x","b":"z"}""", false },
+        { """{}""", """{"a":1}""", true },
+        // strings are not numbers, numbers compare numerically
+        { """{"n":[300]}""", """{"n":300.0}""", true },
+        { """{"n":[300]}""", """{"n":3e2}""", true },
+        { """{"n":[300]}""", """{"n":"300"}""", false },
+        { """{"n":["300"]}""", """{"n":300}""", false },
+        { """{"b":[true]}""", """{"b":true}""", true },
+        { """{"b":[true]}""", """{"b":"true"}""", false },
+        // null and empty string
+        { """{"v":[null]}""", """{"v":null}""", true },
+        { """{"v":[null]}""", """{}""", false },
+        { """{"v":[null]}""", """{"v":""}""", false },
+        { """{"v":[""]}""", """{"v":""}""", true },
+        { """{"v":[""]}""", """{"v":null}""", false },
+        // arrays in the event
+        { """{"tags":["b"]}""", """{"tags":["a","b","c"]}""", true },
+        { """{"tags":["z"]}""", """{"tags":["a","b","c"]}""", false },
+        { """{"items":{"sku":["x2"]}}""", """{"items":[{"sku":"x1"},{"sku":"x2"}]}""", true },
+        { """{"items":{"sku":["x3"]}}""", """{"items":[{"sku":"x1"},{"sku":"x2"}]}""", false },
+        { """{"items":{"sku":["x1"],"qty":[2]}}""", """{"items":[{"sku":"x1","qty":1},{"sku":"x2","qty":2}]}""", false },
+        // prefix
+        { """{"r":[{"prefix":"eu-"}]}""", """{"r":"eu-west-1"}""", true },
+        { """{"r":[{"prefix":"eu-"}]}""", """{"r":"us-east-1"}""", false },
+        { """{"r":[{"prefix":"EU-"}]}""", """{"r":"eu-west-1"}""", false },
+        { """{"r":[{"prefix":{"equals-ignore-case":"EU-"}}]}""", """{"r":"eu-west-1"}""", true },
+        { """{"r":[{"prefix":{"equals-ignore-case":"US-"}}]}""", """{"r":"eu-west-1"}""", false },
+        { """{"n":[{"prefix":"1"}]}""", """{"n":123}""", false },
+        // suffix
+        { """{"f":[{"suffix":".png"}]}""", """{"f":"cat.png"}""", true },
+        { """{"f":[{"suffix":".png"}]}""", """{"f":"cat.jpg"}""", false },
+        { """{"f":[{"suffix":{"equals-ignore-case":".PNG"}}]}""", """{"f":"cat.png"}""", true },
+        { """{"f":[{"suffix":{"equals-ignore-case":".PNG"}}]}""", """{"f":"cat.gif"}""", false },
+        // equals-ignore-case
+        { """{"s":[{"equals-ignore-case":"ALICE"}]}""", """{"s":"alice"}""", true },
+        { """{"s":[{"equals-ignore-case":"ALICE"}]}""", """{"s":"bob"}""", false },
+        // wildcard
+        { """{"k":[{"wildcard":"dir/*.png"}]}""", """{"k":"dir/a/b.png"}""", true },
+        { """{"k":[{"wildcard":"dir/*.png"}]}""", """{"k":"dir/a/b.jpg"}""", false },
+        { """{"k":[{"wildcard":"*a*b*"}]}""", """{"k":"xaybz"}""", true },
+        { """{"k":[{"wildcard":"*a*b*"}]}""", """{"k":"xbya"}""", false },
+        { """{"k":[{"wildcard":"a\\*b"}]}""", """{"k":"a*b"}""", true },
+        { """{"k":[{"wildcard":"a\\*b"}]}""", """{"k":"axb"}""", false },
+        // anything-but
+        { """{"s":[{"anything-but":"x"}]}""", """{"s":"y"}""", true },
+        { """{"s":[{"anything-but":"x"}]}""", """{"s":"x"}""", false },
+        { """{"s":[{"anything-but":"x"}]}""", """{}""", false },
+        { """{"s":[{"anything-but":["x","y"]}]}""", """{"s":"z"}""", true },
+        { """{"s":[{"anything-but":["x","y"]}]}""", """{"s":"y"}""", false },
+        { """{"n":[{"anything-but":[100,200]}]}""", """{"n":100.0}""", false },
+        { """{"n":[{"anything-but":[100,200]}]}""", """{"n":150}""", true },
+        { """{"s":[{"anything-but":{"prefix":"init"}}]}""", """{"s":"running"}""", true },
+        { """{"s":[{"anything-but":{"prefix":"init"}}]}""", """{"s":"initializing"}""", false },
+        { """{"s":[{"anything-but":{"suffix":".tmp"}}]}""", """{"s":"a.txt"}""", true },
+        { """{"s":[{"anything-but":{"suffix":".tmp"}}]}""", """{"s":"a.tmp"}""", false },
+        { """{"s":[{"anything-but":{"wildcard":"*/lib/*"}}]}""", """{"s":"/usr/bin/x"}""", true },
+        { """{"s":[{"anything-but":{"wildcard":"*/lib/*"}}]}""", """{"s":"/usr/lib/x"}""", false },
+        { """{"s":[{"anything-but":{"equals-ignore-case":["A","B"]}}]}""", """{"s":"c"}""", true },
+        { """{"s":[{"anything-but":{"equals-ignore-case":["A","B"]}}]}""", """{"s":"b"}""", false },
+        { """{"s":[{"anything-but":"x"}]}""", """{"s":["x","y"]}""", true },
+        { """{"s":[{"anything-but":"x"}]}""", """{"s":["x"]}""", false },
+        // numeric
+        { """{"p":[{"numeric":[">",0,"<=",5]}]}""", """{"p":5}""", true },
+        { """{"p":[{"numeric":[">",0,"<=",5]}]}""", """{"p":0}""", false },
+        { """{"p":[{"numeric":[">",0,"<=",5]}]}""", """{"p":5.5}""", false },
+        { """{"p":[{"numeric":["=",3]}]}""", """{"p":3.0}""", true },
+        { """{"p":[{"numeric":["=",3]}]}""", """{"p":4}""", false },
+        { """{"p":[{"numeric":[">=",1]}]}""", """{"p":"7"}""", false },
+        { """{"p":[{"numeric":["<",10]}]}""", """{"p":[20,3]}""", true },
+        // exists
+        { """{"c":[{"exists":true}]}""", """{"c":"x"}""", true },
+        { """{"c":[{"exists":true}]}""", """{"c":null}""", true },
+        { """{"c":[{"exists":true}]}""", """{"d":"x"}""", false },
+        { """{"c":[{"exists":false}]}""", """{"d":"x"}""", true },
+        { """{"c":[{"exists":false}]}""", """{"c":null}""", false },
+        { """{"c":[{"exists":false}]}""", """{"c":"x"}""", false },
+        { """{"data":{"c":[{"exists":false}]}}""", """{"other":1}""", true },
+        { """{"data":{"c":[{"exists":true}]}}""", """{"data":{"c":{"nested":1}}}""", false },
+        // cidr
+        { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"10.0.0.255"}""", true },
+        { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"10.0.1.1"}""", false },
+        { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"not an ip"}""", false },
+        { """{"ip":[{"cidr":"2001:db8::/32"}]}""", """{"ip":"2001:db8:1::5"}""", true },
+        { """{"ip":[{"cidr":"2001:db8::/32"}]}""", """{"ip":"2001:db9::5"}""", false },
+        // $or
+        { """{"$or":[{"a":["x"]},{"b":["y"]}]}""", """{"b":"y"}""", true },
+        { """{"$or":[{"a":["x"]},{"b":["y"]}]}""", """{"a":"y","b":"x"}""", false },
+        { """{"t":["order"],"$or":[{"n":[{"numeric":[">",10]}]},{"vip":[true]}]}""", """{"t":"order","n":1,"vip":true}""", true },
+        { """{"t":["order"],"$or":[{"n":[{"numeric":[">",10]}]},{"vip":[true]}]}""", """{"t":"refund","n":20}""", false },
+        { """{"data":{"$or":[{"a":["x"]},{"b":{"c":["y"]}}]}}""", """{"data":{"b":{"c":"y"}}}""", true },
+        { """{"data":{"$or":[{"a":["x"]},{"b":{"c":["y"]}}]}}""", """{"data":{"b":{"c":"z"}}}""", false },
+        // several operators in one leaf list are OR
+        { """{"v":[{"prefix":"a"},{"numeric":[">",5]},null]}""", """{"v":9}""", true },
+        { """{"v":[{"prefix":"a"},{"numeric":[">",5]},null]}""", """{"v":"b"}""", false },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void a_rule_matches_the_event_as_eventbridge_does(string rule, string json, bool expected)
+    {
+        var compiled = FilterRule.Parse(rule);
+        using var document = JsonDocument.Parse(json);
+
+        Assert.Equal(expected, compiled.Matches(document.RootElement));
+        Assert.Equal(expected, compiled.Matches(Encoding.UTF8.GetBytes(json)));
+    }
+
+    public static TheoryData<string, string> Malformed => new()
+    {
+        { """["a"]""", "$" },
+        { """{"a":""", "$" },
+        { """{"a":"x"}""", "$.a" },
+        { """{"a":5}""", "$.a" },
+        { """{"a":[]}""", "$.a" },
+        { """{"a":{}}""", "$.a" },
+        { """{"a":{"b":[]}}""", "$.a.b" },
+        { """{"a":[["x"]]}""", "$.a[0]" },
+        { """{"a":[{}]}""", "$.a[0]" },
+        { """{"a":[{"prefix":"x","suffix":"y"}]}""", "$.a[0].suffix" },
+        { """{"a":[{"bogus":1}]}""", "$.a[0].bogus" },
+        { """{"detail":{"price":[{"numeric":[">",0,"<"]}]}}""", "$.detail.price[0].numeric" },
+        { """{"detail":{"price":[{"numeric":[]}]}}""", "$.detail.price[0].numeric" },
+        { """{"detail":{"price":[{"numeric":">"}]}}""", "$.detail.price[0].numeric" },
+        { """{"detail":{"price":[{"numeric":[">","5"]}]}}""", "$.detail.price[0].numeric[1]" },
+        { """{"detail":{"price":[{"numeric":["!=",5]}]}}""", "$.detail.price[0].numeric[0]" },
+        { """{"a":[{"prefix":5}]}""", "$.a[0].prefix" },
+        { """{"a":[{"prefix":{"bogus":"x"}}]}""", "$.a[0].prefix" },
+        { """{"a":[{"suffix":{"equals-ignore-case":1}}]}""", "$.a[0].suffix.equals-ignore-case" },
+        { """{"a":[{"equals-ignore-case":["x"]}]}""", "$.a[0].equals-ignore-case" },
+        { """{"a":[{"cidr":"10.0.0.0/33"}]}""", "$.a[0].cidr" },
+        { """{"a":[{"cidr":"10.0.0.1"}]}""", "$.a[0].cidr" },
+        { """{"a":[{"cidr":"2001:db8::/129"}]}""", "$.a[0].cidr" },
+        { """{"a":[{"cidr":"nonsense/8"}]}""", "$.a[0].cidr" },
+        { """{"a":[{"exists":"true"}]}""", "$.a[0].exists" },
+        { """{"a":[{"wildcard":"a**b"}]}""", "$.a[0].wildcard" },
+        { """{"a":[{"wildcard":5}]}""", "$.a[0].wildcard" },
+        { """{"a":[{"anything-but":[]}]}""", "$.a[0].anything-but" },
+        { """{"a":[{"anything-but":["x",true]}]}""", "$.a[0].anything-but[1]" },
+        { """{"a":[{"anything-but":{"numeric":[">",1]}}]}""", "$.a[0].anything-but.numeric" },
+        { """{"a":[{"anything-but":{"wildcard":"x**"}}]}""", "$.a[0].anything-but.wildcard" },
+        { """{"a":[{"anything-but":null}]}""", "$.a[0].anything-but" },
+        { """{"$or":{"a":["x"]}}""", "$.$or" },
+        { """{"$or":[]}""", "$.$or" },
+        { """{"$or":[{"a":["x"]},"b"]}""", "$.$or[1]" },
+        { """{"$or":[{"a":["x"]},{}]}""", "$.$or[1]" },
+        { """{"x":{"$or":[{"a":[]}]}}""", "$.x.$or[0].a" },
+        { """{"a b":"x"}""", "$['a b']" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Malformed))]
+    public void a_malformed_rule_is_refused_with_the_path_of_the_fault(string rule, string path)
+    {
+        var error = Assert.Throws<InvalidFilterRuleException>(() => FilterRule.Parse(rule));
+
+        Assert.Equal(path, error.Path);
+        Assert.Contains(path, error.Message, StringComparison.Ordinal);
+        Assert.IsAssignableFrom<CairnException>(error);
+    }
+
+    [Fact]
+    public void a_document_that_is_not_an_object_never_matches()
+    {
+        var rule = FilterRule.Parse("""{"a":[{"exists":false}]}""");
+        using var document = JsonDocument.Parse("[1]");
+
+        Assert.False(rule.Matches(document.RootElement));
+        Assert.True(rule.Matches("{}"u8.ToArray()));
+    }
+
+    [Fact]
+    public void the_rule_keeps_its_source_text()
+    {
+        const string json = """{"a":["x"]}""";
+
+        Assert.Equal(json, FilterRule.Parse(json).ToString());
+    }
+}
