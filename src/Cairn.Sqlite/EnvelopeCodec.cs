@@ -119,7 +119,7 @@ internal static class EnvelopeCodec
         return decoded;
     }
 
-    private static void WriteText(ArrayBufferWriter<byte> buffer, string? value)
+    internal static void WriteText(ArrayBufferWriter<byte> buffer, string? value)
     {
         if (value is null)
         {
@@ -133,7 +133,7 @@ internal static class EnvelopeCodec
         buffer.Advance(at + length);
     }
 
-    private static void WriteBytes(ArrayBufferWriter<byte> buffer, ReadOnlySpan<byte> value)
+    internal static void WriteBytes(ArrayBufferWriter<byte> buffer, ReadOnlySpan<byte> value)
     {
         var span = buffer.GetSpan(10 + value.Length);
         var at = WriteVarint(span, value.Length);
@@ -141,9 +141,9 @@ internal static class EnvelopeCodec
         buffer.Advance(at + value.Length);
     }
 
-    private static string ReadText(ReadOnlySpan<byte> envelope, ref int at) => Encoding.UTF8.GetString(ReadBytes(envelope, ref at));
+    internal static string ReadText(ReadOnlySpan<byte> envelope, ref int at) => Encoding.UTF8.GetString(ReadBytes(envelope, ref at));
 
-    private static ReadOnlySpan<byte> ReadBytes(ReadOnlySpan<byte> envelope, ref int at)
+    internal static ReadOnlySpan<byte> ReadBytes(ReadOnlySpan<byte> envelope, ref int at)
     {
         var length = (int)ReadVarint(envelope, ref at);
         var bytes = envelope.Slice(at, length);
@@ -151,7 +151,7 @@ internal static class EnvelopeCodec
         return bytes;
     }
 
-    private static int WriteVarint(Span<byte> destination, long value)
+    internal static int WriteVarint(Span<byte> destination, long value)
     {
         var v = (ulong)value;
         var i = 0;
@@ -165,7 +165,7 @@ internal static class EnvelopeCodec
         return i;
     }
 
-    private static long ReadVarint(ReadOnlySpan<byte> source, ref int at)
+    internal static long ReadVarint(ReadOnlySpan<byte> source, ref int at)
     {
         ulong value = 0;
         var shift = 0;

@@ -67,7 +67,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             }
 
             SqliteSchema.Ensure(connection);
-            Writer = new SqliteWriter(connection, sqliteOptions, _options, _signal, _logger);
+            Writer = new SqliteWriter(connection, sqliteOptions, _options, _signal, QueueSignal, _logger);
         }
         catch
         {
@@ -82,6 +82,15 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     public string DataSource { get; }
 
     internal SqliteWriter Writer { get; }
+
+    /// <summary>Wakes long-polling receivers when a commit puts messages in their queue.</summary>
+    internal Messaging.QueueSignal QueueSignal { get; } = new();
+
+    /// <summary>The event store's settings: source, size limit and clock, which messaging shares.</summary>
+    internal EventStoreOptions Options => _options;
+
+    /// <summary>The SQLite settings.</summary>
+    internal SqliteEventStoreOptions SqliteOptions => _sqliteOptions;
 
     /// <inheritdoc />
     public Task<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken)

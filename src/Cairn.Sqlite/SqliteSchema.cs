@@ -6,7 +6,7 @@ namespace Cairn.Sqlite;
 /// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
 internal static class SqliteSchema
 {
-    public const int Version = 1;
+    public const int Version = 2;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
@@ -53,6 +53,63 @@ internal static class SqliteSchema
             key        TEXT PRIMARY KEY,
             position   INTEGER NOT NULL,
             updated_ticks INTEGER NOT NULL) WITHOUT ROWID;
+
+        -- Messaging (schema version 2). A queue's settings are a JSON object of QueueSettingsData.
+        CREATE TABLE IF NOT EXISTS cairn_queues (
+            id       INTEGER PRIMARY KEY,
+            name     TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL);
+
+        -- Every queued message, live or dead-lettered. seq is the queue order (a redrive to the same queue keeps it, so
+        -- a FIFO group's order survives). state: 0 waiting (visible at visible_at), 1 leased until visible_at,
+        -- 2 dead-lettered and parking its FIFO group, 3 dead-lettered. Dead letters have a NULL visible_at, which keeps
+        -- them out of the receive index's range.
+        CREATE TABLE IF NOT EXISTS cairn_messages (
+            seq                  INTEGER PRIMARY KEY,
+            queue_id             INTEGER NOT NULL,
+            id                   BLOB NOT NULL,
+            group_key            TEXT,
+            state                INTEGER NOT NULL,
+            visible_at           INTEGER,
+            receive_count        INTEGER NOT NULL DEFAULT 0,
+            deliveries           INTEGER NOT NULL DEFAULT 0,
+            enqueued_ticks       INTEGER NOT NULL,
+            expires_ticks        INTEGER NOT NULL,
+            first_received_ticks INTEGER,
+            last_received_ticks  INTEGER,
+            redrives             INTEGER NOT NULL DEFAULT 0,
+            failure              TEXT,
+            dead_reason          TEXT,
+            dead_ticks           INTEGER,
+            envelope             BLOB NOT NULL,
+            data                 BLOB NOT NULL);
+        CREATE INDEX IF NOT EXISTS cairn_messages_by_visibility ON cairn_messages (queue_id, visible_at);
+        CREATE INDEX IF NOT EXISTS cairn_messages_by_group ON cairn_messages (queue_id, group_key, seq) WHERE group_key IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS cairn_messages_dead ON cairn_messages (queue_id, seq) WHERE state >= 2;
+
+        CREATE TABLE IF NOT EXISTS cairn_deduplication (
+            queue_id         INTEGER NOT NULL,
+            deduplication_id TEXT NOT NULL,
+            expires_ticks    INTEGER NOT NULL,
+            PRIMARY KEY (queue_id, deduplication_id)) WITHOUT ROWID;
+
+        CREATE TABLE IF NOT EXISTS cairn_topics (
+            id   INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE);
+
+        CREATE TABLE IF NOT EXISTS cairn_topic_subscriptions (
+            topic_id INTEGER NOT NULL,
+            name     TEXT NOT NULL,
+            queue_id INTEGER NOT NULL,
+            rule     TEXT,
+            PRIMARY KEY (topic_id, name)) WITHOUT ROWID;
+
+        -- The ids each consumer has handled, written in the same transaction as the handler's effects.
+        CREATE TABLE IF NOT EXISTS cairn_inbox (
+            consumer        TEXT NOT NULL,
+            message_id      BLOB NOT NULL,
+            processed_ticks INTEGER NOT NULL,
+            PRIMARY KEY (consumer, message_id)) WITHOUT ROWID;
         """;
 
     /// <summary>Creates the tables if they are missing and refuses a file written by a newer Cairn.</summary>
@@ -77,6 +134,14 @@ internal static class SqliteSchema
                 if (existing > Version)
                 {
                     throw new CairnException($"The SQLite file {connection.DataSource} has Cairn schema version {existing}, newer than this Cairn's {Version}; upgrade Cairn to open it.");
+                }
+
+                if (existing < Version)
+                {
+                    // Every change so far only added tables, which the DDL above has just created.
+                    using var upgrade = connection.CreateCommand();
+                    upgrade.CommandText = $"UPDATE cairn_schema SET version = {Version}";
+                    upgrade.ExecuteNonQuery();
                 }
             }
             else

@@ -176,6 +176,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     {
         _streams.Clear();
         _names.Clear();
+        DropMessagingCaches();
     }
 
     private void LoadHead()
@@ -205,6 +206,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
             statement.Dispose();
         }
 
+        DisposeMessagingStatements();
         _connection.Dispose();
     }
 

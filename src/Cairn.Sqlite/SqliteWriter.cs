@@ -66,6 +66,7 @@ internal sealed class SqliteWriter : IDisposable
     private readonly SqliteWriteContext _context;
     private readonly SqliteEventStoreOptions _options;
     private readonly AppendSignal _signal;
+    private readonly Messaging.QueueSignal _queueSignal;
     private readonly ILogger _logger;
     private readonly Thread _thread;
 
@@ -74,10 +75,11 @@ internal sealed class SqliteWriter : IDisposable
 
     private int _lastCommitSize;
 
-    public SqliteWriter(SqliteConnection connection, SqliteEventStoreOptions options, EventStoreOptions storeOptions, AppendSignal signal, ILogger logger)
+    public SqliteWriter(SqliteConnection connection, SqliteEventStoreOptions options, EventStoreOptions storeOptions, AppendSignal signal, Messaging.QueueSignal queueSignal, ILogger logger)
     {
         _options = options;
         _signal = signal;
+        _queueSignal = queueSignal;
         _logger = logger;
         _context = new SqliteWriteContext(connection, storeOptions);
         _signal.Advance(_context.Head);
@@ -283,6 +285,11 @@ internal sealed class SqliteWriter : IDisposable
 
             _lastCommitSize = executed.Count + refused.Count;
             _signal.Advance(_context.Head);
+            foreach (var queue in _context.TakeTouchedQueues())
+            {
+                _queueSignal.Pulse(queue);
+            }
+
             foreach (var operation in executed)
             {
                 operation.Complete();

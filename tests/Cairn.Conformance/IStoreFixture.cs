@@ -1,4 +1,5 @@
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Cairn.Subscriptions;
 
 namespace Cairn.Conformance;
@@ -13,12 +14,18 @@ public interface IStoreFixture : IAsyncDisposable
     Task<StoreUnderTest> CreateAsync(EventStoreOptions? options = null);
 }
 
-/// <summary>A store created for one test, with its checkpoint store; disposing it releases its resources.</summary>
-public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null) : IAsyncDisposable
+/// <summary>
+/// A store created for one test, with its checkpoint store and, for a backend with messaging, its broker; disposing
+/// it releases its resources.
+/// </summary>
+public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null) : IAsyncDisposable
 {
     public IEventStore Store { get; } = store;
 
     public ICheckpointStore Checkpoints { get; } = checkpoints;
+
+    /// <summary>The backend's broker; the messaging conformance tests need one.</summary>
+    public IMessageBroker Broker => broker ?? throw new InvalidOperationException("This backend's fixture provides no message broker.");
 
     public ValueTask DisposeAsync() => dispose?.Invoke() ?? ValueTask.CompletedTask;
 }

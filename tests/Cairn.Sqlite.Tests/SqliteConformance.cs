@@ -21,3 +21,15 @@ public sealed class SqliteOrderingTests(SqliteFixture f) : OrderingTests<SqliteF
 public sealed class SqliteCheckpointTests(SqliteFixture f) : CheckpointTests<SqliteFixture>(f);
 
 public sealed class SqliteDeciderHandlerTests(SqliteFixture f) : DeciderHandlerTests<SqliteFixture>(f);
+
+public sealed class SqliteQueueTests(SqliteFixture f) : Cairn.Conformance.Messaging.QueueTests<SqliteFixture>(f);
+
+public sealed class SqliteDeadLetterTests(SqliteFixture f) : Cairn.Conformance.Messaging.DeadLetterTests<SqliteFixture>(f);
+
+public sealed class SqliteFifoQueueTests(SqliteFixture f) : Cairn.Conformance.Messaging.FifoQueueTests<SqliteFixture>(f);
+
+public sealed class SqliteTopicTests(SqliteFixture f) : Cairn.Conformance.Messaging.TopicTests<SqliteFixture>(f);
+
+public sealed class SqliteMessageTransactionTests(SqliteFixture f) : Cairn.Conformance.Messaging.MessageTransactionTests<SqliteFixture>(f);
+
+public sealed class SqliteMessagingBadInputTests(SqliteFixture f) : Cairn.Conformance.Messaging.MessagingBadInputTests<SqliteFixture>(f);

@@ -9,12 +9,16 @@ public sealed class SqliteFixture : IStoreFixture
     {
         var database = new TempDatabase();
         var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = database.ConnectionString }, options);
-        return Task.FromResult(new StoreUnderTest(store, new SqliteCheckpointStore(store), () =>
-        {
-            store.Dispose();
-            database.Dispose();
-            return ValueTask.CompletedTask;
-        }));
+        return Task.FromResult(new StoreUnderTest(
+            store,
+            new SqliteCheckpointStore(store),
+            () =>
+            {
+                store.Dispose();
+                database.Dispose();
+                return ValueTask.CompletedTask;
+            },
+            new SqliteMessageBroker(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

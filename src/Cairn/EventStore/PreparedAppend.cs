@@ -198,23 +198,38 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 
     private static void ValidateJson(EventData e)
     {
+        if (JsonPayload.Fault(e.Data.Span) is { } fault)
+        {
+            throw new InvalidEventDataException(e.Id, e.Type, fault.Reason, fault.Error);
+        }
+    }
+}
+
+/// <summary>Checks that data declared as JSON holds exactly one well-formed JSON value.</summary>
+internal static class JsonPayload
+{
+    /// <summary>Why the bytes are not one JSON value, or null when they are.</summary>
+    public static (string Reason, JsonException? Error)? Fault(ReadOnlySpan<byte> data)
+    {
         try
         {
-            var reader = new Utf8JsonReader(e.Data.Span, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
+            var reader = new Utf8JsonReader(data, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
             if (!reader.Read())
             {
-                throw new InvalidEventDataException(e.Id, e.Type, "the data is empty", null);
+                return ("the data is empty", null);
             }
 
             reader.Skip();
             if (reader.Read())
             {
-                throw new InvalidEventDataException(e.Id, e.Type, $"unexpected content after the JSON value at byte {reader.TokenStartIndex}", null);
+                return ($"unexpected content after the JSON value at byte {reader.TokenStartIndex}", null);
             }
+
+            return null;
         }
         catch (JsonException ex)
         {
-            throw new InvalidEventDataException(e.Id, e.Type, ex.Message, ex);
+            return (ex.Message, ex);
         }
     }
 }

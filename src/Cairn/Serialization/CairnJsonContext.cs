@@ -9,4 +9,6 @@ namespace Cairn;
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(StreamRules.LifecycleRecordData))]
 [JsonSerializable(typeof(string[]))]
+[JsonSerializable(typeof(Messaging.QueueSettingsData))]
+[JsonSerializable(typeof(Messaging.FailureInfo))]
 internal sealed partial class CairnJsonContext : JsonSerializerContext;

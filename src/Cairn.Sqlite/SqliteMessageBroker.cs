@@ -1,0 +1,431 @@
+using System.Text.Json;
+using Cairn.Envelopes;
+using Cairn.Messaging;
+using Cairn.Messaging.Filtering;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// Queues, topics, dead letters and the inbox in the same SQLite file as the event store. Everything that writes
+/// goes through the store's single writer, so a transaction's appends, sends, publishes, settlements, inbox record
+/// and checkpoints share one SQLite transaction (and one group-commit fsync with whatever else is in flight).
+/// </summary>
+public sealed class SqliteMessageBroker : IMessageBroker
+{
+    /// <summary>The most dead letters one redrive step moves.</summary>
+    private const int RedriveBatch = 500;
+
+    private readonly SqliteEventStore _store;
+    private readonly TimeProvider _time;
+
+    /// <summary>Uses the store's file, writer and clock.</summary>
+    public SqliteMessageBroker(SqliteEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+        _time = store.Options.TimeProvider;
+    }
+
+    private SqliteWriter Writer => _store.Writer;
+
+    /// <inheritdoc />
+    public Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        queue.Validate();
+        return Writer.ExecuteAsync(context => context.DeclareQueue(queue), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        return Task.FromResult(FindQueue(lease, queue)?.Definition);
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        using var select = new RawStatement(lease.Db, "SELECT name, settings FROM cairn_queues ORDER BY name");
+        var queues = new List<QueueDefinition>();
+        while (select.Step())
+        {
+            queues.Add(ReadSettings(select.Blob(1)).ToDefinition(new QueueName(select.Text(0))));
+        }
+
+        return Task.FromResult<IReadOnlyList<QueueDefinition>>(queues);
+    }
+
+    /// <inheritdoc />
+    public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
+    {
+        RequireName(topic.Value, "topic");
+        return Writer.ExecuteAsync(context =>
+        {
+            context.DeclareTopic(topic);
+            return true;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        return Writer.ExecuteAsync(context =>
+        {
+            context.Subscribe(subscription);
+            return true;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
+    {
+        RequireName(topic.Value, "topic");
+        MessagingNames.Validate("subscription", subscription);
+        return Writer.ExecuteAsync(context => context.Unsubscribe(topic, subscription), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
+    {
+        RequireName(topic.Value, "topic");
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        using var find = new RawStatement(lease.Db, "SELECT id FROM cairn_topics WHERE name = ?1");
+        find.Bind(1, topic.Value);
+        if (find.ExecuteInt64() is not { } id)
+        {
+            throw new TopicNotFoundException(topic);
+        }
+
+        using var select = new RawStatement(lease.Db, "SELECT s.name, q.name, s.rule FROM cairn_topic_subscriptions s JOIN cairn_queues q ON q.id = s.queue_id WHERE s.topic_id = ?1 ORDER BY s.name");
+        select.Bind(1, id);
+        var subscriptions = new List<TopicSubscription>();
+        while (select.Step())
+        {
+            var rule = select.TextOrNull(2);
+            subscriptions.Add(new TopicSubscription(topic, select.Text(0), new QueueName(select.Text(1)), rule is null ? null : FilterRule.Parse(rule)));
+        }
+
+        return Task.FromResult<IReadOnlyList<TopicSubscription>>(subscriptions);
+    }
+
+    /// <inheritdoc />
+    public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        cancellationToken.ThrowIfCancellationRequested();
+        var now = _time.GetUtcNow().UtcTicks;
+        using var lease = _store.RentReadConnection();
+        var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
+        using var select = new RawStatement(lease.Db, """
+            SELECT
+                coalesce(sum(state < 2 AND visible_at <= ?2), 0),
+                coalesce(sum(state = 1 AND visible_at > ?2), 0),
+                coalesce(sum(state = 0 AND visible_at > ?2), 0),
+                coalesce(sum(state >= 2), 0),
+                min(CASE WHEN state < 2 THEN enqueued_ticks END)
+            FROM cairn_messages WHERE queue_id = ?1
+            """);
+        select.Bind(1, row.Id);
+        select.Bind(2, now);
+        select.Step();
+        var visible = select.Int64(0);
+        var leased = select.Int64(1);
+        var delayed = select.Int64(2);
+        var dead = select.Int64(3);
+        long? oldest = select.IsNull(4) ? null : select.Int64(4);
+        long parked = 0;
+        if (row.Definition.Fifo && dead > 0)
+        {
+            using var count = new RawStatement(lease.Db, """
+                SELECT count(*) FROM cairn_messages m
+                WHERE m.queue_id = ?1 AND m.state < 2
+                  AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
+                """);
+            count.Bind(1, row.Id);
+            parked = count.ExecuteInt64() ?? 0;
+        }
+
+        return Task.FromResult(new QueueStats
+        {
+            Queue = queue,
+            Visible = Math.Max(0, visible - parked),
+            Leased = leased,
+            Delayed = delayed,
+            DeadLettered = dead,
+            Parked = parked,
+            OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
+        });
+    }
+
+    /// <inheritdoc />
+    public async Task<CommitResult> CommitAsync(MessageTransaction transaction, CancellationToken cancellationToken)
+    {
+        var prepared = PreparedTransaction.Prepare(transaction, _store.Options);
+        if (transaction.IsEmpty)
+        {
+            return new CommitResult();
+        }
+
+        return await Writer.ExecuteAsync(context => context.Commit(prepared), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var deadline = _time.GetUtcNow() + options.Wait;
+        while (true)
+        {
+            // Taken before looking, so a send committed between the look and the wait still wakes this receive.
+            var woken = _store.QueueSignal.NextAsync(queue.Value);
+            var (deliveries, nextVisible) = await Writer.ExecuteAsync(context => context.Receive(queue, options.MaxMessages, options.Lease), cancellationToken).ConfigureAwait(false);
+            var now = _time.GetUtcNow();
+            if (deliveries.Count > 0 || now >= deadline)
+            {
+                return deliveries;
+            }
+
+            var wait = deadline - now;
+            if (nextVisible is { } ticks)
+            {
+                wait = Min(wait, new DateTimeOffset(ticks, TimeSpan.Zero) - now);
+            }
+
+            // Commits by other processes wake no signal here: look again at the store's poll interval.
+            wait = Min(wait, _store.SqliteOptions.ExternalCommitPollInterval);
+            try
+            {
+                await woken.WaitAsync(Max(wait, TimeSpan.FromMilliseconds(1)), _time, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                // Time to look again: a delayed message may be due, or the wait is over.
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(leases);
+        if (leases.Count == 0)
+        {
+            return Task.CompletedTask;
+        }
+
+        LeaseToken[] copy = [.. leases];
+        return Writer.ExecuteAsync(context =>
+        {
+            foreach (var lease in copy)
+            {
+                context.Acknowledge(lease);
+            }
+
+            return true;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken)
+    {
+        if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
+        {
+            throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
+        }
+
+        return Writer.ExecuteAsync(context => context.Release(lease, delay, failure), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
+    {
+        if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+        {
+            throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
+        }
+
+        return Writer.ExecuteAsync(context => context.ExtendLease(lease, duration), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(reason))
+        {
+            throw new InvalidMessageException("A dead letter needs a reason.");
+        }
+
+        return Writer.ExecuteAsync(context =>
+        {
+            context.DeadLetter(lease, reason, failure);
+            return true;
+        }, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken)
+    {
+        MessagingNames.Validate("consumer", consumer);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        using var select = new RawStatement(lease.Db, "SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");
+        select.Bind(1, consumer);
+        select.Bind(2, IdBytes(messageId));
+        return Task.FromResult(select.ExecuteInt64() is not null);
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        if (limit is < 1 or > 10_000)
+        {
+            throw new InvalidMessageException($"A dead-letter listing limit of {limit} is refused; it must be between 1 and 10,000.");
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
+        using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND seq > ?2 ORDER BY seq LIMIT ?3");
+        select.Bind(1, row.Id);
+        select.Bind(2, afterSequence);
+        select.Bind(3, (long)limit);
+        var letters = new List<DeadLetter>();
+        while (select.Step())
+        {
+            letters.Add(ReadDeadLetter(select, queue));
+        }
+
+        return Task.FromResult<IReadOnlyList<DeadLetter>>(letters);
+    }
+
+    /// <inheritdoc />
+    public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
+        using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND id = ?2 ORDER BY seq LIMIT 1");
+        select.Bind(1, row.Id);
+        select.Bind(2, IdBytes(messageId));
+        return Task.FromResult(select.Step() ? ReadDeadLetter(select, queue) : null);
+    }
+
+    /// <inheritdoc />
+    public async Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        ArgumentNullException.ThrowIfNull(request);
+        request.Validate();
+        var batch = request.MessagesPerSecond is { } rate ? (int)Math.Clamp(Math.Ceiling(rate / 10), 1, RedriveBatch) : RedriveBatch;
+        var started = _time.GetTimestamp();
+        var moved = 0;
+        var after = 0L;
+        var ids = request.MessageIds?.ToArray();
+        var offset = 0;
+        while (true)
+        {
+            IReadOnlyList<MessageId>? chosen = null;
+            if (ids is not null)
+            {
+                if (offset >= ids.Length)
+                {
+                    break;
+                }
+
+                chosen = ids[offset..Math.Min(ids.Length, offset + batch)];
+                offset += chosen.Count;
+            }
+
+            var from = after;
+            var (count, last) = await Writer.ExecuteAsync(context => context.Redrive(queue, request.Target, from, chosen, batch), cancellationToken).ConfigureAwait(false);
+            moved += count;
+            after = last;
+            if (ids is null && count < batch)
+            {
+                break;
+            }
+
+            if (request.MessagesPerSecond is { } perSecond && count > 0)
+            {
+                // Pace the next step so the total never runs ahead of the rate.
+                var due = TimeSpan.FromSeconds(moved / perSecond) - _time.GetElapsedTime(started);
+                if (due > TimeSpan.Zero)
+                {
+                    await Task.Delay(due, _time, cancellationToken).ConfigureAwait(false);
+                }
+            }
+        }
+
+        return moved;
+    }
+
+    /// <inheritdoc />
+    public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        MessageId[]? ids = messageIds is null ? null : [.. messageIds];
+        return Writer.ExecuteAsync(context => context.PurgeDeadLetters(queue, ids), cancellationToken);
+    }
+
+    private const string DeadLetterColumns = """
+        SELECT seq, id, dead_reason, failure, receive_count, first_received_ticks, last_received_ticks, dead_ticks, enqueued_ticks, redrives, state, envelope, data
+        FROM cairn_messages
+        """;
+
+    private static DeadLetter ReadDeadLetter(RawStatement row, QueueName queue)
+    {
+        var id = new MessageId(new Guid(row.Blob(1), bigEndian: true));
+        var message = MessageCodec.Read(id, row.Blob(11), row.Blob(12).ToArray());
+        return new DeadLetter(message, queue, row.Int64(0))
+        {
+            Reason = row.TextOrNull(2) ?? "unknown",
+            Failure = row.IsNull(3) ? null : JsonSerializer.Deserialize(row.Blob(3), CairnJsonContext.Default.FailureInfo),
+            Attempts = (int)row.Int64(4),
+            FirstReceivedAt = row.IsNull(5) ? null : new DateTimeOffset(row.Int64(5), TimeSpan.Zero),
+            LastReceivedAt = row.IsNull(6) ? null : new DateTimeOffset(row.Int64(6), TimeSpan.Zero),
+            DeadLetteredAt = new DateTimeOffset(row.Int64(7), TimeSpan.Zero),
+            EnqueuedAt = new DateTimeOffset(row.Int64(8), TimeSpan.Zero),
+            Redrives = (int)row.Int64(9),
+            ParksGroup = row.Int64(10) == 2,
+        };
+    }
+
+    private static (long Id, QueueDefinition Definition)? FindQueue(ReadConnectionPool.Lease lease, QueueName queue)
+    {
+        using var select = new RawStatement(lease.Db, "SELECT id, settings FROM cairn_queues WHERE name = ?1");
+        select.Bind(1, queue.Value);
+        return select.Step() ? (select.Int64(0), ReadSettings(select.Blob(1)).ToDefinition(queue)) : null;
+    }
+
+    private static QueueSettingsData ReadSettings(ReadOnlySpan<byte> json) =>
+        JsonSerializer.Deserialize(json, CairnJsonContext.Default.QueueSettingsData)!;
+
+    private static void RequireName(string? value, string kind)
+    {
+        if (value is null)
+        {
+            throw new InvalidMessagingNameException(kind, null, "the name is missing");
+        }
+    }
+
+    private static byte[] IdBytes(MessageId id)
+    {
+        var bytes = new byte[16];
+        SqliteRows.WriteId(id, bytes);
+        return bytes;
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+}

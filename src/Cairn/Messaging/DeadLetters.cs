@@ -1,0 +1,93 @@
+using Cairn.Envelopes;
+
+namespace Cairn.Messaging;
+
+/// <summary>The exception behind a failed delivery: its type, message and stack trace, as text that survives a restart.</summary>
+public sealed record FailureInfo(string Type, string Message, string? StackTrace)
+{
+    /// <summary>The longest stack trace kept.</summary>
+    public const int MaxStackTraceLength = 16 * 1024;
+
+    /// <summary>Captures an exception (its innermost cause is named in the message when it differs).</summary>
+    public static FailureInfo From(Exception exception)
+    {
+        ArgumentNullException.ThrowIfNull(exception);
+        var stack = exception.ToString();
+        if (stack.Length > MaxStackTraceLength)
+        {
+            stack = stack[..MaxStackTraceLength];
+        }
+
+        return new FailureInfo(exception.GetType().FullName ?? exception.GetType().Name, exception.Message, stack);
+    }
+}
+
+/// <summary>A message in a queue's dead-letter queue, with why and when it got there.</summary>
+public sealed class DeadLetter(Message message, QueueName queue, long sequence)
+{
+    /// <summary>The message, unchanged.</summary>
+    public Message Message { get; } = message;
+
+    /// <summary>The queue it was dead-lettered from.</summary>
+    public QueueName Queue { get; } = queue;
+
+    /// <summary>Its place in the queue; a redrive back to the same queue keeps it, so FIFO order survives.</summary>
+    public long Sequence { get; } = sequence;
+
+    /// <summary>Why it was dead-lettered.</summary>
+    public required string Reason { get; init; }
+
+    /// <summary>The last failure recorded, if any.</summary>
+    public FailureInfo? Failure { get; init; }
+
+    /// <summary>How many times it was received before it was dead-lettered.</summary>
+    public int Attempts { get; init; }
+
+    /// <summary>When it was first received, if ever.</summary>
+    public DateTimeOffset? FirstReceivedAt { get; init; }
+
+    /// <summary>When it was last received, if ever.</summary>
+    public DateTimeOffset? LastReceivedAt { get; init; }
+
+    /// <summary>When it was dead-lettered.</summary>
+    public DateTimeOffset DeadLetteredAt { get; init; }
+
+    /// <summary>When it entered the queue.</summary>
+    public DateTimeOffset EnqueuedAt { get; init; }
+
+    /// <summary>How many times it was redriven before.</summary>
+    public int Redrives { get; init; }
+
+    /// <summary>For a FIFO queue: the later messages of its group wait behind it until it is redriven or purged.</summary>
+    public bool ParksGroup { get; init; }
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Message} dead-lettered from {Queue}: {Reason}";
+}
+
+/// <summary>Which dead letters to move, where to, and how fast.</summary>
+public sealed record RedriveRequest
+{
+    /// <summary>The dead letters to redrive, by message id; all of them when null.</summary>
+    public IReadOnlyList<MessageId>? MessageIds { get; init; }
+
+    /// <summary>The queue to move them to; the queue they came from when null.</summary>
+    public QueueName? Target { get; init; }
+
+    /// <summary>The most messages moved per second; no limit when null.</summary>
+    public double? MessagesPerSecond { get; init; }
+
+    /// <summary>Refuses impossible settings.</summary>
+    public void Validate()
+    {
+        if (MessagesPerSecond is { } rate && (double.IsNaN(rate) || rate <= 0 || double.IsInfinity(rate)))
+        {
+            throw new InvalidMessageException($"RedriveRequest.MessagesPerSecond is {rate}; it must be a positive number, or null for no limit.");
+        }
+
+        if (MessageIds is { Count: 0 })
+        {
+            throw new InvalidMessageException("RedriveRequest.MessageIds is empty; pass null to redrive every dead letter.");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+using System.Buffers;
+using System.Text.Json;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+
+namespace Cairn.Messaging;
+
+/// <summary>
+/// A message validated and with its envelope completed on the sender's flow (so it picks up the sender's
+/// <see cref="MessageContext"/> and activity), ready for a backend to store. A null correlation id means the message's
+/// own id.
+/// </summary>
+internal sealed record PreparedMessage(
+    MessageId Id,
+    string Type,
+    ReadOnlyMemory<byte> Data,
+    string ContentType,
+    string? DataSchema,
+    string? Subject,
+    string Source,
+    string? CorrelationId,
+    string? CausationId,
+    string? TraceParent,
+    IReadOnlyDictionary<string, string>? Metadata,
+    string? GroupKey,
+    string? DeduplicationId,
+    TimeSpan? Delay,
+    DateTimeOffset? DeliverAt)
+{
+    /// <summary>Attribute names a metadata key may not take: they are the envelope's own.</summary>
+    private static readonly HashSet<string> Reserved = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "id", "type", "source", "time", "subject", "datacontenttype", "dataschema", "specversion",
+        "correlationid", "causationid", "traceparent", "data", "data_base64",
+    };
+
+    /// <summary>The bytes counted against a queue's size limit: data plus metadata.</summary>
+    public long Size => Data.Length + (Metadata?.Sum(kv => (long)kv.Key.Length + kv.Value.Length) ?? 0);
+
+    /// <summary>Validates a message and completes its envelope; throws <see cref="InvalidMessageException"/> naming the fault.</summary>
+    public static PreparedMessage Prepare(OutgoingMessage message, EventStoreOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (message.Id.Value == Guid.Empty)
+        {
+            throw new InvalidMessageException("A message has no id.");
+        }
+
+        if (EventTypeNames.Validate(message.Type) is { } typeFault)
+        {
+            throw new InvalidMessageException($"Message {message.Id} has an invalid type '{message.Type}': {typeFault}.");
+        }
+
+        if (string.IsNullOrWhiteSpace(message.ContentType))
+        {
+            throw new InvalidMessageException($"Message {message.Id} of type '{message.Type}' has no content type.");
+        }
+
+        Attribute(message, nameof(OutgoingMessage.ContentType), message.ContentType, 256);
+        Attribute(message, nameof(OutgoingMessage.Source), message.Source, 2048);
+        Attribute(message, nameof(OutgoingMessage.DataSchema), message.DataSchema, 2048);
+        Attribute(message, nameof(OutgoingMessage.Subject), message.Subject, 2048);
+        Attribute(message, nameof(OutgoingMessage.CorrelationId), message.CorrelationId, 256);
+        Attribute(message, nameof(OutgoingMessage.CausationId), message.CausationId, 256);
+        Attribute(message, nameof(OutgoingMessage.TraceParent), message.TraceParent, 256);
+        Attribute(message, nameof(OutgoingMessage.GroupKey), message.GroupKey, 128);
+        Attribute(message, nameof(OutgoingMessage.DeduplicationId), message.DeduplicationId, 128);
+        if (message.Delay is { } delay && (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365)))
+        {
+            throw new InvalidMessageException($"Message {message.Id} has a delay of {delay}; it must be between 0 and 365 days.");
+        }
+
+        Dictionary<string, string>? metadata = null;
+        if (message.Metadata is { Count: > 0 })
+        {
+            metadata = new Dictionary<string, string>(message.Metadata.Count, StringComparer.Ordinal);
+            foreach (var (key, value) in message.Metadata)
+            {
+                if (string.IsNullOrEmpty(key) || key.Length > 256 || key.Any(char.IsControl) || value is null)
+                {
+                    throw new InvalidMessageException($"Message {message.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no control characters, and values are not null.");
+                }
+
+                if (Reserved.Contains(key))
+                {
+                    throw new InvalidMessageException($"Message {message.Id} has the metadata key '{key}', which is an envelope attribute's name; choose another.");
+                }
+
+                metadata[key] = value;
+            }
+        }
+
+        if (PreparedAppend.IsJson(message.ContentType) && JsonPayload.Fault(message.Data.Span) is { } fault)
+        {
+            throw new InvalidMessageException($"Message {message.Id} of type '{message.Type}' declares JSON but its data is not: {fault.Reason}.");
+        }
+
+        var context = MessageContext.Current;
+        return new PreparedMessage(
+            message.Id,
+            message.Type,
+            message.Data.ToArray(),
+            message.ContentType,
+            message.DataSchema,
+            message.Subject,
+            message.Source ?? options.Source,
+            message.CorrelationId ?? context?.CorrelationId,
+            message.CausationId ?? context?.CausationId,
+            message.TraceParent ?? MessageContext.CurrentTraceParent(),
+            metadata,
+            message.GroupKey,
+            message.DeduplicationId,
+            message.Delay,
+            message.DeliverAt);
+    }
+
+    /// <summary>The moment the message becomes visible, given the commit time and the queue's default delay.</summary>
+    public long VisibleAtTicks(long commitTicks, TimeSpan defaultDelay)
+    {
+        if (DeliverAt is { } at)
+        {
+            return Math.Max(commitTicks, at.UtcTicks);
+        }
+
+        return commitTicks + (Delay ?? defaultDelay).Ticks;
+    }
+
+    /// <summary>
+    /// The envelope as one JSON document, CloudEvents' structured form: attributes and extensions at the top, the payload
+    /// under <c>data</c> (or <c>data_base64</c> when it is not JSON). Filter rules are matched against it.
+    /// </summary>
+    public byte[] RenderJson(DateTimeOffset time)
+    {
+        var buffer = new ArrayBufferWriter<byte>(Data.Length + 256);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("specversion", "1.0");
+            writer.WriteString("id", Id.ToString());
+            writer.WriteString("type", Type);
+            writer.WriteString("source", Source);
+            writer.WriteString("time", time);
+            writer.WriteString("datacontenttype", ContentType);
+            if (Subject is not null) writer.WriteString("subject", Subject);
+            if (DataSchema is not null) writer.WriteString("dataschema", DataSchema);
+            writer.WriteString("correlationid", CorrelationId ?? Id.ToString());
+            if (CausationId is not null) writer.WriteString("causationid", CausationId);
+            if (TraceParent is not null) writer.WriteString("traceparent", TraceParent);
+            if (Metadata is not null)
+            {
+                foreach (var (key, value) in Metadata)
+                {
+                    writer.WriteString(key, value);
+                }
+            }
+
+            if (PreparedAppend.IsJson(ContentType))
+            {
+                writer.WritePropertyName("data");
+                writer.WriteRawValue(Data.Span, skipInputValidation: true);
+            }
+            else
+            {
+                writer.WriteBase64String("data_base64", Data.Span);
+            }
+
+            writer.WriteEndObject();
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private static void Attribute(OutgoingMessage message, string name, string? value, int maxLength)
+    {
+        if (value is not null && (value.Length == 0 || value.Length > maxLength || value.Any(char.IsControl)))
+        {
+            throw new InvalidMessageException($"Message {message.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no control characters.");
+        }
+    }
+}

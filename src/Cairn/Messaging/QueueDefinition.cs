@@ -1,0 +1,122 @@
+namespace Cairn.Messaging;
+
+/// <summary>A durable queue's settings. Declaring a queue again updates every setting but <see cref="Fifo"/>.</summary>
+public sealed record QueueDefinition
+{
+    /// <summary>The default limit on a message's data and metadata: 256 KiB.</summary>
+    public const int DefaultMaxMessageSize = 256 * 1024;
+
+    /// <summary>Creates the settings of a queue.</summary>
+    public QueueDefinition(QueueName name) => Name = name;
+
+    /// <summary>The queue's name.</summary>
+    public QueueName Name { get; init; }
+
+    /// <summary>
+    /// FIFO delivery: messages of one group (<see cref="OutgoingMessage.GroupKey"/>) are delivered one at a time, in the
+    /// order sent, while groups run in parallel; a dead-lettered head parks the rest of its group behind it.
+    /// </summary>
+    public bool Fifo { get; init; }
+
+    /// <summary>How many receives a message gets before it is dead-lettered (5 by default).</summary>
+    public int MaxReceiveCount { get; init; } = 5;
+
+    /// <summary>How long a received message stays hidden from other receivers unless settled (30 s by default).</summary>
+    public TimeSpan Lease { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long an undelivered message is kept (14 days by default); older ones are dropped, not delivered.</summary>
+    public TimeSpan Retention { get; init; } = TimeSpan.FromDays(14);
+
+    /// <summary>The largest message accepted, in bytes of data and metadata.</summary>
+    public int MaxMessageSize { get; init; } = DefaultMaxMessageSize;
+
+    /// <summary>How long a deduplication id is remembered (5 minutes by default).</summary>
+    public TimeSpan DeduplicationWindow { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>A delay applied to every message sent without one of its own.</summary>
+    public TimeSpan DefaultDelay { get; init; } = TimeSpan.Zero;
+
+    /// <summary>Refuses impossible settings with <see cref="InvalidMessageException"/> naming the setting.</summary>
+    public void Validate()
+    {
+        if (Name == default)
+        {
+            throw new InvalidMessageException("A queue definition has no name.");
+        }
+
+        Check(MaxReceiveCount is >= 1 and <= 1000, nameof(MaxReceiveCount), $"is {MaxReceiveCount}; it must be between 1 and 1000");
+        Check(Lease >= TimeSpan.FromMilliseconds(1) && Lease <= TimeSpan.FromHours(12), nameof(Lease), $"is {Lease}; it must be between 1 ms and 12 hours");
+        Check(Retention >= TimeSpan.FromSeconds(1) && Retention <= TimeSpan.FromDays(3650), nameof(Retention), $"is {Retention}; it must be between 1 s and 10 years");
+        Check(MaxMessageSize is >= 1 and <= 256 * 1024 * 1024, nameof(MaxMessageSize), $"is {MaxMessageSize}; it must be between 1 byte and 256 MiB");
+        Check(DeduplicationWindow >= TimeSpan.Zero && DeduplicationWindow <= TimeSpan.FromDays(7), nameof(DeduplicationWindow), $"is {DeduplicationWindow}; it must be between 0 and 7 days");
+        Check(DefaultDelay >= TimeSpan.Zero && DefaultDelay <= TimeSpan.FromDays(365), nameof(DefaultDelay), $"is {DefaultDelay}; it must be between 0 and 365 days");
+    }
+
+    private void Check(bool ok, string setting, string fault)
+    {
+        if (!ok)
+        {
+            throw new InvalidMessageException($"Queue '{Name}': {setting} {fault}.");
+        }
+    }
+}
+
+/// <summary>How to receive: how many messages at most, how long to lease them, how long to wait for one.</summary>
+public sealed record ReceiveOptions
+{
+    /// <summary>The most messages returned (10 by default, at most 1,000).</summary>
+    public int MaxMessages { get; init; } = 10;
+
+    /// <summary>The lease of each delivery; the queue's when null.</summary>
+    public TimeSpan? Lease { get; init; }
+
+    /// <summary>
+    /// Long polling: how long to wait when no message is visible (none by default, at most 5 minutes). A waiting
+    /// receive is woken by the commit that makes a message visible, not by polling.
+    /// </summary>
+    public TimeSpan Wait { get; init; } = TimeSpan.Zero;
+
+    /// <summary>Refuses impossible settings.</summary>
+    public void Validate()
+    {
+        if (MaxMessages is < 1 or > 1000)
+        {
+            throw new InvalidMessageException($"ReceiveOptions.MaxMessages is {MaxMessages}; it must be between 1 and 1000.");
+        }
+
+        if (Lease is { } lease && (lease < TimeSpan.FromMilliseconds(1) || lease > TimeSpan.FromHours(12)))
+        {
+            throw new InvalidMessageException($"ReceiveOptions.Lease is {lease}; it must be between 1 ms and 12 hours.");
+        }
+
+        if (Wait < TimeSpan.Zero || Wait > TimeSpan.FromMinutes(5))
+        {
+            throw new InvalidMessageException($"ReceiveOptions.Wait is {Wait}; it must be between 0 and 5 minutes.");
+        }
+    }
+}
+
+/// <summary>What a queue holds right now.</summary>
+public sealed record QueueStats
+{
+    /// <summary>The queue.</summary>
+    public required QueueName Queue { get; init; }
+
+    /// <summary>Messages that a receive would return now (including those whose lease ran out).</summary>
+    public long Visible { get; init; }
+
+    /// <summary>Messages leased to a receiver.</summary>
+    public long Leased { get; init; }
+
+    /// <summary>Messages hidden until a later time: delayed, scheduled, or released with a delay.</summary>
+    public long Delayed { get; init; }
+
+    /// <summary>Messages in the queue's dead-letter queue.</summary>
+    public long DeadLettered { get; init; }
+
+    /// <summary>FIFO messages waiting behind a dead-lettered head of their group.</summary>
+    public long Parked { get; init; }
+
+    /// <summary>How long the oldest message still in the queue (not dead-lettered) has waited, or null when empty.</summary>
+    public TimeSpan? OldestAge { get; init; }
+}
