@@ -1,9 +1,9 @@
 namespace Cairn.Benchmarks;
 
-/// <summary>The command line: <c>[--quick] [--only W1,W3] [--json FILE]</c>, parsed by hand (three flags need no library).</summary>
+/// <summary>The command line: <c>[--quick] [--only W1,M2] [--json FILE] [--cairn-only]</c>, parsed by hand (four flags need no library).</summary>
 internal sealed record BenchOptions
 {
-    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5"];
+    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3"];
 
     public bool Quick { get; init; }
 
@@ -24,17 +24,22 @@ internal sealed record BenchOptions
     public const string Usage = """
         Cairn benchmarks: every workload runs against Cairn and against a raw Microsoft.Data.Sqlite baseline in the same run.
 
-        usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,W3] [--json FILE]
+        usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,M2] [--json FILE]
 
-          --quick        every workload, smaller and shorter (under two minutes in all)
-          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5
+          --quick        every workload, smaller and shorter (a smoke test)
+          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3
           --json FILE    also write the figures as a JSON array: id, value, unit, baseline, ratio
           --cairn-only   skip the baselines (to profile Cairn alone; ratios are then empty)
           --help         this text
 
+        Event store:
         W1 single-event appends to many streams, 1 and 16 writers   W2 batches of 100 events, one writer
         W3 full read of $all                                         W4 eight writers on one stream, optimistic retries
         W5 peak working set appending then reading (in a child process)
+        Messaging (baseline: a plain SQLite table used as a queue):
+        M1 send 200,000 messages in batches, then receive + ack them with 4 consumers; msg/s each way and end to end
+        M2 publish-to-handler latency at 2,000 msg/s, one long-polling consumer; p50, p99, max
+        M3 fan-out: one topic, 10 filtered subscriptions; publishes/s and copies delivered/s
         """;
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> naming the bad one.</summary>
@@ -110,7 +115,7 @@ internal sealed record BenchOptions
 
         if (only.Count == 0)
         {
-            throw new ArgumentException("--only needs at least one workload, such as --only W1,W3.");
+            throw new ArgumentException("--only needs at least one workload, such as --only W1,M2.");
         }
 
         return only;

@@ -19,16 +19,26 @@ internal sealed record Figure(string Id, string Title, double Value, string Unit
     public string Met => Target is null || (Target.NeedsBaseline && Baseline is null) ? "-" : Target.IsMet(this) ? "met" : "MISSED";
 
     public static Target AtLeast(double value, string unit) =>
-        new($">= {Format(value)} {unit}", f => f.Value >= value);
+        new($">= {FormatTarget(value)} {unit}", f => f.Value >= value);
 
     public static Target Below(double value, string unit) =>
-        new($"< {Format(value)} {unit}", f => f.Value < value);
+        new($"< {FormatTarget(value)} {unit}", f => f.Value < value);
 
-    public static Target RatioAtLeast(double ratio, string aim) =>
-        new($">= {ratio:0}x baseline ({aim})", f => f.Ratio is { } r && r >= ratio, NeedsBaseline: true);
+    public static Target RatioAtLeast(double ratio, string? aim = null) =>
+        new($">= {ratio:0}x baseline{(aim is null ? "" : $" ({aim})")}", f => f.Ratio is { } r && r >= ratio, NeedsBaseline: true);
+
+    /// <summary>For figures where less is better (latencies): at most <paramref name="ratio"/> times the baseline.</summary>
+    public static Target RatioAtMost(double ratio) =>
+        new(string.Create(CultureInfo.InvariantCulture, $"<= {ratio:0.0#}x baseline"), f => f.Ratio is { } r && r <= ratio, NeedsBaseline: true);
+
+    /// <summary>Both targets at once.</summary>
+    public static Target Both(Target first, Target second) =>
+        new($"{first.Text} and {second.Text}", f => first.IsMet(f) && second.IsMet(f), first.NeedsBaseline || second.NeedsBaseline);
 
     public static string Format(double value) =>
-        value >= 100 ? value.ToString("#,0", CultureInfo.InvariantCulture) : value.ToString("#,0.0", CultureInfo.InvariantCulture);
+        value.ToString(value >= 100 ? "#,0" : value >= 10 ? "#,0.0" : "0.00", CultureInfo.InvariantCulture);
+
+    private static string FormatTarget(double value) => value.ToString("#,0.##", CultureInfo.InvariantCulture);
 
     public static string FormatRatio(double? ratio) =>
         ratio is { } r ? r.ToString("0.00", CultureInfo.InvariantCulture) + "x" : "-";
@@ -43,11 +53,11 @@ internal sealed record Figure(string Id, string Title, double Value, string Unit
         {
             json.WriteStartObject();
             json.WriteString("id", f.Id);
-            json.WriteNumber("value", Math.Round(f.Value, 2));
+            json.WriteNumber("value", Math.Round(f.Value, 3));
             json.WriteString("unit", f.Unit);
             if (f.Baseline is { } b)
             {
-                json.WriteNumber("baseline", Math.Round(b, 2));
+                json.WriteNumber("baseline", Math.Round(b, 3));
             }
             else
             {

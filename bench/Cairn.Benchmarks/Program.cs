@@ -46,7 +46,7 @@ internal static class Program
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"mode: {(options.Quick ? "quick" : "full")}; workloads: {string.Join(",", BenchOptions.AllWorkloads.Where(options.Runs))}; {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s warm-up; load average {MachineInfo.LoadAverage()}"));
+            $"mode: {(options.Quick ? "quick" : "full")}; workloads: {string.Join(",", BenchOptions.AllWorkloads.Where(options.Runs))}; {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s warm-up (W1, W2, W4); load average {MachineInfo.LoadAverage()}"));
         Console.WriteLine();
 
         var figures = new List<Figure>();
@@ -57,6 +57,9 @@ internal static class Program
             ("W3", () => W3ReadAll.RunAsync(scale)),
             ("W4", () => W4Contention.RunAsync(scale)),
             ("W5", () => W5Memory.RunInChildAsync(options)),
+            ("M1", () => M1Throughput.RunAsync(scale)),
+            ("M2", () => M2Latency.RunAsync(scale)),
+            ("M3", () => M3FanOut.RunAsync(scale)),
         };
         foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
         {
@@ -68,8 +71,18 @@ internal static class Program
 
         Console.WriteLine();
         Figure.PrintTable(Console.Out, figures);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"W1, W2 and W4 are the median of {scale.Rounds} round(s) per side, Cairn and baseline alternating; each round has fresh files."));
+        if (new[] { "W1", "W2", "W4" }.Any(options.Runs))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"W1, W2 and W4 are the median of {scale.Rounds} round(s) per side, Cairn and baseline alternating; each round has fresh files."));
+        }
+
+        if (new[] { "M1", "M2", "M3" }.Any(options.Runs))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"M1, M2 and M3 run {scale.QueueRounds}, {scale.LatencyRounds} and {scale.FanOutRounds} round(s) per side, each with fresh files; M2's ratios below 1 are Cairn's latency as a share of the baseline's."));
+        }
+
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"total {clock.Elapsed.TotalSeconds:0.0} s; load average {MachineInfo.LoadAverage()}"));
         if (options.JsonPath is { } json)

@@ -2,7 +2,7 @@ using Cairn.Sqlite;
 
 namespace Cairn.Benchmarks;
 
-/// <summary>How long and how big each workload runs: the full run, or the quick one (under two minutes in all).</summary>
+/// <summary>How long and how big each workload runs: the full run, or the quick one.</summary>
 /// <param name="Warmup">
 /// Time each throughput measurement runs before it starts counting: long enough for a fresh file's write-ahead log to
 /// pass its first checkpoint, after which it is reused (a growing log costs a journal commit in every fsync).
@@ -17,9 +17,63 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
     /// <summary>Skips the baselines (<c>--cairn-only</c>), to profile Cairn alone.</summary>
     public bool CairnOnly { get; init; }
 
-    public static Scale Full { get; } = new(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5), 3, 1_000_000, 3, 1_000_000);
+    /// <summary>M1: messages sent and then consumed in each timed round (a multiple of 100).</summary>
+    public int QueueMessages { get; init; }
 
-    public static Scale Quick { get; } = new(TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(2), 1, 200_000, 3, 200_000);
+    /// <summary>M1: messages sent and consumed through the same queue, untimed, before the timed ones.</summary>
+    public int QueueWarmupMessages { get; init; }
+
+    /// <summary>M1: messages the one-message-per-transaction baseline sends and consumes (a multiple of 100).</summary>
+    public int QueueSingleMessages { get; init; }
+
+    /// <summary>M1: rounds per side, alternating Cairn and baseline; the median is reported.</summary>
+    public int QueueRounds { get; init; }
+
+    /// <summary>M2: how long the paced sender runs before its messages count.</summary>
+    public TimeSpan LatencyWarmup { get; init; }
+
+    /// <summary>M2: how long the paced sender runs while its messages count.</summary>
+    public TimeSpan LatencyDuration { get; init; }
+
+    /// <summary>M2: rounds per side; the round with the median p99 is reported.</summary>
+    public int LatencyRounds { get; init; }
+
+    /// <summary>M3: messages published to the topic in each timed round (a multiple of 100).</summary>
+    public int FanOutPublishes { get; init; }
+
+    /// <summary>M3: messages published and consumed untimed first.</summary>
+    public int FanOutWarmupPublishes { get; init; }
+
+    /// <summary>M3: rounds per side; the median is reported.</summary>
+    public int FanOutRounds { get; init; }
+
+    public static Scale Full { get; } = new(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5), 3, 1_000_000, 3, 1_000_000)
+    {
+        QueueMessages = 200_000,
+        QueueWarmupMessages = 10_000,
+        QueueSingleMessages = 20_000,
+        QueueRounds = 3,
+        LatencyWarmup = TimeSpan.FromSeconds(2),
+        LatencyDuration = TimeSpan.FromSeconds(10),
+        LatencyRounds = 3,
+        FanOutPublishes = 20_000,
+        FanOutWarmupPublishes = 2_000,
+        FanOutRounds = 3,
+    };
+
+    public static Scale Quick { get; } = new(TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(2), 1, 200_000, 3, 200_000)
+    {
+        QueueMessages = 20_000,
+        QueueWarmupMessages = 2_000,
+        QueueSingleMessages = 2_000,
+        QueueRounds = 1,
+        LatencyWarmup = TimeSpan.FromSeconds(1),
+        LatencyDuration = TimeSpan.FromSeconds(3),
+        LatencyRounds = 1,
+        FanOutPublishes = 2_000,
+        FanOutWarmupPublishes = 500,
+        FanOutRounds = 1,
+    };
 
     /// <summary>Cairn with its defaults (durability Full, that is <c>synchronous=FULL</c>).</summary>
     public static SqliteEventStore OpenCairn(TempDatabase db) =>
