@@ -21,3 +21,15 @@ public sealed class InMemoryOrderingTests(InMemoryFixture f) : OrderingTests<InM
 public sealed class InMemoryCheckpointTests(InMemoryFixture f) : CheckpointTests<InMemoryFixture>(f);
 
 public sealed class InMemoryDeciderHandlerTests(InMemoryFixture f) : DeciderHandlerTests<InMemoryFixture>(f);
+
+public sealed class InMemoryQueueTests(InMemoryFixture f) : Cairn.Conformance.Messaging.QueueTests<InMemoryFixture>(f);
+
+public sealed class InMemoryDeadLetterTests(InMemoryFixture f) : Cairn.Conformance.Messaging.DeadLetterTests<InMemoryFixture>(f);
+
+public sealed class InMemoryFifoQueueTests(InMemoryFixture f) : Cairn.Conformance.Messaging.FifoQueueTests<InMemoryFixture>(f);
+
+public sealed class InMemoryTopicTests(InMemoryFixture f) : Cairn.Conformance.Messaging.TopicTests<InMemoryFixture>(f);
+
+public sealed class InMemoryMessageTransactionTests(InMemoryFixture f) : Cairn.Conformance.Messaging.MessageTransactionTests<InMemoryFixture>(f);
+
+public sealed class InMemoryMessagingBadInputTests(InMemoryFixture f) : Cairn.Conformance.Messaging.MessagingBadInputTests<InMemoryFixture>(f);

@@ -1,14 +1,19 @@
 using Cairn.Conformance;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
+using Cairn.Messaging.InMemory;
 using Cairn.Subscriptions;
 
 namespace Cairn.Tests;
 
 public sealed class InMemoryFixture : IStoreFixture
 {
-    public Task<StoreUnderTest> CreateAsync(EventStoreOptions? options = null) =>
-        Task.FromResult(new StoreUnderTest(new InMemoryEventStore(options), new InMemoryCheckpointStore()));
+    public Task<StoreUnderTest> CreateAsync(EventStoreOptions? options = null)
+    {
+        var store = new InMemoryEventStore(options);
+        var checkpoints = new InMemoryCheckpointStore();
+        return Task.FromResult(new StoreUnderTest(store, checkpoints, broker: new InMemoryMessageBroker(store, checkpoints)));
+    }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }

@@ -45,6 +45,72 @@ public sealed class InMemoryEventStore : IEventStore
         return result;
     }
 
+    /// <summary>The options the store was made with; the in-memory broker shares their clock, source and limits.</summary>
+    internal EventStoreOptions Options => _options;
+
+    /// <summary>
+    /// Appends several prepared requests, then runs <paramref name="check"/>, all under the store's lock and all or
+    /// nothing: when an append or the check throws, the events already written are taken back before any reader can see
+    /// them, and the error is rethrown. The in-memory broker commits a transaction's appends through this.
+    /// </summary>
+    internal AppendResult[] AppendAll(IReadOnlyList<PreparedAppend> appends, Action check)
+    {
+        var results = new AppendResult[appends.Count];
+        long head;
+        lock (_gate)
+        {
+            var mark = _log.Count;
+            var touched = new List<(string Name, StreamEntry? Entry, int Positions, long? LastVersion, StreamState State)>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var part in appends.SelectMany(a => a.Streams))
+            {
+                if (seen.Add(part.Stream.Value))
+                {
+                    var entry = _streams.GetValueOrDefault(part.Stream.Value);
+                    touched.Add((part.Stream.Value, entry, entry?.Positions.Count ?? 0, entry?.LastVersion, entry?.State ?? StreamState.NotFound));
+                }
+            }
+
+            try
+            {
+                for (var i = 0; i < appends.Count; i++)
+                {
+                    results[i] = StreamRules.MayBeRetry(appends[i], Lookup) ? StreamRules.CheckRetry(appends[i], Lookup)! : Write(appends[i]);
+                }
+
+                check();
+            }
+            catch
+            {
+                for (var i = mark; i < _log.Count; i++)
+                {
+                    _ids.Remove(_log[i].Id);
+                }
+
+                _log.RemoveRange(mark, _log.Count - mark);
+                foreach (var (name, entry, positions, lastVersion, state) in touched)
+                {
+                    if (entry is null)
+                    {
+                        _streams.Remove(name);
+                        continue;
+                    }
+
+                    entry.Positions.RemoveRange(positions, entry.Positions.Count - positions);
+                    entry.LastVersion = lastVersion;
+                    entry.State = state;
+                }
+
+                throw;
+            }
+
+            head = _log.Count;
+        }
+
+        _signal.Advance(head);
+        return results;
+    }
+
     private StreamRules.StoredId? Lookup(MessageId id) =>
         _ids.TryGetValue(id, out var index) ? new StreamRules.StoredId(_log[index].Stream.Value, _log[index].Version, _log[index].Position.Value) : null;
 

@@ -1,0 +1,237 @@
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Subscriptions;
+
+namespace Cairn.Messaging.InMemory;
+
+/// <summary>
+/// Queues, topics, dead letters and the inbox held in memory beside an <see cref="InMemoryEventStore"/>, for tests and
+/// throwaway tools. It keeps every promise of the messaging conformance suite except durability. One lock serialises
+/// everything that reads or changes the broker; a transaction checks every part under it and appends to the store
+/// under the store's own lock, so it commits all of it or nothing.
+/// </summary>
+public sealed partial class InMemoryMessageBroker : IMessageBroker
+{
+    private readonly Lock _gate = new();
+    private readonly InMemoryEventStore _store;
+    private readonly ICheckpointStore _checkpoints;
+    private readonly EventStoreOptions _options;
+    private readonly TimeProvider _time;
+    private readonly QueueSignal _signal = new();
+    private readonly Dictionary<string, QueueState> _queues = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, SortedDictionary<string, TopicSubscription>> _topics = new(StringComparer.Ordinal);
+    private readonly HashSet<(string Consumer, MessageId MessageId)> _inbox = [];
+    private long _lastSequence;
+    private long _lastTicks;
+
+    /// <summary>
+    /// Uses the store's clock and options, and writes a transaction's checkpoints to <paramref name="checkpoints"/>
+    /// (the <see cref="InMemoryCheckpointStore"/> of the same application, which never fails a write).
+    /// </summary>
+    public InMemoryMessageBroker(InMemoryEventStore store, ICheckpointStore checkpoints)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(checkpoints);
+        _store = store;
+        _checkpoints = checkpoints;
+        _options = store.Options;
+        _time = _options.TimeProvider;
+    }
+
+    /// <inheritdoc />
+    public Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        queue.Validate();
+        return Run(cancellationToken, touched =>
+        {
+            if (!_queues.TryGetValue(queue.Name.Value, out var existing))
+            {
+                _queues.Add(queue.Name.Value, new QueueState(queue));
+                return;
+            }
+
+            if (existing.Definition.Fifo != queue.Fifo)
+            {
+                throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(existing.Definition.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
+            }
+
+            // New settings may make messages due sooner: waiting receivers look again.
+            existing.Definition = queue;
+            touched.Add(queue.Name.Value);
+        });
+    }
+
+    /// <inheritdoc />
+    public Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        return Run(cancellationToken, _ => FindQueue(queue)?.Definition);
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
+    {
+        return Run<IReadOnlyList<QueueDefinition>>(cancellationToken, _ => [.. _queues.Values.Select(q => q.Definition).OrderBy(d => d.Name.Value, StringComparer.Ordinal)]);
+    }
+
+    /// <inheritdoc />
+    public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
+    {
+        RequireName(topic.Value, "topic");
+        return Run(cancellationToken, _ => _topics.TryAdd(topic.Value, new SortedDictionary<string, TopicSubscription>(StringComparer.Ordinal)));
+    }
+
+    /// <inheritdoc />
+    public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        return Run(cancellationToken, _ =>
+        {
+            var subscriptions = RequireTopic(subscription.Topic);
+            RequireQueue(subscription.Queue);
+            subscriptions[subscription.Name] = subscription;
+        });
+    }
+
+    /// <inheritdoc />
+    public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
+    {
+        RequireName(topic.Value, "topic");
+        MessagingNames.Validate("subscription", subscription);
+        return Run(cancellationToken, _ => RequireTopic(topic).Remove(subscription));
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
+    {
+        RequireName(topic.Value, "topic");
+        return Run<IReadOnlyList<TopicSubscription>>(cancellationToken, _ => [.. RequireTopic(topic).Values]);
+    }
+
+    /// <inheritdoc />
+    public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        RequireName(queue.Value, "queue");
+        return Run(cancellationToken, _ =>
+        {
+            var now = _time.GetUtcNow().UtcTicks;
+            var state = RequireQueue(queue);
+            long visible = 0, leased = 0, delayed = 0, dead = 0;
+            long? oldest = null;
+            Dictionary<string, long>? parkedSince = null;
+            foreach (var m in state.Messages.Values)
+            {
+                if (m.IsDeadLetter)
+                {
+                    dead++;
+                    if (m.State == MessageState.ParkingGroup && m.GroupKey is { } group)
+                    {
+                        parkedSince ??= new Dictionary<string, long>(StringComparer.Ordinal);
+                        parkedSince.TryAdd(group, m.Sequence);
+                    }
+
+                    continue;
+                }
+
+                if (m.VisibleAt <= now)
+                {
+                    visible++;
+                }
+                else if (m.State == MessageState.Leased)
+                {
+                    leased++;
+                }
+                else
+                {
+                    delayed++;
+                }
+
+                oldest = oldest is { } o ? Math.Min(o, m.EnqueuedAt) : m.EnqueuedAt;
+            }
+
+            // Parked: waiting behind a dead-lettered head of their group (the first one, as messages are in order).
+            long parked = 0;
+            if (state.Definition.Fifo && parkedSince is not null)
+            {
+                parked = state.Messages.Values.LongCount(m => !m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence);
+            }
+
+            return new QueueStats
+            {
+                Queue = queue,
+                Visible = Math.Max(0, visible - parked),
+                Leased = leased,
+                Delayed = delayed,
+                DeadLettered = dead,
+                Parked = parked,
+                OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
+            };
+        });
+    }
+
+    /// <summary>The broker's clock under the lock: never earlier than a time it has already used.</summary>
+    private long Now()
+    {
+        _lastTicks = Math.Max(_time.GetUtcNow().UtcTicks, _lastTicks);
+        return _lastTicks;
+    }
+
+    private QueueState? FindQueue(QueueName queue) =>
+        queue.Value is { } name && _queues.TryGetValue(name, out var state) ? state : null;
+
+    private QueueState RequireQueue(QueueName queue) => FindQueue(queue) ?? throw new QueueNotFoundException(queue);
+
+    private SortedDictionary<string, TopicSubscription> RequireTopic(TopicName topic) =>
+        topic.Value is { } name && _topics.TryGetValue(name, out var subscriptions) ? subscriptions : throw new TopicNotFoundException(topic);
+
+    private static void RequireName(string? value, string kind)
+    {
+        if (value is null)
+        {
+            throw new InvalidMessagingNameException(kind, null, "the name is missing");
+        }
+    }
+
+    /// <summary>
+    /// Runs an operation under the lock, then wakes the receivers of the queues it put messages in (or let a FIFO group
+    /// move on in). Its errors come back through the task.
+    /// </summary>
+    private Task<T> Run<T>(CancellationToken cancellationToken, Func<HashSet<string>, T> operation)
+    {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled<T>(cancellationToken);
+        }
+
+        var touched = new HashSet<string>(StringComparer.Ordinal);
+        try
+        {
+            T result;
+            lock (_gate)
+            {
+                result = operation(touched);
+            }
+
+            return Task.FromResult(result);
+        }
+        catch (Exception error)
+        {
+            return Task.FromException<T>(error);
+        }
+        finally
+        {
+            foreach (var queue in touched)
+            {
+                _signal.Pulse(queue);
+            }
+        }
+    }
+
+    private Task Run(CancellationToken cancellationToken, Action<HashSet<string>> operation) =>
+        Run(cancellationToken, touched =>
+        {
+            operation(touched);
+            return true;
+        });
+}
