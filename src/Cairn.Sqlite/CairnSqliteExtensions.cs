@@ -9,7 +9,7 @@ namespace Cairn.Sqlite;
 public static class CairnSqliteExtensions
 {
     /// <summary>
-    /// Stores events and checkpoints in one SQLite file: <c>services.AddCairn(o => o.UseSqlite("Data Source=cairn.db"))</c>.
+    /// Stores events, checkpoints, queues, topics and the inbox in one SQLite file: <c>services.AddCairn(o => o.UseSqlite("Data Source=cairn.db"))</c>.
     /// </summary>
     public static CairnOptions UseSqlite(this CairnOptions options, string connectionString, Func<SqliteEventStoreOptions, SqliteEventStoreOptions>? configure = null)
     {
@@ -29,6 +29,7 @@ public static class CairnSqliteExtensions
         return options.UseBackend(
             "sqlite",
             Open,
-            services => new SqliteCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            services => new SqliteCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
+            services => new SqliteMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>())));
     }
 }

@@ -139,22 +139,25 @@ public sealed class SqliteMessageBroker : IMessageBroker
         var delayed = select.Int64(2);
         var dead = select.Int64(3);
         long? oldest = select.IsNull(4) ? null : select.Int64(4);
-        long parked = 0;
+        long parked = 0, parkedVisible = 0;
         if (row.Definition.Fifo && dead > 0)
         {
             using var count = new RawStatement(lease.Db, """
-                SELECT count(*) FROM cairn_messages m
+                SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0) FROM cairn_messages m
                 WHERE m.queue_id = ?1 AND m.state < 2
                   AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """);
             count.Bind(1, row.Id);
-            parked = count.ExecuteInt64() ?? 0;
+            count.Bind(2, now);
+            count.Step();
+            parked = count.Int64(0);
+            parkedVisible = count.Int64(1);
         }
 
         return Task.FromResult(new QueueStats
         {
             Queue = queue,
-            Visible = Math.Max(0, visible - parked),
+            Visible = visible - parkedVisible,
             Leased = leased,
             Delayed = delayed,
             DeadLettered = dead,

@@ -61,11 +61,12 @@ internal static class SqliteSchema
             settings TEXT NOT NULL);
 
         -- Every queued message, live or dead-lettered. seq is the queue order (a redrive to the same queue keeps it, so
-        -- a FIFO group's order survives). state: 0 waiting (visible at visible_at), 1 leased until visible_at,
+        -- a FIFO group's order survives); AUTOINCREMENT so a sequence is never reused, which keeps a stale lease token
+        -- from ever naming another message. state: 0 waiting (visible at visible_at), 1 leased until visible_at,
         -- 2 dead-lettered and parking its FIFO group, 3 dead-lettered. Dead letters have a NULL visible_at, which keeps
         -- them out of the receive index's range.
         CREATE TABLE IF NOT EXISTS cairn_messages (
-            seq                  INTEGER PRIMARY KEY,
+            seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
             queue_id             INTEGER NOT NULL,
             id                   BLOB NOT NULL,
             group_key            TEXT,

@@ -290,6 +290,11 @@ internal sealed class SqliteWriter : IDisposable
                 _queueSignal.Pulse(queue);
             }
 
+            foreach (var queue in _context.TakeDeadLettered())
+            {
+                Diagnostics.CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue));
+            }
+
             foreach (var operation in executed)
             {
                 operation.Complete();

@@ -33,3 +33,7 @@ public sealed class SqliteTopicTests(SqliteFixture f) : Cairn.Conformance.Messag
 public sealed class SqliteMessageTransactionTests(SqliteFixture f) : Cairn.Conformance.Messaging.MessageTransactionTests<SqliteFixture>(f);
 
 public sealed class SqliteMessagingBadInputTests(SqliteFixture f) : Cairn.Conformance.Messaging.MessagingBadInputTests<SqliteFixture>(f);
+
+public sealed class SqliteConsumerTests(SqliteFixture f) : Cairn.Conformance.Messaging.ConsumerTests<SqliteFixture>(f);
+
+public sealed class SqliteEventRouteTests(SqliteFixture f) : Cairn.Conformance.Messaging.EventRouteTests<SqliteFixture>(f);

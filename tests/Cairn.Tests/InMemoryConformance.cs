@@ -33,3 +33,7 @@ public sealed class InMemoryTopicTests(InMemoryFixture f) : Cairn.Conformance.Me
 public sealed class InMemoryMessageTransactionTests(InMemoryFixture f) : Cairn.Conformance.Messaging.MessageTransactionTests<InMemoryFixture>(f);
 
 public sealed class InMemoryMessagingBadInputTests(InMemoryFixture f) : Cairn.Conformance.Messaging.MessagingBadInputTests<InMemoryFixture>(f);
+
+public sealed class InMemoryConsumerTests(InMemoryFixture f) : Cairn.Conformance.Messaging.ConsumerTests<InMemoryFixture>(f);
+
+public sealed class InMemoryEventRouteTests(InMemoryFixture f) : Cairn.Conformance.Messaging.EventRouteTests<InMemoryFixture>(f);

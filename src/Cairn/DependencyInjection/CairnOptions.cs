@@ -31,6 +31,8 @@ public sealed class CairnOptions
 
     internal Func<IServiceProvider, ICheckpointStore>? CheckpointStoreFactory { get; private set; }
 
+    internal Func<IServiceProvider, Messaging.IMessageBroker>? BrokerFactory { get; private set; }
+
     /// <summary>Keeps everything in memory: for tests and tools, not for data that must survive the process.</summary>
     public CairnOptions UseInMemory() =>
         UseBackend("in-memory", (_, options) => new InMemoryEventStore(options), _ => new InMemoryCheckpointStore());
@@ -46,6 +48,14 @@ public sealed class CairnOptions
         BackendName = name;
         StoreFactory = store;
         CheckpointStoreFactory = checkpoints;
+        return this;
+    }
+
+    /// <summary>Plugs in a backend with messaging: its event store, checkpoint store and message broker.</summary>
+    public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints, Func<IServiceProvider, Messaging.IMessageBroker> broker)
+    {
+        UseBackend(name, store, checkpoints);
+        BrokerFactory = broker;
         return this;
     }
 

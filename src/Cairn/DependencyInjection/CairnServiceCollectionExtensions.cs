@@ -11,7 +11,7 @@ using Microsoft.Extensions.Options;
 namespace Cairn.DependencyInjection;
 
 /// <summary>Registers Cairn in a service collection.</summary>
-public static class CairnServiceCollectionExtensions
+public static partial class CairnServiceCollectionExtensions
 {
     /// <summary>
     /// Adds Cairn: the event store of the chosen backend (instrumented), the checkpoint store, the event serializer,
@@ -42,12 +42,13 @@ public static class CairnServiceCollectionExtensions
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.EventTypes);
         services.TryAddSingleton(sp => new EventSerializer(sp.GetRequiredService<EventTypeRegistry>(), sp.GetRequiredService<IOptions<CairnOptions>>().Value.JsonOptions));
         services.TryAddSingleton<SubscriptionMonitor>();
+        AddMessaging(services);
         return new CairnBuilder(services);
     }
 }
 
 /// <summary>The optional parts of Cairn, added after <c>AddCairn</c>.</summary>
-public sealed class CairnBuilder(IServiceCollection services)
+public sealed partial class CairnBuilder(IServiceCollection services)
 {
     /// <summary>The service collection.</summary>
     public IServiceCollection Services { get; } = services;

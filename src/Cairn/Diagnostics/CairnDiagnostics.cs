@@ -16,11 +16,26 @@ public static class CairnDiagnostics
     /// <summary>The meter and activity source of subscriptions.</summary>
     public const string SubscriptionsName = "Cairn.Subscriptions";
 
+    /// <summary>The meter and activity source of queues, topics and consumers.</summary>
+    public const string MessagingName = "Cairn.Messaging";
+
     internal static readonly ActivitySource EventStoreSource = new(EventStoreName);
+    internal static readonly ActivitySource MessagingSource = new(MessagingName);
     internal static readonly ActivitySource SubscriptionSource = new(SubscriptionsName);
 
     private static readonly Meter EventStoreMeter = new(EventStoreName);
     private static readonly Meter SubscriptionMeter = new(SubscriptionsName);
+    private static readonly Meter MessagingMeter = new(MessagingName);
+
+    internal static readonly Counter<long> MessagesSent = MessagingMeter.CreateCounter<long>("cairn.messaging.sent", "{message}", "Message copies put in queues by sends and publishes.");
+    internal static readonly Counter<long> MessagesReceived = MessagingMeter.CreateCounter<long>("cairn.messaging.received", "{message}", "Deliveries leased to receivers.");
+    internal static readonly Counter<long> MessagesAcknowledged = MessagingMeter.CreateCounter<long>("cairn.messaging.acknowledged", "{message}", "Deliveries acknowledged (deleted).");
+    internal static readonly Counter<long> MessagesRetried = MessagingMeter.CreateCounter<long>("cairn.messaging.retried", "{message}", "Deliveries released for a later retry, and immediate retries by consumers.");
+    internal static readonly Counter<long> MessagesDeadLettered = MessagingMeter.CreateCounter<long>("cairn.messaging.dead_lettered", "{message}", "Messages moved to a dead-letter queue.");
+    internal static readonly Counter<long> LeaseExpiries = MessagingMeter.CreateCounter<long>("cairn.messaging.lease_expiries", "{message}", "Deliveries whose lease ran out before they were settled.");
+    internal static readonly Histogram<double> HandlerDuration = MessagingMeter.CreateHistogram<double>("cairn.messaging.handler.duration", "s", "Time a consumer's handler took for one message, by outcome.");
+
+    private static readonly ConcurrentDictionary<object, Func<IEnumerable<Measurement<long>>>> DepthSources = new();
 
     internal static readonly Counter<long> Appends = EventStoreMeter.CreateCounter<long>("cairn.eventstore.appends", "{append}", "Appends attempted, by outcome.");
     internal static readonly Counter<long> EventsAppended = EventStoreMeter.CreateCounter<long>("cairn.eventstore.events_appended", "{event}", "Events written.");
@@ -36,9 +51,14 @@ public static class CairnDiagnostics
     static CairnDiagnostics()
     {
         SubscriptionMeter.CreateObservableGauge("cairn.subscription.lag", () => LagSources.Values.Select(f => f()), "{event}", "Events in the log not yet handled by the subscription.");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.queue.depth", () => DepthSources.Values.SelectMany(f => f()), "{message}", "Messages in a queue, by state (visible, leased, delayed, dead_lettered, parked).");
     }
 
     internal static void TrackLag(object owner, Func<Measurement<long>> measure) => LagSources[owner] = measure;
 
     internal static void UntrackLag(object owner) => LagSources.TryRemove(owner, out _);
+
+    internal static void TrackDepth(object owner, Func<IEnumerable<Measurement<long>>> measure) => DepthSources[owner] = measure;
+
+    internal static void UntrackDepth(object owner) => DepthSources.TryRemove(owner, out _);
 }

@@ -27,13 +27,6 @@ internal sealed record PreparedMessage(
     TimeSpan? Delay,
     DateTimeOffset? DeliverAt)
 {
-    /// <summary>Attribute names a metadata key may not take: they are the envelope's own.</summary>
-    private static readonly HashSet<string> Reserved = new(StringComparer.OrdinalIgnoreCase)
-    {
-        "id", "type", "source", "time", "subject", "datacontenttype", "dataschema", "specversion",
-        "correlationid", "causationid", "traceparent", "data", "data_base64",
-    };
-
     /// <summary>The bytes counted against a queue's size limit: data plus metadata.</summary>
     public long Size => Data.Length + (Metadata?.Sum(kv => (long)kv.Key.Length + kv.Value.Length) ?? 0);
 
@@ -81,7 +74,7 @@ internal sealed record PreparedMessage(
                     throw new InvalidMessageException($"Message {message.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no control characters, and values are not null.");
                 }
 
-                if (Reserved.Contains(key))
+                if (PreparedMessageNames.IsReserved(key))
                 {
                     throw new InvalidMessageException($"Message {message.Id} has the metadata key '{key}', which is an envelope attribute's name; choose another.");
                 }
@@ -177,4 +170,16 @@ internal sealed record PreparedMessage(
             throw new InvalidMessageException($"Message {message.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no control characters.");
         }
     }
+}
+
+/// <summary>The envelope's own attribute names, which metadata keys may not take.</summary>
+internal static class PreparedMessageNames
+{
+    private static readonly HashSet<string> Reserved = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "id", "type", "source", "time", "subject", "datacontenttype", "dataschema", "specversion",
+        "correlationid", "causationid", "traceparent", "data", "data_base64",
+    };
+
+    public static bool IsReserved(string key) => Reserved.Contains(key);
 }

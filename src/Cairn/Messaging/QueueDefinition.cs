@@ -102,7 +102,10 @@ public sealed record QueueStats
     /// <summary>The queue.</summary>
     public required QueueName Queue { get; init; }
 
-    /// <summary>Messages that a receive would return now (including those whose lease ran out).</summary>
+    /// <summary>
+    /// Messages whose delay or lease is over, not parked. In a FIFO queue this counts the messages waiting behind a
+    /// leased head too, though a receive returns only each group's head.
+    /// </summary>
     public long Visible { get; init; }
 
     /// <summary>Messages leased to a receiver.</summary>
@@ -114,7 +117,7 @@ public sealed record QueueStats
     /// <summary>Messages in the queue's dead-letter queue.</summary>
     public long DeadLettered { get; init; }
 
-    /// <summary>FIFO messages waiting behind a dead-lettered head of their group.</summary>
+    /// <summary>FIFO messages waiting behind a dead-lettered head of their group, whatever their own state.</summary>
     public long Parked { get; init; }
 
     /// <summary>How long the oldest message still in the queue (not dead-lettered) has waited, or null when empty.</summary>

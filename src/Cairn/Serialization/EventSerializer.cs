@@ -59,6 +59,42 @@ public sealed class EventSerializer
         }
     }
 
+    /// <summary>Serializes a message under its registered name, with a new id unless one is given.</summary>
+    public Messaging.OutgoingMessage ToOutgoingMessage(object message, MessageId? id = null)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var type = message.GetType();
+        return new Messaging.OutgoingMessage(id ?? MessageId.New(), Registry.GetName(type), JsonSerializer.SerializeToUtf8Bytes(message, TypeInfo(type)));
+    }
+
+    /// <summary>Deserializes a message into the type registered for its type name, checking it is a <typeparamref name="T"/>.</summary>
+    /// <exception cref="Messaging.Consumers.MessageDeserializationException">The type is unknown or the data does not fit it.</exception>
+    public T Deserialize<T>(Messaging.Message message)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (!Registry.TryGetType(message.Type, out var type))
+        {
+            throw new Messaging.Consumers.MessageDeserializationException(message, $"no class is registered for the type '{message.Type}'", null);
+        }
+
+        object? value;
+        try
+        {
+            value = JsonSerializer.Deserialize(message.Data.Span, TypeInfo(type!));
+        }
+        catch (JsonException ex)
+        {
+            throw new Messaging.Consumers.MessageDeserializationException(message, ex.Message, ex);
+        }
+
+        return value switch
+        {
+            T typed => typed,
+            null => throw new Messaging.Consumers.MessageDeserializationException(message, "the data is JSON null", null),
+            _ => throw new Messaging.Consumers.MessageDeserializationException(message, $"its registered type {type!.Name} is not a {typeof(T).Name}", null),
+        };
+    }
+
     private JsonTypeInfo TypeInfo(Type type)
     {
         try

@@ -95,6 +95,23 @@ public abstract class QueueTests<TFixture>(TFixture fixture) : MessagingTests<TF
     }
 
     [Fact]
+    public async Task a_stale_lease_token_never_settles_a_later_message()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders));
+        await using var _ = sut;
+        await broker.SendAsync(Orders, Numbered(1));
+        var first = Assert.Single(await ReceiveNowAsync(broker, Orders));
+        await broker.AcknowledgeAsync(first.Lease);
+
+        // The next message must not take the place (and so the token) of the acknowledged one.
+        await broker.SendAsync(Orders, Numbered(2));
+        var second = Assert.Single(await ReceiveNowAsync(broker, Orders));
+        Assert.NotEqual(first.Lease, second.Lease);
+        await Assert.ThrowsAsync<LeaseLostException>(() => broker.AcknowledgeAsync(first.Lease));
+        Assert.Equal(1, (await broker.GetStatsAsync(Orders, default)).Leased);
+    }
+
+    [Fact]
     public async Task an_expired_lease_not_yet_taken_by_anyone_can_still_be_settled()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders));

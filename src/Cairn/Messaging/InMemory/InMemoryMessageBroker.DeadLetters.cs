@@ -149,10 +149,11 @@ public sealed partial class InMemoryMessageBroker
                 continue;
             }
 
-            // To another queue: a new place at its end, with the history kept; a FIFO queue needs a group.
+            // To another queue: a new place at its end, with the history kept. A message without a group has no order to
+            // keep in a FIFO queue either.
             source.Messages.Remove(letter.Sequence);
             var sequence = ++_lastSequence;
-            var group = target.Definition.Fifo ? letter.GroupKey ?? Convert.ToHexString(letter.Message.Id.Value.ToByteArray(bigEndian: true)) : letter.GroupKey;
+            var group = letter.GroupKey;
             target.Messages.Add(sequence, new QueuedMessage(sequence, letter.Message, group)
             {
                 State = MessageState.Ready,

@@ -277,5 +277,8 @@ public sealed partial class InMemoryMessageBroker
         message.DeadReason = reason;
         message.DeadLetteredAt = now;
         message.Failure = failure ?? message.Failure;
+
+        // Counted at once: the in-memory broker applies every change under its lock, so nothing rolls back later.
+        Diagnostics.CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue.Definition.Name.Value));
     }
 }

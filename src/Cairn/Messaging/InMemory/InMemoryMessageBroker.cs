@@ -151,16 +151,26 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker
             }
 
             // Parked: waiting behind a dead-lettered head of their group (the first one, as messages are in order).
-            long parked = 0;
+            long parked = 0, parkedVisible = 0;
             if (state.Definition.Fifo && parkedSince is not null)
             {
-                parked = state.Messages.Values.LongCount(m => !m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence);
+                foreach (var m in state.Messages.Values)
+                {
+                    if (!m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence)
+                    {
+                        parked++;
+                        if (m.VisibleAt <= now)
+                        {
+                            parkedVisible++;
+                        }
+                    }
+                }
             }
 
             return new QueueStats
             {
                 Queue = queue,
-                Visible = Math.Max(0, visible - parked),
+                Visible = visible - parkedVisible,
                 Leased = leased,
                 Delayed = delayed,
                 DeadLettered = dead,

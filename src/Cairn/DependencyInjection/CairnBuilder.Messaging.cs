@@ -1,0 +1,246 @@
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Messaging.Filtering;
+using Cairn.Messaging.Routing;
+using Cairn.Serialization;
+using Cairn.Subscriptions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Cairn.DependencyInjection;
+
+public static partial class CairnServiceCollectionExtensions
+{
+    private static void AddMessaging(IServiceCollection services)
+    {
+        services.TryAddSingleton<IMessageBroker>(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
+            var factory = options.BrokerFactory
+                ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; use UseSqlite(...) for queues and topics.");
+            return new InstrumentedMessageBroker(factory(sp));
+        });
+        services.TryAddSingleton<IMessageSender>(sp => sp.GetRequiredService<IMessageBroker>());
+        services.TryAddSingleton<IMessageReceiver>(sp => sp.GetRequiredService<IMessageBroker>());
+        services.TryAddSingleton<IDeadLetterQueue>(sp => sp.GetRequiredService<IMessageBroker>());
+        services.TryAddSingleton<IMessagingAdmin>(sp => sp.GetRequiredService<IMessageBroker>());
+        services.TryAddSingleton<MessagingTopology>();
+        services.TryAddSingleton<ConsumerMonitor>();
+
+        // Registered with AddCairn, before any consumer or route, so hosts start it first: the queues, topics and
+        // subscriptions exist before anything sends or receives.
+        services.AddSingleton<IHostedService, MessagingSetupService>();
+    }
+}
+
+/// <summary>Queues, topics, subscriptions, consumers and routes, added after <c>AddCairn</c>.</summary>
+public sealed partial class CairnBuilder
+{
+    /// <summary>Declares a queue when the host starts (creating it, or updating its settings).</summary>
+    public CairnBuilder AddQueue(QueueDefinition queue)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        queue.Validate();
+        Topology.Queues.Add(queue);
+        return this;
+    }
+
+    /// <summary>Declares a queue with settings changed from the defaults.</summary>
+    public CairnBuilder AddQueue(QueueName queue, Func<QueueDefinition, QueueDefinition>? configure = null) =>
+        AddQueue(configure?.Invoke(new QueueDefinition(queue)) ?? new QueueDefinition(queue));
+
+    /// <summary>Declares a topic when the host starts.</summary>
+    public CairnBuilder AddTopic(TopicName topic)
+    {
+        Topology.Topics.Add(topic);
+        return this;
+    }
+
+    /// <summary>
+    /// Subscribes a queue to a topic when the host starts, with an optional filter rule in the EventBridge pattern
+    /// language, matched against the envelope rendered as JSON. A malformed rule is refused here, with its path.
+    /// </summary>
+    public CairnBuilder AddTopicSubscription(TopicName topic, string name, QueueName queue, string? rule = null)
+    {
+        Topology.Subscriptions.Add(new TopicSubscription(topic, name, queue, rule is null ? null : FilterRule.Parse(rule)));
+        return this;
+    }
+
+    /// <summary>Routes appended events that pass <paramref name="filter"/> to a topic, through the log as outbox.</summary>
+    public CairnBuilder AddEventRoute(string name, EventFilter filter, TopicName topic, Func<EventRoute, EventRoute>? configure = null)
+    {
+        var route = new EventRoute(name, filter, topic);
+        route = configure?.Invoke(route) ?? route;
+        route.Validate();
+        Services.AddSingleton<IHostedService>(sp => new EventRouterHostedService(new EventRouter(
+            sp.GetRequiredService<IEventStore>(),
+            sp.GetRequiredService<IMessageBroker>(),
+            sp.GetRequiredService<ICheckpointStore>(),
+            route,
+            sp.GetService<ILogger<EventRouter>>(),
+            sp.GetService<TimeProvider>())));
+        return this;
+    }
+
+    /// <summary>Hosts a consumer of a queue whose handler is a delegate.</summary>
+    public CairnBuilder AddConsumer(QueueName queue, Func<MessageHandlerContext, CancellationToken, ValueTask> handler, Func<ConsumerOptions, ConsumerOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        return AddConsumer(queue, _ => handler, configure);
+    }
+
+    /// <summary>Hosts a consumer whose handler is made per message from the message's service scope.</summary>
+    public CairnBuilder AddConsumer<THandler>(QueueName queue, Func<ConsumerOptions, ConsumerOptions>? configure = null)
+        where THandler : class, IMessageHandler =>
+        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context, ct), configure);
+
+    /// <summary>
+    /// Hosts a consumer whose handler takes messages deserialized into <typeparamref name="TMessage"/>; a message of
+    /// another type, or whose data does not fit, is dead-lettered as non-retryable.
+    /// </summary>
+    public CairnBuilder AddConsumer<TMessage, THandler>(QueueName queue, Func<ConsumerOptions, ConsumerOptions>? configure = null)
+        where THandler : class, IMessageHandler<TMessage> =>
+        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context.Read<TMessage>(), context, ct), configure);
+
+    private CairnBuilder AddConsumer(QueueName queue, Func<IServiceProvider, Func<MessageHandlerContext, CancellationToken, ValueTask>> handler, Func<ConsumerOptions, ConsumerOptions>? configure)
+    {
+        var options = new ConsumerOptions(queue);
+        options = configure?.Invoke(options) ?? options;
+        options.Validate();
+        Services.AddSingleton<IHostedService>(sp =>
+        {
+            var consumer = new QueueConsumer(
+                sp.GetRequiredService<IMessageBroker>(),
+                options,
+                handler(sp),
+                sp,
+                sp.GetService<EventSerializer>(),
+                sp.GetService<ILogger<QueueConsumer>>(),
+                sp.GetService<TimeProvider>());
+            sp.GetRequiredService<ConsumerMonitor>().Add(consumer);
+            return new ConsumerHostedService(consumer);
+        });
+        return this;
+    }
+
+    private MessagingTopology Topology
+    {
+        get
+        {
+            var existing = Services.FirstOrDefault(d => d.ServiceType == typeof(MessagingTopology) && d.ImplementationInstance is not null);
+            if (existing?.ImplementationInstance is MessagingTopology topology)
+            {
+                return topology;
+            }
+
+            topology = new MessagingTopology();
+            Services.RemoveAll<MessagingTopology>();
+            Services.AddSingleton(topology);
+            return topology;
+        }
+    }
+}
+
+/// <summary>The queues, topics and subscriptions declared when the host starts.</summary>
+internal sealed class MessagingTopology
+{
+    public List<QueueDefinition> Queues { get; } = [];
+
+    public List<TopicName> Topics { get; } = [];
+
+    public List<TopicSubscription> Subscriptions { get; } = [];
+
+    public bool IsEmpty => Queues.Count == 0 && Topics.Count == 0 && Subscriptions.Count == 0;
+}
+
+/// <summary>Lists the hosted consumers of the process and what each has done.</summary>
+public sealed class ConsumerMonitor
+{
+    private readonly List<QueueConsumer> _consumers = [];
+
+    /// <summary>The status of each consumer.</summary>
+    public IReadOnlyList<ConsumerStatus> Statuses
+    {
+        get
+        {
+            lock (_consumers)
+            {
+                return [.. _consumers.Select(c => c.Status)];
+            }
+        }
+    }
+
+    /// <summary>Finds a consumer by name.</summary>
+    public QueueConsumer? Find(string name)
+    {
+        lock (_consumers)
+        {
+            return _consumers.FirstOrDefault(c => c.Options.Name == name);
+        }
+    }
+
+    internal void Add(QueueConsumer consumer)
+    {
+        lock (_consumers)
+        {
+            if (_consumers.Any(c => c.Options.Name == consumer.Options.Name))
+            {
+                throw new InvalidOperationException($"Two consumers are named '{consumer.Options.Name}'; each needs its own name (its inbox key).");
+            }
+
+            _consumers.Add(consumer);
+        }
+    }
+}
+
+internal sealed class MessagingSetupService(IServiceProvider services, MessagingTopology topology) : IHostedService
+{
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (topology.IsEmpty)
+        {
+            return;
+        }
+
+        var broker = services.GetRequiredService<IMessageBroker>();
+        foreach (var queue in topology.Queues)
+        {
+            await broker.DeclareQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var topic in topology.Topics)
+        {
+            await broker.DeclareTopicAsync(topic, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var subscription in topology.Subscriptions)
+        {
+            await broker.SubscribeAsync(subscription, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+}
+
+internal sealed class ConsumerHostedService(QueueConsumer consumer) : IHostedService, IAsyncDisposable
+{
+    public Task StartAsync(CancellationToken cancellationToken) => consumer.StartAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => consumer.StopAsync(cancellationToken);
+
+    public ValueTask DisposeAsync() => consumer.DisposeAsync();
+}
+
+internal sealed class EventRouterHostedService(EventRouter router) : IHostedService, IAsyncDisposable
+{
+    public Task StartAsync(CancellationToken cancellationToken) => router.StartAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => router.StopAsync(cancellationToken);
+
+    public ValueTask DisposeAsync() => router.DisposeAsync();
+}

@@ -1,0 +1,183 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Cairn.Envelopes;
+using Cairn.Messaging;
+
+namespace Cairn.Diagnostics;
+
+/// <summary>
+/// Wraps any broker with a span per commit and the <c>Cairn.Messaging</c> metrics (sent, received, acknowledged,
+/// retried, lease expiries, and the depth of every queue declared through it). Backends count only what they alone
+/// see: messages they dead-letter. <c>AddCairn</c> registers every backend's broker through it.
+/// </summary>
+public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
+{
+    private readonly ConcurrentDictionary<QueueName, byte> _queues = new();
+
+    /// <summary>Wraps a broker.</summary>
+    public InstrumentedMessageBroker(IMessageBroker inner)
+    {
+        ArgumentNullException.ThrowIfNull(inner);
+        Inner = inner;
+        CairnDiagnostics.TrackDepth(this, MeasureDepth);
+    }
+
+    /// <summary>The wrapped broker.</summary>
+    public IMessageBroker Inner { get; }
+
+    /// <inheritdoc />
+    public async Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
+    {
+        await Inner.DeclareQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        _queues.TryAdd(queue.Name, 0);
+    }
+
+    /// <inheritdoc />
+    public Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken) => Inner.GetQueueAsync(queue, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken) => Inner.ListQueuesAsync(cancellationToken);
+
+    /// <inheritdoc />
+    public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken) => Inner.DeclareTopicAsync(topic, cancellationToken);
+
+    /// <inheritdoc />
+    public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken) => Inner.SubscribeAsync(subscription, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken) => Inner.UnsubscribeAsync(topic, subscription, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken) => Inner.ListSubscriptionsAsync(topic, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken) => Inner.GetStatsAsync(queue, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<CommitResult> CommitAsync(MessageTransaction transaction, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(transaction);
+        var sends = transaction.Sends.Count + transaction.Publishes.Count;
+
+        // The span is current while the backend prepares the messages, so they carry it as their traceparent.
+        using var activity = sends > 0 ? CairnDiagnostics.MessagingSource.StartActivity(SpanName(transaction), ActivityKind.Producer) : null;
+        if (activity is not null)
+        {
+            activity.SetTag("messaging.system", "cairn");
+            activity.SetTag("messaging.batch.message_count", sends);
+            activity.SetTag("cairn.appends", transaction.Appends.Count);
+        }
+
+        try
+        {
+            var result = await Inner.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
+            if (result.MessagesEnqueued > 0)
+            {
+                CairnDiagnostics.MessagesSent.Add(result.MessagesEnqueued);
+            }
+
+            if (transaction.Acknowledgements.Count > 0)
+            {
+                CairnDiagnostics.MessagesAcknowledged.Add(transaction.Acknowledgements.Count);
+            }
+
+            activity?.SetTag("cairn.enqueued", result.MessagesEnqueued);
+            return result;
+        }
+        catch (Exception ex) when (activity is not null)
+        {
+            activity.SetStatus(ActivityStatusCode.Error, ex.Message);
+            activity.AddException(ex);
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
+    {
+        var deliveries = await Inner.ReceiveAsync(queue, options, cancellationToken).ConfigureAwait(false);
+        if (deliveries.Count > 0)
+        {
+            var tag = new KeyValuePair<string, object?>("queue", queue.Value);
+            CairnDiagnostics.MessagesReceived.Add(deliveries.Count, tag);
+            var expired = deliveries.Count(d => d.PreviousLeaseExpired);
+            if (expired > 0)
+            {
+                CairnDiagnostics.LeaseExpiries.Add(expired, tag);
+            }
+        }
+
+        return deliveries;
+    }
+
+    /// <inheritdoc />
+    public async Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
+    {
+        await Inner.AcknowledgeAsync(leases, cancellationToken).ConfigureAwait(false);
+        CairnDiagnostics.MessagesAcknowledged.Add(leases.Count);
+    }
+
+    /// <inheritdoc />
+    public async Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken)
+    {
+        await Inner.ReleaseAsync(lease, delay, failure, cancellationToken).ConfigureAwait(false);
+        CairnDiagnostics.MessagesRetried.Add(1, new KeyValuePair<string, object?>("queue", lease.Queue.Value));
+    }
+
+    /// <inheritdoc />
+    public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken) => Inner.ExtendLeaseAsync(lease, duration, cancellationToken);
+
+    /// <inheritdoc />
+    public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken) => Inner.DeadLetterAsync(lease, reason, failure, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken) => Inner.WasProcessedAsync(consumer, messageId, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken) =>
+        Inner.ListDeadLettersAsync(queue, afterSequence, limit, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken) => Inner.GetDeadLetterAsync(queue, messageId, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken) => Inner.RedriveAsync(queue, request, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken) =>
+        Inner.PurgeDeadLettersAsync(queue, messageIds, cancellationToken);
+
+    /// <summary>Stops reporting queue depths.</summary>
+    public void Dispose() => CairnDiagnostics.UntrackDepth(this);
+
+    private static string SpanName(MessageTransaction transaction) =>
+        transaction.Publishes.Count > 0 ? $"publish {transaction.Publishes[0].Topic}" : $"send {transaction.Sends[0].Queue}";
+
+    private IEnumerable<Measurement<long>> MeasureDepth()
+    {
+        var measurements = new List<Measurement<long>>();
+        foreach (var queue in _queues.Keys)
+        {
+            QueueStats stats;
+            try
+            {
+                // The backends answer statistics synchronously from a local read; a gauge callback cannot await.
+                stats = Inner.GetStatsAsync(queue, CancellationToken.None).GetAwaiter().GetResult();
+            }
+            catch (Exception ex) when (ex is EventStore.CairnException or ObjectDisposedException)
+            {
+                continue;
+            }
+
+            var name = new KeyValuePair<string, object?>("queue", queue.Value);
+            measurements.Add(new(stats.Visible, name, new("state", "visible")));
+            measurements.Add(new(stats.Leased, name, new("state", "leased")));
+            measurements.Add(new(stats.Delayed, name, new("state", "delayed")));
+            measurements.Add(new(stats.DeadLettered, name, new("state", "dead_lettered")));
+            measurements.Add(new(stats.Parked, name, new("state", "parked")));
+        }
+
+        return measurements;
+    }
+}

@@ -1,0 +1,74 @@
+using Cairn.EventStore;
+using Cairn.Serialization;
+
+namespace Cairn.Messaging.Consumers;
+
+/// <summary>
+/// What a handler is given: the delivery, the services of its scope, and a transaction for its effects. Appends, sends
+/// and publishes made here are not written at once: they commit together with the acknowledgement and the inbox
+/// record when the handler returns, so a handler that throws leaves nothing behind, and a repeat has no second effect.
+/// Whatever is sent carries the handled message's correlation id, and its id as causation.
+/// </summary>
+public sealed class MessageHandlerContext
+{
+    private readonly EventSerializer? _serializer;
+
+    internal MessageHandlerContext(Delivery delivery, string consumer, IServiceProvider services, EventSerializer? serializer)
+    {
+        Delivery = delivery;
+        Consumer = consumer;
+        Services = services;
+        _serializer = serializer;
+    }
+
+    /// <summary>The delivery being handled.</summary>
+    public Delivery Delivery { get; }
+
+    /// <summary>The message being handled.</summary>
+    public Message Message => Delivery.Message;
+
+    /// <summary>The consumer's name (its inbox key).</summary>
+    public string Consumer { get; }
+
+    /// <summary>The services of the handling's scope.</summary>
+    public IServiceProvider Services { get; }
+
+    /// <summary>The effects gathered so far; committed with the acknowledgement.</summary>
+    public MessageTransaction Transaction { get; } = new();
+
+    /// <summary>Appends events when the handling commits.</summary>
+    public MessageHandlerContext Append(AppendRequest request)
+    {
+        Transaction.Append(request);
+        return this;
+    }
+
+    /// <summary>Appends events to one stream when the handling commits.</summary>
+    public MessageHandlerContext Append(StreamName stream, ExpectedVersion expectedVersion, params IReadOnlyList<EventData> events) =>
+        Append(new AppendRequest(stream, expectedVersion, events));
+
+    /// <summary>Sends a message when the handling commits.</summary>
+    public MessageHandlerContext Send(QueueName queue, OutgoingMessage message)
+    {
+        Transaction.Send(queue, message);
+        return this;
+    }
+
+    /// <summary>Sends an object, serialized under its registered type name, when the handling commits.</summary>
+    public MessageHandlerContext Send(QueueName queue, object message) => Send(queue, Serializer.ToOutgoingMessage(message));
+
+    /// <summary>Publishes a message when the handling commits.</summary>
+    public MessageHandlerContext Publish(TopicName topic, OutgoingMessage message)
+    {
+        Transaction.Publish(topic, message);
+        return this;
+    }
+
+    /// <summary>Publishes an object, serialized under its registered type name, when the handling commits.</summary>
+    public MessageHandlerContext Publish(TopicName topic, object message) => Publish(topic, Serializer.ToOutgoingMessage(message));
+
+    /// <summary>Deserializes the message into the type registered for its type name.</summary>
+    public T Read<T>() => Serializer.Deserialize<T>(Message);
+
+    private EventSerializer Serializer => _serializer ?? throw new InvalidOperationException("No EventSerializer is registered: add Cairn with AddCairn to use typed messages.");
+}

@@ -1,0 +1,458 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using Cairn.Diagnostics;
+using Cairn.Envelopes;
+using Cairn.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Messaging.Consumers;
+
+/// <summary>What a consumer has done since it started.</summary>
+public sealed record ConsumerStatus(
+    string Name,
+    QueueName Queue,
+    bool Running,
+    int InFlight,
+    long Handled,
+    long Retried,
+    long DeadLettered,
+    long Duplicates,
+    long LeasesLost);
+
+/// <summary>
+/// Consumes a queue: a receiver long-polls for up to <see cref="ConsumerOptions.EffectivePrefetch"/> leased messages,
+/// and <see cref="ConsumerOptions.Concurrency"/> workers handle them. A handled message's effects commit with its
+/// acknowledgement and inbox record; a failure is retried at once, then given back with a growing, jittered delay,
+/// and the broker dead-letters it at the queue's maximum; a non-retryable failure is dead-lettered at once. Stopping
+/// lets in-flight handlers finish until the stop's token fires, and gives back every message not started.
+/// </summary>
+public sealed class QueueConsumer : IAsyncDisposable
+{
+    private readonly IMessageBroker _broker;
+    private readonly Func<MessageHandlerContext, CancellationToken, ValueTask> _handler;
+    private readonly IServiceProvider? _services;
+    private readonly EventSerializer? _serializer;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _abort = new();
+    private readonly Channel<Delivery> _buffer = Channel.CreateUnbounded<Delivery>(new UnboundedChannelOptions { SingleWriter = true });
+    private readonly SemaphoreSlim _slots;
+    private readonly Random _random = new();
+    private readonly Lock _randomLock = new();
+    private Task _running = Task.CompletedTask;
+    private TimeSpan _lease;
+    private int _inFlight;
+    private long _handled, _retried, _deadLettered, _duplicates, _leasesLost;
+    private int _started;
+    private int _disposed;
+
+    /// <summary>How long a stop whose time is up waits for cancelled handlers to give their messages back.</summary>
+    private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+
+    /// <summary>Creates a consumer; <see cref="StartAsync"/> starts it.</summary>
+    public QueueConsumer(
+        IMessageBroker broker,
+        ConsumerOptions options,
+        Func<MessageHandlerContext, CancellationToken, ValueTask> handler,
+        IServiceProvider? services = null,
+        EventSerializer? serializer = null,
+        ILogger<QueueConsumer>? logger = null,
+        TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(broker);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        options.Validate();
+        _broker = broker;
+        Options = options;
+        _handler = handler;
+        _services = services;
+        _serializer = serializer;
+        _logger = logger ?? NullLogger<QueueConsumer>.Instance;
+        _time = timeProvider ?? TimeProvider.System;
+        _slots = new SemaphoreSlim(options.EffectivePrefetch, options.EffectivePrefetch);
+    }
+
+    /// <summary>The consumer's settings.</summary>
+    public ConsumerOptions Options { get; }
+
+    /// <summary>What the consumer has done so far.</summary>
+    public ConsumerStatus Status => new(
+        Options.Name,
+        Options.Queue,
+        Volatile.Read(ref _started) == 1 && !_running.IsCompleted,
+        Volatile.Read(ref _inFlight),
+        Interlocked.Read(ref _handled),
+        Interlocked.Read(ref _retried),
+        Interlocked.Read(ref _deadLettered),
+        Interlocked.Read(ref _duplicates),
+        Interlocked.Read(ref _leasesLost));
+
+    /// <summary>Checks the queue exists, then starts receiving and handling.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            throw new InvalidOperationException($"The consumer '{Options.Name}' is already started.");
+        }
+
+        var queue = await _broker.GetQueueAsync(Options.Queue, cancellationToken).ConfigureAwait(false)
+            ?? throw new QueueNotFoundException(Options.Queue);
+        _lease = Options.Lease ?? queue.Lease;
+        var workers = new Task[Options.Concurrency];
+        for (var i = 0; i < workers.Length; i++)
+        {
+            workers[i] = Task.Run(WorkAsync, CancellationToken.None);
+        }
+
+        var receiver = Task.Run(ReceiveAsync, CancellationToken.None);
+        _running = Task.WhenAll([receiver, .. workers]);
+        _logger.LogInformation("Consumer {Consumer} started on queue {Queue} (concurrency {Concurrency}, prefetch {Prefetch}).", Options.Name, Options.Queue, Options.Concurrency, Options.EffectivePrefetch);
+    }
+
+    /// <summary>
+    /// Stops receiving and gives back at once every message received but not started. In-flight handlers finish, unless
+    /// <paramref name="cancellationToken"/> fires first: then they are cancelled, their messages given back, and the stop
+    /// returns without waiting for a handler that ignores its cancellation (its lease runs out instead).
+    /// </summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _running.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            await _abort.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                // Cancelled handlers give their messages back; a moment is enough for those that listen.
+                await _running.WaitAsync(AbortGrace, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                _logger.LogWarning("Consumer {Consumer} stopped with {InFlight} handlers still running; their messages are delivered again when their leases run out.", Options.Name, Volatile.Read(ref _inFlight));
+                return;
+            }
+        }
+
+        _logger.LogInformation("Consumer {Consumer} stopped after handling {Handled} messages.", Options.Name, Interlocked.Read(ref _handled));
+    }
+
+    /// <summary>Stops at once: in-flight handlers are cancelled and their messages given back.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        using (var now = new CancellationTokenSource())
+        {
+            await now.CancelAsync().ConfigureAwait(false);
+            await StopAsync(now.Token).ConfigureAwait(false);
+        }
+
+        if (_running.IsCompleted)
+        {
+            _stopping.Dispose();
+            _abort.Dispose();
+            _slots.Dispose();
+        }
+    }
+
+    private async Task ReceiveAsync()
+    {
+        var failures = 0;
+        try
+        {
+            while (!_stopping.IsCancellationRequested)
+            {
+                await _slots.WaitAsync(_stopping.Token).ConfigureAwait(false);
+                var taken = 1;
+                while (taken < Options.EffectivePrefetch && _slots.Wait(0))
+                {
+                    taken++;
+                }
+
+                IReadOnlyList<Delivery> deliveries;
+                try
+                {
+                    deliveries = await _broker.ReceiveAsync(Options.Queue, new ReceiveOptions { MaxMessages = taken, Lease = _lease, Wait = Options.PollWait }, _stopping.Token).ConfigureAwait(false);
+                    failures = 0;
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    _slots.Release(taken);
+                    failures++;
+                    _logger.LogError(ex, "Consumer {Consumer} could not receive from {Queue}; retrying.", Options.Name, Options.Queue);
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 50 * Math.Pow(2, Math.Min(failures, 10)))), _time, _stopping.Token).ConfigureAwait(false);
+                    continue;
+                }
+
+                if (deliveries.Count < taken)
+                {
+                    _slots.Release(taken - deliveries.Count);
+                }
+
+                foreach (var delivery in deliveries)
+                {
+                    _buffer.Writer.TryWrite(delivery);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+            // Stopping.
+        }
+        finally
+        {
+            _buffer.Writer.TryComplete();
+            await GiveBackUnstartedAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>On stop, gives back the messages received but not yet taken by a worker, without waiting for one.</summary>
+    private async Task GiveBackUnstartedAsync()
+    {
+        while (_buffer.Reader.TryRead(out var delivery))
+        {
+            try
+            {
+                await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, TimeSpan.Zero, null, CancellationToken.None), delivery).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                _logger.LogWarning(ex, "Consumer {Consumer} could not give back message {MessageId}; it is delivered again when its lease runs out.", Options.Name, delivery.Message.Id);
+            }
+            finally
+            {
+                _slots.Release();
+            }
+        }
+    }
+
+    private async Task WorkAsync()
+    {
+        await foreach (var delivery in _buffer.Reader.ReadAllAsync().ConfigureAwait(false))
+        {
+            try
+            {
+                if (_stopping.IsCancellationRequested)
+                {
+                    // Received but not started: give it back now rather than leave it hidden until its lease runs out.
+                    await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, TimeSpan.Zero, null, CancellationToken.None), delivery).ConfigureAwait(false);
+                    continue;
+                }
+
+                Interlocked.Increment(ref _inFlight);
+                try
+                {
+                    await ProcessAsync(delivery).ConfigureAwait(false);
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref _inFlight);
+                }
+            }
+            catch (Exception ex)
+            {
+                // A worker never dies: the message's lease runs out and it is delivered again.
+                _logger.LogError(ex, "Consumer {Consumer} failed to settle message {MessageId}.", Options.Name, delivery.Message.Id);
+            }
+            finally
+            {
+                _slots.Release();
+            }
+        }
+    }
+
+    private async Task ProcessAsync(Delivery delivery)
+    {
+        var message = delivery.Message;
+        using var activity = StartActivity(delivery);
+        using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString());
+        if (Options.UseInbox && await _broker.WasProcessedAsync(Options.Name, message.Id, _abort.Token).ConfigureAwait(false))
+        {
+            Interlocked.Increment(ref _duplicates);
+            await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false);
+            return;
+        }
+
+        using var timeout = new CancellationTokenSource(Options.HandlerTimeout, _time);
+        using var handling = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _abort.Token);
+        using var renewal = CancellationTokenSource.CreateLinkedTokenSource(handling.Token);
+        var renewing = Options.ExtendLeaseWhileHandling ? RenewLeaseAsync(delivery.Lease, handling, renewal.Token) : Task.CompletedTask;
+        try
+        {
+            for (var attempt = 0; ; attempt++)
+            {
+                var started = Stopwatch.GetTimestamp();
+                var failure = await HandleOnceAsync(delivery, handling.Token).ConfigureAwait(false);
+                var outcome = failure is null ? "ok" : "error";
+                CairnDiagnostics.HandlerDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new("consumer", Options.Name), new("outcome", outcome));
+                if (failure is null)
+                {
+                    Interlocked.Increment(ref _handled);
+                    return;
+                }
+
+                if (failure is LeaseLostException)
+                {
+                    Interlocked.Increment(ref _leasesLost);
+                    _logger.LogWarning("Consumer {Consumer} lost the lease of message {MessageId} before it could commit; the message's next delivery decides its fate.", Options.Name, message.Id);
+                    return;
+                }
+
+                var timedOut = timeout.IsCancellationRequested && !_abort.IsCancellationRequested;
+                if (timedOut)
+                {
+                    failure = new HandlerTimeoutException(Options.Name, Options.HandlerTimeout);
+                }
+
+                activity?.AddException(failure);
+                if (_abort.IsCancellationRequested)
+                {
+                    await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, TimeSpan.Zero, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
+                    return;
+                }
+
+                if (!Options.Retry.IsRetryable(failure))
+                {
+                    _logger.LogError(failure, "Consumer {Consumer} dead-letters message {MessageId} ({Type}): the failure cannot be retried.", Options.Name, message.Id, message.Type);
+                    await SettleAsync(() => _broker.DeadLetterAsync(delivery.Lease, $"a non-retryable {failure.GetType().Name}: {failure.Message}", FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
+                    Interlocked.Increment(ref _deadLettered);
+                    return;
+                }
+
+                Interlocked.Increment(ref _retried);
+                if (attempt < Options.Retry.ImmediateRetries && !timedOut)
+                {
+                    CairnDiagnostics.MessagesRetried.Add(1, new KeyValuePair<string, object?>("queue", Options.Queue.Value));
+                    continue;
+                }
+
+                TimeSpan delay;
+                lock (_randomLock)
+                {
+                    delay = Options.Retry.DelayAfter(delivery.ReceiveCount, _random);
+                }
+
+                _logger.LogWarning(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}), receive {ReceiveCount}; it is given back for {Delay}.", Options.Name, message.Id, message.Type, delivery.ReceiveCount, delay);
+                await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, delay, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
+                return;
+            }
+        }
+        finally
+        {
+            await renewal.CancelAsync().ConfigureAwait(false);
+            await renewing.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Runs the handler once and commits its effects with the acknowledgement; returns the failure, if any.</summary>
+    private async Task<Exception?> HandleOnceAsync(Delivery delivery, CancellationToken cancellationToken)
+    {
+        var scope = _services?.CreateAsyncScope();
+        try
+        {
+            var context = new MessageHandlerContext(delivery, Options.Name, scope?.ServiceProvider ?? EmptyServices.Instance, _serializer);
+            await _handler(context, cancellationToken).ConfigureAwait(false);
+            context.Transaction.Acknowledge(delivery.Lease);
+            if (Options.UseInbox)
+            {
+                context.Transaction.MarkProcessed(Options.Name, delivery.Message.Id);
+            }
+
+            // Not cancellable: once the handler is done, its effects and the acknowledgement commit or fail together.
+            var result = await _broker.CommitAsync(context.Transaction, CancellationToken.None).ConfigureAwait(false);
+            if (result.AlreadyProcessed)
+            {
+                Interlocked.Increment(ref _duplicates);
+            }
+
+            return null;
+        }
+        catch (Exception ex)
+        {
+            return ex;
+        }
+        finally
+        {
+            if (scope is { } s)
+            {
+                await s.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task RenewLeaseAsync(LeaseToken lease, CancellationTokenSource handling, CancellationToken stop)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(_lease / 2, _time, stop).ConfigureAwait(false);
+                await _broker.ExtendLeaseAsync(lease, _lease, stop).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The handling is over.
+        }
+        catch (LeaseLostException)
+        {
+            // Someone else holds the message now: stop the handler, its commit would be refused anyway.
+            await handling.CancelAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}.", Options.Name, lease);
+        }
+    }
+
+    private async Task SettleAsync(Func<Task> settle, Delivery delivery)
+    {
+        try
+        {
+            await settle().ConfigureAwait(false);
+        }
+        catch (LeaseLostException)
+        {
+            Interlocked.Increment(ref _leasesLost);
+            _logger.LogWarning("Consumer {Consumer} could not settle message {MessageId}: its lease was lost.", Options.Name, delivery.Message.Id);
+        }
+    }
+
+    private Activity? StartActivity(Delivery delivery)
+    {
+        var message = delivery.Message;
+        ActivityContext.TryParse(message.TraceParent, null, out var producer);
+        var activity = CairnDiagnostics.MessagingSource.StartActivity(
+            $"process {Options.Queue}",
+            ActivityKind.Consumer,
+            producer,
+            links: producer == default ? null : [new ActivityLink(producer)]);
+        if (activity is not null)
+        {
+            activity.SetTag("messaging.system", "cairn");
+            activity.SetTag("messaging.destination.name", Options.Queue.Value);
+            activity.SetTag("messaging.message.id", message.Id.ToString());
+            activity.SetTag("messaging.consumer.group.name", Options.Name);
+            activity.SetTag("cairn.receive_count", delivery.ReceiveCount);
+        }
+
+        return activity;
+    }
+
+    private sealed class EmptyServices : IServiceProvider
+    {
+        public static readonly EmptyServices Instance = new();
+
+        public object? GetService(Type serviceType) => null;
+    }
+}

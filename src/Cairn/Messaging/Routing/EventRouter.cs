@@ -1,0 +1,204 @@
+using Cairn.EventStore;
+using Cairn.Subscriptions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Messaging.Routing;
+
+/// <summary>Routes the events of a category or of some types from the log to a topic.</summary>
+/// <param name="Name">The route's name; its checkpoint is stored under <c>route:&lt;name&gt;</c>.</param>
+/// <param name="Filter">Which events: a category, a stream, event types.</param>
+/// <param name="Topic">The topic they are published to.</param>
+public sealed record EventRoute(string Name, EventFilter Filter, TopicName Topic)
+{
+    /// <summary>The most events published per commit.</summary>
+    public int BatchSize { get; init; } = 256;
+
+    /// <summary>The checkpoint key of the route.</summary>
+    public string CheckpointKey => "route:" + Name;
+
+    /// <summary>Refuses impossible settings.</summary>
+    public void Validate()
+    {
+        MessagingNames.Validate("route", Name);
+        ArgumentNullException.ThrowIfNull(Filter);
+        if (Topic == default)
+        {
+            throw new InvalidMessageException($"Route '{Name}' names no topic.");
+        }
+
+        if (BatchSize is < 1 or > 10_000)
+        {
+            throw new InvalidMessageException($"Route '{Name}': BatchSize is {BatchSize}; it must be between 1 and 10,000.");
+        }
+    }
+}
+
+/// <summary>
+/// Publishes appended events to a topic, so an application appends once and its events reach the bus: the log is the
+/// outbox. The router follows <c>$all</c> from its checkpoint and commits each batch of publishes together with the
+/// checkpoint, so after a crash it resumes exactly where its last commit ended: no event is lost or published twice,
+/// and events go out in log order (so in order per stream).
+/// </summary>
+public sealed class EventRouter : IAsyncDisposable
+{
+    private readonly IEventStore _store;
+    private readonly IMessageBroker _broker;
+    private readonly ICheckpointStore _checkpoints;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _running = Task.CompletedTask;
+    private long _position;
+    private TaskCompletionSource _advanced = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Creates a router; <see cref="StartAsync"/> starts it.</summary>
+    public EventRouter(IEventStore store, IMessageBroker broker, ICheckpointStore checkpoints, EventRoute route, ILogger<EventRouter>? logger = null, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(broker);
+        ArgumentNullException.ThrowIfNull(checkpoints);
+        ArgumentNullException.ThrowIfNull(route);
+        route.Validate();
+        _store = store;
+        _broker = broker;
+        _checkpoints = checkpoints;
+        Route = route;
+        _logger = logger ?? NullLogger<EventRouter>.Instance;
+        _time = timeProvider ?? TimeProvider.System;
+    }
+
+    /// <summary>The route.</summary>
+    public EventRoute Route { get; }
+
+    /// <summary>The position of the last event routed (or passed over).</summary>
+    public GlobalPosition Position => new(Interlocked.Read(ref _position));
+
+    /// <summary>Starts routing from the checkpoint.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, cancellationToken).ConfigureAwait(false);
+        Interlocked.Exchange(ref _position, checkpoint?.Value ?? 0);
+        _running = Task.Run(RunAsync, CancellationToken.None);
+    }
+
+    /// <summary>Waits until every event up to <paramref name="position"/> has been routed.</summary>
+    public async Task WaitForPositionAsync(GlobalPosition position, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task advanced;
+            lock (_stopping)
+            {
+                if (Position >= position)
+                {
+                    return;
+                }
+
+                advanced = _advanced.Task;
+            }
+
+            if (_running.IsCompleted)
+            {
+                throw new InvalidOperationException($"Route '{Route.Name}' is not running.");
+            }
+
+            await advanced.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Stops after the batch in hand.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _running.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(CancellationToken.None).ConfigureAwait(false);
+        _stopping.Dispose();
+    }
+
+    private async Task RunAsync()
+    {
+        var token = _stopping.Token;
+        var failures = 0;
+        while (!token.IsCancellationRequested)
+        {
+            try
+            {
+                // The head is read before the scan: an event committed during the scan is then never passed over.
+                var head = await _store.GetHeadPositionAsync(token).ConfigureAwait(false);
+                var routed = await RouteBatchAsync(token).ConfigureAwait(false);
+                failures = 0;
+                if (!routed)
+                {
+                    if (head > Position)
+                    {
+                        // Nothing matched up to the head: remember that without a write.
+                        Advance(head);
+                    }
+
+                    await _store.WaitForAppendAsync(Position, token).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (token.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                failures++;
+                var delay = TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(failures, 10))));
+                _logger.LogError(ex, "Route {Route} failed to publish to {Topic}; retrying from its checkpoint in {Delay}.", Route.Name, Route.Topic, delay);
+                try
+                {
+                    await Task.Delay(delay, _time, token).ConfigureAwait(false);
+                    var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
+                    Interlocked.Exchange(ref _position, checkpoint?.Value ?? 0);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// <summary>Publishes the next batch with the checkpoint; false when no event matched.</summary>
+    private async Task<bool> RouteBatchAsync(CancellationToken cancellationToken)
+    {
+        var transaction = new MessageTransaction();
+        var last = Position;
+        await foreach (var recorded in _store.ReadAllAsync(last.Next, Route.Filter, Route.BatchSize, cancellationToken).ConfigureAwait(false))
+        {
+            transaction.Publish(Route.Topic, EventMessages.ToMessage(recorded));
+            last = recorded.Position;
+        }
+
+        if (last == Position)
+        {
+            return false;
+        }
+
+        transaction.SetCheckpoint(Route.CheckpointKey, last);
+        await _broker.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
+        Advance(last);
+        return true;
+    }
+
+    private void Advance(GlobalPosition position)
+    {
+        TaskCompletionSource released;
+        lock (_stopping)
+        {
+            Interlocked.Exchange(ref _position, position.Value);
+            released = _advanced;
+            _advanced = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        released.TrySetResult();
+    }
+}
