@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Serialization;
@@ -35,7 +36,20 @@ public sealed class CairnOptions
 
     /// <summary>Keeps everything in memory: for tests and tools, not for data that must survive the process.</summary>
     public CairnOptions UseInMemory() =>
-        UseBackend("in-memory", (_, options) => new InMemoryEventStore(options), _ => new InMemoryCheckpointStore());
+        UseBackend(
+            "in-memory",
+            (_, options) => new InMemoryEventStore(options),
+            _ => new InMemoryCheckpointStore(),
+            services => new Messaging.InMemory.InMemoryMessageBroker(
+                UnwrapInMemory(services.GetRequiredService<IEventStore>()),
+                services.GetRequiredService<ICheckpointStore>()));
+
+    private static InMemoryEventStore UnwrapInMemory(IEventStore store) => store switch
+    {
+        InMemoryEventStore memory => memory,
+        Diagnostics.InstrumentedEventStore { Inner: var inner } => UnwrapInMemory(inner),
+        _ => throw new InvalidOperationException($"The in-memory broker needs the in-memory event store, not a {store.GetType().Name}."),
+    };
 
     /// <summary>Plugs in a backend. Backend packages call this from their own <c>Use…</c> method.</summary>
     public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints)

@@ -190,6 +190,42 @@ public abstract class ConsumerTests<TFixture>(TFixture fixture) : MessagingTests
     }
 
     [Fact]
+    public async Task a_slow_handler_keeps_its_lease_renewed_so_no_one_else_gets_the_message()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work) { Lease = TimeSpan.FromSeconds(10) });
+        await using var _ = sut;
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var finish = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = Consumer(
+            broker,
+            async (_, ct) =>
+            {
+                started.TrySetResult();
+                await finish.Task.WaitAsync(ct);
+            },
+            o => o with { Prefetch = 1, ExtendLeaseWhileHandling = true, HandlerTimeout = TimeSpan.FromMinutes(5) });
+        await consumer.StartAsync(default);
+        await broker.SendAsync(Work, Numbered(1));
+        await started.Task.Bounded();
+
+        // Two timers run while the handler works: its timeout, and the renewal due at half the lease. Each renewal
+        // extends the lease to a full lease from now, then arms the next.
+        await Wait.UntilAsync(() => Clock.ArmedTimers == 2, "the renewal is armed");
+        for (var i = 0; i < 3; i++)
+        {
+            Clock.Advance(TimeSpan.FromSeconds(5));
+            await Wait.UntilAsync(() => Clock.ArmedTimers == 2, "the lease is renewed");
+        }
+
+        // Fifteen seconds in, past the first lease: the message is still held.
+        Assert.Empty(await ReceiveNowAsync(broker, Work));
+        Assert.Equal(1, (await broker.GetStatsAsync(Work, default)).Leased);
+        finish.SetResult();
+        await UntilAsync(consumer, s => s.Handled == 1, "the message is handled");
+        Assert.Equal(0, consumer.Status.LeasesLost);
+    }
+
+    [Fact]
     public async Task a_message_already_in_the_inbox_is_acknowledged_without_running_the_handler()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));

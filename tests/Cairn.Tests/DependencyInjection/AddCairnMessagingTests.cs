@@ -1,0 +1,162 @@
+using System.Text;
+using Cairn.DependencyInjection;
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Messaging.Filtering;
+using Cairn.Messaging.InMemory;
+using Cairn.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Wait = Cairn.Conformance.Support.Wait;
+
+namespace Cairn.Tests.DependencyInjection;
+
+public sealed class AddCairnMessagingTests
+{
+    private static HostApplicationBuilder Builder() => Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+
+    [EventType("account.deposited")]
+    public sealed record Deposited(decimal Amount);
+
+    [EventType("receipt.requested")]
+    public sealed record ReceiptRequested(string Account, decimal Amount);
+
+    public sealed class DepositHandler : IMessageHandler<Deposited>
+    {
+        public ValueTask HandleAsync(Deposited message, MessageHandlerContext context, CancellationToken cancellationToken)
+        {
+            context.Send("receipts", new ReceiptRequested(context.Message.Subject!, message.Amount));
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    [Fact]
+    public async Task the_broker_is_instrumented_and_shared_by_its_roles()
+    {
+        var services = new ServiceCollection();
+        services.AddCairn(o => o.UseInMemory());
+        await using var provider = services.BuildServiceProvider(new ServiceProviderOptions { ValidateOnBuild = true, ValidateScopes = true });
+        var broker = Assert.IsType<InstrumentedMessageBroker>(provider.GetRequiredService<IMessageBroker>());
+        Assert.IsType<InMemoryMessageBroker>(broker.Inner);
+        Assert.Same(broker, provider.GetRequiredService<IMessageSender>());
+        Assert.Same(broker, provider.GetRequiredService<IMessageReceiver>());
+        Assert.Same(broker, provider.GetRequiredService<IDeadLetterQueue>());
+        Assert.Same(broker, provider.GetRequiredService<IMessagingAdmin>());
+    }
+
+    [Fact]
+    public async Task a_host_routes_events_to_a_topic_and_its_consumers_chain_the_work()
+    {
+        var builder = Builder();
+        var receipts = new List<(string Account, decimal Amount, string? Causation)>();
+        builder.Services.AddCairn(o =>
+            {
+                o.UseInMemory();
+                o.EventTypes.Register<Deposited>().Register<ReceiptRequested>();
+            })
+            .AddQueue("deposits")
+            .AddQueue("receipts", q => q with { MaxReceiveCount = 3 })
+            .AddTopic("accounts")
+            .AddTopicSubscription("accounts", "big-deposits", "deposits", """{"type":["account.deposited"],"data":{"amount":[{"numeric":[">=",100]}]}}""")
+            .AddEventRoute("accounts-out", EventFilter.ForCategory("account"), "accounts")
+            .AddConsumer<Deposited, DepositHandler>("deposits", o => o with { Concurrency = 2 })
+            .AddConsumer("receipts", (context, _) =>
+            {
+                var receipt = context.Read<ReceiptRequested>();
+                lock (receipts)
+                {
+                    receipts.Add((receipt.Account, receipt.Amount, context.Message.CausationId));
+                }
+
+                return ValueTask.CompletedTask;
+            });
+
+        using var host = builder.Build();
+        await host.StartAsync();
+        var store = host.Services.GetRequiredService<IEventStore>();
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var small = serializer.ToEventData(new Deposited(10));
+        var big = serializer.ToEventData(new Deposited(250));
+        await store.AppendToStreamAsync("account-7", ExpectedVersion.NoStream, [small, big]);
+
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await Wait.UntilAsync(() => monitor.Find("receipts")?.Status.Handled == 1, "the receipt is handled");
+        Assert.Equal(1, monitor.Find("deposits")!.Status.Handled);
+        var receipt = Assert.Single(receipts);
+        Assert.Equal("account-7", receipt.Account);
+        Assert.Equal(250m, receipt.Amount);
+
+        // The receipt was caused by the routed deposit, whose message keeps the event's id.
+        Assert.Equal(big.Id.ToString(), receipt.Causation);
+        Assert.Equal(["deposits", "receipts"], monitor.Statuses.Select(s => s.Name).Order());
+        await host.StopAsync();
+        Assert.All(monitor.Statuses, s => Assert.False(s.Running));
+    }
+
+    [Fact]
+    public void bad_messaging_registrations_fail_at_once_naming_the_fault()
+    {
+        var services = new ServiceCollection();
+        var cairn = services.AddCairn(o => o.UseInMemory());
+        var rule = Assert.Throws<InvalidFilterRuleException>(() => cairn.AddTopicSubscription("t", "s", "q", """{"data":{"x":[]}}"""));
+        Assert.Contains("data.x", rule.Path, StringComparison.Ordinal);
+        Assert.Contains("Concurrency", Assert.Throws<InvalidMessageException>(() => cairn.AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { Concurrency = 0 })).Message, StringComparison.Ordinal);
+        Assert.Contains("Prefetch", Assert.Throws<InvalidMessageException>(() => cairn.AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { Concurrency = 4, Prefetch = 2 })).Message, StringComparison.Ordinal);
+        Assert.Contains("Jitter", Assert.Throws<InvalidMessageException>(() => cairn.AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { Retry = new RetryPolicy { Jitter = 2 } })).Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidMessageException>(() => cairn.AddQueue("q", q => q with { MaxReceiveCount = 0 }));
+        Assert.Throws<InvalidMessagingNameException>(() => cairn.AddQueue("bad name"));
+        Assert.Throws<InvalidMessagingNameException>(() => cairn.AddEventRoute("bad name", EventFilter.All, "t"));
+    }
+
+    [Fact]
+    public async Task a_consumer_of_an_undeclared_queue_stops_the_host_start()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(o => o.UseInMemory()).AddConsumer("nowhere", (_, _) => ValueTask.CompletedTask);
+        using var host = builder.Build();
+        var error = await Assert.ThrowsAsync<QueueNotFoundException>(() => host.StartAsync());
+        Assert.Equal(new QueueName("nowhere"), error.Queue);
+    }
+
+    [Fact]
+    public async Task two_consumers_with_one_name_are_refused()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(o => o.UseInMemory())
+            .AddQueue("q")
+            .AddConsumer("q", (_, _) => ValueTask.CompletedTask)
+            .AddConsumer("q", (_, _) => ValueTask.CompletedTask);
+        using var host = builder.Build();
+        var error = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
+        Assert.Contains("inbox key", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_poison_message_reaches_the_dead_letter_queue_and_a_redrive_brings_it_back()
+    {
+        var builder = Builder();
+        var broken = true;
+        builder.Services.AddCairn(o => o.UseInMemory())
+            .AddQueue("work", q => q with { MaxReceiveCount = 2 })
+            .AddConsumer(
+                "work",
+                (_, _) => Volatile.Read(ref broken) ? throw new InvalidOperationException("not yet") : ValueTask.CompletedTask,
+                o => o with { Retry = new RetryPolicy { ImmediateRetries = 0, InitialDelay = TimeSpan.Zero, MaxDelay = TimeSpan.Zero } });
+        using var host = builder.Build();
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}")));
+        await Wait.UntilAsync(async () => (await broker.GetStatsAsync("work", default)).DeadLettered == 1, "the message is dead-lettered");
+        var letter = Assert.Single(await broker.ListDeadLettersAsync("work", 0, 10, default));
+        Assert.Equal(2, letter.Attempts);
+        Assert.Equal(typeof(InvalidOperationException).FullName, letter.Failure!.Type);
+
+        Volatile.Write(ref broken, false);
+        Assert.Equal(1, await broker.RedriveAsync("work", new RedriveRequest(), default));
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await Wait.UntilAsync(() => monitor.Find("work")!.Status.Handled == 1, "the redriven message is handled");
+        await host.StopAsync();
+    }
+}

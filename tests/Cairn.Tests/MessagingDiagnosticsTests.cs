@@ -1,0 +1,120 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Text;
+using Cairn.Diagnostics;
+using Cairn.EventStore.InMemory;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Messaging.InMemory;
+using Cairn.Subscriptions;
+using Wait = Cairn.Conformance.Support.Wait;
+
+namespace Cairn.Tests;
+
+/// <summary>Messaging is observable: counters per step, queue depths, handler durations, and spans that link producer and consumer.</summary>
+[Collection(nameof(DiagnosticsTests))]
+public sealed class MessagingDiagnosticsTests : IDisposable
+{
+    private readonly MeterListener _meters = new();
+    private readonly ConcurrentDictionary<string, long> _totals = new();
+    private readonly ConcurrentQueue<Activity> _activities = new();
+    private readonly ActivityListener _spans;
+    private readonly string _queue = "diag-" + Guid.NewGuid().ToString("N");
+
+    public MessagingDiagnosticsTests()
+    {
+        _meters.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == CairnDiagnostics.MessagingName)
+            {
+                listener.EnableMeasurementEvents(instrument);
+            }
+        };
+        _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
+        _meters.SetMeasurementEventCallback<double>((instrument, _, tags, _) => Add(instrument, 1, tags));
+        _meters.Start();
+        _spans = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == CairnDiagnostics.MessagingName,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = _activities.Enqueue,
+        };
+        ActivitySource.AddActivityListener(_spans);
+    }
+
+    public void Dispose()
+    {
+        _meters.Dispose();
+        _spans.Dispose();
+    }
+
+    private void Add(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    {
+        var key = instrument.Name;
+        foreach (var tag in tags)
+        {
+            key += $"|{tag.Key}={tag.Value}";
+        }
+
+        _totals.AddOrUpdate(key, value, (_, total) => total + value);
+    }
+
+    private long Total(string key) => _totals.GetValueOrDefault(key);
+
+    [Fact]
+    public async Task sends_receives_retries_dead_letters_depths_and_handling_are_measured()
+    {
+        using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore()));
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue) { MaxReceiveCount = 1 }, default);
+        var sentBefore = Total("cairn.messaging.sent");
+        await broker.SendBatchAsync(_queue, [new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")), new OutgoingMessage("b", Encoding.UTF8.GetBytes("{}"))]);
+        Assert.True(Total("cairn.messaging.sent") - sentBefore >= 2);
+
+        var deliveries = await broker.ReceiveAsync(_queue, new ReceiveOptions { MaxMessages = 2 }, default);
+        Assert.Equal(2, Total($"cairn.messaging.received|queue={_queue}"));
+        _meters.RecordObservableInstruments();
+        Assert.Equal(2, Total($"cairn.messaging.queue.depth|queue={_queue}|state=leased"));
+
+        await broker.AcknowledgeAsync([deliveries[0].Lease], default);
+        await broker.ReleaseAsync(deliveries[1].Lease, TimeSpan.Zero, FailureInfo.From(new InvalidOperationException("x")), default);
+        Assert.Equal(1, Total($"cairn.messaging.retried|queue={_queue}"));
+        Assert.Equal(1, Total($"cairn.messaging.dead_lettered|queue={_queue}"));
+        _meters.RecordObservableInstruments();
+        Assert.Equal(1, Total($"cairn.messaging.queue.depth|queue={_queue}|state=dead_lettered"));
+        Assert.Contains(_activities, a => a.OperationName == $"send {_queue}" && a.Kind == ActivityKind.Producer);
+    }
+
+    [Fact]
+    public async Task a_lease_that_runs_out_is_counted_as_an_expiry()
+    {
+        var clock = new Cairn.Conformance.Support.ManualTimeProvider();
+        using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(new Cairn.EventStore.EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore()));
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
+        await broker.SendAsync(_queue, new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")));
+        await broker.ReceiveAsync(_queue, new ReceiveOptions { Lease = TimeSpan.FromSeconds(1) }, default);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        await broker.ReceiveAsync(_queue, new ReceiveOptions(), default);
+        Assert.Equal(1, Total($"cairn.messaging.lease_expiries|queue={_queue}"));
+    }
+
+    [Fact]
+    public async Task a_handling_span_is_a_child_of_the_send_span_and_its_duration_is_recorded()
+    {
+        using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore()));
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
+        var consumerName = "c" + Guid.NewGuid().ToString("N");
+        await using var consumer = new QueueConsumer(broker, new ConsumerOptions(_queue, consumerName) { Concurrency = 1 }, (_, _) => ValueTask.CompletedTask);
+        await consumer.StartAsync(default);
+        await broker.SendAsync(_queue, new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")));
+        await Wait.UntilAsync(() => consumer.Status.Handled == 1, "the message is handled");
+        await consumer.StopAsync(default);
+
+        var send = Assert.Single(_activities, a => a.OperationName == $"send {_queue}");
+        var process = Assert.Single(_activities, a => a.OperationName == $"process {_queue}");
+        Assert.Equal(send.TraceId, process.TraceId);
+        Assert.Equal(send.SpanId, process.ParentSpanId);
+        Assert.Equal(ActivityKind.Consumer, process.Kind);
+        Assert.Equal(1, Total($"cairn.messaging.handler.duration|consumer={consumerName}|outcome=ok"));
+    }
+}
