@@ -1,7 +1,9 @@
 using System.Text;
 using Cairn.DependencyInjection;
 using Cairn.Domain;
+using Cairn.Envelopes;
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Cairn.Serialization;
 using Cairn.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -15,19 +17,46 @@ public static class QuickstartApp
 {
     public static async Task RunAsync(string databasePath, TextWriter output, CancellationToken cancellationToken = default)
     {
+        // Handlers print from their own threads.
+        output = TextWriter.Synchronized(output);
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
 
-        // 1. Register Cairn on the embedded SQLite store: one file, created on first use.
+        // A consumer logs the poison message of step 8 as an error, with its stack trace; here the program prints the
+        // dead letter itself instead.
+        builder.Logging.AddFilter("Cairn.Messaging.Consumers.QueueConsumer", LogLevel.Critical);
+
+        // 1. Register Cairn on the embedded SQLite store: one file, created on first use. Queues, topics, consumers
+        //    and routes live in the same file, and are declared when the host starts.
         var audit = new AuditLog(output);
         builder.Services.AddSingleton(audit);
+        builder.Services.AddSingleton(output);
+        builder.Services.AddSingleton<Mailer>();
         builder.Services
             .AddCairn(o =>
             {
                 o.UseSqlite($"Data Source={databasePath}");
                 o.EventTypes.RegisterAssembly(typeof(QuickstartApp).Assembly);
             })
-            .AddSubscription<AuditLog>("audit-log", s => s.Filter(EventFilter.ForCategory("account")));
+            .AddSubscription<AuditLog>("audit-log", s => s.Filter(EventFilter.ForCategory("account")))
+            // Every account event goes to the topic "accounts" through the log (the log is the outbox): the
+            // application appends once and never publishes by hand.
+            .AddTopic("accounts")
+            .AddEventRoute("accounts-out", EventFilter.ForCategory("account"), "accounts")
+            // Only large deposits reach the queue "large-deposits": the rule sees the envelope as JSON, the event's
+            // data under "data".
+            .AddQueue(LargeDepositHandler.Queue)
+            .AddTopicSubscription("accounts", "large-deposits", LargeDepositHandler.Queue, """
+                {"type": ["account.deposited"], "data": {"amount": [{"numeric": [">=", 1000]}]}}
+                """)
+            .AddConsumer<Deposited, LargeDepositHandler>(LargeDepositHandler.Queue)
+            // The notices. A failure listed as non-retryable goes to the dead-letter queue at once; any other is
+            // retried (twice at once, then after a growing delay) and dead-lettered when its third receive fails.
+            .AddQueue(Mailer.Queue, q => q with { MaxReceiveCount = 3 })
+            .AddConsumer(
+                Mailer.Queue,
+                (context, ct) => context.Services.GetRequiredService<Mailer>().SendAsync(context, ct),
+                c => c with { Retry = c.Retry with { NonRetryable = [typeof(MissingTemplateException)] } });
 
         using var host = builder.Build();
         await host.StartAsync(cancellationToken);
@@ -80,12 +109,65 @@ public static class QuickstartApp
         var now = await accounts.LoadAsync(stream, cancellationToken);
         output.WriteLine($"Balance as of version 1: {earlier.State.Balance}; now: {now.State.Balance}");
 
-        // 7. The subscription has printed every event as it was committed; wait until it has seen the last one.
+        // 7. A large deposit. The route publishes it to the topic, the rule lets it into "large-deposits", and the
+        //    handler opens a review and queues a notice, in one commit with the acknowledgement. Everything it
+        //    causes carries the correlation id of the request.
+        var consumers = host.Services.GetRequiredService<ConsumerMonitor>();
+        output.WriteLine($"Messaging: {stream} deposits 2500 (correlation id 'branch-42').");
+        using (MessageContext.Begin(correlationId: "branch-42"))
+        {
+            await accounts.HandleAsync(stream, new Deposit(2_500m), cancellationToken);
+        }
+
+        await UntilAsync(() => consumers.Find(LargeDepositHandler.Queue.Value)!.Status.Handled == 1, "the large deposit is handled", cancellationToken);
+        await foreach (var e in store.ReadStreamAsync(StreamName.For("review", "alice"), cancellationToken))
+        {
+            output.WriteLine($"  {e.Stream} v{e.Version} {e.Type} {Encoding.UTF8.GetString(e.Data.Span)}, correlation id '{e.CorrelationId}'");
+        }
+
+        // 8. The notice is a poison message: the mailer has no template, a failure no retry can fix, so the consumer
+        //    dead-letters it at once instead of retrying it MaxReceiveCount times.
+        var admin = host.Services.GetRequiredService<IMessagingAdmin>();
+        var deadLetters = host.Services.GetRequiredService<IDeadLetterQueue>();
+        await UntilAsync(() => consumers.Find(Mailer.Queue.Value)!.Status.DeadLettered == 1, "the notice is dead-lettered", cancellationToken);
+        var stats = await admin.GetStatsAsync(Mailer.Queue, cancellationToken);
+        output.WriteLine($"Queue {Mailer.Queue}: {stats.Visible} visible, {stats.DeadLettered} dead-lettered.");
+        foreach (var letter in await deadLetters.ListDeadLettersAsync(Mailer.Queue, afterSequence: 0, limit: 10, cancellationToken))
+        {
+            output.WriteLine($"  dead letter {letter.Message.Type}, correlation id '{letter.Message.CorrelationId}': {letter.Reason}");
+            output.WriteLine($"    attempts {letter.Attempts}, exception {letter.Failure?.Type}");
+        }
+
+        // 9. Fix the cause, then redrive: the dead letters go back to their queue, keeping their ids, and are handled.
+        host.Services.GetRequiredService<Mailer>().InstallTemplate();
+        var redriven = await deadLetters.RedriveAsync(Mailer.Queue, new RedriveRequest { MessagesPerSecond = 50 }, cancellationToken);
+        output.WriteLine($"Template installed; {redriven} dead letter redriven.");
+        await UntilAsync(() => consumers.Find(Mailer.Queue.Value)!.Status.Handled == 1, "the redriven notice is handled", cancellationToken);
+        stats = await admin.GetStatsAsync(Mailer.Queue, cancellationToken);
+        var mailer = consumers.Find(Mailer.Queue.Value)!.Status;
+        output.WriteLine($"Consumer {mailer.Name}: {mailer.Handled} handled, {mailer.DeadLettered} dead-lettered; {stats.DeadLettered} dead letters left.");
+
+        // 10. The subscription has printed every account event as it was committed; wait until it has seen the last one.
         var head = await store.GetHeadPositionAsync(cancellationToken);
         await host.Services.GetRequiredService<SubscriptionMonitor>().Find("audit-log")!.WaitForPositionAsync(head, cancellationToken).WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
         output.WriteLine($"The audit-log subscription handled {audit.Count} events.");
 
         await host.StopAsync(cancellationToken);
+    }
+
+    /// <summary>Waits for a condition on a consumer's status, which changes once the broker has settled the message.</summary>
+    private static async Task UntilAsync(Func<bool> condition, string what, CancellationToken cancellationToken)
+    {
+        var deadline = DateTimeOffset.UtcNow + TimeSpan.FromSeconds(30);
+        while (!condition())
+        {
+            if (DateTimeOffset.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Timed out waiting until {what}.");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(5), cancellationToken);
+        }
     }
 }
 
