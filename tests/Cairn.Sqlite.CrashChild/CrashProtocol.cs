@@ -12,7 +12,7 @@ namespace Cairn.Sqlite.CrashChild;
 /// prints on stdout. Every line ends with <see cref="LineEnd"/>, so a line cut short by the kill is recognised and
 /// ignored rather than misread.
 /// </summary>
-public static class CrashProtocol
+public static partial class CrashProtocol
 {
     /// <summary>Appends mixing single events, small batches, exact expected versions and multi-stream appends.</summary>
     public const string MixedMode = "mixed";

@@ -4,22 +4,24 @@ using System.Text;
 namespace Cairn.Sqlite.CrashChild;
 
 /// <summary>
-/// The child process of the SQLite crash-safety test:
-/// <c>Cairn.Sqlite.CrashChild &lt;file&gt; mixed|huge Full|Normal &lt;seed&gt;</c> opens the store in the file with
-/// the given durability and appends from several tasks until it is killed, printing a line for each acknowledged
-/// append. It stops by itself only when an append fails (exit 1) or when its stdin closes (exit 3),
-/// which happens when the test process is gone, so no child outlives its parent.
+/// The child process of the SQLite crash-safety tests:
+/// <c>Cairn.Sqlite.CrashChild &lt;file&gt; mixed|huge|consume|send Full|Normal &lt;seed&gt;</c> opens the store in
+/// the file with the given durability and, until it is killed, appends from several tasks (<c>mixed</c>, <c>huge</c>),
+/// consumes the work queue (<c>consume</c>, where the seed is the run's number), or sends batches of messages each
+/// committed with an event (<c>send</c>), printing a line for everything the store acknowledged. It stops by itself
+/// only when a write fails (exit 1) or when its stdin closes (exit 3), which happens when the test process is gone,
+/// so no child outlives its parent.
 /// </summary>
 internal static class Program
 {
     private static async Task<int> Main(string[] args)
     {
         if (args.Length != 4
-            || args[1] is not (CrashProtocol.MixedMode or CrashProtocol.HugeMode)
+            || args[1] is not (CrashProtocol.MixedMode or CrashProtocol.HugeMode or CrashProtocol.ConsumeMode or CrashProtocol.SendMode)
             || !Enum.TryParse<SqliteDurability>(args[2], out var durability)
             || !int.TryParse(args[3], NumberStyles.None, CultureInfo.InvariantCulture, out var seed))
         {
-            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge Full|Normal <seed>");
+            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge|consume|send Full|Normal <seed>");
             return 2;
         }
 
@@ -28,9 +30,21 @@ internal static class Program
         try
         {
             using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={args[0]}", Durability = durability });
-            var appender = new CrashAppender(store, output, seed);
-            appender.Say(CrashProtocol.Ready);
-            await appender.RunAsync(huge: args[1] == CrashProtocol.HugeMode);
+            switch (args[1])
+            {
+                case CrashProtocol.ConsumeMode:
+                    await new CrashConsumer(store, TextWriter.Synchronized(output), seed).RunAsync();
+                    break;
+                case CrashProtocol.SendMode:
+                    await new CrashSender(store, TextWriter.Synchronized(output), seed).RunAsync();
+                    break;
+                default:
+                    var appender = new CrashAppender(store, output, seed);
+                    appender.Say(CrashProtocol.Ready);
+                    await appender.RunAsync(huge: args[1] == CrashProtocol.HugeMode);
+                    break;
+            }
+
             return 0;
         }
         catch (Exception ex)
