@@ -189,10 +189,16 @@ public sealed class SqliteMessageBroker : IMessageBroker
         {
             // Taken before looking, so a send committed between the look and the wait still wakes this receive.
             var woken = _store.QueueSignal.NextAsync(queue.Value);
-            var (deliveries, nextVisible) = await Writer.ExecuteAsync(context => context.Receive(queue, options.MaxMessages, options.Lease), cancellationToken).ConfigureAwait(false);
+            var (rows, nextVisible) = await Writer.ExecuteAsync(context => context.Receive(queue, options.MaxMessages, options.Lease), cancellationToken).ConfigureAwait(false);
             var now = _time.GetUtcNow();
-            if (deliveries.Count > 0 || now >= deadline)
+            if (rows.Count > 0 || now >= deadline)
             {
+                var deliveries = new Delivery[rows.Count];
+                for (var i = 0; i < deliveries.Length; i++)
+                {
+                    deliveries[i] = rows[i].ToDelivery(queue);
+                }
+
                 return deliveries;
             }
 

@@ -364,34 +364,73 @@ internal sealed partial class SqliteWriteContext
 
     // ---- receiving and settling ----
 
-    /// <summary>Leases up to <paramref name="max"/> messages; when none, also says when the next one becomes visible.</summary>
-    public (List<Delivery> Deliveries, long? NextVisibleTicks) Receive(QueueName queueName, int max, TimeSpan? lease)
+    /// <summary>
+    /// Leases up to <paramref name="max"/> messages; when none, also says when the next one becomes visible. The rows are
+    /// returned as raw bytes: the receiver decodes them on its own thread, so the single writer spends no time on it.
+    /// </summary>
+    public (List<LeasedRow> Rows, long? NextVisibleTicks) Receive(QueueName queueName, int max, TimeSpan? lease)
     {
         var queue = RequireQueue(queueName);
         var definition = queue.Definition;
-        var leaseTicks = (lease ?? definition.Lease).Ticks;
+        var leaseEnds = TimeTicks + (lease ?? definition.Lease).Ticks;
         var now = TimeTicks;
-        var deliveries = new List<Delivery>(Math.Min(max, 64));
-        var candidates = new List<(long Seq, long State, long ReceiveCount, long Expires)>();
-        for (var round = 0; round < 8 && deliveries.Count < max; round++)
+        var rows = new List<LeasedRow>(Math.Min(max, 64));
+        var dropped = new List<(long Seq, string? Reason)>();
+        while (rows.Count < max)
         {
-            candidates.Clear();
+            // Candidates carry everything a delivery needs, so leasing one costs a single UPDATE.
             var select = definition.Fifo
                 ? Sql("""
-                    SELECT m.seq, m.state, m.receive_count, m.expires_ticks FROM cairn_messages m
+                    SELECT m.seq, m.state, m.receive_count, m.expires_ticks, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data
+                    FROM cairn_messages m
                     WHERE m.queue_id = ?1 AND m.visible_at <= ?2
                       AND NOT EXISTS (SELECT 1 FROM cairn_messages h WHERE h.queue_id = ?1 AND h.group_key = m.group_key AND h.seq < m.seq AND h.state <> 3)
                     ORDER BY m.seq LIMIT ?3
                     """)
-                : Sql("SELECT seq, state, receive_count, expires_ticks FROM cairn_messages WHERE queue_id = ?1 AND visible_at <= ?2 ORDER BY visible_at LIMIT ?3");
+                : Sql("""
+                    SELECT seq, state, receive_count, expires_ticks, deliveries, first_received_ticks, enqueued_ticks, id, failure, envelope, data
+                    FROM cairn_messages WHERE queue_id = ?1 AND visible_at <= ?2 ORDER BY visible_at LIMIT ?3
+                    """);
             select.Bind(1, queue.Id);
             select.Bind(2, now);
-            select.Bind(3, (long)(max - deliveries.Count));
+            select.Bind(3, (long)(max - rows.Count));
+            var found = 0;
+            var firstNew = rows.Count;
+            dropped.Clear();
             try
             {
                 while (select.Step())
                 {
-                    candidates.Add((select.Int64(0), select.Int64(1), select.Int64(2), select.Int64(3)));
+                    found++;
+                    var seq = select.Int64(0);
+                    var state = select.Int64(1);
+                    var receiveCount = select.Int64(2);
+                    if (select.Int64(3) <= now)
+                    {
+                        // Past the queue's retention: dropped, not delivered.
+                        dropped.Add((seq, null));
+                    }
+                    else if (receiveCount >= definition.MaxReceiveCount)
+                    {
+                        dropped.Add((seq, state == 1
+                            ? $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives"
+                            : $"it was received the maximum of {definition.MaxReceiveCount} times"));
+                    }
+                    else
+                    {
+                        rows.Add(new LeasedRow(
+                            seq,
+                            receiveCount + 1,
+                            select.Int64(4) + 1,
+                            select.IsNull(5) ? now : select.Int64(5),
+                            select.Int64(6),
+                            leaseEnds,
+                            state == 1,
+                            select.Blob(7).ToArray(),
+                            select.IsNull(8) ? null : select.Blob(8).ToArray(),
+                            select.Blob(9).ToArray(),
+                            select.Blob(10).ToArray()));
+                    }
                 }
             }
             finally
@@ -399,88 +438,60 @@ internal sealed partial class SqliteWriteContext
                 select.Reset();
             }
 
-            if (candidates.Count == 0)
+            // Leased before the next look, which must not see them again.
+            LeaseRows(rows, firstNew, leaseEnds, now);
+            foreach (var (seq, reason) in dropped)
             {
-                break;
-            }
-
-            var removedAny = false;
-            foreach (var (seq, state, receiveCount, expires) in candidates)
-            {
-                Wrote();
-                if (expires <= now)
+                if (reason is null)
                 {
-                    // Past the queue's retention: dropped, not delivered.
+                    Wrote();
                     var delete = Sql("DELETE FROM cairn_messages WHERE seq = ?1");
                     delete.Bind(1, seq);
                     delete.Execute();
-                    removedAny = true;
-                    continue;
                 }
-
-                if (receiveCount >= definition.MaxReceiveCount)
+                else
                 {
-                    var reason = state == 1
-                        ? $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives"
-                        : $"it was received the maximum of {definition.MaxReceiveCount} times";
                     MoveToDeadLetters(queue, seq, reason, null);
-                    removedAny = true;
-                    continue;
                 }
-
-                deliveries.Add(Lease(queue, seq, now, now + leaseTicks, previousLeaseExpired: state == 1));
             }
 
-            if (!removedAny)
+            // Rows dropped or dead-lettered make room, and in a FIFO queue may free the next head: look again.
+            if (found == 0 || dropped.Count == 0)
             {
                 break;
             }
         }
 
-        if (deliveries.Count > 0)
+        if (rows.Count > 0)
         {
-            return (deliveries, null);
+            return (rows, null);
         }
 
         var next = Sql("SELECT min(visible_at) FROM cairn_messages WHERE queue_id = ?1 AND visible_at > ?2");
         next.Bind(1, queue.Id);
         next.Bind(2, now);
-        return (deliveries, next.ExecuteInt64());
+        return (rows, next.ExecuteInt64());
     }
 
-    private Delivery Lease(QueueRow queue, long seq, long now, long leaseEnds, bool previousLeaseExpired)
+    private void LeaseRows(List<LeasedRow> rows, int from, long leaseEnds, long now)
     {
-        // An UPDATE then a SELECT, not UPDATE … RETURNING: SQLite journals a RETURNING statement's rows through a
-        // temporary file, which measured as the main cost of a receive.
+        if (from >= rows.Count)
+        {
+            return;
+        }
+
+        Wrote();
         var update = Sql("""
             UPDATE cairn_messages SET state = 1, visible_at = ?2, receive_count = receive_count + 1, deliveries = deliveries + 1,
                 first_received_ticks = coalesce(first_received_ticks, ?3), last_received_ticks = ?3
             WHERE seq = ?1
             """);
-        update.Bind(1, seq);
-        update.Bind(2, leaseEnds);
-        update.Bind(3, now);
-        update.Execute();
-        var select = Sql("SELECT id, receive_count, deliveries, first_received_ticks, enqueued_ticks, failure, envelope, data FROM cairn_messages WHERE seq = ?1");
-        select.Bind(1, seq);
-        try
+        for (var i = from; i < rows.Count; i++)
         {
-            select.Step();
-            var id = new MessageId(new Guid(select.Blob(0), bigEndian: true));
-            var message = MessageCodec.Read(id, select.Blob(6), select.Blob(7).ToArray());
-            return new Delivery(message, new LeaseToken(queue.Definition.Name, seq, select.Int64(2)))
-            {
-                ReceiveCount = (int)select.Int64(1),
-                FirstReceivedAt = new DateTimeOffset(select.Int64(3), TimeSpan.Zero),
-                EnqueuedAt = new DateTimeOffset(select.Int64(4), TimeSpan.Zero),
-                LeaseExpiresAt = new DateTimeOffset(leaseEnds, TimeSpan.Zero),
-                PreviousLeaseExpired = previousLeaseExpired,
-                LastFailure = select.IsNull(5) ? null : JsonSerializer.Deserialize(select.Blob(5), CairnJsonContext.Default.FailureInfo),
-            };
-        }
-        finally
-        {
-            select.Reset();
+            update.Bind(1, rows[i].Seq);
+            update.Bind(2, leaseEnds);
+            update.Bind(3, now);
+            update.Execute();
         }
     }
 
@@ -517,11 +528,21 @@ internal sealed partial class SqliteWriteContext
 
     public void Acknowledge(LeaseToken lease)
     {
-        var (queue, _) = HeldLease(lease);
+        var queue = RequireQueue(lease.Queue);
         Wrote();
-        var delete = Sql("DELETE FROM cairn_messages WHERE seq = ?1");
+
+        // One statement that deletes only what the lease still holds; the reason is looked up only when it fails.
+        var delete = Sql("DELETE FROM cairn_messages WHERE seq = ?1 AND queue_id = ?2 AND deliveries = ?3 AND state = 1");
         delete.Bind(1, lease.Sequence);
+        delete.Bind(2, queue.Id);
+        delete.Bind(3, lease.Delivery);
         delete.Execute();
+        if (Changes() == 0)
+        {
+            HeldLease(lease);
+            throw new LeaseLostException(lease, "the message is no longer held under this lease");
+        }
+
         if (queue.Definition.Fifo)
         {
             // The next message of the group is now its head: wake the receivers waiting for it.
@@ -733,6 +754,35 @@ internal sealed partial class SqliteWriteContext
         }
 
         _statements.Clear();
+    }
+
+    /// <summary>A message just leased, as the raw values a receiver turns into a <see cref="Delivery"/>.</summary>
+    internal sealed record LeasedRow(
+        long Seq,
+        long ReceiveCount,
+        long Deliveries,
+        long FirstReceivedTicks,
+        long EnqueuedTicks,
+        long LeaseEndsTicks,
+        bool PreviousLeaseExpired,
+        byte[] Id,
+        byte[]? Failure,
+        byte[] Envelope,
+        byte[] Data)
+    {
+        public Delivery ToDelivery(QueueName queue)
+        {
+            var id = new MessageId(new Guid(Id, bigEndian: true));
+            return new Delivery(MessageCodec.Read(id, Envelope, Data), new LeaseToken(queue, Seq, Deliveries))
+            {
+                ReceiveCount = (int)ReceiveCount,
+                FirstReceivedAt = new DateTimeOffset(FirstReceivedTicks, TimeSpan.Zero),
+                EnqueuedAt = new DateTimeOffset(EnqueuedTicks, TimeSpan.Zero),
+                LeaseExpiresAt = new DateTimeOffset(LeaseEndsTicks, TimeSpan.Zero),
+                PreviousLeaseExpired = PreviousLeaseExpired,
+                LastFailure = Failure is null ? null : JsonSerializer.Deserialize(Failure, CairnJsonContext.Default.FailureInfo),
+            };
+        }
     }
 
     /// <summary>A queue as the writer caches it.</summary>

@@ -22,7 +22,7 @@ public static partial class CairnServiceCollectionExtensions
         {
             var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
             var factory = options.BrokerFactory
-                ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; use UseSqlite(...) for queues and topics.");
+                ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; choose a backend with messaging (UseSqlite(...) or UseInMemory()).");
             return new InstrumentedMessageBroker(factory(sp));
         });
         services.TryAddSingleton<IMessageSender>(sp => sp.GetRequiredService<IMessageBroker>());

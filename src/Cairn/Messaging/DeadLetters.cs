@@ -8,7 +8,10 @@ public sealed record FailureInfo(string Type, string Message, string? StackTrace
     /// <summary>The longest stack trace kept.</summary>
     public const int MaxStackTraceLength = 16 * 1024;
 
-    /// <summary>Captures an exception (its innermost cause is named in the message when it differs).</summary>
+    /// <summary>
+    /// Captures an exception: its type and message, and as the stack trace its full text, inner exceptions included
+    /// (cut at <see cref="MaxStackTraceLength"/> characters).
+    /// </summary>
     public static FailureInfo From(Exception exception)
     {
         ArgumentNullException.ThrowIfNull(exception);

@@ -81,8 +81,12 @@ public sealed record ConsumerOptions
     /// <summary>The queue consumed.</summary>
     public QueueName Queue { get; }
 
-    /// <summary>The consumer's name: its inbox key, and its tag in metrics and logs.</summary>
-    public string Name { get; }
+    /// <summary>The consumer's name: its inbox key, and its tag in metrics and logs. Two consumers of one queue need two names.</summary>
+    public string Name
+    {
+        get;
+        init => field = MessagingNames.Validate("consumer", value);
+    }
 
     /// <summary>How many messages are handled at once (the processor count by default).</summary>
     public int Concurrency { get; init; } = Environment.ProcessorCount;

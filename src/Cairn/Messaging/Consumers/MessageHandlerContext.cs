@@ -47,6 +47,13 @@ public sealed class MessageHandlerContext
     public MessageHandlerContext Append(StreamName stream, ExpectedVersion expectedVersion, params IReadOnlyList<EventData> events) =>
         Append(new AppendRequest(stream, expectedVersion, events));
 
+    /// <summary>Appends objects, serialized under their registered type names, to one stream when the handling commits.</summary>
+    public MessageHandlerContext AppendEvents(StreamName stream, ExpectedVersion expectedVersion, params IReadOnlyList<object> events)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        return Append(new AppendRequest(stream, expectedVersion, [.. events.Select(e => Serializer.ToEventData(e))]));
+    }
+
     /// <summary>Sends a message when the handling commits.</summary>
     public MessageHandlerContext Send(QueueName queue, OutgoingMessage message)
     {

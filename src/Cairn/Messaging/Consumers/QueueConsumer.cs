@@ -278,8 +278,8 @@ public sealed class QueueConsumer : IAsyncDisposable
         using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString());
         if (Options.UseInbox && await _broker.WasProcessedAsync(Options.Name, message.Id, _abort.Token).ConfigureAwait(false))
         {
-            Interlocked.Increment(ref _duplicates);
             await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false);
+            Interlocked.Increment(ref _duplicates);
             return;
         }
 
@@ -301,7 +301,10 @@ public sealed class QueueConsumer : IAsyncDisposable
                     return;
                 }
 
-                if (failure is LeaseLostException)
+                // The renewal found the lease gone and cancelled the handler: someone else holds the message now, so
+                // neither retry nor settle it.
+                var leaseGone = handling.IsCancellationRequested && !timeout.IsCancellationRequested && !_abort.IsCancellationRequested;
+                if (failure is LeaseLostException || leaseGone)
                 {
                     Interlocked.Increment(ref _leasesLost);
                     _logger.LogWarning("Consumer {Consumer} lost the lease of message {MessageId} before it could commit; the message's next delivery decides its fate.", Options.Name, message.Id);
