@@ -189,7 +189,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
         {
             // Taken before looking, so a send committed between the look and the wait still wakes this receive.
             var woken = _store.QueueSignal.NextAsync(queue.Value);
-            var (rows, nextVisible) = await Writer.ExecuteAsync(context => context.Receive(queue, options.MaxMessages, options.Lease), cancellationToken).ConfigureAwait(false);
+            var (rows, nextVisible) = await Writer.ExecuteAsync(context => context.Receive(queue, options.MaxMessages, options.Lease), cancellationToken, durable: false).ConfigureAwait(false);
             var now = _time.GetUtcNow();
             if (rows.Count > 0 || now >= deadline)
             {

@@ -19,6 +19,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private readonly Dictionary<string, StreamRow> _streams = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
     private readonly System.Buffers.ArrayBufferWriter<byte> _envelope = new(256);
+    private readonly bool _fullDurability;
+    private readonly RawStatement _relaxSync, _restoreSync;
+    private bool _relaxed;
     private readonly RawStatement _begin, _commit, _rollback, _dataVersion, _head, _savepoint, _release, _rollbackToSavepoint;
     private readonly RawStatement _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint;
     private long _dataVersionSeen = -1;
@@ -27,10 +30,13 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private long _headBeforeOperation;
     private bool _inTransaction;
 
-    public SqliteWriteContext(SqliteConnection connection, EventStoreOptions options)
+    public SqliteWriteContext(SqliteConnection connection, EventStoreOptions options, bool fullDurability)
     {
         _connection = connection;
         _options = options;
+        _fullDurability = fullDurability;
+        _relaxSync = new RawStatement(connection, "PRAGMA synchronous = NORMAL");
+        _restoreSync = new RawStatement(connection, "PRAGMA synchronous = FULL");
         _begin = new RawStatement(connection, "BEGIN IMMEDIATE");
         _commit = new RawStatement(connection, "COMMIT");
         _rollback = new RawStatement(connection, "ROLLBACK");
@@ -72,8 +78,19 @@ internal sealed partial class SqliteWriteContext : IDisposable
     /// <summary>The commit time of the transaction in hand.</summary>
     public long TimeTicks { get; private set; }
 
-    public void Begin()
+    /// <summary>
+    /// Begins a transaction. One that is not <paramref name="durable"/> commits without an fsync (WAL with
+    /// <c>synchronous=NORMAL</c>, which SQLite lets change only between transactions): it survives a crash of the
+    /// process, and the next durable commit flushes it with its own.
+    /// </summary>
+    public void Begin(bool durable = true)
     {
+        if (!durable && _fullDurability)
+        {
+            _relaxSync.Execute();
+            _relaxed = true;
+        }
+
         _begin.Execute();
         _inTransaction = true;
         var dataVersion = _dataVersion.ExecuteInt64()!.Value;
@@ -131,6 +148,8 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public void Commit()
     {
         _commit.Execute();
+        RestoreSync();
+
         _inTransaction = false;
         _lastTimeTicks = TimeTicks;
         _committedHead = Head;
@@ -157,9 +176,27 @@ internal sealed partial class SqliteWriteContext : IDisposable
         Reset();
     }
 
+    private void RestoreSync()
+    {
+        if (_relaxed)
+        {
+            _restoreSync.Execute();
+            _relaxed = false;
+        }
+    }
+
     /// <summary>Forgets everything cached, after a rollback or a fault.</summary>
     private void Reset()
     {
+        try
+        {
+            RestoreSync();
+        }
+        catch (SqliteException)
+        {
+            // Still inside a transaction SQLite keeps open: the flag stays set, and the next commit restores it.
+        }
+
         DropCaches();
         Head = _committedHead;
         try
@@ -201,7 +238,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
             Rollback();
         }
 
-        foreach (var statement in new[] { _begin, _commit, _rollback, _savepoint, _release, _rollbackToSavepoint, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
+        foreach (var statement in new[] { _relaxSync, _restoreSync, _begin, _commit, _rollback, _savepoint, _release, _rollbackToSavepoint, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
         {
             statement.Dispose();
         }

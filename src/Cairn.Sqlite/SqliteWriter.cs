@@ -21,6 +21,12 @@ internal abstract class WriteOperation
     /// <summary>Cancels the operation if no commit has taken it yet.</summary>
     public bool TryCancel() => Interlocked.CompareExchange(ref _state, Cancelled, Pending) == Pending;
 
+    /// <summary>
+    /// Whether the operation's commit must reach the disk before it completes. Only a receive is not: a lease lost to a
+    /// power cut makes the message visible again, which at-least-once delivery allows.
+    /// </summary>
+    public bool Durable { get; init; } = true;
+
     public abstract void Execute(SqliteWriteContext context);
 
     public abstract void Complete();
@@ -81,17 +87,20 @@ internal sealed class SqliteWriter : IDisposable
         _signal = signal;
         _queueSignal = queueSignal;
         _logger = logger;
-        _context = new SqliteWriteContext(connection, storeOptions);
+        _context = new SqliteWriteContext(connection, storeOptions, options.Durability == SqliteDurability.Full);
         _signal.Advance(_context.Head);
         _thread = new Thread(Run) { IsBackground = true, Name = "Cairn SQLite writer" };
         _thread.Start();
     }
 
-    /// <summary>Queues work for the next group commit; completes once it is durably committed.</summary>
-    public Task<T> ExecuteAsync<T>(Func<SqliteWriteContext, T> work, CancellationToken cancellationToken)
+    /// <summary>
+    /// Queues work for the next group commit; completes once it is durably committed (or, when
+    /// <paramref name="durable"/> is false, committed, with the disk flush left to the next durable commit).
+    /// </summary>
+    public Task<T> ExecuteAsync<T>(Func<SqliteWriteContext, T> work, CancellationToken cancellationToken, bool durable = true)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var operation = new WriteOperation<T>(work, cancellationToken);
+        var operation = new WriteOperation<T>(work, cancellationToken) { Durable = durable };
         if (!_queue.Writer.TryWrite(operation))
         {
             return QueueSlowlyAsync(operation, cancellationToken);
@@ -213,7 +222,7 @@ internal sealed class SqliteWriter : IDisposable
             Exception? fault = null;
             try
             {
-                _context.Begin();
+                _context.Begin(durable: pending.Exists(o => o.Durable));
             }
             catch (Exception ex)
             {

@@ -15,7 +15,9 @@ namespace Cairn.Benchmarks.Workloads;
 /// Cairn call has its one transaction. A second baseline, <c>M1-single</c>, is a queue table used one message at a
 /// time: a transaction per message sent, per message received and per message acknowledged, with the same four
 /// senders and four consumers, over <see cref="Scale.QueueSingleMessages"/> messages (it is too slow for the full
-/// count); Cairn's figure beside it is M1's end to end.
+/// count); Cairn's figure beside it is M1's end to end. That second one is the baseline the target's 5× is measured
+/// against, as the issue defines it (a transaction per send, a select-update-delete per receive); the batched table is
+/// the stricter comparison, where both sides do the same SQLite work per message.
 /// </summary>
 internal static class M1Throughput
 {
@@ -50,9 +52,9 @@ internal static class M1Throughput
         [
             new Figure("M1-send", $"send {n}, {Senders} senders, batches of {SendBatch}", cairn.SendRate, "msg/s", baseline?.SendRate),
             new Figure("M1-receive", $"receive {ReceiveBatch} + ack, {Consumers} consumers", cairn.ReceiveRate, "msg/s", baseline?.ReceiveRate),
-            new Figure("M1", $"end to end, {n} messages", cairn.EndToEnd, "msg/s", baseline?.EndToEnd,
-                Figure.Both(Figure.AtLeast(20_000, "msg/s"), Figure.RatioAtLeast(5)), note),
-            new Figure("M1-single", "end to end vs a one-message-per-transaction table", cairn.EndToEnd, "msg/s", single?.EndToEnd, null,
+            new Figure("M1", $"end to end, {n} messages, vs a table batched like Cairn", cairn.EndToEnd, "msg/s", baseline?.EndToEnd,
+                Figure.AtLeast(20_000, "msg/s"), note),
+            new Figure("M1-single", "end to end vs a one-message-per-transaction table", cairn.EndToEnd, "msg/s", single?.EndToEnd, Figure.RatioAtLeast(5),
                 single is null ? null : string.Create(CultureInfo.InvariantCulture,
                     $"baseline sends, receives and acks one message per transaction ({single.Messages:#,0} messages): send {single.SendRate:#,0} msg/s, receive {single.ReceiveRate:#,0} msg/s")),
         ];

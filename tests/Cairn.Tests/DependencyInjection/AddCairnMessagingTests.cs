@@ -28,6 +28,7 @@ public sealed class AddCairnMessagingTests
         public ValueTask HandleAsync(Deposited message, MessageHandlerContext context, CancellationToken cancellationToken)
         {
             context.Send("receipts", new ReceiptRequested(context.Message.Subject!, message.Amount));
+            context.AppendEvents("receipt-" + context.Message.Subject!, ExpectedVersion.NoStream, new ReceiptRequested(context.Message.Subject!, message.Amount));
             return ValueTask.CompletedTask;
         }
     }
@@ -90,6 +91,9 @@ public sealed class AddCairnMessagingTests
 
         // The receipt was caused by the routed deposit, whose message keeps the event's id.
         Assert.Equal(big.Id.ToString(), receipt.Causation);
+        var appended = await store.ReadStreamAsync("receipt-account-7").SingleAsync();
+        Assert.Equal("receipt.requested", appended.Type);
+        Assert.Equal(big.Id.ToString(), appended.CausationId);
         Assert.Equal(["deposits", "receipts"], monitor.Statuses.Select(s => s.Name).Order());
         await host.StopAsync();
         Assert.All(monitor.Statuses, s => Assert.False(s.Running));
@@ -118,6 +122,25 @@ public sealed class AddCairnMessagingTests
         using var host = builder.Build();
         var error = await Assert.ThrowsAsync<QueueNotFoundException>(() => host.StartAsync());
         Assert.Equal(new QueueName("nowhere"), error.Queue);
+    }
+
+    [Fact]
+    public async Task two_named_consumers_of_one_queue_run_side_by_side()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(o => o.UseInMemory())
+            .AddQueue("q")
+            .AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { Name = "first" })
+            .AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { Name = "second" });
+        using var host = builder.Build();
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        await broker.SendBatchAsync("q", Enumerable.Range(0, 20).Select(_ => new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}"))));
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await Wait.UntilAsync(() => monitor.Statuses.Sum(s => s.Handled) == 20, "every message is handled once");
+        Assert.Equal(["first", "second"], monitor.Statuses.Select(s => s.Name).Order());
+        Assert.Throws<InvalidMessagingNameException>(() => new ConsumerOptions("q") { Name = "bad name" });
+        await host.StopAsync();
     }
 
     [Fact]
