@@ -12,9 +12,6 @@ namespace Cairn.Sqlite;
 /// </summary>
 public sealed class SqliteMessageBroker : IMessageBroker
 {
-    /// <summary>The most dead letters one redrive step moves.</summary>
-    private const int RedriveBatch = 500;
-
     private readonly SqliteEventStore _store;
     private readonly TimeProvider _time;
 
@@ -330,52 +327,15 @@ public sealed class SqliteMessageBroker : IMessageBroker
     }
 
     /// <inheritdoc />
-    public async Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
+    public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
         RequireName(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
-        request.Validate();
-        var batch = request.MessagesPerSecond is { } rate ? (int)Math.Clamp(Math.Ceiling(rate / 10), 1, RedriveBatch) : RedriveBatch;
-        var started = _time.GetTimestamp();
-        var moved = 0;
-        var after = 0L;
-        var ids = request.MessageIds?.ToArray();
-        var offset = 0;
-        while (true)
-        {
-            IReadOnlyList<MessageId>? chosen = null;
-            if (ids is not null)
-            {
-                if (offset >= ids.Length)
-                {
-                    break;
-                }
-
-                chosen = ids[offset..Math.Min(ids.Length, offset + batch)];
-                offset += chosen.Count;
-            }
-
-            var from = after;
-            var (count, last) = await Writer.ExecuteAsync(context => context.Redrive(queue, request.Target, from, chosen, batch), cancellationToken).ConfigureAwait(false);
-            moved += count;
-            after = last;
-            if (ids is null && count < batch)
-            {
-                break;
-            }
-
-            if (request.MessagesPerSecond is { } perSecond && count > 0)
-            {
-                // Pace the next step so the total never runs ahead of the rate.
-                var due = TimeSpan.FromSeconds(moved / perSecond) - _time.GetElapsedTime(started);
-                if (due > TimeSpan.Zero)
-                {
-                    await Task.Delay(due, _time, cancellationToken).ConfigureAwait(false);
-                }
-            }
-        }
-
-        return moved;
+        return RedriveSteps.RunAsync(
+            request,
+            _time,
+            (after, chosen, size) => Writer.ExecuteAsync(context => context.Redrive(queue, request.Target, after, chosen, size), cancellationToken),
+            cancellationToken);
     }
 
     /// <inheritdoc />

@@ -4,9 +4,6 @@ namespace Cairn.Messaging.InMemory;
 
 public sealed partial class InMemoryMessageBroker
 {
-    /// <summary>The most dead letters one redrive step moves.</summary>
-    private const int RedriveBatch = 500;
-
     /// <inheritdoc />
     public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
@@ -35,52 +32,15 @@ public sealed partial class InMemoryMessageBroker
     }
 
     /// <inheritdoc />
-    public async Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
+    public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
         RequireName(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
-        request.Validate();
-        var batch = request.MessagesPerSecond is { } rate ? (int)Math.Clamp(Math.Ceiling(rate / 10), 1, RedriveBatch) : RedriveBatch;
-        var started = _time.GetTimestamp();
-        var moved = 0;
-        var after = 0L;
-        var ids = request.MessageIds?.ToArray();
-        var offset = 0;
-        while (true)
-        {
-            MessageId[]? chosen = null;
-            if (ids is not null)
-            {
-                if (offset >= ids.Length)
-                {
-                    break;
-                }
-
-                chosen = ids[offset..Math.Min(ids.Length, offset + batch)];
-                offset += chosen.Length;
-            }
-
-            var from = after;
-            var (count, last) = await Run(cancellationToken, touched => Redrive(queue, request.Target, from, chosen, batch, touched)).ConfigureAwait(false);
-            moved += count;
-            after = last;
-            if (ids is null && count < batch)
-            {
-                break;
-            }
-
-            if (request.MessagesPerSecond is { } perSecond && count > 0)
-            {
-                // Pace the next step so the total never runs ahead of the rate.
-                var due = TimeSpan.FromSeconds(moved / perSecond) - _time.GetElapsedTime(started);
-                if (due > TimeSpan.Zero)
-                {
-                    await Task.Delay(due, _time, cancellationToken).ConfigureAwait(false);
-                }
-            }
-        }
-
-        return moved;
+        return RedriveSteps.RunAsync(
+            request,
+            _time,
+            (after, chosen, size) => Run(cancellationToken, touched => Redrive(queue, request.Target, after, chosen, size, touched)),
+            cancellationToken);
     }
 
     /// <inheritdoc />
@@ -126,7 +86,7 @@ public sealed partial class InMemoryMessageBroker
     /// Redrives the next dead letters of a queue after <paramref name="afterSequence"/> (the chosen ids only, when given),
     /// at most <paramref name="limit"/>; returns how many moved and the last sequence looked at.
     /// </summary>
-    private (int Moved, long LastSequence) Redrive(QueueName sourceName, QueueName? targetName, long afterSequence, MessageId[]? ids, int limit, HashSet<string> touched)
+    private (int Moved, long LastSequence) Redrive(QueueName sourceName, QueueName? targetName, long afterSequence, IReadOnlyList<MessageId>? ids, int limit, HashSet<string> touched)
     {
         var source = RequireQueue(sourceName);
         var target = targetName is { } name ? RequireQueue(name) : source;
