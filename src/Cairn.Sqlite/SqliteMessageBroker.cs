@@ -251,6 +251,14 @@ public sealed class SqliteMessageBroker : IMessageBroker
     }
 
     /// <inheritdoc />
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
+        Writer.ExecuteAsync(context =>
+        {
+            context.Return(lease);
+            return true;
+        }, cancellationToken);
+
+    /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
     {
         if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))

@@ -570,6 +570,18 @@ internal sealed partial class SqliteWriteContext
         return false;
     }
 
+    /// <summary>Gives a delivery back untried: visible now, its receive not counted.</summary>
+    public void Return(LeaseToken lease)
+    {
+        var (queue, _) = HeldLease(lease);
+        Wrote();
+        var update = Sql("UPDATE cairn_messages SET state = 0, visible_at = ?2, receive_count = max(receive_count - 1, 0) WHERE seq = ?1");
+        update.Bind(1, lease.Sequence);
+        update.Bind(2, TimeTicks);
+        update.Execute();
+        _touchedQueues.Add(queue.Definition.Name.Value);
+    }
+
     public DateTimeOffset ExtendLease(LeaseToken lease, TimeSpan duration)
     {
         HeldLease(lease);
@@ -691,6 +703,9 @@ internal sealed partial class SqliteWriteContext
         if (seqs.Count > 0)
         {
             _touchedQueues.Add(target.Definition.Name.Value);
+
+            // Moved elsewhere, a parked FIFO head lets its group move on here.
+            _touchedQueues.Add(source.Definition.Name.Value);
         }
 
         return (seqs.Count, seqs.Count == 0 ? afterSeq : seqs[^1]);

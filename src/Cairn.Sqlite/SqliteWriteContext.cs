@@ -20,7 +20,6 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
     private readonly System.Buffers.ArrayBufferWriter<byte> _envelope = new(256);
     private readonly bool _fullDurability;
-    private readonly RawStatement _relaxSync, _restoreSync;
     private bool _relaxed;
     private readonly RawStatement _begin, _commit, _rollback, _dataVersion, _head, _savepoint, _release, _rollbackToSavepoint;
     private readonly RawStatement _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint;
@@ -35,8 +34,6 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _connection = connection;
         _options = options;
         _fullDurability = fullDurability;
-        _relaxSync = new RawStatement(connection, "PRAGMA synchronous = NORMAL");
-        _restoreSync = new RawStatement(connection, "PRAGMA synchronous = FULL");
         _begin = new RawStatement(connection, "BEGIN IMMEDIATE");
         _commit = new RawStatement(connection, "COMMIT");
         _rollback = new RawStatement(connection, "ROLLBACK");
@@ -85,10 +82,19 @@ internal sealed partial class SqliteWriteContext : IDisposable
     /// </summary>
     public void Begin(bool durable = true)
     {
-        if (!durable && _fullDurability)
+        // The level is switched lazily, here, between transactions: a commit never has to restore it, so no failure
+        // after a COMMIT can leave durable commits running relaxed. The pragma is run afresh each time because SQLite
+        // applies it when the statement is prepared, not when a cached statement is stepped.
+        var relax = !durable && _fullDurability;
+        if (relax != _relaxed)
         {
-            _relaxSync.Execute();
-            _relaxed = true;
+            var rc = raw.sqlite3_exec(_connection.Handle, relax ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL");
+            if (rc != raw.SQLITE_OK)
+            {
+                throw new SqliteException($"Cannot set the commit's durability: {raw.sqlite3_errmsg(_connection.Handle).utf8_to_string()}", rc);
+            }
+
+            _relaxed = relax;
         }
 
         _begin.Execute();
@@ -148,7 +154,6 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public void Commit()
     {
         _commit.Execute();
-        RestoreSync();
 
         _inTransaction = false;
         _lastTimeTicks = TimeTicks;
@@ -176,26 +181,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
         Reset();
     }
 
-    private void RestoreSync()
-    {
-        if (_relaxed)
-        {
-            _restoreSync.Execute();
-            _relaxed = false;
-        }
-    }
-
     /// <summary>Forgets everything cached, after a rollback or a fault.</summary>
     private void Reset()
     {
-        try
-        {
-            RestoreSync();
-        }
-        catch (SqliteException)
-        {
-            // Still inside a transaction SQLite keeps open: the flag stays set, and the next commit restores it.
-        }
 
         DropCaches();
         Head = _committedHead;
@@ -238,13 +226,20 @@ internal sealed partial class SqliteWriteContext : IDisposable
             Rollback();
         }
 
-        foreach (var statement in new[] { _relaxSync, _restoreSync, _begin, _commit, _rollback, _savepoint, _release, _rollbackToSavepoint, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
+        foreach (var statement in new[] { _begin, _commit, _rollback, _savepoint, _release, _rollbackToSavepoint, _dataVersion, _head, _insertEvent, _insertTag, _selectStream, _insertStream, _updateStream, _selectName, _insertName, _selectId, _upsertCheckpoint })
         {
             statement.Dispose();
         }
 
         DisposeMessagingStatements();
         _connection.Dispose();
+    }
+
+    /// <summary>The connection's <c>synchronous</c> level now (1 NORMAL, 2 FULL): what the commit in hand will do.</summary>
+    internal long SynchronousLevel()
+    {
+        using var pragma = new RawStatement(_connection, "PRAGMA synchronous");
+        return pragma.ExecuteInt64() ?? -1;
     }
 
     /// <summary>Stores a checkpoint in the transaction in hand.</summary>

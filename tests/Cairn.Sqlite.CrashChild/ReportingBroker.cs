@@ -75,6 +75,13 @@ public sealed class ReportingBroker(IMessageBroker inner, Action<MessageId, Sett
     }
 
     /// <inheritdoc />
+    public async Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
+    {
+        await inner.ReturnAsync(lease, cancellationToken);
+        Report([lease], Settlement.Released);
+    }
+
+    /// <inheritdoc />
     public async Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
         await inner.DeadLetterAsync(lease, reason, failure, cancellationToken);

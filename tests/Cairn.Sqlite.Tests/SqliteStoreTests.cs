@@ -1,5 +1,6 @@
 using System.Text;
 using Cairn.EventStore;
+using Cairn.Messaging;
 
 namespace Cairn.Sqlite.Tests;
 
@@ -32,6 +33,23 @@ public sealed class SqliteStoreTests : IDisposable
             Assert.Equal(2, next.NextExpectedVersion);
             Assert.Equal(4, next.LastPosition.Value);
         }
+    }
+
+    [Theory]
+    [InlineData(SqliteDurability.Full, 2L, 1L)]
+    [InlineData(SqliteDurability.Normal, 1L, 1L)]
+    public async Task only_a_receive_commits_without_waiting_for_the_disk_and_normal_durability_stays_normal(SqliteDurability durability, long durableLevel, long receiveLevel)
+    {
+        using var store = Open(durability);
+        var broker = new SqliteMessageBroker(store);
+        await broker.DeclareQueueAsync(new QueueDefinition("q"), default);
+        await broker.SendAsync("q", new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}")));
+        Assert.Equal(durableLevel, await store.Writer.ExecuteAsync(context => context.SynchronousLevel(), default));
+        Assert.Equal(receiveLevel, await store.Writer.ExecuteAsync(context => context.SynchronousLevel(), default, durable: false));
+
+        // Back to the store's level for the next durable commit, whatever came before.
+        Assert.Single(await broker.ReceiveAsync("q", new ReceiveOptions(), default));
+        Assert.Equal(durableLevel, await store.Writer.ExecuteAsync(context => context.SynchronousLevel(), default));
     }
 
     [Fact]

@@ -126,6 +126,9 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     }
 
     /// <inheritdoc />
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) => Inner.ReturnAsync(lease, cancellationToken);
+
+    /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken) => Inner.ExtendLeaseAsync(lease, duration, cancellationToken);
 
     /// <inheritdoc />

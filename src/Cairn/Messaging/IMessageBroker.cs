@@ -58,6 +58,12 @@ public interface IMessageReceiver
     /// </summary>
     Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Gives a delivery back untried, visible at once and not counted as a receive: for a consumer that stops before
+    /// handling what it received. It can never dead-letter the message.
+    /// </summary>
+    Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken);
+
     /// <summary>Extends a lease to <paramref name="duration"/> from now.</summary>
     Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken);
 

@@ -160,6 +160,23 @@ public abstract class QueueTests<TFixture>(TFixture fixture) : MessagingTests<TF
     }
 
     [Fact]
+    public async Task a_returned_delivery_is_visible_at_once_and_its_receive_is_not_counted()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders) { MaxReceiveCount = 1 });
+        await using var _ = sut;
+        await broker.SendAsync(Orders, Numbered(1));
+        var first = Assert.Single(await ReceiveNowAsync(broker, Orders));
+        await broker.ReturnAsync(first.Lease, default);
+        await Assert.ThrowsAsync<LeaseLostException>(() => broker.ReturnAsync(first.Lease, default));
+
+        // On its only allowed receive, yet not dead-lettered: returning is not failing.
+        var again = Assert.Single(await ReceiveNowAsync(broker, Orders));
+        Assert.Equal(1, again.ReceiveCount);
+        await broker.AcknowledgeAsync(again.Lease);
+        Assert.Equal(new QueueStats { Queue = Orders }, await broker.GetStatsAsync(Orders, default));
+    }
+
+    [Fact]
     public async Task an_extended_lease_keeps_the_message_hidden()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders));

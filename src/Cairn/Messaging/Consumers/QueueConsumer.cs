@@ -223,7 +223,7 @@ public sealed class QueueConsumer : IAsyncDisposable
         {
             try
             {
-                await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, TimeSpan.Zero, null, CancellationToken.None), delivery).ConfigureAwait(false);
+                await SettleAsync(() => _broker.ReturnAsync(delivery.Lease, CancellationToken.None), delivery).ConfigureAwait(false);
             }
             catch (Exception ex)
             {
@@ -245,7 +245,7 @@ public sealed class QueueConsumer : IAsyncDisposable
                 if (_stopping.IsCancellationRequested)
                 {
                     // Received but not started: give it back now rather than leave it hidden until its lease runs out.
-                    await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, TimeSpan.Zero, null, CancellationToken.None), delivery).ConfigureAwait(false);
+                    await SettleAsync(() => _broker.ReturnAsync(delivery.Lease, CancellationToken.None), delivery).ConfigureAwait(false);
                     continue;
                 }
 
@@ -276,7 +276,8 @@ public sealed class QueueConsumer : IAsyncDisposable
         var message = delivery.Message;
         using var activity = StartActivity(delivery);
         using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString());
-        if (Options.UseInbox && await _broker.WasProcessedAsync(Options.Name, message.Id, _abort.Token).ConfigureAwait(false))
+        // Not cancellable: a quick read, and a cancelled one would leave the delivery leased until its lease ran out.
+        if (Options.UseInbox && await _broker.WasProcessedAsync(Options.Name, message.Id, CancellationToken.None).ConfigureAwait(false))
         {
             await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false);
             Interlocked.Increment(ref _duplicates);
@@ -286,7 +287,7 @@ public sealed class QueueConsumer : IAsyncDisposable
         using var timeout = new CancellationTokenSource(Options.HandlerTimeout, _time);
         using var handling = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _abort.Token);
         using var renewal = CancellationTokenSource.CreateLinkedTokenSource(handling.Token);
-        var renewing = Options.ExtendLeaseWhileHandling ? RenewLeaseAsync(delivery.Lease, handling, renewal.Token) : Task.CompletedTask;
+        var renewing = Options.ExtendLeaseWhileHandling ? RenewLeaseAsync(delivery, handling, renewal.Token) : Task.CompletedTask;
         try
         {
             for (var attempt = 0; ; attempt++)
@@ -320,7 +321,8 @@ public sealed class QueueConsumer : IAsyncDisposable
                 activity?.AddException(failure);
                 if (_abort.IsCancellationRequested)
                 {
-                    await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, TimeSpan.Zero, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
+                    // Stopped, not failed: given back untried, so a stop never brings a message nearer its dead letter.
+                    await SettleAsync(() => _broker.ReturnAsync(delivery.Lease, CancellationToken.None), delivery).ConfigureAwait(false);
                     return;
                 }
 
@@ -393,30 +395,52 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
     }
 
-    private async Task RenewLeaseAsync(LeaseToken lease, CancellationTokenSource handling, CancellationToken stop)
+    private async Task RenewLeaseAsync(Delivery delivery, CancellationTokenSource handling, CancellationToken stop)
     {
-        try
+        // Counted from when the lease ends, not from when the handler started: a prefetched delivery may have waited
+        // in the buffer for most of its lease.
+        var expires = delivery.LeaseExpiresAt;
+        while (true)
         {
-            while (true)
+            try
             {
-                await Task.Delay(_lease / 2, _time, stop).ConfigureAwait(false);
-                await _broker.ExtendLeaseAsync(lease, _lease, stop).ConfigureAwait(false);
+                var due = expires - (_lease / 2) - _time.GetUtcNow();
+                if (due > TimeSpan.Zero)
+                {
+                    await Task.Delay(due, _time, stop).ConfigureAwait(false);
+                }
+
+                await _broker.ExtendLeaseAsync(delivery.Lease, _lease, stop).ConfigureAwait(false);
+                expires = _time.GetUtcNow() + _lease;
+            }
+            catch (OperationCanceledException)
+            {
+                // The handling is over.
+                return;
+            }
+            catch (LeaseLostException)
+            {
+                // Someone else holds the message now: stop the handler, its commit would be refused anyway.
+                await handling.CancelAsync().ConfigureAwait(false);
+                return;
+            }
+            catch (Exception ex)
+            {
+                // A passing failure (a busy file, say): try again soon rather than let the lease run out.
+                _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}; trying again.", Options.Name, delivery.Lease);
+                try
+                {
+                    await Task.Delay(Min(_lease / 10, TimeSpan.FromSeconds(1)), _time, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
             }
         }
-        catch (OperationCanceledException)
-        {
-            // The handling is over.
-        }
-        catch (LeaseLostException)
-        {
-            // Someone else holds the message now: stop the handler, its commit would be refused anyway.
-            await handling.CancelAsync().ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}.", Options.Name, lease);
-        }
     }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
     private async Task SettleAsync(Func<Task> settle, Delivery delivery)
     {
