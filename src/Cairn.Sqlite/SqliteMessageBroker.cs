@@ -285,6 +285,13 @@ public sealed class SqliteMessageBroker : IMessageBroker
     }
 
     /// <inheritdoc />
+    public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken)
+    {
+        MessagingNames.Validate("consumer", consumer);
+        return Writer.ExecuteAsync(context => context.PruneInbox(consumer, before.UtcTicks), cancellationToken);
+    }
+
+    /// <inheritdoc />
     public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken)
     {
         MessagingNames.Validate("consumer", consumer);

@@ -295,6 +295,16 @@ internal sealed partial class SqliteWriteContext
         return new CommitResult { Appends = appends, MessagesEnqueued = enqueued, MessagesDeduplicated = deduplicated };
     }
 
+    public int PruneInbox(string consumer, long beforeTicks)
+    {
+        Wrote();
+        var delete = Sql("DELETE FROM cairn_inbox WHERE consumer = ?1 AND processed_ticks < ?2");
+        delete.Bind(1, consumer);
+        delete.Bind(2, beforeTicks);
+        delete.Execute();
+        return (int)Changes();
+    }
+
     private bool InboxHolds(string consumer, MessageId id)
     {
         var select = Sql("SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");

@@ -75,6 +75,9 @@ public sealed class ReportingBroker(IMessageBroker inner, Action<MessageId, Sett
     }
 
     /// <inheritdoc />
+    public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken) => inner.PruneInboxAsync(consumer, before, cancellationToken);
+
+    /// <inheritdoc />
     public async Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
     {
         await inner.ReturnAsync(lease, cancellationToken);

@@ -135,6 +135,9 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken) => Inner.DeadLetterAsync(lease, reason, failure, cancellationToken);
 
     /// <inheritdoc />
+    public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken) => Inner.PruneInboxAsync(consumer, before, cancellationToken);
+
+    /// <inheritdoc />
     public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken) => Inner.WasProcessedAsync(consumer, messageId, cancellationToken);
 
     /// <inheritdoc />

@@ -70,6 +70,13 @@ public interface IMessageReceiver
     /// <summary>Moves a delivery to its queue's dead-letter queue at once, with a reason.</summary>
     Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Forgets the inbox records of <paramref name="consumer"/> written before <paramref name="before"/>; returns how
+    /// many. A message redelivered after its record is gone would be handled again, so keep records longer than any
+    /// redelivery can come (the queue's retention).
+    /// </summary>
+    Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken);
+
     /// <summary>Whether <paramref name="consumer"/>'s inbox records <paramref name="messageId"/> as handled.</summary>
     Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken);
 }

@@ -257,6 +257,23 @@ public abstract class ConsumerTests<TFixture>(TFixture fixture) : MessagingTests
     }
 
     [Fact]
+    public async Task a_consumer_forgets_inbox_records_past_its_retention()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+        var old = MessageId.New();
+        await broker.CommitAsync(new MessageTransaction().MarkProcessed(Work.Value, old), default);
+        Clock.Advance(TimeSpan.FromMinutes(2));
+        await using var consumer = Consumer(broker, (_, _) => ValueTask.CompletedTask, o => o with { InboxRetention = TimeSpan.FromMinutes(1) });
+        await consumer.StartAsync(default);
+        var sent = Numbered(1);
+        await broker.SendAsync(Work, sent);
+        await UntilAsync(consumer, s => s.Handled == 1, "the message is handled");
+        await Wait.UntilAsync(async () => !await broker.WasProcessedAsync(Work.Value, old, default), "the old record is forgotten");
+        Assert.True(await broker.WasProcessedAsync(Work.Value, sent.Id, default));
+    }
+
+    [Fact]
     public async Task a_typed_message_that_does_not_fit_is_dead_lettered_as_non_retryable()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));

@@ -77,6 +77,25 @@ public abstract class MessageTransactionTests<TFixture>(TFixture fixture) : Mess
     }
 
     [Fact]
+    public async Task inbox_records_older_than_a_time_are_forgotten_per_consumer()
+    {
+        var (sut, broker) = await CreateBrokerAsync();
+        await using var _ = sut;
+        var old = MessageId.New();
+        var recent = MessageId.New();
+        await broker.CommitAsync(new MessageTransaction().MarkProcessed("billing", old), default);
+        await broker.CommitAsync(new MessageTransaction().MarkProcessed("shipping", old), default);
+        Clock.Advance(TimeSpan.FromHours(2));
+        await broker.CommitAsync(new MessageTransaction().MarkProcessed("billing", recent), default);
+
+        Assert.Equal(1, await broker.PruneInboxAsync("billing", Clock.GetUtcNow() - TimeSpan.FromHours(1), default));
+        Assert.False(await broker.WasProcessedAsync("billing", old, default));
+        Assert.True(await broker.WasProcessedAsync("billing", recent, default));
+        Assert.True(await broker.WasProcessedAsync("shipping", old, default));
+        Assert.Equal(0, await broker.PruneInboxAsync("billing", Clock.GetUtcNow() - TimeSpan.FromHours(1), default));
+    }
+
+    [Fact]
     public async Task a_commit_holding_a_lost_lease_writes_nothing()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Inbox) { Lease = TimeSpan.FromSeconds(5) }, new QueueDefinition(Outbox));

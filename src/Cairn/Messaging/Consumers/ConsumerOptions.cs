@@ -106,6 +106,12 @@ public sealed record ConsumerOptions
     /// <summary>Records handled ids in the inbox with the handler's effects, so a redelivery has no second effect (on by default).</summary>
     public bool UseInbox { get; init; } = true;
 
+    /// <summary>
+    /// How long the inbox remembers a handled message (14 days by default, the default retention of a queue): the
+    /// consumer forgets older records about once an hour. Keep it at least as long as the queue's retention.
+    /// </summary>
+    public TimeSpan InboxRetention { get; init; } = TimeSpan.FromDays(14);
+
     /// <summary>The retry policy.</summary>
     public RetryPolicy Retry { get; init; } = new();
 
@@ -136,6 +142,11 @@ public sealed record ConsumerOptions
         if (PollWait <= TimeSpan.Zero || PollWait > TimeSpan.FromMinutes(5))
         {
             throw new InvalidMessageException($"Consumer '{Name}': PollWait is {PollWait}; it must be between 0 and 5 minutes.");
+        }
+
+        if (InboxRetention < TimeSpan.FromMinutes(1))
+        {
+            throw new InvalidMessageException($"Consumer '{Name}': InboxRetention is {InboxRetention}; it must be at least a minute.");
         }
 
         new ReceiveOptions { Lease = Lease }.Validate();

@@ -48,6 +48,10 @@ public sealed class QueueConsumer : IAsyncDisposable
     private long _handled, _retried, _deadLettered, _duplicates, _leasesLost;
     private int _started;
     private int _disposed;
+    private DateTimeOffset _nextInboxPrune = DateTimeOffset.MinValue;
+
+    /// <summary>How often a consumer forgets old inbox records.</summary>
+    private static readonly TimeSpan InboxPruneInterval = TimeSpan.FromHours(1);
 
     /// <summary>How long a stop whose time is up waits for cancelled handlers to give their messages back.</summary>
     private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
@@ -199,6 +203,8 @@ public sealed class QueueConsumer : IAsyncDisposable
                     _slots.Release(taken - deliveries.Count);
                 }
 
+                await PruneInboxWhenDueAsync().ConfigureAwait(false);
+
                 foreach (var delivery in deliveries)
                 {
                     _buffer.Writer.TryWrite(delivery);
@@ -233,6 +239,30 @@ public sealed class QueueConsumer : IAsyncDisposable
             {
                 _slots.Release();
             }
+        }
+    }
+
+    /// <summary>About once an hour, and at the first receive, forgets inbox records older than the retention.</summary>
+    private async Task PruneInboxWhenDueAsync()
+    {
+        var now = _time.GetUtcNow();
+        if (!Options.UseInbox || now < _nextInboxPrune)
+        {
+            return;
+        }
+
+        _nextInboxPrune = now + InboxPruneInterval;
+        try
+        {
+            var pruned = await _broker.PruneInboxAsync(Options.Name, now - Options.InboxRetention, CancellationToken.None).ConfigureAwait(false);
+            if (pruned > 0)
+            {
+                _logger.LogInformation("Consumer {Consumer} forgot {Count} inbox records older than {Retention}.", Options.Name, pruned, Options.InboxRetention);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            _logger.LogWarning(ex, "Consumer {Consumer} could not prune its inbox; it tries again within the hour.", Options.Name);
         }
     }
 

@@ -31,7 +31,7 @@ public sealed partial class InMemoryMessageBroker
     private CommitResult Commit(PreparedTransaction transaction, HashSet<string> touched, List<Task> pendingCheckpoints)
     {
         var now = Now();
-        if (transaction.Inbox is { } inbox && _inbox.Contains(inbox))
+        if (transaction.Inbox is { } inbox && _inbox.ContainsKey(inbox))
         {
             // Handled before: the effects were committed then. Settle the delivery and write nothing else.
             Acknowledge(HeldLeases(transaction.Acknowledgements), touched);
@@ -68,7 +68,7 @@ public sealed partial class InMemoryMessageBroker
 
         if (transaction.Inbox is { } record)
         {
-            _inbox.Add(record);
+            _inbox[record] = now;
         }
 
         foreach (var (key, position) in transaction.Checkpoints)

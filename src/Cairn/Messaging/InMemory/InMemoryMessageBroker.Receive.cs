@@ -123,7 +123,23 @@ public sealed partial class InMemoryMessageBroker
     public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken)
     {
         MessagingNames.Validate("consumer", consumer);
-        return Run(cancellationToken, _ => _inbox.Contains((consumer, messageId)));
+        return Run(cancellationToken, _ => _inbox.ContainsKey((consumer, messageId)));
+    }
+
+    /// <inheritdoc />
+    public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken)
+    {
+        MessagingNames.Validate("consumer", consumer);
+        return Run(cancellationToken, _ =>
+        {
+            var old = _inbox.Where(r => r.Key.Consumer == consumer && r.Value < before.UtcTicks).Select(r => r.Key).ToList();
+            foreach (var key in old)
+            {
+                _inbox.Remove(key);
+            }
+
+            return old.Count;
+        });
     }
 
     /// <summary>

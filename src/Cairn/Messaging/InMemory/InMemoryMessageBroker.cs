@@ -21,7 +21,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker
     private readonly QueueSignal _signal = new();
     private readonly Dictionary<string, QueueState> _queues = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SortedDictionary<string, TopicSubscription>> _topics = new(StringComparer.Ordinal);
-    private readonly HashSet<(string Consumer, MessageId MessageId)> _inbox = [];
+    private readonly Dictionary<(string Consumer, MessageId MessageId), long> _inbox = [];
     private long _lastSequence;
     private long _lastTicks;
 
