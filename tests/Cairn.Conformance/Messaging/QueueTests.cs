@@ -230,6 +230,10 @@ public abstract class QueueTests<TFixture>(TFixture fixture) : MessagingTests<TF
         Clock.Advance(TimeSpan.FromMinutes(30));
         await broker.SendAsync(Orders, Numbered(2));
         Clock.Advance(TimeSpan.FromMinutes(31));
+
+        // Past its retention, the first no longer counts, even before a receive drops it.
+        var stats = await broker.GetStatsAsync(Orders, default);
+        Assert.Equal((1L, TimeSpan.FromMinutes(31)), (stats.Visible, stats.OldestAge));
         Assert.Equal([2], await DrainAsync(broker, Orders));
     }
 

@@ -134,6 +134,12 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker
                     continue;
                 }
 
+                // Past its retention and not held: the next receive drops it, so it no longer counts.
+                if (m.State != MessageState.Leased && m.ExpiresAt <= now)
+                {
+                    continue;
+                }
+
                 if (m.VisibleAt <= now)
                 {
                     visible++;
