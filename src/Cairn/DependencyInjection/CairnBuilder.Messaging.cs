@@ -31,6 +31,7 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<IMessagingAdmin>(sp => sp.GetRequiredService<IMessageBroker>());
         services.TryAddSingleton<MessagingTopology>();
         services.TryAddSingleton<ConsumerMonitor>();
+        services.TryAddSingleton<RouteMonitor>();
 
         // Registered with AddCairn, before any consumer or route, so hosts start it first: the queues, topics and
         // subscriptions exist before anything sends or receives.
@@ -77,13 +78,18 @@ public sealed partial class CairnBuilder
         var route = new EventRoute(name, filter, topic);
         route = configure?.Invoke(route) ?? route;
         route.Validate();
-        Services.AddSingleton<IHostedService>(sp => new EventRouterHostedService(new EventRouter(
-            sp.GetRequiredService<IEventStore>(),
-            sp.GetRequiredService<IMessageBroker>(),
-            sp.GetRequiredService<ICheckpointStore>(),
-            route,
-            sp.GetService<ILogger<EventRouter>>(),
-            sp.GetService<TimeProvider>())));
+        Services.AddSingleton<IHostedService>(sp =>
+        {
+            var router = new EventRouter(
+                sp.GetRequiredService<IEventStore>(),
+                sp.GetRequiredService<IMessageBroker>(),
+                sp.GetRequiredService<ICheckpointStore>(),
+                route,
+                sp.GetService<ILogger<EventRouter>>(),
+                sp.GetService<TimeProvider>());
+            sp.GetRequiredService<RouteMonitor>().Add(router);
+            return new EventRouterHostedService(router);
+        });
         return this;
     }
 
@@ -194,6 +200,46 @@ public sealed class ConsumerMonitor
             }
 
             _consumers.Add(consumer);
+        }
+    }
+}
+
+/// <summary>Lists the hosted routes of the process, so their position can be shown and awaited.</summary>
+public sealed class RouteMonitor
+{
+    private readonly List<EventRouter> _routers = [];
+
+    /// <summary>The status of each route.</summary>
+    public IReadOnlyList<EventRouteStatus> Statuses
+    {
+        get
+        {
+            lock (_routers)
+            {
+                return [.. _routers.Select(r => r.Status)];
+            }
+        }
+    }
+
+    /// <summary>Finds a route by name.</summary>
+    public EventRouter? Find(string name)
+    {
+        lock (_routers)
+        {
+            return _routers.FirstOrDefault(r => r.Route.Name == name);
+        }
+    }
+
+    internal void Add(EventRouter router)
+    {
+        lock (_routers)
+        {
+            if (_routers.Any(r => r.Route.Name == router.Route.Name))
+            {
+                throw new InvalidOperationException($"Two routes are named '{router.Route.Name}'; each needs its own name (its checkpoint key).");
+            }
+
+            _routers.Add(router);
         }
     }
 }

@@ -95,6 +95,11 @@ public sealed class AddCairnMessagingTests
         Assert.Equal("receipt.requested", appended.Type);
         Assert.Equal(big.Id.ToString(), appended.CausationId);
         Assert.Equal(["deposits", "receipts"], monitor.Statuses.Select(s => s.Name).Order());
+        var routes = host.Services.GetRequiredService<RouteMonitor>();
+        await routes.Find("accounts-out")!.WaitForPositionAsync(await store.GetHeadPositionAsync(default), default).WaitAsync(Wait.Timeout);
+        var route = Assert.Single(routes.Statuses);
+        Assert.Equal(("accounts-out", new TopicName("accounts"), true, 0L), (route.Name, route.Topic, route.Running, route.Failures));
+        Assert.Equal(await store.GetHeadPositionAsync(default), route.Position);
         await host.StopAsync();
         Assert.All(monitor.Statuses, s => Assert.False(s.Running));
     }
@@ -140,6 +145,23 @@ public sealed class AddCairnMessagingTests
         await Wait.UntilAsync(() => monitor.Statuses.Sum(s => s.Handled) == 20, "every message is handled once");
         Assert.Equal(["first", "second"], monitor.Statuses.Select(s => s.Name).Order());
         Assert.Throws<InvalidMessagingNameException>(() => new ConsumerOptions("q") { Name = "bad name" });
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task a_route_to_an_undeclared_topic_reports_its_failure_and_keeps_its_place()
+    {
+        var builder = Builder();
+        builder.Services.AddCairn(o => o.UseInMemory()).AddEventRoute("lost", EventFilter.ForCategory("order"), "nowhere");
+        using var host = builder.Build();
+        await host.StartAsync();
+        await host.Services.GetRequiredService<IEventStore>().AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [new EventData("order.placed", Encoding.UTF8.GetBytes("{}"))]);
+        var routes = host.Services.GetRequiredService<RouteMonitor>();
+        await Wait.UntilAsync(() => routes.Statuses.Single().Failures >= 1, "the route reports its failure");
+        var status = routes.Statuses.Single();
+        Assert.Contains(nameof(TopicNotFoundException), status.LastError, StringComparison.Ordinal);
+        Assert.True(status.Running);
+        Assert.Equal(Cairn.EventStore.GlobalPosition.Start, status.Position);
         await host.StopAsync();
     }
 

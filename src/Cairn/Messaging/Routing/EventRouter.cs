@@ -34,6 +34,9 @@ public sealed record EventRoute(string Name, EventFilter Filter, TopicName Topic
     }
 }
 
+/// <summary>What a route has done: where it is in the log, whether it runs, and its last failure.</summary>
+public sealed record EventRouteStatus(string Name, TopicName Topic, GlobalPosition Position, bool Running, long Failures, string? LastError);
+
 /// <summary>
 /// Publishes appended events to a topic, so an application appends once and its events reach the bus: the log is the
 /// outbox. The router follows <c>$all</c> from its checkpoint and commits each batch of publishes together with the
@@ -50,6 +53,8 @@ public sealed class EventRouter : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private Task _running = Task.CompletedTask;
     private long _position;
+    private long _failures;
+    private volatile string? _lastError;
     private TaskCompletionSource _advanced = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Creates a router; <see cref="StartAsync"/> starts it.</summary>
@@ -70,6 +75,9 @@ public sealed class EventRouter : IAsyncDisposable
 
     /// <summary>The route.</summary>
     public EventRoute Route { get; }
+
+    /// <summary>What the route has done so far.</summary>
+    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError);
 
     /// <summary>The position of the last event routed (or passed over).</summary>
     public GlobalPosition Position => new(Interlocked.Read(ref _position));
@@ -151,6 +159,8 @@ public sealed class EventRouter : IAsyncDisposable
             catch (Exception ex)
             {
                 failures++;
+                Interlocked.Increment(ref _failures);
+                _lastError = $"{ex.GetType().Name}: {ex.Message}";
                 var delay = TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(failures, 10))));
                 _logger.LogError(ex, "Route {Route} failed to publish to {Topic}; retrying from its checkpoint in {Delay}.", Route.Name, Route.Topic, delay);
                 try
