@@ -36,7 +36,25 @@ internal sealed partial class SqliteWriteContext
     {
         _queues.Clear();
         _topics.Clear();
+
+        // An undone operation takes back only its own notices; the others in the group still commit.
+        if (_deadLettered.Count > _deadLetteredBeforeOperation)
+        {
+            _deadLettered.RemoveRange(_deadLetteredBeforeOperation, _deadLettered.Count - _deadLetteredBeforeOperation);
+        }
+    }
+
+    private int _deadLetteredBeforeOperation;
+
+    /// <summary>Notes where the operation about to run starts adding dead-letter notices.</summary>
+    private void MarkOperationNotices() => _deadLetteredBeforeOperation = _deadLettered.Count;
+
+    /// <summary>After a rollback of the whole transaction, nothing it noted happened.</summary>
+    private void ForgetPendingNotices()
+    {
         _deadLettered.Clear();
+        _touchedQueues.Clear();
+        _deadLetteredBeforeOperation = 0;
     }
 
     /// <summary>A prepared statement, made once per SQL text (a literal, so compared by reference).</summary>

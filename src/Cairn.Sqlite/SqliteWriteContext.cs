@@ -119,6 +119,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public void StartOperation()
     {
         OperationWrote = false;
+        MarkOperationNotices();
         _headBeforeOperation = Head;
         _savepoint.Execute();
     }
@@ -164,7 +165,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
     public void Rollback()
     {
-        if (_inTransaction)
+        // Asked of SQLite, not of our own flag: a transaction SQLite still holds open must be ended, or every later
+        // BEGIN would fail.
+        if (_inTransaction || raw.sqlite3_get_autocommit(_connection.Handle) == 0)
         {
             try
             {
@@ -175,10 +178,11 @@ internal sealed partial class SqliteWriteContext : IDisposable
                 // SQLite may already have rolled back (after an I/O error); there is nothing left to undo.
             }
 
-            _inTransaction = false;
+            _inTransaction = raw.sqlite3_get_autocommit(_connection.Handle) == 0;
         }
 
         Reset();
+        ForgetPendingNotices();
     }
 
     /// <summary>Forgets everything cached, after a rollback or a fault.</summary>
