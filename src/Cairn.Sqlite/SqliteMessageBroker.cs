@@ -190,13 +190,21 @@ public sealed class SqliteMessageBroker : IMessageBroker
             var now = _time.GetUtcNow();
             if (rows.Count > 0 || now >= deadline)
             {
-                var deliveries = new Delivery[rows.Count];
-                for (var i = 0; i < deliveries.Length; i++)
+                var deliveries = new List<Delivery>(rows.Count);
+                foreach (var row in rows)
                 {
-                    deliveries[i] = rows[i].ToDelivery(queue);
+                    if (await DecodeAsync(row, queue).ConfigureAwait(false) is { } delivery)
+                    {
+                        deliveries.Add(delivery);
+                    }
                 }
 
-                return deliveries;
+                if (deliveries.Count > 0 || now >= deadline)
+                {
+                    return deliveries;
+                }
+
+                continue;
             }
 
             var wait = deadline - now;
@@ -215,6 +223,24 @@ public sealed class SqliteMessageBroker : IMessageBroker
             {
                 // Time to look again: a delayed message may be due, or the wait is over.
             }
+        }
+    }
+
+    /// <summary>
+    /// Turns a leased row into a delivery; a row that cannot be read (a corrupt envelope) is dead-lettered with the
+    /// reason, so it neither blocks the others nor comes back until its receives run out.
+    /// </summary>
+    private async Task<Delivery?> DecodeAsync(SqliteWriteContext.LeasedRow row, QueueName queue)
+    {
+        try
+        {
+            return row.ToDelivery(queue);
+        }
+        catch (Exception ex) when (ex is EventStore.CairnException or JsonException or ArgumentException or IndexOutOfRangeException or FormatException)
+        {
+            var lease = new LeaseToken(queue, row.Seq, row.Deliveries);
+            await DeadLetterAsync(lease, $"its stored envelope could not be read: {ex.Message}", FailureInfo.From(ex), CancellationToken.None).ConfigureAwait(false);
+            return null;
         }
     }
 

@@ -53,6 +53,27 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task a_message_whose_stored_envelope_is_corrupt_is_dead_lettered_and_the_rest_are_delivered()
+    {
+        using var store = Open();
+        var broker = new SqliteMessageBroker(store);
+        await broker.DeclareQueueAsync(new QueueDefinition("q"), default);
+        await broker.SendBatchAsync("q", [new OutgoingMessage("job", Encoding.UTF8.GetBytes("{\"n\":1}")), new OutgoingMessage("job", Encoding.UTF8.GetBytes("{\"n\":2}"))]);
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection(_database.ConnectionString))
+        {
+            connection.Open();
+            using var corrupt = connection.CreateCommand();
+            corrupt.CommandText = "UPDATE cairn_messages SET envelope = x'07' WHERE seq = (SELECT min(seq) FROM cairn_messages)";
+            Assert.Equal(1, corrupt.ExecuteNonQuery());
+        }
+
+        var delivery = Assert.Single(await broker.ReceiveAsync("q", new ReceiveOptions(), default));
+        Assert.Equal("{\"n\":2}", Encoding.UTF8.GetString(delivery.Message.Data.Span));
+        var stats = await broker.GetStatsAsync("q", default);
+        Assert.Equal((1L, 1L, 0L), (stats.Leased, stats.DeadLettered, stats.Visible));
+    }
+
+    [Fact]
     public async Task concurrent_appenders_share_commits_and_a_failed_expectation_fails_only_its_own_append()
     {
         using var store = Open();
