@@ -392,10 +392,24 @@ public sealed class SqliteMessageBroker : IMessageBroker
         FROM cairn_messages
         """;
 
+    /// <summary>The type under which a dead letter with an unreadable envelope is listed.</summary>
+    public const string UnreadableType = "cairn.unreadable";
+
     private static DeadLetter ReadDeadLetter(RawStatement row, QueueName queue)
     {
         var id = new MessageId(new Guid(row.Blob(1), bigEndian: true));
-        var message = MessageCodec.Read(id, row.Blob(11), row.Blob(12).ToArray());
+        Message message;
+        try
+        {
+            message = MessageCodec.Read(id, row.Blob(11), row.Blob(12).ToArray());
+        }
+        catch (EventStore.CairnException)
+        {
+            // A corrupt envelope must not hide the dead letter that holds it: shown with its id and raw data, so it
+            // can be inspected and purged.
+            message = new Message(id, UnreadableType, "urn:cairn:unreadable", new DateTimeOffset(row.Int64(7), TimeSpan.Zero), "application/octet-stream", row.Blob(12).ToArray());
+        }
+
         return new DeadLetter(message, queue, row.Int64(0))
         {
             Reason = row.TextOrNull(2) ?? "unknown",

@@ -71,6 +71,12 @@ public sealed class SqliteStoreTests : IDisposable
         Assert.Equal("{\"n\":2}", Encoding.UTF8.GetString(delivery.Message.Data.Span));
         var stats = await broker.GetStatsAsync("q", default);
         Assert.Equal((1L, 1L, 0L), (stats.Leased, stats.DeadLettered, stats.Visible));
+
+        // Listed with its id and raw data, so it can be looked at and purged.
+        var letter = Assert.Single(await broker.ListDeadLettersAsync("q", 0, 10, default));
+        Assert.Equal(SqliteMessageBroker.UnreadableType, letter.Message.Type);
+        Assert.Contains("envelope could not be read", letter.Reason, StringComparison.Ordinal);
+        Assert.Equal(1, await broker.PurgeDeadLettersAsync("q", [letter.Message.Id], default));
     }
 
     [Fact]
