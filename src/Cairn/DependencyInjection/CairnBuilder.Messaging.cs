@@ -167,81 +167,29 @@ internal sealed class MessagingTopology
 /// <summary>Lists the hosted consumers of the process and what each has done.</summary>
 public sealed class ConsumerMonitor
 {
-    private readonly List<QueueConsumer> _consumers = [];
+    private readonly NamedList<QueueConsumer> _consumers = new(c => c.Options.Name, "consumers", "its inbox key");
 
     /// <summary>The status of each consumer.</summary>
-    public IReadOnlyList<ConsumerStatus> Statuses
-    {
-        get
-        {
-            lock (_consumers)
-            {
-                return [.. _consumers.Select(c => c.Status)];
-            }
-        }
-    }
+    public IReadOnlyList<ConsumerStatus> Statuses => _consumers.Select(c => c.Status);
 
     /// <summary>Finds a consumer by name.</summary>
-    public QueueConsumer? Find(string name)
-    {
-        lock (_consumers)
-        {
-            return _consumers.FirstOrDefault(c => c.Options.Name == name);
-        }
-    }
+    public QueueConsumer? Find(string name) => _consumers.Find(name);
 
-    internal void Add(QueueConsumer consumer)
-    {
-        lock (_consumers)
-        {
-            if (_consumers.Any(c => c.Options.Name == consumer.Options.Name))
-            {
-                throw new InvalidOperationException($"Two consumers are named '{consumer.Options.Name}'; each needs its own name (its inbox key).");
-            }
-
-            _consumers.Add(consumer);
-        }
-    }
+    internal void Add(QueueConsumer consumer) => _consumers.Add(consumer);
 }
 
 /// <summary>Lists the hosted routes of the process, so their position can be shown and awaited.</summary>
 public sealed class RouteMonitor
 {
-    private readonly List<EventRouter> _routers = [];
+    private readonly NamedList<EventRouter> _routers = new(r => r.Route.Name, "routes", "its checkpoint key");
 
     /// <summary>The status of each route.</summary>
-    public IReadOnlyList<EventRouteStatus> Statuses
-    {
-        get
-        {
-            lock (_routers)
-            {
-                return [.. _routers.Select(r => r.Status)];
-            }
-        }
-    }
+    public IReadOnlyList<EventRouteStatus> Statuses => _routers.Select(r => r.Status);
 
     /// <summary>Finds a route by name.</summary>
-    public EventRouter? Find(string name)
-    {
-        lock (_routers)
-        {
-            return _routers.FirstOrDefault(r => r.Route.Name == name);
-        }
-    }
+    public EventRouter? Find(string name) => _routers.Find(name);
 
-    internal void Add(EventRouter router)
-    {
-        lock (_routers)
-        {
-            if (_routers.Any(r => r.Route.Name == router.Route.Name))
-            {
-                throw new InvalidOperationException($"Two routes are named '{router.Route.Name}'; each needs its own name (its checkpoint key).");
-            }
-
-            _routers.Add(router);
-        }
-    }
+    internal void Add(EventRouter router) => _routers.Add(router);
 }
 
 internal sealed class MessagingSetupService(IServiceProvider services, MessagingTopology topology) : IHostedService

@@ -115,41 +115,15 @@ public interface ISubscriptionHandler
 /// <summary>Lists the status of every hosted subscription in the process.</summary>
 public sealed class SubscriptionMonitor
 {
-    private readonly List<CatchUpSubscription> _subscriptions = [];
+    private readonly NamedList<CatchUpSubscription> _subscriptions = new(s => s.Options.Name, "subscriptions", "its checkpoint key");
 
     /// <summary>The status of each subscription.</summary>
-    public IReadOnlyList<SubscriptionStatus> Statuses
-    {
-        get
-        {
-            lock (_subscriptions)
-            {
-                return [.. _subscriptions.Select(s => s.Status)];
-            }
-        }
-    }
+    public IReadOnlyList<SubscriptionStatus> Statuses => _subscriptions.Select(s => s.Status);
 
     /// <summary>Finds a hosted subscription by name.</summary>
-    public CatchUpSubscription? Find(string name)
-    {
-        lock (_subscriptions)
-        {
-            return _subscriptions.FirstOrDefault(s => s.Options.Name == name);
-        }
-    }
+    public CatchUpSubscription? Find(string name) => _subscriptions.Find(name);
 
-    internal void Add(CatchUpSubscription subscription)
-    {
-        lock (_subscriptions)
-        {
-            if (_subscriptions.Any(s => s.Options.Name == subscription.Options.Name))
-            {
-                throw new InvalidOperationException($"Two subscriptions are named '{subscription.Options.Name}'; each needs its own name (its checkpoint key).");
-            }
-
-            _subscriptions.Add(subscription);
-        }
-    }
+    internal void Add(CatchUpSubscription subscription) => _subscriptions.Add(subscription);
 }
 
 internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposable
