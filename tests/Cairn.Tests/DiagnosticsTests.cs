@@ -1,11 +1,11 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Text;
 using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Subscriptions;
+using Cairn.Tests.Support;
 using Microsoft.Extensions.Logging;
 
 namespace Cairn.Tests;
@@ -14,50 +14,13 @@ namespace Cairn.Tests;
 [Collection(nameof(DiagnosticsTests))]
 public sealed class DiagnosticsTests : IDisposable
 {
-    private readonly MeterListener _meters = new();
-    private readonly ConcurrentDictionary<string, long> _totals = new();
-    private readonly ConcurrentQueue<Activity> _activities = new();
-    private readonly ActivityListener _spans;
+    private readonly TelemetryRecorder _telemetry = new(name => name.StartsWith("Cairn.", StringComparison.Ordinal));
 
-    public DiagnosticsTests()
-    {
-        _meters.InstrumentPublished = (instrument, listener) =>
-        {
-            if (instrument.Meter.Name.StartsWith("Cairn.", StringComparison.Ordinal))
-            {
-                listener.EnableMeasurementEvents(instrument);
-            }
-        };
-        _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
-        _meters.SetMeasurementEventCallback<double>((instrument, _, tags, _) => Add(instrument, 1, tags));
-        _meters.Start();
-        _spans = new ActivityListener
-        {
-            ShouldListenTo = source => source.Name.StartsWith("Cairn.", StringComparison.Ordinal),
-            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = _activities.Enqueue,
-        };
-        ActivitySource.AddActivityListener(_spans);
-    }
+    private ConcurrentQueue<Activity> Spans => _telemetry.Activities;
 
-    public void Dispose()
-    {
-        _meters.Dispose();
-        _spans.Dispose();
-    }
+    public void Dispose() => _telemetry.Dispose();
 
-    private void Add(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-    {
-        var key = instrument.Name;
-        foreach (var tag in tags)
-        {
-            key += $"|{tag.Key}={tag.Value}";
-        }
-
-        _totals.AddOrUpdate(key, value, (_, total) => total + value);
-    }
-
-    private long Total(string key) => _totals.GetValueOrDefault(key);
+    private long Total(string key) => _telemetry.Total(key);
 
     private static EventData Event() => new("thing.happened", Encoding.UTF8.GetBytes("{}"));
 
@@ -78,8 +41,8 @@ public sealed class DiagnosticsTests : IDisposable
         Assert.True(Total("cairn.eventstore.conflicts") - before.conflict >= 1);
         Assert.True(Total("cairn.eventstore.events_appended") - before.events >= 2);
         Assert.True(Total("cairn.eventstore.append.duration|outcome=ok") >= 1);
-        Assert.Contains(_activities, a => a.OperationName == "cairn.append" && (string?)a.GetTagItem("cairn.stream") == stream.Value);
-        Assert.Contains(_activities, a => a.OperationName == "cairn.append" && a.Status == ActivityStatusCode.Error && (string?)a.GetTagItem("cairn.stream") == stream.Value);
+        Assert.Contains(Spans, a => a.OperationName == "cairn.append" && (string?)a.GetTagItem("cairn.stream") == stream.Value);
+        Assert.Contains(Spans, a => a.OperationName == "cairn.append" && a.Status == ActivityStatusCode.Error && (string?)a.GetTagItem("cairn.stream") == stream.Value);
     }
 
     [Fact]
@@ -117,7 +80,7 @@ public sealed class DiagnosticsTests : IDisposable
         Assert.NotNull(subscription.Status.LastErrorAt);
         Assert.Equal([0L, 1L, 2L], handled.Distinct());
         Assert.True(Total("cairn.subscription.events|subscription=" + name) >= 3);
-        Assert.Contains(_activities, a => a.OperationName == "cairn.subscription.handle" && (string?)a.GetTagItem("cairn.subscription") == name);
+        Assert.Contains(Spans, a => a.OperationName == "cairn.subscription.handle" && (string?)a.GetTagItem("cairn.subscription") == name);
     }
 
     [Fact]
@@ -142,13 +105,13 @@ public sealed class DiagnosticsTests : IDisposable
         // subscription knows it is four events behind.
         await subscription.StartAsync(default);
         await entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
-        _totals.Clear();
-        _meters.RecordObservableInstruments();
+        _telemetry.Clear();
+        _telemetry.RecordObservableInstruments();
         Assert.Equal(4, Total("cairn.subscription.lag|subscription=" + name));
         gate.SetResult();
         await subscription.WaitForPositionAsync(new GlobalPosition(4), default).WaitAsync(TimeSpan.FromSeconds(30));
-        _totals.Clear();
-        _meters.RecordObservableInstruments();
+        _telemetry.Clear();
+        _telemetry.RecordObservableInstruments();
         Assert.Equal(0, Total("cairn.subscription.lag|subscription=" + name));
     }
 

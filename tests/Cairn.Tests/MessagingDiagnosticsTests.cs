@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Text;
 using Cairn.Diagnostics;
 using Cairn.EventStore.InMemory;
@@ -8,6 +7,7 @@ using Cairn.Messaging;
 using Cairn.Messaging.Consumers;
 using Cairn.Messaging.InMemory;
 using Cairn.Subscriptions;
+using Cairn.Tests.Support;
 using Wait = Cairn.Conformance.Support.Wait;
 
 namespace Cairn.Tests;
@@ -16,51 +16,14 @@ namespace Cairn.Tests;
 [Collection(nameof(DiagnosticsTests))]
 public sealed class MessagingDiagnosticsTests : IDisposable
 {
-    private readonly MeterListener _meters = new();
-    private readonly ConcurrentDictionary<string, long> _totals = new();
-    private readonly ConcurrentQueue<Activity> _activities = new();
-    private readonly ActivityListener _spans;
+    private readonly TelemetryRecorder _telemetry = new(name => name == CairnDiagnostics.MessagingName);
     private readonly string _queue = "diag-" + Guid.NewGuid().ToString("N");
 
-    public MessagingDiagnosticsTests()
-    {
-        _meters.InstrumentPublished = (instrument, listener) =>
-        {
-            if (instrument.Meter.Name == CairnDiagnostics.MessagingName)
-            {
-                listener.EnableMeasurementEvents(instrument);
-            }
-        };
-        _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
-        _meters.SetMeasurementEventCallback<double>((instrument, _, tags, _) => Add(instrument, 1, tags));
-        _meters.Start();
-        _spans = new ActivityListener
-        {
-            ShouldListenTo = source => source.Name == CairnDiagnostics.MessagingName,
-            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = _activities.Enqueue,
-        };
-        ActivitySource.AddActivityListener(_spans);
-    }
+    private ConcurrentQueue<Activity> Spans => _telemetry.Activities;
 
-    public void Dispose()
-    {
-        _meters.Dispose();
-        _spans.Dispose();
-    }
+    public void Dispose() => _telemetry.Dispose();
 
-    private void Add(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
-    {
-        var key = instrument.Name;
-        foreach (var tag in tags)
-        {
-            key += $"|{tag.Key}={tag.Value}";
-        }
-
-        _totals.AddOrUpdate(key, value, (_, total) => total + value);
-    }
-
-    private long Total(string key) => _totals.GetValueOrDefault(key);
+    private long Total(string key) => _telemetry.Total(key);
 
     [Fact]
     public async Task sends_receives_retries_dead_letters_depths_and_handling_are_measured()
@@ -73,16 +36,16 @@ public sealed class MessagingDiagnosticsTests : IDisposable
 
         var deliveries = await broker.ReceiveAsync(_queue, new ReceiveOptions { MaxMessages = 2 }, default);
         Assert.Equal(2, Total($"cairn.messaging.received|queue={_queue}"));
-        _meters.RecordObservableInstruments();
+        _telemetry.RecordObservableInstruments();
         Assert.Equal(2, Total($"cairn.messaging.queue.depth|queue={_queue}|state=leased"));
 
         await broker.AcknowledgeAsync([deliveries[0].Lease], default);
         await broker.ReleaseAsync(deliveries[1].Lease, TimeSpan.Zero, FailureInfo.From(new InvalidOperationException("x")), default);
         Assert.Equal(1, Total($"cairn.messaging.retried|queue={_queue}"));
         Assert.Equal(1, Total($"cairn.messaging.dead_lettered|queue={_queue}"));
-        _meters.RecordObservableInstruments();
+        _telemetry.RecordObservableInstruments();
         Assert.Equal(1, Total($"cairn.messaging.queue.depth|queue={_queue}|state=dead_lettered"));
-        Assert.Contains(_activities, a => a.OperationName == $"send {_queue}" && a.Kind == ActivityKind.Producer);
+        Assert.Contains(Spans, a => a.OperationName == $"send {_queue}" && a.Kind == ActivityKind.Producer);
     }
 
     [Fact]
@@ -110,8 +73,8 @@ public sealed class MessagingDiagnosticsTests : IDisposable
         await Wait.UntilAsync(() => consumer.Status.Handled == 1, "the message is handled");
         await consumer.StopAsync(default);
 
-        var send = Assert.Single(_activities, a => a.OperationName == $"send {_queue}");
-        var process = Assert.Single(_activities, a => a.OperationName == $"process {_queue}");
+        var send = Assert.Single(Spans, a => a.OperationName == $"send {_queue}");
+        var process = Assert.Single(Spans, a => a.OperationName == $"process {_queue}");
         Assert.Equal(send.TraceId, process.TraceId);
         Assert.Equal(send.SpanId, process.ParentSpanId);
         Assert.Equal(ActivityKind.Consumer, process.Kind);
