@@ -394,29 +394,8 @@ public sealed class MessagingCrashTests(ITestOutputHelper output) : IDisposable
     /// </summary>
     private async Task<List<string>> RunUntilKilledAsync(string mode, int childSeed, Func<string, bool> killNow)
     {
-        var start = new ProcessStartInfo(DotnetHost())
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            StandardOutputEncoding = new UTF8Encoding(false),
-        };
-        foreach (var argument in new[] { typeof(CrashProtocol).Assembly.Location, _database.Path, mode, nameof(SqliteDurability.Full), childSeed.ToString(CultureInfo.InvariantCulture) })
-        {
-            start.ArgumentList.Add(argument);
-        }
-
         var errors = new StringBuilder();
-        using var child = Process.Start(start) ?? throw new XunitException("The crash child did not start.");
-        child.ErrorDataReceived += (_, e) =>
-        {
-            lock (errors)
-            {
-                errors.AppendLine(e.Data);
-            }
-        };
-        child.BeginErrorReadLine();
+        using var child = CrashChildProcess.Start(_database.Path, mode, nameof(SqliteDurability.Full), childSeed, errors);
         var lines = new List<string>();
         try
         {
@@ -470,27 +449,7 @@ public sealed class MessagingCrashTests(ITestOutputHelper output) : IDisposable
         }
     }
 
-    private async Task<string?> ReadLineAsync(Process child)
-    {
-        try
-        {
-            return await child.StandardOutput.ReadLineAsync().WaitAsync(Guard);
-        }
-        catch (TimeoutException)
-        {
-            throw new XunitException($"{_context}: the crash child printed nothing for {Guard}.");
-        }
-    }
-
-    private static string DotnetHost()
-    {
-        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host))
-        {
-            return host;
-        }
-
-        return Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
-    }
+    private Task<string?> ReadLineAsync(Process child) => CrashChildProcess.ReadLineAsync(child, Guard, _context);
 
     [DoesNotReturn]
     private void Fail(string message) => throw new XunitException($"{_context}: {message}");
