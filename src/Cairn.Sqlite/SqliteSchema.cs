@@ -4,9 +4,9 @@ using Microsoft.Data.Sqlite;
 namespace Cairn.Sqlite;
 
 /// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
-internal static class SqliteSchema
+internal static partial class SqliteSchema
 {
-    public const int Version = 2;
+    public const int Version = 3;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
@@ -123,8 +123,11 @@ internal static class SqliteSchema
         {
             using (var ddl = connection.CreateCommand())
             {
-                ddl.CommandText = Ddl;
-                ddl.ExecuteNonQuery();
+                foreach (var part in (string[])[Ddl, ProjectionsDdl, SnapshotsDdl])
+                {
+                    ddl.CommandText = part;
+                    ddl.ExecuteNonQuery();
+                }
             }
 
             using var read = connection.CreateCommand();

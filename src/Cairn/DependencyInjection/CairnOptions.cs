@@ -34,6 +34,28 @@ public sealed class CairnOptions
 
     internal Func<IServiceProvider, Messaging.IMessageBroker>? BrokerFactory { get; private set; }
 
+    /// <summary>The backend's implementations of optional parts (projection store, snapshot store), by contract type.</summary>
+    private Dictionary<Type, Func<IServiceProvider, object>> BackendParts { get; } = [];
+
+    /// <summary>
+    /// Supplies the backend's implementation of an optional part, such as <c>IProjectionStore</c> or
+    /// <c>ISnapshotStore</c>. Backend packages call this from their own <c>Use…</c> method.
+    /// </summary>
+    public CairnOptions UseBackendPart<T>(Func<IServiceProvider, T> factory)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(factory);
+        BackendParts[typeof(T)] = factory;
+        return this;
+    }
+
+    /// <summary>Makes the backend's part of type <typeparamref name="T"/>, or fails naming the backend that lacks it.</summary>
+    internal T CreatePart<T>(IServiceProvider services)
+        where T : class =>
+        BackendParts.TryGetValue(typeof(T), out var factory)
+            ? (T)factory(services)
+            : throw new InvalidOperationException($"The {BackendName ?? "configured"} backend has no {typeof(T).Name}; choose a backend that has one (UseSqlite(...) or UseInMemory()).");
+
     /// <summary>Keeps everything in memory: for tests and tools, not for data that must survive the process.</summary>
     public CairnOptions UseInMemory() =>
         UseBackend(
