@@ -30,6 +30,7 @@ public static class CairnSqliteExtensions
             "sqlite",
             Open,
             services => new SqliteCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
-            services => new SqliteMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            services => new SqliteMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
     }
 }

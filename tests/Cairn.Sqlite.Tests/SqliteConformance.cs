@@ -37,3 +37,5 @@ public sealed class SqliteMessagingBadInputTests(SqliteFixture f) : Cairn.Confor
 public sealed class SqliteConsumerTests(SqliteFixture f) : Cairn.Conformance.Messaging.ConsumerTests<SqliteFixture>(f);
 
 public sealed class SqliteEventRouteTests(SqliteFixture f) : Cairn.Conformance.Messaging.EventRouteTests<SqliteFixture>(f);
+
+public sealed class SqliteSnapshotTests(SqliteFixture f) : Cairn.Conformance.Domain.SnapshotTests<SqliteFixture>(f, store => new SqliteSnapshotStore((SqliteEventStore)store));

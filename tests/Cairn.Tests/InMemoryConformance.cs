@@ -37,3 +37,5 @@ public sealed class InMemoryMessagingBadInputTests(InMemoryFixture f) : Cairn.Co
 public sealed class InMemoryConsumerTests(InMemoryFixture f) : Cairn.Conformance.Messaging.ConsumerTests<InMemoryFixture>(f);
 
 public sealed class InMemoryEventRouteTests(InMemoryFixture f) : Cairn.Conformance.Messaging.EventRouteTests<InMemoryFixture>(f);
+
+public sealed class InMemorySnapshotTests(InMemoryFixture f) : Cairn.Conformance.Domain.SnapshotTests<InMemoryFixture>(f, _ => new Cairn.Domain.InMemorySnapshotStore());

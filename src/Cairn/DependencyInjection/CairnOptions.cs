@@ -64,7 +64,8 @@ public sealed class CairnOptions
             _ => new InMemoryCheckpointStore(),
             services => new Messaging.InMemory.InMemoryMessageBroker(
                 UnwrapInMemory(services.GetRequiredService<IEventStore>()),
-                services.GetRequiredService<ICheckpointStore>()));
+                services.GetRequiredService<ICheckpointStore>()))
+        .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore());
 
     private static InMemoryEventStore UnwrapInMemory(IEventStore store) => store switch
     {

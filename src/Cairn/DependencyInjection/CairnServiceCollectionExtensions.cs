@@ -39,6 +39,7 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<IEventReader>(sp => sp.GetRequiredService<IEventStore>());
         services.TryAddSingleton<IEventWriter>(sp => sp.GetRequiredService<IEventStore>());
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CheckpointStoreFactory!(sp));
+        services.TryAddSingleton<Domain.ISnapshotStore>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<Domain.ISnapshotStore>(sp));
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.EventTypes);
         services.TryAddSingleton(sp => new EventSerializer(sp.GetRequiredService<EventTypeRegistry>(), sp.GetRequiredService<IOptions<CairnOptions>>().Value.JsonOptions));
         services.TryAddSingleton<SubscriptionMonitor>();

@@ -61,4 +61,12 @@ public static class CairnDiagnostics
     internal static void TrackDepth(object owner, Func<IEnumerable<Measurement<long>>> measure) => DepthSources[owner] = measure;
 
     internal static void UntrackDepth(object owner) => DepthSources.TryRemove(owner, out _);
+
+    /// <summary>The meter of deciders and their snapshots.</summary>
+    public const string DomainName = "Cairn.Domain";
+
+    private static readonly Meter DomainMeter = new(DomainName);
+    internal static readonly Counter<long> SnapshotsTaken = DomainMeter.CreateCounter<long>("cairn.snapshots.taken", "{snapshot}", "Decider snapshots saved, by kind.");
+    internal static readonly Counter<long> SnapshotsUsed = DomainMeter.CreateCounter<long>("cairn.snapshots.used", "{snapshot}", "Decider loads that started from a snapshot, by kind.");
+    internal static readonly Counter<long> SnapshotsIgnored = DomainMeter.CreateCounter<long>("cairn.snapshots.ignored", "{snapshot}", "Snapshots a load passed over, by kind and reason (schema_version, unreadable, beyond_stream, history_changed).");
 }

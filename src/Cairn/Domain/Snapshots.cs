@@ -1,0 +1,220 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Cairn.EventStore;
+
+namespace Cairn.Domain;
+
+/// <summary>
+/// A decider's state saved at a version of its stream, so a load folds only the events after it. It stands for one
+/// history: the events from <see cref="FirstVersion"/> to <see cref="StreamVersion"/>, the last of them at
+/// <see cref="Position"/>. A loader uses it only while the stream still shows exactly that history.
+/// </summary>
+/// <param name="Stream">The stream.</param>
+/// <param name="Kind">What the state is (<c>order</c>, say): one stream may keep a snapshot per kind.</param>
+/// <param name="StreamVersion">The version of the last event folded into the state.</param>
+/// <param name="FirstVersion">The version of the first event folded: 0 unless earlier events were hidden when the state was folded.</param>
+/// <param name="Position">The global position of the event at <paramref name="StreamVersion"/>.</param>
+/// <param name="SchemaVersion">The version of the state's serialized shape; a loader expecting another ignores the snapshot.</param>
+/// <param name="Data">The serialized state.</param>
+public sealed record StoredSnapshot(
+    StreamName Stream,
+    string Kind,
+    long StreamVersion,
+    long FirstVersion,
+    GlobalPosition Position,
+    int SchemaVersion,
+    ReadOnlyMemory<byte> Data)
+{
+    /// <summary>
+    /// Refuses an impossible snapshot: a bad kind with <see cref="InvalidSnapshotKindException"/>, a negative or
+    /// inconsistent version, or a schema version below 1, with <see cref="ArgumentOutOfRangeException"/>.
+    /// </summary>
+    public void Validate()
+    {
+        _ = Stream.Value;
+        SnapshotKinds.Validate(Kind);
+        if (StreamVersion < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(StreamVersion), StreamVersion, "A snapshot's stream version must be 0 or more.");
+        }
+
+        if (FirstVersion < 0 || FirstVersion > StreamVersion)
+        {
+            throw new ArgumentOutOfRangeException(nameof(FirstVersion), FirstVersion, $"A snapshot's first version must be between 0 and its stream version ({StreamVersion}).");
+        }
+
+        if (SchemaVersion < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(SchemaVersion), SchemaVersion, "A snapshot's schema version must be 1 or more.");
+        }
+    }
+}
+
+/// <summary>
+/// Keeps the latest snapshot per stream and kind. A save replaces the stored snapshot only when its stream version is
+/// at least the stored one's, so a slow writer never replaces a newer snapshot with an older one.
+/// </summary>
+public interface ISnapshotStore
+{
+    /// <summary>
+    /// Saves a snapshot unless one with a later stream version is stored for its stream and kind. Returns whether it
+    /// was stored.
+    /// </summary>
+    ValueTask<bool> SaveAsync(StoredSnapshot snapshot, CancellationToken cancellationToken);
+
+    /// <summary>The snapshot stored for a stream and kind, or null when there is none.</summary>
+    ValueTask<StoredSnapshot?> LoadAsync(StreamName stream, string kind, CancellationToken cancellationToken);
+
+    /// <summary>Deletes the snapshot of a stream and kind. Returns whether there was one.</summary>
+    ValueTask<bool> DeleteAsync(StreamName stream, string kind, CancellationToken cancellationToken);
+}
+
+/// <summary>Snapshots held in memory, for tests and the in-memory store.</summary>
+public sealed class InMemorySnapshotStore : ISnapshotStore
+{
+    private readonly ConcurrentDictionary<(string Stream, string Kind), StoredSnapshot> _snapshots = new();
+
+    /// <inheritdoc />
+    public ValueTask<bool> SaveAsync(StoredSnapshot snapshot, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        snapshot.Validate();
+        cancellationToken.ThrowIfCancellationRequested();
+
+        // A copy: the caller may reuse its buffer.
+        var copy = snapshot with { Data = snapshot.Data.ToArray() };
+        var key = (snapshot.Stream.Value, snapshot.Kind);
+        while (true)
+        {
+            if (_snapshots.TryGetValue(key, out var stored))
+            {
+                if (stored.StreamVersion > copy.StreamVersion)
+                {
+                    return ValueTask.FromResult(false);
+                }
+
+                if (_snapshots.TryUpdate(key, copy, stored))
+                {
+                    return ValueTask.FromResult(true);
+                }
+            }
+            else if (_snapshots.TryAdd(key, copy))
+            {
+                return ValueTask.FromResult(true);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<StoredSnapshot?> LoadAsync(StreamName stream, string kind, CancellationToken cancellationToken)
+    {
+        SnapshotKinds.Validate(kind);
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(_snapshots.TryGetValue((stream.Value, kind), out var stored) ? stored : null);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<bool> DeleteAsync(StreamName stream, string kind, CancellationToken cancellationToken)
+    {
+        SnapshotKinds.Validate(kind);
+        cancellationToken.ThrowIfCancellationRequested();
+        return ValueTask.FromResult(_snapshots.TryRemove((stream.Value, kind), out _));
+    }
+}
+
+/// <summary>The rules for snapshot kinds: 1 to 128 ASCII letters, digits, <c>.</c>, <c>_</c>, <c>-</c> and <c>:</c>.</summary>
+public static class SnapshotKinds
+{
+    /// <summary>The longest kind accepted.</summary>
+    public const int MaxLength = 128;
+
+    /// <summary>Returns the kind when it is valid; throws <see cref="InvalidSnapshotKindException"/> otherwise.</summary>
+    public static string Validate(string? kind)
+    {
+        if (string.IsNullOrEmpty(kind))
+        {
+            throw new InvalidSnapshotKindException(kind, "the kind is empty");
+        }
+
+        if (kind.Length > MaxLength)
+        {
+            throw new InvalidSnapshotKindException(kind, $"the kind is over {MaxLength} characters");
+        }
+
+        foreach (var c in kind)
+        {
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-' or ':'))
+            {
+                throw new InvalidSnapshotKindException(kind, $"'{(char.IsControl(c) ? '?' : c)}' is not allowed: use letters, digits, '.', '_', '-' and ':'");
+            }
+        }
+
+        return kind;
+    }
+}
+
+/// <summary>A snapshot kind broke a rule; nothing was read or written.</summary>
+public sealed class InvalidSnapshotKindException(string? kind, string reason)
+    : ArgumentException($"Invalid snapshot kind '{Printable(kind)}': {reason}.")
+{
+    /// <summary>The refused kind.</summary>
+    public string? Kind { get; } = kind;
+
+    /// <summary>The rule it broke.</summary>
+    public string Reason { get; } = reason;
+
+    private static string Printable(string? kind) =>
+        kind is null ? "(null)" :
+        new string([.. (kind.Length > 64 ? kind[..64] + "…" : kind).Select(c => char.IsControl(c) ? '?' : c)]);
+}
+
+/// <summary>
+/// When and how a <see cref="DeciderHandler{TCommand, TState, TEvent}"/> snapshots its state:
+/// <c>new SnapshotPolicy { Kind = "order", SchemaVersion = 2, Every = 100 }</c>.
+/// </summary>
+public sealed record SnapshotPolicy
+{
+    /// <summary>What the state is; snapshots are stored per stream and kind. See <see cref="SnapshotKinds"/>.</summary>
+    public required string Kind { get; init; }
+
+    /// <summary>
+    /// The version of the state's serialized shape, 1 or more. Raise it whenever the state type changes in a way old
+    /// JSON would be misread: snapshots of any other version are then ignored and the state is folded from the events.
+    /// </summary>
+    public int SchemaVersion { get; init; } = 1;
+
+    /// <summary>
+    /// Take a snapshot after an append that brings the stream to or past a multiple of this many events; null to
+    /// take them only on demand (<see cref="DeciderHandler{TCommand, TState, TEvent}.TakeSnapshotAsync"/>).
+    /// </summary>
+    public int? Every { get; init; }
+
+    /// <summary>JSON options for the state; the event serializer's options when null.</summary>
+    public JsonSerializerOptions? JsonOptions { get; init; }
+
+    /// <summary>
+    /// Refuses a bad kind with <see cref="InvalidSnapshotKindException"/>, and a schema version or interval below 1
+    /// with <see cref="ArgumentOutOfRangeException"/>.
+    /// </summary>
+    public void Validate()
+    {
+        SnapshotKinds.Validate(Kind);
+        if (SchemaVersion < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(SchemaVersion), SchemaVersion, "SchemaVersion must be 1 or more.");
+        }
+
+        if (Every is < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Every), Every, "Every must be 1 or more, or null to take snapshots only on demand.");
+        }
+    }
+}
+
+/// <summary>The JSON options know no contract for a decider's state type: add it to the source-generated context.</summary>
+public sealed class SnapshotSerializationException(Type stateType, Exception inner)
+    : CairnException($"The JSON options have no contract for the snapshot state type {stateType.FullName}; add [JsonSerializable(typeof({stateType.Name}))] to the source-generated context, or set SnapshotPolicy.JsonOptions.", inner)
+{
+    /// <summary>The state type without a contract.</summary>
+    public Type StateType { get; } = stateType;
+}
