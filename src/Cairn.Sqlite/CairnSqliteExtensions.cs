@@ -31,6 +31,7 @@ public static class CairnSqliteExtensions
             Open,
             services => new SqliteCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
             services => new SqliteMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<Projections.IProjectionStore>(services => new SqliteProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
     }
 }

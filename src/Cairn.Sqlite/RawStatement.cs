@@ -48,7 +48,9 @@ internal sealed class RawStatement : IDisposable
 
     public void BindNull(int index) => Check(raw.sqlite3_bind_null(_statement, index));
 
-    /// <summary>Binds a value of a type a query builder produces: a number or a string.</summary>
+    public void Bind(int index, double value) => Check(raw.sqlite3_bind_double(_statement, index, value));
+
+    /// <summary>Binds a value of a type a query builder produces: a number (whole or real) or a string.</summary>
     public void BindValue(int index, object value)
     {
         switch (value)
@@ -61,6 +63,9 @@ internal sealed class RawStatement : IDisposable
                 break;
             case string s:
                 Bind(index, s);
+                break;
+            case double d:
+                Bind(index, d);
                 break;
             default:
                 throw new ArgumentException($"Cannot bind a {value.GetType().Name}.", nameof(value));

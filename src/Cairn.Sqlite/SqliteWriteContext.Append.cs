@@ -31,6 +31,7 @@ internal sealed partial class SqliteWriteContext
 
         var results = new StreamAppendResult[append.Streams.Count];
         var firstPosition = Head + 1;
+        var written = HasLiveInline() ? new List<RecordedEvent>(append.EventCount) : null;
         Span<byte> idBytes = stackalloc byte[16];
         for (var s = 0; s < append.Streams.Count; s++)
         {
@@ -52,11 +53,27 @@ internal sealed partial class SqliteWriteContext
             foreach (var e in part.Events)
             {
                 SqliteRows.WriteId(e.Id, idBytes);
-                InsertEvent(row.Id, version++, e, idBytes);
+                InsertEvent(row.Id, version, e, idBytes);
+                written?.Add(new RecordedEvent(e.Id, part.Stream, version, new GlobalPosition(Head), e.Type, e.Source, new DateTimeOffset(TimeTicks, TimeSpan.Zero), e.ContentType, e.Data)
+                {
+                    DataSchema = e.DataSchema,
+                    CorrelationId = e.CorrelationId,
+                    CausationId = e.CausationId,
+                    TraceParent = e.TraceParent,
+                    Tags = e.Tags,
+                    Metadata = e.Metadata ?? new Dictionary<string, string>(),
+                });
+                version++;
             }
 
             row.LastVersion = version - 1;
             results[s] = new StreamAppendResult(part.Stream, firstVersions[s], version - 1);
+        }
+
+        if (written is not null)
+        {
+            // In the append's own savepoint: an inline projection that throws fails the append, and nothing lands.
+            ApplyInline(written);
         }
 
         return new AppendResult(results, new GlobalPosition(firstPosition), new GlobalPosition(Head), WasDuplicate: false);

@@ -99,6 +99,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
         _begin.Execute();
         _inTransaction = true;
+        _inlineChanges.Clear();
         var dataVersion = _dataVersion.ExecuteInt64()!.Value;
         if (dataVersion != _dataVersionSeen)
         {
@@ -120,6 +121,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     {
         OperationWrote = false;
         MarkOperationNotices();
+        MarkInlineChanges();
         _headBeforeOperation = Head;
         _savepoint.Execute();
     }
@@ -147,6 +149,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
         _rollbackToSavepoint.Execute();
         _release.Execute();
+        UndoInlineChanges(_inlineChangesAtOperation);
         DropCaches();
         Head = _headBeforeOperation;
         return true;
@@ -157,6 +160,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _commit.Execute();
 
         _inTransaction = false;
+        _inlineChanges.Clear();
         _lastTimeTicks = TimeTicks;
         _committedHead = Head;
 
@@ -181,6 +185,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
             _inTransaction = raw.sqlite3_get_autocommit(_connection.Handle) == 0;
         }
 
+        UndoInlineChanges(0);
         Reset();
         ForgetPendingNotices();
     }

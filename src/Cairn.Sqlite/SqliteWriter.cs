@@ -143,6 +143,12 @@ internal sealed class SqliteWriter : IDisposable
         operation.Task.ContinueWith(static (_, r) => ((CancellationTokenRegistration)r!).Dispose(), registration, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
+    /// <summary>Attaches an inline projection; it applies to appends once a batch of it goes live.</summary>
+    public void AttachInline(InlineProjection projection) => _context.AttachInline(projection);
+
+    /// <summary>Stops applying an inline projection to appends.</summary>
+    public void DetachInline(string projection) => _context.DetachInline(projection);
+
     public void Dispose()
     {
         _queue.Writer.TryComplete();

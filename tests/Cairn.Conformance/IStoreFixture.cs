@@ -1,5 +1,6 @@
 using Cairn.EventStore;
 using Cairn.Messaging;
+using Cairn.Projections;
 using Cairn.Subscriptions;
 
 namespace Cairn.Conformance;
@@ -18,7 +19,7 @@ public interface IStoreFixture : IAsyncDisposable
 /// A store created for one test, with its checkpoint store and, for a backend with messaging, its broker; disposing
 /// it releases its resources.
 /// </summary>
-public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null) : IAsyncDisposable
+public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null, IProjectionStore? projections = null) : IAsyncDisposable
 {
     public IEventStore Store { get; } = store;
 
@@ -26,6 +27,9 @@ public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoin
 
     /// <summary>The backend's broker; the messaging conformance tests need one.</summary>
     public IMessageBroker Broker => broker ?? throw new InvalidOperationException("This backend's fixture provides no message broker.");
+
+    /// <summary>The backend's projection store; the projection conformance tests need one.</summary>
+    public IProjectionStore Projections => projections ?? throw new InvalidOperationException("This backend's fixture provides no projection store.");
 
     public ValueTask DisposeAsync() => dispose?.Invoke() ?? ValueTask.CompletedTask;
 }

@@ -38,4 +38,12 @@ public sealed class SqliteConsumerTests(SqliteFixture f) : Cairn.Conformance.Mes
 
 public sealed class SqliteEventRouteTests(SqliteFixture f) : Cairn.Conformance.Messaging.EventRouteTests<SqliteFixture>(f);
 
+public sealed class SqliteProjectionTests(SqliteFixture f) : Cairn.Conformance.Projections.ProjectionTests<SqliteFixture>(f);
+
 public sealed class SqliteSnapshotTests(SqliteFixture f) : Cairn.Conformance.Domain.SnapshotTests<SqliteFixture>(f, store => new SqliteSnapshotStore((SqliteEventStore)store));
+
+public sealed class SqliteProjectionFailureTests(SqliteFixture f) : Cairn.Conformance.Projections.ProjectionFailureTests<SqliteFixture>(f);
+
+public sealed class SqliteDocumentQueryTests(SqliteFixture f) : Cairn.Conformance.Projections.DocumentQueryTests<SqliteFixture>(f);
+
+public sealed class SqliteProjectionRebuildTests(SqliteFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<SqliteFixture>(f);

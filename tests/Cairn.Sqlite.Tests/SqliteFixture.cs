@@ -18,7 +18,8 @@ public sealed class SqliteFixture : IStoreFixture
                 database.Dispose();
                 return ValueTask.CompletedTask;
             },
-            new SqliteMessageBroker(store)));
+            new SqliteMessageBroker(store),
+            new SqliteProjectionStore(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

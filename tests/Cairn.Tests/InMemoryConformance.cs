@@ -38,4 +38,12 @@ public sealed class InMemoryConsumerTests(InMemoryFixture f) : Cairn.Conformance
 
 public sealed class InMemoryEventRouteTests(InMemoryFixture f) : Cairn.Conformance.Messaging.EventRouteTests<InMemoryFixture>(f);
 
+public sealed class InMemoryProjectionTests(InMemoryFixture f) : Cairn.Conformance.Projections.ProjectionTests<InMemoryFixture>(f);
+
 public sealed class InMemorySnapshotTests(InMemoryFixture f) : Cairn.Conformance.Domain.SnapshotTests<InMemoryFixture>(f, _ => new Cairn.Domain.InMemorySnapshotStore());
+
+public sealed class InMemoryProjectionFailureTests(InMemoryFixture f) : Cairn.Conformance.Projections.ProjectionFailureTests<InMemoryFixture>(f);
+
+public sealed class InMemoryDocumentQueryTests(InMemoryFixture f) : Cairn.Conformance.Projections.DocumentQueryTests<InMemoryFixture>(f);
+
+public sealed class InMemoryProjectionRebuildTests(InMemoryFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<InMemoryFixture>(f);

@@ -65,6 +65,7 @@ public sealed class CairnOptions
             services => new Messaging.InMemory.InMemoryMessageBroker(
                 UnwrapInMemory(services.GetRequiredService<IEventStore>()),
                 services.GetRequiredService<ICheckpointStore>()))
+        .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(UnwrapInMemory(services.GetRequiredService<IEventStore>())))
         .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore());
 
     private static InMemoryEventStore UnwrapInMemory(IEventStore store) => store switch

@@ -19,6 +19,9 @@ public static class CairnDiagnostics
     /// <summary>The meter and activity source of queues, topics and consumers.</summary>
     public const string MessagingName = "Cairn.Messaging";
 
+    /// <summary>The meter of projections.</summary>
+    public const string ProjectionsName = "Cairn.Projections";
+
     internal static readonly ActivitySource EventStoreSource = new(EventStoreName);
     internal static readonly ActivitySource MessagingSource = new(MessagingName);
     internal static readonly ActivitySource SubscriptionSource = new(SubscriptionsName);
@@ -48,11 +51,29 @@ public static class CairnDiagnostics
 
     private static readonly ConcurrentDictionary<object, Func<Measurement<long>>> LagSources = new();
 
+    private static readonly Meter ProjectionMeter = new(ProjectionsName);
+    private static readonly ConcurrentDictionary<object, Func<Projections.ProjectionStatus>> ProjectionSources = new();
+    internal static readonly Counter<long> ProjectionEvents = ProjectionMeter.CreateCounter<long>("cairn.projection.events", "{event}", "Events applied by projections (batches, catch-ups and rebuilds).");
+    internal static readonly Counter<long> ProjectionFailures = ProjectionMeter.CreateCounter<long>("cairn.projection.failures", "{failure}", "Failed attempts to apply an event to a projection.");
+    internal static readonly Counter<long> ProjectionDeadLetters = ProjectionMeter.CreateCounter<long>("cairn.projection.dead_lettered", "{event}", "Events a projection skipped and recorded as dead letters.");
+
+    internal static void TrackProjection(object owner, Func<Projections.ProjectionStatus> measure) => ProjectionSources[owner] = measure;
+
+    internal static void UntrackProjection(object owner) => ProjectionSources.TryRemove(owner, out _);
+
     static CairnDiagnostics()
     {
         SubscriptionMeter.CreateObservableGauge("cairn.subscription.lag", () => LagSources.Values.Select(f => f()), "{event}", "Events in the log not yet handled by the subscription.");
+        ProjectionGauge("cairn.projection.position", "{position}", "The position the projection's serving read model has reached.", s => s.Position.Value);
+        ProjectionGauge("cairn.projection.lag", "{event}", "Events in the log the projection has not applied yet.", s => s.LagEvents);
+        ProjectionGauge("cairn.projection.lag.seconds", "s", "How long the oldest event the projection has not applied has waited.", s => s.LagSeconds);
+        ProjectionGauge("cairn.projection.rate", "{event}/s", "Events applied per second over the last ten seconds.", s => s.EventsPerSecond);
+        ProjectionGauge("cairn.projection.rebuild.progress", "1", "The share of the log a rebuild has covered, 0 to 1; 1 when none runs.", s => s.Rebuild?.Fraction ?? 1);
         MessagingMeter.CreateObservableGauge("cairn.messaging.queue.depth", () => DepthSources.Values.SelectMany(f => f()), "{message}", "Messages in a queue, by state (visible, leased, delayed, dead_lettered, parked).");
     }
+
+    private static void ProjectionGauge(string name, string unit, string description, Func<Projections.ProjectionStatus, double> value) =>
+        ProjectionMeter.CreateObservableGauge(name, () => ProjectionSources.Values.Select(f => f()).Select(s => new Measurement<double>(value(s), new KeyValuePair<string, object?>("projection", s.Name))), unit, description);
 
     internal static void TrackLag(object owner, Func<Measurement<long>> measure) => LagSources[owner] = measure;
 

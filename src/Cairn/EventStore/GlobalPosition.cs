@@ -37,6 +37,12 @@ public readonly record struct GlobalPosition : IComparable<GlobalPosition>
     /// <summary>Compares two positions.</summary>
     public static bool operator >=(GlobalPosition left, GlobalPosition right) => left.Value >= right.Value;
 
+    /// <summary>The earlier of two positions.</summary>
+    public static GlobalPosition Min(GlobalPosition left, GlobalPosition right) => left <= right ? left : right;
+
+    /// <summary>The later of two positions.</summary>
+    public static GlobalPosition Max(GlobalPosition left, GlobalPosition right) => left >= right ? left : right;
+
     /// <summary>Converts a number to a position.</summary>
     public static implicit operator GlobalPosition(long value) => new(value);
 

@@ -35,6 +35,11 @@ public sealed class InMemoryEventStore : IEventStore
 
     private AppendResult Append(PreparedAppend prepared)
     {
+        if (InlineProjections is not null)
+        {
+            return AppendAll([prepared], static () => { })[0];
+        }
+
         AppendResult result;
         lock (_gate)
         {
@@ -43,6 +48,33 @@ public sealed class InMemoryEventStore : IEventStore
 
         _signal.Advance(result.LastPosition.Value);
         return result;
+    }
+
+    /// <summary>
+    /// Applies inline projections to the events an append writes, under the store's lock, before anyone can read
+    /// them: when it throws, the append is taken back.
+    /// </summary>
+    internal Action<IReadOnlyList<RecordedEvent>>? InlineProjections { get; set; }
+
+    /// <summary>The lock every append and read takes; the in-memory projection store shares it.</summary>
+    internal object Gate => _gate;
+
+    /// <summary>The head; the caller holds <see cref="Gate"/>.</summary>
+    internal GlobalPosition HeadLocked => new(_log.Count);
+
+    /// <summary>The events after <paramref name="position"/> that pass <paramref name="filter"/>; the caller holds <see cref="Gate"/>.</summary>
+    internal List<RecordedEvent> EventsAfterLocked(GlobalPosition position, EventFilter filter)
+    {
+        var events = new List<RecordedEvent>();
+        for (var i = (int)position.Value; i < _log.Count; i++)
+        {
+            if (filter.Matches(_log[i]))
+            {
+                events.Add(_log[i]);
+            }
+        }
+
+        return events;
     }
 
     /// <summary>The options the store was made with; the in-memory broker shares their clock, source and limits.</summary>
@@ -79,6 +111,10 @@ public sealed class InMemoryEventStore : IEventStore
                 }
 
                 check();
+                if (InlineProjections is { } inline && _log.Count > mark)
+                {
+                    inline(_log[mark..]);
+                }
             }
             catch
             {

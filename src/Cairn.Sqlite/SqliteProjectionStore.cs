@@ -1,0 +1,211 @@
+using System.Text;
+using System.Text.Json;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.Projections;
+using SQLitePCL;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// Read models in the same SQLite file as the log. A projection's batches, its position and its dead letters commit
+/// through the store's single writer in one transaction (sharing the group commit's fsync); inline projections run in
+/// the savepoint of each append. Queries read the serving build on pooled connections, each in one read transaction,
+/// so a switch to a rebuilt read model is seen whole or not at all.
+/// </summary>
+public sealed class SqliteProjectionStore : IProjectionStore
+{
+    private readonly SqliteEventStore _store;
+
+    /// <summary>Uses the store's file and writer.</summary>
+    public SqliteProjectionStore(SqliteEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+    }
+
+    /// <inheritdoc />
+    public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        return _store.Writer.ExecuteAsync(context => context.OpenProjection(projection), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        return _store.Writer.ExecuteAsync(context => context.StartShadow(projection), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        return _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public void AttachInline(Projection projection, ReadModelApply apply)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        ArgumentNullException.ThrowIfNull(apply);
+        _store.Writer.AttachInline(new InlineProjection(projection, apply));
+    }
+
+    /// <inheritdoc />
+    public void DetachInline(string projection) => _store.Writer.DetachInline(projection);
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(max);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        using var select = new RawStatement(lease.Db, "SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks FROM cairn_projection_dead_letters WHERE projection = ?1 ORDER BY position LIMIT ?2");
+        select.Bind(1, projection);
+        select.Bind(2, max);
+        var deadLetters = new List<ProjectionDeadLetter>();
+        while (select.Step())
+        {
+            deadLetters.Add(new ProjectionDeadLetter(
+                projection,
+                new GlobalPosition(select.Int64(0)),
+                new MessageId(new Guid(select.Blob(1), bigEndian: true)),
+                new StreamName(select.Text(2)),
+                select.Int64(3),
+                select.Text(4),
+                JsonSerializer.Deserialize(select.Blob(5), CairnJsonContext.Default.FailureInfo)!,
+                (int)select.Int64(6),
+                new DateTimeOffset(select.Int64(7), TimeSpan.Zero)));
+        }
+
+        return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>(deadLetters);
+    }
+
+    /// <inheritdoc />
+    public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) =>
+        ReadServing(projection, document, cancellationToken, (db, table) =>
+        {
+            using var select = new RawStatement(db, "SELECT data FROM " + table + " WHERE id = ?1");
+            select.Bind(1, id);
+            return select.Step() ? new StoredDocument(id, select.Blob(0).ToArray()) : null;
+        });
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
+        ReadServing(projection, document, cancellationToken, (db, table) =>
+        {
+            var parameters = new SqlParameters();
+            var sql = new StringBuilder("SELECT id, data FROM ").Append(table);
+            AppendWhere(sql, parameters, query);
+            sql.Append(" ORDER BY ");
+            foreach (var (index, descending) in query.Order)
+            {
+                sql.Append("\"ix_").Append(index.Name).Append(descending ? "\" DESC, " : "\", ");
+            }
+
+            sql.Append("id LIMIT $take OFFSET $skip");
+            parameters.Add("$take", (long)query.Take);
+            parameters.Add("$skip", (long)query.Skip);
+            using var select = new RawStatement(db, sql.ToString());
+            parameters.BindTo(select);
+            var documents = new List<StoredDocument>();
+            while (select.Step())
+            {
+                documents.Add(new StoredDocument(select.Text(0), select.Blob(1).ToArray()));
+            }
+
+            return (IReadOnlyList<StoredDocument>)documents;
+        });
+
+    /// <inheritdoc />
+    public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
+        ReadServing(projection, document, cancellationToken, (db, table) =>
+        {
+            var parameters = new SqlParameters();
+            var sql = new StringBuilder("SELECT count(*) FROM ").Append(table);
+            AppendWhere(sql, parameters, query);
+            using var select = new RawStatement(db, sql.ToString());
+            parameters.BindTo(select);
+            return select.ExecuteInt64() ?? 0;
+        });
+
+    private static void AppendWhere(StringBuilder sql, SqlParameters parameters, DocumentQuerySpec query)
+    {
+        for (var i = 0; i < query.Conditions.Count; i++)
+        {
+            var condition = query.Conditions[i];
+            var column = "\"ix_" + condition.Index.Name + "\"";
+            var name = "$p" + i;
+            sql.Append(i == 0 ? " WHERE " : " AND ");
+            switch (condition.Operator)
+            {
+                case QueryOperator.Equal when condition.Value is null:
+                    sql.Append(column).Append(" IS NULL");
+                    continue;
+                case QueryOperator.NotEqual when condition.Value is null:
+                    sql.Append(column).Append(" IS NOT NULL");
+                    continue;
+                case QueryOperator.In:
+                    var values = (object?[])condition.Value!;
+                    sql.Append(column).Append(" IN (");
+                    var first = true;
+                    for (var v = 0; v < values.Length; v++)
+                    {
+                        if (values[v] is { } value)
+                        {
+                            sql.Append(first ? "" : ", ").Append(name).Append('_').Append(v);
+                            parameters.Add(name + "_" + v, value);
+                            first = false;
+                        }
+                    }
+
+                    sql.Append(first ? "NULL)" : ")");
+                    continue;
+            }
+
+            sql.Append(column).Append(condition.Operator switch
+            {
+                QueryOperator.Equal => " = ",
+                QueryOperator.NotEqual => " <> ",
+                QueryOperator.LessThan => " < ",
+                QueryOperator.LessThanOrEqual => " <= ",
+                QueryOperator.GreaterThan => " > ",
+                _ => " >= ",
+            }).Append(name);
+            parameters.Add(name, condition.Value!);
+        }
+    }
+
+    /// <summary>Runs a read against the serving build's table in one read transaction.</summary>
+    private Task<T> ReadServing<T>(string projection, DocumentDefinition document, CancellationToken cancellationToken, Func<sqlite3, string, T> read)
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        var db = lease.Db;
+        Exec(db, "BEGIN");
+        try
+        {
+            using var find = new RawStatement(db, "SELECT id FROM cairn_projection_builds WHERE projection = ?1 AND serving = 1");
+            find.Bind(1, projection);
+            var build = find.ExecuteInt64()
+                ?? throw new ProjectionNotFoundException($"Projection '{projection}' has no read model yet: it has not been started.");
+            return Task.FromResult(read(db, "cairn_doc_" + build + "_" + document.Collection));
+        }
+        finally
+        {
+            Exec(db, "COMMIT");
+        }
+    }
+
+    private static void Exec(sqlite3 db, string sql)
+    {
+        var rc = raw.sqlite3_exec(db, sql);
+        if (rc != raw.SQLITE_OK)
+        {
+            throw new Microsoft.Data.Sqlite.SqliteException($"SQLite refused '{sql}': {raw.sqlite3_errmsg(db).utf8_to_string()}", rc);
+        }
+    }
+}

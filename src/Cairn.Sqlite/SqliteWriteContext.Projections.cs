@@ -1,0 +1,469 @@
+using System.Data.Common;
+using System.Text;
+using System.Text.Json;
+using Cairn.EventStore;
+using Cairn.Projections;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// An inline projection attached to the writer: once live, every append applies it to <see cref="Build"/> in the
+/// append's own savepoint.
+/// </summary>
+internal sealed class InlineProjection(Projection projection, ReadModelApply apply)
+{
+    public Projection Projection { get; } = projection;
+
+    public ReadModelApply Apply { get; } = apply;
+
+    /// <summary>Whether appends apply it; set by the batch that goes live, on the writer thread only.</summary>
+    public bool Live { get; set; }
+
+    /// <summary>The build appends write to.</summary>
+    public long Build { get; set; }
+}
+
+internal sealed partial class SqliteWriteContext
+{
+    /// <summary>The inline projections; replaced whole (copy on write) by other threads, read by the writer.</summary>
+    private volatile InlineProjection[] _inline = [];
+
+    /// <summary>Inline projections switched live in the transaction in hand, with what they were before, to undo on rollback.</summary>
+    private readonly List<(InlineProjection Projection, bool Live, long Build)> _inlineChanges = [];
+    private int _inlineChangesAtOperation;
+
+    public void AttachInline(InlineProjection projection)
+    {
+        lock (_inlineChanges)
+        {
+            _inline = [.. _inline.Where(p => p.Projection.Name != projection.Projection.Name), projection];
+        }
+    }
+
+    public void DetachInline(string projection)
+    {
+        lock (_inlineChanges)
+        {
+            _inline = [.. _inline.Where(p => p.Projection.Name != projection)];
+        }
+    }
+
+    /// <summary>Creates a projection's first build when it has none, and returns its builds.</summary>
+    public ProjectionBuilds OpenProjection(Projection projection)
+    {
+        var builds = ReadBuilds(projection.Name);
+        var serving = builds.Find(b => b.Serving);
+        if (serving is null)
+        {
+            serving = CreateBuild(projection, serving: true);
+            builds.Add(serving);
+        }
+
+        return new ProjectionBuilds(serving, builds.Find(b => !b.Serving));
+    }
+
+    /// <summary>Creates a shadow build, dropping an earlier one that never went live.</summary>
+    public ProjectionBuild StartShadow(Projection projection)
+    {
+        foreach (var shadow in ReadBuilds(projection.Name).Where(b => !b.Serving))
+        {
+            DropBuild(shadow.Id);
+        }
+
+        return CreateBuild(projection, serving: false);
+    }
+
+    /// <summary>Applies a projection batch and stores the build's position, dead letters and switch with it.</summary>
+    public ProjectionBatchResult ApplyProjectionBatch(ProjectionBatch batch)
+    {
+        var select = Sql("SELECT position, serving FROM cairn_projection_builds WHERE id = ?1 AND projection = ?2");
+        select.Bind(1, batch.Build);
+        select.Bind(2, batch.Projection);
+        long stored;
+        bool serving;
+        try
+        {
+            if (!select.Step())
+            {
+                throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, GlobalPosition.Start);
+            }
+
+            stored = select.Int64(0);
+            serving = select.Int64(1) == 1;
+        }
+        finally
+        {
+            select.Reset();
+        }
+
+        if (stored != batch.ExpectedPosition.Value)
+        {
+            throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, new GlobalPosition(stored));
+        }
+
+        var transaction = new SqliteReadModelTransaction(this, batch.Build);
+        if (batch.Events.Count > 0)
+        {
+            batch.Apply(transaction, batch.Events);
+        }
+
+        var position = batch.Position.Value;
+        var caughtUp = 0;
+        if (batch.CatchUpToHead is { } filter && Head > position)
+        {
+            var missed = ReadEventsAfter(position, filter);
+            if (missed.Count > 0)
+            {
+                batch.Apply(transaction, missed);
+                caughtUp = missed.Count;
+            }
+
+            position = Head;
+        }
+
+        SetBuildPosition(batch.Build, position);
+        foreach (var deadLetter in batch.DeadLetters)
+        {
+            InsertDeadLetter(deadLetter);
+        }
+
+        if (batch.GoLive)
+        {
+            if (!serving)
+            {
+                foreach (var old in ReadBuilds(batch.Projection).Where(b => b.Id != batch.Build))
+                {
+                    DropBuild(old.Id);
+                }
+
+                var promote = Sql("UPDATE cairn_projection_builds SET serving = 1 WHERE id = ?1");
+                promote.Bind(1, batch.Build);
+                promote.Execute();
+                CreateViews(batch.Build);
+            }
+
+            foreach (var inline in _inline)
+            {
+                if (inline.Projection.Name == batch.Projection)
+                {
+                    _inlineChanges.Add((inline, inline.Live, inline.Build));
+                    inline.Live = true;
+                    inline.Build = batch.Build;
+                }
+            }
+        }
+
+        return new ProjectionBatchResult(new GlobalPosition(position), caughtUp);
+    }
+
+    /// <summary>Applies the live inline projections to the events an append has just written.</summary>
+    private void ApplyInline(List<RecordedEvent> written)
+    {
+        foreach (var inline in _inline)
+        {
+            if (!inline.Live)
+            {
+                continue;
+            }
+
+            var events = written.FindAll(inline.Projection.Filter.Matches);
+            if (events.Count > 0)
+            {
+                inline.Apply(new SqliteReadModelTransaction(this, inline.Build), events);
+            }
+
+            SetBuildPosition(inline.Build, Head);
+        }
+    }
+
+    /// <summary>Whether an append must hand its events to inline projections.</summary>
+    private bool HasLiveInline()
+    {
+        foreach (var inline in _inline)
+        {
+            if (inline.Live)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private void MarkInlineChanges() => _inlineChangesAtOperation = _inlineChanges.Count;
+
+    /// <summary>Undoes the live switches made since <paramref name="mark"/> (an undone operation, or a rolled back transaction).</summary>
+    private void UndoInlineChanges(int mark)
+    {
+        for (var i = _inlineChanges.Count - 1; i >= mark; i--)
+        {
+            var (inline, live, build) = _inlineChanges[i];
+            inline.Live = live;
+            inline.Build = build;
+        }
+
+        _inlineChanges.RemoveRange(mark, _inlineChanges.Count - mark);
+    }
+
+    private List<RecordedEvent> ReadEventsAfter(long position, EventFilter filter)
+    {
+        var sql = new StringBuilder($"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.position > $from");
+        var parameters = new SqlParameters { { "$from", position } };
+        SqliteQueries.AppendFilter(sql, parameters, filter);
+        sql.Append(" ORDER BY e.position");
+        using var statement = new RawStatement(_connection, sql.ToString());
+        parameters.BindTo(statement);
+
+        // A reader of its own: names written by this transaction must not outlive a rollback in a shared cache.
+        var reader = new EventReader();
+        var events = new List<RecordedEvent>();
+        while (statement.Step())
+        {
+            events.Add(reader.Read(statement, _connection.Handle!));
+        }
+
+        return events;
+    }
+
+    private List<ProjectionBuild> ReadBuilds(string projection)
+    {
+        var select = Sql("SELECT id, version, shape, position, serving FROM cairn_projection_builds WHERE projection = ?1 ORDER BY id");
+        select.Bind(1, projection);
+        var builds = new List<ProjectionBuild>();
+        try
+        {
+            while (select.Step())
+            {
+                builds.Add(new ProjectionBuild(projection, select.Int64(0), (int)select.Int64(1), select.Text(2), new GlobalPosition(select.Int64(3)), select.Int64(4) == 1));
+            }
+        }
+        finally
+        {
+            select.Reset();
+        }
+
+        return builds;
+    }
+
+    private ProjectionBuild CreateBuild(Projection projection, bool serving)
+    {
+        Wrote();
+        var insert = Sql("INSERT INTO cairn_projection_builds (projection, version, shape, position, serving, created_ticks) VALUES (?1, ?2, ?3, 0, ?4, ?5) RETURNING id");
+        insert.Bind(1, projection.Name);
+        insert.Bind(2, projection.Version);
+        insert.Bind(3, projection.Shape);
+        insert.Bind(4, serving ? 1 : 0);
+        insert.Bind(5, TimeTicks);
+        var id = insert.ExecuteInt64()!.Value;
+        var ddl = new StringBuilder();
+        foreach (var document in projection.Documents)
+        {
+            var table = SqliteReadModelTransaction.DocumentTable(id, document.Collection);
+            ddl.Append("CREATE TABLE ").Append(table).Append(" (id TEXT PRIMARY KEY, data BLOB NOT NULL");
+            foreach (var index in document.Indexes)
+            {
+                ddl.Append(", \"ix_").Append(index.Name).Append("\" ").Append(index.Kind switch
+                {
+                    IndexKind.Text => "TEXT",
+                    IndexKind.Real => "REAL",
+                    _ => "INTEGER",
+                });
+            }
+
+            ddl.Append(");\n");
+            foreach (var index in document.Indexes)
+            {
+                ddl.Append("CREATE INDEX ").Append(table).Append("_by_").Append(index.Name).Append(" ON ").Append(table).Append(" (\"ix_").Append(index.Name).Append("\");\n");
+            }
+        }
+
+        foreach (var table in projection.SqlTables)
+        {
+            ddl.Append(table.CreateSql.Replace("{table}", SqliteReadModelTransaction.SqlTable(id, table.Name), StringComparison.Ordinal)).Append(";\n");
+        }
+
+        Exec(ddl.ToString());
+        if (serving)
+        {
+            CreateViews(id);
+        }
+
+        return new ProjectionBuild(projection.Name, id, projection.Version, projection.Shape, GlobalPosition.Start, serving);
+    }
+
+    /// <summary>Points each SQL table's view at the build's table.</summary>
+    private void CreateViews(long build)
+    {
+        var ddl = new StringBuilder();
+        foreach (var table in TablesOf(build, "*__b" + build))
+        {
+            var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
+            ddl.Append("DROP VIEW IF EXISTS \"").Append(name).Append("\";\n");
+            ddl.Append("CREATE VIEW \"").Append(name).Append("\" AS SELECT * FROM \"").Append(table).Append("\";\n");
+        }
+
+        if (ddl.Length > 0)
+        {
+            Exec(ddl.ToString());
+        }
+    }
+
+    private void DropBuild(long build)
+    {
+        var ddl = new StringBuilder();
+        foreach (var table in TablesOf(build, "cairn_doc_" + build + "_*").Concat(TablesOf(build, "*__b" + build)))
+        {
+            ddl.Append("DROP TABLE IF EXISTS \"").Append(table).Append("\";\n");
+        }
+
+        if (ddl.Length > 0)
+        {
+            Exec(ddl.ToString());
+        }
+
+        var delete = Sql("DELETE FROM cairn_projection_builds WHERE id = ?1");
+        delete.Bind(1, build);
+        delete.Execute();
+    }
+
+    private List<string> TablesOf(long build, string glob)
+    {
+        var select = Sql("SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB ?1 ORDER BY name");
+        select.Bind(1, glob);
+        var names = new List<string>();
+        try
+        {
+            while (select.Step())
+            {
+                names.Add(select.Text(0));
+            }
+        }
+        finally
+        {
+            select.Reset();
+        }
+
+        _ = build;
+        return names;
+    }
+
+    private void SetBuildPosition(long build, long position)
+    {
+        Wrote();
+        var update = Sql("UPDATE cairn_projection_builds SET position = ?1 WHERE id = ?2");
+        update.Bind(1, position);
+        update.Bind(2, build);
+        update.Execute();
+    }
+
+    private void InsertDeadLetter(ProjectionDeadLetter deadLetter)
+    {
+        Wrote();
+        Span<byte> id = stackalloc byte[16];
+        SqliteRows.WriteId(deadLetter.EventId, id);
+        var insert = Sql("""
+            INSERT INTO cairn_projection_dead_letters (projection, position, event_id, stream, version, event_type, failure, attempts, dead_ticks)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            ON CONFLICT (projection, position) DO UPDATE SET failure = excluded.failure, attempts = excluded.attempts, dead_ticks = excluded.dead_ticks
+            """);
+        insert.Bind(1, deadLetter.Projection);
+        insert.Bind(2, deadLetter.Position.Value);
+        insert.Bind(3, id);
+        insert.Bind(4, deadLetter.Stream.Value);
+        insert.Bind(5, deadLetter.Version);
+        insert.Bind(6, deadLetter.EventType);
+        insert.Bind(7, JsonSerializer.Serialize(deadLetter.Failure, CairnJsonContext.Default.FailureInfo));
+        insert.Bind(8, deadLetter.Attempts);
+        insert.Bind(9, deadLetter.Time.UtcTicks);
+        insert.Execute();
+    }
+
+    private void Exec(string sql)
+    {
+        Wrote();
+        var rc = SQLitePCL.raw.sqlite3_exec(_connection.Handle, sql);
+        if (rc != SQLitePCL.raw.SQLITE_OK)
+        {
+            throw new Microsoft.Data.Sqlite.SqliteException($"SQLite refused the read model's DDL: {SQLitePCL.raw.sqlite3_errmsg(_connection.Handle).utf8_to_string()}", rc);
+        }
+    }
+
+    /// <summary>A build's documents and tables inside the writer's transaction.</summary>
+    private sealed class SqliteReadModelTransaction(SqliteWriteContext context, long build) : IReadModelTransaction
+    {
+        public DbConnection? Connection => context._connection;
+
+        public static string DocumentTable(long build, string collection) => "cairn_doc_" + build + "_" + collection;
+
+        public static string SqlTable(long build, string table) => table + "__b" + build;
+
+        public ReadOnlyMemory<byte>? ReadDocument(DocumentDefinition document, string id)
+        {
+            var select = context.Sql("SELECT data FROM " + DocumentTable(build, document.Collection) + " WHERE id = ?1");
+            select.Bind(1, id);
+            try
+            {
+                return select.Step() ? select.Blob(0).ToArray() : (ReadOnlyMemory<byte>?)null;
+            }
+            finally
+            {
+                select.Reset();
+            }
+        }
+
+        public void WriteDocument(DocumentDefinition document, string id, ReadOnlyMemory<byte> json, IReadOnlyList<object?> indexValues)
+        {
+            context.Wrote();
+            var upsert = context.Sql(UpsertSql(document));
+            upsert.Bind(1, id);
+            upsert.Bind(2, json.Span);
+            for (var i = 0; i < indexValues.Count; i++)
+            {
+                if (indexValues[i] is { } value)
+                {
+                    upsert.BindValue(i + 3, value);
+                }
+                else
+                {
+                    upsert.BindNull(i + 3);
+                }
+            }
+
+            upsert.Execute();
+        }
+
+        public bool DeleteDocument(DocumentDefinition document, string id)
+        {
+            context.Wrote();
+            var delete = context.Sql("DELETE FROM " + DocumentTable(build, document.Collection) + " WHERE id = ?1");
+            delete.Bind(1, id);
+            delete.Execute();
+            return context.Changes() > 0;
+        }
+
+        public string TableName(string table) => SqlTable(build, table);
+
+        private string UpsertSql(DocumentDefinition document)
+        {
+            var sql = new StringBuilder("INSERT INTO ").Append(DocumentTable(build, document.Collection)).Append(" (id, data");
+            foreach (var index in document.Indexes)
+            {
+                sql.Append(", \"ix_").Append(index.Name).Append('"');
+            }
+
+            sql.Append(") VALUES (?1, ?2");
+            for (var i = 0; i < document.Indexes.Count; i++)
+            {
+                sql.Append(", ?").Append(i + 3);
+            }
+
+            sql.Append(") ON CONFLICT (id) DO UPDATE SET data = excluded.data");
+            foreach (var index in document.Indexes)
+            {
+                sql.Append(", \"ix_").Append(index.Name).Append("\" = excluded.\"ix_").Append(index.Name).Append('"');
+            }
+
+            return sql.ToString();
+        }
+    }
+}

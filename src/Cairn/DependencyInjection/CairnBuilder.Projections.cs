@@ -1,0 +1,101 @@
+using Cairn.EventStore;
+using Cairn.Projections;
+using Cairn.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Cairn.DependencyInjection;
+
+public sealed partial class CairnBuilder
+{
+    /// <summary>
+    /// Hosts a projection made once from the container: its runner starts with the host, brings its read model up to
+    /// the head and keeps it there (inline projections in each append's transaction). Query it through
+    /// <see cref="ReadModels"/>; follow it through <see cref="ProjectionMonitor"/>.
+    /// </summary>
+    public CairnBuilder AddProjection<TProjection>()
+        where TProjection : Projection
+    {
+        AddProjectionServices(Services);
+        Services.AddSingleton<TProjection>(sp => ActivatorUtilities.GetServiceOrCreateInstance<TProjection>(sp));
+        Services.AddSingleton<Projection>(sp => sp.GetRequiredService<TProjection>());
+        Services.AddSingleton<IHostedService>(sp => new ProjectionHostedService(sp, sp.GetRequiredService<TProjection>()));
+        return this;
+    }
+
+    /// <summary>Hosts a projection instance.</summary>
+    public CairnBuilder AddProjection(Projection projection)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        projection.Validate();
+        AddProjectionServices(Services);
+        Services.AddSingleton(projection);
+        Services.AddSingleton<IHostedService>(sp => new ProjectionHostedService(sp, projection));
+        return this;
+    }
+
+    private static void AddProjectionServices(IServiceCollection services)
+    {
+        services.TryAddSingleton<IProjectionStore>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<IProjectionStore>(sp));
+        services.TryAddSingleton<ProjectionMonitor>();
+        services.TryAddSingleton(sp => new ReadModels(sp.GetRequiredService<IProjectionStore>(), sp.GetRequiredService<EventSerializer>(), sp.GetServices<Projection>()));
+    }
+}
+
+/// <summary>Lists the hosted projections, waits for them (read-your-writes) and starts their rebuilds.</summary>
+public sealed class ProjectionMonitor
+{
+    private readonly NamedList<ProjectionRunner> _runners = new(r => r.Projection.Name, "projections", "its read model and position");
+
+    /// <summary>The status of each hosted projection.</summary>
+    public IReadOnlyList<ProjectionStatus> Statuses => _runners.Select(r => r.Status);
+
+    /// <summary>Finds a hosted projection's runner by name.</summary>
+    public ProjectionRunner? Find(string name) => _runners.Find(name);
+
+    /// <summary>
+    /// Read-your-writes: waits until the named projection's read model includes <paramref name="position"/> (an
+    /// append's <see cref="AppendResult.LastPosition"/>), or throws <see cref="ProjectionWaitTimeoutException"/>.
+    /// </summary>
+    public Task WaitForAsync(string projection, GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        Get(projection).WaitForPositionAsync(position, timeout, cancellationToken);
+
+    /// <summary>Waits until every hosted projection includes <paramref name="position"/>, within one timeout.</summary>
+    public Task WaitForAllAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        Task.WhenAll(_runners.Select(r => r.WaitForPositionAsync(position, timeout, cancellationToken)));
+
+    /// <summary>Rebuilds the named projection into a shadow without downtime; completes at the switch.</summary>
+    public Task RebuildAsync(string projection, CancellationToken cancellationToken = default) =>
+        Get(projection).RebuildAsync(cancellationToken);
+
+    internal void Add(ProjectionRunner runner) => _runners.Add(runner);
+
+    private ProjectionRunner Get(string projection) =>
+        Find(projection) ?? throw new ProjectionNotFoundException($"No projection named '{projection}' is hosted; the hosted ones are: {string.Join(", ", _runners.Select(r => r.Projection.Name))}.");
+}
+
+internal sealed class ProjectionHostedService : IHostedService, IAsyncDisposable
+{
+    private readonly ProjectionRunner _runner;
+
+    public ProjectionHostedService(IServiceProvider services, Projection projection)
+    {
+        _runner = new ProjectionRunner(
+            projection,
+            services.GetRequiredService<IEventStore>(),
+            services.GetRequiredService<IProjectionStore>(),
+            services.GetRequiredService<EventSerializer>(),
+            services.GetService<ILogger<ProjectionRunner>>(),
+            services.GetService<TimeProvider>());
+        services.GetRequiredService<ProjectionMonitor>().Add(_runner);
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken) => _runner.StartAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => _runner.StopAsync(cancellationToken);
+
+    public ValueTask DisposeAsync() => _runner.DisposeAsync();
+}

@@ -1,0 +1,123 @@
+using System.Data.Common;
+using System.Text.Json;
+using Cairn.EventStore;
+
+namespace Cairn.Projections;
+
+/// <summary>
+/// The documents of one batch: an identity map over the backend's transaction. A document loaded or stored twice in a
+/// batch is read once and written once, at <see cref="Flush"/>; until then the batch sees its own writes.
+/// </summary>
+internal sealed class DocumentSession(Projection projection, IReadModelTransaction transaction, JsonSerializerOptions json)
+    : IDocumentSession, IProjectionContext, IProjectionSql
+{
+    private readonly Dictionary<(DocumentDefinition Document, string Id), Entry> _entries = [];
+
+    public RecordedEvent Event { get; set; } = null!;
+
+    public IDocumentSession Documents => this;
+
+    public IProjectionSql Sql => transaction.Connection is null
+        ? throw new NotSupportedException($"Projection '{projection.Name}' uses SQL, which this backend does not have; use the SQLite backend.")
+        : this;
+
+    public DbConnection Connection => transaction.Connection!;
+
+    public T? Load<T>(string id)
+        where T : class
+    {
+        var document = Definition<T>();
+        DocumentIds.Validate(document.Collection, id);
+        if (_entries.TryGetValue((document, id), out var entry))
+        {
+            return (T?)entry.Document;
+        }
+
+        var stored = transaction.ReadDocument(document, id);
+        var loaded = stored is { } bytes ? document.Deserialize(id, bytes.Span, json) : null;
+        _entries[(document, id)] = new Entry(loaded, Dirty: false, Event);
+        return (T?)loaded;
+    }
+
+    public void Store<T>(T document)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        var definition = Definition<T>();
+        _entries[(definition, definition.IdOf(document))] = new Entry(document, Dirty: true, Event);
+    }
+
+    public void Store<T>(string id, T document)
+        where T : class
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        var definition = Definition<T>();
+        _entries[(definition, DocumentIds.Validate(definition.Collection, id))] = new Entry(document, Dirty: true, Event);
+    }
+
+    public void Delete<T>(string id)
+        where T : class
+    {
+        var definition = Definition<T>();
+        _entries[(definition, DocumentIds.Validate(definition.Collection, id))] = new Entry(null, Dirty: true, Event);
+    }
+
+    public string Table(string name) =>
+        projection.SqlTables.Any(t => t.Name == name)
+            ? transaction.TableName(name)
+            : throw new ArgumentException($"Projection '{projection.Name}' declares no table '{name}'.", nameof(name));
+
+    public int Execute(string sql, params (string Name, object? Value)[] parameters)
+    {
+        using var command = Connection.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters)
+        {
+            var parameter = command.CreateParameter();
+            parameter.ParameterName = name;
+            parameter.Value = value ?? DBNull.Value;
+            command.Parameters.Add(parameter);
+        }
+
+        return command.ExecuteNonQuery();
+    }
+
+    /// <summary>
+    /// Writes every changed document. A document that cannot be serialized or indexed fails the event that last
+    /// stored it.
+    /// </summary>
+    public void Flush()
+    {
+        foreach (var ((definition, id), entry) in _entries)
+        {
+            if (!entry.Dirty)
+            {
+                continue;
+            }
+
+            try
+            {
+                if (entry.Document is null)
+                {
+                    transaction.DeleteDocument(definition, id);
+                }
+                else
+                {
+                    transaction.WriteDocument(definition, id, definition.Serialize(entry.Document, json), definition.IndexValues(entry.Document));
+                }
+            }
+            catch (Exception ex) when (ex is not ProjectionEventException)
+            {
+                throw new ProjectionEventException(projection.Name, entry.LastEvent, ex);
+            }
+        }
+
+        _entries.Clear();
+    }
+
+    private DocumentDefinition Definition<T>() =>
+        projection.FindDocument(typeof(T))
+        ?? throw new InvalidOperationException($"Projection '{projection.Name}' declares no documents of type {typeof(T).Name}: add Document<{typeof(T).Name}>(...) to it.");
+
+    private readonly record struct Entry(object? Document, bool Dirty, RecordedEvent LastEvent);
+}

@@ -1,0 +1,250 @@
+using System.Text.Json;
+
+namespace Cairn.Projections;
+
+/// <summary>The kind of value an indexed field holds, which decides how it is stored, compared and ordered.</summary>
+public enum IndexKind
+{
+    /// <summary>Text, compared ordinally (strings, GUIDs, enums by name).</summary>
+    Text,
+
+    /// <summary>Whole numbers (integers of any width).</summary>
+    Integer,
+
+    /// <summary>Real numbers (double, float, decimal).</summary>
+    Real,
+
+    /// <summary>True or false.</summary>
+    Boolean,
+
+    /// <summary>Instants (<see cref="DateTimeOffset"/>, <see cref="DateTime"/>), compared in UTC.</summary>
+    Time,
+}
+
+/// <summary>A field of a document kept beside it, so queries can filter and order on it.</summary>
+/// <param name="Name">The field's name in queries.</param>
+/// <param name="Kind">What kind of value it holds.</param>
+public sealed record DocumentIndex(string Name, IndexKind Kind)
+{
+    internal Func<object, object?> Extract { get; init; } = _ => null;
+
+    /// <summary>
+    /// The stored form of a value of this index: text, a 64-bit integer or a double; null stays null. Throws
+    /// <see cref="InvalidDocumentQueryException"/> when the value is not of the index's kind.
+    /// </summary>
+    public object? Normalize(object? value, string collection) => value is null ? null : Kind switch
+    {
+        IndexKind.Text => value switch
+        {
+            string s => s,
+            Guid g => g.ToString("D"),
+            Enum e => e.ToString(),
+            char c => c.ToString(),
+            _ => throw Mismatch(value, collection),
+        },
+        IndexKind.Integer => value switch
+        {
+            long l => l,
+            int i => (long)i,
+            short s => (long)s,
+            byte b => (long)b,
+            uint u => (long)u,
+            ushort us => (long)us,
+            sbyte sb => (long)sb,
+            ulong ul when ul <= long.MaxValue => (long)ul,
+            _ => throw Mismatch(value, collection),
+        },
+        IndexKind.Real => value switch
+        {
+            double d => d,
+            float f => (double)f,
+            decimal m => (double)m,
+            long l => (double)l,
+            int i => (double)i,
+            _ => throw Mismatch(value, collection),
+        },
+        IndexKind.Boolean => value is bool b ? (b ? 1L : 0L) : throw Mismatch(value, collection),
+        IndexKind.Time => value switch
+        {
+            DateTimeOffset t => t.UtcTicks,
+            DateTime t => t.Kind == DateTimeKind.Unspecified
+                ? throw new InvalidDocumentQueryException(collection, Name, $"the DateTime {t:O} has no kind; use UTC or a DateTimeOffset")
+                : t.ToUniversalTime().Ticks,
+            _ => throw Mismatch(value, collection),
+        },
+        _ => throw Mismatch(value, collection),
+    };
+
+    private InvalidDocumentQueryException Mismatch(object value, string collection) =>
+        new(collection, Name, $"a {value.GetType().Name} is not a {Kind} value");
+
+    /// <summary>The kind of index a CLR type makes, or null when it cannot be indexed.</summary>
+    public static IndexKind? KindOf(Type type)
+    {
+        type = Nullable.GetUnderlyingType(type) ?? type;
+        if (type == typeof(string) || type == typeof(Guid) || type == typeof(char) || type.IsEnum)
+        {
+            return IndexKind.Text;
+        }
+
+        if (type == typeof(long) || type == typeof(int) || type == typeof(short) || type == typeof(byte) || type == typeof(uint) || type == typeof(ushort) || type == typeof(sbyte) || type == typeof(ulong))
+        {
+            return IndexKind.Integer;
+        }
+
+        if (type == typeof(double) || type == typeof(float) || type == typeof(decimal))
+        {
+            return IndexKind.Real;
+        }
+
+        if (type == typeof(bool))
+        {
+            return IndexKind.Boolean;
+        }
+
+        return type == typeof(DateTimeOffset) || type == typeof(DateTime) ? IndexKind.Time : null;
+    }
+}
+
+/// <summary>
+/// A kind of document a projection writes: its collection name, how its id is found, and its indexed fields.
+/// Documents are stored as JSON with the event serializer's options.
+/// </summary>
+public abstract class DocumentDefinition
+{
+    private readonly List<DocumentIndex> _indexes = [];
+
+    private protected DocumentDefinition(Type type, string collection)
+    {
+        DocumentType = type;
+        Collection = ProjectionNames.ValidateIdentifier("collection", collection);
+    }
+
+    /// <summary>The CLR type of the documents.</summary>
+    public Type DocumentType { get; }
+
+    /// <summary>The collection's name: letters, digits and <c>_</c>, starting with a letter.</summary>
+    public string Collection { get; }
+
+    /// <summary>The indexed fields, in declaration order.</summary>
+    public IReadOnlyList<DocumentIndex> Indexes => _indexes;
+
+    /// <summary>Whether documents can be stored without naming their id.</summary>
+    public abstract bool HasIdSelector { get; }
+
+    /// <summary>Finds an index by name, or fails naming the indexes there are.</summary>
+    public DocumentIndex GetIndex(string name) =>
+        _indexes.Find(i => i.Name == name)
+        ?? throw new InvalidDocumentQueryException(Collection, name, _indexes.Count == 0
+            ? "the collection declares no indexed fields"
+            : $"it is not an indexed field; the indexed fields are {string.Join(", ", _indexes.Select(i => i.Name))}");
+
+    /// <summary>A text that changes whenever the stored shape (collection, index names and kinds) changes.</summary>
+    public string Shape => Collection + "(" + string.Join(",", _indexes.Select(i => i.Name + ":" + i.Kind)) + ")";
+
+    internal abstract string IdOf(object document);
+
+    internal byte[] Serialize(object document, JsonSerializerOptions options) => JsonSerializer.SerializeToUtf8Bytes(document, DocumentType, options);
+
+    internal object Deserialize(string id, ReadOnlySpan<byte> json, JsonSerializerOptions options)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, DocumentType, options)
+                ?? throw new DocumentDeserializationException(Collection, id, DocumentType, "the stored JSON is null", null);
+        }
+        catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException or ArgumentException)
+        {
+            throw new DocumentDeserializationException(Collection, id, DocumentType, ex.Message, ex);
+        }
+    }
+
+    /// <summary>The stored values of the document's indexed fields, in index order.</summary>
+    internal object?[] IndexValues(object document)
+    {
+        var values = new object?[_indexes.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = _indexes[i].Normalize(_indexes[i].Extract(document), Collection);
+        }
+
+        return values;
+    }
+
+    private protected void AddIndex(DocumentIndex index)
+    {
+        ProjectionNames.ValidateIdentifier("index", index.Name);
+        if (_indexes.Exists(i => i.Name == index.Name))
+        {
+            throw new ArgumentException($"Collection '{Collection}' declares the index '{index.Name}' twice.");
+        }
+
+        _indexes.Add(index);
+    }
+}
+
+/// <summary>A kind of document of type <typeparamref name="T"/>; add indexed fields with <see cref="Index{TValue}"/>.</summary>
+/// <typeparam name="T">The document type.</typeparam>
+public sealed class DocumentDefinition<T> : DocumentDefinition
+    where T : class
+{
+    private readonly Func<T, string>? _id;
+
+    internal DocumentDefinition(string collection, Func<T, string>? id)
+        : base(typeof(T), collection)
+    {
+        _id = id;
+    }
+
+    /// <inheritdoc />
+    public override bool HasIdSelector => _id is not null;
+
+    /// <summary>
+    /// Keeps <paramref name="field"/> beside each document so queries can filter and order on it. Text, whole and real
+    /// numbers, booleans, instants, GUIDs and enums can be indexed; null values are kept as null.
+    /// </summary>
+    public DocumentDefinition<T> Index<TValue>(string name, Func<T, TValue> field)
+    {
+        ArgumentNullException.ThrowIfNull(field);
+        var kind = DocumentIndex.KindOf(typeof(TValue))
+            ?? throw new ArgumentException($"Index '{name}' of collection '{Collection}': a {typeof(TValue).Name} cannot be indexed; use text, a number, a boolean, an instant, a GUID or an enum.", nameof(field));
+        AddIndex(new DocumentIndex(name, kind) { Extract = d => field((T)d) });
+        return this;
+    }
+
+    internal override string IdOf(object document)
+    {
+        if (_id is null)
+        {
+            throw new InvalidOperationException($"Collection '{Collection}' declares no id selector: store its documents with Store(id, document).");
+        }
+
+        return DocumentIds.Validate(Collection, _id((T)document));
+    }
+}
+
+/// <summary>The rules for document ids.</summary>
+public static class DocumentIds
+{
+    /// <summary>The longest id accepted, in characters.</summary>
+    public const int MaxLength = 512;
+
+    /// <summary>Returns the id when it is 1 to 512 characters; throws <see cref="ArgumentException"/> otherwise.</summary>
+    public static string Validate(string collection, string? id)
+    {
+        if (string.IsNullOrEmpty(id) || id.Length > MaxLength)
+        {
+            throw new ArgumentException($"'{id}' is not a valid id for a document of '{collection}': 1 to {MaxLength} characters.", nameof(id));
+        }
+
+        return id;
+    }
+}
+
+/// <summary>A table a projection writes with its own SQL, created for each build of the projection.</summary>
+/// <param name="Name">The table's name in queries: a view of that name always shows the serving build's table.</param>
+/// <param name="CreateSql">
+/// The DDL that creates it, with <c>{table}</c> where the table's name goes (indexes too:
+/// <c>CREATE INDEX {table}_by_day ON {table} (day)</c>); statements separated by <c>;</c>.
+/// </param>
+public sealed record SqlTableDefinition(string Name, string CreateSql);

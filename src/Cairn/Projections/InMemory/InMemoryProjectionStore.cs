@@ -1,0 +1,413 @@
+using System.Data.Common;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+
+namespace Cairn.Projections.InMemory;
+
+/// <summary>
+/// Read models held in memory: for tests, small caches, and the temporary stores of point-in-time views. Beside an
+/// <see cref="InMemoryEventStore"/> it shares the store's lock, so inline projections commit with the append and a
+/// batch's documents and position commit together. Documents are kept as JSON, as a database would keep them.
+/// </summary>
+public sealed class InMemoryProjectionStore : IProjectionStore
+{
+    private readonly object _gate;
+    private readonly InMemoryEventStore? _events;
+    private readonly Dictionary<string, Entry> _projections = new(StringComparer.Ordinal);
+    private readonly List<ProjectionDeadLetter> _deadLetters = [];
+    private readonly Dictionary<string, (Projection Projection, ReadModelApply Apply)> _inline = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _inlineLive = new(StringComparer.Ordinal);
+    private long _nextBuild = 1;
+
+    /// <summary>
+    /// Creates an empty store. Given the in-memory event store, inline projections are applied by its appends and
+    /// catch-ups read from it; without one, the store serves views built by hand.
+    /// </summary>
+    public InMemoryProjectionStore(InMemoryEventStore? events = null)
+    {
+        _events = events;
+        _gate = events?.Gate ?? new object();
+    }
+
+    /// <inheritdoc />
+    public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        cancellationToken.ThrowIfCancellationRequested();
+        RefuseSql(projection);
+        lock (_gate)
+        {
+            if (!_projections.TryGetValue(projection.Name, out var entry))
+            {
+                entry = new Entry(NewBuild(projection));
+                _projections.Add(projection.Name, entry);
+            }
+
+            return Task.FromResult(new ProjectionBuilds(entry.Serving.Describe(projection.Name, serving: true), entry.Shadow?.Describe(projection.Name, serving: false)));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        cancellationToken.ThrowIfCancellationRequested();
+        RefuseSql(projection);
+        lock (_gate)
+        {
+            var entry = _projections.GetValueOrDefault(projection.Name)
+                ?? throw new ProjectionNotFoundException($"Projection '{projection.Name}' is not open.");
+            entry.Shadow = NewBuild(projection);
+            return Task.FromResult(entry.Shadow.Describe(projection.Name, serving: false));
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_gate)
+        {
+            var entry = _projections.GetValueOrDefault(batch.Projection)
+                ?? throw new ProjectionNotFoundException($"Projection '{batch.Projection}' is not open.");
+            var build = entry.Serving.Id == batch.Build ? entry.Serving
+                : entry.Shadow?.Id == batch.Build ? entry.Shadow
+                : throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, GlobalPosition.Start);
+            if (build.Position != batch.ExpectedPosition)
+            {
+                throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, build.Position);
+            }
+
+            var transaction = new Transaction(build);
+            batch.Apply(transaction, batch.Events);
+            var position = batch.Position;
+            var caughtUp = 0;
+            if (batch.CatchUpToHead is { } filter && _events is not null)
+            {
+                var missed = _events.EventsAfterLocked(batch.Position, filter);
+                if (missed.Count > 0)
+                {
+                    batch.Apply(transaction, missed);
+                    caughtUp = missed.Count;
+                }
+
+                position = GlobalPosition.Max(position, _events.HeadLocked);
+            }
+
+            transaction.Commit(position);
+            _deadLetters.AddRange(batch.DeadLetters);
+            if (batch.GoLive)
+            {
+                if (build == entry.Shadow)
+                {
+                    entry.Serving = build;
+                    entry.Shadow = null;
+                }
+
+                if (_inline.ContainsKey(batch.Projection))
+                {
+                    _inlineLive.Add(batch.Projection);
+                }
+            }
+
+            return Task.FromResult(new ProjectionBatchResult(position, caughtUp));
+        }
+    }
+
+    /// <inheritdoc />
+    public void AttachInline(Projection projection, ReadModelApply apply)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        ArgumentNullException.ThrowIfNull(apply);
+        if (_events is null)
+        {
+            throw new InvalidOperationException("This in-memory projection store has no event store to apply inline projections with.");
+        }
+
+        lock (_gate)
+        {
+            _inline[projection.Name] = (projection, apply);
+            _inlineLive.Remove(projection.Name);
+            _events.InlineProjections = ApplyInline;
+        }
+    }
+
+    /// <inheritdoc />
+    public void DetachInline(string projection)
+    {
+        lock (_gate)
+        {
+            _inline.Remove(projection);
+            _inlineLive.Remove(projection);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(max);
+        lock (_gate)
+        {
+            return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>([.. _deadLetters.Where(d => d.Projection == projection).Take(max)]);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_gate)
+        {
+            var documents = Serving(projection).Collection(document.Collection);
+            return Task.FromResult(documents.TryGetValue(id, out var stored) ? new StoredDocument(id, stored.Json) : null);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_gate)
+        {
+            var matches = Match(projection, document, query);
+            IEnumerable<KeyValuePair<string, Stored>> ordered = matches.OrderBy(m => m, new DocumentOrder(document, query.Order));
+            return Task.FromResult<IReadOnlyList<StoredDocument>>([.. ordered.Skip(query.Skip).Take(query.Take).Select(m => new StoredDocument(m.Key, m.Value.Json))]);
+        }
+    }
+
+    /// <inheritdoc />
+    public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        lock (_gate)
+        {
+            return Task.FromResult((long)Match(projection, document, query).Count);
+        }
+    }
+
+    /// <summary>The position the serving build of a projection has reached, or null when it is not open.</summary>
+    public GlobalPosition? GetPosition(string projection)
+    {
+        lock (_gate)
+        {
+            return _projections.TryGetValue(projection, out var entry) ? entry.Serving.Position : null;
+        }
+    }
+
+    private List<KeyValuePair<string, Stored>> Match(string projection, DocumentDefinition document, DocumentQuerySpec query)
+    {
+        var positions = query.Conditions.Select(c => IndexOf(document, c.Index)).ToArray();
+        var matches = new List<KeyValuePair<string, Stored>>();
+        foreach (var pair in Serving(projection).Collection(document.Collection))
+        {
+            var all = true;
+            for (var i = 0; i < positions.Length && all; i++)
+            {
+                all = StoredValues.Satisfies(pair.Value.Index[positions[i]], query.Conditions[i]);
+            }
+
+            if (all)
+            {
+                matches.Add(pair);
+            }
+        }
+
+        return matches;
+    }
+
+    private static int IndexOf(DocumentDefinition document, DocumentIndex index)
+    {
+        for (var i = 0; i < document.Indexes.Count; i++)
+        {
+            if (document.Indexes[i].Name == index.Name)
+            {
+                return i;
+            }
+        }
+
+        throw new InvalidDocumentQueryException(document.Collection, index.Name, "it is not an indexed field");
+    }
+
+    private Build Serving(string projection) =>
+        _projections.TryGetValue(projection, out var entry)
+            ? entry.Serving
+            : throw new ProjectionNotFoundException($"Projection '{projection}' has no read model yet: it has not been started.");
+
+    private void ApplyInline(IReadOnlyList<RecordedEvent> events)
+    {
+        // Called by the event store under its lock (which is ours) while the append is not yet visible.
+        if (_inlineLive.Count == 0)
+        {
+            return;
+        }
+
+        var pending = new List<(Transaction Transaction, GlobalPosition Position)>();
+        foreach (var name in _inlineLive)
+        {
+            var (projection, apply) = _inline[name];
+            var build = _projections[name].Serving;
+            var transaction = new Transaction(build);
+            apply(transaction, [.. events.Where(projection.Filter.Matches)]);
+            pending.Add((transaction, events[^1].Position));
+        }
+
+        // Every inline projection succeeded: only now do their writes land, all together.
+        foreach (var (transaction, position) in pending)
+        {
+            transaction.Commit(position);
+        }
+    }
+
+    private Build NewBuild(Projection projection) => new(_nextBuild++, projection.Version, projection.Shape);
+
+    private static void RefuseSql(Projection projection)
+    {
+        if (projection.SqlTables.Count > 0)
+        {
+            throw new NotSupportedException($"Projection '{projection.Name}' declares SQL tables ({string.Join(", ", projection.SqlTables.Select(t => t.Name))}); the in-memory backend has no SQL. Use the SQLite backend.");
+        }
+    }
+
+    private sealed class Entry(Build serving)
+    {
+        public Build Serving { get; set; } = serving;
+
+        public Build? Shadow { get; set; }
+    }
+
+    private sealed class Build(long id, int version, string shape)
+    {
+        private readonly Dictionary<string, SortedDictionary<string, Stored>> _collections = new(StringComparer.Ordinal);
+
+        public long Id { get; } = id;
+
+        public GlobalPosition Position { get; set; }
+
+        public SortedDictionary<string, Stored> Collection(string name)
+        {
+            if (!_collections.TryGetValue(name, out var documents))
+            {
+                documents = new SortedDictionary<string, Stored>(StringComparer.Ordinal);
+                _collections.Add(name, documents);
+            }
+
+            return documents;
+        }
+
+        public ProjectionBuild Describe(string projection, bool serving) => new(projection, Id, version, shape, Position, serving);
+    }
+
+    private sealed record Stored(byte[] Json, object?[] Index);
+
+    /// <summary>Buffers a batch's writes and lands them at <see cref="Commit"/>, so a batch that throws leaves nothing.</summary>
+    private sealed class Transaction(Build build) : IReadModelTransaction
+    {
+        private readonly Dictionary<(string Collection, string Id), Stored?> _writes = [];
+
+        public DbConnection? Connection => null;
+
+        public ReadOnlyMemory<byte>? ReadDocument(DocumentDefinition document, string id)
+        {
+            // The casts matter: a bare null would convert to an empty ReadOnlyMemory (a null array), not to a missing document.
+            if (_writes.TryGetValue((document.Collection, id), out var written))
+            {
+                return written is null ? (ReadOnlyMemory<byte>?)null : written.Json;
+            }
+
+            return build.Collection(document.Collection).TryGetValue(id, out var stored) ? stored.Json : (ReadOnlyMemory<byte>?)null;
+        }
+
+        public void WriteDocument(DocumentDefinition document, string id, ReadOnlyMemory<byte> json, IReadOnlyList<object?> indexValues) =>
+            _writes[(document.Collection, id)] = new Stored(json.ToArray(), [.. indexValues]);
+
+        public bool DeleteDocument(DocumentDefinition document, string id)
+        {
+            var existed = ReadDocument(document, id) is not null;
+            _writes[(document.Collection, id)] = null;
+            return existed;
+        }
+
+        public string TableName(string table) => throw new NotSupportedException("The in-memory backend has no SQL tables.");
+
+        public void Commit(GlobalPosition position)
+        {
+            foreach (var ((collection, id), stored) in _writes)
+            {
+                if (stored is null)
+                {
+                    build.Collection(collection).Remove(id);
+                }
+                else
+                {
+                    build.Collection(collection)[id] = stored;
+                }
+            }
+
+            _writes.Clear();
+            if (position > build.Position)
+            {
+                build.Position = position;
+            }
+        }
+    }
+
+    private sealed class DocumentOrder(DocumentDefinition document, IReadOnlyList<(DocumentIndex Index, bool Descending)> order) : IComparer<KeyValuePair<string, Stored>>
+    {
+        private readonly int[] _positions = [.. order.Select(o => IndexOf(document, o.Index))];
+
+        public int Compare(KeyValuePair<string, Stored> x, KeyValuePair<string, Stored> y)
+        {
+            for (var i = 0; i < _positions.Length; i++)
+            {
+                var c = StoredValues.Compare(x.Value.Index[_positions[i]], y.Value.Index[_positions[i]]);
+                if (c != 0)
+                {
+                    return order[i].Descending ? -c : c;
+                }
+            }
+
+            return string.CompareOrdinal(x.Key, y.Key);
+        }
+    }
+}
+
+/// <summary>Compares stored index values as SQLite does: null first, then numbers by value, then text ordinally.</summary>
+internal static class StoredValues
+{
+    public static int Compare(object? x, object? y)
+    {
+        var rank = Rank(x).CompareTo(Rank(y));
+        if (rank != 0)
+        {
+            return rank;
+        }
+
+        return x switch
+        {
+            null => 0,
+            string s => string.CompareOrdinal(s, (string)y!),
+            long l when y is long m => l.CompareTo(m),
+            _ => Convert.ToDouble(x, System.Globalization.CultureInfo.InvariantCulture).CompareTo(Convert.ToDouble(y, System.Globalization.CultureInfo.InvariantCulture)),
+        };
+    }
+
+    public static bool Satisfies(object? value, DocumentCondition condition) => condition.Operator switch
+    {
+        QueryOperator.Equal => condition.Value is null ? value is null : value is not null && Compare(value, condition.Value) == 0,
+        QueryOperator.NotEqual => condition.Value is null ? value is not null : value is not null && Compare(value, condition.Value) != 0,
+        QueryOperator.LessThan => value is not null && Compare(value, condition.Value) < 0,
+        QueryOperator.LessThanOrEqual => value is not null && Compare(value, condition.Value) <= 0,
+        QueryOperator.GreaterThan => value is not null && Compare(value, condition.Value) > 0,
+        QueryOperator.GreaterThanOrEqual => value is not null && Compare(value, condition.Value) >= 0,
+        QueryOperator.In => value is not null && ((object?[])condition.Value!).Any(v => v is not null && Compare(value, v) == 0),
+        _ => false,
+    };
+
+    private static int Rank(object? value) => value switch
+    {
+        null => 0,
+        long or double => 1,
+        _ => 2,
+    };
+}

@@ -1,0 +1,88 @@
+using Cairn.EventStore;
+using Cairn.Serialization;
+
+namespace Cairn.Projections;
+
+/// <summary>
+/// A projection bound to the event types of a registry: which stored type names it handles and how to apply a batch of
+/// events to a read model. Unknown types are passed over; a handled type that is not registered is refused here.
+/// </summary>
+internal sealed class ProjectionApplier
+{
+    private readonly Dictionary<string, Action<IProjectionContext, object>> _handlers = new(StringComparer.Ordinal);
+    private readonly EventSerializer _serializer;
+
+    public ProjectionApplier(Projection projection, EventSerializer serializer)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        ArgumentNullException.ThrowIfNull(serializer);
+        projection.Validate();
+        Projection = projection;
+        _serializer = serializer;
+        var registrations = serializer.Registry.Registrations;
+        foreach (var handled in projection.Handlers.Keys)
+        {
+            if (!registrations.Values.Any(handled.IsAssignableFrom))
+            {
+                throw new UnknownEventTypeException(handled.Name, $"Projection '{projection.Name}' handles {handled.FullName}, which has no registered event type name (register it, or a subclass, in CairnOptions.EventTypes)");
+            }
+        }
+
+        foreach (var (name, type) in registrations)
+        {
+            // The most specific handled base class or interface of the registered type handles it.
+            var best = projection.Handlers.Keys.Where(h => h.IsAssignableFrom(type)).OrderByDescending(Depth).FirstOrDefault();
+            if (best is not null)
+            {
+                _handlers[name] = projection.Handlers[best];
+            }
+        }
+
+        EventTypes = [.. _handlers.Keys.Order(StringComparer.Ordinal)];
+        Filter = projection.Filter.WithEventTypes([.. EventTypes]);
+    }
+
+    public Projection Projection { get; }
+
+    /// <summary>The stored type names it handles.</summary>
+    public IReadOnlyList<string> EventTypes { get; }
+
+    /// <summary>The projection's filter narrowed to the types it handles.</summary>
+    public EventFilter Filter { get; }
+
+    /// <summary>Applies events through one document session and flushes it.</summary>
+    public void Apply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events)
+    {
+        var session = new DocumentSession(Projection, transaction, _serializer.Options);
+        foreach (var recorded in events)
+        {
+            if (!_handlers.TryGetValue(recorded.Type, out var handler) || !Projection.Filter.Matches(recorded))
+            {
+                continue;
+            }
+
+            session.Event = recorded;
+            try
+            {
+                handler(session, _serializer.Deserialize(recorded));
+            }
+            catch (Exception ex) when (ex is not ProjectionEventException and not OperationCanceledException)
+            {
+                throw new ProjectionEventException(Projection.Name, recorded, ex);
+            }
+        }
+
+        session.Flush();
+    }
+
+    private static int Depth(Type type)
+    {
+        var depth = 0;
+        for (var t = type; t is not null; t = t.BaseType)
+        {
+            depth++;
+        }
+
+        return type.IsInterface ? 0 : depth;
+    }
+}

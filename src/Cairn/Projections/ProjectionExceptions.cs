@@ -1,0 +1,76 @@
+using Cairn.EventStore;
+
+namespace Cairn.Projections;
+
+/// <summary>A projection failed on an event: its handler threw, the event could not be read, or a document it wrote could not be stored.</summary>
+public sealed class ProjectionEventException(string projection, RecordedEvent recorded, Exception inner)
+    : CairnException($"Projection '{projection}' failed on event {recorded.Id} ({recorded.Type}, {recorded.Stream}@{recorded.Version}, position {recorded.Position}): {inner.Message}", inner)
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+
+    /// <summary>The event it failed on.</summary>
+    public RecordedEvent Event { get; } = recorded;
+}
+
+/// <summary>A batch expected a build at one position and found it at another: another runner applied events to it.</summary>
+public sealed class ProjectionConflictException(string projection, long build, GlobalPosition expected, GlobalPosition actual)
+    : CairnException($"Projection '{projection}' build {build} is at position {actual}, not {expected}: another runner has applied events to it.")
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+
+    /// <summary>The position the batch expected.</summary>
+    public GlobalPosition Expected { get; } = expected;
+
+    /// <summary>The position stored.</summary>
+    public GlobalPosition Actual { get; } = actual;
+}
+
+/// <summary>A stored document could not be read as its type.</summary>
+public sealed class DocumentDeserializationException(string collection, string id, Type type, string reason, Exception? inner)
+    : CairnException($"Document '{id}' of collection '{collection}' cannot be read as {type.Name}: {reason}", inner)
+{
+    /// <summary>The collection.</summary>
+    public string Collection { get; } = collection;
+
+    /// <summary>The document's id.</summary>
+    public string Id { get; } = id;
+}
+
+/// <summary>A document query or stored value names a field that is not indexed or a value of the wrong kind.</summary>
+public sealed class InvalidDocumentQueryException(string collection, string field, string reason)
+    : CairnException($"Query on '{collection}', field '{field}': {reason}.")
+{
+    /// <summary>The collection.</summary>
+    public string Collection { get; } = collection;
+
+    /// <summary>The field.</summary>
+    public string Field { get; } = field;
+}
+
+/// <summary>A projection's stored read model does not fit its code, and the code's version was not raised to rebuild it.</summary>
+public sealed class ProjectionShapeChangedException(string projection, int version, string stored, string current)
+    : CairnException($"Projection '{projection}' version {version} stores '{stored}' but its code now declares '{current}'. Raise its Version (and set RebuildOnVersionChange, or call RebuildAsync) to rebuild the read model.")
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+}
+
+/// <summary>A read-your-writes wait ended before the projection reached the position.</summary>
+public sealed class ProjectionWaitTimeoutException(string projection, GlobalPosition wanted, GlobalPosition reached, TimeSpan timeout, string? reason)
+    : CairnException($"Projection '{projection}' did not reach position {wanted} within {timeout} (it is at {reached}){(reason is null ? "" : ": " + reason)}.")
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+
+    /// <summary>The position waited for.</summary>
+    public GlobalPosition Wanted { get; } = wanted;
+
+    /// <summary>Where the projection was when the wait ended.</summary>
+    public GlobalPosition Reached { get; } = reached;
+}
+
+/// <summary>No projection of that name (or serving that document type) is registered.</summary>
+public sealed class ProjectionNotFoundException(string what)
+    : CairnException(what);

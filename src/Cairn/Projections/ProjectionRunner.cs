@@ -1,0 +1,795 @@
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Serialization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Projections;
+
+/// <summary>
+/// Runs one projection: applies the log to its serving build in batches, each committed with its position, and during a
+/// rebuild fills a shadow build from position 0 beside it, switching atomically once the shadow has caught up. An
+/// inline projection is applied by the appends themselves once caught up; the runner brings it there and runs its
+/// rebuilds. A failing event is retried, then meets the projection's <see cref="ProjectionFailurePolicy"/>; a failing
+/// store is retried with a growing delay. Every state is visible in <see cref="Status"/> and in metrics.
+/// </summary>
+public sealed class ProjectionRunner : IAsyncDisposable
+{
+    private readonly IEventStore _store;
+    private readonly IProjectionStore _projections;
+    private readonly ProjectionApplier _applier;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _clock;
+    private readonly KeyValuePair<string, object?> _tag;
+    private readonly object _gate = new();
+    private readonly List<(long Position, TaskCompletionSource Done)> _waiters = [];
+    private readonly RateWindow _rate;
+    private CancellationTokenSource? _stop;
+    private Task? _run;
+    private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private TaskCompletionSource? _rebuildDone;
+    private bool _rebuildRequested;
+    private Track? _serving;
+    private Track? _shadow;
+    private bool _inlineLive;
+    private ProjectionState _state = ProjectionState.Stopped;
+    private long _head;
+    private long? _pendingSince;
+    private long _failures;
+    private long _deadLetters;
+    private string? _lastError;
+    private GlobalPosition? _failedEvent;
+    private RebuildClock? _rebuild;
+    private long _catchUpFailedAt;
+
+    /// <summary>Creates a runner; nothing runs until <see cref="StartAsync"/>. Refuses a projection whose handled types are not registered.</summary>
+    public ProjectionRunner(Projection projection, IEventStore store, IProjectionStore projections, EventSerializer serializer, ILogger<ProjectionRunner>? logger = null, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(projections);
+        _applier = new ProjectionApplier(projection, serializer);
+        _store = store;
+        _projections = projections;
+        _logger = logger ?? NullLogger<ProjectionRunner>.Instance;
+        _clock = timeProvider ?? TimeProvider.System;
+        _tag = new("projection", projection.Name);
+        _rate = new RateWindow(_clock);
+    }
+
+    /// <summary>The projection.</summary>
+    public Projection Projection => _applier.Projection;
+
+    /// <summary>The stored event types the projection reads.</summary>
+    public IReadOnlyList<string> EventTypes => _applier.EventTypes;
+
+    /// <summary>What the projection is doing now.</summary>
+    public ProjectionStatus Status
+    {
+        get
+        {
+            lock (_gate)
+            {
+                var head = new GlobalPosition(Volatile.Read(ref _head));
+                var position = ServingPosition;
+                var lag = _pendingSince is { } since && position < head ? _clock.GetElapsedTime(since).TotalSeconds : 0;
+                RebuildProgress? rebuild = null;
+                if (_shadow is { } shadow && _rebuild is { } clock)
+                {
+                    rebuild = clock.Progress(shadow, head, _clock);
+                }
+
+                return new ProjectionStatus(
+                    Projection.Name,
+                    Projection.Lifecycle,
+                    _state,
+                    Projection.Version,
+                    _serving?.Version,
+                    position,
+                    head,
+                    lag,
+                    _rate.PerSecond(),
+                    _failures,
+                    _deadLetters,
+                    _lastError,
+                    _failedEvent,
+                    rebuild);
+            }
+        }
+    }
+
+    /// <summary>The position the serving read model has reached; for a live inline projection, the head.</summary>
+    private GlobalPosition ServingPosition =>
+        _inlineLive ? new GlobalPosition(Math.Max(Volatile.Read(ref _head), _serving?.Reached.Value ?? 0)) : _serving?.Reached ?? GlobalPosition.Start;
+
+    /// <summary>Starts applying in the background.</summary>
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (_run is { IsCompleted: false })
+            {
+                throw new InvalidOperationException($"Projection '{Projection.Name}' is already running.");
+            }
+
+            _stop?.Dispose();
+            _stop = new CancellationTokenSource();
+            _state = ProjectionState.CatchingUp;
+            _failedEvent = null;
+            var stop = _stop.Token;
+            _run = Task.Run(() => RunAsync(stop), CancellationToken.None);
+        }
+
+        CairnDiagnostics.TrackProjection(this, () => Status);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Stops after the batch in hand.</summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        Task? run;
+        lock (_gate)
+        {
+            run = _run;
+            _stop?.Cancel();
+        }
+
+        try
+        {
+            if (run is not null)
+            {
+                await run.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            CairnDiagnostics.UntrackProjection(this);
+            if (Projection.Lifecycle == ProjectionLifecycle.Inline)
+            {
+                _projections.DetachInline(Projection.Name);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync(CancellationToken.None).ConfigureAwait(false);
+        _stop?.Dispose();
+    }
+
+    /// <summary>
+    /// Rebuilds the read model from position 0 into a shadow while the current one keeps serving; completes when the
+    /// shadow has caught up and the switch is committed. Follow it in <see cref="ProjectionStatus.Rebuild"/>.
+    /// </summary>
+    public Task RebuildAsync(CancellationToken cancellationToken = default)
+    {
+        Task done;
+        lock (_gate)
+        {
+            if (_run is null || _run.IsCompleted)
+            {
+                throw new InvalidOperationException($"Projection '{Projection.Name}' is not running; start it before rebuilding.");
+            }
+
+            _rebuildDone ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _rebuildRequested = true;
+            done = _rebuildDone.Task;
+        }
+
+        Wake();
+        return done.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Read-your-writes: completes once the serving read model includes the event at <paramref name="position"/> (the
+    /// <see cref="AppendResult.LastPosition"/> a command returned). Throws <see cref="ProjectionWaitTimeoutException"/>
+    /// when <paramref name="timeout"/> passes first, at once if the projection has failed.
+    /// </summary>
+    public async Task WaitForPositionAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero, nameof(timeout));
+        TaskCompletionSource done;
+        lock (_gate)
+        {
+            if (ServingPosition >= position)
+            {
+                return;
+            }
+
+            if (_state is ProjectionState.Failed or ProjectionState.Stopped)
+            {
+                throw new ProjectionWaitTimeoutException(Projection.Name, position, ServingPosition, TimeSpan.Zero, $"the projection is {_state.ToString().ToLowerInvariant()}{(_lastError is null ? "" : " after: " + _lastError)}");
+            }
+
+            done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((position.Value, done));
+        }
+
+        try
+        {
+            await done.Task.WaitAsync(timeout, _clock, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            var status = Status;
+            throw new ProjectionWaitTimeoutException(Projection.Name, position, status.Position, timeout, status.State == ProjectionState.Live ? null : $"the projection is {status.State}{(status.LastError is null ? "" : " after: " + status.LastError)}");
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _waiters.RemoveAll(w => w.Done == done);
+            }
+        }
+    }
+
+    /// <summary>The events this projection skipped, oldest first.</summary>
+    public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(int max = 100, CancellationToken cancellationToken = default) =>
+        _projections.ListDeadLettersAsync(Projection.Name, max, cancellationToken);
+
+    private async Task RunAsync(CancellationToken stop)
+    {
+        var failures = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await OpenAsync(stop).ConfigureAwait(false);
+                await LoopAsync(stop, () => failures = 0).ConfigureAwait(false);
+                return;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex) when (ex is ProjectionShapeChangedException or ProjectionStoppedException)
+            {
+                Fail(ProjectionState.Failed, ex);
+                FailWaiters();
+                return;
+            }
+            catch (Exception ex)
+            {
+                failures++;
+                Fail(ProjectionState.Faulted, ex);
+                var delay = TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(failures - 1, 10))));
+                _logger.LogError(ex, "Projection {Projection} failed at position {Position}; it resumes from its stored position in {Delay}.", Projection.Name, ServingPosition, delay);
+                try
+                {
+                    await Task.Delay(delay, _clock, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+
+        SetState(ProjectionState.Stopped);
+    }
+
+    private async Task OpenAsync(CancellationToken stop)
+    {
+        var builds = await _projections.OpenAsync(Projection, stop).ConfigureAwait(false);
+        var serving = builds.Serving;
+        var shadow = builds.Shadow;
+        var current = serving.Version == Projection.Version && serving.Shape == Projection.Shape;
+        if (shadow is not null && (shadow.Version != Projection.Version || shadow.Shape != Projection.Shape))
+        {
+            // A shadow left by other code: start again.
+            shadow = null;
+        }
+
+        if (!current && shadow is null)
+        {
+            if (Projection.RebuildOnVersionChange && serving.Version != Projection.Version)
+            {
+                _logger.LogInformation("Projection {Projection} is served by version {Old}; version {New} rebuilds it into a shadow.", Projection.Name, serving.Version, Projection.Version);
+                shadow = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
+            }
+            else if (serving.Shape != Projection.Shape)
+            {
+                throw new ProjectionShapeChangedException(Projection.Name, serving.Version, serving.Shape, Projection.Shape);
+            }
+            else
+            {
+                _logger.LogWarning("Projection {Projection} version {New} runs over a read model built by version {Old}; raise RebuildOnVersionChange or call RebuildAsync to rebuild it.", Projection.Name, Projection.Version, serving.Version);
+            }
+        }
+
+        lock (_gate)
+        {
+            _serving = new Track(serving.Id, serving.Version, serving.Position);
+            _shadow = shadow is null ? null : new Track(shadow.Id, shadow.Version, shadow.Position);
+            _rebuild = shadow is null ? null : new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), shadow.Position);
+            _inlineLive = false;
+        }
+
+        if (Projection.Lifecycle == ProjectionLifecycle.Inline)
+        {
+            _projections.AttachInline(Projection, _applier.Apply);
+        }
+
+        _logger.LogInformation("Projection {Projection} ({Lifecycle}) starts at position {Position}{Shadow}.", Projection.Name, Projection.Lifecycle, serving.Position, shadow is null ? "" : $", rebuilding from {shadow.Position}");
+    }
+
+    private async Task LoopAsync(CancellationToken stop, Action onSuccess)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            var wake = WakeTask();
+            if (TakeRebuildRequest())
+            {
+                var build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
+                lock (_gate)
+                {
+                    _shadow = new Track(build.Id, build.Version, build.Position);
+                    _rebuild = new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), build.Position);
+                }
+
+                _logger.LogInformation("Projection {Projection} rebuilds into build {Build}.", Projection.Name, build.Id);
+            }
+
+            var progressed = false;
+            var serving = _serving!;
+            if (_shadow is { } shadow)
+            {
+                var step = await StepAsync(shadow, stop).ConfigureAwait(false);
+                progressed |= step.Progressed;
+                var inline = Projection.Lifecycle == ProjectionLifecycle.Inline;
+                if (NearHead(shadow, step.CaughtUp) && await GoLiveAsync(shadow, stop).ConfigureAwait(false))
+                {
+                    lock (_gate)
+                    {
+                        _serving = shadow;
+                        _shadow = null;
+                        _rebuild = null;
+                        _inlineLive = inline;
+                    }
+
+                    CompleteRebuild();
+                    _logger.LogInformation("Projection {Projection} switched to build {Build} (version {Version}) at position {Position}.", Projection.Name, shadow.Build, shadow.Version, shadow.Reached);
+                    serving = shadow;
+                    progressed = true;
+                }
+            }
+
+            if (!_inlineLive)
+            {
+                var step = await StepAsync(serving, stop).ConfigureAwait(false);
+                progressed |= step.Progressed;
+                if (Projection.Lifecycle == ProjectionLifecycle.Inline && _shadow is null && NearHead(serving, step.CaughtUp) && await GoLiveAsync(serving, stop).ConfigureAwait(false))
+                {
+                    lock (_gate)
+                    {
+                        _inlineLive = true;
+                    }
+
+                    progressed = true;
+                }
+
+                if (step.CaughtUp && (Projection.Lifecycle == ProjectionLifecycle.Async || _inlineLive))
+                {
+                    SetLive();
+                }
+            }
+            else
+            {
+                SetLive();
+            }
+
+            onSuccess();
+            ReleaseWaiters();
+            if (!progressed)
+            {
+                await WaitAsync(wake, stop).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Waits for an append after the slowest track, a rebuild request or the stop.</summary>
+    private async Task WaitAsync(Task wake, CancellationToken stop)
+    {
+        var after = _shadow is { } shadow ? GlobalPosition.Min(shadow.Reached, ServingPosition) : ServingPosition;
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        var appended = _store.WaitForAppendAsync(after, cancel.Token);
+        await Task.WhenAny(appended, wake).ConfigureAwait(false);
+        await cancel.CancelAsync().ConfigureAwait(false);
+        stop.ThrowIfCancellationRequested();
+        if (_inlineLive)
+        {
+            var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+            ObserveHead(head);
+        }
+
+        try
+        {
+            await appended.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!stop.IsCancellationRequested)
+        {
+            // Woken by a request instead.
+        }
+    }
+
+    /// <summary>Applies the next batch of a track; reports whether it wrote and whether it reached the head.</summary>
+    private async Task<(bool Progressed, bool CaughtUp)> StepAsync(Track track, CancellationToken stop)
+    {
+        // The head is read before the scan: an event committed during the scan is then never passed over.
+        var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+        ObserveHead(head);
+        var events = new List<RecordedEvent>(Math.Min(Projection.BatchSize, 1024));
+        await foreach (var recorded in _store.ReadAllAsync(track.Reached.Next, _applier.Filter, Projection.BatchSize, stop).ConfigureAwait(false))
+        {
+            events.Add(recorded);
+        }
+
+        var caughtUp = events.Count < Projection.BatchSize;
+        if (events.Count == 0)
+        {
+            Advance(track, head);
+            return (false, true);
+        }
+
+        lock (_gate)
+        {
+            if (track == _serving)
+            {
+                _pendingSince ??= _clock.GetTimestamp();
+            }
+        }
+
+        var position = caughtUp ? GlobalPosition.Max(head, events[^1].Position) : events[^1].Position;
+        await CommitAsync(track, events, position, stop).ConfigureAwait(false);
+        return (true, caughtUp);
+    }
+
+    /// <summary>Commits a batch, retrying a failing event and then applying the failure policy to it.</summary>
+    private async Task CommitAsync(Track track, List<RecordedEvent> events, GlobalPosition position, CancellationToken stop)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await _projections.ApplyAsync(new ProjectionBatch(Projection.Name, track.Build, track.Stored, position, events, _applier.Apply), stop).ConfigureAwait(false);
+                Committed(track, position, events.Count);
+                return;
+            }
+            catch (ProjectionConflictException conflict)
+            {
+                _logger.LogWarning("Projection {Projection}: {Message} It continues from there.", Projection.Name, conflict.Message);
+                track.Stored = conflict.Actual;
+                track.Reached = conflict.Actual;
+                return;
+            }
+            catch (ProjectionEventException failure) when (failure.Projection == Projection.Name && events.Contains(failure.Event))
+            {
+                Interlocked.Increment(ref _failures);
+                CairnDiagnostics.ProjectionFailures.Add(1, _tag);
+                lock (_gate)
+                {
+                    _lastError = failure.Message;
+                }
+
+                if (attempt <= Projection.MaxRetries)
+                {
+                    var delay = TimeSpan.FromTicks((long)(Projection.RetryDelay.Ticks * Math.Pow(2, attempt - 1)));
+                    _logger.LogWarning(failure.InnerException, "Projection {Projection} failed on event at position {Position} (attempt {Attempt}); retrying in {Delay}.", Projection.Name, failure.Event.Position, attempt, delay);
+                    if (delay > TimeSpan.Zero)
+                    {
+                        await Task.Delay(delay, _clock, stop).ConfigureAwait(false);
+                    }
+
+                    continue;
+                }
+
+                await GiveUpAsync(track, events, failure, attempt, position, stop).ConfigureAwait(false);
+                return;
+            }
+        }
+    }
+
+    /// <summary>Commits what precedes the failing event, then stops at it or dead-letters it and goes on.</summary>
+    private async Task GiveUpAsync(Track track, List<RecordedEvent> events, ProjectionEventException failure, int attempts, GlobalPosition position, CancellationToken stop)
+    {
+        var index = events.IndexOf(failure.Event);
+        if (index > 0)
+        {
+            await CommitAsync(track, events[..index], events[index - 1].Position, stop).ConfigureAwait(false);
+        }
+
+        if (Projection.OnFailure == ProjectionFailurePolicy.Stop)
+        {
+            lock (_gate)
+            {
+                _failedEvent = failure.Event.Position;
+            }
+
+            _logger.LogCritical(failure, "Projection {Projection} stopped at event {Position} after {Attempts} attempts (policy Stop). Fix the cause and restart it.", Projection.Name, failure.Event.Position, attempts);
+            throw new ProjectionStoppedException(failure);
+        }
+
+        var e = failure.Event;
+        var deadLetter = new ProjectionDeadLetter(Projection.Name, e.Position, e.Id, e.Stream, e.Version, e.Type, FailureInfo.From(failure.InnerException ?? failure), attempts, _clock.GetUtcNow());
+        var rest = events[(index + 1)..];
+        var skippedTo = rest.Count == 0 ? position : e.Position;
+        await _projections.ApplyAsync(new ProjectionBatch(Projection.Name, track.Build, track.Stored, skippedTo, [], _applier.Apply) { DeadLetters = [deadLetter] }, stop).ConfigureAwait(false);
+        Committed(track, skippedTo, 0);
+        Interlocked.Increment(ref _deadLetters);
+        CairnDiagnostics.ProjectionDeadLetters.Add(1, _tag);
+        _logger.LogError(failure, "Projection {Projection} skipped event {Position} after {Attempts} attempts and recorded it as a dead letter.", Projection.Name, e.Position, attempts);
+        if (rest.Count > 0)
+        {
+            await CommitAsync(track, rest, position, stop).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Whether a build is close enough to the head to switch: it read the last events there were, or it is within a
+    /// few batches of the head, which the switch's own catch-up then covers (under a steady load the first may never
+    /// happen). Not before an event a catch-up failed on has been met by the failure policy.
+    /// </summary>
+    private bool NearHead(Track track, bool caughtUp) =>
+        track.Reached.Value >= _catchUpFailedAt
+        && (caughtUp || Volatile.Read(ref _head) - track.Reached.Value <= 4L * Projection.BatchSize);
+
+    /// <summary>
+    /// Switches a build to serving (for inline, to being applied by appends) in one commit that first applies every
+    /// event up to the head. False when an event of that catch-up fails: the normal batches then meet it with retries
+    /// and the failure policy, and the switch is tried again past it.
+    /// </summary>
+    private async Task<bool> GoLiveAsync(Track track, CancellationToken stop)
+    {
+        try
+        {
+            var result = await _projections.ApplyAsync(
+                new ProjectionBatch(Projection.Name, track.Build, track.Stored, track.Reached, [], _applier.Apply)
+                {
+                    GoLive = true,
+                    CatchUpToHead = _applier.Filter,
+                },
+                stop).ConfigureAwait(false);
+            Committed(track, result.Position, result.CaughtUp);
+            return true;
+        }
+        catch (ProjectionEventException failure) when (failure.Projection == Projection.Name)
+        {
+            _catchUpFailedAt = failure.Event.Position.Value;
+            _logger.LogWarning(failure, "Projection {Projection} could not switch: the catch-up failed on event {Position}; it goes on in batches.", Projection.Name, failure.Event.Position);
+            return false;
+        }
+    }
+
+    private void Committed(Track track, GlobalPosition position, int events)
+    {
+        track.Stored = position;
+        Advance(track, position);
+        if (events > 0)
+        {
+            CairnDiagnostics.ProjectionEvents.Add(events, _tag);
+            _rate.Add(events);
+            lock (_gate)
+            {
+                if (track == _shadow)
+                {
+                    _rebuild?.Applied(events);
+                }
+            }
+        }
+    }
+
+    private void Advance(Track track, GlobalPosition position)
+    {
+        lock (_gate)
+        {
+            if (position > track.Reached)
+            {
+                track.Reached = position;
+            }
+
+            if (track == _serving && track.Reached.Value >= Volatile.Read(ref _head))
+            {
+                _pendingSince = null;
+            }
+        }
+
+        ReleaseWaiters();
+    }
+
+    private void ObserveHead(GlobalPosition head)
+    {
+        var current = Volatile.Read(ref _head);
+        while (head.Value > current)
+        {
+            var seen = Interlocked.CompareExchange(ref _head, head.Value, current);
+            if (seen == current)
+            {
+                break;
+            }
+
+            current = seen;
+        }
+    }
+
+    private void ReleaseWaiters()
+    {
+        lock (_gate)
+        {
+            var reached = ServingPosition.Value;
+            foreach (var waiter in _waiters.Where(w => w.Position <= reached).ToList())
+            {
+                waiter.Done.TrySetResult();
+                _waiters.Remove(waiter);
+            }
+        }
+    }
+
+    private void FailWaiters()
+    {
+        lock (_gate)
+        {
+            foreach (var waiter in _waiters)
+            {
+                waiter.Done.TrySetException(new ProjectionWaitTimeoutException(Projection.Name, new GlobalPosition(waiter.Position), ServingPosition, TimeSpan.Zero, "the projection has failed: " + _lastError));
+            }
+
+            _waiters.Clear();
+            _rebuildDone?.TrySetException(new InvalidOperationException($"Projection '{Projection.Name}' failed before its rebuild finished: {_lastError}"));
+            _rebuildDone = null;
+        }
+    }
+
+    private void Fail(ProjectionState state, Exception error)
+    {
+        lock (_gate)
+        {
+            _state = state;
+            _lastError = $"{error.GetType().Name}: {error.Message}";
+        }
+    }
+
+    private void SetLive()
+    {
+        lock (_gate)
+        {
+            if (_state != ProjectionState.Live)
+            {
+                _state = ProjectionState.Live;
+                _logger.LogInformation("Projection {Projection} is live at position {Position}.", Projection.Name, ServingPosition);
+            }
+        }
+    }
+
+    private void SetState(ProjectionState state)
+    {
+        lock (_gate)
+        {
+            if (_state != ProjectionState.Failed)
+            {
+                _state = state;
+            }
+        }
+    }
+
+    private bool TakeRebuildRequest()
+    {
+        lock (_gate)
+        {
+            var requested = _rebuildRequested;
+            _rebuildRequested = false;
+            return requested && _shadow is null;
+        }
+    }
+
+    private void CompleteRebuild()
+    {
+        lock (_gate)
+        {
+            _rebuildDone?.TrySetResult();
+            _rebuildDone = null;
+        }
+    }
+
+    private Task WakeTask()
+    {
+        lock (_gate)
+        {
+            return _wake.Task;
+        }
+    }
+
+    private void Wake()
+    {
+        TaskCompletionSource woken;
+        lock (_gate)
+        {
+            woken = _wake;
+            _wake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        woken.TrySetResult();
+    }
+
+    /// <summary>A build being written, with its stored position and the position it has reached (past skipped events).</summary>
+    private sealed class Track(long build, int version, GlobalPosition stored)
+    {
+        public long Build { get; } = build;
+
+        public int Version { get; } = version;
+
+        public GlobalPosition Stored { get; set; } = stored;
+
+        public GlobalPosition Reached { get; set; } = stored;
+    }
+
+    private sealed class RebuildClock(DateTimeOffset startedAt, long started, GlobalPosition from)
+    {
+        private long _applied;
+
+        public void Applied(long events) => _applied += events;
+
+        public RebuildProgress Progress(Track shadow, GlobalPosition head, TimeProvider clock)
+        {
+            var elapsed = clock.GetElapsedTime(started).TotalSeconds;
+            var covered = shadow.Reached.Value - from.Value;
+            var pace = elapsed > 0 ? covered / elapsed : 0;
+            TimeSpan? remaining = pace > 0 ? TimeSpan.FromSeconds(Math.Max(0, head.Value - shadow.Reached.Value) / pace) : null;
+            return new RebuildProgress(shadow.Build, shadow.Version, shadow.Reached, head, _applied, pace, remaining, startedAt);
+        }
+    }
+}
+
+/// <summary>A projection stopped at an event under <see cref="ProjectionFailurePolicy.Stop"/>.</summary>
+public sealed class ProjectionStoppedException(ProjectionEventException failure)
+    : CairnException($"{failure.Message} The projection has stopped (policy Stop).", failure)
+{
+    /// <summary>The failure it stopped on.</summary>
+    public ProjectionEventException Failure { get; } = failure;
+}
+
+/// <summary>Events per second over the last ten seconds, in one-second buckets.</summary>
+internal sealed class RateWindow(TimeProvider clock)
+{
+    private const int Buckets = 10;
+    private readonly long[] _counts = new long[Buckets];
+    private readonly long[] _seconds = new long[Buckets];
+    private readonly long _origin = clock.GetTimestamp();
+
+    public void Add(long count)
+    {
+        lock (_counts)
+        {
+            var second = Second();
+            var slot = (int)(second % Buckets);
+            if (_seconds[slot] != second)
+            {
+                _seconds[slot] = second;
+                _counts[slot] = 0;
+            }
+
+            _counts[slot] += count;
+        }
+    }
+
+    public double PerSecond()
+    {
+        lock (_counts)
+        {
+            var now = Second();
+            long total = 0;
+            for (var i = 0; i < Buckets; i++)
+            {
+                if (now - _seconds[i] < Buckets)
+                {
+                    total += _counts[i];
+                }
+            }
+
+            var span = Math.Clamp(clock.GetElapsedTime(_origin).TotalSeconds, 1, Buckets);
+            return total / span;
+        }
+    }
+
+    private long Second() => (long)clock.GetElapsedTime(_origin).TotalSeconds;
+}

@@ -1,0 +1,243 @@
+using Cairn.Conformance.Support;
+using Cairn.EventStore;
+using Cairn.Projections;
+
+namespace Cairn.Conformance.Projections;
+
+/// <summary>Rebuilds into a shadow without downtime, version changes, and views of the past.</summary>
+public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : ProjectionTestsBase<TFixture>(fixture)
+    where TFixture : class, IStoreFixture, new()
+{
+    [Fact]
+    public async Task A_rebuild_fills_a_shadow_while_the_old_read_model_serves_then_switches_with_nothing_lost()
+    {
+        await using var sut = await CreateAsync();
+        for (var i = 0; i < 300; i++)
+        {
+            await PlaceAsync(sut, $"o{i}", total: i);
+        }
+
+        var projection = new OrderSummaries { BatchSize = 16 };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+        var models = ReadModels(sut, projection);
+
+        // Appends keep coming while the rebuild runs; queries keep answering from the serving read model.
+        var rebuild = runner.RebuildAsync();
+        var sawProgress = false;
+        var appended = 300;
+        while (!rebuild.IsCompleted)
+        {
+            Assert.True(await models.Query<OrderSummary>().CountAsync() >= 300, "the serving read model lost documents during the rebuild");
+            if (appended < 400)
+            {
+                await PlaceAsync(sut, $"o{appended}", total: appended);
+                appended++;
+            }
+
+            sawProgress |= runner.Status.Rebuild is { EventsApplied: > 0 };
+            await Task.Yield();
+        }
+
+        await rebuild.Bounded();
+        for (; appended < 420; appended++)
+        {
+            await PlaceAsync(sut, $"o{appended}", total: appended);
+        }
+
+        await CaughtUpAsync(sut, runner);
+        Assert.Equal(appended, await models.Query<OrderSummary>().CountAsync());
+        Assert.Null(runner.Status.Rebuild);
+        Assert.Equal(ProjectionState.Live, runner.Status.State);
+        Assert.Equal(appended - 1m, (await models.Query<OrderSummary>().OrderByDescending("total").FirstOrDefaultAsync())!.Total);
+        _ = sawProgress;
+    }
+
+    [Fact]
+    public async Task Rebuild_progress_reports_position_pace_and_time_left()
+    {
+        await using var sut = await CreateAsync();
+        for (var i = 0; i < 50; i++)
+        {
+            await PlaceAsync(sut, $"o{i}");
+        }
+
+        var block = new SemaphoreSlim(0);
+        var projection = new OrderSummaries { BatchSize = 10 };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+
+        // Hold the rebuild after its first batches to look at it.
+        var applied = 0;
+        projection.FailWhen = _ =>
+        {
+            if (Interlocked.Increment(ref applied) == 20)
+            {
+                block.Wait(Wait.Timeout);
+            }
+
+            return false;
+        };
+        var rebuild = runner.RebuildAsync();
+        await Wait.UntilAsync(() => Volatile.Read(ref applied) >= 20, "the rebuild has applied two batches");
+        var progress = runner.Status.Rebuild;
+        Assert.NotNull(progress);
+        Assert.Equal(new GlobalPosition(50), progress.Head);
+        Assert.Equal(new GlobalPosition(10), progress.Position);
+        Assert.Equal(0.2, progress.Fraction, 3);
+        Assert.Equal(10, progress.EventsApplied);
+        Assert.True(progress.EventsPerSecond > 0);
+        Assert.NotNull(progress.EstimatedRemaining);
+        block.Release();
+        await rebuild.Bounded();
+        Assert.Null(runner.Status.Rebuild);
+    }
+
+    [Fact]
+    public async Task A_new_version_with_rebuild_on_version_change_rebuilds_on_start_and_switches()
+    {
+        await using var sut = await CreateAsync();
+        for (var i = 0; i < 20; i++)
+        {
+            await PlaceAsync(sut, $"o{i}", total: 1m);
+        }
+
+        await using (var v1 = await StartAsync(sut, new OrderSummaries()))
+        {
+            await CaughtUpAsync(sut, v1);
+        }
+
+        var v2 = new OrderSummaries { Version = 2, RebuildOnVersionChange = true, Bonus = 100m };
+        await using var runner = await StartAsync(sut, v2);
+        await Wait.UntilAsync(() => runner.Status.ServingVersion == 2, "version 2 serves");
+        await CaughtUpAsync(sut, runner);
+        var models = ReadModels(sut, v2);
+        Assert.Equal(20, await models.Query<OrderSummary>().Where("total", 101m).CountAsync());
+    }
+
+    [Fact]
+    public async Task A_new_version_without_rebuild_keeps_serving_the_old_read_model_and_says_so()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "o1", total: 1m);
+        await using (var v1 = await StartAsync(sut, new OrderSummaries()))
+        {
+            await CaughtUpAsync(sut, v1);
+        }
+
+        var v2 = new OrderSummaries { Version = 2, Bonus = 100m };
+        await using var runner = await StartAsync(sut, v2);
+        await PlaceAsync(sut, "o2", total: 1m);
+        await CaughtUpAsync(sut, runner);
+        Assert.Equal(1, runner.Status.ServingVersion);
+        Assert.Equal(2, runner.Status.Version);
+        var models = ReadModels(sut, v2);
+        Assert.Equal(1m, (await models.LoadAsync<OrderSummary>("o1"))!.Total);
+        Assert.Equal(101m, (await models.LoadAsync<OrderSummary>("o2"))!.Total);
+
+        await runner.RebuildAsync().Bounded();
+        Assert.Equal(2, runner.Status.ServingVersion);
+        Assert.Equal(101m, (await models.LoadAsync<OrderSummary>("o1"))!.Total);
+    }
+
+    [Fact]
+    public async Task A_changed_read_model_shape_without_a_new_version_is_refused_on_start()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "o1");
+        await using (var v1 = await StartAsync(sut, new OrderSummaries()))
+        {
+            await CaughtUpAsync(sut, v1);
+        }
+
+        await using var runner = await StartAsync(sut, new OrderSummaries(indexPriority: false));
+        await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Failed, "the projection refuses to start");
+        Assert.Contains("Raise its Version", runner.Status.LastError);
+
+        // Raising the version with a rebuild fixes it.
+        await using var fixedRunner = await StartAsync(sut, new OrderSummaries(indexPriority: false) { Version = 2, RebuildOnVersionChange = true });
+        await Wait.UntilAsync(() => fixedRunner.Status.ServingVersion == 2, "version 2 serves");
+    }
+
+    [Fact]
+    public async Task An_inline_projection_rebuilds_without_missing_appends_committed_during_the_switch()
+    {
+        await using var sut = await CreateAsync();
+        for (var i = 0; i < 100; i++)
+        {
+            await PlaceAsync(sut, $"o{i}", total: 1m);
+        }
+
+        var projection = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline, BatchSize = 8 };
+        await using var runner = await StartAsync(sut, projection);
+        await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Live, "the inline projection is live");
+        var models = ReadModels(sut, projection);
+        using var stop = new CancellationTokenSource();
+        var writers = Enumerable.Range(0, 3).Select(w => Task.Run(async () =>
+        {
+            var n = 0;
+            while (!stop.IsCancellationRequested)
+            {
+                await PlaceAsync(sut, $"w{w}-{n++}", total: 1m);
+            }
+
+            return n;
+        })).ToList();
+        await runner.RebuildAsync().Bounded();
+        await stop.CancelAsync();
+        var written = (await Task.WhenAll(writers)).Sum();
+
+        // Inline again: an append is in the read model the moment it returns.
+        await PlaceAsync(sut, "last", total: 1m);
+        Assert.NotNull(await models.LoadAsync<OrderSummary>("last"));
+        Assert.Equal(100 + written + 1, await models.Query<OrderSummary>().CountAsync());
+    }
+
+    [Fact]
+    public async Task A_view_as_of_a_position_or_a_time_shows_the_read_model_as_it_was()
+    {
+        var clock = new ManualTimeProvider();
+        await using var sut = await CreateAsync(new EventStoreOptions { TimeProvider = clock });
+        var october = clock.GetUtcNow();
+        await PlaceAsync(sut, "o1", total: 10m);
+        var afterFirst = await AppendAsync(sut, "o1", Orders.Line("o1", 5m));
+        clock.Advance(TimeSpan.FromDays(1));
+        var secondDay = clock.GetUtcNow();
+        await PlaceAsync(sut, "o2", total: 20m);
+        await AppendAsync(sut, "o1", Orders.Shipped("o1"));
+        clock.Advance(TimeSpan.FromDays(1));
+        await AppendAsync(sut, "o2", Orders.Cancelled("o2"));
+
+        var projection = new OrderSummaries();
+        var serializer = Orders.Serializer();
+        var atPosition = await sut.Store.BuildAsOfAsync(projection, serializer, afterFirst);
+        Assert.Equal(afterFirst, atPosition.Position);
+        Assert.Equal(new OrderSummary("o1", "c-1", 15m, "placed", 1), await atPosition.ReadModels.LoadAsync<OrderSummary>("o1"));
+        Assert.Null(await atPosition.ReadModels.LoadAsync<OrderSummary>("o2"));
+
+        var firstDay = await sut.Store.BuildAsOfAsync(projection, serializer, october + TimeSpan.FromHours(12));
+        Assert.Equal(1, await firstDay.ReadModels.Query<OrderSummary>().CountAsync());
+        var second = await sut.Store.BuildAsOfAsync(projection, serializer, secondDay + TimeSpan.FromHours(1));
+        Assert.Equal(["o1", "o2"], (await second.ReadModels.Query<OrderSummary>().OrderBy("total").ToListAsync()).Select(o => o.Id));
+        Assert.Equal("shipped", (await second.ReadModels.LoadAsync<OrderSummary>("o1"))!.Status);
+        var now = await sut.Store.BuildLiveAsync(projection, serializer);
+        Assert.Equal(["o1"], (await now.ReadModels.Query<OrderSummary>().ToListAsync()).Select(o => o.Id));
+        var beforeAnything = await sut.Store.BuildAsOfAsync(projection, serializer, october - TimeSpan.FromDays(1));
+        Assert.Equal(0, await beforeAnything.ReadModels.Query<OrderSummary>().CountAsync());
+        Assert.Equal(GlobalPosition.Start, beforeAnything.Position);
+    }
+
+    [Fact]
+    public async Task A_live_projection_folds_one_stream_in_memory_for_a_caller()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "o1", total: 10m);
+        await AppendAsync(sut, "o1", Orders.Line("o1", 5m), Orders.Shipped("o1"));
+        await PlaceAsync(sut, "o2", total: 1m);
+        var projection = new OrderSummaries();
+        var serializer = Orders.Serializer();
+        Assert.Equal(new OrderSummary("o1", "c-1", 15m, "shipped", 1), await sut.Store.AggregateStreamAsync<OrderSummary>(projection, serializer, Orders.Stream("o1"), "o1"));
+        Assert.Equal(new OrderSummary("o1", "c-1", 15m, "placed", 1), await sut.Store.AggregateStreamAsync<OrderSummary>(projection, serializer, Orders.Stream("o1"), "o1", asOfVersion: 1));
+        Assert.Null(await sut.Store.AggregateStreamAsync<OrderSummary>(projection, serializer, Orders.Stream("nothing"), "nothing"));
+    }
+}
