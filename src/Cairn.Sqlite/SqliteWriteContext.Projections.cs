@@ -32,6 +32,9 @@ internal sealed partial class SqliteWriteContext
     private readonly List<(InlineProjection Projection, bool Live, long Build)> _inlineChanges = [];
     private int _inlineChangesAtOperation;
 
+    /// <summary>The prepared statements of each build's document tables, dropped with the build.</summary>
+    private readonly Dictionary<(long Build, string Collection), DocumentStatements> _documentStatements = [];
+
     public void AttachInline(InlineProjection projection)
     {
         lock (_inlineChanges)
@@ -85,7 +88,7 @@ internal sealed partial class SqliteWriteContext
         {
             if (!select.Step())
             {
-                throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, GlobalPosition.Start);
+                throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition);
             }
 
             stored = select.Int64(0);
@@ -166,7 +169,17 @@ internal sealed partial class SqliteWriteContext
                 continue;
             }
 
-            var events = written.FindAll(inline.Projection.Filter.Matches);
+            var stored = BuildPosition(inline.Build);
+            if (stored >= written[^1].Position.Value)
+            {
+                continue;
+            }
+
+            // Events after the build's position but before this append were written by a process that does not run
+            // this projection: apply them first, so the read model never misses one.
+            var events = stored < written[0].Position.Value - 1
+                ? ReadEventsAfter(stored, inline.Projection.Filter)
+                : written.FindAll(inline.Projection.Filter.Matches);
             if (events.Count > 0)
             {
                 inline.Apply(new SqliteReadModelTransaction(this, inline.Build), events);
@@ -310,6 +323,13 @@ internal sealed partial class SqliteWriteContext
 
     private void DropBuild(long build)
     {
+        // Finalized first: SQLite will not drop a table a prepared statement is still stepping.
+        foreach (var key in _documentStatements.Keys.Where(k => k.Build == build).ToList())
+        {
+            _documentStatements[key].Dispose();
+            _documentStatements.Remove(key);
+        }
+
         var ddl = new StringBuilder();
         foreach (var table in TablesOf(build, "cairn_doc_" + build + "_*").Concat(TablesOf(build, "*__b" + build)))
         {
@@ -324,6 +344,41 @@ internal sealed partial class SqliteWriteContext
         var delete = Sql("DELETE FROM cairn_projection_builds WHERE id = ?1");
         delete.Bind(1, build);
         delete.Execute();
+    }
+
+    private void DisposeProjectionStatements()
+    {
+        foreach (var statements in _documentStatements.Values)
+        {
+            statements.Dispose();
+        }
+
+        _documentStatements.Clear();
+    }
+
+    private DocumentStatements StatementsFor(long build, DocumentDefinition document)
+    {
+        if (!_documentStatements.TryGetValue((build, document.Collection), out var statements))
+        {
+            var table = SqliteReadModelTransaction.DocumentTable(build, document.Collection);
+            statements = new DocumentStatements(
+                new RawStatement(_connection, "SELECT data FROM " + table + " WHERE id = ?1"),
+                new RawStatement(_connection, SqliteReadModelTransaction.UpsertSql(table, document)),
+                new RawStatement(_connection, "DELETE FROM " + table + " WHERE id = ?1"));
+            _documentStatements[(build, document.Collection)] = statements;
+        }
+
+        return statements;
+    }
+
+    private sealed record DocumentStatements(RawStatement Read, RawStatement Upsert, RawStatement Delete) : IDisposable
+    {
+        public void Dispose()
+        {
+            Read.Dispose();
+            Upsert.Dispose();
+            Delete.Dispose();
+        }
     }
 
     private List<string> TablesOf(long build, string glob)
@@ -345,6 +400,13 @@ internal sealed partial class SqliteWriteContext
 
         _ = build;
         return names;
+    }
+
+    private long BuildPosition(long build)
+    {
+        var select = Sql("SELECT position FROM cairn_projection_builds WHERE id = ?1");
+        select.Bind(1, build);
+        return select.ExecuteInt64() ?? 0;
     }
 
     private void SetBuildPosition(long build, long position)
@@ -399,7 +461,7 @@ internal sealed partial class SqliteWriteContext
 
         public ReadOnlyMemory<byte>? ReadDocument(DocumentDefinition document, string id)
         {
-            var select = context.Sql("SELECT data FROM " + DocumentTable(build, document.Collection) + " WHERE id = ?1");
+            var select = context.StatementsFor(build, document).Read;
             select.Bind(1, id);
             try
             {
@@ -414,7 +476,7 @@ internal sealed partial class SqliteWriteContext
         public void WriteDocument(DocumentDefinition document, string id, ReadOnlyMemory<byte> json, IReadOnlyList<object?> indexValues)
         {
             context.Wrote();
-            var upsert = context.Sql(UpsertSql(document));
+            var upsert = context.StatementsFor(build, document).Upsert;
             upsert.Bind(1, id);
             upsert.Bind(2, json.Span);
             for (var i = 0; i < indexValues.Count; i++)
@@ -435,7 +497,7 @@ internal sealed partial class SqliteWriteContext
         public bool DeleteDocument(DocumentDefinition document, string id)
         {
             context.Wrote();
-            var delete = context.Sql("DELETE FROM " + DocumentTable(build, document.Collection) + " WHERE id = ?1");
+            var delete = context.StatementsFor(build, document).Delete;
             delete.Bind(1, id);
             delete.Execute();
             return context.Changes() > 0;
@@ -443,9 +505,9 @@ internal sealed partial class SqliteWriteContext
 
         public string TableName(string table) => SqlTable(build, table);
 
-        private string UpsertSql(DocumentDefinition document)
+        public static string UpsertSql(string table, DocumentDefinition document)
         {
-            var sql = new StringBuilder("INSERT INTO ").Append(DocumentTable(build, document.Collection)).Append(" (id, data");
+            var sql = new StringBuilder("INSERT INTO ").Append(table).Append(" (id, data");
             foreach (var index in document.Indexes)
             {
                 sql.Append(", \"ix_").Append(index.Name).Append('"');

@@ -211,6 +211,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _streams.Clear();
         _names.Clear();
         DropMessagingCaches();
+
+        // A rolled back build may come back under the same id with another shape.
+        DisposeProjectionStatements();
     }
 
     private void LoadHead()
@@ -241,6 +244,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
         }
 
         DisposeMessagingStatements();
+        DisposeProjectionStatements();
         _connection.Dispose();
     }
 

@@ -13,18 +13,41 @@ public sealed class ProjectionEventException(string projection, RecordedEvent re
     public RecordedEvent Event { get; } = recorded;
 }
 
-/// <summary>A batch expected a build at one position and found it at another: another runner applied events to it.</summary>
-public sealed class ProjectionConflictException(string projection, long build, GlobalPosition expected, GlobalPosition actual)
-    : CairnException($"Projection '{projection}' build {build} is at position {actual}, not {expected}: another runner has applied events to it.")
+/// <summary>
+/// A batch expected a build at one position and found it at another (another runner applied events to it), or found
+/// the build gone (another runner switched to a rebuilt one).
+/// </summary>
+public sealed class ProjectionConflictException : CairnException
 {
+    /// <summary>The build is at another position than the batch expected.</summary>
+    public ProjectionConflictException(string projection, long build, GlobalPosition expected, GlobalPosition actual)
+        : base($"Projection '{projection}' build {build} is at position {actual}, not {expected}: another runner has applied events to it.")
+    {
+        Projection = projection;
+        Expected = expected;
+        Actual = actual;
+    }
+
+    /// <summary>The build no longer exists.</summary>
+    public ProjectionConflictException(string projection, long build, GlobalPosition expected)
+        : base($"Projection '{projection}' build {build} no longer exists: another runner has switched to a rebuilt read model.")
+    {
+        Projection = projection;
+        Expected = expected;
+        BuildMissing = true;
+    }
+
+    /// <summary>Whether the build no longer exists.</summary>
+    public bool BuildMissing { get; }
+
     /// <summary>The projection.</summary>
-    public string Projection { get; } = projection;
+    public string Projection { get; }
 
     /// <summary>The position the batch expected.</summary>
-    public GlobalPosition Expected { get; } = expected;
+    public GlobalPosition Expected { get; }
 
-    /// <summary>The position stored.</summary>
-    public GlobalPosition Actual { get; } = actual;
+    /// <summary>The position stored (the start when the build is missing).</summary>
+    public GlobalPosition Actual { get; }
 }
 
 /// <summary>A stored document could not be read as its type.</summary>

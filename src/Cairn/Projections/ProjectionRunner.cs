@@ -237,7 +237,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 await OpenAsync(stop).ConfigureAwait(false);
                 await LoopAsync(stop, () => failures = 0).ConfigureAwait(false);
-                return;
+                break;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -455,6 +455,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 await _projections.ApplyAsync(new ProjectionBatch(Projection.Name, track.Build, track.Stored, position, events, _applier.Apply), stop).ConfigureAwait(false);
                 Committed(track, position, events.Count);
                 return;
+            }
+            catch (ProjectionConflictException conflict) when (conflict.BuildMissing)
+            {
+                // Another runner switched builds and dropped this one: start again from what is stored now.
+                throw new InvalidOperationException($"Projection '{Projection.Name}' build {track.Build} is gone: {conflict.Message}", conflict);
             }
             catch (ProjectionConflictException conflict)
             {

@@ -73,7 +73,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore
                 ?? throw new ProjectionNotFoundException($"Projection '{batch.Projection}' is not open.");
             var build = entry.Serving.Id == batch.Build ? entry.Serving
                 : entry.Shadow?.Id == batch.Build ? entry.Shadow
-                : throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, GlobalPosition.Start);
+                : throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition);
             if (build.Position != batch.ExpectedPosition)
             {
                 throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, build.Position);
