@@ -9,8 +9,8 @@ namespace Cairn.Sqlite;
 
 /// <summary>
 /// Read models in the same SQLite file as the log. A projection's batches, its position and its dead letters commit
-/// through the store's single writer in one transaction (sharing the group commit's fsync); inline projections run in
-/// the savepoint of each append. Queries read the serving build on pooled connections, each in one read transaction,
+/// through the store's single writer in one transaction, without an fsync of their own; inline projections run in the
+/// savepoint of each append, and are as durable as it. Queries read the serving build on pooled connections, each in one read transaction,
 /// so a switch to a rebuilt read model is seen whole or not at all.
 /// </summary>
 public sealed class SqliteProjectionStore : IProjectionStore
@@ -42,7 +42,10 @@ public sealed class SqliteProjectionStore : IProjectionStore
     public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        return _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken);
+        // Not flushed to disk on its own: the read model is derived data, and its position commits with it, so a
+        // power cut can only take both back to an earlier batch, which is then applied again. The next durable commit
+        // (any append) flushes it.
+        return _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken, durable: false);
     }
 
     /// <inheritdoc />

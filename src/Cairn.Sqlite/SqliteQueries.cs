@@ -37,15 +37,24 @@ internal static class SqliteQueries
             parameters.Add("$f_stream", stream);
         }
 
+        // A read of $all pages in position order from a position. An index on another column (the stream's or the
+        // type's) would make SQLite fetch every matching event after that position and sort them, for each page: the
+        // unary + keeps these lists to checks on a scan in position order. One type is the exception: its index is in
+        // position order already.
         if (filter.Category is { } category)
         {
-            sql.Append(" AND e.stream_id IN (SELECT id FROM cairn_streams WHERE category = $f_category)");
+            sql.Append(" AND +e.stream_id IN (SELECT id FROM cairn_streams WHERE category = $f_category)");
             parameters.Add("$f_category", category);
         }
 
-        if (filter.EventTypes is { } types)
+        if (filter.EventTypes is [var single])
         {
-            sql.Append(" AND e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
+            sql.Append(" AND e.type_id = (SELECT id FROM cairn_names WHERE value = $f_type0)");
+            parameters.Add("$f_type0", single);
+        }
+        else if (filter.EventTypes is { } types)
+        {
+            sql.Append(" AND +e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
             for (var i = 0; i < types.Count; i++)
             {
                 sql.Append(i == 0 ? "$f_type" : ", $f_type").Append(i);
