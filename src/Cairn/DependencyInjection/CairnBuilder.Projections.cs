@@ -20,7 +20,7 @@ public sealed partial class CairnBuilder
         where TProjection : Projection
     {
         AddProjectionServices(Services);
-        Services.AddSingleton<TProjection>(sp => ActivatorUtilities.GetServiceOrCreateInstance<TProjection>(sp));
+        Services.TryAddSingleton<TProjection>(sp => ActivatorUtilities.CreateInstance<TProjection>(sp));
         Services.AddSingleton<Projection>(sp => sp.GetRequiredService<TProjection>());
         Services.AddSingleton<IHostedService>(sp => new ProjectionHostedService(sp, sp.GetRequiredService<TProjection>()));
         return this;
