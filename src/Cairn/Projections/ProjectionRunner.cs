@@ -416,15 +416,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>Applies the next batch of a track; reports whether it wrote and whether it reached the head.</summary>
     private async Task<(bool Progressed, bool CaughtUp)> StepAsync(Track track, CancellationToken stop)
     {
-        // The head is read before the scan: an event committed during the scan is then never passed over.
-        var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+        var (head, events) = await TakeReadAsync(track, stop).ConfigureAwait(false);
         ObserveHead(head);
-        var events = new List<RecordedEvent>(Math.Min(Projection.BatchSize, 1024));
-        await foreach (var recorded in _store.ReadAllAsync(track.Reached.Next, _applier.Filter, Projection.BatchSize, stop).ConfigureAwait(false))
-        {
-            events.Add(recorded);
-        }
-
         var caughtUp = events.Count < Projection.BatchSize;
         if (events.Count == 0)
         {
@@ -441,8 +434,50 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
 
         var position = caughtUp ? GlobalPosition.Max(head, events[^1].Position) : events[^1].Position;
+        if (!caughtUp)
+        {
+            // A full batch: more is waiting. Read it while this one commits, so reading and writing overlap.
+            track.ReadAhead = (position.Next, ReadAsync(position.Next, stop));
+        }
+
         await CommitAsync(track, events, position, stop).ConfigureAwait(false);
         return (true, caughtUp);
+    }
+
+    /// <summary>The next batch of a track: the one read ahead when it starts where the track is, else a fresh read.</summary>
+    private async Task<(GlobalPosition Head, List<RecordedEvent> Events)> TakeReadAsync(Track track, CancellationToken stop)
+    {
+        if (track.ReadAhead is { } ahead)
+        {
+            track.ReadAhead = null;
+            try
+            {
+                var read = await ahead.Read.ConfigureAwait(false);
+                if (ahead.From == track.Reached.Next)
+                {
+                    return read;
+                }
+            }
+            catch (Exception) when (!stop.IsCancellationRequested)
+            {
+                // Read again below; a lasting fault shows there.
+            }
+        }
+
+        return await ReadAsync(track.Reached.Next, stop).ConfigureAwait(false);
+    }
+
+    /// <summary>Reads a batch; the head is read before the scan, so an event committed during the scan is never passed over.</summary>
+    private async Task<(GlobalPosition Head, List<RecordedEvent> Events)> ReadAsync(GlobalPosition from, CancellationToken stop)
+    {
+        var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+        var events = new List<RecordedEvent>(Math.Min(Projection.BatchSize, 1024));
+        await foreach (var recorded in _store.ReadAllAsync(from, _applier.Filter, Projection.BatchSize, stop).ConfigureAwait(false))
+        {
+            events.Add(recorded);
+        }
+
+        return (head, events);
     }
 
     /// <summary>Commits a batch, retrying a failing event and then applying the failure policy to it.</summary>
@@ -726,6 +761,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
         public GlobalPosition Stored { get; set; } = stored;
 
         public GlobalPosition Reached { get; set; } = stored;
+
+        /// <summary>The next batch, being read while the last one commits.</summary>
+        public (GlobalPosition From, Task<(GlobalPosition Head, List<RecordedEvent> Events)> Read)? ReadAhead { get; set; }
     }
 
     private sealed class RebuildClock(DateTimeOffset startedAt, long started, GlobalPosition from)
