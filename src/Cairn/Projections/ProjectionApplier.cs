@@ -11,6 +11,7 @@ internal sealed class ProjectionApplier
 {
     private readonly Dictionary<string, Action<IProjectionContext, object>> _handlers = new(StringComparer.Ordinal);
     private readonly EventSerializer _serializer;
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<IReadOnlyList<RecordedEvent>, object?[]> _decoded = [];
 
     public ProjectionApplier(Projection projection, EventSerializer serializer)
     {
@@ -50,12 +51,40 @@ internal sealed class ProjectionApplier
     /// <summary>The projection's filter narrowed to the types it handles.</summary>
     public EventFilter Filter { get; }
 
+    /// <summary>
+    /// Deserializes a batch ahead of <see cref="Apply"/>, off the backend's writer, so reading and decoding overlap
+    /// with the previous batch's commit. A failure is kept and thrown by <see cref="Apply"/> for its event.
+    /// </summary>
+    public void Decode(IReadOnlyList<RecordedEvent> events)
+    {
+        var payloads = new object?[events.Count];
+        for (var i = 0; i < payloads.Length; i++)
+        {
+            var recorded = events[i];
+            if (_handlers.ContainsKey(recorded.Type) && Projection.Filter.Matches(recorded))
+            {
+                try
+                {
+                    payloads[i] = _serializer.Deserialize(recorded);
+                }
+                catch (Exception ex)
+                {
+                    payloads[i] = new DecodeFailure(ex);
+                }
+            }
+        }
+
+        _decoded.AddOrUpdate(events, payloads);
+    }
+
     /// <summary>Applies events through one document session and flushes it.</summary>
     public void Apply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events)
     {
         var session = new DocumentSession(Projection, transaction, _serializer.Options);
-        foreach (var recorded in events)
+        var decoded = _decoded.TryGetValue(events, out var payloads) ? payloads : null;
+        for (var i = 0; i < events.Count; i++)
         {
+            var recorded = events[i];
             if (!_handlers.TryGetValue(recorded.Type, out var handler) || !Projection.Filter.Matches(recorded))
             {
                 continue;
@@ -64,7 +93,13 @@ internal sealed class ProjectionApplier
             session.Event = recorded;
             try
             {
-                handler(session, _serializer.Deserialize(recorded));
+                var payload = decoded?[i] ?? _serializer.Deserialize(recorded);
+                if (payload is DecodeFailure failure)
+                {
+                    throw new ProjectionEventException(Projection.Name, recorded, failure.Error);
+                }
+
+                handler(session, payload);
             }
             catch (Exception ex) when (ex is not ProjectionEventException and not OperationCanceledException)
             {
@@ -74,6 +109,8 @@ internal sealed class ProjectionApplier
 
         session.Flush();
     }
+
+    private sealed record DecodeFailure(Exception Error);
 
     private static int Depth(Type type)
     {

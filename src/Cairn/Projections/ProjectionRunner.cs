@@ -477,6 +477,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             events.Add(recorded);
         }
 
+        _applier.Decode(events);
         return (head, events);
     }
 
