@@ -5,10 +5,11 @@ namespace Cairn.Sqlite.CrashChild;
 
 /// <summary>
 /// The child process of the SQLite crash-safety tests:
-/// <c>Cairn.Sqlite.CrashChild &lt;file&gt; mixed|huge|consume|send Full|Normal &lt;seed&gt;</c> opens the store in
-/// the file with the given durability and, until it is killed, appends from several tasks (<c>mixed</c>, <c>huge</c>),
-/// consumes the work queue (<c>consume</c>, where the seed is the run's number), or sends batches of messages each
-/// committed with an event (<c>send</c>), printing a line for everything the store acknowledged. It stops by itself
+/// <c>Cairn.Sqlite.CrashChild &lt;file&gt; &lt;mode&gt; Full|Normal &lt;seed&gt;</c> opens the store in the file
+/// with the given durability and, until it is killed, appends from several tasks (<c>mixed</c>, <c>huge</c>), consumes
+/// the work queue (<c>consume</c>, where the seed is the run's number), sends batches of messages each committed with
+/// an event (<c>send</c>), or appends while a projection runs (<c>project-async</c>, <c>project-inline</c>,
+/// <c>project-rebuild</c>), printing a line for everything the store acknowledged. It stops by itself
 /// only when a write fails (exit 1) or when its stdin closes (exit 3), which happens when the test process is gone,
 /// so no child outlives its parent.
 /// </summary>
@@ -17,11 +18,12 @@ internal static class Program
     private static async Task<int> Main(string[] args)
     {
         if (args.Length != 4
-            || args[1] is not (CrashProtocol.MixedMode or CrashProtocol.HugeMode or CrashProtocol.ConsumeMode or CrashProtocol.SendMode)
+            || args[1] is not (CrashProtocol.MixedMode or CrashProtocol.HugeMode or CrashProtocol.ConsumeMode or CrashProtocol.SendMode
+                or CrashProtocol.ProjectAsyncMode or CrashProtocol.ProjectInlineMode or CrashProtocol.ProjectRebuildMode)
             || !Enum.TryParse<SqliteDurability>(args[2], out var durability)
             || !int.TryParse(args[3], NumberStyles.None, CultureInfo.InvariantCulture, out var seed))
         {
-            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge|consume|send Full|Normal <seed>");
+            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge|consume|send|project-async|project-inline|project-rebuild Full|Normal <seed>");
             return 2;
         }
 
@@ -37,6 +39,9 @@ internal static class Program
                     break;
                 case CrashProtocol.SendMode:
                     await new CrashSender(store, TextWriter.Synchronized(output), seed).RunAsync();
+                    break;
+                case CrashProtocol.ProjectAsyncMode or CrashProtocol.ProjectInlineMode or CrashProtocol.ProjectRebuildMode:
+                    await new CrashProjector(store, TextWriter.Synchronized(output), args[1], seed).RunAsync();
                     break;
                 default:
                     var appender = new CrashAppender(store, output, seed);
