@@ -104,6 +104,9 @@ internal sealed partial class SqliteWriteContext
             throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, new GlobalPosition(stored));
         }
 
+        // Marked written before the handlers run: their own SQL writes through the connection, unseen by this
+        // context, and a handler that throws after one must still have the savepoint rolled back.
+        Wrote();
         var transaction = new SqliteReadModelTransaction(this, batch.Build);
         if (batch.Events.Count > 0)
         {
