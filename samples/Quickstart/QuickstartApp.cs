@@ -4,6 +4,7 @@ using Cairn.Domain;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
+using Cairn.Projections;
 using Cairn.Serialization;
 using Cairn.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -22,12 +23,12 @@ public static class QuickstartApp
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
 
-        // A consumer logs the poison message of step 8 as an error, with its stack trace; here the program prints the
+        // A consumer logs the poison message of step 9 as an error, with its stack trace; here the program prints the
         // dead letter itself instead.
         builder.Logging.AddFilter("Cairn.Messaging.Consumers.QueueConsumer", LogLevel.Critical);
 
-        // 1. Register Cairn on the embedded SQLite store: one file, created on first use. Queues, topics, consumers
-        //    and routes live in the same file, and are declared when the host starts.
+        // 1. Register Cairn on the embedded SQLite store: one file, created on first use. Queues, topics, consumers,
+        //    routes and read models live in the same file, and are declared when the host starts.
         var audit = new AuditLog(output);
         builder.Services.AddSingleton(audit);
         builder.Services.AddSingleton(output);
@@ -56,7 +57,9 @@ public static class QuickstartApp
             .AddConsumer(
                 Mailer.Queue,
                 (context, ct) => context.Services.GetRequiredService<Mailer>().SendAsync(context, ct),
-                c => c with { Retry = c.Retry with { NonRetryable = [typeof(MissingTemplateException)] } });
+                c => c with { Retry = c.Retry with { NonRetryable = [typeof(MissingTemplateException)] } })
+            // A read model: account summaries, queried by id or on their indexed fields.
+            .AddProjection<AccountSummaries>();
 
         using var host = builder.Build();
         await host.StartAsync(cancellationToken);
@@ -95,21 +98,35 @@ public static class QuickstartApp
         }
 
         // The decider handler reloads and decides again on a conflict, so this one simply lands.
-        await accounts.HandleAsync(stream, new Deposit(7m), cancellationToken);
+        var deposit = await accounts.HandleAsync(stream, new Deposit(7m), cancellationToken);
 
-        // 5. The stream is the audit history.
+        // 5. The read model is updated in the background: wait for the position the command returned (read your
+        //    writes), then query it.
+        var projections = host.Services.GetRequiredService<ProjectionMonitor>();
+        var readModels = host.Services.GetRequiredService<ReadModels>();
+        await projections.WaitForAsync(AccountSummaries.ProjectionName, deposit.Append!.LastPosition, TimeSpan.FromSeconds(30), cancellationToken);
+        var summary = await readModels.LoadAsync<AccountSummary>(stream.Value, cancellationToken);
+        output.WriteLine($"Read model at position {deposit.Append.LastPosition}: {summary!.Id} of {summary.Owner}, balance {summary.Balance}, {summary.Deposits} deposits");
+        var wellOff = await readModels.Query<AccountSummary>()
+            .Where("owner", "Alice")
+            .Where("balance", QueryOperator.GreaterThanOrEqual, 50m)
+            .OrderByDescending("balance")
+            .ToListAsync(cancellationToken);
+        output.WriteLine($"Accounts of Alice with a balance of 50 or more: {string.Join(", ", wellOff.Select(a => $"{a.Id} ({a.Balance})"))}");
+
+        // 6. The stream is the audit history.
         output.WriteLine($"The stream {stream}:");
         await foreach (var e in store.ReadStreamAsync(stream, cancellationToken))
         {
             output.WriteLine($"  v{e.Version} #{e.Position} {e.Type,-18} {Encoding.UTF8.GetString(e.Data.Span)}");
         }
 
-        // 6. State at an earlier point: as of version 1, before the withdrawal.
+        // 7. State at an earlier point: as of version 1, before the withdrawal.
         var earlier = await accounts.LoadAsOfVersionAsync(stream, 1, cancellationToken);
         var now = await accounts.LoadAsync(stream, cancellationToken);
         output.WriteLine($"Balance as of version 1: {earlier.State.Balance}; now: {now.State.Balance}");
 
-        // 7. A large deposit. The route publishes it to the topic, the rule lets it into "large-deposits", and the
+        // 8. A large deposit. The route publishes it to the topic, the rule lets it into "large-deposits", and the
         //    handler opens a review and queues a notice, in one commit with the acknowledgement. Everything it
         //    causes carries the correlation id of the request.
         var consumers = host.Services.GetRequiredService<ConsumerMonitor>();
@@ -125,7 +142,7 @@ public static class QuickstartApp
             output.WriteLine($"  {e.Stream} v{e.Version} {e.Type} {Encoding.UTF8.GetString(e.Data.Span)}, correlation id '{e.CorrelationId}'");
         }
 
-        // 8. The notice is a poison message: the mailer has no template, a failure no retry can fix, so the consumer
+        // 9. The notice is a poison message: the mailer has no template, a failure no retry can fix, so the consumer
         //    dead-letters it at once instead of retrying it MaxReceiveCount times.
         var admin = host.Services.GetRequiredService<IMessagingAdmin>();
         var deadLetters = host.Services.GetRequiredService<IDeadLetterQueue>();
@@ -138,7 +155,7 @@ public static class QuickstartApp
             output.WriteLine($"    attempts {letter.Attempts}, exception {letter.Failure?.Type}");
         }
 
-        // 9. Fix the cause, then redrive: the dead letters go back to their queue, keeping their ids, and are handled.
+        // 10. Fix the cause, then redrive: the dead letters go back to their queue, keeping their ids, and are handled.
         host.Services.GetRequiredService<Mailer>().InstallTemplate();
         var redriven = await deadLetters.RedriveAsync(Mailer.Queue, new RedriveRequest { MessagesPerSecond = 50 }, cancellationToken);
         output.WriteLine($"Template installed; {redriven} dead letter redriven.");
@@ -147,7 +164,7 @@ public static class QuickstartApp
         var mailer = consumers.Find(Mailer.Queue.Value)!.Status;
         output.WriteLine($"Consumer {mailer.Name}: {mailer.Handled} handled, {mailer.DeadLettered} dead-lettered; {stats.DeadLettered} dead letters left.");
 
-        // 10. The subscription has printed every account event as it was committed; wait until it has seen the last one.
+        // 11. The subscription has printed every account event as it was committed; wait until it has seen the last one.
         var head = await store.GetHeadPositionAsync(cancellationToken);
         await host.Services.GetRequiredService<SubscriptionMonitor>().Find("audit-log")!.WaitForPositionAsync(head, cancellationToken).WaitAsync(TimeSpan.FromSeconds(30), cancellationToken);
         output.WriteLine($"The audit-log subscription handled {audit.Count} events.");

@@ -27,6 +27,10 @@ public sealed class QuickstartTests : IDisposable
         Assert.Contains("Conflict: expected 2, the stream is at 3.", text);
         Assert.Contains("v4 #5 account.deposited  {\"amount\":7}", text);
         Assert.Contains("Balance as of version 1: 100; now: 82", text);
+
+        // The read model, queried as soon as the projection reached the position the deposit command returned.
+        Assert.Contains("Read model at position 5: account-alice of Alice, balance 82, 3 deposits", text);
+        Assert.Contains("Accounts of Alice with a balance of 50 or more: account-alice (82)", text);
         Assert.Contains("The audit-log subscription handled 6 events.", text);
         Assert.Equal(6, text.Split('\n').Count(line => line.Contains("[audit-log]", StringComparison.Ordinal)));
     }
