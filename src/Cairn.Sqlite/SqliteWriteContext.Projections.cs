@@ -263,6 +263,7 @@ internal sealed partial class SqliteWriteContext
 
     private ProjectionBuild CreateBuild(Projection projection, bool serving)
     {
+        RefuseTakenTableNames(projection);
         Wrote();
         var insert = Sql("INSERT INTO cairn_projection_builds (projection, version, shape, position, serving, created_ticks) VALUES (?1, ?2, ?3, 0, ?4, ?5) RETURNING id");
         insert.Bind(1, projection.Name);
@@ -305,6 +306,43 @@ internal sealed partial class SqliteWriteContext
         }
 
         return new ProjectionBuild(projection.Name, id, projection.Version, projection.Shape, GlobalPosition.Start, serving);
+    }
+
+    /// <summary>
+    /// Refuses SQL table names whose view would replace a table, or a view that another projection's build serves:
+    /// views share one name space in the file.
+    /// </summary>
+    private void RefuseTakenTableNames(Projection projection)
+    {
+        if (projection.SqlTables.Count == 0)
+        {
+            return;
+        }
+
+        var own = ReadBuilds(projection.Name).Select(b => "__b" + b.Id + "\"").ToList();
+        var select = Sql("SELECT type, coalesce(sql, '') FROM sqlite_schema WHERE name = ?1");
+        foreach (var table in projection.SqlTables)
+        {
+            select.Bind(1, table.Name);
+            try
+            {
+                if (!select.Step())
+                {
+                    continue;
+                }
+
+                var type = select.Text(0);
+                var sql = select.Text(1);
+                if (type != "view" || !own.Any(suffix => sql.Contains(suffix, StringComparison.Ordinal)))
+                {
+                    throw new InvalidProjectionException(projection.Name, $"it declares the table '{table.Name}', but the file already has a {type} of that name{(type == "view" ? " serving another projection" : "")}; choose another name");
+                }
+            }
+            finally
+            {
+                select.Reset();
+            }
+        }
     }
 
     /// <summary>Points each SQL table's view at the build's table.</summary>

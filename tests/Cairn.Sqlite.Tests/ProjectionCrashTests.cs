@@ -203,7 +203,7 @@ public sealed class ProjectionCrashTests(ITestOutputHelper output) : IDisposable
             {
                 // The shadow goes on from where the kill left it, beside the serving build, and takes its place.
                 await Wait.UntilAsync(() => runner.Status.Rebuild is null, "the rebuild left by the kill switches");
-                Assert.Equal(ProjectionState.Live, runner.Status.State);
+                await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Live, "the switched projection is live");
             }
 
             if (projection.Lifecycle == ProjectionLifecycle.Inline)

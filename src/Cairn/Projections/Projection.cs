@@ -132,6 +132,11 @@ public abstract class Projection
     protected void SqlTable(string name, string createSql)
     {
         ProjectionNames.ValidateIdentifier("table", name);
+        if (name.StartsWith("cairn_", StringComparison.OrdinalIgnoreCase) || name.StartsWith("sqlite_", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ArgumentException($"Table '{name}': names starting with 'cairn_' or 'sqlite_' are reserved.", nameof(name));
+        }
+
         if (string.IsNullOrWhiteSpace(createSql) || !createSql.Contains("{table}", StringComparison.Ordinal))
         {
             throw new ArgumentException($"The DDL of table '{name}' must create '{{table}}'.", nameof(createSql));

@@ -74,7 +74,7 @@ public sealed class InvalidDocumentQueryException(string collection, string fiel
 
 /// <summary>A projection's stored read model does not fit its code, and the code's version was not raised to rebuild it.</summary>
 public sealed class ProjectionShapeChangedException(string projection, int version, string stored, string current)
-    : CairnException($"Projection '{projection}' version {version} stores '{stored}' but its code now declares '{current}'. Raise its Version (and set RebuildOnVersionChange, or call RebuildAsync) to rebuild the read model.")
+    : CairnException($"Projection '{projection}' version {version} stores '{stored}' but its code now declares '{current}'. Raise its Version and set RebuildOnVersionChange to rebuild the read model into the new shape.")
 {
     /// <summary>The projection.</summary>
     public string Projection { get; } = projection;
@@ -97,3 +97,11 @@ public sealed class ProjectionWaitTimeoutException(string projection, GlobalPosi
 /// <summary>No projection of that name (or serving that document type) is registered.</summary>
 public sealed class ProjectionNotFoundException(string what)
     : CairnException(what);
+
+/// <summary>A projection cannot be opened as it is declared (a table name another projection owns, say).</summary>
+public sealed class InvalidProjectionException(string projection, string reason)
+    : CairnException($"Projection '{projection}' cannot be opened: {reason}.")
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+}

@@ -243,7 +243,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 break;
             }
-            catch (Exception ex) when (ex is ProjectionShapeChangedException or ProjectionStoppedException or NotSupportedException)
+            catch (Exception ex) when (ex is ProjectionShapeChangedException or ProjectionStoppedException or InvalidProjectionException or NotSupportedException)
             {
                 Fail(ProjectionState.Failed, ex);
                 FailWaiters();

@@ -76,6 +76,27 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
     }
 
     [Fact]
+    public async Task A_rebuild_that_skips_the_same_event_again_keeps_one_dead_letter_for_it()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "poison");
+        await PlaceAsync(sut, "2");
+        var projection = new OrderSummaries
+        {
+            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
+            MaxRetries = 0,
+            RetryDelay = TimeSpan.Zero,
+            FailWhen = e => e.OrderId == "poison",
+        };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+        await runner.RebuildAsync().Bounded();
+        var deadLetter = Assert.Single(await runner.ListDeadLettersAsync());
+        Assert.Equal(new GlobalPosition(1), deadLetter.Position);
+        Assert.Equal(1, await ReadModels(sut, projection).Query<OrderSummary>().CountAsync());
+    }
+
+    [Fact]
     public async Task A_poison_event_in_the_middle_of_a_batch_keeps_the_events_around_it()
     {
         await using var sut = await CreateAsync();

@@ -96,7 +96,12 @@ public sealed class InMemoryProjectionStore : IProjectionStore
             }
 
             transaction.Commit(position);
-            _deadLetters.AddRange(batch.DeadLetters);
+            foreach (var deadLetter in batch.DeadLetters)
+            {
+                // One per projection and position, as a database keeps it: a rebuild that skips the event again replaces it.
+                _deadLetters.RemoveAll(d => d.Projection == deadLetter.Projection && d.Position == deadLetter.Position);
+                _deadLetters.Add(deadLetter);
+            }
             if (batch.GoLive)
             {
                 if (build == entry.Shadow)
