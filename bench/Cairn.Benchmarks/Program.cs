@@ -60,6 +60,8 @@ internal static class Program
             ("M1", () => M1Throughput.RunAsync(scale)),
             ("M2", () => M2Latency.RunAsync(scale)),
             ("M3", () => M3FanOut.RunAsync(scale)),
+            ("P1", () => P1Rebuild.RunAsync(scale)),
+            ("P2", () => P2Lag.RunAsync(scale)),
         };
         foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
         {
@@ -81,6 +83,12 @@ internal static class Program
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"M1, M2 and M3 run {scale.QueueRounds}, {scale.LatencyRounds} and {scale.FanOutRounds} round(s) per side, each with fresh files; M2's ratios below 1 are Cairn's latency as a share of the baseline's."));
+        }
+
+        if (new[] { "P1", "P2" }.Any(options.Runs))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"P1 is the median of {scale.Rounds} rebuild(s) into memory and {scale.ProjectionSqliteRounds} into SQLite per side, on one file of {scale.ProjectionEvents:#,0} events; P2 runs {scale.LagRounds} round(s) per side of {scale.LagDuration.TotalSeconds:0.#} s after {scale.LagWarmup.TotalSeconds:0.#} s, each with a fresh file; P2's ratios below 1 are Cairn's lag as a share of the baseline's."));
         }
 
         Console.WriteLine();

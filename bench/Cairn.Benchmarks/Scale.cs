@@ -47,6 +47,24 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
     /// <summary>M3: rounds per side; the median is reported.</summary>
     public int FanOutRounds { get; init; }
 
+    /// <summary>P1: events in the log every rebuild folds (a multiple of 20,000: orders of 20 events, 1,000 open at a time).</summary>
+    public int ProjectionEvents { get; init; }
+
+    /// <summary>
+    /// P1: rebuilds into SQLite per side (the in-memory ones run <see cref="Rounds"/>): each takes tens of seconds, and the
+    /// whole of P1 and P2 should stay within about four minutes.
+    /// </summary>
+    public int ProjectionSqliteRounds { get; init; }
+
+    /// <summary>P2: how long the paced appends run before their lag counts.</summary>
+    public TimeSpan LagWarmup { get; init; }
+
+    /// <summary>P2: how long the paced appends run while their lag counts.</summary>
+    public TimeSpan LagDuration { get; init; }
+
+    /// <summary>P2: rounds per side; the round with the median p99 is reported.</summary>
+    public int LagRounds { get; init; }
+
     public static Scale Full { get; } = new(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5), 3, 1_000_000, 3, 1_000_000)
     {
         QueueMessages = 200_000,
@@ -59,6 +77,11 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
         FanOutPublishes = 20_000,
         FanOutWarmupPublishes = 2_000,
         FanOutRounds = 3,
+        ProjectionEvents = 1_000_000,
+        ProjectionSqliteRounds = 1,
+        LagWarmup = TimeSpan.FromSeconds(2),
+        LagDuration = TimeSpan.FromSeconds(20),
+        LagRounds = 1,
     };
 
     public static Scale Quick { get; } = new(TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(2), 1, 200_000, 3, 200_000)
@@ -73,6 +96,11 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
         FanOutPublishes = 2_000,
         FanOutWarmupPublishes = 500,
         FanOutRounds = 1,
+        ProjectionEvents = 200_000,
+        ProjectionSqliteRounds = 1,
+        LagWarmup = TimeSpan.FromSeconds(1),
+        LagDuration = TimeSpan.FromSeconds(4),
+        LagRounds = 1,
     };
 
     /// <summary>Cairn with its defaults (durability Full, that is <c>synchronous=FULL</c>).</summary>
