@@ -59,7 +59,7 @@ public sealed partial class SqlReadModelTests : IDisposable
         }
 
         var tables = new List<string>();
-        var projection = new OrdersPerCustomer { BatchSize = 1 };
+        var projection = new OrdersPerCustomer { BatchSize = 1, CatchUpBatchSize = 1 };
         projection.BeforeApply = ctx =>
         {
             lock (tables)

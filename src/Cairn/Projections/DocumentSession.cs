@@ -8,7 +8,7 @@ namespace Cairn.Projections;
 /// The documents of one batch: an identity map over the backend's transaction. A document loaded or stored twice in a
 /// batch is read once and written once, at <see cref="Flush"/>; until then the batch sees its own writes.
 /// </summary>
-internal sealed class DocumentSession(Projection projection, IReadModelTransaction transaction, JsonSerializerOptions json)
+internal sealed class DocumentSession(Projection projection, IReadModelTransaction transaction, JsonSerializerOptions json, DocumentCache? cache = null)
     : IDocumentSession, IProjectionContext, IProjectionSql
 {
     private readonly Dictionary<(DocumentDefinition Document, string Id), Entry> _entries = [];
@@ -31,6 +31,12 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
         if (_entries.TryGetValue((document, id), out var entry))
         {
             return (T?)entry.Document;
+        }
+
+        if (cache is not null && cache.TryGet((document, id), out var cached))
+        {
+            _entries[(document, id)] = new Entry(cached, Dirty: false, Event);
+            return (T?)cached;
         }
 
         var stored = transaction.ReadDocument(document, id);
@@ -105,6 +111,8 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
                 {
                     transaction.WriteDocument(definition, id, definition.Serialize(entry.Document, json), definition.IndexValues(entry.Document));
                 }
+
+                cache?.Stage((definition, id), entry.Document);
             }
             catch (Exception ex) when (ex is not ProjectionEventException)
             {
@@ -120,4 +128,44 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
         ?? throw new InvalidOperationException($"Projection '{projection.Name}' declares no documents of type {typeof(T).Name}: add Document<{typeof(T).Name}>(...) to it.");
 
     private readonly record struct Entry(object? Document, bool Dirty, RecordedEvent LastEvent);
+}
+
+/// <summary>
+/// The documents a runner's batches stored into one build, kept as objects between batches so the next batch loads
+/// them without a read and a deserialization. What a batch stores is staged, and kept only once its commit succeeds;
+/// any failure or conflict clears everything, so the cache never holds what the build does not. Bounded: it starts
+/// afresh past its capacity.
+/// </summary>
+internal sealed class DocumentCache(int capacity = 100_000)
+{
+    private readonly Dictionary<(DocumentDefinition Document, string Id), object?> _committed = [];
+    private readonly Dictionary<(DocumentDefinition Document, string Id), object?> _staged = [];
+
+    public bool TryGet((DocumentDefinition Document, string Id) key, out object? document) =>
+        _staged.TryGetValue(key, out document) || _committed.TryGetValue(key, out document);
+
+    public void Stage((DocumentDefinition Document, string Id) key, object? document) => _staged[key] = document;
+
+    /// <summary>The batch committed: what it stored is what the build holds.</summary>
+    public void Commit()
+    {
+        if (_committed.Count + _staged.Count > capacity)
+        {
+            _committed.Clear();
+        }
+
+        foreach (var (key, document) in _staged)
+        {
+            _committed[key] = document;
+        }
+
+        _staged.Clear();
+    }
+
+    /// <summary>A batch failed or another runner wrote: forget everything.</summary>
+    public void Clear()
+    {
+        _committed.Clear();
+        _staged.Clear();
+    }
 }

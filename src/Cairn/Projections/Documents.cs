@@ -113,6 +113,7 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
 public abstract class DocumentDefinition
 {
     private readonly List<DocumentIndex> _indexes = [];
+    private System.Text.Json.Serialization.Metadata.JsonTypeInfo? _typeInfo;
 
     private protected DocumentDefinition(Type type, string collection)
     {
@@ -144,19 +145,33 @@ public abstract class DocumentDefinition
 
     internal abstract string IdOf(object document);
 
-    internal byte[] Serialize(object document, JsonSerializerOptions options) => JsonSerializer.SerializeToUtf8Bytes(document, DocumentType, options);
+    internal byte[] Serialize(object document, JsonSerializerOptions options) => JsonSerializer.SerializeToUtf8Bytes(document, TypeInfo(options));
 
     internal object Deserialize(string id, ReadOnlySpan<byte> json, JsonSerializerOptions options)
     {
         try
         {
-            return JsonSerializer.Deserialize(json, DocumentType, options)
+            return JsonSerializer.Deserialize(json, TypeInfo(options))
                 ?? throw new DocumentDeserializationException(Collection, id, DocumentType, "the stored JSON is null", null);
         }
         catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException or ArgumentException)
         {
             throw new DocumentDeserializationException(Collection, id, DocumentType, ex.Message, ex);
         }
+    }
+
+    /// <summary>The document type's JSON contract under <paramref name="options"/>, resolved once per options.</summary>
+    private System.Text.Json.Serialization.Metadata.JsonTypeInfo TypeInfo(JsonSerializerOptions options)
+    {
+        var cached = _typeInfo;
+        if (cached?.Options != options)
+        {
+            options.MakeReadOnly(populateMissingResolver: true);
+            cached = options.GetTypeInfo(DocumentType);
+            _typeInfo = cached;
+        }
+
+        return cached;
     }
 
     /// <summary>The stored values of the document's indexed fields, in index order.</summary>

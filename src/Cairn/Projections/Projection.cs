@@ -77,6 +77,13 @@ public abstract class Projection
     /// <summary>The most events applied in one transaction.</summary>
     public int BatchSize { get; init; } = 1000;
 
+    /// <summary>
+    /// The most events applied in one transaction while catching up or rebuilding: batches grow from
+    /// <see cref="BatchSize"/> to this while each read finds a full batch, so a backlog is applied in fewer, larger
+    /// commits (each holding the backend's writer longer), and shrink back once caught up.
+    /// </summary>
+    public int CatchUpBatchSize { get; init; } = 10_000;
+
     /// <summary>When the stored read model was built by another <see cref="Version"/>, rebuild it on start.</summary>
     public bool RebuildOnVersionChange { get; init; }
 
@@ -169,6 +176,11 @@ public abstract class Projection
         if (BatchSize is < 1 or > 100_000)
         {
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"Projection '{Name}': BatchSize must be between 1 and 100,000.");
+        }
+
+        if (CatchUpBatchSize < BatchSize || CatchUpBatchSize > 100_000)
+        {
+            throw new ArgumentOutOfRangeException(nameof(CatchUpBatchSize), CatchUpBatchSize, $"Projection '{Name}': CatchUpBatchSize must be between BatchSize ({BatchSize}) and 100,000.");
         }
 
         if (_handlers.Count == 0)

@@ -52,8 +52,8 @@ internal sealed class ProjectionApplier
     public EventFilter Filter { get; }
 
     /// <summary>
-    /// Deserializes a batch ahead of <see cref="Apply"/>, off the backend's writer, so reading and decoding overlap
-    /// with the previous batch's commit. A failure is kept and thrown by <see cref="Apply"/> for its event.
+    /// Deserializes a batch ahead of <c>Apply</c>, off the backend's writer, so reading and decoding overlap
+    /// with the previous batch's commit. A failure is kept and thrown by <c>Apply</c> for its event.
     /// </summary>
     public void Decode(IReadOnlyList<RecordedEvent> events)
     {
@@ -78,9 +78,12 @@ internal sealed class ProjectionApplier
     }
 
     /// <summary>Applies events through one document session and flushes it.</summary>
-    public void Apply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events)
+    public void Apply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events) => Apply(transaction, events, null);
+
+    /// <summary>Applies events, loading documents a runner's earlier batches stored from <paramref name="cache"/>.</summary>
+    public void Apply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events, DocumentCache? cache)
     {
-        var session = new DocumentSession(Projection, transaction, _serializer.Options);
+        var session = new DocumentSession(Projection, transaction, _serializer.Options, cache);
         var decoded = _decoded.TryGetValue(events, out var payloads) ? payloads : null;
         for (var i = 0; i < events.Count; i++)
         {

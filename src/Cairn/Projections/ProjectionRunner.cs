@@ -300,8 +300,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
         lock (_gate)
         {
-            _serving = new Track(serving.Id, serving.Version, serving.Position);
-            _shadow = shadow is null ? null : new Track(shadow.Id, shadow.Version, shadow.Position);
+            _serving = new Track(serving.Id, serving.Version, serving.Position, _applier);
+            _shadow = shadow is null ? null : new Track(shadow.Id, shadow.Version, shadow.Position, _applier);
             _rebuild = shadow is null ? null : new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), shadow.Position);
             _inlineLive = false;
         }
@@ -324,7 +324,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 var build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
                 lock (_gate)
                 {
-                    _shadow = new Track(build.Id, build.Version, build.Position);
+                    _shadow = new Track(build.Id, build.Version, build.Position, _applier);
                     _rebuild = new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), build.Position);
                 }
 
@@ -416,9 +416,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>Applies the next batch of a track; reports whether it wrote and whether it reached the head.</summary>
     private async Task<(bool Progressed, bool CaughtUp)> StepAsync(Track track, CancellationToken stop)
     {
+        var size = track.ReadSize;
         var (head, events) = await TakeReadAsync(track, stop).ConfigureAwait(false);
         ObserveHead(head);
-        var caughtUp = events.Count < Projection.BatchSize;
+        var caughtUp = events.Count < size;
+        track.ReadSize = caughtUp ? Projection.BatchSize : Math.Min(size * 2, Projection.CatchUpBatchSize);
         if (events.Count == 0)
         {
             Advance(track, head);
@@ -437,7 +439,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
         if (!caughtUp)
         {
             // A full batch: more is waiting. Read it while this one commits, so reading and writing overlap.
-            track.ReadAhead = (position.Next, ReadAsync(position.Next, stop));
+            // On a thread of its own: a backend whose reads complete synchronously would otherwise read before committing.
+            var from = position.Next;
+            var readSize = track.ReadSize;
+            track.ReadAhead = (from, readSize, Task.Run(() => ReadAsync(from, readSize, stop), CancellationToken.None));
         }
 
         await CommitAsync(track, events, position, stop).ConfigureAwait(false);
@@ -453,7 +458,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             try
             {
                 var read = await ahead.Read.ConfigureAwait(false);
-                if (ahead.From == track.Reached.Next)
+                if (ahead.From == track.Reached.Next && ahead.Size == track.ReadSize)
                 {
                     return read;
                 }
@@ -464,15 +469,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
             }
         }
 
-        return await ReadAsync(track.Reached.Next, stop).ConfigureAwait(false);
+        return await ReadAsync(track.Reached.Next, track.ReadSize, stop).ConfigureAwait(false);
     }
 
     /// <summary>Reads a batch; the head is read before the scan, so an event committed during the scan is never passed over.</summary>
-    private async Task<(GlobalPosition Head, List<RecordedEvent> Events)> ReadAsync(GlobalPosition from, CancellationToken stop)
+    private async Task<(GlobalPosition Head, List<RecordedEvent> Events)> ReadAsync(GlobalPosition from, int size, CancellationToken stop)
     {
         var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
-        var events = new List<RecordedEvent>(Math.Min(Projection.BatchSize, 1024));
-        await foreach (var recorded in _store.ReadAllAsync(from, _applier.Filter, Projection.BatchSize, stop).ConfigureAwait(false))
+        var events = new List<RecordedEvent>(Math.Min(size, 1024));
+        await foreach (var recorded in _store.ReadAllAsync(from, _applier.Filter, size, stop).ConfigureAwait(false))
         {
             events.Add(recorded);
         }
@@ -488,7 +493,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             try
             {
-                await _projections.ApplyAsync(new ProjectionBatch(Projection.Name, track.Build, track.Stored, position, events, _applier.Apply), stop).ConfigureAwait(false);
+                await ApplyAsync(track, new ProjectionBatch(Projection.Name, track.Build, track.Stored, position, events, track.Apply), stop).ConfigureAwait(false);
                 Committed(track, position, events.Count);
                 return;
             }
@@ -555,7 +560,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         var deadLetter = new ProjectionDeadLetter(Projection.Name, e.Position, e.Id, e.Stream, e.Version, e.Type, FailureInfo.From(failure.InnerException ?? failure), attempts, _clock.GetUtcNow());
         var rest = events[(index + 1)..];
         var skippedTo = rest.Count == 0 ? position : e.Position;
-        await _projections.ApplyAsync(new ProjectionBatch(Projection.Name, track.Build, track.Stored, skippedTo, [], _applier.Apply) { DeadLetters = [deadLetter] }, stop).ConfigureAwait(false);
+        await ApplyAsync(track, new ProjectionBatch(Projection.Name, track.Build, track.Stored, skippedTo, [], track.Apply) { DeadLetters = [deadLetter] }, stop).ConfigureAwait(false);
         Committed(track, skippedTo, 0);
         Interlocked.Increment(ref _deadLetters);
         CairnDiagnostics.ProjectionDeadLetters.Add(1, _tag);
@@ -584,8 +589,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
     {
         try
         {
-            var result = await _projections.ApplyAsync(
-                new ProjectionBatch(Projection.Name, track.Build, track.Stored, track.Reached, [], _applier.Apply)
+            var result = await ApplyAsync(
+                track,
+                new ProjectionBatch(Projection.Name, track.Build, track.Stored, track.Reached, [], track.Apply)
                 {
                     GoLive = true,
                     CatchUpToHead = _applier.Filter,
@@ -599,6 +605,22 @@ public sealed class ProjectionRunner : IAsyncDisposable
             _catchUpFailedAt = failure.Event.Position.Value;
             _logger.LogWarning(failure, "Projection {Projection} could not switch: the catch-up failed on event {Position}; it goes on in batches.", Projection.Name, failure.Event.Position);
             return false;
+        }
+    }
+
+    /// <summary>Applies a batch; the track's document cache keeps what it stored only when the commit succeeds.</summary>
+    private async Task<ProjectionBatchResult> ApplyAsync(Track track, ProjectionBatch batch, CancellationToken stop)
+    {
+        try
+        {
+            var result = await _projections.ApplyAsync(batch, stop).ConfigureAwait(false);
+            track.Cache.Commit();
+            return result;
+        }
+        catch
+        {
+            track.Cache.Clear();
+            throw;
         }
     }
 
@@ -753,18 +775,37 @@ public sealed class ProjectionRunner : IAsyncDisposable
     }
 
     /// <summary>A build being written, with its stored position and the position it has reached (past skipped events).</summary>
-    private sealed class Track(long build, int version, GlobalPosition stored)
+    private sealed class Track
     {
-        public long Build { get; } = build;
+        public Track(long build, int version, GlobalPosition stored, ProjectionApplier applier)
+        {
+            Build = build;
+            Version = version;
+            Stored = stored;
+            Reached = stored;
+            ReadSize = applier.Projection.BatchSize;
+            Apply = (transaction, events) => applier.Apply(transaction, events, Cache);
+        }
 
-        public int Version { get; } = version;
+        public long Build { get; }
 
-        public GlobalPosition Stored { get; set; } = stored;
+        public int Version { get; }
 
-        public GlobalPosition Reached { get; set; } = stored;
+        public GlobalPosition Stored { get; set; }
+
+        public GlobalPosition Reached { get; set; }
+
+        /// <summary>How many events the next read asks for: it grows while reads come back full.</summary>
+        public int ReadSize { get; set; }
+
+        /// <summary>Applies events to this build, through its document cache.</summary>
+        public ReadModelApply Apply { get; }
+
+        /// <summary>The documents this track's committed batches stored.</summary>
+        public DocumentCache Cache { get; } = new();
 
         /// <summary>The next batch, being read while the last one commits.</summary>
-        public (GlobalPosition From, Task<(GlobalPosition Head, List<RecordedEvent> Events)> Read)? ReadAhead { get; set; }
+        public (GlobalPosition From, int Size, Task<(GlobalPosition Head, List<RecordedEvent> Events)> Read)? ReadAhead { get; set; }
     }
 
     private sealed class RebuildClock(DateTimeOffset startedAt, long started, GlobalPosition from)

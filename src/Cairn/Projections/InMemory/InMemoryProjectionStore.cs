@@ -283,17 +283,17 @@ public sealed class InMemoryProjectionStore : IProjectionStore
 
     private sealed class Build(long id, int version, string shape)
     {
-        private readonly Dictionary<string, SortedDictionary<string, Stored>> _collections = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, Dictionary<string, Stored>> _collections = new(StringComparer.Ordinal);
 
         public long Id { get; } = id;
 
         public GlobalPosition Position { get; set; }
 
-        public SortedDictionary<string, Stored> Collection(string name)
+        public Dictionary<string, Stored> Collection(string name)
         {
             if (!_collections.TryGetValue(name, out var documents))
             {
-                documents = new SortedDictionary<string, Stored>(StringComparer.Ordinal);
+                documents = new Dictionary<string, Stored>(StringComparer.Ordinal);
                 _collections.Add(name, documents);
             }
 
