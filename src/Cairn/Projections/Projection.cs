@@ -80,7 +80,8 @@ public abstract class Projection
     /// <summary>
     /// The most events applied in one transaction while catching up or rebuilding: batches grow from
     /// <see cref="BatchSize"/> to this while each read finds a full batch, so a backlog is applied in fewer, larger
-    /// commits (each holding the backend's writer longer), and shrink back once caught up.
+    /// commits (each holding the backend's writer longer), and shrink back once caught up. A value below
+    /// <see cref="BatchSize"/> means no growth.
     /// </summary>
     public int CatchUpBatchSize { get; init; } = 10_000;
 
@@ -178,9 +179,9 @@ public abstract class Projection
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"Projection '{Name}': BatchSize must be between 1 and 100,000.");
         }
 
-        if (CatchUpBatchSize < BatchSize || CatchUpBatchSize > 100_000)
+        if (CatchUpBatchSize is < 1 or > 100_000)
         {
-            throw new ArgumentOutOfRangeException(nameof(CatchUpBatchSize), CatchUpBatchSize, $"Projection '{Name}': CatchUpBatchSize must be between BatchSize ({BatchSize}) and 100,000.");
+            throw new ArgumentOutOfRangeException(nameof(CatchUpBatchSize), CatchUpBatchSize, $"Projection '{Name}': CatchUpBatchSize must be between 1 and 100,000.");
         }
 
         if (_handlers.Count == 0)

@@ -420,7 +420,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         var (head, events) = await TakeReadAsync(track, stop).ConfigureAwait(false);
         ObserveHead(head);
         var caughtUp = events.Count < size;
-        track.ReadSize = caughtUp ? Projection.BatchSize : Math.Min(size * 2, Projection.CatchUpBatchSize);
+        track.ReadSize = caughtUp ? Projection.BatchSize : Math.Max(Projection.BatchSize, Math.Min(size * 2, Projection.CatchUpBatchSize));
         if (events.Count == 0)
         {
             Advance(track, head);

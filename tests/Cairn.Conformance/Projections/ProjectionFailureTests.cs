@@ -170,6 +170,9 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
     {
         Assert.Contains("Version", Assert.Throws<ArgumentOutOfRangeException>(() => new OrderSummaries { Version = 0 }.Validate()).Message);
         Assert.Contains("BatchSize", Assert.Throws<ArgumentOutOfRangeException>(() => new OrderSummaries { BatchSize = 0 }.Validate()).Message);
+        Assert.Contains("CatchUpBatchSize", Assert.Throws<ArgumentOutOfRangeException>(() => new OrderSummaries { CatchUpBatchSize = 0 }.Validate()).Message);
+        Assert.Contains("CatchUpBatchSize", Assert.Throws<ArgumentOutOfRangeException>(() => new OrderSummaries { CatchUpBatchSize = 100_001 }.Validate()).Message);
+        new OrderSummaries { BatchSize = 20_000 }.Validate();
         Assert.Contains("Filter", Assert.Throws<ArgumentException>(() => new OrderSummaries { Filter = EventFilter.ForStream(new StreamName("order-1")) }.Validate()).Message);
         Assert.Contains("projection name", Assert.Throws<ArgumentException>(() => new OrderSummaries("bad name")).Message);
         Assert.Contains("handles no event type", Assert.Throws<ArgumentException>(() => new Empty().Validate()).Message);
