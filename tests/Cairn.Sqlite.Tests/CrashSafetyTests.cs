@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
-using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
-using System.Text;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Sqlite.CrashChild;
@@ -23,7 +21,6 @@ public sealed class CrashSafetyTests(ITestOutputHelper output) : IDisposable
 {
     private const int MixedCycles = 24;
     private const int HugeCycles = 8;
-    private const int SigKillExitCode = 128 + 9;
 
     /// <summary>Only a guard against a hung child or store: nothing waits for it to pass.</summary>
     private static readonly TimeSpan Guard = TimeSpan.FromSeconds(60);
@@ -117,69 +114,28 @@ public sealed class CrashSafetyTests(ITestOutputHelper output) : IDisposable
         return string.IsNullOrEmpty(configured) ? Random.Shared.Next() : int.Parse(configured, CultureInfo.InvariantCulture);
     }
 
-    /// <summary>
-    /// Starts the child on the file and reads its lines until <paramref name="killNow"/> says so, then kills it with
-    /// SIGKILL and reads what it had already written to the pipe. Every complete acknowledgement line is recorded.
-    /// </summary>
+    /// <summary>Runs the child until <paramref name="killNow"/>, kills it, and records every complete acknowledgement line.</summary>
     private async Task<ChildRun> RunUntilKilledAsync(string mode, SqliteDurability durability, int childSeed, Func<string, bool> killNow)
     {
-        var errors = new StringBuilder();
-        using var child = CrashChildProcess.Start(_database.Path, mode, durability.ToString(), childSeed, errors);
+        var (lines, beforeKill) = await CrashChildProcess.RunUntilKilledAsync(_database.Path, mode, durability.ToString(), childSeed, killNow, Guard, _context);
         var run = new ChildRun();
-        try
+        for (var i = 0; i < lines.Count; i++)
         {
-            while (true)
+            if (i == beforeKill)
             {
-                var line = await ReadLineAsync(child);
-                if (line is null)
-                {
-                    if (child.WaitForExit(Guard))
-                    {
-                        child.WaitForExit(); // and for the last of stderr
-                    }
-
-                    lock (errors)
-                    {
-                        throw new XunitException($"{_context}: the crash child exited by itself with code {child.ExitCode}:\n{errors}");
-                    }
-                }
-
-                Record(line, run);
-                if (killNow(line))
-                {
-                    break;
-                }
+                run.AcksBeforeKill = run.Acks;
             }
 
-            // Process.Kill sends SIGKILL on Linux, and `dotnet app.dll` runs the app in this very process.
+            Record(lines[i], run);
+        }
+
+        if (beforeKill == lines.Count)
+        {
             run.AcksBeforeKill = run.Acks;
-            child.Kill();
-            if (!child.WaitForExit(Guard))
-            {
-                Fail($"the crash child did not die within {Guard} of SIGKILL");
-            }
-
-            Assert.True(child.ExitCode == SigKillExitCode, $"{_context}: the crash child ended with code {child.ExitCode}, not by SIGKILL.");
-
-            // Lines the child wrote before it died were acknowledged too; a last line cut short is ignored.
-            while (await ReadLineAsync(child) is { } line)
-            {
-                Record(line, run);
-            }
-
-            return run;
         }
-        finally
-        {
-            if (!child.HasExited)
-            {
-                child.Kill(entireProcessTree: true);
-                child.WaitForExit();
-            }
-        }
+
+        return run;
     }
-
-    private Task<string?> ReadLineAsync(Process child) => CrashChildProcess.ReadLineAsync(child, Guard, _context);
 
     private void Record(string line, ChildRun run)
     {

@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
-using System.Text;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
@@ -25,7 +23,6 @@ public sealed class MessagingCrashTests(ITestOutputHelper output) : IDisposable
     private const int SlowEvery = 20;
     private const int ConsumerRuns = 2;
     private const int SendCycles = 8;
-    private const int SigKillExitCode = 128 + 9;
     private const string DrainLabel = "parent";
 
     /// <summary>Short, so the messages a killed consumer held come back within the test.</summary>
@@ -387,69 +384,8 @@ public sealed class MessagingCrashTests(ITestOutputHelper output) : IDisposable
         Assert.True(verdict == "ok", $"{_context}: the integrity check says {verdict}");
     }
 
-    /// <summary>
-    /// Starts the child on the file and reads its lines until <paramref name="killNow"/> says so, then kills it with
-    /// SIGKILL and reads what it had already written to the pipe. Returns every line, a last one cut short included
-    /// (the protocol's parsers ignore it).
-    /// </summary>
-    private async Task<List<string>> RunUntilKilledAsync(string mode, int childSeed, Func<string, bool> killNow)
-    {
-        var errors = new StringBuilder();
-        using var child = CrashChildProcess.Start(_database.Path, mode, nameof(SqliteDurability.Full), childSeed, errors);
-        var lines = new List<string>();
-        try
-        {
-            while (true)
-            {
-                var line = await ReadLineAsync(child);
-                if (line is null)
-                {
-                    if (child.WaitForExit(Guard))
-                    {
-                        child.WaitForExit(); // and for the last of stderr
-                    }
-
-                    lock (errors)
-                    {
-                        throw new XunitException($"{_context}: the crash child exited by itself with code {child.ExitCode}:\n{errors}");
-                    }
-                }
-
-                lines.Add(line);
-                if (killNow(line))
-                {
-                    break;
-                }
-            }
-
-            // Process.Kill sends SIGKILL on Linux, and `dotnet app.dll` runs the app in this very process.
-            child.Kill();
-            if (!child.WaitForExit(Guard))
-            {
-                Fail($"the crash child did not die within {Guard} of SIGKILL");
-            }
-
-            Assert.True(child.ExitCode == SigKillExitCode, $"{_context}: the crash child ended with code {child.ExitCode}, not by SIGKILL.");
-
-            // Lines the child wrote before it died report acknowledged work too.
-            while (await ReadLineAsync(child) is { } line)
-            {
-                lines.Add(line);
-            }
-
-            return lines;
-        }
-        finally
-        {
-            if (!child.HasExited)
-            {
-                child.Kill(entireProcessTree: true);
-                child.WaitForExit();
-            }
-        }
-    }
-
-    private Task<string?> ReadLineAsync(Process child) => CrashChildProcess.ReadLineAsync(child, Guard, _context);
+    private async Task<List<string>> RunUntilKilledAsync(string mode, int childSeed, Func<string, bool> killNow) =>
+        (await CrashChildProcess.RunUntilKilledAsync(_database.Path, mode, nameof(SqliteDurability.Full), childSeed, killNow, Guard, _context)).Lines;
 
     [DoesNotReturn]
     private void Fail(string message) => throw new XunitException($"{_context}: {message}");
