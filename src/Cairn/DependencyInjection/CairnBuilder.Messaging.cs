@@ -31,6 +31,7 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<IMessagingAdmin>(sp => sp.GetRequiredService<IMessageBroker>());
         services.TryAddSingleton<MessagingTopology>();
         services.TryAddSingleton<ConsumerMonitor>();
+        services.TryAddSingleton<FlowRecorder>();
         services.TryAddSingleton<RouteMonitor>();
 
         // Registered with AddCairn, before any consumer or route, so hosts start it first: the queues, topics and
@@ -127,7 +128,8 @@ public sealed partial class CairnBuilder
                 sp,
                 sp.GetService<EventSerializer>(),
                 sp.GetService<ILogger<QueueConsumer>>(),
-                sp.GetService<TimeProvider>());
+                sp.GetService<TimeProvider>(),
+                sp.GetService<FlowRecorder>());
             sp.GetRequiredService<ConsumerMonitor>().Add(consumer);
             return new ConsumerHostedService(consumer);
         });

@@ -36,6 +36,7 @@ public sealed class QueueConsumer : IAsyncDisposable
     private readonly EventSerializer? _serializer;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
+    private readonly FlowRecorder? _flows;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _abort = new();
     private readonly Channel<Delivery> _buffer = Channel.CreateUnbounded<Delivery>(new UnboundedChannelOptions { SingleWriter = true });
@@ -64,7 +65,8 @@ public sealed class QueueConsumer : IAsyncDisposable
         IServiceProvider? services = null,
         EventSerializer? serializer = null,
         ILogger<QueueConsumer>? logger = null,
-        TimeProvider? timeProvider = null)
+        TimeProvider? timeProvider = null,
+        FlowRecorder? flows = null)
     {
         ArgumentNullException.ThrowIfNull(broker);
         ArgumentNullException.ThrowIfNull(options);
@@ -77,6 +79,7 @@ public sealed class QueueConsumer : IAsyncDisposable
         _serializer = serializer;
         _logger = logger ?? NullLogger<QueueConsumer>.Instance;
         _time = timeProvider ?? TimeProvider.System;
+        _flows = flows;
         _slots = new SemaphoreSlim(options.EffectivePrefetch, options.EffectivePrefetch);
     }
 
@@ -356,6 +359,7 @@ public sealed class QueueConsumer : IAsyncDisposable
                     return;
                 }
 
+                _flows?.RecordFailed(Options.Name, message.Type, deadLettered: !Options.Retry.IsRetryable(failure));
                 if (!Options.Retry.IsRetryable(failure))
                 {
                     _logger.LogError(failure, "Consumer {Consumer} dead-letters message {MessageId} ({Type}): the failure cannot be retried.", Options.Name, message.Id, message.Type);
@@ -389,12 +393,38 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>What a committed transaction produced, for the flow map.</summary>
+    private static IEnumerable<(FlowOutputKind, string, string)> Outputs(MessageTransaction transaction)
+    {
+        foreach (var append in transaction.Appends)
+        {
+            foreach (var part in append.Streams)
+            {
+                foreach (var e in part.Events)
+                {
+                    yield return (FlowOutputKind.Event, e.Type, part.Stream.Category);
+                }
+            }
+        }
+
+        foreach (var (queue, message) in transaction.Sends)
+        {
+            yield return (FlowOutputKind.Command, message.Type, queue.Value);
+        }
+
+        foreach (var (topic, message) in transaction.Publishes)
+        {
+            yield return (FlowOutputKind.Publication, message.Type, topic.Value);
+        }
+    }
+
     /// <summary>Runs the handler once and commits its effects with the acknowledgement; returns the failure, if any.</summary>
     private async Task<Exception?> HandleOnceAsync(Delivery delivery, CancellationToken cancellationToken)
     {
         var scope = _services?.CreateAsyncScope();
         try
         {
+            var started = Stopwatch.GetTimestamp();
             var context = new MessageHandlerContext(delivery, Options.Name, scope?.ServiceProvider ?? EmptyServices.Instance, _serializer);
             await _handler(context, cancellationToken).ConfigureAwait(false);
             context.Transaction.Acknowledge(delivery.Lease);
@@ -408,6 +438,10 @@ public sealed class QueueConsumer : IAsyncDisposable
             if (result.AlreadyProcessed)
             {
                 Interlocked.Increment(ref _duplicates);
+            }
+            else
+            {
+                _flows?.RecordHandled(Options.Name, delivery.Message.Type, Stopwatch.GetElapsedTime(started), Outputs(context.Transaction));
             }
 
             return null;

@@ -1,0 +1,124 @@
+using System.Text;
+using System.Text.Json;
+using Cairn.Conformance.Support;
+using Cairn.Diagnostics;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Messaging.InMemory;
+using Cairn.Subscriptions;
+
+namespace Cairn.Tests.Diagnostics;
+
+public sealed class FlowMapTests
+{
+    private static FlowRecorder Checkout()
+    {
+        var flows = new FlowRecorder();
+        flows.RecordHandled("reserve-stock", "order.placed", TimeSpan.FromMilliseconds(4), [(FlowOutputKind.Event, "stock.reserved", "stock"), (FlowOutputKind.Command, "payment.charge", "payments")]);
+        flows.RecordHandled("reserve-stock", "order.placed", TimeSpan.FromMilliseconds(2), [(FlowOutputKind.Event, "stock.reserved", "stock"), (FlowOutputKind.Command, "payment.charge", "payments")]);
+        flows.RecordHandled("payments", "payment.charge", TimeSpan.FromMilliseconds(10), [(FlowOutputKind.Publication, "payment.failed", "payments-out")]);
+        flows.RecordFailed("payments", "payment.charge", deadLettered: false);
+        flows.RecordFailed("payments", "payment.charge", deadLettered: true);
+        flows.RecordHandled("release-stock", "payment.failed", TimeSpan.FromMilliseconds(1), [(FlowOutputKind.Event, "stock.released", "stock")]);
+        return flows;
+    }
+
+    [Fact]
+    public void A_recorded_flow_counts_consumptions_with_latency_and_productions_by_kind_and_target()
+    {
+        var map = Checkout().Snapshot();
+        var reserve = Assert.Single(map.Consumptions, c => c.Handler == "reserve-stock");
+        Assert.Equal(("order.placed", 2L, 0L, 0L), (reserve.MessageType, reserve.Handled, reserve.Failed, reserve.DeadLettered));
+        Assert.Equal(0.003, reserve.MeanSeconds, 6);
+        Assert.Equal(0.004, reserve.MaxSeconds, 6);
+        var payments = Assert.Single(map.Consumptions, c => c.Handler == "payments");
+        Assert.Equal((1L, 2L, 1L), (payments.Handled, payments.Failed, payments.DeadLettered));
+        Assert.Equal(
+            [
+                new FlowProduction("payments", "payment.failed", FlowOutputKind.Publication, "payments-out", 1),
+                new FlowProduction("release-stock", "stock.released", FlowOutputKind.Event, "stock", 1),
+                new FlowProduction("reserve-stock", "payment.charge", FlowOutputKind.Command, "payments", 2),
+                new FlowProduction("reserve-stock", "stock.reserved", FlowOutputKind.Event, "stock", 2),
+            ],
+            map.Productions);
+    }
+
+    [Fact]
+    public void The_map_flags_types_no_one_consumes_handlers_that_dead_letter_and_cycles()
+    {
+        var flows = Checkout();
+        Assert.Equal(["stock.released", "stock.reserved"], flows.Snapshot().UnconsumedTypes);
+        Assert.Equal(["payments"], flows.Snapshot().DeadLetteringHandlers);
+        Assert.Empty(flows.Snapshot().Cycles);
+
+        flows.RecordHandled("ping-handler", "ping", TimeSpan.Zero, [(FlowOutputKind.Command, "pong", "pongs")]);
+        flows.RecordHandled("pong-handler", "pong", TimeSpan.Zero, [(FlowOutputKind.Command, "ping", "pings")]);
+        flows.RecordHandled("echo", "echo", TimeSpan.Zero, [(FlowOutputKind.Publication, "echo", "echoes")]);
+        var cycles = flows.Snapshot().Cycles;
+        Assert.Equal(2, cycles.Count);
+        Assert.Contains(cycles, c => c.SequenceEqual(["type:ping", "type:pong", "handler:ping-handler", "handler:pong-handler"]));
+        Assert.Contains(cycles, c => c.SequenceEqual(["type:echo", "handler:echo"]));
+    }
+
+    [Fact]
+    public void The_map_exports_as_mermaid_and_as_json()
+    {
+        var map = Checkout().Snapshot();
+        var mermaid = map.ToMermaid();
+        Assert.StartsWith("flowchart LR\n", mermaid, StringComparison.Ordinal);
+        Assert.Contains("([\"order.placed\"])", mermaid);
+        Assert.Contains("[\"reserve-stock\"]", mermaid);
+        Assert.Contains("-->|\"2 handled, mean 3 ms\"|", mermaid);
+        Assert.Contains("-->|\"1 handled, mean 10 ms, 1 dead-lettered\"|", mermaid);
+        Assert.Contains("-->|\"2 sent to payments\"|", mermaid);
+        Assert.Contains("-->|\"1 published to payments-out\"|", mermaid);
+        Assert.Contains(" deadletters\n", mermaid);
+        Assert.Contains(" unconsumed\n", mermaid);
+
+        using var json = JsonDocument.Parse(map.ToJson());
+        var root = json.RootElement;
+        Assert.Equal(3, root.GetProperty("consumptions").GetArrayLength());
+        Assert.Equal(4, root.GetProperty("productions").GetArrayLength());
+        Assert.Equal("Command", root.GetProperty("productions").EnumerateArray().Single(p => p.GetProperty("messageType").GetString() == "payment.charge").GetProperty("kind").GetString());
+        Assert.Equal(["payments"], root.GetProperty("deadLetteringHandlers").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(0, root.GetProperty("cycles").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task A_consumer_records_what_it_consumed_and_what_its_committed_effects_produced()
+    {
+        var store = new InMemoryEventStore();
+        var broker = new InMemoryMessageBroker(store, new InMemoryCheckpointStore());
+        await broker.DeclareQueueAsync(new QueueDefinition("orders"), default);
+        await broker.DeclareQueueAsync(new QueueDefinition("payments"), default);
+        var flows = new FlowRecorder();
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("orders") { Concurrency = 1, ExtendLeaseWhileHandling = false, Retry = new RetryPolicy { ImmediateRetries = 0 } },
+            (context, _) =>
+            {
+                if (context.Message.Type == "order.bad")
+                {
+                    throw new NonRetryableMessageException("refused");
+                }
+
+                context.Append(new StreamName("stock-1"), ExpectedVersion.Any, TestEvents.Json("{}", "stock.reserved"));
+                context.Send("payments", new OutgoingMessage("payment.charge", Encoding.UTF8.GetBytes("{}")));
+                return ValueTask.CompletedTask;
+            },
+            flows: flows);
+        await consumer.StartAsync(default);
+        await broker.SendAsync("orders", new OutgoingMessage("order.placed", Encoding.UTF8.GetBytes("{}")), default);
+        await broker.SendAsync("orders", new OutgoingMessage("order.bad", Encoding.UTF8.GetBytes("{}")), default);
+        await Wait.UntilAsync(() => consumer.Status.Handled == 1 && consumer.Status.DeadLettered == 1, "both messages are settled");
+
+        var map = flows.Snapshot();
+        Assert.Equal(1, Assert.Single(map.Consumptions, c => c.MessageType == "order.placed").Handled);
+        Assert.Equal(1, Assert.Single(map.Consumptions, c => c.MessageType == "order.bad").DeadLettered);
+        Assert.Contains(new FlowProduction("orders", "stock.reserved", FlowOutputKind.Event, "stock", 1), map.Productions);
+        Assert.Contains(new FlowProduction("orders", "payment.charge", FlowOutputKind.Command, "payments", 1), map.Productions);
+        Assert.Equal(["orders"], map.DeadLetteringHandlers);
+    }
+}
