@@ -349,7 +349,7 @@ internal sealed partial class SqliteWriteContext
     private void CreateViews(long build)
     {
         var ddl = new StringBuilder();
-        foreach (var table in TablesOf(build, "*__b" + build))
+        foreach (var table in TablesOf("*__b" + build))
         {
             var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
             ddl.Append("DROP VIEW IF EXISTS \"").Append(name).Append("\";\n");
@@ -372,7 +372,7 @@ internal sealed partial class SqliteWriteContext
         }
 
         var ddl = new StringBuilder();
-        foreach (var table in TablesOf(build, "cairn_doc_" + build + "_*").Concat(TablesOf(build, "*__b" + build)))
+        foreach (var table in TablesOf("cairn_doc_" + build + "_*").Concat(TablesOf("*__b" + build)))
         {
             ddl.Append("DROP TABLE IF EXISTS \"").Append(table).Append("\";\n");
         }
@@ -422,7 +422,7 @@ internal sealed partial class SqliteWriteContext
         }
     }
 
-    private List<string> TablesOf(long build, string glob)
+    private List<string> TablesOf(string glob)
     {
         var select = Sql("SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB ?1 ORDER BY name");
         select.Bind(1, glob);
@@ -439,7 +439,6 @@ internal sealed partial class SqliteWriteContext
             select.Reset();
         }
 
-        _ = build;
         return names;
     }
 

@@ -35,22 +35,7 @@ public sealed class ProjectionHostingTests : IDisposable
     private static Task<AppendResult> PlaceAsync(IHost host, string orderId, string customer = "c-1", decimal total = 10m) =>
         host.Services.GetRequiredService<IEventStore>().AppendToStreamAsync(Orders.Stream(orderId), ExpectedVersion.Any, [Orders.Placed(orderId, customer, total)]);
 
-    /// <summary>Reads the file with a connection of its own, as another tool would.</summary>
-    private List<T> Select<T>(string sql, Func<SqliteDataReader, T> read)
-    {
-        using var connection = new SqliteConnection($"Data Source={_database.Path};Mode=ReadOnly;Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        using var reader = command.ExecuteReader();
-        var rows = new List<T>();
-        while (reader.Read())
-        {
-            rows.Add(read(reader));
-        }
-
-        return rows;
-    }
+    private List<T> Select<T>(string sql, Func<SqliteDataReader, T> read) => _database.Query(sql, read);
 
     [Fact]
     public async Task use_sqlite_hosts_projections_whose_documents_and_positions_survive_a_restart()

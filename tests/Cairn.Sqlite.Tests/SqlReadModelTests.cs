@@ -158,21 +158,7 @@ public sealed partial class SqlReadModelTests : IDisposable
 
     private object? Scalar(string sql) => Read(sql, r => r.IsDBNull(0) ? null : r.GetValue(0)).SingleOrDefault();
 
-    private List<T> Read<T>(string sql, Func<SqliteDataReader, T> row)
-    {
-        using var connection = new SqliteConnection($"Data Source={_database.Path};Mode=ReadOnly;Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        using var reader = command.ExecuteReader();
-        var rows = new List<T>();
-        while (reader.Read())
-        {
-            rows.Add(row(reader));
-        }
-
-        return rows;
-    }
+    private List<T> Read<T>(string sql, Func<SqliteDataReader, T> row) => _database.Query(sql, row);
 
     /// <summary>
     /// Orders per customer and a log of orders, in tables of its own. Its handler runs two statements; an order placed

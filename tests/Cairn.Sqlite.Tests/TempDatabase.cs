@@ -1,3 +1,5 @@
+using Microsoft.Data.Sqlite;
+
 namespace Cairn.Sqlite.Tests;
 
 /// <summary>A SQLite file in its own temporary directory, deleted with everything beside it on dispose.</summary>
@@ -15,6 +17,23 @@ public sealed class TempDatabase : IDisposable
     public string Path { get; }
 
     public string ConnectionString => $"Data Source={Path}";
+
+    /// <summary>Reads the file with a read-only connection of its own, as another tool would.</summary>
+    public List<T> Query<T>(string sql, Func<SqliteDataReader, T> read)
+    {
+        using var connection = new SqliteConnection($"Data Source={Path};Mode=ReadOnly;Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        using var reader = command.ExecuteReader();
+        var rows = new List<T>();
+        while (reader.Read())
+        {
+            rows.Add(read(reader));
+        }
+
+        return rows;
+    }
 
     public void Dispose()
     {

@@ -191,15 +191,6 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         }
     }
 
-    /// <summary>The position the serving build of a projection has reached, or null when it is not open.</summary>
-    public GlobalPosition? GetPosition(string projection)
-    {
-        lock (_gate)
-        {
-            return _projections.TryGetValue(projection, out var entry) ? entry.Serving.Position : null;
-        }
-    }
-
     private List<KeyValuePair<string, Stored>> Match(string projection, DocumentDefinition document, DocumentQuerySpec query)
     {
         var positions = query.Conditions.Select(c => IndexOf(document, c.Index)).ToArray();
