@@ -47,3 +47,5 @@ public sealed class SqliteProjectionFailureTests(SqliteFixture f) : Cairn.Confor
 public sealed class SqliteDocumentQueryTests(SqliteFixture f) : Cairn.Conformance.Projections.DocumentQueryTests<SqliteFixture>(f);
 
 public sealed class SqliteProjectionRebuildTests(SqliteFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<SqliteFixture>(f);
+
+public sealed class SqliteWorkflowTests(SqliteFixture f) : Cairn.Conformance.Workflows.WorkflowTests<SqliteFixture>(f);

@@ -47,3 +47,5 @@ public sealed class InMemoryProjectionFailureTests(InMemoryFixture f) : Cairn.Co
 public sealed class InMemoryDocumentQueryTests(InMemoryFixture f) : Cairn.Conformance.Projections.DocumentQueryTests<InMemoryFixture>(f);
 
 public sealed class InMemoryProjectionRebuildTests(InMemoryFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<InMemoryFixture>(f);
+
+public sealed class InMemoryWorkflowTests(InMemoryFixture f) : Cairn.Conformance.Workflows.WorkflowTests<InMemoryFixture>(f);

@@ -12,6 +12,7 @@ namespace Cairn.Messaging.Consumers;
 public sealed class MessageHandlerContext
 {
     private readonly EventSerializer? _serializer;
+    private List<Action>? _onCommitted;
 
     internal MessageHandlerContext(Delivery delivery, string consumer, IServiceProvider services, EventSerializer? serializer)
     {
@@ -73,6 +74,26 @@ public sealed class MessageHandlerContext
 
     /// <summary>Publishes an object, serialized under its registered type name, when the handling commits.</summary>
     public MessageHandlerContext Publish(TopicName topic, object message) => Publish(topic, Serializer.ToOutgoingMessage(message));
+
+    /// <summary>
+    /// Runs <paramref name="action"/> once the handling's effects have committed; not when the commit fails, nor when the
+    /// inbox shows the message was already handled. For bookkeeping that must count only what was written.
+    /// </summary>
+    public MessageHandlerContext OnCommitted(Action action)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        (_onCommitted ??= []).Add(action);
+        return this;
+    }
+
+    /// <summary>Runs the actions registered with <see cref="OnCommitted"/>.</summary>
+    internal void Committed()
+    {
+        foreach (var action in _onCommitted ?? [])
+        {
+            action();
+        }
+    }
 
     /// <summary>Deserializes the message into the type registered for its type name.</summary>
     public T Read<T>() => Serializer.Deserialize<T>(Message);

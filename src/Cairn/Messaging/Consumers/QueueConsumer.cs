@@ -442,6 +442,7 @@ public sealed class QueueConsumer : IAsyncDisposable
             else
             {
                 _flows?.RecordHandled(Options.Name, delivery.Message.Type, Stopwatch.GetElapsedTime(started), Outputs(context.Transaction));
+                context.Committed();
             }
 
             return null;

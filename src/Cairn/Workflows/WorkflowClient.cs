@@ -1,0 +1,165 @@
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Projections;
+using Cairn.Serialization;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.Workflows;
+
+/// <summary>
+/// Starts, reads, controls and finds the instances of the hosted workflows. Every control action (cancel, retry, skip)
+/// is an event in the instance's history, committed with the messages it sends.
+/// </summary>
+public sealed class WorkflowClient
+{
+    private readonly Dictionary<string, WorkflowCoordinator> _coordinators = new(StringComparer.Ordinal);
+    private readonly EventSerializer _serializer;
+    private readonly IServiceProvider _services;
+    private readonly TimeProvider _time;
+
+    /// <summary>Compiles each definition, refusing a broken one with <see cref="InvalidWorkflowDefinitionException"/>.</summary>
+    public WorkflowClient(
+        IEnumerable<IWorkflowDefinition> definitions,
+        IEventStore store,
+        IMessageSender sender,
+        EventSerializer serializer,
+        IServiceProvider services,
+        TimeProvider? timeProvider = null,
+        ILoggerFactory? loggers = null)
+    {
+        ArgumentNullException.ThrowIfNull(definitions);
+        _serializer = serializer;
+        _services = services;
+        _time = timeProvider ?? TimeProvider.System;
+        foreach (var definition in definitions)
+        {
+            var model = definition.Compile(serializer);
+            if (!_coordinators.TryAdd(model.Name, new WorkflowCoordinator(model, store, sender, serializer, _time, loggers?.CreateLogger("Cairn.Workflows." + model.Name))))
+            {
+                throw new InvalidWorkflowDefinitionException($"Two workflows are named '{model.Name}'.");
+            }
+        }
+
+        if (_coordinators.Values.GroupBy(c => c.Model.Queue).FirstOrDefault(g => g.Count() > 1) is { } shared)
+        {
+            throw new InvalidWorkflowDefinitionException($"Workflows '{string.Join("', '", shared.Select(c => c.Model.Name))}' share the queue '{shared.Key}'; each needs its own.");
+        }
+    }
+
+    /// <summary>The hosted workflows' names.</summary>
+    public IReadOnlyCollection<string> Workflows => _coordinators.Keys;
+
+    /// <summary>
+    /// Starts an instance of <paramref name="workflow"/> with <paramref name="state"/>, keyed by
+    /// <paramref name="instanceId"/> (its correlation id): the start and its first step's message commit together.
+    /// </summary>
+    /// <exception cref="WorkflowAlreadyStartedException">An instance with that id exists.</exception>
+    /// <exception cref="ArgumentException">The state is not of the workflow's state type, or the id is invalid.</exception>
+    public Task<WorkflowInstance> StartAsync(string workflow, string instanceId, object state, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        var coordinator = Get(workflow);
+        if (!coordinator.Model.StateType.IsInstanceOfType(state))
+        {
+            throw new ArgumentException($"Workflow '{workflow}' keeps a {coordinator.Model.StateType.Name}, not a {state.GetType().Name}.", nameof(state));
+        }
+
+        WorkflowCoordinator.ValidateInstanceId(instanceId);
+        return coordinator.ExecuteAsync(instanceId, create: true, d => d.Start(state, null), cancellationToken);
+    }
+
+    /// <summary>The instance as it stands now, or null when there is none.</summary>
+    public Task<WorkflowInstance?> GetAsync(string workflow, string instanceId, CancellationToken cancellationToken = default) =>
+        Get(workflow).LoadAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), null, cancellationToken);
+
+    /// <summary>The instance as it stood at <paramref name="time"/>, or null when it had not started by then.</summary>
+    public Task<WorkflowInstance?> GetAsOfAsync(string workflow, string instanceId, DateTimeOffset time, CancellationToken cancellationToken = default) =>
+        Get(workflow).LoadAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), time, cancellationToken);
+
+    /// <summary>The instance's timeline: every event of its history, oldest first (empty when there is no instance).</summary>
+    public async Task<IReadOnlyList<WorkflowHistoryEntry>> GetHistoryAsync(string workflow, string instanceId, CancellationToken cancellationToken = default)
+    {
+        var history = new List<WorkflowHistoryEntry>();
+        await foreach (var entry in Get(workflow).ReadHistoryAsync(instanceId, cancellationToken).ConfigureAwait(false))
+        {
+            history.Add(entry);
+        }
+
+        return history;
+    }
+
+    /// <summary>The workflow's state, deserialized with Cairn's JSON options.</summary>
+    public TState GetState<TState>(WorkflowInstance instance)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        return instance.GetState<TState>(_serializer.Options);
+    }
+
+    /// <summary>Cancels an instance: its completed steps, and the running step's effect, are compensated in reverse order; it ends cancelled.</summary>
+    /// <exception cref="WorkflowStateException">It has finished, or is compensating already.</exception>
+    public Task<WorkflowInstance> CancelAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        return Get(workflow).ExecuteAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), create: false, d => d.Cancel(reason), cancellationToken);
+    }
+
+    /// <summary>Tries the current step (suspended or still waiting) or the suspended compensation again, as a new attempt.</summary>
+    /// <exception cref="WorkflowStateException">There is no step or compensation to retry.</exception>
+    public Task<WorkflowInstance> RetryAsync(string workflow, string instanceId, string? reason = null, CancellationToken cancellationToken = default) =>
+        Get(workflow).ExecuteAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), create: false, d => d.Retry(reason), cancellationToken);
+
+    /// <summary>Skips the current step (moving to its next one) or the suspended compensation, recording why.</summary>
+    /// <exception cref="WorkflowStateException">There is no step or compensation to skip, or the step names no next one.</exception>
+    public Task<WorkflowInstance> SkipAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        return Get(workflow).ExecuteAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), create: false, d => d.Skip(reason), cancellationToken);
+    }
+
+    /// <summary>
+    /// Queries the instances of every hosted workflow: filter on <c>workflow</c>, <c>status</c> (a
+    /// <see cref="WorkflowStatus"/> name), <c>started_at</c> and <c>updated_at</c>; order and page as any document query.
+    /// </summary>
+    public DocumentQuery<WorkflowSummary> Query() => Summaries.Query<WorkflowSummary>(WorkflowSummaries.ProjectionName);
+
+    /// <summary>Unfinished instances that have made no progress for longer than <paramref name="olderThan"/>, oldest first.</summary>
+    public Task<IReadOnlyList<WorkflowSummary>> FindStuckAsync(TimeSpan olderThan, string? workflow = null, int take = 100, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(olderThan, TimeSpan.Zero);
+        var query = Query()
+            .Where("status", QueryOperator.In, new[] { nameof(WorkflowStatus.Running), nameof(WorkflowStatus.Compensating), nameof(WorkflowStatus.Suspended) })
+            .Where("updated_at", QueryOperator.LessThan, _time.GetUtcNow() - olderThan)
+            .OrderBy("updated_at")
+            .Take(take);
+        if (workflow is not null)
+        {
+            query = query.Where("workflow", Get(workflow).Model.Name);
+        }
+
+        return query.ToListAsync(cancellationToken);
+    }
+
+    /// <summary>Waits until the instance summaries include <paramref name="position"/> (read-your-writes for <see cref="Query"/>).</summary>
+    public Task WaitForSummariesAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        Monitor.WaitForAsync(WorkflowSummaries.ProjectionName, position, timeout, cancellationToken);
+
+    /// <summary>Waits until the instance summaries include everything in the log now.</summary>
+    public async Task WaitForSummariesAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        var store = (IEventStore)_services.GetService(typeof(IEventStore))!;
+        var head = await store.GetHeadPositionAsync(cancellationToken).ConfigureAwait(false);
+        await WaitForSummariesAsync(head, timeout, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The workflow's steps and transitions as a Mermaid state diagram.</summary>
+    public string Describe(string workflow) => WorkflowDiagram.ToMermaid(Get(workflow).Model);
+
+    internal WorkflowCoordinator Get(string workflow) =>
+        _coordinators.TryGetValue(workflow ?? throw new ArgumentNullException(nameof(workflow)), out var coordinator)
+            ? coordinator
+            : throw new WorkflowNotFoundException($"No workflow named '{workflow}' is hosted; the hosted ones are: {string.Join(", ", _coordinators.Keys.Order(StringComparer.Ordinal))}.");
+
+    private ReadModels Summaries => (ReadModels)_services.GetService(typeof(ReadModels))!;
+
+    private DependencyInjection.ProjectionMonitor Monitor => (DependencyInjection.ProjectionMonitor)_services.GetService(typeof(DependencyInjection.ProjectionMonitor))!;
+}

@@ -1,0 +1,255 @@
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Serialization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Workflows;
+
+/// <summary>One entry of an instance's history.</summary>
+/// <param name="Version">The event's version in the instance's stream.</param>
+/// <param name="Position">Its global position.</param>
+/// <param name="Time">When it was recorded.</param>
+/// <param name="Type">Its type name, such as <c>cairn.workflow.step-started</c>.</param>
+/// <param name="Event">The event.</param>
+/// <param name="CausationId">The id of the message (reply, timer, start) that caused it, if any.</param>
+public sealed record WorkflowHistoryEntry(long Version, GlobalPosition Position, DateTimeOffset Time, string Type, WorkflowEvent Event, string? CausationId);
+
+/// <summary>
+/// Runs one workflow: it takes the messages of the workflow's queue (starts, replies, timers), folds the instance's
+/// history, decides, and commits the new events with the messages they send, the delivery's acknowledgement and the
+/// inbox record in one transaction. Operators' actions go through the same decisions, committed with the instance's
+/// expected version.
+/// </summary>
+internal sealed class WorkflowCoordinator
+{
+    private const int MaxConflictRetries = 20;
+    private readonly IEventStore _store;
+    private readonly IMessageSender _sender;
+    private readonly EventSerializer _serializer;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly string _timerType;
+
+    public WorkflowCoordinator(WorkflowModel model, IEventStore store, IMessageSender sender, EventSerializer serializer, TimeProvider? time = null, ILogger? logger = null)
+    {
+        Model = model;
+        _store = store;
+        _sender = sender;
+        _serializer = serializer;
+        _time = time ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
+        _timerType = serializer.Registry.GetName(typeof(WorkflowTimer));
+    }
+
+    public WorkflowModel Model { get; }
+
+    /// <summary>The consumer's handler: one message of the workflow's queue.</summary>
+    public async ValueTask HandleAsync(MessageHandlerContext context, CancellationToken cancellationToken)
+    {
+        var message = context.Message;
+        string instanceId;
+        Action<WorkflowDecider, bool> decide;
+        if (message.Type == _timerType)
+        {
+            var timer = context.Read<WorkflowTimer>();
+            if (timer.Workflow != Model.Name)
+            {
+                throw new UndeliverableWorkflowMessageException($"A timer of workflow '{timer.Workflow}' reached the queue of workflow '{Model.Name}'.");
+            }
+
+            instanceId = InstanceIdOf(message, timer.InstanceId);
+            decide = (d, exists) =>
+            {
+                if (exists)
+                {
+                    d.Timer(timer.Timer);
+                }
+            };
+        }
+        else if (Model.Starts.TryGetValue(message.Type, out var start))
+        {
+            var body = context.Read<object>();
+            instanceId = InstanceIdOf(message, start.Correlate?.Invoke(body) ?? message.CorrelationId);
+            decide = (d, exists) =>
+            {
+                if (exists)
+                {
+                    d.StartAgain(message.Type, message.Id.ToString());
+                }
+                else
+                {
+                    d.Start(start.Start(body), message.Type);
+                }
+            };
+        }
+        else if (Model.IsReply(message.Type))
+        {
+            var body = context.Read<object>();
+            instanceId = InstanceIdOf(message, Model.Correlations.TryGetValue(message.Type, out var correlate) ? correlate(body) : message.CorrelationId);
+            decide = (d, exists) =>
+            {
+                if (!exists)
+                {
+                    throw new UndeliverableWorkflowMessageException($"Message {message.Id} ({message.Type}) is a reply for instance '{instanceId}' of workflow '{Model.Name}', which does not exist.");
+                }
+
+                d.Reply(message.Type, message.Id.ToString(), body);
+            };
+        }
+        else
+        {
+            throw new UndeliverableWorkflowMessageException($"Workflow '{Model.Name}' neither starts on nor expects messages of type '{message.Type}' (message {message.Id}).");
+        }
+
+        var (instance, exists) = await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+        if (!exists && message.Type == _timerType)
+        {
+            _logger.LogWarning("Workflow {Workflow} got a timer for instance {Instance}, which does not exist; it is dropped.", Model.Name, instanceId);
+            return;
+        }
+
+        var decider = new WorkflowDecider(Model, _serializer, instance, instanceId, _time.GetUtcNow());
+        decide(decider, exists);
+        var request = ToAppend(decider);
+        if (request is null)
+        {
+            return;
+        }
+
+        context.Append(request);
+        foreach (var effect in decider.Effects)
+        {
+            if (effect.Kind == StepActionKind.Send)
+            {
+                context.Send(new QueueName(effect.Target), effect.Message);
+            }
+            else
+            {
+                context.Publish(new TopicName(effect.Target), effect.Message);
+            }
+        }
+
+        context.OnCommitted(() => WorkflowMetrics.Record(Model.Name, decider));
+    }
+
+    /// <summary>
+    /// Runs an operator's (or the client's) decision against the instance's latest state and commits it, deciding again
+    /// on a conflict with a concurrent change.
+    /// </summary>
+    public async Task<WorkflowInstance> ExecuteAsync(string instanceId, bool create, Action<WorkflowDecider> decide, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var (instance, exists) = await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+            if (create && exists)
+            {
+                throw new WorkflowAlreadyStartedException(Model.Name, instanceId);
+            }
+
+            if (!create && !exists)
+            {
+                throw new WorkflowInstanceNotFoundException(Model.Name, instanceId);
+            }
+
+            var decider = new WorkflowDecider(Model, _serializer, instance, instanceId, _time.GetUtcNow());
+            decide(decider);
+            var request = ToAppend(decider);
+            if (request is null)
+            {
+                return decider.Instance;
+            }
+
+            var transaction = new MessageTransaction().Append(request);
+            foreach (var effect in decider.Effects)
+            {
+                _ = effect.Kind == StepActionKind.Send
+                    ? transaction.Send(new QueueName(effect.Target), effect.Message)
+                    : transaction.Publish(new TopicName(effect.Target), effect.Message);
+            }
+
+            try
+            {
+                await _sender.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
+            }
+            catch (WrongExpectedVersionException) when (attempt < MaxConflictRetries)
+            {
+                if (create)
+                {
+                    throw new WorkflowAlreadyStartedException(Model.Name, instanceId);
+                }
+
+                continue;
+            }
+
+            WorkflowMetrics.Record(Model.Name, decider);
+            return decider.Instance;
+        }
+    }
+
+    /// <summary>The instance as its history shows it now, or at <paramref name="asOf"/>; null when it does not exist (or had not started by then).</summary>
+    public async Task<WorkflowInstance?> LoadAsync(string instanceId, DateTimeOffset? asOf, CancellationToken cancellationToken)
+    {
+        var instance = new WorkflowInstance();
+        var any = false;
+        await foreach (var entry in ReadHistoryAsync(instanceId, cancellationToken).ConfigureAwait(false))
+        {
+            if (asOf is { } limit && entry.Time > limit)
+            {
+                break;
+            }
+
+            instance.Apply(entry.Event, entry.Time, entry.Version);
+            any = true;
+        }
+
+        return any ? instance : null;
+    }
+
+    /// <summary>The instance's history, oldest first.</summary>
+    public async IAsyncEnumerable<WorkflowHistoryEntry> ReadHistoryAsync(string instanceId, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var stream = Model.StreamOf(ValidateInstanceId(instanceId));
+        await foreach (var recorded in _store.ReadStreamAsync(stream, cancellationToken).ConfigureAwait(false))
+        {
+            var e = _serializer.Deserialize<WorkflowEvent>(recorded);
+            yield return new WorkflowHistoryEntry(recorded.Version, recorded.Position, recorded.Time, recorded.Type, e, recorded.CausationId);
+        }
+    }
+
+    private async Task<(WorkflowInstance Instance, bool Exists)> LoadOrNewAsync(string instanceId, CancellationToken cancellationToken)
+    {
+        var loaded = await LoadAsync(instanceId, null, cancellationToken).ConfigureAwait(false);
+        return loaded is null ? (new WorkflowInstance(), false) : (loaded, true);
+    }
+
+    private AppendRequest? ToAppend(WorkflowDecider decider)
+    {
+        if (decider.Events.Count == 0)
+        {
+            return null;
+        }
+
+        var expected = decider.ExpectedVersion < 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(decider.ExpectedVersion);
+        return new AppendRequest(Model.StreamOf(decider.InstanceId), expected, [.. decider.Events.Select(e => _serializer.ToEventData(e))]);
+    }
+
+    /// <summary>Checks an instance id: it becomes part of a stream name.</summary>
+    /// <exception cref="ArgumentException">The id breaks the rules.</exception>
+    internal static string ValidateInstanceId(string? instanceId) =>
+        InstanceIdFault(instanceId) is { } fault ? throw new ArgumentException(fault, nameof(instanceId)) : instanceId!;
+
+    private string InstanceIdOf(Message message, string? instanceId) =>
+        InstanceIdFault(instanceId) is { } fault
+            ? throw new UndeliverableWorkflowMessageException($"Message {message.Id} ({message.Type}) names no instance of workflow '{Model.Name}': {fault}")
+            : instanceId!;
+
+    private static string? InstanceIdFault(string? instanceId) =>
+        string.IsNullOrEmpty(instanceId) || instanceId.Length > MaxInstanceIdLength || instanceId.Any(char.IsControl) || instanceId.Trim().Length != instanceId.Length
+            ? $"'{instanceId}' is not a valid workflow instance id: use 1 to {MaxInstanceIdLength} characters, no control characters, no leading or trailing white space."
+            : null;
+
+    /// <summary>The longest instance id.</summary>
+    internal const int MaxInstanceIdLength = 200;
+}

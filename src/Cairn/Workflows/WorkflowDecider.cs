@@ -1,0 +1,398 @@
+using System.Security.Cryptography;
+using System.Text;
+using Cairn.Envelopes;
+using Cairn.Messaging;
+using Cairn.Serialization;
+
+namespace Cairn.Workflows;
+
+/// <summary>A message a decision sends or publishes, committed with the decision's events.</summary>
+internal sealed record WorkflowEffect(StepActionKind Kind, string Target, OutgoingMessage Message);
+
+/// <summary>
+/// Decides what one trigger (a start, a reply, a timer, an operator's action) does to one instance: the events to
+/// append and the messages to send with them. Pure but for the clock: the coordinator commits the result with the
+/// instance's expected version, so a decision taken twice commits once.
+/// </summary>
+internal sealed class WorkflowDecider
+{
+    /// <summary>The metadata key naming the queue replies go to.</summary>
+    public const string ReplyToKey = "replyto";
+
+    /// <summary>The metadata key of a step's idempotency key, the same on each attempt.</summary>
+    public const string IdempotencyKey = "idempotencykey";
+
+    private readonly WorkflowModel _model;
+    private readonly EventSerializer _serializer;
+    private readonly DateTimeOffset _now;
+    private readonly string _instanceId;
+    private readonly List<(string Step, double Seconds)> _stepDurations = [];
+    private readonly string _stream;
+
+    public WorkflowDecider(WorkflowModel model, EventSerializer serializer, WorkflowInstance instance, string instanceId, DateTimeOffset now)
+    {
+        _model = model;
+        _serializer = serializer;
+        Instance = instance;
+        _instanceId = instanceId;
+        _stream = model.StreamOf(instanceId).Value;
+        _now = now;
+        ExpectedVersion = instance.StreamVersion;
+    }
+
+    /// <summary>The instance's id.</summary>
+    public string InstanceId => _instanceId;
+
+    /// <summary>The steps completed by the decision, with the time since their first attempt started.</summary>
+    public IReadOnlyList<(string Step, double Seconds)> StepDurations => _stepDurations;
+
+    /// <summary>The instance, with the decision's events applied.</summary>
+    public WorkflowInstance Instance { get; }
+
+    /// <summary>The stream version the decision was taken on (-1 for a new instance).</summary>
+    public long ExpectedVersion { get; }
+
+    public List<WorkflowEvent> Events { get; } = [];
+
+    public List<WorkflowEffect> Effects { get; } = [];
+
+    /// <summary>Starts a new instance with <paramref name="state"/>.</summary>
+    public void Start(object state, string? startedBy)
+    {
+        Emit(new WorkflowStarted(_model.Name, _model.Version, _instanceId, _model.WriteState(state), startedBy));
+        StartStep(_model.FirstStep, 1, null);
+    }
+
+    /// <summary>A start message for an instance that exists already: recorded, nothing else.</summary>
+    public void StartAgain(string messageType, string messageId) =>
+        Emit(new ReplyIgnored(messageType, messageId, "the instance was already started"));
+
+    /// <summary>Applies a reply.</summary>
+    public void Reply(string type, string id, object reply)
+    {
+        var instance = Instance;
+        if (instance.HasSeen(id))
+        {
+            Emit(new ReplyIgnored(type, id, "a duplicate of a reply already applied"));
+            return;
+        }
+
+        if (instance.IsFinished)
+        {
+            Emit(new ReplyIgnored(type, id, $"the instance had already {instance.Status.ToString().ToLowerInvariant()}"));
+            return;
+        }
+
+        if (instance.Status == WorkflowStatus.Compensating && instance.CurrentCompensation is { } compensating
+            && _model.Step(compensating).CompensationConfirmation == type)
+        {
+            Emit(new CompensationCompleted(compensating, type, id));
+            NextCompensation();
+            return;
+        }
+
+        if (instance.Status is WorkflowStatus.Running or WorkflowStatus.Suspended && instance.CurrentStep is { } current
+            && _model.Step(current).Replies.TryGetValue(type, out var rule))
+        {
+            ApplyRule(_model.Step(current), rule, type, id, reply);
+            return;
+        }
+
+        var waiting = instance.CurrentStep is { } s ? $"step '{s}' waits for {string.Join(", ", _model.Step(s).Replies.Keys)}"
+            : instance.CurrentCompensation is { } c ? $"the compensation of '{c}' waits for {_model.Step(c).CompensationConfirmation ?? "nothing"}"
+            : "nothing waits for a reply";
+        Emit(new ReplyIgnored(type, id, $"not expected now ({instance.Status.ToString().ToLowerInvariant()}; {waiting})"));
+    }
+
+    /// <summary>Applies a fired timer.</summary>
+    public void Timer(string token)
+    {
+        var instance = Instance;
+        if (instance.ArmedTimer != token)
+        {
+            var why = instance.IsFinished ? $"the instance had already {instance.Status.ToString().ToLowerInvariant()}" : "its step or compensation had moved on";
+            Emit(new TimerIgnored(token, why));
+            return;
+        }
+
+        if (instance.Status == WorkflowStatus.Compensating && instance.CurrentCompensation is { } compensating)
+        {
+            var step = _model.Step(compensating);
+            Emit(new CompensationTimedOut(compensating, instance.CompensationAttempt));
+            if (instance.CompensationAttempt < step.CompensationAttempts)
+            {
+                StartCompensation(step, instance.CompensationAttempt + 1, _now + step.BackoffBefore(instance.CompensationAttempt + 1));
+            }
+            else
+            {
+                Emit(new WorkflowSuspended(compensating, $"the compensation of '{compensating}' was not confirmed after {step.CompensationAttempts} attempts"));
+            }
+
+            return;
+        }
+
+        var current = _model.Step(instance.CurrentStep!);
+        if (current.Delay is not null)
+        {
+            Emit(new StepCompleted(current.Name, instance.Attempt, null, null, null, current.Next));
+            MoveOn(current.Next);
+            return;
+        }
+
+        Emit(new StepTimedOut(current.Name, instance.Attempt));
+        RetryOrFail(current, $"step '{current.Name}' timed out after {instance.Attempt} attempt(s)", null, null, effectUncertain: true);
+    }
+
+    /// <summary>An operator cancels the instance: its completed steps (and the running one's effect, if any) are compensated.</summary>
+    public void Cancel(string reason)
+    {
+        var instance = Instance;
+        if (instance.IsFinished)
+        {
+            throw new WorkflowStateException($"Workflow instance {_model.Name}/{_instanceId} cannot be cancelled: it has already {instance.Status.ToString().ToLowerInvariant()}.");
+        }
+
+        if (instance.Status == WorkflowStatus.Compensating || (instance.Status == WorkflowStatus.Suspended && instance.CurrentCompensation is not null))
+        {
+            throw new WorkflowStateException($"Workflow instance {_model.Name}/{_instanceId} cannot be cancelled: it is already compensating; retry or skip the compensation of '{instance.CurrentCompensation}'.");
+        }
+
+        Emit(new WorkflowCancelRequested(reason));
+        var running = instance.CurrentStep is { } s && _model.Step(s).Action is not null ? s : null;
+        BeginCompensation(reason, cancelled: true, running);
+    }
+
+    /// <summary>An operator retries the current step (suspended or waiting) or the suspended compensation.</summary>
+    public void Retry(string? reason)
+    {
+        var instance = Instance;
+        if (instance.Status == WorkflowStatus.Suspended && instance.CurrentCompensation is { } compensating)
+        {
+            Emit(new StepRetryRequested(compensating, reason));
+            StartCompensation(_model.Step(compensating), instance.CompensationAttempt + 1, null);
+            return;
+        }
+
+        if (instance.Status is WorkflowStatus.Running or WorkflowStatus.Suspended && instance.CurrentStep is { } step)
+        {
+            Emit(new StepRetryRequested(step, reason));
+            StartStep(step, instance.Attempt + 1, null);
+            return;
+        }
+
+        throw new WorkflowStateException($"Workflow instance {_model.Name}/{_instanceId} has no step to retry: it is {instance.Status.ToString().ToLowerInvariant()}.");
+    }
+
+    /// <summary>An operator skips the current step (to its next one) or the suspended compensation.</summary>
+    public void Skip(string reason)
+    {
+        var instance = Instance;
+        if (instance.Status == WorkflowStatus.Suspended && instance.CurrentCompensation is { } compensating)
+        {
+            Emit(new CompensationSkipped(compensating, reason));
+            NextCompensation();
+            return;
+        }
+
+        if (instance.Status is WorkflowStatus.Running or WorkflowStatus.Suspended && instance.CurrentStep is { } name)
+        {
+            var step = _model.Step(name);
+            if (!step.TryGetSkipTarget(out var next))
+            {
+                throw new WorkflowStateException($"Step '{name}' of workflow '{_model.Name}' cannot be skipped: its replies lead to different steps and it names no next step (Then or Complete).");
+            }
+
+            Emit(new StepSkipped(name, reason));
+            MoveOn(next);
+            return;
+        }
+
+        throw new WorkflowStateException($"Workflow instance {_model.Name}/{_instanceId} has no step to skip: it is {instance.Status.ToString().ToLowerInvariant()}.");
+    }
+
+    private void ApplyRule(StepModel step, ReplyModel rule, string type, string id, object reply)
+    {
+        var attempt = Instance.Attempt;
+        switch (rule.Outcome)
+        {
+            case ReplyOutcome.Fail:
+                Emit(new StepFailed(step.Name, attempt, rule.Reason(CurrentState(), reply), type, id, EffectUncertain: false));
+                FailurePath(step, Instance.Reason!, effectUncertain: false);
+                return;
+            case ReplyOutcome.Retry:
+                var reason = rule.Reason(CurrentState(), reply);
+                Emit(new StepAttemptFailed(step.Name, attempt, type, id, reason));
+                RetryOrFail(step, reason, type, id, effectUncertain: false);
+                return;
+            default:
+                var before = CurrentState();
+                var after = rule.Evolve(before, reply);
+                var next = rule.Completes ? null : rule.Target;
+                Emit(new StepCompleted(step.Name, attempt, type, id, ReferenceEquals(before, after) ? null : _model.WriteState(after), next));
+                MoveOn(next);
+                return;
+        }
+    }
+
+    private void RetryOrFail(StepModel step, string reason, string? replyType, string? replyId, bool effectUncertain)
+    {
+        var attempt = Instance.Attempt;
+        if (attempt < step.MaxAttempts)
+        {
+            StartStep(step.Name, attempt + 1, _now + step.BackoffBefore(attempt + 1));
+            return;
+        }
+
+        Emit(new StepFailed(step.Name, attempt, reason, replyType, replyId, effectUncertain));
+        FailurePath(step, reason, effectUncertain);
+    }
+
+    private void FailurePath(StepModel step, string reason, bool effectUncertain)
+    {
+        if (step.FailureAction == StepFailureAction.Suspend)
+        {
+            Emit(new WorkflowSuspended(step.Name, reason));
+            return;
+        }
+
+        BeginCompensation(reason, cancelled: false, effectUncertain && step.Compensation is not null ? step.Name : null);
+    }
+
+    private void BeginCompensation(string reason, bool cancelled, string? uncertainStep)
+    {
+        var steps = Instance.CompletedSteps.Append(uncertainStep).OfType<string>()
+            .Where(s => _model.Step(s).Compensation is not null)
+            .Reverse()
+            .ToList();
+        Emit(new CompensationBegan(steps, reason, cancelled));
+        NextCompensation();
+    }
+
+    private void NextCompensation()
+    {
+        var instance = Instance;
+        if (instance.PendingCompensations.Count > 0)
+        {
+            StartCompensation(_model.Step(instance.PendingCompensations[0]), 1, null);
+            return;
+        }
+
+        Emit(instance.CancelledPath ? new WorkflowCancelled(instance.Reason ?? "cancelled") : new WorkflowFailed(instance.Reason ?? "failed"));
+    }
+
+    private void StartCompensation(StepModel step, int attempt, DateTimeOffset? sendAt)
+    {
+        var compensation = step.Compensation!;
+        var version = NextVersion;
+        var message = MakeMessage(compensation, version, $"{_stream}/compensate/{step.Name}", sendAt);
+        DateTimeOffset? timeoutAt = step.CompensationConfirmation is null ? null : (sendAt ?? _now) + step.CompensationTimeout;
+        Emit(new CompensationStarted(step.Name, attempt, message.Id.ToString(), message.Type, compensation.Target, timeoutAt, sendAt));
+        Effects.Add(new WorkflowEffect(compensation.Kind, compensation.Target, message));
+        if (timeoutAt is { } due)
+        {
+            ArmTimer(WorkflowInstance.TimerToken("compensation", step.Name, version), due);
+            return;
+        }
+
+        Emit(new CompensationCompleted(step.Name, null, null));
+        NextCompensation();
+    }
+
+    private void MoveOn(string? next)
+    {
+        if (next is null)
+        {
+            Emit(new WorkflowCompleted());
+            return;
+        }
+
+        StartStep(next, 1, null);
+    }
+
+    private void StartStep(string name, int attempt, DateTimeOffset? sendAt)
+    {
+        var step = _model.Step(name);
+        var version = NextVersion;
+        if (step.Delay is { } delay)
+        {
+            var due = _now + delay;
+            Emit(new StepStarted(name, attempt, null, null, null, due, null));
+            ArmTimer(WorkflowInstance.TimerToken("step", name, version), due);
+            return;
+        }
+
+        OutgoingMessage? message = null;
+        if (step.Action is { } action)
+        {
+            // The key is the same for every attempt of one visit of the step, so the receiver can tell a retry from a new request.
+            var visit = attempt == 1 || Instance.CurrentStep != name ? version : Instance.StepVisit;
+            message = MakeMessage(action, version, $"{_stream}/{name}/{visit}", sendAt);
+        }
+
+        DateTimeOffset? timeoutAt = step.Timeout is { } timeout ? (sendAt ?? _now) + timeout : null;
+        Emit(new StepStarted(name, attempt, message?.Id.ToString(), message?.Type, step.Action?.Target, timeoutAt, sendAt));
+        if (message is not null)
+        {
+            Effects.Add(new WorkflowEffect(step.Action!.Kind, step.Action.Target, message));
+        }
+
+        if (timeoutAt is { } due2)
+        {
+            ArmTimer(WorkflowInstance.TimerToken("step", name, version), due2);
+        }
+
+        if (step.CompletesAtOnce)
+        {
+            Emit(new StepCompleted(name, attempt, null, null, null, step.Next));
+            MoveOn(step.Next);
+        }
+    }
+
+    private OutgoingMessage MakeMessage(StepAction action, long version, string idempotencyKey, DateTimeOffset? sendAt)
+    {
+        var body = action.Make(CurrentState());
+        var message = _serializer.ToOutgoingMessage(body, DeterministicId($"{_stream}@{version}"));
+        return message with
+        {
+            CorrelationId = _instanceId,
+            DeliverAt = sendAt,
+            Metadata = new Dictionary<string, string>(StringComparer.Ordinal)
+            {
+                [ReplyToKey] = _model.Queue.Value,
+                [IdempotencyKey] = idempotencyKey,
+            },
+        };
+    }
+
+    private void ArmTimer(string token, DateTimeOffset due)
+    {
+        var timer = _serializer.ToOutgoingMessage(new WorkflowTimer(_model.Name, _instanceId, token), DeterministicId($"{_stream}@{token}"));
+        Effects.Add(new WorkflowEffect(StepActionKind.Send, _model.Queue.Value, timer with { CorrelationId = _instanceId, DeliverAt = due }));
+    }
+
+    private object CurrentState() => _model.ReadState(Instance.State);
+
+    /// <summary>The stream version the next emitted event gets.</summary>
+    private long NextVersion => ExpectedVersion + Events.Count + 1;
+
+    private void Emit(WorkflowEvent e)
+    {
+        if (e is StepCompleted completed)
+        {
+            _stepDurations.Add((completed.Step, (_now - Instance.StepStartedAt).TotalSeconds));
+        }
+
+        Events.Add(e);
+        Instance.Apply(e, _now, ExpectedVersion + Events.Count);
+    }
+
+    /// <summary>A message id derived from what it is for, so a decision taken again after a conflict sends the same ids.</summary>
+    internal static MessageId DeterministicId(string key)
+    {
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes(key), hash);
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x80); // version 8: custom
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80); // RFC 9562 variant
+        return new MessageId(new Guid(hash[..16], bigEndian: true));
+    }
+}

@@ -1,0 +1,50 @@
+using System.Text;
+
+namespace Cairn.Workflows;
+
+/// <summary>Draws a workflow definition: its steps, the replies that move it on, and its compensations.</summary>
+internal static class WorkflowDiagram
+{
+    public static string ToMermaid(WorkflowModel model)
+    {
+        var text = new StringBuilder("stateDiagram-v2\n");
+        text.Append("    [*] --> ").Append(Id(model.FirstStep)).Append('\n');
+        foreach (var step in model.Steps.Values)
+        {
+            var does = step.Action is { } a ? $"{(a.Kind == StepActionKind.Send ? "send to" : "publish to")} {a.Target}"
+                : step.Delay is { } d ? $"wait {d}"
+                : "wait for a reply";
+            text.Append("    ").Append(Id(step.Name)).Append(" : ").Append(step.Name).Append(" (").Append(does).Append(")\n");
+            foreach (var reply in step.Replies.Values)
+            {
+                var target = reply.Outcome switch
+                {
+                    ReplyOutcome.Fail => "failed",
+                    ReplyOutcome.Retry => Id(step.Name),
+                    _ => reply.Completes ? "[*]" : Id(reply.Target!),
+                };
+                text.Append("    ").Append(Id(step.Name)).Append(" --> ").Append(target).Append(" : ").Append(reply.TypeName).Append('\n');
+            }
+
+            if (step.Replies.Count == 0)
+            {
+                text.Append("    ").Append(Id(step.Name)).Append(" --> ").Append(step.CompletesWorkflow ? "[*]" : Id(step.Next!)).Append('\n');
+            }
+
+            if (step.Timeout is { } timeout)
+            {
+                text.Append("    ").Append(Id(step.Name)).Append(" --> failed : timeout ").Append(timeout).Append(" × ").Append(step.MaxAttempts).Append('\n');
+            }
+
+            if (step.Compensation is { } c)
+            {
+                text.Append("    note right of ").Append(Id(step.Name)).Append(" : compensate: ").Append(c.Kind == StepActionKind.Send ? "send to " : "publish to ").Append(c.Target).Append('\n');
+            }
+        }
+
+        text.Append("    failed : failed (compensate in reverse)\n    failed --> [*]\n");
+        return text.ToString();
+    }
+
+    private static string Id(string step) => "s_" + step.Replace('-', '_').Replace('.', '_');
+}

@@ -1,0 +1,273 @@
+using System.Text.Json;
+
+namespace Cairn.Workflows;
+
+/// <summary>Where a workflow instance stands.</summary>
+public enum WorkflowStatus
+{
+    /// <summary>Running its steps.</summary>
+    Running,
+
+    /// <summary>Undoing its completed steps, after a failure or a cancellation.</summary>
+    Compensating,
+
+    /// <summary>Stopped at a step or a compensation, waiting for an operator to retry, skip or cancel.</summary>
+    Suspended,
+
+    /// <summary>Finished: every step done.</summary>
+    Completed,
+
+    /// <summary>Finished: a step failed, and the completed steps were compensated.</summary>
+    Failed,
+
+    /// <summary>Finished: cancelled by an operator, and the completed steps were compensated.</summary>
+    Cancelled,
+}
+
+/// <summary>
+/// A workflow instance as its history shows it at one point: the fold of its events, up to the latest or to a time.
+/// </summary>
+public sealed class WorkflowInstance
+{
+    private readonly List<string> _completed = [];
+    private readonly List<string> _compensated = [];
+    private readonly List<string> _pendingCompensations = [];
+    private readonly HashSet<string> _seenReplies = new(StringComparer.Ordinal);
+
+    internal WorkflowInstance()
+    {
+    }
+
+    /// <summary>The workflow's name.</summary>
+    public string Workflow { get; private set; } = "";
+
+    /// <summary>The instance's id, which is its correlation id.</summary>
+    public string InstanceId { get; private set; } = "";
+
+    /// <summary>The version of the definition that started it.</summary>
+    public int DefinitionVersion { get; private set; }
+
+    /// <summary>Where it stands.</summary>
+    public WorkflowStatus Status { get; private set; }
+
+    /// <summary>True once it completed, failed or was cancelled.</summary>
+    public bool IsFinished => Status is WorkflowStatus.Completed or WorkflowStatus.Failed or WorkflowStatus.Cancelled;
+
+    /// <summary>The step running (or suspended), if any.</summary>
+    public string? CurrentStep { get; private set; }
+
+    /// <summary>The current step's attempt, from 1.</summary>
+    public int Attempt { get; private set; }
+
+    /// <summary>The compensation running (or suspended), if any.</summary>
+    public string? CurrentCompensation { get; private set; }
+
+    /// <summary>The current compensation's attempt, from 1.</summary>
+    public int CompensationAttempt { get; private set; }
+
+    /// <summary>The steps completed (or skipped), in order.</summary>
+    public IReadOnlyList<string> CompletedSteps => _completed;
+
+    /// <summary>The steps compensated (or whose compensation was skipped), in order.</summary>
+    public IReadOnlyList<string> CompensatedSteps => _compensated;
+
+    /// <summary>The compensations still to run, in order.</summary>
+    public IReadOnlyList<string> PendingCompensations => _pendingCompensations;
+
+    /// <summary>Why it is compensating, suspended, failed or cancelled.</summary>
+    public string? Reason { get; private set; }
+
+    /// <summary>True when an operator cancelled it.</summary>
+    public bool CancelRequested { get; private set; }
+
+    /// <summary>When it started.</summary>
+    public DateTimeOffset StartedAt { get; private set; }
+
+    /// <summary>When it last made progress (ignored replies and timers do not count).</summary>
+    public DateTimeOffset UpdatedAt { get; private set; }
+
+    /// <summary>When it finished, if it has.</summary>
+    public DateTimeOffset? EndedAt { get; private set; }
+
+    /// <summary>When the armed timer fires (a timeout, a wait, a compensation's timeout), if one is armed.</summary>
+    public DateTimeOffset? TimerDueAt { get; private set; }
+
+    /// <summary>The version of the instance's stream this view includes.</summary>
+    public long StreamVersion { get; private set; } = -1;
+
+    /// <summary>The workflow's state, as JSON.</summary>
+    public JsonElement State { get; private set; }
+
+    /// <summary>The token of the armed timer; a timer message with another token is stale.</summary>
+    internal string? ArmedTimer { get; private set; }
+
+    /// <summary>The stream version of the current step's first attempt: the key its messages share across attempts.</summary>
+    internal long StepVisit { get; private set; }
+
+    /// <summary>When the current step's first attempt started.</summary>
+    internal DateTimeOffset StepStartedAt { get; private set; }
+
+    /// <summary>The message id of the current step's attempt, or of the current compensation's.</summary>
+    internal string? CurrentMessageId { get; private set; }
+
+    internal bool CancelledPath { get; private set; }
+
+    /// <summary>The step whose failure left its effect uncertain (a timeout), compensated with the completed ones.</summary>
+    internal string? UncertainStep { get; private set; }
+
+    /// <summary>The workflow's state, deserialized.</summary>
+    public T GetState<T>(JsonSerializerOptions? options = null) =>
+        State.Deserialize<T>(options ?? JsonSerializerOptions.Web) ?? throw new WorkflowStateException($"The state of workflow instance {Workflow}/{InstanceId} is null.");
+
+    internal bool HasSeen(string replyId) => _seenReplies.Contains(replyId);
+
+    /// <summary>Folds one event of the instance's history, recorded at <paramref name="time"/> as <paramref name="version"/>.</summary>
+    internal void Apply(WorkflowEvent e, DateTimeOffset time, long version)
+    {
+        StreamVersion = version;
+        if (e is not (ReplyIgnored or TimerIgnored))
+        {
+            UpdatedAt = time;
+        }
+
+        switch (e)
+        {
+            case WorkflowStarted s:
+                Workflow = s.Workflow;
+                InstanceId = s.InstanceId;
+                DefinitionVersion = s.Version;
+                State = s.State.Clone();
+                Status = WorkflowStatus.Running;
+                StartedAt = time;
+                break;
+            case StepStarted s:
+                Status = WorkflowStatus.Running;
+                if (CurrentStep != s.Step || s.Attempt == 1)
+                {
+                    StepVisit = version;
+                    StepStartedAt = time;
+                }
+
+                CurrentStep = s.Step;
+                Attempt = s.Attempt;
+                CurrentMessageId = s.MessageId;
+                Arm(s.TimeoutAt is { } due ? ("step", s.Step, due) : null, version);
+                break;
+            case StepCompleted s:
+                _completed.Add(s.Step);
+                See(s.ReplyId);
+                if (s.State is { } state)
+                {
+                    State = state.Clone();
+                }
+
+                CurrentStep = null;
+                Arm(null, version);
+                break;
+            case StepTimedOut:
+                Arm(null, version);
+                break;
+            case StepAttemptFailed s:
+                See(s.ReplyId);
+                Arm(null, version);
+                break;
+            case StepFailed s:
+                See(s.ReplyId);
+                Reason = s.Reason;
+                UncertainStep = s.EffectUncertain ? s.Step : null;
+                Arm(null, version);
+                break;
+            case StepSkipped s:
+                _completed.Add(s.Step);
+                CurrentStep = null;
+                Arm(null, version);
+                break;
+            case WorkflowSuspended s:
+                Status = WorkflowStatus.Suspended;
+                Reason = s.Reason;
+                Arm(null, version);
+                break;
+            case WorkflowCancelRequested s:
+                CancelRequested = true;
+                Reason = s.Reason;
+                break;
+            case CompensationBegan s:
+                Status = WorkflowStatus.Compensating;
+                Reason = s.Reason;
+                CancelledPath = s.Cancelled;
+                _pendingCompensations.Clear();
+                _pendingCompensations.AddRange(s.Steps);
+                CurrentStep = null;
+                Arm(null, version);
+                break;
+            case CompensationStarted s:
+                Status = WorkflowStatus.Compensating;
+                CurrentCompensation = s.Step;
+                CompensationAttempt = s.Attempt;
+                CurrentMessageId = s.MessageId;
+                Arm(s.TimeoutAt is { } compensationDue ? ("compensation", s.Step, compensationDue) : null, version);
+                break;
+            case CompensationTimedOut:
+                Arm(null, version);
+                break;
+            case CompensationCompleted s:
+                See(s.ReplyId);
+                EndCompensation(s.Step, version);
+                break;
+            case CompensationSkipped s:
+                EndCompensation(s.Step, version);
+                break;
+            case WorkflowCompleted:
+                Finish(WorkflowStatus.Completed, time, version);
+                break;
+            case WorkflowFailed s:
+                Reason = s.Reason;
+                Finish(WorkflowStatus.Failed, time, version);
+                break;
+            case WorkflowCancelled s:
+                Reason = s.Reason;
+                Finish(WorkflowStatus.Cancelled, time, version);
+                break;
+            case ReplyIgnored s:
+                See(s.ReplyId);
+                break;
+        }
+    }
+
+    private void See(string? replyId)
+    {
+        if (replyId is not null)
+        {
+            _seenReplies.Add(replyId);
+        }
+    }
+
+    private void EndCompensation(string step, long version)
+    {
+        _pendingCompensations.Remove(step);
+        _compensated.Add(step);
+        CurrentCompensation = null;
+        Arm(null, version);
+    }
+
+    private void Finish(WorkflowStatus status, DateTimeOffset time, long version)
+    {
+        Status = status;
+        EndedAt = time;
+        CurrentStep = null;
+        CurrentCompensation = null;
+        Arm(null, version);
+    }
+
+    private void Arm((string Kind, string Step, DateTimeOffset Due)? timer, long version)
+    {
+        ArmedTimer = timer is { } t ? TimerToken(t.Kind, t.Step, version) : null;
+        TimerDueAt = timer?.Due;
+    }
+
+    /// <summary>The token of a timer armed by the event at <paramref name="version"/>: unique in the instance's history.</summary>
+    internal static string TimerToken(string kind, string step, long version) => $"{kind}:{step}@{version}";
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Workflow}/{InstanceId} {Status}{(CurrentStep is null ? "" : " at " + CurrentStep)}";
+}

@@ -1,0 +1,100 @@
+using System.Diagnostics.Metrics;
+
+namespace Cairn.Workflows;
+
+/// <summary>
+/// The <c>Cairn.Workflows</c> meter, tagged with <c>workflow</c>: instances started, completed, compensated, failed and
+/// cancelled; step durations and retries; timers pending. Counted when the decision's events have committed.
+/// </summary>
+public static class WorkflowMetrics
+{
+    /// <summary>The meter's name.</summary>
+    public const string MeterName = "Cairn.Workflows";
+
+    private static readonly Meter Meter = new(MeterName);
+    private static readonly Counter<long> Started = Meter.CreateCounter<long>("cairn.workflow.started", "{instance}", "Workflow instances started.");
+    private static readonly Counter<long> Completed = Meter.CreateCounter<long>("cairn.workflow.completed", "{instance}", "Workflow instances that completed every step.");
+    private static readonly Counter<long> Compensated = Meter.CreateCounter<long>("cairn.workflow.compensated", "{instance}", "Workflow instances that finished after compensating at least one step.");
+    private static readonly Counter<long> Failed = Meter.CreateCounter<long>("cairn.workflow.failed", "{instance}", "Workflow instances that ended failed.");
+    private static readonly Counter<long> Cancelled = Meter.CreateCounter<long>("cairn.workflow.cancelled", "{instance}", "Workflow instances cancelled by an operator.");
+    private static readonly Counter<long> Suspended = Meter.CreateCounter<long>("cairn.workflow.suspended", "{instance}", "Times a workflow instance stopped for an operator.");
+    private static readonly Counter<long> Retries = Meter.CreateCounter<long>("cairn.workflow.step.retries", "{attempt}", "Step and compensation attempts after the first.");
+    private static readonly Histogram<double> StepDuration = Meter.CreateHistogram<double>("cairn.workflow.step.duration", "s", "Time from a step's first attempt to its completion.");
+    private static readonly Dictionary<string, Func<long>> TimerSources = [];
+    private static readonly Lock TimerGate = new();
+
+    static WorkflowMetrics() =>
+        Meter.CreateObservableGauge("cairn.workflow.timers.pending", ObserveTimers, "{timer}", "Durable timers not yet fired: the delayed messages of each workflow's queue.");
+
+    /// <summary>Counts what a committed decision did.</summary>
+    internal static void Record(string workflow, WorkflowDecider decision)
+    {
+        var tag = new KeyValuePair<string, object?>("workflow", workflow);
+        foreach (var e in decision.Events)
+        {
+            switch (e)
+            {
+                case WorkflowStarted:
+                    Started.Add(1, tag);
+                    break;
+                case WorkflowCompleted:
+                    Completed.Add(1, tag);
+                    break;
+                case WorkflowFailed:
+                    Failed.Add(1, tag);
+                    CountCompensated(decision, tag);
+                    break;
+                case WorkflowCancelled:
+                    Cancelled.Add(1, tag);
+                    CountCompensated(decision, tag);
+                    break;
+                case WorkflowSuspended:
+                    Suspended.Add(1, tag);
+                    break;
+                case StepStarted { Attempt: > 1 }:
+                case CompensationStarted { Attempt: > 1 }:
+                    Retries.Add(1, tag);
+                    break;
+            }
+        }
+
+        foreach (var (step, seconds) in decision.StepDurations)
+        {
+            StepDuration.Record(seconds, tag, new KeyValuePair<string, object?>("step", step));
+        }
+    }
+
+    /// <summary>Adds a workflow whose pending timers the gauge reports.</summary>
+    internal static void TrackTimers(string workflow, Func<long> pending)
+    {
+        lock (TimerGate)
+        {
+            TimerSources[workflow] = pending;
+        }
+    }
+
+    /// <summary>Stops reporting a workflow's pending timers.</summary>
+    internal static void UntrackTimers(string workflow)
+    {
+        lock (TimerGate)
+        {
+            TimerSources.Remove(workflow);
+        }
+    }
+
+    private static void CountCompensated(WorkflowDecider decision, KeyValuePair<string, object?> tag)
+    {
+        if (decision.Instance.CompensatedSteps.Count > 0)
+        {
+            Compensated.Add(1, tag);
+        }
+    }
+
+    private static IEnumerable<Measurement<long>> ObserveTimers()
+    {
+        lock (TimerGate)
+        {
+            return [.. TimerSources.Select(s => new Measurement<long>(s.Value(), new KeyValuePair<string, object?>("workflow", s.Key)))];
+        }
+    }
+}

@@ -1,0 +1,132 @@
+using Cairn.Conformance.Support;
+using Cairn.Messaging;
+using Cairn.Serialization;
+using Cairn.Workflows;
+
+namespace Cairn.Tests.Workflows;
+
+public sealed class WorkflowDefinitionTests
+{
+    private static readonly QueueName Q = "q";
+
+    private static EventSerializer Serializer()
+    {
+        var types = new EventTypeRegistry();
+        CheckoutWorkflow.Register(types);
+        WorkflowEventTypes.Register(types);
+        return new EventSerializer(types);
+    }
+
+    private sealed class Defined(string name, Action<Defined> define) : Workflow<CheckoutState>(name)
+    {
+        public Defined Build()
+        {
+            define(this);
+            return this;
+        }
+
+        public WorkflowStep<CheckoutState> Add(string step) => Step(step);
+
+        public void StartOn<T>(Func<T, CheckoutState> start) => StartWhen(start);
+    }
+
+    private static string Refusal(Action<Defined> define, string name = "wf")
+    {
+        var workflow = new Defined(name, define).Build();
+        var error = Assert.Throws<InvalidWorkflowDefinitionException>(() => ((IWorkflowDefinition)workflow).Compile(Serializer()));
+        return error.Message;
+    }
+
+    [Fact]
+    public void the_checkout_compiles_and_draws_as_a_state_diagram()
+    {
+        var model = ((IWorkflowDefinition)new CheckoutWorkflow()).Compile(Serializer());
+        Assert.Equal("reserve-stock", model.FirstStep);
+        var diagram = WorkflowDiagram.ToMermaid(model);
+        Assert.StartsWith("stateDiagram-v2", diagram, StringComparison.Ordinal);
+        Assert.Contains("s_reserve_stock --> s_charge_payment : inventory.stock-reserved", diagram, StringComparison.Ordinal);
+        Assert.Contains("s_arrange_shipping --> [*] : shipping.arranged", diagram, StringComparison.Ordinal);
+        Assert.Contains("compensate: send to payments", diagram, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void an_unreachable_step_is_refused_by_name()
+    {
+        var message = Refusal(w =>
+        {
+            w.Add("a").Send(Q, s => new ReserveStock(s.OrderId, s.Sku, 1)).On<StockReserved>().Complete().NoCompensation("last");
+            w.Add("orphan").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete().NoCompensation("last");
+        });
+        Assert.Contains("step 'orphan' is unreachable", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void a_step_with_an_effect_and_a_failing_step_after_it_needs_a_compensation()
+    {
+        var message = Refusal(w =>
+        {
+            w.Add("reserve").Send(Q, s => new ReserveStock(s.OrderId, s.Sku, 1)).On<StockReserved>().Then("pay");
+            w.Add("pay").Send(Q, s => new ChargePayment(s.OrderId, 1)).On<PaymentCharged>().Complete().On<PaymentDeclined>().Fail(r => r.Reason);
+        });
+        Assert.Contains("step 'reserve' has an effect and no compensation, but a later step can fail ('pay')", message, StringComparison.Ordinal);
+
+        // Saying why none is needed, or having no failing step after it, is accepted.
+        Assert.NotNull(((IWorkflowDefinition)new Defined("ok", w =>
+        {
+            w.Add("reserve").Send(Q, s => new ReserveStock(s.OrderId, s.Sku, 1)).On<StockReserved>().Then("pay").NoCompensation("reservations expire on their own");
+            w.Add("pay").Send(Q, s => new ChargePayment(s.OrderId, 1)).On<PaymentCharged>().Complete().On<PaymentDeclined>().Fail(r => r.Reason);
+        }).Build()).Compile(Serializer()));
+    }
+
+    [Fact]
+    public void broken_definitions_are_refused_naming_what_is_wrong()
+    {
+        Assert.Contains("declares no step", Refusal(_ => { }), StringComparison.Ordinal);
+        Assert.Contains("goes to step 'nowhere', which is not declared", Refusal(w => w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Then("nowhere").NoCompensation("x")), StringComparison.Ordinal);
+        Assert.Contains("step 'a' is declared twice", Refusal(w =>
+        {
+            w.Add("a").Wait(TimeSpan.FromSeconds(1)).Complete();
+            w.Add("a").Wait(TimeSpan.FromSeconds(1)).Complete();
+        }), StringComparison.Ordinal);
+        Assert.Contains("step 'a' does nothing", Refusal(w => w.Add("a").Complete()), StringComparison.Ordinal);
+        Assert.Contains("step 'a' moves on to its next step, but names none", Refusal(w => w.Add("a").Wait(TimeSpan.FromSeconds(1))), StringComparison.Ordinal);
+        Assert.Contains("waits on a timer and also sends", Refusal(w => w.Add("a").Wait(TimeSpan.FromSeconds(1)).Send(Q, s => new ArrangeShipping(s.OrderId)).Complete()), StringComparison.Ordinal);
+        Assert.Contains("has a timeout but waits for no reply", Refusal(w => w.Add("a").Publish("t", s => new ArrangeShipping(s.OrderId)).Timeout(TimeSpan.FromSeconds(1)).Complete()), StringComparison.Ordinal);
+        Assert.Contains("has a compensation but no effect", Refusal(w => w.Add("a").On<ShippingArranged>().Complete().CompensateWith(Q, s => new CancelShipment(s.OrderId))), StringComparison.Ordinal);
+        Assert.Contains("confirms a compensation it does not have", Refusal(w => w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete().ConfirmCompensationBy<StockReleased>()), StringComparison.Ordinal);
+        Assert.Contains("Unregistered has no registered type name", Refusal(w => w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<Unregistered>().Complete()), StringComparison.Ordinal);
+        Assert.Contains("both starts instances and is a reply", Refusal(w =>
+        {
+            w.StartOn<ShippingArranged>(r => new CheckoutState(r.OrderId, "s", 1, 1));
+            w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete();
+        }), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void bad_names_and_settings_are_refused_where_they_are_written()
+    {
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => new Defined("has-dash", _ => { }));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => new Defined("", _ => { }));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => new Defined("Upper", _ => { }));
+        var w = new Defined("fine", _ => { });
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => w.Add("bad step"));
+        var step = w.Add("a");
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Timeout(TimeSpan.Zero));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Retry(0));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Retry(2, TimeSpan.FromDays(2)));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Wait(TimeSpan.FromDays(400)));
+        step.On<StockReserved>();
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.On<StockReserved>());
+        step.Send(Q, s => new ArrangeShipping(s.OrderId));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Publish("t", s => new ArrangeShipping(s.OrderId)));
+    }
+
+    [Fact]
+    public void the_deterministic_message_ids_are_stable_and_distinct()
+    {
+        Assert.Equal(WorkflowDecider.DeterministicId("wf:a-1@3"), WorkflowDecider.DeterministicId("wf:a-1@3"));
+        Assert.NotEqual(WorkflowDecider.DeterministicId("wf:a-1@3"), WorkflowDecider.DeterministicId("wf:a-1@4"));
+    }
+
+    private sealed record Unregistered(string X);
+}
