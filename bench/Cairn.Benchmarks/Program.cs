@@ -62,6 +62,8 @@ internal static class Program
             ("M3", () => M3FanOut.RunAsync(scale)),
             ("P1", () => P1Rebuild.RunAsync(scale)),
             ("P2", () => P2Lag.RunAsync(scale)),
+            ("O1", () => O1Workflows.RunAsync(scale)),
+            ("O2", () => O2Choreography.RunAsync(scale)),
         };
         foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
         {
@@ -89,6 +91,12 @@ internal static class Program
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"P1 is the median of {scale.Rounds} rebuild(s) into memory and {scale.ProjectionSqliteRounds} into SQLite per side, on one file of {scale.ProjectionEvents:#,0} events; P2 runs {scale.LagRounds} round(s) per side of {scale.LagDuration.TotalSeconds:0.#} s after {scale.LagWarmup.TotalSeconds:0.#} s, each with a fresh file; P2's ratios below 1 are Cairn's lag as a share of the baseline's."));
+        }
+
+        if (new[] { "O1", "O2" }.Any(options.Runs))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"O1 and O2 run {scale.WorkflowRounds} round(s) per side of {scale.WorkflowDuration.TotalSeconds:0.#} s after {scale.WorkflowWarmup.TotalSeconds:0.#} s, each with a fresh file, {O1Workflows.InFlightOrders} checkouts in flight; O2's baseline is O1's workflow, measured again in alternate rounds."));
         }
 
         Console.WriteLine();

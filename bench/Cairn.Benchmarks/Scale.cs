@@ -65,6 +65,15 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
     /// <summary>P2: rounds per side; the round with the median p99 is reported.</summary>
     public int LagRounds { get; init; }
 
+    /// <summary>O1, O2: how long the checkouts run before their completions count.</summary>
+    public TimeSpan WorkflowWarmup { get; init; }
+
+    /// <summary>O1, O2: how long the checkouts' completions count.</summary>
+    public TimeSpan WorkflowDuration { get; init; }
+
+    /// <summary>O1, O2: rounds per side, alternating, each with a fresh file; the median is reported.</summary>
+    public int WorkflowRounds { get; init; }
+
     public static Scale Full { get; } = new(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5), 3, 1_000_000, 3, 1_000_000)
     {
         QueueMessages = 200_000,
@@ -82,6 +91,9 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
         LagWarmup = TimeSpan.FromSeconds(2),
         LagDuration = TimeSpan.FromSeconds(20),
         LagRounds = 1,
+        WorkflowWarmup = TimeSpan.FromSeconds(3),
+        WorkflowDuration = TimeSpan.FromSeconds(10),
+        WorkflowRounds = 3,
     };
 
     public static Scale Quick { get; } = new(TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(2), 1, 200_000, 3, 200_000)
@@ -101,6 +113,9 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
         LagWarmup = TimeSpan.FromSeconds(1),
         LagDuration = TimeSpan.FromSeconds(4),
         LagRounds = 1,
+        WorkflowWarmup = TimeSpan.FromSeconds(1.5),
+        WorkflowDuration = TimeSpan.FromSeconds(3),
+        WorkflowRounds = 1,
     };
 
     /// <summary>Cairn with its defaults (durability Full, that is <c>synchronous=FULL</c>).</summary>

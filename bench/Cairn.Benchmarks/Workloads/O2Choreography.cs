@@ -1,0 +1,44 @@
+using System.Globalization;
+using Cairn.Benchmarks.Checkout;
+using Cairn.Messaging;
+using Cairn.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Cairn.Benchmarks.Workloads;
+
+/// <summary>
+/// O2: the checkout of O1 as a choreography (<see cref="Choreography"/>): no coordinator, each service reacting to the
+/// previous one's event through one topic and a queue per service, with <see cref="O1Workflows.InFlightOrders"/>
+/// orders in flight (a new order placed as the order service's handler of the last event commits). Reported: orders
+/// completed per second. Baseline: O1's workflow, measured again in alternate rounds of this workload, so the ratio is
+/// choreography over orchestration in the same minutes.
+/// </summary>
+internal static class O2Choreography
+{
+    public static async Task<List<Figure>> RunAsync(Scale scale)
+    {
+        var (choreography, workflow) = await MessageBench.CompareAsync(scale.WorkflowRounds, scale.CairnOnly, () => ChoreographyAsync(scale), () => O1Workflows.WorkflowAsync(scale, "O2"), r => r.PerSecond);
+        var note = string.Create(CultureInfo.InvariantCulture,
+            $"{choreography.Completed:#,0} orders in {choreography.Seconds:0.0} s; baseline: O1's workflow in alternate rounds (ratio: choreography / orchestration)");
+        return
+        [
+            new Figure("O2", string.Create(CultureInfo.InvariantCulture, $"checkout as a choreography, {O1Workflows.InFlightOrders} in flight, SQLite"), choreography.PerSecond, "orders/s", workflow?.PerSecond, Note: note),
+        ];
+    }
+
+    private static async Task<CheckoutRate> ChoreographyAsync(Scale scale)
+    {
+        using var db = new TempDatabase("o2-choreography");
+        var flight = new InFlight(O1Workflows.InFlightOrders);
+        await using var host = await CheckoutHost.StartAsync(db, cairn => new Choreography(flight).AddTo(cairn, O1Workflows.Concurrency));
+        var sender = host.Services.GetRequiredService<IMessageSender>();
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var rate = await flight.RunAsync(n => Choreography.PlaceAsync(sender, serializer, CheckoutOrders.Order(n)), scale.WorkflowWarmup, scale.WorkflowDuration);
+        if (rate.Failed != 1)
+        {
+            throw new InvalidOperationException($"O2: {rate.Failed} orders were cancelled; 1 (order 0, declined) should have been.");
+        }
+
+        return O1Workflows.Report("O2", "choreography", rate);
+    }
+}
