@@ -49,3 +49,5 @@ public sealed class SqliteDocumentQueryTests(SqliteFixture f) : Cairn.Conformanc
 public sealed class SqliteProjectionRebuildTests(SqliteFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<SqliteFixture>(f);
 
 public sealed class SqliteWorkflowTests(SqliteFixture f) : Cairn.Conformance.Workflows.WorkflowTests<SqliteFixture>(f);
+
+public sealed class SqliteChoreographyTests(SqliteFixture f) : Cairn.Conformance.Workflows.ChoreographyTests<SqliteFixture>(f);

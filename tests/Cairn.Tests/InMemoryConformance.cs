@@ -49,3 +49,5 @@ public sealed class InMemoryDocumentQueryTests(InMemoryFixture f) : Cairn.Confor
 public sealed class InMemoryProjectionRebuildTests(InMemoryFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<InMemoryFixture>(f);
 
 public sealed class InMemoryWorkflowTests(InMemoryFixture f) : Cairn.Conformance.Workflows.WorkflowTests<InMemoryFixture>(f);
+
+public sealed class InMemoryChoreographyTests(InMemoryFixture f) : Cairn.Conformance.Workflows.ChoreographyTests<InMemoryFixture>(f);

@@ -32,13 +32,14 @@ public sealed record FlowConsumption(string Handler, string MessageType, long Ha
     public double MeanSeconds => Handled == 0 ? 0 : TotalSeconds / Handled;
 }
 
-/// <summary>What a handler produced, by type and target.</summary>
+/// <summary>What a handler produced while handling one type, by type and target.</summary>
 /// <param name="Handler">The handler.</param>
+/// <param name="ConsumedType">The type whose handling produced it.</param>
 /// <param name="MessageType">The type produced.</param>
 /// <param name="Kind">Event, command or publication.</param>
 /// <param name="Target">The category, queue or topic.</param>
 /// <param name="Count">How many.</param>
-public sealed record FlowProduction(string Handler, string MessageType, FlowOutputKind Kind, string Target, long Count);
+public sealed record FlowProduction(string Handler, string ConsumedType, string MessageType, FlowOutputKind Kind, string Target, long Count);
 
 /// <summary>
 /// The choreography that actually ran: message type → handler → produced types, with counts and latency, as recorded by
@@ -58,37 +59,39 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
         [.. Consumptions.Where(c => c.DeadLettered > 0).Select(c => c.Handler).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
 
     /// <summary>
-    /// The cycles of the map: each a set of types and handlers that lead back to themselves (a type whose handler
-    /// produces it again, directly or through others), listed types first, in name order.
+    /// The cycles of the map: each a set of types that lead back to themselves (a type whose handling produces it
+    /// again, directly or through others), then the handlers that close it, each part in name order. Edges follow what
+    /// each handler produced from each type it consumed, so a handler that consumes two types does not join their paths.
     /// </summary>
     public IReadOnlyList<IReadOnlyList<string>> Cycles
     {
         get
         {
             var edges = new Dictionary<string, List<string>>(StringComparer.Ordinal);
-            void Edge(string from, string to)
-            {
-                if (!edges.TryGetValue(from, out var list))
-                {
-                    edges[from] = list = [];
-                }
-
-                list.Add(to);
-            }
-
-            foreach (var c in Consumptions)
-            {
-                Edge("type:" + c.MessageType, "handler:" + c.Handler);
-            }
-
             foreach (var p in Productions)
             {
-                Edge("handler:" + p.Handler, "type:" + p.MessageType);
+                if (!edges.TryGetValue(p.ConsumedType, out var list))
+                {
+                    edges[p.ConsumedType] = list = [];
+                }
+
+                list.Add(p.MessageType);
             }
 
-            return [.. StronglyConnected(edges)
-                .Where(component => component.Count > 1)
-                .Select(component => (IReadOnlyList<string>)[.. component.OrderBy(n => n.StartsWith("handler:", StringComparison.Ordinal)).ThenBy(n => n, StringComparer.Ordinal)])];
+            var cycles = new List<IReadOnlyList<string>>();
+            foreach (var component in StronglyConnected(edges))
+            {
+                var types = component.ToHashSet(StringComparer.Ordinal);
+                var closing = Productions.Where(p => types.Contains(p.ConsumedType) && types.Contains(p.MessageType)).ToList();
+                if (component.Count > 1 || closing.Count > 0)
+                {
+                    cycles.Add([
+                        .. types.Order(StringComparer.Ordinal).Select(t => "type:" + t),
+                        .. closing.Select(p => p.Handler).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).Select(h => "handler:" + h)]);
+                }
+            }
+
+            return cycles;
         }
     }
 
@@ -164,6 +167,7 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
             {
                 json.WriteStartObject();
                 json.WriteString("handler", p.Handler);
+                json.WriteString("consumedType", p.ConsumedType);
                 json.WriteString("messageType", p.MessageType);
                 json.WriteString("kind", p.Kind.ToString());
                 json.WriteString("target", p.Target);
@@ -285,7 +289,7 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
 public sealed class FlowRecorder
 {
     private readonly ConcurrentDictionary<(string Handler, string Type), Consumption> _consumptions = new();
-    private readonly ConcurrentDictionary<(string Handler, string Type, FlowOutputKind Kind, string Target), long[]> _productions = new();
+    private readonly ConcurrentDictionary<(string Handler, string Consumed, string Type, FlowOutputKind Kind, string Target), long[]> _productions = new();
 
     /// <summary>Records a handled message and what its committed effects produced.</summary>
     public void RecordHandled(string handler, string messageType, TimeSpan duration, IEnumerable<(FlowOutputKind Kind, string MessageType, string Target)> produced)
@@ -301,7 +305,7 @@ public sealed class FlowRecorder
 
         foreach (var (kind, type, target) in produced)
         {
-            Interlocked.Increment(ref _productions.GetOrAdd((handler, type, kind, target), _ => new long[1])[0]);
+            Interlocked.Increment(ref _productions.GetOrAdd((handler, messageType, type, kind, target), _ => new long[1])[0]);
         }
     }
 
@@ -331,10 +335,10 @@ public sealed class FlowRecorder
             }
         }
 
-        var productions = _productions.Select(p => new FlowProduction(p.Key.Handler, p.Key.Type, p.Key.Kind, p.Key.Target, Interlocked.Read(ref p.Value[0])));
+        var productions = _productions.Select(p => new FlowProduction(p.Key.Handler, p.Key.Consumed, p.Key.Type, p.Key.Kind, p.Key.Target, Interlocked.Read(ref p.Value[0])));
         return new FlowMap(
             [.. consumptions.OrderBy(c => c.Handler, StringComparer.Ordinal).ThenBy(c => c.MessageType, StringComparer.Ordinal)],
-            [.. productions.OrderBy(p => p.Handler, StringComparer.Ordinal).ThenBy(p => p.MessageType, StringComparer.Ordinal).ThenBy(p => p.Target, StringComparer.Ordinal)]);
+            [.. productions.OrderBy(p => p.Handler, StringComparer.Ordinal).ThenBy(p => p.MessageType, StringComparer.Ordinal).ThenBy(p => p.Target, StringComparer.Ordinal).ThenBy(p => p.ConsumedType, StringComparer.Ordinal)]);
     }
 
     private sealed class Consumption

@@ -236,3 +236,99 @@ public sealed class CairnTestHost : IAsyncDisposable
         await _provider.DisposeAsync();
     }
 }
+
+// The same checkout as a choreography: no coordinator; each service reacts to the previous one's event.
+[EventType("shop.order-placed")] public sealed record OrderPlacedForCheckout(string OrderId, string Sku, int Quantity, decimal Amount);
+[EventType("shop.order-completed")] public sealed record CheckoutCompleted(string OrderId);
+[EventType("shop.order-cancelled")] public sealed record CheckoutCancelled(string OrderId, string Reason);
+
+/// <summary>
+/// The checkout as a choreography over one topic: inventory reacts to an order placed (and to a declined payment),
+/// payments to reserved stock, shipping to a charged payment, and the orders service to the end of either path.
+/// </summary>
+public sealed class CheckoutChoreography
+{
+    public static readonly TopicName Shop = "shop";
+
+    public decimal DeclineAbove { get; set; } = decimal.MaxValue;
+
+    public ConcurrentQueue<string> Effects { get; } = new();
+
+    public static void Register(EventTypeRegistry types)
+    {
+        CheckoutWorkflow.Register(types);
+        types.Register<OrderPlacedForCheckout>().Register<CheckoutCompleted>().Register<CheckoutCancelled>();
+    }
+
+    public void AddTo(CairnBuilder cairn)
+    {
+        cairn.AddTopic(Shop)
+            .AddQueue("c-inventory").AddQueue("c-payments").AddQueue("c-shipping").AddQueue("c-orders")
+            .AddTopicSubscription(Shop, "inventory", "c-inventory", """{"type":["shop.order-placed","payments.declined"]}""")
+            .AddTopicSubscription(Shop, "payments", "c-payments", """{"type":["inventory.stock-reserved"]}""")
+            .AddTopicSubscription(Shop, "shipping", "c-shipping", """{"type":["payments.charged"]}""")
+            .AddTopicSubscription(Shop, "orders", "c-orders", """{"type":["shipping.arranged","inventory.stock-released"]}""")
+            .AddConsumer("c-inventory", Inventory)
+            .AddConsumer("c-payments", Payments)
+            .AddConsumer("c-shipping", Shipping)
+            .AddConsumer("c-orders", Orders);
+    }
+
+    private ValueTask Inventory(MessageHandlerContext context, CancellationToken cancellationToken)
+    {
+        switch (context.Read<object>())
+        {
+            case OrderPlacedForCheckout o:
+                Effects.Enqueue("reserve:" + o.OrderId);
+                context.Publish(Shop, new StockReserved(o.OrderId));
+                break;
+            case PaymentDeclined d:
+                Effects.Enqueue("release:" + d.OrderId);
+                context.Publish(Shop, new StockReleased(d.OrderId));
+                break;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask Payments(MessageHandlerContext context, CancellationToken cancellationToken)
+    {
+        var reserved = context.Read<StockReserved>();
+        // The amount travels in the order's stream in a real shop; here the order id carries it.
+        var amount = decimal.Parse(reserved.OrderId.Split('-')[^1], System.Globalization.CultureInfo.InvariantCulture);
+        if (amount > DeclineAbove)
+        {
+            context.Publish(Shop, new PaymentDeclined(reserved.OrderId, "insufficient funds"));
+        }
+        else
+        {
+            Effects.Enqueue("charge:" + reserved.OrderId);
+            context.Publish(Shop, new PaymentCharged(reserved.OrderId, "pay-" + reserved.OrderId));
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask Shipping(MessageHandlerContext context, CancellationToken cancellationToken)
+    {
+        var charged = context.Read<PaymentCharged>();
+        Effects.Enqueue("ship:" + charged.OrderId);
+        context.Publish(Shop, new ShippingArranged(charged.OrderId, "track-" + charged.OrderId));
+        return ValueTask.CompletedTask;
+    }
+
+    private ValueTask Orders(MessageHandlerContext context, CancellationToken cancellationToken)
+    {
+        switch (context.Read<object>())
+        {
+            case ShippingArranged s:
+                context.AppendEvents("order-" + s.OrderId, Cairn.EventStore.ExpectedVersion.Any, new CheckoutCompleted(s.OrderId));
+                break;
+            case StockReleased r:
+                context.AppendEvents("order-" + r.OrderId, Cairn.EventStore.ExpectedVersion.Any, new CheckoutCancelled(r.OrderId, "payment declined"));
+                break;
+        }
+
+        return ValueTask.CompletedTask;
+    }
+}

@@ -37,10 +37,10 @@ public sealed class FlowMapTests
         Assert.Equal((1L, 2L, 1L), (payments.Handled, payments.Failed, payments.DeadLettered));
         Assert.Equal(
             [
-                new FlowProduction("payments", "payment.failed", FlowOutputKind.Publication, "payments-out", 1),
-                new FlowProduction("release-stock", "stock.released", FlowOutputKind.Event, "stock", 1),
-                new FlowProduction("reserve-stock", "payment.charge", FlowOutputKind.Command, "payments", 2),
-                new FlowProduction("reserve-stock", "stock.reserved", FlowOutputKind.Event, "stock", 2),
+                new FlowProduction("payments", "payment.charge", "payment.failed", FlowOutputKind.Publication, "payments-out", 1),
+                new FlowProduction("release-stock", "payment.failed", "stock.released", FlowOutputKind.Event, "stock", 1),
+                new FlowProduction("reserve-stock", "order.placed", "payment.charge", FlowOutputKind.Command, "payments", 2),
+                new FlowProduction("reserve-stock", "order.placed", "stock.reserved", FlowOutputKind.Event, "stock", 2),
             ],
             map.Productions);
     }
@@ -60,6 +60,21 @@ public sealed class FlowMapTests
         Assert.Equal(2, cycles.Count);
         Assert.Contains(cycles, c => c.SequenceEqual(["type:ping", "type:pong", "handler:ping-handler", "handler:pong-handler"]));
         Assert.Contains(cycles, c => c.SequenceEqual(["type:echo", "handler:echo"]));
+    }
+
+    [Fact]
+    public void A_handler_that_consumes_two_types_does_not_join_their_paths_into_a_false_cycle()
+    {
+        // Inventory reserves on an order and releases on a declined payment; payments declines on a reservation.
+        var flows = new FlowRecorder();
+        flows.RecordHandled("inventory", "order.placed", TimeSpan.Zero, [(FlowOutputKind.Publication, "stock.reserved", "shop")]);
+        flows.RecordHandled("payments", "stock.reserved", TimeSpan.Zero, [(FlowOutputKind.Publication, "payment.declined", "shop")]);
+        flows.RecordHandled("inventory", "payment.declined", TimeSpan.Zero, [(FlowOutputKind.Publication, "stock.released", "shop")]);
+        Assert.Empty(flows.Snapshot().Cycles);
+
+        // Releasing stock that puts the order back in line would close a real loop.
+        flows.RecordHandled("inventory", "payment.declined", TimeSpan.Zero, [(FlowOutputKind.Publication, "stock.reserved", "shop")]);
+        Assert.Equal(["type:payment.declined", "type:stock.reserved", "handler:inventory", "handler:payments"], Assert.Single(flows.Snapshot().Cycles));
     }
 
     [Fact]
@@ -117,8 +132,8 @@ public sealed class FlowMapTests
         var map = flows.Snapshot();
         Assert.Equal(1, Assert.Single(map.Consumptions, c => c.MessageType == "order.placed").Handled);
         Assert.Equal(1, Assert.Single(map.Consumptions, c => c.MessageType == "order.bad").DeadLettered);
-        Assert.Contains(new FlowProduction("orders", "stock.reserved", FlowOutputKind.Event, "stock", 1), map.Productions);
-        Assert.Contains(new FlowProduction("orders", "payment.charge", FlowOutputKind.Command, "payments", 1), map.Productions);
+        Assert.Contains(new FlowProduction("orders", "order.placed", "stock.reserved", FlowOutputKind.Event, "stock", 1), map.Productions);
+        Assert.Contains(new FlowProduction("orders", "order.placed", "payment.charge", FlowOutputKind.Command, "payments", 1), map.Productions);
         Assert.Equal(["orders"], map.DeadLetteringHandlers);
     }
 }
