@@ -143,7 +143,7 @@ public static class CheckoutApp
         output.WriteLine("The flow map of what ran (FlowRecorder.Snapshot().ToMermaid()):");
         output.WriteLine(map.ToMermaid());
         output.WriteLine($"Unconsumed types: {string.Join(", ", map.UnconsumedTypes)}");
-        output.WriteLine($"Cycles: {string.Join("; ", map.Cycles.Select(cycle => string.Join(", ", cycle)))}");
+        output.WriteLine($"Cycles: {(map.Cycles.Count == 0 ? "none" : string.Join("; ", map.Cycles.Select(cycle => string.Join(", ", cycle))))}");
     }
 
     /// <summary>One history event in a line: the step it belongs to and what happened.</summary>

@@ -46,11 +46,11 @@ public sealed class CheckoutTests : IDisposable
     {
         var (choreography, workflow) = await RunAsync();
 
-        // The choreography: a chain of services, each publishing to the topic; the decline loops back to the inventory.
+        // The choreography: a chain of services, each publishing to the topic; the ends of the chain are consumed by no one.
         Assert.Contains(choreography, l => l.Contains("-->|\"3 handled", StringComparison.Ordinal));
         Assert.Contains(choreography, l => l.Contains("-->|\"3 published to shop\"|", StringComparison.Ordinal));
         Assert.Contains("Unconsumed types: order.cancelled, order.completed, stock.released", choreography);
-        Assert.Contains("Cycles: type:payment.declined, type:stock.reserved, handler:inventory, handler:payments", choreography);
+        Assert.Contains("Cycles: none", choreography);
 
         // The workflow: every service answers the coordinator, which sends the next command.
         Assert.Contains(workflow, l => l.Contains("-->|\"3 sent to payments\"|", StringComparison.Ordinal));
