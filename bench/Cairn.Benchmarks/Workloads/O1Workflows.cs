@@ -38,7 +38,7 @@ internal static class O1Workflows
         var (workflow, baseline) = await MessageBench.CompareAsync(scale.WorkflowRounds, scale.CairnOnly, () => WorkflowAsync(scale, "O1"), () => HandWrittenAsync(scale), r => r.PerSecond);
         var how = string.Create(CultureInfo.InvariantCulture, $"{InFlightOrders} in flight, SQLite");
         var note = string.Create(CultureInfo.InvariantCulture,
-            $"{workflow.Completed:#,0} workflows in {workflow.Seconds:0.0} s, {workflow.StepMs.Length:#,0} steps timed; baseline: the same hops coordinated by hand, state in memory, no history; consumers' concurrency {Concurrency}");
+            $"{workflow.Completed:#,0} workflows in {workflow.Seconds:0.0} s, {workflow.StepMs.Length:#,0} steps timed; CPU per workflow {workflow.CpuMsPerOrder:0.00} ms, baseline {(baseline is null ? "-" : baseline.CpuMsPerOrder.ToString("0.00", CultureInfo.InvariantCulture))} ms; baseline: the same hops coordinated by hand, state in memory, no history; consumers' concurrency {Concurrency}");
         return
         [
             new Figure("O1", $"three-step workflows completed, {how}", workflow.PerSecond, "workflows/s", baseline?.PerSecond, Figure.AtLeast(2_000, "workflows/s"), note),
@@ -108,7 +108,7 @@ internal static class O1Workflows
             : string.Create(CultureInfo.InvariantCulture,
                 $"; step p50 {Ms(r.StepP50)} ms, p90 {Ms(MessageBench.Percentile(r.StepMs, 90))} ms, p99 {Ms(r.StepP99)} ms, max {Ms(r.StepMs[^1])} ms");
         Log.Line(string.Create(CultureInfo.InvariantCulture,
-            $"  {id,-6} {side,-12} {r.PerSecond,8:#,0} orders/s  ({r.Completed:#,0} in {r.Seconds:0.0} s{steps}; {r.Started:#,0} started in all)"));
+            $"  {id,-6} {side,-12} {r.PerSecond,8:#,0} orders/s  ({r.Completed:#,0} in {r.Seconds:0.0} s{steps}; CPU {r.CpuMsPerOrder:0.00} ms and {r.KbPerOrder:#,0} KB allocated per order; {r.Started:#,0} started in all)"));
         return r;
     }
 

@@ -19,7 +19,7 @@ internal static class O2Choreography
     {
         var (choreography, workflow) = await MessageBench.CompareAsync(scale.WorkflowRounds, scale.CairnOnly, () => ChoreographyAsync(scale), () => O1Workflows.WorkflowAsync(scale, "O2"), r => r.PerSecond);
         var note = string.Create(CultureInfo.InvariantCulture,
-            $"{choreography.Completed:#,0} orders in {choreography.Seconds:0.0} s; baseline: O1's workflow in alternate rounds (ratio: choreography / orchestration)");
+            $"{choreography.Completed:#,0} orders in {choreography.Seconds:0.0} s; CPU per order {choreography.CpuMsPerOrder:0.00} ms, workflow {(workflow is null ? "-" : workflow.CpuMsPerOrder.ToString("0.00", CultureInfo.InvariantCulture))} ms; baseline: O1's workflow in alternate rounds (ratio: choreography / orchestration)");
         return
         [
             new Figure("O2", string.Create(CultureInfo.InvariantCulture, $"checkout as a choreography, {O1Workflows.InFlightOrders} in flight, SQLite"), choreography.PerSecond, "orders/s", workflow?.PerSecond, Note: note),
