@@ -86,10 +86,14 @@ public static class CheckoutApp
         var workflows = host.Services.GetRequiredService<WorkflowClient>();
         var inventory = host.Services.GetRequiredService<Inventory>();
 
-        // The instance id is the order's id, and so the correlation id of every command and reply.
+        // The instance id is the order's id, and so the correlation id of every command and reply. The events the
+        // client appends itself (the start) take the caller's correlation id: begin one, so they carry it too.
         foreach (var order in Orders)
         {
-            await workflows.StartAsync(CheckoutWorkflow.WorkflowName, order.Id, new CheckoutState(order), cancellationToken);
+            using (MessageContext.Begin(correlationId: order.Id))
+            {
+                await workflows.StartAsync(CheckoutWorkflow.WorkflowName, order.Id, new CheckoutState(order), cancellationToken);
+            }
         }
 
         // The workflow knows: each instance says where it stands.
