@@ -6,7 +6,7 @@ namespace Cairn.Sqlite;
 /// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
 internal static partial class SqliteSchema
 {
-    public const int Version = 3;
+    public const int Version = 4;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
@@ -83,7 +83,8 @@ internal static partial class SqliteSchema
             dead_reason          TEXT,
             dead_ticks           INTEGER,
             envelope             BLOB NOT NULL,
-            data                 BLOB NOT NULL);
+            data                 BLOB NOT NULL,
+            correlation          TEXT);
         CREATE INDEX IF NOT EXISTS cairn_messages_by_visibility ON cairn_messages (queue_id, visible_at);
         CREATE INDEX IF NOT EXISTS cairn_messages_by_group ON cairn_messages (queue_id, group_key, seq) WHERE group_key IS NOT NULL;
         CREATE INDEX IF NOT EXISTS cairn_messages_dead ON cairn_messages (queue_id, seq) WHERE state >= 2;
@@ -105,11 +106,16 @@ internal static partial class SqliteSchema
             rule     TEXT,
             PRIMARY KEY (topic_id, name)) WITHOUT ROWID;
 
-        -- The ids each consumer has handled, written in the same transaction as the handler's effects.
+        -- The ids each consumer has handled, written in the same transaction as the handler's effects; with the
+        -- message's queue, type, correlation and causation (schema version 4), so a trace shows it after its ack.
         CREATE TABLE IF NOT EXISTS cairn_inbox (
             consumer        TEXT NOT NULL,
             message_id      BLOB NOT NULL,
             processed_ticks INTEGER NOT NULL,
+            queue           TEXT,
+            message_type    TEXT,
+            correlation     TEXT,
+            causation       TEXT,
             PRIMARY KEY (consumer, message_id)) WITHOUT ROWID;
         """;
 
@@ -123,7 +129,7 @@ internal static partial class SqliteSchema
         {
             using (var ddl = connection.CreateCommand())
             {
-                foreach (var part in (string[])[Ddl, ProjectionsDdl, SnapshotsDdl])
+                foreach (var part in (string[])[Ddl, ProjectionsDdl, SnapshotsDdl, TracingTablesDdl])
                 {
                     ddl.CommandText = part;
                     ddl.ExecuteNonQuery();
@@ -133,6 +139,17 @@ internal static partial class SqliteSchema
             using var read = connection.CreateCommand();
             read.CommandText = "SELECT max(version) FROM cairn_schema";
             var found = read.ExecuteScalar();
+            if (found is long old && old < 4)
+            {
+                MigrateToTracing(connection);
+            }
+
+            using (var indexes = connection.CreateCommand())
+            {
+                indexes.CommandText = TracingIndexesDdl;
+                indexes.ExecuteNonQuery();
+            }
+
             if (found is long existing)
             {
                 if (existing > Version)
@@ -142,7 +159,7 @@ internal static partial class SqliteSchema
 
                 if (existing < Version)
                 {
-                    // Every change so far only added tables, which the DDL above has just created.
+                    // Versions 2 and 3 only added tables, which the DDL above has just created; 4 migrated above.
                     using var upgrade = connection.CreateCommand();
                     upgrade.CommandText = $"UPDATE cairn_schema SET version = {Version}";
                     upgrade.ExecuteNonQuery();

@@ -33,6 +33,7 @@ internal sealed partial class SqliteWriteContext
         var firstPosition = Head + 1;
         var written = HasLiveInline() ? new List<RecordedEvent>(append.EventCount) : null;
         Span<byte> idBytes = stackalloc byte[16];
+        string? runCorrelation = null;
         for (var s = 0; s < append.Streams.Count; s++)
         {
             var part = append.Streams[s];
@@ -53,7 +54,8 @@ internal sealed partial class SqliteWriteContext
             foreach (var e in part.Events)
             {
                 SqliteRows.WriteId(e.Id, idBytes);
-                InsertEvent(row.Id, version, e, idBytes);
+                InsertEvent(row.Id, version, e, idBytes, startsRun: e.CorrelationId is not null && e.CorrelationId != runCorrelation);
+                runCorrelation = e.CorrelationId;
                 written?.Add(new RecordedEvent(e.Id, part.Stream, version, new GlobalPosition(Head), e.Type, e.Source, new DateTimeOffset(TimeTicks, TimeSpan.Zero), e.ContentType, e.Data)
                 {
                     DataSchema = e.DataSchema,
@@ -153,7 +155,11 @@ internal sealed partial class SqliteWriteContext
         _updateStream.Execute();
     }
 
-    private void InsertEvent(long streamId, long version, PreparedEvent e, Span<byte> idBytes)
+    /// <summary>
+    /// Inserts one event. <paramref name="startsRun"/>: the event carries a correlation id the one before it in the same
+    /// append does not, so it is indexed; the rest of the run is found by reading on from it.
+    /// </summary>
+    private void InsertEvent(long streamId, long version, PreparedEvent e, Span<byte> idBytes, bool startsRun)
     {
         Wrote();
         var position = Head + 1;
@@ -183,6 +189,15 @@ internal sealed partial class SqliteWriteContext
             _insertTag.Bind(1, tag);
             _insertTag.Bind(2, position);
             _insertTag.Execute();
+        }
+
+        if (startsRun)
+        {
+            // Only events in a flow: one that starts its own has no correlation stored, and a trace finds it by id.
+            var insertCorrelation = Sql("INSERT INTO cairn_event_correlations (correlation, position) VALUES (?1, ?2)");
+            insertCorrelation.Bind(1, e.CorrelationId);
+            insertCorrelation.Bind(2, position);
+            insertCorrelation.Execute();
         }
     }
 

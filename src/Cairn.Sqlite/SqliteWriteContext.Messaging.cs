@@ -303,10 +303,14 @@ internal sealed partial class SqliteWriteContext
         if (transaction.Inbox is { } record)
         {
             Wrote();
-            var insert = Sql("INSERT INTO cairn_inbox (consumer, message_id, processed_ticks) VALUES (?1, ?2, ?3)");
+            var insert = Sql("INSERT INTO cairn_inbox (consumer, message_id, processed_ticks, queue, message_type, correlation, causation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
             insert.Bind(1, record.Consumer);
             insert.Bind(2, IdBytes(record.MessageId));
             insert.Bind(3, TimeTicks);
+            insert.Bind(4, transaction.InboxMessage?.Queue.Value);
+            insert.Bind(5, transaction.InboxMessage?.Type);
+            insert.Bind(6, transaction.InboxMessage?.CorrelationId);
+            insert.Bind(7, transaction.InboxMessage?.CausationId);
             insert.Execute();
         }
 
@@ -372,8 +376,8 @@ internal sealed partial class SqliteWriteContext
         Wrote();
         MessageCodec.Write(_messageEnvelope, message, TimeTicks);
         var insert = Sql("""
-            INSERT INTO cairn_messages (queue_id, id, group_key, state, visible_at, enqueued_ticks, expires_ticks, envelope, data)
-            VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8)
+            INSERT INTO cairn_messages (queue_id, id, group_key, state, visible_at, enqueued_ticks, expires_ticks, envelope, data, correlation)
+            VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)
             """);
         insert.Bind(1, queue.Id);
         insert.Bind(2, IdBytes(message.Id));
@@ -383,6 +387,7 @@ internal sealed partial class SqliteWriteContext
         insert.Bind(6, TimeTicks + definition.Retention.Ticks);
         insert.Bind(7, _messageEnvelope.WrittenSpan);
         insert.Bind(8, message.Data.Span);
+        insert.Bind(9, message.CorrelationId ?? message.Id.ToString());
         insert.Execute();
         _touchedQueues.Add(definition.Name.Value);
         return true;
@@ -712,9 +717,9 @@ internal sealed partial class SqliteWriteContext
             {
                 var move = Sql("""
                     INSERT INTO cairn_messages (queue_id, id, group_key, state, visible_at, receive_count, deliveries, enqueued_ticks, expires_ticks,
-                        first_received_ticks, last_received_ticks, redrives, failure, envelope, data)
+                        first_received_ticks, last_received_ticks, redrives, failure, envelope, data, correlation)
                     SELECT ?2, id, group_key, 0, ?3, 0, deliveries, enqueued_ticks, ?4,
-                        first_received_ticks, last_received_ticks, redrives + 1, failure, envelope, data
+                        first_received_ticks, last_received_ticks, redrives + 1, failure, envelope, data, correlation
                     FROM cairn_messages WHERE seq = ?1
                     """);
                 move.Bind(1, seq);

@@ -1,3 +1,4 @@
+using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Projections;
@@ -19,7 +20,7 @@ public interface IStoreFixture : IAsyncDisposable
 /// A store created for one test, with its checkpoint store and, for a backend with messaging, its broker; disposing
 /// it releases its resources.
 /// </summary>
-public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null, IProjectionStore? projections = null) : IAsyncDisposable
+public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null, IProjectionStore? projections = null, ICorrelationTraceReader? traces = null) : IAsyncDisposable
 {
     public IEventStore Store { get; } = store;
 
@@ -30,6 +31,9 @@ public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoin
 
     /// <summary>The backend's projection store; the projection conformance tests need one.</summary>
     public IProjectionStore Projections => projections ?? throw new InvalidOperationException("This backend's fixture provides no projection store.");
+
+    /// <summary>The backend's correlation trace reader; the tracing conformance tests need one.</summary>
+    public ICorrelationTraceReader Traces => traces ?? throw new InvalidOperationException("This backend's fixture provides no correlation trace reader.");
 
     public ValueTask DisposeAsync() => dispose?.Invoke() ?? ValueTask.CompletedTask;
 }

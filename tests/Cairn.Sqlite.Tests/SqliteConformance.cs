@@ -51,3 +51,5 @@ public sealed class SqliteProjectionRebuildTests(SqliteFixture f) : Cairn.Confor
 public sealed class SqliteWorkflowTests(SqliteFixture f) : Cairn.Conformance.Workflows.WorkflowTests<SqliteFixture>(f);
 
 public sealed class SqliteChoreographyTests(SqliteFixture f) : Cairn.Conformance.Workflows.ChoreographyTests<SqliteFixture>(f);
+
+public sealed class SqliteCorrelationTraceTests(SqliteFixture f) : Cairn.Conformance.Messaging.CorrelationTraceTests<SqliteFixture>(f);

@@ -19,7 +19,8 @@ public sealed class SqliteFixture : IStoreFixture
                 return ValueTask.CompletedTask;
             },
             new SqliteMessageBroker(store),
-            new SqliteProjectionStore(store)));
+            new SqliteProjectionStore(store),
+            new SqliteCorrelationTraceReader(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

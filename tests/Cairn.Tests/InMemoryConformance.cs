@@ -51,3 +51,5 @@ public sealed class InMemoryProjectionRebuildTests(InMemoryFixture f) : Cairn.Co
 public sealed class InMemoryWorkflowTests(InMemoryFixture f) : Cairn.Conformance.Workflows.WorkflowTests<InMemoryFixture>(f);
 
 public sealed class InMemoryChoreographyTests(InMemoryFixture f) : Cairn.Conformance.Workflows.ChoreographyTests<InMemoryFixture>(f);
+
+public sealed class InMemoryCorrelationTraceTests(InMemoryFixture f) : Cairn.Conformance.Messaging.CorrelationTraceTests<InMemoryFixture>(f);

@@ -12,7 +12,8 @@ public sealed class InMemoryFixture : IStoreFixture
     {
         var store = new InMemoryEventStore(options);
         var checkpoints = new InMemoryCheckpointStore();
-        return Task.FromResult(new StoreUnderTest(store, checkpoints, broker: new InMemoryMessageBroker(store, checkpoints), projections: new Cairn.Projections.InMemory.InMemoryProjectionStore(store)));
+        var broker = new InMemoryMessageBroker(store, checkpoints);
+        return Task.FromResult(new StoreUnderTest(store, checkpoints, broker: broker, projections: new Cairn.Projections.InMemory.InMemoryProjectionStore(store), traces: broker));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

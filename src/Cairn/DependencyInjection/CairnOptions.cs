@@ -66,7 +66,15 @@ public sealed class CairnOptions
                 UnwrapInMemory(services.GetRequiredService<IEventStore>()),
                 services.GetRequiredService<ICheckpointStore>()))
         .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(UnwrapInMemory(services.GetRequiredService<IEventStore>())))
-        .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore());
+        .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore())
+        .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => UnwrapInMemory(services.GetRequiredService<Messaging.IMessageBroker>()));
+
+    private static Messaging.InMemory.InMemoryMessageBroker UnwrapInMemory(Messaging.IMessageBroker broker) => broker switch
+    {
+        Messaging.InMemory.InMemoryMessageBroker memory => memory,
+        Diagnostics.InstrumentedMessageBroker { Inner: var inner } => UnwrapInMemory(inner),
+        _ => throw new InvalidOperationException($"The in-memory trace reader needs the in-memory broker, not a {broker.GetType().Name}."),
+    };
 
     private static InMemoryEventStore UnwrapInMemory(IEventStore store) => store switch
     {

@@ -43,6 +43,8 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.EventTypes);
         services.TryAddSingleton(sp => new EventSerializer(sp.GetRequiredService<EventTypeRegistry>(), sp.GetRequiredService<IOptions<CairnOptions>>().Value.JsonOptions));
         services.TryAddSingleton<SubscriptionMonitor>();
+        services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<ICorrelationTraceReader>(sp));
+        services.TryAddSingleton<CorrelationTracer>();
         AddMessaging(services);
         return new CairnBuilder(services);
     }

@@ -34,6 +34,9 @@ public sealed class MessageTransaction
     /// <summary>The inbox record: the consumer and the id of the message it handled; null when none.</summary>
     public (string Consumer, MessageId MessageId)? Inbox { get; private set; }
 
+    /// <summary>What the inbox record keeps of the handled message for tracing; null when it keeps only the id.</summary>
+    public HandledMessage? InboxMessage { get; private set; }
+
     /// <summary>True when the transaction holds nothing to write.</summary>
     public bool IsEmpty => _appends.Count == 0 && _sends.Count == 0 && _publishes.Count == 0 && _acknowledgements.Count == 0 && _checkpoints.Count == 0 && Inbox is null;
 
@@ -75,6 +78,19 @@ public sealed class MessageTransaction
     public MessageTransaction MarkProcessed(string consumer, MessageId messageId)
     {
         Inbox = (MessagingNames.Validate("consumer", consumer), messageId);
+        InboxMessage = null;
+        return this;
+    }
+
+    /// <summary>
+    /// Records that <paramref name="consumer"/> handled <paramref name="delivery"/>'s message, keeping its queue, type,
+    /// correlation and causation beside its id, so a correlation trace still shows it once it has left its queue.
+    /// </summary>
+    public MessageTransaction MarkProcessed(string consumer, Delivery delivery)
+    {
+        ArgumentNullException.ThrowIfNull(delivery);
+        MarkProcessed(consumer, delivery.Message.Id);
+        InboxMessage = HandledMessage.From(delivery);
         return this;
     }
 

@@ -10,7 +10,8 @@ internal sealed record PreparedTransaction(
     IReadOnlyList<(TopicName Topic, PreparedMessage Message)> Publishes,
     IReadOnlyList<LeaseToken> Acknowledgements,
     IReadOnlyList<(string Key, GlobalPosition Position)> Checkpoints,
-    (string Consumer, MessageId MessageId)? Inbox)
+    (string Consumer, MessageId MessageId)? Inbox,
+    HandledMessage? InboxMessage)
 {
     public static PreparedTransaction Prepare(MessageTransaction transaction, EventStoreOptions options)
     {
@@ -50,13 +51,15 @@ internal sealed record PreparedTransaction(
             }
         }
 
+        transaction.InboxMessage?.Validate();
         return new PreparedTransaction(
             [.. transaction.Appends.Select(a => PreparedAppend.Prepare(a, options))],
             sends,
             publishes,
             [.. transaction.Acknowledgements],
             [.. transaction.Checkpoints],
-            transaction.Inbox);
+            transaction.Inbox,
+            transaction.InboxMessage);
     }
 
     private static void Require(bool condition, string fault)

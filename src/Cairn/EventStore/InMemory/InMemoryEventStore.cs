@@ -77,6 +77,24 @@ public sealed class InMemoryEventStore : IEventStore
         return events;
     }
 
+    /// <summary>
+    /// Up to <paramref name="max"/> events, in position order, whose correlation id is <paramref name="correlationId"/>
+    /// (an event that started a flow has its own id); the caller holds <see cref="Gate"/>.
+    /// </summary>
+    internal List<RecordedEvent> EventsOfCorrelationLocked(string correlationId, int max)
+    {
+        var events = new List<RecordedEvent>();
+        for (var i = 0; i < _log.Count && events.Count < max; i++)
+        {
+            if (_log[i].CorrelationId == correlationId)
+            {
+                events.Add(_log[i]);
+            }
+        }
+
+        return events;
+    }
+
     /// <summary>The options the store was made with; the in-memory broker shares their clock, source and limits.</summary>
     internal EventStoreOptions Options => _options;
 

@@ -430,7 +430,7 @@ public sealed class QueueConsumer : IAsyncDisposable
             context.Transaction.Acknowledge(delivery.Lease);
             if (Options.UseInbox)
             {
-                context.Transaction.MarkProcessed(Options.Name, delivery.Message.Id);
+                context.Transaction.MarkProcessed(Options.Name, delivery);
             }
 
             // Not cancellable: once the handler is done, its effects and the acknowledgement commit or fail together.

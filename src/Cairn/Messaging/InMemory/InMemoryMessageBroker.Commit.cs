@@ -68,7 +68,7 @@ public sealed partial class InMemoryMessageBroker
 
         if (transaction.Inbox is { } record)
         {
-            _inbox[record] = now;
+            _inbox[record] = (now, transaction.InboxMessage);
         }
 
         foreach (var (key, position) in transaction.Checkpoints)

@@ -132,7 +132,7 @@ public sealed partial class InMemoryMessageBroker
         MessagingNames.Validate("consumer", consumer);
         return Run(cancellationToken, _ =>
         {
-            var old = _inbox.Where(r => r.Key.Consumer == consumer && r.Value < before.UtcTicks).Select(r => r.Key).ToList();
+            var old = _inbox.Where(r => r.Key.Consumer == consumer && r.Value.Ticks < before.UtcTicks).Select(r => r.Key).ToList();
             foreach (var key in old)
             {
                 _inbox.Remove(key);

@@ -11,7 +11,7 @@ namespace Cairn.Messaging.InMemory;
 /// everything that reads or changes the broker; a transaction checks every part under it and appends to the store
 /// under the store's own lock, so it commits all of it or nothing.
 /// </summary>
-public sealed partial class InMemoryMessageBroker : IMessageBroker
+public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.ICorrelationTraceReader
 {
     private readonly Lock _gate = new();
     private readonly InMemoryEventStore _store;
@@ -21,7 +21,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker
     private readonly QueueSignal _signal = new();
     private readonly Dictionary<string, QueueState> _queues = new(StringComparer.Ordinal);
     private readonly Dictionary<string, SortedDictionary<string, TopicSubscription>> _topics = new(StringComparer.Ordinal);
-    private readonly Dictionary<(string Consumer, MessageId MessageId), long> _inbox = [];
+    private readonly Dictionary<(string Consumer, MessageId MessageId), (long Ticks, HandledMessage? Message)> _inbox = [];
     private long _lastSequence;
     private long _lastTicks;
 

@@ -1,0 +1,206 @@
+using System.Text.Json;
+using Cairn.Diagnostics;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using SQLitePCL;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// Reads one correlation id's events, inbox records and queued messages from a Cairn SQLite file, in one read
+/// transaction, through the indexes of schema version 4: events by <c>cairn_event_correlations</c> (or by id, for the
+/// event that started the flow), the inbox and the queues by their correlation columns.
+/// </summary>
+public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
+{
+    private readonly SqliteEventStore _store;
+    private readonly EventReader _rows = new();
+
+    /// <summary>The event columns a trace reads: envelopes, not payloads.</summary>
+    private const string Columns = "e.position, e.envelope, X''";
+
+    /// <summary>Events read at a time while following a run.</summary>
+    private const int RunPage = 64;
+
+    /// <summary>Reads from the file of <paramref name="store"/>.</summary>
+    public SqliteCorrelationTraceReader(SqliteEventStore store)
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        _store = store;
+    }
+
+    /// <inheritdoc />
+    public Task<CorrelationRecords> ReadAsync(string correlationId, int limit, CancellationToken cancellationToken)
+    {
+        CorrelationTraceLimits.Validate(correlationId, limit);
+        cancellationToken.ThrowIfCancellationRequested();
+        using var lease = _store.RentReadConnection();
+        var db = lease.Db;
+
+        // One snapshot for the three reads, so a handling that commits meanwhile is either wholly in or wholly out.
+        Execute(db, "BEGIN");
+        try
+        {
+            var events = ReadEvents(db, correlationId, limit + 1);
+            var handled = ReadInbox(db, correlationId, limit + 1);
+            var queued = ReadQueued(db, correlationId, limit + 1, _store.Options.TimeProvider.GetUtcNow().UtcTicks);
+            return Task.FromResult(CorrelationRecords.Earliest(events, handled, queued, limit));
+        }
+        finally
+        {
+            Execute(db, "COMMIT");
+        }
+    }
+
+    private List<RecordedEvent> ReadEvents(sqlite3 db, string correlationId, int max)
+    {
+        var starts = new List<long>();
+        using (var select = new RawStatement(db, "SELECT position FROM cairn_event_correlations WHERE correlation = ?1 ORDER BY position LIMIT ?2"))
+        {
+            select.Bind(1, correlationId);
+            select.Bind(2, (long)max);
+            while (select.Step())
+            {
+                starts.Add(select.Int64(0));
+            }
+        }
+
+        // Each row marks the first event of a run with this correlation: read on until the correlation changes.
+        var events = new List<RecordedEvent>();
+        using var run = new RawStatement(db, $"SELECT {Columns} FROM cairn_events e WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2");
+        var next = 0L;
+        foreach (var start in starts)
+        {
+            if (start < next)
+            {
+                // Read already, as part of the run before it.
+                continue;
+            }
+
+            var from = start;
+            var inRun = true;
+            while (inRun && events.Count < max)
+            {
+                run.Bind(1, from);
+                run.Bind(2, (long)Math.Min(RunPage, max - events.Count + 1));
+                var read = 0;
+                try
+                {
+                    while (run.Step())
+                    {
+                        read++;
+                        var e = _rows.Read(run, db);
+                        if (e.CorrelationId != correlationId)
+                        {
+                            inRun = false;
+                            break;
+                        }
+
+                        events.Add(e);
+                        from = e.Position.Value + 1;
+                    }
+                }
+                finally
+                {
+                    run.Reset();
+                }
+
+                inRun &= read > 0;
+            }
+
+            next = from;
+            if (events.Count >= max)
+            {
+                break;
+            }
+        }
+
+        // The event that started the flow has its own id as correlation, stored as nothing: found by its id.
+        if (Guid.TryParseExact(correlationId, "D", out var guid) && guid != Guid.Empty && new MessageId(guid).ToString() == correlationId)
+        {
+            using var byId = new RawStatement(db, $"SELECT {Columns} FROM cairn_events e WHERE e.id = ?1");
+            Span<byte> id = stackalloc byte[16];
+            SqliteRows.WriteId(new MessageId(guid), id);
+            byId.Bind(1, id);
+            if (byId.Step() && _rows.Read(byId, db) is { } root && root.CorrelationId == correlationId && events.All(e => e.Position != root.Position))
+            {
+                events.Insert(events.FindIndex(e => e.Position.Value > root.Position.Value) is var at and >= 0 ? at : events.Count, root);
+            }
+        }
+
+        return events;
+    }
+
+    private static List<InboxRecord> ReadInbox(sqlite3 db, string correlationId, int max)
+    {
+        using var select = new RawStatement(db, """
+            SELECT consumer, message_id, processed_ticks, queue, message_type, causation FROM cairn_inbox
+            WHERE correlation = ?1 ORDER BY processed_ticks LIMIT ?2
+            """);
+        select.Bind(1, correlationId);
+        select.Bind(2, (long)max);
+        var records = new List<InboxRecord>();
+        while (select.Step())
+        {
+            records.Add(new InboxRecord(
+                select.Text(0),
+                new MessageId(new Guid(select.Blob(1), bigEndian: true)),
+                new DateTimeOffset(select.Int64(2), TimeSpan.Zero),
+                new HandledMessage(new QueueName(select.Text(3)), select.Text(4), correlationId, select.TextOrNull(5))));
+        }
+
+        return records;
+    }
+
+    private static List<QueuedMessageRecord> ReadQueued(sqlite3 db, string correlationId, int max, long nowTicks)
+    {
+        using var select = new RawStatement(db, """
+            SELECT m.seq, m.id, m.state, m.visible_at, m.receive_count, m.enqueued_ticks, m.failure, m.dead_reason, m.dead_ticks, m.envelope, q.name
+            FROM cairn_messages m JOIN cairn_queues q ON q.id = m.queue_id
+            WHERE m.correlation = ?1 ORDER BY m.seq LIMIT ?2
+            """);
+        select.Bind(1, correlationId);
+        select.Bind(2, (long)max);
+        var records = new List<QueuedMessageRecord>();
+        while (select.Step())
+        {
+            var id = new MessageId(new Guid(select.Blob(1), bigEndian: true));
+            Message message;
+            try
+            {
+                message = MessageCodec.Read(id, select.Blob(9), ReadOnlyMemory<byte>.Empty);
+            }
+            catch (CairnException)
+            {
+                // As the dead-letter listing does: an unreadable envelope still shows, by its id.
+                message = new Message(id, SqliteMessageBroker.UnreadableType, "urn:cairn:unreadable", new DateTimeOffset(select.Int64(5), TimeSpan.Zero), "application/octet-stream", ReadOnlyMemory<byte>.Empty)
+                {
+                    CorrelationId = correlationId,
+                };
+            }
+
+            var state = select.Int64(2) switch
+            {
+                >= 2 => QueuedMessageState.DeadLettered,
+                1 when !select.IsNull(3) && select.Int64(3) > nowTicks => QueuedMessageState.InFlight,
+                _ => QueuedMessageState.Waiting,
+            };
+            records.Add(new QueuedMessageRecord(message, new QueueName(select.Text(10)), select.Int64(0), state, new DateTimeOffset(select.Int64(5), TimeSpan.Zero))
+            {
+                ReceiveCount = (int)select.Int64(4),
+                Failure = select.IsNull(6) ? null : JsonSerializer.Deserialize(select.Blob(6), CairnJsonContext.Default.FailureInfo),
+                DeadLetterReason = select.TextOrNull(7),
+                DeadLetteredAt = select.IsNull(8) ? null : new DateTimeOffset(select.Int64(8), TimeSpan.Zero),
+            });
+        }
+
+        return records;
+    }
+
+    private static void Execute(sqlite3 db, string sql)
+    {
+        using var statement = new RawStatement(db, sql);
+        statement.Execute();
+    }
+}
