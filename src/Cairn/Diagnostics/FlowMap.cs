@@ -50,9 +50,15 @@ public sealed record FlowProduction(string Handler, string ConsumedType, string 
 /// <param name="Productions">Each handler's outputs per type and target.</param>
 public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadOnlyList<FlowProduction> Productions)
 {
-    /// <summary>Types produced that no recorded handler consumed.</summary>
+    /// <summary>
+    /// Types produced that no recorded handler consumed. Cairn's own types (<c>cairn.*</c>: a workflow's history and
+    /// timers) are drawn but never flagged.
+    /// </summary>
     public IReadOnlyList<string> UnconsumedTypes =>
-        [.. Productions.Select(p => p.MessageType).Distinct(StringComparer.Ordinal).Where(t => !Consumptions.Any(c => c.MessageType == t)).Order(StringComparer.Ordinal)];
+        [.. Productions.Select(p => p.MessageType).Distinct(StringComparer.Ordinal).Where(t => !IsCairnOwn(t) && !Consumptions.Any(c => c.MessageType == t)).Order(StringComparer.Ordinal)];
+
+    /// <summary>True for Cairn's own message and event types, which it consumes or keeps itself.</summary>
+    private static bool IsCairnOwn(string type) => type.StartsWith("cairn.", StringComparison.Ordinal);
 
     /// <summary>Handlers that sent at least one message to a dead-letter queue.</summary>
     public IReadOnlyList<string> DeadLetteringHandlers =>
@@ -68,7 +74,7 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
         get
         {
             var edges = new Dictionary<string, List<string>>(StringComparer.Ordinal);
-            foreach (var p in Productions)
+            foreach (var p in Productions.Where(p => !IsCairnOwn(p.ConsumedType) && !IsCairnOwn(p.MessageType)))
             {
                 if (!edges.TryGetValue(p.ConsumedType, out var list))
                 {
@@ -120,7 +126,12 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
             text.Append("    ").Append(Id("type:" + c.MessageType)).Append(" -->|\"").Append(label).Append("\"| ").Append(Id("handler:" + c.Handler)).Append('\n');
         }
 
-        foreach (var p in Productions.OrderBy(p => p.Handler, StringComparer.Ordinal).ThenBy(p => p.MessageType, StringComparer.Ordinal).ThenBy(p => p.Target, StringComparer.Ordinal))
+        // Drawn per handler: what it produced from each type it consumed, summed.
+        var drawn = Productions
+            .GroupBy(p => (p.Handler, p.MessageType, p.Kind, p.Target))
+            .Select(g => g.First() with { ConsumedType = "", Count = g.Sum(p => p.Count) })
+            .OrderBy(p => p.Handler, StringComparer.Ordinal).ThenBy(p => p.MessageType, StringComparer.Ordinal).ThenBy(p => p.Target, StringComparer.Ordinal);
+        foreach (var p in drawn)
         {
             var label = string.Create(CultureInfo.InvariantCulture, $"{p.Count} {p.Kind switch { FlowOutputKind.Event => "appended to", FlowOutputKind.Command => "sent to", _ => "published to" }} {p.Target}");
             text.Append("    ").Append(Id("handler:" + p.Handler)).Append(" -->|\"").Append(Escape(label)).Append("\"| ").Append(Id("type:" + p.MessageType)).Append('\n');

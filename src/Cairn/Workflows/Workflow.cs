@@ -10,7 +10,8 @@ namespace Cairn.Workflows;
 /// </summary>
 /// <remarks>
 /// The definition is a state machine of steps rather than code replayed step by step: it is checked whole when the
-/// host starts (unreachable steps, unknown targets, missing compensations are refused, naming the step), it can be
+/// host starts (unreachable steps, unknown targets, unregistered message types, and a step with an effect but no
+/// compensation while a later step can fail are refused, naming the step), it can be
 /// drawn, and each event of an instance's history names the step it belongs to.
 /// </remarks>
 /// <example>

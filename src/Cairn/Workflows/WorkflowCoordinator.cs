@@ -25,6 +25,11 @@ public sealed record WorkflowHistoryEntry(long Version, GlobalPosition Position,
 internal sealed class WorkflowCoordinator
 {
     private const int MaxConflictRetries = 20;
+
+    /// <summary>How many running instances' folded state the coordinator keeps between their messages.</summary>
+    private const int MaxCachedInstances = 10_000;
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, WorkflowInstance> _cache = new(StringComparer.Ordinal);
     private readonly IEventStore _store;
     private readonly IMessageSender _sender;
     private readonly EventSerializer _serializer;
@@ -131,7 +136,11 @@ internal sealed class WorkflowCoordinator
             }
         }
 
-        context.OnCommitted(() => WorkflowMetrics.Record(Model.Name, decider));
+        context.OnCommitted(() =>
+        {
+            Remember(decider.Instance);
+            WorkflowMetrics.Record(Model.Name, decider);
+        });
     }
 
     /// <summary>
@@ -183,8 +192,11 @@ internal sealed class WorkflowCoordinator
                 continue;
             }
 
+            // The caller gets a copy: the cached fold goes on changing with the instance's next messages.
+            var result = decider.Instance.Copy();
+            Remember(decider.Instance);
             WorkflowMetrics.Record(Model.Name, decider);
-            return decider.Instance;
+            return result;
         }
     }
 
@@ -218,10 +230,29 @@ internal sealed class WorkflowCoordinator
         }
     }
 
+    /// <summary>
+    /// The instance to decide on. A cached fold is taken out of the cache, so only this decision uses (and changes) it;
+    /// it goes back when the decision commits. A fold made stale by another process fails its append on the expected
+    /// version, and the retry reads the stream.
+    /// </summary>
     private async Task<(WorkflowInstance Instance, bool Exists)> LoadOrNewAsync(string instanceId, CancellationToken cancellationToken)
     {
+        if (_cache.TryRemove(instanceId, out var cached))
+        {
+            return (cached, true);
+        }
+
         var loaded = await LoadAsync(instanceId, null, cancellationToken).ConfigureAwait(false);
         return loaded is null ? (new WorkflowInstance(), false) : (loaded, true);
+    }
+
+    /// <summary>Keeps a committed fold of a running instance for its next message; a finished one is forgotten.</summary>
+    private void Remember(WorkflowInstance instance)
+    {
+        if (!instance.IsFinished && _cache.Count < MaxCachedInstances)
+        {
+            _cache[instance.InstanceId] = instance;
+        }
     }
 
     private AppendRequest? ToAppend(WorkflowDecider decider)
@@ -232,7 +263,9 @@ internal sealed class WorkflowCoordinator
         }
 
         var expected = decider.ExpectedVersion < 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(decider.ExpectedVersion);
-        return new AppendRequest(Model.StreamOf(decider.InstanceId), expected, [.. decider.Events.Select(e => _serializer.ToEventData(e))]);
+        // The history carries the instance's id as its correlation id, whoever wrote it: a reply found by CorrelateBy, a
+        // start message with an id of its own, or an operator's call outside any message.
+        return new AppendRequest(Model.StreamOf(decider.InstanceId), expected, [.. decider.Events.Select(e => _serializer.ToEventData(e) with { CorrelationId = decider.InstanceId })]);
     }
 
     /// <summary>Checks an instance id: it becomes part of a stream name.</summary>

@@ -19,7 +19,7 @@ internal static class WorkflowDiagram
             {
                 var target = reply.Outcome switch
                 {
-                    ReplyOutcome.Fail => "failed",
+                    ReplyOutcome.Fail => step.FailureAction == StepFailureAction.Suspend ? "suspended" : "failed",
                     ReplyOutcome.Retry => Id(step.Name),
                     _ => reply.Completes ? "[*]" : Id(reply.Target!),
                 };
@@ -31,18 +31,34 @@ internal static class WorkflowDiagram
                 text.Append("    ").Append(Id(step.Name)).Append(" --> ").Append(step.CompletesWorkflow ? "[*]" : Id(step.Next!)).Append('\n');
             }
 
+            var onFailure = step.FailureAction == StepFailureAction.Suspend ? "suspended" : "failed";
             if (step.Timeout is { } timeout)
             {
-                text.Append("    ").Append(Id(step.Name)).Append(" --> failed : timeout ").Append(timeout).Append(" × ").Append(step.MaxAttempts).Append('\n');
+                text.Append("    ").Append(Id(step.Name)).Append(" --> ").Append(onFailure).Append(" : timeout ").Append(timeout).Append(" × ").Append(step.MaxAttempts).Append('\n');
             }
 
             if (step.Compensation is { } c)
             {
-                text.Append("    note right of ").Append(Id(step.Name)).Append(" : compensate: ").Append(c.Kind == StepActionKind.Send ? "send to " : "publish to ").Append(c.Target).Append('\n');
+                text.Append("    note right of ").Append(Id(step.Name)).Append(" : compensate: ").Append(c.Kind == StepActionKind.Send ? "send to " : "publish to ").Append(c.Target);
+                if (step.CompensationConfirmation is { } confirmation)
+                {
+                    text.Append(", confirmed by ").Append(confirmation).Append(" (").Append(step.CompensationTimeout).Append(" × ").Append(step.CompensationAttempts).Append(')');
+                }
+
+                text.Append('\n');
+            }
+            else if (step.NoCompensationReason is { } why)
+            {
+                text.Append("    note right of ").Append(Id(step.Name)).Append(" : no compensation: ").Append(why).Append('\n');
             }
         }
 
         text.Append("    failed : failed (compensate in reverse)\n    failed --> [*]\n");
+        if (model.Steps.Values.Any(s => s.FailureAction == StepFailureAction.Suspend))
+        {
+            text.Append("    suspended : suspended (an operator retries, skips or cancels)\n");
+        }
+
         return text.ToString();
     }
 

@@ -38,6 +38,39 @@ public sealed class WorkflowInstance
     {
     }
 
+    private WorkflowInstance(WorkflowInstance other)
+    {
+        _completed = [.. other._completed];
+        _compensated = [.. other._compensated];
+        _pendingCompensations = [.. other._pendingCompensations];
+        _seenReplies = new HashSet<string>(other._seenReplies, StringComparer.Ordinal);
+        Workflow = other.Workflow;
+        InstanceId = other.InstanceId;
+        DefinitionVersion = other.DefinitionVersion;
+        Status = other.Status;
+        CurrentStep = other.CurrentStep;
+        Attempt = other.Attempt;
+        CurrentCompensation = other.CurrentCompensation;
+        CompensationAttempt = other.CompensationAttempt;
+        Reason = other.Reason;
+        CancelRequested = other.CancelRequested;
+        StartedAt = other.StartedAt;
+        UpdatedAt = other.UpdatedAt;
+        EndedAt = other.EndedAt;
+        TimerDueAt = other.TimerDueAt;
+        StreamVersion = other.StreamVersion;
+        State = other.State;
+        ArmedTimer = other.ArmedTimer;
+        StepVisit = other.StepVisit;
+        StepStartedAt = other.StepStartedAt;
+        CurrentMessageId = other.CurrentMessageId;
+        CancelledPath = other.CancelledPath;
+        UncertainStep = other.UncertainStep;
+    }
+
+    /// <summary>A copy that later folds of this one do not change.</summary>
+    internal WorkflowInstance Copy() => new(this);
+
     /// <summary>The workflow's name.</summary>
     public string Workflow { get; private set; } = "";
 

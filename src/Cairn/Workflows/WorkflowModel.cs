@@ -127,6 +127,15 @@ internal sealed class WorkflowModel
                 Refuse($"step '{step.Name}' has a compensation but no effect to undo");
             }
 
+            foreach (var (action, role) in new[] { (step.Action, "message"), (step.Compensation, "compensation") })
+            {
+                // A concrete type is checked now; a base type (object, an interface) only when a message is made.
+                if (action is { MessageType: { IsAbstract: false, IsInterface: false } type } && type != typeof(object))
+                {
+                    TypeName(type, $"step '{step.Name}''s {role}");
+                }
+            }
+
             var replies = new Dictionary<string, ReplyModel>(StringComparer.Ordinal);
             foreach (var rule in step.Replies)
             {

@@ -46,18 +46,20 @@ public sealed class WorkflowStep<TState>
     internal string? NoCompensationReason { get; private set; }
 
     /// <summary>Sends a command, made from the state, to a queue when the step starts (and again on each retry).</summary>
-    public WorkflowStep<TState> Send(QueueName queue, Func<TState, object> command)
+    public WorkflowStep<TState> Send<TCommand>(QueueName queue, Func<TState, TCommand> command)
+        where TCommand : class
     {
         ArgumentNullException.ThrowIfNull(command);
-        SetAction(new StepAction(StepActionKind.Send, queue.Value, s => command((TState)s)));
+        SetAction(new StepAction(StepActionKind.Send, queue.Value, typeof(TCommand), s => command((TState)s)));
         return this;
     }
 
     /// <summary>Publishes an event, made from the state, to a topic when the step starts (and again on each retry).</summary>
-    public WorkflowStep<TState> Publish(TopicName topic, Func<TState, object> @event)
+    public WorkflowStep<TState> Publish<TEvent>(TopicName topic, Func<TState, TEvent> @event)
+        where TEvent : class
     {
         ArgumentNullException.ThrowIfNull(@event);
-        SetAction(new StepAction(StepActionKind.Publish, topic.Value, s => @event((TState)s)));
+        SetAction(new StepAction(StepActionKind.Publish, topic.Value, typeof(TEvent), s => @event((TState)s)));
         return this;
     }
 
@@ -147,18 +149,20 @@ public sealed class WorkflowStep<TState>
     }
 
     /// <summary>Undoes the step by sending a command made from the state; it must be harmless when the step's effect never happened.</summary>
-    public WorkflowStep<TState> CompensateWith(QueueName queue, Func<TState, object> command)
+    public WorkflowStep<TState> CompensateWith<TCommand>(QueueName queue, Func<TState, TCommand> command)
+        where TCommand : class
     {
         ArgumentNullException.ThrowIfNull(command);
-        SetCompensation(new StepAction(StepActionKind.Send, queue.Value, s => command((TState)s)));
+        SetCompensation(new StepAction(StepActionKind.Send, queue.Value, typeof(TCommand), s => command((TState)s)));
         return this;
     }
 
     /// <summary>Undoes the step by publishing an event made from the state.</summary>
-    public WorkflowStep<TState> CompensateWithPublish(TopicName topic, Func<TState, object> @event)
+    public WorkflowStep<TState> CompensateWithPublish<TEvent>(TopicName topic, Func<TState, TEvent> @event)
+        where TEvent : class
     {
         ArgumentNullException.ThrowIfNull(@event);
-        SetCompensation(new StepAction(StepActionKind.Publish, topic.Value, s => @event((TState)s)));
+        SetCompensation(new StepAction(StepActionKind.Publish, topic.Value, typeof(TEvent), s => @event((TState)s)));
         return this;
     }
 
@@ -304,4 +308,5 @@ internal enum StepActionKind
     Publish,
 }
 
-internal sealed record StepAction(StepActionKind Kind, string Target, Func<object, object> Make);
+/// <summary>A step's or a compensation's message: where it goes, its declared type (checked at start when concrete), and how it is made.</summary>
+internal sealed record StepAction(StepActionKind Kind, string Target, Type MessageType, Func<object, object> Make);

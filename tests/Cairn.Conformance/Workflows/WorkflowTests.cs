@@ -73,6 +73,10 @@ public abstract class WorkflowTests<TFixture>(TFixture fixture) : StoreTests<TFi
         var history = await host.Workflows.GetHistoryAsync(Checkout, "order-1");
         Assert.All(history.Take(2), e => Assert.Null(e.CausationId));
         Assert.All(history.Skip(2), e => Assert.NotNull(e.CausationId));
+        await foreach (var recorded in Cairn.EventStore.EventStoreExtensions.ReadStreamAsync(sut.Store, "wf:checkout-order-1"))
+        {
+            Assert.Equal("order-1", recorded.CorrelationId);
+        }
     }
 
     [Fact]
@@ -409,5 +413,33 @@ public abstract class WorkflowTests<TFixture>(TFixture fixture) : StoreTests<TFi
         await Wait.UntilAsync(() => services.Effects.Count(e => e.StartsWith("release:", StringComparison.Ordinal)) == 10, "the releases are handled");
         Assert.Equal(services.Effects.Count, services.Effects.Distinct().Count());
         Assert.Equal(30, services.Effects.Count(e => e.StartsWith("ship:", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task two_coordinators_sharing_one_backend_run_the_instances_between_them_with_each_effect_once()
+    {
+        await using var sut = await CreateAsync();
+        var (first, services) = await StartAsync(sut);
+        await using var _ = first;
+        // A second process: its own coordinator and services, competing for the same queues.
+        var (second, otherServices) = await StartAsync(sut);
+        await using var __ = second;
+
+        var ids = Enumerable.Range(0, 30).Select(i => $"shared-{i}").ToList();
+        await Task.WhenAll(ids.Select((id, i) => (i % 2 == 0 ? first : second).Workflows.StartAsync(Checkout, id, new CheckoutState(id, "sku-1", 1, 10m))));
+        foreach (var id in ids)
+        {
+            Assert.Equal(WorkflowStatus.Completed, (await UntilAsync(first, id, i => i.IsFinished, $"{id} finishes")).Status);
+        }
+
+        // Each step ran once per instance: the histories show no step twice, whichever process decided.
+        foreach (var id in ids)
+        {
+            var history = await first.Workflows.GetHistoryAsync(Checkout, id);
+            Assert.Equal(3, history.Count(e => e.Event is StepCompleted));
+            Assert.Equal(3, history.Count(e => e.Event is StepStarted));
+        }
+
+        Assert.Equal(90, services.Effects.Count + otherServices.Effects.Count);
     }
 }

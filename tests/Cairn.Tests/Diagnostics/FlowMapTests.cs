@@ -63,6 +63,19 @@ public sealed class FlowMapTests
     }
 
     [Fact]
+    public void Cairns_own_types_are_drawn_but_never_flagged_and_edges_are_drawn_once_per_handler_and_type()
+    {
+        // A workflow's coordinator keeps its history and re-arms its own timers.
+        var flows = new FlowRecorder();
+        flows.RecordHandled("workflow-checkout", "inventory.stock-reserved", TimeSpan.Zero, [(FlowOutputKind.Event, "cairn.workflow.step-completed", "wf:checkout"), (FlowOutputKind.Command, "payments.charge", "payments")]);
+        flows.RecordHandled("workflow-checkout", "cairn.workflow.timer", TimeSpan.Zero, [(FlowOutputKind.Event, "cairn.workflow.step-completed", "wf:checkout"), (FlowOutputKind.Command, "cairn.workflow.timer", "workflow-checkout")]);
+        var map = flows.Snapshot();
+        Assert.Empty(map.Cycles);
+        Assert.Equal(["payments.charge"], map.UnconsumedTypes);
+        Assert.Single(map.ToMermaid().Split('\n'), l => l.Contains("\"2 appended to wf:checkout\"", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void A_handler_that_consumes_two_types_does_not_join_their_paths_into_a_false_cycle()
     {
         // Inventory reserves on an order and releases on a declined payment; payments declines on a reservation.

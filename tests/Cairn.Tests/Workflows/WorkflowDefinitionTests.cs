@@ -95,6 +95,8 @@ public sealed class WorkflowDefinitionTests
         Assert.Contains("has a compensation but no effect", Refusal(w => w.Add("a").On<ShippingArranged>().Complete().CompensateWith(Q, s => new CancelShipment(s.OrderId))), StringComparison.Ordinal);
         Assert.Contains("confirms a compensation it does not have", Refusal(w => w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete().ConfirmCompensationBy<StockReleased>()), StringComparison.Ordinal);
         Assert.Contains("Unregistered has no registered type name", Refusal(w => w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<Unregistered>().Complete()), StringComparison.Ordinal);
+        Assert.Contains("step 'a''s message Unregistered has no registered type name", Refusal(w => w.Add("a").Send(Q, s => new Unregistered(s.OrderId)).On<ShippingArranged>().Complete()), StringComparison.Ordinal);
+        Assert.Contains("step 'a''s compensation Unregistered has no registered type name", Refusal(w => w.Add("a").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete().CompensateWith(Q, s => new Unregistered(s.OrderId))), StringComparison.Ordinal);
         Assert.Contains("both starts instances and is a reply", Refusal(w =>
         {
             w.StartOn<ShippingArranged>(r => new CheckoutState(r.OrderId, "s", 1, 1));
