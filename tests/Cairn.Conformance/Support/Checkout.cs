@@ -26,6 +26,7 @@ namespace Cairn.Conformance.Support;
 [EventType("shipping.arrange")] public sealed record ArrangeShipping(string OrderId);
 [EventType("shipping.cancel")] public sealed record CancelShipment(string OrderId);
 [EventType("shipping.arranged")] public sealed record ShippingArranged(string OrderId, string Tracking);
+[EventType("shipping.refused")] public sealed record ShippingRefused(string OrderId, string Reason);
 
 /// <summary>The checkout workflow's state.</summary>
 public sealed record CheckoutState(string OrderId, string Sku, int Quantity, decimal Amount, string? PaymentId = null, string? Tracking = null);
@@ -68,6 +69,7 @@ public sealed class CheckoutWorkflow : Workflow<CheckoutState>
         var ship = Step("arrange-shipping")
             .Send(Shipping, s => new ArrangeShipping(s.OrderId))
             .On<ShippingArranged>((s, r) => s with { Tracking = r.Tracking }).Complete()
+            .On<ShippingRefused>().Fail(r => $"shipping refused: {r.Reason}")
             .Retry(shippingAttempts, TimeSpan.FromMilliseconds(20))
             .OnFailure(shippingFailure)
             .CompensateWith(Shipping, s => new CancelShipment(s.OrderId));
@@ -81,7 +83,7 @@ public sealed class CheckoutWorkflow : Workflow<CheckoutState>
         types.Register<CheckoutRequested>().Register<ReserveStock>().Register<ReleaseStock>().Register<StockReserved>()
             .Register<StockReleased>().Register<StockUnavailable>().Register<ChargePayment>().Register<RefundPayment>()
             .Register<PaymentCharged>().Register<PaymentDeclined>().Register<PaymentRefunded>().Register<ArrangeShipping>()
-            .Register<CancelShipment>().Register<ShippingArranged>();
+            .Register<CancelShipment>().Register<ShippingArranged>().Register<ShippingRefused>();
 }
 
 /// <summary>
@@ -103,6 +105,9 @@ public sealed class CheckoutServices
 
     /// <summary>When false, shipping takes its commands but never answers.</summary>
     public bool ShippingAnswers { get; set; } = true;
+
+    /// <summary>When true, shipping refuses to ship (a failure reply).</summary>
+    public bool ShippingRefuses { get; set; }
 
     /// <summary>When false, the inventory does not confirm releases.</summary>
     public bool ConfirmReleases { get; set; } = true;
@@ -176,6 +181,10 @@ public sealed class CheckoutServices
     {
         switch (context.Read<object>())
         {
+            case ArrangeShipping a when ShippingRefuses:
+                Received.Enqueue("ship:" + a.OrderId);
+                context.Reply(new ShippingRefused(a.OrderId, "no courier"));
+                break;
             case ArrangeShipping a:
                 Once(context, "ship:" + a.OrderId);
                 if (ShippingAnswers)
