@@ -8,10 +8,10 @@ namespace Cairn.Sqlite.CrashChild;
 /// <c>Cairn.Sqlite.CrashChild &lt;file&gt; &lt;mode&gt; Full|Normal &lt;seed&gt;</c> opens the store in the file
 /// with the given durability and, until it is killed, appends from several tasks (<c>mixed</c>, <c>huge</c>), consumes
 /// the work queue (<c>consume</c>, where the seed is the run's number), sends batches of messages each committed with
-/// an event (<c>send</c>), or appends while a projection runs (<c>project-async</c>, <c>project-inline</c>,
-/// <c>project-rebuild</c>), printing a line for everything the store acknowledged. It stops by itself
-/// only when a write fails (exit 1) or when its stdin closes (exit 3), which happens when the test process is gone,
-/// so no child outlives its parent.
+/// an event (<c>send</c>), appends while a projection runs (<c>project-async</c>, <c>project-inline</c>,
+/// <c>project-rebuild</c>), or hosts the checkout workflow and its services (<c>workflow</c>), printing a line for
+/// everything the store acknowledged. It stops by itself only when a write fails (exit 1) or when its stdin closes
+/// (exit 3), which happens when the test process is gone, so no child outlives its parent.
 /// </summary>
 internal static class Program
 {
@@ -19,11 +19,11 @@ internal static class Program
     {
         if (args.Length != 4
             || args[1] is not (CrashProtocol.MixedMode or CrashProtocol.HugeMode or CrashProtocol.ConsumeMode or CrashProtocol.SendMode
-                or CrashProtocol.ProjectAsyncMode or CrashProtocol.ProjectInlineMode or CrashProtocol.ProjectRebuildMode)
+                or CrashProtocol.ProjectAsyncMode or CrashProtocol.ProjectInlineMode or CrashProtocol.ProjectRebuildMode or CrashProtocol.WorkflowMode)
             || !Enum.TryParse<SqliteDurability>(args[2], out var durability)
             || !int.TryParse(args[3], NumberStyles.None, CultureInfo.InvariantCulture, out var seed))
         {
-            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge|consume|send|project-async|project-inline|project-rebuild Full|Normal <seed>");
+            await Console.Error.WriteLineAsync("usage: Cairn.Sqlite.CrashChild <file> mixed|huge|consume|send|project-async|project-inline|project-rebuild|workflow Full|Normal <seed>");
             return 2;
         }
 
@@ -42,6 +42,9 @@ internal static class Program
                     break;
                 case CrashProtocol.ProjectAsyncMode or CrashProtocol.ProjectInlineMode or CrashProtocol.ProjectRebuildMode:
                     await new CrashProjector(store, TextWriter.Synchronized(output), args[1], seed).RunAsync();
+                    break;
+                case CrashProtocol.WorkflowMode:
+                    await new CrashWorkflow(store, TextWriter.Synchronized(output)).RunAsync();
                     break;
                 default:
                     var appender = new CrashAppender(store, output, seed);

@@ -26,8 +26,9 @@ public enum Settlement
 /// <summary>
 /// Passes everything through to a broker and reports each settlement once its commit has returned, so the report
 /// follows the commit and never runs ahead of it: a consumer cannot tell when the commit after its handler is done.
+/// <paramref name="committed"/>, if given, is told of every transaction committed, with its result.
 /// </summary>
-public sealed class ReportingBroker(IMessageBroker inner, Action<MessageId, Settlement> settled) : IMessageBroker
+public sealed class ReportingBroker(IMessageBroker inner, Action<MessageId, Settlement> settled, Action<MessageTransaction, CommitResult>? committed = null) : IMessageBroker
 {
     private readonly ConcurrentDictionary<LeaseToken, MessageId> _delivered = new();
 
@@ -36,6 +37,7 @@ public sealed class ReportingBroker(IMessageBroker inner, Action<MessageId, Sett
     {
         ArgumentNullException.ThrowIfNull(transaction);
         var result = await inner.CommitAsync(transaction, cancellationToken);
+        committed?.Invoke(transaction, result);
         foreach (var lease in transaction.Acknowledgements)
         {
             if (_delivered.TryRemove(lease, out var id))
