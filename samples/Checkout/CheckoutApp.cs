@@ -76,6 +76,7 @@ public static class CheckoutApp
 
         await UntilQuietAsync(host.Services, cancellationToken);
         PrintFlowMap(host.Services, output);
+        await PrintTraceAsync(host.Services, output, cancellationToken);
         await host.StopAsync(cancellationToken);
     }
 
@@ -86,14 +87,11 @@ public static class CheckoutApp
         var workflows = host.Services.GetRequiredService<WorkflowClient>();
         var inventory = host.Services.GetRequiredService<Inventory>();
 
-        // The instance id is the order's id, and so the correlation id of every command and reply. The events the
-        // client appends itself (the start) take the caller's correlation id: begin one, so they carry it too.
+        // The instance id is the order's id, and so the correlation id of the instance's whole history (the start the
+        // client appends included) and of every command, reply and timer.
         foreach (var order in Orders)
         {
-            using (MessageContext.Begin(correlationId: order.Id))
-            {
-                await workflows.StartAsync(CheckoutWorkflow.WorkflowName, order.Id, new CheckoutState(order), cancellationToken);
-            }
+            await workflows.StartAsync(CheckoutWorkflow.WorkflowName, order.Id, new CheckoutState(order), cancellationToken);
         }
 
         // The workflow knows: each instance says where it stands.
@@ -125,6 +123,7 @@ public static class CheckoutApp
             output.WriteLine($"  v{entry.Version,-2} +{after,4} ms  {Describe(entry.Event)}");
         }
 
+        await PrintTraceAsync(host.Services, output, cancellationToken);
         await host.StopAsync(cancellationToken);
     }
 
@@ -146,8 +145,22 @@ public static class CheckoutApp
         var map = services.GetRequiredService<FlowRecorder>().Snapshot();
         output.WriteLine("The flow map of what ran (FlowRecorder.Snapshot().ToMermaid()):");
         output.WriteLine(map.ToMermaid());
-        output.WriteLine($"Unconsumed types: {string.Join(", ", map.UnconsumedTypes)}");
+        output.WriteLine($"Unconsumed types: {(map.UnconsumedTypes.Count == 0 ? "none" : string.Join(", ", map.UnconsumedTypes))}");
         output.WriteLine($"Cycles: {(map.Cycles.Count == 0 ? "none" : string.Join("; ", map.Cycles.Select(cycle => string.Join(", ", cycle))))}");
+    }
+
+    /// <summary>
+    /// Everything the traced order's correlation id caused, across streams, queues and consumers: the timeline, then the
+    /// causation tree. The text reads best in a console; <c>ToMermaid()</c> draws the same tree.
+    /// </summary>
+    private static async Task PrintTraceAsync(IServiceProvider services, TextWriter output, CancellationToken cancellationToken)
+    {
+        var trace = await services.GetRequiredService<CorrelationTracer>().TraceAsync(Traced, cancellationToken);
+        output.WriteLine($"The trace of {Traced} (CorrelationTracer.TraceAsync(\"{Traced}\").ToText()):");
+        foreach (var line in trace.ToText().TrimEnd('\n').Split('\n'))
+        {
+            output.WriteLine(line);
+        }
     }
 
     /// <summary>One history event in a line: the step it belongs to and what happened.</summary>

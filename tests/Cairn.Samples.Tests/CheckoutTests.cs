@@ -1,8 +1,9 @@
+using System.Text.RegularExpressions;
 using Checkout;
 
 namespace Cairn.Samples.Tests;
 
-public sealed class CheckoutTests : IDisposable
+public sealed partial class CheckoutTests : IDisposable
 {
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "cairn-checkout-" + Guid.NewGuid().ToString("N"));
 
@@ -52,11 +53,22 @@ public sealed class CheckoutTests : IDisposable
         Assert.Contains("Unconsumed types: order.cancelled, order.completed, stock.released", choreography);
         Assert.Contains("Cycles: none", choreography);
 
-        // The workflow: every service answers the coordinator, which sends the next command.
+        // The workflow: every service answers the coordinator, which sends the next command. One edge per handler, type
+        // and target (the coordinator's step-completed events, made while handling three reply types, are one edge), and
+        // Cairn's own types (the history, the timers) are drawn but not flagged as unconsumed.
         Assert.Contains(workflow, l => l.Contains("-->|\"3 sent to payments\"|", StringComparison.Ordinal));
         Assert.Contains(workflow, l => l.Contains("-->|\"3 sent to workflow-checkout\"|", StringComparison.Ordinal));
+        Assert.Contains(workflow, l => l.Contains("-->|\"7 appended to wf:checkout\"|", StringComparison.Ordinal));
+        var edges = workflow.Where(l => l.Contains("-->|", StringComparison.Ordinal)).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries)).Select(t => (t[0], t[^1])).ToList();
+        Assert.Equal(edges.Count, edges.Distinct().Count());
+        Assert.DoesNotContain(workflow, l => l.EndsWith(" unconsumed", StringComparison.Ordinal) && l.Contains("class ", StringComparison.Ordinal));
+        Assert.Contains("Unconsumed types: none", workflow);
+        Assert.Contains("Cycles: none", workflow);
+
+        // The definition, drawn before anything runs, shows that the stock's release waits for its confirmation.
         Assert.Contains("stateDiagram-v2", workflow);
         Assert.Contains("    s_charge_payment --> failed : payment.declined", workflow);
+        Assert.Contains("    note right of s_reserve_stock : compensate: send to inventory, confirmed by stock.released (00:00:30 × 5)", workflow);
 
         var timeline = workflow.SkipWhile(l => !l.StartsWith("The timeline of order-2", StringComparison.Ordinal)).Skip(1)
             .TakeWhile(l => l.StartsWith("  v", StringComparison.Ordinal))
@@ -76,4 +88,82 @@ public sealed class CheckoutTests : IDisposable
         ],
             timeline);
     }
+
+    [Fact]
+    public async Task the_declined_order_is_traced_by_its_correlation_id_both_ways()
+    {
+        var (choreography, workflow) = await RunAsync();
+
+        // The choreography: one root, the order placed, and a chain of services each reacting to the last one's fact.
+        // The routed event keeps its id, so appending it and handling it are one node. stock.released went to no
+        // subscriber, so it is in no trace.
+        Assert.Contains(choreography, l => l.StartsWith("Correlation order-2: 6 entries, 1 root, ", StringComparison.Ordinal));
+        var timeline = TraceTimeline(choreography);
+        Assert.Equal("event order.placed appended to order-order-2@0", timeline[0]);
+        Assert.Equal(
+        [
+            "event order.cancelled appended to order-order-2@1",
+            "event order.placed appended to order-order-2@0",
+            "message order.placed handled by inventory from queue inventory",
+            "message payment.declined handled by inventory from queue inventory",
+            "message payment.declined handled by orders from queue orders",
+            "message stock.reserved handled by payments from queue payments",
+        ],
+            timeline.Order(StringComparer.Ordinal));
+        var tree = TraceTree(choreography);
+        Assert.Equal(4, tree.Count);
+        Assert.Equal("  order.placed <id>: appended to order-order-2@0; handled by inventory from queue inventory", tree[0]);
+        Assert.Equal("  └── stock.reserved <id>: handled by payments from queue payments", tree[1]);
+        Assert.StartsWith("      └── payment.declined <id>: handled by ", tree[2], StringComparison.Ordinal);
+        Assert.Contains("handled by inventory from queue inventory", tree[2], StringComparison.Ordinal);
+        Assert.Contains("handled by orders from queue orders", tree[2], StringComparison.Ordinal);
+        Assert.Equal("          └── order.cancelled <id>: appended to order-order-2@1", tree[3]);
+
+        // The workflow: the client's start (its events, the first command and its timer) has no cause, so four roots;
+        // every reply is handled by the coordinator, which appends the history and sends the next command. The three
+        // timers (30 s) are still waiting.
+        Assert.Contains(workflow, l => l.StartsWith("Correlation order-2: 18 entries, 4 roots, ", StringComparison.Ordinal) && l.EndsWith(" (3 pending)", StringComparison.Ordinal));
+        timeline = TraceTimeline(workflow);
+        Assert.Equal("event cairn.workflow.started appended to wf:checkout-order-2@0", timeline[0]);
+        Assert.Equal("event cairn.workflow.failed appended to wf:checkout-order-2@8", timeline[^1]);
+        Assert.Equal(3, timeline.Count(l => l == "message cairn.workflow.timer waiting in queue workflow-checkout"));
+        tree = TraceTree(workflow);
+        Assert.Equal(
+        [
+            "  cairn.workflow.started <id>: appended to wf:checkout-order-2@0",
+            "  cairn.workflow.step-started <id>: appended to wf:checkout-order-2@1",
+            "  cairn.workflow.timer <id>: waiting in queue workflow-checkout",
+            "  inventory.reserve <id>: handled by inventory from queue inventory",
+        ],
+            tree.Where(l => char.IsLetter(l[2])).Order(StringComparer.Ordinal));
+        Assert.Contains("  └── stock.reserved <id>: handled by workflow-checkout from queue workflow-checkout", tree);
+        Assert.Contains("      └── payments.charge <id>: handled by payments from queue payments", tree);
+        Assert.Contains("          └── payment.declined <id>: handled by workflow-checkout from queue workflow-checkout", tree);
+        Assert.Contains("              ├── cairn.workflow.step-failed <id>: appended to wf:checkout-order-2@4", tree);
+        Assert.Contains("              └── inventory.release <id>: handled by inventory from queue inventory", tree);
+        Assert.Contains("                  └── stock.released <id>: handled by workflow-checkout from queue workflow-checkout", tree);
+        Assert.Equal(
+        [
+            "                      ├── cairn.workflow.compensation-completed <id>: appended to wf:checkout-order-2@7",
+            "                      └── cairn.workflow.failed <id>: appended to wf:checkout-order-2@8",
+        ],
+            tree[^2..]);
+    }
+
+    /// <summary>The trace's timeline in a section, each entry without its time and id, and events without their position.</summary>
+    private static List<string> TraceTimeline(string[] section) =>
+        [.. section.SkipWhile(l => l != "Timeline").Skip(1).TakeWhile(l => l.StartsWith("  ", StringComparison.Ordinal))
+            .Select(l => Normalize(l[(l.IndexOf(" s  ", StringComparison.Ordinal) + 4)..l.LastIndexOf("  [", StringComparison.Ordinal)]))];
+
+    /// <summary>The trace's causation tree in a section, ids replaced by <c>&lt;id&gt;</c>, events without their position.</summary>
+    private static List<string> TraceTree(string[] section) =>
+        [.. section.SkipWhile(l => l != "Causation tree").Skip(1).TakeWhile(l => l.StartsWith("  ", StringComparison.Ordinal)).Select(Normalize)];
+
+    private static string Normalize(string line) => Position().Replace(Id().Replace(line, "<id>"), "");
+
+    [GeneratedRegex("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")]
+    private static partial Regex Id();
+
+    [GeneratedRegex(" at position [0-9]+")]
+    private static partial Regex Position();
 }
