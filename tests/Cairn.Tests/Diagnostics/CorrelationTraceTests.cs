@@ -256,7 +256,7 @@ public sealed class CorrelationTraceTests
 
         var trace = CorrelationTrace.From("checkout-42", new CorrelationRecords([own, other], [handled, strayHandled], [], Truncated: true));
 
-        Assert.Equal([own.Id.ToString(), handled.MessageId.ToString()], trace.Timeline.Select(e => e.Id).Order());
+        Assert.Equal(new[] { own.Id.ToString(), handled.MessageId.ToString() }.Order(StringComparer.Ordinal), trace.Timeline.Select(e => e.Id).Order(StringComparer.Ordinal));
         Assert.True(trace.Truncated);
         Assert.Contains("truncated at the limit", trace.ToText(), StringComparison.Ordinal);
     }
