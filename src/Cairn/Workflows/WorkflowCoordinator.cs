@@ -246,13 +246,27 @@ internal sealed class WorkflowCoordinator
         return loaded is null ? (new WorkflowInstance(), false) : (loaded, true);
     }
 
-    /// <summary>Keeps a committed fold of a running instance for its next message; a finished one is forgotten.</summary>
+    /// <summary>
+    /// Keeps a committed fold of a running or compensating instance for its next message; a finished or suspended one
+    /// is forgotten (it waits for an operator, who can wait for a read). When full, an arbitrary entry makes room.
+    /// </summary>
     private void Remember(WorkflowInstance instance)
     {
-        if (!instance.IsFinished && _cache.Count < MaxCachedInstances)
+        if (instance.Status is not (WorkflowStatus.Running or WorkflowStatus.Compensating))
         {
-            _cache[instance.InstanceId] = instance;
+            return;
         }
+
+        if (_cache.Count >= MaxCachedInstances)
+        {
+            foreach (var entry in _cache)
+            {
+                _cache.TryRemove(entry.Key, out _);
+                break;
+            }
+        }
+
+        _cache[instance.InstanceId] = instance;
     }
 
     private AppendRequest? ToAppend(WorkflowDecider decider)

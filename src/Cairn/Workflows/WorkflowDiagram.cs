@@ -7,6 +7,15 @@ internal static class WorkflowDiagram
 {
     public static string ToMermaid(WorkflowModel model)
     {
+        // Mermaid ids cannot hold '-' or '.': names that differ only there get the step's position as a suffix.
+        var ids = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, i) in model.Steps.Keys.Select((name, i) => (name, i)))
+        {
+            var id = "s_" + name.Replace('-', '_').Replace('.', '_');
+            ids[name] = ids.ContainsValue(id) ? id + "_" + i.ToString(System.Globalization.CultureInfo.InvariantCulture) : id;
+        }
+
+        string Id(string step) => ids[step];
         var text = new StringBuilder("stateDiagram-v2\n");
         text.Append("    [*] --> ").Append(Id(model.FirstStep)).Append('\n');
         foreach (var step in model.Steps.Values)
@@ -61,6 +70,4 @@ internal static class WorkflowDiagram
 
         return text.ToString();
     }
-
-    private static string Id(string step) => "s_" + step.Replace('-', '_').Replace('.', '_');
 }

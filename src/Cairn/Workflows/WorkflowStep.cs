@@ -179,6 +179,11 @@ public sealed class WorkflowStep<TState>
             throw new InvalidWorkflowDefinitionException($"Step '{Name}': {maxAttempts} compensation attempts is not between 1 and 100.");
         }
 
+        if (timeout is { } t && (t <= TimeSpan.Zero || t > TimeSpan.FromDays(365)))
+        {
+            throw new InvalidWorkflowDefinitionException($"Step '{Name}': a compensation timeout of {t} is not between 0 and 365 days.");
+        }
+
         CompensationConfirmation = typeof(TConfirmation);
         CompensationTimeout = timeout ?? CompensationTimeout;
         CompensationAttempts = maxAttempts;

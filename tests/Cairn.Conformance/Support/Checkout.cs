@@ -45,10 +45,16 @@ public sealed class CheckoutWorkflow : Workflow<CheckoutState>
         StepFailureAction shippingFailure = StepFailureAction.Compensate,
         bool confirmStockRelease = false,
         int releaseAttempts = 5,
-        TimeSpan? releaseTimeout = null)
+        TimeSpan? releaseTimeout = null,
+        bool shippingCorrelatedByOrder = false)
         : base(name)
     {
         StartWhen<CheckoutRequested>(r => new CheckoutState(r.OrderId, r.Sku, r.Quantity, r.Amount), r => r.OrderId);
+        if (shippingCorrelatedByOrder)
+        {
+            // A carrier that knows the order but not the workflow's correlation id.
+            CorrelateBy<ShippingArranged>(r => r.OrderId);
+        }
 
         var reserve = Step("reserve-stock")
             .Send(Inventory, s => new ReserveStock(s.OrderId, s.Sku, s.Quantity))

@@ -452,4 +452,28 @@ public abstract class WorkflowTests<TFixture>(TFixture fixture) : StoreTests<TFi
 
         Assert.Equal(90, services.Effects.Count + otherServices.Effects.Count);
     }
+
+    [Fact]
+    public async Task a_reply_without_the_correlation_id_finds_its_instance_by_a_field_of_its_own()
+    {
+        await using var sut = await CreateAsync();
+        var (host, _) = await StartAsync(sut, new CheckoutWorkflow(shippingCorrelatedByOrder: true), s => s.ShippingAnswers = false);
+        await using var __ = host;
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+
+        await host.Workflows.StartAsync(Checkout, "order-18", new CheckoutState("order-18", "sku-1", 1, 10m));
+        await UntilAsync(host, "order-18", i => i.CurrentStep == "arrange-shipping", "the checkout waits for shipping");
+        var fromCarrier = serializer.ToOutgoingMessage(new ShippingArranged("order-18", "carrier-7")) with { CorrelationId = "carrier-batch-99" };
+        await sut.Broker.SendAsync("workflow-checkout", fromCarrier);
+
+        var done = await UntilAsync(host, "order-18", i => i.IsFinished, "the checkout completes");
+        Assert.Equal("carrier-7", host.Workflows.GetState<CheckoutState>(done).Tracking);
+        var completed = (await host.Workflows.GetHistoryAsync(Checkout, "order-18")).Last(e => e.Event is StepCompleted);
+        Assert.Equal(fromCarrier.Id.ToString(), completed.CausationId);
+
+        // A field naming no instance dead-letters the reply, as a missing correlation would.
+        var stray = serializer.ToOutgoingMessage(new ShippingArranged("order-none", "carrier-8"));
+        await sut.Broker.SendAsync("workflow-checkout", stray);
+        await Wait.UntilAsync(async () => (await sut.Broker.GetDeadLetterAsync("workflow-checkout", stray.Id, default)) is not null, "the stray reply is dead-lettered");
+    }
 }

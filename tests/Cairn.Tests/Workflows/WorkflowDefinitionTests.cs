@@ -50,6 +50,21 @@ public sealed class WorkflowDefinitionTests
     }
 
     [Fact]
+    public void steps_whose_names_differ_only_in_separators_are_drawn_apart()
+    {
+        var workflow = new Defined("sep", w =>
+        {
+            w.Add("a-b").Wait(TimeSpan.FromSeconds(1)).Then("a.b");
+            w.Add("a.b").Wait(TimeSpan.FromSeconds(1)).Then("a_b");
+            w.Add("a_b").Wait(TimeSpan.FromSeconds(1)).Complete();
+        }).Build();
+        var diagram = WorkflowDiagram.ToMermaid(((IWorkflowDefinition)workflow).Compile(Serializer()));
+        Assert.Contains("s_a_b --> s_a_b_1\n", diagram, StringComparison.Ordinal);
+        Assert.Contains("s_a_b_1 --> s_a_b_2\n", diagram, StringComparison.Ordinal);
+        Assert.Contains("s_a_b_2 --> [*]\n", diagram, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void an_unreachable_step_is_refused_by_name()
     {
         var message = Refusal(w =>
@@ -117,6 +132,8 @@ public sealed class WorkflowDefinitionTests
         Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Retry(0));
         Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Retry(2, TimeSpan.FromDays(2)));
         Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Wait(TimeSpan.FromDays(400)));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.ConfirmCompensationBy<StockReleased>(TimeSpan.Zero));
+        Assert.Throws<InvalidWorkflowDefinitionException>(() => step.ConfirmCompensationBy<StockReleased>(maxAttempts: 0));
         step.On<StockReserved>();
         Assert.Throws<InvalidWorkflowDefinitionException>(() => step.On<StockReserved>());
         step.Send(Q, s => new ArrangeShipping(s.OrderId));
