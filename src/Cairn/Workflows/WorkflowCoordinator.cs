@@ -151,11 +151,8 @@ internal sealed class WorkflowCoordinator
     {
         for (var attempt = 0; ; attempt++)
         {
-            var (instance, exists) = await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
-            if (create && exists)
-            {
-                throw new WorkflowAlreadyStartedException(Model.Name, instanceId);
-            }
+            // A start reads nothing: its append expects no stream, and an existing instance fails it.
+            var (instance, exists) = create ? (new WorkflowInstance(), false) : await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
 
             if (!create && !exists)
             {
