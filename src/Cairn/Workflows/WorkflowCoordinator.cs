@@ -276,7 +276,24 @@ internal sealed class WorkflowCoordinator
         var expected = decider.ExpectedVersion < 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(decider.ExpectedVersion);
         // The history carries the instance's id as its correlation id, whoever wrote it: a reply found by CorrelateBy, a
         // start message with an id of its own, or an operator's call outside any message.
-        return new AppendRequest(Model.StreamOf(decider.InstanceId), expected, [.. decider.Events.Select(e => _serializer.ToEventData(e) with { CorrelationId = decider.InstanceId })]);
+        var events = decider.Events.Select(e => _serializer.ToEventData(e) with { CorrelationId = decider.InstanceId }).ToList();
+        if (Envelopes.MessageContext.Current?.CausationId is null)
+        {
+            // A decision no message caused (a client's start, an operator's action): its first event is the cause of
+            // the rest and of the messages it sends, so a trace of the instance is one tree.
+            var cause = events[0].Id.ToString();
+            for (var i = 1; i < events.Count; i++)
+            {
+                events[i] = events[i] with { CausationId = cause };
+            }
+
+            for (var i = 0; i < decider.Effects.Count; i++)
+            {
+                decider.Effects[i] = decider.Effects[i] with { Message = decider.Effects[i].Message with { CausationId = cause } };
+            }
+        }
+
+        return new AppendRequest(Model.StreamOf(decider.InstanceId), expected, events);
     }
 
     /// <summary>Checks an instance id: it becomes part of a stream name.</summary>
