@@ -27,6 +27,7 @@ internal sealed class WorkflowDecider
     private readonly DateTimeOffset _now;
     private readonly string _instanceId;
     private readonly List<(string Step, double Seconds)> _stepDurations = [];
+    private object? _state;
     private readonly string _stream;
 
     public WorkflowDecider(WorkflowModel model, EventSerializer serializer, WorkflowInstance instance, string instanceId, DateTimeOffset now)
@@ -370,7 +371,8 @@ internal sealed class WorkflowDecider
         Effects.Add(new WorkflowEffect(StepActionKind.Send, _model.Queue.Value, timer with { CorrelationId = _instanceId, DeliverAt = due }));
     }
 
-    private object CurrentState() => _model.ReadState(Instance.State);
+    /// <summary>The state, deserialized once per decision and again only after an event changed it.</summary>
+    private object CurrentState() => _state ??= _model.ReadState(Instance.State);
 
     /// <summary>The stream version the next emitted event gets.</summary>
     private long NextVersion => ExpectedVersion + Events.Count + 1;
@@ -384,6 +386,10 @@ internal sealed class WorkflowDecider
 
         Events.Add(e);
         Instance.Apply(e, _now, ExpectedVersion + Events.Count);
+        if (e is WorkflowStarted or StepCompleted { State: not null })
+        {
+            _state = null;
+        }
     }
 
     /// <summary>A message id derived from what it is for, so a decision taken again after a conflict sends the same ids.</summary>
