@@ -48,24 +48,19 @@ public sealed class WorkflowSummaries : Projection
 
         On<WorkflowStarted>((ctx, e) => ctx.Documents.Store(new WorkflowSummary(ctx.Event.Stream.Value, e.Workflow, e.InstanceId, WorkflowStatus.Running, null, 0, ctx.Event.Time, ctx.Event.Time, null, null)));
         On<StepStarted>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Running, Step = e.Step, Attempt = e.Attempt }));
-        On<StepCompleted>((ctx, _) => Update(ctx, s => s));
-        On<StepTimedOut>((ctx, _) => Update(ctx, s => s));
-        On<StepAttemptFailed>((ctx, _) => Update(ctx, s => s));
         On<StepFailed>((ctx, e) => Update(ctx, s => s with { Reason = e.Reason }));
-        On<StepSkipped>((ctx, _) => Update(ctx, s => s));
-        On<StepRetryRequested>((ctx, _) => Update(ctx, s => s));
         On<WorkflowSuspended>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Suspended, Step = e.Step, Reason = e.Reason }));
         On<WorkflowCancelRequested>((ctx, e) => Update(ctx, s => s with { Reason = e.Reason }));
         On<CompensationBegan>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Compensating, Step = null, Attempt = 0, Reason = e.Reason }));
         On<CompensationStarted>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Compensating, Step = e.Step, Attempt = e.Attempt }));
-        On<CompensationTimedOut>((ctx, _) => Update(ctx, s => s));
-        On<CompensationCompleted>((ctx, _) => Update(ctx, s => s));
-        On<CompensationSkipped>((ctx, _) => Update(ctx, s => s));
         On<WorkflowCompleted>((ctx, _) => Update(ctx, s => s with { Status = WorkflowStatus.Completed, Step = null, Attempt = 0, EndedAt = ctx.Event.Time }));
         On<WorkflowFailed>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Failed, Step = null, Attempt = 0, EndedAt = ctx.Event.Time, Reason = e.Reason }));
         On<WorkflowCancelled>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Cancelled, Step = null, Attempt = 0, EndedAt = ctx.Event.Time, Reason = e.Reason }));
 
-        // Ignored replies and timers are recorded in the history but are not progress: they are not handled here.
+        // Ignored replies and timers are recorded in the history but are not progress: they are not handled here. Nor
+        // are the events a decision always follows with one handled here in the same append (a completion, a timeout,
+        // a failed attempt, a skip, a retry request, a compensation's end): the summary would read the same, and a
+        // completion carries the whole state to deserialize.
     }
 
     private static void Update(IProjectionContext context, Func<WorkflowSummary, WorkflowSummary> change)
