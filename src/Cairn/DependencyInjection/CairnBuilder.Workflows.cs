@@ -68,6 +68,11 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
         var options = new ConsumerOptions(model.Queue, "workflow-" + model.Name)
         {
             Concurrency = model.Concurrency,
+            // A decision is a fold in memory and one commit: it ends well inside the queue's 30 s lease, so no renewal
+            // runs beside each one. One that stalls is cancelled first; if a lease ever ran out anyway, the redelivery's
+            // decision would fail on the instance's expected version, and the inbox drops the repeat.
+            ExtendLeaseWhileHandling = false,
+            HandlerTimeout = TimeSpan.FromSeconds(20),
             // Two messages of one instance handled at once conflict on its stream: decide again at once, and soon.
             Retry = new RetryPolicy { ImmediateRetries = 10, InitialDelay = TimeSpan.FromMilliseconds(100), MaxDelay = TimeSpan.FromSeconds(30) },
         };
