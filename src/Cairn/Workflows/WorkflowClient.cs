@@ -15,6 +15,7 @@ public sealed class WorkflowClient
     private readonly Dictionary<string, WorkflowCoordinator> _coordinators = new(StringComparer.Ordinal);
     private readonly EventSerializer _serializer;
     private readonly IServiceProvider _services;
+    private readonly IEventStore _store;
     private readonly TimeProvider _time;
 
     /// <summary>Compiles each definition, refusing a broken one with <see cref="InvalidWorkflowDefinitionException"/>.</summary>
@@ -30,6 +31,7 @@ public sealed class WorkflowClient
         ArgumentNullException.ThrowIfNull(definitions);
         _serializer = serializer;
         _services = services;
+        _store = store;
         _time = timeProvider ?? TimeProvider.System;
         foreach (var definition in definitions)
         {
@@ -146,8 +148,7 @@ public sealed class WorkflowClient
     /// <summary>Waits until the instance summaries include everything in the log now.</summary>
     public async Task WaitForSummariesAsync(TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        var store = (IEventStore)_services.GetService(typeof(IEventStore))!;
-        var head = await store.GetHeadPositionAsync(cancellationToken).ConfigureAwait(false);
+        var head = await _store.GetHeadPositionAsync(cancellationToken).ConfigureAwait(false);
         await WaitForSummariesAsync(head, timeout, cancellationToken).ConfigureAwait(false);
     }
 

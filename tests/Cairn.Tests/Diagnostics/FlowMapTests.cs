@@ -149,4 +149,34 @@ public sealed class FlowMapTests
         Assert.Contains(new FlowProduction("orders", "order.placed", "payment.charge", FlowOutputKind.Command, "payments", 1), map.Productions);
         Assert.Equal(["orders"], map.DeadLetteringHandlers);
     }
+
+    [Fact]
+    public async Task An_action_after_the_commit_that_throws_does_not_make_the_handling_a_failure()
+    {
+        var store = new InMemoryEventStore();
+        var broker = new InMemoryMessageBroker(store, new InMemoryCheckpointStore());
+        await broker.DeclareQueueAsync(new QueueDefinition("orders"), default);
+        var after = 0;
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("orders") { Concurrency = 1, ExtendLeaseWhileHandling = false },
+            (context, _) =>
+            {
+                context.Append(new StreamName("order-1"), ExpectedVersion.Any, TestEvents.Json("{}", "order.placed"));
+                context.OnCommitted(() =>
+                {
+                    Interlocked.Increment(ref after);
+                    throw new InvalidOperationException("bookkeeping failed");
+                });
+                return ValueTask.CompletedTask;
+            });
+        await consumer.StartAsync(default);
+        await broker.SendAsync("orders", new OutgoingMessage("order.place", Encoding.UTF8.GetBytes("{}")), default);
+        await Wait.UntilAsync(() => consumer.Status.Handled == 1, "the message is handled");
+
+        Assert.Equal(1, Volatile.Read(ref after));
+        Assert.Equal(0, consumer.Status.Retried);
+        Assert.Equal(1, await store.ReadStreamAsync("order-1").CountAsync());
+        Assert.Equal(0, (await broker.GetStatsAsync("orders", default)).Visible + (await broker.GetStatsAsync("orders", default)).Leased);
+    }
 }

@@ -77,7 +77,8 @@ public sealed class MessageHandlerContext
 
     /// <summary>
     /// Runs <paramref name="action"/> once the handling's effects have committed; not when the commit fails, nor when the
-    /// inbox shows the message was already handled. For bookkeeping that must count only what was written.
+    /// inbox shows the message was already handled. For bookkeeping that must count only what was written; an action
+    /// that throws is logged and does not make the handling a failure, since its effects are already committed.
     /// </summary>
     public MessageHandlerContext OnCommitted(Action action)
     {

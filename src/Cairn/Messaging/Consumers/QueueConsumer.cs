@@ -442,7 +442,16 @@ public sealed class QueueConsumer : IAsyncDisposable
             else
             {
                 _flows?.RecordHandled(Options.Name, delivery.Message.Type, Stopwatch.GetElapsedTime(started), Outputs(context.Transaction));
-                context.Committed();
+                try
+                {
+                    context.Committed();
+                }
+                catch (Exception ex)
+                {
+                    // The effects are committed and the message acknowledged: bookkeeping that fails afterwards must
+                    // not turn the handling into a failure to retry.
+                    _logger.LogWarning(ex, "Consumer {Consumer} committed message {MessageId}, but an action run after the commit failed.", Options.Name, delivery.Message.Id);
+                }
             }
 
             return null;
