@@ -62,7 +62,9 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             using (var pragmas = connection.CreateCommand())
             {
                 var synchronous = sqliteOptions.Durability == SqliteDurability.Full ? "FULL" : "NORMAL";
-                pragmas.CommandText = $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {(long)sqliteOptions.BusyTimeout.TotalMilliseconds};";
+                // Each write operation runs in a savepoint, whose statement journal SQLite would otherwise keep in a
+                // temporary file created and deleted per commit; the WAL alone carries durability.
+                pragmas.CommandText = $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {(long)sqliteOptions.BusyTimeout.TotalMilliseconds}; PRAGMA temp_store = MEMORY;";
                 pragmas.ExecuteNonQuery();
             }
 
