@@ -32,6 +32,7 @@ public static class CairnSqliteExtensions
             services => new SqliteCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
             services => new SqliteMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<Schemas.ISchemaStore>(services => new SqliteSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Projections.IProjectionStore>(services => new SqliteProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new SqliteCorrelationTraceReader(Open(services, services.GetRequiredService<EventStoreOptions>())));
     }

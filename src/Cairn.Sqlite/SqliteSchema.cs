@@ -6,7 +6,7 @@ namespace Cairn.Sqlite;
 /// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
 internal static partial class SqliteSchema
 {
-    public const int Version = 4;
+    public const int Version = 5;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
@@ -129,7 +129,7 @@ internal static partial class SqliteSchema
         {
             using (var ddl = connection.CreateCommand())
             {
-                foreach (var part in (string[])[Ddl, ProjectionsDdl, SnapshotsDdl, TracingTablesDdl])
+                foreach (var part in (string[])[Ddl, ProjectionsDdl, SnapshotsDdl, TracingTablesDdl, RegistryDdl])
                 {
                     ddl.CommandText = part;
                     ddl.ExecuteNonQuery();
@@ -159,7 +159,7 @@ internal static partial class SqliteSchema
 
                 if (existing < Version)
                 {
-                    // Versions 2 and 3 only added tables, which the DDL above has just created; 4 migrated above.
+                    // Versions 2, 3 and 5 only added tables, which the DDL above has just created; 4 migrated above.
                     using var upgrade = connection.CreateCommand();
                     upgrade.CommandText = $"UPDATE cairn_schema SET version = {Version}";
                     upgrade.ExecuteNonQuery();

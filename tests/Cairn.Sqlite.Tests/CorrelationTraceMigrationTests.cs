@@ -99,7 +99,7 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
 
         using (var store = Open())
         {
-            Assert.Equal([4L], _database.Query("SELECT version FROM cairn_schema", r => r.GetInt64(0)));
+            Assert.Equal([(long)SqliteSchema.Version], _database.Query("SELECT version FROM cairn_schema", r => r.GetInt64(0)));
             // One row per run of consecutive events of one flow: payment.requested and payment.taken, then another-flow.
             Assert.Equal([2L, 4L], _database.Query("SELECT position FROM cairn_event_correlations ORDER BY position", r => r.GetInt64(0)));
             Assert.Equal(
@@ -136,7 +136,7 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
     }
 
     [Fact]
-    public void a_fresh_file_and_a_reopened_one_are_at_version_4_with_nothing_to_migrate()
+    public void a_fresh_file_and_a_reopened_one_are_at_the_current_version_with_nothing_to_migrate()
     {
         using (Open())
         {
@@ -146,7 +146,7 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
         {
         }
 
-        Assert.Equal([4L], _database.Query("SELECT version FROM cairn_schema", r => r.GetInt64(0)));
+        Assert.Equal([(long)SqliteSchema.Version], _database.Query("SELECT version FROM cairn_schema", r => r.GetInt64(0)));
         Assert.Equal(
             ["causation", "consumer", "correlation", "message_id", "message_type", "processed_ticks", "queue"],
             _database.Query("SELECT name FROM pragma_table_info('cairn_inbox') ORDER BY name", r => r.GetString(0)));

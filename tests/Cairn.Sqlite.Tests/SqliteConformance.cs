@@ -53,3 +53,5 @@ public sealed class SqliteWorkflowTests(SqliteFixture f) : Cairn.Conformance.Wor
 public sealed class SqliteChoreographyTests(SqliteFixture f) : Cairn.Conformance.Workflows.ChoreographyTests<SqliteFixture>(f);
 
 public sealed class SqliteCorrelationTraceTests(SqliteFixture f) : Cairn.Conformance.Messaging.CorrelationTraceTests<SqliteFixture>(f);
+
+public sealed class SqliteSchemaStoreTests(SqliteFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<SqliteFixture>(f, store => new SqliteSchemaStore((SqliteEventStore)store));

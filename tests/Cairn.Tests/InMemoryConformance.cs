@@ -53,3 +53,5 @@ public sealed class InMemoryWorkflowTests(InMemoryFixture f) : Cairn.Conformance
 public sealed class InMemoryChoreographyTests(InMemoryFixture f) : Cairn.Conformance.Workflows.ChoreographyTests<InMemoryFixture>(f);
 
 public sealed class InMemoryCorrelationTraceTests(InMemoryFixture f) : Cairn.Conformance.Messaging.CorrelationTraceTests<InMemoryFixture>(f);
+
+public sealed class InMemorySchemaStoreTests(InMemoryFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<InMemoryFixture>(f, _ => new Cairn.Schemas.InMemorySchemaStore());

@@ -67,6 +67,7 @@ public sealed class CairnOptions
                 services.GetRequiredService<ICheckpointStore>()))
         .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(UnwrapInMemory(services.GetRequiredService<IEventStore>())))
         .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore())
+        .UseBackendPart<Schemas.ISchemaStore>(_ => new Schemas.InMemorySchemaStore())
         .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => UnwrapInMemory(services.GetRequiredService<Messaging.IMessageBroker>()));
 
     private static Messaging.InMemory.InMemoryMessageBroker UnwrapInMemory(Messaging.IMessageBroker broker) => broker switch
