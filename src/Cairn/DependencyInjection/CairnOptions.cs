@@ -22,6 +22,9 @@ public sealed class CairnOptions
     /// <summary>The map of event classes to stable type names.</summary>
     public EventTypeRegistry EventTypes { get; } = new();
 
+    /// <summary>Versions, compatibility, validation and upcasting of the event types: the schema registry's settings.</summary>
+    public Schemas.SchemaOptions Schemas { get; } = new();
+
     /// <summary>JSON options for event data; web defaults when null. Set a source-generated resolver here.</summary>
     public JsonSerializerOptions? JsonOptions { get; set; }
 

@@ -17,6 +17,9 @@ public sealed record EventStoreOptions
     /// <summary>The clock that stamps commit times and evaluates max age.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>The schema registry's check of payloads on append and send; null checks nothing.</summary>
+    internal Schemas.PayloadSchemas? Schemas { get; init; }
+
     /// <summary>Refuses impossible settings with <see cref="ArgumentException"/>.</summary>
     public void Validate()
     {

@@ -152,9 +152,11 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             throw new EventTooLargeException(e.Id, e.Type, size, options.MaxEventSize);
         }
 
+        var dataSchema = e.DataSchema;
         if (IsJson(e.ContentType))
         {
             ValidateJson(e);
+            dataSchema = options.Schemas?.Check(e.Type, dataSchema, e.Data.Span, $"event {e.Id}") ?? dataSchema;
         }
 
         return new PreparedEvent(
@@ -162,7 +164,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             e.Type,
             e.Data.ToArray(),
             e.ContentType,
-            e.DataSchema,
+            dataSchema,
             e.Source ?? options.Source,
             e.CorrelationId ?? context?.CorrelationId,
             e.CausationId ?? context?.CausationId,

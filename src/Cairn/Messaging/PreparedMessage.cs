@@ -83,9 +83,15 @@ internal sealed record PreparedMessage(
             }
         }
 
-        if (PreparedAppend.IsJson(message.ContentType) && JsonPayload.Fault(message.Data.Span) is { } fault)
+        var dataSchema = message.DataSchema;
+        if (PreparedAppend.IsJson(message.ContentType))
         {
-            throw new InvalidMessageException($"Message {message.Id} of type '{message.Type}' declares JSON but its data is not: {fault.Reason}.");
+            if (JsonPayload.Fault(message.Data.Span) is { } fault)
+            {
+                throw new InvalidMessageException($"Message {message.Id} of type '{message.Type}' declares JSON but its data is not: {fault.Reason}.");
+            }
+
+            dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data.Span, $"message {message.Id}") ?? dataSchema;
         }
 
         var context = MessageContext.Current;
@@ -94,7 +100,7 @@ internal sealed record PreparedMessage(
             message.Type,
             message.Data.ToArray(),
             message.ContentType,
-            message.DataSchema,
+            dataSchema,
             message.Subject,
             message.Source ?? options.Source,
             message.CorrelationId ?? context?.CorrelationId,

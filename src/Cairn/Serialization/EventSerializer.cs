@@ -1,7 +1,10 @@
+using System.Collections.Concurrent;
+using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Cairn.Envelopes;
 using Cairn.EventStore;
+using Cairn.Schemas;
 
 namespace Cairn.Serialization;
 
@@ -9,16 +12,30 @@ namespace Cairn.Serialization;
 /// Turns typed events into <see cref="EventData"/> and recorded events back into objects, through the
 /// <see cref="EventTypeRegistry"/> and System.Text.Json. For trimming and speed, give it options whose
 /// <see cref="JsonSerializerOptions.TypeInfoResolver"/> is a source-generated <c>JsonSerializerContext</c>.
+/// <para>
+/// What it writes names its type's version in the envelope's <c>dataschema</c>
+/// (<c>urn:cairn:schema:order.placed:2</c>). What it reads at an earlier version is upcast to the class's version
+/// first, so readers only ever see the current shape; one without a <c>dataschema</c> is version 1.
+/// </para>
 /// </summary>
 public sealed class EventSerializer
 {
     private readonly JsonSerializerOptions _options;
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<Type, JsonTypeInfo> _typeInfos = new();
+    private readonly ConcurrentDictionary<Type, JsonTypeInfo> _typeInfos = new();
+    private readonly ConcurrentDictionary<string, string> _dataSchemas = new(StringComparer.Ordinal);
 
-    /// <summary>Creates a serializer over a registry and JSON options (web defaults when null).</summary>
+    /// <summary>Creates a serializer over a registry and JSON options (web defaults when null), without upcasters.</summary>
     public EventSerializer(EventTypeRegistry registry, JsonSerializerOptions? options = null)
+        : this(registry, options, null)
     {
+    }
+
+    /// <summary>Creates a serializer over a registry, JSON options (web defaults when null) and upcasters.</summary>
+    public EventSerializer(EventTypeRegistry registry, JsonSerializerOptions? options, UpcasterChains? upcasters)
+    {
+        ArgumentNullException.ThrowIfNull(registry);
         Registry = registry;
+        Upcasters = upcasters ?? UpcasterChains.Empty;
         // A copy: the caller's options (shared with ASP.NET, say) are not made read-only behind its back.
         _options = options is null ? new JsonSerializerOptions(JsonSerializerDefaults.Web) : new JsonSerializerOptions(options);
         _options.TypeInfoResolver ??= new DefaultJsonTypeInfoResolver();
@@ -27,6 +44,9 @@ public sealed class EventSerializer
 
     /// <summary>The registry of stable type names.</summary>
     public EventTypeRegistry Registry { get; }
+
+    /// <summary>The upcasters applied to data written with an earlier version of its type.</summary>
+    public UpcasterChains Upcasters { get; }
 
     /// <summary>The JSON options in use.</summary>
     public JsonSerializerOptions Options => _options;
@@ -42,17 +62,50 @@ public sealed class EventSerializer
         {
             Tags = tags ?? [],
             Metadata = metadata,
+            DataSchema = DataSchemaOf(name),
         };
     }
 
-    /// <summary>Deserializes a recorded event into the type registered for its name.</summary>
+    /// <summary>The <c>dataschema</c> written for a type name: its current version's.</summary>
+    public string DataSchemaOf(string eventType) =>
+        _dataSchemas.TryGetValue(eventType, out var cached)
+            ? cached
+            : _dataSchemas.GetOrAdd(eventType, SchemaReference.Format(eventType, Registry.GetVersion(eventType)));
+
+    /// <summary>
+    /// The version of its type that a stored event or a message was written with: the one its <c>dataschema</c> names,
+    /// 1 without one, and the current one for a <c>dataschema</c> that is not Cairn's (another producer's URI).
+    /// </summary>
+    /// <exception cref="UnknownSchemaVersionException">The <c>dataschema</c> names another type.</exception>
+    public int VersionOf(string eventType, string? dataSchema, string what)
+    {
+        if (dataSchema is null)
+        {
+            return 1;
+        }
+
+        var current = Registry.GetVersion(eventType);
+        if (string.Equals(dataSchema, DataSchemaOf(eventType), StringComparison.Ordinal) || !SchemaReference.TryParse(dataSchema, out var reference))
+        {
+            return current;
+        }
+
+        return string.Equals(reference.EventType, eventType, StringComparison.Ordinal)
+            ? reference.Version
+            : throw new UnknownSchemaVersionException(what, eventType, reference.Version, current, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
+    }
+
+    /// <summary>Deserializes a recorded event into the type registered for its name, upcast to the class's version.</summary>
+    /// <exception cref="UnknownSchemaVersionException">The event was written with a version later than the class's.</exception>
+    /// <exception cref="UpcastingException">An upcaster failed; the message names the event, the type and the versions.</exception>
     public object Deserialize(RecordedEvent recorded)
     {
+        ArgumentNullException.ThrowIfNull(recorded);
         var typeInfo = TypeInfo(Registry.GetType(recorded.Type));
         try
         {
-            return JsonSerializer.Deserialize(recorded.Data.Span, typeInfo)
-                ?? throw new EventDeserializationException(recorded, "the data is JSON null", null);
+            var value = ReadCurrent(recorded.Type, recorded.DataSchema, recorded.Data.Span, typeInfo, () => Describe(recorded));
+            return value ?? throw new EventDeserializationException(recorded, "the data is JSON null", null);
         }
         catch (JsonException ex)
         {
@@ -60,12 +113,37 @@ public sealed class EventSerializer
         }
     }
 
+    private object? ReadCurrent(string eventType, string? dataSchema, ReadOnlySpan<byte> data, JsonTypeInfo typeInfo, Func<string> what)
+    {
+        var current = Registry.GetVersion(eventType);
+        var version = dataSchema is null && current == 1 ? 1 : VersionOf(eventType, dataSchema, what());
+        if (version == current)
+        {
+            return JsonSerializer.Deserialize(data, typeInfo);
+        }
+
+        if (version > current)
+        {
+            throw new UnknownSchemaVersionException(what(), eventType, version, current, "it was written by a later version of the code; deploy that version here too, or add its class");
+        }
+
+        var upcast = Upcasters.Apply(eventType, version, current, data, _options, what());
+        return upcast.Deserialize(typeInfo);
+    }
+
+    private static string Describe(RecordedEvent recorded) =>
+        string.Create(CultureInfo.InvariantCulture, $"event {recorded.Id} at {recorded.Stream}@{recorded.Version}");
+
     /// <summary>Serializes a message under its registered name, with a new id unless one is given.</summary>
     public Messaging.OutgoingMessage ToOutgoingMessage(object message, MessageId? id = null)
     {
         ArgumentNullException.ThrowIfNull(message);
         var type = message.GetType();
-        return new Messaging.OutgoingMessage(id ?? MessageId.New(), Registry.GetName(type), JsonSerializer.SerializeToUtf8Bytes(message, TypeInfo(type)));
+        var name = Registry.GetName(type);
+        return new Messaging.OutgoingMessage(id ?? MessageId.New(), name, JsonSerializer.SerializeToUtf8Bytes(message, TypeInfo(type)))
+        {
+            DataSchema = DataSchemaOf(name),
+        };
     }
 
     /// <summary>Deserializes a message into the type registered for its type name, checking it is a <typeparamref name="T"/>.</summary>
@@ -81,7 +159,7 @@ public sealed class EventSerializer
         object? value;
         try
         {
-            value = JsonSerializer.Deserialize(message.Data.Span, TypeInfo(type!));
+            value = ReadCurrent(message.Type, message.DataSchema, message.Data.Span, TypeInfo(type!), () => string.Create(CultureInfo.InvariantCulture, $"message {message.Id}"));
         }
         catch (JsonException ex)
         {

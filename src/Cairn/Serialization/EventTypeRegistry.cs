@@ -6,27 +6,35 @@ namespace Cairn.Serialization;
 
 /// <summary>
 /// Names an event class with a stable type name, such as <c>order.placed</c>, that is stored instead of the CLR
-/// name, so the class can be renamed or moved without breaking stored events.
+/// name, so the class can be renamed or moved without breaking stored events, and the version of the type's shape
+/// that the class is.
 /// </summary>
 [AttributeUsage(AttributeTargets.Class | AttributeTargets.Struct, Inherited = false)]
 public sealed class EventTypeAttribute(string name) : Attribute
 {
     /// <summary>The stable type name.</summary>
     public string Name { get; } = name;
+
+    /// <summary>
+    /// The version of the type's shape this class is, from 1 (the default). Raise it with each change of shape; events
+    /// written with earlier versions are upcast to this one on read.
+    /// </summary>
+    public int Version { get; init; } = 1;
 }
 
 /// <summary>
-/// The explicit map between CLR types and stable event type names. A name maps to one type and a type to one name;
-/// a clash is refused when it is registered. Thread-safe.
+/// The explicit map between CLR types and stable event type names. A name maps to one type (the class of its current
+/// version) and a type to one name; a clash is refused when it is registered. Thread-safe.
 /// </summary>
 public sealed class EventTypeRegistry
 {
     private readonly ConcurrentDictionary<string, Type> _byName = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<Type, string> _byType = new();
+    private readonly ConcurrentDictionary<string, int> _versions = new(StringComparer.Ordinal);
     private readonly object _gate = new();
 
-    /// <summary>Registers <typeparamref name="T"/> under <paramref name="name"/>.</summary>
-    public EventTypeRegistry Register<T>(string name) => Register(typeof(T), name);
+    /// <summary>Registers <typeparamref name="T"/> under <paramref name="name"/>, as the type's version <paramref name="version"/>.</summary>
+    public EventTypeRegistry Register<T>(string name, int version = 1) => Register(typeof(T), name, version);
 
     /// <summary>Registers <typeparamref name="T"/> under the name of its <see cref="EventTypeAttribute"/>.</summary>
     public EventTypeRegistry Register<T>() => Register(typeof(T));
@@ -36,13 +44,18 @@ public sealed class EventTypeRegistry
     {
         var attribute = type.GetCustomAttribute<EventTypeAttribute>()
             ?? throw new ArgumentException($"The type {type.FullName} has no [EventType] attribute; register it with a name.", nameof(type));
-        return Register(type, attribute.Name);
+        return Register(type, attribute.Name, attribute.Version);
     }
 
-    /// <summary>Registers a type under a stable name.</summary>
-    public EventTypeRegistry Register(Type type, string name)
+    /// <summary>Registers a type under a stable name, as the type's version <paramref name="version"/> (1 by default).</summary>
+    public EventTypeRegistry Register(Type type, string name, int version = 1)
     {
         ArgumentNullException.ThrowIfNull(type);
+        if (version < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(version), version, $"The version of the event type '{name}' ({type.FullName}) must be 1 or more.");
+        }
+
         if (EventTypeNames.Validate(name) is { } fault)
         {
             throw new ArgumentException($"'{name}' is not a valid event type name for {type.FullName}: {fault}.", nameof(name));
@@ -65,22 +78,39 @@ public sealed class EventTypeRegistry
                 throw new ArgumentException($"{type.FullName} is already registered as '{existingName}'.", nameof(type));
             }
 
+            if (_versions.TryGetValue(name, out var existingVersion) && existingVersion != version)
+            {
+                throw new ArgumentException($"The event type '{name}' is already registered at version {existingVersion}; {type.FullName} cannot also be version {version}.", nameof(version));
+            }
+
             _byName[name] = type;
             _byType[type] = name;
+            _versions[name] = version;
         }
 
         return this;
     }
 
-    /// <summary>Registers every type in the assembly that carries <see cref="EventTypeAttribute"/>.</summary>
+    /// <summary>
+    /// Registers every type in the assembly that carries <see cref="EventTypeAttribute"/>. Where several classes carry
+    /// one name, the one with the highest version is registered; the others are earlier shapes, kept for typed upcasters.
+    /// </summary>
     public EventTypeRegistry RegisterAssembly(Assembly assembly)
     {
-        foreach (var type in assembly.GetTypes())
+        ArgumentNullException.ThrowIfNull(assembly);
+        var current = assembly.GetTypes()
+            .Select(type => (Type: type, Attribute: type.GetCustomAttribute<EventTypeAttribute>()))
+            .Where(t => t.Attribute is not null)
+            .GroupBy(t => t.Attribute!.Name, StringComparer.Ordinal);
+        foreach (var classes in current)
         {
-            if (type.GetCustomAttribute<EventTypeAttribute>() is { } attribute)
+            var ordered = classes.OrderByDescending(t => t.Attribute!.Version).ToList();
+            if (ordered.Count > 1 && ordered[0].Attribute!.Version == ordered[1].Attribute!.Version)
             {
-                Register(type, attribute.Name);
+                throw new ArgumentException($"{ordered[0].Type.FullName} and {ordered[1].Type.FullName} are both version {ordered[0].Attribute!.Version} of the event type '{classes.Key}'.", nameof(assembly));
             }
+
+            Register(ordered[0].Type, classes.Key, ordered[0].Attribute!.Version);
         }
 
         return this;
@@ -93,6 +123,9 @@ public sealed class EventTypeRegistry
     /// <summary>The type registered under a name; <see cref="UnknownEventTypeException"/> when there is none.</summary>
     public Type GetType(string name) =>
         _byName.TryGetValue(name, out var type) ? type : throw new UnknownEventTypeException(name, $"no CLR type is registered for the event type '{name}'");
+
+    /// <summary>The current version of a registered type name (that of its registered class); 1 for a name not registered.</summary>
+    public int GetVersion(string name) => _versions.TryGetValue(name, out var version) ? version : 1;
 
     /// <summary>Tries to find the type registered under a name.</summary>
     public bool TryGetType(string name, out Type? type) => _byName.TryGetValue(name, out type);

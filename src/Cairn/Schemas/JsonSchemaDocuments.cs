@@ -1,0 +1,314 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Schema;
+using System.Text.Json.Serialization.Metadata;
+using Cairn.EventStore;
+using Json.Schema;
+
+namespace Cairn.Schemas;
+
+/// <summary>
+/// JSON Schema documents as the registry takes them: parsed, checked against their draft's meta-schema, generated
+/// from a class, compared, and built for validating payloads. Draft-07 and 2020-12 are accepted; a document without
+/// <c>$schema</c> is read as 2020-12.
+/// </summary>
+public static class JsonSchemaDocuments
+{
+    /// <summary>The <c>$schema</c> of draft 2020-12, written on generated documents.</summary>
+    public const string Draft202012 = "https://json-schema.org/draft/2020-12/schema";
+
+    /// <summary>The <c>$schema</c> of draft-07.</summary>
+    public const string Draft07 = "http://json-schema.org/draft-07/schema#";
+
+    private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List };
+
+    /// <summary>Parses a schema document's text.</summary>
+    /// <exception cref="InvalidSchemaException">The text is not JSON, or not a JSON object.</exception>
+    public static JsonObject Parse(string eventType, int version, string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        try
+        {
+            return JsonNode.Parse(text) as JsonObject
+                ?? throw new InvalidSchemaException(eventType, version, [new SchemaViolation("", "type", "a schema document must be a JSON object")]);
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidSchemaException(eventType, version, [new SchemaViolation(
+                ex.LineNumber is { } line ? string.Create(CultureInfo.InvariantCulture, $"line {line + 1}, byte {ex.BytePositionInLine + 1}") : "",
+                "json",
+                "the document is not valid JSON: " + ex.Message)]);
+        }
+    }
+
+    /// <summary>
+    /// Checks a document against the meta-schema of its draft, and that it can be built for validation (every
+    /// <c>$ref</c> resolves).
+    /// </summary>
+    /// <exception cref="InvalidSchemaException">It names an unknown draft, or breaks its meta-schema; each fault is listed.</exception>
+    public static void Check(string eventType, int version, JsonObject schema)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        var draft = schema["$schema"] is JsonValue value && value.TryGetValue<string>(out var named) ? named : null;
+        var meta = draft switch
+        {
+            null => MetaSchemas.Draft202012,
+            _ when IsDraft(draft, "json-schema.org/draft/2020-12/schema") => MetaSchemas.Draft202012,
+            _ when IsDraft(draft, "json-schema.org/draft-07/schema") => MetaSchemas.Draft7,
+            _ => throw new InvalidSchemaException(eventType, version, [new SchemaViolation("/$schema", "$schema",
+                $"'{draft}' is not a draft Cairn reads; use {Draft202012} or {Draft07}")]),
+        };
+
+        using var document = JsonDocument.Parse(schema.ToJsonString());
+        var results = meta.Evaluate(document.RootElement, ListErrors);
+        if (!results.IsValid)
+        {
+            throw new InvalidSchemaException(eventType, version, Violations(results));
+        }
+
+        var unresolved = new List<SchemaViolation>();
+        CheckReferences(schema, schema, "", unresolved);
+        if (unresolved.Count > 0)
+        {
+            throw new InvalidSchemaException(eventType, version, unresolved);
+        }
+
+        try
+        {
+            Build(schema);
+        }
+        catch (JsonSchemaException ex)
+        {
+            throw new InvalidSchemaException(eventType, version, [new SchemaViolation("", "schema", ex.Message)]);
+        }
+    }
+
+    /// <summary>
+    /// Every <c>$ref</c> must point inside the document (a JSON Pointer after <c>#</c>, or an anchor): the registry
+    /// fetches nothing, so a version means the same whatever is reachable when it is read.
+    /// </summary>
+    private static void CheckReferences(JsonObject root, JsonNode? node, string path, List<SchemaViolation> faults)
+    {
+        switch (node)
+        {
+            case JsonObject obj:
+                foreach (var (key, value) in obj)
+                {
+                    var at = path + "/" + key.Replace("~", "~0", StringComparison.Ordinal).Replace("/", "~1", StringComparison.Ordinal);
+                    if (key == "$ref" && value is JsonValue reference && reference.TryGetValue<string>(out var target) && !Resolves(root, target))
+                    {
+                        faults.Add(new SchemaViolation(at, "$ref", $"'{target}' does not resolve inside the document; references must be local (#/$defs/…, #/definitions/… or an anchor)"));
+                    }
+                    else
+                    {
+                        CheckReferences(root, value, at, faults);
+                    }
+                }
+
+                break;
+            case JsonArray array:
+                for (var i = 0; i < array.Count; i++)
+                {
+                    CheckReferences(root, array[i], path + "/" + i.ToString(CultureInfo.InvariantCulture), faults);
+                }
+
+                break;
+        }
+    }
+
+    private static bool Resolves(JsonObject root, string reference)
+    {
+        if (!reference.StartsWith('#'))
+        {
+            return false;
+        }
+
+        var fragment = Uri.UnescapeDataString(reference[1..]);
+        if (fragment.Length == 0)
+        {
+            return true;
+        }
+
+        if (!fragment.StartsWith('/'))
+        {
+            return HasAnchor(root, fragment);
+        }
+
+        JsonNode? current = root;
+        foreach (var raw in fragment[1..].Split('/'))
+        {
+            var token = raw.Replace("~1", "/", StringComparison.Ordinal).Replace("~0", "~", StringComparison.Ordinal);
+            current = current switch
+            {
+                JsonObject obj when obj.TryGetPropertyValue(token, out var next) => next,
+                JsonArray array when int.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out var index) && index < array.Count => array[index],
+                _ => null,
+            };
+            if (current is null)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool HasAnchor(JsonNode? node, string anchor) => node switch
+    {
+        JsonObject obj => (obj["$anchor"] is JsonValue a && a.TryGetValue<string>(out var name) && name == anchor)
+            || (obj["$id"] is JsonValue id && id.TryGetValue<string>(out var named) && named == "#" + anchor)
+            || obj.Any(p => HasAnchor(p.Value, anchor)),
+        JsonArray array => array.Any(item => HasAnchor(item, anchor)),
+        _ => false,
+    };
+
+    /// <summary>
+    /// The JSON Schema (2020-12) of a class as System.Text.Json writes it with <paramref name="options"/>, through
+    /// <see cref="JsonSchemaExporter"/>: properties, their types, and the constructor parameters without a default as
+    /// <c>required</c>. Each object is a closed content model (<c>"additionalProperties": false</c>, unless its class
+    /// has a <c>[JsonExtensionData]</c> member): a class says exactly which fields it has, so adding an optional field
+    /// is backward compatible and removing one is not, as Confluent's rules read closed models.
+    /// </summary>
+    public static JsonObject Generate(Type type, JsonSerializerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(type);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.TypeInfoResolver is null)
+        {
+            options = new JsonSerializerOptions(options) { TypeInfoResolver = new DefaultJsonTypeInfoResolver() };
+        }
+
+        options.MakeReadOnly();
+        var node = JsonSchemaExporter.GetJsonSchemaAsNode(options, type, new JsonSchemaExporterOptions
+        {
+            TreatNullObliviousAsNonNullable = true,
+            TransformSchemaNode = static (context, schema) =>
+            {
+                if (context.TypeInfo.Kind == JsonTypeInfoKind.Object && schema is JsonObject obj
+                    && obj.ContainsKey("properties") && !obj.ContainsKey("additionalProperties")
+                    && !context.TypeInfo.Properties.Any(p => p.IsExtensionData))
+                {
+                    obj["additionalProperties"] = false;
+                }
+
+                return schema;
+            },
+        });
+        var schema = node as JsonObject ?? new JsonObject { ["not"] = new JsonObject() };
+        var ordered = new JsonObject { ["$schema"] = Draft202012 };
+        foreach (var (key, value) in schema)
+        {
+            if (key != "$schema")
+            {
+                ordered[key] = value?.DeepClone();
+            }
+        }
+
+        return ordered;
+    }
+
+    /// <summary>Whether two documents say the same: equal JSON, whatever the order of object members.</summary>
+    public static bool SameDocument(JsonNode? a, JsonNode? b) => JsonNode.DeepEquals(a, b);
+
+    /// <summary>Builds a document for validating payloads, in a registry of its own so <c>$id</c>s never clash.</summary>
+    internal static JsonSchema Build(JsonObject schema) =>
+        JsonSchema.FromText(schema.ToJsonString(), new BuildOptions { SchemaRegistry = new Json.Schema.SchemaRegistry() });
+
+    /// <summary>Validates one payload; the list is empty when it matches.</summary>
+    internal static IReadOnlyList<SchemaViolation> Validate(JsonSchema schema, ReadOnlySpan<byte> payload)
+    {
+        JsonDocument document;
+        try
+        {
+            var reader = new Utf8JsonReader(payload);
+            document = JsonDocument.ParseValue(ref reader);
+        }
+        catch (JsonException ex)
+        {
+            return [new SchemaViolation("", "json", "the payload is not valid JSON: " + ex.Message)];
+        }
+
+        using (document)
+        {
+            try
+            {
+                var results = schema.Evaluate(document.RootElement, ListErrors);
+                return results.IsValid ? [] : Violations(results);
+            }
+            catch (JsonSchemaException ex)
+            {
+                // A registered document is checked for this; one supplied around the registry may still fail here.
+                return [new SchemaViolation("", "$ref", ex.Message)];
+            }
+        }
+    }
+
+    private static bool IsDraft(string named, string id) =>
+        named.TrimEnd('#').EndsWith(id, StringComparison.Ordinal);
+
+    private static List<SchemaViolation> Violations(EvaluationResults results)
+    {
+        var violations = new List<SchemaViolation>();
+        foreach (var detail in results.Details ?? [results])
+        {
+            if (detail.Errors is not { Count: > 0 } errors)
+            {
+                continue;
+            }
+
+            foreach (var (keyword, message) in errors)
+            {
+                violations.Add(new SchemaViolation(detail.InstanceLocation.ToString(), keyword, message));
+            }
+        }
+
+        if (violations.Count == 0)
+        {
+            violations.Add(new SchemaViolation("", "schema", "the document does not match its schema"));
+        }
+
+        return violations;
+    }
+}
+
+/// <summary>One rule a JSON document broke: where (a JSON Pointer into the document), which keyword, and why.</summary>
+/// <param name="Path">The JSON Pointer of the value that broke the rule; empty for the whole document.</param>
+/// <param name="Rule">The JSON Schema keyword, such as <c>required</c> or <c>minimum</c>.</param>
+/// <param name="Message">What was wrong.</param>
+public sealed record SchemaViolation(string Path, string Rule, string Message)
+{
+    /// <inheritdoc />
+    public override string ToString() => $"{(Path.Length == 0 ? "(root)" : Path)}: {Rule}: {Message}";
+}
+
+/// <summary>A schema document is refused: not JSON, not an object, an unknown draft, or not valid JSON Schema.</summary>
+public sealed class InvalidSchemaException(string eventType, int version, IReadOnlyList<SchemaViolation> violations)
+    : CairnException(string.Create(CultureInfo.InvariantCulture, $"The schema of '{eventType}' version {version} is not a valid JSON Schema document: {string.Join("; ", violations)}."))
+{
+    /// <summary>The event type.</summary>
+    public string EventType { get; } = eventType;
+
+    /// <summary>The version.</summary>
+    public int Version { get; } = version;
+
+    /// <summary>Each fault, with its place in the document.</summary>
+    public IReadOnlyList<SchemaViolation> Violations { get; } = violations;
+}
+
+/// <summary>A payload did not match its type's schema under the <see cref="SchemaValidationMode.Reject"/> mode; nothing was written.</summary>
+public sealed class SchemaValidationException(string what, string eventType, int version, IReadOnlyList<SchemaViolation> violations)
+    : CairnException(string.Create(CultureInfo.InvariantCulture, $"The data of {what} does not match the schema of '{eventType}' version {version}: {string.Join("; ", violations)}."))
+{
+    /// <summary>The event or message refused.</summary>
+    public string Subject { get; } = what;
+
+    /// <summary>The event type.</summary>
+    public string EventType { get; } = eventType;
+
+    /// <summary>The version whose schema it broke.</summary>
+    public int Version { get; } = version;
+
+    /// <summary>Each rule broken, with the JSON path of the value.</summary>
+    public IReadOnlyList<SchemaViolation> Violations { get; } = violations;
+}

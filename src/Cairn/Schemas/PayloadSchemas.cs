@@ -1,0 +1,103 @@
+using System.Collections.Frozen;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using Json.Schema;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.Schemas;
+
+/// <summary>
+/// The check every append and send passes through once the registry is loaded: a payload of a registered type without
+/// a <c>dataschema</c> is given its current version's; a <c>dataschema</c> of Cairn's that names a version the registry
+/// does not know is refused; and a type whose validation mode is not <see cref="SchemaValidationMode.Off"/> has its
+/// payload validated against its version's schema. Before it is loaded (a host that has not started, a store used
+/// without one) it lets everything pass as it is.
+/// </summary>
+internal sealed class PayloadSchemas
+{
+    private static readonly Meter Meter = new("Cairn.Schemas");
+    private static readonly Counter<long> Invalid = Meter.CreateCounter<long>("cairn.schemas.validation.failures", "{payload}", "Payloads that did not match their type's schema, by type and mode.");
+
+    private volatile FrozenDictionary<string, TypeSchemas>? _types;
+    private ILogger _logger = NullLogger.Instance;
+
+    /// <summary>Whether the registry's versions are loaded.</summary>
+    public bool IsLoaded => _types is not null;
+
+    /// <summary>Loads each type's versions and validation mode; replaces what was loaded.</summary>
+    public void Load(IEnumerable<(string EventType, int Current, SchemaValidationMode Mode, IReadOnlyList<RegisteredSchema> Versions)> types, ILogger logger)
+    {
+        _logger = logger;
+        var loaded = new Dictionary<string, TypeSchemas>(StringComparer.Ordinal);
+        foreach (var (eventType, current, mode, versions) in types)
+        {
+            var built = new Dictionary<int, Lazy<JsonSchema>>();
+            foreach (var version in versions)
+            {
+                var schema = version.Schema;
+                built[version.Version] = new Lazy<JsonSchema>(() => JsonSchemaDocuments.Build(schema));
+            }
+
+            loaded[eventType] = new TypeSchemas(mode, built.ToFrozenDictionary(), versions.Count == 0 ? current : versions[^1].Version, SchemaReference.Format(eventType, current));
+        }
+
+        _types = loaded.ToFrozenDictionary(StringComparer.Ordinal);
+    }
+
+    /// <summary>Checks one payload about to be appended or sent; returns the <c>dataschema</c> to write with it.</summary>
+    /// <exception cref="UnknownSchemaVersionException">Its <c>dataschema</c> names a version the registry does not have.</exception>
+    /// <exception cref="SchemaValidationException">It does not match, and the type's mode is <see cref="SchemaValidationMode.Reject"/>.</exception>
+    public string? Check(string eventType, string? dataSchema, ReadOnlySpan<byte> data, string what)
+    {
+        if (_types is not { } types || !types.TryGetValue(eventType, out var type))
+        {
+            return dataSchema;
+        }
+
+        dataSchema ??= type.CurrentDataSchema;
+        int version;
+        if (SchemaReference.TryParse(dataSchema, out var reference))
+        {
+            if (!string.Equals(reference.EventType, eventType, StringComparison.Ordinal))
+            {
+                throw new UnknownSchemaVersionException(what, eventType, reference.Version, type.Latest, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
+            }
+
+            version = reference.Version;
+        }
+        else
+        {
+            // Another producer's URI: nothing to check it against.
+            return dataSchema;
+        }
+
+        if (!type.Versions.TryGetValue(version, out var schema))
+        {
+            throw new UnknownSchemaVersionException(what, eventType, version, type.Latest, string.Create(CultureInfo.InvariantCulture,
+                $"the registry has {(type.Versions.Count == 0 ? "no version of it" : "versions " + string.Join(", ", type.Versions.Keys.Order()))}"));
+        }
+
+        if (type.Mode == SchemaValidationMode.Off)
+        {
+            return dataSchema;
+        }
+
+        var violations = JsonSchemaDocuments.Validate(schema.Value, data);
+        if (violations.Count == 0)
+        {
+            return dataSchema;
+        }
+
+        Invalid.Add(1, new KeyValuePair<string, object?>("type", eventType), new KeyValuePair<string, object?>("mode", type.Mode == SchemaValidationMode.Reject ? "reject" : "warn"));
+        if (type.Mode == SchemaValidationMode.Reject)
+        {
+            throw new SchemaValidationException(what, eventType, version, violations);
+        }
+
+        _logger.LogWarning("The data of {Subject} does not match the schema of '{EventType}' version {Version}: {Violations}", what, eventType, version, string.Join("; ", violations));
+        return dataSchema;
+    }
+
+    private sealed record TypeSchemas(SchemaValidationMode Mode, FrozenDictionary<int, Lazy<JsonSchema>> Versions, int Latest, string CurrentDataSchema);
+}
