@@ -55,3 +55,5 @@ public sealed class SqliteChoreographyTests(SqliteFixture f) : Cairn.Conformance
 public sealed class SqliteCorrelationTraceTests(SqliteFixture f) : Cairn.Conformance.Messaging.CorrelationTraceTests<SqliteFixture>(f);
 
 public sealed class SqliteSchemaStoreTests(SqliteFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<SqliteFixture>(f, store => new SqliteSchemaStore((SqliteEventStore)store));
+
+public sealed class SqliteOldLogTests(SqliteFixture f) : Cairn.Conformance.Upcasting.OldLogTests<SqliteFixture>(f);

@@ -55,3 +55,5 @@ public sealed class InMemoryChoreographyTests(InMemoryFixture f) : Cairn.Conform
 public sealed class InMemoryCorrelationTraceTests(InMemoryFixture f) : Cairn.Conformance.Messaging.CorrelationTraceTests<InMemoryFixture>(f);
 
 public sealed class InMemorySchemaStoreTests(InMemoryFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<InMemoryFixture>(f, _ => new Cairn.Schemas.InMemorySchemaStore());
+
+public sealed class InMemoryOldLogTests(InMemoryFixture f) : Cairn.Conformance.Upcasting.OldLogTests<InMemoryFixture>(f);
