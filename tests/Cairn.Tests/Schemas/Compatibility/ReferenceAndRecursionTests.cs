@@ -87,4 +87,18 @@ public sealed class ReferenceAndRecursionTests
         Assert.Empty(SchemaCompatibility.Compare(draft7, draft2020));
         Assert.Empty(SchemaCompatibility.Compare(draft7, escaped));
     }
+
+    [Fact]
+    public void a_definition_referred_to_from_two_places_is_reported_at_both()
+    {
+        const string schema = """
+            {"type": "object", "properties": {"billing": {"$ref": "#/definitions/address"}, "shipping": {"$ref": "#/definitions/address"}},
+             "definitions": {"address": {"type": "object", "properties": {"zip": {"type": "ZIP"}}}}}
+            """;
+
+        var changes = SchemaCompatibility.Compare(
+            J(schema.Replace("ZIP", "string", StringComparison.Ordinal)), J(schema.Replace("ZIP", "integer", StringComparison.Ordinal)));
+
+        Assert.Equal(["!TypeChanged /properties/billing/properties/zip", "!TypeChanged /properties/shipping/properties/zip"], Named(changes));
+    }
 }

@@ -118,4 +118,19 @@ public sealed class SchemaCompatibilityTests
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => SchemaCompatibility.Check([J("{}")], J("{}"), (CompatibilityMode)42));
     }
+
+    [Fact]
+    public void draft_04_exclusive_flags_are_read_as_exclusive_bounds()
+    {
+        var v1 = J("""{"$schema": "http://json-schema.org/draft-04/schema#", "type": "number", "maximum": 10, "exclusiveMaximum": true}""");
+        var v2 = J("""{"type": "number", "exclusiveMaximum": 20}""");
+
+        Assert.Equal(["ExclusiveMaximumIncreased /exclusiveMaximum"], Named(SchemaCompatibility.Compare(v1, v2)));
+    }
+
+    [Fact]
+    public void an_enum_added_to_a_typed_string_changes_its_type_for_confluent()
+    {
+        Assert.Equal(["!TypeChanged /"], Named(SchemaCompatibility.Compare(J("""{"type": "string"}"""), J("""{"type": "string", "enum": ["a"]}"""))));
+    }
 }
