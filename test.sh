@@ -10,6 +10,8 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 
 dotnet restore Cairn.slnx || { echo "tests: 0 passed, 1 failed"; exit 1; }
 dotnet build Cairn.slnx --no-restore -c Release -warnaserror || { echo "tests: 0 passed, 1 failed"; exit 1; }
+CAIRN_ASYNCAPI_SCHEMA="$(tests/asyncapi-spec.sh)" || { echo "tests: 0 passed, 1 failed"; exit 1; }
+export CAIRN_ASYNCAPI_SCHEMA  # AsyncAPI's own JSON Schema, which the AsyncAPI tests validate against
 
 dotnet test Cairn.slnx --no-build -c Release \
   --logger "trx" --results-directory "$results" \

@@ -45,6 +45,7 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<SubscriptionMonitor>();
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<ICorrelationTraceReader>(sp));
         services.TryAddSingleton<CorrelationTracer>();
+        services.TryAddSingleton<Schemas.AsyncApiDescriber>();
         AddMessaging(services);
         return new CairnBuilder(services);
     }
