@@ -657,7 +657,7 @@ internal sealed class SchemaLoader
             return null;
         }
 
-        if (value is JsonValue number && number.GetValueKind() == JsonValueKind.Number && number.TryGetValue<decimal>(out var count)
+        if (value is JsonValue number && number.GetValueKind() == JsonValueKind.Number && SchemaNumber.From(number).Exact is { } count
             && count >= 0 && count <= int.MaxValue && decimal.Truncate(count) == count)
         {
             return (int)count;

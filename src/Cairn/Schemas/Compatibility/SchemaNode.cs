@@ -48,11 +48,12 @@ internal enum Criterion
 /// <summary>A JSON number kept exact where it can be (decimal) and as a double otherwise.</summary>
 internal readonly record struct SchemaNumber(decimal? Exact, double Approximate, string Text) : IComparable<SchemaNumber>
 {
+    /// <summary>Reads a JSON number by its text, so a value built in code (an int, a double) reads as a parsed one does.</summary>
     public static SchemaNumber From(JsonValue value)
     {
         var text = value.ToJsonString();
-        decimal? exact = value.TryGetValue<decimal>(out var m) ? m : null;
-        var approximate = value.TryGetValue<double>(out var d) ? d : (double)(exact ?? 0m);
+        decimal? exact = decimal.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var m) ? m : null;
+        var approximate = double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? d : (double)(exact ?? 0m);
         return new SchemaNumber(exact, approximate, text);
     }
 

@@ -133,4 +133,29 @@ public sealed class SchemaCompatibilityTests
     {
         Assert.Equal(["!TypeChanged /"], Named(SchemaCompatibility.Compare(J("""{"type": "string"}"""), J("""{"type": "string", "enum": ["a"]}"""))));
     }
+
+    [Fact]
+    public void a_schema_built_in_code_reads_as_the_same_schema_parsed()
+    {
+        var built = new JsonObject
+        {
+            ["type"] = "object",
+            ["additionalProperties"] = false,
+            ["properties"] = new JsonObject
+            {
+                ["name"] = new JsonObject { ["type"] = "string", ["maxLength"] = 40, ["minLength"] = 1L },
+                ["price"] = new JsonObject { ["type"] = "number", ["multipleOf"] = 0.01, ["minimum"] = 0m },
+                ["tags"] = new JsonObject { ["type"] = "array", ["maxItems"] = (short)5, ["uniqueItems"] = true },
+            },
+        };
+        var parsed = J("""
+            {"type": "object", "additionalProperties": false, "properties": {
+              "name": {"type": "string", "maxLength": 40, "minLength": 1},
+              "price": {"type": "number", "multipleOf": 0.01, "minimum": 0},
+              "tags": {"type": "array", "maxItems": 5, "uniqueItems": true}}}
+            """);
+
+        Assert.Empty(SchemaCompatibility.Compare(built, parsed));
+        Assert.Empty(SchemaCompatibility.Compare(parsed, built));
+    }
 }
