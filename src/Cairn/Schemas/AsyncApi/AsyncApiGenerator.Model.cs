@@ -254,7 +254,7 @@ public static partial class AsyncApiGenerator
                     : filter.Category is not null || filter.Stream is not null ? [.. universe.User]
                     : [.. universe.User.Concat(model.Input.Workflows.Count > 0 ? universe.Workflow : []).Order(StringComparer.Ordinal)];
                 topic.Open = true;
-                topic.Notes.Add($"Route '{route.Name}' chooses events by {filter}, not by type: every event type the service knows may come.");
+                topic.Notes.Add($"Route '{route.Name}' publishes the events of {filter}, whatever their type: every event type the service knows may come.");
             }
 
             topic.Types.UnionWith(types);
@@ -398,7 +398,7 @@ public static partial class AsyncApiGenerator
             CheckName(consumer?.Name, "consumer", field);
             CheckName(consumer!.Queue.Value, "queue", field + ".Queue");
             var queue = model.Channel(AsyncApiDestination.Queue(consumer.Queue));
-            IReadOnlyList<string>? types = consumer.MessageTypes is null ? null : Types(consumer.MessageTypes, field + ".MessageTypes");
+            IReadOnlyList<string>? types = consumer.MessageTypes is { Count: > 0 } named ? Types(named, field + ".MessageTypes") : null;
             if (types is not null)
             {
                 queue.Types.UnionWith(types);

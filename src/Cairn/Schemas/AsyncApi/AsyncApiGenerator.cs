@@ -185,7 +185,8 @@ public static partial class AsyncApiGenerator
             ["summary"] = operation.Summary,
         };
 
-        if (operation.Types is not null)
+        // No list (rather than an empty one) when the types are unknown: the operation takes what its channel carries.
+        if (operation.Types is { Count: > 0 })
         {
             json["messages"] = MessageRefs(model, operation.Channel, operation.Types);
         }

@@ -408,4 +408,21 @@ public sealed class AsyncApiGeneratorTests
         Assert.Equal(Keys(channels["topic.events"]!["messages"]), Keys(channels["queue.any-queue"]!["messages"]));
         Assert.Equal(Keys(channels["topic.events"]!["messages"]), Keys(channels["queue.half-queue"]!["messages"]));
     }
+
+    [Fact]
+    public void a_channel_nothing_known_reaches_lists_no_messages_and_its_operations_none()
+    {
+        var input = new AsyncApiInput
+        {
+            Title = "t",
+            Routes = [new EventRoute("out", EventFilter.ForCategory("order"), "orders")],
+            Consumers = [new AsyncApiConsumer("mailer", "mailer", [])],
+        };
+        var document = AsyncApiGenerator.Generate(input);
+        Assert.True(AsyncApiSpec.Errors(document).Length == 0);
+        Assert.Null(document["channels"]!["topic.orders"]!["messages"]);
+        Assert.Null(document["operations"]!["route.out"]!["messages"]);
+        Assert.Null(document["operations"]!["consumer.mailer"]!["messages"]);
+        Assert.Contains("Not declared by this service", (string)document["channels"]!["queue.mailer"]!["description"]!, StringComparison.Ordinal);
+    }
 }
