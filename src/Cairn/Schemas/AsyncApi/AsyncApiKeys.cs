@@ -7,8 +7,9 @@ namespace Cairn.Schemas;
 /// The keys of a generated AsyncAPI document. AsyncAPI requires component keys to match
 /// <c>^[a-zA-Z0-9\.\-_]+$</c>, so every name is escaped the same way wherever it becomes a key: letters, digits,
 /// <c>.</c> and <c>-</c> stay; <c>_</c> becomes <c>__</c>; any other character becomes <c>_</c> and the two
-/// upper-case hex digits of each of its UTF-8 bytes (<c>:</c> is <c>_3A</c>). The escape can be read back, so two
-/// names never share a key.
+/// upper-case hex digits of each of its UTF-8 bytes (<c>:</c> is <c>_3A</c>); a lone surrogate, which has no UTF-8
+/// form, becomes <c>_U</c> and the four hex digits of its code unit. The escape can be read back, so two names never
+/// share a key.
 /// </summary>
 public static class AsyncApiKeys
 {
@@ -39,6 +40,11 @@ public static class AsyncApiKeys
             else if (c == '_')
             {
                 escaped.Append("__");
+            }
+            else if (char.IsSurrogate(c) && !(char.IsHighSurrogate(c) && i + 1 < name.Length && char.IsLowSurrogate(name[i + 1])))
+            {
+                // A lone surrogate has no UTF-8 form: its UTF-16 code unit, after a 'U' that no hex digit is.
+                escaped.Append("_U").Append(((int)c).ToString("X4", CultureInfo.InvariantCulture));
             }
             else
             {

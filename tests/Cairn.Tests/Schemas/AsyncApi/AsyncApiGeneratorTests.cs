@@ -310,6 +310,7 @@ public sealed class AsyncApiGeneratorTests
     [InlineData("snake_case", "snake__case")]
     [InlineData("a b/c", "a_20b_2Fc")]
     [InlineData("café", "caf_C3_A9")]
+    [InlineData("rocket\U0001F680", "rocket_F0_9F_9A_80")]
     public void names_are_escaped_into_the_characters_of_asyncapi_keys(string name, string key)
     {
         Assert.Equal(key, AsyncApiKeys.Escape(name));
@@ -319,7 +320,10 @@ public sealed class AsyncApiGeneratorTests
     [Fact]
     public void the_escape_never_gives_two_names_one_key()
     {
-        string[] names = ["a:", "a_3A", "a__3A", "a_", "a__", "a.b", "a_2Eb", "x.v1", "x", "a:b", "a_b", "a-b"];
+        // Attributes cannot hold a lone surrogate, so these are made here.
+        var lone = new string((char)0xD800, 1);
+        Assert.Equal("lone_UD800", AsyncApiKeys.Escape("lone" + lone));
+        string[] names = ["a:", "a_3A", "a__3A", "a_", "a__", "a.b", "a_2Eb", "x.v1", "x", "a:b", "a_b", "a-b", lone, new string((char)0xDBFF, 1), "_UD800", "\uFFFD"];
         Assert.Equal(names.Length, names.Select(AsyncApiKeys.Escape).Distinct(StringComparer.Ordinal).Count());
         Assert.NotEqual(AsyncApiKeys.Version("x.v1", 2), AsyncApiKeys.Version("x", 12));
         Assert.NotEqual(AsyncApiKeys.Unversioned("x.v1"), AsyncApiKeys.Version("x", 1));
