@@ -92,7 +92,8 @@ public static partial class CrashProtocol
         var cairn = services.AddCairn(o =>
         {
             o.UseBackend("sqlite", (_, _) => store, _ => new SqliteCheckpointStore(store), _ => broker)
-                .UseBackendPart<IProjectionStore>(_ => new SqliteProjectionStore(store));
+                .UseBackendPart<IProjectionStore>(_ => new SqliteProjectionStore(store))
+                .UseBackendPart<Cairn.Schemas.ISchemaStore>(_ => new SqliteSchemaStore(store));
             CheckoutWorkflow.Register(o.EventTypes);
         });
         cairn.AddWorkflow(CheckoutDefinition());

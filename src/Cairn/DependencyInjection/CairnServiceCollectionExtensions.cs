@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace Cairn.DependencyInjection;
@@ -27,7 +28,7 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton(sp =>
         {
             var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
-            var storeOptions = options.ToEventStoreOptions(sp.GetRequiredService<TimeProvider>());
+            var storeOptions = options.ToEventStoreOptions(sp.GetRequiredService<TimeProvider>()) with { Schemas = sp.GetRequiredService<Schemas.PayloadSchemas>() };
             storeOptions.Validate();
             return storeOptions;
         });
@@ -41,7 +42,23 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CheckpointStoreFactory!(sp));
         services.TryAddSingleton<Domain.ISnapshotStore>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<Domain.ISnapshotStore>(sp));
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.EventTypes);
-        services.TryAddSingleton(sp => new EventSerializer(sp.GetRequiredService<EventTypeRegistry>(), sp.GetRequiredService<IOptions<CairnOptions>>().Value.JsonOptions));
+        services.TryAddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
+            var types = sp.GetRequiredService<EventTypeRegistry>();
+            return new EventSerializer(types, options.JsonOptions, Schemas.UpcasterChains.Build(types, options.Schemas.Upcasters));
+        });
+        services.TryAddSingleton<Schemas.PayloadSchemas>();
+        services.TryAddSingleton<Schemas.ISchemaStore>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<Schemas.ISchemaStore>(sp));
+        services.TryAddSingleton<Schemas.SchemaRegistry>();
+
+        // Before messaging's set-up and anything that appends or sends: the registry is checked and loaded first.
+        services.AddSingleton<IHostedService>(sp => new Schemas.SchemaRegistrationService(
+            sp.GetRequiredService<IOptions<CairnOptions>>(),
+            sp.GetRequiredService<EventSerializer>(),
+            sp.GetRequiredService<Schemas.SchemaRegistry>(),
+            sp.GetRequiredService<Schemas.PayloadSchemas>(),
+            sp.GetService<ILogger<Schemas.SchemaRegistrationService>>() ?? NullLogger<Schemas.SchemaRegistrationService>.Instance));
         services.TryAddSingleton<SubscriptionMonitor>();
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<ICorrelationTraceReader>(sp));
         services.TryAddSingleton<CorrelationTracer>();
@@ -171,6 +188,15 @@ internal sealed class CairnOptionsValidator : IValidateOptions<CairnOptions>
         if (options.MaxEventSize is < 1 or > 256 * 1024 * 1024)
         {
             failures.Add($"MaxEventSize is {options.MaxEventSize}; it must be between 1 byte and 256 MiB.");
+        }
+
+        try
+        {
+            Schemas.UpcasterChains.Build(options.EventTypes, options.Schemas.Upcasters);
+        }
+        catch (Schemas.InvalidUpcasterException ex)
+        {
+            failures.Add(ex.Message);
         }
 
         return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);

@@ -85,8 +85,8 @@ public static class JsonSchemaDocuments
     }
 
     /// <summary>
-    /// Every <c>$ref</c> must point inside the document (a JSON Pointer after <c>#</c>, or an anchor): the registry
-    /// fetches nothing, so a version means the same whatever is reachable when it is read.
+    /// Every <c>$ref</c> must be a JSON Pointer into the document (after <c>#</c>): the registry fetches nothing, so a
+    /// version means the same whatever is reachable when it is read, and the compatibility rules can follow it.
     /// </summary>
     private static void CheckReferences(JsonObject root, JsonNode? node, string path, List<SchemaViolation> faults)
     {
@@ -98,7 +98,7 @@ public static class JsonSchemaDocuments
                     var at = path + "/" + key.Replace("~", "~0", StringComparison.Ordinal).Replace("/", "~1", StringComparison.Ordinal);
                     if (key == "$ref" && value is JsonValue reference && reference.TryGetValue<string>(out var target) && !Resolves(root, target))
                     {
-                        faults.Add(new SchemaViolation(at, "$ref", $"'{target}' does not resolve inside the document; references must be local (#/$defs/…, #/definitions/… or an anchor)"));
+                        faults.Add(new SchemaViolation(at, "$ref", $"'{target}' does not resolve inside the document; references must be JSON Pointers into the document (#/$defs/…, #/definitions/…)"));
                     }
                     else
                     {
@@ -132,7 +132,8 @@ public static class JsonSchemaDocuments
 
         if (!fragment.StartsWith('/'))
         {
-            return HasAnchor(root, fragment);
+            // An anchor: the compatibility rules follow JSON Pointers only.
+            return false;
         }
 
         JsonNode? current = root;
@@ -153,15 +154,6 @@ public static class JsonSchemaDocuments
 
         return true;
     }
-
-    private static bool HasAnchor(JsonNode? node, string anchor) => node switch
-    {
-        JsonObject obj => (obj["$anchor"] is JsonValue a && a.TryGetValue<string>(out var name) && name == anchor)
-            || (obj["$id"] is JsonValue id && id.TryGetValue<string>(out var named) && named == "#" + anchor)
-            || obj.Any(p => HasAnchor(p.Value, anchor)),
-        JsonArray array => array.Any(item => HasAnchor(item, anchor)),
-        _ => false,
-    };
 
     /// <summary>
     /// The JSON Schema (2020-12) of a class as System.Text.Json writes it with <paramref name="options"/>, through
@@ -244,6 +236,19 @@ public static class JsonSchemaDocuments
         }
     }
 
+    private static string LastKeyword(string evaluationPath)
+    {
+        foreach (var segment in evaluationPath.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse())
+        {
+            if (segment.Length > 0 && !char.IsDigit(segment[0]))
+            {
+                return segment;
+            }
+        }
+
+        return "schema";
+    }
+
     private static bool IsDraft(string named, string id) =>
         named.TrimEnd('#').EndsWith(id, StringComparison.Ordinal);
 
@@ -259,7 +264,10 @@ public static class JsonSchemaDocuments
 
             foreach (var (keyword, message) in errors)
             {
-                violations.Add(new SchemaViolation(detail.InstanceLocation.ToString(), keyword, message));
+                // A false schema (additionalProperties: false, say) reports no keyword of its own: the rule is the
+                // keyword that led to it.
+                var rule = keyword.Length > 0 ? keyword : LastKeyword(detail.EvaluationPath.ToString());
+                violations.Add(new SchemaViolation(detail.InstanceLocation.ToString(), rule, message));
             }
         }
 

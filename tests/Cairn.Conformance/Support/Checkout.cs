@@ -226,7 +226,8 @@ public sealed class CairnTestHost : IAsyncDisposable
         var cairn = services.AddCairn(o =>
         {
             o.UseBackend("conformance", (_, _) => sut.Store, _ => sut.Checkpoints, _ => sut.Broker)
-                .UseBackendPart<IProjectionStore>(_ => sut.Projections);
+                .UseBackendPart<IProjectionStore>(_ => sut.Projections)
+                .UseBackendPart<Cairn.Schemas.ISchemaStore>(_ => new Cairn.Schemas.InMemorySchemaStore());
             options(o);
         });
         configure(cairn);

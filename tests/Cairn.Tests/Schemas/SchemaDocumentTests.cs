@@ -83,11 +83,11 @@ public sealed class SchemaDocumentTests
     }
 
     [Fact]
-    public void local_references_and_anchors_resolve()
+    public void local_references_resolve()
     {
         JsonSchemaDocuments.Check("order.placed", 1, JsonSchemaDocuments.Parse("order.placed", 1, """
-            {"type": "object", "properties": {"a": {"$ref": "#/$defs/line"}, "b": {"$ref": "#item"}, "c": {"$ref": "#"}},
-             "$defs": {"line": {"type": "string"}, "item": {"$anchor": "item", "type": "integer"}}}
+            {"type": "object", "properties": {"a": {"$ref": "#/$defs/line"}, "b": {"$ref": "#/$defs/a~1b"}, "c": {"$ref": "#"}},
+             "$defs": {"line": {"type": "string"}, "a/b": {"type": "integer"}}}
             """));
     }
 

@@ -1,0 +1,127 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Cairn.Serialization;
+
+namespace Cairn.Schemas;
+
+/// <summary>
+/// The check a build pipeline runs: the current version of every event type compiled into an application (its class,
+/// or the document supplied for it) against the registry's versions, saved as a <see cref="SchemaSnapshot"/>. It
+/// fails on a version whose shape changed, a new version that breaks its type's mode, a version that skips, and old
+/// versions that could not be read any more (a missing upcaster where the shapes are not backward compatible).
+/// </summary>
+public static class SchemaCheck
+{
+    /// <summary>Checks every registered event type against a snapshot.</summary>
+    public static SchemaCheckReport Run(EventTypeRegistry types, SchemaOptions options, JsonSerializerOptions json, SchemaSnapshot snapshot)
+    {
+        ArgumentNullException.ThrowIfNull(types);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(json);
+        ArgumentNullException.ThrowIfNull(snapshot);
+        var results = new List<SchemaCheckResult>();
+        var problems = new List<string>();
+        var updated = snapshot;
+        UpcasterChains chains;
+        try
+        {
+            chains = UpcasterChains.Build(types, options.Upcasters);
+        }
+        catch (InvalidUpcasterException ex)
+        {
+            problems.Add(ex.Message);
+            chains = UpcasterChains.Empty;
+        }
+
+        foreach (var (name, clrType) in types.Registrations.OrderBy(r => r.Key, StringComparer.Ordinal))
+        {
+            var version = types.GetVersion(name);
+            var mode = options.CompatibilityOf(name);
+            SchemaCheckResult result;
+            try
+            {
+                var schema = CurrentSchema(name, version, clrType, options, json);
+                result = SchemaRules.Evaluate(snapshot.VersionsOf(name), name, version, schema, mode);
+                if (result.IsNew)
+                {
+                    updated = updated.With(new RegisteredSchema(name, version, schema), mode);
+                }
+            }
+            catch (InvalidSchemaException ex)
+            {
+                problems.Add(ex.Message);
+                continue;
+            }
+
+            results.Add(result);
+            if (result.IsRefused)
+            {
+                problems.Add(result.Refusal!);
+            }
+        }
+
+        foreach (var entry in updated.Types)
+        {
+            if (types.TryGetType(entry.EventType, out _)
+                && SchemaRules.UnreadableVersions(entry.EventType, entry.Versions, types.GetVersion(entry.EventType), chains) is { } unreadable)
+            {
+                problems.Add(unreadable);
+            }
+        }
+
+        return new SchemaCheckReport(results, problems, updated);
+    }
+
+    /// <summary>The schema of a type's current version: the document supplied for it, or the one generated from its class.</summary>
+    public static JsonObject CurrentSchema(string eventType, int version, Type clrType, SchemaOptions options, JsonSerializerOptions json)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var schema = options.DocumentOf(eventType, version) ?? JsonSchemaDocuments.Generate(clrType, json);
+        JsonSchemaDocuments.Check(eventType, version, schema);
+        return schema;
+    }
+}
+
+/// <summary>The outcome of a <see cref="SchemaCheck"/>: each type's result, every problem, and the snapshot with the new versions added.</summary>
+public sealed class SchemaCheckReport(IReadOnlyList<SchemaCheckResult> results, IReadOnlyList<string> problems, SchemaSnapshot updated)
+{
+    /// <summary>Each type's result, in ordinal order of name.</summary>
+    public IReadOnlyList<SchemaCheckResult> Results { get; } = results;
+
+    /// <summary>Every problem, in words; empty when the check passes.</summary>
+    public IReadOnlyList<string> Problems { get; } = problems;
+
+    /// <summary>The snapshot with the new, accepted versions added: what to save when the check passes.</summary>
+    public SchemaSnapshot Updated { get; } = updated;
+
+    /// <summary>Whether nothing breaks.</summary>
+    public bool Passed => Problems.Count == 0;
+
+    /// <summary>A report for a person: a line per type, then the problems.</summary>
+    public override string ToString()
+    {
+        var text = new StringBuilder();
+        foreach (var result in Results)
+        {
+            var status = result.IsRefused ? "BREAKS" : result.IsNew ? "new" : "unchanged";
+            text.Append(CultureInfo.InvariantCulture, $"{status,-9} {result.EventType} v{result.Version}").AppendLine();
+        }
+
+        if (Problems.Count > 0)
+        {
+            text.AppendLine().Append(CultureInfo.InvariantCulture, $"{Problems.Count} problem(s):").AppendLine();
+            foreach (var problem in Problems)
+            {
+                text.Append("- ").AppendLine(problem.ReplaceLineEndings(Environment.NewLine + "  "));
+            }
+        }
+        else
+        {
+            text.AppendLine().AppendLine("The event types are compatible with the registry.");
+        }
+
+        return text.ToString();
+    }
+}

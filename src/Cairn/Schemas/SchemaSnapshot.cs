@@ -1,0 +1,151 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Cairn.EventStore;
+
+namespace Cairn.Schemas;
+
+/// <summary>
+/// The schema registry saved as one JSON document, to keep in a repository: every type's compatibility mode and
+/// versions. A build pipeline checks the event types compiled into an assembly against it
+/// (<see cref="SchemaCheck"/>) without a database.
+/// </summary>
+public sealed class SchemaSnapshot
+{
+    private readonly Dictionary<string, TypeEntry> _types;
+
+    /// <summary>Creates a snapshot of the given types.</summary>
+    public SchemaSnapshot(IEnumerable<TypeEntry> types)
+    {
+        ArgumentNullException.ThrowIfNull(types);
+        _types = new Dictionary<string, TypeEntry>(StringComparer.Ordinal);
+        foreach (var type in types)
+        {
+            if (!_types.TryAdd(type.EventType, type))
+            {
+                throw new ArgumentException($"The snapshot lists the event type '{type.EventType}' twice.", nameof(types));
+            }
+        }
+    }
+
+    /// <summary>The types, in ordinal order of name.</summary>
+    public IReadOnlyList<TypeEntry> Types => [.. _types.Values.OrderBy(t => t.EventType, StringComparer.Ordinal)];
+
+    /// <summary>A type's versions, oldest first; empty when the snapshot has none.</summary>
+    public IReadOnlyList<RegisteredSchema> VersionsOf(string eventType) =>
+        _types.TryGetValue(eventType, out var entry) ? entry.Versions : [];
+
+    /// <summary>A type's recorded compatibility mode, or null.</summary>
+    public CompatibilityMode? CompatibilityOf(string eventType) =>
+        _types.TryGetValue(eventType, out var entry) ? entry.Compatibility : null;
+
+    /// <summary>The snapshot with one more version of a type (or a first one), and its mode.</summary>
+    public SchemaSnapshot With(RegisteredSchema schema, CompatibilityMode mode)
+    {
+        ArgumentNullException.ThrowIfNull(schema);
+        var types = new Dictionary<string, TypeEntry>(_types, StringComparer.Ordinal);
+        var versions = VersionsOf(schema.EventType).Where(v => v.Version != schema.Version).Append(schema).OrderBy(v => v.Version).ToList();
+        types[schema.EventType] = new TypeEntry(schema.EventType, mode, versions);
+        return new SchemaSnapshot(types.Values);
+    }
+
+    /// <summary>Writes the snapshot as indented JSON, types and versions in order, so a change reads well in a diff.</summary>
+    public string ToJson()
+    {
+        var types = new JsonObject();
+        foreach (var type in Types)
+        {
+            var versions = new JsonArray();
+            foreach (var version in type.Versions)
+            {
+                versions.Add(new JsonObject
+                {
+                    ["version"] = version.Version,
+                    ["schema"] = version.Schema.DeepClone(),
+                });
+            }
+
+            types[type.EventType] = new JsonObject
+            {
+                ["compatibility"] = type.Compatibility.ToString(),
+                ["versions"] = versions,
+            };
+        }
+
+        var root = new JsonObject { ["cairnSchemaSnapshot"] = 1, ["eventTypes"] = types };
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+    }
+
+    /// <summary>Reads a snapshot written by <see cref="ToJson"/>.</summary>
+    /// <exception cref="InvalidSchemaSnapshotException">The text is not such a snapshot; the message says where.</exception>
+    public static SchemaSnapshot Parse(string json)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(json) as JsonObject ?? throw new InvalidSchemaSnapshotException("the document is not a JSON object");
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidSchemaSnapshotException("the document is not valid JSON: " + ex.Message);
+        }
+
+        if (root["cairnSchemaSnapshot"] is not JsonValue format || !format.TryGetValue<int>(out var number) || number != 1)
+        {
+            throw new InvalidSchemaSnapshotException("'cairnSchemaSnapshot' must be 1");
+        }
+
+        if (root["eventTypes"] is not JsonObject types)
+        {
+            throw new InvalidSchemaSnapshotException("'eventTypes' must be an object");
+        }
+
+        var entries = new List<TypeEntry>();
+        foreach (var (name, node) in types)
+        {
+            if (EventTypeNames.Validate(name) is { } fault)
+            {
+                throw new InvalidSchemaSnapshotException($"'{name}' is not a valid event type name: {fault}");
+            }
+
+            if (node is not JsonObject entry
+                || entry["compatibility"] is not JsonValue modeValue || !modeValue.TryGetValue<string>(out var modeText)
+                || !Enum.TryParse<CompatibilityMode>(modeText, ignoreCase: true, out var mode)
+                || entry["versions"] is not JsonArray versionArray)
+            {
+                throw new InvalidSchemaSnapshotException($"'{name}' needs a 'compatibility' (one of {string.Join(", ", Enum.GetNames<CompatibilityMode>())}) and a 'versions' array");
+            }
+
+            var versions = new List<RegisteredSchema>();
+            foreach (var item in versionArray)
+            {
+                if (item is not JsonObject v || v["version"] is not JsonValue vv || !vv.TryGetValue<int>(out var version) || version < 1 || v["schema"] is not JsonObject schema)
+                {
+                    throw new InvalidSchemaSnapshotException($"each version of '{name}' needs a 'version' (1 or more) and a 'schema' object");
+                }
+
+                if (versions.Count > 0 && version != versions[^1].Version + 1)
+                {
+                    throw new InvalidSchemaSnapshotException(string.Create(CultureInfo.InvariantCulture, $"the versions of '{name}' must be contiguous and in order; {version} follows {versions[^1].Version}"));
+                }
+
+                versions.Add(new RegisteredSchema(name, version, (JsonObject)schema.DeepClone()));
+            }
+
+            entries.Add(new TypeEntry(name, mode, versions));
+        }
+
+        return new SchemaSnapshot(entries);
+    }
+
+    /// <summary>One type in a snapshot.</summary>
+    /// <param name="EventType">The event type.</param>
+    /// <param name="Compatibility">Its compatibility mode.</param>
+    /// <param name="Versions">Its versions, oldest first.</param>
+    public sealed record TypeEntry(string EventType, CompatibilityMode Compatibility, IReadOnlyList<RegisteredSchema> Versions);
+}
+
+/// <summary>A saved schema snapshot could not be read.</summary>
+public sealed class InvalidSchemaSnapshotException(string reason)
+    : CairnException($"The schema snapshot cannot be read: {reason}.");
