@@ -79,6 +79,7 @@ public sealed partial class CairnBuilder
         var route = new EventRoute(name, filter, topic);
         route = configure?.Invoke(route) ?? route;
         route.Validate();
+        Topology.Routes.Add(route);
         Services.AddSingleton<IHostedService>(sp =>
         {
             var router = new EventRouter(
@@ -98,13 +99,13 @@ public sealed partial class CairnBuilder
     public CairnBuilder AddConsumer(QueueName queue, Func<MessageHandlerContext, CancellationToken, ValueTask> handler, Func<ConsumerOptions, ConsumerOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(handler);
-        return AddConsumer(queue, _ => handler, configure);
+        return AddConsumer(queue, _ => handler, configure, null);
     }
 
     /// <summary>Hosts a consumer whose handler is made per message from the message's service scope.</summary>
     public CairnBuilder AddConsumer<THandler>(QueueName queue, Func<ConsumerOptions, ConsumerOptions>? configure = null)
         where THandler : class, IMessageHandler =>
-        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context, ct), configure);
+        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context, ct), configure, null);
 
     /// <summary>
     /// Hosts a consumer whose handler takes messages deserialized into <typeparamref name="TMessage"/>; a message of
@@ -112,13 +113,14 @@ public sealed partial class CairnBuilder
     /// </summary>
     public CairnBuilder AddConsumer<TMessage, THandler>(QueueName queue, Func<ConsumerOptions, ConsumerOptions>? configure = null)
         where THandler : class, IMessageHandler<TMessage> =>
-        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context.Read<TMessage>(), context, ct), configure);
+        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context.Read<TMessage>(), context, ct), configure, typeof(TMessage));
 
-    private CairnBuilder AddConsumer(QueueName queue, Func<IServiceProvider, Func<MessageHandlerContext, CancellationToken, ValueTask>> handler, Func<ConsumerOptions, ConsumerOptions>? configure)
+    private CairnBuilder AddConsumer(QueueName queue, Func<IServiceProvider, Func<MessageHandlerContext, CancellationToken, ValueTask>> handler, Func<ConsumerOptions, ConsumerOptions>? configure, Type? messageType)
     {
         var options = new ConsumerOptions(queue);
         options = configure?.Invoke(options) ?? options;
         options.Validate();
+        Topology.Consumers.Add(new ConsumerDeclaration(options.Name, queue, messageType));
         Services.AddSingleton<IHostedService>(sp =>
         {
             var consumer = new QueueConsumer(
@@ -163,8 +165,17 @@ internal sealed class MessagingTopology
 
     public List<TopicSubscription> Subscriptions { get; } = [];
 
+    /// <summary>The routes added, known before the host makes their routers: what describes the service reads them.</summary>
+    public List<EventRoute> Routes { get; } = [];
+
+    /// <summary>The consumers added, with the message type a typed consumer takes.</summary>
+    public List<ConsumerDeclaration> Consumers { get; } = [];
+
     public bool IsEmpty => Queues.Count == 0 && Topics.Count == 0 && Subscriptions.Count == 0;
 }
+
+/// <summary>A consumer as added: its name, its queue, and the class its handler takes (null for an untyped handler).</summary>
+internal sealed record ConsumerDeclaration(string Name, QueueName Queue, Type? MessageType);
 
 /// <summary>Lists the hosted consumers of the process and what each has done.</summary>
 public sealed class ConsumerMonitor

@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
 using Cairn.DependencyInjection;
 using Cairn.EventStore;
-using Cairn.Messaging.Routing;
 using Cairn.Serialization;
 using Cairn.Workflows;
 using Microsoft.Extensions.DependencyInjection;
@@ -14,10 +13,10 @@ namespace Cairn.Schemas;
 /// started; the schemas come from the caller (the schema registry).
 /// </summary>
 /// <remarks>
-/// Consumers and routes are made by the host when it starts, so a service asked before its host started lists none.
-/// Cairn does not keep which message type a consumer added with <c>AddConsumer&lt;TMessage, THandler&gt;</c> takes,
-/// so consumers are described as taking what their queue holds; adjust the input for more
-/// (<c>describer.Describe(schemas) with { Consumers = ... }</c>, then <see cref="AsyncApiGenerator.Generate"/>).
+/// Consumers and routes are described as they were added, whether or not the host has started. A consumer added with
+/// <c>AddConsumer&lt;TMessage, THandler&gt;</c> takes its message's registered type; an untyped one is described as
+/// taking what its queue holds. Adjust the input for more (<c>describer.Describe(schemas) with { Consumers = ... }</c>,
+/// then <see cref="AsyncApiGenerator.Generate"/>).
 /// </remarks>
 public sealed class AsyncApiDescriber(IServiceProvider services)
 {
@@ -60,15 +59,13 @@ public sealed class AsyncApiDescriber(IServiceProvider services)
         var topology = services.GetService<MessagingTopology>();
         var registry = services.GetService<EventTypeRegistry>();
         var workflows = Workflows();
-        var routes = services.GetService<RouteMonitor>() is { } routeMonitor
-            ? routeMonitor.Statuses.Select(s => routeMonitor.Find(s.Name)?.Route).OfType<EventRoute>().ToList()
-            : [];
+        var routes = topology?.Routes.ToList() ?? [];
 
         // A workflow's coordinator is a consumer of its queue, described with the workflow.
         var coordinators = workflows.Select(w => ("workflow-" + w.Name, w.Queue)).ToHashSet();
-        var consumers = (services.GetService<ConsumerMonitor>()?.Statuses ?? [])
+        var consumers = (topology?.Consumers ?? [])
             .Where(c => !coordinators.Contains((c.Name, c.Queue)))
-            .Select(c => new AsyncApiConsumer(c.Name, c.Queue))
+            .Select(c => new AsyncApiConsumer(c.Name, c.Queue, c.MessageType is { } type && registry is not null && registry.TryGetName(type, out var name) ? [name!] : null))
             .ToList();
 
         return new AsyncApiInput

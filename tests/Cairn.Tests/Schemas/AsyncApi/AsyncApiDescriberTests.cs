@@ -134,14 +134,19 @@ public sealed class AsyncApiDescriberTests
     }
 
     [Fact]
-    public void before_the_host_starts_the_declared_topology_is_described_without_consumers_and_routes()
+    public void before_the_host_starts_the_declared_topology_is_described_with_its_consumers_and_routes()
     {
         using var host = Shop();
         var input = host.Services.GetRequiredService<AsyncApiDescriber>().Describe([]);
         Assert.Equal(["orders"], input.Topics.Select(t => t.Value));
         Assert.Equal(2, input.Subscriptions.Count);
-        Assert.Empty(input.Consumers);
-        Assert.Empty(input.Routes);
+        Assert.Equal("orders-out", Assert.Single(input.Routes).Name);
+
+        // A typed consumer takes its message's registered type; an untyped one what its queue holds. The workflow's
+        // coordinator is described with the workflow.
+        Assert.Equal(["cancellations", "dutch-orders"], input.Consumers.Select(c => c.Queue.Value).Order(StringComparer.Ordinal));
+        Assert.Equal(["order.placed"], input.Consumers.Single(c => c.Queue.Value == "dutch-orders").MessageTypes);
+        Assert.Null(input.Consumers.Single(c => c.Queue.Value == "cancellations").MessageTypes);
         Assert.Equal("checkout", Assert.Single(input.Workflows).Name);
         Assert.Contains("order.placed", input.EventTypes);
     }
