@@ -18,6 +18,16 @@ public static class QuickstartApp
 {
     public static async Task RunAsync(string databasePath, TextWriter output, CancellationToken cancellationToken = default)
     {
+        using var host = Build(databasePath, output);
+        await RunAsync(host, cancellationToken);
+    }
+
+    /// <summary>
+    /// The quickstart's host, built and not started: what <see cref="RunAsync(IHost, CancellationToken)"/> runs, and
+    /// what Cairn's commands (<c>schemas check</c>, ...) read the event types and the registry from.
+    /// </summary>
+    public static IHost Build(string databasePath, TextWriter output)
+    {
         // Handlers print from their own threads.
         output = TextWriter.Synchronized(output);
         var builder = Host.CreateApplicationBuilder();
@@ -60,8 +70,14 @@ public static class QuickstartApp
                 c => c with { Retry = c.Retry with { NonRetryable = [typeof(MissingTemplateException)] } })
             // A read model: account summaries, queried by id or on their indexed fields.
             .AddProjection<AccountSummaries>();
+        return builder.Build();
+    }
 
-        using var host = builder.Build();
+    /// <summary>Runs the quickstart on a host made by <see cref="Build"/>, printing to the output given there.</summary>
+    public static async Task RunAsync(IHost host, CancellationToken cancellationToken = default)
+    {
+        var output = host.Services.GetRequiredService<TextWriter>();
+        var audit = host.Services.GetRequiredService<AuditLog>();
         await host.StartAsync(cancellationToken);
 
         var store = host.Services.GetRequiredService<IEventStore>();

@@ -74,6 +74,32 @@ public static class SchemaCheck
         return new SchemaCheckReport(results, problems, updated);
     }
 
+    /// <summary>
+    /// Checks every registered event type against a live registry, as the host's start would, and writes nothing: the
+    /// registry's versions of each of these types are read, then checked by the same rules as
+    /// <see cref="Run(EventTypeRegistry, SchemaOptions, JsonSerializerOptions, SchemaSnapshot)"/>. The report's
+    /// <see cref="SchemaCheckReport.Updated"/> holds those types as the registry would after the start.
+    /// </summary>
+    public static async Task<SchemaCheckReport> RunAsync(EventTypeRegistry types, SchemaOptions options, JsonSerializerOptions json, SchemaRegistry registry, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(types);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(json);
+        ArgumentNullException.ThrowIfNull(registry);
+        var entries = new List<SchemaSnapshot.TypeEntry>();
+        foreach (var name in types.Registrations.Keys.Order(StringComparer.Ordinal))
+        {
+            var versions = await registry.GetVersionsAsync(name, cancellationToken).ConfigureAwait(false);
+            if (versions.Count > 0)
+            {
+                var mode = await registry.GetCompatibilityAsync(name, cancellationToken).ConfigureAwait(false) ?? options.CompatibilityOf(name);
+                entries.Add(new SchemaSnapshot.TypeEntry(name, mode, versions));
+            }
+        }
+
+        return Run(types, options, json, new SchemaSnapshot(entries));
+    }
+
     /// <summary>The schema of a type's current version: the document supplied for it, or the one generated from its class.</summary>
     public static JsonObject CurrentSchema(string eventType, int version, Type clrType, SchemaOptions options, JsonSerializerOptions json)
     {

@@ -1,0 +1,91 @@
+using System.CommandLine;
+
+namespace Cairn.Cli;
+
+/// <summary>
+/// Cairn's commands, for an application to mount in its own command line (or to run through
+/// <see cref="CairnCli.TryRunAsync"/>). Each takes the services of the application's built host; none starts it.
+/// </summary>
+public static class CairnCommands
+{
+    /// <summary>
+    /// <c>schemas</c>: the schema registry from a build pipeline.
+    /// <list type="bullet">
+    /// <item><c>schemas check --snapshot &lt;file&gt; [--update]</c>: the event types against a saved snapshot; with
+    /// <c>--update</c>, the new versions are written to it when the check passes.</item>
+    /// <item><c>schemas check --registry</c>: the event types against the backend's registry, writing nothing.</item>
+    /// <item><c>schemas export --out &lt;file&gt;</c>: the backend's registry saved as a snapshot.</item>
+    /// <item><c>schemas asyncapi [--out &lt;file&gt;] [--snapshot &lt;file&gt;]</c>: the application's AsyncAPI 3.0
+    /// document, with every registered version (of the backend's registry, or of a snapshot).</item>
+    /// </list>
+    /// Exit codes: <see cref="CairnCli.Success"/>, <see cref="CairnCli.CheckFailed"/>, <see cref="CairnCli.Error"/>.
+    /// </summary>
+    public static Command Schemas(IServiceProvider services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        var actions = new SchemaActions(services);
+        return new Command("schemas", "Checks the event types against the schema registry, exports it, describes the application in AsyncAPI.")
+        {
+            Check(actions),
+            Export(actions),
+            AsyncApi(actions),
+        };
+    }
+
+    private static Command Check(SchemaActions actions)
+    {
+        var snapshot = new Option<string>("--snapshot") { Description = "The saved snapshot of the registry to check against (a JSON file).", HelpName = "file" };
+        var registry = new Option<bool>("--registry") { Description = "Check against the registry of the application's backend instead; nothing is written." };
+        var update = new Option<bool>("--update") { Description = "When the check passes, add the new versions to the snapshot file (created if missing)." };
+        var command = new Command("check", "Compares the event types compiled into the application with the registry; fails on any change that breaks compatibility.")
+        {
+            snapshot,
+            registry,
+            update,
+        };
+        command.Validators.Add(result =>
+        {
+            var fromSnapshot = result.GetResult(snapshot) is not null;
+            var fromRegistry = result.GetValue(registry);
+            if (fromSnapshot == fromRegistry)
+            {
+                result.AddError("Give either --snapshot <file> or --registry.");
+            }
+            else if (fromRegistry && result.GetValue(update))
+            {
+                result.AddError("--update writes a snapshot file, so it goes with --snapshot; --registry writes nothing.");
+            }
+        });
+        command.SetAction((parse, cancellationToken) => parse.GetValue(registry)
+            ? actions.CheckRegistryAsync(Writers(parse), cancellationToken)
+            : actions.CheckSnapshotAsync(parse.GetRequiredValue(snapshot), parse.GetValue(update), Writers(parse), cancellationToken));
+        return command;
+    }
+
+    private static Command Export(SchemaActions actions)
+    {
+        var output = new Option<string>("--out") { Description = "The snapshot file to write.", HelpName = "file", Required = true };
+        var command = new Command("export", "Writes the registry of the application's backend as a snapshot, to keep in the repository.") { output };
+        command.SetAction((parse, cancellationToken) => actions.ExportAsync(parse.GetRequiredValue(output), Writers(parse), cancellationToken));
+        return command;
+    }
+
+    private static Command AsyncApi(SchemaActions actions)
+    {
+        var output = new Option<string>("--out") { Description = "The file to write; without it, the document is printed.", HelpName = "file" };
+        var snapshot = new Option<string>("--snapshot") { Description = "Take the schemas from this snapshot instead of the backend's registry.", HelpName = "file" };
+        var command = new Command("asyncapi", "Writes the application's AsyncAPI 3.0 document, with every registered version of its event types.")
+        {
+            output,
+            snapshot,
+        };
+        command.SetAction((parse, cancellationToken) => actions.AsyncApiAsync(parse.GetValue(output), parse.GetValue(snapshot), Writers(parse), cancellationToken));
+        return command;
+    }
+
+    private static Writers Writers(ParseResult parse) =>
+        new(parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
+}
+
+/// <summary>Where a command writes: its results, and its errors.</summary>
+internal sealed record Writers(TextWriter Output, TextWriter Error);

@@ -1,0 +1,215 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Cairn.Schemas;
+using Cairn.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Cairn.Cli;
+
+/// <summary>What the <c>schemas</c> commands do, over the services of the application's built host.</summary>
+internal sealed class SchemaActions(IServiceProvider services)
+{
+    private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false);
+
+    public Task<int> CheckSnapshotAsync(string path, bool update, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
+    {
+        var full = Path.GetFullPath(path);
+        var exists = File.Exists(full);
+        if (!exists && !update)
+        {
+            throw new CommandException(
+                $"The schema snapshot '{path}' does not exist (looked for {full}). Create it from this application's event types with " +
+                $"`schemas check --snapshot {path} --update`, or from the registry of its backend with `schemas export --out {path}`.");
+        }
+
+        var snapshot = exists ? await ReadSnapshotAsync(path, cancellationToken).ConfigureAwait(false) : new SchemaSnapshot([]);
+        var (types, options, json) = EventTypes();
+        var report = SchemaCheck.Run(types, options, json, snapshot);
+        await WriteReportAsync(io, report, $"the snapshot {path}").ConfigureAwait(false);
+        if (!report.Passed)
+        {
+            await io.Error.WriteLineAsync(Invariant($"The schema check failed with {report.Problems.Count} problem(s); {path} is unchanged.")).ConfigureAwait(false);
+            return CairnCli.CheckFailed;
+        }
+
+        var added = NewVersions(report);
+        if (added.Count == 0)
+        {
+            await io.Output.WriteLineAsync($"The snapshot {path} is up to date.").ConfigureAwait(false);
+        }
+        else if (!update)
+        {
+            await io.Output.WriteLineAsync(Invariant($"{added.Count} new version(s) not in the snapshot yet ({string.Join(", ", added)}); run with --update to add them.")).ConfigureAwait(false);
+        }
+        else
+        {
+            await WriteFileAsync(full, report.Updated.ToJson(), cancellationToken).ConfigureAwait(false);
+            await io.Output.WriteLineAsync(exists
+                ? Invariant($"Added {added.Count} new version(s) to {path}: {string.Join(", ", added)}.")
+                : Invariant($"Created {path} with {added.Count} version(s): {string.Join(", ", added)}.")).ConfigureAwait(false);
+        }
+
+        return CairnCli.Success;
+    });
+
+    public Task<int> CheckRegistryAsync(Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
+    {
+        var (types, options, json) = EventTypes();
+        var registry = services.GetRequiredService<SchemaRegistry>();
+        var report = await SchemaCheck.RunAsync(types, options, json, registry, cancellationToken).ConfigureAwait(false);
+        await WriteReportAsync(io, report, $"the registry of the {BackendName} backend").ConfigureAwait(false);
+        if (!report.Passed)
+        {
+            await io.Error.WriteLineAsync(Invariant($"The schema check failed with {report.Problems.Count} problem(s); the host would not start.")).ConfigureAwait(false);
+            return CairnCli.CheckFailed;
+        }
+
+        var added = NewVersions(report);
+        if (added.Count > 0)
+        {
+            await io.Output.WriteLineAsync(Invariant($"{added.Count} new version(s) will be registered when the host starts: {string.Join(", ", added)}.")).ConfigureAwait(false);
+        }
+
+        return CairnCli.Success;
+    });
+
+    public Task<int> ExportAsync(string path, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
+    {
+        var snapshot = await services.GetRequiredService<SchemaRegistry>().ExportAsync(cancellationToken).ConfigureAwait(false);
+        await WriteFileAsync(Path.GetFullPath(path), snapshot.ToJson(), cancellationToken).ConfigureAwait(false);
+        var versions = snapshot.Types.Sum(t => t.Versions.Count);
+        await io.Output.WriteLineAsync(Invariant($"Wrote the registry of the {BackendName} backend to {path}: {snapshot.Types.Count} event type(s), {versions} version(s).")).ConfigureAwait(false);
+        if (snapshot.Types.Count == 0)
+        {
+            await io.Error.WriteLineAsync("The registry is empty: a host registers its event types when it starts, and this backend's has not started yet.").ConfigureAwait(false);
+        }
+
+        return CairnCli.Success;
+    });
+
+    public Task<int> AsyncApiAsync(string? path, string? snapshotPath, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
+    {
+        IReadOnlyList<RegisteredSchema> schemas;
+        string source;
+        if (snapshotPath is null)
+        {
+            var registry = services.GetRequiredService<SchemaRegistry>();
+            var all = new List<RegisteredSchema>();
+            foreach (var type in await registry.GetEventTypesAsync(cancellationToken).ConfigureAwait(false))
+            {
+                all.AddRange(await registry.GetVersionsAsync(type, cancellationToken).ConfigureAwait(false));
+            }
+
+            schemas = all;
+            source = $"the registry of the {BackendName} backend";
+        }
+        else
+        {
+            schemas = [.. (await ReadSnapshotAsync(snapshotPath, cancellationToken).ConfigureAwait(false)).Types.SelectMany(t => t.Versions)];
+            source = $"the snapshot {snapshotPath}";
+        }
+
+        var document = services.GetRequiredService<AsyncApiDescriber>().Generate(schemas);
+        var text = AsyncApiGenerator.ToJson(document);
+        if (path is null)
+        {
+            await io.Output.WriteAsync(text).ConfigureAwait(false);
+        }
+        else
+        {
+            await WriteFileAsync(Path.GetFullPath(path), text, cancellationToken).ConfigureAwait(false);
+            await io.Output.WriteLineAsync(Invariant($"Wrote the AsyncAPI document to {path}: {schemas.Count} schema version(s) from {source}.")).ConfigureAwait(false);
+        }
+
+        var known = schemas.Select(s => s.EventType).ToHashSet(StringComparer.Ordinal);
+        var missing = EventTypes().Types.Registrations.Keys.Where(t => !known.Contains(t)).Order(StringComparer.Ordinal).ToList();
+        if (missing.Count > 0)
+        {
+            await io.Error.WriteLineAsync(Invariant($"{missing.Count} event type(s) have no schema in {source}, so their messages have no payload: {string.Join(", ", missing)}.")).ConfigureAwait(false);
+        }
+
+        return CairnCli.Success;
+    });
+
+    private string BackendName => services.GetRequiredService<IOptions<CairnOptions>>().Value.BackendName ?? "configured";
+
+    private (EventTypeRegistry Types, SchemaOptions Options, JsonSerializerOptions Json) EventTypes()
+    {
+        var serializer = services.GetRequiredService<EventSerializer>();
+        return (serializer.Registry, services.GetRequiredService<IOptions<CairnOptions>>().Value.Schemas, serializer.Options);
+    }
+
+    private static async Task<SchemaSnapshot> ReadSnapshotAsync(string path, CancellationToken cancellationToken)
+    {
+        var full = Path.GetFullPath(path);
+        if (!File.Exists(full))
+        {
+            throw new CommandException($"The schema snapshot '{path}' does not exist (looked for {full}).");
+        }
+
+        try
+        {
+            return SchemaSnapshot.Parse(await File.ReadAllTextAsync(full, Utf8, cancellationToken).ConfigureAwait(false));
+        }
+        catch (InvalidSchemaSnapshotException ex)
+        {
+            throw new CommandException($"{path}: {ex.Message}");
+        }
+    }
+
+    private static async Task WriteReportAsync(Writers io, SchemaCheckReport report, string against)
+    {
+        await io.Output.WriteLineAsync(Invariant($"Schema check of {report.Results.Count} event type(s) against {against}:")).ConfigureAwait(false);
+        await io.Output.WriteLineAsync().ConfigureAwait(false);
+        await io.Output.WriteAsync(report.ToString()).ConfigureAwait(false);
+    }
+
+    private static List<string> NewVersions(SchemaCheckReport report) =>
+        [.. report.Results.Where(r => r.IsNew).Select(r => Invariant($"{r.EventType} v{r.Version}"))];
+
+    /// <summary>Writes a file whole or not at all: a temporary file beside it, then moved over it.</summary>
+    private static async Task WriteFileAsync(string full, string text, CancellationToken cancellationToken)
+    {
+        var directory = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(directory);
+        var temporary = Path.Combine(directory, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            await File.WriteAllTextAsync(temporary, text, Utf8, cancellationToken).ConfigureAwait(false);
+            File.Move(temporary, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
+    }
+
+    /// <summary>Runs a command; what stops it is reported in words, with <see cref="CairnCli.Error"/>.</summary>
+    private static async Task<int> GuardAsync(Writers io, Func<Task<int>> run)
+    {
+        try
+        {
+            return await run().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is CommandException or CairnException or OptionsValidationException or IOException or UnauthorizedAccessException)
+        {
+            await io.Error.WriteLineAsync(ex.Message).ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // Unexpected: the whole exception, since its message alone may not say where.
+            await io.Error.WriteLineAsync($"The command failed: {ex}").ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+    }
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>A command cannot run; the message says why and what to do.</summary>
+internal sealed class CommandException(string message) : Exception(message);
