@@ -4,7 +4,14 @@ set -uo pipefail
 cd "$(dirname "$0")"
 
 results="$(mktemp -d)"
-trap 'rm -rf "$results"' EXIT
+CAIRN_POSTGRES_DIR=""
+cleanup() {
+  [ -z "$CAIRN_POSTGRES_DIR" ] || tests/postgres.sh stop "$CAIRN_POSTGRES_DIR" || true
+  rm -rf "$results"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM  # so the EXIT trap stops PostgreSQL on an interrupt too
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
@@ -12,6 +19,9 @@ dotnet restore Cairn.slnx || { echo "tests: 0 passed, 1 failed"; exit 1; }
 dotnet build Cairn.slnx --no-restore -c Release -warnaserror || { echo "tests: 0 passed, 1 failed"; exit 1; }
 CAIRN_ASYNCAPI_SCHEMA="$(tests/asyncapi-spec.sh)" || { echo "tests: 0 passed, 1 failed"; exit 1; }
 export CAIRN_ASYNCAPI_SCHEMA  # AsyncAPI's own JSON Schema, which the AsyncAPI tests validate against
+# A throwaway PostgreSQL (installed when missing) for the PostgreSQL backend's tests; stopped and deleted on exit.
+postgres_env="$(tests/postgres.sh start)" || { echo "tests: 0 passed, 1 failed"; exit 1; }
+eval "$postgres_env"  # exports CAIRN_POSTGRES (the connection string) and CAIRN_POSTGRES_DIR
 
 dotnet test Cairn.slnx --no-build -c Release \
   --logger "trx" --results-directory "$results" \

@@ -91,7 +91,7 @@ internal sealed record PreparedMessage(
                 throw new InvalidMessageException($"Message {message.Id} of type '{message.Type}' declares JSON but its data is not: {fault.Reason}.");
             }
 
-            dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data.Span, $"message {message.Id}") ?? dataSchema;
+            dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data.Span, "message", message.Id) ?? dataSchema;
         }
 
         var context = MessageContext.Current;

@@ -39,7 +39,7 @@ internal sealed class PayloadSchemas
                 built[version.Version] = new Lazy<JsonSchema>(() => JsonSchemaDocuments.Build(schema));
             }
 
-            loaded[eventType] = new TypeSchemas(mode, built.ToFrozenDictionary(), versions.Count == 0 ? current : versions[^1].Version, SchemaReference.Format(eventType, current));
+            loaded[eventType] = new TypeSchemas(mode, built.ToFrozenDictionary(), versions.Count == 0 ? current : versions[^1].Version, current, SchemaReference.Format(eventType, current));
         }
 
         _types = loaded.ToFrozenDictionary(StringComparer.Ordinal);
@@ -48,7 +48,7 @@ internal sealed class PayloadSchemas
     /// <summary>Checks one payload about to be appended or sent; returns the <c>dataschema</c> to write with it.</summary>
     /// <exception cref="UnknownSchemaVersionException">Its <c>dataschema</c> names a version the registry does not have.</exception>
     /// <exception cref="SchemaValidationException">It does not match, and the type's mode is <see cref="SchemaValidationMode.Reject"/>.</exception>
-    public string? Check(string eventType, string? dataSchema, ReadOnlySpan<byte> data, string what)
+    public string? Check(string eventType, string? dataSchema, ReadOnlySpan<byte> data, string kind, Envelopes.MessageId id)
     {
         if (_types is not { } types || !types.TryGetValue(eventType, out var type))
         {
@@ -57,11 +57,21 @@ internal sealed class PayloadSchemas
 
         dataSchema ??= type.CurrentDataSchema;
         int version;
-        if (SchemaReference.TryParse(dataSchema, out var reference))
+        if (string.Equals(dataSchema, type.CurrentDataSchema, StringComparison.Ordinal))
+        {
+            // The common case, on every append and send: nothing to parse, and nothing more to do unless validating.
+            if (type.Mode == SchemaValidationMode.Off)
+            {
+                return dataSchema;
+            }
+
+            version = type.Current;
+        }
+        else if (SchemaReference.TryParse(dataSchema, out var reference))
         {
             if (!string.Equals(reference.EventType, eventType, StringComparison.Ordinal))
             {
-                throw new UnknownSchemaVersionException(what, eventType, reference.Version, type.Latest, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
+                throw new UnknownSchemaVersionException(Subject(kind, id), eventType, reference.Version, type.Latest, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
             }
 
             version = reference.Version;
@@ -74,7 +84,7 @@ internal sealed class PayloadSchemas
 
         if (!type.Versions.TryGetValue(version, out var schema))
         {
-            throw new UnknownSchemaVersionException(what, eventType, version, type.Latest, string.Create(CultureInfo.InvariantCulture,
+            throw new UnknownSchemaVersionException(Subject(kind, id), eventType, version, type.Latest, string.Create(CultureInfo.InvariantCulture,
                 $"the registry has {(type.Versions.Count == 0 ? "no version of it" : "versions " + string.Join(", ", type.Versions.Keys.Order()))}"));
         }
 
@@ -92,12 +102,14 @@ internal sealed class PayloadSchemas
         Invalid.Add(1, new KeyValuePair<string, object?>("type", eventType), new KeyValuePair<string, object?>("mode", type.Mode == SchemaValidationMode.Reject ? "reject" : "warn"));
         if (type.Mode == SchemaValidationMode.Reject)
         {
-            throw new SchemaValidationException(what, eventType, version, violations);
+            throw new SchemaValidationException(Subject(kind, id), eventType, version, violations);
         }
 
-        _logger.LogWarning("The data of {Subject} does not match the schema of '{EventType}' version {Version}: {Violations}", what, eventType, version, string.Join("; ", violations));
+        _logger.LogWarning("The data of {Subject} does not match the schema of '{EventType}' version {Version}: {Violations}", Subject(kind, id), eventType, version, string.Join("; ", violations));
         return dataSchema;
     }
 
-    private sealed record TypeSchemas(SchemaValidationMode Mode, FrozenDictionary<int, Lazy<JsonSchema>> Versions, int Latest, string CurrentDataSchema);
+    private static string Subject(string kind, Envelopes.MessageId id) => $"{kind} {id}";
+
+    private sealed record TypeSchemas(SchemaValidationMode Mode, FrozenDictionary<int, Lazy<JsonSchema>> Versions, int Latest, int Current, string CurrentDataSchema);
 }

@@ -23,6 +23,7 @@ public static class SchemaCheck
         ArgumentNullException.ThrowIfNull(snapshot);
         var results = new List<SchemaCheckResult>();
         var problems = new List<string>();
+        var skipped = new List<string>();
         var updated = snapshot;
         UpcasterChains chains;
         try
@@ -54,6 +55,12 @@ public static class SchemaCheck
                 problems.Add(ex.Message);
                 continue;
             }
+            catch (Exception ex) when (ex is InvalidOperationException or NotSupportedException)
+            {
+                // As when a host starts: a class System.Text.Json cannot describe goes unchecked, and says so.
+                skipped.Add(string.Create(CultureInfo.InvariantCulture, $"'{name}' v{version} ({clrType.FullName}): no schema can be generated ({ex.Message}); supply one with Schemas.Document(...)"));
+                continue;
+            }
 
             results.Add(result);
             if (result.IsRefused)
@@ -71,7 +78,7 @@ public static class SchemaCheck
             }
         }
 
-        return new SchemaCheckReport(results, problems, updated);
+        return new SchemaCheckReport(results, problems, updated, skipped);
     }
 
     /// <summary>
@@ -111,8 +118,11 @@ public static class SchemaCheck
 }
 
 /// <summary>The outcome of a <see cref="SchemaCheck"/>: each type's result, every problem, and the snapshot with the new versions added.</summary>
-public sealed class SchemaCheckReport(IReadOnlyList<SchemaCheckResult> results, IReadOnlyList<string> problems, SchemaSnapshot updated)
+public sealed class SchemaCheckReport(IReadOnlyList<SchemaCheckResult> results, IReadOnlyList<string> problems, SchemaSnapshot updated, IReadOnlyList<string>? skipped = null)
 {
+    /// <summary>The types left unchecked because no schema can be generated for their class, each with the reason.</summary>
+    public IReadOnlyList<string> Skipped { get; } = skipped ?? [];
+
     /// <summary>Each type's result, in ordinal order of name.</summary>
     public IReadOnlyList<SchemaCheckResult> Results { get; } = results;
 
@@ -133,6 +143,11 @@ public sealed class SchemaCheckReport(IReadOnlyList<SchemaCheckResult> results, 
         {
             var status = result.IsRefused ? "BREAKS" : result.IsNew ? "new" : "unchanged";
             text.Append(CultureInfo.InvariantCulture, $"{status,-9} {result.EventType} v{result.Version}").AppendLine();
+        }
+
+        foreach (var line in Skipped)
+        {
+            text.Append("skipped   ").AppendLine(line);
         }
 
         if (Problems.Count > 0)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Cairn.EventStore;
@@ -73,7 +74,8 @@ public sealed class SchemaSnapshot
         }
 
         var root = new JsonObject { ["cairnSchemaSnapshot"] = 1, ["eventTypes"] = types };
-        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
+        // Relaxed escaping: the file is read by people in diffs, never put into HTML, so a pattern's '+' stays '+'.
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n";
     }
 
     /// <summary>Reads a snapshot written by <see cref="ToJson"/>.</summary>
@@ -111,7 +113,7 @@ public sealed class SchemaSnapshot
 
             if (node is not JsonObject entry
                 || entry["compatibility"] is not JsonValue modeValue || !modeValue.TryGetValue<string>(out var modeText)
-                || !Enum.TryParse<CompatibilityMode>(modeText, ignoreCase: true, out var mode)
+                || !Enum.TryParse<CompatibilityMode>(modeText, ignoreCase: true, out var mode) || !Enum.IsDefined(mode) || int.TryParse(modeText, out _)
                 || entry["versions"] is not JsonArray versionArray)
             {
                 throw new InvalidSchemaSnapshotException($"'{name}' needs a 'compatibility' (one of {string.Join(", ", Enum.GetNames<CompatibilityMode>())}) and a 'versions' array");

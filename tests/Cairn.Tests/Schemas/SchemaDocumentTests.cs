@@ -183,7 +183,7 @@ public sealed class SchemaDocumentTests
     {
         var payloads = Loaded(SchemaValidationMode.Reject);
 
-        Assert.Null(payloads.Check("order.shipped", null, "[]"u8, "event x"));
-        Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", "[]"u8, "event x"));
+        Assert.Null(payloads.Check("order.shipped", null, "[]"u8, "event", MessageId.New()));
+        Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", "[]"u8, "event", MessageId.New()));
     }
 }

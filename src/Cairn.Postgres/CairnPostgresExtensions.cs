@@ -1,0 +1,37 @@
+using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.Postgres;
+
+/// <summary>Registers the PostgreSQL backend.</summary>
+public static class CairnPostgresExtensions
+{
+    /// <summary>
+    /// Stores events and checkpoints in PostgreSQL, shared by every process that names the same database and schema:
+    /// <c>services.AddCairn(o => o.UsePostgres("Host=db;Database=app;Username=app"))</c>. The schema is created and
+    /// migrated on start. Messaging, projections, workflows and the schema registry are not on this backend yet.
+    /// </summary>
+    public static CairnOptions UsePostgres(this CairnOptions options, string connectionString, Func<PostgresEventStoreOptions, PostgresEventStoreOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var postgresOptions = new PostgresEventStoreOptions { ConnectionString = connectionString };
+        postgresOptions = configure?.Invoke(postgresOptions) ?? postgresOptions;
+        postgresOptions.Validate();
+        PostgresEventStore? store = null;
+        var gate = new object();
+        PostgresEventStore Open(IServiceProvider services, EventStoreOptions storeOptions)
+        {
+            lock (gate)
+            {
+                return store ??= new PostgresEventStore(postgresOptions, storeOptions, services.GetService<ILogger<PostgresEventStore>>());
+            }
+        }
+
+        return options.UseBackend(
+            "postgres",
+            Open,
+            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+    }
+}

@@ -1,0 +1,155 @@
+using System.Runtime.CompilerServices;
+using Cairn.EventStore;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+public sealed partial class PostgresEventStore
+{
+    private const int PageSize = 512;
+
+    /// <summary>A page stops early past this much data, so large events cannot make a page huge.</summary>
+    private const long MaxPageBytes = 8 * 1024 * 1024;
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(StreamName stream, ReadDirection direction, long? fromVersion, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ArgumentOutOfRangeException.ThrowIfNegative(fromVersion ?? 0, nameof(fromVersion));
+        cancellationToken.ThrowIfCancellationRequested();
+        (StreamRow Row, long Id)? found;
+        await using (var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false))
+        {
+            found = await ReadStreamRowWithIdAsync(connection, null, stream, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (found is not { } info || info.Row.State is StreamState.NotFound or StreamState.SoftDeleted)
+        {
+            yield break;
+        }
+
+        if (info.Row.State == StreamState.Tombstoned)
+        {
+            throw new StreamDeletedException(stream);
+        }
+
+        var firstVisible = StreamRules.FirstVisibleVersion(info.Row.Metadata, info.Row.LastVersion);
+        var oldest = StreamRules.OldestVisibleTime(info.Row.Metadata, _options.TimeProvider)?.UtcTicks ?? long.MinValue;
+        var forwards = direction == ReadDirection.Forwards;
+        var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE e.stream_id = ");
+        query.Sql.Append(query.Add(info.Id)).Append(" AND e.version >= ").Append(query.Add(firstVisible)).Append(" AND e.time_ticks >= ").Append(query.Add(oldest));
+        query.Sql.Append(forwards ? " AND e.version >= " : " AND e.version <= ").Append(query.Next());
+        query.Sql.Append(forwards ? " ORDER BY e.version LIMIT " : " ORDER BY e.version DESC LIMIT ").Append(query.Next(1));
+        var start = fromVersion ?? (forwards ? 0 : long.MaxValue);
+        await foreach (var e in PagesAsync(query, start, maxCount, forwards ? e => e.Version + 1 : e => e.Version - 1, cancellationToken).ConfigureAwait(false))
+        {
+            yield return e;
+        }
+    }
+
+    /// <inheritdoc />
+    public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(filter);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE TRUE");
+        query.AppendFilter(filter);
+        return ByPositionAsync(query, Math.Max(from.Value, 1), maxCount, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        var sql = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE ");
+        sql.AppendQueryPredicate(query);
+        return ByPositionAsync(sql, after.Value + 1, maxCount, cancellationToken);
+    }
+
+    private IAsyncEnumerable<RecordedEvent> ByPositionAsync(PostgresQuery query, long from, long maxCount, CancellationToken cancellationToken)
+    {
+        query.Sql.Append(" AND e.position >= ").Append(query.Next()).Append(" ORDER BY e.position LIMIT ").Append(query.Next(1));
+        return PagesAsync(query, from, maxCount, e => e.Position.Value + 1, cancellationToken);
+    }
+
+    /// <summary>
+    /// Pages through a query ordered by a key (a version or a position) whose last two parameters are the key to start
+    /// from and the page's limit. Each page is read on a connection taken from the pool and given back before its
+    /// events are yielded, so a slow consumer holds no connection and no snapshot. A negative key ends a backwards read.
+    /// </summary>
+    private async IAsyncEnumerable<RecordedEvent> PagesAsync(PostgresQuery query, long start, long maxCount, Func<RecordedEvent, long> nextKey, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var key = start;
+        var remaining = maxCount;
+        var page = new List<RecordedEvent>();
+        while (remaining > 0 && key >= 0)
+        {
+            var limit = (int)Math.Min(remaining, PageSize);
+            page.Clear();
+            var more = false;
+            await using (var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false))
+            await using (var command = query.ToCommand(connection, null, key, limit))
+            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+            {
+                long bytes = 0;
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    var e = EventRows.Read(reader);
+                    page.Add(e);
+                    bytes += e.Data.Length;
+                    if (bytes >= MaxPageBytes)
+                    {
+                        more = true;
+                        break;
+                    }
+                }
+
+                more |= page.Count == limit;
+            }
+
+            foreach (var e in page)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                yield return e;
+                key = nextKey(e);
+                remaining--;
+            }
+
+            if (!more)
+            {
+                yield break;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        var row = await ReadStreamRowAsync(connection, null, stream, cancellationToken).ConfigureAwait(false);
+        return row is null
+            ? new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata())
+            : new StreamInfo(stream, row.State, row.LastVersion, row.Metadata);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand($"SELECT coalesce(max(position), 0) FROM {_s}.events", connection);
+        return new GlobalPosition((long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!);
+    }
+
+    private async Task<StreamRow?> ReadStreamRowAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, StreamName stream, CancellationToken cancellationToken) =>
+        (await ReadStreamRowWithIdAsync(connection, transaction, stream, cancellationToken).ConfigureAwait(false))?.Row;
+
+    private async Task<(StreamRow Row, long Id)?> ReadStreamRowWithIdAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, StreamName stream, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand($"SELECT {StreamRow.Columns}, id FROM {_s}.streams WHERE name = $1", connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter { Value = stream.Value });
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? (StreamRow.Read(reader), reader.GetInt64(6)) : null;
+    }
+}

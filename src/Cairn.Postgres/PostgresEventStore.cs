@@ -1,0 +1,121 @@
+using Cairn.EventStore;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+/// <summary>
+/// The event store on PostgreSQL, shared by any number of processes. Each append is one transaction that takes a
+/// transaction-scoped advisory lock before it checks expectations and assigns positions, and holds it until it
+/// commits: positions are assigned in commit order, so a reader of <c>$all</c> never sees a position before a lower one
+/// that is still to commit, and a rolled-back append leaves no gap to wait for (see docs/postgres.md).
+/// </summary>
+public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyncDisposable
+{
+    private readonly EventStoreOptions _options;
+    private readonly PostgresEventStoreOptions _postgresOptions;
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly AppendSignal _signal;
+    private readonly ILogger _logger;
+    private readonly string _s;
+    private readonly int _schemaKey;
+    private int _disposed;
+
+    /// <summary>Opens the store, creating or migrating its schema first unless <see cref="PostgresEventStoreOptions.MigrateOnStart"/> is off.</summary>
+    public PostgresEventStore(PostgresEventStoreOptions postgresOptions, EventStoreOptions? options = null, ILogger<PostgresEventStore>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(postgresOptions);
+        postgresOptions.Validate();
+        _options = options ?? new EventStoreOptions();
+        _options.Validate();
+        _postgresOptions = postgresOptions;
+        _logger = logger ?? NullLogger<PostgresEventStore>.Instance;
+        _signal = new AppendSignal(postgresOptions.ExternalCommitPollInterval);
+        _s = PostgresSchema.Quote(postgresOptions.Schema);
+        _schemaKey = PostgresSchema.SchemaKey(postgresOptions.Schema);
+        _dataSource = NpgsqlDataSource.Create(postgresOptions.ConnectionString);
+        try
+        {
+            if (postgresOptions.MigrateOnStart)
+            {
+                PostgresSchema.Migrate(_dataSource, postgresOptions.Schema);
+            }
+            else
+            {
+                PostgresSchema.Check(_dataSource, postgresOptions.Schema);
+            }
+
+            using var connection = _dataSource.OpenConnection();
+            using var command = new NpgsqlCommand($"SELECT coalesce(max(position), 0) FROM {_s}.events", connection);
+            _signal.Advance((long)command.ExecuteScalar()!);
+        }
+        catch
+        {
+            _dataSource.Dispose();
+            throw;
+        }
+
+        _logger.LogInformation("Cairn PostgreSQL event store opened in schema {Schema} (head {Head}).", postgresOptions.Schema, _signal.Head);
+    }
+
+    /// <summary>The PostgreSQL schema holding the store's tables.</summary>
+    public string Schema => _postgresOptions.Schema;
+
+    /// <summary>The event store's settings: source, size limit and clock.</summary>
+    internal EventStoreOptions Options => _options;
+
+    /// <summary>The schema-qualified name of one of the store's tables.</summary>
+    internal string Table(string name) => _s + "." + name;
+
+    /// <summary>Opens a pooled connection to the store's database.</summary>
+    internal ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        return _dataSource.OpenConnectionAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) =>
+        _signal.WaitAsync(position.Value, cancellationToken);
+
+    /// <inheritdoc />
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        metadata.Validate();
+        return ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+
+    /// <inheritdoc />
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    /// <summary>Closes the store's connections.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _dataSource.Dispose();
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await _dataSource.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,45 @@
+using System.Text.RegularExpressions;
+
+namespace Cairn.Postgres;
+
+/// <summary>Settings of the PostgreSQL backend.</summary>
+public sealed partial record PostgresEventStoreOptions
+{
+    /// <summary>The Npgsql connection string, such as <c>Host=db;Database=app;Username=app;Password=…</c>.</summary>
+    public required string ConnectionString { get; init; }
+
+    /// <summary>
+    /// The PostgreSQL schema holding Cairn's tables, created when missing. Several stores can share a database, each in
+    /// its own schema; their appends never wait for one another. Letters, digits and underscores, not starting with a
+    /// digit, at most 63 characters.
+    /// </summary>
+    public string Schema { get; init; } = "cairn";
+
+    /// <summary>
+    /// Whether opening the store creates and migrates its tables (under an advisory lock, so several processes may
+    /// start at once). When false, the schema must already be at the version this library expects.
+    /// </summary>
+    public bool MigrateOnStart { get; init; } = true;
+
+    /// <summary>How often live readers look for commits made by other processes; commits in this process wake them at once.</summary>
+    public TimeSpan ExternalCommitPollInterval { get; init; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>Refuses impossible settings with a message naming the setting.</summary>
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ConnectionString))
+        {
+            throw new ArgumentException("The PostgreSQL connection string is empty; give one such as \"Host=localhost;Database=app;Username=app\".", nameof(ConnectionString));
+        }
+
+        if (Schema is null || !SchemaName().IsMatch(Schema))
+        {
+            throw new ArgumentException($"'{Schema}' is not a valid schema name for Cairn: letters, digits and underscores, not starting with a digit, at most 63 characters.", nameof(Schema));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
+    }
+
+    [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]{0,62}$", RegexOptions.CultureInvariant)]
+    private static partial Regex SchemaName();
+}

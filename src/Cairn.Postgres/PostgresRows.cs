@@ -1,0 +1,145 @@
+using System.Text;
+using System.Text.Json;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+/// <summary>A row of <c>streams</c>: a stream's lifecycle state, last version and metadata.</summary>
+internal sealed record StreamRow(string Name, StreamState State, long? LastVersion, StreamMetadata Metadata)
+{
+    /// <summary>The columns <see cref="Read"/> expects, in order.</summary>
+    public const string Columns = "name, state, last_version, max_count, max_age_ticks, truncate_before";
+
+    public static StreamRow Read(NpgsqlDataReader reader) => new(
+        reader.GetString(0),
+        (StreamState)reader.GetInt16(1),
+        reader.IsDBNull(2) ? null : reader.GetInt64(2),
+        new StreamMetadata
+        {
+            MaxCount = reader.IsDBNull(3) ? null : reader.GetInt64(3),
+            MaxAge = reader.IsDBNull(4) ? null : TimeSpan.FromTicks(reader.GetInt64(4)),
+            TruncateBefore = reader.IsDBNull(5) ? null : reader.GetInt64(5),
+        });
+}
+
+/// <summary>Reads events from rows of <c>events</c>.</summary>
+internal static class EventRows
+{
+    /// <summary>The columns <see cref="Read"/> expects, in order, over <c>events e</c>.</summary>
+    public const string Columns = "e.position, e.id, e.stream, e.version, e.type, e.source, e.time_ticks, e.content_type, e.data_schema, e.correlation_id, e.causation_id, e.trace_parent, e.tags, e.metadata, e.data";
+
+    private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
+
+    public static RecordedEvent Read(NpgsqlDataReader reader) =>
+        new(
+            new MessageId(reader.GetGuid(1)),
+            new StreamName(reader.GetString(2)),
+            reader.GetInt64(3),
+            new GlobalPosition(reader.GetInt64(0)),
+            reader.GetString(4),
+            reader.GetString(5),
+            new DateTimeOffset(reader.GetInt64(6), TimeSpan.Zero),
+            reader.GetString(7),
+            reader.GetFieldValue<byte[]>(14))
+        {
+            DataSchema = reader.IsDBNull(8) ? null : reader.GetString(8),
+            CorrelationId = reader.IsDBNull(9) ? null : reader.GetString(9),
+            CausationId = reader.IsDBNull(10) ? null : reader.GetString(10),
+            TraceParent = reader.IsDBNull(11) ? null : reader.GetString(11),
+            Tags = reader.GetFieldValue<string[]>(12),
+            Metadata = reader.IsDBNull(13)
+                ? NoMetadata
+                : JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(13), CairnJsonContext.Default.IReadOnlyDictionaryStringString) ?? NoMetadata,
+        };
+}
+
+/// <summary>SQL built with positional parameters, never with spliced values.</summary>
+internal sealed class PostgresQuery(string start)
+{
+    private readonly List<object> _values = [];
+
+    public StringBuilder Sql { get; } = new(start);
+
+    /// <summary>Adds a parameter and returns its placeholder.</summary>
+    public string Add(object value)
+    {
+        _values.Add(value);
+        return "$" + _values.Count;
+    }
+
+    /// <summary>Appends the predicate of an <see cref="EventFilter"/> over <c>events e</c>, each part starting with <c> AND</c>.</summary>
+    public void AppendFilter(EventFilter filter)
+    {
+        if (!filter.IncludeSystemEvents)
+        {
+            Sql.Append(" AND NOT e.is_system");
+        }
+
+        if (filter.Stream is { } stream)
+        {
+            Sql.Append(" AND e.stream = ").Append(Add(stream));
+        }
+
+        if (filter.Category is { } category)
+        {
+            Sql.Append(" AND e.category = ").Append(Add(category));
+        }
+
+        if (filter.EventTypes is { } types)
+        {
+            Sql.Append(" AND e.type = ANY(").Append(Add(types.ToArray())).Append(')');
+        }
+    }
+
+    /// <summary>Appends the predicate of a tag and type query over <c>events e</c>: user events only.</summary>
+    public void AppendQueryPredicate(EventQuery query)
+    {
+        Sql.Append("NOT e.is_system");
+        if (query.MatchesAll)
+        {
+            return;
+        }
+
+        Sql.Append(" AND (");
+        for (var i = 0; i < query.Items.Count; i++)
+        {
+            var item = query.Items[i];
+            Sql.Append(i == 0 ? "(TRUE" : " OR (TRUE");
+            if (item.Types.Count > 0)
+            {
+                Sql.Append(" AND e.type = ANY(").Append(Add(item.Types.ToArray())).Append(')');
+            }
+
+            if (item.Tags.Count > 0)
+            {
+                Sql.Append(" AND e.tags @> ").Append(Add(item.Tags.ToArray())).Append("::text[]");
+            }
+
+            Sql.Append(')');
+        }
+
+        Sql.Append(')');
+    }
+
+    /// <summary>A command of this SQL with fresh parameters (a parameter belongs to one command at a time).</summary>
+    public NpgsqlCommand ToCommand(NpgsqlConnection connection, NpgsqlTransaction? transaction = null, params object[] extra)
+    {
+        var command = new NpgsqlCommand(Sql.ToString(), connection, transaction);
+        foreach (var value in _values)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = value });
+        }
+
+        foreach (var value in extra)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = value });
+        }
+
+        return command;
+    }
+
+    /// <summary>The placeholder the next parameter will have, for values passed to <see cref="ToCommand"/> as extras.</summary>
+    public string Next(int offset = 0) => "$" + (_values.Count + 1 + offset);
+}

@@ -1,0 +1,134 @@
+using System.Text;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+/// <summary>
+/// Creates and migrates Cairn's tables in one PostgreSQL schema. Each migration has a version recorded in
+/// <c>migrations</c>; all run in one transaction under a transaction-scoped advisory lock, so processes starting at once
+/// migrate one after the other and the later ones find nothing to do.
+/// </summary>
+internal static class PostgresSchema
+{
+    /// <summary>The schema version this library writes and reads.</summary>
+    public const int CurrentVersion = 1;
+
+    /// <summary>The first key of the migration lock; the second is the schema's <see cref="SchemaKey"/>.</summary>
+    private const int MigrationLockClass = 0x43414D47; // "CAMG"
+
+    /// <summary>The first key of the append lock, which serialises position assignment; the second is <see cref="SchemaKey"/>.</summary>
+    public const int AppendLockClass = 0x43415050; // "CAPP"
+
+    /// <summary>A stable 32-bit key for a schema name (FNV-1a of its UTF-8 bytes), the same in every process.</summary>
+    public static int SchemaKey(string schema)
+    {
+        var hash = 2166136261u;
+        foreach (var b in Encoding.UTF8.GetBytes(schema))
+        {
+            hash = (hash ^ b) * 16777619u;
+        }
+
+        return unchecked((int)hash);
+    }
+
+    private static string[] Migration1(string s) =>
+    [
+        $"""
+        CREATE TABLE {s}.streams (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            name text NOT NULL UNIQUE,
+            state smallint NOT NULL,
+            last_version bigint,
+            max_count bigint,
+            max_age_ticks bigint,
+            truncate_before bigint)
+        """,
+        $"""
+        CREATE TABLE {s}.events (
+            position bigint PRIMARY KEY,
+            id uuid NOT NULL UNIQUE,
+            stream_id bigint NOT NULL REFERENCES {s}.streams (id),
+            stream text NOT NULL,
+            category text NOT NULL,
+            is_system boolean NOT NULL,
+            version bigint NOT NULL,
+            type text NOT NULL,
+            time_ticks bigint NOT NULL,
+            source text NOT NULL,
+            content_type text NOT NULL,
+            data_schema text,
+            correlation_id text,
+            causation_id text,
+            trace_parent text,
+            tags text[] NOT NULL,
+            metadata bytea,
+            data bytea NOT NULL,
+            UNIQUE (stream_id, version))
+        """,
+        $"CREATE INDEX events_category_position ON {s}.events (category, position)",
+        $"CREATE INDEX events_type_position ON {s}.events (type, position)",
+        $"CREATE INDEX events_tags ON {s}.events USING gin (tags)",
+        $"""
+        CREATE TABLE {s}.checkpoints (
+            key text PRIMARY KEY,
+            position bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now())
+        """,
+    ];
+
+    /// <summary>Brings the schema to <see cref="CurrentVersion"/>; refuses a schema written by a newer version of Cairn.</summary>
+    public static void Migrate(NpgsqlDataSource dataSource, string schema)
+    {
+        var s = Quote(schema);
+        using var connection = dataSource.OpenConnection();
+        using var transaction = connection.BeginTransaction();
+        Execute(connection, transaction, $"SELECT pg_advisory_xact_lock({MigrationLockClass}, {SchemaKey(schema)})");
+        Execute(connection, transaction, $"CREATE SCHEMA IF NOT EXISTS {s}");
+        Execute(connection, transaction, $"CREATE TABLE IF NOT EXISTS {s}.migrations (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+        var version = CurrentVersionOf(connection, transaction, s);
+        if (version > CurrentVersion)
+        {
+            throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, newer than this Cairn ({CurrentVersion}); upgrade the application.");
+        }
+
+        if (version < 1)
+        {
+            foreach (var sql in Migration1(s))
+            {
+                Execute(connection, transaction, sql);
+            }
+
+            Execute(connection, transaction, $"INSERT INTO {s}.migrations (version, description) VALUES (1, 'events, streams and checkpoints')");
+        }
+
+        transaction.Commit();
+    }
+
+    /// <summary>Checks, without changing anything, that the schema is at <see cref="CurrentVersion"/>.</summary>
+    public static void Check(NpgsqlDataSource dataSource, string schema)
+    {
+        using var connection = dataSource.OpenConnection();
+        using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
+        command.Parameters.AddWithValue("t", Quote(schema) + ".migrations");
+        var version = (bool)command.ExecuteScalar()! ? CurrentVersionOf(connection, null, Quote(schema)) : 0;
+        if (version != CurrentVersion)
+        {
+            throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, not {CurrentVersion}; migrate it (MigrateOnStart) before opening the store.");
+        }
+    }
+
+    private static int CurrentVersionOf(NpgsqlConnection connection, NpgsqlTransaction? transaction, string s)
+    {
+        using var command = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {s}.migrations", connection, transaction);
+        return (int)command.ExecuteScalar()!;
+    }
+
+    /// <summary>The schema name quoted as an identifier; <see cref="PostgresEventStoreOptions.Validate"/> has checked it.</summary>
+    public static string Quote(string schema) => "\"" + schema + "\"";
+
+    private static void Execute(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql)
+    {
+        using var command = new NpgsqlCommand(sql, connection, transaction);
+        command.ExecuteNonQuery();
+    }
+}

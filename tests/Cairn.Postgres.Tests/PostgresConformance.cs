@@ -1,0 +1,23 @@
+using Cairn.Conformance;
+
+namespace Cairn.Postgres.Tests;
+
+public sealed class PostgresAppendTests(PostgresFixture f) : AppendTests<PostgresFixture>(f);
+
+public sealed class PostgresBadInputTests(PostgresFixture f) : BadInputTests<PostgresFixture>(f);
+
+public sealed class PostgresMultiStreamAppendTests(PostgresFixture f) : MultiStreamAppendTests<PostgresFixture>(f);
+
+public sealed class PostgresDynamicConsistencyTests(PostgresFixture f) : DynamicConsistencyTests<PostgresFixture>(f);
+
+public sealed class PostgresReadTests(PostgresFixture f) : ReadTests<PostgresFixture>(f);
+
+public sealed class PostgresLifecycleTests(PostgresFixture f) : LifecycleTests<PostgresFixture>(f);
+
+public sealed class PostgresSubscriptionTests(PostgresFixture f) : SubscriptionTests<PostgresFixture>(f);
+
+public sealed class PostgresOrderingTests(PostgresFixture f) : OrderingTests<PostgresFixture>(f);
+
+public sealed class PostgresCheckpointTests(PostgresFixture f) : CheckpointTests<PostgresFixture>(f);
+
+public sealed class PostgresDeciderHandlerTests(PostgresFixture f) : DeciderHandlerTests<PostgresFixture>(f);

@@ -1,0 +1,45 @@
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// The PostgreSQL the tests run against: the connection string in <c>CAIRN_POSTGRES</c>, which <c>./test.sh</c> sets
+/// after starting a throwaway server with <c>tests/postgres.sh</c>. Without it every test fails, saying how to run
+/// them: a test of this backend is never skipped for want of a server, in CI or elsewhere.
+/// </summary>
+internal static class PostgresServer
+{
+    private static readonly Lazy<string> Resolved = new(Resolve);
+
+    public static string ConnectionString => Resolved.Value;
+
+    /// <summary>A schema name no other test uses.</summary>
+    public static string NewSchema() => "t_" + Guid.NewGuid().ToString("N");
+
+    /// <summary>Drops a test's schema and everything in it.</summary>
+    public static async Task DropSchemaAsync(string schema)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{schema}\" CASCADE", connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static string Resolve()
+    {
+        var connectionString = Environment.GetEnvironmentVariable("CAIRN_POSTGRES");
+        if (!string.IsNullOrWhiteSpace(connectionString))
+        {
+            return connectionString;
+        }
+
+        if (Environment.GetEnvironmentVariable("CI") == "true")
+        {
+            throw new InvalidOperationException("CAIRN_POSTGRES is not set, and in CI no PostgreSQL test may be skipped: run ./test.sh, which starts a throwaway PostgreSQL with tests/postgres.sh.");
+        }
+
+        throw new InvalidOperationException(
+            "CAIRN_POSTGRES is not set. Run ./test.sh, or start a throwaway PostgreSQL and run the tests against it: "
+            + "eval \"$(tests/postgres.sh start)\" && dotnet test tests/Cairn.Postgres.Tests; tests/postgres.sh stop");
+    }
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL for the tests: a cluster in a temporary directory, on 127.0.0.1 and a free port.
+#
+#   eval "$(tests/postgres.sh start)"   # starts one; prints the exports of CAIRN_POSTGRES and CAIRN_POSTGRES_DIR
+#   tests/postgres.sh env [dir]         # prints those exports again for a running one
+#   tests/postgres.sh stop [dir]        # stops it and deletes its directory (dir defaults to $CAIRN_POSTGRES_DIR)
+#
+# Installs Debian's postgresql package when no initdb is found. initdb refuses to run as root, so as root the
+# cluster belongs to the postgres user. Progress goes to stderr; only the exports go to stdout.
+set -euo pipefail
+
+log() { echo "postgres.sh: $*" >&2; }
+
+find_bindir() {
+  local dir
+  for dir in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] && { echo "$dir"; return 0; }
+  done
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(readlink -f "$(command -v initdb)")"
+    return 0
+  fi
+  return 1
+}
+
+ensure_installed() {
+  if find_bindir >/dev/null; then return 0; fi
+  log "initdb and pg_ctl are missing: installing Debian's postgresql package"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >&2
+  find_bindir >/dev/null || { log "postgresql was installed but initdb is still not found"; exit 1; }
+}
+
+# Runs a command as the cluster's owner: the postgres user when we are root, ourselves otherwise.
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+exports() {
+  local dir="$1" port
+  port="$(cat "$dir/port")"
+  local user; user="$(cat "$dir/user")"
+  echo "export CAIRN_POSTGRES='Host=127.0.0.1;Port=$port;Username=$user;Database=cairn;Pooling=true;Maximum Pool Size=64'"
+  echo "export CAIRN_POSTGRES_DIR='$dir'"
+}
+
+start() {
+  ensure_installed
+  local bin dir user
+  bin="$(find_bindir)"
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/cairn-pg.XXXXXX")"
+  chmod 755 "$dir"
+  user="$(id -un)"
+  if [ "$(id -u)" -eq 0 ]; then
+    user=postgres
+    chown postgres "$dir"
+  fi
+  echo "$user" >"$dir/user"
+
+  if ! as_owner "$bin/initdb" -D "$dir/data" -U "$user" --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1; then
+    cat "$dir/initdb.log" >&2
+    rm -rf "$dir"
+    log "initdb failed"
+    exit 1
+  fi
+
+  # A throwaway cluster: no fsync (a crash loses the whole directory anyway), connections for parallel tests.
+  local port attempt
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    port_in_use "$port" && continue
+    if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >&2; then
+      echo "$port" >"$dir/port"
+      break
+    fi
+    log "the server did not start on port $port (attempt $attempt); trying another"
+    tail -n 5 "$dir/server.log" >&2 || true
+  done
+  if [ ! -f "$dir/port" ]; then
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    log "could not start PostgreSQL"
+    exit 1
+  fi
+
+  if ! as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" cairn >&2; then
+    stop "$dir"
+    log "could not create the database"
+    exit 1
+  fi
+  log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, data in $dir"
+  exports "$dir"
+}
+
+stop() {
+  local dir="${1:-${CAIRN_POSTGRES_DIR:-}}"
+  [ -n "$dir" ] || { log "stop: name the directory (or set CAIRN_POSTGRES_DIR)"; exit 1; }
+  [ -d "$dir" ] || return 0
+  case "$(basename "$dir")" in cairn-pg.*) ;; *) log "stop: $dir is not a directory this script made"; exit 1 ;; esac
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    local bin; bin="$(find_bindir)"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2 \
+      || as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >&2 || true
+  fi
+  rm -rf "$dir"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop "${2:-}" ;;
+  env)
+    dir="${2:-${CAIRN_POSTGRES_DIR:-}}"
+    [ -f "$dir/port" ] || { log "env: no running cluster in '$dir'"; exit 1; }
+    exports "$dir" ;;
+  *) echo "usage: $0 start|stop [dir]|env [dir]" >&2; exit 2 ;;
+esac
