@@ -77,7 +77,7 @@ start() {
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     port_in_use "$port" && continue
-    if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
       -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >&2; then
       echo "$port" >"$dir/port"
       break
@@ -108,8 +108,8 @@ stop() {
   case "$(basename "$dir")" in cairn-pg.*) ;; *) log "stop: $dir is not a directory this script made"; exit 1 ;; esac
   if [ -f "$dir/data/postmaster.pid" ]; then
     local bin; bin="$(find_bindir)"
-    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2 \
-      || as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >&2 || true
+    as_owner "$bin/pg_ctl" -s -D "$dir/data" -m fast -w -t 60 stop >&2 \
+      || as_owner "$bin/pg_ctl" -s -D "$dir/data" -m immediate -w stop >&2 || true
   fi
   rm -rf "$dir"
 }
