@@ -27,7 +27,20 @@ internal sealed class Meter
 /// <param name="ConflictsPerSecond">Conflicts (retries) per second.</param>
 /// <param name="Count">Units counted in the measured window.</param>
 /// <param name="Seconds">The measured window.</param>
-internal sealed record Rate(double PerSecond, double ConflictsPerSecond, long Count, double Seconds);
+internal sealed record Rate(double PerSecond, double ConflictsPerSecond, long Count, double Seconds)
+{
+    /// <summary>The process's CPU time (all threads) in the measured window, in milliseconds.</summary>
+    public double CpuMs { get; init; }
+
+    /// <summary>Managed memory allocated by the process in the measured window, in bytes.</summary>
+    public long AllocatedBytes { get; init; }
+
+    /// <summary>CPU time per unit counted, in microseconds: on a shared machine it moves much less than the rate.</summary>
+    public double CpuUsPerUnit => Count == 0 ? 0 : CpuMs * 1000 / Count;
+
+    /// <summary>Managed memory allocated per unit counted, in bytes.</summary>
+    public double BytesPerUnit => Count == 0 ? 0 : (double)AllocatedBytes / Count;
+}
 
 internal static class Throughput
 {
@@ -76,14 +89,18 @@ internal static class Throughput
         await WhileRunningAsync(tasks, warmup);
         var count0 = meter.Count;
         var conflicts0 = meter.Conflicts;
+        var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+        var allocated0 = GC.GetTotalAllocatedBytes();
         var clock = Stopwatch.StartNew();
         await WhileRunningAsync(tasks, duration);
         var count = meter.Count - count0;
         var conflicts = meter.Conflicts - conflicts0;
         var seconds = clock.Elapsed.TotalSeconds;
+        var cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMilliseconds;
+        var allocated = GC.GetTotalAllocatedBytes() - allocated0;
         meter.Stop();
         await Task.WhenAll(tasks);
-        return new Rate(count / seconds, conflicts / seconds, count, seconds);
+        return new Rate(count / seconds, conflicts / seconds, count, seconds) { CpuMs = cpuMs, AllocatedBytes = allocated };
     }
 
     /// <summary>Waits, but fails at once if a worker fails.</summary>

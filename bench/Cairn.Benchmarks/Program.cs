@@ -46,7 +46,7 @@ internal static class Program
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"mode: {(options.Quick ? "quick" : "full")}; workloads: {string.Join(",", BenchOptions.AllWorkloads.Where(options.Runs))}; {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s warm-up (W1, W2, W4); load average {MachineInfo.LoadAverage()}"));
+            $"mode: {(options.Quick ? "quick" : "full")}; workloads: {string.Join(",", BenchOptions.AllWorkloads.Where(options.Runs))}; {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s warm-up (W1, W2, W4, S1); load average {MachineInfo.LoadAverage()}"));
         Console.WriteLine();
 
         var figures = new List<Figure>();
@@ -64,6 +64,7 @@ internal static class Program
             ("P2", () => P2Lag.RunAsync(scale)),
             ("O1", () => O1Workflows.RunAsync(scale)),
             ("O2", () => O2Choreography.RunAsync(scale)),
+            ("S1", () => S1SchemaValidation.RunAsync(scale)),
         };
         foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
         {
@@ -97,6 +98,12 @@ internal static class Program
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"O1 and O2 run {scale.WorkflowRounds} round(s) per side of {scale.WorkflowDuration.TotalSeconds:0.#} s after {scale.WorkflowWarmup.TotalSeconds:0.#} s, each with a fresh file, {O1Workflows.InFlightOrders} checkouts in flight; O2's baseline is O1's workflow, measured again in alternate rounds."));
+        }
+
+        if (options.Runs("S1"))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"S1 is the median of {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s, validation Reject and Off alternating, each with a fresh file and host; its ratio is validated / off."));
         }
 
         Console.WriteLine();
