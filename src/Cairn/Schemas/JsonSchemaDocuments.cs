@@ -23,6 +23,8 @@ public static class JsonSchemaDocuments
 
     private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List };
 
+    private static readonly EvaluationOptions FlagOnly = new() { OutputFormat = OutputFormat.Flag };
+
     /// <summary>Parses a schema document's text.</summary>
     /// <exception cref="InvalidSchemaException">The text is not JSON, or not a JSON object.</exception>
     public static JsonObject Parse(string eventType, int version, string text)
@@ -225,8 +227,14 @@ public static class JsonSchemaDocuments
         {
             try
             {
-                var results = schema.Evaluate(document.RootElement, ListErrors);
-                return results.IsValid ? [] : Violations(results);
+                // A yes or no first, which builds far less (measured in S1): the list of what failed is built only
+                // for a payload that fails.
+                if (schema.Evaluate(document.RootElement, FlagOnly).IsValid)
+                {
+                    return [];
+                }
+
+                return Violations(schema.Evaluate(document.RootElement, ListErrors));
             }
             catch (JsonSchemaException ex)
             {
