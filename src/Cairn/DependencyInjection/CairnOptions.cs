@@ -52,6 +52,10 @@ public sealed class CairnOptions
         return this;
     }
 
+    /// <summary>Whether the backend supplies a part of type <typeparamref name="T"/>.</summary>
+    internal bool HasPart<T>()
+        where T : class => BackendParts.ContainsKey(typeof(T));
+
     /// <summary>Makes the backend's part of type <typeparamref name="T"/>, or fails naming the backend that lacks it.</summary>
     internal T CreatePart<T>(IServiceProvider services)
         where T : class =>

@@ -56,7 +56,7 @@ public static partial class CairnServiceCollectionExtensions
         services.AddSingleton<IHostedService>(sp => new Schemas.SchemaRegistrationService(
             sp.GetRequiredService<IOptions<CairnOptions>>(),
             sp.GetRequiredService<EventSerializer>(),
-            sp.GetRequiredService<Schemas.SchemaRegistry>(),
+            sp.GetRequiredService<IOptions<CairnOptions>>().Value.HasPart<Schemas.ISchemaStore>() ? sp.GetRequiredService<Schemas.SchemaRegistry>() : null,
             sp.GetRequiredService<Schemas.PayloadSchemas>(),
             sp.GetService<ILogger<Schemas.SchemaRegistrationService>>() ?? NullLogger<Schemas.SchemaRegistrationService>.Instance));
         services.TryAddSingleton<SubscriptionMonitor>();

@@ -17,7 +17,7 @@ namespace Cairn.Schemas;
 internal sealed class SchemaRegistrationService(
     IOptions<CairnOptions> options,
     EventSerializer serializer,
-    SchemaRegistry registry,
+    SchemaRegistry? registry,
     PayloadSchemas payloads,
     ILogger<SchemaRegistrationService> logger) : IHostedService
 {
@@ -29,11 +29,17 @@ internal sealed class SchemaRegistrationService(
             return;
         }
 
+        if (registry is null)
+        {
+            logger.LogWarning("The {Backend} backend keeps no schema registry: event types are not registered or checked, and payloads are not validated.", options.Value.BackendName);
+            return;
+        }
+
         var types = serializer.Registry;
         var registrations = types.Registrations.OrderBy(r => r.Key, StringComparer.Ordinal).ToList();
 
         // Concurrently: on SQLite the registrations share the writer's group commits.
-        var outcomes = await Task.WhenAll(registrations.Select(r => RegisterAsync(r.Key, r.Value, types.GetVersion(r.Key), schemas, cancellationToken))).ConfigureAwait(false);
+        var outcomes = await Task.WhenAll(registrations.Select(r => RegisterAsync(registry, r.Key, r.Value, types.GetVersion(r.Key), schemas, cancellationToken))).ConfigureAwait(false);
         var problems = outcomes.Where(o => o.Problem is not null).Select(o => o.Problem!).ToList();
         if (problems.Count > 0)
         {
@@ -46,7 +52,7 @@ internal sealed class SchemaRegistrationService(
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    private async Task<Outcome> RegisterAsync(string eventType, Type clrType, int version, SchemaOptions schemas, CancellationToken cancellationToken)
+    private async Task<Outcome> RegisterAsync(SchemaRegistry registry, string eventType, Type clrType, int version, SchemaOptions schemas, CancellationToken cancellationToken)
     {
         System.Text.Json.Nodes.JsonObject schema;
         try

@@ -154,6 +154,29 @@ public sealed class SchemaRegistryHostTests
     }
 
     [Fact]
+    public async Task a_backend_without_a_schema_store_starts_unchecked_and_still_writes_each_dataschema()
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o =>
+        {
+            o.UseBackend("bare", (_, options) => new Cairn.EventStore.InMemory.InMemoryEventStore(options), _ => new Cairn.Subscriptions.InMemoryCheckpointStore());
+            o.EventTypes.Register<InvoiceIssuedV2>("invoice.issued", 2);
+            o.Schemas.DefaultValidation = SchemaValidationMode.Reject;
+        });
+        using var host = builder.Build();
+        await host.StartAsync();
+        var store = host.Services.GetRequiredService<IEventStore>();
+
+        // Nothing to validate against: the payload is written as it is, with the dataschema its class gives.
+        await store.AppendToStreamAsync("invoice-1", ExpectedVersion.NoStream, [host.Services.GetRequiredService<EventSerializer>().ToEventData(new InvoiceIssuedV2("i-1", 1m))]);
+        await store.AppendToStreamAsync("invoice-2", ExpectedVersion.NoStream, [new EventData("invoice.issued", Encoding.UTF8.GetBytes("""{"id": 1}"""))]);
+
+        Assert.Equal("urn:cairn:schema:invoice.issued:2", (await EventStoreExtensions.ReadStreamAsync(store, "invoice-1").SingleAsync()).DataSchema);
+        Assert.Null((await EventStoreExtensions.ReadStreamAsync(store, "invoice-2").SingleAsync()).DataSchema);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task a_broken_upcaster_chain_stops_the_start()
     {
         var error = await Assert.ThrowsAsync<OptionsValidationException>(() => StartAsync(o =>
