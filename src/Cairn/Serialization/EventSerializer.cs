@@ -77,7 +77,9 @@ public sealed class EventSerializer
     /// 1 without one, and the current one for a <c>dataschema</c> that is not Cairn's (another producer's URI).
     /// </summary>
     /// <exception cref="UnknownSchemaVersionException">The <c>dataschema</c> names another type.</exception>
-    public int VersionOf(string eventType, string? dataSchema, string what)
+    public int VersionOf(string eventType, string? dataSchema, string what) => VersionOf(eventType, dataSchema, static what => what, what);
+
+    private int VersionOf<TSubject>(string eventType, string? dataSchema, Func<TSubject, string> describe, TSubject subject)
     {
         if (dataSchema is null)
         {
@@ -92,7 +94,7 @@ public sealed class EventSerializer
 
         return string.Equals(reference.EventType, eventType, StringComparison.Ordinal)
             ? reference.Version
-            : throw new UnknownSchemaVersionException(what, eventType, reference.Version, current, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
+            : throw new UnknownSchemaVersionException(describe(subject), eventType, reference.Version, current, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
     }
 
     /// <summary>Deserializes a recorded event into the type registered for its name, upcast to the class's version.</summary>
@@ -104,7 +106,7 @@ public sealed class EventSerializer
         var typeInfo = TypeInfo(Registry.GetType(recorded.Type));
         try
         {
-            var value = ReadCurrent(recorded.Type, recorded.DataSchema, recorded.Data.Span, typeInfo, () => Describe(recorded));
+            var value = ReadCurrent(recorded.Type, recorded.DataSchema, recorded.Data.Span, typeInfo, Describe, recorded);
             return value ?? throw new EventDeserializationException(recorded, "the data is JSON null", null);
         }
         catch (JsonException ex)
@@ -113,10 +115,14 @@ public sealed class EventSerializer
         }
     }
 
-    private object? ReadCurrent(string eventType, string? dataSchema, ReadOnlySpan<byte> data, JsonTypeInfo typeInfo, Func<string> what)
+    /// <summary>
+    /// Reads data at its written version as the class's. The subject (the event or the message) is described
+    /// only when something fails: a read of the current version allocates nothing beyond its object.
+    /// </summary>
+    private object? ReadCurrent<TSubject>(string eventType, string? dataSchema, ReadOnlySpan<byte> data, JsonTypeInfo typeInfo, Func<TSubject, string> describe, TSubject subject)
     {
         var current = Registry.GetVersion(eventType);
-        var version = dataSchema is null && current == 1 ? 1 : VersionOf(eventType, dataSchema, what());
+        var version = dataSchema is null && current == 1 ? 1 : VersionOf(eventType, dataSchema, describe, subject);
         if (version == current)
         {
             return JsonSerializer.Deserialize(data, typeInfo);
@@ -124,10 +130,10 @@ public sealed class EventSerializer
 
         if (version > current)
         {
-            throw new UnknownSchemaVersionException(what(), eventType, version, current, "it was written by a later version of the code; deploy that version here too, or add its class");
+            throw new UnknownSchemaVersionException(describe(subject), eventType, version, current, "it was written by a later version of the code; deploy that version here too, or add its class");
         }
 
-        var upcast = Upcasters.Apply(eventType, version, current, data, _options, what());
+        var upcast = Upcasters.Apply(eventType, version, current, data, _options, describe(subject));
         return upcast.Deserialize(typeInfo);
     }
 
@@ -159,7 +165,7 @@ public sealed class EventSerializer
         object? value;
         try
         {
-            value = ReadCurrent(message.Type, message.DataSchema, message.Data.Span, TypeInfo(type!), () => string.Create(CultureInfo.InvariantCulture, $"message {message.Id}"));
+            value = ReadCurrent(message.Type, message.DataSchema, message.Data.Span, TypeInfo(type!), static m => string.Create(CultureInfo.InvariantCulture, $"message {m.Id}"), message);
         }
         catch (JsonException ex)
         {
