@@ -627,7 +627,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private void Committed(Track track, GlobalPosition position, int events)
     {
         track.Stored = position;
-        Advance(track, position);
+
+        // Counted before the position is published: whoever waited for it sees the batch in the metrics too.
         if (events > 0)
         {
             CairnDiagnostics.ProjectionEvents.Add(events, _tag);
@@ -640,6 +641,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 }
             }
         }
+
+        Advance(track, position);
     }
 
     private void Advance(Track track, GlobalPosition position)
