@@ -58,7 +58,7 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
         [.. Productions.Select(p => p.MessageType).Distinct(StringComparer.Ordinal).Where(t => !IsCairnOwn(t) && !Consumptions.Any(c => c.MessageType == t)).Order(StringComparer.Ordinal)];
 
     /// <summary>True for Cairn's own message and event types, which it consumes or keeps itself.</summary>
-    private static bool IsCairnOwn(string type) => type.StartsWith("cairn.", StringComparison.Ordinal);
+    private static bool IsCairnOwn(string type) => EventStore.EventTypeNames.IsCairnOwn(type);
 
     /// <summary>Handlers that sent at least one message to a dead-letter queue.</summary>
     public IReadOnlyList<string> DeadLetteringHandlers =>

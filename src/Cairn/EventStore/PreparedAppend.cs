@@ -242,6 +242,12 @@ public static class EventTypeNames
     /// <summary>The longest type name accepted.</summary>
     public const int MaxLength = 256;
 
+    /// <summary>
+    /// Whether a type is Cairn's own (<c>cairn.*</c>, such as a workflow's history events): versioned with Cairn itself,
+    /// so never flagged on a flow map nor registered in an application's schema registry.
+    /// </summary>
+    public static bool IsCairnOwn(string name) => name.StartsWith("cairn.", StringComparison.Ordinal);
+
     /// <summary>Why a type name is invalid, or null when it is valid.</summary>
     public static string? Validate(string? name)
     {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Cairn.EventStore;
 using Cairn.Serialization;
 
 namespace Cairn.Schemas;
@@ -36,7 +37,7 @@ public static class SchemaCheck
             chains = UpcasterChains.Empty;
         }
 
-        foreach (var (name, clrType) in types.Registrations.OrderBy(r => r.Key, StringComparer.Ordinal))
+        foreach (var (name, clrType) in types.Registrations.Where(r => !EventTypeNames.IsCairnOwn(r.Key)).OrderBy(r => r.Key, StringComparer.Ordinal))
         {
             var version = types.GetVersion(name);
             var mode = options.CompatibilityOf(name);

@@ -36,7 +36,8 @@ internal sealed class SchemaRegistrationService(
         }
 
         var types = serializer.Registry;
-        var registrations = types.Registrations.OrderBy(r => r.Key, StringComparer.Ordinal).ToList();
+        // Cairn's own types (a workflow's history) are versioned with Cairn, not with the application.
+        var registrations = types.Registrations.Where(r => !EventTypeNames.IsCairnOwn(r.Key)).OrderBy(r => r.Key, StringComparer.Ordinal).ToList();
 
         // Concurrently: on SQLite the registrations share the writer's group commits.
         var outcomes = await Task.WhenAll(registrations.Select(r => RegisterAsync(registry, r.Key, r.Value, types.GetVersion(r.Key), schemas, cancellationToken))).ConfigureAwait(false);

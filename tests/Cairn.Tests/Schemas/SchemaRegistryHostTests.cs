@@ -63,6 +63,20 @@ public sealed class SchemaRegistryHostTests
     }
 
     [Fact]
+    public async Task cairns_own_types_are_left_out_of_the_applications_registry()
+    {
+        using var host = await StartAsync(o =>
+        {
+            o.EventTypes.Register<InvoiceIssuedV1>("invoice.issued");
+            Cairn.Workflows.WorkflowEventTypes.Register(o.EventTypes);
+        });
+
+        Assert.Contains(host.Services.GetRequiredService<EventTypeRegistry>().Registrations.Keys, name => name.StartsWith("cairn.workflow.", StringComparison.Ordinal));
+        Assert.Equal(["invoice.issued"], await _registry.GetEventTypesAsync());
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task a_restart_with_the_same_classes_registers_nothing_new_and_a_compatible_new_version_is_added()
     {
         using (var first = await StartAsync(o => o.EventTypes.Register<InvoiceIssuedV1>("invoice.issued")))
