@@ -12,7 +12,8 @@ internal sealed partial class SchemaComparer
         }
 
         CompareTuple(ctx, original, update);
-        CompareAdditionalItems(ctx, original, update);
+        CompareAdditional(ctx, AdditionalItemsKeyword, original.PermitsAdditional, original.AdditionalSchema, update.PermitsAdditional, update.AdditionalSchema,
+            SchemaChangeKind.AdditionalItemsAdded, SchemaChangeKind.AdditionalItemsRemoved, SchemaChangeKind.AdditionalItemsExtended, SchemaChangeKind.AdditionalItemsNarrowed);
         CompareUnevaluated(ctx, "unevaluatedItems", original.Unevaluated, update.Unevaluated,
             SchemaChangeKind.UnevaluatedItemsAdded, SchemaChangeKind.UnevaluatedItemsRemoved,
             SchemaChangeKind.UnevaluatedItemsExtended, SchemaChangeKind.UnevaluatedItemsNarrowed);
@@ -109,26 +110,4 @@ internal sealed partial class SchemaComparer
     private static SchemaNode? Partial(ArrayFacet facet) =>
         facet.AdditionalSchema
         ?? (facet.PermitsAdditional && facet.Unevaluated is { Kind: not NodeKind.False and not NodeKind.Empty } unevaluated ? unevaluated : null);
-
-    private void CompareAdditionalItems(Context ctx, ArrayFacet original, ArrayFacet update)
-    {
-        using var scope = ctx.Enter(AdditionalItemsKeyword);
-        if (original.PermitsAdditional != update.PermitsAdditional)
-        {
-            ctx.Add(original.PermitsAdditional ? SchemaChangeKind.AdditionalItemsRemoved : SchemaChangeKind.AdditionalItemsAdded,
-                Shape.Additional(original.PermitsAdditional, original.AdditionalSchema), Shape.Additional(update.PermitsAdditional, update.AdditionalSchema));
-        }
-        else if (original.AdditionalSchema is null && update.AdditionalSchema is not null)
-        {
-            ctx.Add(SchemaChangeKind.AdditionalItemsNarrowed, Shape.Additional(true, null), Shape.Of(update.AdditionalSchema));
-        }
-        else if (original.AdditionalSchema is not null && update.AdditionalSchema is null)
-        {
-            ctx.Add(SchemaChangeKind.AdditionalItemsExtended, Shape.Of(original.AdditionalSchema), Shape.Additional(true, null));
-        }
-        else
-        {
-            Compare(ctx, original.AdditionalSchema, update.AdditionalSchema);
-        }
-    }
 }

@@ -7,7 +7,8 @@ internal sealed partial class SchemaComparer
         CompareRequired(ctx, original, update);
         CompareProperties(ctx, original, update);
         CompareDependencies(ctx, original, update);
-        CompareAdditionalProperties(ctx, original, update);
+        CompareAdditional(ctx, "additionalProperties", original.PermitsAdditional, original.AdditionalSchema, update.PermitsAdditional, update.AdditionalSchema,
+            SchemaChangeKind.AdditionalPropertiesAdded, SchemaChangeKind.AdditionalPropertiesRemoved, SchemaChangeKind.AdditionalPropertiesExtended, SchemaChangeKind.AdditionalPropertiesNarrowed);
         CompareUnevaluated(ctx, "unevaluatedProperties", original.Unevaluated, update.Unevaluated,
             SchemaChangeKind.UnevaluatedPropertiesAdded, SchemaChangeKind.UnevaluatedPropertiesRemoved,
             SchemaChangeKind.UnevaluatedPropertiesExtended, SchemaChangeKind.UnevaluatedPropertiesNarrowed);
@@ -201,25 +202,29 @@ internal sealed partial class SchemaComparer
     private static IEnumerable<string> Union(IEnumerable<string> first, IEnumerable<string> second) =>
         first.Concat(second).Distinct(StringComparer.Ordinal);
 
-    private void CompareAdditionalProperties(Context ctx, ObjectFacet original, ObjectFacet update)
+    /// <summary>
+    /// What a content model says of members it does not declare (<c>additionalProperties</c>, or a tuple's additional
+    /// items): permitted or not, and under which schema; the kinds name the change for properties or for items.
+    /// </summary>
+    private void CompareAdditional(Context ctx, string keyword, bool originalPermits, SchemaNode? originalSchema, bool updatePermits, SchemaNode? updateSchema,
+        SchemaChangeKind added, SchemaChangeKind removed, SchemaChangeKind extended, SchemaChangeKind narrowed)
     {
-        using var scope = ctx.Enter("additionalProperties");
-        if (original.PermitsAdditional != update.PermitsAdditional)
+        using var scope = ctx.Enter(keyword);
+        if (originalPermits != updatePermits)
         {
-            ctx.Add(update.PermitsAdditional ? SchemaChangeKind.AdditionalPropertiesAdded : SchemaChangeKind.AdditionalPropertiesRemoved,
-                Shape.Additional(original.PermitsAdditional, original.AdditionalSchema), Shape.Additional(update.PermitsAdditional, update.AdditionalSchema));
+            ctx.Add(updatePermits ? added : removed, Shape.Additional(originalPermits, originalSchema), Shape.Additional(updatePermits, updateSchema));
         }
-        else if (original.AdditionalSchema is null && update.AdditionalSchema is not null)
+        else if (originalSchema is null && updateSchema is not null)
         {
-            ctx.Add(SchemaChangeKind.AdditionalPropertiesNarrowed, Shape.Additional(true, null), Shape.Of(update.AdditionalSchema));
+            ctx.Add(narrowed, Shape.Additional(true, null), Shape.Of(updateSchema));
         }
-        else if (original.AdditionalSchema is not null && update.AdditionalSchema is null)
+        else if (originalSchema is not null && updateSchema is null)
         {
-            ctx.Add(SchemaChangeKind.AdditionalPropertiesExtended, Shape.Of(original.AdditionalSchema), Shape.Additional(true, null));
+            ctx.Add(extended, Shape.Of(originalSchema), Shape.Additional(true, null));
         }
         else
         {
-            Compare(ctx, original.AdditionalSchema, update.AdditionalSchema);
+            Compare(ctx, originalSchema, updateSchema);
         }
     }
 
