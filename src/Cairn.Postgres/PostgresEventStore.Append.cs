@@ -12,39 +12,63 @@ public sealed partial class PostgresEventStore
         ThrowIfDisposed();
         var prepared = PreparedAppend.Prepare(request, _options);
         cancellationToken.ThrowIfCancellationRequested();
-        var result = await InTransactionAsync((connection, transaction) => AppendCoreAsync(connection, transaction, prepared, cancellationToken), cancellationToken).ConfigureAwait(false);
-        if (!result.WasDuplicate)
-        {
-            _signal.Advance(result.LastPosition.Value);
-        }
-
-        return result;
+        return await WriteAsync(context => context.AppendAsync(prepared, cancellationToken), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Runs <paramref name="work"/> in a transaction and commits it. The commit is not cancelled: once the work is
-    /// done, a cancellation could no longer tell the caller whether it landed.
+    /// Called inside the transaction of every append that wrote events, after they are written: the projection store
+    /// applies live inline projections here, so a failure fails the append.
     /// </summary>
-    private async Task<T> InTransactionAsync<T>(Func<NpgsqlConnection, NpgsqlTransaction, Task<T>> work, CancellationToken cancellationToken)
+    internal Func<PostgresWriteContext, AppendResult, CancellationToken, Task>? AfterAppend { get; set; }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> in one transaction and commits it; on commit, readers waiting for its appends are
+    /// woken and its <see cref="PostgresWriteContext.OnCommitted"/> actions run. The commit is not cancelled: once the
+    /// work is done, a cancellation could no longer tell the caller whether it landed.
+    /// </summary>
+    internal async Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
     {
+        ThrowIfDisposed();
         await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        var result = await work(connection, transaction).ConfigureAwait(false);
+        var context = new PostgresWriteContext(this, connection, transaction);
+        var result = await work(context).ConfigureAwait(false);
         await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
+        if (context.LastAppended > 0)
+        {
+            _signal.Advance(context.LastAppended);
+        }
+
+        context.RunCommitted();
         return result;
     }
 
     /// <summary>The statement taking the append lock; it is held until the transaction ends.</summary>
     private string LockSql => $"SELECT pg_advisory_xact_lock({PostgresSchema.AppendLockClass}, {_schemaKey})";
 
-    /// <summary>
-    /// Appends in the transaction in hand. The first round trip takes the append lock and then reads, in snapshots taken
-    /// after it (READ COMMITTED takes one per statement), the streams, any stored ids and the head: every append that
-    /// committed before is visible and none can commit until this one does. Checks come next, then one statement
-    /// writes the streams and the events.
-    /// </summary>
-    private async Task<AppendResult> AppendCoreAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, PreparedAppend append, CancellationToken cancellationToken)
+    private string HeadSql => $"SELECT position, time_ticks FROM {_s}.events ORDER BY position DESC LIMIT 1";
+
+    /// <summary>Takes the append lock and reads the head in a snapshot taken after it.</summary>
+    internal async Task<(long Head, long LastTicks)> TakeAppendLockAsync(PostgresWriteContext context, CancellationToken cancellationToken)
     {
+        await using var batch = context.Batch();
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? (reader.GetInt64(0), reader.GetInt64(1)) : (0L, long.MinValue);
+    }
+
+    /// <summary>
+    /// Appends in the transaction in hand. Unless the transaction holds it already, the first round trip takes the
+    /// append lock and then reads, in snapshots taken after it (READ COMMITTED takes one per statement), the streams,
+    /// any stored ids and the head: every append that committed before is visible and none can commit until this one
+    /// does. Checks come next, then one statement writes the streams and the events.
+    /// </summary>
+    internal async Task<AppendResult> AppendInContextAsync(PostgresWriteContext context, PreparedAppend append, CancellationToken cancellationToken)
+    {
+        var connection = context.Connection;
+        var transaction = context.Transaction;
         var names = new string[append.Streams.Count];
         var ids = new Guid[append.EventCount];
         var n = 0;
@@ -59,15 +83,27 @@ public sealed partial class PostgresEventStore
 
         var rows = new Dictionary<string, StreamRow>(StringComparer.Ordinal);
         var stored = new Dictionary<Guid, StreamRules.StoredId>();
-        long head = 0, lastTicks = long.MinValue;
-        await using (var batch = new NpgsqlBatch(connection, transaction))
+        var locking = !context.HoldsAppendLock;
+        await using (var batch = context.Batch())
         {
-            batch.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
+            if (locking)
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
+            }
+
             batch.BatchCommands.Add(Command($"SELECT {StreamRow.Columns} FROM {_s}.streams WHERE name = ANY($1)", names));
             batch.BatchCommands.Add(Command($"SELECT id, stream, version, position FROM {_s}.events WHERE id = ANY($1)", ids));
-            batch.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT position, time_ticks FROM {_s}.events ORDER BY position DESC LIMIT 1"));
+            if (locking)
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
+            }
+
             await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+            if (locking)
+            {
+                await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
                 var row = StreamRow.Read(reader);
@@ -80,11 +116,14 @@ public sealed partial class PostgresEventStore
                 stored[reader.GetGuid(0)] = new StreamRules.StoredId(reader.GetString(1), reader.GetInt64(2), reader.GetInt64(3));
             }
 
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-            if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            if (locking)
             {
-                head = reader.GetInt64(0);
-                lastTicks = reader.GetInt64(1);
+                await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+                context.Locked(0, long.MinValue);
+                if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    context.Locked(reader.GetInt64(0), reader.GetInt64(1));
+                }
             }
         }
 
@@ -120,7 +159,8 @@ public sealed partial class PostgresEventStore
         }
 
         // Commit times never go backwards along the log.
-        var ticks = Math.Max(_options.TimeProvider.GetUtcNow().UtcTicks, lastTicks);
+        var ticks = context.NextTicks(_options.TimeProvider.GetUtcNow().UtcTicks);
+        var head = context.Head;
         var count = append.EventCount;
         var positions = new long[count];
         var streams = new string[count];
@@ -201,7 +241,14 @@ public sealed partial class PostgresEventStore
             }
         }
 
-        return new AppendResult(results, new GlobalPosition(head + 1), new GlobalPosition(head + count), WasDuplicate: false);
+        context.Appended(head + count);
+        var appended = new AppendResult(results, new GlobalPosition(head + 1), new GlobalPosition(head + count), WasDuplicate: false);
+        if (AfterAppend is { } after)
+        {
+            await after(context, appended, cancellationToken).ConfigureAwait(false);
+        }
+
+        return appended;
     }
 
     /// <summary>
@@ -254,13 +301,11 @@ public sealed partial class PostgresEventStore
             _options,
             allowSystemStreams: true);
         cancellationToken.ThrowIfCancellationRequested();
-        var head = await InTransactionAsync(async (connection, transaction) =>
+        await WriteAsync(async context =>
         {
-            await using (var lockCommand = new NpgsqlCommand(LockSql, connection, transaction))
-            {
-                await lockCommand.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
+            await context.LockAppendsAsync(cancellationToken).ConfigureAwait(false);
+            var connection = context.Connection;
+            var transaction = context.Transaction;
             var row = await ReadStreamRowAsync(connection, transaction, stream, cancellationToken).ConfigureAwait(false);
             if (StreamRules.ApplyLifecycle(stream, expected, change, row?.State ?? StreamState.NotFound, row?.LastVersion, row?.Metadata ?? new StreamMetadata(), metadata) is not { } next)
             {
@@ -269,7 +314,7 @@ public sealed partial class PostgresEventStore
 
             var part = template.Streams[0];
             var filled = part.Events[0] with { Data = StreamRules.LifecycleRecord(stream, next.State, next.Metadata).Data };
-            var result = await AppendCoreAsync(connection, transaction, template with { Streams = [part with { Events = [filled] }] }, cancellationToken).ConfigureAwait(false);
+            var result = await context.AppendAsync(template with { Streams = [part with { Events = [filled] }] }, cancellationToken).ConfigureAwait(false);
             await using var update = new NpgsqlCommand(
                 $"""
                 INSERT INTO {_s}.streams AS t (name, state, max_count, max_age_ticks, truncate_before) VALUES ($1, $2, $3, $4, $5)
@@ -286,11 +331,6 @@ public sealed partial class PostgresEventStore
             await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             return result.LastPosition.Value;
         }, cancellationToken).ConfigureAwait(false);
-
-        if (head > 0)
-        {
-            _signal.Advance(head);
-        }
     }
 
     private static NpgsqlBatchCommand Command(string sql, object value) => new(sql) { Parameters = { new NpgsqlParameter { Value = value } } };

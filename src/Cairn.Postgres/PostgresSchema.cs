@@ -8,10 +8,19 @@ namespace Cairn.Postgres;
 /// <c>migrations</c>; all run in one transaction under a transaction-scoped advisory lock, so processes starting at once
 /// migrate one after the other and the later ones find nothing to do.
 /// </summary>
-internal static class PostgresSchema
+internal static partial class PostgresSchema
 {
+    /// <summary>
+    /// Every migration, in version order: each part of the backend keeps its tables in a file of its own
+    /// (<c>PostgresSchema.*.cs</c>) and adds its migration here.
+    /// </summary>
+    private static readonly (int Version, string Description, Func<string, string[]> Statements)[] Migrations =
+    [
+        (1, "events, streams and checkpoints", Migration1),
+    ];
+
     /// <summary>The schema version this library writes and reads.</summary>
-    public const int CurrentVersion = 1;
+    public static int CurrentVersion => Migrations[^1].Version;
 
     /// <summary>The first key of the migration lock; the second is the schema's <see cref="SchemaKey"/>.</summary>
     private const int MigrationLockClass = 0x43414D47; // "CAMG"
@@ -91,14 +100,22 @@ internal static class PostgresSchema
             throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, newer than this Cairn ({CurrentVersion}); upgrade the application.");
         }
 
-        if (version < 1)
+        foreach (var migration in Migrations)
         {
-            foreach (var sql in Migration1(s))
+            if (migration.Version <= version)
+            {
+                continue;
+            }
+
+            foreach (var sql in migration.Statements(s))
             {
                 Execute(connection, transaction, sql);
             }
 
-            Execute(connection, transaction, $"INSERT INTO {s}.migrations (version, description) VALUES (1, 'events, streams and checkpoints')");
+            using var record = new NpgsqlCommand($"INSERT INTO {s}.migrations (version, description) VALUES ($1, $2)", connection, transaction);
+            record.Parameters.Add(new NpgsqlParameter { Value = migration.Version });
+            record.Parameters.Add(new NpgsqlParameter { Value = migration.Description });
+            record.ExecuteNonQuery();
         }
 
         transaction.Commit();
