@@ -32,6 +32,7 @@ public static class CairnPostgresExtensions
         return options.UseBackend(
             "postgres",
             Open,
-            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
     }
 }
