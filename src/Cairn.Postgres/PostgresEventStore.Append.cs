@@ -12,7 +12,7 @@ public sealed partial class PostgresEventStore
         ThrowIfDisposed();
         var prepared = PreparedAppend.Prepare(request, _options);
         cancellationToken.ThrowIfCancellationRequested();
-        return await WriteAsync(context => context.AppendAsync(prepared, cancellationToken), cancellationToken).ConfigureAwait(false);
+        return await WriteAsync(context => context.AppendAsync(prepared, cancellationToken), plainAppend: true, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -22,25 +22,31 @@ public sealed partial class PostgresEventStore
     internal Func<PostgresWriteContext, AppendResult, CancellationToken, Task>? AfterAppend { get; set; }
 
     /// <summary>
-    /// Runs <paramref name="work"/> in one transaction and commits it; on commit, readers waiting for its appends are
-    /// woken and its <see cref="PostgresWriteContext.OnCommitted"/> actions run. The commit is not cancelled: once the
-    /// work is done, a cancellation could no longer tell the caller whether it landed.
+    /// Runs <paramref name="work"/> in a transaction of the process's writer, which commits it together with whatever
+    /// other write work is queued (group commit); completes once it has committed, or with the work's own exception,
+    /// having written nothing. On commit, readers waiting for its appends are woken and its
+    /// <see cref="PostgresWriteContext.OnCommitted"/> actions run. The commit is not cancelled: once the work is done,
+    /// a cancellation could no longer tell the caller whether it landed. Work must write only through the context it
+    /// is given: queuing more write work from inside it is refused.
     /// </summary>
-    internal async Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
+    internal Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken) =>
+        WriteAsync(work, plainAppend: false, cancellationToken);
+
+    private Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, bool plainAppend, CancellationToken cancellationToken)
     {
         ThrowIfDisposed();
-        await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        var context = new PostgresWriteContext(this, connection, transaction);
-        var result = await work(context).ConfigureAwait(false);
-        await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
+        return _writer.ExecuteAsync(work, plainAppend, cancellationToken);
+    }
+
+    /// <summary>Called by the writer once a transaction has committed.</summary>
+    internal void Committed(PostgresWriteContext context)
+    {
         if (context.LastAppended > 0)
         {
             _signal.Advance(context.LastAppended);
         }
 
         context.RunCommitted();
-        return result;
     }
 
     /// <summary>The statement taking the append lock; it is held until the transaction ends.</summary>

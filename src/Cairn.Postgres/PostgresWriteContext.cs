@@ -83,6 +83,21 @@ internal sealed class PostgresWriteContext
         LastAppended = lastPosition;
     }
 
+    /// <summary>What the context knows before a piece of work runs, to go back to if the piece is undone.</summary>
+    internal readonly record struct State(long Head, long LastTicks, long LastAppended, int Committed);
+
+    /// <summary>The context's state now.</summary>
+    internal State Mark() => new(_head, _lastTicks, LastAppended, _committed?.Count ?? 0);
+
+    /// <summary>Goes back to <paramref name="state"/> after the work since it was rolled back (or wrote nothing).</summary>
+    internal void Restore(State state)
+    {
+        _head = state.Head;
+        _lastTicks = state.LastTicks;
+        LastAppended = state.LastAppended;
+        _committed?.RemoveRange(state.Committed, _committed.Count - state.Committed);
+    }
+
     internal void RunCommitted()
     {
         if (_committed is null)
