@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Cairn.EventStore;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 
@@ -7,10 +8,11 @@ namespace Cairn.Postgres;
 /// <summary>
 /// The process's one writer to PostgreSQL: write work from every caller queues here, and the writer runs what has
 /// queued up, up to <see cref="MaxBatch"/> pieces, in one transaction on its own connection: one append lock, one
-/// commit and one WAL flush for all of them (group commit). Each piece runs in a savepoint of its own when others share
-/// its transaction, so a piece that fails is undone alone and the rest commit. A piece that needs no savepoint (an
-/// append with nothing applied after it, whose only write is its last statement) runs without one; if it breaks the
-/// transaction, every piece of the batch is run again in a transaction of its own.
+/// commit and one WAL flush for all of them (group commit). Plain appends (no condition, and no inline projection to
+/// apply after each) are checked together and written by one statement: two round trips for all of them. Every other
+/// piece runs in a savepoint of its own when others share its transaction, so a piece that fails is undone alone and
+/// the rest commit. If a statement without a savepoint fails, which aborts PostgreSQL's transaction, every piece of the
+/// batch is run again in a transaction of its own.
 /// </summary>
 internal sealed class PostgresWriter : IAsyncDisposable
 {
@@ -39,10 +41,24 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>
     /// Queues <paramref name="work"/> and completes when its transaction has committed (or with the work's own
-    /// exception, having written nothing). <paramref name="plainAppend"/> marks work that writes only in its last
-    /// statement, so a failure before it leaves nothing to undo.
+    /// exception, having written nothing).
     /// </summary>
-    public Task<T> ExecuteAsync<T>(Func<PostgresWriteContext, Task<T>> work, bool plainAppend, CancellationToken cancellationToken)
+    public Task<T> ExecuteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
+    {
+        var item = new Work<T>(work, cancellationToken);
+        Enqueue(item, cancellationToken);
+        return item.Task;
+    }
+
+    /// <summary>Queues an append and completes when it has committed, or with the check that refused it.</summary>
+    public Task<AppendResult> AppendAsync(PreparedAppend append, CancellationToken cancellationToken)
+    {
+        var item = new AppendWork(append, cancellationToken);
+        Enqueue(item, cancellationToken);
+        return item.Task;
+    }
+
+    private void Enqueue(Work item, CancellationToken cancellationToken)
     {
         if (Running.Value == this)
         {
@@ -50,13 +66,10 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
 
         cancellationToken.ThrowIfCancellationRequested();
-        var item = new Work<T>(work, plainAppend, cancellationToken);
         if (!_queue.Writer.TryWrite(item))
         {
             throw new ObjectDisposedException(nameof(PostgresEventStore));
         }
-
-        return item.Task;
     }
 
     private async Task RunAsync()
@@ -87,10 +100,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
             {
                 if (!await RunBatchAsync(batch).ConfigureAwait(false))
                 {
-                    // A piece without a savepoint broke the shared transaction: each piece again, alone.
+                    // A statement without a savepoint broke the shared transaction: each piece not yet refused
+                    // runs again, alone. (One refused by a check keeps its answer: it must never land after it.)
                     foreach (var item in batch)
                     {
-                        await RunBatchAsync([item]).ConfigureAwait(false);
+                        if (!item.Settled)
+                        {
+                            await RunBatchAsync([item]).ConfigureAwait(false);
+                        }
                     }
                 }
             }
@@ -140,11 +157,51 @@ internal sealed class PostgresWriter : IAsyncDisposable
             var context = new PostgresWriteContext(_store, connection, transaction);
             var shared = batch.Count > 1;
             var done = new List<Work>(batch.Count);
+            var plain = shared && _store.AfterAppend is null
+                ? batch.OfType<AppendWork>().Where(a => a.Append.Condition is null).ToList()
+                : [];
+            if (plain.Count > 1)
+            {
+                try
+                {
+                    var outcomes = await _store.AppendManyInContextAsync(context, plain.ConvertAll(a => a.Append), CancellationToken.None).ConfigureAwait(false);
+                    for (var i = 0; i < plain.Count; i++)
+                    {
+                        if (outcomes[i].Error is { } error)
+                        {
+                            plain[i].Fail(error);
+                        }
+                        else
+                        {
+                            plain[i].Succeeded(outcomes[i].Result!);
+                            done.Add(plain[i]);
+                        }
+                    }
+                }
+                catch (Exception ex)
+                {
+                    if (IsBroken(connection, ex))
+                    {
+                        await DropConnectionAsync().ConfigureAwait(false);
+                        FailAll(batch, ex);
+                        return true;
+                    }
+
+                    return false;
+                }
+
+                batch = [.. batch.Except(plain)];
+            }
+            else
+            {
+                plain = [];
+            }
+
             for (var i = 0; i < batch.Count; i++)
             {
                 var item = batch[i];
                 var mark = context.Mark();
-                var savepoint = shared && (!item.PlainAppend || _store.AfterAppend is not null);
+                var savepoint = shared && (item is not AppendWork || _store.AfterAppend is not null);
                 try
                 {
                     if (savepoint)
@@ -302,11 +359,12 @@ internal sealed class PostgresWriter : IAsyncDisposable
     }
 
     /// <summary>A piece of write work waiting for, or in, a batch.</summary>
-    private abstract class Work(bool plainAppend, CancellationToken cancellationToken)
+    private abstract class Work(CancellationToken cancellationToken)
     {
-        public bool PlainAppend { get; } = plainAppend;
-
         public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        /// <summary>Whether the caller has its answer (a failure: successes are settled only after the commit).</summary>
+        public abstract bool Settled { get; }
 
         public abstract Task RunAsync(PostgresWriteContext context);
 
@@ -315,14 +373,19 @@ internal sealed class PostgresWriter : IAsyncDisposable
         public abstract void Fail(Exception exception);
     }
 
-    private sealed class Work<T>(Func<PostgresWriteContext, Task<T>> work, bool plainAppend, CancellationToken cancellationToken) : Work(plainAppend, cancellationToken)
+    private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken) : Work(cancellationToken)
     {
         private readonly TaskCompletionSource<T> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private T _result = default!;
 
         public Task<T> Task => _completion.Task;
 
+        public override bool Settled => _completion.Task.IsCompleted;
+
         public override async Task RunAsync(PostgresWriteContext context) => _result = await work(context).ConfigureAwait(false);
+
+        /// <summary>Records the result of work done by the batch on its behalf.</summary>
+        public void Succeeded(T result) => _result = result;
 
         public override void Complete() => _completion.TrySetResult(_result);
 
@@ -337,5 +400,12 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 _completion.TrySetException(exception);
             }
         }
+    }
+
+    /// <summary>An append: alone it runs as any work does, and the batch may check and write it together with others.</summary>
+    private sealed class AppendWork(PreparedAppend append, CancellationToken cancellationToken)
+        : Work<AppendResult>(context => context.AppendAsync(append, cancellationToken), cancellationToken)
+    {
+        public PreparedAppend Append { get; } = append;
     }
 }
