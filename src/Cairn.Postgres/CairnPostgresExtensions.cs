@@ -33,6 +33,7 @@ public static class CairnPostgresExtensions
             "postgres",
             Open,
             services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<IStorageMigrator>(_ => new PostgresStorageMigrator(postgresOptions));
     }
 }

@@ -89,8 +89,11 @@ internal static partial class PostgresSchema
         """,
     ];
 
-    /// <summary>Brings the schema to <see cref="CurrentVersion"/>; refuses a schema written by a newer version of Cairn.</summary>
-    public static void Migrate(NpgsqlDataSource dataSource, string schema)
+    /// <summary>
+    /// Brings the schema to <see cref="CurrentVersion"/> and returns its version before; refuses a schema written by a
+    /// newer version of Cairn.
+    /// </summary>
+    public static int Migrate(NpgsqlDataSource dataSource, string schema)
     {
         var s = Quote(schema);
         using var connection = dataSource.OpenConnection();
@@ -123,15 +126,22 @@ internal static partial class PostgresSchema
         }
 
         transaction.Commit();
+        return version;
+    }
+
+    /// <summary>The schema's version: 0 when it has no tables of Cairn's.</summary>
+    public static int VersionOf(NpgsqlDataSource dataSource, string schema)
+    {
+        using var connection = dataSource.OpenConnection();
+        using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
+        command.Parameters.AddWithValue("t", Quote(schema) + ".migrations");
+        return (bool)command.ExecuteScalar()! ? CurrentVersionOf(connection, null, Quote(schema)) : 0;
     }
 
     /// <summary>Checks, without changing anything, that the schema is at <see cref="CurrentVersion"/>.</summary>
     public static void Check(NpgsqlDataSource dataSource, string schema)
     {
-        using var connection = dataSource.OpenConnection();
-        using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
-        command.Parameters.AddWithValue("t", Quote(schema) + ".migrations");
-        var version = (bool)command.ExecuteScalar()! ? CurrentVersionOf(connection, null, Quote(schema)) : 0;
+        var version = VersionOf(dataSource, schema);
         if (version != CurrentVersion)
         {
             throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, not {CurrentVersion}; migrate it (MigrateOnStart) before opening the store.");
