@@ -141,7 +141,7 @@ internal sealed class WaitSampler : IAsyncDisposable
         try
         {
             await Task.Delay(delay, stop);
-            await using var connection = new NpgsqlConnection(connectionString + ";Pooling=false");
+            await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(connectionString) { Pooling = false }.ConnectionString);
             await connection.OpenAsync(stop);
             await using var command = new NpgsqlCommand(Query, connection);
             while (!stop.IsCancellationRequested)
