@@ -11,6 +11,8 @@
 #
 # Installs Debian's postgresql package when no initdb is found. initdb refuses to run as root, so as root the
 # cluster belongs to the postgres user. Progress goes to stderr; only the exports go to stdout.
+# CAIRN_POSTGRES_DURABLE=1 keeps PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes on), for
+# benchmarks; by default they are off, since a test cluster is thrown away.
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -77,12 +79,13 @@ start() {
   fi
 
   # A throwaway cluster: no fsync (a crash loses the whole directory anyway), connections for parallel tests.
-  local port attempt
+  local port attempt durability="-c fsync=off -c synchronous_commit=${CAIRN_POSTGRES_SYNC_COMMIT:-off} -c full_page_writes=off"
+  if [ "${CAIRN_POSTGRES_DURABLE:-}" = 1 ]; then durability=""; fi
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     port_in_use "$port" && continue
     if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=${CAIRN_POSTGRES_SYNC_COMMIT:-off} -c full_page_writes=off -c max_connections=400" >&2; then
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=400" >&2; then
       echo "$port" >"$dir/port"
       break
     fi
