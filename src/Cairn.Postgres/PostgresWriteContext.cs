@@ -1,0 +1,98 @@
+using Cairn.EventStore;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+/// <summary>
+/// One PostgreSQL transaction of write work: appends, and whatever the messaging and read-model parts write beside
+/// them, commit together or not at all. The first append takes the append lock, which is then held until the
+/// transaction ends, so the positions assigned here follow every append committed before and precede every one after.
+/// </summary>
+internal sealed class PostgresWriteContext
+{
+    private readonly PostgresEventStore _store;
+    private List<Action>? _committed;
+    private long _head = -1;
+    private long _lastTicks = long.MinValue;
+
+    internal PostgresWriteContext(PostgresEventStore store, NpgsqlConnection connection, NpgsqlTransaction transaction)
+    {
+        _store = store;
+        Connection = connection;
+        Transaction = transaction;
+    }
+
+    /// <summary>The connection, with <see cref="Transaction"/> open on it.</summary>
+    public NpgsqlConnection Connection { get; }
+
+    /// <summary>The transaction every statement of the work runs in.</summary>
+    public NpgsqlTransaction Transaction { get; }
+
+    /// <summary>The store whose schema the transaction writes.</summary>
+    public PostgresEventStore Store => _store;
+
+    /// <summary>Whether this transaction holds the append lock (it appended, or took it with <see cref="LockAppendsAsync"/>).</summary>
+    public bool HoldsAppendLock => _head >= 0;
+
+    /// <summary>The last position written in this transaction, or committed before it: valid once the append lock is held.</summary>
+    public long Head => _head;
+
+    /// <summary>The position of the last event this transaction appended, or 0 when it appended none.</summary>
+    public long LastAppended { get; private set; }
+
+    /// <summary>A new command in the transaction.</summary>
+    public NpgsqlCommand Command(string sql) => new(sql, Connection, Transaction);
+
+    /// <summary>A new batch in the transaction.</summary>
+    public NpgsqlBatch Batch() => new(Connection, Transaction);
+
+    /// <summary>
+    /// Appends inside this transaction: expectations are checked against what committed before it and what it has
+    /// written itself; live inline projections are applied in the same transaction.
+    /// </summary>
+    public Task<AppendResult> AppendAsync(PreparedAppend append, CancellationToken cancellationToken) =>
+        _store.AppendInContextAsync(this, append, cancellationToken);
+
+    /// <summary>Takes the append lock without appending (for work that must see the head and keep it still until commit).</summary>
+    public async Task LockAppendsAsync(CancellationToken cancellationToken)
+    {
+        if (!HoldsAppendLock)
+        {
+            var (head, ticks) = await _store.TakeAppendLockAsync(this, cancellationToken).ConfigureAwait(false);
+            Locked(head, ticks);
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> once the transaction has committed (wake-ups, caches); never on rollback.</summary>
+    public void OnCommitted(Action action) => (_committed ??= []).Add(action);
+
+    /// <summary>Records the head read under the append lock.</summary>
+    internal void Locked(long head, long lastTicks)
+    {
+        _head = head;
+        _lastTicks = lastTicks;
+    }
+
+    /// <summary>The commit time for the next append: never before one already in the log.</summary>
+    internal long NextTicks(long now) => _lastTicks = Math.Max(now, _lastTicks);
+
+    /// <summary>Moves the head past events this transaction has just written.</summary>
+    internal void Appended(long lastPosition)
+    {
+        _head = lastPosition;
+        LastAppended = lastPosition;
+    }
+
+    internal void RunCommitted()
+    {
+        if (_committed is null)
+        {
+            return;
+        }
+
+        foreach (var action in _committed)
+        {
+            action();
+        }
+    }
+}
