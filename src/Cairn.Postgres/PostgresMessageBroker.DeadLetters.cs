@@ -124,12 +124,7 @@ public sealed partial class PostgresMessageBroker
         {
             if (target.Definition.Fifo)
             {
-                if (letters.Any(l => l.Group is null))
-                {
-                    throw new InvalidMessageException($"Dead letters of '{source.Definition.Name}' without a group key cannot be redriven to the FIFO queue '{target.Definition.Name}'.");
-                }
-
-                await LockGroupsAsync(work, letters.Select(l => (target.Id, l.Group!)), cancellationToken).ConfigureAwait(false);
+                await LockGroupsAsync(work, letters.Where(l => l.Group is not null).Select(l => (target.Id, l.Group!)), cancellationToken).ConfigureAwait(false);
             }
 
             // Moved in queue order, so they keep it in their new queue.

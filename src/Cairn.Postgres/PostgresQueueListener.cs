@@ -115,8 +115,9 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
                     }
                 }
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (Exception) when (stop.IsCancellationRequested)
             {
+                // Closed on dispose, whatever the connection made of the cancellation.
                 return;
             }
             catch (Exception ex)
