@@ -11,7 +11,8 @@ public static class CairnPostgresExtensions
     /// <summary>
     /// Stores events, checkpoints, queues, topics, dead letters and the inbox in PostgreSQL, shared by every process that
     /// names the same database and schema: <c>services.AddCairn(o => o.UsePostgres("Host=db;Database=app;Username=app"))</c>.
-    /// The schema is created and migrated on start. Projections and the schema registry are not on this backend yet.
+    /// The schema is created and migrated on start. Projections (and so workflows), snapshots and the schema registry are
+    /// not on this backend yet.
     /// </summary>
     public static CairnOptions UsePostgres(this CairnOptions options, string connectionString, Func<PostgresEventStoreOptions, PostgresEventStoreOptions>? configure = null)
     {
