@@ -9,9 +9,10 @@ namespace Cairn.Postgres;
 public static class CairnPostgresExtensions
 {
     /// <summary>
-    /// Stores events and checkpoints in PostgreSQL, shared by every process that names the same database and schema:
-    /// <c>services.AddCairn(o => o.UsePostgres("Host=db;Database=app;Username=app"))</c>. The schema is created and
-    /// migrated on start. Messaging, projections, workflows and the schema registry are not on this backend yet.
+    /// Stores events, checkpoints, queues, topics, dead letters and the inbox in PostgreSQL, shared by every process that
+    /// names the same database and schema: <c>services.AddCairn(o => o.UsePostgres("Host=db;Database=app;Username=app"))</c>.
+    /// The schema is created and migrated on start. Projections (and so workflows), snapshots and the schema registry are
+    /// not on this backend yet.
     /// </summary>
     public static CairnOptions UsePostgres(this CairnOptions options, string connectionString, Func<PostgresEventStoreOptions, PostgresEventStoreOptions>? configure = null)
     {
@@ -32,7 +33,9 @@ public static class CairnPostgresExtensions
         return options.UseBackend(
             "postgres",
             Open,
-            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
+            services => new PostgresMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>()), services.GetService<ILogger<PostgresMessageBroker>>()))
+            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new PostgresCorrelationTraceReader(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<IStorageMigrator>(_ => new PostgresStorageMigrator(postgresOptions));
     }

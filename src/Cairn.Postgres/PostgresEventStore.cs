@@ -67,6 +67,9 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     /// <summary>The event store's settings: source, size limit and clock.</summary>
     internal EventStoreOptions Options => _options;
 
+    /// <summary>The backend's settings: connection string, schema and poll interval.</summary>
+    internal PostgresEventStoreOptions PostgresOptions => _postgresOptions;
+
     /// <summary>The schema-qualified name of one of the store's tables.</summary>
     internal string Table(string name) => _s + "." + name;
 

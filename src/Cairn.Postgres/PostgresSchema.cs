@@ -17,6 +17,7 @@ internal static partial class PostgresSchema
     private static readonly (int Version, string Description, Func<string, string[]> Statements)[] Migrations =
     [
         (1, "events, streams and checkpoints", Migration1),
+        (2, "queues, topics, dead letters and the inbox", Migration2),
         (4, "the schema registry", RegistryMigration),
     ];
 

@@ -23,3 +23,5 @@ public sealed class PostgresCheckpointTests(PostgresFixture f) : CheckpointTests
 public sealed class PostgresDeciderHandlerTests(PostgresFixture f) : DeciderHandlerTests<PostgresFixture>(f);
 
 public sealed class PostgresSchemaStoreTests(PostgresFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<PostgresFixture>(f, store => new PostgresSchemaStore((PostgresEventStore)store));
+
+public sealed class PostgresOldLogTests(PostgresFixture f) : Cairn.Conformance.Upcasting.OldLogTests<PostgresFixture>(f);

@@ -154,8 +154,12 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken) =>
         Inner.PurgeDeadLettersAsync(queue, messageIds, cancellationToken);
 
-    /// <summary>Stops reporting queue depths.</summary>
-    public void Dispose() => CairnDiagnostics.UntrackDepth(this);
+    /// <summary>Stops reporting queue depths, and disposes the wrapped broker, so the container that owns this decorator closes it.</summary>
+    public void Dispose()
+    {
+        CairnDiagnostics.UntrackDepth(this);
+        (Inner as IDisposable)?.Dispose();
+    }
 
     private static string SpanName(MessageTransaction transaction) =>
         transaction.Publishes.Count > 0 ? $"publish {transaction.Publishes[0].Topic}" : $"send {transaction.Sends[0].Queue}";

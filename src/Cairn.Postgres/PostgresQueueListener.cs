@@ -1,0 +1,181 @@
+using Cairn.Messaging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+/// <summary>
+/// One dedicated connection that <c>LISTEN</c>s on a schema's queue channel and wakes this process's receivers of the
+/// queue each notification names. When the connection drops it is opened again, backing off up to
+/// <see cref="MaxBackoff"/>; after each (re)connection every receiver looks again, for what was notified meanwhile.
+/// It is opened on the first receive that waits, and closed on dispose.
+/// </summary>
+internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
+{
+    /// <summary>The longest wait between two attempts to connect.</summary>
+    public static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long the connection may sit silent before a round trip checks it is still there.</summary>
+    private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(15);
+
+    /// <summary>The application name the listening connection shows in <c>pg_stat_activity</c>.</summary>
+    public const string ApplicationName = "cairn-queue-listener";
+
+    private readonly string _connectionString;
+    private readonly string _channel;
+    private readonly QueueSignal _signal;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly object _gate = new();
+    private Task? _loop;
+    private int _connections;
+    private int _processId;
+    private TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public PostgresQueueListener(string connectionString, string channel, QueueSignal signal, ILogger? logger)
+    {
+        _connectionString = new NpgsqlConnectionStringBuilder(connectionString)
+        {
+            // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
+            Pooling = false,
+            ApplicationName = ApplicationName,
+        }.ConnectionString;
+        _channel = channel;
+        _signal = signal;
+        _logger = logger ?? NullLogger.Instance;
+    }
+
+    /// <summary>How many times the connection has been opened and is listening (1 after the first, 2 after a reconnect, …).</summary>
+    public int Connections => Volatile.Read(ref _connections);
+
+    /// <summary>The server process of the listening connection, 0 before the first.</summary>
+    public int ProcessId => Volatile.Read(ref _processId);
+
+    /// <summary>Completes when the connection is listening (the current one, or the next after a drop).</summary>
+    public Task WhenListeningAsync()
+    {
+        lock (_gate)
+        {
+            return _listening.Task;
+        }
+    }
+
+    /// <summary>Opens the listening connection unless it is open or opening already.</summary>
+    public void Start()
+    {
+        if (Volatile.Read(ref _loop) is not null)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            if (_loop is null && !_stop.IsCancellationRequested)
+            {
+                _loop = Task.Run(() => ListenAsync(_stop.Token));
+            }
+        }
+    }
+
+    private async Task ListenAsync(CancellationToken stop)
+    {
+        var backoff = TimeSpan.FromMilliseconds(50);
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await using var connection = new NpgsqlConnection(_connectionString);
+                await connection.OpenAsync(stop).ConfigureAwait(false);
+                connection.Notification += (_, e) => _signal.Pulse(e.Payload);
+                await using (var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"", connection))
+                {
+                    await listen.ExecuteNonQueryAsync(stop).ConfigureAwait(false);
+                }
+
+                Volatile.Write(ref _processId, connection.ProcessID);
+                Interlocked.Increment(ref _connections);
+                backoff = TimeSpan.FromMilliseconds(50);
+                TaskCompletionSource listening;
+                lock (_gate)
+                {
+                    listening = _listening;
+                }
+
+                listening.TrySetResult();
+
+                // Whatever was notified while no connection listened: every receiver looks again.
+                _signal.PulseAll();
+                while (true)
+                {
+                    if (!await connection.WaitAsync(Heartbeat, stop).ConfigureAwait(false))
+                    {
+                        await using var ping = new NpgsqlCommand("SELECT 1", connection);
+                        await ping.ExecuteNonQueryAsync(stop).ConfigureAwait(false);
+                    }
+                }
+            }
+            catch (Exception) when (stop.IsCancellationRequested)
+            {
+                // Closed on dispose, whatever the connection made of the cancellation.
+                return;
+            }
+            catch (Exception ex)
+            {
+                lock (_gate)
+                {
+                    if (_listening.Task.IsCompleted)
+                    {
+                        _listening = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    }
+                }
+
+                _logger.LogWarning(ex, "The connection listening for queue notifications on {Channel} failed; reconnecting in {Backoff}. Receivers poll meanwhile.", _channel, backoff);
+                _signal.PulseAll();
+                try
+                {
+                    // Real time, not the store's clock: a reconnection must happen whatever a test's clock does.
+                    await Task.Delay(backoff, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+            }
+        }
+    }
+
+    /// <summary>Closes the listening connection without waiting for it.</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (!_stop.IsCancellationRequested)
+            {
+                _stop.Cancel();
+            }
+        }
+    }
+
+    /// <summary>Closes the listening connection and waits until it is closed.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        Task? loop;
+        lock (_gate)
+        {
+            if (!_stop.IsCancellationRequested)
+            {
+                _stop.Cancel();
+            }
+
+            loop = _loop;
+        }
+
+        if (loop is not null)
+        {
+            await loop.ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
+using Cairn.Diagnostics;
+using Cairn.Messaging;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary><c>UsePostgres</c> registers the PostgreSQL broker and correlation trace reader, and the container closes them.</summary>
+public sealed class PostgresRegistrationTests
+{
+    [Fact]
+    public async Task use_postgres_registers_a_broker_and_a_trace_reader_on_the_store_and_the_container_closes_them()
+    {
+        var schema = PostgresServer.NewSchema();
+        try
+        {
+            var services = new ServiceCollection();
+            services.AddCairn(o => o.UsePostgres(PostgresServer.ConnectionString, p => p with { Schema = schema }));
+            int listener;
+            await using (var provider = services.BuildServiceProvider())
+            {
+                var broker = provider.GetRequiredService<IMessageBroker>();
+                var inner = Assert.IsType<PostgresMessageBroker>(Assert.IsType<InstrumentedMessageBroker>(broker).Inner);
+                Assert.IsType<PostgresCorrelationTraceReader>(provider.GetRequiredService<ICorrelationTraceReader>());
+
+                QueueName queue = "registered";
+                await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+                var sent = new OutgoingMessage("test.registered", Encoding.UTF8.GetBytes("{}"));
+                await broker.SendAsync(queue, sent);
+                var trace = await provider.GetRequiredService<CorrelationTracer>().TraceAsync(sent.Id.ToString(), default);
+                Assert.Single(trace.Timeline);
+
+                var delivery = Assert.Single(await broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromSeconds(5) }, default));
+                Assert.Equal(sent.Id, delivery.Message.Id);
+                await broker.AcknowledgeAsync(delivery.Lease);
+                await inner.Listener.WhenListeningAsync().Bounded();
+                listener = inner.Listener.ProcessId;
+                Assert.True(await IsConnectedAsync(listener));
+            }
+
+            // Disposed with the container, the broker closes its listening connection.
+            await Wait.UntilAsync(async () => !await IsConnectedAsync(listener), "the listening connection is closed");
+        }
+        finally
+        {
+            await PostgresServer.DropSchemaAsync(schema);
+        }
+    }
+
+    private static async Task<bool> IsConnectedAsync(int processId)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var select = new NpgsqlCommand("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND application_name = $2", connection);
+        select.Parameters.Add(new NpgsqlParameter { Value = processId });
+        select.Parameters.Add(new NpgsqlParameter { Value = PostgresQueueListener.ApplicationName });
+        return (long)(await select.ExecuteScalarAsync())! > 0;
+    }
+}
