@@ -10,7 +10,7 @@ public static class CairnRabbitMqExtensions
     /// <summary>
     /// Carries the queues over RabbitMQ, with the backend (configured beside it) as outbox, inbox and the home of topics
     /// and queue settings: <c>services.AddCairn(o => o.UseSqlite("Data Source=cairn.db").UseRabbitMq("amqp://localhost/"))</c>.
-    /// Adds the outbox relay, which runs while the host runs.
+    /// Adds the outbox relay, which runs while the host runs; the connection to RabbitMQ closes when the host stops.
     /// </summary>
     public static CairnOptions UseRabbitMq(this CairnOptions options, string uri, Func<RabbitMqOptions, RabbitMqOptions>? configure = null)
     {
@@ -40,7 +40,7 @@ public static class CairnRabbitMqExtensions
             {
                 // Resolving the broker builds the wrapper around the backend's broker.
                 services.GetRequiredService<Messaging.IMessageBroker>();
-                return new RabbitMqOutboxRelay(broker!);
+                return new RabbitMqOutboxRelay(broker!, ownsBroker: true);
             });
     }
 }

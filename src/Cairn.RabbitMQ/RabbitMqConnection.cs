@@ -71,7 +71,9 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
 
             if (_publisher is not null)
             {
-                await _publisher.DisposeAsync().ConfigureAwait(false);
+                var closed = _publisher;
+                _publisher = null;
+                await closed.DisposeAsync().ConfigureAwait(false);
             }
 
             _publisher = await connection.CreateChannelAsync(

@@ -16,6 +16,7 @@ namespace Cairn.RabbitMQ;
 public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
 {
     private readonly RabbitMqMessageBroker _broker;
+    private readonly bool _ownsBroker;
     private readonly ConcurrentDictionary<QueueName, Loop> _loops = new();
     private CancellationTokenSource? _stopping;
     private Task? _scanner;
@@ -23,9 +24,16 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
 
     /// <summary>A relay for <paramref name="broker"/>'s outbox.</summary>
     public RabbitMqOutboxRelay(RabbitMqMessageBroker broker)
+        : this(broker, ownsBroker: false)
+    {
+    }
+
+    /// <summary>A relay that, registered by <c>UseRabbitMq</c>, closes the broker's connection when the host stops.</summary>
+    internal RabbitMqOutboxRelay(RabbitMqMessageBroker broker, bool ownsBroker)
     {
         ArgumentNullException.ThrowIfNull(broker);
         _broker = broker;
+        _ownsBroker = ownsBroker;
     }
 
     /// <summary>How many messages this relay has published and seen confirmed.</summary>
@@ -64,6 +72,11 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         _loops.Clear();
         _stopping.Dispose();
         _stopping = null;
+        if (_ownsBroker)
+        {
+            // The hosted consumers stopped before the relay (hosts stop services in reverse order).
+            await _broker.DisposeAsync().ConfigureAwait(false);
+        }
     }
 
     /// <inheritdoc />
