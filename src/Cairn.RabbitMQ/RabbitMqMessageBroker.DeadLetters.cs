@@ -7,8 +7,8 @@ namespace Cairn.RabbitMQ;
 /// <summary>
 /// Dead letters live in a quorum queue beside each queue, <c>&lt;queue&gt;.dlq</c>, each with its reason, failure,
 /// attempts and times in <c>cairn-*</c> headers. AMQP 0-9-1 cannot look at a queue without taking from it, so listing
-/// and finding read the dead-letter queue from its head with <c>basic.get</c> and give every message back by closing
-/// the channel: the cost grows with the position in the queue, and while a listing runs, the messages it holds are
+/// and finding read the whole dead-letter queue with <c>basic.get</c> and give every message back (a nack with requeue)
+/// at the end: the cost grows with the dead-letter queue's length, and while a listing runs, the messages it holds are
 /// not visible to another listing.
 /// </summary>
 public sealed partial class RabbitMqMessageBroker
@@ -44,7 +44,7 @@ public sealed partial class RabbitMqMessageBroker
         headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
         AmqpMessageCodec.SetFailure(headers, failure);
         var channel = await _connection.PublisherAsync(CancellationToken.None).ConfigureAwait(false);
-        await channel.BasicPublishAsync("", held.Queue.Name.Value + DeadLetterSuffix, true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
+        await channel.BasicPublishAsync("", DeadLettersIn(held.Queue.Name), true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
         await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
     }
 
@@ -71,21 +71,53 @@ public sealed partial class RabbitMqMessageBroker
     }
 
     /// <summary>Reads the dead-letter queue from its head; <paramref name="visit"/> says whether to go on. Every message is given back when the channel closes.</summary>
-    private async Task ScanDeadLettersAsync(QueueName queue, Func<IChannel, BasicGetResult, DeadLetter?, Task<bool>> visit, CancellationToken cancellationToken, bool confirms = false)
+    private async Task ScanDeadLettersAsync(QueueName queue, Func<IChannel, BasicGetResult, DeadLetter?, Task<(bool GoOn, bool Settled)>> visit, CancellationToken cancellationToken, bool confirms = false, Func<Task>? beforeGet = null)
     {
         await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
         await _connection.WithChannelAsync(
             async channel =>
             {
-                // Only what was there when the scan began: a message given back or added meanwhile is not read twice.
-                var count = (await channel.QueueDeclarePassiveAsync(queue.Value + DeadLetterSuffix, cancellationToken).ConfigureAwait(false)).MessageCount;
-                for (var i = 0u; i < count; i++)
+                // What this channel took stays unacknowledged until the scan ends, so basic.get never returns it twice.
+                var held = new List<ulong>();
+                while (true)
                 {
-                    var result = await channel.BasicGetAsync(queue.Value + DeadLetterSuffix, autoAck: false, cancellationToken).ConfigureAwait(false);
-                    if (result is null || !await visit(channel, result, ToDeadLetter(queue, result)).ConfigureAwait(false))
+                    if (beforeGet is not null)
+                    {
+                        await beforeGet().ConfigureAwait(false);
+                    }
+
+                    var result = await channel.BasicGetAsync(DeadLettersIn(queue), autoAck: false, cancellationToken).ConfigureAwait(false);
+                    if (result is null)
                     {
                         break;
+                    }
+
+                    var (goOn, settled) = await visit(channel, result, ToDeadLetter(queue, result)).ConfigureAwait(false);
+                    if (!settled)
+                    {
+                        held.Add(result.DeliveryTag);
+                    }
+
+                    if (!goOn)
+                    {
+                        break;
+                    }
+                }
+
+                if (held.Count > 0)
+                {
+                    // Give the rest back, and wait (boundedly) until the queue counts them again, so that the next
+                    // listing, redrive or purge, on another channel, sees them.
+                    foreach (var tag in held)
+                    {
+                        await channel.BasicNackAsync(tag, multiple: false, requeue: true, cancellationToken).ConfigureAwait(false);
+                    }
+
+                    var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+                    while ((await channel.QueueDeclarePassiveAsync(DeadLettersIn(queue), cancellationToken).ConfigureAwait(false)).MessageCount < held.Count && DateTime.UtcNow < deadline)
+                    {
+                        await Task.Delay(5, cancellationToken).ConfigureAwait(false);
                     }
                 }
 
@@ -113,7 +145,7 @@ public sealed partial class RabbitMqMessageBroker
                     found.Add(deadLetter);
                 }
 
-                return Task.FromResult(true);
+                return Task.FromResult((true, false));
             },
             cancellationToken).ConfigureAwait(false);
         return [.. found.OrderBy(d => d.Sequence).Take(limit)];
@@ -132,7 +164,7 @@ public sealed partial class RabbitMqMessageBroker
                     found = deadLetter;
                 }
 
-                return Task.FromResult(found is null);
+                return Task.FromResult((found is null, false));
             },
             cancellationToken).ConfigureAwait(false);
         return found;
@@ -153,18 +185,14 @@ public sealed partial class RabbitMqMessageBroker
         var chosen = request.MessageIds?.ToHashSet();
         var pause = request.MessagesPerSecond is { } rate ? TimeSpan.FromSeconds(1 / rate) : TimeSpan.Zero;
         var moved = 0;
+        var paceNext = false;
         await ScanDeadLettersAsync(
             queue,
             async (channel, result, deadLetter) =>
             {
                 if (deadLetter is null || (chosen is not null && !chosen.Contains(deadLetter.Message.Id)))
                 {
-                    return true;
-                }
-
-                if (moved > 0 && pause > TimeSpan.Zero)
-                {
-                    await Task.Delay(pause, _time, cancellationToken).ConfigureAwait(false);
+                    return (true, false);
                 }
 
                 var properties = AmqpMessageCodec.Copy(result.BasicProperties);
@@ -176,13 +204,24 @@ public sealed partial class RabbitMqMessageBroker
 
                 headers[AmqpMessageCodec.Redrives] = deadLetter.Redrives + 1L;
                 headers[AmqpMessageCodec.EnqueuedAt] = AmqpMessageCodec.Format(_time.GetUtcNow());
-                await channel.BasicPublishAsync("", target.Value, true, properties, result.Body, cancellationToken).ConfigureAwait(false);
+                await channel.BasicPublishAsync("", AmqpName(target), true, properties, result.Body, cancellationToken).ConfigureAwait(false);
                 await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
                 moved++;
-                return chosen is null || moved < chosen.Count;
+                paceNext = true;
+                return (chosen is null || moved < chosen.Count, true);
             },
             cancellationToken,
-            confirms: true).ConfigureAwait(false);
+            confirms: true,
+            beforeGet: async () =>
+            {
+                // Paced before taking the next one, so a dead letter waiting its turn stays counted in the queue.
+                if (paceNext && pause > TimeSpan.Zero)
+                {
+                    await Task.Delay(pause, _time, cancellationToken).ConfigureAwait(false);
+                }
+
+                paceNext = false;
+            }).ConfigureAwait(false);
         return moved;
     }
 
@@ -193,7 +232,7 @@ public sealed partial class RabbitMqMessageBroker
         {
             await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
             await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-            return (int)await _connection.WithChannelAsync(c => c.QueuePurgeAsync(queue.Value + DeadLetterSuffix, cancellationToken), cancellationToken).ConfigureAwait(false);
+            return (int)await _connection.WithChannelAsync(c => c.QueuePurgeAsync(DeadLettersIn(queue), cancellationToken), cancellationToken).ConfigureAwait(false);
         }
 
         var chosen = messageIds.ToHashSet();
@@ -206,9 +245,10 @@ public sealed partial class RabbitMqMessageBroker
                 {
                     await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
                     purged++;
+                    return (purged < chosen.Count, true);
                 }
 
-                return purged < chosen.Count;
+                return (true, false);
             },
             cancellationToken).ConfigureAwait(false);
         return purged;

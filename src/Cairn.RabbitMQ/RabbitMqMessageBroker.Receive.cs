@@ -65,7 +65,7 @@ public sealed partial class RabbitMqMessageBroker
             if (!_readers.TryGetValue(queue, out reader))
             {
                 await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-                reader = await QueueReader.StartAsync(_connection, queue.Value, cancellationToken).ConfigureAwait(false);
+                reader = await QueueReader.StartAsync(_connection, AmqpName(queue), cancellationToken).ConfigureAwait(false);
                 _readers[queue] = reader;
             }
 
@@ -228,7 +228,7 @@ public sealed partial class RabbitMqMessageBroker
         headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
         headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
         AmqpMessageCodec.SetFailure(headers, failure);
-        var target = held.Queue.Name.Value;
+        var target = AmqpName(held.Queue.Name);
         if (delay > TimeSpan.Zero)
         {
             target = await DelayQueueAsync(held.Queue.Name, delay, cancellationToken).ConfigureAwait(false);
@@ -253,11 +253,11 @@ public sealed partial class RabbitMqMessageBroker
         }
 
         ms = Math.Min(ms, uint.MaxValue);
-        var name = $"{queue.Value}.delay.{ms}";
+        var name = $"{AmqpName(queue)}.delay.{ms}";
         var arguments = QuorumArguments();
         arguments["x-message-ttl"] = ms;
         arguments["x-dead-letter-exchange"] = "";
-        arguments["x-dead-letter-routing-key"] = queue.Value;
+        arguments["x-dead-letter-routing-key"] = AmqpName(queue);
         arguments["x-dead-letter-strategy"] = "at-least-once";
         arguments["x-overflow"] = "reject-publish";
         arguments["x-expires"] = Math.Min(ms * 2 + 600_000, uint.MaxValue);

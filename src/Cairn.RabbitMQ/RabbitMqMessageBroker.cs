@@ -67,6 +67,12 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     public static QueueName? QueueOfOutbox(QueueName backendQueue) =>
         backendQueue.Value.StartsWith(OutboxPrefix, StringComparison.Ordinal) ? new QueueName(backendQueue.Value[OutboxPrefix.Length..]) : (QueueName?)null;
 
+    /// <summary>The name of a queue in RabbitMQ: <see cref="RabbitMqOptions.QueuePrefix"/> and the queue's name.</summary>
+    public string AmqpName(QueueName queue) => Options.QueuePrefix + queue.Value;
+
+    /// <summary>The name of a queue's dead-letter queue in RabbitMQ.</summary>
+    public string DeadLettersIn(QueueName queue) => AmqpName(queue) + DeadLetterSuffix;
+
     internal static Dictionary<string, object?> QuorumArguments() => new(StringComparer.Ordinal) { ["x-queue-type"] = "quorum" };
 
     /// <inheritdoc />
@@ -98,8 +104,8 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     /// <summary>Declares the queue and its dead-letter queue in RabbitMQ (once per process).</summary>
     internal async Task EnsureDeclaredAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        await _connection.DeclareAsync(queue.Value, QuorumArguments(), cancellationToken).ConfigureAwait(false);
-        await _connection.DeclareAsync(queue.Value + DeadLetterSuffix, QuorumArguments(), cancellationToken).ConfigureAwait(false);
+        await _connection.DeclareAsync(AmqpName(queue), QuorumArguments(), cancellationToken).ConfigureAwait(false);
+        await _connection.DeclareAsync(DeadLettersIn(queue), QuorumArguments(), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -141,6 +147,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     public async Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(subscription);
+        await _backend.ListSubscriptionsAsync(subscription.Topic, cancellationToken).ConfigureAwait(false); // an unknown topic is named first
         await RequireQueueAsync(subscription.Queue, cancellationToken).ConfigureAwait(false);
         await _backend.SubscribeAsync(new TopicSubscription(subscription.Topic, subscription.Name, OutboxOf(subscription.Queue), subscription.Rule), cancellationToken).ConfigureAwait(false);
     }
@@ -169,8 +176,8 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         var (ready, deadLettered) = await _connection.WithChannelAsync(
             async channel =>
             {
-                var main = await channel.QueueDeclarePassiveAsync(queue.Value, cancellationToken).ConfigureAwait(false);
-                var dlq = await channel.QueueDeclarePassiveAsync(queue.Value + DeadLetterSuffix, cancellationToken).ConfigureAwait(false);
+                var main = await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false);
+                var dlq = await channel.QueueDeclarePassiveAsync(DeadLettersIn(queue), cancellationToken).ConfigureAwait(false);
                 return ((long)main.MessageCount, (long)dlq.MessageCount);
             },
             cancellationToken).ConfigureAwait(false);
@@ -184,6 +191,15 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             Delayed = outbox.Delayed,
             DeadLettered = deadLettered,
         };
+    }
+
+    /// <summary>How many messages of a queue are on their way to this process's reader: in the outbox and due, or ready in RabbitMQ.</summary>
+    internal async Task<long> InTransitAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+        var ready = await _connection.WithChannelAsync(async channel => (await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false)).MessageCount, cancellationToken).ConfigureAwait(false);
+        return outbox.Visible + outbox.Leased + ready;
     }
 
     /// <inheritdoc />

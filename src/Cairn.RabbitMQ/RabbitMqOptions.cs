@@ -8,6 +8,12 @@ public sealed record RabbitMqOptions
     /// <summary>The broker's address, <c>amqp://user:password@host:port/vhost</c> (or <c>amqps://</c>).</summary>
     public required Uri Uri { get; init; }
 
+    /// <summary>
+    /// Put before every queue name in RabbitMQ (<c>billing</c> becomes <c>&lt;prefix&gt;billing</c>), so that several
+    /// applications, or tests, share a virtual host without sharing queues. Empty by default; at most 64 characters.
+    /// </summary>
+    public string QueuePrefix { get; init; } = "";
+
     /// <summary>The name this process's connection shows in RabbitMQ's tools.</summary>
     public string ClientName { get; init; } = "cairn";
 
@@ -50,6 +56,7 @@ public sealed record RabbitMqOptions
             throw new InvalidMessageException($"RabbitMqOptions.Uri is '{Uri}'; it must be an amqp:// or amqps:// address.");
         }
 
+        Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !QueuePrefix.Any(char.IsControl) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
         Check(!string.IsNullOrWhiteSpace(ClientName), nameof(ClientName), "is empty");
         Check(Prefetch >= 1, nameof(Prefetch), $"is {Prefetch}; it must be between 1 and 65535");
         Check(MaxOutstandingConfirms is >= 1 and <= 65_536, nameof(MaxOutstandingConfirms), $"is {MaxOutstandingConfirms}; it must be between 1 and 65536");

@@ -152,7 +152,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
             await _broker.EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
             var channel = await _broker.Connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
             var publishes = deliveries
-                .Select(d => channel.BasicPublishAsync("", queue.Value, true, RabbitMqMessageBroker.PropertiesFor(d.Message, d.EnqueuedAt), d.Message.Data, CancellationToken.None).AsTask())
+                .Select(d => channel.BasicPublishAsync("", _broker.AmqpName(queue), true, RabbitMqMessageBroker.PropertiesFor(d.Message, d.EnqueuedAt), d.Message.Data, CancellationToken.None).AsTask())
                 .ToList();
             for (var i = 0; i < publishes.Count; i++)
             {
@@ -166,7 +166,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
                     if (RabbitMqMessageBroker.IsUnroutable(ex))
                     {
                         // The queue was deleted behind Cairn's back: declare it again before the next try.
-                        _broker.Connection.Forget(queue.Value);
+                        _broker.Connection.Forget(_broker.AmqpName(queue));
                     }
 
                     if (failed.Count == 0)

@@ -29,7 +29,7 @@ internal sealed class TransportUnderTest : IAsyncDisposable
         Directory.CreateDirectory(directory);
         var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={Path.Combine(directory, "cairn.db")}" }, storeOptions ?? new EventStoreOptions { Source = "urn:test" });
         var options = new RabbitMqOptions { Uri = new Uri(uri ?? RabbitMqServer.Uri), RelayPollWait = TimeSpan.FromMilliseconds(200), MaxReconnectDelay = TimeSpan.FromSeconds(1) };
-        var broker = new RabbitMqMessageBroker(new SqliteMessageBroker(store), configure?.Invoke(options) ?? options);
+        var broker = new RabbitMqMessageBroker(new SqliteMessageBroker(store), configure?.Invoke(options) ?? options, timeProvider: storeOptions?.TimeProvider);
         var relay = new RabbitMqOutboxRelay(broker);
         await relay.StartAsync(default);
         return new TransportUnderTest(directory, store, broker, relay);
