@@ -65,6 +65,8 @@ internal static class Program
             ("O1", () => O1Workflows.RunAsync(scale)),
             ("O2", () => O2Choreography.RunAsync(scale)),
             ("S1", () => S1SchemaValidation.RunAsync(scale)),
+            ("R1", () => R1R2RabbitMq.R1Async(scale)),
+            ("R2", () => R1R2RabbitMq.R2Async(scale)),
         };
         foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
         {
