@@ -38,7 +38,20 @@ public sealed partial class RabbitMqMessageBroker
         {
             while (deliveries.Count < options.MaxMessages && reader.TryTake(out var buffered))
             {
-                if (await LeaseAsync(reader, buffered, definition, options.Lease ?? definition.Lease).ConfigureAwait(false) is { } delivery)
+                Delivery? delivery;
+                try
+                {
+                    delivery = await LeaseAsync(reader, buffered, definition, options.Lease ?? definition.Lease).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Dead-lettering it failed (RabbitMQ is away): give it back, to be dealt with on its next delivery.
+                    _logger.LogWarning(ex, "Could not dead-letter or drop a delivery from {Queue}; it is given back.", queue);
+                    await SafelyAsync(() => reader.Channel.BasicNackAsync(buffered.Tag, false, true).AsTask(), "give back a delivery").ConfigureAwait(false);
+                    continue;
+                }
+
+                if (delivery is not null)
                 {
                     deliveries.Add(delivery);
                 }
