@@ -5,13 +5,15 @@ cd "$(dirname "$0")"
 
 results="$(mktemp -d)"
 CAIRN_POSTGRES_DIR=""
+CAIRN_RABBITMQ_DIR=""
 cleanup() {
   [ -z "$CAIRN_POSTGRES_DIR" ] || tests/postgres.sh stop "$CAIRN_POSTGRES_DIR" || true
+  [ -z "$CAIRN_RABBITMQ_DIR" ] || tests/rabbitmq.sh stop "$CAIRN_RABBITMQ_DIR" || true
   rm -rf "$results"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
-trap 'exit 143' TERM  # so the EXIT trap stops PostgreSQL on an interrupt too
+trap 'exit 143' TERM  # so the EXIT trap stops PostgreSQL and RabbitMQ on an interrupt too
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
@@ -22,6 +24,9 @@ export CAIRN_ASYNCAPI_SCHEMA  # AsyncAPI's own JSON Schema, which the AsyncAPI t
 # A throwaway PostgreSQL (installed when missing) for the PostgreSQL backend's tests; stopped and deleted on exit.
 postgres_env="$(tests/postgres.sh start)" || { echo "tests: 0 passed, 1 failed"; exit 1; }
 eval "$postgres_env"  # exports CAIRN_POSTGRES (the connection string) and CAIRN_POSTGRES_DIR
+# A throwaway RabbitMQ (installed when missing) for the RabbitMQ transport's tests; stopped and deleted on exit.
+rabbitmq_env="$(tests/rabbitmq.sh start)" || { echo "tests: 0 passed, 1 failed"; exit 1; }
+eval "$rabbitmq_env"  # exports CAIRN_RABBITMQ (the amqp:// address) and CAIRN_RABBITMQ_DIR
 
 # One test project at a time: on two cores, the crash tests' child processes and the PostgreSQL tests' server would
 # otherwise fight over the CPU, and the whole runs no faster for being parallel.

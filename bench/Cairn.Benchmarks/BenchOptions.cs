@@ -3,7 +3,7 @@ namespace Cairn.Benchmarks;
 /// <summary>The command line: <c>[--quick] [--only W1,M2] [--postgres] [--pg-no-fsync] [--json FILE] [--cairn-only]</c>, parsed by hand (a few flags need no library).</summary>
 internal sealed record BenchOptions
 {
-    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1", "PW1", "PW2", "PW3", "PW4"];
+    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1", "R1", "R2", "PW1", "PW2", "PW3", "PW4"];
 
     /// <summary>The PostgreSQL workloads: run only when named (<c>--postgres</c> or <c>--only</c>), since they need a server.</summary>
     public static readonly IReadOnlyList<string> PostgresWorkloads = ["PW1", "PW2", "PW3", "PW4"];
@@ -33,7 +33,7 @@ internal sealed record BenchOptions
         usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,M2] [--postgres] [--json FILE]
 
           --quick        every workload, smaller and shorter (a smoke test)
-          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3 P1 P2 O1 O2 S1 PW1 PW2 PW3 PW4
+          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3 P1 P2 O1 O2 S1 R1 R2 PW1 PW2 PW3 PW4
                          (--only P1,P2: the projections alone; --only O1,O2: the workflows;
                          --only S1: schema validation on append; --only PW2: one PostgreSQL workload)
           --postgres     the PostgreSQL workloads PW1-PW4 (not run unless named): Cairn, Marten Rich and Quick, raw
@@ -58,6 +58,9 @@ internal sealed record BenchOptions
         Workflows (baseline: the same hops coordinated by hand, state in memory; O2's: O1's workflow):
         O1 three-step checkout workflows completed/s, 100 in flight; step latency p50, p99
         O2 the same checkout as a choreography through a topic: orders completed/s, 100 in flight
+        Over RabbitMQ (CAIRN_RABBITMQ; skipped without it; baseline: RabbitMQ.Client with confirms and manual acks):
+        R1 M1 through the transport's outbox and relay; msg/s sent and end to end
+        R2 M2 through the transport at 500 msg/s; p50, p99, max
         Schemas (baseline: the same appends with validation Off):
         S1 appends of an order validated against its schema (Reject): 16 single-event writers, and batches of 100; events/s
         PostgreSQL event store (baselines: Marten Rich and Quick, raw Npgsql; all on one server):

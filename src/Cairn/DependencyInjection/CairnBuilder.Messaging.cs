@@ -23,7 +23,8 @@ public static partial class CairnServiceCollectionExtensions
             var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
             var factory = options.BrokerFactory
                 ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; choose a backend with messaging (UseSqlite(...) or UseInMemory()).");
-            return new InstrumentedMessageBroker(factory(sp));
+            var broker = factory(sp);
+            return new InstrumentedMessageBroker(options.TransportFactory?.Invoke(sp, broker) ?? broker);
         });
         services.TryAddSingleton<IMessageSender>(sp => sp.GetRequiredService<IMessageBroker>());
         services.TryAddSingleton<IMessageReceiver>(sp => sp.GetRequiredService<IMessageBroker>());
@@ -37,6 +38,9 @@ public static partial class CairnServiceCollectionExtensions
         // Registered with AddCairn, before any consumer or route, so hosts start it first: the queues, topics and
         // subscriptions exist before anything sends or receives.
         services.AddSingleton<IHostedService, MessagingSetupService>();
+
+        // A transport's own service (an outbox relay) starts once the queues exist.
+        services.AddSingleton<IHostedService>(sp => new TransportHostedService(sp.GetRequiredService<IOptions<CairnOptions>>().Value.TransportService?.Invoke(sp)));
     }
 }
 
@@ -250,4 +254,12 @@ internal sealed class EventRouterHostedService(EventRouter router) : IHostedServ
     public Task StopAsync(CancellationToken cancellationToken) => router.StopAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => router.DisposeAsync();
+}
+
+/// <summary>Runs the configured transport's service, when there is one.</summary>
+internal sealed class TransportHostedService(IHostedService? inner) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken) => inner?.StartAsync(cancellationToken) ?? Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => inner?.StopAsync(cancellationToken) ?? Task.CompletedTask;
 }

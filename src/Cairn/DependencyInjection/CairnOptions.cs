@@ -37,6 +37,13 @@ public sealed class CairnOptions
 
     internal Func<IServiceProvider, Messaging.IMessageBroker>? BrokerFactory { get; private set; }
 
+    /// <summary>The name of the configured transport to an external broker, or null when messages stay in the backend.</summary>
+    public string? TransportName { get; private set; }
+
+    internal Func<IServiceProvider, Messaging.IMessageBroker, Messaging.IMessageBroker>? TransportFactory { get; private set; }
+
+    internal Func<IServiceProvider, Microsoft.Extensions.Hosting.IHostedService>? TransportService { get; private set; }
+
     /// <summary>The backend's implementations of optional parts (projection store, snapshot store), by contract type.</summary>
     private Dictionary<Type, Func<IServiceProvider, object>> BackendParts { get; } = [];
 
@@ -110,6 +117,25 @@ public sealed class CairnOptions
     {
         UseBackend(name, store, checkpoints);
         BrokerFactory = broker;
+        return this;
+    }
+
+    /// <summary>
+    /// Plugs in a transport to an external broker: <paramref name="wrap"/> receives the backend's broker and returns the
+    /// broker the application uses, and <paramref name="service"/> (its relay, say) runs while the host runs, started
+    /// after the queues are declared. Transport packages call this from their own <c>Use…</c> method.
+    /// </summary>
+    public CairnOptions UseTransport(string name, Func<IServiceProvider, Messaging.IMessageBroker, Messaging.IMessageBroker> wrap, Func<IServiceProvider, Microsoft.Extensions.Hosting.IHostedService>? service = null)
+    {
+        ArgumentNullException.ThrowIfNull(wrap);
+        if (TransportName is not null && TransportName != name)
+        {
+            throw new InvalidOperationException($"Cairn is already configured with the {TransportName} transport; choose one.");
+        }
+
+        TransportName = name;
+        TransportFactory = wrap;
+        TransportService = service;
         return this;
     }
 

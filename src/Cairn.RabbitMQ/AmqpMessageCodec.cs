@@ -1,0 +1,202 @@
+using System.Globalization;
+using System.Text;
+using Cairn.Envelopes;
+using Cairn.Messaging;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ;
+
+/// <summary>
+/// Maps a Cairn message to an AMQP 0-9-1 message and back, in CloudEvents' AMQP binding, binary content mode: the data
+/// is the body, <c>datacontenttype</c> is the <c>content-type</c> property, and every other attribute and extension is
+/// an application property (a header) named <c>cloudEvents:&lt;attribute&gt;</c>. The id and correlation id are also the
+/// <c>message-id</c> and <c>correlation-id</c> properties and the type the <c>type</c> property, for tools that read
+/// only those. <c>time</c> is an RFC 3339 string, because an AMQP 0-9-1 timestamp keeps only whole seconds. What
+/// only Cairn reads (receive counts, the last failure, dead-letter details) travels in <c>cairn-*</c> headers.
+/// </summary>
+internal static class AmqpMessageCodec
+{
+    public const string Prefix = "cloudEvents:";
+    public const string SpecVersion = Prefix + "specversion";
+    public const string Id = Prefix + "id";
+    public const string Type = Prefix + "type";
+    public const string Source = Prefix + "source";
+    public const string Time = Prefix + "time";
+    public const string Subject = Prefix + "subject";
+    public const string DataSchema = Prefix + "dataschema";
+    public const string CorrelationId = Prefix + "correlationid";
+    public const string CausationId = Prefix + "causationid";
+    public const string TraceParent = Prefix + "traceparent";
+
+    /// <summary>The receives of earlier copies of the message (a release or return republishes it).</summary>
+    public const string Receives = "cairn-receives";
+    public const string FirstReceivedAt = "cairn-first-received-at";
+    public const string LastReceivedAt = "cairn-last-received-at";
+    public const string EnqueuedAt = "cairn-enqueued-at";
+    public const string FailureType = "cairn-failure-type";
+    public const string FailureMessage = "cairn-failure-message";
+    public const string FailureStack = "cairn-failure-stack";
+    public const string DeadLetterReason = "cairn-dead-letter-reason";
+    public const string DeadLetteredAt = "cairn-dead-lettered-at";
+    public const string DeadLetterSequence = "cairn-dead-letter-sequence";
+    public const string DeadLetterQueue = "cairn-dead-letter-queue";
+    public const string Redrives = "cairn-redrives";
+
+    /// <summary>Set by quorum queues on a redelivery: how many times this copy was delivered before.</summary>
+    public const string DeliveryCount = "x-delivery-count";
+
+    /// <summary>The AMQP properties of a message taken from the outbox, as the relay publishes it.</summary>
+    public static BasicProperties ToProperties(Message message, DateTimeOffset enqueuedAt)
+    {
+        var headers = new Dictionary<string, object?>(StringComparer.Ordinal)
+        {
+            [SpecVersion] = "1.0",
+            [Id] = message.Id.ToString(),
+            [Type] = message.Type,
+            [Source] = message.Source,
+            [Time] = message.Time.ToString("O", CultureInfo.InvariantCulture),
+            [CorrelationId] = message.CorrelationId,
+            [EnqueuedAt] = enqueuedAt.ToString("O", CultureInfo.InvariantCulture),
+        };
+        Optional(headers, Subject, message.Subject);
+        Optional(headers, DataSchema, message.DataSchema);
+        Optional(headers, CausationId, message.CausationId);
+        Optional(headers, TraceParent, message.TraceParent);
+        foreach (var (key, value) in message.Metadata)
+        {
+            headers[Prefix + key] = value;
+        }
+
+        return new BasicProperties
+        {
+            ContentType = message.ContentType,
+            MessageId = message.Id.ToString(),
+            CorrelationId = message.CorrelationId,
+            Type = message.Type,
+            Timestamp = new AmqpTimestamp(message.Time.ToUnixTimeSeconds()),
+            DeliveryMode = DeliveryModes.Persistent,
+            Headers = headers,
+        };
+    }
+
+    /// <summary>A copy of received properties, to republish a message with some of Cairn's headers changed.</summary>
+    public static BasicProperties Copy(IReadOnlyBasicProperties properties)
+    {
+        var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
+        if (properties.Headers is { } received)
+        {
+            foreach (var (key, value) in received)
+            {
+                // The broker's own headers describe the old copy, not the new one.
+                if (!key.StartsWith("x-", StringComparison.Ordinal))
+                {
+                    headers[key] = value;
+                }
+            }
+        }
+
+        return new BasicProperties
+        {
+            ContentType = properties.ContentType,
+            MessageId = properties.MessageId,
+            CorrelationId = properties.CorrelationId,
+            Type = properties.Type,
+            Timestamp = properties.Timestamp,
+            DeliveryMode = DeliveryModes.Persistent,
+            Headers = headers,
+        };
+    }
+
+    /// <summary>Reads the message back from a delivery; a message that is not a CloudEvent Cairn can read yields null.</summary>
+    public static Message? ToMessage(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
+    {
+        var headers = properties.Headers;
+        if (headers is null || GetString(headers, Id) is not { } idText || !Guid.TryParse(idText, out var id) || GetString(headers, Type) is not { } type)
+        {
+            return null;
+        }
+
+        var time = GetTime(headers, Time) ?? DateTimeOffset.FromUnixTimeSeconds(properties.Timestamp.UnixTime);
+        Dictionary<string, string>? metadata = null;
+        foreach (var (key, value) in headers)
+        {
+            if (key.StartsWith(Prefix, StringComparison.Ordinal) && !IsAttribute(key) && AsString(value) is { } text)
+            {
+                (metadata ??= new Dictionary<string, string>(StringComparer.Ordinal))[key[Prefix.Length..]] = text;
+            }
+        }
+
+        return new Message(new MessageId(id), type, GetString(headers, Source) ?? "", time, properties.ContentType ?? "application/octet-stream", body.ToArray())
+        {
+            Subject = GetString(headers, Subject),
+            DataSchema = GetString(headers, DataSchema),
+            CorrelationId = GetString(headers, CorrelationId),
+            CausationId = GetString(headers, CausationId),
+            TraceParent = GetString(headers, TraceParent),
+            Metadata = metadata ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(),
+        };
+    }
+
+    public static FailureInfo? GetFailure(IDictionary<string, object?>? headers) =>
+        headers is not null && GetString(headers, FailureType) is { } type
+            ? new FailureInfo(type, GetString(headers, FailureMessage) ?? "", GetString(headers, FailureStack))
+            : null;
+
+    public static void SetFailure(IDictionary<string, object?> headers, FailureInfo? failure)
+    {
+        if (failure is null)
+        {
+            return;
+        }
+
+        headers[FailureType] = failure.Type;
+        headers[FailureMessage] = failure.Message;
+        Optional(headers, FailureStack, failure.StackTrace);
+    }
+
+    public static string? GetString(IDictionary<string, object?>? headers, string key) =>
+        headers is not null && headers.TryGetValue(key, out var value) ? AsString(value) : null;
+
+    public static long GetLong(IDictionary<string, object?>? headers, string key) =>
+        headers is not null && headers.TryGetValue(key, out var value)
+            ? value switch
+            {
+                long l => l,
+                int i => i,
+                short s => s,
+                byte b => b,
+                sbyte sb => sb,
+                uint ui => ui,
+                ushort us => us,
+                ulong ul => (long)ul,
+                _ => long.TryParse(AsString(value), NumberStyles.Integer, CultureInfo.InvariantCulture, out var parsed) ? parsed : 0,
+            }
+            : 0;
+
+    public static DateTimeOffset? GetTime(IDictionary<string, object?>? headers, string key) =>
+        GetString(headers, key) is { } text && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var time) ? time : null;
+
+    public static string Format(DateTimeOffset time) => time.ToString("O", CultureInfo.InvariantCulture);
+
+    private static bool IsAttribute(string key) =>
+        key is SpecVersion or Id or Type or Source or Time or Subject or DataSchema or CorrelationId or CausationId or TraceParent;
+
+    private static void Optional(IDictionary<string, object?> headers, string key, string? value)
+    {
+        if (value is not null)
+        {
+            headers[key] = value;
+        }
+    }
+
+    // AMQP 0-9-1 header strings arrive as bytes.
+    private static string? AsString(object? value) => value switch
+    {
+        null => null,
+        string s => s,
+        byte[] bytes => Encoding.UTF8.GetString(bytes),
+        ReadOnlyMemory<byte> memory => Encoding.UTF8.GetString(memory.Span),
+        IFormattable formattable => formattable.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString(),
+    };
+}

@@ -1,0 +1,109 @@
+using System.Threading.Channels;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace Cairn.RabbitMQ;
+
+/// <summary>A delivery RabbitMQ pushed to a reader and that waits to be received.</summary>
+internal sealed record BufferedDelivery(long Generation, ulong Tag, bool Redelivered, IReadOnlyBasicProperties Properties, byte[] Body);
+
+/// <summary>
+/// One queue's consumer in this process: a channel with manual acknowledgements and a prefetch, whose deliveries wait in
+/// a buffer (bounded by the prefetch) until a receive takes them. When the channel closes (a connection loss, a broker
+/// restart), its generation moves on: the deliveries and leases of the old channel can no longer be settled, and RabbitMQ
+/// delivers them again once the client has recovered the channel and its consumer.
+/// </summary>
+internal sealed class QueueReader : IAsyncDisposable
+{
+    private readonly Channel<BufferedDelivery> _buffer = System.Threading.Channels.Channel.CreateUnbounded<BufferedDelivery>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+    private long _generation;
+    private int _buffered;
+
+    private QueueReader(string queue, IChannel channel)
+    {
+        Queue = queue;
+        Channel = channel;
+    }
+
+    public string Queue { get; }
+
+    public IChannel Channel { get; }
+
+    public long Generation => Interlocked.Read(ref _generation);
+
+    public int Buffered => Volatile.Read(ref _buffered);
+
+    public static async Task<QueueReader> StartAsync(RabbitMqConnection connection, string queue, CancellationToken cancellationToken)
+    {
+        var open = await connection.GetAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await open.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
+        await channel.BasicQosAsync(0, connection.Options.Prefetch, false, cancellationToken).ConfigureAwait(false);
+        var reader = new QueueReader(queue, channel);
+        channel.ChannelShutdownAsync += (_, _) =>
+        {
+            Interlocked.Increment(ref reader._generation);
+            return Task.CompletedTask;
+        };
+        var consumer = new AsyncEventingBasicConsumer(channel);
+        consumer.ReceivedAsync += (_, delivery) =>
+        {
+            // The body's buffer is the client's: it is copied before the handler returns.
+            var buffered = new BufferedDelivery(reader.Generation, delivery.DeliveryTag, delivery.Redelivered, delivery.BasicProperties, delivery.Body.ToArray());
+            Interlocked.Increment(ref reader._buffered);
+            reader._buffer.Writer.TryWrite(buffered);
+            return Task.CompletedTask;
+        };
+        await channel.BasicConsumeAsync(queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
+        return reader;
+    }
+
+    /// <summary>Takes a delivery of the current channel, skipping those of a closed one (RabbitMQ delivers them again).</summary>
+    public bool TryTake(out BufferedDelivery delivery)
+    {
+        while (_buffer.Reader.TryRead(out var taken))
+        {
+            Interlocked.Decrement(ref _buffered);
+            if (taken.Generation == Generation)
+            {
+                delivery = taken;
+                return true;
+            }
+        }
+
+        delivery = null!;
+        return false;
+    }
+
+    /// <summary>Waits until a delivery may be there; false when <paramref name="wait"/> ran out first.</summary>
+    public async Task<bool> WaitAsync(TimeSpan wait, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(wait);
+        try
+        {
+            return await _buffer.Reader.WaitToReadAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _buffer.Writer.TryComplete();
+        try
+        {
+            if (Channel.IsOpen)
+            {
+                await Channel.CloseAsync().ConfigureAwait(false);
+            }
+        }
+        catch (Exception)
+        {
+            // Closing a channel whose connection is gone fails; the broker requeues its deliveries either way.
+        }
+
+        await Channel.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,158 @@
+using System.Collections.Concurrent;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ;
+
+/// <summary>
+/// The one connection of a process to RabbitMQ, opened on first use. Once open, RabbitMQ.Client's automatic recovery
+/// reconnects it (and its channels and consumers) after a connection loss or a broker restart; a first connection
+/// that fails is tried again by the next caller. It holds the publishing channel, with publisher confirms tracked by
+/// the client, and knows which queues it has declared.
+/// </summary>
+internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDisposable
+{
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly ConcurrentDictionary<string, bool> _declared = new(StringComparer.Ordinal);
+    private IConnection? _connection;
+    private IChannel? _publisher;
+    private bool _disposed;
+
+    public RabbitMqOptions Options { get; } = options;
+
+    public async Task<IConnection> GetAsync(CancellationToken cancellationToken)
+    {
+        if (_connection is { } open)
+        {
+            return open;
+        }
+
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_connection is null)
+            {
+                var factory = new ConnectionFactory
+                {
+                    Uri = Options.Uri,
+                    ClientProvidedName = Options.ClientName,
+                    AutomaticRecoveryEnabled = true,
+                    TopologyRecoveryEnabled = true,
+                    NetworkRecoveryInterval = Options.ReconnectDelay,
+                    RequestedHeartbeat = TimeSpan.FromSeconds(10),
+                };
+                _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            return _connection;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>The channel every publish goes through: each publish completes when RabbitMQ confirms it, and fails when RabbitMQ refuses or returns it.</summary>
+    public async Task<IChannel> PublisherAsync(CancellationToken cancellationToken)
+    {
+        if (_publisher is { IsClosed: false } open)
+        {
+            return open;
+        }
+
+        var connection = await GetAsync(cancellationToken).ConfigureAwait(false);
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_publisher is { IsClosed: false } again)
+            {
+                return again;
+            }
+
+            if (_publisher is not null)
+            {
+                var closed = _publisher;
+                _publisher = null;
+                await closed.DisposeAsync().ConfigureAwait(false);
+            }
+
+            _publisher = await connection.CreateChannelAsync(
+                new CreateChannelOptions(
+                    publisherConfirmationsEnabled: true,
+                    publisherConfirmationTrackingEnabled: true,
+                    outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(Options.MaxOutstandingConfirms, Options.ConfirmThrottlingPercentage)),
+                cancellationToken).ConfigureAwait(false);
+            return _publisher;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>Runs an operation on a channel of its own, closed afterwards: a refused declaration closes only that channel.</summary>
+    public async Task<T> WithChannelAsync<T>(Func<IChannel, Task<T>> operation, CancellationToken cancellationToken, bool confirms = false)
+    {
+        var connection = await GetAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(
+            confirms ? new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true) : null,
+            cancellationToken).ConfigureAwait(false);
+        await using (channel.ConfigureAwait(false))
+        {
+            try
+            {
+                return await operation(channel).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (channel.IsOpen)
+                {
+                    await channel.CloseAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    /// <summary>Declares a durable queue once per process (declaring it again with the same arguments is harmless).</summary>
+    public async Task DeclareAsync(string queue, IDictionary<string, object?> arguments, CancellationToken cancellationToken)
+    {
+        if (_declared.ContainsKey(queue))
+        {
+            return;
+        }
+
+        await WithChannelAsync(
+            async channel =>
+            {
+                await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments, cancellationToken: cancellationToken).ConfigureAwait(false);
+                return true;
+            },
+            cancellationToken).ConfigureAwait(false);
+        _declared[queue] = true;
+    }
+
+    /// <summary>Forgets that a queue was declared, so the next use declares it again (after it was found missing).</summary>
+    public void Forget(string queue) => _declared.TryRemove(queue, out _);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _gate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            _disposed = true;
+            if (_publisher is not null)
+            {
+                await _publisher.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (_connection is not null)
+            {
+                await _connection.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+}

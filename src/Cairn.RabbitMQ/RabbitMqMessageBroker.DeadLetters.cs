@@ -1,0 +1,256 @@
+using Cairn.Envelopes;
+using Cairn.Messaging;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ;
+
+/// <summary>
+/// Dead letters live in a quorum queue beside each queue, <c>&lt;queue&gt;.dlq</c>, each with its reason, failure,
+/// attempts and times in <c>cairn-*</c> headers. AMQP 0-9-1 cannot look at a queue without taking from it, so listing
+/// and finding read the whole dead-letter queue with <c>basic.get</c> and give every message back (a nack with requeue)
+/// at the end: the cost grows with the dead-letter queue's length, and while a listing runs, the messages it holds are
+/// not visible to another listing.
+/// </summary>
+public sealed partial class RabbitMqMessageBroker
+{
+    private long _lastDeadLetterSequence;
+
+    private long NextDeadLetterSequence()
+    {
+        // Time-based so that sequences grow across processes and restarts; strictly increasing within a process.
+        var candidate = _time.GetUtcNow().UtcTicks;
+        while (true)
+        {
+            var last = Interlocked.Read(ref _lastDeadLetterSequence);
+            var next = Math.Max(candidate, last + 1);
+            if (Interlocked.CompareExchange(ref _lastDeadLetterSequence, next, last) == last)
+            {
+                return next;
+            }
+        }
+    }
+
+    private async Task MoveToDeadLettersAsync(HeldLease held, string reason, FailureInfo? failure, int attempts)
+    {
+        var properties = AmqpMessageCodec.Copy(held.Buffered.Properties);
+        var headers = properties.Headers!;
+        var now = _time.GetUtcNow();
+        headers[AmqpMessageCodec.DeadLetterReason] = reason;
+        headers[AmqpMessageCodec.DeadLetteredAt] = AmqpMessageCodec.Format(now);
+        headers[AmqpMessageCodec.DeadLetterSequence] = NextDeadLetterSequence();
+        headers[AmqpMessageCodec.DeadLetterQueue] = held.Queue.Name.Value;
+        headers[AmqpMessageCodec.Receives] = (long)Math.Max(0, attempts);
+        headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
+        headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
+        AmqpMessageCodec.SetFailure(headers, failure);
+        var channel = await _connection.PublisherAsync(CancellationToken.None).ConfigureAwait(false);
+        await channel.BasicPublishAsync("", DeadLettersIn(held.Queue.Name), true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
+        await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private static DeadLetter? ToDeadLetter(QueueName queue, BasicGetResult result)
+    {
+        var message = AmqpMessageCodec.ToMessage(result.BasicProperties, result.Body);
+        if (message is null)
+        {
+            return null;
+        }
+
+        var headers = result.BasicProperties.Headers;
+        return new DeadLetter(message, queue, AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeadLetterSequence))
+        {
+            Reason = AmqpMessageCodec.GetString(headers, AmqpMessageCodec.DeadLetterReason) ?? "dead-lettered outside Cairn",
+            Failure = AmqpMessageCodec.GetFailure(headers),
+            Attempts = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives),
+            FirstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt),
+            LastReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.LastReceivedAt),
+            DeadLetteredAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.DeadLetteredAt) ?? message.Time,
+            EnqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt) ?? message.Time,
+            Redrives = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Redrives),
+        };
+    }
+
+    /// <summary>Reads the dead-letter queue from its head; <paramref name="visit"/> says whether to go on. Every message is given back when the channel closes.</summary>
+    private async Task ScanDeadLettersAsync(QueueName queue, Func<IChannel, BasicGetResult, DeadLetter?, Task<(bool GoOn, bool Settled)>> visit, CancellationToken cancellationToken, bool confirms = false, Func<Task>? beforeGet = null)
+    {
+        await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+        await _connection.WithChannelAsync(
+            async channel =>
+            {
+                // What this channel took stays unacknowledged until the scan ends, so basic.get never returns it twice.
+                var held = new List<ulong>();
+                while (true)
+                {
+                    if (beforeGet is not null)
+                    {
+                        await beforeGet().ConfigureAwait(false);
+                    }
+
+                    var result = await channel.BasicGetAsync(DeadLettersIn(queue), autoAck: false, cancellationToken).ConfigureAwait(false);
+                    if (result is null)
+                    {
+                        break;
+                    }
+
+                    var (goOn, settled) = await visit(channel, result, ToDeadLetter(queue, result)).ConfigureAwait(false);
+                    if (!settled)
+                    {
+                        held.Add(result.DeliveryTag);
+                    }
+
+                    if (!goOn)
+                    {
+                        break;
+                    }
+                }
+
+                if (held.Count > 0)
+                {
+                    // Give the rest back, and wait (boundedly) until the queue counts them again, so that the next
+                    // listing, redrive or purge, on another channel, sees them.
+                    foreach (var tag in held)
+                    {
+                        await channel.BasicNackAsync(tag, multiple: false, requeue: true, cancellationToken).ConfigureAwait(false);
+                    }
+
+                    var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+                    while ((await channel.QueueDeclarePassiveAsync(DeadLettersIn(queue), cancellationToken).ConfigureAwait(false)).MessageCount < held.Count && DateTime.UtcNow < deadline)
+                    {
+                        await Task.Delay(5, cancellationToken).ConfigureAwait(false);
+                    }
+                }
+
+                return true;
+            },
+            cancellationToken,
+            confirms).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
+    {
+        if (limit is < 1 or > 1000)
+        {
+            throw new InvalidMessageException($"The dead-letter listing limit is {limit}; it must be between 1 and 1000.");
+        }
+
+        var found = new List<DeadLetter>();
+        await ScanDeadLettersAsync(
+            queue,
+            (_, _, deadLetter) =>
+            {
+                if (deadLetter is not null && deadLetter.Sequence > afterSequence)
+                {
+                    found.Add(deadLetter);
+                }
+
+                return Task.FromResult((true, false));
+            },
+            cancellationToken).ConfigureAwait(false);
+        return [.. found.OrderBy(d => d.Sequence).Take(limit)];
+    }
+
+    /// <inheritdoc />
+    public async Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
+    {
+        DeadLetter? found = null;
+        await ScanDeadLettersAsync(
+            queue,
+            (_, _, deadLetter) =>
+            {
+                if (deadLetter?.Message.Id == messageId)
+                {
+                    found = deadLetter;
+                }
+
+                return Task.FromResult((found is null, false));
+            },
+            cancellationToken).ConfigureAwait(false);
+        return found;
+    }
+
+    /// <summary>
+    /// Moves dead letters back: each chosen one is published to its queue (or the target), with its receive count reset
+    /// and its redrive count raised, confirmed, and only then taken off the dead-letter queue. It joins the end of the
+    /// queue: RabbitMQ cannot put it back in its old place.
+    /// </summary>
+    public async Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        request.Validate();
+        var target = request.Target ?? queue;
+        await RequireQueueAsync(target, cancellationToken).ConfigureAwait(false);
+        await EnsureDeclaredAsync(target, cancellationToken).ConfigureAwait(false);
+        var chosen = request.MessageIds?.ToHashSet();
+        var pause = request.MessagesPerSecond is { } rate ? TimeSpan.FromSeconds(1 / rate) : TimeSpan.Zero;
+        var moved = 0;
+        var paceNext = false;
+        await ScanDeadLettersAsync(
+            queue,
+            async (channel, result, deadLetter) =>
+            {
+                if (deadLetter is null || (chosen is not null && !chosen.Contains(deadLetter.Message.Id)))
+                {
+                    return (true, false);
+                }
+
+                var properties = AmqpMessageCodec.Copy(result.BasicProperties);
+                var headers = properties.Headers!;
+                foreach (var key in new[] { AmqpMessageCodec.DeadLetterReason, AmqpMessageCodec.DeadLetteredAt, AmqpMessageCodec.DeadLetterSequence, AmqpMessageCodec.DeadLetterQueue, AmqpMessageCodec.Receives, AmqpMessageCodec.FirstReceivedAt, AmqpMessageCodec.LastReceivedAt })
+                {
+                    headers.Remove(key);
+                }
+
+                headers[AmqpMessageCodec.Redrives] = deadLetter.Redrives + 1L;
+                headers[AmqpMessageCodec.EnqueuedAt] = AmqpMessageCodec.Format(_time.GetUtcNow());
+                await channel.BasicPublishAsync("", AmqpName(target), true, properties, result.Body, cancellationToken).ConfigureAwait(false);
+                await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
+                moved++;
+                paceNext = true;
+                return (chosen is null || moved < chosen.Count, true);
+            },
+            cancellationToken,
+            confirms: true,
+            beforeGet: async () =>
+            {
+                // Paced before taking the next one, so a dead letter waiting its turn stays counted in the queue.
+                if (paceNext && pause > TimeSpan.Zero)
+                {
+                    await Task.Delay(pause, _time, cancellationToken).ConfigureAwait(false);
+                }
+
+                paceNext = false;
+            }).ConfigureAwait(false);
+        return moved;
+    }
+
+    /// <inheritdoc />
+    public async Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
+    {
+        if (messageIds is null)
+        {
+            await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+            await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+            return (int)await _connection.WithChannelAsync(c => c.QueuePurgeAsync(DeadLettersIn(queue), cancellationToken), cancellationToken).ConfigureAwait(false);
+        }
+
+        var chosen = messageIds.ToHashSet();
+        var purged = 0;
+        await ScanDeadLettersAsync(
+            queue,
+            async (channel, result, deadLetter) =>
+            {
+                if (deadLetter is not null && chosen.Contains(deadLetter.Message.Id))
+                {
+                    await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
+                    purged++;
+                    return (purged < chosen.Count, true);
+                }
+
+                return (true, false);
+            },
+            cancellationToken).ConfigureAwait(false);
+        return purged;
+    }
+}

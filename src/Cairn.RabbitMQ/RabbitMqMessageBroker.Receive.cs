@@ -1,0 +1,320 @@
+using System.Collections.Concurrent;
+using Cairn.Messaging;
+using Microsoft.Extensions.Logging;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ;
+
+public sealed partial class RabbitMqMessageBroker
+{
+    private readonly ConcurrentDictionary<QueueName, QueueReader> _readers = new();
+    private readonly SemaphoreSlim _readerGate = new(1, 1);
+    private readonly ConcurrentDictionary<long, HeldLease> _leases = new();
+    private readonly Task _sweeper;
+    private long _nextLease;
+
+    /// <summary>A delivery this process holds under a lease: the RabbitMQ delivery it stands for, until settled or expired.</summary>
+    private sealed record HeldLease(QueueReader Reader, BufferedDelivery Buffered, Delivery Delivery, QueueDefinition Queue, DateTimeOffset ReceivedAt)
+    {
+        public DateTimeOffset ExpiresAt { get; set; } = Delivery.LeaseExpiresAt;
+
+        public bool Current => Buffered.Generation == Reader.Generation;
+    }
+
+    /// <summary>
+    /// Leases up to <see cref="ReceiveOptions.MaxMessages"/> deliveries that RabbitMQ pushed to this process's reader of
+    /// the queue (started on the first receive, with <see cref="RabbitMqOptions.Prefetch"/>). A delivery past its queue's
+    /// retention is acknowledged and dropped; one whose lease ran out on its last allowed receive is dead-lettered.
+    /// </summary>
+    public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var definition = await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        var reader = await ReaderAsync(queue, cancellationToken).ConfigureAwait(false);
+        var deliveries = new List<Delivery>();
+        var waitUntil = _time.GetUtcNow() + options.Wait;
+        while (true)
+        {
+            while (deliveries.Count < options.MaxMessages && reader.TryTake(out var buffered))
+            {
+                Delivery? delivery;
+                try
+                {
+                    delivery = await LeaseAsync(reader, buffered, definition, options.Lease ?? definition.Lease).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Dead-lettering it failed (RabbitMQ is away): give it back, to be dealt with on its next delivery.
+                    _logger.LogWarning(ex, "Could not dead-letter or drop a delivery from {Queue}; it is given back.", queue);
+                    await SafelyAsync(() => reader.Channel.BasicNackAsync(buffered.Tag, false, true).AsTask(), "give back a delivery").ConfigureAwait(false);
+                    continue;
+                }
+
+                if (delivery is not null)
+                {
+                    deliveries.Add(delivery);
+                }
+            }
+
+            var left = waitUntil - _time.GetUtcNow();
+            if (deliveries.Count > 0 || left <= TimeSpan.Zero || !await reader.WaitAsync(left, cancellationToken).ConfigureAwait(false))
+            {
+                return deliveries;
+            }
+        }
+    }
+
+    private async Task<QueueReader> ReaderAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        if (_readers.TryGetValue(queue, out var reader))
+        {
+            return reader;
+        }
+
+        await _readerGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (!_readers.TryGetValue(queue, out reader))
+            {
+                await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+                reader = await QueueReader.StartAsync(_connection, AmqpName(queue), cancellationToken).ConfigureAwait(false);
+                _readers[queue] = reader;
+            }
+
+            return reader;
+        }
+        finally
+        {
+            _readerGate.Release();
+        }
+    }
+
+    private async Task<Delivery?> LeaseAsync(QueueReader reader, BufferedDelivery buffered, QueueDefinition definition, TimeSpan lease)
+    {
+        var headers = buffered.Properties.Headers;
+        var now = _time.GetUtcNow();
+        var message = AmqpMessageCodec.ToMessage(buffered.Properties, buffered.Body);
+        var earlier = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives);
+        var redeliveries = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeliveryCount);
+        var receiveCount = (int)Math.Min(int.MaxValue, earlier + redeliveries + 1);
+        var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt) ?? message?.Time ?? now;
+        var delivery = message is null
+            ? null
+            : new Delivery(message, new LeaseToken(definition.Name, Interlocked.Increment(ref _nextLease), receiveCount))
+            {
+                ReceiveCount = receiveCount,
+                FirstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt) ?? now,
+                EnqueuedAt = enqueuedAt,
+                LeaseExpiresAt = now + lease,
+                PreviousLeaseExpired = buffered.Redelivered,
+                LastFailure = AmqpMessageCodec.GetFailure(headers),
+            };
+        if (delivery is null)
+        {
+            var foreign = new HeldLease(reader, buffered, new Delivery(new Message(default, "unreadable", "", now, "application/octet-stream", buffered.Body), new LeaseToken(definition.Name, 0, 0)), definition, now);
+            await MoveToDeadLettersAsync(foreign, "the message is not a CloudEvent in AMQP's binary mode (no cloudEvents:id or cloudEvents:type header)", null, attempts: receiveCount).ConfigureAwait(false);
+            return null;
+        }
+
+        var held = new HeldLease(reader, buffered, delivery, definition, now);
+        if (now - enqueuedAt > definition.Retention)
+        {
+            await SafelyAsync(() => reader.Channel.BasicAckAsync(buffered.Tag, false).AsTask(), "drop a message past its retention").ConfigureAwait(false);
+            return null;
+        }
+
+        if (receiveCount > definition.MaxReceiveCount)
+        {
+            await MoveToDeadLettersAsync(held, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, attempts: receiveCount - 1).ConfigureAwait(false);
+            return null;
+        }
+
+        _leases[delivery.Lease.Sequence] = held;
+        return delivery;
+    }
+
+    /// <summary>Takes a lease out of the held ones, or fails with <see cref="LeaseLostException"/>.</summary>
+    private HeldLease Take(LeaseToken lease)
+    {
+        if (_leases.TryRemove(lease.Sequence, out var held) && held.Delivery.Lease == lease)
+        {
+            if (held.Current)
+            {
+                return held;
+            }
+
+            throw new LeaseLostException(lease, "the RabbitMQ channel it was delivered on has closed; RabbitMQ delivers the message again");
+        }
+
+        throw new LeaseLostException(lease, "it is not held: it was settled, or its lease ran out and the message was given back to RabbitMQ");
+    }
+
+    private HeldLease Peek(LeaseToken lease) =>
+        _leases.TryGetValue(lease.Sequence, out var held) && held.Delivery.Lease == lease && held.Current
+            ? held
+            : throw new LeaseLostException(lease, "it is not held: it was settled, or its lease ran out, or its channel closed");
+
+    /// <summary>Acknowledges RabbitMQ deliveries: every lease is checked before any is acknowledged.</summary>
+    public async Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(leases);
+        CheckDistinct(leases);
+        foreach (var lease in leases)
+        {
+            Peek(lease);
+        }
+
+        foreach (var lease in leases)
+        {
+            var held = Take(lease);
+            await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static void CheckDistinct(IReadOnlyList<LeaseToken> leases)
+    {
+        if (leases.Distinct().Count() != leases.Count)
+        {
+            throw new InvalidMessageException("The same lease is acknowledged twice in one call.");
+        }
+    }
+
+    /// <summary>
+    /// Gives a delivery back after <paramref name="delay"/>: a copy carrying the receive count and the failure is
+    /// published (to the queue, or to the delay queue of that delay, which dead-letters it back when its time is up),
+    /// confirmed, and only then is the delivery acknowledged. On its last allowed receive it is dead-lettered instead.
+    /// </summary>
+    public async Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken)
+    {
+        if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
+        {
+            throw new InvalidMessageException($"The release delay is {delay}; it must be between 0 and 365 days.");
+        }
+
+        var held = Take(lease);
+        if (held.Delivery.ReceiveCount >= held.Queue.MaxReceiveCount)
+        {
+            await MoveToDeadLettersAsync(held, $"it failed on each of its {held.Queue.MaxReceiveCount} allowed receives", failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount).ConfigureAwait(false);
+            return;
+        }
+
+        await RepublishAsync(held, held.Delivery.ReceiveCount, failure ?? held.Delivery.LastFailure, delay, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Gives a delivery back untried: a copy with the receive count it had before this receive, visible at once.</summary>
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
+    {
+        var held = Take(lease);
+        return RepublishAsync(held, held.Delivery.ReceiveCount - 1, held.Delivery.LastFailure, TimeSpan.Zero, cancellationToken);
+    }
+
+    /// <summary>Sets the lease to <paramref name="duration"/> from now. RabbitMQ itself closes a channel whose delivery stays unacknowledged past its <c>consumer_timeout</c> (30 minutes by default).</summary>
+    public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
+    {
+        if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+        {
+            throw new InvalidMessageException($"The lease extension is {duration}; it must be between 1 ms and 12 hours.");
+        }
+
+        Peek(lease).ExpiresAt = _time.GetUtcNow() + duration;
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Moves a delivery to the queue's dead-letter queue (<c>&lt;queue&gt;.dlq</c>) with the reason, then acknowledges it.</summary>
+    public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(reason))
+        {
+            throw new InvalidMessageException("A dead-letter reason is required.");
+        }
+
+        var held = Take(lease);
+        return MoveToDeadLettersAsync(held, reason, failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount);
+    }
+
+    private async Task RepublishAsync(HeldLease held, int receives, FailureInfo? failure, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var properties = AmqpMessageCodec.Copy(held.Buffered.Properties);
+        var headers = properties.Headers!;
+        headers[AmqpMessageCodec.Receives] = (long)Math.Max(0, receives);
+        headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
+        headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
+        AmqpMessageCodec.SetFailure(headers, failure);
+        var target = AmqpName(held.Queue.Name);
+        if (delay > TimeSpan.Zero)
+        {
+            target = await DelayQueueAsync(held.Queue.Name, delay, cancellationToken).ConfigureAwait(false);
+        }
+
+        var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
+        await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
+        await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// The queue that holds messages released with <paramref name="delay"/> (rounded up to whole seconds past 10 s, to
+    /// keep the number of such queues small): a quorum queue whose messages expire after the delay and are then
+    /// dead-lettered back to their queue, at least once; the queue deletes itself when unused for a while.
+    /// </summary>
+    private async Task<string> DelayQueueAsync(QueueName queue, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var ms = (long)Math.Ceiling(delay.TotalMilliseconds);
+        if (ms > 10_000)
+        {
+            ms = (ms + 999) / 1000 * 1000;
+        }
+
+        ms = Math.Min(ms, uint.MaxValue);
+        var name = $"{AmqpName(queue)}.delay.{ms}";
+        var arguments = QuorumArguments();
+        arguments["x-message-ttl"] = ms;
+        arguments["x-dead-letter-exchange"] = "";
+        arguments["x-dead-letter-routing-key"] = AmqpName(queue);
+        arguments["x-dead-letter-strategy"] = "at-least-once";
+        arguments["x-overflow"] = "reject-publish";
+        arguments["x-expires"] = Math.Min(ms * 2 + 600_000, uint.MaxValue);
+        await _connection.DeclareAsync(name, arguments, cancellationToken).ConfigureAwait(false);
+        return name;
+    }
+
+    /// <summary>Gives back the deliveries whose lease ran out, so RabbitMQ delivers them again (counting a receive).</summary>
+    private async Task SweepLeasesAsync(CancellationToken cancellationToken)
+    {
+        await Task.Yield();
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(100), _time, cancellationToken).ConfigureAwait(false);
+            var now = _time.GetUtcNow();
+            foreach (var (sequence, held) in _leases)
+            {
+                if (held.ExpiresAt > now && held.Current)
+                {
+                    continue;
+                }
+
+                if (_leases.TryRemove(sequence, out var expired) && expired.Current)
+                {
+                    await SafelyAsync(() => expired.Reader.Channel.BasicNackAsync(expired.Buffered.Tag, false, true).AsTask(), "give back a delivery whose lease ran out").ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    private async Task SafelyAsync(Func<Task> action, string what)
+    {
+        try
+        {
+            await action().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The channel is gone: RabbitMQ delivers the message again once the connection recovers.
+            _logger.LogWarning(ex, "Could not {What} on RabbitMQ; it is delivered again after the channel recovers.", what);
+        }
+    }
+
+    internal static bool IsUnroutable(Exception exception) => exception is global::RabbitMQ.Client.Exceptions.PublishException { IsReturn: true };
+
+    internal static BasicProperties PropertiesFor(Message message, DateTimeOffset enqueuedAt) => AmqpMessageCodec.ToProperties(message, enqueuedAt);
+}

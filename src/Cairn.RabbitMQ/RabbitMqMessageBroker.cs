@@ -1,0 +1,236 @@
+using System.Collections.Concurrent;
+using Cairn.Envelopes;
+using Cairn.Messaging;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Cairn.RabbitMQ;
+
+/// <summary>
+/// A broker whose queues are RabbitMQ quorum queues, wrapped around a backend's own broker so that one backend
+/// transaction still holds everything a commit writes. A commit's appends, inbox record and checkpoints go to the
+/// backend as before; its sends and publishes go into the backend's outbox (a backend queue per RabbitMQ queue, named
+/// <c>rabbitmq.out:&lt;queue&gt;</c>) in the same backend transaction, and its acknowledgements of RabbitMQ deliveries
+/// are sent once that transaction has committed. The <see cref="RabbitMqOutboxRelay"/> publishes what the outbox
+/// holds, with publisher confirms, and settles each outbox message only after RabbitMQ confirmed it.
+/// Topics and subscriptions stay in the backend: a publish is filtered there, at commit, into the outbox of each
+/// subscribed queue whose rule it passes.
+/// </summary>
+public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDisposable
+{
+    /// <summary>The prefix of the backend queues that hold what waits to be published to RabbitMQ.</summary>
+    public const string OutboxPrefix = "rabbitmq.out:";
+
+    /// <summary>The suffix of a queue's dead-letter queue in RabbitMQ.</summary>
+    public const string DeadLetterSuffix = ".dlq";
+
+    private readonly IMessageBroker _backend;
+    private readonly RabbitMqConnection _connection;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<QueueName, QueueDefinition> _queues = new();
+    private readonly CancellationTokenSource _disposing = new();
+
+    /// <summary>Wraps <paramref name="backend"/>, whose database keeps the outbox, the inbox, topics and queue settings.</summary>
+    public RabbitMqMessageBroker(IMessageBroker backend, RabbitMqOptions options, ILogger<RabbitMqMessageBroker>? logger = null, TimeProvider? timeProvider = null)
+    {
+        ArgumentNullException.ThrowIfNull(backend);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _backend = backend;
+        _connection = new RabbitMqConnection(options);
+        _time = timeProvider ?? TimeProvider.System;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _sweeper = SweepLeasesAsync(_disposing.Token);
+    }
+
+    /// <summary>The backend's broker, which holds the outbox.</summary>
+    public IMessageBroker Backend => _backend;
+
+    /// <summary>The settings.</summary>
+    public RabbitMqOptions Options => _connection.Options;
+
+    internal RabbitMqConnection Connection => _connection;
+
+    internal ILogger Logger => _logger;
+
+    /// <summary>Raised when this process declares a queue, so the relay starts on its outbox at once.</summary>
+    internal event Action<QueueName>? QueueDeclared;
+
+    /// <summary>Raised after a commit put messages into the outbox of these queues.</summary>
+    internal event Action<IReadOnlyCollection<QueueName>>? OutboxWritten;
+
+    /// <summary>The backend queue that holds what waits to be published to <paramref name="queue"/>.</summary>
+    public static QueueName OutboxOf(QueueName queue) => new(OutboxPrefix + queue.Value);
+
+    /// <summary>The RabbitMQ queue an outbox queue feeds, or null when <paramref name="backendQueue"/> is not an outbox.</summary>
+    public static QueueName? QueueOfOutbox(QueueName backendQueue) =>
+        backendQueue.Value.StartsWith(OutboxPrefix, StringComparison.Ordinal) ? new QueueName(backendQueue.Value[OutboxPrefix.Length..]) : (QueueName?)null;
+
+    /// <summary>The name of a queue in RabbitMQ: <see cref="RabbitMqOptions.QueuePrefix"/> and the queue's name.</summary>
+    public string AmqpName(QueueName queue) => Options.QueuePrefix + queue.Value;
+
+    /// <summary>The name of a queue's dead-letter queue in RabbitMQ.</summary>
+    public string DeadLettersIn(QueueName queue) => AmqpName(queue) + DeadLetterSuffix;
+
+    internal static Dictionary<string, object?> QuorumArguments() => new(StringComparer.Ordinal) { ["x-queue-type"] = "quorum" };
+
+    /// <inheritdoc />
+    public async Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        queue.Validate();
+        if (queue.Fifo)
+        {
+            throw new InvalidMessageException($"Queue '{queue.Name}': Fifo is not supported over RabbitMQ (a quorum queue has no message groups); declare it without Fifo, or keep it in the backend.");
+        }
+
+        if (queue.Name.Value.Length + OutboxPrefix.Length > MessagingNames.MaxLength)
+        {
+            throw new InvalidMessagingNameException("queue", queue.Name.Value, $"over RabbitMQ a queue name is at most {MessagingNames.MaxLength - OutboxPrefix.Length} characters, since its outbox is named '{OutboxPrefix}<queue>'");
+        }
+
+        if (queue.Name.Value.StartsWith(OutboxPrefix, StringComparison.Ordinal))
+        {
+            throw new InvalidMessagingNameException("queue", queue.Name.Value, $"names starting with '{OutboxPrefix}' are the RabbitMQ outbox's own");
+        }
+
+        await _backend.DeclareQueueAsync(queue with { Name = OutboxOf(queue.Name) }, cancellationToken).ConfigureAwait(false);
+        await EnsureDeclaredAsync(queue.Name, cancellationToken).ConfigureAwait(false);
+        _queues[queue.Name] = queue;
+        QueueDeclared?.Invoke(queue.Name);
+    }
+
+    /// <summary>Declares the queue and its dead-letter queue in RabbitMQ (once per process).</summary>
+    internal async Task EnsureDeclaredAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        await _connection.DeclareAsync(AmqpName(queue), QuorumArguments(), cancellationToken).ConfigureAwait(false);
+        await _connection.DeclareAsync(DeadLettersIn(queue), QuorumArguments(), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public async Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        if (queue.Value.Length + OutboxPrefix.Length > MessagingNames.MaxLength)
+        {
+            return null;
+        }
+
+        var stored = await _backend.GetQueueAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+        if (stored is null)
+        {
+            return null;
+        }
+
+        var definition = stored with { Name = queue };
+        _queues[queue] = definition;
+        return definition;
+    }
+
+    /// <summary>The queue's settings, from this process's cache or the backend; <see cref="QueueNotFoundException"/> when it was never declared.</summary>
+    internal async Task<QueueDefinition> RequireQueueAsync(QueueName queue, CancellationToken cancellationToken) =>
+        _queues.TryGetValue(queue, out var known)
+            ? known
+            : await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false) ?? throw new QueueNotFoundException(queue);
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
+    {
+        var all = await _backend.ListQueuesAsync(cancellationToken).ConfigureAwait(false);
+        return [.. all.Where(q => QueueOfOutbox(q.Name) is not null).Select(q => q with { Name = QueueOfOutbox(q.Name)!.Value })];
+    }
+
+    /// <inheritdoc />
+    public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken) => _backend.DeclareTopicAsync(topic, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(subscription);
+        await _backend.ListSubscriptionsAsync(subscription.Topic, cancellationToken).ConfigureAwait(false); // an unknown topic is named first
+        await RequireQueueAsync(subscription.Queue, cancellationToken).ConfigureAwait(false);
+        await _backend.SubscribeAsync(new TopicSubscription(subscription.Topic, subscription.Name, OutboxOf(subscription.Queue), subscription.Rule), cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken) => _backend.UnsubscribeAsync(topic, subscription, cancellationToken);
+
+    /// <inheritdoc />
+    public async Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
+    {
+        var subscriptions = await _backend.ListSubscriptionsAsync(topic, cancellationToken).ConfigureAwait(false);
+        return [.. subscriptions.Select(s => QueueOfOutbox(s.Queue) is { } queue ? new TopicSubscription(s.Topic, s.Name, queue, s.Rule) : s)];
+    }
+
+    /// <summary>
+    /// What a queue holds: <see cref="QueueStats.Visible"/> counts the messages ready in RabbitMQ, those taken ahead by
+    /// this process's reader but not yet received, and those in the outbox due now; <see cref="QueueStats.Delayed"/> the
+    /// outbox's delayed ones; <see cref="QueueStats.Leased"/> this process's leases; <see cref="QueueStats.DeadLettered"/>
+    /// the dead-letter queue's messages. Deliveries another process holds are counted by none.
+    /// </summary>
+    public async Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+        var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+        var (ready, deadLettered) = await _connection.WithChannelAsync(
+            async channel =>
+            {
+                var main = await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false);
+                var dlq = await channel.QueueDeclarePassiveAsync(DeadLettersIn(queue), cancellationToken).ConfigureAwait(false);
+                return ((long)main.MessageCount, (long)dlq.MessageCount);
+            },
+            cancellationToken).ConfigureAwait(false);
+        var leased = _leases.Values.Count(l => l.Delivery.Queue == queue);
+        var buffered = _readers.TryGetValue(queue, out var reader) ? reader.Buffered : 0;
+        return new QueueStats
+        {
+            Queue = queue,
+            Visible = ready + buffered + outbox.Visible + outbox.Leased,
+            Leased = leased,
+            Delayed = outbox.Delayed,
+            DeadLettered = deadLettered,
+        };
+    }
+
+    /// <summary>How many messages of a queue are on their way to this process's reader: in the outbox and due, or ready in RabbitMQ.</summary>
+    internal async Task<long> InTransitAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+        var ready = await _connection.WithChannelAsync(async channel => (await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false)).MessageCount, cancellationToken).ConfigureAwait(false);
+        return outbox.Visible + outbox.Leased + ready;
+    }
+
+    /// <inheritdoc />
+    public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken) => _backend.PruneInboxAsync(consumer, before, cancellationToken);
+
+    /// <inheritdoc />
+    public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken) => _backend.WasProcessedAsync(consumer, messageId, cancellationToken);
+
+    /// <summary>Stops the readers and closes the connection; the backend's broker is its owner's to dispose.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_disposing.IsCancellationRequested)
+        {
+            return;
+        }
+
+        await _disposing.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _sweeper.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        foreach (var reader in _readers.Values)
+        {
+            await reader.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _connection.DisposeAsync().ConfigureAwait(false);
+        _disposing.Dispose();
+    }
+}

@@ -1,0 +1,77 @@
+using Cairn.Messaging;
+
+namespace Cairn.RabbitMQ;
+
+/// <summary>How Cairn talks to RabbitMQ: where it is, how many deliveries it takes ahead, and how its relay paces itself.</summary>
+public sealed record RabbitMqOptions
+{
+    /// <summary>The broker's address, <c>amqp://user:password@host:port/vhost</c> (or <c>amqps://</c>).</summary>
+    public required Uri Uri { get; init; }
+
+    /// <summary>
+    /// Put before every queue name in RabbitMQ (<c>billing</c> becomes <c>&lt;prefix&gt;billing</c>), so that several
+    /// applications, or tests, share a virtual host without sharing queues. Empty by default; at most 64 characters.
+    /// </summary>
+    public string QueuePrefix { get; init; } = "";
+
+    /// <summary>The name this process's connection shows in RabbitMQ's tools.</summary>
+    public string ClientName { get; init; } = "cairn";
+
+    /// <summary>
+    /// How many unacknowledged deliveries RabbitMQ sends one queue's reader ahead of its receives (AMQP prefetch):
+    /// the bound on the deliveries buffered in this process per queue, leased or not. 64 by default (1–65,535).
+    /// </summary>
+    public ushort Prefetch { get; init; } = 64;
+
+    /// <summary>
+    /// How many publishes may await their confirm at once on the publishing channel. RabbitMQ.Client starts slowing
+    /// publishes down once <see cref="ConfirmThrottlingPercentage"/> of these are outstanding, so this is set well above
+    /// <see cref="RelayBatchSize"/>: a whole batch goes out without being throttled. 1,024 by default.
+    /// </summary>
+    public int MaxOutstandingConfirms { get; init; } = 1024;
+
+    /// <summary>The share of <see cref="MaxOutstandingConfirms"/> at which publishes are slowed down (1–100); 50 by default, as RabbitMQ.Client's.</summary>
+    public int ConfirmThrottlingPercentage { get; init; } = 50;
+
+    /// <summary>How many outbox messages the relay takes and publishes at once, per queue (1–1,000); 256 by default.</summary>
+    public int RelayBatchSize { get; init; } = 256;
+
+    /// <summary>How long the relay's receive from an empty outbox waits for a message before it looks again; 1 s by default.</summary>
+    public TimeSpan RelayPollWait { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How often the relay looks for outbox queues that another process declared; 5 s by default.</summary>
+    public TimeSpan RelayRescanInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>The first pause after a failure to reach RabbitMQ; doubled on each failure up to <see cref="MaxReconnectDelay"/>. 200 ms by default.</summary>
+    public TimeSpan ReconnectDelay { get; init; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>The longest pause between attempts to reach RabbitMQ; 10 s by default.</summary>
+    public TimeSpan MaxReconnectDelay { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Refuses impossible settings with <see cref="InvalidMessageException"/> naming the setting.</summary>
+    public void Validate()
+    {
+        if (Uri is null || (Uri.Scheme != "amqp" && Uri.Scheme != "amqps"))
+        {
+            throw new InvalidMessageException($"RabbitMqOptions.Uri is '{Uri}'; it must be an amqp:// or amqps:// address.");
+        }
+
+        Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !QueuePrefix.Any(char.IsControl) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
+        Check(!string.IsNullOrWhiteSpace(ClientName), nameof(ClientName), "is empty");
+        Check(Prefetch >= 1, nameof(Prefetch), $"is {Prefetch}; it must be between 1 and 65535");
+        Check(MaxOutstandingConfirms is >= 1 and <= 65_536, nameof(MaxOutstandingConfirms), $"is {MaxOutstandingConfirms}; it must be between 1 and 65536");
+        Check(ConfirmThrottlingPercentage is >= 1 and <= 100, nameof(ConfirmThrottlingPercentage), $"is {ConfirmThrottlingPercentage}; it must be between 1 and 100");
+        Check(RelayBatchSize is >= 1 and <= 1000, nameof(RelayBatchSize), $"is {RelayBatchSize}; it must be between 1 and 1000");
+        Check(RelayPollWait >= TimeSpan.FromMilliseconds(1) && RelayPollWait <= TimeSpan.FromMinutes(5), nameof(RelayPollWait), $"is {RelayPollWait}; it must be between 1 ms and 5 minutes");
+        Check(RelayRescanInterval >= TimeSpan.FromMilliseconds(10), nameof(RelayRescanInterval), $"is {RelayRescanInterval}; it must be at least 10 ms");
+        Check(ReconnectDelay >= TimeSpan.FromMilliseconds(1) && ReconnectDelay <= MaxReconnectDelay, nameof(ReconnectDelay), $"is {ReconnectDelay}; it must be at least 1 ms and at most MaxReconnectDelay ({MaxReconnectDelay})");
+    }
+
+    private static void Check(bool ok, string setting, string fault)
+    {
+        if (!ok)
+        {
+            throw new InvalidMessageException($"RabbitMqOptions.{setting} {fault}.");
+        }
+    }
+}

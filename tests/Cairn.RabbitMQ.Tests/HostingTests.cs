@@ -1,0 +1,128 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Sqlite;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>
+/// The transport registered with <c>UseRabbitMq</c> beside the SQLite backend: hosted consumers, the relay, and the
+/// fault test, which kills and restarts a broker of its own while messages go out through the outbox.
+/// </summary>
+public sealed class HostingTests : IDisposable
+{
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-tests", Guid.NewGuid().ToString("N"));
+
+    public HostingTests() => Directory.CreateDirectory(_directory);
+
+    public void Dispose()
+    {
+        SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    private IHost Host(string uri, QueueName queue, string consumer, int concurrency = 4)
+    {
+        var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o => o
+                .UseSqlite($"Data Source={Path.Combine(_directory, "cairn.db")}")
+                .UseRabbitMq(uri, r => r with { RelayPollWait = TimeSpan.FromMilliseconds(200), ReconnectDelay = TimeSpan.FromMilliseconds(100), MaxReconnectDelay = TimeSpan.FromSeconds(1) }))
+            .AddQueue(queue)
+            .AddConsumer(
+                queue,
+                (context, _) =>
+                {
+                    // The effect: an event per handled message, committed with the inbox record and the acknowledgement.
+                    context.Append(new StreamName($"effect-{context.Message.Id:N}"), ExpectedVersion.Any, new EventData(MessageId.New(), "message.handled", context.Message.Data.ToArray()));
+                    return ValueTask.CompletedTask;
+                },
+                c => new ConsumerOptions(c.Queue, consumer) { Concurrency = concurrency, PollWait = TimeSpan.FromSeconds(1), Retry = c.Retry with { InitialDelay = TimeSpan.FromMilliseconds(100), MaxDelay = TimeSpan.FromSeconds(1) } });
+        return builder.Build();
+    }
+
+    private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    private static async Task<Dictionary<string, int>> EffectsAsync(IHost host)
+    {
+        var effects = new Dictionary<string, int>();
+        await foreach (var recorded in host.Services.GetRequiredService<IEventStore>().ReadAllAsync())
+        {
+            if (recorded.Type == "message.handled")
+            {
+                effects[recorded.Stream.Value] = effects.GetValueOrDefault(recorded.Stream.Value) + 1;
+            }
+        }
+
+        return effects;
+    }
+
+    [Fact]
+    public async Task use_rabbitmq_wraps_the_backend_and_a_message_delivered_twice_is_handled_once()
+    {
+        var queue = new QueueName(RabbitMqServer.NewName("hosted"));
+        // One at a time: the repeat is handled after the first copy's commit, so the inbox check before the handler sees it.
+        using var host = Host(RabbitMqServer.Uri, queue, "billing", concurrency: 1);
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        var once = Numbered(1);
+
+        // The same message id twice: as the relay does when it crashes between a confirm and the outbox acknowledgement.
+        await broker.SendAsync(queue, once);
+        await broker.SendAsync(queue, once);
+        await broker.SendAsync(queue, Numbered(2));
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await Wait.UntilAsync(() => monitor.Find("billing")!.Status is { Handled: 2, Duplicates: 1 }, "both messages were handled and the repeat recognised");
+
+        Assert.All((await EffectsAsync(host)).Values, count => Assert.Equal(1, count));
+        Assert.Equal(2, (await EffectsAsync(host)).Count);
+        Assert.IsType<SqliteMessageBroker>(((RabbitMqMessageBroker)((Diagnostics.InstrumentedMessageBroker)broker).Inner).Backend);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task after_the_broker_is_killed_and_restarted_every_outbox_message_is_delivered_and_none_is_handled_twice()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("fault"));
+        using var host = Host(rabbit.Uri, queue, "fault");
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        const int Total = 300;
+        var sent = 0;
+
+        async Task SendAsync(int count)
+        {
+            for (var i = 0; i < count; i += 10)
+            {
+                await broker.SendBatchAsync(queue, Enumerable.Range(sent, 10).Select(Numbered));
+                sent += 10;
+            }
+        }
+
+        await SendAsync(100);
+        await Wait.UntilAsync(() => monitor.Find("fault")!.Status.Handled > 0, "the consumer handled a first message");
+        await rabbit.HaltAsync();
+
+        // The outbox is the backend's: sends commit while RabbitMQ is down, and wait there.
+        await SendAsync(100);
+        await rabbit.ResumeAsync();
+        await SendAsync(100);
+
+        await Wait.UntilAsync(() => monitor.Find("fault")!.Status.Handled >= Total, $"all {Total} messages were handled (handled so far: {monitor.Find("fault")!.Status.Handled})");
+        var effects = await EffectsAsync(host);
+        Assert.Equal(Total, effects.Count);
+        Assert.All(effects.Values, count => Assert.Equal(1, count));
+        Assert.Equal(Total, monitor.Find("fault")!.Status.Handled);
+        var outbox = await ((RabbitMqMessageBroker)((Diagnostics.InstrumentedMessageBroker)broker).Inner).Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default);
+        Assert.Equal(0, outbox.Visible + outbox.Leased + outbox.Delayed);
+        await host.StopAsync();
+    }
+}

@@ -1,0 +1,105 @@
+using System.Diagnostics;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>
+/// The RabbitMQ the tests run against: the address in <c>CAIRN_RABBITMQ</c>, which <c>./test.sh</c> sets after starting
+/// a throwaway broker with <c>tests/rabbitmq.sh</c>. Without it every test fails, saying how to run them: a test of
+/// this transport is never skipped for want of a broker, in CI or elsewhere.
+/// </summary>
+internal static class RabbitMqServer
+{
+    private static readonly Lazy<string> Resolved = new(Resolve);
+
+    public static string Uri => Resolved.Value;
+
+    /// <summary>A queue or topic name no other test uses.</summary>
+    public static string NewName(string prefix) => $"{prefix}-{Guid.NewGuid():N}";
+
+    private static string Resolve()
+    {
+        var uri = Environment.GetEnvironmentVariable("CAIRN_RABBITMQ");
+        if (!string.IsNullOrWhiteSpace(uri))
+        {
+            return uri;
+        }
+
+        if (Environment.GetEnvironmentVariable("CI") == "true")
+        {
+            throw new InvalidOperationException("CAIRN_RABBITMQ is not set, and in CI no RabbitMQ test may be skipped: run ./test.sh, which starts a throwaway RabbitMQ with tests/rabbitmq.sh.");
+        }
+
+        throw new InvalidOperationException(
+            "CAIRN_RABBITMQ is not set. Run ./test.sh, or start a throwaway RabbitMQ and run the tests against it: "
+            + "eval \"$(tests/rabbitmq.sh start)\" && dotnet test tests/Cairn.RabbitMQ.Tests; tests/rabbitmq.sh stop");
+    }
+
+    /// <summary>The script that runs throwaway brokers, found from the test's directory up to the repository root.</summary>
+    public static string Script
+    {
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            {
+                var candidate = Path.Combine(dir.FullName, "tests", "rabbitmq.sh");
+                if (File.Exists(candidate))
+                {
+                    return candidate;
+                }
+            }
+
+            throw new InvalidOperationException("tests/rabbitmq.sh was not found above " + AppContext.BaseDirectory);
+        }
+    }
+
+    /// <summary>Runs the script with arguments and returns its standard output; fails with its standard error.</summary>
+    public static async Task<string> RunScriptAsync(params string[] arguments)
+    {
+        var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Script);
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(3));
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"rabbitmq.sh {string.Join(' ', arguments)} failed ({process.ExitCode}): {await error}");
+        }
+
+        return await output;
+    }
+}
+
+/// <summary>A broker of this test's own, for tests that stop and start it; deleted on dispose.</summary>
+internal sealed class OwnRabbitMq : IAsyncDisposable
+{
+    private OwnRabbitMq(string uri, string directory)
+    {
+        Uri = uri;
+        Directory = directory;
+    }
+
+    public string Uri { get; }
+
+    public string Directory { get; }
+
+    public static async Task<OwnRabbitMq> StartAsync()
+    {
+        var exports = await RabbitMqServer.RunScriptAsync("start");
+        string Value(string name) => exports.Split('\n').Single(l => l.StartsWith($"export {name}=", StringComparison.Ordinal)).Split('=', 2)[1].Trim('\'');
+        return new OwnRabbitMq(Value("CAIRN_RABBITMQ"), Value("CAIRN_RABBITMQ_DIR"));
+    }
+
+    /// <summary>Kills the node (as a crash would), keeping its data.</summary>
+    public Task HaltAsync() => RabbitMqServer.RunScriptAsync("halt", Directory);
+
+    /// <summary>Starts the halted node again on the same port, with its data.</summary>
+    public Task ResumeAsync() => RabbitMqServer.RunScriptAsync("resume", Directory);
+
+    public async ValueTask DisposeAsync() => await RabbitMqServer.RunScriptAsync("stop", Directory);
+}

@@ -1,0 +1,264 @@
+using System.Diagnostics;
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Messaging.Filtering;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ.Tests;
+
+public sealed class TransportTests
+{
+    private static readonly ReceiveOptions Waiting = new() { MaxMessages = 10, Wait = TimeSpan.FromSeconds(20) };
+
+    private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    private static async Task<IReadOnlyList<Delivery>> ReceiveAsync(IMessageBroker broker, QueueName queue, int count)
+    {
+        var received = new List<Delivery>();
+        while (received.Count < count)
+        {
+            var batch = await broker.ReceiveAsync(queue, Waiting with { MaxMessages = count - received.Count }, default).Bounded();
+            Assert.NotEmpty(batch);
+            received.AddRange(batch);
+        }
+
+        return received;
+    }
+
+    [Fact]
+    public async Task a_sent_message_reaches_rabbitmq_through_the_outbox_and_is_received_with_its_envelope()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("orders"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var sent = Numbered(7) with { Subject = "order-7", CorrelationId = "flow-1", Metadata = new Dictionary<string, string> { ["tenant"] = "t1" } };
+
+        var result = await sut.Broker.SendAsync(queue, sent);
+        var delivery = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+
+        Assert.Equal(1, result.MessagesEnqueued);
+        Assert.Equal(sent.Id, delivery.Message.Id);
+        Assert.Equal("test.message", delivery.Message.Type);
+        Assert.Equal("urn:test", delivery.Message.Source);
+        Assert.Equal("order-7", delivery.Message.Subject);
+        Assert.Equal("flow-1", delivery.Message.CorrelationId);
+        Assert.Equal("t1", delivery.Message.Metadata["tenant"]);
+        Assert.Equal("{\"n\":7}", Encoding.UTF8.GetString(delivery.Message.Data.Span));
+        Assert.Equal(1, delivery.ReceiveCount);
+        Assert.False(delivery.PreviousLeaseExpired);
+        await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+        await Assert.ThrowsAsync<LeaseLostException>(() => sut.Broker.AcknowledgeAsync([delivery.Lease], default));
+        Assert.Equal(0, (await sut.Broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default)).Visible);
+    }
+
+    [Fact]
+    public async Task the_amqp_headers_carry_every_cloudevents_attribute_as_the_amqp_binding_names_them()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("headers"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var sent = Numbered(1) with
+        {
+            Subject = "order-1",
+            DataSchema = "urn:schema:test.message:1",
+            CorrelationId = "flow-9",
+            CausationId = "cause-3",
+            TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            Metadata = new Dictionary<string, string> { ["tenant"] = "t9" },
+        };
+        await sut.Broker.SendAsync(queue, sent);
+
+        // Read as any AMQP client would, without Cairn.
+        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
+        await using var connection = await factory.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        BasicGetResult? raw = null;
+        await Wait.UntilAsync(async () => (raw = await channel.BasicGetAsync(queue.Value, autoAck: true)) is not null, "the relay published the message");
+
+        var headers = raw!.BasicProperties.Headers!;
+        string Header(string name) => Encoding.UTF8.GetString(Assert.IsType<byte[]>(headers[name]));
+        Assert.Equal("1.0", Header("cloudEvents:specversion"));
+        Assert.Equal(sent.Id.ToString(), Header("cloudEvents:id"));
+        Assert.Equal("test.message", Header("cloudEvents:type"));
+        Assert.Equal("urn:test", Header("cloudEvents:source"));
+        Assert.Equal("order-1", Header("cloudEvents:subject"));
+        Assert.Equal("urn:schema:test.message:1", Header("cloudEvents:dataschema"));
+        Assert.Equal("flow-9", Header("cloudEvents:correlationid"));
+        Assert.Equal("cause-3", Header("cloudEvents:causationid"));
+        Assert.Equal(sent.TraceParent, Header("cloudEvents:traceparent"));
+        Assert.Equal("t9", Header("cloudEvents:tenant"));
+        Assert.True(DateTimeOffset.TryParse(Header("cloudEvents:time"), out _));
+        Assert.Equal("application/json", raw.BasicProperties.ContentType);
+        Assert.Equal(sent.Id.ToString(), raw.BasicProperties.MessageId);
+        Assert.Equal("flow-9", raw.BasicProperties.CorrelationId);
+        Assert.Equal(DeliveryModes.Persistent, raw.BasicProperties.DeliveryMode);
+        Assert.Equal("{\"n\":1}", Encoding.UTF8.GetString(raw.Body.Span));
+    }
+
+    [Fact]
+    public async Task a_publish_fans_out_to_the_subscribed_queues_whose_filter_rule_it_passes()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var topic = new TopicName(RabbitMqServer.NewName("orders"));
+        var dutch = new QueueName(RabbitMqServer.NewName("dutch"));
+        var all = new QueueName(RabbitMqServer.NewName("all"));
+        await sut.Broker.DeclareTopicAsync(topic, default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(dutch), default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(all), default);
+        await sut.Broker.SubscribeAsync(new TopicSubscription(topic, "dutch", dutch, FilterRule.Parse("""{"data":{"country":["NL"]}}""")), default);
+        await sut.Broker.SubscribeAsync(new TopicSubscription(topic, "all", all), default);
+
+        var nl = await sut.Broker.PublishAsync(topic, new OutgoingMessage("order.placed", """{"country":"NL"}"""u8.ToArray()));
+        var de = await sut.Broker.PublishAsync(topic, new OutgoingMessage("order.placed", """{"country":"DE"}"""u8.ToArray()));
+
+        Assert.Equal(2, nl.MessagesEnqueued);
+        Assert.Equal(1, de.MessagesEnqueued);
+        var toAll = await ReceiveAsync(sut.Broker, all, 2);
+        var toDutch = Assert.Single(await ReceiveAsync(sut.Broker, dutch, 1));
+        Assert.Contains("NL", Encoding.UTF8.GetString(toDutch.Message.Data.Span), StringComparison.Ordinal);
+        Assert.Empty(await sut.Broker.ReceiveAsync(dutch, new ReceiveOptions { Wait = TimeSpan.FromMilliseconds(300) }, default));
+        Assert.Equal(2, toAll.Select(d => d.Message.Id).Distinct().Count());
+        var subscriptions = await sut.Broker.ListSubscriptionsAsync(topic, default);
+        Assert.Equal([all, dutch], subscriptions.Select(s => s.Queue).OrderBy(q => q == dutch));
+    }
+
+    [Fact]
+    public async Task a_dead_lettered_message_keeps_its_reason_and_failure_and_is_redriven_to_its_queue()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("mail"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var sent = Numbered(3);
+        await sut.Broker.SendAsync(queue, sent);
+        var delivery = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        var failure = FailureInfo.From(new InvalidOperationException("no template"));
+
+        await sut.Broker.DeadLetterAsync(delivery.Lease, "the template is missing", failure, default);
+
+        var deadLetter = Assert.Single(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
+        Assert.Equal(sent.Id, deadLetter.Message.Id);
+        Assert.Equal("the template is missing", deadLetter.Reason);
+        Assert.Equal(failure.Type, deadLetter.Failure?.Type);
+        Assert.Equal("no template", deadLetter.Failure?.Message);
+        Assert.Equal(1, deadLetter.Attempts);
+        Assert.Equal(queue, deadLetter.Queue);
+        Assert.NotNull(await sut.Broker.GetDeadLetterAsync(queue, sent.Id, default));
+        Assert.Equal(1, (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered);
+
+        Assert.Equal(1, await sut.Broker.RedriveAsync(queue, new RedriveRequest(), default));
+
+        var again = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        Assert.Equal(sent.Id, again.Message.Id);
+        Assert.Equal(1, again.ReceiveCount);
+        Assert.Empty(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
+        await sut.Broker.AcknowledgeAsync([again.Lease], default);
+    }
+
+    [Fact]
+    public async Task a_message_released_on_its_last_allowed_receive_is_dead_lettered_with_the_attempts()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("retry"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 2 }, default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var failure = FailureInfo.From(new TimeoutException("slow"));
+
+        var first = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        await sut.Broker.ReleaseAsync(first.Lease, TimeSpan.Zero, failure, default);
+        var second = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        await sut.Broker.ReleaseAsync(second.Lease, TimeSpan.Zero, failure, default);
+
+        Assert.Equal(2, second.ReceiveCount);
+        Assert.Equal("slow", second.LastFailure?.Message);
+        var deadLetter = Assert.Single(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
+        Assert.Equal("it failed on each of its 2 allowed receives", deadLetter.Reason);
+        Assert.Equal(2, deadLetter.Attempts);
+        Assert.Equal(1, await sut.Broker.PurgeDeadLettersAsync(queue, [deadLetter.Message.Id], default));
+        Assert.Empty(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
+    }
+
+    [Fact]
+    public async Task a_release_with_a_delay_is_delivered_again_only_after_the_delay()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("later"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(5));
+        var first = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        var delay = TimeSpan.FromSeconds(2);
+
+        var released = Stopwatch.StartNew();
+        await sut.Broker.ReleaseAsync(first.Lease, delay, FailureInfo.From(new InvalidOperationException("busy")), default);
+        var early = await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromMilliseconds(500) }, default);
+        var again = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+
+        Assert.Empty(early);
+        Assert.True(released.Elapsed >= delay - TimeSpan.FromMilliseconds(50), $"delivered again after {released.Elapsed}");
+        Assert.Equal(first.Message.Id, again.Message.Id);
+        Assert.Equal(2, again.ReceiveCount);
+        Assert.Equal("busy", again.LastFailure?.Message);
+    }
+
+    [Fact]
+    public async Task a_lease_that_runs_out_gives_the_message_back_and_the_inbox_recognises_the_repeat()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("inbox"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var first = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting with { Lease = TimeSpan.FromMilliseconds(300) }, default).Bounded());
+
+        // Handled and committed, but the acknowledgement never made it (the lease ran out first).
+        var handled = await sut.Broker.CommitAsync(new MessageTransaction().MarkProcessed("billing", first).Send(queue, Numbered(2)), default);
+        var second = await ReceiveAsync(sut.Broker, queue, 2);
+        var repeat = second.Single(d => d.Message.Id == first.Message.Id);
+        var duplicate = await sut.Broker.CommitAsync(new MessageTransaction().MarkProcessed("billing", repeat).Acknowledge(repeat.Lease).Send(queue, Numbered(3)), default);
+
+        Assert.False(handled.AlreadyProcessed);
+        Assert.True(duplicate.AlreadyProcessed);
+        Assert.Equal(2, repeat.ReceiveCount);
+        Assert.True(repeat.PreviousLeaseExpired);
+        Assert.True(await sut.Broker.WasProcessedAsync("billing", first.Message.Id, default));
+        await Assert.ThrowsAsync<LeaseLostException>(() => sut.Broker.AcknowledgeAsync([first.Lease], default));
+        await Assert.ThrowsAsync<LeaseLostException>(() => sut.Broker.AcknowledgeAsync([repeat.Lease], default));
+    }
+
+    [Fact]
+    public async Task a_commit_with_a_lost_lease_writes_nothing()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("lost"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var made = new LeaseToken(queue, 12345, 1);
+
+        await Assert.ThrowsAsync<LeaseLostException>(() => sut.Broker.CommitAsync(
+            new MessageTransaction().Acknowledge(made).Append(new AppendRequest(new StreamName("order-1"), ExpectedVersion.Any, [new EventData(MessageId.New(), "order.placed", "{}"u8.ToArray())])).Send(queue, Numbered(1)),
+            default));
+
+        Assert.Equal(0, (await sut.Broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default)).Visible);
+        Assert.Empty(await ((IEventReader)sut.Store).ReadAllAsync().ToListAsync());
+    }
+
+    [Fact]
+    public async Task bad_input_is_refused_naming_the_field()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var unknown = new QueueName(RabbitMqServer.NewName("unknown"));
+
+        var notFound = await Assert.ThrowsAsync<QueueNotFoundException>(() => sut.Broker.SendAsync(unknown, Numbered(1)));
+        var fifo = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(RabbitMqServer.NewName("fifo")) { Fifo = true }, default));
+        var uri = Assert.Throws<InvalidMessageException>(() => new RabbitMqOptions { Uri = new Uri("http://localhost/") }.Validate());
+        var prefetch = Assert.Throws<InvalidMessageException>(() => new RabbitMqOptions { Uri = new Uri("amqp://localhost/"), RelayBatchSize = 0 }.Validate());
+        var name = await Assert.ThrowsAsync<InvalidMessagingNameException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(new string('q', 120)), default));
+
+        Assert.Equal(unknown, notFound.Queue);
+        Assert.Contains("Fifo", fifo.Message, StringComparison.Ordinal);
+        Assert.Contains("Uri", uri.Message, StringComparison.Ordinal);
+        Assert.Contains("RelayBatchSize", prefetch.Message, StringComparison.Ordinal);
+        Assert.Equal("queue", name.Kind);
+        Assert.Empty(await sut.Broker.ListQueuesAsync(default));
+    }
+}

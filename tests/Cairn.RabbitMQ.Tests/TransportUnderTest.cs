@@ -1,0 +1,53 @@
+using Cairn.EventStore;
+using Cairn.Sqlite;
+using Microsoft.Data.Sqlite;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>A SQLite backend in a temporary file, wrapped by the RabbitMQ transport, with its relay running.</summary>
+internal sealed class TransportUnderTest : IAsyncDisposable
+{
+    private readonly string _directory;
+
+    private TransportUnderTest(string directory, SqliteEventStore store, RabbitMqMessageBroker broker, RabbitMqOutboxRelay relay)
+    {
+        _directory = directory;
+        Store = store;
+        Broker = broker;
+        Relay = relay;
+    }
+
+    public SqliteEventStore Store { get; }
+
+    public RabbitMqMessageBroker Broker { get; }
+
+    public RabbitMqOutboxRelay Relay { get; }
+
+    public static async Task<TransportUnderTest> StartAsync(string? uri = null, Func<RabbitMqOptions, RabbitMqOptions>? configure = null, EventStoreOptions? storeOptions = null)
+    {
+        var address = new Uri(uri ?? RabbitMqServer.Uri); // before anything is created: without a broker, nothing to clean up
+        var directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(directory);
+        var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={Path.Combine(directory, "cairn.db")}" }, storeOptions ?? new EventStoreOptions { Source = "urn:test" });
+        var options = new RabbitMqOptions { Uri = address, RelayPollWait = TimeSpan.FromMilliseconds(200), MaxReconnectDelay = TimeSpan.FromSeconds(1) };
+        var broker = new RabbitMqMessageBroker(new SqliteMessageBroker(store), configure?.Invoke(options) ?? options, timeProvider: storeOptions?.TimeProvider);
+        var relay = new RabbitMqOutboxRelay(broker);
+        await relay.StartAsync(default);
+        return new TransportUnderTest(directory, store, broker, relay);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Relay.StopAsync(default);
+        await Broker.DisposeAsync();
+        Store.Dispose();
+        SqliteConnection.ClearAllPools();
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
