@@ -9,9 +9,10 @@ namespace Cairn.Postgres;
 public static class CairnPostgresExtensions
 {
     /// <summary>
-    /// Stores events and checkpoints in PostgreSQL, shared by every process that names the same database and schema:
-    /// <c>services.AddCairn(o => o.UsePostgres("Host=db;Database=app;Username=app"))</c>. The schema is created and
-    /// migrated on start. Messaging, projections, workflows and the schema registry are not on this backend yet.
+    /// Stores events, checkpoints, read models and snapshots in PostgreSQL, shared by every process that names the same
+    /// database and schema: <c>services.AddCairn(o => o.UsePostgres("Host=db;Database=app;Username=app"))</c>. The
+    /// schema is created and migrated on start. Each hosted projection runs in one process at a time and moves to
+    /// another when that one dies. Messaging, workflows and the schema registry are not on this backend yet.
     /// </summary>
     public static CairnOptions UsePostgres(this CairnOptions options, string connectionString, Func<PostgresEventStoreOptions, PostgresEventStoreOptions>? configure = null)
     {
@@ -32,6 +33,8 @@ public static class CairnPostgresExtensions
         return options.UseBackend(
             "postgres",
             Open,
-            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<Projections.IProjectionStore>(services => new PostgresProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>()), services.GetService<ILogger<PostgresProjectionStore>>()))
+            .UseBackendPart<Domain.ISnapshotStore>(services => new PostgresSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
     }
 }

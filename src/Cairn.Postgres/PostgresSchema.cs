@@ -17,10 +17,14 @@ internal static partial class PostgresSchema
     private static readonly (int Version, string Description, Func<string, string[]> Statements)[] Migrations =
     [
         (1, "events, streams and checkpoints", Migration1),
+        (3, "projections and snapshots", Migration3),
     ];
 
     /// <summary>The schema version this library writes and reads.</summary>
     public static int CurrentVersion => Migrations[^1].Version;
+
+    /// <summary>How many migrations there are, each recorded once in <c>migrations</c> when it runs.</summary>
+    public static int MigrationCount => Migrations.Length;
 
     /// <summary>The first key of the migration lock; the second is the schema's <see cref="SchemaKey"/>.</summary>
     private const int MigrationLockClass = 0x43414D47; // "CAMG"

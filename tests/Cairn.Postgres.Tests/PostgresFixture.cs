@@ -10,14 +10,17 @@ public sealed class PostgresFixture : IStoreFixture
     {
         var schema = PostgresServer.NewSchema();
         var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema }, options);
+        var projections = new PostgresProjectionStore(store);
         return Task.FromResult(new StoreUnderTest(
             store,
             new PostgresCheckpointStore(store),
             async () =>
             {
+                await projections.DisposeAsync();
                 await store.DisposeAsync();
                 await PostgresServer.DropSchemaAsync(schema);
-            }));
+            },
+            projections: projections));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
