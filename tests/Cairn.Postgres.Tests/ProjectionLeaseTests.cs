@@ -110,6 +110,26 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_inline_projection_run_by_one_process_is_applied_by_the_appends_of_the_other_in_their_transaction()
+    {
+        var first = await StartAsync(ProjectionLifecycle.Inline);
+        await Wait.UntilAsync(() => first.Runner.Status.State == ProjectionState.Live, "the first process runs the projection");
+        var second = await StartAsync(ProjectionLifecycle.Inline);
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "the second process stands by");
+
+        // No wait: each append has applied the projection before it returns, whichever process made it.
+        for (var i = 0; i < 6; i++)
+        {
+            var process = i % 2 == 0 ? second : first;
+            var position = await process.PlaceAsync($"o{i}");
+            await AssertAppliedOnceAsync(second, events: i + 1, position);
+        }
+
+        Assert.Equal(3, first.Projection.Applied);
+        Assert.Equal(3, second.Projection.Applied);
+    }
+
+    [Fact]
     public async Task A_lease_cannot_be_taken_twice_and_is_free_once_released()
     {
         var first = await StartProcessAsync();
@@ -166,16 +186,16 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
         await command.ExecuteNonQueryAsync();
     }
 
-    private async Task<Process> StartAsync()
+    private async Task<Process> StartAsync(ProjectionLifecycle lifecycle = ProjectionLifecycle.Async)
     {
-        var process = await StartProcessAsync();
+        var process = await StartProcessAsync(lifecycle);
         await process.Runner.StartAsync(default);
         return process;
     }
 
-    private Task<Process> StartProcessAsync()
+    private Task<Process> StartProcessAsync(ProjectionLifecycle lifecycle = ProjectionLifecycle.Async)
     {
-        var process = new Process(_schema);
+        var process = new Process(_schema, lifecycle);
         _processes.Add(process);
         return Task.FromResult(process);
     }
@@ -185,11 +205,11 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
     {
         private bool _disposed;
 
-        public Process(string schema)
+        public Process(string schema, ProjectionLifecycle lifecycle)
         {
             Store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema });
             Projections = new PostgresProjectionStore(Store) { LeaseCheckInterval = TimeSpan.FromMilliseconds(100) };
-            Projection = new TallyingProjection();
+            Projection = new TallyingProjection { Lifecycle = lifecycle };
             Runner = new ProjectionRunner(Projection, Store, Projections, Orders.Serializer());
             ReadModels = new ReadModels(Projections, Orders.Serializer(), [Projection]);
         }

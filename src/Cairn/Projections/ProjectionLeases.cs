@@ -5,7 +5,8 @@ namespace Cairn.Projections;
 /// <see cref="IProjectionStore"/>): a projection's runner holds the projection's lease while it applies, so one
 /// process at a time does the work and another takes over when the holder dies. On a store without it (one process,
 /// or in memory) every runner runs at once; the position each batch expects still keeps two runners from applying an
-/// event twice, and the lease only saves the work they would repeat.
+/// event twice, and the lease only saves the work they would repeat. Runners of one store share its lease. An inline
+/// projection is applied by the appends of every process that attaches it, once the holder has made it live.
 /// </summary>
 public interface IProjectionLeases
 {

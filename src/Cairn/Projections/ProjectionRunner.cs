@@ -299,6 +299,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
             return null;
         }
 
+        if (Projection.Lifecycle == ProjectionLifecycle.Inline)
+        {
+            // This process's appends apply the projection too, once the process holding the lease has made it live.
+            _projections.AttachInline(Projection, _applier.Apply);
+        }
+
         var acquiring = leases.AcquireAsync(Projection.Name, stop);
         if (!acquiring.IsCompleted)
         {
