@@ -36,21 +36,22 @@ public sealed partial class PostgresProjectionStore
         }
 
         var attached = _inline.ToArray();
-        var live = new List<(string Projection, long Build, long Position)>(attached.Length);
-        await using (var select = context.Command($"SELECT projection, id, position FROM {_s}.projection_builds WHERE projection = ANY($1) AND serving AND live ORDER BY projection FOR UPDATE"))
+        var live = new List<(string Projection, long Build, long Position, string Shape)>(attached.Length);
+        await using (var select = context.Command($"SELECT projection, id, position, shape FROM {_s}.projection_builds WHERE projection = ANY($1) AND serving AND live ORDER BY projection FOR UPDATE"))
         {
             select.Parameters.Add(new NpgsqlParameter { Value = attached.Select(a => a.Key).ToArray() });
             await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                live.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)));
+                live.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3)));
             }
         }
 
         var head = appended.LastPosition.Value;
-        foreach (var (name, build, position) in live)
+        foreach (var (name, build, position, shape) in live)
         {
-            if (position >= head || !_inline.TryGetValue(name, out var inline))
+            // A build of another shape (code deployed with a changed shape, which its runner refuses) is left alone.
+            if (position >= head || !_inline.TryGetValue(name, out var inline) || inline.Projection.Shape != shape)
             {
                 continue;
             }

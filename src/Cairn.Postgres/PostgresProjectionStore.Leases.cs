@@ -235,16 +235,33 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
                 await leases.CancelAsync().ConfigureAwait(false);
             }
 
-            if (connection is not null)
+            if (connection is null)
             {
-                try
+                return;
+            }
+
+            try
+            {
+                if (connection.FullState == System.Data.ConnectionState.Open)
                 {
-                    await connection.DisposeAsync().ConfigureAwait(false);
+                    // Back to the pool as any other connection: without the timeout, and without a lock.
+                    var sql = connection.PostgreSqlVersion.Major >= 14 ? "RESET idle_session_timeout; SELECT pg_advisory_unlock_all()" : "SELECT pg_advisory_unlock_all()";
+                    await using var reset = new NpgsqlCommand(sql, connection);
+                    await reset.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
                 }
-                catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException)
-                {
-                    // Broken already.
-                }
+            }
+            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException)
+            {
+                // Broken: the pool will not hand it out again.
+            }
+
+            try
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException)
+            {
+                // Broken already.
             }
         }
 

@@ -12,7 +12,9 @@ namespace Cairn.Projections;
 /// rebuild fills a shadow build from position 0 beside it, switching atomically once the shadow has caught up. An
 /// inline projection is applied by the appends themselves once caught up; the runner brings it there and runs its
 /// rebuilds. A failing event is retried, then meets the projection's <see cref="ProjectionFailurePolicy"/>; a failing
-/// store is retried with a growing delay. Every state is visible in <see cref="Status"/> and in metrics.
+/// store is retried with a growing delay. On a store shared by several processes that offers leases
+/// (<see cref="IProjectionLeases"/>), it applies only while it holds its projection's lease, and stands by otherwise.
+/// Every state is visible in <see cref="Status"/> and in metrics.
 /// </summary>
 public sealed class ProjectionRunner : IAsyncDisposable
 {
