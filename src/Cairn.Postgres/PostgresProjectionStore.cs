@@ -17,7 +17,7 @@ namespace Cairn.Postgres;
 /// a time, the one holding its lease (<see cref="IProjectionLeases"/>): a session-level advisory lock on a connection
 /// of its own, released by the server when that connection ends. Queries read the serving build on pooled connections.
 /// </summary>
-public sealed partial class PostgresProjectionStore : IProjectionStore, IAsyncDisposable
+public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposable, IAsyncDisposable
 {
     private readonly PostgresEventStore _store;
     private readonly ILogger _logger;
@@ -130,8 +130,11 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IAsyncDi
             return (long)(await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
         });
 
-    /// <summary>Closes the connection holding this store's leases, releasing them for other processes.</summary>
+    /// <summary>Releases this store's leases for other processes, and gives their connection back.</summary>
     public ValueTask DisposeAsync() => _leases.DisposeAsync();
+
+    /// <summary>Releases this store's leases for other processes (a container disposed synchronously calls this).</summary>
+    public void Dispose() => _leases.DisposeAsync().AsTask().GetAwaiter().GetResult();
 
     /// <summary>The column of an indexed field.</summary>
     private static string Column(DocumentIndex index) => "\"ix_" + index.Name + "\"";
