@@ -43,10 +43,16 @@ public sealed partial class PostgresProjectionStore
 
     private async Task<ProjectionBatchResult> ApplyInContextAsync(PostgresWriteContext context, ProjectionBatch batch, CancellationToken cancellationToken)
     {
+        // Locks in one order everywhere (the append lock, the projection's lock, a build's row), so none waits in a cycle.
         if (batch.CatchUpToHead is not null)
         {
-            // First, as appends take it before the build's row: the head stays still until the switch commits.
+            // The head stays still until the switch commits.
             await context.LockAppendsAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (batch.GoLive)
+        {
+            await LockProjectionAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false);
         }
 
         // The row lock makes a second runner's batch wait for this one and then find the position moved.
@@ -101,7 +107,6 @@ public sealed partial class PostgresProjectionStore
         {
             if (!serving)
             {
-                await LockProjectionAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false);
                 foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
                 {
                     await DropBuildAsync(context, old.Id, cancellationToken).ConfigureAwait(false);
