@@ -193,13 +193,15 @@ public sealed partial class PostgresProjectionStore
         if (projection.SqlTables.Count > 0)
         {
             // The DDL names its table unqualified ({table}, and indexes such as {table}_by_day): it runs with the
-            // store's schema as the only one searched, for the rest of this transaction. A command, not a batch:
-            // Npgsql splits its statements.
+            // store's schema as the only one searched, and the search path is put back after it, as other work may
+            // share the transaction. A command, not a batch: Npgsql splits its statements.
             var ddl = new StringBuilder("SET LOCAL search_path TO ").Append(_s).Append(";\n");
             foreach (var table in projection.SqlTables)
             {
                 ddl.Append(table.CreateSql.Replace("{table}", SqlTableName(id, table.Name), StringComparison.Ordinal)).Append(";\n");
             }
+
+            ddl.Append("SET LOCAL search_path TO DEFAULT");
 
             await using var create = context.Command(ddl.ToString());
             try
