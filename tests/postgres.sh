@@ -4,9 +4,15 @@
 #   eval "$(tests/postgres.sh start)"   # starts one; prints the exports of CAIRN_POSTGRES and CAIRN_POSTGRES_DIR
 #   tests/postgres.sh env [dir]         # prints those exports again for a running one
 #   tests/postgres.sh stop [dir]        # stops it and deletes its directory (dir defaults to $CAIRN_POSTGRES_DIR)
+#   tests/postgres.sh restart dir [fast|immediate]   # restarts it on the same port; immediate is a crash
+#
+# CAIRN_POSTGRES_SYNC_COMMIT=on starts a cluster whose commits are in the WAL before they are acknowledged, for
+# tests that crash the server and count on every acknowledged commit; by default commits are asynchronous (faster).
 #
 # Installs Debian's postgresql package when no initdb is found. initdb refuses to run as root, so as root the
 # cluster belongs to the postgres user. Progress goes to stderr; only the exports go to stdout.
+# CAIRN_POSTGRES_DURABLE=1 keeps PostgreSQL's durable defaults (fsync, synchronous_commit, full_page_writes on), for
+# benchmarks; by default they are off, since a test cluster is thrown away.
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -73,12 +79,13 @@ start() {
   fi
 
   # A throwaway cluster: no fsync (a crash loses the whole directory anyway), connections for parallel tests.
-  local port attempt
+  local port attempt durability="-c fsync=off -c synchronous_commit=${CAIRN_POSTGRES_SYNC_COMMIT:-off} -c full_page_writes=off"
+  if [ "${CAIRN_POSTGRES_DURABLE:-}" = 1 ]; then durability=""; fi
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     port_in_use "$port" && continue
     if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" >&2; then
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=400" >&2; then
       echo "$port" >"$dir/port"
       break
     fi
@@ -114,12 +121,22 @@ stop() {
   rm -rf "$dir"
 }
 
+restart() {
+  local dir="$1" mode="${2:-fast}"
+  [ -f "$dir/port" ] || { log "restart: no running cluster in '$dir'"; exit 1; }
+  case "$mode" in fast|immediate) ;; *) log "restart: the mode is fast or immediate, not '$mode'"; exit 2 ;; esac
+  local bin; bin="$(find_bindir)"
+  # pg_ctl restart starts the server again with the options it was started with (postmaster.opts).
+  as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -m "$mode" -w -t 60 restart >&2
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop "${2:-}" ;;
+  restart) restart "${2:-}" "${3:-fast}" ;;
   env)
     dir="${2:-${CAIRN_POSTGRES_DIR:-}}"
     [ -f "$dir/port" ] || { log "env: no running cluster in '$dir'"; exit 1; }
     exports "$dir" ;;
-  *) echo "usage: $0 start|stop [dir]|env [dir]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [dir]|env [dir]|restart dir [fast|immediate]" >&2; exit 2 ;;
 esac

@@ -1,13 +1,19 @@
 namespace Cairn.Benchmarks;
 
-/// <summary>The command line: <c>[--quick] [--only W1,M2] [--json FILE] [--cairn-only]</c>, parsed by hand (four flags need no library).</summary>
+/// <summary>The command line: <c>[--quick] [--only W1,M2] [--postgres] [--pg-no-fsync] [--json FILE] [--cairn-only]</c>, parsed by hand (a few flags need no library).</summary>
 internal sealed record BenchOptions
 {
-    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1"];
+    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1", "PW1", "PW2", "PW3", "PW4"];
+
+    /// <summary>The PostgreSQL workloads: run only when named (<c>--postgres</c> or <c>--only</c>), since they need a server.</summary>
+    public static readonly IReadOnlyList<string> PostgresWorkloads = ["PW1", "PW2", "PW3", "PW4"];
 
     public bool Quick { get; init; }
 
-    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(AllWorkloads, StringComparer.OrdinalIgnoreCase);
+    public IReadOnlySet<string> Only { get; init; } = new HashSet<string>(AllWorkloads.Except(PostgresWorkloads), StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>False with <c>--pg-no-fsync</c>: the server the bench starts keeps tests/postgres.sh's fsync off.</summary>
+    public bool PostgresDurable { get; init; } = true;
 
     public string? JsonPath { get; init; }
 
@@ -24,12 +30,16 @@ internal sealed record BenchOptions
     public const string Usage = """
         Cairn benchmarks: every workload runs against Cairn and against a raw Microsoft.Data.Sqlite baseline in the same run.
 
-        usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,M2] [--json FILE]
+        usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,M2] [--postgres] [--json FILE]
 
           --quick        every workload, smaller and shorter (a smoke test)
-          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3 P1 P2 O1 O2 S1
+          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3 P1 P2 O1 O2 S1 PW1 PW2 PW3 PW4
                          (--only P1,P2: the projections alone; --only O1,O2: the workflows;
-                         --only S1: schema validation on append)
+                         --only S1: schema validation on append; --only PW2: one PostgreSQL workload)
+          --postgres     the PostgreSQL workloads PW1-PW4 (not run unless named): Cairn, Marten Rich and Quick, raw
+                         Npgsql, on CAIRN_POSTGRES if set, else on a server started (and stopped) with tests/postgres.sh
+          --pg-no-fsync  keep tests/postgres.sh's fsync=off and synchronous_commit=off on the server the bench starts
+                         (by default it starts it with PostgreSQL's durable defaults; CAIRN_POSTGRES is used as it is)
           --json FILE    also write the figures as a JSON array: id, value, unit, baseline, ratio
           --cairn-only   skip the baselines (to profile Cairn alone; ratios are then empty)
           --help         this text
@@ -50,6 +60,8 @@ internal sealed record BenchOptions
         O2 the same checkout as a choreography through a topic: orders completed/s, 100 in flight
         Schemas (baseline: the same appends with validation Off):
         S1 appends of an order validated against its schema (Reject): 16 single-event writers, and batches of 100; events/s
+        PostgreSQL event store (baselines: Marten Rich and Quick, raw Npgsql; all on one server):
+        PW1 W1 on PostgreSQL, 1 and 16 writers   PW2 W2 on PostgreSQL   PW3 W3 on PostgreSQL   PW4 W4 on PostgreSQL
         """;
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> naming the bad one.</summary>
@@ -63,6 +75,12 @@ internal sealed record BenchOptions
             {
                 case "--quick":
                     options = options with { Quick = true };
+                    break;
+                case "--postgres":
+                    options = options with { Only = new HashSet<string>(PostgresWorkloads, StringComparer.OrdinalIgnoreCase) };
+                    break;
+                case "--pg-no-fsync":
+                    options = options with { PostgresDurable = false };
                     break;
                 case "--cairn-only":
                     options = options with { CairnOnly = true };

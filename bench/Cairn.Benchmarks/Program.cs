@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Cairn.Benchmarks.Postgres;
 using Cairn.Benchmarks.Workloads;
 
 namespace Cairn.Benchmarks;
@@ -39,6 +40,7 @@ internal static class Program
             return 0;
         }
 
+        await using var postgres = new BenchPostgres(options.PostgresDurable);
         var clock = Stopwatch.StartNew();
         foreach (var line in MachineInfo.Describe())
         {
@@ -65,6 +67,10 @@ internal static class Program
             ("O1", () => O1Workflows.RunAsync(scale)),
             ("O2", () => O2Choreography.RunAsync(scale)),
             ("S1", () => S1SchemaValidation.RunAsync(scale)),
+            ("PW1", () => PgW1ManyStreams.RunAsync(scale, postgres)),
+            ("PW2", () => PgW2Batches.RunAsync(scale, postgres)),
+            ("PW3", () => PgW3ReadAll.RunAsync(scale, postgres)),
+            ("PW4", () => PgW4Contention.RunAsync(scale, postgres)),
         };
         foreach (var (id, run) in workloads.Where(w => options.Runs(w.Id)))
         {
@@ -104,6 +110,12 @@ internal static class Program
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"S1 is the median of {scale.Rounds} round(s) per side of {scale.Duration.TotalSeconds:0.#} s after {scale.Warmup.TotalSeconds:0.#} s, validation Reject and Off alternating, each with a fresh file and host; its ratio is validated / off."));
+        }
+
+        if (BenchOptions.PostgresWorkloads.Any(options.Runs))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"PW1, PW2 and PW4 are the median of {scale.Rounds} round(s) per side (Cairn, Marten Rich, Marten Quick, raw Npgsql), the first side rotating, each with fresh tables; PW3 the median of {scale.ReadRuns} reads per side. Each PWn row is Cairn against raw Npgsql, each PWn-marten row Cairn against Marten's faster mode in the same run."));
         }
 
         Console.WriteLine();

@@ -26,13 +26,14 @@ public static class CairnCli
     /// <summary>The command could not run: bad arguments, a missing or unreadable file, an unreachable backend.</summary>
     public const int Error = 2;
 
-    /// <summary>The root command with every Cairn command: <c>schemas</c>.</summary>
+    /// <summary>The root command with every Cairn command: <c>schemas</c> and <c>storage</c>.</summary>
     public static RootCommand CreateRootCommand(IServiceProvider services)
     {
         ArgumentNullException.ThrowIfNull(services);
         return new RootCommand("Cairn's commands, run against this application's event types and backend.")
         {
             CairnCommands.Schemas(services),
+            CairnCommands.Storage(services),
         };
     }
 

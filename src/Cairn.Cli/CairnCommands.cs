@@ -32,6 +32,25 @@ public static class CairnCommands
         };
     }
 
+    /// <summary>
+    /// <c>storage</c>: the backend's tables, for a deployment step.
+    /// <list type="bullet">
+    /// <item><c>storage status</c>: their version and the one this Cairn expects; exits with
+    /// <see cref="CairnCli.CheckFailed"/> when they differ.</item>
+    /// <item><c>storage migrate</c>: creates or migrates them (safe beside starting processes).</item>
+    /// </list>
+    /// </summary>
+    public static Command Storage(IServiceProvider services)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        var actions = new StorageActions(services);
+        var status = new Command("status", "Shows the version of the backend's tables and the one this Cairn expects; fails when they differ.");
+        status.SetAction((parse, cancellationToken) => actions.StatusAsync(Writers(parse), cancellationToken));
+        var migrate = new Command("migrate", "Creates or migrates the backend's tables to the version this Cairn expects.");
+        migrate.SetAction((parse, cancellationToken) => actions.MigrateAsync(Writers(parse), cancellationToken));
+        return new Command("storage", "Shows and migrates the version of the backend's tables.") { status, migrate };
+    }
+
     private static Command Check(SchemaActions actions)
     {
         var snapshot = new Option<string>("--snapshot") { Description = "The saved snapshot of the registry to check against (a JSON file).", HelpName = "file" };

@@ -35,6 +35,8 @@ public static class CairnPostgresExtensions
             Open,
             services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Projections.IProjectionStore>(services => new PostgresProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>()), services.GetService<ILogger<PostgresProjectionStore>>()))
-            .UseBackendPart<Domain.ISnapshotStore>(services => new PostgresSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            .UseBackendPart<Domain.ISnapshotStore>(services => new PostgresSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<IStorageMigrator>(_ => new PostgresStorageMigrator(postgresOptions));
     }
 }

@@ -12,7 +12,8 @@ public sealed partial class PostgresEventStore
         ThrowIfDisposed();
         var prepared = PreparedAppend.Prepare(request, _options);
         cancellationToken.ThrowIfCancellationRequested();
-        return await WriteAsync(context => context.AppendAsync(prepared, cancellationToken), cancellationToken).ConfigureAwait(false);
+        ThrowIfDisposed();
+        return await _writer.AppendAsync(prepared, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -22,25 +23,28 @@ public sealed partial class PostgresEventStore
     internal Func<PostgresWriteContext, AppendResult, CancellationToken, Task>? AfterAppend { get; set; }
 
     /// <summary>
-    /// Runs <paramref name="work"/> in one transaction and commits it; on commit, readers waiting for its appends are
-    /// woken and its <see cref="PostgresWriteContext.OnCommitted"/> actions run. The commit is not cancelled: once the
-    /// work is done, a cancellation could no longer tell the caller whether it landed.
+    /// Runs <paramref name="work"/> in a transaction of the process's writer, which commits it together with whatever
+    /// other write work is queued (group commit); completes once it has committed, or with the work's own exception,
+    /// having written nothing. On commit, readers waiting for its appends are woken and its
+    /// <see cref="PostgresWriteContext.OnCommitted"/> actions run. The commit is not cancelled: once the work is done,
+    /// a cancellation could no longer tell the caller whether it landed. Work must write only through the context it
+    /// is given: queuing more write work from inside it is refused.
     /// </summary>
-    internal async Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
+    internal Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
     {
         ThrowIfDisposed();
-        await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        var context = new PostgresWriteContext(this, connection, transaction);
-        var result = await work(context).ConfigureAwait(false);
-        await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
+        return _writer.ExecuteAsync(work, cancellationToken);
+    }
+
+    /// <summary>Called by the writer once a transaction has committed.</summary>
+    internal void Committed(PostgresWriteContext context)
+    {
         if (context.LastAppended > 0)
         {
             _signal.Advance(context.LastAppended);
         }
 
         context.RunCommitted();
-        return result;
     }
 
     /// <summary>The statement taking the append lock; it is held until the transaction ends.</summary>
@@ -67,188 +71,290 @@ public sealed partial class PostgresEventStore
     /// </summary>
     internal async Task<AppendResult> AppendInContextAsync(PostgresWriteContext context, PreparedAppend append, CancellationToken cancellationToken)
     {
-        var connection = context.Connection;
-        var transaction = context.Transaction;
-        var names = new string[append.Streams.Count];
-        var ids = new Guid[append.EventCount];
-        var n = 0;
-        for (var s = 0; s < append.Streams.Count; s++)
+        var state = await ReadAppendStateAsync(context, [append], cancellationToken).ConfigureAwait(false);
+        if (state.TryRetry(append) is { } retried)
         {
-            names[s] = append.Streams[s].Stream.Value;
-            foreach (var e in append.Streams[s].Events)
-            {
-                ids[n++] = e.Id.Value;
-            }
+            return retried;
         }
 
-        var rows = new Dictionary<string, StreamRow>(StringComparer.Ordinal);
-        var stored = new Dictionary<Guid, StreamRules.StoredId>();
-        var locking = !context.HoldsAppendLock;
-        await using (var batch = context.Batch())
-        {
-            if (locking)
-            {
-                batch.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
-            }
-
-            batch.BatchCommands.Add(Command($"SELECT {StreamRow.Columns} FROM {_s}.streams WHERE name = ANY($1)", names));
-            batch.BatchCommands.Add(Command($"SELECT id, stream, version, position FROM {_s}.events WHERE id = ANY($1)", ids));
-            if (locking)
-            {
-                batch.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
-            }
-
-            await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            if (locking)
-            {
-                await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                var row = StreamRow.Read(reader);
-                rows[row.Name] = row;
-            }
-
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                stored[reader.GetGuid(0)] = new StreamRules.StoredId(reader.GetString(1), reader.GetInt64(2), reader.GetInt64(3));
-            }
-
-            if (locking)
-            {
-                await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-                context.Locked(0, long.MinValue);
-                if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    context.Locked(reader.GetInt64(0), reader.GetInt64(1));
-                }
-            }
-        }
-
-        StreamRules.StoredId? Lookup(Envelopes.MessageId id) => stored.TryGetValue(id.Value, out var found) ? found : null;
-        if (stored.Count > 0 && StreamRules.MayBeRetry(append, Lookup))
-        {
-            return StreamRules.CheckRetry(append, Lookup)!;
-        }
-
-        var firstVersions = new long[append.Streams.Count];
-        for (var s = 0; s < append.Streams.Count; s++)
-        {
-            var part = append.Streams[s];
-            var row = rows.GetValueOrDefault(part.Stream.Value);
-            firstVersions[s] = StreamRules.NextVersion(part.Stream, part.ExpectedVersion, row?.State ?? StreamState.NotFound, row?.LastVersion);
-        }
-
+        var firstVersions = state.CheckExpectations(append);
         if (append.Condition is { } condition)
         {
-            await CheckConditionAsync(connection, transaction, condition, cancellationToken).ConfigureAwait(false);
+            await CheckConditionAsync(context.Connection, context.Transaction, condition, cancellationToken).ConfigureAwait(false);
         }
 
-        // An id reused by an append that is not a retry: refused after the expectations, as on every backend.
-        foreach (var part in append.Streams)
-        {
-            foreach (var e in part.Events)
-            {
-                if (stored.ContainsKey(e.Id.Value))
-                {
-                    throw new DuplicateEventIdException(e.Id, "was already appended, and this append is not a retry of the one that wrote it");
-                }
-            }
-        }
-
-        // Commit times never go backwards along the log.
-        var ticks = context.NextTicks(_options.TimeProvider.GetUtcNow().UtcTicks);
-        var head = context.Head;
-        var count = append.EventCount;
-        var positions = new long[count];
-        var streams = new string[count];
-        var categories = new string[count];
-        var system = new bool[count];
-        var versions = new long[count];
-        var types = new string[count];
-        var sources = new string[count];
-        var contentTypes = new string[count];
-        var dataSchemas = new string?[count];
-        var correlations = new string?[count];
-        var causations = new string?[count];
-        var traceParents = new string?[count];
-        var tags = new string?[count];
-        var metadata = new byte[]?[count];
-        var data = new byte[count][];
-        var lastVersions = new long[append.Streams.Count];
-        var results = new StreamAppendResult[append.Streams.Count];
-        var i = 0;
-        for (var s = 0; s < append.Streams.Count; s++)
-        {
-            var part = append.Streams[s];
-            var version = firstVersions[s];
-            foreach (var e in part.Events)
-            {
-                positions[i] = head + 1 + i;
-                streams[i] = part.Stream.Value;
-                categories[i] = part.Stream.Category;
-                system[i] = part.Stream.IsSystem;
-                versions[i] = version++;
-                types[i] = e.Type;
-                sources[i] = e.Source;
-                contentTypes[i] = e.ContentType;
-                dataSchemas[i] = e.DataSchema;
-                correlations[i] = e.CorrelationId;
-                causations[i] = e.CausationId;
-                traceParents[i] = e.TraceParent;
-                tags[i] = e.Tags.Count == 0 ? null : System.Text.Json.JsonSerializer.Serialize(e.Tags as string[] ?? [.. e.Tags], CairnJsonContext.Default.StringArray);
-                metadata[i] = e.MetadataJson;
-                data[i] = e.Data.ToArray();
-                i++;
-            }
-
-            lastVersions[s] = version - 1;
-            results[s] = new StreamAppendResult(part.Stream, firstVersions[s], version - 1);
-        }
-
-        await using (var insert = new NpgsqlCommand(InsertSql, connection, transaction))
-        {
-            var p = insert.Parameters;
-            p.Add(new NpgsqlParameter { Value = names, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = lastVersions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
-            p.Add(new NpgsqlParameter { Value = ticks, NpgsqlDbType = NpgsqlDbType.Bigint });
-            p.Add(new NpgsqlParameter { Value = positions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
-            p.Add(new NpgsqlParameter { Value = ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
-            p.Add(new NpgsqlParameter { Value = streams, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = categories, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = system, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Boolean });
-            p.Add(new NpgsqlParameter { Value = versions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
-            p.Add(new NpgsqlParameter { Value = types, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = sources, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = contentTypes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = dataSchemas, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = correlations, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = causations, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = traceParents, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = tags, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = metadata, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
-            p.Add(new NpgsqlParameter { Value = data, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
-            try
-            {
-                await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "events_id_key")
-            {
-                var duplicate = append.Streams.SelectMany(s => s.Events).First().Id;
-                throw new DuplicateEventIdException(duplicate, "was already appended, and this append is not a retry of the one that wrote it");
-            }
-        }
-
-        context.Appended(head + count);
-        var appended = new AppendResult(results, new GlobalPosition(head + 1), new GlobalPosition(head + count), WasDuplicate: false);
+        var rows = new PendingEvents();
+        var appended = state.Plan(context, append, firstVersions, rows, _options.TimeProvider.GetUtcNow().UtcTicks);
+        await InsertAsync(context, rows, append, cancellationToken).ConfigureAwait(false);
         if (AfterAppend is { } after)
         {
             await after(context, appended, cancellationToken).ConfigureAwait(false);
         }
 
         return appended;
+    }
+
+    /// <summary>
+    /// Appends several unconditional appends in the transaction in hand with two round trips in all: one reads the
+    /// state of every stream and id they touch (taking the append lock), one writes every event that passed its
+    /// checks. Each append is checked in turn against the log and the appends before it, exactly as if it ran alone
+    /// after them; one refused by a check gets its exception and writes nothing, the others go on. Only for appends
+    /// with no condition, when no inline projection must follow each append.
+    /// </summary>
+    internal async Task<IReadOnlyList<(AppendResult? Result, Exception? Error)>> AppendManyInContextAsync(PostgresWriteContext context, IReadOnlyList<PreparedAppend> appends, CancellationToken cancellationToken)
+    {
+        var state = await ReadAppendStateAsync(context, appends, cancellationToken).ConfigureAwait(false);
+        var outcomes = new (AppendResult?, Exception?)[appends.Count];
+        var rows = new PendingEvents();
+        var now = _options.TimeProvider.GetUtcNow().UtcTicks;
+        for (var i = 0; i < appends.Count; i++)
+        {
+            try
+            {
+                outcomes[i] = (state.TryRetry(appends[i]) ?? state.Plan(context, appends[i], state.CheckExpectations(appends[i]), rows, now), null);
+            }
+            catch (CairnException ex)
+            {
+                outcomes[i] = (null, ex);
+            }
+        }
+
+        if (rows.Count > 0)
+        {
+            await InsertAsync(context, rows, null, cancellationToken).ConfigureAwait(false);
+        }
+
+        return outcomes;
+    }
+
+    /// <summary>Reads, under the append lock (taken now unless held), what the appends' checks need.</summary>
+    private async Task<AppendState> ReadAppendStateAsync(PostgresWriteContext context, IReadOnlyList<PreparedAppend> appends, CancellationToken cancellationToken)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var ids = new List<Guid>();
+        foreach (var append in appends)
+        {
+            foreach (var part in append.Streams)
+            {
+                names.Add(part.Stream.Value);
+                foreach (var e in part.Events)
+                {
+                    ids.Add(e.Id.Value);
+                }
+            }
+        }
+
+        var state = new AppendState();
+        var locking = !context.HoldsAppendLock;
+        await using var batch = context.Batch();
+        if (locking)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
+        }
+
+        batch.BatchCommands.Add(Command($"SELECT {StreamRow.Columns} FROM {_s}.streams WHERE name = ANY($1)", names.ToArray()));
+        batch.BatchCommands.Add(Command($"SELECT id, stream, version, position FROM {_s}.events WHERE id = ANY($1)", ids.ToArray()));
+        if (locking)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
+        }
+
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        if (locking)
+        {
+            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var row = StreamRow.Read(reader);
+            state.Streams[row.Name] = row;
+        }
+
+        await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            state.Stored[reader.GetGuid(0)] = new StreamRules.StoredId(reader.GetString(1), reader.GetInt64(2), reader.GetInt64(3));
+        }
+
+        if (locking)
+        {
+            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+            context.Locked(0, long.MinValue);
+            if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                context.Locked(reader.GetInt64(0), reader.GetInt64(1));
+            }
+        }
+
+        return state;
+    }
+
+    /// <summary>Writes the pending streams and events in one statement; <paramref name="single"/> names the append for a duplicate id.</summary>
+    private async Task InsertAsync(PostgresWriteContext context, PendingEvents rows, PreparedAppend? single, CancellationToken cancellationToken)
+    {
+        await using var insert = context.Command(InsertSql);
+        rows.Bind(insert.Parameters);
+        try
+        {
+            await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (single is not null && ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "events_id_key")
+        {
+            var duplicate = single.Streams.SelectMany(s => s.Events).First().Id;
+            throw new DuplicateEventIdException(duplicate, "was already appended, and this append is not a retry of the one that wrote it");
+        }
+    }
+
+    /// <summary>
+    /// The streams and stored ids the appends of one round trip touch, as read under the append lock and then as the
+    /// appends planned so far have changed them.
+    /// </summary>
+    private sealed class AppendState
+    {
+        public Dictionary<string, StreamRow> Streams { get; } = new(StringComparer.Ordinal);
+
+        public Dictionary<Guid, StreamRules.StoredId> Stored { get; } = [];
+
+        private StreamRules.StoredId? Lookup(Envelopes.MessageId id) => Stored.TryGetValue(id.Value, out var found) ? found : null;
+
+        /// <summary>The original result when the append is a retry of one already written; null otherwise.</summary>
+        public AppendResult? TryRetry(PreparedAppend append) =>
+            Stored.Count > 0 && StreamRules.MayBeRetry(append, Lookup) ? StreamRules.CheckRetry(append, Lookup) : null;
+
+        /// <summary>Checks the expected versions and returns the first version each stream part writes.</summary>
+        public long[] CheckExpectations(PreparedAppend append)
+        {
+            var firstVersions = new long[append.Streams.Count];
+            for (var s = 0; s < append.Streams.Count; s++)
+            {
+                var part = append.Streams[s];
+                var row = Streams.GetValueOrDefault(part.Stream.Value);
+                firstVersions[s] = StreamRules.NextVersion(part.Stream, part.ExpectedVersion, row?.State ?? StreamState.NotFound, row?.LastVersion);
+            }
+
+            return firstVersions;
+        }
+
+        /// <summary>
+        /// Refuses an id reused by an append that is not a retry (after the expectations, as on every backend), then
+        /// gives the events their positions after the context's head and adds them to <paramref name="rows"/>.
+        /// </summary>
+        public AppendResult Plan(PostgresWriteContext context, PreparedAppend append, long[] firstVersions, PendingEvents rows, long now)
+        {
+            foreach (var part in append.Streams)
+            {
+                foreach (var e in part.Events)
+                {
+                    if (Stored.ContainsKey(e.Id.Value))
+                    {
+                        throw new DuplicateEventIdException(e.Id, "was already appended, and this append is not a retry of the one that wrote it");
+                    }
+                }
+            }
+
+            // Commit times never go backwards along the log.
+            rows.Ticks = context.NextTicks(now);
+            var head = context.Head;
+            var position = head;
+            var results = new StreamAppendResult[append.Streams.Count];
+            for (var s = 0; s < append.Streams.Count; s++)
+            {
+                var part = append.Streams[s];
+                var version = firstVersions[s];
+                foreach (var e in part.Events)
+                {
+                    position++;
+                    rows.Add(part.Stream, e, position, version);
+                    Stored[e.Id.Value] = new StreamRules.StoredId(part.Stream.Value, version, position);
+                    version++;
+                }
+
+                results[s] = new StreamAppendResult(part.Stream, firstVersions[s], version - 1);
+                var row = Streams.GetValueOrDefault(part.Stream.Value);
+                Streams[part.Stream.Value] = row is null
+                    ? new StreamRow(part.Stream.Value, StreamState.Active, version - 1, new StreamMetadata())
+                    : row with { State = StreamState.Active, LastVersion = version - 1 };
+                rows.StreamWritten(part.Stream.Value, version - 1);
+            }
+
+            context.Appended(position);
+            return new AppendResult(results, new GlobalPosition(head + 1), new GlobalPosition(position), WasDuplicate: false);
+        }
+    }
+
+    /// <summary>The columns of events to insert with one statement, and the last version of each stream they write.</summary>
+    private sealed class PendingEvents
+    {
+        private readonly List<long> _positions = [];
+        private readonly List<Guid> _ids = [];
+        private readonly List<string> _streams = [];
+        private readonly List<string> _categories = [];
+        private readonly List<bool> _system = [];
+        private readonly List<long> _versions = [];
+        private readonly List<string> _types = [];
+        private readonly List<string> _sources = [];
+        private readonly List<string> _contentTypes = [];
+        private readonly List<string?> _dataSchemas = [];
+        private readonly List<string?> _correlations = [];
+        private readonly List<string?> _causations = [];
+        private readonly List<string?> _traceParents = [];
+        private readonly List<string?> _tags = [];
+        private readonly List<byte[]?> _metadata = [];
+        private readonly List<byte[]> _data = [];
+
+        /// <summary>Each written stream's last version; one row per stream, as one upsert may touch a row only once.</summary>
+        private readonly Dictionary<string, long> _lastVersions = new(StringComparer.Ordinal);
+
+        public int Count => _positions.Count;
+
+        /// <summary>The commit time of every event of the statement.</summary>
+        public long Ticks { get; set; }
+
+        public void Add(StreamName stream, PreparedEvent e, long position, long version)
+        {
+            _positions.Add(position);
+            _ids.Add(e.Id.Value);
+            _streams.Add(stream.Value);
+            _categories.Add(stream.Category);
+            _system.Add(stream.IsSystem);
+            _versions.Add(version);
+            _types.Add(e.Type);
+            _sources.Add(e.Source);
+            _contentTypes.Add(e.ContentType);
+            _dataSchemas.Add(e.DataSchema);
+            _correlations.Add(e.CorrelationId);
+            _causations.Add(e.CausationId);
+            _traceParents.Add(e.TraceParent);
+            _tags.Add(e.Tags.Count == 0 ? null : System.Text.Json.JsonSerializer.Serialize(e.Tags as string[] ?? [.. e.Tags], CairnJsonContext.Default.StringArray));
+            _metadata.Add(e.MetadataJson);
+            _data.Add(e.Data.ToArray());
+        }
+
+        public void StreamWritten(string stream, long lastVersion) => _lastVersions[stream] = lastVersion;
+
+        public void Bind(NpgsqlParameterCollection p)
+        {
+            p.Add(new NpgsqlParameter { Value = _lastVersions.Keys.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _lastVersions.Values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+            p.Add(new NpgsqlParameter { Value = Ticks, NpgsqlDbType = NpgsqlDbType.Bigint });
+            p.Add(new NpgsqlParameter { Value = _positions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+            p.Add(new NpgsqlParameter { Value = _ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            p.Add(new NpgsqlParameter { Value = _streams, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _categories, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _system, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Boolean });
+            p.Add(new NpgsqlParameter { Value = _versions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+            p.Add(new NpgsqlParameter { Value = _types, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _sources, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _contentTypes, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _dataSchemas, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _correlations, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _causations, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _traceParents, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _tags, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _metadata, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+            p.Add(new NpgsqlParameter { Value = _data, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bytea });
+        }
     }
 
     /// <summary>

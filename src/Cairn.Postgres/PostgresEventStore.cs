@@ -16,6 +16,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     private readonly EventStoreOptions _options;
     private readonly PostgresEventStoreOptions _postgresOptions;
     private readonly NpgsqlDataSource _dataSource;
+    private readonly PostgresWriter _writer;
     private readonly AppendSignal _signal;
     private readonly ILogger _logger;
     private readonly string _s;
@@ -34,7 +35,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         _signal = new AppendSignal(postgresOptions.ExternalCommitPollInterval);
         _s = PostgresSchema.Quote(postgresOptions.Schema);
         _schemaKey = PostgresSchema.SchemaKey(postgresOptions.Schema);
-        _dataSource = NpgsqlDataSource.Create(postgresOptions.ConnectionString);
+        _dataSource = CreateDataSource(postgresOptions.ConnectionString);
         try
         {
             if (postgresOptions.MigrateOnStart)
@@ -56,6 +57,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
             throw;
         }
 
+        _writer = new PostgresWriter(this, _dataSource, _logger);
         _logger.LogInformation("Cairn PostgreSQL event store opened in schema {Schema} (head {Head}).", postgresOptions.Schema, _signal.Head);
     }
 
@@ -95,6 +97,23 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
         ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
 
+    /// <summary>
+    /// The connection pool. Unless the connection string sets <c>Max Auto Prepare</c>, Npgsql prepares the statements a connection
+    /// runs more than once (the store's statements are few and repeat), so PostgreSQL parses and plans each once per
+    /// connection.
+    /// </summary>
+    private static NpgsqlDataSource CreateDataSource(string connectionString)
+    {
+        var builder = new NpgsqlDataSourceBuilder(connectionString);
+        if (builder.ConnectionStringBuilder.MaxAutoPrepare == 0)
+        {
+            builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
+            builder.ConnectionStringBuilder.AutoPrepareMinUsages = 2;
+        }
+
+        return builder.Build();
+    }
+
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 
     /// <summary>Closes the store's connections.</summary>
@@ -105,6 +124,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
             return;
         }
 
+        _writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _dataSource.Dispose();
     }
 
@@ -116,6 +136,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
             return;
         }
 
+        await _writer.DisposeAsync().ConfigureAwait(false);
         await _dataSource.DisposeAsync().ConfigureAwait(false);
     }
 }

@@ -18,12 +18,13 @@ internal static partial class PostgresSchema
     [
         (1, "events, streams and checkpoints", Migration1),
         (3, "projections and snapshots", Migration3),
+        (4, "the schema registry", RegistryMigration),
     ];
 
     /// <summary>The schema version this library writes and reads.</summary>
     public static int CurrentVersion => Migrations[^1].Version;
 
-    /// <summary>How many migrations there are, each recorded once in <c>migrations</c> when it runs.</summary>
+    /// <summary>How many migrations bring a new schema to <see cref="CurrentVersion"/>.</summary>
     public static int MigrationCount => Migrations.Length;
 
     /// <summary>The first key of the migration lock; the second is the schema's <see cref="SchemaKey"/>.</summary>
@@ -89,8 +90,11 @@ internal static partial class PostgresSchema
         """,
     ];
 
-    /// <summary>Brings the schema to <see cref="CurrentVersion"/>; refuses a schema written by a newer version of Cairn.</summary>
-    public static void Migrate(NpgsqlDataSource dataSource, string schema)
+    /// <summary>
+    /// Brings the schema to <see cref="CurrentVersion"/> and returns its version before; refuses a schema written by a
+    /// newer version of Cairn.
+    /// </summary>
+    public static int Migrate(NpgsqlDataSource dataSource, string schema)
     {
         var s = Quote(schema);
         using var connection = dataSource.OpenConnection();
@@ -123,15 +127,22 @@ internal static partial class PostgresSchema
         }
 
         transaction.Commit();
+        return version;
+    }
+
+    /// <summary>The schema's version: 0 when it has no tables of Cairn's.</summary>
+    public static int VersionOf(NpgsqlDataSource dataSource, string schema)
+    {
+        using var connection = dataSource.OpenConnection();
+        using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
+        command.Parameters.AddWithValue("t", Quote(schema) + ".migrations");
+        return (bool)command.ExecuteScalar()! ? CurrentVersionOf(connection, null, Quote(schema)) : 0;
     }
 
     /// <summary>Checks, without changing anything, that the schema is at <see cref="CurrentVersion"/>.</summary>
     public static void Check(NpgsqlDataSource dataSource, string schema)
     {
-        using var connection = dataSource.OpenConnection();
-        using var command = new NpgsqlCommand("SELECT to_regclass(@t) IS NOT NULL", connection);
-        command.Parameters.AddWithValue("t", Quote(schema) + ".migrations");
-        var version = (bool)command.ExecuteScalar()! ? CurrentVersionOf(connection, null, Quote(schema)) : 0;
+        var version = VersionOf(dataSource, schema);
         if (version != CurrentVersion)
         {
             throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, not {CurrentVersion}; migrate it (MigrateOnStart) before opening the store.");

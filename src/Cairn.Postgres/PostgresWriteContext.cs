@@ -4,84 +4,100 @@ using Npgsql;
 namespace Cairn.Postgres;
 
 /// <summary>
-/// One write transaction of the PostgreSQL backend: its connection and transaction, whether it holds the append lock
-/// and, once it does, the head it appends after. Appends and the other parts of the backend (projections, messaging)
-/// write through it, so what they write commits together or not at all.
+/// One PostgreSQL transaction of write work: appends, and whatever the messaging and read-model parts write beside
+/// them, commit together or not at all. The first append takes the append lock, which is then held until the
+/// transaction ends, so the positions assigned here follow every append committed before and precede every one after.
 /// </summary>
-internal sealed class PostgresWriteContext(PostgresEventStore store, NpgsqlConnection connection, NpgsqlTransaction transaction)
+internal sealed class PostgresWriteContext
 {
+    private readonly PostgresEventStore _store;
     private List<Action>? _committed;
+    private long _head = -1;
     private long _lastTicks = long.MinValue;
 
-    /// <summary>The store the transaction writes to.</summary>
-    public PostgresEventStore Store { get; } = store;
-
-    /// <summary>The transaction's connection.</summary>
-    public NpgsqlConnection Connection { get; } = connection;
-
-    /// <summary>The transaction.</summary>
-    public NpgsqlTransaction Transaction { get; } = transaction;
-
-    /// <summary>Whether the transaction holds the append lock (taken by its first append or by <see cref="LockAppendsAsync"/>).</summary>
-    public bool HoldsAppendLock { get; private set; }
-
-    /// <summary>The position of the last event in the log as this transaction sees it; known once it holds the append lock.</summary>
-    public long Head { get; private set; }
-
-    /// <summary>The position of the last event this transaction appended, or 0.</summary>
-    public long LastAppended { get; private set; }
-
-    /// <summary>A batch on the transaction.</summary>
-    public NpgsqlBatch Batch() => new(Connection, Transaction);
-
-    /// <summary>A command on the transaction.</summary>
-    public NpgsqlCommand Command(string sql) => new(sql, Connection, Transaction);
-
-    /// <summary>
-    /// Takes the append lock unless the transaction holds it: no append can commit until this transaction ends, so
-    /// <see cref="Head"/> stays the head.
-    /// </summary>
-    public async Task LockAppendsAsync(CancellationToken cancellationToken)
+    internal PostgresWriteContext(PostgresEventStore store, NpgsqlConnection connection, NpgsqlTransaction transaction)
     {
-        if (HoldsAppendLock)
-        {
-            return;
-        }
-
-        var (head, lastTicks) = await Store.TakeAppendLockAsync(this, cancellationToken).ConfigureAwait(false);
-        Locked(head, lastTicks);
+        _store = store;
+        Connection = connection;
+        Transaction = transaction;
     }
 
-    /// <summary>Appends in this transaction.</summary>
-    public Task<AppendResult> AppendAsync(PreparedAppend append, CancellationToken cancellationToken) =>
-        Store.AppendInContextAsync(this, append, cancellationToken);
+    /// <summary>The connection, with <see cref="Transaction"/> open on it.</summary>
+    public NpgsqlConnection Connection { get; }
 
-    /// <summary>Records that the append lock is held and what the log's head and last commit time were when it was taken.</summary>
+    /// <summary>The transaction every statement of the work runs in.</summary>
+    public NpgsqlTransaction Transaction { get; }
+
+    /// <summary>The store whose schema the transaction writes.</summary>
+    public PostgresEventStore Store => _store;
+
+    /// <summary>Whether this transaction holds the append lock (it appended, or took it with <see cref="LockAppendsAsync"/>).</summary>
+    public bool HoldsAppendLock => _head >= 0;
+
+    /// <summary>The last position written in this transaction, or committed before it: valid once the append lock is held.</summary>
+    public long Head => _head;
+
+    /// <summary>The position of the last event this transaction appended, or 0 when it appended none.</summary>
+    public long LastAppended { get; private set; }
+
+    /// <summary>A new command in the transaction.</summary>
+    public NpgsqlCommand Command(string sql) => new(sql, Connection, Transaction);
+
+    /// <summary>A new batch in the transaction.</summary>
+    public NpgsqlBatch Batch() => new(Connection, Transaction);
+
+    /// <summary>
+    /// Appends inside this transaction: expectations are checked against what committed before it and what it has
+    /// written itself; live inline projections are applied in the same transaction.
+    /// </summary>
+    public Task<AppendResult> AppendAsync(PreparedAppend append, CancellationToken cancellationToken) =>
+        _store.AppendInContextAsync(this, append, cancellationToken);
+
+    /// <summary>Takes the append lock without appending (for work that must see the head and keep it still until commit).</summary>
+    public async Task LockAppendsAsync(CancellationToken cancellationToken)
+    {
+        if (!HoldsAppendLock)
+        {
+            var (head, ticks) = await _store.TakeAppendLockAsync(this, cancellationToken).ConfigureAwait(false);
+            Locked(head, ticks);
+        }
+    }
+
+    /// <summary>Runs <paramref name="action"/> once the transaction has committed (wake-ups, caches); never on rollback.</summary>
+    public void OnCommitted(Action action) => (_committed ??= []).Add(action);
+
+    /// <summary>Records the head read under the append lock.</summary>
     internal void Locked(long head, long lastTicks)
     {
-        HoldsAppendLock = true;
-        Head = head;
+        _head = head;
         _lastTicks = lastTicks;
     }
 
-    /// <summary>The commit time for the next append: now, or the last one's if the clock went back.</summary>
-    internal long NextTicks(long now)
+    /// <summary>The commit time for the next append: never before one already in the log.</summary>
+    internal long NextTicks(long now) => _lastTicks = Math.Max(now, _lastTicks);
+
+    /// <summary>Moves the head past events this transaction has just written.</summary>
+    internal void Appended(long lastPosition)
     {
-        _lastTicks = Math.Max(now, _lastTicks);
-        return _lastTicks;
+        _head = lastPosition;
+        LastAppended = lastPosition;
     }
 
-    /// <summary>Records an append that wrote events up to <paramref name="last"/>.</summary>
-    internal void Appended(long last)
+    /// <summary>What the context knows before a piece of work runs, to go back to if the piece is undone.</summary>
+    internal readonly record struct State(long Head, long LastTicks, long LastAppended, int Committed);
+
+    /// <summary>The context's state now.</summary>
+    internal State Mark() => new(_head, _lastTicks, LastAppended, _committed?.Count ?? 0);
+
+    /// <summary>Goes back to <paramref name="state"/> after the work since it was rolled back (or wrote nothing).</summary>
+    internal void Restore(State state)
     {
-        Head = last;
-        LastAppended = last;
+        _head = state.Head;
+        _lastTicks = state.LastTicks;
+        LastAppended = state.LastAppended;
+        _committed?.RemoveRange(state.Committed, _committed.Count - state.Committed);
     }
 
-    /// <summary>Runs <paramref name="action"/> once the transaction has committed (never if it rolls back).</summary>
-    public void OnCommitted(Action action) => (_committed ??= []).Add(action);
-
-    /// <summary>Runs the actions registered with <see cref="OnCommitted"/>.</summary>
     internal void RunCommitted()
     {
         if (_committed is null)

@@ -77,6 +77,18 @@ public sealed class SchemaCommandTests : IDisposable
     // --- check --snapshot ---
 
     [Fact]
+    public async Task storage_commands_on_a_backend_without_explicit_migration_are_an_error_naming_the_backend()
+    {
+        foreach (var command in new[] { "status", "migrate" })
+        {
+            var run = await RunAsync(Build(_ => { }), "storage", command);
+            Assert.Equal(CairnCli.Error, run.Code);
+            Assert.Contains("no explicit migration", run.Error, StringComparison.Ordinal);
+            Assert.Contains("in-memory", run.Error, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task a_check_against_the_applications_own_snapshot_passes_with_the_report()
     {
         var path = await SavedAsync<OpenedV1>();

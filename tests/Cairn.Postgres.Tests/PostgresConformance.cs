@@ -21,3 +21,5 @@ public sealed class PostgresOrderingTests(PostgresFixture f) : OrderingTests<Pos
 public sealed class PostgresCheckpointTests(PostgresFixture f) : CheckpointTests<PostgresFixture>(f);
 
 public sealed class PostgresDeciderHandlerTests(PostgresFixture f) : DeciderHandlerTests<PostgresFixture>(f);
+
+public sealed class PostgresSchemaStoreTests(PostgresFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<PostgresFixture>(f, store => new PostgresSchemaStore((PostgresEventStore)store));

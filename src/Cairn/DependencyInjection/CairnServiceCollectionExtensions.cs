@@ -51,6 +51,7 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<Schemas.PayloadSchemas>();
         services.TryAddSingleton<Schemas.ISchemaStore>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<Schemas.ISchemaStore>(sp));
         services.TryAddSingleton<Schemas.SchemaRegistry>();
+        services.TryAddSingleton<IStorageMigrator>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<IStorageMigrator>(sp));
 
         // Before messaging's set-up and anything that appends or sends: the registry is checked and loaded first.
         services.AddSingleton<IHostedService>(sp => new Schemas.SchemaRegistrationService(

@@ -1,0 +1,71 @@
+using Cairn.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Cairn.Cli;
+
+/// <summary>What the <c>storage</c> commands do, against the application's backend.</summary>
+internal sealed class StorageActions(IServiceProvider services)
+{
+    public async Task<int> StatusAsync(Writers writers, CancellationToken cancellationToken)
+    {
+        var (output, error) = writers;
+        if (Migrator(error) is not { } migrator)
+        {
+            return CairnCli.Error;
+        }
+
+        StorageSchemaStatus status;
+        try
+        {
+            status = await migrator.GetStatusAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            await error.WriteLineAsync($"The backend's tables could not be read: {ex.Message}").ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+
+        var verdict = status.IsCurrent ? "current" : status.IsNewer ? "written by a newer Cairn" : "needs migrating";
+        await output.WriteLineAsync($"{status.Backend} ({status.Location}): version {status.Version}, this Cairn expects {status.ExpectedVersion}: {verdict}.").ConfigureAwait(false);
+        return status.IsCurrent ? CairnCli.Success : CairnCli.CheckFailed;
+    }
+
+    public async Task<int> MigrateAsync(Writers writers, CancellationToken cancellationToken)
+    {
+        var (output, error) = writers;
+        if (Migrator(error) is not { } migrator)
+        {
+            return CairnCli.Error;
+        }
+
+        StorageMigrationResult result;
+        try
+        {
+            result = await migrator.MigrateAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            await error.WriteLineAsync($"The backend's tables could not be migrated: {ex.Message}").ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+
+        var after = result.After;
+        await output.WriteLineAsync(result.Migrated
+            ? $"{after.Backend} ({after.Location}): migrated from version {result.Before} to {after.Version}."
+            : $"{after.Backend} ({after.Location}): already at version {after.Version}; nothing to do.").ConfigureAwait(false);
+        return CairnCli.Success;
+    }
+
+    private IStorageMigrator? Migrator(TextWriter error)
+    {
+        try
+        {
+            return services.GetRequiredService<IStorageMigrator>();
+        }
+        catch (InvalidOperationException ex)
+        {
+            error.WriteLine($"This application's backend has no explicit migration: {ex.Message}");
+            return null;
+        }
+    }
+}

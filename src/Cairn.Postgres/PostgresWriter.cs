@@ -1,0 +1,411 @@
+using System.Threading.Channels;
+using Cairn.EventStore;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+/// <summary>
+/// The process's one writer to PostgreSQL: write work from every caller queues here, and the writer runs what has
+/// queued up, up to <see cref="MaxBatch"/> pieces, in one transaction on its own connection: one append lock, one
+/// commit and one WAL flush for all of them (group commit). Plain appends (no condition, and no inline projection to
+/// apply after each) are checked together and written by one statement: two round trips for all of them. Every other
+/// piece runs in a savepoint of its own when others share its transaction, so a piece that fails is undone alone and
+/// the rest commit. If a statement without a savepoint fails, which aborts PostgreSQL's transaction, every piece of the
+/// batch is run again in a transaction of its own.
+/// </summary>
+internal sealed class PostgresWriter : IAsyncDisposable
+{
+    /// <summary>
+    /// The most pieces in one transaction. Each savepoint that writes is a subtransaction, and beyond 64 of them in
+    /// one transaction PostgreSQL's snapshots overflow to disk for every reader; 32 keeps well below.
+    /// </summary>
+    public const int MaxBatch = 32;
+
+    private static readonly AsyncLocal<PostgresWriter?> Running = new();
+
+    private readonly PostgresEventStore _store;
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly ILogger _logger;
+    private readonly Channel<Work> _queue = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Task _loop;
+    private NpgsqlConnection? _connection;
+
+    public PostgresWriter(PostgresEventStore store, NpgsqlDataSource dataSource, ILogger logger)
+    {
+        _store = store;
+        _dataSource = dataSource;
+        _logger = logger;
+        _loop = Task.Run(RunAsync);
+    }
+
+    /// <summary>
+    /// Queues <paramref name="work"/> and completes when its transaction has committed (or with the work's own
+    /// exception, having written nothing).
+    /// </summary>
+    public Task<T> ExecuteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
+    {
+        var item = new Work<T>(work, cancellationToken);
+        Enqueue(item, cancellationToken);
+        return item.Task;
+    }
+
+    /// <summary>Queues an append and completes when it has committed, or with the check that refused it.</summary>
+    public Task<AppendResult> AppendAsync(PreparedAppend append, CancellationToken cancellationToken)
+    {
+        var item = new AppendWork(append, cancellationToken);
+        Enqueue(item, cancellationToken);
+        return item.Task;
+    }
+
+    private void Enqueue(Work item, CancellationToken cancellationToken)
+    {
+        if (Running.Value == this)
+        {
+            throw new InvalidOperationException("Write work of the PostgreSQL store cannot queue more write work: write through the PostgresWriteContext it was given.");
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        if (!_queue.Writer.TryWrite(item))
+        {
+            throw new ObjectDisposedException(nameof(PostgresEventStore));
+        }
+    }
+
+    private async Task RunAsync()
+    {
+        var batch = new List<Work>(MaxBatch);
+        while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            batch.Clear();
+            while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item))
+            {
+                if (item.CancellationToken.IsCancellationRequested)
+                {
+                    item.Fail(new OperationCanceledException(item.CancellationToken));
+                }
+                else
+                {
+                    batch.Add(item);
+                }
+            }
+
+            if (batch.Count == 0)
+            {
+                continue;
+            }
+
+            Running.Value = this;
+            try
+            {
+                if (!await RunBatchAsync(batch).ConfigureAwait(false))
+                {
+                    // A statement without a savepoint broke the shared transaction: each piece not yet refused
+                    // runs again, alone. (One refused by a check keeps its answer: it must never land after it.)
+                    foreach (var item in batch)
+                    {
+                        if (!item.Settled)
+                        {
+                            await RunBatchAsync([item]).ConfigureAwait(false);
+                        }
+                    }
+                }
+            }
+            catch (Exception ex)
+            {
+                // Never expected: RunBatchAsync settles every piece. Settle any left so no caller waits forever.
+                _logger.LogError(ex, "The PostgreSQL writer failed a batch unexpectedly.");
+                foreach (var item in batch)
+                {
+                    item.Fail(ex);
+                }
+            }
+            finally
+            {
+                Running.Value = null;
+            }
+        }
+
+        if (_connection is not null)
+        {
+            await _connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Runs a batch in one transaction and settles every piece, except when a piece without a savepoint broke the
+    /// transaction: then nothing is settled, nothing committed, and it returns false for the pieces to run alone.
+    /// </summary>
+    private async Task<bool> RunBatchAsync(IReadOnlyList<Work> batch)
+    {
+        NpgsqlConnection connection;
+        NpgsqlTransaction transaction;
+        try
+        {
+            connection = await OpenAsync().ConfigureAwait(false);
+            transaction = await connection.BeginTransactionAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            await DropConnectionAsync().ConfigureAwait(false);
+            FailAll(batch, ex);
+            return true;
+        }
+
+        await using (transaction.ConfigureAwait(false))
+        {
+            var context = new PostgresWriteContext(_store, connection, transaction);
+            var shared = batch.Count > 1;
+            var done = new List<Work>(batch.Count);
+            var plain = shared && _store.AfterAppend is null
+                ? batch.OfType<AppendWork>().Where(a => a.Append.Condition is null).ToList()
+                : [];
+            if (plain.Count > 1)
+            {
+                try
+                {
+                    var outcomes = await _store.AppendManyInContextAsync(context, plain.ConvertAll(a => a.Append), CancellationToken.None).ConfigureAwait(false);
+                    for (var i = 0; i < plain.Count; i++)
+                    {
+                        if (outcomes[i].Error is { } error)
+                        {
+                            plain[i].Fail(error);
+                        }
+                        else
+                        {
+                            plain[i].Succeeded(outcomes[i].Result!);
+                            done.Add(plain[i]);
+                        }
+                    }
+                }
+                catch (Exception ex)
+                {
+                    if (IsBroken(connection, ex))
+                    {
+                        await DropConnectionAsync().ConfigureAwait(false);
+                        FailAll(batch, ex);
+                        return true;
+                    }
+
+                    return false;
+                }
+
+                batch = [.. batch.Except(plain)];
+            }
+            else
+            {
+                plain = [];
+            }
+
+            for (var i = 0; i < batch.Count; i++)
+            {
+                var item = batch[i];
+                var mark = context.Mark();
+                var savepoint = shared && (item is not AppendWork || _store.AfterAppend is not null);
+                try
+                {
+                    if (savepoint)
+                    {
+                        await ExecuteAsync(connection, transaction, "SAVEPOINT cairn_work").ConfigureAwait(false);
+                    }
+
+                    await item.RunAsync(context).ConfigureAwait(false);
+                    done.Add(item);
+                }
+                catch (Exception ex)
+                {
+                    if (IsBroken(connection, ex))
+                    {
+                        await DropConnectionAsync().ConfigureAwait(false);
+                        FailAll(done, ex);
+                        FailAll(batch.Skip(i), ex);
+                        return true;
+                    }
+
+                    if (!shared)
+                    {
+                        item.Fail(ex);
+                        return true; // the transaction rolls back as it is disposed
+                    }
+
+                    if (savepoint)
+                    {
+                        try
+                        {
+                            await ExecuteAsync(connection, transaction, "ROLLBACK TO SAVEPOINT cairn_work").ConfigureAwait(false);
+                        }
+                        catch (Exception rollbackFailure)
+                        {
+                            await DropConnectionAsync().ConfigureAwait(false);
+                            FailAll(done, rollbackFailure);
+                            item.Fail(ex);
+                            FailAll(batch.Skip(i + 1), rollbackFailure);
+                            return true;
+                        }
+
+                        context.Restore(mark);
+                        item.Fail(ex);
+                    }
+                    else if (await IsIntactAsync(connection, transaction).ConfigureAwait(false))
+                    {
+                        // Refused by a check before it wrote anything: the transaction goes on without it.
+                        context.Restore(mark);
+                        item.Fail(ex);
+                    }
+                    else
+                    {
+                        // A statement failed, so PostgreSQL aborted the whole transaction.
+                        return false;
+                    }
+                }
+            }
+
+            if (done.Count == 0)
+            {
+                return true;
+            }
+
+            try
+            {
+                await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                await DropConnectionAsync().ConfigureAwait(false);
+                FailAll(done, ex);
+                return true;
+            }
+
+            _store.Committed(context);
+            foreach (var item in done)
+            {
+                item.Complete();
+            }
+
+            return true;
+        }
+    }
+
+    private async Task<NpgsqlConnection> OpenAsync()
+    {
+        if (_connection is { State: System.Data.ConnectionState.Open })
+        {
+            return _connection;
+        }
+
+        await DropConnectionAsync().ConfigureAwait(false);
+        _connection = await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
+        return _connection;
+    }
+
+    /// <summary>
+    /// Closes the writer's connection after a failure, and clears the pool's idle connections: when the server went
+    /// away they are all broken, and each would otherwise fail one more caller before it is found out.
+    /// </summary>
+    private async Task DropConnectionAsync()
+    {
+        _dataSource.Clear();
+        if (_connection is { } connection)
+        {
+            _connection = null;
+            try
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                _logger.LogDebug(ex, "Closing a broken PostgreSQL writer connection failed.");
+            }
+        }
+    }
+
+    /// <summary>Whether the connection itself failed (as opposed to a statement or a check), so nothing more can run on it.</summary>
+    private static bool IsBroken(NpgsqlConnection connection, Exception ex) =>
+        connection.State != System.Data.ConnectionState.Open || (ex is NpgsqlException && ex is not PostgresException);
+
+    /// <summary>Whether the transaction can still run statements (a failed statement aborts it until it ends).</summary>
+    private static async Task<bool> IsIntactAsync(NpgsqlConnection connection, NpgsqlTransaction transaction)
+    {
+        try
+        {
+            await ExecuteAsync(connection, transaction, "SELECT 1").ConfigureAwait(false);
+            return true;
+        }
+        catch (PostgresException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection, transaction);
+        await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+    }
+
+    private static void FailAll(IEnumerable<Work> items, Exception ex)
+    {
+        foreach (var item in items)
+        {
+            item.Fail(ex);
+        }
+    }
+
+    /// <summary>Stops taking work, finishes what is queued, and closes the writer's connection.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _loop.ConfigureAwait(false);
+    }
+
+    /// <summary>A piece of write work waiting for, or in, a batch.</summary>
+    private abstract class Work(CancellationToken cancellationToken)
+    {
+        public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        /// <summary>Whether the caller has its answer (a failure: successes are settled only after the commit).</summary>
+        public abstract bool Settled { get; }
+
+        public abstract Task RunAsync(PostgresWriteContext context);
+
+        public abstract void Complete();
+
+        public abstract void Fail(Exception exception);
+    }
+
+    private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken) : Work(cancellationToken)
+    {
+        private readonly TaskCompletionSource<T> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private T _result = default!;
+
+        public Task<T> Task => _completion.Task;
+
+        public override bool Settled => _completion.Task.IsCompleted;
+
+        public override async Task RunAsync(PostgresWriteContext context) => _result = await work(context).ConfigureAwait(false);
+
+        /// <summary>Records the result of work done by the batch on its behalf.</summary>
+        public void Succeeded(T result) => _result = result;
+
+        public override void Complete() => _completion.TrySetResult(_result);
+
+        public override void Fail(Exception exception)
+        {
+            if (exception is OperationCanceledException canceled)
+            {
+                _completion.TrySetCanceled(canceled.CancellationToken);
+            }
+            else
+            {
+                _completion.TrySetException(exception);
+            }
+        }
+    }
+
+    /// <summary>An append: alone it runs as any work does, and the batch may check and write it together with others.</summary>
+    private sealed class AppendWork(PreparedAppend append, CancellationToken cancellationToken)
+        : Work<AppendResult>(context => context.AppendAsync(append, cancellationToken), cancellationToken)
+    {
+        public PreparedAppend Append { get; } = append;
+    }
+}
