@@ -371,7 +371,7 @@ public sealed partial class PostgresEventStore
                                  data_schema, correlation_id, causation_id, trace_parent, tags, metadata, data)
         SELECT u.position, u.id, s.id, u.stream, u.category, u.is_system, u.version, u.type, $3, u.source, u.content_type,
                u.data_schema, u.correlation_id, u.causation_id, u.trace_parent,
-               ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)), u.metadata, u.data
+               CASE WHEN u.tags IS NULL THEN ARRAY[]::text[] ELSE ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)) END, u.metadata, u.data
         FROM unnest($4::bigint[], $5::uuid[], $6::text[], $7::text[], $8::boolean[], $9::bigint[], $10::text[], $11::text[], $12::text[],
                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bytea[], $19::bytea[])
              AS u(position, id, stream, category, is_system, version, type, source, content_type,

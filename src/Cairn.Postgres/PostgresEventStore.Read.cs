@@ -76,52 +76,81 @@ public sealed partial class PostgresEventStore
     /// <summary>
     /// Pages through a query ordered by a key (a version or a position) whose last two parameters are the key to start
     /// from and the page's limit. Each page is read on a connection taken from the pool and given back before its
-    /// events are yielded, so a slow consumer holds no connection and no snapshot. A negative key ends a backwards read.
+    /// events are yielded, so a slow consumer holds no connection and no snapshot. While one page is yielded the next
+    /// is read, so the server and the consumer work at once; at most two pages are held. A negative key ends a
+    /// backwards read.
     /// </summary>
     private async IAsyncEnumerable<RecordedEvent> PagesAsync(PostgresQuery query, long start, long maxCount, Func<RecordedEvent, long> nextKey, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var key = start;
-        var remaining = maxCount;
-        var page = new List<RecordedEvent>();
-        while (remaining > 0 && key >= 0)
+        if (maxCount <= 0 || start < 0)
         {
-            var limit = (int)Math.Min(remaining, PageSize);
-            page.Clear();
-            var more = false;
-            await using (var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false))
-            await using (var command = query.ToCommand(connection, null, key, limit))
-            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+            yield break;
+        }
+
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var remaining = maxCount;
+        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, start, (int)Math.Min(remaining, PageSize), stop.Token);
+        try
+        {
+            while (next is not null)
             {
-                long bytes = 0;
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                var (page, more) = await next.ConfigureAwait(false);
+                next = null;
+                var afterPage = remaining - page.Count;
+                if (more && afterPage > 0 && page.Count > 0 && nextKey(page[^1]) is var key && key >= 0)
                 {
-                    var e = EventRows.Read(reader);
-                    page.Add(e);
-                    bytes += e.Data.Length;
-                    if (bytes >= MaxPageBytes)
-                    {
-                        more = true;
-                        break;
-                    }
+                    next = ReadPageAsync(query, key, (int)Math.Min(afterPage, PageSize), stop.Token);
                 }
 
-                more |= page.Count == limit;
-            }
-
-            foreach (var e in page)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                yield return e;
-                key = nextKey(e);
-                remaining--;
-            }
-
-            if (!more)
-            {
-                yield break;
+                foreach (var e in page)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    yield return e;
+                    remaining--;
+                }
             }
         }
+        finally
+        {
+            if (next is not null)
+            {
+                // The consumer stopped early: the page being read is not wanted; its connection goes back to the pool.
+                await stop.CancelAsync().ConfigureAwait(false);
+                try
+                {
+                    await next.ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is OperationCanceledException or NpgsqlException)
+                {
+                    // Expected: the read was cancelled.
+                }
+            }
+        }
+    }
+
+    /// <summary>Reads one page: up to <paramref name="limit"/> events, fewer past <see cref="MaxPageBytes"/>; says whether there may be more.</summary>
+    private async Task<(List<RecordedEvent> Page, bool More)> ReadPageAsync(PostgresQuery query, long key, int limit, CancellationToken cancellationToken)
+    {
+        var page = new List<RecordedEvent>(Math.Min(limit, PageSize));
+        var more = false;
+        await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = query.ToCommand(connection, null, key, limit);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        long bytes = 0;
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var e = EventRows.Read(reader);
+            page.Add(e);
+            bytes += e.Data.Length;
+            if (bytes >= MaxPageBytes)
+            {
+                more = true;
+                break;
+            }
+        }
+
+        return (page, more || page.Count == limit);
     }
 
     /// <inheritdoc />

@@ -114,7 +114,8 @@ internal sealed class PostgresQuery(string start)
 
             if (item.Tags.Count > 0)
             {
-                Sql.Append(" AND e.tags @> ").Append(Add(item.Tags.ToArray())).Append("::text[]");
+                // The tags index holds tagged events only; saying the events are tagged lets the planner use it.
+                Sql.Append(" AND e.tags <> '{}' AND e.tags @> ").Append(Add(item.Tags.ToArray())).Append("::text[]");
             }
 
             Sql.Append(')');

@@ -81,7 +81,8 @@ internal static partial class PostgresSchema
         """,
         $"CREATE INDEX events_category_position ON {s}.events (category, position)",
         $"CREATE INDEX events_type_position ON {s}.events (type, position)",
-        $"CREATE INDEX events_tags ON {s}.events USING gin (tags)",
+        // Only tagged events: most carry no tags, and an untagged row would still cost the GIN index an entry.
+        $"CREATE INDEX events_tags ON {s}.events USING gin (tags) WHERE tags <> '{{}}'",
         $"""
         CREATE TABLE {s}.checkpoints (
             key text PRIMARY KEY,
