@@ -245,6 +245,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 using var work = lease is null ? null : CancellationTokenSource.CreateLinkedTokenSource(stop, lease.Lost);
                 await OpenAsync(work?.Token ?? stop).ConfigureAwait(false);
                 await LoopAsync(work?.Token ?? stop, () => failures = 0).ConfigureAwait(false);
+                if (!stop.IsCancellationRequested && lease is not null)
+                {
+                    // The loop ended because the lease was lost, not because the runner stops.
+                    throw new OperationCanceledException(lease.Lost);
+                }
+
                 break;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
