@@ -11,7 +11,7 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
     /// <summary>
     /// How often the connection holding this process's leases is checked, and how often a process standing by tries
     /// to take a lease. The server also ends that connection, releasing its leases, when it stays idle for five of
-    /// these (PostgreSQL 14 and later), so a holder cut off from the server loses them too.
+    /// these, and at least 10 seconds (PostgreSQL 14 and later), so a holder cut off from the server loses them too.
     /// </summary>
     public TimeSpan LeaseCheckInterval
     {
@@ -105,7 +105,8 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
                 if (connection.PostgreSqlVersion.Major >= 14)
                 {
                     // A holder that stops checking (cut off, or frozen) is cut off by the server, releasing its leases.
-                    var timeout = (long)(owner.LeaseCheckInterval.TotalMilliseconds * 5);
+                    // Never tight: a busy process whose checks run late would lose its leases to no purpose.
+                    var timeout = (long)Math.Max(owner.LeaseCheckInterval.TotalMilliseconds * 5, 10_000);
                     await using var set = new NpgsqlCommand($"SET idle_session_timeout = {timeout}", connection);
                     await set.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 }
