@@ -18,6 +18,7 @@ internal static partial class PostgresSchema
     [
         (1, "events, streams and checkpoints", Migration1),
         (2, "queues, topics, dead letters and the inbox", Migration2),
+        (3, "projections and snapshots", Migration3),
         (4, "the schema registry", RegistryMigration),
     ];
 

@@ -11,17 +11,20 @@ public sealed class PostgresFixture : IStoreFixture
         var schema = PostgresServer.NewSchema();
         var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema }, options);
         var broker = new PostgresMessageBroker(store);
+        var projections = new PostgresProjectionStore(store);
         return Task.FromResult(new StoreUnderTest(
             store,
             new PostgresCheckpointStore(store),
             async () =>
             {
+                await projections.DisposeAsync();
                 await broker.DisposeAsync();
                 await store.DisposeAsync();
                 await PostgresServer.DropSchemaAsync(schema);
             },
             broker,
-            traces: new PostgresCorrelationTraceReader(store)));
+            projections,
+            new PostgresCorrelationTraceReader(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

@@ -21,6 +21,6 @@ public sealed class PostgresEventRouteTests(PostgresFixture f) : EventRouteTests
 
 public sealed class PostgresCorrelationTraceTests(PostgresFixture f) : CorrelationTraceTests<PostgresFixture>(f);
 
-// WorkflowTests<> is enrolled with the PostgreSQL projection store: every workflow test reads its instances through it.
+public sealed class PostgresWorkflowTests(PostgresFixture f) : WorkflowTests<PostgresFixture>(f);
 
 public sealed class PostgresChoreographyTests(PostgresFixture f) : ChoreographyTests<PostgresFixture>(f);

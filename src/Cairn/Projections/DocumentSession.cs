@@ -18,7 +18,7 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
     public IDocumentSession Documents => this;
 
     public IProjectionSql Sql => transaction.Connection is null
-        ? throw new NotSupportedException($"Projection '{projection.Name}' uses SQL, which this backend does not have; use the SQLite backend.")
+        ? throw new NotSupportedException($"Projection '{projection.Name}' uses SQL, which this backend does not have; use the SQLite or PostgreSQL backend.")
         : this;
 
     public DbConnection Connection => transaction.Connection!;
@@ -75,17 +75,9 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
 
     public int Execute(string sql, params (string Name, object? Value)[] parameters)
     {
-        using var command = Connection.CreateCommand();
-        command.CommandText = sql;
-        foreach (var (name, value) in parameters)
-        {
-            var parameter = command.CreateParameter();
-            parameter.ParameterName = name;
-            parameter.Value = value ?? DBNull.Value;
-            command.Parameters.Add(parameter);
-        }
-
-        return command.ExecuteNonQuery();
+        ArgumentNullException.ThrowIfNull(sql);
+        ArgumentNullException.ThrowIfNull(parameters);
+        return transaction.ExecuteSql(sql, parameters);
     }
 
     /// <summary>

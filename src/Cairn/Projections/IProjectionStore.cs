@@ -120,6 +120,27 @@ public interface IReadModelTransaction
 
     /// <summary>The physical name of a declared SQL table in this build.</summary>
     string TableName(string table);
+
+    /// <summary>
+    /// Runs a statement of the projection's own SQL (<see cref="IProjectionSql.Execute"/>) on <see cref="Connection"/>
+    /// and returns the rows it changed. Parameters are named as the handler wrote them (<c>$day</c>); a backend whose
+    /// driver spells named parameters otherwise translates them here.
+    /// </summary>
+    int ExecuteSql(string sql, IReadOnlyList<(string Name, object? Value)> parameters)
+    {
+        var connection = Connection ?? throw new NotSupportedException("This backend has no SQL.");
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        foreach (var (name, value) in parameters)
+        {
+            var parameter = command.CreateParameter();
+            parameter.ParameterName = name;
+            parameter.Value = value ?? DBNull.Value;
+            command.Parameters.Add(parameter);
+        }
+
+        return command.ExecuteNonQuery();
+    }
 }
 
 /// <summary>One build of a projection's read model.</summary>

@@ -12,10 +12,15 @@ namespace Cairn.Projections;
 /// rebuild fills a shadow build from position 0 beside it, switching atomically once the shadow has caught up. An
 /// inline projection is applied by the appends themselves once caught up; the runner brings it there and runs its
 /// rebuilds. A failing event is retried, then meets the projection's <see cref="ProjectionFailurePolicy"/>; a failing
-/// store is retried with a growing delay. Every state is visible in <see cref="Status"/> and in metrics.
+/// store is retried with a growing delay. On a store shared by several processes that offers leases
+/// (<see cref="IProjectionLeases"/>), it applies only while it holds its projection's lease, and stands by otherwise.
+/// Every state is visible in <see cref="Status"/> and in metrics.
 /// </summary>
 public sealed class ProjectionRunner : IAsyncDisposable
 {
+    /// <summary>How often a runner standing by reads the position the holder of the lease has stored.</summary>
+    private static readonly TimeSpan StandbyPollInterval = TimeSpan.FromMilliseconds(250);
+
     private readonly IEventStore _store;
     private readonly IProjectionStore _projections;
     private readonly ProjectionApplier _applier;
@@ -233,15 +238,30 @@ public sealed class ProjectionRunner : IAsyncDisposable
         var failures = 0;
         while (!stop.IsCancellationRequested)
         {
+            IProjectionLease? lease = null;
             try
             {
-                await OpenAsync(stop).ConfigureAwait(false);
-                await LoopAsync(stop, () => failures = 0).ConfigureAwait(false);
+                lease = await AcquireLeaseAsync(stop).ConfigureAwait(false);
+                using var work = lease is null ? null : CancellationTokenSource.CreateLinkedTokenSource(stop, lease.Lost);
+                await OpenAsync(work?.Token ?? stop).ConfigureAwait(false);
+                await LoopAsync(work?.Token ?? stop, () => failures = 0).ConfigureAwait(false);
+                if (!stop.IsCancellationRequested && lease is not null)
+                {
+                    // The loop ended because the lease was lost, not because the runner stops.
+                    throw new OperationCanceledException(lease.Lost);
+                }
+
                 break;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
                 break;
+            }
+            catch (Exception ex) when (lease is { Lost.IsCancellationRequested: true })
+            {
+                // Another process may hold the lease by now; whatever it writes, the positions batches expect keep
+                // an event from being applied twice.
+                _logger.LogWarning(ex, "Projection {Projection} lost its lease at position {Position}; it stands by to take it again.", Projection.Name, ServingPosition);
             }
             catch (Exception ex) when (ex is ProjectionShapeChangedException or ProjectionStoppedException or InvalidProjectionException or NotSupportedException)
             {
@@ -264,9 +284,92 @@ public sealed class ProjectionRunner : IAsyncDisposable
                     break;
                 }
             }
+            finally
+            {
+                if (lease is not null)
+                {
+                    await ReleaseLeaseAsync(lease).ConfigureAwait(false);
+                }
+            }
         }
 
         SetState(ProjectionState.Stopped);
+    }
+
+    /// <summary>
+    /// Waits for the projection's lease when the store offers leases (null when it does not). While another process
+    /// holds it, the runner stands by and follows the stored position, so read-your-writes waits here are released.
+    /// </summary>
+    private async Task<IProjectionLease?> AcquireLeaseAsync(CancellationToken stop)
+    {
+        if (_projections is not IProjectionLeases leases)
+        {
+            return null;
+        }
+
+        if (Projection.Lifecycle == ProjectionLifecycle.Inline)
+        {
+            // This process's appends apply the projection too, once the process holding the lease has made it live.
+            _projections.AttachInline(Projection, _applier.Apply);
+        }
+
+        var acquiring = leases.AcquireAsync(Projection.Name, stop);
+        if (!acquiring.IsCompleted)
+        {
+            SetState(ProjectionState.Standby);
+            _logger.LogInformation("Projection {Projection} stands by: another process holds its lease.", Projection.Name);
+            while (!acquiring.IsCompleted)
+            {
+                await FollowAsync(stop).ConfigureAwait(false);
+                using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop);
+                await Task.WhenAny(acquiring, Task.Delay(StandbyPollInterval, _clock, cancel.Token)).ConfigureAwait(false);
+                await cancel.CancelAsync().ConfigureAwait(false);
+            }
+        }
+
+        var lease = await acquiring.ConfigureAwait(false);
+        SetState(ProjectionState.CatchingUp);
+        _logger.LogInformation("Projection {Projection} holds its lease and runs here.", Projection.Name);
+        return lease;
+    }
+
+    /// <summary>Reads the serving build's stored position while another process runs the projection.</summary>
+    private async Task FollowAsync(CancellationToken stop)
+    {
+        try
+        {
+            var builds = await _projections.OpenAsync(Projection, stop).ConfigureAwait(false);
+            var serving = builds.Serving;
+            Track track;
+            lock (_gate)
+            {
+                if (_serving is null || _serving.Build != serving.Id)
+                {
+                    _serving = new Track(serving.Id, serving.Version, serving.Position, _applier);
+                }
+
+                track = _serving;
+            }
+
+            Advance(track, serving.Position);
+        }
+        catch (Exception ex) when (!stop.IsCancellationRequested)
+        {
+            _logger.LogDebug(ex, "Projection {Projection} could not read its stored position while standing by.", Projection.Name);
+        }
+    }
+
+    private async Task ReleaseLeaseAsync(IProjectionLease lease)
+    {
+        try
+        {
+            await lease.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // A lease that cannot be released is released by the backend when its holder's connection ends.
+            _logger.LogWarning(ex, "Projection {Projection} could not release its lease.", Projection.Name);
+        }
     }
 
     private async Task OpenAsync(CancellationToken stop)

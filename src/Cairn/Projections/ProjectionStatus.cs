@@ -19,6 +19,12 @@ public enum ProjectionState
 
     /// <summary>Stopped at an event it fails on (policy <see cref="ProjectionFailurePolicy.Stop"/>), or refused to start; see <see cref="ProjectionStatus.LastError"/>.</summary>
     Failed,
+
+    /// <summary>
+    /// Another process holds the projection's lease and runs it (see <see cref="IProjectionLeases"/>); this one follows
+    /// the stored position, for read-your-writes waits, and takes over when the holder dies.
+    /// </summary>
+    Standby,
 }
 
 /// <summary>How far a rebuild into a shadow has come.</summary>

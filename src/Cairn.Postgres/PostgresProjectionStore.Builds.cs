@@ -1,0 +1,374 @@
+using System.Text;
+using System.Text.Json;
+using Cairn.EventStore;
+using Cairn.Projections;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Cairn.Postgres;
+
+public sealed partial class PostgresProjectionStore
+{
+    private const string BuildColumns = "id, version, shape, position, serving";
+
+    private async Task<ProjectionBuilds> OpenInContextAsync(PostgresWriteContext context, Projection projection, CancellationToken cancellationToken)
+    {
+        var builds = await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
+        var serving = builds.Find(b => b.Serving);
+        if (serving is null)
+        {
+            // Under the projection's lock, so two processes opening it at once create one build.
+            await LockProjectionAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
+            builds = await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
+            serving = builds.Find(b => b.Serving);
+            if (serving is null)
+            {
+                serving = await CreateBuildAsync(context, projection, serving: true, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        return new ProjectionBuilds(serving, builds.Find(b => !b.Serving));
+    }
+
+    private async Task<ProjectionBuild> StartShadowInContextAsync(PostgresWriteContext context, Projection projection, CancellationToken cancellationToken)
+    {
+        await LockProjectionAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
+        foreach (var shadow in (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Where(b => !b.Serving))
+        {
+            await DropBuildAsync(context, shadow.Id, cancellationToken).ConfigureAwait(false);
+        }
+
+        return await CreateBuildAsync(context, projection, serving: false, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<ProjectionBatchResult> ApplyInContextAsync(PostgresWriteContext context, ProjectionBatch batch, CancellationToken cancellationToken)
+    {
+        // Locks in one order everywhere (the append lock, the projection's lock, a build's row), so none waits in a cycle.
+        if (batch.CatchUpToHead is not null)
+        {
+            // The head stays still until the switch commits.
+            await context.LockAppendsAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (batch.GoLive)
+        {
+            await LockProjectionAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false);
+        }
+
+        // The row lock makes a second runner's batch wait for this one and then find the position moved.
+        long stored;
+        bool serving;
+        await using (var select = context.Command($"SELECT position, serving FROM {_s}.projection_builds WHERE id = $1 AND projection = $2 FOR UPDATE"))
+        {
+            select.Parameters.Add(new NpgsqlParameter { Value = batch.Build });
+            select.Parameters.Add(new NpgsqlParameter { Value = batch.Projection });
+            await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition);
+            }
+
+            stored = reader.GetInt64(0);
+            serving = reader.GetBoolean(1);
+        }
+
+        if (stored != batch.ExpectedPosition.Value)
+        {
+            throw new ProjectionConflictException(batch.Projection, batch.Build, batch.ExpectedPosition, new GlobalPosition(stored));
+        }
+
+        var transaction = new PostgresReadModelTransaction(this, context, batch.Build);
+        if (batch.Events.Count > 0)
+        {
+            batch.Apply(transaction, batch.Events);
+        }
+
+        var position = batch.Position.Value;
+        var caughtUp = 0;
+        if (batch.CatchUpToHead is { } filter && context.Head > position)
+        {
+            var missed = await ReadEventsAsync(context, position, context.Head, filter, cancellationToken).ConfigureAwait(false);
+            if (missed.Count > 0)
+            {
+                batch.Apply(transaction, missed);
+                caughtUp = missed.Count;
+            }
+
+            position = context.Head;
+        }
+
+        await SetPositionAsync(context, batch.Build, position, cancellationToken).ConfigureAwait(false);
+        foreach (var deadLetter in batch.DeadLetters)
+        {
+            await InsertDeadLetterAsync(context, deadLetter, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (batch.GoLive)
+        {
+            if (!serving)
+            {
+                foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
+                {
+                    await DropBuildAsync(context, old.Id, cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            // An inline projection attached here is applied by appends from this commit on, in every process that
+            // attaches it: the row says so, and appends read it under the append lock.
+            await using (var promote = context.Command($"UPDATE {_s}.projection_builds SET serving = true, live = $2 WHERE id = $1"))
+            {
+                promote.Parameters.Add(new NpgsqlParameter { Value = batch.Build });
+                promote.Parameters.Add(new NpgsqlParameter { Value = _inline.ContainsKey(batch.Projection) });
+                await promote.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            if (!serving)
+            {
+                await CreateViewsAsync(context, batch.Build, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        return new ProjectionBatchResult(new GlobalPosition(position), caughtUp);
+    }
+
+    /// <summary>Takes the transaction lock that orders the creation and dropping of a projection's builds.</summary>
+    private async Task LockProjectionAsync(PostgresWriteContext context, string projection, CancellationToken cancellationToken)
+    {
+        await using var command = context.Command($"SELECT pg_advisory_xact_lock({PostgresSchema.ProjectionLockClass}, {PostgresSchema.SchemaKey(_store.Schema + "/" + projection)})");
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<List<ProjectionBuild>> ReadBuildsAsync(PostgresWriteContext context, string projection, CancellationToken cancellationToken)
+    {
+        await using var select = context.Command($"SELECT {BuildColumns} FROM {_s}.projection_builds WHERE projection = $1 ORDER BY id");
+        select.Parameters.Add(new NpgsqlParameter { Value = projection });
+        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var builds = new List<ProjectionBuild>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            builds.Add(new ProjectionBuild(projection, reader.GetInt64(0), reader.GetInt32(1), reader.GetString(2), new GlobalPosition(reader.GetInt64(3)), reader.GetBoolean(4)));
+        }
+
+        return builds;
+    }
+
+    private async Task<ProjectionBuild> CreateBuildAsync(PostgresWriteContext context, Projection projection, bool serving, CancellationToken cancellationToken)
+    {
+        await RefuseTakenTableNamesAsync(context, projection, cancellationToken).ConfigureAwait(false);
+        long id;
+        await using (var insert = context.Command($"INSERT INTO {_s}.projection_builds (projection, version, shape, position, serving) VALUES ($1, $2, $3, 0, $4) RETURNING id"))
+        {
+            insert.Parameters.Add(new NpgsqlParameter { Value = projection.Name });
+            insert.Parameters.Add(new NpgsqlParameter { Value = projection.Version });
+            insert.Parameters.Add(new NpgsqlParameter { Value = projection.Shape });
+            insert.Parameters.Add(new NpgsqlParameter { Value = serving });
+            id = (long)(await insert.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        }
+
+        await using (var batch = context.Batch())
+        {
+            foreach (var document in projection.Documents)
+            {
+                var table = DocumentTable(id, document.Collection);
+                var create = new StringBuilder("CREATE TABLE ").Append(table).Append(" (id text COLLATE \"C\" PRIMARY KEY, data bytea NOT NULL");
+                foreach (var index in document.Indexes)
+                {
+                    create.Append(", ").Append(Column(index)).Append(' ').Append(ColumnType(index.Kind));
+                }
+
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(create.Append(')').ToString()));
+                foreach (var index in document.Indexes)
+                {
+                    // Named by PostgreSQL, which keeps index names unique in the schema.
+                    batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE INDEX ON {table} ({Column(index)})"));
+                }
+            }
+
+            if (batch.BatchCommands.Count > 0)
+            {
+                await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        if (projection.SqlTables.Count > 0)
+        {
+            // The DDL names its table unqualified ({table}, and indexes such as {table}_by_day): it runs with the
+            // store's schema as the only one searched, and the search path is put back after it, as other work may
+            // share the transaction. A command, not a batch: Npgsql splits its statements.
+            var ddl = new StringBuilder("SET LOCAL search_path TO ").Append(_s).Append(";\n");
+            foreach (var table in projection.SqlTables)
+            {
+                ddl.Append(table.CreateSql.Replace("{table}", SqlTableName(id, table.Name), StringComparison.Ordinal)).Append(";\n");
+            }
+
+            ddl.Append("SET LOCAL search_path TO DEFAULT");
+
+            await using var create = context.Command(ddl.ToString());
+            try
+            {
+                await create.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException ex) when (ex.SqlState is not null && ex.SqlState.StartsWith("42", StringComparison.Ordinal))
+            {
+                throw new InvalidProjectionException(projection.Name, $"PostgreSQL refused the DDL of its tables: {ex.MessageText}");
+            }
+        }
+
+        if (serving)
+        {
+            await CreateViewsAsync(context, id, cancellationToken).ConfigureAwait(false);
+        }
+
+        return new ProjectionBuild(projection.Name, id, projection.Version, projection.Shape, GlobalPosition.Start, serving);
+    }
+
+    /// <summary>
+    /// Refuses SQL table names whose view would replace a table (Cairn's own among them), or a view that another
+    /// projection's build serves: tables and views share one name space in the schema.
+    /// </summary>
+    private async Task RefuseTakenTableNamesAsync(PostgresWriteContext context, Projection projection, CancellationToken cancellationToken)
+    {
+        if (projection.SqlTables.Count == 0)
+        {
+            return;
+        }
+
+        var names = projection.SqlTables.Select(t => t.Name.ToLowerInvariant()).ToArray();
+        if (names.Distinct(StringComparer.Ordinal).Count() != names.Length)
+        {
+            throw new InvalidProjectionException(projection.Name, "it declares tables whose names differ only in case, which PostgreSQL folds to one; choose other names");
+        }
+
+        var own = (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Select(b => "__b" + b.Id).ToList();
+        await using var select = context.Command(
+            """
+            SELECT c.relname, c.relkind::text, CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) ELSE '' END
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relname = ANY($2)
+            """);
+        select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
+        select.Parameters.Add(new NpgsqlParameter { Value = names });
+        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var name = reader.GetString(0);
+            var isView = reader.GetString(1) == "v";
+            var definition = reader.GetString(2);
+            if (!isView || !own.Any(suffix => definition.Contains(name + suffix, StringComparison.Ordinal)))
+            {
+                var kind = isView ? "view serving another projection" : "table or other relation";
+                throw new InvalidProjectionException(projection.Name, $"it declares the table '{name}', but the schema '{_store.Schema}' already has a {kind} of that name; choose another name");
+            }
+        }
+    }
+
+    /// <summary>Points each SQL table's view at the build's table.</summary>
+    private async Task CreateViewsAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
+    {
+        var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
+        if (tables.Count == 0)
+        {
+            return;
+        }
+
+        await using var batch = context.Batch();
+        foreach (var table in tables)
+        {
+            var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP VIEW IF EXISTS {_s}.\"{name}\""));
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE VIEW {_s}.\"{name}\" AS SELECT * FROM {_s}.\"{table}\""));
+        }
+
+        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The SQL tables of a build, by their physical names.</summary>
+    private async Task<List<string>> TablesOfBuildAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
+    {
+        await using var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE $2 ORDER BY tablename");
+        select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
+        select.Parameters.Add(new NpgsqlParameter { Value = "%\\_\\_b" + build });
+        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var tables = new List<string>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            tables.Add(reader.GetString(0));
+        }
+
+        return tables;
+    }
+
+    /// <summary>Drops a build's tables (with the views on them: the switch creates the new ones) and its row.</summary>
+    private async Task DropBuildAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
+    {
+        var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
+        await using (var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE $2"))
+        {
+            select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
+            select.Parameters.Add(new NpgsqlParameter { Value = "doc\\_" + build + "\\_%" });
+            await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                tables.Add(reader.GetString(0));
+            }
+        }
+
+        await using var batch = context.Batch();
+        foreach (var table in tables)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP TABLE IF EXISTS {_s}.\"{table}\" CASCADE"));
+        }
+
+        var delete = new NpgsqlBatchCommand($"DELETE FROM {_s}.projection_builds WHERE id = $1");
+        delete.Parameters.Add(new NpgsqlParameter { Value = build });
+        batch.BatchCommands.Add(delete);
+        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task SetPositionAsync(PostgresWriteContext context, long build, long position, CancellationToken cancellationToken)
+    {
+        await using var update = context.Command($"UPDATE {_s}.projection_builds SET position = $1 WHERE id = $2");
+        update.Parameters.Add(new NpgsqlParameter { Value = position });
+        update.Parameters.Add(new NpgsqlParameter { Value = build });
+        await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task InsertDeadLetterAsync(PostgresWriteContext context, ProjectionDeadLetter deadLetter, CancellationToken cancellationToken)
+    {
+        await using var insert = context.Command(
+            $"""
+            INSERT INTO {_s}.projection_dead_letters (projection, position, event_id, stream, version, event_type, failure, attempts, dead_ticks)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (projection, position) DO UPDATE SET failure = excluded.failure, attempts = excluded.attempts, dead_ticks = excluded.dead_ticks
+            """);
+        var p = insert.Parameters;
+        p.Add(new NpgsqlParameter { Value = deadLetter.Projection });
+        p.Add(new NpgsqlParameter { Value = deadLetter.Position.Value });
+        p.Add(new NpgsqlParameter { Value = deadLetter.EventId.Value });
+        p.Add(new NpgsqlParameter { Value = deadLetter.Stream.Value });
+        p.Add(new NpgsqlParameter { Value = deadLetter.Version });
+        p.Add(new NpgsqlParameter { Value = deadLetter.EventType });
+        p.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(deadLetter.Failure, CairnJsonContext.Default.FailureInfo), NpgsqlDbType = NpgsqlDbType.Text });
+        p.Add(new NpgsqlParameter { Value = deadLetter.Attempts });
+        p.Add(new NpgsqlParameter { Value = deadLetter.Time.UtcTicks });
+        await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The events after <paramref name="after"/> up to <paramref name="to"/> that a filter passes, read in the transaction.</summary>
+    private async Task<List<RecordedEvent>> ReadEventsAsync(PostgresWriteContext context, long after, long to, EventFilter filter, CancellationToken cancellationToken)
+    {
+        var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE e.position > ");
+        query.Sql.Append(query.Add(after)).Append(" AND e.position <= ").Append(query.Add(to));
+        query.AppendFilter(filter);
+        query.Sql.Append(" ORDER BY e.position");
+        await using var select = query.ToCommand(context.Connection, context.Transaction);
+        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var events = new List<RecordedEvent>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            events.Add(EventRows.Read(reader));
+        }
+
+        return events;
+    }
+}

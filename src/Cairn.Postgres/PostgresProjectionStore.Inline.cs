@@ -1,0 +1,68 @@
+using System.Collections.Concurrent;
+using Cairn.EventStore;
+using Cairn.Projections;
+using Npgsql;
+
+namespace Cairn.Postgres;
+
+public sealed partial class PostgresProjectionStore
+{
+    /// <summary>The inline projections attached in this process, by name.</summary>
+    private readonly ConcurrentDictionary<string, (Projection Projection, ReadModelApply Apply)> _inline = new(StringComparer.Ordinal);
+
+    /// <inheritdoc />
+    public void AttachInline(Projection projection, ReadModelApply apply)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        ArgumentNullException.ThrowIfNull(apply);
+        _inline[projection.Name] = (projection, apply);
+        _store.AfterAppend = ApplyInlineAsync;
+    }
+
+    /// <inheritdoc />
+    public void DetachInline(string projection) => _inline.TryRemove(projection, out _);
+
+    /// <summary>
+    /// Applies the attached inline projections whose serving build is live to what an append has just written, in its
+    /// transaction, which holds the append lock: appends of every process apply them one after another. Events after
+    /// the build's position but before this append (written by a process that does not attach the projection) are
+    /// applied first, so the read model never misses one.
+    /// </summary>
+    private async Task ApplyInlineAsync(PostgresWriteContext context, AppendResult appended, CancellationToken cancellationToken)
+    {
+        if (_inline.IsEmpty)
+        {
+            return;
+        }
+
+        var attached = _inline.ToArray();
+        var live = new List<(string Projection, long Build, long Position, string Shape)>(attached.Length);
+        await using (var select = context.Command($"SELECT projection, id, position, shape FROM {_s}.projection_builds WHERE projection = ANY($1) AND serving AND live ORDER BY projection FOR UPDATE"))
+        {
+            select.Parameters.Add(new NpgsqlParameter { Value = attached.Select(a => a.Key).ToArray() });
+            await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                live.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3)));
+            }
+        }
+
+        var head = appended.LastPosition.Value;
+        foreach (var (name, build, position, shape) in live)
+        {
+            // A build of another shape (code deployed with a changed shape, which its runner refuses) is left alone.
+            if (position >= head || !_inline.TryGetValue(name, out var inline) || inline.Projection.Shape != shape)
+            {
+                continue;
+            }
+
+            var events = await ReadEventsAsync(context, position, head, inline.Projection.Filter, cancellationToken).ConfigureAwait(false);
+            if (events.Count > 0)
+            {
+                inline.Apply(new PostgresReadModelTransaction(this, context, build), events);
+            }
+
+            await SetPositionAsync(context, build, head, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

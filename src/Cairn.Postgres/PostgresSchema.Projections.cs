@@ -1,0 +1,59 @@
+namespace Cairn.Postgres;
+
+internal static partial class PostgresSchema
+{
+    /// <summary>The first key of the transaction lock that orders the creation and dropping of a projection's builds.</summary>
+    public const int ProjectionLockClass = 0x43415052; // "CAPR"
+
+    /// <summary>The high 32 bits of a projection's lease, a session-level advisory lock held by the process that runs it.</summary>
+    public const int ProjectionLeaseClass = 0x43414C53; // "CALS"
+
+    /// <summary>
+    /// Projections and snapshots (version 3). Each build of a projection's read model is a row of
+    /// <c>projection_builds</c>, at most one serving and one shadow per projection; its documents live in tables
+    /// <c>doc_&lt;build&gt;_&lt;collection&gt;</c> and its own SQL tables in <c>&lt;table&gt;__b&lt;build&gt;</c>, behind
+    /// a view named after the table. <c>live</c> marks the serving build of an inline projection that appends apply.
+    /// A build's position moves in the same transaction as its documents. Snapshots keep the latest per stream and kind.
+    /// </summary>
+    private static string[] Migration3(string s) =>
+    [
+        $"""
+        CREATE TABLE {s}.projection_builds (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            projection text NOT NULL,
+            version integer NOT NULL,
+            shape text NOT NULL,
+            position bigint NOT NULL,
+            serving boolean NOT NULL,
+            live boolean NOT NULL DEFAULT false,
+            created_at timestamptz NOT NULL DEFAULT now())
+        """,
+        $"CREATE UNIQUE INDEX projection_builds_serving ON {s}.projection_builds (projection) WHERE serving",
+        $"CREATE UNIQUE INDEX projection_builds_shadow ON {s}.projection_builds (projection) WHERE NOT serving",
+        $"""
+        CREATE TABLE {s}.projection_dead_letters (
+            projection text NOT NULL,
+            position bigint NOT NULL,
+            event_id uuid NOT NULL,
+            stream text NOT NULL,
+            version bigint NOT NULL,
+            event_type text NOT NULL,
+            failure text NOT NULL,
+            attempts integer NOT NULL,
+            dead_ticks bigint NOT NULL,
+            PRIMARY KEY (projection, position))
+        """,
+        $"""
+        CREATE TABLE {s}.snapshots (
+            stream text NOT NULL,
+            kind text NOT NULL,
+            schema_version integer NOT NULL,
+            stream_version bigint NOT NULL,
+            first_version bigint NOT NULL,
+            position bigint NOT NULL,
+            taken_at timestamptz NOT NULL DEFAULT now(),
+            data bytea NOT NULL,
+            PRIMARY KEY (stream, kind))
+        """,
+    ];
+}

@@ -1,0 +1,271 @@
+using Cairn.Conformance.Support;
+using Cairn.EventStore;
+using Cairn.Projections;
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// Several processes on one schema (here, stores of their own, each with its own connections) host the same async
+/// projection: the one holding the projection's lease runs it, the others stand by and take over when it dies.
+/// </summary>
+public sealed class ProjectionLeaseTests : IAsyncLifetime
+{
+    private static readonly TimeSpan Patience = Wait.Timeout;
+
+    private readonly string _schema = PostgresServer.NewSchema();
+    private readonly List<Process> _processes = [];
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var process in _processes)
+        {
+            await process.DisposeAsync();
+        }
+
+        await PostgresServer.DropSchemaAsync(_schema);
+    }
+
+    [Fact]
+    public async Task Only_the_process_holding_the_lease_applies_and_the_other_stands_by_following_its_position()
+    {
+        var first = await StartAsync();
+        await Wait.UntilAsync(() => first.Runner.Status.State == ProjectionState.Live, "the first process runs the projection");
+        var second = await StartAsync();
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "the second process stands by");
+
+        // Appends from both processes; the standing-by runner still serves read-your-writes waits.
+        GlobalPosition last = default;
+        for (var i = 0; i < 10; i++)
+        {
+            last = await (i % 2 == 0 ? first : second).PlaceAsync($"o{i}");
+        }
+
+        await second.Runner.WaitForPositionAsync(last, Patience);
+        await first.Runner.WaitForPositionAsync(last, Patience);
+
+        Assert.Equal(10, first.Projection.Applied);
+        Assert.Equal(0, second.Projection.Applied);
+        Assert.Equal(ProjectionState.Standby, second.Runner.Status.State);
+        await AssertAppliedOnceAsync(second, events: 10, last);
+    }
+
+    [Fact]
+    public async Task When_the_process_holding_the_lease_stops_another_takes_over_where_it_stopped()
+    {
+        var first = await StartAsync();
+        await Wait.UntilAsync(() => first.Runner.Status.State == ProjectionState.Live, "the first process runs the projection");
+        var second = await StartAsync();
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "the second process stands by");
+        for (var i = 0; i < 5; i++)
+        {
+            await first.Runner.WaitForPositionAsync(await first.PlaceAsync($"o{i}"), Patience);
+        }
+
+        await first.DisposeAsync();
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Live, "the second process takes the projection over");
+        GlobalPosition last = default;
+        for (var i = 5; i < 10; i++)
+        {
+            last = await second.PlaceAsync($"o{i}");
+        }
+
+        await second.Runner.WaitForPositionAsync(last, Patience);
+        Assert.Equal(5, first.Projection.Applied);
+        Assert.Equal(5, second.Projection.Applied);
+        await AssertAppliedOnceAsync(second, events: 10, last);
+    }
+
+    [Fact]
+    public async Task When_the_connection_holding_the_lease_is_killed_the_lease_passes_on_and_no_event_is_applied_twice()
+    {
+        var first = await StartAsync();
+        await Wait.UntilAsync(() => first.Runner.Status.State == ProjectionState.Live, "the first process runs the projection");
+        var second = await StartAsync();
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "the second process stands by");
+        for (var i = 0; i < 5; i++)
+        {
+            await first.PlaceAsync($"o{i}");
+        }
+
+        var holder = Assert.Single(await LeaseHoldersAsync());
+        await ExecuteAsync($"SELECT pg_terminate_backend({holder})");
+
+        // Events keep coming while the lease is lost and taken again, by whichever process tries first.
+        GlobalPosition last = default;
+        for (var i = 5; i < 20; i++)
+        {
+            last = await second.PlaceAsync($"o{i}");
+        }
+
+        await Wait.UntilAsync(async () => await LeaseHoldersAsync() is [var pid] && pid != holder, "another connection holds the lease");
+        await second.Runner.WaitForPositionAsync(last, Patience);
+        await first.Runner.WaitForPositionAsync(last, Patience);
+        await Wait.UntilAsync(
+            () => (first.Runner.Status.State, second.Runner.Status.State) is (ProjectionState.Live, ProjectionState.Standby) or (ProjectionState.Standby, ProjectionState.Live),
+            "one process runs the projection and the other stands by");
+        await AssertAppliedOnceAsync(second, events: 20, last);
+    }
+
+    [Fact]
+    public async Task An_inline_projection_run_by_one_process_is_applied_by_the_appends_of_the_other_in_their_transaction()
+    {
+        var first = await StartAsync(ProjectionLifecycle.Inline);
+        await Wait.UntilAsync(() => first.Runner.Status.State == ProjectionState.Live, "the first process runs the projection");
+        var second = await StartAsync(ProjectionLifecycle.Inline);
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "the second process stands by");
+
+        // No wait: each append has applied the projection before it returns, whichever process made it.
+        for (var i = 0; i < 6; i++)
+        {
+            var process = i % 2 == 0 ? second : first;
+            var position = await process.PlaceAsync($"o{i}");
+            await AssertAppliedOnceAsync(second, events: i + 1, position);
+        }
+
+        Assert.Equal(3, first.Projection.Applied);
+        Assert.Equal(3, second.Projection.Applied);
+    }
+
+    [Fact]
+    public async Task A_lease_cannot_be_taken_twice_and_is_free_once_released()
+    {
+        var first = await StartProcessAsync();
+        var second = await StartProcessAsync();
+        await using (var lease = await first.Projections.AcquireAsync("leased", default))
+        {
+            using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => second.Projections.AcquireAsync("leased", cancel.Token));
+            Assert.False(lease.Lost.IsCancellationRequested);
+
+            // Another projection's lease is free.
+            await using var other = await second.Projections.AcquireAsync("other", default).Bounded();
+        }
+
+        await using var taken = await second.Projections.AcquireAsync("leased", default).Bounded();
+        Assert.False(taken.Lost.IsCancellationRequested);
+    }
+
+    private async Task AssertAppliedOnceAsync(Process process, long events, GlobalPosition last)
+    {
+        // EventTally throws on an event it has applied already, so a second application would have failed the runner.
+        var tally = await process.ReadModels.LoadAsync<Tally>("all");
+        Assert.NotNull(tally);
+        Assert.Equal(events, tally.Events);
+        Assert.Equal(last.Value, tally.LastPosition);
+    }
+
+    /// <summary>The backends holding the test projection's lease.</summary>
+    private async Task<List<int>> LeaseHoldersAsync()
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+            connection);
+        var key = PostgresSchema.SchemaKey(_schema + "/" + TallyingProjection.ProjectionName);
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)PostgresSchema.ProjectionLeaseClass });
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)key });
+        var pids = new List<int>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            pids.Add(reader.GetInt32(0));
+        }
+
+        return pids;
+    }
+
+    private static async Task ExecuteAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private async Task<Process> StartAsync(ProjectionLifecycle lifecycle = ProjectionLifecycle.Async)
+    {
+        var process = await StartProcessAsync(lifecycle);
+        await process.Runner.StartAsync(default);
+        return process;
+    }
+
+    private Task<Process> StartProcessAsync(ProjectionLifecycle lifecycle = ProjectionLifecycle.Async)
+    {
+        var process = new Process(_schema, lifecycle);
+        _processes.Add(process);
+        return Task.FromResult(process);
+    }
+
+    /// <summary>What one process of the application holds: its store, projection store and runner.</summary>
+    private sealed class Process : IAsyncDisposable
+    {
+        private bool _disposed;
+
+        public Process(string schema, ProjectionLifecycle lifecycle)
+        {
+            Store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema });
+            Projections = new PostgresProjectionStore(Store) { LeaseCheckInterval = TimeSpan.FromMilliseconds(100) };
+            Projection = new TallyingProjection { Lifecycle = lifecycle };
+            Runner = new ProjectionRunner(Projection, Store, Projections, Orders.Serializer());
+            ReadModels = new ReadModels(Projections, Orders.Serializer(), [Projection]);
+        }
+
+        public PostgresEventStore Store { get; }
+
+        public PostgresProjectionStore Projections { get; }
+
+        public TallyingProjection Projection { get; }
+
+        public ProjectionRunner Runner { get; }
+
+        public ReadModels ReadModels { get; }
+
+        public async Task<GlobalPosition> PlaceAsync(string orderId) =>
+            (await Store.AppendToStreamAsync(Orders.Stream(orderId), ExpectedVersion.Any, [Orders.Placed(orderId, "c-1", 10m)], default)).LastPosition;
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            await Runner.DisposeAsync();
+            await Projections.DisposeAsync();
+            await Store.DisposeAsync();
+        }
+    }
+
+    /// <summary>Counts in the read model every event it applies, refusing one applied twice, and counts here the events this process applied.</summary>
+    private sealed class TallyingProjection : Projection
+    {
+        public const string ProjectionName = "leased-tally";
+
+        private int _applied;
+
+        public TallyingProjection()
+            : base(ProjectionName)
+        {
+            Document<Tally>(t => t.Id);
+            On<OrderPlaced>((ctx, _) =>
+            {
+                var tally = ctx.Documents.Load<Tally>("all") ?? new Tally("all", 0, 0);
+                if (ctx.Event.Position.Value <= tally.LastPosition)
+                {
+                    throw new InvalidOperationException($"Event {ctx.Event.Position} applied twice (tally at {tally.LastPosition}).");
+                }
+
+                ctx.Documents.Store(tally with { Events = tally.Events + 1, LastPosition = ctx.Event.Position.Value });
+                Interlocked.Increment(ref _applied);
+            });
+        }
+
+        /// <summary>Events this process's runner applied in batches that committed or not.</summary>
+        public int Applied => Volatile.Read(ref _applied);
+    }
+}
