@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using Cairn.Conformance.Support;
 using Cairn.EventStore;
+using Cairn.Postgres.Child;
 using Cairn.Projections;
 using Npgsql;
 
@@ -110,6 +112,85 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task When_the_process_running_the_projection_is_killed_another_takes_over_and_no_event_is_applied_twice()
+    {
+        var lines = new List<string>();
+        using var child = StartChild(lines);
+        try
+        {
+            await Wait.UntilAsync(() => Has(lines, "live"), "the child process runs the projection");
+            var second = await StartAsync();
+            await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "this process stands by");
+
+            GlobalPosition last = default;
+            for (var i = 0; i < 10; i++)
+            {
+                last = await second.PlaceAsync($"o{i}");
+            }
+
+            // Killed while it runs the projection: its lease connection dies with it, and this process takes over.
+            await Wait.UntilAsync(() => Has(lines, "applied ", minimum: 1), "the child applying events");
+            child.Kill();
+            await child.WaitForExitAsync().WaitAsync(Patience);
+            for (var i = 10; i < 20; i++)
+            {
+                last = await second.PlaceAsync($"o{i}");
+            }
+
+            await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Live, "this process takes the projection over");
+            await second.Runner.WaitForPositionAsync(last, Patience);
+            await AssertAppliedOnceAsync(second, events: 20, last);
+            Assert.True(second.Projection.Applied > 0, "the survivor applied nothing after the kill");
+        }
+        finally
+        {
+            if (!child.HasExited)
+            {
+                child.Kill();
+            }
+        }
+    }
+
+    /// <summary>Whether the child printed <paramref name="prefix"/> (with a count of at least <paramref name="minimum"/> after it).</summary>
+    private static bool Has(List<string> lines, string prefix, long minimum = 0)
+    {
+        lock (lines)
+        {
+            return lines.Any(l => l.StartsWith(prefix, StringComparison.Ordinal)
+                && (minimum == 0 || long.Parse(l.AsSpan(prefix.Length), System.Globalization.CultureInfo.InvariantCulture) >= minimum));
+        }
+    }
+
+    /// <summary>Starts a child process that hosts the projection on the test's schema; its lines go to <paramref name="lines"/>.</summary>
+    private System.Diagnostics.Process StartChild(List<string> lines)
+    {
+        var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } path && File.Exists(path)
+            ? path
+            : Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
+        var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in new[] { typeof(LeasedTally).Assembly.Location, "project", PostgresServer.ConnectionString, _schema })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        var child = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException("The child process did not start.");
+        child.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line)
+            {
+                lock (lines)
+                {
+                    lines.Add(line);
+                }
+            }
+        };
+        child.ErrorDataReceived += (_, _) => { };
+        child.BeginOutputReadLine();
+        child.BeginErrorReadLine();
+        return child;
+    }
+
+    [Fact]
     public async Task An_inline_projection_run_by_one_process_is_applied_by_the_appends_of_the_other_in_their_transaction()
     {
         var first = await StartAsync(ProjectionLifecycle.Inline);
@@ -165,7 +246,7 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
         await using var command = new NpgsqlCommand(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
             connection);
-        var key = PostgresSchema.SchemaKey(_schema + "/" + TallyingProjection.ProjectionName);
+        var key = PostgresSchema.SchemaKey(_schema + "/" + LeasedTally.ProjectionName);
         command.Parameters.Add(new NpgsqlParameter { Value = (long)PostgresSchema.ProjectionLeaseClass });
         command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)key });
         var pids = new List<int>();
@@ -209,7 +290,7 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
         {
             Store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema });
             Projections = new PostgresProjectionStore(Store) { LeaseCheckInterval = TimeSpan.FromMilliseconds(100) };
-            Projection = new TallyingProjection { Lifecycle = lifecycle };
+            Projection = new LeasedTally { Lifecycle = lifecycle };
             Runner = new ProjectionRunner(Projection, Store, Projections, Orders.Serializer());
             ReadModels = new ReadModels(Projections, Orders.Serializer(), [Projection]);
         }
@@ -218,7 +299,7 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
 
         public PostgresProjectionStore Projections { get; }
 
-        public TallyingProjection Projection { get; }
+        public LeasedTally Projection { get; }
 
         public ProjectionRunner Runner { get; }
 
@@ -239,33 +320,5 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
             await Projections.DisposeAsync();
             await Store.DisposeAsync();
         }
-    }
-
-    /// <summary>Counts in the read model every event it applies, refusing one applied twice, and counts here the events this process applied.</summary>
-    private sealed class TallyingProjection : Projection
-    {
-        public const string ProjectionName = "leased-tally";
-
-        private int _applied;
-
-        public TallyingProjection()
-            : base(ProjectionName)
-        {
-            Document<Tally>(t => t.Id);
-            On<OrderPlaced>((ctx, _) =>
-            {
-                var tally = ctx.Documents.Load<Tally>("all") ?? new Tally("all", 0, 0);
-                if (ctx.Event.Position.Value <= tally.LastPosition)
-                {
-                    throw new InvalidOperationException($"Event {ctx.Event.Position} applied twice (tally at {tally.LastPosition}).");
-                }
-
-                ctx.Documents.Store(tally with { Events = tally.Events + 1, LastPosition = ctx.Event.Position.Value });
-                Interlocked.Increment(ref _applied);
-            });
-        }
-
-        /// <summary>Events this process's runner applied in batches that committed or not.</summary>
-        public int Applied => Volatile.Read(ref _applied);
     }
 }
