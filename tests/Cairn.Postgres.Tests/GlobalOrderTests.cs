@@ -139,21 +139,10 @@ public sealed class GlobalOrderTests(ITestOutputHelper output)
         }
     }
 
-    /// <summary>The dotnet host that runs the child's assembly: the one running the tests.</summary>
-    private static string DotnetHost()
-    {
-        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host))
-        {
-            return host;
-        }
-
-        return Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
-    }
-
     /// <summary>Starts a child process that opens its own store on the schema and waits for the go line.</summary>
     private static (Process, StringBuilder) StartChild(string schema, int process)
     {
-        var start = new ProcessStartInfo(DotnetHost())
+        var start = new ProcessStartInfo(DotnetHost.Path)
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,

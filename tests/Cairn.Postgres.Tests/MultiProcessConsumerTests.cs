@@ -108,7 +108,7 @@ public sealed class MultiProcessConsumerTests
 
     private static (Process Process, StringBuilder Errors, List<string> Lines, Task Reader) StartChild(string schema, string label)
     {
-        var start = new ProcessStartInfo(DotnetHost())
+        var start = new ProcessStartInfo(DotnetHost.Path)
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
@@ -168,15 +168,5 @@ public sealed class MultiProcessConsumerTests
 
             await Task.Delay(5);
         }
-    }
-
-    private static string DotnetHost()
-    {
-        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host))
-        {
-            return host;
-        }
-
-        return Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
     }
 }

@@ -164,10 +164,7 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
     /// <summary>Starts a child process that hosts the projection on the test's schema; its lines go to <paramref name="lines"/>.</summary>
     private System.Diagnostics.Process StartChild(List<string> lines)
     {
-        var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } path && File.Exists(path)
-            ? path
-            : Environment.ProcessPath is { } self && Path.GetFileNameWithoutExtension(self) == "dotnet" ? self : "dotnet";
-        var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo(DotnetHost.Path) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var argument in new[] { typeof(LeasedTally).Assembly.Location, "project", PostgresServer.ConnectionString, _schema })
         {
             start.ArgumentList.Add(argument);
