@@ -15,12 +15,25 @@ public sealed partial class PostgresProjectionStore
     {
         ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(apply);
-        _inline[projection.Name] = (projection, apply);
-        _store.AfterAppend = ApplyInlineAsync;
+        lock (_inline)
+        {
+            _inline[projection.Name] = (projection, apply);
+            _store.AfterAppend = ApplyInlineAsync;
+        }
     }
 
     /// <inheritdoc />
-    public void DetachInline(string projection) => _inline.TryRemove(projection, out _);
+    public void DetachInline(string projection)
+    {
+        // With no inline projection left, appends go back to the writer's shared check and write (no hook after each).
+        lock (_inline)
+        {
+            if (_inline.TryRemove(projection, out _) && _inline.IsEmpty && _store.AfterAppend == (Func<PostgresWriteContext, AppendResult, CancellationToken, Task>)ApplyInlineAsync)
+            {
+                _store.AfterAppend = null;
+            }
+        }
+    }
 
     /// <summary>
     /// Applies the attached inline projections whose serving build is live to what an append has just written, in its
