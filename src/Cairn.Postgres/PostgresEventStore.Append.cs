@@ -84,7 +84,7 @@ public sealed partial class PostgresEventStore
         }
 
         var rows = new PendingEvents();
-        var appended = state.Plan(context, append, firstVersions, rows, _options.TimeProvider.GetUtcNow().UtcTicks);
+        var appended = state.Plan(context.Log, append, firstVersions, rows, _options.TimeProvider.GetUtcNow().UtcTicks);
         await InsertAsync(context, rows, append, cancellationToken).ConfigureAwait(false);
         if (AfterAppend is { } after)
         {
@@ -104,14 +104,26 @@ public sealed partial class PostgresEventStore
     internal async Task<IReadOnlyList<(AppendResult? Result, Exception? Error)>> AppendManyInContextAsync(PostgresWriteContext context, IReadOnlyList<PreparedAppend> appends, CancellationToken cancellationToken)
     {
         var state = await ReadAppendStateAsync(context, appends, cancellationToken).ConfigureAwait(false);
-        var outcomes = new (AppendResult?, Exception?)[appends.Count];
         var rows = new PendingEvents();
+        var outcomes = PlanEach(state, context.Log, appends, rows);
+        if (rows.Count > 0)
+        {
+            await InsertAsync(context, rows, null, cancellationToken).ConfigureAwait(false);
+        }
+
+        return outcomes;
+    }
+
+    /// <summary>Checks and plans each append in turn, on the state as the ones before it left it.</summary>
+    private (AppendResult? Result, Exception? Error)[] PlanEach(AppendState state, AppendHead log, IReadOnlyList<PreparedAppend> appends, PendingEvents rows)
+    {
+        var outcomes = new (AppendResult?, Exception?)[appends.Count];
         var now = _options.TimeProvider.GetUtcNow().UtcTicks;
         for (var i = 0; i < appends.Count; i++)
         {
             try
             {
-                outcomes[i] = (state.TryRetry(appends[i]) ?? state.Plan(context, appends[i], state.CheckExpectations(appends[i]), rows, now), null);
+                outcomes[i] = (state.TryRetry(appends[i]) ?? state.Plan(log, appends[i], state.CheckExpectations(appends[i]), rows, now), null);
             }
             catch (CairnException ex)
             {
@@ -119,12 +131,122 @@ public sealed partial class PostgresEventStore
             }
         }
 
-        if (rows.Count > 0)
+        return outcomes;
+    }
+
+    /// <summary>
+    /// Tries plain appends without the append lock held across round trips. The first round trip reads the head and
+    /// then the streams the appends touch, with no lock; the appends are checked and planned on what it read. The
+    /// second takes the lock and writes them, in one implicit transaction that commits as the round trip ends, and only
+    /// if the head is still the one read: nothing writes streams or events without appending, so an unchanged head means
+    /// everything read is still true. The lock is held for the second round trip's work and its commit, never while
+    /// the client plans. Event ids are not looked up, except those of refused appends: a reused one makes the write
+    /// fail on the unique index, and the locked path then tells a retry from a duplicate.
+    /// </summary>
+    /// <returns>
+    /// The outcome of each append, as <see cref="AppendManyInContextAsync"/> gives them; or, having written nothing,
+    /// <see cref="OptimisticAppend.HeadMoved"/> (another writer appended in between) or
+    /// <see cref="OptimisticAppend.IdConflict"/> (an id is in the log already: a retry or a duplicate), for the
+    /// appends to take the locked path.
+    /// </returns>
+    internal async Task<OptimisticAppend> TryAppendOptimisticallyAsync(NpgsqlConnection connection, IReadOnlyList<PreparedAppend> appends)
+    {
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var append in appends)
         {
-            await InsertAsync(context, rows, null, cancellationToken).ConfigureAwait(false);
+            foreach (var part in append.Streams)
+            {
+                names.Add(part.Stream.Value);
+            }
         }
 
-        return outcomes;
+        var state = new AppendState();
+        var log = new AppendHead();
+        await using (var read = new NpgsqlBatch(connection))
+        {
+            // The head first: a commit landing between the two reads then shows as a moved head.
+            read.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
+            read.BatchCommands.Add(Command($"SELECT {StreamRow.Columns} FROM {_s}.streams WHERE name = ANY($1)", names.ToArray()));
+            await using var reader = await read.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            log.Read(0, long.MinValue);
+            if (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                log.Read(reader.GetInt64(0), reader.GetInt64(1));
+            }
+
+            await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+            while (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                var row = StreamRow.Read(reader);
+                state.Streams[row.Name] = row;
+            }
+        }
+
+        var expectedHead = log.Head;
+        var rows = new PendingEvents();
+        var outcomes = PlanEach(state, log, appends, rows);
+        if (BeforeOptimisticWrite is { } beforeWrite)
+        {
+            await beforeWrite().ConfigureAwait(false);
+        }
+
+        // A refused append may be a retry of one that landed (a retry is one before its expected version is checked):
+        // the write goes ahead only if none of the refused appends' ids is in the log.
+        var refusedIds = new List<Guid>();
+        for (var i = 0; i < appends.Count; i++)
+        {
+            if (outcomes[i].Error is not null)
+            {
+                refusedIds.AddRange(appends[i].Streams.SelectMany(p => p.Events).Select(e => e.Id.Value));
+            }
+        }
+
+        if (rows.Count == 0)
+        {
+            await using var lookup = new NpgsqlCommand($"SELECT EXISTS (SELECT FROM {_s}.events WHERE id = ANY($1))", connection);
+            lookup.Parameters.Add(new NpgsqlParameter { Value = refusedIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+            return (bool)(await lookup.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false))!
+                ? OptimisticAppend.IdConflict
+                : new OptimisticAppend(outcomes, 0);
+        }
+
+        await using var write = new NpgsqlBatch(connection);
+        write.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
+        var insert = new NpgsqlBatchCommand(GuardedInsertSql);
+        rows.Bind(insert.Parameters);
+        insert.Parameters.Add(new NpgsqlParameter { Value = expectedHead, NpgsqlDbType = NpgsqlDbType.Bigint });
+        insert.Parameters.Add(new NpgsqlParameter { Value = refusedIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+        write.BatchCommands.Add(insert);
+        try
+        {
+            await write.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "events_id_key")
+        {
+            return OptimisticAppend.IdConflict;
+        }
+
+        if (insert.RecordsAffected != rows.Count)
+        {
+            return refusedIds.Count > 0 ? OptimisticAppend.IdConflict : OptimisticAppend.HeadMoved;
+        }
+
+        _signal.Advance(log.LastAppended);
+        return new OptimisticAppend(outcomes, log.LastAppended);
+    }
+
+    /// <summary>For tests: runs between an optimistic append's read and its write, where another writer may append.</summary>
+    internal Func<Task>? BeforeOptimisticWrite { get; set; }
+
+    /// <summary>What <see cref="TryAppendOptimisticallyAsync"/> did.</summary>
+    /// <param name="Outcomes">Each append's result or refusal; null when nothing was written and the appends must take the locked path.</param>
+    /// <param name="LastPosition">The last position written, or 0.</param>
+    /// <param name="Moved">Whether the head had moved since it was read.</param>
+    internal sealed record OptimisticAppend((AppendResult? Result, Exception? Error)[]? Outcomes, long LastPosition, bool Moved = false)
+    {
+        public static readonly OptimisticAppend HeadMoved = new(null, 0, Moved: true);
+
+        public static readonly OptimisticAppend IdConflict = new(null, 0);
     }
 
     /// <summary>Reads, under the append lock (taken now unless held), what the appends' checks need.</summary>
@@ -180,10 +302,10 @@ public sealed partial class PostgresEventStore
         if (locking)
         {
             await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-            context.Locked(0, long.MinValue);
+            context.Log.Read(0, long.MinValue);
             if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                context.Locked(reader.GetInt64(0), reader.GetInt64(1));
+                context.Log.Read(reader.GetInt64(0), reader.GetInt64(1));
             }
         }
 
@@ -238,9 +360,9 @@ public sealed partial class PostgresEventStore
 
         /// <summary>
         /// Refuses an id reused by an append that is not a retry (after the expectations, as on every backend), then
-        /// gives the events their positions after the context's head and adds them to <paramref name="rows"/>.
+        /// gives the events their positions after <paramref name="log"/>'s head and adds them to <paramref name="rows"/>.
         /// </summary>
-        public AppendResult Plan(PostgresWriteContext context, PreparedAppend append, long[] firstVersions, PendingEvents rows, long now)
+        public AppendResult Plan(AppendHead log, PreparedAppend append, long[] firstVersions, PendingEvents rows, long now)
         {
             foreach (var part in append.Streams)
             {
@@ -254,8 +376,8 @@ public sealed partial class PostgresEventStore
             }
 
             // Commit times never go backwards along the log.
-            rows.Ticks = context.NextTicks(now);
-            var head = context.Head;
+            rows.Ticks = log.NextTicks(now);
+            var head = log.Head;
             var position = head;
             var results = new StreamAppendResult[append.Streams.Count];
             for (var s = 0; s < append.Streams.Count; s++)
@@ -278,7 +400,7 @@ public sealed partial class PostgresEventStore
                 rows.StreamWritten(part.Stream.Value, version - 1);
             }
 
-            context.Appended(position);
+            log.Appended(position);
             return new AppendResult(results, new GlobalPosition(head + 1), new GlobalPosition(position), WasDuplicate: false);
         }
     }
@@ -361,10 +483,21 @@ public sealed partial class PostgresEventStore
     /// Writes the touched streams (created Active, or made Active again with their new last version) and the events,
     /// in one statement: the streams' ids come from the upsert.
     /// </summary>
-    private string InsertSql => $"""
+    private string InsertSql => InsertSqlGuardedBy("");
+
+    /// <summary>
+    /// <see cref="InsertSql"/> that writes nothing unless the head (the last position in the log, 0 when it is empty)
+    /// is parameter <c>$20</c> and none of the ids in <c>$21</c> is in the log: without the streams' rows, the events'
+    /// join finds nothing to insert.
+    /// </summary>
+    private string GuardedInsertSql => InsertSqlGuardedBy(
+        $"WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20 AND NOT EXISTS (SELECT FROM {_s}.events WHERE id = ANY($21::uuid[]))");
+
+    private string InsertSqlGuardedBy(string guard) => $"""
         WITH s AS (
             INSERT INTO {_s}.streams AS t (name, state, last_version)
             SELECT u.name, {(int)StreamState.Active}, u.last_version FROM unnest($1::text[], $2::bigint[]) AS u(name, last_version)
+            {guard}
             ON CONFLICT (name) DO UPDATE SET state = excluded.state, last_version = excluded.last_version
             RETURNING t.id, t.name)
         INSERT INTO {_s}.events (position, id, stream_id, stream, category, is_system, version, type, time_ticks, source, content_type,

@@ -12,8 +12,6 @@ internal sealed class PostgresWriteContext
 {
     private readonly PostgresEventStore _store;
     private List<Action>? _committed;
-    private long _head = -1;
-    private long _lastTicks = long.MinValue;
 
     internal PostgresWriteContext(PostgresEventStore store, NpgsqlConnection connection, NpgsqlTransaction transaction)
     {
@@ -31,14 +29,17 @@ internal sealed class PostgresWriteContext
     /// <summary>The store whose schema the transaction writes.</summary>
     public PostgresEventStore Store => _store;
 
+    /// <summary>The head as this transaction sees it: read when it takes the append lock, moved on by its appends.</summary>
+    public AppendHead Log { get; } = new();
+
     /// <summary>Whether this transaction holds the append lock (it appended, or took it with <see cref="LockAppendsAsync"/>).</summary>
-    public bool HoldsAppendLock => _head >= 0;
+    public bool HoldsAppendLock => Log.IsKnown;
 
     /// <summary>The last position written in this transaction, or committed before it: valid once the append lock is held.</summary>
-    public long Head => _head;
+    public long Head => Log.Head;
 
     /// <summary>The position of the last event this transaction appended, or 0 when it appended none.</summary>
-    public long LastAppended { get; private set; }
+    public long LastAppended => Log.LastAppended;
 
     /// <summary>A new command in the transaction.</summary>
     public NpgsqlCommand Command(string sql) => new(sql, Connection, Transaction);
@@ -59,42 +60,23 @@ internal sealed class PostgresWriteContext
         if (!HoldsAppendLock)
         {
             var (head, ticks) = await _store.TakeAppendLockAsync(this, cancellationToken).ConfigureAwait(false);
-            Locked(head, ticks);
+            Log.Read(head, ticks);
         }
     }
 
     /// <summary>Runs <paramref name="action"/> once the transaction has committed (wake-ups, caches); never on rollback.</summary>
     public void OnCommitted(Action action) => (_committed ??= []).Add(action);
 
-    /// <summary>Records the head read under the append lock.</summary>
-    internal void Locked(long head, long lastTicks)
-    {
-        _head = head;
-        _lastTicks = lastTicks;
-    }
-
-    /// <summary>The commit time for the next append: never before one already in the log.</summary>
-    internal long NextTicks(long now) => _lastTicks = Math.Max(now, _lastTicks);
-
-    /// <summary>Moves the head past events this transaction has just written.</summary>
-    internal void Appended(long lastPosition)
-    {
-        _head = lastPosition;
-        LastAppended = lastPosition;
-    }
-
     /// <summary>What the context knows before a piece of work runs, to go back to if the piece is undone.</summary>
     internal readonly record struct State(long Head, long LastTicks, long LastAppended, int Committed);
 
     /// <summary>The context's state now.</summary>
-    internal State Mark() => new(_head, _lastTicks, LastAppended, _committed?.Count ?? 0);
+    internal State Mark() => new(Log.Head, Log.LastTicks, Log.LastAppended, _committed?.Count ?? 0);
 
     /// <summary>Goes back to <paramref name="state"/> after the work since it was rolled back (or wrote nothing).</summary>
     internal void Restore(State state)
     {
-        _head = state.Head;
-        _lastTicks = state.LastTicks;
-        LastAppended = state.LastAppended;
+        Log.Restore(state.Head, state.LastTicks, state.LastAppended);
         _committed?.RemoveRange(state.Committed, _committed.Count - state.Committed);
     }
 

@@ -9,7 +9,9 @@ namespace Cairn.Postgres;
 /// The process's one writer to PostgreSQL: write work from every caller queues here, and the writer runs what has
 /// queued up, up to <see cref="MaxBatch"/> pieces, in one transaction on its own connection: one append lock, one
 /// commit and one WAL flush for all of them (group commit). Plain appends (no condition, and no inline projection to
-/// apply after each) are checked together and written by one statement: two round trips for all of them. Every other
+/// apply after each) are checked together and written by one statement: two round trips for all of them. A batch of
+/// nothing but plain appends first goes the optimistic way, which holds the append lock only for the second round trip
+/// and its commit (<see cref="PostgresEventStore.TryAppendOptimisticallyAsync"/>). Every other
 /// piece runs in a savepoint of its own when others share its transaction, so a piece that fails is undone alone and
 /// the rest commit. If a statement without a savepoint fails, which aborts PostgreSQL's transaction, every piece of the
 /// batch is run again in a transaction of its own.
@@ -22,6 +24,12 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// </summary>
     public const int MaxBatch = 32;
 
+    /// <summary>
+    /// How many batches go the locked way after an optimistic one found that another writer had appended: while
+    /// processes contend, the optimistic way would mostly find the head moved and cost its two round trips for nothing.
+    /// </summary>
+    private const int LockedBatchesAfterHeadMoved = 16;
+
     private static readonly AsyncLocal<PostgresWriter?> Running = new();
 
     private readonly PostgresEventStore _store;
@@ -30,6 +38,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private readonly Channel<Work> _queue = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
     private readonly Task _loop;
     private NpgsqlConnection? _connection;
+    private int _lockedBatches;
 
     public PostgresWriter(PostgresEventStore store, NpgsqlDataSource dataSource, ILogger logger)
     {
@@ -98,6 +107,11 @@ internal sealed class PostgresWriter : IAsyncDisposable
             Running.Value = this;
             try
             {
+                if (await TryAppendOptimisticallyAsync(batch).ConfigureAwait(false))
+                {
+                    continue;
+                }
+
                 if (!await RunBatchAsync(batch).ConfigureAwait(false))
                 {
                     // A statement without a savepoint broke the shared transaction: each piece not yet refused
@@ -130,6 +144,74 @@ internal sealed class PostgresWriter : IAsyncDisposable
         {
             await _connection.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Writes a batch made only of plain appends the optimistic way (<see cref="PostgresEventStore.TryAppendOptimisticallyAsync"/>):
+    /// two round trips, with the append lock held only for the second. Returns false, having written and settled
+    /// nothing, when the batch is not of that kind or the optimistic write found the log changed; after the head moved
+    /// under it (another process appends), the next <see cref="LockedBatchesAfterHeadMoved"/> batches go the locked way.
+    /// </summary>
+    private async Task<bool> TryAppendOptimisticallyAsync(List<Work> batch)
+    {
+        if (_store.AfterAppend is not null || batch.Exists(w => w is not AppendWork { Append.Condition: null }))
+        {
+            return false;
+        }
+
+        if (_lockedBatches > 0)
+        {
+            _lockedBatches--;
+            return false;
+        }
+
+        var appends = batch.ConvertAll(w => ((AppendWork)w).Append);
+        PostgresEventStore.OptimisticAppend written;
+        NpgsqlConnection? connection = null;
+        try
+        {
+            connection = await OpenAsync().ConfigureAwait(false);
+            written = await _store.TryAppendOptimisticallyAsync(connection, appends).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            if (connection is null || IsBroken(connection, ex))
+            {
+                // Whether a commit under way landed is unknown, as for any commit that loses its connection.
+                await DropConnectionAsync().ConfigureAwait(false);
+                FailAll(batch, ex);
+                return true;
+            }
+
+            _logger.LogDebug(ex, "An optimistic PostgreSQL append failed; the batch goes the locked way.");
+            return false;
+        }
+
+        if (written.Outcomes is not { } outcomes)
+        {
+            if (written.Moved)
+            {
+                _lockedBatches = LockedBatchesAfterHeadMoved;
+            }
+
+            return false;
+        }
+
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var item = (AppendWork)batch[i];
+            if (outcomes[i].Error is { } error)
+            {
+                item.Fail(error);
+            }
+            else
+            {
+                item.Succeeded(outcomes[i].Result!);
+                item.Complete();
+            }
+        }
+
+        return true;
     }
 
     /// <summary>

@@ -1,0 +1,115 @@
+using System.Text;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// A batch of plain appends reads the log without the append lock and writes only if the head has not moved since.
+/// Here a second store on the same schema (another process's writer) appends between the read and the write: the
+/// first store's appends then run again under the lock, and are answered as the log is at that point.
+/// </summary>
+public sealed class OptimisticAppendTests : IAsyncLifetime
+{
+    private readonly string _schema = PostgresServer.NewSchema();
+    private PostgresEventStore _store = null!;
+    private PostgresEventStore _other = null!;
+
+    public Task InitializeAsync()
+    {
+        _store = Open();
+        _other = Open();
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _store.DisposeAsync();
+        await _other.DisposeAsync();
+        await PostgresServer.DropSchemaAsync(_schema);
+    }
+
+    private PostgresEventStore Open() => new(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
+
+    private static EventData Event(MessageId? id = null) => new("test.appended", Encoding.UTF8.GetBytes("{}")) { Id = id ?? MessageId.New() };
+
+    /// <summary>Makes the other store append <paramref name="events"/> to <paramref name="stream"/> the first time the store is between its read and its write.</summary>
+    private List<int> InterleaveOnce(string stream, params EventData[] events)
+    {
+        var calls = new List<int>();
+        _store.BeforeOptimisticWrite = async () =>
+        {
+            calls.Add(calls.Count);
+            if (calls.Count == 1)
+            {
+                await _other.AppendToStreamAsync(stream, ExpectedVersion.Any, events);
+            }
+        };
+        return calls;
+    }
+
+    [Fact]
+    public async Task an_append_that_finds_the_head_moved_lands_after_the_event_that_moved_it()
+    {
+        var theirs = Event();
+        InterleaveOnce("shared", theirs);
+
+        var ours = Event();
+        var result = await _store.AppendToStreamAsync("shared", ExpectedVersion.Any, [ours]);
+
+        Assert.Equal(2, result.FirstPosition.Value);
+        Assert.Equal(1, result.Streams[0].FirstVersion);
+        var log = await _store.ReadAllAsync().ToListAsync();
+        Assert.Equal([theirs.Id, ours.Id], log.Select(e => e.Id));
+        Assert.Equal([1L, 2L], log.Select(e => e.Position.Value));
+        Assert.Equal([0L, 1L], log.Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task an_expected_version_that_held_when_read_but_not_at_the_write_is_refused_and_writes_nothing()
+    {
+        InterleaveOnce("order-1", Event());
+
+        var refused = await Assert.ThrowsAsync<WrongExpectedVersionException>(
+            () => _store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Event()]));
+
+        Assert.Contains("order-1", refused.Message);
+        Assert.Single(await _store.ReadAllAsync().ToListAsync());
+    }
+
+    [Fact]
+    public async Task an_event_id_written_by_another_writer_in_between_makes_the_append_a_retry()
+    {
+        var same = Event();
+        InterleaveOnce("order-2", same);
+
+        var result = await _store.AppendToStreamAsync("order-2", ExpectedVersion.NoStream, [same]);
+
+        Assert.True(result.WasDuplicate);
+        Assert.Equal(1, result.FirstPosition.Value);
+        Assert.Single(await _store.ReadAllAsync().ToListAsync());
+    }
+
+    [Fact]
+    public async Task after_the_head_moved_the_next_batches_take_the_lock_from_the_start_and_then_go_back()
+    {
+        var calls = InterleaveOnce("busy", Event());
+        await _store.AppendToStreamAsync("busy", ExpectedVersion.Any, [Event()]);
+        Assert.Single(calls);
+
+        // While another writer is appending, the optimistic way would mostly fail: the next batches skip it.
+        for (var i = 0; i < 16; i++)
+        {
+            await _store.AppendToStreamAsync("busy", ExpectedVersion.Any, [Event()]);
+        }
+
+        Assert.Single(calls);
+        await _store.AppendToStreamAsync("busy", ExpectedVersion.Any, [Event()]);
+        Assert.Equal(2, calls.Count);
+
+        var log = await _store.ReadAllAsync().ToListAsync();
+        Assert.Equal(19, log.Count);
+        Assert.Equal(Enumerable.Range(1, 19).Select(p => (long)p), log.Select(e => e.Position.Value));
+        Assert.Equal(Enumerable.Range(0, 19).Select(v => (long)v), log.Select(e => e.Version));
+    }
+}
