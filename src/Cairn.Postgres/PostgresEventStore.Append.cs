@@ -47,6 +47,15 @@ public sealed partial class PostgresEventStore
         context.RunCommitted();
     }
 
+    // Lookups by a list of keys go one key at a time, through the unique index: `key = ANY($1)` lets PostgreSQL plan a
+    // scan of the whole table, and with statements prepared, a plan made while the table was small is kept after it grew.
+
+    /// <summary>The rows of the streams named in <c>$1</c> (a text array), in <see cref="StreamRow.Columns"/>.</summary>
+    private string StreamsByNameSql => $"SELECT s.* FROM unnest($1::text[]) AS n(name) CROSS JOIN LATERAL (SELECT {StreamRow.Columns} FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) s";
+
+    /// <summary>The id, stream, version and position of the events whose ids are in <c>$1</c> (a uuid array).</summary>
+    private string EventsByIdSql => $"SELECT e.* FROM unnest($1::uuid[]) AS r(id) CROSS JOIN LATERAL (SELECT t.id, t.stream, t.version, t.position FROM {_s}.events t WHERE t.id = r.id OFFSET 0) e";
+
     /// <summary>The statement taking the append lock; it is held until the transaction ends.</summary>
     private string LockSql => $"SELECT pg_advisory_xact_lock({PostgresSchema.AppendLockClass}, {_schemaKey})";
 
@@ -166,7 +175,7 @@ public sealed partial class PostgresEventStore
         {
             // The head first: a commit landing between the two reads then shows as a moved head.
             read.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
-            read.BatchCommands.Add(Command($"SELECT {StreamRow.Columns} FROM {_s}.streams WHERE name = ANY($1)", names.ToArray()));
+            read.BatchCommands.Add(Command(StreamsByNameSql, names.ToArray()));
             await using var reader = await read.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
             log.Read(0, long.MinValue);
             if (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
@@ -203,7 +212,7 @@ public sealed partial class PostgresEventStore
 
         if (rows.Count == 0)
         {
-            await using var lookup = new NpgsqlCommand($"SELECT EXISTS (SELECT FROM {_s}.events WHERE id = ANY($1))", connection);
+            await using var lookup = new NpgsqlCommand($"SELECT EXISTS ({EventsByIdSql})", connection);
             lookup.Parameters.Add(new NpgsqlParameter { Value = refusedIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
             return (bool)(await lookup.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false))!
                 ? OptimisticAppend.IdConflict
@@ -274,8 +283,8 @@ public sealed partial class PostgresEventStore
             batch.BatchCommands.Add(new NpgsqlBatchCommand(LockSql));
         }
 
-        batch.BatchCommands.Add(Command($"SELECT {StreamRow.Columns} FROM {_s}.streams WHERE name = ANY($1)", names.ToArray()));
-        batch.BatchCommands.Add(Command($"SELECT id, stream, version, position FROM {_s}.events WHERE id = ANY($1)", ids.ToArray()));
+        batch.BatchCommands.Add(Command(StreamsByNameSql, names.ToArray()));
+        batch.BatchCommands.Add(Command(EventsByIdSql, ids.ToArray()));
         if (locking)
         {
             batch.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
@@ -491,7 +500,7 @@ public sealed partial class PostgresEventStore
     /// join finds nothing to insert.
     /// </summary>
     private string GuardedInsertSql => InsertSqlGuardedBy(
-        $"WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20 AND NOT EXISTS (SELECT FROM {_s}.events WHERE id = ANY($21::uuid[]))");
+        $"WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20 AND (cardinality($21::uuid[]) = 0 OR NOT EXISTS ({EventsByIdSql.Replace("$1", "$21", StringComparison.Ordinal)}))");
 
     private string InsertSqlGuardedBy(string guard) => $"""
         WITH s AS (

@@ -20,6 +20,7 @@ internal static partial class PostgresSchema
         (2, "queues, topics, dead letters and the inbox", Migration2),
         (3, "projections and snapshots", Migration3),
         (4, "the schema registry", RegistryMigration),
+        (5, "events without a foreign key to streams", Migration5),
     ];
 
     /// <summary>The schema version this library writes and reads.</summary>
@@ -90,6 +91,16 @@ internal static partial class PostgresSchema
             position bigint NOT NULL,
             updated_at timestamptz NOT NULL DEFAULT now())
         """,
+    ];
+
+    /// <summary>
+    /// Drops the foreign key from <c>events.stream_id</c> to <c>streams</c>. Its check ran a query per inserted event,
+    /// the largest part of an append's server time in batches; every append writes its streams' rows in the same
+    /// statement as its events, and nothing deletes a stream's row, so the key could never fail.
+    /// </summary>
+    private static string[] Migration5(string s) =>
+    [
+        $"ALTER TABLE {s}.events DROP CONSTRAINT IF EXISTS events_stream_id_fkey",
     ];
 
     /// <summary>

@@ -1,5 +1,7 @@
 using Cairn.Cli;
 using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Npgsql;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -69,6 +71,28 @@ public sealed class StorageMigrationTests : IAsyncLifetime
         var results = await Task.WhenAll(migrators.Select(m => Task.Run(() => m.MigrateAsync(CancellationToken.None))));
         Assert.Single(results, r => r.Migrated);
         Assert.All(results, r => Assert.True(r.After.IsCurrent));
+    }
+
+    [Fact]
+    public async Task a_migrated_log_has_no_foreign_key_from_events_to_streams_and_still_refuses_a_second_version()
+    {
+        var migrator = new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
+        await migrator.MigrateAsync(CancellationToken.None);
+
+        await using var dataSource = NpgsqlDataSource.Create(PostgresServer.ConnectionString);
+        await using var keys = dataSource.CreateCommand("SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f'");
+        keys.Parameters.Add(new NpgsqlParameter { Value = $"\"{_schema}\".events" });
+        Assert.Equal(0L, (long)(await keys.ExecuteScalarAsync())!);
+
+        // What the key never had to check, the store still keeps: one event per version of a stream.
+        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
+        var first = await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [new EventData("test.appended", "{}"u8.ToArray())]);
+        await using var duplicate = dataSource.CreateCommand(
+            $"INSERT INTO \"{_schema}\".events (position, id, stream_id, stream, category, is_system, version, type, time_ticks, source, content_type, tags, data) " +
+            $"SELECT 2, gen_random_uuid(), stream_id, stream, category, is_system, version, type, time_ticks, source, content_type, tags, data FROM \"{_schema}\".events WHERE position = $1");
+        duplicate.Parameters.Add(new NpgsqlParameter { Value = first.FirstPosition.Value });
+        var refused = await Assert.ThrowsAsync<PostgresException>(() => duplicate.ExecuteNonQueryAsync());
+        Assert.Equal(PostgresErrorCodes.UniqueViolation, refused.SqlState);
     }
 
     [Fact]
