@@ -144,21 +144,25 @@ public sealed partial class PostgresEventStore
     }
 
     /// <summary>
-    /// Tries plain appends without the append lock held across round trips. The first round trip reads the head and
-    /// then the streams the appends touch, with no lock; the appends are checked and planned on what it read. The
-    /// second takes the lock and writes them, in one implicit transaction that commits as the round trip ends, and only
-    /// if the head is still the one read: nothing writes streams or events without appending, so an unchanged head means
-    /// everything read is still true. The lock is held for the second round trip's work and its commit, never while
-    /// the client plans. Event ids are not looked up, except those of refused appends: a reused one makes the write
-    /// fail on the unique index, and the locked path then tells a retry from a duplicate.
+    /// Tries plain appends without the append lock held across round trips. Unless <paramref name="known"/> is given,
+    /// the first round trip reads the head and then the streams the appends touch, with no lock; the appends are checked
+    /// and planned on what it read. The write takes the lock and writes them, in one implicit transaction that commits
+    /// as the round trip ends, and only if the head is still the one read: nothing writes streams or events without
+    /// appending, so an unchanged head means everything read is still true. The lock is held for the write's work and
+    /// its commit, never while the client plans. Event ids are not looked up, except those of refused appends: a reused
+    /// one makes the write fail on the unique index, and the locked path then tells a retry from a duplicate.
     /// </summary>
+    /// <param name="connection">An open connection with no transaction.</param>
+    /// <param name="appends">The appends, each with no condition.</param>
+    /// <param name="known">
+    /// What the writer's own last commits left, to plan on with no read at all: the write then also requires that none
+    /// of the streams it does not know exists. A refusal planned on it is not trusted.
+    /// </param>
     /// <returns>
-    /// The outcome of each append, as <see cref="AppendManyInContextAsync"/> gives them; or, having written nothing,
-    /// <see cref="OptimisticAppend.HeadMoved"/> (another writer appended in between) or
-    /// <see cref="OptimisticAppend.IdConflict"/> (an id is in the log already: a retry or a duplicate), for the
-    /// appends to take the locked path.
+    /// The outcome of each append, as <see cref="AppendManyInContextAsync"/> gives them, with what is now known of the
+    /// log; or, having written nothing, why not.
     /// </returns>
-    internal async Task<OptimisticAppend> TryAppendOptimisticallyAsync(NpgsqlConnection connection, IReadOnlyList<PreparedAppend> appends)
+    internal async Task<OptimisticAppend> TryAppendOptimisticallyAsync(NpgsqlConnection connection, IReadOnlyList<PreparedAppend> appends, KnownLog? known)
     {
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var append in appends)
@@ -171,8 +175,26 @@ public sealed partial class PostgresEventStore
 
         var state = new AppendState();
         var log = new AppendHead();
-        await using (var read = new NpgsqlBatch(connection))
+        var unknown = new List<string>();
+        if (known is not null)
         {
+            log.Read(known.Head, known.LastTicks);
+            foreach (var name in names)
+            {
+                if (known.Streams.TryGetValue(name, out var row))
+                {
+                    state.Streams[name] = row;
+                }
+                else
+                {
+                    unknown.Add(name);
+                }
+            }
+        }
+        else
+        {
+            await using var read = new NpgsqlBatch(connection);
+
             // The head first: a commit landing between the two reads then shows as a moved head.
             read.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
             read.BatchCommands.Add(Command(StreamsByNameSql, names.ToArray()));
@@ -210,13 +232,18 @@ public sealed partial class PostgresEventStore
             }
         }
 
+        if (known is not null && refusedIds.Count > 0)
+        {
+            return OptimisticAppend.Unsure;
+        }
+
         if (rows.Count == 0)
         {
             await using var lookup = new NpgsqlCommand($"SELECT EXISTS ({EventsByIdSql})", connection);
             lookup.Parameters.Add(new NpgsqlParameter { Value = refusedIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
             return (bool)(await lookup.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false))!
                 ? OptimisticAppend.IdConflict
-                : new OptimisticAppend(outcomes, 0);
+                : new OptimisticAppend(outcomes, 0, Known: known);
         }
 
         await using var write = new NpgsqlBatch(connection);
@@ -225,6 +252,7 @@ public sealed partial class PostgresEventStore
         rows.Bind(insert.Parameters);
         insert.Parameters.Add(new NpgsqlParameter { Value = expectedHead, NpgsqlDbType = NpgsqlDbType.Bigint });
         insert.Parameters.Add(new NpgsqlParameter { Value = refusedIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+        insert.Parameters.Add(new NpgsqlParameter { Value = unknown, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         write.BatchCommands.Add(insert);
         try
         {
@@ -237,25 +265,45 @@ public sealed partial class PostgresEventStore
 
         if (insert.RecordsAffected != rows.Count)
         {
-            return refusedIds.Count > 0 ? OptimisticAppend.IdConflict : OptimisticAppend.HeadMoved;
+            return known is not null ? OptimisticAppend.Unsure
+                : refusedIds.Count > 0 ? OptimisticAppend.IdConflict
+                : OptimisticAppend.HeadMoved;
         }
 
         _signal.Advance(log.LastAppended);
-        return new OptimisticAppend(outcomes, log.LastAppended);
+        var streams = known is { Streams.Count: < KnownLog.MaxStreams } ? known.Streams : new Dictionary<string, StreamRow>(StringComparer.Ordinal);
+        foreach (var (name, row) in state.Streams)
+        {
+            streams[name] = row;
+        }
+
+        return new OptimisticAppend(outcomes, log.LastAppended, Known: new KnownLog(log.Head, log.LastTicks, streams));
     }
 
     /// <summary>For tests: runs between an optimistic append's read and its write, where another writer may append.</summary>
     internal Func<Task>? BeforeOptimisticWrite { get; set; }
 
     /// <summary>What <see cref="TryAppendOptimisticallyAsync"/> did.</summary>
-    /// <param name="Outcomes">Each append's result or refusal; null when nothing was written and the appends must take the locked path.</param>
+    /// <param name="Outcomes">Each append's result or refusal; null when nothing was written.</param>
     /// <param name="LastPosition">The last position written, or 0.</param>
-    /// <param name="Moved">Whether the head had moved since it was read.</param>
-    internal sealed record OptimisticAppend((AppendResult? Result, Exception? Error)[]? Outcomes, long LastPosition, bool Moved = false)
+    /// <param name="Moved">Nothing written: the head had moved since it was read (another writer appended).</param>
+    /// <param name="Known">What the writer may plan its next appends on, when something was written.</param>
+    /// <param name="Retry">Nothing written: what the writer knew was not enough; read the log and try again.</param>
+    internal sealed record OptimisticAppend(
+        (AppendResult? Result, Exception? Error)[]? Outcomes,
+        long LastPosition,
+        bool Moved = false,
+        KnownLog? Known = null,
+        bool Retry = false)
     {
+        /// <summary>Another writer appended between the read and the write: the appends take the locked path.</summary>
         public static readonly OptimisticAppend HeadMoved = new(null, 0, Moved: true);
 
+        /// <summary>An event id is in the log already: the locked path tells a retry from a duplicate.</summary>
         public static readonly OptimisticAppend IdConflict = new(null, 0);
+
+        /// <summary>Planned on what the writer knew, and that did not hold (or refused an append): read and try again.</summary>
+        public static readonly OptimisticAppend Unsure = new(null, 0, Retry: true);
     }
 
     /// <summary>Reads, under the append lock (taken now unless held), what the appends' checks need.</summary>
@@ -496,11 +544,15 @@ public sealed partial class PostgresEventStore
 
     /// <summary>
     /// <see cref="InsertSql"/> that writes nothing unless the head (the last position in the log, 0 when it is empty)
-    /// is parameter <c>$20</c> and none of the ids in <c>$21</c> is in the log: without the streams' rows, the events'
-    /// join finds nothing to insert.
+    /// is parameter <c>$20</c>, none of the ids in <c>$21</c> is in the log and none of the streams named in <c>$22</c>
+    /// has a row: without the streams' rows, the events' join finds nothing to insert.
     /// </summary>
     private string GuardedInsertSql => InsertSqlGuardedBy(
-        $"WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20 AND (cardinality($21::uuid[]) = 0 OR NOT EXISTS ({EventsByIdSql.Replace("$1", "$21", StringComparison.Ordinal)}))");
+        $"""
+        WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20
+          AND (cardinality($21::uuid[]) = 0 OR NOT EXISTS ({EventsByIdSql.Replace("$1", "$21", StringComparison.Ordinal)}))
+          AND (cardinality($22::text[]) = 0 OR NOT EXISTS ({StreamsByNameSql.Replace("$1", "$22", StringComparison.Ordinal)}))
+        """);
 
     private string InsertSqlGuardedBy(string guard) => $"""
         WITH s AS (

@@ -10,8 +10,10 @@ namespace Cairn.Postgres;
 /// queued up, up to <see cref="MaxBatch"/> pieces, in one transaction on its own connection: one append lock, one
 /// commit and one WAL flush for all of them (group commit). Plain appends (no condition, and no inline projection to
 /// apply after each) are checked together and written by one statement: two round trips for all of them. A batch of
-/// nothing but plain appends first goes the optimistic way, which holds the append lock only for the second round trip
-/// and its commit (<see cref="PostgresEventStore.TryAppendOptimisticallyAsync"/>). Every other
+/// nothing but plain appends first goes the optimistic way, which holds the append lock only for the write's round trip
+/// and its commit (<see cref="PostgresEventStore.TryAppendOptimisticallyAsync"/>); while the writer's own commits follow
+/// one another with no other writer's in between, it plans on what they left (<see cref="KnownLog"/>) and writes in
+/// one round trip. Every other
 /// piece runs in a savepoint of its own when others share its transaction, so a piece that fails is undone alone and
 /// the rest commit. If a statement without a savepoint fails, which aborts PostgreSQL's transaction, every piece of the
 /// batch is run again in a transaction of its own.
@@ -39,6 +41,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private readonly Task _loop;
     private NpgsqlConnection? _connection;
     private int _lockedBatches;
+
+    /// <summary>What this writer's last optimistic commit left of the log; dropped by anything else it writes.</summary>
+    private KnownLog? _known;
 
     public PostgresWriter(PostgresEventStore store, NpgsqlDataSource dataSource, ILogger logger)
     {
@@ -148,7 +153,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>
     /// Writes a batch made only of plain appends the optimistic way (<see cref="PostgresEventStore.TryAppendOptimisticallyAsync"/>):
-    /// two round trips, with the append lock held only for the second. Returns false, having written and settled
+    /// one or two round trips, with the append lock held only for the last. Returns false, having written and settled
     /// nothing, when the batch is not of that kind or the optimistic write found the log changed; after the head moved
     /// under it (another process appends), the next <see cref="LockedBatchesAfterHeadMoved"/> batches go the locked way.
     /// </summary>
@@ -166,12 +171,18 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
 
         var appends = batch.ConvertAll(w => ((AppendWork)w).Append);
+        var known = _known;
+        _known = null;
         PostgresEventStore.OptimisticAppend written;
         NpgsqlConnection? connection = null;
         try
         {
             connection = await OpenAsync().ConfigureAwait(false);
-            written = await _store.TryAppendOptimisticallyAsync(connection, appends).ConfigureAwait(false);
+            written = await _store.TryAppendOptimisticallyAsync(connection, appends, known).ConfigureAwait(false);
+            if (written.Retry)
+            {
+                written = await _store.TryAppendOptimisticallyAsync(connection, appends, known: null).ConfigureAwait(false);
+            }
         }
         catch (Exception ex)
         {
@@ -197,6 +208,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             return false;
         }
 
+        _known = written.Known;
         for (var i = 0; i < batch.Count; i++)
         {
             var item = (AppendWork)batch[i];
@@ -220,6 +232,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// </summary>
     private async Task<bool> RunBatchAsync(IReadOnlyList<Work> batch)
     {
+        _known = null;
         NpgsqlConnection connection;
         NpgsqlTransaction transaction;
         try

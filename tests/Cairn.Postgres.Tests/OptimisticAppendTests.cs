@@ -91,6 +91,35 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task a_writer_that_plans_on_its_own_last_commits_reads_the_log_again_once_another_writer_appended()
+    {
+        await _store.AppendToStreamAsync("s", ExpectedVersion.NoStream, [Event()]);
+        await _other.AppendToStreamAsync("s", ExpectedVersion.Exactly(0), [Event()]);
+
+        // What the store knows says 's' is at version 0; the log says 1, and the log is right.
+        var result = await _store.AppendToStreamAsync("s", ExpectedVersion.Exactly(1), [Event()]);
+        Assert.Equal(2, result.Streams[0].FirstVersion);
+        Assert.Equal(3, result.FirstPosition.Value);
+        await _store.AppendToStreamAsync("s", ExpectedVersion.Exactly(2), [Event()]);
+
+        // A stream the store never saw, created by the other writer since: not taken for new.
+        await _other.AppendToStreamAsync("u", ExpectedVersion.NoStream, [Event()]);
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() => _store.AppendToStreamAsync("u", ExpectedVersion.NoStream, [Event()]));
+        var any = await _store.AppendToStreamAsync("u", ExpectedVersion.Any, [Event()]);
+        Assert.Equal(1, any.Streams[0].FirstVersion);
+
+        // A refusal planned on what the store knows is checked against the log before it is given.
+        await _other.AppendToStreamAsync("s", ExpectedVersion.Exactly(3), [Event()]);
+        var behind = await _store.AppendToStreamAsync("s", ExpectedVersion.Exactly(4), [Event()]);
+        Assert.Equal(5, behind.Streams[0].FirstVersion);
+
+        var log = await _store.ReadAllAsync().ToListAsync();
+        Assert.Equal(Enumerable.Range(1, log.Count).Select(p => (long)p), log.Select(e => e.Position.Value));
+        Assert.Equal([0L, 1L, 2L, 3L, 4L, 5L], log.Where(e => e.Stream.Value == "s").Select(e => e.Version));
+        Assert.Equal([0L, 1L], log.Where(e => e.Stream.Value == "u").Select(e => e.Version));
+    }
+
+    [Fact]
     public async Task after_the_head_moved_the_next_batches_take_the_lock_from_the_start_and_then_go_back()
     {
         var calls = InterleaveOnce("busy", Event());
