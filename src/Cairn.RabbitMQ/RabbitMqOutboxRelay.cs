@@ -331,9 +331,11 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
                 return true;
             }
 
+            // A batch is taken once a quarter of the window is free, so the next batch is read from the outbox while
+            // the confirms of most of the window are still outstanding; it is as large as the room allows.
             var wanted = Math.Min(batchSize, window.Size);
             var room = window.Room(out var freed);
-            if (room < Math.Min(wanted, Math.Max(1, window.Size / 2)))
+            if (room < Math.Min(wanted, Math.Max(1, window.Size / 4)))
             {
                 // A batch of any loop settling makes room; one of this loop's settling may also bring a failure.
                 await Task.WhenAny(_inFlight.Append(freed)).WaitAsync(cancellationToken).ConfigureAwait(false);
