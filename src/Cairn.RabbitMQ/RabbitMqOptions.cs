@@ -26,10 +26,10 @@ public sealed record RabbitMqOptions
     /// <summary>
     /// How many publishes may await their confirm at once on the publishing channel. RabbitMQ.Client starts slowing
     /// publishes down once <see cref="ConfirmThrottlingPercentage"/> of these are outstanding, so the relay keeps its
-    /// publishes in flight below that point: with the defaults, 1,024 at once, four full batches of
-    /// <see cref="RelayBatchSize"/>. 2,048 by default.
+    /// publishes in flight below that point: with the defaults, 512 at once, two full batches of
+    /// <see cref="RelayBatchSize"/>. 1,024 by default.
     /// </summary>
-    public int MaxOutstandingConfirms { get; init; } = 2048;
+    public int MaxOutstandingConfirms { get; init; } = 1024;
 
     /// <summary>The share of <see cref="MaxOutstandingConfirms"/> at which publishes are slowed down (1–100); 50 by default, as RabbitMQ.Client's.</summary>
     public int ConfirmThrottlingPercentage { get; init; } = 50;
