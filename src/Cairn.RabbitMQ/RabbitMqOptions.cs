@@ -25,15 +25,19 @@ public sealed record RabbitMqOptions
 
     /// <summary>
     /// How many publishes may await their confirm at once on the publishing channel. RabbitMQ.Client starts slowing
-    /// publishes down once <see cref="ConfirmThrottlingPercentage"/> of these are outstanding, so this is set well above
-    /// <see cref="RelayBatchSize"/>: a whole batch goes out without being throttled. 1,024 by default.
+    /// publishes down once <see cref="ConfirmThrottlingPercentage"/> of these are outstanding, so the relay keeps its
+    /// publishes in flight below that point: with the defaults, 512 at once, two full batches of
+    /// <see cref="RelayBatchSize"/>. 1,024 by default.
     /// </summary>
     public int MaxOutstandingConfirms { get; init; } = 1024;
 
     /// <summary>The share of <see cref="MaxOutstandingConfirms"/> at which publishes are slowed down (1–100); 50 by default, as RabbitMQ.Client's.</summary>
     public int ConfirmThrottlingPercentage { get; init; } = 50;
 
-    /// <summary>How many outbox messages the relay takes and publishes at once, per queue (1–1,000); 256 by default.</summary>
+    /// <summary>
+    /// How many outbox messages the relay takes and publishes at once, per queue (1–1,000); 256 by default. Several
+    /// batches are in flight at once while their publishes fit below <see cref="MaxOutstandingConfirms"/>'s throttling point.
+    /// </summary>
     public int RelayBatchSize { get; init; } = 256;
 
     /// <summary>How long the relay's receive from an empty outbox waits for a message before it looks again; 1 s by default.</summary>

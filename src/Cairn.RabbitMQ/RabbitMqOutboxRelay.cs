@@ -8,8 +8,11 @@ namespace Cairn.RabbitMQ;
 /// <summary>
 /// Publishes what the backend's outbox holds to RabbitMQ: one loop per outbox queue takes a batch (a receive under a
 /// lease, so two relays in two processes never publish the same message at once), publishes every message with
-/// publisher confirms, and acknowledges in the outbox only what RabbitMQ confirmed. What failed is returned to the
-/// outbox untried, and the loop pauses, doubling its pause up to <see cref="RabbitMqOptions.MaxReconnectDelay"/>. A
+/// publisher confirms, and acknowledges in the outbox only what RabbitMQ confirmed. The loop does not wait for a
+/// batch's confirms before it takes and publishes the next: batches stay in flight together as long as their
+/// outstanding publishes fit below the point where RabbitMQ.Client throttles the channel, and each is settled in the
+/// outbox on its own once its confirms are in. What failed is returned to the outbox untried; the loop then lets the
+/// batches in flight settle and pauses, doubling its pause up to <see cref="RabbitMqOptions.MaxReconnectDelay"/>. A
 /// crash between a confirm and the outbox acknowledgement publishes the message twice; a consumer's inbox makes the
 /// repeat harmless. Delayed sends wait in the outbox until due, so RabbitMQ only sees messages ready for delivery.
 /// </summary>
@@ -18,9 +21,11 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
     private readonly RabbitMqMessageBroker _broker;
     private readonly bool _ownsBroker;
     private readonly ConcurrentDictionary<QueueName, Loop> _loops = new();
+    private readonly PublishWindow _window;
     private CancellationTokenSource? _stopping;
     private Task? _scanner;
     private long _published;
+    private long _returned;
 
     /// <summary>A relay for <paramref name="broker"/>'s outbox.</summary>
     public RabbitMqOutboxRelay(RabbitMqMessageBroker broker)
@@ -34,10 +39,15 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         ArgumentNullException.ThrowIfNull(broker);
         _broker = broker;
         _ownsBroker = ownsBroker;
+        var options = broker.Options;
+        _window = new PublishWindow(options.MaxOutstandingConfirms - (options.MaxOutstandingConfirms * options.ConfirmThrottlingPercentage / 100));
     }
 
     /// <summary>How many messages this relay has published and seen confirmed.</summary>
     public long Published => Interlocked.Read(ref _published);
+
+    /// <summary>How many messages this relay has returned to the outbox untried, since RabbitMQ did not confirm them.</summary>
+    public long Returned => Interlocked.Read(ref _returned);
 
     /// <summary>Starts a loop for every outbox queue in the backend, and for each queue declared from now on.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
@@ -132,33 +142,60 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         return Task.Delay(current, cancellationToken).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
-    /// <summary>Publishes one batch; returns how many failed.</summary>
-    private async Task<int> RelayBatchAsync(QueueName queue, CancellationToken cancellationToken)
-    {
-        var options = _broker.Options;
-        var deliveries = await _broker.Backend.ReceiveAsync(
+    /// <summary>Takes up to <paramref name="max"/> messages from <paramref name="queue"/>'s outbox, under a lease.</summary>
+    private Task<IReadOnlyList<Delivery>> TakeAsync(QueueName queue, int max, CancellationToken cancellationToken) =>
+        _broker.Backend.ReceiveAsync(
             RabbitMqMessageBroker.OutboxOf(queue),
-            new ReceiveOptions { MaxMessages = options.RelayBatchSize, Wait = options.RelayPollWait },
-            cancellationToken).ConfigureAwait(false);
-        if (deliveries.Count == 0)
+            new ReceiveOptions { MaxMessages = max, Wait = _broker.Options.RelayPollWait },
+            cancellationToken);
+
+    /// <summary>
+    /// Publishes a batch without awaiting its confirms: one task per message, in the batch's order, each completing
+    /// when RabbitMQ confirms it. A failure to reach the channel fails every message of the batch.
+    /// </summary>
+    private async Task<Task[]> PublishAsync(QueueName queue, IReadOnlyList<Delivery> deliveries, CancellationToken cancellationToken)
+    {
+        await _broker.EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+        var channel = await _broker.Connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
+        var routingKey = _broker.AmqpName(queue);
+        var publishes = new Task[deliveries.Count];
+        for (var i = 0; i < deliveries.Count; i++)
         {
-            return 0;
+            var message = deliveries[i].Message;
+            try
+            {
+                publishes[i] = channel.BasicPublishAsync("", routingKey, true, RabbitMqMessageBroker.PropertiesFor(message, deliveries[i].EnqueuedAt), message.Data, CancellationToken.None).AsTask();
+            }
+            catch (Exception ex)
+            {
+                publishes[i] = Task.FromException(ex);
+            }
         }
 
-        var failed = new List<Delivery>();
+        return publishes;
+    }
+
+    /// <summary>
+    /// Awaits a published batch's confirms, acknowledges in the outbox what RabbitMQ confirmed, and returns the rest
+    /// to the outbox untried. Never throws; returns how many messages failed (the whole batch when the outbox could
+    /// not be settled).
+    /// </summary>
+    private async Task<int> SettleAsync(QueueName queue, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? publishFailure)
+    {
         var confirmed = new List<LeaseToken>(deliveries.Count);
-        try
+        var failed = new List<Delivery>();
+        if (publishFailure is not null)
         {
-            await _broker.EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-            var channel = await _broker.Connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
-            var publishes = deliveries
-                .Select(d => channel.BasicPublishAsync("", _broker.AmqpName(queue), true, RabbitMqMessageBroker.PropertiesFor(d.Message, d.EnqueuedAt), d.Message.Data, CancellationToken.None).AsTask())
-                .ToList();
-            for (var i = 0; i < publishes.Count; i++)
+            _broker.Logger.LogWarning(publishFailure, "The outbox relay could not publish to {Queue}; the messages stay in the outbox.", queue);
+            failed.AddRange(deliveries);
+        }
+        else
+        {
+            for (var i = 0; i < deliveries.Count; i++)
             {
                 try
                 {
-                    await publishes[i].ConfigureAwait(false);
+                    await publishes![i].ConfigureAwait(false);
                     confirmed.Add(deliveries[i].Lease);
                 }
                 catch (Exception ex)
@@ -178,31 +215,44 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
                 }
             }
         }
-        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-        {
-            _broker.Logger.LogWarning(ex, "The outbox relay could not publish to {Queue}; the messages stay in the outbox.", queue);
-            failed = [.. deliveries.Where(d => !confirmed.Contains(d.Lease))];
-        }
 
-        if (confirmed.Count > 0)
+        try
         {
-            await _broker.Backend.AcknowledgeAsync(confirmed, CancellationToken.None).ConfigureAwait(false);
-            Interlocked.Add(ref _published, confirmed.Count);
-        }
+            if (confirmed.Count > 0)
+            {
+                await _broker.Backend.AcknowledgeAsync(confirmed, CancellationToken.None).ConfigureAwait(false);
+                Interlocked.Add(ref _published, confirmed.Count);
+            }
 
-        foreach (var delivery in failed)
+            foreach (var delivery in failed)
+            {
+                await _broker.Backend.ReturnAsync(delivery.Lease, CancellationToken.None).ConfigureAwait(false);
+                Interlocked.Increment(ref _returned);
+            }
+
+            return failed.Count;
+        }
+        catch (Exception ex)
         {
-            await _broker.Backend.ReturnAsync(delivery.Lease, CancellationToken.None).ConfigureAwait(false);
+            // What is neither acknowledged nor returned comes back when its outbox lease runs out: published again, the
+            // inbox absorbs the repeat.
+            _broker.Logger.LogWarning(ex, "The outbox relay could not settle a batch of {Queue} in the outbox; its lease returns what is left.", queue);
+            return deliveries.Count;
         }
-
-        return failed.Count;
     }
 
+    /// <summary>
+    /// One outbox queue's loop. It keeps several batches in flight: while the confirms of the batches it published are
+    /// outstanding, it takes and publishes the next, as long as the relay's <see cref="PublishWindow"/> has room; each batch
+    /// is settled in the outbox on its own as soon as its confirms are in. After a batch with a failure it lets the
+    /// batches in flight settle, then pauses.
+    /// </summary>
     private sealed class Loop
     {
         private readonly RabbitMqOutboxRelay _relay;
         private readonly QueueName _queue;
         private readonly SemaphoreSlim _wake = new(0, 1);
+        private readonly List<Task<int>> _inFlight = [];
 
         public Loop(RabbitMqOutboxRelay relay, QueueName queue, CancellationToken cancellationToken)
         {
@@ -228,38 +278,164 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         {
             await Task.Yield();
             var options = _relay._broker.Options;
+            var window = _relay._window;
             var pause = options.ReconnectDelay;
-            while (!cancellationToken.IsCancellationRequested)
+            try
             {
-                try
+                while (!cancellationToken.IsCancellationRequested)
                 {
-                    var failed = await _relay.RelayBatchAsync(_queue, cancellationToken).ConfigureAwait(false);
-                    if (failed == 0)
+                    try
                     {
-                        pause = options.ReconnectDelay;
-                        continue;
+                        if (!await RelayAsync(window, options.RelayBatchSize, cancellationToken).ConfigureAwait(false))
+                        {
+                            pause = options.ReconnectDelay;
+                            continue;
+                        }
+                    }
+                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                    {
+                        return;
+                    }
+                    catch (Exception ex)
+                    {
+                        _relay._broker.Logger.LogWarning(ex, "The outbox relay of {Queue} failed; trying again in {Pause}.", _queue, pause);
+                    }
+
+                    // Whatever failed is back in the outbox once the batches in flight have settled: only then pause.
+                    await Task.WhenAll(_inFlight).ConfigureAwait(false);
+                    _inFlight.Clear();
+                    var current = pause;
+                    pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, options.MaxReconnectDelay.Ticks));
+                    try
+                    {
+                        await _wake.WaitAsync(current, cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
                     }
                 }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                {
-                    return;
-                }
-                catch (Exception ex)
-                {
-                    _relay._broker.Logger.LogWarning(ex, "The outbox relay of {Queue} failed; trying again in {Pause}.", _queue, pause);
-                }
+            }
+            finally
+            {
+                // A batch being published is finished: confirmed messages acknowledged, the others returned.
+                await Task.WhenAll(_inFlight).ConfigureAwait(false);
+            }
+        }
 
-                var current = pause;
-                pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, options.MaxReconnectDelay.Ticks));
-                try
+        /// <summary>Takes and publishes one batch, once the window has room; true when a settled batch failed.</summary>
+        private async Task<bool> RelayAsync(PublishWindow window, int batchSize, CancellationToken cancellationToken)
+        {
+            if (Reap())
+            {
+                return true;
+            }
+
+            // A batch is taken once a quarter of the window is free, so the next batch is read from the outbox while
+            // the confirms of most of the window are still outstanding; it is as large as the room allows.
+            var wanted = Math.Min(batchSize, window.Size);
+            var room = window.Room(out var freed);
+            if (room < Math.Min(wanted, Math.Max(1, window.Size / 4)))
+            {
+                // A batch of any loop settling makes room; one of this loop's settling may also bring a failure.
+                await Task.WhenAny(_inFlight.Append(freed)).WaitAsync(cancellationToken).ConfigureAwait(false);
+                return Reap();
+            }
+
+            var deliveries = await _relay.TakeAsync(_queue, Math.Min(wanted, room), cancellationToken).ConfigureAwait(false);
+            if (deliveries.Count == 0)
+            {
+                return false;
+            }
+
+            window.Take(deliveries.Count);
+            Task[]? publishes = null;
+            Exception? failure = null;
+            try
+            {
+                publishes = await _relay.PublishAsync(_queue, deliveries, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                failure = ex;
+            }
+
+            _inFlight.Add(SettleAndFreeAsync(window, deliveries, publishes, failure));
+            return false;
+        }
+
+        private async Task<int> SettleAndFreeAsync(PublishWindow window, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? failure)
+        {
+            try
+            {
+                return await _relay.SettleAsync(_queue, deliveries, publishes, failure).ConfigureAwait(false);
+            }
+            finally
+            {
+                window.Free(deliveries.Count);
+            }
+        }
+
+        /// <summary>Forgets the settled batches; true when one of them failed.</summary>
+        private bool Reap()
+        {
+            var failed = false;
+            for (var i = _inFlight.Count - 1; i >= 0; i--)
+            {
+                if (_inFlight[i].IsCompleted)
                 {
-                    await _wake.WaitAsync(current, cancellationToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
+                    failed |= !_inFlight[i].IsCompletedSuccessfully || _inFlight[i].Result > 0;
+                    _inFlight.RemoveAt(i);
                 }
             }
+
+            return failed;
+        }
+    }
+
+    /// <summary>
+    /// The publishes of every loop of the relay whose confirms are outstanding, bounded below the point at which
+    /// RabbitMQ.Client throttles the publishing channel (<see cref="RabbitMqOptions.ConfirmThrottlingPercentage"/> of
+    /// <see cref="RabbitMqOptions.MaxOutstandingConfirms"/>): past it, each publish is delayed by up to a second.
+    /// </summary>
+    private sealed class PublishWindow(int size)
+    {
+        private readonly object _lock = new();
+        private int _used;
+        private TaskCompletionSource _freed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int Size { get; } = Math.Max(1, size);
+
+        /// <summary>How many more publishes fit now, and a task that completes when some are freed.</summary>
+        public int Room(out Task freed)
+        {
+            lock (_lock)
+            {
+                freed = _freed.Task;
+                return Math.Max(0, Size - _used);
+            }
+        }
+
+        /// <summary>Counts publishes in; a loop may overshoot by what another loop took since it looked.</summary>
+        public void Take(int count)
+        {
+            lock (_lock)
+            {
+                _used += count;
+            }
+        }
+
+        public void Free(int count)
+        {
+            TaskCompletionSource freed;
+            lock (_lock)
+            {
+                _used -= count;
+                freed = _freed;
+                _freed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+
+            freed.TrySetResult();
         }
     }
 }

@@ -14,7 +14,8 @@ namespace Cairn.Benchmarks.Workloads;
 /// RabbitMQ.Client used directly. Cairn: SQLite (durability Full) wrapped by <see cref="RabbitMqMessageBroker"/>, sends
 /// committed to the outbox and published by the relay with publisher confirms; consumers receive (long polling, 32 at a
 /// time) and acknowledge. Baseline: the same messages published straight to a quorum queue with publisher confirms
-/// (batches of 100 awaited together), consumed by four consumers with manual acknowledgements and the same prefetch.
+/// (batches of 100 awaited together), consumed by four consumers with manual acknowledgements and the same prefetch
+/// per consumer (Cairn's four share one reader, whose prefetch is four times as large).
 /// The baseline has no outbox, no inbox and no transaction with anything: the ratio is what those cost.
 /// </summary>
 internal static class R1R2RabbitMq
@@ -115,11 +116,15 @@ internal static class R1R2RabbitMq
 
     private static OutgoingMessage Message(int n) => new("bench.r", MessagePayloads.Json(n));
 
-    private static async Task<(TempDatabase Db, Sqlite.SqliteEventStore Store, RabbitMqMessageBroker Broker, RabbitMqOutboxRelay Relay)> OpenCairnAsync()
+    /// <summary>
+    /// Cairn's side, its reader's prefetch the baseline's total for as many consumers: the baseline's consumers each
+    /// have a channel with <see cref="Prefetch"/>, while Cairn's consumers in one process share one reader per queue.
+    /// </summary>
+    private static async Task<(TempDatabase Db, Sqlite.SqliteEventStore Store, RabbitMqMessageBroker Broker, RabbitMqOutboxRelay Relay)> OpenCairnAsync(int consumers)
     {
         var db = new TempDatabase("r-cairn");
         var (store, backend) = MessageBench.OpenCairn(db);
-        var broker = new RabbitMqMessageBroker(backend, new RabbitMqOptions { Uri = new Uri(Uri!), Prefetch = Prefetch, QueuePrefix = $"bench-{Guid.NewGuid():N}." });
+        var broker = new RabbitMqMessageBroker(backend, new RabbitMqOptions { Uri = new Uri(Uri!), Prefetch = (ushort)(Prefetch * consumers), QueuePrefix = $"bench-{Guid.NewGuid():N}." });
         var relay = new RabbitMqOutboxRelay(broker);
         await relay.StartAsync(CancellationToken.None);
         return (db, store, broker, relay);
@@ -145,7 +150,7 @@ internal static class R1R2RabbitMq
 
     private static async Task<Throughput> CairnThroughputAsync(int messages)
     {
-        var cairn = await OpenCairnAsync();
+        var cairn = await OpenCairnAsync(Consumers);
         var queue = new QueueName("r1");
         try
         {
@@ -318,7 +323,7 @@ internal static class R1R2RabbitMq
 
     private static async Task<Latency> CairnLatencyAsync(int rate, TimeSpan duration)
     {
-        var cairn = await OpenCairnAsync();
+        var cairn = await OpenCairnAsync(1);
         var queue = new QueueName("r2");
         try
         {
