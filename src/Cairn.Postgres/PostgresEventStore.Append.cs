@@ -193,23 +193,31 @@ public sealed partial class PostgresEventStore
         }
         else
         {
-            await using var read = new NpgsqlBatch(connection);
-
-            // The head first: a commit landing between the two reads then shows as a moved head.
-            read.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
-            read.BatchCommands.Add(Command(StreamsByNameSql, names.ToArray()));
-            await using var reader = await read.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
-            log.Read(0, long.MinValue);
-            if (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+            try
             {
-                log.Read(reader.GetInt64(0), reader.GetInt64(1));
+                await using var read = new NpgsqlBatch(connection);
+
+                // The head first: a commit landing between the two reads then shows as a moved head.
+                read.BatchCommands.Add(new NpgsqlBatchCommand(HeadSql));
+                read.BatchCommands.Add(Command(StreamsByNameSql, names.ToArray()));
+                await using var reader = await read.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+                log.Read(0, long.MinValue);
+                if (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+                {
+                    log.Read(reader.GetInt64(0), reader.GetInt64(1));
+                }
+
+                await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+                while (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+                {
+                    var row = StreamRow.Read(reader);
+                    state.Streams[row.Name] = row;
+                }
             }
-
-            await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
-            while (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+            catch (NpgsqlException ex) when (ex is not PostgresException)
             {
-                var row = StreamRow.Read(reader);
-                state.Streams[row.Name] = row;
+                // The connection failed before anything was sent to write: the locked way, on a new one, decides.
+                return OptimisticAppend.Unread;
             }
         }
 
@@ -254,9 +262,17 @@ public sealed partial class PostgresEventStore
         insert.Parameters.Add(new NpgsqlParameter { Value = refusedIds, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
         insert.Parameters.Add(new NpgsqlParameter { Value = unknown, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         write.BatchCommands.Add(insert);
+
+        // The head after the write, still under the lock: when nothing was written, it tells a moved head from the rest.
+        write.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT coalesce(max(position), 0) FROM {_s}.events"));
+        long headAfter;
         try
         {
-            await write.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+            // The reader steps over the insert, which returns no rows: from the lock's result to the head's.
+            await using var reader = await write.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+            await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
+            headAfter = reader.GetInt64(0);
         }
         catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "events_id_key")
         {
@@ -265,9 +281,9 @@ public sealed partial class PostgresEventStore
 
         if (insert.RecordsAffected != rows.Count)
         {
-            return known is not null ? OptimisticAppend.Unsure
-                : refusedIds.Count > 0 ? OptimisticAppend.IdConflict
-                : OptimisticAppend.HeadMoved;
+            return headAfter != expectedHead ? OptimisticAppend.HeadMoved
+                : known is not null ? OptimisticAppend.Unsure
+                : OptimisticAppend.IdConflict;
         }
 
         _signal.Advance(log.LastAppended);
@@ -304,6 +320,9 @@ public sealed partial class PostgresEventStore
 
         /// <summary>Planned on what the writer knew, and that did not hold (or refused an append): read and try again.</summary>
         public static readonly OptimisticAppend Unsure = new(null, 0, Retry: true);
+
+        /// <summary>The connection failed while reading, before anything was sent to write: the appends take the locked path.</summary>
+        public static readonly OptimisticAppend Unread = new(null, 0);
     }
 
     /// <summary>Reads, under the append lock (taken now unless held), what the appends' checks need.</summary>

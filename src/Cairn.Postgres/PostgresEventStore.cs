@@ -6,9 +6,9 @@ using Npgsql;
 namespace Cairn.Postgres;
 
 /// <summary>
-/// The event store on PostgreSQL, shared by any number of processes. Each append is one transaction that takes a
-/// transaction-scoped advisory lock before it checks expectations and assigns positions, and holds it until it
-/// commits: positions are assigned in commit order, so a reader of <c>$all</c> never sees a position before a lower one
+/// The event store on PostgreSQL, shared by any number of processes. Each append is one transaction that assigns
+/// positions under a transaction-scoped advisory lock and holds it until it commits (its checks run under the lock too,
+/// or before it on a read whose head is checked unchanged under it): positions are assigned in commit order, so a reader of <c>$all</c> never sees a position before a lower one
 /// that is still to commit, and a rolled-back append leaves no gap to wait for (see docs/postgres.md).
 /// </summary>
 public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyncDisposable

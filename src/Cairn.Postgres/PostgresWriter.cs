@@ -153,7 +153,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>
     /// Writes a batch made only of plain appends the optimistic way (<see cref="PostgresEventStore.TryAppendOptimisticallyAsync"/>):
-    /// one or two round trips, with the append lock held only for the last. Returns false, having written and settled
+    /// one to three round trips, the append lock held only for each write's. Returns false, having written and settled
     /// nothing, when the batch is not of that kind or the optimistic write found the log changed; after the head moved
     /// under it (another process appends), the next <see cref="LockedBatchesAfterHeadMoved"/> batches go the locked way.
     /// </summary>
@@ -186,16 +186,31 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
         catch (Exception ex)
         {
-            if (connection is null || IsBroken(connection, ex))
+            if (connection is null)
             {
-                // Whether a commit under way landed is unknown, as for any commit that loses its connection.
+                // Could not connect: the locked way tries again and answers the callers.
+                await DropConnectionAsync().ConfigureAwait(false);
+                return false;
+            }
+
+            if (IsBroken(connection, ex))
+            {
+                // Whether the write under way landed is unknown, as for any commit that loses its connection.
                 await DropConnectionAsync().ConfigureAwait(false);
                 FailAll(batch, ex);
                 return true;
             }
 
-            _logger.LogDebug(ex, "An optimistic PostgreSQL append failed; the batch goes the locked way.");
+            // Not expected (the store turns the conflicts it knows into outcomes): said once, and the locked way is
+            // taken for a while rather than paying for a failing guess on every batch.
+            _logger.LogWarning(ex, "An optimistic PostgreSQL append failed; this writer appends the locked way for its next {Batches} batches.", LockedBatchesAfterHeadMoved);
+            _lockedBatches = LockedBatchesAfterHeadMoved;
             return false;
+        }
+
+        if (connection.State != System.Data.ConnectionState.Open)
+        {
+            await DropConnectionAsync().ConfigureAwait(false);
         }
 
         if (written.Outcomes is not { } outcomes)
@@ -389,7 +404,22 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
 
         await DropConnectionAsync().ConfigureAwait(false);
-        _connection = await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
+        var connection = await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
+
+        // Every check here relies on each statement seeing what committed before it started, whatever the server's or
+        // the role's default: the session's transactions are READ COMMITTED.
+        try
+        {
+            await using var isolation = new NpgsqlCommand("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED", connection);
+            await isolation.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        _connection = connection;
         return _connection;
     }
 

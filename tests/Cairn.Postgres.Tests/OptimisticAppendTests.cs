@@ -1,6 +1,7 @@
 using System.Text;
 using Cairn.Envelopes;
 using Cairn.EventStore;
+using Microsoft.Extensions.Logging;
 
 namespace Cairn.Postgres.Tests;
 
@@ -12,13 +13,14 @@ namespace Cairn.Postgres.Tests;
 public sealed class OptimisticAppendTests : IAsyncLifetime
 {
     private readonly string _schema = PostgresServer.NewSchema();
+    private readonly WarningLog _warnings = new();
     private PostgresEventStore _store = null!;
     private PostgresEventStore _other = null!;
 
     public Task InitializeAsync()
     {
-        _store = Open();
-        _other = Open();
+        _store = Open(_warnings);
+        _other = Open(_warnings);
         return Task.CompletedTask;
     }
 
@@ -27,9 +29,12 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
         await _store.DisposeAsync();
         await _other.DisposeAsync();
         await PostgresServer.DropSchemaAsync(_schema);
+
+        // Every outcome here is one the optimistic way expects: none may reach it as an unexpected failure.
+        Assert.Empty(_warnings.Messages);
     }
 
-    private PostgresEventStore Open() => new(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
+    private PostgresEventStore Open(WarningLog log) => new(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema }, logger: log);
 
     private static EventData Event(MessageId? id = null) => new("test.appended", Encoding.UTF8.GetBytes("{}")) { Id = id ?? MessageId.New() };
 
@@ -120,6 +125,55 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task a_stream_tombstoned_with_no_events_is_not_taken_for_new_by_a_writer_planning_on_its_own_commits()
+    {
+        // A tombstone with no event before it leaves a stream row and no event a write could collide with.
+        await _other.TombstoneStreamAsync("t", ExpectedVersion.Any, CancellationToken.None);
+        await _store.AppendToStreamAsync("a", ExpectedVersion.Any, [Event()]);
+
+        await Assert.ThrowsAsync<StreamDeletedException>(() => _store.AppendToStreamAsync("t", ExpectedVersion.Any, [Event()]));
+        Assert.DoesNotContain(await _store.ReadAllAsync().ToListAsync(), e => e.Stream.Value == "t");
+    }
+
+    [Fact]
+    public async Task a_retry_refused_for_its_expected_version_in_a_batch_with_a_fresh_append_gets_its_first_result()
+    {
+        var original = Event();
+        var first = await _store.AppendToStreamAsync("r", ExpectedVersion.NoStream, [original]);
+        await _store.AppendToStreamAsync("r", ExpectedVersion.Any, [Event()]);
+
+        // Queued while the writer is between a read and a write, the two are the writer's next batch.
+        Task<AppendResult>? fresh = null;
+        Task<AppendResult>? retry = null;
+        _store.BeforeOptimisticWrite = async () =>
+        {
+            if (fresh is not null)
+            {
+                return;
+            }
+
+            Task queuing;
+            using (ExecutionContext.SuppressFlow())
+            {
+                queuing = Task.Run(() =>
+                {
+                    fresh = _store.AppendToStreamAsync("fresh", ExpectedVersion.Any, [Event()]);
+                    retry = _store.AppendToStreamAsync("r", ExpectedVersion.NoStream, [original]);
+                });
+            }
+
+            await queuing;
+        };
+        await _store.AppendToStreamAsync("c", ExpectedVersion.Any, [Event()]);
+
+        await fresh!;
+        var retried = await retry!;
+        Assert.True(retried.WasDuplicate);
+        Assert.Equal(first.FirstPosition, retried.FirstPosition);
+        Assert.Single(await _store.ReadAllAsync().ToListAsync(), e => e.Id == original.Id);
+    }
+
+    [Fact]
     public async Task after_the_head_moved_the_next_batches_take_the_lock_from_the_start_and_then_go_back()
     {
         var calls = InterleaveOnce("busy", Event());
@@ -140,5 +194,27 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
         Assert.Equal(19, log.Count);
         Assert.Equal(Enumerable.Range(1, 19).Select(p => (long)p), log.Select(e => e.Position.Value));
         Assert.Equal(Enumerable.Range(0, 19).Select(v => (long)v), log.Select(e => e.Version));
+    }
+}
+
+/// <summary>Keeps what the stores log as a warning or worse.</summary>
+internal sealed class WarningLog : ILogger<PostgresEventStore>
+{
+    public List<string> Messages { get; } = [];
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        if (IsEnabled(logLevel))
+        {
+            lock (Messages)
+            {
+                Messages.Add(formatter(state, exception) + " " + exception);
+            }
+        }
     }
 }
