@@ -6,16 +6,15 @@ namespace Cairn.RabbitMQ;
 /// <summary>
 /// The one connection of a process to RabbitMQ, opened on first use. Once open, RabbitMQ.Client's automatic recovery
 /// reconnects it (and its channels and consumers) after a connection loss or a broker restart; a first connection
-/// that fails is tried again by the next caller. It holds the publishing channels (the first for every publish but the
-/// relay's, which spreads its batches over <see cref="RabbitMqOptions.RelayChannels"/> of them), each with publisher
-/// confirms tracked by the client, and knows which queues it has declared.
+/// that fails is tried again by the next caller. It holds the publishing channel, with publisher confirms tracked by
+/// the client, and knows which queues it has declared.
 /// </summary>
 internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ConcurrentDictionary<string, bool> _declared = new(StringComparer.Ordinal);
     private IConnection? _connection;
-    private readonly IChannel?[] _publishers = new IChannel?[Math.Max(1, options.RelayChannels)];
+    private IChannel? _publisher;
     private bool _disposed;
 
     public RabbitMqOptions Options { get; } = options;
@@ -53,18 +52,10 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         }
     }
 
-    /// <summary>The channel every publish but the relay's goes through: each publish completes when RabbitMQ confirms it, and fails when RabbitMQ refuses or returns it.</summary>
-    public Task<IChannel> PublisherAsync(CancellationToken cancellationToken) => PublisherAsync(0, cancellationToken);
-
-    /// <summary>
-    /// Publishing channel number <paramref name="lane"/> (taken modulo <see cref="RabbitMqOptions.RelayChannels"/>),
-    /// opened on first use and again once closed, each with its own confirms: a publish completes when RabbitMQ confirms
-    /// it, and fails when RabbitMQ refuses or returns it.
-    /// </summary>
-    public async Task<IChannel> PublisherAsync(int lane, CancellationToken cancellationToken)
+    /// <summary>The channel every publish goes through: each publish completes when RabbitMQ confirms it, and fails when RabbitMQ refuses or returns it.</summary>
+    public async Task<IChannel> PublisherAsync(CancellationToken cancellationToken)
     {
-        lane = (int)((uint)lane % (uint)_publishers.Length);
-        if (Volatile.Read(ref _publishers[lane]) is { IsClosed: false } open)
+        if (_publisher is { IsClosed: false } open)
         {
             return open;
         }
@@ -73,25 +64,25 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (_publishers[lane] is { IsClosed: false } again)
+            if (_publisher is { IsClosed: false } again)
             {
                 return again;
             }
 
-            if (_publishers[lane] is { } closed)
+            if (_publisher is not null)
             {
-                _publishers[lane] = null;
+                var closed = _publisher;
+                _publisher = null;
                 await closed.DisposeAsync().ConfigureAwait(false);
             }
 
-            var channel = await connection.CreateChannelAsync(
+            _publisher = await connection.CreateChannelAsync(
                 new CreateChannelOptions(
                     publisherConfirmationsEnabled: true,
                     publisherConfirmationTrackingEnabled: true,
                     outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(Options.MaxOutstandingConfirms, Options.ConfirmThrottlingPercentage)),
                 cancellationToken).ConfigureAwait(false);
-            Volatile.Write(ref _publishers[lane], channel);
-            return channel;
+            return _publisher;
         }
         finally
         {
@@ -149,12 +140,9 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         try
         {
             _disposed = true;
-            foreach (var publisher in _publishers)
+            if (_publisher is not null)
             {
-                if (publisher is not null)
-                {
-                    await publisher.DisposeAsync().ConfigureAwait(false);
-                }
+                await _publisher.DisposeAsync().ConfigureAwait(false);
             }
 
             if (_connection is not null)

@@ -40,13 +40,6 @@ public sealed record RabbitMqOptions
     /// </summary>
     public int RelayBatchSize { get; init; } = 256;
 
-    /// <summary>
-    /// How many publishing channels the relay spreads its batches over (1–16), each with its own confirms; 4 by
-    /// default. RabbitMQ runs each channel in a process of its own, so several take the broker's confirms in parallel.
-    /// The relay's window of publishes awaiting a confirm is shared by all of them.
-    /// </summary>
-    public int RelayChannels { get; init; } = 4;
-
     /// <summary>How long the relay's receive from an empty outbox waits for a message before it looks again; 1 s by default.</summary>
     public TimeSpan RelayPollWait { get; init; } = TimeSpan.FromSeconds(1);
 
@@ -73,7 +66,6 @@ public sealed record RabbitMqOptions
         Check(MaxOutstandingConfirms is >= 1 and <= 65_536, nameof(MaxOutstandingConfirms), $"is {MaxOutstandingConfirms}; it must be between 1 and 65536");
         Check(ConfirmThrottlingPercentage is >= 1 and <= 100, nameof(ConfirmThrottlingPercentage), $"is {ConfirmThrottlingPercentage}; it must be between 1 and 100");
         Check(RelayBatchSize is >= 1 and <= 1000, nameof(RelayBatchSize), $"is {RelayBatchSize}; it must be between 1 and 1000");
-        Check(RelayChannels is >= 1 and <= 16, nameof(RelayChannels), $"is {RelayChannels}; it must be between 1 and 16");
         Check(RelayPollWait >= TimeSpan.FromMilliseconds(1) && RelayPollWait <= TimeSpan.FromMinutes(5), nameof(RelayPollWait), $"is {RelayPollWait}; it must be between 1 ms and 5 minutes");
         Check(RelayRescanInterval >= TimeSpan.FromMilliseconds(10), nameof(RelayRescanInterval), $"is {RelayRescanInterval}; it must be at least 10 ms");
         Check(ReconnectDelay >= TimeSpan.FromMilliseconds(1) && ReconnectDelay <= MaxReconnectDelay, nameof(ReconnectDelay), $"is {ReconnectDelay}; it must be at least 1 ms and at most MaxReconnectDelay ({MaxReconnectDelay})");

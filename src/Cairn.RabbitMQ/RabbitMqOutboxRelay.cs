@@ -26,7 +26,6 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
     private Task? _scanner;
     private long _published;
     private long _returned;
-    private int _lane;
 
     /// <summary>A relay for <paramref name="broker"/>'s outbox.</summary>
     public RabbitMqOutboxRelay(RabbitMqMessageBroker broker)
@@ -152,14 +151,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
 
     /// <summary>
     /// Publishes a batch without awaiting its confirms: one task per message, in the batch's order, each completing
-    /// when RabbitMQ confirms it. The batches go round the relay's publishing channels
-    /// (<see cref="RabbitMqOptions.RelayChannels"/>), a whole batch on one channel. A failure to reach the channel fails
-    /// every message of the batch.
+    /// when RabbitMQ confirms it. A failure to reach the channel fails every message of the batch.
     /// </summary>
     private async Task<Task[]> PublishAsync(QueueName queue, IReadOnlyList<Delivery> deliveries, CancellationToken cancellationToken)
     {
         await _broker.EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-        var channel = await _broker.Connection.PublisherAsync(Interlocked.Increment(ref _lane), cancellationToken).ConfigureAwait(false);
+        var channel = await _broker.Connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
         var routingKey = _broker.AmqpName(queue);
         var publishes = new Task[deliveries.Count];
         for (var i = 0; i < deliveries.Count; i++)
