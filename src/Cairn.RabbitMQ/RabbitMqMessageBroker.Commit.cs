@@ -68,22 +68,16 @@ public sealed partial class RabbitMqMessageBroker
             throw new MessageTooLargeException(ex.MessageId, queue, ex.Size, ex.Limit);
         }
 
-        var acks = new List<HeldLease>(transaction.Acknowledgements.Count);
         foreach (var lease in transaction.Acknowledgements)
         {
             if (_leases.TryRemove(lease.Sequence, out var ack) && ack.Current)
             {
-                acks.Add(ack);
+                await SafelyAsync(() => ack.Reader.Channel.BasicAckAsync(ack.Buffered.Tag, false, CancellationToken.None).AsTask(), "acknowledge a delivery after its commit").ConfigureAwait(false);
             }
             else
             {
                 _logger.LogDebug("The lease {Lease} ran out while its commit ran; RabbitMQ delivers the message again and the inbox recognises it.", lease);
             }
-        }
-
-        foreach (var byReader in acks.GroupBy(h => h.Reader))
-        {
-            await SafelyAsync(() => byReader.Key.AckAsync([.. byReader.Select(h => h.Buffered)], CancellationToken.None), "acknowledge deliveries after their commit").ConfigureAwait(false);
         }
 
         if (transaction.Publishes.Count > 0)

@@ -45,7 +45,7 @@ public sealed partial class RabbitMqMessageBroker
         AmqpMessageCodec.SetFailure(headers, failure);
         var channel = await _connection.PublisherAsync(CancellationToken.None).ConfigureAwait(false);
         await channel.BasicPublishAsync("", DeadLettersIn(held.Queue.Name), true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
-        await held.Reader.AckOneAsync(held.Buffered, CancellationToken.None).ConfigureAwait(false);
+        await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
     }
 
     private static DeadLetter? ToDeadLetter(QueueName queue, BasicGetResult result)

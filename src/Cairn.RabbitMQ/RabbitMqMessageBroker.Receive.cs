@@ -47,7 +47,7 @@ public sealed partial class RabbitMqMessageBroker
                 {
                     // Dead-lettering it failed (RabbitMQ is away): give it back, to be dealt with on its next delivery.
                     _logger.LogWarning(ex, "Could not dead-letter or drop a delivery from {Queue}; it is given back.", queue);
-                    await SafelyAsync(() => reader.NackAsync(buffered, CancellationToken.None), "give back a delivery").ConfigureAwait(false);
+                    await SafelyAsync(() => reader.Channel.BasicNackAsync(buffered.Tag, false, true).AsTask(), "give back a delivery").ConfigureAwait(false);
                     continue;
                 }
 
@@ -120,7 +120,7 @@ public sealed partial class RabbitMqMessageBroker
         var held = new HeldLease(reader, buffered, delivery, definition, now);
         if (now - enqueuedAt > definition.Retention)
         {
-            await SafelyAsync(() => reader.AckOneAsync(buffered, CancellationToken.None), "drop a message past its retention").ConfigureAwait(false);
+            await SafelyAsync(() => reader.Channel.BasicAckAsync(buffered.Tag, false).AsTask(), "drop a message past its retention").ConfigureAwait(false);
             return null;
         }
 
@@ -155,10 +155,7 @@ public sealed partial class RabbitMqMessageBroker
             ? held
             : throw new LeaseLostException(lease, "it is not held: it was settled, or its lease ran out, or its channel closed");
 
-    /// <summary>
-    /// Acknowledges RabbitMQ deliveries: every lease is checked before any is acknowledged. Deliveries of one reader
-    /// whose tags are the lowest still unsettled on its channel are acknowledged with one <c>multiple</c> ack.
-    /// </summary>
+    /// <summary>Acknowledges RabbitMQ deliveries: every lease is checked before any is acknowledged.</summary>
     public async Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(leases);
@@ -168,21 +165,10 @@ public sealed partial class RabbitMqMessageBroker
             Peek(lease);
         }
 
-        var taken = new List<HeldLease>(leases.Count);
-        try
+        foreach (var lease in leases)
         {
-            foreach (var lease in leases)
-            {
-                taken.Add(Take(lease));
-            }
-        }
-        finally
-        {
-            // What was taken is acknowledged even when a lease was lost meanwhile (that one fails the call).
-            foreach (var byReader in taken.GroupBy(h => h.Reader))
-            {
-                await byReader.Key.AckAsync([.. byReader.Select(h => h.Buffered)], cancellationToken).ConfigureAwait(false);
-            }
+            var held = Take(lease);
+            await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -263,7 +249,7 @@ public sealed partial class RabbitMqMessageBroker
 
         var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
         await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
-        await held.Reader.AckOneAsync(held.Buffered, CancellationToken.None).ConfigureAwait(false);
+        await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -309,7 +295,7 @@ public sealed partial class RabbitMqMessageBroker
 
                 if (_leases.TryRemove(sequence, out var expired) && expired.Current)
                 {
-                    await SafelyAsync(() => expired.Reader.NackAsync(expired.Buffered, CancellationToken.None), "give back a delivery whose lease ran out").ConfigureAwait(false);
+                    await SafelyAsync(() => expired.Reader.Channel.BasicNackAsync(expired.Buffered.Tag, false, true).AsTask(), "give back a delivery whose lease ran out").ConfigureAwait(false);
                 }
             }
         }
