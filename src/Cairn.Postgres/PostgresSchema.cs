@@ -94,9 +94,9 @@ internal static partial class PostgresSchema
     ];
 
     /// <summary>
-    /// Drops the foreign key from <c>events.stream_id</c> to <c>streams</c>. Its check ran a query per inserted event,
-    /// the largest part of an append's server time in batches; every append writes its streams' rows in the same
-    /// statement as its events, and nothing deletes a stream's row, so the key could never fail.
+    /// Drops the foreign key from <c>events.stream_id</c> to <c>streams</c>. Its check ran a query per inserted event;
+    /// every append writes its streams' rows in the same statement as its events, and nothing deletes a stream's row,
+    /// so the key could never fail.
     /// </summary>
     private static string[] Migration5(string s) =>
     [
