@@ -18,7 +18,7 @@ namespace Cairn.RabbitMQ.Tests;
 /// </summary>
 public sealed class HostingTests : IDisposable
 {
-    private readonly string _directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-tests", Guid.NewGuid().ToString("N"));
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-test-" + Guid.NewGuid().ToString("N"));
 
     public HostingTests() => Directory.CreateDirectory(_directory);
 

@@ -26,7 +26,7 @@ internal sealed class TransportUnderTest : IAsyncDisposable
     public static async Task<TransportUnderTest> StartAsync(string? uri = null, Func<RabbitMqOptions, RabbitMqOptions>? configure = null, EventStoreOptions? storeOptions = null)
     {
         var address = new Uri(uri ?? RabbitMqServer.Uri); // before anything is created: without a broker, nothing to clean up
-        var directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-tests", Guid.NewGuid().ToString("N"));
+        var directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-test-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(directory);
         var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={Path.Combine(directory, "cairn.db")}" }, storeOptions ?? new EventStoreOptions { Source = "urn:test" });
         var options = new RabbitMqOptions { Uri = address, RelayPollWait = TimeSpan.FromMilliseconds(200), MaxReconnectDelay = TimeSpan.FromSeconds(1) };
