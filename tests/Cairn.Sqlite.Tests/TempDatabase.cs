@@ -7,7 +7,7 @@ public sealed class TempDatabase : IDisposable
 {
     public TempDatabase()
     {
-        Directory = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "cairn-tests", Guid.NewGuid().ToString("N"));
+        Directory = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "cairn-test-" + Guid.NewGuid().ToString("N"));
         System.IO.Directory.CreateDirectory(Directory);
         Path = System.IO.Path.Combine(Directory, "cairn.db");
     }
