@@ -559,19 +559,23 @@ public sealed partial class PostgresEventStore
     /// Writes the touched streams (created Active, or made Active again with their new last version) and the events,
     /// in one statement: the streams' ids come from the upsert.
     /// </summary>
-    private string InsertSql => InsertSqlGuardedBy("");
+    private string InsertSql => _insertSql ??= InsertSqlGuardedBy("");
 
     /// <summary>
     /// <see cref="InsertSql"/> that writes nothing unless the head (the last position in the log, 0 when it is empty)
     /// is parameter <c>$20</c>, none of the ids in <c>$21</c> is in the log and none of the streams named in <c>$22</c>
     /// has a row: without the streams' rows, the events' join finds nothing to insert.
     /// </summary>
-    private string GuardedInsertSql => InsertSqlGuardedBy(
+    private string GuardedInsertSql => _guardedInsertSql ??= InsertSqlGuardedBy(
         $"""
         WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20
           AND (cardinality($21::uuid[]) = 0 OR NOT EXISTS ({EventsByIdSql.Replace("$1", "$21", StringComparison.Ordinal)}))
           AND (cardinality($22::text[]) = 0 OR NOT EXISTS ({StreamsByNameSql.Replace("$1", "$22", StringComparison.Ordinal)}))
         """);
+
+    // Built once: every batch's write uses one of them.
+    private string? _insertSql;
+    private string? _guardedInsertSql;
 
     private string InsertSqlGuardedBy(string guard) => $"""
         WITH s AS (
