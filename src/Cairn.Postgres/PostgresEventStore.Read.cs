@@ -6,7 +6,14 @@ namespace Cairn.Postgres;
 
 public sealed partial class PostgresEventStore
 {
-    private const int PageSize = 512;
+    /// <summary>The first page of a read: small, so a read of a few events or a live tail costs little.</summary>
+    private const int FirstPageSize = 512;
+
+    /// <summary>
+    /// Pages double up to this size while a read goes on: each page is a query with its own round trip and start-up
+    /// on the server, which a long read (a rebuild, a catch-up) would otherwise pay every 512 events.
+    /// </summary>
+    private const int MaxPageSize = 8192;
 
     /// <summary>A page stops early past this much data, so large events cannot make a page huge.</summary>
     private const long MaxPageBytes = 8 * 1024 * 1024;
@@ -90,7 +97,8 @@ public sealed partial class PostgresEventStore
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var remaining = maxCount;
-        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, start, (int)Math.Min(remaining, PageSize), stop.Token);
+        var pageSize = FirstPageSize;
+        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, start, (int)Math.Min(remaining, pageSize), stop.Token);
         try
         {
             while (next is not null)
@@ -100,7 +108,8 @@ public sealed partial class PostgresEventStore
                 var afterPage = remaining - page.Count;
                 if (more && afterPage > 0 && page.Count > 0 && nextKey(page[^1]) is var key && key >= 0)
                 {
-                    next = ReadPageAsync(query, key, (int)Math.Min(afterPage, PageSize), stop.Token);
+                    pageSize = Math.Min(pageSize * 2, MaxPageSize);
+                    next = ReadPageAsync(query, key, (int)Math.Min(afterPage, pageSize), stop.Token);
                 }
 
                 foreach (var e in page)
@@ -132,7 +141,7 @@ public sealed partial class PostgresEventStore
     /// <summary>Reads one page: up to <paramref name="limit"/> events, fewer past <see cref="MaxPageBytes"/>; says whether there may be more.</summary>
     private async Task<(List<RecordedEvent> Page, bool More)> ReadPageAsync(PostgresQuery query, long key, int limit, CancellationToken cancellationToken)
     {
-        var page = new List<RecordedEvent>(Math.Min(limit, PageSize));
+        var page = new List<RecordedEvent>(limit);
         var more = false;
         await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var command = query.ToCommand(connection, null, key, limit);
