@@ -1,6 +1,6 @@
 namespace Cairn.Benchmarks;
 
-/// <summary>The command line: <c>[--quick] [--only W1,M2] [--postgres] [--pg-no-fsync] [--json FILE] [--cairn-only]</c>, parsed by hand (a few flags need no library).</summary>
+/// <summary>The command line: <c>[--quick] [--only W1,M2] [--postgres] [--pg-no-fsync] [--json FILE] [--cairn-only] [--no-marten]</c>, parsed by hand (a few flags need no library).</summary>
 internal sealed record BenchOptions
 {
     public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1", "R1", "R2", "PW1", "PW2", "PW3", "PW4"];
@@ -25,6 +25,9 @@ internal sealed record BenchOptions
     /// <summary>Skips the baselines, to profile Cairn alone.</summary>
     public bool CairnOnly { get; init; }
 
+    /// <summary>Skips Marten's sides of the PostgreSQL workloads, keeping raw Npgsql.</summary>
+    public bool NoMarten { get; init; }
+
     public bool Runs(string workload) => Only.Contains(workload);
 
     public const string Usage = """
@@ -42,6 +45,8 @@ internal sealed record BenchOptions
                          (by default it starts it with PostgreSQL's durable defaults; CAIRN_POSTGRES is used as it is)
           --json FILE    also write the figures as a JSON array: id, value, unit, baseline, ratio
           --cairn-only   skip the baselines (to profile Cairn alone; ratios are then empty)
+          --no-marten    skip Marten's sides of PW1-PW4, keeping raw Npgsql (Marten writes PW3's log at a few
+                         thousand events/s, which takes minutes)
           --help         this text
 
         Event store:
@@ -87,6 +92,9 @@ internal sealed record BenchOptions
                     break;
                 case "--cairn-only":
                     options = options with { CairnOnly = true };
+                    break;
+                case "--no-marten":
+                    options = options with { NoMarten = true };
                     break;
                 case "--child":
                     options = options with { Child = true };

@@ -27,7 +27,7 @@ internal static class Program
             return 0;
         }
 
-        var scale = (options.Quick ? Scale.Quick : Scale.Full) with { CairnOnly = options.CairnOnly };
+        var scale = (options.Quick ? Scale.Quick : Scale.Full) with { CairnOnly = options.CairnOnly, NoMarten = options.NoMarten };
         if (options.Child)
         {
             // The W5 child: one measurement in a fresh process, its figure handed back through the JSON file.

@@ -17,6 +17,13 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
     /// <summary>Skips the baselines (<c>--cairn-only</c>), to profile Cairn alone.</summary>
     public bool CairnOnly { get; init; }
 
+    /// <summary>Skips Marten's sides of the PostgreSQL workloads (<c>--no-marten</c>), keeping raw Npgsql.</summary>
+    public bool NoMarten { get; init; }
+
+    /// <summary>Whether a PostgreSQL workload measures the side named <paramref name="side"/> (see <c>PgSides</c>).</summary>
+    public bool Keeps(string side) =>
+        side == Postgres.PgSides.Cairn || (!CairnOnly && !(NoMarten && side.StartsWith("Marten", StringComparison.Ordinal)));
+
     /// <summary>M1: messages sent and then consumed in each timed round (a multiple of 100).</summary>
     public int QueueMessages { get; init; }
 

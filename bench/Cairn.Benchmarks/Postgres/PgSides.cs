@@ -32,7 +32,7 @@ internal static class PgSides
     /// </summary>
     public static async Task<PgResults> CompareAsync(string id, string unit, Scale scale, IReadOnlyList<PgSide> sides)
     {
-        var active = scale.CairnOnly ? sides.Where(s => s.Name == Cairn).ToList() : [.. sides];
+        var active = sides.Where(s => scale.Keeps(s.Name)).ToList();
         var results = active.ToDictionary(s => s.Name, _ => new List<PgMeasurement>());
         for (var round = 0; round < scale.Rounds; round++)
         {

@@ -36,13 +36,13 @@ internal static class PgW3ReadAll
         try
         {
             readers.Add(await CairnAsync(cs, scale));
-            if (!scale.CairnOnly)
+            foreach (var (side, mode) in MartenBench.Modes.Where(m => scale.Keeps(m.Side)))
             {
-                foreach (var (side, mode) in MartenBench.Modes)
-                {
-                    readers.Add(await MartenAsync(cs, side, mode, scale));
-                }
+                readers.Add(await MartenAsync(cs, side, mode, scale));
+            }
 
+            if (scale.Keeps(PgSides.Raw))
+            {
                 readers.Add(await RawAsync(cs, scale));
             }
 
@@ -53,9 +53,13 @@ internal static class PgW3ReadAll
                 {
                     var reader = readers[(run + i) % readers.Count];
                     await using var sampler = new WaitSampler(cs, TimeSpan.Zero);
+                    var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
+                    var allocated0 = GC.GetTotalAllocatedBytes();
                     var clock = Stopwatch.StartNew();
                     var (count, check) = await reader.Read();
                     var elapsed = clock.Elapsed;
+                    var cpuUs = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalMicroseconds;
+                    var allocated = GC.GetTotalAllocatedBytes() - allocated0;
                     var waits = await sampler.StopAsync();
                     if (count != LogSize(scale))
                     {
@@ -63,9 +67,9 @@ internal static class PgW3ReadAll
                     }
 
                     var rate = count / elapsed.TotalSeconds;
-                    results[reader.Name].Add(new PgMeasurement(new Rate(rate, 0, count, elapsed.TotalSeconds), waits));
+                    results[reader.Name].Add(new PgMeasurement(new Rate(rate, 0, count, elapsed.TotalSeconds) { CpuMs = cpuUs / 1000, AllocatedBytes = allocated }, waits));
                     Log.Line(string.Create(CultureInfo.InvariantCulture,
-                        $"  PW3    {reader.Name,-12} {rate,12:#,0} events/s  (read {run + 1}: {count:#,0} events in {elapsed.TotalSeconds:0.00} s, check {check % 1000}); server sessions: {waits}"));
+                        $"  PW3    {reader.Name,-12} {rate,12:#,0} events/s  (read {run + 1}: {count:#,0} events in {elapsed.TotalSeconds:0.00} s, check {check % 1000}; client CPU {cpuUs / count:0.00} µs and {(double)allocated / count:#,0} bytes allocated per event); server sessions: {waits}"));
                 }
             }
 
