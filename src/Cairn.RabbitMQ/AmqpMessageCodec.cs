@@ -173,8 +173,16 @@ internal static class AmqpMessageCodec
             }
             : 0;
 
+    /// <summary>
+    /// A time header: Cairn writes the round-trip format, which has a fast exact parse; any other RFC 3339 text (from
+    /// another producer) goes through the general parser.
+    /// </summary>
     public static DateTimeOffset? GetTime(IDictionary<string, object?>? headers, string key) =>
-        GetString(headers, key) is { } text && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var time) ? time : null;
+        GetString(headers, key) is { } text
+            && (DateTimeOffset.TryParseExact(text, "O", CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var time)
+                || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out time))
+            ? time
+            : null;
 
     public static string Format(DateTimeOffset time) => time.ToString("O", CultureInfo.InvariantCulture);
 
