@@ -112,6 +112,16 @@ internal sealed class RawStatement : IDisposable
 
     public void Reset() => raw.sqlite3_reset(_statement);
 
+    /// <summary>Resets the statement and clears its bindings, ready for its next use by another caller.</summary>
+    public void Clear()
+    {
+        raw.sqlite3_reset(_statement);
+        raw.sqlite3_clear_bindings(_statement);
+    }
+
+    /// <summary>Whether the statement is part-way through its result, holding its read snapshot until reset.</summary>
+    public bool Busy => raw.sqlite3_stmt_busy(_statement) != 0;
+
     public long Int64(int column) => raw.sqlite3_column_int64(_statement, column);
 
     public bool IsNull(int column) => raw.sqlite3_column_type(_statement, column) == raw.SQLITE_NULL;

@@ -15,7 +15,7 @@ public sealed class SqliteCheckpointStore(SqliteEventStore store) : ICheckpointS
         CheckpointKeys.Validate(key);
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = store.RentReadConnection();
-        using var statement = new RawStatement(lease.Db, "SELECT position FROM cairn_checkpoints WHERE key = ?1");
+        var statement = lease.Prepared("SELECT position FROM cairn_checkpoints WHERE key = ?1");
         statement.Bind(1, key);
         return ValueTask.FromResult(statement.ExecuteInt64() is { } position ? new GlobalPosition(position) : (GlobalPosition?)null);
     }

@@ -12,6 +12,13 @@ public sealed partial class SqliteEventStore
     /// <summary>A page stops early past this much data, so large events cannot make a page huge.</summary>
     private const long MaxPageBytes = 8 * 1024 * 1024;
 
+    // The stream reads' statements, kept prepared with each read connection; their parameters are numbered so a read
+    // binds them without looking their names up.
+    private const string StreamInfoSql = "SELECT s.id, (SELECT max(e.version) FROM cairn_events e WHERE e.stream_id = s.id), s.state, s.max_count, s.max_age_ticks, s.truncate_before FROM cairn_streams s WHERE s.name = ?1";
+    private const string StreamPageForwards = $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = ?1 AND e.version >= ?4 AND e.version >= ?2 AND e.time_ticks >= ?3 ORDER BY e.version LIMIT ?5";
+    private const string StreamPageBackwards = $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = ?1 AND e.version <= ?4 AND e.version >= ?2 AND e.time_ticks >= ?3 ORDER BY e.version DESC LIMIT ?5";
+    private const string HeadPositionSql = "SELECT coalesce(max(position), 0) FROM cairn_events";
+
     /// <inheritdoc />
     public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(StreamName stream, ReadDirection direction, long? fromVersion, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
@@ -20,7 +27,7 @@ public sealed partial class SqliteEventStore
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _readers.Rent();
         var connection = lease.Db;
-        var info = ReadStreamInfo(connection, stream);
+        var info = ReadStreamInfo(lease, stream);
         if (info.Row is not { } row || row.State is StreamState.NotFound or StreamState.SoftDeleted)
         {
             yield break;
@@ -34,14 +41,12 @@ public sealed partial class SqliteEventStore
         var firstVisible = StreamRules.FirstVisibleVersion(row.Metadata, row.LastVersion);
         var oldest = StreamRules.OldestVisibleTime(row.Metadata, _options.TimeProvider)?.UtcTicks ?? long.MinValue;
         var forwards = direction == ReadDirection.Forwards;
-        using var statement = new RawStatement(connection, forwards
-            ? $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = $stream AND e.version >= $from AND e.version >= $first AND e.time_ticks >= $oldest ORDER BY e.version LIMIT $limit"
-            : $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = $stream AND e.version <= $from AND e.version >= $first AND e.time_ticks >= $oldest ORDER BY e.version DESC LIMIT $limit");
-        statement.Bind(statement.IndexOf("$stream"), row.Id);
-        statement.Bind(statement.IndexOf("$first"), firstVisible);
-        statement.Bind(statement.IndexOf("$oldest"), oldest);
+        var statement = lease.Prepared(forwards ? StreamPageForwards : StreamPageBackwards);
+        statement.Bind(1, row.Id);
+        statement.Bind(2, firstVisible);
+        statement.Bind(3, oldest);
         var start = fromVersion ?? (forwards ? 0 : long.MaxValue);
-        await foreach (var e in PagesAsync(statement, connection, start, maxCount, forwards ? e => e.Version + 1 : e => e.Version - 1, cancellationToken).ConfigureAwait(false))
+        await foreach (var e in PagesAsync(statement, connection, 4, 5, start, maxCount, forwards ? e => e.Version + 1 : e => e.Version - 1, cancellationToken).ConfigureAwait(false))
         {
             yield return e;
         }
@@ -78,21 +83,19 @@ public sealed partial class SqliteEventStore
         sql.Append(" ORDER BY e.position LIMIT $limit");
         using var statement = new RawStatement(connection, sql.ToString());
         parameters.BindTo(statement);
-        await foreach (var e in PagesAsync(statement, connection, from, maxCount, e => e.Position.Value + 1, cancellationToken).ConfigureAwait(false))
+        await foreach (var e in PagesAsync(statement, connection, statement.IndexOf("$from"), statement.IndexOf("$limit"), from, maxCount, e => e.Position.Value + 1, cancellationToken).ConfigureAwait(false))
         {
             yield return e;
         }
     }
 
     /// <summary>
-    /// Pages through a statement ordered by a key (a version or a position) bound as <c>$from</c>, at most
-    /// <c>$limit</c> rows a page, until <paramref name="maxCount"/> events or the end. The key after each event comes
-    /// from <paramref name="nextKey"/>; a negative key ends a backwards read.
+    /// Pages through a statement ordered by a key (a version or a position) bound as parameter <paramref name="from"/>,
+    /// at most parameter <paramref name="limit"/> rows a page, until <paramref name="maxCount"/> events or the end. The
+    /// key after each event comes from <paramref name="nextKey"/>; a negative key ends a backwards read.
     /// </summary>
-    private async IAsyncEnumerable<RecordedEvent> PagesAsync(RawStatement statement, sqlite3 connection, long start, long maxCount, Func<RecordedEvent, long> nextKey, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<RecordedEvent> PagesAsync(RawStatement statement, sqlite3 connection, int from, int limit, long start, long maxCount, Func<RecordedEvent, long> nextKey, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var from = statement.IndexOf("$from");
-        var limit = statement.IndexOf("$limit");
         var key = start;
         var remaining = maxCount;
         var page = new List<RecordedEvent>();
@@ -154,7 +157,7 @@ public sealed partial class SqliteEventStore
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _readers.Rent();
-        return ValueTask.FromResult(ReadStreamInfo(lease.Db, stream).Info);
+        return ValueTask.FromResult(ReadStreamInfo(lease, stream).Info);
     }
 
     /// <inheritdoc />
@@ -162,25 +165,32 @@ public sealed partial class SqliteEventStore
     {
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _readers.Rent();
-        using var statement = new RawStatement(lease.Db, "SELECT coalesce(max(position), 0) FROM cairn_events");
-        return ValueTask.FromResult(new GlobalPosition(statement.ExecuteInt64() ?? 0));
+        return ValueTask.FromResult(new GlobalPosition(lease.Prepared(HeadPositionSql).ExecuteInt64() ?? 0));
     }
 
-    private static (StreamInfo Info, StreamRowView? Row) ReadStreamInfo(sqlite3 connection, StreamName stream)
+    private static (StreamInfo Info, StreamRowView? Row) ReadStreamInfo(ReadConnectionPool.Lease lease, StreamName stream)
     {
-        using var statement = new RawStatement(connection, "SELECT s.id, (SELECT max(e.version) FROM cairn_events e WHERE e.stream_id = s.id), s.state, s.max_count, s.max_age_ticks, s.truncate_before FROM cairn_streams s WHERE s.name = ?1");
-        statement.Bind(1, stream.Value);
-        if (!statement.Step())
+        var statement = lease.Prepared(StreamInfoSql);
+        try
         {
-            return (new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata()), null);
-        }
+            statement.Bind(1, stream.Value);
+            if (!statement.Step())
+            {
+                return (new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata()), null);
+            }
 
-        var row = new StreamRowView(
-            statement.Int64(0),
-            statement.IsNull(1) ? null : statement.Int64(1),
-            (StreamState)statement.Int64(2),
-            SqliteRows.ReadMetadata(statement, 3));
-        return (new StreamInfo(stream, row.State, row.LastVersion, row.Metadata), row);
+            var row = new StreamRowView(
+                statement.Int64(0),
+                statement.IsNull(1) ? null : statement.Int64(1),
+                (StreamState)statement.Int64(2),
+                SqliteRows.ReadMetadata(statement, 3));
+            return (new StreamInfo(stream, row.State, row.LastVersion, row.Metadata), row);
+        }
+        finally
+        {
+            // Done with before the lease ends: a stream read goes on to page through the events.
+            statement.Reset();
+        }
     }
 
     private sealed record StreamRowView(long Id, long? LastVersion, StreamState State, StreamMetadata Metadata);

@@ -323,9 +323,11 @@ public sealed class SqliteMessageBroker : IMessageBroker
         MessagingNames.Validate("consumer", consumer);
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _store.RentReadConnection();
-        using var select = new RawStatement(lease.Db, "SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");
+        var select = lease.Prepared("SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");
+        Span<byte> id = stackalloc byte[16];
+        SqliteRows.WriteId(messageId, id);
         select.Bind(1, consumer);
-        select.Bind(2, IdBytes(messageId));
+        select.Bind(2, id);
         return Task.FromResult(select.ExecuteInt64() is not null);
     }
 
@@ -426,9 +428,16 @@ public sealed class SqliteMessageBroker : IMessageBroker
 
     private static (long Id, QueueDefinition Definition)? FindQueue(ReadConnectionPool.Lease lease, QueueName queue)
     {
-        using var select = new RawStatement(lease.Db, "SELECT id, settings FROM cairn_queues WHERE name = ?1");
-        select.Bind(1, queue.Value);
-        return select.Step() ? (select.Int64(0), ReadSettings(select.Blob(1)).ToDefinition(queue)) : null;
+        var select = lease.Prepared("SELECT id, settings FROM cairn_queues WHERE name = ?1");
+        try
+        {
+            select.Bind(1, queue.Value);
+            return select.Step() ? (select.Int64(0), ReadSettings(select.Blob(1)).ToDefinition(queue)) : null;
+        }
+        finally
+        {
+            select.Reset();
+        }
     }
 
     private static QueueSettingsData ReadSettings(ReadOnlySpan<byte> json) =>

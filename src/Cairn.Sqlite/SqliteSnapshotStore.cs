@@ -25,7 +25,7 @@ public sealed class SqliteSnapshotStore(SqliteEventStore store) : ISnapshotStore
         SnapshotKinds.Validate(kind);
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = store.RentReadConnection();
-        using var statement = new RawStatement(lease.Db, "SELECT schema_version, stream_version, first_version, position, data FROM cairn_snapshots WHERE stream = ?1 AND kind = ?2");
+        var statement = lease.Prepared("SELECT schema_version, stream_version, first_version, position, data FROM cairn_snapshots WHERE stream = ?1 AND kind = ?2");
         statement.Bind(1, name);
         statement.Bind(2, kind);
         if (!statement.Step())

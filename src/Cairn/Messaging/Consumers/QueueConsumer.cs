@@ -26,7 +26,9 @@ public sealed record ConsumerStatus(
 /// and <see cref="ConsumerOptions.Concurrency"/> workers handle them. A handled message's effects commit with its
 /// acknowledgement and inbox record; a failure is retried at once, then given back with a growing, jittered delay,
 /// and the broker dead-letters it at the queue's maximum; a non-retryable failure is dead-lettered at once. Stopping
-/// lets in-flight handlers finish until the stop's token fires, and gives back every message not started.
+/// lets in-flight handlers finish until the stop's token fires, and gives back every message not started. With
+/// <see cref="ConsumerOptions.ExtendLeaseWhileHandling"/>, one timer per consumer extends the lease of each message
+/// being handled when half its lease is left.
 /// </summary>
 public sealed class QueueConsumer : IAsyncDisposable
 {
@@ -43,6 +45,10 @@ public sealed class QueueConsumer : IAsyncDisposable
     private readonly SemaphoreSlim _slots;
     private readonly Random _random = new();
     private readonly Lock _randomLock = new();
+    private readonly Lock _renewalsLock = new();
+    private readonly HashSet<LeaseRenewal> _renewals = [];
+    private TaskCompletionSource _renewalWake = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private DateTimeOffset _renewalWakeAt = DateTimeOffset.MaxValue;
     private Task _running = Task.CompletedTask;
     private TimeSpan _lease;
     private int _inFlight;
@@ -116,7 +122,8 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
 
         var receiver = Task.Run(ReceiveAsync, CancellationToken.None);
-        _running = Task.WhenAll([receiver, .. workers]);
+        var work = Task.WhenAll([receiver, .. workers]);
+        _running = Options.ExtendLeaseWhileHandling ? RenewWhileWorkingAsync(work) : work;
         _logger.LogInformation("Consumer {Consumer} started on queue {Queue} (concurrency {Concurrency}, prefetch {Prefetch}).", Options.Name, Options.Queue, Options.Concurrency, Options.EffectivePrefetch);
     }
 
@@ -319,8 +326,7 @@ public sealed class QueueConsumer : IAsyncDisposable
 
         using var timeout = new CancellationTokenSource(Options.HandlerTimeout, _time);
         using var handling = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _abort.Token);
-        using var renewal = CancellationTokenSource.CreateLinkedTokenSource(handling.Token);
-        var renewing = Options.ExtendLeaseWhileHandling ? RenewLeaseAsync(delivery, handling, renewal.Token) : Task.CompletedTask;
+        var renewal = Options.ExtendLeaseWhileHandling ? TrackLease(delivery, handling) : null;
         try
         {
             for (var attempt = 0; ; attempt++)
@@ -388,8 +394,10 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
         finally
         {
-            await renewal.CancelAsync().ConfigureAwait(false);
-            await renewing.ConfigureAwait(false);
+            if (renewal is not null)
+            {
+                await UntrackLeaseAsync(renewal).ConfigureAwait(false);
+            }
         }
     }
 
@@ -469,54 +477,202 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
     }
 
-    private async Task RenewLeaseAsync(Delivery delivery, CancellationTokenSource handling, CancellationToken stop)
+    /// <summary>
+    /// Runs the consumer's one lease-renewal loop beside its workers, until they are done or a stop's time is up (then
+    /// a handler that ignores its cancellation loses its lease, and its message is delivered again).
+    /// </summary>
+    private async Task RenewWhileWorkingAsync(Task work)
+    {
+        using var done = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
+        var renewing = Task.Run(() => RenewLeasesAsync(done.Token), CancellationToken.None);
+        try
+        {
+            await work.ConfigureAwait(false);
+        }
+        finally
+        {
+            await done.CancelAsync().ConfigureAwait(false);
+            await renewing.ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Hands a delivery about to be handled to the renewal loop, waking it when this lease is due before the loop's
+    /// next wake. Per message, that is all the renewal costs: no timer, no token source, no task.
+    /// </summary>
+    private LeaseRenewal TrackLease(Delivery delivery, CancellationTokenSource handling)
     {
         // Counted from when the lease ends, not from when the handler started: a prefetched delivery may have waited
         // in the buffer for most of its lease.
-        var expires = delivery.LeaseExpiresAt;
-        while (true)
+        var renewal = new LeaseRenewal(delivery, handling, delivery.LeaseExpiresAt - (_lease / 2));
+        TaskCompletionSource? wake = null;
+        lock (_renewalsLock)
         {
-            try
+            _renewals.Add(renewal);
+            if (renewal.Due < _renewalWakeAt)
             {
-                var due = expires - (_lease / 2) - _time.GetUtcNow();
-                if (due > TimeSpan.Zero)
+                _renewalWakeAt = renewal.Due;
+                wake = _renewalWake;
+            }
+        }
+
+        wake?.TrySetResult();
+        return renewal;
+    }
+
+    /// <summary>
+    /// Takes a handled delivery out of the renewal loop; when an extension of its lease is under way, waits for it,
+    /// so the handling's token source outlives any use the renewal makes of it.
+    /// </summary>
+    private ValueTask UntrackLeaseAsync(LeaseRenewal renewal)
+    {
+        lock (_renewalsLock)
+        {
+            renewal.Finished = true;
+            _renewals.Remove(renewal);
+            if (!renewal.Renewing)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            renewal.Settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            return new ValueTask(renewal.Settled.Task);
+        }
+    }
+
+    /// <summary>
+    /// The consumer's one renewal loop: sleeps on one timer until the earliest lease in hand is half spent (or until a
+    /// delivery due earlier arrives), then extends every lease that is due, each in its own call, without waiting for
+    /// them before it sleeps again.
+    /// </summary>
+    private async Task RenewLeasesAsync(CancellationToken stop)
+    {
+        using var timer = _time.CreateTimer(static state => ((QueueConsumer)state!).WakeRenewals(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        var due = new List<LeaseRenewal>();
+        while (!stop.IsCancellationRequested)
+        {
+            Task woken;
+            TimeSpan wait;
+            lock (_renewalsLock)
+            {
+                var now = _time.GetUtcNow();
+                var next = DateTimeOffset.MaxValue;
+                foreach (var renewal in _renewals)
                 {
-                    // Nearly every handling ends before its renewal is due: that end is this wait's usual way out, so
-                    // it returns rather than throws (an exception per message is a measurable cost on a busy queue).
-                    await Task.Delay(due, _time, stop).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-                    if (stop.IsCancellationRequested)
+                    if (renewal.Renewing)
                     {
-                        return;
+                        continue;
+                    }
+
+                    if (renewal.Due <= now)
+                    {
+                        renewal.Renewing = true;
+                        due.Add(renewal);
+                    }
+                    else if (renewal.Due < next)
+                    {
+                        next = renewal.Due;
                     }
                 }
 
-                await _broker.ExtendLeaseAsync(delivery.Lease, _lease, stop).ConfigureAwait(false);
-                expires = _time.GetUtcNow() + _lease;
+                _renewalWake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _renewalWakeAt = next;
+                woken = _renewalWake.Task;
+                wait = next == DateTimeOffset.MaxValue ? Timeout.InfiniteTimeSpan : next - now;
             }
-            catch (OperationCanceledException)
+
+            foreach (var renewal in due)
             {
-                // The handling is over.
-                return;
+                _ = RenewAsync(renewal, stop);
             }
-            catch (LeaseLostException)
+
+            due.Clear();
+            timer.Change(wait, Timeout.InfiniteTimeSpan);
+            await woken.WaitAsync(stop).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    private void WakeRenewals()
+    {
+        TaskCompletionSource wake;
+        lock (_renewalsLock)
+        {
+            wake = _renewalWake;
+        }
+
+        wake.TrySetResult();
+    }
+
+    /// <summary>Extends one lease and schedules its next renewal; never throws.</summary>
+    private async Task RenewAsync(LeaseRenewal renewal, CancellationToken stop)
+    {
+        DateTimeOffset? next = null;
+        var lost = false;
+        try
+        {
+            // Timed from before the call: the extended lease runs out no sooner than a full lease from then.
+            var asked = _time.GetUtcNow();
+            await _broker.ExtendLeaseAsync(renewal.Delivery.Lease, _lease, stop).ConfigureAwait(false);
+            next = asked + _lease - (_lease / 2);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // The consumer has stopped renewing.
+        }
+        catch (LeaseLostException)
+        {
+            lost = true;
+        }
+        catch (Exception ex)
+        {
+            // A passing failure (a busy file, say): try again soon rather than let the lease run out.
+            _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}; trying again.", Options.Name, renewal.Delivery.Lease);
+            next = _time.GetUtcNow() + Min(_lease / 10, TimeSpan.FromSeconds(1));
+        }
+
+        try
+        {
+            bool finished;
+            lock (_renewalsLock)
             {
-                // Someone else holds the message now: stop the handler, its commit would be refused anyway.
-                await handling.CancelAsync().ConfigureAwait(false);
-                return;
+                finished = renewal.Finished;
             }
-            catch (Exception ex)
+
+            if (lost && !finished)
             {
-                // A passing failure (a busy file, say): try again soon rather than let the lease run out.
-                _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}; trying again.", Options.Name, delivery.Lease);
-                try
+                // Someone else holds the message now: stop the handler, its commit would be refused anyway. The
+                // handling waits for this renewal before it disposes its token source.
+                await renewal.Handling.CancelAsync().ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Consumer {Consumer} could not cancel the handler of message {MessageId} after losing its lease.", Options.Name, renewal.Delivery.Message.Id);
+        }
+        finally
+        {
+            TaskCompletionSource? settled, wake = null;
+            lock (_renewalsLock)
+            {
+                renewal.Renewing = false;
+                settled = renewal.Settled;
+                if (next is not { } at)
                 {
-                    await Task.Delay(Min(_lease / 10, TimeSpan.FromSeconds(1)), _time, stop).ConfigureAwait(false);
+                    _renewals.Remove(renewal);
                 }
-                catch (OperationCanceledException)
+                else if (!renewal.Finished)
                 {
-                    return;
+                    renewal.Due = at;
+                    if (at < _renewalWakeAt)
+                    {
+                        _renewalWakeAt = at;
+                        wake = _renewalWake;
+                    }
                 }
             }
+
+            settled?.TrySetResult();
+            wake?.TrySetResult();
         }
     }
 
@@ -554,6 +710,26 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
 
         return activity;
+    }
+
+    /// <summary>A delivery being handled, as the renewal loop sees it; its mutable parts are guarded by the consumer's renewal lock.</summary>
+    private sealed class LeaseRenewal(Delivery delivery, CancellationTokenSource handling, DateTimeOffset due)
+    {
+        public Delivery Delivery { get; } = delivery;
+
+        public CancellationTokenSource Handling { get; } = handling;
+
+        /// <summary>When the lease is next to be extended.</summary>
+        public DateTimeOffset Due { get; set; } = due;
+
+        /// <summary>An extension is under way.</summary>
+        public bool Renewing { get; set; }
+
+        /// <summary>The handling is over: never renewed again.</summary>
+        public bool Finished { get; set; }
+
+        /// <summary>Completed when an extension under way at the end of the handling is over.</summary>
+        public TaskCompletionSource? Settled { get; set; }
     }
 
     private sealed class EmptyServices : IServiceProvider
