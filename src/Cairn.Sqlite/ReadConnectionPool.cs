@@ -82,7 +82,11 @@ internal sealed class ReadConnectionPool(string path, TimeSpan busyTimeout) : ID
         /// lease's until the lease is given back, which resets it and clears its bindings; the caller must not
         /// dispose it. Only for SQL that does not vary from call to call: each text is kept with the connection.
         /// </summary>
-        public RawStatement Prepared(string sql) => _connection.Take(sql);
+        public RawStatement Prepared(string sql)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _returned) != 0, this);
+            return _connection.Take(sql);
+        }
 
         public void Dispose()
         {

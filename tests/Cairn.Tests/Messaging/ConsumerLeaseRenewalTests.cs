@@ -60,28 +60,32 @@ public sealed class ConsumerLeaseRenewalTests
         // b ends before half its lease is spent; a and c go on working.
         finish["b"].SetResult();
         await Wait.UntilAsync(() => consumer.Status.Handled == 1, "b is handled");
-        await Wait.UntilAsync(
-            () =>
-            {
-                if (broker.ExtensionsOf(started["a"].Lease).Count >= 3 && broker.ExtensionsOf(started["c"].Lease).Count >= 3)
-                {
-                    return true;
-                }
 
-                clock.Advance(TimeSpan.FromMilliseconds(100));
-                return false;
-            },
-            "a and c are each renewed three times");
+        // The clock moves to the next renewal's due time (half the lease it extends), and on only once that renewal
+        // is made, so how fast the consumer works never decides the outcome.
+        while (new[] { "a", "c" }.Any(n => broker.ExtensionsOf(started[n].Lease).Count < 3))
+        {
+            var (name, due, made) = new[] { "a", "c" }
+                .Select(n => (Name: n, Extensions: broker.ExtensionsOf(started[n].Lease)))
+                .Where(n => n.Extensions.Count < 3)
+                .Select(n => (n.Name, Due: (n.Extensions.Count == 0 ? started[n.Name].LeaseExpiresAt : n.Extensions[^1] + Lease) - (Lease / 2), Made: n.Extensions.Count))
+                .MinBy(n => n.Due);
+            if (due > clock.GetUtcNow())
+            {
+                clock.Advance(due - clock.GetUtcNow());
+            }
+
+            await Wait.UntilAsync(() => broker.ExtensionsOf(started[name].Lease).Count > made, $"{name}'s renewal {made + 1}");
+        }
 
         Assert.Empty(broker.ExtensionsOf(started["b"].Lease));
         foreach (var name in new[] { "a", "c" })
         {
-            // Each extension comes before the lease it extends runs out, and about when half of it is spent (the clock
-            // moves in steps while the consumer works, so "about" is within a second).
+            // Each extension comes when half the lease it extends is spent, before it runs out.
             var expires = started[name].LeaseExpiresAt;
             foreach (var at in broker.ExtensionsOf(started[name].Lease))
             {
-                Assert.InRange(at, expires - (Lease / 2) - TimeSpan.FromSeconds(1), expires - TimeSpan.FromTicks(1));
+                Assert.Equal(expires - (Lease / 2), at);
                 expires = at + Lease;
             }
         }
@@ -93,6 +97,44 @@ public sealed class ConsumerLeaseRenewalTests
         finish["c"].SetResult();
         await Wait.UntilAsync(() => consumer.Status.Handled == 3, "a and c are handled");
         Assert.Equal(0, consumer.Status.LeasesLost);
+    }
+
+    [Fact]
+    public async Task a_handler_past_its_timeout_has_its_lease_no_longer_renewed_so_its_message_is_delivered_again()
+    {
+        var clock = new ManualTimeProvider();
+        var inner = new InMemoryMessageBroker(new InMemoryEventStore(new EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore());
+        var broker = new ExtensionRecordingBroker(inner, clock);
+        await broker.DeclareQueueAsync(new QueueDefinition("work") { Lease = Lease }, default);
+        var handling = new TaskCompletionSource<Delivery>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("work") { Concurrency = 1, Prefetch = 1, HandlerTimeout = TimeSpan.FromSeconds(3) },
+            async (context, _) =>
+            {
+                // A handler that ignores its token: stuck in a call that cannot be cancelled.
+                handling.TrySetResult(context.Delivery);
+                await release.Task;
+            },
+            timeProvider: clock);
+        await consumer.StartAsync(default);
+        await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("\"stuck\"")));
+        var delivery = await handling.Task.Bounded();
+        Assert.Equal(1, consumer.LeasesRenewed);
+
+        // Past the timeout, then past half the lease: the renewal loop lets the lease go instead of extending it.
+        clock.Advance(TimeSpan.FromSeconds(3));
+        clock.Advance(TimeSpan.FromSeconds(2));
+        await Wait.UntilAsync(() => consumer.LeasesRenewed == 0, "the timed-out handling's lease is let go");
+        Assert.Empty(broker.ExtensionsOf(delivery.Lease));
+
+        // Once the lease has run out, the message goes to whoever receives next.
+        clock.Advance(TimeSpan.FromSeconds(5) + TimeSpan.FromTicks(1));
+        var again = Assert.Single(await inner.ReceiveAsync("work", new ReceiveOptions { MaxMessages = 10, Wait = TimeSpan.Zero }, default));
+        Assert.Equal(delivery.Message.Id, again.Message.Id);
+        Assert.Empty(broker.ExtensionsOf(delivery.Lease));
+        release.SetResult();
     }
 
     /// <summary>A broker that notes when each lease is extended.</summary>

@@ -104,6 +104,18 @@ public sealed class QueueConsumer : IAsyncDisposable
         Interlocked.Read(ref _duplicates),
         Interlocked.Read(ref _leasesLost));
 
+    /// <summary>How many handlings' leases the renewal loop keeps alive (for tests).</summary>
+    internal int LeasesRenewed
+    {
+        get
+        {
+            lock (_renewalsLock)
+            {
+                return _renewals.Count;
+            }
+        }
+    }
+
     /// <summary>Checks the queue exists, then starts receiving and handling.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
@@ -552,11 +564,11 @@ public sealed class QueueConsumer : IAsyncDisposable
         while (!stop.IsCancellationRequested)
         {
             Task woken;
-            TimeSpan wait;
+            var next = DateTimeOffset.MaxValue;
             lock (_renewalsLock)
             {
                 var now = _time.GetUtcNow();
-                var next = DateTimeOffset.MaxValue;
+                _renewals.RemoveWhere(static renewal => !renewal.Renewing && renewal.Handling.IsCancellationRequested);
                 foreach (var renewal in _renewals)
                 {
                     if (renewal.Renewing)
@@ -578,7 +590,6 @@ public sealed class QueueConsumer : IAsyncDisposable
                 _renewalWake = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                 _renewalWakeAt = next;
                 woken = _renewalWake.Task;
-                wait = next == DateTimeOffset.MaxValue ? Timeout.InfiniteTimeSpan : next - now;
             }
 
             foreach (var renewal in due)
@@ -587,6 +598,9 @@ public sealed class QueueConsumer : IAsyncDisposable
             }
 
             due.Clear();
+
+            // Timed from now, not from before the extensions started: some brokers extend synchronously.
+            var wait = next == DateTimeOffset.MaxValue ? Timeout.InfiniteTimeSpan : Max(next - _time.GetUtcNow(), TimeSpan.Zero);
             timer.Change(wait, Timeout.InfiniteTimeSpan);
             await woken.WaitAsync(stop).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
@@ -603,35 +617,49 @@ public sealed class QueueConsumer : IAsyncDisposable
         wake.TrySetResult();
     }
 
-    /// <summary>Extends one lease and schedules its next renewal; never throws.</summary>
+    /// <summary>
+    /// Extends one lease and schedules its next renewal. A handling that has ended (finished, timed out, aborted) is
+    /// not extended: a handler past its timeout must let its lease run out, so the message is delivered again.
+    /// </summary>
     private async Task RenewAsync(LeaseRenewal renewal, CancellationToken stop)
     {
         DateTimeOffset? next = null;
-        var lost = false;
         try
         {
-            // Timed from before the call: the extended lease runs out no sooner than a full lease from then.
-            var asked = _time.GetUtcNow();
-            await _broker.ExtendLeaseAsync(renewal.Delivery.Lease, _lease, stop).ConfigureAwait(false);
-            next = asked + _lease - (_lease / 2);
-        }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested)
-        {
-            // The consumer has stopped renewing.
-        }
-        catch (LeaseLostException)
-        {
-            lost = true;
-        }
-        catch (Exception ex)
-        {
-            // A passing failure (a busy file, say): try again soon rather than let the lease run out.
-            _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}; trying again.", Options.Name, renewal.Delivery.Lease);
-            next = _time.GetUtcNow() + Min(_lease / 10, TimeSpan.FromSeconds(1));
-        }
+            bool ended;
+            lock (_renewalsLock)
+            {
+                ended = renewal.Finished || renewal.Handling.IsCancellationRequested;
+            }
 
-        try
-        {
+            if (ended)
+            {
+                return;
+            }
+
+            var lost = false;
+            try
+            {
+                // Timed from before the call: the extended lease runs out no sooner than a full lease from then.
+                var asked = _time.GetUtcNow();
+                await _broker.ExtendLeaseAsync(renewal.Delivery.Lease, _lease, stop).ConfigureAwait(false);
+                next = asked + _lease - (_lease / 2);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                // The consumer has stopped renewing.
+            }
+            catch (LeaseLostException)
+            {
+                lost = true;
+            }
+            catch (Exception ex)
+            {
+                // A passing failure (a busy file, say): try again soon rather than let the lease run out.
+                next = _time.GetUtcNow() + Min(_lease / 10, TimeSpan.FromSeconds(1));
+                _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}; trying again.", Options.Name, renewal.Delivery.Lease);
+            }
+
             bool finished;
             lock (_renewalsLock)
             {
@@ -647,7 +675,7 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
         catch (Exception ex)
         {
-            _logger.LogWarning(ex, "Consumer {Consumer} could not cancel the handler of message {MessageId} after losing its lease.", Options.Name, renewal.Delivery.Message.Id);
+            _logger.LogWarning(ex, "Consumer {Consumer} could not renew the lease of message {MessageId}.", Options.Name, renewal.Delivery.Message.Id);
         }
         finally
         {
@@ -677,6 +705,8 @@ public sealed class QueueConsumer : IAsyncDisposable
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     private async Task SettleAsync(Func<Task> settle, Delivery delivery)
     {
