@@ -15,10 +15,11 @@ namespace Cairn.Benchmarks.Workloads;
 /// RabbitMQ.Client used directly. Cairn: SQLite (durability Full) wrapped by <see cref="RabbitMqMessageBroker"/>, sends
 /// committed to the outbox and published by the relay with publisher confirms. R1's consumer is a
 /// <see cref="QueueConsumer"/> with its inbox on (each handling commits its inbox record with its acknowledgement); R2's
-/// consumers receive (long polling, 32 at a time) and acknowledge. Baseline: the same messages published straight to a quorum queue with publisher confirms
-/// (batches of 100 awaited together), consumed by four consumers with manual acknowledgements and the same prefetch
-/// per consumer (Cairn's four share one reader, whose prefetch is four times as large).
-/// The baseline has no outbox, no inbox and no transaction with anything: the ratio is what those cost.
+/// consumers receive (long polling, 32 at a time) and acknowledge. Baseline: the same messages published straight to
+/// a quorum queue with publisher confirms (batches of 100 awaited together), consumed by four consumers with manual
+/// acknowledgements and the same prefetch per consumer (Cairn's side holds as many in one reader). The baseline has
+/// no outbox, no inbox and no transaction with anything: R1's ratio is what the outbox and the inbox cost, R2's what
+/// the outbox costs.
 /// </summary>
 internal static class R1R2RabbitMq
 {
