@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text;
 using Cairn.Conformance.Support;
-using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Messaging;
@@ -138,57 +137,17 @@ public sealed class ConsumerLeaseRenewalTests
     }
 
     /// <summary>A broker that notes when each lease is extended.</summary>
-    private sealed class ExtensionRecordingBroker(IMessageBroker inner, TimeProvider clock) : IMessageBroker
+    private sealed class ExtensionRecordingBroker(IMessageBroker inner, TimeProvider clock) : DelegatingMessageBroker(inner)
     {
         private readonly ConcurrentQueue<(LeaseToken Lease, DateTimeOffset At)> _extensions = new();
 
         public List<DateTimeOffset> ExtensionsOf(LeaseToken lease) => [.. _extensions.Where(e => e.Lease == lease).Select(e => e.At)];
 
-        public async Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
+        public override async Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
         {
             var at = clock.GetUtcNow();
-            await inner.ExtendLeaseAsync(lease, duration, cancellationToken);
+            await Inner.ExtendLeaseAsync(lease, duration, cancellationToken);
             _extensions.Enqueue((lease, at));
         }
-
-        public Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken) => inner.AcknowledgeAsync(leases, cancellationToken);
-
-        public Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken) => inner.ReleaseAsync(lease, delay, failure, cancellationToken);
-
-        public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) => inner.ReturnAsync(lease, cancellationToken);
-
-        public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken) => inner.DeadLetterAsync(lease, reason, failure, cancellationToken);
-
-        public Task<CommitResult> CommitAsync(MessageTransaction transaction, CancellationToken cancellationToken) => inner.CommitAsync(transaction, cancellationToken);
-
-        public Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken) => inner.ReceiveAsync(queue, options, cancellationToken);
-
-        public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken) => inner.WasProcessedAsync(consumer, messageId, cancellationToken);
-
-        public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken) => inner.PruneInboxAsync(consumer, before, cancellationToken);
-
-        public Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken) => inner.DeclareQueueAsync(queue, cancellationToken);
-
-        public Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken) => inner.GetQueueAsync(queue, cancellationToken);
-
-        public Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken) => inner.ListQueuesAsync(cancellationToken);
-
-        public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken) => inner.DeclareTopicAsync(topic, cancellationToken);
-
-        public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken) => inner.SubscribeAsync(subscription, cancellationToken);
-
-        public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken) => inner.UnsubscribeAsync(topic, subscription, cancellationToken);
-
-        public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken) => inner.ListSubscriptionsAsync(topic, cancellationToken);
-
-        public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken) => inner.GetStatsAsync(queue, cancellationToken);
-
-        public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(queue, afterSequence, limit, cancellationToken);
-
-        public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken) => inner.GetDeadLetterAsync(queue, messageId, cancellationToken);
-
-        public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken) => inner.RedriveAsync(queue, request, cancellationToken);
-
-        public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken) => inner.PurgeDeadLettersAsync(queue, messageIds, cancellationToken);
     }
 }
