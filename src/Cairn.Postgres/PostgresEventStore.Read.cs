@@ -98,7 +98,8 @@ public sealed partial class PostgresEventStore
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var remaining = maxCount;
         var pageSize = FirstPageSize;
-        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, start, (int)Math.Min(remaining, pageSize), stop.Token);
+        var asked = (int)Math.Min(remaining, pageSize);
+        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, start, asked, stop.Token);
         try
         {
             while (next is not null)
@@ -108,8 +109,11 @@ public sealed partial class PostgresEventStore
                 var afterPage = remaining - page.Count;
                 if (more && afterPage > 0 && page.Count > 0 && nextKey(page[^1]) is var key && key >= 0)
                 {
-                    pageSize = Math.Min(pageSize * 2, MaxPageSize);
-                    next = ReadPageAsync(query, key, (int)Math.Min(afterPage, pageSize), stop.Token);
+                    // A page its byte cap cut short says how many events of this size fit; only full pages grow, so
+                    // large events never have the server send far more rows than a page keeps.
+                    pageSize = page.Count < asked ? page.Count : Math.Min(pageSize * 2, MaxPageSize);
+                    asked = (int)Math.Min(afterPage, pageSize);
+                    next = ReadPageAsync(query, key, asked, stop.Token);
                 }
 
                 foreach (var e in page)

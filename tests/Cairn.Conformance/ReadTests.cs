@@ -273,6 +273,27 @@ public abstract class ReadTests<TFixture>(TFixture fixture) : StoreTests<TFixtur
     }
 
     [Fact]
+    public async Task events_too_large_to_share_a_page_are_all_read_in_order_forwards_and_backwards()
+    {
+        // Twenty events of about 1 MB: a backend that caps its pages by bytes reads them a few at a time.
+        await using var sut = await CreateAsync();
+        var pad = new string('x', 1_000_000);
+        for (var batch = 0; batch < 4; batch++)
+        {
+            var events = Enumerable.Range(batch * 5, 5).Select(n => TestEvents.Json($"{{\"n\":{n},\"pad\":\"{pad}\"}}")).ToArray();
+            await sut.Store.AppendToStreamAsync("big-1", ExpectedVersion.Any, events);
+        }
+
+        var all = await sut.Store.ReadAllAsync().ToListAsync();
+        Assert.Equal(Enumerable.Range(0, 20), all.Select(TestEvents.NumberOf));
+        Assert.All(all, e => Assert.True(e.Data.Length > 1_000_000));
+
+        var backwards = await sut.Store.ReadStreamBackwardsAsync("big-1").ToListAsync();
+        Assert.Equal(Enumerable.Range(0, 20).Reverse(), backwards.Select(TestEvents.NumberOf));
+        Assert.Equal(Enumerable.Range(5, 10), (await sut.Store.ReadAllAsync(all[5].Position, EventFilter.All, 10, default).ToListAsync()).Select(TestEvents.NumberOf));
+    }
+
+    [Fact]
     public async Task a_read_can_be_cancelled()
     {
         await using var sut = await CreateAsync();
