@@ -78,9 +78,17 @@ public sealed class ServerRestartTests(ITestOutputHelper output)
             }
         })).ToList();
 
-        await crashAt.Task.Bounded();
-        await server.RestartAsync("immediate");
-        restarted.SetResult();
+        try
+        {
+            await crashAt.Task.Bounded();
+            await server.RestartAsync("immediate");
+        }
+        finally
+        {
+            // Whatever happened, the writers stop at their quota, so a failed restart fails the test instead of hanging it.
+            restarted.TrySetResult();
+        }
+
         await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
 
         // Every acknowledged append is in the log once, at the position it was acknowledged with; positions have no gap.

@@ -1,4 +1,5 @@
 using System.Data.Common;
+using System.Text.RegularExpressions;
 using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Projections;
@@ -77,7 +78,8 @@ public sealed partial class SqlReadModelTests : Cairn.Conformance.Projections.Sq
     }
 
     protected override async Task<bool> ViewReadsAsync(string view, string table) =>
-        ((string?)await ScalarAsync($"SELECT pg_get_viewdef('\"{_schema}\".\"{view}\"'::regclass)"))?.Contains(Unqualified(table), StringComparison.Ordinal) == true;
+        ((string?)await ScalarAsync($"SELECT pg_get_viewdef('\"{_schema}\".\"{view}\"'::regclass)")) is { } definition
+            && Regex.IsMatch(definition, $@"\b{Regex.Escape(Unqualified(table))}\b");
 
     protected override async Task<List<T>> QueryAsync<T>(string sql, Func<DbDataReader, T> row)
     {
