@@ -207,7 +207,11 @@ internal static class R1R2RabbitMq
         await progress.Done.Task.WaitAsync(MessageBench.Timeout);
 
         // The handlers have run; stopping waits for their commits (inbox record and acknowledgement) to finish.
-        await consumer.StopAsync(CancellationToken.None);
+        using (var stopping = new CancellationTokenSource(MessageBench.Timeout))
+        {
+            await consumer.StopAsync(stopping.Token);
+        }
+
         var status = consumer.Status;
         if (status.Handled < progress.Acknowledged)
         {
