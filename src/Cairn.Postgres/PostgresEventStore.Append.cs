@@ -61,6 +61,11 @@ public sealed partial class PostgresEventStore
 
     private string HeadSql => $"SELECT position, time_ticks FROM {_s}.events ORDER BY position DESC LIMIT 1";
 
+    /// <summary>The last position in the log, 0 when it is empty; built once, since every optimistic write asks it.</summary>
+    private string HeadPositionSql => _headPositionSql ??= $"SELECT coalesce(max(position), 0) FROM {_s}.events";
+
+    private string? _headPositionSql;
+
     /// <summary>Takes the append lock and reads the head in a snapshot taken after it.</summary>
     internal async Task<(long Head, long LastTicks)> TakeAppendLockAsync(PostgresWriteContext context, CancellationToken cancellationToken)
     {
@@ -264,7 +269,7 @@ public sealed partial class PostgresEventStore
         write.BatchCommands.Add(insert);
 
         // The head after the write, still under the lock: when nothing was written, it tells a moved head from the rest.
-        write.BatchCommands.Add(new NpgsqlBatchCommand($"SELECT coalesce(max(position), 0) FROM {_s}.events"));
+        write.BatchCommands.Add(new NpgsqlBatchCommand(HeadPositionSql));
         long headAfter;
         try
         {
@@ -568,7 +573,7 @@ public sealed partial class PostgresEventStore
     /// </summary>
     private string GuardedInsertSql => _guardedInsertSql ??= InsertSqlGuardedBy(
         $"""
-        WHERE (SELECT coalesce(max(position), 0) FROM {_s}.events) = $20
+        WHERE ({HeadPositionSql}) = $20
           AND (cardinality($21::uuid[]) = 0 OR NOT EXISTS ({EventsByIdSql.Replace("$1", "$21", StringComparison.Ordinal)}))
           AND (cardinality($22::text[]) = 0 OR NOT EXISTS ({StreamsByNameSql.Replace("$1", "$22", StringComparison.Ordinal)}))
         """);

@@ -180,7 +180,7 @@ public sealed partial class PostgresEventStore
     public async ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
     {
         await using var connection = await OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var command = new NpgsqlCommand($"SELECT coalesce(max(position), 0) FROM {_s}.events", connection);
+        await using var command = new NpgsqlCommand(HeadPositionSql, connection);
         return new GlobalPosition((long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!);
     }
 

@@ -48,7 +48,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
             }
 
             using var connection = _dataSource.OpenConnection();
-            using var command = new NpgsqlCommand($"SELECT coalesce(max(position), 0) FROM {_s}.events", connection);
+            using var command = new NpgsqlCommand(HeadPositionSql, connection);
             _signal.Advance((long)command.ExecuteScalar()!);
         }
         catch
