@@ -91,6 +91,10 @@ internal sealed class PostgresWriter : IAsyncDisposable
         var batch = new List<Work>(MaxBatch);
         while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
         {
+            // The callers the last commit answered are queued to run on the thread pool, and most append again at
+            // once. Stepping behind them lets their next appends join this batch rather than wait a whole commit for
+            // the next: with 16 callers, batches of about 16 instead of two alternating halves of 8.
+            await Task.Yield();
             batch.Clear();
             while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item))
             {
