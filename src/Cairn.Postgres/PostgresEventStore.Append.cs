@@ -50,8 +50,10 @@ public sealed partial class PostgresEventStore
     // Lookups by a list of keys go one key at a time, through the unique index: `key = ANY($1)` lets PostgreSQL plan a
     // scan of the whole table, and with statements prepared, a plan made while the table was small is kept after it grew.
 
-    /// <summary>The rows of the streams named in <c>$1</c> (a text array), in <see cref="StreamRow.Columns"/>.</summary>
-    private string StreamsByNameSql => $"SELECT s.* FROM unnest($1::text[]) AS n(name) CROSS JOIN LATERAL (SELECT {StreamRow.Columns} FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) s";
+    /// <summary>The rows of the streams named in <c>$1</c> (a text array), in <see cref="StreamRow.ColumnsOf"/>.</summary>
+    private string StreamsByNameSql => _streamsByNameSql ??= $"SELECT s.* FROM unnest($1::text[]) AS n(name) CROSS JOIN LATERAL (SELECT {StreamRow.ColumnsOf(_s)} FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) s";
+
+    private string? _streamsByNameSql;
 
     /// <summary>The id, stream, version and position of the events whose ids are in <c>$1</c> (a uuid array).</summary>
     private string EventsByIdSql => $"SELECT e.* FROM unnest($1::uuid[]) AS r(id) CROSS JOIN LATERAL (SELECT t.id, t.stream, t.version, t.position FROM {_s}.events t WHERE t.id = r.id OFFSET 0) e";
@@ -398,14 +400,22 @@ public sealed partial class PostgresEventStore
     {
         await using var insert = context.Command(InsertSql);
         rows.Bind(insert.Parameters);
+        int inserted;
         try
         {
-            await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            inserted = await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (PostgresException ex) when (single is not null && ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "events_id_key")
         {
             var duplicate = single.Streams.SelectMany(s => s.Events).First().Id;
             throw new DuplicateEventIdException(duplicate, "was already appended, and this append is not a retry of the one that wrote it");
+        }
+
+        if (inserted != rows.Count)
+        {
+            // Planned under the append lock, an active stream's row cannot be missing; if it were, fail rather than
+            // commit part of the append.
+            throw new InvalidOperationException($"The append wrote {inserted} of its {rows.Count} events: a stream's row it was planned on is missing.");
         }
     }
 
@@ -478,7 +488,7 @@ public sealed partial class PostgresEventStore
                 Streams[part.Stream.Value] = row is null
                     ? new StreamRow(part.Stream.Value, StreamState.Active, version - 1, new StreamMetadata())
                     : row with { State = StreamState.Active, LastVersion = version - 1 };
-                rows.StreamWritten(part.Stream.Value, version - 1);
+                rows.StreamWritten(part.Stream.Value, writesRow: row is not { State: StreamState.Active });
             }
 
             log.Appended(position);
@@ -486,7 +496,7 @@ public sealed partial class PostgresEventStore
         }
     }
 
-    /// <summary>The columns of events to insert with one statement, and the last version of each stream they write.</summary>
+    /// <summary>The columns of events to insert with one statement, and the streams they write to.</summary>
     private sealed class PendingEvents
     {
         private readonly List<long> _positions = [];
@@ -506,8 +516,11 @@ public sealed partial class PostgresEventStore
         private readonly List<byte[]?> _metadata = [];
         private readonly List<byte[]> _data = [];
 
-        /// <summary>Each written stream's last version; one row per stream, as one upsert may touch a row only once.</summary>
-        private readonly Dictionary<string, long> _lastVersions = new(StringComparer.Ordinal);
+        /// <summary>
+        /// The streams written to, each once: true for one whose row the statement writes (a new stream, or one made active
+        /// again), false for one that is active already, whose row is only looked up for its id.
+        /// </summary>
+        private readonly Dictionary<string, bool> _streamRows = new(StringComparer.Ordinal);
 
         public int Count => _positions.Count;
 
@@ -534,12 +547,12 @@ public sealed partial class PostgresEventStore
             _data.Add(e.Data.ToArray());
         }
 
-        public void StreamWritten(string stream, long lastVersion) => _lastVersions[stream] = lastVersion;
+        public void StreamWritten(string stream, bool writesRow) => _streamRows[stream] = writesRow || _streamRows.GetValueOrDefault(stream);
 
         public void Bind(NpgsqlParameterCollection p)
         {
-            p.Add(new NpgsqlParameter { Value = _lastVersions.Keys.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-            p.Add(new NpgsqlParameter { Value = _lastVersions.Values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
+            p.Add(new NpgsqlParameter { Value = _streamRows.Keys.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+            p.Add(new NpgsqlParameter { Value = _streamRows.Values.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Boolean });
             p.Add(new NpgsqlParameter { Value = Ticks, NpgsqlDbType = NpgsqlDbType.Bigint });
             p.Add(new NpgsqlParameter { Value = _positions, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint });
             p.Add(new NpgsqlParameter { Value = _ids, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
@@ -561,34 +574,47 @@ public sealed partial class PostgresEventStore
     }
 
     /// <summary>
-    /// Writes the touched streams (created Active, or made Active again with their new last version) and the events,
-    /// in one statement: the streams' ids come from the upsert.
+    /// Writes the events, and the rows of the streams that need one (created Active, or made Active again), in one
+    /// statement. <c>$1</c> names every stream written to and <c>$2</c> says which need their row written: their ids come
+    /// from the upsert, those of streams already active from a lookup of their rows, which the statement does not write.
+    /// The streams come in one list rather than two, so no execution has an empty list the planner would plan for anew.
     /// </summary>
-    private string InsertSql => _insertSql ??= InsertSqlGuardedBy("");
+    private string InsertSql => _insertSql ??= InsertSqlGuardedBy(null);
 
     /// <summary>
     /// <see cref="InsertSql"/> that writes nothing unless the head (the last position in the log, 0 when it is empty)
     /// is parameter <c>$20</c>, none of the ids in <c>$21</c> is in the log and none of the streams named in <c>$22</c>
-    /// has a row: without the streams' rows, the events' join finds nothing to insert.
+    /// has a row: the guard filters both sources of stream ids, and without them the events' join finds nothing to insert.
     /// </summary>
     private string GuardedInsertSql => _guardedInsertSql ??= InsertSqlGuardedBy(
         $"""
-        WHERE ({HeadPositionSql}) = $20
+        ({HeadPositionSql}) = $20
           AND (cardinality($21::uuid[]) = 0 OR NOT EXISTS ({EventsByIdSql.Replace("$1", "$21", StringComparison.Ordinal)}))
-          AND (cardinality($22::text[]) = 0 OR NOT EXISTS ({StreamsByNameSql.Replace("$1", "$22", StringComparison.Ordinal)}))
+          AND (cardinality($22::text[]) = 0 OR NOT EXISTS (SELECT 1 FROM unnest($22::text[]) AS n(name) CROSS JOIN LATERAL (SELECT 1 FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) x))
         """);
 
     // Built once: every batch's write uses one of them.
     private string? _insertSql;
     private string? _guardedInsertSql;
 
-    private string InsertSqlGuardedBy(string guard) => $"""
-        WITH s AS (
-            INSERT INTO {_s}.streams AS t (name, state, last_version)
-            SELECT u.name, {(int)StreamState.Active}, u.last_version FROM unnest($1::text[], $2::bigint[]) AS u(name, last_version)
-            {guard}
-            ON CONFLICT (name) DO UPDATE SET state = excluded.state, last_version = excluded.last_version
-            RETURNING t.id, t.name)
+    /// <summary>
+    /// The insert, with <paramref name="guard"/> (a condition, or null for none) evaluated once, in a CTE both writes
+    /// consult: written twice, the planner would count its subqueries twice and keep planning each execution anew.
+    /// </summary>
+    private string InsertSqlGuardedBy(string? guard) => $"""
+        WITH {(guard is null ? "" : $"g AS (SELECT {guard} AS ok),")}
+        w AS (
+            INSERT INTO {_s}.streams AS t (name, state)
+            SELECT u.name, {(int)StreamState.Active} FROM unnest($1::text[], $2::boolean[]) AS u(name, writes)
+            WHERE u.writes{(guard is null ? "" : " AND (SELECT ok FROM g)")}
+            ON CONFLICT (name) DO UPDATE SET state = excluded.state
+            RETURNING t.id, t.name),
+        s AS (
+            SELECT w.id, w.name FROM w
+            UNION ALL
+            SELECT k.id, k.name FROM unnest($1::text[], $2::boolean[]) AS n(name, writes)
+                CROSS JOIN LATERAL (SELECT t.id, t.name FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) k
+            WHERE NOT n.writes)
         INSERT INTO {_s}.events (position, id, stream_id, stream, category, is_system, version, type, time_ticks, source, content_type,
                                  data_schema, correlation_id, causation_id, trace_parent, tags, metadata, data)
         SELECT u.position, u.id, s.id, u.stream, u.category, u.is_system, u.version, u.type, $3, u.source, u.content_type,
@@ -599,6 +625,7 @@ public sealed partial class PostgresEventStore
              AS u(position, id, stream, category, is_system, version, type, source, content_type,
                   data_schema, correlation_id, causation_id, trace_parent, tags, metadata, data)
         JOIN s ON s.name = u.stream
+        {(guard is null ? "" : "WHERE (SELECT ok FROM g)")}
         """;
 
     private async Task CheckConditionAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, AppendCondition condition, CancellationToken cancellationToken)

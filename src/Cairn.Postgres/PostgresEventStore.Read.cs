@@ -189,7 +189,7 @@ public sealed partial class PostgresEventStore
 
     private async Task<(StreamRow Row, long Id)?> ReadStreamRowWithIdAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, StreamName stream, CancellationToken cancellationToken)
     {
-        await using var command = new NpgsqlCommand($"SELECT {StreamRow.Columns}, id FROM {_s}.streams WHERE name = $1", connection, transaction);
+        await using var command = new NpgsqlCommand($"SELECT {StreamRow.ColumnsOf(_s)}, t.id FROM {_s}.streams t WHERE t.name = $1", connection, transaction);
         command.Parameters.Add(new NpgsqlParameter { Value = stream.Value });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         return await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? (StreamRow.Read(reader), reader.GetInt64(6)) : null;

@@ -6,11 +6,19 @@ using Npgsql;
 
 namespace Cairn.Postgres;
 
-/// <summary>A row of <c>streams</c>: a stream's lifecycle state, last version and metadata.</summary>
+/// <summary>
+/// A stream as its row of <c>streams</c> and its events give it: its lifecycle state and metadata from the row, its last
+/// version from its events.
+/// </summary>
 internal sealed record StreamRow(string Name, StreamState State, long? LastVersion, StreamMetadata Metadata)
 {
-    /// <summary>The columns <see cref="Read"/> expects, in order.</summary>
-    public const string Columns = "name, state, last_version, max_count, max_age_ticks, truncate_before";
+    /// <summary>
+    /// The columns <see cref="Read"/> expects, in order, over <c>streams t</c> in schema <paramref name="s"/>. The last
+    /// version is the greatest of the stream's events (one probe of the (stream, version) index): events are never
+    /// deleted, so it never goes back, and an append need not write the row of a stream that stays active.
+    /// </summary>
+    public static string ColumnsOf(string s) =>
+        $"t.name, t.state, (SELECT max(e.version) FROM {s}.events e WHERE e.stream_id = t.id), t.max_count, t.max_age_ticks, t.truncate_before";
 
     public static StreamRow Read(NpgsqlDataReader reader) => new(
         reader.GetString(0),

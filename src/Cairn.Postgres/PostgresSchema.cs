@@ -21,6 +21,7 @@ internal static partial class PostgresSchema
         (3, "projections and snapshots", Migration3),
         (4, "the schema registry", RegistryMigration),
         (5, "events without a foreign key to streams", Migration5),
+        (6, "streams without their last version", Migration6),
     ];
 
     /// <summary>The schema version this library writes and reads.</summary>
@@ -101,6 +102,15 @@ internal static partial class PostgresSchema
     private static string[] Migration5(string s) =>
     [
         $"ALTER TABLE {s}.events DROP CONSTRAINT IF EXISTS events_stream_id_fkey",
+    ];
+
+    /// <summary>
+    /// Drops <c>streams.last_version</c>: a stream's last version is read from its events, so an append writes the row
+    /// of a stream only when it creates the stream or changes its state, not on every append to it.
+    /// </summary>
+    private static string[] Migration6(string s) =>
+    [
+        $"ALTER TABLE {s}.streams DROP COLUMN IF EXISTS last_version",
     ];
 
     /// <summary>

@@ -219,7 +219,7 @@ public sealed class GlobalOrderTests(ITestOutputHelper output)
         await using (var command = new NpgsqlCommand(
             $"""
             SELECT pg_advisory_xact_lock({PostgresSchema.AppendLockClass}, {PostgresSchema.SchemaKey(schema)});
-            WITH st AS (INSERT INTO {s}.streams (name, state, last_version) VALUES ('{stream}', 1, 0) RETURNING id)
+            WITH st AS (INSERT INTO {s}.streams (name, state) VALUES ('{stream}', 1) RETURNING id)
             INSERT INTO {s}.events (position, id, stream_id, stream, category, is_system, version, type, time_ticks, source, content_type, tags, data)
             SELECT (SELECT coalesce(max(position), 0) + 1 FROM {s}.events), gen_random_uuid(), st.id, '{stream}', 'ghost', false, 0, 'test.ghost', 0, 'urn:test', 'application/json', ARRAY[]::text[], '\x7b7d'::bytea FROM st;
             """,

@@ -125,6 +125,40 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task an_append_to_an_active_stream_leaves_its_row_alone_and_its_last_version_comes_from_its_events()
+    {
+        await _store.AppendToStreamAsync("r", ExpectedVersion.NoStream, [Event()]);
+        var created = await RowVersionAsync("r");
+
+        // This writer planning on its own commits, then the other one reading the log under the lock.
+        await _store.AppendToStreamAsync("r", ExpectedVersion.Exactly(0), [Event(), Event()]);
+        await _other.AppendToStreamAsync("r", ExpectedVersion.Exactly(2), [Event()]);
+
+        Assert.Equal(created, await RowVersionAsync("r"));
+        Assert.Equal(3, (await _store.GetStreamInfoAsync("r", CancellationToken.None)).LastVersion);
+        Assert.Equal(3, (await _other.GetStreamInfoAsync("r", CancellationToken.None)).LastVersion);
+
+        // Made active again after a delete: its row is written, and its versions go on after the old last one.
+        await _store.DeleteStreamAsync("r", ExpectedVersion.Exactly(3), CancellationToken.None);
+        var again = await _store.AppendToStreamAsync("r", ExpectedVersion.Any, [Event()]);
+        Assert.Equal(4, again.Streams[0].FirstVersion);
+        Assert.NotEqual(created, await RowVersionAsync("r"));
+        var info = await _other.GetStreamInfoAsync("r", CancellationToken.None);
+        Assert.Equal(StreamState.Active, info.State);
+        Assert.Equal(4, info.LastVersion);
+    }
+
+    /// <summary>The transaction that last wrote the stream's row (its <c>xmin</c>).</summary>
+    private async Task<string> RowVersionAsync(string stream)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand($"SELECT xmin::text FROM \"{_schema}\".streams WHERE name = $1", connection);
+        command.Parameters.Add(new Npgsql.NpgsqlParameter { Value = stream });
+        return (string)(await command.ExecuteScalarAsync())!;
+    }
+
+    [Fact]
     public async Task a_stream_tombstoned_with_no_events_is_not_taken_for_new_by_a_writer_planning_on_its_own_commits()
     {
         // A tombstone with no event before it leaves a stream row and no event a write could collide with.
