@@ -413,9 +413,9 @@ public sealed partial class PostgresEventStore
 
         if (inserted != rows.Count)
         {
-            // Planned under the append lock, an active stream's row cannot be missing; if it were, fail rather than
-            // commit part of the append.
-            throw new InvalidOperationException($"The append wrote {inserted} of its {rows.Count} events: a stream's row it was planned on is missing.");
+            // Planned under the append lock, an active stream's row cannot be missing; if one were, the statement wrote
+            // nothing, and the append fails rather than lands without its stream.
+            throw new InvalidOperationException($"The append wrote none of its {rows.Count} events: the row of a stream it was planned on is missing.");
         }
     }
 
@@ -598,23 +598,28 @@ public sealed partial class PostgresEventStore
     private string? _guardedInsertSql;
 
     /// <summary>
-    /// The insert, with <paramref name="guard"/> (a condition, or null for none) evaluated once, in a CTE both writes
-    /// consult: written twice, the planner would count its subqueries twice and keep planning each execution anew.
+    /// The insert. The rows of streams already active are looked up first (<c>k</c>); the statement writes anything only
+    /// if every one of them was found and <paramref name="guard"/> (a condition, or null for none) holds, both decided
+    /// once in <c>g</c>, which both writes consult. So a missing row writes nothing rather than part of an append, and
+    /// the guard's subqueries, written once, do not make the planner plan each execution anew.
     /// </summary>
     private string InsertSqlGuardedBy(string? guard) => $"""
-        WITH {(guard is null ? "" : $"g AS (SELECT {guard} AS ok),")}
+        WITH k AS (
+            SELECT r.id, r.name FROM unnest($1::text[], $2::boolean[]) AS n(name, writes)
+                CROSS JOIN LATERAL (SELECT t.id, t.name FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) r
+            WHERE NOT n.writes),
+        g AS (
+            SELECT {(guard is null ? "" : $"{guard} AND ")}(SELECT count(*) FROM k) = (SELECT count(*) FROM unnest($2::boolean[]) AS f(writes) WHERE NOT f.writes) AS ok),
         w AS (
             INSERT INTO {_s}.streams AS t (name, state)
             SELECT u.name, {(int)StreamState.Active} FROM unnest($1::text[], $2::boolean[]) AS u(name, writes)
-            WHERE u.writes{(guard is null ? "" : " AND (SELECT ok FROM g)")}
+            WHERE u.writes AND (SELECT ok FROM g)
             ON CONFLICT (name) DO UPDATE SET state = excluded.state
             RETURNING t.id, t.name),
         s AS (
             SELECT w.id, w.name FROM w
             UNION ALL
-            SELECT k.id, k.name FROM unnest($1::text[], $2::boolean[]) AS n(name, writes)
-                CROSS JOIN LATERAL (SELECT t.id, t.name FROM {_s}.streams t WHERE t.name = n.name OFFSET 0) k
-            WHERE NOT n.writes)
+            SELECT k.id, k.name FROM k)
         INSERT INTO {_s}.events (position, id, stream_id, stream, category, is_system, version, type, time_ticks, source, content_type,
                                  data_schema, correlation_id, causation_id, trace_parent, tags, metadata, data)
         SELECT u.position, u.id, s.id, u.stream, u.category, u.is_system, u.version, u.type, $3, u.source, u.content_type,
@@ -625,7 +630,7 @@ public sealed partial class PostgresEventStore
              AS u(position, id, stream, category, is_system, version, type, source, content_type,
                   data_schema, correlation_id, causation_id, trace_parent, tags, metadata, data)
         JOIN s ON s.name = u.stream
-        {(guard is null ? "" : "WHERE (SELECT ok FROM g)")}
+        WHERE (SELECT ok FROM g)
         """;
 
     private async Task CheckConditionAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, AppendCondition condition, CancellationToken cancellationToken)

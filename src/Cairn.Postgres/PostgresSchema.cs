@@ -96,8 +96,8 @@ internal static partial class PostgresSchema
 
     /// <summary>
     /// Drops the foreign key from <c>events.stream_id</c> to <c>streams</c>. Its check ran a query per inserted event;
-    /// every append writes its streams' rows in the same statement as its events, and nothing deletes a stream's row,
-    /// so the key could never fail.
+    /// an append takes each stream id from a row it writes or finds in the same statement as its events, and nothing
+    /// deletes a stream's row, so the key could never fail.
     /// </summary>
     private static string[] Migration5(string s) =>
     [

@@ -94,7 +94,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             // The callers the last commit answered are queued to run on the thread pool, and most append again at
             // once. Stepping behind them lets their next appends join this batch rather than wait a whole commit for
             // the next: with 16 callers, batches of about 16 instead of two alternating halves of 8.
-            await Task.Yield();
+            await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
             batch.Clear();
             while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item))
             {

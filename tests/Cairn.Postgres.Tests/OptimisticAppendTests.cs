@@ -130,22 +130,72 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
         await _store.AppendToStreamAsync("r", ExpectedVersion.NoStream, [Event()]);
         var created = await RowVersionAsync("r");
 
-        // This writer planning on its own commits, then the other one reading the log under the lock.
+        // The locked way: the other writer appends elsewhere in the middle of this one's batch, so this batch and the
+        // next ones take the append lock and read the log under it.
+        var calls = InterleaveOnce("elsewhere", Event());
         await _store.AppendToStreamAsync("r", ExpectedVersion.Exactly(0), [Event(), Event()]);
-        await _other.AppendToStreamAsync("r", ExpectedVersion.Exactly(2), [Event()]);
+        await _store.AppendToStreamAsync("r", ExpectedVersion.Exactly(2), [Event()]);
+
+        // Tried the optimistic way once, found the head moved, and from then on appended the locked way.
+        Assert.Single(calls);
+
+        // The optimistic way, on a writer planning on its own last commit.
+        await _other.AppendToStreamAsync("r", ExpectedVersion.Exactly(3), [Event()]);
+        await _other.AppendToStreamAsync("r", ExpectedVersion.Exactly(4), [Event()]);
 
         Assert.Equal(created, await RowVersionAsync("r"));
-        Assert.Equal(3, (await _store.GetStreamInfoAsync("r", CancellationToken.None)).LastVersion);
-        Assert.Equal(3, (await _other.GetStreamInfoAsync("r", CancellationToken.None)).LastVersion);
+        Assert.Equal(5, (await _store.GetStreamInfoAsync("r", CancellationToken.None)).LastVersion);
+        Assert.Equal(5, (await _other.GetStreamInfoAsync("r", CancellationToken.None)).LastVersion);
 
         // Made active again after a delete: its row is written, and its versions go on after the old last one.
-        await _store.DeleteStreamAsync("r", ExpectedVersion.Exactly(3), CancellationToken.None);
-        var again = await _store.AppendToStreamAsync("r", ExpectedVersion.Any, [Event()]);
-        Assert.Equal(4, again.Streams[0].FirstVersion);
-        Assert.NotEqual(created, await RowVersionAsync("r"));
-        var info = await _other.GetStreamInfoAsync("r", CancellationToken.None);
+        await _store.DeleteStreamAsync("r", ExpectedVersion.Exactly(5), CancellationToken.None);
+        var deleted = await RowVersionAsync("r");
+        var again = await _other.AppendToStreamAsync("r", ExpectedVersion.Any, [Event()]);
+        Assert.Equal(6, again.Streams[0].FirstVersion);
+        Assert.NotEqual(deleted, await RowVersionAsync("r"));
+        var info = await _store.GetStreamInfoAsync("r", CancellationToken.None);
         Assert.Equal(StreamState.Active, info.State);
-        Assert.Equal(4, info.LastVersion);
+        Assert.Equal(6, info.LastVersion);
+    }
+
+    [Fact]
+    public async Task a_stream_created_and_appended_to_again_in_one_batch_gets_one_row_and_consecutive_versions()
+    {
+        // Queued together, the two appends are most likely checked and written in one batch; either way the answer
+        // must be the same.
+        var first = _store.AppendToStreamAsync("n", ExpectedVersion.NoStream, [Event()]);
+        var second = _store.AppendToStreamAsync("n", ExpectedVersion.Exactly(0), [Event(), Event()]);
+        await Task.WhenAll(first, second);
+
+        Assert.Equal(0, (await first).Streams[0].FirstVersion);
+        Assert.Equal(1, (await second).Streams[0].FirstVersion);
+        Assert.Equal(2, (await _other.GetStreamInfoAsync("n", CancellationToken.None)).LastVersion);
+        Assert.Equal([0L, 1L, 2L], (await _other.ReadAllAsync().ToListAsync()).Where(e => e.Stream.Value == "n").Select(e => e.Version));
+    }
+
+    [Fact]
+    public async Task an_append_whose_stream_row_went_missing_writes_none_of_its_events()
+    {
+        await _store.AppendToStreamAsync("a", ExpectedVersion.NoStream, [Event()]);
+        await _store.AppendToStreamAsync("b", ExpectedVersion.NoStream, [Event()]);
+
+        // Behind Cairn's back (nothing in Cairn deletes a stream's row): the head does not move, so the writer's
+        // next batch plans on "a" being active and writes without reading first.
+        await ExecuteAsync($"DELETE FROM \"{_schema}\".streams WHERE name = 'a'");
+
+        var both = new AppendRequest([new StreamAppend("b", ExpectedVersion.Exactly(0), [Event()]), new StreamAppend("a", ExpectedVersion.Exactly(0), [Event()])]);
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() => _store.AppendAsync(both, CancellationToken.None));
+
+        // Not "b"'s half of it: the write found "a"'s row missing and wrote nothing; read again, "a" no longer exists.
+        Assert.Equal(2, (await _store.ReadAllAsync().ToListAsync()).Count);
+    }
+
+    private static async Task ExecuteAsync(string sql)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
     }
 
     /// <summary>The transaction that last wrote the stream's row (its <c>xmin</c>).</summary>
