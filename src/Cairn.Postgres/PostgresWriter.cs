@@ -93,8 +93,11 @@ internal sealed class PostgresWriter : IAsyncDisposable
         {
             // The callers the last commit answered are queued to run on the thread pool, and most append again at
             // once. Stepping behind them lets their next appends join this batch rather than wait a whole commit for
-            // the next: with 16 callers, batches of about 16 instead of two alternating halves of 8.
-            await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
+            // the next: with 16 callers, batches of about 16 instead of two alternating halves of 8. Task.Yield goes to
+            // the back of the pool's global queue, behind them; a forced-yielding await would go to this thread's own
+            // queue, which runs newest first, ahead of them. The loop runs on the pool with no context to capture
+            // (started by Task.Run, every await ConfigureAwait(false)).
+            await Task.Yield();
             batch.Clear();
             while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item))
             {
