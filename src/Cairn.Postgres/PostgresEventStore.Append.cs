@@ -584,7 +584,7 @@ public sealed partial class PostgresEventStore
     /// <summary>
     /// <see cref="InsertSql"/> that writes nothing unless the head (the last position in the log, 0 when it is empty)
     /// is parameter <c>$20</c>, none of the ids in <c>$21</c> is in the log and none of the streams named in <c>$22</c>
-    /// has a row: the guard filters both sources of stream ids, and without them the events' join finds nothing to insert.
+    /// has a row. The guard gates both writes of the statement, the streams' rows and the events.
     /// </summary>
     private string GuardedInsertSql => _guardedInsertSql ??= InsertSqlGuardedBy(
         $"""
