@@ -365,7 +365,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
         var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
         using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND id = ?2 ORDER BY seq LIMIT 1");
         select.Bind(1, row.Id);
-        select.Bind(2, IdBytes(messageId));
+        select.Bind(2, SqliteRows.IdBytes(messageId));
         return Task.FromResult(select.Step() ? ReadDeadLetter(select, queue) : null);
     }
 
@@ -449,13 +449,6 @@ public sealed class SqliteMessageBroker : IMessageBroker
         {
             throw new InvalidMessagingNameException(kind, null, "the name is missing");
         }
-    }
-
-    private static byte[] IdBytes(MessageId id)
-    {
-        var bytes = new byte[16];
-        SqliteRows.WriteId(id, bytes);
-        return bytes;
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;

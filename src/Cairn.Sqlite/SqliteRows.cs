@@ -14,6 +14,14 @@ internal static class SqliteRows
     /// <summary>Big-endian, so version 7 ids sort by time and insert at the end of the id index.</summary>
     public static void WriteId(MessageId id, Span<byte> destination) => id.Value.TryWriteBytes(destination, bigEndian: true, out _);
 
+    /// <summary>The id as <see cref="WriteId"/> writes it, in an array of its own (for a value bound once, or kept).</summary>
+    public static byte[] IdBytes(MessageId id)
+    {
+        var bytes = new byte[16];
+        WriteId(id, bytes);
+        return bytes;
+    }
+
     public static StreamMetadata ReadMetadata(RawStatement row, int first) => new()
     {
         MaxCount = row.IsNull(first) ? null : row.Int64(first),

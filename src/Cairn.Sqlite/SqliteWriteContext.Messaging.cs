@@ -305,7 +305,7 @@ internal sealed partial class SqliteWriteContext
             Wrote();
             var insert = Sql("INSERT INTO cairn_inbox (consumer, message_id, processed_ticks, queue, message_type, correlation, causation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
             insert.Bind(1, record.Consumer);
-            insert.Bind(2, IdBytes(record.MessageId));
+            insert.Bind(2, SqliteRows.IdBytes(record.MessageId));
             insert.Bind(3, TimeTicks);
             insert.Bind(4, transaction.InboxMessage?.Queue.Value);
             insert.Bind(5, transaction.InboxMessage?.Type);
@@ -331,7 +331,7 @@ internal sealed partial class SqliteWriteContext
     {
         var select = Sql("SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");
         select.Bind(1, consumer);
-        select.Bind(2, IdBytes(id));
+        select.Bind(2, SqliteRows.IdBytes(id));
         return select.ExecuteInt64() is not null;
     }
 
@@ -380,7 +380,7 @@ internal sealed partial class SqliteWriteContext
             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)
             """);
         insert.Bind(1, queue.Id);
-        insert.Bind(2, IdBytes(message.Id));
+        insert.Bind(2, SqliteRows.IdBytes(message.Id));
         insert.Bind(3, message.GroupKey);
         insert.Bind(4, message.VisibleAtTicks(TimeTicks, definition.DefaultDelay));
         insert.Bind(5, TimeTicks);
@@ -783,15 +783,8 @@ internal sealed partial class SqliteWriteContext
     {
         var select = Sql("SELECT seq FROM cairn_messages WHERE queue_id = ?1 AND state >= 2 AND id = ?2 ORDER BY seq LIMIT 1");
         select.Bind(1, queueId);
-        select.Bind(2, IdBytes(id));
+        select.Bind(2, SqliteRows.IdBytes(id));
         return select.ExecuteInt64();
-    }
-
-    private static byte[] IdBytes(MessageId id)
-    {
-        var bytes = new byte[16];
-        SqliteRows.WriteId(id, bytes);
-        return bytes;
     }
 
     private void DisposeMessagingStatements()
