@@ -56,7 +56,9 @@ public sealed partial class PostgresEventStore
     private string? _streamsByNameSql;
 
     /// <summary>The id, stream, version and position of the events whose ids are in <c>$1</c> (a uuid array).</summary>
-    private string EventsByIdSql => $"SELECT e.* FROM unnest($1::uuid[]) AS r(id) CROSS JOIN LATERAL (SELECT t.id, t.stream, t.version, t.position FROM {_s}.events t WHERE t.id = r.id OFFSET 0) e";
+    private string EventsByIdSql => _eventsByIdSql ??= $"SELECT e.* FROM unnest($1::uuid[]) AS r(id) CROSS JOIN LATERAL (SELECT t.id, t.stream, t.version, t.position FROM {_s}.events t WHERE t.id = r.id OFFSET 0) e";
+
+    private string? _eventsByIdSql;
 
     /// <summary>The statement taking the append lock; it is held until the transaction ends.</summary>
     private string LockSql => $"SELECT pg_advisory_xact_lock({PostgresSchema.AppendLockClass}, {_schemaKey})";
