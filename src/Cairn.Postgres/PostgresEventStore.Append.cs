@@ -509,7 +509,7 @@ public sealed partial class PostgresEventStore
         private readonly List<long> _versions = [];
         private readonly List<string> _types = [];
         private readonly List<string> _sources = [];
-        private readonly List<string> _contentTypes = [];
+        private readonly List<string?> _contentTypes = [];
         private readonly List<string?> _dataSchemas = [];
         private readonly List<string?> _correlations = [];
         private readonly List<string?> _causations = [];
@@ -539,7 +539,8 @@ public sealed partial class PostgresEventStore
             _versions.Add(version);
             _types.Add(e.Type);
             _sources.Add(e.Source);
-            _contentTypes.Add(e.ContentType);
+            // Null stands for JSON, the content type of most events (migration 7).
+            _contentTypes.Add(e.ContentType == EventData.JsonContentType ? null : e.ContentType);
             _dataSchemas.Add(e.DataSchema);
             _correlations.Add(e.CorrelationId);
             _causations.Add(e.CausationId);
@@ -626,7 +627,7 @@ public sealed partial class PostgresEventStore
                                  data_schema, correlation_id, causation_id, trace_parent, tags, metadata, data)
         SELECT u.position, u.id, s.id, u.stream, u.category, u.is_system, u.version, u.type, $3, u.source, u.content_type,
                u.data_schema, u.correlation_id, u.causation_id, u.trace_parent,
-               CASE WHEN u.tags IS NULL THEN ARRAY[]::text[] ELSE ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)) END, u.metadata, u.data
+               CASE WHEN u.tags IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(u.tags::jsonb)) END, u.metadata, u.data
         FROM unnest($4::bigint[], $5::uuid[], $6::text[], $7::text[], $8::boolean[], $9::bigint[], $10::text[], $11::text[], $12::text[],
                     $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bytea[], $19::bytea[])
              AS u(position, id, stream, category, is_system, version, type, source, content_type,

@@ -36,10 +36,11 @@ internal sealed record StreamRow(string Name, StreamState State, long? LastVersi
 internal static class EventRows
 {
     /// <summary>
-    /// The columns <see cref="Read"/> expects, in order, over <c>events e</c>. Tags come back null when there are none, so
-    /// the common untagged row costs no array.
+    /// The columns <see cref="Read"/> expects, in order, over <c>events e</c>. An untagged event has null tags and a JSON
+    /// event a null content type (migration 7; rows written before have an empty list and the type spelled out), so
+    /// the common row sends and decodes neither.
     /// </summary>
-    public const string Columns = "e.position, e.id, e.stream, e.version, e.type, e.source, e.time_ticks, e.content_type, e.data_schema, e.correlation_id, e.causation_id, e.trace_parent, nullif(e.tags, '{}'), e.metadata, e.data";
+    public const string Columns = "e.position, e.id, e.stream, e.version, e.type, e.source, e.time_ticks, e.content_type, e.data_schema, e.correlation_id, e.causation_id, e.trace_parent, e.tags, e.metadata, e.data";
 
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
 
@@ -56,7 +57,7 @@ internal static class EventRows
         var type = reader.GetString(4);
         var source = reader.GetString(5);
         var timeTicks = reader.GetInt64(6);
-        var contentType = reader.GetString(7);
+        var contentType = reader.IsDBNull(7) ? EventData.JsonContentType : reader.GetString(7);
         var dataSchema = reader.IsDBNull(8) ? null : reader.GetString(8);
         var correlationId = reader.IsDBNull(9) ? null : reader.GetString(9);
         var causationId = reader.IsDBNull(10) ? null : reader.GetString(10);

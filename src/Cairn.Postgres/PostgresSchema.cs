@@ -22,6 +22,7 @@ internal static partial class PostgresSchema
         (4, "the schema registry", RegistryMigration),
         (5, "events without a foreign key to streams", Migration5),
         (6, "streams without their last version", Migration6),
+        (7, "events without an empty tag list or the JSON content type", Migration7),
     ];
 
     /// <summary>The schema version this library writes and reads.</summary>
@@ -111,6 +112,17 @@ internal static partial class PostgresSchema
     private static string[] Migration6(string s) =>
     [
         $"ALTER TABLE {s}.streams DROP COLUMN IF EXISTS last_version",
+    ];
+
+    /// <summary>
+    /// Lets <c>events.tags</c> and <c>events.content_type</c> be null: an untagged event stores no tag list, and a JSON
+    /// event (<see cref="Cairn.EventStore.EventData.JsonContentType"/>, most of them) no content type. Every read of the
+    /// log then sends two fewer values per such event and decodes two fewer. Rows written before keep theirs, which read
+    /// the same. Only the constraints change; no row is rewritten.
+    /// </summary>
+    private static string[] Migration7(string s) =>
+    [
+        $"ALTER TABLE {s}.events ALTER COLUMN tags DROP NOT NULL, ALTER COLUMN content_type DROP NOT NULL",
     ];
 
     /// <summary>
