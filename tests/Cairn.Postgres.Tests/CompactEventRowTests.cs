@@ -49,10 +49,15 @@ public sealed class CompactEventRowTests : IAsyncLifetime
         var plain = Json("order.placed");
         var tagged = Json("order.paid") with { Tags = ["customer:7", "region:eu"] };
         var text = new EventData("order.noted", Encoding.UTF8.GetBytes("paid in cash")) { ContentType = "text/plain" };
-        await _store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [plain, tagged, text]);
+
+        // Only the exact spelling is left out: another case or a parameter is kept as written.
+        var upper = Json("order.audited") with { ContentType = "Application/JSON" };
+        var charset = Json("order.audited") with { ContentType = "application/json; charset=utf-8" };
+        await _store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [plain, tagged, text, upper, charset]);
 
         var stored = await StoredRowsAsync();
-        Assert.Equal(3, stored.Count);
+        Assert.Equal(5, stored.Count);
+        Assert.Equal(["Application/JSON", "application/json; charset=utf-8"], stored.Skip(3).Select(r => r.ContentType));
         Assert.Null(stored[0].Tags);
         Assert.Null(stored[0].ContentType);
         Assert.Equal(["customer:7", "region:eu"], stored[1].Tags!);
@@ -64,7 +69,7 @@ public sealed class CompactEventRowTests : IAsyncLifetime
         var stream = await _store.ReadStreamAsync("order-1").ToListAsync();
         foreach (var read in new[] { all, stream })
         {
-            Assert.Equal([EventData.JsonContentType, EventData.JsonContentType, "text/plain"], read.Select(e => e.ContentType));
+            Assert.Equal([EventData.JsonContentType, EventData.JsonContentType, "text/plain", "Application/JSON", "application/json; charset=utf-8"], read.Select(e => e.ContentType));
             Assert.Empty(read[0].Tags);
             Assert.Equal(["customer:7", "region:eu"], read[1].Tags);
             Assert.Empty(read[2].Tags);
