@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 
@@ -218,12 +219,64 @@ public sealed class MessageIdTests
         Assert.Throws<ArgumentException>(() => MessageId.Parse("00000000-0000-0000-0000-000000000000"));
     }
 
-    [Fact]
-    public void new_ids_are_unique_version_7_guids()
+    private static long UnixMillisecondsOf(Guid id)
     {
-        var ids = Enumerable.Range(0, 1000).Select(_ => MessageId.New()).ToList();
-        Assert.Equal(1000, ids.Distinct().Count());
-        Assert.All(ids, id => Assert.Equal(7, id.Value.Version));
+        Span<byte> bytes = stackalloc byte[16];
+        Assert.True(id.TryWriteBytes(bytes, bigEndian: true, out _));
+        long ms = 0;
+        for (var i = 0; i < 6; i++)
+        {
+            ms = (ms << 8) | bytes[i];
+        }
+
+        return ms;
+    }
+
+    [Fact]
+    public void a_new_id_is_version_7_of_the_rfc_variant_and_carries_the_time_it_was_made()
+    {
+        var before = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        var id = MessageId.New().Value;
+        var after = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+
+        Assert.Equal(7, id.Version);
+        Assert.Equal(0b1000, id.Variant & 0b1100);
+        Assert.InRange(UnixMillisecondsOf(id), before, after);
+    }
+
+    [Fact]
+    public void ids_of_a_given_time_lay_it_out_big_endian_and_sort_by_it_as_guids_and_as_text()
+    {
+        const long Time = 0x0123_4567_89AB;
+        var earlier = MessageId.Version7.New(Time);
+        var later = MessageId.Version7.New(Time + 1);
+
+        Assert.StartsWith("01234567-89ab-7", earlier.ToString("D"), StringComparison.Ordinal);
+        Assert.Equal(Time, UnixMillisecondsOf(earlier));
+        Assert.True(earlier.CompareTo(later) < 0);
+        Assert.True(string.CompareOrdinal(earlier.ToString("D"), later.ToString("D")) < 0);
+    }
+
+    [Fact]
+    public void ids_made_on_many_threads_past_many_refills_of_the_random_buffer_are_all_different()
+    {
+        // Eight threads of 5,000 ids each: each thread's buffer is refilled about twenty times.
+        var ids = new ConcurrentBag<Guid>();
+        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 8 }, _ =>
+        {
+            for (var i = 0; i < 5_000; i++)
+            {
+                ids.Add(MessageId.New().Value);
+            }
+        });
+
+        Assert.Equal(40_000, ids.Count);
+        Assert.Equal(40_000, ids.Distinct().Count());
+
+        // The random part must not repeat within one millisecond either: the ids of one time differ in it alone.
+        var sameTime = Enumerable.Range(0, 1_000).Select(_ => MessageId.Version7.New(42)).ToList();
+        Assert.Equal(1_000, sameTime.Distinct().Count());
+        Assert.All(sameTime, id => Assert.Equal(7, id.Version));
     }
 
     [Fact]
