@@ -8,23 +8,8 @@ namespace Cairn.Postgres.Tests;
 /// An untagged event stores no tag list and a JSON event no content type (migration 7), so a read of the log sends and
 /// decodes neither; both read back as they were appended, and so do rows written before, which spell them out.
 /// </summary>
-public sealed class CompactEventRowTests : IAsyncLifetime
+public sealed class CompactEventRowTests : OwnSchemaStoreTests
 {
-    private readonly string _schema = PostgresServer.NewSchema();
-    private PostgresEventStore _store = null!;
-
-    public Task InitializeAsync()
-    {
-        _store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _store.DisposeAsync();
-        await PostgresServer.DropSchemaAsync(_schema);
-    }
-
     private static EventData Json(string type) => new(type, Encoding.UTF8.GetBytes("{\"n\":1}"));
 
     /// <summary>Each event's stored tags and content type, null where the row has none, in log order.</summary>
@@ -32,7 +17,7 @@ public sealed class CompactEventRowTests : IAsyncLifetime
     {
         await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
         await connection.OpenAsync();
-        await using var select = new NpgsqlCommand($"SELECT tags, content_type FROM \"{_schema}\".events ORDER BY position", connection);
+        await using var select = new NpgsqlCommand($"SELECT tags, content_type FROM \"{Schema}\".events ORDER BY position", connection);
         await using var reader = await select.ExecuteReaderAsync();
         var rows = new List<(string[]?, string?)>();
         while (await reader.ReadAsync())
@@ -53,7 +38,7 @@ public sealed class CompactEventRowTests : IAsyncLifetime
         // Only the exact spelling is left out: another case or a parameter is kept as written.
         var upper = Json("order.audited") with { ContentType = "Application/JSON" };
         var charset = Json("order.audited") with { ContentType = "application/json; charset=utf-8" };
-        await _store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [plain, tagged, text, upper, charset]);
+        await Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [plain, tagged, text, upper, charset]);
 
         var stored = await StoredRowsAsync();
         Assert.Equal(5, stored.Count);
@@ -65,8 +50,8 @@ public sealed class CompactEventRowTests : IAsyncLifetime
         Assert.Null(stored[2].Tags);
         Assert.Equal("text/plain", stored[2].ContentType);
 
-        var all = await _store.ReadAllAsync().ToListAsync();
-        var stream = await _store.ReadStreamAsync("order-1").ToListAsync();
+        var all = await Store.ReadAllAsync().ToListAsync();
+        var stream = await Store.ReadStreamAsync("order-1").ToListAsync();
         foreach (var read in new[] { all, stream })
         {
             Assert.Equal([EventData.JsonContentType, EventData.JsonContentType, "text/plain", "Application/JSON", "application/json; charset=utf-8"], read.Select(e => e.ContentType));
@@ -75,18 +60,18 @@ public sealed class CompactEventRowTests : IAsyncLifetime
             Assert.Empty(read[2].Tags);
         }
 
-        var byTag = await _store.ReadByQueryAsync(new EventQuery(EventQueryItem.WithTags("customer:7")), GlobalPosition.Start, long.MaxValue, CancellationToken.None).ToListAsync();
+        var byTag = await Store.ReadByQueryAsync(new EventQuery(EventQueryItem.WithTags("customer:7")), GlobalPosition.Start, long.MaxValue, CancellationToken.None).ToListAsync();
         Assert.Equal([tagged.Id], byTag.Select(e => e.Id));
     }
 
     [Fact]
     public async Task a_row_written_before_migration_7_with_an_empty_tag_list_and_the_json_type_spelled_out_reads_the_same()
     {
-        await _store.AppendToStreamAsync("order-2", ExpectedVersion.NoStream, [Json("order.placed"), Json("order.shipped")]);
+        await Store.AppendToStreamAsync("order-2", ExpectedVersion.NoStream, [Json("order.placed"), Json("order.shipped")]);
         await using (var connection = new NpgsqlConnection(PostgresServer.ConnectionString))
         {
             await connection.OpenAsync();
-            await using var update = new NpgsqlCommand($"UPDATE \"{_schema}\".events SET tags = '{{}}', content_type = 'application/json' WHERE position = 1", connection);
+            await using var update = new NpgsqlCommand($"UPDATE \"{Schema}\".events SET tags = '{{}}', content_type = 'application/json' WHERE position = 1", connection);
             Assert.Equal(1, await update.ExecuteNonQueryAsync());
         }
 
@@ -95,7 +80,7 @@ public sealed class CompactEventRowTests : IAsyncLifetime
         Assert.Equal(EventData.JsonContentType, stored[0].ContentType);
         Assert.Null(stored[1].Tags);
 
-        var read = await _store.ReadAllAsync().ToListAsync();
+        var read = await Store.ReadAllAsync().ToListAsync();
         Assert.Equal(2, read.Count);
         foreach (var e in read)
         {
@@ -103,7 +88,7 @@ public sealed class CompactEventRowTests : IAsyncLifetime
             Assert.Empty(e.Tags);
         }
 
-        var byType = await _store.ReadByQueryAsync(new EventQuery(EventQueryItem.OfTypes("order.placed")), GlobalPosition.Start, long.MaxValue, CancellationToken.None).ToListAsync();
+        var byType = await Store.ReadByQueryAsync(new EventQuery(EventQueryItem.OfTypes("order.placed")), GlobalPosition.Start, long.MaxValue, CancellationToken.None).ToListAsync();
         Assert.Equal([read[0].Id], byType.Select(e => e.Id));
         Assert.Empty(byType[0].Tags);
         Assert.Equal(EventData.JsonContentType, byType[0].ContentType);

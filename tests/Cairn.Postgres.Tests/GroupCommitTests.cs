@@ -9,23 +9,8 @@ namespace Cairn.Postgres.Tests;
 /// after the ones before it: one winner among exact-version rivals, retries recognised, a reused id refused, and the
 /// log left without a gap or a stray event.
 /// </summary>
-public sealed class GroupCommitTests : IAsyncLifetime
+public sealed class GroupCommitTests : OwnSchemaStoreTests
 {
-    private readonly string _schema = PostgresServer.NewSchema();
-    private PostgresEventStore _store = null!;
-
-    public Task InitializeAsync()
-    {
-        _store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _store.DisposeAsync();
-        await PostgresServer.DropSchemaAsync(_schema);
-    }
-
     private static EventData Event(MessageId? id = null) => new("test.appended", Encoding.UTF8.GetBytes("{}")) { Id = id ?? MessageId.New() };
 
     [Fact]
@@ -38,10 +23,10 @@ public sealed class GroupCommitTests : IAsyncLifetime
         var reusers = new List<Task<AppendResult>>();
         for (var round = 0; round < 8; round++)
         {
-            rivals.Add(_store.AppendToStreamAsync("contested", ExpectedVersion.NoStream, [Event()]));
-            calls.Add(_store.AppendToStreamAsync("retried", ExpectedVersion.Any, [retried]));
-            calls.Add(_store.AppendToStreamAsync($"own-{round}", ExpectedVersion.NoStream, [Event(), Event()]));
-            reusers.Add(_store.AppendToStreamAsync($"reuser-{round}", ExpectedVersion.NoStream, [Event(reused)]));
+            rivals.Add(Store.AppendToStreamAsync("contested", ExpectedVersion.NoStream, [Event()]));
+            calls.Add(Store.AppendToStreamAsync("retried", ExpectedVersion.Any, [retried]));
+            calls.Add(Store.AppendToStreamAsync($"own-{round}", ExpectedVersion.NoStream, [Event(), Event()]));
+            reusers.Add(Store.AppendToStreamAsync($"reuser-{round}", ExpectedVersion.NoStream, [Event(reused)]));
         }
 
         await Task.WhenAll(calls);
@@ -58,7 +43,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
         Assert.Single(retries, r => !r.WasDuplicate);
         Assert.Single(retries.Select(r => r.FirstPosition).Distinct());
 
-        var log = await _store.ReadAllAsync().ToListAsync();
+        var log = await Store.ReadAllAsync().ToListAsync();
         Assert.Equal(Enumerable.Range(1, log.Count).Select(p => (long)p), log.Select(e => e.Position.Value));
         Assert.Equal(1 + 1 + (8 * 2) + 1, log.Count);
         Assert.Single(log, e => e.Stream.Value == "contested");

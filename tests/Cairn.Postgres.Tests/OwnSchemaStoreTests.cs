@@ -1,0 +1,23 @@
+namespace Cairn.Postgres.Tests;
+
+/// <summary>A test class whose tests each get a store of their own, in a schema created for the test and dropped after it.</summary>
+public abstract class OwnSchemaStoreTests : IAsyncLifetime
+{
+    /// <summary>The schema of this test's store.</summary>
+    protected string Schema { get; } = PostgresServer.NewSchema();
+
+    /// <summary>The store, opened before the test.</summary>
+    protected PostgresEventStore Store { get; private set; } = null!;
+
+    public Task InitializeAsync()
+    {
+        Store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = Schema });
+        return Task.CompletedTask;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await Store.DisposeAsync();
+        await PostgresServer.DropSchemaAsync(Schema);
+    }
+}
