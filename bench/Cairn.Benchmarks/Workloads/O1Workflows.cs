@@ -103,7 +103,7 @@ internal static class O1Workflows
         var rate = await flight.RunAsync(n => coordinator.StartAsync(sender, serializer, CheckoutOrders.Order(n)), scale.WorkflowWarmup, scale.WorkflowDuration);
         if (rate.Failed != 1)
         {
-            throw new InvalidOperationException($"O1: {rate.Failed} orders of the hand-written coordinator failed; 1 (order 0) should have.");
+            throw new InvalidOperationException($"{id}: {rate.Failed} orders of the hand-written coordinator failed; 1 (order 0) should have.");
         }
 
         return Report(id, "baseline", rate);

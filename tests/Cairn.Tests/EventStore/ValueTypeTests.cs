@@ -260,15 +260,19 @@ public sealed class MessageIdTests
     [Fact]
     public void ids_made_on_many_threads_past_many_refills_of_the_random_buffer_are_all_different()
     {
-        // Eight threads of 5,000 ids each: each thread's buffer is refilled about twenty times.
+        // Eight threads of 5,000 ids each, started together: each thread's buffer is refilled about twenty times.
         var ids = new ConcurrentBag<Guid>();
-        Parallel.For(0, 8, new ParallelOptions { MaxDegreeOfParallelism = 8 }, _ =>
+        using var start = new Barrier(8);
+        var threads = Enumerable.Range(0, 8).Select(_ => new Thread(() =>
         {
+            start.SignalAndWait();
             for (var i = 0; i < 5_000; i++)
             {
                 ids.Add(MessageId.New().Value);
             }
-        });
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
 
         Assert.Equal(40_000, ids.Count);
         Assert.Equal(40_000, ids.Distinct().Count());
