@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Cairn.EventStore;
 using Npgsql;
 using NpgsqlTypes;
@@ -533,8 +534,9 @@ public sealed partial class PostgresEventStore
         {
             _positions.Add(position);
             _ids.Add(e.Id.Value);
+            // Consecutive events of one stream share its category string: one substring per run of them, not per event.
+            _categories.Add(_streams.Count > 0 && ReferenceEquals(_streams[^1], stream.Value) ? _categories[^1] : stream.Category);
             _streams.Add(stream.Value);
-            _categories.Add(stream.Category);
             _system.Add(stream.IsSystem);
             _versions.Add(version);
             _types.Add(e.Type);
@@ -547,7 +549,8 @@ public sealed partial class PostgresEventStore
             _traceParents.Add(e.TraceParent);
             _tags.Add(e.Tags.Count == 0 ? null : System.Text.Json.JsonSerializer.Serialize(e.Tags as string[] ?? [.. e.Tags], CairnJsonContext.Default.StringArray));
             _metadata.Add(e.MetadataJson);
-            _data.Add(e.Data.ToArray());
+            // The event's own array when its data is the whole of one, as it usually is: no second copy of a batch.
+            _data.Add(MemoryMarshal.TryGetArray(e.Data, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length ? whole.Array : e.Data.ToArray());
         }
 
         public void StreamWritten(string stream, bool writesRow) => _streamRows[stream] = writesRow || _streamRows.GetValueOrDefault(stream);

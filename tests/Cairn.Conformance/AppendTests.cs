@@ -457,6 +457,23 @@ public abstract class AppendTests<TFixture>(TFixture fixture) : StoreTests<TFixt
     }
 
     [Fact]
+    public async Task data_given_as_part_of_a_larger_buffer_is_stored_as_that_part_alone()
+    {
+        await using var sut = await CreateAsync();
+        var buffer = Encoding.UTF8.GetBytes("xx{\"n\":1}yy{\"n\":2}zz");
+        var whole = Encoding.UTF8.GetBytes("{\"n\":3}");
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream,
+        [
+            new EventData("counted", buffer.AsMemory(2, 7)),
+            new EventData("counted", buffer.AsMemory(11, 7)),
+            new EventData("counted", whole),
+        ]);
+
+        var recorded = await sut.Store.ReadStreamAsync("order-1").ToListAsync();
+        Assert.Equal(["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"], recorded.Select(e => Encoding.UTF8.GetString(e.Data.Span)));
+    }
+
+    [Fact]
     public async Task non_ascii_json_round_trips_byte_for_byte()
     {
         await using var sut = await CreateAsync();
