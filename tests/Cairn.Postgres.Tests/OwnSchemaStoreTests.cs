@@ -17,7 +17,14 @@ public abstract class OwnSchemaStoreTests : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        await Store.DisposeAsync();
-        await PostgresServer.DropSchemaAsync(Schema);
+        try
+        {
+            await Store.DisposeAsync();
+        }
+        finally
+        {
+            // Dropped even if closing the store failed, so no test leaves its schema behind.
+            await PostgresServer.DropSchemaAsync(Schema);
+        }
     }
 }
