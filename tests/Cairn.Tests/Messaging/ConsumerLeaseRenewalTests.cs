@@ -71,6 +71,7 @@ public sealed class ConsumerLeaseRenewalTests
                 .MinBy(n => n.Due);
             if (due > clock.GetUtcNow())
             {
+                await RenewalLoopSleepsUntilAsync(clock, due);
                 clock.Advance(due - clock.GetUtcNow());
             }
 
@@ -123,6 +124,7 @@ public sealed class ConsumerLeaseRenewalTests
         Assert.Equal(1, consumer.LeasesRenewed);
 
         // Past the timeout, then past half the lease: the renewal loop lets the lease go instead of extending it.
+        await RenewalLoopSleepsUntilAsync(clock, delivery.LeaseExpiresAt - (Lease / 2));
         clock.Advance(TimeSpan.FromSeconds(3));
         clock.Advance(TimeSpan.FromSeconds(2));
         await Wait.UntilAsync(() => consumer.LeasesRenewed == 0, "the timed-out handling's lease is let go");
@@ -135,6 +137,14 @@ public sealed class ConsumerLeaseRenewalTests
         Assert.Empty(broker.ExtensionsOf(delivery.Lease));
         release.SetResult();
     }
+
+    /// <summary>
+    /// Waits until the renewal loop has armed its timer for <paramref name="due"/>. The loop arms it relative to the
+    /// clock as it reads it, so a clock moved on before that would leave the timer due later than the renewal, and the
+    /// test waiting for a renewal that never comes; how fast the loop gets to sleep must not decide the outcome.
+    /// </summary>
+    private static Task RenewalLoopSleepsUntilAsync(ManualTimeProvider clock, DateTimeOffset due) =>
+        Wait.UntilAsync(() => clock.DueTimes.Contains(due), $"the renewal loop sleeps until {due:HH:mm:ss.fff}");
 
     /// <summary>A broker that notes when each lease is extended.</summary>
     private sealed class ExtensionRecordingBroker(IMessageBroker inner, TimeProvider clock) : DelegatingMessageBroker(inner)
