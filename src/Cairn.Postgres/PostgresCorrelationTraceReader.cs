@@ -70,10 +70,11 @@ public sealed class PostgresCorrelationTraceReader : ICorrelationTraceReader
         }
 
         var events = new List<RecordedEvent>();
+        var rows = new EventRowReader();
         await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            events.Add(EventRows.Read(reader));
+            events.Add(rows.Read(reader));
         }
 
         return events;

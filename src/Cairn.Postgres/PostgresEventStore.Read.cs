@@ -99,7 +99,8 @@ public sealed partial class PostgresEventStore
         var remaining = maxCount;
         var pageSize = FirstPageSize;
         var asked = (int)Math.Min(remaining, pageSize);
-        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, start, asked, stop.Token);
+        var rows = new EventRowReader();
+        Task<(List<RecordedEvent> Page, bool More)>? next = ReadPageAsync(query, rows, start, asked, stop.Token);
         try
         {
             while (next is not null)
@@ -113,7 +114,7 @@ public sealed partial class PostgresEventStore
                     // large events never have the server send far more rows than a page keeps.
                     pageSize = page.Count < asked ? page.Count : Math.Min(pageSize * 2, MaxPageSize);
                     asked = (int)Math.Min(afterPage, pageSize);
-                    next = ReadPageAsync(query, key, asked, stop.Token);
+                    next = ReadPageAsync(query, rows, key, asked, stop.Token);
                 }
 
                 foreach (var e in page)
@@ -142,8 +143,11 @@ public sealed partial class PostgresEventStore
         }
     }
 
-    /// <summary>Reads one page: up to <paramref name="limit"/> events, fewer past <see cref="MaxPageBytes"/>; says whether there may be more.</summary>
-    private async Task<(List<RecordedEvent> Page, bool More)> ReadPageAsync(PostgresQuery query, long key, int limit, CancellationToken cancellationToken)
+    /// <summary>
+    /// Reads one page: up to <paramref name="limit"/> events, fewer past <see cref="MaxPageBytes"/>; says whether there
+    /// may be more. The pages of one read share <paramref name="rows"/>, one at a time.
+    /// </summary>
+    private async Task<(List<RecordedEvent> Page, bool More)> ReadPageAsync(PostgresQuery query, EventRowReader rows, long key, int limit, CancellationToken cancellationToken)
     {
         var page = new List<RecordedEvent>(limit);
         var more = false;
@@ -153,7 +157,7 @@ public sealed partial class PostgresEventStore
         long bytes = 0;
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            var e = EventRows.Read(reader);
+            var e = rows.Read(reader);
             page.Add(e);
             bytes += e.Data.Length;
             if (bytes >= MaxPageBytes)

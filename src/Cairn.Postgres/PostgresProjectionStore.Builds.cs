@@ -364,9 +364,10 @@ public sealed partial class PostgresProjectionStore
         await using var select = query.ToCommand(context.Connection, context.Transaction);
         await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         var events = new List<RecordedEvent>();
+        var rows = new EventRowReader();
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            events.Add(EventRows.Read(reader));
+            events.Add(rows.Read(reader));
         }
 
         return events;

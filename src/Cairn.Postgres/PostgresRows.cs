@@ -32,30 +32,42 @@ internal sealed record StreamRow(string Name, StreamState State, long? LastVersi
         });
 }
 
-/// <summary>Reads events from rows of <c>events</c>.</summary>
+/// <summary>The columns of <c>events</c> that a read selects, in the order <see cref="EventRowReader"/> reads them.</summary>
 internal static class EventRows
 {
     /// <summary>
-    /// The columns <see cref="Read"/> expects, in order, over <c>events e</c>. An untagged event has null tags and a JSON
-    /// event a null content type (migration 7; rows written before have an empty list and the type spelled out), so
-    /// the common row sends and decodes neither.
+    /// The columns <see cref="EventRowReader.Read"/> expects, in order, over <c>events e</c>. An untagged event has null
+    /// tags and a JSON event a null content type (migration 7; rows written before have an empty list and the type
+    /// spelled out), so the common row sends and decodes neither.
     /// </summary>
     public const string Columns = "e.position, e.id, e.stream, e.version, e.type, e.source, e.time_ticks, e.content_type, e.data_schema, e.correlation_id, e.causation_id, e.trace_parent, e.tags, e.metadata, e.data";
+}
 
+/// <summary>
+/// Reads events from rows of <c>events</c> (<see cref="EventRows.Columns"/>). One reader serves the rows of one read, one
+/// row at a time: a stream's name, an event's type and its source repeat from row to row, and the reader keeps the ones
+/// it has decoded, so a repeated value costs neither a decoding nor a string.
+/// </summary>
+internal sealed class EventRowReader
+{
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
+
+    private readonly RepeatedText<StreamName> _streams = new(256, static name => new StreamName(name));
+    private readonly RepeatedText<string> _types = new(64, static type => type);
+    private readonly RepeatedText<string> _sources = new(16, static source => source);
 
     /// <summary>
     /// Reads the row's columns in their order: the reader keeps a row's columns as they came, and going back to an
     /// earlier column costs a seek from the row's start.
     /// </summary>
-    public static RecordedEvent Read(NpgsqlDataReader reader)
+    public RecordedEvent Read(NpgsqlDataReader reader)
     {
         var position = reader.GetInt64(0);
         var id = reader.GetGuid(1);
-        var stream = reader.GetString(2);
+        var stream = _streams.Read(reader, 2);
         var version = reader.GetInt64(3);
-        var type = reader.GetString(4);
-        var source = reader.GetString(5);
+        var type = _types.Read(reader, 4);
+        var source = _sources.Read(reader, 5);
         var timeTicks = reader.GetInt64(6);
         var contentType = reader.IsDBNull(7) ? EventData.JsonContentType : reader.GetString(7);
         var dataSchema = reader.IsDBNull(8) ? null : reader.GetString(8);
@@ -67,7 +79,7 @@ internal static class EventRows
             ? NoMetadata
             : JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(13), CairnJsonContext.Default.IReadOnlyDictionaryStringString) ?? NoMetadata;
         var data = reader.GetFieldValue<byte[]>(14);
-        return new RecordedEvent(new MessageId(id), new StreamName(stream), version, new GlobalPosition(position), type, source, new DateTimeOffset(timeTicks, TimeSpan.Zero), contentType, data)
+        return new RecordedEvent(new MessageId(id), stream, version, new GlobalPosition(position), type, source, new DateTimeOffset(timeTicks, TimeSpan.Zero), contentType, data)
         {
             DataSchema = dataSchema,
             CorrelationId = correlationId,
@@ -76,6 +88,48 @@ internal static class EventRows
             Tags = tags,
             Metadata = metadata,
         };
+    }
+}
+
+/// <summary>
+/// A text column whose values repeat from row to row, read through a small cache of the values decoded before: the
+/// column's bytes as the server sent them are looked up by their hash in a table of <c>slots</c> entries, one value per
+/// entry, and only a value not found there is decoded (by Npgsql, as any string) and made into a
+/// <typeparamref name="T"/> by <c>create</c>. A value too long for the cache is decoded every time.
+/// </summary>
+/// <typeparam name="T">What a value becomes: a string, or a type made from one whose checks need run only once.</typeparam>
+internal sealed class RepeatedText<T>(int slots, Func<string, T> create)
+{
+    /// <summary>The longest value kept, in bytes: longer ones are rare and cost the comparison more than it saves.</summary>
+    private const int MaxBytes = 512;
+
+    private readonly byte[]?[] _keys = new byte[]?[slots];
+    private readonly T[] _values = new T[slots];
+    private byte[]? _scratch;
+
+    /// <summary>The value of column <paramref name="ordinal"/> of the reader's current row, which must not be null.</summary>
+    public T Read(NpgsqlDataReader reader, int ordinal)
+    {
+        var length = reader.GetBytes(ordinal, 0, null, 0, 0);
+        if (length > MaxBytes)
+        {
+            return create(reader.GetString(ordinal));
+        }
+
+        var scratch = _scratch ??= new byte[MaxBytes];
+        var bytes = scratch.AsSpan(0, (int)reader.GetBytes(ordinal, 0, scratch, 0, (int)length));
+        var hash = new HashCode();
+        hash.AddBytes(bytes);
+        var slot = (int)((uint)hash.ToHashCode() % (uint)_keys.Length);
+        if (_keys[slot] is { } key && bytes.SequenceEqual(key))
+        {
+            return _values[slot];
+        }
+
+        var value = create(reader.GetString(ordinal));
+        _keys[slot] = bytes.ToArray();
+        _values[slot] = value;
+        return value;
     }
 }
 
