@@ -117,7 +117,7 @@ internal static class Program
         if (BenchOptions.PostgresWorkloads.Any(options.Runs))
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"PW1, PW2 and PW4 are the median of {scale.Rounds} round(s) per side (Cairn, Marten Rich, Marten Quick, raw Npgsql), the first side rotating, each with fresh tables; PW3 the median of {scale.ReadRuns} reads per side. Each PWn row is Cairn against raw Npgsql, each PWn-marten row Cairn against Marten's faster mode in the same run."));
+                $"PW1, PW2 and PW4 are the median of {scale.Rounds} round(s) per side (Cairn, Marten Rich, Marten Quick, raw Npgsql), the first side rotating, each with fresh tables; PW3 the median of {scale.PgReadRuns} reads per side. Each PWn row is Cairn against raw Npgsql, each PWn-marten row Cairn against Marten's faster mode in the same run."));
         }
 
         Console.WriteLine();

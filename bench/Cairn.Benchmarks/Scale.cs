@@ -81,6 +81,12 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
     /// <summary>O1, O2: rounds per side, alternating, each with a fresh file; the median is reported.</summary>
     public int WorkflowRounds { get; init; }
 
+    /// <summary>
+    /// PW3: counted full reads per side; the median is reported. More than W3's: a read of PW3's log lasts a quarter of
+    /// a second on a quiet machine, and one side's reads spread by half within a minute.
+    /// </summary>
+    public int PgReadRuns { get; init; }
+
     public static Scale Full { get; } = new(TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(5), 3, 1_000_000, 3, 1_000_000)
     {
         QueueMessages = 200_000,
@@ -101,6 +107,7 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
         WorkflowWarmup = TimeSpan.FromSeconds(3),
         WorkflowDuration = TimeSpan.FromSeconds(10),
         WorkflowRounds = 3,
+        PgReadRuns = 7,
     };
 
     public static Scale Quick { get; } = new(TimeSpan.FromSeconds(1.5), TimeSpan.FromSeconds(2), 1, 200_000, 3, 200_000)
@@ -123,6 +130,7 @@ internal sealed record Scale(TimeSpan Warmup, TimeSpan Duration, int Rounds, int
         WorkflowWarmup = TimeSpan.FromSeconds(1.5),
         WorkflowDuration = TimeSpan.FromSeconds(3),
         WorkflowRounds = 1,
+        PgReadRuns = 3,
     };
 
     /// <summary>Cairn with its defaults (durability Full, that is <c>synchronous=FULL</c>).</summary>

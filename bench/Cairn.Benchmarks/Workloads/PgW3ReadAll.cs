@@ -14,7 +14,7 @@ namespace Cairn.Benchmarks.Workloads;
 /// Each side's log, a fifth of W3's (<see cref="LogSize"/>: Marten writes it at about 2,000 events/s on the 2-core
 /// machine, which would make a million take minutes per side), is written first (not timed) in appends of 1,000 events,
 /// 100 to each of 10 streams; then the sides
-/// read in turn, <see cref="WarmUpReads"/> times uncounted to warm up and then <see cref="Scale.ReadRuns"/> times each, rotating which goes first. Sides: Cairn's
+/// read in turn, <see cref="WarmUpReads"/> times uncounted to warm up and then <see cref="Scale.PgReadRuns"/> times each, rotating which goes first. Sides: Cairn's
 /// <c>ReadAllAsync(GlobalPosition.Start)</c>; Marten's <c>QueryAllRawEvents()</c> in sequence order, streamed with
 /// <c>ToAsyncEnumerable()</c> (Marten hands back each event's data deserialized); raw Npgsql, one
 /// <c>SELECT … ORDER BY position</c> through an <c>NpgsqlDataReader</c>, an object per row with the same facts.
@@ -72,7 +72,7 @@ internal static class PgW3ReadAll
             }
 
             var results = readers.ToDictionary(r => r.Name, _ => new List<PgMeasurement>());
-            for (var run = 0; run < scale.ReadRuns; run++)
+            for (var run = 0; run < scale.PgReadRuns; run++)
             {
                 for (var i = 0; i < readers.Count; i++)
                 {
@@ -102,7 +102,7 @@ internal static class PgW3ReadAll
                 results.TryGetValue(name, out var list) ? list.OrderBy(m => m.Rate.PerSecond).ElementAt(list.Count / 2) : null;
             var r = new PgResults(Median(PgSides.Cairn)!, Median(PgSides.Rich), Median(PgSides.Quick), Median(PgSides.Raw));
             return PgSides.Figures("PW3", $"full read of $all, {LogSize(scale):#,0} events", "events/s", r, 0.8, 3,
-                $"median of {scale.ReadRuns} full reads per side");
+                $"median of {scale.PgReadRuns} full reads per side");
         }
         finally
         {
