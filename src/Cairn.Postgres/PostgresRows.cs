@@ -44,30 +44,40 @@ internal static class EventRows
 }
 
 /// <summary>
-/// Reads events from rows of <c>events</c> (<see cref="EventRows.Columns"/>). One reader serves the rows of one read, one
-/// row at a time: a stream's name, an event's type and its source repeat from row to row, and the reader keeps the ones
-/// it has decoded, so a repeated value costs neither a decoding nor a string.
+/// Reads events from rows of <c>events</c> (<see cref="EventRows.Columns"/>) through a reader opened without
+/// <see cref="System.Data.CommandBehavior.SequentialAccess"/>. One instance serves the rows of one read, one row at a
+/// time. A stream's name, an event's type and its source repeat from row to row, so past its first
+/// <see cref="RowsBeforeCaching"/> rows a read keeps the values it has decoded, and a repeated one costs neither a
+/// decoding nor a string; a short read (an aggregate's few events) pays nothing for the caches.
 /// </summary>
 internal sealed class EventRowReader
 {
+    /// <summary>Rows read before the caches are made: fewer are read without them.</summary>
+    private const int RowsBeforeCaching = 64;
+
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
 
-    private readonly RepeatedText<StreamName> _streams = new(256, static name => new StreamName(name));
-    private readonly RepeatedText<string> _types = new(64, static type => type);
-    private readonly RepeatedText<string> _sources = new(16, static source => source);
+    private int _rows;
+    private RepeatedText<StreamName>? _streams;
+    private RepeatedText<string>? _types;
+    private RepeatedText<string>? _sources;
 
-    /// <summary>
-    /// Reads the row's columns in their order: the reader keeps a row's columns as they came, and going back to an
-    /// earlier column costs a seek from the row's start.
-    /// </summary>
+    /// <summary>Reads the current row's columns in their order.</summary>
     public RecordedEvent Read(NpgsqlDataReader reader)
     {
+        if (++_rows == RowsBeforeCaching)
+        {
+            _streams = new RepeatedText<StreamName>(256, static name => new StreamName(name));
+            _types = new RepeatedText<string>(64, static type => type);
+            _sources = new RepeatedText<string>(16, static source => source);
+        }
+
         var position = reader.GetInt64(0);
         var id = reader.GetGuid(1);
-        var stream = _streams.Read(reader, 2);
+        var stream = _streams is null ? new StreamName(reader.GetString(2)) : _streams.Read(reader, 2);
         var version = reader.GetInt64(3);
-        var type = _types.Read(reader, 4);
-        var source = _sources.Read(reader, 5);
+        var type = _types is null ? reader.GetString(4) : _types.Read(reader, 4);
+        var source = _sources is null ? reader.GetString(5) : _sources.Read(reader, 5);
         var timeTicks = reader.GetInt64(6);
         var contentType = reader.IsDBNull(7) ? EventData.JsonContentType : reader.GetString(7);
         var dataSchema = reader.IsDBNull(8) ? null : reader.GetString(8);
@@ -94,30 +104,33 @@ internal sealed class EventRowReader
 /// <summary>
 /// A text column whose values repeat from row to row, read through a small cache of the values decoded before: the
 /// column's bytes as the server sent them are looked up by their hash in a table of <c>slots</c> entries, one value per
-/// entry, and only a value not found there is decoded (by Npgsql, as any string) and made into a
-/// <typeparamref name="T"/> by <c>create</c>. A value too long for the cache is decoded every time.
+/// entry, and only a value not found there is decoded (by Npgsql, as any string, so in the connection's encoding) and
+/// made into a <typeparamref name="T"/> by <c>create</c>. A value too long for the cache is decoded every time. The
+/// column is read twice on a miss, so the reader must not be opened with
+/// <see cref="System.Data.CommandBehavior.SequentialAccess"/>.
 /// </summary>
 /// <typeparam name="T">What a value becomes: a string, or a type made from one whose checks need run only once.</typeparam>
 internal sealed class RepeatedText<T>(int slots, Func<string, T> create)
 {
     /// <summary>The longest value kept, in bytes: longer ones are rare and cost the comparison more than it saves.</summary>
-    private const int MaxBytes = 512;
+    public const int MaxBytes = 512;
 
     private readonly byte[]?[] _keys = new byte[]?[slots];
     private readonly T[] _values = new T[slots];
-    private byte[]? _scratch;
+
+    /// <summary>One byte more than <see cref="MaxBytes"/>: a value that fills it is too long to keep.</summary>
+    private readonly byte[] _scratch = new byte[MaxBytes + 1];
 
     /// <summary>The value of column <paramref name="ordinal"/> of the reader's current row, which must not be null.</summary>
     public T Read(NpgsqlDataReader reader, int ordinal)
     {
-        var length = reader.GetBytes(ordinal, 0, null, 0, 0);
+        var length = (int)reader.GetBytes(ordinal, 0, _scratch, 0, _scratch.Length);
         if (length > MaxBytes)
         {
             return create(reader.GetString(ordinal));
         }
 
-        var scratch = _scratch ??= new byte[MaxBytes];
-        var bytes = scratch.AsSpan(0, (int)reader.GetBytes(ordinal, 0, scratch, 0, (int)length));
+        var bytes = _scratch.AsSpan(0, length);
         var hash = new HashCode();
         hash.AddBytes(bytes);
         var slot = (int)((uint)hash.ToHashCode() % (uint)_keys.Length);

@@ -45,17 +45,37 @@ public sealed class RepeatedTextReadTests : OwnSchemaStoreTests
     }
 
     [Fact]
-    public async Task a_stream_name_too_long_to_be_kept_reads_back_whole_every_time()
+    public async Task a_read_past_its_first_rows_reuses_a_repeated_value_and_keeps_none_too_long()
     {
-        // 200 three-byte characters: 600 bytes, over what the cache keeps, under the name's 256-character limit.
-        var longName = "order-" + new string('€', 200);
-        var shortName = "order-1";
-        await Store.AppendToStreamAsync(longName, ExpectedVersion.NoStream, [new EventData("a", Data), new EventData("b", Data)]);
-        await Store.AppendToStreamAsync(shortName, ExpectedVersion.NoStream, [new EventData("a", Data)]);
-        await Store.AppendToStreamAsync(longName, ExpectedVersion.Exactly(1), [new EventData("c", Data)]);
+        // The caches start after the read's first 64 rows: 100 events of one stream and type come first.
+        await Store.AppendToStreamAsync("order-0", ExpectedVersion.NoStream, Enumerable.Range(0, 100).Select(_ => new EventData("order.placed", Data)).ToList());
+
+        // Stream names around the longest value kept (512 bytes): exactly it, one byte over, and 600 bytes of
+        // three-byte characters, all within the name's 256-character limit.
+        var atLimit = "order-" + new string('€', 168) + "ab";
+        var overLimit = atLimit + "c";
+        var longName = "order-" + new string('€', 198);
+        Assert.Equal(512, Encoding.UTF8.GetByteCount(atLimit));
+        Assert.Equal(513, Encoding.UTF8.GetByteCount(overLimit));
+        Assert.Equal(600, Encoding.UTF8.GetByteCount(longName));
+        var names = new[] { atLimit, overLimit, longName, "order-1", atLimit, overLimit, longName };
+        var versions = new Dictionary<string, long>();
+        foreach (var name in names)
+        {
+            var expectedVersion = versions.TryGetValue(name, out var last) ? ExpectedVersion.Exactly(last) : ExpectedVersion.NoStream;
+            await Store.AppendToStreamAsync(name, expectedVersion, [new EventData("order.noted", Data)]);
+            versions[name] = versions.GetValueOrDefault(name, -1) + 1;
+        }
 
         var all = await Store.ReadAllAsync().ToListAsync();
-        Assert.Equal([longName, longName, shortName, longName], all.Select(e => e.Stream.Value));
-        Assert.Equal(["a", "b", "a", "c"], all.Select(e => e.Type));
+        Assert.Equal(names, all.Skip(100).Select(e => e.Stream.Value));
+        Assert.All(all.Skip(100), e => Assert.Equal("order.noted", e.Type));
+
+        // Past the first rows a repeated value is the very string decoded before, not a copy.
+        Assert.Same(all[70].Type, all[99].Type);
+        Assert.Same(all[70].Stream.Value, all[99].Stream.Value);
+        Assert.Same(all[70].Source, all[99].Source);
+        Assert.Same(all[100].Stream.Value, all[104].Stream.Value);
+        Assert.NotSame(all[101].Stream.Value, all[105].Stream.Value);
     }
 }

@@ -26,10 +26,10 @@ internal static class R1R2RabbitMq
     private const int Senders = 4;
     private const int Consumers = 4;
     private const int Batch = 100;
+    private const ushort Prefetch = 64;
 
     /// <summary>R1's uncounted full rounds per side before the counted ones.</summary>
     private const int WarmUpRounds = 4;
-    private const ushort Prefetch = 64;
 
     /// <summary>R1: handlings Cairn's consumer runs at once; each waits for its commit, as the baseline's acks do not.</summary>
     private const int HandlerConcurrency = 64;
