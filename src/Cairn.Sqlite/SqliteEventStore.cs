@@ -59,9 +59,9 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         try
         {
             connection.Open();
+            var synchronous = sqliteOptions.Durability == SqliteDurability.Full ? "FULL" : "NORMAL";
             using (var pragmas = connection.CreateCommand())
             {
-                var synchronous = sqliteOptions.Durability == SqliteDurability.Full ? "FULL" : "NORMAL";
                 // Each write operation runs in a savepoint, whose statement journal SQLite would otherwise keep in a
                 // temporary file created and deleted per commit; the WAL alone carries durability.
                 pragmas.CommandText = $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {(long)sqliteOptions.BusyTimeout.TotalMilliseconds}; PRAGMA temp_store = MEMORY;";
@@ -69,10 +69,22 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             }
 
             SqliteSchema.Ensure(connection);
-            Writer = new SqliteWriter(connection, sqliteOptions, _options, _signal, QueueSignal, _logger);
+            if (sqliteOptions.BackgroundCheckpoints)
+            {
+                using (var fallback = connection.CreateCommand())
+                {
+                    fallback.CommandText = $"PRAGMA wal_autocheckpoint = {SqliteCheckpointer.WriterCheckpointPages}";
+                    fallback.ExecuteNonQuery();
+                }
+
+                Checkpointer = new SqliteCheckpointer(_readConnectionString, synchronous, _logger);
+            }
+
+            Writer = new SqliteWriter(connection, sqliteOptions, _options, _signal, QueueSignal, _logger, Checkpointer);
         }
         catch
         {
+            Checkpointer?.Dispose();
             connection.Dispose();
             throw;
         }
@@ -84,6 +96,9 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     public string DataSource { get; }
 
     internal SqliteWriter Writer { get; }
+
+    /// <summary>The background checkpointer; null when <see cref="SqliteEventStoreOptions.BackgroundCheckpoints"/> is off.</summary>
+    internal SqliteCheckpointer? Checkpointer { get; }
 
     /// <summary>Wakes long-polling receivers when a commit puts messages in their queue.</summary>
     internal Messaging.QueueSignal QueueSignal { get; } = new();
@@ -162,7 +177,10 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             return;
         }
 
+        // The writer first, which finishes the queued writes and tells the checkpointer of their pages; the last
+        // connection to close checkpoints what is left.
         Writer.Dispose();
+        Checkpointer?.Dispose();
         _readers.Dispose();
         SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
     }

@@ -25,6 +25,13 @@ public sealed record SqliteEventStoreOptions
     /// <summary>How often live readers look for commits made by other processes; commits in this process wake them at once.</summary>
     public TimeSpan ExternalCommitPollInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Whether the write-ahead log is copied back into the file by a thread of its own (the default), beside the
+    /// writer's commits, rather than by SQLite inside the commit that crosses its threshold, which then holds up every
+    /// write queued behind it.
+    /// </summary>
+    public bool BackgroundCheckpoints { get; init; } = true;
+
     /// <summary>How long a statement waits for a lock held by another process before failing.</summary>
     public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(10);
 

@@ -126,6 +126,12 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _savepoint.Execute();
     }
 
+    /// <summary><c>SQLITE_DBSTATUS_CACHE_WRITE</c>: pages the connection has written out (to the log, in WAL mode).</summary>
+    private const int SqliteDbStatusCacheWrite = 9;
+
+    /// <summary>Pages the last commit wrote to the write-ahead log.</summary>
+    public int PagesCommitted { get; private set; }
+
     /// <summary>Keeps the operation's writes in the transaction.</summary>
     public void EndOperation() => _release.Execute();
 
@@ -158,6 +164,8 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public void Commit()
     {
         _commit.Execute();
+        raw.sqlite3_db_status(_connection.Handle, SqliteDbStatusCacheWrite, out var pages, out _, 1);
+        PagesCommitted = pages;
 
         _inTransaction = false;
         _inlineChanges.Clear();

@@ -81,8 +81,11 @@ internal sealed class SqliteWriter : IDisposable
 
     private int _lastCommitSize;
 
-    public SqliteWriter(SqliteConnection connection, SqliteEventStoreOptions options, EventStoreOptions storeOptions, AppendSignal signal, Messaging.QueueSignal queueSignal, ILogger logger)
+    private readonly SqliteCheckpointer? _checkpointer;
+
+    public SqliteWriter(SqliteConnection connection, SqliteEventStoreOptions options, EventStoreOptions storeOptions, AppendSignal signal, Messaging.QueueSignal queueSignal, ILogger logger, SqliteCheckpointer? checkpointer = null)
     {
+        _checkpointer = checkpointer;
         _options = options;
         _signal = signal;
         _queueSignal = queueSignal;
@@ -298,6 +301,7 @@ internal sealed class SqliteWriter : IDisposable
                 return;
             }
 
+            _checkpointer?.Written(_context.PagesCommitted);
             _lastCommitSize = executed.Count + refused.Count;
             _signal.Advance(_context.Head);
             foreach (var queue in _context.TakeTouchedQueues())

@@ -1,0 +1,125 @@
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// Copies the write-ahead log's pages back into the database file on a thread and a connection of its own, so the
+/// writer seldom does it inside a commit. SQLite's automatic checkpoint runs in the commit that crosses its threshold:
+/// that commit, and every operation queued behind it, then takes several times as long as the others. A passive
+/// checkpoint here runs beside the writer's commits instead (SQLite lets one checkpoint run while one connection
+/// writes), every <see cref="PagesPerCheckpoint"/> pages. The log starts again from its beginning only after a
+/// checkpoint that left no page behind, which under a steady load this one never quite does: the writer's own
+/// automatic checkpoint, moved to <see cref="WriterCheckpointPages"/>, does that, and finds all but the last pages
+/// already copied, so it is short. The log's file stays near that size.
+/// </summary>
+internal sealed class SqliteCheckpointer : IDisposable
+{
+    /// <summary>Pages written to the log after which a checkpoint runs: SQLite's own default threshold.</summary>
+    public const int PagesPerCheckpoint = 250;
+
+    /// <summary>The writer's automatic checkpoint while this one runs: about 16 MB of 4 KB pages.</summary>
+    public const int WriterCheckpointPages = 20_000;
+
+    private readonly SqliteConnection _connection;
+    private readonly ILogger _logger;
+    private readonly SemaphoreSlim _due = new(0, 1);
+    private readonly Thread _thread;
+    private volatile bool _stopping;
+    private long _pagesSinceCheckpoint;
+    private long _completed;
+    private TaskCompletionSource _nextCompleted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Opens the checkpointer's own connection to the file and starts its thread.</summary>
+    public SqliteCheckpointer(string connectionString, string synchronous, ILogger logger)
+    {
+        _logger = logger;
+        _connection = new SqliteConnection(connectionString);
+        try
+        {
+            _connection.Open();
+            using var pragmas = _connection.CreateCommand();
+
+            // The checkpoint syncs the log before it copies and the file after, as the writer's setting asks.
+            pragmas.CommandText = $"PRAGMA synchronous = {synchronous}";
+            pragmas.ExecuteNonQuery();
+        }
+        catch
+        {
+            _connection.Dispose();
+            throw;
+        }
+
+        _thread = new Thread(Run) { IsBackground = true, Name = "Cairn SQLite checkpointer" };
+        _thread.Start();
+    }
+
+    /// <summary>Checkpoints completed so far.</summary>
+    public long Completed => Interlocked.Read(ref _completed);
+
+    /// <summary>Completes once a checkpoint that begins after this call has completed (or failed, and been logged).</summary>
+    public Task NextCompletedAsync() => Volatile.Read(ref _nextCompleted).Task;
+
+    /// <summary>Counts pages the writer has just committed to the log, and wakes the thread once enough have.</summary>
+    public void Written(int pages)
+    {
+        if (pages > 0 && Interlocked.Add(ref _pagesSinceCheckpoint, pages) >= PagesPerCheckpoint && _due.CurrentCount == 0)
+        {
+            try
+            {
+                _due.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // Already woken.
+            }
+        }
+    }
+
+    /// <summary>Stops the thread, after the checkpoint it may be running, and closes the connection.</summary>
+    public void Dispose()
+    {
+        _stopping = true;
+        try
+        {
+            _due.Release();
+        }
+        catch (SemaphoreFullException)
+        {
+            // Already woken.
+        }
+
+        _thread.Join();
+        _connection.Dispose();
+        _due.Dispose();
+    }
+
+    private void Run()
+    {
+        using var checkpoint = _connection.CreateCommand();
+        checkpoint.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
+        while (true)
+        {
+            _due.Wait();
+            if (_stopping)
+            {
+                return;
+            }
+
+            Interlocked.Exchange(ref _pagesSinceCheckpoint, 0);
+            var done = Interlocked.Exchange(ref _nextCompleted, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+            try
+            {
+                checkpoint.ExecuteNonQuery();
+                Interlocked.Increment(ref _completed);
+            }
+            catch (SqliteException ex)
+            {
+                // Not fatal: the log only grows until a later checkpoint, or the writer's own, catches up.
+                _logger.LogWarning(ex, "A background checkpoint of the SQLite write-ahead log failed; the next one will try again.");
+            }
+
+            done.TrySetResult();
+        }
+    }
+}
