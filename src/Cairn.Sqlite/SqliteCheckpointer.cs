@@ -15,10 +15,10 @@ namespace Cairn.Sqlite;
 /// </summary>
 internal sealed class SqliteCheckpointer : IDisposable
 {
-    /// <summary>Pages written to the log after which a checkpoint runs: SQLite's own default threshold.</summary>
+    /// <summary>Pages written to the log after which a checkpoint runs (SQLite's own threshold is 1,000).</summary>
     public const int PagesPerCheckpoint = 250;
 
-    /// <summary>The writer's automatic checkpoint while this one runs: about 16 MB of 4 KB pages.</summary>
+    /// <summary>The writer's automatic checkpoint while this one runs: about 80 MB of 4 KB pages.</summary>
     public const int WriterCheckpointPages = 20_000;
 
     private readonly SqliteConnection _connection;
@@ -54,7 +54,7 @@ internal sealed class SqliteCheckpointer : IDisposable
         _thread.Start();
     }
 
-    /// <summary>Checkpoints completed so far.</summary>
+    /// <summary>Checkpoints that ran, not counting those SQLite reported busy or that failed.</summary>
     public long Completed => Interlocked.Read(ref _completed);
 
     /// <summary>Completes once a checkpoint that begins after this call has completed (or failed, and been logged).</summary>
@@ -92,6 +92,7 @@ internal sealed class SqliteCheckpointer : IDisposable
         _thread.Join();
         _connection.Dispose();
         _due.Dispose();
+        Volatile.Read(ref _nextCompleted).TrySetCanceled();
     }
 
     private void Run()
@@ -110,13 +111,24 @@ internal sealed class SqliteCheckpointer : IDisposable
             var done = Interlocked.Exchange(ref _nextCompleted, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
             try
             {
-                checkpoint.ExecuteNonQuery();
-                Interlocked.Increment(ref _completed);
+                // One row: whether the checkpoint was held back, the log's pages, and the pages copied.
+                using var result = checkpoint.ExecuteReader();
+                if (result.Read() && result.GetInt64(0) == 0)
+                {
+                    Interlocked.Increment(ref _completed);
+                }
             }
-            catch (SqliteException ex)
+            catch (Exception ex)
             {
-                // Not fatal: the log only grows until a later checkpoint, or the writer's own, catches up.
-                _logger.LogWarning(ex, "A background checkpoint of the SQLite write-ahead log failed; the next one will try again.");
+                // Nothing ends this thread: the log only grows until a later checkpoint, or the writer's own, catches up.
+                try
+                {
+                    _logger.LogWarning(ex, "A background checkpoint of the SQLite write-ahead log failed; the next one will try again.");
+                }
+                catch (Exception)
+                {
+                    // A logger that throws must not end the thread either.
+                }
             }
 
             done.TrySetResult();

@@ -73,7 +73,8 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             {
                 using (var fallback = connection.CreateCommand())
                 {
-                    fallback.CommandText = $"PRAGMA wal_autocheckpoint = {SqliteCheckpointer.WriterCheckpointPages}";
+                    // A log that a long reader made grow past the writer's threshold is cut back to it once it starts over.
+                    fallback.CommandText = $"PRAGMA wal_autocheckpoint = {SqliteCheckpointer.WriterCheckpointPages}; PRAGMA journal_size_limit = {SqliteCheckpointer.WriterCheckpointPages * 4096L}";
                     fallback.ExecuteNonQuery();
                 }
 
@@ -179,9 +180,16 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
 
         // The writer first, which finishes the queued writes and tells the checkpointer of their pages; the last
         // connection to close checkpoints what is left.
-        Writer.Dispose();
-        Checkpointer?.Dispose();
-        _readers.Dispose();
+        try
+        {
+            Writer.Dispose();
+        }
+        finally
+        {
+            Checkpointer?.Dispose();
+            _readers.Dispose();
+        }
+
         SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));
     }
 

@@ -263,6 +263,13 @@ internal sealed partial class SqliteWriteContext : IDisposable
         return pragma.ExecuteInt64() ?? -1;
     }
 
+    /// <summary>The log pages after which the writer's connection checkpoints inside a commit (<c>wal_autocheckpoint</c>).</summary>
+    internal long AutomaticCheckpointPages()
+    {
+        using var pragma = new RawStatement(_connection, "PRAGMA wal_autocheckpoint");
+        return pragma.ExecuteInt64() ?? -1;
+    }
+
     /// <summary>Stores a checkpoint in the transaction in hand.</summary>
     public void SetCheckpoint(string key, long position)
     {

@@ -18,7 +18,7 @@ public sealed class BackgroundCheckpointTests : IDisposable
     private SqliteEventStore Open(bool background) =>
         new(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString, BackgroundCheckpoints = background });
 
-    /// <summary>Appends batches of 10 events of 3 KB, about 30 KB (8 pages) each.</summary>
+    /// <summary>Appends batches of 10 events of 3 KB, about 10 pages each.</summary>
     private static async Task AppendManyAsync(SqliteEventStore store, int batches)
     {
         for (var batch = 0; batch < batches; batch++)
@@ -33,17 +33,18 @@ public sealed class BackgroundCheckpointTests : IDisposable
         using (var store = Open(background: true))
         {
             var checkpointer = Assert.IsType<SqliteCheckpointer>(store.Checkpointer);
+            Assert.Equal(SqliteCheckpointer.WriterCheckpointPages, await store.Writer.ExecuteAsync(context => context.AutomaticCheckpointPages(), default));
             var checkpointed = checkpointer.NextCompletedAsync();
             var sizeBefore = new FileInfo(_database.Path).Length;
 
-            // About 800 pages, three times the checkpointer's threshold.
+            // About 1,000 pages, four times the checkpointer's threshold.
             await AppendManyAsync(store, 100);
             await checkpointed.WaitAsync(TimeSpan.FromSeconds(30));
 
             Assert.True(checkpointer.Completed >= 1);
 
-            // The writer's own checkpoint waits for 20,000 pages, far more than written here: only the background one
-            // can have moved pages into the file.
+            // The writer's own checkpoint waits for 20,000 pages (asserted above), far more than written here: only the
+            // background one can have moved pages into the file.
             Assert.True(new FileInfo(_database.Path).Length >= sizeBefore + (512 * 1024), "the file did not grow: nothing was checkpointed into it");
         }
 
@@ -58,9 +59,10 @@ public sealed class BackgroundCheckpointTests : IDisposable
     {
         using var store = Open(background: false);
         Assert.Null(store.Checkpointer);
+        Assert.Equal(1_000, await store.Writer.ExecuteAsync(context => context.AutomaticCheckpointPages(), default));
         var sizeBefore = new FileInfo(_database.Path).Length;
 
-        // About 1,600 pages, past SQLite's default threshold of 1,000.
+        // About 2,000 pages, past SQLite's default threshold of 1,000.
         await AppendManyAsync(store, 200);
 
         // SQLite's default automatic checkpoint (1,000 pages, about 4 MB) ran in a commit: the file grew.
