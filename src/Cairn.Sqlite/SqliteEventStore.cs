@@ -73,8 +73,11 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             {
                 using (var fallback = connection.CreateCommand())
                 {
+                    fallback.CommandText = "PRAGMA page_size";
+                    var pageSize = (long)fallback.ExecuteScalar()!;
+
                     // A log that a long reader made grow past the writer's threshold is cut back to it once it starts over.
-                    fallback.CommandText = $"PRAGMA wal_autocheckpoint = {SqliteCheckpointer.WriterCheckpointPages}; PRAGMA journal_size_limit = {SqliteCheckpointer.WriterCheckpointPages * 4096L}";
+                    fallback.CommandText = $"PRAGMA wal_autocheckpoint = {SqliteCheckpointer.WriterCheckpointPages}; PRAGMA journal_size_limit = {SqliteCheckpointer.WriterCheckpointPages * pageSize}";
                     fallback.ExecuteNonQuery();
                 }
 
