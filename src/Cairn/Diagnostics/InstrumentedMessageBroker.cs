@@ -60,8 +60,11 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
         ArgumentNullException.ThrowIfNull(transaction);
         var sends = transaction.Sends.Count + transaction.Publishes.Count;
 
-        // The span is current while the backend prepares the messages, so they carry it as their traceparent.
-        using var activity = sends > 0 ? CairnDiagnostics.MessagingSource.StartActivity(SpanName(transaction), ActivityKind.Producer) : null;
+        // The span is current while the backend prepares the messages, so they carry it as their traceparent. Its name
+        // is built only when someone listens: a commit per handled message would otherwise make a string for nothing.
+        using var activity = sends > 0 && CairnDiagnostics.MessagingSource.HasListeners()
+            ? CairnDiagnostics.MessagingSource.StartActivity(SpanName(transaction), ActivityKind.Producer)
+            : null;
         if (activity is not null)
         {
             activity.SetTag("messaging.system", "cairn");

@@ -723,6 +723,12 @@ public sealed class QueueConsumer : IAsyncDisposable
 
     private Activity? StartActivity(Delivery delivery)
     {
+        if (!CairnDiagnostics.MessagingSource.HasListeners())
+        {
+            // Nothing to trace to: skip the span's name and the parse of the producer's context.
+            return null;
+        }
+
         var message = delivery.Message;
         ActivityContext.TryParse(message.TraceParent, null, out var producer);
         var activity = CairnDiagnostics.MessagingSource.StartActivity(
