@@ -1,3 +1,4 @@
+using Cairn.Diagnostics;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 using RabbitMQ.Client;
@@ -46,6 +47,7 @@ public sealed partial class RabbitMqMessageBroker
         var channel = await _connection.PublisherAsync(CancellationToken.None).ConfigureAwait(false);
         await channel.BasicPublishAsync("", DeadLettersIn(held.Queue.Name), true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
         await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
+        CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", held.Queue.Name.Value));
     }
 
     private static DeadLetter? ToDeadLetter(QueueName queue, BasicGetResult result)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.Envelopes;
@@ -162,6 +163,7 @@ public sealed class TransportTests
     {
         await using var sut = await TransportUnderTest.StartAsync();
         var queue = new QueueName(RabbitMqServer.NewName("retry"));
+        using var deadLettered = new DeadLetterCount(queue);
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 2 }, default);
         await sut.Broker.SendAsync(queue, Numbered(1));
         var failure = FailureInfo.From(new TimeoutException("slow"));
@@ -176,6 +178,7 @@ public sealed class TransportTests
         var deadLetter = Assert.Single(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
         Assert.Equal("it failed on each of its 2 allowed receives", deadLetter.Reason);
         Assert.Equal(2, deadLetter.Attempts);
+        Assert.Equal(1, deadLettered.Count);
         Assert.Equal(1, await sut.Broker.PurgeDeadLettersAsync(queue, [deadLetter.Message.Id], default));
         Assert.Empty(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
     }
@@ -260,5 +263,38 @@ public sealed class TransportTests
         Assert.Contains("RelayBatchSize", prefetch.Message, StringComparison.Ordinal);
         Assert.Equal("queue", name.Kind);
         Assert.Empty(await sut.Broker.ListQueuesAsync(default));
+    }
+
+    /// <summary>Counts <c>cairn.messaging.dead_lettered</c> for one queue, as a metrics exporter would see it.</summary>
+    private sealed class DeadLetterCount : IDisposable
+    {
+        private readonly MeterListener _listener = new();
+        private long _count;
+
+        public DeadLetterCount(QueueName queue)
+        {
+            _listener.InstrumentPublished = (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == Cairn.Diagnostics.CairnDiagnostics.MessagingName && instrument.Name == "cairn.messaging.dead_lettered")
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            };
+            _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+            {
+                foreach (var tag in tags)
+                {
+                    if (tag.Key == "queue" && queue.Value.Equals(tag.Value as string, StringComparison.Ordinal))
+                    {
+                        Interlocked.Add(ref _count, value);
+                    }
+                }
+            });
+            _listener.Start();
+        }
+
+        public long Count => Interlocked.Read(ref _count);
+
+        public void Dispose() => _listener.Dispose();
     }
 }
