@@ -54,7 +54,7 @@ internal static class CrashChildProcess
         {
             while (true)
             {
-                var line = await ReadLineAsync(child, guard, context);
+                var line = await ReadLineAsync(child, guard, context, lines, errors);
                 if (line is null)
                 {
                     if (child.WaitForExit(guard))
@@ -89,7 +89,7 @@ internal static class CrashChildProcess
             }
 
             // Lines the child wrote before it died report acknowledged work too.
-            while (await ReadLineAsync(child, guard, context) is { } line)
+            while (await ReadLineAsync(child, guard, context, lines, errors) is { } line)
             {
                 lines.Add(line);
             }
@@ -106,8 +106,11 @@ internal static class CrashChildProcess
         }
     }
 
-    /// <summary>The child's next line, null at its end; failing the test when it prints nothing for <paramref name="guard"/>.</summary>
-    public static async Task<string?> ReadLineAsync(Process child, TimeSpan guard, string context)
+    /// <summary>
+    /// The child's next line, null at its end; failing the test when it prints nothing for <paramref name="guard"/>, with
+    /// how far the child had got (<paramref name="lines"/>) and what it wrote to standard error (<paramref name="errors"/>).
+    /// </summary>
+    public static async Task<string?> ReadLineAsync(Process child, TimeSpan guard, string context, List<string>? lines = null, StringBuilder? errors = null)
     {
         try
         {
@@ -115,7 +118,17 @@ internal static class CrashChildProcess
         }
         catch (TimeoutException)
         {
-            throw new XunitException($"{context}: the crash child printed nothing for {guard}.");
+            var progress = lines is null ? "" : $" after {lines.Count} lines (the last: {(lines.Count == 0 ? "none" : lines[^1])})";
+            var stderr = "";
+            if (errors is not null)
+            {
+                lock (errors)
+                {
+                    stderr = errors.Length == 0 ? "; nothing on standard error" : $"; standard error:\n{errors}";
+                }
+            }
+
+            throw new XunitException($"{context}: the crash child printed nothing for {guard}{progress}{stderr}");
         }
     }
 
