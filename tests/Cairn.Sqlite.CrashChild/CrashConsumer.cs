@@ -1,4 +1,5 @@
 using Cairn.Messaging.Consumers;
+using Microsoft.Extensions.Logging;
 
 namespace Cairn.Sqlite.CrashChild;
 
@@ -9,12 +10,12 @@ namespace Cairn.Sqlite.CrashChild;
 /// kill, so the kill always finds messages leased. A line is printed when a handler starts and once a settlement's
 /// commit has returned, never before.
 /// </summary>
-internal sealed class CrashConsumer(SqliteEventStore store, TextWriter output, int run)
+internal sealed class CrashConsumer(SqliteEventStore store, TextWriter output, int run, ILogger<QueueConsumer> logger)
 {
     public async Task RunAsync()
     {
         var broker = new ReportingBroker(new SqliteMessageBroker(store), (id, settlement) => output.WriteLine(CrashProtocol.Settled(id, settlement)));
-        var consumer = new QueueConsumer(broker, CrashProtocol.ConsumerOptions(), HandleAsync);
+        var consumer = new QueueConsumer(broker, CrashProtocol.ConsumerOptions(), HandleAsync, logger: logger);
         await consumer.StartAsync(CancellationToken.None);
         output.WriteLine(CrashProtocol.Ready);
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Microsoft.Extensions.Logging;
 
 namespace Cairn.Sqlite.CrashChild;
 
@@ -31,11 +32,13 @@ internal static class Program
         var output = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false)) { AutoFlush = true, NewLine = "\n" };
         try
         {
-            using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={args[0]}", Durability = durability });
+            // Standard output is the protocol; the store's and the consumer's warnings go to standard error.
+            using var logging = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning).AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+            using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={args[0]}", Durability = durability }, logger: logging.CreateLogger<SqliteEventStore>());
             switch (args[1])
             {
                 case CrashProtocol.ConsumeMode:
-                    await new CrashConsumer(store, TextWriter.Synchronized(output), seed).RunAsync();
+                    await new CrashConsumer(store, TextWriter.Synchronized(output), seed, logging.CreateLogger<Messaging.Consumers.QueueConsumer>()).RunAsync();
                     break;
                 case CrashProtocol.SendMode:
                     await new CrashSender(store, TextWriter.Synchronized(output), seed).RunAsync();
