@@ -1,7 +1,6 @@
 using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
-using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Messaging.Consumers;
@@ -37,31 +36,14 @@ public sealed class HostingTests : IDisposable
             .AddQueue(queue)
             .AddConsumer(
                 queue,
-                (context, _) =>
-                {
-                    // The effect: an event per handled message, committed with the inbox record and the acknowledgement.
-                    context.Append(new StreamName($"effect-{context.Message.Id:N}"), ExpectedVersion.Any, new EventData(MessageId.New(), "message.handled", context.Message.Data.ToArray()));
-                    return ValueTask.CompletedTask;
-                },
+                HandledEffects.HandleAsync,
                 c => new ConsumerOptions(c.Queue, consumer) { Concurrency = concurrency, PollWait = TimeSpan.FromSeconds(1), Retry = c.Retry with { InitialDelay = TimeSpan.FromMilliseconds(100), MaxDelay = TimeSpan.FromSeconds(1) } });
         return builder.Build();
     }
 
     private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
 
-    private static async Task<Dictionary<string, int>> EffectsAsync(IHost host)
-    {
-        var effects = new Dictionary<string, int>();
-        await foreach (var recorded in host.Services.GetRequiredService<IEventStore>().ReadAllAsync())
-        {
-            if (recorded.Type == "message.handled")
-            {
-                effects[recorded.Stream.Value] = effects.GetValueOrDefault(recorded.Stream.Value) + 1;
-            }
-        }
-
-        return effects;
-    }
+    private static Task<Dictionary<string, int>> EffectsAsync(IHost host) => HandledEffects.CountAsync(host.Services.GetRequiredService<IEventStore>());
 
     [Fact]
     public async Task use_rabbitmq_wraps_the_backend_and_a_message_delivered_twice_is_handled_once()

@@ -53,11 +53,7 @@ public sealed class PostgresBackendTests : IAsyncLifetime
             .AddQueue(queue)
             .AddConsumer(
                 queue,
-                (context, _) =>
-                {
-                    context.Append(new StreamName($"effect-{context.Message.Id:N}"), ExpectedVersion.Any, new EventData(MessageId.New(), "message.handled", context.Message.Data.ToArray()));
-                    return ValueTask.CompletedTask;
-                },
+                HandledEffects.HandleAsync,
                 // One at a time: the repeat is handled after the first copy's commit, so the inbox check sees it.
                 c => new ConsumerOptions(c.Queue, "pg-billing") { Concurrency = 1, PollWait = TimeSpan.FromSeconds(1) });
         using var host = builder.Build();
@@ -77,15 +73,7 @@ public sealed class PostgresBackendTests : IAsyncLifetime
         var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
         await Wait.UntilAsync(() => monitor.Find("pg-billing")!.Status is { Handled: 2, Duplicates: 1 }, "both messages were handled and the repeat recognised");
 
-        var effects = new Dictionary<string, int>();
-        await foreach (var recorded in store.ReadAllAsync())
-        {
-            if (recorded.Type == "message.handled")
-            {
-                effects[recorded.Stream.Value] = effects.GetValueOrDefault(recorded.Stream.Value) + 1;
-            }
-        }
-
+        var effects = await HandledEffects.CountAsync(store);
         Assert.Equal(2, effects.Count);
         Assert.All(effects.Values, count => Assert.Equal(1, count));
         Assert.Single(await store.ReadStreamAsync("order-1").ToListAsync());
