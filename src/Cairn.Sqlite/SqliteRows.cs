@@ -40,6 +40,11 @@ internal sealed class EventReader
 
     private readonly ConcurrentDictionary<long, StreamName> _streams = new();
     private readonly ConcurrentDictionary<long, string> _names = new();
+
+    // Entries added since each cache was last cleared: ConcurrentDictionary.Count takes every lock of the dictionary,
+    // and a read of a new stream (every workflow instance is one) would take them all for each miss.
+    private int _streamsAdded;
+    private int _namesAdded;
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
 
     public RecordedEvent Read(RawStatement row, sqlite3 db)
@@ -75,12 +80,12 @@ internal sealed class EventReader
         using var statement = new RawStatement(db, "SELECT name FROM cairn_streams WHERE id = ?1");
         statement.Bind(1, id);
         name = new StreamName(statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event of stream {id}, which is missing."));
-        if (_streams.Count >= MaxCachedStreams)
+        if (_streams.TryAdd(id, name) && Interlocked.Increment(ref _streamsAdded) >= MaxCachedStreams)
         {
+            Interlocked.Exchange(ref _streamsAdded, 0);
             _streams.Clear();
         }
 
-        _streams[id] = name;
         return name;
     }
 
@@ -94,12 +99,12 @@ internal sealed class EventReader
         using var statement = new RawStatement(db, "SELECT value FROM cairn_names WHERE id = ?1");
         statement.Bind(1, id);
         name = statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event naming string {id}, which is missing.");
-        if (_names.Count >= MaxCachedStreams)
+        if (_names.TryAdd(id, name) && Interlocked.Increment(ref _namesAdded) >= MaxCachedStreams)
         {
+            Interlocked.Exchange(ref _namesAdded, 0);
             _names.Clear();
         }
 
-        _names[id] = name;
         return name;
     }
 }

@@ -125,7 +125,7 @@ public static class CorrelationTraceLimits
             throw new InvalidTraceRequestException("correlationId", $"it has {correlationId.Length} characters; at most {MaxCorrelationIdLength} are allowed");
         }
 
-        if (correlationId.Any(char.IsControl))
+        if (ControlCharacters.In(correlationId))
         {
             throw new InvalidTraceRequestException("correlationId", "it must not contain control characters");
         }

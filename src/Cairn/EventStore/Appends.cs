@@ -1,3 +1,4 @@
+using Cairn.Envelopes;
 namespace Cairn.EventStore;
 
 /// <summary>Events to append to one stream, with what the append expects of that stream.</summary>
@@ -179,7 +180,7 @@ public static class EventTags
     /// <summary>Refuses an empty, over-long or control-character tag with <see cref="InvalidEventException"/>.</summary>
     public static void Validate(string tag)
     {
-        if (string.IsNullOrEmpty(tag) || tag.Length > MaxLength || tag.Any(char.IsControl))
+        if (string.IsNullOrEmpty(tag) || tag.Length > MaxLength || ControlCharacters.In(tag))
         {
             throw new InvalidEventException($"The tag '{tag}' is invalid: a tag is 1 to {MaxLength} characters with no control characters.");
         }

@@ -137,7 +137,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         {
             foreach (var (key, value) in e.Metadata)
             {
-                if (string.IsNullOrEmpty(key) || key.Length > 256 || key.Any(char.IsControl) || value is null)
+                if (string.IsNullOrEmpty(key) || key.Length > 256 || ControlCharacters.In(key) || value is null)
                 {
                     throw new InvalidEventException($"Event {e.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no control characters, and values are not null.");
                 }
@@ -182,7 +182,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             return;
         }
 
-        if (value.Length == 0 || value.Length > maxLength || value.Any(char.IsControl))
+        if (value.Length == 0 || value.Length > maxLength || ControlCharacters.In(value))
         {
             throw new InvalidEventException($"Event {e.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no control characters.");
         }

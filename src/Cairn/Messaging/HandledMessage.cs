@@ -1,4 +1,5 @@
 using Cairn.EventStore;
+using Cairn.Envelopes;
 
 namespace Cairn.Messaging;
 
@@ -42,7 +43,7 @@ public sealed record HandledMessage(QueueName Queue, string Type, string Correla
 
     private static void Attribute(string name, string? value)
     {
-        if (value is null || value.Length is 0 or > 256 || value.Any(char.IsControl))
+        if (value is null || value.Length is 0 or > 256 || ControlCharacters.In(value))
         {
             throw new InvalidMessageException($"An inbox record has an invalid {name}: it is 1 to 256 characters with no control characters.");
         }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Cairn.EventStore;
+using Cairn.Envelopes;
 
 namespace Cairn.Subscriptions;
 
@@ -36,7 +37,7 @@ public static class CheckpointKeys
     /// <summary>Refuses an empty, over-long or control-character key, and returns it otherwise.</summary>
     public static string Validate(string key)
     {
-        if (string.IsNullOrWhiteSpace(key) || key.Length > 256 || key.Any(char.IsControl))
+        if (string.IsNullOrWhiteSpace(key) || key.Length > 256 || ControlCharacters.In(key))
         {
             throw new ArgumentException($"'{key}' is not a valid checkpoint key: 1 to 256 characters, not blank, no control characters.", nameof(key));
         }

@@ -4,6 +4,7 @@ using Cairn.Messaging.Consumers;
 using Cairn.Serialization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Cairn.Envelopes;
 
 namespace Cairn.Workflows;
 
@@ -307,7 +308,7 @@ internal sealed class WorkflowCoordinator
             : instanceId!;
 
     private static string? InstanceIdFault(string? instanceId) =>
-        string.IsNullOrEmpty(instanceId) || instanceId.Length > MaxInstanceIdLength || instanceId.Any(char.IsControl) || instanceId.Trim().Length != instanceId.Length
+        string.IsNullOrEmpty(instanceId) || instanceId.Length > MaxInstanceIdLength || ControlCharacters.In(instanceId) || instanceId.Trim().Length != instanceId.Length
             ? $"'{instanceId}' is not a valid workflow instance id: use 1 to {MaxInstanceIdLength} characters, no control characters, no leading or trailing white space."
             : null;
 

@@ -305,3 +305,27 @@ public sealed class MessageIdTests
         Assert.NotEqual(MessageId.New(), MessageId.New());
     }
 }
+
+public sealed class ControlCharacterTests
+{
+    [Fact]
+    public void the_check_finds_exactly_the_characters_char_IsControl_names_wherever_they_stand()
+    {
+        for (var c = char.MinValue; ; c++)
+        {
+            Assert.Equal(char.IsControl(c), ControlCharacters.In(new string(c, 1)));
+            if (c == char.MaxValue)
+            {
+                break;
+            }
+        }
+
+        // Past the vectorised search's first block, and at its end, as well as at the start.
+        var text = new string('a', 100);
+        Assert.False(ControlCharacters.In(text));
+        Assert.True(ControlCharacters.In(text + "\u0085"));
+        Assert.True(ControlCharacters.In(text[..40] + "\n" + text[40..]));
+        Assert.True(ControlCharacters.In("\u007F" + text));
+        Assert.False(ControlCharacters.In(string.Empty));
+    }
+}
