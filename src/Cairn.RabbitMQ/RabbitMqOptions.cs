@@ -1,3 +1,4 @@
+using Cairn.Envelopes;
 using Cairn.Messaging;
 
 namespace Cairn.RabbitMQ;
@@ -60,7 +61,7 @@ public sealed record RabbitMqOptions
             throw new InvalidMessageException($"RabbitMqOptions.Uri is '{Uri}'; it must be an amqp:// or amqps:// address.");
         }
 
-        Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !QueuePrefix.Any(char.IsControl) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
+        Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !ControlCharacters.In(QueuePrefix) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
         Check(!string.IsNullOrWhiteSpace(ClientName), nameof(ClientName), "is empty");
         Check(Prefetch >= 1, nameof(Prefetch), $"is {Prefetch}; it must be between 1 and 65535");
         Check(MaxOutstandingConfirms is >= 1 and <= 65_536, nameof(MaxOutstandingConfirms), $"is {MaxOutstandingConfirms}; it must be between 1 and 65536");

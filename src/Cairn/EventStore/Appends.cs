@@ -1,4 +1,5 @@
 using Cairn.Envelopes;
+
 namespace Cairn.EventStore;
 
 /// <summary>Events to append to one stream, with what the append expects of that stream.</summary>

@@ -1,5 +1,5 @@
-using Cairn.EventStore;
 using Cairn.Envelopes;
+using Cairn.EventStore;
 
 namespace Cairn.Messaging;
 

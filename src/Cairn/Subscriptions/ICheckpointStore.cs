@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
-using Cairn.EventStore;
 using Cairn.Envelopes;
+using Cairn.EventStore;
 
 namespace Cairn.Subscriptions;
 

@@ -1,10 +1,10 @@
+using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Messaging.Consumers;
 using Cairn.Serialization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
-using Cairn.Envelopes;
 
 namespace Cairn.Workflows;
 
