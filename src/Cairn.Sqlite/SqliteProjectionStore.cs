@@ -45,7 +45,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
         // Not flushed to disk on its own: the read model is derived data, and its position commits with it, so a
         // power cut can only take both back to an earlier batch, which is then applied again. The next durable commit
         // (any append) flushes it.
-        return _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken, durable: false);
+        return _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken, durable: false, guarded: true);
     }
 
     /// <inheritdoc />

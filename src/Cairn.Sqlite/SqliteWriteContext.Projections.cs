@@ -28,6 +28,9 @@ internal sealed partial class SqliteWriteContext
     /// <summary>The inline projections; replaced whole (copy on write) by other threads, read by the writer.</summary>
     private volatile InlineProjection[] _inline = [];
 
+    /// <summary>Whether appends may run inline projections' handlers: then every operation runs in its own savepoint.</summary>
+    public bool AppliesInlineProjections => _inline.Length > 0;
+
     /// <summary>Inline projections switched live in the transaction in hand, with what they were before, to undo on rollback.</summary>
     private readonly List<(InlineProjection Projection, bool Live, long Build)> _inlineChanges = [];
     private int _inlineChangesAtOperation;

@@ -114,16 +114,25 @@ internal sealed partial class SqliteWriteContext : IDisposable
         TimeTicks = Math.Max(now, _lastTimeTicks);
     }
 
+    /// <summary>Whether the operation in hand runs inside a savepoint of its own.</summary>
+    private bool _guarded;
+
     /// <summary>
-    /// Starts an operation inside its own savepoint, so a failure half-way through its writes undoes only its own.
+    /// Starts an operation. A <paramref name="guarded"/> one runs inside its own savepoint, so a failure half-way
+    /// through its writes undoes only its own; an unguarded one costs no savepoint, and if it fails after writing, only
+    /// the whole transaction can be undone (<see cref="OperationUndo.NeedsSavepoint"/>).
     /// </summary>
-    public void StartOperation()
+    public void StartOperation(bool guarded)
     {
         OperationWrote = false;
         MarkOperationNotices();
         MarkInlineChanges();
         _headBeforeOperation = Head;
-        _savepoint.Execute();
+        _guarded = guarded;
+        if (guarded)
+        {
+            _savepoint.Execute();
+        }
     }
 
     /// <summary><c>SQLITE_DBSTATUS_CACHE_WRITE</c>: pages the connection has written out (to the log, in WAL mode).</summary>
@@ -133,24 +142,35 @@ internal sealed partial class SqliteWriteContext : IDisposable
     public int PagesCommitted { get; private set; }
 
     /// <summary>Keeps the operation's writes in the transaction.</summary>
-    public void EndOperation() => _release.Execute();
+    public void EndOperation()
+    {
+        if (_guarded)
+        {
+            _release.Execute();
+        }
+    }
 
     /// <summary>
-    /// Undoes the operation's writes and forgets what it cached. Returns false when SQLite has already rolled the whole
-    /// transaction back (after an I/O error, say): then every operation in it must be replayed.
+    /// Undoes the failed operation's writes and forgets what it cached, when that can be done without touching the
+    /// others in the transaction: always for one that wrote nothing, and for a guarded one.
     /// </summary>
-    public bool UndoOperation()
+    public OperationUndo UndoOperation()
     {
-        if (!OperationWrote && raw.sqlite3_get_autocommit(_connection.Handle) == 0)
-        {
-            EndOperation();
-            return true;
-        }
-
         if (raw.sqlite3_get_autocommit(_connection.Handle) != 0)
         {
             _inTransaction = false;
-            return false;
+            return OperationUndo.TransactionLost;
+        }
+
+        if (!OperationWrote)
+        {
+            EndOperation();
+            return OperationUndo.Undone;
+        }
+
+        if (!_guarded)
+        {
+            return OperationUndo.NeedsSavepoint;
         }
 
         _rollbackToSavepoint.Execute();
@@ -158,7 +178,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
         UndoInlineChanges(_inlineChangesAtOperation);
         DropCaches();
         Head = _headBeforeOperation;
-        return true;
+        return OperationUndo.Undone;
     }
 
     public void Commit()
@@ -293,4 +313,20 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
         public StreamMetadata Metadata { get; set; } = new();
     }
+}
+
+/// <summary>What <see cref="SqliteWriteContext.UndoOperation"/> could do about a failed operation.</summary>
+internal enum OperationUndo
+{
+    /// <summary>The operation's writes are gone and the rest of the transaction stands.</summary>
+    Undone,
+
+    /// <summary>
+    /// The operation wrote without a savepoint: only a rollback of the whole transaction undoes it, after which the
+    /// operations are run again, each in a savepoint.
+    /// </summary>
+    NeedsSavepoint,
+
+    /// <summary>SQLite has already rolled the whole transaction back (after an I/O error, say).</summary>
+    TransactionLost,
 }

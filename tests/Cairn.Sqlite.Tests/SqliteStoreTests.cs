@@ -119,6 +119,68 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task an_append_failing_after_its_writes_in_a_full_group_is_undone_alone_when_the_group_runs_again()
+    {
+        var log = new RecordingLogger();
+        using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString }, logger: log);
+        var existing = Event();
+        await store.AppendToStreamAsync("a-1", ExpectedVersion.NoStream, [existing]);
+
+        // Another connection holds the write lock while the appends queue, so the writer takes them as one group (the
+        // first one taken may commit alone). The colliding append has written its stream and first event when the
+        // unique index refuses its second: the group, run without savepoints, must be rolled back and run again.
+        using var blocker = new Microsoft.Data.Sqlite.SqliteConnection(_database.ConnectionString + ";Pooling=False");
+        blocker.Open();
+        using (var begin = blocker.CreateCommand())
+        {
+            begin.CommandText = "BEGIN IMMEDIATE";
+            begin.ExecuteNonQuery();
+        }
+
+        var before = Enumerable.Range(0, 20).Select(i => store.AppendToStreamAsync($"before-{i}", ExpectedVersion.NoStream, [Event()])).ToList();
+        var colliding = store.AppendToStreamAsync("a-2", ExpectedVersion.NoStream, [Event(), existing with { }]);
+        var after = Enumerable.Range(0, 20).Select(i => store.AppendToStreamAsync($"after-{i}", ExpectedVersion.NoStream, [Event(), Event()])).ToList();
+        using (var rollback = blocker.CreateCommand())
+        {
+            rollback.CommandText = "ROLLBACK";
+            rollback.ExecuteNonQuery();
+        }
+
+        var error = await Assert.ThrowsAsync<DuplicateEventIdException>(() => colliding);
+        Assert.Equal(existing.Id, error.EventId);
+        var beforeResults = await Task.WhenAll(before);
+        var afterResults = await Task.WhenAll(after);
+        Assert.Contains(log.Messages, m => m.StartsWith("An operation failed after writing", StringComparison.Ordinal));
+
+        // Every other append landed whole, at the position its result names, and the log has no gap where a-2 was.
+        Assert.False(await store.StreamExistsAsync("a-2"));
+        var all = await store.ReadAllAsync().ToListAsync();
+        Assert.Equal(Enumerable.Range(1, 61).Select(i => (long)i), all.Select(e => e.Position.Value));
+        var byPosition = all.ToDictionary(e => e.Position.Value, e => e.Stream.Value);
+        for (var i = 0; i < 20; i++)
+        {
+            Assert.Equal($"before-{i}", byPosition[beforeResults[i].LastPosition.Value]);
+            Assert.Equal($"after-{i}", byPosition[afterResults[i].LastPosition.Value]);
+            Assert.Equal(1, afterResults[i].NextExpectedVersion);
+        }
+    }
+
+    /// <summary>Keeps what the store logs, to see which path its writer took.</summary>
+    private sealed class RecordingLogger : Microsoft.Extensions.Logging.ILogger<SqliteEventStore>
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _messages = new();
+
+        public IReadOnlyCollection<string> Messages => _messages;
+
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
+
+        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            _messages.Enqueue(formatter(state, exception));
+    }
+
+    [Fact]
     public async Task a_second_store_on_the_same_file_sees_the_first_ones_writes_and_appends_after_them()
     {
         using var first = Open();
