@@ -142,21 +142,12 @@ public sealed class GlobalOrderTests(ITestOutputHelper output)
     /// <summary>Starts a child process that opens its own store on the schema and waits for the go line.</summary>
     private static (Process, StringBuilder) StartChild(string schema, int process)
     {
-        var start = new ProcessStartInfo(DotnetHost.Path)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in new[]
-        {
+        var start = ChildProcess.StartInfo(
             typeof(GlobalOrderWriters).Assembly.Location, "append", PostgresServer.ConnectionString, schema,
-            process.ToString(CultureInfo.InvariantCulture), WritersPerProcess.ToString(CultureInfo.InvariantCulture), AppendsPerWriter.ToString(CultureInfo.InvariantCulture),
-        })
-        {
-            start.ArgumentList.Add(argument);
-        }
+            process.ToString(CultureInfo.InvariantCulture), WritersPerProcess.ToString(CultureInfo.InvariantCulture), AppendsPerWriter.ToString(CultureInfo.InvariantCulture));
+        start.RedirectStandardInput = true;
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
 
         var errors = new StringBuilder();
         var child = Process.Start(start) ?? throw new InvalidOperationException("The child process did not start.");

@@ -108,18 +108,11 @@ public sealed class MultiProcessConsumerTests
 
     private static (Process Process, StringBuilder Errors, List<string> Lines, Task Reader) StartChild(string schema, string label)
     {
-        var start = new ProcessStartInfo(DotnetHost.Path)
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            StandardOutputEncoding = new UTF8Encoding(false),
-        };
-        foreach (var argument in new[] { typeof(Program).Assembly.Location, PostgresServer.ConnectionString, schema, label })
-        {
-            start.ArgumentList.Add(argument);
-        }
+        var start = ChildProcess.StartInfo(typeof(Program).Assembly.Location, PostgresServer.ConnectionString, schema, label);
+        start.RedirectStandardInput = true;
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        start.StandardOutputEncoding = new UTF8Encoding(false);
 
         var process = Process.Start(start) ?? throw new XunitException("The consumer child did not start.");
         var errors = new StringBuilder();

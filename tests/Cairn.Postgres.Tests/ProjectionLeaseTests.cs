@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Postgres.Child;
@@ -164,11 +163,9 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
     /// <summary>Starts a child process that hosts the projection on the test's schema; its lines go to <paramref name="lines"/>.</summary>
     private System.Diagnostics.Process StartChild(List<string> lines)
     {
-        var start = new ProcessStartInfo(DotnetHost.Path) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in new[] { typeof(LeasedTally).Assembly.Location, "project", PostgresServer.ConnectionString, _schema })
-        {
-            start.ArgumentList.Add(argument);
-        }
+        var start = ChildProcess.StartInfo(typeof(LeasedTally).Assembly.Location, "project", PostgresServer.ConnectionString, _schema);
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
 
         var child = System.Diagnostics.Process.Start(start) ?? throw new InvalidOperationException("The child process did not start.");
         child.OutputDataReceived += (_, e) =>

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
+using Cairn.Conformance.Support;
 using Cairn.Sqlite.CrashChild;
 using Xunit.Sdk;
 
@@ -12,18 +13,11 @@ internal static class CrashChildProcess
     /// <summary>Starts the child in a mode; its standard error is gathered into <paramref name="errors"/>.</summary>
     public static Process Start(string path, string mode, string durability, int seed, StringBuilder errors)
     {
-        var start = new ProcessStartInfo(DotnetHost())
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-            StandardOutputEncoding = new UTF8Encoding(false),
-        };
-        foreach (var argument in new[] { typeof(CrashProtocol).Assembly.Location, path, mode, durability, seed.ToString(CultureInfo.InvariantCulture) })
-        {
-            start.ArgumentList.Add(argument);
-        }
+        var start = ChildProcess.StartInfo(typeof(CrashProtocol).Assembly.Location, path, mode, durability, seed.ToString(CultureInfo.InvariantCulture));
+        start.RedirectStandardInput = true;
+        start.RedirectStandardOutput = true;
+        start.RedirectStandardError = true;
+        start.StandardOutputEncoding = new UTF8Encoding(false);
 
         var child = Process.Start(start) ?? throw new XunitException("The crash child did not start.");
         child.ErrorDataReceived += (_, e) =>
@@ -132,13 +126,4 @@ internal static class CrashChildProcess
         }
     }
 
-    private static string DotnetHost()
-    {
-        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host))
-        {
-            return host;
-        }
-
-        return Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
-    }
 }
