@@ -125,5 +125,4 @@ internal static class CrashChildProcess
             throw new XunitException($"{context}: the crash child printed nothing for {guard}{progress}{stderr}");
         }
     }
-
 }
