@@ -38,13 +38,8 @@ internal sealed class EventReader
 {
     private const int MaxCachedStreams = 100_000;
 
-    private readonly ConcurrentDictionary<long, StreamName> _streams = new();
-    private readonly ConcurrentDictionary<long, string> _names = new();
-
-    // Entries added since each cache was last cleared: ConcurrentDictionary.Count takes every lock of the dictionary,
-    // and a read of a new stream (every workflow instance is one) would take them all for each miss.
-    private int _streamsAdded;
-    private int _namesAdded;
+    private readonly BoundedCache<StreamName> _streams = new(MaxCachedStreams);
+    private readonly BoundedCache<string> _names = new(MaxCachedStreams);
     private static readonly IReadOnlyDictionary<string, string> NoMetadata = new Dictionary<string, string>();
 
     public RecordedEvent Read(RawStatement row, sqlite3 db)
@@ -80,12 +75,7 @@ internal sealed class EventReader
         using var statement = new RawStatement(db, "SELECT name FROM cairn_streams WHERE id = ?1");
         statement.Bind(1, id);
         name = new StreamName(statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event of stream {id}, which is missing."));
-        if (_streams.TryAdd(id, name) && Interlocked.Increment(ref _streamsAdded) >= MaxCachedStreams)
-        {
-            Interlocked.Exchange(ref _streamsAdded, 0);
-            _streams.Clear();
-        }
-
+        _streams.Add(id, name);
         return name;
     }
 
@@ -99,12 +89,29 @@ internal sealed class EventReader
         using var statement = new RawStatement(db, "SELECT value FROM cairn_names WHERE id = ?1");
         statement.Bind(1, id);
         name = statement.Step() ? statement.Text(0) : throw new CairnException($"The event store file has an event naming string {id}, which is missing.");
-        if (_names.TryAdd(id, name) && Interlocked.Increment(ref _namesAdded) >= MaxCachedStreams)
-        {
-            Interlocked.Exchange(ref _namesAdded, 0);
-            _names.Clear();
-        }
-
+        _names.Add(id, name);
         return name;
+    }
+}
+
+/// <summary>
+/// A cache by row id shared by concurrent readers, emptied whenever it reaches its bound. It counts what it adds
+/// itself: <see cref="ConcurrentDictionary{TKey, TValue}.Count"/> takes every lock of the dictionary, and a read of a
+/// new stream (every workflow instance is one) would take them all on each miss.
+/// </summary>
+internal sealed class BoundedCache<TValue>(int bound)
+{
+    private readonly ConcurrentDictionary<long, TValue> _entries = new();
+    private int _added;
+
+    public bool TryGetValue(long id, out TValue value) => _entries.TryGetValue(id, out value!);
+
+    public void Add(long id, TValue value)
+    {
+        if (_entries.TryAdd(id, value) && Interlocked.Increment(ref _added) >= bound)
+        {
+            Interlocked.Exchange(ref _added, 0);
+            _entries.Clear();
+        }
     }
 }
