@@ -1,4 +1,5 @@
 using System.Text;
+using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Messaging;
 
@@ -121,7 +122,7 @@ public sealed class SqliteStoreTests : IDisposable
     [Fact]
     public async Task an_append_failing_after_its_writes_in_a_full_group_is_undone_alone_when_the_group_runs_again()
     {
-        var log = new RecordingLogger();
+        var log = new RecordingLogger<SqliteEventStore>();
         using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString }, logger: log);
         var existing = Event();
         await store.AppendToStreamAsync("a-1", ExpectedVersion.NoStream, [existing]);
@@ -150,7 +151,7 @@ public sealed class SqliteStoreTests : IDisposable
         Assert.Equal(existing.Id, error.EventId);
         var beforeResults = await Task.WhenAll(before);
         var afterResults = await Task.WhenAll(after);
-        Assert.Contains(log.Messages, m => m.StartsWith("An operation failed after writing", StringComparison.Ordinal));
+        Assert.Contains(log.Entries, e => e.Message.StartsWith("An operation failed after writing", StringComparison.Ordinal));
 
         // Every other append landed whole, at the position its result names, and the log has no gap where a-2 was.
         Assert.False(await store.StreamExistsAsync("a-2"));
@@ -163,21 +164,6 @@ public sealed class SqliteStoreTests : IDisposable
             Assert.Equal($"after-{i}", byPosition[afterResults[i].LastPosition.Value]);
             Assert.Equal(1, afterResults[i].NextExpectedVersion);
         }
-    }
-
-    /// <summary>Keeps what the store logs, to see which path its writer took.</summary>
-    private sealed class RecordingLogger : Microsoft.Extensions.Logging.ILogger<SqliteEventStore>
-    {
-        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _messages = new();
-
-        public IReadOnlyCollection<string> Messages => _messages;
-
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-
-        public bool IsEnabled(Microsoft.Extensions.Logging.LogLevel logLevel) => true;
-
-        public void Log<TState>(Microsoft.Extensions.Logging.LogLevel logLevel, Microsoft.Extensions.Logging.EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            _messages.Enqueue(formatter(state, exception));
     }
 
     [Fact]

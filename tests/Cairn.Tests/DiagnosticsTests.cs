@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
+using Cairn.Conformance.Support;
 using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
@@ -51,7 +52,7 @@ public sealed class DiagnosticsTests : IDisposable
         var store = new InMemoryEventStore();
         var stream = new StreamName("fail-" + Guid.NewGuid().ToString("N"));
         await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [Event(), Event(), Event()]);
-        var logger = new CapturingLogger();
+        var logger = new RecordingLogger<CatchUpSubscription>();
         var throwOnce = 1;
         var handled = new ConcurrentQueue<long>();
         var name = "failing-" + Guid.NewGuid().ToString("N");
@@ -121,7 +122,7 @@ public sealed class DiagnosticsTests : IDisposable
         var inner = new InMemoryEventStore();
         await inner.AppendToStreamAsync("unreachable-1", ExpectedVersion.NoStream, [Event(), Event()]);
         var store = new FailingReadsStore(inner, failures: 1);
-        var logger = new CapturingLogger();
+        var logger = new RecordingLogger<CatchUpSubscription>();
         var name = "unreachable-" + Guid.NewGuid().ToString("N");
         await using var subscription = new CatchUpSubscription(
             store,
@@ -166,18 +167,5 @@ public sealed class DiagnosticsTests : IDisposable
         public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) => inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
 
         public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) => inner.TombstoneStreamAsync(stream, expectedVersion, cancellationToken);
-    }
-
-    private sealed class CapturingLogger : ILogger<CatchUpSubscription>
-    {
-        public ConcurrentQueue<(LogLevel Level, Exception? Exception, string Message)> Entries { get; } = new();
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
-            Entries.Enqueue((logLevel, exception, formatter(state, exception)));
     }
 }
