@@ -179,6 +179,10 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
             while (!stop.IsCancellationRequested)
             {
                 await PlaceAsync(sut, $"w{w}-{n++}", total: 1m);
+
+                // An in-memory append can complete at once: without a yield, three such loops hold pool threads
+                // and starve the runner's own continuations until the pool adds threads, seconds later.
+                await Task.Yield();
             }
 
             return n;
