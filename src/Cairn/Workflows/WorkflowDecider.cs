@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Text;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 using Cairn.Serialization;
@@ -392,13 +390,10 @@ internal sealed class WorkflowDecider
         }
     }
 
-    /// <summary>A message id derived from what it is for, so a decision taken again after a conflict sends the same ids.</summary>
-    internal static MessageId DeterministicId(string key)
-    {
-        Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes(key), hash);
-        hash[6] = (byte)((hash[6] & 0x0F) | 0x80); // version 8: custom
-        hash[8] = (byte)((hash[8] & 0x3F) | 0x80); // RFC 9562 variant
-        return new MessageId(new Guid(hash[..16], bigEndian: true));
-    }
+    /// <summary>
+    /// A message id derived from what it is for (<paramref name="key"/>, unique within the instance's stream) and when
+    /// the instance started, so a decision taken again sends the same ids, and the ids of the instances in flight sort
+    /// together near the right edge of every index keyed by message id (<see cref="MessageId.Derive"/>).
+    /// </summary>
+    private MessageId DeterministicId(string key) => MessageId.Derive(key, Instance.StartedAt);
 }

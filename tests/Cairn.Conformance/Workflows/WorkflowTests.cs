@@ -54,7 +54,9 @@ public abstract class WorkflowTests<TFixture>(TFixture fixture) : StoreTests<TFi
         var (host, services) = await StartAsync(sut);
         await using var _ = host;
 
+        var before = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         var started = await host.Workflows.StartAsync(Checkout, "order-1", new CheckoutState("order-1", "sku-1", 2, 30m));
+        var after = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         Assert.Equal(WorkflowStatus.Running, started.Status);
         Assert.Equal("reserve-stock", started.CurrentStep);
 
@@ -80,6 +82,17 @@ public abstract class WorkflowTests<TFixture>(TFixture fixture) : StoreTests<TFi
         {
             Assert.Equal("order-1", recorded.CorrelationId);
         }
+
+        // Each step's command has an id derived from what it is for and laid out with the instance's start first
+        // (version 8), so the commands of the instances in flight sort together in the indexes keyed by message id.
+        var commands = history.Select(e => e.Event).OfType<StepStarted>().Select(s => Guid.Parse(s.MessageId!)).ToList();
+        Assert.Equal(3, commands.Count);
+        Assert.Equal(3, commands.Distinct().Count());
+        Assert.All(commands, id =>
+        {
+            Assert.Equal(8, id.Version);
+            Assert.InRange((long)(System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(id.ToByteArray(bigEndian: true)) >> 16), before, after);
+        });
     }
 
     [Fact]

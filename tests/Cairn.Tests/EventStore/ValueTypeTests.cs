@@ -258,6 +258,39 @@ public sealed class MessageIdTests
     }
 
     [Fact]
+    public void derived_ids_are_the_same_for_a_key_and_time_and_differ_by_key()
+    {
+        var time = DateTimeOffset.FromUnixTimeMilliseconds(0x0123_4567_89AB);
+        var id = MessageId.Derive("wf:a-1@3", time);
+
+        Assert.Equal(id, MessageId.Derive("wf:a-1@3", time));
+        Assert.NotEqual(id, MessageId.Derive("wf:a-1@4", time));
+        Assert.NotEqual(id, MessageId.Derive("wf:a-1@3", time.AddMilliseconds(1)));
+        Assert.Equal(8, id.Value.Version);
+        Assert.Equal(0b1000, id.Value.Variant & 0b1100);
+        Assert.StartsWith("01234567-89ab-8", id.ToString(), StringComparison.Ordinal);
+        Assert.Equal(1_000, Enumerable.Range(0, 1_000).Select(i => MessageId.Derive($"wf:a-1@{i}", time)).Distinct().Count());
+    }
+
+    [Fact]
+    public void derived_ids_sort_by_their_time_before_their_key_among_new_ids()
+    {
+        // Whatever the keys hash to, a later time sorts after: so an index keyed by message id takes the ids of work
+        // in flight at its right edge, beside the version 7 ids made at the same time.
+        var time = DateTimeOffset.FromUnixTimeMilliseconds(0x0123_4567_89AB);
+        var ids = new List<Guid>();
+        for (var ms = 0; ms < 50; ms++)
+        {
+            ids.Add(MessageId.Derive($"wf:order-{50 - ms}@1", time.AddMilliseconds(ms)).Value);
+            ids.Add(MessageId.Version7.New(time.ToUnixTimeMilliseconds() + ms + 1));
+        }
+
+        Assert.Equal(ids, ids.Order());
+        Assert.Equal(ids.Select(i => i.ToString("D")), ids.Select(i => i.ToString("D")).Order(StringComparer.Ordinal));
+        Assert.Equal(ids.Select(i => Convert.ToHexString(i.ToByteArray(bigEndian: true))), ids.Select(i => Convert.ToHexString(i.ToByteArray(bigEndian: true))).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void ids_made_on_many_threads_past_many_refills_of_the_random_buffer_are_all_different()
     {
         // Eight threads of 5,000 ids each, started together: each thread's buffer is refilled about twenty times.
