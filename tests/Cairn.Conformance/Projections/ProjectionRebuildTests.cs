@@ -24,7 +24,6 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
 
         // Appends keep coming while the rebuild runs; queries keep answering from the serving read model.
         var rebuild = runner.RebuildAsync();
-        var sawProgress = false;
         var appended = 300;
         while (!rebuild.IsCompleted)
         {
@@ -35,7 +34,6 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
                 appended++;
             }
 
-            sawProgress |= runner.Status.Rebuild is { EventsApplied: > 0 };
             await Task.Yield();
         }
 
@@ -50,7 +48,6 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
         Assert.Null(runner.Status.Rebuild);
         Assert.Equal(ProjectionState.Live, runner.Status.State);
         Assert.Equal(appended - 1m, (await models.Query<OrderSummary>().OrderByDescending("total").FirstOrDefaultAsync())!.Total);
-        _ = sawProgress;
     }
 
     [Fact]
