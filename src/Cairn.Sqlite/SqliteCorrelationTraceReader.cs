@@ -9,8 +9,9 @@ namespace Cairn.Sqlite;
 
 /// <summary>
 /// Reads one correlation id's events, inbox records and queued messages from a Cairn SQLite file, in one read
-/// transaction, through the indexes of schema version 4: events by <c>cairn_event_correlations</c> (or by id, for the
-/// event that started the flow), the inbox and the queues by their correlation columns.
+/// transaction, through the indexes of schema versions 4 and 6: events by <c>cairn_event_flows</c> (or by id, for the
+/// event that started the flow) and the inbox by the correlation's key in <c>cairn_correlations</c>, the queues by
+/// their correlation column.
 /// </summary>
 public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
 {
@@ -42,8 +43,9 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         Execute(db, "BEGIN");
         try
         {
-            var events = ReadEvents(db, correlationId, limit + 1);
-            var handled = ReadInbox(db, correlationId, limit + 1);
+            var key = CorrelationKey(db, correlationId);
+            var events = ReadEvents(db, correlationId, key, limit + 1);
+            var handled = key is { } known ? ReadInbox(db, correlationId, known, limit + 1) : [];
             var queued = ReadQueued(db, correlationId, limit + 1, _store.Options.TimeProvider.GetUtcNow().UtcTicks);
             return Task.FromResult(CorrelationRecords.Earliest(events, handled, queued, limit));
         }
@@ -53,12 +55,21 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         }
     }
 
-    private List<RecordedEvent> ReadEvents(sqlite3 db, string correlationId, int max)
+    /// <summary>The correlation's key, or null when nothing was ever indexed under it.</summary>
+    private static long? CorrelationKey(sqlite3 db, string correlationId)
+    {
+        using var select = new RawStatement(db, "SELECT id FROM cairn_correlations WHERE value = ?1");
+        select.Bind(1, correlationId);
+        return select.ExecuteInt64();
+    }
+
+    private List<RecordedEvent> ReadEvents(sqlite3 db, string correlationId, long? key, int max)
     {
         var starts = new List<long>();
-        using (var select = new RawStatement(db, "SELECT position FROM cairn_event_correlations WHERE correlation = ?1 ORDER BY position LIMIT ?2"))
+        if (key is { } known)
         {
-            select.Bind(1, correlationId);
+            using var select = new RawStatement(db, "SELECT position FROM cairn_event_flows WHERE correlation_id = ?1 ORDER BY position LIMIT ?2");
+            select.Bind(1, known);
             select.Bind(2, (long)max);
             while (select.Step())
             {
@@ -132,13 +143,13 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         return events;
     }
 
-    private static List<InboxRecord> ReadInbox(sqlite3 db, string correlationId, int max)
+    private static List<InboxRecord> ReadInbox(sqlite3 db, string correlationId, long key, int max)
     {
         using var select = new RawStatement(db, """
             SELECT consumer, message_id, processed_ticks, queue, message_type, causation FROM cairn_inbox
-            WHERE correlation = ?1 ORDER BY processed_ticks LIMIT ?2
+            WHERE correlation_id = ?1 ORDER BY processed_ticks LIMIT ?2
             """);
-        select.Bind(1, correlationId);
+        select.Bind(1, key);
         select.Bind(2, (long)max);
         var records = new List<InboxRecord>();
         while (select.Step())

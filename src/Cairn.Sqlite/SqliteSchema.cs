@@ -6,7 +6,7 @@ namespace Cairn.Sqlite;
 /// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
 internal static partial class SqliteSchema
 {
-    public const int Version = 5;
+    public const int Version = 6;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
@@ -107,14 +107,15 @@ internal static partial class SqliteSchema
             PRIMARY KEY (topic_id, name)) WITHOUT ROWID;
 
         -- The ids each consumer has handled, written in the same transaction as the handler's effects; with the
-        -- message's queue, type, correlation and causation (schema version 4), so a trace shows it after its ack.
+        -- message's queue, type, correlation and causation (schema version 4), so a trace shows it after its ack. The
+        -- correlation is its key in cairn_correlations (schema version 6).
         CREATE TABLE IF NOT EXISTS cairn_inbox (
             consumer        TEXT NOT NULL,
             message_id      BLOB NOT NULL,
             processed_ticks INTEGER NOT NULL,
             queue           TEXT,
             message_type    TEXT,
-            correlation     TEXT,
+            correlation_id  INTEGER,
             causation       TEXT,
             PRIMARY KEY (consumer, message_id)) WITHOUT ROWID;
         """;
@@ -143,6 +144,10 @@ internal static partial class SqliteSchema
             {
                 MigrateToTracing(connection);
             }
+            else if (found is long tracing && tracing < 6)
+            {
+                MigrateToCorrelationKeys(connection);
+            }
 
             using (var indexes = connection.CreateCommand())
             {
@@ -159,7 +164,7 @@ internal static partial class SqliteSchema
 
                 if (existing < Version)
                 {
-                    // Versions 2, 3 and 5 only added tables, which the DDL above has just created; 4 migrated above.
+                    // Versions 2, 3 and 5 only added tables, which the DDL above has just created; 4 and 6 migrated above.
                     using var upgrade = connection.CreateCommand();
                     upgrade.CommandText = $"UPDATE cairn_schema SET version = {Version}";
                     upgrade.ExecuteNonQuery();

@@ -194,11 +194,45 @@ internal sealed partial class SqliteWriteContext
         if (startsRun)
         {
             // Only events in a flow: one that starts its own has no correlation stored, and a trace finds it by id.
-            var insertCorrelation = Sql("INSERT INTO cairn_event_correlations (correlation, position) VALUES (?1, ?2)");
-            insertCorrelation.Bind(1, e.CorrelationId);
-            insertCorrelation.Bind(2, position);
-            insertCorrelation.Execute();
+            var insertFlow = Sql("INSERT INTO cairn_event_flows (correlation_id, position) VALUES (?1, ?2)");
+            insertFlow.Bind(1, CorrelationKey(e.CorrelationId!));
+            insertFlow.Bind(2, position);
+            insertFlow.Execute();
         }
+    }
+
+    /// <summary>
+    /// The key of a correlation id in <c>cairn_correlations</c>, given to it now if it has none: keys follow the order
+    /// correlations are first seen, so the flows in progress sit at the end of the indexes keyed by them.
+    /// </summary>
+    private long CorrelationKey(string correlation)
+    {
+        if (_correlationKeys.TryGetValue(correlation, out var key))
+        {
+            return key;
+        }
+
+        var select = Sql("SELECT id FROM cairn_correlations WHERE value = ?1");
+        select.Bind(1, correlation);
+        if (select.ExecuteInt64() is { } found)
+        {
+            key = found;
+        }
+        else
+        {
+            Wrote();
+            var insert = Sql("INSERT INTO cairn_correlations (value) VALUES (?1) RETURNING id");
+            insert.Bind(1, correlation);
+            key = insert.ExecuteInt64()!.Value;
+        }
+
+        if (_correlationKeys.Count >= MaxCachedCorrelations)
+        {
+            _correlationKeys.Clear();
+        }
+
+        _correlationKeys[correlation] = key;
+        return key;
     }
 
     private long NameId(string value)

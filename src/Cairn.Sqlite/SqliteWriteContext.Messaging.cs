@@ -303,13 +303,13 @@ internal sealed partial class SqliteWriteContext
         if (transaction.Inbox is { } record)
         {
             Wrote();
-            var insert = Sql("INSERT INTO cairn_inbox (consumer, message_id, processed_ticks, queue, message_type, correlation, causation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+            var insert = Sql("INSERT INTO cairn_inbox (consumer, message_id, processed_ticks, queue, message_type, correlation_id, causation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
             insert.Bind(1, record.Consumer);
             insert.Bind(2, SqliteRows.IdBytes(record.MessageId));
             insert.Bind(3, TimeTicks);
             insert.Bind(4, transaction.InboxMessage?.Queue.Value);
             insert.Bind(5, transaction.InboxMessage?.Type);
-            insert.Bind(6, transaction.InboxMessage?.CorrelationId);
+            insert.Bind(6, transaction.InboxMessage?.CorrelationId is { } correlation ? CorrelationKey(correlation) : (long?)null);
             insert.Bind(7, transaction.InboxMessage?.CausationId);
             insert.Execute();
         }

@@ -14,10 +14,14 @@ internal sealed partial class SqliteWriteContext : IDisposable
     private const int MaxCachedStreams = 100_000;
     private const int MaxCachedNames = 10_000;
 
+    /// <summary>Correlation keys kept: those of the flows in progress are asked for again within moments.</summary>
+    private const int MaxCachedCorrelations = 10_000;
+
     private readonly SqliteConnection _connection;
     private readonly EventStoreOptions _options;
     private readonly Dictionary<string, StreamRow> _streams = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _names = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _correlationKeys = new(StringComparer.Ordinal);
     private readonly System.Buffers.ArrayBufferWriter<byte> _envelope = new(256);
     private readonly bool _fullDurability;
     private bool _relaxed;
@@ -238,6 +242,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
     {
         _streams.Clear();
         _names.Clear();
+        _correlationKeys.Clear();
         DropMessagingCaches();
 
         // A rolled back build may come back under the same id with another shape.

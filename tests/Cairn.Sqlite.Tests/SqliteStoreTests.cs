@@ -167,6 +167,26 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task a_correlation_first_seen_by_an_append_that_is_undone_is_keyed_again_by_the_next_one()
+    {
+        using var store = Open();
+        var existing = Event();
+        await store.AppendToStreamAsync("a-1", ExpectedVersion.NoStream, [existing]);
+
+        // The failing append gives the flow its key, writes its first event under it, then meets the reused id: its
+        // transaction is rolled back, key included, and the key it cached must go with it.
+        using (Cairn.Envelopes.MessageContext.Begin("flow-x"))
+        {
+            await Assert.ThrowsAsync<DuplicateEventIdException>(() => store.AppendToStreamAsync("a-2", ExpectedVersion.NoStream, [Event(), existing with { }]));
+            await store.AppendToStreamAsync("a-3", ExpectedVersion.NoStream, [Event()]);
+        }
+
+        Assert.Equal(["flow-x"], _database.Query("SELECT value FROM cairn_correlations", r => r.GetString(0)));
+        var trace = await new Cairn.Diagnostics.CorrelationTracer(new SqliteCorrelationTraceReader(store)).TraceAsync("flow-x", default);
+        Assert.Equal(["a-3"], trace.Timeline.Select(e => e.Stream));
+    }
+
+    [Fact]
     public async Task a_second_store_on_the_same_file_sees_the_first_ones_writes_and_appends_after_them()
     {
         using var first = Open();
