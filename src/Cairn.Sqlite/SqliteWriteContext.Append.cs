@@ -205,61 +205,45 @@ internal sealed partial class SqliteWriteContext
     /// The key of a correlation id in <c>cairn_correlations</c>, given to it now if it has none: keys follow the order
     /// correlations are first seen, so the flows in progress sit at the end of the indexes keyed by them.
     /// </summary>
-    private long CorrelationKey(string correlation)
+    private long CorrelationKey(string correlation) => Intern(
+        correlation,
+        _correlationKeys,
+        MaxCachedCorrelations,
+        Sql("SELECT id FROM cairn_correlations WHERE value = ?1"),
+        Sql("INSERT INTO cairn_correlations (value) VALUES (?1) RETURNING id"));
+
+    /// <summary>The id of a type, source or content type in <c>cairn_names</c>, given to it now if it has none.</summary>
+    private long NameId(string value) => Intern(value, _names, MaxCachedNames, _selectName, _insertName);
+
+    /// <summary>
+    /// The id of <paramref name="value"/> in a table of strings, through a cache of at most <paramref name="maxCached"/>
+    /// entries (emptied when full, and whenever a rollback may have undone an id it holds).
+    /// </summary>
+    private long Intern(string value, Dictionary<string, long> cache, int maxCached, RawStatement select, RawStatement insert)
     {
-        if (_correlationKeys.TryGetValue(correlation, out var key))
-        {
-            return key;
-        }
-
-        var select = Sql("SELECT id FROM cairn_correlations WHERE value = ?1");
-        select.Bind(1, correlation);
-        if (select.ExecuteInt64() is { } found)
-        {
-            key = found;
-        }
-        else
-        {
-            Wrote();
-            var insert = Sql("INSERT INTO cairn_correlations (value) VALUES (?1) RETURNING id");
-            insert.Bind(1, correlation);
-            key = insert.ExecuteInt64()!.Value;
-        }
-
-        if (_correlationKeys.Count >= MaxCachedCorrelations)
-        {
-            _correlationKeys.Clear();
-        }
-
-        _correlationKeys[correlation] = key;
-        return key;
-    }
-
-    private long NameId(string value)
-    {
-        if (_names.TryGetValue(value, out var id))
+        if (cache.TryGetValue(value, out var id))
         {
             return id;
         }
 
-        _selectName.Bind(1, value);
-        if (_selectName.ExecuteInt64() is { } found)
+        select.Bind(1, value);
+        if (select.ExecuteInt64() is { } found)
         {
             id = found;
         }
         else
         {
             Wrote();
-            _insertName.Bind(1, value);
-            id = _insertName.ExecuteInt64()!.Value;
+            insert.Bind(1, value);
+            id = insert.ExecuteInt64()!.Value;
         }
 
-        if (_names.Count >= MaxCachedNames)
+        if (cache.Count >= maxCached)
         {
-            _names.Clear();
+            cache.Clear();
         }
 
-        _names[value] = id;
+        cache[value] = id;
         return id;
     }
 
