@@ -58,7 +58,7 @@ internal sealed class WorkflowDecider
     /// <summary>Starts a new instance with <paramref name="state"/>.</summary>
     public void Start(object state, string? startedBy)
     {
-        Emit(new WorkflowStarted(_model.Name, _model.Version, _instanceId, _model.WriteState(state), startedBy));
+        Emit(new WorkflowStarted(_model.Name, _model.Version, _instanceId, _model.WriteState(state), startedBy, _now));
         StartStep(_model.FirstStep, 1, null);
     }
 
@@ -392,8 +392,9 @@ internal sealed class WorkflowDecider
 
     /// <summary>
     /// A message id derived from what it is for (<paramref name="key"/>, unique within the instance's stream) and when
-    /// the instance started, so a decision taken again sends the same ids, and the ids of the instances in flight sort
-    /// together near the right edge of every index keyed by message id (<see cref="MessageId.Derive"/>).
+    /// the instance started as its start event records it, so a decision taken again sends the same ids, and the ids of
+    /// the instances in flight sort together near the right edge of every index keyed by message id
+    /// (<see cref="MessageId.Derive"/>).
     /// </summary>
-    private MessageId DeterministicId(string key) => MessageId.Derive(key, Instance.StartedAt);
+    private MessageId DeterministicId(string key) => MessageId.Derive(key, Instance.IdTime);
 }

@@ -15,7 +15,11 @@ public abstract record WorkflowEvent;
 /// <param name="InstanceId">The instance's id: its correlation id.</param>
 /// <param name="State">The workflow's state, as JSON.</param>
 /// <param name="StartedBy">The type of the message that started it, or null when started through the client.</param>
-public sealed record WorkflowStarted(string Workflow, int Version, string InstanceId, JsonElement State, string? StartedBy) : WorkflowEvent;
+/// <param name="StartedAt">
+/// When the decision that started it was taken: the time its message ids begin with, the same whether the instance is
+/// read from its history or kept in memory. Null in histories written before it was recorded (the event's time serves).
+/// </param>
+public sealed record WorkflowStarted(string Workflow, int Version, string InstanceId, JsonElement State, string? StartedBy, DateTimeOffset? StartedAt = null) : WorkflowEvent;
 
 /// <summary>A step's attempt began: its message was sent or published (at <paramref name="SendAt"/> when delayed), or its timer armed.</summary>
 /// <param name="Step">The step.</param>

@@ -55,6 +55,7 @@ public sealed class WorkflowInstance
         Reason = other.Reason;
         CancelRequested = other.CancelRequested;
         StartedAt = other.StartedAt;
+        IdTime = other.IdTime;
         UpdatedAt = other.UpdatedAt;
         EndedAt = other.EndedAt;
         TimerDueAt = other.TimerDueAt;
@@ -116,6 +117,12 @@ public sealed class WorkflowInstance
     /// <summary>When it started.</summary>
     public DateTimeOffset StartedAt { get; private set; }
 
+    /// <summary>
+    /// The time its derived message ids begin with: the start decision's, recorded in <see cref="WorkflowStarted"/>, so
+    /// the same from its history as in memory (the start event's time for histories written before it was recorded).
+    /// </summary>
+    internal DateTimeOffset IdTime { get; private set; }
+
     /// <summary>When it last made progress (ignored replies and timers do not count).</summary>
     public DateTimeOffset UpdatedAt { get; private set; }
 
@@ -172,6 +179,7 @@ public sealed class WorkflowInstance
                 State = s.State.Clone();
                 Status = WorkflowStatus.Running;
                 StartedAt = time;
+                IdTime = s.StartedAt ?? time;
                 break;
             case StepStarted s:
                 Status = WorkflowStatus.Running;

@@ -140,5 +140,24 @@ public sealed class WorkflowDefinitionTests
         Assert.Throws<InvalidWorkflowDefinitionException>(() => step.Publish("t", s => new ArrangeShipping(s.OrderId)));
     }
 
+    [Fact]
+    public void the_time_derived_ids_begin_with_is_the_start_events_recorded_one_whatever_time_the_store_gave_it()
+    {
+        var state = System.Text.Json.JsonDocument.Parse("{}").RootElement;
+        var decided = new DateTimeOffset(2026, 11, 30, 6, 0, 0, 123, TimeSpan.Zero);
+        var stored = decided.AddMilliseconds(7);
+
+        var recorded = new WorkflowInstance();
+        recorded.Apply(new WorkflowStarted("checkout", 1, "order-1", state, null, decided), stored, 0);
+        Assert.Equal(decided, recorded.IdTime);
+        Assert.Equal(stored, recorded.StartedAt);
+
+        // A history written before the start recorded its time falls back to the event's.
+        var older = new WorkflowInstance();
+        older.Apply(new WorkflowStarted("checkout", 1, "order-1", state, null), stored, 0);
+        Assert.Equal(stored, older.IdTime);
+        Assert.Equal(stored, older.Copy().IdTime);
+    }
+
     private sealed record Unregistered(string X);
 }
