@@ -320,11 +320,46 @@ internal sealed partial class SqliteWriteContext
     public int PruneInbox(string consumer, long beforeTicks)
     {
         Wrote();
-        var delete = Sql("DELETE FROM cairn_inbox WHERE consumer = ?1 AND processed_ticks < ?2");
+        var delete = Sql("DELETE FROM cairn_inbox WHERE consumer = ?1 AND processed_ticks < ?2 RETURNING correlation_id");
         delete.Bind(1, consumer);
         delete.Bind(2, beforeTicks);
-        delete.Execute();
-        return (int)Changes();
+        var pruned = 0;
+        var keys = new HashSet<long>();
+        try
+        {
+            while (delete.Step())
+            {
+                pruned++;
+                if (!delete.IsNull(0))
+                {
+                    keys.Add(delete.Int64(0));
+                }
+            }
+        }
+        finally
+        {
+            delete.Reset();
+        }
+
+        // A correlation's key goes with the last record that used it. A message handled outside any flow is its own
+        // correlation, so without this every such message would leave a key behind for good.
+        var forget = Sql("""
+            DELETE FROM cairn_correlations WHERE id = ?1
+                AND NOT EXISTS (SELECT 1 FROM cairn_inbox WHERE correlation_id = ?1)
+                AND NOT EXISTS (SELECT 1 FROM cairn_event_flows WHERE correlation_id = ?1)
+            """);
+        foreach (var key in keys)
+        {
+            forget.Bind(1, key);
+            forget.Execute();
+        }
+
+        if (keys.Count > 0)
+        {
+            _correlationKeys.Clear();
+        }
+
+        return pruned;
     }
 
     private bool InboxHolds(string consumer, MessageId id)

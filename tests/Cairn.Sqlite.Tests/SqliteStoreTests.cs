@@ -187,6 +187,47 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task pruning_the_inbox_forgets_the_correlation_keys_only_its_records_used()
+    {
+        using var store = Open();
+        var broker = new SqliteMessageBroker(store);
+        var queue = new QueueName("work");
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        async Task HandleAsync(string? flow)
+        {
+            using (flow is null ? null : Cairn.Envelopes.MessageContext.Begin(flow))
+            {
+                await broker.SendAsync(queue, new OutgoingMessage("work.item", "{}"u8.ToArray()));
+            }
+
+            var delivery = Assert.Single(await broker.ReceiveAsync(queue, new ReceiveOptions(), default));
+            await broker.CommitAsync(new MessageTransaction().Acknowledge(delivery.Lease).MarkProcessed("worker", delivery), default);
+        }
+
+        // A message outside any flow is its own correlation; flow-y also has an event, whose run keeps its key.
+        await HandleAsync(null);
+        using (Cairn.Envelopes.MessageContext.Begin("flow-y"))
+        {
+            await store.AppendToStreamAsync("y-1", ExpectedVersion.NoStream, [Event()]);
+        }
+
+        await HandleAsync("flow-y");
+        Assert.Equal(2, _database.Query("SELECT count(*) FROM cairn_correlations", r => r.GetInt64(0)).Single());
+
+        Assert.Equal(2, await broker.PruneInboxAsync("worker", DateTimeOffset.UtcNow.AddDays(1), default));
+        Assert.Equal(["flow-y"], _database.Query("SELECT value FROM cairn_correlations", r => r.GetString(0)));
+
+        // The key kept serves the flow's next record, and the trace finds both the event and that handling.
+        await HandleAsync("flow-y");
+        Assert.Equal(["flow-y"], _database.Query("SELECT value FROM cairn_correlations", r => r.GetString(0)));
+        var trace = await new Cairn.Diagnostics.CorrelationTracer(new SqliteCorrelationTraceReader(store)).TraceAsync("flow-y", default);
+        Assert.Equal(
+            [Cairn.Diagnostics.TraceEntryKind.EventAppended, Cairn.Diagnostics.TraceEntryKind.MessageHandled],
+            trace.Timeline.Select(e => e.Kind));
+    }
+
+    [Fact]
     public async Task a_second_store_on_the_same_file_sees_the_first_ones_writes_and_appends_after_them()
     {
         using var first = Open();
