@@ -45,7 +45,7 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         {
             var key = CorrelationKey(db, correlationId);
             var events = ReadEvents(db, correlationId, key, limit + 1);
-            var handled = key is { } known ? ReadInbox(db, correlationId, known, limit + 1) : [];
+            var handled = ReadInbox(db, correlationId, key, limit + 1);
             var queued = ReadQueued(db, correlationId, limit + 1, _store.Options.TimeProvider.GetUtcNow().UtcTicks);
             return Task.FromResult(CorrelationRecords.Earliest(events, handled, queued, limit));
         }
@@ -128,11 +128,11 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         }
 
         // The event that started the flow has its own id as correlation, stored as nothing: found by its id.
-        if (Guid.TryParseExact(correlationId, "D", out var guid) && guid != Guid.Empty && new MessageId(guid).ToString() == correlationId)
+        if (RootId(correlationId) is { } rootId)
         {
             using var byId = new RawStatement(db, $"SELECT {Columns} FROM cairn_events e WHERE e.id = ?1");
             Span<byte> id = stackalloc byte[16];
-            SqliteRows.WriteId(new MessageId(guid), id);
+            SqliteRows.WriteId(rootId, id);
             byId.Bind(1, id);
             if (byId.Step() && _rows.Read(byId, db) is { } root && root.CorrelationId == correlationId && events.All(e => e.Position != root.Position))
             {
@@ -143,15 +143,45 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         return events;
     }
 
-    private static List<InboxRecord> ReadInbox(sqlite3 db, string correlationId, long key, int max)
+    /// <summary>The id a correlation id names when it is a message's own (it started its flow), else null.</summary>
+    private static MessageId? RootId(string correlationId) =>
+        Guid.TryParseExact(correlationId, "D", out var guid) && guid != Guid.Empty && new MessageId(guid).ToString() == correlationId
+            ? new MessageId(guid)
+            : null;
+
+    /// <summary>The inbox records under the correlation's key, and those of the message that started the flow, if any.</summary>
+    private static List<InboxRecord> ReadInbox(sqlite3 db, string correlationId, long? key, int max)
     {
-        using var select = new RawStatement(db, """
-            SELECT consumer, message_id, processed_ticks, queue, message_type, causation FROM cairn_inbox
-            WHERE correlation_id = ?1 ORDER BY processed_ticks LIMIT ?2
-            """);
-        select.Bind(1, key);
-        select.Bind(2, (long)max);
         var records = new List<InboxRecord>();
+        if (key is { } known)
+        {
+            using var select = new RawStatement(db, """
+                SELECT consumer, message_id, processed_ticks, queue, message_type, causation FROM cairn_inbox
+                WHERE correlation_id = ?1 ORDER BY processed_ticks LIMIT ?2
+                """);
+            select.Bind(1, known);
+            select.Bind(2, (long)max);
+            ReadInboxRows(select, correlationId, records);
+        }
+
+        if (RootId(correlationId) is { } root)
+        {
+            using var select = new RawStatement(db, """
+                SELECT consumer, message_id, processed_ticks, queue, message_type, causation FROM cairn_inbox
+                WHERE message_id = ?1 AND correlation_id IS NULL AND queue IS NOT NULL
+                """);
+            Span<byte> id = stackalloc byte[16];
+            SqliteRows.WriteId(root, id);
+            select.Bind(1, id);
+            ReadInboxRows(select, correlationId, records);
+            return [.. records.OrderBy(r => r.HandledAt).Take(max)];
+        }
+
+        return records;
+    }
+
+    private static void ReadInboxRows(RawStatement select, string correlationId, List<InboxRecord> records)
+    {
         while (select.Step())
         {
             records.Add(new InboxRecord(
@@ -160,8 +190,6 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
                 new DateTimeOffset(select.Int64(2), TimeSpan.Zero),
                 new HandledMessage(new QueueName(select.Text(3)), select.Text(4), correlationId, select.TextOrNull(5))));
         }
-
-        return records;
     }
 
     private static List<QueuedMessageRecord> ReadQueued(sqlite3 db, string correlationId, int max, long nowTicks)

@@ -34,10 +34,13 @@ internal static partial class SqliteSchema
     /// <summary>
     /// Made after the migration has added the columns they index. A queued message's correlation column holds its
     /// correlation id, its own id when it started a flow, since messages have no index by id. (Queued messages keep
-    /// the text: they are deleted once handled, so that index stays small.)
+    /// the text: they are deleted once handled, so that index stays small.) An inbox record of a message that started
+    /// its flow has no key (its correlation is its own id) and is found by its id in <c>cairn_inbox_roots</c>: a message
+    /// sent outside any flow costs one index entry, as before keys, not a key of its own.
     /// </summary>
     private const string TracingIndexesDdl = """
         CREATE INDEX IF NOT EXISTS cairn_inbox_by_correlation ON cairn_inbox (correlation_id, processed_ticks) WHERE correlation_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS cairn_inbox_roots ON cairn_inbox (message_id) WHERE correlation_id IS NULL AND queue IS NOT NULL;
         CREATE INDEX IF NOT EXISTS cairn_messages_by_correlation ON cairn_messages (correlation, seq) WHERE correlation IS NOT NULL;
         """;
 

@@ -309,7 +309,9 @@ internal sealed partial class SqliteWriteContext
             insert.Bind(3, TimeTicks);
             insert.Bind(4, transaction.InboxMessage?.Queue.Value);
             insert.Bind(5, transaction.InboxMessage?.Type);
-            insert.Bind(6, transaction.InboxMessage?.CorrelationId is { } correlation ? CorrelationKey(correlation) : (long?)null);
+            // A message that started its flow is its own correlation: it needs no key, a trace finds it by its id.
+            var correlation = transaction.InboxMessage?.CorrelationId;
+            insert.Bind(6, correlation is not null && correlation != record.MessageId.ToString() ? CorrelationKey(correlation) : (long?)null);
             insert.Bind(7, transaction.InboxMessage?.CausationId);
             insert.Execute();
         }
@@ -341,8 +343,8 @@ internal sealed partial class SqliteWriteContext
             delete.Reset();
         }
 
-        // A correlation's key goes with the last record that used it. A message handled outside any flow is its own
-        // correlation, so without this every such message would leave a key behind for good.
+        // A correlation's key goes with the last record that used it: a flow that appended nothing (a chain of messages)
+        // would otherwise leave its key behind for good.
         var forget = Sql("""
             DELETE FROM cairn_correlations WHERE id = ?1
                 AND NOT EXISTS (SELECT 1 FROM cairn_inbox WHERE correlation_id = ?1)

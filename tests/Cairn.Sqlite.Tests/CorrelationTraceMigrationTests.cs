@@ -33,6 +33,7 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
             using var command = connection.CreateCommand();
             command.CommandText = """
                 DROP INDEX cairn_inbox_by_correlation;
+                DROP INDEX cairn_inbox_roots;
                 DROP INDEX cairn_messages_by_correlation;
                 DROP TABLE cairn_event_flows;
                 DROP TABLE cairn_correlations;
@@ -60,6 +61,7 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
             connection.Open();
             using var command = connection.CreateCommand();
             command.CommandText = """
+                DROP INDEX cairn_inbox_roots;
                 CREATE TABLE cairn_event_correlations (
                     correlation TEXT NOT NULL,
                     position    INTEGER NOT NULL,

@@ -187,14 +187,17 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task pruning_the_inbox_forgets_the_correlation_keys_only_its_records_used()
+    public async Task a_message_that_starts_its_flow_takes_no_key_and_pruning_forgets_keys_only_pruned_records_used()
     {
         using var store = Open();
         var broker = new SqliteMessageBroker(store);
         var queue = new QueueName("work");
         await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        List<string> Keys() => _database.Query("SELECT value FROM cairn_correlations ORDER BY id", r => r.GetString(0));
+        Task<Cairn.Diagnostics.CorrelationTrace> TraceAsync(string correlation) =>
+            new Cairn.Diagnostics.CorrelationTracer(new SqliteCorrelationTraceReader(store)).TraceAsync(correlation, default);
 
-        async Task HandleAsync(string? flow)
+        async Task<Cairn.Envelopes.MessageId> HandleAsync(string? flow)
         {
             using (flow is null ? null : Cairn.Envelopes.MessageContext.Begin(flow))
             {
@@ -203,28 +206,35 @@ public sealed class SqliteStoreTests : IDisposable
 
             var delivery = Assert.Single(await broker.ReceiveAsync(queue, new ReceiveOptions(), default));
             await broker.CommitAsync(new MessageTransaction().Acknowledge(delivery.Lease).MarkProcessed("worker", delivery), default);
+            return delivery.Message.Id;
         }
 
-        // A message outside any flow is its own correlation; flow-y also has an event, whose run keeps its key.
-        await HandleAsync(null);
+        // Sent outside any flow, a message is its own correlation: no key, and a trace of its id finds its handling.
+        var root = await HandleAsync(null);
+        Assert.Empty(Keys());
+        var rootTrace = await TraceAsync(root.ToString());
+        Assert.Equal(("worker", Cairn.Diagnostics.TraceEntryKind.MessageHandled), (rootTrace.Timeline.Single().Consumer, rootTrace.Timeline.Single().Kind));
+
+        // flow-y appends an event, whose run keeps its key; flow-z is messages only.
         using (Cairn.Envelopes.MessageContext.Begin("flow-y"))
         {
             await store.AppendToStreamAsync("y-1", ExpectedVersion.NoStream, [Event()]);
         }
 
         await HandleAsync("flow-y");
-        Assert.Equal(2, _database.Query("SELECT count(*) FROM cairn_correlations", r => r.GetInt64(0)).Single());
+        await HandleAsync("flow-z");
+        Assert.Equal(["flow-y", "flow-z"], Keys());
 
-        Assert.Equal(2, await broker.PruneInboxAsync("worker", DateTimeOffset.UtcNow.AddDays(1), default));
-        Assert.Equal(["flow-y"], _database.Query("SELECT value FROM cairn_correlations", r => r.GetString(0)));
+        Assert.Equal(3, await broker.PruneInboxAsync("worker", DateTimeOffset.UtcNow.AddDays(1), default));
+        Assert.Equal(["flow-y"], Keys());
+        Assert.True((await TraceAsync(root.ToString())).IsEmpty);
 
         // The key kept serves the flow's next record, and the trace finds both the event and that handling.
         await HandleAsync("flow-y");
-        Assert.Equal(["flow-y"], _database.Query("SELECT value FROM cairn_correlations", r => r.GetString(0)));
-        var trace = await new Cairn.Diagnostics.CorrelationTracer(new SqliteCorrelationTraceReader(store)).TraceAsync("flow-y", default);
+        Assert.Equal(["flow-y"], Keys());
         Assert.Equal(
             [Cairn.Diagnostics.TraceEntryKind.EventAppended, Cairn.Diagnostics.TraceEntryKind.MessageHandled],
-            trace.Timeline.Select(e => e.Kind));
+            (await TraceAsync("flow-y")).Timeline.Select(e => e.Kind));
     }
 
     [Fact]
