@@ -257,6 +257,28 @@ public abstract class ConsumerTests<TFixture>(TFixture fixture) : MessagingTests
     }
 
     [Fact]
+    public async Task a_handling_whose_message_the_inbox_took_meanwhile_counts_as_a_duplicate_not_as_handled()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+        var sent = Numbered(1);
+
+        // Another copy of the message commits while this one runs its handler (a redelivery handled in parallel): the
+        // check before the handler found nothing, the commit finds the record and writes nothing but the acknowledgement.
+        await using var consumer = Consumer(broker, async (_, _) =>
+            await broker.CommitAsync(new MessageTransaction().MarkProcessed(Work.Value, sent.Id), default));
+        await consumer.StartAsync(default);
+        await broker.SendAsync(Work, sent);
+        await UntilAsync(consumer, s => s.Duplicates == 1, "the repeat is recognised at commit");
+
+        // Stopped, so the handling is over and the counts are final.
+        await consumer.StopAsync(default);
+        Assert.Equal(0, consumer.Status.Handled);
+        Assert.Equal(1, consumer.Status.Duplicates);
+        Assert.Equal(new QueueStats { Queue = Work }, await broker.GetStatsAsync(Work, default));
+    }
+
+    [Fact]
     public async Task a_consumer_forgets_inbox_records_past_its_retention()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));

@@ -349,7 +349,6 @@ public sealed class QueueConsumer : IAsyncDisposable
                 CairnDiagnostics.HandlerDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new("consumer", Options.Name), new("outcome", outcome));
                 if (failure is null)
                 {
-                    Interlocked.Increment(ref _handled);
                     return;
                 }
 
@@ -472,6 +471,10 @@ public sealed class QueueConsumer : IAsyncDisposable
                     // not turn the handling into a failure to retry.
                     _logger.LogWarning(ex, "Consumer {Consumer} committed message {MessageId}, but an action run after the commit failed.", Options.Name, delivery.Message.Id);
                 }
+
+                // Counted here, not for every handler that returned: a commit the inbox refused as a repeat (another
+                // copy of the message committed while this one ran) is a duplicate, not a second handling.
+                Interlocked.Increment(ref _handled);
             }
 
             return null;
