@@ -2,7 +2,6 @@ using Cairn.Diagnostics;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
-using Microsoft.Data.Sqlite;
 
 namespace Cairn.Sqlite.Tests;
 
@@ -27,27 +26,19 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
     /// <summary>Turns the file back into what Cairn's schema version 3 wrote: no correlation table, columns or indexes.</summary>
     private void DowngradeToVersion3()
     {
-        using (var connection = new SqliteConnection(_database.ConnectionString + ";Pooling=False"))
-        {
-            connection.Open();
-            using var command = connection.CreateCommand();
-            command.CommandText = """
-                DROP INDEX cairn_inbox_by_correlation;
-                DROP INDEX cairn_inbox_roots;
-                DROP INDEX cairn_messages_by_correlation;
-                DROP TABLE cairn_event_flows;
-                DROP TABLE cairn_correlations;
-                ALTER TABLE cairn_inbox DROP COLUMN queue;
-                ALTER TABLE cairn_inbox DROP COLUMN message_type;
-                ALTER TABLE cairn_inbox DROP COLUMN correlation_id;
-                ALTER TABLE cairn_inbox DROP COLUMN causation;
-                ALTER TABLE cairn_messages DROP COLUMN correlation;
-                UPDATE cairn_schema SET version = 3;
-                """;
-            command.ExecuteNonQuery();
-        }
-
-        SqliteConnection.ClearAllPools();
+        _database.Execute("""
+            DROP INDEX cairn_inbox_by_correlation;
+            DROP INDEX cairn_inbox_roots;
+            DROP INDEX cairn_messages_by_correlation;
+            DROP TABLE cairn_event_flows;
+            DROP TABLE cairn_correlations;
+            ALTER TABLE cairn_inbox DROP COLUMN queue;
+            ALTER TABLE cairn_inbox DROP COLUMN message_type;
+            ALTER TABLE cairn_inbox DROP COLUMN correlation_id;
+            ALTER TABLE cairn_inbox DROP COLUMN causation;
+            ALTER TABLE cairn_messages DROP COLUMN correlation;
+            UPDATE cairn_schema SET version = 3;
+            """);
     }
 
     /// <summary>
@@ -56,30 +47,22 @@ public sealed class CorrelationTraceMigrationTests : IDisposable
     /// </summary>
     private void DowngradeToVersion5()
     {
-        using (var connection = new SqliteConnection(_database.ConnectionString + ";Pooling=False"))
-        {
-            connection.Open();
-            using var command = connection.CreateCommand();
-            command.CommandText = """
-                DROP INDEX cairn_inbox_roots;
-                CREATE TABLE cairn_event_correlations (
-                    correlation TEXT NOT NULL,
-                    position    INTEGER NOT NULL,
-                    PRIMARY KEY (correlation, position)) WITHOUT ROWID;
-                INSERT INTO cairn_event_correlations SELECT c.value, f.position FROM cairn_event_flows f JOIN cairn_correlations c ON c.id = f.correlation_id;
-                ALTER TABLE cairn_inbox ADD COLUMN correlation TEXT;
-                UPDATE cairn_inbox SET correlation = (SELECT c.value FROM cairn_correlations c WHERE c.id = cairn_inbox.correlation_id);
-                DROP INDEX cairn_inbox_by_correlation;
-                ALTER TABLE cairn_inbox DROP COLUMN correlation_id;
-                CREATE INDEX cairn_inbox_by_correlation ON cairn_inbox (correlation, processed_ticks) WHERE correlation IS NOT NULL;
-                DROP TABLE cairn_event_flows;
-                DROP TABLE cairn_correlations;
-                UPDATE cairn_schema SET version = 5;
-                """;
-            command.ExecuteNonQuery();
-        }
-
-        SqliteConnection.ClearAllPools();
+        _database.Execute("""
+            DROP INDEX cairn_inbox_roots;
+            CREATE TABLE cairn_event_correlations (
+                correlation TEXT NOT NULL,
+                position    INTEGER NOT NULL,
+                PRIMARY KEY (correlation, position)) WITHOUT ROWID;
+            INSERT INTO cairn_event_correlations SELECT c.value, f.position FROM cairn_event_flows f JOIN cairn_correlations c ON c.id = f.correlation_id;
+            ALTER TABLE cairn_inbox ADD COLUMN correlation TEXT;
+            UPDATE cairn_inbox SET correlation = (SELECT c.value FROM cairn_correlations c WHERE c.id = cairn_inbox.correlation_id);
+            DROP INDEX cairn_inbox_by_correlation;
+            ALTER TABLE cairn_inbox DROP COLUMN correlation_id;
+            CREATE INDEX cairn_inbox_by_correlation ON cairn_inbox (correlation, processed_ticks) WHERE correlation IS NOT NULL;
+            DROP TABLE cairn_event_flows;
+            DROP TABLE cairn_correlations;
+            UPDATE cairn_schema SET version = 5;
+            """);
     }
 
     [Fact]

@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
 using Cairn.EventStore;
 using Cairn.Schemas;
-using Microsoft.Data.Sqlite;
 
 namespace Cairn.Sqlite.Tests;
 
@@ -20,19 +19,11 @@ public sealed class SchemaRegistryMigrationTests : IDisposable
     /// <summary>Turns the file back into what Cairn's schema version 4 wrote: no registry tables.</summary>
     private void DowngradeToVersion4()
     {
-        using (var connection = new SqliteConnection(_database.ConnectionString + ";Pooling=False"))
-        {
-            connection.Open();
-            using var command = connection.CreateCommand();
-            command.CommandText = """
-                DROP TABLE cairn_schema_versions;
-                DROP TABLE cairn_schema_types;
-                UPDATE cairn_schema SET version = 4;
-                """;
-            command.ExecuteNonQuery();
-        }
-
-        SqliteConnection.ClearAllPools();
+        _database.Execute("""
+            DROP TABLE cairn_schema_versions;
+            DROP TABLE cairn_schema_types;
+            UPDATE cairn_schema SET version = 4;
+            """);
     }
 
     [Fact]

@@ -35,6 +35,23 @@ public sealed class TempDatabase : IDisposable
         return rows;
     }
 
+    /// <summary>
+    /// Runs statements on a connection of its own (to turn a file back into what an earlier version wrote, say), then
+    /// lets pooled connections go, so a store opened next reads the file afresh.
+    /// </summary>
+    public void Execute(string sql)
+    {
+        using (var connection = new SqliteConnection($"Data Source={Path};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = sql;
+            command.ExecuteNonQuery();
+        }
+
+        SqliteConnection.ClearAllPools();
+    }
+
     public void Dispose()
     {
         try
