@@ -311,7 +311,7 @@ internal sealed partial class SqliteWriteContext
             insert.Bind(5, transaction.InboxMessage?.Type);
             // A message that started its flow is its own correlation: it needs no key, a trace finds it by its id.
             var correlation = transaction.InboxMessage?.CorrelationId;
-            insert.Bind(6, correlation is not null && correlation != record.MessageId.ToString() ? CorrelationKey(correlation) : (long?)null);
+            insert.Bind(6, correlation is not null && !record.MessageId.IsWrittenAs(correlation) ? CorrelationKey(correlation) : (long?)null);
             insert.Bind(7, transaction.InboxMessage?.CausationId);
             insert.Execute();
         }

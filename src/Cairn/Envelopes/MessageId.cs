@@ -31,6 +31,13 @@ public readonly record struct MessageId
     /// <inheritdoc />
     public override string ToString() => Value.ToString("D");
 
+    /// <summary>Whether <paramref name="text"/> is this id as <see cref="ToString"/> writes it, without making that string.</summary>
+    internal bool IsWrittenAs(string? text)
+    {
+        Span<char> own = stackalloc char[36];
+        return text is { Length: 36 } && Value.TryFormat(own, out _, "D") && text.AsSpan().SequenceEqual(own);
+    }
+
     /// <summary>Wraps a GUID.</summary>
     public static implicit operator MessageId(Guid value) => new(value);
 

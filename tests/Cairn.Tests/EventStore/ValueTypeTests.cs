@@ -258,6 +258,18 @@ public sealed class MessageIdTests
     }
 
     [Fact]
+    public void an_id_is_written_as_its_own_text_only()
+    {
+        var id = MessageId.New();
+        Assert.True(id.IsWrittenAs(id.ToString()));
+        Assert.False(id.IsWrittenAs(id.ToString().ToUpperInvariant()));
+        Assert.False(id.IsWrittenAs(id.Value.ToString("N")));
+        Assert.False(id.IsWrittenAs(MessageId.New().ToString()));
+        Assert.False(id.IsWrittenAs(null));
+        Assert.False(id.IsWrittenAs("order-1"));
+    }
+
+    [Fact]
     public void derived_ids_are_the_same_for_a_key_and_time_and_differ_by_key()
     {
         var time = DateTimeOffset.FromUnixTimeMilliseconds(0x0123_4567_89AB);
