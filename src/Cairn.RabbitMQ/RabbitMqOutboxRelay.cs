@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using Cairn.Diagnostics;
 using Cairn.Messaging;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -56,6 +58,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         _broker.QueueDeclared += OnQueueDeclared;
         _broker.OutboxWritten += OnOutboxWritten;
         _scanner = ScanAsync(_stopping.Token);
+        CairnDiagnostics.TrackOutboxes(this, ReadOutboxes);
         return Task.CompletedTask;
     }
 
@@ -69,6 +72,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
 
         _broker.QueueDeclared -= OnQueueDeclared;
         _broker.OutboxWritten -= OnOutboxWritten;
+        CairnDiagnostics.UntrackOutboxes(this);
         await _stopping.CancelAsync().ConfigureAwait(false);
         var tasks = _loops.Values.Select(l => l.Task).Append(_scanner ?? Task.CompletedTask);
         try
@@ -93,6 +97,27 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
 
     private void OnQueueDeclared(QueueName queue) => Ensure(queue);
+
+    /// <summary>The outbox of each queue the relay publishes, for the <c>cairn.messaging.relay.*</c> gauges.</summary>
+    private List<QueueStats> ReadOutboxes()
+    {
+        var read = new List<QueueStats>();
+        foreach (var queue in _loops.Keys)
+        {
+            try
+            {
+                // A gauge callback cannot await; the backends answer statistics from a local read.
+                var stats = _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), CancellationToken.None).GetAwaiter().GetResult();
+                read.Add(stats with { Queue = queue });
+            }
+            catch (Exception)
+            {
+                // Closed, or its backend or RabbitMQ away: this reading leaves the queue out, the next tries again.
+            }
+        }
+
+        return read;
+    }
 
     private void OnOutboxWritten(IReadOnlyCollection<QueueName> queues)
     {
@@ -180,8 +205,9 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
     /// to the outbox untried. Never throws; returns how many messages failed (the whole batch when the outbox could
     /// not be settled).
     /// </summary>
-    private async Task<int> SettleAsync(QueueName queue, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? publishFailure)
+    private async Task<int> SettleAsync(QueueName queue, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? publishFailure, long publishedAt)
     {
+        var tag = new KeyValuePair<string, object?>("queue", queue.Value);
         var confirmed = new List<LeaseToken>(deliveries.Count);
         var failed = new List<Delivery>();
         if (publishFailure is not null)
@@ -214,6 +240,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
                     failed.Add(deliveries[i]);
                 }
             }
+
+            CairnDiagnostics.RelayConfirmDuration.Record(Stopwatch.GetElapsedTime(publishedAt).TotalSeconds, tag);
         }
 
         try
@@ -222,12 +250,14 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
             {
                 await _broker.Backend.AcknowledgeAsync(confirmed, CancellationToken.None).ConfigureAwait(false);
                 Interlocked.Add(ref _published, confirmed.Count);
+                CairnDiagnostics.RelayPublished.Add(confirmed.Count, tag);
             }
 
             foreach (var delivery in failed)
             {
                 await _broker.Backend.ReturnAsync(delivery.Lease, CancellationToken.None).ConfigureAwait(false);
                 Interlocked.Increment(ref _returned);
+                CairnDiagnostics.RelayReturned.Add(1, tag);
             }
 
             return failed.Count;
@@ -349,6 +379,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
             }
 
             window.Take(deliveries.Count);
+            var publishedAt = Stopwatch.GetTimestamp();
             Task[]? publishes = null;
             Exception? failure = null;
             try
@@ -360,15 +391,15 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
                 failure = ex;
             }
 
-            _inFlight.Add(SettleAndFreeAsync(window, deliveries, publishes, failure));
+            _inFlight.Add(SettleAndFreeAsync(window, deliveries, publishes, failure, publishedAt));
             return false;
         }
 
-        private async Task<int> SettleAndFreeAsync(PublishWindow window, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? failure)
+        private async Task<int> SettleAndFreeAsync(PublishWindow window, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? failure, long publishedAt)
         {
             try
             {
-                return await _relay.SettleAsync(_queue, deliveries, publishes, failure).ConfigureAwait(false);
+                return await _relay.SettleAsync(_queue, deliveries, publishes, failure, publishedAt).ConfigureAwait(false);
             }
             finally
             {

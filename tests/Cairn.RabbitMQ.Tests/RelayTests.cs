@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
 using Cairn.Conformance.Support;
@@ -22,13 +23,29 @@ public sealed class RelayTests
             "ctl", rabbit.Directory, "set_policy", "cap", $"^{Regex.Escape(sut.Broker.AmqpName(queue))}$",
             """{"max-length":40,"overflow":"reject-publish"}""", "--apply-to", "queues");
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        using var telemetry = new QueueTelemetry(queue);
         const int Total = 200;
         var sent = Enumerable.Range(0, Total).Select(Numbered).ToList();
 
+        var sending = Stopwatch.StartNew();
         await sut.Broker.SendBatchAsync(queue, sent);
         await Wait.UntilAsync(() => sut.Relay.Returned > 0, "RabbitMQ refused some publishes and the relay returned them to the outbox");
         var outbox = await sut.Broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default);
         Assert.True(outbox.Visible + outbox.Leased > 0, "the refused messages wait in the outbox");
+
+        // The gauges show the outbox: every message RabbitMQ has not confirmed, due again or being published again.
+        await Wait.UntilAsync(
+            () =>
+            {
+                telemetry.Read();
+                var backlog = telemetry.Gauge("cairn.messaging.relay.backlog|due") + telemetry.Gauge("cairn.messaging.relay.backlog|in_flight");
+                return backlog > 0 && backlog == Total - sut.Relay.Published;
+            },
+            "the relay's backlog gauges count the messages RabbitMQ did not confirm");
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|delayed"));
+        var waited = telemetry.Gauge("cairn.messaging.relay.oldest_age");
+        Assert.InRange(waited!.Value, 0, sending.Elapsed.TotalSeconds);
+        Assert.Equal(sut.Relay.Returned, telemetry.Total("cairn.messaging.relay.returned"));
 
         var received = new List<MessageId>();
         while (received.Count < Total)
@@ -46,5 +63,38 @@ public sealed class RelayTests
         outbox = await sut.Broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default);
         Assert.Equal(0, outbox.Visible + outbox.Leased + outbox.Delayed);
         Assert.True(sut.Relay.Returned > 0);
+
+        // Each message counted once as published, each refusal as returned, each batch's confirms timed.
+        Assert.Equal(Total, telemetry.Total("cairn.messaging.relay.published"));
+        Assert.Equal(sut.Relay.Returned, telemetry.Total("cairn.messaging.relay.returned"));
+        Assert.InRange(telemetry.Total("cairn.messaging.relay.confirm.duration"), Total / 10, long.MaxValue);
+        telemetry.Read();
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|due"));
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.oldest_age"));
+    }
+
+    [Fact]
+    public async Task a_delayed_send_waits_in_the_outbox_and_the_relay_gauges_show_it_until_it_is_due()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("later"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        using var telemetry = new QueueTelemetry(queue);
+
+        var sending = Stopwatch.StartNew();
+        await sut.Broker.SendAsync(queue, Numbered(1) with { Delay = TimeSpan.FromHours(1) });
+        var now = Numbered(2);
+        await sut.Broker.SendAsync(queue, now);
+        var due = Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromSeconds(20) }, default).Bounded());
+        await sut.Broker.AcknowledgeAsync([due.Lease], default);
+        await Wait.UntilAsync(() => telemetry.Total("cairn.messaging.relay.published") == 1, "the due message is counted as published");
+        telemetry.Read();
+
+        Assert.Equal(1, telemetry.Gauge("cairn.messaging.relay.backlog|delayed"));
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|due"));
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|in_flight"));
+        Assert.InRange(telemetry.Gauge("cairn.messaging.relay.oldest_age")!.Value, 0, sending.Elapsed.TotalSeconds);
+        Assert.Equal(now.Id, due.Message.Id);
+        Assert.Equal(0, telemetry.Total("cairn.messaging.relay.returned"));
     }
 }

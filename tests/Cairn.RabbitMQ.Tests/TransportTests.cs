@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.Envelopes;
@@ -163,7 +162,7 @@ public sealed class TransportTests
     {
         await using var sut = await TransportUnderTest.StartAsync();
         var queue = new QueueName(RabbitMqServer.NewName("retry"));
-        using var deadLettered = new DeadLetterCount(queue);
+        using var telemetry = new QueueTelemetry(queue);
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 2 }, default);
         await sut.Broker.SendAsync(queue, Numbered(1));
         var failure = FailureInfo.From(new TimeoutException("slow"));
@@ -178,7 +177,7 @@ public sealed class TransportTests
         var deadLetter = Assert.Single(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
         Assert.Equal("it failed on each of its 2 allowed receives", deadLetter.Reason);
         Assert.Equal(2, deadLetter.Attempts);
-        Assert.Equal(1, deadLettered.Count);
+        Assert.Equal(1, telemetry.Total("cairn.messaging.dead_lettered"));
         Assert.Equal(1, await sut.Broker.PurgeDeadLettersAsync(queue, [deadLetter.Message.Id], default));
         Assert.Empty(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
     }
@@ -246,6 +245,30 @@ public sealed class TransportTests
     }
 
     [Fact]
+    public async Task a_queue_s_gauges_over_rabbitmq_report_its_depth_but_no_age_rabbitmq_cannot_tell()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        using var instrumented = new Cairn.Diagnostics.InstrumentedMessageBroker(sut.Broker);
+        var queue = new QueueName(RabbitMqServer.NewName("gauged"));
+        await instrumented.DeclareQueueAsync(new QueueDefinition(queue), default);
+        using var telemetry = new QueueTelemetry(queue);
+
+        telemetry.Read();
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.queue.oldest_age"));
+        await instrumented.SendAsync(queue, Numbered(1));
+        await Wait.UntilAsync(
+            () =>
+            {
+                telemetry.Read();
+                return telemetry.Gauge("cairn.messaging.queue.depth|visible") == 1;
+            },
+            "the message reaches RabbitMQ");
+
+        // A wrong 0 would say the queue is fresh; RabbitMQ does not tell how long its oldest message has waited.
+        Assert.Null(telemetry.Gauge("cairn.messaging.queue.oldest_age"));
+    }
+
+    [Fact]
     public async Task bad_input_is_refused_naming_the_field()
     {
         await using var sut = await TransportUnderTest.StartAsync();
@@ -263,38 +286,5 @@ public sealed class TransportTests
         Assert.Contains("RelayBatchSize", prefetch.Message, StringComparison.Ordinal);
         Assert.Equal("queue", name.Kind);
         Assert.Empty(await sut.Broker.ListQueuesAsync(default));
-    }
-
-    /// <summary>Counts <c>cairn.messaging.dead_lettered</c> for one queue, as a metrics exporter would see it.</summary>
-    private sealed class DeadLetterCount : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private long _count;
-
-        public DeadLetterCount(QueueName queue)
-        {
-            _listener.InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == Cairn.Diagnostics.CairnDiagnostics.MessagingName && instrument.Name == "cairn.messaging.dead_lettered")
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            };
-            _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-            {
-                foreach (var tag in tags)
-                {
-                    if (tag.Key == "queue" && queue.Value.Equals(tag.Value as string, StringComparison.Ordinal))
-                    {
-                        Interlocked.Add(ref _count, value);
-                    }
-                }
-            });
-            _listener.Start();
-        }
-
-        public long Count => Interlocked.Read(ref _count);
-
-        public void Dispose() => _listener.Dispose();
     }
 }

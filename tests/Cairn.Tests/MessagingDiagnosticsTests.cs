@@ -62,6 +62,29 @@ public sealed class MessagingDiagnosticsTests : IDisposable
     }
 
     [Fact]
+    public async Task a_queue_reports_how_long_its_oldest_message_has_waited_and_zero_when_empty()
+    {
+        var clock = new Cairn.Conformance.Support.ManualTimeProvider();
+        using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(new Cairn.EventStore.EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore()));
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
+        var age = $"cairn.messaging.queue.oldest_age|queue={_queue}";
+        _telemetry.RecordObservableInstruments();
+        Assert.Equal(0, _telemetry.Last(age));
+
+        await broker.SendAsync(_queue, new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")));
+        clock.Advance(TimeSpan.FromSeconds(30));
+        await broker.SendAsync(_queue, new OutgoingMessage("b", Encoding.UTF8.GetBytes("{}")));
+        clock.Advance(TimeSpan.FromSeconds(15));
+        _telemetry.RecordObservableInstruments();
+        Assert.Equal(45, _telemetry.Last(age));
+
+        var first = Assert.Single(await broker.ReceiveAsync(_queue, new ReceiveOptions { MaxMessages = 1 }, default));
+        await broker.AcknowledgeAsync([first.Lease], default);
+        _telemetry.RecordObservableInstruments();
+        Assert.Equal(15, _telemetry.Last(age));
+    }
+
+    [Fact]
     public async Task a_handling_span_is_a_child_of_the_send_span_and_its_duration_is_recorded()
     {
         using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore()));

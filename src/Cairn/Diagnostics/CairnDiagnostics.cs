@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using Cairn.Messaging;
 
 namespace Cairn.Diagnostics;
 
@@ -38,7 +39,18 @@ public static class CairnDiagnostics
     internal static readonly Counter<long> LeaseExpiries = MessagingMeter.CreateCounter<long>("cairn.messaging.lease_expiries", "{message}", "Deliveries whose lease ran out before they were settled.");
     internal static readonly Histogram<double> HandlerDuration = MessagingMeter.CreateHistogram<double>("cairn.messaging.handler.duration", "s", "Time a consumer's handler took for one message, by outcome.");
 
-    private static readonly ConcurrentDictionary<object, Func<IEnumerable<Measurement<long>>>> DepthSources = new();
+    internal static readonly Counter<long> RelayPublished = MessagingMeter.CreateCounter<long>("cairn.messaging.relay.published", "{message}", "Outbox messages the relay published and the broker confirmed.");
+    internal static readonly Counter<long> RelayReturned = MessagingMeter.CreateCounter<long>("cairn.messaging.relay.returned", "{message}", "Outbox messages the relay gave back to the outbox untried, the broker not having confirmed them.");
+    internal static readonly Histogram<double> RelayConfirmDuration = MessagingMeter.CreateHistogram<double>("cairn.messaging.relay.confirm.duration", "s", "Time from publishing a batch of outbox messages to the broker's last answer for it.");
+
+    /// <summary>
+    /// The statistics of the queues declared through each instrumented broker, read afresh by each gauge that reports
+    /// them: one more read of a queue's statistics per collection costs less than a reading shared with a stale one.
+    /// </summary>
+    private static readonly ConcurrentDictionary<object, Func<IEnumerable<QueueStats>>> QueueSources = new();
+
+    /// <summary>The statistics of the outbox of each queue a relay publishes, named by the queue it publishes to.</summary>
+    private static readonly ConcurrentDictionary<object, Func<IEnumerable<QueueStats>>> OutboxSources = new();
 
     internal static readonly Counter<long> Appends = EventStoreMeter.CreateCounter<long>("cairn.eventstore.appends", "{append}", "Appends attempted, by outcome.");
     internal static readonly Counter<long> EventsAppended = EventStoreMeter.CreateCounter<long>("cairn.eventstore.events_appended", "{event}", "Events written.");
@@ -69,7 +81,57 @@ public static class CairnDiagnostics
         ProjectionGauge("cairn.projection.lag.seconds", "s", "How long the oldest event the projection has not applied has waited.", s => s.LagSeconds);
         ProjectionGauge("cairn.projection.rate", "{event}/s", "Events applied per second over the last ten seconds.", s => s.EventsPerSecond);
         ProjectionGauge("cairn.projection.rebuild.progress", "1", "The share of the log a rebuild has covered, 0 to 1; 1 when none runs.", s => s.Rebuild?.Fraction ?? 1);
-        MessagingMeter.CreateObservableGauge("cairn.messaging.queue.depth", () => DepthSources.Values.SelectMany(f => f()), "{message}", "Messages in a queue, by state (visible, leased, delayed, dead_lettered, parked).");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.queue.depth", () => Read(QueueSources).SelectMany(Depth), "{message}", "Messages in a queue, by state (visible, leased, delayed, dead_lettered, parked).");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.queue.oldest_age", () => Read(QueueSources).SelectMany(OldestAge), "s", "How long the oldest message in a queue (not dead-lettered) has waited; 0 when it is empty.");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.relay.backlog", () => Read(OutboxSources).SelectMany(Backlog), "{message}", "Messages waiting in the outbox of a queue, by state (due, in_flight, delayed).");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.relay.oldest_age", () => Read(OutboxSources).SelectMany(OldestAge), "s", "How long the oldest message in the outbox of a queue has waited; 0 when it is empty.");
+    }
+
+    /// <summary>What every source reads now; a source that fails is left out of this reading (a gauge never throws).</summary>
+    private static List<QueueStats> Read(ConcurrentDictionary<object, Func<IEnumerable<QueueStats>>> sources)
+    {
+        var read = new List<QueueStats>();
+        foreach (var source in sources.Values)
+        {
+            try
+            {
+                read.AddRange(source());
+            }
+            catch (Exception)
+            {
+                // Its broker is closing or its backend unreachable: the next collection reads it again.
+            }
+        }
+
+        return read;
+    }
+
+    private static IEnumerable<Measurement<long>> Depth(QueueStats stats)
+    {
+        var queue = new KeyValuePair<string, object?>("queue", stats.Queue.Value);
+        yield return new(stats.Visible, queue, new("state", "visible"));
+        yield return new(stats.Leased, queue, new("state", "leased"));
+        yield return new(stats.Delayed, queue, new("state", "delayed"));
+        yield return new(stats.DeadLettered, queue, new("state", "dead_lettered"));
+        yield return new(stats.Parked, queue, new("state", "parked"));
+    }
+
+    private static IEnumerable<Measurement<long>> Backlog(QueueStats stats)
+    {
+        var queue = new KeyValuePair<string, object?>("queue", stats.Queue.Value);
+        yield return new(stats.Visible, queue, new("state", "due"));
+        yield return new(stats.Leased, queue, new("state", "in_flight"));
+        yield return new(stats.Delayed, queue, new("state", "delayed"));
+    }
+
+    /// <summary>The oldest message's age, 0 for an empty queue; nothing when the backend cannot tell (RabbitMQ's queues).</summary>
+    private static IEnumerable<Measurement<double>> OldestAge(QueueStats stats)
+    {
+        var empty = stats.Visible + stats.Leased + stats.Delayed + stats.Parked == 0;
+        if (stats.OldestAge is { } age || empty)
+        {
+            yield return new(empty ? 0 : stats.OldestAge!.Value.TotalSeconds, new KeyValuePair<string, object?>("queue", stats.Queue.Value));
+        }
     }
 
     private static void ProjectionGauge(string name, string unit, string description, Func<Projections.ProjectionStatus, double> value) =>
@@ -79,9 +141,18 @@ public static class CairnDiagnostics
 
     internal static void UntrackLag(object owner) => LagSources.TryRemove(owner, out _);
 
-    internal static void TrackDepth(object owner, Func<IEnumerable<Measurement<long>>> measure) => DepthSources[owner] = measure;
+    /// <summary>Reports the queues <paramref name="read"/> gives in <c>cairn.messaging.queue.*</c> until untracked.</summary>
+    internal static void TrackQueues(object owner, Func<IEnumerable<QueueStats>> read) => QueueSources[owner] = read;
 
-    internal static void UntrackDepth(object owner) => DepthSources.TryRemove(owner, out _);
+    internal static void UntrackQueues(object owner) => QueueSources.TryRemove(owner, out _);
+
+    /// <summary>
+    /// Reports the outboxes <paramref name="read"/> gives in <c>cairn.messaging.relay.*</c> until untracked, each
+    /// <see cref="QueueStats.Queue"/> naming the queue the outbox is for.
+    /// </summary>
+    internal static void TrackOutboxes(object owner, Func<IEnumerable<QueueStats>> read) => OutboxSources[owner] = read;
+
+    internal static void UntrackOutboxes(object owner) => OutboxSources.TryRemove(owner, out _);
 
     /// <summary>The meter of deciders and their snapshots.</summary>
     public const string DomainName = "Cairn.Domain";

@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 
@@ -8,7 +7,7 @@ namespace Cairn.Diagnostics;
 
 /// <summary>
 /// Wraps any broker with a span per commit and the <c>Cairn.Messaging</c> metrics (sent, received, acknowledged,
-/// retried, lease expiries, and the depth of every queue declared through it). Backends count only what they alone
+/// retried, lease expiries, and the depth and oldest message's age of every queue declared through it). Backends count only what they alone
 /// see: messages they dead-letter. <c>AddCairn</c> registers every backend's broker through it.
 /// </summary>
 public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
@@ -20,7 +19,7 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     {
         ArgumentNullException.ThrowIfNull(inner);
         Inner = inner;
-        CairnDiagnostics.TrackDepth(this, MeasureDepth);
+        CairnDiagnostics.TrackQueues(this, ReadStats);
     }
 
     /// <summary>The wrapped broker.</summary>
@@ -160,37 +159,29 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     /// <summary>Stops reporting queue depths, and disposes the wrapped broker, so the container that owns this decorator closes it.</summary>
     public void Dispose()
     {
-        CairnDiagnostics.UntrackDepth(this);
+        CairnDiagnostics.UntrackQueues(this);
         (Inner as IDisposable)?.Dispose();
     }
 
     private static string SpanName(MessageTransaction transaction) =>
         transaction.Publishes.Count > 0 ? $"publish {transaction.Publishes[0].Topic}" : $"send {transaction.Sends[0].Queue}";
 
-    private IEnumerable<Measurement<long>> MeasureDepth()
+    private List<QueueStats> ReadStats()
     {
-        var measurements = new List<Measurement<long>>();
+        var read = new List<QueueStats>();
         foreach (var queue in _queues.Keys)
         {
-            QueueStats stats;
             try
             {
                 // The backends answer statistics synchronously from a local read; a gauge callback cannot await.
-                stats = Inner.GetStatsAsync(queue, CancellationToken.None).GetAwaiter().GetResult();
+                read.Add(Inner.GetStatsAsync(queue, CancellationToken.None).GetAwaiter().GetResult());
             }
-            catch (Exception ex) when (ex is EventStore.CairnException or ObjectDisposedException)
+            catch (Exception)
             {
-                continue;
+                // Closed, or its backend or RabbitMQ away: this reading leaves the queue out, the next tries again.
             }
-
-            var name = new KeyValuePair<string, object?>("queue", queue.Value);
-            measurements.Add(new(stats.Visible, name, new("state", "visible")));
-            measurements.Add(new(stats.Leased, name, new("state", "leased")));
-            measurements.Add(new(stats.Delayed, name, new("state", "delayed")));
-            measurements.Add(new(stats.DeadLettered, name, new("state", "dead_lettered")));
-            measurements.Add(new(stats.Parked, name, new("state", "parked")));
         }
 
-        return measurements;
+        return read;
     }
 }

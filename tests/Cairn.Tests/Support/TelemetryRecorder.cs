@@ -12,6 +12,7 @@ public sealed class TelemetryRecorder : IDisposable
 {
     private readonly MeterListener _meters = new();
     private readonly ConcurrentDictionary<string, long> _totals = new();
+    private readonly ConcurrentDictionary<string, double> _last = new();
     private readonly ActivityListener _spans;
 
     /// <summary>Listens to the meters and sources whose names pass <paramref name="listensTo"/>.</summary>
@@ -25,7 +26,11 @@ public sealed class TelemetryRecorder : IDisposable
             }
         };
         _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
-        _meters.SetMeasurementEventCallback<double>((instrument, _, tags, _) => Add(instrument, 1, tags));
+        _meters.SetMeasurementEventCallback<double>((instrument, value, tags, _) =>
+        {
+            Add(instrument, 1, tags);
+            _last[Key(instrument, tags)] = value;
+        });
         _meters.Start();
         _spans = new ActivityListener
         {
@@ -42,8 +47,15 @@ public sealed class TelemetryRecorder : IDisposable
     /// <summary>The total of an instrument under a key: its name, then <c>|tag=value</c> for each tag in order.</summary>
     public long Total(string key) => _totals.GetValueOrDefault(key);
 
-    /// <summary>Forgets the totals so far, before a fresh reading of a gauge.</summary>
-    public void Clear() => _totals.Clear();
+    /// <summary>The last value an instrument of doubles recorded under a key, or null when it recorded none.</summary>
+    public double? Last(string key) => _last.TryGetValue(key, out var value) ? value : null;
+
+    /// <summary>Forgets the totals and last values so far, before a fresh reading of a gauge.</summary>
+    public void Clear()
+    {
+        _totals.Clear();
+        _last.Clear();
+    }
 
     /// <summary>Takes a reading of the observable instruments (gauges) now.</summary>
     public void RecordObservableInstruments() => _meters.RecordObservableInstruments();
@@ -55,7 +67,10 @@ public sealed class TelemetryRecorder : IDisposable
         _spans.Dispose();
     }
 
-    private void Add(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+    private void Add(Instrument instrument, long value, ReadOnlySpan<KeyValuePair<string, object?>> tags) =>
+        _totals.AddOrUpdate(Key(instrument, tags), value, (_, total) => total + value);
+
+    private static string Key(Instrument instrument, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
         var key = instrument.Name;
         foreach (var tag in tags)
@@ -63,6 +78,6 @@ public sealed class TelemetryRecorder : IDisposable
             key += $"|{tag.Key}={tag.Value}";
         }
 
-        _totals.AddOrUpdate(key, value, (_, total) => total + value);
+        return key;
     }
 }
