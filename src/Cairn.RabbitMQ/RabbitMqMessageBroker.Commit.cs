@@ -16,9 +16,23 @@ public sealed partial class RabbitMqMessageBroker
     {
         ArgumentNullException.ThrowIfNull(transaction);
         CheckDistinct(transaction.Acknowledgements);
-        var held = transaction.Acknowledgements.Select(Peek).ToList();
-        var outboxes = new HashSet<QueueName>();
         var backend = new MessageTransaction();
+        var delivered = new List<LeaseToken>(transaction.Acknowledgements.Count);
+        foreach (var lease in transaction.Acknowledgements)
+        {
+            // A FIFO queue's lease is the backend's, acknowledged in its transaction; a RabbitMQ delivery once it committed.
+            if (IsKept(lease.Queue))
+            {
+                backend.Acknowledge(lease);
+            }
+            else
+            {
+                Peek(lease);
+                delivered.Add(lease);
+            }
+        }
+
+        var outboxes = new HashSet<QueueName>();
         foreach (var append in transaction.Appends)
         {
             backend.Append(append);
@@ -26,7 +40,12 @@ public sealed partial class RabbitMqMessageBroker
 
         foreach (var (queue, message) in transaction.Sends)
         {
-            await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+            if ((await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo)
+            {
+                backend.Send(queue, message);
+                continue;
+            }
+
             backend.Send(OutboxOf(queue), message);
             outboxes.Add(queue);
         }
@@ -43,15 +62,7 @@ public sealed partial class RabbitMqMessageBroker
 
         if (transaction.Inbox is var (consumer, messageId))
         {
-            var handled = held.FirstOrDefault(h => h.Delivery.Message.Id == messageId);
-            if (transaction.InboxMessage is not null && handled is not null)
-            {
-                backend.MarkProcessed(consumer, handled.Delivery);
-            }
-            else
-            {
-                backend.MarkProcessed(consumer, messageId);
-            }
+            backend.MarkProcessed(consumer, messageId, transaction.InboxMessage);
         }
 
         CommitResult result;
@@ -68,7 +79,7 @@ public sealed partial class RabbitMqMessageBroker
             throw new MessageTooLargeException(ex.MessageId, queue, ex.Size, ex.Limit);
         }
 
-        foreach (var lease in transaction.Acknowledgements)
+        foreach (var lease in delivered)
         {
             if (_leases.TryRemove(lease.Sequence, out var ack) && ack.Current)
             {
@@ -82,9 +93,12 @@ public sealed partial class RabbitMqMessageBroker
 
         if (transaction.Publishes.Count > 0)
         {
-            foreach (var queue in _queues.Keys)
+            foreach (var (queue, definition) in _queues)
             {
-                outboxes.Add(queue);
+                if (!definition.Fifo)
+                {
+                    outboxes.Add(queue);
+                }
             }
         }
 

@@ -137,6 +137,11 @@ public sealed partial class RabbitMqMessageBroker
             throw new InvalidMessageException($"The dead-letter listing limit is {limit}; it must be between 1 and 1000.");
         }
 
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
+        {
+            return await _backend.ListDeadLettersAsync(queue, afterSequence, limit, cancellationToken).ConfigureAwait(false);
+        }
+
         var found = new List<DeadLetter>();
         await ScanDeadLettersAsync(
             queue,
@@ -156,6 +161,11 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
+        {
+            return await _backend.GetDeadLetterAsync(queue, messageId, cancellationToken).ConfigureAwait(false);
+        }
+
         DeadLetter? found = null;
         await ScanDeadLettersAsync(
             queue,
@@ -182,7 +192,24 @@ public sealed partial class RabbitMqMessageBroker
         ArgumentNullException.ThrowIfNull(request);
         request.Validate();
         var target = request.Target ?? queue;
-        await RequireQueueAsync(target, cancellationToken).ConfigureAwait(false);
+        var targetIsKept = (await RequireQueueAsync(target, cancellationToken).ConfigureAwait(false)).Fifo;
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
+        {
+            // A FIFO queue's dead letters are the backend's; to a queue in RabbitMQ they go through its outbox.
+            var redriven = await _backend.RedriveAsync(queue, request with { Target = targetIsKept ? target : OutboxOf(target) }, cancellationToken).ConfigureAwait(false);
+            if (!targetIsKept && redriven > 0)
+            {
+                OutboxWritten?.Invoke([target]);
+            }
+
+            return redriven;
+        }
+
+        if (targetIsKept)
+        {
+            throw new InvalidMessageException($"Dead letters of '{queue}' are in RabbitMQ; they cannot be redriven to the FIFO queue '{target}', which the backend keeps. Redrive them to a queue in RabbitMQ.");
+        }
+
         await EnsureDeclaredAsync(target, cancellationToken).ConfigureAwait(false);
         var chosen = request.MessageIds?.ToHashSet();
         var pause = request.MessagesPerSecond is { } rate ? TimeSpan.FromSeconds(1 / rate) : TimeSpan.Zero;
@@ -230,6 +257,11 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
+        {
+            return await _backend.PurgeDeadLettersAsync(queue, messageIds, cancellationToken).ConfigureAwait(false);
+        }
+
         if (messageIds is null)
         {
             await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
@@ -255,4 +287,8 @@ public sealed partial class RabbitMqMessageBroker
             cancellationToken).ConfigureAwait(false);
         return purged;
     }
+
+    /// <summary>True for a FIFO queue, whose dead letters the backend keeps; <see cref="QueueNotFoundException"/> for an unknown one.</summary>
+    private async Task<bool> IsKeptAsync(QueueName queue, CancellationToken cancellationToken) =>
+        (await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo;
 }

@@ -31,6 +31,11 @@ public sealed partial class RabbitMqMessageBroker
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         var definition = await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        if (definition.Fifo)
+        {
+            return await _backend.ReceiveAsync(queue, options, cancellationToken).ConfigureAwait(false);
+        }
+
         var reader = await ReaderAsync(queue, cancellationToken).ConfigureAwait(false);
         var deliveries = new List<Delivery>();
         var waitUntil = _time.GetUtcNow() + options.Wait;
@@ -160,12 +165,19 @@ public sealed partial class RabbitMqMessageBroker
     {
         ArgumentNullException.ThrowIfNull(leases);
         CheckDistinct(leases);
-        foreach (var lease in leases)
+        var kept = leases.Where(l => IsKept(l.Queue)).ToList();
+        var delivered = leases.Where(l => !IsKept(l.Queue)).ToList();
+        foreach (var lease in delivered)
         {
             Peek(lease);
         }
 
-        foreach (var lease in leases)
+        if (kept.Count > 0)
+        {
+            await _backend.AcknowledgeAsync(kept, cancellationToken).ConfigureAwait(false);
+        }
+
+        foreach (var lease in delivered)
         {
             var held = Take(lease);
             await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
@@ -192,6 +204,12 @@ public sealed partial class RabbitMqMessageBroker
             throw new InvalidMessageException($"The release delay is {delay}; it must be between 0 and 365 days.");
         }
 
+        if (IsKept(lease.Queue))
+        {
+            await _backend.ReleaseAsync(lease, delay, failure, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
         var held = Take(lease);
         if (held.Delivery.ReceiveCount >= held.Queue.MaxReceiveCount)
         {
@@ -205,6 +223,11 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>Gives a delivery back untried: a copy with the receive count it had before this receive, visible at once.</summary>
     public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
     {
+        if (IsKept(lease.Queue))
+        {
+            return _backend.ReturnAsync(lease, cancellationToken);
+        }
+
         var held = Take(lease);
         return RepublishAsync(held, held.Delivery.ReceiveCount - 1, held.Delivery.LastFailure, TimeSpan.Zero, cancellationToken);
     }
@@ -217,6 +240,11 @@ public sealed partial class RabbitMqMessageBroker
             throw new InvalidMessageException($"The lease extension is {duration}; it must be between 1 ms and 12 hours.");
         }
 
+        if (IsKept(lease.Queue))
+        {
+            return _backend.ExtendLeaseAsync(lease, duration, cancellationToken);
+        }
+
         Peek(lease).ExpiresAt = _time.GetUtcNow() + duration;
         return Task.CompletedTask;
     }
@@ -227,6 +255,11 @@ public sealed partial class RabbitMqMessageBroker
         if (string.IsNullOrWhiteSpace(reason))
         {
             throw new InvalidMessageException("A dead-letter reason is required.");
+        }
+
+        if (IsKept(lease.Queue))
+        {
+            return _backend.DeadLetterAsync(lease, reason, failure, cancellationToken);
         }
 
         var held = Take(lease);

@@ -14,7 +14,8 @@ namespace Cairn.RabbitMQ;
 /// are sent once that transaction has committed. The <see cref="RabbitMqOutboxRelay"/> publishes what the outbox
 /// holds, with publisher confirms, and settles each outbox message only after RabbitMQ confirmed it.
 /// Topics and subscriptions stay in the backend: a publish is filtered there, at commit, into the outbox of each
-/// subscribed queue whose rule it passes.
+/// subscribed queue whose rule it passes. FIFO queues stay in the backend too, since a quorum queue has no message
+/// groups: every operation on one, and on its leases and dead letters, is the backend's own.
 /// </summary>
 public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDisposable
 {
@@ -80,11 +81,6 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     {
         ArgumentNullException.ThrowIfNull(queue);
         queue.Validate();
-        if (queue.Fifo)
-        {
-            throw new InvalidMessageException($"Queue '{queue.Name}': Fifo is not supported over RabbitMQ (a quorum queue has no message groups); declare it without Fifo, or keep it in the backend.");
-        }
-
         if (queue.Name.Value.Length + OutboxPrefix.Length > MessagingNames.MaxLength)
         {
             throw new InvalidMessagingNameException("queue", queue.Name.Value, $"over RabbitMQ a queue name is at most {MessagingNames.MaxLength - OutboxPrefix.Length} characters, since its outbox is named '{OutboxPrefix}<queue>'");
@@ -95,11 +91,31 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             throw new InvalidMessagingNameException("queue", queue.Name.Value, $"names starting with '{OutboxPrefix}' are the RabbitMQ outbox's own");
         }
 
+        // A queue is FIFO or not for good, whichever side keeps it.
+        if (await _backend.GetQueueAsync(queue.Fifo ? OutboxOf(queue.Name) : queue.Name, cancellationToken).ConfigureAwait(false) is { } other && other.Fifo != queue.Fifo)
+        {
+            throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(other.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
+        }
+
+        if (queue.Fifo)
+        {
+            // A quorum queue has no message groups: a FIFO queue stays in the backend, where a commit writes it directly.
+            await _backend.DeclareQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+            _queues[queue.Name] = queue;
+            return;
+        }
+
         await _backend.DeclareQueueAsync(queue with { Name = OutboxOf(queue.Name) }, cancellationToken).ConfigureAwait(false);
         await EnsureDeclaredAsync(queue.Name, cancellationToken).ConfigureAwait(false);
         _queues[queue.Name] = queue;
         QueueDeclared?.Invoke(queue.Name);
     }
+
+    /// <summary>
+    /// True for a FIFO queue, which the backend keeps (only the queues this process has looked up are known; a lease is
+    /// of one it has received from).
+    /// </summary>
+    private bool IsKept(QueueName queue) => _queues.TryGetValue(queue, out var definition) && definition.Fifo;
 
     /// <summary>Declares the queue and its dead-letter queue in RabbitMQ (once per process).</summary>
     internal async Task EnsureDeclaredAsync(QueueName queue, CancellationToken cancellationToken)
@@ -116,7 +132,8 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             return null;
         }
 
-        var stored = await _backend.GetQueueAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+        var stored = await _backend.GetQueueAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false)
+            ?? (await _backend.GetQueueAsync(queue, cancellationToken).ConfigureAwait(false) is { Fifo: true } kept ? kept : null);
         if (stored is null)
         {
             return null;
@@ -137,7 +154,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     public async Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
     {
         var all = await _backend.ListQueuesAsync(cancellationToken).ConfigureAwait(false);
-        return [.. all.Where(q => QueueOfOutbox(q.Name) is not null).Select(q => q with { Name = QueueOfOutbox(q.Name)!.Value })];
+        return [.. all.Where(q => QueueOfOutbox(q.Name) is not null || q.Fifo).Select(q => QueueOfOutbox(q.Name) is { } queue ? q with { Name = queue } : q)];
     }
 
     /// <inheritdoc />
@@ -148,8 +165,8 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     {
         ArgumentNullException.ThrowIfNull(subscription);
         await _backend.ListSubscriptionsAsync(subscription.Topic, cancellationToken).ConfigureAwait(false); // an unknown topic is named first
-        await RequireQueueAsync(subscription.Queue, cancellationToken).ConfigureAwait(false);
-        await _backend.SubscribeAsync(new TopicSubscription(subscription.Topic, subscription.Name, OutboxOf(subscription.Queue), subscription.Rule), cancellationToken).ConfigureAwait(false);
+        var queue = await RequireQueueAsync(subscription.Queue, cancellationToken).ConfigureAwait(false);
+        await _backend.SubscribeAsync(queue.Fifo ? subscription : new TopicSubscription(subscription.Topic, subscription.Name, OutboxOf(subscription.Queue), subscription.Rule), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -166,11 +183,16 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     /// What a queue holds: <see cref="QueueStats.Visible"/> counts the messages ready in RabbitMQ, those taken ahead by
     /// this process's reader but not yet received, and those in the outbox due now; <see cref="QueueStats.Delayed"/> the
     /// outbox's delayed ones; <see cref="QueueStats.Leased"/> this process's leases; <see cref="QueueStats.DeadLettered"/>
-    /// the dead-letter queue's messages. Deliveries another process holds are counted by none.
+    /// the dead-letter queue's messages. Deliveries another process holds are counted by none. A FIFO queue's are the
+    /// backend's own, exact.
     /// </summary>
     public async Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+        if ((await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo)
+        {
+            return await _backend.GetStatsAsync(queue, cancellationToken).ConfigureAwait(false);
+        }
+
         await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
         var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
         var (ready, deadLettered) = await _connection.WithChannelAsync(
@@ -196,6 +218,11 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     /// <summary>How many messages of a queue are on their way to this process's reader: in the outbox and due, or ready in RabbitMQ.</summary>
     internal async Task<long> InTransitAsync(QueueName queue, CancellationToken cancellationToken)
     {
+        if ((await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo)
+        {
+            return 0;
+        }
+
         var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
         await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
         var ready = await _connection.WithChannelAsync(async channel => (await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false)).MessageCount, cancellationToken).ConfigureAwait(false);

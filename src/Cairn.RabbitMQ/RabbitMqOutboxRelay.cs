@@ -142,7 +142,11 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
             {
                 foreach (var queue in await _broker.ListQueuesAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    Ensure(queue.Name);
+                    // A FIFO queue is the backend's own, with no outbox to relay.
+                    if (!queue.Fifo)
+                    {
+                        Ensure(queue.Name);
+                    }
                 }
 
                 await Task.Delay(_broker.Options.RelayRescanInterval, cancellationToken).ConfigureAwait(false);

@@ -269,22 +269,78 @@ public sealed class TransportTests
     }
 
     [Fact]
+    public async Task a_fifo_queue_stays_in_the_backend_and_commits_with_the_queues_in_rabbitmq()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var ledger = new QueueName(RabbitMqServer.NewName("ledger"));
+        var notices = new QueueName(RabbitMqServer.NewName("notices"));
+        var topic = new TopicName(RabbitMqServer.NewName("entries"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(ledger) { Fifo = true, MaxReceiveCount = 1 }, default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(notices), default);
+        await sut.Broker.DeclareTopicAsync(topic, default);
+        await sut.Broker.SubscribeAsync(new TopicSubscription(topic, "ledger", ledger), default);
+        await sut.Broker.SubscribeAsync(new TopicSubscription(topic, "notices", notices), default);
+
+        var entries = new[] { Numbered(1) with { GroupKey = "a" }, Numbered(10) with { GroupKey = "b" }, Numbered(2) with { GroupKey = "a" } };
+        var published = await sut.Broker.CommitAsync(entries.Aggregate(new MessageTransaction(), (t, e) => t.Publish(topic, e)), default);
+        Assert.Equal(6, published.MessagesEnqueued);
+
+        // The FIFO copies are in the backend at once, one head per group, with no outbox and nothing in RabbitMQ.
+        var heads = await sut.Broker.ReceiveAsync(ledger, new ReceiveOptions { MaxMessages = 10 }, default);
+        Assert.Equal([entries[0].Id, entries[1].Id], heads.Select(d => d.Message.Id));
+        Assert.Null(await sut.Broker.Backend.GetQueueAsync(RabbitMqMessageBroker.OutboxOf(ledger), default));
+        Assert.Equal(new QueueDefinition(ledger) { Fifo = true, MaxReceiveCount = 1 }, await sut.Broker.GetQueueAsync(ledger, default));
+        var notes = await ReceiveAsync(sut.Broker, notices, 3);
+
+        // One commit settles a FIFO lease in the backend's transaction, records the inbox, and acknowledges a RabbitMQ delivery.
+        await sut.Broker.CommitAsync(new MessageTransaction().Acknowledge(heads[0].Lease).Acknowledge(notes[0].Lease).MarkProcessed("bookkeeper", heads[0]), default);
+        Assert.True(await sut.Broker.WasProcessedAsync("bookkeeper", entries[0].Id, default));
+        var next = Assert.Single(await sut.Broker.ReceiveAsync(ledger, new ReceiveOptions { MaxMessages = 10 }, default));
+        Assert.Equal(entries[2].Id, next.Message.Id);
+        await sut.Broker.AcknowledgeAsync([next.Lease, notes[1].Lease, notes[2].Lease], default);
+
+        // Released on its last allowed receive, group b's head is dead-lettered in the backend, and redriven to a queue in
+        // RabbitMQ it goes out through that queue's outbox.
+        await sut.Broker.ReleaseAsync(heads[1].Lease, TimeSpan.Zero, FailureInfo.From(new InvalidOperationException("no account")), default);
+        var stats = await sut.Broker.GetStatsAsync(ledger, default);
+        Assert.Equal((0, 0, 1), (stats.Visible, stats.Leased, stats.DeadLettered));
+        Assert.Equal("no account", (await sut.Broker.GetDeadLetterAsync(ledger, entries[1].Id, default))?.Failure?.Message);
+        Assert.Equal(1, await sut.Broker.RedriveAsync(ledger, new RedriveRequest { Target = notices }, default));
+        Assert.Equal(entries[1].Id, Assert.Single(await ReceiveAsync(sut.Broker, notices, 1)).Message.Id);
+        Assert.Empty(await sut.Broker.ListDeadLettersAsync(ledger, 0, 10, default));
+
+        // RabbitMQ's dead letters cannot take a place in a queue the backend keeps.
+        var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.RedriveAsync(notices, new RedriveRequest { Target = ledger }, default));
+        Assert.Contains(ledger.Value, refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task bad_input_is_refused_naming_the_field()
     {
         await using var sut = await TransportUnderTest.StartAsync();
         var unknown = new QueueName(RabbitMqServer.NewName("unknown"));
 
         var notFound = await Assert.ThrowsAsync<QueueNotFoundException>(() => sut.Broker.SendAsync(unknown, Numbered(1)));
-        var fifo = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(RabbitMqServer.NewName("fifo")) { Fifo = true }, default));
+        var standard = new QueueName(RabbitMqServer.NewName("standard"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(standard), default);
+        var fifo = await Assert.ThrowsAsync<QueueDefinitionConflictException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(standard) { Fifo = true }, default));
+        var ordered = new QueueName(RabbitMqServer.NewName("ordered"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(ordered) { Fifo = true }, default);
+        var unordered = await Assert.ThrowsAsync<QueueDefinitionConflictException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(ordered), default));
         var uri = Assert.Throws<InvalidMessageException>(() => new RabbitMqOptions { Uri = new Uri("http://localhost/") }.Validate());
         var prefetch = Assert.Throws<InvalidMessageException>(() => new RabbitMqOptions { Uri = new Uri("amqp://localhost/"), RelayBatchSize = 0 }.Validate());
         var name = await Assert.ThrowsAsync<InvalidMessagingNameException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(new string('q', 120)), default));
 
         Assert.Equal(unknown, notFound.Queue);
-        Assert.Contains("Fifo", fifo.Message, StringComparison.Ordinal);
+        Assert.Equal(standard, fifo.Queue);
+        Assert.Contains("standard queue", fifo.Message, StringComparison.Ordinal);
+        Assert.Equal(ordered, unordered.Queue);
+        Assert.Contains("FIFO queue", unordered.Message, StringComparison.Ordinal);
         Assert.Contains("Uri", uri.Message, StringComparison.Ordinal);
         Assert.Contains("RelayBatchSize", prefetch.Message, StringComparison.Ordinal);
         Assert.Equal("queue", name.Kind);
-        Assert.Empty(await sut.Broker.ListQueuesAsync(default));
+        var queues = await sut.Broker.ListQueuesAsync(default);
+        Assert.Equal([ordered.Value, standard.Value], queues.Select(q => q.Name.Value).Order(StringComparer.Ordinal));
+        Assert.True(queues.Single(q => q.Name == ordered).Fifo);
     }
 }

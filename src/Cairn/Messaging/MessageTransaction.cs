@@ -94,6 +94,14 @@ public sealed class MessageTransaction
         return this;
     }
 
+    /// <summary>Records the inbox record of another transaction as it is: for a transport that hands a commit on.</summary>
+    internal MessageTransaction MarkProcessed(string consumer, MessageId messageId, HandledMessage? message)
+    {
+        MarkProcessed(consumer, messageId);
+        InboxMessage = message;
+        return this;
+    }
+
     /// <summary>Stores a checkpoint in the same commit.</summary>
     public MessageTransaction SetCheckpoint(string key, GlobalPosition position)
     {
