@@ -1,6 +1,7 @@
 using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
+using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Messaging.Consumers;
@@ -105,6 +106,50 @@ public sealed class HostingTests : IDisposable
         Assert.Equal(Total, monitor.Find("fault")!.Status.Handled);
         var outbox = await ((RabbitMqMessageBroker)((Diagnostics.InstrumentedMessageBroker)broker).Inner).Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default);
         Assert.Equal(0, outbox.Visible + outbox.Leased + outbox.Delayed);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task a_hosted_consumer_of_a_fifo_queue_handles_each_group_in_order_beside_rabbitmq_queues()
+    {
+        var ledger = new QueueName(RabbitMqServer.NewName("ledger"));
+        var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o => o
+                .UseSqlite($"Data Source={Path.Combine(_directory, "cairn.db")}")
+                .UseRabbitMq(RabbitMqServer.Uri, r => r with { RelayPollWait = TimeSpan.FromMilliseconds(200) }))
+            .AddQueue(ledger, q => q with { Fifo = true })
+            .AddConsumer(
+                ledger,
+                (context, _) =>
+                {
+                    // Each group's entries go to a stream of their own, in the order the consumer handled them.
+                    context.Append(new StreamName($"ledger-{context.Message.Subject}"), ExpectedVersion.Any, new EventData(MessageId.New(), "entry.posted", context.Message.Data.ToArray()));
+                    return ValueTask.CompletedTask;
+                },
+                c => new ConsumerOptions(c.Queue, "bookkeeper") { Concurrency = 4, PollWait = TimeSpan.FromSeconds(1) });
+        using var host = builder.Build();
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        var groups = new[] { "a", "b", "c" };
+        const int PerGroup = 20;
+
+        // Interleaved across groups, sent in several commits.
+        for (var n = 0; n < PerGroup; n += 5)
+        {
+            await broker.SendBatchAsync(ledger, Enumerable.Range(n, 5).SelectMany(i => groups.Select(g => Numbered(i) with { GroupKey = g, Subject = g })));
+        }
+
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await Wait.UntilAsync(() => monitor.Find("bookkeeper")!.Status.Handled == groups.Length * PerGroup, "every entry was handled");
+        var store = host.Services.GetRequiredService<IEventStore>();
+        foreach (var group in groups)
+        {
+            var handled = await store.ReadStreamAsync(new StreamName($"ledger-{group}")).Select(e => Encoding.UTF8.GetString(e.Data.Span)).ToListAsync();
+            Assert.Equal(Enumerable.Range(0, PerGroup).Select(n => $"{{\"n\":{n}}}"), handled);
+        }
+
+        Assert.Equal(0, (await broker.GetStatsAsync(ledger, default)).Visible);
+        Assert.Contains(await broker.ListQueuesAsync(default), q => q.Name == ledger && q.Fifo);
         await host.StopAsync();
     }
 }
