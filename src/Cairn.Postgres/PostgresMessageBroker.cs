@@ -205,7 +205,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
                 count(*) FILTER (WHERE state = 1 AND visible_at > $2),
                 count(*) FILTER (WHERE state = 0 AND visible_at > $2 AND expires_ticks > $2),
                 count(*) FILTER (WHERE state >= 2),
-                min(enqueued_ticks) FILTER (WHERE state < 2 AND (state = 1 OR expires_ticks > $2))
+                min(enqueued_ticks) FILTER (WHERE state = 1 OR (state = 0 AND visible_at <= $2 AND expires_ticks > $2))
             FROM {T("messages")} WHERE queue_id = $1
             """,
             connection,

@@ -21,7 +21,7 @@ public sealed partial class RabbitMqMessageBroker
         foreach (var lease in transaction.Acknowledgements)
         {
             // A FIFO queue's lease is the backend's, acknowledged in its transaction; a RabbitMQ delivery once it committed.
-            if (IsKept(lease.Queue))
+            if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
             {
                 backend.Acknowledge(lease);
             }

@@ -142,7 +142,8 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>Takes a lease out of the held ones, or fails with <see cref="LeaseLostException"/>.</summary>
     private HeldLease Take(LeaseToken lease)
     {
-        if (_leases.TryRemove(lease.Sequence, out var held) && held.Delivery.Lease == lease)
+        // Compared before it is removed: a token of another instance may carry the sequence of one of this process's leases.
+        if (_leases.TryGetValue(lease.Sequence, out var held) && held.Delivery.Lease == lease && _leases.TryRemove(new KeyValuePair<long, HeldLease>(lease.Sequence, held)))
         {
             if (held.Current)
             {
@@ -165,21 +166,40 @@ public sealed partial class RabbitMqMessageBroker
     {
         ArgumentNullException.ThrowIfNull(leases);
         CheckDistinct(leases);
-        var kept = leases.Where(l => IsKept(l.Queue)).ToList();
-        var delivered = leases.Where(l => !IsKept(l.Queue)).ToList();
+        var kept = new List<LeaseToken>();
+        var delivered = new List<LeaseToken>();
+        foreach (var lease in leases)
+        {
+            (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false) ? kept : delivered).Add(lease);
+        }
+
         foreach (var lease in delivered)
         {
             Peek(lease);
         }
 
+        // The deliveries are taken before the backend settles the FIFO leases, so none can run out in between; should
+        // the backend refuse, they are held again, and the call has settled nothing.
+        var taken = delivered.Select(Take).ToList();
         if (kept.Count > 0)
         {
-            await _backend.AcknowledgeAsync(kept, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await _backend.AcknowledgeAsync(kept, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                foreach (var held in taken)
+                {
+                    _leases[held.Delivery.Lease.Sequence] = held;
+                }
+
+                throw;
+            }
         }
 
-        foreach (var lease in delivered)
+        foreach (var held in taken)
         {
-            var held = Take(lease);
             await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
         }
     }
@@ -204,7 +224,7 @@ public sealed partial class RabbitMqMessageBroker
             throw new InvalidMessageException($"The release delay is {delay}; it must be between 0 and 365 days.");
         }
 
-        if (IsKept(lease.Queue))
+        if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
         {
             await _backend.ReleaseAsync(lease, delay, failure, cancellationToken).ConfigureAwait(false);
             return;
@@ -221,49 +241,51 @@ public sealed partial class RabbitMqMessageBroker
     }
 
     /// <summary>Gives a delivery back untried: a copy with the receive count it had before this receive, visible at once.</summary>
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
+    public async Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
     {
-        if (IsKept(lease.Queue))
+        if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
         {
-            return _backend.ReturnAsync(lease, cancellationToken);
+            await _backend.ReturnAsync(lease, cancellationToken).ConfigureAwait(false);
+            return;
         }
 
         var held = Take(lease);
-        return RepublishAsync(held, held.Delivery.ReceiveCount - 1, held.Delivery.LastFailure, TimeSpan.Zero, cancellationToken);
+        await RepublishAsync(held, held.Delivery.ReceiveCount - 1, held.Delivery.LastFailure, TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Sets the lease to <paramref name="duration"/> from now. RabbitMQ itself closes a channel whose delivery stays unacknowledged past its <c>consumer_timeout</c> (30 minutes by default).</summary>
-    public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
+    public async Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
     {
         if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
         {
             throw new InvalidMessageException($"The lease extension is {duration}; it must be between 1 ms and 12 hours.");
         }
 
-        if (IsKept(lease.Queue))
+        if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
         {
-            return _backend.ExtendLeaseAsync(lease, duration, cancellationToken);
+            await _backend.ExtendLeaseAsync(lease, duration, cancellationToken).ConfigureAwait(false);
+            return;
         }
 
         Peek(lease).ExpiresAt = _time.GetUtcNow() + duration;
-        return Task.CompletedTask;
     }
 
     /// <summary>Moves a delivery to the queue's dead-letter queue (<c>&lt;queue&gt;.dlq</c>) with the reason, then acknowledges it.</summary>
-    public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
+    public async Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
         if (string.IsNullOrWhiteSpace(reason))
         {
             throw new InvalidMessageException("A dead-letter reason is required.");
         }
 
-        if (IsKept(lease.Queue))
+        if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
         {
-            return _backend.DeadLetterAsync(lease, reason, failure, cancellationToken);
+            await _backend.DeadLetterAsync(lease, reason, failure, cancellationToken).ConfigureAwait(false);
+            return;
         }
 
         var held = Take(lease);
-        return MoveToDeadLettersAsync(held, reason, failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount);
+        await MoveToDeadLettersAsync(held, reason, failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount).ConfigureAwait(false);
     }
 
     private async Task RepublishAsync(HeldLease held, int receives, FailureInfo? failure, TimeSpan delay, CancellationToken cancellationToken)

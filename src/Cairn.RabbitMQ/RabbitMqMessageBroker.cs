@@ -112,10 +112,13 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     }
 
     /// <summary>
-    /// True for a FIFO queue, which the backend keeps (only the queues this process has looked up are known; a lease is
-    /// of one it has received from).
+    /// True for a FIFO queue, which the backend keeps; looked up in the backend when this process has not met the queue
+    /// (a lease of another instance, or one kept across a restart). False for a queue that does not exist.
     /// </summary>
-    private bool IsKept(QueueName queue) => _queues.TryGetValue(queue, out var definition) && definition.Fifo;
+    private async ValueTask<bool> IsKeptAsync(QueueName queue, CancellationToken cancellationToken) =>
+        _queues.TryGetValue(queue, out var definition)
+            ? definition.Fifo
+            : (await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false))?.Fifo == true;
 
     /// <summary>Declares the queue and its dead-letter queue in RabbitMQ (once per process).</summary>
     internal async Task EnsureDeclaredAsync(QueueName queue, CancellationToken cancellationToken)
@@ -212,6 +215,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             Leased = leased,
             Delayed = outbox.Delayed,
             DeadLettered = deadLettered,
+            Exact = false,
         };
     }
 

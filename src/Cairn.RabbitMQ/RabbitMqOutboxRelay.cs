@@ -106,7 +106,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         {
             try
             {
-                // A gauge callback cannot await; the backends answer statistics from a local read.
+                // A gauge callback cannot await: the backend's read blocks this collection.
                 var stats = _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), CancellationToken.None).GetAwaiter().GetResult();
                 read.Add(stats with { Queue = queue });
             }
@@ -193,7 +193,11 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
             var message = deliveries[i].Message;
             try
             {
-                publishes[i] = channel.BasicPublishAsync("", routingKey, true, RabbitMqMessageBroker.PropertiesFor(message, deliveries[i].EnqueuedAt), message.Data, CancellationToken.None).AsTask();
+                var properties = RabbitMqMessageBroker.PropertiesFor(message, deliveries[i].EnqueuedAt);
+
+                // A FIFO queue's dead letter redriven here keeps its last failure, as a redrive within RabbitMQ does.
+                AmqpMessageCodec.SetFailure(properties.Headers!, deliveries[i].LastFailure);
+                publishes[i] = channel.BasicPublishAsync("", routingKey, true, properties, message.Data, CancellationToken.None).AsTask();
             }
             catch (Exception ex)
             {

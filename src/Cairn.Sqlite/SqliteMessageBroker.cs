@@ -125,7 +125,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
                 coalesce(sum(state = 1 AND visible_at > ?2), 0),
                 coalesce(sum(state = 0 AND visible_at > ?2 AND expires_ticks > ?2), 0),
                 coalesce(sum(state >= 2), 0),
-                min(CASE WHEN state < 2 AND (state = 1 OR expires_ticks > ?2) THEN enqueued_ticks END)
+                min(CASE WHEN state = 1 OR (state = 0 AND visible_at <= ?2 AND expires_ticks > ?2) THEN enqueued_ticks END)
             FROM cairn_messages WHERE queue_id = ?1
             """);
         select.Bind(1, row.Id);

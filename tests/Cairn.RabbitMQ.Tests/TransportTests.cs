@@ -253,8 +253,10 @@ public sealed class TransportTests
         await instrumented.DeclareQueueAsync(new QueueDefinition(queue), default);
         using var telemetry = new QueueTelemetry(queue);
 
+        // Empty as this process sees it; another process may hold its messages, so no age rather than a wrong 0.
         telemetry.Read();
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.queue.oldest_age"));
+        Assert.Equal(0, telemetry.Gauge("cairn.messaging.queue.depth|visible"));
+        Assert.Null(telemetry.Gauge("cairn.messaging.queue.oldest_age"));
         await instrumented.SendAsync(queue, Numbered(1));
         await Wait.UntilAsync(
             () =>
@@ -264,8 +266,9 @@ public sealed class TransportTests
             },
             "the message reaches RabbitMQ");
 
-        // A wrong 0 would say the queue is fresh; RabbitMQ does not tell how long its oldest message has waited.
+        // RabbitMQ does not tell how long its oldest message has waited.
         Assert.Null(telemetry.Gauge("cairn.messaging.queue.oldest_age"));
+        Assert.False((await instrumented.GetStatsAsync(queue, default)).Exact);
     }
 
     [Fact]
@@ -306,12 +309,39 @@ public sealed class TransportTests
         Assert.Equal((0, 0, 1), (stats.Visible, stats.Leased, stats.DeadLettered));
         Assert.Equal("no account", (await sut.Broker.GetDeadLetterAsync(ledger, entries[1].Id, default))?.Failure?.Message);
         Assert.Equal(1, await sut.Broker.RedriveAsync(ledger, new RedriveRequest { Target = notices }, default));
-        Assert.Equal(entries[1].Id, Assert.Single(await ReceiveAsync(sut.Broker, notices, 1)).Message.Id);
+        var redriven = Assert.Single(await ReceiveAsync(sut.Broker, notices, 1));
+        Assert.Equal((entries[1].Id, "no account"), (redriven.Message.Id, redriven.LastFailure?.Message));
         Assert.Empty(await sut.Broker.ListDeadLettersAsync(ledger, 0, 10, default));
 
         // RabbitMQ's dead letters cannot take a place in a queue the backend keeps.
         var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.RedriveAsync(notices, new RedriveRequest { Target = ledger }, default));
         Assert.Contains(ledger.Value, refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_fifo_lease_is_settled_by_another_instance_and_a_foreign_token_takes_no_lease_of_this_one()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var ledger = new QueueName(RabbitMqServer.NewName("ledger"));
+        var orders = new QueueName(RabbitMqServer.NewName("orders"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(ledger) { Fifo = true }, default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(orders), default);
+        await sut.Broker.SendAsync(ledger, Numbered(1) with { GroupKey = "a" });
+        await sut.Broker.SendAsync(orders, Numbered(2));
+        var head = Assert.Single(await sut.Broker.ReceiveAsync(ledger, new ReceiveOptions(), default));
+        var order = Assert.Single(await ReceiveAsync(sut.Broker, orders, 1));
+
+        // Another instance on the same backend, as after a restart, has never met the FIFO queue: it still settles there.
+        await using (var other = new RabbitMqMessageBroker(sut.Broker.Backend, sut.Broker.Options))
+        {
+            await other.AcknowledgeAsync([head.Lease], default);
+        }
+
+        Assert.Equal(0, (await sut.Broker.GetStatsAsync(ledger, default)).Leased);
+
+        // A token that only shares a sequence with a held lease is refused, and the held lease stays settleable.
+        await Assert.ThrowsAsync<LeaseLostException>(() => sut.Broker.ReturnAsync(new LeaseToken(orders, order.Lease.Sequence, 7), default));
+        await sut.Broker.AcknowledgeAsync([order.Lease], default);
     }
 
     [Fact]

@@ -124,13 +124,19 @@ public static class CairnDiagnostics
         yield return new(stats.Delayed, queue, new("state", "delayed"));
     }
 
-    /// <summary>The oldest message's age, 0 for an empty queue; nothing when the backend cannot tell (RabbitMQ's queues).</summary>
+    /// <summary>
+    /// The oldest due or leased message's age, 0 when there is none; nothing when the backend cannot tell, as over
+    /// RabbitMQ, where an empty reading may hide what another process holds (a wrong 0 would hide a stall).
+    /// </summary>
     private static IEnumerable<Measurement<double>> OldestAge(QueueStats stats)
     {
-        var empty = stats.Visible + stats.Leased + stats.Delayed + stats.Parked == 0;
-        if (stats.OldestAge is { } age || empty)
+        if (stats.OldestAge is { } age)
         {
-            yield return new(empty ? 0 : stats.OldestAge!.Value.TotalSeconds, new KeyValuePair<string, object?>("queue", stats.Queue.Value));
+            yield return new(age.TotalSeconds, new KeyValuePair<string, object?>("queue", stats.Queue.Value));
+        }
+        else if (stats.Exact)
+        {
+            yield return new(0, new KeyValuePair<string, object?>("queue", stats.Queue.Value));
         }
     }
 

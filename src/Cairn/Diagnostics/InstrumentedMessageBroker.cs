@@ -173,7 +173,7 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
         {
             try
             {
-                // The backends answer statistics synchronously from a local read; a gauge callback cannot await.
+                // A gauge callback cannot await: the read blocks this collection (over RabbitMQ, a round trip or two).
                 read.Add(Inner.GetStatsAsync(queue, CancellationToken.None).GetAwaiter().GetResult());
             }
             catch (Exception)

@@ -120,6 +120,15 @@ public sealed record QueueStats
     /// <summary>FIFO messages waiting behind a dead-lettered head of their group, whatever their own state.</summary>
     public long Parked { get; init; }
 
-    /// <summary>How long the oldest message still in the queue (not dead-lettered) has waited, or null when empty.</summary>
+    /// <summary>
+    /// How long the oldest message that is due or leased has waited since it was sent, or null when there is none:
+    /// delayed messages wait by design and dead letters are counted apart, so neither makes it grow.
+    /// </summary>
     public TimeSpan? OldestAge { get; init; }
+
+    /// <summary>
+    /// False when the backend sees only part of the queue, so the counts are a lower bound and an empty reading does not
+    /// mean an empty queue: over RabbitMQ, deliveries another process has taken or holds are counted by none.
+    /// </summary>
+    public bool Exact { get; init; } = true;
 }

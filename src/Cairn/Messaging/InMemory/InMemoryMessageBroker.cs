@@ -150,7 +150,9 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                 }
                 else
                 {
+                    // Delayed: waiting by design, so not what the oldest age measures.
                     delayed++;
+                    continue;
                 }
 
                 oldest = oldest is { } o ? Math.Min(o, m.EnqueuedAt) : m.EnqueuedAt;
