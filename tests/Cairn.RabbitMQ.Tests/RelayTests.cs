@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.RegularExpressions;
 using Cairn.Conformance.Support;
+using Cairn.Diagnostics;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 
@@ -23,7 +24,7 @@ public sealed class RelayTests
             "ctl", rabbit.Directory, "set_policy", "cap", $"^{Regex.Escape(sut.Broker.AmqpName(queue))}$",
             """{"max-length":40,"overflow":"reject-publish"}""", "--apply-to", "queues");
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
-        using var telemetry = new QueueTelemetry(queue);
+        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
         const int Total = 200;
         var sent = Enumerable.Range(0, Total).Select(Numbered).ToList();
 
@@ -37,15 +38,15 @@ public sealed class RelayTests
         await Wait.UntilAsync(
             () =>
             {
-                telemetry.Read();
-                var backlog = telemetry.Gauge("cairn.messaging.relay.backlog|due") + telemetry.Gauge("cairn.messaging.relay.backlog|in_flight");
+                telemetry.ReadGauges();
+                var backlog = telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=due") + telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=in_flight");
                 return backlog > 0 && backlog == Total - sut.Relay.Published;
             },
             "the relay's backlog gauges count the messages RabbitMQ did not confirm");
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|delayed"));
-        var waited = telemetry.Gauge("cairn.messaging.relay.oldest_age");
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=delayed"));
+        var waited = telemetry.Last($"cairn.messaging.relay.oldest_age|queue={queue}");
         Assert.InRange(waited!.Value, 0, sending.Elapsed.TotalSeconds);
-        Assert.True(telemetry.Total("cairn.messaging.relay.returned") > 0);
+        Assert.True(telemetry.Total($"cairn.messaging.relay.returned|queue={queue}") > 0);
 
         var received = new List<MessageId>();
         while (received.Count < Total)
@@ -65,12 +66,12 @@ public sealed class RelayTests
         Assert.True(sut.Relay.Returned > 0);
 
         // Each message counted once as published, each refusal as returned, each batch's confirms timed.
-        Assert.Equal(Total, telemetry.Total("cairn.messaging.relay.published"));
-        Assert.Equal(sut.Relay.Returned, telemetry.Total("cairn.messaging.relay.returned"));
-        Assert.InRange(telemetry.Total("cairn.messaging.relay.confirm.duration"), Total / 10, long.MaxValue);
-        telemetry.Read();
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|due"));
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.oldest_age"));
+        Assert.Equal(Total, telemetry.Total($"cairn.messaging.relay.published|queue={queue}"));
+        Assert.Equal(sut.Relay.Returned, telemetry.Total($"cairn.messaging.relay.returned|queue={queue}"));
+        Assert.InRange(telemetry.Total($"cairn.messaging.relay.confirm.duration|queue={queue}"), Total / 10, long.MaxValue);
+        telemetry.ReadGauges();
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=due"));
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.relay.oldest_age|queue={queue}"));
     }
 
     [Fact]
@@ -79,23 +80,23 @@ public sealed class RelayTests
         await using var sut = await TransportUnderTest.StartAsync();
         var queue = new QueueName(RabbitMqServer.NewName("later"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
-        using var telemetry = new QueueTelemetry(queue);
+        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
 
         await sut.Broker.SendAsync(queue, Numbered(1) with { Delay = TimeSpan.FromHours(1) });
         var now = Numbered(2);
         await sut.Broker.SendAsync(queue, now);
         var due = Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromSeconds(20) }, default).Bounded());
         await sut.Broker.AcknowledgeAsync([due.Lease], default);
-        await Wait.UntilAsync(() => telemetry.Total("cairn.messaging.relay.published") == 1, "the due message is counted as published");
-        telemetry.Read();
+        await Wait.UntilAsync(() => telemetry.Total($"cairn.messaging.relay.published|queue={queue}") == 1, "the due message is counted as published");
+        telemetry.ReadGauges();
 
-        Assert.Equal(1, telemetry.Gauge("cairn.messaging.relay.backlog|delayed"));
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|due"));
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.backlog|in_flight"));
+        Assert.Equal(1, telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=delayed"));
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=due"));
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.relay.backlog|queue={queue}|state=in_flight"));
 
         // A delayed send waits by design: it does not age the outbox.
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.relay.oldest_age"));
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.relay.oldest_age|queue={queue}"));
         Assert.Equal(now.Id, due.Message.Id);
-        Assert.Equal(0, telemetry.Total("cairn.messaging.relay.returned"));
+        Assert.Equal(0, telemetry.Total($"cairn.messaging.relay.returned|queue={queue}"));
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using Cairn.Conformance.Support;
+using Cairn.Diagnostics;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
@@ -162,7 +163,7 @@ public sealed class TransportTests
     {
         await using var sut = await TransportUnderTest.StartAsync();
         var queue = new QueueName(RabbitMqServer.NewName("retry"));
-        using var telemetry = new QueueTelemetry(queue);
+        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 2 }, default);
         await sut.Broker.SendAsync(queue, Numbered(1));
         var failure = FailureInfo.From(new TimeoutException("slow"));
@@ -177,7 +178,7 @@ public sealed class TransportTests
         var deadLetter = Assert.Single(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
         Assert.Equal("it failed on each of its 2 allowed receives", deadLetter.Reason);
         Assert.Equal(2, deadLetter.Attempts);
-        Assert.Equal(1, telemetry.Total("cairn.messaging.dead_lettered"));
+        Assert.Equal(1, telemetry.Total($"cairn.messaging.dead_lettered|queue={queue}"));
         Assert.Equal(1, await sut.Broker.PurgeDeadLettersAsync(queue, [deadLetter.Message.Id], default));
         Assert.Empty(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
     }
@@ -248,26 +249,26 @@ public sealed class TransportTests
     public async Task a_queue_s_gauges_over_rabbitmq_report_its_depth_but_no_age_rabbitmq_cannot_tell()
     {
         await using var sut = await TransportUnderTest.StartAsync();
-        using var instrumented = new Cairn.Diagnostics.InstrumentedMessageBroker(sut.Broker);
+        using var instrumented = new InstrumentedMessageBroker(sut.Broker);
         var queue = new QueueName(RabbitMqServer.NewName("gauged"));
         await instrumented.DeclareQueueAsync(new QueueDefinition(queue), default);
-        using var telemetry = new QueueTelemetry(queue);
+        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
 
         // Empty as this process sees it; another process may hold its messages, so no age rather than a wrong 0.
-        telemetry.Read();
-        Assert.Equal(0, telemetry.Gauge("cairn.messaging.queue.depth|visible"));
-        Assert.Null(telemetry.Gauge("cairn.messaging.queue.oldest_age"));
+        telemetry.ReadGauges();
+        Assert.Equal(0, telemetry.Last($"cairn.messaging.queue.depth|queue={queue}|state=visible"));
+        Assert.Null(telemetry.Last($"cairn.messaging.queue.oldest_age|queue={queue}"));
         await instrumented.SendAsync(queue, Numbered(1));
         await Wait.UntilAsync(
             () =>
             {
-                telemetry.Read();
-                return telemetry.Gauge("cairn.messaging.queue.depth|visible") == 1;
+                telemetry.ReadGauges();
+                return telemetry.Last($"cairn.messaging.queue.depth|queue={queue}|state=visible") == 1;
             },
             "the message reaches RabbitMQ");
 
         // RabbitMQ does not tell how long its oldest message has waited.
-        Assert.Null(telemetry.Gauge("cairn.messaging.queue.oldest_age"));
+        Assert.Null(telemetry.Last($"cairn.messaging.queue.oldest_age|queue={queue}"));
         Assert.False((await instrumented.GetStatsAsync(queue, default)).Exact);
     }
 

@@ -6,7 +6,6 @@ using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Subscriptions;
-using Cairn.Tests.Support;
 using Microsoft.Extensions.Logging;
 
 namespace Cairn.Tests;

@@ -1,14 +1,13 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
+using Cairn.Conformance.Support;
 using Cairn.Diagnostics;
 using Cairn.EventStore.InMemory;
 using Cairn.Messaging;
 using Cairn.Messaging.Consumers;
 using Cairn.Messaging.InMemory;
 using Cairn.Subscriptions;
-using Cairn.Tests.Support;
-using Wait = Cairn.Conformance.Support.Wait;
 
 namespace Cairn.Tests;
 
@@ -51,7 +50,7 @@ public sealed class MessagingDiagnosticsTests : IDisposable
     [Fact]
     public async Task a_lease_that_runs_out_is_counted_as_an_expiry()
     {
-        var clock = new Cairn.Conformance.Support.ManualTimeProvider();
+        var clock = new ManualTimeProvider();
         using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(new Cairn.EventStore.EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore()));
         await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
         await broker.SendAsync(_queue, new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")));
@@ -64,7 +63,7 @@ public sealed class MessagingDiagnosticsTests : IDisposable
     [Fact]
     public async Task a_queue_reports_how_long_its_oldest_message_has_waited_and_zero_when_empty()
     {
-        var clock = new Cairn.Conformance.Support.ManualTimeProvider();
+        var clock = new ManualTimeProvider();
         using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(new Cairn.EventStore.EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore()));
         await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
         var age = $"cairn.messaging.queue.oldest_age|queue={_queue}";

@@ -3,7 +3,6 @@ using Cairn.DependencyInjection;
 using Cairn.Domain;
 using Cairn.EventStore;
 using Cairn.Serialization;
-using Cairn.Tests.Support;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 

@@ -6,7 +6,6 @@ using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Projections;
 using Cairn.Projections.InMemory;
-using Cairn.Tests.Support;
 
 namespace Cairn.Tests.Projections;
 

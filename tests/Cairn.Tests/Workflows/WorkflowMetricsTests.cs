@@ -1,5 +1,4 @@
 using Cairn.Conformance.Support;
-using Cairn.Tests.Support;
 using Cairn.Workflows;
 
 namespace Cairn.Tests.Workflows;

@@ -2,11 +2,12 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 
-namespace Cairn.Tests.Support;
+namespace Cairn.Conformance.Support;
 
 /// <summary>
 /// Listens to Cairn's meters and activity sources for a test: totals per instrument and tag set (histograms count
-/// their recordings), and every span that stopped.
+/// their recordings), the last value of each, and every span that stopped. Keys carry every tag, so measurements of
+/// other tests running in the process (other queues, other names) never mix with a test's own.
 /// </summary>
 public sealed class TelemetryRecorder : IDisposable
 {
@@ -25,7 +26,11 @@ public sealed class TelemetryRecorder : IDisposable
                 listener.EnableMeasurementEvents(instrument);
             }
         };
-        _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
+        _meters.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            Add(instrument, value, tags);
+            _last[Key(instrument, tags)] = value;
+        });
         _meters.SetMeasurementEventCallback<double>((instrument, value, tags, _) =>
         {
             Add(instrument, 1, tags);
@@ -47,7 +52,7 @@ public sealed class TelemetryRecorder : IDisposable
     /// <summary>The total of an instrument under a key: its name, then <c>|tag=value</c> for each tag in order.</summary>
     public long Total(string key) => _totals.GetValueOrDefault(key);
 
-    /// <summary>The last value an instrument of doubles recorded under a key, or null when it recorded none.</summary>
+    /// <summary>The last value an instrument recorded under a key (a gauge's last reading), or null when it recorded none.</summary>
     public double? Last(string key) => _last.TryGetValue(key, out var value) ? value : null;
 
     /// <summary>Forgets the totals and last values so far, before a fresh reading of a gauge.</summary>
@@ -59,6 +64,16 @@ public sealed class TelemetryRecorder : IDisposable
 
     /// <summary>Takes a reading of the observable instruments (gauges) now.</summary>
     public void RecordObservableInstruments() => _meters.RecordObservableInstruments();
+
+    /// <summary>
+    /// Takes a fresh reading of the gauges, forgetting every last value first, so a gauge that reports nothing this
+    /// time reads as null; totals are kept.
+    /// </summary>
+    public void ReadGauges()
+    {
+        _last.Clear();
+        _meters.RecordObservableInstruments();
+    }
 
     /// <inheritdoc />
     public void Dispose()
