@@ -137,7 +137,7 @@ public sealed partial class RabbitMqMessageBroker
             throw new InvalidMessageException($"The dead-letter listing limit is {limit}; it must be between 1 and 1000.");
         }
 
-        if (await HasDeadLettersInBackendAsync(queue, cancellationToken).ConfigureAwait(false))
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
             return await _backend.ListDeadLettersAsync(queue, afterSequence, limit, cancellationToken).ConfigureAwait(false);
         }
@@ -161,7 +161,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
-        if (await HasDeadLettersInBackendAsync(queue, cancellationToken).ConfigureAwait(false))
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
             return await _backend.GetDeadLetterAsync(queue, messageId, cancellationToken).ConfigureAwait(false);
         }
@@ -193,7 +193,7 @@ public sealed partial class RabbitMqMessageBroker
         request.Validate();
         var target = request.Target ?? queue;
         var targetIsKept = (await RequireQueueAsync(target, cancellationToken).ConfigureAwait(false)).Fifo;
-        if (await HasDeadLettersInBackendAsync(queue, cancellationToken).ConfigureAwait(false))
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
             // A FIFO queue's dead letters are the backend's; to a queue in RabbitMQ they go through its outbox.
             var redriven = await _backend.RedriveAsync(queue, request with { Target = targetIsKept ? target : OutboxOf(target) }, cancellationToken).ConfigureAwait(false);
@@ -257,7 +257,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        if (await HasDeadLettersInBackendAsync(queue, cancellationToken).ConfigureAwait(false))
+        if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
             return await _backend.PurgeDeadLettersAsync(queue, messageIds, cancellationToken).ConfigureAwait(false);
         }
@@ -287,8 +287,4 @@ public sealed partial class RabbitMqMessageBroker
             cancellationToken).ConfigureAwait(false);
         return purged;
     }
-
-    /// <summary>True for a FIFO queue, whose dead letters the backend keeps; <see cref="QueueNotFoundException"/> for an unknown one.</summary>
-    private async Task<bool> HasDeadLettersInBackendAsync(QueueName queue, CancellationToken cancellationToken) =>
-        (await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo;
 }
