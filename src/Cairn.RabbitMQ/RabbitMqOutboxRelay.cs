@@ -104,15 +104,9 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
         var read = new List<QueueStats>();
         foreach (var queue in _loops.Keys)
         {
-            try
+            if (CairnDiagnostics.ReadForGauge(cancellationToken => _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), cancellationToken)) is { } stats)
             {
-                // A gauge callback cannot await: the backend's read blocks this collection.
-                var stats = _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), CancellationToken.None).GetAwaiter().GetResult();
                 read.Add(stats with { Queue = queue });
-            }
-            catch (Exception)
-            {
-                // Closed, or its backend or RabbitMQ away: this reading leaves the queue out, the next tries again.
             }
         }
 

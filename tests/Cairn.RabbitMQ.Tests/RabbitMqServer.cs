@@ -101,5 +101,22 @@ internal sealed class OwnRabbitMq : IAsyncDisposable
     /// <summary>Starts the halted node again on the same port, with its data.</summary>
     public Task ResumeAsync() => RabbitMqServer.RunScriptAsync("resume", Directory);
 
+    /// <summary>Stops the node's process without ending it (SIGSTOP): a broker that hangs, its connections open and silent.</summary>
+    public Task FreezeAsync() => SignalAsync("STOP");
+
+    /// <summary>Lets a frozen node run again (SIGCONT).</summary>
+    public Task ThawAsync() => SignalAsync("CONT");
+
     public async ValueTask DisposeAsync() => await RabbitMqServer.RunScriptAsync("stop", Directory);
+
+    private async Task SignalAsync(string signal)
+    {
+        var pid = (await File.ReadAllTextAsync(Path.Combine(Directory, "pid"))).Trim();
+        using var kill = Process.Start("kill", ["-" + signal, pid])!;
+        await kill.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        if (kill.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"kill -{signal} {pid} failed ({kill.ExitCode}).");
+        }
+    }
 }

@@ -273,6 +273,43 @@ public sealed class TransportTests
     }
 
     [Fact]
+    public async Task a_gauge_reading_while_rabbitmq_hangs_ends_within_its_timeout_and_leaves_the_queue_out()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
+        using var instrumented = new InstrumentedMessageBroker(sut.Broker);
+        var queue = new QueueName(RabbitMqServer.NewName("hung"));
+        await instrumented.DeclareQueueAsync(new QueueDefinition(queue), default);
+        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
+        var depth = $"cairn.messaging.queue.depth|queue={queue}|state=visible";
+        telemetry.ReadGauges();
+        Assert.Equal(0, telemetry.Last(depth));
+
+        await rabbit.FreezeAsync();
+        try
+        {
+            // Two gauges read the queue, each waiting at most the statistics timeout (2 s); without it, each would wait
+            // for RabbitMQ.Client's own time-out (20 s), and every metric of the process with it.
+            var reading = Stopwatch.StartNew();
+            telemetry.ReadGauges();
+            Assert.InRange(reading.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(15));
+            Assert.Null(telemetry.Last(depth));
+        }
+        finally
+        {
+            await rabbit.ThawAsync();
+        }
+
+        await Wait.UntilAsync(
+            () =>
+            {
+                telemetry.ReadGauges();
+                return telemetry.Last(depth) == 0;
+            },
+            "the queue is read again once RabbitMQ answers");
+    }
+
+    [Fact]
     public async Task a_fifo_queue_stays_in_the_backend_and_commits_with_the_queues_in_rabbitmq()
     {
         await using var sut = await TransportUnderTest.StartAsync();

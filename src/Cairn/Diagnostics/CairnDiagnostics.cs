@@ -147,6 +147,46 @@ public static class CairnDiagnostics
 
     internal static void UntrackLag(object owner) => LagSources.TryRemove(owner, out _);
 
+    /// <summary>The longest a gauge waits for one queue's statistics.</summary>
+    internal static readonly TimeSpan StatisticsTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Reads one queue's statistics for a gauge. A gauge callback cannot await, so the read blocks the collection, and
+    /// every metric of the process waits with it: a backend that hangs (a RabbitMQ stopped but not gone) holds it no
+    /// longer than <see cref="StatisticsTimeout"/>. Null when the read fails or runs out of time; that reading leaves
+    /// the queue out, and the next tries again.
+    /// </summary>
+    internal static QueueStats? ReadForGauge(Func<CancellationToken, Task<QueueStats>> read)
+    {
+        using var timeout = new CancellationTokenSource(StatisticsTimeout);
+        Task<QueueStats> reading;
+        try
+        {
+            reading = read(timeout.Token);
+        }
+        catch (Exception)
+        {
+            return null;
+        }
+
+        try
+        {
+            // A backend that does not heed the token is not waited for either; its late failure is observed.
+            if (reading.Wait(StatisticsTimeout))
+            {
+                return reading.Result;
+            }
+
+            reading.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            return null;
+        }
+        catch (Exception)
+        {
+            // Closed, or its backend or RabbitMQ away.
+            return null;
+        }
+    }
+
     /// <summary>Reports the queues <paramref name="read"/> gives in <c>cairn.messaging.queue.*</c> until untracked.</summary>
     internal static void TrackQueues(object owner, Func<IEnumerable<QueueStats>> read) => QueueSources[owner] = read;
 

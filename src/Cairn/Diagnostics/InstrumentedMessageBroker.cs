@@ -171,14 +171,9 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
         var read = new List<QueueStats>();
         foreach (var queue in _queues.Keys)
         {
-            try
+            if (CairnDiagnostics.ReadForGauge(cancellationToken => Inner.GetStatsAsync(queue, cancellationToken)) is { } stats)
             {
-                // A gauge callback cannot await: the read blocks this collection (over RabbitMQ, a round trip or two).
-                read.Add(Inner.GetStatsAsync(queue, CancellationToken.None).GetAwaiter().GetResult());
-            }
-            catch (Exception)
-            {
-                // Closed, or its backend or RabbitMQ away: this reading leaves the queue out, the next tries again.
+                read.Add(stats);
             }
         }
 
