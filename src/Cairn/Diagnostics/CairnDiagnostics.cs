@@ -82,9 +82,9 @@ public static class CairnDiagnostics
         ProjectionGauge("cairn.projection.rate", "{event}/s", "Events applied per second over the last ten seconds.", s => s.EventsPerSecond);
         ProjectionGauge("cairn.projection.rebuild.progress", "1", "The share of the log a rebuild has covered, 0 to 1; 1 when none runs.", s => s.Rebuild?.Fraction ?? 1);
         MessagingMeter.CreateObservableGauge("cairn.messaging.queue.depth", () => Read(QueueSources).SelectMany(Depth), "{message}", "Messages in a queue, by state (visible, leased, delayed, dead_lettered, parked).");
-        MessagingMeter.CreateObservableGauge("cairn.messaging.queue.oldest_age", () => Read(QueueSources).SelectMany(OldestAge), "s", "How long the oldest message in a queue (not dead-lettered) has waited; 0 when it is empty.");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.queue.oldest_age", () => Read(QueueSources).SelectMany(OldestAge), "s", "How long the oldest due or leased message in a queue has waited since it was sent; 0 when there is none, nothing when the statistics are not exact.");
         MessagingMeter.CreateObservableGauge("cairn.messaging.relay.backlog", () => Read(OutboxSources).SelectMany(Backlog), "{message}", "Messages waiting in the outbox of a queue, by state (due, in_flight, delayed).");
-        MessagingMeter.CreateObservableGauge("cairn.messaging.relay.oldest_age", () => Read(OutboxSources).SelectMany(OldestAge), "s", "How long the oldest message in the outbox of a queue has waited; 0 when it is empty.");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.relay.oldest_age", () => Read(OutboxSources).SelectMany(OldestAge), "s", "How long the oldest due or in-flight message in the outbox of a queue has waited since it was sent; 0 when there is none.");
     }
 
     /// <summary>What every source reads now; a source that fails is left out of this reading (a gauge never throws).</summary>

@@ -7,8 +7,9 @@ namespace Cairn.Diagnostics;
 
 /// <summary>
 /// Wraps any broker with a span per commit and the <c>Cairn.Messaging</c> metrics (sent, received, acknowledged,
-/// retried, lease expiries, and the depth and oldest message's age of every queue declared through it). Backends count only what they alone
-/// see: messages they dead-letter. <c>AddCairn</c> registers every backend's broker through it.
+/// retried, lease expiries, and the depth and oldest message's age of every queue declared through it). Backends
+/// count only what they alone see: messages they dead-letter. <c>AddCairn</c> registers every backend's broker
+/// through it.
 /// </summary>
 public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
 {
