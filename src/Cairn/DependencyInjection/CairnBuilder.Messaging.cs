@@ -40,7 +40,8 @@ public static partial class CairnServiceCollectionExtensions
         services.AddSingleton<IHostedService, MessagingSetupService>();
 
         // A transport's own service (an outbox relay) starts once the queues exist.
-        services.AddSingleton<IHostedService>(sp => new TransportHostedService(sp.GetRequiredService<IOptions<CairnOptions>>().Value.TransportService?.Invoke(sp)));
+        services.TryAddSingleton(sp => new TransportService(sp.GetRequiredService<IOptions<CairnOptions>>().Value.TransportService?.Invoke(sp)));
+        services.AddSingleton<IHostedService>(sp => new TransportHostedService(sp.GetRequiredService<TransportService>().Inner));
     }
 }
 
@@ -255,6 +256,9 @@ internal sealed class EventRouterHostedService(EventRouter router) : IHostedServ
 
     public ValueTask DisposeAsync() => router.DisposeAsync();
 }
+
+/// <summary>The configured transport's service (an outbox relay), when there is one: made once, run by the host, asked by the health check.</summary>
+internal sealed record TransportService(IHostedService? Inner);
 
 /// <summary>Runs the configured transport's service, when there is one.</summary>
 internal sealed class TransportHostedService(IHostedService? inner) : IHostedService

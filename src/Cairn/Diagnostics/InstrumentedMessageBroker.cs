@@ -26,6 +26,9 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     /// <summary>The wrapped broker.</summary>
     public IMessageBroker Inner { get; }
 
+    /// <summary>The queues declared through this broker, which its gauges and the messaging health check read.</summary>
+    internal IEnumerable<QueueName> DeclaredQueues => _queues.Keys;
+
     /// <inheritdoc />
     public async Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
     {

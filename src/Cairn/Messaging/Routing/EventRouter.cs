@@ -35,7 +35,7 @@ public sealed record EventRoute(string Name, EventFilter Filter, TopicName Topic
 }
 
 /// <summary>What a route has done: where it is in the log, whether it runs, and its last failure.</summary>
-public sealed record EventRouteStatus(string Name, TopicName Topic, GlobalPosition Position, bool Running, long Failures, string? LastError);
+public sealed record EventRouteStatus(string Name, TopicName Topic, GlobalPosition Position, bool Running, long Failures, string? LastError, int FailuresInARow = 0);
 
 /// <summary>
 /// Publishes appended events to a topic, so an application appends once and its events reach the bus: the log is the
@@ -54,6 +54,7 @@ public sealed class EventRouter : IAsyncDisposable
     private Task _running = Task.CompletedTask;
     private long _position;
     private long _failures;
+    private int _failuresInARow;
     private volatile string? _lastError;
     private TaskCompletionSource _advanced = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -77,7 +78,7 @@ public sealed class EventRouter : IAsyncDisposable
     public EventRoute Route { get; }
 
     /// <summary>What the route has done so far.</summary>
-    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError);
+    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError, Volatile.Read(ref _failuresInARow));
 
     /// <summary>The position of the last event routed (or passed over).</summary>
     public GlobalPosition Position => new(Interlocked.Read(ref _position));
@@ -141,6 +142,7 @@ public sealed class EventRouter : IAsyncDisposable
                 var head = await _store.GetHeadPositionAsync(token).ConfigureAwait(false);
                 var routed = await RouteBatchAsync(token).ConfigureAwait(false);
                 failures = 0;
+                Volatile.Write(ref _failuresInARow, 0);
                 if (!routed)
                 {
                     if (head > Position)
@@ -159,6 +161,7 @@ public sealed class EventRouter : IAsyncDisposable
             catch (Exception ex)
             {
                 failures++;
+                Volatile.Write(ref _failuresInARow, failures);
                 Interlocked.Increment(ref _failures);
                 _lastError = $"{ex.GetType().Name}: {ex.Message}";
                 var delay = TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(failures, 10))));

@@ -1,0 +1,275 @@
+using System.Globalization;
+using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Projections;
+using Cairn.Subscriptions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+
+namespace Cairn.Diagnostics;
+
+/// <summary>
+/// The thresholds of Cairn's health checks (<see cref="CairnHealthCheckExtensions.AddCairn"/>). Past a threshold a check
+/// reports <see cref="HealthStatus.Degraded"/>: the process works, but someone should look.
+/// </summary>
+public sealed record CairnHealthOptions
+{
+    /// <summary>How long a check waits for the backend or the broker before it reports them unreachable.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>A queue whose oldest due or leased message has waited longer than this is falling behind.</summary>
+    public TimeSpan MaxQueueAge { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// A transport's outbox (messages committed but not yet handed to the broker) whose oldest message has waited longer
+    /// than this is stuck: the broker refuses or the relay is not running.
+    /// </summary>
+    public TimeSpan MaxOutboxAge { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>An async projection further behind the log than this (the age of its oldest unapplied event) is lagging.</summary>
+    public TimeSpan MaxProjectionLag { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>Whether a queue holding dead letters makes the messaging check degraded (until they are redriven or purged).</summary>
+    public bool DeadLettersDegrade { get; init; } = true;
+
+    /// <summary>Checks the thresholds; throws <see cref="ArgumentOutOfRangeException"/> naming the one that is wrong.</summary>
+    public void Validate()
+    {
+        Positive(Timeout, nameof(Timeout));
+        Positive(MaxQueueAge, nameof(MaxQueueAge));
+        Positive(MaxOutboxAge, nameof(MaxOutboxAge));
+        Positive(MaxProjectionLag, nameof(MaxProjectionLag));
+    }
+
+    private static void Positive(TimeSpan value, string name)
+    {
+        if (value <= TimeSpan.Zero || value == System.Threading.Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(name, value, $"CairnHealthOptions.{name} is {value}; it must be a positive time.");
+        }
+    }
+}
+
+/// <summary>
+/// A part beyond the backend that can tell its own health, such as a transport's outbox relay and its connection. The
+/// messaging check asks the configured transport's service when it implements this.
+/// </summary>
+public interface IHealthReporting
+{
+    /// <summary>Checks the part; never throws for a failure it can describe (that is an unhealthy result).</summary>
+    Task<HealthCheckResult> CheckHealthAsync(CairnHealthOptions options, CancellationToken cancellationToken);
+}
+
+/// <summary>What the health checks share.</summary>
+internal static class HealthChecking
+{
+    /// <summary>Runs <paramref name="check"/> with <see cref="CairnHealthOptions.Timeout"/> as its limit.</summary>
+    internal static async Task<T> WithinAsync<T>(CairnHealthOptions options, Func<CancellationToken, Task<T>> check, CancellationToken cancellationToken)
+    {
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        limit.CancelAfter(options.Timeout);
+        var running = check(limit.Token);
+        try
+        {
+            // A part that does not heed the token is not waited for either.
+            return await running.WaitAsync(options.Timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            _ = running.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            throw new TimeoutException($"no answer within {Seconds(options.Timeout)}");
+        }
+        catch (OperationCanceledException) when (limit.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"no answer within {Seconds(options.Timeout)}");
+        }
+    }
+
+    internal static string Seconds(TimeSpan time) => string.Create(CultureInfo.InvariantCulture, $"{time.TotalSeconds:0.###} s");
+
+    /// <summary>The worst of several results, their descriptions joined; healthy with <paramref name="healthy"/> when there are none.</summary>
+    internal static HealthCheckResult Combine(List<(HealthStatus Status, string Problem)> problems, string healthy, IReadOnlyDictionary<string, object> data, Exception? exception = null)
+    {
+        if (problems.Count == 0)
+        {
+            return HealthCheckResult.Healthy(healthy, data);
+        }
+
+        var worst = problems.Min(p => p.Status);
+        return new HealthCheckResult(worst, string.Join("; ", problems.OrderBy(p => p.Status).Select(p => p.Problem)), exception, data);
+    }
+}
+
+/// <summary>The log answers: its head position is read within the time-out.</summary>
+internal sealed class StorageHealthCheck(IServiceProvider services, CairnHealthOptions options) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var reader = services.GetRequiredService<IEventReader>();
+            var head = await HealthChecking.WithinAsync(options, ct => reader.GetHeadPositionAsync(ct).AsTask(), cancellationToken).ConfigureAwait(false);
+            return HealthCheckResult.Healthy($"The log answers; its head is at position {head.Value}.", new Dictionary<string, object> { ["head"] = head.Value });
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return HealthCheckResult.Unhealthy($"The log does not answer: {ex.Message}", ex);
+        }
+    }
+}
+
+/// <summary>
+/// The queues this process declares or consumes: each one's statistics are read within the time-out (unhealthy when
+/// one cannot be), degraded when its oldest due or leased message is older than allowed, or when it holds dead letters;
+/// and the transport's own report (its connection, its outbox relay), when it gives one.
+/// </summary>
+internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealthOptions options) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var cairn = services.GetRequiredService<IOptions<CairnOptions>>().Value;
+        if (cairn.BrokerFactory is null)
+        {
+            return HealthCheckResult.Healthy($"The {cairn.BackendName} backend has no message broker.");
+        }
+
+        var broker = services.GetRequiredService<IMessageBroker>();
+        var topology = services.GetRequiredService<MessagingTopology>();
+        var queues = new SortedSet<QueueName>(Comparer<QueueName>.Create((a, b) => string.CompareOrdinal(a.Value, b.Value)));
+        queues.UnionWith(topology.Queues.Select(q => q.Name));
+        queues.UnionWith(topology.Consumers.Select(c => c.Queue));
+        if (broker is InstrumentedMessageBroker instrumented)
+        {
+            queues.UnionWith(instrumented.DeclaredQueues);
+        }
+
+        var problems = new List<(HealthStatus, string)>();
+        long deadLetters = 0, depth = 0;
+        Exception? failure = null;
+        foreach (var queue in queues)
+        {
+            QueueStats stats;
+            try
+            {
+                stats = await HealthChecking.WithinAsync(options, ct => broker.GetStatsAsync(queue, ct), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                failure ??= ex;
+                problems.Add((HealthStatus.Unhealthy, $"queue '{queue}': its statistics cannot be read ({ex.Message})"));
+                continue;
+            }
+
+            depth += stats.Visible + stats.Leased + stats.Delayed;
+            deadLetters += stats.DeadLettered;
+            if (stats.OldestAge is { } age && age > options.MaxQueueAge)
+            {
+                problems.Add((HealthStatus.Degraded, $"queue '{queue}': its oldest message has waited {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxQueueAge)}"));
+            }
+
+            if (options.DeadLettersDegrade && stats.DeadLettered > 0)
+            {
+                problems.Add((HealthStatus.Degraded, $"queue '{queue}': {stats.DeadLettered} dead letter(s)"));
+            }
+        }
+
+        if (services.GetService<TransportService>()?.Inner is IHealthReporting transport)
+        {
+            HealthCheckResult reported;
+            try
+            {
+                reported = await HealthChecking.WithinAsync(options, ct => transport.CheckHealthAsync(options, ct), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                reported = HealthCheckResult.Unhealthy($"the transport does not answer ({ex.Message})", ex);
+            }
+
+            if (reported.Status != HealthStatus.Healthy)
+            {
+                failure ??= reported.Exception;
+                problems.Add((reported.Status, $"{cairn.TransportName}: {reported.Description}"));
+            }
+        }
+
+        var data = new Dictionary<string, object> { ["queues"] = queues.Count, ["messages"] = depth, ["dead_letters"] = deadLetters };
+        return HealthChecking.Combine(problems, $"{queues.Count} queue(s) read: {depth} message(s) waiting or in flight, {deadLetters} dead letter(s).", data, failure);
+    }
+}
+
+/// <summary>
+/// The hosted subscriptions, projections, consumers and event routes: unhealthy when one has stopped for good on a
+/// failure; degraded when one is retrying after a failure, is not running, or (a projection) lags the log by more than
+/// allowed. A projection on standby (another process holds its lease) is healthy.
+/// </summary>
+internal sealed class ProcessingHealthCheck(IServiceProvider services, CairnHealthOptions options) : IHealthCheck
+{
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var problems = new List<(HealthStatus, string)>();
+        var count = 0;
+        foreach (var s in services.GetService<SubscriptionMonitor>()?.Statuses ?? [])
+        {
+            count++;
+            switch (s.State)
+            {
+                case SubscriptionState.Faulted:
+                    problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': failed {s.Failures} time(s) in a row, retrying ({s.LastError?.Message})"));
+                    break;
+                case SubscriptionState.Stopped when s.LastError is not null:
+                    problems.Add((HealthStatus.Unhealthy, $"subscription '{s.Name}': gave up after {s.Failures} failure(s) ({s.LastError.Message})"));
+                    break;
+                case SubscriptionState.Stopped:
+                    problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': not running"));
+                    break;
+            }
+        }
+
+        foreach (var p in services.GetService<ProjectionMonitor>()?.Statuses ?? [])
+        {
+            count++;
+            switch (p.State)
+            {
+                case ProjectionState.Failed:
+                    problems.Add((HealthStatus.Unhealthy, $"projection '{p.Name}': stopped{(p.FailedEvent is { } at ? $" at position {at.Value}" : "")} ({p.LastError})"));
+                    break;
+                case ProjectionState.Faulted:
+                    problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': failed, retrying ({p.LastError})"));
+                    break;
+                case ProjectionState.Stopped:
+                    problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': not running"));
+                    break;
+                case ProjectionState.CatchingUp or ProjectionState.Live when p.LagSeconds > options.MaxProjectionLag.TotalSeconds:
+                    problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': {p.LagEvents} event(s) behind, the oldest waiting {HealthChecking.Seconds(TimeSpan.FromSeconds(p.LagSeconds))}, over {HealthChecking.Seconds(options.MaxProjectionLag)}"));
+                    break;
+            }
+        }
+
+        foreach (var c in services.GetService<ConsumerMonitor>()?.Statuses ?? [])
+        {
+            count++;
+            if (!c.Running)
+            {
+                problems.Add((HealthStatus.Degraded, $"consumer '{c.Name}' of queue '{c.Queue}': not running"));
+            }
+        }
+
+        foreach (var r in services.GetService<RouteMonitor>()?.Statuses ?? [])
+        {
+            count++;
+            if (!r.Running)
+            {
+                problems.Add((HealthStatus.Degraded, $"route '{r.Name}' to topic '{r.Topic}': not running{(r.LastError is null ? "" : $" ({r.LastError})")}"));
+            }
+            else if (r.FailuresInARow > 0)
+            {
+                problems.Add((HealthStatus.Degraded, $"route '{r.Name}' to topic '{r.Topic}': failed {r.FailuresInARow} time(s) in a row, retrying ({r.LastError})"));
+            }
+        }
+
+        var data = new Dictionary<string, object> { ["workers"] = count };
+        return Task.FromResult(HealthChecking.Combine(problems, $"{count} subscription(s), projection(s), consumer(s) and route(s), all running.", data));
+    }
+}
