@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using Cairn.Diagnostics;
 using Cairn.Messaging;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
@@ -18,7 +19,7 @@ namespace Cairn.RabbitMQ;
 /// crash between a confirm and the outbox acknowledgement publishes the message twice; a consumer's inbox makes the
 /// repeat harmless. Delayed sends wait in the outbox until due, so RabbitMQ only sees messages ready for delivery.
 /// </summary>
-public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
+public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHealthReporting
 {
     private readonly RabbitMqMessageBroker _broker;
     private readonly bool _ownsBroker;
@@ -95,6 +96,51 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
+
+    /// <summary>
+    /// Unhealthy when RabbitMQ cannot be reached or the connection is down (recovering); degraded when the relay is not
+    /// running, or the oldest due or in-flight message of an outbox has waited longer than
+    /// <see cref="CairnHealthOptions.MaxOutboxAge"/>.
+    /// </summary>
+    public async Task<HealthCheckResult> CheckHealthAsync(CairnHealthOptions options, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var at = $"RabbitMQ at {_broker.Options.Uri.Host}:{_broker.Options.Uri.Port}";
+        try
+        {
+            var connection = await _broker.Connection.GetAsync(cancellationToken).ConfigureAwait(false);
+            if (!connection.IsOpen)
+            {
+                return HealthCheckResult.Unhealthy($"the connection to {at} is down and recovering ({connection.CloseReason?.ReplyText ?? "closed"})");
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return HealthCheckResult.Unhealthy($"{at} cannot be reached ({ex.Message})", ex);
+        }
+
+        if (_stopping is null)
+        {
+            return HealthCheckResult.Degraded($"connected to {at}, but the outbox relay is not running");
+        }
+
+        var late = new List<string>();
+        long waiting = 0;
+        foreach (var queue in _loops.Keys.OrderBy(q => q.Value, StringComparer.Ordinal))
+        {
+            var stats = await _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+            waiting += stats.Visible + stats.Leased;
+            if (stats.OldestAge is { } age && age > options.MaxOutboxAge)
+            {
+                late.Add($"the outbox of queue '{queue}' has held its oldest message {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxOutboxAge)}");
+            }
+        }
+
+        var data = new Dictionary<string, object> { ["outbox_waiting"] = waiting, ["published"] = Published, ["returned"] = Returned };
+        return late.Count == 0
+            ? HealthCheckResult.Healthy($"connected to {at}; {waiting} outbox message(s) due or in flight", data)
+            : HealthCheckResult.Degraded(string.Join("; ", late), data: data);
+    }
 
     private void OnQueueDeclared(QueueName queue) => Ensure(queue);
 

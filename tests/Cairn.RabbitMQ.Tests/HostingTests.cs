@@ -8,6 +8,7 @@ using Cairn.Messaging.Consumers;
 using Cairn.Sqlite;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 
 namespace Cairn.RabbitMQ.Tests;
@@ -28,9 +29,10 @@ public sealed class HostingTests : IDisposable
         Directory.Delete(_directory, recursive: true);
     }
 
-    private IHost Host(string uri, QueueName queue, string consumer, int concurrency = 4)
+    private IHost Host(string uri, QueueName queue, string consumer, int concurrency = 4, Action<IServiceCollection>? more = null)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        more?.Invoke(builder.Services);
         builder.Services.AddCairn(o => o
                 .UseSqlite($"Data Source={Path.Combine(_directory, "cairn.db")}")
                 .UseRabbitMq(uri, r => r with { RelayPollWait = TimeSpan.FromMilliseconds(200), ReconnectDelay = TimeSpan.FromMilliseconds(100), MaxReconnectDelay = TimeSpan.FromSeconds(1) }))
@@ -107,6 +109,47 @@ public sealed class HostingTests : IDisposable
         var outbox = await ((RabbitMqMessageBroker)((Diagnostics.InstrumentedMessageBroker)broker).Inner).Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default);
         Assert.Equal(0, outbox.Visible + outbox.Leased + outbox.Delayed);
         await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task the_messaging_health_check_is_unhealthy_while_the_broker_is_down_and_healthy_once_it_is_back()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("health"));
+        using var host = Host(rabbit.Uri, queue, "health", more: s => s.AddHealthChecks().AddCairn(h => h with { Timeout = TimeSpan.FromSeconds(2) }));
+        await host.StartAsync();
+        var health = host.Services.GetRequiredService<HealthCheckService>();
+        async Task<HealthReportEntry> MessagingAsync() =>
+            (await health.CheckHealthAsync(r => r.Name == CairnHealthCheckExtensions.MessagingCheck)).Entries[CairnHealthCheckExtensions.MessagingCheck];
+
+        var healthy = await MessagingAsync();
+        Assert.Equal(HealthStatus.Healthy, healthy.Status);
+        Assert.Equal(1, healthy.Data["queues"]);
+
+        await rabbit.HaltAsync();
+        var down = await MessagingAsync();
+        await Wait.UntilAsync(() => (down = MessagingAsync().GetAwaiter().GetResult()).Description!.Contains("rabbitmq: ", StringComparison.Ordinal), "the transport reports the broker down");
+        Assert.Equal(HealthStatus.Unhealthy, down.Status);
+        Assert.Contains($"queue '{queue}': its statistics cannot be read", down.Description);
+        Assert.Matches("rabbitmq: (the connection to RabbitMQ at 127.0.0.1:[0-9]+ is down and recovering|RabbitMQ at 127.0.0.1:[0-9]+ cannot be reached)", down.Description);
+
+        // Sends wait in the outbox meanwhile; once the broker is back, the relay delivers them and the check recovers.
+        await host.Services.GetRequiredService<IMessageBroker>().SendBatchAsync(queue, Enumerable.Range(0, 10).Select(Numbered));
+        await rabbit.ResumeAsync();
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await Wait.UntilAsync(() => monitor.Find("health")!.Status.Handled == 10, "the messages sent while the broker was down were handled");
+        await Wait.UntilAsync(() => MessagingAsync().GetAwaiter().GetResult().Status == HealthStatus.Healthy, "the check is healthy again");
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task a_relay_that_is_not_running_reports_itself_degraded()
+    {
+        await using var broker = new RabbitMqMessageBroker(new Messaging.InMemory.InMemoryMessageBroker(new EventStore.InMemory.InMemoryEventStore(new EventStoreOptions()), new Subscriptions.InMemoryCheckpointStore()), new RabbitMqOptions { Uri = new Uri(RabbitMqServer.Uri) });
+        var relay = new RabbitMqOutboxRelay(broker);
+        var result = await relay.CheckHealthAsync(new Diagnostics.CairnHealthOptions(), default);
+        Assert.Equal(HealthStatus.Degraded, result.Status);
+        Assert.EndsWith("but the outbox relay is not running", result.Description);
     }
 
     [Fact]
