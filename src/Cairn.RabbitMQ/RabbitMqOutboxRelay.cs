@@ -106,6 +106,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     {
         ArgumentNullException.ThrowIfNull(options);
         var at = $"RabbitMQ at {_broker.Options.Uri.Host}:{_broker.Options.Uri.Port}";
+        if (_stopping is null)
+        {
+            // Not connecting for it: a relay never started would never close the connection.
+            return HealthCheckResult.Degraded($"the outbox relay for {at} is not running");
+        }
+
         try
         {
             var connection = await _broker.Connection.GetAsync(cancellationToken).ConfigureAwait(false);
@@ -119,21 +125,23 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             return HealthCheckResult.Unhealthy($"{at} cannot be reached ({ex.Message})", ex);
         }
 
-        if (_stopping is null)
-        {
-            return HealthCheckResult.Degraded($"connected to {at}, but the outbox relay is not running");
-        }
-
         var late = new List<string>();
         long waiting = 0;
-        foreach (var queue in _loops.Keys.OrderBy(q => q.Value, StringComparer.Ordinal))
+        try
         {
-            var stats = await _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), cancellationToken).ConfigureAwait(false);
-            waiting += stats.Visible + stats.Leased;
-            if (stats.OldestAge is { } age && age > options.MaxOutboxAge)
+            foreach (var queue in _loops.Keys.OrderBy(q => q.Value, StringComparer.Ordinal))
             {
-                late.Add($"the outbox of queue '{queue}' has held its oldest message {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxOutboxAge)}");
+                var stats = await _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), cancellationToken).ConfigureAwait(false);
+                waiting += stats.Visible + stats.Leased;
+                if (stats.OldestAge is { } age && age > options.MaxOutboxAge)
+                {
+                    late.Add($"the outbox of queue '{queue}' has held its oldest message {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxOutboxAge)}");
+                }
             }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return HealthCheckResult.Unhealthy($"the outbox cannot be read ({ex.Message})", ex);
         }
 
         var data = new Dictionary<string, object> { ["outbox_waiting"] = waiting, ["published"] = Published, ["returned"] = Returned };

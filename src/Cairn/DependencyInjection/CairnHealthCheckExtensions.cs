@@ -18,18 +18,23 @@ public static class CairnHealthCheckExtensions
 
     /// <summary>
     /// Adds three checks, each tagged <c>cairn</c> and with <paramref name="tags"/>: <see cref="StorageCheck"/>,
-    /// <see cref="MessagingCheck"/> and <see cref="ProcessingCheck"/>.
+    /// <see cref="MessagingCheck"/> and <see cref="ProcessingCheck"/>. What would make a check unhealthy is reported
+    /// with <paramref name="failureStatus"/> instead, when given (<see cref="HealthStatus.Degraded"/>, say). Each check
+    /// is bounded by its registration's time-out, a few seconds over <see cref="CairnHealthOptions.Timeout"/>.
     /// <code>services.AddHealthChecks().AddCairn(o => o with { MaxQueueAge = TimeSpan.FromMinutes(1) });</code>
     /// </summary>
-    public static IHealthChecksBuilder AddCairn(this IHealthChecksBuilder builder, Func<CairnHealthOptions, CairnHealthOptions>? configure = null, IEnumerable<string>? tags = null)
+    public static IHealthChecksBuilder AddCairn(this IHealthChecksBuilder builder, Func<CairnHealthOptions, CairnHealthOptions>? configure = null, IEnumerable<string>? tags = null, HealthStatus? failureStatus = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
         var options = configure?.Invoke(new CairnHealthOptions()) ?? new CairnHealthOptions();
         options.Validate();
         var all = new[] { "cairn" }.Concat(tags ?? []).Distinct(StringComparer.Ordinal).ToArray();
-        builder.Add(new HealthCheckRegistration(StorageCheck, sp => new Diagnostics.StorageHealthCheck(sp, options), null, all));
-        builder.Add(new HealthCheckRegistration(MessagingCheck, sp => new Diagnostics.MessagingHealthCheck(sp, options), null, all));
-        builder.Add(new HealthCheckRegistration(ProcessingCheck, sp => new Diagnostics.ProcessingHealthCheck(sp, options), null, all));
+
+        // A backstop: the checks end within about one Timeout on their own (their reads run at once, each bounded).
+        var timeout = options.Timeout + TimeSpan.FromSeconds(5);
+        builder.Add(new HealthCheckRegistration(StorageCheck, sp => new Diagnostics.StorageHealthCheck(sp, options), failureStatus, all, timeout));
+        builder.Add(new HealthCheckRegistration(MessagingCheck, sp => new Diagnostics.MessagingHealthCheck(sp, options), failureStatus, all, timeout));
+        builder.Add(new HealthCheckRegistration(ProcessingCheck, sp => new Diagnostics.ProcessingHealthCheck(sp, options), failureStatus, all, timeout));
         return builder;
     }
 }

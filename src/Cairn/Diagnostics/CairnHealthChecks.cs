@@ -65,7 +65,11 @@ public interface IHealthReporting
 /// <summary>What the health checks share.</summary>
 internal static class HealthChecking
 {
-    /// <summary>Runs <paramref name="check"/> with <see cref="CairnHealthOptions.Timeout"/> as its limit.</summary>
+    /// <summary>
+    /// Runs <paramref name="check"/> with <see cref="CairnHealthOptions.Timeout"/> as its limit: past it, throws a
+    /// <see cref="TimeoutException"/> and cancels the check's token, so a read left hanging is cancelled, not abandoned.
+    /// A check that does not heed its token is not waited for either; its late failure is observed.
+    /// </summary>
     internal static async Task<T> WithinAsync<T>(CairnHealthOptions options, Func<CancellationToken, Task<T>> check, CancellationToken cancellationToken)
     {
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -73,17 +77,20 @@ internal static class HealthChecking
         var running = check(limit.Token);
         try
         {
-            // A part that does not heed the token is not waited for either.
-            return await running.WaitAsync(options.Timeout, cancellationToken).ConfigureAwait(false);
-        }
-        catch (TimeoutException)
-        {
-            _ = running.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-            throw new TimeoutException($"no answer within {Seconds(options.Timeout)}");
+            return await running.WaitAsync(limit.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (limit.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             throw new TimeoutException($"no answer within {Seconds(options.Timeout)}");
+        }
+        finally
+        {
+            if (!running.IsCompleted)
+            {
+                // Before the source is disposed, or its token would never be cancelled.
+                await limit.CancelAsync().ConfigureAwait(false);
+                _ = running.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
         }
     }
 
@@ -115,7 +122,7 @@ internal sealed class StorageHealthCheck(IServiceProvider services, CairnHealthO
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            return HealthCheckResult.Unhealthy($"The log does not answer: {ex.Message}", ex);
+            return new HealthCheckResult(context.Registration.FailureStatus, $"The log does not answer: {ex.Message}", ex);
         }
     }
 }
@@ -145,20 +152,22 @@ internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealt
             queues.UnionWith(instrumented.DeclaredQueues);
         }
 
+        // Every read at once, each within the time-out: a hung broker costs the check one time-out, not one per queue.
+        var reads = queues.Select(queue => ReadAsync(broker, queue, cancellationToken)).ToList();
+        var transport = services.GetService<TransportService>()?.Inner is IHealthReporting reporting
+            ? AskAsync(reporting, cancellationToken)
+            : Task.FromResult<HealthCheckResult?>(null);
+        await Task.WhenAll(reads.Cast<Task>().Append(transport)).ConfigureAwait(false);
+
         var problems = new List<(HealthStatus, string)>();
         long deadLetters = 0, depth = 0;
         Exception? failure = null;
-        foreach (var queue in queues)
+        foreach (var (queue, stats, error) in reads.Select(r => r.Result))
         {
-            QueueStats stats;
-            try
+            if (stats is null)
             {
-                stats = await HealthChecking.WithinAsync(options, ct => broker.GetStatsAsync(queue, ct), cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-            {
-                failure ??= ex;
-                problems.Add((HealthStatus.Unhealthy, $"queue '{queue}': its statistics cannot be read ({ex.Message})"));
+                failure ??= error;
+                problems.Add((context.Registration.FailureStatus, $"queue '{queue}': its statistics cannot be read ({error!.Message})"));
                 continue;
             }
 
@@ -175,27 +184,39 @@ internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealt
             }
         }
 
-        if (services.GetService<TransportService>()?.Inner is IHealthReporting transport)
+        if (transport.Result is { Status: not HealthStatus.Healthy } reported)
         {
-            HealthCheckResult reported;
-            try
-            {
-                reported = await HealthChecking.WithinAsync(options, ct => transport.CheckHealthAsync(options, ct), cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-            {
-                reported = HealthCheckResult.Unhealthy($"the transport does not answer ({ex.Message})", ex);
-            }
-
-            if (reported.Status != HealthStatus.Healthy)
-            {
-                failure ??= reported.Exception;
-                problems.Add((reported.Status, $"{cairn.TransportName}: {reported.Description}"));
-            }
+            failure ??= reported.Exception;
+            var status = reported.Status == HealthStatus.Unhealthy ? context.Registration.FailureStatus : reported.Status;
+            problems.Add((status, $"{cairn.TransportName}: {reported.Description}"));
         }
 
         var data = new Dictionary<string, object> { ["queues"] = queues.Count, ["messages"] = depth, ["dead_letters"] = deadLetters };
         return HealthChecking.Combine(problems, $"{queues.Count} queue(s) read: {depth} message(s) waiting or in flight, {deadLetters} dead letter(s).", data, failure);
+    }
+
+    private async Task<(QueueName Queue, QueueStats? Stats, Exception? Error)> ReadAsync(IMessageBroker broker, QueueName queue, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (queue, await HealthChecking.WithinAsync(options, ct => broker.GetStatsAsync(queue, ct), cancellationToken).ConfigureAwait(false), null);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return (queue, null, ex);
+        }
+    }
+
+    private async Task<HealthCheckResult?> AskAsync(IHealthReporting transport, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await HealthChecking.WithinAsync(options, ct => transport.CheckHealthAsync(options, ct), cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return HealthCheckResult.Unhealthy($"the transport does not answer ({ex.Message})", ex);
+        }
     }
 }
 
@@ -210,20 +231,22 @@ internal sealed class ProcessingHealthCheck(IServiceProvider services, CairnHeal
     {
         var problems = new List<(HealthStatus, string)>();
         var count = 0;
-        foreach (var s in services.GetService<SubscriptionMonitor>()?.Statuses ?? [])
+        var subscriptions = services.GetService<SubscriptionMonitor>();
+        foreach (var s in subscriptions?.Statuses ?? [])
         {
             count++;
-            switch (s.State)
+            var gaveUp = s.State == SubscriptionState.Stopped && subscriptions!.Find(s.Name)?.Options.MaxRetries is { } max && s.Failures > max;
+            if (gaveUp)
             {
-                case SubscriptionState.Faulted:
-                    problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': failed {s.Failures} time(s) in a row, retrying ({s.LastError?.Message})"));
-                    break;
-                case SubscriptionState.Stopped when s.LastError is not null:
-                    problems.Add((HealthStatus.Unhealthy, $"subscription '{s.Name}': gave up after {s.Failures} failure(s) ({s.LastError.Message})"));
-                    break;
-                case SubscriptionState.Stopped:
-                    problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': not running"));
-                    break;
+                problems.Add((context.Registration.FailureStatus, $"subscription '{s.Name}': gave up after {s.Failures} failure(s) ({s.LastError?.Message})"));
+            }
+            else if (s.State == SubscriptionState.Faulted)
+            {
+                problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': failed {s.Failures} time(s) in a row, retrying ({s.LastError?.Message})"));
+            }
+            else if (s.State == SubscriptionState.Stopped)
+            {
+                problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': not running"));
             }
         }
 
@@ -233,7 +256,7 @@ internal sealed class ProcessingHealthCheck(IServiceProvider services, CairnHeal
             switch (p.State)
             {
                 case ProjectionState.Failed:
-                    problems.Add((HealthStatus.Unhealthy, $"projection '{p.Name}': stopped{(p.FailedEvent is { } at ? $" at position {at.Value}" : "")} ({p.LastError})"));
+                    problems.Add((context.Registration.FailureStatus, $"projection '{p.Name}': stopped{(p.FailedEvent is { } at ? $" at position {at.Value}" : "")} ({p.LastError})"));
                     break;
                 case ProjectionState.Faulted:
                     problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': failed, retrying ({p.LastError})"));

@@ -17,7 +17,12 @@ namespace Cairn.Tests.Diagnostics;
 /// </summary>
 public sealed class HealthCheckTests
 {
-    private static IHost Host(Action<CairnBuilder> cairn, Func<CairnHealthOptions, CairnHealthOptions>? health = null, Func<IServiceProvider, EventStoreOptions, IEventStore>? store = null)
+    private static IHost Host(
+        Action<CairnBuilder> cairn,
+        Func<CairnHealthOptions, CairnHealthOptions>? health = null,
+        Func<IServiceProvider, EventStoreOptions, IEventStore>? store = null,
+        Func<IMessageBroker, IMessageBroker>? transport = null,
+        HealthStatus? failureStatus = null)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         cairn(builder.Services.AddCairn(o =>
@@ -32,9 +37,14 @@ public sealed class HealthCheckTests
                 o.UseBackend("wrapped in-memory", store, _ => new Subscriptions.InMemoryCheckpointStore());
             }
 
+            if (transport is not null)
+            {
+                o.UseTransport("test", (_, inner) => transport(inner));
+            }
+
             o.EventTypes.Register<OrderPlaced>().Register<OrderLineAdded>().Register<OrderShipped>();
         }));
-        builder.Services.AddHealthChecks().AddCairn(health, ["ready"]);
+        builder.Services.AddHealthChecks().AddCairn(health, ["ready"], failureStatus);
         return builder.Build();
     }
 
@@ -79,7 +89,7 @@ public sealed class HealthCheckTests
             .AddConsumer("orders", (_, _) => ValueTask.CompletedTask)
             .AddSubscription("audit", (_, _, _) => ValueTask.CompletedTask));
 
-        // Built, not started: the monitors know the workers, none of which runs.
+        // As while the host starts: its hosted services are made (the monitors know the workers), none runs yet.
         host.Services.GetServices<IHostedService>().ToList();
         var entry = await CheckAsync(host, CairnHealthCheckExtensions.ProcessingCheck);
         Assert.Equal(HealthStatus.Degraded, entry.Status);
@@ -212,6 +222,61 @@ public sealed class HealthCheckTests
         Assert.Equal("The wrapped in-memory backend has no message broker.", messaging.Description);
     }
 
+    [Fact]
+    public async Task a_failure_status_given_replaces_unhealthy()
+    {
+        using var host = Host(_ => { }, store: (_, options) => new Flaky(new InMemoryEventStore(options), () => new InvalidOperationException("disk I/O error"), Task.CompletedTask), failureStatus: HealthStatus.Degraded);
+        var entry = await CheckAsync(host, CairnHealthCheckExtensions.StorageCheck);
+        Assert.Equal(HealthStatus.Degraded, entry.Status);
+        Assert.Equal("The log does not answer: disk I/O error", entry.Description);
+    }
+
+    [Fact]
+    public async Task a_subscription_stopped_by_its_owner_after_a_failure_is_not_running_rather_than_given_up()
+    {
+        var fail = true;
+        using var host = Host(b => b.AddSubscription("audit", (_, _, _) => fail ? throw new InvalidOperationException("the ledger is locked") : ValueTask.CompletedTask, s => s.Configure(o => o with { RetryDelay = TimeSpan.FromMilliseconds(10), MaxRetries = 5 })));
+        await host.StartAsync();
+        await host.Services.GetRequiredService<IEventStore>().AppendToStreamAsync(Orders.Stream("o-1"), ExpectedVersion.Any, [Orders.Placed("o-1", "c-1", 10m)]);
+        var subscription = host.Services.GetRequiredService<SubscriptionMonitor>().Find("audit")!;
+        await Wait.UntilAsync(() => subscription.Status.LastError is not null, "the subscription failed once");
+        fail = false;
+        await subscription.StopAsync(default);
+
+        var entry = await CheckAsync(host, CairnHealthCheckExtensions.ProcessingCheck);
+        Assert.Equal(HealthStatus.Degraded, entry.Status);
+        Assert.Equal("subscription 'audit': not running", entry.Description);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task queues_whose_statistics_hang_are_read_at_once_and_each_read_is_cancelled_at_the_time_out()
+    {
+        var hanging = new HangingStats();
+        using var host = Host(
+            b =>
+            {
+                for (var i = 0; i < 8; i++)
+                {
+                    b.AddQueue($"q{i}");
+                }
+            },
+            h => h with { Timeout = TimeSpan.FromMilliseconds(300) },
+            transport: inner => hanging.Wrap(inner));
+        await host.StartAsync();
+        hanging.Hang = true;
+
+        var entry = await CheckAsync(host, CairnHealthCheckExtensions.MessagingCheck);
+        Assert.Equal(HealthStatus.Unhealthy, entry.Status);
+        Assert.Equal(8, System.Text.RegularExpressions.Regex.Matches(entry.Description!, @"queue 'q[0-7]': its statistics cannot be read \(no answer within 0\.3 s\)").Count);
+
+        // All eight were in flight together (one after another, the check would take eight time-outs), and each
+        // read's token was cancelled, so none is left hanging.
+        Assert.Equal(8, hanging.MostAtOnce);
+        await Wait.UntilAsync(() => hanging.Cancelled == 8, "every hung read was cancelled");
+        await host.StopAsync();
+    }
+
     [Theory]
     [InlineData("Timeout")]
     [InlineData("MaxQueueAge")]
@@ -239,6 +304,59 @@ public sealed class HealthCheckTests
             Document<Tally>(t => t.Id);
             On<OrderPlaced>((_, _) => throw new InvalidOperationException("no orders today"));
             MaxRetries = 0;
+        }
+    }
+
+    /// <summary>A broker whose statistics reads, once <see cref="Hang"/> is set, wait until cancelled.</summary>
+    private sealed class HangingStats
+    {
+        private int _inFlight;
+        private int _mostAtOnce;
+        private int _cancelled;
+
+        public volatile bool Hang;
+
+        public int MostAtOnce => Volatile.Read(ref _mostAtOnce);
+
+        public int Cancelled => Volatile.Read(ref _cancelled);
+
+        public IMessageBroker Wrap(IMessageBroker inner) => new Broker(inner, this);
+
+        private sealed class Broker(IMessageBroker inner, HangingStats owner) : DelegatingMessageBroker(inner)
+        {
+            public override async Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
+            {
+                if (!owner.Hang)
+                {
+                    return await base.GetStatsAsync(queue, cancellationToken);
+                }
+
+                var now = Interlocked.Increment(ref owner._inFlight);
+                InterlockedMax(ref owner._mostAtOnce, now);
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, cancellationToken);
+                    throw new InvalidOperationException("unreachable");
+                }
+                catch (OperationCanceledException)
+                {
+                    Interlocked.Increment(ref owner._cancelled);
+                    throw;
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref owner._inFlight);
+                }
+            }
+
+            private static void InterlockedMax(ref int target, int value)
+            {
+                var seen = Volatile.Read(ref target);
+                while (value > seen && Interlocked.CompareExchange(ref target, value, seen) is var previous && previous != seen)
+                {
+                    seen = previous;
+                }
+            }
         }
     }
 

@@ -35,7 +35,11 @@ public sealed record EventRoute(string Name, EventFilter Filter, TopicName Topic
 }
 
 /// <summary>What a route has done: where it is in the log, whether it runs, and its last failure.</summary>
-public sealed record EventRouteStatus(string Name, TopicName Topic, GlobalPosition Position, bool Running, long Failures, string? LastError, int FailuresInARow = 0);
+public sealed record EventRouteStatus(string Name, TopicName Topic, GlobalPosition Position, bool Running, long Failures, string? LastError)
+{
+    /// <summary>Failures since its last successful batch: more than 0 while it is retrying.</summary>
+    public int FailuresInARow { get; init; }
+}
 
 /// <summary>
 /// Publishes appended events to a topic, so an application appends once and its events reach the bus: the log is the
@@ -78,7 +82,7 @@ public sealed class EventRouter : IAsyncDisposable
     public EventRoute Route { get; }
 
     /// <summary>What the route has done so far.</summary>
-    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError, Volatile.Read(ref _failuresInARow));
+    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError) { FailuresInARow = Volatile.Read(ref _failuresInARow) };
 
     /// <summary>The position of the last event routed (or passed over).</summary>
     public GlobalPosition Position => new(Interlocked.Read(ref _position));
