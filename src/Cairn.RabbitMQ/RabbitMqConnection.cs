@@ -41,7 +41,9 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
                     NetworkRecoveryInterval = Options.ReconnectDelay,
                     RequestedHeartbeat = TimeSpan.FromSeconds(10),
                 };
-                _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+                _connection = Options.ClusterNodes.Count == 0
+                    ? await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false)
+                    : await factory.CreateConnectionAsync(Endpoints(factory), cancellationToken).ConfigureAwait(false);
             }
 
             return _connection;
@@ -51,6 +53,13 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
             _gate.Release();
         }
     }
+
+    /// <summary>
+    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, with the TLS the address asks for: RabbitMQ.Client tries them
+    /// in random order, on the first connection and on each recovery.
+    /// </summary>
+    private List<AmqpTcpEndpoint> Endpoints(ConnectionFactory factory) =>
+        [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(n.Host, factory.Ssl.CertPath, factory.Ssl.Enabled)))];
 
     /// <summary>The channel every publish goes through: each publish completes when RabbitMQ confirms it, and fails when RabbitMQ refuses or returns it.</summary>
     public async Task<IChannel> PublisherAsync(CancellationToken cancellationToken)

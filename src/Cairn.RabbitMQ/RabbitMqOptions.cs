@@ -10,6 +10,14 @@ public sealed record RabbitMqOptions
     public required Uri Uri { get; init; }
 
     /// <summary>
+    /// Further nodes of the broker's cluster, each <c>host</c> or <c>host:port</c> (the <see cref="Uri"/>'s port when
+    /// left out); none by default. With them, the connection goes to a reachable node among these and the
+    /// <see cref="Uri"/>'s own host, in random order, and when its node goes down it recovers onto another. Credentials,
+    /// virtual host and TLS are the <see cref="Uri"/>'s for every node.
+    /// </summary>
+    public IReadOnlyList<string> ClusterNodes { get; init; } = [];
+
+    /// <summary>
     /// Put before every queue name in RabbitMQ (<c>billing</c> becomes <c>&lt;prefix&gt;billing</c>), so that several
     /// applications, or tests, share a virtual host without sharing queues. Empty by default; at most 64 characters.
     /// </summary>
@@ -61,6 +69,12 @@ public sealed record RabbitMqOptions
             throw new InvalidMessageException($"RabbitMqOptions.Uri is '{Uri}'; it must be an amqp:// or amqps:// address.");
         }
 
+        Check(ClusterNodes is not null, nameof(ClusterNodes), "is null");
+        foreach (var node in ClusterNodes!)
+        {
+            Check(TryParseNode(node, Uri.Port, out _), nameof(ClusterNodes), $"has '{node}'; each node must be a host name or address, with a port (1-65535) or without");
+        }
+
         Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !ControlCharacters.In(QueuePrefix) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
         Check(!string.IsNullOrWhiteSpace(ClientName), nameof(ClientName), "is empty");
         Check(Prefetch >= 1, nameof(Prefetch), $"is {Prefetch}; it must be between 1 and 65535");
@@ -70,6 +84,43 @@ public sealed record RabbitMqOptions
         Check(RelayPollWait >= TimeSpan.FromMilliseconds(1) && RelayPollWait <= TimeSpan.FromMinutes(5), nameof(RelayPollWait), $"is {RelayPollWait}; it must be between 1 ms and 5 minutes");
         Check(RelayRescanInterval >= TimeSpan.FromMilliseconds(10), nameof(RelayRescanInterval), $"is {RelayRescanInterval}; it must be at least 10 ms");
         Check(ReconnectDelay >= TimeSpan.FromMilliseconds(1) && ReconnectDelay <= MaxReconnectDelay, nameof(ReconnectDelay), $"is {ReconnectDelay}; it must be at least 1 ms and at most MaxReconnectDelay ({MaxReconnectDelay})");
+    }
+
+    /// <summary>
+    /// Every node to connect to, the <see cref="Uri"/>'s host first, each once, as <c>(host, port)</c>.
+    /// </summary>
+    internal IReadOnlyList<(string Host, int Port)> Nodes()
+    {
+        var nodes = new List<(string Host, int Port)> { (Uri.IdnHost, Uri.Port) };
+        foreach (var node in ClusterNodes)
+        {
+            if (TryParseNode(node, Uri.Port, out var parsed) && !nodes.Contains(parsed))
+            {
+                nodes.Add(parsed);
+            }
+        }
+
+        return nodes;
+    }
+
+    private static bool TryParseNode(string? node, int defaultPort, out (string Host, int Port) parsed)
+    {
+        parsed = default;
+        if (string.IsNullOrWhiteSpace(node) || node.Contains('/', StringComparison.Ordinal) || node.Contains('@', StringComparison.Ordinal)
+            || !Uri.TryCreate("amqp://" + node.Trim(), UriKind.Absolute, out var uri) || uri.Host.Length == 0)
+        {
+            return false;
+        }
+
+        // A port left out reads as -1 (amqp is no scheme .NET knows): the Uri's port then, -1 meaning AMQP's default.
+        var port = uri.Port == -1 ? defaultPort : uri.Port;
+        if (port == 0 || uri.AbsolutePath != "/" || uri.Query.Length > 0 || uri.Fragment.Length > 0)
+        {
+            return false;
+        }
+
+        parsed = (uri.IdnHost, port);
+        return true;
     }
 
     private static void Check(bool ok, string setting, string fault)

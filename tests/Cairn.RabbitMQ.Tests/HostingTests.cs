@@ -29,13 +29,13 @@ public sealed class HostingTests : IDisposable
         Directory.Delete(_directory, recursive: true);
     }
 
-    private IHost Host(string uri, QueueName queue, string consumer, int concurrency = 4, Action<IServiceCollection>? more = null)
+    private IHost Host(string uri, QueueName queue, string consumer, int concurrency = 4, Action<IServiceCollection>? more = null, Func<RabbitMqOptions, RabbitMqOptions>? rabbit = null)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         more?.Invoke(builder.Services);
         builder.Services.AddCairn(o => o
                 .UseSqlite($"Data Source={Path.Combine(_directory, "cairn.db")}")
-                .UseRabbitMq(uri, r => r with { RelayPollWait = TimeSpan.FromMilliseconds(200), ReconnectDelay = TimeSpan.FromMilliseconds(100), MaxReconnectDelay = TimeSpan.FromSeconds(1) }))
+                .UseRabbitMq(uri, r => (rabbit ?? (o => o))(r with { RelayPollWait = TimeSpan.FromMilliseconds(200), ReconnectDelay = TimeSpan.FromMilliseconds(100), MaxReconnectDelay = TimeSpan.FromSeconds(1) })))
             .AddQueue(queue)
             .AddConsumer(
                 queue,
@@ -139,6 +139,34 @@ public sealed class HostingTests : IDisposable
         var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
         await Wait.UntilAsync(() => monitor.Find("health")!.Status.Handled == 10, "the messages sent while the broker was down were handled");
         await Wait.UntilAsync(() => MessagingAsync().GetAwaiter().GetResult().Status == HealthStatus.Healthy, "the check is healthy again");
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task with_cluster_nodes_the_connection_moves_to_another_node_when_its_node_goes_down()
+    {
+        await using var a = await OwnRabbitMq.StartAsync();
+        await using var b = await OwnRabbitMq.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("failover"));
+        using var host = Host(a.Uri, queue, "failover", rabbit: r => r with { ClusterNodes = [$"127.0.0.1:{new Uri(b.Uri).Port}"] });
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        var transport = (RabbitMqMessageBroker)((Diagnostics.InstrumentedMessageBroker)broker).Inner;
+        var monitor = host.Services.GetRequiredService<ConsumerMonitor>();
+        await broker.SendBatchAsync(queue, Enumerable.Range(0, 10).Select(Numbered));
+        await Wait.UntilAsync(() => monitor.Find("failover")!.Status.Handled == 10, "the first messages were handled");
+
+        // The two nodes are not clustered here, so what the first one held stays there; the connection, the queue's
+        // declaration, the consumer and the relay's publishes move to the other.
+        var first = (await transport.Connection.GetAsync(default)).Endpoint.Port;
+        await (first == new Uri(a.Uri).Port ? a : b).HaltAsync();
+        await broker.SendBatchAsync(queue, Enumerable.Range(10, 10).Select(Numbered));
+        await Wait.UntilAsync(() => monitor.Find("failover")!.Status.Handled == 20, $"the messages sent after the node went down were handled (so far {monitor.Find("failover")!.Status.Handled})");
+
+        Assert.NotEqual(first, (await transport.Connection.GetAsync(default)).Endpoint.Port);
+        var effects = await EffectsAsync(host);
+        Assert.Equal(20, effects.Count);
+        Assert.All(effects.Values, count => Assert.Equal(1, count));
         await host.StopAsync();
     }
 

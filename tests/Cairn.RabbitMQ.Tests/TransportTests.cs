@@ -411,4 +411,28 @@ public sealed class TransportTests
         Assert.Equal([ordered.Value, standard.Value], queues.Select(q => q.Name.Value).Order(StringComparer.Ordinal));
         Assert.True(queues.Single(q => q.Name == ordered).Fifo);
     }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData(" ")]
+    [InlineData("node-b/vhost")]
+    [InlineData("guest@node-b")]
+    [InlineData("node-b:0")]
+    [InlineData("node-b:99999")]
+    [InlineData("amqp://node-b")]
+    [InlineData("node-b:port")]
+    public void a_cluster_node_that_is_not_a_host_with_an_optional_port_is_refused_naming_it(string node)
+    {
+        var ex = Assert.Throws<InvalidMessageException>(() => new RabbitMqOptions { Uri = new Uri("amqp://guest:guest@node-a:5673/"), ClusterNodes = ["node-c", node] }.Validate());
+        Assert.Equal($"RabbitMqOptions.ClusterNodes has '{node}'; each node must be a host name or address, with a port (1-65535) or without.", ex.Message);
+    }
+
+    [Fact]
+    public void the_nodes_are_the_addresss_host_then_each_cluster_node_once_with_the_addresss_port_by_default()
+    {
+        var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@node-a:5673/shop"), ClusterNodes = ["node-b", "node-c:5700", "node-a:5673", "[::1]", "node-b"] };
+        options.Validate();
+        Assert.Equal([("node-a", 5673), ("node-b", 5673), ("node-c", 5700), ("::1", 5673)], options.Nodes());
+        Assert.Equal([("node-a", -1)], new RabbitMqOptions { Uri = new Uri("amqp://node-a/") }.Nodes());
+    }
 }
