@@ -91,7 +91,9 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             throw new InvalidMessagingNameException("queue", queue.Name.Value, $"names starting with '{OutboxPrefix}' are the RabbitMQ outbox's own");
         }
 
-        // A queue is FIFO or not for good, whichever side keeps it.
+        // A queue is FIFO or not for good, whichever side keeps it. This check names the conflict early, and catches
+        // standard queues declared before they were marked (below); the backend's own refusal to flip a queue's kind
+        // settles two declares of one name that race, each having passed this check before the other wrote.
         if (await _backend.GetQueueAsync(queue.Fifo ? OutboxOf(queue.Name) : queue.Name, cancellationToken).ConfigureAwait(false) is { } other && other.Fifo != queue.Fifo)
         {
             throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(other.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
@@ -105,6 +107,9 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             return;
         }
 
+        // The mark: the queue's own name in the backend, as a standard queue that holds nothing. A FIFO queue of that
+        // name is that same entry, so the backend refuses whichever of the two comes second.
+        await _backend.DeclareQueueAsync(new QueueDefinition(queue.Name), cancellationToken).ConfigureAwait(false);
         await _backend.DeclareQueueAsync(queue with { Name = OutboxOf(queue.Name) }, cancellationToken).ConfigureAwait(false);
         await EnsureDeclaredAsync(queue.Name, cancellationToken).ConfigureAwait(false);
         _queues[queue.Name] = queue;

@@ -6,6 +6,7 @@ using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Messaging.Filtering;
+using Cairn.Sqlite;
 using RabbitMQ.Client;
 
 namespace Cairn.RabbitMQ.Tests;
@@ -434,5 +435,38 @@ public sealed class TransportTests
         options.Validate();
         Assert.Equal([("node-a", 5673), ("node-b", 5673), ("node-c", 5700), ("::1", 5673)], options.Nodes());
         Assert.Equal([("node-a", -1)], new RabbitMqOptions { Uri = new Uri("amqp://node-a/") }.Nodes());
+    }
+
+    [Fact]
+    public async Task two_processes_declaring_one_name_both_ways_at_once_cannot_both_succeed()
+    {
+        // The race: each declare checks before the other writes. A backend that hides its queues from the checks
+        // stands for that interleaving; its own refusal to flip a queue's kind must then decide.
+        await using var sut = await TransportUnderTest.StartAsync();
+        var blind = new Blind(new SqliteMessageBroker(sut.Store));
+        await using var first = new RabbitMqMessageBroker(blind, sut.Broker.Options);
+        await using var second = new RabbitMqMessageBroker(blind, sut.Broker.Options);
+
+        var standardFirst = new QueueName(RabbitMqServer.NewName("race"));
+        await first.DeclareQueueAsync(new QueueDefinition(standardFirst), default);
+        var fifoSecond = await Assert.ThrowsAsync<QueueDefinitionConflictException>(() => second.DeclareQueueAsync(new QueueDefinition(standardFirst) { Fifo = true }, default));
+        Assert.Equal(standardFirst, fifoSecond.Queue);
+
+        var fifoFirst = new QueueName(RabbitMqServer.NewName("race"));
+        await first.DeclareQueueAsync(new QueueDefinition(fifoFirst) { Fifo = true }, default);
+        var standardSecond = await Assert.ThrowsAsync<QueueDefinitionConflictException>(() => second.DeclareQueueAsync(new QueueDefinition(fifoFirst), default));
+        Assert.Equal(fifoFirst, standardSecond.Queue);
+
+        // Each stays what it was first declared as, and the marks are not listed as queues.
+        Assert.False((await sut.Broker.GetQueueAsync(standardFirst, default))!.Fifo);
+        Assert.True((await sut.Broker.GetQueueAsync(fifoFirst, default))!.Fifo);
+        var listed = (await sut.Broker.ListQueuesAsync(default)).Where(q => q.Name == standardFirst || q.Name == fifoFirst).ToList();
+        Assert.Equal(2, listed.Count);
+    }
+
+    /// <summary>A backend whose queue lookups find nothing.</summary>
+    private sealed class Blind(IMessageBroker inner) : DelegatingMessageBroker(inner)
+    {
+        public override Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken) => Task.FromResult<QueueDefinition?>(null);
     }
 }
