@@ -55,11 +55,25 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     }
 
     /// <summary>
-    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, with the TLS the address asks for: RabbitMQ.Client tries them
-    /// in random order, on the first connection and on each recovery.
+    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, each with the TLS settings the address gave the factory (the
+    /// same leniency, certificates and callbacks) and its own server name: RabbitMQ.Client tries them in random order,
+    /// on the first connection and on each recovery.
     /// </summary>
-    private List<AmqpTcpEndpoint> Endpoints(ConnectionFactory factory) =>
-        [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(n.Host, factory.Ssl.CertPath, factory.Ssl.Enabled)))];
+    internal List<AmqpTcpEndpoint> Endpoints(ConnectionFactory factory)
+    {
+        var tls = factory.Ssl;
+        return [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(n.Host, tls.CertPath, tls.Enabled)
+        {
+            AcceptablePolicyErrors = tls.AcceptablePolicyErrors,
+            CertPassphrase = tls.CertPassphrase,
+            Certs = tls.Certs,
+            CertificateSelectionCallback = tls.CertificateSelectionCallback,
+            CertificateValidationCallback = tls.CertificateValidationCallback,
+            CheckCertificateRevocation = tls.CheckCertificateRevocation,
+            ClientCertificateContext = tls.ClientCertificateContext,
+            Version = tls.Version,
+        }))];
+    }
 
     /// <summary>The channel every publish goes through: each publish completes when RabbitMQ confirms it, and fails when RabbitMQ refuses or returns it.</summary>
     public async Task<IChannel> PublisherAsync(CancellationToken cancellationToken)

@@ -10,8 +10,8 @@ public sealed record RabbitMqOptions
     public required Uri Uri { get; init; }
 
     /// <summary>
-    /// Further nodes of the broker's cluster, each <c>host</c> or <c>host:port</c> (the <see cref="Uri"/>'s port when
-    /// left out); none by default. With them, the connection goes to a reachable node among these and the
+    /// Further nodes of the broker's cluster, each <c>host</c> or <c>host:port</c> (an IPv6 address in brackets; the
+    /// <see cref="Uri"/>'s port when left out); none by default. With them, the connection goes to a reachable node among these and the
     /// <see cref="Uri"/>'s own host, in random order, and when its node goes down it recovers onto another. Credentials,
     /// virtual host and TLS are the <see cref="Uri"/>'s for every node.
     /// </summary>
@@ -72,7 +72,7 @@ public sealed record RabbitMqOptions
         Check(ClusterNodes is not null, nameof(ClusterNodes), "is null");
         foreach (var node in ClusterNodes!)
         {
-            Check(TryParseNode(node, Uri.Port, out _), nameof(ClusterNodes), $"has '{node}'; each node must be a host name or address, with a port (1-65535) or without");
+            Check(TryParseNode(node, Uri.Port, out _), nameof(ClusterNodes), $"has '{node}'; each node must be a host name or address (IPv6 in brackets), with a port (1-65535) or without");
         }
 
         Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !ControlCharacters.In(QueuePrefix) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
@@ -91,10 +91,12 @@ public sealed record RabbitMqOptions
     /// </summary>
     internal IReadOnlyList<(string Host, int Port)> Nodes()
     {
-        var nodes = new List<(string Host, int Port)> { (Uri.IdnHost, Uri.Port) };
+        // AMQP's default port spelled out, so a node named with it and one without are the same node.
+        var defaultPort = Uri.Port != -1 ? Uri.Port : Uri.Scheme == "amqps" ? 5671 : 5672;
+        var nodes = new List<(string Host, int Port)> { (Uri.IdnHost, defaultPort) };
         foreach (var node in ClusterNodes)
         {
-            if (TryParseNode(node, Uri.Port, out var parsed) && !nodes.Contains(parsed))
+            if (TryParseNode(node, defaultPort, out var parsed) && !nodes.Contains(parsed))
             {
                 nodes.Add(parsed);
             }

@@ -105,7 +105,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     public async Task<HealthCheckResult> CheckHealthAsync(CairnHealthOptions options, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var at = $"RabbitMQ at {string.Join(", ", _broker.Options.Nodes().Select(n => n.Port == -1 ? n.Host : $"{n.Host}:{n.Port}"))}";
+        var at = $"RabbitMQ at {string.Join(", ", _broker.Options.Nodes().Select(n => n.Host.Contains(':', StringComparison.Ordinal) ? $"[{n.Host}]:{n.Port}" : $"{n.Host}:{n.Port}"))}";
         if (_stopping is null)
         {
             // Not connecting for it: a relay never started would never close the connection.

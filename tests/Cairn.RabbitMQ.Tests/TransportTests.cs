@@ -422,10 +422,11 @@ public sealed class TransportTests
     [InlineData("node-b:99999")]
     [InlineData("amqp://node-b")]
     [InlineData("node-b:port")]
+    [InlineData("::1")]
     public void a_cluster_node_that_is_not_a_host_with_an_optional_port_is_refused_naming_it(string node)
     {
         var ex = Assert.Throws<InvalidMessageException>(() => new RabbitMqOptions { Uri = new Uri("amqp://guest:guest@node-a:5673/"), ClusterNodes = ["node-c", node] }.Validate());
-        Assert.Equal($"RabbitMqOptions.ClusterNodes has '{node}'; each node must be a host name or address, with a port (1-65535) or without.", ex.Message);
+        Assert.Equal($"RabbitMqOptions.ClusterNodes has '{node}'; each node must be a host name or address (IPv6 in brackets), with a port (1-65535) or without.", ex.Message);
     }
 
     [Fact]
@@ -434,7 +435,8 @@ public sealed class TransportTests
         var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@node-a:5673/shop"), ClusterNodes = ["node-b", "node-c:5700", "node-a:5673", "[::1]", "node-b"] };
         options.Validate();
         Assert.Equal([("node-a", 5673), ("node-b", 5673), ("node-c", 5700), ("::1", 5673)], options.Nodes());
-        Assert.Equal([("node-a", -1)], new RabbitMqOptions { Uri = new Uri("amqp://node-a/") }.Nodes());
+        Assert.Equal([("node-a", 5672)], new RabbitMqOptions { Uri = new Uri("amqp://node-a/"), ClusterNodes = ["node-a:5672", "NODE-A"] }.Nodes());
+        Assert.Equal([("node-a", 5671), ("node-b", 5671)], new RabbitMqOptions { Uri = new Uri("amqps://node-a/"), ClusterNodes = ["node-b", "node-a:5671"] }.Nodes());
     }
 
     [Fact]
@@ -462,6 +464,23 @@ public sealed class TransportTests
         Assert.True((await sut.Broker.GetQueueAsync(fifoFirst, default))!.Fifo);
         var listed = (await sut.Broker.ListQueuesAsync(default)).Where(q => q.Name == standardFirst || q.Name == fifoFirst).ToList();
         Assert.Equal(2, listed.Count);
+    }
+
+    [Fact]
+    public async Task each_cluster_node_gets_the_addresss_tls_settings_and_its_own_server_name()
+    {
+        var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@node-a/shop"), ClusterNodes = ["node-b:5700"] };
+        var factory = new ConnectionFactory { Uri = options.Uri };
+        await using var connection = new RabbitMqConnection(options);
+        var endpoints = connection.Endpoints(factory);
+        Assert.Equal([("node-a", 5671), ("node-b", 5700)], endpoints.Select(e => (e.HostName, e.Port)));
+        Assert.All(endpoints, e =>
+        {
+            Assert.True(e.Ssl.Enabled);
+            Assert.Equal(e.HostName, e.Ssl.ServerName);
+            Assert.Equal(factory.Ssl.AcceptablePolicyErrors, e.Ssl.AcceptablePolicyErrors);
+            Assert.Equal(factory.Ssl.Version, e.Ssl.Version);
+        });
     }
 
     /// <summary>A backend whose queue lookups find nothing.</summary>
