@@ -35,7 +35,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         _signal = new AppendSignal(postgresOptions.ExternalCommitPollInterval);
         _s = PostgresSchema.Quote(postgresOptions.Schema);
         _schemaKey = PostgresSchema.SchemaKey(postgresOptions.Schema);
-        _dataSource = CreateDataSource(postgresOptions.ConnectionString);
+        _dataSource = CreateDataSource(postgresOptions);
         try
         {
             if (postgresOptions.MigrateOnStart)
@@ -105,17 +105,15 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     /// runs more than once (the store's statements are few and repeat), so PostgreSQL parses and plans each once per
     /// connection.
     /// </summary>
-    private static NpgsqlDataSource CreateDataSource(string connectionString)
-    {
-        var builder = new NpgsqlDataSourceBuilder(connectionString);
-        if (builder.ConnectionStringBuilder.MaxAutoPrepare == 0)
+    private static NpgsqlDataSource CreateDataSource(PostgresEventStoreOptions options) =>
+        options.BuildDataSource(connection =>
         {
-            builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
-            builder.ConnectionStringBuilder.AutoPrepareMinUsages = 2;
-        }
-
-        return builder.Build();
-    }
+            if (connection.MaxAutoPrepare == 0)
+            {
+                connection.MaxAutoPrepare = 64;
+                connection.AutoPrepareMinUsages = 2;
+            }
+        });
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
 

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Npgsql;
 
 namespace Cairn.Postgres;
 
@@ -7,6 +8,14 @@ public sealed partial record PostgresEventStoreOptions
 {
     /// <summary>The Npgsql connection string, such as <c>Host=db;Database=app;Username=app;Password=…</c>.</summary>
     public required string ConnectionString { get; init; }
+
+    /// <summary>
+    /// Called on each Npgsql data source builder Cairn makes from <see cref="ConnectionString"/> (the store's pool, the
+    /// queue listener's own connection, the migrator's), before it is built: for what a connection string cannot say,
+    /// such as a password or token provider (<c>UsePeriodicPasswordProvider</c>), client certificates, a physical
+    /// connection initializer or logging. Null by default.
+    /// </summary>
+    public Action<NpgsqlDataSourceBuilder>? ConfigureDataSource { get; init; }
 
     /// <summary>
     /// The PostgreSQL schema holding Cairn's tables, created when missing. Several stores can share a database, each in
@@ -38,6 +47,18 @@ public sealed partial record PostgresEventStoreOptions
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
+    }
+
+    /// <summary>
+    /// A data source of <see cref="ConnectionString"/>, changed by <paramref name="adjust"/> and then by
+    /// <see cref="ConfigureDataSource"/>; every connection Cairn opens comes from one.
+    /// </summary>
+    internal NpgsqlDataSource BuildDataSource(Action<NpgsqlConnectionStringBuilder>? adjust = null)
+    {
+        var builder = new NpgsqlDataSourceBuilder(ConnectionString);
+        adjust?.Invoke(builder.ConnectionStringBuilder);
+        ConfigureDataSource?.Invoke(builder);
+        return builder.Build();
     }
 
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]{0,62}$", RegexOptions.CultureInvariant)]

@@ -33,7 +33,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
         _time = store.Options.TimeProvider;
         _s = PostgresSchema.Quote(store.Schema);
         Channel = ChannelOf(store.Schema);
-        _listener = new PostgresQueueListener(store.PostgresOptions.ConnectionString, Channel, _signal, logger);
+        _listener = new PostgresQueueListener(store.PostgresOptions, Channel, _signal, logger);
     }
 
     /// <summary>The channel a commit notifies with the names of the queues it made something receivable in.</summary>

@@ -22,7 +22,7 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
     /// <summary>The application name the listening connection shows in <c>pg_stat_activity</c>.</summary>
     public const string ApplicationName = "cairn-queue-listener";
 
-    private readonly string _connectionString;
+    private readonly NpgsqlDataSource _dataSource;
     private readonly string _channel;
     private readonly QueueSignal _signal;
     private readonly ILogger _logger;
@@ -33,14 +33,14 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
     private int _processId;
     private TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public PostgresQueueListener(string connectionString, string channel, QueueSignal signal, ILogger? logger)
+    public PostgresQueueListener(PostgresEventStoreOptions options, string channel, QueueSignal signal, ILogger? logger)
     {
-        _connectionString = new NpgsqlConnectionStringBuilder(connectionString)
+        _dataSource = options.BuildDataSource(connection =>
         {
             // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
-            Pooling = false,
-            ApplicationName = ApplicationName,
-        }.ConnectionString;
+            connection.Pooling = false;
+            connection.ApplicationName = ApplicationName;
+        });
         _channel = channel;
         _signal = signal;
         _logger = logger ?? NullLogger.Instance;
@@ -80,13 +80,24 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
 
     private async Task ListenAsync(CancellationToken stop)
     {
+        try
+        {
+            await ListenUntilStoppedAsync(stop).ConfigureAwait(false);
+        }
+        finally
+        {
+            await _dataSource.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ListenUntilStoppedAsync(CancellationToken stop)
+    {
         var backoff = TimeSpan.FromMilliseconds(50);
         while (!stop.IsCancellationRequested)
         {
             try
             {
-                await using var connection = new NpgsqlConnection(_connectionString);
-                await connection.OpenAsync(stop).ConfigureAwait(false);
+                await using var connection = await _dataSource.OpenConnectionAsync(stop).ConfigureAwait(false);
                 connection.Notification += (_, e) => _signal.Pulse(e.Payload);
                 await using (var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"", connection))
                 {
@@ -155,6 +166,12 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
             if (!_stop.IsCancellationRequested)
             {
                 _stop.Cancel();
+
+                // The loop disposes the data source as it ends; without a loop, nothing else will.
+                if (_loop is null)
+                {
+                    _dataSource.Dispose();
+                }
             }
         }
     }
@@ -168,6 +185,10 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
             if (!_stop.IsCancellationRequested)
             {
                 _stop.Cancel();
+                if (_loop is null)
+                {
+                    _dataSource.Dispose();
+                }
             }
 
             loop = _loop;

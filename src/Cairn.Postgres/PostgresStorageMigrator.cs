@@ -15,14 +15,14 @@ public sealed class PostgresStorageMigrator(PostgresEventStoreOptions options) :
     /// <inheritdoc />
     public async Task<StorageSchemaStatus> GetStatusAsync(CancellationToken cancellationToken)
     {
-        await using var dataSource = NpgsqlDataSource.Create(_options.ConnectionString);
+        await using var dataSource = _options.BuildDataSource();
         return await Task.Run(() => Status(PostgresSchema.VersionOf(dataSource, _options.Schema)), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
     public async Task<StorageMigrationResult> MigrateAsync(CancellationToken cancellationToken)
     {
-        await using var dataSource = NpgsqlDataSource.Create(_options.ConnectionString);
+        await using var dataSource = _options.BuildDataSource();
         return await Task.Run(
             () =>
             {

@@ -50,6 +50,57 @@ public sealed class PostgresRegistrationTests
         }
     }
 
+    [Fact]
+    public async Task every_connection_cairn_opens_comes_from_a_data_source_the_application_configured()
+    {
+        var schema = PostgresServer.NewSchema();
+        var builders = 0;
+        var pooled = 0;
+        var unpooled = 0;
+        try
+        {
+            var services = new ServiceCollection();
+            services.AddCairn(o => o.UsePostgres(PostgresServer.ConnectionString, p => p with
+            {
+                Schema = schema,
+                ConfigureDataSource = builder =>
+                {
+                    Interlocked.Increment(ref builders);
+                    var isPooled = builder.ConnectionStringBuilder.Pooling;
+                    builder.UsePhysicalConnectionInitializer(
+                        _ => Interlocked.Increment(ref isPooled ? ref pooled : ref unpooled),
+                        _ =>
+                        {
+                            Interlocked.Increment(ref isPooled ? ref pooled : ref unpooled);
+                            return Task.CompletedTask;
+                        });
+                },
+            }));
+            await using (var provider = services.BuildServiceProvider())
+            {
+                var broker = provider.GetRequiredService<IMessageBroker>();
+                QueueName queue = "configured";
+                await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+                var sent = new OutgoingMessage("test.configured", Encoding.UTF8.GetBytes("{}"));
+                await broker.SendAsync(queue, sent);
+                var delivery = Assert.Single(await broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromSeconds(5) }, default));
+                Assert.Equal(sent.Id, delivery.Message.Id);
+                await ((PostgresMessageBroker)((InstrumentedMessageBroker)broker).Inner).Listener.WhenListeningAsync().Bounded();
+                var status = await provider.GetRequiredService<IStorageMigrator>().GetStatusAsync(default);
+
+                // The migrator's, the store's pool and the queue listener's own connection.
+                Assert.Equal(status.ExpectedVersion, status.Version);
+                Assert.True(builders >= 3, $"{builders} data sources were configured");
+                Assert.True(pooled > 0, "no pooled connection was opened through the configured data source");
+                Assert.Equal(1, unpooled);
+            }
+        }
+        finally
+        {
+            await PostgresServer.DropSchemaAsync(schema);
+        }
+    }
+
     private static async Task<bool> IsConnectedAsync(int processId)
     {
         await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
