@@ -240,13 +240,14 @@ internal sealed class ProcessingHealthCheck(IServiceProvider services, CairnHeal
             {
                 problems.Add((context.Registration.FailureStatus, $"subscription '{s.Name}': gave up after {s.Failures} failure(s) ({s.LastError?.Message})"));
             }
-            else if (s.State == SubscriptionState.Faulted)
-            {
-                problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': failed {s.Failures} time(s) in a row, retrying ({s.LastError?.Message})"));
-            }
             else if (s.State == SubscriptionState.Stopped)
             {
                 problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': not running"));
+            }
+            else if (s.State == SubscriptionState.Faulted || s.Failures > 0)
+            {
+                // Failures count in a row: one resumed and not yet past the event it failed on is still retrying.
+                problems.Add((HealthStatus.Degraded, $"subscription '{s.Name}': failed {s.Failures} time(s) in a row, retrying ({s.LastError?.Message})"));
             }
         }
 
