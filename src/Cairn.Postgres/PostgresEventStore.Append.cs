@@ -275,6 +275,12 @@ public sealed partial class PostgresEventStore
 
         // The head after the write, still under the lock: when nothing was written, it tells a moved head from the rest.
         write.BatchCommands.Add(new NpgsqlBatchCommand(HeadPositionSql));
+
+        // Last, so the reader need not step over it; only when the guard let the events in.
+        if (_postgresOptions.NotifyAppends)
+        {
+            write.BatchCommands.Add(NotifyCommand(log.LastAppended, onlyIfHead: true));
+        }
         long headAfter;
         try
         {
@@ -401,12 +407,21 @@ public sealed partial class PostgresEventStore
     /// <summary>Writes the pending streams and events in one statement; <paramref name="single"/> names the append for a duplicate id.</summary>
     private async Task InsertAsync(PostgresWriteContext context, PendingEvents rows, PreparedAppend? single, CancellationToken cancellationToken)
     {
-        await using var insert = context.Command(InsertSql);
+        await using var batch = context.Batch();
+        var insert = new NpgsqlBatchCommand(InsertSql);
         rows.Bind(insert.Parameters);
+        batch.BatchCommands.Add(insert);
+
+        // In the append's transaction, so it is sent only if the append commits.
+        if (_postgresOptions.NotifyAppends)
+        {
+            batch.BatchCommands.Add(NotifyCommand(context.LastAppended, onlyIfHead: false));
+        }
         int inserted;
         try
         {
-            inserted = await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            inserted = insert.RecordsAffected;
         }
         catch (PostgresException ex) when (single is not null && ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == "events_id_key")
         {
@@ -698,6 +713,22 @@ public sealed partial class PostgresEventStore
             return result.LastPosition.Value;
         }, cancellationToken).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The notification of an append on <see cref="AppendChannel"/>, its payload the head the append leaves: a listener
+    /// announces it as it would its own commit, and its own appends' notifications change nothing. With
+    /// <paramref name="onlyIfHead"/>, sent only when the log's head is that position (the guarded write went in).
+    /// </summary>
+    private NpgsqlBatchCommand NotifyCommand(long head, bool onlyIfHead) => new(onlyIfHead
+        ? $"SELECT pg_notify($1, $2::text) WHERE ({HeadPositionSql}) = $2"
+        : "SELECT pg_notify($1, $2::text)")
+    {
+        Parameters =
+        {
+            new NpgsqlParameter { Value = AppendChannel, NpgsqlDbType = NpgsqlDbType.Text },
+            new NpgsqlParameter { Value = head, NpgsqlDbType = NpgsqlDbType.Bigint },
+        },
+    };
 
     private static NpgsqlBatchCommand Command(string sql, object value) => new(sql) { Parameters = { new NpgsqlParameter { Value = value } } };
 }

@@ -18,6 +18,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     private readonly NpgsqlDataSource _dataSource;
     private readonly PostgresWriter _writer;
     private readonly AppendSignal _signal;
+    private readonly PostgresListener _appendListener;
     private readonly ILogger _logger;
     private readonly string _s;
     private readonly int _schemaKey;
@@ -57,6 +58,8 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
             throw;
         }
 
+        AppendChannel = postgresOptions.Schema.Length <= 55 ? postgresOptions.Schema + ".appends" : $"cairn_{_schemaKey:x8}.appends";
+        _appendListener = new PostgresListener(postgresOptions, AppendChannel, PostgresListener.AppendApplicationName, "append notifications", Notified, _signal.Pulse, _logger);
         _writer = new PostgresWriter(this, _dataSource, _logger);
         _logger.LogInformation("Cairn PostgreSQL event store opened in schema {Schema} (head {Head}).", postgresOptions.Schema, _signal.Head);
     }
@@ -70,6 +73,28 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     /// <summary>The backend's settings: connection string, schema and poll interval.</summary>
     internal PostgresEventStoreOptions PostgresOptions => _postgresOptions;
 
+    /// <summary>
+    /// The channel every append notifies as it commits, in any process: the live readers of every other process sharing
+    /// the schema wake at once, instead of at their next <see cref="PostgresEventStoreOptions.ExternalCommitPollInterval"/>.
+    /// </summary>
+    internal string AppendChannel { get; }
+
+    /// <summary>An append committed, maybe in another process: its payload is the head it left.</summary>
+    private void Notified(string payload)
+    {
+        if (long.TryParse(payload, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var head))
+        {
+            _signal.Advance(head);
+        }
+        else
+        {
+            _signal.Pulse();
+        }
+    }
+
+    /// <summary>The listener of <see cref="AppendChannel"/>, opened by the first live reader that waits.</summary>
+    internal PostgresListener AppendListener => _appendListener;
+
     /// <summary>The schema-qualified name of one of the store's tables.</summary>
     internal string Table(string name) => _s + "." + name;
 
@@ -81,8 +106,16 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     }
 
     /// <inheritdoc />
-    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) =>
-        _signal.WaitAsync(position.Value, cancellationToken);
+    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        if (_postgresOptions.NotifyAppends)
+        {
+            _appendListener.Start();
+        }
+
+        return _signal.WaitAsync(position.Value, cancellationToken);
+    }
 
     /// <inheritdoc />
     public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
@@ -126,6 +159,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         }
 
         _writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _appendListener.Dispose();
         _dataSource.Dispose();
     }
 
@@ -138,6 +172,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         }
 
         await _writer.DisposeAsync().ConfigureAwait(false);
+        await _appendListener.DisposeAsync().ConfigureAwait(false);
         await _dataSource.DisposeAsync().ConfigureAwait(false);
     }
 }

@@ -19,7 +19,8 @@ public sealed partial record PostgresEventStoreOptions
 
     /// <summary>
     /// The PostgreSQL schema holding Cairn's tables, created when missing. Several stores can share a database, each in
-    /// its own schema; their appends never wait for one another. Letters, digits and underscores, not starting with a
+    /// its own schema; their appends never wait for one another's locks (with <see cref="NotifyAppends"/> on, they take
+    /// turns at the commit). Letters, digits and underscores, not starting with a
     /// digit, at most 63 characters.
     /// </summary>
     public string Schema { get; init; } = "cairn";
@@ -30,8 +31,21 @@ public sealed partial record PostgresEventStoreOptions
     /// </summary>
     public bool MigrateOnStart { get; init; } = true;
 
-    /// <summary>How often live readers look for commits made by other processes; commits in this process wake them at once.</summary>
+    /// <summary>
+    /// How often live readers look for commits made by other processes when no notification woke them (with
+    /// <see cref="NotifyAppends"/> off, or while the listening connection is down); commits in this process wake them
+    /// at once.
+    /// </summary>
     public TimeSpan ExternalCommitPollInterval { get; init; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>
+    /// Whether each append notifies (<c>pg_notify</c>) the schema's append channel as it commits, so the live readers of
+    /// every other process wake at once instead of at their next <see cref="ExternalCommitPollInterval"/>. On by
+    /// default. PostgreSQL commits transactions that notify one at a time across the server; a schema's appends are
+    /// one at a time already, but turn this off when stores in several schemas of one server must commit their appends
+    /// at once, and their readers in other processes can wait for the poll.
+    /// </summary>
+    public bool NotifyAppends { get; init; } = true;
 
     /// <summary>Refuses impossible settings with a message naming the setting.</summary>
     public void Validate()

@@ -22,7 +22,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     private readonly PostgresEventStore _store;
     private readonly TimeProvider _time;
     private readonly QueueSignal _signal = new();
-    private readonly PostgresQueueListener _listener;
+    private readonly PostgresListener _listener;
     private readonly string _s;
 
     /// <summary>Uses the store's database, schema, connections and clock.</summary>
@@ -33,14 +33,14 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
         _time = store.Options.TimeProvider;
         _s = PostgresSchema.Quote(store.Schema);
         Channel = ChannelOf(store.Schema);
-        _listener = new PostgresQueueListener(store.PostgresOptions, Channel, _signal, logger);
+        _listener = new PostgresListener(store.PostgresOptions, Channel, PostgresListener.QueueApplicationName, "queue notifications", _signal.Pulse, _signal.PulseAll, logger);
     }
 
     /// <summary>The channel a commit notifies with the names of the queues it made something receivable in.</summary>
     internal string Channel { get; }
 
     /// <summary>The connection that listens for other processes' commits.</summary>
-    internal PostgresQueueListener Listener => _listener;
+    internal PostgresListener Listener => _listener;
 
     /// <summary>
     /// A channel name per schema, within PostgreSQL's 63 bytes: the schema's name when it fits, else its key. Two schemas

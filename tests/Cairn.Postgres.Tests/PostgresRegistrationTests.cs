@@ -107,7 +107,7 @@ public sealed class PostgresRegistrationTests
         await connection.OpenAsync();
         await using var select = new NpgsqlCommand("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND application_name = $2", connection);
         select.Parameters.Add(new NpgsqlParameter { Value = processId });
-        select.Parameters.Add(new NpgsqlParameter { Value = PostgresQueueListener.ApplicationName });
+        select.Parameters.Add(new NpgsqlParameter { Value = PostgresListener.QueueApplicationName });
         return (long)(await select.ExecuteScalarAsync())! > 0;
     }
 }

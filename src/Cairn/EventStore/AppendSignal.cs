@@ -31,6 +31,22 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
         released.TrySetResult();
     }
 
+    /// <summary>
+    /// Wakes every waiter without announcing a head: something may have been committed elsewhere (another process's
+    /// append was notified), and each waiter reads again to see.
+    /// </summary>
+    public void Pulse()
+    {
+        TaskCompletionSource released;
+        lock (this)
+        {
+            released = _next;
+            _next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+
+        released.TrySetResult();
+    }
+
     /// <summary>Completes when the head passes <paramref name="position"/>, or after the fallback poll interval.</summary>
     public async Task WaitAsync(long position, CancellationToken cancellationToken)
     {

@@ -1,4 +1,3 @@
-using Cairn.Messaging;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
@@ -6,12 +5,13 @@ using Npgsql;
 namespace Cairn.Postgres;
 
 /// <summary>
-/// One dedicated connection that <c>LISTEN</c>s on a schema's queue channel and wakes this process's receivers of the
-/// queue each notification names. When the connection drops it is opened again, backing off up to
-/// <see cref="MaxBackoff"/>; after each (re)connection every receiver looks again, for what was notified meanwhile.
-/// It is opened on the first receive that waits, and closed on dispose.
+/// One dedicated connection that <c>LISTEN</c>s on a channel of the schema and hands each notification's payload to
+/// <c>notified</c>: the queues' channel wakes this process's receivers of the queue each notification names, the
+/// appends' channel its live readers. When the connection drops it is opened again, backing off up to
+/// <see cref="MaxBackoff"/>; after each (re)connection, and while it is down, <c>missed</c> is called, so every waiter
+/// looks again for what was notified meanwhile. It is opened on the first wait, and closed on dispose.
 /// </summary>
-internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
+internal sealed class PostgresListener : IDisposable, IAsyncDisposable
 {
     /// <summary>The longest wait between two attempts to connect.</summary>
     public static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(5);
@@ -19,12 +19,17 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
     /// <summary>How long the connection may sit silent before a round trip checks it is still there.</summary>
     private static readonly TimeSpan Heartbeat = TimeSpan.FromSeconds(15);
 
-    /// <summary>The application name the listening connection shows in <c>pg_stat_activity</c>.</summary>
-    public const string ApplicationName = "cairn-queue-listener";
+    /// <summary>The application name the queues' listening connection shows in <c>pg_stat_activity</c>.</summary>
+    public const string QueueApplicationName = "cairn-queue-listener";
+
+    /// <summary>The application name the appends' listening connection shows in <c>pg_stat_activity</c>.</summary>
+    public const string AppendApplicationName = "cairn-append-listener";
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _channel;
-    private readonly QueueSignal _signal;
+    private readonly Action<string> _notified;
+    private readonly Action _missed;
+    private readonly string _what;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stop = new();
     private readonly object _gate = new();
@@ -33,16 +38,25 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
     private int _processId;
     private TaskCompletionSource _listening = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    public PostgresQueueListener(PostgresEventStoreOptions options, string channel, QueueSignal signal, ILogger? logger)
+    /// <param name="options">The store's settings, for its data source.</param>
+    /// <param name="channel">The channel to listen on.</param>
+    /// <param name="applicationName">The name the connection shows in <c>pg_stat_activity</c>.</param>
+    /// <param name="what">What is listened for, for the log.</param>
+    /// <param name="notified">Called with each notification's payload.</param>
+    /// <param name="missed">Called when notifications may have been missed: after each (re)connection, and on a drop.</param>
+    /// <param name="logger">Where a dropped connection is reported.</param>
+    public PostgresListener(PostgresEventStoreOptions options, string channel, string applicationName, string what, Action<string> notified, Action missed, ILogger? logger)
     {
         _dataSource = options.BuildDataSource(connection =>
         {
             // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
             connection.Pooling = false;
-            connection.ApplicationName = ApplicationName;
+            connection.ApplicationName = applicationName;
         });
+        _what = what;
+        _notified = notified;
+        _missed = missed;
         _channel = channel;
-        _signal = signal;
         _logger = logger ?? NullLogger.Instance;
     }
 
@@ -98,7 +112,7 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
             try
             {
                 await using var connection = await _dataSource.OpenConnectionAsync(stop).ConfigureAwait(false);
-                connection.Notification += (_, e) => _signal.Pulse(e.Payload);
+                connection.Notification += (_, e) => _notified(e.Payload);
                 await using (var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"", connection))
                 {
                     await listen.ExecuteNonQueryAsync(stop).ConfigureAwait(false);
@@ -115,8 +129,8 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
 
                 listening.TrySetResult();
 
-                // Whatever was notified while no connection listened: every receiver looks again.
-                _signal.PulseAll();
+                // Whatever was notified while no connection listened: every waiter looks again.
+                _missed();
                 while (true)
                 {
                     if (!await connection.WaitAsync(Heartbeat, stop).ConfigureAwait(false))
@@ -141,8 +155,8 @@ internal sealed class PostgresQueueListener : IDisposable, IAsyncDisposable
                     }
                 }
 
-                _logger.LogWarning(ex, "The connection listening for queue notifications on {Channel} failed; reconnecting in {Backoff}. Receivers poll meanwhile.", _channel, backoff);
-                _signal.PulseAll();
+                _logger.LogWarning(ex, "The connection listening for {What} on {Channel} failed; reconnecting in {Backoff}. Waiters poll meanwhile.", _what, _channel, backoff);
+                _missed();
                 try
                 {
                     // Real time, not the store's clock: a reconnection must happen whatever a test's clock does.
