@@ -279,7 +279,7 @@ public sealed partial class PostgresEventStore
         // Last, so the reader need not step over it; only when the guard let the events in.
         if (_postgresOptions.NotifyAppends)
         {
-            write.BatchCommands.Add(NotifyCommand(log.LastAppended, onlyIfHead: true));
+            write.BatchCommands.Add(NotifyCommand(log.LastAppended));
         }
         long headAfter;
         try
@@ -412,10 +412,11 @@ public sealed partial class PostgresEventStore
         rows.Bind(insert.Parameters);
         batch.BatchCommands.Add(insert);
 
-        // In the append's transaction, so it is sent only if the append commits.
+        // In the append's transaction, so it is sent only if the append commits; and only if it wrote, since a batch
+        // of several appends may commit the others when this one wrote nothing.
         if (_postgresOptions.NotifyAppends)
         {
-            batch.BatchCommands.Add(NotifyCommand(context.LastAppended, onlyIfHead: false));
+            batch.BatchCommands.Add(NotifyCommand(context.LastAppended));
         }
         int inserted;
         try
@@ -715,18 +716,18 @@ public sealed partial class PostgresEventStore
     }
 
     /// <summary>
-    /// The notification of an append on <see cref="AppendChannel"/>, its payload the head the append leaves: a listener
-    /// announces it as it would its own commit, and its own appends' notifications change nothing. With
-    /// <paramref name="onlyIfHead"/>, sent only when the log's head is that position (the guarded write went in).
+    /// The notification of an append on <see cref="AppendChannel"/>, its payload the schema and the head the append
+    /// leaves (<see cref="NotificationPrefix"/>): a listener announces it as it would its own commit, and its own
+    /// appends' notifications change nothing. Sent only when the log's head is that position, that is when the events
+    /// went in: under the append lock, or after the guard of an optimistic write.
     /// </summary>
-    private NpgsqlBatchCommand NotifyCommand(long head, bool onlyIfHead) => new(onlyIfHead
-        ? $"SELECT pg_notify($1, $2::text) WHERE ({HeadPositionSql}) = $2"
-        : "SELECT pg_notify($1, $2::text)")
+    private NpgsqlBatchCommand NotifyCommand(long head) => new($"SELECT pg_notify($1, $3 || $2::text) WHERE ({HeadPositionSql}) = $2")
     {
         Parameters =
         {
             new NpgsqlParameter { Value = AppendChannel, NpgsqlDbType = NpgsqlDbType.Text },
             new NpgsqlParameter { Value = head, NpgsqlDbType = NpgsqlDbType.Bigint },
+            new NpgsqlParameter { Value = NotificationPrefix, NpgsqlDbType = NpgsqlDbType.Text },
         },
     };
 

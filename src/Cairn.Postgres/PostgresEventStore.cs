@@ -18,7 +18,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     private readonly NpgsqlDataSource _dataSource;
     private readonly PostgresWriter _writer;
     private readonly AppendSignal _signal;
-    private readonly PostgresListener _appendListener;
+    private readonly PostgresListener? _appendListener;
     private readonly ILogger _logger;
     private readonly string _s;
     private readonly int _schemaKey;
@@ -59,7 +59,9 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         }
 
         AppendChannel = postgresOptions.Schema.Length <= 55 ? postgresOptions.Schema + ".appends" : $"cairn_{_schemaKey:x8}.appends";
-        _appendListener = new PostgresListener(postgresOptions, AppendChannel, PostgresListener.AppendApplicationName, "append notifications", Notified, _signal.Pulse, _logger);
+        _appendListener = postgresOptions.NotifyAppends
+            ? new PostgresListener(postgresOptions, AppendChannel, PostgresListener.AppendApplicationName, "append notifications", Notified, _signal.Pulse, _logger)
+            : null;
         _writer = new PostgresWriter(this, _dataSource, _logger);
         _logger.LogInformation("Cairn PostgreSQL event store opened in schema {Schema} (head {Head}).", postgresOptions.Schema, _signal.Head);
     }
@@ -79,10 +81,20 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     /// </summary>
     internal string AppendChannel { get; }
 
-    /// <summary>An append committed, maybe in another process: its payload is the head it left.</summary>
+    /// <summary>
+    /// The start of every append notification's payload, the rest being the head: the schema's own name, since two
+    /// schemas' channels may coincide (a long name's is made from its hash).
+    /// </summary>
+    internal string NotificationPrefix => _postgresOptions.Schema + ":";
+
+    /// <summary>
+    /// An append committed, maybe in another process: its payload names the schema and the head it left. A payload of
+    /// another schema on the same channel only makes the readers look again.
+    /// </summary>
     private void Notified(string payload)
     {
-        if (long.TryParse(payload, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var head))
+        if (payload.StartsWith(NotificationPrefix, StringComparison.Ordinal)
+            && long.TryParse(payload.AsSpan(NotificationPrefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var head))
         {
             _signal.Advance(head);
         }
@@ -92,8 +104,8 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         }
     }
 
-    /// <summary>The listener of <see cref="AppendChannel"/>, opened by the first live reader that waits.</summary>
-    internal PostgresListener AppendListener => _appendListener;
+    /// <summary>The listener of <see cref="AppendChannel"/>, opened by the first live reader that waits; none with <see cref="PostgresEventStoreOptions.NotifyAppends"/> off.</summary>
+    internal PostgresListener? AppendListener => _appendListener;
 
     /// <summary>The schema-qualified name of one of the store's tables.</summary>
     internal string Table(string name) => _s + "." + name;
@@ -108,12 +120,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     /// <inheritdoc />
     public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken)
     {
-        ThrowIfDisposed();
-        if (_postgresOptions.NotifyAppends)
-        {
-            _appendListener.Start();
-        }
-
+        _appendListener?.Start();
         return _signal.WaitAsync(position.Value, cancellationToken);
     }
 
@@ -139,7 +146,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     /// connection.
     /// </summary>
     private static NpgsqlDataSource CreateDataSource(PostgresEventStoreOptions options) =>
-        options.BuildDataSource(connection =>
+        options.BuildDataSource(defaults: connection =>
         {
             if (connection.MaxAutoPrepare == 0)
             {
@@ -159,7 +166,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         }
 
         _writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
-        _appendListener.Dispose();
+        _appendListener?.Dispose();
         _dataSource.Dispose();
     }
 
@@ -172,7 +179,10 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         }
 
         await _writer.DisposeAsync().ConfigureAwait(false);
-        await _appendListener.DisposeAsync().ConfigureAwait(false);
+        if (_appendListener is not null)
+        {
+            await _appendListener.DisposeAsync().ConfigureAwait(false);
+        }
         await _dataSource.DisposeAsync().ConfigureAwait(false);
     }
 }

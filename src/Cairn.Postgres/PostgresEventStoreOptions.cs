@@ -11,7 +11,7 @@ public sealed partial record PostgresEventStoreOptions
 
     /// <summary>
     /// Called on each Npgsql data source builder Cairn makes from <see cref="ConnectionString"/> (the store's pool, the
-    /// queue listener's own connection, the migrator's), before it is built: for what a connection string cannot say,
+    /// queue and append listeners' own connections, the migrator's), before it is built: for what a connection string cannot say,
     /// such as a password or token provider (<c>UsePeriodicPasswordProvider</c>), client certificates, a physical
     /// connection initializer or logging. Null by default.
     /// </summary>
@@ -64,14 +64,16 @@ public sealed partial record PostgresEventStoreOptions
     }
 
     /// <summary>
-    /// A data source of <see cref="ConnectionString"/>, changed by <paramref name="adjust"/> and then by
-    /// <see cref="ConfigureDataSource"/>; every connection Cairn opens comes from one.
+    /// A data source of <see cref="ConnectionString"/>: <paramref name="defaults"/> first, then
+    /// <see cref="ConfigureDataSource"/>, then <paramref name="required"/>, which the application's callback cannot undo.
+    /// Every connection Cairn opens comes from one.
     /// </summary>
-    internal NpgsqlDataSource BuildDataSource(Action<NpgsqlConnectionStringBuilder>? adjust = null)
+    internal NpgsqlDataSource BuildDataSource(Action<NpgsqlConnectionStringBuilder>? defaults = null, Action<NpgsqlConnectionStringBuilder>? required = null)
     {
         var builder = new NpgsqlDataSourceBuilder(ConnectionString);
-        adjust?.Invoke(builder.ConnectionStringBuilder);
+        defaults?.Invoke(builder.ConnectionStringBuilder);
         ConfigureDataSource?.Invoke(builder);
+        required?.Invoke(builder.ConnectionStringBuilder);
         return builder.Build();
     }
 

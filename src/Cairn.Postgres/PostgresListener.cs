@@ -25,7 +25,8 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
     /// <summary>The application name the appends' listening connection shows in <c>pg_stat_activity</c>.</summary>
     public const string AppendApplicationName = "cairn-append-listener";
 
-    private readonly NpgsqlDataSource _dataSource;
+    private readonly PostgresEventStoreOptions _options;
+    private readonly string _applicationName;
     private readonly string _channel;
     private readonly Action<string> _notified;
     private readonly Action _missed;
@@ -47,12 +48,8 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
     /// <param name="logger">Where a dropped connection is reported.</param>
     public PostgresListener(PostgresEventStoreOptions options, string channel, string applicationName, string what, Action<string> notified, Action missed, ILogger? logger)
     {
-        _dataSource = options.BuildDataSource(connection =>
-        {
-            // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
-            connection.Pooling = false;
-            connection.ApplicationName = applicationName;
-        });
+        _options = options;
+        _applicationName = applicationName;
         _what = what;
         _notified = notified;
         _missed = missed;
@@ -92,26 +89,29 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Listens until stopped, through a data source of its own made only now: one made for a listener that never
+    /// listens would still run the application's password provider.
+    /// </summary>
     private async Task ListenAsync(CancellationToken stop)
     {
-        try
+        await using var dataSource = _options.BuildDataSource(required: connection =>
         {
-            await ListenUntilStoppedAsync(stop).ConfigureAwait(false);
-        }
-        finally
-        {
-            await _dataSource.DisposeAsync().ConfigureAwait(false);
-        }
+            // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
+            connection.Pooling = false;
+            connection.ApplicationName = _applicationName;
+        });
+        await ListenUntilStoppedAsync(dataSource, stop).ConfigureAwait(false);
     }
 
-    private async Task ListenUntilStoppedAsync(CancellationToken stop)
+    private async Task ListenUntilStoppedAsync(NpgsqlDataSource dataSource, CancellationToken stop)
     {
         var backoff = TimeSpan.FromMilliseconds(50);
         while (!stop.IsCancellationRequested)
         {
             try
             {
-                await using var connection = await _dataSource.OpenConnectionAsync(stop).ConfigureAwait(false);
+                await using var connection = await dataSource.OpenConnectionAsync(stop).ConfigureAwait(false);
                 connection.Notification += (_, e) => _notified(e.Payload);
                 await using (var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"", connection))
                 {
@@ -121,6 +121,10 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
                 Volatile.Write(ref _processId, connection.ProcessID);
                 Interlocked.Increment(ref _connections);
                 backoff = TimeSpan.FromMilliseconds(50);
+
+                // Whatever was notified while no connection listened: every waiter looks again (before anyone is told
+                // the connection listens, so a wait begun after that is woken only by a notification).
+                _missed();
                 TaskCompletionSource listening;
                 lock (_gate)
                 {
@@ -128,9 +132,6 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
                 }
 
                 listening.TrySetResult();
-
-                // Whatever was notified while no connection listened: every waiter looks again.
-                _missed();
                 while (true)
                 {
                     if (!await connection.WaitAsync(Heartbeat, stop).ConfigureAwait(false))
@@ -180,12 +181,6 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
             if (!_stop.IsCancellationRequested)
             {
                 _stop.Cancel();
-
-                // The loop disposes the data source as it ends; without a loop, nothing else will.
-                if (_loop is null)
-                {
-                    _dataSource.Dispose();
-                }
             }
         }
     }
@@ -199,10 +194,6 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
             if (!_stop.IsCancellationRequested)
             {
                 _stop.Cancel();
-                if (_loop is null)
-                {
-                    _dataSource.Dispose();
-                }
             }
 
             loop = _loop;

@@ -66,12 +66,16 @@ public sealed class PostgresRegistrationTests
                 ConfigureDataSource = builder =>
                 {
                     Interlocked.Increment(ref builders);
-                    var isPooled = builder.ConnectionStringBuilder.Pooling;
+
+                    // What a listener needs cannot be undone here: its connection stays out of the pool.
+                    builder.ConnectionStringBuilder.Pooling = true;
+                    void Count(NpgsqlConnection connection) =>
+                        Interlocked.Increment(ref new NpgsqlConnectionStringBuilder(connection.ConnectionString).Pooling ? ref pooled : ref unpooled);
                     builder.UsePhysicalConnectionInitializer(
-                        _ => Interlocked.Increment(ref isPooled ? ref pooled : ref unpooled),
-                        _ =>
+                        Count,
+                        connection =>
                         {
-                            Interlocked.Increment(ref isPooled ? ref pooled : ref unpooled);
+                            Count(connection);
                             return Task.CompletedTask;
                         });
                 },
