@@ -13,33 +13,30 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
     public long Head => Volatile.Read(ref _head);
 
     /// <summary>Announces a new head and wakes every waiter.</summary>
-    public void Advance(long head)
-    {
-        TaskCompletionSource released;
-        lock (this)
-        {
-            if (head <= _head)
-            {
-                return;
-            }
-
-            _head = head;
-            released = _next;
-            _next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        }
-
-        released.TrySetResult();
-    }
+    public void Advance(long head) => Release(head);
 
     /// <summary>
     /// Wakes every waiter without announcing a head: something may have been committed elsewhere (another process's
     /// append was notified), and each waiter reads again to see.
     /// </summary>
-    public void Pulse()
+    public void Pulse() => Release(null);
+
+    /// <summary>Wakes every waiter, having moved the head to <paramref name="head"/> when given; a head not past the last announced wakes none.</summary>
+    private void Release(long? head)
     {
         TaskCompletionSource released;
         lock (this)
         {
+            if (head is { } next)
+            {
+                if (next <= _head)
+                {
+                    return;
+                }
+
+                _head = next;
+            }
+
             released = _next;
             _next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         }
