@@ -62,8 +62,13 @@ public static partial class CrashProtocol
     /// <summary>How many times shipping is tried.</summary>
     public const int ShippingAttempts = 4;
 
-    /// <summary>Each shipping attempt, and each attempt to release the stock, times out after this.</summary>
-    public static readonly TimeSpan StepTimeout = TimeSpan.FromMilliseconds(500);
+    /// <summary>
+    /// Each shipping attempt, and each attempt to release the stock, times out after this. A child killed while it
+    /// handled a command answers only after the command's lease and a new process's start; on a loaded machine that
+    /// took more than one attempt of 500 ms, and a few such kills could use up all four, failing an order that should
+    /// complete. One second per attempt, like the lease, leaves four seconds for it.
+    /// </summary>
+    public static readonly TimeSpan StepTimeout = TimeSpan.FromSeconds(1);
 
     /// <summary>The lease of every queue: short, so what a killed child held comes back soon after the restart.</summary>
     public static readonly TimeSpan WorkflowLease = TimeSpan.FromSeconds(1);
