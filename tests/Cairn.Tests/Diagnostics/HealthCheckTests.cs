@@ -271,9 +271,11 @@ public sealed class HealthCheckTests
         Assert.Equal(8, System.Text.RegularExpressions.Regex.Matches(entry.Description!, @"queue 'q[0-7]': its statistics cannot be read \(no answer within 0\.3 s\)").Count);
 
         // All eight were in flight together (one after another, the check would take eight time-outs), and each
-        // read's token was cancelled, so none is left hanging.
-        Assert.Equal(8, hanging.MostAtOnce);
-        await Wait.UntilAsync(() => hanging.Cancelled == 8, "every hung read was cancelled");
+        // read's token was cancelled, so none is left hanging. (A metrics collection of another test may read the
+        // broker's queues too; its reads give up after their own time-out.)
+        Assert.True(hanging.MostAtOnce >= 8, $"at most {hanging.MostAtOnce} reads were in flight at once");
+        await Wait.UntilAsync(() => hanging.InFlight == 0, "every hung read was cancelled");
+        Assert.True(hanging.Cancelled >= 8);
         await host.StopAsync();
     }
 
@@ -317,6 +319,8 @@ public sealed class HealthCheckTests
         public volatile bool Hang;
 
         public int MostAtOnce => Volatile.Read(ref _mostAtOnce);
+
+        public int InFlight => Volatile.Read(ref _inFlight);
 
         public int Cancelled => Volatile.Read(ref _cancelled);
 
