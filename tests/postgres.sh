@@ -5,6 +5,8 @@
 #   tests/postgres.sh env [dir]         # prints those exports again for a running one
 #   tests/postgres.sh stop [dir]        # stops it and deletes its directory (dir defaults to $CAIRN_POSTGRES_DIR)
 #   tests/postgres.sh restart dir [fast|immediate]   # restarts it on the same port; immediate is a crash
+#   tests/postgres.sh halt dir          # kills it (as a crash would), keeping its data and port
+#   tests/postgres.sh resume dir        # starts a halted one again, with the options it was started with
 #
 # CAIRN_POSTGRES_SYNC_COMMIT=on starts a cluster whose commits are in the WAL before they are acknowledged, for
 # tests that crash the server and count on every acknowledged commit; by default commits are asynchronous (faster).
@@ -84,9 +86,10 @@ start() {
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     port_in_use "$port" && continue
-    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=400" >&2; then
+    local options="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=400"
+    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$options" >&2; then
       echo "$port" >"$dir/port"
+      echo "$options" >"$dir/options"
       break
     fi
     log "the server did not start on port $port (attempt $attempt); trying another"
@@ -130,13 +133,29 @@ restart() {
   as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -m "$mode" -w -t 60 restart >&2
 }
 
+halt() {
+  local dir="$1"
+  [ -f "$dir/port" ] || { log "halt: no cluster in '$dir'"; exit 1; }
+  local bin; bin="$(find_bindir)"
+  as_owner "$bin/pg_ctl" -s -D "$dir/data" -m immediate -w -t 60 stop >&2
+}
+
+resume() {
+  local dir="$1"
+  [ -f "$dir/options" ] || { log "resume: no cluster in '$dir'"; exit 1; }
+  local bin; bin="$(find_bindir)"
+  as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$(cat "$dir/options")" >&2
+}
+
 case "${1:-}" in
   start) start ;;
+  halt) halt "${2:-}" ;;
+  resume) resume "${2:-}" ;;
   stop) stop "${2:-}" ;;
   restart) restart "${2:-}" "${3:-fast}" ;;
   env)
     dir="${2:-${CAIRN_POSTGRES_DIR:-}}"
     [ -f "$dir/port" ] || { log "env: no running cluster in '$dir'"; exit 1; }
     exports "$dir" ;;
-  *) echo "usage: $0 start|stop [dir]|env [dir]|restart dir [fast|immediate]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [dir]|env [dir]|restart dir [fast|immediate]|halt dir|resume dir" >&2; exit 2 ;;
 esac

@@ -30,6 +30,12 @@ internal sealed partial class OwnPostgresServer : IAsyncDisposable
     /// <summary>Restarts the server on the same port: <c>fast</c> shuts it down cleanly, <c>immediate</c> kills it like a crash.</summary>
     public Task RestartAsync(string mode) => ScriptAsync(["restart", _directory, mode], sync: true);
 
+    /// <summary>Kills the server (as a crash would) and leaves it down, keeping its data and port.</summary>
+    public Task HaltAsync() => ScriptAsync(["halt", _directory], sync: true);
+
+    /// <summary>Starts a halted server again on the same port.</summary>
+    public Task ResumeAsync() => ScriptAsync(["resume", _directory], sync: true);
+
     public async ValueTask DisposeAsync() => await ScriptAsync(["stop", _directory], sync: false);
 
     private static async Task<string> ScriptAsync(string[] arguments, bool sync)
