@@ -2,6 +2,8 @@
 # A throwaway RabbitMQ for the tests: one node in a temporary directory, on 127.0.0.1 and free ports.
 #
 #   eval "$(tests/rabbitmq.sh start)"   # starts one; prints the exports of CAIRN_RABBITMQ and CAIRN_RABBITMQ_DIR
+#   tests/rabbitmq.sh start --tls dir   # also listens for TLS with dir's ca.pem, cert.pem and key.pem, requiring a
+#                                       # client certificate signed by that CA; exports CAIRN_RABBITMQ_TLS too
 #   tests/rabbitmq.sh env [dir]         # prints those exports again for a running one
 #   tests/rabbitmq.sh stop [dir]        # stops it and deletes its directory (dir defaults to $CAIRN_RABBITMQ_DIR)
 #   tests/rabbitmq.sh halt [dir]        # kills the node but keeps its directory (a broker crash, for fault tests)
@@ -59,6 +61,13 @@ node_env() {
     RABBITMQ_PID_FILE="$dir/node.pid"
 }
 
+# The ports the node must listen on before it counts as started: AMQP's, and the TLS listener's when it has one.
+ports_open() {
+  local dir="$1"
+  port_in_use "$(cat "$dir/port")" || return 1
+  [ ! -f "$dir/tls-port" ] || port_in_use "$(cat "$dir/tls-port")"
+}
+
 launch() {
   local dir="$1" port
   port="$(cat "$dir/port")"
@@ -73,24 +82,51 @@ launch() {
       log "the node exited while starting"
       return 1
     fi
-    if port_in_use "$port"; then return 0; fi
+    if ports_open "$dir"; then return 0; fi
     sleep 0.25
   done
-  log "the node did not accept AMQP connections on port $port within 60 s"
+  log "the node did not accept connections on port $port (and its TLS port, if any) within 60 s"
   return 1
 }
 
 exports() {
   local dir="$1"
   echo "export CAIRN_RABBITMQ='amqp://guest:guest@127.0.0.1:$(cat "$dir/port")/'"
+  # By name: the test certificates name both localhost and 127.0.0.1.
+  [ ! -f "$dir/tls-port" ] || echo "export CAIRN_RABBITMQ_TLS='amqps://guest:guest@localhost:$(cat "$dir/tls-port")/'"
   echo "export CAIRN_RABBITMQ_DIR='$dir'"
 }
 
+# The TLS listener's lines of rabbitmq.conf: the node's certificate and key, and the CA its clients' certificates
+# must be signed by (a client without one is refused).
+tls_config() {
+  local dir="$1"
+  cat <<EOF
+listeners.ssl.local = 127.0.0.1:$(cat "$dir/tls-port")
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/cert.pem
+ssl_options.keyfile = $dir/tls/key.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+EOF
+}
+
 start() {
+  local tls=""
+  if [ "${1:-}" = --tls ]; then
+    tls="${2:-}"
+    for f in ca.pem cert.pem key.pem; do
+      [ -f "$tls/$f" ] || { log "--tls: '$tls' has no $f"; exit 2; }
+    done
+  fi
   ensure_installed
   local dir
   dir="$(mktemp -d "${TMPDIR:-/tmp}/cairn-rabbitmq.XXXXXX")"
   mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
+  if [ -n "$tls" ]; then
+    mkdir -p "$dir/tls"
+    cp "$tls/ca.pem" "$tls/cert.pem" "$tls/key.pem" "$dir/tls/"
+  fi
   echo "cairn-$(basename "$dir" | cut -d. -f2 | tr '[:upper:]' '[:lower:]')@localhost" >"$dir/node"
   # The Erlang cookie of this node alone: rabbitmqctl finds it in the same HOME.
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/home/.erlang.cookie"
@@ -98,7 +134,7 @@ start() {
   : >"$dir/rabbitmq-env.conf"
   echo "[]." >"$dir/enabled_plugins"
   echo "[]." >"$dir/advanced.config"
-  cat >"$dir/rabbitmq.conf" <<'EOF'
+  cat >"$dir/rabbitmq.base.conf" <<'EOF'
 # A throwaway node for tests: loopback only, no disk or memory alarms that a busy test machine could trip.
 loopback_users = none
 disk_free_limit.absolute = 1
@@ -111,6 +147,11 @@ EOF
   for attempt in 1 2 3 4 5; do
     free_port >"$dir/port"
     free_port >"$dir/dist-port"
+    cp "$dir/rabbitmq.base.conf" "$dir/rabbitmq.conf"
+    if [ -n "$tls" ]; then
+      free_port >"$dir/tls-port"
+      tls_config "$dir" >>"$dir/rabbitmq.conf"
+    fi
     if launch "$dir"; then started=1; break; fi
     log "the node did not start (attempt $attempt); trying other ports"
     kill -KILL "$(cat "$dir/pid")" 2>/dev/null || true
@@ -165,7 +206,7 @@ stop() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) start "${@:2}" ;;
   stop) stop "${2:-}" ;;
   halt)
     dir="${2:-${CAIRN_RABBITMQ_DIR:-}}"
@@ -187,5 +228,5 @@ case "${1:-}" in
     dir="${2:-${CAIRN_RABBITMQ_DIR:-}}"
     [ -f "$dir/port" ] || { log "env: no node in '$dir'"; exit 1; }
     exports "$dir" ;;
-  *) echo "usage: $0 start | stop [dir] | halt [dir] | resume [dir] | ctl dir args... | env [dir]" >&2; exit 2 ;;
+  *) echo "usage: $0 start [--tls dir] | stop [dir] | halt [dir] | resume [dir] | ctl dir args... | env [dir]" >&2; exit 2 ;;
 esac

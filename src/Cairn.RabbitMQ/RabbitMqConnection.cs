@@ -41,6 +41,11 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
                     NetworkRecoveryInterval = Options.ReconnectDelay,
                     RequestedHeartbeat = TimeSpan.FromSeconds(10),
                 };
+                Options.ConfigureConnectionFactory?.Invoke(factory);
+
+                // What the consumers and the relay rely on: a lost connection comes back with its channels and consumers.
+                factory.AutomaticRecoveryEnabled = true;
+                factory.TopologyRecoveryEnabled = true;
                 _connection = Options.ClusterNodes.Count == 0
                     ? await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false)
                     : await factory.CreateConnectionAsync(Endpoints(factory), cancellationToken).ConfigureAwait(false);
@@ -55,14 +60,17 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     }
 
     /// <summary>
-    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, each with the TLS settings the address gave the factory (the
-    /// same leniency, certificates and callbacks) and its own server name: RabbitMQ.Client tries them in random order,
-    /// on the first connection and on each recovery.
+    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, each with the factory's TLS settings (those the address gave it
+    /// and <see cref="RabbitMqOptions.ConfigureConnectionFactory"/> set: the same leniency, certificates and callbacks):
+    /// RabbitMQ.Client tries them in random order, on the first connection and on each recovery. Each node's certificate
+    /// is checked against the node's own name, unless the factory was given a server name other than the address's
+    /// host, which then stands for every node (a certificate the whole cluster shares).
     /// </summary>
     internal List<AmqpTcpEndpoint> Endpoints(ConnectionFactory factory)
     {
         var tls = factory.Ssl;
-        return [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(n.Host, tls.CertPath, tls.Enabled)
+        var shared = string.IsNullOrEmpty(tls.ServerName) || string.Equals(tls.ServerName, Options.Uri.IdnHost, StringComparison.OrdinalIgnoreCase) ? null : tls.ServerName;
+        return [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(shared ?? n.Host, tls.CertPath, tls.Enabled)
         {
             AcceptablePolicyErrors = tls.AcceptablePolicyErrors,
             CertPassphrase = tls.CertPassphrase,

@@ -1,5 +1,6 @@
 using Cairn.Envelopes;
 using Cairn.Messaging;
+using RabbitMQ.Client;
 
 namespace Cairn.RabbitMQ;
 
@@ -16,6 +17,16 @@ public sealed record RabbitMqOptions
     /// virtual host and TLS are the <see cref="Uri"/>'s for every node.
     /// </summary>
     public IReadOnlyList<string> ClusterNodes { get; init; } = [];
+
+    /// <summary>
+    /// Called on the RabbitMQ.Client connection factory once Cairn has set it up from these options, before the
+    /// connection opens: for what an address cannot say, such as TLS trust and client certificates (<c>Ssl</c>), a
+    /// credentials provider for tokens (<c>CredentialsProvider</c>), the authentication mechanism (<c>EXTERNAL</c> for
+    /// certificates) or time-outs. It may change Cairn's own settings too, except automatic and topology recovery,
+    /// which Cairn's consumers and relay need and which are turned on again after it. With <see cref="ClusterNodes"/>,
+    /// each node gets the TLS settings the factory has after the call. Null by default.
+    /// </summary>
+    public Action<ConnectionFactory>? ConfigureConnectionFactory { get; init; }
 
     /// <summary>
     /// Put before every queue name in RabbitMQ (<c>billing</c> becomes <c>&lt;prefix&gt;billing</c>), so that several

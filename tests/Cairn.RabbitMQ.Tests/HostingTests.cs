@@ -17,7 +17,7 @@ namespace Cairn.RabbitMQ.Tests;
 /// The transport registered with <c>UseRabbitMq</c> beside the SQLite backend: hosted consumers, the relay, and the
 /// fault test, which kills and restarts a broker of its own while messages go out through the outbox.
 /// </summary>
-public sealed class HostingTests : IDisposable
+public sealed partial class HostingTests : IDisposable
 {
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-test-" + Guid.NewGuid().ToString("N"));
 

@@ -78,21 +78,29 @@ internal static class RabbitMqServer
 /// <summary>A broker of this test's own, for tests that stop and start it; deleted on dispose.</summary>
 internal sealed class OwnRabbitMq : IAsyncDisposable
 {
-    private OwnRabbitMq(string uri, string directory)
+    private OwnRabbitMq(string uri, string? tlsUri, string directory)
     {
         Uri = uri;
+        TlsUri = tlsUri;
         Directory = directory;
     }
 
     public string Uri { get; }
 
+    /// <summary>The TLS listener's address (<c>amqps://…@localhost:port/</c>) when it was started with one.</summary>
+    public string? TlsUri { get; }
+
     public string Directory { get; }
 
-    public static async Task<OwnRabbitMq> StartAsync()
+    /// <summary>
+    /// Starts a node; with <paramref name="tlsFiles"/> (a directory of <c>ca.pem</c>, <c>cert.pem</c> and <c>key.pem</c>)
+    /// it also listens for TLS, requiring client certificates signed by that CA.
+    /// </summary>
+    public static async Task<OwnRabbitMq> StartAsync(string? tlsFiles = null)
     {
-        var exports = await RabbitMqServer.RunScriptAsync("start");
-        string Value(string name) => exports.Split('\n').Single(l => l.StartsWith($"export {name}=", StringComparison.Ordinal)).Split('=', 2)[1].Trim('\'');
-        return new OwnRabbitMq(Value("CAIRN_RABBITMQ"), Value("CAIRN_RABBITMQ_DIR"));
+        var exports = await (tlsFiles is null ? RabbitMqServer.RunScriptAsync("start") : RabbitMqServer.RunScriptAsync("start", "--tls", tlsFiles));
+        string? Value(string name) => exports.Split('\n').SingleOrDefault(l => l.StartsWith($"export {name}=", StringComparison.Ordinal))?.Split('=', 2)[1].Trim('\'');
+        return new OwnRabbitMq(Value("CAIRN_RABBITMQ")!, Value("CAIRN_RABBITMQ_TLS"), Value("CAIRN_RABBITMQ_DIR")!);
     }
 
     /// <summary>Kills the node (as a crash would), keeping its data.</summary>

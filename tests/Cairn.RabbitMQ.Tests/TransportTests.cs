@@ -483,6 +483,17 @@ public sealed class TransportTests
         });
     }
 
+    [Fact]
+    public async Task a_server_name_the_application_gives_stands_for_every_cluster_node()
+    {
+        // A certificate the whole cluster shares, for a name none of the nodes is reached by.
+        var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@10.0.0.1/"), ClusterNodes = ["10.0.0.2"] };
+        var factory = new ConnectionFactory { Uri = options.Uri };
+        factory.Ssl.ServerName = "rabbit.internal";
+        await using var connection = new RabbitMqConnection(options);
+        Assert.All(connection.Endpoints(factory), e => Assert.Equal("rabbit.internal", e.Ssl.ServerName));
+    }
+
     /// <summary>A backend whose queue lookups find nothing.</summary>
     private sealed class Blind(IMessageBroker inner) : DelegatingMessageBroker(inner)
     {
