@@ -3,10 +3,10 @@ namespace Cairn.Benchmarks;
 /// <summary>The command line: <c>[--quick] [--only W1,M2] [--postgres] [--pg-no-fsync] [--json FILE] [--cairn-only] [--no-marten]</c>, parsed by hand (a few flags need no library).</summary>
 internal sealed record BenchOptions
 {
-    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1", "R1", "R2", "PW1", "PW2", "PW3", "PW4", "PW5"];
+    public static readonly IReadOnlyList<string> AllWorkloads = ["W1", "W2", "W3", "W4", "W5", "M1", "M2", "M3", "P1", "P2", "O1", "O2", "S1", "R1", "R2", "PW1", "PW2", "PW3", "PW4", "PW5", "PW6"];
 
     /// <summary>The PostgreSQL workloads: run only when named (<c>--postgres</c> or <c>--only</c>), since they need a server.</summary>
-    public static readonly IReadOnlyList<string> PostgresWorkloads = ["PW1", "PW2", "PW3", "PW4", "PW5"];
+    public static readonly IReadOnlyList<string> PostgresWorkloads = ["PW1", "PW2", "PW3", "PW4", "PW5", "PW6"];
 
     public bool Quick { get; init; }
 
@@ -36,10 +36,10 @@ internal sealed record BenchOptions
         usage: dotnet run -c Release --project bench/Cairn.Benchmarks -- [--quick] [--only W1,M2] [--postgres] [--json FILE]
 
           --quick        every workload, smaller and shorter (a smoke test)
-          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3 P1 P2 O1 O2 S1 R1 R2 PW1 PW2 PW3 PW4 PW5
+          --only LIST    only these workloads, comma-separated, of W1 W2 W3 W4 W5 M1 M2 M3 P1 P2 O1 O2 S1 R1 R2 PW1 PW2 PW3 PW4 PW5 PW6
                          (--only P1,P2: the projections alone; --only O1,O2: the workflows;
                          --only S1: schema validation on append; --only PW2: one PostgreSQL workload)
-          --postgres     the PostgreSQL workloads PW1-PW5 (not run unless named): Cairn, Marten Rich and Quick, raw
+          --postgres     the PostgreSQL workloads PW1-PW6 (not run unless named): Cairn, Marten Rich and Quick, raw
                          Npgsql, on CAIRN_POSTGRES if set, else on a server started (and stopped) with tests/postgres.sh
           --pg-no-fsync  keep tests/postgres.sh's fsync=off and synchronous_commit=off on the server the bench starts
                          (by default it starts it with PostgreSQL's durable defaults; CAIRN_POSTGRES is used as it is)
@@ -72,6 +72,8 @@ internal sealed record BenchOptions
         PW1 W1 on PostgreSQL, 1 and 16 writers   PW2 W2 on PostgreSQL   PW3 W3 on PostgreSQL   PW4 W4 on PostgreSQL
         PW5 append to a live subscription of another store on the schema, an append every 20 ms; p50, p99, max
             (baseline: the same with NotifyAppends off, the reader polling every 500 ms)
+        PW6 PW1-16 on each of two stores in two schemas at once, appends notifying
+            (baseline: the same with NotifyAppends off)
         """;
 
     /// <summary>Parses the arguments; throws <see cref="ArgumentException"/> naming the bad one.</summary>

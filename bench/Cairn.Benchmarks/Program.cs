@@ -72,6 +72,7 @@ internal static class Program
             ("PW3", () => PgW3ReadAll.RunAsync(scale, postgres)),
             ("PW4", () => PgW4Contention.RunAsync(scale, postgres)),
             ("PW5", () => PgW5CrossProcessLatency.RunAsync(scale, postgres)),
+            ("PW6", () => PgW6TwoSchemas.RunAsync(scale, postgres)),
             ("R1", () => R1R2RabbitMq.R1Async(scale)),
             ("R2", () => R1R2RabbitMq.R2Async(scale)),
         };
