@@ -4,54 +4,101 @@ using RabbitMQ.Client;
 namespace Cairn.RabbitMQ;
 
 /// <summary>
-/// The one connection of a process to RabbitMQ, opened on first use. Once open, RabbitMQ.Client's automatic recovery
-/// reconnects it (and its channels and consumers) after a connection loss or a broker restart; a first connection
-/// that fails is tried again by the next caller. It holds the publishing channel, with publisher confirms tracked by
-/// the client, and knows which queues it has declared.
+/// A process's two connections to RabbitMQ, each opened on first use: one for consuming (the queues' readers and their
+/// acknowledgements, declarations, statistics) and one for publishing (the relay, releases, returns, dead letters and
+/// redrives). RabbitMQ blocks a connection that publishes while one of its memory or disk alarms is raised; were the
+/// readers on it, their acknowledgements would stop too, and the queues that could bring the alarm down would not
+/// drain. Once open, RabbitMQ.Client's automatic recovery reconnects each (with its channels and consumers) after a
+/// connection loss or a broker restart; a first connection that fails is tried again by the next caller. It holds the
+/// publishing channel, with publisher confirms tracked by the client, and knows which queues it has declared.
 /// </summary>
 internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly ConcurrentDictionary<string, bool> _declared = new(StringComparer.Ordinal);
-    private IConnection? _connection;
+    private IConnection? _consuming;
+    private IConnection? _publishing;
     private IChannel? _publisher;
+    private string? _blocked;
     private bool _disposed;
 
     public RabbitMqOptions Options { get; } = options;
 
-    public async Task<IConnection> GetAsync(CancellationToken cancellationToken)
-    {
-        if (_connection is { } open)
-        {
-            return open;
-        }
+    /// <summary>
+    /// Why RabbitMQ has blocked the publishing connection (such as <c>low on memory</c>), while it has; null otherwise.
+    /// Publishes wait meanwhile; the consuming connection goes on.
+    /// </summary>
+    public string? PublishingBlocked => Volatile.Read(ref _blocked);
 
+    /// <summary>The consuming connection: the queues' readers, declarations and statistics.</summary>
+    public Task<IConnection> GetAsync(CancellationToken cancellationToken) =>
+        _consuming is { } open ? Task.FromResult(open) : OpenAsync(publishing: false, cancellationToken);
+
+    /// <summary>The publishing connection: every publish, and what acknowledges a message only once it is published elsewhere.</summary>
+    public Task<IConnection> GetPublishingAsync(CancellationToken cancellationToken) =>
+        _publishing is { } open ? Task.FromResult(open) : OpenAsync(publishing: true, cancellationToken);
+
+    private async Task<IConnection> OpenAsync(bool publishing, CancellationToken cancellationToken)
+    {
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_connection is null)
+            if ((publishing ? _publishing : _consuming) is { } open)
             {
-                var factory = new ConnectionFactory
-                {
-                    Uri = Options.Uri,
-                    ClientProvidedName = Options.ClientName,
-                    AutomaticRecoveryEnabled = true,
-                    TopologyRecoveryEnabled = true,
-                    NetworkRecoveryInterval = Options.ReconnectDelay,
-                    RequestedHeartbeat = TimeSpan.FromSeconds(10),
-                };
-                Options.ConfigureConnectionFactory?.Invoke(factory);
-
-                // What the consumers and the relay rely on: a lost connection comes back with its channels and consumers.
-                factory.AutomaticRecoveryEnabled = true;
-                factory.TopologyRecoveryEnabled = true;
-                _connection = Options.ClusterNodes.Count == 0
-                    ? await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false)
-                    : await factory.CreateConnectionAsync(Endpoints(factory), cancellationToken).ConfigureAwait(false);
+                return open;
             }
 
-            return _connection;
+            var factory = new ConnectionFactory
+            {
+                Uri = Options.Uri,
+                ClientProvidedName = Options.ClientName,
+                AutomaticRecoveryEnabled = true,
+                TopologyRecoveryEnabled = true,
+                NetworkRecoveryInterval = Options.ReconnectDelay,
+                RequestedHeartbeat = TimeSpan.FromSeconds(10),
+            };
+            Options.ConfigureConnectionFactory?.Invoke(factory);
+
+            // What the consumers and the relay rely on: a lost connection comes back with its channels and consumers.
+            factory.AutomaticRecoveryEnabled = true;
+            factory.TopologyRecoveryEnabled = true;
+            if (publishing)
+            {
+                // Told apart in RabbitMQ's tools.
+                factory.ClientProvidedName = (factory.ClientProvidedName ?? Options.ClientName) + " (publishing)";
+            }
+
+            var connection = Options.ClusterNodes.Count == 0
+                ? await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false)
+                : await factory.CreateConnectionAsync(Endpoints(factory), cancellationToken).ConfigureAwait(false);
+            if (publishing)
+            {
+                connection.ConnectionBlockedAsync += (_, e) =>
+                {
+                    Volatile.Write(ref _blocked, string.IsNullOrEmpty(e.Reason) ? "blocked" : e.Reason);
+                    return Task.CompletedTask;
+                };
+                connection.ConnectionUnblockedAsync += (_, _) =>
+                {
+                    Volatile.Write(ref _blocked, null);
+                    return Task.CompletedTask;
+                };
+
+                // A recovered connection starts unblocked; RabbitMQ says so again if its alarm is still raised.
+                connection.RecoverySucceededAsync += (_, _) =>
+                {
+                    Volatile.Write(ref _blocked, null);
+                    return Task.CompletedTask;
+                };
+                _publishing = connection;
+            }
+            else
+            {
+                _consuming = connection;
+            }
+
+            return connection;
         }
         finally
         {
@@ -91,7 +138,7 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
             return open;
         }
 
-        var connection = await GetAsync(cancellationToken).ConfigureAwait(false);
+        var connection = await GetPublishingAsync(cancellationToken).ConfigureAwait(false);
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -121,10 +168,13 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         }
     }
 
-    /// <summary>Runs an operation on a channel of its own, closed afterwards: a refused declaration closes only that channel.</summary>
+    /// <summary>
+    /// Runs an operation on a channel of its own, closed afterwards: a refused declaration closes only that channel.
+    /// With <paramref name="confirms"/> the operation publishes, so its channel is on the publishing connection.
+    /// </summary>
     public async Task<T> WithChannelAsync<T>(Func<IChannel, Task<T>> operation, CancellationToken cancellationToken, bool confirms = false)
     {
-        var connection = await GetAsync(cancellationToken).ConfigureAwait(false);
+        var connection = await (confirms ? GetPublishingAsync(cancellationToken) : GetAsync(cancellationToken)).ConfigureAwait(false);
         var channel = await connection.CreateChannelAsync(
             confirms ? new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true) : null,
             cancellationToken).ConfigureAwait(false);
@@ -176,9 +226,14 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
                 await _publisher.DisposeAsync().ConfigureAwait(false);
             }
 
-            if (_connection is not null)
+            if (_publishing is not null)
             {
-                await _connection.DisposeAsync().ConfigureAwait(false);
+                await _publishing.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (_consuming is not null)
+            {
+                await _consuming.DisposeAsync().ConfigureAwait(false);
             }
         }
         finally

@@ -98,7 +98,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
 
     /// <summary>
-    /// Unhealthy when RabbitMQ cannot be reached or the connection is down (recovering); degraded when the relay is not
+    /// Unhealthy when RabbitMQ cannot be reached, a connection is down (recovering), or RabbitMQ has blocked publishing
+    /// (a memory or disk alarm); degraded when the relay is not
     /// running, or the oldest due or in-flight message of an outbox has waited longer than
     /// <see cref="CairnHealthOptions.MaxOutboxAge"/>.
     /// </summary>
@@ -118,6 +119,17 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             if (!connection.IsOpen)
             {
                 return HealthCheckResult.Unhealthy($"the connection to {at} is down and recovering ({connection.CloseReason?.ReplyText ?? "closed"})");
+            }
+
+            var publishing = await _broker.Connection.GetPublishingAsync(cancellationToken).ConfigureAwait(false);
+            if (!publishing.IsOpen)
+            {
+                return HealthCheckResult.Unhealthy($"the publishing connection to {at} is down and recovering ({publishing.CloseReason?.ReplyText ?? "closed"})");
+            }
+
+            if (_broker.Connection.PublishingBlocked is { } reason)
+            {
+                return HealthCheckResult.Unhealthy($"{at} has blocked publishing ({reason}, one of its resource alarms): sends wait in the outbox, and consumers go on");
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)

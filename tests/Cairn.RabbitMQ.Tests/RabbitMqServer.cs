@@ -109,6 +109,9 @@ internal sealed class OwnRabbitMq : IAsyncDisposable
     /// <summary>Starts the halted node again on the same port, with its data.</summary>
     public Task ResumeAsync() => RabbitMqServer.RunScriptAsync("resume", Directory);
 
+    /// <summary>Runs <c>rabbitmqctl</c> against the node.</summary>
+    public Task<string> CtlAsync(params string[] arguments) => RabbitMqServer.RunScriptAsync(["ctl", Directory, .. arguments]);
+
     /// <summary>Stops the node's process without ending it (SIGSTOP): a broker that hangs, its connections open and silent.</summary>
     public Task FreezeAsync() => SignalAsync("STOP");
 

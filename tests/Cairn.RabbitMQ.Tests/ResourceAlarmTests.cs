@@ -1,0 +1,68 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Diagnostics;
+using Cairn.Messaging;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>
+/// A RabbitMQ memory alarm, raised on a broker of the test's own: RabbitMQ blocks the connections that publish, and
+/// stops reading from them. Consumers on a connection of their own go on acknowledging, so queues still drain.
+/// </summary>
+public sealed class ResourceAlarmTests
+{
+    private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    [Fact]
+    public async Task while_rabbitmq_blocks_publishing_consumers_still_drain_their_queue_and_the_check_says_why()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+
+        // One delivery ahead at a time: a receive after the first gets a message only if the acknowledgement before it
+        // reached RabbitMQ.
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri, o => o with { Prefetch = 1 });
+        var queue = new QueueName(RabbitMqServer.NewName("alarm"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendBatchAsync(queue, Enumerable.Range(0, 5).Select(Numbered));
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 5, "the first messages reached RabbitMQ");
+
+        async Task<HealthCheckResult> CheckAsync() => await sut.Relay.CheckHealthAsync(new CairnHealthOptions(), default);
+        Assert.Equal(HealthStatus.Healthy, (await CheckAsync()).Status);
+
+        // A watermark of 0 raises the memory alarm at once; the next publish gets the publishing connection blocked.
+        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        try
+        {
+            await sut.Broker.SendAsync(queue, Numbered(5));
+            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
+            var blocked = await CheckAsync();
+            Assert.Equal(HealthStatus.Unhealthy, blocked.Status);
+            Assert.Contains("has blocked publishing (low on memory", blocked.Description, StringComparison.Ordinal);
+
+            // The five messages already in RabbitMQ are received and acknowledged one by one all the same.
+            var drained = new List<string>();
+            for (var i = 0; i < 5; i++)
+            {
+                var deliveries = await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(10) }, default).Bounded();
+                var delivery = Assert.Single(deliveries);
+                drained.Add(Encoding.UTF8.GetString(delivery.Message.Data.Span));
+                await sut.Broker.AcknowledgeAsync([delivery.Lease], default).Bounded();
+            }
+
+            Assert.Equal(Enumerable.Range(0, 5).Select(n => $"{{\"n\":{n}}}"), drained.Order(StringComparer.Ordinal));
+            Assert.NotNull(sut.Broker.Connection.PublishingBlocked);
+        }
+        finally
+        {
+            await rabbit.CtlAsync("set_vm_memory_high_watermark", "0.9");
+        }
+
+        // Once the alarm clears, the message sent meanwhile goes out of the outbox and the check is healthy again.
+        await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is null, "RabbitMQ unblocked the publishing connection");
+        var last = Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(20) }, default).Bounded());
+        Assert.Equal("{\"n\":5}", Encoding.UTF8.GetString(last.Message.Data.Span));
+        await sut.Broker.AcknowledgeAsync([last.Lease], default);
+        Assert.Equal(HealthStatus.Healthy, (await CheckAsync()).Status);
+    }
+}
