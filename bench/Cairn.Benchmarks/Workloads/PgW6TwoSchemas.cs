@@ -1,6 +1,5 @@
 using System.Globalization;
 using Cairn.Benchmarks.Postgres;
-using Cairn.EventStore;
 using Cairn.Postgres;
 
 namespace Cairn.Benchmarks.Workloads;
@@ -16,7 +15,6 @@ namespace Cairn.Benchmarks.Workloads;
 internal static class PgW6TwoSchemas
 {
     private const int WritersPerStore = 16;
-    private const int StreamsPerWriter = 100;
 
     public static async Task<List<Figure>> RunAsync(Scale scale, BenchPostgres postgres)
     {
@@ -38,20 +36,7 @@ internal static class PgW6TwoSchemas
         {
             await using var first = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = cs, Schema = schemas[0], NotifyAppends = notify });
             await using var second = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = cs, Schema = schemas[1], NotifyAppends = notify });
-            var measured = await PgSides.MeasureAsync(cs, 2 * WritersPerStore, async (w, meter) =>
-            {
-                var store = w < WritersPerStore ? first : second;
-                var streams = Enumerable.Range(0, StreamsPerWriter).Select(s => new StreamName(string.Create(CultureInfo.InvariantCulture, $"account-w{w:D2}s{s:D3}"))).ToArray();
-                var next = new long[StreamsPerWriter];
-                for (long i = 0; !meter.Stopping; i++)
-                {
-                    var s = (int)(i % StreamsPerWriter);
-                    var expected = next[s] == 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(next[s] - 1);
-                    await store.AppendToStreamAsync(streams[s], expected, [Payloads.Event(i)]);
-                    next[s]++;
-                    meter.Add(1);
-                }
-            }, scale);
+            var measured = await PgSides.MeasureAsync(cs, 2 * WritersPerStore, (w, meter) => PgW1ManyStreams.AppendAsync(w < WritersPerStore ? first : second, w, meter), scale);
             Log.Rate("PW6", notify ? "notifying" : "quiet", measured.Rate, "events");
             return measured;
         }
