@@ -11,13 +11,17 @@ internal sealed record BufferedDelivery(long Generation, ulong Tag, bool Redeliv
 /// One queue's consumer in this process: a channel with manual acknowledgements and a prefetch, whose deliveries wait in
 /// a buffer (bounded by the prefetch) until a receive takes them. When the channel closes (a connection loss, a broker
 /// restart), its generation moves on: the deliveries and leases of the old channel can no longer be settled, and RabbitMQ
-/// delivers them again once the client has recovered the channel and its consumer.
+/// delivers them again once the client has recovered the channel and its consumer. The client recovers channels only
+/// with their connection, so a reader whose channel RabbitMQ closed on its own (a delivery held past the broker's
+/// <c>consumer_timeout</c>, a channel error) or whose consumer it cancelled (the queue was deleted) is
+/// <see cref="Dead"/>: the broker starts another in its place.
 /// </summary>
 internal sealed class QueueReader : IAsyncDisposable
 {
     private readonly Channel<BufferedDelivery> _buffer = System.Threading.Channels.Channel.CreateUnbounded<BufferedDelivery>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
     private long _generation;
     private int _buffered;
+    private string? _dead;
 
     private QueueReader(string queue, IChannel channel)
     {
@@ -33,15 +37,32 @@ internal sealed class QueueReader : IAsyncDisposable
 
     public int Buffered => Volatile.Read(ref _buffered);
 
+    /// <summary>Why this reader gets no more deliveries while its connection is up; null while it does.</summary>
+    public string? Dead => Volatile.Read(ref _dead);
+
+    /// <summary>Marks the reader dead and wakes its waiting receives, which then move to a new reader.</summary>
+    private void Die(string reason)
+    {
+        Interlocked.CompareExchange(ref _dead, reason, null);
+        _buffer.Writer.TryComplete();
+    }
+
     public static async Task<QueueReader> StartAsync(RabbitMqConnection connection, string queue, CancellationToken cancellationToken)
     {
         var open = await connection.GetAsync(cancellationToken).ConfigureAwait(false);
         var channel = await open.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
         await channel.BasicQosAsync(0, connection.Options.Prefetch, false, cancellationToken).ConfigureAwait(false);
         var reader = new QueueReader(queue, channel);
-        channel.ChannelShutdownAsync += (_, _) =>
+        channel.ChannelShutdownAsync += (_, e) =>
         {
             Interlocked.Increment(ref reader._generation);
+
+            // With the connection up, the channel alone was closed: nothing will recover it.
+            if (open.IsOpen)
+            {
+                reader.Die($"RabbitMQ closed its channel ({e.ReplyCode} {e.ReplyText})");
+            }
+
             return Task.CompletedTask;
         };
         var consumer = new AsyncEventingBasicConsumer(channel);
@@ -51,6 +72,13 @@ internal sealed class QueueReader : IAsyncDisposable
             var buffered = new BufferedDelivery(reader.Generation, delivery.DeliveryTag, delivery.Redelivered, delivery.BasicProperties, delivery.Body.ToArray());
             Interlocked.Increment(ref reader._buffered);
             reader._buffer.Writer.TryWrite(buffered);
+            return Task.CompletedTask;
+        };
+
+        // RabbitMQ cancels a consumer whose queue was deleted; the channel stays open, and consumes nothing more.
+        consumer.UnregisteredAsync += (_, _) =>
+        {
+            reader.Die("RabbitMQ cancelled its consumer");
             return Task.CompletedTask;
         };
         await channel.BasicConsumeAsync(queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
@@ -74,7 +102,7 @@ internal sealed class QueueReader : IAsyncDisposable
         return false;
     }
 
-    /// <summary>Waits until a delivery may be there; false when <paramref name="wait"/> ran out first.</summary>
+    /// <summary>Waits until a delivery may be there; false when <paramref name="wait"/> ran out first, or the reader died.</summary>
     public async Task<bool> WaitAsync(TimeSpan wait, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

@@ -63,16 +63,31 @@ public sealed partial class RabbitMqMessageBroker
             }
 
             var left = waitUntil - _time.GetUtcNow();
-            if (deliveries.Count > 0 || left <= TimeSpan.Zero || !await reader.WaitAsync(left, cancellationToken).ConfigureAwait(false))
+            if (deliveries.Count > 0 || left <= TimeSpan.Zero)
             {
                 return deliveries;
+            }
+
+            if (!await reader.WaitAsync(left, cancellationToken).ConfigureAwait(false))
+            {
+                if (reader.Dead is null)
+                {
+                    return deliveries;
+                }
+
+                // The rest of the wait on a reader that gets deliveries.
+                reader = await ReaderAsync(queue, cancellationToken).ConfigureAwait(false);
             }
         }
     }
 
+    /// <summary>For tests: the channel of the queue's reader in this process, if it has one.</summary>
+    internal IChannel? ReaderChannelOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Channel : null;
+
+    /// <summary>The queue's reader in this process, started on first use, and started again in place of a dead one.</summary>
     private async Task<QueueReader> ReaderAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        if (_readers.TryGetValue(queue, out var reader))
+        if (_readers.TryGetValue(queue, out var reader) && reader.Dead is null)
         {
             return reader;
         }
@@ -80,7 +95,19 @@ public sealed partial class RabbitMqMessageBroker
         await _readerGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (!_readers.TryGetValue(queue, out reader))
+            if (_readers.TryGetValue(queue, out reader) && reader.Dead is { } why)
+            {
+                _logger.LogWarning("The reader of {Queue} stopped getting deliveries ({Reason}); a new one takes its place.", queue, why);
+                _readers.TryRemove(queue, out _);
+
+                // Its leases can no longer be settled; their messages come again. The queue may be gone: declared anew.
+                await reader.DisposeAsync().ConfigureAwait(false);
+                _connection.Forget(AmqpName(queue));
+                _connection.Forget(DeadLettersIn(queue));
+                reader = null;
+            }
+
+            if (reader is null)
             {
                 await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
                 reader = await QueueReader.StartAsync(_connection, AmqpName(queue), cancellationToken).ConfigureAwait(false);

@@ -1,0 +1,66 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Messaging;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>
+/// RabbitMQ.Client recovers a channel only with its connection. A queue's reader whose channel RabbitMQ closed while
+/// the connection stayed up, or whose consumer RabbitMQ cancelled, is replaced, so the process keeps consuming.
+/// </summary>
+public sealed class ReaderRestartTests
+{
+    private static readonly ReceiveOptions Waiting = new() { MaxMessages = 1, Wait = TimeSpan.FromSeconds(20) };
+
+    private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    private static string Text(Delivery delivery) => Encoding.UTF8.GetString(delivery.Message.Data.Span);
+
+    [Fact]
+    public async Task a_reader_whose_channel_rabbitmq_closed_is_replaced_and_the_queue_is_consumed_again()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("closed"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var first = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        await sut.Broker.AcknowledgeAsync([first.Lease], default);
+
+        // An acknowledgement of a delivery the channel never had: RabbitMQ closes the channel (406), not the connection.
+        var channel = sut.Broker.ReaderChannelOf(queue)!;
+        await channel.BasicAckAsync(999_999, false);
+        await Wait.UntilAsync(() => channel.IsClosed, "RabbitMQ closed the reader's channel");
+        Assert.True((await sut.Broker.Connection.GetAsync(default)).IsOpen);
+
+        await sut.Broker.SendAsync(queue, Numbered(2));
+        var second = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        Assert.Equal("{\"n\":2}", Text(second));
+        await sut.Broker.AcknowledgeAsync([second.Lease], default);
+        Assert.NotSame(channel, sut.Broker.ReaderChannelOf(queue));
+    }
+
+    [Fact]
+    public async Task a_receive_waiting_when_its_queue_is_deleted_gets_the_next_message_sent_to_it()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("deleted"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        Assert.Empty(await sut.Broker.ReceiveAsync(queue, Waiting with { Wait = TimeSpan.Zero }, default).Bounded());
+
+        // An operator deletes the queue under the waiting receive: RabbitMQ cancels the reader's consumer.
+        var waiting = sut.Broker.ReceiveAsync(queue, Waiting, default);
+        var factory = new ConnectionFactory { Uri = sut.Broker.Options.Uri };
+        await using (var admin = await factory.CreateConnectionAsync())
+        await using (var adminChannel = await admin.CreateChannelAsync())
+        {
+            await adminChannel.QueueDeleteAsync(sut.Broker.AmqpName(queue));
+        }
+
+        // The queue is declared again, by the new reader or the relay's publish, and the message reaches the receive.
+        await sut.Broker.SendAsync(queue, Numbered(3));
+        var delivery = Assert.Single(await waiting.Bounded());
+        Assert.Equal("{\"n\":3}", Text(delivery));
+        await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+    }
+}
