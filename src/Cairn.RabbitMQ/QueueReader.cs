@@ -41,7 +41,7 @@ internal sealed class QueueReader : IAsyncDisposable
     public string? Dead => Volatile.Read(ref _dead);
 
     /// <summary>Marks the reader dead and wakes its waiting receives, which then move to a new reader.</summary>
-    private void Die(string reason)
+    public void Die(string reason)
     {
         Interlocked.CompareExchange(ref _dead, reason, null);
         _buffer.Writer.TryComplete();
@@ -51,6 +51,20 @@ internal sealed class QueueReader : IAsyncDisposable
     {
         var open = await connection.GetAsync(cancellationToken).ConfigureAwait(false);
         var channel = await open.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await ConsumeAsync(connection, open, channel, queue, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // A refused consume (the queue gone) closes the channel; it is not left behind either way.
+            await channel.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task<QueueReader> ConsumeAsync(RabbitMqConnection connection, IConnection open, IChannel channel, string queue, CancellationToken cancellationToken)
+    {
         await channel.BasicQosAsync(0, connection.Options.Prefetch, false, cancellationToken).ConfigureAwait(false);
         var reader = new QueueReader(queue, channel);
         channel.ChannelShutdownAsync += (_, e) =>

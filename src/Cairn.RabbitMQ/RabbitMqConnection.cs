@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Net.Security;
 using RabbitMQ.Client;
 
 namespace Cairn.RabbitMQ;
@@ -15,6 +16,7 @@ namespace Cairn.RabbitMQ;
 internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly SemaphoreSlim _publisherGate = new(1, 1);
     private readonly ConcurrentDictionary<string, bool> _declared = new(StringComparer.Ordinal);
     private IConnection? _consuming;
     private IConnection? _publishing;
@@ -29,6 +31,12 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     /// Publishes wait meanwhile; the consuming connection goes on.
     /// </summary>
     public string? PublishingBlocked => Volatile.Read(ref _blocked);
+
+    /// <summary>Whether the consuming connection is open now (not never opened, nor down and recovering).</summary>
+    public bool ConsumingIsOpen => _consuming is { IsOpen: true };
+
+    /// <summary>The publishing connection if it was opened (nothing published yet otherwise).</summary>
+    public IConnection? OpenedPublishing => _publishing;
 
     /// <summary>The consuming connection: the queues' readers, declarations and statistics.</summary>
     public Task<IConnection> GetAsync(CancellationToken cancellationToken) =>
@@ -49,29 +57,10 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
                 return open;
             }
 
-            var factory = new ConnectionFactory
-            {
-                Uri = Options.Uri,
-                ClientProvidedName = Options.ClientName,
-                AutomaticRecoveryEnabled = true,
-                TopologyRecoveryEnabled = true,
-                NetworkRecoveryInterval = Options.ReconnectDelay,
-                RequestedHeartbeat = TimeSpan.FromSeconds(10),
-            };
-            Options.ConfigureConnectionFactory?.Invoke(factory);
-
-            // What the consumers and the relay rely on: a lost connection comes back with its channels and consumers.
-            factory.AutomaticRecoveryEnabled = true;
-            factory.TopologyRecoveryEnabled = true;
-            if (publishing)
-            {
-                // Told apart in RabbitMQ's tools.
-                factory.ClientProvidedName = (factory.ClientProvidedName ?? Options.ClientName) + " (publishing)";
-            }
-
+            var (factory, sharedServerName) = CreateFactory(publishing);
             var connection = Options.ClusterNodes.Count == 0
                 ? await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false)
-                : await factory.CreateConnectionAsync(Endpoints(factory), cancellationToken).ConfigureAwait(false);
+                : await factory.CreateConnectionAsync(new NodesBesidePartner(Endpoints(factory, sharedServerName), () => publishing ? _consuming : _publishing), factory.ClientProvidedName, cancellationToken).ConfigureAwait(false);
             if (publishing)
             {
                 connection.ConnectionBlockedAsync += (_, e) =>
@@ -85,8 +74,9 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
                     return Task.CompletedTask;
                 };
 
-                // A recovered connection starts unblocked; RabbitMQ says so again if its alarm is still raised.
-                connection.RecoverySucceededAsync += (_, _) =>
+                // A lost connection's block goes with it; the recovered one is told again, as it publishes, if the alarm
+                // is still raised (cleared here, not on recovery, which may come after the new block).
+                connection.ConnectionShutdownAsync += (_, _) =>
                 {
                     Volatile.Write(ref _blocked, null);
                     return Task.CompletedTask;
@@ -107,17 +97,51 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     }
 
     /// <summary>
-    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, each with the factory's TLS settings (those the address gave it
-    /// and <see cref="RabbitMqOptions.ConfigureConnectionFactory"/> set: the same leniency, certificates and callbacks):
-    /// RabbitMQ.Client tries them in random order, on the first connection and on each recovery. Each node's certificate
-    /// is checked against the node's own name, unless the factory was given a server name other than the address's
-    /// host, which then stands for every node (a certificate the whole cluster shares).
+    /// The factory of one of the connections, from the options, then <see cref="RabbitMqOptions.ConfigureConnectionFactory"/>;
+    /// and the server name the application gave every node, if it changed the address's (null otherwise).
     /// </summary>
-    internal List<AmqpTcpEndpoint> Endpoints(ConnectionFactory factory)
+    internal (ConnectionFactory Factory, string? SharedServerName) CreateFactory(bool publishing)
+    {
+        var factory = new ConnectionFactory
+        {
+            Uri = Options.Uri,
+            ClientProvidedName = Options.ClientName,
+            AutomaticRecoveryEnabled = true,
+            TopologyRecoveryEnabled = true,
+            NetworkRecoveryInterval = Options.ReconnectDelay,
+            RequestedHeartbeat = TimeSpan.FromSeconds(10),
+        };
+
+        // RabbitMQ.Client accepts a certificate for another name over amqps; Cairn checks the name unless the
+        // application's callback accepts the mismatch again.
+        factory.Ssl.AcceptablePolicyErrors = SslPolicyErrors.None;
+        var addressServerName = factory.Ssl.ServerName;
+        Options.ConfigureConnectionFactory?.Invoke(factory);
+
+        // What the consumers and the relay rely on: a lost connection comes back with its channels and consumers.
+        factory.AutomaticRecoveryEnabled = true;
+        factory.TopologyRecoveryEnabled = true;
+        if (publishing)
+        {
+            // Told apart in RabbitMQ's tools.
+            factory.ClientProvidedName = (factory.ClientProvidedName ?? Options.ClientName) + " (publishing)";
+        }
+
+        var serverName = factory.Ssl.ServerName;
+        return (factory, string.IsNullOrEmpty(serverName) || serverName == addressServerName ? null : serverName);
+    }
+
+    /// <summary>
+    /// Every node of <see cref="RabbitMqOptions.Nodes"/>, each with the factory's TLS settings (those the address gave it
+    /// and <see cref="RabbitMqOptions.ConfigureConnectionFactory"/> set: the same leniency, certificates and callbacks),
+    /// for RabbitMQ.Client to try on the first connection and on each recovery. Each node's certificate is checked
+    /// against the node's own name, or against <paramref name="sharedServerName"/> when the application gave one (a
+    /// certificate the whole cluster shares).
+    /// </summary>
+    internal List<AmqpTcpEndpoint> Endpoints(ConnectionFactory factory, string? sharedServerName)
     {
         var tls = factory.Ssl;
-        var shared = string.IsNullOrEmpty(tls.ServerName) || string.Equals(tls.ServerName, Options.Uri.IdnHost, StringComparison.OrdinalIgnoreCase) ? null : tls.ServerName;
-        return [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(shared ?? n.Host, tls.CertPath, tls.Enabled)
+        return [.. Options.Nodes().Select(n => new AmqpTcpEndpoint(n.Host, n.Port, new SslOption(sharedServerName ?? n.Host, tls.CertPath, tls.Enabled)
         {
             AcceptablePolicyErrors = tls.AcceptablePolicyErrors,
             CertPassphrase = tls.CertPassphrase,
@@ -130,6 +154,30 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         }))];
     }
 
+    /// <summary>
+    /// The nodes in random order for each attempt, except that the node the process's other connection is on goes first:
+    /// the two connections stay on one node while they can, on the first connection and on each recovery.
+    /// </summary>
+    internal sealed class NodesBesidePartner(IReadOnlyList<AmqpTcpEndpoint> nodes, Func<IConnection?> partner) : IEndpointResolver
+    {
+        public IEnumerable<AmqpTcpEndpoint> All()
+        {
+            var order = nodes.OrderBy(_ => Random.Shared.Next()).ToList();
+            if (partner() is { IsOpen: true } other)
+            {
+                var at = order.FindIndex(n => n.Port == other.Endpoint.Port && string.Equals(n.HostName, other.Endpoint.HostName, StringComparison.OrdinalIgnoreCase));
+                if (at > 0)
+                {
+                    var node = order[at];
+                    order.RemoveAt(at);
+                    order.Insert(0, node);
+                }
+            }
+
+            return order;
+        }
+    }
+
     /// <summary>The channel every publish goes through: each publish completes when RabbitMQ confirms it, and fails when RabbitMQ refuses or returns it.</summary>
     public async Task<IChannel> PublisherAsync(CancellationToken cancellationToken)
     {
@@ -139,7 +187,9 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         }
 
         var connection = await GetPublishingAsync(cancellationToken).ConfigureAwait(false);
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+
+        // A gate of its own: opening a channel on a blocked connection waits, and the consuming side must not.
+        await _publisherGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             if (_publisher is { IsClosed: false } again)
@@ -154,17 +204,24 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
                 await closed.DisposeAsync().ConfigureAwait(false);
             }
 
-            _publisher = await connection.CreateChannelAsync(
+            var channel = await connection.CreateChannelAsync(
                 new CreateChannelOptions(
                     publisherConfirmationsEnabled: true,
                     publisherConfirmationTrackingEnabled: true,
                     outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(Options.MaxOutstandingConfirms, Options.ConfirmThrottlingPercentage)),
                 cancellationToken).ConfigureAwait(false);
-            return _publisher;
+            if (Volatile.Read(ref _disposed))
+            {
+                await channel.DisposeAsync().ConfigureAwait(false);
+                throw new ObjectDisposedException(nameof(RabbitMqConnection));
+            }
+
+            _publisher = channel;
+            return channel;
         }
         finally
         {
-            _gate.Release();
+            _publisherGate.Release();
         }
     }
 
@@ -221,24 +278,48 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         try
         {
             _disposed = true;
-            if (_publisher is not null)
-            {
-                await _publisher.DisposeAsync().ConfigureAwait(false);
-            }
 
-            if (_publishing is not null)
+            // The consuming connection first: it never waits for a resource alarm, and each is closed whatever the other does.
+            try
             {
-                await _publishing.DisposeAsync().ConfigureAwait(false);
+                if (_consuming is not null)
+                {
+                    await _consuming.DisposeAsync().ConfigureAwait(false);
+                }
             }
-
-            if (_consuming is not null)
+            finally
             {
-                await _consuming.DisposeAsync().ConfigureAwait(false);
+                await DisposePublishingAsync().ConfigureAwait(false);
             }
         }
         finally
         {
             _gate.Release();
+        }
+    }
+
+    private async Task DisposePublishingAsync()
+    {
+        // A blocked connection is not read by RabbitMQ, so a polite close, of a channel or of the connection, would wait
+        // out its time-out: abort it first.
+        if (_publishing is not null && PublishingBlocked is not null)
+        {
+            await _publishing.AbortAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+        }
+
+        try
+        {
+            if (_publisher is not null)
+            {
+                await _publisher.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            if (_publishing is not null)
+            {
+                await _publishing.DisposeAsync().ConfigureAwait(false);
+            }
         }
     }
 }

@@ -191,6 +191,12 @@ public sealed partial class RabbitMqMessageBroker
     {
         ArgumentNullException.ThrowIfNull(request);
         request.Validate();
+        if (_connection.PublishingBlocked is { } blocked)
+        {
+            // Its publishes would wait out the client's time-out; say why at once.
+            throw new RabbitMqBlockedException(blocked);
+        }
+
         var target = request.Target ?? queue;
         var targetIsKept = (await RequireQueueAsync(target, cancellationToken).ConfigureAwait(false)).Fifo;
         if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))

@@ -81,6 +81,20 @@ public sealed partial class RabbitMqMessageBroker
         }
     }
 
+    /// <summary>
+    /// A publish to the queue came back unroutable: the queue was deleted behind Cairn's back. It is declared again
+    /// before its next use, and its reader, whose consumer RabbitMQ cancels (possibly much later, on a busy broker), is
+    /// replaced now.
+    /// </summary>
+    internal void QueueFoundMissing(QueueName queue)
+    {
+        _connection.Forget(AmqpName(queue));
+        if (_readers.TryGetValue(queue, out var reader))
+        {
+            reader.Die("its queue was found missing in RabbitMQ");
+        }
+    }
+
     /// <summary>For tests: the channel of the queue's reader in this process, if it has one.</summary>
     internal IChannel? ReaderChannelOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Channel : null;
 
@@ -110,7 +124,20 @@ public sealed partial class RabbitMqMessageBroker
             if (reader is null)
             {
                 await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-                reader = await QueueReader.StartAsync(_connection, AmqpName(queue), cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    reader = await QueueReader.StartAsync(_connection, AmqpName(queue), cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException && _connection.ConsumingIsOpen)
+                {
+                    // RabbitMQ refused the consume with the connection up: the queue, declared a moment ago, was being
+                    // deleted (a quorum queue goes some time after its deletion is answered). Declared anew, once more.
+                    _logger.LogWarning(ex, "Consuming {Queue} was refused; it is declared again and consumed once more.", queue);
+                    _connection.Forget(AmqpName(queue));
+                    await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+                    reader = await QueueReader.StartAsync(_connection, AmqpName(queue), cancellationToken).ConfigureAwait(false);
+                }
+
                 _readers[queue] = reader;
             }
 

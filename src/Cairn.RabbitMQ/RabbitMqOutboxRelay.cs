@@ -98,8 +98,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
 
     /// <summary>
-    /// Unhealthy when RabbitMQ cannot be reached, a connection is down (recovering), or RabbitMQ has blocked publishing
-    /// (a memory or disk alarm); degraded when the relay is not
+    /// Unhealthy when RabbitMQ cannot be reached or a connection is down (recovering); degraded when RabbitMQ has
+    /// blocked publishing (a memory or disk alarm), when the relay is not
     /// running, or the oldest due or in-flight message of an outbox has waited longer than
     /// <see cref="CairnHealthOptions.MaxOutboxAge"/>.
     /// </summary>
@@ -118,18 +118,13 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             var connection = await _broker.Connection.GetAsync(cancellationToken).ConfigureAwait(false);
             if (!connection.IsOpen)
             {
-                return HealthCheckResult.Unhealthy($"the connection to {at} is down and recovering ({connection.CloseReason?.ReplyText ?? "closed"})");
+                return HealthCheckResult.Unhealthy($"the consuming connection to {at} is down and recovering ({connection.CloseReason?.ReplyText ?? "closed"})");
             }
 
-            var publishing = await _broker.Connection.GetPublishingAsync(cancellationToken).ConfigureAwait(false);
-            if (!publishing.IsOpen)
+            // Not opened for the check: a process that has published nothing has no publishing connection.
+            if (_broker.Connection.OpenedPublishing is { IsOpen: false } publishing)
             {
                 return HealthCheckResult.Unhealthy($"the publishing connection to {at} is down and recovering ({publishing.CloseReason?.ReplyText ?? "closed"})");
-            }
-
-            if (_broker.Connection.PublishingBlocked is { } reason)
-            {
-                return HealthCheckResult.Unhealthy($"{at} has blocked publishing ({reason}, one of its resource alarms): sends wait in the outbox, and consumers go on");
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -154,6 +149,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             return HealthCheckResult.Unhealthy($"the outbox cannot be read ({ex.Message})", ex);
+        }
+
+        // Commands still commit, their sends waiting in the outbox: degraded, not unhealthy, so readiness holds.
+        if (_broker.Connection.PublishingBlocked is { } reason)
+        {
+            late.Insert(0, $"{at} has blocked publishing ({reason}, one of its resource alarms): sends wait in the outbox, and consumers go on");
         }
 
         var data = new Dictionary<string, object> { ["outbox_waiting"] = waiting, ["published"] = Published, ["returned"] = Returned };
@@ -297,7 +298,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                     if (RabbitMqMessageBroker.IsUnroutable(ex))
                     {
                         // The queue was deleted behind Cairn's back: declare it again before the next try.
-                        _broker.Connection.Forget(_broker.AmqpName(queue));
+                        _broker.QueueFoundMissing(queue);
                     }
 
                     if (failed.Count == 0)

@@ -131,7 +131,7 @@ public sealed partial class HostingTests : IDisposable
         await Wait.UntilAsync(() => (down = MessagingAsync().GetAwaiter().GetResult()).Description!.Contains("rabbitmq: ", StringComparison.Ordinal), "the transport reports the broker down");
         Assert.Equal(HealthStatus.Unhealthy, down.Status);
         Assert.Contains($"queue '{queue}': its statistics cannot be read", down.Description);
-        Assert.Matches("rabbitmq: (the connection to RabbitMQ at 127.0.0.1:[0-9]+ is down and recovering|RabbitMQ at 127.0.0.1:[0-9]+ cannot be reached)", down.Description);
+        Assert.Matches("rabbitmq: (the (consuming|publishing) connection to RabbitMQ at 127.0.0.1:[0-9]+ is down and recovering|RabbitMQ at 127.0.0.1:[0-9]+ cannot be reached)", down.Description);
 
         // Sends wait in the outbox meanwhile; once the broker is back, the relay delivers them and the check recovers.
         await host.Services.GetRequiredService<IMessageBroker>().SendBatchAsync(queue, Enumerable.Range(0, 10).Select(Numbered));
@@ -158,12 +158,15 @@ public sealed partial class HostingTests : IDisposable
 
         // The two nodes are not clustered here, so what the first one held stays there; the connection, the queue's
         // declaration, the consumer and the relay's publishes move to the other.
+        // The publishing connection opened beside the consuming one, on its node.
         var first = (await transport.Connection.GetAsync(default)).Endpoint.Port;
+        Assert.Equal(first, transport.Connection.OpenedPublishing!.Endpoint.Port);
         await (first == new Uri(a.Uri).Port ? a : b).HaltAsync();
         await broker.SendBatchAsync(queue, Enumerable.Range(10, 10).Select(Numbered));
         await Wait.UntilAsync(() => monitor.Find("failover")!.Status.Handled == 20, $"the messages sent after the node went down were handled (so far {monitor.Find("failover")!.Status.Handled})");
 
         Assert.NotEqual(first, (await transport.Connection.GetAsync(default)).Endpoint.Port);
+        Assert.NotEqual(first, transport.Connection.OpenedPublishing!.Endpoint.Port);
         var effects = await EffectsAsync(host);
         Assert.Equal(20, effects.Count);
         Assert.All(effects.Values, count => Assert.Equal(1, count));

@@ -49,6 +49,7 @@ public sealed class ReaderRestartTests
         Assert.Empty(await sut.Broker.ReceiveAsync(queue, Waiting with { Wait = TimeSpan.Zero }, default).Bounded());
 
         // An operator deletes the queue under the waiting receive: RabbitMQ cancels the reader's consumer.
+        var before = sut.Broker.ReaderChannelOf(queue);
         var waiting = sut.Broker.ReceiveAsync(queue, Waiting, default);
         var factory = new ConnectionFactory { Uri = sut.Broker.Options.Uri };
         await using (var admin = await factory.CreateConnectionAsync())
@@ -59,7 +60,9 @@ public sealed class ReaderRestartTests
 
         // The queue is declared again, by the new reader or the relay's publish, and the message reaches the receive.
         await sut.Broker.SendAsync(queue, Numbered(3));
-        var delivery = Assert.Single(await waiting.Bounded());
+        var received = await waiting.Bounded();
+        Assert.True(received.Count == 1, $"the receive got {received.Count} message(s); the relay published {sut.Relay.Published} and returned {sut.Relay.Returned}; the reader was replaced: {!ReferenceEquals(before, sut.Broker.ReaderChannelOf(queue))}");
+        var delivery = received[0];
         Assert.Equal("{\"n\":3}", Text(delivery));
         await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
     }

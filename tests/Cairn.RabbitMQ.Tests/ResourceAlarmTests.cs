@@ -36,9 +36,15 @@ public sealed class ResourceAlarmTests
         {
             await sut.Broker.SendAsync(queue, Numbered(5));
             await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
+            // Degraded, not unhealthy: commands still commit, their sends waiting in the outbox.
             var blocked = await CheckAsync();
-            Assert.Equal(HealthStatus.Unhealthy, blocked.Status);
+            Assert.Equal(HealthStatus.Degraded, blocked.Status);
             Assert.Contains("has blocked publishing (low on memory", blocked.Description, StringComparison.Ordinal);
+            Assert.True((long)blocked.Data["outbox_waiting"] >= 1);
+
+            // A redrive would publish: it is refused at once, saying why, rather than left to time out.
+            var refused = await Assert.ThrowsAsync<RabbitMqBlockedException>(() => sut.Broker.RedriveAsync(queue, new RedriveRequest(), default));
+            Assert.Equal("low on memory", refused.Reason);
 
             // The five messages already in RabbitMQ are received and acknowledged one by one all the same.
             var drained = new List<string>();

@@ -7,6 +7,7 @@ using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Messaging.Filtering;
 using Cairn.Sqlite;
+using System.Net.Security;
 using RabbitMQ.Client;
 
 namespace Cairn.RabbitMQ.Tests;
@@ -467,31 +468,64 @@ public sealed class TransportTests
     }
 
     [Fact]
-    public async Task each_cluster_node_gets_the_addresss_tls_settings_and_its_own_server_name()
+    public async Task each_cluster_node_gets_the_addresss_tls_settings_and_its_own_server_name_checked()
     {
         var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@node-a/shop"), ClusterNodes = ["node-b:5700"] };
-        var factory = new ConnectionFactory { Uri = options.Uri };
         await using var connection = new RabbitMqConnection(options);
-        var endpoints = connection.Endpoints(factory);
+        var (factory, shared) = connection.CreateFactory(publishing: false);
+        Assert.Null(shared);
+
+        // RabbitMQ.Client alone would accept a certificate for another name over amqps.
+        Assert.Equal(SslPolicyErrors.RemoteCertificateNameMismatch, new ConnectionFactory { Uri = options.Uri }.Ssl.AcceptablePolicyErrors);
+        Assert.Equal(SslPolicyErrors.None, factory.Ssl.AcceptablePolicyErrors);
+        var endpoints = connection.Endpoints(factory, shared);
         Assert.Equal([("node-a", 5671), ("node-b", 5700)], endpoints.Select(e => (e.HostName, e.Port)));
         Assert.All(endpoints, e =>
         {
             Assert.True(e.Ssl.Enabled);
             Assert.Equal(e.HostName, e.Ssl.ServerName);
-            Assert.Equal(factory.Ssl.AcceptablePolicyErrors, e.Ssl.AcceptablePolicyErrors);
+            Assert.Equal(SslPolicyErrors.None, e.Ssl.AcceptablePolicyErrors);
             Assert.Equal(factory.Ssl.Version, e.Ssl.Version);
         });
     }
 
     [Fact]
-    public async Task a_server_name_the_application_gives_stands_for_every_cluster_node()
+    public async Task the_applications_callback_may_accept_a_name_mismatch_again_and_give_every_node_one_server_name()
     {
         // A certificate the whole cluster shares, for a name none of the nodes is reached by.
-        var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@10.0.0.1/"), ClusterNodes = ["10.0.0.2"] };
-        var factory = new ConnectionFactory { Uri = options.Uri };
-        factory.Ssl.ServerName = "rabbit.internal";
+        var options = new RabbitMqOptions
+        {
+            Uri = new Uri("amqps://guest:guest@10.0.0.1/"),
+            ClusterNodes = ["10.0.0.2"],
+            ConfigureConnectionFactory = f =>
+            {
+                f.Ssl.ServerName = "rabbit.internal";
+                f.Ssl.AcceptablePolicyErrors |= SslPolicyErrors.RemoteCertificateNameMismatch;
+                f.AutomaticRecoveryEnabled = false;
+            },
+        };
         await using var connection = new RabbitMqConnection(options);
-        Assert.All(connection.Endpoints(factory), e => Assert.Equal("rabbit.internal", e.Ssl.ServerName));
+        var (factory, shared) = connection.CreateFactory(publishing: true);
+        Assert.Equal("rabbit.internal", shared);
+        Assert.True(factory.AutomaticRecoveryEnabled, "recovery is turned on again after the callback");
+        Assert.Equal("cairn (publishing)", factory.ClientProvidedName);
+        Assert.All(connection.Endpoints(factory, shared), e =>
+        {
+            Assert.Equal("rabbit.internal", e.Ssl.ServerName);
+            Assert.Equal(SslPolicyErrors.RemoteCertificateNameMismatch, e.Ssl.AcceptablePolicyErrors);
+        });
+    }
+
+    [Theory]
+    [InlineData("amqps://guest:guest@[::1]/", "[::2]")]
+    [InlineData("amqps://guest:guest@bücher.example/", "rabbit-2.example")]
+    public async Task nodes_named_as_ipv6_or_international_hosts_keep_their_own_server_names(string uri, string node)
+    {
+        var options = new RabbitMqOptions { Uri = new Uri(uri), ClusterNodes = [node] };
+        await using var connection = new RabbitMqConnection(options);
+        var (factory, shared) = connection.CreateFactory(publishing: false);
+        Assert.Null(shared);
+        Assert.All(connection.Endpoints(factory, shared), e => Assert.Equal(e.HostName, e.Ssl.ServerName));
     }
 
     /// <summary>A backend whose queue lookups find nothing.</summary>
