@@ -112,8 +112,31 @@ internal sealed class OwnRabbitMq : IAsyncDisposable
     /// <summary>Runs <c>rabbitmqctl</c> against the node.</summary>
     public Task<string> CtlAsync(params string[] arguments) => RabbitMqServer.RunScriptAsync(["ctl", Directory, .. arguments]);
 
-    /// <summary>Stops the node's process without ending it (SIGSTOP): a broker that hangs, its connections open and silent.</summary>
-    public Task FreezeAsync() => SignalAsync("STOP");
+    /// <summary>
+    /// Stops the node's process without ending it (SIGSTOP): a broker that hangs, its connections open and silent.
+    /// Returns once every thread of it has stopped: the signal reaches each thread when it next runs, and on a busy
+    /// machine a thread still running could answer a request sent just after the signal.
+    /// </summary>
+    public async Task FreezeAsync()
+    {
+        await SignalAsync("STOP");
+        var pid = (await File.ReadAllTextAsync(Path.Combine(Directory, "pid"))).Trim();
+        await Cairn.Conformance.Support.Wait.UntilAsync(
+            () => System.IO.Directory.EnumerateDirectories($"/proc/{pid}/task").All(task =>
+            {
+                try
+                {
+                    // The state follows the command name, which is in parentheses and may hold spaces.
+                    var stat = File.ReadAllText(Path.Combine(task, "stat"));
+                    return stat[(stat.LastIndexOf(')') + 2)..].StartsWith('T');
+                }
+                catch (IOException)
+                {
+                    return true; // the thread is gone
+                }
+            }),
+            "every thread of the broker stopped");
+    }
 
     /// <summary>Lets a frozen node run again (SIGCONT).</summary>
     public Task ThawAsync() => SignalAsync("CONT");
