@@ -22,6 +22,7 @@ internal sealed class QueueReader : IAsyncDisposable
     private long _generation;
     private int _buffered;
     private string? _dead;
+    private volatile bool _disposing;
 
     private QueueReader(string queue, IChannel channel)
     {
@@ -43,6 +44,12 @@ internal sealed class QueueReader : IAsyncDisposable
     /// <summary>Marks the reader dead and wakes its waiting receives, which then move to a new reader.</summary>
     public void Die(string reason)
     {
+        // Closed by its owner: not a death that calls for another reader.
+        if (_disposing)
+        {
+            return;
+        }
+
         Interlocked.CompareExchange(ref _dead, reason, null);
         _buffer.Writer.TryComplete();
     }
@@ -84,15 +91,27 @@ internal sealed class QueueReader : IAsyncDisposable
         {
             // The body's buffer is the client's: it is copied before the handler returns.
             var buffered = new BufferedDelivery(reader.Generation, delivery.DeliveryTag, delivery.Redelivered, delivery.BasicProperties, delivery.Body.ToArray());
+            // One that reaches a dead reader is not counted: its channel is closed when the reader is replaced, and
+            // RabbitMQ delivers it again.
             Interlocked.Increment(ref reader._buffered);
-            reader._buffer.Writer.TryWrite(buffered);
+            if (!reader._buffer.Writer.TryWrite(buffered))
+            {
+                Interlocked.Decrement(ref reader._buffered);
+            }
+
             return Task.CompletedTask;
         };
 
-        // RabbitMQ cancels a consumer whose queue was deleted; the channel stays open, and consumes nothing more.
+        // RabbitMQ cancels a consumer whose queue was deleted; the channel stays open, and consumes nothing more. The
+        // client raises the same event when the channel shuts down (a connection loss, which recovery mends), so only a
+        // cancel on an open channel of an open connection counts.
         consumer.UnregisteredAsync += (_, _) =>
         {
-            reader.Die("RabbitMQ cancelled its consumer");
+            if (open.IsOpen && channel.IsOpen)
+            {
+                reader.Die("RabbitMQ cancelled its consumer");
+            }
+
             return Task.CompletedTask;
         };
         await channel.BasicConsumeAsync(queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
@@ -133,6 +152,7 @@ internal sealed class QueueReader : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _disposing = true;
         _buffer.Writer.TryComplete();
         try
         {

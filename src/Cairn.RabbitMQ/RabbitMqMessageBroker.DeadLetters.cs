@@ -46,7 +46,7 @@ public sealed partial class RabbitMqMessageBroker
         AmqpMessageCodec.SetFailure(headers, failure);
         var channel = await _connection.PublisherAsync(CancellationToken.None).ConfigureAwait(false);
         await channel.BasicPublishAsync("", DeadLettersIn(held.Queue.Name), true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
-        await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
+        await AcknowledgeDeliveryAsync(held, CancellationToken.None).ConfigureAwait(false);
         CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", held.Queue.Name.Value));
     }
 

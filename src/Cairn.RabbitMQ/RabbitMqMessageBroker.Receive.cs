@@ -70,7 +70,7 @@ public sealed partial class RabbitMqMessageBroker
 
             if (!await reader.WaitAsync(left, cancellationToken).ConfigureAwait(false))
             {
-                if (reader.Dead is null)
+                if (reader.Dead is null || _disposing.IsCancellationRequested)
                 {
                     return deliveries;
                 }
@@ -109,6 +109,7 @@ public sealed partial class RabbitMqMessageBroker
         await _readerGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            ObjectDisposedException.ThrowIf(_disposing.IsCancellationRequested, this);
             if (_readers.TryGetValue(queue, out reader) && reader.Dead is { } why)
             {
                 _logger.LogWarning("The reader of {Queue} stopped getting deliveries ({Reason}); a new one takes its place.", queue, why);
@@ -130,8 +131,9 @@ public sealed partial class RabbitMqMessageBroker
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException && _connection.ConsumingIsOpen)
                 {
-                    // RabbitMQ refused the consume with the connection up: the queue, declared a moment ago, was being
-                    // deleted (a quorum queue goes some time after its deletion is answered). Declared anew, once more.
+                    // RabbitMQ refused the consume with the connection up: most often the queue, declared a moment ago,
+                    // was being deleted (a quorum queue goes some time after its deletion is answered). Declared anew,
+                    // once more; a refusal for another reason fails again, and the receive with it.
                     _logger.LogWarning(ex, "Consuming {Queue} was refused; it is declared again and consumed once more.", queue);
                     _connection.Forget(AmqpName(queue));
                     await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
@@ -254,7 +256,23 @@ public sealed partial class RabbitMqMessageBroker
 
         foreach (var held in taken)
         {
+            await AcknowledgeDeliveryAsync(held, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Acknowledges a held delivery on its reader's channel. A channel that closed, or a reader replaced, since the lease
+    /// was checked means the lease is lost: RabbitMQ delivers the message again.
+    /// </summary>
+    private static async Task AcknowledgeDeliveryAsync(HeldLease held, CancellationToken cancellationToken)
+    {
+        try
+        {
             await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ObjectDisposedException or global::RabbitMQ.Client.Exceptions.AlreadyClosedException)
+        {
+            throw new LeaseLostException(held.Delivery.Lease, "the RabbitMQ channel it was delivered on closed while it was settled; RabbitMQ delivers the message again");
         }
     }
 
@@ -358,7 +376,7 @@ public sealed partial class RabbitMqMessageBroker
 
         var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
         await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
-        await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, CancellationToken.None).ConfigureAwait(false);
+        await AcknowledgeDeliveryAsync(held, CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>

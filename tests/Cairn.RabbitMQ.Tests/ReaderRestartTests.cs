@@ -41,6 +41,27 @@ public sealed class ReaderRestartTests
     }
 
     [Fact]
+    public async Task a_connection_lost_under_a_waiting_receive_keeps_its_reader_and_the_receive_gets_the_next_message()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
+        var queue = new QueueName(RabbitMqServer.NewName("dropped"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        Assert.Empty(await sut.Broker.ReceiveAsync(queue, Waiting with { Wait = TimeSpan.Zero }, default).Bounded());
+        var reader = sut.Broker.ReaderChannelOf(queue);
+
+        // The client raises its consumer's cancel event on a lost connection too; recovery mends this one.
+        var waiting = sut.Broker.ReceiveAsync(queue, Waiting, default);
+        await rabbit.CtlAsync("close_all_connections", "test");
+        await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingIsOpen, "the consuming connection recovered");
+        await sut.Broker.SendAsync(queue, Numbered(4));
+        var delivery = Assert.Single(await waiting.Bounded());
+        Assert.Equal("{\"n\":4}", Text(delivery));
+        await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+        Assert.Same(reader, sut.Broker.ReaderChannelOf(queue));
+    }
+
+    [Fact]
     public async Task a_receive_waiting_when_its_queue_is_deleted_gets_the_next_message_sent_to_it()
     {
         await using var sut = await TransportUnderTest.StartAsync();
