@@ -19,12 +19,14 @@ public sealed record RabbitMqOptions
     public IReadOnlyList<string> ClusterNodes { get; init; } = [];
 
     /// <summary>
-    /// Called on the RabbitMQ.Client connection factory once Cairn has set it up from these options, before the
-    /// connection opens: for what an address cannot say, such as TLS trust and client certificates (<c>Ssl</c>), a
-    /// credentials provider for tokens (<c>CredentialsProvider</c>), the authentication mechanism (<c>EXTERNAL</c> for
-    /// certificates) or time-outs. It may change Cairn's own settings too, except automatic and topology recovery,
-    /// which Cairn's consumers and relay need and which are turned on again after it. With <see cref="ClusterNodes"/>,
-    /// each node gets the TLS settings the factory has after the call. Null by default.
+    /// Called on the RabbitMQ.Client connection factory once Cairn has set it up from these options, before each of the
+    /// process's two connections (consuming and publishing) opens, and again after a first attempt that failed: for
+    /// what an address cannot say, such as TLS trust and client certificates (<c>Ssl</c>), a credentials provider for
+    /// tokens (<c>CredentialsProvider</c>), the authentication mechanism (<c>EXTERNAL</c> for certificates) or
+    /// time-outs. Cairn has already made TLS check the server's name; the callback may accept a mismatch again. It may
+    /// change Cairn's own settings too, except automatic and topology recovery, which Cairn's consumers and relay need
+    /// and which are turned on again after it. With <see cref="ClusterNodes"/>, each node gets the TLS settings the
+    /// factory has after the call, and a server name the call sets stands for every node. Null by default.
     /// </summary>
     public Action<ConnectionFactory>? ConfigureConnectionFactory { get; init; }
 

@@ -99,9 +99,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
     /// <summary>
     /// Unhealthy when RabbitMQ cannot be reached or a connection is down (recovering); degraded when RabbitMQ has
-    /// blocked publishing (a memory or disk alarm), when the relay is not
-    /// running, or the oldest due or in-flight message of an outbox has waited longer than
-    /// <see cref="CairnHealthOptions.MaxOutboxAge"/>.
+    /// blocked publishing (a memory or disk alarm), when the relay is not running, or when the oldest due or in-flight
+    /// message of an outbox has waited longer than <see cref="CairnHealthOptions.MaxOutboxAge"/>.
     /// </summary>
     public async Task<HealthCheckResult> CheckHealthAsync(CairnHealthOptions options, CancellationToken cancellationToken)
     {
@@ -132,7 +131,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             return HealthCheckResult.Unhealthy($"{at} cannot be reached ({ex.Message})", ex);
         }
 
-        var late = new List<string>();
+        var degraded = new List<string>();
         long waiting = 0;
         try
         {
@@ -142,7 +141,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                 waiting += stats.Visible + stats.Leased;
                 if (stats.OldestAge is { } age && age > options.MaxOutboxAge)
                 {
-                    late.Add($"the outbox of queue '{queue}' has held its oldest message {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxOutboxAge)}");
+                    degraded.Add($"the outbox of queue '{queue}' has held its oldest message {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxOutboxAge)}");
                 }
             }
         }
@@ -154,13 +153,13 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         // Commands still commit, their sends waiting in the outbox: degraded, not unhealthy, so readiness holds.
         if (_broker.Connection.PublishingBlocked is { } reason)
         {
-            late.Insert(0, $"{at} has blocked publishing ({reason}, one of its resource alarms): sends wait in the outbox, and consumers go on");
+            degraded.Insert(0, $"{at} has blocked publishing ({reason}, one of its resource alarms): sends wait in the outbox, and consumers go on");
         }
 
         var data = new Dictionary<string, object> { ["outbox_waiting"] = waiting, ["published"] = Published, ["returned"] = Returned };
-        return late.Count == 0
+        return degraded.Count == 0
             ? HealthCheckResult.Healthy($"connected to {at}; {waiting} outbox message(s) due or in flight", data)
-            : HealthCheckResult.Degraded(string.Join("; ", late), data: data);
+            : HealthCheckResult.Degraded(string.Join("; ", degraded), data: data);
     }
 
     private void OnQueueDeclared(QueueName queue) => Ensure(queue);
