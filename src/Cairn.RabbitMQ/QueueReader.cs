@@ -156,10 +156,8 @@ internal sealed class QueueReader : IAsyncDisposable
         _buffer.Writer.TryComplete();
         try
         {
-            if (Channel.IsOpen)
-            {
-                await Channel.CloseAsync().ConfigureAwait(false);
-            }
+            // Even when already closed: closing is what removes the channel from the connection's recovery records.
+            await Channel.CloseAsync().ConfigureAwait(false);
         }
         catch (Exception)
         {

@@ -44,9 +44,7 @@ public sealed partial class RabbitMqMessageBroker
         headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
         headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
         AmqpMessageCodec.SetFailure(headers, failure);
-        var channel = await _connection.PublisherAsync(CancellationToken.None).ConfigureAwait(false);
-        await channel.BasicPublishAsync("", DeadLettersIn(held.Queue.Name), true, properties, held.Buffered.Body, CancellationToken.None).ConfigureAwait(false);
-        await AcknowledgeDeliveryAsync(held, CancellationToken.None).ConfigureAwait(false);
+        await ReplaceDeliveryAsync(held, DeadLettersIn(held.Queue.Name), properties, CancellationToken.None).ConfigureAwait(false);
         CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", held.Queue.Name.Value));
     }
 

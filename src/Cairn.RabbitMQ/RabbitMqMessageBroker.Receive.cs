@@ -50,9 +50,8 @@ public sealed partial class RabbitMqMessageBroker
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
-                    // Dead-lettering it failed (RabbitMQ is away): give it back, to be dealt with on its next delivery.
-                    _logger.LogWarning(ex, "Could not dead-letter or drop a delivery from {Queue}; it is given back.", queue);
-                    await SafelyAsync(() => reader.Channel.BasicNackAsync(buffered.Tag, false, true).AsTask(), "give back a delivery").ConfigureAwait(false);
+                    // Dead-lettering it failed (RabbitMQ is away), and it was given back, to be dealt with on its next delivery.
+                    _logger.LogWarning(ex, "Could not dead-letter a delivery from {Queue}; it is given back.", queue);
                     continue;
                 }
 
@@ -270,7 +269,7 @@ public sealed partial class RabbitMqMessageBroker
         {
             await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is ObjectDisposedException or global::RabbitMQ.Client.Exceptions.AlreadyClosedException)
+        catch (Exception ex) when (ex is ObjectDisposedException or global::RabbitMQ.Client.Exceptions.AlreadyClosedException or System.Threading.Channels.ChannelClosedException)
         {
             throw new LeaseLostException(held.Delivery.Lease, "the RabbitMQ channel it was delivered on closed while it was settled; RabbitMQ delivers the message again");
         }
@@ -371,11 +370,42 @@ public sealed partial class RabbitMqMessageBroker
         var target = AmqpName(held.Queue.Name);
         if (delay > TimeSpan.Zero)
         {
-            target = await DelayQueueAsync(held.Queue.Name, delay, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                target = await DelayQueueAsync(held.Queue.Name, delay, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception) when (held.Current)
+            {
+                await SafelyAsync(() => held.Reader.Channel.BasicNackAsync(held.Buffered.Tag, false, true).AsTask(), "give back a delivery whose delay queue could not be declared").ConfigureAwait(false);
+                throw;
+            }
         }
 
-        var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
-        await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
+        await ReplaceDeliveryAsync(held, target, properties, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Publishes a held delivery's copy to <paramref name="target"/>, then acknowledges the original. A publish that
+    /// fails or is cancelled (RabbitMQ away, or blocking publishes) gives the original back to RabbitMQ at once, which
+    /// delivers it again: the lease was taken, and nothing else would settle it.
+    /// </summary>
+    private async Task ReplaceDeliveryAsync(HeldLease held, string target, BasicProperties properties, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
+            await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            if (held.Current)
+            {
+                await SafelyAsync(() => held.Reader.Channel.BasicNackAsync(held.Buffered.Tag, false, true).AsTask(), "give back a delivery whose copy could not be published").ConfigureAwait(false);
+            }
+
+            throw;
+        }
+
         await AcknowledgeDeliveryAsync(held, CancellationToken.None).ConfigureAwait(false);
     }
 

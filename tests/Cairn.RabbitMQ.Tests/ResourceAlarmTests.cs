@@ -46,13 +46,27 @@ public sealed class ResourceAlarmTests
             var refused = await Assert.ThrowsAsync<RabbitMqBlockedException>(() => sut.Broker.RedriveAsync(queue, new RedriveRequest(), default));
             Assert.Equal("low on memory", refused.Reason);
 
-            // The five messages already in RabbitMQ are received and acknowledged one by one all the same.
+            // A release publishes a copy, which waits while publishing is blocked; cancelled, it gives the original
+            // back at once rather than leaving it unsettled.
+            var one = new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(10) };
+            var released = Assert.Single(await sut.Broker.ReceiveAsync(queue, one, default).Bounded());
+            using (var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(1)))
+            {
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sut.Broker.ReleaseAsync(released.Lease, TimeSpan.Zero, null, cancel.Token)).Bounded();
+            }
+
+            // The five messages already in RabbitMQ, the released one again among them, are received and acknowledged
+            // one by one all the same.
             var drained = new List<string>();
             for (var i = 0; i < 5; i++)
             {
-                var deliveries = await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(10) }, default).Bounded();
-                var delivery = Assert.Single(deliveries);
+                var delivery = Assert.Single(await sut.Broker.ReceiveAsync(queue, one, default).Bounded());
                 drained.Add(Encoding.UTF8.GetString(delivery.Message.Data.Span));
+                if (delivery.Message.Id == released.Message.Id)
+                {
+                    Assert.Equal(2, delivery.ReceiveCount);
+                }
+
                 await sut.Broker.AcknowledgeAsync([delivery.Lease], default).Bounded();
             }
 
