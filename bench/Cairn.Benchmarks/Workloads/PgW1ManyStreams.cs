@@ -1,6 +1,4 @@
-using System.Globalization;
 using Cairn.Benchmarks.Postgres;
-using Cairn.EventStore;
 using Cairn.Postgres;
 using JasperFx.Events;
 using Npgsql;
@@ -42,26 +40,11 @@ internal static class PgW1ManyStreams
         try
         {
             await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = cs, Schema = schema });
-            return await PgSides.MeasureAsync(cs, writers, (w, meter) => AppendAsync(store, w, meter), scale);
+            return await PgSides.MeasureAsync(cs, writers, (w, meter) => W1ManyStreams.AppendAsync(store, w, meter), scale);
         }
         finally
         {
             await postgres.DropSchemaAsync(schema);
-        }
-    }
-
-    /// <summary>One Cairn writer's loop: single-event appends to its own 100 streams in turn, with the exact expected version.</summary>
-    internal static async Task AppendAsync(Cairn.EventStore.IEventStore store, int writer, Meter meter)
-    {
-        var streams = Streams(writer).Select(s => new StreamName(s)).ToArray();
-        var next = new long[StreamsPerWriter];
-        for (long i = 0; !meter.Stopping; i++)
-        {
-            var s = (int)(i % StreamsPerWriter);
-            var expected = next[s] == 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(next[s] - 1);
-            await store.AppendToStreamAsync(streams[s], expected, [Payloads.Event(i)]);
-            next[s]++;
-            meter.Add(1);
         }
     }
 
@@ -133,6 +116,5 @@ internal static class PgW1ManyStreams
         }
     }
 
-    private static string[] Streams(int writer) =>
-        Enumerable.Range(0, StreamsPerWriter).Select(s => string.Create(CultureInfo.InvariantCulture, $"account-w{writer:D2}s{s:D3}")).ToArray();
+    private static string[] Streams(int writer) => W1ManyStreams.Streams(writer);
 }

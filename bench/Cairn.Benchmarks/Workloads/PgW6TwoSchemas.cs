@@ -36,7 +36,7 @@ internal static class PgW6TwoSchemas
         {
             await using var first = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = cs, Schema = schemas[0], NotifyAppends = notify });
             await using var second = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = cs, Schema = schemas[1], NotifyAppends = notify });
-            var measured = await PgSides.MeasureAsync(cs, 2 * WritersPerStore, (w, meter) => PgW1ManyStreams.AppendAsync(w < WritersPerStore ? first : second, w, meter), scale);
+            var measured = await PgSides.MeasureAsync(cs, 2 * WritersPerStore, (w, meter) => W1ManyStreams.AppendAsync(w < WritersPerStore ? first : second, w, meter), scale);
             Log.Rate("PW6", notify ? "notifying" : "quiet", measured.Rate, "events");
             return measured;
         }

@@ -34,19 +34,25 @@ internal static class W1ManyStreams
     {
         using var db = new TempDatabase("w1-cairn");
         await using var store = Scale.OpenCairn(db);
-        return await Throughput.MeasureAsync(writers, async (w, meter) =>
+        return await Throughput.MeasureAsync(writers, (w, meter) => AppendAsync(store, w, meter), blocking: false, scale.Warmup, scale.Duration);
+    }
+
+    /// <summary>
+    /// One Cairn writer's loop, on any backend (PW1 and PW6 run it on PostgreSQL): single-event appends to its own 100
+    /// streams in turn, with the exact expected version.
+    /// </summary>
+    internal static async Task AppendAsync(IEventStore store, int writer, Meter meter)
+    {
+        var streams = Streams(writer).Select(s => new StreamName(s)).ToArray();
+        var next = new long[StreamsPerWriter];
+        for (long i = 0; !meter.Stopping; i++)
         {
-            var streams = Streams(w).Select(s => new StreamName(s)).ToArray();
-            var next = new long[StreamsPerWriter];
-            for (long i = 0; !meter.Stopping; i++)
-            {
-                var s = (int)(i % StreamsPerWriter);
-                var expected = next[s] == 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(next[s] - 1);
-                await store.AppendToStreamAsync(streams[s], expected, [Payloads.Event(i)]);
-                next[s]++;
-                meter.Add(1);
-            }
-        }, blocking: false, scale.Warmup, scale.Duration);
+            var s = (int)(i % StreamsPerWriter);
+            var expected = next[s] == 0 ? ExpectedVersion.NoStream : ExpectedVersion.Exactly(next[s] - 1);
+            await store.AppendToStreamAsync(streams[s], expected, [Payloads.Event(i)]);
+            next[s]++;
+            meter.Add(1);
+        }
     }
 
     private static async Task<Rate> BaselineAsync(int writers, Scale scale)
@@ -78,6 +84,7 @@ internal static class W1ManyStreams
         }, blocking: true, scale.Warmup, scale.Duration);
     }
 
-    private static string[] Streams(int writer) =>
+    /// <summary>The names of one writer's streams, the same in W1, PW1 and PW6.</summary>
+    internal static string[] Streams(int writer) =>
         Enumerable.Range(0, StreamsPerWriter).Select(s => string.Create(CultureInfo.InvariantCulture, $"account-w{writer:D2}s{s:D3}")).ToArray();
 }
