@@ -7,6 +7,8 @@
 #   tests/postgres.sh restart dir [fast|immediate]   # restarts it on the same port; immediate is a crash
 #   tests/postgres.sh halt dir          # kills it (as a crash would), keeping its data and port
 #   tests/postgres.sh resume dir        # starts a halted one again, with the options it was started with
+#   tests/postgres.sh standby dir       # starts a streaming standby of the one in dir; prints its exports as start does
+#   tests/postgres.sh promote dir       # promotes a standby to primary
 #
 # CAIRN_POSTGRES_SYNC_COMMIT=on starts a cluster whose commits are in the WAL before they are acknowledged, for
 # tests that crash the server and count on every acknowledged commit; by default commits are asynchronous (faster).
@@ -111,6 +113,57 @@ start() {
   exports "$dir"
 }
 
+# A streaming standby of the cluster in $1: a base backup taken over replication (initdb's trust rules allow it from
+# 127.0.0.1), which -R makes a standby of that primary, started with the primary's options on a port of its own.
+standby() {
+  local primary="$1"
+  [ -f "$primary/port" ] || { log "standby: no running cluster in '$primary'"; exit 1; }
+  local bin dir user primary_port
+  bin="$(find_bindir)"
+  user="$(cat "$primary/user")"
+  primary_port="$(cat "$primary/port")"
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/cairn-pg.XXXXXX")"
+  chmod 755 "$dir"
+  [ "$(id -u)" -ne 0 ] || chown postgres "$dir"
+  echo "$user" >"$dir/user"
+  if ! as_owner "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U "$user" -D "$dir/data" -R -X stream -c fast >"$dir/basebackup.log" 2>&1; then
+    cat "$dir/basebackup.log" >&2
+    rm -rf "$dir"
+    log "pg_basebackup failed"
+    exit 1
+  fi
+
+  local port attempt primary_options
+  primary_options="$(sed -e "s/-c port=[0-9]*//" -e "s|-c unix_socket_directories='[^']*'||" "$primary/options")"
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    port_in_use "$port" && continue
+    local options="$primary_options -c port=$port -c unix_socket_directories='$dir'"
+    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$options" >&2; then
+      echo "$port" >"$dir/port"
+      echo "$options" >"$dir/options"
+      break
+    fi
+    log "the standby did not start on port $port (attempt $attempt); trying another"
+    tail -n 5 "$dir/server.log" >&2 || true
+  done
+  if [ ! -f "$dir/port" ]; then
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$dir"
+    log "could not start the standby"
+    exit 1
+  fi
+  log "standby of 127.0.0.1:$primary_port on 127.0.0.1:$port, data in $dir"
+  exports "$dir"
+}
+
+promote() {
+  local dir="$1"
+  [ -f "$dir/port" ] || { log "promote: no cluster in '$dir'"; exit 1; }
+  local bin; bin="$(find_bindir)"
+  as_owner "$bin/pg_ctl" -s -D "$dir/data" -w -t 60 promote >&2
+}
+
 stop() {
   local dir="${1:-${CAIRN_POSTGRES_DIR:-}}"
   [ -n "$dir" ] || { log "stop: name the directory (or set CAIRN_POSTGRES_DIR)"; exit 1; }
@@ -151,11 +204,13 @@ case "${1:-}" in
   start) start ;;
   halt) halt "${2:-}" ;;
   resume) resume "${2:-}" ;;
+  standby) standby "${2:-}" ;;
+  promote) promote "${2:-}" ;;
   stop) stop "${2:-}" ;;
   restart) restart "${2:-}" "${3:-fast}" ;;
   env)
     dir="${2:-${CAIRN_POSTGRES_DIR:-}}"
     [ -f "$dir/port" ] || { log "env: no running cluster in '$dir'"; exit 1; }
     exports "$dir" ;;
-  *) echo "usage: $0 start|stop [dir]|env [dir]|restart dir [fast|immediate]|halt dir|resume dir" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [dir]|env [dir]|restart dir [fast|immediate]|halt dir|resume dir|standby dir|promote dir" >&2; exit 2 ;;
 esac

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Cairn.Messaging;
+using Npgsql;
 
 namespace Cairn.Postgres;
 
@@ -9,6 +10,17 @@ public sealed partial class PostgresMessageBroker
     private const string LeaseColumns = "m.seq, m.state, m.receive_count, m.expires_ticks, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.failure";
 
     private const int LeasedEnvelopeAt = 8;
+
+    /// <summary>The pause before a waiting receive looks again after its connection failed; it doubles up to <see cref="MaxLookRetryDelay"/>.</summary>
+    private static readonly TimeSpan FirstLookRetryDelay = TimeSpan.FromMilliseconds(50);
+
+    private static readonly TimeSpan MaxLookRetryDelay = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Whether a receive failed for its connection (the server unreachable, restarting, or a standby found where a
+    /// primary was asked for) rather than for what it asked.
+    /// </summary>
+    private static bool IsConnectionFailure(NpgsqlException ex) => ex is not PostgresException || ex.IsTransient;
 
     /// <inheritdoc />
     public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
@@ -23,11 +35,29 @@ public sealed partial class PostgresMessageBroker
         }
 
         var deadline = _time.GetUtcNow() + options.Wait;
+        var retryDelay = FirstLookRetryDelay;
         while (true)
         {
             // Taken before looking, so a commit between the look and the wait still wakes this receive.
             var woken = _signal.NextAsync(queue.Value);
-            var (deliveries, nextVisible) = await WriteAsync(work => ReceiveCoreAsync(work, queue, options.MaxMessages, options.Lease, cancellationToken), cancellationToken).ConfigureAwait(false);
+            List<Delivery> deliveries;
+            long? nextVisible;
+            try
+            {
+                (deliveries, nextVisible) = await WriteAsync(work => ReceiveCoreAsync(work, queue, options.MaxMessages, options.Lease, cancellationToken), cancellationToken).ConfigureAwait(false);
+            }
+            catch (NpgsqlException ex) when (IsConnectionFailure(ex) && _time.GetUtcNow() < deadline)
+            {
+                // The server went away, restarts or fails over: a receive that waits looks again within its wait, as a
+                // consumer would, and fails only if its last look does. A look whose commit was lost may have leased
+                // messages; they come again when their leases run out (at least once).
+                var pause = Min(retryDelay, deadline - _time.GetUtcNow());
+                retryDelay = Min(retryDelay * 2, MaxLookRetryDelay);
+                await Task.Delay(Max(pause, TimeSpan.Zero), _time, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            retryDelay = FirstLookRetryDelay;
             var now = _time.GetUtcNow();
             if (deliveries.Count > 0 || now >= deadline)
             {

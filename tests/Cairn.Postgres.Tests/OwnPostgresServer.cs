@@ -19,9 +19,17 @@ internal sealed partial class OwnPostgresServer : IAsyncDisposable
 
     public string ConnectionString { get; }
 
-    public static async Task<OwnPostgresServer> StartAsync()
+    public static Task<OwnPostgresServer> StartAsync() => FromExportsAsync(["start"]);
+
+    /// <summary>Starts a streaming standby of this server on a port of its own; <see cref="PromoteAsync"/> makes it the primary.</summary>
+    public Task<OwnPostgresServer> StartStandbyAsync() => FromExportsAsync(["standby", _directory]);
+
+    /// <summary>Promotes this standby to primary, and returns once it accepts writes.</summary>
+    public Task PromoteAsync() => ScriptAsync(["promote", _directory], sync: true);
+
+    private static async Task<OwnPostgresServer> FromExportsAsync(string[] arguments)
     {
-        var output = await ScriptAsync(["start"], sync: true);
+        var output = await ScriptAsync(arguments, sync: true);
         var connectionString = Export().Matches(output).Single(m => m.Groups[1].Value == "CAIRN_POSTGRES").Groups[2].Value;
         var directory = Export().Matches(output).Single(m => m.Groups[1].Value == "CAIRN_POSTGRES_DIR").Groups[2].Value;
         return new OwnPostgresServer(connectionString, directory);

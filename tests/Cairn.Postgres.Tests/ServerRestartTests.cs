@@ -3,7 +3,9 @@ using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.Envelopes;
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Cairn.Subscriptions;
+using Npgsql;
 using Xunit.Abstractions;
 
 namespace Cairn.Postgres.Tests;
@@ -128,5 +130,25 @@ public sealed class ServerRestartTests(ITestOutputHelper output)
         Assert.Equal(log.Count, distinct.Count);
         Assert.True(failures > 0, "The crash failed no append: it did not happen under load.");
         output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the crash and were retried; the subscription delivered {delivered.Count} events for {log.Count}.");
+    }
+
+    [Fact]
+    public async Task a_receive_fails_with_the_connections_error_when_the_server_is_down_all_its_wait_and_at_once_when_it_does_not_wait()
+    {
+        await using var server = await OwnPostgresServer.StartAsync();
+        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = server.ConnectionString, Schema = "outage" });
+        await using var broker = new PostgresMessageBroker(store);
+        QueueName queue = "outage";
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await server.HaltAsync();
+
+        // A receive that waits looks again until its wait is over, then fails rather than report an empty queue.
+        await Assert.ThrowsAnyAsync<NpgsqlException>(() => broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMilliseconds(400) }, default).Bounded());
+        await Assert.ThrowsAnyAsync<NpgsqlException>(() => broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1 }, default).Bounded());
+
+        // Back: the next receive finds the queue as it was.
+        await server.ResumeAsync();
+        await broker.SendAsync(queue, new OutgoingMessage("outage.over", "{}"u8.ToArray()));
+        Assert.Single(await broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(30) }, default).Bounded());
     }
 }

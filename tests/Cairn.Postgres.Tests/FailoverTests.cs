@@ -1,0 +1,198 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Subscriptions;
+using Npgsql;
+using Xunit.Abstractions;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// A failover under load: the primary is killed and its synchronous standby promoted, as a failover manager would.
+/// Cairn's connection string lists both hosts and asks for the primary, so every connection it opens again (the
+/// writer's, the pool's, the append and queue listeners') finds the promoted one. Writers retry their failed appends
+/// with the same ids; no acknowledged append is lost, since each was on the standby before it was acknowledged.
+/// </summary>
+public sealed class FailoverTests(ITestOutputHelper output)
+{
+    private const int Writers = 6;
+    private const int AppendsPerWriter = 40;
+
+    [Fact]
+    public async Task after_the_primary_dies_and_its_standby_is_promoted_writers_a_subscription_and_a_waiting_receive_go_on_and_no_acknowledged_append_is_lost()
+    {
+        await using var primary = await OwnPostgresServer.StartAsync();
+        await using var standby = await primary.StartStandbyAsync();
+        await MakeStandbySynchronousAsync(primary.ConnectionString);
+
+        var hosts = new NpgsqlConnectionStringBuilder(primary.ConnectionString);
+        var standbyHost = new NpgsqlConnectionStringBuilder(standby.ConnectionString);
+        hosts.Host = $"{hosts.Host}:{hosts.Port},{standbyHost.Host}:{standbyHost.Port}";
+        hosts.TargetSessionAttributes = "primary";
+
+        // Npgsql remembers which host was a standby for this long; the promoted one is taken once it has looked again.
+        hosts.HostRecheckSeconds = 1;
+        var options = new PostgresEventStoreOptions { ConnectionString = hosts.ConnectionString, Schema = "failover", ExternalCommitPollInterval = TimeSpan.FromMilliseconds(50) };
+        await using var writerStore = new PostgresEventStore(options);
+        await using var readerStore = new PostgresEventStore(options);
+
+        var delivered = new List<(long Position, MessageId Id)>();
+        await using var subscription = new CatchUpSubscription(
+            readerStore,
+            new PostgresCheckpointStore(readerStore),
+            new SubscriptionOptions { Name = "failover-watch", CheckpointEvery = 10, RetryDelay = TimeSpan.FromMilliseconds(50), MaxRetryDelay = TimeSpan.FromMilliseconds(500) },
+            (e, _) =>
+            {
+                lock (delivered)
+                {
+                    delivered.Add((e.Position.Value, e.Id));
+                }
+
+                return ValueTask.CompletedTask;
+            });
+        await subscription.StartAsync(CancellationToken.None);
+
+        // A receive waiting in one process across the failover, for a message another sends after it.
+        await using var receiving = new PostgresMessageBroker(readerStore);
+        await using var sending = new PostgresMessageBroker(writerStore);
+        QueueName queue = "after-failover";
+        await sending.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        var acknowledged = new ConcurrentDictionary<MessageId, long>();
+        var failures = 0;
+        var attempted = 0;
+        var failAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var promoted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
+        {
+            // Past the quota until the standby is promoted, so the failover always meets writers at work.
+            for (var i = 0; i < AppendsPerWriter || !promoted.Task.IsCompleted; i++)
+            {
+                Interlocked.Increment(ref attempted);
+                var e = new EventData("test.appended", Encoding.UTF8.GetBytes($"{{\"w\":{w},\"i\":{i}}}")) { Id = MessageId.New() };
+                while (true)
+                {
+                    try
+                    {
+                        var result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
+                        Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
+                        break;
+                    }
+                    catch (Exception ex) when (ex is not CairnException)
+                    {
+                        // No primary yet, or the append's outcome is unknown: retry it as it was.
+                        Interlocked.Increment(ref failures);
+                        await Task.Delay(20);
+                    }
+                }
+
+                if (acknowledged.Count >= Writers * AppendsPerWriter / 3)
+                {
+                    failAt.TrySetResult();
+                }
+            }
+        })).ToList();
+
+        Task<IReadOnlyList<Delivery>> waiting;
+        try
+        {
+            await failAt.Task.Bounded();
+            waiting = receiving.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMinutes(2) }, default);
+            await primary.HaltAsync();
+            await standby.PromoteAsync();
+        }
+        finally
+        {
+            // Whatever happened, the writers stop at their quota, so a failed promotion fails the test instead of hanging it.
+            promoted.TrySetResult();
+        }
+
+        await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
+        await SendUntilAcceptedAsync(sending, queue);
+        var delivery = Assert.Single(await waiting.Bounded());
+        Assert.Equal("{\"after\":\"failover\"}", Encoding.UTF8.GetString(delivery.Message.Data.Span));
+        await receiving.AcknowledgeAsync([delivery.Lease], default);
+
+        // The log is read from the promoted server, the only one up: every acknowledged append is there once, at the
+        // position it was acknowledged with, and positions have no gap.
+        var log = new List<RecordedEvent>();
+        await foreach (var e in writerStore.ReadAllAsync(GlobalPosition.Start, EventFilter.All, long.MaxValue, CancellationToken.None))
+        {
+            log.Add(e);
+        }
+
+        Assert.Equal(attempted, acknowledged.Count);
+        Assert.Equal(acknowledged.Count, log.Count);
+        Assert.Equal(Enumerable.Range(1, log.Count).Select(p => (long)p), log.Select(e => e.Position.Value));
+        foreach (var e in log)
+        {
+            Assert.Equal(acknowledged[e.Id], e.Position.Value);
+        }
+
+        // The subscription moved to the promoted server by itself and delivered everything in order, at least once,
+        // each event as the promoted server has it at its position.
+        await Wait.UntilAsync(() => { lock (delivered) { return delivered.Count > 0 && delivered[^1].Position == log.Count; } }, "the subscription reaching the head");
+        long highest = 0;
+        lock (delivered)
+        {
+            foreach (var (position, id) in delivered)
+            {
+                Assert.Equal(log[(int)position - 1].Id, id);
+                if (position > highest)
+                {
+                    Assert.Equal(highest + 1, position);
+                    highest = position;
+                }
+            }
+        }
+
+        Assert.Equal(log.Count, highest);
+        Assert.True(failures > 0, "The failover failed no append: it did not happen under load.");
+        output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the failover and were retried; the subscription delivered {delivered.Count} events for {log.Count}.");
+    }
+
+    /// <summary>Makes the primary's commits wait for the standby (any standby, '*'), and waits until it does.</summary>
+    private static async Task MakeStandbySynchronousAsync(string primary)
+    {
+        await using var dataSource = NpgsqlDataSource.Create(primary);
+        await using (var configure = dataSource.CreateCommand("ALTER SYSTEM SET synchronous_standby_names = '*'"))
+        {
+            await configure.ExecuteNonQueryAsync();
+        }
+
+        await using (var reload = dataSource.CreateCommand("SELECT pg_reload_conf()"))
+        {
+            await reload.ExecuteNonQueryAsync();
+        }
+
+        await using var state = dataSource.CreateCommand("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'");
+        var synchronous = false;
+        await Wait.UntilAsync(
+            async () => synchronous = (long)(await state.ExecuteScalarAsync())! == 1,
+            "the standby becoming synchronous");
+        Assert.True(synchronous);
+    }
+
+    /// <summary>Sends one message, retrying while the sending store has not yet found the promoted server.</summary>
+    private static async Task SendUntilAcceptedAsync(PostgresMessageBroker broker, QueueName queue)
+    {
+        var message = new OutgoingMessage("failover.done", Encoding.UTF8.GetBytes("{\"after\":\"failover\"}")) { Id = MessageId.New() };
+        await Wait.UntilAsync(
+            async () =>
+            {
+                try
+                {
+                    await broker.SendAsync(queue, message);
+                    return true;
+                }
+                catch (NpgsqlException)
+                {
+                    return false;
+                }
+            },
+            "a send to the promoted server");
+    }
+}
