@@ -261,9 +261,19 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         {
         }
 
-        foreach (var reader in _readers.Values)
+        // A reader being started now is finished first and disposed with the others; a receive after this sees the
+        // broker disposing and starts none.
+        await _readerGate.WaitAsync().ConfigureAwait(false);
+        try
         {
-            await reader.DisposeAsync().ConfigureAwait(false);
+            foreach (var reader in _readers.Values)
+            {
+                await reader.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _readerGate.Release();
         }
 
         await _connection.DisposeAsync().ConfigureAwait(false);
