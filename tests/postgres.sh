@@ -138,7 +138,9 @@ standby() {
   for attempt in 1 2 3 4 5 6 7 8 9 10; do
     port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
     port_in_use "$port" && continue
-    local options="$primary_options -c port=$port -c unix_socket_directories='$dir'"
+    # Not the primary's synchronous standbys, which its base backup may carry (ALTER SYSTEM): once promoted it would
+    # wait for standbys it does not have.
+    local options="$primary_options -c port=$port -c unix_socket_directories='$dir' -c synchronous_standby_names=''"
     if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$options" >&2; then
       echo "$port" >"$dir/port"
       echo "$options" >"$dir/options"

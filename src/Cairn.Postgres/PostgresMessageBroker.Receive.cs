@@ -17,8 +17,9 @@ public sealed partial class PostgresMessageBroker
     private static readonly TimeSpan MaxLookRetryDelay = TimeSpan.FromSeconds(1);
 
     /// <summary>
-    /// Whether a receive failed for its connection (the server unreachable, restarting, or a standby found where a
-    /// primary was asked for) rather than for what it asked.
+    /// Whether a receive failed for a reason that may pass by itself: its connection (the server unreachable, restarting
+    /// or failing over, or no primary among the hosts yet) or a condition Npgsql counts as transient (the server short of
+    /// resources, a lock or serialization conflict). The failed look rolled back, unless its commit was lost.
     /// </summary>
     private static bool IsConnectionFailure(NpgsqlException ex) => ex is not PostgresException || ex.IsTransient;
 

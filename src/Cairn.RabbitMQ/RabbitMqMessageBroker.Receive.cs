@@ -105,10 +105,28 @@ public sealed partial class RabbitMqMessageBroker
             return reader;
         }
 
+        // Starting a reader talks to RabbitMQ under the gate, which the broker's dispose waits for: disposing cancels it,
+        // so a dispose during an outage does not wait out the client's time-outs.
+        ObjectDisposedException.ThrowIf(_disposing.IsCancellationRequested, this);
+        using var starting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _disposing.Token);
+        try
+        {
+            return await StartReaderAsync(queue, starting.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_disposing.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new ObjectDisposedException(GetType().FullName);
+        }
+    }
+
+    /// <summary>Starts the queue's reader, or a new one in place of a dead one, under the reader gate.</summary>
+    private async Task<QueueReader> StartReaderAsync(QueueName queue, CancellationToken cancellationToken)
+    {
         await _readerGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             ObjectDisposedException.ThrowIf(_disposing.IsCancellationRequested, this);
+            QueueReader? reader;
             if (_readers.TryGetValue(queue, out reader) && reader.Dead is { } why)
             {
                 _logger.LogWarning("The reader of {Queue} stopped getting deliveries ({Reason}); a new one takes its place.", queue, why);

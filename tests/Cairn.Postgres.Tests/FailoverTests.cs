@@ -26,7 +26,26 @@ public sealed class FailoverTests(ITestOutputHelper output)
     {
         await using var primary = await OwnPostgresServer.StartAsync();
         await using var standby = await primary.StartStandbyAsync();
-        await MakeStandbySynchronousAsync(primary.ConnectionString);
+        await using (var primaryOnly = NpgsqlDataSource.Create(primary.ConnectionString))
+        {
+            await MakeStandbySynchronousAsync(primaryOnly);
+
+            // Commits wait for this standby: with it down, one waits on SyncRep until it is back.
+            await using (var create = primaryOnly.CreateCommand("CREATE TABLE sync_probe (x int)"))
+            {
+                await create.ExecuteNonQueryAsync();
+            }
+
+            await standby.HaltAsync();
+            await using var insert = primaryOnly.CreateCommand("INSERT INTO sync_probe VALUES (1)");
+            var inserting = insert.ExecuteNonQueryAsync();
+            await using var syncWaits = primaryOnly.CreateCommand("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'");
+            await Wait.UntilAsync(async () => (long)(await syncWaits.ExecuteScalarAsync())! == 1, "a commit waiting for the standby");
+            Assert.False(inserting.IsCompleted);
+            await standby.ResumeAsync();
+            Assert.Equal(1, await inserting.Bounded());
+            await WaitUntilSynchronousAsync(primaryOnly);
+        }
 
         var hosts = new NpgsqlConnectionStringBuilder(primary.ConnectionString);
         var standbyHost = new NpgsqlConnectionStringBuilder(standby.ConnectionString);
@@ -66,6 +85,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
         var attempted = 0;
         var failAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var promoted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var abandon = new CancellationTokenSource();
         var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
         {
             // Past the quota until the standby is promoted, so the failover always meets writers at work.
@@ -73,22 +93,23 @@ public sealed class FailoverTests(ITestOutputHelper output)
             {
                 Interlocked.Increment(ref attempted);
                 var e = new EventData("test.appended", Encoding.UTF8.GetBytes($"{{\"w\":{w},\"i\":{i}}}")) { Id = MessageId.New() };
-                while (true)
+                AppendResult? result = null;
+                while (result is null)
                 {
+                    abandon.Token.ThrowIfCancellationRequested();
                     try
                     {
-                        var result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
-                        Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
-                        break;
+                        result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
                     }
-                    catch (Exception ex) when (ex is not CairnException)
+                    catch (NpgsqlException)
                     {
                         // No primary yet, or the append's outcome is unknown: retry it as it was.
                         Interlocked.Increment(ref failures);
-                        await Task.Delay(20);
+                        await Task.Delay(20, abandon.Token);
                     }
                 }
 
+                Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
                 if (acknowledged.Count >= Writers * AppendsPerWriter / 3)
                 {
                     failAt.TrySetResult();
@@ -99,18 +120,26 @@ public sealed class FailoverTests(ITestOutputHelper output)
         Task<IReadOnlyList<Delivery>> waiting;
         try
         {
-            await failAt.Task.Bounded();
-            waiting = receiving.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMinutes(2) }, default);
-            await primary.HaltAsync();
-            await standby.PromoteAsync();
+            try
+            {
+                await failAt.Task.Bounded();
+                waiting = receiving.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMinutes(2) }, default);
+                await primary.HaltAsync();
+                await standby.PromoteAsync();
+            }
+            finally
+            {
+                // Whatever happened, the writers stop at their quota, so a failed promotion fails the test instead of hanging it.
+                promoted.TrySetResult();
+            }
+
+            await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
         }
         finally
         {
-            // Whatever happened, the writers stop at their quota, so a failed promotion fails the test instead of hanging it.
-            promoted.TrySetResult();
+            // Writers still retrying when the test fails stop rather than outlive it.
+            await abandon.CancelAsync();
         }
-
-        await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
         await SendUntilAcceptedAsync(sending, queue);
         var delivery = Assert.Single(await waiting.Bounded());
         Assert.Equal("{\"after\":\"failover\"}", Encoding.UTF8.GetString(delivery.Message.Data.Span));
@@ -154,26 +183,27 @@ public sealed class FailoverTests(ITestOutputHelper output)
         output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the failover and were retried; the subscription delivered {delivered.Count} events for {log.Count}.");
     }
 
-    /// <summary>Makes the primary's commits wait for the standby (any standby, '*'), and waits until it does.</summary>
-    private static async Task MakeStandbySynchronousAsync(string primary)
+    /// <summary>Makes the primary's commits wait for the standby (any standby, '*'), and waits until they do.</summary>
+    private static async Task MakeStandbySynchronousAsync(NpgsqlDataSource primary)
     {
-        await using var dataSource = NpgsqlDataSource.Create(primary);
-        await using (var configure = dataSource.CreateCommand("ALTER SYSTEM SET synchronous_standby_names = '*'"))
+        await using (var configure = primary.CreateCommand("ALTER SYSTEM SET synchronous_standby_names = '*'"))
         {
             await configure.ExecuteNonQueryAsync();
         }
 
-        await using (var reload = dataSource.CreateCommand("SELECT pg_reload_conf()"))
+        await using (var reload = primary.CreateCommand("SELECT pg_reload_conf()"))
         {
             await reload.ExecuteNonQueryAsync();
         }
 
-        await using var state = dataSource.CreateCommand("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'");
-        var synchronous = false;
-        await Wait.UntilAsync(
-            async () => synchronous = (long)(await state.ExecuteScalarAsync())! == 1,
-            "the standby becoming synchronous");
-        Assert.True(synchronous);
+        await WaitUntilSynchronousAsync(primary);
+    }
+
+    /// <summary>Waits until the primary has a synchronous standby streaming from it.</summary>
+    private static async Task WaitUntilSynchronousAsync(NpgsqlDataSource primary)
+    {
+        await using var state = primary.CreateCommand("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'");
+        await Wait.UntilAsync(async () => (long)(await state.ExecuteScalarAsync())! == 1, "the standby becoming synchronous");
     }
 
     /// <summary>Sends one message, retrying while the sending store has not yet found the promoted server.</summary>

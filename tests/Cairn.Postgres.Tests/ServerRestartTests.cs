@@ -49,6 +49,7 @@ public sealed class ServerRestartTests(ITestOutputHelper output)
         var attempted = 0;
         var crashAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var restarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var abandon = new CancellationTokenSource();
         var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
         {
             // Each writer goes on past its quota until the server is back, so the crash always meets writers at work
@@ -57,21 +58,23 @@ public sealed class ServerRestartTests(ITestOutputHelper output)
             {
                 Interlocked.Increment(ref attempted);
                 var e = new EventData("test.appended", Encoding.UTF8.GetBytes($"{{\"w\":{w},\"i\":{i}}}")) { Id = MessageId.New() };
-                while (true)
+                AppendResult? result = null;
+                while (result is null)
                 {
+                    abandon.Token.ThrowIfCancellationRequested();
                     try
                     {
-                        var result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
-                        Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
-                        break;
+                        result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
                     }
-                    catch (Exception ex) when (ex is not CairnException)
+                    catch (NpgsqlException)
                     {
                         // The server is down or starting: the append may or may not have landed; retry it as it was.
                         Interlocked.Increment(ref failures);
-                        await Task.Delay(20);
+                        await Task.Delay(20, abandon.Token);
                     }
                 }
+
+                Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
 
                 if (acknowledged.Count >= Writers * AppendsPerWriter / 3)
                 {
@@ -82,16 +85,24 @@ public sealed class ServerRestartTests(ITestOutputHelper output)
 
         try
         {
-            await crashAt.Task.Bounded();
-            await server.RestartAsync("immediate");
+            try
+            {
+                await crashAt.Task.Bounded();
+                await server.RestartAsync("immediate");
+            }
+            finally
+            {
+                // Whatever happened, the writers stop at their quota, so a failed restart fails the test instead of hanging it.
+                restarted.TrySetResult();
+            }
+
+            await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
         }
         finally
         {
-            // Whatever happened, the writers stop at their quota, so a failed restart fails the test instead of hanging it.
-            restarted.TrySetResult();
+            // Writers still retrying when the test fails stop rather than outlive it.
+            await abandon.CancelAsync();
         }
-
-        await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
 
         // Every acknowledged append is in the log once, at the position it was acknowledged with; positions have no gap.
         var log = new List<RecordedEvent>();
