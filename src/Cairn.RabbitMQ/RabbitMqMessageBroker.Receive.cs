@@ -9,6 +9,12 @@ public sealed partial class RabbitMqMessageBroker
 {
     private readonly ConcurrentDictionary<QueueName, QueueReader> _readers = new();
     private readonly SemaphoreSlim _readerGate = new(1, 1);
+
+    /// <summary>Deliveries to dead-letter once RabbitMQ unblocks publishing (<see cref="DeadLetterOnReceiveAsync"/>).</summary>
+    private readonly ConcurrentQueue<PendingDeadLetter> _pendingDeadLetters = new();
+
+    /// <summary>1 while the held deliveries are being dead-lettered.</summary>
+    private int _deadLettering;
     private readonly ConcurrentDictionary<long, HeldLease> _leases = new();
     private readonly Task _sweeper;
     private long _nextLease;
@@ -191,7 +197,7 @@ public sealed partial class RabbitMqMessageBroker
         if (delivery is null)
         {
             var foreign = new HeldLease(reader, buffered, new Delivery(new Message(default, "unreadable", "", now, "application/octet-stream", buffered.Body), new LeaseToken(definition.Name, 0, 0)), definition, now);
-            await MoveToDeadLettersAsync(foreign, "the message is not a CloudEvent in AMQP's binary mode (no cloudEvents:id or cloudEvents:type header)", null, attempts: receiveCount).ConfigureAwait(false);
+            await DeadLetterOnReceiveAsync(new PendingDeadLetter(foreign, "the message is not a CloudEvent in AMQP's binary mode (no cloudEvents:id or cloudEvents:type header)", null, receiveCount)).ConfigureAwait(false);
             return null;
         }
 
@@ -204,7 +210,7 @@ public sealed partial class RabbitMqMessageBroker
 
         if (receiveCount > definition.MaxReceiveCount)
         {
-            await MoveToDeadLettersAsync(held, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, attempts: receiveCount - 1).ConfigureAwait(false);
+            await DeadLetterOnReceiveAsync(new PendingDeadLetter(held, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, receiveCount - 1)).ConfigureAwait(false);
             return null;
         }
 
@@ -453,13 +459,83 @@ public sealed partial class RabbitMqMessageBroker
         return name;
     }
 
-    /// <summary>Gives back the deliveries whose lease ran out, so RabbitMQ delivers them again (counting a receive).</summary>
+    /// <summary>A delivery a receive found it must dead-letter, with why.</summary>
+    private sealed record PendingDeadLetter(HeldLease Held, string Reason, FailureInfo? Failure, int Attempts);
+
+    /// <summary>
+    /// Dead-letters a delivery a receive came upon (unreadable, or past its receive limit). Dead-lettering publishes a
+    /// copy, which waits while RabbitMQ blocks publishing (a resource alarm): then the delivery is held, unsettled, and
+    /// dead-lettered once publishing is unblocked, so the receive goes on to the others and the queue still drains.
+    /// </summary>
+    private async Task DeadLetterOnReceiveAsync(PendingDeadLetter pending)
+    {
+        if (_connection.PublishingBlocked is not null)
+        {
+            _pendingDeadLetters.Enqueue(pending);
+            return;
+        }
+
+        await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Starts dead-lettering the deliveries held while publishing was blocked, once it is not, unless that runs already;
+    /// on a task of its own, since a block coming back would make it wait, and the sweep must go on meanwhile.
+    /// </summary>
+    private void StartDeadLetteringPending()
+    {
+        if (_pendingDeadLetters.IsEmpty || _connection.PublishingBlocked is not null || Interlocked.Exchange(ref _deadLettering, 1) == 1)
+        {
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await DeadLetterPendingAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                Volatile.Write(ref _deadLettering, 0);
+            }
+        });
+    }
+
+    /// <summary>Dead-letters the deliveries held while publishing was blocked, now that it is not.</summary>
+    private async Task DeadLetterPendingAsync()
+    {
+        while (_connection.PublishingBlocked is null && _pendingDeadLetters.TryDequeue(out var pending))
+        {
+            if (!pending.Held.Current)
+            {
+                // Its channel closed meanwhile: RabbitMQ delivers it again, and the receive that gets it decides anew.
+                continue;
+            }
+
+            try
+            {
+                await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                // Given back by the failed publish: RabbitMQ delivers it again.
+                _logger.LogWarning(ex, "Could not dead-letter a delivery from {Queue}; it is given back.", pending.Held.Queue.Name);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Gives back the deliveries whose lease ran out, so RabbitMQ delivers them again (counting a receive), and
+    /// dead-letters those held while publishing was blocked.
+    /// </summary>
     private async Task SweepLeasesAsync(CancellationToken cancellationToken)
     {
         await Task.Yield();
         while (!cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(100), _time, cancellationToken).ConfigureAwait(false);
+            StartDeadLetteringPending();
             var now = _time.GetUtcNow();
             foreach (var (sequence, held) in _leases)
             {
