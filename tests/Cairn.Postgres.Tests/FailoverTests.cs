@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.Envelopes;
@@ -86,6 +87,8 @@ public sealed class FailoverTests(ITestOutputHelper output)
         var failAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var promoted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var abandon = new CancellationTokenSource();
+        long promotedAt = 0;
+        long firstAfterPromotion = 0;
         var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
         {
             // Past the quota until the standby is promoted, so the failover always meets writers at work.
@@ -110,6 +113,11 @@ public sealed class FailoverTests(ITestOutputHelper output)
                 }
 
                 Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
+                if (Volatile.Read(ref promotedAt) != 0)
+                {
+                    Interlocked.CompareExchange(ref firstAfterPromotion, Stopwatch.GetTimestamp(), 0);
+                }
+
                 if (acknowledged.Count >= Writers * AppendsPerWriter / 3)
                 {
                     failAt.TrySetResult();
@@ -126,6 +134,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
                 waiting = receiving.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMinutes(2) }, default);
                 await primary.HaltAsync();
                 await standby.PromoteAsync();
+                Volatile.Write(ref promotedAt, Stopwatch.GetTimestamp());
             }
             finally
             {
@@ -180,7 +189,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
 
         Assert.Equal(log.Count, highest);
         Assert.True(failures > 0, "The failover failed no append: it did not happen under load.");
-        output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the failover and were retried; the subscription delivered {delivered.Count} events for {log.Count}.");
+        output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the failover and were retried; the subscription delivered {delivered.Count} events for {log.Count}; appends went on {Stopwatch.GetElapsedTime(promotedAt, firstAfterPromotion).TotalMilliseconds:F0} ms after the promotion.");
     }
 
     /// <summary>Makes the primary's commits wait for the standby (any standby, '*'), and waits until they do.</summary>
