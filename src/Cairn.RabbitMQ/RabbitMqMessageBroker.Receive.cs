@@ -10,11 +10,15 @@ public sealed partial class RabbitMqMessageBroker
     private readonly ConcurrentDictionary<QueueName, QueueReader> _readers = new();
     private readonly SemaphoreSlim _readerGate = new(1, 1);
 
-    /// <summary>Deliveries to dead-letter once RabbitMQ unblocks publishing (<see cref="DeadLetterOnReceiveAsync"/>).</summary>
-    private readonly ConcurrentQueue<PendingDeadLetter> _pendingDeadLetters = new();
+    /// <summary>Deliveries a receive holds to dead-letter (<see cref="DeadLetterOnReceiveAsync"/>), by the order they were held.</summary>
+    private readonly ConcurrentDictionary<long, HeldDeadLetter> _heldDeadLetters = new();
 
-    /// <summary>1 while the held deliveries are being dead-lettered.</summary>
+    private long _nextHeldDeadLetter;
+
+    /// <summary>1 while the held deliveries are being dead-lettered, by <see cref="_deadLetteringRun"/>.</summary>
     private int _deadLettering;
+
+    private Task _deadLetteringRun = Task.CompletedTask;
     private readonly ConcurrentDictionary<long, HeldLease> _leases = new();
     private readonly Task _sweeper;
     private long _nextLease;
@@ -56,8 +60,8 @@ public sealed partial class RabbitMqMessageBroker
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
-                    // Dead-lettering it failed (RabbitMQ is away), and it was given back, to be dealt with on its next delivery.
-                    _logger.LogWarning(ex, "Could not dead-letter a delivery from {Queue}; it is given back.", queue);
+                    // Not leased: RabbitMQ delivers it again once its channel closes or recovers.
+                    _logger.LogWarning(ex, "Could not lease a delivery from {Queue}.", queue);
                     continue;
                 }
 
@@ -197,7 +201,7 @@ public sealed partial class RabbitMqMessageBroker
         if (delivery is null)
         {
             var foreign = new HeldLease(reader, buffered, new Delivery(new Message(default, "unreadable", "", now, "application/octet-stream", buffered.Body), new LeaseToken(definition.Name, 0, 0)), definition, now);
-            await DeadLetterOnReceiveAsync(new PendingDeadLetter(foreign, "the message is not a CloudEvent in AMQP's binary mode (no cloudEvents:id or cloudEvents:type header)", null, receiveCount)).ConfigureAwait(false);
+            await DeadLetterOnReceiveAsync(foreign, "the message is not a CloudEvent in AMQP's binary mode (no cloudEvents:id or cloudEvents:type header)", null, receiveCount).ConfigureAwait(false);
             return null;
         }
 
@@ -210,7 +214,7 @@ public sealed partial class RabbitMqMessageBroker
 
         if (receiveCount > definition.MaxReceiveCount)
         {
-            await DeadLetterOnReceiveAsync(new PendingDeadLetter(held, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, receiveCount - 1)).ConfigureAwait(false);
+            await DeadLetterOnReceiveAsync(held, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, receiveCount - 1).ConfigureAwait(false);
             return null;
         }
 
@@ -459,41 +463,69 @@ public sealed partial class RabbitMqMessageBroker
         return name;
     }
 
-    /// <summary>A delivery a receive found it must dead-letter, with why.</summary>
-    private sealed record PendingDeadLetter(HeldLease Held, string Reason, FailureInfo? Failure, int Attempts);
-
-    /// <summary>
-    /// Dead-letters a delivery a receive came upon (unreadable, or past its receive limit). Dead-lettering publishes a
-    /// copy, which waits while RabbitMQ blocks publishing (a resource alarm): then the delivery is held, unsettled, and
-    /// dead-lettered once publishing is unblocked, so the receive goes on to the others and the queue still drains.
-    /// </summary>
-    private async Task DeadLetterOnReceiveAsync(PendingDeadLetter pending)
+    /// <summary>A delivery a receive found it must dead-letter, with why; done once it is dead-lettered, given back, or let go.</summary>
+    private sealed class HeldDeadLetter(HeldLease held, string reason, FailureInfo? failure, int attempts)
     {
-        if (_connection.PublishingBlocked is not null)
-        {
-            _pendingDeadLetters.Enqueue(pending);
-            return;
-        }
+        public HeldLease Held { get; } = held;
 
-        await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts).ConfigureAwait(false);
+        public string Reason { get; } = reason;
+
+        public FailureInfo? Failure { get; } = failure;
+
+        public int Attempts { get; } = attempts;
+
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>
-    /// Starts dead-lettering the deliveries held while publishing was blocked, once it is not, unless that runs already;
-    /// on a task of its own, since a block coming back would make it wait, and the sweep must go on meanwhile.
+    /// Dead-letters a delivery a receive came upon (unreadable, or past its receive limit). Dead-lettering publishes a
+    /// copy, which waits while RabbitMQ blocks publishing (a resource alarm). So the delivery is held, unsettled, and
+    /// handed to one task that dead-letters the held ones in turn; the receive waits for it only briefly, and not at
+    /// all while publishing is known to be blocked, then goes on to the others, and the queue still drains. RabbitMQ
+    /// tells a connection it is blocked only once it publishes during the alarm, hence the brief wait rather than a
+    /// check alone. A delivery whose copy cannot be published is given back, and comes again.
     /// </summary>
-    private void StartDeadLetteringPending()
+    private async Task DeadLetterOnReceiveAsync(HeldLease held, string reason, FailureInfo? failure, int attempts)
     {
-        if (_pendingDeadLetters.IsEmpty || _connection.PublishingBlocked is not null || Interlocked.Exchange(ref _deadLettering, 1) == 1)
+        var pending = new HeldDeadLetter(held, reason, failure, attempts);
+        _heldDeadLetters[Interlocked.Increment(ref _nextHeldDeadLetter)] = pending;
+        StartDeadLetteringHeld();
+        if (_connection.PublishingBlocked is not null)
         {
             return;
         }
 
-        _ = Task.Run(async () =>
+        try
+        {
+            // Real time, not the broker's clock: this bounds a wait on RabbitMQ, as its client's own time-outs do.
+            await pending.Done.Task.WaitAsync(PromptDeadLetterWait).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // Still held (publishing blocked): dead-lettered once it is not.
+        }
+    }
+
+    /// <summary>How long a receive waits for a delivery it must dead-letter before it goes on to the others.</summary>
+    private static readonly TimeSpan PromptDeadLetterWait = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Starts dead-lettering the held deliveries, unless that runs already or publishing is known to be blocked; on a
+    /// task of its own, since a block makes it wait, and receives and the sweep must go on meanwhile.
+    /// </summary>
+    private void StartDeadLetteringHeld()
+    {
+        if (_heldDeadLetters.IsEmpty || _connection.PublishingBlocked is not null || _disposing.IsCancellationRequested
+            || Interlocked.Exchange(ref _deadLettering, 1) == 1)
+        {
+            return;
+        }
+
+        _deadLetteringRun = Task.Run(async () =>
         {
             try
             {
-                await DeadLetterPendingAsync().ConfigureAwait(false);
+                await DeadLetterHeldAsync().ConfigureAwait(false);
             }
             finally
             {
@@ -502,32 +534,65 @@ public sealed partial class RabbitMqMessageBroker
         });
     }
 
-    /// <summary>Dead-letters the deliveries held while publishing was blocked, now that it is not.</summary>
-    private async Task DeadLetterPendingAsync()
+    /// <summary>Dead-letters the held deliveries in the order they were held, while publishing is not known to be blocked.</summary>
+    private async Task DeadLetterHeldAsync()
     {
-        while (_connection.PublishingBlocked is null && _pendingDeadLetters.TryDequeue(out var pending))
+        foreach (var key in _heldDeadLetters.Keys.Order().ToList())
         {
-            if (!pending.Held.Current)
+            if (_connection.PublishingBlocked is not null || _disposing.IsCancellationRequested)
             {
-                // Its channel closed meanwhile: RabbitMQ delivers it again, and the receive that gets it decides anew.
+                return;
+            }
+
+            if (!_heldDeadLetters.TryGetValue(key, out var pending))
+            {
                 continue;
             }
 
             try
             {
-                await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts).ConfigureAwait(false);
+                if (pending.Held.Current)
+                {
+                    await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts).ConfigureAwait(false);
+                }
+
+                // Otherwise its channel closed meanwhile: RabbitMQ delivers it again, and the receive that gets it decides anew.
+                pending.Done.TrySetResult();
             }
             catch (Exception ex)
             {
                 // Given back by the failed publish: RabbitMQ delivers it again.
-                _logger.LogWarning(ex, "Could not dead-letter a delivery from {Queue}; it is given back.", pending.Held.Queue.Name);
+                pending.Done.TrySetResult();
+                if (!_disposing.IsCancellationRequested)
+                {
+                    _logger.LogWarning(ex, "Could not dead-letter a delivery from {Queue}; it is given back.", pending.Held.Queue.Name);
+                }
+            }
+            finally
+            {
+                _heldDeadLetters.TryRemove(key, out _);
             }
         }
     }
 
+    /// <summary>Lets go of held deliveries whose channel closed (RabbitMQ delivers them again), so a long alarm does not pile them up.</summary>
+    private void ForgetClosedHeldDeadLetters()
+    {
+        foreach (var (key, pending) in _heldDeadLetters)
+        {
+            if (!pending.Held.Current && _heldDeadLetters.TryRemove(key, out _))
+            {
+                pending.Done.TrySetResult();
+            }
+        }
+    }
+
+    /// <summary>The held deliveries of a queue still on a current channel: RabbitMQ counts them as unacknowledged.</summary>
+    private int HeldDeadLettersOf(QueueName queue) => _heldDeadLetters.Values.Count(p => p.Held.Queue.Name == queue && p.Held.Current);
+
     /// <summary>
     /// Gives back the deliveries whose lease ran out, so RabbitMQ delivers them again (counting a receive), and
-    /// dead-letters those held while publishing was blocked.
+    /// dead-letters those held while publishing was blocked once it is not.
     /// </summary>
     private async Task SweepLeasesAsync(CancellationToken cancellationToken)
     {
@@ -535,7 +600,8 @@ public sealed partial class RabbitMqMessageBroker
         while (!cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(100), _time, cancellationToken).ConfigureAwait(false);
-            StartDeadLetteringPending();
+            ForgetClosedHeldDeadLetters();
+            StartDeadLetteringHeld();
             var now = _time.GetUtcNow();
             foreach (var (sequence, held) in _leases)
             {

@@ -211,7 +211,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
                 return ((long)main.MessageCount, (long)dlq.MessageCount);
             },
             cancellationToken).ConfigureAwait(false);
-        var leased = _leases.Values.Count(l => l.Delivery.Queue == queue);
+        var leased = _leases.Values.Count(l => l.Delivery.Queue == queue) + HeldDeadLettersOf(queue);
         var buffered = _readers.TryGetValue(queue, out var reader) ? reader.Buffered : 0;
         return new QueueStats
         {
@@ -277,6 +277,9 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         }
 
         await _connection.DisposeAsync().ConfigureAwait(false);
+
+        // After the connection: a publish of the held dead letters that waits for a blocked connection ends with it.
+        await _deadLetteringRun.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _disposing.Dispose();
     }
 }

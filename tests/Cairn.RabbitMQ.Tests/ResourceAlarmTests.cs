@@ -88,56 +88,69 @@ public sealed class ResourceAlarmTests
     }
 
     [Fact]
-    public async Task while_rabbitmq_blocks_publishing_a_delivery_to_dead_letter_is_held_and_the_receive_goes_on_to_the_others()
+    public async Task while_rabbitmq_blocks_publishing_deliveries_to_dead_letter_are_held_and_the_receive_goes_on_to_the_others()
     {
         await using var rabbit = await OwnRabbitMq.StartAsync();
         await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
         var queue = new QueueName(RabbitMqServer.NewName("poison"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
 
-        // Ahead of two of Cairn's messages, one no Cairn reader can read (not a CloudEvent): a receive dead-letters it,
-        // which publishes a copy to the dead-letter queue.
+        // Two messages no Cairn reader can read (not CloudEvents), each ahead of one of Cairn's: a receive dead-letters
+        // them, which publishes a copy to the dead-letter queue.
         var factory = new ConnectionFactory { Uri = new Uri(rabbit.Uri) };
         await using (var connection = await factory.CreateConnectionAsync())
-        await using (var channel = await connection.CreateChannelAsync())
+        await using (var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true)))
         {
-            await channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, new BasicProperties { DeliveryMode = DeliveryModes.Persistent }, "not a cloud event"u8.ToArray());
+            var amqpName = sut.Broker.AmqpName(queue);
+            await channel.BasicPublishAsync("", amqpName, true, new BasicProperties { DeliveryMode = DeliveryModes.Persistent }, "not a cloud event"u8.ToArray());
+            await sut.Broker.SendAsync(queue, Numbered(1));
+            await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 2, "the first two reached RabbitMQ");
+            await channel.BasicPublishAsync("", amqpName, true, new BasicProperties { DeliveryMode = DeliveryModes.Persistent }, "nor this"u8.ToArray());
+            await sut.Broker.SendAsync(queue, Numbered(2));
+            await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 4, "all four reached RabbitMQ");
         }
 
-        await sut.Broker.SendBatchAsync(queue, [Numbered(1), Numbered(2)]);
-        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 3, "the three messages reached RabbitMQ");
-
+        // Nothing publishes after the alarm is raised, so RabbitMQ has not told Cairn yet that publishing is blocked:
+        // the receive learns it only by trying to dead-letter the first unreadable message.
         await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
         try
         {
-            await sut.Broker.SendAsync(queue, Numbered(3));
-            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
-
-            // The unreadable one comes first and cannot be dead-lettered now: it is held, and the two behind it are
-            // received and acknowledged all the same.
+            Assert.Null(sut.Broker.Connection.PublishingBlocked);
             var received = new List<string>();
-            while (received.Count < 2)
+            await ReceiveAsync().Bounded();
+            async Task ReceiveAsync()
             {
-                foreach (var delivery in await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 2, Wait = TimeSpan.FromSeconds(10) }, default).Bounded())
+                while (received.Count < 2)
                 {
-                    received.Add(Encoding.UTF8.GetString(delivery.Message.Data.Span));
-                    await sut.Broker.AcknowledgeAsync([delivery.Lease], default).Bounded();
+                    foreach (var delivery in await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 2, Wait = TimeSpan.FromSeconds(10) }, default))
+                    {
+                        received.Add(Encoding.UTF8.GetString(delivery.Message.Data.Span));
+                        await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+                    }
                 }
             }
 
+            // Both of Cairn's are received and acknowledged behind the unreadable ones, which are held, unsettled, and
+            // counted with this process's leases.
             Assert.Equal(["{\"n\":1}", "{\"n\":2}"], received.Order(StringComparer.Ordinal));
-            Assert.Equal(0, (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered);
+            Assert.NotNull(sut.Broker.Connection.PublishingBlocked);
+            var during = await sut.Broker.GetStatsAsync(queue, default);
+            Assert.Equal(0, during.DeadLettered);
+            Assert.Equal(2, during.Leased);
+            await sut.Broker.SendAsync(queue, Numbered(3));
         }
         finally
         {
             await rabbit.CtlAsync("set_vm_memory_high_watermark", "0.9");
         }
 
-        // Once publishing is unblocked, the held delivery is dead-lettered, and the message sent meanwhile arrives.
-        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered == 1, "the held delivery is dead-lettered");
+        // Once publishing is unblocked, the held deliveries are dead-lettered, and the message sent meanwhile arrives.
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered == 2, "the held deliveries are dead-lettered");
         var last = Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(20) }, default).Bounded());
         Assert.Equal("{\"n\":3}", Encoding.UTF8.GetString(last.Message.Data.Span));
         await sut.Broker.AcknowledgeAsync([last.Lease], default);
-        Assert.Equal(0, (await sut.Broker.GetStatsAsync(queue, default)).Visible);
+        var after = await sut.Broker.GetStatsAsync(queue, default);
+        Assert.Equal(0, after.Visible);
+        Assert.Equal(0, after.Leased);
     }
 }
