@@ -24,6 +24,15 @@ internal sealed class QueueReader : IAsyncDisposable
     private string? _dead;
     private volatile bool _disposing;
 
+    // What is settled on the current channel (see Settled), and the acknowledgements waiting to be written.
+    private readonly object _settling = new();
+    private long _settledGeneration;
+    private ulong _floor;
+    private readonly HashSet<ulong> _settledAbove = [];
+    private bool _coalescing = true;
+    private List<(long Generation, ulong Tag, TaskCompletionSource Done)> _toAcknowledge = [];
+    private bool _writingAcknowledgements;
+
     private QueueReader(string queue, IChannel channel)
     {
         Queue = queue;
@@ -149,6 +158,168 @@ internal sealed class QueueReader : IAsyncDisposable
             return false;
         }
     }
+
+    /// <summary>
+    /// Acknowledges a delivery of this reader. Acknowledgements that come while one is being written are written
+    /// together: one <c>basic.ack</c> with <c>multiple</c> set covers every delivery up to the highest tag below which
+    /// all are settled, and those above a delivery still held are acknowledged one by one. RabbitMQ then handles one
+    /// frame for a run of deliveries rather than one each. A delivery of an earlier channel is not acknowledged: the
+    /// client would drop the tag, and RabbitMQ delivers the message again.
+    /// </summary>
+    public Task AcknowledgeAsync(BufferedDelivery delivery)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_settling)
+        {
+            if (delivery.Generation != Generation)
+            {
+                return Task.CompletedTask;
+            }
+
+            _toAcknowledge.Add((delivery.Generation, delivery.Tag, done));
+            if (_writingAcknowledgements)
+            {
+                return done.Task;
+            }
+
+            _writingAcknowledgements = true;
+        }
+
+        _ = Task.Run(WriteAcknowledgementsAsync);
+        return done.Task;
+    }
+
+    /// <summary>
+    /// Gives a delivery of this reader back to RabbitMQ, which delivers it again; written at once, and counted as settled
+    /// only once written, so no acknowledgement covering several deliveries can take it.
+    /// </summary>
+    public async Task GiveBackAsync(BufferedDelivery delivery)
+    {
+        await Channel.BasicNackAsync(delivery.Tag, false, true).ConfigureAwait(false);
+        lock (_settling)
+        {
+            Settled(delivery.Generation, delivery.Tag);
+        }
+    }
+
+    /// <summary>Writes the acknowledgements that came, and those that come meanwhile, until none waits.</summary>
+    private async Task WriteAcknowledgementsAsync()
+    {
+        while (true)
+        {
+            // Behind the work already queued, which often holds more acknowledgements of this burst.
+            await Task.Yield();
+            List<(long Generation, ulong Tag, TaskCompletionSource Done)> batch;
+            ulong upTo = 0;
+            var oneByOne = new List<ulong>();
+            lock (_settling)
+            {
+                if (_toAcknowledge.Count == 0)
+                {
+                    _writingAcknowledgements = false;
+                    return;
+                }
+
+                batch = _toAcknowledge;
+                _toAcknowledge = [];
+                foreach (var (generation, tag, _) in batch)
+                {
+                    Settled(generation, tag);
+                }
+
+                foreach (var (generation, tag, _) in batch)
+                {
+                    if (generation != _settledGeneration)
+                    {
+                        continue; // of a closed channel: dropped, as the client would
+                    }
+
+                    if (_coalescing && tag <= _floor)
+                    {
+                        upTo = Math.Max(upTo, tag);
+                    }
+                    else
+                    {
+                        oneByOne.Add(tag);
+                    }
+                }
+            }
+
+            try
+            {
+                if (upTo > 0)
+                {
+                    await Channel.BasicAckAsync(upTo, true).ConfigureAwait(false);
+                }
+
+                foreach (var tag in oneByOne)
+                {
+                    await Channel.BasicAckAsync(tag, false).ConfigureAwait(false);
+                }
+
+                foreach (var (_, _, done) in batch)
+                {
+                    done.TrySetResult();
+                }
+            }
+            catch (Exception ex)
+            {
+                foreach (var (_, _, done) in batch)
+                {
+                    done.TrySetException(ex);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Counts a tag settled (under <see cref="_settling"/>), and moves the floor, below which every tag of the current
+    /// channel is settled, as far as it can. Too many settled above a delivery held long (a handler that takes its
+    /// time, a dead letter held through a resource alarm) stop the counting for the channel: acknowledgements then go
+    /// one by one, and the memory stays bounded.
+    /// </summary>
+    private void Settled(long generation, ulong tag)
+    {
+        if (generation != _settledGeneration)
+        {
+            if (generation < Generation)
+            {
+                return;
+            }
+
+            // A new channel: its tags start again.
+            _settledGeneration = generation;
+            _floor = 0;
+            _settledAbove.Clear();
+            _coalescing = true;
+        }
+
+        if (!_coalescing)
+        {
+            return;
+        }
+
+        if (tag == _floor + 1)
+        {
+            _floor = tag;
+            while (_settledAbove.Remove(_floor + 1))
+            {
+                _floor++;
+            }
+        }
+        else if (tag > _floor)
+        {
+            _settledAbove.Add(tag);
+            if (_settledAbove.Count > MaxSettledAboveFloor)
+            {
+                _coalescing = false;
+                _settledAbove.Clear();
+            }
+        }
+    }
+
+    /// <summary>Tags settled above the floor that are counted before acknowledgements of the channel go one by one.</summary>
+    private const int MaxSettledAboveFloor = 65_536;
 
     public async ValueTask DisposeAsync()
     {

@@ -83,7 +83,7 @@ public sealed partial class RabbitMqMessageBroker
         {
             if (_leases.TryRemove(lease.Sequence, out var ack) && ack.Current)
             {
-                await SafelyAsync(() => ack.Reader.Channel.BasicAckAsync(ack.Buffered.Tag, false, CancellationToken.None).AsTask(), "acknowledge a delivery after its commit").ConfigureAwait(false);
+                await SafelyAsync(() => ack.Reader.AcknowledgeAsync(ack.Buffered), "acknowledge a delivery after its commit").ConfigureAwait(false);
             }
             else
             {

@@ -208,7 +208,7 @@ public sealed partial class RabbitMqMessageBroker
         var held = new HeldLease(reader, buffered, delivery, definition, now);
         if (now - enqueuedAt > definition.Retention)
         {
-            await SafelyAsync(() => reader.Channel.BasicAckAsync(buffered.Tag, false).AsTask(), "drop a message past its retention").ConfigureAwait(false);
+            await SafelyAsync(() => reader.AcknowledgeAsync(buffered), "drop a message past its retention").ConfigureAwait(false);
             return null;
         }
 
@@ -295,7 +295,7 @@ public sealed partial class RabbitMqMessageBroker
     {
         try
         {
-            await held.Reader.Channel.BasicAckAsync(held.Buffered.Tag, false, cancellationToken).ConfigureAwait(false);
+            await held.Reader.AcknowledgeAsync(held.Buffered).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is ObjectDisposedException or global::RabbitMQ.Client.Exceptions.AlreadyClosedException or System.Threading.Channels.ChannelClosedException)
         {
@@ -404,7 +404,7 @@ public sealed partial class RabbitMqMessageBroker
             }
             catch (Exception) when (held.Current)
             {
-                await SafelyAsync(() => held.Reader.Channel.BasicNackAsync(held.Buffered.Tag, false, true).AsTask(), "give back a delivery whose delay queue could not be declared").ConfigureAwait(false);
+                await SafelyAsync(() => held.Reader.GiveBackAsync(held.Buffered), "give back a delivery whose delay queue could not be declared").ConfigureAwait(false);
                 throw;
             }
         }
@@ -428,7 +428,7 @@ public sealed partial class RabbitMqMessageBroker
         {
             if (held.Current)
             {
-                await SafelyAsync(() => held.Reader.Channel.BasicNackAsync(held.Buffered.Tag, false, true).AsTask(), "give back a delivery whose copy could not be published").ConfigureAwait(false);
+                await SafelyAsync(() => held.Reader.GiveBackAsync(held.Buffered), "give back a delivery whose copy could not be published").ConfigureAwait(false);
             }
 
             throw;
@@ -612,7 +612,7 @@ public sealed partial class RabbitMqMessageBroker
 
                 if (_leases.TryRemove(sequence, out var expired) && expired.Current)
                 {
-                    await SafelyAsync(() => expired.Reader.Channel.BasicNackAsync(expired.Buffered.Tag, false, true).AsTask(), "give back a delivery whose lease ran out").ConfigureAwait(false);
+                    await SafelyAsync(() => expired.Reader.GiveBackAsync(expired.Buffered), "give back a delivery whose lease ran out").ConfigureAwait(false);
                 }
             }
         }
