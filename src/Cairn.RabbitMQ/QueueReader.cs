@@ -28,10 +28,13 @@ internal sealed class QueueReader : IAsyncDisposable
     private readonly object _settling = new();
     private long _settledGeneration;
     private ulong _floor;
-    private readonly HashSet<ulong> _settledAbove = [];
+    private HashSet<ulong> _settledAbove = [];
     private bool _coalescing = true;
     private List<(long Generation, ulong Tag, TaskCompletionSource Done)> _toAcknowledge = [];
     private bool _writingAcknowledgements;
+    private long _multipleAcknowledgements;
+    private long _firstTagGeneration = -1;
+    private ulong _firstTag;
 
     private QueueReader(string queue, IChannel channel)
     {
@@ -46,6 +49,9 @@ internal sealed class QueueReader : IAsyncDisposable
     public long Generation => Interlocked.Read(ref _generation);
 
     public int Buffered => Volatile.Read(ref _buffered);
+
+    /// <summary>The <c>basic.ack</c> frames with <c>multiple</c> set this reader wrote, one per run of settled deliveries.</summary>
+    public long MultipleAcknowledgements => Interlocked.Read(ref _multipleAcknowledgements);
 
     /// <summary>Why this reader gets no more deliveries while its connection is up; null while it does.</summary>
     public string? Dead => Volatile.Read(ref _dead);
@@ -99,7 +105,9 @@ internal sealed class QueueReader : IAsyncDisposable
         consumer.ReceivedAsync += (_, delivery) =>
         {
             // The body's buffer is the client's: it is copied before the handler returns.
-            var buffered = new BufferedDelivery(reader.Generation, delivery.DeliveryTag, delivery.Redelivered, delivery.BasicProperties, delivery.Body.ToArray());
+            var generation = reader.Generation;
+            reader.Delivered(generation, delivery.DeliveryTag);
+            var buffered = new BufferedDelivery(generation, delivery.DeliveryTag, delivery.Redelivered, delivery.BasicProperties, delivery.Body.ToArray());
             // One that reaches a dead reader is not counted: its channel is closed when the reader is replaced, and
             // RabbitMQ delivers it again.
             Interlocked.Increment(ref reader._buffered);
@@ -163,8 +171,8 @@ internal sealed class QueueReader : IAsyncDisposable
     /// Acknowledges a delivery of this reader. Acknowledgements that come while one is being written are written
     /// together: one <c>basic.ack</c> with <c>multiple</c> set covers every delivery up to the highest tag below which
     /// all are settled, and those above a delivery still held are acknowledged one by one. RabbitMQ then handles one
-    /// frame for a run of deliveries rather than one each. A delivery of an earlier channel is not acknowledged: the
-    /// client would drop the tag, and RabbitMQ delivers the message again.
+    /// frame for a run of deliveries rather than one each. A delivery of a channel closed since fails with
+    /// <see cref="ObjectDisposedException"/>: RabbitMQ delivers the message again.
     /// </summary>
     public Task AcknowledgeAsync(BufferedDelivery delivery)
     {
@@ -173,7 +181,7 @@ internal sealed class QueueReader : IAsyncDisposable
         {
             if (delivery.Generation != Generation)
             {
-                return Task.CompletedTask;
+                return Task.FromException(ChannelClosed());
             }
 
             _toAcknowledge.Add((delivery.Generation, delivery.Tag, done));
@@ -202,74 +210,119 @@ internal sealed class QueueReader : IAsyncDisposable
         }
     }
 
+    private ObjectDisposedException ChannelClosed() => new(nameof(QueueReader), $"The channel of the reader of {Queue} on which the delivery came has closed.");
+
     /// <summary>Writes the acknowledgements that came, and those that come meanwhile, until none waits.</summary>
     private async Task WriteAcknowledgementsAsync()
     {
-        while (true)
+        try
         {
-            // Behind the work already queued, which often holds more acknowledgements of this burst.
-            await Task.Yield();
-            List<(long Generation, ulong Tag, TaskCompletionSource Done)> batch;
-            ulong upTo = 0;
-            var oneByOne = new List<ulong>();
+            while (await WriteAcknowledgementBatchAsync().ConfigureAwait(false))
+            {
+            }
+        }
+        catch (Exception ex)
+        {
+            // Not expected (each batch's failures are its waiters'); whatever waits must not wait for ever.
             lock (_settling)
             {
-                if (_toAcknowledge.Count == 0)
-                {
-                    _writingAcknowledgements = false;
-                    return;
-                }
-
-                batch = _toAcknowledge;
-                _toAcknowledge = [];
-                foreach (var (generation, tag, _) in batch)
-                {
-                    Settled(generation, tag);
-                }
-
-                foreach (var (generation, tag, _) in batch)
-                {
-                    if (generation != _settledGeneration)
-                    {
-                        continue; // of a closed channel: dropped, as the client would
-                    }
-
-                    if (_coalescing && tag <= _floor)
-                    {
-                        upTo = Math.Max(upTo, tag);
-                    }
-                    else
-                    {
-                        oneByOne.Add(tag);
-                    }
-                }
-            }
-
-            try
-            {
-                if (upTo > 0)
-                {
-                    await Channel.BasicAckAsync(upTo, true).ConfigureAwait(false);
-                }
-
-                foreach (var tag in oneByOne)
-                {
-                    await Channel.BasicAckAsync(tag, false).ConfigureAwait(false);
-                }
-
-                foreach (var (_, _, done) in batch)
-                {
-                    done.TrySetResult();
-                }
-            }
-            catch (Exception ex)
-            {
-                foreach (var (_, _, done) in batch)
+                _writingAcknowledgements = false;
+                foreach (var (_, _, done) in _toAcknowledge)
                 {
                     done.TrySetException(ex);
                 }
+
+                _toAcknowledge = [];
             }
         }
+    }
+
+    /// <summary>Writes the acknowledgements waiting now; false when none was waiting, and the writer has stopped.</summary>
+    private async Task<bool> WriteAcknowledgementBatchAsync()
+    {
+        // Behind the work already queued, which often holds more acknowledgements of this burst.
+        await Task.Yield();
+        List<(long Generation, ulong Tag, TaskCompletionSource Done)> batch;
+        ulong upTo = 0;
+        var covered = new List<TaskCompletionSource>();
+        var oneByOne = new List<(ulong Tag, TaskCompletionSource Done)>();
+        lock (_settling)
+        {
+            if (_toAcknowledge.Count == 0)
+            {
+                _writingAcknowledgements = false;
+                return false;
+            }
+
+            batch = _toAcknowledge;
+            _toAcknowledge = [];
+            foreach (var (generation, tag, done) in batch)
+            {
+                if (generation != Generation)
+                {
+                    // Of a channel closed since it was asked for: the client would drop the tag.
+                    done.TrySetException(ChannelClosed());
+                    continue;
+                }
+
+                Settled(generation, tag);
+            }
+
+            foreach (var (generation, tag, done) in batch)
+            {
+                if (generation != Generation || generation != _settledGeneration)
+                {
+                    done.TrySetException(ChannelClosed());
+                }
+                else if (_coalescing && tag <= _floor)
+                {
+                    upTo = Math.Max(upTo, tag);
+                    covered.Add(done);
+                }
+                else
+                {
+                    oneByOne.Add((tag, done));
+                }
+            }
+        }
+
+        try
+        {
+            if (upTo > 0)
+            {
+                await Channel.BasicAckAsync(upTo, true).ConfigureAwait(false);
+                Interlocked.Increment(ref _multipleAcknowledgements);
+            }
+
+            foreach (var done in covered)
+            {
+                done.TrySetResult();
+            }
+
+            covered.Clear();
+            for (var i = 0; i < oneByOne.Count; i++)
+            {
+                await Channel.BasicAckAsync(oneByOne[i].Tag, false).ConfigureAwait(false);
+                oneByOne[i].Done.TrySetResult();
+            }
+        }
+        catch (Exception ex)
+        {
+            // What was not written fails. Its tags were counted settled, so no later acknowledgement with multiple may
+            // cover them: the channel's acknowledgements go one by one from now on.
+            lock (_settling)
+            {
+                _coalescing = false;
+                _settledAbove = [];
+            }
+
+            foreach (var done in covered.Concat(oneByOne.Select(o => o.Done)))
+            {
+                done.TrySetException(ex);
+            }
+        }
+
+        return true;
     }
 
     /// <summary>
@@ -280,17 +333,17 @@ internal sealed class QueueReader : IAsyncDisposable
     /// </summary>
     private void Settled(long generation, ulong tag)
     {
+        if (generation < Generation)
+        {
+            return; // of a closed channel
+        }
+
         if (generation != _settledGeneration)
         {
-            if (generation < Generation)
-            {
-                return;
-            }
-
-            // A new channel: its tags start again.
+            // A new channel: every tag below its first is of a closed one.
             _settledGeneration = generation;
-            _floor = 0;
-            _settledAbove.Clear();
+            _floor = generation == _firstTagGeneration ? _firstTag - 1 : 0;
+            _settledAbove = [];
             _coalescing = true;
         }
 
@@ -313,7 +366,29 @@ internal sealed class QueueReader : IAsyncDisposable
             if (_settledAbove.Count > MaxSettledAboveFloor)
             {
                 _coalescing = false;
-                _settledAbove.Clear();
+                _settledAbove = [];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Notes the first delivery tag of each channel generation. RabbitMQ.Client numbers a recovered channel's deliveries
+    /// on from the last tag it saw, and drops acknowledgements of tags from before, so every tag below a generation's
+    /// first is settled as far as the new channel is concerned.
+    /// </summary>
+    private void Delivered(long generation, ulong tag)
+    {
+        if (generation == Volatile.Read(ref _firstTagGeneration))
+        {
+            return;
+        }
+
+        lock (_settling)
+        {
+            if (generation > _firstTagGeneration)
+            {
+                _firstTag = tag;
+                Volatile.Write(ref _firstTagGeneration, generation);
             }
         }
     }

@@ -79,17 +79,21 @@ public sealed partial class RabbitMqMessageBroker
             throw new MessageTooLargeException(ex.MessageId, queue, ex.Size, ex.Limit);
         }
 
+        // All asked for at once, so the reader writes them together.
+        var acknowledgements = new List<Task>(delivered.Count);
         foreach (var lease in delivered)
         {
             if (_leases.TryRemove(lease.Sequence, out var ack) && ack.Current)
             {
-                await SafelyAsync(() => ack.Reader.AcknowledgeAsync(ack.Buffered), "acknowledge a delivery after its commit").ConfigureAwait(false);
+                acknowledgements.Add(SafelyAsync(() => ack.Reader.AcknowledgeAsync(ack.Buffered), "acknowledge a delivery after its commit"));
             }
             else
             {
                 _logger.LogDebug("The lease {Lease} ran out while its commit ran; RabbitMQ delivers the message again and the inbox recognises it.", lease);
             }
         }
+
+        await Task.WhenAll(acknowledgements).ConfigureAwait(false);
 
         if (transaction.Publishes.Count > 0)
         {

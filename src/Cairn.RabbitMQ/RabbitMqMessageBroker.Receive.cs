@@ -107,6 +107,9 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>For tests: the channel of the queue's reader in this process, if it has one.</summary>
     internal IChannel? ReaderChannelOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Channel : null;
 
+    /// <summary>For tests: how many acknowledgements with <c>multiple</c> the queue's reader wrote.</summary>
+    internal long MultipleAcknowledgementsOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.MultipleAcknowledgements : 0;
+
     /// <summary>The queue's reader in this process, started on first use, and started again in place of a dead one.</summary>
     private async Task<QueueReader> ReaderAsync(QueueName queue, CancellationToken cancellationToken)
     {
@@ -281,10 +284,8 @@ public sealed partial class RabbitMqMessageBroker
             }
         }
 
-        foreach (var held in taken)
-        {
-            await AcknowledgeDeliveryAsync(held, cancellationToken).ConfigureAwait(false);
-        }
+        // All asked for at once, so the reader writes them together.
+        await Task.WhenAll(taken.Select(held => AcknowledgeDeliveryAsync(held, cancellationToken))).ConfigureAwait(false);
     }
 
     /// <summary>
