@@ -256,15 +256,8 @@ internal sealed class QueueReader : IAsyncDisposable
 
             batch = _toAcknowledge;
             _toAcknowledge = [];
-            foreach (var (generation, tag, done) in batch)
+            foreach (var (generation, tag, _) in batch)
             {
-                if (generation != Generation)
-                {
-                    // Of a channel closed since it was asked for: the client would drop the tag.
-                    done.TrySetException(ChannelClosed());
-                    continue;
-                }
-
                 Settled(generation, tag);
             }
 
@@ -272,6 +265,7 @@ internal sealed class QueueReader : IAsyncDisposable
             {
                 if (generation != Generation || generation != _settledGeneration)
                 {
+                    // Of a channel closed since it was asked for: the client would drop the tag.
                     done.TrySetException(ChannelClosed());
                 }
                 else if (_coalescing && tag <= _floor)
