@@ -62,6 +62,29 @@ exports() {
   echo "export CAIRN_POSTGRES_DIR='$dir'"
 }
 
+# Starts the cluster in $1 on a free port with the options $3 and that port's, and keeps both in the directory for
+# restarts; $2 names it in messages. When it cannot, stops it, deletes the directory and exits.
+launch_on_free_port() {
+  local dir="$1" what="$2" base="$3" bin port attempt options
+  bin="$(find_bindir)"
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    port_in_use "$port" && continue
+    options="$base -c port=$port -c unix_socket_directories='$dir'"
+    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$options" >&2; then
+      echo "$port" >"$dir/port"
+      echo "$options" >"$dir/options"
+      return 0
+    fi
+    log "the $what did not start on port $port (attempt $attempt); trying another"
+    tail -n 5 "$dir/server.log" >&2 || true
+  done
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$dir"
+  log "could not start the $what"
+  exit 1
+}
+
 start() {
   ensure_installed
   local bin dir user
@@ -83,26 +106,10 @@ start() {
   fi
 
   # A throwaway cluster: no fsync (a crash loses the whole directory anyway), connections for parallel tests.
-  local port attempt durability="-c fsync=off -c synchronous_commit=${CAIRN_POSTGRES_SYNC_COMMIT:-off} -c full_page_writes=off"
+  local port durability="-c fsync=off -c synchronous_commit=${CAIRN_POSTGRES_SYNC_COMMIT:-off} -c full_page_writes=off"
   if [ "${CAIRN_POSTGRES_DURABLE:-}" = 1 ]; then durability=""; fi
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-    port_in_use "$port" && continue
-    local options="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' $durability -c max_connections=400"
-    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$options" >&2; then
-      echo "$port" >"$dir/port"
-      echo "$options" >"$dir/options"
-      break
-    fi
-    log "the server did not start on port $port (attempt $attempt); trying another"
-    tail -n 5 "$dir/server.log" >&2 || true
-  done
-  if [ ! -f "$dir/port" ]; then
-    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$dir"
-    log "could not start PostgreSQL"
-    exit 1
-  fi
+  launch_on_free_port "$dir" server "-c listen_addresses=127.0.0.1 $durability -c max_connections=400"
+  port="$(cat "$dir/port")"
 
   if ! as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" cairn >&2; then
     stop "$dir"
@@ -133,28 +140,12 @@ standby() {
     exit 1
   fi
 
-  local port attempt primary_options
+  # The primary's options on a port of its own, but not the primary's synchronous standbys, which its base backup may
+  # carry (ALTER SYSTEM): once promoted it would wait for standbys it does not have.
+  local port primary_options
   primary_options="$(sed -e "s/-c port=[0-9]*//" -e "s|-c unix_socket_directories='[^']*'||" "$primary/options")"
-  for attempt in 1 2 3 4 5 6 7 8 9 10; do
-    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-    port_in_use "$port" && continue
-    # Not the primary's synchronous standbys, which its base backup may carry (ALTER SYSTEM): once promoted it would
-    # wait for standbys it does not have.
-    local options="$primary_options -c port=$port -c unix_socket_directories='$dir' -c synchronous_standby_names=''"
-    if as_owner "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o "$options" >&2; then
-      echo "$port" >"$dir/port"
-      echo "$options" >"$dir/options"
-      break
-    fi
-    log "the standby did not start on port $port (attempt $attempt); trying another"
-    tail -n 5 "$dir/server.log" >&2 || true
-  done
-  if [ ! -f "$dir/port" ]; then
-    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
-    rm -rf "$dir"
-    log "could not start the standby"
-    exit 1
-  fi
+  launch_on_free_port "$dir" standby "$primary_options -c synchronous_standby_names=''"
+  port="$(cat "$dir/port")"
   log "standby of 127.0.0.1:$primary_port on 127.0.0.1:$port, data in $dir"
   exports "$dir"
 }

@@ -1,11 +1,7 @@
-using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.Envelopes;
-using Cairn.EventStore;
 using Cairn.Messaging;
-using Cairn.Subscriptions;
 using Npgsql;
 using Xunit.Abstractions;
 
@@ -59,137 +55,38 @@ public sealed class FailoverTests(ITestOutputHelper output)
         await using var writerStore = new PostgresEventStore(options);
         await using var readerStore = new PostgresEventStore(options);
 
-        var delivered = new List<(long Position, MessageId Id)>();
-        await using var subscription = new CatchUpSubscription(
-            readerStore,
-            new PostgresCheckpointStore(readerStore),
-            new SubscriptionOptions { Name = "failover-watch", CheckpointEvery = 10, RetryDelay = TimeSpan.FromMilliseconds(50), MaxRetryDelay = TimeSpan.FromMilliseconds(500) },
-            (e, _) =>
-            {
-                lock (delivered)
-                {
-                    delivered.Add((e.Position.Value, e.Id));
-                }
-
-                return ValueTask.CompletedTask;
-            });
-        await subscription.StartAsync(CancellationToken.None);
-
         // A receive waiting in one process across the failover, for a message another sends after it.
         await using var receiving = new PostgresMessageBroker(readerStore);
         await using var sending = new PostgresMessageBroker(writerStore);
         QueueName queue = "after-failover";
         await sending.DeclareQueueAsync(new QueueDefinition(queue), default);
 
-        var acknowledged = new ConcurrentDictionary<MessageId, long>();
-        var failures = 0;
-        var attempted = 0;
-        var failAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var promoted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var abandon = new CancellationTokenSource();
-        long promotedAt = 0;
-        long firstAfterPromotion = 0;
-        var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
-        {
-            // Past the quota until the standby is promoted, so the failover always meets writers at work.
-            for (var i = 0; i < AppendsPerWriter || !promoted.Task.IsCompleted; i++)
-            {
-                Interlocked.Increment(ref attempted);
-                var e = new EventData("test.appended", Encoding.UTF8.GetBytes($"{{\"w\":{w},\"i\":{i}}}")) { Id = MessageId.New() };
-                AppendResult? result = null;
-                while (result is null)
-                {
-                    abandon.Token.ThrowIfCancellationRequested();
-                    try
-                    {
-                        result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
-                    }
-                    catch (NpgsqlException)
-                    {
-                        // No primary yet, or the append's outcome is unknown: retry it as it was.
-                        Interlocked.Increment(ref failures);
-                        await Task.Delay(20, abandon.Token);
-                    }
-                }
-
-                Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
-                if (Volatile.Read(ref promotedAt) != 0)
-                {
-                    Interlocked.CompareExchange(ref firstAfterPromotion, Stopwatch.GetTimestamp(), 0);
-                }
-
-                if (acknowledged.Count >= Writers * AppendsPerWriter / 3)
-                {
-                    failAt.TrySetResult();
-                }
-            }
-        })).ToList();
-
+        await using var load = await AppendsUnderFault.StartAsync(writerStore, readerStore, Writers, AppendsPerWriter);
         Task<IReadOnlyList<Delivery>> waiting;
         try
         {
-            try
-            {
-                await failAt.Task.Bounded();
-                waiting = receiving.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMinutes(2) }, default);
-                await primary.HaltAsync();
-                await standby.PromoteAsync();
-                Volatile.Write(ref promotedAt, Stopwatch.GetTimestamp());
-            }
-            finally
-            {
-                // Whatever happened, the writers stop at their quota, so a failed promotion fails the test instead of hanging it.
-                promoted.TrySetResult();
-            }
-
-            await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
+            await load.ThirdAcknowledged.Bounded();
+            waiting = receiving.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromMinutes(2) }, default);
+            await primary.HaltAsync();
+            await standby.PromoteAsync();
         }
         finally
         {
-            // Writers still retrying when the test fails stop rather than outlive it.
-            await abandon.CancelAsync();
+            // Whatever happened, the writers stop at their quota, so a failed promotion fails the test instead of hanging it.
+            load.FaultOver();
         }
+
+        // The log is read from the promoted server, the only one up: every acknowledged append is there once, at the
+        // position it was acknowledged with, and positions have no gap. The subscription moved to the promoted server
+        // by itself and delivered everything in order, each event as the promoted server has it at its position.
+        var log = await load.CheckLogAsync(writerStore);
         await SendUntilAcceptedAsync(sending, queue);
         var delivery = Assert.Single(await waiting.Bounded());
         Assert.Equal("{\"after\":\"failover\"}", Encoding.UTF8.GetString(delivery.Message.Data.Span));
         await receiving.AcknowledgeAsync([delivery.Lease], default);
-
-        // The log is read from the promoted server, the only one up: every acknowledged append is there once, at the
-        // position it was acknowledged with, and positions have no gap.
-        var log = new List<RecordedEvent>();
-        await foreach (var e in writerStore.ReadAllAsync(GlobalPosition.Start, EventFilter.All, long.MaxValue, CancellationToken.None))
-        {
-            log.Add(e);
-        }
-
-        Assert.Equal(attempted, acknowledged.Count);
-        Assert.Equal(acknowledged.Count, log.Count);
-        Assert.Equal(Enumerable.Range(1, log.Count).Select(p => (long)p), log.Select(e => e.Position.Value));
-        foreach (var e in log)
-        {
-            Assert.Equal(acknowledged[e.Id], e.Position.Value);
-        }
-
-        // The subscription moved to the promoted server by itself and delivered everything in order, at least once,
-        // each event as the promoted server has it at its position.
-        await Wait.UntilAsync(() => { lock (delivered) { return delivered.Count > 0 && delivered[^1].Position == log.Count; } }, "the subscription reaching the head");
-        long highest = 0;
-        lock (delivered)
-        {
-            foreach (var (position, id) in delivered)
-            {
-                Assert.Equal(log[(int)position - 1].Id, id);
-                if (position > highest)
-                {
-                    Assert.Equal(highest + 1, position);
-                    highest = position;
-                }
-            }
-        }
-
-        Assert.Equal(log.Count, highest);
-        Assert.True(failures > 0, "The failover failed no append: it did not happen under load.");
-        output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the failover and were retried; the subscription delivered {delivered.Count} events for {log.Count}; appends went on {Stopwatch.GetElapsedTime(promotedAt, firstAfterPromotion).TotalMilliseconds:F0} ms after the promotion.");
+        var delivered = await load.CheckDeliveredAsync(log);
+        Assert.True(load.Failures > 0, "The failover failed no append: it did not happen under load.");
+        output.WriteLine($"{log.Count} appends acknowledged, {load.Failures} attempts failed during the failover and were retried; the subscription delivered {delivered} events for {log.Count}; appends went on {load.ResumedAfter.TotalMilliseconds:F0} ms after the promotion.");
     }
 
     /// <summary>Makes the primary's commits wait for the standby (any standby, '*'), and waits until they do.</summary>

@@ -1,10 +1,5 @@
-using System.Collections.Concurrent;
-using System.Text;
 using Cairn.Conformance.Support;
-using Cairn.Envelopes;
-using Cairn.EventStore;
 using Cairn.Messaging;
-using Cairn.Subscriptions;
 using Npgsql;
 using Xunit.Abstractions;
 
@@ -28,119 +23,25 @@ public sealed class ServerRestartTests(ITestOutputHelper output)
         await using var writerStore = new PostgresEventStore(options);
         await using var readerStore = new PostgresEventStore(options);
 
-        var delivered = new List<long>();
-        await using var subscription = new CatchUpSubscription(
-            readerStore,
-            new PostgresCheckpointStore(readerStore),
-            new SubscriptionOptions { Name = "restart-watch", CheckpointEvery = 10, RetryDelay = TimeSpan.FromMilliseconds(50), MaxRetryDelay = TimeSpan.FromMilliseconds(500) },
-            (e, _) =>
-            {
-                lock (delivered)
-                {
-                    delivered.Add(e.Position.Value);
-                }
-
-                return ValueTask.CompletedTask;
-            });
-        await subscription.StartAsync(CancellationToken.None);
-
-        var acknowledged = new ConcurrentDictionary<MessageId, long>();
-        var failures = 0;
-        var attempted = 0;
-        var crashAt = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var restarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var abandon = new CancellationTokenSource();
-        var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
-        {
-            // Each writer goes on past its quota until the server is back, so the crash always meets writers at work
-            // (appends can be fast enough to finish the quota before the server is down).
-            for (var i = 0; i < AppendsPerWriter || !restarted.Task.IsCompleted; i++)
-            {
-                Interlocked.Increment(ref attempted);
-                var e = new EventData("test.appended", Encoding.UTF8.GetBytes($"{{\"w\":{w},\"i\":{i}}}")) { Id = MessageId.New() };
-                AppendResult? result = null;
-                while (result is null)
-                {
-                    abandon.Token.ThrowIfCancellationRequested();
-                    try
-                    {
-                        result = await writerStore.AppendToStreamAsync($"writer-{w}", ExpectedVersion.Any, [e]);
-                    }
-                    catch (NpgsqlException)
-                    {
-                        // The server is down or starting: the append may or may not have landed; retry it as it was.
-                        Interlocked.Increment(ref failures);
-                        await Task.Delay(20, abandon.Token);
-                    }
-                }
-
-                Assert.True(acknowledged.TryAdd(e.Id, result.LastPosition.Value));
-
-                if (acknowledged.Count >= Writers * AppendsPerWriter / 3)
-                {
-                    crashAt.TrySetResult();
-                }
-            }
-        })).ToList();
-
+        await using var load = await AppendsUnderFault.StartAsync(writerStore, readerStore, Writers, AppendsPerWriter);
         try
         {
-            try
-            {
-                await crashAt.Task.Bounded();
-                await server.RestartAsync("immediate");
-            }
-            finally
-            {
-                // Whatever happened, the writers stop at their quota, so a failed restart fails the test instead of hanging it.
-                restarted.TrySetResult();
-            }
-
-            await Task.WhenAll(writers).WaitAsync(TimeSpan.FromMinutes(3));
+            await load.ThirdAcknowledged.Bounded();
+            await server.RestartAsync("immediate");
         }
         finally
         {
-            // Writers still retrying when the test fails stop rather than outlive it.
-            await abandon.CancelAsync();
+            // Whatever happened, the writers stop at their quota, so a failed restart fails the test instead of hanging it.
+            load.FaultOver();
         }
 
         // Every acknowledged append is in the log once, at the position it was acknowledged with; positions have no gap.
-        var log = new List<RecordedEvent>();
-        await foreach (var e in writerStore.ReadAllAsync(GlobalPosition.Start, EventFilter.All, long.MaxValue, CancellationToken.None))
-        {
-            log.Add(e);
-        }
-
-        Assert.Equal(attempted, acknowledged.Count);
-        Assert.True(attempted >= Writers * AppendsPerWriter);
-        Assert.Equal(acknowledged.Count, log.Count);
-        Assert.Equal(Enumerable.Range(1, log.Count).Select(p => (long)p), log.Select(e => e.Position.Value));
-        foreach (var e in log)
-        {
-            Assert.Equal(acknowledged[e.Id], e.Position.Value);
-        }
-
-        // The subscription came back by itself and delivered everything in order; events after its last checkpoint
-        // may come twice (at least once), but never ahead of one not yet delivered.
-        await Wait.UntilAsync(() => { lock (delivered) { return delivered.Count > 0 && delivered[^1] == log.Count; } }, "the subscription reaching the head");
-        long highest = 0;
-        var distinct = new List<long>();
-        lock (delivered)
-        {
-            foreach (var position in delivered)
-            {
-                if (position > highest)
-                {
-                    Assert.Equal(highest + 1, position);
-                    highest = position;
-                    distinct.Add(position);
-                }
-            }
-        }
-
-        Assert.Equal(log.Count, distinct.Count);
-        Assert.True(failures > 0, "The crash failed no append: it did not happen under load.");
-        output.WriteLine($"{acknowledged.Count} appends acknowledged, {failures} attempts failed during the crash and were retried; the subscription delivered {delivered.Count} events for {log.Count}.");
+        // The subscription came back by itself and delivered everything in order.
+        var log = await load.CheckLogAsync(writerStore);
+        Assert.True(log.Count >= Writers * AppendsPerWriter);
+        var delivered = await load.CheckDeliveredAsync(log);
+        Assert.True(load.Failures > 0, "The crash failed no append: it did not happen under load.");
+        output.WriteLine($"{log.Count} appends acknowledged, {load.Failures} attempts failed during the crash and were retried; the subscription delivered {delivered} events for {log.Count}.");
     }
 
     [Fact]
