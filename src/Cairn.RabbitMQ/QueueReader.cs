@@ -243,6 +243,7 @@ internal sealed class QueueReader : IAsyncDisposable
         // Behind the work already queued, which often holds more acknowledgements of this burst.
         await Task.Yield();
         List<(long Generation, ulong Tag, TaskCompletionSource Done)> batch;
+        long batchGeneration;
         ulong upTo = 0;
         var covered = new List<TaskCompletionSource>();
         var oneByOne = new List<(ulong Tag, TaskCompletionSource Done)>();
@@ -260,6 +261,8 @@ internal sealed class QueueReader : IAsyncDisposable
             {
                 Settled(generation, tag);
             }
+
+            batchGeneration = _settledGeneration;
 
             foreach (var (generation, tag, done) in batch)
             {
@@ -306,8 +309,12 @@ internal sealed class QueueReader : IAsyncDisposable
             // cover them: the channel's acknowledgements go one by one from now on.
             lock (_settling)
             {
-                _coalescing = false;
-                _settledAbove = [];
+                // Unless a newer channel's count has started meanwhile, which this failure says nothing of.
+                if (_settledGeneration == batchGeneration)
+                {
+                    _coalescing = false;
+                    _settledAbove = [];
+                }
             }
 
             foreach (var done in covered.Concat(oneByOne.Select(o => o.Done)))
