@@ -11,7 +11,7 @@ internal sealed record BufferedDelivery(long Generation, ulong Tag, bool Redeliv
 /// One queue's consumer in this process: a channel with manual acknowledgements and a prefetch, whose deliveries wait in
 /// a buffer (bounded by the prefetch) until a receive takes them. When the channel closes (a connection loss, a broker
 /// restart), its generation moves on: the deliveries and leases of the old channel can no longer be settled, and RabbitMQ
-/// delivers them again once the client has recovered the channel and its consumer. The client recovers channels only
+/// delivers them again once the client has recovered the channel and its consumer (see <see cref="Generation"/>). The client recovers channels only
 /// with their connection, so a reader whose channel RabbitMQ closed on its own (a delivery held past the broker's
 /// <c>consumer_timeout</c>, a channel error) or whose consumer it cancelled (the queue was deleted) is
 /// <see cref="Dead"/>: the broker starts another in its place.
@@ -19,6 +19,9 @@ internal sealed record BufferedDelivery(long Generation, ulong Tag, bool Redeliv
 internal sealed class QueueReader : IAsyncDisposable
 {
     private readonly Channel<BufferedDelivery> _buffer = System.Threading.Channels.Channel.CreateUnbounded<BufferedDelivery>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+    private readonly RabbitMqConnection _connection;
+    private readonly IConnection _open;
+    private readonly string _consumerTag = "cairn-" + Guid.NewGuid().ToString("N");
     private long _generation;
     private int _buffered;
     private string? _dead;
@@ -36,8 +39,10 @@ internal sealed class QueueReader : IAsyncDisposable
     private long _firstTagGeneration = -1;
     private ulong _firstTag;
 
-    private QueueReader(string queue, IChannel channel)
+    private QueueReader(RabbitMqConnection connection, IConnection open, string queue, IChannel channel)
     {
+        _connection = connection;
+        _open = open;
         Queue = queue;
         Channel = channel;
     }
@@ -46,7 +51,22 @@ internal sealed class QueueReader : IAsyncDisposable
 
     public IChannel Channel { get; }
 
-    public long Generation => Interlocked.Read(ref _generation);
+    /// <summary>
+    /// The channel's generation: a delivery is stamped with it as it comes, and can be settled only while it stays the
+    /// same. It moves on three times:
+    /// <list type="bullet">
+    /// <item>when the consuming connection shuts down (<see cref="RabbitMqConnection.ConsumingLosses"/>), first of all its
+    /// shutdown's handlers, so the old channel's leases are lost at once;</item>
+    /// <item>just before RabbitMQ.Client recovers this reader's consumer, since it raises
+    /// <see cref="IConnection.RecoveringConsumerAsync"/> before the recovered channel consumes: the recovered channel's
+    /// first delivery is stamped anew, whenever the client reports the old channel's shutdown, and a delivery the old
+    /// channel's dispatcher hands over after the connection's shutdown is stamped with the generation in between, which
+    /// this move leaves behind;</item>
+    /// <item>when RabbitMQ closes the channel alone, and the reader dies.</item>
+    /// </list>
+    /// The two counts only grow, so neither does their sum.
+    /// </summary>
+    public long Generation => Interlocked.Read(ref _generation) + _connection.ConsumingLosses;
 
     public int Buffered => Volatile.Read(ref _buffered);
 
@@ -88,26 +108,52 @@ internal sealed class QueueReader : IAsyncDisposable
     private static async Task<QueueReader> ConsumeAsync(RabbitMqConnection connection, IConnection open, IChannel channel, string queue, CancellationToken cancellationToken)
     {
         await channel.BasicQosAsync(0, connection.Options.Prefetch, false, cancellationToken).ConfigureAwait(false);
-        var reader = new QueueReader(queue, channel);
+        var reader = new QueueReader(connection, open, queue, channel);
         channel.ChannelShutdownAsync += (_, e) =>
         {
-            Interlocked.Increment(ref reader._generation);
-
-            // With the connection up, the channel alone was closed: nothing will recover it.
-            if (open.IsOpen)
+            // A lost connection has moved the generation on already, and its recovery moves it on again. RabbitMQ.Client
+            // may report the old channel's shutdown after the recovered channel has delivered (it runs the connection's
+            // shutdown handlers in turn while the recovery goes on), so counting it here could leave those deliveries
+            // behind, unsettled, on a live channel; nor does it mean that the reader must be replaced.
+            if (connection.IsConsumingLoss(e) || !open.IsOpen)
             {
-                reader.Die($"RabbitMQ closed its channel ({e.ReplyCode} {e.ReplyText})");
+                return Task.CompletedTask;
             }
 
+            // With the connection up, the channel alone was closed: nothing will recover it.
+            Interlocked.Increment(ref reader._generation);
+            reader.Die($"RabbitMQ closed its channel ({e.ReplyCode} {e.ReplyText})");
             return Task.CompletedTask;
         };
-        var consumer = new AsyncEventingBasicConsumer(channel);
-        consumer.ReceivedAsync += (_, delivery) =>
+        var consumer = new ReaderConsumer(reader);
+        open.RecoveringConsumerAsync += reader.RecoveringConsumerAsync;
+        try
+        {
+            await channel.BasicConsumeAsync(queue, autoAck: false, reader._consumerTag, consumer, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            open.RecoveringConsumerAsync -= reader.RecoveringConsumerAsync;
+            throw;
+        }
+
+        return reader;
+    }
+
+    /// <summary>
+    /// The reader's consumer. It takes only what RabbitMQ sends: deliveries, and a <c>basic.cancel</c> (its queue was
+    /// deleted), after which the channel stays open and consumes nothing more. The channel's shutdown, which the client
+    /// also reports to the consumer as a cancel, is the shutdown handler's to judge: after a lost connection the client
+    /// may report it once the recovered channel is consuming already.
+    /// </summary>
+    private sealed class ReaderConsumer(QueueReader reader) : AsyncDefaultBasicConsumer(reader.Channel)
+    {
+        public override Task HandleBasicDeliverAsync(string consumerTag, ulong deliveryTag, bool redelivered, string exchange, string routingKey, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default)
         {
             // The body's buffer is the client's: it is copied before the handler returns.
             var generation = reader.Generation;
-            reader.Delivered(generation, delivery.DeliveryTag);
-            var buffered = new BufferedDelivery(generation, delivery.DeliveryTag, delivery.Redelivered, delivery.BasicProperties, delivery.Body.ToArray());
+            reader.Delivered(generation, deliveryTag);
+            var buffered = new BufferedDelivery(generation, deliveryTag, redelivered, properties, body.ToArray());
             // One that reaches a dead reader is not counted: its channel is closed when the reader is replaced, and
             // RabbitMQ delivers it again.
             Interlocked.Increment(ref reader._buffered);
@@ -117,22 +163,24 @@ internal sealed class QueueReader : IAsyncDisposable
             }
 
             return Task.CompletedTask;
-        };
+        }
 
-        // RabbitMQ cancels a consumer whose queue was deleted; the channel stays open, and consumes nothing more. The
-        // client raises the same event when the channel shuts down (a connection loss, which recovery mends), so only a
-        // cancel on an open channel of an open connection counts.
-        consumer.UnregisteredAsync += (_, _) =>
+        public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
         {
-            if (open.IsOpen && channel.IsOpen)
-            {
-                reader.Die("RabbitMQ cancelled its consumer");
-            }
+            await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+            reader.Die("RabbitMQ cancelled its consumer");
+        }
+    }
 
-            return Task.CompletedTask;
-        };
-        await channel.BasicConsumeAsync(queue, autoAck: false, consumer, cancellationToken).ConfigureAwait(false);
-        return reader;
+    /// <summary>Moves the generation on just before the client consumes again on this reader's recovered channel.</summary>
+    private Task RecoveringConsumerAsync(object? sender, RecoveringConsumerEventArgs e)
+    {
+        if (e.ConsumerTag == _consumerTag)
+        {
+            Interlocked.Increment(ref _generation);
+        }
+
+        return Task.CompletedTask;
     }
 
     /// <summary>Takes a delivery of the current channel, skipping those of a closed one (RabbitMQ delivers them again).</summary>
@@ -400,6 +448,7 @@ internal sealed class QueueReader : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _disposing = true;
+        _open.RecoveringConsumerAsync -= RecoveringConsumerAsync;
         _buffer.Writer.TryComplete();
         try
         {

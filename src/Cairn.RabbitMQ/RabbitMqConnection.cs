@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net.Security;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
 
 namespace Cairn.RabbitMQ;
 
@@ -23,6 +24,8 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     private IChannel? _publisher;
     private string? _blocked;
     private bool _disposed;
+    private long _consumingLosses;
+    private ShutdownEventArgs? _consumingLoss;
 
     public RabbitMqOptions Options { get; } = options;
 
@@ -31,6 +34,19 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     /// Publishes wait meanwhile; the consuming connection goes on.
     /// </summary>
     public string? PublishingBlocked => Volatile.Read(ref _blocked);
+
+    /// <summary>
+    /// How many times the consuming connection has shut down. Every queue reader's generation moves on with it (see
+    /// <see cref="QueueReader.Generation"/>), at the first of the shutdown's handlers: RabbitMQ.Client runs the handlers
+    /// registered on a connection in turn, and this one is registered as the connection opens, ahead of every channel's.
+    /// </summary>
+    public long ConsumingLosses => Interlocked.Read(ref _consumingLosses);
+
+    /// <summary>
+    /// Whether a channel's shutdown is the consuming connection's latest (RabbitMQ.Client hands a connection's reason to
+    /// each of its channels); a channel RabbitMQ closed on its own has a reason of its own.
+    /// </summary>
+    public bool IsConsumingLoss(ShutdownEventArgs reason) => ReferenceEquals(reason, Volatile.Read(ref _consumingLoss));
 
     /// <summary>Whether the consuming connection is open now (not never opened, nor down and recovering).</summary>
     public bool ConsumingIsOpen => _consuming is { IsOpen: true };
@@ -85,6 +101,12 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
             }
             else
             {
+                connection.ConnectionShutdownAsync += (_, e) =>
+                {
+                    Volatile.Write(ref _consumingLoss, e);
+                    Interlocked.Increment(ref _consumingLosses);
+                    return Task.CompletedTask;
+                };
                 _consuming = connection;
             }
 

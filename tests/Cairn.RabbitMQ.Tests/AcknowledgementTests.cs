@@ -110,4 +110,73 @@ public sealed class AcknowledgementTests
             async () => await sut.Broker.GetStatsAsync(queue, default) is { Visible: 0, Leased: 0 },
             "nothing is left in the queue, the outbox or this process's leases");
     }
+
+    [Fact]
+    public async Task deliveries_of_the_recovered_channel_that_come_before_the_old_channel_is_reported_closed_are_handled_once_on_the_same_reader()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
+        var queue = new QueueName(RabbitMqServer.NewName("late-shutdown"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        // RabbitMQ.Client runs a connection's shutdown handlers in turn, and the recovery goes on meanwhile. This handler,
+        // registered before the reader's channel opens and so run before the channel is told of the shutdown, holds that
+        // report back until the recovered channel has delivered: the order a slow handler or a starved thread pool gives.
+        var connection = await sut.Broker.Connection.GetAsync(default);
+        var recovered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holding = 0;
+        connection.RecoverySucceededAsync += (_, _) =>
+        {
+            recovered.TrySetResult();
+            return Task.CompletedTask;
+        };
+        connection.ConnectionShutdownAsync += async (_, _) =>
+        {
+            if (Interlocked.Exchange(ref holding, 1) == 0)
+            {
+                await Task.WhenAny(release.Task, Task.Delay(TimeSpan.FromSeconds(60)));
+            }
+        };
+
+        async Task<List<Delivery>> ReceiveAsync(int count)
+        {
+            var received = new List<Delivery>();
+            while (received.Count < count)
+            {
+                received.AddRange(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = count - received.Count, Wait = TimeSpan.FromSeconds(5) }, default));
+            }
+
+            return received;
+        }
+
+        await sut.Broker.SendBatchAsync(queue, Enumerable.Range(1, 3).Select(Numbered));
+        var before = await ReceiveAsync(3).Bounded();
+        await sut.Broker.AcknowledgeAsync([.. before.Select(d => d.Lease)], default).Bounded();
+        var channel = sut.Broker.ReaderChannelOf(queue);
+
+        await rabbit.CtlAsync("close_all_connections", "test");
+        await recovered.Task.Bounded();
+        await sut.Broker.SendBatchAsync(queue, Enumerable.Range(4, 3).Select(Numbered));
+        await Wait.UntilAsync(() => sut.Broker.BufferedOf(queue) == 3, "the recovered channel delivered the three to the reader");
+        Assert.Equal(1, Volatile.Read(ref holding)); // the old channel's shutdown is still held back
+        release.SetResult();
+
+        // The three are received once each, from the reader that was there, and settled on its recovered channel.
+        var after = await ReceiveAsync(3).Bounded();
+        Assert.Equal(["{\"n\":4}", "{\"n\":5}", "{\"n\":6}"], after.Select(Text));
+        Assert.All(after, d => Assert.Equal(1, d.ReceiveCount));
+        await sut.Broker.AcknowledgeAsync([.. after.Select(d => d.Lease)], default).Bounded();
+        Assert.Same(channel, sut.Broker.ReaderChannelOf(queue));
+
+        // Nothing was acknowledged that was not handled: the next three come, in order, and the queue empties.
+        await sut.Broker.SendBatchAsync(queue, Enumerable.Range(7, 3).Select(Numbered));
+        var last = await ReceiveAsync(3).Bounded();
+        Assert.Equal(["{\"n\":7}", "{\"n\":8}", "{\"n\":9}"], last.Select(Text));
+        await sut.Broker.AcknowledgeAsync([.. last.Select(d => d.Lease)], default).Bounded();
+        Assert.Same(channel, sut.Broker.ReaderChannelOf(queue));
+        await Wait.UntilAsync(
+            async () => await sut.Broker.GetStatsAsync(queue, default) is { Visible: 0, Leased: 0 },
+            "nothing is left in the queue, the outbox or this process's leases");
+    }
 }
