@@ -42,6 +42,12 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private NpgsqlConnection? _connection;
     private int _lockedBatches;
 
+    /// <summary>
+    /// Set by the writer's connection when PostgreSQL reports that a commit stopped waiting for the synchronous standby
+    /// (<see cref="IsCancelledReplicationWait"/>); cleared before each batch and each check of a recognised retry.
+    /// </summary>
+    private volatile bool _replicationWaitCancelled;
+
     /// <summary>What this writer's last optimistic commit left of the log; dropped by anything else it writes.</summary>
     private KnownLog? _known;
 
@@ -180,6 +186,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
         var appends = batch.ConvertAll(w => ((AppendWork)w).Append);
         var known = _known;
         _known = null;
+        _replicationWaitCancelled = false;
         PostgresEventStore.OptimisticAppend written;
         NpgsqlConnection? connection = null;
         try
@@ -231,6 +238,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
 
         _known = written.Known;
+        var done = new List<Work>(batch.Count);
         for (var i = 0; i < batch.Count; i++)
         {
             var item = (AppendWork)batch[i];
@@ -241,12 +249,73 @@ internal sealed class PostgresWriter : IAsyncDisposable
             else
             {
                 item.Succeeded(outcomes[i].Result!);
-                item.Complete();
+                done.Add(item);
             }
         }
 
+        await AnswerCommittedAsync(connection, done).ConfigureAwait(false);
         return true;
     }
+
+    /// <summary>
+    /// Answers the pieces of a batch whose transaction committed. When PostgreSQL stopped waiting for the synchronous
+    /// standby, they fail with <see cref="ReplicationNotConfirmedException"/>. A recognised retry wrote nothing, so
+    /// its commit waited for no standby, though the append it repeats may never have reached one. PostgreSQL waits
+    /// for the standby only at the commit of a transaction that wrote to the WAL with a transaction id (taking an id
+    /// alone is not enough), so the retry writes a transactional logical-decoding message (prefix <c>cairn</c>, empty,
+    /// which any role may write at any <c>wal_level</c>): its commit comes after the original's, and waits until the
+    /// standby has everything up to it. Without a synchronous standby that is one more round trip and WAL flush, for
+    /// retries only.
+    /// </summary>
+    private async Task AnswerCommittedAsync(NpgsqlConnection connection, List<Work> done)
+    {
+        if (_replicationWaitCancelled)
+        {
+            FailAll(done, new ReplicationNotConfirmedException());
+            return;
+        }
+
+        var retries = done.FindAll(w => w.RecognisedRetry);
+        if (retries.Count > 0)
+        {
+            done.RemoveAll(w => w.RecognisedRetry);
+            try
+            {
+                await using var confirm = new NpgsqlCommand("SELECT pg_logical_emit_message(true, 'cairn', '')", connection);
+                await confirm.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
+                if (_replicationWaitCancelled)
+                {
+                    FailAll(retries, new ReplicationNotConfirmedException());
+                }
+                else
+                {
+                    done.AddRange(retries);
+                }
+            }
+            catch (Exception ex)
+            {
+                if (IsBroken(connection, ex))
+                {
+                    await DropConnectionAsync().ConfigureAwait(false);
+                }
+
+                FailAll(retries, ex);
+            }
+        }
+
+        foreach (var item in done)
+        {
+            item.Complete();
+        }
+    }
+
+    /// <summary>
+    /// Whether a notice is PostgreSQL's warning that a commit stopped waiting for the synchronous standby (its wait was
+    /// cancelled, or the session is being terminated): told by the server function that raises it, which, unlike the
+    /// message, does not depend on the server's language.
+    /// </summary>
+    internal static bool IsCancelledReplicationWait(PostgresNotice notice) =>
+        notice.InvariantSeverity == "WARNING" && notice.Routine == "SyncRepWaitForLSN";
 
     /// <summary>
     /// Runs a batch in one transaction and settles every piece, except when a piece without a savepoint broke the
@@ -255,6 +324,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private async Task<bool> RunBatchAsync(IReadOnlyList<Work> batch)
     {
         _known = null;
+        _replicationWaitCancelled = false;
         NpgsqlConnection connection;
         NpgsqlTransaction transaction;
         try
@@ -394,11 +464,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             }
 
             _store.Committed(context);
-            foreach (var item in done)
-            {
-                item.Complete();
-            }
-
+            await AnswerCommittedAsync(connection, done).ConfigureAwait(false);
             return true;
         }
     }
@@ -426,6 +492,13 @@ internal sealed class PostgresWriter : IAsyncDisposable
             throw;
         }
 
+        connection.Notice += (_, e) =>
+        {
+            if (IsCancelledReplicationWait(e.Notice))
+            {
+                _replicationWaitCancelled = true;
+            }
+        };
         _connection = connection;
         return _connection;
     }
@@ -503,6 +576,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
         public abstract void Complete();
 
         public abstract void Fail(Exception exception);
+
+        /// <summary>Whether the piece, having succeeded, was a retry of an append already written, and wrote nothing.</summary>
+        public virtual bool RecognisedRetry => false;
     }
 
     private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken) : Work(cancellationToken)
@@ -515,6 +591,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
         public override bool Settled => _completion.Task.IsCompleted;
 
         public override async Task RunAsync(PostgresWriteContext context) => _result = await work(context).ConfigureAwait(false);
+
+        /// <summary>The result recorded so far.</summary>
+        protected T Result => _result;
 
         /// <summary>Records the result of work done by the batch on its behalf.</summary>
         public void Succeeded(T result) => _result = result;
@@ -539,5 +618,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
         : Work<AppendResult>(context => context.AppendAsync(append, cancellationToken), cancellationToken)
     {
         public PreparedAppend Append { get; } = append;
+
+        public override bool RecognisedRetry => Result is { WasDuplicate: true };
     }
 }

@@ -90,7 +90,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
     }
 
     /// <summary>Makes the primary's commits wait for the standby (any standby, '*'), and waits until they do.</summary>
-    private static async Task MakeStandbySynchronousAsync(NpgsqlDataSource primary)
+    internal static async Task MakeStandbySynchronousAsync(NpgsqlDataSource primary)
     {
         await using (var configure = primary.CreateCommand("ALTER SYSTEM SET synchronous_standby_names = '*'"))
         {
@@ -106,7 +106,7 @@ public sealed class FailoverTests(ITestOutputHelper output)
     }
 
     /// <summary>Waits until the primary has a synchronous standby streaming from it.</summary>
-    private static async Task WaitUntilSynchronousAsync(NpgsqlDataSource primary)
+    internal static async Task WaitUntilSynchronousAsync(NpgsqlDataSource primary)
     {
         await using var state = primary.CreateCommand("SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'");
         await Wait.UntilAsync(async () => (long)(await state.ExecuteScalarAsync())! == 1, "the standby becoming synchronous");

@@ -1,0 +1,60 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Envelopes;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// PostgreSQL keeps a commit whose wait for the synchronous standby is cancelled (here by Npgsql's <c>Command
+/// Timeout</c>) on the primary alone, and answers it as committed, with a warning. Cairn does not answer such a write
+/// as done, and answers a retry of an append only once the standby has it, so an acknowledged write survives a
+/// failover to the standby.
+/// </summary>
+public sealed class SynchronousStandbyTests
+{
+    private static EventData Event(int n) => new("test.noted", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}")) { Id = MessageId.New() };
+
+    [Fact]
+    public async Task a_write_whose_wait_for_the_standby_is_cancelled_fails_and_a_retry_of_the_append_is_answered_once_the_standby_has_it()
+    {
+        await using var primary = await OwnPostgresServer.StartAsync();
+        await using var standby = await primary.StartStandbyAsync();
+        await using (var primaryOnly = NpgsqlDataSource.Create(primary.ConnectionString))
+        {
+            await FailoverTests.MakeStandbySynchronousAsync(primaryOnly);
+        }
+
+        var connectionString = new NpgsqlConnectionStringBuilder(primary.ConnectionString) { CommandTimeout = 2 }.ConnectionString;
+        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = "syncrep" });
+        await using var broker = new PostgresMessageBroker(store);
+        QueueName queue = "syncrep";
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        StreamName stream = "order-1";
+        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [Event(1)]);
+
+        await standby.HaltAsync();
+        EventData[] events = [Event(2), Event(3)];
+        Task<AppendResult> AppendAsync() => store.AppendToStreamAsync(stream, ExpectedVersion.Exactly(0), events);
+
+        // PostgreSQL cancels the commit's wait after the two seconds and keeps it: the events are on the primary, but
+        // the append is not answered as done.
+        await Assert.ThrowsAsync<ReplicationNotConfirmedException>(AppendAsync).Bounded();
+        Assert.Equal(3, (await store.ReadStreamAsync(stream).ToListAsync()).Count);
+
+        // Nor is its retry while the standby is away, though the primary recognises it; nor any other write.
+        await Assert.ThrowsAsync<ReplicationNotConfirmedException>(AppendAsync).Bounded();
+        await Assert.ThrowsAsync<ReplicationNotConfirmedException>(() => broker.SendAsync(queue, new OutgoingMessage("test.sent", Encoding.UTF8.GetBytes("{}")))).Bounded();
+
+        // Once the standby is back, the retry is answered with the original positions.
+        await standby.ResumeAsync();
+        var retried = await AppendAsync().Bounded();
+        Assert.True(retried.WasDuplicate);
+        Assert.Equal(new GlobalPosition(2), retried.FirstPosition);
+        Assert.Equal(new GlobalPosition(3), retried.LastPosition);
+        var next = await store.AppendToStreamAsync(stream, ExpectedVersion.Exactly(2), [Event(4)]).Bounded();
+        Assert.False(next.WasDuplicate);
+    }
+}
