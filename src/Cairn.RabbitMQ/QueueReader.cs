@@ -56,7 +56,7 @@ internal sealed class QueueReader : IAsyncDisposable
     /// same. It moves on three times:
     /// <list type="bullet">
     /// <item>when the consuming connection shuts down (<see cref="RabbitMqConnection.ConsumingLosses"/>), first of all its
-    /// shutdown's handlers, so the old channel's leases are lost at once;</item>
+    /// shutdown's handlers, so the leases of deliveries received before are lost at once;</item>
     /// <item>just before RabbitMQ.Client recovers this reader's consumer, since it raises
     /// <see cref="IConnection.RecoveringConsumerAsync"/> before the recovered channel consumes: the recovered channel's
     /// first delivery is stamped anew, whenever the client reports the old channel's shutdown, and a delivery the old
@@ -64,11 +64,14 @@ internal sealed class QueueReader : IAsyncDisposable
     /// this move leaves behind;</item>
     /// <item>when RabbitMQ closes the channel alone, and the reader dies.</item>
     /// </list>
-    /// The two counts only grow, so neither does their sum.
+    /// Both counts only grow, so the sum does too.
     /// </summary>
     public long Generation => Interlocked.Read(ref _generation) + _connection.ConsumingLosses;
 
     public int Buffered => Volatile.Read(ref _buffered);
+
+    /// <summary>For tests: the generation's own count, moved on by a channel closed alone and by a recovery of the consumer.</summary>
+    internal long ChannelGenerations => Interlocked.Read(ref _generation);
 
     /// <summary>The <c>basic.ack</c> frames with <c>multiple</c> set this reader wrote, one per run of settled deliveries.</summary>
     public long MultipleAcknowledgements => Interlocked.Read(ref _multipleAcknowledgements);
@@ -92,7 +95,9 @@ internal sealed class QueueReader : IAsyncDisposable
     public static async Task<QueueReader> StartAsync(RabbitMqConnection connection, string queue, CancellationToken cancellationToken)
     {
         var open = await connection.GetAsync(cancellationToken).ConfigureAwait(false);
-        var channel = await open.CreateChannelAsync(null, cancellationToken).ConfigureAwait(false);
+        // One dispatcher for the consumer, whatever the factory says: the reader notes each channel's first tag and counts
+        // settled ones in the order RabbitMQ delivered them, which concurrent dispatch would scramble.
+        var channel = await open.CreateChannelAsync(new CreateChannelOptions(false, false, consumerDispatchConcurrency: 1), cancellationToken).ConfigureAwait(false);
         try
         {
             return await ConsumeAsync(connection, open, channel, queue, cancellationToken).ConfigureAwait(false);

@@ -107,6 +107,9 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>For tests: the channel of the queue's reader in this process, if it has one.</summary>
     internal IChannel? ReaderChannelOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Channel : null;
 
+    /// <summary>For tests: the queue's reader's own generation count (see <see cref="QueueReader.ChannelGenerations"/>).</summary>
+    internal long ChannelGenerationsOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.ChannelGenerations : -1;
+
     /// <summary>For tests: how many deliveries wait in the queue's reader to be received.</summary>
     internal int BufferedOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Buffered : 0;
 

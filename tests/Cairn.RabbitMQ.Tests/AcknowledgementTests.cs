@@ -101,9 +101,14 @@ public sealed class AcknowledgementTests
 
         // RabbitMQ.Client numbers the recovered channel's deliveries on from the last tag it saw; the reader's count of
         // settled deliveries starts there, so runs are still acknowledged as one.
+        var generations = sut.Broker.ChannelGenerationsOf(queue);
         await rabbit.CtlAsync("close_all_connections", "test");
         await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingIsOpen, "the consuming connection recovered");
         await SettleThreeAsync(4);
+
+        // The recovery of the reader's consumer moved its generation on, so a delivery the closed channel's dispatcher
+        // handed over late could not be settled on the recovered one.
+        Assert.True(sut.Broker.ChannelGenerationsOf(queue) > generations, "the consumer's recovery moved the reader's generation on");
         Assert.True(sut.Broker.MultipleAcknowledgementsOf(queue) > before, "an acknowledgement with multiple after the recovery");
         Assert.Same(channel, sut.Broker.ReaderChannelOf(queue));
         await Wait.UntilAsync(
