@@ -48,6 +48,30 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// </summary>
     private volatile bool _replicationWaitCancelled;
 
+    /// <summary>
+    /// Whether the server's commits wait for a synchronous standby, as last read (<see cref="ConfirmReplicationSql"/>),
+    /// and when (<see cref="Environment.TickCount64"/>): a batch of work that may write nothing reads it again once it is
+    /// older than <see cref="ReplicationSettingsAge"/>, and with every such batch while it is on.
+    /// </summary>
+    private bool _synchronousStandby;
+    private long _replicationSettingsReadAt = long.MinValue;
+
+    private static readonly TimeSpan ReplicationSettingsAge = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Says whether commits wait for a synchronous standby, and, when they do and the transaction has written nothing
+    /// (it has no transaction id), writes a transactional logical-decoding message (prefix <c>cairn</c>, empty; any role
+    /// may, at any <c>wal_level</c>). PostgreSQL waits for the standby only at the commit of a transaction that wrote
+    /// to the WAL with a transaction id, so a commit that wrote nothing would otherwise be answered at once, though the
+    /// write it repeats (a retry) may never have reached the standby; with the message, its commit comes after that
+    /// write's and waits until the standby has everything up to it.
+    /// </summary>
+    private const string ConfirmReplicationSql = """
+        SELECT s.sync, CASE WHEN s.sync AND txid_current_if_assigned() IS NULL THEN pg_logical_emit_message(true, 'cairn', '') END
+        FROM (SELECT current_setting('synchronous_standby_names') <> ''
+                     AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply') AS sync) s
+        """;
+
     /// <summary>What this writer's last optimistic commit left of the log; dropped by anything else it writes.</summary>
     private KnownLog? _known;
 
@@ -253,21 +277,38 @@ internal sealed class PostgresWriter : IAsyncDisposable
             }
         }
 
-        await AnswerCommittedAsync(connection, done).ConfigureAwait(false);
+        await AnswerCommittedAsync(connection, done, retriesConfirmed: false).ConfigureAwait(false);
         return true;
     }
 
     /// <summary>
-    /// Answers the pieces of a batch whose transaction committed. When PostgreSQL stopped waiting for the synchronous
-    /// standby, they fail with <see cref="ReplicationNotConfirmedException"/>. A recognised retry wrote nothing, so
-    /// its commit waited for no standby, though the append it repeats may never have reached one. PostgreSQL waits
-    /// for the standby only at the commit of a transaction that wrote to the WAL with a transaction id (taking an id
-    /// alone is not enough), so the retry writes a transactional logical-decoding message (prefix <c>cairn</c>, empty,
-    /// which any role may write at any <c>wal_level</c>): its commit comes after the original's, and waits until the
-    /// standby has everything up to it. Without a synchronous standby that is one more round trip and WAL flush, for
-    /// retries only.
+    /// Whether a batch's transaction must confirm replication before its commit (<see cref="ConfirmReplicationSql"/>):
+    /// when it holds a recognised append retry, or other work that may have written nothing (a lifecycle change that
+    /// changed nothing, a commit of messaging work whose appends were all retries) while the server is known, or not
+    /// recently known not, to wait for a synchronous standby. A batch of appends that wrote has a transaction id already.
     /// </summary>
-    private async Task AnswerCommittedAsync(NpgsqlConnection connection, List<Work> done)
+    private bool MustConfirmReplication(List<Work> done) =>
+        done.Exists(w => w is AppendWork && w.MayHaveWrittenNothing)
+        || (done.Exists(w => w is not AppendWork)
+            && (_synchronousStandby || Environment.TickCount64 - _replicationSettingsReadAt > (long)ReplicationSettingsAge.TotalMilliseconds));
+
+    private async Task ConfirmReplicationAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction)
+    {
+        await using var confirm = new NpgsqlCommand(ConfirmReplicationSql, connection, transaction);
+        await using var reader = await confirm.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+        await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
+        _synchronousStandby = reader.GetBoolean(0);
+        _replicationSettingsReadAt = Environment.TickCount64;
+    }
+
+    /// <summary>
+    /// Answers the pieces of a batch whose transaction committed. When PostgreSQL stopped waiting for the synchronous
+    /// standby, they fail with <see cref="ReplicationNotConfirmedException"/>. A recognised append retry wrote nothing,
+    /// so unless its transaction confirmed replication before its commit (<paramref name="retriesConfirmed"/>), it does
+    /// so now in a transaction of its own (<see cref="ConfirmReplicationSql"/>), and is answered after that commit;
+    /// retries are rare, so the round trip is too.
+    /// </summary>
+    private async Task AnswerCommittedAsync(NpgsqlConnection connection, List<Work> done, bool retriesConfirmed)
     {
         if (_replicationWaitCancelled)
         {
@@ -275,14 +316,13 @@ internal sealed class PostgresWriter : IAsyncDisposable
             return;
         }
 
-        var retries = done.FindAll(w => w.RecognisedRetry);
+        var retries = retriesConfirmed ? [] : done.FindAll(w => w.MayHaveWrittenNothing);
         if (retries.Count > 0)
         {
-            done.RemoveAll(w => w.RecognisedRetry);
+            done.RemoveAll(w => w.MayHaveWrittenNothing);
             try
             {
-                await using var confirm = new NpgsqlCommand("SELECT pg_logical_emit_message(true, 'cairn', '')", connection);
-                await confirm.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
+                await ConfirmReplicationAsync(connection, transaction: null).ConfigureAwait(false);
                 if (_replicationWaitCancelled)
                 {
                     FailAll(retries, new ReplicationNotConfirmedException());
@@ -454,6 +494,11 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
             try
             {
+                if (MustConfirmReplication(done))
+                {
+                    await ConfirmReplicationAsync(connection, transaction).ConfigureAwait(false);
+                }
+
                 await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception ex)
@@ -464,7 +509,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             }
 
             _store.Committed(context);
-            await AnswerCommittedAsync(connection, done).ConfigureAwait(false);
+            await AnswerCommittedAsync(connection, done, retriesConfirmed: true).ConfigureAwait(false);
             return true;
         }
     }
@@ -483,7 +528,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
         // the role's default: the session's transactions are READ COMMITTED.
         try
         {
-            await using var isolation = new NpgsqlCommand("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED", connection);
+            // And the warning that a commit's wait for a synchronous standby was cancelled reaches it, whatever the
+            // server's, the role's or the connection string's client_min_messages.
+            await using var isolation = new NpgsqlCommand("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED; SET client_min_messages = warning", connection);
             await isolation.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
         }
         catch
@@ -577,8 +624,11 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
         public abstract void Fail(Exception exception);
 
-        /// <summary>Whether the piece, having succeeded, was a retry of an append already written, and wrote nothing.</summary>
-        public virtual bool RecognisedRetry => false;
+        /// <summary>
+        /// Whether the piece, having succeeded, may have written nothing: an append that was a recognised retry, and
+        /// any other work, which cannot say.
+        /// </summary>
+        public virtual bool MayHaveWrittenNothing => true;
     }
 
     private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken) : Work(cancellationToken)
@@ -619,6 +669,6 @@ internal sealed class PostgresWriter : IAsyncDisposable
     {
         public PreparedAppend Append { get; } = append;
 
-        public override bool RecognisedRetry => Result is { WasDuplicate: true };
+        public override bool MayHaveWrittenNothing => Result is { WasDuplicate: true };
     }
 }
