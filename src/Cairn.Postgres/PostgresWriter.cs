@@ -50,11 +50,12 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>
     /// Whether the server's commits wait for a synchronous standby, as last read (<see cref="ConfirmReplicationSql"/>),
-    /// and when (<see cref="Environment.TickCount64"/>): a batch of work that may write nothing reads it again once it is
-    /// older than <see cref="ReplicationSettingsAge"/>, and with every such batch while it is on.
+    /// and when it is due to be read again (<see cref="Environment.TickCount64"/>; at once at first): a batch of work
+    /// that may write nothing reads it again once due, <see cref="ReplicationSettingsAge"/> after the last read, and with
+    /// every such batch while it is on.
     /// </summary>
     private bool _synchronousStandby;
-    private long _replicationSettingsReadAt = long.MinValue;
+    private long _replicationSettingsDueAt;
 
     private static readonly TimeSpan ReplicationSettingsAge = TimeSpan.FromSeconds(5);
 
@@ -290,7 +291,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private bool MustConfirmReplication(List<Work> done) =>
         done.Exists(w => w is AppendWork && w.MayHaveWrittenNothing)
         || (done.Exists(w => w is not AppendWork)
-            && (_synchronousStandby || Environment.TickCount64 - _replicationSettingsReadAt > (long)ReplicationSettingsAge.TotalMilliseconds));
+            && (_synchronousStandby || Environment.TickCount64 >= _replicationSettingsDueAt));
 
     private async Task ConfirmReplicationAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction)
     {
@@ -298,7 +299,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
         await using var reader = await confirm.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
         await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
         _synchronousStandby = reader.GetBoolean(0);
-        _replicationSettingsReadAt = Environment.TickCount64;
+        _replicationSettingsDueAt = Environment.TickCount64 + (long)ReplicationSettingsAge.TotalMilliseconds;
     }
 
     /// <summary>
