@@ -29,12 +29,14 @@ public sealed partial class PostgresEventStore
     /// having written nothing. On commit, readers waiting for its appends are woken and its
     /// <see cref="PostgresWriteContext.OnCommitted"/> actions run. The commit is not cancelled: once the work is done,
     /// a cancellation could no longer tell the caller whether it landed. Work must write only through the context it
-    /// is given: queuing more write work from inside it is refused.
+    /// is given: queuing more write work from inside it is refused. Work that writes nothing is still answered only
+    /// once a synchronous standby has everything up to its commit, unless <paramref name="confirmsReplication"/> is
+    /// false (see <see cref="PostgresWriter.ExecuteAsync{T}"/>).
     /// </summary>
-    internal Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
+    internal Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
         ThrowIfDisposed();
-        return _writer.ExecuteAsync(work, cancellationToken);
+        return _writer.ExecuteAsync(work, cancellationToken, confirmsReplication);
     }
 
     /// <summary>Called by the writer once a transaction has committed.</summary>

@@ -45,7 +45,8 @@ public sealed partial class PostgresMessageBroker
             long? nextVisible;
             try
             {
-                (deliveries, nextVisible) = await WriteAsync(work => ReceiveCoreAsync(work, queue, options.MaxMessages, options.Lease, cancellationToken), cancellationToken).ConfigureAwait(false);
+                // A look that finds nothing writes nothing, and repeats no write: it need not wait for a standby.
+                (deliveries, nextVisible) = await WriteAsync(work => ReceiveCoreAsync(work, queue, options.MaxMessages, options.Lease, cancellationToken), cancellationToken, confirmsReplication: false).ConfigureAwait(false);
             }
             catch (NpgsqlException ex) when (IsConnectionFailure(ex) && _time.GetUtcNow() < deadline)
             {

@@ -318,7 +318,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// notifies the queues it made something receivable in; once it commits, this process's receivers are woken at
     /// once. A deadlock PostgreSQL broke by rolling this transaction back is run again: nothing of it was written.
     /// </summary>
-    private async Task<T> WriteAsync<T>(Func<MessagingWork, Task<T>> work, CancellationToken cancellationToken)
+    private async Task<T> WriteAsync<T>(Func<MessagingWork, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
         for (var attempt = 1; ; attempt++)
         {
@@ -330,7 +330,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
                     var result = await work(messaging).ConfigureAwait(false);
                     await messaging.FinishAsync(cancellationToken).ConfigureAwait(false);
                     return result;
-                }, cancellationToken).ConfigureAwait(false);
+                }, cancellationToken, confirmsReplication).ConfigureAwait(false);
             }
             catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure && attempt < 5)
             {

@@ -44,34 +44,46 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>
     /// Set by the writer's connection when PostgreSQL reports that a commit stopped waiting for the synchronous standby
-    /// (<see cref="IsCancelledReplicationWait"/>); cleared before each batch and each check of a recognised retry.
+    /// (<see cref="IsCancelledReplicationWait"/>); cleared before each batch.
     /// </summary>
     private volatile bool _replicationWaitCancelled;
 
     /// <summary>
-    /// Whether the server's commits wait for a synchronous standby, as last read (<see cref="ConfirmReplicationSql"/>),
-    /// and when it is due to be read again (<see cref="Environment.TickCount64"/>; at once at first): a batch of work
-    /// that may write nothing reads it again once due, <see cref="ReplicationSettingsAge"/> after the last read, and with
-    /// every such batch while it is on.
+    /// Whether the server's commits wait for a synchronous standby, as last read (<see cref="ReplicationStateSql"/>, or
+    /// told by the warning of a cancelled wait), and when it is due to be read again (<see cref="Environment.TickCount64"/>;
+    /// at once at first): a batch of work that may have written nothing reads it again once due,
+    /// <see cref="ReplicationSettingsAge"/> after the last read, and with every such batch while it is on.
     /// </summary>
     private bool _synchronousStandby;
     private long _replicationSettingsDueAt;
 
+    /// <summary>Whether the lack of the right to write a logical-decoding message was logged already.</summary>
+    private bool _emitRefusalLogged;
+
     private static readonly TimeSpan ReplicationSettingsAge = TimeSpan.FromSeconds(5);
 
     /// <summary>
-    /// Says whether commits wait for a synchronous standby, and, when they do and the transaction has written nothing
-    /// (it has no transaction id), writes a transactional logical-decoding message (prefix <c>cairn</c>, empty; any role
-    /// may, at any <c>wal_level</c>). PostgreSQL waits for the standby only at the commit of a transaction that wrote
-    /// to the WAL with a transaction id, so a commit that wrote nothing would otherwise be answered at once, though the
-    /// write it repeats (a retry) may never have reached the standby; with the message, its commit comes after that
-    /// write's and waits until the standby has everything up to it.
+    /// Whether commits wait for a synchronous standby, whether the transaction has written nothing (it has no transaction
+    /// id), and whether the role may write a logical-decoding message (<see cref="EmitMessageSql"/>). Asked apart from the
+    /// message itself, since PostgreSQL checks the right to call a function as a statement starts, whether or not it runs;
+    /// the function is looked up by name, since PostgreSQL 17 gave it a fourth argument.
     /// </summary>
-    private const string ConfirmReplicationSql = """
-        SELECT s.sync, CASE WHEN s.sync AND txid_current_if_assigned() IS NULL THEN pg_logical_emit_message(true, 'cairn', '') END
-        FROM (SELECT current_setting('synchronous_standby_names') <> ''
-                     AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply') AS sync) s
+    private const string ReplicationStateSql = """
+        SELECT current_setting('synchronous_standby_names') <> ''
+                   AND current_setting('synchronous_commit') IN ('on', 'remote_write', 'remote_apply'),
+               txid_current_if_assigned() IS NULL,
+               COALESCE((SELECT bool_or(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_catalog.pg_proc p
+                         WHERE p.proname = 'pg_logical_emit_message' AND p.pronamespace = 'pg_catalog'::regnamespace
+                           AND p.proargtypes[2] = 'pg_catalog.text'::regtype), false)
         """;
+
+    /// <summary>
+    /// A transactional logical-decoding message (prefix <c>cairn</c>, empty). PostgreSQL waits for the standby only at
+    /// the commit of a transaction that wrote to the WAL with a transaction id, so a transaction that wrote nothing would
+    /// be answered at once, though the write it repeats (a retry) may never have reached the standby; with the message,
+    /// its commit comes after that write's and waits until the standby has everything up to it.
+    /// </summary>
+    private const string EmitMessageSql = "SELECT pg_logical_emit_message(true, 'cairn', '')";
 
     /// <summary>What this writer's last optimistic commit left of the log; dropped by anything else it writes.</summary>
     private KnownLog? _known;
@@ -88,9 +100,16 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// Queues <paramref name="work"/> and completes when its transaction has committed (or with the work's own
     /// exception, having written nothing).
     /// </summary>
-    public Task<T> ExecuteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken)
+    /// <param name="work">The work.</param>
+    /// <param name="cancellationToken">Cancels the work while it waits to run.</param>
+    /// <param name="confirmsReplication">
+    /// Whether the work, when it writes nothing, is still answered only once a synchronous standby has everything up to
+    /// its commit: true for work that may repeat a write (a retry); false for work that only writes when it finds
+    /// something to do, such as a receive's look for messages.
+    /// </param>
+    public Task<T> ExecuteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
-        var item = new Work<T>(work, cancellationToken);
+        var item = new Work<T>(work, cancellationToken, confirmsReplication);
         Enqueue(item, cancellationToken);
         return item.Task;
     }
@@ -278,70 +297,72 @@ internal sealed class PostgresWriter : IAsyncDisposable
             }
         }
 
-        await AnswerCommittedAsync(connection, done, retriesConfirmed: false).ConfigureAwait(false);
+        // No piece here is a recognised retry of an earlier write: the optimistic way does not look ids up, and an id
+        // already in the log sends the batch the locked way. Only a repeat within the batch is answered as one, and the
+        // batch wrote, so its commit waited for any synchronous standby.
+        AnswerCommitted(done);
         return true;
     }
 
     /// <summary>
-    /// Whether a batch's transaction must confirm replication before its commit (<see cref="ConfirmReplicationSql"/>):
+    /// Whether a batch's transaction must confirm replication before its commit (<see cref="ConfirmReplicationAsync"/>):
     /// when it holds a recognised append retry, or other work that may have written nothing (a lifecycle change that
-    /// changed nothing, a commit of messaging work whose appends were all retries) while the server is known, or not
-    /// recently known not, to wait for a synchronous standby. A batch of appends that wrote has a transaction id already.
+    /// changed nothing, a messaging commit whose appends were all retries) while the server is known, or not recently
+    /// known not, to wait for a synchronous standby. A batch of appends that wrote has a transaction id already.
     /// </summary>
     private bool MustConfirmReplication(List<Work> done) =>
         done.Exists(w => w is AppendWork && w.MayHaveWrittenNothing)
-        || (done.Exists(w => w is not AppendWork)
+        || (done.Exists(w => w is not AppendWork && w.MayHaveWrittenNothing)
             && (_synchronousStandby || Environment.TickCount64 >= _replicationSettingsDueAt));
 
-    private async Task ConfirmReplicationAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction)
+    /// <summary>
+    /// Reads whether commits wait for a synchronous standby and, when they do and the transaction has written nothing,
+    /// writes <see cref="EmitMessageSql"/> so that its commit waits too. A role without the right to write the message
+    /// cannot: that is logged once, and such a commit is answered without the wait, as PostgreSQL alone would.
+    /// </summary>
+    private async Task ConfirmReplicationAsync(NpgsqlConnection connection, NpgsqlTransaction transaction)
     {
-        await using var confirm = new NpgsqlCommand(ConfirmReplicationSql, connection, transaction);
-        await using var reader = await confirm.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
-        await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
-        _synchronousStandby = reader.GetBoolean(0);
+        bool wroteNothing, mayEmit;
+        await using (var state = new NpgsqlCommand(ReplicationStateSql, connection, transaction))
+        await using (var reader = await state.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
+            _synchronousStandby = reader.GetBoolean(0);
+            wroteNothing = reader.GetBoolean(1);
+            mayEmit = reader.GetBoolean(2);
+        }
+
         _replicationSettingsDueAt = Environment.TickCount64 + (long)ReplicationSettingsAge.TotalMilliseconds;
+        if (!_synchronousStandby || !wroteNothing)
+        {
+            return;
+        }
+
+        if (!mayEmit)
+        {
+            if (!_emitRefusalLogged)
+            {
+                _emitRefusalLogged = true;
+                _logger.LogWarning("The PostgreSQL role may not execute pg_logical_emit_message, so a write that repeats an earlier one and writes nothing (a retried append, the same metadata set again) is answered without waiting for the synchronous standby to have the earlier one. Grant EXECUTE on pg_catalog.pg_logical_emit_message(boolean, text, text) to the role.");
+            }
+
+            return;
+        }
+
+        await using var emit = new NpgsqlCommand(EmitMessageSql, connection, transaction);
+        await emit.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Answers the pieces of a batch whose transaction committed. When PostgreSQL stopped waiting for the synchronous
-    /// standby, they fail with <see cref="ReplicationNotConfirmedException"/>. A recognised append retry wrote nothing,
-    /// so unless its transaction confirmed replication before its commit (<paramref name="retriesConfirmed"/>), it does
-    /// so now in a transaction of its own (<see cref="ConfirmReplicationSql"/>), and is answered after that commit;
-    /// retries are rare, so the round trip is too.
+    /// Answers the pieces of a batch whose transaction committed, or, when PostgreSQL stopped waiting for the
+    /// synchronous standby, fails them with <see cref="ReplicationNotConfirmedException"/>.
     /// </summary>
-    private async Task AnswerCommittedAsync(NpgsqlConnection connection, List<Work> done, bool retriesConfirmed)
+    private void AnswerCommitted(List<Work> done)
     {
         if (_replicationWaitCancelled)
         {
             FailAll(done, new ReplicationNotConfirmedException());
             return;
-        }
-
-        var retries = retriesConfirmed ? [] : done.FindAll(w => w.MayHaveWrittenNothing);
-        if (retries.Count > 0)
-        {
-            done.RemoveAll(w => w.MayHaveWrittenNothing);
-            try
-            {
-                await ConfirmReplicationAsync(connection, transaction: null).ConfigureAwait(false);
-                if (_replicationWaitCancelled)
-                {
-                    FailAll(retries, new ReplicationNotConfirmedException());
-                }
-                else
-                {
-                    done.AddRange(retries);
-                }
-            }
-            catch (Exception ex)
-            {
-                if (IsBroken(connection, ex))
-                {
-                    await DropConnectionAsync().ConfigureAwait(false);
-                }
-
-                FailAll(retries, ex);
-            }
         }
 
         foreach (var item in done)
@@ -510,7 +531,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             }
 
             _store.Committed(context);
-            await AnswerCommittedAsync(connection, done, retriesConfirmed: true).ConfigureAwait(false);
+            AnswerCommitted(done);
             return true;
         }
     }
@@ -544,7 +565,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
         {
             if (IsCancelledReplicationWait(e.Notice))
             {
+                // Which also says the server's commits wait for a synchronous standby, whatever was last read.
                 _replicationWaitCancelled = true;
+                _synchronousStandby = true;
             }
         };
         _connection = connection;
@@ -626,14 +649,17 @@ internal sealed class PostgresWriter : IAsyncDisposable
         public abstract void Fail(Exception exception);
 
         /// <summary>
-        /// Whether the piece, having succeeded, may have written nothing: an append that was a recognised retry, and
-        /// any other work, which cannot say.
+        /// Whether the piece, having succeeded, may have written nothing that a synchronous standby must have before it
+        /// is answered: an append that was a recognised retry, and other work that confirms replication, which cannot
+        /// say.
         /// </summary>
-        public virtual bool MayHaveWrittenNothing => true;
+        public abstract bool MayHaveWrittenNothing { get; }
     }
 
-    private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken) : Work(cancellationToken)
+    private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true) : Work(cancellationToken)
     {
+        public override bool MayHaveWrittenNothing => confirmsReplication;
+
         private readonly TaskCompletionSource<T> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private T _result = default!;
 

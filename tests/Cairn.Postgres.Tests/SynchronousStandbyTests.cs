@@ -32,7 +32,9 @@ public sealed class SynchronousStandbyTests
         await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = "syncrep" });
         await using var broker = new PostgresMessageBroker(store);
         QueueName queue = "syncrep";
+        QueueName empty = "syncrep-empty";
         await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await broker.DeclareQueueAsync(new QueueDefinition(empty), default);
         StreamName stream = "order-1";
         await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [Event(1)]);
 
@@ -54,6 +56,9 @@ public sealed class SynchronousStandbyTests
         await Assert.ThrowsAsync<ReplicationNotConfirmedException>(AppendAsync).Bounded();
         await Assert.ThrowsAsync<ReplicationNotConfirmedException>(() => broker.SendAsync(queue, new OutgoingMessage("test.sent", Encoding.UTF8.GetBytes("{}")))).Bounded();
 
+        // A receive that finds nothing wrote nothing, and repeats no write: it is answered at once.
+        Assert.Empty(await broker.ReceiveAsync(empty, new ReceiveOptions { MaxMessages = 1 }, default).Bounded());
+
         // Once the standby is back, the retry is answered with the original positions.
         await standby.ResumeAsync();
         await using (var primaryOnly = NpgsqlDataSource.Create(primary.ConnectionString))
@@ -69,5 +74,39 @@ public sealed class SynchronousStandbyTests
         Assert.Equal(10, (await store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
         var next = await store.AppendToStreamAsync(stream, ExpectedVersion.Exactly(2), [Event(4)]).Bounded();
         Assert.False(next.WasDuplicate);
+    }
+
+    [Fact]
+    public async Task a_role_that_may_not_write_logical_decoding_messages_still_writes()
+    {
+        // PostgreSQL checks the right to call a function as a statement starts, even where the statement would not
+        // call it; Cairn asks for the right before it writes the message, and writes without it when there is no
+        // synchronous standby to wait for.
+        await using var server = await OwnPostgresServer.StartAsync();
+        await using (var admin = NpgsqlDataSource.Create(server.ConnectionString))
+        {
+            await using var setup = admin.CreateCommand("""
+                REVOKE EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) FROM PUBLIC;
+                CREATE ROLE cairn_plain LOGIN;
+                GRANT CREATE ON DATABASE cairn TO cairn_plain;
+                """);
+            await setup.ExecuteNonQueryAsync();
+        }
+
+        var connectionString = new NpgsqlConnectionStringBuilder(server.ConnectionString) { Username = "cairn_plain", Password = null }.ConnectionString;
+        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = "plain" });
+        await using var broker = new PostgresMessageBroker(store);
+        await broker.DeclareQueueAsync(new QueueDefinition("plain"), default);
+        await broker.DeclareQueueAsync(new QueueDefinition("plain"), default);
+        StreamName stream = "order-1";
+        EventData[] events = [Event(1)];
+        var first = await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, events);
+        var retried = await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, events);
+        Assert.True(retried.WasDuplicate);
+        Assert.Equal(first.LastPosition, retried.LastPosition);
+        var metadata = new StreamMetadata { MaxCount = 10 };
+        await store.SetStreamMetadataAsync(stream, metadata, default);
+        await store.SetStreamMetadataAsync(stream, metadata, default);
+        Assert.Equal(10, (await store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
     }
 }
