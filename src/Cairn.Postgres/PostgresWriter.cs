@@ -658,10 +658,10 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     private class Work<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true) : Work(cancellationToken)
     {
-        public override bool MayHaveWrittenNothing => confirmsReplication;
-
         private readonly TaskCompletionSource<T> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private T _result = default!;
+
+        public override bool MayHaveWrittenNothing => confirmsReplication;
 
         public Task<T> Task => _completion.Task;
 

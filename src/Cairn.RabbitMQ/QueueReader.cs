@@ -10,11 +10,11 @@ internal sealed record BufferedDelivery(long Generation, ulong Tag, bool Redeliv
 /// <summary>
 /// One queue's consumer in this process: a channel with manual acknowledgements and a prefetch, whose deliveries wait in
 /// a buffer (bounded by the prefetch) until a receive takes them. When the channel closes (a connection loss, a broker
-/// restart), its generation moves on: the deliveries and leases of the old channel can no longer be settled, and RabbitMQ
-/// delivers them again once the client has recovered the channel and its consumer (see <see cref="Generation"/>). The client recovers channels only
-/// with their connection, so a reader whose channel RabbitMQ closed on its own (a delivery held past the broker's
-/// <c>consumer_timeout</c>, a channel error) or whose consumer it cancelled (the queue was deleted) is
-/// <see cref="Dead"/>: the broker starts another in its place.
+/// restart), its generation moves on (see <see cref="Generation"/>): the deliveries and leases of the old channel can no
+/// longer be settled, and RabbitMQ delivers them again once the client has recovered the channel and its consumer. The
+/// client recovers channels only with their connection, so a reader whose channel RabbitMQ closed on its own (a delivery
+/// held past the broker's <c>consumer_timeout</c>, a channel error) or whose consumer it cancelled (the queue was
+/// deleted) is <see cref="Dead"/>: the broker starts another in its place.
 /// </summary>
 internal sealed class QueueReader : IAsyncDisposable
 {
