@@ -48,11 +48,17 @@ public sealed partial class PostgresMessageBroker
                 // A look that finds nothing writes nothing, and repeats no write: it need not wait for a standby.
                 (deliveries, nextVisible) = await WriteAsync(work => ReceiveCoreAsync(work, queue, options.MaxMessages, options.Lease, cancellationToken), cancellationToken, confirmsReplication: false).ConfigureAwait(false);
             }
-            catch (NpgsqlException ex) when (IsConnectionFailure(ex) && _time.GetUtcNow() < deadline)
+            catch (Exception ex) when ((ex is NpgsqlException npgsql && IsConnectionFailure(npgsql)) || ex is ReplicationNotConfirmedException)
             {
-                // The server went away, restarts or fails over: a receive that waits looks again within its wait, as a
-                // consumer would, and fails only if its last look does. A look whose commit was lost may have leased
-                // messages; they come again when their leases run out (at least once).
+                if (_time.GetUtcNow() >= deadline)
+                {
+                    throw;
+                }
+
+                // The server went away, restarts or fails over, or the look shared a commit whose wait for the synchronous
+                // standby was cancelled: a receive that waits looks again within its wait, as a consumer would, and fails
+                // only if its last look does. A look whose commit was lost or not confirmed may have leased messages;
+                // they come again when their leases run out (at least once).
                 var pause = Min(retryDelay, deadline - _time.GetUtcNow());
                 retryDelay = Min(retryDelay * 2, MaxLookRetryDelay);
                 await Task.Delay(Max(pause, TimeSpan.Zero), _time, cancellationToken).ConfigureAwait(false);
@@ -231,7 +237,7 @@ public sealed partial class PostgresMessageBroker
         {
             await AcknowledgeAsync(work, copy, cancellationToken).ConfigureAwait(false);
             return true;
-        }, cancellationToken);
+        }, cancellationToken, confirmsReplication: false);
     }
 
     /// <summary>
@@ -303,7 +309,7 @@ public sealed partial class PostgresMessageBroker
             await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             work.Touch(queue.Definition.Name.Value);
             return false;
-        }, cancellationToken);
+        }, cancellationToken, confirmsReplication: false);
     }
 
     /// <inheritdoc />
@@ -317,7 +323,7 @@ public sealed partial class PostgresMessageBroker
             await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             work.Touch(queue.Definition.Name.Value);
             return true;
-        }, cancellationToken);
+        }, cancellationToken, confirmsReplication: false);
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
@@ -335,7 +341,7 @@ public sealed partial class PostgresMessageBroker
             update.Parameters.Add(Pg.Long(work.Now + duration.Ticks));
             await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             return true;
-        }, cancellationToken);
+        }, cancellationToken, confirmsReplication: false);
     }
 
     /// <inheritdoc />
@@ -351,7 +357,7 @@ public sealed partial class PostgresMessageBroker
             var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
             await MoveToDeadLettersAsync(work, queue, lease.Sequence, reason, failure, cancellationToken).ConfigureAwait(false);
             return true;
-        }, cancellationToken);
+        }, cancellationToken, confirmsReplication: false);
     }
 
     /// <summary>

@@ -265,7 +265,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
             delete.Parameters.Add(Pg.Text(consumer));
             delete.Parameters.Add(Pg.Long(before.UtcTicks));
             return await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }, cancellationToken).ConfigureAwait(false);
+        }, cancellationToken, confirmsReplication: false).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -317,6 +317,10 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// Runs <paramref name="work"/> in one transaction of the store's write context. On the way out the transaction
     /// notifies the queues it made something receivable in; once it commits, this process's receivers are woken at
     /// once. A deadlock PostgreSQL broke by rolling this transaction back is run again: nothing of it was written.
+    /// Work that writes whenever it succeeds (a settlement deletes its message or locks its row <c>FOR UPDATE</c>, which
+    /// takes a transaction id), or whose writing nothing repeats no write (a receive's look, an inbox prune), passes
+    /// <paramref name="confirmsReplication"/> false: its batch then asks nothing more of the server before committing
+    /// (see <see cref="PostgresWriter.ExecuteAsync{T}"/>).
     /// </summary>
     private async Task<T> WriteAsync<T>(Func<MessagingWork, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {

@@ -51,7 +51,9 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
     public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        return _store.WriteAsync(context => ApplyInContextAsync(context, batch, cancellationToken), cancellationToken);
+        // It locks the projection's row FOR UPDATE, which takes a transaction id: its commit waits for any synchronous
+        // standby by itself.
+        return _store.WriteAsync(context => ApplyInContextAsync(context, batch, cancellationToken), cancellationToken, confirmsReplication: false);
     }
 
     /// <inheritdoc />

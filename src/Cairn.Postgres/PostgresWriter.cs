@@ -83,7 +83,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// be answered at once, though the write it repeats (a retry) may never have reached the standby; with the message,
     /// its commit comes after that write's and waits until the standby has everything up to it.
     /// </summary>
-    private const string EmitMessageSql = "SELECT pg_logical_emit_message(true, 'cairn', '')";
+    private const string EmitMessageSql = "SELECT pg_catalog.pg_logical_emit_message(true, 'cairn', '')";
 
     /// <summary>What this writer's last optimistic commit left of the log; dropped by anything else it writes.</summary>
     private KnownLog? _known;

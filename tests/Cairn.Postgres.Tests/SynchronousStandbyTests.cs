@@ -3,6 +3,7 @@ using Cairn.Conformance.Support;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Messaging;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace Cairn.Postgres.Tests;
@@ -56,8 +57,9 @@ public sealed class SynchronousStandbyTests
         await Assert.ThrowsAsync<ReplicationNotConfirmedException>(AppendAsync).Bounded();
         await Assert.ThrowsAsync<ReplicationNotConfirmedException>(() => broker.SendAsync(queue, new OutgoingMessage("test.sent", Encoding.UTF8.GetBytes("{}")))).Bounded();
 
-        // A receive that finds nothing wrote nothing, and repeats no write: it is answered at once.
+        // A receive that finds nothing, or an inbox prune, wrote nothing and repeats no write: each is answered at once.
         Assert.Empty(await broker.ReceiveAsync(empty, new ReceiveOptions { MaxMessages = 1 }, default).Bounded());
+        Assert.Equal(0, await broker.PruneInboxAsync("nobody", DateTimeOffset.UtcNow, default).Bounded());
 
         // Once the standby is back, the retry is answered with the original positions.
         await standby.ResumeAsync();
@@ -77,14 +79,16 @@ public sealed class SynchronousStandbyTests
     }
 
     [Fact]
-    public async Task a_role_that_may_not_write_logical_decoding_messages_still_writes()
+    public async Task a_role_that_may_not_write_logical_decoding_messages_still_writes_and_is_told_once()
     {
         // PostgreSQL checks the right to call a function as a statement starts, even where the statement would not
-        // call it; Cairn asks for the right before it writes the message, and writes without it when there is no
-        // synchronous standby to wait for.
+        // call it; Cairn asks for the right before it writes the message, and without it answers a write that wrote
+        // nothing as PostgreSQL alone would, saying so once.
         await using var server = await OwnPostgresServer.StartAsync();
+        await using var standby = await server.StartStandbyAsync();
         await using (var admin = NpgsqlDataSource.Create(server.ConnectionString))
         {
+            await FailoverTests.MakeStandbySynchronousAsync(admin);
             await using var setup = admin.CreateCommand("""
                 REVOKE EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) FROM PUBLIC;
                 CREATE ROLE cairn_plain LOGIN;
@@ -93,8 +97,9 @@ public sealed class SynchronousStandbyTests
             await setup.ExecuteNonQueryAsync();
         }
 
+        var log = new RecordingLogger<PostgresEventStore>();
         var connectionString = new NpgsqlConnectionStringBuilder(server.ConnectionString) { Username = "cairn_plain", Password = null }.ConnectionString;
-        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = "plain" });
+        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = "plain" }, logger: log);
         await using var broker = new PostgresMessageBroker(store);
         await broker.DeclareQueueAsync(new QueueDefinition("plain"), default);
         await broker.DeclareQueueAsync(new QueueDefinition("plain"), default);
@@ -108,5 +113,6 @@ public sealed class SynchronousStandbyTests
         await store.SetStreamMetadataAsync(stream, metadata, default);
         await store.SetStreamMetadataAsync(stream, metadata, default);
         Assert.Equal(10, (await store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
+        Assert.Single(log.Entries, e => e.Level == LogLevel.Warning && e.Message.Contains("pg_logical_emit_message", StringComparison.Ordinal));
     }
 }
