@@ -174,6 +174,14 @@ internal sealed class QueueReader : IAsyncDisposable
         {
             await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
             reader.Die("RabbitMQ cancelled its consumer");
+
+            // Closed now rather than when a receive next comes to replace the reader: the client keeps the consumer on
+            // record, recovers it with the connection onto the queue declared again, and what it delivered there would
+            // wait unacknowledged on a dead reader's channel. Closed off the dispatcher, which closing waits for.
+            if (!reader._disposing)
+            {
+                _ = Task.Run(reader.CloseChannelAsync, CancellationToken.None);
+            }
         }
     }
 
@@ -450,21 +458,27 @@ internal sealed class QueueReader : IAsyncDisposable
     /// <summary>Tags settled above the floor that are counted before acknowledgements of the channel go one by one.</summary>
     private const int MaxSettledAboveFloor = 65_536;
 
+    /// <summary>Closes the channel, which also takes it and its consumer off the connection's recovery records.</summary>
+    private async Task CloseChannelAsync()
+    {
+        try
+        {
+            await Channel.CloseAsync().ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Closed already, or its connection is gone: the broker requeues its deliveries either way.
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         _disposing = true;
         _open.RecoveringConsumerAsync -= RecoveringConsumerAsync;
         _buffer.Writer.TryComplete();
-        try
-        {
-            // Even when already closed: closing is what removes the channel from the connection's recovery records.
-            await Channel.CloseAsync().ConfigureAwait(false);
-        }
-        catch (Exception)
-        {
-            // Closing a channel whose connection is gone fails; the broker requeues its deliveries either way.
-        }
 
+        // Even when already closed: closing is what removes the channel from the connection's recovery records.
+        await CloseChannelAsync().ConfigureAwait(false);
         await Channel.DisposeAsync().ConfigureAwait(false);
     }
 }

@@ -110,6 +110,9 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>For tests: the queue's reader's own generation count (see <see cref="QueueReader.ChannelGenerations"/>).</summary>
     internal long ChannelGenerationsOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.ChannelGenerations : -1;
 
+    /// <summary>For tests: why the queue's reader gets no more deliveries, if it has one that does not.</summary>
+    internal string? ReaderDeadOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Dead : null;
+
     /// <summary>For tests: how many deliveries wait in the queue's reader to be received.</summary>
     internal int BufferedOf(QueueName queue) => _readers.TryGetValue(queue, out var reader) ? reader.Buffered : 0;
 

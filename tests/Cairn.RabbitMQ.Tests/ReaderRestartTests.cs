@@ -87,4 +87,52 @@ public sealed class ReaderRestartTests
         Assert.Equal("{\"n\":3}", Text(delivery));
         await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
     }
+
+    [Fact]
+    public async Task a_reader_whose_queue_was_deleted_takes_nothing_from_the_queue_declared_again_after_the_connection_recovers()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var idle = await TransportUnderTest.StartAsync(rabbit.Uri);
+        await using var other = await TransportUnderTest.StartAsync(rabbit.Uri);
+        var queue = new QueueName(RabbitMqServer.NewName("redeclared"));
+        await idle.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        Assert.Empty(await idle.Broker.ReceiveAsync(queue, Waiting with { Wait = TimeSpan.Zero }, default).Bounded());
+
+        // The queue is deleted while no receive waits in this process: its reader dies, and nothing replaces it yet.
+        var factory = new ConnectionFactory { Uri = idle.Broker.Options.Uri };
+        await using (var admin = await factory.CreateConnectionAsync())
+        await using (var adminChannel = await admin.CreateChannelAsync())
+        {
+            await adminChannel.QueueDeleteAsync(idle.Broker.AmqpName(queue));
+        }
+
+        await Wait.UntilAsync(() => idle.Broker.ReaderDeadOf(queue) is not null, "the reader learning that its consumer was cancelled");
+
+        // Another process declares the queue again, and the connections are lost and recovered.
+        await other.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var connection = await idle.Broker.Connection.GetAsync(default);
+        var recovered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        connection.RecoverySucceededAsync += (_, _) =>
+        {
+            recovered.TrySetResult();
+            return Task.CompletedTask;
+        };
+        await rabbit.CtlAsync("close_all_connections", "test");
+        await recovered.Task.Bounded();
+
+        // Every message sent now reaches the other process: none waits, unacknowledged, on the dead reader's channel.
+        await other.Broker.SendBatchAsync(queue, Enumerable.Range(1, 6).Select(Numbered));
+        var received = new List<Delivery>();
+        await ReceiveAllAsync().Bounded();
+        async Task ReceiveAllAsync()
+        {
+            while (received.Count < 6)
+            {
+                received.AddRange(await other.Broker.ReceiveAsync(queue, Waiting with { MaxMessages = 6 - received.Count }, default));
+            }
+        }
+
+        Assert.Equal(Enumerable.Range(1, 6).Select(n => $"{{\"n\":{n}}}").Order(), received.Select(Text).Order());
+        await other.Broker.AcknowledgeAsync([.. received.Select(d => d.Lease)], default);
+    }
 }
