@@ -48,17 +48,13 @@ public sealed partial class PostgresMessageBroker
                 // A look that finds nothing writes nothing, and repeats no write: it need not wait for a standby.
                 (deliveries, nextVisible) = await WriteAsync(work => ReceiveCoreAsync(work, queue, options.MaxMessages, options.Lease, cancellationToken), cancellationToken, confirmsReplication: false).ConfigureAwait(false);
             }
-            catch (Exception ex) when ((ex is NpgsqlException npgsql && IsConnectionFailure(npgsql)) || ex is ReplicationNotConfirmedException)
+            catch (NpgsqlException ex) when (IsConnectionFailure(ex) && _time.GetUtcNow() < deadline)
             {
-                if (_time.GetUtcNow() >= deadline)
-                {
-                    throw;
-                }
-
-                // The server went away, restarts or fails over, or the look shared a commit whose wait for the synchronous
-                // standby was cancelled: a receive that waits looks again within its wait, as a consumer would, and fails
-                // only if its last look does. A look whose commit was lost or not confirmed may have leased messages;
-                // they come again when their leases run out (at least once).
+                // The server went away, restarts or fails over: a receive that waits looks again within its wait, as a
+                // consumer would, and fails only if its last look does. A look whose commit was lost may have leased
+                // messages; they come again when their leases run out (at least once). A look whose commit the
+                // synchronous standby did not confirm fails at once (ReplicationNotConfirmedException): looking again
+                // would lease more messages the same way and might end empty-handed, hiding the outage.
                 var pause = Min(retryDelay, deadline - _time.GetUtcNow());
                 retryDelay = Min(retryDelay * 2, MaxLookRetryDelay);
                 await Task.Delay(Max(pause, TimeSpan.Zero), _time, cancellationToken).ConfigureAwait(false);

@@ -318,9 +318,10 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// notifies the queues it made something receivable in; once it commits, this process's receivers are woken at
     /// once. A deadlock PostgreSQL broke by rolling this transaction back is run again: nothing of it was written.
     /// Work that writes whenever it succeeds (a settlement deletes its message or locks its row <c>FOR UPDATE</c>, which
-    /// takes a transaction id), or whose writing nothing repeats no write (a receive's look, an inbox prune), passes
-    /// <paramref name="confirmsReplication"/> false: its batch then asks nothing more of the server before committing
-    /// (see <see cref="PostgresWriter.ExecuteAsync{T}"/>).
+    /// takes a transaction id), or whose writing nothing answers nothing a standby must have (a receive's look that finds
+    /// nothing; an inbox prune, whose repeat after an unconfirmed one deletes less: after a failover the pruned records
+    /// come back, which only makes the inbox more careful), passes <paramref name="confirmsReplication"/> false: its
+    /// batch then asks nothing more of the server before committing (see <see cref="PostgresWriter.ExecuteAsync{T}"/>).
     /// </summary>
     private async Task<T> WriteAsync<T>(Func<MessagingWork, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
