@@ -147,7 +147,7 @@ internal sealed class QueueReader : IAsyncDisposable
 
     /// <summary>
     /// The reader's consumer. It takes only what RabbitMQ sends: deliveries, and a <c>basic.cancel</c> (its queue was
-    /// deleted), after which the channel stays open and consumes nothing more. The channel's shutdown, which the client
+    /// deleted), after which the reader is dead and closes its channel. The channel's shutdown, which the client
     /// also reports to the consumer as a cancel, is the shutdown handler's to judge: after a lost connection the client
     /// may report it once the recovered channel is consuming already.
     /// </summary>
@@ -159,8 +159,8 @@ internal sealed class QueueReader : IAsyncDisposable
             var generation = reader.Generation;
             reader.Delivered(generation, deliveryTag);
             var buffered = new BufferedDelivery(generation, deliveryTag, redelivered, properties, body.ToArray());
-            // One that reaches a dead reader is not counted: its channel is closed when the reader is replaced, and
-            // RabbitMQ delivers it again.
+            // One that reaches a dead reader is not counted: its channel is closed (at once after a cancel, otherwise
+            // when the reader is replaced), and RabbitMQ delivers it again.
             Interlocked.Increment(ref reader._buffered);
             if (!reader._buffer.Writer.TryWrite(buffered))
             {

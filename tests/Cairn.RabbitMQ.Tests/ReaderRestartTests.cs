@@ -119,6 +119,7 @@ public sealed class ReaderRestartTests
         };
         await rabbit.CtlAsync("close_all_connections", "test");
         await recovered.Task.Bounded();
+        await Wait.UntilAsync(() => other.Broker.Connection.ConsumingIsOpen, "the other process's consuming connection recovered");
 
         // Every message sent now reaches the other process: none waits, unacknowledged, on the dead reader's channel.
         await other.Broker.SendBatchAsync(queue, Enumerable.Range(1, 6).Select(Numbered));
