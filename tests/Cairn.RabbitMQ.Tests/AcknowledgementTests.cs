@@ -15,6 +15,26 @@ public sealed class AcknowledgementTests
 
     private static string Text(Delivery delivery) => Encoding.UTF8.GetString(delivery.Message.Data.Span);
 
+    /// <summary>
+    /// Receives until <paramref name="count"/> messages came, bounded as a whole: a message acknowledged by mistake never
+    /// comes, and the test fails rather than waits.
+    /// </summary>
+    private static Task<List<Delivery>> ReceiveCountAsync(RabbitMqMessageBroker broker, QueueName queue, int count, TimeSpan? lease = null)
+    {
+        return UntilAsync().Bounded();
+
+        async Task<List<Delivery>> UntilAsync()
+        {
+            var received = new List<Delivery>();
+            while (received.Count < count)
+            {
+                received.AddRange(await broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = count - received.Count, Wait = TimeSpan.FromSeconds(5), Lease = lease }, default));
+            }
+
+            return received;
+        }
+    }
+
     [Fact]
     public async Task acknowledgements_in_any_order_and_around_a_delivery_given_back_settle_each_delivery_once_on_one_channel()
     {
@@ -23,18 +43,7 @@ public sealed class AcknowledgementTests
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
         await sut.Broker.SendBatchAsync(queue, Enumerable.Range(1, 6).Select(Numbered));
 
-        // Bounded as a whole: a message acknowledged by mistake never comes, and the test fails rather than waits.
-        Task<List<Delivery>> ReceiveAsync(int count, TimeSpan? lease = null) => ReceiveUntilAsync(count, lease).Bounded();
-        async Task<List<Delivery>> ReceiveUntilAsync(int count, TimeSpan? lease)
-        {
-            var received = new List<Delivery>();
-            while (received.Count < count)
-            {
-                received.AddRange(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = count - received.Count, Wait = TimeSpan.FromSeconds(5), Lease = lease }, default));
-            }
-
-            return received;
-        }
+        Task<List<Delivery>> ReceiveAsync(int count, TimeSpan? lease = null) => ReceiveCountAsync(sut.Broker, queue, count, lease);
 
         Task AcknowledgeAsync(params Delivery[] deliveries) => sut.Broker.AcknowledgeAsync([.. deliveries.Select(d => d.Lease)], default).Bounded();
 
@@ -80,16 +89,7 @@ public sealed class AcknowledgementTests
         async Task SettleThreeAsync(int from)
         {
             await sut.Broker.SendBatchAsync(queue, Enumerable.Range(from, 3).Select(Numbered));
-            var received = new List<Delivery>();
-            await ReceiveAllAsync().Bounded();
-            async Task ReceiveAllAsync()
-            {
-                while (received.Count < 3)
-                {
-                    received.AddRange(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 3, Wait = TimeSpan.FromSeconds(5) }, default));
-                }
-            }
-
+            var received = await ReceiveCountAsync(sut.Broker, queue, 3);
             Assert.Equal(Enumerable.Range(from, 3).Select(n => $"{{\"n\":{n}}}"), received.Select(Text));
             await sut.Broker.AcknowledgeAsync([.. received.Select(d => d.Lease)], default).Bounded();
         }
@@ -144,19 +144,8 @@ public sealed class AcknowledgementTests
             }
         };
 
-        async Task<List<Delivery>> ReceiveAsync(int count)
-        {
-            var received = new List<Delivery>();
-            while (received.Count < count)
-            {
-                received.AddRange(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = count - received.Count, Wait = TimeSpan.FromSeconds(5) }, default));
-            }
-
-            return received;
-        }
-
         await sut.Broker.SendBatchAsync(queue, Enumerable.Range(1, 3).Select(Numbered));
-        var before = await ReceiveAsync(3).Bounded();
+        var before = await ReceiveCountAsync(sut.Broker, queue, 3);
         await sut.Broker.AcknowledgeAsync([.. before.Select(d => d.Lease)], default).Bounded();
         var channel = sut.Broker.ReaderChannelOf(queue);
 
@@ -168,7 +157,7 @@ public sealed class AcknowledgementTests
         release.SetResult();
 
         // The three are received once each, from the reader that was there, and settled on its recovered channel.
-        var after = await ReceiveAsync(3).Bounded();
+        var after = await ReceiveCountAsync(sut.Broker, queue, 3);
         Assert.Equal(["{\"n\":4}", "{\"n\":5}", "{\"n\":6}"], after.Select(Text));
         Assert.All(after, d => Assert.Equal(1, d.ReceiveCount));
         await sut.Broker.AcknowledgeAsync([.. after.Select(d => d.Lease)], default).Bounded();
@@ -176,7 +165,7 @@ public sealed class AcknowledgementTests
 
         // Nothing was acknowledged that was not handled: the next three come, in order, and the queue empties.
         await sut.Broker.SendBatchAsync(queue, Enumerable.Range(7, 3).Select(Numbered));
-        var last = await ReceiveAsync(3).Bounded();
+        var last = await ReceiveCountAsync(sut.Broker, queue, 3);
         Assert.Equal(["{\"n\":7}", "{\"n\":8}", "{\"n\":9}"], last.Select(Text));
         await sut.Broker.AcknowledgeAsync([.. last.Select(d => d.Lease)], default).Bounded();
         Assert.Same(channel, sut.Broker.ReaderChannelOf(queue));
