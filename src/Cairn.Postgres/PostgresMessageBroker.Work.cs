@@ -52,6 +52,9 @@ public sealed partial class PostgresMessageBroker
         {
             if (_touched is { Count: > 0 } touched)
             {
+                // A queue is touched by a row written into it or changed in it.
+                Context.NoteWrite();
+
                 // PostgreSQL delivers the notifications when (and only if) the transaction commits.
                 await using var notify = Command("SELECT pg_notify($1, q) FROM unnest($2) AS q");
                 notify.Parameters.Add(Pg.Text(broker.Channel));

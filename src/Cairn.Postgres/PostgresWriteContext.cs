@@ -41,6 +41,19 @@ internal sealed class PostgresWriteContext
     /// <summary>The position of the last event this transaction appended, or 0 when it appended none.</summary>
     public long LastAppended => Log.LastAppended;
 
+    /// <summary>
+    /// Whether work in this transaction said it wrote rows (<see cref="NoteWrite"/>), or appended events. A transaction
+    /// that wrote commits with a wait for any synchronous standby up to its commit, which covers every earlier commit too,
+    /// so the writer need not make sure of it (see <see cref="PostgresWriter"/>). Work rolled back to a savepoint after
+    /// writing leaves it set: its writes took a transaction id and WAL, which make the commit wait all the same.
+    /// </summary>
+    public bool Wrote => _wrote || LastAppended > 0;
+
+    private bool _wrote;
+
+    /// <summary>Says that work in this transaction wrote rows (an insert or update that changed at least one).</summary>
+    public void NoteWrite() => _wrote = true;
+
     /// <summary>A new command in the transaction.</summary>
     public NpgsqlCommand Command(string sql) => new(sql, Connection, Transaction);
 

@@ -308,12 +308,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// Whether a batch's transaction must confirm replication before its commit (<see cref="ConfirmReplicationAsync"/>):
     /// when it holds a recognised append retry, or other work that may have written nothing (a lifecycle change that
     /// changed nothing, a messaging commit whose appends were all retries) while the server is known, or not recently
-    /// known not, to wait for a synchronous standby. A batch of appends that wrote has a transaction id already.
+    /// known not, to wait for a synchronous standby. Never when the transaction wrote (<see cref="PostgresWriteContext.Wrote"/>):
+    /// its commit waits by itself.
     /// </summary>
-    private bool MustConfirmReplication(List<Work> done) =>
-        done.Exists(w => w is AppendWork && w.MayHaveWrittenNothing)
-        || (done.Exists(w => w is not AppendWork && w.MayHaveWrittenNothing)
-            && (_synchronousStandby || Environment.TickCount64 >= _replicationSettingsDueAt));
+    private bool MustConfirmReplication(PostgresWriteContext context, List<Work> done) =>
+        !context.Wrote
+        && (done.Exists(w => w is AppendWork && w.MayHaveWrittenNothing)
+            || (done.Exists(w => w is not AppendWork && w.MayHaveWrittenNothing)
+                && (_synchronousStandby || Environment.TickCount64 >= _replicationSettingsDueAt)));
 
     /// <summary>
     /// Reads whether commits wait for a synchronous standby and, when they do and the transaction has written nothing,
@@ -516,7 +518,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
             try
             {
-                if (MustConfirmReplication(done))
+                if (MustConfirmReplication(context, done))
                 {
                     await ConfirmReplicationAsync(connection, transaction).ConfigureAwait(false);
                 }

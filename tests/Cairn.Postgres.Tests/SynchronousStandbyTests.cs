@@ -55,7 +55,11 @@ public sealed class SynchronousStandbyTests
 
         // Nor is the append's retry while the standby is away, though the primary recognises it; nor any other write.
         await Assert.ThrowsAsync<ReplicationNotConfirmedException>(AppendAsync).Bounded();
-        await Assert.ThrowsAsync<ReplicationNotConfirmedException>(() => broker.SendAsync(queue, new OutgoingMessage("test.sent", Encoding.UTF8.GetBytes("{}")))).Bounded();
+        var sent = new OutgoingMessage("test.sent", Encoding.UTF8.GetBytes("{}")) { Id = MessageId.New() };
+        await Assert.ThrowsAsync<ReplicationNotConfirmedException>(() => broker.SendAsync(queue, sent)).Bounded();
+
+        // Its retry is recognised by its id and writes nothing: it waits for the standby all the same.
+        await Assert.ThrowsAsync<ReplicationNotConfirmedException>(() => broker.SendAsync(queue, sent)).Bounded();
 
         // A receive that finds nothing, or an inbox prune, wrote nothing and repeats no write: each is answered at once.
         Assert.Empty(await broker.ReceiveAsync(empty, new ReceiveOptions { MaxMessages = 1 }, default).Bounded());
