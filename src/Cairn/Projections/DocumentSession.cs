@@ -125,13 +125,33 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
 /// <summary>
 /// The documents a runner's batches stored into one build, kept as objects between batches so the next batch loads
 /// them without a read and a deserialization. What a batch stores is staged, and kept only once its commit succeeds;
-/// any failure or conflict clears everything, so the cache never holds what the build does not. Bounded: it starts
-/// afresh past its capacity.
+/// any failure or conflict clears everything, so the cache never holds what the build does not. A backend may run a
+/// batch again in a new transaction after abandoning the first (PostgreSQL's writer does when another piece of a shared
+/// transaction broke it): the run in the new transaction starts from an empty cache, since the abandoned run staged
+/// documents and its handlers may have changed cached ones in place. Bounded: it starts afresh past its capacity.
 /// </summary>
 internal sealed class DocumentCache(int capacity = 100_000)
 {
     private readonly Dictionary<(DocumentDefinition Document, string Id), object?> _committed = [];
     private readonly Dictionary<(DocumentDefinition Document, string Id), object?> _staged = [];
+
+    /// <summary>The transaction the current batch applies in, from its first apply until its commit or failure.</summary>
+    private IReadModelTransaction? _transaction;
+
+    /// <summary>
+    /// Called as a batch applies events in <paramref name="transaction"/>; a batch may apply several times in one
+    /// transaction (its events, then those it catches up on). Another transaction than the one the batch applied in
+    /// before means that one was abandoned: everything is forgotten.
+    /// </summary>
+    public void Begin(IReadModelTransaction transaction)
+    {
+        if (_transaction is not null && !ReferenceEquals(_transaction, transaction))
+        {
+            Clear();
+        }
+
+        _transaction = transaction;
+    }
 
     public bool TryGet((DocumentDefinition Document, string Id) key, out object? document) =>
         _staged.TryGetValue(key, out document) || _committed.TryGetValue(key, out document);
@@ -152,6 +172,7 @@ internal sealed class DocumentCache(int capacity = 100_000)
         }
 
         _staged.Clear();
+        _transaction = null;
     }
 
     /// <summary>A batch failed or another runner wrote: forget everything.</summary>
@@ -159,5 +180,6 @@ internal sealed class DocumentCache(int capacity = 100_000)
     {
         _committed.Clear();
         _staged.Clear();
+        _transaction = null;
     }
 }

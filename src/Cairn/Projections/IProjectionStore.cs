@@ -98,7 +98,11 @@ public interface IProjectionStore
     Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken);
 }
 
-/// <summary>Applies events to a read model inside a backend's transaction; it throws <see cref="ProjectionEventException"/> naming the event that failed.</summary>
+/// <summary>
+/// Applies events to a read model inside a backend's transaction; it throws <see cref="ProjectionEventException"/>
+/// naming the event that failed. A backend may call it again for the same events in a new transaction, having rolled
+/// back the first (a group commit that another piece broke): what it keeps outside the transaction must follow.
+/// </summary>
 /// <param name="transaction">The read model's transaction.</param>
 /// <param name="events">The events, in log order.</param>
 public delegate void ReadModelApply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events);

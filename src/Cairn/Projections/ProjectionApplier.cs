@@ -83,6 +83,7 @@ internal sealed class ProjectionApplier
     /// <summary>Applies events, loading documents a runner's earlier batches stored from <paramref name="cache"/>.</summary>
     public void Apply(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events, DocumentCache? cache)
     {
+        cache?.Begin(transaction);
         var session = new DocumentSession(Projection, transaction, _serializer.Options, cache);
         var decoded = _decoded.TryGetValue(events, out var payloads) ? payloads : null;
         for (var i = 0; i < events.Count; i++)
