@@ -17,6 +17,9 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     private readonly PostgresEventStoreOptions _postgresOptions;
     private readonly NpgsqlDataSource _dataSource;
     private readonly PostgresWriter _writer;
+
+    /// <summary>The writer every write of this store goes through.</summary>
+    internal PostgresWriter Writer => _writer;
     private readonly AppendSignal _signal;
     private readonly PostgresListener? _appendListener;
     private readonly ILogger _logger;

@@ -316,32 +316,22 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <summary>
     /// Runs <paramref name="work"/> in one transaction of the store's write context. On the way out the transaction
     /// notifies the queues it made something receivable in; once it commits, this process's receivers are woken at
-    /// once. A deadlock PostgreSQL broke by rolling this transaction back is run again: nothing of it was written.
+    /// once. A deadlock PostgreSQL broke by rolling this work back runs it again (the writer's): nothing of it was written.
     /// Work that writes whenever it succeeds (a settlement deletes its message or locks its row <c>FOR UPDATE</c>, which
     /// takes a transaction id), or whose writing nothing answers nothing a standby must have (a receive's look that finds
     /// nothing; an inbox prune, whose repeat after an unconfirmed one deletes less: after a failover the pruned records
     /// come back, which only makes the inbox more careful), passes <paramref name="confirmsReplication"/> false: its
     /// batch then asks nothing more of the server before committing (see <see cref="PostgresWriter.ExecuteAsync{T}"/>).
     /// </summary>
-    private async Task<T> WriteAsync<T>(Func<MessagingWork, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
+    private Task<T> WriteAsync<T>(Func<MessagingWork, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
-        for (var attempt = 1; ; attempt++)
+        return _store.WriteAsync(async context =>
         {
-            try
-            {
-                return await _store.WriteAsync(async context =>
-                {
-                    var messaging = new MessagingWork(this, context);
-                    var result = await work(messaging).ConfigureAwait(false);
-                    await messaging.FinishAsync(cancellationToken).ConfigureAwait(false);
-                    return result;
-                }, cancellationToken, confirmsReplication).ConfigureAwait(false);
-            }
-            catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure && attempt < 5)
-            {
-                // Rolled back whole: try again.
-            }
-        }
+            var messaging = new MessagingWork(this, context);
+            var result = await work(messaging).ConfigureAwait(false);
+            await messaging.FinishAsync(cancellationToken).ConfigureAwait(false);
+            return result;
+        }, cancellationToken, confirmsReplication);
     }
 
     /// <summary>A queue as a transaction read it.</summary>

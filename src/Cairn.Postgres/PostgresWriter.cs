@@ -26,6 +26,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// </summary>
     public const int MaxBatch = 32;
 
+    /// <summary>Runs of a piece that PostgreSQL may roll back to break a deadlock before its caller gets the error.</summary>
+    private const int MaxDeadlockRuns = 5;
+
     /// <summary>
     /// How many batches go the locked way after an optimistic one found that another writer had appended: while
     /// processes contend, the optimistic way would mostly find the head moved and cost its two round trips for nothing.
@@ -38,6 +41,11 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private readonly ILogger _logger;
     private readonly Channel<Work> _queue = Channel.CreateUnbounded<Work>(new UnboundedChannelOptions { SingleReader = true });
+
+    private int _queued;
+
+    /// <summary>Pieces queued and not yet taken into a batch (for tests that line up a batch).</summary>
+    internal int Queued => Volatile.Read(ref _queued);
     private readonly Task _loop;
     private NpgsqlConnection? _connection;
     private int _lockedBatches;
@@ -130,8 +138,10 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
 
         cancellationToken.ThrowIfCancellationRequested();
+        Interlocked.Increment(ref _queued);
         if (!_queue.Writer.TryWrite(item))
         {
+            Interlocked.Decrement(ref _queued);
             throw new ObjectDisposedException(nameof(PostgresEventStore));
         }
     }
@@ -151,6 +161,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             batch.Clear();
             while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item))
             {
+                Interlocked.Decrement(ref _queued);
                 if (item.CancellationToken.IsCancellationRequested)
                 {
                     item.Fail(new OperationCanceledException(item.CancellationToken));
@@ -174,22 +185,22 @@ internal sealed class PostgresWriter : IAsyncDisposable
                     continue;
                 }
 
-                if (!await RunBatchAsync(batch).ConfigureAwait(false))
+                await RunBatchAsync(batch).ConfigureAwait(false);
+
+                // Pieces left without an answer: a statement without a savepoint broke the shared transaction, or
+                // PostgreSQL broke a deadlock by rolling a piece back. Each runs again, alone, until answered. (One
+                // refused by a check keeps its answer: it must never land after it.)
+                foreach (var item in batch)
                 {
-                    // A statement without a savepoint broke the shared transaction: each piece not yet refused
-                    // runs again, alone. (One refused by a check keeps its answer: it must never land after it.)
-                    foreach (var item in batch)
+                    while (!item.Settled)
                     {
-                        if (!item.Settled)
-                        {
-                            await RunBatchAsync([item]).ConfigureAwait(false);
-                        }
+                        await RunBatchAsync([item]).ConfigureAwait(false);
                     }
                 }
             }
             catch (Exception ex)
             {
-                // Never expected: RunBatchAsync settles every piece. Settle any left so no caller waits forever.
+                // Never expected: the runs above settle every piece. Settle any left so no caller waits forever.
                 _logger.LogError(ex, "The PostgreSQL writer failed a batch unexpectedly.");
                 foreach (var item in batch)
                 {
@@ -383,9 +394,10 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>
     /// Runs a batch in one transaction and settles every piece, except when a piece without a savepoint broke the
-    /// transaction: then nothing is settled, nothing committed, and it returns false for the pieces to run alone.
+    /// transaction (then nothing is settled, nothing committed), and a piece PostgreSQL rolled back to break a deadlock
+    /// (<see cref="RunsAgain"/>): those are left for the caller to run alone.
     /// </summary>
-    private async Task<bool> RunBatchAsync(IReadOnlyList<Work> batch)
+    private async Task RunBatchAsync(IReadOnlyList<Work> batch)
     {
         _known = null;
         _replicationWaitCancelled = false;
@@ -400,7 +412,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
         {
             await DropConnectionAsync().ConfigureAwait(false);
             FailAll(batch, ex);
-            return true;
+            return;
         }
 
         await using (transaction.ConfigureAwait(false))
@@ -435,10 +447,10 @@ internal sealed class PostgresWriter : IAsyncDisposable
                     {
                         await DropConnectionAsync().ConfigureAwait(false);
                         FailAll(batch, ex);
-                        return true;
+                        return;
                     }
 
-                    return false;
+                    return;
                 }
 
                 batch = [.. batch.Except(plain)];
@@ -470,13 +482,17 @@ internal sealed class PostgresWriter : IAsyncDisposable
                         await DropConnectionAsync().ConfigureAwait(false);
                         FailAll(done, ex);
                         FailAll(batch.Skip(i), ex);
-                        return true;
+                        return;
                     }
 
                     if (!shared)
                     {
-                        item.Fail(ex);
-                        return true; // the transaction rolls back as it is disposed
+                        if (!RunsAgain(item, ex))
+                        {
+                            item.Fail(ex);
+                        }
+
+                        return; // the transaction rolls back as it is disposed
                     }
 
                     if (savepoint)
@@ -491,11 +507,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
                             FailAll(done, rollbackFailure);
                             item.Fail(ex);
                             FailAll(batch.Skip(i + 1), rollbackFailure);
-                            return true;
+                            return;
                         }
 
                         context.Restore(mark);
-                        item.Fail(ex);
+                        if (!RunsAgain(item, ex))
+                        {
+                            item.Fail(ex);
+                        }
                     }
                     else if (await IsIntactAsync(connection, transaction).ConfigureAwait(false))
                     {
@@ -506,14 +525,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
                     else
                     {
                         // A statement failed, so PostgreSQL aborted the whole transaction.
-                        return false;
+                        return;
                     }
                 }
             }
 
             if (done.Count == 0)
             {
-                return true;
+                return;
             }
 
             try
@@ -529,12 +548,12 @@ internal sealed class PostgresWriter : IAsyncDisposable
             {
                 await DropConnectionAsync().ConfigureAwait(false);
                 FailAll(done, ex);
-                return true;
+                return;
             }
 
             _store.Committed(context);
             AnswerCommitted(done);
-            return true;
+            return;
         }
     }
 
@@ -621,6 +640,25 @@ internal sealed class PostgresWriter : IAsyncDisposable
         await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Whether a piece that failed with <paramref name="ex"/> runs again instead of being answered: when PostgreSQL
+    /// rolled it back to break a deadlock (or a serialization failure), at most <see cref="MaxDeadlockRuns"/> times.
+    /// Nothing of it was written. Group commit puts unrelated work in one transaction, so two processes' batches can
+    /// take the same locks in opposite orders (a projection batch's build row, then the append lock, beside an append
+    /// whose inline projection locks the same row after it); alone, a piece takes its locks in the one order every
+    /// piece keeps.
+    /// </summary>
+    private static bool RunsAgain(Work item, Exception ex)
+    {
+        if (ex is PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } && item.Deadlocks < MaxDeadlockRuns)
+        {
+            item.Deadlocks++;
+            return true;
+        }
+
+        return false;
+    }
+
     private static void FailAll(IEnumerable<Work> items, Exception ex)
     {
         foreach (var item in items)
@@ -643,6 +681,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
         /// <summary>Whether the caller has its answer (a failure: successes are settled only after the commit).</summary>
         public abstract bool Settled { get; }
+
+        /// <summary>How many times PostgreSQL rolled the piece back to break a deadlock (see <see cref="RunsAgain"/>).</summary>
+        public int Deadlocks { get; set; }
 
         public abstract Task RunAsync(PostgresWriteContext context);
 
