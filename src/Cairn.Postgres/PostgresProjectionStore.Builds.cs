@@ -107,6 +107,9 @@ public sealed partial class PostgresProjectionStore
         {
             if (!serving)
             {
+                // The views first, so that what an application built on them follows them to the new tables; dropping
+                // the old tables then drops only the views of tables the new build no longer declares.
+                await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
                 foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
                 {
                     await DropBuildAsync(context, old.Id, cancellationToken).ConfigureAwait(false);
@@ -120,11 +123,6 @@ public sealed partial class PostgresProjectionStore
                 promote.Parameters.Add(new NpgsqlParameter { Value = batch.Build });
                 promote.Parameters.Add(new NpgsqlParameter { Value = _inline.ContainsKey(batch.Projection) });
                 await promote.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            if (!serving)
-            {
-                await CreateViewsAsync(context, batch.Build, cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -216,7 +214,7 @@ public sealed partial class PostgresProjectionStore
 
         if (serving)
         {
-            await CreateViewsAsync(context, id, cancellationToken).ConfigureAwait(false);
+            await CreateViewsAsync(context, projection.Name, id, cancellationToken).ConfigureAwait(false);
         }
 
         return new ProjectionBuild(projection.Name, id, projection.Version, projection.Shape, GlobalPosition.Start, serving);
@@ -240,9 +238,16 @@ public sealed partial class PostgresProjectionStore
         }
 
         var own = (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Select(b => "__b" + b.Id).ToList();
+
+        // A view's own tables are those its rewrite rule depends on, in the same schema: matched by name exactly, as a
+        // view of build 10 must not pass for one of build 1.
         await using var select = context.Command(
             """
-            SELECT c.relname, c.relkind::text, CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) ELSE '' END
+            SELECT c.relname, c.relkind::text,
+                   ARRAY(SELECT t.relname::text FROM pg_rewrite r
+                         JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                         JOIN pg_class t ON t.oid = d.refobjid
+                         WHERE r.ev_class = c.oid AND t.oid <> c.oid AND t.relnamespace = c.relnamespace)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = $1 AND c.relname = ANY($2)
             """);
@@ -253,8 +258,8 @@ public sealed partial class PostgresProjectionStore
         {
             var name = reader.GetString(0);
             var isView = reader.GetString(1) == "v";
-            var definition = reader.GetString(2);
-            if (!isView || !own.Any(suffix => definition.Contains(name + suffix, StringComparison.Ordinal)))
+            var reads = reader.GetFieldValue<string[]>(2);
+            if (!isView || !own.Any(suffix => reads.Contains(name + suffix, StringComparer.Ordinal)))
             {
                 var kind = isView ? "view serving another projection" : "table or other relation";
                 throw new InvalidProjectionException(projection.Name, $"it declares the table '{name}', but the schema '{_store.Schema}' already has a {kind} of that name; choose another name");
@@ -262,24 +267,64 @@ public sealed partial class PostgresProjectionStore
         }
     }
 
-    /// <summary>Points each SQL table's view at the build's table.</summary>
-    private async Task CreateViewsAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
+    /// <summary>
+    /// Points each SQL table's view at the build's table. A view nothing else uses is made anew, so the new table may
+    /// have any columns. A view that other objects depend on (an application's own views over it) is replaced in
+    /// place, which keeps them: PostgreSQL then asks the new table for the old columns, in order, with new ones only
+    /// after them, and refuses the switch otherwise.
+    /// </summary>
+    private async Task CreateViewsAsync(PostgresWriteContext context, string projection, long build, CancellationToken cancellationToken)
     {
-        var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
-        if (tables.Count == 0)
-        {
-            return;
-        }
-
-        await using var batch = context.Batch();
-        foreach (var table in tables)
+        foreach (var table in await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false))
         {
             var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
-            batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP VIEW IF EXISTS {_s}.\"{name}\""));
-            batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE VIEW {_s}.\"{name}\" AS SELECT * FROM {_s}.\"{table}\""));
+            var dependents = await DependentsOfViewAsync(context, name, cancellationToken).ConfigureAwait(false);
+            if (dependents.Count == 0)
+            {
+                await using var batch = context.Batch();
+                batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP VIEW IF EXISTS {_s}.\"{name}\""));
+                batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE VIEW {_s}.\"{name}\" AS SELECT * FROM {_s}.\"{table}\""));
+                await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            await using var replace = context.Command($"CREATE OR REPLACE VIEW {_s}.\"{name}\" AS SELECT * FROM {_s}.\"{table}\"");
+            try
+            {
+                await replace.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException ex) when (ex.SqlState is not null && ex.SqlState.StartsWith("42", StringComparison.Ordinal))
+            {
+                throw new InvalidProjectionException(projection,
+                    $"its new table '{name}' cannot take the place of the old one under the view that {string.Join(", ", dependents)} depend(s) on ({ex.MessageText}); keep the old columns in their order and add new ones after them, or drop those objects first");
+            }
+        }
+    }
+
+    /// <summary>The objects (views, materialized views) that depend on the view <paramref name="name"/> of this schema, if it exists.</summary>
+    private async Task<List<string>> DependentsOfViewAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
+    {
+        await using var select = context.Command(
+            """
+            SELECT DISTINCT quote_ident(dn.nspname) || '.' || quote_ident(dependent.relname)
+            FROM pg_class v
+            JOIN pg_namespace n ON n.oid = v.relnamespace
+            JOIN pg_depend d ON d.refobjid = v.oid AND d.classid = 'pg_rewrite'::regclass
+            JOIN pg_rewrite r ON r.oid = d.objid
+            JOIN pg_class dependent ON dependent.oid = r.ev_class
+            JOIN pg_namespace dn ON dn.oid = dependent.relnamespace
+            WHERE n.nspname = $1 AND v.relname = $2 AND v.relkind = 'v' AND dependent.oid <> v.oid
+            """);
+        select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
+        select.Parameters.Add(new NpgsqlParameter { Value = name });
+        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var dependents = new List<string>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            dependents.Add(reader.GetString(0));
         }
 
-        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return dependents;
     }
 
     /// <summary>The SQL tables of a build, by their physical names.</summary>
@@ -298,7 +343,10 @@ public sealed partial class PostgresProjectionStore
         return tables;
     }
 
-    /// <summary>Drops a build's tables (with the views on them: the switch creates the new ones) and its row.</summary>
+    /// <summary>
+    /// Drops a build's tables and its row. A switch has pointed the views at the new build's tables first; the views of
+    /// tables the new build no longer declares go with their tables.
+    /// </summary>
     private async Task DropBuildAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
     {
         var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);

@@ -1,0 +1,93 @@
+using Cairn.EventStore;
+using Cairn.Projections;
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// The views in front of a projection's tables: an application's own views over them survive a rebuild's switch, or
+/// the switch is refused; and a view is told apart from another projection's by the exact table it reads.
+/// </summary>
+public sealed partial class SqlReadModelTests
+{
+    private const string TallyColumns = "k text PRIMARY KEY, n bigint NOT NULL";
+
+    /// <summary>A projection declaring the table <c>tally</c> with the given columns.</summary>
+    private sealed class Tallies : Projection
+    {
+        public Tallies(string name, int version, string columns)
+            : base(name)
+        {
+            Version = version;
+            SqlTable("tally", $"CREATE TABLE {{table}} ({columns})");
+        }
+    }
+
+    /// <summary>A projection with one document collection and no tables, to use up build ids.</summary>
+    private sealed class Plain(string name) : Projection(name);
+
+    [Fact]
+    public async Task An_applications_view_over_a_projections_view_survives_a_switch_and_reads_the_new_table()
+    {
+        await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
+        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+
+        // The new version adds a column after the old ones.
+        var shadow = await SwitchAsync(new Tallies("tallies", 2, TallyColumns + ", note text"));
+
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
+        await ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, n) VALUES ('a', 1), ('b', 2)");
+        Assert.Equal(2L, await ScalarAsync($"SELECT tallies FROM \"{_schema}\".report"));
+    }
+
+    [Fact]
+    public async Task A_switch_whose_new_columns_cannot_replace_the_old_under_an_applications_view_is_refused_and_changes_nothing()
+    {
+        var serving = (await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving;
+        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+
+        // The new version drops the column n.
+        var error = await Assert.ThrowsAsync<InvalidProjectionException>(() => SwitchAsync(new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric")));
+
+        Assert.Contains($"{_schema}.report", error.Message);
+        Assert.Contains("'tally'", error.Message);
+        Assert.Equal(serving.Id, (await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving.Id);
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{serving.Id}"));
+        Assert.Equal(0L, await ScalarAsync($"SELECT tallies FROM \"{_schema}\".report"));
+    }
+
+    [Fact]
+    public async Task A_view_another_projection_serves_is_refused_even_when_its_build_id_starts_with_one_of_ours()
+    {
+        var ours = (await _projections.OpenAsync(new Plain("ours"), default)).Serving;
+        var next = ours.Id;
+        for (var i = 0; next + 1 < ours.Id * 10; i++)
+        {
+            next = (await _projections.OpenAsync(new Plain("filler-" + i), default)).Serving.Id;
+        }
+
+        // The other projection's build is ours' id with a digit after it: its view reads tally__b<ours><digit>.
+        var theirs = (await _projections.OpenAsync(new Tallies("theirs", 1, TallyColumns), default)).Serving;
+        Assert.Equal(ours.Id * 10, theirs.Id);
+
+        var error = await Assert.ThrowsAsync<InvalidProjectionException>(() => _projections.StartShadowAsync(new Tallies("ours", 2, TallyColumns), default));
+        Assert.Contains("view serving another projection", error.Message);
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{theirs.Id}"));
+    }
+
+    /// <summary>Rebuilds <paramref name="projection"/> into a shadow build and switches to it; returns the build.</summary>
+    private async Task<ProjectionBuild> SwitchAsync(Projection projection)
+    {
+        var shadow = await _projections.StartShadowAsync(projection, default);
+        await _projections.ApplyAsync(new ProjectionBatch(projection.Name, shadow.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { }) { GoLive = true }, default);
+        return shadow;
+    }
+
+    private static async Task ExecuteAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+}
