@@ -250,23 +250,25 @@ public sealed partial class PostgresMessageBroker
             await using var delete = work.Command($"""
                 DELETE FROM {T("messages")} m USING unnest($2, $3) AS l (seq, deliveries)
                 WHERE m.seq = l.seq AND m.queue_id = $1 AND m.deliveries = l.deliveries AND m.state = 1
-                RETURNING m.seq
+                RETURNING m.seq, m.deliveries
                 """);
             delete.Parameters.Add(Pg.Long(queue.Id));
             delete.Parameters.Add(Pg.Longs([.. sorted.Select(l => l.Sequence)]));
             delete.Parameters.Add(Pg.Longs([.. sorted.Select(l => l.Delivery)]));
-            var deleted = new HashSet<long>();
+
+            // By message and delivery: a message's current lease deletes it, and its stale one beside it must still fail.
+            var deleted = new HashSet<(long Sequence, long Delivery)>();
             await using (var reader = await delete.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
             {
                 while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    deleted.Add(reader.GetInt64(0));
+                    deleted.Add((reader.GetInt64(0), reader.GetInt64(1)));
                 }
             }
 
             foreach (var lease in sorted)
             {
-                if (!deleted.Contains(lease.Sequence))
+                if (!deleted.Contains((lease.Sequence, lease.Delivery)))
                 {
                     await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
                     throw new LeaseLostException(lease, "the message is no longer held under this lease");
@@ -343,10 +345,7 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(reason))
-        {
-            throw new InvalidMessageException("A dead letter needs a reason.");
-        }
+        reason = DeadLetterReason.Check(reason);
 
         return WriteAsync(async work =>
         {

@@ -382,10 +382,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>Moves a delivery to the queue's dead-letter queue (<c>&lt;queue&gt;.dlq</c>) with the reason, then acknowledges it.</summary>
     public async Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(reason))
-        {
-            throw new InvalidMessageException("A dead-letter reason is required.");
-        }
+        reason = DeadLetterReason.Check(reason);
 
         if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
         {

@@ -298,10 +298,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(reason))
-        {
-            throw new InvalidMessageException("A dead letter needs a reason.");
-        }
+        reason = DeadLetterReason.Check(reason);
 
         return Writer.ExecuteAsync(context =>
         {

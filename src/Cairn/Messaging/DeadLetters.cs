@@ -94,3 +94,41 @@ public sealed record RedriveRequest
         }
     }
 }
+
+/// <summary>The reason a dead letter is stored with, the same on every backend.</summary>
+internal static class DeadLetterReason
+{
+    /// <summary>
+    /// Checks a reason and returns it as backends store it. It is free text (new lines and tabs stay, since reasons are
+    /// often built from an exception's message), but a NUL, which PostgreSQL's text cannot hold, and an unpaired UTF-16
+    /// surrogate, which no UTF-8 text can, become U+FFFD: a reason built from any message never fails the move.
+    /// </summary>
+    /// <exception cref="InvalidMessageException">The reason is null, empty or white space.</exception>
+    public static string Check(string? reason)
+    {
+        if (string.IsNullOrWhiteSpace(reason))
+        {
+            throw new InvalidMessageException("A dead letter needs a reason.");
+        }
+
+        if (!reason.Contains('\0', StringComparison.Ordinal) && !reason.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF'))
+        {
+            return reason;
+        }
+
+        var chars = reason.ToCharArray();
+        for (var i = 0; i < chars.Length; i++)
+        {
+            if (char.IsHighSurrogate(chars[i]) && i + 1 < chars.Length && char.IsLowSurrogate(chars[i + 1]))
+            {
+                i++;
+            }
+            else if (chars[i] == '\0' || char.IsSurrogate(chars[i]))
+            {
+                chars[i] = '\uFFFD';
+            }
+        }
+
+        return new string(chars);
+    }
+}

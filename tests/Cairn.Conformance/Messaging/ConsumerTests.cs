@@ -134,7 +134,7 @@ public abstract class ConsumerTests<TFixture>(TFixture fixture) : MessagingTests
             {
                 calls++;
                 return NumberOf(context.Message) == 1
-                    ? throw new NonRetryableMessageException("order total is negative")
+                    ? throw new NonRetryableMessageException("order total is negative: '\0\uD800'")
                     : throw new ArgumentException("unknown currency", "currency");
             },
             o => o with { Retry = new RetryPolicy { ImmediateRetries = 5, NonRetryable = [typeof(ArgumentException)] } });
@@ -144,7 +144,7 @@ public abstract class ConsumerTests<TFixture>(TFixture fixture) : MessagingTests
         await UntilAsync(consumer, s => s.DeadLettered == 2, "both are dead-lettered");
         Assert.Equal(2, calls);
         var letters = await broker.ListDeadLettersAsync(Work, 0, 10, default);
-        Assert.Contains(letters, l => l.Reason.Contains("order total is negative", StringComparison.Ordinal));
+        Assert.Contains(letters, l => l.Reason.Contains("order total is negative: '\uFFFD\uFFFD'", StringComparison.Ordinal));
         Assert.Contains(letters, l => l.Failure!.Type == typeof(ArgumentException).FullName);
     }
 

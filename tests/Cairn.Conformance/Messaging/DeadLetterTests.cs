@@ -77,6 +77,21 @@ public abstract class DeadLetterTests<TFixture>(TFixture fixture) : MessagingTes
     }
 
     [Fact]
+    public async Task a_reason_is_kept_as_free_text_with_what_no_text_column_holds_replaced()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+        await broker.SendAsync(Work, Numbered(1));
+        var delivery = Assert.Single(await ReceiveNowAsync(broker, Work));
+
+        // A reason built from an exception's message may hold anything: NUL and unpaired surrogates become U+FFFD.
+        await broker.DeadLetterAsync(delivery.Lease, "line one\nline two\t\0 \uD83D\uDE00 \uDC00 \uD800", FailureInfo.From(new FormatException("bad \0 byte")), default);
+        var letter = Assert.Single(await broker.ListDeadLettersAsync(Work, 0, 10, default));
+        Assert.Equal("line one\nline two\t\uFFFD \uD83D\uDE00 \uFFFD \uFFFD", letter.Reason);
+        Assert.Equal("bad \0 byte", letter.Failure!.Message);
+    }
+
+    [Fact]
     public async Task a_redrive_back_to_the_source_keeps_the_id_and_history_and_resets_the_count()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work) { MaxReceiveCount = 1 });

@@ -141,6 +141,26 @@ public abstract class QueueTests<TFixture>(TFixture fixture) : MessagingTests<TF
     }
 
     [Fact]
+    public async Task an_acknowledgement_batch_with_a_message_s_stale_and_current_leases_is_refused_whole()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders));
+        await using var _ = sut;
+        await broker.SendAsync(Orders, Numbered(1));
+        var first = Assert.Single(await ReceiveNowAsync(broker, Orders, lease: TimeSpan.FromSeconds(1)));
+        Clock.Advance(TimeSpan.FromSeconds(1));
+        var second = Assert.Single(await ReceiveNowAsync(broker, Orders));
+        Assert.Equal(first.Message.Id, second.Message.Id);
+
+        // A consumer that prefetched holds both tokens of the message: the stale one must fail the batch, whichever
+        // comes first, and the current holder keeps its lease.
+        var refused = await Assert.ThrowsAsync<LeaseLostException>(() => broker.AcknowledgeAsync([second.Lease, first.Lease], default));
+        Assert.Equal(first.Lease, refused.Lease);
+        Assert.Equal(1, (await broker.GetStatsAsync(Orders, default)).Leased);
+        await broker.AcknowledgeAsync(second.Lease);
+        Assert.Equal(0, (await broker.GetStatsAsync(Orders, default)).Leased);
+    }
+
+    [Fact]
     public async Task a_released_message_comes_back_after_its_delay_with_the_failure_recorded()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders));

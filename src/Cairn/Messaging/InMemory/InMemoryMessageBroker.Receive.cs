@@ -107,10 +107,7 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrWhiteSpace(reason))
-        {
-            throw new InvalidMessageException("A dead letter needs a reason.");
-        }
+        reason = DeadLetterReason.Check(reason);
 
         return Run(cancellationToken, _ =>
         {
