@@ -88,7 +88,7 @@ public sealed record RabbitMqOptions
             Check(TryParseNode(node, Uri.Port, out _), nameof(ClusterNodes), $"has '{node}'; each node must be a host name or address (IPv6 in brackets), with a port (1-65535) or without");
         }
 
-        Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !ControlCharacters.In(QueuePrefix) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without control characters, and not start with 'amq.' (RabbitMQ's own)");
+        Check(QueuePrefix is not null && QueuePrefix.Length <= 64 && !StoredText.Refuses(QueuePrefix) && !QueuePrefix.StartsWith("amq.", StringComparison.Ordinal), nameof(QueuePrefix), $"is '{QueuePrefix}'; it must be at most 64 characters, without {StoredText.Refused}, and not start with 'amq.' (RabbitMQ's own)");
         Check(!string.IsNullOrWhiteSpace(ClientName), nameof(ClientName), "is empty");
         Check(Prefetch >= 1, nameof(Prefetch), $"is {Prefetch}; it must be between 1 and 65535");
         Check(MaxOutstandingConfirms is >= 1 and <= 65_536, nameof(MaxOutstandingConfirms), $"is {MaxOutstandingConfirms}; it must be between 1 and 65536");

@@ -136,6 +136,39 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
     }
 
     [Fact]
+    public async Task text_with_an_unpaired_surrogate_is_refused_in_every_attribute_and_nothing_is_written()
+    {
+        // No UTF-8 text holds an unpaired surrogate: a backend would refuse it (PostgreSQL) or change it (SQLite).
+        await using var sut = await CreateAsync();
+        var before = await SnapshotAsync(sut.Store, "attr-1");
+        const string Lone = "x\ud800y";
+        EventData[] events =
+        [
+            TestEvents.Numbered(1) with { Source = Lone },
+            TestEvents.Numbered(1) with { CorrelationId = Lone },
+            TestEvents.Numbered(1) with { CausationId = Lone },
+            TestEvents.Numbered(1) with { TraceParent = Lone },
+            TestEvents.Numbered(1) with { Type = "order." + Lone },
+            TestEvents.Numbered(1) with { Metadata = new Dictionary<string, string> { [Lone] = "value" } },
+            TestEvents.Numbered(1) with { Metadata = new Dictionary<string, string> { ["note"] = Lone } },
+            TestEvents.Tagged("t", "course:" + Lone),
+        ];
+
+        foreach (var e in events)
+        {
+            await Assert.ThrowsAsync<InvalidEventException>(() => sut.Store.AppendToStreamAsync("attr-1", ExpectedVersion.Any, [e]));
+        }
+
+        await AssertNothingWrittenAsync(sut.Store, before, "attr-1");
+
+        // A pair is one character, and control characters stay allowed in a metadata value.
+        await sut.Store.AppendToStreamAsync("pair-1", ExpectedVersion.Any, [TestEvents.Numbered(1) with { CorrelationId = "\ud83d\ude00", Metadata = new Dictionary<string, string> { ["note"] = "a\nb" } }]);
+        var read = await sut.Store.ReadStreamAsync("pair-1").SingleAsync();
+        Assert.Equal("\ud83d\ude00", read.CorrelationId);
+        Assert.Equal("a\nb", read.Metadata["note"]);
+    }
+
+    [Fact]
     public async Task user_metadata_counts_towards_the_size_limit()
     {
         await using var sut = await CreateAsync(new EventStoreOptions { MaxEventSize = 1024 });
@@ -336,6 +369,7 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
         ["over-long"] = new string('t', EventTypeNames.MaxLength + 1),
         ["reserved-metadata"] = "$metadata",
         ["reserved-dollar"] = "$custom",
+        ["lone-surrogate"] = "order.\ud800placed",
     };
 
     public static TheoryData<string> InvalidTypeNames => new(TypeNameCases.Keys);

@@ -74,6 +74,7 @@ public abstract class CheckpointTests<TFixture>(TFixture fixture) : StoreTests<T
         ["blank"] = "   ",
         ["control-char"] = "projection\u0001a",
         ["line-feed"] = "projection\na",
+        ["lone-surrogate"] = "projection\ud800a",
         ["over-long"] = new string('k', 257),
     };
 

@@ -14,7 +14,7 @@ public interface ICorrelationTraceReader
     /// <summary>
     /// Reads everything the backend holds of <paramref name="correlationId"/>: at most <paramref name="limit"/> records
     /// in all, the earliest first, read from one consistent view. An empty correlation id, one longer than
-    /// <see cref="CorrelationTraceLimits.MaxCorrelationIdLength"/> or with control characters, and a limit outside 1 to
+    /// <see cref="CorrelationTraceLimits.MaxCorrelationIdLength"/> or with control characters or unpaired surrogates, and a limit outside 1 to
     /// <see cref="CorrelationTraceLimits.MaxLimit"/> are refused with <see cref="InvalidTraceRequestException"/>.
     /// A trace carries envelopes, not payloads: the events' and messages' data are empty, so its memory stays bounded.
     /// </summary>
@@ -125,9 +125,9 @@ public static class CorrelationTraceLimits
             throw new InvalidTraceRequestException("correlationId", $"it has {correlationId.Length} characters; at most {MaxCorrelationIdLength} are allowed");
         }
 
-        if (ControlCharacters.In(correlationId))
+        if (StoredText.Refuses(correlationId))
         {
-            throw new InvalidTraceRequestException("correlationId", "it must not contain control characters");
+            throw new InvalidTraceRequestException("correlationId", $"it must not contain {StoredText.Refused}");
         }
 
         if (limit is < 1 or > MaxLimit)

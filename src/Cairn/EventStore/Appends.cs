@@ -181,9 +181,9 @@ public static class EventTags
     /// <summary>Refuses an empty, over-long or control-character tag with <see cref="InvalidEventException"/>.</summary>
     public static void Validate(string tag)
     {
-        if (string.IsNullOrEmpty(tag) || tag.Length > MaxLength || ControlCharacters.In(tag))
+        if (string.IsNullOrEmpty(tag) || tag.Length > MaxLength || StoredText.Refuses(tag))
         {
-            throw new InvalidEventException($"The tag '{tag}' is invalid: a tag is 1 to {MaxLength} characters with no control characters.");
+            throw new InvalidEventException($"The tag '{tag}' is invalid: a tag is 1 to {MaxLength} characters with no {StoredText.Refused}.");
         }
     }
 }

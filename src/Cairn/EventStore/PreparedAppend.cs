@@ -137,9 +137,9 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         {
             foreach (var (key, value) in e.Metadata)
             {
-                if (string.IsNullOrEmpty(key) || key.Length > 256 || ControlCharacters.In(key) || value is null)
+                if (string.IsNullOrEmpty(key) || key.Length > 256 || StoredText.Refuses(key) || value is null || StoredText.HasUnpairedSurrogate(value))
                 {
-                    throw new InvalidEventException($"Event {e.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no control characters, and values are not null.");
+                    throw new InvalidEventException($"Event {e.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no {StoredText.Refused}, and values are not null and hold no unpaired surrogates.");
                 }
             }
 
@@ -174,7 +174,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             metadataJson);
     }
 
-    /// <summary>Refuses an envelope attribute that is empty when set, too long, or holds control characters.</summary>
+    /// <summary>Refuses an envelope attribute that is empty when set, too long, or holds control characters or unpaired surrogates.</summary>
     private static void ValidateAttribute(EventData e, string name, string? value, int maxLength)
     {
         if (value is null)
@@ -182,9 +182,9 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             return;
         }
 
-        if (value.Length == 0 || value.Length > maxLength || ControlCharacters.In(value))
+        if (value.Length == 0 || value.Length > maxLength || StoredText.Refuses(value))
         {
-            throw new InvalidEventException($"Event {e.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no control characters.");
+            throw new InvalidEventException($"Event {e.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no {StoredText.Refused}.");
         }
     }
 
@@ -267,6 +267,11 @@ public static class EventTypeNames
             {
                 return "the type name contains white space or a control character";
             }
+        }
+
+        if (StoredText.Refuses(name))
+        {
+            return "the type name contains an unpaired surrogate";
         }
 
         return null;

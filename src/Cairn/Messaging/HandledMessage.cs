@@ -43,9 +43,9 @@ public sealed record HandledMessage(QueueName Queue, string Type, string Correla
 
     private static void Attribute(string name, string? value)
     {
-        if (value is null || value.Length is 0 or > 256 || ControlCharacters.In(value))
+        if (value is null || value.Length is 0 or > 256 || StoredText.Refuses(value))
         {
-            throw new InvalidMessageException($"An inbox record has an invalid {name}: it is 1 to 256 characters with no control characters.");
+            throw new InvalidMessageException($"An inbox record has an invalid {name}: it is 1 to 256 characters with no {StoredText.Refused}.");
         }
     }
 }

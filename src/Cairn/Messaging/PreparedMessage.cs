@@ -69,9 +69,9 @@ internal sealed record PreparedMessage(
             metadata = new Dictionary<string, string>(message.Metadata.Count, StringComparer.Ordinal);
             foreach (var (key, value) in message.Metadata)
             {
-                if (string.IsNullOrEmpty(key) || key.Length > 256 || ControlCharacters.In(key) || value is null)
+                if (string.IsNullOrEmpty(key) || key.Length > 256 || StoredText.Refuses(key) || value is null || StoredText.HasUnpairedSurrogate(value))
                 {
-                    throw new InvalidMessageException($"Message {message.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no control characters, and values are not null.");
+                    throw new InvalidMessageException($"Message {message.Id} has an invalid metadata entry '{key}': keys are 1 to 256 characters with no {StoredText.Refused}, and values are not null and hold no unpaired surrogates.");
                 }
 
                 if (PreparedMessageNames.IsReserved(key))
@@ -171,9 +171,9 @@ internal sealed record PreparedMessage(
 
     private static void Attribute(OutgoingMessage message, string name, string? value, int maxLength)
     {
-        if (value is not null && (value.Length == 0 || value.Length > maxLength || ControlCharacters.In(value)))
+        if (value is not null && (value.Length == 0 || value.Length > maxLength || StoredText.Refuses(value)))
         {
-            throw new InvalidMessageException($"Message {message.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no control characters.");
+            throw new InvalidMessageException($"Message {message.Id} has an invalid {name}: when set it is 1 to {maxLength} characters with no {StoredText.Refused}.");
         }
     }
 }

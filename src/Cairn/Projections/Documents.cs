@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Cairn.Envelopes;
 
 namespace Cairn.Projections;
 
@@ -244,12 +245,15 @@ public static class DocumentIds
     /// <summary>The longest id accepted, in characters.</summary>
     public const int MaxLength = 512;
 
-    /// <summary>Returns the id when it is 1 to 512 characters; throws <see cref="ArgumentException"/> otherwise.</summary>
+    /// <summary>
+    /// Returns the id when it is 1 to 512 characters with no unpaired surrogate (which no backend can store); throws
+    /// <see cref="ArgumentException"/> otherwise.
+    /// </summary>
     public static string Validate(string collection, string? id)
     {
-        if (string.IsNullOrEmpty(id) || id.Length > MaxLength)
+        if (string.IsNullOrEmpty(id) || id.Length > MaxLength || StoredText.HasUnpairedSurrogate(id))
         {
-            throw new ArgumentException($"'{id}' is not a valid id for a document of '{collection}': 1 to {MaxLength} characters.", nameof(id));
+            throw new ArgumentException($"'{id}' is not a valid id for a document of '{collection}': 1 to {MaxLength} characters, no unpaired surrogates.", nameof(id));
         }
 
         return id;

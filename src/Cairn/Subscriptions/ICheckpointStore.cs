@@ -37,9 +37,9 @@ public static class CheckpointKeys
     /// <summary>Refuses an empty, over-long or control-character key, and returns it otherwise.</summary>
     public static string Validate(string key)
     {
-        if (string.IsNullOrWhiteSpace(key) || key.Length > 256 || ControlCharacters.In(key))
+        if (string.IsNullOrWhiteSpace(key) || key.Length > 256 || StoredText.Refuses(key))
         {
-            throw new ArgumentException($"'{key}' is not a valid checkpoint key: 1 to 256 characters, not blank, no control characters.", nameof(key));
+            throw new ArgumentException($"'{key}' is not a valid checkpoint key: 1 to 256 characters, not blank, no {StoredText.Refused}.", nameof(key));
         }
 
         return key;

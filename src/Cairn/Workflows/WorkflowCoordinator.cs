@@ -308,8 +308,8 @@ internal sealed class WorkflowCoordinator
             : instanceId!;
 
     private static string? InstanceIdFault(string? instanceId) =>
-        string.IsNullOrEmpty(instanceId) || instanceId.Length > MaxInstanceIdLength || ControlCharacters.In(instanceId) || instanceId.Trim().Length != instanceId.Length
-            ? $"'{instanceId}' is not a valid workflow instance id: use 1 to {MaxInstanceIdLength} characters, no control characters, no leading or trailing white space."
+        string.IsNullOrEmpty(instanceId) || instanceId.Length > MaxInstanceIdLength || StoredText.Refuses(instanceId) || instanceId.Trim().Length != instanceId.Length
+            ? $"'{instanceId}' is not a valid workflow instance id: use 1 to {MaxInstanceIdLength} characters, no {StoredText.Refused}, no leading or trailing white space."
             : null;
 
     /// <summary>The longest instance id.</summary>

@@ -351,14 +351,15 @@ public sealed class MessageIdTests
     }
 }
 
-public sealed class ControlCharacterTests
+public sealed class StoredTextTests
 {
     [Fact]
-    public void the_check_finds_exactly_the_characters_char_IsControl_names_wherever_they_stand()
+    public void the_check_finds_exactly_the_control_characters_and_lone_surrogates_wherever_they_stand()
     {
+        // Each code unit alone: refused when char.IsControl names it, or when it is half of a surrogate pair.
         for (var c = char.MinValue; ; c++)
         {
-            Assert.Equal(char.IsControl(c), ControlCharacters.In(new string(c, 1)));
+            Assert.Equal(char.IsControl(c) || char.IsSurrogate(c), StoredText.Refuses(new string(c, 1)));
             if (c == char.MaxValue)
             {
                 break;
@@ -367,10 +368,17 @@ public sealed class ControlCharacterTests
 
         // Past the vectorised search's first block, and at its end, as well as at the start.
         var text = new string('a', 100);
-        Assert.False(ControlCharacters.In(text));
-        Assert.True(ControlCharacters.In(text + "\u0085"));
-        Assert.True(ControlCharacters.In(text[..40] + "\n" + text[40..]));
-        Assert.True(ControlCharacters.In("\u007F" + text));
-        Assert.False(ControlCharacters.In(string.Empty));
+        Assert.False(StoredText.Refuses(text));
+        Assert.True(StoredText.Refuses(text + "\u0085"));
+        Assert.True(StoredText.Refuses(text[..40] + "\n" + text[40..]));
+        Assert.True(StoredText.Refuses("\u007F" + text));
+        Assert.False(StoredText.Refuses(string.Empty));
+
+        // A pair is one character; either half alone, or the halves in the wrong order, is not.
+        Assert.False(StoredText.Refuses(text + "\uD83D\uDE00" + text));
+        Assert.True(StoredText.Refuses(text + "\uD83D" + text));
+        Assert.True(StoredText.Refuses(text + "\uDE00"));
+        Assert.True(StoredText.Refuses("\uDE00\uD83D"));
+        Assert.True(StoredText.Refuses("\uD83D\uDE00\uD83D"));
     }
 }
