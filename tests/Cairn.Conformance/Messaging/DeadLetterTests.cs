@@ -92,6 +92,29 @@ public abstract class DeadLetterTests<TFixture>(TFixture fixture) : MessagingTes
     }
 
     [Fact]
+    public async Task dead_letters_redriven_into_a_fifo_queue_join_their_group_and_one_without_a_group_waits_for_none()
+    {
+        QueueName ledger = "ledger";
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(ledger) { Fifo = true }, new QueueDefinition(Work));
+        await using var _ = sut;
+        await broker.SendAsync(ledger, Numbered(1) with { GroupKey = "a" });
+        await broker.SendBatchAsync(Work, [Numbered(2) with { GroupKey = "a" }, Numbered(3)]);
+        foreach (var delivery in await ReceiveNowAsync(broker, Work, max: 10))
+        {
+            await broker.DeadLetterAsync(delivery.Lease, "failed", null, default);
+        }
+
+        Assert.Equal(2, await broker.RedriveAsync(Work, new RedriveRequest { Target = ledger }, default));
+
+        // Group a's redriven message waits behind its head; the one without a group has no order to keep.
+        var first = await ReceiveNowAsync(broker, ledger, max: 10);
+        Assert.Equal([1, 3], first.Select(d => NumberOf(d.Message)).Order());
+        await broker.AcknowledgeAsync([.. first.Select(d => d.Lease)], default);
+        var next = Assert.Single(await ReceiveNowAsync(broker, ledger, max: 10));
+        Assert.Equal(2, NumberOf(next.Message));
+    }
+
+    [Fact]
     public async Task a_redrive_back_to_the_source_keeps_the_id_and_history_and_resets_the_count()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work) { MaxReceiveCount = 1 });
