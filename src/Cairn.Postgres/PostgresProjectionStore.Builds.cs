@@ -239,15 +239,10 @@ public sealed partial class PostgresProjectionStore
 
         var own = (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Select(b => "__b" + b.Id).ToList();
 
-        // A view's own tables are those its rewrite rule depends on, in the same schema: matched by name exactly, as a
-        // view of build 10 must not pass for one of build 1.
+        // Matched by name exactly, as a view of build 10 must not pass for one of build 1.
         await using var select = context.Command(
-            """
-            SELECT c.relname, c.relkind::text,
-                   ARRAY(SELECT t.relname::text FROM pg_rewrite r
-                         JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-                         JOIN pg_class t ON t.oid = d.refobjid
-                         WHERE r.ev_class = c.oid AND t.oid <> c.oid AND t.relnamespace = c.relnamespace)
+            $"""
+            SELECT c.relname, c.relkind::text, {TablesAViewReadsSql}
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = $1 AND c.relname = ANY($2)
             """);
@@ -268,18 +263,46 @@ public sealed partial class PostgresProjectionStore
     }
 
     /// <summary>
+    /// The tables of its own schema that the view <c>c</c> reads (those its rewrite rule depends on), as a text array.
+    /// </summary>
+    private const string TablesAViewReadsSql =
+        """
+        ARRAY(SELECT t.relname::text FROM pg_rewrite r
+              JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+              JOIN pg_class t ON t.oid = d.refobjid
+              WHERE r.ev_class = c.oid AND t.oid <> c.oid AND t.relnamespace = c.relnamespace)
+        """;
+
+    /// <summary>
     /// Points each SQL table's view at the build's table. A view nothing else uses is made anew, so the new table may
-    /// have any columns. A view that other objects depend on (an application's own views over it) is replaced in
-    /// place, which keeps them: PostgreSQL then asks the new table for the old columns, in order, with new ones only
-    /// after them, and refuses the switch otherwise.
+    /// have any columns. A view that other objects depend on (an application's views, materialized views or functions
+    /// over it) is replaced in place, which keeps them: PostgreSQL then asks the new table for the old columns, in
+    /// order, with new ones only after them. A view of the name that does not read one of this projection's builds, or
+    /// a table of the name, is not touched. Either refusal fails the switch with
+    /// <see cref="ProjectionSwitchRefusedException"/>, and the serving build goes on.
     /// </summary>
     private async Task CreateViewsAsync(PostgresWriteContext context, string projection, long build, CancellationToken cancellationToken)
     {
-        foreach (var table in await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false))
+        var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
+        if (tables.Count == 0)
+        {
+            return;
+        }
+
+        var builds = (await ReadBuildsAsync(context, projection, cancellationToken).ConfigureAwait(false)).Select(b => b.Id).ToList();
+        foreach (var table in tables)
         {
             var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
-            var dependents = await DependentsOfViewAsync(context, name, cancellationToken).ConfigureAwait(false);
-            if (dependents.Count == 0)
+            var existing = await ExistingViewAsync(context, name, cancellationToken).ConfigureAwait(false);
+            if (existing is { } view && (!view.IsView || !builds.Exists(id => view.Reads.Contains(name + "__b" + id, StringComparer.Ordinal))))
+            {
+                throw new ProjectionSwitchRefusedException(projection, build,
+                    view.IsView
+                        ? $"the view '{name}' reads {string.Join(", ", view.Reads)}, not a table of this projection; another projection serves it"
+                        : $"the schema '{_store.Schema}' has a table or other relation named '{name}', where the view would go");
+            }
+
+            if (existing is not { Dependents.Length: > 0 } dependedOn)
             {
                 await using var batch = context.Batch();
                 batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP VIEW IF EXISTS {_s}.\"{name}\""));
@@ -295,36 +318,36 @@ public sealed partial class PostgresProjectionStore
             }
             catch (PostgresException ex) when (ex.SqlState is not null && ex.SqlState.StartsWith("42", StringComparison.Ordinal))
             {
-                throw new InvalidProjectionException(projection,
-                    $"its new table '{name}' cannot take the place of the old one under the view that {string.Join(", ", dependents)} depend(s) on ({ex.MessageText}); keep the old columns in their order and add new ones after them, or drop those objects first");
+                throw new ProjectionSwitchRefusedException(projection, build,
+                    $"its new table '{name}' cannot take the old one's place under the view, on which {string.Join(", ", dependedOn.Dependents)} depend ({ex.MessageText}); keep the old columns in their order and add new ones after them, or drop those objects");
             }
         }
     }
 
-    /// <summary>The objects (views, materialized views) that depend on the view <paramref name="name"/> of this schema, if it exists.</summary>
-    private async Task<List<string>> DependentsOfViewAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
+    /// <summary>A relation of the schema where a view would go: whether it is a view, what it reads, and what depends on it.</summary>
+    private sealed record ExistingRelation(bool IsView, string[] Reads, string[] Dependents);
+
+    /// <summary>
+    /// The relation of this schema named <paramref name="name"/>, or null. Its dependents are the objects that would
+    /// stop a <c>DROP VIEW</c> (normal dependencies: an application's view, materialized view or SQL function over it),
+    /// as PostgreSQL describes them.
+    /// </summary>
+    private async Task<ExistingRelation?> ExistingViewAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
     {
         await using var select = context.Command(
-            """
-            SELECT DISTINCT quote_ident(dn.nspname) || '.' || quote_ident(dependent.relname)
-            FROM pg_class v
-            JOIN pg_namespace n ON n.oid = v.relnamespace
-            JOIN pg_depend d ON d.refobjid = v.oid AND d.classid = 'pg_rewrite'::regclass
-            JOIN pg_rewrite r ON r.oid = d.objid
-            JOIN pg_class dependent ON dependent.oid = r.ev_class
-            JOIN pg_namespace dn ON dn.oid = dependent.relnamespace
-            WHERE n.nspname = $1 AND v.relname = $2 AND v.relkind = 'v' AND dependent.oid <> v.oid
+            $"""
+            SELECT c.relkind = 'v', {TablesAViewReadsSql},
+                   ARRAY(SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d
+                         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype = 'n')
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = $1 AND c.relname = $2
             """);
         select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
         select.Parameters.Add(new NpgsqlParameter { Value = name });
         await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        var dependents = new List<string>();
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            dependents.Add(reader.GetString(0));
-        }
-
-        return dependents;
+        return await reader.ReadAsync(cancellationToken).ConfigureAwait(false)
+            ? new ExistingRelation(reader.GetBoolean(0), reader.GetFieldValue<string[]>(1), reader.GetFieldValue<string[]>(2))
+            : null;
     }
 
     /// <summary>The SQL tables of a build, by their physical names.</summary>

@@ -1,3 +1,4 @@
+using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Projections;
 using Npgsql;
@@ -26,6 +27,19 @@ public sealed partial class SqlReadModelTests
     /// <summary>A projection with one document collection and no tables, to use up build ids.</summary>
     private sealed class Plain(string name) : Projection(name);
 
+    /// <summary>A projection counting orders into <c>tally</c>, rebuilt when its version changes.</summary>
+    private sealed class OrderTallies : Projection
+    {
+        public OrderTallies(int version, string columns)
+            : base("order-tallies")
+        {
+            Version = version;
+            RebuildOnVersionChange = true;
+            SqlTable("tally", $"CREATE TABLE {{table}} ({columns})");
+            On<OrderPlaced>((ctx, e) => ctx.Sql.Execute($"INSERT INTO {ctx.Sql.Table("tally")} (k) VALUES ($k)", ("$k", e.OrderId)));
+        }
+    }
+
     [Fact]
     public async Task An_applications_view_over_a_projections_view_survives_a_switch_and_reads_the_new_table()
     {
@@ -47,13 +61,64 @@ public sealed partial class SqlReadModelTests
         await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
 
         // The new version drops the column n.
-        var error = await Assert.ThrowsAsync<InvalidProjectionException>(() => SwitchAsync(new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric")));
+        var error = await Assert.ThrowsAsync<ProjectionSwitchRefusedException>(() => SwitchAsync(new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric")));
 
         Assert.Contains($"{_schema}.report", error.Message);
         Assert.Contains("'tally'", error.Message);
         Assert.Equal(serving.Id, (await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving.Id);
         Assert.True(await ViewReadsAsync("tally", $"tally__b{serving.Id}"));
         Assert.Equal(0L, await ScalarAsync($"SELECT tallies FROM \"{_schema}\".report"));
+    }
+
+    [Fact]
+    public async Task A_runner_whose_switch_is_refused_keeps_serving_and_advancing_the_old_build()
+    {
+        await PlaceAsync("o1", "c-1");
+        await using (var first = await StartAsync(new OrderTallies(1, "k text PRIMARY KEY, n bigint")))
+        {
+            await CaughtUpAsync(first);
+        }
+
+        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+
+        // Version 2 renames the column n, which the application's view keeps: the switch is refused, not the projection.
+        await using var second = await StartAsync(new OrderTallies(2, "k text PRIMARY KEY, total numeric"));
+        await Wait.UntilAsync(() => second.Status.LastError?.Contains(nameof(ProjectionSwitchRefusedException), StringComparison.Ordinal) == true, "the switch is refused");
+        Assert.Contains($"{_schema}.report", second.Status.LastError);
+
+        await PlaceAsync("o2", "c-1");
+        await Wait.UntilAsync(async () => 2L.Equals(await ScalarAsync($"SELECT tallies FROM \"{_schema}\".report")), "the old build serves the new order");
+        Assert.NotEqual(ProjectionState.Failed, second.Status.State);
+        Assert.NotEqual(ProjectionState.Faulted, second.Status.State);
+    }
+
+    [Fact]
+    public async Task A_function_over_a_projections_view_is_kept_by_a_switch()
+    {
+        await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
+        await ExecuteAsync($"CREATE FUNCTION \"{_schema}\".tally_count() RETURNS bigint LANGUAGE sql RETURN (SELECT count(*) FROM \"{_schema}\".tally)");
+
+        var shadow = await SwitchAsync(new Tallies("tallies", 2, TallyColumns));
+
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
+        await ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, n) VALUES ('a', 1)");
+        Assert.Equal(1L, await ScalarAsync($"SELECT \"{_schema}\".tally_count()"));
+    }
+
+    [Fact]
+    public async Task A_switch_never_takes_over_a_view_another_projection_made_after_the_rebuild_began()
+    {
+        // Version 1 of p has no table tally; version 2's rebuild declares one, and q takes the name before p switches.
+        await _projections.OpenAsync(new Plain("p"), default);
+        var rebuild = await _projections.StartShadowAsync(new Tallies("p", 2, TallyColumns), default);
+        var q = (await _projections.OpenAsync(new Tallies("q", 1, TallyColumns), default)).Serving;
+
+        var error = await Assert.ThrowsAsync<ProjectionSwitchRefusedException>(() =>
+            _projections.ApplyAsync(new ProjectionBatch("p", rebuild.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { }) { GoLive = true }, default));
+
+        Assert.Contains("another projection", error.Message);
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{q.Id}"));
+        Assert.False((await _projections.OpenAsync(new Plain("p"), default)).Serving.Id == rebuild.Id);
     }
 
     [Fact]

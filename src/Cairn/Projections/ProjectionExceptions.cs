@@ -98,6 +98,21 @@ public sealed class ProjectionWaitTimeoutException(string projection, GlobalPosi
 public sealed class ProjectionNotFoundException(string what)
     : CairnException(what);
 
+/// <summary>
+/// A rebuilt build cannot take over from the serving one (on PostgreSQL: objects an application built on a view need
+/// columns the new table lacks, or the view serves another projection). The serving build goes on; the runner tries
+/// the switch again later.
+/// </summary>
+public sealed class ProjectionSwitchRefusedException(string projection, long build, string reason)
+    : CairnException($"Projection '{projection}' cannot switch to build {build}: {reason}.")
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+
+    /// <summary>The build that could not become the serving one.</summary>
+    public long Build { get; } = build;
+}
+
 /// <summary>A projection cannot be opened as it is declared (a table name another projection owns, say).</summary>
 public sealed class InvalidProjectionException(string projection, string reason)
     : CairnException($"Projection '{projection}' cannot be opened: {reason}.")

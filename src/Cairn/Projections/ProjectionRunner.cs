@@ -48,6 +48,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private RebuildClock? _rebuild;
     private long _catchUpFailedAt;
 
+    /// <summary>When a refused switch may be tried again (a <see cref="TimeProvider"/> timestamp), or 0.</summary>
+    private long _switchRefusedUntil;
+
+    /// <summary>How long a runner waits before trying a refused switch again.</summary>
+    private static readonly TimeSpan SwitchRetryDelay = TimeSpan.FromSeconds(30);
+
     /// <summary>Creates a runner; nothing runs until <see cref="StartAsync"/>. Refuses a projection whose handled types are not registered.</summary>
     public ProjectionRunner(Projection projection, IEventStore store, IProjectionStore projections, EventSerializer serializer, ILogger<ProjectionRunner>? logger = null, TimeProvider? timeProvider = null)
     {
@@ -677,16 +683,19 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>
     /// Whether a build is close enough to the head to switch: it read the last events there were, or it is within a
     /// few batches of the head, which the switch's own catch-up then covers (under a steady load the first may never
-    /// happen). Not before an event a catch-up failed on has been met by the failure policy.
+    /// happen). Not before an event a catch-up failed on has been met by the failure policy, nor within
+    /// <see cref="SwitchRetryDelay"/> of a refused switch.
     /// </summary>
     private bool NearHead(Track track, bool caughtUp) =>
         track.Reached.Value >= _catchUpFailedAt
+        && (_switchRefusedUntil == 0 || _clock.GetTimestamp() >= _switchRefusedUntil)
         && (caughtUp || Volatile.Read(ref _head) - track.Reached.Value <= 4L * Projection.BatchSize);
 
     /// <summary>
     /// Switches a build to serving (for inline, to being applied by appends) in one commit that first applies every
     /// event up to the head. False when an event of that catch-up fails: the normal batches then meet it with retries
-    /// and the failure policy, and the switch is tried again past it.
+    /// and the failure policy, and the switch is tried again past it. False too when the backend refuses the switch:
+    /// the serving build goes on, the refusal shows as the last error, and the switch is tried again later.
     /// </summary>
     private async Task<bool> GoLiveAsync(Track track, CancellationToken stop)
     {
@@ -707,6 +716,17 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             _catchUpFailedAt = failure.Event.Position.Value;
             _logger.LogWarning(failure, "Projection {Projection} could not switch: the catch-up failed on event {Position}; it goes on in batches.", Projection.Name, failure.Event.Position);
+            return false;
+        }
+        catch (ProjectionSwitchRefusedException refused) when (refused.Projection == Projection.Name)
+        {
+            _switchRefusedUntil = _clock.GetTimestamp() + (long)(SwitchRetryDelay.TotalSeconds * _clock.TimestampFrequency);
+            lock (_gate)
+            {
+                _lastError = $"{refused.GetType().Name}: {refused.Message}";
+            }
+
+            _logger.LogWarning(refused, "Projection {Projection} could not switch to build {Build}; the serving build goes on, and the switch is tried again in {Delay}.", Projection.Name, refused.Build, SwitchRetryDelay);
             return false;
         }
     }
