@@ -650,10 +650,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// </summary>
     private static bool RunsAgain(Work item, Exception ex)
     {
-        if (ex is PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } && item.Deadlocks < MaxDeadlockRuns)
+        // Also when wrapped: a projection handler's own SQL fails its event with the PostgresException inside.
+        for (var e = ex; e is not null; e = e.InnerException)
         {
-            item.Deadlocks++;
-            return true;
+            if (e is PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } && item.Deadlocks < MaxDeadlockRuns)
+            {
+                item.Deadlocks++;
+                return true;
+            }
         }
 
         return false;

@@ -181,9 +181,9 @@ internal sealed class CairnOptionsValidator : IValidateOptions<CairnOptions>
             failures.Add("No backend is configured: call UseSqlite(...), UseInMemory() or another backend's Use… method in AddCairn.");
         }
 
-        if (options.Source is not null && string.IsNullOrWhiteSpace(options.Source))
+        if (options.Source is not null && !EventStoreOptions.IsValidSource(options.Source))
         {
-            failures.Add("Source must be a non-empty URI reference.");
+            failures.Add("Source " + EventStoreOptions.SourceRule);
         }
 
         if (options.MaxEventSize is < 1 or > 256 * 1024 * 1024)

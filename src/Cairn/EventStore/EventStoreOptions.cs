@@ -1,4 +1,5 @@
 using System.Reflection;
+using Cairn.Envelopes;
 
 namespace Cairn.EventStore;
 
@@ -20,12 +21,19 @@ public sealed record EventStoreOptions
     /// <summary>The schema registry's check of payloads on append and send; null checks nothing.</summary>
     internal Schemas.PayloadSchemas? Schemas { get; init; }
 
+    /// <summary>What a valid <see cref="Source"/> is, as a refusal says it.</summary>
+    internal const string SourceRule = "must be a URI reference of 1 to 2048 characters, not blank, with no " + StoredText.Refused + ".";
+
+    /// <summary>Whether <paramref name="source"/> may be every event's default source.</summary>
+    internal static bool IsValidSource(string? source) =>
+        !string.IsNullOrWhiteSpace(source) && source.Length <= 2048 && !StoredText.Refuses(source);
+
     /// <summary>Refuses impossible settings with <see cref="ArgumentException"/>.</summary>
     public void Validate()
     {
-        if (string.IsNullOrWhiteSpace(Source))
+        if (!IsValidSource(Source))
         {
-            throw new ArgumentException("The event source must be a non-empty URI reference.", nameof(Source));
+            throw new ArgumentException("The event source " + SourceRule, nameof(Source));
         }
 
         if (MaxEventSize is < 1 or > 256 * 1024 * 1024)

@@ -246,14 +246,14 @@ public static class DocumentIds
     public const int MaxLength = 512;
 
     /// <summary>
-    /// Returns the id when it is 1 to 512 characters with no unpaired surrogate (which no backend can store); throws
-    /// <see cref="ArgumentException"/> otherwise.
+    /// Returns the id when it is 1 to 512 characters with no NUL (which PostgreSQL's text cannot hold) and no unpaired
+    /// surrogate (which no UTF-8 text can); throws <see cref="ArgumentException"/> otherwise.
     /// </summary>
     public static string Validate(string collection, string? id)
     {
-        if (string.IsNullOrEmpty(id) || id.Length > MaxLength || StoredText.HasUnpairedSurrogate(id))
+        if (string.IsNullOrEmpty(id) || id.Length > MaxLength || id.Contains('\0', StringComparison.Ordinal) || StoredText.HasUnpairedSurrogate(id))
         {
-            throw new ArgumentException($"'{id}' is not a valid id for a document of '{collection}': 1 to {MaxLength} characters, no unpaired surrogates.", nameof(id));
+            throw new ArgumentException($"'{id}' is not a valid id for a document of '{collection}': 1 to {MaxLength} characters, no NUL, no unpaired surrogates.", nameof(id));
         }
 
         return id;

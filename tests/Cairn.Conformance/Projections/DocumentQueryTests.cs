@@ -112,6 +112,8 @@ public abstract class DocumentQueryTests<TFixture>(TFixture fixture) : Projectio
         Assert.Throws<ArgumentOutOfRangeException>(() => query.Take(10_001));
         Assert.Throws<ArgumentOutOfRangeException>(() => query.Skip(-1));
         await Assert.ThrowsAsync<ArgumentException>(() => query.LoadAsync(""));
+        await Assert.ThrowsAsync<ArgumentException>(() => query.LoadAsync("o\0"));
+        await Assert.ThrowsAsync<ArgumentException>(() => query.LoadAsync("o\ud800"));
         Assert.Throws<ProjectionNotFoundException>(() => models.Query<Tally>());
         Assert.Throws<ProjectionNotFoundException>(() => models.Query<OrderSummary>("other"));
     }

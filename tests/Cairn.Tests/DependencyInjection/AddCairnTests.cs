@@ -94,6 +94,26 @@ public sealed class AddCairnTests
         Assert.Contains(ex.Failures, f => f.Contains("Source", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("blank")]
+    [InlineData("control-character")]
+    [InlineData("lone-surrogate")]
+    [InlineData("over-long")]
+    public void an_event_source_no_event_could_carry_is_refused_by_the_store_options(string @case)
+    {
+        var source = @case switch
+        {
+            "blank" => " ",
+            "control-character" => "urn:svc\u0001",
+            "lone-surrogate" => "urn:svc\ud800",
+            _ => "urn:" + new string('s', 2045),
+        };
+
+        var ex = Assert.Throws<ArgumentException>(() => new EventStoreOptions { Source = source }.Validate());
+        Assert.Equal(nameof(EventStoreOptions.Source), ex.ParamName);
+        new EventStoreOptions { Source = "urn:" + new string('s', 2044) }.Validate();
+    }
+
     [Fact]
     public void two_different_backends_are_refused()
     {
