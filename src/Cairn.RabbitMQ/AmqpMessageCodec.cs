@@ -45,6 +45,51 @@ internal static class AmqpMessageCodec
     /// <summary>Set by quorum queues on a redelivery: how many times this copy was delivered before.</summary>
     public const string DeliveryCount = "x-delivery-count";
 
+    /// <summary>
+    /// The most bytes a message's own attributes and metadata may take as AMQP headers. RabbitMQ takes a message's
+    /// properties in one content-header frame (128 KiB by default, its <c>frame_max</c>) and closes the whole connection
+    /// over a larger one, so a send whose headers could not fit is refused at its commit; the rest of the frame is left
+    /// for what Cairn adds on the way (receive counts, a failure, a dead letter's reason, all capped).
+    /// </summary>
+    public const int MaxMessageHeaderBytes = 48 * 1024;
+
+    /// <summary>The longest failure message kept in a header, in characters (a stack trace gets twice as many).</summary>
+    public const int MaxFailureTextLength = 4096;
+
+    /// <summary>
+    /// Refuses, with <see cref="InvalidMessageException"/>, a message whose attributes and metadata RabbitMQ could not
+    /// take as headers: over <see cref="MaxMessageHeaderBytes"/> in all (counted as the AMQP field table encodes them,
+    /// with room for the attributes Cairn fills in), or a metadata key whose header name is over AMQP's 255 bytes.
+    /// </summary>
+    public static void CheckHeaders(OutgoingMessage message)
+    {
+        // The fixed part: spec version, id (twice), time, enqueued-at, content type, the names and the table's framing.
+        var bytes = 512L;
+        foreach (var value in (string?[])[message.Type, message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CorrelationId, message.CausationId, message.TraceParent])
+        {
+            bytes += value is null ? 0 : 32 + Encoding.UTF8.GetByteCount(value);
+        }
+
+        foreach (var (key, value) in message.Metadata ?? new Dictionary<string, string>())
+        {
+            var name = Encoding.UTF8.GetByteCount(Prefix) + Encoding.UTF8.GetByteCount(key ?? "");
+            if (name > 255)
+            {
+                throw new InvalidMessageException($"Message {message.Id} has the metadata key '{key}', which is {name - Prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{Prefix}' and the key together.");
+            }
+
+            bytes += 6 + name + Encoding.UTF8.GetByteCount(value ?? "");
+        }
+
+        if (bytes > MaxMessageHeaderBytes)
+        {
+            throw new InvalidMessageException($"Message {message.Id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {MaxMessageHeaderBytes} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data.");
+        }
+    }
+
+    /// <summary>Text cut to <paramref name="max"/> characters, for a header that must stay within the frame.</summary>
+    public static string Capped(string text, int max) => text.Length <= max ? text : text[..max] + "…";
+
     /// <summary>The AMQP properties of a message taken from the outbox, as the relay publishes it.</summary>
     public static BasicProperties ToProperties(Message message, DateTimeOffset enqueuedAt)
     {
@@ -107,16 +152,21 @@ internal static class AmqpMessageCodec
         };
     }
 
-    /// <summary>Reads the message back from a delivery; a message that is not a CloudEvent Cairn can read yields null.</summary>
+    /// <summary>
+    /// Reads the message back from a delivery; a message that is not a CloudEvent Cairn can read yields null, never an
+    /// exception: another publisher's headers may hold anything (an empty id, a timestamp in milliseconds), and the
+    /// delivery must then go to the dead letters as unreadable rather than stay unsettled.
+    /// </summary>
     public static Message? ToMessage(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
     {
         var headers = properties.Headers;
-        if (headers is null || GetString(headers, Id) is not { } idText || !Guid.TryParse(idText, out var id) || GetString(headers, Type) is not { } type)
+        if (headers is null || GetString(headers, Id) is not { } idText || !Guid.TryParse(idText, out var id) || id == Guid.Empty
+            || GetString(headers, Type) is not { } type
+            || (GetTime(headers, Time) ?? FromUnixSeconds(properties.Timestamp.UnixTime)) is not { } time)
         {
             return null;
         }
 
-        var time = GetTime(headers, Time) ?? DateTimeOffset.FromUnixTimeSeconds(properties.Timestamp.UnixTime);
         Dictionary<string, string>? metadata = null;
         foreach (var (key, value) in headers)
         {
@@ -126,16 +176,29 @@ internal static class AmqpMessageCodec
             }
         }
 
-        return new Message(new MessageId(id), type, GetString(headers, Source) ?? "", time, properties.ContentType ?? "application/octet-stream", body.ToArray())
+        try
         {
-            Subject = GetString(headers, Subject),
-            DataSchema = GetString(headers, DataSchema),
-            CorrelationId = GetString(headers, CorrelationId),
-            CausationId = GetString(headers, CausationId),
-            TraceParent = GetString(headers, TraceParent),
-            Metadata = metadata ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(),
-        };
+            return new Message(new MessageId(id), type, GetString(headers, Source) ?? "", time, properties.ContentType ?? "application/octet-stream", body.ToArray())
+            {
+                Subject = GetString(headers, Subject),
+                DataSchema = GetString(headers, DataSchema),
+                CorrelationId = GetString(headers, CorrelationId),
+                CausationId = GetString(headers, CausationId),
+                TraceParent = GetString(headers, TraceParent),
+                Metadata = metadata ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(),
+            };
+        }
+        catch (Exception ex) when (ex is ArgumentException or Cairn.EventStore.CairnException)
+        {
+            return null;
+        }
     }
+
+    /// <summary>An AMQP timestamp as a time, or null when it is out of range (milliseconds taken for seconds, say).</summary>
+    private static DateTimeOffset? FromUnixSeconds(long seconds) =>
+        seconds >= DateTimeOffset.MinValue.ToUnixTimeSeconds() && seconds <= DateTimeOffset.MaxValue.ToUnixTimeSeconds()
+            ? DateTimeOffset.FromUnixTimeSeconds(seconds)
+            : null;
 
     public static FailureInfo? GetFailure(IDictionary<string, object?>? headers) =>
         headers is not null && GetString(headers, FailureType) is { } type
@@ -149,9 +212,9 @@ internal static class AmqpMessageCodec
             return;
         }
 
-        headers[FailureType] = failure.Type;
-        headers[FailureMessage] = failure.Message;
-        Optional(headers, FailureStack, failure.StackTrace);
+        headers[FailureType] = Capped(failure.Type, 512);
+        headers[FailureMessage] = Capped(failure.Message, MaxFailureTextLength);
+        Optional(headers, FailureStack, failure.StackTrace is { } stack ? Capped(stack, 2 * MaxFailureTextLength) : null);
     }
 
     public static string? GetString(IDictionary<string, object?>? headers, string key) =>

@@ -46,12 +46,15 @@ public sealed partial class RabbitMqMessageBroker
                 continue;
             }
 
+            AmqpMessageCodec.CheckHeaders(message);
             backend.Send(OutboxOf(queue), message);
             outboxes.Add(queue);
         }
 
         foreach (var (topic, message) in transaction.Publishes)
         {
+            // A subscription may route it into any queue's outbox.
+            AmqpMessageCodec.CheckHeaders(message);
             backend.Publish(topic, message);
         }
 

@@ -36,7 +36,7 @@ public sealed partial class RabbitMqMessageBroker
         var properties = AmqpMessageCodec.Copy(held.Buffered.Properties);
         var headers = properties.Headers!;
         var now = _time.GetUtcNow();
-        headers[AmqpMessageCodec.DeadLetterReason] = reason;
+        headers[AmqpMessageCodec.DeadLetterReason] = AmqpMessageCodec.Capped(reason, AmqpMessageCodec.MaxFailureTextLength);
         headers[AmqpMessageCodec.DeadLetteredAt] = AmqpMessageCodec.Format(now);
         headers[AmqpMessageCodec.DeadLetterSequence] = NextDeadLetterSequence();
         headers[AmqpMessageCodec.DeadLetterQueue] = held.Queue.Name.Value;

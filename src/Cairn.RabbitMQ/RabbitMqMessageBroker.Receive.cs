@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Cairn.Messaging;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
 
 namespace Cairn.RabbitMQ;
 
@@ -339,6 +340,12 @@ public sealed partial class RabbitMqMessageBroker
             return;
         }
 
+        if (delay > MaxDelay)
+        {
+            // Refused before the lease is taken: the caller still holds it, and no copy is published earlier than asked.
+            throw new InvalidMessageException($"The release delay is {delay}; a queue in RabbitMQ holds a message at most {MaxDelay.TotalDays:0.#} days (2^32 - 1 ms, its largest message TTL).");
+        }
+
         var held = Take(lease);
         if (held.Delivery.ReceiveCount >= held.Queue.MaxReceiveCount)
         {
@@ -416,23 +423,40 @@ public sealed partial class RabbitMqMessageBroker
             }
         }
 
-        await ReplaceDeliveryAsync(held, target, properties, cancellationToken).ConfigureAwait(false);
+        // A delay queue RabbitMQ deleted (it expired while this process still counted it declared) is declared again.
+        var declareAgain = delay > TimeSpan.Zero ? () => DelayQueueAsync(held.Queue.Name, delay, cancellationToken) : (Func<Task>?)null;
+        await ReplaceDeliveryAsync(held, target, properties, cancellationToken, declareAgain).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Publishes a held delivery's copy to <paramref name="target"/>, then acknowledges the original. A publish that
-    /// fails or is cancelled (RabbitMQ away, or blocking publishes) gives the original back to RabbitMQ at once, which
-    /// delivers it again: the lease was taken, and nothing else would settle it.
+    /// Publishes a held delivery's copy to <paramref name="target"/>, then acknowledges the original. A copy RabbitMQ
+    /// could not route (its queue is gone) is published once more after <paramref name="declareAgain"/>, when given. A
+    /// publish that fails or is cancelled (RabbitMQ away, or blocking publishes) gives the original back to RabbitMQ at
+    /// once, which delivers it again: the lease was taken, and nothing else would settle it.
     /// </summary>
-    private async Task ReplaceDeliveryAsync(HeldLease held, string target, BasicProperties properties, CancellationToken cancellationToken)
+    private async Task ReplaceDeliveryAsync(HeldLease held, string target, BasicProperties properties, CancellationToken cancellationToken, Func<Task>? declareAgain = null)
     {
         try
         {
-            var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
-            await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await PublishCopyAsync(held, target, properties, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PublishReturnException) when (declareAgain is not null)
+            {
+                _connection.Forget(target);
+                await declareAgain().ConfigureAwait(false);
+                await PublishCopyAsync(held, target, properties, cancellationToken).ConfigureAwait(false);
+            }
         }
-        catch (Exception)
+        catch (Exception ex)
         {
+            if (ex is PublishReturnException)
+            {
+                // Not routed: the queue is gone (deleted by hand, or expired). The next use declares it again.
+                _connection.Forget(target);
+            }
+
             if (held.Current)
             {
                 await SafelyAsync(() => held.Reader.GiveBackAsync(held.Buffered), "give back a delivery whose copy could not be published").ConfigureAwait(false);
@@ -444,20 +468,32 @@ public sealed partial class RabbitMqMessageBroker
         await AcknowledgeDeliveryAsync(held, CancellationToken.None).ConfigureAwait(false);
     }
 
+    private async Task PublishCopyAsync(HeldLease held, string target, BasicProperties properties, CancellationToken cancellationToken)
+    {
+        var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
+        await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The longest delay a delay queue holds a message: RabbitMQ's largest per-queue message TTL, 2³² − 1 ms (49.7 days).</summary>
+    internal static readonly TimeSpan MaxDelay = TimeSpan.FromMilliseconds(uint.MaxValue);
+
     /// <summary>
-    /// The queue that holds messages released with <paramref name="delay"/> (rounded up to whole seconds past 10 s, to
-    /// keep the number of such queues small): a quorum queue whose messages expire after the delay and are then
-    /// dead-lettered back to their queue, at least once; the queue deletes itself when unused for a while.
+    /// How long a delay queue's declaration counts before the next release through it declares it again. Its
+    /// <c>x-expires</c> is twice the delay and 10 minutes more, counted from its last declaration (publishes do not
+    /// count), so declaring at least every 5 minutes keeps it while it can still hold a message: one published just
+    /// before the queue would expire is dead-lettered back after its delay, before that.
+    /// </summary>
+    private static readonly TimeSpan DelayQueueRenewal = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// The queue that holds messages released with <paramref name="delay"/>: a quorum queue whose messages expire after
+    /// the delay and are then dead-lettered back to their queue, at least once; the queue deletes itself when unused for
+    /// a while. The delay is rounded up to two significant digits (1,234 ms waits 1,300 ms; 61 s waits 61 s; 123 s waits
+    /// 130 s), so a queue has at most 90 delay queues per power of ten however its delays are jittered.
     /// </summary>
     private async Task<string> DelayQueueAsync(QueueName queue, TimeSpan delay, CancellationToken cancellationToken)
     {
-        var ms = (long)Math.Ceiling(delay.TotalMilliseconds);
-        if (ms > 10_000)
-        {
-            ms = (ms + 999) / 1000 * 1000;
-        }
-
-        ms = Math.Min(ms, uint.MaxValue);
+        var ms = Math.Min(DelayQueueMilliseconds(delay), uint.MaxValue);
         var name = $"{AmqpName(queue)}.delay.{ms}";
         var arguments = QuorumArguments();
         arguments["x-message-ttl"] = ms;
@@ -466,8 +502,21 @@ public sealed partial class RabbitMqMessageBroker
         arguments["x-dead-letter-strategy"] = "at-least-once";
         arguments["x-overflow"] = "reject-publish";
         arguments["x-expires"] = Math.Min(ms * 2 + 600_000, uint.MaxValue);
-        await _connection.DeclareAsync(name, arguments, cancellationToken).ConfigureAwait(false);
+        await _connection.DeclareAsync(name, arguments, cancellationToken, renewAfter: DelayQueueRenewal).ConfigureAwait(false);
         return name;
+    }
+
+    /// <summary>A delay in whole milliseconds, rounded up to two significant digits.</summary>
+    internal static long DelayQueueMilliseconds(TimeSpan delay)
+    {
+        var ms = (long)Math.Ceiling(delay.TotalMilliseconds);
+        var step = 1L;
+        while (ms / step >= 100)
+        {
+            step *= 10;
+        }
+
+        return (ms + step - 1) / step * step;
     }
 
     /// <summary>A delivery a receive found it must dead-letter, with why; done once it is dead-lettered, given back, or let go.</summary>

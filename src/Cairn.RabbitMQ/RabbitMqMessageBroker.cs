@@ -39,8 +39,8 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _backend = backend;
-        _connection = new RabbitMqConnection(options);
         _time = timeProvider ?? TimeProvider.System;
+        _connection = new RabbitMqConnection(options, _time);
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _sweeper = SweepLeasesAsync(_disposing.Token);
     }

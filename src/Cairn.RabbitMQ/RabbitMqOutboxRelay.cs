@@ -206,6 +206,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                     if (!queue.Fifo)
                     {
                         Ensure(queue.Name);
+                        await RedriveOutboxAsync(queue.Name, cancellationToken).ConfigureAwait(false);
                     }
                 }
 
@@ -224,6 +225,28 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         }
     }
 
+    /// <summary>
+    /// Puts back what the backend dead-lettered in a queue's outbox. An outbox is a backend queue with its queue's
+    /// settings, so a row whose relay leases kept running out (relays that died before RabbitMQ confirmed it, or confirms
+    /// that waited out a resource alarm) reaches the queue's <see cref="QueueDefinition.MaxReceiveCount"/> and is
+    /// dead-lettered there, where no consumer would ever see it. Published again, it arrives at least once.
+    /// </summary>
+    private async Task RedriveOutboxAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        var outbox = RabbitMqMessageBroker.OutboxOf(queue);
+        if ((await _broker.Backend.GetStatsAsync(outbox, cancellationToken).ConfigureAwait(false)).DeadLettered == 0)
+        {
+            return;
+        }
+
+        var redriven = await _broker.Backend.RedriveAsync(outbox, new RedriveRequest(), cancellationToken).ConfigureAwait(false);
+        if (redriven > 0)
+        {
+            _broker.Logger.LogWarning("The outbox of queue {Queue} held {Count} message(s) its backend had dead-lettered after their relay leases ran out; they are published again.", queue, redriven);
+            Ensure(queue).Wake();
+        }
+    }
+
     private Task PauseAsync(ref TimeSpan pause, CancellationToken cancellationToken)
     {
         var current = pause;
@@ -231,11 +254,18 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         return Task.Delay(current, cancellationToken).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
-    /// <summary>Takes up to <paramref name="max"/> messages from <paramref name="queue"/>'s outbox, under a lease.</summary>
+    /// <summary>
+    /// The relay's lease on the outbox rows it publishes, whatever its queue's <see cref="QueueDefinition.Lease"/> (meant
+    /// for handling a message): long enough for RabbitMQ's confirms, short enough that another process's relay publishes
+    /// a dead relay's rows soon.
+    /// </summary>
+    internal static readonly TimeSpan OutboxLease = TimeSpan.FromMinutes(1);
+
+    /// <summary>Takes up to <paramref name="max"/> messages from <paramref name="queue"/>'s outbox, under the relay's lease.</summary>
     private Task<IReadOnlyList<Delivery>> TakeAsync(QueueName queue, int max, CancellationToken cancellationToken) =>
         _broker.Backend.ReceiveAsync(
             RabbitMqMessageBroker.OutboxOf(queue),
-            new ReceiveOptions { MaxMessages = max, Wait = _broker.Options.RelayPollWait },
+            new ReceiveOptions { MaxMessages = max, Wait = _broker.Options.RelayPollWait, Lease = OutboxLease },
             cancellationToken);
 
     /// <summary>

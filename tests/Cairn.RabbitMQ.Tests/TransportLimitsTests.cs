@@ -1,0 +1,168 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Messaging;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>
+/// What RabbitMQ cannot take, met before it can stall anything: headers over a content-header frame, delays past its
+/// largest message TTL, delay queues that expired or were deleted, foreign messages with headers Cairn cannot read,
+/// and outbox rows the backend dead-lettered after their relay leases ran out.
+/// </summary>
+public sealed class TransportLimitsTests
+{
+    private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    private static async Task<List<Delivery>> ReceiveAsync(IMessageBroker broker, QueueName queue, int count)
+    {
+        var received = new List<Delivery>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (received.Count < count && DateTime.UtcNow < deadline)
+        {
+            received.AddRange(await broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = count - received.Count, Wait = TimeSpan.FromSeconds(1) }, default));
+        }
+
+        return received;
+    }
+
+    private static async Task WithChannelAsync(Func<IChannel, Task> use)
+    {
+        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
+        await using var connection = await factory.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        await use(channel);
+    }
+
+    [Fact]
+    public async Task a_send_whose_headers_could_not_fit_rabbitmqs_frame_is_refused_at_its_commit_and_the_relay_goes_on()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("headers"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        // 60 KB of metadata fits the queue's 256 KiB size limit, but not beside the rest in one 128 KiB header frame.
+        var big = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.SendAsync(queue, Numbered(1) with { Metadata = new Dictionary<string, string> { ["note"] = new string('x', 60_000) } }));
+        Assert.Contains("headers", big.Message, StringComparison.Ordinal);
+        var key = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.SendAsync(queue, Numbered(2) with { Metadata = new Dictionary<string, string> { [new string('k', 250)] = "v" } }));
+        Assert.Contains("255 bytes", key.Message, StringComparison.Ordinal);
+
+        // Within the bound, and with a long failure on the way back, it goes through.
+        await sut.Broker.SendAsync(queue, Numbered(3) with { Metadata = new Dictionary<string, string> { ["note"] = new string('x', 40_000) } });
+        var first = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        await sut.Broker.ReleaseAsync(first.Lease, TimeSpan.Zero, new FailureInfo("Big", new string('m', 200_000), new string('s', 200_000)), default);
+        var again = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        Assert.Equal(40_000, again.Message.Metadata["note"].Length);
+        Assert.StartsWith("mmm", again.LastFailure!.Message, StringComparison.Ordinal);
+        Assert.True(again.LastFailure.Message.Length <= AmqpMessageCodec.MaxFailureTextLength + 1);
+        await sut.Broker.AcknowledgeAsync([again.Lease], default);
+        Assert.Equal(0, sut.Relay.Returned);
+    }
+
+    [Fact]
+    public async Task a_release_past_rabbitmqs_longest_delay_is_refused_and_the_lease_stays_held()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("toolong"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var delivery = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+
+        var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.ReleaseAsync(delivery.Lease, TimeSpan.FromDays(60), null, default));
+
+        Assert.Contains("49.7 days", refused.Message, StringComparison.Ordinal);
+        await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(99, 99)]
+    [InlineData(100, 100)]
+    [InlineData(101, 110)]
+    [InlineData(1_234, 1_300)]
+    [InlineData(9_999, 10_000)]
+    [InlineData(10_001, 11_000)]
+    [InlineData(61_000, 61_000)]
+    [InlineData(123_456, 130_000)]
+    public void a_delay_is_rounded_up_to_two_significant_digits(long ms, long queued)
+    {
+        Assert.Equal(queued, RabbitMqMessageBroker.DelayQueueMilliseconds(TimeSpan.FromMilliseconds(ms)));
+    }
+
+    [Fact]
+    public async Task a_delay_queue_deleted_behind_cairns_back_is_declared_again_by_the_next_release()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("delaygone"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 10 }, default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var delay = TimeSpan.FromMilliseconds(300);
+        var first = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        await sut.Broker.ReleaseAsync(first.Lease, delay, null, default);
+        var second = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+
+        // As RabbitMQ does once a delay queue's x-expires runs out.
+        await WithChannelAsync(channel => channel.QueueDeleteAsync($"{sut.Broker.AmqpName(queue)}.delay.300"));
+
+        // The next release finds no route, declares the queue again and publishes its copy there.
+        await sut.Broker.ReleaseAsync(second.Lease, delay, null, default);
+        var third = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        Assert.Equal(first.Message.Id, third.Message.Id);
+        Assert.Equal(3, third.ReceiveCount);
+        await sut.Broker.AcknowledgeAsync([third.Lease], default);
+    }
+
+    [Theory]
+    [InlineData("empty-id")]
+    [InlineData("millisecond-timestamp")]
+    public async Task a_foreign_message_whose_headers_cairn_cannot_read_is_dead_lettered_not_left_unsettled(string fault)
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("foreign"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var properties = new BasicProperties
+        {
+            DeliveryMode = DeliveryModes.Persistent,
+            Headers = new Dictionary<string, object?>
+            {
+                [AmqpMessageCodec.Id] = fault == "empty-id" ? Guid.Empty.ToString() : Guid.NewGuid().ToString(),
+                [AmqpMessageCodec.Type] = "foreign.event",
+            },
+        };
+        if (fault == "millisecond-timestamp")
+        {
+            // A common mistake of other publishers: the AMQP timestamp in milliseconds, and no cloudEvents:time.
+            properties.Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
+        }
+
+        await WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, properties, "{}"u8.ToArray()).AsTask());
+        await sut.Broker.SendAsync(queue, Numbered(1));
+
+        var received = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        Assert.Equal("{\"n\":1}", Encoding.UTF8.GetString(received.Message.Data.Span));
+        await sut.Broker.AcknowledgeAsync([received.Lease], default);
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered == 1, $"the message with the {fault} is dead-lettered");
+        Assert.Empty(await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default));
+    }
+
+    [Fact]
+    public async Task an_outbox_row_the_backend_dead_lettered_after_its_relay_leases_ran_out_is_published_again()
+    {
+        await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { RelayRescanInterval = TimeSpan.FromMilliseconds(200) });
+        var queue = new QueueName(RabbitMqServer.NewName("once"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 1 }, default);
+        await sut.Relay.StopAsync(default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+
+        // Another process's relay takes the row and dies before RabbitMQ confirms it; its lease runs out on the
+        // queue's only allowed receive, so the backend's next look dead-letters the row in the outbox.
+        var outbox = RabbitMqMessageBroker.OutboxOf(queue);
+        Assert.Single(await sut.Broker.Backend.ReceiveAsync(outbox, new ReceiveOptions { Lease = TimeSpan.FromMilliseconds(1) }, default));
+        await Wait.UntilAsync(async () => (await sut.Broker.Backend.ReceiveAsync(outbox, new ReceiveOptions(), default)).Count == 0 && (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered == 1, "the outbox row is dead-lettered in the backend");
+
+        await sut.Relay.StartAsync(default);
+        var received = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        Assert.Equal("{\"n\":1}", Encoding.UTF8.GetString(received.Message.Data.Span));
+        Assert.Equal(0, (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered);
+    }
+}
