@@ -57,11 +57,12 @@ internal static class AmqpMessageCodec
     public const int MaxFailureTextLength = 4096;
 
     /// <summary>
-    /// Refuses, with <see cref="InvalidMessageException"/>, a message whose attributes and metadata RabbitMQ could not
-    /// take as headers: over <see cref="MaxMessageHeaderBytes"/> in all (counted as the AMQP field table encodes them,
-    /// with room for the attributes Cairn fills in), or a metadata key whose header name is over AMQP's 255 bytes.
+    /// Why RabbitMQ could not take a message's attributes and metadata, or null when it can: over
+    /// <see cref="MaxMessageHeaderBytes"/> as headers in all (counted as the AMQP field table encodes them, with room
+    /// for the attributes Cairn fills in), a metadata key whose header name is over AMQP's 255 bytes, or a content type
+    /// over the 255 bytes of its property.
     /// </summary>
-    public static void CheckHeaders(OutgoingMessage message)
+    public static string? HeaderFault(OutgoingMessage message)
     {
         // The fixed part: spec version, id (twice), time, enqueued-at, content type, the names and the table's framing.
         var bytes = 512L;
@@ -75,16 +76,21 @@ internal static class AmqpMessageCodec
             var name = Encoding.UTF8.GetByteCount(Prefix) + Encoding.UTF8.GetByteCount(key ?? "");
             if (name > 255)
             {
-                throw new InvalidMessageException($"Message {message.Id} has the metadata key '{key}', which is {name - Prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{Prefix}' and the key together.");
+                return $"Message {message.Id} has the metadata key '{key}', which is {name - Prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{Prefix}' and the key together.";
             }
 
             bytes += 6 + name + Encoding.UTF8.GetByteCount(value ?? "");
         }
 
-        if (bytes > MaxMessageHeaderBytes)
+        if (!FitsShortString(message.ContentType))
         {
-            throw new InvalidMessageException($"Message {message.Id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {MaxMessageHeaderBytes} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data.");
+            // The content type has no header to fall back on: CloudEvents' AMQP binding carries it as the property alone.
+            return $"Message {message.Id} has a content type of {Encoding.UTF8.GetByteCount(message.ContentType)} bytes in UTF-8; RabbitMQ's content-type property holds at most 255.";
         }
+
+        return bytes > MaxMessageHeaderBytes
+            ? $"Message {message.Id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {MaxMessageHeaderBytes} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data."
+            : null;
     }
 
     /// <summary>Text cut to <paramref name="max"/> characters, for a header that must stay within the frame.</summary>
@@ -112,17 +118,22 @@ internal static class AmqpMessageCodec
             headers[Prefix + key] = value;
         }
 
+        // The type and correlation id are headers already; as properties (short strings of at most 255 bytes, which
+        // an attribute of 256 characters may pass in UTF-8) only when they fit, so that no message fails its publish.
         return new BasicProperties
         {
             ContentType = message.ContentType,
             MessageId = message.Id.ToString(),
-            CorrelationId = message.CorrelationId,
-            Type = message.Type,
+            CorrelationId = FitsShortString(message.CorrelationId) ? message.CorrelationId : null,
+            Type = FitsShortString(message.Type) ? message.Type : null,
             Timestamp = new AmqpTimestamp(message.Time.ToUnixTimeSeconds()),
             DeliveryMode = DeliveryModes.Persistent,
             Headers = headers,
         };
     }
+
+    /// <summary>Whether a value fits an AMQP short string (a property, a header's name): at most 255 bytes in UTF-8.</summary>
+    public static bool FitsShortString(string? value) => value is null || (value.Length <= 85 || Encoding.UTF8.GetByteCount(value) <= 255);
 
     /// <summary>A copy of received properties, to republish a message with some of Cairn's headers changed.</summary>
     public static BasicProperties Copy(IReadOnlyBasicProperties properties)

@@ -46,15 +46,24 @@ public sealed partial class RabbitMqMessageBroker
                 continue;
             }
 
-            AmqpMessageCodec.CheckHeaders(message);
+            if (AmqpMessageCodec.HeaderFault(message) is { } fault)
+            {
+                throw new InvalidMessageException(fault);
+            }
+
             backend.Send(OutboxOf(queue), message);
             outboxes.Add(queue);
         }
 
         foreach (var (topic, message) in transaction.Publishes)
         {
-            // A subscription may route it into any queue's outbox.
-            AmqpMessageCodec.CheckHeaders(message);
+            // Refused only when the topic feeds a queue in RabbitMQ: the backend's own queues take any message.
+            if (AmqpMessageCodec.HeaderFault(message) is { } fault
+                && (await _backend.ListSubscriptionsAsync(topic, cancellationToken).ConfigureAwait(false)).Any(s => QueueOfOutbox(s.Queue) is not null))
+            {
+                throw new InvalidMessageException($"{fault} It is published to topic '{topic}', which feeds a queue in RabbitMQ.");
+            }
+
             backend.Publish(topic, message);
         }
 

@@ -340,9 +340,10 @@ public sealed partial class RabbitMqMessageBroker
             return;
         }
 
-        if (delay > MaxDelay)
+        // A last allowed receive is dead-lettered whatever the delay; otherwise a delay past RabbitMQ's longest is
+        // refused before the lease is taken, so the caller still holds it and no copy comes back earlier than asked.
+        if (delay > MaxDelay && Peek(lease) is var peeked && peeked.Delivery.ReceiveCount < peeked.Queue.MaxReceiveCount)
         {
-            // Refused before the lease is taken: the caller still holds it, and no copy is published earlier than asked.
             throw new InvalidMessageException($"The release delay is {delay}; a queue in RabbitMQ holds a message at most {MaxDelay.TotalDays:0.#} days (2^32 - 1 ms, its largest message TTL).");
         }
 

@@ -1,5 +1,6 @@
 using System.Text;
 using Cairn.Conformance.Support;
+using Cairn.Envelopes;
 using Cairn.Messaging;
 using RabbitMQ.Client;
 
@@ -57,6 +58,64 @@ public sealed class TransportLimitsTests
         Assert.True(again.LastFailure.Message.Length <= AmqpMessageCodec.MaxFailureTextLength + 1);
         await sut.Broker.AcknowledgeAsync([again.Lease], default);
         Assert.Equal(0, sut.Relay.Returned);
+    }
+
+    [Fact]
+    public async Task attributes_too_long_for_an_amqp_property_travel_in_headers_alone_and_a_content_type_too_long_is_refused()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("longprops"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        // Each is within Cairn's 256 characters, and over the 255 bytes of an AMQP short string in UTF-8.
+        var correlation = new string('c', 256);
+        var type = "order." + new string('日', 100);
+        await sut.Broker.SendAsync(queue, Numbered(1) with { CorrelationId = correlation });
+        await sut.Broker.SendAsync(queue, new OutgoingMessage(type, "{}"u8.ToArray()));
+        var received = await ReceiveAsync(sut.Broker, queue, 2);
+        Assert.Equal(2, received.Count);
+        Assert.Contains(received, d => d.Message.CorrelationId == correlation);
+        Assert.Contains(received, d => d.Message.Type == type);
+        await sut.Broker.AcknowledgeAsync([.. received.Select(d => d.Lease)], default);
+
+        var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.SendAsync(queue, Numbered(2) with { ContentType = "application/" + new string('x', 250) + "+json" }));
+        Assert.Contains("content type", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, sut.Relay.Returned);
+    }
+
+    [Fact]
+    public async Task a_publish_whose_headers_could_not_fit_is_refused_only_when_its_topic_feeds_a_queue_in_rabbitmq()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var topic = new TopicName(RabbitMqServer.NewName("bigpub"));
+        var ledger = new QueueName(RabbitMqServer.NewName("ledger"));
+        var queue = new QueueName(RabbitMqServer.NewName("inrabbit"));
+        await sut.Broker.DeclareTopicAsync(topic, default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(ledger) { Fifo = true }, default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var big = Numbered(1) with { GroupKey = "g", Metadata = new Dictionary<string, string> { ["note"] = new string('x', 60_000) } };
+
+        // Fed only to a FIFO queue, which the backend keeps: taken.
+        await sut.Broker.SubscribeAsync(new TopicSubscription(topic, "kept", ledger), default);
+        Assert.Equal(1, (await sut.Broker.PublishAsync(topic, big)).MessagesEnqueued);
+
+        await sut.Broker.SubscribeAsync(new TopicSubscription(topic, "relayed", queue), default);
+        var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.PublishAsync(topic, big with { Id = MessageId.New() }));
+        Assert.Contains(topic.Value, refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_release_on_the_last_allowed_receive_dead_letters_whatever_its_delay()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("lastone"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 1 }, default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var delivery = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+
+        await sut.Broker.ReleaseAsync(delivery.Lease, TimeSpan.FromDays(60), null, default);
+
+        await Wait.UntilAsync(async () => (await sut.Broker.ListDeadLettersAsync(queue, 0, 10, default)).Count == 1, "the message is dead-lettered");
     }
 
     [Fact]

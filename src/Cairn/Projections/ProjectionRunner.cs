@@ -500,10 +500,23 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>Waits for an append after the slowest track, a rebuild request or the stop.</summary>
     private async Task WaitAsync(Task wake, CancellationToken stop)
     {
+        // A refused switch is tried again when its delay is over, appends or not: at once when it already is.
+        var retryIn = Timeout.InfiniteTimeSpan;
+        if (_shadow is not null && _switchRefusedUntil != 0)
+        {
+            retryIn = RemainingUntil(_switchRefusedUntil);
+            if (retryIn <= TimeSpan.Zero)
+            {
+                _switchRefusedUntil = 0;
+                return;
+            }
+        }
+
         var after = _shadow is { } shadow ? GlobalPosition.Min(shadow.Reached, ServingPosition) : ServingPosition;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop);
         var appended = _store.WaitForAppendAsync(after, cancel.Token);
-        await Task.WhenAny(appended, wake).ConfigureAwait(false);
+        var retry = Task.Delay(retryIn, _clock, cancel.Token);
+        await Task.WhenAny(appended, wake, retry).ConfigureAwait(false);
         await cancel.CancelAsync().ConfigureAwait(false);
         stop.ThrowIfCancellationRequested();
         if (_inlineLive)
@@ -520,6 +533,13 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             // Woken by a request instead.
         }
+    }
+
+    /// <summary>The time left until a <see cref="TimeProvider"/> timestamp; zero once it has passed.</summary>
+    private TimeSpan RemainingUntil(long timestamp)
+    {
+        var now = _clock.GetTimestamp();
+        return now >= timestamp ? TimeSpan.Zero : TimeSpan.FromSeconds((timestamp - now) / (double)_clock.TimestampFrequency);
     }
 
     /// <summary>Applies the next batch of a track; reports whether it wrote and whether it reached the head.</summary>

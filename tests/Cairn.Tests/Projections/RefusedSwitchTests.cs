@@ -1,0 +1,68 @@
+using Cairn.Conformance.Support;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Projections;
+using Cairn.Projections.InMemory;
+
+namespace Cairn.Tests.Projections;
+
+/// <summary>
+/// A rebuild whose switch the backend refuses (<see cref="ProjectionSwitchRefusedException"/>, as PostgreSQL does when
+/// an application's objects need the old columns): the old build goes on serving, and the switch is tried again after
+/// its delay even when nothing is appended meanwhile.
+/// </summary>
+public sealed class RefusedSwitchTests
+{
+    /// <summary>The in-memory store, refusing switches while <see cref="Refuse"/> is set.</summary>
+    private sealed class RefusingSwitches(IProjectionStore inner) : IProjectionStore
+    {
+        public volatile bool Refuse;
+
+        public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken) => inner.OpenAsync(projection, cancellationToken);
+
+        public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) => inner.StartShadowAsync(projection, cancellationToken);
+
+        public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken) =>
+            batch.GoLive && Refuse
+                ? Task.FromException<ProjectionBatchResult>(new ProjectionSwitchRefusedException(batch.Projection, batch.Build, "an application's view needs the old columns"))
+                : inner.ApplyAsync(batch, cancellationToken);
+
+        public void AttachInline(Projection projection, ReadModelApply apply) => inner.AttachInline(projection, apply);
+
+        public void DetachInline(string projection) => inner.DetachInline(projection);
+
+        public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(projection, max, cancellationToken);
+
+        public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) => inner.LoadDocumentAsync(projection, document, id, cancellationToken);
+
+        public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.QueryDocumentsAsync(projection, document, query, cancellationToken);
+
+        public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.CountDocumentsAsync(projection, document, query, cancellationToken);
+    }
+
+    [Fact]
+    public async Task a_refused_switch_is_tried_again_after_its_delay_without_appends()
+    {
+        var store = new InMemoryEventStore();
+        var projections = new RefusingSwitches(new InMemoryProjectionStore(store));
+        var clock = new ManualTimeProvider();
+        await store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Placed("o1", "c-1", 10m)]);
+        await using var runner = new ProjectionRunner(new OrderSummaries("refused-" + Guid.NewGuid().ToString("N")), store, projections, Orders.Serializer(), timeProvider: clock);
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
+
+        projections.Refuse = true;
+        var rebuild = runner.RebuildAsync();
+        await Wait.UntilAsync(() => runner.Status.LastError?.Contains(nameof(ProjectionSwitchRefusedException), StringComparison.Ordinal) == true, "the switch is refused");
+
+        Assert.Equal(ProjectionState.Live, runner.Status.State);
+        Assert.False(rebuild.IsCompleted);
+
+        // Whatever blocked it is gone; the delay passes on the runner's clock with nothing appended, and the switch
+        // goes through at once: nothing else needs to wake the runner.
+        projections.Refuse = false;
+        clock.Advance(TimeSpan.FromSeconds(31));
+        await rebuild.WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Null(runner.Status.Rebuild);
+    }
+}
