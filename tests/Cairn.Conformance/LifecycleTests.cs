@@ -21,6 +21,25 @@ public abstract class LifecycleTests<TFixture>(TFixture fixture) : StoreTests<TF
     }
 
     [Fact]
+    public async Task a_stream_with_a_name_of_the_longest_length_has_its_whole_lifecycle()
+    {
+        // Its metadata stream, $$ and the name, is two characters longer than any name a caller may give.
+        await using var sut = await CreateAsync();
+        var stream = new StreamName(new string('s', StreamName.MaxLength));
+        await sut.Store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(3));
+
+        await sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 2 }, default);
+        Assert.Equal([1, 2], await VersionsAsync(sut.Store, stream));
+        await sut.Store.DeleteStreamAsync(stream, ExpectedVersion.Any, default);
+        Assert.Equal(StreamState.SoftDeleted, (await sut.Store.GetStreamInfoAsync(stream, default)).State);
+        await sut.Store.TombstoneStreamAsync(stream, ExpectedVersion.Any, default);
+        Assert.Equal(StreamState.Tombstoned, (await sut.Store.GetStreamInfoAsync(stream, default)).State);
+        Assert.Equal(3, (await LifecycleRecordsAsync(sut.Store, stream)).Count);
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName(new string('s', StreamName.MaxLength + 1)));
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName("$$" + new string('s', StreamName.MaxLength + 1)));
+    }
+
+    [Fact]
     public async Task max_count_keeps_only_the_newest_events_visible_in_stream_reads()
     {
         await using var sut = await CreateAsync();

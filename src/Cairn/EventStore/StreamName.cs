@@ -7,7 +7,7 @@ namespace Cairn.EventStore;
 /// </summary>
 public readonly record struct StreamName
 {
-    /// <summary>The longest stream name accepted, in UTF-16 characters.</summary>
+    /// <summary>The longest stream name accepted, in UTF-16 characters (a metadata stream's, <c>$$</c> and the name, two more).</summary>
     public const int MaxLength = 256;
 
     private readonly string? _value;
@@ -76,9 +76,11 @@ public readonly record struct StreamName
             return "the name is empty";
         }
 
-        if (value.Length > MaxLength)
+        // A stream's metadata stream, $$<name>, is two characters longer than the longest name it serves.
+        var limit = value.StartsWith("$$", StringComparison.Ordinal) ? MaxLength + 2 : MaxLength;
+        if (value.Length > limit)
         {
-            return $"the name is {value.Length} characters long, over the limit of {MaxLength}";
+            return $"the name is {value.Length} characters long, over the limit of {limit}";
         }
 
         if (char.IsWhiteSpace(value[0]) || char.IsWhiteSpace(value[^1]))
