@@ -12,6 +12,11 @@ public sealed partial class PostgresEventStore
     {
         ThrowIfDisposed();
         var prepared = PreparedAppend.Prepare(request, _options);
+        if (prepared.Bytes > _postgresOptions.MaxAppendBytes)
+        {
+            throw new AppendTooLargeException(prepared.Bytes, _postgresOptions.MaxAppendBytes);
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         ThrowIfDisposed();
         return await _writer.AppendAsync(prepared, cancellationToken).ConfigureAwait(false);

@@ -6,6 +6,15 @@ namespace Cairn.Postgres;
 /// <summary>Settings of the PostgreSQL backend.</summary>
 public sealed partial record PostgresEventStoreOptions
 {
+    /// <summary>
+    /// The most bytes of event data and metadata one append may carry, and one group-commit batch of appends: PostgreSQL
+    /// takes a statement's parameters in one protocol message of at most 1 GB, and closes the connection over it.
+    /// </summary>
+    internal const long DefaultMaxAppendBytes = 768L * 1024 * 1024;
+
+    /// <summary>The limit <see cref="DefaultMaxAppendBytes"/> describes; lower in tests.</summary>
+    internal long MaxAppendBytes { get; init; } = DefaultMaxAppendBytes;
+
     /// <summary>The Npgsql connection string, such as <c>Host=db;Database=app;Username=app;Password=…</c>.</summary>
     public required string ConnectionString { get; init; }
 

@@ -46,6 +46,27 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>Pieces queued and not yet taken into a batch (for tests that line up a batch).</summary>
     internal int Queued => Volatile.Read(ref _queued);
+
+    /// <summary>A piece taken from the queue that did not fit the last batch: the first of the next.</summary>
+    private Work? _carried;
+
+    /// <summary>The next piece for a batch: the carried one, else the next queued one, or null when there is none.</summary>
+    private Work? NextPiece()
+    {
+        if (_carried is { } carried)
+        {
+            _carried = null;
+            return carried;
+        }
+
+        if (_queue.Reader.TryRead(out var queued))
+        {
+            Interlocked.Decrement(ref _queued);
+            return queued;
+        }
+
+        return null;
+    }
     private readonly Task _loop;
     private NpgsqlConnection? _connection;
     private int _lockedBatches;
@@ -149,7 +170,8 @@ internal sealed class PostgresWriter : IAsyncDisposable
     private async Task RunAsync()
     {
         var batch = new List<Work>(MaxBatch);
-        while (await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
+        var maxBytes = _store.PostgresOptions.MaxAppendBytes;
+        while (_carried is not null || await _queue.Reader.WaitToReadAsync().ConfigureAwait(false))
         {
             // The callers the last commit answered are queued to run on the thread pool, and most append again at
             // once. Stepping behind them lets their next appends join this batch rather than wait a whole commit for
@@ -159,17 +181,26 @@ internal sealed class PostgresWriter : IAsyncDisposable
             // (started by Task.Run, every await ConfigureAwait(false)).
             await Task.Yield();
             batch.Clear();
-            while (batch.Count < MaxBatch && _queue.Reader.TryRead(out var item))
+            var bytes = 0L;
+            while (batch.Count < MaxBatch && NextPiece() is { } item)
             {
-                Interlocked.Decrement(ref _queued);
                 if (item.CancellationToken.IsCancellationRequested)
                 {
                     item.Fail(new OperationCanceledException(item.CancellationToken));
+                    continue;
                 }
-                else
+
+                // Appends' data travels in one protocol message per statement: a batch stays within what one append
+                // may carry, and what would not fit waits for the next batch.
+                var size = item is AppendWork append ? append.Append.Bytes : 0;
+                if (batch.Count > 0 && bytes + size > maxBytes)
                 {
-                    batch.Add(item);
+                    _carried = item;
+                    break;
                 }
+
+                bytes += size;
+                batch.Add(item);
             }
 
             if (batch.Count == 0)

@@ -80,6 +80,17 @@ public class InvalidEventException : CairnException
     }
 }
 
+/// <summary>An append's events together are larger than the backend takes in one append; nothing was written.</summary>
+public sealed class AppendTooLargeException(long size, long limit)
+    : InvalidEventException($"The append is {size} bytes of event data and metadata, over the backend's limit of {limit} bytes for one append; split it into several.")
+{
+    /// <summary>The append's size in bytes (every event's data and metadata).</summary>
+    public long Size { get; } = size;
+
+    /// <summary>The backend's limit.</summary>
+    public long Limit { get; } = limit;
+}
+
 /// <summary>An event's data is larger than the store's limit; nothing was written.</summary>
 public sealed class EventTooLargeException(Envelopes.MessageId eventId, string type, long size, long limit)
     : InvalidEventException($"Event {eventId} of type '{type}' is {size} bytes, over the limit of {limit} bytes.")

@@ -33,6 +33,9 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 {
     public AppendCondition? Condition => Request.Condition;
 
+    /// <summary>Every event's data and metadata, in bytes.</summary>
+    public long Bytes { get; init; }
+
     /// <summary>Validates a request and completes its envelopes; throws a typed error naming the first fault.</summary>
     public static PreparedAppend Prepare(AppendRequest request, EventStoreOptions options, bool allowSystemStreams = false)
     {
@@ -48,6 +51,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         var streams = new HashSet<string>(StringComparer.Ordinal);
         var prepared = new PreparedStreamAppend[request.Streams.Count];
         var count = 0;
+        var bytes = 0L;
         for (var s = 0; s < request.Streams.Count; s++)
         {
             var append = request.Streams[s];
@@ -91,9 +95,13 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 
             prepared[s] = new PreparedStreamAppend(stream, append.ExpectedVersion, events);
             count += events.Length;
+            foreach (var e in events)
+            {
+                bytes += e.Data.Length + (e.MetadataJson?.Length ?? 0);
+            }
         }
 
-        return new PreparedAppend(request, prepared, count);
+        return new PreparedAppend(request, prepared, count) { Bytes = bytes };
     }
 
     private static PreparedEvent PrepareEvent(EventData e, EventStoreOptions options, MessageContext? context, string? traceParent, bool allowSystemTypes)
