@@ -1,3 +1,4 @@
+using Cairn.Conformance.Support;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Npgsql;
@@ -9,43 +10,24 @@ namespace Cairn.Postgres.Tests;
 /// append is refused past <see cref="PostgresEventStoreOptions.MaxAppendBytes"/> and a group-commit batch of appends
 /// stays within it. Here with a limit of 64 KiB rather than 768 MiB, so the test needs no gigabytes.
 /// </summary>
-public sealed class AppendSizeTests : IAsyncLifetime
+public sealed class AppendSizeTests : OwnSchemaStoreTests
 {
     private const long ParkKey = 7_340_034;
     private const int Limit = 64 * 1024;
 
-    private readonly string _schema = PostgresServer.NewSchema();
-    private PostgresEventStore _store = null!;
-
-    public Task InitializeAsync()
-    {
-        _store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema, MaxAppendBytes = Limit });
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        try
-        {
-            await _store.DisposeAsync();
-        }
-        finally
-        {
-            await PostgresServer.DropSchemaAsync(_schema);
-        }
-    }
+    protected override PostgresEventStoreOptions Configure(PostgresEventStoreOptions options) => options with { MaxAppendBytes = Limit };
 
     private static EventData Blob(int bytes) => new("test.blob", new byte[bytes]) { Id = MessageId.New(), ContentType = "application/octet-stream" };
 
     [Fact]
     public async Task an_append_over_the_limit_is_refused_whole_and_writes_nothing()
     {
-        var error = await Assert.ThrowsAsync<AppendTooLargeException>(() => _store.AppendToStreamAsync("big-1", ExpectedVersion.Any, [Blob(40 * 1024), Blob(40 * 1024)]));
+        var error = await Assert.ThrowsAsync<AppendTooLargeException>(() => Store.AppendToStreamAsync("big-1", ExpectedVersion.Any, [Blob(40 * 1024), Blob(40 * 1024)]));
 
         Assert.Equal(80 * 1024, error.Size);
         Assert.Equal(Limit, error.Limit);
-        Assert.Empty(await _store.ReadAllAsync().ToListAsync());
-        await _store.AppendToStreamAsync("big-1", ExpectedVersion.NoStream, [Blob(40 * 1024)]);
+        Assert.Empty(await Store.ReadAllAsync().ToListAsync());
+        await Store.AppendToStreamAsync("big-1", ExpectedVersion.NoStream, [Blob(40 * 1024)]);
     }
 
     [Fact]
@@ -59,15 +41,15 @@ public sealed class AppendSizeTests : IAsyncLifetime
             await park.ExecuteNonQueryAsync();
         }
 
-        var parked = _store.WriteAsync(async context =>
+        var parked = Store.WriteAsync(async context =>
         {
             await using var wait = context.Command($"SELECT pg_advisory_xact_lock({ParkKey})");
             await wait.ExecuteNonQueryAsync();
             return true;
         }, default);
-        await WaitUntilAsync(() => _store.Writer.Queued == 0, "the parked work taken");
-        var appends = Enumerable.Range(1, 3).Select(i => _store.AppendToStreamAsync($"big-{i}", ExpectedVersion.NoStream, [Blob(40 * 1024)])).ToList();
-        await WaitUntilAsync(() => _store.Writer.Queued == 3, "the three appends queued");
+        await Wait.UntilAsync(() => Store.Writer.Queued == 0, "the parked work taken");
+        var appends = Enumerable.Range(1, 3).Select(i => Store.AppendToStreamAsync($"big-{i}", ExpectedVersion.NoStream, [Blob(40 * 1024)])).ToList();
+        await Wait.UntilAsync(() => Store.Writer.Queued == 3, "the three appends queued");
         await using (var unpark = new NpgsqlCommand($"SELECT pg_advisory_unlock({ParkKey})", parker))
         {
             await unpark.ExecuteNonQueryAsync();
@@ -77,22 +59,8 @@ public sealed class AppendSizeTests : IAsyncLifetime
         await Task.WhenAll(appends);
 
         // Each pair would pass 64 KiB: three commits, one per append.
-        await using var count = new NpgsqlCommand($"SELECT count(DISTINCT xmin::text) FROM \"{_schema}\".events", parker);
+        await using var count = new NpgsqlCommand($"SELECT count(DISTINCT xmin::text) FROM \"{Schema}\".events", parker);
         Assert.Equal(3L, await count.ExecuteScalarAsync());
-        Assert.Equal(3, (await _store.ReadAllAsync().ToListAsync()).Count);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Waited 30 s for {what}.");
-            }
-
-            await Task.Delay(10);
-        }
+        Assert.Equal(3, (await Store.ReadAllAsync().ToListAsync()).Count);
     }
 }

@@ -11,9 +11,12 @@ public abstract class OwnSchemaStoreTests : IAsyncLifetime
 
     public Task InitializeAsync()
     {
-        Store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = Schema });
+        Store = new PostgresEventStore(Configure(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = Schema }));
         return Task.CompletedTask;
     }
+
+    /// <summary>The store's options: the test server and schema, changed by a class that needs other settings.</summary>
+    protected virtual PostgresEventStoreOptions Configure(PostgresEventStoreOptions options) => options;
 
     public async Task DisposeAsync()
     {

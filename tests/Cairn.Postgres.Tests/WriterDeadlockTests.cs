@@ -1,4 +1,5 @@
 using System.Text;
+using Cairn.Conformance.Support;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Projections;
@@ -13,31 +14,12 @@ namespace Cairn.Postgres.Tests;
 /// a new one. The writer's session checks for a deadlock after 3 s of waiting and the other session after 20 s, so the
 /// writer's is the one PostgreSQL rolls back: the other joins the cycle at once.
 /// </summary>
-public sealed class WriterDeadlockTests : IAsyncLifetime
+public sealed class WriterDeadlockTests : OwnSchemaStoreTests
 {
     private const long ParkKey = 7_340_033;
 
-    private readonly string _schema = PostgresServer.NewSchema();
-    private PostgresEventStore _store = null!;
-
-    public Task InitializeAsync()
-    {
-        var connectionString = new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { Options = "-c deadlock_timeout=3s" }.ConnectionString;
-        _store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = _schema });
-        return Task.CompletedTask;
-    }
-
-    public async Task DisposeAsync()
-    {
-        try
-        {
-            await _store.DisposeAsync();
-        }
-        finally
-        {
-            await PostgresServer.DropSchemaAsync(_schema);
-        }
-    }
+    protected override PostgresEventStoreOptions Configure(PostgresEventStoreOptions options) =>
+        options with { ConnectionString = new NpgsqlConnectionStringBuilder(options.ConnectionString) { Options = "-c deadlock_timeout=3s" }.ConnectionString };
 
     private static EventData Event() => new("test.appended", Encoding.UTF8.GetBytes("{}")) { Id = MessageId.New() };
 
@@ -47,7 +29,7 @@ public sealed class WriterDeadlockTests : IAsyncLifetime
     public async Task an_append_rolled_back_to_break_a_deadlock_runs_again_and_succeeds()
     {
         // An attached inline projection gives each append of a shared transaction its own savepoint.
-        await using var projections = new PostgresProjectionStore(_store);
+        await using var projections = new PostgresProjectionStore(Store);
         projections.AttachInline(new Plain("attached"), (_, _) => { });
         var outcome = await DeadlockAsync(projections);
 
@@ -60,7 +42,7 @@ public sealed class WriterDeadlockTests : IAsyncLifetime
     public async Task a_batch_in_a_transaction_a_deadlock_broke_runs_again_in_a_new_one()
     {
         // No inline projection: appends share the transaction without savepoints, so the deadlock aborts all of it.
-        await using var projections = new PostgresProjectionStore(_store);
+        await using var projections = new PostgresProjectionStore(Store);
         var outcome = await DeadlockAsync(projections);
 
         Assert.Equal("deadlocked", Assert.Single(outcome.Append.Streams).Stream.Value);
@@ -78,20 +60,20 @@ public sealed class WriterDeadlockTests : IAsyncLifetime
     {
         var projection = new Plain("deadlocked");
         var builds = await projections.OpenAsync(projection, default);
-        var first = await _store.AppendToStreamAsync("s", ExpectedVersion.Any, [Event()]);
-        var events = await _store.ReadAllAsync().ToListAsync();
+        var first = await Store.AppendToStreamAsync("s", ExpectedVersion.Any, [Event()]);
+        var events = await Store.ReadAllAsync().ToListAsync();
 
         await using var holder = new NpgsqlConnection(PostgresServer.ConnectionString);
         await holder.OpenAsync();
         await ExecuteAsync(holder, null, "SET deadlock_timeout = '20s'");
         await using var holding = await holder.BeginTransactionAsync();
-        await ExecuteAsync(holder, holding, $"SELECT pg_advisory_xact_lock({PostgresSchema.AppendLockClass}, {PostgresSchema.SchemaKey(_schema)})");
+        await ExecuteAsync(holder, holding, $"SELECT pg_advisory_xact_lock({PostgresSchema.AppendLockClass}, {PostgresSchema.SchemaKey(Schema)})");
 
         // The writer is parked on a lock of its own while the batch's two pieces queue behind it.
         await using var parker = new NpgsqlConnection(PostgresServer.ConnectionString);
         await parker.OpenAsync();
         await ExecuteAsync(parker, null, $"SELECT pg_advisory_lock({ParkKey})");
-        var parked = _store.WriteAsync(async context =>
+        var parked = Store.WriteAsync(async context =>
         {
             await using var park = context.Command($"SELECT pg_advisory_xact_lock({ParkKey})");
             await park.ExecuteNonQueryAsync();
@@ -101,14 +83,14 @@ public sealed class WriterDeadlockTests : IAsyncLifetime
 
         var transactions = new List<IReadModelTransaction>();
         var applying = projections.ApplyAsync(new ProjectionBatch(projection.Name, builds.Serving.Id, GlobalPosition.Start, first.LastPosition, events, (transaction, _) => transactions.Add(transaction)), default);
-        var appending = _store.AppendToStreamAsync("deadlocked", ExpectedVersion.Any, [Event()]);
-        await WaitUntilAsync(() => _store.Writer.Queued == 2, "the projection batch and the append queued behind the parked work");
+        var appending = Store.AppendToStreamAsync("deadlocked", ExpectedVersion.Any, [Event()]);
+        await Wait.UntilAsync(() => Store.Writer.Queued == 2, "the projection batch and the append queued behind the parked work");
         await ExecuteAsync(parker, null, $"SELECT pg_advisory_unlock({ParkKey})");
         Assert.True(await parked);
 
         // The batch holds the build's row and its append waits for the append lock: the holder closes the cycle.
         await WaitForWaiterAsync(AppendLock);
-        await ExecuteAsync(holder, holding, $"SELECT 1 FROM \"{_schema}\".projection_builds WHERE id = {builds.Serving.Id} FOR UPDATE");
+        await ExecuteAsync(holder, holding, $"SELECT 1 FROM \"{Schema}\".projection_builds WHERE id = {builds.Serving.Id} FOR UPDATE");
         await holding.RollbackAsync();
 
         var batch = await applying;
@@ -127,7 +109,7 @@ public sealed class WriterDeadlockTests : IAsyncLifetime
     private static readonly string ParkLock = $"classid = 0 AND objid = {ParkKey} AND objsubid = 1";
 
     /// <summary>This store's append lock in <c>pg_locks</c>: a two-key advisory lock.</summary>
-    private string AppendLock => $"classid = {PostgresSchema.AppendLockClass} AND objid = {(uint)PostgresSchema.SchemaKey(_schema)} AND objsubid = 2";
+    private string AppendLock => $"classid = {PostgresSchema.AppendLockClass} AND objid = {(uint)PostgresSchema.SchemaKey(Schema)} AND objsubid = 2";
 
     /// <summary>Waits until a session waits for the advisory lock <paramref name="which"/> names.</summary>
     private static async Task WaitForWaiterAsync(string which)
@@ -135,22 +117,6 @@ public sealed class WriterDeadlockTests : IAsyncLifetime
         await using var watcher = new NpgsqlConnection(PostgresServer.ConnectionString);
         await watcher.OpenAsync();
         await using var waiting = new NpgsqlCommand($"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND {which}", watcher);
-        await WaitUntilAsync(async () => (long)(await waiting.ExecuteScalarAsync())! > 0, $"a session waiting for the lock {which}");
-    }
-
-    private static Task WaitUntilAsync(Func<bool> condition, string what) => WaitUntilAsync(() => Task.FromResult(condition()), what);
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (!await condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new TimeoutException($"Waited 30 s for {what}.");
-            }
-
-            await Task.Delay(10);
-        }
+        await Wait.UntilAsync(async () => (long)(await waiting.ExecuteScalarAsync())! > 0, $"a session waiting for the lock {which}");
     }
 }
