@@ -50,23 +50,6 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// <summary>A piece taken from the queue that did not fit the last batch: the first of the next.</summary>
     private Work? _carried;
 
-    /// <summary>The next piece for a batch: the carried one, else the next queued one, or null when there is none.</summary>
-    private Work? NextPiece()
-    {
-        if (_carried is { } carried)
-        {
-            _carried = null;
-            return carried;
-        }
-
-        if (_queue.Reader.TryRead(out var queued))
-        {
-            Interlocked.Decrement(ref _queued);
-            return queued;
-        }
-
-        return null;
-    }
     private readonly Task _loop;
     private NpgsqlConnection? _connection;
     private int _lockedBatches;
@@ -165,6 +148,24 @@ internal sealed class PostgresWriter : IAsyncDisposable
             Interlocked.Decrement(ref _queued);
             throw new ObjectDisposedException(nameof(PostgresEventStore));
         }
+    }
+
+    /// <summary>The next piece for a batch: the carried one, else the next queued one, or null when there is none.</summary>
+    private Work? NextPiece()
+    {
+        if (_carried is { } carried)
+        {
+            _carried = null;
+            return carried;
+        }
+
+        if (_queue.Reader.TryRead(out var queued))
+        {
+            Interlocked.Decrement(ref _queued);
+            return queued;
+        }
+
+        return null;
     }
 
     private async Task RunAsync()
@@ -584,7 +585,6 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
             _store.Committed(context);
             AnswerCommitted(done);
-            return;
         }
     }
 
