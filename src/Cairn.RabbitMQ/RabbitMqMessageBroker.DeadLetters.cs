@@ -2,6 +2,7 @@ using Cairn.Diagnostics;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
 
 namespace Cairn.RabbitMQ;
 
@@ -237,7 +238,18 @@ public sealed partial class RabbitMqMessageBroker
 
                 headers[AmqpMessageCodec.Redrives] = deadLetter.Redrives + 1L;
                 headers[AmqpMessageCodec.EnqueuedAt] = AmqpMessageCodec.Format(_time.GetUtcNow());
-                await channel.BasicPublishAsync("", AmqpName(target), true, properties, result.Body, cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    await channel.BasicPublishAsync("", AmqpName(target), true, properties, result.Body, cancellationToken).ConfigureAwait(false);
+                }
+                catch (PublishReturnException)
+                {
+                    // Not routed: the queue was deleted in RabbitMQ behind Cairn's back. Declared again, it takes the copy.
+                    QueueFoundMissing(target);
+                    await EnsureDeclaredAsync(target, cancellationToken).ConfigureAwait(false);
+                    await channel.BasicPublishAsync("", AmqpName(target), true, properties, result.Body, cancellationToken).ConfigureAwait(false);
+                }
+
                 await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
                 moved++;
                 paceNext = true;

@@ -171,6 +171,24 @@ public sealed class TransportLimitsTests
         await sut.Broker.AcknowledgeAsync([third.Lease], default);
     }
 
+    [Fact]
+    public async Task a_redrive_to_a_queue_deleted_in_rabbitmq_behind_cairns_back_declares_it_again()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("gone"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var delivery = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        await sut.Broker.DeadLetterAsync(delivery.Lease, "failed", null, default);
+        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.AmqpName(queue)));
+
+        Assert.Equal(1, await sut.Broker.RedriveAsync(queue, new RedriveRequest(), default));
+
+        var again = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        Assert.Equal(delivery.Message.Id, again.Message.Id);
+        await sut.Broker.AcknowledgeAsync([again.Lease], default);
+    }
+
     [Theory]
     [InlineData("empty-id")]
     [InlineData("millisecond-timestamp")]
