@@ -237,41 +237,19 @@ public sealed partial class PostgresProjectionStore
             throw new InvalidProjectionException(projection.Name, "it declares tables whose names differ only in case, which PostgreSQL folds to one; choose other names");
         }
 
-        var own = (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Select(b => "__b" + b.Id).ToList();
-
-        // Matched by name exactly, as a view of build 10 must not pass for one of build 1.
-        await using var select = context.Command(
-            $"""
-            SELECT c.relname, c.relkind::text, {TablesAViewReadsSql}
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = $1 AND c.relname = ANY($2)
-            """);
-        select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
-        select.Parameters.Add(new NpgsqlParameter { Value = names });
-        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        var builds = await BuildIdsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
+        foreach (var name in names)
         {
-            var name = reader.GetString(0);
-            var isView = reader.GetString(1) == "v";
-            var reads = reader.GetFieldValue<string[]>(2);
-            if (!isView || !own.Any(suffix => reads.Contains(name + suffix, StringComparer.Ordinal)))
+            if (await ExistingRelationAsync(context, name, cancellationToken).ConfigureAwait(false) is { } existing && !existing.Serves(name, builds))
             {
-                var kind = isView ? "view serving another projection" : "table or other relation";
+                var kind = existing.IsView ? "view serving another projection" : "table or other relation";
                 throw new InvalidProjectionException(projection.Name, $"it declares the table '{name}', but the schema '{_store.Schema}' already has a {kind} of that name; choose another name");
             }
         }
     }
 
-    /// <summary>
-    /// The tables of its own schema that the view <c>c</c> reads (those its rewrite rule depends on), as a text array.
-    /// </summary>
-    private const string TablesAViewReadsSql =
-        """
-        ARRAY(SELECT t.relname::text FROM pg_rewrite r
-              JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-              JOIN pg_class t ON t.oid = d.refobjid
-              WHERE r.ev_class = c.oid AND t.oid <> c.oid AND t.relnamespace = c.relnamespace)
-        """;
+    private async Task<List<long>> BuildIdsAsync(PostgresWriteContext context, string projection, CancellationToken cancellationToken) =>
+        (await ReadBuildsAsync(context, projection, cancellationToken).ConfigureAwait(false)).ConvertAll(b => b.Id);
 
     /// <summary>
     /// Points each SQL table's view at the build's table. A view nothing else uses is made anew, so the new table may
@@ -289,12 +267,12 @@ public sealed partial class PostgresProjectionStore
             return;
         }
 
-        var builds = (await ReadBuildsAsync(context, projection, cancellationToken).ConfigureAwait(false)).Select(b => b.Id).ToList();
+        var builds = await BuildIdsAsync(context, projection, cancellationToken).ConfigureAwait(false);
         foreach (var table in tables)
         {
             var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
-            var existing = await ExistingViewAsync(context, name, cancellationToken).ConfigureAwait(false);
-            if (existing is { } view && (!view.IsView || !builds.Exists(id => view.Reads.Contains(name + "__b" + id, StringComparer.Ordinal))))
+            var existing = await ExistingRelationAsync(context, name, cancellationToken).ConfigureAwait(false);
+            if (existing is { } view && !view.Serves(name, builds))
             {
                 throw new ProjectionSwitchRefusedException(projection, build,
                     view.IsView
@@ -325,18 +303,31 @@ public sealed partial class PostgresProjectionStore
     }
 
     /// <summary>A relation of the schema where a view would go: whether it is a view, what it reads, and what depends on it.</summary>
-    private sealed record ExistingRelation(bool IsView, string[] Reads, string[] Dependents);
+    private sealed record ExistingRelation(bool IsView, string[] Reads, string[] Dependents)
+    {
+        /// <summary>
+        /// Whether it is the view <paramref name="name"/> of one of <paramref name="builds"/>: it reads that build's
+        /// table, matched by name exactly, as a view of build 10 must not pass for one of build 1.
+        /// </summary>
+        public bool Serves(string name, IReadOnlyList<long> builds) =>
+            IsView && builds.Any(id => Reads.Contains(name + "__b" + id, StringComparer.Ordinal));
+    }
 
     /// <summary>
-    /// The relation of this schema named <paramref name="name"/>, or null. Its dependents are the objects that would
+    /// The relation of this schema named <paramref name="name"/>, or null. What it reads are the tables of the schema
+    /// its rewrite rule depends on (a view's). Its dependents are the objects that would
     /// stop a <c>DROP VIEW</c> (normal dependencies: an application's view, materialized view or SQL function over it),
     /// as PostgreSQL describes them.
     /// </summary>
-    private async Task<ExistingRelation?> ExistingViewAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
+    private async Task<ExistingRelation?> ExistingRelationAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
     {
         await using var select = context.Command(
-            $"""
-            SELECT c.relkind = 'v', {TablesAViewReadsSql},
+            """
+            SELECT c.relkind = 'v',
+                   ARRAY(SELECT t.relname::text FROM pg_rewrite r
+                         JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                         JOIN pg_class t ON t.oid = d.refobjid
+                         WHERE r.ev_class = c.oid AND t.oid <> c.oid AND t.relnamespace = c.relnamespace),
                    ARRAY(SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d
                          WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype = 'n')
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
