@@ -20,6 +20,33 @@ internal static class StoredText
         || HasUnpairedSurrogate(value);
 
     /// <summary>
+    /// Free text (a dead letter's reason, often an exception's message) as every backend can store it: a NUL, which
+    /// PostgreSQL's text cannot hold, and an unpaired surrogate become U+FFFD; the same string when it has neither.
+    /// </summary>
+    public static string Storable(string value)
+    {
+        if (!value.Contains('\0', StringComparison.Ordinal) && !HasUnpairedSurrogate(value))
+        {
+            return value;
+        }
+
+        var chars = value.ToCharArray();
+        for (var i = 0; i < chars.Length; i++)
+        {
+            if (char.IsHighSurrogate(chars[i]) && i + 1 < chars.Length && char.IsLowSurrogate(chars[i + 1]))
+            {
+                i++;
+            }
+            else if (chars[i] == '\0' || char.IsSurrogate(chars[i]))
+            {
+                chars[i] = '\uFFFD';
+            }
+        }
+
+        return new string(chars);
+    }
+
+    /// <summary>
     /// Whether <paramref name="value"/> holds an unpaired surrogate: the check for free text (a metadata value), where
     /// control characters may stand.
     /// </summary>

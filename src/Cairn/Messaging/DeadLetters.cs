@@ -111,24 +111,6 @@ internal static class DeadLetterReason
             throw new InvalidMessageException("A dead letter needs a reason.");
         }
 
-        if (!reason.Contains('\0', StringComparison.Ordinal) && !reason.AsSpan().ContainsAnyInRange('\uD800', '\uDFFF'))
-        {
-            return reason;
-        }
-
-        var chars = reason.ToCharArray();
-        for (var i = 0; i < chars.Length; i++)
-        {
-            if (char.IsHighSurrogate(chars[i]) && i + 1 < chars.Length && char.IsLowSurrogate(chars[i + 1]))
-            {
-                i++;
-            }
-            else if (chars[i] == '\0' || char.IsSurrogate(chars[i]))
-            {
-                chars[i] = '\uFFFD';
-            }
-        }
-
-        return new string(chars);
+        return StoredText.Storable(reason);
     }
 }
