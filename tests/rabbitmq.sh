@@ -82,7 +82,17 @@ launch() {
       log "the node exited while starting"
       return 1
     fi
-    if ports_open "$dir"; then return 0; fi
+    if ports_open "$dir"; then
+      # The listeners open before the node has finished booting: until then rabbitmqctl refuses commands such as
+      # set_policy ("requires the 'rabbit' app to be running").
+      # shellcheck disable=SC2046
+      if env $(node_env "$dir") "$ctl" -n "$(cat "$dir/node")" await_startup --timeout 60 >"$dir/log/await_startup.log" 2>&1; then
+        return 0
+      fi
+      cat "$dir/log/await_startup.log" >&2 || true
+      log "the node did not finish booting within 60 s"
+      return 1
+    fi
     sleep 0.25
   done
   log "the node did not accept connections on port $port (and its TLS port, if any) within 60 s"
