@@ -43,6 +43,11 @@ public sealed partial class PostgresProjectionStore
 
     private async Task<ProjectionBatchResult> ApplyInContextAsync(PostgresWriteContext context, ProjectionBatch batch, CancellationToken cancellationToken)
     {
+        if (batch.GoLive && batch.CatchUpToHead is not null)
+        {
+            await RefuseSwitchEarlyAsync(context, batch, cancellationToken).ConfigureAwait(false);
+        }
+
         // Locks in one order everywhere (the append lock, the projection's lock, a build's row), so none waits in a cycle.
         if (batch.CatchUpToHead is not null)
         {
@@ -127,6 +132,43 @@ public sealed partial class PostgresProjectionStore
         }
 
         return new ProjectionBatchResult(new GlobalPosition(position), caughtUp);
+    }
+
+    /// <summary>
+    /// Tries a switch's views before the switch takes the append lock, and undoes them: a switch the views refuse (an
+    /// application's view needing the old columns, a name another projection took) is refused here, without holding up
+    /// appends for the catch-up it would run under the lock first. A runner tries a refused switch again every 30 s,
+    /// so this is what keeps a refusal that lasts from stalling appends that often. The views are made for real after
+    /// the catch-up, where a refusal that arose meanwhile is still caught.
+    /// </summary>
+    private async Task RefuseSwitchEarlyAsync(PostgresWriteContext context, ProjectionBatch batch, CancellationToken cancellationToken)
+    {
+        await using (var select = context.Command($"SELECT serving FROM {_s}.projection_builds WHERE id = $1 AND projection = $2"))
+        {
+            select.Parameters.Add(new NpgsqlParameter { Value = batch.Build });
+            select.Parameters.Add(new NpgsqlParameter { Value = batch.Projection });
+            if (await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not false)
+            {
+                // Serving already, or gone: the batch itself says which, under its locks.
+                return;
+            }
+        }
+
+        // A subtransaction: rolling it back undoes the views and releases the locks they took.
+        await using (var savepoint = context.Command("SAVEPOINT cairn_switch_trial"))
+        {
+            await savepoint.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await using var rollback = context.Command("ROLLBACK TO SAVEPOINT cairn_switch_trial; RELEASE SAVEPOINT cairn_switch_trial");
+            await rollback.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Takes the transaction lock that orders the creation and dropping of a projection's builds.</summary>
@@ -317,7 +359,8 @@ public sealed partial class PostgresProjectionStore
     /// The relation of this schema named <paramref name="name"/>, or null. What it reads are the tables of the schema
     /// its rewrite rule depends on (a view's). Its dependents are the objects that would
     /// stop a <c>DROP VIEW</c> (normal dependencies: an application's view, materialized view or SQL function over it),
-    /// as PostgreSQL describes them.
+    /// as PostgreSQL describes them; a view's own rewrite rule, which PostgreSQL also records as depending on the view,
+    /// is not one.
     /// </summary>
     private async Task<ExistingRelation?> ExistingRelationAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
     {
@@ -329,7 +372,8 @@ public sealed partial class PostgresProjectionStore
                          JOIN pg_class t ON t.oid = d.refobjid
                          WHERE r.ev_class = c.oid AND t.oid <> c.oid AND t.relnamespace = c.relnamespace),
                    ARRAY(SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_depend d
-                         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype = 'n')
+                         WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.deptype = 'n'
+                           AND NOT (d.classid = 'pg_rewrite'::regclass AND d.objid IN (SELECT r.oid FROM pg_rewrite r WHERE r.ev_class = c.oid)))
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = $1 AND c.relname = $2
             """);

@@ -71,6 +71,59 @@ public sealed partial class SqlReadModelTests
     }
 
     [Fact]
+    public async Task A_switch_with_nothing_over_the_view_makes_it_anew_whatever_the_new_columns()
+    {
+        await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
+
+        // The new version renames n and changes its type: only an object over the view could stop that.
+        var shadow = await SwitchAsync(new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric"));
+
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
+        await ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, total) VALUES ('a', 2.5)");
+        Assert.Equal(2.5m, await ScalarAsync($"SELECT total FROM \"{_schema}\".tally"));
+    }
+
+    [Fact]
+    public async Task A_refused_switch_is_refused_before_it_waits_for_the_append_lock()
+    {
+        await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
+        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+        var projection = new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric");
+        var shadow = await _projections.StartShadowAsync(projection, default);
+
+        // Another session holds the append lock for as long as the test runs: a switch that took it before its views
+        // refused it would wait here until the test timed out.
+        await using var holder = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await holder.OpenAsync();
+        await using (var take = new NpgsqlCommand($"SELECT pg_advisory_lock({PostgresSchema.AppendLockClass}, {PostgresSchema.SchemaKey(_schema)})", holder))
+        {
+            await take.ExecuteNonQueryAsync();
+        }
+
+        var batch = new ProjectionBatch(projection.Name, shadow.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { })
+        {
+            GoLive = true,
+            CatchUpToHead = EventFilter.All,
+        };
+        var error = await Assert.ThrowsAsync<ProjectionSwitchRefusedException>(() => _projections.ApplyAsync(batch, default).WaitAsync(Wait.Timeout));
+
+        Assert.Contains($"{_schema}.report", error.Message);
+        Assert.Equal(0L, await ScalarAsync($"SELECT tallies FROM \"{_schema}\".report"));
+        Assert.True(await ViewReadsAsync("tally", "tally__b" + (await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving.Id));
+
+        // With the views in its way gone, the same switch waits for the lock, and goes through once it is free.
+        await ExecuteAsync($"DROP VIEW \"{_schema}\".report");
+        var switching = _projections.ApplyAsync(batch, default);
+        await using (var release = new NpgsqlCommand("SELECT pg_advisory_unlock_all()", holder))
+        {
+            await release.ExecuteNonQueryAsync();
+        }
+
+        await switching.WaitAsync(Wait.Timeout);
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
+    }
+
+    [Fact]
     public async Task A_runner_whose_switch_is_refused_keeps_serving_and_advancing_the_old_build()
     {
         await PlaceAsync("o1", "c-1");
