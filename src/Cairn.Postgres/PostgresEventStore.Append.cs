@@ -12,14 +12,22 @@ public sealed partial class PostgresEventStore
     {
         ThrowIfDisposed();
         var prepared = PreparedAppend.Prepare(request, _options);
+        ThrowIfTooLarge(prepared);
+        cancellationToken.ThrowIfCancellationRequested();
+        ThrowIfDisposed();
+        return await _writer.AppendAsync(prepared, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Refuses an append whose data and metadata could not travel as one statement's parameters (PostgreSQL closes the
+    /// connection over a protocol message of more than 1 GB): every append, alone or in a messaging transaction.
+    /// </summary>
+    internal void ThrowIfTooLarge(PreparedAppend prepared)
+    {
         if (prepared.Bytes > _postgresOptions.MaxAppendBytes)
         {
             throw new AppendTooLargeException(prepared.Bytes, _postgresOptions.MaxAppendBytes);
         }
-
-        cancellationToken.ThrowIfCancellationRequested();
-        ThrowIfDisposed();
-        return await _writer.AppendAsync(prepared, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -15,6 +15,11 @@ public sealed partial class PostgresMessageBroker
     public async Task<CommitResult> CommitAsync(MessageTransaction transaction, CancellationToken cancellationToken)
     {
         var prepared = PreparedTransaction.Prepare(transaction, _store.Options);
+        foreach (var append in prepared.Appends)
+        {
+            _store.ThrowIfTooLarge(append);
+        }
+
         if (transaction.IsEmpty)
         {
             return new CommitResult();

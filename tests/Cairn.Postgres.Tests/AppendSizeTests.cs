@@ -1,6 +1,7 @@
 using Cairn.Conformance.Support;
 using Cairn.Envelopes;
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Npgsql;
 
 namespace Cairn.Postgres.Tests;
@@ -28,6 +29,24 @@ public sealed class AppendSizeTests : OwnSchemaStoreTests
         Assert.Equal(Limit, error.Limit);
         Assert.Empty(await Store.ReadAllAsync().ToListAsync());
         await Store.AppendToStreamAsync("big-1", ExpectedVersion.NoStream, [Blob(40 * 1024)]);
+    }
+
+    [Fact]
+    public async Task a_messaging_transaction_with_an_append_over_the_limit_is_refused_whole_and_writes_nothing()
+    {
+        await using var broker = new PostgresMessageBroker(Store);
+        QueueName queue = "work";
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var transaction = new MessageTransaction()
+            .Append(new AppendRequest("small", ExpectedVersion.NoStream, [Blob(1024)]))
+            .Append(new AppendRequest("big-1", ExpectedVersion.Any, [Blob(40 * 1024), Blob(40 * 1024)]))
+            .Send(queue, new OutgoingMessage("test.note", "{}"u8.ToArray()));
+
+        var error = await Assert.ThrowsAsync<AppendTooLargeException>(() => broker.CommitAsync(transaction, default));
+
+        Assert.Equal(80 * 1024, error.Size);
+        Assert.Empty(await Store.ReadAllAsync().ToListAsync());
+        Assert.Equal(0L, (await broker.GetStatsAsync(queue, default)).Visible);
     }
 
     [Fact]
