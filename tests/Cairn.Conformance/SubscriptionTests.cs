@@ -196,6 +196,68 @@ public abstract class SubscriptionTests<TFixture>(TFixture fixture) : StoreTests
     }
 
     [Fact]
+    public async Task a_subscription_starting_at_the_end_redelivers_the_first_event_its_handler_failed_on()
+    {
+        await using var sut = await CreateAsync();
+        await AppendSinglesAsync(sut.Store, 3);
+        var clock = new ManualTimeProvider();
+        var handled = new List<int>();
+        var failOnce = 1;
+        ValueTask Handle(RecordedEvent e, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Exchange(ref failOnce, 0) == 1)
+            {
+                throw new InvalidOperationException("boom");
+            }
+
+            lock (handled)
+            {
+                handled.Add(TestEvents.NumberOf(e));
+            }
+
+            return ValueTask.CompletedTask;
+        }
+
+        var options = new SubscriptionOptions { Name = "from-end-faulty", Start = SubscriptionStart.End, RetryDelay = TimeSpan.FromSeconds(1), MaxRetryDelay = TimeSpan.FromSeconds(1) };
+        await using var subscription = Subscribe(sut, options, Handle, clock);
+        await subscription.StartAsync(default);
+        await Wait.UntilAsync(() => subscription.Status.State == SubscriptionState.Live, "the subscription is live");
+
+        // The first live event fails its handler before any checkpoint was stored; more come during the retry delay.
+        var live = await AppendSinglesAsync(sut.Store, 1, first: 3);
+        await clock.WhenTimerArmedAsync().Bounded();
+        live = [.. live, .. await AppendSinglesAsync(sut.Store, 2, first: 4)];
+        clock.Advance(options.RetryDelay);
+        await subscription.WaitForPositionAsync(live[^1], default).Bounded();
+
+        // The retry goes on from where the subscription began, not from the head it would find now.
+        Assert.Equal([3, 4, 5], handled);
+    }
+
+    [Fact]
+    public async Task a_subscription_starting_at_the_end_and_stopped_before_any_event_goes_on_from_where_it_began()
+    {
+        await using var sut = await CreateAsync();
+        await AppendSinglesAsync(sut.Store, 3);
+        var options = new SubscriptionOptions { Name = "from-end-restarted", Start = SubscriptionStart.End };
+        await using (var first = Subscribe(sut, options, new Recorder().HandleAsync))
+        {
+            await first.StartAsync(default);
+            await Wait.UntilAsync(() => first.Status.State == SubscriptionState.Live, "the subscription is live");
+            await first.StopAsync(default);
+        }
+
+        // Appended while no process ran the subscription: still after where it began.
+        var meanwhile = await AppendSinglesAsync(sut.Store, 2, first: 3);
+        var recorder = new Recorder();
+        await using var second = Subscribe(sut, options, recorder.HandleAsync);
+        await second.StartAsync(default);
+        await second.WaitForPositionAsync(meanwhile[^1], default).Bounded();
+
+        Assert.Equal(meanwhile, recorder.Positions);
+    }
+
+    [Fact]
     public async Task a_handler_that_throws_faults_the_subscription_which_resumes_from_its_checkpoint_and_redelivers_the_event()
     {
         await using var sut = await CreateAsync();

@@ -29,6 +29,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     private SubscriptionStatus _status;
     private long _position;
     private long _checkpointed;
+    private GlobalPosition? _endResolvedAt;
     private long _head;
     private volatile bool _caughtUp;
     private long _caughtUpHead;
@@ -145,7 +146,8 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 try
                 {
                     var from = await _checkpoints.GetAsync(Options.Name, stop).ConfigureAwait(false)
-                        ?? (Options.Start == SubscriptionStart.End ? await _store.GetHeadPositionAsync(stop).ConfigureAwait(false) : GlobalPosition.Start);
+                        ?? await ResolveEndAsync(stop).ConfigureAwait(false)
+                        ?? GlobalPosition.Start;
                     Volatile.Write(ref _position, from.Value);
                     _checkpointed = from.Value;
                     SetStatus(SubscriptionState.CatchingUp, failures, Status.LastError, Status.LastErrorAt);
@@ -414,6 +416,25 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         {
             Volatile.Write(ref _head, e.Position.Value);
         }
+    }
+
+    /// <summary>
+    /// Where a subscription starting at <see cref="SubscriptionStart.End"/> without a checkpoint begins: the head when it
+    /// first started, stored as its checkpoint at once. A retry after a failure, or a later start, then goes on from
+    /// there, and never skips what was appended since (an event its handler failed on first of all). Null for a
+    /// subscription starting at <see cref="SubscriptionStart.Beginning"/>.
+    /// </summary>
+    private async Task<GlobalPosition?> ResolveEndAsync(CancellationToken stop)
+    {
+        if (Options.Start != SubscriptionStart.End)
+        {
+            return null;
+        }
+
+        // Kept in memory too, for a retry after the store refused the checkpoint.
+        _endResolvedAt ??= await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+        await _checkpoints.SetAsync(Options.Name, _endResolvedAt.Value, stop).ConfigureAwait(false);
+        return _endResolvedAt;
     }
 
     private async Task StoreCheckpointAsync(CancellationToken cancellationToken)

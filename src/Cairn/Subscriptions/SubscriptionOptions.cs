@@ -8,7 +8,10 @@ public enum SubscriptionStart
     /// <summary>From the first event of the log.</summary>
     Beginning,
 
-    /// <summary>From the events committed after the subscription starts.</summary>
+    /// <summary>
+    /// From the events committed after the subscription first starts: the head it finds then is stored as its
+    /// checkpoint at once, so a retry or a later start goes on from there.
+    /// </summary>
     End,
 }
 
