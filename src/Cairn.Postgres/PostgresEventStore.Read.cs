@@ -45,6 +45,10 @@ public sealed partial class PostgresEventStore
         var forwards = direction == ReadDirection.Forwards;
         var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE e.stream_id = ");
         query.Sql.Append(query.Add(info.Id)).Append(" AND e.version >= ").Append(query.Add(firstVisible)).Append(" AND e.time_ticks >= ").Append(query.Add(oldest));
+
+        // The pages end at the last version the stream's row showed: an append, or a delete and an append, committed
+        // between the two reads would otherwise show through limits and a soft delete worked out without it.
+        query.Sql.Append(" AND e.version <= ").Append(query.Add(info.Row.LastVersion ?? -1L));
         query.Sql.Append(forwards ? " AND e.version >= " : " AND e.version <= ").Append(query.Next());
         query.Sql.Append(forwards ? " ORDER BY e.version LIMIT " : " ORDER BY e.version DESC LIMIT ").Append(query.Next(1));
         var start = fromVersion ?? (forwards ? 0 : long.MaxValue);

@@ -43,7 +43,7 @@ public sealed partial record PostgresEventStoreOptions
     /// <summary>
     /// How often live readers look for commits made by other processes when no notification woke them (with
     /// <see cref="NotifyAppends"/> off, or while the listening connection is down); commits in this process wake them
-    /// at once.
+    /// at once. An interval past 49 days (<see cref="TimeSpan.MaxValue"/>) means they never poll.
     /// </summary>
     public TimeSpan ExternalCommitPollInterval { get; init; } = TimeSpan.FromMilliseconds(500);
 

@@ -15,8 +15,8 @@ public sealed partial class SqliteEventStore
     // The stream reads' statements, kept prepared with each read connection; their parameters are numbered so a read
     // binds them without looking their names up.
     private const string StreamInfoSql = "SELECT s.id, (SELECT max(e.version) FROM cairn_events e WHERE e.stream_id = s.id), s.state, s.max_count, s.max_age_ticks, s.truncate_before FROM cairn_streams s WHERE s.name = ?1";
-    private const string StreamPageForwards = $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = ?1 AND e.version >= ?4 AND e.version >= ?2 AND e.time_ticks >= ?3 ORDER BY e.version LIMIT ?5";
-    private const string StreamPageBackwards = $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = ?1 AND e.version <= ?4 AND e.version >= ?2 AND e.time_ticks >= ?3 ORDER BY e.version DESC LIMIT ?5";
+    private const string StreamPageForwards = $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = ?1 AND e.version >= ?4 AND e.version >= ?2 AND e.version <= ?6 AND e.time_ticks >= ?3 ORDER BY e.version LIMIT ?5";
+    private const string StreamPageBackwards = $"SELECT {SqliteRows.EventColumns} FROM cairn_events e WHERE e.stream_id = ?1 AND e.version <= ?4 AND e.version >= ?2 AND e.version <= ?6 AND e.time_ticks >= ?3 ORDER BY e.version DESC LIMIT ?5";
     private const string HeadPositionSql = "SELECT coalesce(max(position), 0) FROM cairn_events";
 
     /// <inheritdoc />
@@ -45,6 +45,10 @@ public sealed partial class SqliteEventStore
         statement.Bind(1, row.Id);
         statement.Bind(2, firstVisible);
         statement.Bind(3, oldest);
+
+        // The pages end at the last version the stream's row showed: an append, or a delete and an append, committed
+        // between the two reads would otherwise show through limits and a soft delete worked out without it.
+        statement.Bind(6, row.LastVersion ?? -1);
         var start = fromVersion ?? (forwards ? 0 : long.MaxValue);
         await foreach (var e in PagesAsync(statement, connection, 4, 5, start, maxCount, forwards ? e => e.Version + 1 : e => e.Version - 1, cancellationToken).ConfigureAwait(false))
         {

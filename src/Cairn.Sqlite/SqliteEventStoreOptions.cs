@@ -22,7 +22,10 @@ public sealed record SqliteEventStoreOptions
     /// <summary>The most write operations (appends, checkpoints, lifecycle changes) one group commit takes.</summary>
     public int MaxOperationsPerCommit { get; init; } = 2048;
 
-    /// <summary>How often live readers look for commits made by other processes; commits in this process wake them at once.</summary>
+    /// <summary>
+    /// How often live readers look for commits made by other processes; commits in this process wake them at once. An
+    /// interval past 49 days (<see cref="TimeSpan.MaxValue"/>) means they never look, for a file one process writes.
+    /// </summary>
     public TimeSpan ExternalCommitPollInterval { get; init; } = TimeSpan.FromSeconds(1);
 
     /// <summary>

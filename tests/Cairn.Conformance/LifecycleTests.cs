@@ -130,6 +130,48 @@ public abstract class LifecycleTests<TFixture>(TFixture fixture) : StoreTests<TF
     }
 
     [Fact]
+    public async Task a_max_age_reaching_back_past_the_earliest_time_hides_nothing()
+    {
+        await using var sut = await CreateAsync();
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(2));
+
+        // "Forever", as TimeSpan.MaxValue, or any age longer than the calendar goes back.
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { MaxAge = TimeSpan.MaxValue }, default);
+        Assert.Equal([0, 1], await VersionsAsync(sut.Store, "order-1"));
+        Assert.Equal(TimeSpan.MaxValue, (await sut.Store.GetStreamInfoAsync("order-1", default)).Metadata.MaxAge);
+
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { MaxAge = TimeSpan.FromDays(365 * 3000) }, default);
+        Assert.Equal([0, 1], await VersionsAsync(sut.Store, "order-1"));
+    }
+
+    [Fact]
+    public async Task a_stream_read_shows_the_stream_as_it_was_when_the_read_began_through_a_delete_and_appends_meanwhile()
+    {
+        await using var sut = await CreateAsync();
+        const int Events = 3000;
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(Events));
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { MaxCount = Events }, default);
+
+        // A read long enough to take several pages; between them, more events, then a delete and a new life.
+        var versions = new List<long>();
+        await foreach (var e in sut.Store.ReadStreamAsync("order-1"))
+        {
+            if (versions.Count == 0)
+            {
+                await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.Exactly(Events - 1), TestEvents.Many(5, first: Events));
+                await sut.Store.DeleteStreamAsync("order-1", ExpectedVersion.Exactly(Events + 4), default);
+                await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(1, first: Events + 5));
+            }
+
+            versions.Add(e.Version);
+        }
+
+        // Neither more than MaxCount events, nor the events of the life that began after the read did.
+        Assert.Equal(Enumerable.Range(0, Events).Select(v => (long)v), versions);
+        Assert.Equal([(long)Events + 5], await VersionsAsync(sut.Store, "order-1"));
+    }
+
+    [Fact]
     public async Task metadata_can_be_replaced_and_cleared()
     {
         await using var sut = await CreateAsync();

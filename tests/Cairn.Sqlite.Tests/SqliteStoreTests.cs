@@ -36,6 +36,18 @@ public sealed class SqliteStoreTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task a_live_wait_with_no_poll_interval_waits_for_the_append()
+    {
+        using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString, ExternalCommitPollInterval = TimeSpan.MaxValue });
+        var head = await store.GetHeadPositionAsync(default);
+        var waiting = store.WaitForAppendAsync(head, default);
+        Assert.False(waiting.IsCompleted);
+
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.Any, [Event()]);
+        await waiting.Bounded();
+    }
+
     [Theory]
     [InlineData(SqliteDurability.Full, 2L, 1L)]
     [InlineData(SqliteDurability.Normal, 1L, 1L)]

@@ -6,6 +6,10 @@ namespace Cairn.EventStore;
 /// </summary>
 internal sealed class AppendSignal(TimeSpan fallbackPoll)
 {
+    /// <summary>The longest wait a timer takes (about 49.7 days); a poll interval past it means no polling.</summary>
+    private static readonly TimeSpan LongestTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
+    private readonly TimeSpan _poll = fallbackPoll > LongestTimer ? Timeout.InfiniteTimeSpan : fallbackPoll;
     private TaskCompletionSource _next = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _head;
 
@@ -60,7 +64,7 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
 
         try
         {
-            await next.WaitAsync(fallbackPoll, cancellationToken).ConfigureAwait(false);
+            await next.WaitAsync(_poll, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {

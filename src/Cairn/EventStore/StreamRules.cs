@@ -132,9 +132,20 @@ internal static class StreamRules
         return first;
     }
 
-    /// <summary>The oldest commit time a stream read shows, or null when the stream has no max age.</summary>
-    public static DateTimeOffset? OldestVisibleTime(StreamMetadata metadata, TimeProvider clock) =>
-        metadata.MaxAge is { } age ? clock.GetUtcNow() - age : null;
+    /// <summary>
+    /// The oldest commit time a stream read shows, or null when the stream has no max age, or one reaching back past
+    /// the earliest time there is (<see cref="TimeSpan.MaxValue"/> for "forever"), which hides nothing.
+    /// </summary>
+    public static DateTimeOffset? OldestVisibleTime(StreamMetadata metadata, TimeProvider clock)
+    {
+        if (metadata.MaxAge is not { } age)
+        {
+            return null;
+        }
+
+        var now = clock.GetUtcNow();
+        return age < now - DateTimeOffset.MinValue ? now - age : null;
+    }
 
     /// <summary>The name of a stream's metadata stream, where its lifecycle changes are recorded.</summary>
     public static StreamName MetadataStreamOf(StreamName stream) => new("$$" + stream.Value);
