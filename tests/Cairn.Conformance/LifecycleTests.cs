@@ -172,6 +172,21 @@ public abstract class LifecycleTests<TFixture>(TFixture fixture) : StoreTests<TF
     }
 
     [Fact]
+    public async Task a_soft_delete_keeps_a_truncation_set_past_the_last_version()
+    {
+        await using var sut = await CreateAsync();
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(2));
+        await sut.Store.SetStreamMetadataAsync("order-1", new StreamMetadata { TruncateBefore = 5 }, default);
+
+        await sut.Store.DeleteStreamAsync("order-1", ExpectedVersion.Exactly(1), default);
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(4, first: 2));
+
+        // Truncation only moves forward: versions 2 to 4 of the new life stay hidden, as they were before the delete.
+        Assert.Equal(5, (await sut.Store.GetStreamInfoAsync("order-1", default)).Metadata.TruncateBefore);
+        Assert.Equal([5L], await VersionsAsync(sut.Store, "order-1"));
+    }
+
+    [Fact]
     public async Task metadata_can_be_replaced_and_cleared()
     {
         await using var sut = await CreateAsync();

@@ -174,7 +174,7 @@ internal static class StreamRules
         {
             LifecycleChange.SetMetadata => (state, KeepTruncation(current, requested ?? throw new ArgumentNullException(nameof(requested)))),
             LifecycleChange.SoftDelete when state is StreamState.NotFound or StreamState.SoftDeleted => (state, current),
-            LifecycleChange.SoftDelete => (StreamState.SoftDeleted, current with { TruncateBefore = (lastVersion ?? -1) + 1 }),
+            LifecycleChange.SoftDelete => (StreamState.SoftDeleted, current with { TruncateBefore = Math.Max((lastVersion ?? -1) + 1, current.TruncateBefore ?? 0) }),
             LifecycleChange.Tombstone => (StreamState.Tombstoned, current),
             _ => throw new ArgumentOutOfRangeException(nameof(change)),
         };
