@@ -32,7 +32,7 @@ internal static partial class PostgresSchema
     public static int MigrationCount => Migrations.Length;
 
     /// <summary>The first key of the migration lock; the second is the schema's <see cref="SchemaKey"/>.</summary>
-    private const int MigrationLockClass = 0x43414D47; // "CAMG"
+    public const int MigrationLockClass = 0x43414D47; // "CAMG"
 
     /// <summary>The first key of the append lock, which serialises position assignment; the second is <see cref="SchemaKey"/>.</summary>
     public const int AppendLockClass = 0x43415050; // "CAPP"
@@ -127,7 +127,10 @@ internal static partial class PostgresSchema
 
     /// <summary>
     /// Brings the schema to <see cref="CurrentVersion"/> and returns its version before; refuses a schema written by a
-    /// newer version of Cairn.
+    /// newer version of Cairn. Its statements have no time limit, whatever the connection string's <c>Command
+    /// Timeout</c>: a migration may build an index over the whole log, and a process that finds another migrating waits
+    /// for it. Only what is missing is created, so a role that owns a schema made for it (and a schema already current,
+    /// any role that can use it) needs no <c>CREATE</c> on the database.
     /// </summary>
     public static int Migrate(NpgsqlDataSource dataSource, string schema)
     {
@@ -135,12 +138,20 @@ internal static partial class PostgresSchema
         using var connection = dataSource.OpenConnection();
         using var transaction = connection.BeginTransaction();
         Execute(connection, transaction, $"SELECT pg_advisory_xact_lock({MigrationLockClass}, {SchemaKey(schema)})");
-        Execute(connection, transaction, $"CREATE SCHEMA IF NOT EXISTS {s}");
-        Execute(connection, transaction, $"CREATE TABLE IF NOT EXISTS {s}.migrations (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+        if (!Exists(connection, transaction, "to_regnamespace", s))
+        {
+            Execute(connection, transaction, $"CREATE SCHEMA {s}");
+        }
+
+        if (!Exists(connection, transaction, "to_regclass", s + ".migrations"))
+        {
+            Execute(connection, transaction, $"CREATE TABLE {s}.migrations (version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+        }
+
         var version = CurrentVersionOf(connection, transaction, s);
         if (version > CurrentVersion)
         {
-            throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, newer than this Cairn ({CurrentVersion}); upgrade the application.");
+            throw Newer(schema, version);
         }
 
         foreach (var migration in Migrations)
@@ -178,10 +189,26 @@ internal static partial class PostgresSchema
     public static void Check(NpgsqlDataSource dataSource, string schema)
     {
         var version = VersionOf(dataSource, schema);
+        if (version > CurrentVersion)
+        {
+            throw Newer(schema, version);
+        }
+
         if (version != CurrentVersion)
         {
             throw new InvalidOperationException($"The PostgreSQL schema '{schema}' is at version {version}, not {CurrentVersion}; migrate it (MigrateOnStart) before opening the store.");
         }
+    }
+
+    private static InvalidOperationException Newer(string schema, int version) =>
+        new($"The PostgreSQL schema '{schema}' is at version {version}, newer than this Cairn ({CurrentVersion}); upgrade the application.");
+
+    /// <summary>Whether <paramref name="function"/> (<c>to_regnamespace</c>, <c>to_regclass</c>) finds the object named.</summary>
+    private static bool Exists(NpgsqlConnection connection, NpgsqlTransaction transaction, string function, string name)
+    {
+        using var command = new NpgsqlCommand($"SELECT {function}($1) IS NOT NULL", connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter { Value = name });
+        return (bool)command.ExecuteScalar()!;
     }
 
     private static int CurrentVersionOf(NpgsqlConnection connection, NpgsqlTransaction? transaction, string s)
@@ -195,7 +222,7 @@ internal static partial class PostgresSchema
 
     private static void Execute(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql)
     {
-        using var command = new NpgsqlCommand(sql, connection, transaction);
+        using var command = new NpgsqlCommand(sql, connection, transaction) { CommandTimeout = 0 };
         command.ExecuteNonQuery();
     }
 }

@@ -1,4 +1,5 @@
 using Cairn.Cli;
+using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.EventStore;
 using Npgsql;
@@ -104,5 +105,107 @@ public sealed class StorageMigrationTests : IAsyncLifetime
         var status = await RunAsync(host, "storage", "status");
         Assert.Equal(CairnCli.Error, status.Code);
         Assert.Contains("could not be read", status.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_process_finding_another_migrating_waits_for_it_past_its_command_timeout()
+    {
+        // Another session holds the migration lock, as a process running a long migration does.
+        await using var holder = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await holder.OpenAsync();
+        await ExecuteAsync(holder, $"SELECT pg_advisory_lock({PostgresSchema.MigrationLockClass}, {PostgresSchema.SchemaKey(_schema)})");
+
+        var oneSecond = new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { CommandTimeout = 1, ApplicationName = "cairn-waiting-migrator" }.ConnectionString;
+        var migrator = new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = oneSecond, Schema = _schema });
+        var migrating = Task.Run(() => migrator.MigrateAsync(CancellationToken.None));
+
+        // Still waiting for the lock well past its one-second command timeout.
+        await Wait.UntilAsync(
+            async () => migrating.IsCompleted || await ScalarAsync<bool>(holder,
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'cairn-waiting-migrator' AND wait_event_type = 'Lock' AND query_start < now() - interval '3 seconds')"),
+            "the migrator waits for the lock for three seconds");
+        Assert.False(migrating.IsCompleted, migrating.Exception?.ToString());
+
+        await ExecuteAsync(holder, "SELECT pg_advisory_unlock_all()");
+        var result = await migrating.WaitAsync(Wait.Timeout);
+        Assert.True(result.After.IsCurrent);
+    }
+
+    [Fact]
+    public async Task a_role_that_owns_the_schema_made_for_it_migrates_it_without_create_on_the_database()
+    {
+        var role = "cairn_owner_" + Guid.NewGuid().ToString("N")[..12];
+        await AdminAsync($"CREATE ROLE {role} LOGIN PASSWORD 'pw'", $"CREATE SCHEMA \"{_schema}\" AUTHORIZATION {role}");
+        try
+        {
+            var asRole = new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { Username = role, Password = "pw", Pooling = false }.ConnectionString;
+            var migrated = await new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = asRole, Schema = _schema }).MigrateAsync(default);
+            Assert.True(migrated.After.IsCurrent);
+
+            await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = asRole, Schema = _schema });
+            await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [new EventData("test.appended", "{}"u8.ToArray())]);
+            Assert.Single(await store.ReadStreamAsync("order-1").ToListAsync());
+        }
+        finally
+        {
+            await AdminAsync($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", $"DROP ROLE {role}");
+        }
+    }
+
+    [Fact]
+    public async Task a_role_allowed_only_to_use_a_current_schema_opens_its_store_with_migrate_on_start()
+    {
+        await new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema }).MigrateAsync(default);
+        var role = "cairn_user_" + Guid.NewGuid().ToString("N")[..12];
+        await AdminAsync(
+            $"CREATE ROLE {role} LOGIN PASSWORD 'pw'",
+            $"GRANT USAGE ON SCHEMA \"{_schema}\" TO {role}",
+            $"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{_schema}\" TO {role}",
+            $"GRANT USAGE ON ALL SEQUENCES IN SCHEMA \"{_schema}\" TO {role}");
+        try
+        {
+            var asRole = new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { Username = role, Password = "pw", Pooling = false }.ConnectionString;
+            await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = asRole, Schema = _schema, MigrateOnStart = true });
+            await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [new EventData("test.appended", "{}"u8.ToArray())]);
+            Assert.Single(await store.ReadStreamAsync("order-1").ToListAsync());
+        }
+        finally
+        {
+            await AdminAsync($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", $"DROP OWNED BY {role}", $"DROP ROLE {role}");
+        }
+    }
+
+    [Fact]
+    public async Task a_store_that_does_not_migrate_refuses_a_newer_schema_saying_to_upgrade_the_application()
+    {
+        await new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema }).MigrateAsync(default);
+        await AdminAsync($"INSERT INTO \"{_schema}\".migrations (version, description) VALUES ({PostgresSchema.CurrentVersion + 1}, 'a newer Cairn')");
+
+        var refused = Assert.Throws<InvalidOperationException>(() => new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema, MigrateOnStart = false }));
+
+        Assert.Contains("newer than this Cairn", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("upgrade the application", refused.Message, StringComparison.Ordinal);
+    }
+
+    private static async Task AdminAsync(params string[] statements)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        foreach (var sql in statements)
+        {
+            await ExecuteAsync(connection, sql);
+        }
+    }
+
+    private static async Task ExecuteAsync(NpgsqlConnection connection, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<T> ScalarAsync<T>(NpgsqlConnection connection, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        return (T)(await command.ExecuteScalarAsync())!;
     }
 }
