@@ -66,17 +66,17 @@ public sealed class WorkflowClient
             throw new ArgumentException($"Workflow '{workflow}' keeps a {coordinator.Model.StateType.Name}, not a {state.GetType().Name}.", nameof(state));
         }
 
-        WorkflowCoordinator.ValidateInstanceId(instanceId);
+        coordinator.ValidateInstanceId(instanceId);
         return coordinator.ExecuteAsync(instanceId, create: true, d => d.Start(state, null), cancellationToken);
     }
 
     /// <summary>The instance as it stands now, or null when there is none.</summary>
     public Task<WorkflowInstance?> GetAsync(string workflow, string instanceId, CancellationToken cancellationToken = default) =>
-        Get(workflow).LoadAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), null, cancellationToken);
+        Get(workflow, instanceId).LoadAsync(instanceId, null, cancellationToken);
 
     /// <summary>The instance as it stood at <paramref name="time"/>, or null when it had not started by then.</summary>
     public Task<WorkflowInstance?> GetAsOfAsync(string workflow, string instanceId, DateTimeOffset time, CancellationToken cancellationToken = default) =>
-        Get(workflow).LoadAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), time, cancellationToken);
+        Get(workflow, instanceId).LoadAsync(instanceId, time, cancellationToken);
 
     /// <summary>The instance's timeline: every event of its history, oldest first (empty when there is no instance).</summary>
     public async Task<IReadOnlyList<WorkflowHistoryEntry>> GetHistoryAsync(string workflow, string instanceId, CancellationToken cancellationToken = default)
@@ -102,20 +102,41 @@ public sealed class WorkflowClient
     public Task<WorkflowInstance> CancelAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
-        return Get(workflow).ExecuteAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), create: false, d => d.Cancel(reason), cancellationToken);
+        return Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, d => d.Cancel(reason), cancellationToken);
     }
 
     /// <summary>Tries the current step (suspended or still waiting) or the suspended compensation again, as a new attempt.</summary>
-    /// <exception cref="WorkflowStateException">There is no step or compensation to retry.</exception>
+    /// <exception cref="WorkflowStateException">There is no step or compensation to retry, or the instance moved on (a reply, a timeout) while the retry was decided.</exception>
     public Task<WorkflowInstance> RetryAsync(string workflow, string instanceId, string? reason = null, CancellationToken cancellationToken = default) =>
-        Get(workflow).ExecuteAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), create: false, d => d.Retry(reason), cancellationToken);
+        Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, Unmoved("retry", d => d.Retry(reason)), cancellationToken);
 
     /// <summary>Skips the current step (moving to its next one) or the suspended compensation, recording why.</summary>
-    /// <exception cref="WorkflowStateException">There is no step or compensation to skip, or the step names no next one.</exception>
+    /// <exception cref="WorkflowStateException">There is no step or compensation to skip, the step names no next one, or the instance moved on (a reply, a timeout) while the skip was decided.</exception>
     public Task<WorkflowInstance> SkipAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
-        return Get(workflow).ExecuteAsync(WorkflowCoordinator.ValidateInstanceId(instanceId), create: false, d => d.Skip(reason), cancellationToken);
+        return Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, Unmoved("skip", d => d.Skip(reason)), cancellationToken);
+    }
+
+    /// <summary>
+    /// An operator's action on what the instance was doing when it was first decided. A concurrent change (a late reply,
+    /// a timeout) makes the coordinator decide again on the newer history; if the instance has moved on meanwhile, the
+    /// action is refused rather than applied to a step or attempt the operator never saw.
+    /// </summary>
+    private static Action<WorkflowDecider> Unmoved(string action, Action<WorkflowDecider> decide)
+    {
+        string? seen = null;
+        return d =>
+        {
+            var now = d.OperatorPosition;
+            seen ??= now;
+            if (now != seen)
+            {
+                throw new WorkflowStateException($"Workflow instance {d.Instance.Workflow}/{d.InstanceId} moved on while the {action} was decided: it was {seen}, it is now {now}; look at it again before you {action} it.");
+            }
+
+            decide(d);
+        };
     }
 
     /// <summary>
@@ -159,6 +180,14 @@ public sealed class WorkflowClient
         _coordinators.TryGetValue(workflow ?? throw new ArgumentNullException(nameof(workflow)), out var coordinator)
             ? coordinator
             : throw new WorkflowNotFoundException($"No workflow named '{workflow}' is hosted; the hosted ones are: {string.Join(", ", _coordinators.Keys.Order(StringComparer.Ordinal))}.");
+
+    /// <summary>The coordinator of <paramref name="workflow"/>, once <paramref name="instanceId"/> is known to be a valid id of its instances.</summary>
+    private WorkflowCoordinator Get(string workflow, string instanceId)
+    {
+        var coordinator = Get(workflow);
+        coordinator.ValidateInstanceId(instanceId);
+        return coordinator;
+    }
 
     private ReadModels Summaries => (ReadModels)_services.GetService(typeof(ReadModels))!;
 

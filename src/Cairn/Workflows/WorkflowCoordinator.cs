@@ -101,7 +101,7 @@ internal sealed class WorkflowCoordinator
                     throw new UndeliverableWorkflowMessageException($"Message {message.Id} ({message.Type}) is a reply for instance '{instanceId}' of workflow '{Model.Name}', which does not exist.");
                 }
 
-                d.Reply(message.Type, message.Id.ToString(), body);
+                d.Reply(message.Type, message.Id.ToString(), body, message.CausationId);
             };
         }
         else
@@ -299,7 +299,7 @@ internal sealed class WorkflowCoordinator
 
     /// <summary>Checks an instance id: it becomes part of a stream name.</summary>
     /// <exception cref="ArgumentException">The id breaks the rules.</exception>
-    internal static string ValidateInstanceId(string? instanceId) =>
+    internal string ValidateInstanceId(string? instanceId) =>
         InstanceIdFault(instanceId) is { } fault ? throw new ArgumentException(fault, nameof(instanceId)) : instanceId!;
 
     private string InstanceIdOf(Message message, string? instanceId) =>
@@ -307,11 +307,14 @@ internal sealed class WorkflowCoordinator
             ? throw new UndeliverableWorkflowMessageException($"Message {message.Id} ({message.Type}) names no instance of workflow '{Model.Name}': {fault}")
             : instanceId!;
 
-    private static string? InstanceIdFault(string? instanceId) =>
+    private string? InstanceIdFault(string? instanceId) =>
         string.IsNullOrEmpty(instanceId) || instanceId.Length > MaxInstanceIdLength || StoredText.Refuses(instanceId) || instanceId.Trim().Length != instanceId.Length
-            ? $"'{instanceId}' is not a valid workflow instance id: use 1 to {MaxInstanceIdLength} characters, no {StoredText.Refused}, no leading or trailing white space."
+            ? $"'{instanceId}' is not a valid instance id for workflow '{Model.Name}': use 1 to {MaxInstanceIdLength} characters, no {StoredText.Refused}, no leading or trailing white space."
             : null;
 
-    /// <summary>The longest instance id.</summary>
-    internal const int MaxInstanceIdLength = 200;
+    /// <summary>
+    /// The longest instance id: 200 characters, fewer for a workflow whose name leaves less room in the instance's
+    /// stream name (<c>wf:&lt;workflow&gt;-&lt;id&gt;</c>, at most <see cref="EventStore.StreamName.MaxLength"/>).
+    /// </summary>
+    internal int MaxInstanceIdLength => Math.Min(200, EventStore.StreamName.MaxLength - "wf:".Length - "-".Length - Model.Name.Length);
 }

@@ -55,6 +55,20 @@ internal sealed class WorkflowDecider
 
     public List<WorkflowEffect> Effects { get; } = [];
 
+    /// <summary>
+    /// Where the instance stands for an operator's retry or skip: its status, and the step visit or compensation with
+    /// its attempt. An action decided again after a conflict must find it unchanged.
+    /// </summary>
+    public string OperatorPosition
+    {
+        get
+        {
+            var instance = Instance;
+            var attempt = instance.CurrentStep is not null ? instance.Attempt : instance.CompensationAttempt;
+            return $"{instance.Status.ToString().ToLowerInvariant()}, {instance.Answerable ?? "nothing running"}, attempt {attempt}";
+        }
+    }
+
     /// <summary>Starts a new instance with <paramref name="state"/>.</summary>
     public void Start(object state, string? startedBy)
     {
@@ -66,8 +80,12 @@ internal sealed class WorkflowDecider
     public void StartAgain(string messageType, string messageId) =>
         Emit(new ReplyIgnored(messageType, messageId, "the instance was already started"));
 
-    /// <summary>Applies a reply.</summary>
-    public void Reply(string type, string id, object reply)
+    /// <summary>
+    /// Applies a reply. One that answers a message the instance sent for another visit of a step, or for another
+    /// compensation (its causation id says which), is ignored: a confirmation type two compensations share, or a
+    /// step's reply type across the visits of a loop, would otherwise settle what it did not answer.
+    /// </summary>
+    public void Reply(string type, string id, object reply, string? causationId = null)
     {
         var instance = Instance;
         if (instance.HasSeen(id))
@@ -82,7 +100,14 @@ internal sealed class WorkflowDecider
             return;
         }
 
-        if (instance.Status == WorkflowStatus.Compensating && instance.CurrentCompensation is { } compensating
+        if (causationId is not null && instance.SentFor(causationId) is { } answered && answered != instance.Answerable)
+        {
+            Emit(new ReplyIgnored(type, id, $"an answer to {answered}, which is over"));
+            return;
+        }
+
+        // A compensation suspended after its last attempt timed out still takes its confirmation, as a step does.
+        if (instance.Status is WorkflowStatus.Compensating or WorkflowStatus.Suspended && instance.CurrentCompensation is { } compensating
             && _model.Step(compensating).CompensationConfirmation == type)
         {
             Emit(new CompensationCompleted(compensating, type, id));
@@ -158,7 +183,11 @@ internal sealed class WorkflowDecider
 
         Emit(new WorkflowCancelRequested(reason));
         var running = instance.CurrentStep is { } s && _model.Step(s).Action is not null ? s : null;
-        BeginCompensation(reason, cancelled: true, running);
+
+        // A running step's attempt sent for later (a retry's backoff) cannot be recalled: it is delivered all the same,
+        // so the compensations are sent for no earlier, not to be carried out before the effect they undo.
+        var notBefore = running is not null && instance.CurrentSendAt is { } due && due > _now ? due : (DateTimeOffset?)null;
+        BeginCompensation(reason, cancelled: true, running, notBefore);
     }
 
     /// <summary>An operator retries the current step (suspended or waiting) or the suspended compensation.</summary>
@@ -257,22 +286,23 @@ internal sealed class WorkflowDecider
         BeginCompensation(reason, cancelled: false, effectUncertain && step.Compensation is not null ? step.Name : null);
     }
 
-    private void BeginCompensation(string reason, bool cancelled, string? uncertainStep)
+    private void BeginCompensation(string reason, bool cancelled, string? uncertainStep, DateTimeOffset? notBefore = null)
     {
         var steps = Instance.CompletedSteps.Append(uncertainStep).OfType<string>()
             .Where(s => _model.Step(s).Compensation is not null)
             .Reverse()
             .ToList();
         Emit(new CompensationBegan(steps, reason, cancelled));
-        NextCompensation();
+        NextCompensation(notBefore);
     }
 
-    private void NextCompensation()
+    /// <summary>Starts the next pending compensation, sent at <paramref name="sendAt"/> when given, or ends the instance.</summary>
+    private void NextCompensation(DateTimeOffset? sendAt = null)
     {
         var instance = Instance;
         if (instance.PendingCompensations.Count > 0)
         {
-            StartCompensation(_model.Step(instance.PendingCompensations[0]), 1, null);
+            StartCompensation(_model.Step(instance.PendingCompensations[0]), 1, sendAt);
             return;
         }
 
@@ -293,8 +323,9 @@ internal sealed class WorkflowDecider
             return;
         }
 
+        // Unconfirmed: the next compensation goes out with this one, in order.
         Emit(new CompensationCompleted(step.Name, null, null));
-        NextCompensation();
+        NextCompensation(sendAt);
     }
 
     private void MoveOn(string? next)

@@ -34,6 +34,9 @@ public sealed class WorkflowInstance
     private readonly List<string> _pendingCompensations = [];
     private readonly HashSet<string> _seenReplies = new(StringComparer.Ordinal);
 
+    /// <summary>What each message the instance sent was for: a visit of a step, or a step's compensation.</summary>
+    private readonly Dictionary<string, string> _sentFor = new(StringComparer.Ordinal);
+
     internal WorkflowInstance()
     {
     }
@@ -44,6 +47,7 @@ public sealed class WorkflowInstance
         _compensated = [.. other._compensated];
         _pendingCompensations = [.. other._pendingCompensations];
         _seenReplies = new HashSet<string>(other._seenReplies, StringComparer.Ordinal);
+        _sentFor = new Dictionary<string, string>(other._sentFor, StringComparer.Ordinal);
         Workflow = other.Workflow;
         InstanceId = other.InstanceId;
         DefinitionVersion = other.DefinitionVersion;
@@ -65,6 +69,7 @@ public sealed class WorkflowInstance
         StepVisit = other.StepVisit;
         StepStartedAt = other.StepStartedAt;
         CurrentMessageId = other.CurrentMessageId;
+        CurrentSendAt = other.CurrentSendAt;
         CancelledPath = other.CancelledPath;
         UncertainStep = other.UncertainStep;
     }
@@ -150,6 +155,9 @@ public sealed class WorkflowInstance
     /// <summary>The message id of the current step's attempt, or of the current compensation's.</summary>
     internal string? CurrentMessageId { get; private set; }
 
+    /// <summary>When the current step's attempt is delivered, when it was sent for later (a retry's backoff).</summary>
+    internal DateTimeOffset? CurrentSendAt { get; private set; }
+
     internal bool CancelledPath { get; private set; }
 
     /// <summary>The step whose failure left its effect uncertain (a timeout), compensated with the completed ones.</summary>
@@ -160,6 +168,19 @@ public sealed class WorkflowInstance
         State.Deserialize<T>(options ?? JsonSerializerOptions.Web) ?? throw new WorkflowStateException($"The state of workflow instance {Workflow}/{InstanceId} is null.");
 
     internal bool HasSeen(string replyId) => _seenReplies.Contains(replyId);
+
+    /// <summary>
+    /// What the instance is doing now that a reply can answer, described as <see cref="SentFor"/> describes a message:
+    /// the current visit of a step, or the current compensation; null when neither.
+    /// </summary>
+    internal string? Answerable => CurrentStep is { } step ? StepOwner(step, StepVisit) : CurrentCompensation is { } compensation ? CompensationOwner(compensation) : null;
+
+    /// <summary>What the message <paramref name="messageId"/> the instance sent was for, or null when it sent none of that id.</summary>
+    internal string? SentFor(string messageId) => _sentFor.GetValueOrDefault(messageId);
+
+    private static string StepOwner(string step, long visit) => $"the visit of step '{step}' that began at version {visit}";
+
+    private static string CompensationOwner(string step) => $"the compensation of '{step}'";
 
     /// <summary>Folds one event of the instance's history, recorded at <paramref name="time"/> as <paramref name="version"/>.</summary>
     internal void Apply(WorkflowEvent e, DateTimeOffset time, long version)
@@ -192,6 +213,12 @@ public sealed class WorkflowInstance
                 CurrentStep = s.Step;
                 Attempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
+                CurrentSendAt = s.MessageId is null ? null : s.SendAt;
+                if (s.MessageId is { } sent)
+                {
+                    _sentFor[sent] = StepOwner(s.Step, StepVisit);
+                }
+
                 Arm(s.TimeoutAt is { } due ? ("step", s.Step, due) : null, version);
                 break;
             case StepCompleted s:
@@ -246,6 +273,7 @@ public sealed class WorkflowInstance
                 CurrentCompensation = s.Step;
                 CompensationAttempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
+                _sentFor[s.MessageId] = CompensationOwner(s.Step);
                 Arm(s.TimeoutAt is { } compensationDue ? ("compensation", s.Step, compensationDue) : null, version);
                 break;
             case CompensationTimedOut:
