@@ -88,7 +88,7 @@ public sealed partial class PostgresMessageBroker
                 {
                     if (rule is not null)
                     {
-                        rendered ??= JsonDocument.Parse(message.RenderJson(new DateTimeOffset(work.Now, TimeSpan.Zero)));
+                        rendered ??= message.RenderDocument(new DateTimeOffset(work.Now, TimeSpan.Zero));
                         if (!rule.Matches(rendered.RootElement))
                         {
                             continue;

@@ -272,7 +272,7 @@ internal sealed partial class SqliteWriteContext
                 {
                     if (rule is not null)
                     {
-                        rendered ??= JsonDocument.Parse(message.RenderJson(new DateTimeOffset(TimeTicks, TimeSpan.Zero)));
+                        rendered ??= message.RenderDocument(new DateTimeOffset(TimeTicks, TimeSpan.Zero));
                         if (!rule.Matches(rendered.RootElement))
                         {
                             continue;

@@ -218,12 +218,15 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 /// <summary>Checks that data declared as JSON holds exactly one well-formed JSON value.</summary>
 internal static class JsonPayload
 {
+    /// <summary>The deepest nesting of arrays and objects data may have (System.Text.Json's default).</summary>
+    public const int MaxDepth = 64;
+
     /// <summary>Why the bytes are not one JSON value, or null when they are.</summary>
     public static (string Reason, JsonException? Error)? Fault(ReadOnlySpan<byte> data)
     {
         try
         {
-            var reader = new Utf8JsonReader(data, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow });
+            var reader = new Utf8JsonReader(data, new JsonReaderOptions { CommentHandling = JsonCommentHandling.Disallow, MaxDepth = MaxDepth });
             if (!reader.Read())
             {
                 return ("the data is empty", null);

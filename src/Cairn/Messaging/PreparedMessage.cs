@@ -125,6 +125,15 @@ internal sealed record PreparedMessage(
     }
 
     /// <summary>
+    /// How <see cref="RenderDocument"/> reads the envelope back: one level deeper than data may nest, for the envelope
+    /// around it, so every payload a send or an append accepts can be matched by a filter rule.
+    /// </summary>
+    internal static readonly JsonDocumentOptions RenderedOptions = new() { MaxDepth = JsonPayload.MaxDepth + 1 };
+
+    /// <summary>The envelope (<see cref="RenderJson"/>) as a parsed document, for matching filter rules.</summary>
+    public JsonDocument RenderDocument(DateTimeOffset time) => JsonDocument.Parse(RenderJson(time), RenderedOptions);
+
+    /// <summary>
     /// The envelope as one JSON document, CloudEvents' structured form: attributes and extensions at the top, the payload
     /// under <c>data</c> (or <c>data_base64</c> when it is not JSON). Filter rules are matched against it.
     /// </summary>

@@ -105,6 +105,25 @@ public abstract class EventRouteTests<TFixture>(TFixture fixture) : MessagingTes
     }
 
     [Fact]
+    public async Task a_route_through_a_filter_rule_publishes_an_event_nested_as_deep_as_an_append_accepts()
+    {
+        var (sut, _) = await CreateBrokerAsync();
+        await using var __ = sut;
+        var broker = await ArrangeAsync(sut);
+        await broker.DeclareQueueAsync(new QueueDefinition("typed"), default);
+        await broker.SubscribeAsync(new TopicSubscription(Orders, "typed", "typed", FilterRule.Parse("""{"type":[{"prefix":"order."}]}""")), default);
+        await using var router = Router(sut);
+        await router.StartAsync(default);
+
+        await sut.Store.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.Any, [TestEvents.Json(new string('[', 64) + new string(']', 64), "order.deep")]);
+        await sut.Store.AppendToStreamAsync(new StreamName("order-2"), ExpectedVersion.Any, [TestEvents.Json("{}", "order.placed")]);
+        await router.WaitForPositionAsync(await sut.Store.GetHeadPositionAsync(default), default).Bounded();
+
+        Assert.Equal(["order.deep", "order.placed"], (await ReceiveNowAsync(broker, "typed")).Select(d => d.Message.Type));
+        Assert.Equal(0L, router.Status.Failures);
+    }
+
+    [Fact]
     public async Task a_replay_sends_the_events_of_a_time_range_that_pass_the_filter_and_rule()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition("replay"));

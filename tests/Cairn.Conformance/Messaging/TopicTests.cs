@@ -68,6 +68,22 @@ public abstract class TopicTests<TFixture>(TFixture fixture) : MessagingTests<TF
     }
 
     [Fact]
+    public async Task data_nested_as_deep_as_a_send_accepts_is_matched_by_rules_and_one_level_deeper_is_refused()
+    {
+        var (sut, _) = await CreateBrokerAsync();
+        await using var __ = sut;
+        var broker = await ArrangeAsync(sut, ("typed", """{"type":[{"prefix":"test."}]}"""));
+
+        // 64 levels of arrays, as deep as System.Text.Json reads by default; the envelope around them is one more.
+        var deep = new OutgoingMessage("test.deep", Encoding.UTF8.GetBytes(new string('[', 64) + new string(']', 64)));
+        Assert.Equal(1, (await broker.PublishAsync(Orders, deep)).MessagesEnqueued);
+        Assert.Equal(deep.Id, Assert.Single(await ReceiveNowAsync(broker, "typed")).Message.Id);
+
+        var deeper = new OutgoingMessage("test.deep", Encoding.UTF8.GetBytes(new string('[', 65) + new string(']', 65)));
+        await Assert.ThrowsAnyAsync<InvalidMessageException>(() => broker.PublishAsync(Orders, deeper));
+    }
+
+    [Fact]
     public async Task a_publish_that_no_rule_matches_enqueues_nothing()
     {
         var (sut, _) = await CreateBrokerAsync();

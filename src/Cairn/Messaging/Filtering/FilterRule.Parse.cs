@@ -105,7 +105,7 @@ public sealed partial class FilterRule
     private static Matcher ParseValue(JsonElement item, string path) => item.ValueKind switch
     {
         JsonValueKind.String => new StringMatcher(item.GetString()!),
-        JsonValueKind.Number => new NumberMatcher(Number(item, path)),
+        JsonValueKind.Number => new NumberMatcher(Number(item, path), item.TryGetDecimal(out var exact) ? exact : null),
         JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null => new LiteralMatcher(item.ValueKind),
         JsonValueKind.Object => ParseOperator(item, path),
         _ => throw Fault(path, "a leaf array may hold only strings, numbers, booleans, null and operator objects"),
@@ -206,8 +206,9 @@ public sealed partial class FilterRule
     private static CidrMatcher ParseCidr(JsonElement operand, string path)
     {
         var text = RequireString(operand, path, "cidr");
-        if (!text.Contains('/', StringComparison.Ordinal) || !IPNetwork.TryParse(text, out var network))
-            throw Fault(path, "cidr must be a valid IPv4 or IPv6 CIDR block");
+        var slash = text.IndexOf('/', StringComparison.Ordinal);
+        if (slash < 0 || !CidrMatcher.TryParseAddress(text[..slash], out _) || !IPNetwork.TryParse(text, out var network))
+            throw Fault(path, "cidr must be a valid IPv4 or IPv6 CIDR block, such as 10.0.0.0/24 or 2001:db8::/32");
         return new CidrMatcher(network);
     }
 
@@ -268,7 +269,7 @@ public sealed partial class FilterRule
     private static Matcher AnythingButValue(JsonElement item, string path) => item.ValueKind switch
     {
         JsonValueKind.String => new StringMatcher(item.GetString()!),
-        JsonValueKind.Number => new NumberMatcher(Number(item, path)),
+        JsonValueKind.Number => new NumberMatcher(Number(item, path), item.TryGetDecimal(out var exact) ? exact : null),
         _ => throw Fault(path, "an anything-but value must be a string or a number"),
     };
 }

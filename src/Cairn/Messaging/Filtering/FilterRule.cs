@@ -28,7 +28,7 @@ public sealed partial class FilterRule
     /// <exception cref="JsonException">The bytes are not valid JSON.</exception>
     public bool Matches(ReadOnlyMemory<byte> utf8Json)
     {
-        using var document = JsonDocument.Parse(utf8Json);
+        using var document = JsonDocument.Parse(utf8Json, PreparedMessage.RenderedOptions);
         return Matches(document.RootElement);
     }
 

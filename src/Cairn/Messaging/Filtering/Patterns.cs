@@ -127,8 +127,13 @@ internal abstract class Matcher
 {
     public abstract bool Matches(JsonElement value);
 
-    public static bool NumberEquals(JsonElement value, double number) =>
-        value.ValueKind == JsonValueKind.Number && value.TryGetDouble(out var d) && d == number;
+    /// <summary>
+    /// Whether a number equals <paramref name="number"/>: compared as decimals when both are written within a decimal's
+    /// 28 digits (so large integer ids are told apart, which doubles round together past 2^53), else as doubles.
+    /// </summary>
+    public static bool NumberEquals(JsonElement value, double number, decimal? exact) =>
+        value.ValueKind == JsonValueKind.Number
+        && (exact is { } e && value.TryGetDecimal(out var m) ? m == e : value.TryGetDouble(out var d) && d == number);
 }
 
 internal sealed class StringMatcher(string expected) : Matcher
@@ -139,11 +144,11 @@ internal sealed class StringMatcher(string expected) : Matcher
         value.ValueKind == JsonValueKind.String && value.ValueEquals(Expected);
 }
 
-internal sealed class NumberMatcher(double expected) : Matcher
+internal sealed class NumberMatcher(double expected, decimal? exact) : Matcher
 {
     public double Expected { get; } = expected;
 
-    public override bool Matches(JsonElement value) => NumberEquals(value, Expected);
+    public override bool Matches(JsonElement value) => NumberEquals(value, Expected, exact);
 }
 
 internal sealed class LiteralMatcher(JsonValueKind kind) : Matcher
@@ -196,9 +201,35 @@ internal sealed class CidrMatcher(IPNetwork network) : Matcher
 {
     public override bool Matches(JsonElement value) =>
         value.ValueKind == JsonValueKind.String
-        && IPAddress.TryParse(value.GetString(), out var address)
+        && TryParseAddress(value.GetString(), out var address)
         && address.AddressFamily == network.BaseAddress.AddressFamily
         && network.Contains(address);
+
+    /// <summary>
+    /// An IP address as written today: IPv4 as four decimal octets, IPv6 with its colons. <see cref="IPAddress.TryParse(string?, out IPAddress?)"/>
+    /// also takes the old shorthands ("10.1", "167772161", "0xA.0.0.1"), which are not addresses in an event.
+    /// </summary>
+    public static bool TryParseAddress(string? text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IPAddress? address)
+    {
+        address = null;
+        if (string.IsNullOrEmpty(text))
+        {
+            return false;
+        }
+
+        if (!text.Contains(':', StringComparison.Ordinal) && !IsDottedQuad(text))
+        {
+            return false;
+        }
+
+        return IPAddress.TryParse(text, out address);
+    }
+
+    private static bool IsDottedQuad(string text)
+    {
+        var parts = text.Split('.');
+        return parts.Length == 4 && parts.All(p => p.Length is >= 1 and <= 3 && p.All(char.IsAsciiDigit) && int.Parse(p, System.Globalization.CultureInfo.InvariantCulture) <= 255);
+    }
 }
 
 /// <summary>

@@ -109,7 +109,7 @@ public sealed partial class InMemoryMessageBroker
                 {
                     if (subscription.Rule is { } rule)
                     {
-                        rendered ??= JsonDocument.Parse(message.RenderJson(new DateTimeOffset(now, TimeSpan.Zero)));
+                        rendered ??= message.RenderDocument(new DateTimeOffset(now, TimeSpan.Zero));
                         if (!rule.Matches(rendered.RootElement))
                         {
                             continue;

@@ -68,9 +68,13 @@ public static class EventReplay
             }
 
             var message = EventMessages.ToMessage(recorded);
-            if (request.Rule is { } rule && !rule.Matches(PreparedMessage.Prepare(message, new EventStoreOptions { Source = recorded.Source }).RenderJson(recorded.Time)))
+            if (request.Rule is { } rule)
             {
-                continue;
+                using var rendered = PreparedMessage.Prepare(message, new EventStoreOptions { Source = recorded.Source }).RenderDocument(recorded.Time);
+                if (!rule.Matches(rendered.RootElement))
+                {
+                    continue;
+                }
             }
 
             transaction.Send(request.Queue, message);
