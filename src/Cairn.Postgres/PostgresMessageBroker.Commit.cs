@@ -158,15 +158,9 @@ public sealed partial class PostgresMessageBroker
     {
         foreach (var (queue, message) in copies)
         {
-            var definition = queue.Definition;
-            if (message.Size > definition.MaxMessageSize)
+            if (message.RefusalBy(queue.Definition, work.Now) is { } refusal)
             {
-                throw new MessageTooLargeException(message.Id, definition.Name, message.Size, definition.MaxMessageSize);
-            }
-
-            if (definition.Fifo && message.GroupKey is null)
-            {
-                throw new InvalidMessageException($"Message {message.Id} is sent to the FIFO queue '{definition.Name}' without a group key; FIFO queues order messages by group.");
+                throw refusal;
             }
         }
 

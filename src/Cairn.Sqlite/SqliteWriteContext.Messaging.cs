@@ -376,14 +376,9 @@ internal sealed partial class SqliteWriteContext
     private bool Enqueue(QueueRow queue, PreparedMessage message)
     {
         var definition = queue.Definition;
-        if (message.Size > definition.MaxMessageSize)
+        if (message.RefusalBy(definition, TimeTicks) is { } refusal)
         {
-            throw new MessageTooLargeException(message.Id, definition.Name, message.Size, definition.MaxMessageSize);
-        }
-
-        if (definition.Fifo && message.GroupKey is null)
-        {
-            throw new InvalidMessageException($"Message {message.Id} is sent to the FIFO queue '{definition.Name}' without a group key; FIFO queues order messages by group.");
+            throw refusal;
         }
 
         if (message.DeduplicationId is { } deduplicationId && definition.DeduplicationWindow > TimeSpan.Zero)

@@ -113,6 +113,29 @@ internal sealed record PreparedMessage(
             message.DeliverAt);
     }
 
+    /// <summary>
+    /// Why <paramref name="queue"/> refuses the message at a commit at <paramref name="commitTicks"/>, or null when it
+    /// takes it: too large, no group key for a FIFO queue, or a delay reaching past the queue's retention, which would
+    /// have it expire before anyone could receive it.
+    /// </summary>
+    public CairnException? RefusalBy(QueueDefinition queue, long commitTicks)
+    {
+        if (Size > queue.MaxMessageSize)
+        {
+            return new MessageTooLargeException(Id, queue.Name, Size, queue.MaxMessageSize);
+        }
+
+        if (queue.Fifo && GroupKey is null)
+        {
+            return new InvalidMessageException($"Message {Id} is sent to the FIFO queue '{queue.Name}' without a group key; FIFO queues order messages by group.");
+        }
+
+        var delay = TimeSpan.FromTicks(VisibleAtTicks(commitTicks, queue.DefaultDelay) - commitTicks);
+        return delay >= queue.Retention
+            ? new InvalidMessageException($"Message {Id} would become visible in queue '{queue.Name}' {delay} after it is sent, not within the queue's retention of {queue.Retention}: it would expire unreceived. Shorten its delay or lengthen the retention.")
+            : null;
+    }
+
     /// <summary>The moment the message becomes visible, given the commit time and the queue's default delay.</summary>
     public long VisibleAtTicks(long commitTicks, TimeSpan defaultDelay)
     {

@@ -50,6 +50,7 @@ public sealed record QueueDefinition
         Check(MaxMessageSize is >= 1 and <= 256 * 1024 * 1024, nameof(MaxMessageSize), $"is {MaxMessageSize}; it must be between 1 byte and 256 MiB");
         Check(DeduplicationWindow >= TimeSpan.Zero && DeduplicationWindow <= TimeSpan.FromDays(7), nameof(DeduplicationWindow), $"is {DeduplicationWindow}; it must be between 0 and 7 days");
         Check(DefaultDelay >= TimeSpan.Zero && DefaultDelay <= TimeSpan.FromDays(365), nameof(DefaultDelay), $"is {DefaultDelay}; it must be between 0 and 365 days");
+        Check(DefaultDelay < Retention, nameof(DefaultDelay), $"is {DefaultDelay}, not shorter than the retention of {Retention}: every message would expire before it could be received");
     }
 
     private void Check(bool ok, string setting, string fault)

@@ -70,12 +70,32 @@ public abstract class MessagingBadInputTests<TFixture>(TFixture fixture) : Messa
     }
 
     [Fact]
+    public async Task a_message_whose_delay_reaches_past_the_queues_retention_is_refused_and_its_batch_writes_nothing()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work) { Retention = TimeSpan.FromDays(1) });
+        await using var _ = sut;
+
+        var late = Numbered(2) with { Delay = TimeSpan.FromDays(2) };
+        var error = await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendBatchAsync(Work, [Numbered(1), late]));
+        Assert.Contains(late.Id.ToString(), error.Message, StringComparison.Ordinal);
+        Assert.Contains("retention", error.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(3) with { DeliverAt = Clock.GetUtcNow() + TimeSpan.FromDays(1) }));
+        Assert.Equal(0, (await broker.GetStatsAsync(Work, default)).Visible);
+
+        // Within the retention it is taken, and received once due.
+        await broker.SendAsync(Work, Numbered(4) with { Delay = TimeSpan.FromHours(23) });
+        Clock.Advance(TimeSpan.FromHours(23));
+        Assert.Equal(4, NumberOf(Assert.Single(await ReceiveNowAsync(broker, Work)).Message));
+    }
+
+    [Fact]
     public async Task impossible_settings_are_refused_naming_the_setting()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
         await using var _ = sut;
         Assert.Contains("MaxReceiveCount", (await Assert.ThrowsAsync<InvalidMessageException>(() => broker.DeclareQueueAsync(new QueueDefinition("q") { MaxReceiveCount = 0 }, default))).Message, StringComparison.Ordinal);
         Assert.Contains("Lease", (await Assert.ThrowsAsync<InvalidMessageException>(() => broker.DeclareQueueAsync(new QueueDefinition("q") { Lease = TimeSpan.Zero }, default))).Message, StringComparison.Ordinal);
+        Assert.Contains("DefaultDelay", (await Assert.ThrowsAsync<InvalidMessageException>(() => broker.DeclareQueueAsync(new QueueDefinition("q") { Retention = TimeSpan.FromDays(1), DefaultDelay = TimeSpan.FromDays(1) }, default))).Message, StringComparison.Ordinal);
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.ReceiveAsync(Work, new ReceiveOptions { MaxMessages = 0 }, default));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.ReceiveAsync(Work, new ReceiveOptions { Wait = TimeSpan.FromHours(1) }, default));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.RedriveAsync(Work, new RedriveRequest { MessagesPerSecond = 0 }, default));

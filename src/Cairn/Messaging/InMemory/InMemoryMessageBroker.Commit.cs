@@ -95,7 +95,7 @@ public sealed partial class InMemoryMessageBroker
         foreach (var (queueName, message) in transaction.Sends)
         {
             var queue = RequireQueue(queueName);
-            CheckCopy(queue, message);
+            CheckCopy(queue, message, now);
             copies.Add((queue, message));
         }
 
@@ -117,7 +117,7 @@ public sealed partial class InMemoryMessageBroker
                     }
 
                     var queue = RequireQueue(subscription.Queue);
-                    CheckCopy(queue, message);
+                    CheckCopy(queue, message, now);
                     copies.Add((queue, message));
                 }
             }
@@ -128,17 +128,11 @@ public sealed partial class InMemoryMessageBroker
         }
     }
 
-    private static void CheckCopy(QueueState queue, PreparedMessage message)
+    private static void CheckCopy(QueueState queue, PreparedMessage message, long now)
     {
-        var definition = queue.Definition;
-        if (message.Size > definition.MaxMessageSize)
+        if (message.RefusalBy(queue.Definition, now) is { } refusal)
         {
-            throw new MessageTooLargeException(message.Id, definition.Name, message.Size, definition.MaxMessageSize);
-        }
-
-        if (definition.Fifo && message.GroupKey is null)
-        {
-            throw new InvalidMessageException($"Message {message.Id} is sent to the FIFO queue '{definition.Name}' without a group key; FIFO queues order messages by group.");
+            throw refusal;
         }
     }
 
