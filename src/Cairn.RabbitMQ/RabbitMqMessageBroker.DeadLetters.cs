@@ -32,7 +32,7 @@ public sealed partial class RabbitMqMessageBroker
         }
     }
 
-    private async Task MoveToDeadLettersAsync(HeldLease held, string reason, FailureInfo? failure, int attempts)
+    private async Task MoveToDeadLettersAsync(HeldLease held, string reason, FailureInfo? failure, int attempts, CancellationToken cancellationToken)
     {
         var properties = AmqpMessageCodec.Copy(held.Buffered.Properties);
         var headers = properties.Headers!;
@@ -45,7 +45,7 @@ public sealed partial class RabbitMqMessageBroker
         headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
         headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
         AmqpMessageCodec.SetFailure(headers, failure);
-        await ReplaceDeliveryAsync(held, DeadLettersIn(held.Queue.Name), properties, CancellationToken.None).ConfigureAwait(false);
+        await ReplaceDeliveryAsync(held, DeadLettersIn(held.Queue.Name), properties, cancellationToken).ConfigureAwait(false);
         CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", held.Queue.Name.Value));
     }
 

@@ -350,7 +350,7 @@ public sealed partial class RabbitMqMessageBroker
         var held = Take(lease);
         if (held.Delivery.ReceiveCount >= held.Queue.MaxReceiveCount)
         {
-            await MoveToDeadLettersAsync(held, $"it failed on each of its {held.Queue.MaxReceiveCount} allowed receives", failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount).ConfigureAwait(false);
+            await MoveToDeadLettersAsync(held, $"it failed on each of its {held.Queue.MaxReceiveCount} allowed receives", failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount, cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -399,7 +399,7 @@ public sealed partial class RabbitMqMessageBroker
         }
 
         var held = Take(lease);
-        await MoveToDeadLettersAsync(held, reason, failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount).ConfigureAwait(false);
+        await MoveToDeadLettersAsync(held, reason, failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task RepublishAsync(HeldLease held, int receives, FailureInfo? failure, TimeSpan delay, CancellationToken cancellationToken)
@@ -610,7 +610,7 @@ public sealed partial class RabbitMqMessageBroker
             {
                 if (pending.Held.Current)
                 {
-                    await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts).ConfigureAwait(false);
+                    await MoveToDeadLettersAsync(pending.Held, pending.Reason, pending.Failure, pending.Attempts, CancellationToken.None).ConfigureAwait(false);
                 }
 
                 // Otherwise its channel closed meanwhile: RabbitMQ delivers it again, and the receive that gets it decides anew.

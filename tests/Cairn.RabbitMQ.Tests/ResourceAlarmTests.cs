@@ -88,6 +88,44 @@ public sealed class ResourceAlarmTests
     }
 
     [Fact]
+    public async Task a_dead_letter_or_last_release_cancelled_while_rabbitmq_blocks_publishing_ends_and_gives_its_delivery_back()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
+        var queue = new QueueName(RabbitMqServer.NewName("alarm-dlq"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 1 }, default);
+        await sut.Broker.SendBatchAsync(queue, Enumerable.Range(0, 2).Select(Numbered));
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 2, "the messages reached RabbitMQ");
+
+        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        try
+        {
+            await sut.Broker.SendAsync(queue, Numbered(2));
+            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
+            var deliveries = await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 2, Wait = TimeSpan.FromSeconds(10) }, default).Bounded();
+            Assert.Equal(2, deliveries.Count);
+
+            // Both publish a copy to the dead-letter queue, which waits while publishing is blocked; cancelled, each
+            // ends at once and gives its delivery back rather than leaving it unsettled.
+            using (var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(1)))
+            {
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sut.Broker.DeadLetterAsync(deliveries[0].Lease, "invalid", null, cancel.Token)).Bounded();
+            }
+
+            using (var cancel = new CancellationTokenSource(TimeSpan.FromSeconds(1)))
+            {
+                await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sut.Broker.ReleaseAsync(deliveries[1].Lease, TimeSpan.Zero, null, cancel.Token)).Bounded();
+            }
+
+            Assert.Equal(0, (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered);
+        }
+        finally
+        {
+            await rabbit.CtlAsync("set_vm_memory_high_watermark", "0.9");
+        }
+    }
+
+    [Fact]
     public async Task while_rabbitmq_blocks_publishing_deliveries_to_dead_letter_are_held_and_the_receive_goes_on_to_the_others()
     {
         await using var rabbit = await OwnRabbitMq.StartAsync();
