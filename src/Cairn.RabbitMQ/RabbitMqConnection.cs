@@ -14,13 +14,13 @@ namespace Cairn.RabbitMQ;
 /// connection loss or a broker restart; a first connection that fails is tried again by the next caller. It holds the
 /// publishing channel, with publisher confirms tracked by the client, and knows which queues it has declared.
 /// </summary>
-internal sealed class RabbitMqConnection(RabbitMqOptions options, TimeProvider time) : IAsyncDisposable
+internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDisposable
 {
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly SemaphoreSlim _publisherGate = new(1, 1);
 
-    /// <summary>The queues declared, each with when (a <see cref="TimeProvider"/> timestamp).</summary>
-    private readonly ConcurrentDictionary<string, long> _declared = new(StringComparer.Ordinal);
+    /// <summary>The queues this process has declared.</summary>
+    private readonly ConcurrentDictionary<string, bool> _declared = new(StringComparer.Ordinal);
     private IConnection? _consuming;
     private IConnection? _publishing;
     private IChannel? _publisher;
@@ -275,19 +275,14 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options, TimeProvider t
         }
     }
 
-    /// <summary>
-    /// Declares a durable queue once per process (declaring it again with the same arguments is harmless), or again
-    /// once <paramref name="renewAfter"/> has passed since: a declaration is what renews a queue's <c>x-expires</c>
-    /// lease, which publishing to it does not.
-    /// </summary>
-    public async Task DeclareAsync(string queue, IDictionary<string, object?> arguments, CancellationToken cancellationToken, TimeSpan? renewAfter = null)
+    /// <summary>Declares a durable queue once per process (declaring it again with the same arguments is harmless).</summary>
+    public async Task DeclareAsync(string queue, IDictionary<string, object?> arguments, CancellationToken cancellationToken)
     {
-        if (_declared.TryGetValue(queue, out var declaredAt) && (renewAfter is not { } after || time.GetElapsedTime(declaredAt) < after))
+        if (_declared.ContainsKey(queue))
         {
             return;
         }
 
-        var declaring = time.GetTimestamp();
         await WithChannelAsync(
             async channel =>
             {
@@ -295,7 +290,7 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options, TimeProvider t
                 return true;
             },
             cancellationToken).ConfigureAwait(false);
-        _declared[queue] = declaring;
+        _declared[queue] = true;
     }
 
     /// <summary>Forgets that a queue was declared, so the next use declares it again (after it was found missing).</summary>

@@ -479,33 +479,36 @@ public sealed partial class RabbitMqMessageBroker
     internal static readonly TimeSpan MaxDelay = TimeSpan.FromMilliseconds(uint.MaxValue);
 
     /// <summary>
-    /// How long a delay queue's declaration counts before the next release through it declares it again. Its
-    /// <c>x-expires</c> is twice the delay and 10 minutes more, counted from its last declaration (publishes do not
-    /// count), so declaring at least every 5 minutes keeps it while it can still hold a message: one published just
-    /// before the queue would expire is dead-lettered back after its delay, before that.
-    /// </summary>
-    private static readonly TimeSpan DelayQueueRenewal = TimeSpan.FromMinutes(5);
-
-    /// <summary>
     /// The queue that holds messages released with <paramref name="delay"/>: a quorum queue whose messages expire after
-    /// the delay and are then dead-lettered back to their queue, at least once; the queue deletes itself when unused for
-    /// a while. The delay is rounded up to two significant digits (1,234 ms waits 1,300 ms; 61 s waits 61 s; 123 s waits
-    /// 130 s), so a queue has at most 90 delay queues per power of ten however its delays are jittered.
+    /// the delay and are then dead-lettered back to their queue, at least once. The delay is rounded up to two
+    /// significant digits (1,234 ms waits 1,300 ms; 61 s waits 61 s; 123 s waits 130 s), so a queue has at most 90 delay
+    /// queues per power of ten however its delays are jittered. A delay queue is kept when idle: RabbitMQ can neither
+    /// expire a quorum queue that is in use (its <c>x-expires</c> counts neither publishes nor declarations as use, and
+    /// deleted queues in use with their messages) nor delete one only if it is empty. Its name is not the
+    /// <c>.delay.</c> of the delay queues that had an <c>x-expires</c>, which cannot be declared again without it.
     /// </summary>
     private async Task<string> DelayQueueAsync(QueueName queue, TimeSpan delay, CancellationToken cancellationToken)
     {
         var ms = Math.Min(DelayQueueMilliseconds(delay), uint.MaxValue);
-        var name = $"{AmqpName(queue)}.delay.{ms}";
+        var name = DelayQueueName(queue, ms);
+        await _connection.DeclareAsync(name, DelayQueueArguments(queue, ms), cancellationToken).ConfigureAwait(false);
+        return name;
+    }
+
+    /// <summary>The arguments of <paramref name="queue"/>'s delay queue for <paramref name="milliseconds"/>.</summary>
+    internal Dictionary<string, object?> DelayQueueArguments(QueueName queue, long milliseconds)
+    {
         var arguments = QuorumArguments();
-        arguments["x-message-ttl"] = ms;
+        arguments["x-message-ttl"] = milliseconds;
         arguments["x-dead-letter-exchange"] = "";
         arguments["x-dead-letter-routing-key"] = AmqpName(queue);
         arguments["x-dead-letter-strategy"] = "at-least-once";
         arguments["x-overflow"] = "reject-publish";
-        arguments["x-expires"] = Math.Min(ms * 2 + 600_000, uint.MaxValue);
-        await _connection.DeclareAsync(name, arguments, cancellationToken, renewAfter: DelayQueueRenewal).ConfigureAwait(false);
-        return name;
+        return arguments;
     }
+
+    /// <summary>The name of <paramref name="queue"/>'s delay queue for a delay of <paramref name="milliseconds"/>, rounded as <see cref="DelayQueueMilliseconds"/> rounds it.</summary>
+    internal string DelayQueueName(QueueName queue, long milliseconds) => $"{AmqpName(queue)}.wait.{milliseconds}";
 
     /// <summary>A delay in whole milliseconds, rounded up to two significant digits.</summary>
     internal static long DelayQueueMilliseconds(TimeSpan delay)

@@ -40,7 +40,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         options.Validate();
         _backend = backend;
         _time = timeProvider ?? TimeProvider.System;
-        _connection = new RabbitMqConnection(options, _time);
+        _connection = new RabbitMqConnection(options);
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _sweeper = SweepLeasesAsync(_disposing.Token);
     }

@@ -3,6 +3,7 @@ using Cairn.Conformance.Support;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
 
 namespace Cairn.RabbitMQ.Tests;
 
@@ -149,6 +150,28 @@ public sealed class TransportLimitsTests
     }
 
     [Fact]
+    public async Task a_delay_queue_has_no_expiry_that_could_delete_it_with_messages_in_it()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("noexpiry"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 10 }, default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var first = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
+        await sut.Broker.ReleaseAsync(first.Lease, TimeSpan.FromMilliseconds(300), null, default);
+        Assert.Equal(first.Message.Id, Assert.Single(await ReceiveAsync(sut.Broker, queue, 1)).Message.Id);
+
+        // RabbitMQ's x-expires counts neither publishes nor declarations of a quorum queue as use: one in steady use
+        // expired with its messages. Declared with one, the queue is refused as having none.
+        await WithChannelAsync(channel => channel.QueueDeclarePassiveAsync(sut.Broker.DelayQueueName(queue, 300)));
+        var arguments = sut.Broker.DelayQueueArguments(queue, 300);
+        arguments["x-expires"] = 600_000;
+        var refusal = await Assert.ThrowsAnyAsync<OperationInterruptedException>(() => WithChannelAsync(channel => channel.QueueDeclareAsync(
+            sut.Broker.DelayQueueName(queue, 300), durable: true, exclusive: false, autoDelete: false, arguments)));
+        Assert.Contains("inequivalent arg 'x-expires'", refusal.ShutdownReason?.ReplyText, StringComparison.Ordinal);
+        Assert.Contains("current is none", refusal.ShutdownReason?.ReplyText, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task a_delay_queue_deleted_behind_cairns_back_is_declared_again_by_the_next_release()
     {
         await using var sut = await TransportUnderTest.StartAsync();
@@ -160,8 +183,8 @@ public sealed class TransportLimitsTests
         await sut.Broker.ReleaseAsync(first.Lease, delay, null, default);
         var second = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
 
-        // As RabbitMQ does once a delay queue's x-expires runs out.
-        await WithChannelAsync(channel => channel.QueueDeleteAsync($"{sut.Broker.AmqpName(queue)}.delay.300"));
+        // As an operator deleting idle delay queues may.
+        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DelayQueueName(queue, 300)));
 
         // The next release finds no route, declares the queue again and publishes its copy there.
         await sut.Broker.ReleaseAsync(second.Lease, delay, null, default);

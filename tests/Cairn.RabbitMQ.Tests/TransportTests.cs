@@ -471,7 +471,7 @@ public sealed class TransportTests
     public async Task each_cluster_node_gets_the_addresss_tls_settings_and_its_own_server_name_checked()
     {
         var options = new RabbitMqOptions { Uri = new Uri("amqps://guest:guest@node-a/shop"), ClusterNodes = ["node-b:5700"] };
-        await using var connection = new RabbitMqConnection(options, TimeProvider.System);
+        await using var connection = new RabbitMqConnection(options);
         var (factory, shared) = connection.CreateFactory(publishing: false);
         Assert.Null(shared);
 
@@ -504,7 +504,7 @@ public sealed class TransportTests
                 f.AutomaticRecoveryEnabled = false;
             },
         };
-        await using var connection = new RabbitMqConnection(options, TimeProvider.System);
+        await using var connection = new RabbitMqConnection(options);
         var (factory, shared) = connection.CreateFactory(publishing: true);
         Assert.Equal("rabbit.internal", shared);
         Assert.True(factory.AutomaticRecoveryEnabled, "recovery is turned on again after the callback");
@@ -522,7 +522,7 @@ public sealed class TransportTests
     public async Task nodes_named_as_ipv6_or_international_hosts_keep_their_own_server_names(string uri, string node)
     {
         var options = new RabbitMqOptions { Uri = new Uri(uri), ClusterNodes = [node] };
-        await using var connection = new RabbitMqConnection(options, TimeProvider.System);
+        await using var connection = new RabbitMqConnection(options);
         var (factory, shared) = connection.CreateFactory(publishing: false);
         Assert.Null(shared);
         Assert.All(connection.Endpoints(factory, shared), e => Assert.Equal(e.HostName, e.Ssl.ServerName));
