@@ -230,7 +230,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
             await using var count = new NpgsqlCommand(
                 $"""
                 SELECT count(*), count(*) FILTER (WHERE m.visible_at <= $2) FROM {T("messages")} m
-                WHERE m.queue_id = $1 AND m.state < 2
+                WHERE m.queue_id = $1 AND (m.state = 1 OR (m.state = 0 AND m.expires_ticks > $2))
                   AND EXISTS (SELECT 1 FROM {T("messages")} d WHERE d.queue_id = $1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """,
                 connection,

@@ -141,7 +141,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
         {
             using var count = new RawStatement(lease.Db, """
                 SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0) FROM cairn_messages m
-                WHERE m.queue_id = ?1 AND m.state < 2
+                WHERE m.queue_id = ?1 AND (m.state = 1 OR (m.state = 0 AND m.expires_ticks > ?2))
                   AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """);
             count.Bind(1, row.Id);

@@ -11,6 +11,24 @@ public abstract class FifoQueueTests<TFixture>(TFixture fixture) : MessagingTest
     private static OutgoingMessage InGroup(string group, int n) => Numbered(n) with { GroupKey = group };
 
     [Fact]
+    public async Task a_parked_message_past_its_retention_is_dropped_and_no_longer_counted()
+    {
+        var ledger = new QueueDefinition(Ledger) { Fifo = true, MaxReceiveCount = 1, Retention = TimeSpan.FromHours(1) };
+        var (sut, broker) = await CreateBrokerAsync(ledger);
+        await using var _ = sut;
+        await broker.SendBatchAsync(Ledger, [InGroup("a", 1), InGroup("a", 2)]);
+        var head = Assert.Single(await ReceiveNowAsync(broker, Ledger));
+        await broker.ReleaseAsync(head.Lease, TimeSpan.Zero, null, default);
+        Assert.Equal((0L, 1L, 1L), await CountsAsync());
+
+        Clock.Advance(TimeSpan.FromHours(2));
+        Assert.Equal((0L, 0L, 1L), await CountsAsync());
+
+        async Task<(long Visible, long Parked, long DeadLettered)> CountsAsync() =>
+            await broker.GetStatsAsync(Ledger, default) is var stats ? (stats.Visible, stats.Parked, stats.DeadLettered) : default;
+    }
+
+    [Fact]
     public async Task a_group_is_delivered_one_at_a_time_in_order_while_groups_run_in_parallel()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Ledger) { Fifo = true });

@@ -164,7 +164,9 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
             {
                 foreach (var m in state.Messages.Values)
                 {
-                    if (!m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence)
+                    // One past its retention is dropped by the next receive, as above: not parked, nor visible.
+                    if (!m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence
+                        && (m.State == MessageState.Leased || m.ExpiresAt > now))
                     {
                         parked++;
                         if (m.VisibleAt <= now)
