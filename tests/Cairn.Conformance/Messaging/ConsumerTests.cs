@@ -120,6 +120,9 @@ public abstract class ConsumerTests<TFixture>(TFixture fixture) : MessagingTests
         Assert.Equal(typeof(FormatException).FullName, letter.Failure!.Type);
         Assert.Equal("amount is not a number", letter.Failure.Message);
         Assert.Equal(3, consumer.Status.Retried);
+
+        // The consumer counts what the broker dead-lettered on its last allowed receive.
+        await UntilAsync(consumer, s => s.DeadLettered == 1, "the consumer counts the dead letter");
     }
 
     [Fact]

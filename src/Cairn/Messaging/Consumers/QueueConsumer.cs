@@ -51,6 +51,9 @@ public sealed class QueueConsumer : IAsyncDisposable
     private DateTimeOffset _renewalWakeAt = DateTimeOffset.MaxValue;
     private Task _running = Task.CompletedTask;
     private TimeSpan _lease;
+
+    /// <summary>The queue's allowed receives, read at start: a release on the last of them dead-letters the message.</summary>
+    private int _maxReceiveCount = int.MaxValue;
     private int _inFlight;
     private long _handled, _retried, _deadLettered, _duplicates, _leasesLost;
     private int _started;
@@ -127,6 +130,7 @@ public sealed class QueueConsumer : IAsyncDisposable
         var queue = await _broker.GetQueueAsync(Options.Queue, cancellationToken).ConfigureAwait(false)
             ?? throw new QueueNotFoundException(Options.Queue);
         _lease = Options.Lease ?? queue.Lease;
+        _maxReceiveCount = queue.MaxReceiveCount;
         var workers = new Task[Options.Concurrency];
         for (var i = 0; i < workers.Length; i++)
         {
@@ -376,7 +380,9 @@ public sealed class QueueConsumer : IAsyncDisposable
                     return;
                 }
 
-                _flows?.RecordFailed(Options.Name, message.Type, deadLettered: !Options.Retry.IsRetryable(failure));
+                // A release on the last allowed receive is dead-lettered by the broker.
+                var lastReceive = delivery.ReceiveCount >= _maxReceiveCount;
+                _flows?.RecordFailed(Options.Name, message.Type, deadLettered: !Options.Retry.IsRetryable(failure) || lastReceive);
                 if (!Options.Retry.IsRetryable(failure))
                 {
                     _logger.LogError(failure, "Consumer {Consumer} dead-letters message {MessageId} ({Type}): the failure cannot be retried.", Options.Name, message.Id, message.Type);
@@ -398,8 +404,20 @@ public sealed class QueueConsumer : IAsyncDisposable
                     delay = Options.Retry.DelayAfter(delivery.ReceiveCount, _random);
                 }
 
-                _logger.LogWarning(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}), receive {ReceiveCount}; it is given back for {Delay}.", Options.Name, message.Id, message.Type, delivery.ReceiveCount, delay);
-                await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, delay, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
+                if (lastReceive)
+                {
+                    _logger.LogError(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}) on the last of its {MaxReceiveCount} allowed receives; it is dead-lettered.", Options.Name, message.Id, message.Type, _maxReceiveCount);
+                }
+                else
+                {
+                    _logger.LogWarning(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}), receive {ReceiveCount}; it is given back for {Delay}.", Options.Name, message.Id, message.Type, delivery.ReceiveCount, delay);
+                }
+
+                if (await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, delay, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false) && lastReceive)
+                {
+                    Interlocked.Increment(ref _deadLettered);
+                }
+
                 return;
             }
         }
@@ -711,16 +729,19 @@ public sealed class QueueConsumer : IAsyncDisposable
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
-    private async Task SettleAsync(Func<Task> settle, Delivery delivery)
+    /// <summary>Settles a delivery; false when its lease was lost meanwhile.</summary>
+    private async Task<bool> SettleAsync(Func<Task> settle, Delivery delivery)
     {
         try
         {
             await settle().ConfigureAwait(false);
+            return true;
         }
         catch (LeaseLostException)
         {
             Interlocked.Increment(ref _leasesLost);
             _logger.LogWarning("Consumer {Consumer} could not settle message {MessageId}: its lease was lost.", Options.Name, delivery.Message.Id);
+            return false;
         }
     }
 
