@@ -152,8 +152,10 @@ internal sealed class WorkflowCoordinator
     {
         for (var attempt = 0; ; attempt++)
         {
-            // A start reads nothing: its append expects no stream, and an existing instance fails it.
-            var (instance, exists) = create ? (new WorkflowInstance(), false) : await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+            // A start reads nothing: its append expects no stream, and an existing instance fails it. An operator's action
+            // reads the stream, not the cached fold, which another process may have moved on from: it is decided on
+            // what is stored, as the operator last saw it.
+            var (instance, exists) = create ? (new WorkflowInstance(), false) : await LoadStoredAsync(instanceId, cancellationToken).ConfigureAwait(false);
 
             if (!create && !exists)
             {
@@ -242,6 +244,13 @@ internal sealed class WorkflowCoordinator
 
         var loaded = await LoadAsync(instanceId, null, cancellationToken).ConfigureAwait(false);
         return loaded is null ? (new WorkflowInstance(), false) : (loaded, true);
+    }
+
+    /// <summary>The instance as its stream holds it, dropping any cached fold of it.</summary>
+    private async Task<(WorkflowInstance Instance, bool Exists)> LoadStoredAsync(string instanceId, CancellationToken cancellationToken)
+    {
+        _cache.TryRemove(instanceId, out _);
+        return await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -65,7 +65,7 @@ internal sealed class WorkflowDecider
         {
             var instance = Instance;
             var attempt = instance.CurrentStep is not null ? instance.Attempt : instance.CompensationAttempt;
-            return $"{instance.Status.ToString().ToLowerInvariant()}, {instance.Answerable ?? "nothing running"}, attempt {attempt}";
+            return $"{instance.Status.ToString().ToLowerInvariant()}, {instance.Answerable?.ToString() ?? "nothing running"}, attempt {attempt}";
         }
     }
 
@@ -81,9 +81,9 @@ internal sealed class WorkflowDecider
         Emit(new ReplyIgnored(messageType, messageId, "the instance was already started"));
 
     /// <summary>
-    /// Applies a reply. One that answers a message the instance sent for another visit of a step, or for another
-    /// compensation (its causation id says which), is ignored: a confirmation type two compensations share, or a
-    /// step's reply type across the visits of a loop, would otherwise settle what it did not answer.
+    /// Applies a reply. A confirmation answering a message the instance sent for another compensation (its causation id
+    /// says which) is ignored: a confirmation type two compensations share would otherwise confirm one with the other's
+    /// answer.
     /// </summary>
     public void Reply(string type, string id, object reply, string? causationId = null)
     {
@@ -100,7 +100,7 @@ internal sealed class WorkflowDecider
             return;
         }
 
-        if (causationId is not null && instance.SentFor(causationId) is { } answered && answered != instance.Answerable)
+        if (causationId is not null && instance.SentForMessage(causationId) is { } answered && instance.Answerable is { } now && answered.Excludes(now))
         {
             Emit(new ReplyIgnored(type, id, $"an answer to {answered}, which is over"));
             return;

@@ -35,7 +35,7 @@ public sealed class WorkflowInstance
     private readonly HashSet<string> _seenReplies = new(StringComparer.Ordinal);
 
     /// <summary>What each message the instance sent was for: a visit of a step, or a step's compensation.</summary>
-    private readonly Dictionary<string, string> _sentFor = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, SentFor> _sentFor = new(StringComparer.Ordinal);
 
     internal WorkflowInstance()
     {
@@ -47,7 +47,7 @@ public sealed class WorkflowInstance
         _compensated = [.. other._compensated];
         _pendingCompensations = [.. other._pendingCompensations];
         _seenReplies = new HashSet<string>(other._seenReplies, StringComparer.Ordinal);
-        _sentFor = new Dictionary<string, string>(other._sentFor, StringComparer.Ordinal);
+        _sentFor = new Dictionary<string, SentFor>(other._sentFor, StringComparer.Ordinal);
         Workflow = other.Workflow;
         InstanceId = other.InstanceId;
         DefinitionVersion = other.DefinitionVersion;
@@ -170,17 +170,13 @@ public sealed class WorkflowInstance
     internal bool HasSeen(string replyId) => _seenReplies.Contains(replyId);
 
     /// <summary>
-    /// What the instance is doing now that a reply can answer, described as <see cref="SentFor"/> describes a message:
-    /// the current visit of a step, or the current compensation; null when neither.
+    /// What the instance is doing now that a reply can answer: the current visit of a step, or the current
+    /// compensation; null when neither.
     /// </summary>
-    internal string? Answerable => CurrentStep is { } step ? StepOwner(step, StepVisit) : CurrentCompensation is { } compensation ? CompensationOwner(compensation) : null;
+    internal SentFor? Answerable => CurrentStep is { } step ? new SentFor(step, StepVisit, false) : CurrentCompensation is { } compensation ? new SentFor(compensation, 0, true) : null;
 
     /// <summary>What the message <paramref name="messageId"/> the instance sent was for, or null when it sent none of that id.</summary>
-    internal string? SentFor(string messageId) => _sentFor.GetValueOrDefault(messageId);
-
-    private static string StepOwner(string step, long visit) => $"the visit of step '{step}' that began at version {visit}";
-
-    private static string CompensationOwner(string step) => $"the compensation of '{step}'";
+    internal SentFor? SentForMessage(string messageId) => _sentFor.TryGetValue(messageId, out var sent) ? sent : null;
 
     /// <summary>Folds one event of the instance's history, recorded at <paramref name="time"/> as <paramref name="version"/>.</summary>
     internal void Apply(WorkflowEvent e, DateTimeOffset time, long version)
@@ -216,7 +212,7 @@ public sealed class WorkflowInstance
                 CurrentSendAt = s.MessageId is null ? null : s.SendAt;
                 if (s.MessageId is { } sent)
                 {
-                    _sentFor[sent] = StepOwner(s.Step, StepVisit);
+                    _sentFor[sent] = new SentFor(s.Step, StepVisit, false);
                 }
 
                 Arm(s.TimeoutAt is { } due ? ("step", s.Step, due) : null, version);
@@ -273,7 +269,7 @@ public sealed class WorkflowInstance
                 CurrentCompensation = s.Step;
                 CompensationAttempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
-                _sentFor[s.MessageId] = CompensationOwner(s.Step);
+                _sentFor[s.MessageId] = new SentFor(s.Step, 0, true);
                 Arm(s.TimeoutAt is { } compensationDue ? ("compensation", s.Step, compensationDue) : null, version);
                 break;
             case CompensationTimedOut:
@@ -339,4 +335,18 @@ public sealed class WorkflowInstance
 
     /// <inheritdoc />
     public override string ToString() => $"{Workflow}/{InstanceId} {Status}{(CurrentStep is null ? "" : " at " + CurrentStep)}";
+}
+
+/// <summary>What a message an instance sent was for: a visit of a step (by the version it began at), or a step's compensation.</summary>
+internal readonly record struct SentFor(string Step, long Visit, bool Compensation)
+{
+    /// <summary>
+    /// Whether a reply answering this cannot settle <paramref name="now"/>: one compensation's answer never confirms
+    /// another's. Replies to steps' commands are taken by their type: one command often has several consequences that
+    /// later steps, or later visits of a step, wait for.
+    /// </summary>
+    public bool Excludes(SentFor now) => Compensation && now.Compensation && Step != now.Step;
+
+    /// <inheritdoc />
+    public override string ToString() => Compensation ? $"the compensation of '{Step}'" : $"the visit of step '{Step}' that began at version {Visit}";
 }

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Cairn.Conformance;
 using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
 using Cairn.EventStore.InMemory;
 using Cairn.Messaging;
 using Cairn.Messaging.InMemory;
@@ -24,6 +25,9 @@ namespace Cairn.Tests.Workflows;
 [EventType("race.done")] public sealed record Done(string Id);
 [EventType("race.declined")] public sealed record Declined(string Id);
 [EventType("race.undone")] public sealed record Undone(string Id);
+[EventType("race.place")] public sealed record PlaceOrder(string Id);
+[EventType("race.placed")] public sealed record OrderPlaced(string Id);
+[EventType("race.shipped")] public sealed record OrderShipped(string Id);
 
 public sealed record SeatState(string Id);
 
@@ -37,7 +41,32 @@ public sealed class WorkflowRaceTests
     private static void Register(EventTypeRegistry types) =>
         types.Register<HoldSeat>().Register<FreeSeat>().Register<SeatHeld>().Register<SeatBusy>()
             .Register<DoA>().Register<DoB>().Register<DoC>().Register<UndoA>().Register<UndoB>()
-            .Register<Done>().Register<Declined>().Register<Undone>();
+            .Register<Done>().Register<Declined>().Register<Undone>()
+            .Register<PlaceOrder>().Register<OrderPlaced>().Register<OrderShipped>();
+
+    /// <summary>One command with two consequences, awaited by two steps in turn.</summary>
+    private sealed class PlaceAndShip : Workflow<SeatState>
+    {
+        public static readonly QueueName Orders = "race-orders";
+
+        public PlaceAndShip()
+            : base("race_place")
+        {
+            Step("place").Send(Orders, s => new PlaceOrder(s.Id)).On<OrderPlaced>().Then("await-shipment").NoCompensation("nothing to undo");
+            Step("await-shipment").On<OrderShipped>().Complete().Timeout(TimeSpan.FromMinutes(10)).NoCompensation("nothing to undo");
+        }
+    }
+
+    /// <summary>A step nobody answers, suspended when it times out.</summary>
+    private sealed class Unanswered : Workflow<SeatState>
+    {
+        public static readonly QueueName Silent = "race-silent";
+
+        public Unanswered()
+            : base("race_unanswered") =>
+            Step("place").Send(Silent, s => new PlaceOrder(s.Id)).On<OrderPlaced>().Complete()
+                .Timeout(TimeSpan.FromHours(1)).OnFailure(StepFailureAction.Suspend).NoCompensation("nothing to undo");
+    }
 
     /// <summary>Holds a seat: busy on the first attempt, retried after a backoff, released as its compensation.</summary>
     private sealed class HoldWorkflow : Workflow<SeatState>
@@ -166,6 +195,52 @@ public sealed class WorkflowRaceTests
         var instance = await host.Workflows.GetAsync("race_suspend", "x");
         Assert.Equal(("b", WorkflowStatus.Running), (instance!.CurrentStep, instance.Status));
         Assert.DoesNotContain((await host.Workflows.GetHistoryAsync("race_suspend", "x")).Select(e => e.Event), e => e is StepSkipped);
+    }
+
+    [Fact]
+    public async Task a_step_takes_a_reply_that_the_previous_steps_command_caused()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        string? command = null;
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(PlaceAndShip.Orders).AddConsumer(PlaceAndShip.Orders, (context, _) =>
+            {
+                command = context.Message.Id.ToString();
+                context.Reply(new OrderPlaced(context.Read<PlaceOrder>().Id));
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new PlaceAndShip());
+        });
+        await host.Workflows.StartAsync("race_place", "o-1", new SeatState("o-1"));
+        await UntilAsync(host, "race_place", "o-1", i => i.CurrentStep == "await-shipment", "the order is placed");
+
+        // The orders service ships the order later, as a consequence of the same command.
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var shipped = serializer.ToOutgoingMessage(new OrderShipped("o-1")) with { CorrelationId = "o-1", CausationId = command };
+        await sut.Broker.SendAsync("workflow-race_place", shipped);
+
+        var ended = await UntilAsync(host, "race_place", "o-1", i => i.IsFinished, "the shipment completes the instance");
+        Assert.Equal(WorkflowStatus.Completed, ended.Status);
+    }
+
+    [Fact]
+    public async Task an_operators_retry_is_decided_on_the_stored_instance_not_on_a_fold_another_process_moved_on_from()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        void Configure(CairnBuilder cairn) => cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered());
+        await using var one = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), Configure);
+        await using var two = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), Configure);
+
+        // The first process keeps the fold of its start; the second retries the step meanwhile.
+        await one.Workflows.StartAsync("race_unanswered", "o-1", new SeatState("o-1"));
+        await two.Workflows.RetryAsync("race_unanswered", "o-1", "the first operator retries");
+        Assert.Equal(2, (await one.Workflows.GetAsync("race_unanswered", "o-1"))!.Attempt);
+
+        var retried = await one.Workflows.RetryAsync("race_unanswered", "o-1", "the second operator retries what they saw");
+        Assert.Equal(3, retried.Attempt);
     }
 
     [Fact]
