@@ -151,6 +151,38 @@ public sealed class FlowMapTests
     }
 
     [Fact]
+    public async Task A_release_on_the_last_allowed_receive_counts_as_dead_lettered_and_an_immediate_retry_before_it_does_not()
+    {
+        var store = new InMemoryEventStore();
+        var broker = new InMemoryMessageBroker(store, new InMemoryCheckpointStore());
+        await broker.DeclareQueueAsync(new QueueDefinition("orders") { MaxReceiveCount = 1 }, default);
+        var flows = new FlowRecorder();
+        var calls = 0;
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("orders") { Concurrency = 1, ExtendLeaseWhileHandling = false, Retry = new RetryPolicy { ImmediateRetries = 1 } },
+            (context, _) => context.Message.Type == "order.flaky" && Interlocked.Increment(ref calls) == 1 || context.Message.Type == "order.bad"
+                ? throw new InvalidOperationException("failed")
+                : ValueTask.CompletedTask,
+            flows: flows);
+        await consumer.StartAsync(default);
+
+        // Fails once, then succeeds on its immediate retry, on its only allowed receive: not dead-lettered.
+        await broker.SendAsync("orders", new OutgoingMessage("order.flaky", Encoding.UTF8.GetBytes("{}")), default);
+        await Wait.UntilAsync(() => consumer.Status.Handled == 1, "the immediate retry handles it");
+        Assert.Equal((1L, 0L), Assert.Single(flows.Snapshot().Consumptions) is var flaky ? (flaky.Failed, flaky.DeadLettered) : default);
+        Assert.Empty(flows.Snapshot().DeadLetteringHandlers);
+
+        // Fails on both attempts of its only allowed receive: the release dead-letters it.
+        await broker.SendAsync("orders", new OutgoingMessage("order.bad", Encoding.UTF8.GetBytes("{}")), default);
+        await Wait.UntilAsync(() => consumer.Status.DeadLettered == 1, "the release on the last receive dead-letters it");
+        var bad = Assert.Single(flows.Snapshot().Consumptions, c => c.MessageType == "order.bad");
+        Assert.Equal((2L, 1L), (bad.Failed, bad.DeadLettered));
+        Assert.Equal(["orders"], flows.Snapshot().DeadLetteringHandlers);
+        Assert.Equal(1, (await broker.GetStatsAsync("orders", default)).DeadLettered);
+    }
+
+    [Fact]
     public async Task An_action_after_the_commit_that_throws_does_not_make_the_handling_a_failure()
     {
         var store = new InMemoryEventStore();

@@ -380,11 +380,9 @@ public sealed class QueueConsumer : IAsyncDisposable
                     return;
                 }
 
-                // A release on the last allowed receive is dead-lettered by the broker.
-                var lastReceive = delivery.ReceiveCount >= _maxReceiveCount;
-                _flows?.RecordFailed(Options.Name, message.Type, deadLettered: !Options.Retry.IsRetryable(failure) || lastReceive);
                 if (!Options.Retry.IsRetryable(failure))
                 {
+                    _flows?.RecordFailed(Options.Name, message.Type, deadLettered: true);
                     _logger.LogError(failure, "Consumer {Consumer} dead-letters message {MessageId} ({Type}): the failure cannot be retried.", Options.Name, message.Id, message.Type);
                     await SettleAsync(() => _broker.DeadLetterAsync(delivery.Lease, $"a non-retryable {failure.GetType().Name}: {failure.Message}", FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
                     Interlocked.Increment(ref _deadLettered);
@@ -394,9 +392,13 @@ public sealed class QueueConsumer : IAsyncDisposable
                 Interlocked.Increment(ref _retried);
                 if (attempt < Options.Retry.ImmediateRetries && !timedOut)
                 {
+                    _flows?.RecordFailed(Options.Name, message.Type, deadLettered: false);
                     CairnDiagnostics.MessagesRetried.Add(1, new KeyValuePair<string, object?>("queue", Options.Queue.Value));
                     continue;
                 }
+
+                // A release on the last allowed receive is dead-lettered by the broker.
+                var lastReceive = delivery.ReceiveCount >= _maxReceiveCount;
 
                 TimeSpan delay;
                 lock (_randomLock)
@@ -413,7 +415,9 @@ public sealed class QueueConsumer : IAsyncDisposable
                     _logger.LogWarning(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}), receive {ReceiveCount}; it is given back for {Delay}.", Options.Name, message.Id, message.Type, delivery.ReceiveCount, delay);
                 }
 
-                if (await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, delay, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false) && lastReceive)
+                var deadLettered = await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, delay, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false) && lastReceive;
+                _flows?.RecordFailed(Options.Name, message.Type, deadLettered);
+                if (deadLettered)
                 {
                     Interlocked.Increment(ref _deadLettered);
                 }

@@ -105,7 +105,7 @@ public sealed partial class FilterRule
     private static Matcher ParseValue(JsonElement item, string path) => item.ValueKind switch
     {
         JsonValueKind.String => new StringMatcher(item.GetString()!),
-        JsonValueKind.Number => new NumberMatcher(Number(item, path), item.TryGetDecimal(out var exact) ? exact : null),
+        JsonValueKind.Number => new NumberMatcher(Number(item, path), Matcher.ExactDecimal(item, item.GetDouble())),
         JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null => new LiteralMatcher(item.ValueKind),
         JsonValueKind.Object => ParseOperator(item, path),
         _ => throw Fault(path, "a leaf array may hold only strings, numbers, booleans, null and operator objects"),
@@ -269,7 +269,7 @@ public sealed partial class FilterRule
     private static Matcher AnythingButValue(JsonElement item, string path) => item.ValueKind switch
     {
         JsonValueKind.String => new StringMatcher(item.GetString()!),
-        JsonValueKind.Number => new NumberMatcher(Number(item, path), item.TryGetDecimal(out var exact) ? exact : null),
+        JsonValueKind.Number => new NumberMatcher(Number(item, path), Matcher.ExactDecimal(item, item.GetDouble())),
         _ => throw Fault(path, "an anything-but value must be a string or a number"),
     };
 }

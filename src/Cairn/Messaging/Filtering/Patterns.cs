@@ -128,12 +128,18 @@ internal abstract class Matcher
     public abstract bool Matches(JsonElement value);
 
     /// <summary>
-    /// Whether a number equals <paramref name="number"/>: compared as decimals when both are written within a decimal's
-    /// 28 digits (so large integer ids are told apart, which doubles round together past 2^53), else as doubles.
+    /// Whether a number equals <paramref name="number"/>: compared as decimals when both read as decimals without
+    /// losing what a double keeps (so large integer ids are told apart, which doubles round together past 2^53), else
+    /// as doubles (so 1e-30, which a decimal rounds to 0, is not 0).
     /// </summary>
     public static bool NumberEquals(JsonElement value, double number, decimal? exact) =>
         value.ValueKind == JsonValueKind.Number
-        && (exact is { } e && value.TryGetDecimal(out var m) ? m == e : value.TryGetDouble(out var d) && d == number);
+        && value.TryGetDouble(out var d)
+        && (exact is { } e && ExactDecimal(value, d) is { } m ? m == e : d == number);
+
+    /// <summary>The number as a decimal when the decimal is as exact as its double, else null.</summary>
+    public static decimal? ExactDecimal(JsonElement value, double asDouble) =>
+        value.TryGetDecimal(out var m) && (double)m == asDouble ? m : null;
 }
 
 internal sealed class StringMatcher(string expected) : Matcher
