@@ -23,7 +23,9 @@ internal sealed class QueueReader : IAsyncDisposable
     private readonly IConnection _open;
     private readonly string _consumerTag = "cairn-" + Guid.NewGuid().ToString("N");
     private long _generation;
+    private readonly Lock _bufferedGate = new();
     private int _buffered;
+    private long _bufferedGeneration;
     private string? _dead;
     private volatile bool _disposing;
 
@@ -68,7 +70,39 @@ internal sealed class QueueReader : IAsyncDisposable
     /// </summary>
     public long Generation => Interlocked.Read(ref _generation) + _connection.ConsumingLosses;
 
-    public int Buffered => Volatile.Read(ref _buffered);
+    /// <summary>
+    /// The deliveries of the current generation waiting for a receive. Those of a closed channel still in the buffer are
+    /// not counted: RabbitMQ counts them ready again (or delivers them again to the recovered channel).
+    /// </summary>
+    public int Buffered
+    {
+        get
+        {
+            lock (_bufferedGate)
+            {
+                return _bufferedGeneration == Generation ? _buffered : 0;
+            }
+        }
+    }
+
+    /// <summary>Counts a delivery of <paramref name="generation"/> into the buffer (+1) or out of it (-1).</summary>
+    private void CountBuffered(long generation, int change)
+    {
+        lock (_bufferedGate)
+        {
+            if (generation > _bufferedGeneration)
+            {
+                // A newer generation: what was counted of the older ones no longer counts.
+                _bufferedGeneration = generation;
+                _buffered = 0;
+            }
+
+            if (generation == _bufferedGeneration)
+            {
+                _buffered = Math.Max(0, _buffered + change);
+            }
+        }
+    }
 
     /// <summary>For tests: the generation's own count, moved on by a channel closed alone and by a recovery of the consumer.</summary>
     internal long ChannelGenerations => Interlocked.Read(ref _generation);
@@ -161,10 +195,10 @@ internal sealed class QueueReader : IAsyncDisposable
             var buffered = new BufferedDelivery(generation, deliveryTag, redelivered, properties, body.ToArray());
             // One that reaches a dead reader is not counted: its channel is closed (at once after a cancel, otherwise
             // when the reader is replaced), and RabbitMQ delivers it again.
-            Interlocked.Increment(ref reader._buffered);
+            reader.CountBuffered(generation, +1);
             if (!reader._buffer.Writer.TryWrite(buffered))
             {
-                Interlocked.Decrement(ref reader._buffered);
+                reader.CountBuffered(generation, -1);
             }
 
             return Task.CompletedTask;
@@ -201,7 +235,7 @@ internal sealed class QueueReader : IAsyncDisposable
     {
         while (_buffer.Reader.TryRead(out var taken))
         {
-            Interlocked.Decrement(ref _buffered);
+            CountBuffered(taken.Generation, -1);
             if (taken.Generation == Generation)
             {
                 delivery = taken;

@@ -79,6 +79,26 @@ public sealed class AcknowledgementTests
     }
 
     [Fact]
+    public async Task after_a_dropped_connection_a_buffered_message_is_counted_visible_once()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
+        var queue = new QueueName(RabbitMqServer.NewName("stats"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        Assert.Empty(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.Zero }, default).Bounded());
+        await sut.Broker.SendAsync(queue, new OutgoingMessage("test.message", Encoding.UTF8.GetBytes("{\"n\":1}")));
+        await Wait.UntilAsync(() => sut.Broker.BufferedOf(queue) == 1, "message 1 buffered by the reader");
+        Assert.Equal(1, (await sut.Broker.GetStatsAsync(queue, default)).Visible);
+
+        // The old channel's copy stays in the buffer until a receive skips it; RabbitMQ delivers the message again.
+        await rabbit.CtlAsync("close_all_connections", "test");
+        await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingIsOpen, "the consuming connection recovered");
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1 && sut.Broker.BufferedOf(queue) == 1, "the recovered channel delivered it again");
+        Assert.Equal(1, (await sut.Broker.GetStatsAsync(queue, default)).Visible);
+        Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.Zero }, default).Bounded());
+    }
+
+    [Fact]
     public async Task after_the_connection_recovers_the_reader_still_writes_runs_of_acknowledgements_as_one()
     {
         await using var rabbit = await OwnRabbitMq.StartAsync();
