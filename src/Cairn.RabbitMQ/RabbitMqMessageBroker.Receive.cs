@@ -275,23 +275,29 @@ public sealed partial class RabbitMqMessageBroker
         }
 
         // The deliveries are taken before the backend settles the FIFO leases, so none can run out in between; should
-        // the backend refuse, they are held again, and the call has settled nothing.
-        var taken = delivered.Select(Take).ToList();
-        if (kept.Count > 0)
+        // one run out before it is taken, or the backend refuse, those taken are held again, and the call has settled
+        // nothing.
+        var taken = new List<HeldLease>(delivered.Count);
+        try
         {
-            try
+            foreach (var lease in delivered)
+            {
+                taken.Add(Take(lease));
+            }
+
+            if (kept.Count > 0)
             {
                 await _backend.AcknowledgeAsync(kept, cancellationToken).ConfigureAwait(false);
             }
-            catch
+        }
+        catch
+        {
+            foreach (var held in taken)
             {
-                foreach (var held in taken)
-                {
-                    _leases[held.Delivery.Lease.Sequence] = held;
-                }
-
-                throw;
+                _leases[held.Delivery.Lease.Sequence] = held;
             }
+
+            throw;
         }
 
         // All asked for at once, so the reader writes them together.
