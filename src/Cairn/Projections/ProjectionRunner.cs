@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.Messaging;
@@ -113,7 +114,21 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private GlobalPosition ServingPosition =>
         _inlineLive ? new GlobalPosition(Math.Max(Volatile.Read(ref _head), _serving?.Reached.Value ?? 0)) : _serving?.Reached ?? GlobalPosition.Start;
 
-    /// <summary>Starts applying in the background.</summary>
+    /// <summary>
+    /// The inline projections each projection store has a running runner for. A store applies an inline projection by
+    /// its name, once: a second runner of the same name would take its place and, stopping, take it away from the first.
+    /// </summary>
+    private static readonly ConditionalWeakTable<IProjectionStore, HashSet<string>> RunningInline = new();
+
+    /// <summary>Whether this runner holds its name in <see cref="RunningInline"/>.</summary>
+    private bool _holdsInlineName;
+
+    /// <summary>
+    /// Starts applying in the background.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">
+    /// The runner is running already, or another runner of this inline projection runs over the same projection store.
+    /// </exception>
     public Task StartAsync(CancellationToken cancellationToken)
     {
         lock (_gate)
@@ -121,6 +136,20 @@ public sealed class ProjectionRunner : IAsyncDisposable
             if (_run is { IsCompleted: false })
             {
                 throw new InvalidOperationException($"Projection '{Projection.Name}' is already running.");
+            }
+
+            if (Projection.Lifecycle == ProjectionLifecycle.Inline && !_holdsInlineName)
+            {
+                var names = RunningInline.GetOrCreateValue(_projections);
+                lock (names)
+                {
+                    if (!names.Add(Projection.Name))
+                    {
+                        throw new InvalidOperationException($"The inline projection '{Projection.Name}' already has a running runner over this projection store; a store applies an inline projection once, so run one runner of it per process.");
+                    }
+                }
+
+                _holdsInlineName = true;
             }
 
             _stop?.Dispose();
@@ -155,9 +184,16 @@ public sealed class ProjectionRunner : IAsyncDisposable
         finally
         {
             CairnDiagnostics.UntrackProjection(this);
-            if (Projection.Lifecycle == ProjectionLifecycle.Inline)
+            if (Projection.Lifecycle == ProjectionLifecycle.Inline && _holdsInlineName)
             {
                 _projections.DetachInline(Projection.Name);
+                var names = RunningInline.GetOrCreateValue(_projections);
+                lock (names)
+                {
+                    names.Remove(Projection.Name);
+                }
+
+                _holdsInlineName = false;
             }
         }
     }
@@ -300,6 +336,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
 
         SetState(ProjectionState.Stopped);
+        EndWaiters("the projection is stopped", $"Projection '{Projection.Name}' was stopped before its rebuild switched; the rebuild goes on from where it was when the projection starts again.");
     }
 
     /// <summary>
@@ -834,17 +871,24 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
     }
 
-    private void FailWaiters()
+    private void FailWaiters() =>
+        EndWaiters("the projection has failed: " + _lastError, $"Projection '{Projection.Name}' failed before its rebuild finished: {_lastError}");
+
+    /// <summary>
+    /// Ends every pending wait and the awaited rebuild with why they cannot complete: the projection failed, or was
+    /// stopped. Nothing would release them otherwise, and they would run out their whole time.
+    /// </summary>
+    private void EndWaiters(string why, string rebuildFault)
     {
         lock (_gate)
         {
             foreach (var waiter in _waiters)
             {
-                waiter.Done.TrySetException(new ProjectionWaitTimeoutException(Projection.Name, new GlobalPosition(waiter.Position), ServingPosition, TimeSpan.Zero, "the projection has failed: " + _lastError));
+                waiter.Done.TrySetException(new ProjectionWaitTimeoutException(Projection.Name, new GlobalPosition(waiter.Position), ServingPosition, TimeSpan.Zero, why));
             }
 
             _waiters.Clear();
-            _rebuildDone?.TrySetException(new InvalidOperationException($"Projection '{Projection.Name}' failed before its rebuild finished: {_lastError}"));
+            _rebuildDone?.TrySetException(new InvalidOperationException(rebuildFault));
             _rebuildDone = null;
         }
     }

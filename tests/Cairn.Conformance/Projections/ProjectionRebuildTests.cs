@@ -9,6 +9,49 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
     where TFixture : class, IStoreFixture, new()
 {
     [Fact]
+    public async Task A_rebuild_awaited_when_the_runner_stops_before_the_switch_fails_at_once_and_goes_on_at_the_next_start()
+    {
+        await using var sut = await CreateAsync();
+        for (var i = 0; i < 50; i++)
+        {
+            await PlaceAsync(sut, $"o{i}");
+        }
+
+        var projection = new OrderSummaries { BatchSize = 10 };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+
+        // The rebuild's first batch is held until the runner is asked to stop.
+        using var release = new ManualResetEventSlim(false);
+        var entered = 0;
+        projection.FailWhen = _ =>
+        {
+            if (Interlocked.Exchange(ref entered, 1) == 0)
+            {
+                release.Wait(Patience);
+            }
+
+            return false;
+        };
+        var rebuild = runner.RebuildAsync();
+        await Wait.UntilAsync(() => Volatile.Read(ref entered) == 1, "the rebuild applies its first batch");
+        var pending = runner.WaitForPositionAsync(new GlobalPosition(1000), Patience);
+        var stopping = runner.StopAsync(default);
+        release.Set();
+        await stopping.Bounded();
+
+        Assert.Equal(ProjectionState.Stopped, runner.Status.State);
+        var stopped = await Assert.ThrowsAsync<InvalidOperationException>(() => rebuild.Bounded());
+        Assert.Contains("stopped before its rebuild switched", stopped.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<ProjectionWaitTimeoutException>(() => pending.Bounded());
+
+        // Started again, the runner finishes the rebuild.
+        await runner.StartAsync(default);
+        await Wait.UntilAsync(() => runner.Status.Rebuild is null && runner.Status.State == ProjectionState.Live, "the rebuild finishes after the start");
+        Assert.Equal(50, await ReadModels(sut, projection).Query<OrderSummary>().CountAsync());
+    }
+
+    [Fact]
     public async Task A_rebuild_fills_a_shadow_while_the_old_read_model_serves_then_switches_with_nothing_lost()
     {
         await using var sut = await CreateAsync();

@@ -40,6 +40,42 @@ public abstract class ProjectionTests<TFixture>(TFixture fixture) : ProjectionTe
     where TFixture : class, IStoreFixture, new()
 {
     [Fact]
+    public async Task A_second_runner_of_an_inline_projection_over_the_same_store_is_refused_and_the_first_keeps_serving()
+    {
+        await using var sut = await CreateAsync();
+        var projection = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline };
+        await using var first = await StartAsync(sut, projection);
+        await Wait.UntilAsync(() => first.Status.State == ProjectionState.Live, "the first runner is live");
+
+        await using (var second = Runner(sut, new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline }))
+        {
+            var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => second.StartAsync(default));
+            Assert.Contains("already has a running runner", refused.Message, StringComparison.Ordinal);
+        }
+
+        // Disposing the refused one took nothing from the first: appends still apply it.
+        var placed = await PlaceAsync(sut, "after");
+        await first.WaitForPositionAsync(placed, Patience);
+        Assert.NotNull(await ReadModels(sut, projection).LoadAsync<OrderSummary>("after"));
+    }
+
+    [Fact]
+    public async Task Text_orders_and_compares_by_code_point_on_every_backend()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "a", customer: "\uFF21");
+        await PlaceAsync(sut, "b", customer: "\U0001F600");
+        var projection = new OrderSummaries();
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+
+        // U+1F600 is past U+FF21 as a code point (and in UTF-8), though its UTF-16 surrogates come before it.
+        var models = ReadModels(sut, projection);
+        Assert.Equal(["\uFF21", "\U0001F600"], (await models.Query<OrderSummary>().OrderBy("customer").ToListAsync()).Select(o => o.Customer));
+        Assert.Equal(1, await models.Query<OrderSummary>().Where("customer", QueryOperator.GreaterThan, "\uFF21").CountAsync());
+    }
+
+    [Fact]
     public async Task An_async_projection_applies_history_then_live_events()
     {
         await using var sut = await CreateAsync();

@@ -363,7 +363,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore
                 }
             }
 
-            return string.CompareOrdinal(x.Key, y.Key);
+            return StoredValues.CompareText(x.Key, y.Key);
         }
     }
 }
@@ -371,6 +371,24 @@ public sealed class InMemoryProjectionStore : IProjectionStore
 /// <summary>Compares stored index values as SQLite does: null first, then numbers by value, then text ordinally.</summary>
 internal static class StoredValues
 {
+    /// <summary>
+    /// Text in code point order, as SQLite's and PostgreSQL's byte order of UTF-8 has it. .NET's ordinal order compares
+    /// UTF-16 units, which puts U+E000 to U+FFFF after the characters beyond U+FFFF (written as surrogate pairs).
+    /// </summary>
+    public static int CompareText(string x, string y)
+    {
+        var common = x.AsSpan().CommonPrefixLength(y);
+        if (common == x.Length || common == y.Length)
+        {
+            return x.Length.CompareTo(y.Length);
+        }
+
+        return InCodePointOrder(x[common]).CompareTo(InCodePointOrder(y[common]));
+    }
+
+    /// <summary>A UTF-16 unit moved so that surrogates sort above every other unit, as the code points they make do.</summary>
+    private static int InCodePointOrder(char c) => c >= 0xE000 ? c - 0x800 : char.IsSurrogate(c) ? c + 0x2000 : c;
+
     public static int Compare(object? x, object? y)
     {
         var rank = Rank(x).CompareTo(Rank(y));
@@ -382,7 +400,7 @@ internal static class StoredValues
         return x switch
         {
             null => 0,
-            string s => string.CompareOrdinal(s, (string)y!),
+            string s => CompareText(s, (string)y!),
             long l when y is long m => l.CompareTo(m),
             _ => Convert.ToDouble(x, System.Globalization.CultureInfo.InvariantCulture).CompareTo(Convert.ToDouble(y, System.Globalization.CultureInfo.InvariantCulture)),
         };
