@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using System.Text.Json.Schema;
 using System.Text.Json.Serialization.Metadata;
 using Cairn.EventStore;
@@ -21,9 +22,10 @@ public static class JsonSchemaDocuments
     /// <summary>The <c>$schema</c> of draft-07.</summary>
     public const string Draft07 = "http://json-schema.org/draft-07/schema#";
 
-    private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List };
+    // Formats are checked, not only noted: a date-time or uuid the serializer cannot read back would fail every later read.
+    private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List, RequireFormatValidation = true };
 
-    private static readonly EvaluationOptions FlagOnly = new() { OutputFormat = OutputFormat.Flag };
+    private static readonly EvaluationOptions FlagOnly = new() { OutputFormat = OutputFormat.Flag, RequireFormatValidation = true };
 
     /// <summary>Parses a schema document's text.</summary>
     /// <exception cref="InvalidSchemaException">The text is not JSON, or not a JSON object.</exception>
@@ -179,11 +181,32 @@ public static class JsonSchemaDocuments
             TreatNullObliviousAsNonNullable = true,
             TransformSchemaNode = static (context, schema) =>
             {
-                if (context.TypeInfo.Kind == JsonTypeInfoKind.Object && schema is JsonObject obj
-                    && obj.ContainsKey("properties") && !obj.ContainsKey("additionalProperties")
-                    && !context.TypeInfo.Properties.Any(p => p.IsExtensionData))
+                if (context.PropertyInfo is null && context.TypeInfo.Kind == JsonTypeInfoKind.Object && schema is JsonObject obj)
                 {
-                    obj["additionalProperties"] = false;
+                    // Closed, also a class with no properties (a marker event): it says exactly which fields it has.
+                    if (!obj.ContainsKey("additionalProperties") && !context.TypeInfo.Properties.Any(p => p.IsExtensionData))
+                    {
+                        obj["additionalProperties"] = false;
+                    }
+
+                    // A member the options may leave out of the JSON (a null under WhenWritingNull, a default under
+                    // WhenWritingDefault) is not required, unless the class says so itself.
+                    if (obj["required"] is JsonArray required)
+                    {
+                        foreach (var property in context.TypeInfo.Properties.Where(p => !p.IsRequired && MayBeLeftOut(p)))
+                        {
+                            var name = required.FirstOrDefault(n => n?.GetValue<string>() == property.Name);
+                            if (name is not null)
+                            {
+                                required.Remove(name);
+                            }
+                        }
+
+                        if (required.Count == 0)
+                        {
+                            obj.Remove("required");
+                        }
+                    }
                 }
 
                 return schema;
@@ -201,6 +224,17 @@ public static class JsonSchemaDocuments
 
         return ordered;
     }
+
+    /// <summary>
+    /// Whether the serializer may write an object without the member: by its own condition, or the options' default one
+    /// (a member annotated as nullable under <see cref="JsonIgnoreCondition.WhenWritingNull"/>, any under
+    /// <see cref="JsonIgnoreCondition.WhenWritingDefault"/>).
+    /// </summary>
+    private static bool MayBeLeftOut(JsonPropertyInfo property) =>
+        property.ShouldSerialize is not null
+        || property.Options.DefaultIgnoreCondition == JsonIgnoreCondition.WhenWritingDefault
+        || (property.Options.DefaultIgnoreCondition == JsonIgnoreCondition.WhenWritingNull
+            && (property.PropertyType.IsValueType ? Nullable.GetUnderlyingType(property.PropertyType) is not null : property.IsGetNullable));
 
     /// <summary>Whether two documents say the same: equal JSON, whatever the order of object members.</summary>
     public static bool SameDocument(JsonNode? a, JsonNode? b) => JsonNode.DeepEquals(a, b);

@@ -205,7 +205,7 @@ internal static class SchemaRules
             return new SchemaCheckResult(eventType, version, null, null, text, () => new SchemaVersionConflictException(eventType, version, latest));
         }
 
-        var report = Checked(eventType, version, () => SchemaCompatibility.Check([.. existing.Select(s => s.Schema)], schema, mode));
+        var report = Checked(eventType, version, () => SchemaCompatibility.Check([.. existing.Select(s => AsValidated(s.Schema))], AsValidated(schema), mode));
         if (!report.IsCompatible)
         {
             var text = string.Create(CultureInfo.InvariantCulture,
@@ -220,6 +220,26 @@ internal static class SchemaRules
     public static string Describe(CompatibilityReport report, IReadOnlyList<RegisteredSchema> earlier) =>
         string.Join(Environment.NewLine, report.BreakingChanges.Select(b => string.Create(CultureInfo.InvariantCulture,
             $"  {(b.Direction == CompatibilityDirection.Backward ? "backward" : "forward")} against version {earlier[b.AgainstVersion - 1].Version}: {b.Change}")));
+
+    /// <summary>
+    /// A registered document as the registry validates payloads with it: one that names no draft is 2020-12 here, where
+    /// the comparer, used on its own, reads such a document as draft-07 (as Confluent's does).
+    /// </summary>
+    private static JsonObject AsValidated(JsonObject schema)
+    {
+        if (schema.ContainsKey("$schema"))
+        {
+            return schema;
+        }
+
+        var named = new JsonObject { ["$schema"] = JsonSchemaDocuments.Draft202012 };
+        foreach (var (key, value) in schema)
+        {
+            named[key] = value?.DeepClone();
+        }
+
+        return named;
+    }
 
     /// <summary>Runs the comparer; a document it cannot read is an invalid schema, named as such.</summary>
     private static T Checked<T>(string eventType, int version, Func<T> compare)
@@ -249,7 +269,7 @@ internal static class SchemaRules
                 continue;
             }
 
-            var report = Checked(eventType, versions[i + 1].Version, () => SchemaCompatibility.Check([from.Schema], versions[i + 1].Schema, CompatibilityMode.Backward));
+            var report = Checked(eventType, versions[i + 1].Version, () => SchemaCompatibility.Check([AsValidated(from.Schema)], AsValidated(versions[i + 1].Schema), CompatibilityMode.Backward));
             if (!report.IsCompatible)
             {
                 return string.Create(CultureInfo.InvariantCulture,

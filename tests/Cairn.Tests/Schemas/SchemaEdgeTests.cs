@@ -1,0 +1,124 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Cairn.Schemas;
+using Cairn.Serialization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Cairn.Tests.Schemas;
+
+public sealed record ParcelNoted(string Id, string? Note);
+
+public sealed record ParcelShipped(string Id, DateTimeOffset At);
+
+public sealed record CartCleared();
+
+public sealed record CartClearedV2(string? Reason = null);
+
+/// <summary>
+/// Schemas as the registry reads, generates and enforces them: a document naming no draft, members the serializer leaves
+/// out, classes without properties, and formats.
+/// </summary>
+public sealed class SchemaEdgeTests
+{
+    private readonly InMemorySchemaStore _registry = new();
+
+    private static JsonObject Json(string text) => JsonNode.Parse(text)!.AsObject();
+
+    private async Task<IHost> StartAsync(Action<CairnOptions> configure)
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o =>
+        {
+            o.UseInMemory();
+            o.UseBackendPart<ISchemaStore>(_ => _registry);
+            configure(o);
+        });
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync();
+            return host;
+        }
+        catch
+        {
+            host.Dispose();
+            throw;
+        }
+    }
+
+    [Theory]
+    [InlineData("""{"type": "object", "properties": {"id": {"type": "string"}}}""",
+                """{"type": "object", "properties": {"id": {"type": "string"}}, "unevaluatedProperties": false}""",
+                """{"id": "a", "note": "x"}""")]
+    [InlineData("""{"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "additionalProperties": false}""",
+                """{"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}, "additionalProperties": false, "dependentRequired": {"a": ["b"]}}""",
+                """{"a": "x"}""")]
+    public async Task a_registered_document_naming_no_draft_is_compared_as_the_2020_12_it_is_validated_as(string v1, string v2, string writtenByV1)
+    {
+        var registry = new SchemaRegistry(new InMemorySchemaStore());
+        await registry.RegisterAsync("doc.changed", 1, Json(v1), CompatibilityMode.Backward);
+
+        // Version 2 refuses what version 1 wrote: a breaking change, though only in 2020-12's keywords.
+        Assert.Empty(JsonSchemaDocuments.Validate(JsonSchemaDocuments.Build(Json(v1)), Encoding.UTF8.GetBytes(writtenByV1)));
+        Assert.NotEmpty(JsonSchemaDocuments.Validate(JsonSchemaDocuments.Build(Json(v2)), Encoding.UTF8.GetBytes(writtenByV1)));
+        await Assert.ThrowsAsync<IncompatibleSchemaException>(() => registry.RegisterAsync("doc.changed", 2, Json(v2), CompatibilityMode.Backward));
+    }
+
+    [Fact]
+    public async Task under_reject_the_serializers_own_payload_is_taken_when_it_leaves_null_members_out()
+    {
+        using var host = await StartAsync(o =>
+        {
+            o.JsonOptions = new JsonSerializerOptions(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+            o.EventTypes.Register<ParcelNoted>("parcel.noted");
+            o.Schemas.Validation("parcel.noted", SchemaValidationMode.Reject);
+        });
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var store = host.Services.GetRequiredService<IEventStore>();
+
+        await store.AppendToStreamAsync("parcel-1", ExpectedVersion.NoStream, [serializer.ToEventData(new ParcelNoted("p-1", null)), serializer.ToEventData(new ParcelNoted("p-1", "fragile"))]);
+
+        Assert.Equal(2, await store.ReadStreamAsync("parcel-1").CountAsync());
+        var schema = JsonSchemaDocuments.Generate(typeof(ParcelNoted), new JsonSerializerOptions(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull });
+        Assert.Equal(["id"], schema["required"]!.AsArray().Select(n => n!.GetValue<string>()));
+    }
+
+    [Fact]
+    public async Task a_class_without_properties_is_a_closed_model_so_adding_an_optional_field_later_is_backward_compatible()
+    {
+        Assert.False(JsonSchemaDocuments.Generate(typeof(CartCleared), JsonSerializerOptions.Web)["additionalProperties"]!.GetValue<bool>());
+
+        using (var v1 = await StartAsync(o => o.EventTypes.Register<CartCleared>("cart.cleared")))
+        {
+            await v1.StopAsync();
+        }
+
+        using var v2 = await StartAsync(o => o.EventTypes.Register<CartClearedV2>("cart.cleared", 2));
+        Assert.Equal(2, (await _registry.GetVersionsAsync("cart.cleared")).Count);
+    }
+
+    [Fact]
+    public async Task under_reject_a_date_that_is_not_a_date_is_refused_and_nothing_is_written()
+    {
+        using var host = await StartAsync(o =>
+        {
+            o.EventTypes.Register<ParcelShipped>("parcel.shipped");
+            o.Schemas.Validation("parcel.shipped", SchemaValidationMode.Reject);
+        });
+        var store = host.Services.GetRequiredService<IEventStore>();
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+
+        var refused = await Assert.ThrowsAsync<SchemaValidationException>(() => store.AppendToStreamAsync("parcel-1", ExpectedVersion.NoStream,
+            [new EventData("parcel.shipped", """{"id":"p-1","at":"next tuesday"}"""u8.ToArray())]));
+        Assert.Contains("/at", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, await store.ReadStreamAsync("parcel-1").CountAsync());
+
+        await store.AppendToStreamAsync("parcel-1", ExpectedVersion.NoStream, [serializer.ToEventData(new ParcelShipped("p-1", DateTimeOffset.UnixEpoch))]);
+        Assert.Equal(DateTimeOffset.UnixEpoch, ((ParcelShipped)serializer.Deserialize(await store.ReadStreamAsync("parcel-1").SingleAsync())).At);
+    }
+}
