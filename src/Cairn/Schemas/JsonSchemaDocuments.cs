@@ -22,10 +22,11 @@ public static class JsonSchemaDocuments
     /// <summary>The <c>$schema</c> of draft-07.</summary>
     public const string Draft07 = "http://json-schema.org/draft-07/schema#";
 
-    // Formats are checked, not only noted: a date-time or uuid the serializer cannot read back would fail every later read.
-    private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List, RequireFormatValidation = true };
+    // Formats stay annotations, as 2020-12 has them: System.Text.Json writes values their strict forms refuse (a DateTime
+    // without an offset, a TimeOnly, a relative Uri), so enforcing them would refuse the serializer's own payloads.
+    private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List };
 
-    private static readonly EvaluationOptions FlagOnly = new() { OutputFormat = OutputFormat.Flag, RequireFormatValidation = true };
+    private static readonly EvaluationOptions FlagOnly = new() { OutputFormat = OutputFormat.Flag };
 
     /// <summary>Parses a schema document's text.</summary>
     /// <exception cref="InvalidSchemaException">The text is not JSON, or not a JSON object.</exception>
