@@ -72,7 +72,7 @@ public sealed class PostgresSchemaStore(PostgresEventStore store) : ISchemaStore
             await using (var latest = context.Command($"SELECT max(version) FROM {_store.Table("schema_versions")} WHERE event_type = $1"))
             {
                 latest.Parameters.Add(new NpgsqlParameter { Value = eventType });
-                if (await latest.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is int l && version != l + 1)
+                if (await latest.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is int l && (schema.FirstOfType || version != l + 1))
                 {
                     throw new SchemaVersionConflictException(eventType, version, l);
                 }

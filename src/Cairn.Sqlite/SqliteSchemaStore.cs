@@ -57,7 +57,7 @@ public sealed class SqliteSchemaStore(SqliteEventStore store) : ISchemaStore
     {
         var document = SchemaStoreInput.CheckAndSerialize(schema);
         var (eventType, version) = (schema.EventType, schema.Version);
-        return store.Writer.ExecuteAsync(context => context.AddSchemaVersion(eventType, version, document), cancellationToken);
+        return store.Writer.ExecuteAsync(context => context.AddSchemaVersion(eventType, version, document, schema.FirstOfType), cancellationToken);
     }
 
     /// <inheritdoc />
@@ -92,10 +92,11 @@ public sealed class SqliteSchemaStore(SqliteEventStore store) : ISchemaStore
 internal sealed partial class SqliteWriteContext
 {
     /// <summary>
-    /// Adds a version if it is the type's latest plus one, or the type has none; otherwise refuses it. The check and the
+    /// Adds a version if it is the type's latest plus one, or the type has none (which one added as the first of its type
+    /// needs); otherwise refuses it. The check and the
     /// insert run in the writer's transaction, which no other connection can write beside.
     /// </summary>
-    public bool AddSchemaVersion(string eventType, int version, string document)
+    public bool AddSchemaVersion(string eventType, int version, string document, bool firstOfType)
     {
         long? latest;
         using (var select = new RawStatement(_connection, "SELECT max(version) FROM cairn_schema_versions WHERE event_type = ?1"))
@@ -104,7 +105,7 @@ internal sealed partial class SqliteWriteContext
             latest = select.ExecuteInt64();
         }
 
-        if (latest is { } l && version != l + 1)
+        if (latest is { } l && (firstOfType || version != l + 1))
         {
             throw new SchemaVersionConflictException(eventType, version, (int)l);
         }

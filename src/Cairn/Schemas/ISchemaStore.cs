@@ -17,7 +17,8 @@ public interface ISchemaStore
 
     /// <summary>
     /// Adds a version. It must be the latest plus one, or any version from 1 when the type has none; otherwise
-    /// <see cref="SchemaVersionConflictException"/> (another process registered first, or the number skips).
+    /// <see cref="SchemaVersionConflictException"/> (another process registered first, or the number skips). One
+    /// <see cref="RegisteredSchema.FirstOfType"/> is refused the same way when the type has any version.
     /// </summary>
     Task AddVersionAsync(RegisteredSchema schema, CancellationToken cancellationToken = default);
 
@@ -31,7 +32,9 @@ public interface ISchemaStore
 /// <summary>A version could not be added: it is not the latest plus one (another writer came first, or it skips).</summary>
 public sealed class SchemaVersionConflictException(string eventType, int version, int? latest)
     : CairnException(latest is { } l
-        ? $"Version {version} of the event type '{eventType}' cannot be added: the latest registered is {l}, so the next must be {l + 1}."
+        ? version == l + 1
+            ? $"Version {version} of the event type '{eventType}' was to be its first version, but version {l} was registered meanwhile; it must be checked against that one first."
+            : $"Version {version} of the event type '{eventType}' cannot be added: the latest registered is {l}, so the next must be {l + 1}."
         : $"Version {version} of the event type '{eventType}' cannot be added.")
 {
     /// <summary>The event type.</summary>

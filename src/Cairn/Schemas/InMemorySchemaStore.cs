@@ -60,7 +60,7 @@ public sealed class InMemorySchemaStore : ISchemaStore
             }
 
             var latest = stored[^1].Version;
-            if (schema.Version != (long)latest + 1)
+            if (schema.FirstOfType || schema.Version != (long)latest + 1)
             {
                 // Faulted, not thrown: a refusal is the outcome of the call, as on a backend that reports it later.
                 return Task.FromException(new SchemaVersionConflictException(schema.EventType, schema.Version, latest));

@@ -57,6 +57,13 @@ public enum SchemaValidationMode
 /// <param name="Schema">The JSON Schema document (draft-07 or 2020-12).</param>
 public sealed record RegisteredSchema(string EventType, int Version, JsonObject Schema)
 {
+    /// <summary>
+    /// Added as its type's first version, checked against no earlier one: a store refuses it
+    /// (<see cref="SchemaVersionConflictException"/>) when the type has versions by then, so the registry checks it again
+    /// against what another process registered meanwhile.
+    /// </summary>
+    public bool FirstOfType { get; init; }
+
     /// <summary>The URI that names this version in an envelope's <c>dataschema</c>.</summary>
     public string DataSchema => SchemaReference.Format(EventType, Version);
 }

@@ -42,7 +42,7 @@ public sealed class SchemaRegistry
             }
 
             outcome.ThrowIfRefused();
-            var added = new RegisteredSchema(eventType, version, (JsonObject)schema.DeepClone());
+            var added = new RegisteredSchema(eventType, version, (JsonObject)schema.DeepClone()) { FirstOfType = existing.Count == 0 };
             try
             {
                 await _store.AddVersionAsync(added, cancellationToken).ConfigureAwait(false);

@@ -76,6 +76,25 @@ public abstract class SchemaStoreTests<TFixture>(TFixture fixture, Func<IEventSt
     }
 
     [Fact]
+    public async Task a_version_added_as_the_first_of_its_type_is_refused_once_the_type_has_one()
+    {
+        var (sut, schemas) = await CreateSchemasAsync();
+        await using var _ = sut;
+        await schemas.AddVersionAsync(Version(OrderPlaced, 1));
+
+        // Another process checked version 2 against no earlier one: it is the next number, but was never compared.
+        var ex = await Assert.ThrowsAsync<SchemaVersionConflictException>(() => schemas.AddVersionAsync(Version(OrderPlaced, 2) with { FirstOfType = true }));
+
+        Assert.Equal((2, (int?)1), (ex.Version, ex.Latest));
+        Assert.Contains("was to be its first version", ex.Message, StringComparison.Ordinal);
+        Assert.Equal([1], (await schemas.GetVersionsAsync(OrderPlaced)).Select(s => s.Version));
+
+        // The first version of a type that has none is added as before.
+        await schemas.AddVersionAsync(Version("customer.added", 1) with { FirstOfType = true });
+        Assert.Single(await schemas.GetVersionsAsync("customer.added"));
+    }
+
+    [Fact]
     public async Task a_version_that_skips_is_refused_naming_the_latest_and_nothing_is_added()
     {
         var (sut, schemas) = await CreateSchemasAsync();

@@ -69,6 +69,45 @@ public sealed class SchemaEdgeTests
         await Assert.ThrowsAsync<IncompatibleSchemaException>(() => registry.RegisterAsync("doc.changed", 2, Json(v2), CompatibilityMode.Backward));
     }
 
+    /// <summary>A store that runs <c>between</c> after its first read of versions, as another process would meanwhile.</summary>
+    private sealed class InterleavingStore(ISchemaStore inner, Func<Task> between) : ISchemaStore
+    {
+        private int _reads;
+
+        public async Task<IReadOnlyList<RegisteredSchema>> GetVersionsAsync(string eventType, CancellationToken cancellationToken = default)
+        {
+            var versions = await inner.GetVersionsAsync(eventType, cancellationToken);
+            if (Interlocked.Increment(ref _reads) == 1)
+            {
+                await between();
+            }
+
+            return versions;
+        }
+
+        public Task<IReadOnlyList<string>> GetEventTypesAsync(CancellationToken cancellationToken = default) => inner.GetEventTypesAsync(cancellationToken);
+
+        public Task AddVersionAsync(RegisteredSchema schema, CancellationToken cancellationToken = default) => inner.AddVersionAsync(schema, cancellationToken);
+
+        public Task<CompatibilityMode?> GetCompatibilityAsync(string eventType, CancellationToken cancellationToken = default) => inner.GetCompatibilityAsync(eventType, cancellationToken);
+
+        public Task SetCompatibilityAsync(string eventType, CompatibilityMode mode, CancellationToken cancellationToken = default) => inner.SetCompatibilityAsync(eventType, mode, cancellationToken);
+    }
+
+    [Fact]
+    public async Task a_version_checked_against_an_empty_registry_is_checked_again_when_another_process_adds_the_first_meanwhile()
+    {
+        var shared = new InMemorySchemaStore();
+        var v1 = Json("""{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"], "additionalProperties": false}""");
+        var v2 = Json("""{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "properties": {"id": {"type": "integer"}, "customer": {"type": "string"}}, "required": ["id", "customer"], "additionalProperties": false}""");
+        var oldCode = new SchemaRegistry(shared);
+        var newCode = new SchemaRegistry(new InterleavingStore(shared, () => oldCode.RegisterAsync("order.placed", 1, v1, CompatibilityMode.Backward)));
+
+        // The new code read no versions; the old one adds version 1 before the new one adds version 2.
+        await Assert.ThrowsAsync<IncompatibleSchemaException>(() => newCode.RegisterAsync("order.placed", 2, v2, CompatibilityMode.Backward));
+        Assert.Equal([1], (await shared.GetVersionsAsync("order.placed")).Select(s => s.Version));
+    }
+
     [Fact]
     public async Task under_reject_the_serializers_own_payload_is_taken_when_it_leaves_null_members_out()
     {
