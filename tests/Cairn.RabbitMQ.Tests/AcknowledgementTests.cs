@@ -93,8 +93,12 @@ public sealed class AcknowledgementTests
         // The old channel's copy stays in the buffer until a receive skips it; RabbitMQ delivers the message again.
         await rabbit.CtlAsync("close_all_connections", "test");
         await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingIsOpen, "the consuming connection recovered");
-        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1 && sut.Broker.BufferedOf(queue) == 1, "the recovered channel delivered it again");
-        Assert.Equal(1, (await sut.Broker.GetStatsAsync(queue, default)).Visible);
+        await Wait.UntilAsync(() => sut.Broker.BufferedOf(queue) == 1, "the recovered channel delivered it again");
+
+        // RabbitMQ's own count and the buffer are read apart, so a moment may show the message in both (the stats are
+        // not exact); once RabbitMQ's count has caught up, it is counted once. Counting the old channel's copy kept it
+        // at two.
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1, "the message is counted visible once");
         Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.Zero }, default).Bounded());
     }
 
