@@ -34,7 +34,10 @@ public sealed class WorkflowInstance
     private readonly List<string> _pendingCompensations = [];
     private readonly HashSet<string> _seenReplies = new(StringComparer.Ordinal);
 
-    /// <summary>What each message the instance sent was for: a visit of a step, or a step's compensation.</summary>
+    /// <summary>
+    /// What each compensation message the instance sent was for. Only those: a reply is refused by its causation only
+    /// when it answers another compensation (<see cref="SentFor.Excludes"/>).
+    /// </summary>
     private readonly Dictionary<string, SentFor> _sentFor = new(StringComparer.Ordinal);
 
     internal WorkflowInstance()
@@ -210,10 +213,6 @@ public sealed class WorkflowInstance
                 Attempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
                 CurrentSendAt = s.MessageId is null ? null : s.SendAt;
-                if (s.MessageId is { } sent)
-                {
-                    _sentFor[sent] = new SentFor(s.Step, StepVisit, false);
-                }
 
                 Arm(s.TimeoutAt is { } due ? ("step", s.Step, due) : null, version);
                 break;
