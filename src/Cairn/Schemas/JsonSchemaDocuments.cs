@@ -182,7 +182,7 @@ public static class JsonSchemaDocuments
             TreatNullObliviousAsNonNullable = true,
             TransformSchemaNode = static (context, schema) =>
             {
-                if (context.PropertyInfo is null && context.TypeInfo.Kind == JsonTypeInfoKind.Object && schema is JsonObject obj)
+                if (context.TypeInfo.Kind == JsonTypeInfoKind.Object && schema is JsonObject obj)
                 {
                     // Closed, also a class with no properties (a marker event): it says exactly which fields it has.
                     if (!obj.ContainsKey("additionalProperties") && !context.TypeInfo.Properties.Any(p => p.IsExtensionData))

@@ -19,6 +19,10 @@ public sealed record CartCleared();
 
 public sealed record CartClearedV2(string? Reason = null);
 
+public sealed record ParcelAddress(string Street, string? Unit);
+
+public sealed record ParcelAddressed(string Id, ParcelAddress To);
+
 /// <summary>
 /// Schemas as the registry reads, generates and enforces them: a document naming no draft, members the serializer leaves
 /// out, classes without properties, and formats.
@@ -125,6 +129,17 @@ public sealed class SchemaEdgeTests
         Assert.Equal(2, await store.ReadStreamAsync("parcel-1").CountAsync());
         var schema = JsonSchemaDocuments.Generate(typeof(ParcelNoted), new JsonSerializerOptions(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull });
         Assert.Equal(["id"], schema["required"]!.AsArray().Select(n => n!.GetValue<string>()));
+    }
+
+    [Fact]
+    public void nested_classes_are_closed_models_and_their_members_left_out_are_not_required()
+    {
+        var options = new JsonSerializerOptions(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+        var schema = JsonSchemaDocuments.Generate(typeof(ParcelAddressed), options);
+
+        Assert.False(schema["properties"]!["to"]!["additionalProperties"]!.GetValue<bool>());
+        var payload = JsonSerializer.SerializeToUtf8Bytes(new ParcelAddressed("p-1", new ParcelAddress("Main St", null)), options);
+        Assert.Empty(JsonSchemaDocuments.Validate(JsonSchemaDocuments.Build(schema), payload));
     }
 
     [Fact]

@@ -129,17 +129,21 @@ internal abstract class Matcher
 
     /// <summary>
     /// Whether a number equals <paramref name="number"/>: compared as decimals when both read as decimals without
-    /// losing what a double keeps (so large integer ids are told apart, which doubles round together past 2^53), else
-    /// as doubles (so 1e-30, which a decimal rounds to 0, is not 0).
+    /// rounding (so large integer ids and long amounts are told apart, which doubles round together past 2^53), else as
+    /// doubles (so 1e-30, which a decimal rounds to 0, is not 0).
     /// </summary>
     public static bool NumberEquals(JsonElement value, double number, decimal? exact) =>
         value.ValueKind == JsonValueKind.Number
         && value.TryGetDouble(out var d)
         && (exact is { } e && ExactDecimal(value, d) is { } m ? m == e : d == number);
 
-    /// <summary>The number as a decimal when the decimal is as exact as its double, else null.</summary>
+    /// <summary>
+    /// The number as a decimal, or null when a decimal could round it: one of magnitude below 10^-12, whose digits may
+    /// run past a decimal's 28 places (a decimal reads 1e-30 as 0). A decimal holds every other number it reads to 28
+    /// significant digits, more than a double's 17.
+    /// </summary>
     public static decimal? ExactDecimal(JsonElement value, double asDouble) =>
-        value.TryGetDecimal(out var m) && (double)m == asDouble ? m : null;
+        (asDouble == 0 || Math.Abs(asDouble) >= 1e-12) && value.TryGetDecimal(out var m) ? m : null;
 }
 
 internal sealed class StringMatcher(string expected) : Matcher
