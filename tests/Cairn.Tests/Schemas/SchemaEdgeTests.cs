@@ -33,27 +33,7 @@ public sealed class SchemaEdgeTests
 
     private static JsonObject Json(string text) => JsonNode.Parse(text)!.AsObject();
 
-    private async Task<IHost> StartAsync(Action<CairnOptions> configure)
-    {
-        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
-        builder.Services.AddCairn(o =>
-        {
-            o.UseInMemory();
-            o.UseBackendPart<ISchemaStore>(_ => _registry);
-            configure(o);
-        });
-        var host = builder.Build();
-        try
-        {
-            await host.StartAsync();
-            return host;
-        }
-        catch
-        {
-            host.Dispose();
-            throw;
-        }
-    }
+    private Task<IHost> StartAsync(Action<CairnOptions> configure) => SchemaHosts.StartAsync(_registry, configure);
 
     [Theory]
     [InlineData("""{"type": "object", "properties": {"id": {"type": "string"}}}""",

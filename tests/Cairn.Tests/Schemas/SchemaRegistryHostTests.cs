@@ -23,27 +23,7 @@ public sealed class SchemaRegistryHostTests
 {
     private readonly InMemorySchemaStore _registry = new();
 
-    private async Task<IHost> StartAsync(Action<CairnOptions> configure)
-    {
-        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
-        builder.Services.AddCairn(o =>
-        {
-            o.UseInMemory();
-            o.UseBackendPart<ISchemaStore>(_ => _registry);
-            configure(o);
-        });
-        var host = builder.Build();
-        try
-        {
-            await host.StartAsync();
-            return host;
-        }
-        catch
-        {
-            host.Dispose();
-            throw;
-        }
-    }
+    private Task<IHost> StartAsync(Action<CairnOptions> configure) => SchemaHosts.StartAsync(_registry, configure);
 
     [Fact]
     public async Task the_host_registers_each_event_type_when_it_starts_and_writes_its_version_in_each_dataschema()
