@@ -35,7 +35,7 @@ public sealed partial class PostgresProjectionStore
         await LockProjectionAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
         foreach (var shadow in (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Where(b => !b.Serving))
         {
-            await DropBuildAsync(context, shadow.Id, cancellationToken).ConfigureAwait(false);
+            await DropBuildAsync(context, projection.Name, shadow.Id, cancellationToken).ConfigureAwait(false);
         }
 
         return await CreateBuildAsync(context, projection, serving: false, cancellationToken).ConfigureAwait(false);
@@ -105,7 +105,7 @@ public sealed partial class PostgresProjectionStore
         await SetPositionAsync(context, batch.Build, position, cancellationToken).ConfigureAwait(false);
         foreach (var deadLetter in batch.DeadLetters)
         {
-            await InsertDeadLetterAsync(context, deadLetter, cancellationToken).ConfigureAwait(false);
+            await InsertDeadLetterAsync(context, batch.Build, deadLetter, cancellationToken).ConfigureAwait(false);
         }
 
         if (batch.GoLive)
@@ -117,7 +117,7 @@ public sealed partial class PostgresProjectionStore
                 await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
                 foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
                 {
-                    await DropBuildAsync(context, old.Id, cancellationToken).ConfigureAwait(false);
+                    await DropBuildAsync(context, batch.Projection, old.Id, cancellationToken).ConfigureAwait(false);
                 }
             }
 
@@ -405,7 +405,7 @@ public sealed partial class PostgresProjectionStore
     /// Drops a build's tables and its row. A switch has pointed the views at the new build's tables first; the views of
     /// tables the new build no longer declares go with their tables.
     /// </summary>
-    private async Task DropBuildAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
+    private async Task DropBuildAsync(PostgresWriteContext context, string projection, long build, CancellationToken cancellationToken)
     {
         var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
         await using (var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE $2"))
@@ -428,6 +428,12 @@ public sealed partial class PostgresProjectionStore
         var delete = new NpgsqlBatchCommand($"DELETE FROM {_s}.projection_builds WHERE id = $1");
         delete.Parameters.Add(new NpgsqlParameter { Value = build });
         batch.BatchCommands.Add(delete);
+
+        // Its dead letters describe what it skipped; a build that replaces it has its own.
+        var deadLetters = new NpgsqlBatchCommand($"DELETE FROM {_s}.projection_dead_letters WHERE projection = $1 AND build = $2");
+        deadLetters.Parameters.Add(new NpgsqlParameter { Value = projection });
+        deadLetters.Parameters.Add(new NpgsqlParameter { Value = build });
+        batch.BatchCommands.Add(deadLetters);
         await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
@@ -439,13 +445,13 @@ public sealed partial class PostgresProjectionStore
         await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task InsertDeadLetterAsync(PostgresWriteContext context, ProjectionDeadLetter deadLetter, CancellationToken cancellationToken)
+    private async Task InsertDeadLetterAsync(PostgresWriteContext context, long build, ProjectionDeadLetter deadLetter, CancellationToken cancellationToken)
     {
         await using var insert = context.Command(
             $"""
-            INSERT INTO {_s}.projection_dead_letters (projection, position, event_id, stream, version, event_type, failure, attempts, dead_ticks)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            ON CONFLICT (projection, position) DO UPDATE SET failure = excluded.failure, attempts = excluded.attempts, dead_ticks = excluded.dead_ticks
+            INSERT INTO {_s}.projection_dead_letters (projection, position, event_id, stream, version, event_type, failure, attempts, dead_ticks, build)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (projection, build, position) DO UPDATE SET failure = excluded.failure, attempts = excluded.attempts, dead_ticks = excluded.dead_ticks
             """);
         var p = insert.Parameters;
         p.Add(new NpgsqlParameter { Value = deadLetter.Projection });
@@ -457,6 +463,7 @@ public sealed partial class PostgresProjectionStore
         p.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(deadLetter.Failure, CairnJsonContext.Default.FailureInfo), NpgsqlDbType = NpgsqlDbType.Text });
         p.Add(new NpgsqlParameter { Value = deadLetter.Attempts });
         p.Add(new NpgsqlParameter { Value = deadLetter.Time.UtcTicks });
+        p.Add(new NpgsqlParameter { Value = build });
         await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 

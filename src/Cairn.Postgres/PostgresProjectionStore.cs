@@ -63,7 +63,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
         ArgumentOutOfRangeException.ThrowIfNegative(max);
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var select = new NpgsqlCommand(
-            $"SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks FROM {_s}.projection_dead_letters WHERE projection = $1 ORDER BY position LIMIT $2",
+            $"SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks, build FROM {_s}.projection_dead_letters WHERE projection = $1 ORDER BY position, build LIMIT $2",
             connection);
         select.Parameters.Add(new NpgsqlParameter { Value = projection });
         select.Parameters.Add(new NpgsqlParameter { Value = (long)max });
@@ -73,6 +73,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
         {
             deadLetters.Add(new ProjectionDeadLetter(
                 projection,
+                reader.GetInt64(8),
                 new GlobalPosition(reader.GetInt64(0)),
                 new MessageId(reader.GetGuid(1)),
                 new StreamName(reader.GetString(2)),

@@ -15,6 +15,24 @@ internal static partial class PostgresSchema
     /// a view named after the table. <c>live</c> marks the serving build of an inline projection that appends apply.
     /// A build's position moves in the same transaction as its documents. Snapshots keep the latest per stream and kind.
     /// </summary>
+    /// <summary>
+    /// A projection's dead letters belong to the build that skipped them and go with it (version 8; before, one per
+    /// projection and position outlived the build). Those kept so far are given to their projection's serving build
+    /// (the one that skipped them, or a rebuild since that skipped them again); a projection with no build has none.
+    /// </summary>
+    private static string[] Migration8(string s) =>
+    [
+        $"ALTER TABLE {s}.projection_dead_letters ADD COLUMN build bigint",
+        $"UPDATE {s}.projection_dead_letters d SET build = b.id FROM {s}.projection_builds b WHERE b.projection = d.projection AND b.serving",
+        $"DELETE FROM {s}.projection_dead_letters WHERE build IS NULL",
+        $"""
+        ALTER TABLE {s}.projection_dead_letters
+            ALTER COLUMN build SET NOT NULL,
+            DROP CONSTRAINT projection_dead_letters_pkey,
+            ADD PRIMARY KEY (projection, build, position)
+        """,
+    ];
+
     private static string[] Migration3(string s) =>
     [
         $"""

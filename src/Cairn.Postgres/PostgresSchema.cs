@@ -23,6 +23,7 @@ internal static partial class PostgresSchema
         (5, "events without a foreign key to streams", Migration5),
         (6, "streams without their last version", Migration6),
         (7, "events without an empty tag list or the JSON content type", Migration7),
+        (8, "projection dead letters by build", Migration8),
     ];
 
     /// <summary>The schema version this library writes and reads.</summary>

@@ -65,7 +65,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
         ArgumentOutOfRangeException.ThrowIfNegative(max);
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _store.RentReadConnection();
-        using var select = new RawStatement(lease.Db, "SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks FROM cairn_projection_dead_letters WHERE projection = ?1 ORDER BY position LIMIT ?2");
+        using var select = new RawStatement(lease.Db, "SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks, build FROM cairn_projection_dead_letters WHERE projection = ?1 ORDER BY position, build LIMIT ?2");
         select.Bind(1, projection);
         select.Bind(2, max);
         var deadLetters = new List<ProjectionDeadLetter>();
@@ -73,6 +73,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
         {
             deadLetters.Add(new ProjectionDeadLetter(
                 projection,
+                select.Int64(8),
                 new GlobalPosition(select.Int64(0)),
                 new MessageId(new Guid(select.Blob(1), bigEndian: true)),
                 new StreamName(select.Text(2)),

@@ -6,7 +6,7 @@ namespace Cairn.Sqlite;
 /// <summary>The tables of a Cairn SQLite file, created on first use and versioned.</summary>
 internal static partial class SqliteSchema
 {
-    public const int Version = 6;
+    public const int Version = 7;
 
     private const string Ddl = """
         CREATE TABLE IF NOT EXISTS cairn_schema (version INTEGER NOT NULL);
@@ -149,6 +149,11 @@ internal static partial class SqliteSchema
                 MigrateToCorrelationKeys(connection);
             }
 
+            if (found is long beforeBuilds && beforeBuilds < 7)
+            {
+                MigrateDeadLettersToBuilds(connection);
+            }
+
             using (var indexes = connection.CreateCommand())
             {
                 indexes.CommandText = TracingIndexesDdl;
@@ -164,7 +169,7 @@ internal static partial class SqliteSchema
 
                 if (existing < Version)
                 {
-                    // Versions 2, 3 and 5 only added tables, which the DDL above has just created; 4 and 6 migrated above.
+                    // Versions 2, 3 and 5 only added tables, which the DDL above has just created; 4, 6 and 7 migrated above.
                     using var upgrade = connection.CreateCommand();
                     upgrade.CommandText = $"UPDATE cairn_schema SET version = {Version}";
                     upgrade.ExecuteNonQuery();

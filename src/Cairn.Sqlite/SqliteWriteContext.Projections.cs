@@ -73,7 +73,7 @@ internal sealed partial class SqliteWriteContext
     {
         foreach (var shadow in ReadBuilds(projection.Name).Where(b => !b.Serving))
         {
-            DropBuild(shadow.Id);
+            DropBuild(projection.Name, shadow.Id);
         }
 
         return CreateBuild(projection, serving: false);
@@ -133,7 +133,7 @@ internal sealed partial class SqliteWriteContext
         SetBuildPosition(batch.Build, position);
         foreach (var deadLetter in batch.DeadLetters)
         {
-            InsertDeadLetter(deadLetter);
+            InsertDeadLetter(batch.Build, deadLetter);
         }
 
         if (batch.GoLive)
@@ -142,7 +142,7 @@ internal sealed partial class SqliteWriteContext
             {
                 foreach (var old in ReadBuilds(batch.Projection).Where(b => b.Id != batch.Build))
                 {
-                    DropBuild(old.Id);
+                    DropBuild(batch.Projection, old.Id);
                 }
 
                 var promote = Sql("UPDATE cairn_projection_builds SET serving = 1 WHERE id = ?1");
@@ -365,7 +365,7 @@ internal sealed partial class SqliteWriteContext
         }
     }
 
-    private void DropBuild(long build)
+    private void DropBuild(string projection, long build)
     {
         // Finalized first: SQLite will not drop a table a prepared statement is still stepping.
         foreach (var key in _documentStatements.Keys.Where(k => k.Build == build).ToList())
@@ -388,6 +388,12 @@ internal sealed partial class SqliteWriteContext
         var delete = Sql("DELETE FROM cairn_projection_builds WHERE id = ?1");
         delete.Bind(1, build);
         delete.Execute();
+
+        // Its dead letters describe what it skipped; a build that replaces it has its own.
+        var deadLetters = Sql("DELETE FROM cairn_projection_dead_letters WHERE projection = ?1 AND build = ?2");
+        deadLetters.Bind(1, projection);
+        deadLetters.Bind(2, build);
+        deadLetters.Execute();
     }
 
     private void DisposeProjectionStatements()
@@ -461,15 +467,15 @@ internal sealed partial class SqliteWriteContext
         update.Execute();
     }
 
-    private void InsertDeadLetter(ProjectionDeadLetter deadLetter)
+    private void InsertDeadLetter(long build, ProjectionDeadLetter deadLetter)
     {
         Wrote();
         Span<byte> id = stackalloc byte[16];
         SqliteRows.WriteId(deadLetter.EventId, id);
         var insert = Sql("""
-            INSERT INTO cairn_projection_dead_letters (projection, position, event_id, stream, version, event_type, failure, attempts, dead_ticks)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-            ON CONFLICT (projection, position) DO UPDATE SET failure = excluded.failure, attempts = excluded.attempts, dead_ticks = excluded.dead_ticks
+            INSERT INTO cairn_projection_dead_letters (projection, position, event_id, stream, version, event_type, failure, attempts, dead_ticks, build)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            ON CONFLICT (projection, build, position) DO UPDATE SET failure = excluded.failure, attempts = excluded.attempts, dead_ticks = excluded.dead_ticks
             """);
         insert.Bind(1, deadLetter.Projection);
         insert.Bind(2, deadLetter.Position.Value);
@@ -480,6 +486,7 @@ internal sealed partial class SqliteWriteContext
         insert.Bind(7, JsonSerializer.Serialize(deadLetter.Failure, CairnJsonContext.Default.FailureInfo));
         insert.Bind(8, deadLetter.Attempts);
         insert.Bind(9, deadLetter.Time.UtcTicks);
+        insert.Bind(10, build);
         insert.Execute();
     }
 

@@ -1,7 +1,10 @@
 using Cairn.Cli;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
+using Cairn.Envelopes;
 using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Projections;
 using Npgsql;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -185,6 +188,48 @@ public sealed class StorageMigrationTests : IAsyncLifetime
 
         Assert.Contains("newer than this Cairn", refused.Message, StringComparison.Ordinal);
         Assert.Contains("upgrade the application", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_version_7_schema_gives_its_projection_dead_letters_to_the_serving_build_and_drops_those_of_projections_without_one()
+    {
+        var projection = new OrderSummaries();
+        var options = new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema };
+        long serving;
+        await using (var store = new PostgresEventStore(options))
+        {
+            var appended = await store.AppendToStreamAsync(Orders.Stream("poison"), ExpectedVersion.Any, [Orders.Placed("poison", "c-1", 10m)]);
+            var projections = new PostgresProjectionStore(store);
+            serving = (await projections.OpenAsync(projection, default)).Serving.Id;
+            var failure = new FailureInfo("System.InvalidOperationException", "Refusing order poison", null);
+            var poison = new ProjectionDeadLetter(projection.Name, serving, appended.FirstPosition, MessageId.New(), Orders.Stream("poison"), 0, "order.placed", failure, 3, DateTimeOffset.UnixEpoch);
+            await projections.ApplyAsync(new ProjectionBatch(projection.Name, serving, GlobalPosition.Start, appended.FirstPosition, [], (_, _) => { }) { DeadLetters = [poison] }, default);
+        }
+
+        // What version 7 wrote: no build column, one dead letter per projection and position; and one of a projection
+        // whose builds are gone.
+        var s = $"\"{_schema}\"";
+        await AdminAsync(
+            $"ALTER TABLE {s}.projection_dead_letters DROP CONSTRAINT projection_dead_letters_pkey, ADD PRIMARY KEY (projection, position)",
+            $"ALTER TABLE {s}.projection_dead_letters DROP COLUMN build",
+            $"INSERT INTO {s}.projection_dead_letters SELECT 'gone', position, event_id, stream, version, event_type, failure, attempts, dead_ticks FROM {s}.projection_dead_letters",
+            $"DELETE FROM {s}.migrations WHERE version = 8");
+
+        await using (var store = new PostgresEventStore(options))
+        {
+            var projections = new PostgresProjectionStore(store);
+            var kept = Assert.Single(await projections.ListDeadLettersAsync(projection.Name, 10, default));
+            Assert.Equal(serving, kept.Build);
+            Assert.Equal(3, kept.Attempts);
+            Assert.Contains("Refusing order poison", kept.Failure.Message, StringComparison.Ordinal);
+            Assert.Empty(await projections.ListDeadLettersAsync("gone", 10, default));
+
+            // The migrated dead letter goes with its build, as a new one would.
+            var shadow = await projections.StartShadowAsync(projection, default);
+            var head = (await store.ReadAllAsync(GlobalPosition.Start).ToListAsync())[^1].Position;
+            await projections.ApplyAsync(new ProjectionBatch(projection.Name, shadow.Id, GlobalPosition.Start, head, [], (_, _) => { }) { GoLive = true }, default);
+            Assert.Empty(await projections.ListDeadLettersAsync(projection.Name, 10, default));
+        }
     }
 
     private static async Task AdminAsync(params string[] statements)

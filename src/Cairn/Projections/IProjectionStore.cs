@@ -85,7 +85,9 @@ public interface IProjectionStore
     /// <summary>Stops applying an inline projection to appends.</summary>
     void DetachInline(string projection);
 
-    /// <summary>The projection's dead letters, oldest first.</summary>
+    /// <summary>
+    /// The dead letters of the projection's builds (the serving one and a shadow being rebuilt), by position, then build.
+    /// </summary>
     Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken);
 
     /// <summary>A document of the serving build, or null.</summary>
@@ -193,6 +195,10 @@ public sealed record ProjectionBatchResult(GlobalPosition Position, int CaughtUp
 
 /// <summary>An event a projection skipped after failing on it, with why.</summary>
 /// <param name="Projection">The projection.</param>
+/// <param name="Build">
+/// The build that skipped it: the serving one, or during a rebuild the shadow (<see cref="RebuildProgress.Build"/>).
+/// A build's dead letters go with it, so a rebuild that applies the event leaves none for it.
+/// </param>
 /// <param name="Position">The event's position in <c>$all</c>.</param>
 /// <param name="EventId">The event's id.</param>
 /// <param name="Stream">The event's stream.</param>
@@ -201,7 +207,7 @@ public sealed record ProjectionBatchResult(GlobalPosition Position, int CaughtUp
 /// <param name="Failure">The last failure.</param>
 /// <param name="Attempts">How many times it was tried.</param>
 /// <param name="Time">When it was skipped.</param>
-public sealed record ProjectionDeadLetter(string Projection, GlobalPosition Position, MessageId EventId, StreamName Stream, long Version, string EventType, FailureInfo Failure, int Attempts, DateTimeOffset Time);
+public sealed record ProjectionDeadLetter(string Projection, long Build, GlobalPosition Position, MessageId EventId, StreamName Stream, long Version, string EventType, FailureInfo Failure, int Attempts, DateTimeOffset Time);
 
 /// <summary>A stored document: its id and JSON.</summary>
 /// <param name="Id">The id.</param>

@@ -271,7 +271,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
     }
 
-    /// <summary>The events this projection skipped, oldest first.</summary>
+    /// <summary>
+    /// The events this projection's builds skipped, by position: the serving build's and, during a rebuild, the
+    /// shadow's (<see cref="ProjectionDeadLetter.Build"/>). A switch drops the old build's with it.
+    /// </summary>
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(int max = 100, CancellationToken cancellationToken = default) =>
         _projections.ListDeadLettersAsync(Projection.Name, max, cancellationToken);
 
@@ -723,7 +726,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
 
         var e = failure.Event;
-        var deadLetter = new ProjectionDeadLetter(Projection.Name, e.Position, e.Id, e.Stream, e.Version, e.Type, FailureInfo.From(failure.InnerException ?? failure), attempts, _clock.GetUtcNow());
+        var deadLetter = new ProjectionDeadLetter(Projection.Name, track.Build, e.Position, e.Id, e.Stream, e.Version, e.Type, FailureInfo.From(failure.InnerException ?? failure), attempts, _clock.GetUtcNow());
         var rest = events[(index + 1)..];
         var skippedTo = rest.Count == 0 ? position : e.Position;
         await ApplyAsync(track, new ProjectionBatch(Projection.Name, track.Build, track.Stored, skippedTo, [], track.Apply) { DeadLetters = [deadLetter] }, stop).ConfigureAwait(false);

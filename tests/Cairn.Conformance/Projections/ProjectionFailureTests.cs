@@ -1,5 +1,6 @@
 using Cairn.Conformance.Support;
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Cairn.Projections;
 
 namespace Cairn.Conformance.Projections;
@@ -90,10 +91,76 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
         };
         await using var runner = await StartAsync(sut, projection);
         await CaughtUpAsync(sut, runner);
+        var first = Assert.Single(await runner.ListDeadLettersAsync());
         await runner.RebuildAsync().Bounded();
         var deadLetter = Assert.Single(await runner.ListDeadLettersAsync());
         Assert.Equal(new GlobalPosition(1), deadLetter.Position);
+        Assert.True(deadLetter.Build > first.Build, $"the rebuild's own dead letter (build {deadLetter.Build}, first {first.Build})");
         Assert.Equal(1, await ReadModels(sut, projection).Query<OrderSummary>().CountAsync());
+    }
+
+    [Fact]
+    public async Task A_rebuild_after_the_cause_is_fixed_applies_the_event_and_leaves_no_dead_letter_for_it()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "poison");
+        await PlaceAsync(sut, "2");
+        var projection = new OrderSummaries
+        {
+            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
+            MaxRetries = 0,
+            RetryDelay = TimeSpan.Zero,
+            FailWhen = e => e.OrderId == "poison",
+        };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+        Assert.Single(await runner.ListDeadLettersAsync());
+
+        projection.FailWhen = null;
+        await runner.RebuildAsync().Bounded();
+        Assert.Empty(await runner.ListDeadLettersAsync());
+        Assert.NotNull(await ReadModels(sut, projection).LoadAsync<OrderSummary>("poison"));
+
+        // Skipped again later (a new poison event), only the new one is listed.
+        projection.FailWhen = e => e.OrderId == "poison-2";
+        var late = await PlaceAsync(sut, "poison-2");
+        await CaughtUpAsync(sut, runner);
+        Assert.Equal(late, Assert.Single(await runner.ListDeadLettersAsync()).Position);
+    }
+
+    [Fact]
+    public async Task During_a_rebuild_the_serving_and_the_shadow_build_each_list_what_they_skipped()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "poison");
+        await PlaceAsync(sut, "2");
+        var projection = new OrderSummaries
+        {
+            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
+            MaxRetries = 0,
+            RetryDelay = TimeSpan.Zero,
+            FailWhen = e => e.OrderId == "poison",
+        };
+        var serving = (await sut.Projections.OpenAsync(projection, default)).Serving.Id;
+        var shadow = await sut.Projections.StartShadowAsync(projection, default);
+        var failure = new FailureInfo("System.InvalidOperationException", "Refusing order poison", null);
+        var time = DateTimeOffset.UnixEpoch;
+        var poison = Assert.Single(await sut.Store.ReadStreamAsync(Orders.Stream("poison")).ToListAsync());
+        ProjectionDeadLetter Skip(long build) => new(projection.Name, build, poison.Position, poison.Id, poison.Stream, poison.Version, poison.Type, failure, 1, time);
+        static void Nothing(IReadModelTransaction transaction, IReadOnlyList<RecordedEvent> events) { }
+        await sut.Projections.ApplyAsync(new ProjectionBatch(projection.Name, serving, GlobalPosition.Start, poison.Position, [], Nothing) { DeadLetters = [Skip(serving)] }, default);
+        await sut.Projections.ApplyAsync(new ProjectionBatch(projection.Name, shadow.Id, GlobalPosition.Start, poison.Position, [], Nothing) { DeadLetters = [Skip(shadow.Id)] }, default);
+
+        var listed = await sut.Projections.ListDeadLettersAsync(projection.Name, 10, default);
+        Assert.Equal([serving, shadow.Id], listed.Select(d => d.Build));
+        Assert.All(listed, d => Assert.Equal(poison.Position, d.Position));
+
+        // A new shadow drops the unfinished one with what it skipped; a switch drops the old serving build's.
+        var next = await sut.Projections.StartShadowAsync(projection, default);
+        Assert.Equal([serving], (await sut.Projections.ListDeadLettersAsync(projection.Name, 10, default)).Select(d => d.Build));
+        await sut.Projections.ApplyAsync(new ProjectionBatch(projection.Name, next.Id, GlobalPosition.Start, poison.Position, [], Nothing) { DeadLetters = [Skip(next.Id)] }, default);
+        await sut.Projections.ApplyAsync(new ProjectionBatch(projection.Name, next.Id, poison.Position, poison.Position, [], Nothing) { GoLive = true }, default);
+        Assert.Equal([next.Id], (await sut.Projections.ListDeadLettersAsync(projection.Name, 10, default)).Select(d => d.Build));
     }
 
     [Fact]

@@ -57,6 +57,11 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         {
             var entry = _projections.GetValueOrDefault(projection.Name)
                 ?? throw new ProjectionNotFoundException($"Projection '{projection.Name}' is not open.");
+            if (entry.Shadow is { } dropped)
+            {
+                DropDeadLetters(projection.Name, dropped.Id);
+            }
+
             entry.Shadow = NewBuild(projection);
             return Task.FromResult(entry.Shadow.Describe(projection.Name, serving: false));
         }
@@ -98,14 +103,16 @@ public sealed class InMemoryProjectionStore : IProjectionStore
             transaction.Commit(position);
             foreach (var deadLetter in batch.DeadLetters)
             {
-                // One per projection and position, as a database keeps it: a rebuild that skips the event again replaces it.
-                _deadLetters.RemoveAll(d => d.Projection == deadLetter.Projection && d.Position == deadLetter.Position);
-                _deadLetters.Add(deadLetter);
+                // One per build and position, as a database keeps it.
+                _deadLetters.RemoveAll(d => d.Projection == batch.Projection && d.Build == build.Id && d.Position == deadLetter.Position);
+                _deadLetters.Add(deadLetter with { Build = build.Id });
             }
+
             if (batch.GoLive)
             {
                 if (build == entry.Shadow)
                 {
+                    DropDeadLetters(batch.Projection, entry.Serving.Id);
                     entry.Serving = build;
                     entry.Shadow = null;
                 }
@@ -148,13 +155,17 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         }
     }
 
+    /// <summary>A build's dead letters go with the build. Under the gate.</summary>
+    private void DropDeadLetters(string projection, long build) =>
+        _deadLetters.RemoveAll(d => d.Projection == projection && d.Build == build);
+
     /// <inheritdoc />
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(max);
         lock (_gate)
         {
-            return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>([.. _deadLetters.Where(d => d.Projection == projection).Take(max)]);
+            return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>([.. _deadLetters.Where(d => d.Projection == projection).OrderBy(d => d.Position).ThenBy(d => d.Build).Take(max)]);
         }
     }
 
