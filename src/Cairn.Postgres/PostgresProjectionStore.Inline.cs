@@ -49,22 +49,24 @@ public sealed partial class PostgresProjectionStore
         }
 
         var attached = _inline.ToArray();
-        var live = new List<(string Projection, long Build, long Position, string Shape)>(attached.Length);
-        await using (var select = context.Command($"SELECT projection, id, position, shape FROM {_s}.projection_builds WHERE projection = ANY($1) AND serving AND live ORDER BY projection FOR UPDATE"))
+        var live = new List<(string Projection, long Build, long Position, string Shape, int Version)>(attached.Length);
+        await using (var select = context.Command($"SELECT projection, id, position, shape, version FROM {_s}.projection_builds WHERE projection = ANY($1) AND serving AND live ORDER BY projection FOR UPDATE"))
         {
             select.Parameters.Add(new NpgsqlParameter { Value = attached.Select(a => a.Key).ToArray() });
             await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                live.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3)));
+                live.Add((reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3), reader.GetInt32(4)));
             }
         }
 
         var head = appended.LastPosition.Value;
-        foreach (var (name, build, position, shape) in live)
+        foreach (var (name, build, position, shape, version) in live)
         {
-            // A build of another shape (code deployed with a changed shape, which its runner refuses) is left alone.
-            if (position >= head || !_inline.TryGetValue(name, out var inline) || inline.Projection.Shape != shape)
+            // A build of another shape or version (code deployed with a changed shape, which its runner refuses, or a
+            // process of other code during a rolling deployment) is left alone: the next append of a process running
+            // the build's own code applies what this one skipped.
+            if (position >= head || !_inline.TryGetValue(name, out var inline) || inline.Projection.Shape != shape || inline.Projection.Version != version)
             {
                 continue;
             }

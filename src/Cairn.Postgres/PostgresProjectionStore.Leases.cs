@@ -50,7 +50,7 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
         /// <summary>Tries to take the lease until it is held or <paramref name="cancellationToken"/> is cancelled.</summary>
         public async Task<IProjectionLease> AcquireAsync(string projection, CancellationToken cancellationToken)
         {
-            var key = ((long)PostgresSchema.ProjectionLeaseClass << 32) | (uint)PostgresSchema.SchemaKey(owner._store.Schema + "/" + projection);
+            var key = PostgresSchema.ProjectionLeaseKey(owner._store.Schema, projection);
             while (true)
             {
                 await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);

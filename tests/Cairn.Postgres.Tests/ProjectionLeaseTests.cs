@@ -240,8 +240,9 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
         await using var command = new NpgsqlCommand(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
             connection);
-        var key = PostgresSchema.SchemaKey(_schema + "/" + LeasedTally.ProjectionName);
-        command.Parameters.Add(new NpgsqlParameter { Value = (long)PostgresSchema.ProjectionLeaseClass });
+        // One 64-bit key: pg_locks shows its high 32 bits as classid and its low 32 as objid.
+        var key = PostgresSchema.ProjectionLeaseKey(_schema, LeasedTally.ProjectionName);
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)(key >> 32) });
         command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)key });
         var pids = new List<int>();
         await using var reader = await command.ExecuteReaderAsync();

@@ -80,6 +80,24 @@ public sealed class ProjectionShapeChangedException(string projection, int versi
     public string Projection { get; } = projection;
 }
 
+/// <summary>
+/// The read model is served by a newer version of the projection than this process's code: a newer deployment rebuilt
+/// it. The runner refuses to run it rather than rebuild it back; a projection's version only goes up (to roll code
+/// back, deploy it under a new, higher version).
+/// </summary>
+public sealed class ProjectionVersionNewerException(string projection, int serving, int code)
+    : CairnException($"Projection '{projection}' is served by version {serving}, newer than this process's version {code}: a newer deployment rebuilt it. This process does not run it; to roll the code back, deploy it under a version above {serving}.")
+{
+    /// <summary>The projection.</summary>
+    public string Projection { get; } = projection;
+
+    /// <summary>The version of the serving read model.</summary>
+    public int ServingVersion { get; } = serving;
+
+    /// <summary>The version of this process's code.</summary>
+    public int CodeVersion { get; } = code;
+}
+
 /// <summary>A read-your-writes wait ended before the projection reached the position.</summary>
 public sealed class ProjectionWaitTimeoutException(string projection, GlobalPosition wanted, GlobalPosition reached, TimeSpan timeout, string? reason)
     : CairnException($"Projection '{projection}' did not reach position {wanted} within {timeout} (it is at {reached}){(reason is null ? "" : ": " + reason)}.")

@@ -219,6 +219,13 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 throw new InvalidOperationException($"Projection '{Projection.Name}' is not running; start it before rebuilding.");
             }
 
+            if (_state == ProjectionState.Standby)
+            {
+                // Only the process holding the lease writes builds; one that stands by would hold the request until
+                // it took the lease, if ever.
+                throw new InvalidOperationException($"Projection '{Projection.Name}' stands by: another process holds its lease and runs it. Ask that process to rebuild it.");
+            }
+
             _rebuildDone ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             _rebuildRequested = true;
             done = _rebuildDone.Task;
@@ -305,10 +312,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
             catch (Exception ex) when (lease is { Lost.IsCancellationRequested: true })
             {
                 // Another process may hold the lease by now; whatever it writes, the positions batches expect keep
-                // an event from being applied twice.
+                // an event from being applied twice. A rebuild in progress is that process's to finish.
                 _logger.LogWarning(ex, "Projection {Projection} lost its lease at position {Position}; it stands by to take it again.", Projection.Name, ServingPosition);
+                LeaveRebuild();
             }
-            catch (Exception ex) when (ex is ProjectionShapeChangedException or ProjectionStoppedException or InvalidProjectionException or NotSupportedException)
+            catch (Exception ex) when (ex is ProjectionShapeChangedException or ProjectionVersionNewerException or ProjectionStoppedException or InvalidProjectionException or NotSupportedException)
             {
                 Fail(ProjectionState.Failed, ex);
                 FailWaiters();
@@ -363,6 +371,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         if (!acquiring.IsCompleted)
         {
             SetState(ProjectionState.Standby);
+            LeaveRebuild();
             _logger.LogInformation("Projection {Projection} stands by: another process holds its lease.", Projection.Name);
             while (!acquiring.IsCompleted)
             {
@@ -423,6 +432,13 @@ public sealed class ProjectionRunner : IAsyncDisposable
         var builds = await _projections.OpenAsync(Projection, stop).ConfigureAwait(false);
         var serving = builds.Serving;
         var shadow = builds.Shadow;
+        if (serving.Version > Projection.Version)
+        {
+            // A newer deployment rebuilt it: during a rolling deployment a process of the old code would otherwise
+            // rebuild it back, and the next new one forward again.
+            throw new ProjectionVersionNewerException(Projection.Name, serving.Version, Projection.Version);
+        }
+
         var current = serving.Version == Projection.Version && serving.Shape == Projection.Shape;
         if (shadow is not null && (shadow.Version != Projection.Version || shadow.Shape != Projection.Shape))
         {
@@ -935,6 +951,25 @@ public sealed class ProjectionRunner : IAsyncDisposable
             var requested = _rebuildRequested;
             _rebuildRequested = false;
             return requested && _shadow is null;
+        }
+    }
+
+    /// <summary>
+    /// After the lease is lost, or when standing by: the shadow is the lease holder's to finish (it goes on with it
+    /// where this runner left it), so this runner stops reporting it, and a caller awaiting the rebuild here learns so
+    /// at once.
+    /// </summary>
+    private void LeaveRebuild()
+    {
+        lock (_gate)
+        {
+            var shadow = _shadow;
+            _shadow = null;
+            _rebuild = null;
+            _rebuildRequested = false;
+            _rebuildDone?.TrySetException(new InvalidOperationException(
+                $"Projection '{Projection.Name}' lost its lease, or stands by, before its rebuild{(shadow is null ? "" : $" into build {shadow.Build}")} switched; the process that holds the lease runs it (a rebuild under way goes on there)."));
+            _rebuildDone = null;
         }
     }
 

@@ -156,6 +156,32 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
     }
 
     [Fact]
+    public async Task Code_older_than_the_serving_read_model_refuses_to_run_it_rather_than_rebuild_it_back()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "o1", total: 1m);
+        await using (var v2 = await StartAsync(sut, new OrderSummaries { Version = 2, RebuildOnVersionChange = true, Bonus = 100m }))
+        {
+            await CaughtUpAsync(sut, v2);
+        }
+
+        // A process of the old code, still running during a rolling deployment.
+        var v1 = new OrderSummaries { Version = 1, RebuildOnVersionChange = true };
+        await using var runner = await StartAsync(sut, v1);
+        await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Failed, "version 1 refuses to run");
+        Assert.Contains("served by version 2, newer than this process's version 1", runner.Status.LastError, StringComparison.Ordinal);
+        Assert.Equal(nameof(ProjectionVersionNewerException), runner.Status.LastError!.Split(':')[0]);
+
+        // The read model is version 2's, untouched; version 2 goes on with it.
+        Assert.Equal(101m, (await ReadModels(sut, v1).LoadAsync<OrderSummary>("o1"))!.Total);
+        await using var again = await StartAsync(sut, new OrderSummaries { Version = 2, RebuildOnVersionChange = true, Bonus = 100m });
+        await PlaceAsync(sut, "o2", total: 1m);
+        await CaughtUpAsync(sut, again);
+        Assert.Equal(2, again.Status.ServingVersion);
+        Assert.Equal(101m, (await ReadModels(sut, v1).LoadAsync<OrderSummary>("o2"))!.Total);
+    }
+
+    [Fact]
     public async Task A_new_version_without_rebuild_keeps_serving_the_old_read_model_and_says_so()
     {
         await using var sut = await CreateAsync();
