@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using Cairn.Envelopes;
 
@@ -30,14 +31,22 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
     internal Func<object, object?> Extract { get; init; } = _ => null;
 
     /// <summary>
+    /// The longest text an index keeps, in UTF-8 bytes: PostgreSQL's B-tree refuses an entry past about 2,700 bytes,
+    /// so every backend refuses longer ones alike. An index is for filtering and ordering; keep long text in the
+    /// document.
+    /// </summary>
+    public const int MaxTextBytes = 2048;
+
+    /// <summary>
     /// The stored form of a value of this index: text, a 64-bit integer or a double; null stays null. Throws
-    /// <see cref="InvalidDocumentQueryException"/> when the value is not of the index's kind.
+    /// <see cref="InvalidDocumentQueryException"/> when the value is not of the index's kind, or is text no backend
+    /// can index alike (longer than <see cref="MaxTextBytes"/>, or holding a NUL or an unpaired surrogate).
     /// </summary>
     public object? Normalize(object? value, string collection) => value is null ? null : Kind switch
     {
         IndexKind.Text => value switch
         {
-            string s => s,
+            string s => Indexable(s, collection),
             Guid g => g.ToString("D"),
             Enum e => e.ToString(),
             char c => c.ToString(),
@@ -75,6 +84,21 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
         },
         _ => throw Mismatch(value, collection),
     };
+
+    private string Indexable(string text, string collection)
+    {
+        if (text.Contains('\0', StringComparison.Ordinal) || StoredText.HasUnpairedSurrogate(text))
+        {
+            throw new InvalidDocumentQueryException(collection, Name, "text holding a NUL or an unpaired surrogate cannot be indexed");
+        }
+
+        if (text.Length > MaxTextBytes / 3 && Encoding.UTF8.GetByteCount(text) > MaxTextBytes)
+        {
+            throw new InvalidDocumentQueryException(collection, Name, $"text of {Encoding.UTF8.GetByteCount(text):N0} UTF-8 bytes is longer than an index keeps ({MaxTextBytes:N0}); keep it in the document, not in an index");
+        }
+
+        return text;
+    }
 
     private InvalidDocumentQueryException Mismatch(object value, string collection) =>
         new(collection, Name, $"a {value.GetType().Name} is not a {Kind} value");

@@ -119,6 +119,31 @@ public abstract class DocumentQueryTests<TFixture>(TFixture fixture) : Projectio
     }
 
     [Fact]
+    public async Task Index_text_up_to_its_limit_is_kept_and_found_and_text_past_it_fails_its_event_alike_on_every_backend()
+    {
+        await using var sut = await CreateAsync();
+        var accented = new string('é', DocumentIndex.MaxTextBytes / 2);
+        var emoji = string.Concat(Enumerable.Repeat("\U0001F600", DocumentIndex.MaxTextBytes / 4));
+        await PlaceAsync(sut, "accented", accented);
+        await PlaceAsync(sut, "emoji", emoji);
+        var projection = new OrderSummaries { MaxRetries = 0, RetryDelay = TimeSpan.Zero };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+        var query = ReadModels(sut, projection).Query<OrderSummary>();
+        Assert.Equal(["accented"], Ids(await query.Where("customer", accented).ToListAsync()));
+        Assert.Equal(["emoji"], Ids(await query.Where("customer", emoji).ToListAsync()));
+
+        // A value no index keeps alike is refused in a query by name, and fails the event that stores it.
+        var tooLong = Assert.Throws<InvalidDocumentQueryException>(() => query.Where("customer", accented + "e"));
+        Assert.Contains("2,049 UTF-8 bytes", tooLong.Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidDocumentQueryException>(() => query.Where("customer", "c\0"));
+        Assert.Throws<InvalidDocumentQueryException>(() => query.Where("customer", QueryOperator.In, new[] { "c-1", "c\ud800" }));
+        await PlaceAsync(sut, "long", accented + "e");
+        await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Failed, "the projection stops at the event");
+        Assert.Contains("longer than an index keeps", runner.Status.LastError, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Missing_documents_load_as_null_and_deleted_ones_disappear()
     {
         var (sut, models, runner) = await SeedAsync();
