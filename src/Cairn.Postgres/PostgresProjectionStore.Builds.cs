@@ -35,7 +35,7 @@ public sealed partial class PostgresProjectionStore
         await LockProjectionAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
         foreach (var shadow in (await ReadBuildsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false)).Where(b => !b.Serving))
         {
-            await DropBuildAsync(context, projection.Name, shadow.Id, cancellationToken).ConfigureAwait(false);
+            await DropBuildAsync(context, shadow, cancellationToken).ConfigureAwait(false);
         }
 
         return await CreateBuildAsync(context, projection, serving: false, cancellationToken).ConfigureAwait(false);
@@ -117,7 +117,7 @@ public sealed partial class PostgresProjectionStore
                 await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
                 foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
                 {
-                    await DropBuildAsync(context, batch.Projection, old.Id, cancellationToken).ConfigureAwait(false);
+                    await DropBuildAsync(context, old, cancellationToken).ConfigureAwait(false);
                 }
             }
 
@@ -405,19 +405,14 @@ public sealed partial class PostgresProjectionStore
     /// Drops a build's tables and its row. A switch has pointed the views at the new build's tables first; the views of
     /// tables the new build no longer declares go with their tables.
     /// </summary>
-    private async Task DropBuildAsync(PostgresWriteContext context, string projection, long build, CancellationToken cancellationToken)
+    private async Task DropBuildAsync(PostgresWriteContext context, ProjectionBuild dropped, CancellationToken cancellationToken)
     {
+        var (projection, build) = (dropped.Projection, dropped.Id);
         var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
-        await using (var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE $2"))
-        {
-            select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
-            select.Parameters.Add(new NpgsqlParameter { Value = "doc\\_" + build + "\\_%" });
-            await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                tables.Add(reader.GetString(0));
-            }
-        }
+
+        // Its document tables by the collections its shape names: a pattern (doc_<build>_%) also matched other
+        // projections' SQL tables of such names, and dropped them with their views.
+        tables.AddRange(Projection.CollectionsOf(dropped.Shape).Select(collection => "doc_" + build + "_" + collection));
 
         await using var batch = context.Batch();
         foreach (var table in tables)

@@ -89,7 +89,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
 
     /// <inheritdoc />
     public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, cancellationToken, async (connection, table) =>
+        ReadServingAsync(projection, document, null, cancellationToken, async (connection, table) =>
         {
             await using var select = new NpgsqlCommand($"SELECT data FROM {table} WHERE id = $1", connection);
             select.Parameters.Add(new NpgsqlParameter { Value = id });
@@ -98,7 +98,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
 
     /// <inheritdoc />
     public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, cancellationToken, async (connection, table) =>
+        ReadServingAsync(projection, document, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
         {
             ArgumentNullException.ThrowIfNull(query);
             var sql = new PostgresQuery("SELECT id, data FROM " + table);
@@ -124,7 +124,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
 
     /// <inheritdoc />
     public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, cancellationToken, async (connection, table) =>
+        ReadServingAsync(projection, document, 0L, cancellationToken, async (connection, table) =>
         {
             ArgumentNullException.ThrowIfNull(query);
             var sql = new PostgresQuery("SELECT count(*) FROM " + table);
@@ -185,20 +185,34 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
     };
 
     /// <summary>
-    /// Runs a read against the serving build's document table. A switch may drop the table between finding the build
-    /// and reading it; the read then starts again on the build that serves now.
+    /// Runs a read against the serving build's document table, or answers <paramref name="absent"/> when the serving
+    /// build has no such collection (code that adds one, while its rebuild runs). A switch may drop the table between
+    /// finding the build and reading it; the read then starts again on the build that serves now.
     /// </summary>
-    private async Task<T> ReadServingAsync<T>(string projection, DocumentDefinition document, CancellationToken cancellationToken, Func<NpgsqlConnection, string, Task<T>> read)
+    private async Task<T> ReadServingAsync<T>(string projection, DocumentDefinition document, T absent, CancellationToken cancellationToken, Func<NpgsqlConnection, string, Task<T>> read)
     {
         ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(document);
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         for (var attempt = 1; ; attempt++)
         {
-            await using var find = new NpgsqlCommand($"SELECT id FROM {_s}.projection_builds WHERE projection = $1 AND serving", connection);
-            find.Parameters.Add(new NpgsqlParameter { Value = projection });
-            var build = await find.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as long?
-                ?? throw new ProjectionNotFoundException($"Projection '{projection}' has no read model yet: it has not been started.");
+            long build;
+            await using (var find = new NpgsqlCommand($"SELECT id, shape FROM {_s}.projection_builds WHERE projection = $1 AND serving", connection))
+            {
+                find.Parameters.Add(new NpgsqlParameter { Value = projection });
+                await using var reader = await find.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    throw new ProjectionNotFoundException($"Projection '{projection}' has no read model yet: it has not been started.");
+                }
+
+                build = reader.GetInt64(0);
+                if (!Projection.CollectionsOf(reader.GetString(1)).Contains(document.Collection))
+                {
+                    return absent;
+                }
+            }
+
             try
             {
                 return await read(connection, DocumentTable(build, document.Collection)).ConfigureAwait(false);

@@ -104,6 +104,20 @@ public abstract class Projection
     public string Shape =>
         string.Join(";", _documents.Select(d => d.Shape)) + "|" + string.Join(";", _tables.Select(t => t.Name + ":" + t.CreateSql));
 
+    /// <summary>
+    /// The document collections a stored <see cref="Shape"/> names, so a backend can tell a build's own tables from
+    /// others' without matching names by pattern. The part before the first <c>|</c> holds only collection and index
+    /// names, which cannot contain <c>|</c>, <c>;</c> or <c>(</c>.
+    /// </summary>
+    internal static IReadOnlyList<string> CollectionsOf(string shape)
+    {
+        var bar = shape.IndexOf('|', StringComparison.Ordinal);
+        var documents = bar < 0 ? "" : shape[..bar];
+        return [.. documents.Split(';', StringSplitOptions.RemoveEmptyEntries)
+            .Select(document => document.IndexOf('(', StringComparison.Ordinal) is var open and > 0 ? document[..open] : null)
+            .OfType<string>()];
+    }
+
     /// <summary>Handles events of type <typeparamref name="TEvent"/> (and of its registered subclasses).</summary>
     protected void On<TEvent>(Action<IProjectionContext, TEvent> apply)
         where TEvent : class

@@ -182,6 +182,58 @@ public abstract class ProjectionRebuildTests<TFixture>(TFixture fixture) : Proje
     }
 
     [Fact]
+    public async Task Documents_a_new_version_adds_read_as_none_until_its_rebuild_switches()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "o1", customer: "acme");
+        await using (var v1 = await StartAsync(sut, new OrdersAndCustomers(version: 1, withCustomers: false)))
+        {
+            await CaughtUpAsync(sut, v1);
+        }
+
+        // Version 2's shadow exists but the old build serves until the switch.
+        var v2 = new OrdersAndCustomers(version: 2, withCustomers: true);
+        await sut.Projections.StartShadowAsync(v2, default);
+        var models = ReadModels(sut, v2);
+        Assert.Equal(0, await models.Query<CustomerOrders>().CountAsync());
+        Assert.Empty(await models.Query<CustomerOrders>().ToListAsync());
+        Assert.Null(await models.LoadAsync<CustomerOrders>("acme"));
+        Assert.NotNull(await models.LoadAsync<OrderSummary>("o1"));
+
+        await using var runner = await StartAsync(sut, v2);
+        await Wait.UntilAsync(() => runner.Status is { ServingVersion: 2, Rebuild: null }, "version 2 serves");
+        Assert.Equal(1, (await models.LoadAsync<CustomerOrders>("acme"))!.Orders);
+    }
+
+    /// <summary>Orders per customer, kept in a collection of its own.</summary>
+    public sealed record CustomerOrders(string Id, long Orders);
+
+    /// <summary>Order summaries, and (from version 2) orders per customer.</summary>
+    private sealed class OrdersAndCustomers : Projection
+    {
+        public OrdersAndCustomers(int version, bool withCustomers)
+            : base("orders-and-customers")
+        {
+            Version = version;
+            Document<OrderSummary>(o => o.Id).Index("customer", o => o.Customer);
+            if (withCustomers)
+            {
+                Document<CustomerOrders>(c => c.Id).Index("orders", c => c.Orders);
+            }
+
+            On<OrderPlaced>((ctx, e) =>
+            {
+                ctx.Documents.Store(new OrderSummary(e.OrderId, e.Customer, e.Total, "placed", 0));
+                if (withCustomers)
+                {
+                    var customer = ctx.Documents.Load<CustomerOrders>(e.Customer) ?? new CustomerOrders(e.Customer, 0);
+                    ctx.Documents.Store(customer with { Orders = customer.Orders + 1 });
+                }
+            });
+        }
+    }
+
+    [Fact]
     public async Task A_new_version_without_rebuild_keeps_serving_the_old_read_model_and_says_so()
     {
         await using var sut = await CreateAsync();

@@ -189,6 +189,33 @@ public abstract class SqlReadModelTests
         Assert.Equal([("o1", "c-1"), ("o2", "c-2")], await LogAsync());
     }
 
+    [Fact]
+    public async Task Dropping_a_rebuilt_document_projections_old_build_leaves_a_sql_table_named_like_its_documents_alone()
+    {
+        await PlaceAsync("o1", "c-1");
+        var summaries = new OrderSummaries("summaries");
+        await using var summariesRunner = await StartAsync(summaries);
+        await CaughtUpAsync(summariesRunner);
+        var build = (await Projections.OpenAsync(summaries, default)).Serving.Id;
+
+        // Another projection's table, named as the document projection's tables of that build are on PostgreSQL.
+        var counts = new OrdersPerCustomer(CountsTableSql, "counts", $"doc_{build}_counts");
+        await using var countsRunner = await StartAsync(counts);
+        await CaughtUpAsync(countsRunner);
+        Assert.Equal([("c-1", 1L)], await CountsAsync($"doc_{build}_counts"));
+
+        await summariesRunner.RebuildAsync().Bounded();
+        Assert.NotEqual(build, (await Projections.OpenAsync(summaries, default)).Serving.Id);
+        var next = await PlaceAsync("o2", "c-1");
+        await countsRunner.WaitForPositionAsync(next, Patience);
+        await summariesRunner.WaitForPositionAsync(next, Patience);
+        Assert.Equal([("c-1", 2L)], await CountsAsync($"doc_{build}_counts"));
+        Assert.Equal(ProjectionState.Live, countsRunner.Status.State);
+        Assert.Equal(2, await ReadModels(summaries).Query<OrderSummary>().CountAsync());
+    }
+
+    private ReadModels ReadModels(Projection projection) => new(Projections, Orders.Serializer(), [projection]);
+
     /// <summary>Places an order and returns the append's position.</summary>
     protected async Task<GlobalPosition> PlaceAsync(string orderId, string customer) =>
         (await Store.AppendToStreamAsync(Orders.Stream(orderId), ExpectedVersion.Any, [Orders.Placed(orderId, customer, 10m)], default)).LastPosition;
@@ -230,19 +257,20 @@ public abstract class SqlReadModelTests
     /// </summary>
     private sealed class OrdersPerCustomer : Projection
     {
-        public OrdersPerCustomer(string countsTableSql)
-            : base("orders-per-customer")
+        public OrdersPerCustomer(string countsTableSql, string name = "orders-per-customer", string countsTable = "orders_per_customer")
+            : base(name)
         {
-            SqlTable("orders_per_customer", countsTableSql);
-            SqlTable("order_log", "CREATE TABLE {table} (order_id text PRIMARY KEY, customer text NOT NULL)");
+            var log = name == "orders-per-customer" ? "order_log" : countsTable + "_log";
+            SqlTable(countsTable, countsTableSql);
+            SqlTable(log, "CREATE TABLE {table} (order_id text PRIMARY KEY, customer text NOT NULL)");
             On<OrderPlaced>((ctx, e) =>
             {
                 BeforeApply?.Invoke(ctx);
                 ctx.Sql.Execute(
-                    $"INSERT INTO {ctx.Sql.Table("orders_per_customer")} AS t (customer, orders) VALUES ($customer, 1) ON CONFLICT (customer) DO UPDATE SET orders = t.orders + 1",
+                    $"INSERT INTO {ctx.Sql.Table(countsTable)} AS t (customer, orders) VALUES ($customer, 1) ON CONFLICT (customer) DO UPDATE SET orders = t.orders + 1",
                     ("$customer", e.Customer));
                 ctx.Sql.Execute(
-                    $"INSERT INTO {ctx.Sql.Table("order_log")} (order_id, customer) VALUES ($order, $customer)",
+                    $"INSERT INTO {ctx.Sql.Table(log)} (order_id, customer) VALUES ($order, $customer)",
                     ("$order", e.OrderId),
                     ("$customer", e.Customer));
             });
