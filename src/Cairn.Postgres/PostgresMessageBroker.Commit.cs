@@ -188,7 +188,9 @@ public sealed partial class PostgresMessageBroker
                     continue;
                 }
 
-                if ((Interlocked.Increment(ref _deduplicationWrites) & 1023) == 0)
+                // Expired ids go on a process's first remembered id and every 1,024th after: a process restarted
+                // before its 1,024th (a service deployed often) otherwise never deleted any.
+                if (((Interlocked.Increment(ref _deduplicationWrites) - 1) & 1023) == 0)
                 {
                     await using var forget = work.Command($"DELETE FROM {T("deduplication")} WHERE expires_ticks <= $1");
                     forget.Parameters.Add(Pg.Long(work.Now));
@@ -239,18 +241,29 @@ public sealed partial class PostgresMessageBroker
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>How many FIFO group locks a queue has at most; groups sharing one only order their sends one after the other.</summary>
+    private const uint GroupLockBuckets = 256;
+
     /// <summary>
     /// A 32-bit key for a FIFO group of a queue of this schema (FNV-1a). Two groups sharing a key only order their sends
     /// one after the other.
     /// </summary>
     private int GroupKey(long queueId, string group)
     {
+        // Groups share GroupLockBuckets locks per queue: a lock per group made a batch to many groups (an import, a
+        // group per order) take as many locks and run out of PostgreSQL's shared lock table ("out of shared memory").
+        var bucket = Fnv1a(Encoding.UTF8.GetBytes(group)) % GroupLockBuckets;
+        return unchecked((int)Fnv1a(Encoding.UTF8.GetBytes($"{_store.Schema}\0{queueId}\0{bucket}")));
+    }
+
+    private static uint Fnv1a(byte[] bytes)
+    {
         var hash = 2166136261u;
-        foreach (var b in Encoding.UTF8.GetBytes($"{_store.Schema}\0{queueId}\0{group}"))
+        foreach (var b in bytes)
         {
             hash = (hash ^ b) * 16777619u;
         }
 
-        return unchecked((int)hash);
+        return hash;
     }
 }

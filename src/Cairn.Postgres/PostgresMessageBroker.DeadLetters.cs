@@ -160,10 +160,13 @@ public sealed partial class PostgresMessageBroker
         return WriteAsync(async work =>
         {
             var row = await work.RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+            // The state is checked in the DELETE's own condition too: PostgreSQL checks that again on the row's newest
+            // version when the delete waited for its lock, whereas the subquery keeps the statement's older snapshot,
+            // so a redrive committed meanwhile (the message live again) would not have stopped the delete.
             await using var delete = ids is null
                 ? work.Command($"DELETE FROM {T("messages")} WHERE queue_id = $1 AND state >= 2")
                 : work.Command($"""
-                    DELETE FROM {T("messages")} WHERE seq IN (
+                    DELETE FROM {T("messages")} WHERE state >= 2 AND seq IN (
                         SELECT min(seq) FROM {T("messages")} WHERE queue_id = $1 AND state >= 2 AND id = ANY($2) GROUP BY id)
                     """);
             delete.Parameters.Add(Pg.Long(row.Id));

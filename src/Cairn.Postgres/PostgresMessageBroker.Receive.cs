@@ -268,7 +268,9 @@ public sealed partial class PostgresMessageBroker
 
             foreach (var lease in sorted)
             {
-                if (!deleted.Contains((lease.Sequence, lease.Delivery)))
+                // Remove, not look up: a lease named twice settles its message once, and its second mention fails the
+                // batch as on every backend.
+                if (!deleted.Remove((lease.Sequence, lease.Delivery)))
                 {
                     await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
                     throw new LeaseLostException(lease, "the message is no longer held under this lease");

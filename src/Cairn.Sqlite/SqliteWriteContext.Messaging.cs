@@ -397,7 +397,9 @@ internal sealed partial class SqliteWriteContext
             remember.Bind(2, deduplicationId);
             remember.Bind(3, TimeTicks + definition.DeduplicationWindow.Ticks);
             remember.Execute();
-            if ((++_deduplicationWrites & 1023) == 0)
+            // Expired ids go on a process's first remembered id and every 1,024th after: a process restarted before
+            // its 1,024th (a service deployed often) otherwise never deleted any.
+            if ((_deduplicationWrites++ & 1023) == 0)
             {
                 var forget = Sql("DELETE FROM cairn_deduplication WHERE expires_ticks <= ?1");
                 forget.Bind(1, TimeTicks);

@@ -1,0 +1,196 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Messaging;
+using Cairn.Messaging.InMemory;
+using Cairn.Subscriptions;
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// The PostgreSQL broker at its edges: a purge racing a redrive, a FIFO batch to many groups, an acknowledgement naming
+/// a lease twice, deduplication ids outliving short-lived processes.
+/// </summary>
+public sealed class PostgresBrokerEdgeTests : IAsyncLifetime
+{
+    private readonly string _schema = PostgresServer.NewSchema();
+    private readonly List<IAsyncDisposable> _opened = [];
+    private readonly ManualTimeProvider _clock = new();
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        for (var i = _opened.Count - 1; i >= 0; i--)
+        {
+            await _opened[i].DisposeAsync();
+        }
+
+        // Right after a FIFO batch failed for want of lock-table space, dropping the schema once failed the same way
+        // ("out of shared memory"), in another session: try again for a moment.
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await PostgresServer.DropSchemaAsync(_schema);
+                return;
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.OutOfMemory && attempt < 20)
+            {
+                await Task.Delay(250);
+            }
+        }
+    }
+
+    /// <summary>A store with a pool and writer of its own, and its broker: one process's view of the schema.</summary>
+    private PostgresMessageBroker OpenProcess()
+    {
+        var store = new PostgresEventStore(
+            new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema, ExternalCommitPollInterval = TimeSpan.FromMilliseconds(200) },
+            new EventStoreOptions { TimeProvider = _clock, Source = "urn:test" });
+        var broker = new PostgresMessageBroker(store);
+        _opened.Add(store);
+        _opened.Add(broker);
+        return broker;
+    }
+
+    private static OutgoingMessage Numbered(int n) => new("test.numbered", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    /// <summary>How many statements on this test's schema wait for a lock (other tests' run beside them).</summary>
+    private async Task<long> LockWaitersAsync()
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var select = new NpgsqlCommand("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0", connection);
+        select.Parameters.AddWithValue(_schema);
+        return (long)(await select.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>
+    /// PurgeDeadLettersAsync with chosen ids deletes <c>WHERE seq IN (SELECT min(seq) … state >= 2 …)</c>: under READ
+    /// COMMITTED, a row that a concurrent redrive changed back to a live message is re-checked only against
+    /// <c>seq IN (…)</c>, whose subquery still answers from the purge's old snapshot, so the live message is deleted.
+    /// </summary>
+    [Fact]
+    public async Task purging_chosen_dead_letters_never_deletes_one_a_concurrent_redrive_put_back_in_its_queue()
+    {
+        var operatorA = OpenProcess();
+        var operatorB = OpenProcess();
+        QueueName queue = "work";
+        await operatorA.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var message = Numbered(1);
+        await operatorA.SendAsync(queue, message);
+        var delivery = Assert.Single(await operatorA.ReceiveAsync(queue, new ReceiveOptions(), default));
+        await operatorA.DeadLetterAsync(delivery.Lease, "poison", null, default);
+
+        // The window is the redrive's transaction between locking the dead letter and committing (longer while a
+        // synchronous standby confirms it, or inside a group commit). A plain connection holding the row's lock for a
+        // moment makes that window deterministic: the redrive, then the purge, queue up behind it, in that order.
+        await using var holder = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await holder.OpenAsync();
+        await using var hold = await holder.BeginTransactionAsync();
+        await using (var lockRow = new NpgsqlCommand($"SELECT seq FROM \"{_schema}\".messages WHERE seq = $1 FOR UPDATE", holder, hold))
+        {
+            lockRow.Parameters.AddWithValue(delivery.Lease.Sequence);
+            await lockRow.ExecuteScalarAsync();
+        }
+
+        // Operator A redrives every dead letter back to its queue; operator B purges the one it chose.
+        var redrive = operatorA.RedriveAsync(queue, new RedriveRequest(), default);
+        await Wait.UntilAsync(async () => await LockWaitersAsync() >= 1, "the redrive waits for the row");
+        var purge = operatorB.PurgeDeadLettersAsync(queue, [message.Id], default);
+        await Wait.UntilAsync(async () => await LockWaitersAsync() >= 2, "the purge waits for the row");
+        await hold.CommitAsync();
+
+        // The redrive goes first: the message is live again, no longer a dead letter.
+        Assert.Equal(1, await redrive.Bounded());
+        var purged = await purge.Bounded();
+
+        // A purge deletes dead letters only: the message back in its queue must stay there and be delivered.
+        var stats = await operatorA.GetStatsAsync(queue, default);
+        Assert.True(
+            purged == 0 && stats.Visible == 1,
+            $"The purge reported {purged} purged and the queue now holds {stats.Visible} visible and {stats.DeadLettered} dead-lettered messages: "
+            + "the message the redrive had put back (and reported as redriven) was deleted as if it were still a dead letter.");
+    }
+
+    /// <summary>
+    /// Every send to a FIFO queue takes one transaction-scoped advisory lock per (queue, group) it sends to. Advisory locks
+    /// live in PostgreSQL's shared lock table (max_locks_per_transaction × (max_connections + max_prepared_transactions)
+    /// slots for the whole server: 6,400 with the defaults, 25,600 on the test server), so a batch to many groups fails
+    /// with "out of shared memory" — a batch the SQLite backend takes — and while it fills the table, other sessions'
+    /// locks fail too.
+    /// </summary>
+    [Fact]
+    public async Task a_fifo_batch_to_many_groups_is_sent_in_one_commit_as_on_every_backend()
+    {
+        var broker = OpenProcess();
+        QueueName queue = "orders";
+        await broker.DeclareQueueAsync(new QueueDefinition(queue) { Fifo = true }, default);
+
+        // One message per order, each order its own group: an import, a replay with stream keys, a route catching up.
+        var batch = Enumerable.Range(0, 60_000).Select(i => Numbered(i) with { GroupKey = $"order-{i}" }).ToList();
+        var failure = await Record.ExceptionAsync(() => broker.SendBatchAsync(queue, batch));
+
+        Assert.True(failure is null, $"The batch was refused: {failure?.GetType().Name}: {failure?.Message}");
+        Assert.Equal(batch.Count, (await broker.GetStatsAsync(queue, default)).Visible);
+    }
+
+    /// <summary>
+    /// AcknowledgeAsync deletes with one statement joined to the leases, so a lease named twice deletes its message once
+    /// and passes; the in-memory backend (and SQLite, one lease at a time) refuses the batch with LeaseLostException,
+    /// as if the first settlement had already deleted it, and writes nothing.
+    /// </summary>
+    [Fact]
+    public async Task an_acknowledgement_batch_naming_one_lease_twice_is_refused_as_on_the_other_backends()
+    {
+        var inMemory = new InMemoryMessageBroker(new InMemoryEventStore(new EventStoreOptions { TimeProvider = _clock }), new InMemoryCheckpointStore());
+        var postgres = OpenProcess();
+        foreach (var broker in new IMessageBroker[] { inMemory, postgres })
+        {
+            await broker.DeclareQueueAsync(new QueueDefinition("work"), default);
+            await broker.SendAsync("work", Numbered(1));
+        }
+
+        var reference = Assert.Single(await inMemory.ReceiveAsync("work", new ReceiveOptions(), default));
+        await Assert.ThrowsAsync<LeaseLostException>(() => inMemory.AcknowledgeAsync([reference.Lease, reference.Lease], default));
+
+        var delivery = Assert.Single(await postgres.ReceiveAsync("work", new ReceiveOptions(), default));
+        await Assert.ThrowsAsync<LeaseLostException>(() => postgres.AcknowledgeAsync([delivery.Lease, delivery.Lease], default));
+    }
+
+    /// <summary>
+    /// Expired deduplication ids are deleted only by every 1,024th deduplicated send of one broker (a counter in memory,
+    /// from 0 at each start): a process that makes fewer such sends between restarts never deletes any, and the table
+    /// grows without bound, though postgres.md says "expired deduplication ids are deleted as sends go by".
+    /// </summary>
+    [Fact]
+    public async Task expired_deduplication_ids_are_deleted_as_sends_go_by_whatever_the_lifetime_of_the_processes()
+    {
+        QueueName queue = "work";
+        for (var process = 0; process < 3; process++)
+        {
+            // A process that runs a while, sends 1,000 deduplicated messages, and is restarted (a deploy, a scale-in).
+            var store = new PostgresEventStore(
+                new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema },
+                new EventStoreOptions { TimeProvider = _clock, Source = "urn:test" });
+            await using (store)
+            await using (var broker = new PostgresMessageBroker(store))
+            {
+                await broker.DeclareQueueAsync(new QueueDefinition(queue) { DeduplicationWindow = TimeSpan.FromSeconds(1) }, default);
+                await broker.SendBatchAsync(queue, Enumerable.Range(0, 1000).Select(i => Numbered(i) with { DeduplicationId = $"p{process}-{i}" }));
+            }
+
+            _clock.Advance(TimeSpan.FromMinutes(1));
+        }
+
+        // The ids of the first two processes had expired long before the third sent its 1,000.
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var count = new NpgsqlCommand($"SELECT count(*) FROM \"{_schema}\".deduplication WHERE deduplication_id NOT LIKE 'p2-%'", connection);
+        var left = (long)(await count.ExecuteScalarAsync())!;
+        Assert.True(left == 0, $"{left} deduplication ids whose window ended before the last 1,000 sends are still stored; they are never deleted.");
+    }
+}
