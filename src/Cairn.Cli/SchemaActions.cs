@@ -59,7 +59,7 @@ internal sealed class SchemaActions(IServiceProvider services)
     public Task<int> CheckRegistryAsync(Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
         var (types, options, json) = EventTypes();
-        var registry = services.GetRequiredService<SchemaRegistry>();
+        var registry = await RegistryAsync(cancellationToken).ConfigureAwait(false);
         var report = await SchemaCheck.RunAsync(types, options, json, registry, cancellationToken).ConfigureAwait(false);
         await WriteReportAsync(io, report, $"the registry of the {BackendName} backend").ConfigureAwait(false);
         if (!report.Passed)
@@ -79,7 +79,7 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     public Task<int> ExportAsync(string path, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
-        var snapshot = await services.GetRequiredService<SchemaRegistry>().ExportAsync(cancellationToken).ConfigureAwait(false);
+        var snapshot = await (await RegistryAsync(cancellationToken).ConfigureAwait(false)).ExportAsync(cancellationToken).ConfigureAwait(false);
         await WriteFileAsync(Path.GetFullPath(path), snapshot.ToJson(), cancellationToken).ConfigureAwait(false);
         var versions = snapshot.Types.Sum(t => t.Versions.Count);
         await io.Output.WriteLineAsync(Invariant($"Wrote the registry of the {BackendName} backend to {path}: {snapshot.Types.Count} event type(s), {versions} version(s).")).ConfigureAwait(false);
@@ -97,7 +97,7 @@ internal sealed class SchemaActions(IServiceProvider services)
         string source;
         if (snapshotPath is null)
         {
-            var registry = services.GetRequiredService<SchemaRegistry>();
+            var registry = await RegistryAsync(cancellationToken).ConfigureAwait(false);
             var all = new List<RegisteredSchema>();
             foreach (var type in await registry.GetEventTypesAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -189,6 +189,34 @@ internal sealed class SchemaActions(IServiceProvider services)
     }
 
     /// <summary>Runs a command; what stops it is reported in words, with <see cref="CairnCli.Error"/>.</summary>
+    /// <summary>
+    /// The registry of the application's backend, opened only when the backend's tables are at this Cairn's version:
+    /// opening its store would otherwise migrate them (MigrateOnStart), and a check meant to write nothing, run before
+    /// a deployment, would upgrade the database the running version uses.
+    /// </summary>
+    private async Task<SchemaRegistry> RegistryAsync(CancellationToken cancellationToken)
+    {
+        IStorageMigrator? migrator;
+        try
+        {
+            migrator = services.GetService<IStorageMigrator>();
+        }
+        catch (InvalidOperationException)
+        {
+            // A backend without explicit migrations (SQLite, memory).
+            migrator = null;
+        }
+
+        if (migrator is not null && await migrator.GetStatusAsync(cancellationToken).ConfigureAwait(false) is { IsCurrent: false } status)
+        {
+            throw new CommandException(
+                $"The {status.Backend} backend ({status.Location}) is at version {status.Version}, not this Cairn's {status.ExpectedVersion}: " +
+                "reading its registry would migrate it. Migrate it first (`storage migrate`) when this version is deployed, or check against a snapshot.");
+        }
+
+        return services.GetRequiredService<SchemaRegistry>();
+    }
+
     private static async Task<int> GuardAsync(Writers io, Func<Task<int>> run)
     {
         try

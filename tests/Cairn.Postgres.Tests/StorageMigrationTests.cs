@@ -232,6 +232,33 @@ public sealed class StorageMigrationTests : IAsyncLifetime
         }
     }
 
+    [Fact]
+    public async Task a_registry_check_before_a_deployment_refuses_a_database_at_an_older_version_and_leaves_it_there()
+    {
+        // The database as the deployed, previous Cairn left it: one version short of this one's.
+        var migrator = new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema });
+        await migrator.MigrateAsync(default);
+        var latest = PostgresSchema.CurrentVersion;
+        await AdminAsync($"DELETE FROM \"{_schema}\".migrations WHERE version = {latest}");
+
+        // The new build's pipeline checks its schemas against that database, with the application's own options
+        // (MigrateOnStart on): the check writes nothing, so it cannot open the store.
+        using var host = Build(migrateOnStart: true);
+        foreach (var command in new[] { new[] { "schemas", "check", "--registry" }, ["schemas", "export", "--out", Path.Combine(Path.GetTempPath(), $"cairn-never-written-{Guid.NewGuid():N}.json")], ["schemas", "asyncapi"] })
+        {
+            var refused = await RunAsync(host, command);
+            Assert.Equal(CairnCli.Error, refused.Code);
+            Assert.Contains($"at version {latest - 1}, not this Cairn's {latest}", refused.Error, StringComparison.Ordinal);
+            Assert.Contains("would migrate it", refused.Error, StringComparison.Ordinal);
+            Assert.Equal(latest - 1, (await migrator.GetStatusAsync(default)).Version);
+        }
+
+        // Once the deployment migrated it, the check reads the registry.
+        await AdminAsync($"INSERT INTO \"{_schema}\".migrations (version, description) VALUES ({latest}, 'migrated')");
+        var check = await RunAsync(host, "schemas", "check", "--registry");
+        Assert.Equal(CairnCli.Success, check.Code);
+    }
+
     private static async Task AdminAsync(params string[] statements)
     {
         await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
