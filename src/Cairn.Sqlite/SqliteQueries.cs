@@ -74,34 +74,53 @@ internal static class SqliteQueries
             return;
         }
 
-        sql.Append(" AND (");
-        for (var i = 0; i < query.Items.Count; i++)
+        sql.Append(" AND ");
+        AppendBalanced(sql, 0, query.Items.Count, " OR ", i =>
         {
             var item = query.Items[i];
-            sql.Append(i == 0 ? "(1" : " OR (1");
-            if (item.Types.Count > 0)
+            var terms = item.Tags.Count + (item.Types.Count > 0 ? 1 : 0);
+            AppendBalanced(sql, 0, terms, " AND ", t =>
             {
-                sql.Append(" AND e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
-                for (var t = 0; t < item.Types.Count; t++)
+                if (item.Types.Count > 0 && t == 0)
                 {
-                    var name = $"$q{i}_type{t}";
-                    sql.Append(t == 0 ? name : ", " + name);
-                    parameters.Add(name, item.Types[t]);
+                    sql.Append("e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
+                    for (var n = 0; n < item.Types.Count; n++)
+                    {
+                        var name = $"$q{i}_type{n}";
+                        sql.Append(n == 0 ? name : ", " + name);
+                        parameters.Add(name, item.Types[n]);
+                    }
+
+                    sql.Append("))");
+                    return;
                 }
 
-                sql.Append("))");
-            }
+                var tag = t - (item.Types.Count > 0 ? 1 : 0);
+                var tagName = $"$q{i}_tag{tag}";
+                sql.Append("e.position IN (SELECT position FROM cairn_event_tags WHERE tag = ").Append(tagName).Append(')');
+                parameters.Add(tagName, item.Tags[tag]);
+            });
+        });
+    }
 
-            for (var t = 0; t < item.Tags.Count; t++)
-            {
-                var name = $"$q{i}_tag{t}";
-                sql.Append(" AND e.position IN (SELECT position FROM cairn_event_tags WHERE tag = ").Append(name).Append(')');
-                parameters.Add(name, item.Tags[t]);
-            }
-
-            sql.Append(')');
+    /// <summary>
+    /// Appends terms <paramref name="from"/> to <paramref name="from"/> + <paramref name="count"/> - 1 joined by
+    /// <paramref name="op"/>, parenthesised as a balanced tree: SQLite parses a plain chain as a tree as deep as it is
+    /// long and refuses one past 1,000 terms, where a balanced one is as deep as the count's logarithm.
+    /// </summary>
+    private static void AppendBalanced(StringBuilder sql, int from, int count, string op, Action<int> term)
+    {
+        if (count == 1)
+        {
+            term(from);
+            return;
         }
 
+        var half = count / 2;
+        sql.Append('(');
+        AppendBalanced(sql, from, half, op, term);
+        sql.Append(op);
+        AppendBalanced(sql, from + half, count - half, op, term);
         sql.Append(')');
     }
 }

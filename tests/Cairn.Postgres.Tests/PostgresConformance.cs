@@ -10,6 +10,8 @@ public sealed class PostgresMultiStreamAppendTests(PostgresFixture f) : MultiStr
 
 public sealed class PostgresDynamicConsistencyTests(PostgresFixture f) : DynamicConsistencyTests<PostgresFixture>(f);
 
+public sealed class PostgresQueryEdgeTests(PostgresFixture f) : QueryEdgeTests<PostgresFixture>(f);
+
 public sealed class PostgresReadTests(PostgresFixture f) : ReadTests<PostgresFixture>(f);
 
 public sealed class PostgresLifecycleTests(PostgresFixture f) : LifecycleTests<PostgresFixture>(f);

@@ -10,6 +10,8 @@ public sealed class SqliteMultiStreamAppendTests(SqliteFixture f) : MultiStreamA
 
 public sealed class SqliteDynamicConsistencyTests(SqliteFixture f) : DynamicConsistencyTests<SqliteFixture>(f);
 
+public sealed class SqliteQueryEdgeTests(SqliteFixture f) : QueryEdgeTests<SqliteFixture>(f);
+
 public sealed class SqliteReadTests(SqliteFixture f) : ReadTests<SqliteFixture>(f);
 
 public sealed class SqliteLifecycleTests(SqliteFixture f) : LifecycleTests<SqliteFixture>(f);

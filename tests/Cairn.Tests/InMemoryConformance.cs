@@ -10,6 +10,8 @@ public sealed class InMemoryMultiStreamAppendTests(InMemoryFixture f) : MultiStr
 
 public sealed class InMemoryDynamicConsistencyTests(InMemoryFixture f) : DynamicConsistencyTests<InMemoryFixture>(f);
 
+public sealed class InMemoryQueryEdgeTests(InMemoryFixture f) : QueryEdgeTests<InMemoryFixture>(f);
+
 public sealed class InMemoryReadTests(InMemoryFixture f) : ReadTests<InMemoryFixture>(f);
 
 public sealed class InMemoryLifecycleTests(InMemoryFixture f) : LifecycleTests<InMemoryFixture>(f);

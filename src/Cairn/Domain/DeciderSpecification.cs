@@ -59,11 +59,14 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
             throw new InvalidOperationException("Call When(command) before ThenThrows.");
         }
 
-        // The failure is thrown outside the try: a broad TException (Exception, say) would otherwise catch it.
+        // The given events are folded outside the try, and the failure thrown outside it: an exception of the folding
+        // (an impossible history) is not the command's refusal, and a broad TException (Exception, say) would
+        // otherwise catch the failure.
+        var state = Given();
         List<TEvent> actual;
         try
         {
-            (_, actual) = Run();
+            actual = _decider.Decide(_command!, state).ToList();
         }
         catch (TException ex)
         {
@@ -81,9 +84,11 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
             throw new InvalidOperationException("Call When(command) before Then.");
         }
 
-        var state = _decider.Fold(_decider.InitialState, _given);
+        var state = Given();
         return (state, _decider.Decide(_command!, state).ToList());
     }
+
+    private TState Given() => _decider.Fold(_decider.InitialState, _given);
 }
 
 /// <summary>A decider specification did not hold.</summary>

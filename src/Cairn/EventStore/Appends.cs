@@ -127,11 +127,22 @@ public sealed record EventQueryItem
     /// <summary>Creates an item, refusing one that names neither types nor tags.</summary>
     public EventQueryItem(IReadOnlyList<string>? types = null, IReadOnlyList<string>? tags = null)
     {
-        Types = types ?? [];
-        Tags = tags ?? [];
+        // Copied: an item is a value, and a caller's list changed later must not change it.
+        Types = types is null ? [] : [.. types];
+        Tags = tags is null ? [] : [.. tags];
         if (Types.Count == 0 && Tags.Count == 0)
         {
             throw new ArgumentException("A query item must name at least one event type or tag.", nameof(types));
+        }
+
+        // Checked as appends check them: a backend would otherwise store or compare such a name its own way (SQLite
+        // turned an unpaired surrogate into U+FFFD and matched another type; PostgreSQL refused a NUL with a raw error).
+        foreach (var type in Types)
+        {
+            if (EventTypeNames.Validate(type) is { } why)
+            {
+                throw new InvalidEventException($"The query names the event type '{type}': {why}.");
+            }
         }
 
         foreach (var tag in Tags)

@@ -88,6 +88,19 @@ public sealed class DeciderSpecificationTests
     }
 
     [Fact]
+    public void then_throws_does_not_pass_when_the_given_events_fail_to_fold_and_the_command_is_never_decided()
+    {
+        // Evolve refuses a history it cannot fold (shipped before placed); Decide alone accepts every command.
+        var strict = new Decider<string, int, string>(
+            (command, _) => [command],
+            (state, e) => e == "shipped" && state == 0 ? throw new InvalidOperationException("shipped before placed") : state + 1,
+            0);
+
+        var folding = Assert.Throws<InvalidOperationException>(() => DeciderSpecification.For(strict).Given("shipped").When("cancel").ThenThrows<InvalidOperationException>());
+        Assert.Equal("shipped before placed", folding.Message);
+    }
+
+    [Fact]
     public void then_without_a_command_is_a_mistake_in_the_specification()
     {
         Assert.Throws<InvalidOperationException>(() => Account.Given(new AccountOpened("ada")).Then());

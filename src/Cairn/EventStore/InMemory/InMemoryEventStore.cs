@@ -180,7 +180,8 @@ public sealed class InMemoryEventStore : IEventStore
 
         if (prepared.Condition is { } condition)
         {
-            var from = (int)(condition.After?.Value ?? 0);
+            // The log's index of the first event after the condition's position; a position past the log leaves none.
+            var from = (int)Math.Min(condition.After?.Value ?? 0, _log.Count);
             for (var i = from; i < _log.Count; i++)
             {
                 if (!_log[i].Stream.IsSystem && condition.FailIfEventsMatch.Matches(_log[i].Type, _log[i].Tags))
