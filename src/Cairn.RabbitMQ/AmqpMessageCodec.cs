@@ -62,34 +62,45 @@ internal static class AmqpMessageCodec
     /// for the attributes Cairn fills in), a metadata key whose header name is over AMQP's 255 bytes, or a content type
     /// over the 255 bytes of its property.
     /// </summary>
-    public static string? HeaderFault(OutgoingMessage message)
+    public static string? HeaderFault(OutgoingMessage message) =>
+        HeaderFault(message.Id, [message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent], message.Metadata, message.ContentType);
+
+    /// <summary>
+    /// The same for a message taken from an outbox, as the relay is about to publish it: one the commit's check never
+    /// saw (a FIFO queue's dead letter redriven to a queue in RabbitMQ) would close the publishing connection.
+    /// </summary>
+    public static string? HeaderFault(Message message) =>
+        HeaderFault(message.Id, [message.Type, message.Source, message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent], message.Metadata, message.ContentType);
+
+    private static string? HeaderFault(MessageId id, string?[] attributes, IReadOnlyDictionary<string, string>? metadata, string contentType)
     {
-        // The fixed part: spec version, id (twice), time, enqueued-at, content type, the names and the table's framing.
+        // The fixed part: spec version, id (twice), time, enqueued-at, content type, the names and the table's framing;
+        // the type and the correlation id are written twice (as CloudEvents' and Cairn's own headers).
         var bytes = 512L;
-        foreach (var value in (string?[])[message.Type, message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CorrelationId, message.CausationId, message.TraceParent])
+        foreach (var value in attributes.Concat([attributes[0], attributes[4]]))
         {
             bytes += value is null ? 0 : 32 + Encoding.UTF8.GetByteCount(value);
         }
 
-        foreach (var (key, value) in message.Metadata ?? new Dictionary<string, string>())
+        foreach (var (key, value) in metadata ?? new Dictionary<string, string>())
         {
             var name = Encoding.UTF8.GetByteCount(Prefix) + Encoding.UTF8.GetByteCount(key ?? "");
             if (name > 255)
             {
-                return $"Message {message.Id} has the metadata key '{key}', which is {name - Prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{Prefix}' and the key together.";
+                return $"Message {id} has the metadata key '{key}', which is {name - Prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{Prefix}' and the key together.";
             }
 
             bytes += 6 + name + Encoding.UTF8.GetByteCount(value ?? "");
         }
 
-        if (!FitsShortString(message.ContentType))
+        if (!FitsShortString(contentType))
         {
             // The content type has no header to fall back on: CloudEvents' AMQP binding carries it as the property alone.
-            return $"Message {message.Id} has a content type of {Encoding.UTF8.GetByteCount(message.ContentType)} bytes in UTF-8; RabbitMQ's content-type property holds at most 255.";
+            return $"Message {id} has a content type of {Encoding.UTF8.GetByteCount(contentType)} bytes in UTF-8; RabbitMQ's content-type property holds at most 255.";
         }
 
         return bytes > MaxMessageHeaderBytes
-            ? $"Message {message.Id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {MaxMessageHeaderBytes} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data."
+            ? $"Message {id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {MaxMessageHeaderBytes} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data."
             : null;
     }
 
@@ -225,6 +236,9 @@ internal static class AmqpMessageCodec
 
         headers[FailureType] = Capped(failure.Type, 512);
         headers[FailureMessage] = Capped(failure.Message, MaxFailureTextLength);
+
+        // A failure without a stack trace replaces the last one's whole, as every backend keeps it.
+        headers.Remove(FailureStack);
         Optional(headers, FailureStack, failure.StackTrace is { } stack ? Capped(stack, 2 * MaxFailureTextLength) : null);
     }
 

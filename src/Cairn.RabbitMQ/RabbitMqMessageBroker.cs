@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Text;
 using Cairn.Envelopes;
 using Cairn.Messaging;
 using Microsoft.Extensions.Logging;
@@ -89,6 +90,24 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         if (queue.Name.Value.StartsWith(OutboxPrefix, StringComparison.Ordinal))
         {
             throw new InvalidMessagingNameException("queue", queue.Name.Value, $"names starting with '{OutboxPrefix}' are the RabbitMQ outbox's own");
+        }
+
+        // A queue's companions in RabbitMQ are named after it: 'x.dlq' would be x's dead letters, 'x.wait.1300' one of
+        // its delay queues, each read and written as both.
+        if (queue.Name.Value.EndsWith(DeadLetterSuffix, StringComparison.Ordinal) || queue.Name.Value.Contains(".wait.", StringComparison.Ordinal))
+        {
+            throw new InvalidMessagingNameException("queue", queue.Name.Value, $"over RabbitMQ, names ending in '{DeadLetterSuffix}' or holding '.wait.' are those of another queue's dead letters and delay queues");
+        }
+
+        // RabbitMQ takes names of at most 255 bytes of UTF-8, and a delay queue's adds '.wait.' and up to 10 digits.
+        if (Encoding.UTF8.GetByteCount(DelayQueueName(queue.Name, uint.MaxValue)) > 255)
+        {
+            throw new InvalidMessagingNameException("queue", queue.Name.Value, $"over RabbitMQ, the prefix '{Options.QueuePrefix}', the name and '.wait.<ms>' must fit 255 bytes of UTF-8");
+        }
+
+        if (!queue.Fifo && queue.MaxMessageSize > Options.MaxMessageSize)
+        {
+            throw new InvalidMessageException($"Queue '{queue.Name}': MaxMessageSize is {queue.MaxMessageSize}, larger than RabbitMQ takes (RabbitMqOptions.MaxMessageSize, {Options.MaxMessageSize}); RabbitMQ would close the publishing channel on such a message.");
         }
 
         // A queue is FIFO or not for good, whichever side keeps it. This check names the conflict early, and catches

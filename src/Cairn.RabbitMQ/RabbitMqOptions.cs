@@ -74,6 +74,14 @@ public sealed record RabbitMqOptions
     /// <summary>The longest pause between attempts to reach RabbitMQ; 10 s by default.</summary>
     public TimeSpan MaxReconnectDelay { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// The largest message body the broker takes (its <c>max_message_size</c>): 128 MiB by default, RabbitMQ 3.x's own
+    /// default; set it to what the broker has (RabbitMQ 4.x's default is 16 MiB). A queue in RabbitMQ whose
+    /// <see cref="QueueDefinition.MaxMessageSize"/> is larger is refused at its declaration, since RabbitMQ would close
+    /// the publishing channel on such a message.
+    /// </summary>
+    public int MaxMessageSize { get; init; } = 128 * 1024 * 1024;
+
     /// <summary>Refuses impossible settings with <see cref="InvalidMessageException"/> naming the setting.</summary>
     public void Validate()
     {
@@ -95,8 +103,10 @@ public sealed record RabbitMqOptions
         Check(ConfirmThrottlingPercentage is >= 1 and <= 100, nameof(ConfirmThrottlingPercentage), $"is {ConfirmThrottlingPercentage}; it must be between 1 and 100");
         Check(RelayBatchSize is >= 1 and <= 1000, nameof(RelayBatchSize), $"is {RelayBatchSize}; it must be between 1 and 1000");
         Check(RelayPollWait >= TimeSpan.FromMilliseconds(1) && RelayPollWait <= TimeSpan.FromMinutes(5), nameof(RelayPollWait), $"is {RelayPollWait}; it must be between 1 ms and 5 minutes");
-        Check(RelayRescanInterval >= TimeSpan.FromMilliseconds(10), nameof(RelayRescanInterval), $"is {RelayRescanInterval}; it must be at least 10 ms");
+        Check(RelayRescanInterval >= TimeSpan.FromMilliseconds(10) && RelayRescanInterval <= TimeSpan.FromDays(1), nameof(RelayRescanInterval), $"is {RelayRescanInterval}; it must be between 10 ms and 1 day");
+        Check(MaxReconnectDelay <= TimeSpan.FromHours(1), nameof(MaxReconnectDelay), $"is {MaxReconnectDelay}; it must be at most 1 hour");
         Check(ReconnectDelay >= TimeSpan.FromMilliseconds(1) && ReconnectDelay <= MaxReconnectDelay, nameof(ReconnectDelay), $"is {ReconnectDelay}; it must be at least 1 ms and at most MaxReconnectDelay ({MaxReconnectDelay})");
+        Check(MaxMessageSize >= 1024, nameof(MaxMessageSize), $"is {MaxMessageSize}; it must be at least 1 KiB (RabbitMQ's max_message_size)");
     }
 
     /// <summary>

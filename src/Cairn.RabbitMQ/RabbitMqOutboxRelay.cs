@@ -239,7 +239,15 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             return;
         }
 
-        var redriven = await _broker.Backend.RedriveAsync(outbox, new RedriveRequest(), cancellationToken).ConfigureAwait(false);
+        // Not those RabbitMQ cannot take: published again, they would only be dead-lettered again.
+        var letters = await _broker.Backend.ListDeadLettersAsync(outbox, 0, 1000, cancellationToken).ConfigureAwait(false);
+        var again = letters.Where(l => !l.Reason.StartsWith(UnpublishableReason, StringComparison.Ordinal)).Select(l => l.Message.Id).ToList();
+        if (again.Count == 0)
+        {
+            return;
+        }
+
+        var redriven = await _broker.Backend.RedriveAsync(outbox, new RedriveRequest { MessageIds = again }, cancellationToken).ConfigureAwait(false);
         if (redriven > 0)
         {
             _broker.Logger.LogWarning("The outbox of queue {Queue} held {Count} message(s) its backend had dead-lettered after their relay leases ran out; they are published again.", queue, redriven);
@@ -269,6 +277,25 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             cancellationToken);
 
     /// <summary>
+    /// Why RabbitMQ cannot take a message at all, or null: its headers past the content-header frame (RabbitMQ closes
+    /// the whole publishing connection) or its data past <see cref="RabbitMqOptions.MaxMessageSize"/> (it closes the
+    /// publishing channel), either of which would fail every publish in flight, for every queue, on every try. A
+    /// commit refuses such messages; a FIFO queue's dead letter redriven to a queue in RabbitMQ, or a queue declared
+    /// before the limits were checked, can still put one in an outbox.
+    /// </summary>
+    private string? Unpublishable(Message message) =>
+        AmqpMessageCodec.HeaderFault(message)
+        ?? (message.Data.Length > _broker.Options.MaxMessageSize
+            ? $"Message {message.Id} has {message.Data.Length} bytes of data, over what RabbitMQ takes (RabbitMqOptions.MaxMessageSize, {_broker.Options.MaxMessageSize})."
+            : null);
+
+    /// <summary>What a message RabbitMQ cannot take fails its publish with: it is dead-lettered in its outbox, not tried again.</summary>
+    private sealed class UnpublishableException(string fault) : Exception(fault);
+
+    /// <summary>The reason of an outbox dead letter RabbitMQ cannot take, which the relay does not put back.</summary>
+    internal const string UnpublishableReason = "RabbitMQ cannot take it: ";
+
+    /// <summary>
     /// Publishes a batch without awaiting its confirms: one task per message, in the batch's order, each completing
     /// when RabbitMQ confirms it. A failure to reach the channel fails every message of the batch.
     /// </summary>
@@ -281,6 +308,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         for (var i = 0; i < deliveries.Count; i++)
         {
             var message = deliveries[i].Message;
+            if (Unpublishable(message) is { } fault)
+            {
+                publishes[i] = Task.FromException(new UnpublishableException(fault));
+                continue;
+            }
+
             try
             {
                 var properties = RabbitMqMessageBroker.PropertiesFor(message, deliveries[i].EnqueuedAt);
@@ -308,6 +341,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         var tag = new KeyValuePair<string, object?>("queue", queue.Value);
         var confirmed = new List<LeaseToken>(deliveries.Count);
         var failed = new List<Delivery>();
+        var unpublishable = new List<(Delivery Delivery, string Fault)>();
         if (publishFailure is not null)
         {
             _broker.Logger.LogWarning(publishFailure, "The outbox relay could not publish to {Queue}; the messages stay in the outbox.", queue);
@@ -321,6 +355,10 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                 {
                     await publishes![i].ConfigureAwait(false);
                     confirmed.Add(deliveries[i].Lease);
+                }
+                catch (UnpublishableException ex)
+                {
+                    unpublishable.Add((deliveries[i], ex.Message));
                 }
                 catch (Exception ex)
                 {
@@ -356,6 +394,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                 await _broker.Backend.ReturnAsync(delivery.Lease, CancellationToken.None).ConfigureAwait(false);
                 Interlocked.Increment(ref _returned);
                 CairnDiagnostics.RelayReturned.Add(1, tag);
+            }
+
+            foreach (var (delivery, fault) in unpublishable)
+            {
+                _broker.Logger.LogError("The outbox relay cannot publish message {MessageId} to {Queue}: {Fault} It is dead-lettered in the queue's outbox.", delivery.Message.Id, queue, fault);
+                await _broker.Backend.DeadLetterAsync(delivery.Lease, UnpublishableReason + fault, null, CancellationToken.None).ConfigureAwait(false);
             }
 
             return failed.Count;

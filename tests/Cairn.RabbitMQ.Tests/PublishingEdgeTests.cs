@@ -1,0 +1,146 @@
+using System.Text;
+using Cairn.Conformance.Support;
+using Cairn.Messaging;
+using RabbitMQ.Client;
+
+namespace Cairn.RabbitMQ.Tests;
+
+/// <summary>
+/// The publishing side at its edges: messages RabbitMQ cannot take, names that clash with a queue's companions in
+/// RabbitMQ or do not fit its limits, settings the relay cannot keep, and a failure's stack trace on release.
+/// </summary>
+public sealed class PublishingEdgeTests
+{
+    private static readonly ReceiveOptions Waiting = new() { MaxMessages = 1, Wait = TimeSpan.FromSeconds(20) };
+
+    private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    [Fact]
+    public async Task a_queue_named_as_another_queues_dead_letters_or_delay_queue_is_refused_and_nothing_is_declared()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var orders = RabbitMqServer.NewName("orders");
+        foreach (var name in new[] { orders + ".dlq", orders + ".wait.1300" })
+        {
+            var refused = await Assert.ThrowsAsync<InvalidMessagingNameException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(new QueueName(name)), default));
+            Assert.Contains("another queue's dead letters and delay queues", refused.Message, StringComparison.Ordinal);
+            Assert.Null(await sut.Broker.GetQueueAsync(new QueueName(name), default));
+        }
+    }
+
+    [Fact]
+    public async Task a_queue_name_too_long_for_rabbitmq_in_utf8_is_refused_with_a_typed_error_and_nothing_is_declared()
+    {
+        await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { QueuePrefix = new string('\u961f', 64) });
+        var queue = new QueueName("q" + new string('a', 99));
+
+        var refused = await Assert.ThrowsAsync<InvalidMessagingNameException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default));
+        Assert.Contains("255 bytes", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await sut.Broker.GetQueueAsync(queue, default));
+    }
+
+    [Fact]
+    public async Task a_queue_allowing_larger_messages_than_rabbitmq_takes_is_refused_at_its_declaration()
+    {
+        await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { MaxMessageSize = 1024 * 1024 });
+        var queue = new QueueName(RabbitMqServer.NewName("huge"));
+
+        var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxMessageSize = 4 * 1024 * 1024 }, default));
+        Assert.Contains("RabbitMqOptions.MaxMessageSize", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await sut.Broker.GetQueueAsync(queue, default));
+
+        // A FIFO queue stays in the backend, which takes it.
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(new QueueName(RabbitMqServer.NewName("kept"))) { Fifo = true, MaxMessageSize = 4 * 1024 * 1024 }, default);
+    }
+
+    /// <summary>
+    /// A FIFO queue (kept in the backend) takes messages no queue in RabbitMQ could: headers past AMQP's content-header
+    /// frame, or data past RabbitMQ's limit. Redriven from its dead letters to a queue in RabbitMQ, such a message lands
+    /// in that queue's outbox. Published, it made RabbitMQ close the publishing connection (or channel), failing
+    /// everything in flight, and was returned and tried again for ever; now the relay dead-letters it in the outbox.
+    /// </summary>
+    [Theory]
+    [InlineData("headers")]
+    [InlineData("data")]
+    public async Task an_outbox_message_rabbitmq_cannot_take_is_dead_lettered_in_its_outbox_and_never_published(string tooLarge)
+    {
+        await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { MaxMessageSize = 1024 * 1024 });
+        var ledger = new QueueName(RabbitMqServer.NewName("ledger"));
+        var target = new QueueName(RabbitMqServer.NewName("target"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(ledger) { Fifo = true, MaxMessageSize = 4 * 1024 * 1024 }, default);
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(target), default);
+        await sut.Broker.SendAsync(target, Numbered(0));
+        Assert.Single(await sut.Broker.ReceiveAsync(target, Waiting, default).Bounded());
+        var publishing = Assert.IsAssignableFrom<IConnection>(sut.Broker.Connection.OpenedPublishing);
+        var shutdowns = new List<string>();
+        publishing.ConnectionShutdownAsync += (_, e) =>
+        {
+            lock (shutdowns)
+            {
+                shutdowns.Add(e.ReplyText);
+            }
+
+            return Task.CompletedTask;
+        };
+
+        var big = tooLarge == "headers"
+            ? Numbered(1) with { GroupKey = "g", Metadata = new Dictionary<string, string> { ["note"] = new string('x', 200_000) } }
+            : new OutgoingMessage("test.blob", new byte[2 * 1024 * 1024]) { ContentType = "application/octet-stream", GroupKey = "g" };
+        await sut.Broker.SendAsync(ledger, big);
+        var kept = Assert.Single(await sut.Broker.ReceiveAsync(ledger, Waiting, default).Bounded());
+        await sut.Broker.DeadLetterAsync(kept.Lease, "parked", null, default);
+        Assert.Equal(1, await sut.Broker.RedriveAsync(ledger, new RedriveRequest { Target = target }, default));
+
+        var outbox = RabbitMqMessageBroker.OutboxOf(target);
+        await Wait.UntilAsync(async () => (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered == 1, "the relay dead-letters it in the outbox");
+        var letter = Assert.Single(await sut.Broker.Backend.ListDeadLettersAsync(outbox, 0, 10, default));
+        Assert.Equal(big.Id, letter.Message.Id);
+        Assert.StartsWith("RabbitMQ cannot take it: ", letter.Reason, StringComparison.Ordinal);
+
+        // The relay goes on: the next message arrives, on the same publishing connection, and the dead letter stays put.
+        await sut.Broker.SendAsync(target, Numbered(2));
+        var next = Assert.Single(await sut.Broker.ReceiveAsync(target, Waiting, default).Bounded());
+        Assert.Equal("{\"n\":2}", Encoding.UTF8.GetString(next.Message.Data.Span));
+        Assert.Equal(1, (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered);
+        lock (shutdowns)
+        {
+            Assert.Empty(shutdowns);
+        }
+    }
+
+    [Theory]
+    [InlineData(nameof(RabbitMqOptions.RelayRescanInterval))]
+    [InlineData(nameof(RabbitMqOptions.MaxReconnectDelay))]
+    [InlineData(nameof(RabbitMqOptions.MaxMessageSize))]
+    public void a_setting_the_relay_cannot_keep_is_refused_naming_it(string setting)
+    {
+        var options = new RabbitMqOptions { Uri = new Uri("amqp://localhost/") };
+        options = setting switch
+        {
+            nameof(RabbitMqOptions.RelayRescanInterval) => options with { RelayRescanInterval = TimeSpan.FromDays(60) },
+            nameof(RabbitMqOptions.MaxReconnectDelay) => options with { MaxReconnectDelay = TimeSpan.FromDays(60) },
+            _ => options with { MaxMessageSize = 0 },
+        };
+
+        var refused = Assert.Throws<InvalidMessageException>(options.Validate);
+        Assert.Contains(setting, refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_release_whose_failure_has_no_stack_trace_does_not_keep_the_previous_failures()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("failures"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        var first = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        await sut.Broker.ReleaseAsync(first.Lease, TimeSpan.Zero, new FailureInfo("System.InvalidOperationException", "first failure", "   at Somewhere()"), default);
+        var second = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        Assert.Equal("   at Somewhere()", second.LastFailure!.StackTrace);
+
+        await sut.Broker.ReleaseAsync(second.Lease, TimeSpan.Zero, new FailureInfo("Billing.Declined", "card declined", null), default);
+        var third = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        Assert.Equal("card declined", third.LastFailure!.Message);
+        Assert.Null(third.LastFailure.StackTrace);
+    }
+}
