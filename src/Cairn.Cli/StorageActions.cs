@@ -1,5 +1,6 @@
 using Cairn.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace Cairn.Cli;
 
@@ -61,6 +62,12 @@ internal sealed class StorageActions(IServiceProvider services)
         try
         {
             return services.GetRequiredService<IStorageMigrator>();
+        }
+        catch (OptionsValidationException ex)
+        {
+            // Exit code 2 as every command that cannot run, not System.CommandLine's 1 ("needs migrating") and a trace.
+            error.WriteLine($"This application's Cairn options are invalid: {ex.Message}");
+            return null;
         }
         catch (InvalidOperationException ex)
         {

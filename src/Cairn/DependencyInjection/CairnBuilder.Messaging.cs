@@ -16,7 +16,7 @@ namespace Cairn.DependencyInjection;
 
 public static partial class CairnServiceCollectionExtensions
 {
-    private static void AddMessaging(IServiceCollection services)
+    private static void AddMessaging(IServiceCollection services, bool first)
     {
         services.TryAddSingleton<IMessageBroker>(sp =>
         {
@@ -35,13 +35,15 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<FlowRecorder>();
         services.TryAddSingleton<RouteMonitor>();
 
-        // Registered with AddCairn, before any consumer or route, so hosts start it first: the queues, topics and
-        // subscriptions exist before anything sends or receives.
-        services.AddSingleton<IHostedService, MessagingSetupService>();
-
         // A transport's own service (an outbox relay) starts once the queues exist.
         services.TryAddSingleton(sp => new TransportService(sp.GetRequiredService<IOptions<CairnOptions>>().Value.TransportService?.Invoke(sp)));
-        services.AddSingleton<IHostedService>(sp => new TransportHostedService(sp.GetRequiredService<TransportService>().Inner));
+        if (first)
+        {
+            // Registered with the first AddCairn, before any consumer or route, so hosts start it first: the queues,
+            // topics and subscriptions exist before anything sends or receives.
+            services.AddSingleton<IHostedService, MessagingSetupService>();
+            services.AddSingleton<IHostedService>(sp => new TransportHostedService(sp.GetRequiredService<TransportService>().Inner));
+        }
     }
 }
 

@@ -68,7 +68,12 @@ public sealed class CairnOptions
         where T : class =>
         BackendParts.TryGetValue(typeof(T), out var factory)
             ? (T)factory(services)
-            : throw new InvalidOperationException($"The {BackendName ?? "configured"} backend has no {typeof(T).Name}; choose a backend that has one (UseSqlite(...) or UseInMemory()).");
+            : throw new InvalidOperationException($"The {BackendName ?? "configured"} backend has no {typeof(T).Name}; {BackendsWith(typeof(T))}.");
+
+    /// <summary>Which backends supply a part, for the error of one that does not.</summary>
+    private static string BackendsWith(Type part) => part == typeof(IStorageMigrator)
+        ? "only UsePostgres(...) migrates its tables as a separate step (SQLite migrates its file when it opens it; memory has no tables)"
+        : "choose a backend that has one (UseSqlite(...), UsePostgres(...) or UseInMemory())";
 
     /// <summary>Keeps everything in memory: for tests and tools, not for data that must survive the process.</summary>
     public CairnOptions UseInMemory() =>

@@ -22,6 +22,11 @@ public static partial class CairnServiceCollectionExtensions
     public static CairnBuilder AddCairn(this IServiceCollection services, Action<CairnOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(configure);
+
+        // A second AddCairn (a module adding its event types and queues) adds configuration; Cairn's own hosted
+        // services are registered once, or the transport's relay would be started twice and never stopped.
+        var first = !services.Any(d => d.ServiceType == typeof(CairnServicesAdded));
+        services.TryAddSingleton<CairnServicesAdded>();
         services.AddOptions<CairnOptions>().Configure(configure).ValidateOnStart();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<CairnOptions>, CairnOptionsValidator>());
         services.TryAddSingleton(TimeProvider.System);
@@ -54,19 +59,29 @@ public static partial class CairnServiceCollectionExtensions
         services.TryAddSingleton<IStorageMigrator>(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<IStorageMigrator>(sp));
 
         // Before messaging's set-up and anything that appends or sends: the registry is checked and loaded first.
+        if (first)
+        {
+            AddSchemaRegistration(services);
+        }
+
+        services.TryAddSingleton<SubscriptionMonitor>();
+        services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<ICorrelationTraceReader>(sp));
+        services.TryAddSingleton<CorrelationTracer>();
+        services.TryAddSingleton<Schemas.AsyncApiDescriber>();
+        AddMessaging(services, first);
+        return new CairnBuilder(services);
+    }
+
+    private static void AddSchemaRegistration(IServiceCollection services) =>
         services.AddSingleton<IHostedService>(sp => new Schemas.SchemaRegistrationService(
             sp.GetRequiredService<IOptions<CairnOptions>>(),
             sp.GetRequiredService<EventSerializer>(),
             sp.GetRequiredService<IOptions<CairnOptions>>().Value.HasPart<Schemas.ISchemaStore>() ? sp.GetRequiredService<Schemas.SchemaRegistry>() : null,
             sp.GetRequiredService<Schemas.PayloadSchemas>(),
             sp.GetService<ILogger<Schemas.SchemaRegistrationService>>() ?? NullLogger<Schemas.SchemaRegistrationService>.Instance));
-        services.TryAddSingleton<SubscriptionMonitor>();
-        services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CreatePart<ICorrelationTraceReader>(sp));
-        services.TryAddSingleton<CorrelationTracer>();
-        services.TryAddSingleton<Schemas.AsyncApiDescriber>();
-        AddMessaging(services);
-        return new CairnBuilder(services);
-    }
+
+    /// <summary>Marks a service collection to which <see cref="AddCairn"/> has added Cairn's own hosted services.</summary>
+    private sealed class CairnServicesAdded;
 }
 
 /// <summary>The optional parts of Cairn, added after <c>AddCairn</c>.</summary>

@@ -38,6 +38,12 @@ public sealed record CairnHealthOptions
     public void Validate()
     {
         Positive(Timeout, nameof(Timeout));
+        if (Timeout > TimeSpan.FromHours(1))
+        {
+            // Each check is cancelled after it (a timer's limit is 49.7 days); a health check that waits longer says nothing.
+            throw new ArgumentOutOfRangeException(nameof(Timeout), Timeout, $"CairnHealthOptions.Timeout is {Timeout}; it must be at most 1 hour.");
+        }
+
         Positive(MaxQueueAge, nameof(MaxQueueAge));
         Positive(MaxOutboxAge, nameof(MaxOutboxAge));
         Positive(MaxProjectionLag, nameof(MaxProjectionLag));
