@@ -260,7 +260,28 @@ internal sealed class EventRouterHostedService(EventRouter router) : IHostedServ
 }
 
 /// <summary>The configured transport's service (an outbox relay), when there is one: made once, run by the host, asked by the health check.</summary>
-internal sealed record TransportService(IHostedService? Inner);
+internal sealed record TransportService(IHostedService? Inner) : IAsyncDisposable, IDisposable
+{
+    /// <summary>
+    /// The container owns the transport's service: a host disposed without a stop (one whose start failed, one built
+    /// for a command) ends it here, or its loops and connection would outlive the host.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        switch (Inner)
+        {
+            case IAsyncDisposable asyncDisposable:
+                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+                break;
+            case IDisposable disposable:
+                disposable.Dispose();
+                break;
+        }
+    }
+
+    /// <inheritdoc cref="DisposeAsync"/>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+}
 
 /// <summary>Runs the configured transport's service, when there is one.</summary>
 internal sealed class TransportHostedService(IHostedService? inner) : IHostedService

@@ -198,6 +198,12 @@ internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealt
         }
 
         var data = new Dictionary<string, object> { ["queues"] = queues.Count, ["messages"] = depth, ["dead_letters"] = deadLetters };
+        foreach (var (key, value) in transport.Result?.Data ?? new Dictionary<string, object>())
+        {
+            // The transport's own figures (its outbox, what it published and returned), healthy or not.
+            data.TryAdd(key, value);
+        }
+
         return HealthChecking.Combine(problems, $"{queues.Count} queue(s) read: {depth} message(s) waiting or in flight, {deadLetters} dead letter(s).", data, failure);
     }
 

@@ -11,7 +11,7 @@ namespace Cairn.Diagnostics;
 /// count only what they alone see: messages they dead-letter. <c>AddCairn</c> registers every backend's broker
 /// through it.
 /// </summary>
-public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
+public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAsyncDisposable
 {
     private readonly ConcurrentDictionary<QueueName, byte> _queues = new();
 
@@ -164,7 +164,29 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable
     public void Dispose()
     {
         CairnDiagnostics.UntrackQueues(this);
-        (Inner as IDisposable)?.Dispose();
+        if (Inner is IDisposable disposable)
+        {
+            disposable.Dispose();
+        }
+        else if (Inner is IAsyncDisposable asyncDisposable)
+        {
+            // A broker that closes only asynchronously (a transport's connection), in a container disposed synchronously.
+            asyncDisposable.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+    }
+
+    /// <summary>As <see cref="Dispose"/>, for a container disposed asynchronously.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        CairnDiagnostics.UntrackQueues(this);
+        if (Inner is IAsyncDisposable asyncDisposable)
+        {
+            await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+        }
+        else
+        {
+            (Inner as IDisposable)?.Dispose();
+        }
     }
 
     private static string SpanName(MessageTransaction transaction) =>
