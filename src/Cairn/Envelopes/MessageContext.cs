@@ -5,16 +5,17 @@ namespace Cairn.Envelopes;
 /// <summary>
 /// The ambient cause of the work in progress: whatever is appended or sent while a context is current carries its
 /// correlation id, and the id of the message being handled as its causation id. Handlers get one set for them;
-/// application code can open one with <see cref="Begin"/> (for an HTTP request, say).
+/// application code can open one with <see cref="Begin(string?, string?)"/> (for an HTTP request, say).
 /// </summary>
 public sealed class MessageContext
 {
     private static readonly AsyncLocal<MessageContext?> CurrentContext = new();
 
-    private MessageContext(string correlationId, string? causationId, MessageContext? parent)
+    private MessageContext(string correlationId, string? causationId, string? traceParent, MessageContext? parent)
     {
         CorrelationId = correlationId;
         CausationId = causationId;
+        TraceParent = traceParent;
         Parent = parent;
     }
 
@@ -23,6 +24,12 @@ public sealed class MessageContext
 
     /// <summary>The id of the message whose handling is in progress, if any.</summary>
     public string? CausationId { get; }
+
+    /// <summary>
+    /// The trace of the message being handled when no span of Cairn's continues it (nothing listens to Cairn's
+    /// sources): what is sent meanwhile still carries it, so a trace is not cut at the first hop.
+    /// </summary>
+    internal string? TraceParent { get; }
 
     internal MessageContext? Parent { get; }
 
@@ -33,22 +40,29 @@ public sealed class MessageContext
     /// Makes a context current until the returned scope is disposed. Without a correlation id, the current one is
     /// kept, or a new one is made.
     /// </summary>
-    public static IDisposable Begin(string? correlationId = null, string? causationId = null)
+    public static IDisposable Begin(string? correlationId = null, string? causationId = null) => Begin(correlationId, causationId, null);
+
+    /// <summary>As <see cref="Begin(string?, string?)"/>, carrying the handled message's trace when no span continues it.</summary>
+    internal static IDisposable Begin(string? correlationId, string? causationId, string? traceParent)
     {
         var parent = CurrentContext.Value;
         var context = new MessageContext(
             correlationId ?? parent?.CorrelationId ?? MessageId.New().ToString(),
             causationId,
+            traceParent ?? parent?.TraceParent,
             parent);
         CurrentContext.Value = context;
         return new Scope(context);
     }
 
-    /// <summary>The W3C <c>traceparent</c> of the current activity, or null when nothing is traced.</summary>
+    /// <summary>
+    /// The W3C <c>traceparent</c> of the current activity; without one, that of the message being handled; null when
+    /// nothing is traced.
+    /// </summary>
     public static string? CurrentTraceParent()
     {
         var activity = Activity.Current;
-        return activity is { IdFormat: ActivityIdFormat.W3C } ? activity.Id : null;
+        return activity is { IdFormat: ActivityIdFormat.W3C } ? activity.Id : CurrentContext.Value?.TraceParent;
     }
 
     private sealed class Scope(MessageContext context) : IDisposable

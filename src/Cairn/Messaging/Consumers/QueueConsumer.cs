@@ -331,7 +331,7 @@ public sealed class QueueConsumer : IAsyncDisposable
     {
         var message = delivery.Message;
         using var activity = StartActivity(delivery);
-        using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString());
+        using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString(), activity is null ? message.TraceParent : null);
         // Not cancellable: a quick read, and a cancelled one would leave the delivery leased until its lease ran out.
         if (Options.UseInbox && await _broker.WasProcessedAsync(Options.Name, message.Id, CancellationToken.None).ConfigureAwait(false))
         {
