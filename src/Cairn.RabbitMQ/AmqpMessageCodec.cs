@@ -42,6 +42,9 @@ internal static class AmqpMessageCodec
     public const string DeadLetterQueue = "cairn-dead-letter-queue";
     public const string Redrives = "cairn-redrives";
 
+    /// <summary>A message's group key, which a standard queue keeps without ordering by it, as every backend does.</summary>
+    public const string GroupKey = "cairn-group-key";
+
     /// <summary>Set by quorum queues on a redelivery: how many times this copy was delivered before.</summary>
     public const string DeliveryCount = "x-delivery-count";
 
@@ -63,14 +66,14 @@ internal static class AmqpMessageCodec
     /// over the 255 bytes of its property.
     /// </summary>
     public static string? HeaderFault(OutgoingMessage message) =>
-        HeaderFault(message.Id, [message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent], message.Metadata, message.ContentType);
+        HeaderFault(message.Id, [message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent, message.GroupKey], message.Metadata, message.ContentType);
 
     /// <summary>
     /// The same for a message taken from an outbox, as the relay is about to publish it: one the commit's check never
     /// saw (a FIFO queue's dead letter redriven to a queue in RabbitMQ) would close the publishing connection.
     /// </summary>
     public static string? HeaderFault(Message message) =>
-        HeaderFault(message.Id, [message.Type, message.Source, message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent], message.Metadata, message.ContentType);
+        HeaderFault(message.Id, [message.Type, message.Source, message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent, message.GroupKey], message.Metadata, message.ContentType);
 
     private static string? HeaderFault(MessageId id, string?[] attributes, IReadOnlyDictionary<string, string>? metadata, string contentType)
     {
@@ -124,6 +127,7 @@ internal static class AmqpMessageCodec
         Optional(headers, DataSchema, message.DataSchema);
         Optional(headers, CausationId, message.CausationId);
         Optional(headers, TraceParent, message.TraceParent);
+        Optional(headers, GroupKey, message.GroupKey);
         foreach (var (key, value) in message.Metadata)
         {
             headers[Prefix + key] = value;
@@ -207,6 +211,7 @@ internal static class AmqpMessageCodec
                 CorrelationId = GetString(headers, CorrelationId),
                 CausationId = GetString(headers, CausationId),
                 TraceParent = GetString(headers, TraceParent),
+                GroupKey = GetString(headers, GroupKey),
                 Metadata = metadata ?? (IReadOnlyDictionary<string, string>)new Dictionary<string, string>(),
             };
         }

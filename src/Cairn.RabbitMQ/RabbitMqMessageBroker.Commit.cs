@@ -90,6 +90,11 @@ public sealed partial class RabbitMqMessageBroker
         {
             throw new MessageTooLargeException(ex.MessageId, queue, ex.Size, ex.Limit);
         }
+        catch (InvalidMessageException ex) when (ex.Message.Contains($"queue '{OutboxPrefix}", StringComparison.Ordinal))
+        {
+            // A refusal by the outbox's settings (a delay past the retention, say) names the queue the caller sent to.
+            throw new InvalidMessageException(ex.Message.Replace($"queue '{OutboxPrefix}", "queue '", StringComparison.Ordinal));
+        }
 
         // All asked for at once, so the reader writes them together.
         var acknowledgements = new List<Task>(delivered.Count);

@@ -127,6 +127,33 @@ public sealed class PublishingEdgeTests
     }
 
     [Fact]
+    public async Task a_delay_past_the_retention_is_refused_naming_the_queue_not_its_outbox()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("short"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { Retention = TimeSpan.FromHours(1) }, default);
+
+        var refused = await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.SendAsync(queue, Numbered(1) with { Delay = TimeSpan.FromHours(2) }));
+        Assert.DoesNotContain(RabbitMqMessageBroker.OutboxPrefix, refused.Message, StringComparison.Ordinal);
+        Assert.Contains($"queue '{queue}'", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_group_key_on_a_standard_queue_survives_the_round_trip_as_on_every_backend()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("plain"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1) with { GroupKey = "customer-7" });
+        await sut.Broker.SendAsync(queue, Numbered(2));
+
+        var first = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        var second = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        Assert.Equal("customer-7", first.Message.GroupKey);
+        Assert.Null(second.Message.GroupKey);
+    }
+
+    [Fact]
     public async Task a_release_whose_failure_has_no_stack_trace_does_not_keep_the_previous_failures()
     {
         await using var sut = await TransportUnderTest.StartAsync();
