@@ -2,10 +2,13 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
 using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
 using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
+using Cairn.Messaging;
 using Cairn.Subscriptions;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
 namespace Cairn.Tests;
@@ -23,6 +26,32 @@ public sealed class DiagnosticsTests : IDisposable
     private long Total(string key) => _telemetry.Total(key);
 
     private static EventData Event() => new("thing.happened", Encoding.UTF8.GetBytes("{}"));
+
+    [Fact]
+    public async Task appends_committed_with_messages_are_counted_and_traced_as_any_append()
+    {
+        var services = new ServiceCollection();
+        services.AddCairn(o => o.UseInMemory());
+        await using var provider = services.BuildServiceProvider();
+        var broker = provider.GetRequiredService<IMessageBroker>();
+        await broker.DeclareQueueAsync("diag-outbox");
+        var stream = new StreamName("diag-" + Guid.NewGuid().ToString("N"));
+        var before = (ok: Total("cairn.eventstore.appends|outcome=ok"), conflict: Total("cairn.eventstore.conflicts"), events: Total("cairn.eventstore.events_appended"));
+
+        await broker.AppendAndSendAsync(new AppendRequest(stream, ExpectedVersion.NoStream, [Event(), Event(), Event()]), "diag-outbox", new OutgoingMessage("thing.sent", Encoding.UTF8.GetBytes("{}")));
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() => broker.AppendAndSendAsync(new AppendRequest(stream, ExpectedVersion.NoStream, [Event()]), "diag-outbox", new OutgoingMessage("thing.sent", Encoding.UTF8.GetBytes("{}"))));
+
+        Assert.True(Total("cairn.eventstore.appends|outcome=ok") - before.ok >= 1);
+        Assert.True(Total("cairn.eventstore.conflicts") - before.conflict >= 1);
+        Assert.True(Total("cairn.eventstore.events_appended") - before.events >= 3);
+        var appended = Assert.Single(Spans, a => a.OperationName == "cairn.append" && a.Status != ActivityStatusCode.Error && (string?)a.GetTagItem("cairn.stream") == stream.Value);
+        Assert.Equal(3, appended.GetTagItem("cairn.events"));
+        Assert.Contains(Spans, a => a.OperationName == "cairn.append" && a.Status == ActivityStatusCode.Error && (string?)a.GetTagItem("cairn.stream") == stream.Value);
+
+        // The message carries the send's span, a child of the append's, in the same trace.
+        var sent = Assert.Single(await broker.ReceiveAsync("diag-outbox", new ReceiveOptions { MaxMessages = 10 }, default)).Message;
+        Assert.Contains(appended.TraceId.ToHexString(), sent.TraceParent, StringComparison.Ordinal);
+    }
 
     [Fact]
     public async Task appends_record_counts_outcomes_durations_and_a_span_each()

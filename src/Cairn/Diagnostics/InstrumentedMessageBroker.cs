@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Cairn.Envelopes;
+using Cairn.EventStore;
 using Cairn.Messaging;
 
 namespace Cairn.Diagnostics;
@@ -63,6 +64,21 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
         ArgumentNullException.ThrowIfNull(transaction);
         var sends = transaction.Sends.Count + transaction.Publishes.Count;
 
+        // Appends committed with messages (AppendAndSendAsync, a handler's Append, a workflow's decision) reach the
+        // backend's own store, past InstrumentedEventStore: they are counted and traced here, as every append is. The
+        // append span starts first, so the messages carry the send span below as their trace.
+        var appends = transaction.Appends;
+        using var appendActivity = appends.Count > 0 ? CairnDiagnostics.EventStoreSource.StartActivity("cairn.append", ActivityKind.Producer) : null;
+        if (appendActivity is not null)
+        {
+            appendActivity.SetTag("cairn.stream", appends[0].Streams[0].Stream.ToString());
+            appendActivity.SetTag("cairn.streams", appends.Sum(a => a.Streams.Count));
+            appendActivity.SetTag("cairn.events", appends.Sum(a => a.EventCount));
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        var appendOutcome = "error";
+
         // The span is current while the backend prepares the messages, so they carry it as their traceparent. Its name
         // is built only when someone listens: a commit per handled message would otherwise make a string for nothing.
         using var activity = sends > 0 && CairnDiagnostics.MessagingSource.HasListeners()
@@ -78,6 +94,15 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
         try
         {
             var result = await Inner.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
+            appendOutcome = "ok";
+            for (var i = 0; i < appends.Count && i < result.Appends.Count; i++)
+            {
+                if (!result.Appends[i].WasDuplicate)
+                {
+                    CairnDiagnostics.EventsAppended.Add(appends[i].EventCount);
+                }
+            }
+
             if (result.MessagesEnqueued > 0)
             {
                 CairnDiagnostics.MessagesSent.Add(result.MessagesEnqueued);
@@ -91,11 +116,35 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
             activity?.SetTag("cairn.enqueued", result.MessagesEnqueued);
             return result;
         }
-        catch (Exception ex) when (activity is not null)
+        catch (Exception ex)
         {
-            activity.SetStatus(ActivityStatusCode.Error, ex.Message);
-            activity.AddException(ex);
+            appendOutcome = ex switch
+            {
+                WrongExpectedVersionException or AppendConditionFailedException => "conflict",
+                OperationCanceledException => "cancelled",
+                _ => "error",
+            };
+            if (appendOutcome == "conflict" && appends.Count > 0)
+            {
+                CairnDiagnostics.Conflicts.Add(1);
+            }
+
+            foreach (var span in (Activity?[])[activity, appendActivity])
+            {
+                span?.SetStatus(ActivityStatusCode.Error, ex.Message);
+                span?.AddException(ex);
+            }
+
             throw;
+        }
+        finally
+        {
+            if (appends.Count > 0)
+            {
+                var tag = new KeyValuePair<string, object?>("outcome", appendOutcome);
+                CairnDiagnostics.Appends.Add(appends.Count, tag);
+                CairnDiagnostics.AppendDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, tag);
+            }
         }
     }
 
