@@ -426,6 +426,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         private readonly SemaphoreSlim _wake = new(0, 1);
         private readonly List<Task<int>> _inFlight = [];
 
+        /// <summary>A batch of this loop settled with a failure since the last pause: nothing more is published before it.</summary>
+        private volatile bool _failed;
+
+        /// <summary>A batch of this loop settled whole: the pauses start again from the shortest.</summary>
+        private volatile bool _succeeded;
+
         public Loop(RabbitMqOutboxRelay relay, QueueName queue, CancellationToken cancellationToken)
         {
             _relay = relay;
@@ -460,7 +466,14 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                     {
                         if (!await RelayAsync(window, options.RelayBatchSize, cancellationToken).ConfigureAwait(false))
                         {
-                            pause = options.ReconnectDelay;
+                            // Not at each publish: a message refused again would otherwise be tried after the shortest
+                            // pause every time.
+                            if (_succeeded)
+                            {
+                                _succeeded = false;
+                                pause = options.ReconnectDelay;
+                            }
+
                             continue;
                         }
                     }
@@ -476,6 +489,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                     // Whatever failed is back in the outbox once the batches in flight have settled: only then pause.
                     await Task.WhenAll(_inFlight).ConfigureAwait(false);
                     _inFlight.Clear();
+                    _failed = false;
+                    _succeeded = false;
                     var current = pause;
                     pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, options.MaxReconnectDelay.Ticks));
                     try
@@ -517,7 +532,19 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             var deliveries = await _relay.TakeAsync(_queue, Math.Min(wanted, room), cancellationToken).ConfigureAwait(false);
             if (deliveries.Count == 0)
             {
-                return false;
+                return Reap();
+            }
+
+            if (_failed)
+            {
+                // A batch failed while this take waited, and what it returned may be among these: published now, it
+                // would be tried again at once, skipping the pause. Given back untried; the loop pauses first.
+                foreach (var delivery in deliveries)
+                {
+                    await _relay._broker.Backend.ReturnAsync(delivery.Lease, CancellationToken.None).ConfigureAwait(false);
+                }
+
+                return true;
             }
 
             window.Take(deliveries.Count);
@@ -539,12 +566,24 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
         private async Task<int> SettleAndFreeAsync(PublishWindow window, IReadOnlyList<Delivery> deliveries, Task[]? publishes, Exception? failure, long publishedAt)
         {
+            var failed = deliveries.Count;
             try
             {
-                return await _relay.SettleAsync(_queue, deliveries, publishes, failure, publishedAt).ConfigureAwait(false);
+                failed = await _relay.SettleAsync(_queue, deliveries, publishes, failure, publishedAt).ConfigureAwait(false);
+                return failed;
             }
             finally
             {
+                // Before the window makes room, so a take it lets go on sees the failure.
+                if (failed > 0)
+                {
+                    _failed = true;
+                }
+                else
+                {
+                    _succeeded = true;
+                }
+
                 window.Free(deliveries.Count);
             }
         }

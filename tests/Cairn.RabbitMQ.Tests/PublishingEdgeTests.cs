@@ -138,6 +138,35 @@ public sealed class PublishingEdgeTests
         Assert.Contains($"queue '{queue}'", refused.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A message RabbitMQ keeps refusing (a queue over its max-length) is tried again after pauses that double from
+    /// ReconnectDelay: the loop's next take used to pick the returned message up at once, skipping the pause, and tried
+    /// it about ten times a second, each try a backend write.
+    /// </summary>
+    [Fact]
+    public async Task a_message_rabbitmq_keeps_refusing_is_tried_again_only_after_the_pauses()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri, o => o with { MaxReconnectDelay = TimeSpan.FromSeconds(10) });
+        var queue = new QueueName(RabbitMqServer.NewName("refusing"));
+        await RabbitMqServer.RunScriptAsync(
+            "ctl", rabbit.Directory, "set_policy", "none", $"^{System.Text.RegularExpressions.Regex.Escape(sut.Broker.AmqpName(queue))}$",
+            """{"max-length":1,"overflow":"reject-publish"}""", "--apply-to", "queues");
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        // A quorum queue refuses publishes once it is over its max-length.
+        await sut.Broker.SendAsync(queue, Numbered(0));
+        await Wait.UntilAsync(() => sut.Relay.Published == 1, "the first message is in the queue");
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        await Wait.UntilAsync(() => sut.Relay.Published == 2, "the second message filled the queue over its length");
+        await sut.Broker.SendAsync(queue, Numbered(2));
+        await Wait.UntilAsync(() => sut.Relay.Returned > 0, "RabbitMQ refused the publish");
+
+        // A window of time, not a wait for something: pauses of 0.2, 0.4, 0.8, 1.6 and 3.2 s allow at most 6 tries in 5 s.
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        Assert.InRange(sut.Relay.Returned, 1, 6);
+    }
+
     [Fact]
     public async Task a_group_key_on_a_standard_queue_survives_the_round_trip_as_on_every_backend()
     {
