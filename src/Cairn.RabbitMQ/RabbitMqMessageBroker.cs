@@ -4,6 +4,7 @@ using Cairn.Envelopes;
 using Cairn.Messaging;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using RabbitMQ.Client.Exceptions;
 
 namespace Cairn.RabbitMQ;
 
@@ -126,11 +127,22 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             return;
         }
 
+        // In RabbitMQ first: a declaration it refuses (a classic queue of that name, say) writes nothing in the backend,
+        // where the queue would otherwise exist for Cairn and take sends that could never be published.
+        try
+        {
+            await EnsureDeclaredAsync(queue.Name, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 406)
+        {
+            _connection.Forget(AmqpName(queue.Name));
+            throw new QueueDefinitionConflictException(queue.Name, $"RabbitMQ refused to declare it as a quorum queue ({ex.ShutdownReason.ReplyText}); another application's queue of that name is in the way");
+        }
+
         // The mark: the queue's own name in the backend, as a standard queue that holds nothing. A FIFO queue of that
         // name is that same entry, so the backend refuses whichever of the two comes second.
         await _backend.DeclareQueueAsync(new QueueDefinition(queue.Name), cancellationToken).ConfigureAwait(false);
         await _backend.DeclareQueueAsync(queue with { Name = OutboxOf(queue.Name) }, cancellationToken).ConfigureAwait(false);
-        await EnsureDeclaredAsync(queue.Name, cancellationToken).ConfigureAwait(false);
         _queues[queue.Name] = queue;
         QueueDeclared?.Invoke(queue.Name);
     }

@@ -40,6 +40,41 @@ public sealed class PublishingEdgeTests
     }
 
     [Fact]
+    public async Task a_declaration_rabbitmq_refuses_is_a_conflict_and_leaves_nothing_declared_in_the_backend()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("classic"));
+
+        // Another application's classic queue of that name.
+        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
+        await using (var connection = await factory.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            await channel.QueueDeclareAsync(sut.Broker.AmqpName(queue), durable: true, exclusive: false, autoDelete: false);
+        }
+
+        try
+        {
+            var refused = await Assert.ThrowsAsync<QueueDefinitionConflictException>(() => sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default));
+            Assert.Contains("RabbitMQ refused to declare it", refused.Message, StringComparison.Ordinal);
+            Assert.Null(await sut.Broker.GetQueueAsync(queue, default));
+            await Assert.ThrowsAsync<QueueNotFoundException>(() => sut.Broker.SendAsync(queue, Numbered(1)));
+
+            // The broker goes on: another queue is declared and used.
+            var other = new QueueName(RabbitMqServer.NewName("other"));
+            await sut.Broker.DeclareQueueAsync(new QueueDefinition(other), default);
+            await sut.Broker.SendAsync(other, Numbered(2));
+            Assert.Single(await sut.Broker.ReceiveAsync(other, Waiting, default).Bounded());
+        }
+        finally
+        {
+            await using var connection = await factory.CreateConnectionAsync();
+            await using var channel = await connection.CreateChannelAsync();
+            await channel.QueueDeleteAsync(sut.Broker.AmqpName(queue));
+        }
+    }
+
+    [Fact]
     public async Task a_queue_allowing_larger_messages_than_rabbitmq_takes_is_refused_at_its_declaration()
     {
         await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { MaxMessageSize = 1024 * 1024 });
