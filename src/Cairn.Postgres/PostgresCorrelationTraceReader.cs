@@ -105,13 +105,17 @@ public sealed class PostgresCorrelationTraceReader : ICorrelationTraceReader
         return records;
     }
 
+    /// <summary>
+    /// The correlation's queued messages, earliest first by the time a trace orders them by (a dead letter's, else its
+    /// enqueueing), so that a trace cut at its limit keeps the earliest.
+    /// </summary>
     private async Task<List<QueuedMessageRecord>> ReadQueuedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string correlationId, int max, long nowTicks, CancellationToken cancellationToken)
     {
         await using var select = new NpgsqlCommand(
             $"""
             SELECT m.seq, m.state, m.visible_at, m.receive_count, m.enqueued_ticks, m.failure, m.dead_reason, m.dead_ticks, q.name, {PostgresMessageRows.Columns}
             FROM {_s}.messages m JOIN {_s}.queues q ON q.id = m.queue_id
-            WHERE m.correlation_id = $1 ORDER BY m.seq LIMIT $2
+            WHERE m.correlation_id = $1 ORDER BY coalesce(m.dead_ticks, m.enqueued_ticks), m.seq LIMIT $2
             """,
             connection,
             transaction);

@@ -192,12 +192,17 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
         }
     }
 
+    /// <summary>
+    /// The correlation's queued messages, earliest first by the time a trace orders them by (a dead letter's, else its
+    /// enqueueing), so that a trace cut at its limit keeps the earliest: in queue order, one sent first and
+    /// dead-lettered later pushed out one enqueued before that.
+    /// </summary>
     private static List<QueuedMessageRecord> ReadQueued(sqlite3 db, string correlationId, int max, long nowTicks)
     {
         using var select = new RawStatement(db, """
             SELECT m.seq, m.id, m.state, m.visible_at, m.receive_count, m.enqueued_ticks, m.failure, m.dead_reason, m.dead_ticks, m.envelope, q.name
             FROM cairn_messages m JOIN cairn_queues q ON q.id = m.queue_id
-            WHERE m.correlation = ?1 ORDER BY m.seq LIMIT ?2
+            WHERE m.correlation = ?1 ORDER BY coalesce(m.dead_ticks, m.enqueued_ticks), m.seq LIMIT ?2
             """);
         select.Bind(1, correlationId);
         select.Bind(2, (long)max);

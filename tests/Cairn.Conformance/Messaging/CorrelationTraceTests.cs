@@ -283,4 +283,43 @@ public abstract class CorrelationTraceTests<TFixture>(TFixture fixture) : Messag
         Assert.Equal("correlationId", none.Field);
         Assert.True((await sut.Traces.ReadAsync(new string('x', CorrelationTraceLimits.MaxCorrelationIdLength), CorrelationTraceLimits.MaxLimit, default)).Count == 0);
     }
+
+    /// <summary>
+    /// A trace's records are ordered by time, a queued message's being when it was dead-lettered, else when it was
+    /// enqueued. A and C, sent first, are dead-lettered late; B, sent after them, waits with the earliest time: a trace
+    /// limited to one record keeps B (backends that took the first queued messages by queue order kept A).
+    /// </summary>
+    [Fact]
+    public async Task A_limited_trace_keeps_the_earliest_queued_message_when_those_sent_before_it_were_dead_lettered_later()
+    {
+        QueueName work = "work";
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(work));
+        await using var _ = sut;
+        var a = Numbered(1, "job.a");
+        var c = Numbered(2, "job.c");
+        var b = Numbered(3, "job.b");
+        using (MessageContext.Begin("flow-trace-1"))
+        {
+            await broker.SendAsync(work, a);
+            Clock.Advance(TimeSpan.FromSeconds(1));
+            await broker.SendAsync(work, c);
+            Clock.Advance(TimeSpan.FromSeconds(1));
+            await broker.SendAsync(work, b);
+        }
+
+        Clock.Advance(TimeSpan.FromSeconds(10));
+        foreach (var expected in new[] { a, c })
+        {
+            var delivery = Assert.Single(await ReceiveNowAsync(broker, work, max: 1));
+            Assert.Equal(expected.Id, delivery.Message.Id);
+            await broker.DeadLetterAsync(delivery.Lease, "refused", null, default);
+            Clock.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        var all = await sut.Traces.ReadAsync("flow-trace-1", 10, default);
+        Assert.Equal([b.Id, a.Id, c.Id], all.Queued.OrderBy(q => q.Time).Select(q => q.Message.Id));
+        var limited = await sut.Traces.ReadAsync("flow-trace-1", 1, default);
+        Assert.True(limited.Truncated);
+        Assert.Equal([b.Id], limited.Queued.Select(q => q.Message.Id));
+    }
 }
