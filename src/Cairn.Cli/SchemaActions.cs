@@ -209,6 +209,13 @@ internal sealed class SchemaActions(IServiceProvider services)
 
         if (migrator is not null && await migrator.GetStatusAsync(cancellationToken).ConfigureAwait(false) is { IsCurrent: false } status)
         {
+            if (status.IsNewer)
+            {
+                throw new CommandException(
+                    $"The {status.Backend} backend ({status.Location}) is at version {status.Version}, written by a Cairn newer than this one ({status.ExpectedVersion}): " +
+                    "this version cannot read its registry. Run the check with the newer application, or against a snapshot.");
+            }
+
             throw new CommandException(
                 $"The {status.Backend} backend ({status.Location}) is at version {status.Version}, not this Cairn's {status.ExpectedVersion}: " +
                 "reading its registry would migrate it. Migrate it first (`storage migrate`) when this version is deployed, or check against a snapshot.");

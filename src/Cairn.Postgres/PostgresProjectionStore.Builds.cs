@@ -385,17 +385,35 @@ public sealed partial class PostgresProjectionStore
             : null;
     }
 
-    /// <summary>The SQL tables of a build, by their physical names.</summary>
+    /// <summary>
+    /// The SQL tables of a build, by their physical names (<c>&lt;table&gt;__b&lt;build&gt;</c>). A document table whose
+    /// collection name ends so (<c>doc_2_archive__b1</c>) is another build's, known by the collections its shape names,
+    /// and is left out: dropping build 1 dropped it.
+    /// </summary>
     private async Task<List<string>> TablesOfBuildAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
     {
+        var documentTables = new HashSet<string>(StringComparer.Ordinal);
+        await using (var builds = context.Command($"SELECT id, shape FROM {_s}.projection_builds"))
+        await using (var reader = await builds.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var id = reader.GetInt64(0);
+                documentTables.UnionWith(Projection.CollectionsOf(reader.GetString(1)).Select(collection => "doc_" + id + "_" + collection));
+            }
+        }
+
         await using var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE $2 ORDER BY tablename");
         select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
         select.Parameters.Add(new NpgsqlParameter { Value = "%\\_\\_b" + build });
-        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await using var tablesReader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         var tables = new List<string>();
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        while (await tablesReader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            tables.Add(reader.GetString(0));
+            if (!documentTables.Contains(tablesReader.GetString(0)))
+            {
+                tables.Add(tablesReader.GetString(0));
+            }
         }
 
         return tables;

@@ -63,10 +63,11 @@ public sealed partial class PostgresProjectionStore
         var head = appended.LastPosition.Value;
         foreach (var (name, build, position, shape, version) in live)
         {
-            // A build of another shape or version (code deployed with a changed shape, which its runner refuses, or a
-            // process of other code during a rolling deployment) is left alone: the next append of a process running
-            // the build's own code applies what this one skipped.
-            if (position >= head || !_inline.TryGetValue(name, out var inline) || inline.Projection.Shape != shape || inline.Projection.Version != version)
+            // A build of another shape (code deployed with a changed shape, which its runner refuses) or of a newer
+            // version (this is an old process during a rolling deployment) is left alone: the next append of a process
+            // running newer code applies what this one skipped. An older build is this code's to go on with, as its
+            // runner does until a rebuild.
+            if (position >= head || !_inline.TryGetValue(name, out var inline) || inline.Projection.Shape != shape || version > inline.Projection.Version)
             {
                 continue;
             }

@@ -239,15 +239,26 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             return;
         }
 
-        // Not those RabbitMQ cannot take: published again, they would only be dead-lettered again.
-        var letters = await _broker.Backend.ListDeadLettersAsync(outbox, 0, 1000, cancellationToken).ConfigureAwait(false);
-        var again = letters.Where(l => !l.Reason.StartsWith(UnpublishableReason, StringComparison.Ordinal)).Select(l => l.Message.Id).ToList();
-        if (again.Count == 0)
+        // Not those RabbitMQ cannot take: published again, they would only be dead-lettered again. All pages, however
+        // many of those lie ahead of one to put back.
+        var redriven = 0;
+        var after = 0L;
+        while (true)
         {
-            return;
+            var letters = await _broker.Backend.ListDeadLettersAsync(outbox, after, 1000, cancellationToken).ConfigureAwait(false);
+            if (letters.Count == 0)
+            {
+                break;
+            }
+
+            after = letters[^1].Sequence;
+            var again = letters.Where(l => !l.Reason.StartsWith(UnpublishableReason, StringComparison.Ordinal)).Select(l => l.Message.Id).ToList();
+            if (again.Count > 0)
+            {
+                redriven += await _broker.Backend.RedriveAsync(outbox, new RedriveRequest { MessageIds = again }, cancellationToken).ConfigureAwait(false);
+            }
         }
 
-        var redriven = await _broker.Backend.RedriveAsync(outbox, new RedriveRequest { MessageIds = again }, cancellationToken).ConfigureAwait(false);
         if (redriven > 0)
         {
             _broker.Logger.LogWarning("The outbox of queue {Queue} held {Count} message(s) its backend had dead-lettered after their relay leases ran out; they are published again.", queue, redriven);

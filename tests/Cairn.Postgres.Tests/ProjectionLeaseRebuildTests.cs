@@ -128,7 +128,7 @@ public sealed class ProjectionLeaseRebuildTests : IAsyncLifetime
         await upgraded.Runner.StartAsync(default);
         var position = await old.PlaceAsync("o2");
         await upgraded.Runner.WaitForPositionAsync(position, Patience);
-        Assert.Equal(ProjectionState.Live, upgraded.Runner.Status.State);
+        await Wait.UntilAsync(() => upgraded.Runner.Status.State == ProjectionState.Live, "version 2 runs it again");
         Assert.Equal(2, upgraded.Runner.Status.ServingVersion);
         Assert.Equal(2, await upgraded.ReadModels.Query<OrderSummary>().CountAsync());
     }
@@ -160,7 +160,7 @@ public sealed class ProjectionLeaseRebuildTests : IAsyncLifetime
         var second = await StartProcessAsync(new OrderSummaries(b!));
         var position = await second.PlaceAsync("o1");
         await second.Runner.WaitForPositionAsync(position, Patience);
-        Assert.Equal(ProjectionState.Live, second.Runner.Status.State);
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Live, $"projection '{b}' runs in the second process");
         Assert.NotEqual(PostgresSchema.ProjectionLeaseKey(_schema, a), PostgresSchema.ProjectionLeaseKey(_schema, b!));
     }
 

@@ -143,6 +143,53 @@ public sealed class PublishingEdgeTests
         }
     }
 
+    /// <summary>
+    /// The relay puts back an outbox's dead letters whose relay leases ran out, not those RabbitMQ cannot take, and
+    /// looks past any number of the latter: one behind a first page of them (1,000) was never published again.
+    /// </summary>
+    [Fact]
+    public async Task an_outbox_dead_letter_behind_a_page_of_unpublishable_ones_is_still_published_again()
+    {
+        const int unpublishable = 1000;
+        await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { RelayRescanInterval = TimeSpan.FromMilliseconds(100) });
+        await sut.Relay.StopAsync(default);
+        var queue = new QueueName(RabbitMqServer.NewName("behind"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var outbox = RabbitMqMessageBroker.OutboxOf(queue);
+
+        // Before the relay runs again: 1,000 outbox dead letters RabbitMQ cannot take, then one whose relay leases ran out.
+        var transaction = new MessageTransaction();
+        for (var i = 0; i <= unpublishable; i++)
+        {
+            transaction.Send(outbox, Numbered(i));
+        }
+
+        await sut.Broker.Backend.CommitAsync(transaction, default);
+        var settled = 0;
+        while (settled <= unpublishable)
+        {
+            foreach (var delivery in await sut.Broker.Backend.ReceiveAsync(outbox, new ReceiveOptions { MaxMessages = 100 }, default))
+            {
+                var last = Encoding.UTF8.GetString(delivery.Message.Data.Span) == $"{{\"n\":{unpublishable}}}";
+                await sut.Broker.Backend.DeadLetterAsync(delivery.Lease, last ? "its relay leases ran out" : RabbitMqOutboxRelay.UnpublishableReason + "too large", null, default);
+                settled++;
+            }
+        }
+
+        var relay = new RabbitMqOutboxRelay(sut.Broker);
+        await relay.StartAsync(default);
+        try
+        {
+            var received = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+            Assert.Equal($"{{\"n\":{unpublishable}}}", Encoding.UTF8.GetString(received.Message.Data.Span));
+            Assert.Equal(unpublishable, (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered);
+        }
+        finally
+        {
+            await relay.StopAsync(default);
+        }
+    }
+
     [Theory]
     [InlineData(nameof(RabbitMqOptions.RelayRescanInterval))]
     [InlineData(nameof(RabbitMqOptions.MaxReconnectDelay))]

@@ -54,6 +54,26 @@ public sealed class DiagnosticsTests : IDisposable
     }
 
     [Fact]
+    public async Task a_duplicate_append_committed_with_a_message_is_counted_as_a_duplicate()
+    {
+        var services = new ServiceCollection();
+        services.AddCairn(o => o.UseInMemory());
+        await using var provider = services.BuildServiceProvider();
+        var broker = provider.GetRequiredService<IMessageBroker>();
+        await broker.DeclareQueueAsync("diag-dup");
+        var stream = new StreamName("diag-" + Guid.NewGuid().ToString("N"));
+        EventData[] events = [Event(), Event()];
+        await broker.AppendAndSendAsync(new AppendRequest(stream, ExpectedVersion.NoStream, events), "diag-dup", new OutgoingMessage("thing.sent", Encoding.UTF8.GetBytes("{}")));
+        var before = Total("cairn.eventstore.appends|outcome=duplicate");
+
+        // The same append retried (after a time-out, say): the store answers it as a duplicate.
+        var retry = await broker.AppendAndSendAsync(new AppendRequest(stream, ExpectedVersion.NoStream, events), "diag-dup", new OutgoingMessage("thing.sent", Encoding.UTF8.GetBytes("{}")));
+        Assert.True(Assert.Single(retry.Appends).WasDuplicate);
+        Assert.True(Total("cairn.eventstore.appends|outcome=duplicate") - before >= 1);
+        Assert.Contains(Spans, a => a.OperationName == "cairn.append" && (string?)a.GetTagItem("cairn.stream") == stream.Value && a.GetTagItem("cairn.position") is long);
+    }
+
+    [Fact]
     public async Task appends_record_counts_outcomes_durations_and_a_span_each()
     {
         var store = new InstrumentedEventStore(new InMemoryEventStore());

@@ -78,6 +78,7 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
 
         var started = Stopwatch.GetTimestamp();
         var appendOutcome = "error";
+        IReadOnlyList<AppendResult> appended = [];
 
         // The span is current while the backend prepares the messages, so they carry it as their traceparent. Its name
         // is built only when someone listens: a commit per handled message would otherwise make a string for nothing.
@@ -95,12 +96,18 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
         {
             var result = await Inner.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
             appendOutcome = "ok";
-            for (var i = 0; i < appends.Count && i < result.Appends.Count; i++)
+            appended = result.Appends;
+            for (var i = 0; i < appends.Count && i < appended.Count; i++)
             {
-                if (!result.Appends[i].WasDuplicate)
+                if (!appended[i].WasDuplicate)
                 {
                     CairnDiagnostics.EventsAppended.Add(appends[i].EventCount);
                 }
+            }
+
+            if (appended.Count > 0)
+            {
+                appendActivity?.SetTag("cairn.position", appended[^1].LastPosition.Value);
             }
 
             if (result.MessagesEnqueued > 0)
@@ -129,21 +136,31 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
                 CairnDiagnostics.Conflicts.Add(1);
             }
 
-            foreach (var span in (Activity?[])[activity, appendActivity])
+            // A cancelled commit is not an error, as a cancelled append is not; a conflict is no exception to record.
+            if (appendOutcome != "cancelled")
             {
-                span?.SetStatus(ActivityStatusCode.Error, ex.Message);
-                span?.AddException(ex);
+                foreach (var span in (Activity?[])[activity, appendActivity])
+                {
+                    span?.SetStatus(ActivityStatusCode.Error, ex.Message);
+                    if (appendOutcome == "error")
+                    {
+                        span?.AddException(ex);
+                    }
+                }
             }
 
             throw;
         }
         finally
         {
-            if (appends.Count > 0)
+            // Each append with its own outcome: a retried one the backend found already written is a duplicate.
+            var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            for (var i = 0; i < appends.Count; i++)
             {
-                var tag = new KeyValuePair<string, object?>("outcome", appendOutcome);
-                CairnDiagnostics.Appends.Add(appends.Count, tag);
-                CairnDiagnostics.AppendDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, tag);
+                var outcome = appendOutcome == "ok" && i < appended.Count && appended[i].WasDuplicate ? "duplicate" : appendOutcome;
+                var tag = new KeyValuePair<string, object?>("outcome", outcome);
+                CairnDiagnostics.Appends.Add(1, tag);
+                CairnDiagnostics.AppendDuration.Record(elapsed, tag);
             }
         }
     }

@@ -1,0 +1,143 @@
+using Cairn.Cli;
+using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Cairn.Projections;
+using Microsoft.Extensions.Hosting;
+using Npgsql;
+
+namespace Cairn.Postgres.Tests;
+
+/// <summary>
+/// PostgreSQL projections beside one another: a switch leaves other projections' tables alone whatever their names, an
+/// inline projection of a new version over the old read model goes on being applied, and the CLI's registry check of a
+/// newer schema says so.
+/// </summary>
+public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
+{
+    private sealed record Item(string Id);
+
+    /// <summary>A projection with one document collection of the given name.</summary>
+    private sealed class WithCollection : Projection
+    {
+        public WithCollection(string name, string collection, int version = 1)
+            : base(name)
+        {
+            Version = version;
+            Document<Item>(i => i.Id, collection);
+        }
+    }
+
+    /// <summary>
+    /// A build's SQL tables are named <c>&lt;table&gt;__b&lt;build&gt;</c>; another projection's document table whose
+    /// collection ends so (<c>doc_2_archive__b1</c>) is not build 1's, and survives its drop.
+    /// </summary>
+    [Fact]
+    public async Task A_switch_of_one_projection_leaves_another_projections_document_table_alone()
+    {
+        await using var projections = new PostgresProjectionStore(Store);
+        var first = (await projections.OpenAsync(new WithCollection("first", "things"), default)).Serving;
+
+        // Another projection whose collection happens to end in __b<first's build> (letters, digits and _ are allowed).
+        var other = new WithCollection("other", "archive__b" + first.Id);
+        var otherBuild = (await projections.OpenAsync(other, default)).Serving;
+        var otherTable = $"doc_{otherBuild.Id}_archive__b{first.Id}";
+        Assert.True(await TableExistsAsync(otherTable));
+
+        // The first projection is rebuilt (version 2) and switches: its old build is dropped.
+        var next = new WithCollection("first", "things", version: 2);
+        var shadow = await projections.StartShadowAsync(next, default);
+        await projections.ApplyAsync(new ProjectionBatch(next.Name, shadow.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { }) { GoLive = true }, default);
+
+        Assert.True(await TableExistsAsync(otherTable), $"the other projection's serving table {otherTable} was dropped by the first projection's switch");
+    }
+
+    /// <summary>An inline projection storing a document per placed order, of the given version.</summary>
+    private sealed class InlinePlaced : Projection
+    {
+        public InlinePlaced(int version)
+            : base("inline-placed")
+        {
+            Version = version;
+            Lifecycle = ProjectionLifecycle.Inline;
+            Document<Item>(i => i.Id, "placed");
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new Item(e.OrderId)));
+        }
+    }
+
+    /// <summary>
+    /// docs/projections.md: without RebuildOnVersionChange, code of a new version "goes on over the old read model"
+    /// until RebuildAsync. Appends skip an inline build of a newer version only (an old process during a rolling
+    /// deployment); one of an older version is the new code's, which its own appends go on applying.
+    /// </summary>
+    [Fact]
+    public async Task An_inline_projection_run_by_a_new_version_over_the_old_read_model_still_applies_appends()
+    {
+        await using var projections = new PostgresProjectionStore(Store);
+        await using (var first = new ProjectionRunner(new InlinePlaced(1), Store, projections, Orders.Serializer()))
+        {
+            await first.StartAsync(default);
+            var placed = (await Store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Placed("o1", "c-1", 1m)], default)).LastPosition;
+            await first.WaitForPositionAsync(placed, TimeSpan.FromSeconds(30));
+            Assert.Equal(1L, await PlacedDocumentsAsync());
+        }
+
+        // Version 2, same shape, no RebuildOnVersionChange: it runs over version 1's read model.
+        await using var second = new ProjectionRunner(new InlinePlaced(2), Store, projections, Orders.Serializer());
+        await second.StartAsync(default);
+        await Wait.UntilAsync(() => second.Status.State == ProjectionState.Live, "the new version's runner is live");
+        var next = (await Store.AppendToStreamAsync(Orders.Stream("o2"), ExpectedVersion.Any, [Orders.Placed("o2", "c-1", 1m)], default)).LastPosition;
+        await second.WaitForPositionAsync(next, TimeSpan.FromSeconds(30));
+
+        Assert.Equal(2L, await PlacedDocumentsAsync());
+    }
+
+    /// <summary>The documents of the inline projection's serving build.</summary>
+    private async Task<long> PlacedDocumentsAsync()
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var find = new NpgsqlCommand($"SELECT id FROM \"{Schema}\".projection_builds WHERE projection = 'inline-placed' AND serving", connection);
+        var build = (long)(await find.ExecuteScalarAsync())!;
+        await using var count = new NpgsqlCommand($"SELECT count(*) FROM \"{Schema}\".\"doc_{build}_placed\"", connection);
+        return (long)(await count.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>
+    /// The registry check refuses a schema a newer Cairn wrote (a pipeline running the previous release's check after the
+    /// next was deployed) saying so, not that reading it would migrate it: nothing would, and <c>storage migrate</c>
+    /// refuses it.
+    /// </summary>
+    [Fact]
+    public async Task The_registry_check_of_a_schema_a_newer_cairn_wrote_does_not_say_to_migrate_it()
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o => o.UsePostgres(PostgresServer.ConnectionString, p => p with { Schema = Schema, MigrateOnStart = false }));
+        using var host = builder.Build();
+        Assert.Equal(CairnCli.Success, await CairnCli.TryRunAsync(["storage", "migrate"], host.Services, new StringWriter(), new StringWriter()));
+        await using (var connection = new NpgsqlConnection(PostgresServer.ConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var newer = new NpgsqlCommand($"INSERT INTO \"{Schema}\".migrations (version, description) VALUES ({PostgresSchema.CurrentVersion + 1}, 'a newer Cairn')", connection);
+            await newer.ExecuteNonQueryAsync();
+        }
+
+        var error = new StringWriter();
+        var code = await CairnCli.TryRunAsync(["schemas", "check", "--registry"], host.Services, new StringWriter(), error);
+
+        Assert.True(code == CairnCli.Error, $"exit code {code}: {error}");
+        Assert.DoesNotContain("would migrate it", error.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("storage migrate", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains("written by a Cairn newer than this one", error.ToString(), StringComparison.Ordinal);
+    }
+
+    private async Task<bool> TableExistsAsync(string table)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = $2", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = Schema });
+        command.Parameters.Add(new NpgsqlParameter { Value = table });
+        return (long)(await command.ExecuteScalarAsync())! == 1;
+    }
+}
