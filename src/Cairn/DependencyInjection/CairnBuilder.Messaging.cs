@@ -266,18 +266,7 @@ internal sealed record TransportService(IHostedService? Inner) : IAsyncDisposabl
     /// The container owns the transport's service: a host disposed without a stop (one whose start failed, one built
     /// for a command) ends it here, or its loops and connection would outlive the host.
     /// </summary>
-    public async ValueTask DisposeAsync()
-    {
-        switch (Inner)
-        {
-            case IAsyncDisposable asyncDisposable:
-                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
-                break;
-            case IDisposable disposable:
-                disposable.Dispose();
-                break;
-        }
-    }
+    public ValueTask DisposeAsync() => Disposal.DisposeAsync(Inner);
 
     /// <inheritdoc cref="DisposeAsync"/>
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();

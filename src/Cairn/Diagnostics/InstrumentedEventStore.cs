@@ -100,16 +100,5 @@ public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IAs
         Inner.TombstoneStreamAsync(stream, expectedVersion, cancellationToken);
 
     /// <summary>Disposes the wrapped store, so the container that owns this decorator closes the backend.</summary>
-    public async ValueTask DisposeAsync()
-    {
-        switch (Inner)
-        {
-            case IAsyncDisposable asyncDisposable:
-                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
-                break;
-            case IDisposable disposable:
-                disposable.Dispose();
-                break;
-        }
-    }
+    public ValueTask DisposeAsync() => Disposal.DisposeAsync(Inner);
 }

@@ -242,17 +242,10 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
     }
 
     /// <summary>As <see cref="Dispose"/>, for a container disposed asynchronously.</summary>
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync()
     {
         CairnDiagnostics.UntrackQueues(this);
-        if (Inner is IAsyncDisposable asyncDisposable)
-        {
-            await asyncDisposable.DisposeAsync().ConfigureAwait(false);
-        }
-        else
-        {
-            (Inner as IDisposable)?.Dispose();
-        }
+        return Disposal.DisposeAsync(Inner);
     }
 
     private static string SpanName(MessageTransaction transaction) =>
