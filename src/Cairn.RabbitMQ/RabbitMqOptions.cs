@@ -65,6 +65,14 @@ public sealed record RabbitMqOptions
     /// <summary>How long the relay's receive from an empty outbox waits for a message before it looks again; 1 s by default.</summary>
     public TimeSpan RelayPollWait { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// The relay's lease on the outbox rows it publishes, whatever the queue's own <see cref="QueueDefinition.Lease"/>:
+    /// short enough that another process's relay soon publishes what a dead relay took, and kept (extended every half
+    /// of it) while RabbitMQ's confirms are awaited, so that a resource alarm longer than it does not have the row
+    /// taken and published again. One minute by default (1 s – 1 hour).
+    /// </summary>
+    public TimeSpan RelayLease { get; init; } = TimeSpan.FromMinutes(1);
+
     /// <summary>How often the relay looks for outbox queues that another process declared; 5 s by default.</summary>
     public TimeSpan RelayRescanInterval { get; init; } = TimeSpan.FromSeconds(5);
 
@@ -106,6 +114,7 @@ public sealed record RabbitMqOptions
         Check(RelayRescanInterval >= TimeSpan.FromMilliseconds(10) && RelayRescanInterval <= TimeSpan.FromDays(1), nameof(RelayRescanInterval), $"is {RelayRescanInterval}; it must be between 10 ms and 1 day");
         Check(MaxReconnectDelay <= TimeSpan.FromHours(1), nameof(MaxReconnectDelay), $"is {MaxReconnectDelay}; it must be at most 1 hour");
         Check(ReconnectDelay >= TimeSpan.FromMilliseconds(1) && ReconnectDelay <= MaxReconnectDelay, nameof(ReconnectDelay), $"is {ReconnectDelay}; it must be at least 1 ms and at most MaxReconnectDelay ({MaxReconnectDelay})");
+        Check(RelayLease >= TimeSpan.FromSeconds(1) && RelayLease <= TimeSpan.FromHours(1), nameof(RelayLease), $"is {RelayLease}; it must be between 1 s and 1 hour");
         Check(MaxMessageSize >= 1024, nameof(MaxMessageSize), $"is {MaxMessageSize}; it must be at least 1 KiB (RabbitMQ's max_message_size)");
     }
 

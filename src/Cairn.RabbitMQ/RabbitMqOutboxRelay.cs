@@ -28,6 +28,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     private CancellationTokenSource? _stopping;
     private Task? _scanner;
     private long _published;
+    private long _leaseExtensions;
     private long _returned;
 
     /// <summary>A relay for <paramref name="broker"/>'s outbox.</summary>
@@ -273,19 +274,45 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         return Task.Delay(current, cancellationToken).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
-    /// <summary>
-    /// The relay's lease on the outbox rows it publishes, whatever its queue's <see cref="QueueDefinition.Lease"/> (meant
-    /// for handling a message): long enough for RabbitMQ's confirms, short enough that another process's relay publishes
-    /// a dead relay's rows soon.
-    /// </summary>
-    internal static readonly TimeSpan OutboxLease = TimeSpan.FromMinutes(1);
-
-    /// <summary>Takes up to <paramref name="max"/> messages from <paramref name="queue"/>'s outbox, under the relay's lease.</summary>
+    /// <summary>Takes up to <paramref name="max"/> messages from <paramref name="queue"/>'s outbox, under the relay's lease (<see cref="RabbitMqOptions.RelayLease"/>).</summary>
     private Task<IReadOnlyList<Delivery>> TakeAsync(QueueName queue, int max, CancellationToken cancellationToken) =>
         _broker.Backend.ReceiveAsync(
             RabbitMqMessageBroker.OutboxOf(queue),
-            new ReceiveOptions { MaxMessages = max, Wait = _broker.Options.RelayPollWait, Lease = OutboxLease },
+            new ReceiveOptions { MaxMessages = max, Wait = _broker.Options.RelayPollWait, Lease = _broker.Options.RelayLease },
             cancellationToken);
+
+    /// <summary>
+    /// Extends a batch's outbox leases every half <see cref="RabbitMqOptions.RelayLease"/> until its publishes are
+    /// settled: confirms held up past the lease (a resource alarm) would otherwise let this relay, or another, take the
+    /// rows again and publish them once per lease. A lease that cannot be extended (lost, or the backend unreachable)
+    /// ends the keeping; what is lost comes back as for any relay that died.
+    /// </summary>
+    private async Task KeepLeasesAsync(IReadOnlyList<Delivery> deliveries, Task published, CancellationToken cancellationToken)
+    {
+        var lease = _broker.Options.RelayLease;
+        try
+        {
+            while (await Task.WhenAny(published, Task.Delay(lease / 2, cancellationToken)).ConfigureAwait(false) != published)
+            {
+                foreach (var delivery in deliveries)
+                {
+                    await _broker.Backend.ExtendLeaseAsync(delivery.Lease, lease, cancellationToken).ConfigureAwait(false);
+                }
+
+                Interlocked.Increment(ref _leaseExtensions);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            _broker.Logger.LogWarning(ex, "The outbox relay could not keep the leases of a batch awaiting RabbitMQ's confirms; it may be published again.");
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>For tests: how many times the relay extended a batch's outbox leases while it awaited confirms.</summary>
+    internal long LeaseExtensions => Interlocked.Read(ref _leaseExtensions);
 
     /// <summary>
     /// Why RabbitMQ cannot take a message at all, or null: its headers past the content-header frame (RabbitMQ closes
@@ -360,6 +387,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         }
         else
         {
+            using var settled = new CancellationTokenSource();
+            var keeping = KeepLeasesAsync(deliveries, Task.WhenAll(publishes!).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default), settled.Token);
             for (var i = 0; i < deliveries.Count; i++)
             {
                 try
@@ -389,6 +418,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             }
 
             CairnDiagnostics.RelayConfirmDuration.Record(Stopwatch.GetElapsedTime(publishedAt).TotalSeconds, tag);
+            await settled.CancelAsync().ConfigureAwait(false);
+            await keeping.ConfigureAwait(false);
         }
 
         try

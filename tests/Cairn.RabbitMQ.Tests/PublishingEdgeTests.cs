@@ -194,6 +194,7 @@ public sealed class PublishingEdgeTests
     [InlineData(nameof(RabbitMqOptions.RelayRescanInterval))]
     [InlineData(nameof(RabbitMqOptions.MaxReconnectDelay))]
     [InlineData(nameof(RabbitMqOptions.MaxMessageSize))]
+    [InlineData(nameof(RabbitMqOptions.RelayLease))]
     public void a_setting_the_relay_cannot_keep_is_refused_naming_it(string setting)
     {
         var options = new RabbitMqOptions { Uri = new Uri("amqp://localhost/") };
@@ -201,6 +202,7 @@ public sealed class PublishingEdgeTests
         {
             nameof(RabbitMqOptions.RelayRescanInterval) => options with { RelayRescanInterval = TimeSpan.FromDays(60) },
             nameof(RabbitMqOptions.MaxReconnectDelay) => options with { MaxReconnectDelay = TimeSpan.FromDays(60) },
+            nameof(RabbitMqOptions.RelayLease) => options with { RelayLease = TimeSpan.FromMilliseconds(500) },
             _ => options with { MaxMessageSize = 0 },
         };
 
@@ -247,6 +249,51 @@ public sealed class PublishingEdgeTests
         // A window of time, not a wait for something: pauses of 0.2, 0.4, 0.8, 1.6 and 3.2 s allow at most 6 tries in 5 s.
         await Task.Delay(TimeSpan.FromSeconds(5));
         Assert.InRange(sut.Relay.Returned, 1, 6);
+    }
+
+    /// <summary>
+    /// While RabbitMQ blocks publishing, a batch awaits its confirm longer than the relay's outbox lease. The lease is
+    /// kept, so the row is not taken and published again once per lease (one send, several deliveries, from a single
+    /// healthy process, when the alarm cleared).
+    /// </summary>
+    [Fact]
+    public async Task a_message_sent_during_a_resource_alarm_longer_than_the_relay_lease_is_published_once()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri, o => o with { RelayLease = TimeSpan.FromSeconds(2) });
+        var queue = new QueueName(RabbitMqServer.NewName("alarm-long"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(0));
+        await Wait.UntilAsync(() => sut.Relay.Published == 1, "the relay works");
+
+        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        try
+        {
+            await sut.Broker.SendAsync(queue, Numbered(1));
+            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
+
+            // Three extensions: the confirm has been awaited for three lease halves, past the lease.
+            await Wait.UntilAsync(() => sut.Relay.LeaseExtensions >= 3, "the relay keeps the batch's lease while the alarm lasts");
+        }
+        finally
+        {
+            await rabbit.CtlAsync("set_vm_memory_high_watermark", "0.9");
+        }
+
+        var copies = new List<string>();
+        while (copies.Count < 2)
+        {
+            foreach (var delivery in await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded())
+            {
+                copies.Add(Encoding.UTF8.GetString(delivery.Message.Data.Span));
+                await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+            }
+        }
+
+        // Nothing more comes: a copy published again would have been enqueued when the alarm cleared, before n:1 was.
+        Assert.Empty(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 10, Wait = TimeSpan.FromSeconds(1) }, default).Bounded());
+        Assert.Equal(["{\"n\":0}", "{\"n\":1}"], copies.Order(StringComparer.Ordinal));
+        Assert.Equal(2, sut.Relay.Published);
     }
 
     [Fact]
