@@ -241,8 +241,8 @@ public sealed partial class PostgresMessageBroker
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>How many FIFO group locks a queue has at most; groups sharing one only order their sends one after the other.</summary>
-    private const uint GroupLockBuckets = 256;
+    /// <summary>How many FIFO group locks a schema has at most; groups sharing one only order their sends one after the other.</summary>
+    private const uint GroupLockBuckets = 512;
 
     /// <summary>
     /// A 32-bit key for a FIFO group of a queue of this schema (FNV-1a). Two groups sharing a key only order their sends
@@ -250,10 +250,11 @@ public sealed partial class PostgresMessageBroker
     /// </summary>
     private int GroupKey(long queueId, string group)
     {
-        // Groups share GroupLockBuckets locks per queue: a lock per group made a batch to many groups (an import, a
-        // group per order) take as many locks and run out of PostgreSQL's shared lock table ("out of shared memory").
-        var bucket = Fnv1a(Encoding.UTF8.GetBytes(group)) % GroupLockBuckets;
-        return unchecked((int)Fnv1a(Encoding.UTF8.GetBytes($"{_store.Schema}\0{queueId}\0{bucket}")));
+        // All groups of all queues share GroupLockBuckets locks: a lock per group made a batch to many groups (an import,
+        // a group per order) take as many, and a commit to many FIFO queues as many per queue, running out of
+        // PostgreSQL's shared lock table ("out of shared memory").
+        var bucket = Fnv1a(Encoding.UTF8.GetBytes($"{queueId}\0{group}")) % GroupLockBuckets;
+        return unchecked((int)Fnv1a(Encoding.UTF8.GetBytes($"{_store.Schema}\0{bucket}")));
     }
 
     private static uint Fnv1a(byte[] bytes)
