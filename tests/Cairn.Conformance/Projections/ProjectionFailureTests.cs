@@ -82,13 +82,7 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
         await using var sut = await CreateAsync();
         await PlaceAsync(sut, "poison");
         await PlaceAsync(sut, "2");
-        var projection = new OrderSummaries
-        {
-            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
-            MaxRetries = 0,
-            RetryDelay = TimeSpan.Zero,
-            FailWhen = e => e.OrderId == "poison",
-        };
+        var projection = SkippingPoison();
         await using var runner = await StartAsync(sut, projection);
         await CaughtUpAsync(sut, runner);
         var first = Assert.Single(await runner.ListDeadLettersAsync());
@@ -105,13 +99,7 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
         await using var sut = await CreateAsync();
         await PlaceAsync(sut, "poison");
         await PlaceAsync(sut, "2");
-        var projection = new OrderSummaries
-        {
-            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
-            MaxRetries = 0,
-            RetryDelay = TimeSpan.Zero,
-            FailWhen = e => e.OrderId == "poison",
-        };
+        var projection = SkippingPoison();
         await using var runner = await StartAsync(sut, projection);
         await CaughtUpAsync(sut, runner);
         Assert.Single(await runner.ListDeadLettersAsync());
@@ -134,13 +122,7 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
         await using var sut = await CreateAsync();
         await PlaceAsync(sut, "poison");
         await PlaceAsync(sut, "2");
-        var projection = new OrderSummaries
-        {
-            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
-            MaxRetries = 0,
-            RetryDelay = TimeSpan.Zero,
-            FailWhen = e => e.OrderId == "poison",
-        };
+        var projection = SkippingPoison();
         var serving = (await sut.Projections.OpenAsync(projection, default)).Serving.Id;
         var shadow = await sut.Projections.StartShadowAsync(projection, default);
         var failure = new FailureInfo("System.InvalidOperationException", "Refusing order poison", null);
@@ -261,6 +243,15 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
     public sealed record NumericLabel(string Id, int Value);
 
     public sealed record NotAnEvent(string X);
+
+    /// <summary>Order summaries that fail on order "poison" at once and dead-letter it.</summary>
+    private static OrderSummaries SkippingPoison() => new()
+    {
+        OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
+        MaxRetries = 0,
+        RetryDelay = TimeSpan.Zero,
+        FailWhen = e => e.OrderId == "poison",
+    };
 
     private sealed class Shapeshifter : Projection
     {
