@@ -322,6 +322,55 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
         }
     }
 
+    /// <summary>
+    /// Aborts the publishing connection while RabbitMQ blocks it, so that publishes awaiting their confirm fail instead
+    /// of waiting out the alarm (a stopping relay would wait with them); the next publish opens a new connection. The
+    /// aborted connection and its channel are disposed in the background: disposing them waits for the alarm too.
+    /// </summary>
+    public async Task AbortBlockedPublishingAsync()
+    {
+        IChannel? publisher;
+        IConnection? publishing;
+        await _gate.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (_disposed || _publishing is null || PublishingBlocked is null)
+            {
+                return;
+            }
+
+            // Before the publisher's gate: a channel being opened on the blocked connection holds it until the
+            // connection ends.
+            await _publishing.AbortAsync(TimeSpan.FromSeconds(1)).ConfigureAwait(false);
+            await _publisherGate.WaitAsync().ConfigureAwait(false);
+            (publisher, publishing) = (_publisher, _publishing);
+            (_publisher, _publishing) = (null, null);
+            Volatile.Write(ref _blocked, null);
+            _publisherGate.Release();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                if (publisher is not null)
+                {
+                    await publisher.DisposeAsync().ConfigureAwait(false);
+                }
+
+                await publishing.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // An aborted connection: nothing more to close.
+            }
+        });
+    }
+
     private async Task DisposePublishingAsync()
     {
         // A blocked connection is not read by RabbitMQ, so a polite close, of a channel or of the connection, would wait

@@ -76,10 +76,21 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         _broker.OutboxWritten -= OnOutboxWritten;
         CairnDiagnostics.UntrackOutboxes(this);
         await _stopping.CancelAsync().ConfigureAwait(false);
-        var tasks = _loops.Values.Select(l => l.Task).Append(_scanner ?? Task.CompletedTask);
+        var all = Task.WhenAll(_loops.Values.Select(l => l.Task).Append(_scanner ?? Task.CompletedTask));
         try
         {
-            await Task.WhenAll(tasks).WaitAsync(cancellationToken).ConfigureAwait(false);
+            while (!all.IsCompleted)
+            {
+                // The loops finish the batches in flight; while RabbitMQ blocks publishing their confirms would not
+                // come before the alarm clears: the connection is aborted, the publishes fail and go back to the outbox.
+                if (_broker.Connection.PublishingBlocked is not null)
+                {
+                    await _broker.Connection.AbortBlockedPublishingAsync().ConfigureAwait(false);
+                }
+
+                await Task.WhenAny(all, Task.Delay(TimeSpan.FromMilliseconds(250), cancellationToken)).ConfigureAwait(false);
+                cancellationToken.ThrowIfCancellationRequested();
+            }
         }
         catch (OperationCanceledException)
         {

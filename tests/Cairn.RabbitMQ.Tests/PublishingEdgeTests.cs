@@ -296,6 +296,57 @@ public sealed class PublishingEdgeTests
         Assert.Equal(2, sut.Relay.Published);
     }
 
+    /// <summary>
+    /// While RabbitMQ blocks publishing (a resource alarm) the relay's publishes get no confirm; stopping it (a host's
+    /// shutdown) waited for them until the alarm cleared. It aborts the blocked publishing connection instead; the
+    /// message waits in the outbox and is delivered once the alarm is over.
+    /// </summary>
+    [Fact]
+    public async Task stopping_the_relay_while_rabbitmq_blocks_publishing_ends_at_once_and_loses_nothing()
+    {
+        await using var rabbit = await OwnRabbitMq.StartAsync();
+        await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
+        var queue = new QueueName(RabbitMqServer.NewName("alarm-stop"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(0));
+        await Wait.UntilAsync(() => sut.Relay.Published == 1, "the relay works");
+
+        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        try
+        {
+            await sut.Broker.SendAsync(queue, Numbered(1));
+            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
+            await sut.Relay.StopAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.Equal(1, sut.Relay.Published);
+        }
+        finally
+        {
+            await rabbit.CtlAsync("set_vm_memory_high_watermark", "0.9");
+        }
+
+        // Once the alarm is over, a relay started again over the same broker (on a new connection) delivers what waited.
+        var relay = new RabbitMqOutboxRelay(sut.Broker);
+        await relay.StartAsync(default);
+        try
+        {
+            var received = new List<string>();
+            while (received.Count < 2)
+            {
+                foreach (var delivery in await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded())
+                {
+                    received.Add(Encoding.UTF8.GetString(delivery.Message.Data.Span));
+                    await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
+                }
+            }
+
+            Assert.Equal(["{\"n\":0}", "{\"n\":1}"], received.Order(StringComparer.Ordinal));
+        }
+        finally
+        {
+            await relay.StopAsync(default);
+        }
+    }
+
     [Fact]
     public async Task a_group_key_on_a_standard_queue_survives_the_round_trip_as_on_every_backend()
     {
