@@ -262,15 +262,9 @@ public sealed class PublishingEdgeTests
         await using var rabbit = await OwnRabbitMq.StartAsync();
         await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri, o => o with { RelayLease = TimeSpan.FromSeconds(2) });
         var queue = new QueueName(RabbitMqServer.NewName("alarm-long"));
-        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
-        await sut.Broker.SendAsync(queue, Numbered(0));
-        await Wait.UntilAsync(() => sut.Relay.Published == 1, "the relay works");
-
-        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        await StartAlarmAfterOneMessageAsync(rabbit, sut, queue);
         try
         {
-            await sut.Broker.SendAsync(queue, Numbered(1));
-            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
 
             // Three extensions: the confirm has been awaited for three lease halves, past the lease.
             await Wait.UntilAsync(() => sut.Relay.LeaseExtensions >= 3, "the relay keeps the batch's lease while the alarm lasts");
@@ -307,15 +301,9 @@ public sealed class PublishingEdgeTests
         await using var rabbit = await OwnRabbitMq.StartAsync();
         await using var sut = await TransportUnderTest.StartAsync(rabbit.Uri);
         var queue = new QueueName(RabbitMqServer.NewName("alarm-stop"));
-        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
-        await sut.Broker.SendAsync(queue, Numbered(0));
-        await Wait.UntilAsync(() => sut.Relay.Published == 1, "the relay works");
-
-        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        await StartAlarmAfterOneMessageAsync(rabbit, sut, queue);
         try
         {
-            await sut.Broker.SendAsync(queue, Numbered(1));
-            await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
             await sut.Relay.StopAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(15));
             Assert.Equal(1, sut.Relay.Published);
         }
@@ -345,6 +333,20 @@ public sealed class PublishingEdgeTests
         {
             await relay.StopAsync(default);
         }
+    }
+
+    /// <summary>
+    /// Declares the queue, has n:0 published, raises RabbitMQ's memory alarm and sends n:1, which waits for its confirm
+    /// on the blocked connection. The caller lowers the alarm again.
+    /// </summary>
+    private static async Task StartAlarmAfterOneMessageAsync(OwnRabbitMq rabbit, TransportUnderTest sut, QueueName queue)
+    {
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(0));
+        await Wait.UntilAsync(() => sut.Relay.Published == 1, "the relay works");
+        await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        await Wait.UntilAsync(() => sut.Broker.Connection.PublishingBlocked is not null, "RabbitMQ blocked the publishing connection");
     }
 
     [Fact]
