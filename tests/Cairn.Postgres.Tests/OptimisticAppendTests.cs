@@ -182,21 +182,13 @@ public sealed class OptimisticAppendTests : IAsyncLifetime
 
         // Behind Cairn's back (nothing in Cairn deletes a stream's row): the head does not move, so the writer's
         // next batch plans on "a" being active and writes without reading first.
-        await ExecuteAsync($"DELETE FROM \"{_schema}\".streams WHERE name = 'a'");
+        await PostgresServer.ExecuteAsync($"DELETE FROM \"{_schema}\".streams WHERE name = 'a'");
 
         var both = new AppendRequest([new StreamAppend("b", ExpectedVersion.Exactly(0), [Event()]), new StreamAppend("a", ExpectedVersion.Exactly(0), [Event()])]);
         await Assert.ThrowsAsync<WrongExpectedVersionException>(() => _store.AppendAsync(both, CancellationToken.None));
 
         // Not "b"'s half of it: the write found "a"'s row missing and wrote nothing; read again, "a" no longer exists.
         Assert.Equal(2, (await _store.ReadAllAsync().ToListAsync()).Count);
-    }
-
-    private static async Task ExecuteAsync(string sql)
-    {
-        await using var connection = new Npgsql.NpgsqlConnection(PostgresServer.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
     }
 
     /// <summary>The transaction that last wrote the stream's row (its <c>xmin</c>).</summary>

@@ -25,6 +25,39 @@ internal static class PostgresServer
         await command.ExecuteNonQueryAsync();
     }
 
+    /// <summary>Runs a statement on a connection of its own, as an administrator would.</summary>
+    public static async Task ExecuteAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>
+    /// The backends holding a projection's lease: its one 64-bit advisory-lock key shows in <c>pg_locks</c> as the
+    /// high 32 bits in <c>classid</c> and the low 32 in <c>objid</c>.
+    /// </summary>
+    public static async Task<List<int>> LeaseHoldersAsync(string schema, string projection)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
+            connection);
+        var key = PostgresSchema.ProjectionLeaseKey(schema, projection);
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)(key >> 32) });
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)key });
+        var pids = new List<int>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            pids.Add(reader.GetInt32(0));
+        }
+
+        return pids;
+    }
+
     private static string Resolve()
     {
         var connectionString = Environment.GetEnvironmentVariable("CAIRN_POSTGRES");

@@ -91,9 +91,9 @@ public sealed class ProjectionLeaseRebuildTests : IAsyncLifetime
         var rebuild = first.Runner.RebuildAsync();
         await Wait.UntilAsync(() => gated.Blocked, "the rebuild's batch is in the handler");
 
-        foreach (var pid in await LeaseHoldersAsync(GatedTally.ProjectionName))
+        foreach (var pid in await PostgresServer.LeaseHoldersAsync(_schema, GatedTally.ProjectionName))
         {
-            await ExecuteAsync($"SELECT pg_terminate_backend({pid})");
+            await PostgresServer.ExecuteAsync($"SELECT pg_terminate_backend({pid})");
         }
 
         await Wait.UntilAsync(() => second.Runner.Status.State is ProjectionState.CatchingUp or ProjectionState.Live, "the second process holds the lease");
@@ -218,27 +218,6 @@ public sealed class ProjectionLeaseRebuildTests : IAsyncLifetime
         return (long)(await command.ExecuteScalarAsync())!;
     }
 
-    /// <summary>The backends holding a projection's lease.</summary>
-    private async Task<List<int>> LeaseHoldersAsync(string projection)
-    {
-        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
-            connection);
-        var key = PostgresSchema.ProjectionLeaseKey(_schema, projection);
-        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)(key >> 32) });
-        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)key });
-        var pids = new List<int>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            pids.Add(reader.GetInt32(0));
-        }
-
-        return pids;
-    }
-
     /// <summary>A tally of placed orders whose handler can be held at the order "gate".</summary>
     private sealed class GatedTally : Projection
     {
@@ -268,11 +247,4 @@ public sealed class ProjectionLeaseRebuildTests : IAsyncLifetime
         public bool Blocked => _blocked;
     }
 
-    private static async Task ExecuteAsync(string sql)
-    {
-        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
 }

@@ -2,7 +2,6 @@ using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Postgres.Child;
 using Cairn.Projections;
-using Npgsql;
 
 namespace Cairn.Postgres.Tests;
 
@@ -91,8 +90,8 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
             await first.PlaceAsync($"o{i}");
         }
 
-        var holder = Assert.Single(await LeaseHoldersAsync());
-        await ExecuteAsync($"SELECT pg_terminate_backend({holder})");
+        var holder = Assert.Single(await PostgresServer.LeaseHoldersAsync(_schema, LeasedTally.ProjectionName));
+        await PostgresServer.ExecuteAsync($"SELECT pg_terminate_backend({holder})");
 
         // Events keep coming while the lease is lost and taken again, by whichever process tries first.
         GlobalPosition last = default;
@@ -101,7 +100,7 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
             last = await second.PlaceAsync($"o{i}");
         }
 
-        await Wait.UntilAsync(async () => await LeaseHoldersAsync() is [var pid] && pid != holder, "another connection holds the lease");
+        await Wait.UntilAsync(async () => await PostgresServer.LeaseHoldersAsync(_schema, LeasedTally.ProjectionName) is [var pid] && pid != holder, "another connection holds the lease");
         await second.Runner.WaitForPositionAsync(last, Patience);
         await first.Runner.WaitForPositionAsync(last, Patience);
         await Wait.UntilAsync(
@@ -230,36 +229,6 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
         Assert.NotNull(tally);
         Assert.Equal(events, tally.Events);
         Assert.Equal(last.Value, tally.LastPosition);
-    }
-
-    /// <summary>The backends holding the test projection's lease.</summary>
-    private async Task<List<int>> LeaseHoldersAsync()
-    {
-        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1",
-            connection);
-        // One 64-bit key: pg_locks shows its high 32 bits as classid and its low 32 as objid.
-        var key = PostgresSchema.ProjectionLeaseKey(_schema, LeasedTally.ProjectionName);
-        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)(key >> 32) });
-        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)key });
-        var pids = new List<int>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            pids.Add(reader.GetInt32(0));
-        }
-
-        return pids;
-    }
-
-    private static async Task ExecuteAsync(string sql)
-    {
-        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
     }
 
     private async Task<Process> StartAsync(ProjectionLifecycle lifecycle = ProjectionLifecycle.Async)

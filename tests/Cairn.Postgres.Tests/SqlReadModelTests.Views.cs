@@ -44,13 +44,13 @@ public sealed partial class SqlReadModelTests
     public async Task An_applications_view_over_a_projections_view_survives_a_switch_and_reads_the_new_table()
     {
         await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
-        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+        await PostgresServer.ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
 
         // The new version adds a column after the old ones.
         var shadow = await SwitchAsync(new Tallies("tallies", 2, TallyColumns + ", note text"));
 
         Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
-        await ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, n) VALUES ('a', 1), ('b', 2)");
+        await PostgresServer.ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, n) VALUES ('a', 1), ('b', 2)");
         Assert.Equal(2L, await ScalarAsync($"SELECT tallies FROM \"{_schema}\".report"));
     }
 
@@ -58,7 +58,7 @@ public sealed partial class SqlReadModelTests
     public async Task A_switch_whose_new_columns_cannot_replace_the_old_under_an_applications_view_is_refused_and_changes_nothing()
     {
         var serving = (await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving;
-        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+        await PostgresServer.ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
 
         // The new version drops the column n.
         var error = await Assert.ThrowsAsync<ProjectionSwitchRefusedException>(() => SwitchAsync(new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric")));
@@ -79,7 +79,7 @@ public sealed partial class SqlReadModelTests
         var shadow = await SwitchAsync(new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric"));
 
         Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
-        await ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, total) VALUES ('a', 2.5)");
+        await PostgresServer.ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, total) VALUES ('a', 2.5)");
         Assert.Equal(2.5m, await ScalarAsync($"SELECT total FROM \"{_schema}\".tally"));
     }
 
@@ -87,7 +87,7 @@ public sealed partial class SqlReadModelTests
     public async Task A_refused_switch_is_refused_before_it_waits_for_the_append_lock()
     {
         await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
-        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+        await PostgresServer.ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
         var projection = new Tallies("tallies", 2, "k text PRIMARY KEY, total numeric");
         var shadow = await _projections.StartShadowAsync(projection, default);
 
@@ -112,7 +112,7 @@ public sealed partial class SqlReadModelTests
         Assert.True(await ViewReadsAsync("tally", "tally__b" + (await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving.Id));
 
         // With the views in its way gone, the same switch waits for the lock, and goes through once it is free.
-        await ExecuteAsync($"DROP VIEW \"{_schema}\".report");
+        await PostgresServer.ExecuteAsync($"DROP VIEW \"{_schema}\".report");
         var switching = _projections.ApplyAsync(batch, default);
         await using (var release = new NpgsqlCommand("SELECT pg_advisory_unlock_all()", holder))
         {
@@ -132,7 +132,7 @@ public sealed partial class SqlReadModelTests
             await CaughtUpAsync(first);
         }
 
-        await ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
+        await PostgresServer.ExecuteAsync($"CREATE VIEW \"{_schema}\".report AS SELECT count(*) AS tallies FROM \"{_schema}\".tally");
 
         // Version 2 renames the column n, which the application's view keeps: the switch is refused, not the projection.
         await using var second = await StartAsync(new OrderTallies(2, "k text PRIMARY KEY, total numeric"));
@@ -149,12 +149,12 @@ public sealed partial class SqlReadModelTests
     public async Task A_function_over_a_projections_view_is_kept_by_a_switch()
     {
         await _projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
-        await ExecuteAsync($"CREATE FUNCTION \"{_schema}\".tally_count() RETURNS bigint LANGUAGE sql RETURN (SELECT count(*) FROM \"{_schema}\".tally)");
+        await PostgresServer.ExecuteAsync($"CREATE FUNCTION \"{_schema}\".tally_count() RETURNS bigint LANGUAGE sql RETURN (SELECT count(*) FROM \"{_schema}\".tally)");
 
         var shadow = await SwitchAsync(new Tallies("tallies", 2, TallyColumns));
 
         Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
-        await ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, n) VALUES ('a', 1)");
+        await PostgresServer.ExecuteAsync($"INSERT INTO \"{_schema}\".tally__b{shadow.Id} (k, n) VALUES ('a', 1)");
         Assert.Equal(1L, await ScalarAsync($"SELECT \"{_schema}\".tally_count()"));
     }
 
@@ -201,11 +201,4 @@ public sealed partial class SqlReadModelTests
         return shadow;
     }
 
-    private static async Task ExecuteAsync(string sql)
-    {
-        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
 }
