@@ -14,10 +14,7 @@ public sealed partial class PostgresMessageBroker
     public async Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
         RequireName(queue.Value, "queue");
-        if (limit is < 1 or > 10_000)
-        {
-            throw new InvalidMessageException($"A dead-letter listing limit of {limit} is refused; it must be between 1 and 10,000.");
-        }
+        DeadLetterListing.CheckLimit(limit);
 
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         var row = await FindQueueAsync(connection, null, queue, cancellationToken).ConfigureAwait(false) ?? throw new QueueNotFoundException(queue);

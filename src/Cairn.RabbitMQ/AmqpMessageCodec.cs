@@ -42,6 +42,9 @@ internal static class AmqpMessageCodec
     public const string DeadLetterQueue = "cairn-dead-letter-queue";
     public const string Redrives = "cairn-redrives";
 
+    /// <summary>Which redrive published this copy: a redrive that meets its own copy dead-lettered again leaves it.</summary>
+    public const string RedriveRun = "cairn-redrive-run";
+
     /// <summary>A message's group key, which a standard queue keeps without ordering by it, as every backend does.</summary>
     public const string GroupKey = "cairn-group-key";
 

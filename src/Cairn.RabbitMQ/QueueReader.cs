@@ -29,6 +29,10 @@ internal sealed class QueueReader : IAsyncDisposable
     private string? _dead;
     private volatile bool _disposing;
 
+    // Set once the process's receivers stopped (RetireAsync): deliveries that come after are given back at once.
+    private readonly Lock _retireGate = new();
+    private bool _retired;
+
     // What is settled on the current channel (see Settled), and the acknowledgements waiting to be written.
     private readonly object _settling = new();
     private long _settledGeneration;
@@ -193,15 +197,24 @@ internal sealed class QueueReader : IAsyncDisposable
             var generation = reader.Generation;
             reader.Delivered(generation, deliveryTag);
             var buffered = new BufferedDelivery(generation, deliveryTag, redelivered, properties, body.ToArray());
-            // One that reaches a dead reader is not counted: its channel is closed (at once after a cancel, otherwise
-            // when the reader is replaced), and RabbitMQ delivers it again.
-            reader.CountBuffered(generation, +1);
-            if (!reader._buffer.Writer.TryWrite(buffered))
+            lock (reader._retireGate)
             {
-                reader.CountBuffered(generation, -1);
+                if (!reader._retired)
+                {
+                    // One that reaches a dead reader is not counted: its channel is closed (at once after a cancel,
+                    // otherwise when the reader is replaced), and RabbitMQ delivers it again.
+                    reader.CountBuffered(generation, +1);
+                    if (!reader._buffer.Writer.TryWrite(buffered))
+                    {
+                        reader.CountBuffered(generation, -1);
+                    }
+
+                    return Task.CompletedTask;
+                }
             }
 
-            return Task.CompletedTask;
+            // Sent before RabbitMQ took the retirement's cancel: nobody here receives it any more.
+            return reader.GiveBackQuietlyAsync(buffered);
         }
 
         public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
@@ -302,6 +315,49 @@ internal sealed class QueueReader : IAsyncDisposable
         lock (_settling)
         {
             Settled(delivery.Generation, delivery.Tag);
+        }
+    }
+
+    /// <summary>
+    /// Stops taking deliveries, for a process whose receivers of the queue stopped: the consumer is cancelled and what
+    /// waits unreceived is given back, so RabbitMQ delivers it to the consumers of other processes. The channel stays
+    /// open, so the leases taken before can still be settled; it closes when the reader is disposed. The reader is then
+    /// <see cref="Dead"/>: a receive that still holds it moves to a new reader.
+    /// </summary>
+    public async Task RetireAsync(CancellationToken cancellationToken)
+    {
+        lock (_retireGate)
+        {
+            _retired = true;
+            Interlocked.CompareExchange(ref _dead, "the process's receivers of its queue stopped", null);
+            _buffer.Writer.TryComplete();
+        }
+
+        try
+        {
+            await Channel.BasicCancelAsync(_consumerTag, noWait: false, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The channel is closed already: RabbitMQ has taken back everything it delivered to it.
+        }
+
+        while (TryTake(out var buffered))
+        {
+            await GiveBackQuietlyAsync(buffered).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Gives a delivery back; a failure means the channel closed, which gives it back too.</summary>
+    private async Task GiveBackQuietlyAsync(BufferedDelivery delivery)
+    {
+        try
+        {
+            await GiveBackAsync(delivery).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // The channel closed: RabbitMQ delivers the message again.
         }
     }
 

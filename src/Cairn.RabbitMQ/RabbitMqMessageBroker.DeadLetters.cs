@@ -45,7 +45,10 @@ public sealed partial class RabbitMqMessageBroker
         headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
         headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
         AmqpMessageCodec.SetFailure(headers, failure);
-        await ReplaceDeliveryAsync(held, DeadLettersIn(held.Queue.Name), properties, cancellationToken).ConfigureAwait(false);
+        // A dead-letter queue deleted in RabbitMQ behind Cairn's back is declared again, as a delay queue is: otherwise
+        // every dead-lettering of the queue would fail, and a poison message would be delivered for ever.
+        var deadLetters = DeadLettersIn(held.Queue.Name);
+        await ReplaceDeliveryAsync(held, deadLetters, properties, cancellationToken, () => _connection.DeclareAsync(deadLetters, QuorumArguments(), cancellationToken)).ConfigureAwait(false);
         CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", held.Queue.Name.Value));
     }
 
@@ -58,15 +61,23 @@ public sealed partial class RabbitMqMessageBroker
         }
 
         var headers = result.BasicProperties.Headers;
-        return new DeadLetter(message, queue, AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeadLetterSequence))
+        var deadLetteredAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.DeadLetteredAt);
+        var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt);
+
+        // A dead letter that came other than through Cairn (RabbitMQ's own dead-lettering, a shovel, a tool) has no
+        // sequence: its time stands in, on the same scale as Cairn's sequences, so every page from the start lists it.
+        var sequence = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeadLetterSequence) is > 0 and var stored
+            ? stored
+            : Math.Max(1, (deadLetteredAt ?? enqueuedAt ?? message.Time).UtcTicks);
+        return new DeadLetter(message, queue, sequence)
         {
             Reason = AmqpMessageCodec.GetString(headers, AmqpMessageCodec.DeadLetterReason) ?? "dead-lettered outside Cairn",
             Failure = AmqpMessageCodec.GetFailure(headers),
             Attempts = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives),
             FirstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt),
             LastReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.LastReceivedAt),
-            DeadLetteredAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.DeadLetteredAt) ?? message.Time,
-            EnqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt) ?? message.Time,
+            DeadLetteredAt = deadLetteredAt ?? message.Time,
+            EnqueuedAt = enqueuedAt ?? message.Time,
             Redrives = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Redrives),
         };
     }
@@ -131,10 +142,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
-        if (limit is < 1 or > 1000)
-        {
-            throw new InvalidMessageException($"The dead-letter listing limit is {limit}; it must be between 1 and 1000.");
-        }
+        DeadLetterListing.CheckLimit(limit);
 
         if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
@@ -184,7 +192,9 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>
     /// Moves dead letters back: each chosen one is published to its queue (or the target), with its receive count reset
     /// and its redrive count raised, confirmed, and only then taken off the dead-letter queue. It joins the end of the
-    /// queue: RabbitMQ cannot put it back in its old place.
+    /// queue: RabbitMQ cannot put it back in its old place. Every copy of a chosen message is moved (RabbitMQ can deliver
+    /// a message twice, and both copies can fail), and a copy this redrive moved that consumers dead-letter again while
+    /// it runs is left for the next: the scan ends.
     /// </summary>
     public async Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
@@ -220,11 +230,13 @@ public sealed partial class RabbitMqMessageBroker
         var pause = request.MessagesPerSecond is { } rate ? TimeSpan.FromSeconds(1 / rate) : TimeSpan.Zero;
         var moved = 0;
         var paceNext = false;
+        var run = Guid.NewGuid().ToString("N");
         await ScanDeadLettersAsync(
             queue,
             async (channel, result, deadLetter) =>
             {
-                if (deadLetter is null || (chosen is not null && !chosen.Contains(deadLetter.Message.Id)))
+                if (deadLetter is null || (chosen is not null && !chosen.Contains(deadLetter.Message.Id))
+                    || AmqpMessageCodec.GetString(result.BasicProperties.Headers, AmqpMessageCodec.RedriveRun) == run)
                 {
                     return (true, false);
                 }
@@ -237,6 +249,7 @@ public sealed partial class RabbitMqMessageBroker
                 }
 
                 headers[AmqpMessageCodec.Redrives] = deadLetter.Redrives + 1L;
+                headers[AmqpMessageCodec.RedriveRun] = run;
                 headers[AmqpMessageCodec.EnqueuedAt] = AmqpMessageCodec.Format(_time.GetUtcNow());
                 try
                 {
@@ -253,7 +266,7 @@ public sealed partial class RabbitMqMessageBroker
                 await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
                 moved++;
                 paceNext = true;
-                return (chosen is null || moved < chosen.Count, true);
+                return (true, true);
             },
             cancellationToken,
             confirms: true,
@@ -295,7 +308,9 @@ public sealed partial class RabbitMqMessageBroker
                 {
                     await channel.BasicAckAsync(result.DeliveryTag, false, cancellationToken).ConfigureAwait(false);
                     purged++;
-                    return (purged < chosen.Count, true);
+
+                    // On to the end: another copy of the same message may be dead-lettered too.
+                    return (true, true);
                 }
 
                 return (true, false);

@@ -11,6 +11,9 @@ public sealed partial class RabbitMqMessageBroker
     private readonly ConcurrentDictionary<QueueName, QueueReader> _readers = new();
     private readonly SemaphoreSlim _readerGate = new(1, 1);
 
+    /// <summary>Readers retired by <see cref="StopReceivingAsync"/> whose channels stay open for the leases taken on them.</summary>
+    private readonly ConcurrentDictionary<QueueReader, byte> _retiredReaders = new();
+
     /// <summary>Deliveries a receive holds to dead-letter (<see cref="DeadLetterOnReceiveAsync"/>), by the order they were held.</summary>
     private readonly ConcurrentDictionary<long, HeldDeadLetter> _heldDeadLetters = new();
 
@@ -41,6 +44,9 @@ public sealed partial class RabbitMqMessageBroker
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
+
+        // Refused, not answered empty at once by a disposed reader: a receive loop would spin on a dead broker.
+        ObjectDisposedException.ThrowIf(_disposing.IsCancellationRequested, this);
         var definition = await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
         if (definition.Fifo)
         {
@@ -87,6 +93,55 @@ public sealed partial class RabbitMqMessageBroker
 
                 // The rest of the wait on a reader that gets deliveries.
                 reader = await ReaderAsync(queue, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Retires this process's reader of the queue, if it has one: its consumer is cancelled and the deliveries it holds
+    /// unreceived are given back, so RabbitMQ delivers them to the consumers of other processes (each counts a receive,
+    /// as any delivery given back does). Its channel stays open until the leases taken on it are settled or run out; a
+    /// receive afterwards starts a new reader.
+    /// </summary>
+    public async Task StopReceivingAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        if (_disposing.IsCancellationRequested)
+        {
+            return;
+        }
+
+        QueueReader? reader;
+        await _readerGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_disposing.IsCancellationRequested || !_readers.TryRemove(queue, out reader))
+            {
+                return;
+            }
+
+            _retiredReaders[reader] = 0;
+        }
+        finally
+        {
+            _readerGate.Release();
+        }
+
+        await reader.RetireAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Disposes the retired readers no lease or held dead letter needs any more.</summary>
+    private async Task DisposeSettledRetiredReadersAsync()
+    {
+        foreach (var reader in _retiredReaders.Keys)
+        {
+            if (_leases.Values.Any(l => l.Reader == reader) || _heldDeadLetters.Values.Any(p => p.Held.Reader == reader))
+            {
+                continue;
+            }
+
+            if (_retiredReaders.TryRemove(reader, out _))
+            {
+                await reader.DisposeAsync().ConfigureAwait(false);
             }
         }
     }
@@ -668,6 +723,7 @@ public sealed partial class RabbitMqMessageBroker
             await Task.Delay(TimeSpan.FromMilliseconds(100), _time, cancellationToken).ConfigureAwait(false);
             ForgetClosedHeldDeadLetters();
             StartDeadLetteringHeld();
+            await DisposeSettledRetiredReadersAsync().ConfigureAwait(false);
             var now = _time.GetUtcNow();
             foreach (var (sequence, held) in _leases)
             {

@@ -297,7 +297,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         await _readerGate.WaitAsync().ConfigureAwait(false);
         try
         {
-            foreach (var reader in _readers.Values)
+            foreach (var reader in _readers.Values.Concat(_retiredReaders.Keys))
             {
                 await reader.DisposeAsync().ConfigureAwait(false);
             }

@@ -332,10 +332,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
         RequireName(queue.Value, "queue");
-        if (limit is < 1 or > 10_000)
-        {
-            throw new InvalidMessageException($"A dead-letter listing limit of {limit} is refused; it must be between 1 and 10,000.");
-        }
+        DeadLetterListing.CheckLimit(limit);
 
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _store.RentReadConnection();

@@ -201,6 +201,9 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
     public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) => Inner.ReturnAsync(lease, cancellationToken);
 
     /// <inheritdoc />
+    public Task StopReceivingAsync(QueueName queue, CancellationToken cancellationToken) => Inner.StopReceivingAsync(queue, cancellationToken);
+
+    /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken) => Inner.ExtendLeaseAsync(lease, duration, cancellationToken);
 
     /// <inheritdoc />

@@ -95,6 +95,23 @@ public sealed record RedriveRequest
     }
 }
 
+/// <summary>The page size of a dead-letter listing, the same on every backend.</summary>
+internal static class DeadLetterListing
+{
+    /// <summary>The largest page <see cref="IDeadLetterQueue.ListDeadLettersAsync"/> returns.</summary>
+    public const int MaxLimit = 10_000;
+
+    /// <summary>Refuses a page size outside 1–<see cref="MaxLimit"/>.</summary>
+    /// <exception cref="InvalidMessageException">The limit is out of range.</exception>
+    public static void CheckLimit(int limit)
+    {
+        if (limit is < 1 or > MaxLimit)
+        {
+            throw new InvalidMessageException($"A dead-letter listing limit of {limit} is refused; it must be between 1 and 10,000.");
+        }
+    }
+}
+
 /// <summary>The reason a dead letter is stored with, the same on every backend.</summary>
 internal static class DeadLetterReason
 {

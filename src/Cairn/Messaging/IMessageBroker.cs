@@ -64,6 +64,14 @@ public interface IMessageReceiver
     /// </summary>
     Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Says that this process has stopped receiving from <paramref name="queue"/> (a consumer stopped). A transport
+    /// that pushes messages to a process ahead of its receives (RabbitMQ's prefetch) stops taking them and gives back
+    /// those it holds unreceived, so that receivers in other processes get them; the next receive starts taking again.
+    /// Leases already taken stay valid. Brokers that hold nothing ahead of a receive do nothing.
+    /// </summary>
+    Task StopReceivingAsync(QueueName queue, CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>Extends a lease to <paramref name="duration"/> from now.</summary>
     Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken);
 

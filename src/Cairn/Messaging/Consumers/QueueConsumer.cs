@@ -245,6 +245,23 @@ public sealed class QueueConsumer : IAsyncDisposable
         {
             _buffer.Writer.TryComplete();
             await GiveBackUnstartedAsync().ConfigureAwait(false);
+            await StopReceivingAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Tells the broker this consumer receives no more, so a transport that pushes messages ahead of receives gives back
+    /// what it holds for this process to the consumers of other processes. The handlers still running keep their leases.
+    /// </summary>
+    private async Task StopReceivingAsync()
+    {
+        try
+        {
+            await _broker.StopReceivingAsync(Options.Queue, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Consumer {Consumer} could not tell the broker it stopped receiving from {Queue}; what the transport holds for this process is delivered again when its channel closes.", Options.Name, Options.Queue);
         }
     }
 
