@@ -58,6 +58,7 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
 {
     private QueueConsumer? _consumer;
     private long _timersPending;
+    private Func<long>? _pendingTimers;
     private CancellationTokenSource? _stopping;
     private Task _refreshing = Task.CompletedTask;
 
@@ -88,19 +89,14 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
         services.GetRequiredService<ConsumerMonitor>().Add(_consumer);
         await _consumer.StartAsync(cancellationToken).ConfigureAwait(false);
         _stopping = new CancellationTokenSource();
-        WorkflowMetrics.TrackTimers(model.Name, () => Interlocked.Read(ref _timersPending));
+        _pendingTimers = () => Interlocked.Read(ref _timersPending);
+        WorkflowMetrics.TrackTimers(model.Name, _pendingTimers);
         _refreshing = RefreshTimersAsync(model.Queue, _stopping.Token);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        if (_stopping is not null)
-        {
-            await _stopping.CancelAsync().ConfigureAwait(false);
-            await _refreshing.ConfigureAwait(false);
-        }
-
-        WorkflowMetrics.UntrackTimers(workflow);
+        await StopCountingTimersAsync().ConfigureAwait(false);
         if (_consumer is not null)
         {
             await _consumer.StopAsync(cancellationToken).ConfigureAwait(false);
@@ -109,10 +105,27 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
 
     public async ValueTask DisposeAsync()
     {
+        // Also without a stop (a host disposed after a failed start, or never stopped): the gauge and its loop end here.
+        await StopCountingTimersAsync().ConfigureAwait(false);
         _stopping?.Dispose();
         if (_consumer is not null)
         {
             await _consumer.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Ends the loop that counts the queue's timers, and this host's part in the gauge.</summary>
+    private async Task StopCountingTimersAsync()
+    {
+        if (_stopping is not null && !_stopping.IsCancellationRequested)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+        }
+
+        await _refreshing.ConfigureAwait(false);
+        if (_pendingTimers is not null)
+        {
+            WorkflowMetrics.UntrackTimers(workflow, _pendingTimers);
         }
     }
 

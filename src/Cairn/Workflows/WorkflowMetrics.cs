@@ -20,7 +20,7 @@ public static class WorkflowMetrics
     private static readonly Counter<long> Suspended = Meter.CreateCounter<long>("cairn.workflow.suspended", "{instance}", "Times a workflow instance stopped for an operator.");
     private static readonly Counter<long> Retries = Meter.CreateCounter<long>("cairn.workflow.step.retries", "{attempt}", "Step and compensation attempts after the first.");
     private static readonly Histogram<double> StepDuration = Meter.CreateHistogram<double>("cairn.workflow.step.duration", "s", "Time from a step's first attempt to its completion.");
-    private static readonly Dictionary<string, Func<long>> TimerSources = [];
+    private static readonly Dictionary<string, List<Func<long>>> TimerSources = [];
     private static readonly Lock TimerGate = new();
 
     static WorkflowMetrics() =>
@@ -69,16 +69,27 @@ public static class WorkflowMetrics
     {
         lock (TimerGate)
         {
-            TimerSources[workflow] = pending;
+            if (!TimerSources.TryGetValue(workflow, out var sources))
+            {
+                TimerSources[workflow] = sources = [];
+            }
+
+            sources.Add(pending);
         }
     }
 
-    /// <summary>Stops reporting a workflow's pending timers.</summary>
-    internal static void UntrackTimers(string workflow)
+    /// <summary>
+    /// Stops reporting a workflow's pending timers through <paramref name="pending"/>; another host of the same workflow
+    /// in the process goes on reporting its own.
+    /// </summary>
+    internal static void UntrackTimers(string workflow, Func<long> pending)
     {
         lock (TimerGate)
         {
-            TimerSources.Remove(workflow);
+            if (TimerSources.TryGetValue(workflow, out var sources) && sources.Remove(pending) && sources.Count == 0)
+            {
+                TimerSources.Remove(workflow);
+            }
         }
     }
 
@@ -94,7 +105,8 @@ public static class WorkflowMetrics
     {
         lock (TimerGate)
         {
-            return [.. TimerSources.Select(s => new Measurement<long>(s.Value(), new KeyValuePair<string, object?>("workflow", s.Key)))];
+            // Hosts of one workflow count the same queue: the one tracked last speaks for it.
+            return [.. TimerSources.Select(s => new Measurement<long>(s.Value[^1](), new KeyValuePair<string, object?>("workflow", s.Key)))];
         }
     }
 }
