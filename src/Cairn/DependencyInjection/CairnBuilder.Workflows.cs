@@ -66,6 +66,7 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
     {
         var coordinator = services.GetRequiredService<WorkflowClient>().Get(workflow);
         var model = coordinator.Model;
+        await model.CheckDelaysFitAsync(services.GetRequiredService<IMessageBroker>(), cancellationToken).ConfigureAwait(false);
         var options = new ConsumerOptions(model.Queue, "workflow-" + model.Name)
         {
             Concurrency = model.Concurrency,

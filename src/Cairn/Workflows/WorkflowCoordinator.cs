@@ -109,7 +109,19 @@ internal sealed class WorkflowCoordinator
             throw new UndeliverableWorkflowMessageException($"Workflow '{Model.Name}' neither starts on nor expects messages of type '{message.Type}' (message {message.Id}).");
         }
 
-        var (instance, exists) = await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+        var (instance, exists, tombstoned) = await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+        if (tombstoned)
+        {
+            if (message.Type == _timerType)
+            {
+                _logger.LogWarning("Workflow {Workflow} got a timer for instance {Instance}, whose history was deleted for good; it is dropped.", Model.Name, instanceId);
+                return;
+            }
+
+            // Nothing can be appended to its stream again: a reply or a start would fail on every delivery.
+            throw new UndeliverableWorkflowMessageException($"Message {message.Id} ({message.Type}) is for instance '{instanceId}' of workflow '{Model.Name}', whose history was deleted for good.");
+        }
+
         if (!exists && message.Type == _timerType)
         {
             _logger.LogWarning("Workflow {Workflow} got a timer for instance {Instance}, which does not exist; it is dropped.", Model.Name, instanceId);
@@ -200,23 +212,37 @@ internal sealed class WorkflowCoordinator
         }
     }
 
-    /// <summary>The instance as its history shows it now, or at <paramref name="asOf"/>; null when it does not exist (or had not started by then).</summary>
-    public async Task<WorkflowInstance?> LoadAsync(string instanceId, DateTimeOffset? asOf, CancellationToken cancellationToken)
+    /// <summary>
+    /// The instance as its history shows it now, or at <paramref name="asOf"/>; null when it does not exist (or had not
+    /// started by then), also when its history was deleted for good (tombstoned).
+    /// </summary>
+    public async Task<WorkflowInstance?> LoadAsync(string instanceId, DateTimeOffset? asOf, CancellationToken cancellationToken) =>
+        (await LoadHistoryAsync(instanceId, asOf, cancellationToken).ConfigureAwait(false)).Instance;
+
+    /// <summary>The instance as <see cref="LoadAsync"/> gives it, and whether its history was deleted for good.</summary>
+    private async Task<(WorkflowInstance? Instance, bool Tombstoned)> LoadHistoryAsync(string instanceId, DateTimeOffset? asOf, CancellationToken cancellationToken)
     {
         var instance = new WorkflowInstance();
         var any = false;
-        await foreach (var entry in ReadHistoryAsync(instanceId, cancellationToken).ConfigureAwait(false))
+        try
         {
-            if (asOf is { } limit && entry.Time > limit)
+            await foreach (var entry in ReadHistoryAsync(instanceId, cancellationToken).ConfigureAwait(false))
             {
-                break;
-            }
+                if (asOf is { } limit && entry.Time > limit)
+                {
+                    break;
+                }
 
-            instance.Apply(entry.Event, entry.Time, entry.Version);
-            any = true;
+                instance.Apply(entry.Event, entry.Time, entry.Version);
+                any = true;
+            }
+        }
+        catch (StreamDeletedException)
+        {
+            return (null, true);
         }
 
-        return any ? instance : null;
+        return (any ? instance : null, false);
     }
 
     /// <summary>The instance's history, oldest first.</summary>
@@ -235,22 +261,23 @@ internal sealed class WorkflowCoordinator
     /// it goes back when the decision commits. A fold made stale by another process fails its append on the expected
     /// version, and the retry reads the stream.
     /// </summary>
-    private async Task<(WorkflowInstance Instance, bool Exists)> LoadOrNewAsync(string instanceId, CancellationToken cancellationToken)
+    private async Task<(WorkflowInstance Instance, bool Exists, bool Tombstoned)> LoadOrNewAsync(string instanceId, CancellationToken cancellationToken)
     {
         if (_cache.TryRemove(instanceId, out var cached))
         {
-            return (cached, true);
+            return (cached, true, false);
         }
 
-        var loaded = await LoadAsync(instanceId, null, cancellationToken).ConfigureAwait(false);
-        return loaded is null ? (new WorkflowInstance(), false) : (loaded, true);
+        var (loaded, tombstoned) = await LoadHistoryAsync(instanceId, null, cancellationToken).ConfigureAwait(false);
+        return loaded is null ? (new WorkflowInstance(), false, tombstoned) : (loaded, true, false);
     }
 
     /// <summary>The instance as its stream holds it, dropping any cached fold of it.</summary>
     private async Task<(WorkflowInstance Instance, bool Exists)> LoadStoredAsync(string instanceId, CancellationToken cancellationToken)
     {
         _cache.TryRemove(instanceId, out _);
-        return await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+        var (instance, exists, _) = await LoadOrNewAsync(instanceId, cancellationToken).ConfigureAwait(false);
+        return (instance, exists);
     }
 
     /// <summary>

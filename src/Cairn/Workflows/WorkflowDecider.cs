@@ -37,7 +37,10 @@ internal sealed class WorkflowDecider
         _stream = model.StreamOf(instanceId).Value;
         _now = now;
         ExpectedVersion = instance.StreamVersion;
+        _versionOffset = instance.VersionOffset;
     }
+
+    private readonly long _versionOffset;
 
     /// <summary>The instance's id.</summary>
     public string InstanceId => _instanceId;
@@ -182,7 +185,11 @@ internal sealed class WorkflowDecider
         }
 
         Emit(new WorkflowCancelRequested(reason));
-        var running = instance.CurrentStep is { } s && _model.Step(s).Action is not null ? s : null;
+
+        // The current step may have had its effect, unless it stands suspended after its service said no (a reply
+        // failed it): then, as on the failure path, it is not compensated. One suspended after a timeout is.
+        var refused = instance.Status == WorkflowStatus.Suspended && instance.UncertainStep != instance.CurrentStep;
+        var running = instance.CurrentStep is { } s && _model.Step(s).Action is not null && !refused ? s : null;
 
         // A running step's attempt sent for later (a retry's backoff) cannot be recalled: it is delivered all the same,
         // so the compensations are sent for no earlier, not to be carried out before the effect they undo.
@@ -313,7 +320,11 @@ internal sealed class WorkflowDecider
     {
         var compensation = step.Compensation!;
         var version = NextVersion;
-        var message = MakeMessage(compensation, version, $"{_stream}/compensate/{step.Name}", sendAt);
+        // One key for every attempt of one compensation; a step compensated again (it completed on several visits) has
+        // its later compensations numbered, so a service that keys its work by it carries out each.
+        var occurrence = Instance.CompensationOccurrence(step.Name);
+        var key = occurrence == 1 ? $"{_stream}/compensate/{step.Name}" : $"{_stream}/compensate/{step.Name}/{occurrence}";
+        var message = MakeMessage(compensation, version, key, sendAt);
         DateTimeOffset? timeoutAt = step.CompensationConfirmation is null ? null : (sendAt ?? _now) + step.CompensationTimeout;
         Emit(new CompensationStarted(step.Name, attempt, message.Id.ToString(), message.Type, compensation.Target, timeoutAt, sendAt));
         Effects.Add(new WorkflowEffect(compensation.Kind, compensation.Target, message));
@@ -403,8 +414,11 @@ internal sealed class WorkflowDecider
     /// <summary>The state, deserialized once per decision and again only after an event changed it.</summary>
     private object CurrentState() => _state ??= _model.ReadState(Instance.State);
 
-    /// <summary>The stream version the next emitted event gets.</summary>
-    private long NextVersion => ExpectedVersion + Events.Count + 1;
+    /// <summary>
+    /// The version the next emitted event gets, counted from the instance's start (<see cref="WorkflowInstance.VersionOffset"/>):
+    /// what its timer tokens, message ids and step visits are made of.
+    /// </summary>
+    private long NextVersion => ExpectedVersion - _versionOffset + Events.Count + 1;
 
     private void Emit(WorkflowEvent e)
     {

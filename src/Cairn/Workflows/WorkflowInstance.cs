@@ -67,6 +67,7 @@ public sealed class WorkflowInstance
         EndedAt = other.EndedAt;
         TimerDueAt = other.TimerDueAt;
         StreamVersion = other.StreamVersion;
+        VersionOffset = other.VersionOffset;
         State = other.State;
         ArmedTimer = other.ArmedTimer;
         StepVisit = other.StepVisit;
@@ -176,15 +177,47 @@ public sealed class WorkflowInstance
     /// What the instance is doing now that a reply can answer: the current visit of a step, or the current
     /// compensation; null when neither.
     /// </summary>
-    internal SentFor? Answerable => CurrentStep is { } step ? new SentFor(step, StepVisit, false) : CurrentCompensation is { } compensation ? new SentFor(compensation, 0, true) : null;
+    internal SentFor? Answerable => CurrentStep is { } step ? new SentFor(step, StepVisit, false) : CurrentCompensation is { } compensation ? new SentFor(compensation, CompensationOccurrence(compensation), true) : null;
+
+    /// <summary>
+    /// Which compensation of <paramref name="step"/> this is, counting from 1: a step completed on several visits (a
+    /// loop) is compensated once per visit, and each compensation is a request of its own.
+    /// </summary>
+    internal int CompensationOccurrence(string step)
+    {
+        var ended = 0;
+        foreach (var compensated in _compensated)
+        {
+            if (compensated == step)
+            {
+                ended++;
+            }
+        }
+
+        return ended + 1;
+    }
 
     /// <summary>What the message <paramref name="messageId"/> the instance sent was for, or null when it sent none of that id.</summary>
     internal SentFor? SentForMessage(string messageId) => _sentFor.TryGetValue(messageId, out var sent) ? sent : null;
 
-    /// <summary>Folds one event of the instance's history, recorded at <paramref name="time"/> as <paramref name="version"/>.</summary>
-    internal void Apply(WorkflowEvent e, DateTimeOffset time, long version)
+    /// <summary>
+    /// The stream version of the instance's <see cref="WorkflowStarted"/>: 0, unless the id was used again after its
+    /// history was deleted (soft), when the stream's versions go on after the old last one. Timer tokens and step visits
+    /// count from it, so they are the same whether the start decision (which cannot know the old last version) or a
+    /// read of the stream made them.
+    /// </summary>
+    internal long VersionOffset { get; private set; }
+
+    /// <summary>Folds one event of the instance's history, recorded at <paramref name="time"/> as stream version <paramref name="streamVersion"/>.</summary>
+    internal void Apply(WorkflowEvent e, DateTimeOffset time, long streamVersion)
     {
-        StreamVersion = version;
+        StreamVersion = streamVersion;
+        if (e is WorkflowStarted)
+        {
+            VersionOffset = streamVersion;
+        }
+
+        var version = streamVersion - VersionOffset;
         if (e is not (ReplyIgnored or TimerIgnored))
         {
             UpdatedAt = time;
@@ -268,7 +301,7 @@ public sealed class WorkflowInstance
                 CurrentCompensation = s.Step;
                 CompensationAttempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
-                _sentFor[s.MessageId] = new SentFor(s.Step, 0, true);
+                _sentFor[s.MessageId] = new SentFor(s.Step, CompensationOccurrence(s.Step), true);
                 Arm(s.TimeoutAt is { } compensationDue ? ("compensation", s.Step, compensationDue) : null, version);
                 break;
             case CompensationTimedOut:
@@ -336,16 +369,21 @@ public sealed class WorkflowInstance
     public override string ToString() => $"{Workflow}/{InstanceId} {Status}{(CurrentStep is null ? "" : " at " + CurrentStep)}";
 }
 
-/// <summary>What a message an instance sent was for: a visit of a step (by the version it began at), or a step's compensation.</summary>
+/// <summary>
+/// What a message an instance sent was for: a visit of a step (<see cref="Visit"/> is the version it began at), or a
+/// step's compensation (<see cref="Visit"/> is which of the step's compensations, from 1).
+/// </summary>
 internal readonly record struct SentFor(string Step, long Visit, bool Compensation)
 {
     /// <summary>
     /// Whether a reply answering this cannot settle <paramref name="now"/>: one compensation's answer never confirms
-    /// another's. Replies to steps' commands are taken by their type: one command often has several consequences that
-    /// later steps, or later visits of a step, wait for.
+    /// another's, also another of the same step. Replies to steps' commands are taken by their type: one command often
+    /// has several consequences that later steps, or later visits of a step, wait for.
     /// </summary>
-    public bool Excludes(SentFor now) => Compensation && now.Compensation && Step != now.Step;
+    public bool Excludes(SentFor now) => Compensation && now.Compensation && (Step != now.Step || Visit != now.Visit);
 
     /// <inheritdoc />
-    public override string ToString() => Compensation ? $"the compensation of '{Step}'" : $"the visit of step '{Step}' that began at version {Visit}";
+    public override string ToString() => Compensation
+        ? Visit > 1 ? $"compensation {Visit} of '{Step}'" : $"the compensation of '{Step}'"
+        : $"the visit of step '{Step}' that began at version {Visit}";
 }

@@ -32,6 +32,45 @@ internal sealed class WorkflowModel
     /// <summary>Start rules by message type name.</summary>
     public Dictionary<string, StartModel> Starts { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Refuses a definition whose delayed sends could not be sent: a retry's backoff is a command sent for later to the
+    /// step's queue, and a compensation may be sent for later too (its own retries, and a cancel during a retry's
+    /// backoff sends it for when the delayed attempt is delivered). A queue refuses a message that would become visible
+    /// only past its retention, so such a decision could never commit and the instance would be stranded. Queues this
+    /// process does not know (declared elsewhere) and topics are not checked.
+    /// </summary>
+    /// <exception cref="InvalidWorkflowDefinitionException">A backoff reaches its queue's retention.</exception>
+    public async Task CheckDelaysFitAsync(Messaging.IMessagingAdmin queues, CancellationToken cancellationToken)
+    {
+        // A cancel holds the compensations back until the delayed attempt of whichever step is running is delivered.
+        var longestStepBackoff = Steps.Values.Where(s => s.Action is not null && s.MaxAttempts > 1).Select(s => s.BackoffBefore(s.MaxAttempts)).DefaultIfEmpty(TimeSpan.Zero).Max();
+        foreach (var step in Steps.Values)
+        {
+            if (step.Action is { Kind: StepActionKind.Send } action && step.MaxAttempts > 1)
+            {
+                await CheckAsync(action.Target, step.BackoffBefore(step.MaxAttempts), $"step '{step.Name}' retries after up to {step.BackoffBefore(step.MaxAttempts)}").ConfigureAwait(false);
+            }
+
+            if (step.Compensation is { Kind: StepActionKind.Send } compensation)
+            {
+                var own = step.CompensationConfirmation is null ? TimeSpan.Zero : step.BackoffBefore(step.CompensationAttempts);
+                var longest = own > longestStepBackoff ? own : longestStepBackoff;
+                if (longest > TimeSpan.Zero)
+                {
+                    await CheckAsync(compensation.Target, longest, $"the compensation of step '{step.Name}' may be sent for up to {longest} later (its retries, or a cancel during a retry's backoff)").ConfigureAwait(false);
+                }
+            }
+        }
+
+        async Task CheckAsync(string target, TimeSpan delay, string what)
+        {
+            if (await queues.GetQueueAsync(new Messaging.QueueName(target), cancellationToken).ConfigureAwait(false) is { } queue && delay >= queue.Retention)
+            {
+                throw new InvalidWorkflowDefinitionException($"Workflow '{Name}': {what}, which reaches the retention of queue '{target}' ({queue.Retention}): the queue would refuse the delayed message and the instance would be stranded. Shorten the backoff or lengthen the queue's retention.");
+            }
+        }
+    }
+
     /// <summary>True when a step waits for messages of this type, as a reply or a compensation's confirmation.</summary>
     public bool IsReply(string type) => _replyTypes.Contains(type);
 

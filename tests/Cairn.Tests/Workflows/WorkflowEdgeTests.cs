@@ -1,0 +1,295 @@
+using System.Collections.Concurrent;
+using Cairn.Conformance.Support;
+using Cairn.DependencyInjection;
+using Cairn.EventStore;
+using Cairn.Messaging;
+using Cairn.Messaging.Consumers;
+using Cairn.Serialization;
+using Cairn.Workflows;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Cairn.Tests.Workflows;
+
+[EventType("edge.reserve")] public sealed record RvReserve(string Id);
+[EventType("edge.release")] public sealed record RvRelease(string Id);
+[EventType("edge.reserved")] public sealed record RvReserved(string Id);
+[EventType("edge.charge")] public sealed record RvCharge(string Id);
+[EventType("edge.refund")] public sealed record RvRefund(string Id);
+[EventType("edge.charged")] public sealed record RvCharged(string Id);
+[EventType("edge.declined")] public sealed record RvDeclined(string Id);
+[EventType("edge.busy")] public sealed record RvBusy(string Id);
+
+public sealed record RvState(string Id);
+
+/// <summary>Workflows at their edges: cancels of refused steps, long backoffs, ids used again, deleted histories, loops.</summary>
+public sealed class WorkflowEdgeTests
+{
+    private static readonly QueueName Work = "edge-work";
+
+    private static void Register(EventTypeRegistry types) =>
+        types.Register<RvReserve>().Register<RvRelease>().Register<RvReserved>().Register<RvCharge>()
+            .Register<RvRefund>().Register<RvCharged>().Register<RvDeclined>().Register<RvBusy>();
+
+    /// <summary>Reserve, then charge; the payment service declines, and the step suspends for an operator.</summary>
+    private sealed class SuspendOnDecline : Workflow<RvState>
+    {
+        public SuspendOnDecline()
+            : base("edge_decline")
+        {
+            Step("reserve").Send(Work, s => new RvReserve(s.Id)).On<RvReserved>().Then("charge")
+                .CompensateWith(Work, s => new RvRelease(s.Id));
+            Step("charge").Send(Work, s => new RvCharge(s.Id)).On<RvCharged>().Complete().On<RvDeclined>().Fail(_ => "declined")
+                .OnFailure(StepFailureAction.Suspend)
+                .CompensateWith(Work, s => new RvRefund(s.Id));
+        }
+    }
+
+    /// <summary>One step retried after a long backoff when its service says it is busy, sent to the given queue.</summary>
+    private sealed class LongBackoff : Workflow<RvState>
+    {
+        public LongBackoff(QueueName target, QueueName undo)
+            : base("edge_backoff") =>
+            Step("charge").Send(target, s => new RvCharge(s.Id)).On<RvCharged>().Complete().On<RvBusy>().Retry(_ => "busy")
+                .Retry(3, TimeSpan.FromHours(2))
+                .CompensateWith(undo, s => new RvRefund(s.Id));
+    }
+
+    /// <summary>A step nobody answers, suspended when it times out.</summary>
+    private sealed class Unanswered : Workflow<RvState>
+    {
+        public static readonly QueueName Silent = "edge-silent";
+
+        public Unanswered(TimeSpan timeout)
+            : base("edge_silent") =>
+            Step("charge").Send(Silent, s => new RvCharge(s.Id)).On<RvCharged>().Complete()
+                .Timeout(timeout).OnFailure(StepFailureAction.Suspend).NoCompensation("nothing to undo");
+    }
+
+    /// <summary>Reserve, charge, and reserve again after each charge, until a charge is declined.</summary>
+    private sealed class ReserveLoop : Workflow<RvState>
+    {
+        public ReserveLoop()
+            : base("edge_loop")
+        {
+            Step("reserve").Send(Work, s => new RvReserve(s.Id)).On<RvReserved>().Then("charge")
+                .CompensateWith(Work, s => new RvRelease(s.Id));
+            Step("charge").Send(Work, s => new RvCharge(s.Id)).On<RvCharged>().Then("reserve").On<RvDeclined>().Fail(_ => "declined")
+                .NoCompensation("a declined charge took nothing");
+        }
+    }
+
+    private static async Task<WorkflowInstance> UntilAsync(CairnTestHost host, string workflow, string id, Func<WorkflowInstance, bool> condition, string what)
+    {
+        WorkflowInstance? instance = null;
+        await Wait.UntilAsync(async () => (instance = await host.Workflows.GetAsync(workflow, id)) is { } i && condition(i), what);
+        return instance!;
+    }
+
+    private static ConsumerStatus Coordinator(CairnTestHost host, string workflow) =>
+        host.Services.GetRequiredService<ConsumerMonitor>().Find("workflow-" + workflow)!.Status;
+
+    // "A step that failed by a reply is not itself compensated: the service said no" (docs/workflows.md), also when
+    // an operator cancels the instance suspended after it: the stock is released, and no refund is sent for a charge
+    // the payment service declined.
+    [Fact]
+    public async Task cancelling_an_instance_suspended_after_its_service_refused_the_step_leaves_that_step_uncompensated()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var effects = new ConcurrentQueue<string>();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                switch (context.Read<object>())
+                {
+                    case RvReserve r:
+                        context.Reply(new RvReserved(r.Id));
+                        break;
+                    case RvCharge c:
+                        context.Reply(new RvDeclined(c.Id));
+                        break;
+                    case RvRelease:
+                        effects.Enqueue("release");
+                        break;
+                    case RvRefund:
+                        effects.Enqueue("refund");
+                        break;
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new SuspendOnDecline());
+        });
+        await host.Workflows.StartAsync("edge_decline", "o-1", new RvState("o-1"));
+        await UntilAsync(host, "edge_decline", "o-1", i => i.Status == WorkflowStatus.Suspended, "the declined charge suspends");
+
+        var cancelled = await host.Workflows.CancelAsync("edge_decline", "o-1", "the customer gave up");
+
+        Assert.Equal(WorkflowStatus.Cancelled, cancelled.Status);
+        var began = (await host.Workflows.GetHistoryAsync("edge_decline", "o-1")).Select(e => e.Event).OfType<CompensationBegan>().Single();
+        Assert.Equal(["reserve"], began.Steps);
+    }
+
+    // A retry's backoff (up to a day) is the command sent for later to the step's queue. A queue whose retention it
+    // reaches (here 1 hour for backoffs of 2 and 4 hours) would refuse it, so no decision on the busy reply could ever
+    // commit and the instance would be stranded: the definition is refused when the host starts, naming both.
+    [Fact]
+    public async Task a_retry_backoff_that_reaches_its_queues_retention_is_refused_when_the_host_starts()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        QueueName target = "edge-short";
+
+        var refused = await Assert.ThrowsAsync<InvalidWorkflowDefinitionException>(() => CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(new QueueDefinition(target) { Retention = TimeSpan.FromHours(1) });
+            cairn.AddQueue(Work);
+            cairn.AddWorkflow(new LongBackoff(target, Work));
+        }));
+
+        Assert.Contains("step 'charge' retries after up to 04:00:00", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("queue 'edge-short' (01:00:00)", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_compensation_a_cancel_would_hold_past_its_queues_retention_is_refused_when_the_host_starts()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        QueueName undo = "edge-undo";
+
+        var refused = await Assert.ThrowsAsync<InvalidWorkflowDefinitionException>(() => CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work);
+            cairn.AddQueue(new QueueDefinition(undo) { Retention = TimeSpan.FromHours(1) });
+            cairn.AddWorkflow(new LongBackoff(Work, undo));
+        }));
+
+        Assert.Contains("the compensation of step 'charge'", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("queue 'edge-undo'", refused.Message, StringComparison.Ordinal);
+    }
+
+    // Within the retention, the same definition runs: the busy reply's retry is sent for after its backoff.
+    [Fact]
+    public async Task a_retry_backoff_within_its_queues_retention_is_sent_for_later()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                if (context.Read<object>() is RvCharge c)
+                {
+                    context.Reply(new RvBusy(c.Id));
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new LongBackoff(Work, Work));
+        });
+        await host.Workflows.StartAsync("edge_backoff", "o-1", new RvState("o-1"));
+
+        var retried = await UntilAsync(host, "edge_backoff", "o-1", i => i.Attempt == 2, "the second attempt is sent for after its 2-hour backoff");
+        Assert.Equal(WorkflowStatus.Running, retried.Status);
+        Assert.Equal(0, Coordinator(host, "edge_backoff").Retried);
+    }
+
+    // An id used again after the instance's history was deleted (soft: versions go on after the old last one). The
+    // start decision cannot know the old last version; the timers it arms count from the instance's start, as the
+    // fold read back from the stream does, so the step's timeout is the one armed and suspends the instance, rather
+    // than being ignored as stale while the instance hangs Running.
+    [Fact]
+    public async Task an_instance_started_again_on_a_deleted_history_times_out_as_armed()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+            cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered(TimeSpan.FromSeconds(1))));
+
+        // An earlier instance with this id ran and was cancelled; its history was then deleted (say, for retention).
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        await host.Workflows.CancelAsync("edge_silent", "o-1", "abandoned");
+        await sut.Store.DeleteStreamAsync(new StreamName("wf:edge_silent-o-1"), ExpectedVersion.Any, CancellationToken.None);
+
+        // The id is used again; the step's service never answers, so its timeout must suspend the instance.
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        var history = await WaitForHistoryAsync(host, "edge_silent", "o-1", h => h.Any(e => e.Event is StepTimedOut) || h.Count(e => e.Event is TimerIgnored) >= 2, "the timers fire");
+
+        var instance = await host.Workflows.GetAsync("edge_silent", "o-1");
+        Assert.True(instance!.Status == WorkflowStatus.Suspended, $"status {instance.Status}; history: {string.Join(", ", history.Select(e => e.Type + (e.Event is TimerIgnored t ? $"({t.Timer}: {t.Reason})" : "")))}");
+    }
+
+    // A timer of an instance whose history was deleted for good (tombstoned) is dropped with a warning, as one of an
+    // instance that does not exist, rather than retried towards the dead letters. The coordinator's cached fold still
+    // takes it once; its append fails on the deleted stream, and the next try reads the stream.
+    [Fact]
+    public async Task a_timer_of_a_tombstoned_instance_is_dropped()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+            cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered(TimeSpan.FromHours(1))));
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        var armed = (await host.Workflows.GetHistoryAsync("edge_silent", "o-1")).Single(e => e.Event is StepStarted);
+        await sut.Store.TombstoneStreamAsync(new StreamName("wf:edge_silent-o-1"), ExpectedVersion.Any, CancellationToken.None);
+
+        // The timer comes (sent now rather than waiting an hour).
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var timer = serializer.ToOutgoingMessage(new WorkflowTimer("edge_silent", "o-1", $"step:charge@{armed.Version}")) with { CorrelationId = "o-1" };
+        await sut.Broker.SendAsync("workflow-edge_silent", timer);
+
+        await Wait.UntilAsync(() => Coordinator(host, "edge_silent") is { } s && (s.Handled > 0 || s.DeadLettered > 0), "the timer is dropped");
+        var status = Coordinator(host, "edge_silent");
+        Assert.True(status.Retried <= 1 && status.DeadLettered == 0, $"the timer of a tombstoned instance failed: {status}");
+    }
+
+    // A step completed on two visits (a loop: reserve, charge, reserve again) is compensated twice, and each
+    // compensation has its own idempotency key: a service that keys its work by it releases both reservations.
+    [Fact]
+    public async Task the_compensations_of_two_visits_of_one_step_have_keys_of_their_own()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var releases = new ConcurrentQueue<string?>();
+        var charges = 0;
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                switch (context.Read<object>())
+                {
+                    case RvReserve r:
+                        context.Reply(new RvReserved(r.Id));
+                        break;
+                    case RvCharge c when Interlocked.Increment(ref charges) == 1:
+                        context.Reply(new RvCharged(c.Id));
+                        break;
+                    case RvCharge c:
+                        context.Reply(new RvDeclined(c.Id));
+                        break;
+                    case RvRelease:
+                        releases.Enqueue(context.Message.IdempotencyKey());
+                        break;
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new ReserveLoop());
+        });
+        await host.Workflows.StartAsync("edge_loop", "o-1", new RvState("o-1"));
+        var ended = await UntilAsync(host, "edge_loop", "o-1", i => i.IsFinished, "the second charge is declined and both reservations are undone");
+        Assert.Equal(["reserve", "reserve"], ended.CompensatedSteps);
+        await Wait.UntilAsync(() => releases.Count == 2, "both releases are received");
+
+        Assert.True(releases.Distinct().Count() == 2, $"both releases carry the key {releases.First()}");
+    }
+
+    private static async Task<IReadOnlyList<WorkflowHistoryEntry>> WaitForHistoryAsync(CairnTestHost host, string workflow, string id, Func<IReadOnlyList<WorkflowHistoryEntry>, bool> condition, string what)
+    {
+        IReadOnlyList<WorkflowHistoryEntry> history = [];
+        await Wait.UntilAsync(async () => condition(history = await host.Workflows.GetHistoryAsync(workflow, id)), what);
+        return history;
+    }
+}
