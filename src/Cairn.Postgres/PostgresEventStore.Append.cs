@@ -183,11 +183,12 @@ public sealed partial class PostgresEventStore
     /// What the writer's own last commits left, to plan on with no read at all: the write then also requires that none
     /// of the streams it does not know exists. A refusal planned on it is not trusted.
     /// </param>
+    /// <param name="cancellationToken">Calls off the write while it waits (for the append lock): nothing is written then.</param>
     /// <returns>
     /// The outcome of each append, as <see cref="AppendManyInContextAsync"/> gives them, with what is now known of the
     /// log; or, having written nothing, why not.
     /// </returns>
-    internal async Task<OptimisticAppend> TryAppendOptimisticallyAsync(NpgsqlConnection connection, IReadOnlyList<PreparedAppend> appends, KnownLog? known)
+    internal async Task<OptimisticAppend> TryAppendOptimisticallyAsync(NpgsqlConnection connection, IReadOnlyList<PreparedAppend> appends, KnownLog? known, CancellationToken cancellationToken = default)
     {
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var append in appends)
@@ -299,8 +300,10 @@ public sealed partial class PostgresEventStore
         long headAfter;
         try
         {
-            // The reader steps over the insert, which returns no rows: from the lock's result to the head's.
-            await using var reader = await write.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            // The reader steps over the insert, which returns no rows: from the lock's result to the head's. A
+            // cancellation (while another process holds the lock, say) aborts the batch's implicit transaction:
+            // PostgreSQL reports the statement cancelled only when nothing of it was committed.
+            await using var reader = await write.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
             await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
             headAfter = reader.GetInt64(0);

@@ -6,8 +6,12 @@ namespace Cairn.Postgres;
 
 public sealed partial class PostgresEventStore
 {
-    /// <summary>The first page of a read: small, so a read of a few events or a live tail costs little.</summary>
-    private const int FirstPageSize = 512;
+    /// <summary>
+    /// The first page of a read: small, so a read of a few events or a live tail costs little, and a read of the first
+    /// events of a stream of large events has the server send few of them (a page's byte cap stops what it keeps, not
+    /// what the server sends: the rest of a query's rows are read and dropped).
+    /// </summary>
+    private const int FirstPageSize = 64;
 
     /// <summary>
     /// Pages double up to this size while a read goes on: each page is a query with its own round trip and start-up

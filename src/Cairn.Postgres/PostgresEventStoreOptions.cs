@@ -7,7 +7,7 @@ namespace Cairn.Postgres;
 public sealed partial record PostgresEventStoreOptions
 {
     /// <summary>
-    /// The most bytes of event data and metadata one append may carry, and one group-commit batch of appends: PostgreSQL
+    /// The most bytes of events (data, metadata and envelopes) one append may carry, and one group-commit batch of appends: PostgreSQL
     /// takes a statement's parameters in one protocol message of at most 1 GB, and closes the connection over it.
     /// </summary>
     internal const long DefaultMaxAppendBytes = 768L * 1024 * 1024;
@@ -86,6 +86,7 @@ public sealed partial record PostgresEventStoreOptions
         return builder.Build();
     }
 
-    [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]{0,62}$", RegexOptions.CultureInvariant)]
+    // \z, not $: $ also matches before a final new line, and "cairn\n" would name another, empty schema.
+    [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]{0,62}\z", RegexOptions.CultureInvariant)]
     private static partial Regex SchemaName();
 }

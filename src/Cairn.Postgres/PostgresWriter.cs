@@ -242,6 +242,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             finally
             {
                 Running.Value = null;
+                _lastBatchEndedAt = Environment.TickCount64;
             }
         }
 
@@ -279,11 +280,21 @@ internal sealed class PostgresWriter : IAsyncDisposable
         try
         {
             connection = await OpenAsync().ConfigureAwait(false);
-            written = await _store.TryAppendOptimisticallyAsync(connection, appends, known).ConfigureAwait(false);
+
+            // An append alone in its batch may be cancelled while it waits (for another process's append lock): only
+            // its own caller waits on the batch. Several share one, which none of them can call off for the others.
+            var cancellation = batch.Count == 1 ? batch[0].CancellationToken : CancellationToken.None;
+            written = await _store.TryAppendOptimisticallyAsync(connection, appends, known, cancellation).ConfigureAwait(false);
             if (written.Retry)
             {
-                written = await _store.TryAppendOptimisticallyAsync(connection, appends, known: null).ConfigureAwait(false);
+                written = await _store.TryAppendOptimisticallyAsync(connection, appends, known: null, cancellation).ConfigureAwait(false);
             }
+        }
+        catch (OperationCanceledException cancelled) when (connection is { State: System.Data.ConnectionState.Open } && batch.Count == 1 && batch[0].CancellationToken.IsCancellationRequested)
+        {
+            // PostgreSQL cancelled the statement, so the batch's implicit transaction rolled back: nothing was written.
+            batch[0].Fail(cancelled);
+            return true;
         }
         catch (Exception ex)
         {
@@ -590,9 +601,16 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     private async Task<NpgsqlConnection> OpenAsync()
     {
-        if (_connection is { State: System.Data.ConnectionState.Open })
+        if (_connection is { State: System.Data.ConnectionState.Open } open)
         {
-            return _connection;
+            if (Environment.TickCount64 - _lastBatchEndedAt < IdleBeforeCheckMilliseconds || await IsAliveAsync(open).ConfigureAwait(false))
+            {
+                return open;
+            }
+
+            // The server ended the session while it sat idle (idle_session_timeout, a restart, a proxy): nothing of the
+            // batch was sent, so it goes on a new connection rather than failing its callers with an unknown outcome.
+            _logger.LogInformation("The PostgreSQL writer's idle connection was closed by the server; it opens a new one.");
         }
 
         await DropConnectionAsync().ConfigureAwait(false);
@@ -624,6 +642,31 @@ internal sealed class PostgresWriter : IAsyncDisposable
         };
         _connection = connection;
         return _connection;
+    }
+
+    /// <summary>
+    /// How long the writer's connection may sit idle before a batch first checks it is still open on the server's side.
+    /// The writer keeps its one connection out of the pool, so the pool's pruning of idle connections never reaches it,
+    /// and a server or proxy that ends idle sessions leaves it closed without the client knowing.
+    /// </summary>
+    private const long IdleBeforeCheckMilliseconds = 1000;
+
+    /// <summary>When the last batch ended (<see cref="Environment.TickCount64"/>).</summary>
+    private long _lastBatchEndedAt = Environment.TickCount64;
+
+    /// <summary>Whether the connection still answers: one round trip, after which it is known alive or known broken.</summary>
+    private static async Task<bool> IsAliveAsync(NpgsqlConnection connection)
+    {
+        try
+        {
+            await using var ping = new NpgsqlCommand("SELECT 1", connection);
+            await ping.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException)
+        {
+            return false;
+        }
     }
 
     /// <summary>

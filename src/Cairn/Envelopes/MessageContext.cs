@@ -40,11 +40,40 @@ public sealed class MessageContext
     /// Makes a context current until the returned scope is disposed. Without a correlation id, the current one is
     /// kept, or a new one is made.
     /// </summary>
-    public static IDisposable Begin(string? correlationId = null, string? causationId = null) => Begin(correlationId, causationId, null);
+    /// <exception cref="ArgumentException">An id is empty, longer than 256 characters, or holds control characters or
+    /// unpaired surrogates: every event and message appended or sent under the context would carry it, and no backend
+    /// stores it.</exception>
+    public static IDisposable Begin(string? correlationId = null, string? causationId = null)
+    {
+        Check(correlationId, nameof(correlationId));
+        Check(causationId, nameof(causationId));
+        return Begin(correlationId, causationId, null);
 
-    /// <summary>As <see cref="Begin(string?, string?)"/>, carrying the handled message's trace when no span continues it.</summary>
+        static void Check(string? id, string name)
+        {
+            if (id is not null && !IsStorable(id))
+            {
+                throw new ArgumentException($"A message context's {name} is 1 to {MaxIdLength} characters with no {StoredText.Refused}.", name);
+            }
+        }
+    }
+
+    /// <summary>The longest correlation or causation id, and trace parent, an event or message carries.</summary>
+    private const int MaxIdLength = 256;
+
+    private static bool IsStorable(string value) => value.Length is > 0 and <= MaxIdLength && !StoredText.Refuses(value);
+
+    /// <summary>
+    /// As <see cref="Begin(string?, string?)"/>, carrying the handled message's trace when no span continues it. The
+    /// values come from a message being handled, which may have come from outside Cairn (another RabbitMQ publisher): one
+    /// no backend could store is left out, as if the message had none, rather than failing every append and send of
+    /// its handler.
+    /// </summary>
     internal static IDisposable Begin(string? correlationId, string? causationId, string? traceParent)
     {
+        correlationId = correlationId is not null && IsStorable(correlationId) ? correlationId : null;
+        causationId = causationId is not null && IsStorable(causationId) ? causationId : null;
+        traceParent = traceParent is not null && IsStorable(traceParent) ? traceParent : null;
         var parent = CurrentContext.Value;
         var context = new MessageContext(
             correlationId ?? parent?.CorrelationId ?? MessageId.New().ToString(),

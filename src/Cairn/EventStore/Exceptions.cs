@@ -82,9 +82,9 @@ public class InvalidEventException : CairnException
 
 /// <summary>An append's events together are larger than the backend takes in one append; nothing was written.</summary>
 public sealed class AppendTooLargeException(long size, long limit)
-    : InvalidEventException($"The append is {size} bytes of event data and metadata, over the backend's limit of {limit} bytes for one append; split it into several.")
+    : InvalidEventException($"The append is {size} bytes of events (data, metadata and envelopes), over the backend's limit of {limit} bytes for one append; split it into several.")
 {
-    /// <summary>The append's size in bytes (every event's data and metadata).</summary>
+    /// <summary>The append's size in bytes (every event's data, metadata and envelope).</summary>
     public long Size { get; } = size;
 
     /// <summary>The backend's limit.</summary>

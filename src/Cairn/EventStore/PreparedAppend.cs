@@ -33,7 +33,10 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 {
     public AppendCondition? Condition => Request.Condition;
 
-    /// <summary>Every event's data and metadata, in bytes.</summary>
+    /// <summary>
+    /// What the events take to send, in bytes: every event's data and metadata, and its envelope (its text attributes in
+    /// UTF-8, its tags, and an allowance for its fixed-size values and length prefixes).
+    /// </summary>
     public long Bytes { get; init; }
 
     /// <summary>Validates a request and completes its envelopes; throws a typed error naming the first fault.</summary>
@@ -97,11 +100,31 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             count += events.Length;
             foreach (var e in events)
             {
-                bytes += e.Data.Length + (e.MetadataJson?.Length ?? 0);
+                bytes += e.Data.Length + (e.MetadataJson?.Length ?? 0) + EnvelopeBytes(e, stream.Value);
             }
         }
 
         return new PreparedAppend(request, prepared, count) { Bytes = bytes };
+    }
+
+    /// <summary>
+    /// What an event's envelope adds to its data and metadata on the wire: its stream's name (and category, at most as
+    /// long), type, source, content type and optional attributes in UTF-8, its tags, and 128 bytes for its id, numbers
+    /// and the length prefix of each value. A backend whose statement has a size limit (PostgreSQL's 1 GB message) would
+    /// otherwise take an append of many small events with long names past it.
+    /// </summary>
+    private static long EnvelopeBytes(PreparedEvent e, string stream)
+    {
+        var bytes = 128L + 2L * Utf8(stream) + Utf8(e.Type) + Utf8(e.Source) + Utf8(e.ContentType) + Utf8(e.DataSchema)
+            + Utf8(e.CorrelationId) + Utf8(e.CausationId) + Utf8(e.TraceParent);
+        foreach (var tag in e.Tags)
+        {
+            bytes += Utf8(tag) + 8;
+        }
+
+        return bytes;
+
+        static long Utf8(string? text) => text is null ? 0 : System.Text.Encoding.UTF8.GetByteCount(text);
     }
 
     private static PreparedEvent PrepareEvent(EventData e, EventStoreOptions options, MessageContext? context, string? traceParent, bool allowSystemTypes)

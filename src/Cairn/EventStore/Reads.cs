@@ -45,9 +45,9 @@ public sealed record EventFilter
     /// <summary>The events of every stream in a category (the part of the name before the first <c>-</c>).</summary>
     public static EventFilter ForCategory(string category)
     {
-        if (string.IsNullOrEmpty(category) || category.Contains('-', StringComparison.Ordinal))
+        if (string.IsNullOrEmpty(category) || category.Contains('-', StringComparison.Ordinal) || Envelopes.StoredText.Refuses(category))
         {
-            throw new ArgumentException($"'{category}' is not a category: it must be non-empty and contain no '-'.", nameof(category));
+            throw new ArgumentException($"'{category}' is not a category: it must be non-empty and contain no '-', {Envelopes.StoredText.Refused}.", nameof(category));
         }
 
         return new(null, category, null, category[0] == '$');
@@ -56,16 +56,34 @@ public sealed record EventFilter
     /// <summary>The events of the given types.</summary>
     public static EventFilter ForEventTypes(params string[] eventTypes)
     {
-        if (eventTypes.Length == 0)
+        if (eventTypes is null || eventTypes.Length == 0)
         {
             throw new ArgumentException("Name at least one event type.", nameof(eventTypes));
         }
 
-        return new(null, null, eventTypes, false);
+        return new(null, null, CheckedTypes(eventTypes), false);
     }
 
     /// <summary>Narrows this filter to the given event types.</summary>
-    public EventFilter WithEventTypes(params string[] eventTypes) => new(Stream, Category, eventTypes, IncludeSystemEvents);
+    public EventFilter WithEventTypes(params string[] eventTypes) => new(Stream, Category, CheckedTypes(eventTypes), IncludeSystemEvents);
+
+    /// <summary>
+    /// A copy of the types, each checked as appends check them: a backend would otherwise compare a name no event can
+    /// have its own way (PostgreSQL refuses a NUL with a raw error, and a subscription would fail for ever).
+    /// </summary>
+    private static string[] CheckedTypes(string[] eventTypes)
+    {
+        ArgumentNullException.ThrowIfNull(eventTypes);
+        foreach (var type in eventTypes)
+        {
+            if (EventTypeNames.Validate(type) is { } why)
+            {
+                throw new ArgumentException($"The filter names the event type '{type}': {why}.", nameof(eventTypes));
+            }
+        }
+
+        return [.. eventTypes];
+    }
 
     /// <summary>Whether an event passes the filter.</summary>
     public bool Matches(RecordedEvent e)
