@@ -139,8 +139,57 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     private (EventTypeRegistry Types, SchemaOptions Options, JsonSerializerOptions Json) EventTypes()
     {
-        var serializer = services.GetRequiredService<EventSerializer>();
-        return (serializer.Registry, services.GetRequiredService<IOptions<CairnOptions>>().Value.Schemas, serializer.Options);
+        // Not the application's serializer, whose making refuses a broken upcaster chain, nor its options when a broken
+        // chain is all that fails them: the check reports that as a failed check (exit 1), not as a command that could
+        // not run (2). Any other fault of the options stops the command as before.
+        CairnOptions options;
+        try
+        {
+            options = services.GetRequiredService<IOptions<CairnOptions>>().Value;
+        }
+        catch (OptionsValidationException invalid) when (ConfiguredOptions() is var configured && OnlyUpcastersFail(invalid, configured))
+        {
+            options = configured;
+        }
+
+        return (options.EventTypes, options.Schemas, new EventSerializer(options.EventTypes, options.JsonOptions).Options);
+    }
+
+    /// <summary>The application's options as its configuration makes them, not validated.</summary>
+    private CairnOptions ConfiguredOptions()
+    {
+        var options = new CairnOptions();
+        foreach (var configure in services.GetServices<IConfigureOptions<CairnOptions>>())
+        {
+            if (configure is IConfigureNamedOptions<CairnOptions> named)
+            {
+                named.Configure(Options.DefaultName, options);
+            }
+            else
+            {
+                configure.Configure(options);
+            }
+        }
+
+        foreach (var post in services.GetServices<IPostConfigureOptions<CairnOptions>>())
+        {
+            post.PostConfigure(Options.DefaultName, options);
+        }
+
+        return options;
+    }
+
+    private static bool OnlyUpcastersFail(OptionsValidationException invalid, CairnOptions configured)
+    {
+        try
+        {
+            UpcasterChains.Build(configured.EventTypes, configured.Schemas.Upcasters);
+            return false;
+        }
+        catch (InvalidUpcasterException broken)
+        {
+            return invalid.Failures.Count() == 1 && invalid.Failures.Single() == broken.Message;
+        }
     }
 
     private static async Task<SchemaSnapshot> ReadSnapshotAsync(string path, CancellationToken cancellationToken)
@@ -203,7 +252,7 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
         catch (InvalidOperationException)
         {
-            // A backend without explicit migrations (SQLite, memory).
+            // A backend without tables (memory).
             migrator = null;
         }
 
@@ -214,6 +263,13 @@ internal sealed class SchemaActions(IServiceProvider services)
                 throw new CommandException(
                     $"The {status.Backend} backend ({status.Location}) is at version {status.Version}, written by a Cairn newer than this one ({status.ExpectedVersion}): " +
                     "this version cannot read its registry. Run the check with the newer application, or against a snapshot.");
+            }
+
+            if (status.Version == 0)
+            {
+                throw new CommandException(
+                    $"The {status.Backend} backend ({status.Location}) has no tables of Cairn's, so it has no registry to read; opening it would create them. " +
+                    "Name the database the application uses, or check against a snapshot.");
             }
 
             throw new CommandException(

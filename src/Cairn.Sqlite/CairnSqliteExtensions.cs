@@ -34,6 +34,7 @@ public static class CairnSqliteExtensions
             .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Schemas.ISchemaStore>(services => new SqliteSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
             .UseBackendPart<Projections.IProjectionStore>(services => new SqliteProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new SqliteCorrelationTraceReader(Open(services, services.GetRequiredService<EventStoreOptions>())));
+            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new SqliteCorrelationTraceReader(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            .UseBackendPart<IStorageMigrator>(_ => new SqliteStorageMigrator(sqliteOptions));
     }
 }

@@ -57,7 +57,7 @@ public sealed class HostingEdgeTests
 
         var error = Assert.Throws<InvalidOperationException>(() => provider.GetRequiredService<IStorageMigrator>());
         Assert.Contains("in-memory backend has no IStorageMigrator", error.Message, StringComparison.Ordinal);
-        Assert.Contains("only UsePostgres(...)", error.Message, StringComparison.Ordinal);
+        Assert.Contains("UsePostgres(...) and UseSqlite(...)", error.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("UseInMemory()", error.Message, StringComparison.Ordinal);
     }
 

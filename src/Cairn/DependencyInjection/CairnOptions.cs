@@ -72,7 +72,7 @@ public sealed class CairnOptions
 
     /// <summary>Which backends supply a part, for the error of one that does not.</summary>
     private static string BackendsWith(Type part) => part == typeof(IStorageMigrator)
-        ? "only UsePostgres(...) migrates its tables as a separate step (SQLite migrates its file when it opens it; memory has no tables)"
+        ? "UsePostgres(...) and UseSqlite(...) migrate their tables as a separate step; memory has no tables"
         : "choose a backend that has one (UseSqlite(...), UsePostgres(...) or UseInMemory())";
 
     /// <summary>Keeps everything in memory: for tests and tools, not for data that must survive the process.</summary>

@@ -68,4 +68,11 @@ public sealed record OutgoingMessage
 
     /// <summary>Hides the message until this time; wins over <see cref="Delay"/>.</summary>
     public DateTimeOffset? DeliverAt { get; init; }
+
+    /// <summary>
+    /// A stored event published as it is (a route): its <see cref="DataSchema"/>, even a missing one, is what it was
+    /// written with. A missing one means written before the registry (read as version 1), not "the current version"
+    /// as for a message built by hand.
+    /// </summary>
+    internal bool IsStoredEvent { get; init; }
 }

@@ -91,7 +91,11 @@ internal sealed record PreparedMessage(
                 throw new InvalidMessageException($"Message {message.Id} of type '{message.Type}' declares JSON but its data is not: {fault.Reason}.");
             }
 
-            dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data.Span, "message", message.Id) ?? dataSchema;
+            // A stored event without a dataschema predates the registry: there is no version to check it against.
+            if (!(message.IsStoredEvent && dataSchema is null))
+            {
+                dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data.Span, "message", message.Id) ?? dataSchema;
+            }
         }
 
         var context = MessageContext.Current;

@@ -185,7 +185,11 @@ public static class JsonSchemaDocuments
                 if (context.TypeInfo.Kind == JsonTypeInfoKind.Object && schema is JsonObject obj)
                 {
                     // Closed, also a class with no properties (a marker event): it says exactly which fields it has.
-                    if (!obj.ContainsKey("additionalProperties") && !context.TypeInfo.Properties.Any(p => p.IsExtensionData))
+                    // Not a reference (a recursive class's "#") nor a polymorphic base's choice of subtypes: in draft
+                    // 2020-12 "additionalProperties" sees only the "properties" beside it, so there it would refuse
+                    // every member; each subtype's own node is closed instead.
+                    if (!obj.ContainsKey("additionalProperties") && !obj.ContainsKey("$ref") && !obj.ContainsKey("anyOf") && !obj.ContainsKey("oneOf")
+                        && !context.TypeInfo.Properties.Any(p => p.IsExtensionData))
                     {
                         obj["additionalProperties"] = false;
                     }

@@ -47,7 +47,23 @@ internal sealed class SchemaRegistrationService(
             throw new SchemaRegistrationException(problems);
         }
 
-        payloads.Load(outcomes.Where(o => o.Versions is not null).Select(o => (o.EventType, o.Current, schemas.ValidationOf(o.EventType), o.Versions!)), logger);
+        var loaded = outcomes.Where(o => o.Versions is not null).Select(o => (o.EventType, o.Current, schemas.ValidationOf(o.EventType), o.Versions!)).ToList();
+
+        // A type validated here without a class of its own (a gateway appending another service's events as JSON):
+        // checked against the registry's versions, the latest as current, which its owner registered.
+        foreach (var eventType in schemas.TypesWithValidation.Where(t => !types.Registrations.ContainsKey(t)).Order(StringComparer.Ordinal))
+        {
+            var versions = await registry.GetVersionsAsync(eventType, cancellationToken).ConfigureAwait(false);
+            if (versions.Count == 0)
+            {
+                logger.LogWarning("The event type '{EventType}' has a validation mode but no class here and no schema in the registry: its payloads are not validated until a schema is registered for it.", eventType);
+                continue;
+            }
+
+            loaded.Add((eventType, versions[^1].Version, schemas.ValidationOf(eventType), versions));
+        }
+
+        payloads.Load(loaded, logger);
         logger.LogInformation("Cairn schema registry: {Count} event types checked, {Added} new versions registered.", outcomes.Length, outcomes.Count(o => o.Added));
     }
 

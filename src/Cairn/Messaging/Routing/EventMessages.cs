@@ -28,6 +28,10 @@ public static class EventMessages
         {
             ContentType = recorded.ContentType,
             DataSchema = recorded.DataSchema,
+
+            // One stored without a dataschema was written before the registry knew its type and reads as version 1, as
+            // its message does: the send leaves it so, rather than stamping it as the current version, which it is not.
+            IsStoredEvent = true,
             Subject = recorded.Stream.Value,
             Source = recorded.Source,
             CorrelationId = recorded.CorrelationId,

@@ -1,0 +1,79 @@
+using Cairn.DependencyInjection;
+using Microsoft.Data.Sqlite;
+
+namespace Cairn.Sqlite;
+
+/// <summary>
+/// The version of a SQLite file's tables, read without creating or changing the file, and its migration as a step of
+/// its own. A store migrates its file when it opens it; this lets a tool (the <c>cairn</c> CLI's schema check, say)
+/// refuse a file that is missing or not current rather than create or migrate it by reading it.
+/// </summary>
+public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : IStorageMigrator
+{
+    private readonly SqliteEventStoreOptions _options = Validated(options);
+
+    /// <inheritdoc />
+    public Task<StorageSchemaStatus> GetStatusAsync(CancellationToken cancellationToken) =>
+        Task.Run(() => Status(VersionOfFile()), cancellationToken);
+
+    /// <inheritdoc />
+    public Task<StorageMigrationResult> MigrateAsync(CancellationToken cancellationToken) =>
+        Task.Run(
+            () =>
+            {
+                var before = VersionOfFile();
+                using (var connection = new SqliteConnection(_options.ConnectionString))
+                {
+                    connection.Open();
+                    SqliteSchema.Ensure(connection);
+                }
+
+                return new StorageMigrationResult(before, Status(VersionOfFile()));
+            },
+            cancellationToken);
+
+    /// <summary>The file's Cairn schema version: 0 when the file or its tables do not exist yet.</summary>
+    private int VersionOfFile()
+    {
+        var builder = new SqliteConnectionStringBuilder(_options.ConnectionString);
+        if (IsInMemory(builder))
+        {
+            // Made current whenever it is opened, and gone when it closes: there is never anything to migrate.
+            return SqliteSchema.Version;
+        }
+
+        if (!File.Exists(Path.GetFullPath(builder.DataSource)))
+        {
+            return 0;
+        }
+
+        // Read-write without creating: a read-only open of a file in WAL mode needs its shared-memory file to exist.
+        builder.Mode = SqliteOpenMode.ReadWrite;
+        builder.Pooling = false;
+        using var connection = new SqliteConnection(builder.ToString());
+        connection.Open();
+        using var exists = connection.CreateCommand();
+        exists.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cairn_schema'";
+        if ((long)exists.ExecuteScalar()! == 0)
+        {
+            return 0;
+        }
+
+        using var read = connection.CreateCommand();
+        read.CommandText = "SELECT max(version) FROM cairn_schema";
+        return read.ExecuteScalar() is long version ? (int)version : 0;
+    }
+
+    private static bool IsInMemory(SqliteConnectionStringBuilder builder) =>
+        builder.Mode == SqliteOpenMode.Memory || builder.DataSource.Length == 0 || builder.DataSource == ":memory:";
+
+    private StorageSchemaStatus Status(int version) =>
+        new("sqlite", new SqliteConnectionStringBuilder(_options.ConnectionString).DataSource, version, SqliteSchema.Version);
+
+    private static SqliteEventStoreOptions Validated(SqliteEventStoreOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return options;
+    }
+}
