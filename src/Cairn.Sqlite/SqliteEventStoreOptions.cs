@@ -46,6 +46,13 @@ public sealed record SqliteEventStoreOptions
             throw new ArgumentException("The SQLite connection string is empty; give one such as \"Data Source=cairn.db\".", nameof(ConnectionString));
         }
 
+        // The store opens the file from several connections of its own (its readers) by its path: a URI file name
+        // ("file:…", which Microsoft.Data.Sqlite opens) would leave them opening another file, and every read failing.
+        if (new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString).DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ArgumentException("The SQLite Data Source is a URI (\"file:…\"); give the file's path instead, such as \"Data Source=/var/lib/app/cairn.db\".", nameof(ConnectionString));
+        }
+
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxOperationsPerCommit, 1, nameof(MaxOperationsPerCommit));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
         ArgumentOutOfRangeException.ThrowIfLessThan(BusyTimeout, TimeSpan.FromMilliseconds(1), nameof(BusyTimeout));

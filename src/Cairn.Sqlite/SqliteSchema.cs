@@ -120,6 +120,26 @@ internal static partial class SqliteSchema
             PRIMARY KEY (consumer, message_id)) WITHOUT ROWID;
         """;
 
+    private static void RefuseNewer(SqliteConnection connection)
+    {
+        using var exists = connection.CreateCommand();
+        exists.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cairn_schema'";
+        if ((long)exists.ExecuteScalar()! == 0)
+        {
+            return;
+        }
+
+        using var read = connection.CreateCommand();
+        read.CommandText = "SELECT max(version) FROM cairn_schema";
+        if (read.ExecuteScalar() is long existing && existing > Version)
+        {
+            throw Newer(connection, existing);
+        }
+    }
+
+    private static CairnException Newer(SqliteConnection connection, long existing) =>
+        new($"The SQLite file {connection.DataSource} has Cairn schema version {existing}, newer than this Cairn's {Version}; upgrade Cairn to open it.");
+
     /// <summary>Creates the tables if they are missing and refuses a file written by a newer Cairn.</summary>
     public static void Ensure(SqliteConnection connection)
     {
@@ -128,6 +148,9 @@ internal static partial class SqliteSchema
         begin.ExecuteNonQuery();
         try
         {
+            // A file written by a newer Cairn is refused before this version's DDL touches it: its tables may have
+            // changed in ways that DDL would fail on first, hiding why.
+            RefuseNewer(connection);
             using (var ddl = connection.CreateCommand())
             {
                 foreach (var part in (string[])[Ddl, ProjectionsDdl, SnapshotsDdl, TracingTablesDdl, RegistryDdl])
@@ -164,7 +187,7 @@ internal static partial class SqliteSchema
             {
                 if (existing > Version)
                 {
-                    throw new CairnException($"The SQLite file {connection.DataSource} has Cairn schema version {existing}, newer than this Cairn's {Version}; upgrade Cairn to open it.");
+                    throw Newer(connection, existing);
                 }
 
                 if (existing < Version)

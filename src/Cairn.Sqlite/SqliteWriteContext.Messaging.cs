@@ -272,7 +272,7 @@ internal sealed partial class SqliteWriteContext
                 {
                     if (rule is not null)
                     {
-                        rendered ??= message.RenderDocument(new DateTimeOffset(TimeTicks, TimeSpan.Zero));
+                        rendered ??= message.RenderDocument(new DateTimeOffset(NowTicks, TimeSpan.Zero));
                         if (!rule.Matches(rendered.RootElement))
                         {
                             continue;
@@ -306,7 +306,7 @@ internal sealed partial class SqliteWriteContext
             var insert = Sql("INSERT INTO cairn_inbox (consumer, message_id, processed_ticks, queue, message_type, correlation_id, causation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
             insert.Bind(1, record.Consumer);
             insert.Bind(2, SqliteRows.IdBytes(record.MessageId));
-            insert.Bind(3, TimeTicks);
+            insert.Bind(3, NowTicks);
             insert.Bind(4, transaction.InboxMessage?.Queue.Value);
             insert.Bind(5, transaction.InboxMessage?.Type);
             // A message that started its flow is its own correlation: it needs no key, a trace finds it by its id.
@@ -376,7 +376,7 @@ internal sealed partial class SqliteWriteContext
     private bool Enqueue(QueueRow queue, PreparedMessage message)
     {
         var definition = queue.Definition;
-        if (message.RefusalBy(definition, TimeTicks) is { } refusal)
+        if (message.RefusalBy(definition, NowTicks) is { } refusal)
         {
             throw refusal;
         }
@@ -386,7 +386,7 @@ internal sealed partial class SqliteWriteContext
             var seen = Sql("SELECT expires_ticks FROM cairn_deduplication WHERE queue_id = ?1 AND deduplication_id = ?2");
             seen.Bind(1, queue.Id);
             seen.Bind(2, deduplicationId);
-            if (seen.ExecuteInt64() is { } expires && expires > TimeTicks)
+            if (seen.ExecuteInt64() is { } expires && expires > NowTicks)
             {
                 return false;
             }
@@ -395,20 +395,20 @@ internal sealed partial class SqliteWriteContext
             var remember = Sql("INSERT INTO cairn_deduplication (queue_id, deduplication_id, expires_ticks) VALUES (?1, ?2, ?3) ON CONFLICT (queue_id, deduplication_id) DO UPDATE SET expires_ticks = excluded.expires_ticks");
             remember.Bind(1, queue.Id);
             remember.Bind(2, deduplicationId);
-            remember.Bind(3, TimeTicks + definition.DeduplicationWindow.Ticks);
+            remember.Bind(3, NowTicks + definition.DeduplicationWindow.Ticks);
             remember.Execute();
             // Expired ids go on a process's first remembered id and every 1,024th after: a process restarted before
             // its 1,024th (a service deployed often) otherwise never deleted any.
             if ((_deduplicationWrites++ & 1023) == 0)
             {
                 var forget = Sql("DELETE FROM cairn_deduplication WHERE expires_ticks <= ?1");
-                forget.Bind(1, TimeTicks);
+                forget.Bind(1, NowTicks);
                 forget.Execute();
             }
         }
 
         Wrote();
-        MessageCodec.Write(_messageEnvelope, message, TimeTicks);
+        MessageCodec.Write(_messageEnvelope, message, NowTicks);
         var insert = Sql("""
             INSERT INTO cairn_messages (queue_id, id, group_key, state, visible_at, enqueued_ticks, expires_ticks, envelope, data, correlation)
             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -416,9 +416,9 @@ internal sealed partial class SqliteWriteContext
         insert.Bind(1, queue.Id);
         insert.Bind(2, SqliteRows.IdBytes(message.Id));
         insert.Bind(3, message.GroupKey);
-        insert.Bind(4, message.VisibleAtTicks(TimeTicks, definition.DefaultDelay));
-        insert.Bind(5, TimeTicks);
-        insert.Bind(6, TimeTicks + definition.Retention.Ticks);
+        insert.Bind(4, message.VisibleAtTicks(NowTicks, definition.DefaultDelay));
+        insert.Bind(5, NowTicks);
+        insert.Bind(6, NowTicks + definition.Retention.Ticks);
         insert.Bind(7, _messageEnvelope.WrittenSpan);
         insert.Bind(8, message.Data.Span);
         insert.Bind(9, message.CorrelationId ?? message.Id.ToString());
@@ -439,8 +439,8 @@ internal sealed partial class SqliteWriteContext
     {
         var queue = RequireQueue(queueName);
         var definition = queue.Definition;
-        var leaseEnds = TimeTicks + (lease ?? definition.Lease).Ticks;
-        var now = TimeTicks;
+        var leaseEnds = NowTicks + (lease ?? definition.Lease).Ticks;
+        var now = NowTicks;
         var rows = new List<LeasedRow>(Math.Min(max, 64));
         var dropped = new List<(long Seq, string? Reason)>();
         while (rows.Count < max)
@@ -630,7 +630,7 @@ internal sealed partial class SqliteWriteContext
         Wrote();
         var update = Sql("UPDATE cairn_messages SET state = 0, visible_at = ?2, failure = coalesce(?3, failure) WHERE seq = ?1");
         update.Bind(1, lease.Sequence);
-        update.Bind(2, TimeTicks + delay.Ticks);
+        update.Bind(2, NowTicks + delay.Ticks);
         update.Bind(3, failure is null ? null : JsonSerializer.Serialize(failure, CairnJsonContext.Default.FailureInfo));
         update.Execute();
         _touchedQueues.Add(queue.Definition.Name.Value);
@@ -644,7 +644,7 @@ internal sealed partial class SqliteWriteContext
         Wrote();
         var update = Sql("UPDATE cairn_messages SET state = 0, visible_at = ?2, receive_count = max(receive_count - 1, 0) WHERE seq = ?1");
         update.Bind(1, lease.Sequence);
-        update.Bind(2, TimeTicks);
+        update.Bind(2, NowTicks);
         update.Execute();
         _touchedQueues.Add(queue.Definition.Name.Value);
     }
@@ -653,7 +653,7 @@ internal sealed partial class SqliteWriteContext
     {
         HeldLease(lease);
         Wrote();
-        var until = TimeTicks + duration.Ticks;
+        var until = NowTicks + duration.Ticks;
         var update = Sql("UPDATE cairn_messages SET visible_at = ?2 WHERE seq = ?1");
         update.Bind(1, lease.Sequence);
         update.Bind(2, until);
@@ -674,7 +674,7 @@ internal sealed partial class SqliteWriteContext
         update.Bind(1, seq);
         update.Bind(2, queue.Definition.Fifo ? 2L : 3L);
         update.Bind(3, reason);
-        update.Bind(4, TimeTicks);
+        update.Bind(4, NowTicks);
         update.Bind(5, failure is null ? null : JsonSerializer.Serialize(failure, CairnJsonContext.Default.FailureInfo));
         update.Execute();
         _deadLettered.Add(queue.Definition.Name.Value);
@@ -743,8 +743,8 @@ internal sealed partial class SqliteWriteContext
                 // Back to its own place: same sequence, so it heads its FIFO group again.
                 var update = Sql("UPDATE cairn_messages SET state = 0, visible_at = ?2, receive_count = 0, redrives = redrives + 1, dead_reason = NULL, dead_ticks = NULL, expires_ticks = ?3 WHERE seq = ?1");
                 update.Bind(1, seq);
-                update.Bind(2, TimeTicks);
-                update.Bind(3, TimeTicks + source.Definition.Retention.Ticks);
+                update.Bind(2, NowTicks);
+                update.Bind(3, NowTicks + source.Definition.Retention.Ticks);
                 update.Execute();
             }
             else
@@ -758,8 +758,8 @@ internal sealed partial class SqliteWriteContext
                     """);
                 move.Bind(1, seq);
                 move.Bind(2, target.Id);
-                move.Bind(3, TimeTicks);
-                move.Bind(4, TimeTicks + target.Definition.Retention.Ticks);
+                move.Bind(3, NowTicks);
+                move.Bind(4, NowTicks + target.Definition.Retention.Ticks);
                 move.Execute();
                 var delete = Sql("DELETE FROM cairn_messages WHERE seq = ?1");
                 delete.Bind(1, seq);

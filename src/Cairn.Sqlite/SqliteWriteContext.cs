@@ -45,7 +45,9 @@ internal sealed partial class SqliteWriteContext : IDisposable
         _release = new RawStatement(connection, "RELEASE cairn_operation");
         _rollbackToSavepoint = new RawStatement(connection, "ROLLBACK TO cairn_operation");
         _dataVersion = new RawStatement(connection, "PRAGMA data_version");
-        _head = new RawStatement(connection, "SELECT coalesce(max(position), 0), coalesce(max(time_ticks), 0) FROM cairn_events");
+        // The last event: one seek of the table's key. Commit times never go backwards along the log, so its time is the
+        // latest; asking max() of both columns instead read every row (no index has the time).
+        _head = new RawStatement(connection, "SELECT position, time_ticks FROM cairn_events ORDER BY position DESC LIMIT 1");
 
         // Parameters are bound by position: the order of the ?NNN numbers below is the order the code binds them in.
         _insertEvent = new RawStatement(connection, """
@@ -76,8 +78,18 @@ internal sealed partial class SqliteWriteContext : IDisposable
     /// <summary>Whether the operation in hand has written anything yet.</summary>
     private bool OperationWrote { get; set; }
 
-    /// <summary>The commit time of the transaction in hand.</summary>
+    /// <summary>
+    /// The commit time of the transaction in hand's events: the clock, but never before the last event's, so "as of a
+    /// time" reads can stop at the first later event.
+    /// </summary>
     public long TimeTicks { get; private set; }
+
+    /// <summary>
+    /// The clock as the transaction in hand began: what messaging's leases, delays and retention count from. Not
+    /// <see cref="TimeTicks"/>, which a clock set back (after a restart, say) holds at the last event's time: no lease
+    /// would run out and no delay fall due until the clock passed it.
+    /// </summary>
+    public long NowTicks { get; private set; }
 
     /// <summary>
     /// Begins a transaction. One that is not <paramref name="durable"/> commits without an fsync (WAL with
@@ -115,6 +127,7 @@ internal sealed partial class SqliteWriteContext : IDisposable
 
         // Commit times never go backwards along the log, so "as of a time" reads can stop at the first later event.
         var now = _options.TimeProvider.GetUtcNow().UtcTicks;
+        NowTicks = now;
         TimeTicks = Math.Max(now, _lastTimeTicks);
     }
 
@@ -253,10 +266,10 @@ internal sealed partial class SqliteWriteContext : IDisposable
     {
         try
         {
-            _head.Step();
-            Head = _head.Int64(0);
+            var any = _head.Step();
+            Head = any ? _head.Int64(0) : 0;
             _committedHead = Head;
-            _lastTimeTicks = Math.Max(_lastTimeTicks, _head.Int64(1));
+            _lastTimeTicks = Math.Max(_lastTimeTicks, any ? _head.Int64(1) : 0);
         }
         finally
         {
