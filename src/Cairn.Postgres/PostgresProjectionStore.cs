@@ -89,7 +89,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
 
     /// <inheritdoc />
     public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, null, cancellationToken, async (connection, table) =>
+        ReadServingAsync(projection, document, null, null, cancellationToken, async (connection, table) =>
         {
             await using var select = new NpgsqlCommand($"SELECT data FROM {table} WHERE id = $1", connection);
             select.Parameters.Add(new NpgsqlParameter { Value = id });
@@ -98,7 +98,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
 
     /// <inheritdoc />
     public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
+        ReadServingAsync(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
         {
             ArgumentNullException.ThrowIfNull(query);
             var sql = new PostgresQuery("SELECT id, data FROM " + table);
@@ -124,7 +124,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
 
     /// <inheritdoc />
     public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, 0L, cancellationToken, async (connection, table) =>
+        ReadServingAsync(projection, document, query, 0L, cancellationToken, async (connection, table) =>
         {
             ArgumentNullException.ThrowIfNull(query);
             var sql = new PostgresQuery("SELECT count(*) FROM " + table);
@@ -189,7 +189,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
     /// build has no such collection (code that adds one, while its rebuild runs). A switch may drop the table between
     /// finding the build and reading it; the read then starts again on the build that serves now.
     /// </summary>
-    private async Task<T> ReadServingAsync<T>(string projection, DocumentDefinition document, T absent, CancellationToken cancellationToken, Func<NpgsqlConnection, string, Task<T>> read)
+    private async Task<T> ReadServingAsync<T>(string projection, DocumentDefinition document, DocumentQuerySpec? query, T absent, CancellationToken cancellationToken, Func<NpgsqlConnection, string, Task<T>> read)
     {
         ArgumentNullException.ThrowIfNull(projection);
         ArgumentNullException.ThrowIfNull(document);
@@ -207,10 +207,12 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
                 }
 
                 build = reader.GetInt64(0);
-                if (!Projection.CollectionsOf(reader.GetString(1)).Contains(document.Collection))
+                if (Projection.IndexesOf(reader.GetString(1), document.Collection) is not { } served)
                 {
                     return absent;
                 }
+
+                query?.RefuseIndexesNotIn(served, document.Collection);
             }
 
             try

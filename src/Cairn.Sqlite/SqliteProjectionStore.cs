@@ -89,7 +89,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
 
     /// <inheritdoc />
     public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) =>
-        ReadServing(projection, document, null, cancellationToken, (db, table) =>
+        ReadServing(projection, document, null, null, cancellationToken, (db, table) =>
         {
             using var select = new RawStatement(db, "SELECT data FROM " + table + " WHERE id = ?1");
             select.Bind(1, id);
@@ -98,7 +98,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
 
     /// <inheritdoc />
     public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServing(projection, document, (IReadOnlyList<StoredDocument>)[], cancellationToken, (db, table) =>
+        ReadServing(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, (db, table) =>
         {
             var parameters = new SqlParameters();
             var sql = new StringBuilder("SELECT id, data FROM ").Append(table);
@@ -125,7 +125,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
 
     /// <inheritdoc />
     public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServing(projection, document, 0L, cancellationToken, (db, table) =>
+        ReadServing(projection, document, query, 0L, cancellationToken, (db, table) =>
         {
             var parameters = new SqlParameters();
             var sql = new StringBuilder("SELECT count(*) FROM ").Append(table);
@@ -186,7 +186,7 @@ public sealed class SqliteProjectionStore : IProjectionStore
     /// Runs a read against the serving build's table in one read transaction, or answers <paramref name="absent"/> when
     /// the serving build has no such collection (code that adds one, while its rebuild runs).
     /// </summary>
-    private Task<T> ReadServing<T>(string projection, DocumentDefinition document, T absent, CancellationToken cancellationToken, Func<sqlite3, string, T> read)
+    private Task<T> ReadServing<T>(string projection, DocumentDefinition document, DocumentQuerySpec? query, T absent, CancellationToken cancellationToken, Func<sqlite3, string, T> read)
     {
         ArgumentNullException.ThrowIfNull(document);
         cancellationToken.ThrowIfCancellationRequested();
@@ -203,9 +203,13 @@ public sealed class SqliteProjectionStore : IProjectionStore
             }
 
             var build = find.Int64(0);
-            return Task.FromResult(Projection.CollectionsOf(find.Text(1)).Contains(document.Collection)
-                ? read(db, "cairn_doc_" + build + "_" + document.Collection)
-                : absent);
+            if (Projection.IndexesOf(find.Text(1), document.Collection) is not { } served)
+            {
+                return Task.FromResult(absent);
+            }
+
+            query?.RefuseIndexesNotIn(served, document.Collection);
+            return Task.FromResult(read(db, "cairn_doc_" + build + "_" + document.Collection));
         }
         finally
         {

@@ -175,7 +175,23 @@ internal sealed partial class SqliteWriteContext
                 continue;
             }
 
-            var stored = BuildPosition(inline.Build);
+            if (BuildPositionOrNull(inline.Build) is not { } stored)
+            {
+                // Another process switched builds (a rebuild) and dropped this one. The build serving now is followed
+                // when it has this projection's shape; otherwise appends here stop applying it, and its runner, whose
+                // next batch finds its build gone, starts again on what serves.
+                if (ServingBuildOf(inline.Projection) is { } serving)
+                {
+                    inline.Build = serving.Id;
+                    stored = serving.Position;
+                }
+                else
+                {
+                    inline.Live = false;
+                    continue;
+                }
+            }
+
             if (stored >= written[^1].Position.Value)
             {
                 continue;
@@ -297,12 +313,28 @@ internal sealed partial class SqliteWriteContext
             }
         }
 
+        Exec(ddl.ToString());
+
+        // The projection's own DDL apart: SQLite refusing it (a syntax error, an unknown type) is the projection's
+        // fault, which no retry mends, not a failure of the store.
+        var own = new StringBuilder();
         foreach (var table in projection.SqlTables)
         {
-            ddl.Append(table.CreateSql.Replace("{table}", SqliteReadModelTransaction.SqlTable(id, table.Name), StringComparison.Ordinal)).Append(";\n");
+            own.Append(table.CreateSql.Replace("{table}", SqliteReadModelTransaction.SqlTable(id, table.Name), StringComparison.Ordinal)).Append(";\n");
         }
 
-        Exec(ddl.ToString());
+        if (own.Length > 0)
+        {
+            Wrote();
+            if (SQLitePCL.raw.sqlite3_exec(_connection.Handle, own.ToString()) is var rc && rc == SQLitePCL.raw.SQLITE_ERROR)
+            {
+                throw new InvalidProjectionException(projection.Name, $"SQLite refused the DDL of its tables: {SQLitePCL.raw.sqlite3_errmsg(_connection.Handle).utf8_to_string()}");
+            }
+            else if (rc != SQLitePCL.raw.SQLITE_OK)
+            {
+                throw new Microsoft.Data.Sqlite.SqliteException($"SQLite refused the read model's DDL: {SQLitePCL.raw.sqlite3_errmsg(_connection.Handle).utf8_to_string()}", rc);
+            }
+        }
         if (serving)
         {
             CreateViews(id);
@@ -365,6 +397,31 @@ internal sealed partial class SqliteWriteContext
         }
     }
 
+    /// <summary>The views that select from one of <paramref name="tables"/>, as <see cref="CreateViews"/> makes them.</summary>
+    private List<string> ViewsOf(List<string> tables)
+    {
+        var views = new List<string>();
+        foreach (var table in tables)
+        {
+            var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
+            var select = Sql("SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?1");
+            select.Bind(1, name);
+            try
+            {
+                if (select.Step() && select.Text(0).EndsWith("FROM \"" + table + "\"", StringComparison.Ordinal))
+                {
+                    views.Add(name);
+                }
+            }
+            finally
+            {
+                select.Reset();
+            }
+        }
+
+        return views;
+    }
+
     private void DropBuild(string projection, long build)
     {
         // Finalized first: SQLite will not drop a table a prepared statement is still stepping.
@@ -378,6 +435,13 @@ internal sealed partial class SqliteWriteContext
         foreach (var table in TablesOf("cairn_doc_" + build + "_*").Concat(TablesOf("*__b" + build)))
         {
             ddl.Append("DROP TABLE IF EXISTS \"").Append(table).Append("\";\n");
+        }
+
+        // The views that show this build's tables go with them: a switch to a build without the table (a version that
+        // no longer declares it) would otherwise leave a view of nothing, taking the name from a later version.
+        foreach (var view in ViewsOf(TablesOf("*__b" + build)))
+        {
+            ddl.Append("DROP VIEW IF EXISTS \"").Append(view).Append("\";\n");
         }
 
         if (ddl.Length > 0)
@@ -451,11 +515,31 @@ internal sealed partial class SqliteWriteContext
         return names;
     }
 
-    private long BuildPosition(long build)
+    private long BuildPosition(long build) => BuildPositionOrNull(build) ?? 0;
+
+    /// <summary>A build's position; null when the build is gone.</summary>
+    private long? BuildPositionOrNull(long build)
     {
         var select = Sql("SELECT position FROM cairn_projection_builds WHERE id = ?1");
         select.Bind(1, build);
-        return select.ExecuteInt64() ?? 0;
+        return select.ExecuteInt64();
+    }
+
+    /// <summary>The build serving <paramref name="projection"/> now, when it has the projection's version and shape.</summary>
+    private (long Id, long Position)? ServingBuildOf(Projection projection)
+    {
+        var select = Sql("SELECT id, position FROM cairn_projection_builds WHERE projection = ?1 AND serving = 1 AND version = ?2 AND shape = ?3");
+        select.Bind(1, projection.Name);
+        select.Bind(2, (long)projection.Version);
+        select.Bind(3, projection.Shape);
+        try
+        {
+            return select.Step() ? (select.Int64(0), select.Int64(1)) : null;
+        }
+        finally
+        {
+            select.Reset();
+        }
     }
 
     private void SetBuildPosition(long build, long position)

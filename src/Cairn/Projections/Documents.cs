@@ -64,7 +64,7 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
             ulong ul when ul <= long.MaxValue => (long)ul,
             _ => throw Mismatch(value, collection),
         },
-        IndexKind.Real => value switch
+        IndexKind.Real => Comparable(value switch
         {
             double d => d,
             float f => (double)f,
@@ -72,7 +72,7 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
             long l => (double)l,
             int i => (double)i,
             _ => throw Mismatch(value, collection),
-        },
+        }, collection),
         IndexKind.Boolean => value is bool b ? (b ? 1L : 0L) : throw Mismatch(value, collection),
         IndexKind.Time => value switch
         {
@@ -84,6 +84,14 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
         },
         _ => throw Mismatch(value, collection),
     };
+
+    /// <summary>
+    /// A real value every backend indexes alike: not NaN, which SQLite stores as NULL (so it matched a query for null
+    /// there, and nothing in memory) and which sorts nowhere consistently.
+    /// </summary>
+    private double Comparable(double value, string collection) => double.IsNaN(value)
+        ? throw new InvalidDocumentQueryException(collection, Name, "NaN cannot be indexed: it equals nothing and sorts nowhere; store null for an unknown value")
+        : value;
 
     private string Indexable(string text, string collection)
     {

@@ -250,4 +250,21 @@ public sealed record DocumentCondition(DocumentIndex Index, QueryOperator Operat
 /// <param name="Order">The fields to order by, each ascending or descending.</param>
 /// <param name="Skip">Documents to skip.</param>
 /// <param name="Take">The most documents to return.</param>
-public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditions, IReadOnlyList<(DocumentIndex Index, bool Descending)> Order, int Skip, int Take);
+public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditions, IReadOnlyList<(DocumentIndex Index, bool Descending)> Order, int Skip, int Take)
+{
+    /// <summary>
+    /// Refuses a query naming an index the serving build does not have (<paramref name="served"/>, from its stored
+    /// shape): during the rebuild of a version that adds it, the old build serves without it, on every backend alike.
+    /// </summary>
+    /// <exception cref="InvalidDocumentQueryException">An index the query names is not served yet.</exception>
+    internal void RefuseIndexesNotIn(IReadOnlyList<string> served, string collection)
+    {
+        foreach (var index in Conditions.Select(c => c.Index).Concat(Order.Select(o => o.Index)))
+        {
+            if (!served.Contains(index.Name))
+            {
+                throw new InvalidDocumentQueryException(collection, index.Name, "the serving read model has no such index yet: the rebuild of the projection's new version adds it, and it can be queried once that build serves");
+            }
+        }
+    }
+}

@@ -118,6 +118,25 @@ public abstract class Projection
             .OfType<string>()];
     }
 
+    /// <summary>
+    /// The indexes a stored <see cref="Shape"/> gives <paramref name="collection"/>, by name in their order; null when
+    /// the shape has no such collection.
+    /// </summary>
+    internal static IReadOnlyList<string>? IndexesOf(string shape, string collection)
+    {
+        var bar = shape.IndexOf('|', StringComparison.Ordinal);
+        foreach (var document in (bar < 0 ? "" : shape[..bar]).Split(';', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var open = document.IndexOf('(', StringComparison.Ordinal);
+            if (open > 0 && document[..open] == collection)
+            {
+                return [.. document[(open + 1)..^1].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(index => index[..index.IndexOf(':', StringComparison.Ordinal)])];
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Handles events of type <typeparamref name="TEvent"/> (and of its registered subclasses).</summary>
     protected void On<TEvent>(Action<IProjectionContext, TEvent> apply)
         where TEvent : class

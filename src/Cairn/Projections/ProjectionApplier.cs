@@ -85,7 +85,10 @@ internal sealed class ProjectionApplier
     {
         cache?.Begin(transaction);
         var session = new DocumentSession(Projection, transaction, _serializer.Options, cache);
+        // The payloads decoded ahead serve the first attempt only: its handlers may change them (a document sharing a
+        // list with its event, then changed), so an attempt run again after a failure decodes afresh.
         var decoded = _decoded.TryGetValue(events, out var payloads) ? payloads : null;
+        _decoded.Remove(events);
         for (var i = 0; i < events.Count; i++)
         {
             var recorded = events[i];

@@ -52,6 +52,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>When a refused switch may be tried again (a <see cref="TimeProvider"/> timestamp), or 0.</summary>
     private long _switchRefusedUntil;
 
+    /// <summary>
+    /// The build whose switch was refused: only its own switch waits (a shadow's refused switch does not keep the serving
+    /// build of an inline projection from going live in appends).
+    /// </summary>
+    private long _switchRefusedBuild;
+
     /// <summary>How long a runner waits before trying a refused switch again.</summary>
     private static readonly TimeSpan SwitchRetryDelay = TimeSpan.FromSeconds(30);
 
@@ -238,11 +244,16 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>
     /// Read-your-writes: completes once the serving read model includes the event at <paramref name="position"/> (the
     /// <see cref="AppendResult.LastPosition"/> a command returned). Throws <see cref="ProjectionWaitTimeoutException"/>
-    /// when <paramref name="timeout"/> passes first, at once if the projection has failed.
+    /// when <paramref name="timeout"/> passes first (<see cref="Timeout.InfiniteTimeSpan"/> waits without limit), at once
+    /// if the projection has failed.
     /// </summary>
     public async Task WaitForPositionAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero, nameof(timeout));
+        if (timeout != Timeout.InfiniteTimeSpan)
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(timeout, TimeSpan.Zero, nameof(timeout));
+        }
+
         TaskCompletionSource done;
         lock (_gate)
         {
@@ -524,7 +535,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 var step = await StepAsync(serving, stop).ConfigureAwait(false);
                 progressed |= step.Progressed;
-                if (Projection.Lifecycle == ProjectionLifecycle.Inline && _shadow is null && NearHead(serving, step.CaughtUp) && await GoLiveAsync(serving, stop).ConfigureAwait(false))
+                // With a rebuild under way the serving build goes live in appends too (a process restarted during a
+                // rebuild), unless it is of another version, whose shape this code does not write.
+                if (Projection.Lifecycle == ProjectionLifecycle.Inline && (_shadow is null || serving.Version == Projection.Version)
+                    && NearHead(serving, step.CaughtUp) && await GoLiveAsync(serving, stop).ConfigureAwait(false))
                 {
                     lock (_gate)
                     {
@@ -671,8 +685,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
         return (head, events);
     }
 
-    /// <summary>Commits a batch, retrying a failing event and then applying the failure policy to it.</summary>
-    private async Task CommitAsync(Track track, List<RecordedEvent> events, GlobalPosition position, CancellationToken stop)
+    /// <summary>
+    /// Commits a batch, retrying a failing event and then applying the failure policy to it. False when another runner
+    /// had moved the build on first: the track then goes on from where that one left it, and nothing of the batch that
+    /// follows from this one may be written.
+    /// </summary>
+    private async Task<bool> CommitAsync(Track track, List<RecordedEvent> events, GlobalPosition position, CancellationToken stop)
     {
         for (var attempt = 1; ; attempt++)
         {
@@ -680,7 +698,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 await ApplyAsync(track, new ProjectionBatch(Projection.Name, track.Build, track.Stored, position, events, track.Apply), stop).ConfigureAwait(false);
                 Committed(track, position, events.Count);
-                return;
+                return true;
             }
             catch (ProjectionConflictException conflict) when (conflict.BuildMissing)
             {
@@ -689,10 +707,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
             }
             catch (ProjectionConflictException conflict)
             {
-                _logger.LogWarning("Projection {Projection}: {Message} It continues from there.", Projection.Name, conflict.Message);
-                track.Stored = conflict.Actual;
-                track.Reached = conflict.Actual;
-                return;
+                ContinueFrom(track, conflict);
+                return false;
             }
             catch (ProjectionEventException failure) when (failure.Projection == Projection.Name && events.Contains(failure.Event))
             {
@@ -716,18 +732,29 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 }
 
                 await GiveUpAsync(track, events, failure, attempt, position, stop).ConfigureAwait(false);
-                return;
+                return true;
             }
         }
+    }
+
+    /// <summary>Another runner moved the build on first: the track goes on from where that one left it.</summary>
+    private void ContinueFrom(Track track, ProjectionConflictException conflict)
+    {
+        _logger.LogWarning("Projection {Projection}: {Message} It continues from there.", Projection.Name, conflict.Message);
+        track.Stored = conflict.Actual;
+        track.Reached = conflict.Actual;
     }
 
     /// <summary>Commits what precedes the failing event, then stops at it or dead-letters it and goes on.</summary>
     private async Task GiveUpAsync(Track track, List<RecordedEvent> events, ProjectionEventException failure, int attempts, GlobalPosition position, CancellationToken stop)
     {
         var index = events.IndexOf(failure.Event);
-        if (index > 0)
+
+        // Another runner committing first has met the failing event itself: skipping it from the position that one
+        // reached would take the build back and apply the events after it twice.
+        if (index > 0 && !await CommitAsync(track, events[..index], events[index - 1].Position, stop).ConfigureAwait(false))
         {
-            await CommitAsync(track, events[..index], events[index - 1].Position, stop).ConfigureAwait(false);
+            return;
         }
 
         if (Projection.OnFailure == ProjectionFailurePolicy.Stop)
@@ -745,7 +772,16 @@ public sealed class ProjectionRunner : IAsyncDisposable
         var deadLetter = new ProjectionDeadLetter(Projection.Name, track.Build, e.Position, e.Id, e.Stream, e.Version, e.Type, FailureInfo.From(failure.InnerException ?? failure), attempts, _clock.GetUtcNow());
         var rest = events[(index + 1)..];
         var skippedTo = rest.Count == 0 ? position : e.Position;
-        await ApplyAsync(track, new ProjectionBatch(Projection.Name, track.Build, track.Stored, skippedTo, [], track.Apply) { DeadLetters = [deadLetter] }, stop).ConfigureAwait(false);
+        try
+        {
+            await ApplyAsync(track, new ProjectionBatch(Projection.Name, track.Build, track.Stored, skippedTo, [], track.Apply) { DeadLetters = [deadLetter] }, stop).ConfigureAwait(false);
+        }
+        catch (ProjectionConflictException conflict) when (!conflict.BuildMissing)
+        {
+            ContinueFrom(track, conflict);
+            return;
+        }
+
         Committed(track, skippedTo, 0);
         Interlocked.Increment(ref _deadLetters);
         CairnDiagnostics.ProjectionDeadLetters.Add(1, _tag);
@@ -764,7 +800,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// </summary>
     private bool NearHead(Track track, bool caughtUp) =>
         track.Reached.Value >= _catchUpFailedAt
-        && (_switchRefusedUntil == 0 || _clock.GetTimestamp() >= _switchRefusedUntil)
+        && (_switchRefusedUntil == 0 || track.Build != _switchRefusedBuild || _clock.GetTimestamp() >= _switchRefusedUntil)
         && (caughtUp || Volatile.Read(ref _head) - track.Reached.Value <= 4L * Projection.BatchSize);
 
     /// <summary>
@@ -797,6 +833,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         catch (ProjectionSwitchRefusedException refused) when (refused.Projection == Projection.Name)
         {
             _switchRefusedUntil = _clock.GetTimestamp() + (long)(SwitchRetryDelay.TotalSeconds * _clock.TimestampFrequency);
+            _switchRefusedBuild = track.Build;
             lock (_gate)
             {
                 _lastError = $"{refused.GetType().Name}: {refused.Message}";

@@ -187,7 +187,8 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         lock (_gate)
         {
             var matches = Match(projection, document, query);
-            IEnumerable<KeyValuePair<string, Stored>> ordered = matches.OrderBy(m => m, new DocumentOrder(document, query.Order));
+            var slots = Serving(projection).Slots(document, query.Order.Select(o => o.Index), query);
+            IEnumerable<KeyValuePair<string, Stored>> ordered = matches.OrderBy(m => m, new DocumentOrder(slots, query.Order));
             return Task.FromResult<IReadOnlyList<StoredDocument>>([.. ordered.Skip(query.Skip).Take(query.Take).Select(m => new StoredDocument(m.Key, m.Value.Json))]);
         }
     }
@@ -204,9 +205,10 @@ public sealed class InMemoryProjectionStore : IProjectionStore
 
     private List<KeyValuePair<string, Stored>> Match(string projection, DocumentDefinition document, DocumentQuerySpec query)
     {
-        var positions = query.Conditions.Select(c => IndexOf(document, c.Index)).ToArray();
+        var serving = Serving(projection);
+        var positions = serving.Slots(document, query.Conditions.Select(c => c.Index), query);
         var matches = new List<KeyValuePair<string, Stored>>();
-        foreach (var pair in Serving(projection).Collection(document.Collection))
+        foreach (var pair in serving.Collection(document.Collection))
         {
             var all = true;
             for (var i = 0; i < positions.Length && all; i++)
@@ -221,19 +223,6 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         }
 
         return matches;
-    }
-
-    private static int IndexOf(DocumentDefinition document, DocumentIndex index)
-    {
-        for (var i = 0; i < document.Indexes.Count; i++)
-        {
-            if (document.Indexes[i].Name == index.Name)
-            {
-                return i;
-            }
-        }
-
-        throw new InvalidDocumentQueryException(document.Collection, index.Name, "it is not an indexed field");
     }
 
     private Build Serving(string projection) =>
@@ -303,6 +292,17 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         }
 
         public ProjectionBuild Describe(string projection, bool serving) => new(projection, Id, version, shape, Position, serving);
+
+        /// <summary>
+        /// Where each of the query's indexes sits in this build's stored values: the build's own declaration, which a
+        /// new version of the projection may have changed. Refuses an index the build does not have.
+        /// </summary>
+        public int[] Slots(DocumentDefinition document, IEnumerable<DocumentIndex> indexes, DocumentQuerySpec query)
+        {
+            var served = Projection.IndexesOf(shape, document.Collection) ?? [.. document.Indexes.Select(i => i.Name)];
+            query.RefuseIndexesNotIn(served, document.Collection);
+            return [.. indexes.Select(index => served.ToList().IndexOf(index.Name))];
+        }
     }
 
     private sealed record Stored(byte[] Json, object?[] Index);
@@ -359,9 +359,9 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         }
     }
 
-    private sealed class DocumentOrder(DocumentDefinition document, IReadOnlyList<(DocumentIndex Index, bool Descending)> order) : IComparer<KeyValuePair<string, Stored>>
+    private sealed class DocumentOrder(int[] positions, IReadOnlyList<(DocumentIndex Index, bool Descending)> order) : IComparer<KeyValuePair<string, Stored>>
     {
-        private readonly int[] _positions = [.. order.Select(o => IndexOf(document, o.Index))];
+        private readonly int[] _positions = positions;
 
         public int Compare(KeyValuePair<string, Stored> x, KeyValuePair<string, Stored> y)
         {

@@ -1,0 +1,362 @@
+using Cairn.Conformance.Support;
+using Cairn.EventStore;
+using Cairn.Projections;
+
+namespace Cairn.Sqlite.Tests;
+
+/// <summary>A document whose indexed ratio is computed, so it can be NaN (0 / 0) while its JSON holds plain numbers.</summary>
+public sealed record EdgeScore(string Id, double Paid, double Total);
+
+/// <summary>
+/// Projections on SQLite at their edges: two runners skipping one poison event, values and queries no index takes,
+/// a projection's own DDL refused, inline projections across a rebuild in another process or a restart.
+/// </summary>
+public sealed class ProjectionEdgeTests : IDisposable
+{
+    private static readonly TimeSpan Patience = Wait.Timeout;
+    private readonly TempDatabase _database = new();
+    private readonly SqliteEventStore _store;
+    private readonly SqliteProjectionStore _projections;
+
+    public ProjectionEdgeTests()
+    {
+        _store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        _projections = new SqliteProjectionStore(_store);
+    }
+
+    public void Dispose()
+    {
+        _store.Dispose();
+        _database.Dispose();
+    }
+
+    private async Task<GlobalPosition> AppendAsync(string orderId, EventData data) =>
+        (await _store.AppendToStreamAsync(Orders.Stream(orderId), ExpectedVersion.Any, [data], default)).LastPosition;
+
+    /// <summary>The real store, holding one chosen batch until the test releases it (a slow writer, made deterministic).</summary>
+    private sealed class HoldingStore(IProjectionStore inner, Func<ProjectionBatch, bool> hold) : IProjectionStore
+    {
+        private int _held;
+
+        public TaskCompletionSource Holding { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken) => inner.OpenAsync(projection, cancellationToken);
+
+        public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) => inner.StartShadowAsync(projection, cancellationToken);
+
+        public async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+        {
+            if (hold(batch) && Interlocked.Exchange(ref _held, 1) == 0)
+            {
+                Holding.TrySetResult();
+                await Release.Task.WaitAsync(cancellationToken);
+            }
+
+            return await inner.ApplyAsync(batch, cancellationToken);
+        }
+
+        public void AttachInline(Projection projection, ReadModelApply apply) => inner.AttachInline(projection, apply);
+
+        public void DetachInline(string projection) => inner.DetachInline(projection);
+
+        public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(projection, max, cancellationToken);
+
+        public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) => inner.LoadDocumentAsync(projection, document, id, cancellationToken);
+
+        public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.QueryDocumentsAsync(projection, document, query, cancellationToken);
+
+        public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.CountDocumentsAsync(projection, document, query, cancellationToken);
+    }
+
+    // Two runners of one projection skip the same poison event: the one whose commit of the events before it finds the
+    // other there first goes on from where that one left it, rather than recording the dead letter from the poison's
+    // position, taking the build back, and applying the events after it a second time.
+    [Fact]
+    public async Task Two_runners_skipping_the_same_poison_event_apply_the_events_after_it_once()
+    {
+        await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await AppendAsync("poison", Orders.Placed("poison", "bob", 1m));
+        var last = await AppendAsync("o1", Orders.Line("o1", 5m));
+
+        // Runner B holds the commit of the events before the poison (its give-up's first step) until A is done.
+        var holding = new HoldingStore(_projections, batch => batch.Events.Count == 1 && batch.Events[0].Position == new GlobalPosition(1));
+        var b = new OrderSummaries
+        {
+            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
+            MaxRetries = 0,
+            FailWhen = e => e.OrderId == "poison",
+        };
+        await using var runnerB = new ProjectionRunner(b, _store, holding, Orders.Serializer());
+        await runnerB.StartAsync(default);
+        await holding.Holding.Task.Bounded();
+
+        var a = new OrderSummaries
+        {
+            OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter,
+            MaxRetries = 0,
+            FailWhen = e => e.OrderId == "poison",
+        };
+        await using (var runnerA = new ProjectionRunner(a, _store, _projections, Orders.Serializer()))
+        {
+            await runnerA.StartAsync(default);
+            await runnerA.WaitForPositionAsync(last, Patience);
+        }
+
+        var models = new ReadModels(_projections, Orders.Serializer(), [a]);
+        Assert.Equal(1, (await models.LoadAsync<OrderSummary>("o1"))!.Lines);
+
+        // B goes on; a later event shows when it has finished with the batch it held.
+        holding.Release.TrySetResult();
+        var later = await AppendAsync("o2", Orders.Placed("o2", "carol", 1m));
+        await runnerB.WaitForPositionAsync(later, Patience);
+
+        var o1 = (await models.LoadAsync<OrderSummary>("o1"))!;
+        Assert.Equal((1, 15m), (o1.Lines, o1.Total));
+    }
+
+    /// <summary>Scores indexed by a computed ratio.</summary>
+    private sealed class Scores : Projection
+    {
+        public Scores()
+            : base("edge-scores")
+        {
+            Document<EdgeScore>(s => s.Id).Index("ratio", s => s.Paid / s.Total);
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new EdgeScore(e.OrderId, 0, (double)e.Total)));
+        }
+    }
+
+    // NaN in a real index (a ratio of 0 / 0) is refused, failing its event, on every backend: SQLite would store it as
+    // null, where it matched a query for null, and memory as a value that equals nothing.
+    [Fact]
+    public async Task A_NaN_index_value_is_refused()
+    {
+        var last = await AppendAsync("free", Orders.Placed("free", "alice", 0m));
+        var projection = new Scores();
+        await using var runner = new ProjectionRunner(projection, _store, _projections, Orders.Serializer());
+        await runner.StartAsync(default);
+
+        var stopped = await Assert.ThrowsAsync<ProjectionWaitTimeoutException>(() => runner.WaitForPositionAsync(last, Patience));
+        Assert.Contains("NaN cannot be indexed", stopped.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Orders indexed by customer; version 2 indexes their status too and rebuilds on start.</summary>
+    private sealed class IndexedOrders : Projection
+    {
+        public IndexedOrders(int version)
+            : base("edge-indexed-orders")
+        {
+            Version = version;
+            RebuildOnVersionChange = true;
+            var documents = Document<OrderSummary>(o => o.Id).Index("customer", o => o.Customer);
+            if (version >= 2)
+            {
+                documents.Index("status", o => o.Status);
+            }
+
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new OrderSummary(e.OrderId, e.Customer, e.Total, "placed", 0)));
+        }
+    }
+
+    // During the rebuild of a version that adds an index, a query naming it is refused with a typed error saying so,
+    // not a raw "no such column" from SQLite.
+    [Fact]
+    public async Task A_query_on_an_index_a_new_version_adds_is_refused_until_its_build_serves()
+    {
+        var last = await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await using (var v1 = new ProjectionRunner(new IndexedOrders(version: 1), _store, _projections, Orders.Serializer()))
+        {
+            await v1.StartAsync(default);
+            await v1.WaitForPositionAsync(last, Patience);
+        }
+
+        var v2 = new IndexedOrders(version: 2);
+        await _projections.StartShadowAsync(v2, default);
+        var models = new ReadModels(_projections, Orders.Serializer(), [v2]);
+        Assert.NotNull(await models.LoadAsync<OrderSummary>("o1"));
+
+        await Assert.ThrowsAsync<InvalidDocumentQueryException>(() => models.Query<OrderSummary>().Where("status", "placed").CountAsync());
+        Assert.Equal(1, await models.Query<OrderSummary>().Where("customer", "alice").CountAsync());
+    }
+
+    /// <summary>A projection whose table DDL has a typo.</summary>
+    private sealed class BrokenDdl : Projection
+    {
+        public BrokenDdl()
+            : base("edge-broken-ddl")
+        {
+            SqlTable("edge_daily", "CREATE TABLE {table} (day TEXT PRIMARY KEY, total REAL NOT NULL,)");
+            On<OrderPlaced>((ctx, e) => ctx.Sql.Execute($"INSERT INTO {ctx.Sql.Table("edge_daily")} (day, total) VALUES ('d', 1)"));
+        }
+    }
+
+    // A projection whose own DDL SQLite refuses (a syntax error) cannot run whatever the store does: it fails (State
+    // Failed), as a taken table name does, rather than being retried for ever as a fault of the store.
+    [Fact]
+    public async Task A_syntax_error_in_a_tables_ddl_fails_the_projection()
+    {
+        await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await using var runner = new ProjectionRunner(new BrokenDdl(), _store, _projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await Wait.UntilAsync(() => runner.Status.State is ProjectionState.Faulted or ProjectionState.Failed, "the DDL is refused");
+
+        Assert.Equal(ProjectionState.Failed, runner.Status.State);
+    }
+
+    // An inline projection rebuilt in one process: another process's appends follow the build that serves now (of the
+    // same version and shape) rather than replaying the log into the dropped build's tables and failing.
+    [Fact]
+    public async Task After_an_inline_projection_is_rebuilt_in_one_process_another_processs_appends_apply_it_to_the_new_build()
+    {
+        using var otherStore = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        var otherProjections = new SqliteProjectionStore(otherStore);
+        await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await AppendAsync("o2", Orders.Placed("o2", "bob", 20m));
+
+        var here = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline };
+        await using var runnerHere = new ProjectionRunner(here, _store, _projections, Orders.Serializer());
+        await runnerHere.StartAsync(default);
+        await Wait.UntilAsync(() => runnerHere.Status.State == ProjectionState.Live, "the inline projection is live here");
+        var there = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline };
+        await using var runnerThere = new ProjectionRunner(there, otherStore, otherProjections, Orders.Serializer());
+        await runnerThere.StartAsync(default);
+        await Wait.UntilAsync(() => runnerThere.Status.State == ProjectionState.Live, "the inline projection is live in the other process");
+        await otherStore.AppendToStreamAsync(Orders.Stream("o3"), ExpectedVersion.Any, [Orders.Placed("o3", "carol", 30m)], default);
+
+        await runnerHere.RebuildAsync().Bounded();
+
+        await otherStore.AppendToStreamAsync(Orders.Stream("o4"), ExpectedVersion.Any, [Orders.Placed("o4", "dave", 40m)], default);
+        var models = new ReadModels(_projections, Orders.Serializer(), [here]);
+        Assert.Equal(4, await models.Query<OrderSummary>().CountAsync());
+    }
+
+    /// <summary>Order totals: in a SQL table in versions 1 and 3, in documents in version 2.</summary>
+    private sealed class Totals : Projection
+    {
+        public Totals(int version)
+            : base("edge-totals")
+        {
+            Version = version;
+            RebuildOnVersionChange = true;
+            var withTable = version != 2;
+            if (withTable)
+            {
+                SqlTable("edge_totals", "CREATE TABLE {table} (id TEXT PRIMARY KEY, total REAL NOT NULL)");
+            }
+            else
+            {
+                Document<OrderSummary>(o => o.Id);
+            }
+
+            On<OrderPlaced>((ctx, e) =>
+            {
+                if (withTable)
+                {
+                    ctx.Sql.Execute($"INSERT INTO {ctx.Sql.Table("edge_totals")} (id, total) VALUES ($id, $total)", ("$id", e.OrderId), ("$total", (double)e.Total));
+                }
+                else
+                {
+                    ctx.Documents.Store(new OrderSummary(e.OrderId, e.Customer, e.Total, "placed", 0));
+                }
+            });
+        }
+    }
+
+    // A version that stops writing a SQL table switches and drops the old build's table and its view with it, so a later
+    // version may declare the table again (a leftover view of nothing was taken for another projection's, and refused
+    // it on start).
+    [Fact]
+    public async Task A_version_that_drops_a_sql_table_drops_its_view_and_a_later_version_may_declare_it_again()
+    {
+        var last = await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await using (var v1 = new ProjectionRunner(new Totals(1), _store, _projections, Orders.Serializer()))
+        {
+            await v1.StartAsync(default);
+            await v1.WaitForPositionAsync(last, Patience);
+        }
+
+        await using (var v2 = new ProjectionRunner(new Totals(2), _store, _projections, Orders.Serializer()))
+        {
+            await v2.StartAsync(default);
+            await Wait.UntilAsync(() => v2.Status is { ServingVersion: 2, Rebuild: null }, "version 2 serves");
+        }
+
+        await using var v3 = new ProjectionRunner(new Totals(3), _store, _projections, Orders.Serializer());
+        await v3.StartAsync(default);
+        await Wait.UntilAsync(() => v3.Status is { ServingVersion: 3, Rebuild: null } or { State: ProjectionState.Failed }, "version 3 serves or fails");
+        Assert.True(v3.Status.ServingVersion == 3, $"Version 3 did not switch: {v3.Status.State}, {v3.Status.LastError}");
+    }
+
+    /// <summary>The real store; it refuses the switches and holds the batches the test picks (a busy writer, made deterministic).</summary>
+    private sealed class SteeredStore(IProjectionStore inner, Func<ProjectionBatch, bool> refuse, Func<ProjectionBatch, bool> hold) : IProjectionStore
+    {
+        private int _refusals;
+
+        public int Refusals => Volatile.Read(ref _refusals);
+
+        public async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+        {
+            if (refuse(batch))
+            {
+                Interlocked.Increment(ref _refusals);
+                throw new ProjectionSwitchRefusedException(batch.Projection, batch.Build, "held back by the test");
+            }
+
+            if (hold(batch))
+            {
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+
+            return await inner.ApplyAsync(batch, cancellationToken);
+        }
+
+        public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken) => inner.OpenAsync(projection, cancellationToken);
+
+        public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) => inner.StartShadowAsync(projection, cancellationToken);
+
+        public void AttachInline(Projection projection, ReadModelApply apply) => inner.AttachInline(projection, apply);
+
+        public void DetachInline(string projection) => inner.DetachInline(projection);
+
+        public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(projection, max, cancellationToken);
+
+        public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) => inner.LoadDocumentAsync(projection, document, id, cancellationToken);
+
+        public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.QueryDocumentsAsync(projection, document, query, cancellationToken);
+
+        public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.CountDocumentsAsync(projection, document, query, cancellationToken);
+    }
+
+    // An inline projection restarted during its rebuild (a shadow of its own version left to take up): the serving
+    // build goes live in appends while the shadow fills, so a query right after an append sees it.
+    [Fact]
+    public async Task An_inline_projection_restarted_during_its_rebuild_is_applied_by_appends()
+    {
+        await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        var projection = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline };
+        await using (var first = new ProjectionRunner(projection, _store, _projections, Orders.Serializer()))
+        {
+            await first.StartAsync(default);
+            await Wait.UntilAsync(() => first.Status.State == ProjectionState.Live, "the inline projection is live");
+        }
+
+        // The process stopped during a rebuild: its shadow is there to be taken up.
+        var serving = (await _projections.OpenAsync(projection, default)).Serving.Id;
+        var shadow = (await _projections.StartShadowAsync(projection, default)).Id;
+        var clock = new ManualTimeProvider();
+        var steered = new SteeredStore(
+            _projections,
+            refuse: batch => batch.GoLive && batch.Build == shadow,
+            hold: batch => batch.Build == serving && !batch.GoLive && batch.Events.Count > 0);
+        await using var runner = new ProjectionRunner(projection, _store, steered, Orders.Serializer(), timeProvider: clock);
+        await runner.StartAsync(default);
+        await Wait.UntilAsync(() => steered.Refusals >= 1, "the rebuild reaches its switch");
+        clock.Advance(TimeSpan.FromMinutes(1));
+        await Wait.UntilAsync(() => steered.Refusals >= 2, "the runner has been round its loop again");
+
+        await AppendAsync("o2", Orders.Placed("o2", "bob", 20m));
+        var models = new ReadModels(_projections, Orders.Serializer(), [projection]);
+        Assert.True(await models.LoadAsync<OrderSummary>("o2") is not null, $"The append is not in the inline read model; the runner is {runner.Status.State}.");
+    }
+}
