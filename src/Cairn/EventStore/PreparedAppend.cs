@@ -35,9 +35,34 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 
     /// <summary>
     /// What the events take to send, in bytes: every event's data and metadata, and its envelope (its text attributes in
-    /// UTF-8, its tags, and an allowance for its fixed-size values and length prefixes).
+    /// UTF-8, its tags, and an allowance for its fixed-size values and length prefixes). Counted when first asked: only
+    /// a backend with a limit on one statement's size asks.
     /// </summary>
-    public long Bytes { get; init; }
+    public long Bytes => _bytes ??= CountBytes();
+
+    private long? _bytes;
+
+    /// <summary>A copy (<c>with</c>) counts its own bytes: its events may differ.</summary>
+    private PreparedAppend(PreparedAppend original)
+    {
+        Request = original.Request;
+        Streams = original.Streams;
+        EventCount = original.EventCount;
+    }
+
+    private long CountBytes()
+    {
+        var bytes = 0L;
+        foreach (var part in Streams)
+        {
+            foreach (var e in part.Events)
+            {
+                bytes += e.Data.Length + (e.MetadataJson?.Length ?? 0) + EnvelopeBytes(e, part.Stream.Value);
+            }
+        }
+
+        return bytes;
+    }
 
     /// <summary>Validates a request and completes its envelopes; throws a typed error naming the first fault.</summary>
     public static PreparedAppend Prepare(AppendRequest request, EventStoreOptions options, bool allowSystemStreams = false)
@@ -54,7 +79,6 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         var streams = new HashSet<string>(StringComparer.Ordinal);
         var prepared = new PreparedStreamAppend[request.Streams.Count];
         var count = 0;
-        var bytes = 0L;
         for (var s = 0; s < request.Streams.Count; s++)
         {
             var append = request.Streams[s];
@@ -98,13 +122,9 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
 
             prepared[s] = new PreparedStreamAppend(stream, append.ExpectedVersion, events);
             count += events.Length;
-            foreach (var e in events)
-            {
-                bytes += e.Data.Length + (e.MetadataJson?.Length ?? 0) + EnvelopeBytes(e, stream.Value);
-            }
         }
 
-        return new PreparedAppend(request, prepared, count) { Bytes = bytes };
+        return new PreparedAppend(request, prepared, count);
     }
 
     /// <summary>
