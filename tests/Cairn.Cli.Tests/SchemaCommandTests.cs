@@ -369,4 +369,21 @@ public sealed class SchemaCommandTests : IDisposable
         Assert.Equal("schemas", command.Name);
         Assert.Equal(["check", "export", "asyncapi"], command.Subcommands.Select(c => c.Name));
     }
+
+    // A broken upcaster chain (1 to 3, skipping a version), which the host's start refuses, is a failed check (exit 1,
+    // "incompatible"), not a command that could not run (2, "broken step"): a pipeline tells the two apart.
+    [Fact]
+    public async Task a_broken_upcaster_chain_is_a_failed_check()
+    {
+        var path = await SavedAsync<OpenedV1>();
+
+        var run = await RunAsync(Build(o =>
+        {
+            o.EventTypes.Register<OpenedV2>(Type, 2);
+            o.Schemas.Upcast(Type, 1, 3, json => json);
+        }), "schemas", "check", "--snapshot", path);
+
+        Assert.True(run.Code == CairnCli.CheckFailed, $"exit code {run.Code}, expected {CairnCli.CheckFailed}\n{run.Output}\n{run.Error}");
+        Assert.Contains("The upcaster of 'cli.opened' from version 1 to 3 is refused", run.Output, StringComparison.Ordinal);
+    }
 }

@@ -34,7 +34,7 @@ public sealed class ProjectionEdgeTests : IDisposable
         (await _store.AppendToStreamAsync(Orders.Stream(orderId), ExpectedVersion.Any, [data], default)).LastPosition;
 
     /// <summary>The real store, holding one chosen batch until the test releases it (a slow writer, made deterministic).</summary>
-    private sealed class HoldingStore(IProjectionStore inner, Func<ProjectionBatch, bool> hold) : IProjectionStore
+    private sealed class HoldingStore(IProjectionStore inner, Func<ProjectionBatch, bool> hold) : DelegatingProjectionStore(inner)
     {
         private int _held;
 
@@ -42,11 +42,7 @@ public sealed class ProjectionEdgeTests : IDisposable
 
         public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken) => inner.OpenAsync(projection, cancellationToken);
-
-        public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) => inner.StartShadowAsync(projection, cancellationToken);
-
-        public async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+        public override async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
         {
             if (hold(batch) && Interlocked.Exchange(ref _held, 1) == 0)
             {
@@ -54,20 +50,8 @@ public sealed class ProjectionEdgeTests : IDisposable
                 await Release.Task.WaitAsync(cancellationToken);
             }
 
-            return await inner.ApplyAsync(batch, cancellationToken);
+            return await Inner.ApplyAsync(batch, cancellationToken);
         }
-
-        public void AttachInline(Projection projection, ReadModelApply apply) => inner.AttachInline(projection, apply);
-
-        public void DetachInline(string projection) => inner.DetachInline(projection);
-
-        public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(projection, max, cancellationToken);
-
-        public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) => inner.LoadDocumentAsync(projection, document, id, cancellationToken);
-
-        public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.QueryDocumentsAsync(projection, document, query, cancellationToken);
-
-        public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.CountDocumentsAsync(projection, document, query, cancellationToken);
     }
 
     // Two runners of one projection skip the same poison event: the one whose commit of the events before it finds the
@@ -289,13 +273,13 @@ public sealed class ProjectionEdgeTests : IDisposable
     }
 
     /// <summary>The real store; it refuses the switches and holds the batches the test picks (a busy writer, made deterministic).</summary>
-    private sealed class SteeredStore(IProjectionStore inner, Func<ProjectionBatch, bool> refuse, Func<ProjectionBatch, bool> hold) : IProjectionStore
+    private sealed class SteeredStore(IProjectionStore inner, Func<ProjectionBatch, bool> refuse, Func<ProjectionBatch, bool> hold) : DelegatingProjectionStore(inner)
     {
         private int _refusals;
 
         public int Refusals => Volatile.Read(ref _refusals);
 
-        public async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+        public override async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
         {
             if (refuse(batch))
             {
@@ -308,24 +292,8 @@ public sealed class ProjectionEdgeTests : IDisposable
                 await Task.Delay(Timeout.Infinite, cancellationToken);
             }
 
-            return await inner.ApplyAsync(batch, cancellationToken);
+            return await Inner.ApplyAsync(batch, cancellationToken);
         }
-
-        public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken) => inner.OpenAsync(projection, cancellationToken);
-
-        public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) => inner.StartShadowAsync(projection, cancellationToken);
-
-        public void AttachInline(Projection projection, ReadModelApply apply) => inner.AttachInline(projection, apply);
-
-        public void DetachInline(string projection) => inner.DetachInline(projection);
-
-        public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(projection, max, cancellationToken);
-
-        public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) => inner.LoadDocumentAsync(projection, document, id, cancellationToken);
-
-        public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.QueryDocumentsAsync(projection, document, query, cancellationToken);
-
-        public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.CountDocumentsAsync(projection, document, query, cancellationToken);
     }
 
     // An inline projection restarted during its rebuild (a shadow of its own version left to take up): the serving

@@ -14,30 +14,14 @@ namespace Cairn.Tests.Projections;
 public sealed class RefusedSwitchTests
 {
     /// <summary>The in-memory store, refusing switches while <see cref="Refuse"/> is set.</summary>
-    private sealed class RefusingSwitches(IProjectionStore inner) : IProjectionStore
+    private sealed class RefusingSwitches(IProjectionStore inner) : DelegatingProjectionStore(inner)
     {
         public volatile bool Refuse;
 
-        public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken) => inner.OpenAsync(projection, cancellationToken);
-
-        public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) => inner.StartShadowAsync(projection, cancellationToken);
-
-        public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken) =>
+        public override Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken) =>
             batch.GoLive && Refuse
                 ? Task.FromException<ProjectionBatchResult>(new ProjectionSwitchRefusedException(batch.Projection, batch.Build, "an application's view needs the old columns"))
-                : inner.ApplyAsync(batch, cancellationToken);
-
-        public void AttachInline(Projection projection, ReadModelApply apply) => inner.AttachInline(projection, apply);
-
-        public void DetachInline(string projection) => inner.DetachInline(projection);
-
-        public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => inner.ListDeadLettersAsync(projection, max, cancellationToken);
-
-        public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) => inner.LoadDocumentAsync(projection, document, id, cancellationToken);
-
-        public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.QueryDocumentsAsync(projection, document, query, cancellationToken);
-
-        public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) => inner.CountDocumentsAsync(projection, document, query, cancellationToken);
+                : Inner.ApplyAsync(batch, cancellationToken);
     }
 
     [Fact]
