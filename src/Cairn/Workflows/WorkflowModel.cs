@@ -62,6 +62,29 @@ internal sealed class WorkflowModel
             }
         }
 
+        // The timers (a Wait, a timeout counted from a delayed attempt's delivery, a compensation's confirmation
+        // timeout) are delayed messages to the workflow's own queue: one declared again with a shorter retention after
+        // AddWorkflow (AddQueue of the same name) would refuse them.
+        foreach (var step in Steps.Values)
+        {
+            var backoff = step.MaxAttempts > 1 ? step.BackoffBefore(step.MaxAttempts) : TimeSpan.Zero;
+            if (step.Delay is { } wait)
+            {
+                await CheckAsync(Queue.Value, wait, $"step '{step.Name}' waits {wait} on a timer").ConfigureAwait(false);
+            }
+
+            if (step.Timeout is { } timeout)
+            {
+                await CheckAsync(Queue.Value, backoff + timeout, $"the timeout of step '{step.Name}' may fall due {backoff + timeout} after it is armed").ConfigureAwait(false);
+            }
+
+            if (step.CompensationConfirmation is not null)
+            {
+                var due = (step.CompensationAttempts > 1 ? step.BackoffBefore(step.CompensationAttempts) : TimeSpan.Zero) + step.CompensationTimeout;
+                await CheckAsync(Queue.Value, due, $"the confirmation timeout of the compensation of step '{step.Name}' may fall due {due} after it is armed").ConfigureAwait(false);
+            }
+        }
+
         async Task CheckAsync(string target, TimeSpan delay, string what)
         {
             if (await queues.GetQueueAsync(new Messaging.QueueName(target), cancellationToken).ConfigureAwait(false) is { } queue && delay >= queue.Retention)

@@ -170,6 +170,23 @@ public sealed class WorkflowEdgeTests
         Assert.Contains("queue 'edge-undo'", refused.Message, StringComparison.Ordinal);
     }
 
+    // The workflow's own queue declared again after AddWorkflow with a retention shorter than a timer (here a 2-hour
+    // timeout against 1 hour) would refuse the timer, and every decision arming it: the host's start refuses it.
+    [Fact]
+    public async Task a_timer_that_reaches_the_workflow_queues_retention_is_refused_when_the_host_starts()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+
+        var refused = await Assert.ThrowsAsync<InvalidWorkflowDefinitionException>(() => CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered(TimeSpan.FromHours(2)));
+            cairn.AddQueue(new QueueDefinition("workflow-edge_silent") { Retention = TimeSpan.FromHours(1) });
+        }));
+
+        Assert.Contains("the timeout of step 'charge'", refused.Message, StringComparison.Ordinal);
+    }
+
     // Within the retention, the same definition runs: the busy reply's retry is sent for after its backoff.
     [Fact]
     public async Task a_retry_backoff_within_its_queues_retention_is_sent_for_later()
