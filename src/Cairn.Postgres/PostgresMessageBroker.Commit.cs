@@ -106,6 +106,25 @@ public sealed partial class PostgresMessageBroker
 
         var (enqueued, deduplicated) = copies.Count > 0 ? await EnqueueAsync(work, copies, cancellationToken).ConfigureAwait(false) : (0, 0);
 
+        foreach (var (key, expected) in transaction.CheckpointExpectations)
+        {
+            // The row is made if missing and locked, so of two commits expecting the same position one waits for the
+            // other and then finds it moved.
+            await using (var make = work.Context.Command($"INSERT INTO {T("checkpoints")} (key, position) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING"))
+            {
+                make.Parameters.Add(Pg.Text(key));
+                await make.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            await using var read = work.Context.Command($"SELECT position FROM {T("checkpoints")} WHERE key = $1 FOR UPDATE");
+            read.Parameters.Add(Pg.Text(key));
+            var stored = new GlobalPosition((long)(await read.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!);
+            if (stored != expected)
+            {
+                throw new CheckpointConflictException(key, expected, stored);
+            }
+        }
+
         if (transaction.Checkpoints.Count > 0)
         {
             await using var batch = work.Context.Batch();

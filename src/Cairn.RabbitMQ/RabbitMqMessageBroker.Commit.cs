@@ -67,9 +67,10 @@ public sealed partial class RabbitMqMessageBroker
             backend.Publish(topic, message);
         }
 
+        var expectations = transaction.CheckpointExpectations.ToDictionary(e => e.Key, e => e.Expected, StringComparer.Ordinal);
         foreach (var (key, position) in transaction.Checkpoints)
         {
-            backend.SetCheckpoint(key, position);
+            _ = expectations.TryGetValue(key, out var expected) ? backend.SetCheckpoint(key, position, expected) : backend.SetCheckpoint(key, position);
         }
 
         if (transaction.Inbox is var (consumer, messageId))

@@ -238,6 +238,18 @@ internal sealed partial class SqliteWriteContext
             return CommitResult.Duplicate;
         }
 
+        foreach (var (key, expected) in transaction.CheckpointExpectations)
+        {
+            // Before anything is written; the writer's transaction keeps another process from moving it meanwhile.
+            var read = Sql("SELECT position FROM cairn_checkpoints WHERE key = ?1");
+            read.Bind(1, key);
+            var stored = new GlobalPosition(read.ExecuteInt64() ?? 0);
+            if (stored != expected)
+            {
+                throw new CheckpointConflictException(key, expected, stored);
+            }
+        }
+
         foreach (var lease in transaction.Acknowledgements)
         {
             Acknowledge(lease);

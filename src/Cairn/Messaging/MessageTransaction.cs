@@ -31,6 +31,11 @@ public sealed class MessageTransaction
     /// <summary>The checkpoints stored by the commit.</summary>
     public IReadOnlyList<(string Key, GlobalPosition Position)> Checkpoints => _checkpoints;
 
+    /// <summary>Where checkpoints set with an expected position must still be for the commit to go ahead.</summary>
+    internal IReadOnlyList<(string Key, GlobalPosition Expected)> CheckpointExpectations => _checkpointExpectations;
+
+    private readonly List<(string Key, GlobalPosition Expected)> _checkpointExpectations = [];
+
     /// <summary>The inbox record: the consumer and the id of the message it handled; null when none.</summary>
     public (string Consumer, MessageId MessageId)? Inbox { get; private set; }
 
@@ -106,6 +111,19 @@ public sealed class MessageTransaction
     public MessageTransaction SetCheckpoint(string key, GlobalPosition position)
     {
         _checkpoints.Add((Subscriptions.CheckpointKeys.Validate(key), position));
+        return this;
+    }
+
+    /// <summary>
+    /// Stores a checkpoint in the same commit, only if it is still at <paramref name="expected"/> (<see cref="GlobalPosition.Start"/>
+    /// when none is stored): otherwise the whole commit fails with <see cref="CheckpointConflictException"/> and writes
+    /// nothing. For work that several processes may run over one checkpoint (a route): the one that finds it moved on
+    /// knows another did the work.
+    /// </summary>
+    public MessageTransaction SetCheckpoint(string key, GlobalPosition position, GlobalPosition expected)
+    {
+        SetCheckpoint(key, position);
+        _checkpointExpectations.Add((key, expected));
         return this;
     }
 }

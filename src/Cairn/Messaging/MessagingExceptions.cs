@@ -93,3 +93,20 @@ public class NonRetryableMessageException : CairnException
     {
     }
 }
+
+/// <summary>
+/// A commit's checkpoint was not where the commit expected it (<see cref="MessageTransaction.SetCheckpoint(string, Cairn.EventStore.GlobalPosition, Cairn.EventStore.GlobalPosition)"/>):
+/// another process moved it first. Nothing of the commit was written.
+/// </summary>
+public sealed class CheckpointConflictException(string key, Cairn.EventStore.GlobalPosition expected, Cairn.EventStore.GlobalPosition actual)
+    : CairnException($"The checkpoint '{key}' is at {actual.Value}, not at {expected.Value} as the commit expected: another process moved it first. Nothing was written.")
+{
+    /// <summary>The checkpoint's key.</summary>
+    public string Key { get; } = key;
+
+    /// <summary>Where the commit expected it.</summary>
+    public Cairn.EventStore.GlobalPosition Expected { get; } = expected;
+
+    /// <summary>Where it is.</summary>
+    public Cairn.EventStore.GlobalPosition Actual { get; } = actual;
+}

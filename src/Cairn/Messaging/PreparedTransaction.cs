@@ -13,6 +13,9 @@ internal sealed record PreparedTransaction(
     (string Consumer, MessageId MessageId)? Inbox,
     HandledMessage? InboxMessage)
 {
+    /// <summary>Where checkpoints must still be for the commit to go ahead (<see cref="MessageTransaction.SetCheckpoint(string, GlobalPosition, GlobalPosition)"/>).</summary>
+    public IReadOnlyList<(string Key, GlobalPosition Expected)> CheckpointExpectations { get; init; } = [];
+
     public static PreparedTransaction Prepare(MessageTransaction transaction, EventStoreOptions options)
     {
         ArgumentNullException.ThrowIfNull(transaction);
@@ -59,7 +62,10 @@ internal sealed record PreparedTransaction(
             [.. transaction.Acknowledgements],
             [.. transaction.Checkpoints],
             transaction.Inbox,
-            transaction.InboxMessage);
+            transaction.InboxMessage)
+        {
+            CheckpointExpectations = [.. transaction.CheckpointExpectations],
+        };
     }
 
     private static void Require(bool condition, string fault)

@@ -38,6 +38,17 @@ public sealed partial class InMemoryMessageBroker
             return CommitResult.Duplicate;
         }
 
+        foreach (var (key, expected) in transaction.CheckpointExpectations)
+        {
+            // The in-memory checkpoint store answers at once, under its own lock.
+            var read = _checkpoints.GetAsync(key, CancellationToken.None);
+            var stored = (read.IsCompletedSuccessfully ? read.Result : read.AsTask().GetAwaiter().GetResult()) ?? GlobalPosition.Start;
+            if (stored != expected)
+            {
+                throw new CheckpointConflictException(key, expected, stored);
+            }
+        }
+
         // The order of the checks is the SQLite backend's, so a transaction with several faults fails with the same one.
         var settled = HeldLeases(transaction.Acknowledgements);
         var copies = new List<(QueueState Queue, PreparedMessage Message)>();

@@ -84,6 +84,12 @@ public sealed class EventRouter : IAsyncDisposable
     /// <summary>What the route has done so far.</summary>
     public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError) { FailuresInARow = Volatile.Read(ref _failuresInARow) };
 
+    /// <summary>
+    /// The checkpoint as this router last read or wrote it: each batch's commit expects it there, so of several processes
+    /// routing one route, the one that finds it moved knows another published those events, and goes on from there.
+    /// </summary>
+    private GlobalPosition _stored;
+
     /// <summary>The position of the last event routed (or passed over).</summary>
     public GlobalPosition Position => new(Interlocked.Read(ref _position));
 
@@ -91,7 +97,8 @@ public sealed class EventRouter : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, cancellationToken).ConfigureAwait(false);
-        Interlocked.Exchange(ref _position, checkpoint?.Value ?? 0);
+        _stored = checkpoint ?? GlobalPosition.Start;
+        Interlocked.Exchange(ref _position, _stored.Value);
         _running = Task.Run(RunAsync, CancellationToken.None);
     }
 
@@ -162,6 +169,15 @@ public sealed class EventRouter : IAsyncDisposable
             {
                 return;
             }
+            catch (CheckpointConflictException moved)
+            {
+                // Another process routed these events (or some of them) first: go on from where it left off.
+                _stored = moved.Actual;
+                if (moved.Actual > Position)
+                {
+                    Advance(moved.Actual);
+                }
+            }
             catch (Exception ex)
             {
                 failures++;
@@ -174,7 +190,8 @@ public sealed class EventRouter : IAsyncDisposable
                 {
                     await Task.Delay(delay, _time, token).ConfigureAwait(false);
                     var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
-                    Interlocked.Exchange(ref _position, checkpoint?.Value ?? 0);
+                    _stored = checkpoint ?? GlobalPosition.Start;
+                    Interlocked.Exchange(ref _position, _stored.Value);
                 }
                 catch (OperationCanceledException)
                 {
@@ -200,8 +217,9 @@ public sealed class EventRouter : IAsyncDisposable
             return false;
         }
 
-        transaction.SetCheckpoint(Route.CheckpointKey, last);
+        transaction.SetCheckpoint(Route.CheckpointKey, last, expected: _stored);
         await _broker.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
+        _stored = last;
         Advance(last);
         return true;
     }
