@@ -384,7 +384,7 @@ internal sealed partial class SqliteWriteContext
     private void CreateViews(long build)
     {
         var ddl = new StringBuilder();
-        foreach (var table in TablesOf("*__b" + build))
+        foreach (var table in SqlTablesOfBuild(build))
         {
             var name = table[..table.LastIndexOf("__b", StringComparison.Ordinal)];
             ddl.Append("DROP VIEW IF EXISTS \"").Append(name).Append("\";\n");
@@ -432,14 +432,15 @@ internal sealed partial class SqliteWriteContext
         }
 
         var ddl = new StringBuilder();
-        foreach (var table in TablesOf("cairn_doc_" + build + "_*").Concat(TablesOf("*__b" + build)))
+        var sqlTables = SqlTablesOfBuild(build);
+        foreach (var table in DocumentTablesOf(build).Concat(sqlTables))
         {
             ddl.Append("DROP TABLE IF EXISTS \"").Append(table).Append("\";\n");
         }
 
         // The views that show this build's tables go with them: a switch to a build without the table (a version that
         // no longer declares it) would otherwise leave a view of nothing, taking the name from a later version.
-        foreach (var view in ViewsOf(TablesOf("*__b" + build)))
+        foreach (var view in ViewsOf(sqlTables))
         {
             ddl.Append("DROP VIEW IF EXISTS \"").Append(view).Append("\";\n");
         }
@@ -493,6 +494,46 @@ internal sealed partial class SqliteWriteContext
             Upsert.Dispose();
             Delete.Dispose();
         }
+    }
+
+    /// <summary>A build's document tables, by the collections its stored shape names.</summary>
+    private List<string> DocumentTablesOf(long build)
+    {
+        var select = Sql("SELECT shape FROM cairn_projection_builds WHERE id = ?1");
+        select.Bind(1, build);
+        try
+        {
+            return select.Step() ? [.. Projection.CollectionsOf(select.Text(0)).Select(collection => "cairn_doc_" + build + "_" + collection)] : [];
+        }
+        finally
+        {
+            select.Reset();
+        }
+    }
+
+    /// <summary>
+    /// A build's own SQL tables (<c>&lt;table&gt;__b&lt;build&gt;</c>): the tables named so that are not a document
+    /// table of any build. A collection may end like a build (<c>archive__b1</c>), so a pattern alone took another
+    /// projection's document table for this build's and dropped it.
+    /// </summary>
+    private List<string> SqlTablesOfBuild(long build)
+    {
+        var documentTables = new HashSet<string>(StringComparer.Ordinal);
+        var builds = Sql("SELECT id, shape FROM cairn_projection_builds");
+        try
+        {
+            while (builds.Step())
+            {
+                var id = builds.Int64(0);
+                documentTables.UnionWith(Projection.CollectionsOf(builds.Text(1)).Select(collection => "cairn_doc_" + id + "_" + collection));
+            }
+        }
+        finally
+        {
+            builds.Reset();
+        }
+
+        return [.. TablesOf("*__b" + build).Where(table => !documentTables.Contains(table))];
     }
 
     private List<string> TablesOf(string glob)

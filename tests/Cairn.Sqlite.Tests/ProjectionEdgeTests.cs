@@ -327,4 +327,105 @@ public sealed class ProjectionEdgeTests : IDisposable
         var models = new ReadModels(_projections, Orders.Serializer(), [projection]);
         Assert.True(await models.LoadAsync<OrderSummary>("o2") is not null, $"The append is not in the inline read model; the runner is {runner.Status.State}.");
     }
+
+    /// <summary>The real store, refusing switches while <see cref="Refuse"/> is set, so a rebuild stays under way.</summary>
+    private sealed class RefusingSwitches(IProjectionStore inner) : DelegatingProjectionStore(inner)
+    {
+        public volatile bool Refuse = true;
+
+        public override Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken) =>
+            batch.GoLive && Refuse
+                ? Task.FromException<ProjectionBatchResult>(new ProjectionSwitchRefusedException(batch.Projection, batch.Build, "held for the test"))
+                : Inner.ApplyAsync(batch, cancellationToken);
+    }
+
+    /// <summary>Orders indexed by customer and total; version 2 adds a "status" index before them.</summary>
+    private sealed class StatusIndexedOrders : Projection
+    {
+        public StatusIndexedOrders(int version)
+            : base("edge-status-indexed-orders")
+        {
+            Version = version;
+            RebuildOnVersionChange = true;
+            var documents = Document<OrderSummary>(o => o.Id);
+            if (version >= 2)
+            {
+                documents.Index("status", o => o.Status);
+            }
+
+            documents.Index("customer", o => o.Customer).Index("total", o => o.Total);
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new OrderSummary(e.OrderId, e.Customer, e.Total, "placed", 0)));
+        }
+    }
+
+    // Version 2 adds an index and rebuilds while version 1's build serves. An event appended during the rebuild is not
+    // written into the old build by the new code (whose index column it lacks: the projection stopped on it): the old
+    // build serves as it is, the shadow takes the event, and the switch brings it in.
+    [Fact]
+    public async Task An_event_appended_during_a_rebuild_that_adds_an_index_reaches_the_read_model_at_the_switch()
+    {
+        await AppendAsync("o1", Orders.Placed("o1", "alice", 120m));
+        await using (var v1 = new ProjectionRunner(new StatusIndexedOrders(1), _store, _projections, Orders.Serializer()))
+        {
+            await v1.StartAsync(default);
+            await v1.WaitForPositionAsync(await _store.GetHeadPositionAsync(default), Patience);
+        }
+
+        var v2 = new StatusIndexedOrders(2) { MaxRetries = 0 };
+        var refusing = new RefusingSwitches(_projections);
+        var clock = new ManualTimeProvider();
+        await using var runner = new ProjectionRunner(v2, _store, refusing, Orders.Serializer(), timeProvider: clock);
+        await runner.StartAsync(default);
+        var placed = await AppendAsync("o2", Orders.Placed("o2", "bob", 30m));
+        await Wait.UntilAsync(() => runner.Status.Rebuild is { } rebuild && rebuild.Position >= placed, "the shadow takes the event appended during the rebuild");
+        Assert.NotEqual(ProjectionState.Failed, runner.Status.State);
+        var models = new ReadModels(_projections, Orders.Serializer(), [v2]);
+        Assert.Equal(1, await models.Query<OrderSummary>().Where("customer", "alice").CountAsync());
+
+        refusing.Refuse = false;
+        clock.Advance(TimeSpan.FromMinutes(1));
+        await runner.WaitForPositionAsync(placed, Patience);
+
+        Assert.Equal(2, runner.Status.ServingVersion);
+        Assert.Equal(1, await models.Query<OrderSummary>().Where("customer", "bob").CountAsync());
+        Assert.Equal(2, await models.Query<OrderSummary>().Where("status", "placed").CountAsync());
+    }
+
+    private sealed record Item(string Id);
+
+    /// <summary>A projection with one document collection of the given name, storing an item per placed order.</summary>
+    private sealed class WithCollection : Projection
+    {
+        public WithCollection(string name, string collection, int version = 1)
+            : base(name)
+        {
+            Version = version;
+            Document<Item>(i => i.Id, collection);
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new Item(e.OrderId)));
+        }
+    }
+
+    // Another projection's collection may end like a build ("archive__b1"): a switch of the first projection drops its
+    // own old build's tables, found by the shapes the builds store, not by a name pattern that took the other's.
+    [Fact]
+    public async Task A_switch_leaves_another_projections_document_table_whose_name_ends_like_a_build()
+    {
+        var first = (await _projections.OpenAsync(new WithCollection("edge-first", "things"), default)).Serving;
+        var other = new WithCollection("edge-other", "archive__b" + first.Id);
+        var placed = await AppendAsync("o1", Orders.Placed("o1", "alice", 1m));
+        await using (var runner = new ProjectionRunner(other, _store, _projections, Orders.Serializer()))
+        {
+            await runner.StartAsync(default);
+            await runner.WaitForPositionAsync(placed, Patience);
+        }
+
+        var models = new ReadModels(_projections, Orders.Serializer(), [other]);
+        Assert.NotNull(await models.LoadAsync<Item>("o1"));
+
+        var next = new WithCollection("edge-first", "things", version: 2);
+        var shadow = await _projections.StartShadowAsync(next, default);
+        await _projections.ApplyAsync(new ProjectionBatch(next.Name, shadow.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { }) { GoLive = true }, default);
+
+        Assert.NotNull(await models.LoadAsync<Item>("o1"));
+    }
 }

@@ -411,7 +411,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 if (_serving is null || _serving.Build != serving.Id)
                 {
-                    _serving = new Track(serving.Id, serving.Version, serving.Position, _applier);
+                    _serving = new Track(serving, _applier);
                 }
 
                 track = _serving;
@@ -476,8 +476,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
         lock (_gate)
         {
-            _serving = new Track(serving.Id, serving.Version, serving.Position, _applier);
-            _shadow = shadow is null ? null : new Track(shadow.Id, shadow.Version, shadow.Position, _applier);
+            _serving = new Track(serving, _applier);
+            _shadow = shadow is null ? null : new Track(shadow, _applier);
             _rebuild = shadow is null ? null : new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), shadow.Position);
             _inlineLive = false;
         }
@@ -500,7 +500,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 var build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
                 lock (_gate)
                 {
-                    _shadow = new Track(build.Id, build.Version, build.Position, _applier);
+                    _shadow = new Track(build, _applier);
                     _rebuild = new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), build.Position);
                 }
 
@@ -531,12 +531,20 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 }
             }
 
-            if (!_inlineLive)
+            if (_shadow is not null && !serving.WritesDocuments)
+            {
+                // The serving build is another version's, with other document collections or indexes than this code
+                // writes: it is left as it is, serving queries, until the shadow's switch brings the new one up to the
+                // head in one commit. Writing this code's documents into it failed on an index column it lacks,
+                // stopping the projection, or (in memory) stored index values where its shape does not look for them.
+                // (A build whose documents fit, its own SQL tables changed, goes on advancing under the new code.)
+            }
+            else if (!_inlineLive)
             {
                 var step = await StepAsync(serving, stop).ConfigureAwait(false);
                 progressed |= step.Progressed;
-                // With a rebuild under way the serving build goes live in appends too (a process restarted during a
-                // rebuild), unless it is of another version, whose shape this code does not write.
+                // Also with a rebuild of this version under way (a process restarted during a rebuild): the serving
+                // build goes live in appends while the shadow fills. Not one of another version.
                 if (Projection.Lifecycle == ProjectionLifecycle.Inline && (_shadow is null || serving.Version == Projection.Version)
                     && NearHead(serving, step.CaughtUp) && await GoLiveAsync(serving, stop).ConfigureAwait(false))
                 {
@@ -582,7 +590,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
             }
         }
 
-        var after = _shadow is { } shadow ? GlobalPosition.Min(shadow.Reached, ServingPosition) : ServingPosition;
+        // A serving build this code's documents do not fit is left as it is during the rebuild: only the shadow waits.
+        var after = _shadow is { } shadow
+            ? _serving is { WritesDocuments: false } ? shadow.Reached : GlobalPosition.Min(shadow.Reached, ServingPosition)
+            : ServingPosition;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop);
         var appended = _store.WaitForAppendAsync(after, cancel.Token);
         var retry = Task.Delay(retryIn, _clock, cancel.Token);
@@ -1042,6 +1053,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// <summary>A build being written, with its stored position and the position it has reached (past skipped events).</summary>
     private sealed class Track
     {
+        public Track(ProjectionBuild build, ProjectionApplier applier)
+            : this(build.Id, build.Version, build.Position, applier)
+        {
+            // The document collections and indexes, before the tables' part of the shape.
+            var documents = build.Shape.IndexOf('|', StringComparison.Ordinal) is var bar and >= 0 ? build.Shape[..bar] : build.Shape;
+            var own = applier.Projection.Shape;
+            WritesDocuments = documents == (own.IndexOf('|', StringComparison.Ordinal) is var ownBar and >= 0 ? own[..ownBar] : own);
+        }
+
         public Track(long build, int version, GlobalPosition stored, ProjectionApplier applier)
         {
             Build = build;
@@ -1055,6 +1075,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
         public long Build { get; }
 
         public int Version { get; }
+
+        /// <summary>
+        /// Whether this code's documents fit the build (the same collections and indexes): a build of another version
+        /// may have other index columns, which the store's writes of this code's documents would name.
+        /// </summary>
+        public bool WritesDocuments { get; } = true;
 
         public GlobalPosition Stored { get; set; }
 
