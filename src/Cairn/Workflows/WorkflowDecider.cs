@@ -366,7 +366,9 @@ internal sealed class WorkflowDecider
         if (step.Action is { } action)
         {
             // The key is the same for every attempt of one visit of the step, so the receiver can tell a retry from a new request.
-            var visit = attempt == 1 || Instance.CurrentStep != name ? version : Instance.StepVisit;
+            // The visit by its stream version, not counted from the instance's start as timer tokens are: an id used
+            // again after a soft delete must not send its earlier run's keys, which a service would take for repeats.
+            var visit = (attempt == 1 || Instance.CurrentStep != name ? version : Instance.StepVisit) + _versionOffset;
             message = MakeMessage(action, version, $"{_stream}/{name}/{visit}", sendAt);
         }
 

@@ -238,6 +238,44 @@ public sealed class WorkflowEdgeTests
         Assert.True(instance!.Status == WorkflowStatus.Suspended, $"status {instance.Status}; history: {string.Join(", ", history.Select(e => e.Type + (e.Event is TimerIgnored t ? $"({t.Timer}: {t.Reason})" : "")))}");
     }
 
+    // An id used again after its history was soft-deleted sends keys of its own: the earlier run's charge and the new
+    // one's are different requests, which a service keying its work by the key must not take for a repeat.
+    [Fact]
+    public async Task an_instance_started_again_on_a_deleted_history_sends_idempotency_keys_of_its_own()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var charges = new ConcurrentQueue<string?>();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                switch (context.Read<object>())
+                {
+                    case RvReserve r:
+                        context.Reply(new RvReserved(r.Id));
+                        break;
+                    case RvCharge c:
+                        charges.Enqueue(context.Message.IdempotencyKey());
+                        context.Reply(new RvCharged(c.Id));
+                        break;
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new SuspendOnDecline());
+        });
+
+        await host.Workflows.StartAsync("edge_decline", "o-1", new RvState("o-1"));
+        await UntilAsync(host, "edge_decline", "o-1", i => i.Status == WorkflowStatus.Completed, "the first run completes");
+        await sut.Store.DeleteStreamAsync(new StreamName("wf:edge_decline-o-1"), ExpectedVersion.Any, CancellationToken.None);
+        await host.Workflows.StartAsync("edge_decline", "o-1", new RvState("o-1"));
+        await UntilAsync(host, "edge_decline", "o-1", i => i.Status == WorkflowStatus.Completed, "the second run completes");
+
+        Assert.Equal(2, charges.Count);
+        Assert.True(charges.Distinct().Count() == 2, $"both runs' charges carry the key {charges.First()}");
+    }
+
     // A timer of an instance whose history was deleted for good (tombstoned) is dropped with a warning, as one of an
     // instance that does not exist, rather than retried towards the dead letters. The coordinator's cached fold still
     // takes it once; its append fails on the deleted stream, and the next try reads the stream.
