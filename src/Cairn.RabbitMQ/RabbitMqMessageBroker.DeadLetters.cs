@@ -66,9 +66,11 @@ public sealed partial class RabbitMqMessageBroker
 
         // A dead letter that came other than through Cairn (RabbitMQ's own dead-lettering, a shovel, a tool) has no
         // sequence: its time stands in, on the same scale as Cairn's sequences, so every page from the start lists it.
+        // Plus a number from its id below a millisecond, so two such dead letters of one time (a shovel's, another
+        // publisher's whole seconds) page apart rather than one hiding the other.
         var sequence = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeadLetterSequence) is > 0 and var stored
             ? stored
-            : Math.Max(1, (deadLetteredAt ?? enqueuedAt ?? message.Time).UtcTicks);
+            : Math.Max(1, (deadLetteredAt ?? enqueuedAt ?? message.Time).UtcTicks) + (long)(BitConverter.ToUInt64(message.Id.Value.ToByteArray(), 8) % 10_000);
         return new DeadLetter(message, queue, sequence)
         {
             Reason = AmqpMessageCodec.GetString(headers, AmqpMessageCodec.DeadLetterReason) ?? "dead-lettered outside Cairn",

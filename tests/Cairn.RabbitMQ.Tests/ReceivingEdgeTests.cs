@@ -235,4 +235,51 @@ public sealed class ReceivingEdgeTests
 
         await Assert.ThrowsAsync<ObjectDisposedException>(() => sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromSeconds(5) }, default).Bounded());
     }
+
+    // Two dead letters from outside Cairn with one time (a shovel's) page apart, one at a time: each is listed once,
+    // their sequences told apart by their ids rather than equal, where the second page skipped the other.
+    [Fact]
+    public async Task Paging_lists_each_dead_letter_from_outside_cairn_that_shares_its_time_with_another()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("outside2"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        await sut.Broker.SendAsync(queue, Numbered(2));
+        var deliveries = new List<Delivery>();
+        while (deliveries.Count < 2)
+        {
+            deliveries.AddRange(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 2, Wait = TimeSpan.FromSeconds(20) }, default).Bounded());
+        }
+
+        await sut.Broker.AcknowledgeAsync([.. deliveries.Select(d => d.Lease)], default);
+
+        // A shovel moves both to the dead-letter queue; they were enqueued at the same instant.
+        var at = deliveries[0].EnqueuedAt;
+        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
+        await using (var connection = await factory.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true)))
+        {
+            foreach (var delivery in deliveries)
+            {
+                await channel.BasicPublishAsync("", sut.Broker.DeadLettersIn(queue), true, RabbitMqMessageBroker.PropertiesFor(delivery.Message, at), delivery.Message.Data);
+            }
+        }
+
+        var listed = new List<DeadLetter>();
+        var after = 0L;
+        for (var page = 0; page < 4; page++)
+        {
+            var next = await sut.Broker.ListDeadLettersAsync(queue, after, 1, default);
+            if (next.Count == 0)
+            {
+                break;
+            }
+
+            listed.AddRange(next);
+            after = next[^1].Sequence;
+        }
+
+        Assert.True(listed.Count == 2, $"paging one at a time listed {listed.Count} of the 2 dead letters (sequences {string.Join(", ", listed.Select(d => d.Sequence))})");
+    }
 }

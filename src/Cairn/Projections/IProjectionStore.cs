@@ -257,13 +257,19 @@ public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditio
     /// shape): during the rebuild of a version that adds it, the old build serves without it, on every backend alike.
     /// </summary>
     /// <exception cref="InvalidDocumentQueryException">An index the query names is not served yet.</exception>
-    internal void RefuseIndexesNotIn(IReadOnlyList<string> served, string collection)
+    internal void RefuseIndexesNotIn(IReadOnlyList<(string Name, string Kind)> served, string collection)
     {
         foreach (var index in Conditions.Select(c => c.Index).Concat(Order.Select(o => o.Index)))
         {
-            if (!served.Contains(index.Name))
+            var kind = served.FirstOrDefault(s => s.Name == index.Name).Kind;
+            if (kind is null)
             {
                 throw new InvalidDocumentQueryException(collection, index.Name, "the serving read model has no such index yet: the rebuild of the projection's new version adds it, and it can be queried once that build serves");
+            }
+
+            if (kind != index.Kind.ToString())
+            {
+                throw new InvalidDocumentQueryException(collection, index.Name, $"the serving read model indexes it as {kind}, not {index.Kind}: the rebuild of the projection's new version changes it, and it can be queried so once that build serves");
             }
         }
     }

@@ -119,10 +119,10 @@ public abstract class Projection
     }
 
     /// <summary>
-    /// The indexes a stored <see cref="Shape"/> gives <paramref name="collection"/>, by name in their order; null when
-    /// the shape has no such collection.
+    /// The indexes a stored <see cref="Shape"/> gives <paramref name="collection"/>, by name in their order, each with
+    /// its kind; null when the shape has no such collection.
     /// </summary>
-    internal static IReadOnlyList<string>? IndexesOf(string shape, string collection)
+    internal static IReadOnlyList<(string Name, string Kind)>? IndexesOf(string shape, string collection)
     {
         var bar = shape.IndexOf('|', StringComparison.Ordinal);
         foreach (var document in (bar < 0 ? "" : shape[..bar]).Split(';', StringSplitOptions.RemoveEmptyEntries))
@@ -130,7 +130,8 @@ public abstract class Projection
             var open = document.IndexOf('(', StringComparison.Ordinal);
             if (open > 0 && document[..open] == collection)
             {
-                return [.. document[(open + 1)..^1].Split(',', StringSplitOptions.RemoveEmptyEntries).Select(index => index[..index.IndexOf(':', StringComparison.Ordinal)])];
+                return [.. document[(open + 1)..^1].Split(',', StringSplitOptions.RemoveEmptyEntries)
+                    .Select(index => index.IndexOf(':', StringComparison.Ordinal) is var colon ? (index[..colon], index[(colon + 1)..]) : (index, ""))];
             }
         }
 

@@ -128,6 +128,50 @@ public sealed class ProjectionRunEdgeTests
         await Assert.ThrowsAsync<InvalidDocumentQueryException>(() => models.Query<OrderSummary>().Where("status", "placed").CountAsync());
     }
 
+    /// <summary>Orders whose "total" index is a real number in version 1 and whole units in version 2.</summary>
+    private sealed class RetypedTotals : Projection
+    {
+        public RetypedTotals(int version)
+            : base("edge-retyped-totals")
+        {
+            Version = version;
+            RebuildOnVersionChange = true;
+            var documents = Document<OrderSummary>(o => o.Id);
+            if (version == 1)
+            {
+                documents.Index("total", o => o.Total);
+            }
+            else
+            {
+                documents.Index("total", o => (long)o.Total);
+            }
+
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new OrderSummary(e.OrderId, e.Customer, e.Total, "placed", 0)));
+        }
+    }
+
+    // During the rebuild of a version that changes an index's kind, a query on it in the new kind is refused (as on every
+    // backend; PostgreSQL answered with a raw "operator does not exist"), until the new build serves.
+    [Fact]
+    public async Task A_query_on_an_index_whose_kind_a_rebuild_changes_is_refused_until_its_build_serves()
+    {
+        var store = new InMemoryEventStore();
+        var projections = new InMemoryProjectionStore(store);
+        await store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.NoStream, [Orders.Placed("o1", "alice", 120m)], default);
+        await using (var runner = new ProjectionRunner(new RetypedTotals(1), store, projections, Orders.Serializer()))
+        {
+            await runner.StartAsync(default);
+            await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Patience);
+        }
+
+        var v2 = new RetypedTotals(2);
+        await projections.StartShadowAsync(v2, default);
+        var models = new ReadModels(projections, Orders.Serializer(), [v2]);
+
+        var refused = await Assert.ThrowsAsync<InvalidDocumentQueryException>(() => models.Query<OrderSummary>().Where("total", 120L).CountAsync());
+        Assert.Contains("indexes it as Real, not Integer", refused.Message, StringComparison.Ordinal);
+    }
+
     // A wait "as long as it takes" passes Timeout.InfiniteTimeSpan, as every .NET wait takes.
     [Fact]
     public async Task WaitForPositionAsync_takes_an_infinite_timeout()

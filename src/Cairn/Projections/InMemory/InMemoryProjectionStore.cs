@@ -299,9 +299,10 @@ public sealed class InMemoryProjectionStore : IProjectionStore
         /// </summary>
         public int[] Slots(DocumentDefinition document, IEnumerable<DocumentIndex> indexes, DocumentQuerySpec query)
         {
-            var served = Projection.IndexesOf(shape, document.Collection) ?? [.. document.Indexes.Select(i => i.Name)];
+            var served = Projection.IndexesOf(shape, document.Collection) ?? [.. document.Indexes.Select(i => (i.Name, i.Kind.ToString()))];
             query.RefuseIndexesNotIn(served, document.Collection);
-            return [.. indexes.Select(index => served.ToList().IndexOf(index.Name))];
+            var names = served.Select(s => s.Name).ToList();
+            return [.. indexes.Select(index => names.IndexOf(index.Name))];
         }
     }
 
