@@ -41,14 +41,29 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
     public TState Then(params TEvent[] expected)
     {
         var (state, actual) = Run();
-        if (!actual.SequenceEqual(expected))
+        if (actual.Count != expected.Length || actual.Where((e, i) => !SameValue(e, expected[i])).Any())
         {
             throw new DeciderSpecificationException(
-                $"Expected the events [{string.Join(", ", expected)}] but the decider decided [{string.Join(", ", actual)}].");
+                $"Expected the events [{string.Join(", ", expected.Select(Render))}] but the decider decided [{string.Join(", ", actual.Select(Render))}].");
         }
 
         return _decider.Fold(state, actual);
     }
+
+    /// <summary>
+    /// Equal by value: by the event's own equality, or else of one type with the same JSON. A record's equality
+    /// compares a list or array member by reference, so two events equal in every value would differ.
+    /// </summary>
+    private static bool SameValue(TEvent actual, TEvent expected) =>
+        Equals(actual, expected)
+        || (actual is not null && expected is not null && actual.GetType() == expected.GetType()
+            && System.Text.Json.JsonSerializer.Serialize(actual, actual.GetType(), System.Text.Json.JsonSerializerOptions.Web)
+                == System.Text.Json.JsonSerializer.Serialize(expected, expected.GetType(), System.Text.Json.JsonSerializerOptions.Web));
+
+    /// <summary>An event as a mismatch shows it: as itself, and as JSON, which shows what a collection holds.</summary>
+    private static string Render(TEvent e) => e is null
+        ? "null"
+        : $"{e} {System.Text.Json.JsonSerializer.Serialize(e, e.GetType(), System.Text.Json.JsonSerializerOptions.Web)}";
 
     /// <summary>Asserts the decider refuses the command with <typeparamref name="TException"/>, and returns it.</summary>
     public TException ThenThrows<TException>()

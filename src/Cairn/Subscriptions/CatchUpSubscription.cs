@@ -107,6 +107,11 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 return Task.CompletedTask;
             }
 
+            if (_ended)
+            {
+                return Task.FromException(Ended(position));
+            }
+
             var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var waiter = (position.Value, done);
             _waiters.Add(waiter);
@@ -138,7 +143,6 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
     private async Task RunAsync(CancellationToken stop)
     {
-        var failures = 0;
         try
         {
             while (!stop.IsCancellationRequested)
@@ -150,9 +154,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                         ?? GlobalPosition.Start;
                     Volatile.Write(ref _position, from.Value);
                     _checkpointed = from.Value;
-                    SetStatus(SubscriptionState.CatchingUp, failures, Status.LastError, Status.LastErrorAt);
+                    SetStatus(SubscriptionState.CatchingUp, Volatile.Read(ref _failuresInARow), Status.LastError, Status.LastErrorAt);
                     _logger.LogInformation("Subscription {Subscription} starts after position {Position} ({Filter}).", Options.Name, from, Options.Filter);
-                    await PumpAsync(from, () => failures = 0, stop).ConfigureAwait(false);
+                    await PumpAsync(from, () => Volatile.Write(ref _failuresInARow, 0), stop).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
@@ -160,7 +164,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 }
                 catch (Exception ex)
                 {
-                    failures++;
+                    var failures = Interlocked.Increment(ref _failuresInARow);
                     CairnDiagnostics.SubscriptionFailures.Add(1, _nameTag);
                     SetStatus(SubscriptionState.Faulted, failures, ex, _clock.GetUtcNow());
                     await TryStoreCheckpointAsync().ConfigureAwait(false);
@@ -194,7 +198,34 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             }
 
             _logger.LogInformation("Subscription {Subscription} stopped at position {Position}.", Options.Name, Volatile.Read(ref _position));
+            FailWaiters();
         }
+    }
+
+    /// <summary>
+    /// Fails the waits for positions the subscription never reached once it has ended (stopped, disposed, or given up
+    /// after its retries), and any wait asked for after: nothing would ever complete them.
+    /// </summary>
+    private void FailWaiters()
+    {
+        lock (_waiters)
+        {
+            _ended = true;
+            foreach (var (position, done) in _waiters)
+            {
+                done.TrySetException(Ended(new GlobalPosition(position)));
+            }
+
+            _waiters.Clear();
+        }
+    }
+
+    private bool _ended;
+
+    private InvalidOperationException Ended(GlobalPosition position)
+    {
+        var last = Status;
+        return new InvalidOperationException($"Subscription '{Options.Name}' has stopped at position {last.Position.Value} and will not reach {position.Value}{(last.LastError is { } error ? $" (last error: {error.Message})" : "")}.");
     }
 
     private TimeSpan RetryDelay(int failures)
@@ -258,6 +289,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                     continue;
                 }
 
+                // A stop ends the pump after the event in hand, not after the whole buffer: the events read ahead are
+                // read again from the checkpoint by the next start.
+                stop.ThrowIfCancellationRequested();
                 await HandleAsync(e, stop).ConfigureAwait(false);
                 onSuccess();
                 Interlocked.Increment(ref _handled);
@@ -371,10 +405,17 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         ReleaseWaiters(Volatile.Read(ref _position));
     }
 
+    /// <summary>
+    /// Failures in a row, which <see cref="SubscriptionOptions.MaxRetries"/> bounds: a handled event ends a run of them,
+    /// and so does going live (a quiet log, or a filter skipping everything, has no event to handle).
+    /// </summary>
+    private int _failuresInARow;
+
     private void MarkLive()
     {
         if (Interlocked.Exchange(ref _live, 1) == 0)
         {
+            Volatile.Write(ref _failuresInARow, 0);
             SetStatus(SubscriptionState.Live, 0, Status.LastError, Status.LastErrorAt);
             _logger.LogInformation("Subscription {Subscription} is live at position {Position}.", Options.Name, Volatile.Read(ref _position));
         }

@@ -1,0 +1,147 @@
+using Cairn.Conformance.Support;
+using Cairn.Domain;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Subscriptions;
+
+namespace Cairn.Tests;
+
+/// <summary>Catch-up subscriptions stopping, ending and recovering, and decider specifications of events with collections.</summary>
+public sealed class SubscriptionEdgeTests
+{
+    /// <summary>Signals when a subscription's reader has handed out a whole page and waits for the next append.</summary>
+    private sealed class PageEndSignalStore(IEventStore inner) : DelegatingEventStore(inner)
+    {
+        private readonly TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task Waiting => _waiting.Task;
+
+        public override Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken)
+        {
+            _waiting.TrySetResult();
+            return base.WaitForAppendAsync(position, cancellationToken);
+        }
+    }
+
+    // A stop requested while the handler is busy with the first of ten buffered events ends the subscription after
+    // that event, as documented ("stops after the event in hand"), not after handing the whole buffer to the handler.
+    [Fact]
+    public async Task Stopping_a_subscription_during_a_handler_ends_it_after_the_event_in_hand()
+    {
+        var inner = new InMemoryEventStore();
+        await inner.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.Any, TestEvents.Many(10));
+        var store = new PageEndSignalStore(inner);
+        var entered = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handled = 0;
+        async ValueTask Handle(RecordedEvent e, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Increment(ref handled) == 1)
+            {
+                entered.SetResult(cancellationToken);
+                await release.Task;
+            }
+        }
+
+        await using var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), new SubscriptionOptions { Name = "stop-in-hand" }, Handle);
+        await subscription.StartAsync(default);
+        var token = await entered.Task.Bounded();
+        await store.Waiting.Bounded(); // all ten events are in the subscription's buffer
+
+        var stopping = subscription.StopAsync(default);
+        await Wait.UntilAsync(() => token.IsCancellationRequested, "the stop reached the handler's token");
+        release.SetResult();
+        await stopping.Bounded();
+
+        Assert.Equal(1, Volatile.Read(ref handled));
+    }
+
+    // Once a subscription has ended (stopped for good after MaxRetries, or disposed), a wait for a position it never
+    // reached fails, as a route's does, rather than hanging a caller that waits without a time-out.
+    [Fact]
+    public async Task Waiting_for_a_position_on_a_subscription_that_stopped_for_good_fails()
+    {
+        var store = new InMemoryEventStore();
+        var positions = new List<GlobalPosition>();
+        for (var n = 0; n < 3; n++)
+        {
+            positions.Add((await store.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.Any, [TestEvents.Numbered(n)])).LastPosition);
+        }
+
+        static ValueTask Poison(RecordedEvent e, CancellationToken cancellationToken) =>
+            TestEvents.NumberOf(e) == 1 ? throw new InvalidOperationException("poison") : ValueTask.CompletedTask;
+
+        var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), new SubscriptionOptions { Name = "gives-up", MaxRetries = 0 }, Poison);
+        await subscription.StartAsync(default);
+        var wait = subscription.WaitForPositionAsync(positions[^1], CancellationToken.None);
+        await Wait.UntilAsync(() => subscription.Status is { State: SubscriptionState.Stopped, Failures: 1 }, "the subscription gave up");
+        await subscription.DisposeAsync(); // its background work has ended
+
+        Assert.True(wait.IsCompleted, "the wait for a position the ended subscription never reached is still pending");
+    }
+
+    // The same for a subscription its owner disposed (an application shutting down while a request waits).
+    [Fact]
+    public async Task Waiting_for_a_position_on_a_disposed_subscription_fails()
+    {
+        var store = new InMemoryEventStore();
+        var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), new SubscriptionOptions { Name = "disposed" }, (_, _) => ValueTask.CompletedTask);
+        await subscription.StartAsync(default);
+        await Wait.UntilAsync(() => subscription.Status.State == SubscriptionState.Live, "the subscription is live");
+        var wait = subscription.WaitForPositionAsync(new GlobalPosition(1), CancellationToken.None);
+
+        await subscription.DisposeAsync();
+
+        Assert.True(wait.IsCompleted, "the wait on a disposed subscription is still pending");
+    }
+
+    /// <summary>A store whose head read fails while <see cref="Fail"/> is set, as a store that lost its connection.</summary>
+    private sealed class FlakyHeadStore(IEventStore inner) : DelegatingEventStore(inner)
+    {
+        public volatile bool Fail;
+
+        public override ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken) =>
+            Fail ? throw new IOException("the store is unreachable") : base.GetHeadPositionAsync(cancellationToken);
+    }
+
+    // MaxRetries counts failures in a row: a subscription that recovered and went live (with no event to handle in
+    // between: a quiet log, a filter skipping everything) counts its next failure as the first, not the second.
+    [Fact]
+    public async Task A_subscription_that_recovered_and_went_live_counts_its_next_failure_as_the_first()
+    {
+        var store = new FlakyHeadStore(new InMemoryEventStore()) { Fail = true };
+        var clock = new ManualTimeProvider();
+        var options = new SubscriptionOptions { Name = "flaky", MaxRetries = 1, RetryDelay = TimeSpan.FromSeconds(1), MaxRetryDelay = TimeSpan.FromSeconds(1) };
+        await using var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), options, (_, _) => ValueTask.CompletedTask, timeProvider: clock);
+        await subscription.StartAsync(default);
+        await clock.WhenTimerArmedAsync().Bounded();
+        Assert.Equal(SubscriptionState.Faulted, subscription.Status.State);
+
+        store.Fail = false;
+        clock.Advance(options.RetryDelay);
+        await Wait.UntilAsync(() => subscription.Status is { State: SubscriptionState.Live, Failures: 0 }, "the subscription recovered and is live");
+
+        // One more failure, long after the first: the store fails when the next append wakes the reader.
+        store.Fail = true;
+        await store.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.Any, [TestEvents.Numbered(0)]);
+        await Wait.UntilAsync(() => subscription.Status.State is SubscriptionState.Faulted or SubscriptionState.Stopped, "the subscription failed again");
+
+        var status = subscription.Status;
+        Assert.Equal(1, status.Failures);
+        Assert.Equal(SubscriptionState.Faulted, status.State);
+    }
+
+    private sealed record ItemsAdded(string[] Items);
+
+    // Then compares the decided events by value, as documented: an event with a collection equals one with the same
+    // values, rather than differing by the collection's reference.
+    [Fact]
+    public void A_specification_of_an_event_with_a_collection_compares_its_values()
+    {
+        var decider = new Decider<string[], int, ItemsAdded>((items, _) => [new ItemsAdded(items)], (count, e) => count + e.Items.Length, 0);
+
+        var state = DeciderSpecification.For(decider).When(["a", "b"]).Then(new ItemsAdded(["a", "b"]));
+
+        Assert.Equal(2, state);
+    }
+}
