@@ -11,8 +11,11 @@ public sealed partial class RabbitMqMessageBroker
     private readonly ConcurrentDictionary<QueueName, QueueReader> _readers = new();
     private readonly SemaphoreSlim _readerGate = new(1, 1);
 
-    /// <summary>Readers retired by <see cref="StopReceivingAsync"/> whose channels stay open for the leases taken on them.</summary>
-    private readonly ConcurrentDictionary<QueueReader, byte> _retiredReaders = new();
+    /// <summary>
+    /// Readers retired by <see cref="StopReceivingAsync"/>, with when (<see cref="Environment.TickCount64"/>), whose
+    /// channels stay open for the leases taken on them.
+    /// </summary>
+    private readonly ConcurrentDictionary<QueueReader, long> _retiredReaders = new();
 
     /// <summary>Deliveries a receive holds to dead-letter (<see cref="DeadLetterOnReceiveAsync"/>), by the order they were held.</summary>
     private readonly ConcurrentDictionary<long, HeldDeadLetter> _heldDeadLetters = new();
@@ -119,7 +122,7 @@ public sealed partial class RabbitMqMessageBroker
                 return;
             }
 
-            _retiredReaders[reader] = 0;
+            _retiredReaders[reader] = Environment.TickCount64;
         }
         finally
         {
@@ -132,9 +135,11 @@ public sealed partial class RabbitMqMessageBroker
     /// <summary>Disposes the retired readers no lease or held dead letter needs any more.</summary>
     private async Task DisposeSettledRetiredReadersAsync()
     {
-        foreach (var reader in _retiredReaders.Keys)
+        foreach (var (reader, retiredAt) in _retiredReaders)
         {
-            if (_leases.Values.Any(l => l.Reader == reader) || _heldDeadLetters.Values.Any(p => p.Held.Reader == reader))
+            // Not at once: a receive that took a delivery just before the retirement may not have recorded its lease yet.
+            if (Environment.TickCount64 - retiredAt < 5_000
+                || _leases.Values.Any(l => l.Reader == reader) || _heldDeadLetters.Values.Any(p => p.Held.Reader == reader))
             {
                 continue;
             }
