@@ -83,4 +83,17 @@ public sealed class HostingEdgeTests
         var report = await host.Services.GetRequiredService<HealthCheckService>().CheckHealthAsync(r => r.Name == CairnHealthCheckExtensions.StorageCheck);
         Assert.Equal(HealthStatus.Healthy, report.Entries[CairnHealthCheckExtensions.StorageCheck].Status);
     }
+
+    // Two routes of one name in one host would share one checkpoint: the one ahead would move it past events the other
+    // has not published, which a restart would then skip. The second is refused where it is added (two subscriptions of
+    // one name are refused when the host starts).
+    [Fact]
+    public void a_second_route_of_one_name_is_refused_where_it_is_added()
+    {
+        var cairn = new ServiceCollection().AddCairn(o => o.UseInMemory())
+            .AddEventRoute("orders-out", Cairn.EventStore.EventFilter.ForCategory("order"), "orders");
+
+        var refused = Assert.Throws<ArgumentException>(() => cairn.AddEventRoute("orders-out", Cairn.EventStore.EventFilter.ForCategory("order"), "shop"));
+        Assert.Contains("route:orders-out", refused.Message, StringComparison.Ordinal);
+    }
 }

@@ -86,6 +86,7 @@ public sealed partial class CairnBuilder
         var route = new EventRoute(name, filter, topic);
         route = configure?.Invoke(route) ?? route;
         route.Validate();
+        ClaimCheckpoint(route.CheckpointKey, $"The route '{route.Name}'");
         Topology.Routes.Add(route);
         Services.AddSingleton<IHostedService>(sp =>
         {
@@ -145,6 +146,18 @@ public sealed partial class CairnBuilder
         return this;
     }
 
+    /// <summary>
+    /// Claims a route's checkpoint: two routes of one name would share it, and the one ahead would move it past what
+    /// the other has not published.
+    /// </summary>
+    private void ClaimCheckpoint(string key, string what)
+    {
+        if (!Topology.Checkpoints.Add(key))
+        {
+            throw new ArgumentException($"{what} uses the checkpoint '{key}', which another route of this host uses already: give each its own name.", nameof(key));
+        }
+    }
+
     private MessagingTopology Topology
     {
         get
@@ -177,6 +190,9 @@ internal sealed class MessagingTopology
 
     /// <summary>The consumers added, with the message type a typed consumer takes.</summary>
     public List<ConsumerDeclaration> Consumers { get; } = [];
+
+    /// <summary>The checkpoints the routes added use, one route each.</summary>
+    public HashSet<string> Checkpoints { get; } = new(StringComparer.Ordinal);
 
     public bool IsEmpty => Queues.Count == 0 && Topics.Count == 0 && Subscriptions.Count == 0;
 }
