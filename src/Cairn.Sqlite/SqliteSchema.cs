@@ -122,19 +122,25 @@ internal static partial class SqliteSchema
 
     private static void RefuseNewer(SqliteConnection connection)
     {
+        if (VersionOf(connection) is var existing && existing > Version)
+        {
+            throw Newer(connection, existing);
+        }
+    }
+
+    /// <summary>The file's Cairn schema version, read without writing: 0 when it has no tables of Cairn's yet.</summary>
+    public static int VersionOf(SqliteConnection connection)
+    {
         using var exists = connection.CreateCommand();
         exists.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cairn_schema'";
         if ((long)exists.ExecuteScalar()! == 0)
         {
-            return;
+            return 0;
         }
 
         using var read = connection.CreateCommand();
         read.CommandText = "SELECT max(version) FROM cairn_schema";
-        if (read.ExecuteScalar() is long existing && existing > Version)
-        {
-            throw Newer(connection, existing);
-        }
+        return read.ExecuteScalar() is long version ? (int)version : 0;
     }
 
     private static CairnException Newer(SqliteConnection connection, long existing) =>

@@ -52,16 +52,7 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
         builder.Pooling = false;
         using var connection = new SqliteConnection(builder.ToString());
         connection.Open();
-        using var exists = connection.CreateCommand();
-        exists.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'cairn_schema'";
-        if ((long)exists.ExecuteScalar()! == 0)
-        {
-            return 0;
-        }
-
-        using var read = connection.CreateCommand();
-        read.CommandText = "SELECT max(version) FROM cairn_schema";
-        return read.ExecuteScalar() is long version ? (int)version : 0;
+        return SqliteSchema.VersionOf(connection);
     }
 
     private static bool IsInMemory(SqliteConnectionStringBuilder builder) =>

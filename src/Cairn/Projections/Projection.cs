@@ -111,9 +111,7 @@ public abstract class Projection
     /// </summary>
     internal static IReadOnlyList<string> CollectionsOf(string shape)
     {
-        var bar = shape.IndexOf('|', StringComparison.Ordinal);
-        var documents = bar < 0 ? "" : shape[..bar];
-        return [.. documents.Split(';', StringSplitOptions.RemoveEmptyEntries)
+        return [.. DocumentsOf(shape).Split(';', StringSplitOptions.RemoveEmptyEntries)
             .Select(document => document.IndexOf('(', StringComparison.Ordinal) is var open and > 0 ? document[..open] : null)
             .OfType<string>()];
     }
@@ -124,8 +122,7 @@ public abstract class Projection
     /// </summary>
     internal static IReadOnlyList<(string Name, string Kind)>? IndexesOf(string shape, string collection)
     {
-        var bar = shape.IndexOf('|', StringComparison.Ordinal);
-        foreach (var document in (bar < 0 ? "" : shape[..bar]).Split(';', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var document in DocumentsOf(shape).Split(';', StringSplitOptions.RemoveEmptyEntries))
         {
             var open = document.IndexOf('(', StringComparison.Ordinal);
             if (open > 0 && document[..open] == collection)
@@ -137,6 +134,10 @@ public abstract class Projection
 
         return null;
     }
+
+    /// <summary>The document collections and their indexes in a stored <see cref="Shape"/>: the part before its tables.</summary>
+    internal static string DocumentsOf(string shape) =>
+        shape.IndexOf('|', StringComparison.Ordinal) is var bar and >= 0 ? shape[..bar] : "";
 
     /// <summary>Handles events of type <typeparamref name="TEvent"/> (and of its registered subclasses).</summary>
     protected void On<TEvent>(Action<IProjectionContext, TEvent> apply)

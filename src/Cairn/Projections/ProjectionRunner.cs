@@ -1056,10 +1056,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         public Track(ProjectionBuild build, ProjectionApplier applier)
             : this(build.Id, build.Version, build.Position, applier)
         {
-            // The document collections and indexes, before the tables' part of the shape.
-            var documents = build.Shape.IndexOf('|', StringComparison.Ordinal) is var bar and >= 0 ? build.Shape[..bar] : build.Shape;
-            var own = applier.Projection.Shape;
-            WritesDocuments = documents == (own.IndexOf('|', StringComparison.Ordinal) is var ownBar and >= 0 ? own[..ownBar] : own);
+            WritesDocuments = Projection.DocumentsOf(build.Shape) == Projection.DocumentsOf(applier.Projection.Shape);
         }
 
         public Track(long build, int version, GlobalPosition stored, ProjectionApplier applier)
