@@ -277,6 +277,9 @@ internal sealed class ProcessingHealthCheck(IServiceProvider services, CairnHeal
                 case ProjectionState.Stopped:
                     problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': not running"));
                     break;
+                case ProjectionState.CatchingUp or ProjectionState.Live when p.Rebuild?.StoppedAt is { } rebuildStoppedAt:
+                    problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': its rebuild into build {p.Rebuild.Build} stopped at position {rebuildStoppedAt.Value}, the serving build goes on ({p.LastError})"));
+                    break;
                 case ProjectionState.CatchingUp or ProjectionState.Live when p.LagSeconds > options.MaxProjectionLag.TotalSeconds:
                     problems.Add((HealthStatus.Degraded, $"projection '{p.Name}': {p.LagEvents} event(s) behind, the oldest waiting {HealthChecking.Seconds(TimeSpan.FromSeconds(p.LagSeconds))}, over {HealthChecking.Seconds(options.MaxProjectionLag)}"));
                     break;

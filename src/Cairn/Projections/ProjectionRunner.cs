@@ -509,12 +509,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
             var progressed = false;
             var serving = _serving!;
-            if (_shadow is { } shadow)
+            if (_shadow is { StoppedAt: null } shadow)
             {
                 var step = await StepAsync(shadow, stop).ConfigureAwait(false);
                 progressed |= step.Progressed;
                 var inline = Projection.Lifecycle == ProjectionLifecycle.Inline;
-                if (NearHead(shadow, step.CaughtUp) && await GoLiveAsync(shadow, stop).ConfigureAwait(false))
+                if (shadow.StoppedAt is null && NearHead(shadow, step.CaughtUp) && await GoLiveAsync(shadow, stop).ConfigureAwait(false))
                 {
                     lock (_gate)
                     {
@@ -591,7 +591,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
 
         // A serving build this code's documents do not fit is left as it is during the rebuild: only the shadow waits.
-        var after = _shadow is { } shadow
+        // A shadow stopped at an event waits for nothing.
+        var after = _shadow is { StoppedAt: null } shadow
             ? _serving is { WritesDocuments: false } ? shadow.Reached : GlobalPosition.Min(shadow.Reached, ServingPosition)
             : ServingPosition;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop);
@@ -770,6 +771,13 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
         if (Projection.OnFailure == ProjectionFailurePolicy.Stop)
         {
+            if (track == _shadow && _serving is { WritesDocuments: true })
+            {
+                // The rebuild stops, not the projection: the serving build was built past this event and goes on.
+                StopRebuild(track, failure, attempts);
+                return;
+            }
+
             lock (_gate)
             {
                 _failedEvent = failure.Event.Position;
@@ -998,8 +1006,33 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             var requested = _rebuildRequested;
             _rebuildRequested = false;
+            if (requested && _shadow is { StoppedAt: not null } stopped)
+            {
+                // Asked again after it stopped at an event: the rebuild tries that event again, from where it stopped.
+                _logger.LogInformation("Projection {Projection} tries its rebuild into build {Build} again from position {Position}.", Projection.Name, stopped.Build, stopped.Reached);
+                stopped.StoppedAt = null;
+                return false;
+            }
+
             return requested && _shadow is null;
         }
+    }
+
+    /// <summary>
+    /// Stops a rebuild at the event it failed on under <see cref="ProjectionFailurePolicy.Stop"/>: the shadow keeps what
+    /// it has built and waits, the serving build goes on, and the awaited rebuild fails. <see cref="RebuildAsync"/> or a
+    /// restart tries the event again.
+    /// </summary>
+    private void StopRebuild(Track shadow, ProjectionEventException failure, int attempts)
+    {
+        lock (_gate)
+        {
+            shadow.StoppedAt = failure.Event.Position;
+            _rebuildDone?.TrySetException(new ProjectionStoppedException(failure, rebuild: true));
+            _rebuildDone = null;
+        }
+
+        _logger.LogCritical(failure, "Projection {Projection} stopped its rebuild into build {Build} at event {Position} after {Attempts} attempts (policy Stop); the serving build goes on. Fix the cause and rebuild again, or restart it.", Projection.Name, shadow.Build, failure.Event.Position, attempts);
     }
 
     /// <summary>
@@ -1092,6 +1125,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
         /// <summary>The documents this track's committed batches stored.</summary>
         public DocumentCache Cache { get; } = new();
 
+        /// <summary>The event a shadow stopped at under <see cref="ProjectionFailurePolicy.Stop"/>; it is not written until asked again.</summary>
+        public GlobalPosition? StoppedAt { get; set; }
+
         /// <summary>The next batch, being read while the last one commits.</summary>
         public (GlobalPosition From, int Size, Task<(GlobalPosition Head, List<RecordedEvent> Events)> Read)? ReadAhead { get; set; }
     }
@@ -1108,17 +1144,20 @@ public sealed class ProjectionRunner : IAsyncDisposable
             var covered = shadow.Reached.Value - from.Value;
             var pace = elapsed > 0 ? covered / elapsed : 0;
             TimeSpan? remaining = pace > 0 ? TimeSpan.FromSeconds(Math.Max(0, head.Value - shadow.Reached.Value) / pace) : null;
-            return new RebuildProgress(shadow.Build, shadow.Version, shadow.Reached, head, _applied, pace, remaining, startedAt);
+            return new RebuildProgress(shadow.Build, shadow.Version, shadow.Reached, head, _applied, pace, remaining, startedAt) { StoppedAt = shadow.StoppedAt };
         }
     }
 }
 
-/// <summary>A projection stopped at an event under <see cref="ProjectionFailurePolicy.Stop"/>.</summary>
-public sealed class ProjectionStoppedException(ProjectionEventException failure)
-    : CairnException($"{failure.Message} The projection has stopped (policy Stop).", failure)
+/// <summary>A projection, or its rebuild, stopped at an event under <see cref="ProjectionFailurePolicy.Stop"/>.</summary>
+public sealed class ProjectionStoppedException(ProjectionEventException failure, bool rebuild = false)
+    : CairnException(rebuild ? $"{failure.Message} The rebuild has stopped there (policy Stop); the serving build goes on." : $"{failure.Message} The projection has stopped (policy Stop).", failure)
 {
     /// <summary>The failure it stopped on.</summary>
     public ProjectionEventException Failure { get; } = failure;
+
+    /// <summary>Whether a rebuild stopped, the serving build going on, rather than the projection.</summary>
+    public bool Rebuild { get; } = rebuild;
 }
 
 /// <summary>Events per second over the last ten seconds, in one-second buckets.</summary>

@@ -38,6 +38,13 @@ public enum ProjectionState
 /// <param name="StartedAt">When it started.</param>
 public sealed record RebuildProgress(long Build, int Version, GlobalPosition Position, GlobalPosition Head, long EventsApplied, double EventsPerSecond, TimeSpan? EstimatedRemaining, DateTimeOffset StartedAt)
 {
+    /// <summary>
+    /// The event the rebuild stopped at under <see cref="ProjectionFailurePolicy.Stop"/>, or null while it runs: the
+    /// shadow keeps what it built and the serving build goes on; <see cref="ProjectionRunner.RebuildAsync"/> or a restart
+    /// tries the event again. <see cref="ProjectionStatus.LastError"/> says why it failed.
+    /// </summary>
+    public GlobalPosition? StoppedAt { get; init; }
+
     /// <summary>The share of the log covered, from 0 to 1.</summary>
     public double Fraction => Head.Value == 0 ? 1 : Math.Min(1, (double)Position.Value / Head.Value);
 }

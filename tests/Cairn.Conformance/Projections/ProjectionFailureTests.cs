@@ -46,6 +46,46 @@ public abstract class ProjectionFailureTests<TFixture>(TFixture fixture) : Proje
     }
 
     [Fact]
+    public async Task A_rebuild_that_stops_at_an_event_leaves_the_serving_build_going_on_and_tries_again_when_asked()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "1");
+        await PlaceAsync(sut, "2");
+        var projection = new OrderSummaries { MaxRetries = 0, RetryDelay = TimeSpan.Zero };
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+
+        // The code changed: it now refuses an old event, which the serving build applied long ago.
+        projection.FailWhen = e => e.OrderId == "2";
+        var stopped = await Assert.ThrowsAsync<ProjectionStoppedException>(() => runner.RebuildAsync().Bounded());
+        Assert.True(stopped.Rebuild);
+        Assert.Contains("serving build goes on", stopped.Message);
+        var status = runner.Status;
+        Assert.Equal(ProjectionState.Live, status.State);
+        Assert.Equal(new GlobalPosition(2), status.Rebuild?.StoppedAt);
+        Assert.Equal(new GlobalPosition(1), status.Rebuild?.Position);
+        Assert.Null(status.FailedEvent);
+        Assert.Contains("Refusing order 2", status.LastError);
+
+        // The serving build goes on with what is appended meanwhile, and read-your-writes waits are answered.
+        var third = await PlaceAsync(sut, "3");
+        await runner.WaitForPositionAsync(third, Patience);
+        var models = ReadModels(sut, projection);
+        Assert.NotNull(await models.LoadAsync<OrderSummary>("2"));
+        Assert.NotNull(await models.LoadAsync<OrderSummary>("3"));
+        Assert.Equal(new GlobalPosition(2), runner.Status.Rebuild?.StoppedAt);
+
+        // Fixed, and asked again: the rebuild goes on from the event it stopped at, and switches.
+        var build = runner.Status.Rebuild!.Build;
+        projection.FailWhen = null;
+        await runner.RebuildAsync().Bounded();
+        Assert.Null(runner.Status.Rebuild);
+        var serving = (await sut.Projections.OpenAsync(projection, default)).Serving;
+        Assert.Equal(build, serving.Id);
+        Assert.Equal(3, await models.Query<OrderSummary>().CountAsync());
+    }
+
+    [Fact]
     public async Task Skip_and_dead_letter_records_the_event_and_goes_on()
     {
         await using var sut = await CreateAsync();

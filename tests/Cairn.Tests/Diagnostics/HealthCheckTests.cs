@@ -158,6 +158,26 @@ public sealed class HealthCheckTests
     }
 
     [Fact]
+    public async Task a_projection_whose_rebuild_stopped_at_an_event_is_degraded_while_its_serving_build_goes_on()
+    {
+        var projection = new Breaking { Refusing = false };
+        using var host = Host(b => b.AddProjection(projection));
+        await host.StartAsync();
+        var appended = await host.Services.GetRequiredService<IEventStore>().AppendToStreamAsync(Orders.Stream("o-1"), ExpectedVersion.Any, [Orders.Placed("o-1", "c-1", 10m)]);
+        var monitor = host.Services.GetRequiredService<ProjectionMonitor>();
+        await monitor.WaitForAsync("breaking", appended.LastPosition, TimeSpan.FromSeconds(30));
+        Assert.Equal(HealthStatus.Healthy, (await CheckAsync(host, CairnHealthCheckExtensions.ProcessingCheck)).Status);
+
+        projection.Refusing = true;
+        await Assert.ThrowsAsync<ProjectionStoppedException>(() => monitor.RebuildAsync("breaking").Bounded());
+
+        var entry = await CheckAsync(host, CairnHealthCheckExtensions.ProcessingCheck);
+        Assert.Equal(HealthStatus.Degraded, entry.Status);
+        Assert.Matches("^projection 'breaking': its rebuild into build [0-9]+ stopped at position 1, the serving build goes on \\(.*no orders today.*\\)$", entry.Description);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task a_queue_whose_oldest_message_waits_too_long_or_that_holds_dead_letters_is_degraded()
     {
         using var host = Host(b => b.AddQueue("orders").AddQueue("late"), h => h with { MaxQueueAge = TimeSpan.FromMilliseconds(1) });
@@ -304,9 +324,17 @@ public sealed class HealthCheckTests
             : base("breaking")
         {
             Document<Tally>(t => t.Id);
-            On<OrderPlaced>((_, _) => throw new InvalidOperationException("no orders today"));
+            On<OrderPlaced>((_, _) =>
+            {
+                if (Refusing)
+                {
+                    throw new InvalidOperationException("no orders today");
+                }
+            });
             MaxRetries = 0;
         }
+
+        public volatile bool Refusing = true;
     }
 
     /// <summary>A broker whose statistics reads, once <see cref="Hang"/> is set, wait until cancelled.</summary>
