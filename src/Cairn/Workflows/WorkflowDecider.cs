@@ -86,7 +86,7 @@ internal sealed class WorkflowDecider
     /// <summary>
     /// Applies a reply. A confirmation answering a message the instance sent for another compensation (its causation id
     /// says which) is ignored: a confirmation type two compensations share would otherwise confirm one with the other's
-    /// answer.
+    /// answer. So is a reply to an earlier visit of the step now running (a loop): it answers a request that is over.
     /// </summary>
     public void Reply(string type, string id, object reply, string? causationId = null)
     {

@@ -35,8 +35,8 @@ public sealed class WorkflowInstance
     private readonly HashSet<string> _seenReplies = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// What each compensation message the instance sent was for. Only those: a reply is refused by its causation only
-    /// when it answers another compensation (<see cref="SentFor.Excludes"/>).
+    /// What each command and compensation message the instance sent was for: a reply is refused by its causation when it
+    /// answers another compensation, or an earlier visit of the step now running (<see cref="SentFor.Excludes"/>).
     /// </summary>
     private readonly Dictionary<string, SentFor> _sentFor = new(StringComparer.Ordinal);
 
@@ -246,6 +246,10 @@ public sealed class WorkflowInstance
                 Attempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
                 CurrentSendAt = s.MessageId is null ? null : s.SendAt;
+                if (s.MessageId is not null)
+                {
+                    _sentFor[s.MessageId] = new SentFor(s.Step, StepVisit, false);
+                }
 
                 Arm(s.TimeoutAt is { } due ? ("step", s.Step, due) : null, version);
                 break;
@@ -377,10 +381,13 @@ internal readonly record struct SentFor(string Step, long Visit, bool Compensati
 {
     /// <summary>
     /// Whether a reply answering this cannot settle <paramref name="now"/>: one compensation's answer never confirms
-    /// another's, also another of the same step. Replies to steps' commands are taken by their type: one command often
-    /// has several consequences that later steps, or later visits of a step, wait for.
+    /// another's, also another of the same step; an answer to one visit of a step never settles a later visit of it (a
+    /// loop), each visit being a request of its own: a late answer to an earlier attempt would otherwise complete the new
+    /// visit before its own command was answered. Other replies to steps' commands are taken by their type: one command
+    /// often has several consequences that later steps wait for.
     /// </summary>
-    public bool Excludes(SentFor now) => Compensation && now.Compensation && (Step != now.Step || Visit != now.Visit);
+    public bool Excludes(SentFor now) => Compensation == now.Compensation
+        && (Compensation ? Step != now.Step || Visit != now.Visit : Step == now.Step && Visit != now.Visit);
 
     /// <inheritdoc />
     public override string ToString() => Compensation

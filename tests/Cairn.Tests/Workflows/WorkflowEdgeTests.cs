@@ -341,6 +341,50 @@ public sealed class WorkflowEdgeTests
         Assert.True(releases.Distinct().Count() == 2, $"both releases carry the key {releases.First()}");
     }
 
+    // A step visited again in a loop (reserve, charge, reserve, charge) is a request of its own: a late answer to the
+    // first visit's command (a service answering each attempt, the second answer arriving after the loop came round)
+    // must not complete the second visit before its own command is answered.
+    [Fact]
+    public async Task a_late_answer_to_an_earlier_visit_of_a_step_does_not_complete_its_next_visit()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var charges = 0;
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                switch (context.Read<object>())
+                {
+                    case RvReserve r:
+                        context.Reply(new RvReserved(r.Id));
+                        break;
+                    case RvCharge c when Interlocked.Increment(ref charges) == 1:
+                        context.Reply(new RvCharged(c.Id));
+                        break;
+                }
+
+                // The second visit's charge is left unanswered: the instance waits for it.
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new ReserveLoop());
+        });
+        await host.Workflows.StartAsync("edge_loop", "o-1", new RvState("o-1"));
+        var history = await WaitForHistoryAsync(host, "edge_loop", "o-1", h => h.Select(e => e.Event).OfType<StepStarted>().Count(s => s.Step == "charge") == 2, "the loop comes round to a second charge");
+        var firstCharge = history.Select(e => e.Event).OfType<StepStarted>().First(s => s.Step == "charge").MessageId;
+
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var late = serializer.ToOutgoingMessage(new RvCharged("o-1")) with { CorrelationId = "o-1", CausationId = firstCharge };
+        await sut.Broker.SendAsync("workflow-edge_loop", late);
+        history = await WaitForHistoryAsync(host, "edge_loop", "o-1", h => h.Any(e => e.CausationId == late.Id.ToString()), "the late answer is handled");
+
+        var ignored = Assert.IsType<ReplyIgnored>(history[^1].Event);
+        Assert.Matches("^an answer to the visit of step 'charge' that began at version [0-9]+, which is over$", ignored.Reason);
+        var instance = await host.Workflows.GetAsync("edge_loop", "o-1");
+        Assert.Equal(("charge", WorkflowStatus.Running), (instance!.CurrentStep, instance.Status));
+        Assert.Equal(1, history.Select(e => e.Event).OfType<StepCompleted>().Count(c => c.Step == "charge"));
+    }
+
     private static async Task<IReadOnlyList<WorkflowHistoryEntry>> WaitForHistoryAsync(CairnTestHost host, string workflow, string id, Func<IReadOnlyList<WorkflowHistoryEntry>, bool> condition, string what)
     {
         IReadOnlyList<WorkflowHistoryEntry> history = [];
