@@ -52,8 +52,18 @@ public sealed class QueueConsumer : IAsyncDisposable
     private Task _running = Task.CompletedTask;
     private TimeSpan _lease;
 
-    /// <summary>The queue's allowed receives, read at start: a release on the last of them dead-letters the message.</summary>
+    /// <summary>
+    /// The queue's allowed receives: a release on the last of them dead-letters the message. Read at start, and again
+    /// on a failure once the last read is <see cref="QueueSettingsMaxAge"/> old, so a queue declared again with another
+    /// count is reported rightly (the broker applies the count it stores; this is what the consumer counts and logs).
+    /// </summary>
     private int _maxReceiveCount = int.MaxValue;
+
+    /// <summary>When <see cref="_maxReceiveCount"/> was read (<see cref="TimeProvider"/> timestamp).</summary>
+    private long _queueReadAt;
+
+    /// <summary>How old the queue's settings may be when a failure asks for them.</summary>
+    private static readonly TimeSpan QueueSettingsMaxAge = TimeSpan.FromSeconds(5);
     private int _inFlight;
     private long _handled, _retried, _deadLettered, _duplicates, _leasesLost;
     private int _started;
@@ -131,6 +141,7 @@ public sealed class QueueConsumer : IAsyncDisposable
             ?? throw new QueueNotFoundException(Options.Queue);
         _lease = Options.Lease ?? queue.Lease;
         _maxReceiveCount = queue.MaxReceiveCount;
+        _queueReadAt = _time.GetTimestamp();
         var workers = new Task[Options.Concurrency];
         for (var i = 0; i < workers.Length; i++)
         {
@@ -141,6 +152,30 @@ public sealed class QueueConsumer : IAsyncDisposable
         var work = Task.WhenAll([receiver, .. workers]);
         _running = Options.ExtendLeaseWhileHandling ? RenewWhileWorkingAsync(work) : work;
         _logger.LogInformation("Consumer {Consumer} started on queue {Queue} (concurrency {Concurrency}, prefetch {Prefetch}).", Options.Name, Options.Queue, Options.Concurrency, Options.EffectivePrefetch);
+    }
+
+    /// <summary>The queue's allowed receives, read again when the last read is too old; the last value read when it cannot be.</summary>
+    private async ValueTask<int> MaxReceiveCountAsync()
+    {
+        var readAt = Interlocked.Read(ref _queueReadAt);
+        if (_time.GetElapsedTime(readAt) < QueueSettingsMaxAge || Interlocked.CompareExchange(ref _queueReadAt, _time.GetTimestamp(), readAt) != readAt)
+        {
+            return Volatile.Read(ref _maxReceiveCount);
+        }
+
+        try
+        {
+            if (await _broker.GetQueueAsync(Options.Queue, CancellationToken.None).ConfigureAwait(false) is { } queue)
+            {
+                Volatile.Write(ref _maxReceiveCount, queue.MaxReceiveCount);
+            }
+        }
+        catch (Exception ex)
+        {
+            _logger.LogDebug(ex, "Consumer {Consumer} could not read queue {Queue}'s settings again; it keeps those it read before.", Options.Name, Options.Queue);
+        }
+
+        return Volatile.Read(ref _maxReceiveCount);
     }
 
     /// <summary>
@@ -415,7 +450,8 @@ public sealed class QueueConsumer : IAsyncDisposable
                 }
 
                 // A release on the last allowed receive is dead-lettered by the broker.
-                var lastReceive = delivery.ReceiveCount >= _maxReceiveCount;
+                var maxReceiveCount = await MaxReceiveCountAsync().ConfigureAwait(false);
+                var lastReceive = delivery.ReceiveCount >= maxReceiveCount;
 
                 TimeSpan delay;
                 lock (_randomLock)
@@ -425,7 +461,7 @@ public sealed class QueueConsumer : IAsyncDisposable
 
                 if (lastReceive)
                 {
-                    _logger.LogError(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}) on the last of its {MaxReceiveCount} allowed receives; it is dead-lettered.", Options.Name, message.Id, message.Type, _maxReceiveCount);
+                    _logger.LogError(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}) on the last of its {MaxReceiveCount} allowed receives; it is dead-lettered.", Options.Name, message.Id, message.Type, maxReceiveCount);
                 }
                 else
                 {
