@@ -304,7 +304,7 @@ internal sealed class ProcessingHealthCheck(IServiceProvider services, CairnHeal
             }
             else if (r.FailuresInARow > 0)
             {
-                problems.Add((HealthStatus.Degraded, $"route '{r.Name}' to topic '{r.Topic}': failed {r.FailuresInARow} time(s) in a row, retrying ({r.LastError})"));
+                problems.Add((HealthStatus.Degraded, $"route '{r.Name}' to topic '{r.Topic}': failed {r.FailuresInARow} time(s) in a row{(r.HeldAt is { } held ? $", held at the event at position {held.Value}" : "")}, retrying ({r.LastError})"));
             }
         }
 

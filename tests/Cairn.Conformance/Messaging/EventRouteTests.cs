@@ -91,6 +91,44 @@ public abstract class EventRouteTests<TFixture>(TFixture fixture) : MessagingTes
     }
 
     [Fact]
+    public async Task an_event_a_subscribed_queue_refuses_holds_the_route_after_the_events_before_it_and_a_larger_limit_releases_it()
+    {
+        var (sut, _) = await CreateBrokerAsync();
+        await using var __ = sut;
+        var broker = sut.Broker;
+        QueueName limited = "limited";
+        await broker.DeclareTopicAsync(Orders, default);
+        await broker.DeclareQueueAsync(new QueueDefinition(limited) { MaxMessageSize = 1024 }, default);
+        await broker.SubscribeAsync(new TopicSubscription(Orders, "limited", limited), default);
+        await AppendAsync(sut, "order-1", 3);
+        var large = TestEvents.Json($$"""{"n":3,"pad":"{{new string('x', 2000)}}"}""");
+        await sut.Store.AppendToStreamAsync(new StreamName("order-2"), ExpectedVersion.Any, [large]);
+        var heldAt = await sut.Store.GetHeadPositionAsync(default);
+        await AppendAsync(sut, "order-3", 2, 4);
+        await using var router = Router(sut);
+        await router.StartAsync(default);
+
+        // Each failed attempt waits out a pause on the route's clock.
+        await Wait.UntilAsync(() => { Clock.Advance(TimeSpan.FromSeconds(31)); return router.Status.HeldAt is not null; }, "the route is held at one event");
+        var status = router.Status;
+        Assert.Equal(heldAt, status.HeldAt);
+        Assert.Equal(new GlobalPosition(heldAt.Value - 1), status.Position);
+        Assert.Contains("MessageTooLargeException", status.LastError);
+        Assert.True(status.Running);
+        var before = await ReceiveNowAsync(broker, limited, max: 10);
+        Assert.Equal([0, 1, 2], before.Select(d => NumberOf(d.Message)));
+        await broker.AcknowledgeAsync([.. before.Select(d => d.Lease)], default);
+
+        // An operator raises the queue's limit: the route goes on from the event it was held at.
+        await broker.DeclareQueueAsync(new QueueDefinition(limited) { MaxMessageSize = 64 * 1024 }, default);
+        var head = await sut.Store.GetHeadPositionAsync(default);
+        await Wait.UntilAsync(() => { Clock.Advance(TimeSpan.FromSeconds(31)); return router.Position == head; }, "the route reaches the head");
+        Assert.Null(router.Status.HeldAt);
+        var after = await ReceiveNowAsync(broker, limited, max: 10);
+        Assert.Equal([3, 4, 5], after.Select(d => NumberOf(d.Message)));
+    }
+
+    [Fact]
     public async Task a_route_by_event_type_publishes_only_those_types()
     {
         var (sut, _) = await CreateBrokerAsync();

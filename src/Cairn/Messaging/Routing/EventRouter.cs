@@ -1,3 +1,4 @@
+using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Subscriptions;
 using Microsoft.Extensions.Logging;
@@ -39,6 +40,13 @@ public sealed record EventRouteStatus(string Name, TopicName Topic, GlobalPositi
 {
     /// <summary>Failures since its last successful batch: more than 0 while it is retrying.</summary>
     public int FailuresInARow { get; init; }
+
+    /// <summary>
+    /// The event the route is held at: published alone, it was still refused (<see cref="MessageTooLargeException"/> or
+    /// <see cref="InvalidMessageException"/>: too large for a subscribed queue, say), and the events before it have gone
+    /// out. Null while the route is not held by one event.
+    /// </summary>
+    public GlobalPosition? HeldAt { get; init; }
 }
 
 /// <summary>
@@ -82,7 +90,23 @@ public sealed class EventRouter : IAsyncDisposable
     public EventRoute Route { get; }
 
     /// <summary>What the route has done so far.</summary>
-    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError) { FailuresInARow = Volatile.Read(ref _failuresInARow) };
+    public EventRouteStatus Status => new(Route.Name, Route.Topic, Position, !_running.IsCompleted, Interlocked.Read(ref _failures), _lastError)
+    {
+        FailuresInARow = Volatile.Read(ref _failuresInARow),
+        HeldAt = Interlocked.Read(ref _heldAt) is > 0 and var held ? new GlobalPosition(held) : null,
+    };
+
+    /// <summary>
+    /// The most events the next batch reads: the route's batch size, or after a failure fewer, down to the one event that
+    /// fails, so that one event a queue refuses holds back no event before it.
+    /// </summary>
+    private int _limit;
+
+    /// <summary>The ids and positions of the batch last tried.</summary>
+    private readonly List<(MessageId Id, GlobalPosition Position)> _batch = [];
+
+    /// <summary>The position of the event that failed alone, or 0.</summary>
+    private long _heldAt;
 
     /// <summary>
     /// The checkpoint as this router last read or wrote it: each batch's commit expects it there, so of several processes
@@ -99,6 +123,7 @@ public sealed class EventRouter : IAsyncDisposable
         var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, cancellationToken).ConfigureAwait(false);
         _stored = checkpoint ?? GlobalPosition.Start;
         Interlocked.Exchange(ref _position, _stored.Value);
+        _limit = Route.BatchSize;
         _running = Task.Run(RunAsync, CancellationToken.None);
     }
 
@@ -184,6 +209,7 @@ public sealed class EventRouter : IAsyncDisposable
                 Volatile.Write(ref _failuresInARow, failures);
                 Interlocked.Increment(ref _failures);
                 _lastError = $"{ex.GetType().Name}: {ex.Message}";
+                Narrow(ex);
                 var delay = TimeSpan.FromMilliseconds(Math.Min(30_000, 100 * Math.Pow(2, Math.Min(failures, 10))));
                 _logger.LogError(ex, "Route {Route} failed to publish to {Topic}; retrying from its checkpoint in {Delay}.", Route.Name, Route.Topic, delay);
                 try
@@ -206,9 +232,12 @@ public sealed class EventRouter : IAsyncDisposable
     {
         var transaction = new MessageTransaction();
         var last = Position;
-        await foreach (var recorded in _store.ReadAllAsync(last.Next, Route.Filter, Route.BatchSize, cancellationToken).ConfigureAwait(false))
+        _batch.Clear();
+        await foreach (var recorded in _store.ReadAllAsync(last.Next, Route.Filter, _limit, cancellationToken).ConfigureAwait(false))
         {
-            transaction.Publish(Route.Topic, EventMessages.ToMessage(recorded));
+            var message = EventMessages.ToMessage(recorded);
+            transaction.Publish(Route.Topic, message);
+            _batch.Add((message.Id, recorded.Position));
             last = recorded.Position;
         }
 
@@ -220,8 +249,37 @@ public sealed class EventRouter : IAsyncDisposable
         transaction.SetCheckpoint(Route.CheckpointKey, last, expected: _stored);
         await _broker.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
         _stored = last;
+        _limit = Route.BatchSize;
+        Interlocked.Exchange(ref _heldAt, 0);
         Advance(last);
         return true;
+    }
+
+    /// <summary>
+    /// After a failed batch, reads fewer events next time: those before the message a refusal names, else half as many,
+    /// down to the one event that fails alone, which the route is then held at. A failure of the broker itself (its
+    /// topic missing, the connection down) also narrows the batches until the first success.
+    /// </summary>
+    private void Narrow(Exception failure)
+    {
+        if (_batch.Count == 0)
+        {
+            return;
+        }
+
+        if (_batch.Count == 1)
+        {
+            // Held by the event only when the broker refused the message itself, not when it failed (a missing topic).
+            if (failure is MessageTooLargeException or InvalidMessageException)
+            {
+                Interlocked.Exchange(ref _heldAt, _batch[0].Position.Value);
+            }
+
+            return;
+        }
+
+        var refused = failure is MessageTooLargeException tooLarge ? _batch.FindIndex(b => b.Id == tooLarge.MessageId) : -1;
+        _limit = refused > 0 ? refused : refused == 0 ? 1 : Math.Max(1, _batch.Count / 2);
     }
 
     private void Advance(GlobalPosition position)
