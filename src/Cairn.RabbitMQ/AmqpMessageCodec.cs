@@ -182,17 +182,55 @@ internal static class AmqpMessageCodec
     }
 
     /// <summary>
-    /// Reads the message back from a delivery; a message that is not a CloudEvent Cairn can read yields null, never an
-    /// exception: another publisher's headers may hold anything (an empty id, a timestamp in milliseconds), and the
-    /// delivery must then go to the dead letters as unreadable rather than stay unsettled.
+    /// Reads the message back from a delivery; a message that is not a CloudEvent Cairn can read yields null and why,
+    /// never an exception: another publisher's headers may hold anything (an empty id, a timestamp in milliseconds), and
+    /// the delivery must then go to the dead letters as unreadable, saying why, rather than stay unsettled. CloudEvents'
+    /// <c>time</c> is optional: without it (and without an AMQP timestamp) the message's time is
+    /// <paramref name="timeIfAbsent"/>, when there is one.
     /// </summary>
-    public static Message? ToMessage(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
+    public static Message? ToMessage(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, DateTimeOffset? timeIfAbsent, out string? fault)
     {
         var headers = properties.Headers;
-        if (headers is null || GetString(headers, Id) is not { } idText || !Guid.TryParse(idText, out var id) || id == Guid.Empty
-            || GetString(headers, Type) is not { } type
-            || (GetTime(headers, Time) ?? FromUnixSeconds(properties.Timestamp.UnixTime)) is not { } time)
+        fault = null;
+        if (headers is null || GetString(headers, Id) is not { } idText)
         {
+            fault = $"no {Id} header";
+            return null;
+        }
+
+        if (!Guid.TryParse(idText, out var id) || id == Guid.Empty)
+        {
+            fault = $"its {Id} '{Capped(idText, 64)}' is not a GUID other than zero, as Cairn's message ids are";
+            return null;
+        }
+
+        if (GetString(headers, Type) is not { } type)
+        {
+            fault = $"no {Type} header";
+            return null;
+        }
+
+        DateTimeOffset time;
+        if (GetTime(headers, Time) is { } given)
+        {
+            time = given;
+        }
+        else if (properties.IsTimestampPresent() && properties.Timestamp.UnixTime != 0 && FromUnixSeconds(properties.Timestamp.UnixTime) is { } stamped)
+        {
+            time = stamped;
+        }
+        else if (headers.TryGetValue(Time, out var timeValue) && timeValue is not null)
+        {
+            fault = $"its {Time} '{Capped(AsString(timeValue) ?? "", 64)}' is not a time";
+            return null;
+        }
+        else if (timeIfAbsent is { } fallback)
+        {
+            time = fallback;
+        }
+        else
+        {
+            fault = $"no {Time} header nor AMQP timestamp";
             return null;
         }
 
@@ -220,6 +258,7 @@ internal static class AmqpMessageCodec
         }
         catch (Exception ex) when (ex is ArgumentException or Cairn.EventStore.CairnException)
         {
+            fault = ex.Message;
             return null;
         }
     }
@@ -274,7 +313,9 @@ internal static class AmqpMessageCodec
     /// another producer) goes through the general parser.
     /// </summary>
     public static DateTimeOffset? GetTime(IDictionary<string, object?>? headers, string key) =>
-        GetString(headers, key) is { } text
+        headers is not null && headers.TryGetValue(key, out var value) && value is AmqpTimestamp timestamp
+            ? FromUnixSeconds(timestamp.UnixTime)
+            : GetString(headers, key) is { } text
             && (DateTimeOffset.TryParseExact(text, "O", CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var time)
                 || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out time))
             ? time

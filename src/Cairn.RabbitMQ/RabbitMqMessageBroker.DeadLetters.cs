@@ -54,15 +54,15 @@ public sealed partial class RabbitMqMessageBroker
 
     private static DeadLetter? ToDeadLetter(QueueName queue, BasicGetResult result)
     {
-        var message = AmqpMessageCodec.ToMessage(result.BasicProperties, result.Body);
+        var headers = result.BasicProperties.Headers;
+        var deadLetteredAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.DeadLetteredAt);
+        var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt);
+        var firstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt);
+        var message = AmqpMessageCodec.ToMessage(result.BasicProperties, result.Body, firstReceivedAt ?? deadLetteredAt ?? enqueuedAt, out _);
         if (message is null)
         {
             return null;
         }
-
-        var headers = result.BasicProperties.Headers;
-        var deadLetteredAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.DeadLetteredAt);
-        var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt);
 
         // A dead letter that came other than through Cairn (RabbitMQ's own dead-lettering, a shovel, a tool) has no
         // sequence: its time stands in, on the same scale as Cairn's sequences, so every page from the start lists it.
@@ -76,7 +76,7 @@ public sealed partial class RabbitMqMessageBroker
             Reason = AmqpMessageCodec.GetString(headers, AmqpMessageCodec.DeadLetterReason) ?? "dead-lettered outside Cairn",
             Failure = AmqpMessageCodec.GetFailure(headers),
             Attempts = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives),
-            FirstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt),
+            FirstReceivedAt = firstReceivedAt,
             LastReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.LastReceivedAt),
             DeadLetteredAt = deadLetteredAt ?? message.Time,
             EnqueuedAt = enqueuedAt ?? message.Time,

@@ -255,17 +255,20 @@ public sealed partial class RabbitMqMessageBroker
     {
         var headers = buffered.Properties.Headers;
         var now = _time.GetUtcNow();
-        var message = AmqpMessageCodec.ToMessage(buffered.Properties, buffered.Body);
+        // A message from outside Cairn has no enqueued-at, and may have no time (CloudEvents' is optional): both count
+        // from its first receive here. (Its own time says when its event happened, not how long it has waited here.)
+        var firstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt) ?? now;
+        var message = AmqpMessageCodec.ToMessage(buffered.Properties, buffered.Body, firstReceivedAt, out var unreadable);
         var earlier = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives);
         var redeliveries = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeliveryCount);
         var receiveCount = (int)Math.Min(int.MaxValue, earlier + redeliveries + 1);
-        var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt) ?? message?.Time ?? now;
+        var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt) ?? firstReceivedAt;
         var delivery = message is null
             ? null
             : new Delivery(message, new LeaseToken(definition.Name, Interlocked.Increment(ref _nextLease), receiveCount))
             {
                 ReceiveCount = receiveCount,
-                FirstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt) ?? now,
+                FirstReceivedAt = firstReceivedAt,
                 EnqueuedAt = enqueuedAt,
                 LeaseExpiresAt = now + lease,
                 PreviousLeaseExpired = buffered.Redelivered,
@@ -274,7 +277,7 @@ public sealed partial class RabbitMqMessageBroker
         if (delivery is null)
         {
             var foreign = new HeldLease(reader, buffered, new Delivery(new Message(default, "unreadable", "", now, "application/octet-stream", buffered.Body), new LeaseToken(definition.Name, 0, 0)), definition, now);
-            await DeadLetterOnReceiveAsync(foreign, "the message is not a CloudEvent in AMQP's binary mode (no cloudEvents:id or cloudEvents:type header)", null, receiveCount).ConfigureAwait(false);
+            await DeadLetterOnReceiveAsync(foreign, $"the message is not a CloudEvent in AMQP's binary mode that Cairn can read: {unreadable}", null, receiveCount).ConfigureAwait(false);
             return null;
         }
 
