@@ -69,16 +69,24 @@ internal static class AmqpMessageCodec
     /// over the 255 bytes of its property.
     /// </summary>
     public static string? HeaderFault(OutgoingMessage message) =>
-        HeaderFault(message.Id, [message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent, message.GroupKey], message.Metadata, message.ContentType);
+        HeaderFault(message.Id, [message.Type, message.Source ?? new string(' ', 2048), message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent, message.GroupKey], message.Metadata, message.ContentType, MaxMessageHeaderBytes);
 
     /// <summary>
     /// The same for a message taken from an outbox, as the relay is about to publish it: one the commit's check never
-    /// saw (a FIFO queue's dead letter redriven to a queue in RabbitMQ) would close the publishing connection.
+    /// saw (a FIFO queue's dead letter redriven to a queue in RabbitMQ) would close the publishing connection. Its limit
+    /// is <see cref="OutboxHeaderAllowance"/> above the commit's, so nothing a commit accepted is refused here.
     /// </summary>
     public static string? HeaderFault(Message message) =>
-        HeaderFault(message.Id, [message.Type, message.Source, message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent, message.GroupKey], message.Metadata, message.ContentType);
+        HeaderFault(message.Id, [message.Type, message.Source, message.Subject, message.DataSchema, message.CorrelationId, message.CausationId, message.TraceParent, message.GroupKey], message.Metadata, message.ContentType, MaxMessageHeaderBytes + OutboxHeaderAllowance);
 
-    private static string? HeaderFault(MessageId id, string?[] attributes, IReadOnlyDictionary<string, string>? metadata, string contentType)
+    /// <summary>
+    /// What a stored message's headers may count beyond what its commit counted: the commit sees the message before its
+    /// correlation and causation ids (a handler's context, up to 256 characters each, the correlation id twice), its trace
+    /// parent and the store's source are filled in. The frame still has room for the failure headers a release adds.
+    /// </summary>
+    public const int OutboxHeaderAllowance = 8 * 1024;
+
+    private static string? HeaderFault(MessageId id, string?[] attributes, IReadOnlyDictionary<string, string>? metadata, string contentType, int limit)
     {
         // The fixed part: spec version, id (twice), time, enqueued-at, content type, the names and the table's framing;
         // the type and the correlation id are written twice (as CloudEvents' and Cairn's own headers).
@@ -105,8 +113,8 @@ internal static class AmqpMessageCodec
             return $"Message {id} has a content type of {Encoding.UTF8.GetByteCount(contentType)} bytes in UTF-8; RabbitMQ's content-type property holds at most 255.";
         }
 
-        return bytes > MaxMessageHeaderBytes
-            ? $"Message {id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {MaxMessageHeaderBytes} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data."
+        return bytes > limit
+            ? $"Message {id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {limit} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data."
             : null;
     }
 
@@ -215,14 +223,20 @@ internal static class AmqpMessageCodec
         {
             time = given;
         }
-        else if (properties.IsTimestampPresent() && properties.Timestamp.UnixTime != 0 && FromUnixSeconds(properties.Timestamp.UnixTime) is { } stamped)
-        {
-            time = stamped;
-        }
         else if (headers.TryGetValue(Time, out var timeValue) && timeValue is not null)
         {
             fault = $"its {Time} '{Capped(AsString(timeValue) ?? "", 64)}' is not a time";
             return null;
+        }
+        else if (properties.IsTimestampPresent() && properties.Timestamp.UnixTime != 0)
+        {
+            if (FromUnixSeconds(properties.Timestamp.UnixTime) is not { } stamped)
+            {
+                fault = $"its AMQP timestamp {properties.Timestamp.UnixTime} is out of range (milliseconds where seconds belong?)";
+                return null;
+            }
+
+            time = stamped;
         }
         else if (timeIfAbsent is { } fallback)
         {

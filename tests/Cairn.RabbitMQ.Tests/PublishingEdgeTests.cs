@@ -1,5 +1,6 @@
 using System.Text;
 using Cairn.Conformance.Support;
+using Cairn.Envelopes;
 using Cairn.Messaging;
 using RabbitMQ.Client;
 
@@ -14,6 +15,39 @@ public sealed class PublishingEdgeTests
     private static readonly ReceiveOptions Waiting = new() { MaxMessages = 1, Wait = TimeSpan.FromSeconds(20) };
 
     private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    // A message whose headers would not fit RabbitMQ's content-header frame is refused at its commit; the relay's "RabbitMQ
+    // cannot take it" is for what a commit never checked. The commit counts the message before its correlation id
+    // (written twice), causation id and trace parent are filled in from a handler's context: a send just under the
+    // commit's limit, from such a context, was refused by the relay and dead-lettered in the outbox, where no consumer
+    // sees it, though RabbitMQ would have taken it.
+    [Fact]
+    public async Task a_send_its_commit_accepted_for_its_header_size_is_published_from_a_handlers_context()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("edge"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+
+        // As the commit counts it: 512 + type (32 + 12) twice + source (32 + 5) + the entry (6 + 12 + 1 + value) = 49,152.
+        var message = Numbered(1) with
+        {
+            Source = "urn:x",
+            Metadata = new Dictionary<string, string> { ["k"] = new string('v', 48_496) },
+        };
+        using (MessageContext.Begin(correlationId: new string('c', 256), causationId: new string('d', 256)))
+        {
+            await sut.Broker.SendAsync(queue, message);
+        }
+
+        var received = await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded();
+        var outboxDead = await sut.Broker.Backend.ListDeadLettersAsync(RabbitMqMessageBroker.OutboxOf(queue), 0, 10, default);
+        Assert.True(received.Count == 1, $"the committed send never arrived; the outbox dead-lettered it: {string.Join("; ", outboxDead.Select(d => d.Reason))}");
+        Assert.Equal(new string('c', 256), received[0].Message.CorrelationId);
+
+        // One byte more is refused at its commit.
+        var over = Numbered(2) with { Source = "urn:x", Metadata = new Dictionary<string, string> { ["k"] = new string('v', 48_497) } };
+        await Assert.ThrowsAsync<InvalidMessageException>(() => sut.Broker.SendAsync(queue, over));
+    }
 
     [Fact]
     public async Task a_queue_named_as_another_queues_dead_letters_or_delay_queue_is_refused_and_nothing_is_declared()
