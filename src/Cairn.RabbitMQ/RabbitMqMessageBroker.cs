@@ -4,6 +4,7 @@ using Cairn.Envelopes;
 using Cairn.Messaging;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
 namespace Cairn.RabbitMQ;
@@ -32,6 +33,16 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<QueueName, QueueDefinition> _queues = new();
+
+    /// <summary>
+    /// When each of <see cref="_queues"/> was read or declared here (<see cref="TimeProvider"/> timestamps): settings
+    /// other than <see cref="QueueDefinition.Fifo"/> may be changed by a declaration in another process, so a receive or
+    /// a settlement reads them again once they are <see cref="QueueSettingsMaxAge"/> old.
+    /// </summary>
+    private readonly ConcurrentDictionary<QueueName, long> _queuesReadAt = new();
+
+    /// <summary>How old a queue's settings may be before they are read from the backend again.</summary>
+    private static readonly TimeSpan QueueSettingsMaxAge = TimeSpan.FromSeconds(5);
     private readonly CancellationTokenSource _disposing = new();
 
     /// <summary>Wraps <paramref name="backend"/>, whose database keeps the outbox, the inbox, topics and queue settings.</summary>
@@ -124,6 +135,8 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             // A quorum queue has no message groups: a FIFO queue stays in the backend, where a commit writes it directly.
             await _backend.DeclareQueueAsync(queue, cancellationToken).ConfigureAwait(false);
             _queues[queue.Name] = queue;
+        _queuesReadAt[queue.Name] = _time.GetTimestamp();
+            _queuesReadAt[queue.Name] = _time.GetTimestamp();
             return;
         }
 
@@ -144,6 +157,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         await _backend.DeclareQueueAsync(new QueueDefinition(queue.Name), cancellationToken).ConfigureAwait(false);
         await _backend.DeclareQueueAsync(queue with { Name = OutboxOf(queue.Name) }, cancellationToken).ConfigureAwait(false);
         _queues[queue.Name] = queue;
+        _queuesReadAt[queue.Name] = _time.GetTimestamp();
         QueueDeclared?.Invoke(queue.Name);
     }
 
@@ -180,14 +194,38 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
 
         var definition = stored with { Name = queue };
         _queues[queue] = definition;
+        _queuesReadAt[queue] = _time.GetTimestamp();
         return definition;
     }
 
-    /// <summary>The queue's settings, from this process's cache or the backend; <see cref="QueueNotFoundException"/> when it was never declared.</summary>
-    internal async Task<QueueDefinition> RequireQueueAsync(QueueName queue, CancellationToken cancellationToken) =>
-        _queues.TryGetValue(queue, out var known)
-            ? known
-            : await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false) ?? throw new QueueNotFoundException(queue);
+    /// <summary>
+    /// The queue's settings, from this process's cache while it is fresh, else from the backend (the cached ones when the
+    /// backend cannot be read); <see cref="QueueNotFoundException"/> when it was never declared.
+    /// </summary>
+    internal async Task<QueueDefinition> RequireQueueAsync(QueueName queue, CancellationToken cancellationToken)
+    {
+        if (!_queues.TryGetValue(queue, out var known))
+        {
+            return await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false) ?? throw new QueueNotFoundException(queue);
+        }
+
+        if (_queuesReadAt.TryGetValue(queue, out var readAt) && _time.GetElapsedTime(readAt) < QueueSettingsMaxAge)
+        {
+            return known;
+        }
+
+        try
+        {
+            return await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false) ?? throw new QueueNotFoundException(queue);
+        }
+        catch (Exception ex) when (ex is not QueueNotFoundException && !cancellationToken.IsCancellationRequested)
+        {
+            // The settings read a moment ago serve until the backend answers again.
+            _queuesReadAt[queue] = _time.GetTimestamp();
+            _logger.LogDebug(ex, "Queue {Queue}'s settings could not be read again; those read before serve meanwhile.", queue);
+            return known;
+        }
+    }
 
     /// <inheritdoc />
     public async Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
@@ -232,9 +270,9 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             return await _backend.GetStatsAsync(queue, cancellationToken).ConfigureAwait(false);
         }
 
-        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
         var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
-        var (ready, deadLettered) = await _connection.WithChannelAsync(
+        var (ready, deadLettered) = await CountInRabbitMqAsync(
+            queue,
             async channel =>
             {
                 var main = await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false);
@@ -264,9 +302,29 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         }
 
         var outbox = await _backend.GetStatsAsync(OutboxOf(queue), cancellationToken).ConfigureAwait(false);
-        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-        var ready = await _connection.WithChannelAsync(async channel => (await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false)).MessageCount, cancellationToken).ConfigureAwait(false);
+        var ready = await CountInRabbitMqAsync(queue, async channel => (await channel.QueueDeclarePassiveAsync(AmqpName(queue), cancellationToken).ConfigureAwait(false)).MessageCount, cancellationToken).ConfigureAwait(false);
         return outbox.Visible + outbox.Leased + ready;
+    }
+
+    /// <summary>
+    /// Reads a queue's counts with passive declarations. The queue and its dead-letter queue are declared once per
+    /// process; one deleted behind Cairn's back since (an operator clearing its dead letters) fails the passive
+    /// declaration with NOT_FOUND: both are then declared again, as on their next use, and read once more.
+    /// </summary>
+    private async Task<T> CountInRabbitMqAsync<T>(QueueName queue, Func<IChannel, Task<T>> count, CancellationToken cancellationToken)
+    {
+        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await _connection.WithChannelAsync(count, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
+        {
+            _connection.Forget(AmqpName(queue));
+            _connection.Forget(DeadLettersIn(queue));
+            await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
+            return await _connection.WithChannelAsync(count, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <inheritdoc />

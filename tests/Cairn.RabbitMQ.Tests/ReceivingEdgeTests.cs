@@ -21,6 +21,53 @@ public sealed class ReceivingEdgeTests
         await use(channel);
     }
 
+    // A '<queue>.dlq' deleted behind Cairn's back is declared again on its next use. Statistics read it with a passive
+    // declaration, trusting this process's "declared once" record: they failed with RabbitMQ's NOT_FOUND until
+    // something else declared it again, and the messaging health check, which reads every queue's statistics, called
+    // the queue unhealthy for as long.
+    [Fact]
+    public async Task statistics_of_a_queue_whose_dead_letter_queue_was_deleted_behind_cairns_back_are_still_read()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("statsdlq"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1, "the message reached RabbitMQ");
+
+        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DeadLettersIn(queue)));
+
+        var stats = await sut.Broker.GetStatsAsync(queue, default).Bounded();
+        Assert.Equal(1, stats.Visible);
+        Assert.Equal(0, stats.DeadLettered);
+    }
+
+    // Declaring a queue again updates its settings (docs/messaging.md), which the backend keeps for every process
+    // sharing it. Another process kept the settings it first read for good, so it went on with the old MaxReceiveCount:
+    // a release on the last allowed receive put the message back instead of dead-lettering it.
+    [Fact]
+    public async Task a_queue_declared_again_elsewhere_is_received_with_its_new_settings_once_those_read_here_are_five_seconds_old()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var clock = new ManualTimeProvider(DateTimeOffset.UtcNow);
+        await using var other = new RabbitMqMessageBroker(sut.Broker.Backend, sut.Broker.Options, timeProvider: clock);
+        var queue = new QueueName(RabbitMqServer.NewName("redeclared"));
+        var now = new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.Zero };
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 5 }, default);
+        Assert.Empty(await other.ReceiveAsync(queue, now, default));
+
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 1 }, default);
+        clock.Advance(TimeSpan.FromSeconds(6));
+        await sut.Broker.SendAsync(queue, Numbered(1));
+        Delivery? delivery = null;
+        await Wait.UntilAsync(async () => (delivery = (await other.ReceiveAsync(queue, now, default)).SingleOrDefault()) is not null, "the message is received in the other process");
+        Assert.Equal(1, delivery!.ReceiveCount);
+        await other.ReleaseAsync(delivery.Lease, TimeSpan.Zero, new FailureInfo("Boom", "failed", null), default).Bounded();
+
+        // Its one allowed receive used, it is dead-lettered, not delivered a second time.
+        await Wait.UntilAsync(async () => (await other.ListDeadLettersAsync(queue, 0, 10, default)).Count == 1, "the message is dead-lettered");
+        Assert.Empty(await other.ReceiveAsync(queue, now, default));
+    }
+
     // An operator deletes '<queue>.dlq' (clearing dead letters from RabbitMQ's management UI). As a delay queue, a
     // redrive target and the queue itself are, it is declared again on its next use: a message that fails is still
     // dead-lettered, rather than failing every time and looping for ever as a consumer's poison message.
