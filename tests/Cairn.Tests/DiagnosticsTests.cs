@@ -4,9 +4,11 @@ using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.Diagnostics;
+using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Messaging;
+using Cairn.Messaging.InMemory;
 using Cairn.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -71,6 +73,28 @@ public sealed class DiagnosticsTests : IDisposable
         Assert.True(Assert.Single(retry.Appends).WasDuplicate);
         Assert.True(Total("cairn.eventstore.appends|outcome=duplicate") - before >= 1);
         Assert.Contains(Spans, a => a.OperationName == "cairn.append" && (string?)a.GetTagItem("cairn.stream") == stream.Value && a.GetTagItem("cairn.position") is long);
+    }
+
+    // A commit the inbox refuses as a repeat writes nothing but its acknowledgements: its appends are not written, and
+    // were counted as successful ones (outcome ok), so every redelivery racing its first handling showed as an append.
+    [Fact]
+    public async Task an_append_in_a_commit_the_inbox_refuses_is_counted_as_a_duplicate()
+    {
+        var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore()));
+        var id = MessageId.New();
+        await broker.CommitAsync(new MessageTransaction().MarkProcessed("billing", id), default);
+        var stream = new StreamName("diag-" + Guid.NewGuid().ToString("N"));
+        var before = Total("cairn.eventstore.appends|outcome=duplicate");
+
+        var result = await broker.CommitAsync(
+            new MessageTransaction()
+                .Append(new AppendRequest(stream, ExpectedVersion.NoStream, [Event()]))
+                .MarkProcessed("billing", id),
+            default);
+
+        Assert.True(result.AlreadyProcessed);
+        Assert.Empty(result.Appends);
+        Assert.True(Total("cairn.eventstore.appends|outcome=duplicate") - before >= 1);
     }
 
     [Fact]

@@ -147,14 +147,14 @@ public sealed partial class CairnBuilder
     }
 
     /// <summary>
-    /// Claims a route's checkpoint: two routes of one name would share it, and the one ahead would move it past what
-    /// the other has not published.
+    /// Claims a route's or a subscription's checkpoint: two of one key would share it, and the one ahead would move it
+    /// past what the other has not handled (a subscription's key is its name, so one named <c>route:x</c> is route x's).
     /// </summary>
     private void ClaimCheckpoint(string key, string what)
     {
         if (!Topology.Checkpoints.Add(key))
         {
-            throw new ArgumentException($"{what} uses the checkpoint '{key}', which another route of this host uses already: give each its own name.", nameof(key));
+            throw new ArgumentException($"{what} uses the checkpoint '{key}', which another route or subscription of this host uses already: give each its own name.", nameof(key));
         }
     }
 

@@ -99,6 +99,7 @@ public sealed partial class CairnBuilder(IServiceCollection services)
         configure?.Invoke(builder);
         var options = builder.Build();
         options.Validate();
+        ClaimCheckpoint(options.Name, $"The subscription '{options.Name}'");
         Services.AddSingleton<IHostedService>(sp => new SubscriptionHostedService(sp, options, (e, ct) => handler(sp, e, ct)));
         return this;
     }
@@ -111,6 +112,7 @@ public sealed partial class CairnBuilder(IServiceCollection services)
         configure?.Invoke(builder);
         var options = builder.Build();
         options.Validate();
+        ClaimCheckpoint(options.Name, $"The subscription '{options.Name}'");
         Services.AddSingleton<IHostedService>(sp =>
         {
             var handler = ActivatorUtilities.GetServiceOrCreateInstance<THandler>(sp);

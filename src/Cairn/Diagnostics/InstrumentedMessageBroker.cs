@@ -153,11 +153,12 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
         }
         finally
         {
-            // Each append with its own outcome: a retried one the backend found already written is a duplicate.
+            // Each append with its own outcome: a retried one the backend found already written is a duplicate, and so
+            // is one of a commit the inbox refused as a repeat, which wrote nothing of it.
             var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
             for (var i = 0; i < appends.Count; i++)
             {
-                var outcome = appendOutcome == "ok" && i < appended.Count && appended[i].WasDuplicate ? "duplicate" : appendOutcome;
+                var outcome = appendOutcome == "ok" && (i >= appended.Count || appended[i].WasDuplicate) ? "duplicate" : appendOutcome;
                 var tag = new KeyValuePair<string, object?>("outcome", outcome);
                 CairnDiagnostics.Appends.Add(1, tag);
                 CairnDiagnostics.AppendDuration.Record(elapsed, tag);

@@ -180,15 +180,18 @@ public sealed class AddCairnTests
     }
 
     [Fact]
-    public async Task two_hosted_subscriptions_with_one_name_are_refused()
+    public void two_hosted_subscriptions_with_one_name_are_refused_where_the_second_is_added()
     {
-        var builder = Builder();
-        builder.Services.AddCairn(o => o.UseInMemory())
-            .AddSubscription("twice", (_, _, _) => ValueTask.CompletedTask)
+        var cairn = Builder().Services.AddCairn(o => o.UseInMemory())
             .AddSubscription("twice", (_, _, _) => ValueTask.CompletedTask);
-        using var host = builder.Build();
 
-        await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync());
+        var refused = Assert.Throws<ArgumentException>(() => cairn.AddSubscription<NoHandler>("twice"));
+        Assert.Contains("checkpoint 'twice'", refused.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class NoHandler : ISubscriptionHandler
+    {
+        public ValueTask HandleAsync(RecordedEvent recorded, CancellationToken cancellationToken) => ValueTask.CompletedTask;
     }
 
     [Fact]

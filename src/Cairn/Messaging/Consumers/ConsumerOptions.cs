@@ -91,7 +91,7 @@ public sealed record ConsumerOptions
     /// <summary>How many messages are handled at once (the processor count by default).</summary>
     public int Concurrency { get; init; } = Environment.ProcessorCount;
 
-    /// <summary>How many messages the consumer holds leased at once, handled or waiting (twice the concurrency by default).</summary>
+    /// <summary>How many messages the consumer holds leased at once, handled or waiting (twice the concurrency by default, at most 1,000).</summary>
     public int? Prefetch { get; init; }
 
     /// <summary>The lease of each delivery; the queue's when null.</summary>
@@ -100,7 +100,10 @@ public sealed record ConsumerOptions
     /// <summary>Extends the lease of a message while its handler runs, so a slow handler is not raced by a redelivery (on by default).</summary>
     public bool ExtendLeaseWhileHandling { get; init; } = true;
 
-    /// <summary>How long a handler may run before it is cancelled and its message retried (1 minute by default).</summary>
+    /// <summary>
+    /// How long a handler may run before it is cancelled and its message retried (1 minute by default; at most 30 days,
+    /// or <see cref="Timeout.InfiniteTimeSpan"/> for no limit).
+    /// </summary>
     public TimeSpan HandlerTimeout { get; init; } = TimeSpan.FromMinutes(1);
 
     /// <summary>Records handled ids in the inbox with the handler's effects, so a redelivery has no second effect (on by default).</summary>
@@ -119,24 +122,30 @@ public sealed record ConsumerOptions
     public TimeSpan PollWait { get; init; } = TimeSpan.FromSeconds(20);
 
     /// <summary>The effective prefetch.</summary>
-    internal int EffectivePrefetch => Prefetch ?? Concurrency * 2;
+    internal int EffectivePrefetch => Prefetch ?? Math.Min(Concurrency * 2, MaxPrefetch);
+
+    /// <summary>The most messages a consumer holds leased at once, and so the most it handles at once.</summary>
+    private const int MaxPrefetch = 1000;
+
+    /// <summary>The longest <see cref="HandlerTimeout"/> short of none: well inside what a timer can wait (about 49 days).</summary>
+    private static readonly TimeSpan MaxHandlerTimeout = TimeSpan.FromDays(30);
 
     /// <summary>Refuses impossible settings, naming them.</summary>
     public void Validate()
     {
-        if (Concurrency is < 1 or > 1024)
+        if (Concurrency is < 1 or > MaxPrefetch)
         {
-            throw new InvalidMessageException($"Consumer '{Name}': Concurrency is {Concurrency}; it must be between 1 and 1024.");
+            throw new InvalidMessageException($"Consumer '{Name}': Concurrency is {Concurrency}; it must be between 1 and {MaxPrefetch}.");
         }
 
-        if (EffectivePrefetch < Concurrency || EffectivePrefetch > 1000)
+        if (EffectivePrefetch < Concurrency || EffectivePrefetch > MaxPrefetch)
         {
-            throw new InvalidMessageException($"Consumer '{Name}': Prefetch is {EffectivePrefetch}; it must be between the concurrency ({Concurrency}) and 1000.");
+            throw new InvalidMessageException($"Consumer '{Name}': Prefetch is {EffectivePrefetch}; it must be between the concurrency ({Concurrency}) and {MaxPrefetch}.");
         }
 
-        if (HandlerTimeout <= TimeSpan.Zero)
+        if (HandlerTimeout != Timeout.InfiniteTimeSpan && (HandlerTimeout <= TimeSpan.Zero || HandlerTimeout > MaxHandlerTimeout))
         {
-            throw new InvalidMessageException($"Consumer '{Name}': HandlerTimeout is {HandlerTimeout}; it must be positive.");
+            throw new InvalidMessageException($"Consumer '{Name}': HandlerTimeout is {HandlerTimeout}; it must be positive and at most {MaxHandlerTimeout.TotalDays} days, or Timeout.InfiniteTimeSpan for none.");
         }
 
         if (PollWait <= TimeSpan.Zero || PollWait > TimeSpan.FromMinutes(5))

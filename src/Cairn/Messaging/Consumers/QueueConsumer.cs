@@ -250,8 +250,9 @@ public sealed class QueueConsumer : IAsyncDisposable
                     deliveries = await _broker.ReceiveAsync(Options.Queue, new ReceiveOptions { MaxMessages = taken, Lease = _lease, Wait = Options.PollWait }, _stopping.Token).ConfigureAwait(false);
                     failures = 0;
                 }
-                catch (Exception ex) when (ex is not OperationCanceledException)
+                catch (Exception ex) when (!_stopping.IsCancellationRequested)
                 {
+                    // Also a cancellation this consumer did not ask for (a client's own time-out): tried again, as any fault.
                     _slots.Release(taken);
                     failures++;
                     _logger.LogError(ex, "Consumer {Consumer} could not receive from {Queue}; retrying.", Options.Name, Options.Queue);
@@ -264,12 +265,13 @@ public sealed class QueueConsumer : IAsyncDisposable
                     _slots.Release(taken - deliveries.Count);
                 }
 
-                await PruneInboxWhenDueAsync().ConfigureAwait(false);
-
                 foreach (var delivery in deliveries)
                 {
                     _buffer.Writer.TryWrite(delivery);
                 }
+
+                // After the batch is with the workers: a slow prune holds back the next receive, not this batch.
+                await PruneInboxWhenDueAsync().ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
@@ -332,13 +334,13 @@ public sealed class QueueConsumer : IAsyncDisposable
         _nextInboxPrune = now + InboxPruneInterval;
         try
         {
-            var pruned = await _broker.PruneInboxAsync(Options.Name, now - Options.InboxRetention, CancellationToken.None).ConfigureAwait(false);
+            var pruned = await _broker.PruneInboxAsync(Options.Name, now - Options.InboxRetention, _stopping.Token).ConfigureAwait(false);
             if (pruned > 0)
             {
                 _logger.LogInformation("Consumer {Consumer} forgot {Count} inbox records older than {Retention}.", Options.Name, pruned, Options.InboxRetention);
             }
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex) when (!_stopping.IsCancellationRequested)
         {
             _logger.LogWarning(ex, "Consumer {Consumer} could not prune its inbox; it tries again within the hour.", Options.Name);
         }
@@ -434,10 +436,16 @@ public sealed class QueueConsumer : IAsyncDisposable
 
                 if (!Options.Retry.IsRetryable(failure))
                 {
-                    _flows?.RecordFailed(Options.Name, message.Type, deadLettered: true);
                     _logger.LogError(failure, "Consumer {Consumer} dead-letters message {MessageId} ({Type}): the failure cannot be retried.", Options.Name, message.Id, message.Type);
-                    await SettleAsync(() => _broker.DeadLetterAsync(delivery.Lease, $"a non-retryable {failure.GetType().Name}: {failure.Message}", FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
-                    Interlocked.Increment(ref _deadLettered);
+                    var settled = await SettleAsync(() => _broker.DeadLetterAsync(delivery.Lease, $"a non-retryable {failure.GetType().Name}: {failure.Message}", FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
+
+                    // Counted once the broker has moved it: a lease lost meanwhile left it where it was.
+                    _flows?.RecordFailed(Options.Name, message.Type, deadLettered: settled);
+                    if (settled)
+                    {
+                        Interlocked.Increment(ref _deadLettered);
+                    }
+
                     return;
                 }
 
