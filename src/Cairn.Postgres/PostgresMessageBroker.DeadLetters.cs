@@ -191,16 +191,26 @@ public sealed partial class PostgresMessageBroker
         {
             message = PostgresMessageRows.Read(reader, DeadEnvelopeAt);
         }
-        catch (Exception ex) when (ex is EventStore.CairnException or System.Text.Json.JsonException)
+        catch (Exception ex) when (PostgresMessageRows.IsUnreadable(ex))
         {
-            // A corrupt envelope must not hide the dead letter that holds it.
+            // A corrupt envelope must not hide the dead letter that holds it, nor the others listed with it.
             message = PostgresMessageRows.Unreadable(reader, DeadEnvelopeAt, deadAt);
+        }
+
+        FailureInfo? failure;
+        try
+        {
+            failure = PostgresMessageRows.Failure(reader, 2);
+        }
+        catch (Exception ex) when (PostgresMessageRows.IsUnreadable(ex))
+        {
+            failure = new FailureInfo("unreadable", $"the stored failure could not be read: {ex.Message}", null);
         }
 
         return new DeadLetter(message, queue, reader.GetInt64(0))
         {
             Reason = PostgresMessageRows.TextOrNull(reader, 1) ?? "unknown",
-            Failure = PostgresMessageRows.Failure(reader, 2),
+            Failure = failure,
             Attempts = reader.GetInt32(3),
             FirstReceivedAt = PostgresMessageRows.LongOrNull(reader, 4) is { } first ? new DateTimeOffset(first, TimeSpan.Zero) : null,
             LastReceivedAt = PostgresMessageRows.LongOrNull(reader, 5) is { } last ? new DateTimeOffset(last, TimeSpan.Zero) : null,

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Cairn.Messaging;
 using Npgsql;
 
@@ -158,7 +157,7 @@ public sealed partial class PostgresMessageBroker
                             });
                             leased.Add(seq);
                         }
-                        catch (Exception ex) when (ex is EventStore.CairnException or JsonException or ArgumentException or FormatException or InvalidCastException)
+                        catch (Exception ex) when (PostgresMessageRows.IsUnreadable(ex))
                         {
                             // A row that cannot be read is dead-lettered with the reason, so it neither blocks the others
                             // nor comes back until its receives run out.

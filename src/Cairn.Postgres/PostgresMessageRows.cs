@@ -77,6 +77,14 @@ internal static class PostgresMessageRows
     public static FailureInfo? Failure(NpgsqlDataReader reader, int column) =>
         reader.IsDBNull(column) ? null : JsonSerializer.Deserialize(reader.GetString(column), CairnJsonContext.Default.FailureInfo);
 
+    /// <summary>
+    /// Whether reading a stored message failed on what the row holds (a damaged envelope: an id, a time or an attribute
+    /// out of range, JSON that does not parse), as opposed to the connection: such a row is shown as unreadable, or
+    /// dead-lettered, rather than failing every read that meets it.
+    /// </summary>
+    public static bool IsUnreadable(Exception error) =>
+        error is EventStore.CairnException or JsonException or ArgumentException or FormatException or InvalidCastException;
+
     public static string? FailureJson(FailureInfo? failure) =>
         failure is null ? null : JsonSerializer.Serialize(failure, CairnJsonContext.Default.FailureInfo);
 

@@ -277,9 +277,11 @@ internal sealed class PostgresWriter : IAsyncDisposable
         _replicationWaitCancelled = false;
         PostgresEventStore.OptimisticAppend written;
         NpgsqlConnection? connection = null;
+        var reused = false;
         try
         {
             connection = await OpenAsync().ConfigureAwait(false);
+            reused = TakeReused();
 
             // An append alone in its batch may be cancelled while it waits (for another process's append lock): only
             // its own caller waits on the batch. Several share one, which none of them can call off for the others.
@@ -307,6 +309,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
             if (IsBroken(connection, ex))
             {
+                if (reused)
+                {
+                    // Whether the write landed is unknown, but an append is recognised when it runs again (by its
+                    // events' ids, answered with the first one's result), so the locked way runs it on a new connection.
+                    await RunAgainOnNewConnectionAsync(ex).ConfigureAwait(false);
+                    return false;
+                }
+
                 // Whether the write under way landed is unknown, as for any commit that loses its connection.
                 await DropConnectionAsync().ConfigureAwait(false);
                 FailAll(batch, ex);
@@ -446,13 +456,22 @@ internal sealed class PostgresWriter : IAsyncDisposable
         _replicationWaitCancelled = false;
         NpgsqlConnection connection;
         NpgsqlTransaction transaction;
+        var reused = false;
         try
         {
             connection = await OpenAsync().ConfigureAwait(false);
+            reused = TakeReused();
             transaction = await connection.BeginTransactionAsync().ConfigureAwait(false);
         }
         catch (Exception ex)
         {
+            if (reused)
+            {
+                // Nothing of the batch was sent: each of its pieces runs again, alone, on a new connection.
+                await RunAgainOnNewConnectionAsync(ex).ConfigureAwait(false);
+                return;
+            }
+
             await DropConnectionAsync().ConfigureAwait(false);
             FailAll(batch, ex);
             return;
@@ -488,6 +507,13 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 {
                     if (IsBroken(connection, ex))
                     {
+                        if (reused)
+                        {
+                            // Broken before the commit: nothing was written, and each piece runs again, alone.
+                            await RunAgainOnNewConnectionAsync(ex).ConfigureAwait(false);
+                            return;
+                        }
+
                         await DropConnectionAsync().ConfigureAwait(false);
                         FailAll(batch, ex);
                         return;
@@ -522,6 +548,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 {
                     if (IsBroken(connection, ex))
                     {
+                        if (reused)
+                        {
+                            // Broken before the commit: nothing was written, and each piece not yet answered runs
+                            // again, alone (one a check refused keeps its answer).
+                            await RunAgainOnNewConnectionAsync(ex).ConfigureAwait(false);
+                            return;
+                        }
+
                         await DropConnectionAsync().ConfigureAwait(false);
                         FailAll(done, ex);
                         FailAll(batch.Skip(i), ex);
@@ -615,6 +649,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
         await DropConnectionAsync().ConfigureAwait(false);
         var connection = await _dataSource.OpenConnectionAsync().ConfigureAwait(false);
+        _connectionFresh = true;
 
         // Every check here relies on each statement seeing what committed before it started, whatever the server's or
         // the role's default: the session's transactions are READ COMMITTED.
@@ -653,6 +688,29 @@ internal sealed class PostgresWriter : IAsyncDisposable
 
     /// <summary>When the last batch ended (<see cref="Environment.TickCount64"/>).</summary>
     private long _lastBatchEndedAt = Environment.TickCount64;
+
+    /// <summary>Whether no batch has used the connection since it was opened; see <see cref="TakeReused"/>.</summary>
+    private bool _connectionFresh;
+
+    /// <summary>
+    /// Whether the connection a batch is about to use served an earlier one. The server may have ended that session
+    /// since (a restart, <c>pg_terminate_backend</c>, a proxy), within the idle second no check covers: a batch that
+    /// finds it broken before anything of it was committed runs again on a new connection, where a fresh connection's
+    /// break fails it.
+    /// </summary>
+    private bool TakeReused()
+    {
+        var reused = !_connectionFresh;
+        _connectionFresh = false;
+        return reused;
+    }
+
+    /// <summary>Drops a connection found broken under a batch that committed nothing, so the batch runs again on a new one.</summary>
+    private async Task RunAgainOnNewConnectionAsync(Exception broken)
+    {
+        _logger.LogInformation(broken, "The PostgreSQL writer's connection was closed by the server before a batch committed anything; the batch runs again on a new connection.");
+        await DropConnectionAsync().ConfigureAwait(false);
+    }
 
     /// <summary>Whether the connection still answers: one round trip, after which it is known alive or known broken.</summary>
     private static async Task<bool> IsAliveAsync(NpgsqlConnection connection)

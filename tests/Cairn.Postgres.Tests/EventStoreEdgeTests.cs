@@ -184,6 +184,38 @@ public sealed class EventStoreEdgeTests : OwnSchemaStoreTests
         Assert.Null(error);
     }
 
+    /// <summary>
+    /// A session the server ends within a second of the writer's last batch (a fast restart, <c>pg_terminate_backend</c>,
+    /// a proxy failing over), which no idle check covers: the next append runs again on a new connection (an append
+    /// is recognised when it runs again), rather than failing with "terminating connection due to administrator
+    /// command", an outcome its caller cannot know, though the server is up.
+    /// </summary>
+    [Fact]
+    public async Task An_append_right_after_the_server_ended_the_writer_session_runs_again_on_a_new_connection()
+    {
+        var builder = new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { ApplicationName = "ended-" + Schema };
+        await using var store = new PostgresEventStore(new PostgresEventStoreOptions { ConnectionString = builder.ConnectionString, Schema = Schema });
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Event()]);
+        Assert.True(await TerminateSessionsAsync(builder.ApplicationName) >= 1);
+
+        var appended = await store.AppendToStreamAsync("order-1", ExpectedVersion.Exactly(0), [Event()]).Bounded();
+
+        Assert.Equal(1, appended.NextExpectedVersion);
+        Assert.Equal(2, await store.ReadStreamAsync("order-1").CountAsync());
+    }
+
+    /// <summary>Ends every server session of one application name, as a restart or a proxy would; the server stays up.</summary>
+    internal static async Task<long> TerminateSessionsAsync(string applicationName)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var terminate = new NpgsqlCommand(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            connection);
+        terminate.Parameters.Add(new NpgsqlParameter { Value = applicationName });
+        return (long)(await terminate.ExecuteScalarAsync())!;
+    }
+
     private static async Task<long> SessionsNamedAsync(string applicationName)
     {
         await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);

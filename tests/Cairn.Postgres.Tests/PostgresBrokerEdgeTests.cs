@@ -45,10 +45,11 @@ public sealed class PostgresBrokerEdgeTests : IAsyncLifetime
     }
 
     /// <summary>A store with a pool and writer of its own, and its broker: one process's view of the schema.</summary>
-    private PostgresMessageBroker OpenProcess()
+    private PostgresMessageBroker OpenProcess(string? applicationName = null)
     {
+        var connectionString = new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { ApplicationName = applicationName }.ConnectionString;
         var store = new PostgresEventStore(
-            new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = _schema, ExternalCommitPollInterval = TimeSpan.FromMilliseconds(200) },
+            new PostgresEventStoreOptions { ConnectionString = connectionString, Schema = _schema, ExternalCommitPollInterval = TimeSpan.FromMilliseconds(200) },
             new EventStoreOptions { TimeProvider = _clock, Source = "urn:test" });
         var broker = new PostgresMessageBroker(store);
         _opened.Add(store);
@@ -57,6 +58,56 @@ public sealed class PostgresBrokerEdgeTests : IAsyncLifetime
     }
 
     private static OutgoingMessage Numbered(int n) => new("test.numbered", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
+
+    /// <summary>
+    /// A send right after the server ended the writer's session (within the second no idle check covers) went on the
+    /// broken connection and failed with "terminating connection due to administrator command", an outcome its caller
+    /// could not know, though nothing of it was sent and the server was up. (A consumer's commit failing so spends a
+    /// receive, and on the last one dead-letters its message for nothing.) Broken before its commit, it runs again on
+    /// a new connection.
+    /// </summary>
+    [Fact]
+    public async Task a_send_right_after_the_server_ended_the_writer_session_runs_again_on_a_new_connection()
+    {
+        var application = "ended-" + _schema;
+        var broker = OpenProcess(application);
+        QueueName queue = "work";
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await broker.SendAsync(queue, Numbered(1));
+        Assert.True(await EventStoreEdgeTests.TerminateSessionsAsync(application) >= 1);
+
+        await broker.SendAsync(queue, Numbered(2)).Bounded();
+
+        Assert.Equal(2, (await broker.GetStatsAsync(queue, default)).Visible);
+    }
+
+    /// <summary>
+    /// A message whose stored row cannot be read (a time out of range, as a bad restore or a hand edit leaves it) is
+    /// dead-lettered by the receive that meets it, and listed under <c>cairn.unreadable</c> so it can be looked at and
+    /// purged: the listing caught fewer faults than the receive, and that one dead letter failed every listing of the
+    /// queue's dead letters, hiding them all.
+    /// </summary>
+    [Fact]
+    public async Task a_message_dead_lettered_as_unreadable_is_listed_beside_the_other_dead_letters()
+    {
+        var broker = OpenProcess();
+        QueueName queue = "work";
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var damaged = Numbered(1);
+        await broker.SendAsync(queue, damaged);
+        await broker.SendAsync(queue, Numbered(2));
+        await PostgresServer.ExecuteAsync($"UPDATE \"{_schema}\".messages SET time_ticks = -1 WHERE id = '{damaged.Id.Value}'");
+
+        var delivery = Assert.Single(await broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 10 }, default));
+        await broker.DeadLetterAsync(delivery.Lease, "poison", null, default);
+
+        var letters = await broker.ListDeadLettersAsync(queue, 0, 100, default);
+        Assert.Equal(2, letters.Count);
+        var unreadable = Assert.Single(letters, l => l.Message.Id == damaged.Id);
+        Assert.Equal("cairn.unreadable", unreadable.Message.Type);
+        Assert.Equal("cairn.unreadable", (await broker.GetDeadLetterAsync(queue, damaged.Id, default))?.Message.Type);
+        Assert.Equal(1, await broker.PurgeDeadLettersAsync(queue, [damaged.Id], default));
+    }
 
     /// <summary>How many statements on this test's schema wait for a lock (other tests' run beside them).</summary>
     private async Task<long> LockWaitersAsync()
