@@ -84,7 +84,7 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
         {
             if (_loop is null && !_stop.IsCancellationRequested)
             {
-                _loop = Task.Run(() => ListenAsync(_stop.Token));
+                _loop = BackgroundWork.Start(() => ListenAsync(_stop.Token));
             }
         }
     }

@@ -105,7 +105,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
         _store = store;
         _dataSource = dataSource;
         _logger = logger;
-        _loop = Task.Run(RunAsync);
+        _loop = BackgroundWork.Start(RunAsync);
     }
 
     /// <summary>

@@ -59,7 +59,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         _stopping = new CancellationTokenSource();
         _broker.QueueDeclared += OnQueueDeclared;
         _broker.OutboxWritten += OnOutboxWritten;
-        _scanner = ScanAsync(_stopping.Token);
+        _scanner = BackgroundWork.Start(() => ScanAsync(_stopping.Token));
         CairnDiagnostics.TrackOutboxes(this, ReadOutboxes);
         return Task.CompletedTask;
     }
@@ -489,7 +489,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         {
             _relay = relay;
             _queue = queue;
-            Task = RunAsync(cancellationToken);
+            Task = BackgroundWork.Start(() => RunAsync(cancellationToken));
         }
 
         public Task Task { get; }

@@ -53,7 +53,7 @@ internal sealed class SqliteCheckpointer : IDisposable
         }
 
         _thread = new Thread(Run) { IsBackground = true, Name = "Cairn SQLite checkpointer" };
-        _thread.Start();
+        _thread.UnsafeStart(); // without the caller's execution context (a span, a message context), which it would keep for good
     }
 
     /// <summary>Checkpoints that ran, not counting those SQLite reported busy or that failed.</summary>

@@ -100,7 +100,7 @@ internal sealed class SqliteWriter : IDisposable
         _context = new SqliteWriteContext(connection, storeOptions, options.Durability == SqliteDurability.Full);
         _signal.Advance(_context.Head);
         _thread = new Thread(Run) { IsBackground = true, Name = "Cairn SQLite writer" };
-        _thread.Start();
+        _thread.UnsafeStart(); // without the caller's execution context (a span, a message context), which it would keep for good
     }
 
     /// <summary>

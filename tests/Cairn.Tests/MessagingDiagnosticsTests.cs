@@ -102,4 +102,34 @@ public sealed class MessagingDiagnosticsTests : IDisposable
         Assert.Equal(ActivityKind.Consumer, process.Kind);
         Assert.Equal(1, Total($"cairn.messaging.handler.duration|consumer={consumerName}|outcome=ok"));
     }
+
+    // A consumer started inside a span (a host's start-up, a request) carried it into its loops for good: the handling
+    // of every message without a trace parent became a child of that span, one endless trace of unrelated work.
+    [Fact]
+    public async Task a_consumer_started_inside_a_span_handles_a_message_without_a_trace_parent_in_a_trace_of_its_own()
+    {
+        var broker = new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore());
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
+        using var source = new ActivitySource("diag-startup");
+        using var listener = new ActivityListener { ShouldListenTo = s => s.Name == "diag-startup", Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded };
+        ActivitySource.AddActivityListener(listener);
+        QueueConsumer consumer;
+        ActivityTraceId startupTrace;
+        using (var startup = source.StartActivity("host start"))
+        {
+            startupTrace = startup!.TraceId;
+            consumer = new QueueConsumer(broker, new ConsumerOptions(_queue) { Concurrency = 1 }, (_, _) => ValueTask.CompletedTask);
+            await consumer.StartAsync(default);
+        }
+
+        await using (consumer)
+        {
+            await broker.SendAsync(_queue, new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")));
+            await Wait.UntilAsync(() => consumer.Status.Handled == 1, "the message is handled");
+        }
+
+        var process = Assert.Single(Spans, a => a.OperationName == $"process {_queue}");
+        Assert.NotEqual(startupTrace, process.TraceId);
+        Assert.Equal(default, process.ParentSpanId);
+    }
 }

@@ -163,7 +163,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             _state = ProjectionState.CatchingUp;
             _failedEvent = null;
             var stop = _stop.Token;
-            _run = Task.Run(() => RunAsync(stop), CancellationToken.None);
+            _run = BackgroundWork.Start(() => RunAsync(stop));
         }
 
         CairnDiagnostics.TrackProjection(this, () => Status);

@@ -74,7 +74,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
         _stop = new CancellationTokenSource();
         CairnDiagnostics.TrackLag(this, () => new Measurement<long>(Math.Max(0, Volatile.Read(ref _head) - Volatile.Read(ref _position)), _nameTag));
-        _run = Task.Run(() => RunAsync(_stop.Token), CancellationToken.None);
+        _run = BackgroundWork.Start(() => RunAsync(_stop.Token));
         return Task.CompletedTask;
     }
 

@@ -145,10 +145,10 @@ public sealed class QueueConsumer : IAsyncDisposable
         var workers = new Task[Options.Concurrency];
         for (var i = 0; i < workers.Length; i++)
         {
-            workers[i] = Task.Run(WorkAsync, CancellationToken.None);
+            workers[i] = BackgroundWork.Start(WorkAsync);
         }
 
-        var receiver = Task.Run(ReceiveAsync, CancellationToken.None);
+        var receiver = BackgroundWork.Start(ReceiveAsync);
         var work = Task.WhenAll([receiver, .. workers]);
         _running = Options.ExtendLeaseWhileHandling ? RenewWhileWorkingAsync(work) : work;
         _logger.LogInformation("Consumer {Consumer} started on queue {Queue} (concurrency {Concurrency}, prefetch {Prefetch}).", Options.Name, Options.Queue, Options.Concurrency, Options.EffectivePrefetch);

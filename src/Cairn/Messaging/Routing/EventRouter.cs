@@ -124,7 +124,7 @@ public sealed class EventRouter : IAsyncDisposable
         _stored = checkpoint ?? GlobalPosition.Start;
         Interlocked.Exchange(ref _position, _stored.Value);
         _limit = Route.BatchSize;
-        _running = Task.Run(RunAsync, CancellationToken.None);
+        _running = BackgroundWork.Start(RunAsync);
     }
 
     /// <summary>Waits until every event up to <paramref name="position"/> has been routed.</summary>
