@@ -193,9 +193,10 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
     private void OnOutboxWritten(IReadOnlyCollection<QueueName> queues)
     {
+        // A queue's loop takes what is written from the outbox (its receive is woken by the write); a new queue gets one.
         foreach (var queue in queues)
         {
-            Ensure(queue).Wake();
+            Ensure(queue);
         }
     }
 
@@ -274,7 +275,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         if (redriven > 0)
         {
             _broker.Logger.LogWarning("The outbox of queue {Queue} held {Count} message(s) its backend had dead-lettered after their relay leases ran out; they are published again.", queue, redriven);
-            Ensure(queue).Wake();
+            Ensure(queue);
         }
     }
 
@@ -476,7 +477,6 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     {
         private readonly RabbitMqOutboxRelay _relay;
         private readonly QueueName _queue;
-        private readonly SemaphoreSlim _wake = new(0, 1);
         private readonly List<Task<int>> _inFlight = [];
 
         /// <summary>A batch of this loop settled with a failure since the last pause: nothing more is published before it.</summary>
@@ -493,17 +493,6 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         }
 
         public Task Task { get; }
-
-        public void Wake()
-        {
-            try
-            {
-                _wake.Release();
-            }
-            catch (SemaphoreFullException)
-            {
-            }
-        }
 
         private async Task RunAsync(CancellationToken cancellationToken)
         {
@@ -548,7 +537,10 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                     pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, options.MaxReconnectDelay.Ticks));
                     try
                     {
-                        await _wake.WaitAsync(current, cancellationToken).ConfigureAwait(false);
+                        // The whole pause, not cut short by commits: while RabbitMQ is away, each commit woke the loop
+                        // to try again at once, and a steady stream of them made the back-off no pause at all.
+                        // What they wrote waits in the outbox, and goes with the next try.
+                        await Task.Delay(current, cancellationToken).ConfigureAwait(false);
                     }
                     catch (OperationCanceledException)
                     {

@@ -12,6 +12,81 @@ public sealed class RelayTests
 {
     private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
 
+    // After a failure the relay pauses, doubling up to MaxReconnectDelay. Each commit woke it, ending the pause: while
+    // RabbitMQ (here, the outbox) was unreachable, a steady stream of commits had it try again at once on every one.
+    [Fact]
+    public async Task commits_do_not_cut_the_relays_pause_after_a_failure_short()
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-test-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(directory);
+        try
+        {
+            using var store = new Cairn.Sqlite.SqliteEventStore(new Cairn.Sqlite.SqliteEventStoreOptions { ConnectionString = $"Data Source={Path.Combine(directory, "cairn.db")}" }, new Cairn.EventStore.EventStoreOptions { Source = "urn:test" });
+            var backend = new FailingOutboxBackend(new Cairn.Sqlite.SqliteMessageBroker(store));
+            var options = new RabbitMqOptions { Uri = new Uri(RabbitMqServer.Uri), RelayPollWait = TimeSpan.FromMilliseconds(200), ReconnectDelay = TimeSpan.FromSeconds(3), MaxReconnectDelay = TimeSpan.FromSeconds(3) };
+            await using var broker = new RabbitMqMessageBroker(backend, options);
+            var queue = new QueueName(RabbitMqServer.NewName("paused"));
+            await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+            await using var relay = new RabbitMqOutboxRelay(broker);
+            backend.Failing = true;
+            await relay.StartAsync(default);
+            await broker.SendAsync(queue, new OutgoingMessage("test.message", Encoding.UTF8.GetBytes("{\"n\":0}")));
+            await Wait.UntilAsync(() => backend.FailedTakes >= 1, "the relay's first take fails");
+
+            // Twenty commits within the pause: none of them makes the relay try again before it is over.
+            var failedBefore = backend.FailedTakes;
+            for (var n = 1; n <= 20; n++)
+            {
+                await broker.SendAsync(queue, new OutgoingMessage("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}")));
+            }
+
+            Assert.True(backend.FailedTakes - failedBefore <= 1, $"the relay tried {backend.FailedTakes - failedBefore} times during one pause");
+
+            // Once the outbox answers again, everything committed meanwhile goes out.
+            backend.Failing = false;
+            var received = 0;
+            await Wait.UntilAsync(
+                async () =>
+                {
+                    var batch = await broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 32, Wait = TimeSpan.FromMilliseconds(200) }, default);
+                    if (batch.Count > 0)
+                    {
+                        await broker.AcknowledgeAsync([.. batch.Select(d => d.Lease)], default);
+                    }
+
+                    return (received += batch.Count) == 21;
+                },
+                "every message committed during the failure is relayed");
+            await relay.StopAsync(default);
+        }
+        finally
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    /// <summary>A backend whose outbox takes fail while <see cref="Failing"/> is set, counting them.</summary>
+    private sealed class FailingOutboxBackend(IMessageBroker inner) : DelegatingMessageBroker(inner)
+    {
+        private int _failedTakes;
+
+        public volatile bool Failing;
+
+        public int FailedTakes => Volatile.Read(ref _failedTakes);
+
+        public override Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
+        {
+            if (Failing && RabbitMqMessageBroker.QueueOfOutbox(queue) is not null)
+            {
+                Interlocked.Increment(ref _failedTakes);
+                throw new InvalidOperationException("the outbox cannot be read");
+            }
+
+            return Inner.ReceiveAsync(queue, options, cancellationToken);
+        }
+    }
+
     [Fact]
     public async Task with_several_batches_in_flight_refused_publishes_stay_in_the_outbox_and_arrive_later_and_no_confirmed_one_is_published_again()
     {
