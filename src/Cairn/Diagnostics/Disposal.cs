@@ -16,4 +16,21 @@ internal static class Disposal
                 break;
         }
     }
+
+    /// <summary>
+    /// Disposes <paramref name="wrapped"/> synchronously when it can be, else waits for its asynchronous disposal (a
+    /// store or transport that closes only asynchronously, in a container disposed synchronously); nothing when it is neither.
+    /// </summary>
+    public static void Dispose(object? wrapped)
+    {
+        switch (wrapped)
+        {
+            case IDisposable disposable:
+                disposable.Dispose();
+                break;
+            case IAsyncDisposable asyncDisposable:
+                asyncDisposable.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                break;
+        }
+    }
 }

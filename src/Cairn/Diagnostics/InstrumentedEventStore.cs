@@ -7,7 +7,7 @@ namespace Cairn.Diagnostics;
 /// Wraps any event store with a span per append and the <c>Cairn.EventStore</c> metrics, so backends stay free of
 /// instrumentation and none can forget it. <c>AddCairn</c> registers every backend through it.
 /// </summary>
-public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IAsyncDisposable
+public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IDisposable, IAsyncDisposable
 {
     /// <summary>The wrapped store.</summary>
     public IEventStore Inner { get; } = inner;
@@ -101,4 +101,7 @@ public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IAs
 
     /// <summary>Disposes the wrapped store, so the container that owns this decorator closes the backend.</summary>
     public ValueTask DisposeAsync() => Disposal.DisposeAsync(Inner);
+
+    /// <summary>Disposes the wrapped store, so a container disposed synchronously closes it too.</summary>
+    public void Dispose() => Disposal.Dispose(Inner);
 }

@@ -234,15 +234,7 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
     public void Dispose()
     {
         CairnDiagnostics.UntrackQueues(this);
-        if (Inner is IDisposable disposable)
-        {
-            disposable.Dispose();
-        }
-        else if (Inner is IAsyncDisposable asyncDisposable)
-        {
-            // A broker that closes only asynchronously (a transport's connection), in a container disposed synchronously.
-            asyncDisposable.DisposeAsync().AsTask().GetAwaiter().GetResult();
-        }
+        Disposal.Dispose(Inner);
     }
 
     /// <summary>As <see cref="Dispose"/>, for a container disposed asynchronously.</summary>

@@ -211,10 +211,26 @@ public sealed record SnapshotPolicy
     }
 }
 
-/// <summary>The JSON options know no contract for a decider's state type: add it to the source-generated context.</summary>
-public sealed class SnapshotSerializationException(Type stateType, Exception inner)
-    : CairnException($"The JSON options have no contract for the snapshot state type {stateType.FullName}; add [JsonSerializable(typeof({stateType.Name}))] to the source-generated context, or set SnapshotPolicy.JsonOptions.", inner)
+/// <summary>
+/// A decider's state type cannot be snapshotted: the JSON options know no contract for it (add it to the source-generated
+/// context), or its contract would not bring back members it holds (a snapshot would load another state than the fold).
+/// </summary>
+public sealed class SnapshotSerializationException : CairnException
 {
-    /// <summary>The state type without a contract.</summary>
-    public Type StateType { get; } = stateType;
+    /// <summary>The JSON options have no contract for <paramref name="stateType"/>.</summary>
+    public SnapshotSerializationException(Type stateType, Exception inner)
+        : base($"The JSON options have no contract for the snapshot state type {stateType.FullName}; add [JsonSerializable(typeof({stateType.Name}))] to the source-generated context, or set SnapshotPolicy.JsonOptions.", inner)
+    {
+        StateType = stateType;
+    }
+
+    /// <summary>The contract of <paramref name="stateType"/> would lose <paramref name="members"/> on the way back.</summary>
+    public SnapshotSerializationException(Type stateType, IReadOnlyList<string> members)
+        : base($"The snapshot state type {stateType.FullName} would not come back from its JSON whole: {string.Join(", ", members)}. Give each a setter or a constructor parameter (or [JsonInclude]), or include fields in the JSON options; a snapshot must load the state the events fold to.")
+    {
+        StateType = stateType;
+    }
+
+    /// <summary>The state type.</summary>
+    public Type StateType { get; }
 }

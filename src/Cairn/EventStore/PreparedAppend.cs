@@ -81,7 +81,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         var count = 0;
         for (var s = 0; s < request.Streams.Count; s++)
         {
-            var append = request.Streams[s];
+            var append = request.Streams[s] ?? throw new ArgumentException($"The request's stream part {s} is null.", nameof(request));
             var stream = append.Stream;
             if (stream == default)
             {

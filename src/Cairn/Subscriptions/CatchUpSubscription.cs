@@ -83,12 +83,18 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     {
         if (_run is null || _stop is null)
         {
+            // Never started: it has ended all the same, and nothing would answer a wait for a position.
+            FailWaiters();
             return;
         }
 
         try
         {
-            await _stop.CancelAsync().ConfigureAwait(false);
+            if (!_disposed)
+            {
+                await _stop.CancelAsync().ConfigureAwait(false);
+            }
+
             await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -137,9 +143,18 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
         await StopAsync(CancellationToken.None).ConfigureAwait(false);
+        _disposed = true;
         _stop?.Dispose();
     }
+
+    /// <summary>Whether <see cref="DisposeAsync"/> has run: a second one, or a stop after it, has nothing to do.</summary>
+    private bool _disposed;
 
     private async Task RunAsync(CancellationToken stop)
     {

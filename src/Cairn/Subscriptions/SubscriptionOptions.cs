@@ -45,6 +45,9 @@ public sealed record SubscriptionOptions
     /// <summary>After this many failures in a row it stays stopped (status <see cref="SubscriptionState.Stopped"/>); null to retry forever.</summary>
     public int? MaxRetries { get; init; }
 
+    /// <summary>The longest <see cref="CheckpointInterval"/> and <see cref="MaxRetryDelay"/>: 30 days.</summary>
+    public static readonly TimeSpan MaxWait = TimeSpan.FromDays(30);
+
     /// <summary>Refuses impossible settings.</summary>
     public void Validate()
     {
@@ -55,6 +58,10 @@ public sealed record SubscriptionOptions
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(CheckpointInterval, TimeSpan.Zero, nameof(CheckpointInterval));
         ArgumentOutOfRangeException.ThrowIfLessThan(RetryDelay, TimeSpan.Zero, nameof(RetryDelay));
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxRetryDelay, RetryDelay, nameof(MaxRetryDelay));
+
+        // Each is waited out with a timer, and a timer waits at most about 49 days.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(CheckpointInterval, MaxWait, nameof(CheckpointInterval));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxRetryDelay, MaxWait, nameof(MaxRetryDelay));
         if (MaxRetries is < 0)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxRetries), MaxRetries, "MaxRetries must be 0 or more, or null.");

@@ -1,0 +1,108 @@
+using Cairn.Conformance.Support;
+using Cairn.Domain;
+using Cairn.EventStore;
+
+namespace Cairn.Sqlite.Tests;
+
+/// <summary>
+/// Snapshots are never a second truth: a state whose JSON would not bring back what it holds is refused where its
+/// handler is made, and one that comes back whole loads as the fold does.
+/// </summary>
+public sealed class SnapshotStateTests : IDisposable
+{
+    private readonly TempDatabase _database = new();
+
+    public void Dispose() => _database.Dispose();
+
+    private static readonly DeciderHandlerOptions Snapshotted = new() { Snapshots = new SnapshotPolicy { Kind = "account", SchemaVersion = 1, Every = 2 } };
+
+    private static Decider<AccountCommand, TState, AccountEvent> DeciderOf<TState>(Func<TState, string, TState> opened, Func<TState, decimal, TState> deposited, TState initial) =>
+        new(
+            (command, _) => command switch
+            {
+                OpenAccount open => [new AccountOpened(open.Owner)],
+                Deposit deposit => [new Deposited(deposit.Amount)],
+                _ => [],
+            },
+            (state, e) => e switch
+            {
+                AccountOpened o => opened(state, o.Owner),
+                Deposited d => deposited(state, d.Amount),
+                _ => state,
+            },
+            initial);
+
+    // A value tuple's items are fields, which the JSON options leave out: its snapshot was "{}", and a load returned
+    // the initial state instead of the fold of the events.
+    [Fact]
+    public void A_value_tuple_state_is_refused_naming_its_items()
+    {
+        using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        var decider = DeciderOf<(string? Owner, decimal Balance)>((s, owner) => (owner, s.Balance), (s, amount) => (s.Owner, s.Balance + amount), (null, 0m));
+
+        var refused = Assert.Throws<SnapshotSerializationException>(() => new DeciderHandler<AccountCommand, (string? Owner, decimal Balance), AccountEvent>(store, new SqliteSnapshotStore(store), BankAccount.Serializer(), decider, Snapshotted));
+
+        Assert.Contains("Item1, Item2", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_state_with_a_getter_only_or_privately_set_stored_property_is_refused_naming_it()
+    {
+        using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        var decider = DeciderOf(HiddenBalance.Open, HiddenBalance.Deposit, new HiddenBalance());
+
+        var refused = Assert.Throws<SnapshotSerializationException>(() => new DeciderHandler<AccountCommand, HiddenBalance, AccountEvent>(store, new SqliteSnapshotStore(store), BankAccount.Serializer(), decider, Snapshotted));
+
+        Assert.Contains("Balance, Entries", refused.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("Total", refused.Message, StringComparison.Ordinal);
+    }
+
+    // A record with a list and a computed property comes back whole: it is taken, and a load from it is the fold.
+    [Fact]
+    public async Task A_state_that_comes_back_whole_loads_from_its_snapshot_as_the_fold()
+    {
+        using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        var snapshots = new SqliteSnapshotStore(store);
+        var decider = DeciderOf(
+            (Ledger s, string owner) => s with { Owner = owner },
+            (s, amount) => s with { Entries = [.. s.Entries, amount] },
+            new Ledger(null, []));
+        var handler = new DeciderHandler<AccountCommand, Ledger, AccountEvent>(store, snapshots, BankAccount.Serializer(), decider, Snapshotted);
+        StreamName stream = "account-1";
+        await handler.HandleAsync(stream, new OpenAccount("ada"));
+        await handler.HandleAsync(stream, new Deposit(5m));
+        await handler.HandleAsync(stream, new Deposit(7m));
+
+        var loaded = await handler.LoadAsync(stream);
+        var folded = await new DeciderHandler<AccountCommand, Ledger, AccountEvent>(store, BankAccount.Serializer(), decider).LoadAsync(stream);
+
+        Assert.NotNull(await snapshots.LoadAsync(stream, "account", default));
+        Assert.Equal(("ada", 12m, 2L), (loaded.State.Owner, loaded.State.Total, loaded.Version));
+        Assert.Equal(folded.State.Entries, loaded.State.Entries);
+    }
+
+    public sealed record Ledger(string? Owner, List<decimal> Entries)
+    {
+        public decimal Total => Entries.Sum();
+    }
+
+    public sealed class HiddenBalance
+    {
+        public string? Owner { get; init; }
+
+        public decimal Balance { get; private set; }
+
+        public List<decimal> Entries { get; } = [];
+
+        public decimal Total => Entries.Sum();
+
+        public static HiddenBalance Open(HiddenBalance state, string owner) => new() { Owner = owner, Balance = state.Balance };
+
+        public static HiddenBalance Deposit(HiddenBalance state, decimal amount)
+        {
+            var next = new HiddenBalance { Owner = state.Owner, Balance = state.Balance + amount };
+            next.Entries.AddRange([.. state.Entries, amount]);
+            return next;
+        }
+    }
+}
