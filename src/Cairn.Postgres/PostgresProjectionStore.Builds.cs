@@ -248,7 +248,7 @@ public sealed partial class PostgresProjectionStore
             {
                 await create.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException ex) when (ex.SqlState is not null && ex.SqlState.StartsWith("42", StringComparison.Ordinal))
+            catch (PostgresException ex) when (!PostgresFaults.MayPassAgain(ex.SqlState))
             {
                 throw new InvalidProjectionException(projection.Name, $"PostgreSQL refused the DDL of its tables: {ex.MessageText}");
             }
@@ -336,7 +336,7 @@ public sealed partial class PostgresProjectionStore
             {
                 await replace.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException ex) when (ex.SqlState is not null && ex.SqlState.StartsWith("42", StringComparison.Ordinal))
+            catch (PostgresException ex) when (!PostgresFaults.MayPassAgain(ex.SqlState))
             {
                 throw new ProjectionSwitchRefusedException(projection, build,
                     $"its new table '{name}' cannot take the old one's place under the view, on which {string.Join(", ", dependedOn.Dependents)} depend ({ex.MessageText}); keep the old columns in their order and add new ones after them, or drop those objects");

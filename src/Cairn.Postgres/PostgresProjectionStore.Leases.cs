@@ -12,6 +12,7 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
     /// How often the connection holding this process's leases is checked, and how often a process standing by tries
     /// to take a lease. The server also ends that connection, releasing its leases, when it stays idle for five of
     /// these, and at least 10 seconds (PostgreSQL 14 and later), so a holder cut off from the server loses them too.
+    /// From 10 ms to an hour.
     /// </summary>
     public TimeSpan LeaseCheckInterval
     {
@@ -19,6 +20,9 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
         init
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(value, TimeSpan.FromMilliseconds(10), nameof(LeaseCheckInterval));
+
+            // Five of them are the lease session's idle_session_timeout, in milliseconds of a 32-bit setting.
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, TimeSpan.FromHours(1), nameof(LeaseCheckInterval));
             _leaseCheckInterval = value;
         }
     }

@@ -48,12 +48,22 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
     }
 
     /// <inheritdoc />
-    public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+    public async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        // It locks the projection's row FOR UPDATE, which takes a transaction id: its commit waits for any synchronous
-        // standby by itself.
-        return _store.WriteAsync(context => ApplyInContextAsync(context, batch, cancellationToken), cancellationToken, confirmsReplication: false);
+        try
+        {
+            // It locks the projection's row FOR UPDATE, which takes a transaction id: its commit waits for any synchronous
+            // standby by itself.
+            return await _store.WriteAsync(context => ApplyInContextAsync(context, batch, cancellationToken), cancellationToken, confirmsReplication: false).ConfigureAwait(false);
+        }
+        catch (ProjectionEventException failure) when (PostgresFaults.ConnectionFailureIn(failure.InnerException) is { } broken)
+        {
+            // The connection broke under a handler's read or SQL (a restart, a failover): the store failed, not the event,
+            // so the runner starts again from the stored position rather than meeting the failure policy with a good event.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(broken);
+            throw;
+        }
     }
 
     /// <inheritdoc />

@@ -140,4 +140,127 @@ public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
         command.Parameters.Add(new NpgsqlParameter { Value = table });
         return (long)(await command.ExecuteScalarAsync())! == 1;
     }
+
+    /// <summary>A projection whose one SQL table has the given DDL, writing a row per placed order.</summary>
+    private sealed class WithDdl : Projection
+    {
+        public WithDdl(string name, string ddl)
+            : base(name)
+        {
+            MaxRetries = 0;
+            SqlTable("placed", ddl);
+            On<OrderPlaced>((ctx, e) => ctx.Sql.Execute($"INSERT INTO {ctx.Sql.Table("placed")} (id) VALUES ($id)", ("$id", e.OrderId)));
+        }
+    }
+
+    // Five lease check intervals are the lease session's idle_session_timeout, a 32-bit count of milliseconds: from
+    // about five days on, every try of the lease failed, and even a process alone on the schema stood by for ever.
+    [Fact]
+    public void A_lease_check_interval_over_an_hour_is_refused_by_name()
+    {
+        Assert.Equal("LeaseCheckInterval", Assert.Throws<ArgumentOutOfRangeException>(() => new PostgresProjectionStore(Store) { LeaseCheckInterval = TimeSpan.FromDays(6) }).ParamName);
+        Assert.Equal("LeaseCheckInterval", Assert.Throws<ArgumentOutOfRangeException>(() => new PostgresProjectionStore(Store) { LeaseCheckInterval = TimeSpan.FromMinutes(61) }).ParamName);
+    }
+
+    /// <summary>
+    /// DDL the database refuses fails the projection (<c>Failed</c>): no retry mends it. Only syntax errors (class 42)
+    /// were taken so; PostgreSQL refuses <c>numeric(2000)</c> with 22023 and <c>serial[]</c> with 0A000, and the
+    /// runner retried them for ever as store failures (<c>Faulted</c>).
+    /// </summary>
+    [Theory]
+    [InlineData("CREATE TABLE {table} (id text PRIMARY KEY, total numeric(2000))")]
+    [InlineData("CREATE TABLE {table} (id text PRIMARY KEY, ids serial[])")]
+    public async Task Ddl_postgres_refuses_for_any_reason_of_its_own_fails_the_projection(string ddl)
+    {
+        await using var projections = new PostgresProjectionStore(Store);
+        await using var runner = new ProjectionRunner(new WithDdl("bad-ddl", ddl), Store, projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await Wait.UntilAsync(() => runner.Status.State is ProjectionState.Failed or ProjectionState.Faulted, "the projection's start is refused");
+
+        Assert.Equal(ProjectionState.Failed, runner.Status.State);
+        Assert.Contains(nameof(InvalidProjectionException), runner.Status.LastError);
+    }
+
+    private sealed record DroppedItem(string Id);
+
+    /// <summary>
+    /// Stores a document per placed order, loading it first. The first time it meets order <c>o2</c>, the connection
+    /// its batch runs on is killed (as an administrator, a failover or a network cut would) before the load.
+    /// </summary>
+    private sealed class DroppedMidBatch : Projection
+    {
+        private int _killed;
+
+        public DroppedMidBatch(ProjectionFailurePolicy onFailure, string connectionString, int kills = 2)
+            : base("dropped-mid-batch")
+        {
+            MaxRetries = 0;
+            OnFailure = onFailure;
+            Document<DroppedItem>(i => i.Id);
+            On<OrderPlaced>((ctx, e) =>
+            {
+                if (e.OrderId == "o2" && Interlocked.Increment(ref _killed) <= kills)
+                {
+                    var pid = ((NpgsqlConnection)ctx.Sql.Connection!).ProcessID;
+                    using var admin = new NpgsqlConnection(connectionString);
+                    admin.Open();
+                    using var kill = new NpgsqlCommand($"SELECT pg_terminate_backend({pid}, 10000)", admin);
+                    kill.ExecuteScalar();
+                }
+
+                ctx.Documents.Store(ctx.Documents.Load<DroppedItem>(e.OrderId) ?? new DroppedItem(e.OrderId));
+            });
+        }
+
+        public bool Killed => Volatile.Read(ref _killed) > 1;
+    }
+
+    /// <summary>
+    /// A failure of the store itself is not an event's fault: the runner shows Faulted and starts again from its stored
+    /// position. A connection that broke while a handler read a document (twice, so the writer's own run on a new
+    /// connection meets the second) was taken for the event's failure: under SkipAndDeadLetter a good event was
+    /// skipped into a dead letter, its document never written.
+    /// </summary>
+    [Fact]
+    public async Task A_connection_dropped_mid_batch_does_not_dead_letter_a_good_event()
+    {
+        var projection = new DroppedMidBatch(ProjectionFailurePolicy.SkipAndDeadLetter, PostgresServer.ConnectionString);
+        await using var projections = new PostgresProjectionStore(Store);
+        GlobalPosition last = default;
+        foreach (var id in new[] { "o1", "o2", "o3" })
+        {
+            last = (await Store.AppendToStreamAsync(Orders.Stream(id), ExpectedVersion.Any, [Orders.Placed(id, "c", 1m)], default)).LastPosition;
+        }
+
+        await using var runner = new ProjectionRunner(projection, Store, projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(last, Wait.Timeout);
+
+        Assert.True(projection.Killed);
+        var readModels = new ReadModels(projections, Orders.Serializer(), [projection]);
+        var deadLetters = await runner.ListDeadLettersAsync();
+        Assert.True(deadLetters.Count == 0, "dead-lettered: " + string.Join("; ", deadLetters.Select(d => $"{d.Position} {d.Failure.Type}: {d.Failure.Message}")));
+        Assert.NotNull(await readModels.LoadAsync<DroppedItem>("o2"));
+    }
+
+    /// <summary>The same under the default policy (Stop): the projection stopped for good, Failed, at a good event.</summary>
+    [Fact]
+    public async Task A_connection_dropped_mid_batch_does_not_stop_the_projection()
+    {
+        var projection = new DroppedMidBatch(ProjectionFailurePolicy.Stop, PostgresServer.ConnectionString);
+        await using var projections = new PostgresProjectionStore(Store);
+        GlobalPosition last = default;
+        foreach (var id in new[] { "o1", "o2", "o3" })
+        {
+            last = (await Store.AppendToStreamAsync(Orders.Stream(id), ExpectedVersion.Any, [Orders.Placed(id, "c", 1m)], default)).LastPosition;
+        }
+
+        await using var runner = new ProjectionRunner(projection, Store, projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Failed || runner.Status.Position >= last, "the projection reaches the last event or stops");
+
+        Assert.True(projection.Killed);
+        Assert.True(last == runner.Status.Position, $"{runner.Status.State} at {runner.Status.Position}: {runner.Status.LastError}");
+        Assert.NotEqual(ProjectionState.Failed, runner.Status.State);
+    }
 }
