@@ -55,7 +55,23 @@ public static class CairnCli
         }
 
         var parsed = root.Parse(args);
-        var code = await parsed.InvokeAsync(new InvocationConfiguration { Output = output, Error = error }, cancellationToken).ConfigureAwait(false);
+        int code;
+        try
+        {
+            // Its own handler would answer an exception with 1, which a pipeline reads as a failed check.
+            code = await parsed.InvokeAsync(new InvocationConfiguration { Output = output, Error = error, EnableDefaultExceptionHandler = false }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // A command that did not run to its end gave no verdict.
+            await error.WriteLineAsync("The command was cancelled before it finished.").ConfigureAwait(false);
+            return Error;
+        }
+        catch (Exception ex)
+        {
+            await error.WriteLineAsync($"The command failed: {ex}").ConfigureAwait(false);
+            return Error;
+        }
 
         // System.CommandLine answers bad arguments with 1, which a pipeline would read as a failed check.
         return parsed.Errors.Count > 0 ? Error : code;

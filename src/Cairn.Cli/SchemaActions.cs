@@ -17,7 +17,7 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     public Task<int> CheckSnapshotAsync(string path, bool update, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
-        var full = Path.GetFullPath(path);
+        var full = FullPath(path);
         var exists = File.Exists(full);
         if (!exists && !update)
         {
@@ -80,7 +80,7 @@ internal sealed class SchemaActions(IServiceProvider services)
     public Task<int> ExportAsync(string path, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
         var snapshot = await (await RegistryAsync(cancellationToken).ConfigureAwait(false)).ExportAsync(cancellationToken).ConfigureAwait(false);
-        await WriteFileAsync(Path.GetFullPath(path), snapshot.ToJson(), cancellationToken).ConfigureAwait(false);
+        await WriteFileAsync(FullPath(path), snapshot.ToJson(), cancellationToken).ConfigureAwait(false);
         var versions = snapshot.Types.Sum(t => t.Versions.Count);
         await io.Output.WriteLineAsync(Invariant($"Wrote the registry of the {BackendName} backend to {path}: {snapshot.Types.Count} event type(s), {versions} version(s).")).ConfigureAwait(false);
         if (snapshot.Types.Count == 0)
@@ -121,7 +121,7 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
         else
         {
-            await WriteFileAsync(Path.GetFullPath(path), text, cancellationToken).ConfigureAwait(false);
+            await WriteFileAsync(FullPath(path), text, cancellationToken).ConfigureAwait(false);
             await io.Output.WriteLineAsync(Invariant($"Wrote the AsyncAPI document to {path}: {schemas.Count} schema version(s) from {source}.")).ConfigureAwait(false);
         }
 
@@ -194,7 +194,7 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     private static async Task<SchemaSnapshot> ReadSnapshotAsync(string path, CancellationToken cancellationToken)
     {
-        var full = Path.GetFullPath(path);
+        var full = FullPath(path);
         if (!File.Exists(full))
         {
             throw new CommandException($"The schema snapshot '{path}' does not exist (looked for {full}).");
@@ -280,6 +280,19 @@ internal sealed class SchemaActions(IServiceProvider services)
         return services.GetRequiredService<SchemaRegistry>();
     }
 
+    /// <summary>A path argument made absolute, or a <see cref="CommandException"/> saying it is none (empty, say).</summary>
+    private static string FullPath(string path)
+    {
+        try
+        {
+            return Path.GetFullPath(path);
+        }
+        catch (Exception ex) when (ex is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            throw new CommandException($"'{path}' is not a path: {ex.Message}");
+        }
+    }
+
     private static async Task<int> GuardAsync(Writers io, Func<Task<int>> run)
     {
         try
@@ -291,6 +304,13 @@ internal sealed class SchemaActions(IServiceProvider services)
             await io.Error.WriteLineAsync(ex.Message).ConfigureAwait(false);
             return CairnCli.Error;
         }
+        catch (System.Data.Common.DbException ex)
+        {
+            // A database that cannot be read (not a database, locked, unreachable): said in one line, as `storage status` does.
+            await io.Error.WriteLineAsync($"The backend could not be read: {ex.Message}").ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
             // Unexpected: the whole exception, since its message alone may not say where.

@@ -61,13 +61,19 @@ internal sealed class StorageActions(IServiceProvider services)
     {
         try
         {
-            return services.GetRequiredService<IStorageMigrator>();
+            // The options first: one that cannot be made is said as such, not as a backend without a migration.
+            _ = services.GetRequiredService<IOptions<CairnOptions>>().Value;
         }
-        catch (OptionsValidationException ex)
+        catch (Exception ex) when (ex is OptionsValidationException or InvalidOperationException or ArgumentException)
         {
             // Exit code 2 as every command that cannot run, not System.CommandLine's 1 ("needs migrating") and a trace.
             error.WriteLine($"This application's Cairn options are invalid: {ex.Message}");
             return null;
+        }
+
+        try
+        {
+            return services.GetRequiredService<IStorageMigrator>();
         }
         catch (InvalidOperationException ex)
         {

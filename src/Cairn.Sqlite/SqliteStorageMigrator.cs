@@ -22,9 +22,15 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
             () =>
             {
                 var before = VersionOfFile();
-                using (var connection = new SqliteConnection(_options.ConnectionString))
+                var builder = Builder();
+                if (!IsInMemory(builder) && Path.GetDirectoryName(Path.GetFullPath(builder.DataSource)) is { Length: > 0 } directory)
                 {
-                    connection.Open();
+                    // As the store does when it opens the file: a fresh machine's data folder may not exist yet.
+                    Directory.CreateDirectory(directory);
+                }
+
+                using (var connection = Open(builder))
+                {
                     SqliteSchema.Ensure(connection);
                 }
 
@@ -35,7 +41,7 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
     /// <summary>The file's Cairn schema version: 0 when the file or its tables do not exist yet.</summary>
     private int VersionOfFile()
     {
-        var builder = new SqliteConnectionStringBuilder(_options.ConnectionString);
+        var builder = Builder();
         if (IsInMemory(builder))
         {
             // Made current whenever it is opened, and gone when it closes: there is never anything to migrate.
@@ -50,9 +56,30 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
         // Read-write without creating: a read-only open of a file in WAL mode needs its shared-memory file to exist.
         builder.Mode = SqliteOpenMode.ReadWrite;
         builder.Pooling = false;
-        using var connection = new SqliteConnection(builder.ToString());
-        connection.Open();
+        using var connection = Open(builder);
         return SqliteSchema.VersionOf(connection);
+    }
+
+    /// <summary>The connection string, waiting for another process's lock as long as the store's <c>BusyTimeout</c>.</summary>
+    private SqliteConnectionStringBuilder Builder() =>
+        new(_options.ConnectionString) { DefaultTimeout = (int)Math.Ceiling(_options.BusyTimeout.TotalSeconds) };
+
+    private SqliteConnection Open(SqliteConnectionStringBuilder builder)
+    {
+        var connection = new SqliteConnection(builder.ToString());
+        try
+        {
+            connection.Open();
+            using var wait = connection.CreateCommand();
+            wait.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}";
+            wait.ExecuteNonQuery();
+            return connection;
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
     }
 
     private static bool IsInMemory(SqliteConnectionStringBuilder builder) =>

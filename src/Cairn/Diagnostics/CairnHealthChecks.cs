@@ -74,13 +74,17 @@ internal static class HealthChecking
     /// <summary>
     /// Runs <paramref name="check"/> with <see cref="CairnHealthOptions.Timeout"/> as its limit: past it, throws a
     /// <see cref="TimeoutException"/> and cancels the check's token, so a read left hanging is cancelled, not abandoned.
-    /// A check that does not heed its token is not waited for either; its late failure is observed.
+    /// A check that does not heed its token is not waited for either, even one that blocks before it returns its task;
+    /// its late failure is observed.
     /// </summary>
     internal static async Task<T> WithinAsync<T>(CairnHealthOptions options, Func<CancellationToken, Task<T>> check, CancellationToken cancellationToken)
     {
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         limit.CancelAfter(options.Timeout);
-        var running = check(limit.Token);
+
+        // On the thread pool: a backend that does its work before it returns its task (SQLite's reads wait for a lock
+        // there) would otherwise hold the caller past the limit, and the checks started after it would wait their turn.
+        var running = Task.Run(() => check(limit.Token), CancellationToken.None);
         try
         {
             return await running.WaitAsync(limit.Token).ConfigureAwait(false);
