@@ -226,11 +226,7 @@ public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
     {
         var projection = new DroppedMidBatch(ProjectionFailurePolicy.SkipAndDeadLetter, PostgresServer.ConnectionString);
         await using var projections = new PostgresProjectionStore(Store);
-        GlobalPosition last = default;
-        foreach (var id in new[] { "o1", "o2", "o3" })
-        {
-            last = (await Store.AppendToStreamAsync(Orders.Stream(id), ExpectedVersion.Any, [Orders.Placed(id, "c", 1m)], default)).LastPosition;
-        }
+        var last = await PlaceThreeOrdersAsync();
 
         await using var runner = new ProjectionRunner(projection, Store, projections, Orders.Serializer());
         await runner.StartAsync(default);
@@ -243,17 +239,25 @@ public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
         Assert.NotNull(await readModels.LoadAsync<DroppedItem>("o2"));
     }
 
+    /// <summary>Places orders o1, o2 and o3; the position of the last.</summary>
+    private async Task<GlobalPosition> PlaceThreeOrdersAsync()
+    {
+        GlobalPosition last = default;
+        foreach (var id in new[] { "o1", "o2", "o3" })
+        {
+            last = (await Store.AppendToStreamAsync(Orders.Stream(id), ExpectedVersion.Any, [Orders.Placed(id, "c", 1m)], default)).LastPosition;
+        }
+
+        return last;
+    }
+
     /// <summary>The same under the default policy (Stop): the projection stopped for good, Failed, at a good event.</summary>
     [Fact]
     public async Task A_connection_dropped_mid_batch_does_not_stop_the_projection()
     {
         var projection = new DroppedMidBatch(ProjectionFailurePolicy.Stop, PostgresServer.ConnectionString);
         await using var projections = new PostgresProjectionStore(Store);
-        GlobalPosition last = default;
-        foreach (var id in new[] { "o1", "o2", "o3" })
-        {
-            last = (await Store.AppendToStreamAsync(Orders.Stream(id), ExpectedVersion.Any, [Orders.Placed(id, "c", 1m)], default)).LastPosition;
-        }
+        var last = await PlaceThreeOrdersAsync();
 
         await using var runner = new ProjectionRunner(projection, Store, projections, Orders.Serializer());
         await runner.StartAsync(default);
