@@ -219,8 +219,10 @@ public sealed partial class PostgresProjectionStore
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(create.Append(')').ToString()));
                 foreach (var index in document.Indexes)
                 {
-                    // Named by PostgreSQL, which keeps index names unique in the schema.
-                    batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE INDEX ON {table} ({Column(index)})"));
+                    // Named by PostgreSQL, which keeps index names unique in the schema. In the order queries ask for
+                    // (nulls first ascending, so last descending, then the id), so a page reads the index, not a sort
+                    // of the whole collection.
+                    batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE INDEX ON {table} ({Column(index)} NULLS FIRST, id)"));
                 }
             }
 

@@ -153,6 +153,67 @@ public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
         }
     }
 
+    private sealed record Ranked(string Id, long Rank);
+
+    private sealed class RankedOrders : Projection
+    {
+        public RankedOrders()
+            : base("ranked")
+        {
+            Document<Ranked>(r => r.Id, "ranked").Index("rank", r => r.Rank);
+            On<OrderPlaced>((ctx, e) => ctx.Documents.Store(new Ranked(e.OrderId, (long)e.Total)));
+        }
+    }
+
+    // Queries order an index nulls first ascending (so nulls last descending), then by id; the index was PostgreSQL's
+    // default, nulls last ascending, which no scan of it gives: every page of an ordered query read and sorted the whole
+    // collection.
+    [Fact]
+    public async Task A_page_of_an_ordered_query_is_planned_on_its_index_not_a_sort_of_the_collection()
+    {
+        await using var projections = new PostgresProjectionStore(Store);
+        var projection = new RankedOrders();
+        GlobalPosition last = default;
+        for (var batch = 0; batch < 10; batch++)
+        {
+            var events = Enumerable.Range(0, 500).Select(i => Orders.Placed($"o{batch}-{i}", "c", (batch * 500) + i)).ToArray();
+            last = (await Store.AppendToStreamAsync(new StreamName($"order-batch{batch}"), ExpectedVersion.Any, events, default)).LastPosition;
+        }
+
+        await using (var runner = new ProjectionRunner(projection, Store, projections, Orders.Serializer()))
+        {
+            await runner.StartAsync(default);
+            await runner.WaitForPositionAsync(last, Wait.Timeout);
+        }
+
+        var page = await new ReadModels(projections, Orders.Serializer(), [projection]).Query<Ranked>().OrderByDescending("rank").Take(10).ToListAsync();
+        Assert.Equal(4_999L, page[0].Rank);
+
+        await using var admin = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await admin.OpenAsync();
+        await using var find = new NpgsqlCommand($"SELECT 'doc_' || id || '_ranked' FROM \"{Schema}\".projection_builds WHERE projection = 'ranked' AND serving", admin);
+        var table = $"\"{Schema}\".\"{(string)(await find.ExecuteScalarAsync())!}\"";
+        await using (var analyze = new NpgsqlCommand($"ANALYZE {table}", admin))
+        {
+            await analyze.ExecuteNonQueryAsync();
+        }
+
+        foreach (var order in new[] { "\"ix_rank\" DESC NULLS LAST, id", "\"ix_rank\" ASC NULLS FIRST, id" })
+        {
+            await using var explain = new NpgsqlCommand($"EXPLAIN SELECT id, data FROM {table} ORDER BY {order} LIMIT 10 OFFSET 0", admin);
+            var plan = new List<string>();
+            await using (var reader = await explain.ExecuteReaderAsync())
+            {
+                while (await reader.ReadAsync())
+                {
+                    plan.Add(reader.GetString(0));
+                }
+            }
+
+            Assert.True(plan.Any(line => line.Contains("Index Scan", StringComparison.Ordinal)) && !plan.Any(line => line.Contains("Seq Scan", StringComparison.Ordinal)), $"ORDER BY {order}:\n{string.Join("\n", plan)}");
+        }
+    }
+
     // Five lease check intervals are the lease session's idle_session_timeout, a 32-bit count of milliseconds: from
     // about five days on, every try of the lease failed, and even a process alone on the schema stood by for ever.
     [Fact]
