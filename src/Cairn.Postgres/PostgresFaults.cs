@@ -6,8 +6,9 @@ namespace Cairn.Postgres;
 internal static class PostgresFaults
 {
     /// <summary>
-    /// Whether <paramref name="error"/>, or an error it wraps, is the connection failing: an I/O error, a session the
-    /// server ended (57P01 to 57P03, an administrator, a shutdown, a crash) or a connection exception (class 08).
+    /// Whether <paramref name="error"/>, or an error it wraps, is the connection failing: an I/O error (not a command's
+    /// time-out), a session the server ended (57P01 to 57P03, an administrator, a shutdown, a crash) or a connection
+    /// exception (class 08).
     /// </summary>
     public static bool IsConnectionFailure(Exception? error) => ConnectionFailureIn(error) is not null;
 
@@ -19,7 +20,8 @@ internal static class PostgresFaults
             switch (e)
             {
                 case PostgresException { SqlState: { } state } when state.StartsWith("08", StringComparison.Ordinal) || state.StartsWith("57P0", StringComparison.Ordinal):
-                case NpgsqlException and not PostgresException:
+                // Not a command's time-out: the connection stays open (the server is asked to cancel the statement).
+                case NpgsqlException and not PostgresException when e.InnerException is not TimeoutException:
                     return e;
             }
         }

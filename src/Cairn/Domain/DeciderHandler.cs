@@ -136,7 +136,10 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
             {
                 written.Add(member.Name);
                 var stored = member is System.Reflection.FieldInfo || member.DeclaringType?.GetField($"<{member.Name}>k__BackingField", Instance) is not null;
-                if (property.Get is not null && property.Set is null && property.AssociatedParameter is null && stored)
+                // A collection or object the options fill in place (Populate) comes back through its getter.
+                var populated = !property.PropertyType.IsValueType
+                    && (property.ObjectCreationHandling ?? info.PreferredPropertyObjectCreationHandling ?? info.Options.PreferredObjectCreationHandling) == System.Text.Json.Serialization.JsonObjectCreationHandling.Populate;
+                if (property.Get is not null && property.Set is null && property.AssociatedParameter is null && stored && !populated)
                 {
                     lost.Add(member.Name);
                 }

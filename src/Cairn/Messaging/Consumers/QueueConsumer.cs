@@ -582,7 +582,7 @@ public sealed class QueueConsumer : IAsyncDisposable
     private async Task RenewWhileWorkingAsync(Task work)
     {
         using var done = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
-        var renewing = Task.Run(() => RenewLeasesAsync(done.Token), CancellationToken.None);
+        var renewing = BackgroundWork.Start(() => RenewLeasesAsync(done.Token));
         try
         {
             await work.ConfigureAwait(false);
