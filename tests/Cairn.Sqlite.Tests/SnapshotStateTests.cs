@@ -14,33 +14,15 @@ public sealed class SnapshotStateTests : IDisposable
 
     public void Dispose() => _database.Dispose();
 
-    private static readonly DeciderHandlerOptions Snapshotted = new() { Snapshots = new SnapshotPolicy { Kind = "account", SchemaVersion = 1, Every = 2 } };
-
-    private static Decider<AccountCommand, TState, AccountEvent> DeciderOf<TState>(Func<TState, string, TState> opened, Func<TState, decimal, TState> deposited, TState initial) =>
-        new(
-            (command, _) => command switch
-            {
-                OpenAccount open => [new AccountOpened(open.Owner)],
-                Deposit deposit => [new Deposited(deposit.Amount)],
-                _ => [],
-            },
-            (state, e) => e switch
-            {
-                AccountOpened o => opened(state, o.Owner),
-                Deposited d => deposited(state, d.Amount),
-                _ => state,
-            },
-            initial);
-
     // A value tuple's items are fields, which the JSON options leave out: its snapshot was "{}", and a load returned
     // the initial state instead of the fold of the events.
     [Fact]
     public void A_value_tuple_state_is_refused_naming_its_items()
     {
         using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
-        var decider = DeciderOf<(string? Owner, decimal Balance)>((s, owner) => (owner, s.Balance), (s, amount) => (s.Owner, s.Balance + amount), (null, 0m));
+        var decider = BankAccount.DeciderOf<(string? Owner, decimal Balance)>((s, owner) => (owner, s.Balance), (s, amount) => (s.Owner, s.Balance + amount), (null, 0m));
 
-        var refused = Assert.Throws<SnapshotSerializationException>(() => new DeciderHandler<AccountCommand, (string? Owner, decimal Balance), AccountEvent>(store, new SqliteSnapshotStore(store), BankAccount.Serializer(), decider, Snapshotted));
+        var refused = Assert.Throws<SnapshotSerializationException>(() => new DeciderHandler<AccountCommand, (string? Owner, decimal Balance), AccountEvent>(store, new SqliteSnapshotStore(store), BankAccount.Serializer(), decider, BankAccount.Snapshotted));
 
         Assert.Contains("Item1, Item2", refused.Message, StringComparison.Ordinal);
     }
@@ -49,9 +31,9 @@ public sealed class SnapshotStateTests : IDisposable
     public void A_state_with_a_getter_only_or_privately_set_stored_property_is_refused_naming_it()
     {
         using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
-        var decider = DeciderOf(HiddenBalance.Open, HiddenBalance.Deposit, new HiddenBalance());
+        var decider = BankAccount.DeciderOf(HiddenBalance.Open, HiddenBalance.Deposit, new HiddenBalance());
 
-        var refused = Assert.Throws<SnapshotSerializationException>(() => new DeciderHandler<AccountCommand, HiddenBalance, AccountEvent>(store, new SqliteSnapshotStore(store), BankAccount.Serializer(), decider, Snapshotted));
+        var refused = Assert.Throws<SnapshotSerializationException>(() => new DeciderHandler<AccountCommand, HiddenBalance, AccountEvent>(store, new SqliteSnapshotStore(store), BankAccount.Serializer(), decider, BankAccount.Snapshotted));
 
         Assert.Contains("Balance, Entries", refused.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("Total", refused.Message, StringComparison.Ordinal);
@@ -63,11 +45,11 @@ public sealed class SnapshotStateTests : IDisposable
     {
         using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
         var snapshots = new SqliteSnapshotStore(store);
-        var decider = DeciderOf(
+        var decider = BankAccount.DeciderOf(
             (Ledger s, string owner) => s with { Owner = owner },
             (s, amount) => s with { Entries = [.. s.Entries, amount] },
             new Ledger(null, []));
-        var handler = new DeciderHandler<AccountCommand, Ledger, AccountEvent>(store, snapshots, BankAccount.Serializer(), decider, Snapshotted);
+        var handler = new DeciderHandler<AccountCommand, Ledger, AccountEvent>(store, snapshots, BankAccount.Serializer(), decider, BankAccount.Snapshotted);
         StreamName stream = "account-1";
         await handler.HandleAsync(stream, new OpenAccount("ada"));
         await handler.HandleAsync(stream, new Deposit(5m));

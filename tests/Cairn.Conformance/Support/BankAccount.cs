@@ -55,6 +55,26 @@ public static class BankAccount
     /// <summary>A serializer for the account's events.</summary>
     public static EventSerializer Serializer() => new(Registry());
 
+    /// <summary>Handler options that snapshot every second version, as kind <c>account</c>.</summary>
+    public static DeciderHandlerOptions Snapshotted { get; } = new() { Snapshots = new SnapshotPolicy { Kind = "account", SchemaVersion = 1, Every = 2 } };
+
+    /// <summary>An account decider over another state shape: opening and deposits only, folded by the functions given.</summary>
+    public static Decider<AccountCommand, TState, AccountEvent> DeciderOf<TState>(Func<TState, string, TState> opened, Func<TState, decimal, TState> deposited, TState initial) =>
+        new(
+            (command, _) => command switch
+            {
+                OpenAccount open => [new AccountOpened(open.Owner)],
+                Deposit deposit => [new Deposited(deposit.Amount)],
+                _ => [],
+            },
+            (state, e) => e switch
+            {
+                AccountOpened o => opened(state, o.Owner),
+                Deposited d => deposited(state, d.Amount),
+                _ => state,
+            },
+            initial);
+
     private static IEnumerable<AccountEvent> Decide(AccountCommand command, AccountState state) => command switch
     {
         OpenAccount open when state.Owner == open.Owner => [],

@@ -13,24 +13,6 @@ namespace Cairn.Tests.Domain;
 /// </summary>
 public sealed class SnapshotPopulateTests
 {
-    private static readonly DeciderHandlerOptions Snapshotted = new() { Snapshots = new SnapshotPolicy { Kind = "account", SchemaVersion = 1, Every = 2 } };
-
-    private static Decider<AccountCommand, TState, AccountEvent> DeciderOf<TState>(Func<TState, string, TState> opened, Func<TState, decimal, TState> deposited, TState initial) =>
-        new(
-            (command, _) => command switch
-            {
-                OpenAccount open => [new AccountOpened(open.Owner)],
-                Deposit deposit => [new Deposited(deposit.Amount)],
-                _ => [],
-            },
-            (state, e) => e switch
-            {
-                AccountOpened o => opened(state, o.Owner),
-                Deposited d => deposited(state, d.Amount),
-                _ => state,
-            },
-            initial);
-
     private static async Task<(TState Loaded, TState Folded)> RoundTripAsync<TState>(Decider<AccountCommand, TState, AccountEvent> decider, DeciderHandlerOptions options)
     {
         var store = new InMemoryEventStore();
@@ -57,8 +39,8 @@ public sealed class SnapshotPopulateTests
         Assert.Equal("ada", back.Owner);
         Assert.Equal([5m], back.Entries);
 
-        var decider = DeciderOf(PopulatedLedger.Open, PopulatedLedger.Deposit, new PopulatedLedger());
-        var (loaded, folded) = await RoundTripAsync(decider, Snapshotted);
+        var decider = BankAccount.DeciderOf(PopulatedLedger.Open, PopulatedLedger.Deposit, new PopulatedLedger());
+        var (loaded, folded) = await RoundTripAsync(decider, BankAccount.Snapshotted);
         Assert.Equal(folded.Entries, loaded.Entries);
     }
 
@@ -72,7 +54,7 @@ public sealed class SnapshotPopulateTests
         Assert.Equal([5m], back.Entries);
 
         var options = new DeciderHandlerOptions { Snapshots = new SnapshotPolicy { Kind = "account", SchemaVersion = 1, Every = 2, JsonOptions = json } };
-        var decider = DeciderOf(PlainLedger.Open, PlainLedger.Deposit, new PlainLedger());
+        var decider = BankAccount.DeciderOf(PlainLedger.Open, PlainLedger.Deposit, new PlainLedger());
         var (loaded, folded) = await RoundTripAsync(decider, options);
         Assert.Equal(folded.Entries, loaded.Entries);
     }
