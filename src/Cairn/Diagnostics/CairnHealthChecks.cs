@@ -82,9 +82,11 @@ internal static class HealthChecking
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         limit.CancelAfter(options.Timeout);
 
-        // On the thread pool: a backend that does its work before it returns its task (SQLite's reads wait for a lock
-        // there) would otherwise hold the caller past the limit, and the checks started after it would wait their turn.
-        var running = Task.Run(() => check(limit.Token), CancellationToken.None);
+        // On a thread of its own, started at once (not queued behind a busy thread pool, where a read could start after
+        // its limit, or after the other reads had ended): a backend that does its work before it returns its task
+        // (SQLite's reads wait for a lock there) would otherwise hold the caller past the limit, and the checks started
+        // after it would wait their turn. Checks are seldom; the thread is given back at the read's first await.
+        var running = Task.Factory.StartNew(() => check(limit.Token), CancellationToken.None, TaskCreationOptions.LongRunning | TaskCreationOptions.DenyChildAttach, TaskScheduler.Default).Unwrap();
         try
         {
             return await running.WaitAsync(limit.Token).ConfigureAwait(false);
