@@ -6,13 +6,9 @@ namespace Cairn.Postgres;
 internal static class PostgresFaults
 {
     /// <summary>
-    /// Whether <paramref name="error"/>, or an error it wraps, is the connection failing: an I/O error (not a command's
-    /// time-out), a session the server ended (57P01 to 57P03, an administrator, a shutdown, a crash) or a connection
-    /// exception (class 08).
+    /// The connection failure <paramref name="error"/> is or wraps, or null: an I/O error (not a command's time-out), a
+    /// session the server ended (57P01 to 57P03, an administrator, a shutdown, a crash) or a connection exception (class 08).
     /// </summary>
-    public static bool IsConnectionFailure(Exception? error) => ConnectionFailureIn(error) is not null;
-
-    /// <summary>The connection failure <paramref name="error"/> is or wraps (see <see cref="IsConnectionFailure"/>), or null.</summary>
     public static Exception? ConnectionFailureIn(Exception? error)
     {
         for (var e = error; e is not null; e = e.InnerException)
