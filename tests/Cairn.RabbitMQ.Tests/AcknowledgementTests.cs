@@ -105,6 +105,17 @@ public sealed class AcknowledgementTests
         Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.Zero }, default).Bounded());
     }
 
+    private static Task Recovered(global::RabbitMQ.Client.IConnection connection)
+    {
+        var recovered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        connection.RecoverySucceededAsync += (_, _) =>
+        {
+            recovered.TrySetResult();
+            return Task.CompletedTask;
+        };
+        return recovered.Task;
+    }
+
     [Fact]
     public async Task after_the_connection_recovers_the_reader_still_writes_runs_of_acknowledgements_as_one()
     {
@@ -126,16 +137,25 @@ public sealed class AcknowledgementTests
         var before = sut.Broker.MultipleAcknowledgementsOf(queue);
         Assert.True(before >= 1, "the first three were acknowledged in order: at least one acknowledgement with multiple");
 
+        // The first three are confirmed before the connections close: a confirm the close cut off would send one of them
+        // again, after the next three. And the next three are sent once both connections are back: one published on the
+        // publishing channel while it recovers is tried again after the others. Either way RabbitMQ would deliver them
+        // in another order than sent, which no queue in RabbitMQ promises after a failure.
+        await Wait.UntilAsync(
+            async () => await sut.Broker.GetStatsAsync(queue, default) is { Visible: 0, Leased: 0 },
+            "the first three are confirmed and settled");
+
         // RabbitMQ.Client numbers the recovered channel's deliveries on from the last tag it saw; the reader's count of
         // settled deliveries starts there, so runs are still acknowledged as one.
         var generations = sut.Broker.ChannelGenerationsOf(queue);
+        var recovered = new[] { await sut.Broker.Connection.GetAsync(default), sut.Broker.Connection.OpenedPublishing! }.Select(Recovered).ToList();
         await rabbit.CtlAsync("close_all_connections", "test");
-        await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingIsOpen, "the consuming connection recovered");
+        await Task.WhenAll(recovered).Bounded();
+        await Wait.UntilAsync(() => sut.Broker.ChannelGenerationsOf(queue) > generations, "the reader's consumer recovered");
         await SettleThreeAsync(4);
 
-        // The recovery of the reader's consumer moved its generation on, so a delivery the closed channel's dispatcher
-        // handed over late could not be settled on the recovered one.
-        Assert.True(sut.Broker.ChannelGenerationsOf(queue) > generations, "the consumer's recovery moved the reader's generation on");
+        // The recovery of the reader's consumer moved its generation on (awaited above), so a delivery the closed
+        // channel's dispatcher handed over late could not be settled on the recovered one.
         Assert.True(sut.Broker.MultipleAcknowledgementsOf(queue) > before, "an acknowledgement with multiple after the recovery");
         Assert.Same(channel, sut.Broker.ReaderChannelOf(queue));
         await Wait.UntilAsync(
