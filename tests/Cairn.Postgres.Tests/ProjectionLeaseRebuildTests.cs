@@ -91,11 +91,17 @@ public sealed class ProjectionLeaseRebuildTests : IAsyncLifetime
         var rebuild = first.Runner.RebuildAsync();
         await Wait.UntilAsync(() => gated.Blocked, "the rebuild's batch is in the handler");
 
+        // A lease of another projection, on the first process's lease connection: it is lost with the runner's.
+        await using var probe = await first.Projections.AcquireAsync("probe", default).Bounded();
         foreach (var pid in await PostgresServer.LeaseHoldersAsync(_schema, GatedTally.ProjectionName))
         {
             await PostgresServer.ExecuteAsync($"SELECT pg_terminate_backend({pid})");
         }
 
+        // The handler goes on once the first process knows its lease is lost (its next lease check) and the second holds
+        // it. Let go before that check, the batch would commit and the rebuild switch there, still rightly (the
+        // positions each batch expects keep an event from being applied twice), but not the case this test is about.
+        await Wait.UntilAsync(() => probe.Lost.IsCancellationRequested, "the first process found its lease connection broken");
         await Wait.UntilAsync(() => second.Runner.Status.State is ProjectionState.CatchingUp or ProjectionState.Live, "the second process holds the lease");
         gated.Gate.Set();
         await Wait.UntilAsync(async () => await BuildsAsync(GatedTally.ProjectionName) == 1 && second.Runner.Status.Rebuild is null, "the rebuild has switched");
