@@ -15,6 +15,22 @@ public sealed partial class PostgresProjectionStore
     {
         public DbConnection? Connection => context.Connection;
 
+        public bool FailedStatementAbortsTransaction => true;
+
+        public bool IsAborted()
+        {
+            try
+            {
+                using var probe = context.Command("SELECT 1");
+                probe.ExecuteScalar();
+                return false;
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.InFailedSqlTransaction)
+            {
+                return true;
+            }
+        }
+
         public ReadOnlyMemory<byte>? ReadDocument(DocumentDefinition document, string id)
         {
             using var select = context.Command($"SELECT data FROM {owner.DocumentTable(build, document.Collection)} WHERE id = $1");

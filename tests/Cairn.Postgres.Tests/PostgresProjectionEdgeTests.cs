@@ -328,4 +328,82 @@ public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
         Assert.True(last == runner.Status.Position, $"{runner.Status.State} at {runner.Status.Position}: {runner.Status.LastError}");
         Assert.NotEqual(ProjectionState.Failed, runner.Status.State);
     }
+
+    /// <summary>
+    /// Counts orders by id in a table of its own, and takes an order placed twice as already counted: the insert's
+    /// unique violation is caught, as a handler written against SQLite (where a failed statement undoes only itself) would.
+    /// </summary>
+    private sealed class CatchesItsSqlFailure : Projection
+    {
+        public CatchesItsSqlFailure(ProjectionFailurePolicy onFailure, bool direct)
+            : base("catches-its-sql-failure")
+        {
+            MaxRetries = 1;
+            RetryDelay = TimeSpan.FromMilliseconds(10);
+            OnFailure = onFailure;
+            SqlTable("placed", "CREATE TABLE {table} (id text PRIMARY KEY)");
+            On<OrderPlaced>((ctx, e) =>
+            {
+                try
+                {
+                    if (direct)
+                    {
+                        using var insert = new NpgsqlCommand($"INSERT INTO {ctx.Sql.Table("placed")} (id) VALUES ($1)", (NpgsqlConnection)ctx.Sql.Connection);
+                        insert.Parameters.Add(new NpgsqlParameter { Value = e.OrderId });
+                        insert.ExecuteNonQuery();
+                    }
+                    else
+                    {
+                        ctx.Sql.Execute($"INSERT INTO {ctx.Sql.Table("placed")} (id) VALUES ($id)", ("$id", e.OrderId));
+                    }
+                }
+                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation)
+                {
+                    // Counted already.
+                }
+            });
+        }
+    }
+
+    /// <summary>
+    /// On PostgreSQL a failed statement aborts the whole transaction, so a handler that catches one leaves its batch
+    /// unable to write anything more: every later statement and the commit failed with "current transaction is aborted",
+    /// blamed on no event (the projection retried the batch for ever) or on an innocent one. The event whose handler
+    /// caught the failure is the one that fails, with a reason that says why, and meets the failure policy.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_handler_that_catches_a_failed_statement_fails_its_own_event_naming_why(bool direct)
+    {
+        var projection = new CatchesItsSqlFailure(ProjectionFailurePolicy.SkipAndDeadLetter, direct);
+        await using var projections = new PostgresProjectionStore(Store);
+        var positions = new List<GlobalPosition>();
+        foreach (var id in new[] { "o1", "o2", "o1", "o3" })
+        {
+            positions.Add((await Store.AppendToStreamAsync(Orders.Stream(id), ExpectedVersion.Any, [Orders.Placed(id, "c", 1m)], default)).LastPosition);
+        }
+
+        var last = positions[^1];
+
+        await using var runner = new ProjectionRunner(projection, Store, projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await Wait.UntilAsync(() => runner.Status.Position >= last || runner.Status.State == ProjectionState.Failed, "the projection reaches the last event or stops");
+
+        Assert.True(last == runner.Status.Position, $"{runner.Status.State} at {runner.Status.Position}: {runner.Status.LastError}");
+        var deadLetter = Assert.Single(await runner.ListDeadLettersAsync());
+        Assert.Equal(positions[2], deadLetter.Position);
+        Assert.Contains("aborts", deadLetter.Failure.Message, StringComparison.Ordinal);
+        if (!direct)
+        {
+            // Ran through ctx.Sql.Execute, the statement that failed is named.
+            Assert.Contains("23505", deadLetter.Failure.Message, StringComparison.Ordinal);
+        }
+
+        // The batch around it was written: o1, o2 and o3 are each counted once.
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var count = new NpgsqlCommand($"SELECT string_agg(id, ',' ORDER BY id) FROM \"{Schema}\".placed", connection);
+        Assert.Equal("o1,o2,o3", await count.ExecuteScalarAsync());
+    }
 }

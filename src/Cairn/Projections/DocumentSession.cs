@@ -13,7 +13,52 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
 {
     private readonly Dictionary<(DocumentDefinition Document, string Id), Entry> _entries = [];
 
-    public RecordedEvent Event { get; set; } = null!;
+    /// <summary>The first statement of <see cref="Execute"/> that failed in the current event's handler.</summary>
+    private DbException? _failedStatement;
+
+    /// <summary>The current event's handler took <see cref="Connection"/> to run statements of its own.</summary>
+    private bool _connectionTaken;
+
+    public RecordedEvent Event { get; private set; } = null!;
+
+    /// <summary>Starts the handling of the next event of the batch.</summary>
+    public void Begin(RecordedEvent recorded)
+    {
+        Event = recorded;
+        _failedStatement = null;
+        _connectionTaken = false;
+    }
+
+    /// <summary>
+    /// Ends the handling of the current event, whose handler returned. Throws when it caught a statement's failure that
+    /// left the transaction aborted: the batch could write nothing more, so the event fails (and meets the failure
+    /// policy) rather than the batch failing later, at a statement or a commit, with no event to blame.
+    /// </summary>
+    public void End()
+    {
+        if (!transaction.FailedStatementAbortsTransaction)
+        {
+            return;
+        }
+
+        if (_failedStatement is { } failed)
+        {
+            throw new InvalidOperationException(
+                $"The handler caught the failure of a statement it ran ({failed.Message}) and returned; this backend aborts the "
+                + "transaction on a failed statement, so nothing more of the batch could be written. Let the exception escape "
+                + "(the failure policy decides what follows), or write the statement so that it does not fail (ON CONFLICT, a check first).",
+                failed);
+        }
+
+        if (_connectionTaken && transaction.IsAborted())
+        {
+            throw new InvalidOperationException(
+                "The handler left the batch's transaction aborted: a statement it ran on ctx.Sql.Connection failed, and the failure "
+                + "was caught; this backend aborts the transaction on a failed statement, so nothing more of the batch could be "
+                + "written. Let the exception escape (the failure policy decides what follows), or write the statement so that "
+                + "it does not fail (ON CONFLICT, a check first).");
+        }
+    }
 
     public IDocumentSession Documents => this;
 
@@ -21,7 +66,14 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
         ? throw new NotSupportedException($"Projection '{projection.Name}' uses SQL, which this backend does not have; use the SQLite or PostgreSQL backend.")
         : this;
 
-    public DbConnection Connection => transaction.Connection!;
+    public DbConnection Connection
+    {
+        get
+        {
+            _connectionTaken = true;
+            return transaction.Connection!;
+        }
+    }
 
     public T? Load<T>(string id)
         where T : class
@@ -77,7 +129,15 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
     {
         ArgumentNullException.ThrowIfNull(sql);
         ArgumentNullException.ThrowIfNull(parameters);
-        return transaction.ExecuteSql(sql, parameters);
+        try
+        {
+            return transaction.ExecuteSql(sql, parameters);
+        }
+        catch (DbException ex)
+        {
+            _failedStatement ??= ex;
+            throw;
+        }
     }
 
     /// <summary>

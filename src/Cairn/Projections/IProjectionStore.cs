@@ -124,6 +124,19 @@ public interface IReadModelTransaction
     /// <summary>The SQL connection inside the transaction, or null on a backend without SQL.</summary>
     DbConnection? Connection { get; }
 
+    /// <summary>
+    /// Whether a failed statement aborts the whole transaction, so that nothing more of the batch can be written after a
+    /// handler caught one (PostgreSQL); false where a failed statement undoes only itself (SQLite).
+    /// </summary>
+    bool FailedStatementAbortsTransaction => false;
+
+    /// <summary>
+    /// Whether the transaction can no longer run statements because one failed in it; asked, where
+    /// <see cref="FailedStatementAbortsTransaction"/>, after a handler that ran statements of its own on
+    /// <see cref="Connection"/> returned.
+    /// </summary>
+    bool IsAborted() => false;
+
     /// <summary>The physical name of a declared SQL table in this build.</summary>
     string TableName(string table);
 

@@ -97,7 +97,7 @@ internal sealed class ProjectionApplier
                 continue;
             }
 
-            session.Event = recorded;
+            session.Begin(recorded);
             try
             {
                 var payload = decoded?[i] ?? _serializer.Deserialize(recorded);
@@ -107,6 +107,7 @@ internal sealed class ProjectionApplier
                 }
 
                 handler(session, payload);
+                session.End();
             }
             catch (Exception ex) when (ex is not ProjectionEventException and not OperationCanceledException)
             {
