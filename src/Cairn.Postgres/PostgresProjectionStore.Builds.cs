@@ -113,12 +113,16 @@ public sealed partial class PostgresProjectionStore
             if (!serving)
             {
                 // The views first, so that what an application built on them follows them to the new tables; dropping
-                // the old tables then drops only the views of tables the new build no longer declares.
-                await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
-                foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
+                // the old tables then drops only the views of tables the new build no longer declares. Both wait for
+                // whoever reads those tables and views, while the append lock is held: not for long.
+                await WithSwitchLockTimeoutAsync(context, batch, async () =>
                 {
-                    await DropBuildAsync(context, old, cancellationToken).ConfigureAwait(false);
-                }
+                    await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
+                    foreach (var old in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
+                    {
+                        await DropBuildAsync(context, old, cancellationToken).ConfigureAwait(false);
+                    }
+                }, cancellationToken).ConfigureAwait(false);
             }
 
             // An inline projection attached here is applied by appends from this commit on, in every process that
@@ -162,13 +166,60 @@ public sealed partial class PostgresProjectionStore
 
         try
         {
-            await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
+            await WithSwitchLockTimeoutAsync(context, batch, async () =>
+            {
+                await CreateViewsAsync(context, batch.Projection, batch.Build, cancellationToken).ConfigureAwait(false);
+
+                // The old builds' tables too, which document queries read directly: a reader holding them would make
+                // the switch wait under the append lock.
+                var old = new List<string>();
+                foreach (var build in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
+                {
+                    old.AddRange(await TablesOfBuildAsync(context, build.Id, cancellationToken).ConfigureAwait(false));
+                    old.AddRange(Projection.CollectionsOf(build.Shape).Select(collection => "doc_" + build.Id + "_" + collection));
+                }
+
+                if (old.Count > 0)
+                {
+                    await using var lockTables = context.Command($"LOCK TABLE {string.Join(", ", old.Select(t => $"{_s}.\"{t}\""))} IN ACCESS EXCLUSIVE MODE");
+                    await lockTables.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             await using var rollback = context.Command("ROLLBACK TO SAVEPOINT cairn_switch_trial; RELEASE SAVEPOINT cairn_switch_trial");
             await rollback.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Runs a switch's DDL with <c>lock_timeout</c> at <see cref="SwitchLockTimeout"/>: the views and the old tables are
+    /// had alone, so the DDL waits for every session reading them (a long report, an open transaction) and, meanwhile,
+    /// readers queue behind it, and under the append lock appends too. A wait longer than that refuses the switch with
+    /// <see cref="ProjectionSwitchRefusedException"/>; the runner tries it again later.
+    /// </summary>
+    private async Task WithSwitchLockTimeoutAsync(PostgresWriteContext context, ProjectionBatch batch, Func<Task> ddl, CancellationToken cancellationToken)
+    {
+        await using (var set = context.Command($"SET LOCAL lock_timeout = {(long)Math.Ceiling(SwitchLockTimeout.TotalMilliseconds)}"))
+        {
+            await set.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            await ddl().ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.LockNotAvailable)
+        {
+            throw new ProjectionSwitchRefusedException(batch.Projection, batch.Build,
+                $"another session held its views or the old build's tables for longer than {SwitchLockTimeout.TotalSeconds:0.###} s "
+                + "(a long read, or a transaction left open); the switch would have held up readers and appends while it waited ("
+                + ex.MessageText + ")");
+        }
+
+        await using var reset = context.Command("SET LOCAL lock_timeout TO DEFAULT");
+        await reset.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Takes the transaction lock that orders the creation and dropping of a projection's builds.</summary>

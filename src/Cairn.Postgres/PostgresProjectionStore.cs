@@ -33,6 +33,25 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposa
         _leases = new LeaseSession(this);
     }
 
+    /// <summary>
+    /// How long a rebuild's switch waits for the views and the old build's tables, which it must have alone, while
+    /// others read them; past it the switch is refused (<see cref="ProjectionSwitchRefusedException"/>) and tried again
+    /// later, so a long report delays the switch rather than holding up every reader and every append (the switch
+    /// holds the append lock). 2 seconds by default; from 10 ms to a minute.
+    /// </summary>
+    public TimeSpan SwitchLockTimeout
+    {
+        get => _switchLockTimeout;
+        init
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, TimeSpan.FromMilliseconds(10), nameof(SwitchLockTimeout));
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, TimeSpan.FromMinutes(1), nameof(SwitchLockTimeout));
+            _switchLockTimeout = value;
+        }
+    }
+
+    private readonly TimeSpan _switchLockTimeout = TimeSpan.FromSeconds(2);
+
     /// <inheritdoc />
     public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken)
     {

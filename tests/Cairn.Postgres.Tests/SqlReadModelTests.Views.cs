@@ -123,6 +123,97 @@ public sealed partial class SqlReadModelTests
         Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
     }
 
+    /// <summary>A session that reads the serving view in a transaction it keeps open, holding the view and the old table.</summary>
+    private async Task<(NpgsqlConnection Connection, NpgsqlTransaction Transaction)> ReadInOpenTransactionAsync()
+    {
+        var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        var transaction = await connection.BeginTransactionAsync();
+        await using var read = new NpgsqlCommand($"SELECT count(*) FROM \"{_schema}\".tally", connection, transaction);
+        await read.ExecuteScalarAsync();
+        return (connection, transaction);
+    }
+
+    private static ProjectionBatch SwitchOf(Projection projection, ProjectionBuild shadow) =>
+        new(projection.Name, shadow.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { })
+        {
+            GoLive = true,
+            CatchUpToHead = EventFilter.All,
+        };
+
+    /// <summary>
+    /// A switch must have the views and the old build's tables alone, so it waited for every session reading them (a
+    /// long report, a transaction left open): readers queued behind it, and, as it holds the append lock meanwhile,
+    /// every append of every process stalled until the report ended. It waits <see cref="PostgresProjectionStore.SwitchLockTimeout"/>,
+    /// then is refused, and goes through once the reader is done.
+    /// </summary>
+    [Fact]
+    public async Task A_switch_waiting_for_a_reader_of_the_old_build_is_refused_after_its_lock_timeout_and_goes_through_once_the_reader_is_done()
+    {
+        await using var projections = new PostgresProjectionStore(_store) { SwitchLockTimeout = TimeSpan.FromMilliseconds(200) };
+        await projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
+        var projection = new Tallies("tallies", 2, TallyColumns);
+        var shadow = await projections.StartShadowAsync(projection, default);
+        var (connection, transaction) = await ReadInOpenTransactionAsync();
+        await using (connection)
+        {
+            var error = await Assert.ThrowsAsync<ProjectionSwitchRefusedException>(() => projections.ApplyAsync(SwitchOf(projection, shadow), default).WaitAsync(Wait.Timeout));
+            Assert.Contains("0.2 s", error.Message, StringComparison.Ordinal);
+
+            // Appends go on, the old build still serves, and the report reads on.
+            await _store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Placed("o1", "c", 1m)], default).WaitAsync(Wait.Timeout);
+            Assert.True(await ViewReadsAsync("tally", "tally__b" + (await projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default)).Serving.Id));
+            await transaction.CommitAsync();
+        }
+
+        await projections.ApplyAsync(SwitchOf(projection, shadow), default).WaitAsync(Wait.Timeout);
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
+    }
+
+    /// <summary>
+    /// The same when the reader comes after the switch tried its views, while it waits for the append lock: the DDL it
+    /// runs under that lock gives up too, and lets the lock go.
+    /// </summary>
+    [Fact]
+    public async Task A_switch_whose_reader_comes_while_it_waits_for_the_append_lock_lets_the_lock_go_after_its_lock_timeout()
+    {
+        await using var projections = new PostgresProjectionStore(_store) { SwitchLockTimeout = TimeSpan.FromMilliseconds(200) };
+        await projections.OpenAsync(new Tallies("tallies", 1, TallyColumns), default);
+        var projection = new Tallies("tallies", 2, TallyColumns);
+        var shadow = await projections.StartShadowAsync(projection, default);
+
+        await using var holder = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await holder.OpenAsync();
+        await using (var take = new NpgsqlCommand($"SELECT pg_advisory_lock({PostgresSchema.AppendLockClass}, {PostgresSchema.SchemaKey(_schema)})", holder))
+        {
+            await take.ExecuteNonQueryAsync();
+        }
+
+        var switching = projections.ApplyAsync(SwitchOf(projection, shadow), default);
+        await Wait.UntilAsync(async () => 1L.Equals(await AppendLockWaitersAsync()), "the switch waits for the append lock");
+        var (connection, transaction) = await ReadInOpenTransactionAsync();
+        await using (connection)
+        {
+            await using (var release = new NpgsqlCommand("SELECT pg_advisory_unlock_all()", holder))
+            {
+                await release.ExecuteNonQueryAsync();
+            }
+
+            await Assert.ThrowsAsync<ProjectionSwitchRefusedException>(() => switching.WaitAsync(Wait.Timeout));
+            await _store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Placed("o1", "c", 1m)], default).WaitAsync(Wait.Timeout);
+            await transaction.CommitAsync();
+        }
+
+        await projections.ApplyAsync(SwitchOf(projection, shadow), default).WaitAsync(Wait.Timeout);
+        Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
+    }
+
+    /// <summary>How many sessions wait for this schema's append lock.</summary>
+    private async Task<object?> AppendLockWaitersAsync() =>
+        await ScalarAsync(
+            $"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = {(long)(uint)PostgresSchema.AppendLockClass}::bigint::oid "
+            + $"AND objid = {(long)(uint)PostgresSchema.SchemaKey(_schema)}::bigint::oid AND objsubid = 2");
+
     [Fact]
     public async Task A_runner_whose_switch_is_refused_keeps_serving_and_advancing_the_old_build()
     {
