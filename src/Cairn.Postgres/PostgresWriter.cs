@@ -142,10 +142,15 @@ internal sealed class PostgresWriter : IAsyncDisposable
         }
 
         cancellationToken.ThrowIfCancellationRequested();
+
+        // Cancelled while it waits in the queue (behind a batch that waits for another process's append lock, say), the
+        // caller has its answer at once; the writer passes over it.
+        item.CancelWhileQueued();
         Interlocked.Increment(ref _queued);
         if (!_queue.Writer.TryWrite(item))
         {
             Interlocked.Decrement(ref _queued);
+            item.TryTake();
             throw new ObjectDisposedException(nameof(PostgresEventStore));
         }
     }
@@ -159,10 +164,13 @@ internal sealed class PostgresWriter : IAsyncDisposable
             return carried;
         }
 
-        if (_queue.Reader.TryRead(out var queued))
+        while (_queue.Reader.TryRead(out var queued))
         {
             Interlocked.Decrement(ref _queued);
-            return queued;
+            if (queued.TryTake())
+            {
+                return queued;
+            }
         }
 
         return null;
@@ -283,19 +291,23 @@ internal sealed class PostgresWriter : IAsyncDisposable
             connection = await OpenAsync().ConfigureAwait(false);
             reused = TakeReused();
 
-            // An append alone in its batch may be cancelled while it waits (for another process's append lock): only
-            // its own caller waits on the batch. Several share one, which none of them can call off for the others.
-            var cancellation = batch.Count == 1 ? batch[0].CancellationToken : CancellationToken.None;
-            written = await _store.TryAppendOptimisticallyAsync(connection, appends, known, cancellation).ConfigureAwait(false);
+            // The batch may be called off while it waits (for another process's append lock) once every caller of it
+            // is: its statements serve them all, so none can call it off for the others.
+            using var allCancelled = new AllCancelled(batch);
+            written = await _store.TryAppendOptimisticallyAsync(connection, appends, known, allCancelled.Token).ConfigureAwait(false);
             if (written.Retry)
             {
-                written = await _store.TryAppendOptimisticallyAsync(connection, appends, known: null, cancellation).ConfigureAwait(false);
+                written = await _store.TryAppendOptimisticallyAsync(connection, appends, known: null, allCancelled.Token).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException cancelled) when (connection is { State: System.Data.ConnectionState.Open } && batch.Count == 1 && batch[0].CancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (connection is { State: System.Data.ConnectionState.Open } && batch.TrueForAll(w => w.CancellationToken.IsCancellationRequested))
         {
             // PostgreSQL cancelled the statement, so the batch's implicit transaction rolled back: nothing was written.
-            batch[0].Fail(cancelled);
+            foreach (var item in batch)
+            {
+                item.Fail(new OperationCanceledException(item.CancellationToken));
+            }
+
             return true;
         }
         catch (Exception ex)
@@ -489,7 +501,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
             {
                 try
                 {
-                    var outcomes = await _store.AppendManyInContextAsync(context, plain.ConvertAll(a => a.Append), CancellationToken.None).ConfigureAwait(false);
+                    // Called off only once every one of its callers is; then each runs again alone, and finds itself cancelled.
+                    using var allCancelled = new AllCancelled(plain);
+                    var outcomes = await _store.AppendManyInContextAsync(context, plain.ConvertAll(a => a.Append), allCancelled.Token).ConfigureAwait(false);
                     for (var i = 0; i < plain.Count; i++)
                     {
                         if (outcomes[i].Error is { } error)
@@ -810,10 +824,91 @@ internal sealed class PostgresWriter : IAsyncDisposable
         await _loop.ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// A token cancelled once the tokens of every piece of a batch are: a statement that serves them all may then be
+    /// called off. None when a piece cannot be cancelled.
+    /// </summary>
+    private sealed class AllCancelled : IDisposable
+    {
+        private readonly CancellationTokenSource? _source;
+        private readonly CancellationTokenRegistration[] _registrations = [];
+        private int _left;
+
+        public AllCancelled(IReadOnlyList<Work> batch)
+        {
+            if (batch.Count == 0 || batch.Any(w => !w.CancellationToken.CanBeCanceled))
+            {
+                return;
+            }
+
+            _source = new CancellationTokenSource();
+            _left = batch.Count;
+            _registrations = new CancellationTokenRegistration[batch.Count];
+            for (var i = 0; i < batch.Count; i++)
+            {
+                _registrations[i] = batch[i].CancellationToken.UnsafeRegister(
+                    static state =>
+                    {
+                        var all = (AllCancelled)state!;
+                        if (Interlocked.Decrement(ref all._left) == 0)
+                        {
+                            // Not on the cancelling caller's thread: Npgsql sends its cancel request from the callback.
+                            _ = all._source!.CancelAsync();
+                        }
+                    },
+                    this);
+            }
+        }
+
+        public CancellationToken Token => _source?.Token ?? CancellationToken.None;
+
+        public void Dispose()
+        {
+            foreach (var registration in _registrations)
+            {
+                registration.Dispose();
+            }
+        }
+    }
+
     /// <summary>A piece of write work waiting for, or in, a batch.</summary>
     private abstract class Work(CancellationToken cancellationToken)
     {
+        private const int Queued = 0, Taken = 1, Cancelled = 2;
+        private int _state;
+        private CancellationTokenRegistration _whileQueued;
+
         public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        /// <summary>Fails the piece with its cancellation if its token is cancelled before the writer takes it.</summary>
+        public void CancelWhileQueued()
+        {
+            if (CancellationToken.CanBeCanceled)
+            {
+                _whileQueued = CancellationToken.UnsafeRegister(
+                    static state =>
+                    {
+                        var work = (Work)state!;
+                        if (Interlocked.CompareExchange(ref work._state, Cancelled, Queued) == Queued)
+                        {
+                            work.Fail(new OperationCanceledException(work.CancellationToken));
+                        }
+                    },
+                    this);
+            }
+        }
+
+        /// <summary>Takes the piece for a batch; false when it was cancelled in the queue (and so answered).</summary>
+        public bool TryTake()
+        {
+            if (Interlocked.CompareExchange(ref _state, Taken, Queued) != Queued)
+            {
+                return false;
+            }
+
+            _whileQueued.Dispose();
+            return true;
+        }
 
         /// <summary>Whether the caller has its answer (a failure: successes are settled only after the commit).</summary>
         public abstract bool Settled { get; }

@@ -159,6 +159,80 @@ public sealed class EventStoreEdgeTests : OwnSchemaStoreTests
     }
 
     /// <summary>
+    /// Takes this schema's append lock on a connection of its own, as another process's long write would. Not pooled:
+    /// disposing it ends the session, and the lock with it.
+    /// </summary>
+    private async Task<NpgsqlConnection> HoldAppendLockAsync()
+    {
+        var holder = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(PostgresServer.ConnectionString) { Pooling = false }.ConnectionString);
+        await holder.OpenAsync();
+        await using var take = new NpgsqlCommand($"SELECT pg_advisory_lock({PostgresSchema.AppendLockClass}, {PostgresSchema.SchemaKey(Schema)})", holder);
+        await take.ExecuteNonQueryAsync();
+        return holder;
+    }
+
+    /// <summary>
+    /// An append queued behind a batch that waits for another process's append lock, then cancelled, ends at once: it
+    /// kept its caller waiting until the batch before it was done, however long the other process held the lock.
+    /// </summary>
+    [Fact]
+    public async Task A_cancelled_append_queued_behind_a_batch_waiting_for_the_append_lock_ends_at_once()
+    {
+        var holder = await HoldAppendLockAsync();
+        Task first;
+        await using (holder)
+        {
+            first = Store.AppendToStreamAsync("order-1", ExpectedVersion.Any, [Event()], default);
+            await Wait.UntilAsync(async () => await PostgresServer.AppendLockWaitersAsync(Schema) == 1, "the first append waits for the append lock");
+            using var cancel = new CancellationTokenSource();
+            var queued = Store.AppendToStreamAsync("order-2", ExpectedVersion.Any, [Event()], cancel.Token);
+
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(TimeSpan.FromSeconds(5)));
+            Assert.False(first.IsCompleted);
+        }
+
+        // The holder's session ended, and the lock with it: the first lands, the cancelled one never does.
+        await first.Bounded();
+        Assert.Equal(1, (await Store.GetHeadPositionAsync(default)).Value);
+        Assert.Empty(await Store.ReadStreamAsync("order-2").ToListAsync());
+    }
+
+    /// <summary>
+    /// Appends batched together, waiting for another process's append lock, end at once when every one of them is
+    /// cancelled (a process shutting down): the batch's statements serve them all, and only then may be called off.
+    /// They waited for as long as the other process held the lock.
+    /// </summary>
+    [Fact]
+    public async Task Appends_batched_together_waiting_for_the_append_lock_end_at_once_when_all_are_cancelled()
+    {
+        var holder = await HoldAppendLockAsync();
+        await using (holder)
+        {
+            using var cancelFirst = new CancellationTokenSource();
+            var first = Store.AppendToStreamAsync("order-1", ExpectedVersion.Any, [Event()], cancelFirst.Token);
+            await Wait.UntilAsync(async () => await PostgresServer.AppendLockWaitersAsync(Schema) == 1, "the first append waits for the append lock");
+
+            // Two more queue behind it; once it is cancelled, the writer takes them as one batch.
+            using var cancelSecond = new CancellationTokenSource();
+            using var cancelThird = new CancellationTokenSource();
+            var second = Store.AppendToStreamAsync("order-2", ExpectedVersion.Any, [Event()], cancelSecond.Token);
+            var third = Store.AppendToStreamAsync("order-3", ExpectedVersion.Any, [Event()], cancelThird.Token);
+            await cancelFirst.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first.Bounded());
+            await Wait.UntilAsync(async () => await PostgresServer.AppendLockWaitersAsync(Schema) == 1, "the two wait for the append lock together");
+
+            await cancelSecond.CancelAsync();
+            await cancelThird.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => second.WaitAsync(TimeSpan.FromSeconds(5)));
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => third.WaitAsync(TimeSpan.FromSeconds(5)));
+        }
+
+        await Store.AppendToStreamAsync("order-4", ExpectedVersion.Any, [Event()], default).Bounded();
+        Assert.Equal(1, (await Store.GetHeadPositionAsync(default)).Value);
+    }
+
+    /// <summary>
     /// A server that closes idle sessions (<c>idle_session_timeout</c>, a proxy's idle timeout) closes the writer's
     /// connection too, which the writer keeps out of the pool's reach: the next append, once it sat idle, opens a new
     /// one and lands, rather than failing with "terminating connection due to idle-session timeout" though nothing of

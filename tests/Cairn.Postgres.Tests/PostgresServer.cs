@@ -34,6 +34,19 @@ internal static class PostgresServer
         await command.ExecuteNonQueryAsync();
     }
 
+    /// <summary>How many sessions wait for the append lock of <paramref name="schema"/>.</summary>
+    public static async Task<long> AppendLockWaitersAsync(string schema)
+    {
+        await using var connection = new NpgsqlConnection(ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 2",
+            connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)PostgresSchema.AppendLockClass });
+        command.Parameters.Add(new NpgsqlParameter { Value = (long)(uint)PostgresSchema.SchemaKey(schema) });
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
     /// <summary>
     /// The backends holding a projection's lease: its one 64-bit advisory-lock key shows in <c>pg_locks</c> as the
     /// high 32 bits in <c>classid</c> and the low 32 in <c>objid</c>.

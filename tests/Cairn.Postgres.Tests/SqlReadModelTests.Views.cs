@@ -190,7 +190,7 @@ public sealed partial class SqlReadModelTests
         }
 
         var switching = projections.ApplyAsync(SwitchOf(projection, shadow), default);
-        await Wait.UntilAsync(async () => 1L.Equals(await AppendLockWaitersAsync()), "the switch waits for the append lock");
+        await Wait.UntilAsync(async () => await PostgresServer.AppendLockWaitersAsync(_schema) == 1, "the switch waits for the append lock");
         var (connection, transaction) = await ReadInOpenTransactionAsync();
         await using (connection)
         {
@@ -207,12 +207,6 @@ public sealed partial class SqlReadModelTests
         await projections.ApplyAsync(SwitchOf(projection, shadow), default).WaitAsync(Wait.Timeout);
         Assert.True(await ViewReadsAsync("tally", $"tally__b{shadow.Id}"));
     }
-
-    /// <summary>How many sessions wait for this schema's append lock.</summary>
-    private async Task<object?> AppendLockWaitersAsync() =>
-        await ScalarAsync(
-            $"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = {(long)(uint)PostgresSchema.AppendLockClass}::bigint::oid "
-            + $"AND objid = {(long)(uint)PostgresSchema.SchemaKey(_schema)}::bigint::oid AND objsubid = 2");
 
     [Fact]
     public async Task A_runner_whose_switch_is_refused_keeps_serving_and_advancing_the_old_build()
