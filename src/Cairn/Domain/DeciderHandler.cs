@@ -108,53 +108,10 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
             throw new SnapshotSerializationException(typeof(TState), ex);
         }
 
-        if (LostOnTheWayBack(_stateInfo) is { Count: > 0 } lost)
+        if (JsonRoundTrip.LostMembers(_stateInfo) is { Count: > 0 } lost)
         {
             throw new SnapshotSerializationException(typeof(TState), lost);
         }
-    }
-
-    /// <summary>
-    /// The state's members its JSON contract writes or holds but would not read back: public fields the options leave
-    /// out (a value tuple's items), and stored properties with neither a setter nor a constructor parameter (a getter-only
-    /// auto-property, a collection with no setter). A snapshot of such a state would load another state than the fold.
-    /// Computed properties (no backing field) are derived again and lose nothing; the members' own types are not looked into.
-    /// </summary>
-    private static List<string> LostOnTheWayBack(JsonTypeInfo info)
-    {
-        var lost = new List<string>();
-        if (info.Kind != JsonTypeInfoKind.Object)
-        {
-            return lost;
-        }
-
-        const System.Reflection.BindingFlags Instance = System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.NonPublic;
-        var written = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var property in info.Properties)
-        {
-            if (property.AttributeProvider is System.Reflection.MemberInfo member)
-            {
-                written.Add(member.Name);
-                var stored = member is System.Reflection.FieldInfo || member.DeclaringType?.GetField($"<{member.Name}>k__BackingField", Instance) is not null;
-                // A collection or object the options fill in place (Populate) comes back through its getter.
-                var populated = !property.PropertyType.IsValueType
-                    && (property.ObjectCreationHandling ?? info.PreferredPropertyObjectCreationHandling ?? info.Options.PreferredObjectCreationHandling) == System.Text.Json.Serialization.JsonObjectCreationHandling.Populate;
-                if (property.Get is not null && property.Set is null && property.AssociatedParameter is null && stored && !populated)
-                {
-                    lost.Add(member.Name);
-                }
-            }
-        }
-
-        foreach (var field in info.Type.GetFields(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public))
-        {
-            if (!written.Contains(field.Name) && !field.IsDefined(typeof(System.Text.Json.Serialization.JsonIgnoreAttribute), inherit: true))
-            {
-                lost.Add(field.Name);
-            }
-        }
-
-        return lost;
     }
 
     /// <summary>The decider.</summary>

@@ -164,7 +164,10 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
                     transaction.WriteDocument(definition, id, definition.Serialize(entry.Document, json), definition.IndexValues(entry.Document));
                 }
 
-                cache?.Stage((definition, id), entry.Document);
+                if (cache is not null && definition.ComesBackWhole(json))
+                {
+                    cache.Stage((definition, id), entry.Document);
+                }
             }
             catch (Exception ex) when (ex is not ProjectionEventException)
             {
@@ -188,7 +191,8 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
 /// any failure or conflict clears everything, so the cache never holds what the build does not. A backend may run a
 /// batch again in a new transaction after abandoning the first (PostgreSQL's writer does when another piece of a shared
 /// transaction broke it): the run in the new transaction starts from an empty cache, since the abandoned run staged
-/// documents and its handlers may have changed cached ones in place. Bounded: it starts afresh past its capacity.
+/// documents and its handlers may have changed cached ones in place. Bounded: it starts afresh past its capacity. Only
+/// documents that come back whole from their JSON are kept (<see cref="DocumentDefinition.ComesBackWhole"/>).
 /// </summary>
 internal sealed class DocumentCache(int capacity = 100_000)
 {

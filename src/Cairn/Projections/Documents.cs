@@ -146,7 +146,7 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
 public abstract class DocumentDefinition
 {
     private readonly List<DocumentIndex> _indexes = [];
-    private System.Text.Json.Serialization.Metadata.JsonTypeInfo? _typeInfo;
+    private ResolvedContract? _contract;
 
     private protected DocumentDefinition(Type type, string collection)
     {
@@ -193,19 +193,31 @@ public abstract class DocumentDefinition
         }
     }
 
+    /// <summary>
+    /// Whether a document comes back whole from its JSON under <paramref name="options"/>
+    /// (<see cref="Serialization.JsonRoundTrip.LostMembers"/> finds nothing lost): only then may a runner keep the objects
+    /// a batch stored for the next batch, which would otherwise see what a process loading the JSON would not.
+    /// </summary>
+    internal bool ComesBackWhole(JsonSerializerOptions options) => Contract(options).ComesBackWhole;
+
     /// <summary>The document type's JSON contract under <paramref name="options"/>, resolved once per options.</summary>
-    private System.Text.Json.Serialization.Metadata.JsonTypeInfo TypeInfo(JsonSerializerOptions options)
+    private System.Text.Json.Serialization.Metadata.JsonTypeInfo TypeInfo(JsonSerializerOptions options) => Contract(options).TypeInfo;
+
+    private ResolvedContract Contract(JsonSerializerOptions options)
     {
-        var cached = _typeInfo;
-        if (cached?.Options != options)
+        var cached = _contract;
+        if (cached?.TypeInfo.Options != options)
         {
             options.MakeReadOnly(populateMissingResolver: true);
-            cached = options.GetTypeInfo(DocumentType);
-            _typeInfo = cached;
+            var typeInfo = options.GetTypeInfo(DocumentType);
+            cached = new ResolvedContract(typeInfo, Serialization.JsonRoundTrip.LostMembers(typeInfo).Count == 0);
+            _contract = cached;
         }
 
         return cached;
     }
+
+    private sealed record ResolvedContract(System.Text.Json.Serialization.Metadata.JsonTypeInfo TypeInfo, bool ComesBackWhole);
 
     /// <summary>The stored values of the document's indexed fields, in index order.</summary>
     internal object?[] IndexValues(object document)
