@@ -14,7 +14,9 @@ namespace Cairn.Tests.Diagnostics;
 /// A check's reads run at once, each bounded by <c>Timeout</c>, so a check ends within about one <c>Timeout</c> however
 /// many queues it reads (docs/health-checks.md). A backend that does its work before it returns its task (SQLite's
 /// reads step their statement at once, waiting up to <c>BusyTimeout</c> on a lock) was not bounded at all, and the
-/// messaging check's reads ran one after another. The fakes below block the same way, on a gate opened at the end.
+/// messaging check's reads ran one after another. The fakes below block the same way, on a gate opened at the end, for
+/// longer than the checks are given to end (5 s: a 200 ms limit, with room for a thread pool still starting up under the
+/// parallel suite), so a check that waited for a read, let alone four in turn, cannot pass.
 /// </summary>
 public sealed class HealthCheckTimeoutTests
 {
@@ -61,7 +63,7 @@ public sealed class HealthCheckTimeoutTests
         _ = host.Services.GetRequiredService<IEventStore>();
         try
         {
-            var (ended, elapsed, check) = await RunAsync(host, CairnHealthCheckExtensions.StorageCheck, TimeSpan.FromSeconds(2));
+            var (ended, elapsed, check) = await RunAsync(host, CairnHealthCheckExtensions.StorageCheck, TimeSpan.FromSeconds(5));
 
             gate.Set();
             var entry = (await check.Bounded()).Entries[CairnHealthCheckExtensions.StorageCheck];
@@ -92,7 +94,7 @@ public sealed class HealthCheckTimeoutTests
         try
         {
             blocking.Block = true;
-            var (ended, elapsed, check) = await RunAsync(host, CairnHealthCheckExtensions.MessagingCheck, TimeSpan.FromSeconds(2));
+            var (ended, elapsed, check) = await RunAsync(host, CairnHealthCheckExtensions.MessagingCheck, TimeSpan.FromSeconds(5));
 
             gate.Set();
             var entry = (await check.Bounded()).Entries[CairnHealthCheckExtensions.MessagingCheck];
@@ -112,8 +114,8 @@ public sealed class HealthCheckTimeoutTests
     {
         public override ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
         {
-            // As a SQLite statement waiting for a lock: at most a few seconds, then it answers.
-            gate.Wait(TimeSpan.FromSeconds(5), CancellationToken.None);
+            // As a SQLite statement waiting for a lock: at most BusyTimeout, then it answers.
+            gate.Wait(TimeSpan.FromSeconds(15), CancellationToken.None);
             return Inner.GetHeadPositionAsync(cancellationToken);
         }
     }
@@ -157,6 +159,6 @@ public sealed class HealthCheckTimeoutTests
             }
         }
 
-        private void Wait() => gate.Wait(TimeSpan.FromSeconds(1), CancellationToken.None);
+        private void Wait() => gate.Wait(TimeSpan.FromSeconds(10), CancellationToken.None);
     }
 }
