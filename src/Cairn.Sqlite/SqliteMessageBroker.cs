@@ -236,7 +236,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
         {
             return row.ToDelivery(queue);
         }
-        catch (Exception ex) when (ex is EventStore.CairnException or JsonException or ArgumentException or IndexOutOfRangeException or FormatException)
+        catch (Exception ex) when (IsUnreadable(ex))
         {
             var lease = new LeaseToken(queue, row.Seq, row.Deliveries);
             await DeadLetterAsync(lease, $"its stored envelope could not be read: {ex.Message}", FailureInfo.From(ex), CancellationToken.None).ConfigureAwait(false);
@@ -391,6 +391,10 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <summary>The type under which a dead letter with an unreadable envelope is listed.</summary>
     public const string UnreadableType = "cairn.unreadable";
 
+    /// <summary>What reading a damaged stored envelope or failure throws, from the codec or the JSON reader.</summary>
+    private static bool IsUnreadable(Exception ex) =>
+        ex is EventStore.CairnException or JsonException or ArgumentException or IndexOutOfRangeException or FormatException;
+
     private static DeadLetter ReadDeadLetter(RawStatement row, QueueName queue)
     {
         var id = new MessageId(new Guid(row.Blob(1), bigEndian: true));
@@ -399,7 +403,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
         {
             message = MessageCodec.Read(id, row.Blob(11), row.Blob(12).ToArray());
         }
-        catch (EventStore.CairnException)
+        catch (Exception ex) when (IsUnreadable(ex))
         {
             // A corrupt envelope must not hide the dead letter that holds it: shown with its id and raw data, so it
             // can be inspected and purged.
@@ -409,7 +413,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
         return new DeadLetter(message, queue, row.Int64(0))
         {
             Reason = row.TextOrNull(2) ?? "unknown",
-            Failure = row.IsNull(3) ? null : JsonSerializer.Deserialize(row.Blob(3), CairnJsonContext.Default.FailureInfo),
+            Failure = row.IsNull(3) ? null : ReadFailure(row.Blob(3)),
             Attempts = (int)row.Int64(4),
             FirstReceivedAt = row.IsNull(5) ? null : new DateTimeOffset(row.Int64(5), TimeSpan.Zero),
             LastReceivedAt = row.IsNull(6) ? null : new DateTimeOffset(row.Int64(6), TimeSpan.Zero),
@@ -418,6 +422,19 @@ public sealed class SqliteMessageBroker : IMessageBroker
             Redrives = (int)row.Int64(9),
             ParksGroup = row.Int64(10) == 2,
         };
+    }
+
+    /// <summary>A dead letter's stored failure, or null when it cannot be read: the dead letter is listed all the same.</summary>
+    private static FailureInfo? ReadFailure(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, CairnJsonContext.Default.FailureInfo);
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     private static (long Id, QueueDefinition Definition)? FindQueue(ReadConnectionPool.Lease lease, QueueName queue)

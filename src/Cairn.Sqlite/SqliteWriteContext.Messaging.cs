@@ -146,8 +146,14 @@ internal sealed partial class SqliteWriteContext
 
     private QueueRow RequireQueue(QueueName queue) => FindQueue(queue.Value) ?? throw new QueueNotFoundException(queue);
 
-    private QueueRow? FindQueue(string name)
+    private QueueRow? FindQueue(string? name)
     {
+        // A default QueueName (a default lease token, a redrive without a target) names no queue there could be.
+        if (name is null)
+        {
+            return null;
+        }
+
         if (_queues.TryGetValue(name, out var cached))
         {
             return cached;

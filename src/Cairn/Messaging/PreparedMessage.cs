@@ -27,8 +27,8 @@ internal sealed record PreparedMessage(
     TimeSpan? Delay,
     DateTimeOffset? DeliverAt)
 {
-    /// <summary>The bytes counted against a queue's size limit: data plus metadata.</summary>
-    public long Size => Data.Length + (Metadata?.Sum(kv => (long)kv.Key.Length + kv.Value.Length) ?? 0);
+    /// <summary>The bytes counted against a queue's size limit: data plus metadata's keys and values in UTF-8.</summary>
+    public long Size => Data.Length + (Metadata?.Sum(kv => (long)System.Text.Encoding.UTF8.GetByteCount(kv.Key) + System.Text.Encoding.UTF8.GetByteCount(kv.Value)) ?? 0);
 
     /// <summary>Validates a message and completes its envelope; throws <see cref="InvalidMessageException"/> naming the fault.</summary>
     public static PreparedMessage Prepare(OutgoingMessage message, EventStoreOptions options)
