@@ -247,6 +247,21 @@ internal sealed class WorkflowModel
             Refuse($"step '{step.Name}' is unreachable: no step before it goes there from '{first}'");
         }
 
+        // Steps that complete at once (no reply, no delay) move on in the same decision: a loop of them alone never
+        // stops to wait, and would run without end. Named once, by its first step in name order.
+        foreach (var start in models.Values.Where(s => s.CompletesAtOnce))
+        {
+            var loop = new List<string>();
+            for (var at = start; at is { CompletesAtOnce: true } && !loop.Contains(at.Name); at = at.Next is { } next ? models.GetValueOrDefault(next) : null)
+            {
+                loop.Add(at.Name);
+                if (at.Next == start.Name && loop.Min(StringComparer.Ordinal) == start.Name)
+                {
+                    Refuse($"steps '{string.Join("' → '", loop)}' → '{start.Name}' each complete at once (no reply, no delay) and go to one another without end: let one of them wait for a reply or a delay");
+                }
+            }
+        }
+
         foreach (var step in models.Values.Where(s => s.Action is not null && s.Compensation is null && s.NoCompensationReason is null))
         {
             var later = Reach(models, step.Targets).Where(s => models[s].CanFail).ToList();

@@ -75,6 +75,31 @@ public sealed class WorkflowDefinitionTests
         Assert.Contains("step 'orphan' is unreachable", message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Steps that send and wait for no reply complete at once and move on in the same decision: two leading to each other
+    /// never stopped, and the first start recursed until the stack overflowed, killing the process. Such a loop is
+    /// refused with the definition, naming its steps; one that waits somewhere on the way is a loop that may run.
+    /// </summary>
+    [Fact]
+    public void a_loop_of_steps_that_complete_at_once_is_refused_naming_its_steps()
+    {
+        var message = Refusal(w =>
+        {
+            w.Add("start").Send(Q, s => new ArrangeShipping(s.OrderId)).Then("ping");
+            w.Add("ping").Send(Q, s => new ArrangeShipping(s.OrderId)).Then("pong");
+            w.Add("pong").Send(Q, s => new ArrangeShipping(s.OrderId)).Then("ping");
+        });
+        Assert.Contains("steps 'ping' → 'pong' → 'ping' each complete at once", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("'pong' → 'ping' → 'pong'", message, StringComparison.Ordinal);
+
+        var waits = new Defined("waits", w =>
+        {
+            w.Add("ping").Send(Q, s => new ArrangeShipping(s.OrderId)).Then("pong");
+            w.Add("pong").Wait(TimeSpan.FromMinutes(1)).Then("ping");
+        }).Build();
+        Assert.NotNull(((IWorkflowDefinition)waits).Compile(Serializer()));
+    }
+
     [Fact]
     public void a_step_with_an_effect_and_a_failing_step_after_it_needs_a_compensation()
     {
