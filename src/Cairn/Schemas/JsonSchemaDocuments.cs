@@ -83,8 +83,9 @@ public static class JsonSchemaDocuments
         {
             Build(schema);
         }
-        catch (JsonSchemaException ex)
+        catch (Exception ex) when (ex is JsonSchemaException or ArgumentException)
         {
+            // ArgumentException: a "pattern" or "patternProperties" key that is no regular expression (RegexParseException).
             throw new InvalidSchemaException(eventType, version, [new SchemaViolation("", "schema", ex.Message)]);
         }
     }

@@ -86,7 +86,9 @@ public sealed class SchemaSnapshot
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(json) as JsonObject ?? throw new InvalidSchemaSnapshotException("the document is not a JSON object");
+            // A member twice (an event type listed twice) is refused while parsing, not met later as an ArgumentException.
+            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+                ?? throw new InvalidSchemaSnapshotException("the document is not a JSON object");
         }
         catch (JsonException ex)
         {

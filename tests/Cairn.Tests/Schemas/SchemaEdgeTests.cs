@@ -154,4 +154,56 @@ public sealed class SchemaEdgeTests
 
         Assert.Equal(shipped, serializer.Deserialize(await store.ReadStreamAsync("parcel-1").SingleAsync()));
     }
+
+    private static JsonObject Parsed(string json) => (JsonObject)JsonNode.Parse(json)!;
+
+    /// <summary>
+    /// A "pattern" or "patternProperties" key that is no regular expression makes a document that is no JSON Schema:
+    /// refused with <see cref="InvalidSchemaException"/> on registration and check, where a raw
+    /// <c>RegexParseException</c> came out.
+    /// </summary>
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"code":{"type":"string","pattern":"("}}}""")]
+    [InlineData("""{"type":"object","patternProperties":{"(":{"type":"string"}}}""")]
+    public async Task a_document_with_a_pattern_that_is_no_regular_expression_is_refused_with_a_typed_error(string document)
+    {
+        var registry = new SchemaRegistry(new InMemorySchemaStore());
+
+        await Assert.ThrowsAsync<InvalidSchemaException>(() => registry.RegisterAsync("parcel.noted", 1, Parsed(document), CompatibilityMode.Backward));
+        await Assert.ThrowsAsync<InvalidSchemaException>(() => registry.CheckAsync("parcel.noted", 1, Parsed(document), CompatibilityMode.Backward));
+    }
+
+    /// <summary>The host's start names such a document among its problems, where the raw exception stopped it.</summary>
+    [Fact]
+    public async Task a_host_given_a_document_with_a_bad_pattern_fails_naming_its_event_type()
+    {
+        var error = await Record.ExceptionAsync(async () =>
+        {
+            using var host = await SchemaHosts.StartAsync(new InMemorySchemaStore(), o =>
+            {
+                o.EventTypes.Register<ParcelNoted>("parcel.noted");
+                o.Schemas.Document("parcel.noted", 1, """{"type":"object","properties":{"code":{"type":"string","pattern":"[a-"}}}""");
+            });
+        });
+
+        var registration = Assert.IsType<SchemaRegistrationException>(error);
+        Assert.Contains(registration.Problems, p => p.Contains("parcel.noted", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A snapshot listing an event type twice is no snapshot: <see cref="InvalidSchemaSnapshotException"/>, which the CLI
+    /// reports in one line, where an <see cref="ArgumentException"/> came out of the listing.
+    /// </summary>
+    [Fact]
+    public void a_snapshot_listing_an_event_type_twice_is_refused_as_no_snapshot()
+    {
+        const string json = """
+            {"cairnSchemaSnapshot": 1, "eventTypes": {
+              "order.placed": {"compatibility": "Backward", "versions": [{"version": 1, "schema": {"type": "object"}}]},
+              "order.placed": {"compatibility": "Backward", "versions": [{"version": 1, "schema": {"type": "string"}}]}
+            }}
+            """;
+
+        Assert.Throws<InvalidSchemaSnapshotException>(() => SchemaSnapshot.Parse(json));
+    }
 }
