@@ -66,11 +66,22 @@ public sealed class EventSerializer
         };
     }
 
-    /// <summary>The <c>dataschema</c> written for a type name: its current version's.</summary>
-    public string DataSchemaOf(string eventType) =>
-        _dataSchemas.TryGetValue(eventType, out var cached)
-            ? cached
-            : _dataSchemas.GetOrAdd(eventType, SchemaReference.Format(eventType, Registry.GetVersion(eventType)));
+    /// <summary>
+    /// The <c>dataschema</c> written for a type name: its current version's. Kept once the name is registered only: asked
+    /// before (a message read before its class was registered), version 1 would otherwise stand for good.
+    /// </summary>
+    public string DataSchemaOf(string eventType)
+    {
+        if (_dataSchemas.TryGetValue(eventType, out var cached))
+        {
+            return cached;
+        }
+
+        // Registered first, then its version: the registry writes a version before its name.
+        var registered = Registry.TryGetType(eventType, out _);
+        var dataSchema = SchemaReference.Format(eventType, Registry.GetVersion(eventType));
+        return registered ? _dataSchemas.GetOrAdd(eventType, dataSchema) : dataSchema;
+    }
 
     /// <summary>
     /// The version of its type that a stored event or a message was written with: the one its <c>dataschema</c> names,

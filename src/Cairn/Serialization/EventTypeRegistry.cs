@@ -83,9 +83,10 @@ public sealed class EventTypeRegistry
                 throw new ArgumentException($"The event type '{name}' is already registered at version {existingVersion}; {type.FullName} cannot also be version {version}.", nameof(version));
             }
 
+            // The version first: readers take no lock, and one that finds the name must find its version.
+            _versions[name] = version;
             _byName[name] = type;
             _byType[type] = name;
-            _versions[name] = version;
         }
 
         return this;

@@ -206,4 +206,21 @@ public sealed class SchemaEdgeTests
 
         Assert.Throws<InvalidSchemaSnapshotException>(() => SchemaSnapshot.Parse(json));
     }
+
+    /// <summary>
+    /// A type name's <c>dataschema</c> asked for before its class was registered (a message read first) was kept as
+    /// version 1 for good: the class registered later as version 2 was written as version 1, and its events upcast from
+    /// version 1 when read back.
+    /// </summary>
+    [Fact]
+    public void a_type_registered_after_its_dataschema_was_first_asked_for_is_written_with_its_own_version()
+    {
+        var types = new EventTypeRegistry();
+        var serializer = new EventSerializer(types);
+        _ = serializer.VersionOf("cart.cleared", "urn:cairn:schema:cart.cleared:1", "a message read before the class was registered");
+
+        types.Register<CartClearedV2>("cart.cleared", version: 2);
+
+        Assert.Equal("urn:cairn:schema:cart.cleared:2", serializer.ToEventData(new CartClearedV2()).DataSchema);
+    }
 }
