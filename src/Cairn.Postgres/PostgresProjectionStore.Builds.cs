@@ -175,8 +175,7 @@ public sealed partial class PostgresProjectionStore
                 var old = new List<string>();
                 foreach (var build in (await ReadBuildsAsync(context, batch.Projection, cancellationToken).ConfigureAwait(false)).Where(b => b.Id != batch.Build))
                 {
-                    old.AddRange(await TablesOfBuildAsync(context, build.Id, cancellationToken).ConfigureAwait(false));
-                    old.AddRange(Projection.CollectionsOf(build.Shape).Select(collection => "doc_" + build.Id + "_" + collection));
+                    old.AddRange(await AllTablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false));
                 }
 
                 if (old.Count > 0)
@@ -473,18 +472,24 @@ public sealed partial class PostgresProjectionStore
     }
 
     /// <summary>
+    /// Every table of a build: its SQL tables, and its document tables by the collections its shape names (a pattern,
+    /// <c>doc_&lt;build&gt;_%</c>, also matched other projections' SQL tables of such names).
+    /// </summary>
+    private async Task<List<string>> AllTablesOfBuildAsync(PostgresWriteContext context, ProjectionBuild build, CancellationToken cancellationToken)
+    {
+        var tables = await TablesOfBuildAsync(context, build.Id, cancellationToken).ConfigureAwait(false);
+        tables.AddRange(Projection.CollectionsOf(build.Shape).Select(collection => "doc_" + build.Id + "_" + collection));
+        return tables;
+    }
+
+    /// <summary>
     /// Drops a build's tables and its row. A switch has pointed the views at the new build's tables first; the views of
     /// tables the new build no longer declares go with their tables.
     /// </summary>
     private async Task DropBuildAsync(PostgresWriteContext context, ProjectionBuild dropped, CancellationToken cancellationToken)
     {
         var (projection, build) = (dropped.Projection, dropped.Id);
-        var tables = await TablesOfBuildAsync(context, build, cancellationToken).ConfigureAwait(false);
-
-        // Its document tables by the collections its shape names: a pattern (doc_<build>_%) also matched other
-        // projections' SQL tables of such names, and dropped them with their views.
-        tables.AddRange(Projection.CollectionsOf(dropped.Shape).Select(collection => "doc_" + build + "_" + collection));
-
+        var tables = await AllTablesOfBuildAsync(context, dropped, cancellationToken).ConfigureAwait(false);
         await using var batch = context.Batch();
         foreach (var table in tables)
         {
