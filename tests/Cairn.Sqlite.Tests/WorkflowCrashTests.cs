@@ -454,12 +454,15 @@ public sealed class WorkflowCrashTests(ITestOutputHelper output) : IDisposable
     }
 
     /// <summary>
-    /// The idempotency key a history gives the commands of a kind of effect (a step's: its stream, the step and the
-    /// version of its first attempt; a compensation's: its stream and the step), and the ids of the commands it sent.
+    /// The idempotency key a history gives the commands of a kind of effect (a step's: its stream, its run (the start's
+    /// time), the step and the version of its first attempt; a compensation's: its stream, its run and the step), and
+    /// the ids of the commands it sent.
     /// </summary>
     private static (string Key, List<string> Messages) Sent(string order, string kind, IReadOnlyList<WorkflowHistoryEntry> history)
     {
-        var stream = $"wf:{CrashProtocol.Checkout}-{order}";
+        var started = (WorkflowStarted)history[0].Event;
+        var run = (started.StartedAt ?? history[0].Time).UtcDateTime.ToString("yyyyMMdd'T'HHmmssfffffff'Z'", System.Globalization.CultureInfo.InvariantCulture);
+        var stream = $"wf:{CrashProtocol.Checkout}-{order}/{run}";
         var (step, compensation) = EffectSteps[kind];
         if (compensation)
         {

@@ -78,13 +78,23 @@ public sealed class WorkflowClient
     public Task<WorkflowInstance?> GetAsOfAsync(string workflow, string instanceId, DateTimeOffset time, CancellationToken cancellationToken = default) =>
         Get(workflow, instanceId).LoadAsync(instanceId, time, cancellationToken);
 
-    /// <summary>The instance's timeline: every event of its history, oldest first (empty when there is no instance).</summary>
+    /// <summary>
+    /// The instance's timeline: every event of its history, oldest first (empty when there is no instance, also when its
+    /// history was deleted for good).
+    /// </summary>
     public async Task<IReadOnlyList<WorkflowHistoryEntry>> GetHistoryAsync(string workflow, string instanceId, CancellationToken cancellationToken = default)
     {
         var history = new List<WorkflowHistoryEntry>();
-        await foreach (var entry in Get(workflow).ReadHistoryAsync(instanceId, cancellationToken).ConfigureAwait(false))
+        try
         {
-            history.Add(entry);
+            await foreach (var entry in Get(workflow).ReadHistoryAsync(instanceId, cancellationToken).ConfigureAwait(false))
+            {
+                history.Add(entry);
+            }
+        }
+        catch (StreamDeletedException)
+        {
+            return [];
         }
 
         return history;

@@ -70,7 +70,7 @@ internal sealed class WorkflowCoordinator
             {
                 if (exists)
                 {
-                    d.Timer(timer.Timer);
+                    d.Timer(timer.Timer, timer.Run);
                 }
             };
         }
@@ -202,6 +202,15 @@ internal sealed class WorkflowCoordinator
                 }
 
                 continue;
+            }
+            catch (StreamDeletedException) when (create)
+            {
+                throw new WorkflowStateException($"Workflow '{Model.Name}' cannot start an instance '{instanceId}': the history of an earlier instance with that id was deleted for good (tombstoned), and its stream takes no events again. Use another id.");
+            }
+            catch (StreamDeletedException)
+            {
+                // Deleted for good since it was read: there is no instance any more.
+                throw new WorkflowInstanceNotFoundException(Model.Name, instanceId);
             }
 
             // The caller gets a copy: the cached fold goes on changing with the instance's next messages.

@@ -38,9 +38,13 @@ internal sealed class WorkflowDecider
         _now = now;
         ExpectedVersion = instance.StreamVersion;
         _versionOffset = instance.VersionOffset;
+        _run = instance.Run;
     }
 
     private readonly long _versionOffset;
+
+    /// <summary>The instance's run (<see cref="WorkflowInstance.Run"/>), set by the start for a new instance.</summary>
+    private string _run;
 
     /// <summary>The instance's id.</summary>
     public string InstanceId => _instanceId;
@@ -57,6 +61,9 @@ internal sealed class WorkflowDecider
     public List<WorkflowEvent> Events { get; } = [];
 
     public List<WorkflowEffect> Effects { get; } = [];
+
+    /// <summary>The times the decision stopped the instance for an operator: a refusal of a step already suspended is not one.</summary>
+    public int Suspensions { get; private set; }
 
     /// <summary>
     /// Where the instance stands for an operator's retry or skip: its status, and the step visit or compensation with
@@ -131,10 +138,20 @@ internal sealed class WorkflowDecider
         Emit(new ReplyIgnored(type, id, $"not expected now ({instance.Status.ToString().ToLowerInvariant()}; {waiting})"));
     }
 
-    /// <summary>Applies a fired timer.</summary>
-    public void Timer(string token)
+    /// <summary>
+    /// Applies a fired timer, armed by the run <paramref name="run"/> of the instance id (null for a timer that does not
+    /// say, armed before runs were recorded in timers: it is told by its token alone).
+    /// </summary>
+    public void Timer(string token, string? run = null)
     {
         var instance = Instance;
+        if (run is not null && run != instance.Run)
+        {
+            // Its token counts versions from its own run's start, as the current run's do: it could match.
+            Emit(new TimerIgnored(token, "it was armed by an earlier instance with this id, whose history was deleted"));
+            return;
+        }
+
         if (instance.ArmedTimer != token)
         {
             var why = instance.IsFinished ? $"the instance had already {instance.Status.ToString().ToLowerInvariant()}" : "its step or compensation had moved on";
@@ -191,10 +208,7 @@ internal sealed class WorkflowDecider
         var refused = instance.Status == WorkflowStatus.Suspended && instance.UncertainStep != instance.CurrentStep;
         var running = instance.CurrentStep is { } s && _model.Step(s).Action is not null && !refused ? s : null;
 
-        // A running step's attempt sent for later (a retry's backoff) cannot be recalled: it is delivered all the same,
-        // so the compensations are sent for no earlier, not to be carried out before the effect they undo.
-        var notBefore = running is not null && instance.CurrentSendAt is { } due && due > _now ? due : (DateTimeOffset?)null;
-        BeginCompensation(reason, cancelled: true, running, notBefore);
+        BeginCompensation(reason, cancelled: true, running);
     }
 
     /// <summary>An operator retries the current step (suspended or waiting) or the suspended compensation.</summary>
@@ -290,15 +304,24 @@ internal sealed class WorkflowDecider
             return;
         }
 
-        BeginCompensation(reason, cancelled: false, effectUncertain && step.Compensation is not null ? step.Name : null);
+        BeginCompensation(reason, cancelled: false, effectUncertain ? step.Name : null);
     }
 
-    private void BeginCompensation(string reason, bool cancelled, string? uncertainStep, DateTimeOffset? notBefore = null)
+    /// <summary>
+    /// Begins compensating the completed steps, and <paramref name="uncertainStep"/> (the running step, whose effect
+    /// may have happened) first when given.
+    /// </summary>
+    private void BeginCompensation(string reason, bool cancelled, string? uncertainStep)
     {
         var steps = Instance.CompletedSteps.Append(uncertainStep).OfType<string>()
             .Where(s => _model.Step(s).Compensation is not null)
             .Reverse()
             .ToList();
+
+        // An attempt of the running step sent for later (a retry's backoff, also one an operator's retry overtook) cannot
+        // be recalled: it is delivered all the same, so the compensations are sent for no earlier, not to be carried out
+        // before the effect they undo.
+        var notBefore = uncertainStep is not null && Instance.LastSendAt is { } due && due > _now ? due : (DateTimeOffset?)null;
         Emit(new CompensationBegan(steps, reason, cancelled));
         NextCompensation(notBefore);
     }
@@ -323,7 +346,7 @@ internal sealed class WorkflowDecider
         // One key for every attempt of one compensation; a step compensated again (it completed on several visits) has
         // its later compensations numbered, so a service that keys its work by it carries out each.
         var occurrence = Instance.CompensationOccurrence(step.Name);
-        var key = occurrence == 1 ? $"{_stream}/compensate/{step.Name}" : $"{_stream}/compensate/{step.Name}/{occurrence}";
+        var key = occurrence == 1 ? $"{_stream}/{_run}/compensate/{step.Name}" : $"{_stream}/{_run}/compensate/{step.Name}/{occurrence}";
         var message = MakeMessage(compensation, version, key, sendAt);
         DateTimeOffset? timeoutAt = step.CompensationConfirmation is null ? null : (sendAt ?? _now) + step.CompensationTimeout;
         Emit(new CompensationStarted(step.Name, attempt, message.Id.ToString(), message.Type, compensation.Target, timeoutAt, sendAt));
@@ -365,11 +388,11 @@ internal sealed class WorkflowDecider
         OutgoingMessage? message = null;
         if (step.Action is { } action)
         {
-            // The key is the same for every attempt of one visit of the step, so the receiver can tell a retry from a new request.
-            // The visit by its stream version, not counted from the instance's start as timer tokens are: an id used
-            // again after a soft delete must not send its earlier run's keys, which a service would take for repeats.
-            var visit = (attempt == 1 || Instance.CurrentStep != name ? version : Instance.StepVisit) + _versionOffset;
-            message = MakeMessage(action, version, $"{_stream}/{name}/{visit}", sendAt);
+            // The key is the same for every attempt of one visit of the step, so the receiver can tell a retry from a new
+            // request; the run tells an id used again after its history was deleted from its earlier runs, whose keys a
+            // service would take for repeats.
+            var visit = attempt == 1 || Instance.CurrentStep != name ? version : Instance.StepVisit;
+            message = MakeMessage(action, version, $"{_stream}/{_run}/{name}/{visit}", sendAt);
         }
 
         DateTimeOffset? timeoutAt = step.Timeout is { } timeout ? (sendAt ?? _now) + timeout : null;
@@ -409,7 +432,7 @@ internal sealed class WorkflowDecider
 
     private void ArmTimer(string token, DateTimeOffset due)
     {
-        var timer = _serializer.ToOutgoingMessage(new WorkflowTimer(_model.Name, _instanceId, token), DeterministicId($"{_stream}@{token}"));
+        var timer = _serializer.ToOutgoingMessage(new WorkflowTimer(_model.Name, _instanceId, token, _run), DeterministicId($"{_stream}@{token}"));
         Effects.Add(new WorkflowEffect(StepActionKind.Send, _model.Queue.Value, timer with { CorrelationId = _instanceId, DeliverAt = due }));
     }
 
@@ -429,8 +452,18 @@ internal sealed class WorkflowDecider
             _stepDurations.Add((completed.Step, (_now - Instance.StepStartedAt).TotalSeconds));
         }
 
+        if (e is WorkflowSuspended && Instance.Status != WorkflowStatus.Suspended)
+        {
+            Suspensions++;
+        }
+
         Events.Add(e);
         Instance.Apply(e, _now, ExpectedVersion + Events.Count);
+        if (e is WorkflowStarted)
+        {
+            _run = Instance.Run;
+        }
+
         if (e is WorkflowStarted or StepCompleted { State: not null })
         {
             _state = null;

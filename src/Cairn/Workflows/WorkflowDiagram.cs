@@ -7,12 +7,20 @@ internal static class WorkflowDiagram
 {
     public static string ToMermaid(WorkflowModel model)
     {
-        // Mermaid ids cannot hold '-' or '.': names that differ only there get the step's position as a suffix.
+        // Mermaid ids cannot hold '-' or '.': names that differ only there get the step's position as a suffix, and a
+        // further count when that is another step's id too ("a_b_2", then "a.b" and "a-b").
         var ids = new Dictionary<string, string>(StringComparer.Ordinal);
+        var taken = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (name, i) in model.Steps.Keys.Select((name, i) => (name, i)))
         {
-            var id = "s_" + name.Replace('-', '_').Replace('.', '_');
-            ids[name] = ids.ContainsValue(id) ? id + "_" + i.ToString(System.Globalization.CultureInfo.InvariantCulture) : id;
+            var plain = "s_" + name.Replace('-', '_').Replace('.', '_');
+            var id = plain;
+            for (var n = i; !taken.Add(id); n++)
+            {
+                id = plain + "_" + n.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            ids[name] = id;
         }
 
         string Id(string step) => ids[step];

@@ -150,5 +150,9 @@ public static class WorkflowEventTypes
 /// <summary>A durable timer: a delayed message to the workflow's own queue, which the instance checks against the timer it armed.</summary>
 /// <param name="Workflow">The workflow.</param>
 /// <param name="InstanceId">The instance.</param>
-/// <param name="Timer">The timer's token: what it was armed for (a kind, a step and the version that armed it).</param>
-public sealed record WorkflowTimer(string Workflow, string InstanceId, string Timer);
+/// <param name="Timer">The timer's token: what it was armed for (a kind, a step and the version that armed it, counted from the instance's start).</param>
+/// <param name="Run">
+/// The run of the instance id that armed it: an id used again after its history was deleted starts a new run, whose
+/// tokens can repeat the earlier run's. Null on a timer that does not say, which is told by its token alone.
+/// </param>
+public sealed record WorkflowTimer(string Workflow, string InstanceId, string Timer, string? Run = null);

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 
 namespace Cairn.Workflows;
@@ -73,7 +74,8 @@ public sealed class WorkflowInstance
         StepVisit = other.StepVisit;
         StepStartedAt = other.StepStartedAt;
         CurrentMessageId = other.CurrentMessageId;
-        CurrentSendAt = other.CurrentSendAt;
+        LastSendAt = other.LastSendAt;
+        CompensationsCarriedOut = other.CompensationsCarriedOut;
         CancelledPath = other.CancelledPath;
         UncertainStep = other.UncertainStep;
     }
@@ -132,6 +134,13 @@ public sealed class WorkflowInstance
     /// </summary>
     internal DateTimeOffset IdTime { get; private set; }
 
+    /// <summary>
+    /// Which run of the instance id this is, from <see cref="IdTime"/>: an id used again after its history was deleted
+    /// starts a run of its own, whose idempotency keys and timers are not the earlier run's. The start decision knows it,
+    /// as a read of the stream does (unlike the stream version the history begins at).
+    /// </summary>
+    internal string Run => IdTime.UtcDateTime.ToString("yyyyMMdd'T'HHmmssfffffff'Z'", CultureInfo.InvariantCulture);
+
     /// <summary>When it last made progress (ignored replies and timers do not count).</summary>
     public DateTimeOffset UpdatedAt { get; private set; }
 
@@ -159,8 +168,14 @@ public sealed class WorkflowInstance
     /// <summary>The message id of the current step's attempt, or of the current compensation's.</summary>
     internal string? CurrentMessageId { get; private set; }
 
-    /// <summary>When the current step's attempt is delivered, when it was sent for later (a retry's backoff).</summary>
-    internal DateTimeOffset? CurrentSendAt { get; private set; }
+    /// <summary>
+    /// When the last of the current visit's attempts sent for later (a retry's backoff) is delivered, if any was: an
+    /// operator's retry during a backoff sends a new attempt now, and the delayed one still goes out when due.
+    /// </summary>
+    internal DateTimeOffset? LastSendAt { get; private set; }
+
+    /// <summary>The compensations carried out (sent, and confirmed where asked), not counting those an operator skipped.</summary>
+    internal int CompensationsCarriedOut { get; private set; }
 
     internal bool CancelledPath { get; private set; }
 
@@ -240,12 +255,16 @@ public sealed class WorkflowInstance
                 {
                     StepVisit = version;
                     StepStartedAt = time;
+                    LastSendAt = null;
                 }
 
                 CurrentStep = s.Step;
                 Attempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
-                CurrentSendAt = s.MessageId is null ? null : s.SendAt;
+                if (s.MessageId is not null && s.SendAt is { } sendAt && (LastSendAt is not { } last || sendAt > last))
+                {
+                    LastSendAt = sendAt;
+                }
                 if (s.MessageId is not null)
                 {
                     _sentFor[s.MessageId] = new SentFor(s.Step, StepVisit, false);
@@ -313,6 +332,7 @@ public sealed class WorkflowInstance
                 break;
             case CompensationCompleted s:
                 See(s.ReplyId);
+                CompensationsCarriedOut++;
                 EndCompensation(s.Step, version);
                 break;
             case CompensationSkipped s:
@@ -381,13 +401,15 @@ internal readonly record struct SentFor(string Step, long Visit, bool Compensati
 {
     /// <summary>
     /// Whether a reply answering this cannot settle <paramref name="now"/>: one compensation's answer never confirms
-    /// another's, also another of the same step; an answer to one visit of a step never settles a later visit of it (a
-    /// loop), each visit being a request of its own: a late answer to an earlier attempt would otherwise complete the new
-    /// visit before its own command was answered. Other replies to steps' commands are taken by their type: one command
-    /// often has several consequences that later steps wait for.
+    /// another's, also another of the same step, and an answer to a step's command never confirms a compensation (a
+    /// late second answer to the command a compensation undoes, of the type its confirmation has, would confirm an undo
+    /// that never happened); an answer to one visit of a step never settles a later visit of it (a loop), each visit
+    /// being a request of its own: a late answer to an earlier attempt would otherwise complete the new visit before its
+    /// own command was answered. Other replies to steps' commands are taken by their type: one command often has several
+    /// consequences that later steps wait for.
     /// </summary>
-    public bool Excludes(SentFor now) => Compensation == now.Compensation
-        && (Compensation ? Step != now.Step || Visit != now.Visit : Step == now.Step && Visit != now.Visit);
+    public bool Excludes(SentFor now) => Compensation != now.Compensation
+        || (Compensation ? Step != now.Step || Visit != now.Visit : Step == now.Step && Visit != now.Visit);
 
     /// <inheritdoc />
     public override string ToString() => Compensation

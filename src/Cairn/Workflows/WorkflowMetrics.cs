@@ -48,14 +48,16 @@ public static class WorkflowMetrics
                     Cancelled.Add(1, tag);
                     CountCompensated(decision, tag);
                     break;
-                case WorkflowSuspended:
-                    Suspended.Add(1, tag);
-                    break;
                 case StepStarted { Attempt: > 1 }:
                 case CompensationStarted { Attempt: > 1 }:
                     Retries.Add(1, tag);
                     break;
             }
+        }
+
+        if (decision.Suspensions > 0)
+        {
+            Suspended.Add(decision.Suspensions, tag);
         }
 
         foreach (var (step, seconds) in decision.StepDurations)
@@ -95,7 +97,8 @@ public static class WorkflowMetrics
 
     private static void CountCompensated(WorkflowDecider decision, KeyValuePair<string, object?> tag)
     {
-        if (decision.Instance.CompensatedSteps.Count > 0)
+        // Skipped compensations are listed among the compensated steps, but undid nothing.
+        if (decision.Instance.CompensationsCarriedOut > 0)
         {
             Compensated.Add(1, tag);
         }

@@ -64,6 +64,23 @@ public sealed class WorkflowDefinitionTests
         Assert.Contains("s_a_b_2 --> [*]\n", diagram, StringComparison.Ordinal);
     }
 
+    // The position suffix that tells "a.b" from "a-b" apart can make the id another step already has ("a_b_2").
+    [Fact]
+    public void a_step_whose_separators_suffix_makes_another_steps_id_is_drawn_apart()
+    {
+        var workflow = new Defined("sep2", w =>
+        {
+            w.Add("a_b_2").Wait(TimeSpan.FromSeconds(1)).Then("a.b");
+            w.Add("a.b").Wait(TimeSpan.FromSeconds(1)).Then("a-b");
+            w.Add("a-b").Wait(TimeSpan.FromSeconds(1)).Complete();
+        }).Build();
+        var diagram = WorkflowDiagram.ToMermaid(((IWorkflowDefinition)workflow).Compile(Serializer()));
+
+        var states = diagram.Split('\n').Where(l => l.Contains(" (wait ", StringComparison.Ordinal)).Select(l => l.Trim().Split(' ')[0]).ToList();
+        Assert.Equal(3, states.Count);
+        Assert.True(states.Distinct().Count() == 3, diagram);
+    }
+
     [Fact]
     public void an_unreachable_step_is_refused_by_name()
     {

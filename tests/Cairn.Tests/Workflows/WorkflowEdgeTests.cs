@@ -1,10 +1,15 @@
 using System.Collections.Concurrent;
+using Cairn.Conformance;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
 using Cairn.Messaging;
 using Cairn.Messaging.Consumers;
+using Cairn.Messaging.InMemory;
+using Cairn.Projections.InMemory;
 using Cairn.Serialization;
+using Cairn.Subscriptions;
 using Cairn.Workflows;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -300,6 +305,26 @@ public sealed class WorkflowEdgeTests
         Assert.True(status.Retried <= 1 && status.DeadLettered == 0, $"the timer of a tombstoned instance failed: {status}");
     }
 
+    // A history deleted for good (tombstoned) reads as no instance, as GetAsync says, and its id cannot start again:
+    // nothing can be appended to the stream. Both say so in Cairn's terms, not with the store's StreamDeletedException.
+    [Fact]
+    public async Task a_tombstoned_instance_has_an_empty_history_and_its_id_cannot_start_again()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+            cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered(TimeSpan.FromHours(1))));
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        await sut.Store.TombstoneStreamAsync(new StreamName("wf:edge_silent-o-1"), ExpectedVersion.Any, CancellationToken.None);
+
+        Assert.Null(await host.Workflows.GetAsync("edge_silent", "o-1"));
+        Assert.Empty(await host.Workflows.GetHistoryAsync("edge_silent", "o-1"));
+        var refused = await Assert.ThrowsAsync<WorkflowStateException>(() => host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1")));
+        Assert.Contains("'o-1'", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("deleted for good", refused.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<WorkflowInstanceNotFoundException>(() => host.Workflows.CancelAsync("edge_silent", "o-1", "gone"));
+    }
+
     // A step completed on two visits (a loop: reserve, charge, reserve again) is compensated twice, and each
     // compensation has its own idempotency key: a service that keys its work by it releases both reservations.
     [Fact]
@@ -383,6 +408,165 @@ public sealed class WorkflowEdgeTests
         var instance = await host.Workflows.GetAsync("edge_loop", "o-1");
         Assert.Equal(("charge", WorkflowStatus.Running), (instance!.CurrentStep, instance.Status));
         Assert.Equal(1, history.Select(e => e.Event).OfType<StepCompleted>().Count(c => c.Step == "charge"));
+    }
+
+    // An operator's retry during a retry's backoff sends a new attempt now, and the delayed one is still delivered
+    // later (a queued message cannot be recalled). A cancel then must send the compensation for after that delayed
+    // attempt too, not only after the attempt sent last: the refund would otherwise come before the charge it undoes.
+    [Fact]
+    public async Task a_cancel_after_an_operators_retry_during_a_backoff_sends_the_compensation_after_the_delayed_attempt()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var charges = 0;
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                // Busy on the first charge; the later ones are left waiting.
+                if (context.Read<object>() is RvCharge c && Interlocked.Increment(ref charges) == 1)
+                {
+                    context.Reply(new RvBusy(c.Id));
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new LongBackoff(Work, Work));
+        });
+        await host.Workflows.StartAsync("edge_backoff", "o-1", new RvState("o-1"));
+        await UntilAsync(host, "edge_backoff", "o-1", i => i.Attempt == 2, "the second attempt is sent for after its 2-hour backoff");
+
+        await host.Workflows.RetryAsync("edge_backoff", "o-1", "the service is back");
+        var cancelled = await host.Workflows.CancelAsync("edge_backoff", "o-1", "the customer gave up");
+
+        Assert.Equal(WorkflowStatus.Cancelled, cancelled.Status);
+        var history = (await host.Workflows.GetHistoryAsync("edge_backoff", "o-1")).Select(e => e.Event).ToList();
+        var delayed = history.OfType<StepStarted>().Single(s => s.Attempt == 2);
+        Assert.Null(history.OfType<StepStarted>().Single(s => s.Attempt == 3).SendAt);
+        Assert.NotNull(delayed.SendAt);
+        Assert.Equal(delayed.SendAt, history.OfType<CompensationStarted>().Single().SendAt);
+    }
+
+    /// <summary>Keeps every workflow timer the backend is asked to send, to deliver one again when a test says.</summary>
+    private sealed class TimerRecordingBroker(IMessageBroker inner) : DelegatingMessageBroker(inner)
+    {
+        public ConcurrentQueue<(QueueName Queue, OutgoingMessage Message)> Timers { get; } = new();
+
+        public override Task<CommitResult> CommitAsync(MessageTransaction transaction, CancellationToken cancellationToken)
+        {
+            foreach (var send in transaction.Sends.Where(s => s.Message.Type == "cairn.workflow.timer"))
+            {
+                Timers.Enqueue(send);
+            }
+
+            return base.CommitAsync(transaction, cancellationToken);
+        }
+    }
+
+    // An id used again after its history was soft-deleted: the earlier instance's timeout is still queued (a delayed
+    // message cannot be recalled) and names the same step at the same version counted from the start. When it fires it
+    // must not time out the new instance, whose own timeout is an hour away.
+    [Fact]
+    public async Task a_timer_armed_before_the_history_was_deleted_does_not_time_out_the_instance_started_again()
+    {
+        var store = new InMemoryEventStore();
+        var checkpoints = new InMemoryCheckpointStore();
+        var broker = new TimerRecordingBroker(new InMemoryMessageBroker(store, checkpoints));
+        await using var sut = new StoreUnderTest(store, checkpoints, broker: broker, projections: new InMemoryProjectionStore(store));
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+            cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered(TimeSpan.FromHours(1))));
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        await host.Workflows.CancelAsync("edge_silent", "o-1", "abandoned");
+        await store.DeleteStreamAsync(new StreamName("wf:edge_silent-o-1"), ExpectedVersion.Any, CancellationToken.None);
+        var earlier = Assert.Single(broker.Timers);
+
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        Assert.Equal(2, broker.Timers.Count);
+        var options = host.Services.GetRequiredService<EventSerializer>().Options;
+        string TokenOf(OutgoingMessage timer) => System.Text.Json.JsonSerializer.Deserialize<WorkflowTimer>(timer.Data.Span, options)!.Timer;
+        Assert.Equal(TokenOf(earlier.Message), TokenOf(broker.Timers.Last().Message));
+
+        // The earlier instance's timeout comes due (delivered now rather than in an hour).
+        await broker.Inner.SendAsync(earlier.Queue, earlier.Message with { DeliverAt = null });
+        var history = await WaitForHistoryAsync(host, "edge_silent", "o-1", h => h.Any(e => e.Event is TimerIgnored or StepTimedOut), "the earlier timer is handled");
+
+        var ignored = Assert.IsType<TimerIgnored>(history[^1].Event);
+        Assert.Contains("an earlier instance", ignored.Reason, StringComparison.Ordinal);
+        var instance = await host.Workflows.GetAsync("edge_silent", "o-1");
+        Assert.Equal(("charge", WorkflowStatus.Running), (instance!.CurrentStep, instance.Status));
+    }
+
+    // An id used again after its history was soft-deleted: every attempt of the new instance's step carries one key
+    // (the first sent by the start, which cannot know the old last version, the next by an operator's retry, decided on
+    // the stream), and it is not the earlier instance's.
+    [Fact]
+    public async Task the_attempts_of_an_instance_started_again_on_a_deleted_history_share_a_key_of_their_own()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var charges = new ConcurrentQueue<string?>();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Unanswered.Silent).AddConsumer(Unanswered.Silent, (context, _) =>
+            {
+                charges.Enqueue(context.Message.IdempotencyKey());
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new Unanswered(TimeSpan.FromHours(1)));
+        });
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        await host.Workflows.CancelAsync("edge_silent", "o-1", "abandoned");
+        await sut.Store.DeleteStreamAsync(new StreamName("wf:edge_silent-o-1"), ExpectedVersion.Any, CancellationToken.None);
+
+        await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        await host.Workflows.RetryAsync("edge_silent", "o-1", "nudge");
+        await Wait.UntilAsync(() => charges.Count == 3, "the three charges are received");
+
+        var keys = charges.ToList();
+        Assert.True(keys[1] == keys[2], $"the new instance's attempts carry {keys[1]} and {keys[2]}");
+        Assert.True(keys[0] != keys[1], $"both instances' charges carry the key {keys[0]}");
+    }
+
+    // An id used again after its history was soft-deleted: the new instance's compensation is a request of its own, not
+    // the earlier instance's again, which a service keying its work by the key would take for a repeat and not carry out.
+    [Fact]
+    public async Task an_instance_started_again_on_a_deleted_history_sends_compensation_keys_of_its_own()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var releases = new ConcurrentQueue<string?>();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(Work).AddConsumer(Work, (context, _) =>
+            {
+                switch (context.Read<object>())
+                {
+                    case RvReserve r:
+                        context.Reply(new RvReserved(r.Id));
+                        break;
+                    case RvCharge c:
+                        context.Reply(new RvDeclined(c.Id));
+                        break;
+                    case RvRelease:
+                        releases.Enqueue(context.Message.IdempotencyKey());
+                        break;
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new SuspendOnDecline());
+        });
+
+        for (var run = 1; run <= 2; run++)
+        {
+            await host.Workflows.StartAsync("edge_decline", "o-1", new RvState("o-1"));
+            await UntilAsync(host, "edge_decline", "o-1", i => i.Status == WorkflowStatus.Suspended, "the declined charge suspends");
+            await host.Workflows.CancelAsync("edge_decline", "o-1", "the customer gave up");
+            await Wait.UntilAsync(() => releases.Count == run, "the release is received");
+            await sut.Store.DeleteStreamAsync(new StreamName("wf:edge_decline-o-1"), ExpectedVersion.Any, CancellationToken.None);
+        }
+
+        Assert.True(releases.Distinct().Count() == 2, $"both instances' releases carry the key {releases.First()}");
     }
 
     private static async Task<IReadOnlyList<WorkflowHistoryEntry>> WaitForHistoryAsync(CairnTestHost host, string workflow, string id, Func<IReadOnlyList<WorkflowHistoryEntry>, bool> condition, string what)

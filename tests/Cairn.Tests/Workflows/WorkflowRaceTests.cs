@@ -99,6 +99,21 @@ public sealed class WorkflowRaceTests
         }
     }
 
+    /// <summary>A hold whose release is confirmed by the reply type the hold itself is answered with; b declines.</summary>
+    private sealed class SharedReplyWorkflow : Workflow<SeatState>
+    {
+        public static readonly QueueName Work = "race-shared";
+
+        public SharedReplyWorkflow()
+            : base("race_shared")
+        {
+            Step("hold").Send(Work, s => new HoldSeat(s.Id)).On<Done>().Then("b")
+                .CompensateWith(Work, s => new FreeSeat(s.Id)).ConfirmCompensationBy<Done>(TimeSpan.FromMinutes(5), 1);
+            Step("b").Send(Work, s => new DoB(s.Id)).On<Declined>().Fail(_ => "declined").On<Done>().Complete()
+                .NoCompensation("the last step");
+        }
+    }
+
     /// <summary>Step a suspends on a busy reply, and still takes a late success; step b never hears back.</summary>
     private sealed class SuspendingWorkflow : Workflow<SeatState>
     {
@@ -344,6 +359,54 @@ public sealed class WorkflowRaceTests
         Assert.Equal(["b"], instance.CompensatedSteps);
         var ignored = Assert.IsType<ReplyIgnored>((await host.Workflows.GetHistoryAsync(Workflow, "x")).Last().Event);
         Assert.Contains("the compensation of 'b', which is over", ignored.Reason, StringComparison.Ordinal);
+    }
+
+    // A service that answers its command twice (say, once for each delivery of it): the second answer comes while the
+    // step's compensation waits for its confirmation, which has the same type. Its causation says it answers the hold,
+    // not the release; it must not confirm a release that has not happened.
+    [Fact]
+    public async Task a_late_answer_to_a_steps_command_does_not_confirm_its_compensation_that_waits_for_the_same_type()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        var released = 0;
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(SharedReplyWorkflow.Work).AddConsumer(SharedReplyWorkflow.Work, (context, _) =>
+            {
+                switch (context.Read<object>())
+                {
+                    case HoldSeat h:
+                        context.Reply(new Done(h.Id));
+                        break;
+                    case DoB b:
+                        context.Reply(new Declined(b.Id));
+                        break;
+                    case FreeSeat:
+                        Interlocked.Increment(ref released);
+                        break;
+                }
+
+                return ValueTask.CompletedTask;
+            });
+            cairn.AddWorkflow(new SharedReplyWorkflow());
+        });
+        const string Workflow = "race_shared";
+        await host.Workflows.StartAsync(Workflow, "x", new SeatState("x"));
+        await UntilAsync(host, Workflow, "x", i => i.CurrentCompensation == "hold", "b is declined and the hold's release waits for its confirmation");
+        await Wait.UntilAsync(() => Volatile.Read(ref released) == 1, "the release is received");
+
+        var hold = (await host.Workflows.GetHistoryAsync(Workflow, "x")).Select(e => e.Event).OfType<StepStarted>().Single(s => s.Step == "hold").MessageId;
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+        var late = serializer.ToOutgoingMessage(new Done("x")) with { CorrelationId = "x", CausationId = hold };
+        await sut.Broker.SendAsync("workflow-race_shared", late);
+        await Wait.UntilAsync(async () => (await host.Workflows.GetHistoryAsync(Workflow, "x")).Any(e => e.CausationId == late.Id.ToString()), "the late answer is handled");
+
+        var instance = await host.Workflows.GetAsync(Workflow, "x");
+        Assert.Equal(("hold", WorkflowStatus.Compensating), (instance!.CurrentCompensation, instance.Status));
+        Assert.Empty(instance.CompensatedSteps);
+        var ignored = Assert.IsType<ReplyIgnored>((await host.Workflows.GetHistoryAsync(Workflow, "x")).Last().Event);
+        Assert.Matches("^an answer to the visit of step 'hold' that began at version [0-9]+, which is over$", ignored.Reason);
     }
 
     [Fact]
