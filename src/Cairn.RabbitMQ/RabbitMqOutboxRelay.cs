@@ -25,6 +25,13 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     private readonly bool _ownsBroker;
     private readonly ConcurrentDictionary<QueueName, Loop> _loops = new();
     private readonly PublishWindow _window;
+
+    /// <summary>
+    /// Per outbox, how many of its dead letters RabbitMQ cannot take, as the last listing of them found, and when
+    /// (<see cref="Environment.TickCount64"/>): while the outbox holds that many dead letters, none can be put back, and
+    /// a rescan need not list them all again.
+    /// </summary>
+    private readonly ConcurrentDictionary<QueueName, (long Count, long ListedAt)> _unpublishable = new();
     private CancellationTokenSource? _stopping;
     private Task? _scanner;
     private long _published;
@@ -247,7 +254,17 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     private async Task RedriveOutboxAsync(QueueName queue, CancellationToken cancellationToken)
     {
         var outbox = RabbitMqMessageBroker.OutboxOf(queue);
-        if ((await _broker.Backend.GetStatsAsync(outbox, cancellationToken).ConfigureAwait(false)).DeadLettered == 0)
+        var deadLettered = (await _broker.Backend.GetStatsAsync(outbox, cancellationToken).ConfigureAwait(false)).DeadLettered;
+        if (deadLettered == 0)
+        {
+            _unpublishable.TryRemove(queue, out _);
+            return;
+        }
+
+        // As many dead letters as the last listing found RabbitMQ cannot take: the same ones, most likely. Listed again
+        // at least once a minute all the same, in case an operator purged one as another one came.
+        var now = Environment.TickCount64;
+        if (_unpublishable.TryGetValue(queue, out var known) && known.Count == deadLettered && now - known.ListedAt < UnpublishableRelistMilliseconds)
         {
             return;
         }
@@ -255,6 +272,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         // Not those RabbitMQ cannot take: published again, they would only be dead-lettered again. All pages, however
         // many of those lie ahead of one to put back.
         var redriven = 0;
+        var unpublishable = 0L;
         var after = 0L;
         while (true)
         {
@@ -266,12 +284,14 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
             after = letters[^1].Sequence;
             var again = letters.Where(l => !l.Reason.StartsWith(UnpublishableReason, StringComparison.Ordinal)).Select(l => l.Message.Id).ToList();
+            unpublishable += letters.Count - again.Count;
             if (again.Count > 0)
             {
                 redriven += await _broker.Backend.RedriveAsync(outbox, new RedriveRequest { MessageIds = again }, cancellationToken).ConfigureAwait(false);
             }
         }
 
+        _unpublishable[queue] = (unpublishable, now);
         if (redriven > 0)
         {
             _broker.Logger.LogWarning("The outbox of queue {Queue} held {Count} message(s) its backend had dead-lettered after their relay leases ran out; they are published again.", queue, redriven);
@@ -341,6 +361,9 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
     /// <summary>What a message RabbitMQ cannot take fails its publish with: it is dead-lettered in its outbox, not tried again.</summary>
     private sealed class UnpublishableException(string fault) : Exception(fault);
+
+    /// <summary>How long a rescan may go by an outbox's count of dead letters RabbitMQ cannot take without listing them again.</summary>
+    private const long UnpublishableRelistMilliseconds = 60_000;
 
     /// <summary>The reason of an outbox dead letter RabbitMQ cannot take, which the relay does not put back.</summary>
     internal const string UnpublishableReason = "RabbitMQ cannot take it: ";

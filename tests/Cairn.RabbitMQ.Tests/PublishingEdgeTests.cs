@@ -224,6 +224,89 @@ public sealed class PublishingEdgeTests
         }
     }
 
+    /// <summary>Counts, per queue, the stats read and dead-letter pages listed through it.</summary>
+    private sealed class CountingBackend(IMessageBroker inner) : DelegatingMessageBroker(inner)
+    {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> _counts = new();
+
+        public int Count(string call, QueueName queue) => _counts.GetValueOrDefault(call + " " + queue.Value);
+
+        public override Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
+        {
+            _counts.AddOrUpdate("stats " + queue.Value, 1, (_, n) => n + 1);
+            return base.GetStatsAsync(queue, cancellationToken);
+        }
+
+        public override Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
+        {
+            _counts.AddOrUpdate("list " + queue.Value, 1, (_, n) => n + 1);
+            return base.ListDeadLettersAsync(queue, afterSequence, limit, cancellationToken);
+        }
+    }
+
+    /// <summary>Dead-letters every message of <paramref name="outbox"/> ready now, with <paramref name="reason"/>.</summary>
+    private static async Task DeadLetterOutboxAsync(TransportUnderTest sut, QueueName outbox, int count, string reason)
+    {
+        var settled = 0;
+        while (settled < count)
+        {
+            foreach (var delivery in await sut.Broker.Backend.ReceiveAsync(outbox, new ReceiveOptions { MaxMessages = 100 }, default))
+            {
+                await sut.Broker.Backend.DeadLetterAsync(delivery.Lease, reason, null, default);
+                settled++;
+            }
+        }
+    }
+
+    /// <summary>
+    /// An outbox whose dead letters are all ones RabbitMQ cannot take has nothing to put back: its rescans (here every
+    /// 10 ms) go by the count of them rather than listing every page each time, and still see a dead letter that can be
+    /// put back as soon as one comes, whatever its place among the others.
+    /// </summary>
+    [Fact]
+    public async Task an_outbox_holding_only_dead_letters_rabbitmq_cannot_take_is_not_listed_at_every_rescan()
+    {
+        CountingBackend? counting = null;
+        await using var sut = await TransportUnderTest.StartAsync(
+            configure: o => o with { RelayRescanInterval = TimeSpan.FromMilliseconds(10) },
+            backend: inner => counting = new CountingBackend(inner));
+        await sut.Relay.StopAsync(default);
+        var queue = new QueueName(RabbitMqServer.NewName("unpublishable"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        var outbox = RabbitMqMessageBroker.OutboxOf(queue);
+
+        // The first message is enqueued before the three RabbitMQ cannot take, and dead-lettered after them: it lies
+        // ahead of them in the outbox's order.
+        var transaction = new MessageTransaction();
+        for (var i = 0; i < 4; i++)
+        {
+            transaction.Send(outbox, Numbered(i));
+        }
+
+        await sut.Broker.Backend.CommitAsync(transaction, default);
+        var first = Assert.Single(await sut.Broker.Backend.ReceiveAsync(outbox, new ReceiveOptions { MaxMessages = 1 }, default));
+        await DeadLetterOutboxAsync(sut, outbox, 3, RabbitMqOutboxRelay.UnpublishableReason + "too large");
+
+        var relay = new RabbitMqOutboxRelay(sut.Broker);
+        await relay.StartAsync(default);
+        try
+        {
+            var rescans = counting!.Count("stats", outbox);
+            await Wait.UntilAsync(() => counting.Count("stats", outbox) >= rescans + 30, "thirty rescans");
+            var listed = counting.Count("list", outbox);
+            Assert.True(listed is >= 1 and <= 2, $"the outbox's dead letters were listed {listed} times in thirty rescans");
+
+            await sut.Broker.Backend.DeadLetterAsync(first.Lease, "its relay leases ran out", null, default);
+            var received = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+            Assert.Equal("{\"n\":0}", Encoding.UTF8.GetString(received.Message.Data.Span));
+            Assert.Equal(3, (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered);
+        }
+        finally
+        {
+            await relay.StopAsync(default);
+        }
+    }
+
     [Theory]
     [InlineData(nameof(RabbitMqOptions.RelayRescanInterval))]
     [InlineData(nameof(RabbitMqOptions.MaxReconnectDelay))]

@@ -1,4 +1,5 @@
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Cairn.Sqlite;
 using Microsoft.Data.Sqlite;
 
@@ -23,14 +24,16 @@ internal sealed class TransportUnderTest : IAsyncDisposable
 
     public RabbitMqOutboxRelay Relay { get; }
 
-    public static async Task<TransportUnderTest> StartAsync(string? uri = null, Func<RabbitMqOptions, RabbitMqOptions>? configure = null, EventStoreOptions? storeOptions = null)
+    /// <summary>Starts it; <paramref name="backend"/>, when given, wraps the SQLite backend the transport sees.</summary>
+    public static async Task<TransportUnderTest> StartAsync(string? uri = null, Func<RabbitMqOptions, RabbitMqOptions>? configure = null, EventStoreOptions? storeOptions = null, Func<IMessageBroker, IMessageBroker>? backend = null)
     {
         var address = new Uri(uri ?? RabbitMqServer.Uri); // before anything is created: without a broker, nothing to clean up
         var directory = Path.Combine(Path.GetTempPath(), "cairn-rabbitmq-test-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(directory);
         var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={Path.Combine(directory, "cairn.db")}" }, storeOptions ?? new EventStoreOptions { Source = "urn:test" });
         var options = new RabbitMqOptions { Uri = address, RelayPollWait = TimeSpan.FromMilliseconds(200), MaxReconnectDelay = TimeSpan.FromSeconds(1) };
-        var broker = new RabbitMqMessageBroker(new SqliteMessageBroker(store), configure?.Invoke(options) ?? options, timeProvider: storeOptions?.TimeProvider);
+        IMessageBroker sqlite = new SqliteMessageBroker(store);
+        var broker = new RabbitMqMessageBroker(backend?.Invoke(sqlite) ?? sqlite, configure?.Invoke(options) ?? options, timeProvider: storeOptions?.TimeProvider);
         var relay = new RabbitMqOutboxRelay(broker);
         await relay.StartAsync(default);
         return new TransportUnderTest(directory, store, broker, relay);
