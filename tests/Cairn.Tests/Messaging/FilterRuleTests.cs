@@ -87,6 +87,31 @@ public sealed class FilterRuleTests
         { """{"p":[{"numeric":["=",3]}]}""", """{"p":4}""", false },
         { """{"p":[{"numeric":[">=",1]}]}""", """{"p":"7"}""", false },
         { """{"p":[{"numeric":["<",10]}]}""", """{"p":[20,3]}""", true },
+        // numeric bounds compare exactly too: large integer ids either side of a bound that doubles round together
+        { """{"id":[{"numeric":[">",9007199254740992]}]}""", """{"id":9007199254740993}""", true },
+        { """{"id":[{"numeric":["<=",9007199254740992]}]}""", """{"id":9007199254740993}""", false },
+        { """{"id":[{"numeric":[">=",9007199254740993]}]}""", """{"id":9007199254740992}""", false },
+        { """{"id":[{"numeric":["<",9007199254740993]}]}""", """{"id":9007199254740992}""", true },
+        { """{"id":[{"numeric":["=",9007199254740993]}]}""", """{"id":9007199254740992}""", false },
+        { """{"id":[{"numeric":["=",9007199254740993]}]}""", """{"id":9007199254740993}""", true },
+        { """{"id":[{"numeric":[">",9007199254740992,"<",9007199254740994]}]}""", """{"id":9007199254740993}""", true },
+        // and amounts with more digits than a double keeps
+        { """{"amount":[{"numeric":[">",791155395471134.61]}]}""", """{"amount":791155395471134.62}""", true },
+        { """{"amount":[{"numeric":["<=",425315371697.101910]}]}""", """{"amount":425315371697.101911}""", false },
+        { """{"amount":[{"numeric":[">=",791155395471134.61,"<",791155395471134.62]}]}""", """{"amount":791155395471134.610}""", true },
+        // numbers a decimal would round to 0 still compare as doubles
+        { """{"n":[{"numeric":[">",0]}]}""", """{"n":1e-30}""", true },
+        { """{"n":[{"numeric":["=",0]}]}""", """{"n":1e-30}""", false },
+        { """{"n":[{"numeric":["<",1e-30]}]}""", """{"n":0}""", true },
+        { """{"n":[{"numeric":[">",1e-30]}]}""", """{"n":2e-30}""", true },
+        { """{"n":[{"numeric":["<",-1e-30]}]}""", """{"n":-2e-30}""", true },
+        // as do numbers past a decimal's range, and non-integers compare by value
+        { """{"n":[{"numeric":[">",9007199254740992]}]}""", """{"n":1e300}""", true },
+        { """{"n":[{"numeric":["<",1e300]}]}""", """{"n":1e299}""", true },
+        { """{"p":[{"numeric":[">",0.1]}]}""", """{"p":0.10}""", false },
+        { """{"p":[{"numeric":[">",0.1]}]}""", """{"p":0.11}""", true },
+        { """{"p":[{"numeric":["<",2.5]}]}""", """{"p":2.4999}""", true },
+        { """{"p":[{"numeric":["<=",-0.5]}]}""", """{"p":-5e-1}""", true },
         // exists
         { """{"c":[{"exists":true}]}""", """{"c":"x"}""", true },
         { """{"c":[{"exists":true}]}""", """{"c":null}""", true },

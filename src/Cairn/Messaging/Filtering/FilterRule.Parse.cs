@@ -188,7 +188,7 @@ public sealed partial class FilterRule
         var length = operand.GetArrayLength();
         if (length == 0 || length % 2 != 0)
             throw Fault(path, "numeric must hold operator and number pairs");
-        var conditions = new List<(string, double)>();
+        var conditions = new List<(string, double, decimal?)>();
         for (var i = 0; i < length; i += 2)
         {
             var op = operand[i];
@@ -197,7 +197,9 @@ public sealed partial class FilterRule
                 throw Fault(Index(path, i), "a numeric operator must be one of <, <=, >, >=, =");
             if (bound.ValueKind != JsonValueKind.Number)
                 throw Fault(Index(path, i + 1), "a numeric bound must be a number");
-            conditions.Add((op.GetString()!, Number(bound, Index(path, i + 1))));
+            var number = Number(bound, Index(path, i + 1));
+            // The exact decimal comes from the bound's JSON text, not from the double, which has already rounded it.
+            conditions.Add((op.GetString()!, number, Matcher.ExactDecimal(bound, number)));
         }
 
         return new NumericMatcher(conditions);

@@ -135,7 +135,15 @@ internal abstract class Matcher
     public static bool NumberEquals(JsonElement value, double number, decimal? exact) =>
         value.ValueKind == JsonValueKind.Number
         && value.TryGetDouble(out var d)
-        && (exact is { } e && ExactDecimal(value, d) is { } m ? m == e : d == number);
+        && Compare(d, exact is null ? null : ExactDecimal(value, d), number, exact) == 0;
+
+    /// <summary>
+    /// How a number of the event orders against a number of the rule (negative, zero or positive): as decimals when
+    /// both read as decimals without rounding (see <see cref="ExactDecimal"/>), else as doubles. Equality and the
+    /// <c>numeric</c> comparisons share it, so a value equal to a bound is also neither above nor below it.
+    /// </summary>
+    public static int Compare(double value, decimal? valueExact, double number, decimal? numberExact) =>
+        valueExact is { } v && numberExact is { } n ? v.CompareTo(n) : value.CompareTo(number);
 
     /// <summary>
     /// The number as a decimal, or null when a decimal could round it: one of magnitude below 10^-12, whose digits may
@@ -183,21 +191,27 @@ internal sealed class StringTestMatcher(Func<string, bool> test) : Matcher
         value.ValueKind == JsonValueKind.String && Test(value.GetString()!);
 }
 
-internal sealed class NumericMatcher(IReadOnlyList<(string Op, double Bound)> conditions) : Matcher
+/// <summary>
+/// <c>numeric</c>: every condition holds. Each bound keeps its exact decimal from the rule's JSON text (null where a
+/// decimal could round it), so the comparisons are as exact as equality (<see cref="Matcher.Compare"/>).
+/// </summary>
+internal sealed class NumericMatcher(IReadOnlyList<(string Op, double Bound, decimal? Exact)> conditions) : Matcher
 {
     public override bool Matches(JsonElement value)
     {
         if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out var d))
             return false;
-        foreach (var (op, bound) in conditions)
+        var exact = ExactDecimal(value, d);
+        foreach (var (op, bound, boundExact) in conditions)
         {
+            var order = Compare(d, exact, bound, boundExact);
             var ok = op switch
             {
-                "<" => d < bound,
-                "<=" => d <= bound,
-                ">" => d > bound,
-                ">=" => d >= bound,
-                _ => d == bound,
+                "<" => order < 0,
+                "<=" => order <= 0,
+                ">" => order > 0,
+                ">=" => order >= 0,
+                _ => order == 0,
             };
             if (!ok)
                 return false;
