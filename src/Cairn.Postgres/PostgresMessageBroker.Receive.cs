@@ -6,7 +6,7 @@ namespace Cairn.Postgres;
 public sealed partial class PostgresMessageBroker
 {
     /// <summary>The leasing columns of a receive, then the envelope from <see cref="LeasedEnvelopeAt"/>.</summary>
-    private const string LeaseColumns = "m.seq, m.state, m.receive_count, m.expires_ticks, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.failure";
+    private const string LeaseColumns = $"m.seq, m.state, m.receive_count, {PostgresMessageRows.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.failure";
 
     private const int LeasedEnvelopeAt = 8;
 
@@ -130,7 +130,7 @@ public sealed partial class PostgresMessageBroker
                     var seq = reader.GetInt64(0);
                     var state = reader.GetInt16(1);
                     var receiveCount = reader.GetInt32(2);
-                    if (reader.GetInt64(3) <= now)
+                    if (reader.GetBoolean(3))
                     {
                         // Past the queue's retention: dropped, not delivered.
                         expired.Add(seq);

@@ -201,12 +201,12 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
         await using var select = new NpgsqlCommand(
             $"""
             SELECT
-                count(*) FILTER (WHERE state < 2 AND visible_at <= $2 AND expires_ticks > $2),
-                count(*) FILTER (WHERE state = 1 AND visible_at > $2),
-                count(*) FILTER (WHERE state = 0 AND visible_at > $2 AND expires_ticks > $2),
-                count(*) FILTER (WHERE state >= 2),
-                min(enqueued_ticks) FILTER (WHERE state = 1 OR (state = 0 AND visible_at <= $2 AND expires_ticks > $2))
-            FROM {T("messages")} WHERE queue_id = $1
+                count(*) FILTER (WHERE m.state < 2 AND m.visible_at <= $2 AND NOT {PostgresMessageRows.Expired}),
+                count(*) FILTER (WHERE m.state = 1 AND m.visible_at > $2),
+                count(*) FILTER (WHERE m.state = 0 AND m.visible_at > $2 AND NOT {PostgresMessageRows.Expired}),
+                count(*) FILTER (WHERE m.state >= 2),
+                min(m.enqueued_ticks) FILTER (WHERE (m.state = 1 OR (m.state = 0 AND m.visible_at <= $2)) AND NOT {PostgresMessageRows.Expired})
+            FROM {T("messages")} m WHERE m.queue_id = $1
             """,
             connection,
             transaction);
@@ -230,7 +230,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
             await using var count = new NpgsqlCommand(
                 $"""
                 SELECT count(*), count(*) FILTER (WHERE m.visible_at <= $2) FROM {T("messages")} m
-                WHERE m.queue_id = $1 AND (m.state = 1 OR (m.state = 0 AND m.expires_ticks > $2))
+                WHERE m.queue_id = $1 AND m.state < 2 AND NOT {PostgresMessageRows.Expired}
                   AND EXISTS (SELECT 1 FROM {T("messages")} d WHERE d.queue_id = $1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """,
                 connection,

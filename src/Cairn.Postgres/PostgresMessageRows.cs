@@ -14,6 +14,13 @@ internal static class PostgresMessageRows
     /// <summary>How many columns <see cref="Columns"/> names.</summary>
     public const int Count = 13;
 
+    /// <summary>
+    /// Whether a waiting or leased row of <c>messages m</c> is past its queue's retention and not held under a running
+    /// lease, where <c>$2</c> is now: a receive drops such a row rather than delivering it, and the statistics do not
+    /// count it.
+    /// </summary>
+    public const string Expired = "(m.expires_ticks <= $2 AND NOT (m.state = 1 AND m.visible_at > $2))";
+
     /// <summary>The type under which a message whose stored envelope cannot be read is shown.</summary>
     public const string UnreadableType = "cairn.unreadable";
 

@@ -111,6 +111,13 @@ public sealed class SqliteMessageBroker : IMessageBroker
         return Task.FromResult<IReadOnlyList<TopicSubscription>>(subscriptions);
     }
 
+    /// <summary>
+    /// Whether a waiting or leased row of <c>cairn_messages m</c> is past its queue's retention and not held under a
+    /// running lease, where parameter 2 is now: a receive drops such a row rather than delivering it, and the
+    /// statistics do not count it.
+    /// </summary>
+    internal const string Expired = "(m.expires_ticks <= ?2 AND NOT (m.state = 1 AND m.visible_at > ?2))";
+
     /// <inheritdoc />
     public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
@@ -119,14 +126,14 @@ public sealed class SqliteMessageBroker : IMessageBroker
         var now = _time.GetUtcNow().UtcTicks;
         using var lease = _store.RentReadConnection();
         var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
-        using var select = new RawStatement(lease.Db, """
+        using var select = new RawStatement(lease.Db, $"""
             SELECT
-                coalesce(sum(state < 2 AND visible_at <= ?2 AND expires_ticks > ?2), 0),
-                coalesce(sum(state = 1 AND visible_at > ?2), 0),
-                coalesce(sum(state = 0 AND visible_at > ?2 AND expires_ticks > ?2), 0),
-                coalesce(sum(state >= 2), 0),
-                min(CASE WHEN state = 1 OR (state = 0 AND visible_at <= ?2 AND expires_ticks > ?2) THEN enqueued_ticks END)
-            FROM cairn_messages WHERE queue_id = ?1
+                coalesce(sum(m.state < 2 AND m.visible_at <= ?2 AND NOT {Expired}), 0),
+                coalesce(sum(m.state = 1 AND m.visible_at > ?2), 0),
+                coalesce(sum(m.state = 0 AND m.visible_at > ?2 AND NOT {Expired}), 0),
+                coalesce(sum(m.state >= 2), 0),
+                min(CASE WHEN (m.state = 1 OR (m.state = 0 AND m.visible_at <= ?2)) AND NOT {Expired} THEN m.enqueued_ticks END)
+            FROM cairn_messages m WHERE m.queue_id = ?1
             """);
         select.Bind(1, row.Id);
         select.Bind(2, now);
@@ -139,9 +146,9 @@ public sealed class SqliteMessageBroker : IMessageBroker
         long parked = 0, parkedVisible = 0;
         if (row.Definition.Fifo && dead > 0)
         {
-            using var count = new RawStatement(lease.Db, """
+            using var count = new RawStatement(lease.Db, $"""
                 SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0) FROM cairn_messages m
-                WHERE m.queue_id = ?1 AND (m.state = 1 OR (m.state = 0 AND m.expires_ticks > ?2))
+                WHERE m.queue_id = ?1 AND m.state < 2 AND NOT {Expired}
                   AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """);
             count.Bind(1, row.Id);

@@ -465,16 +465,16 @@ internal sealed partial class SqliteWriteContext
         {
             // Candidates carry everything a delivery needs, so leasing one costs a single UPDATE.
             var select = definition.Fifo
-                ? Sql("""
-                    SELECT m.seq, m.state, m.receive_count, m.expires_ticks, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data
+                ? Sql($"""
+                    SELECT m.seq, m.state, m.receive_count, {SqliteMessageBroker.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data
                     FROM cairn_messages m
                     WHERE m.queue_id = ?1 AND m.visible_at <= ?2
                       AND NOT EXISTS (SELECT 1 FROM cairn_messages h WHERE h.queue_id = ?1 AND h.group_key = m.group_key AND h.seq < m.seq AND h.state <> 3)
                     ORDER BY m.seq LIMIT ?3
                     """)
-                : Sql("""
-                    SELECT seq, state, receive_count, expires_ticks, deliveries, first_received_ticks, enqueued_ticks, id, failure, envelope, data
-                    FROM cairn_messages WHERE queue_id = ?1 AND visible_at <= ?2 ORDER BY visible_at LIMIT ?3
+                : Sql($"""
+                    SELECT m.seq, m.state, m.receive_count, {SqliteMessageBroker.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data
+                    FROM cairn_messages m WHERE m.queue_id = ?1 AND m.visible_at <= ?2 ORDER BY m.visible_at LIMIT ?3
                     """);
             select.Bind(1, queue.Id);
             select.Bind(2, now);
@@ -490,7 +490,7 @@ internal sealed partial class SqliteWriteContext
                     var seq = select.Int64(0);
                     var state = select.Int64(1);
                     var receiveCount = select.Int64(2);
-                    if (select.Int64(3) <= now)
+                    if (select.Int64(3) != 0)
                     {
                         // Past the queue's retention: dropped, not delivered.
                         dropped.Add((seq, null));

@@ -258,6 +258,30 @@ public abstract class QueueTests<TFixture>(TFixture fixture) : MessagingTests<TF
     }
 
     [Fact]
+    public async Task a_message_whose_lease_runs_out_past_its_retention_is_no_longer_counted()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders) { Retention = TimeSpan.FromHours(1) });
+        await using var _ = sut;
+        await broker.SendAsync(Orders, Numbered(1));
+        Clock.Advance(TimeSpan.FromMinutes(30));
+        await broker.SendAsync(Orders, Numbered(2));
+        Clock.Advance(TimeSpan.FromMinutes(25));
+        Assert.Equal(1, NumberOf(Assert.Single(await ReceiveNowAsync(broker, Orders, max: 1, lease: TimeSpan.FromMinutes(10))).Message));
+
+        // Past its retention but still under its lease: its receiver may yet settle it, so it is counted as leased.
+        Clock.Advance(TimeSpan.FromMinutes(6));
+        var held = await broker.GetStatsAsync(Orders, default);
+        Assert.Equal((1L, 1L, TimeSpan.FromMinutes(61)), (held.Visible, held.Leased, held.OldestAge));
+
+        // Once the lease runs out the next receive drops it, so it is neither visible nor the oldest.
+        Clock.Advance(TimeSpan.FromMinutes(5));
+        var stats = await broker.GetStatsAsync(Orders, default);
+        Assert.Equal((1L, 0L, TimeSpan.FromMinutes(36)), (stats.Visible, stats.Leased, stats.OldestAge));
+        Assert.Equal([2], await DrainAsync(broker, Orders));
+        Assert.Equal(new QueueStats { Queue = Orders }, await broker.GetStatsAsync(Orders, default));
+    }
+
+    [Fact]
     public async Task a_long_poll_is_woken_by_a_send_without_the_clock_moving()
     {
         var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Orders));

@@ -180,7 +180,7 @@ public sealed partial class InMemoryMessageBroker
                 continue;
             }
 
-            if (message.ExpiresAt <= now)
+            if (message.IsExpired(now))
             {
                 // Past the queue's retention: dropped, not delivered.
                 queue.Messages.Remove(message.Sequence);

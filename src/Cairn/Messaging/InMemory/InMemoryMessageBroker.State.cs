@@ -70,5 +70,11 @@ public sealed partial class InMemoryMessageBroker
         public long? DeadLetteredAt { get; set; }
 
         public bool IsDeadLetter => State is MessageState.ParkingGroup or MessageState.DeadLettered;
+
+        /// <summary>
+        /// Past the queue's retention and not held under a running lease: the next receive that reaches it drops it
+        /// rather than delivering it, so it no longer counts as waiting anywhere.
+        /// </summary>
+        public bool IsExpired(long now) => ExpiresAt <= now && !(State == MessageState.Leased && VisibleAt > now);
     }
 }

@@ -135,7 +135,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                 }
 
                 // Past its retention and not held: the next receive drops it, so it no longer counts.
-                if (m.State != MessageState.Leased && m.ExpiresAt <= now)
+                if (m.IsExpired(now))
                 {
                     continue;
                 }
@@ -166,7 +166,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                 {
                     // One past its retention is dropped by the next receive, as above: not parked, nor visible.
                     if (!m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence
-                        && (m.State == MessageState.Leased || m.ExpiresAt > now))
+                        && !m.IsExpired(now))
                     {
                         parked++;
                         if (m.VisibleAt <= now)
