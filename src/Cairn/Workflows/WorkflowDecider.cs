@@ -128,6 +128,15 @@ internal sealed class WorkflowDecider
         if (instance.Status is WorkflowStatus.Running or WorkflowStatus.Suspended && instance.CurrentStep is { } current
             && _model.Step(current).Replies.TryGetValue(type, out var rule))
         {
+            // "Try again" from an attempt that a later one has replaced (it timed out, or an operator retried) asks for
+            // what is already under way: it would spend one more attempt, and send it, for nothing.
+            if (rule.Outcome == ReplyOutcome.Retry && causationId is not null && causationId != instance.CurrentMessageId
+                && instance.SentForMessage(causationId) is { Compensation: false } earlier && earlier.Step == current)
+            {
+                Emit(new ReplyIgnored(type, id, $"a retryable failure of an earlier attempt of step '{current}', which attempt {instance.Attempt} has replaced"));
+                return;
+            }
+
             ApplyRule(_model.Step(current), rule, type, id, reply);
             return;
         }

@@ -99,6 +99,17 @@ public sealed class WorkflowRaceTests
         }
     }
 
+    /// <summary>A hold retried when busy, up to three attempts, answered by nobody unless a test sends the answer.</summary>
+    private sealed class RetriedHold : Workflow<SeatState>
+    {
+        public static readonly QueueName Silent = "race-retried";
+
+        public RetriedHold()
+            : base("race_retried") =>
+            Step("hold").Send(Silent, s => new HoldSeat(s.Id)).On<SeatHeld>().Complete().On<SeatBusy>().Retry(_ => "busy")
+                .Retry(3, TimeSpan.Zero).Timeout(TimeSpan.FromHours(1)).NoCompensation("nothing held");
+    }
+
     /// <summary>A hold whose release is confirmed by the reply type the hold itself is answered with; b declines.</summary>
     private sealed class SharedReplyWorkflow : Workflow<SeatState>
     {
@@ -359,6 +370,35 @@ public sealed class WorkflowRaceTests
         Assert.Equal(["b"], instance.CompensatedSteps);
         var ignored = Assert.IsType<ReplyIgnored>((await host.Workflows.GetHistoryAsync(Workflow, "x")).Last().Event);
         Assert.Contains("the compensation of 'b', which is over", ignored.Reason, StringComparison.Ordinal);
+    }
+
+    // The first attempt's "busy" comes after an operator's retry sent the second: it asks for what is under way, and
+    // must not spend the third attempt. The second attempt's own "busy" still does.
+    [Fact]
+    public async Task a_retryable_failure_of_an_attempt_a_later_one_replaced_does_not_spend_an_attempt()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+        await using var host = await CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+            cairn.AddQueue(RetriedHold.Silent).AddWorkflow(new RetriedHold()));
+        const string Workflow = "race_retried";
+        await host.Workflows.StartAsync(Workflow, "x", new SeatState("x"));
+        await host.Workflows.RetryAsync(Workflow, "x", "nudge");
+        var attempts = (await host.Workflows.GetHistoryAsync(Workflow, "x")).Select(e => e.Event).OfType<StepStarted>().Select(s => s.MessageId).ToList();
+        Assert.Equal(2, attempts.Count);
+        var serializer = host.Services.GetRequiredService<EventSerializer>();
+
+        var stale = serializer.ToOutgoingMessage(new SeatBusy("x")) with { CorrelationId = "x", CausationId = attempts[0] };
+        await sut.Broker.SendAsync("workflow-" + Workflow, stale);
+        await Wait.UntilAsync(async () => (await host.Workflows.GetHistoryAsync(Workflow, "x")).Any(e => e.CausationId == stale.Id.ToString()), "the first attempt's answer is handled");
+
+        Assert.Equal(2, (await host.Workflows.GetAsync(Workflow, "x"))!.Attempt);
+        var ignored = Assert.IsType<ReplyIgnored>((await host.Workflows.GetHistoryAsync(Workflow, "x")).Last().Event);
+        Assert.Equal("a retryable failure of an earlier attempt of step 'hold', which attempt 2 has replaced", ignored.Reason);
+
+        var current = serializer.ToOutgoingMessage(new SeatBusy("x")) with { CorrelationId = "x", CausationId = attempts[1] };
+        await sut.Broker.SendAsync("workflow-" + Workflow, current);
+        await UntilAsync(host, Workflow, "x", i => i.Attempt == 3, "the second attempt's answer starts the third");
     }
 
     // A service that answers its command twice (say, once for each delivery of it): the second answer comes while the
