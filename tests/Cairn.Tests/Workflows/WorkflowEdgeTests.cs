@@ -515,9 +515,11 @@ public sealed class WorkflowEdgeTests
             cairn.AddWorkflow(new Unanswered(TimeSpan.FromHours(1)));
         });
         await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
+        await Wait.UntilAsync(() => charges.Count == 1, "the first instance's charge is received");
         await host.Workflows.CancelAsync("edge_silent", "o-1", "abandoned");
         await sut.Store.DeleteStreamAsync(new StreamName("wf:edge_silent-o-1"), ExpectedVersion.Any, CancellationToken.None);
 
+        // The new instance's two attempts, received in either order.
         await host.Workflows.StartAsync("edge_silent", "o-1", new RvState("o-1"));
         await host.Workflows.RetryAsync("edge_silent", "o-1", "nudge");
         await Wait.UntilAsync(() => charges.Count == 3, "the three charges are received");
