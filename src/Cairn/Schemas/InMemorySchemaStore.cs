@@ -105,10 +105,10 @@ public sealed class InMemorySchemaStore : ISchemaStore
 internal static class SchemaStoreInput
 {
     /// <summary>
-    /// The deepest document kept. The same limit writes and reads, so a document that was stored can always be read
-    /// back (System.Text.Json writes 1,000 levels by default but reads only 64).
+    /// The deepest document kept, <see cref="JsonSchemaDocuments.MaxDepth"/>. The same limit writes and reads, so a
+    /// document that was stored can always be read back (System.Text.Json writes 1,000 levels by default but reads only 64).
     /// </summary>
-    public const int MaxDepth = 256;
+    public const int MaxDepth = JsonSchemaDocuments.MaxDepth;
 
     private static readonly JsonWriterOptions WriterOptions = new() { MaxDepth = MaxDepth };
     private static readonly JsonDocumentOptions ReaderOptions = new() { MaxDepth = MaxDepth };

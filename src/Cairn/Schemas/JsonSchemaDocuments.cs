@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -22,6 +23,19 @@ public static class JsonSchemaDocuments
     /// <summary>The <c>$schema</c> of draft-07.</summary>
     public const string Draft07 = "http://json-schema.org/draft-07/schema#";
 
+    /// <summary>
+    /// The deepest nesting of JSON objects and arrays a schema document may have: 256 levels. Every parse and write of a
+    /// schema (registration, check, the stores, snapshots, the host's start) uses it, so a document taken once can
+    /// always be read back; a deeper one is refused with <see cref="InvalidSchemaException"/>.
+    /// </summary>
+    public const int MaxDepth = 256;
+
+    /// <summary>Reads schema documents up to <see cref="MaxDepth"/> levels (System.Text.Json reads 64 by default).</summary>
+    internal static readonly JsonDocumentOptions DocumentOptions = new() { MaxDepth = MaxDepth };
+
+    // Writes up to MaxDepth levels, where a JsonNode's ToJsonString() without options stops at 64.
+    private static readonly JsonSerializerOptions TextOptions = new() { MaxDepth = MaxDepth };
+
     // Formats stay annotations, as 2020-12 has them: System.Text.Json writes values their strict forms refuse (a DateTime
     // without an offset, a TimeOnly, a relative Uri), so enforcing them would refuse the serializer's own payloads.
     private static readonly EvaluationOptions ListErrors = new() { OutputFormat = OutputFormat.List };
@@ -35,8 +49,12 @@ public static class JsonSchemaDocuments
         ArgumentNullException.ThrowIfNull(text);
         try
         {
-            return JsonNode.Parse(text) as JsonObject
+            return JsonNode.Parse(text, documentOptions: DocumentOptions) as JsonObject
                 ?? throw new InvalidSchemaException(eventType, version, [new SchemaViolation("", "type", "a schema document must be a JSON object")]);
+        }
+        catch (JsonException) when (NestsDeeperThan(text, MaxDepth))
+        {
+            throw TooDeep(eventType, version);
         }
         catch (JsonException ex)
         {
@@ -55,6 +73,21 @@ public static class JsonSchemaDocuments
     public static void Check(string eventType, int version, JsonObject schema)
     {
         ArgumentNullException.ThrowIfNull(schema);
+        if (NestsDeeperThan(schema, MaxDepth))
+        {
+            // A document built in code has no depth limit of its own; every later read of its text would fail.
+            throw TooDeep(eventType, version);
+        }
+
+        WithStackFor([schema], () =>
+        {
+            CheckWithinDepth(eventType, version, schema);
+            return true;
+        });
+    }
+
+    private static void CheckWithinDepth(string eventType, int version, JsonObject schema)
+    {
         var draft = schema["$schema"] is JsonValue value && value.TryGetValue<string>(out var named) ? named : null;
         var meta = draft switch
         {
@@ -65,7 +98,7 @@ public static class JsonSchemaDocuments
                 $"'{draft}' is not a draft Cairn reads; use {Draft202012} or {Draft07}")]),
         };
 
-        using var document = JsonDocument.Parse(schema.ToJsonString());
+        using var document = JsonDocument.Parse(ToText(schema), DocumentOptions);
         var results = meta.Evaluate(document.RootElement, ListErrors);
         if (!results.IsValid)
         {
@@ -246,8 +279,134 @@ public static class JsonSchemaDocuments
     public static bool SameDocument(JsonNode? a, JsonNode? b) => JsonNode.DeepEquals(a, b);
 
     /// <summary>Builds a document for validating payloads, in a registry of its own so <c>$id</c>s never clash.</summary>
-    internal static JsonSchema Build(JsonObject schema) =>
-        JsonSchema.FromText(schema.ToJsonString(), new BuildOptions { SchemaRegistry = new Json.Schema.SchemaRegistry() });
+    internal static JsonSchema Build(JsonObject schema)
+    {
+        var deep = NestsDeeperThan(schema, ShallowDepth);
+        var built = WithStackFor([schema], () =>
+            JsonSchema.FromText(ToText(schema), new BuildOptions { SchemaRegistry = new Json.Schema.SchemaRegistry() }, null, DocumentOptions));
+        if (deep)
+        {
+            DeepSchemas.AddOrUpdate(built, built);
+        }
+
+        return built;
+    }
+
+    /// <summary>
+    /// The depth up to which a document is checked, compared and validated on the caller's thread: System.Text.Json's
+    /// default limit, which every document met before the limit was raised to <see cref="MaxDepth"/>.
+    /// </summary>
+    private const int ShallowDepth = 64;
+
+    /// <summary>
+    /// The stack of the thread that checks, compares and validates deeper documents. JsonSchema.Net and the comparer
+    /// recurse several calls per level: a 2020-12 meta-schema check of a document <see cref="MaxDepth"/> levels deep
+    /// overflows a 1 MB stack (Windows' default), which would end the process. 16 MB leaves room many times over.
+    /// </summary>
+    private const int DeepStackSize = 16 * 1024 * 1024;
+
+    // The built schemas of deeper documents, whose validation needs the deep stack too; weak, so they go with their schema.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<JsonSchema, JsonSchema> DeepSchemas = [];
+
+    /// <summary>
+    /// Runs work over documents: on the caller's thread when none nests deeper than 64 levels, or else on a thread of
+    /// its own with a stack deep enough for <see cref="MaxDepth"/> levels, waiting for it. Exceptions pass through.
+    /// </summary>
+    internal static T WithStackFor<T>(IEnumerable<JsonNode?> documents, Func<T> work) =>
+        documents.Any(d => NestsDeeperThan(d, ShallowDepth)) ? OnDeepStack(work) : work();
+
+    private static T OnDeepStack<T>(Func<T> work)
+    {
+        T result = default!;
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                result = work();
+            }
+            catch (Exception ex)
+            {
+                failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+            }
+        }, DeepStackSize)
+        {
+            IsBackground = true,
+            Name = "Cairn deep schema",
+        };
+        thread.Start();
+        thread.Join();
+        failure?.Throw();
+        return result;
+    }
+
+    /// <summary>A schema document's compact JSON text, written up to <see cref="MaxDepth"/> levels.</summary>
+    internal static string ToText(JsonNode schema) => schema.ToJsonString(TextOptions);
+
+    /// <summary>The refusal of a document nested deeper than <see cref="MaxDepth"/>.</summary>
+    internal static InvalidSchemaException TooDeep(string eventType, int version) =>
+        new(eventType, version, [new SchemaViolation("", "depth", TooDeepReason)]);
+
+    /// <summary>Why a document nested deeper than <see cref="MaxDepth"/> is refused.</summary>
+    internal static string TooDeepReason =>
+        string.Create(CultureInfo.InvariantCulture, $"the document nests objects and arrays deeper than {MaxDepth} levels, the most a schema may have");
+
+    /// <summary>Whether a document nests objects and arrays deeper than <paramref name="limit"/> levels.</summary>
+    internal static bool NestsDeeperThan(JsonNode? node, int limit)
+    {
+        // A stack of its own rather than recursion: a document built in code may be deeper than the thread's stack.
+        var pending = new Stack<(JsonNode Node, int Depth)>();
+        if (node is JsonObject or JsonArray)
+        {
+            pending.Push((node, 1));
+        }
+
+        while (pending.TryPop(out var item))
+        {
+            if (item.Depth > limit)
+            {
+                return true;
+            }
+
+            IEnumerable<JsonNode?> children = item.Node is JsonObject obj ? obj.Select(p => p.Value) : (JsonArray)item.Node;
+            foreach (var child in children)
+            {
+                if (child is JsonObject or JsonArray)
+                {
+                    pending.Push((child, item.Depth + 1));
+                }
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Whether JSON text nests objects and arrays deeper than <paramref name="limit"/> levels, before any fault of
+    /// another kind in it: so a parse that failed can say it was the depth.
+    /// </summary>
+    internal static bool NestsDeeperThan(string text, int limit)
+    {
+        // The reader keeps its depth in a bit stack, not the call stack, so it may go as deep as the text does.
+        var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(text), new JsonReaderOptions { MaxDepth = int.MaxValue });
+        try
+        {
+            while (reader.Read())
+            {
+                // CurrentDepth counts the containers around the token: the (limit + 1)th container has limit around it.
+                if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray && reader.CurrentDepth >= limit)
+                {
+                    return true;
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            // Malformed before it got too deep: the parse's own error says where.
+        }
+
+        return false;
+    }
 
     /// <summary>Validates one payload; the list is empty when it matches.</summary>
     internal static IReadOnlyList<SchemaViolation> Validate(JsonSchema schema, ReadOnlySpan<byte> payload)
@@ -265,22 +424,33 @@ public static class JsonSchemaDocuments
 
         using (document)
         {
-            try
+            if (DeepSchemas.TryGetValue(schema, out _))
             {
-                // A yes or no first, which builds far less (measured in S1): the list of what failed is built only
-                // for a payload that fails.
-                if (schema.Evaluate(document.RootElement, FlagOnly).IsValid)
-                {
-                    return [];
-                }
+                var root = document.RootElement;
+                return OnDeepStack(() => Evaluate(schema, root));
+            }
 
-                return Violations(schema.Evaluate(document.RootElement, ListErrors));
-            }
-            catch (JsonSchemaException ex)
+            return Evaluate(schema, document.RootElement);
+        }
+    }
+
+    private static IReadOnlyList<SchemaViolation> Evaluate(JsonSchema schema, JsonElement payload)
+    {
+        try
+        {
+            // A yes or no first, which builds far less (measured in S1): the list of what failed is built only
+            // for a payload that fails.
+            if (schema.Evaluate(payload, FlagOnly).IsValid)
             {
-                // A registered document is checked for this; one supplied around the registry may still fail here.
-                return [new SchemaViolation("", "$ref", ex.Message)];
+                return [];
             }
+
+            return Violations(schema.Evaluate(payload, ListErrors));
+        }
+        catch (JsonSchemaException ex)
+        {
+            // A registered document is checked for this; one supplied around the registry may still fail here.
+            return [new SchemaViolation("", "$ref", ex.Message)];
         }
     }
 

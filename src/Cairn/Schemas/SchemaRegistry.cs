@@ -190,7 +190,7 @@ internal static class SchemaRules
                 return new SchemaCheckResult(eventType, version, registered, null, null, null);
             }
 
-            var changes = Checked(eventType, version, () => SchemaCompatibility.Compare(registered.Schema, schema));
+            var changes = Checked(eventType, version, [registered.Schema, schema], () => SchemaCompatibility.Compare(registered.Schema, schema));
             var text = string.Create(CultureInfo.InvariantCulture,
                 $"'{eventType}' version {version} is registered with another document; a registered version never changes, so register the new shape as version {existing[^1].Version + 1}. Changes: {Describe(changes)}");
             return new SchemaCheckResult(eventType, version, null, null, text, () => new SchemaVersionChangedException(eventType, version, changes, text));
@@ -205,7 +205,7 @@ internal static class SchemaRules
             return new SchemaCheckResult(eventType, version, null, null, text, () => new SchemaVersionConflictException(eventType, version, latest));
         }
 
-        var report = Checked(eventType, version, () => SchemaCompatibility.Check([.. existing.Select(s => AsValidated(s.Schema))], AsValidated(schema), mode));
+        var report = Checked(eventType, version, [.. existing.Select(s => s.Schema), schema], () => SchemaCompatibility.Check([.. existing.Select(s => AsValidated(s.Schema))], AsValidated(schema), mode));
         if (!report.IsCompatible)
         {
             var text = string.Create(CultureInfo.InvariantCulture,
@@ -241,12 +241,15 @@ internal static class SchemaRules
         return named;
     }
 
-    /// <summary>Runs the comparer; a document it cannot read is an invalid schema, named as such.</summary>
-    private static T Checked<T>(string eventType, int version, Func<T> compare)
+    /// <summary>
+    /// Runs the comparer over documents, with a stack deep enough for them; a document it cannot read is an invalid
+    /// schema, named as such.
+    /// </summary>
+    private static T Checked<T>(string eventType, int version, IEnumerable<JsonObject> documents, Func<T> compare)
     {
         try
         {
-            return compare();
+            return JsonSchemaDocuments.WithStackFor(documents, compare);
         }
         catch (SchemaDocumentException ex)
         {
@@ -269,7 +272,7 @@ internal static class SchemaRules
                 continue;
             }
 
-            var report = Checked(eventType, versions[i + 1].Version, () => SchemaCompatibility.Check([AsValidated(from.Schema)], AsValidated(versions[i + 1].Schema), CompatibilityMode.Backward));
+            var report = Checked(eventType, versions[i + 1].Version, [from.Schema, versions[i + 1].Schema], () => SchemaCompatibility.Check([AsValidated(from.Schema)], AsValidated(versions[i + 1].Schema), CompatibilityMode.Backward));
             if (!report.IsCompatible)
             {
                 return string.Create(CultureInfo.InvariantCulture,

@@ -13,6 +13,10 @@ namespace Cairn.Schemas;
 /// </summary>
 public sealed class SchemaSnapshot
 {
+    // The levels around a version's schema: the root, "eventTypes", the type, "versions" and the version. With them, a
+    // snapshot holds schemas of exactly JsonSchemaDocuments.MaxDepth levels, no deeper.
+    private const int MaxDepth = JsonSchemaDocuments.MaxDepth + 5;
+
     private readonly Dictionary<string, TypeEntry> _types;
 
     /// <summary>Creates a snapshot of the given types.</summary>
@@ -51,6 +55,7 @@ public sealed class SchemaSnapshot
     }
 
     /// <summary>Writes the snapshot as indented JSON, types and versions in order, so a change reads well in a diff.</summary>
+    /// <exception cref="InvalidSchemaException">A version's document nests deeper than <see cref="JsonSchemaDocuments.MaxDepth"/>.</exception>
     public string ToJson()
     {
         var types = new JsonObject();
@@ -59,6 +64,11 @@ public sealed class SchemaSnapshot
             var versions = new JsonArray();
             foreach (var version in type.Versions)
             {
+                if (JsonSchemaDocuments.NestsDeeperThan(version.Schema, JsonSchemaDocuments.MaxDepth))
+                {
+                    throw JsonSchemaDocuments.TooDeep(type.EventType, version.Version);
+                }
+
                 versions.Add(new JsonObject
                 {
                     ["version"] = version.Version,
@@ -75,7 +85,7 @@ public sealed class SchemaSnapshot
 
         var root = new JsonObject { ["cairnSchemaSnapshot"] = 1, ["eventTypes"] = types };
         // Relaxed escaping: the file is read by people in diffs, never put into HTML, so a pattern's '+' stays '+'.
-        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n";
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth }) + "\n";
     }
 
     /// <summary>Reads a snapshot written by <see cref="ToJson"/>.</summary>
@@ -87,8 +97,13 @@ public sealed class SchemaSnapshot
         try
         {
             // A member twice (an event type listed twice) is refused while parsing, not met later as an ArgumentException.
-            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false }) as JsonObject
+            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false, MaxDepth = MaxDepth }) as JsonObject
                 ?? throw new InvalidSchemaSnapshotException("the document is not a JSON object");
+        }
+        catch (JsonException) when (JsonSchemaDocuments.NestsDeeperThan(json, MaxDepth))
+        {
+            throw new InvalidSchemaSnapshotException(string.Create(CultureInfo.InvariantCulture,
+                $"the document nests objects and arrays deeper than {MaxDepth} levels; its schemas may nest at most {JsonSchemaDocuments.MaxDepth}"));
         }
         catch (JsonException ex)
         {

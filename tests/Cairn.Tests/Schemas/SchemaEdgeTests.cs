@@ -223,4 +223,127 @@ public sealed class SchemaEdgeTests
 
         Assert.Equal("urn:cairn:schema:cart.cleared:2", serializer.ToEventData(new CartClearedV2()).DataSchema);
     }
+    /// <summary>
+    /// A schema of <paramref name="levels"/> objects, each holding the next under "n" (two JSON levels each: the object
+    /// and its "properties"), the innermost a string: a payload matching it is <paramref name="levels"/> objects deep.
+    /// </summary>
+    private static string NestedSchema(int levels)
+    {
+        var text = """{"type":"string"}""";
+        for (var i = 0; i < levels; i++)
+        {
+            text = $$"""{"type":"object","properties":{"n":{{text}}},"required":["n"]}""";
+        }
+
+        return text;
+    }
+
+    private static string NestedPayload(int levels, string innermost) =>
+        string.Concat(Enumerable.Repeat("""{"n":""", levels)) + innermost + new string('}', levels);
+
+    /// <summary>Parsed past System.Text.Json's default depth of 64, as a caller building a document in code could.</summary>
+    private static JsonObject ParsedDeep(string json) =>
+        (JsonObject)JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 1_000 })!;
+
+    /// <summary>
+    /// A schema of about 100 JSON levels is valid JSON Schema: System.Text.Json's default limit of 64 levels made its
+    /// parse throw a raw <see cref="JsonException"/> on registration, and its snapshot could not be written.
+    /// </summary>
+    [Fact]
+    public async Task a_schema_nested_a_hundred_levels_deep_registers_validates_and_round_trips_through_a_snapshot()
+    {
+        var text = NestedSchema(50);
+        var schema = JsonSchemaDocuments.Parse("parcel.nested", 1, text);
+        var registry = new SchemaRegistry(new InMemorySchemaStore());
+
+        Assert.True((await registry.RegisterAsync("parcel.nested", 1, schema, CompatibilityMode.Backward)).Added);
+        Assert.NotNull((await registry.CheckAsync("parcel.nested", 1, schema, CompatibilityMode.Backward)).Registered);
+
+        var payloads = new PayloadSchemas();
+        payloads.Load([("parcel.nested", 1, SchemaValidationMode.Reject, await registry.GetVersionsAsync("parcel.nested"))], Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        Assert.Equal("urn:cairn:schema:parcel.nested:1", payloads.Check("parcel.nested", null, Encoding.UTF8.GetBytes(NestedPayload(50, "\"x\"")), "event", Envelopes.MessageId.New()));
+        var error = Assert.Throws<SchemaValidationException>(() => payloads.Check("parcel.nested", null, Encoding.UTF8.GetBytes(NestedPayload(50, "7")), "event", Envelopes.MessageId.New()));
+        Assert.Contains(error.Violations, v => v.Path == "/" + string.Join("/", Enumerable.Repeat("n", 50)) && v.Rule == "type");
+
+        var read = SchemaSnapshot.Parse((await registry.ExportAsync()).ToJson());
+        Assert.True(JsonSchemaDocuments.SameDocument(schema, Assert.Single(read.VersionsOf("parcel.nested")).Schema));
+
+        // A host given the document registers it as well.
+        var store = new InMemorySchemaStore();
+        using (await SchemaHosts.StartAsync(store, o =>
+        {
+            o.EventTypes.Register<ParcelNoted>("parcel.noted");
+            o.Schemas.Document("parcel.noted", 1, text);
+        }))
+        {
+            Assert.True(JsonSchemaDocuments.SameDocument(schema, Assert.Single(await store.GetVersionsAsync("parcel.noted")).Schema));
+        }
+    }
+
+    /// <summary>
+    /// A schema at the depth limit is checked and validated on a thread with a small stack (1 MB, Windows' default):
+    /// the meta-schema check, the compatibility comparer and the validator each recurse once or more per level.
+    /// </summary>
+    [Fact]
+    public void a_schema_at_the_depth_limit_is_registered_and_validated_without_exhausting_a_small_stack()
+    {
+        // "not" in "not", one JSON level each: the deepest recursion a document of this depth can ask of the validator.
+        var text = """{"type":"string"}""";
+        for (var i = 1; i < JsonSchemaDocuments.MaxDepth; i++)
+        {
+            text = $$"""{"not":{{text}}}""";
+        }
+
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                var schema = JsonSchemaDocuments.Parse("parcel.deep", 1, text);
+                var registry = new SchemaRegistry(new InMemorySchemaStore());
+                registry.RegisterAsync("parcel.deep", 1, schema, CompatibilityMode.Backward).GetAwaiter().GetResult();
+                var built = JsonSchemaDocuments.Build(schema);
+
+                // 255 "not"s around "string": an odd count, so a string fails and a number passes.
+                Assert.NotEmpty(JsonSchemaDocuments.Validate(built, "\"x\""u8));
+                Assert.Empty(JsonSchemaDocuments.Validate(built, "7"u8));
+            }
+            catch (Exception ex)
+            {
+                failure = ex;
+            }
+        }, maxStackSize: 1024 * 1024);
+        thread.Start();
+        thread.Join();
+
+        Assert.Null(failure);
+    }
+
+    /// <summary>
+    /// Past the limit a schema is refused with the registry's typed errors, naming the limit, wherever it comes in: as
+    /// text, as a document built in code, in a snapshot read or written.
+    /// </summary>
+    [Fact]
+    public async Task a_schema_nested_past_the_depth_limit_is_refused_with_a_typed_error_naming_the_limit()
+    {
+        var text = NestedSchema(130);
+        var limit = JsonSchemaDocuments.MaxDepth.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        var parsed = Assert.Throws<InvalidSchemaException>(() => JsonSchemaDocuments.Parse("parcel.nested", 1, text));
+        Assert.Contains(limit, parsed.Message, StringComparison.Ordinal);
+
+        var registry = new SchemaRegistry(new InMemorySchemaStore());
+        var registered = await Assert.ThrowsAsync<InvalidSchemaException>(() => registry.RegisterAsync("parcel.nested", 1, ParsedDeep(text), CompatibilityMode.Backward));
+        Assert.Contains(limit, registered.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<InvalidSchemaException>(() => registry.CheckAsync("parcel.nested", 1, ParsedDeep(text), CompatibilityMode.Backward));
+        Assert.Empty(await registry.GetEventTypesAsync());
+
+        var snapshotText = """{"cairnSchemaSnapshot": 1, "eventTypes": {"parcel.nested": {"compatibility": "Backward", "versions": [{"version": 1, "schema": """ + text + "}]}}}";
+        var read = Assert.Throws<InvalidSchemaSnapshotException>(() => SchemaSnapshot.Parse(snapshotText));
+        Assert.Contains(limit, read.Message, StringComparison.Ordinal);
+
+        var snapshot = new SchemaSnapshot([new SchemaSnapshot.TypeEntry("parcel.nested", CompatibilityMode.Backward, [new RegisteredSchema("parcel.nested", 1, ParsedDeep(text))])]);
+        var written = Assert.Throws<InvalidSchemaException>(snapshot.ToJson);
+        Assert.Contains(limit, written.Message, StringComparison.Ordinal);
+    }
 }

@@ -13,7 +13,7 @@ namespace Cairn.Schemas;
 /// </summary>
 internal sealed class SchemaLoader
 {
-    private const int MaxDepth = 256;
+    private const int MaxDepth = JsonSchemaDocuments.MaxDepth;
 
     private static readonly string[] StringKeywords = ["minLength", "maxLength", "pattern", "format"];
     private static readonly string[] NumberKeywords = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"];

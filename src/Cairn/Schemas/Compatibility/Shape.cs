@@ -15,7 +15,7 @@ internal static class Shape
 
     public static string Text(string? value) => value is null ? "none" : Cut("\"" + value + "\"");
 
-    public static string Json(JsonNode? value) => Cut(value?.ToJsonString() ?? "null");
+    public static string Json(JsonNode? value) => Cut(value is null ? "null" : JsonSchemaDocuments.ToText(value));
 
     public static string Names(IEnumerable<string> names) => "[" + string.Join(", ", names) + "]";
 
@@ -42,8 +42,8 @@ internal static class Shape
                 ("exclusiveMaximum", node.Number.ExclusiveMaximum), ("multipleOf", node.Number.MultipleOf)),
             NodeKind.Object => DescribeObject(node.Object!),
             NodeKind.Array => DescribeArray(node.Array!, depth),
-            NodeKind.Enum => "enum [" + string.Join(", ", node.EnumValues!.Select(v => v?.ToJsonString() ?? "null")) + "]",
-            NodeKind.Const => "const " + (node.ConstValue?.ToJsonString() ?? "null"),
+            NodeKind.Enum => "enum [" + string.Join(", ", node.EnumValues!.Select(v => v is null ? "null" : JsonSchemaDocuments.ToText(v))) + "]",
+            NodeKind.Const => "const " + (node.ConstValue is null ? "null" : JsonSchemaDocuments.ToText(node.ConstValue)),
             NodeKind.Not => "not " + Describe(node.Not!, depth + 1),
             NodeKind.Conditional => "if/then/else",
             _ => DescribeCombined(node.Combined!, depth),
