@@ -10,9 +10,10 @@ namespace Cairn.Schemas;
 /// <summary>
 /// The check every append and send passes through once the registry is loaded: a payload of a registered type without
 /// a <c>dataschema</c> is given its current version's; a <c>dataschema</c> of Cairn's that names a version the registry
-/// does not know is refused; and a type whose validation mode is not <see cref="SchemaValidationMode.Off"/> has its
-/// payload validated against its version's schema. Before it is loaded (a host that has not started, a store used
-/// without one) it lets everything pass as it is.
+/// does not know, or of Cairn's form but naming no version (<c>urn:cairn:schema:order.placed:0</c>), is refused; and a
+/// type whose validation mode is not <see cref="SchemaValidationMode.Off"/> has its payload validated against its
+/// version's schema. Before it is loaded (a host that has not started, a store used without one) it lets everything
+/// pass as it is.
 /// </summary>
 internal sealed class PayloadSchemas
 {
@@ -46,7 +47,7 @@ internal sealed class PayloadSchemas
     }
 
     /// <summary>Checks one payload about to be appended or sent; returns the <c>dataschema</c> to write with it.</summary>
-    /// <exception cref="UnknownSchemaVersionException">Its <c>dataschema</c> names a version the registry does not have.</exception>
+    /// <exception cref="UnknownSchemaVersionException">Its <c>dataschema</c> names a version the registry does not have, or is of Cairn's form but names no version.</exception>
     /// <exception cref="SchemaValidationException">It does not match, and the type's mode is <see cref="SchemaValidationMode.Reject"/>.</exception>
     public string? Check(string eventType, string? dataSchema, ReadOnlySpan<byte> data, string kind, Envelopes.MessageId id)
     {
@@ -75,6 +76,12 @@ internal sealed class PayloadSchemas
             }
 
             version = reference.Version;
+        }
+        else if (SchemaReference.FaultOf(dataSchema) is { } fault)
+        {
+            // Cairn's form, so no other producer's URI: taken as one, it would be written unchecked and read as the
+            // current version.
+            throw new UnknownSchemaVersionException(Subject(kind, id), eventType, dataSchema, type.Latest, fault);
         }
         else
         {

@@ -116,6 +116,30 @@ public readonly record struct SchemaReference(string EventType, int Version)
         return true;
     }
 
+    /// <summary>
+    /// Why a <c>dataschema</c> of Cairn's form (it starts with <see cref="Prefix"/>) names no type's version, such as
+    /// <c>urn:cairn:schema:order.placed:0</c>; null for one that reads, or is not of Cairn's form (another producer's).
+    /// </summary>
+    internal static string? FaultOf(string? dataSchema)
+    {
+        if (dataSchema is null || !dataSchema.StartsWith(Prefix, StringComparison.Ordinal) || TryParse(dataSchema, out _))
+        {
+            return null;
+        }
+
+        var rest = dataSchema.AsSpan(Prefix.Length);
+        var colon = rest.LastIndexOf(':');
+        if (colon <= 0)
+        {
+            return $"it names no type and version ({Prefix}<type>:<version>)";
+        }
+
+        var type = rest[..colon].ToString();
+        return EventTypeNames.Validate(type) is { } fault
+            ? $"'{type}' is not a valid event type name: {fault}"
+            : string.Create(CultureInfo.InvariantCulture, $"'{rest[(colon + 1)..]}' is no version: a version is a whole number from 1 to {int.MaxValue}");
+    }
+
     /// <inheritdoc />
     public override string ToString() => Format(EventType, Version);
 }

@@ -168,20 +168,43 @@ public sealed class UpcastingException(string what, string eventType, int from, 
 
 /// <summary>
 /// An event or message names a version of its type that this process cannot read: newer than the class's, unknown to
-/// the registry, or its <c>dataschema</c> names another type.
+/// the registry, or its <c>dataschema</c> names another type, or is of Cairn's form but names no version (such as
+/// <c>urn:cairn:schema:order.placed:0</c>).
 /// </summary>
-public sealed class UnknownSchemaVersionException(string what, string eventType, int version, int current, string reason)
-    : CairnException(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' version {version}, which this process cannot read (its class is version {current}): {reason}."))
+public sealed class UnknownSchemaVersionException : CairnException
 {
+    /// <summary>An event or message naming a version this process cannot read.</summary>
+    public UnknownSchemaVersionException(string what, string eventType, int version, int current, string reason)
+        : base(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' version {version}, which this process cannot read (its class is version {current}): {reason}."))
+    {
+        Subject = what;
+        EventType = eventType;
+        Version = version;
+        CurrentVersion = current;
+    }
+
+    /// <summary>An event or message whose <c>dataschema</c> is of Cairn's form but malformed: it names no version.</summary>
+    public UnknownSchemaVersionException(string what, string eventType, string dataSchema, int current, string reason)
+        : base(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' with the dataschema '{dataSchema}', which is of Cairn's form but names no version this process can read (its class is version {current}): {reason}."))
+    {
+        Subject = what;
+        EventType = eventType;
+        DataSchema = dataSchema;
+        CurrentVersion = current;
+    }
+
     /// <summary>The event or message, as its id, type and place.</summary>
-    public string Subject { get; } = what;
+    public string Subject { get; }
 
     /// <summary>The event type.</summary>
-    public string EventType { get; } = eventType;
+    public string EventType { get; }
 
-    /// <summary>The version named.</summary>
-    public int Version { get; } = version;
+    /// <summary>The version named; 0 when the <c>dataschema</c> names none (<see cref="DataSchema"/> is set).</summary>
+    public int Version { get; }
+
+    /// <summary>The <c>dataschema</c> of Cairn's form that names no version; null when a version was named.</summary>
+    public string? DataSchema { get; }
 
     /// <summary>The version of the class registered for the type.</summary>
-    public int CurrentVersion { get; } = current;
+    public int CurrentVersion { get; }
 }

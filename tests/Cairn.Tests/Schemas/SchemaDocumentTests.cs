@@ -186,4 +186,45 @@ public sealed class SchemaDocumentTests
         Assert.Null(payloads.Check("order.shipped", null, "[]"u8, "event", MessageId.New()));
         Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", "[]"u8, "event", MessageId.New()));
     }
+    /// <summary>
+    /// A dataschema of Cairn's form names a version from 1 to <see cref="int.MaxValue"/>: one naming 0, a negative
+    /// number or a number past that is refused as malformed. It was taken for another producer's URI and written
+    /// unchecked, where readers then read it as the current version.
+    /// </summary>
+    [Theory]
+    [InlineData("urn:cairn:schema:order.placed:0", "'0'")]
+    [InlineData("urn:cairn:schema:order.placed:-1", "'-1'")]
+    [InlineData("urn:cairn:schema:order.placed:2147483648", "'2147483648'")]
+    public async Task a_cairn_dataschema_naming_no_version_from_1_to_int_max_is_refused_as_malformed(string dataSchema, string named)
+    {
+        var store = new InMemoryEventStore(new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Off) });
+
+        var error = await Assert.ThrowsAsync<UnknownSchemaVersionException>(() =>
+            store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Order("""{"id": "o-1", "lines": []}""", dataSchema)]));
+
+        Assert.Equal(dataSchema, error.DataSchema);
+        Assert.Contains(dataSchema, error.Message, StringComparison.Ordinal);
+        Assert.Contains(named + " is no version", error.Message, StringComparison.Ordinal);
+        Assert.Equal(GlobalPosition.Start, await store.GetHeadPositionAsync(CancellationToken.None));
+    }
+
+    [Fact]
+    public void a_cairn_dataschema_naming_no_version_is_refused_before_a_message_is_sent()
+    {
+        var options = new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Off) };
+        var message = new OutgoingMessage("order.placed", Encoding.UTF8.GetBytes("""{"id": "o-1", "lines": []}""")) { DataSchema = "urn:cairn:schema:order.placed:0" };
+
+        Assert.Throws<UnknownSchemaVersionException>(() => PreparedMessage.Prepare(message, options));
+    }
+
+    [Fact]
+    public async Task a_cairn_dataschema_naming_a_registered_version_is_written_as_it_is()
+    {
+        var store = new InMemoryEventStore(new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Reject) });
+
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Order("""{"id": "o-1", "lines": []}""", "urn:cairn:schema:order.placed:1")]);
+
+        var stored = await EventStoreExtensions.ReadStreamAsync(store, "order-1").SingleAsync();
+        Assert.Equal("urn:cairn:schema:order.placed:1", stored.DataSchema);
+    }
 }
