@@ -12,8 +12,8 @@ namespace Cairn.Schemas;
 /// a <c>dataschema</c> is given its current version's; a <c>dataschema</c> of Cairn's that names a version the registry
 /// does not know, or of Cairn's form but naming no version (<c>urn:cairn:schema:order.placed:0</c>), is refused; and a
 /// type whose validation mode is not <see cref="SchemaValidationMode.Off"/> has its payload validated against its
-/// version's schema. Before it is loaded (a host that has not started, a store used without one) it lets everything
-/// pass as it is.
+/// version's schema (the current version's under another producer's <c>dataschema</c>, which readers read as that).
+/// Before it is loaded (a host that has not started, a store used without one) it lets everything pass as it is.
 /// </summary>
 internal sealed class PayloadSchemas
 {
@@ -83,10 +83,16 @@ internal sealed class PayloadSchemas
             // current version.
             throw new UnknownSchemaVersionException(Subject(kind, id), eventType, dataSchema, type.Latest, fault);
         }
+        else if (type.Mode == SchemaValidationMode.Off || !type.Versions.ContainsKey(type.Current))
+        {
+            // Another producer's URI, not validated (or no schema of the current version to validate it against).
+            return dataSchema;
+        }
         else
         {
-            // Another producer's URI: nothing to check it against.
-            return dataSchema;
+            // Another producer's URI names no version of Cairn's, and readers read the payload as the current version:
+            // it is validated as that, so Reject refuses what its readers could not read instead of writing it unchecked.
+            version = type.Current;
         }
 
         if (!type.Versions.TryGetValue(version, out var schema))

@@ -35,7 +35,11 @@ public enum CompatibilityMode
     None,
 }
 
-/// <summary>What happens to a payload that does not match its event type's schema when it is appended or sent.</summary>
+/// <summary>
+/// What happens to a payload that does not match its event type's schema when it is appended or sent. The schema is
+/// that of the version its <c>dataschema</c> names, or the current version's when it has none or another producer's
+/// (a URI not of Cairn's form): readers read such a payload as the current version, so it is checked as that.
+/// </summary>
 public enum SchemaValidationMode
 {
     /// <summary>Payloads are not checked.</summary>
@@ -44,7 +48,11 @@ public enum SchemaValidationMode
     /// <summary>A payload that does not match is written, and the mismatch is logged and counted.</summary>
     Warn,
 
-    /// <summary>A payload that does not match is refused with the JSON path and the rule it broke; nothing is written.</summary>
+    /// <summary>
+    /// A payload that does not match is refused with the JSON path and the rule it broke; nothing is written. One under
+    /// another producer's <c>dataschema</c> is validated against the current version, which its readers read it as,
+    /// not let through unchecked.
+    /// </summary>
     Reject,
 }
 

@@ -179,12 +179,52 @@ public sealed class SchemaDocumentTests
     }
 
     [Fact]
-    public void a_payload_of_a_type_without_a_schema_or_with_another_producers_dataschema_passes_as_it_is()
+    public void a_payload_of_a_type_without_a_schema_passes_as_it_is_and_another_producers_dataschema_is_kept()
     {
         var payloads = Loaded(SchemaValidationMode.Reject);
 
         Assert.Null(payloads.Check("order.shipped", null, "[]"u8, "event", MessageId.New()));
-        Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", "[]"u8, "event", MessageId.New()));
+        Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", """{"id": "o-1", "lines": []}"""u8, "event", MessageId.New()));
+    }
+
+    /// <summary>
+    /// Readers read a payload under another producer's dataschema as the type's current version, so validation checks
+    /// it against that version: under Reject it was written unchecked, and its readers then failed on it.
+    /// </summary>
+    [Fact]
+    public async Task under_reject_a_payload_under_another_producers_dataschema_is_validated_as_the_current_version()
+    {
+        var store = new InMemoryEventStore(new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Reject) });
+
+        var error = await Assert.ThrowsAsync<SchemaValidationException>(() =>
+            store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Order("""{"id": 7}""", "https://example.com/s.json")]));
+
+        Assert.Equal(1, error.Version);
+        Assert.Contains(error.Violations, v => v.Path == "/id" && v.Rule == "type");
+        Assert.Contains(error.Violations, v => v.Path == "" && v.Rule == "required");
+        Assert.Equal(GlobalPosition.Start, await store.GetHeadPositionAsync(CancellationToken.None));
+    }
+
+    [Fact]
+    public void under_reject_a_message_under_another_producers_dataschema_is_validated_before_it_is_sent()
+    {
+        var options = new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Reject) };
+        var message = new OutgoingMessage("order.placed", Encoding.UTF8.GetBytes("""{"lines": "none"}""")) { DataSchema = "https://example.com/s.json" };
+
+        var error = Assert.Throws<SchemaValidationException>(() => PreparedMessage.Prepare(message, options));
+
+        Assert.Contains(error.Violations, v => v.Path == "/lines" && v.Rule == "type");
+    }
+
+    [Fact]
+    public async Task under_warn_a_payload_under_another_producers_dataschema_that_does_not_match_is_written_with_its_dataschema()
+    {
+        var store = new InMemoryEventStore(new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Warn) });
+
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [Order("""{"id": 7}""", "https://example.com/s.json")]);
+
+        var stored = await EventStoreExtensions.ReadStreamAsync(store, "order-1").SingleAsync();
+        Assert.Equal("https://example.com/s.json", stored.DataSchema);
     }
     /// <summary>
     /// A dataschema of Cairn's form names a version from 1 to <see cref="int.MaxValue"/>: one naming 0, a negative
