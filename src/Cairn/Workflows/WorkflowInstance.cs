@@ -261,13 +261,13 @@ public sealed class WorkflowInstance
                 CurrentStep = s.Step;
                 Attempt = s.Attempt;
                 CurrentMessageId = s.MessageId;
-                if (s.MessageId is not null && s.SendAt is { } sendAt && (LastSendAt is not { } last || sendAt > last))
-                {
-                    LastSendAt = sendAt;
-                }
                 if (s.MessageId is not null)
                 {
                     _sentFor[s.MessageId] = new SentFor(s.Step, StepVisit, false);
+                    if (s.SendAt is { } sendAt && (LastSendAt is not { } last || sendAt > last))
+                    {
+                        LastSendAt = sendAt;
+                    }
                 }
 
                 Arm(s.TimeoutAt is { } due ? ("step", s.Step, due) : null, version);
