@@ -320,8 +320,15 @@ public sealed class ProjectionEdgeTests : IDisposable
         await using var runner = new ProjectionRunner(projection, _store, steered, Orders.Serializer(), timeProvider: clock);
         await runner.StartAsync(default);
         await Wait.UntilAsync(() => steered.Refusals >= 1, "the rebuild reaches its switch");
-        clock.Advance(TimeSpan.FromMinutes(1));
-        await Wait.UntilAsync(() => steered.Refusals >= 2, "the runner has been round its loop again");
+
+        // Advanced at each look: the runner arms its pause after the refusal, which the test may see first.
+        await Wait.UntilAsync(
+            () =>
+            {
+                clock.Advance(TimeSpan.FromMinutes(1));
+                return steered.Refusals >= 2;
+            },
+            "the runner has been round its loop again");
 
         await AppendAsync("o2", Orders.Placed("o2", "bob", 20m));
         var models = new ReadModels(_projections, Orders.Serializer(), [projection]);
@@ -382,8 +389,15 @@ public sealed class ProjectionEdgeTests : IDisposable
         var models = new ReadModels(_projections, Orders.Serializer(), [v2]);
         Assert.Equal(1, await models.Query<OrderSummary>().Where("customer", "alice").CountAsync());
 
+        // Advanced at each look: the runner may arm its pause after its last refused switch only now.
         refusing.Refuse = false;
-        clock.Advance(TimeSpan.FromMinutes(1));
+        await Wait.UntilAsync(
+            () =>
+            {
+                clock.Advance(TimeSpan.FromMinutes(1));
+                return runner.Status.ServingVersion == 2;
+            },
+            "the switch is tried again and goes through");
         await runner.WaitForPositionAsync(placed, Patience);
 
         Assert.Equal(2, runner.Status.ServingVersion);

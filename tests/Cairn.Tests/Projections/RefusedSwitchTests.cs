@@ -43,10 +43,17 @@ public sealed class RefusedSwitchTests
         Assert.False(rebuild.IsCompleted);
 
         // Whatever blocked it is gone; the delay passes on the runner's clock with nothing appended, and the switch
-        // goes through at once: nothing else needs to wake the runner.
+        // goes through at once: nothing else needs to wake the runner. The clock moves at each look, since the runner
+        // arms its delay after the refusal the test saw.
         projections.Refuse = false;
-        clock.Advance(TimeSpan.FromSeconds(31));
-        await rebuild.WaitAsync(TimeSpan.FromSeconds(15));
+        await Wait.UntilAsync(
+            () =>
+            {
+                clock.Advance(TimeSpan.FromSeconds(31));
+                return rebuild.IsCompleted;
+            },
+            "the switch is tried again after its delay");
+        await rebuild;
         Assert.Null(runner.Status.Rebuild);
     }
 }
