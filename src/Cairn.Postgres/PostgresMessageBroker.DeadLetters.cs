@@ -13,7 +13,7 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public async Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         DeadLetterListing.CheckLimit(limit);
 
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -37,7 +37,7 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public async Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         var row = await FindQueueAsync(connection, null, queue, cancellationToken).ConfigureAwait(false) ?? throw new QueueNotFoundException(queue);
         await using var select = new NpgsqlCommand(
@@ -52,7 +52,7 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
         return RedriveSteps.RunAsync(
             request,
@@ -152,7 +152,7 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         Guid[]? ids = messageIds is null ? null : [.. messageIds.Select(i => i.Value).Distinct()];
         return WriteAsync(async work =>
         {

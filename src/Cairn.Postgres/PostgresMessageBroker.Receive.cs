@@ -25,7 +25,7 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         if (options.Wait > TimeSpan.Zero)

@@ -96,7 +96,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public async Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         return (await FindQueueAsync(connection, null, queue, cancellationToken).ConfigureAwait(false))?.Definition;
     }
@@ -119,7 +119,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         return WriteAsync(async work =>
         {
             await using var insert = work.Command($"INSERT INTO {T("topics")} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING");
@@ -133,8 +133,8 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(subscription);
-        RequireName(subscription.Topic.Value, "topic");
-        RequireName(subscription.Queue.Value, "queue");
+        MessagingNames.RequirePresent(subscription.Topic.Value, "topic");
+        MessagingNames.RequirePresent(subscription.Queue.Value, "queue");
         return WriteAsync(async work =>
         {
             var topicId = await RequireTopicIdAsync(work.Connection, work.Transaction, subscription.Topic, cancellationToken).ConfigureAwait(false);
@@ -155,7 +155,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         MessagingNames.Validate("subscription", subscription);
         return WriteAsync(async work =>
         {
@@ -170,7 +170,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public async Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         var topicId = await RequireTopicIdAsync(connection, null, topic, cancellationToken).ConfigureAwait(false);
         await using var select = new NpgsqlCommand(
@@ -191,7 +191,7 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public async Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         var now = _time.GetUtcNow().UtcTicks;
         await using var connection = await _store.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
 
@@ -305,13 +305,6 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     private static QueueSettingsData ReadSettings(string json) =>
         JsonSerializer.Deserialize(json, CairnJsonContext.Default.QueueSettingsData)!;
 
-    private static void RequireName(string? value, string kind)
-    {
-        if (value is null)
-        {
-            throw new InvalidMessagingNameException(kind, null, "the name is missing");
-        }
-    }
 
     /// <summary>
     /// Runs <paramref name="work"/> in one transaction of the store's write context. On the way out the transaction

@@ -59,7 +59,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         return Writer.ExecuteAsync(context =>
         {
             context.DeclareTopic(topic);
@@ -81,7 +81,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         MessagingNames.Validate("subscription", subscription);
         return Writer.ExecuteAsync(context => context.Unsubscribe(topic, subscription), cancellationToken);
     }
@@ -89,7 +89,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _store.RentReadConnection();
         using var find = new RawStatement(lease.Db, "SELECT id FROM cairn_topics WHERE name = ?1");
@@ -121,7 +121,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         cancellationToken.ThrowIfCancellationRequested();
         var now = _time.GetUtcNow().UtcTicks;
         using var lease = _store.RentReadConnection();
@@ -185,7 +185,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         var deadline = _time.GetUtcNow() + options.Wait;
@@ -338,7 +338,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         DeadLetterListing.CheckLimit(limit);
 
         cancellationToken.ThrowIfCancellationRequested();
@@ -360,7 +360,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _store.RentReadConnection();
         var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
@@ -373,7 +373,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
         return RedriveSteps.RunAsync(
             request,
@@ -385,7 +385,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         MessageId[]? ids = messageIds is null ? null : [.. messageIds];
         return Writer.ExecuteAsync(context => context.PurgeDeadLetters(queue, ids), cancellationToken);
     }
@@ -461,13 +461,6 @@ public sealed class SqliteMessageBroker : IMessageBroker
     private static QueueSettingsData ReadSettings(ReadOnlySpan<byte> json) =>
         JsonSerializer.Deserialize(json, CairnJsonContext.Default.QueueSettingsData)!;
 
-    private static void RequireName(string? value, string kind)
-    {
-        if (value is null)
-        {
-            throw new InvalidMessagingNameException(kind, null, "the name is missing");
-        }
-    }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 

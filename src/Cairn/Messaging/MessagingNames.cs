@@ -38,6 +38,18 @@ public static class MessagingNames
     /// <summary>The longest name accepted.</summary>
     public const int MaxLength = 128;
 
+    /// <summary>
+    /// Throws <see cref="InvalidMessagingNameException"/> for a name that is missing: a default <see cref="QueueName"/>
+    /// or <see cref="TopicName"/> (<paramref name="value"/> is its <c>Value</c>), which no constructor validated.
+    /// </summary>
+    internal static void RequirePresent(string? value, string kind)
+    {
+        if (value is null)
+        {
+            throw new InvalidMessagingNameException(kind, null, "the name is missing");
+        }
+    }
+
     /// <summary>Returns the name when it is valid; throws <see cref="InvalidMessagingNameException"/> otherwise.</summary>
     public static string Validate(string kind, string? name)
     {

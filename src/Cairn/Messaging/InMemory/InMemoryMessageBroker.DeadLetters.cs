@@ -7,7 +7,7 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         DeadLetterListing.CheckLimit(limit);
 
         return Run<IReadOnlyList<DeadLetter>>(cancellationToken, _ =>
@@ -20,7 +20,7 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         return Run(cancellationToken, _ =>
         {
             var state = RequireQueue(queue);
@@ -31,7 +31,7 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
         return RedriveSteps.RunAsync(
             request,
@@ -43,7 +43,7 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         MessageId[]? ids = messageIds is null ? null : [.. messageIds];
         return Run(cancellationToken, touched =>
         {

@@ -7,7 +7,7 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         var deadline = _time.GetUtcNow() + options.Wait;

@@ -78,7 +78,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
     /// <inheritdoc />
     public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         return Run(cancellationToken, _ => _topics.TryAdd(topic.Value, new SortedDictionary<string, TopicSubscription>(StringComparer.Ordinal)));
     }
 
@@ -97,7 +97,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
     /// <inheritdoc />
     public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         MessagingNames.Validate("subscription", subscription);
         return Run(cancellationToken, _ => RequireTopic(topic).Remove(subscription));
     }
@@ -105,14 +105,14 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
     /// <inheritdoc />
     public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        RequireName(topic.Value, "topic");
+        MessagingNames.RequirePresent(topic.Value, "topic");
         return Run<IReadOnlyList<TopicSubscription>>(cancellationToken, _ => [.. RequireTopic(topic).Values]);
     }
 
     /// <inheritdoc />
     public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        RequireName(queue.Value, "queue");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         return Run(cancellationToken, _ =>
         {
             var now = _time.GetUtcNow().UtcTicks;
@@ -205,13 +205,6 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
     private SortedDictionary<string, TopicSubscription> RequireTopic(TopicName topic) =>
         topic.Value is { } name && _topics.TryGetValue(name, out var subscriptions) ? subscriptions : throw new TopicNotFoundException(topic);
 
-    private static void RequireName(string? value, string kind)
-    {
-        if (value is null)
-        {
-            throw new InvalidMessagingNameException(kind, null, "the name is missing");
-        }
-    }
 
     /// <summary>
     /// Runs an operation under the lock, then wakes the receivers of the queues it put messages in (or let a FIFO group
