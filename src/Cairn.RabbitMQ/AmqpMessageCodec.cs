@@ -32,6 +32,9 @@ internal static class AmqpMessageCodec
     public const string Receives = "cairn-receives";
     public const string FirstReceivedAt = "cairn-first-received-at";
     public const string LastReceivedAt = "cairn-last-received-at";
+
+    /// <summary>On a copy given back because its lease ran out: the next receive reports the lease expired.</summary>
+    public const string LeaseExpired = "cairn-lease-expired";
     public const string EnqueuedAt = "cairn-enqueued-at";
     public const string FailureType = "cairn-failure-type";
     public const string FailureMessage = "cairn-failure-message";
@@ -117,6 +120,71 @@ internal static class AmqpMessageCodec
             ? $"Message {id} has attributes and metadata of about {bytes} bytes as AMQP headers, over the {limit} that fit RabbitMQ's content-header frame with room for Cairn's own; move large values into the data."
             : null;
     }
+
+    /// <summary>
+    /// The most bytes the headers of a copy Cairn publishes of a delivery (a release's, a dead letter's, a redrive's) may
+    /// take. Another publisher's message may come with headers close to RabbitMQ's <c>frame_max</c> (128 KiB); with
+    /// Cairn's own added, its copy would pass it, RabbitMQ would close the publishing connection, and the message could
+    /// never be released or dead-lettered. A message Cairn sent stays far below (<see cref="MaxMessageHeaderBytes"/> and
+    /// <see cref="OutboxHeaderAllowance"/>, with its failure headers capped).
+    /// </summary>
+    public const int MaxCopyHeaderBytes = 96 * 1024;
+
+    /// <summary>On a copy whose headers were cut to fit (<see cref="FitCopy"/>): the names of those left out.</summary>
+    public const string DroppedHeaders = "cairn-dropped-headers";
+
+    /// <summary>
+    /// Cuts a copy's headers to <see cref="MaxCopyHeaderBytes"/> when they are over it: another publisher's own headers
+    /// go first, then CloudEvents extension attributes, the largest first in each; the attributes a reader needs and
+    /// Cairn's own headers stay. The names left out are listed in <see cref="DroppedHeaders"/>.
+    /// </summary>
+    public static void FitCopy(IDictionary<string, object?> headers)
+    {
+        var bytes = headers.Sum(h => EntryBytes(h.Key, h.Value));
+        if (bytes <= MaxCopyHeaderBytes)
+        {
+            return;
+        }
+
+        var candidates = headers
+            .Where(h => !IsAttribute(h.Key) && !h.Key.StartsWith("cairn-", StringComparison.Ordinal))
+            .Select(h => (h.Key, Bytes: EntryBytes(h.Key, h.Value), Extension: h.Key.StartsWith(Prefix, StringComparison.Ordinal)))
+            .OrderBy(h => h.Extension)
+            .ThenByDescending(h => h.Bytes)
+            .ToList();
+        var dropped = new List<string>();
+        foreach (var (key, size, _) in candidates)
+        {
+            if (bytes <= MaxCopyHeaderBytes)
+            {
+                break;
+            }
+
+            headers.Remove(key);
+            bytes -= size;
+            dropped.Add(key);
+        }
+
+        headers[DroppedHeaders] = Capped(string.Join(", ", dropped), 1024);
+    }
+
+    /// <summary>About how many bytes an entry takes in an AMQP field table: its name, its type tag and its value.</summary>
+    private static long EntryBytes(string key, object? value) => 1 + Encoding.UTF8.GetByteCount(key) + 1 + ValueBytes(value);
+
+    private static long ValueBytes(object? value) => value switch
+    {
+        null => 0,
+        string s => 4 + Encoding.UTF8.GetByteCount(s),
+        byte[] b => 4 + b.Length,
+        ReadOnlyMemory<byte> m => 4 + m.Length,
+        IDictionary<string, object?> table => 4 + table.Sum(e => EntryBytes(e.Key, e.Value)),
+        System.Collections.IEnumerable list => 4 + list.Cast<object?>().Sum(v => 1 + ValueBytes(v)),
+        bool or byte or sbyte => 1,
+        short or ushort => 2,
+        int or uint or float => 4,
+        decimal => 5,
+        _ => 8,
+    };
 
     /// <summary>Text cut to <paramref name="max"/> characters, for a header that must stay within the frame.</summary>
     public static string Capped(string text, int max) => text.Length <= max ? text : text[..max] + "…";
@@ -348,13 +416,16 @@ internal static class AmqpMessageCodec
         }
     }
 
-    // AMQP 0-9-1 header strings arrive as bytes.
+    // AMQP 0-9-1 header strings arrive as bytes. Other values are read as their canonical CloudEvents strings, as the
+    // AMQP binding asks of a receiver when another publisher sends an attribute as a native AMQP value.
     private static string? AsString(object? value) => value switch
     {
         null => null,
         string s => s,
         byte[] bytes => Encoding.UTF8.GetString(bytes),
         ReadOnlyMemory<byte> memory => Encoding.UTF8.GetString(memory.Span),
+        bool flag => flag ? "true" : "false",
+        AmqpTimestamp timestamp => FromUnixSeconds(timestamp.UnixTime) is { } time ? Format(time) : timestamp.UnixTime.ToString(CultureInfo.InvariantCulture),
         IFormattable formattable => formattable.ToString(null, CultureInfo.InvariantCulture),
         _ => value.ToString(),
     };

@@ -20,6 +20,11 @@ public sealed partial class RabbitMqMessageBroker
         var delivered = new List<LeaseToken>(transaction.Acknowledgements.Count);
         foreach (var lease in transaction.Acknowledgements)
         {
+            if (lease.Queue == default)
+            {
+                throw new InvalidMessageException("An acknowledgement names no queue.");
+            }
+
             // A FIFO queue's lease is the backend's, acknowledged in its transaction; a RabbitMQ delivery once it committed.
             if (await IsKeptAsync(lease.Queue, cancellationToken).ConfigureAwait(false))
             {

@@ -144,6 +144,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
+        MessagingNames.RequirePresent(queue.Value, "queue");
         DeadLetterListing.CheckLimit(limit);
 
         if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
@@ -170,6 +171,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
+        MessagingNames.RequirePresent(queue.Value, "queue");
         if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
             return await _backend.GetDeadLetterAsync(queue, messageId, cancellationToken).ConfigureAwait(false);
@@ -200,6 +202,7 @@ public sealed partial class RabbitMqMessageBroker
     /// </summary>
     public async Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
         request.Validate();
         if (_connection.PublishingBlocked is { } blocked)
@@ -245,7 +248,8 @@ public sealed partial class RabbitMqMessageBroker
 
                 var properties = AmqpMessageCodec.Copy(result.BasicProperties);
                 var headers = properties.Headers!;
-                foreach (var key in new[] { AmqpMessageCodec.DeadLetterReason, AmqpMessageCodec.DeadLetteredAt, AmqpMessageCodec.DeadLetterSequence, AmqpMessageCodec.DeadLetterQueue, AmqpMessageCodec.Receives, AmqpMessageCodec.FirstReceivedAt, AmqpMessageCodec.LastReceivedAt })
+                // The receive count starts again; the times of its receives stay, as the backends keep them.
+                foreach (var key in new[] { AmqpMessageCodec.DeadLetterReason, AmqpMessageCodec.DeadLetteredAt, AmqpMessageCodec.DeadLetterSequence, AmqpMessageCodec.DeadLetterQueue, AmqpMessageCodec.Receives })
                 {
                     headers.Remove(key);
                 }
@@ -253,6 +257,7 @@ public sealed partial class RabbitMqMessageBroker
                 headers[AmqpMessageCodec.Redrives] = deadLetter.Redrives + 1L;
                 headers[AmqpMessageCodec.RedriveRun] = run;
                 headers[AmqpMessageCodec.EnqueuedAt] = AmqpMessageCodec.Format(_time.GetUtcNow());
+                AmqpMessageCodec.FitCopy(headers);
                 try
                 {
                     await channel.BasicPublishAsync("", AmqpName(target), true, properties, result.Body, cancellationToken).ConfigureAwait(false);
@@ -288,6 +293,7 @@ public sealed partial class RabbitMqMessageBroker
     /// <inheritdoc />
     public async Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
+        MessagingNames.RequirePresent(queue.Value, "queue");
         if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
         {
             return await _backend.PurgeDeadLettersAsync(queue, messageIds, cancellationToken).ConfigureAwait(false);

@@ -28,7 +28,13 @@ public sealed partial class RabbitMqMessageBroker
     private Task _deadLetteringRun = Task.CompletedTask;
     private readonly ConcurrentDictionary<long, HeldLease> _leases = new();
     private readonly Task _sweeper;
-    private long _nextLease;
+
+    /// <summary>
+    /// The last lease sequence issued. It starts at a random point of a 2⁶¹ range, so the tokens of two broker instances
+    /// (two hosts in one process, or one built again) do not coincide, and a token of one never settles a delivery the
+    /// other holds: a token names no channel, only the queue, this sequence and the receive count.
+    /// </summary>
+    private long _nextLease = Random.Shared.NextInt64(1L << 40, 1L << 61);
 
     /// <summary>A delivery this process holds under a lease: the RabbitMQ delivery it stands for, until settled or expired.</summary>
     private sealed record HeldLease(QueueReader Reader, BufferedDelivery Buffered, Delivery Delivery, QueueDefinition Queue, DateTimeOffset ReceivedAt)
@@ -45,6 +51,7 @@ public sealed partial class RabbitMqMessageBroker
     /// </summary>
     public async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
     {
+        MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
 
@@ -271,7 +278,7 @@ public sealed partial class RabbitMqMessageBroker
                 FirstReceivedAt = firstReceivedAt,
                 EnqueuedAt = enqueuedAt,
                 LeaseExpiresAt = now + lease,
-                PreviousLeaseExpired = buffered.Redelivered,
+                PreviousLeaseExpired = buffered.Redelivered || AmqpMessageCodec.GetString(headers, AmqpMessageCodec.LeaseExpired) == "true",
                 LastFailure = AmqpMessageCodec.GetFailure(headers),
             };
         if (delivery is null)
@@ -290,7 +297,10 @@ public sealed partial class RabbitMqMessageBroker
 
         if (receiveCount > definition.MaxReceiveCount)
         {
-            await DeadLetterOnReceiveAsync(held, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, receiveCount - 1).ConfigureAwait(false);
+            // Not received now, only found over its limit: its last receive is the one whose lease ran out, when a copy
+            // given back says when (a redelivery after a closed channel does not).
+            var lastReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.LastReceivedAt) ?? firstReceivedAt;
+            await DeadLetterOnReceiveAsync(held with { ReceivedAt = lastReceivedAt }, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, receiveCount - 1).ConfigureAwait(false);
             return null;
         }
 
@@ -471,13 +481,19 @@ public sealed partial class RabbitMqMessageBroker
         await MoveToDeadLettersAsync(held, reason, failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount, cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task RepublishAsync(HeldLease held, int receives, FailureInfo? failure, TimeSpan delay, CancellationToken cancellationToken)
+    private async Task RepublishAsync(HeldLease held, int receives, FailureInfo? failure, TimeSpan delay, CancellationToken cancellationToken, bool leaseExpired = false)
     {
         var properties = AmqpMessageCodec.Copy(held.Buffered.Properties);
         var headers = properties.Headers!;
         headers[AmqpMessageCodec.Receives] = (long)Math.Max(0, receives);
         headers[AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(held.Delivery.FirstReceivedAt);
         headers[AmqpMessageCodec.LastReceivedAt] = AmqpMessageCodec.Format(held.ReceivedAt);
+        headers.Remove(AmqpMessageCodec.LeaseExpired);
+        if (leaseExpired)
+        {
+            headers[AmqpMessageCodec.LeaseExpired] = "true";
+        }
+
         AmqpMessageCodec.SetFailure(headers, failure);
         var target = AmqpName(held.Queue.Name);
         if (delay > TimeSpan.Zero)
@@ -540,6 +556,7 @@ public sealed partial class RabbitMqMessageBroker
 
     private async Task PublishCopyAsync(HeldLease held, string target, BasicProperties properties, CancellationToken cancellationToken)
     {
+        AmqpMessageCodec.FitCopy(properties.Headers!);
         var channel = await _connection.PublisherAsync(cancellationToken).ConfigureAwait(false);
         await channel.BasicPublishAsync("", target, true, properties, held.Buffered.Body, cancellationToken).ConfigureAwait(false);
     }
@@ -720,8 +737,8 @@ public sealed partial class RabbitMqMessageBroker
     private int HeldDeadLettersOf(QueueName queue) => _heldDeadLetters.Values.Count(p => p.Held.Queue.Name == queue && p.Held.Current);
 
     /// <summary>
-    /// Gives back the deliveries whose lease ran out, so RabbitMQ delivers them again (counting a receive), and
-    /// dead-letters those held while publishing was blocked once it is not.
+    /// Gives back the deliveries whose lease ran out (<see cref="GiveBackExpiredAsync"/>), so they are delivered again
+    /// (counting a receive), and dead-letters those held while publishing was blocked once it is not.
     /// </summary>
     private async Task SweepLeasesAsync(CancellationToken cancellationToken)
     {
@@ -742,9 +759,53 @@ public sealed partial class RabbitMqMessageBroker
 
                 if (_leases.TryRemove(sequence, out var expired) && expired.Current)
                 {
-                    await SafelyAsync(() => expired.Reader.GiveBackAsync(expired.Buffered), "give back a delivery whose lease ran out").ConfigureAwait(false);
+                    await GiveBackExpiredAsync(expired).ConfigureAwait(false);
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// Gives back a delivery whose lease ran out as a copy that says so and carries its receive count and the times of
+    /// its receives, as a release's copy does: a <c>basic.nack</c> cannot add headers, and the next receive would take
+    /// itself for the first. While RabbitMQ blocks publishing, or when the copy cannot be published, the delivery itself
+    /// is given back (<c>basic.nack</c> with requeue), and the next receive knows only that it was delivered before. The
+    /// sweep waits for the copy only briefly (a block RabbitMQ has not told of yet), then goes on; it ends by itself.
+    /// </summary>
+    private async Task GiveBackExpiredAsync(HeldLease expired)
+    {
+        if (_connection.PublishingBlocked is not null)
+        {
+            await SafelyAsync(() => expired.Reader.GiveBackAsync(expired.Buffered), "give back a delivery whose lease ran out").ConfigureAwait(false);
+            return;
+        }
+
+        var copied = CopyExpiredAsync(expired);
+        try
+        {
+            // Real time, as for a dead letter held on receive: this bounds a wait on RabbitMQ.
+            await copied.WaitAsync(PromptDeadLetterWait).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            // Still publishing (a block not told of yet): it settles the delivery, or gives it back, when it ends.
+        }
+    }
+
+    private async Task CopyExpiredAsync(HeldLease expired)
+    {
+        try
+        {
+            await RepublishAsync(expired, expired.Delivery.ReceiveCount, null, TimeSpan.Zero, _disposing.Token, leaseExpired: true).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!_disposing.IsCancellationRequested)
+        {
+            // The failed publish gave the delivery itself back.
+            _logger.LogWarning(ex, "Could not give back a delivery from {Queue} whose lease ran out as a copy; it is delivered again as it was.", expired.Queue.Name);
+        }
+        catch (Exception)
+        {
+            // Disposing: the channel's close gives it back.
         }
     }
 

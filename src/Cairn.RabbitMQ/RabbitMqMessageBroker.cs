@@ -163,12 +163,13 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
 
     /// <summary>
     /// True for a FIFO queue, which the backend keeps; looked up in the backend when this process has not met the queue
-    /// (a lease of another instance, or one kept across a restart). False for a queue that does not exist.
+    /// (a lease of another instance, or one kept across a restart). <see cref="QueueNotFoundException"/> for a queue that
+    /// does not exist (or no queue at all: a default lease token), as the backend refuses it, rather than a lease lost.
     /// </summary>
     private async ValueTask<bool> IsKeptAsync(QueueName queue, CancellationToken cancellationToken) =>
         _queues.TryGetValue(queue, out var definition)
             ? definition.Fifo
-            : (await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false))?.Fifo == true;
+            : ((await GetQueueAsync(queue, cancellationToken).ConfigureAwait(false)) ?? throw new QueueNotFoundException(queue)).Fifo;
 
     /// <summary>Declares the queue and its dead-letter queue in RabbitMQ (once per process).</summary>
     internal async Task EnsureDeclaredAsync(QueueName queue, CancellationToken cancellationToken)
@@ -180,7 +181,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     /// <inheritdoc />
     public async Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        if (queue.Value.Length + OutboxPrefix.Length > MessagingNames.MaxLength)
+        if (queue.Value is null || queue.Value.Length + OutboxPrefix.Length > MessagingNames.MaxLength)
         {
             return null;
         }
@@ -265,6 +266,7 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     /// </summary>
     public async Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
+        MessagingNames.RequirePresent(queue.Value, "queue");
         if ((await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo)
         {
             return await _backend.GetStatsAsync(queue, cancellationToken).ConfigureAwait(false);
