@@ -29,9 +29,40 @@ public sealed partial class PostgresMessageBroker
     }
 
     /// <summary>
+    /// Fails with <see cref="CheckpointConflictException"/> when an expected checkpoint has already moved, before the
+    /// transaction's other checks, as the other backends do: a router in another process that moved it is the likely
+    /// reason for anything else that would fail, and a router that sees the conflict just goes on from the checkpoint.
+    /// Read without a lock: the rows are locked, and read again, only after the appends (which take the append lock
+    /// first, as a checkpoint written without an expectation does), so no two commits lock the two in opposite orders.
+    /// </summary>
+    private async Task CheckCheckpointsMovedAsync(MessagingWork work, PreparedTransaction transaction, CancellationToken cancellationToken)
+    {
+        var keys = transaction.CheckpointExpectations.Select(e => e.Key).ToArray();
+        var stored = new Dictionary<string, long>(StringComparer.Ordinal);
+        await using (var read = work.Context.Command($"SELECT key, position FROM {T("checkpoints")} WHERE key = ANY($1)"))
+        {
+            read.Parameters.Add(Pg.Texts(keys));
+            await using var reader = await read.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                stored[reader.GetString(0)] = reader.GetInt64(1);
+            }
+        }
+
+        foreach (var (key, expected) in transaction.CheckpointExpectations)
+        {
+            var position = new GlobalPosition(stored.GetValueOrDefault(key));
+            if (position != expected)
+            {
+                throw new CheckpointConflictException(key, expected, position);
+            }
+        }
+    }
+
+    /// <summary>
     /// Writes a whole transaction: the inbox record first (a handling that committed before, in any process, makes this
-    /// one a duplicate that only settles its delivery; one still in flight makes this wait for its outcome), then the
-    /// acknowledgements, the appends, the sends and publishes, and the checkpoints.
+    /// one a duplicate that only settles its delivery; one still in flight makes this wait for its outcome), then a look
+    /// at the expected checkpoints, the acknowledgements, the appends, the sends and publishes, and the checkpoints.
     /// </summary>
     private async Task<CommitResult> CommitCoreAsync(MessagingWork work, PreparedTransaction transaction, CancellationToken cancellationToken)
     {
@@ -58,6 +89,11 @@ public sealed partial class PostgresMessageBroker
 
                 return CommitResult.Duplicate;
             }
+        }
+
+        if (transaction.CheckpointExpectations.Count > 0)
+        {
+            await CheckCheckpointsMovedAsync(work, transaction, cancellationToken).ConfigureAwait(false);
         }
 
         if (transaction.Acknowledgements.Count > 0)

@@ -242,9 +242,9 @@ public sealed partial class PostgresMessageBroker
     private async Task AcknowledgeAsync(MessagingWork work, IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
     {
         // In sequence order, so two transactions settling the same messages lock them in the same order.
-        foreach (var group in leases.GroupBy(l => l.Queue.Value, StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal))
+        foreach (var group in leases.GroupBy(l => l.Queue).OrderBy(g => g.Key.Value, StringComparer.Ordinal))
         {
-            var queue = await work.RequireQueueAsync(new QueueName(group.Key), cancellationToken).ConfigureAwait(false);
+            var queue = await work.RequireQueueAsync(group.Key, cancellationToken).ConfigureAwait(false);
             var sorted = group.OrderBy(l => l.Sequence).ToArray();
             await using var delete = work.Command($"""
                 DELETE FROM {T("messages")} m USING unnest($2, $3) AS l (seq, deliveries)

@@ -37,6 +37,12 @@ public sealed partial class PostgresMessageBroker
 
         public async Task<QueueRow> RequireQueueAsync(QueueName queue, CancellationToken cancellationToken)
         {
+            // A default QueueName (a default lease token, a redrive to a default target) names no queue there could be.
+            if (queue.Value is null)
+            {
+                throw new QueueNotFoundException(queue);
+            }
+
             if (_queues.TryGetValue(queue.Value, out var cached))
             {
                 return cached;
@@ -110,4 +116,6 @@ internal static class Pg
     public static NpgsqlParameter Longs(long[] values) => new() { Value = values, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Bigint };
 
     public static NpgsqlParameter Uuids(Guid[] values) => new() { Value = values, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid };
+
+    public static NpgsqlParameter Texts(string[] values) => new() { Value = values, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text };
 }

@@ -60,6 +60,63 @@ public sealed class PostgresBrokerEdgeTests : IAsyncLifetime
     private static OutgoingMessage Numbered(int n) => new("test.numbered", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
 
     /// <summary>
+    /// A default lease token (no queue) given to a settlement call, or a redrive to a default target, is refused with a
+    /// messaging error (<see cref="QueueNotFoundException"/>), as on SQLite and in memory, where a null name looked up in
+    /// the cache of queues threw ArgumentNullException, and an acknowledgement InvalidMessagingNameException.
+    /// </summary>
+    [Fact]
+    public async Task a_lease_token_without_a_queue_is_refused_with_a_messaging_error_by_the_settlement_calls()
+    {
+        var broker = OpenProcess();
+        await broker.DeclareQueueAsync(new QueueDefinition("work"), default);
+
+        var acknowledge = await Record.ExceptionAsync(() => broker.AcknowledgeAsync([default(LeaseToken)], default));
+        var release = await Record.ExceptionAsync(() => broker.ReleaseAsync(default, TimeSpan.Zero, null, default));
+        var extend = await Record.ExceptionAsync(() => broker.ExtendLeaseAsync(default, TimeSpan.FromSeconds(1), default));
+        var giveBack = await Record.ExceptionAsync(() => broker.ReturnAsync(default, default));
+        var deadLetter = await Record.ExceptionAsync(() => broker.DeadLetterAsync(default, "poison", null, default));
+        var redrive = await Record.ExceptionAsync(() => broker.RedriveAsync("work", new RedriveRequest { Target = default(QueueName) }, default));
+
+        Assert.All(
+            new[] { ("acknowledge", acknowledge), ("release", release), ("extend", extend), ("return", giveBack), ("dead-letter", deadLetter), ("redrive", redrive) },
+            c => Assert.True(c.Item2 is CairnException, $"{c.Item1}: {c.Item2?.GetType().FullName}: {c.Item2?.Message}"));
+    }
+
+    /// <summary>
+    /// A transaction with several faults fails with the same one on every backend: a checkpoint's expected position is
+    /// looked at right after the inbox, before the acknowledgements, appends and sends. Checked only last, a route whose
+    /// checkpoint another process moved, and whose batch a queue refuses, got MessageTooLargeException rather than
+    /// CheckpointConflictException: it counted a failure, logged an error and narrowed its batch, where it should just
+    /// go on from the moved checkpoint.
+    /// </summary>
+    [Fact]
+    public async Task a_moved_checkpoint_is_reported_before_the_other_faults_of_a_transaction_as_on_the_other_backends()
+    {
+        var checkpoints = new InMemoryCheckpointStore();
+        var inMemory = new InMemoryMessageBroker(new InMemoryEventStore(new EventStoreOptions { TimeProvider = _clock }), checkpoints);
+        var postgres = OpenProcess();
+        foreach (IMessageBroker broker in new IMessageBroker[] { inMemory, postgres })
+        {
+            await broker.DeclareQueueAsync(new QueueDefinition("small") { MaxMessageSize = 16 }, default);
+            await broker.DeclareTopicAsync("out", default);
+            await broker.SubscribeAsync(new TopicSubscription("out", "all", "small"), default);
+        }
+
+        // Another router moved the checkpoint to 5.
+        await checkpoints.SetAsync("route:r", new GlobalPosition(5), default);
+        await postgres.CommitAsync(new MessageTransaction().SetCheckpoint("route:r", new GlobalPosition(5)), default);
+
+        var big = new OutgoingMessage("test.big", Encoding.UTF8.GetBytes("\"" + new string('x', 64) + "\""));
+        MessageTransaction Batch() => new MessageTransaction().Publish("out", big).SetCheckpoint("route:r", new GlobalPosition(9), expected: GlobalPosition.Start);
+
+        var reference = await Record.ExceptionAsync(() => inMemory.CommitAsync(Batch(), default));
+        var actual = await Record.ExceptionAsync(() => postgres.CommitAsync(Batch(), default));
+
+        Assert.IsType<CheckpointConflictException>(reference);
+        Assert.True(actual is CheckpointConflictException, $"PostgreSQL: {actual?.GetType().Name}: {actual?.Message}");
+    }
+
+    /// <summary>
     /// A send right after the server ended the writer's session (within the second no idle check covers) went on the
     /// broken connection and failed with "terminating connection due to administrator command", an outcome its caller
     /// could not know, though nothing of it was sent and the server was up. (A consumer's commit failing so spends a
