@@ -32,8 +32,6 @@ internal static class AmqpMessageCodec
     public const string Receives = "cairn-receives";
     public const string FirstReceivedAt = "cairn-first-received-at";
     public const string LastReceivedAt = "cairn-last-received-at";
-
-    /// <summary>On a copy given back because its lease ran out: the next receive reports the lease expired.</summary>
     public const string LeaseExpired = "cairn-lease-expired";
     public const string EnqueuedAt = "cairn-enqueued-at";
     public const string FailureType = "cairn-failure-type";

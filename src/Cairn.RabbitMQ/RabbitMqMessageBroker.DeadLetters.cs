@@ -249,7 +249,7 @@ public sealed partial class RabbitMqMessageBroker
                 var properties = AmqpMessageCodec.Copy(result.BasicProperties);
                 var headers = properties.Headers!;
                 // The receive count starts again; the times of its receives stay, as the backends keep them.
-                foreach (var key in new[] { AmqpMessageCodec.DeadLetterReason, AmqpMessageCodec.DeadLetteredAt, AmqpMessageCodec.DeadLetterSequence, AmqpMessageCodec.DeadLetterQueue, AmqpMessageCodec.Receives })
+                foreach (var key in new[] { AmqpMessageCodec.DeadLetterReason, AmqpMessageCodec.DeadLetteredAt, AmqpMessageCodec.DeadLetterSequence, AmqpMessageCodec.DeadLetterQueue, AmqpMessageCodec.Receives, AmqpMessageCodec.LeaseExpired })
                 {
                     headers.Remove(key);
                 }

@@ -217,6 +217,12 @@ public sealed class ConsumingEdgeTests
         Assert.Equal(1, letter.Attempts);
         Assert.Equal(only.FirstReceivedAt, letter.LastReceivedAt);
         Assert.Equal(only.FirstReceivedAt, letter.FirstReceivedAt);
+
+        // Redriven, it starts over: its first receive then is no lease run out.
+        Assert.Equal(1, await sut.Broker.RedriveAsync(queue, new RedriveRequest(), default).Bounded());
+        var again = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
+        Assert.Equal((1, false), (again.ReceiveCount, again.PreviousLeaseExpired));
+        await sut.Broker.AcknowledgeAsync([again.Lease], default);
     }
 
     // A lease token over RabbitMQ is (queue, a counter this broker instance starts at 1, the receive count), so two
