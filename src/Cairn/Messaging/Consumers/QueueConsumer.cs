@@ -387,7 +387,7 @@ public sealed class QueueConsumer : IAsyncDisposable
         using var activity = StartActivity(delivery);
         using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString(), activity is null ? message.TraceParent : null);
         // Not cancellable: a quick read, and a cancelled one would leave the delivery leased until its lease ran out.
-        if (Options.UseInbox && await _broker.WasProcessedAsync(Options.Name, message.Id, CancellationToken.None).ConfigureAwait(false))
+        if (Options.UseInbox && await WasProcessedAsync(message).ConfigureAwait(false))
         {
             await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false);
             Interlocked.Increment(ref _duplicates);
@@ -520,6 +520,24 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Whether the inbox has the message as handled. Only a shortcut: the commit's inbox record refuses a repeat anyway,
+    /// so a look that fails (the store busy for a moment) is logged and the message handled, rather than left leased,
+    /// unhandled, until its lease runs out.
+    /// </summary>
+    private async Task<bool> WasProcessedAsync(Message message)
+    {
+        try
+        {
+            return await _broker.WasProcessedAsync(Options.Name, message.Id, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Consumer {Consumer} could not look message {MessageId} up in its inbox; it is handled, and its commit refuses it if it was handled before.", Options.Name, message.Id);
+            return false;
+        }
+    }
+
     /// <summary>Runs the handler once and commits its effects with the acknowledgement; returns the failure, if any.</summary>
     private async Task<Exception?> HandleOnceAsync(Delivery delivery, CancellationToken cancellationToken)
     {
@@ -529,6 +547,11 @@ public sealed class QueueConsumer : IAsyncDisposable
             var started = Stopwatch.GetTimestamp();
             var context = new MessageHandlerContext(delivery, Options.Name, scope?.ServiceProvider ?? EmptyServices.Instance, _serializer);
             await _handler(context, cancellationToken).ConfigureAwait(false);
+
+            // A handler that returned after its token was cancelled (a stop whose time is up, its time-out, its lease
+            // lost) may have stopped half-way: nothing it gathered is committed, and its message is dealt with as a
+            // cancelled handling's is.
+            cancellationToken.ThrowIfCancellationRequested();
             context.Transaction.Acknowledge(delivery.Lease);
             if (Options.UseInbox)
             {

@@ -69,6 +69,11 @@ public sealed class EventRouter : IAsyncDisposable
     private int _failuresInARow;
     private volatile string? _lastError;
     private TaskCompletionSource _advanced = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _started;
+    private int _disposed;
+
+    /// <summary>Set when the routing loop has ended: a wait for a position it had not reached then fails.</summary>
+    private bool _ended;
 
     /// <summary>Creates a router; <see cref="StartAsync"/> starts it.</summary>
     public EventRouter(IEventStore store, IMessageBroker broker, ICheckpointStore checkpoints, EventRoute route, ILogger<EventRouter>? logger = null, TimeProvider? timeProvider = null)
@@ -118,8 +123,14 @@ public sealed class EventRouter : IAsyncDisposable
     public GlobalPosition Position => new(Interlocked.Read(ref _position));
 
     /// <summary>Starts routing from the checkpoint.</summary>
+    /// <exception cref="InvalidOperationException">It was started before.</exception>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            throw new InvalidOperationException($"The route '{Route.Name}' is already started.");
+        }
+
         var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, cancellationToken).ConfigureAwait(false);
         _stored = checkpoint ?? GlobalPosition.Start;
         Interlocked.Exchange(ref _position, _stored.Value);
@@ -128,11 +139,13 @@ public sealed class EventRouter : IAsyncDisposable
     }
 
     /// <summary>Waits until every event up to <paramref name="position"/> has been routed.</summary>
+    /// <exception cref="InvalidOperationException">The route is not running, or stopped before it got there.</exception>
     public async Task WaitForPositionAsync(GlobalPosition position, CancellationToken cancellationToken)
     {
         while (true)
         {
             Task advanced;
+            bool ended;
             lock (_stopping)
             {
                 if (Position >= position)
@@ -141,9 +154,10 @@ public sealed class EventRouter : IAsyncDisposable
                 }
 
                 advanced = _advanced.Task;
+                ended = _ended;
             }
 
-            if (_running.IsCompleted)
+            if (ended || _running.IsCompleted)
             {
                 throw new InvalidOperationException($"Route '{Route.Name}' is not running.");
             }
@@ -162,11 +176,36 @@ public sealed class EventRouter : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         await StopAsync(CancellationToken.None).ConfigureAwait(false);
         _stopping.Dispose();
     }
 
     private async Task RunAsync()
+    {
+        try
+        {
+            await RouteUntilStoppedAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            // Waiters for a position not reached would otherwise wait for an advance that never comes.
+            TaskCompletionSource released;
+            lock (_stopping)
+            {
+                _ended = true;
+                released = _advanced;
+            }
+
+            released.TrySetResult();
+        }
+    }
+
+    private async Task RouteUntilStoppedAsync()
     {
         var token = _stopping.Token;
         var failures = 0;
@@ -202,6 +241,8 @@ public sealed class EventRouter : IAsyncDisposable
                 {
                     Advance(moved.Actual);
                 }
+
+                LetGoIfPublished();
             }
             catch (Exception ex)
             {
@@ -218,6 +259,7 @@ public sealed class EventRouter : IAsyncDisposable
                     var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
                     _stored = checkpoint ?? GlobalPosition.Start;
                     Interlocked.Exchange(ref _position, _stored.Value);
+                    LetGoIfPublished();
                 }
                 catch (OperationCanceledException)
                 {
@@ -280,6 +322,18 @@ public sealed class EventRouter : IAsyncDisposable
 
         var refused = failure is MessageTooLargeException tooLarge ? _batch.FindIndex(b => b.Id == tooLarge.MessageId) : -1;
         _limit = refused > 0 ? refused : refused == 0 ? 1 : Math.Max(1, _batch.Count / 2);
+    }
+
+    /// <summary>
+    /// Clears <see cref="EventRouteStatus.HeldAt"/> once the checkpoint has passed the event the route was held at:
+    /// another process published it, and this one has nothing of it left to commit.
+    /// </summary>
+    private void LetGoIfPublished()
+    {
+        if (Interlocked.Read(ref _heldAt) is > 0 and var held && _stored.Value >= held)
+        {
+            Interlocked.Exchange(ref _heldAt, 0);
+        }
     }
 
     private void Advance(GlobalPosition position)
