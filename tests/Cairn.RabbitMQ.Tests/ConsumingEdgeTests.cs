@@ -24,9 +24,8 @@ public sealed class ConsumingEdgeTests
         await use(channel);
     }
 
-    // The conformance suite (DeadLetterTests.a_redrive_back_to_the_source_keeps_the_id_and_history_and_resets_the_count)
-    // requires a redriven message to keep its first receive time; the SQLite backend keeps first_received_ticks. The
-    // RabbitMQ redrive removes cairn-first-received-at, so the next receive reports itself as the first.
+    // A redriven message keeps the time it was first received, as every backend keeps it; its receive count starts
+    // again.
     [Fact]
     public async Task a_redriven_message_keeps_the_time_it_was_first_received()
     {
@@ -46,10 +45,8 @@ public sealed class ConsumingEdgeTests
         await sut.Broker.AcknowledgeAsync([again.Lease], default);
     }
 
-    // A lease that runs out gives the delivery back with basic.nack (requeue): the message RabbitMQ delivers again has
-    // no cairn-first-received-at (only a republished copy carries it), so each receive after a lease ran out reports
-    // itself as the first. Every backend keeps the first receive's time (Delivery.FirstReceivedAt), and the dead letter
-    // of a message whose leases kept running out then records the last receive as its first.
+    // A delivery whose lease ran out comes again knowing when it was first received, as on every backend: given back
+    // with a basic.nack alone, which carries no headers, the next receive would take itself for the first.
     [Fact]
     public async Task after_a_lease_runs_out_the_next_receive_keeps_the_time_the_message_was_first_received()
     {
@@ -69,12 +66,9 @@ public sealed class ConsumingEdgeTests
     }
 
     // A message from another AMQP client may carry large application headers (RabbitMQ took it: it fit the frame).
-    // Dead-lettering it publishes a copy with Cairn's dead-letter headers added; when that no longer fits RabbitMQ's
-    // frame_max, the publish fails (RabbitMQ closes the publishing connection), the delivery is given back, and it
-    // can never be dead-lettered: a poison message that comes back for ever, taking the relay's connection down each time.
-    // Observed: AlreadyClosedException "FRAME_ERROR ... {frame_too_large,140675,131064}" from DeadLetterAsync; the
-    // publishing connection recovers and the message is delivered again (ReceiveCount 2). A release, a last-receive
-    // dead letter and an unreadable foreign message's dead letter on receipt take the same path.
+    // Its dead letter is a copy with Cairn's headers added, which must still fit RabbitMQ's frame_max: over it,
+    // RabbitMQ closes the publishing connection ("FRAME_ERROR … frame_too_large"), the delivery comes back, and it could
+    // never be dead-lettered. A release and a dead letter on receipt publish such a copy too.
     [Fact]
     public async Task a_foreign_message_with_large_headers_can_still_be_dead_lettered()
     {
@@ -105,10 +99,9 @@ public sealed class ConsumingEdgeTests
         Assert.Empty(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(1) }, default).Bounded());
     }
 
-    // Bad input is refused with a typed error naming the fault (ARCHITECTURE.md, promise 10). A default lease token
-    // (its queue name missing), or a default queue name, fails over RabbitMQ with a NullReferenceException from
-    // GetQueueAsync (queue.Value.Length), where the SQLite backend it wraps refuses it with QueueNotFoundException (a
-    // lease) or InvalidMessagingNameException (a queue), and answers GetQueueAsync with null.
+    // A default lease token (its queue name missing), or a default queue name, is refused with a typed error, as the
+    // backend refuses it: QueueNotFoundException for a lease, InvalidMessagingNameException for a queue, and
+    // GetQueueAsync answers null.
     [Fact]
     public async Task a_default_lease_token_or_queue_name_is_refused_with_a_typed_error_not_a_null_reference()
     {
@@ -135,8 +128,8 @@ public sealed class ConsumingEdgeTests
         Assert.Null(await broker.GetQueueAsync(default, default));
     }
 
-    // The backend refuses a lease token of a queue that does not exist with QueueNotFoundException; over RabbitMQ the
-    // same token fails as a lost lease, so a caller cannot tell a typo in a queue name from a lease that ran out.
+    // A lease token of a queue that does not exist is refused with QueueNotFoundException, as the backend refuses it, so
+    // a typo in a queue name is told from a lease that ran out.
     [Fact]
     public async Task a_lease_token_of_an_unknown_queue_is_refused_as_the_backend_refuses_it()
     {
@@ -153,9 +146,8 @@ public sealed class ConsumingEdgeTests
     }
 
     // CloudEvents' AMQP binding (3.1.3.2): an attribute may travel as a native AMQP value (boolean, long, timestamp) or
-    // as its canonical string, and a receiver MUST interpret both. Cairn's metadata is the canonical string of each
-    // extension attribute, but the codec turns a boolean into .NET's "True" and an AMQP timestamp into
-    // "((1764590400))" (AmqpTimestamp.ToString), where the canonical forms are "true" and RFC 3339 text.
+    // as its canonical string, and a receiver must read both. Cairn's metadata holds each extension attribute's
+    // canonical string: "true", not .NET's "True"; RFC 3339 text, not an AmqpTimestamp's "((1764590400))".
     [Fact]
     public async Task a_foreign_cloudevents_extension_sent_as_a_native_amqp_value_is_read_as_its_canonical_string()
     {
@@ -188,10 +180,8 @@ public sealed class ConsumingEdgeTests
         Assert.Equal(seen, DateTimeOffset.Parse(metadata["seenat"], System.Globalization.CultureInfo.InvariantCulture));
     }
 
-    // A message whose lease ran out on its last allowed receive is dead-lettered by the next receive that reaches it.
-    // That receive does not hand the message to anyone, yet its time is recorded as the dead letter's last receive
-    // (MoveToDeadLettersAsync writes held.ReceivedAt, the time of the receive that found it over the limit). The SQLite
-    // backend dead-letters such a row without touching last_received_ticks: its last receive is the one whose lease ran out.
+    // A message whose lease ran out on its last allowed receive is dead-lettered by the next receive that reaches it,
+    // which hands it to no one: the dead letter's last receive is the one whose lease ran out, as on every backend.
     [Fact]
     public async Task a_message_dead_lettered_after_its_last_lease_ran_out_keeps_the_times_of_its_real_receives()
     {
@@ -225,11 +215,9 @@ public sealed class ConsumingEdgeTests
         await sut.Broker.AcknowledgeAsync([again.Lease], default);
     }
 
-    // A lease token over RabbitMQ is (queue, a counter this broker instance starts at 1, the receive count), so two
-    // instances (two hosts in one process, or a broker built again after a restart) issue equal tokens for different
-    // messages. A token from one then settles the other's delivery: here B acknowledges A's token and deletes the
-    // message B's own handler holds, unhandled. Every backend refuses a token that is not the current holder's
-    // (QueueTests.a_stale_lease_token_never_settles_a_later_message).
+    // A lease token names a queue, a sequence and a receive count, no channel: two broker instances (two hosts in one
+    // process, or a broker built again) must not issue equal tokens, or one's token would settle the other's delivery
+    // and delete a message its handler still holds. Every backend refuses a token that is not the current holder's.
     [Fact]
     public async Task a_lease_token_issued_by_another_broker_instance_never_settles_this_instances_delivery()
     {
