@@ -167,7 +167,7 @@ public sealed partial class PostgresEventStore
         {
             var e = rows.Read(reader);
             page.Add(e);
-            bytes += e.Data.Length;
+            bytes += e.HeldBytes;
             if (bytes >= MaxPageBytes)
             {
                 more = true;

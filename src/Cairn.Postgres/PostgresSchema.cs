@@ -130,15 +130,16 @@ internal static partial class PostgresSchema
     /// Brings the schema to <see cref="CurrentVersion"/> and returns its version before; refuses a schema written by a
     /// newer version of Cairn. Its statements have no time limit, whatever the connection string's <c>Command
     /// Timeout</c>: a migration may build an index over the whole log, and a process that finds another migrating waits
-    /// for it. Only what is missing is created, so a role that owns a schema made for it (and a schema already current,
+    /// for it (a cancelled <paramref name="cancellationToken"/> ends that wait). Only what is missing is created, so a role
+    /// that owns a schema made for it (and a schema already current,
     /// any role that can use it) needs no <c>CREATE</c> on the database.
     /// </summary>
-    public static int Migrate(NpgsqlDataSource dataSource, string schema)
+    public static int Migrate(NpgsqlDataSource dataSource, string schema, CancellationToken cancellationToken = default)
     {
         var s = Quote(schema);
         using var connection = dataSource.OpenConnection();
         using var transaction = connection.BeginTransaction();
-        Execute(connection, transaction, $"SELECT pg_advisory_xact_lock({MigrationLockClass}, {SchemaKey(schema)})");
+        LockMigrations(connection, transaction, schema, cancellationToken);
         if (!Exists(connection, transaction, "to_regnamespace", s))
         {
             Execute(connection, transaction, $"CREATE SCHEMA {s}");
@@ -220,6 +221,25 @@ internal static partial class PostgresSchema
 
     /// <summary>The schema name quoted as an identifier; <see cref="PostgresEventStoreOptions.Validate"/> has checked it.</summary>
     public static string Quote(string schema) => "\"" + schema + "\"";
+
+    /// <summary>
+    /// Takes the schema's migration lock, waiting as long as another migration (or a session holding it) takes: no time
+    /// limit, but <paramref name="cancellationToken"/> ends the wait, with <see cref="OperationCanceledException"/>.
+    /// </summary>
+    private static void LockMigrations(NpgsqlConnection connection, NpgsqlTransaction transaction, string schema, CancellationToken cancellationToken)
+    {
+        using var command = new NpgsqlCommand($"SELECT pg_advisory_xact_lock({MigrationLockClass}, {SchemaKey(schema)})", connection, transaction) { CommandTimeout = 0 };
+        using var cancel = cancellationToken.Register(static state => ((NpgsqlCommand)state!).Cancel(), command);
+        cancellationToken.ThrowIfCancellationRequested();
+        try
+        {
+            command.ExecuteNonQuery();
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.QueryCanceled && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException($"The migration of schema '{schema}' was cancelled while it waited for the migration lock.", ex, cancellationToken);
+        }
+    }
 
     private static void Execute(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql)
     {

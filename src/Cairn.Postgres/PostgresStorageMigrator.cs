@@ -26,7 +26,7 @@ public sealed class PostgresStorageMigrator(PostgresEventStoreOptions options) :
         return await Task.Run(
             () =>
             {
-                var before = PostgresSchema.Migrate(dataSource, _options.Schema);
+                var before = PostgresSchema.Migrate(dataSource, _options.Schema, cancellationToken);
                 return new StorageMigrationResult(before, Status(PostgresSchema.VersionOf(dataSource, _options.Schema)));
             },
             cancellationToken).ConfigureAwait(false);

@@ -319,6 +319,13 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 return false;
             }
 
+            if (TimedOut(connection, ex))
+            {
+                // Rolled back by the server, on a connection still good: the locked way would wait as long again.
+                FailAll(batch, ex);
+                return true;
+            }
+
             if (IsBroken(connection, ex))
             {
                 if (reused)
@@ -519,6 +526,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 }
                 catch (Exception ex)
                 {
+                    if (TimedOut(connection, ex))
+                    {
+                        // Their shared statement waited out its time-out (the append lock held elsewhere): each would
+                        // wait as long again alone. Nothing was written; the connection stays.
+                        FailAll(batch, ex);
+                        return;
+                    }
+
                     if (IsBroken(connection, ex))
                     {
                         if (reused)
@@ -560,6 +575,15 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 }
                 catch (Exception ex)
                 {
+                    if (TimedOut(connection, ex))
+                    {
+                        // The server cancelled the statement and the transaction is aborted: nothing is written, and
+                        // the pieces after it would wait as long (the append lock held elsewhere). The connection stays.
+                        FailAll(done, ex);
+                        FailAll(batch.Skip(i), ex);
+                        return;
+                    }
+
                     if (IsBroken(connection, ex))
                     {
                         if (reused)
@@ -761,6 +785,14 @@ internal sealed class PostgresWriter : IAsyncDisposable
             }
         }
     }
+
+    /// <summary>
+    /// Whether a statement ran out of its <c>Command Timeout</c> on a connection still open: Npgsql had the server cancel
+    /// it, so its transaction is aborted and nothing of it is written, but the connection is good. (Npgsql closes one
+    /// whose cancellation failed; that one is broken.)
+    /// </summary>
+    private static bool TimedOut(NpgsqlConnection connection, Exception ex) =>
+        connection.State == System.Data.ConnectionState.Open && ex is NpgsqlException { InnerException: TimeoutException } and not PostgresException;
 
     /// <summary>Whether the connection itself failed (as opposed to a statement or a check), so nothing more can run on it.</summary>
     private static bool IsBroken(NpgsqlConnection connection, Exception ex) =>

@@ -141,7 +141,7 @@ public sealed partial class SqliteEventStore
             {
                 var e = _rows.Read(statement, connection);
                 page.Add(e);
-                bytes += e.Data.Length;
+                bytes += e.HeldBytes;
                 if (bytes >= MaxPageBytes)
                 {
                     return true;

@@ -77,7 +77,11 @@ public sealed record AppendResult(
 /// </summary>
 /// <param name="FailIfEventsMatch">The query whose matches, after the position, fail the append.</param>
 /// <param name="After">The position up to which the caller has seen the query's events; null for none.</param>
-public sealed record AppendCondition(EventQuery FailIfEventsMatch, GlobalPosition? After);
+public sealed record AppendCondition(EventQuery FailIfEventsMatch, GlobalPosition? After)
+{
+    /// <summary>The query whose matching events fail the append; refused when null, as a caller's mistake.</summary>
+    public EventQuery FailIfEventsMatch { get; init; } = FailIfEventsMatch ?? throw new ArgumentNullException(nameof(FailIfEventsMatch), "An append condition needs a query (EventQuery.All for every event).");
+}
 
 /// <summary>
 /// A query over events by type and tag: an event matches when it matches any of the items. An empty query matches
@@ -86,7 +90,20 @@ public sealed record AppendCondition(EventQuery FailIfEventsMatch, GlobalPositio
 public sealed record EventQuery
 {
     /// <summary>Creates a query of the given items.</summary>
-    public EventQuery(params IReadOnlyList<EventQueryItem> items) => Items = items;
+    /// <exception cref="ArgumentNullException">The list, or one of its items, is null.</exception>
+    public EventQuery(params IReadOnlyList<EventQueryItem> items)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        for (var i = 0; i < items.Count; i++)
+        {
+            if (items[i] is null)
+            {
+                throw new ArgumentNullException(nameof(items), $"Item {i} of the query is null.");
+            }
+        }
+
+        Items = items;
+    }
 
     /// <summary>The items; an event matches if it matches any.</summary>
     public IReadOnlyList<EventQueryItem> Items { get; }

@@ -89,6 +89,24 @@ public sealed class RecordedEvent
     /// <summary>Free user metadata.</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; init; } = NoMetadata;
 
+    /// <summary>
+    /// About how much memory the event's data and metadata hold (metadata as .NET strings, two bytes a character): what
+    /// a read counts against its page's byte cap, since metadata counts against an event's size as its data does.
+    /// </summary>
+    internal long HeldBytes
+    {
+        get
+        {
+            long bytes = Data.Length;
+            foreach (var (key, value) in Metadata)
+            {
+                bytes += 2L * (key.Length + value.Length);
+            }
+
+            return bytes;
+        }
+    }
+
     /// <inheritdoc />
     public override string ToString() => $"{Stream}@{Version} #{Position} {Type}";
 }
