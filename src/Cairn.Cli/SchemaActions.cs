@@ -237,7 +237,6 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
     }
 
-    /// <summary>Runs a command; what stops it is reported in words, with <see cref="CairnCli.Error"/>.</summary>
     /// <summary>
     /// The registry of the application's backend, opened only when the backend's tables are at this Cairn's version:
     /// opening its store would otherwise migrate them (MigrateOnStart), and a check meant to write nothing, run before
@@ -293,13 +292,16 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
     }
 
+    /// <summary>Runs a command; what stops it is reported in words, with <see cref="CairnCli.Error"/>.</summary>
     private static async Task<int> GuardAsync(Writers io, Func<Task<int>> run)
     {
         try
         {
             return await run().ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is CommandException or CairnException or OptionsValidationException or IOException or UnauthorizedAccessException)
+        // An ArgumentException is a configuration the backend refuses as it opens (an in-memory SQLite database, a
+        // read-only file): its message says which.
+        catch (Exception ex) when (ex is CommandException or CairnException or OptionsValidationException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             await io.Error.WriteLineAsync(ex.Message).ConfigureAwait(false);
             return CairnCli.Error;

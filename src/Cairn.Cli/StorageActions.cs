@@ -80,5 +80,11 @@ internal sealed class StorageActions(IServiceProvider services)
             error.WriteLine($"This application's backend has no explicit migration: {ex.Message}");
             return null;
         }
+        catch (ArgumentException ex)
+        {
+            // A configuration the backend refuses (an in-memory SQLite database, a read-only file): no status to give.
+            error.WriteLine($"This application's backend refuses its configuration: {ex.Message}");
+            return null;
+        }
     }
 }

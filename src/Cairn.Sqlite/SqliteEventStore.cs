@@ -33,16 +33,6 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         _signal = new AppendSignal(sqliteOptions.ExternalCommitPollInterval);
 
         var builder = new SqliteConnectionStringBuilder(sqliteOptions.ConnectionString);
-        if (builder.Mode == SqliteOpenMode.Memory || builder.DataSource is "" or ":memory:")
-        {
-            throw new ArgumentException("The SQLite event store needs a file: an in-memory SQLite database is private to one connection. Use UseInMemory() for a store in memory.", nameof(sqliteOptions));
-        }
-
-        if (builder.Mode == SqliteOpenMode.ReadOnly)
-        {
-            throw new ArgumentException("The SQLite event store writes to its file: Mode=ReadOnly is not supported.", nameof(sqliteOptions));
-        }
-
         var directory = Path.GetDirectoryName(Path.GetFullPath(builder.DataSource));
         if (!string.IsNullOrEmpty(directory))
         {

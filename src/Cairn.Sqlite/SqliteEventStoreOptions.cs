@@ -48,9 +48,22 @@ public sealed record SqliteEventStoreOptions
 
         // The store opens the file from several connections of its own (its readers) by its path: a URI file name
         // ("file:…", which Microsoft.Data.Sqlite opens) would leave them opening another file, and every read failing.
-        if (new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString).DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase))
+        var builder = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
+        if (builder.DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase))
         {
             throw new ArgumentException("The SQLite Data Source is a URI (\"file:…\"); give the file's path instead, such as \"Data Source=/var/lib/app/cairn.db\".", nameof(ConnectionString));
+        }
+
+        // Refused wherever the options are used (the store, the storage migrator), so a tool's status never calls current
+        // what the store would not open.
+        if (builder.Mode == Microsoft.Data.Sqlite.SqliteOpenMode.Memory || builder.DataSource is "" or ":memory:")
+        {
+            throw new ArgumentException("The SQLite event store needs a file: an in-memory SQLite database is private to one connection. Use UseInMemory() for a store in memory.", nameof(ConnectionString));
+        }
+
+        if (builder.Mode == Microsoft.Data.Sqlite.SqliteOpenMode.ReadOnly)
+        {
+            throw new ArgumentException("The SQLite event store writes to its file: Mode=ReadOnly is not supported.", nameof(ConnectionString));
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxOperationsPerCommit, 1, nameof(MaxOperationsPerCommit));

@@ -23,7 +23,7 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
             {
                 var before = VersionOfFile();
                 var builder = Builder();
-                if (!IsInMemory(builder) && Path.GetDirectoryName(Path.GetFullPath(builder.DataSource)) is { Length: > 0 } directory)
+                if (Path.GetDirectoryName(Path.GetFullPath(builder.DataSource)) is { Length: > 0 } directory)
                 {
                     // As the store does when it opens the file: a fresh machine's data folder may not exist yet.
                     Directory.CreateDirectory(directory);
@@ -42,13 +42,14 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
     private int VersionOfFile()
     {
         var builder = Builder();
-        if (IsInMemory(builder))
+        var path = Path.GetFullPath(builder.DataSource);
+        if (Directory.Exists(path))
         {
-            // Made current whenever it is opened, and gone when it closes: there is never anything to migrate.
-            return SqliteSchema.Version;
+            // Not a file that is missing (version 0, "needs migrating"): nothing can be migrated there.
+            throw new IOException($"The SQLite Data Source '{path}' is a directory, not a database file.");
         }
 
-        if (!File.Exists(Path.GetFullPath(builder.DataSource)))
+        if (!File.Exists(path))
         {
             return 0;
         }
@@ -81,9 +82,6 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
             throw;
         }
     }
-
-    private static bool IsInMemory(SqliteConnectionStringBuilder builder) =>
-        builder.Mode == SqliteOpenMode.Memory || builder.DataSource.Length == 0 || builder.DataSource == ":memory:";
 
     private StorageSchemaStatus Status(int version) =>
         new("sqlite", new SqliteConnectionStringBuilder(_options.ConnectionString).DataSource, version, SqliteSchema.Version);

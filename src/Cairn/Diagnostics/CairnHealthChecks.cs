@@ -128,8 +128,8 @@ internal sealed class StorageHealthCheck(IServiceProvider services, CairnHealthO
     {
         try
         {
-            var reader = services.GetRequiredService<IEventReader>();
-            var head = await HealthChecking.WithinAsync(options, ct => reader.GetHeadPositionAsync(ct).AsTask(), cancellationToken).ConfigureAwait(false);
+            // The store resolved within the limit too: the first resolution opens it, which may wait for a lock.
+            var head = await HealthChecking.WithinAsync(options, ct => services.GetRequiredService<IEventReader>().GetHeadPositionAsync(ct).AsTask(), cancellationToken).ConfigureAwait(false);
             return HealthCheckResult.Healthy($"The log answers; its head is at position {head.Value}.", new Dictionary<string, object> { ["head"] = head.Value });
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -154,8 +154,23 @@ internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealt
             return HealthCheckResult.Healthy($"The {cairn.BackendName} backend has no message broker.");
         }
 
-        var broker = services.GetRequiredService<IMessageBroker>();
-        var topology = services.GetRequiredService<MessagingTopology>();
+        // Resolved within the limit, and a failure reported: the first resolution opens the broker (and its store),
+        // which may wait for a lock, or fail.
+        IMessageBroker broker;
+        MessagingTopology topology;
+        TransportService? transportService;
+        try
+        {
+            (broker, topology, transportService) = await HealthChecking.WithinAsync(
+                options,
+                _ => Task.FromResult((services.GetRequiredService<IMessageBroker>(), services.GetRequiredService<MessagingTopology>(), services.GetService<TransportService>())),
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return new HealthCheckResult(context.Registration.FailureStatus, $"The message broker cannot be opened: {ex.Message}", ex);
+        }
+
         var queues = new SortedSet<QueueName>(Comparer<QueueName>.Create((a, b) => string.CompareOrdinal(a.Value, b.Value)));
         queues.UnionWith(topology.Queues.Select(q => q.Name));
         queues.UnionWith(topology.Consumers.Select(c => c.Queue));
@@ -166,7 +181,7 @@ internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealt
 
         // Every read at once, each within the time-out: a hung broker costs the check one time-out, not one per queue.
         var reads = queues.Select(queue => ReadAsync(broker, queue, cancellationToken)).ToList();
-        var transport = services.GetService<TransportService>()?.Inner is IHealthReporting reporting
+        var transport = transportService?.Inner is IHealthReporting reporting
             ? AskAsync(reporting, cancellationToken)
             : Task.FromResult<HealthCheckResult?>(null);
         await Task.WhenAll(reads.Cast<Task>().Append(transport)).ConfigureAwait(false);
