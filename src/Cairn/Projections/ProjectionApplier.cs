@@ -109,7 +109,9 @@ internal sealed class ProjectionApplier
                 handler(session, payload);
                 session.End();
             }
-            catch (Exception ex) when (ex is not ProjectionEventException and not OperationCanceledException)
+            // A cancellation passes only when its token was cancelled (the batch's statement called off as the runner
+            // stops); one a handler throws of its own is the event's failure, and meets the failure policy.
+            catch (Exception ex) when (ex is not ProjectionEventException && ex is not OperationCanceledException { CancellationToken.IsCancellationRequested: true })
             {
                 throw new ProjectionEventException(Projection.Name, recorded, ex);
             }

@@ -33,6 +33,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private readonly RateWindow _rate;
     private CancellationTokenSource? _stop;
     private Task? _run;
+
+    /// <summary>While the projection stands failed: the watch that keeps its head, and so its lag, up to date.</summary>
+    private Task? _headWatch;
     private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private TaskCompletionSource? _rebuildDone;
     private bool _rebuildRequested;
@@ -158,8 +161,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 _holdsInlineName = true;
             }
 
+            // Cancelled first: a failed run's head watch ends with it.
+            _stop?.Cancel();
             _stop?.Dispose();
             _stop = new CancellationTokenSource();
+            _headWatch = null;
             _state = ProjectionState.CatchingUp;
             _failedEvent = null;
             var stop = _stop.Token;
@@ -174,9 +180,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         Task? run;
+        Task? headWatch;
         lock (_gate)
         {
             run = _run;
+            headWatch = _headWatch;
             _stop?.Cancel();
         }
 
@@ -185,6 +193,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
             if (run is not null)
             {
                 await run.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            if (headWatch is not null)
+            {
+                await headWatch.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
         }
         finally
@@ -331,6 +344,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 Fail(ProjectionState.Failed, ex);
                 FailWaiters();
+                lock (_gate)
+                {
+                    _headWatch = BackgroundWork.Start(() => WatchHeadWhileFailedAsync(stop));
+                }
+
                 return;
             }
             catch (Exception ex)
@@ -531,13 +549,14 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 }
             }
 
-            if (_shadow is not null && !serving.WritesDocuments)
+            if (_shadow is not null && !serving.Advances)
             {
                 // The serving build is another version's, with other document collections or indexes than this code
-                // writes: it is left as it is, serving queries, until the shadow's switch brings the new one up to the
-                // head in one commit. Writing this code's documents into it failed on an index column it lacks,
-                // stopping the projection, or (in memory) stored index values where its shape does not look for them.
-                // (A build whose documents fit, its own SQL tables changed, goes on advancing under the new code.)
+                // writes (or SQL tables this code's statements failed on): it is left as it is, serving queries, until
+                // the shadow's switch brings the new one up to the head in one commit. Writing this code's documents into
+                // it failed on an index column it lacks, stopping the projection, or (in memory) stored index values
+                // where its shape does not look for them. (A build whose documents fit, its own SQL tables changed, goes
+                // on advancing under the new code while its statements run there.)
             }
             else if (!_inlineLive)
             {
@@ -593,7 +612,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         // A serving build this code's documents do not fit is left as it is during the rebuild: only the shadow waits.
         // A shadow stopped at an event waits for nothing.
         var after = _shadow is { StoppedAt: null } shadow
-            ? _serving is { WritesDocuments: false } ? shadow.Reached : GlobalPosition.Min(shadow.Reached, ServingPosition)
+            ? _serving is { Advances: false } ? shadow.Reached : GlobalPosition.Min(shadow.Reached, ServingPosition)
             : ServingPosition;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(stop);
         var appended = _store.WaitForAppendAsync(after, cancel.Token);
@@ -769,9 +788,19 @@ public sealed class ProjectionRunner : IAsyncDisposable
             return;
         }
 
+        if (track == _serving && _shadow is not null && track.Version != Projection.Version)
+        {
+            // The serving build is another version's, and this code's statements failed on it (its SQL tables lack a
+            // column they write, say): not the event's fault, nor the projection's. It serves as it is until the
+            // shadow, built by this code, switches in with every event.
+            track.HeldBack = true;
+            _logger.LogWarning(failure, "Projection {Projection}: this code (version {Version}) failed on the serving build of version {Serving} at event {Position}; that build serves as it is until the rebuild's switch.", Projection.Name, Projection.Version, track.Version, failure.Event.Position);
+            return;
+        }
+
         if (Projection.OnFailure == ProjectionFailurePolicy.Stop)
         {
-            if (track == _shadow && _serving is { WritesDocuments: true })
+            if (track == _shadow && _serving is { Advances: true })
             {
                 // The rebuild stops, not the projection: the serving build was built past this event and goes on.
                 StopRebuild(track, failure, attempts);
@@ -916,6 +945,40 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
 
         ReleaseWaiters();
+    }
+
+    /// <summary>
+    /// Keeps the head (and so <see cref="ProjectionStatus.LagEvents"/> and the lag gauge) moving while the projection
+    /// stands failed, until the runner stops: a stopped projection's lag grows with the events appended after it, the
+    /// signal to alert on.
+    /// </summary>
+    private async Task WatchHeadWhileFailedAsync(CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+                ObserveHead(head);
+                await _store.WaitForAppendAsync(head, stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                _logger.LogDebug(ex, "Projection {Projection} could not read the head while it stands failed; it tries again in a second.", Projection.Name);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), _clock, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
     }
 
     private void ObserveHead(GlobalPosition head)
@@ -1111,6 +1174,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
         /// may have other index columns, which the store's writes of this code's documents would name.
         /// </summary>
         public bool WritesDocuments { get; } = true;
+
+        /// <summary>
+        /// Set on the serving build of another version when this code's writes failed on it during the rebuild (its SQL
+        /// tables lack a column this code's statements write): it is left as it is until the shadow's switch.
+        /// </summary>
+        public bool HeldBack { get; set; }
+
+        /// <summary>Whether the build goes on advancing under this code during a rebuild.</summary>
+        public bool Advances => WritesDocuments && !HeldBack;
 
         public GlobalPosition Stored { get; set; }
 
