@@ -3,6 +3,7 @@ using System.Text.Json;
 using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Projections;
+using Microsoft.Data.Sqlite;
 using SQLitePCL;
 
 namespace Cairn.Sqlite;
@@ -39,13 +40,41 @@ public sealed class SqliteProjectionStore : IProjectionStore
     }
 
     /// <inheritdoc />
-    public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+    public async Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        // Not flushed to disk on its own: the read model is derived data, and its position commits with it, so a
-        // power cut can only take both back to an earlier batch, which is then applied again. The next durable commit
-        // (any append) flushes it.
-        return _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken, durable: false, guarded: true);
+        try
+        {
+            // Not flushed to disk on its own: the read model is derived data, and its position commits with it, so a
+            // power cut can only take both back to an earlier batch, which is then applied again. The next durable commit
+            // (any append) flushes it.
+            return await _store.Writer.ExecuteAsync(context => context.ApplyProjectionBatch(batch), cancellationToken, durable: false, guarded: true).ConfigureAwait(false);
+        }
+        catch (ProjectionEventException failure) when (FileFailureIn(failure.InnerException) is { } file)
+        {
+            // The file or the engine failed under a handler's write or SQL (the disk full, an I/O error, a lock): the
+            // store failed, not the event, so the runner starts again from the stored position rather than meeting the
+            // failure policy with a good event.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(file);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The failure of the file or the engine <paramref name="error"/> is or wraps (busy, locked, out of memory, read-only,
+    /// an I/O error, corrupt, full, cannot open, not a database), or null: any other SQLite error is a statement's own.
+    /// </summary>
+    private static SqliteException? FileFailureIn(Exception? error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is SqliteException { SqliteErrorCode: 5 or 6 or 7 or 8 or 10 or 11 or 13 or 14 or 26 } failure)
+            {
+                return failure;
+            }
+        }
+
+        return null;
     }
 
     /// <inheritdoc />

@@ -1,8 +1,10 @@
+using System.Data.Common;
 using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
 using Cairn.Projections;
 using Cairn.Projections.InMemory;
+using Microsoft.Data.Sqlite;
 
 namespace Cairn.Sqlite.Tests;
 
@@ -58,7 +60,7 @@ public sealed class OrderRows : Projection
     }
 }
 
-/// <summary>Projections that fail at an event, whose handler cancels, or whose new version changes its SQL table.</summary>
+/// <summary>Projections that fail at an event, whose handler cancels, whose disk is full, or whose new version changes its SQL table.</summary>
 public sealed class ProjectionFailureEdgeTests : IDisposable
 {
     private readonly TempDatabase _database = new();
@@ -124,6 +126,60 @@ public sealed class ProjectionFailureEdgeTests : IDisposable
         Assert.Equal(poison, deadLetter.Position);
         var readModels = new ReadModels(_projections, Orders.Serializer(), [projection]);
         Assert.NotNull(await readModels.LoadAsync<OrderSummary>("o3"));
+    }
+
+    /// <summary>A read model transaction whose document writes fail as a full disk would, while <c>failing</c> says so.</summary>
+    private sealed class DiskFullTransaction(IReadModelTransaction inner, Func<bool> failing) : IReadModelTransaction
+    {
+        public DbConnection? Connection => inner.Connection;
+
+        public ReadOnlyMemory<byte>? ReadDocument(DocumentDefinition document, string id) => inner.ReadDocument(document, id);
+
+        public void WriteDocument(DocumentDefinition document, string id, ReadOnlyMemory<byte> json, IReadOnlyList<object?> indexValues)
+        {
+            if (failing())
+            {
+                // What Microsoft.Data.Sqlite reports for SQLITE_FULL.
+                throw new SqliteException("SQLite Error 13: 'database or disk is full'.", 13);
+            }
+
+            inner.WriteDocument(document, id, json, indexValues);
+        }
+
+        public bool DeleteDocument(DocumentDefinition document, string id) => inner.DeleteDocument(document, id);
+
+        public string TableName(string table) => inner.TableName(table);
+    }
+
+    /// <summary>The SQLite store, with its document writes failing as a full disk would for the first <paramref name="failures"/> batches.</summary>
+    private sealed class DiskFullStore(IProjectionStore inner, int failures) : DelegatingProjectionStore(inner)
+    {
+        private int _left = failures;
+
+        public override Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+        {
+            var fail = batch.Events.Count > 0 && Interlocked.Decrement(ref _left) >= 0;
+            return Inner.ApplyAsync(batch with { Apply = (transaction, events) => batch.Apply(new DiskFullTransaction(transaction, () => fail), events) }, cancellationToken);
+        }
+    }
+
+    // "A failure of the store itself (the disk, a lock, ...) is not an event's fault: the runner shows Faulted with the
+    // error and starts again from its stored position ... for as long as it takes" (docs/projections.md): a full disk under
+    // a document write does not make a good event meet the failure policy (under SkipAndDeadLetter, skipped for good).
+    [Fact]
+    public async Task A_full_disk_under_a_document_write_on_SQLite_is_a_store_failure_not_the_events()
+    {
+        var last = await AppendAsync(_store, "o1", Orders.Placed("o1", "alice", 10m));
+        var projection = new OrderSummaries("edge-disk-full") { OnFailure = ProjectionFailurePolicy.SkipAndDeadLetter, MaxRetries = 0, RetryDelay = TimeSpan.Zero };
+        var faulty = new DiskFullStore(_projections, failures: 1);
+        await using var runner = new ProjectionRunner(projection, _store, faulty, Orders.Serializer());
+        await runner.StartAsync(default);
+
+        await Wait.UntilAsync(() => runner.Status.Position >= last, "the projection reaches the event");
+        var readModels = new ReadModels(_projections, Orders.Serializer(), [projection]);
+        Assert.NotNull(await readModels.LoadAsync<OrderSummary>("o1"));
+        Assert.Empty(await runner.ListDeadLettersAsync());
+        Assert.Equal(0, runner.Status.DeadLetters);
     }
 
     // A new version that adds a column to its SQL table (RebuildOnVersionChange) rebuilds into a shadow while the old read
