@@ -16,14 +16,6 @@ public sealed class ConsumingEdgeTests
 
     private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
 
-    private static async Task WithChannelAsync(Func<IChannel, Task> use)
-    {
-        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
-        await using var connection = await factory.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        await use(channel);
-    }
-
     // A redriven message keeps the time it was first received, as every backend keeps it; its receive count starts
     // again.
     [Fact]
@@ -84,7 +76,7 @@ public sealed class ConsumingEdgeTests
             ["cloudEvents:source"] = "urn:other-app",
             ["app-trace"] = new string('t', 128_000),
         };
-        await WithChannelAsync(channel => channel.BasicPublishAsync(
+        await RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync(
             "",
             sut.Broker.AmqpName(queue),
             true,
@@ -165,7 +157,7 @@ public sealed class ConsumingEdgeTests
             ["cloudEvents:attempt"] = 3L,
             ["cloudEvents:seenat"] = new AmqpTimestamp(seen.ToUnixTimeSeconds()),
         };
-        await WithChannelAsync(channel => channel.BasicPublishAsync(
+        await RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync(
             "",
             sut.Broker.AmqpName(queue),
             true,

@@ -9,16 +9,8 @@ public sealed class ForeignPublisherTests
 {
     private static readonly ReceiveOptions Waiting = new() { MaxMessages = 1, Wait = TimeSpan.FromSeconds(10) };
 
-    private static async Task WithChannelAsync(Func<IChannel, Task> use)
-    {
-        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
-        await using var connection = await factory.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        await use(channel);
-    }
-
     private static Task PublishAsync(TransportUnderTest sut, QueueName queue, Dictionary<string, object?> headers) =>
-        WithChannelAsync(channel => channel.BasicPublishAsync(
+        RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync(
             "",
             sut.Broker.AmqpName(queue),
             true,
@@ -111,7 +103,7 @@ public sealed class ForeignPublisherTests
         Assert.Empty(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { MaxMessages = 1, Wait = TimeSpan.FromSeconds(2) }, default).Bounded());
 
         string? reason = null;
-        await WithChannelAsync(async channel =>
+        await RabbitMqServer.WithChannelAsync(async channel =>
         {
             BasicGetResult? got = null;
             await Wait.UntilAsync(async () => (got = await channel.BasicGetAsync(sut.Broker.DeadLettersIn(queue), autoAck: true)) is not null, "the unreadable message reached the dead-letter queue");

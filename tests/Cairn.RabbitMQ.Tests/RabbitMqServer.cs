@@ -16,6 +16,15 @@ internal static class RabbitMqServer
     /// <summary>A queue or topic name no other test uses.</summary>
     public static string NewName(string prefix) => $"{prefix}-{Guid.NewGuid():N}";
 
+    /// <summary>Runs <paramref name="use"/> on a channel of a connection of its own, as another AMQP client would (publisher confirms on).</summary>
+    public static async Task WithChannelAsync(Func<global::RabbitMQ.Client.IChannel, Task> use)
+    {
+        var factory = new global::RabbitMQ.Client.ConnectionFactory { Uri = new Uri(Uri) };
+        await using var connection = await factory.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync(new global::RabbitMQ.Client.CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        await use(channel);
+    }
+
     private static string Resolve()
     {
         var uri = Environment.GetEnvironmentVariable("CAIRN_RABBITMQ");

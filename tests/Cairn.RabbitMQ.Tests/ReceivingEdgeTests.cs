@@ -13,14 +13,6 @@ public sealed class ReceivingEdgeTests
 
     private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
 
-    private static async Task WithChannelAsync(Func<IChannel, Task> use)
-    {
-        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
-        await using var connection = await factory.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        await use(channel);
-    }
-
     // A '<queue>.dlq' deleted behind Cairn's back is declared again on its next use. Statistics read it with a passive
     // declaration, trusting this process's "declared once" record: they failed with RabbitMQ's NOT_FOUND until
     // something else declared it again, and the messaging health check, which reads every queue's statistics, called
@@ -34,7 +26,7 @@ public sealed class ReceivingEdgeTests
         await sut.Broker.SendAsync(queue, Numbered(1));
         await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1, "the message reached RabbitMQ");
 
-        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DeadLettersIn(queue)));
+        await RabbitMqServer.WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DeadLettersIn(queue)));
 
         var stats = await sut.Broker.GetStatsAsync(queue, default).Bounded();
         Assert.Equal(1, stats.Visible);
@@ -78,7 +70,7 @@ public sealed class ReceivingEdgeTests
         var queue = new QueueName(RabbitMqServer.NewName("dlqgone"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 10 }, default);
         await sut.Broker.SendAsync(queue, Numbered(1));
-        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DeadLettersIn(queue)));
+        await RabbitMqServer.WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DeadLettersIn(queue)));
 
         Exception? last = null;
         var deadLettered = false;
@@ -129,7 +121,7 @@ public sealed class ReceivingEdgeTests
         var first = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
 
         // The same message published again, as a relay that died between RabbitMQ's confirm and its outbox acknowledgement does.
-        await WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, RabbitMqMessageBroker.PropertiesFor(first.Message, first.EnqueuedAt), first.Message.Data).AsTask());
+        await RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, RabbitMqMessageBroker.PropertiesFor(first.Message, first.EnqueuedAt), first.Message.Data).AsTask());
         var second = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
         Assert.Equal(first.Message.Id, second.Message.Id);
         await sut.Broker.DeadLetterAsync(first.Lease, "poison", null, default);
@@ -150,7 +142,7 @@ public sealed class ReceivingEdgeTests
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
         await sut.Broker.SendAsync(queue, Numbered(1));
         var first = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
-        await WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, RabbitMqMessageBroker.PropertiesFor(first.Message, first.EnqueuedAt), first.Message.Data).AsTask());
+        await RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, RabbitMqMessageBroker.PropertiesFor(first.Message, first.EnqueuedAt), first.Message.Data).AsTask());
         var second = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
         await sut.Broker.DeadLetterAsync(first.Lease, "poison", null, default);
         await sut.Broker.DeadLetterAsync(second.Lease, "poison", null, default);
@@ -259,7 +251,7 @@ public sealed class ReceivingEdgeTests
         await sut.Broker.SendAsync(queue, Numbered(1));
         var delivery = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
         await sut.Broker.AcknowledgeAsync([delivery.Lease], default);
-        await WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.DeadLettersIn(queue), true, RabbitMqMessageBroker.PropertiesFor(delivery.Message, delivery.EnqueuedAt), delivery.Message.Data).AsTask());
+        await RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.DeadLettersIn(queue), true, RabbitMqMessageBroker.PropertiesFor(delivery.Message, delivery.EnqueuedAt), delivery.Message.Data).AsTask());
 
         Assert.NotNull(await sut.Broker.GetDeadLetterAsync(queue, delivery.Message.Id, default));
         Assert.Equal(1, (await sut.Broker.GetStatsAsync(queue, default)).DeadLettered);

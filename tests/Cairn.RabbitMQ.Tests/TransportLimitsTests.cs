@@ -28,14 +28,6 @@ public sealed class TransportLimitsTests
         return received;
     }
 
-    private static async Task WithChannelAsync(Func<IChannel, Task> use)
-    {
-        var factory = new ConnectionFactory { Uri = new Uri(RabbitMqServer.Uri) };
-        await using var connection = await factory.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        await use(channel);
-    }
-
     [Fact]
     public async Task a_send_whose_headers_could_not_fit_rabbitmqs_frame_is_refused_at_its_commit_and_the_relay_goes_on()
     {
@@ -162,10 +154,10 @@ public sealed class TransportLimitsTests
 
         // RabbitMQ's x-expires counts neither publishes nor declarations of a quorum queue as use: one in steady use
         // expired with its messages. Declared with one, the queue is refused as having none.
-        await WithChannelAsync(channel => channel.QueueDeclarePassiveAsync(sut.Broker.DelayQueueName(queue, 300)));
+        await RabbitMqServer.WithChannelAsync(channel => channel.QueueDeclarePassiveAsync(sut.Broker.DelayQueueName(queue, 300)));
         var arguments = sut.Broker.DelayQueueArguments(queue, 300);
         arguments["x-expires"] = 600_000;
-        var refusal = await Assert.ThrowsAnyAsync<OperationInterruptedException>(() => WithChannelAsync(channel => channel.QueueDeclareAsync(
+        var refusal = await Assert.ThrowsAnyAsync<OperationInterruptedException>(() => RabbitMqServer.WithChannelAsync(channel => channel.QueueDeclareAsync(
             sut.Broker.DelayQueueName(queue, 300), durable: true, exclusive: false, autoDelete: false, arguments)));
         Assert.Contains("inequivalent arg 'x-expires'", refusal.ShutdownReason?.ReplyText, StringComparison.Ordinal);
         Assert.Contains("current is none", refusal.ShutdownReason?.ReplyText, StringComparison.Ordinal);
@@ -184,7 +176,7 @@ public sealed class TransportLimitsTests
         var second = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
 
         // As an operator deleting idle delay queues may.
-        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DelayQueueName(queue, 300)));
+        await RabbitMqServer.WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DelayQueueName(queue, 300)));
 
         // The next release finds no route, declares the queue again and publishes its copy there.
         await sut.Broker.ReleaseAsync(second.Lease, delay, null, default);
@@ -203,7 +195,7 @@ public sealed class TransportLimitsTests
         await sut.Broker.SendAsync(queue, Numbered(1));
         var delivery = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
         await sut.Broker.DeadLetterAsync(delivery.Lease, "failed", null, default);
-        await WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.AmqpName(queue)));
+        await RabbitMqServer.WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.AmqpName(queue)));
 
         Assert.Equal(1, await sut.Broker.RedriveAsync(queue, new RedriveRequest(), default));
 
@@ -235,7 +227,7 @@ public sealed class TransportLimitsTests
             properties.Timestamp = new AmqpTimestamp(DateTimeOffset.UtcNow.ToUnixTimeMilliseconds());
         }
 
-        await WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, properties, "{}"u8.ToArray()).AsTask());
+        await RabbitMqServer.WithChannelAsync(channel => channel.BasicPublishAsync("", sut.Broker.AmqpName(queue), true, properties, "{}"u8.ToArray()).AsTask());
         await sut.Broker.SendAsync(queue, Numbered(1));
 
         var received = Assert.Single(await ReceiveAsync(sut.Broker, queue, 1));
