@@ -529,8 +529,9 @@ internal sealed class PostgresWriter : IAsyncDisposable
                     if (TimedOut(connection, ex))
                     {
                         // Their shared statement waited out its time-out (the append lock held elsewhere): each would
-                        // wait as long again alone. Nothing was written; the connection stays.
-                        FailAll(batch, ex);
+                        // wait as long again alone. Nothing was written; the connection stays, and the batch's other
+                        // pieces, unsettled, run alone.
+                        FailAll(plain, ex);
                         return;
                     }
 
