@@ -11,6 +11,9 @@ public sealed partial class PostgresProjectionStore
     private readonly ConcurrentDictionary<string, (Projection Projection, ReadModelApply Apply)> _inline = new(StringComparer.Ordinal);
 
     /// <inheritdoc />
+    object IInlineScope.InlineScope => _store;
+
+    /// <inheritdoc />
     public void AttachInline(Projection projection, ReadModelApply apply)
     {
         ArgumentNullException.ThrowIfNull(projection);

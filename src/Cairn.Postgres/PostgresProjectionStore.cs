@@ -17,7 +17,7 @@ namespace Cairn.Postgres;
 /// a time, the one holding its lease (<see cref="IProjectionLeases"/>): a session-level advisory lock on a connection
 /// of its own, released by the server when that connection ends. Queries read the serving build on pooled connections.
 /// </summary>
-public sealed partial class PostgresProjectionStore : IProjectionStore, IDisposable, IAsyncDisposable
+public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineScope, IDisposable, IAsyncDisposable
 {
     private readonly PostgresEventStore _store;
     private readonly ILogger _logger;

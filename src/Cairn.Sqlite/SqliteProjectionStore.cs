@@ -14,7 +14,7 @@ namespace Cairn.Sqlite;
 /// savepoint of each append, and are as durable as it. Queries read the serving build on pooled connections, each in one read transaction,
 /// so a switch to a rebuilt read model is seen whole or not at all.
 /// </summary>
-public sealed class SqliteProjectionStore : IProjectionStore
+public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
 {
     private readonly SqliteEventStore _store;
 
@@ -87,6 +87,9 @@ public sealed class SqliteProjectionStore : IProjectionStore
 
     /// <inheritdoc />
     public void DetachInline(string projection) => _store.Writer.DetachInline(projection);
+
+    /// <inheritdoc />
+    object IInlineScope.InlineScope => _store;
 
     /// <inheritdoc />
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)

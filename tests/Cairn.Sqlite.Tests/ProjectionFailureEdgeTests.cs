@@ -182,6 +182,44 @@ public sealed class ProjectionFailureEdgeTests : IDisposable
         Assert.Equal(0, runner.Status.DeadLetters);
     }
 
+    // "A second runner of the same name over the same store is refused at StartAsync" (docs/projections.md), also over
+    // another SqliteProjectionStore object of the same file: the writer applies an inline projection by its name, so the
+    // second would take the first's place and, stopping, take it away, while the first still said Live.
+    [Fact]
+    public async Task A_second_inline_runner_over_another_projection_store_object_of_the_same_file_is_refused()
+    {
+        await AppendAsync(_store, "o1", Orders.Placed("o1", "alice", 10m));
+        var first = new ProjectionRunner(new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline }, _store, _projections, Orders.Serializer());
+        await using var firstRunner = first;
+        await first.StartAsync(default);
+        await Wait.UntilAsync(() => first.Status.State == ProjectionState.Live, "the first runner goes live");
+
+        var otherObject = new SqliteProjectionStore(_store);
+        var second = new ProjectionRunner(new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline }, _store, otherObject, Orders.Serializer());
+        InvalidOperationException? refused = null;
+        try
+        {
+            await second.StartAsync(default);
+        }
+        catch (InvalidOperationException ex)
+        {
+            refused = ex;
+        }
+
+        if (refused is null)
+        {
+            await Wait.UntilAsync(() => second.Status.State == ProjectionState.Live, "the second runner goes live");
+        }
+
+        await second.DisposeAsync();
+
+        await AppendAsync(_store, "o2", Orders.Placed("o2", "bob", 20m));
+        var readModels = new ReadModels(_projections, Orders.Serializer(), [first.Projection]);
+        Assert.Equal(ProjectionState.Live, first.Status.State);
+        Assert.NotNull(await readModels.LoadAsync<OrderSummary>("o2")); // inline: in the read model when the append returns
+        Assert.NotNull(refused);
+    }
+
     // A new version that adds a column to its SQL table (RebuildOnVersionChange) rebuilds into a shadow while the old read
     // model serves. Its statements write the new column, which the old build's table lacks: the old build is left as it
     // is until the switch, rather than written by the new code, failing there and stopping the projection as a whole.

@@ -222,6 +222,16 @@ public sealed record ProjectionBatchResult(GlobalPosition Position, int CaughtUp
 /// <param name="Time">When it was skipped.</param>
 public sealed record ProjectionDeadLetter(string Projection, long Build, GlobalPosition Position, MessageId EventId, StreamName Stream, long Version, string EventType, FailureInfo Failure, int Attempts, DateTimeOffset Time);
 
+/// <summary>
+/// A projection store whose inline projections are applied by its event store, which other projection store objects
+/// over it share: a runner refuses a second inline runner of one name across all of them.
+/// </summary>
+internal interface IInlineScope
+{
+    /// <summary>The event store the inline projections are applied with.</summary>
+    object InlineScope { get; }
+}
+
 /// <summary>A stored document: its id and JSON.</summary>
 /// <param name="Id">The id.</param>
 /// <param name="Json">The UTF-8 JSON.</param>

@@ -124,10 +124,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
         _inlineLive ? new GlobalPosition(Math.Max(Volatile.Read(ref _head), _serving?.Reached.Value ?? 0)) : _serving?.Reached ?? GlobalPosition.Start;
 
     /// <summary>
-    /// The inline projections each projection store has a running runner for. A store applies an inline projection by
-    /// its name, once: a second runner of the same name would take its place and, stopping, take it away from the first.
+    /// The inline projections each event store's appends have a running runner for (by projection store, for a store
+    /// that does not say which event store it applies them with). A store applies an inline projection by its name,
+    /// once: a second runner of the same name, also over another projection store object of the same event store, would
+    /// take its place and, stopping, take it away from the first.
     /// </summary>
-    private static readonly ConditionalWeakTable<IProjectionStore, HashSet<string>> RunningInline = new();
+    private static readonly ConditionalWeakTable<object, HashSet<string>> RunningInline = new();
+
+    /// <summary>What <see cref="RunningInline"/> keys this runner's inline projection by.</summary>
+    private object InlineScope => _projections is IInlineScope scoped ? scoped.InlineScope : _projections;
 
     /// <summary>Whether this runner holds its name in <see cref="RunningInline"/>.</summary>
     private bool _holdsInlineName;
@@ -149,12 +154,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
             if (Projection.Lifecycle == ProjectionLifecycle.Inline && !_holdsInlineName)
             {
-                var names = RunningInline.GetOrCreateValue(_projections);
+                var names = RunningInline.GetOrCreateValue(InlineScope);
                 lock (names)
                 {
                     if (!names.Add(Projection.Name))
                     {
-                        throw new InvalidOperationException($"The inline projection '{Projection.Name}' already has a running runner over this projection store; a store applies an inline projection once, so run one runner of it per process.");
+                        throw new InvalidOperationException($"The inline projection '{Projection.Name}' already has a running runner over this projection store (or another over the same event store); a store applies an inline projection once, so run one runner of it per process.");
                     }
                 }
 
@@ -206,7 +211,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
             if (Projection.Lifecycle == ProjectionLifecycle.Inline && _holdsInlineName)
             {
                 _projections.DetachInline(Projection.Name);
-                var names = RunningInline.GetOrCreateValue(_projections);
+                var names = RunningInline.GetOrCreateValue(InlineScope);
                 lock (names)
                 {
                     names.Remove(Projection.Name);

@@ -9,7 +9,7 @@ namespace Cairn.Projections.InMemory;
 /// <see cref="InMemoryEventStore"/> it shares the store's lock, so inline projections commit with the append and a
 /// batch's documents and position commit together. Documents are kept as JSON, as a database would keep them.
 /// </summary>
-public sealed class InMemoryProjectionStore : IProjectionStore
+public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
 {
     private readonly object _gate;
     private readonly InMemoryEventStore? _events;
@@ -144,6 +144,9 @@ public sealed class InMemoryProjectionStore : IProjectionStore
             _events.InlineProjections = ApplyInline;
         }
     }
+
+    /// <inheritdoc />
+    object IInlineScope.InlineScope => (object?)_events ?? this;
 
     /// <inheritdoc />
     public void DetachInline(string projection)
