@@ -130,9 +130,9 @@ internal static partial class PostgresSchema
     /// Brings the schema to <see cref="CurrentVersion"/> and returns its version before; refuses a schema written by a
     /// newer version of Cairn. Its statements have no time limit, whatever the connection string's <c>Command
     /// Timeout</c>: a migration may build an index over the whole log, and a process that finds another migrating waits
-    /// for it (a cancelled <paramref name="cancellationToken"/> ends that wait). Only what is missing is created, so a role
-    /// that owns a schema made for it (and a schema already current,
-    /// any role that can use it) needs no <c>CREATE</c> on the database.
+    /// for it (a cancelled <paramref name="cancellationToken"/> ends that wait). Only what is missing is created, so a
+    /// role that owns a schema made for it (and a schema already current, any role that can use it) needs no
+    /// <c>CREATE</c> on the database.
     /// </summary>
     public static int Migrate(NpgsqlDataSource dataSource, string schema, CancellationToken cancellationToken = default)
     {
