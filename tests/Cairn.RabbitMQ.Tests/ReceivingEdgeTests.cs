@@ -24,7 +24,7 @@ public sealed class ReceivingEdgeTests
         var queue = new QueueName(RabbitMqServer.NewName("statsdlq"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
         await sut.Broker.SendAsync(queue, Numbered(1));
-        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1, "the message reached RabbitMQ");
+        await sut.RelayedAsync(queue, 1);
 
         await RabbitMqServer.WithChannelAsync(channel => channel.QueueDeleteAsync(sut.Broker.DeadLettersIn(queue)));
 

@@ -26,7 +26,7 @@ public sealed class ResourceAlarmTests
         var queue = new QueueName(RabbitMqServer.NewName("alarm"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
         await sut.Broker.SendBatchAsync(queue, Enumerable.Range(0, 5).Select(Numbered));
-        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 5, "the first messages reached RabbitMQ");
+        await sut.RelayedAsync(queue, 5);
 
         async Task<HealthCheckResult> CheckAsync() => await sut.Relay.CheckHealthAsync(new CairnHealthOptions(), default);
         Assert.Equal(HealthStatus.Healthy, (await CheckAsync()).Status);
@@ -95,7 +95,7 @@ public sealed class ResourceAlarmTests
         var queue = new QueueName(RabbitMqServer.NewName("alarm-dlq"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue) { MaxReceiveCount = 1 }, default);
         await sut.Broker.SendBatchAsync(queue, Enumerable.Range(0, 2).Select(Numbered));
-        await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 2, "the messages reached RabbitMQ");
+        await sut.RelayedAsync(queue, 2);
 
         await rabbit.CtlAsync("set_vm_memory_high_watermark", "0");
         try
@@ -142,10 +142,10 @@ public sealed class ResourceAlarmTests
             var amqpName = sut.Broker.AmqpName(queue);
             await channel.BasicPublishAsync("", amqpName, true, new BasicProperties { DeliveryMode = DeliveryModes.Persistent }, "not a cloud event"u8.ToArray());
             await sut.Broker.SendAsync(queue, Numbered(1));
-            await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 2, "the first two reached RabbitMQ");
+            await sut.RelayedAsync(queue, 2);
             await channel.BasicPublishAsync("", amqpName, true, new BasicProperties { DeliveryMode = DeliveryModes.Persistent }, "nor this"u8.ToArray());
             await sut.Broker.SendAsync(queue, Numbered(2));
-            await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 4, "all four reached RabbitMQ");
+            await sut.RelayedAsync(queue, 4);
         }
 
         // Nothing publishes after the alarm is raised, so RabbitMQ has not told Cairn yet that publishing is blocked:

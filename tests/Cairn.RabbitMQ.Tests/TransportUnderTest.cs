@@ -1,3 +1,4 @@
+using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Messaging;
 using Cairn.Sqlite;
@@ -38,6 +39,19 @@ internal sealed class TransportUnderTest : IAsyncDisposable
         await relay.StartAsync(default);
         return new TransportUnderTest(directory, store, broker, relay);
     }
+
+    /// <summary>
+    /// Waits until the relay has moved every message sent to <paramref name="queue"/> out of the outbox and the queue
+    /// counts <paramref name="visible"/>. The outbox keeps a message until RabbitMQ confirms it, so a count read in
+    /// between holds it twice (the statistics are not exact): a count alone may match before the relay is done.
+    /// </summary>
+    public Task RelayedAsync(QueueName queue, long visible) => Wait.UntilAsync(
+        async () =>
+        {
+            var outbox = await Broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), default);
+            return outbox.Visible + outbox.Leased + outbox.Delayed == 0 && (await Broker.GetStatsAsync(queue, default)).Visible == visible;
+        },
+        $"{visible} message(s) of '{queue}' relayed to RabbitMQ");
 
     public async ValueTask DisposeAsync()
     {
