@@ -31,10 +31,36 @@ public sealed partial class PostgresEventStore
     }
 
     /// <summary>
-    /// Called inside the transaction of every append that wrote events, after they are written: the projection store
-    /// applies live inline projections here, so a failure fails the append.
+    /// What runs inside the transaction of every append that wrote events, after they are written: each projection
+    /// store over this store that attached inline projections applies them here, one after another, so a failure of
+    /// any fails the append and takes back what the others wrote. Replaced whole under <see cref="_afterAppendGate"/>.
     /// </summary>
-    internal Func<PostgresWriteContext, AppendResult, CancellationToken, Task>? AfterAppend { get; set; }
+    private volatile Func<PostgresWriteContext, AppendResult, CancellationToken, Task>[] _afterAppend = [];
+    private readonly Lock _afterAppendGate = new();
+
+    /// <summary>Whether appends run anything after they write (then each runs alone, in a savepoint of its own).</summary>
+    internal bool HasAfterAppend => _afterAppend.Length > 0;
+
+    /// <summary>Has every append from now on run <paramref name="hook"/> in its transaction (once, however often it is added).</summary>
+    internal void AddAfterAppend(Func<PostgresWriteContext, AppendResult, CancellationToken, Task> hook)
+    {
+        lock (_afterAppendGate)
+        {
+            if (!_afterAppend.Contains(hook))
+            {
+                _afterAppend = [.. _afterAppend, hook];
+            }
+        }
+    }
+
+    /// <summary>Stops running <paramref name="hook"/> after appends.</summary>
+    internal void RemoveAfterAppend(Func<PostgresWriteContext, AppendResult, CancellationToken, Task> hook)
+    {
+        lock (_afterAppendGate)
+        {
+            _afterAppend = [.. _afterAppend.Where(h => h != hook)];
+        }
+    }
 
     /// <summary>
     /// Runs <paramref name="work"/> in a transaction of the process's writer, which commits it together with whatever
@@ -120,7 +146,7 @@ public sealed partial class PostgresEventStore
         var rows = new PendingEvents();
         var appended = state.Plan(context.Log, append, firstVersions, rows, _options.TimeProvider.GetUtcNow().UtcTicks);
         await InsertAsync(context, rows, append, cancellationToken).ConfigureAwait(false);
-        if (AfterAppend is { } after)
+        foreach (var after in _afterAppend)
         {
             await after(context, appended, cancellationToken).ConfigureAwait(false);
         }

@@ -10,6 +10,9 @@ public sealed partial class PostgresProjectionStore
     /// <summary>The inline projections attached in this process, by name.</summary>
     private readonly ConcurrentDictionary<string, (Projection Projection, ReadModelApply Apply)> _inline = new(StringComparer.Ordinal);
 
+    /// <summary>This store's hook in the event store's appends; one object, so that it can be taken out again.</summary>
+    private readonly Func<PostgresWriteContext, AppendResult, CancellationToken, Task> _applyInline;
+
     /// <inheritdoc />
     object IInlineScope.InlineScope => _store;
 
@@ -21,7 +24,7 @@ public sealed partial class PostgresProjectionStore
         lock (_inline)
         {
             _inline[projection.Name] = (projection, apply);
-            _store.AfterAppend = ApplyInlineAsync;
+            _store.AddAfterAppend(_applyInline);
         }
     }
 
@@ -31,9 +34,9 @@ public sealed partial class PostgresProjectionStore
         // With no inline projection left, appends go back to the writer's shared check and write (no hook after each).
         lock (_inline)
         {
-            if (_inline.TryRemove(projection, out _) && _inline.IsEmpty && _store.AfterAppend == (Func<PostgresWriteContext, AppendResult, CancellationToken, Task>)ApplyInlineAsync)
+            if (_inline.TryRemove(projection, out _) && _inline.IsEmpty)
             {
-                _store.AfterAppend = null;
+                _store.RemoveAfterAppend(_applyInline);
             }
         }
     }

@@ -31,6 +31,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
         _logger = logger ?? NullLogger<PostgresProjectionStore>.Instance;
         _s = PostgresSchema.Quote(store.Schema);
         _leases = new LeaseSession(this);
+        _applyInline = ApplyInlineAsync;
     }
 
     /// <summary>

@@ -268,7 +268,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
     /// </summary>
     private async Task<bool> TryAppendOptimisticallyAsync(List<Work> batch)
     {
-        if (_store.AfterAppend is not null || batch.Exists(w => w is not AppendWork { Append.Condition: null }))
+        if (_store.HasAfterAppend || batch.Exists(w => w is not AppendWork { Append.Condition: null }))
         {
             return false;
         }
@@ -501,7 +501,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             var context = new PostgresWriteContext(_store, connection, transaction);
             var shared = batch.Count > 1;
             var done = new List<Work>(batch.Count);
-            var plain = shared && _store.AfterAppend is null
+            var plain = shared && !_store.HasAfterAppend
                 ? batch.OfType<AppendWork>().Where(a => a.Append.Condition is null).ToList()
                 : [];
             if (plain.Count > 1)
@@ -563,7 +563,7 @@ internal sealed class PostgresWriter : IAsyncDisposable
             {
                 var item = batch[i];
                 var mark = context.Mark();
-                var savepoint = shared && (item is not AppendWork || _store.AfterAppend is not null);
+                var savepoint = shared && (item is not AppendWork || _store.HasAfterAppend);
                 try
                 {
                     if (savepoint)

@@ -20,7 +20,7 @@ public interface IStoreFixture : IAsyncDisposable
 /// A store created for one test, with its checkpoint store and, for a backend with messaging, its broker; disposing
 /// it releases its resources.
 /// </summary>
-public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null, IProjectionStore? projections = null, ICorrelationTraceReader? traces = null) : IAsyncDisposable
+public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoints, Func<ValueTask>? dispose = null, IMessageBroker? broker = null, IProjectionStore? projections = null, ICorrelationTraceReader? traces = null, Func<IProjectionStore>? otherProjections = null) : IAsyncDisposable
 {
     public IEventStore Store { get; } = store;
 
@@ -31,6 +31,12 @@ public sealed class StoreUnderTest(IEventStore store, ICheckpointStore checkpoin
 
     /// <summary>The backend's projection store; the projection conformance tests need one.</summary>
     public IProjectionStore Projections => projections ?? throw new InvalidOperationException("This backend's fixture provides no projection store.");
+
+    /// <summary>
+    /// Makes another projection store object over the same event store, as another part of an application would; the
+    /// caller disposes it.
+    /// </summary>
+    public IProjectionStore NewProjectionStore() => otherProjections?.Invoke() ?? throw new InvalidOperationException("This backend's fixture makes no other projection store.");
 
     /// <summary>The backend's correlation trace reader; the tracing conformance tests need one.</summary>
     public ICorrelationTraceReader Traces => traces ?? throw new InvalidOperationException("This backend's fixture provides no correlation trace reader.");

@@ -24,7 +24,8 @@ public sealed class PostgresFixture : IStoreFixture
             },
             broker,
             projections,
-            new PostgresCorrelationTraceReader(store)));
+            new PostgresCorrelationTraceReader(store),
+            () => new PostgresProjectionStore(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

@@ -20,7 +20,8 @@ public sealed class SqliteFixture : IStoreFixture
             },
             new SqliteMessageBroker(store),
             new SqliteProjectionStore(store),
-            new SqliteCorrelationTraceReader(store)));
+            new SqliteCorrelationTraceReader(store),
+            () => new SqliteProjectionStore(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

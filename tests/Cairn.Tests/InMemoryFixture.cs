@@ -13,7 +13,7 @@ public sealed class InMemoryFixture : IStoreFixture
         var store = new InMemoryEventStore(options);
         var checkpoints = new InMemoryCheckpointStore();
         var broker = new InMemoryMessageBroker(store, checkpoints);
-        return Task.FromResult(new StoreUnderTest(store, checkpoints, broker: broker, projections: new Cairn.Projections.InMemory.InMemoryProjectionStore(store), traces: broker));
+        return Task.FromResult(new StoreUnderTest(store, checkpoints, broker: broker, projections: new Cairn.Projections.InMemory.InMemoryProjectionStore(store), traces: broker, otherProjections: () => new Cairn.Projections.InMemory.InMemoryProjectionStore(store)));
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;

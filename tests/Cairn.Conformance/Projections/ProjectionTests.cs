@@ -167,6 +167,66 @@ public abstract class ProjectionTests<TFixture>(TFixture fixture) : ProjectionTe
         Assert.NotNull(await ReadModels(sut, projection).LoadAsync<OrderSummary>("after"));
     }
 
+    // Two parts of an application may each make a projection store over the one event store, each attaching inline
+    // projections of its own. An append applies both in its own transaction; one refusing an event refuses the append
+    // for both; one stopping leaves the other applied.
+    [Fact]
+    public async Task Inline_projections_attached_through_two_projection_store_objects_are_applied_together_and_refused_together()
+    {
+        await using var sut = await CreateAsync();
+        var other = sut.NewProjectionStore();
+        try
+        {
+            var first = new OrderSummaries("first-summaries") { Lifecycle = ProjectionLifecycle.Inline };
+            var second = new OrderSummaries("second-summaries") { Lifecycle = ProjectionLifecycle.Inline, FailWhen = e => e.OrderId == "bad" };
+            await using var firstRunner = await StartAsync(sut, first);
+            var secondRunner = new ProjectionRunner(second, sut.Store, other, Orders.Serializer());
+            await using (secondRunner)
+            {
+                await secondRunner.StartAsync(default);
+                await Wait.UntilAsync(() => firstRunner.Status.State == ProjectionState.Live && secondRunner.Status.State == ProjectionState.Live, "both inline projections are live");
+                var firstModels = ReadModels(sut, first);
+                var secondModels = new ReadModels(other, Orders.Serializer(), [second]);
+
+                // No wait: each append's commit carried both read models' changes.
+                await PlaceAsync(sut, "o1");
+                Assert.NotNull(await firstModels.LoadAsync<OrderSummary>("o1"));
+                Assert.NotNull(await secondModels.LoadAsync<OrderSummary>("o1"));
+                await PlaceAsync(sut, "o2");
+                Assert.NotNull(await firstModels.LoadAsync<OrderSummary>("o2"));
+                Assert.NotNull(await secondModels.LoadAsync<OrderSummary>("o2"));
+
+                var before = await SnapshotAsync(sut.Store, Orders.Stream("bad"));
+                var error = await Assert.ThrowsAsync<ProjectionEventException>(() => PlaceAsync(sut, "bad"));
+                Assert.Equal("second-summaries", error.Projection);
+                await AssertNothingWrittenAsync(sut.Store, before, Orders.Stream("bad"));
+                Assert.Null(await firstModels.LoadAsync<OrderSummary>("bad"));
+                Assert.Null(await secondModels.LoadAsync<OrderSummary>("bad"));
+            }
+
+            // The second stopped: the first is still applied by every append.
+            await PlaceAsync(sut, "o3");
+            Assert.NotNull(await ReadModels(sut, first).LoadAsync<OrderSummary>("o3"));
+            Assert.Equal(ProjectionState.Live, firstRunner.Status.State);
+        }
+        finally
+        {
+            await DisposeAsync(other);
+        }
+    }
+
+    private static async ValueTask DisposeAsync(object owned)
+    {
+        if (owned is IAsyncDisposable asyncDisposable)
+        {
+            await asyncDisposable.DisposeAsync();
+        }
+        else if (owned is IDisposable disposable)
+        {
+            disposable.Dispose();
+        }
+    }
+
     [Fact]
     public async Task Many_projections_over_the_same_events_keep_their_own_positions_and_failures()
     {

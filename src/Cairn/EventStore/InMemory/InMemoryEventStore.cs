@@ -35,7 +35,7 @@ public sealed class InMemoryEventStore : IEventStore
 
     private AppendResult Append(PreparedAppend prepared)
     {
-        if (InlineProjections is not null)
+        if (_inline.Length > 0)
         {
             return AppendAll([prepared], static () => { })[0];
         }
@@ -51,10 +51,33 @@ public sealed class InMemoryEventStore : IEventStore
     }
 
     /// <summary>
-    /// Applies inline projections to the events an append writes, under the store's lock, before anyone can read
-    /// them: when it throws, the append is taken back.
+    /// What applies inline projections to the events an append writes: one per projection store that attached any,
+    /// each run under the store's lock before anyone can read the events. Each stages its writes and returns what lands
+    /// them; none lands until every one has staged, so one that throws takes the append back and leaves every read
+    /// model as it was. Replaced whole under the lock.
     /// </summary>
-    internal Action<IReadOnlyList<RecordedEvent>>? InlineProjections { get; set; }
+    private volatile Func<IReadOnlyList<RecordedEvent>, Action>[] _inline = [];
+
+    /// <summary>Has every append from now on run <paramref name="stage"/> (once, however often it is attached).</summary>
+    internal void AttachInline(Func<IReadOnlyList<RecordedEvent>, Action> stage)
+    {
+        lock (_gate)
+        {
+            if (!_inline.Contains(stage))
+            {
+                _inline = [.. _inline, stage];
+            }
+        }
+    }
+
+    /// <summary>Stops running <paramref name="stage"/> after appends.</summary>
+    internal void DetachInline(Func<IReadOnlyList<RecordedEvent>, Action> stage)
+    {
+        lock (_gate)
+        {
+            _inline = [.. _inline.Where(s => s != stage)];
+        }
+    }
 
     /// <summary>The lock every append and read takes; the in-memory projection store shares it.</summary>
     internal object Gate => _gate;
@@ -129,9 +152,19 @@ public sealed class InMemoryEventStore : IEventStore
                 }
 
                 check();
-                if (InlineProjections is { } inline && _log.Count > mark)
+                if (_inline is { Length: > 0 } inline && _log.Count > mark)
                 {
-                    inline(_log[mark..]);
+                    var written = _log[mark..];
+                    var land = new Action[inline.Length];
+                    for (var i = 0; i < inline.Length; i++)
+                    {
+                        land[i] = inline[i](written);
+                    }
+
+                    foreach (var staged in land)
+                    {
+                        staged();
+                    }
                 }
             }
             catch

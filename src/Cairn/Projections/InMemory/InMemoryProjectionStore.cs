@@ -17,6 +17,9 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     private readonly List<ProjectionDeadLetter> _deadLetters = [];
     private readonly Dictionary<string, (Projection Projection, ReadModelApply Apply)> _inline = new(StringComparer.Ordinal);
     private readonly HashSet<string> _inlineLive = new(StringComparer.Ordinal);
+
+    /// <summary>This store's hook in the event store's appends; one object, so that it can be taken out again.</summary>
+    private readonly Func<IReadOnlyList<RecordedEvent>, Action> _stageInline;
     private long _nextBuild = 1;
 
     /// <summary>
@@ -27,6 +30,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     {
         _events = events;
         _gate = events?.Gate ?? new object();
+        _stageInline = StageInline;
     }
 
     /// <inheritdoc />
@@ -141,7 +145,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
         {
             _inline[projection.Name] = (projection, apply);
             _inlineLive.Remove(projection.Name);
-            _events.InlineProjections = ApplyInline;
+            _events.AttachInline(_stageInline);
         }
     }
 
@@ -155,6 +159,10 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
         {
             _inline.Remove(projection);
             _inlineLive.Remove(projection);
+            if (_inline.Count == 0)
+            {
+                _events?.DetachInline(_stageInline);
+            }
         }
     }
 
@@ -233,12 +241,16 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
             ? entry.Serving
             : throw new ProjectionNotFoundException($"Projection '{projection}' has no read model yet: it has not been started.");
 
-    private void ApplyInline(IReadOnlyList<RecordedEvent> events)
+    /// <summary>
+    /// Applies the live inline projections to an append's events into transactions of their own and returns what lands
+    /// them. Called by the event store under its lock (which is ours) while the append is not yet visible; it lands them
+    /// only once every projection store over it has staged its own.
+    /// </summary>
+    private Action StageInline(IReadOnlyList<RecordedEvent> events)
     {
-        // Called by the event store under its lock (which is ours) while the append is not yet visible.
         if (_inlineLive.Count == 0)
         {
-            return;
+            return static () => { };
         }
 
         var pending = new List<(Transaction Transaction, GlobalPosition Position)>();
@@ -251,11 +263,14 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
             pending.Add((transaction, events[^1].Position));
         }
 
-        // Every inline projection succeeded: only now do their writes land, all together.
-        foreach (var (transaction, position) in pending)
+        // Every inline projection succeeded: their writes land together, once the other stores' have staged too.
+        return () =>
         {
-            transaction.Commit(position);
-        }
+            foreach (var (transaction, position) in pending)
+            {
+                transaction.Commit(position);
+            }
+        };
     }
 
     private Build NewBuild(Projection projection) => new(_nextBuild++, projection.Version, projection.Shape);
