@@ -50,11 +50,22 @@ public static partial class CairnServiceCollectionExtensions
 /// <summary>Queues, topics, subscriptions, consumers and routes, added after <c>AddCairn</c>.</summary>
 public sealed partial class CairnBuilder
 {
-    /// <summary>Declares a queue when the host starts (creating it, or updating its settings).</summary>
+    /// <summary>
+    /// Declares a queue when the host starts (creating it, or updating its settings). Adding one queue again with the
+    /// same settings adds nothing; with other settings it is refused (<see cref="InvalidOperationException"/>), since
+    /// the later declaration would silently replace the earlier one's settings.
+    /// </summary>
     public CairnBuilder AddQueue(QueueDefinition queue)
     {
         ArgumentNullException.ThrowIfNull(queue);
         queue.Validate();
+        if (Topology.Queues.Find(q => q.Name == queue.Name) is { } earlier)
+        {
+            return earlier == queue
+                ? this
+                : throw new InvalidOperationException($"The queue '{queue.Name}' is added twice with different settings ({earlier} and {queue}); add it once, since the later declaration would replace the earlier one's settings.");
+        }
+
         Topology.Queues.Add(queue);
         return this;
     }
@@ -72,11 +83,22 @@ public sealed partial class CairnBuilder
 
     /// <summary>
     /// Subscribes a queue to a topic when the host starts, with an optional filter rule in the EventBridge pattern
-    /// language, matched against the envelope rendered as JSON. A malformed rule is refused here, with its path.
+    /// language, matched against the envelope rendered as JSON. A malformed rule is refused here, with its path. A
+    /// subscription's name is unique within its topic: adding the same subscription again adds nothing, and one of the
+    /// same name with another queue or rule is refused (<see cref="InvalidOperationException"/>), since it would
+    /// replace the first.
     /// </summary>
     public CairnBuilder AddTopicSubscription(TopicName topic, string name, QueueName queue, string? rule = null)
     {
-        Topology.Subscriptions.Add(new TopicSubscription(topic, name, queue, rule is null ? null : FilterRule.Parse(rule)));
+        var subscription = new TopicSubscription(topic, name, queue, rule is null ? null : FilterRule.Parse(rule));
+        if (Topology.Subscriptions.Find(s => s.Topic == topic && s.Name == subscription.Name) is { } earlier)
+        {
+            return earlier.Queue == queue && earlier.Rule?.ToString() == subscription.Rule?.ToString()
+                ? this
+                : throw new InvalidOperationException($"The subscription '{subscription.Name}' of topic '{topic}' is added twice, to queue '{earlier.Queue}' and to queue '{queue}' or with another rule; each subscription of a topic needs its own name.");
+        }
+
+        Topology.Subscriptions.Add(subscription);
         return this;
     }
 

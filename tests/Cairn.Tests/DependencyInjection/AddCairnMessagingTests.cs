@@ -118,6 +118,40 @@ public sealed class AddCairnMessagingTests
         Assert.Throws<InvalidMessageException>(() => cairn.AddQueue("q", q => q with { MaxReceiveCount = 0 }));
         Assert.Throws<InvalidMessagingNameException>(() => cairn.AddQueue("bad name"));
         Assert.Throws<InvalidMessagingNameException>(() => cairn.AddEventRoute("bad name", EventFilter.All, "t"));
+        Assert.Contains("InboxRetention", Assert.Throws<InvalidMessageException>(() => cairn.AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { InboxRetention = TimeSpan.FromDays(3651) })).Message, StringComparison.Ordinal);
+        Assert.Contains("Retry", Assert.Throws<InvalidMessageException>(() => cairn.AddConsumer("q", (_, _) => ValueTask.CompletedTask, o => o with { Retry = null! })).Message, StringComparison.Ordinal);
+    }
+
+    // A queue or a subscription added twice in one application (two modules' set-up code): the same declaration is
+    // taken once, another under the same name is refused, where the later one silently replaced the earlier.
+    [Fact]
+    public async Task a_queue_or_subscription_added_twice_is_declared_once_and_one_added_again_with_other_settings_is_refused()
+    {
+        var builder = Builder();
+        var cairn = builder.Services.AddCairn(o => o.UseInMemory())
+            .AddQueue("q", q => q with { MaxReceiveCount = 3 })
+            .AddQueue("q", q => q with { MaxReceiveCount = 3 })
+            .AddQueue("other")
+            .AddTopic("t")
+            .AddTopic("u")
+            .AddTopicSubscription("t", "s", "q", """{"type":["a"]}""")
+            .AddTopicSubscription("t", "s", "q", """{"type":["a"]}""")
+            .AddTopicSubscription("u", "s", "other");
+
+        var queue = Assert.Throws<InvalidOperationException>(() => cairn.AddQueue("q", q => q with { MaxReceiveCount = 4 }));
+        Assert.Contains("'q'", queue.Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidOperationException>(() => cairn.AddTopicSubscription("t", "s", "other", """{"type":["a"]}"""));
+        var rule = Assert.Throws<InvalidOperationException>(() => cairn.AddTopicSubscription("t", "s", "q", """{"type":["b"]}"""));
+        Assert.Contains("'s'", rule.Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidOperationException>(() => cairn.AddTopicSubscription("t", "s", "q"));
+
+        using var host = builder.Build();
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        Assert.Equal(3, (await broker.GetQueueAsync("q", default))!.MaxReceiveCount);
+        var subscription = Assert.Single(await broker.ListSubscriptionsAsync("t", default));
+        Assert.Equal(("s", new QueueName("q"), """{"type":["a"]}"""), (subscription.Name, subscription.Queue, subscription.Rule?.ToString()));
+        await host.StopAsync();
     }
 
     [Fact]

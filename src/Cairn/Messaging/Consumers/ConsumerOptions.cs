@@ -111,7 +111,8 @@ public sealed record ConsumerOptions
 
     /// <summary>
     /// How long the inbox remembers a handled message (14 days by default, the default retention of a queue): the
-    /// consumer forgets older records about once an hour. Keep it at least as long as the queue's retention.
+    /// consumer forgets older records about once an hour. Keep it at least as long as the queue's retention. A minute
+    /// to 3,650 days.
     /// </summary>
     public TimeSpan InboxRetention { get; init; } = TimeSpan.FromDays(14);
 
@@ -129,6 +130,9 @@ public sealed record ConsumerOptions
 
     /// <summary>The longest <see cref="HandlerTimeout"/> short of none: well inside what a timer can wait (about 49 days).</summary>
     private static readonly TimeSpan MaxHandlerTimeout = TimeSpan.FromDays(30);
+
+    /// <summary>The longest <see cref="InboxRetention"/>: ten years, far inside what a time can go back from now.</summary>
+    private static readonly TimeSpan MaxInboxRetention = TimeSpan.FromDays(3650);
 
     /// <summary>Refuses impossible settings, naming them.</summary>
     public void Validate()
@@ -153,9 +157,14 @@ public sealed record ConsumerOptions
             throw new InvalidMessageException($"Consumer '{Name}': PollWait is {PollWait}; it must be between 0 and 5 minutes.");
         }
 
-        if (InboxRetention < TimeSpan.FromMinutes(1))
+        if (InboxRetention < TimeSpan.FromMinutes(1) || InboxRetention > MaxInboxRetention)
         {
-            throw new InvalidMessageException($"Consumer '{Name}': InboxRetention is {InboxRetention}; it must be at least a minute.");
+            throw new InvalidMessageException($"Consumer '{Name}': InboxRetention is {InboxRetention}; it must be between a minute and {MaxInboxRetention.TotalDays:0} days.");
+        }
+
+        if (Retry is null)
+        {
+            throw new InvalidMessageException($"Consumer '{Name}': Retry is null; leave it out for the default policy.");
         }
 
         new ReceiveOptions { Lease = Lease }.Validate();
