@@ -144,4 +144,47 @@ public sealed class SubscriptionEdgeTests
 
         Assert.Equal(2, state);
     }
+
+    // The subscription measures its checkpoint interval on its TimeProvider; the idle wait for the interval to pass
+    // must run on it too. It ran on a system timer, so under another clock the idle checkpoint came on wall-clock time
+    // (under a manual clock, never).
+    [Fact]
+    public async Task The_idle_checkpoint_interval_is_waited_out_on_the_subscriptions_clock()
+    {
+        var store = new InMemoryEventStore();
+        var position = (await store.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.Any, [TestEvents.Numbered(0)])).LastPosition;
+        var clock = new ManualTimeProvider();
+        var checkpoints = new InMemoryCheckpointStore();
+        var options = new SubscriptionOptions { Name = "idle-clock", CheckpointEvery = 1000, CheckpointInterval = TimeSpan.FromMinutes(1) };
+        await using var subscription = new CatchUpSubscription(store, checkpoints, options, (_, _) => ValueTask.CompletedTask, timeProvider: clock);
+        await subscription.StartAsync(default);
+        await subscription.WaitForPositionAsync(position, default).Bounded();
+
+        // Advanced at each look: the pump arms its timer on the clock once it finds the buffer empty.
+        await Wait.UntilAsync(
+            async () =>
+            {
+                clock.Advance(options.CheckpointInterval);
+                return await checkpoints.GetAsync(options.Name, default) == position;
+            },
+            "the idle checkpoint is stored once the subscription's clock passes the interval");
+    }
+
+    [Fact]
+    public void A_subscription_without_a_store_checkpoints_or_handler_is_refused_when_created()
+    {
+        var options = new SubscriptionOptions { Name = "missing" };
+        Assert.Equal("handler", Assert.Throws<ArgumentNullException>(() => new CatchUpSubscription(new InMemoryEventStore(), new InMemoryCheckpointStore(), options, null!)).ParamName);
+        Assert.Equal("store", Assert.Throws<ArgumentNullException>(() => new CatchUpSubscription(null!, new InMemoryCheckpointStore(), options, (_, _) => ValueTask.CompletedTask)).ParamName);
+        Assert.Equal("checkpoints", Assert.Throws<ArgumentNullException>(() => new CatchUpSubscription(new InMemoryEventStore(), null!, options, (_, _) => ValueTask.CompletedTask)).ParamName);
+    }
+
+    // An undefined Start passed validation and the subscription started from the beginning of the log.
+    [Fact]
+    public void An_undefined_start_is_refused_by_validation()
+    {
+        var options = new SubscriptionOptions { Name = "bad-start", Start = (SubscriptionStart)42 };
+
+        Assert.Equal("Start", Assert.Throws<ArgumentOutOfRangeException>(options.Validate).ParamName);
+    }
 }

@@ -75,6 +75,9 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
 
     private DeciderHandler(IEventStore store, EventSerializer serializer, Decider<TCommand, TState, TEvent> decider, DeciderHandlerOptions? options, ISnapshotStore? snapshots, ILogger? logger)
     {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(serializer);
+        ArgumentNullException.ThrowIfNull(decider);
         _store = store;
         _serializer = serializer;
         Decider = decider;
@@ -309,7 +312,9 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
         var version = snapshot.StreamVersion;
         var position = snapshot.Position;
         var atSnapshot = true;
-        var count = maxVersion is { } until ? until - snapshot.StreamVersion + 1 : long.MaxValue;
+        // The snapshot's event and those after it up to the version asked for; a version past any stream (up to
+        // long.MaxValue) reads to the end rather than overflowing the count.
+        var count = maxVersion is { } until && until - snapshot.StreamVersion < long.MaxValue - 1 ? until - snapshot.StreamVersion + 1 : long.MaxValue;
         await foreach (var recorded in _store.ReadStreamAsync(stream, ReadDirection.Forwards, snapshot.StreamVersion, count, cancellationToken).ConfigureAwait(false))
         {
             if (atSnapshot)
@@ -381,6 +386,14 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
     private async Task<StoredSnapshot?> SaveSnapshotAsync(StreamName stream, Folded folded, CancellationToken cancellationToken)
     {
         var policy = _policy!;
+
+        // A state of a type derived from TState is written by TState's contract, which drops what the derived type
+        // adds, unless the contract names it as a derived type: loaded back, it would not be the state the events fold to.
+        if (folded.State?.GetType() is { } runtime && runtime != typeof(TState) && _stateInfo!.PolymorphismOptions?.DerivedTypes.Any(d => d.DerivedType == runtime) != true)
+        {
+            throw new SnapshotSerializationException(typeof(TState), runtime);
+        }
+
         var snapshot = new StoredSnapshot(
             stream,
             policy.Kind,

@@ -231,6 +231,20 @@ public sealed class SnapshotSerializationException : CairnException
         StateType = stateType;
     }
 
+    /// <summary>
+    /// The state to snapshot is a <paramref name="derivedType"/>, which the contract of <paramref name="stateType"/>
+    /// does not declare as a derived type: it would be written, and loaded back, as a <paramref name="stateType"/>.
+    /// </summary>
+    public SnapshotSerializationException(Type stateType, Type derivedType)
+        : base($"The state to snapshot is a {derivedType.FullName}, derived from the snapshot state type {stateType.FullName}, whose contract does not declare it: its snapshot would load as a {stateType.Name} without what {derivedType.Name} adds. Declare it with [JsonDerivedType(typeof({derivedType.Name}), \"...\")] on {stateType.Name}, or keep the state one type.")
+    {
+        StateType = stateType;
+        DerivedType = derivedType;
+    }
+
     /// <summary>The state type.</summary>
     public Type StateType { get; }
+
+    /// <summary>The derived type of the state that the state type's contract does not declare, when that is the fault.</summary>
+    public Type? DerivedType { get; }
 }

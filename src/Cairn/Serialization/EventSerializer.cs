@@ -87,7 +87,7 @@ public sealed class EventSerializer
     /// The version of its type that a stored event or a message was written with: the one its <c>dataschema</c> names,
     /// 1 without one, and the current one for a <c>dataschema</c> that is not Cairn's (another producer's URI).
     /// </summary>
-    /// <exception cref="UnknownSchemaVersionException">The <c>dataschema</c> names another type.</exception>
+    /// <exception cref="UnknownSchemaVersionException">The <c>dataschema</c> names another type, or is of Cairn's form but names no version.</exception>
     public int VersionOf(string eventType, string? dataSchema, string what) => VersionOf(eventType, dataSchema, static what => what, what);
 
     private int VersionOf<TSubject>(string eventType, string? dataSchema, Func<TSubject, string> describe, TSubject subject)
@@ -98,9 +98,19 @@ public sealed class EventSerializer
         }
 
         var current = Registry.GetVersion(eventType);
-        if (string.Equals(dataSchema, DataSchemaOf(eventType), StringComparison.Ordinal) || !SchemaReference.TryParse(dataSchema, out var reference))
+        if (string.Equals(dataSchema, DataSchemaOf(eventType), StringComparison.Ordinal))
         {
             return current;
+        }
+
+        if (!SchemaReference.TryParse(dataSchema, out var reference))
+        {
+            // Another producer's URI is read as the current version. One of Cairn's form that names no version (0, a
+            // negative or an overlong number) is no other producer's: read as the current version, its upcasters
+            // would be passed over and its data misread.
+            return SchemaReference.FaultOf(dataSchema) is { } fault
+                ? throw new UnknownSchemaVersionException(describe(subject), eventType, dataSchema, current, fault)
+                : current;
         }
 
         return string.Equals(reference.EventType, eventType, StringComparison.Ordinal)
@@ -120,7 +130,7 @@ public sealed class EventSerializer
             var value = ReadCurrent(recorded.Type, recorded.DataSchema, recorded.Data.Span, typeInfo, Describe, recorded);
             return value ?? throw new EventDeserializationException(recorded, "the data is JSON null", null);
         }
-        catch (JsonException ex)
+        catch (Exception ex) when (IsDataRefused(ex))
         {
             throw new EventDeserializationException(recorded, ex.Message, ex);
         }
@@ -147,6 +157,13 @@ public sealed class EventSerializer
         var upcast = Upcasters.Apply(eventType, version, current, data, _options, describe(subject));
         return upcast.Deserialize(typeInfo);
     }
+
+    /// <summary>
+    /// Whether an exception out of reading stored data is the data's refusal: malformed JSON, or the class itself
+    /// refusing what it was given (an invariant in its constructor or a setter). Cairn's own failures (an unknown
+    /// version, an upcaster's) already name the event and pass through.
+    /// </summary>
+    private static bool IsDataRefused(Exception ex) => ex is not (CairnException or OperationCanceledException or OutOfMemoryException);
 
     private static string Describe(RecordedEvent recorded) =>
         string.Create(CultureInfo.InvariantCulture, $"event {recorded.Id} at {recorded.Stream}@{recorded.Version}");
@@ -178,7 +195,7 @@ public sealed class EventSerializer
         {
             value = ReadCurrent(message.Type, message.DataSchema, message.Data.Span, TypeInfo(type!), static m => string.Create(CultureInfo.InvariantCulture, $"message {m.Id}"), message);
         }
-        catch (JsonException ex)
+        catch (Exception ex) when (IsDataRefused(ex))
         {
             throw new Messaging.Consumers.MessageDeserializationException(message, ex.Message, ex);
         }

@@ -46,7 +46,10 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         ILogger<CatchUpSubscription>? logger = null,
         TimeProvider? timeProvider = null)
     {
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(checkpoints);
         ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
         options.Validate();
         _store = store;
         _checkpoints = checkpoints;
@@ -390,11 +393,12 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// </summary>
     private async Task<bool> WaitToReadAsync(ChannelReader<RecordedEvent> reader, TimeSpan timeout, CancellationToken stop)
     {
-        using var timer = CancellationTokenSource.CreateLinkedTokenSource(stop);
-        timer.CancelAfter(timeout);
+        // Timed on the subscription's clock, which also measures the interval this waits out.
+        using var timer = new CancellationTokenSource(timeout, _clock);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(stop, timer.Token);
         try
         {
-            return await reader.WaitToReadAsync(timer.Token).ConfigureAwait(false);
+            return await reader.WaitToReadAsync(either.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!stop.IsCancellationRequested)
         {

@@ -53,6 +53,11 @@ public sealed record SubscriptionOptions
     {
         CheckpointKeys.Validate(Name);
         ArgumentNullException.ThrowIfNull(Filter);
+        if (!Enum.IsDefined(Start))
+        {
+            throw new ArgumentOutOfRangeException(nameof(Start), Start, "Start must be one of SubscriptionStart's values.");
+        }
+
         ArgumentOutOfRangeException.ThrowIfLessThan(BufferSize, 1, nameof(BufferSize));
         ArgumentOutOfRangeException.ThrowIfLessThan(CheckpointEvery, 1, nameof(CheckpointEvery));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(CheckpointInterval, TimeSpan.Zero, nameof(CheckpointInterval));
