@@ -132,4 +132,21 @@ public sealed class MessagingDiagnosticsTests : IDisposable
         Assert.NotEqual(startupTrace, process.TraceId);
         Assert.Equal(default, process.ParentSpanId);
     }
+
+    // Once something listens to Cairn's sources, the broker's span is tagged with the append's first stream: an append
+    // naming no stream must still reach the backend and fail with its error, not with an index out of range.
+    [Fact]
+    public async Task a_traced_commit_of_an_append_without_streams_fails_with_the_backends_error()
+    {
+        using var telemetry = new TelemetryRecorder(name => name.StartsWith("Cairn.", StringComparison.Ordinal));
+        var transaction = new MessageTransaction().Append(new Cairn.EventStore.AppendRequest([]));
+        var inner = new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore());
+        var untraced = await Assert.ThrowsAnyAsync<Exception>(() => inner.CommitAsync(transaction, default)).Bounded();
+        Assert.IsType<ArgumentException>(untraced);
+
+        using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore()));
+        var traced = await Assert.ThrowsAnyAsync<Exception>(() => broker.CommitAsync(transaction, default)).Bounded();
+        Assert.IsType<ArgumentException>(traced);
+        Assert.Equal(untraced.Message, traced.Message);
+    }
 }

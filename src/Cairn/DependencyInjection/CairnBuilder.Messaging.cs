@@ -53,14 +53,23 @@ public sealed partial class CairnBuilder
     /// <summary>
     /// Declares a queue when the host starts (creating it, or updating its settings). Adding one queue again with the
     /// same settings adds nothing; with other settings it is refused (<see cref="InvalidOperationException"/>), since
-    /// the later declaration would silently replace the earlier one's settings.
+    /// the later declaration would silently replace the earlier one's settings. A queue Cairn declares for a workflow
+    /// takes the settings given here instead of its defaults, whichever is added first.
     /// </summary>
     public CairnBuilder AddQueue(QueueDefinition queue)
     {
         ArgumentNullException.ThrowIfNull(queue);
         queue.Validate();
-        if (Topology.Queues.Find(q => q.Name == queue.Name) is { } earlier)
+        if (Topology.Queues.FindIndex(q => q.Name == queue.Name) is var index and >= 0)
         {
+            var earlier = Topology.Queues[index];
+            if (Topology.DefaultQueues.Remove(queue.Name))
+            {
+                // A queue Cairn declared for a part it hosts (a workflow's) takes the settings the application gives it.
+                Topology.Queues[index] = queue;
+                return this;
+            }
+
             return earlier == queue
                 ? this
                 : throw new InvalidOperationException($"The queue '{queue.Name}' is added twice with different settings ({earlier} and {queue}); add it once, since the later declaration would replace the earlier one's settings.");
@@ -68,6 +77,16 @@ public sealed partial class CairnBuilder
 
         Topology.Queues.Add(queue);
         return this;
+    }
+
+    /// <summary>Declares a queue a hosted part needs (a workflow's) with its default settings, unless the application declares it itself.</summary>
+    private void AddDefaultQueue(QueueDefinition queue)
+    {
+        if (!Topology.Queues.Exists(q => q.Name == queue.Name))
+        {
+            Topology.Queues.Add(queue);
+            Topology.DefaultQueues.Add(queue.Name);
+        }
     }
 
     /// <summary>Declares a queue with settings changed from the defaults.</summary>
@@ -202,6 +221,9 @@ public sealed partial class CairnBuilder
 internal sealed class MessagingTopology
 {
     public List<QueueDefinition> Queues { get; } = [];
+
+    /// <summary>The queues declared with a hosted part's default settings, which the application's own declaration replaces.</summary>
+    public HashSet<QueueName> DefaultQueues { get; } = [];
 
     public List<TopicName> Topics { get; } = [];
 

@@ -31,8 +31,9 @@ public sealed partial class CairnBuilder
             throw new InvalidWorkflowDefinitionException($"The workflow '{workflow.Name}' is added twice.");
         }
 
-        // Timers may lie up to a year ahead: the queue keeps messages longer than that.
-        AddQueue(new QueueDefinition(workflow.Queue) { Retention = TimeSpan.FromDays(400), MaxReceiveCount = 10 });
+        // Timers may lie up to a year ahead: the queue keeps messages longer than that, unless the application
+        // declares the queue with settings of its own.
+        AddDefaultQueue(new QueueDefinition(workflow.Queue) { Retention = TimeSpan.FromDays(400), MaxReceiveCount = 10 });
         Services.AddSingleton(workflow);
         Services.Configure<CairnOptions>(o => WorkflowEventTypes.Register(o.EventTypes));
         if (!Services.Any(d => d.ServiceType == typeof(WorkflowClient)))

@@ -70,6 +70,10 @@ public sealed partial class CorrelationTrace
             {
                 text.Append("(caused by ").Append(node.CausationId).Append(", not in the trace) ");
             }
+            else if (node.CauseInLoop)
+            {
+                text.Append("(caused by ").Append(node.CausationId).Append(", in a loop of causes) ");
+            }
 
             text.Append(node.Describe());
             if (node.DeadLettered)
@@ -119,6 +123,10 @@ public sealed partial class CorrelationTrace
             else if (node.CauseMissing)
             {
                 text.Append("    ").Append(Id("missing:" + node.CausationId)).Append(" -.-> ").Append(Id(node.Id)).Append('\n');
+            }
+            else if (node.CauseInLoop)
+            {
+                text.Append("    ").Append(Id(node.CausationId!)).Append(" -. loop .-> ").Append(Id(node.Id)).Append('\n');
             }
         }
 
@@ -211,6 +219,7 @@ public sealed partial class CorrelationTrace
                 WriteOptional(json, "causationId", node.CausationId);
                 WriteOptional(json, "parentId", node.Parent?.Id);
                 json.WriteBoolean("causeMissing", node.CauseMissing);
+                json.WriteBoolean("causeInLoop", node.CauseInLoop);
                 json.WriteBoolean("deadLettered", node.DeadLettered);
                 json.WriteBoolean("pending", node.Pending);
                 json.WriteStartArray("entries");

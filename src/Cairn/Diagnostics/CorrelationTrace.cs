@@ -188,7 +188,13 @@ public sealed class TraceNode
     /// True for a root whose cause is not in the trace: a message handled by a consumer without an inbox, an inbox record
     /// pruned, a message acknowledged by hand, or a cause of another correlation.
     /// </summary>
-    public bool CauseMissing => Parent is null && CausationId is not null;
+    public bool CauseMissing => Parent is null && CausationId is not null && !CauseInLoop;
+
+    /// <summary>
+    /// True for a root made by breaking a loop of causes (ids used again, records written by hand): its cause is in the
+    /// trace, but is caused by it in turn, so one of the loop had to be shown first.
+    /// </summary>
+    public bool CauseInLoop { get; private set; }
 
     /// <summary>True when any of its entries is a dead letter.</summary>
     public bool DeadLettered => _entries.Any(e => e.Kind == TraceEntryKind.MessageDeadLettered);
@@ -204,10 +210,11 @@ public sealed class TraceNode
 
     internal List<TraceEntry> EntryList => _entries;
 
-    internal void Attach(TraceNode? parent, string? causationId)
+    internal void Attach(TraceNode? parent, string? causationId, bool inLoop = false)
     {
         Parent = parent;
         CausationId = causationId;
+        CauseInLoop = inLoop;
     }
 
     internal void AddChild(TraceNode child) => _children.Add(child);
@@ -253,7 +260,7 @@ public sealed partial class CorrelationTrace
         foreach (var node in nodes)
         {
             var cause = node.Entries.Select(e => e.CausationId).FirstOrDefault(c => c is not null);
-            node.Attach(cause is not null && cause != node.Id && _nodes.TryGetValue(cause, out var parent) ? parent : null, cause);
+            node.Attach(cause is not null && cause != node.Id && _nodes.TryGetValue(cause, out var parent) ? parent : null, cause, inLoop: cause == node.Id);
         }
 
         BreakCycles(nodes);
@@ -388,7 +395,7 @@ public sealed partial class CorrelationTrace
         {
             if (!reached.Contains(node))
             {
-                node.Attach(null, node.CausationId);
+                node.Attach(null, node.CausationId, inLoop: true);
                 children = nodes.Where(n => n.Parent is not null).ToLookup(n => n.Parent!);
                 Reach(node);
             }

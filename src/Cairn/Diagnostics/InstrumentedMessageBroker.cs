@@ -71,9 +71,14 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
         using var appendActivity = appends.Count > 0 ? CairnDiagnostics.EventStoreSource.StartActivity("cairn.append", ActivityKind.Producer) : null;
         if (appendActivity is not null)
         {
-            appendActivity.SetTag("cairn.stream", appends[0].Streams[0].Stream.ToString());
-            appendActivity.SetTag("cairn.streams", appends.Sum(a => a.Streams.Count));
-            appendActivity.SetTag("cairn.events", appends.Sum(a => a.EventCount));
+            // A malformed append (no streams, or null ones) is the backend's to refuse, with its own error.
+            if (appends[0]?.Streams is { Count: > 0 } streams && streams[0] is { } first)
+            {
+                appendActivity.SetTag("cairn.stream", first.Stream.ToString());
+            }
+
+            appendActivity.SetTag("cairn.streams", appends.Sum(a => a?.Streams?.Count ?? 0));
+            appendActivity.SetTag("cairn.events", appends.Sum(a => a?.Streams?.Sum(s => s?.Events?.Count ?? 0) ?? 0));
         }
 
         var started = Stopwatch.GetTimestamp();

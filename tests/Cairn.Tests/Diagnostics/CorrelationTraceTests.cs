@@ -309,4 +309,30 @@ public sealed class CorrelationTraceTests
         Assert.Contains("CorrelationId", error.Message, StringComparison.Ordinal);
         Assert.Equal(GlobalPosition.Start, await store.GetHeadPositionAsync(default));
     }
+
+    // Causes that loop (a names b, b names a) are broken at one entry, which becomes a root: its cause is in the trace,
+    // so it is not a missing cause, and no chart draws that cause a second time as "not in the trace".
+    [Fact]
+    public void A_root_made_by_breaking_a_loop_of_causes_names_its_cause_as_in_the_loop_not_missing()
+    {
+        var trace = new CorrelationTrace("loop", [
+            Handled("a", "ping", "b", 0),
+            Handled("b", "pong", "a", 1),
+        ]);
+
+        var root = Assert.Single(trace.Roots);
+        Assert.NotNull(trace.Find(root.CausationId!));
+        Assert.True(root.CauseInLoop);
+        Assert.False(root.CauseMissing);
+        Assert.Empty(trace.MissingCauses);
+        Assert.DoesNotContain("not in the trace", trace.ToMermaid(), StringComparison.Ordinal);
+        Assert.Contains(" -. loop .-> ", trace.ToMermaid(), StringComparison.Ordinal);
+        Assert.Contains("in a loop of causes", trace.ToText(), StringComparison.Ordinal);
+        Assert.Contains("\"causeInLoop\": true", trace.ToJson(), StringComparison.Ordinal);
+
+        // A message naming itself as its cause is the smallest loop.
+        var self = Assert.Single(new CorrelationTrace("self", [Handled("s", "ping", "s", 0)]).Roots);
+        Assert.True(self.CauseInLoop);
+        Assert.False(self.CauseMissing);
+    }
 }

@@ -192,6 +192,22 @@ public sealed class WorkflowEdgeTests
         Assert.Contains("the timeout of step 'charge'", refused.Message, StringComparison.Ordinal);
     }
 
+    // The application's own declaration of a workflow's queue holds whether it comes before or after AddWorkflow.
+    [Fact]
+    public async Task a_workflow_queue_declared_before_the_workflow_keeps_the_applications_settings()
+    {
+        await using var fixture = new InMemoryFixture();
+        await using var sut = await fixture.CreateAsync();
+
+        var refused = await Assert.ThrowsAsync<InvalidWorkflowDefinitionException>(() => CairnTestHost.StartAsync(sut, o => Register(o.EventTypes), cairn =>
+        {
+            cairn.AddQueue(new QueueDefinition("workflow-edge_silent") { Retention = TimeSpan.FromHours(1) });
+            cairn.AddQueue(Unanswered.Silent).AddWorkflow(new Unanswered(TimeSpan.FromHours(2)));
+        }));
+
+        Assert.Contains("the timeout of step 'charge'", refused.Message, StringComparison.Ordinal);
+    }
+
     // Within the retention, the same definition runs: the busy reply's retry is sent for after its backoff.
     [Fact]
     public async Task a_retry_backoff_within_its_queues_retention_is_sent_for_later()
