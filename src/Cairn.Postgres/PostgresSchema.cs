@@ -187,6 +187,21 @@ internal static partial class PostgresSchema
         return (bool)command.ExecuteScalar()! ? CurrentVersionOf(connection, null, Quote(schema)) : 0;
     }
 
+    /// <summary>The schema's version, as <see cref="VersionOf"/>; the connect and the queries stop when cancelled.</summary>
+    public static async Task<int> VersionOfAsync(NpgsqlDataSource dataSource, string schema, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var exists = new NpgsqlCommand("SELECT to_regclass($1) IS NOT NULL", connection);
+        exists.Parameters.Add(new NpgsqlParameter { Value = Quote(schema) + ".migrations" });
+        if (!(bool)(await exists.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+        {
+            return 0;
+        }
+
+        await using var version = new NpgsqlCommand($"SELECT coalesce(max(version), 0) FROM {Quote(schema)}.migrations", connection);
+        return (int)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
     /// <summary>Checks, without changing anything, that the schema is at <see cref="CurrentVersion"/>.</summary>
     public static void Check(NpgsqlDataSource dataSource, string schema)
     {

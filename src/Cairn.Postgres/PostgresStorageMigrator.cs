@@ -15,8 +15,18 @@ public sealed class PostgresStorageMigrator(PostgresEventStoreOptions options) :
     /// <inheritdoc />
     public async Task<StorageSchemaStatus> GetStatusAsync(CancellationToken cancellationToken)
     {
+        // Npgsql stops a connect on cancel only until the socket is open: a server that takes the connection and never
+        // answers its start-up holds the open until its timeout. The caller stops waiting when cancelled; the read
+        // ends by itself at that timeout, closing its own data source.
+        var read = ReadVersionAsync(cancellationToken);
+        _ = read.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        return Status(await read.WaitAsync(cancellationToken).ConfigureAwait(false));
+    }
+
+    private async Task<int> ReadVersionAsync(CancellationToken cancellationToken)
+    {
         await using var dataSource = _options.BuildDataSource();
-        return await Task.Run(() => Status(PostgresSchema.VersionOf(dataSource, _options.Schema)), cancellationToken).ConfigureAwait(false);
+        return await PostgresSchema.VersionOfAsync(dataSource, _options.Schema, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

@@ -259,6 +259,20 @@ public sealed class StorageMigrationTests : IAsyncLifetime
         Assert.Equal(CairnCli.Success, check.Code);
     }
 
+    // A server that takes the connection and never answers (a hung host, a firewall that swallows packets): a status
+    // asked with a cancellation stops waiting when cancelled, where it ran on until the connect timed out.
+    [Fact]
+    public async Task A_status_of_a_server_that_never_answers_stops_when_cancelled()
+    {
+        using var silent = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silent.Start();
+        var port = ((System.Net.IPEndPoint)silent.LocalEndpoint).Port;
+        var migrator = new PostgresStorageMigrator(new PostgresEventStoreOptions { ConnectionString = $"Host=127.0.0.1;Port={port};Username=nobody;Database=none;Timeout=300", Schema = _schema });
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => migrator.GetStatusAsync(cancel.Token)).Bounded();
+    }
+
     private static async Task AdminAsync(params string[] statements)
     {
         await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
