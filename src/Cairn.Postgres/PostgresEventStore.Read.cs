@@ -68,7 +68,7 @@ public sealed partial class PostgresEventStore
         ArgumentNullException.ThrowIfNull(filter);
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
         var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE TRUE");
-        query.AppendFilter(filter);
+        query.AppendFilter(filter, _s);
         return ByPositionAsync(query, Math.Max(from.Value, 1), maxCount, cancellationToken);
     }
 

@@ -543,7 +543,7 @@ public sealed partial class PostgresProjectionStore
     {
         var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE e.position > ");
         query.Sql.Append(query.Add(after)).Append(" AND e.position <= ").Append(query.Add(to));
-        query.AppendFilter(filter);
+        query.AppendFilter(filter, _s);
         query.Sql.Append(" ORDER BY e.position");
         await using var select = query.ToCommand(context.Connection, context.Transaction);
         await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);

@@ -160,8 +160,11 @@ internal sealed class PostgresQuery(string start)
         return "$" + _values.Count;
     }
 
-    /// <summary>Appends the predicate of an <see cref="EventFilter"/> over <c>events e</c>, each part starting with <c> AND</c>.</summary>
-    public void AppendFilter(EventFilter filter)
+    /// <summary>
+    /// Appends the predicate of an <see cref="EventFilter"/> over <c>events e</c> of the quoted schema <paramref name="s"/>,
+    /// each part starting with <c> AND</c>.
+    /// </summary>
+    public void AppendFilter(EventFilter filter, string s)
     {
         if (!filter.IncludeSystemEvents)
         {
@@ -170,7 +173,8 @@ internal sealed class PostgresQuery(string start)
 
         if (filter.Stream is { } stream)
         {
-            Sql.Append(" AND e.stream = ").Append(Add(stream));
+            // By the stream's id, so that the (stream_id, version) index finds its events rather than a scan of the log.
+            Sql.Append(" AND e.stream_id = (SELECT t.id FROM ").Append(s).Append(".streams t WHERE t.name = ").Append(Add(stream)).Append(')');
         }
 
         if (filter.Category is { } category)
