@@ -394,6 +394,15 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
             throw new SnapshotSerializationException(typeof(TState), runtime);
         }
 
+        // What the state's contract cannot bring back shows in its JSON written again after a read (a property over a
+        // hand-written field no constructor parameter fills, a converter that rounds): such a snapshot would load
+        // another state than the events fold to.
+        var json = JsonSerializer.SerializeToUtf8Bytes(folded.State, _stateInfo!);
+        if (!json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(JsonSerializer.Deserialize(json, _stateInfo!), _stateInfo!)))
+        {
+            throw SnapshotSerializationException.NotRoundTripped(typeof(TState));
+        }
+
         var snapshot = new StoredSnapshot(
             stream,
             policy.Kind,
@@ -401,7 +410,7 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
             folded.FirstFolded!.Value,
             folded.LastPosition,
             policy.SchemaVersion,
-            JsonSerializer.SerializeToUtf8Bytes(folded.State, _stateInfo!));
+            json);
         if (!await _snapshots!.SaveAsync(snapshot, cancellationToken).ConfigureAwait(false))
         {
             return null;

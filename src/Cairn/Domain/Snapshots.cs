@@ -242,8 +242,18 @@ public sealed class SnapshotSerializationException : CairnException
         DerivedType = derivedType;
     }
 
+    private SnapshotSerializationException(Type stateType, string message)
+        : base(message)
+    {
+        StateType = stateType;
+    }
+
     /// <summary>The state type.</summary>
     public Type StateType { get; }
+
+    /// <summary>A state whose JSON, read back and written again, is not the JSON it was written as.</summary>
+    internal static SnapshotSerializationException NotRoundTripped(Type stateType) =>
+        new(stateType, $"A state of {stateType.FullName} does not come back from its JSON as it was: read back and written again, its JSON differs (a property over a field that no constructor parameter or setter fills, or a converter that changes a value). The snapshot is not saved; a snapshot must load the state the events fold to.");
 
     /// <summary>The derived type of the state that the state type's contract does not declare, when that is the fault.</summary>
     public Type? DerivedType { get; }
