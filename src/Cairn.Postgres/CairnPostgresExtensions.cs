@@ -1,5 +1,4 @@
 using Cairn.DependencyInjection;
-using Cairn.EventStore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -21,25 +20,18 @@ public static class CairnPostgresExtensions
         var postgresOptions = new PostgresEventStoreOptions { ConnectionString = connectionString };
         postgresOptions = configure?.Invoke(postgresOptions) ?? postgresOptions;
         postgresOptions.Validate();
-        PostgresEventStore? store = null;
-        var gate = new object();
-        PostgresEventStore Open(IServiceProvider services, EventStoreOptions storeOptions)
-        {
-            lock (gate)
-            {
-                return store ??= new PostgresEventStore(postgresOptions, storeOptions, services.GetService<ILogger<PostgresEventStore>>());
-            }
-        }
 
+        // Every part resolves the one store the container owns (and disposes after them), whichever part opens it.
+        static PostgresEventStore Store(IServiceProvider services) => services.GetBackendStore<PostgresEventStore>();
         return options.UseBackend(
             "postgres",
-            Open,
-            services => new PostgresCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
-            services => new PostgresMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>()), services.GetService<ILogger<PostgresMessageBroker>>()))
-            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new PostgresCorrelationTraceReader(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Projections.IProjectionStore>(services => new PostgresProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>()), services.GetService<ILogger<PostgresProjectionStore>>()))
-            .UseBackendPart<Domain.ISnapshotStore>(services => new PostgresSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            (services, storeOptions) => new PostgresEventStore(postgresOptions, storeOptions, services.GetService<ILogger<PostgresEventStore>>()),
+            services => new PostgresCheckpointStore(Store(services)),
+            services => new PostgresMessageBroker(Store(services), services.GetService<ILogger<PostgresMessageBroker>>()))
+            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new PostgresCorrelationTraceReader(Store(services)))
+            .UseBackendPart<Projections.IProjectionStore>(services => new PostgresProjectionStore(Store(services), services.GetService<ILogger<PostgresProjectionStore>>()))
+            .UseBackendPart<Domain.ISnapshotStore>(services => new PostgresSnapshotStore(Store(services)))
+            .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Store(services)))
             .UseBackendPart<IStorageMigrator>(_ => new PostgresStorageMigrator(postgresOptions));
     }
 }

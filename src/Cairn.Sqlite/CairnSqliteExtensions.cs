@@ -1,5 +1,4 @@
 using Cairn.DependencyInjection;
-using Cairn.EventStore;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -16,25 +15,18 @@ public static class CairnSqliteExtensions
         var sqliteOptions = new SqliteEventStoreOptions { ConnectionString = connectionString };
         sqliteOptions = configure?.Invoke(sqliteOptions) ?? sqliteOptions;
         sqliteOptions.Validate();
-        SqliteEventStore? store = null;
-        var gate = new object();
-        SqliteEventStore Open(IServiceProvider services, EventStoreOptions storeOptions)
-        {
-            lock (gate)
-            {
-                return store ??= new SqliteEventStore(sqliteOptions, storeOptions, services.GetService<ILogger<SqliteEventStore>>());
-            }
-        }
 
+        // Every part resolves the one store the container owns (and disposes after them), whichever part opens it.
+        static SqliteEventStore Store(IServiceProvider services) => services.GetBackendStore<SqliteEventStore>();
         return options.UseBackend(
             "sqlite",
-            Open,
-            services => new SqliteCheckpointStore(Open(services, services.GetRequiredService<EventStoreOptions>())),
-            services => new SqliteMessageBroker(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Schemas.ISchemaStore>(services => new SqliteSchemaStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Projections.IProjectionStore>(services => new SqliteProjectionStore(Open(services, services.GetRequiredService<EventStoreOptions>())))
-            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new SqliteCorrelationTraceReader(Open(services, services.GetRequiredService<EventStoreOptions>())))
+            (services, storeOptions) => new SqliteEventStore(sqliteOptions, storeOptions, services.GetService<ILogger<SqliteEventStore>>()),
+            services => new SqliteCheckpointStore(Store(services)),
+            services => new SqliteMessageBroker(Store(services)))
+            .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Store(services)))
+            .UseBackendPart<Schemas.ISchemaStore>(services => new SqliteSchemaStore(Store(services)))
+            .UseBackendPart<Projections.IProjectionStore>(services => new SqliteProjectionStore(Store(services)))
+            .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new SqliteCorrelationTraceReader(Store(services)))
             .UseBackendPart<IStorageMigrator>(_ => new SqliteStorageMigrator(sqliteOptions));
     }
 }

@@ -2,13 +2,15 @@ using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.Diagnostics;
+using Cairn.EventStore;
 using Cairn.Messaging;
+using Cairn.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
 namespace Cairn.Postgres.Tests;
 
-/// <summary><c>UsePostgres</c> registers the PostgreSQL broker and correlation trace reader, and the container closes them.</summary>
+/// <summary><c>UsePostgres</c> registers the PostgreSQL broker and correlation trace reader, and the container closes them and the store they share.</summary>
 public sealed class PostgresRegistrationTests
 {
     [Fact]
@@ -98,6 +100,32 @@ public sealed class PostgresRegistrationTests
                 Assert.True(pooled > 0, "no pooled connection was opened through the configured data source");
                 Assert.Equal(1, unpooled);
             }
+        }
+        finally
+        {
+            await PostgresServer.DropSchemaAsync(schema);
+        }
+    }
+
+    // The store UsePostgres opens is shared by every part, but only the IEventStore registration disposed it: a
+    // container that resolved only the others (checkpoints here; queues and consumers in a host) left its connections open.
+    [Fact]
+    public async Task the_container_closes_the_postgres_store_when_only_its_checkpoints_were_resolved()
+    {
+        var schema = PostgresServer.NewSchema();
+        try
+        {
+            var services = new ServiceCollection();
+            services.AddCairn(o => o.UsePostgres(PostgresServer.ConnectionString, p => p with { Schema = schema }));
+            ICheckpointStore checkpoints;
+            await using (var provider = services.BuildServiceProvider())
+            {
+                await provider.GetRequiredService<IStorageMigrator>().MigrateAsync(default);
+                checkpoints = provider.GetRequiredService<ICheckpointStore>();
+                await checkpoints.SetAsync("only-checkpoints", new GlobalPosition(1), default);
+            }
+
+            await Assert.ThrowsAsync<ObjectDisposedException>(() => checkpoints.GetAsync("only-checkpoints", default).AsTask());
         }
         finally
         {

@@ -2,8 +2,10 @@ using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.Diagnostics;
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Cairn.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Cairn.Sqlite.Tests;
 
@@ -81,6 +83,28 @@ public sealed class LifecycleEdgeTests : IDisposable
 
         var inner = ((InstrumentedEventStore)store).Inner;
         await Assert.ThrowsAsync<ObjectDisposedException>(() => inner.AppendAsync(new AppendRequest("order-1", ExpectedVersion.Any, [TestEvents.Numbered(2)]), default));
+    }
+
+    // The store UseSqlite opens is shared by the broker, checkpoints, schema store and trace reader, but only the
+    // IEventStore registration disposed it: a host of queues and consumers alone, which never resolves IEventStore, left
+    // its writer, checkpointer and pooled connections running, and the file open with its WAL, after it was disposed.
+    [Fact]
+    public async Task A_host_with_only_queues_and_consumers_closes_its_sqlite_file_when_disposed()
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services
+            .AddCairn(o => o.UseSqlite(_database.ConnectionString))
+            .AddQueue("orders")
+            .AddConsumer("orders", (_, _) => ValueTask.CompletedTask);
+        using (var host = builder.Build())
+        {
+            await host.StartAsync().Bounded();
+            await host.Services.GetRequiredService<IMessageSender>().SendAsync("orders", new OutgoingMessage("order.place", "{}"u8.ToArray()), default);
+            await host.StopAsync().Bounded();
+        }
+
+        // Closed, the store checkpoints its WAL into the file and removes it.
+        Assert.False(File.Exists(_database.Path + "-wal"), "the SQLite store is still open after its host was disposed");
     }
 
     // Bad input is refused with ArgumentException naming what is wrong; a null part of a request's streams failed with

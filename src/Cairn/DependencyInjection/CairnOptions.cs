@@ -82,9 +82,9 @@ public sealed class CairnOptions
             (_, options) => new InMemoryEventStore(options),
             _ => new InMemoryCheckpointStore(),
             services => new Messaging.InMemory.InMemoryMessageBroker(
-                UnwrapInMemory(services.GetRequiredService<IEventStore>()),
+                services.GetBackendStore<InMemoryEventStore>(),
                 services.GetRequiredService<ICheckpointStore>()))
-        .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(UnwrapInMemory(services.GetRequiredService<IEventStore>())))
+        .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(services.GetBackendStore<InMemoryEventStore>()))
         .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore())
         .UseBackendPart<Schemas.ISchemaStore>(_ => new Schemas.InMemorySchemaStore())
         .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => UnwrapInMemory(services.GetRequiredService<Messaging.IMessageBroker>()));
@@ -96,14 +96,10 @@ public sealed class CairnOptions
         _ => throw new InvalidOperationException($"The in-memory trace reader needs the in-memory broker, not a {broker.GetType().Name}."),
     };
 
-    private static InMemoryEventStore UnwrapInMemory(IEventStore store) => store switch
-    {
-        InMemoryEventStore memory => memory,
-        Diagnostics.InstrumentedEventStore { Inner: var inner } => UnwrapInMemory(inner),
-        _ => throw new InvalidOperationException($"The in-memory broker needs the in-memory event store, not a {store.GetType().Name}."),
-    };
-
-    /// <summary>Plugs in a backend. Backend packages call this from their own <c>Use…</c> method.</summary>
+    /// <summary>
+    /// Plugs in a backend. Backend packages call this from their own <c>Use…</c> method. The store the factory opens is
+    /// opened once and owned by the container, which disposes it after the parts that use it.
+    /// </summary>
     public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints)
     {
         if (BackendName is not null && BackendName != name)

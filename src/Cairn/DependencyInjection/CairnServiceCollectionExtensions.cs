@@ -37,11 +37,14 @@ public static partial class CairnServiceCollectionExtensions
             storeOptions.Validate();
             return storeOptions;
         });
-        services.TryAddSingleton<IEventStore>(sp =>
+        services.TryAddSingleton(sp =>
         {
             var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
-            return new InstrumentedEventStore(options.StoreFactory!(sp, sp.GetRequiredService<EventStoreOptions>()));
+            return new BackendEventStore(options.StoreFactory!(sp, sp.GetRequiredService<EventStoreOptions>()));
         });
+
+        // The container owns the backend's store through BackendEventStore, so this decorator leaves it open.
+        services.TryAddSingleton<IEventStore>(sp => new InstrumentedEventStore(sp.GetRequiredService<BackendEventStore>().Store, ownsInner: false));
         services.TryAddSingleton<IEventReader>(sp => sp.GetRequiredService<IEventStore>());
         services.TryAddSingleton<IEventWriter>(sp => sp.GetRequiredService<IEventStore>());
         services.TryAddSingleton(sp => sp.GetRequiredService<IOptions<CairnOptions>>().Value.CheckpointStoreFactory!(sp));

@@ -9,6 +9,12 @@ namespace Cairn.Diagnostics;
 /// </summary>
 public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IDisposable, IAsyncDisposable
 {
+    private readonly bool _ownsInner = true;
+
+    /// <summary>Wraps a store that another owner (the container's backend registration) disposes.</summary>
+    internal InstrumentedEventStore(IEventStore inner, bool ownsInner)
+        : this(inner) => _ownsInner = ownsInner;
+
     /// <summary>The wrapped store.</summary>
     public IEventStore Inner { get; } = inner;
 
@@ -99,9 +105,15 @@ public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IDi
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
         Inner.TombstoneStreamAsync(stream, expectedVersion, cancellationToken);
 
-    /// <summary>Disposes the wrapped store, so the container that owns this decorator closes the backend.</summary>
-    public ValueTask DisposeAsync() => Disposal.DisposeAsync(Inner);
+    /// <summary>Disposes the wrapped store, unless <c>AddCairn</c>'s container owns it (and disposes it once itself).</summary>
+    public ValueTask DisposeAsync() => _ownsInner ? Disposal.DisposeAsync(Inner) : ValueTask.CompletedTask;
 
-    /// <summary>Disposes the wrapped store, so a container disposed synchronously closes it too.</summary>
-    public void Dispose() => Disposal.Dispose(Inner);
+    /// <summary>As <see cref="DisposeAsync"/>, for a container disposed synchronously.</summary>
+    public void Dispose()
+    {
+        if (_ownsInner)
+        {
+            Disposal.Dispose(Inner);
+        }
+    }
 }

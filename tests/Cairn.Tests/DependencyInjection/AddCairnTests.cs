@@ -122,6 +122,50 @@ public sealed class AddCairnTests
         Assert.Equal("in-memory", new CairnOptions().UseInMemory().UseInMemory().BackendName);
     }
 
+    // The backend's store was disposed only by the IEventStore registration, so a container that never resolved
+    // IEventStore (queues and consumers only) left it open; and disposed through two registrations, it would close twice.
+    [Fact]
+    public async Task the_backends_store_is_disposed_once_after_its_parts_whichever_part_opened_it()
+    {
+        foreach (var resolveEventStore in new[] { false, true })
+        {
+            var disposals = new List<string>();
+            var services = new ServiceCollection();
+            services.AddCairn(o => o.UseBackend(
+                "recording",
+                (_, options) => new DisposalRecordingStore(new InMemoryEventStore(options), disposals),
+                sp => new DisposalRecordingCheckpoints(sp.GetBackendStore<DisposalRecordingStore>(), disposals)));
+            await using (var provider = services.BuildServiceProvider())
+            {
+                provider.GetRequiredService<ICheckpointStore>();
+                if (resolveEventStore)
+                {
+                    provider.GetRequiredService<IEventStore>();
+                }
+            }
+
+            Assert.Equal(["checkpoints", "store"], disposals);
+        }
+    }
+
+    private sealed class DisposalRecordingStore(IEventStore inner, List<string> disposals) : DelegatingEventStore(inner), IDisposable
+    {
+        public void Dispose() => disposals.Add("store");
+    }
+
+    private sealed class DisposalRecordingCheckpoints(DisposalRecordingStore store, List<string> disposals) : ICheckpointStore, IDisposable
+    {
+        private readonly InMemoryCheckpointStore _inner = new();
+
+        public DisposalRecordingStore Store { get; } = store;
+
+        public ValueTask<GlobalPosition?> GetAsync(string key, CancellationToken cancellationToken) => _inner.GetAsync(key, cancellationToken);
+
+        public ValueTask SetAsync(string key, GlobalPosition position, CancellationToken cancellationToken) => _inner.SetAsync(key, position, cancellationToken);
+
+        public void Dispose() => disposals.Add("checkpoints");
+    }
+
     [Fact]
     public async Task a_hosted_subscription_handles_events_while_the_host_runs_and_stores_its_checkpoint_on_stop()
     {
