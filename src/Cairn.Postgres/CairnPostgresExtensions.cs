@@ -1,6 +1,7 @@
 using Cairn.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Npgsql;
 
 namespace Cairn.Postgres;
 
@@ -27,11 +28,20 @@ public static class CairnPostgresExtensions
             "postgres",
             (services, storeOptions) => new PostgresEventStore(postgresOptions, storeOptions, services.GetService<ILogger<PostgresEventStore>>()),
             services => new PostgresCheckpointStore(Store(services)),
-            services => new PostgresMessageBroker(Store(services), services.GetService<ILogger<PostgresMessageBroker>>()))
+            services => new PostgresMessageBroker(Store(services), services.GetService<ILogger<PostgresMessageBroker>>()),
+            Settings(postgresOptions))
             .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new PostgresCorrelationTraceReader(Store(services)))
             .UseBackendPart<Projections.IProjectionStore>(services => new PostgresProjectionStore(Store(services), services.GetService<ILogger<PostgresProjectionStore>>()))
             .UseBackendPart<Domain.ISnapshotStore>(services => new PostgresSnapshotStore(Store(services)))
             .UseBackendPart<Schemas.ISchemaStore>(services => new PostgresSchemaStore(Store(services)))
             .UseBackendPart<IStorageMigrator>(_ => new PostgresStorageMigrator(postgresOptions));
+    }
+
+    /// <summary>The database, schema and settings, without a password, that a second <c>UsePostgres</c> must repeat to be accepted.</summary>
+    private static string Settings(PostgresEventStoreOptions options)
+    {
+        var connection = new NpgsqlConnectionStringBuilder(options.ConnectionString);
+        connection.Remove("Password");
+        return (options with { ConnectionString = connection.ConnectionString }).ToString();
     }
 }

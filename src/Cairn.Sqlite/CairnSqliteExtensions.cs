@@ -1,4 +1,5 @@
 using Cairn.DependencyInjection;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -22,11 +23,20 @@ public static class CairnSqliteExtensions
             "sqlite",
             (services, storeOptions) => new SqliteEventStore(sqliteOptions, storeOptions, services.GetService<ILogger<SqliteEventStore>>()),
             services => new SqliteCheckpointStore(Store(services)),
-            services => new SqliteMessageBroker(Store(services)))
+            services => new SqliteMessageBroker(Store(services)),
+            Settings(sqliteOptions))
             .UseBackendPart<Domain.ISnapshotStore>(services => new SqliteSnapshotStore(Store(services)))
             .UseBackendPart<Schemas.ISchemaStore>(services => new SqliteSchemaStore(Store(services)))
             .UseBackendPart<Projections.IProjectionStore>(services => new SqliteProjectionStore(Store(services)))
             .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => new SqliteCorrelationTraceReader(Store(services)))
             .UseBackendPart<IStorageMigrator>(_ => new SqliteStorageMigrator(sqliteOptions));
+    }
+
+    /// <summary>The file and settings, without a password, that a second <c>UseSqlite</c> must repeat to be accepted.</summary>
+    private static string Settings(SqliteEventStoreOptions options)
+    {
+        var connection = new SqliteConnectionStringBuilder(options.ConnectionString);
+        connection.Remove("Password");
+        return (options with { ConnectionString = connection.ConnectionString }).ToString();
     }
 }

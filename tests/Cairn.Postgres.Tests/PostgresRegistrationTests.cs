@@ -10,7 +10,7 @@ using Npgsql;
 
 namespace Cairn.Postgres.Tests;
 
-/// <summary><c>UsePostgres</c> registers the PostgreSQL broker and correlation trace reader, and the container closes them and the store they share.</summary>
+/// <summary><c>UsePostgres</c> registers the PostgreSQL broker and correlation trace reader, the container closes them, and a second <c>UsePostgres</c> must repeat the first.</summary>
 public sealed class PostgresRegistrationTests
 {
     [Fact]
@@ -131,6 +131,21 @@ public sealed class PostgresRegistrationTests
         {
             await PostgresServer.DropSchemaAsync(schema);
         }
+    }
+
+    // A module's own AddCairn naming another schema or database replaced the application's silently. The same
+    // settings again are one backend; the password stays out of the error.
+    [Fact]
+    public void a_second_use_postgres_with_another_schema_is_refused_naming_both()
+    {
+        const string connection = "Host=db;Database=app;Username=app;Password=app-secret";
+        var refused = Assert.Throws<BackendConflictException>(() => new CairnOptions()
+            .UsePostgres(connection, p => p with { Schema = "orders" })
+            .UsePostgres(connection, p => p with { Schema = "billing" }));
+        Assert.Contains("orders", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("billing", refused.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("secret", refused.Message, StringComparison.Ordinal);
+        Assert.Equal("postgres", new CairnOptions().UsePostgres(connection).UsePostgres(connection).BackendName);
     }
 
     private static async Task<bool> IsConnectedAsync(int processId)

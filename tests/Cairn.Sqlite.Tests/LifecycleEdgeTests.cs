@@ -6,10 +6,11 @@ using Cairn.Messaging;
 using Cairn.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 
 namespace Cairn.Sqlite.Tests;
 
-/// <summary>Starting, stopping and disposing at the edges: subscriptions, the container, a request with a hole.</summary>
+/// <summary>Starting, stopping and disposing at the edges: subscriptions, the container, a request with a hole, a backend configured twice.</summary>
 public sealed class LifecycleEdgeTests : IDisposable
 {
     private readonly TempDatabase _database = new();
@@ -105,6 +106,25 @@ public sealed class LifecycleEdgeTests : IDisposable
 
         // Closed, the store checkpoints its WAL into the file and removes it.
         Assert.False(File.Exists(_database.Path + "-wal"), "the SQLite store is still open after its host was disposed");
+    }
+
+    // A module's own AddCairn naming another file replaced the application's silently: its events went to the module's
+    // file. The same file and settings again are one backend; secrets stay out of the error.
+    [Fact]
+    public void A_second_use_sqlite_with_another_file_is_refused_naming_both()
+    {
+        var other = Path.Combine(_database.Directory, "module.db");
+        var services = new ServiceCollection();
+        services.AddCairn(o => o.UseSqlite(_database.ConnectionString + ";Password=app-secret"));
+        services.AddCairn(o => o.UseSqlite($"Data Source={other};Password=module-secret"));
+        using var provider = services.BuildServiceProvider();
+
+        var refused = Assert.Throws<BackendConflictException>(() => provider.GetRequiredService<IOptions<CairnOptions>>().Value);
+        Assert.Contains(_database.Path, refused.Message, StringComparison.Ordinal);
+        Assert.Contains(other, refused.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("secret", refused.Message, StringComparison.Ordinal);
+        Assert.Throws<BackendConflictException>(() => new CairnOptions().UseSqlite(_database.ConnectionString).UseSqlite(_database.ConnectionString, s => s with { Durability = SqliteDurability.Normal }));
+        Assert.Equal("sqlite", new CairnOptions().UseSqlite(_database.ConnectionString).UseSqlite(_database.ConnectionString).BackendName);
     }
 
     // Bad input is refused with ArgumentException naming what is wrong; a null part of a request's streams failed with

@@ -83,7 +83,8 @@ public sealed class CairnOptions
             _ => new InMemoryCheckpointStore(),
             services => new Messaging.InMemory.InMemoryMessageBroker(
                 services.GetBackendStore<InMemoryEventStore>(),
-                services.GetRequiredService<ICheckpointStore>()))
+                services.GetRequiredService<ICheckpointStore>()),
+            settings: "memory")
         .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(services.GetBackendStore<InMemoryEventStore>()))
         .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore())
         .UseBackendPart<Schemas.ISchemaStore>(_ => new Schemas.InMemorySchemaStore())
@@ -96,27 +97,34 @@ public sealed class CairnOptions
         _ => throw new InvalidOperationException($"The in-memory trace reader needs the in-memory broker, not a {broker.GetType().Name}."),
     };
 
+    /// <summary>The settings the configured backend was given (secrets left out), or null when it gave none.</summary>
+    public string? BackendSettings { get; private set; }
+
     /// <summary>
     /// Plugs in a backend. Backend packages call this from their own <c>Use…</c> method. The store the factory opens is
-    /// opened once and owned by the container, which disposes it after the parts that use it.
+    /// opened once and owned by the container, which disposes it after the parts that use it. A second backend is
+    /// refused, and so is the same backend again with other <paramref name="settings"/> (a key of what it stores where,
+    /// such as its connection string without secrets; null when it has none), with a
+    /// <see cref="BackendConflictException"/>: the later would silently replace the earlier.
     /// </summary>
-    public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints)
+    public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints, string? settings = null)
     {
-        if (BackendName is not null && BackendName != name)
+        if (BackendName is not null && (BackendName != name || (BackendSettings is not null && settings is not null && BackendSettings != settings)))
         {
-            throw new InvalidOperationException($"Cairn is already configured with the {BackendName} backend; choose one.");
+            throw new BackendConflictException(BackendName, BackendSettings, name, settings);
         }
 
         BackendName = name;
+        BackendSettings = settings ?? BackendSettings;
         StoreFactory = store;
         CheckpointStoreFactory = checkpoints;
         return this;
     }
 
     /// <summary>Plugs in a backend with messaging: its event store, checkpoint store and message broker.</summary>
-    public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints, Func<IServiceProvider, Messaging.IMessageBroker> broker)
+    public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints, Func<IServiceProvider, Messaging.IMessageBroker> broker, string? settings = null)
     {
-        UseBackend(name, store, checkpoints);
+        UseBackend(name, store, checkpoints, settings);
         BrokerFactory = broker;
         return this;
     }

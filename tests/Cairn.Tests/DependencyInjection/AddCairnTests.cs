@@ -118,8 +118,29 @@ public sealed class AddCairnTests
     public void two_different_backends_are_refused()
     {
         var options = new CairnOptions().UseBackend("custom", (_, o) => new InMemoryEventStore(o), _ => new InMemoryCheckpointStore());
-        Assert.Throws<InvalidOperationException>(() => options.UseInMemory());
+        Assert.Throws<BackendConflictException>(() => options.UseInMemory());
         Assert.Equal("in-memory", new CairnOptions().UseInMemory().UseInMemory().BackendName);
+    }
+
+    // A module's own AddCairn naming the same backend with another file or database replaced the first silently: the
+    // application's events went to the module's store, and nothing said so.
+    [Fact]
+    public void the_same_backend_configured_again_with_other_settings_is_refused_naming_both()
+    {
+        static CairnOptions Use(CairnOptions options, string settings) =>
+            options.UseBackend("custom", (_, o) => new InMemoryEventStore(o), _ => new InMemoryCheckpointStore(), settings);
+
+        Assert.Equal("app", Use(Use(new CairnOptions(), "app"), "app").BackendSettings);
+        var refused = Assert.Throws<BackendConflictException>(() => Use(Use(new CairnOptions(), "app"), "module"));
+        Assert.Equal(("custom", "app", "custom", "module"), (refused.Backend, refused.Settings, refused.OtherBackend, refused.OtherSettings));
+        Assert.Contains("(app)", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("(module)", refused.Message, StringComparison.Ordinal);
+
+        var services = new ServiceCollection();
+        services.AddCairn(o => Use(o, "app"));
+        services.AddCairn(o => Use(o, "module"));
+        using var provider = services.BuildServiceProvider();
+        Assert.Throws<BackendConflictException>(() => provider.GetRequiredService<IOptions<CairnOptions>>().Value);
     }
 
     // The backend's store was disposed only by the IEventStore registration, so a container that never resolved
