@@ -1,5 +1,6 @@
 using Cairn.Diagnostics;
 using Cairn.EventStore;
+using Cairn.Messaging;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Cairn.DependencyInjection;
@@ -27,7 +28,16 @@ internal sealed class BackendEventStore(IEventStore store) : IAsyncDisposable, I
     }
 }
 
-/// <summary>How a backend's parts reach the store the backend itself opened.</summary>
+/// <summary>
+/// The message broker the backend's factory made, before a transport or the instrumentation wraps it. It is not
+/// disposed here: the registered <see cref="IMessageBroker"/> that wraps it owns it.
+/// </summary>
+internal sealed class BackendMessageBroker(IMessageBroker broker)
+{
+    public IMessageBroker Broker { get; } = broker;
+}
+
+/// <summary>How a backend's parts reach the store and broker the backend itself made.</summary>
 internal static class BackendServices
 {
     /// <summary>The backend's own event store, opened once and owned by the container.</summary>
@@ -35,4 +45,17 @@ internal static class BackendServices
         where TStore : class, IEventStore =>
         services.GetRequiredService<BackendEventStore>().Store as TStore
             ?? throw new InvalidOperationException($"The backend's parts need its {typeof(TStore).Name}, not a {services.GetRequiredService<BackendEventStore>().Store.GetType().Name}.");
+
+    /// <summary>
+    /// The backend's own message broker, whatever transport wraps it. The wrapped <see cref="IMessageBroker"/> is
+    /// resolved first, so the container owns (and disposes) the broker even when only this part uses it.
+    /// </summary>
+    public static TBroker GetBackendBroker<TBroker>(this IServiceProvider services)
+        where TBroker : class, IMessageBroker
+    {
+        services.GetRequiredService<IMessageBroker>();
+        var broker = services.GetRequiredService<BackendMessageBroker>().Broker;
+        return broker as TBroker
+            ?? throw new InvalidOperationException($"The backend's parts need its {typeof(TBroker).Name}, not a {broker.GetType().Name}.");
+    }
 }

@@ -18,12 +18,17 @@ public static partial class CairnServiceCollectionExtensions
 {
     private static void AddMessaging(IServiceCollection services, bool first)
     {
-        services.TryAddSingleton<IMessageBroker>(sp =>
+        services.TryAddSingleton(sp =>
         {
             var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
             var factory = options.BrokerFactory
                 ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; choose a backend with messaging (UseSqlite(...) or UseInMemory()).");
-            var broker = factory(sp);
+            return new BackendMessageBroker(factory(sp));
+        });
+        services.TryAddSingleton<IMessageBroker>(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
+            var broker = sp.GetRequiredService<BackendMessageBroker>().Broker;
             return new InstrumentedMessageBroker(options.TransportFactory?.Invoke(sp, broker) ?? broker);
         });
         services.TryAddSingleton<IMessageSender>(sp => sp.GetRequiredService<IMessageBroker>());

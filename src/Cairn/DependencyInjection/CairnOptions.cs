@@ -88,14 +88,9 @@ public sealed class CairnOptions
         .UseBackendPart<Projections.IProjectionStore>(services => new Projections.InMemory.InMemoryProjectionStore(services.GetBackendStore<InMemoryEventStore>()))
         .UseBackendPart<Domain.ISnapshotStore>(_ => new Domain.InMemorySnapshotStore())
         .UseBackendPart<Schemas.ISchemaStore>(_ => new Schemas.InMemorySchemaStore())
-        .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => UnwrapInMemory(services.GetRequiredService<Messaging.IMessageBroker>()));
 
-    private static Messaging.InMemory.InMemoryMessageBroker UnwrapInMemory(Messaging.IMessageBroker broker) => broker switch
-    {
-        Messaging.InMemory.InMemoryMessageBroker memory => memory,
-        Diagnostics.InstrumentedMessageBroker { Inner: var inner } => UnwrapInMemory(inner),
-        _ => throw new InvalidOperationException($"The in-memory trace reader needs the in-memory broker, not a {broker.GetType().Name}."),
-    };
+        // The broker the backend made, not the registered one, which a transport and the instrumentation wrap.
+        .UseBackendPart<Diagnostics.ICorrelationTraceReader>(services => services.GetBackendBroker<Messaging.InMemory.InMemoryMessageBroker>());
 
     /// <summary>The settings the configured backend was given (secrets left out), or null when it gave none.</summary>
     public string? BackendSettings { get; private set; }

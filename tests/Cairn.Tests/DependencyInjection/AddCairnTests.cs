@@ -3,6 +3,7 @@ using Cairn.DependencyInjection;
 using Cairn.Diagnostics;
 using Cairn.EventStore;
 using Cairn.EventStore.InMemory;
+using Cairn.Messaging;
 using Cairn.Serialization;
 using Cairn.Subscriptions;
 using Microsoft.Extensions.DependencyInjection;
@@ -185,6 +186,24 @@ public sealed class AddCairnTests
         public ValueTask SetAsync(string key, GlobalPosition position, CancellationToken cancellationToken) => _inner.SetAsync(key, position, cancellationToken);
 
         public void Dispose() => disposals.Add("checkpoints");
+    }
+
+    // docs/rabbitmq.md puts a transport beside UseInMemory with correlation traces; the in-memory trace reader unwrapped
+    // only the instrumented broker, so behind any transport resolving the tracer failed.
+    [Fact]
+    public async Task the_in_memory_backend_traces_correlations_behind_a_transport()
+    {
+        var services = new ServiceCollection();
+        services.AddCairn(o => o.UseInMemory().UseTransport("wrapping", (_, inner) => new DelegatingMessageBroker(inner)));
+        await using var provider = services.BuildServiceProvider();
+        var broker = provider.GetRequiredService<IMessageBroker>();
+        await broker.DeclareQueueAsync(new QueueDefinition("traced"), default);
+        var sent = new OutgoingMessage("test.traced", "{}"u8.ToArray());
+        await broker.SendAsync("traced", sent);
+
+        var trace = await provider.GetRequiredService<CorrelationTracer>().TraceAsync(sent.Id.ToString(), default).Bounded();
+
+        Assert.Single(trace.Timeline);
     }
 
     [Fact]
