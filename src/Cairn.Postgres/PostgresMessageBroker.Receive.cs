@@ -6,9 +6,9 @@ namespace Cairn.Postgres;
 public sealed partial class PostgresMessageBroker
 {
     /// <summary>The leasing columns of a receive, then the envelope from <see cref="LeasedEnvelopeAt"/>.</summary>
-    private const string LeaseColumns = $"m.seq, m.state, m.receive_count, {PostgresMessageRows.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.failure";
+    private const string LeaseColumns = $"m.seq, m.state, m.receive_count, {PostgresMessageRows.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.failure, m.redrives";
 
-    private const int LeasedEnvelopeAt = 8;
+    private const int LeasedEnvelopeAt = 9;
 
     /// <summary>The pause before a waiting receive looks again after its connection failed; it doubles up to <see cref="MaxLookRetryDelay"/>.</summary>
     private static readonly TimeSpan FirstLookRetryDelay = TimeSpan.FromMilliseconds(50);
@@ -154,6 +154,7 @@ public sealed partial class PostgresMessageBroker
                                 LeaseExpiresAt = new DateTimeOffset(leaseEnds, TimeSpan.Zero),
                                 PreviousLeaseExpired = state == 1,
                                 LastFailure = PostgresMessageRows.Failure(reader, 7),
+                                Redrives = reader.GetInt32(8),
                             });
                             leased.Add(seq);
                         }

@@ -88,8 +88,7 @@ public sealed partial class RabbitMqMessageBroker
     private async Task ScanDeadLettersAsync(QueueName queue, Func<IChannel, BasicGetResult, DeadLetter?, Task<(bool GoOn, bool Settled)>> visit, CancellationToken cancellationToken, bool confirms = false, Func<Task>? beforeGet = null)
     {
         await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-        await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-        await _connection.WithChannelAsync(
+        await WhileDeclaredAsync(queue, () => _connection.WithChannelAsync(
             async channel =>
             {
                 // What this channel took stays unacknowledged until the scan ends, so basic.get never returns it twice.
@@ -138,7 +137,7 @@ public sealed partial class RabbitMqMessageBroker
                 return true;
             },
             cancellationToken,
-            confirms).ConfigureAwait(false);
+            confirms), cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -205,12 +204,6 @@ public sealed partial class RabbitMqMessageBroker
         MessagingNames.RequirePresent(queue.Value, "queue");
         ArgumentNullException.ThrowIfNull(request);
         request.Validate();
-        if (_connection.PublishingBlocked is { } blocked)
-        {
-            // Its publishes would wait out the client's time-out; say why at once.
-            throw new RabbitMqBlockedException(blocked);
-        }
-
         var target = request.Target ?? queue;
         var targetIsKept = (await RequireQueueAsync(target, cancellationToken).ConfigureAwait(false)).Fifo;
         if (await IsKeptAsync(queue, cancellationToken).ConfigureAwait(false))
@@ -228,6 +221,13 @@ public sealed partial class RabbitMqMessageBroker
         if (targetIsKept)
         {
             throw new InvalidMessageException($"Dead letters of '{queue}' are in RabbitMQ; they cannot be redriven to the FIFO queue '{target}', which the backend keeps. Redrive them to a queue in RabbitMQ.");
+        }
+
+        // A FIFO queue's redrive (above) writes the backend alone; this one publishes, which would wait out the
+        // client's time-out while RabbitMQ blocks publishing: say why at once.
+        if (_connection.PublishingBlocked is { } blocked)
+        {
+            throw new RabbitMqBlockedException(blocked);
         }
 
         await EnsureDeclaredAsync(target, cancellationToken).ConfigureAwait(false);
@@ -302,8 +302,7 @@ public sealed partial class RabbitMqMessageBroker
         if (messageIds is null)
         {
             await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-            await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-            return (int)await _connection.WithChannelAsync(c => c.QueuePurgeAsync(DeadLettersIn(queue), cancellationToken), cancellationToken).ConfigureAwait(false);
+            return (int)await WhileDeclaredAsync(queue, () => _connection.WithChannelAsync(c => c.QueuePurgeAsync(DeadLettersIn(queue), cancellationToken), cancellationToken), cancellationToken).ConfigureAwait(false);
         }
 
         var chosen = messageIds.ToHashSet();

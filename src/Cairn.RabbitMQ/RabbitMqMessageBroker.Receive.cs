@@ -280,6 +280,7 @@ public sealed partial class RabbitMqMessageBroker
                 LeaseExpiresAt = now + lease,
                 PreviousLeaseExpired = buffered.Redelivered || AmqpMessageCodec.GetString(headers, AmqpMessageCodec.LeaseExpired) == "true",
                 LastFailure = AmqpMessageCodec.GetFailure(headers),
+                Redrives = (int)Math.Min(int.MaxValue, AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Redrives)),
             };
         if (delivery is null)
         {

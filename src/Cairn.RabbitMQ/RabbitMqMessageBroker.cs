@@ -84,6 +84,9 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
     /// <summary>The name of a queue in RabbitMQ: <see cref="RabbitMqOptions.QueuePrefix"/> and the queue's name.</summary>
     public string AmqpName(QueueName queue) => Options.QueuePrefix + queue.Value;
 
+    /// <summary>The clock of the broker's times (enqueued, received, dead-lettered), which the relay shares.</summary>
+    internal TimeProvider Time => _time;
+
     /// <summary>The name of a queue's dead-letter queue in RabbitMQ.</summary>
     public string DeadLettersIn(QueueName queue) => AmqpName(queue) + DeadLetterSuffix;
 
@@ -117,6 +120,12 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             throw new InvalidMessagingNameException("queue", queue.Name.Value, $"over RabbitMQ, the prefix '{Options.QueuePrefix}', the name and '.wait.<ms>' must fit 255 bytes of UTF-8");
         }
 
+        // RabbitMQ keeps names starting with 'amq.' for itself and refuses to declare one (ACCESS_REFUSED).
+        if (!queue.Fifo && AmqpName(queue.Name).StartsWith("amq.", StringComparison.Ordinal))
+        {
+            throw new InvalidMessagingNameException("queue", queue.Name.Value, "over RabbitMQ, names starting with 'amq.' are RabbitMQ's own");
+        }
+
         if (!queue.Fifo && queue.MaxMessageSize > Options.MaxMessageSize)
         {
             throw new InvalidMessageException($"Queue '{queue.Name}': MaxMessageSize is {queue.MaxMessageSize}, larger than RabbitMQ takes (RabbitMqOptions.MaxMessageSize, {Options.MaxMessageSize}); RabbitMQ would close the publishing channel on such a message.");
@@ -135,7 +144,6 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
             // A quorum queue has no message groups: a FIFO queue stays in the backend, where a commit writes it directly.
             await _backend.DeclareQueueAsync(queue, cancellationToken).ConfigureAwait(false);
             _queues[queue.Name] = queue;
-        _queuesReadAt[queue.Name] = _time.GetTimestamp();
             _queuesReadAt[queue.Name] = _time.GetTimestamp();
             return;
         }
@@ -308,24 +316,28 @@ public sealed partial class RabbitMqMessageBroker : IMessageBroker, IAsyncDispos
         return outbox.Visible + outbox.Leased + ready;
     }
 
+    /// <summary>Reads a queue's counts with passive declarations, declaring it again if it was deleted behind Cairn's back.</summary>
+    private Task<T> CountInRabbitMqAsync<T>(QueueName queue, Func<IChannel, Task<T>> count, CancellationToken cancellationToken) =>
+        WhileDeclaredAsync(queue, () => _connection.WithChannelAsync(count, cancellationToken), cancellationToken);
+
     /// <summary>
-    /// Reads a queue's counts with passive declarations. The queue and its dead-letter queue are declared once per
-    /// process; one deleted behind Cairn's back since (an operator clearing its dead letters) fails the passive
-    /// declaration with NOT_FOUND: both are then declared again, as on their next use, and read once more.
+    /// Runs <paramref name="work"/> on a queue and its dead-letter queue, declared once per process. One deleted behind
+    /// Cairn's back since (an operator clearing its dead letters) fails the work with NOT_FOUND: both are then declared
+    /// again, as on their next use, and the work runs once more.
     /// </summary>
-    private async Task<T> CountInRabbitMqAsync<T>(QueueName queue, Func<IChannel, Task<T>> count, CancellationToken cancellationToken)
+    private async Task<T> WhileDeclaredAsync<T>(QueueName queue, Func<Task<T>> work, CancellationToken cancellationToken)
     {
         await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
         try
         {
-            return await _connection.WithChannelAsync(count, cancellationToken).ConfigureAwait(false);
+            return await work().ConfigureAwait(false);
         }
         catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
         {
             _connection.Forget(AmqpName(queue));
             _connection.Forget(DeadLettersIn(queue));
             await EnsureDeclaredAsync(queue, cancellationToken).ConfigureAwait(false);
-            return await _connection.WithChannelAsync(count, cancellationToken).ConfigureAwait(false);
+            return await work().ConfigureAwait(false);
         }
     }
 

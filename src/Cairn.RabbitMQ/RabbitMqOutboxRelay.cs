@@ -389,10 +389,17 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
             try
             {
-                var properties = RabbitMqMessageBroker.PropertiesFor(message, deliveries[i].EnqueuedAt);
-
-                // A FIFO queue's dead letter redriven here keeps its last failure, as a redrive within RabbitMQ does.
-                AmqpMessageCodec.SetFailure(properties.Headers!, deliveries[i].LastFailure);
+                // A FIFO queue's dead letter redriven here keeps its last failure and the time it was first received, and
+                // its retention starts again from now, as a redrive within RabbitMQ does: the backend gave the row a new
+                // retention, but kept its enqueue time, which RabbitMQ's receive would find past the retention.
+                var delivery = deliveries[i];
+                var redriven = delivery.Redrives > 0;
+                var properties = RabbitMqMessageBroker.PropertiesFor(message, redriven ? _broker.Time.GetUtcNow() : delivery.EnqueuedAt);
+                AmqpMessageCodec.SetFailure(properties.Headers!, delivery.LastFailure);
+                if (redriven)
+                {
+                    properties.Headers![AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(delivery.FirstReceivedAt);
+                }
                 publishes[i] = channel.BasicPublishAsync("", routingKey, true, properties, message.Data, CancellationToken.None).AsTask();
             }
             catch (Exception ex)

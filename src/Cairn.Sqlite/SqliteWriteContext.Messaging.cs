@@ -466,14 +466,14 @@ internal sealed partial class SqliteWriteContext
             // Candidates carry everything a delivery needs, so leasing one costs a single UPDATE.
             var select = definition.Fifo
                 ? Sql($"""
-                    SELECT m.seq, m.state, m.receive_count, {SqliteMessageBroker.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data
+                    SELECT m.seq, m.state, m.receive_count, {SqliteMessageBroker.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data, m.redrives
                     FROM cairn_messages m
                     WHERE m.queue_id = ?1 AND m.visible_at <= ?2
                       AND NOT EXISTS (SELECT 1 FROM cairn_messages h WHERE h.queue_id = ?1 AND h.group_key = m.group_key AND h.seq < m.seq AND h.state <> 3)
                     ORDER BY m.seq LIMIT ?3
                     """)
                 : Sql($"""
-                    SELECT m.seq, m.state, m.receive_count, {SqliteMessageBroker.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data
+                    SELECT m.seq, m.state, m.receive_count, {SqliteMessageBroker.Expired}, m.deliveries, m.first_received_ticks, m.enqueued_ticks, m.id, m.failure, m.envelope, m.data, m.redrives
                     FROM cairn_messages m WHERE m.queue_id = ?1 AND m.visible_at <= ?2 ORDER BY m.visible_at LIMIT ?3
                     """);
             select.Bind(1, queue.Id);
@@ -514,7 +514,8 @@ internal sealed partial class SqliteWriteContext
                             select.Blob(7).ToArray(),
                             select.IsNull(8) ? null : select.Blob(8).ToArray(),
                             select.Blob(9).ToArray(),
-                            select.Blob(10).ToArray()));
+                            select.Blob(10).ToArray(),
+                            (int)select.Int64(11)));
                     }
                 }
             }
@@ -861,7 +862,8 @@ internal sealed partial class SqliteWriteContext
         byte[] Id,
         byte[]? Failure,
         byte[] Envelope,
-        byte[] Data)
+        byte[] Data,
+        int Redrives)
     {
         public Delivery ToDelivery(QueueName queue)
         {
@@ -874,6 +876,7 @@ internal sealed partial class SqliteWriteContext
                 LeaseExpiresAt = new DateTimeOffset(LeaseEndsTicks, TimeSpan.Zero),
                 PreviousLeaseExpired = PreviousLeaseExpired,
                 LastFailure = Failure is null ? null : JsonSerializer.Deserialize(Failure, CairnJsonContext.Default.FailureInfo),
+                Redrives = Redrives,
             };
         }
     }

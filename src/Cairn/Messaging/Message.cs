@@ -121,6 +121,9 @@ public sealed class Delivery(Message message, LeaseToken lease)
     /// <summary>The failure recorded by the last release, if any.</summary>
     public FailureInfo? LastFailure { get; init; }
 
+    /// <summary>How many times the message was redriven from dead letters; 0 for one never dead-lettered.</summary>
+    public int Redrives { get; init; }
+
     /// <inheritdoc />
     public override string ToString() => $"{Message} from {Queue} (receive {ReceiveCount})";
 }

@@ -130,6 +130,8 @@ public abstract class DeadLetterTests<TFixture>(TFixture fixture) : MessagingTes
         var again = Assert.Single(await ReceiveNowAsync(broker, Work));
         Assert.Equal(sent.Id, again.Message.Id);
         Assert.Equal(1, again.ReceiveCount);
+        Assert.Equal(0, delivery.Redrives);
+        Assert.Equal(1, again.Redrives);
         Assert.Equal(delivery.FirstReceivedAt, again.FirstReceivedAt);
         Assert.Equal(typeof(TimeoutException).FullName, again.LastFailure!.Type);
 

@@ -212,6 +212,7 @@ public sealed partial class InMemoryMessageBroker
                 LeaseExpiresAt = new DateTimeOffset(leaseEnds, TimeSpan.Zero),
                 PreviousLeaseExpired = previousLeaseExpired,
                 LastFailure = message.Failure,
+                Redrives = message.Redrives,
             });
         }
 
