@@ -171,6 +171,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         _writer.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _appendListener?.Dispose();
         _dataSource.Dispose();
+        _signal.Close(nameof(PostgresEventStore));
     }
 
     /// <inheritdoc />
@@ -186,6 +187,10 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         {
             await _appendListener.DisposeAsync().ConfigureAwait(false);
         }
+
         await _dataSource.DisposeAsync().ConfigureAwait(false);
+
+        // A wait for the next append ends now rather than at its poll, whose next read would find the store disposed.
+        _signal.Close(nameof(PostgresEventStore));
     }
 }

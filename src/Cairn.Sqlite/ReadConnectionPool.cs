@@ -11,7 +11,7 @@ namespace Cairn.Sqlite;
 /// prepared (<see cref="Lease.Prepared"/>), as the writer keeps its own: preparing a statement for every read of a
 /// stream or the inbox measured at about 4% of the CPU of a busy consumer.
 /// </summary>
-internal sealed class ReadConnectionPool(string path, TimeSpan busyTimeout) : IDisposable
+internal sealed class ReadConnectionPool(string path, int busyTimeoutMilliseconds) : IDisposable
 {
     private const int MaxIdle = 8;
 
@@ -34,7 +34,7 @@ internal sealed class ReadConnectionPool(string path, TimeSpan busyTimeout) : ID
             throw new SqliteException($"Cannot open {path} for reading: {message}", rc);
         }
 
-        raw.sqlite3_busy_timeout(db, (int)Math.Min(int.MaxValue, busyTimeout.TotalMilliseconds));
+        raw.sqlite3_busy_timeout(db, busyTimeoutMilliseconds);
         return new Lease(this, new ReadConnection(db));
     }
 

@@ -40,10 +40,10 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         }
 
         builder.Pooling = true;
-        builder.DefaultTimeout = (int)Math.Ceiling(sqliteOptions.BusyTimeout.TotalSeconds);
+        builder.DefaultTimeout = (int)Math.Ceiling(sqliteOptions.BusyTimeoutMilliseconds / 1000.0);
         _readConnectionString = builder.ToString();
         DataSource = Path.GetFullPath(builder.DataSource);
-        _readers = new ReadConnectionPool(DataSource, sqliteOptions.BusyTimeout);
+        _readers = new ReadConnectionPool(DataSource, sqliteOptions.BusyTimeoutMilliseconds);
 
         var connection = new SqliteConnection(_readConnectionString);
         try
@@ -54,7 +54,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             {
                 // Each write operation runs in a savepoint, whose statement journal SQLite would otherwise keep in a
                 // temporary file created and deleted per commit; the WAL alone carries durability.
-                pragmas.CommandText = $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {(long)sqliteOptions.BusyTimeout.TotalMilliseconds}; PRAGMA temp_store = MEMORY;";
+                pragmas.CommandText = $"PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {sqliteOptions.BusyTimeoutMilliseconds}; PRAGMA temp_store = MEMORY;";
                 pragmas.ExecuteNonQuery();
             }
 
@@ -112,8 +112,11 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     }
 
     /// <inheritdoc />
-    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) =>
-        _signal.WaitAsync(position.Value, cancellationToken);
+    public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken)
+    {
+        ThrowIfDisposed();
+        return _signal.WaitAsync(position.Value, cancellationToken);
+    }
 
     /// <inheritdoc />
     public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
@@ -172,7 +175,8 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         }
 
         // The writer first, which finishes the queued writes and tells the checkpointer of their pages; the last
-        // connection to close checkpoints what is left.
+        // connection to close checkpoints what is left. Waits for appends and long-polling receives end then: their
+        // next look would find the store disposed.
         try
         {
             Writer.Dispose();
@@ -181,6 +185,8 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         {
             Checkpointer?.Dispose();
             _readers.Dispose();
+            _signal.Close(nameof(SqliteEventStore));
+            QueueSignal.Close();
         }
 
         SqliteConnection.ClearPool(new SqliteConnection(_readConnectionString));

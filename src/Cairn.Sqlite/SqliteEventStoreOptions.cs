@@ -35,8 +35,14 @@ public sealed record SqliteEventStoreOptions
     /// </summary>
     public bool BackgroundCheckpoints { get; init; } = true;
 
-    /// <summary>How long a statement waits for a lock held by another process before failing.</summary>
+    /// <summary>
+    /// How long a statement waits for a lock held by another process before failing. SQLite counts it in milliseconds
+    /// of a 32-bit number: a longer one waits as long as SQLite can (about 24.8 days).
+    /// </summary>
     public TimeSpan BusyTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary><see cref="BusyTimeout"/> in milliseconds, as every connection hands it to SQLite.</summary>
+    internal int BusyTimeoutMilliseconds => (int)Math.Min(int.MaxValue, BusyTimeout.TotalMilliseconds);
 
     /// <summary>Refuses impossible settings with a message naming the setting.</summary>
     public void Validate()

@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json;
 using Cairn.EventStore;
 
 namespace Cairn.Sqlite;
@@ -54,15 +55,18 @@ internal static class SqliteQueries
         }
         else if (filter.EventTypes is { } types)
         {
-            sql.Append(" AND +e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
-            for (var i = 0; i < types.Count; i++)
-            {
-                sql.Append(i == 0 ? "$f_type" : ", $f_type").Append(i);
-                parameters.Add("$f_type" + i, types[i]);
-            }
-
-            sql.Append("))");
+            sql.Append(" AND +e.type_id IN (SELECT id FROM cairn_names WHERE value IN ").Append(ListOf("$f_types", types, parameters)).Append(')');
         }
+    }
+
+    /// <summary>
+    /// A list of values bound as one parameter, a JSON array read back with <c>json_each</c>: SQLite takes at most
+    /// 32,766 parameters in a statement, and a filter or query may name tens of thousands of types or tags.
+    /// </summary>
+    private static string ListOf(string name, IEnumerable<string> values, SqlParameters parameters)
+    {
+        parameters.Add(name, JsonSerializer.Serialize(values.ToArray(), CairnJsonContext.Default.StringArray));
+        return $"(SELECT value FROM json_each({name}))";
     }
 
     /// <summary>Appends the predicate of a tag and type query over <c>cairn_events e</c>, user events only.</summary>
@@ -74,24 +78,26 @@ internal static class SqliteQueries
             return;
         }
 
+        // Items of one tag and no type (the usual shape of a decision's query: one per entity it reads) are one term,
+        // their tags one parameter; the others are a term each.
+        var singleTags = query.Items.Where(i => i.Types.Count == 0 && i.Tags.Count == 1).Select(i => i.Tags[0]).ToList();
+        var items = query.Items.Where(i => !(i.Types.Count == 0 && i.Tags.Count == 1)).ToList();
         sql.Append(" AND ");
-        AppendBalanced(sql, 0, query.Items.Count, " OR ", i =>
+        AppendBalanced(sql, 0, items.Count + (singleTags.Count > 0 ? 1 : 0), " OR ", i =>
         {
-            var item = query.Items[i];
+            if (i == items.Count)
+            {
+                sql.Append("e.position IN (SELECT position FROM cairn_event_tags WHERE tag IN ").Append(ListOf("$q_tags", singleTags, parameters)).Append(')');
+                return;
+            }
+
+            var item = items[i];
             var terms = item.Tags.Count + (item.Types.Count > 0 ? 1 : 0);
             AppendBalanced(sql, 0, terms, " AND ", t =>
             {
                 if (item.Types.Count > 0 && t == 0)
                 {
-                    sql.Append("e.type_id IN (SELECT id FROM cairn_names WHERE value IN (");
-                    for (var n = 0; n < item.Types.Count; n++)
-                    {
-                        var name = $"$q{i}_type{n}";
-                        sql.Append(n == 0 ? name : ", " + name);
-                        parameters.Add(name, item.Types[n]);
-                    }
-
-                    sql.Append("))");
+                    sql.Append("e.type_id IN (SELECT id FROM cairn_names WHERE value IN ").Append(ListOf($"$q{i}_types", item.Types, parameters)).Append(')');
                     return;
                 }
 

@@ -72,7 +72,7 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
         {
             connection.Open();
             using var wait = connection.CreateCommand();
-            wait.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}";
+            wait.CommandText = $"PRAGMA busy_timeout = {_options.BusyTimeoutMilliseconds}";
             wait.ExecuteNonQuery();
             return connection;
         }

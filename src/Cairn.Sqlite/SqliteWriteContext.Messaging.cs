@@ -190,8 +190,14 @@ internal sealed partial class SqliteWriteContext
 
     private TopicRow RequireTopic(TopicName topic) => FindTopic(topic.Value) ?? throw new TopicNotFoundException(topic);
 
-    private TopicRow? FindTopic(string name)
+    private TopicRow? FindTopic(string? name)
     {
+        // A default TopicName names no topic there could be.
+        if (name is null)
+        {
+            return null;
+        }
+
         if (_topics.TryGetValue(name, out var cached))
         {
             return cached;

@@ -12,6 +12,7 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
     private readonly TimeSpan _poll = fallbackPoll > LongestTimer ? Timeout.InfiniteTimeSpan : fallbackPoll;
     private TaskCompletionSource _next = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _head;
+    private string? _closedBy;
 
     /// <summary>The last head position announced.</summary>
     public long Head => Volatile.Read(ref _head);
@@ -24,6 +25,27 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
     /// append was notified), and each waiter reads again to see.
     /// </summary>
     public void Pulse() => Release(null);
+
+    /// <summary>
+    /// Ends every wait, those in progress and those to come, with <see cref="ObjectDisposedException"/> naming
+    /// <paramref name="owner"/>: its store was disposed, and nothing will be appended through it again.
+    /// </summary>
+    public void Close(string owner)
+    {
+        TaskCompletionSource released;
+        lock (this)
+        {
+            if (_closedBy is not null)
+            {
+                return;
+            }
+
+            _closedBy = owner;
+            released = _next;
+        }
+
+        released.TrySetException(new ObjectDisposedException(owner));
+    }
 
     /// <summary>Wakes every waiter, having moved the head to <paramref name="head"/> when given; a head not past the last announced wakes none.</summary>
     private void Release(long? head)
@@ -59,6 +81,7 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
                 return;
             }
 
+            ObjectDisposedException.ThrowIf(_closedBy is not null, _closedBy ?? "");
             next = _next.Task;
         }
 

@@ -10,10 +10,27 @@ namespace Cairn.Messaging;
 internal sealed class QueueSignal
 {
     private readonly ConcurrentDictionary<string, TaskCompletionSource> _next = new(StringComparer.Ordinal);
+    private volatile bool _closed;
 
-    /// <summary>A task that completes at the next pulse of the queue.</summary>
-    public Task NextAsync(string queue) =>
-        _next.GetOrAdd(queue, static _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+    /// <summary>A task that completes at the next pulse of the queue, or at once once the signal is closed.</summary>
+    public Task NextAsync(string queue)
+    {
+        var next = _next.GetOrAdd(queue, static _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+        if (_closed)
+        {
+            // Closed while this was being added: nothing would pulse it.
+            Pulse(queue);
+        }
+
+        return next;
+    }
+
+    /// <summary>Wakes every receiver, now and from now on: the broker's store was disposed, and their next look fails.</summary>
+    public void Close()
+    {
+        _closed = true;
+        PulseAll();
+    }
 
     /// <summary>Wakes every receiver waiting on the queue.</summary>
     public void Pulse(string queue)

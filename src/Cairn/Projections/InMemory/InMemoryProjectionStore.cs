@@ -20,6 +20,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
 
     /// <summary>This store's hook in the event store's appends; one object, so that it can be taken out again.</summary>
     private readonly Func<IReadOnlyList<RecordedEvent>, Action> _stageInline;
+
     private long _nextBuild = 1;
 
     /// <summary>
