@@ -19,7 +19,7 @@ public sealed record SqliteEventStoreOptions
     /// <summary>Whether a commit waits for the disk (the default) or only for the OS.</summary>
     public SqliteDurability Durability { get; init; } = SqliteDurability.Full;
 
-    /// <summary>The most write operations (appends, checkpoints, lifecycle changes) one group commit takes.</summary>
+    /// <summary>The most write operations (appends, checkpoints, lifecycle changes) one group commit takes: 1 to 1,000,000.</summary>
     public int MaxOperationsPerCommit { get; init; } = 2048;
 
     /// <summary>
@@ -73,6 +73,9 @@ public sealed record SqliteEventStoreOptions
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(MaxOperationsPerCommit, 1, nameof(MaxOperationsPerCommit));
+
+        // The writer holds a batch's slots for good: a limit far past what one commit can gather would only take memory.
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(MaxOperationsPerCommit, 1_000_000, nameof(MaxOperationsPerCommit));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
         ArgumentOutOfRangeException.ThrowIfLessThan(BusyTimeout, TimeSpan.FromMilliseconds(1), nameof(BusyTimeout));
     }

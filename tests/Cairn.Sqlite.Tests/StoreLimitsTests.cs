@@ -117,4 +117,13 @@ public sealed class StoreLimitsTests : IDisposable
         await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.Bounded());
         await Assert.ThrowsAsync<ObjectDisposedException>(() => store.WaitForAppendAsync(head, default));
     }
+
+    // The writer sizes its batch by the limit: one of int.MaxValue would have it ask for that many slots on its thread.
+    [Fact]
+    public void A_limit_of_operations_per_commit_past_a_million_is_refused_by_name()
+    {
+        var options = new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString, MaxOperationsPerCommit = int.MaxValue };
+
+        Assert.Equal(nameof(SqliteEventStoreOptions.MaxOperationsPerCommit), Assert.Throws<ArgumentOutOfRangeException>(options.Validate).ParamName);
+    }
 }
