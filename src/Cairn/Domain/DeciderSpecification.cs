@@ -31,8 +31,12 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
         _hasCommand = hasCommand;
     }
 
-    /// <summary>The events already in the stream.</summary>
-    public DeciderSpecification<TCommand, TState, TEvent> Given(params TEvent[] events) => new(_decider, events, _command, _hasCommand);
+    /// <summary>The events already in the stream; a second <c>Given</c> adds its events after those given before.</summary>
+    public DeciderSpecification<TCommand, TState, TEvent> Given(params TEvent[] events)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        return new(_decider, [.. _given, .. events], _command, _hasCommand);
+    }
 
     /// <summary>The command decided.</summary>
     public DeciderSpecification<TCommand, TState, TEvent> When(TCommand command) => new(_decider, _given, command, hasCommand: true);

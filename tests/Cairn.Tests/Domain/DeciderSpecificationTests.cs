@@ -14,6 +14,18 @@ public sealed class DeciderSpecificationTests
         Assert.Equal(new AccountState("ada", 0m, false), state);
     }
 
+    // A shared opening given once and more history given after it: the second Given adds to the first (it replaced it).
+    [Fact]
+    public void a_second_given_adds_its_events_after_those_given_before()
+    {
+        var opened = Account.Given(new AccountOpened("ada"));
+        var state = opened.Given(new Deposited(10m)).When(new Deposit(5m)).Then(new Deposited(5m));
+        Assert.Equal(new AccountState("ada", 15m, false), state);
+
+        // The first specification is unchanged by the second.
+        Assert.Equal(5m, opened.When(new Deposit(5m)).Then(new Deposited(5m)).Balance);
+    }
+
     [Fact]
     public void a_deposit_to_an_open_account_is_recorded()
     {
