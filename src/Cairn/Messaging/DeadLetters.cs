@@ -77,15 +77,18 @@ public sealed record RedriveRequest
     /// <summary>The queue to move them to; the queue they came from when null.</summary>
     public QueueName? Target { get; init; }
 
-    /// <summary>The most messages moved per second; no limit when null.</summary>
+    /// <summary>The most messages moved per second, at least one a day; no limit when null.</summary>
     public double? MessagesPerSecond { get; init; }
+
+    /// <summary>The slowest pace: one message a day. A slower one's pause between messages would not fit a timer.</summary>
+    private const double MinMessagesPerSecond = 1.0 / 86_400;
 
     /// <summary>Refuses impossible settings.</summary>
     public void Validate()
     {
-        if (MessagesPerSecond is { } rate && (double.IsNaN(rate) || rate <= 0 || double.IsInfinity(rate)))
+        if (MessagesPerSecond is { } rate && (double.IsNaN(rate) || rate < MinMessagesPerSecond || double.IsInfinity(rate)))
         {
-            throw new InvalidMessageException($"RedriveRequest.MessagesPerSecond is {rate}; it must be a positive number, or null for no limit.");
+            throw new InvalidMessageException($"RedriveRequest.MessagesPerSecond is {rate}; it must be at least one a day ({MinMessagesPerSecond:G4}), or null for no limit.");
         }
 
         if (MessageIds is { Count: 0 })

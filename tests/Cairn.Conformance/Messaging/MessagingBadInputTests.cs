@@ -99,6 +99,9 @@ public abstract class MessagingBadInputTests<TFixture>(TFixture fixture) : Messa
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.ReceiveAsync(Work, new ReceiveOptions { MaxMessages = 0 }, default));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.ReceiveAsync(Work, new ReceiveOptions { Wait = TimeSpan.FromHours(1) }, default));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.RedriveAsync(Work, new RedriveRequest { MessagesPerSecond = 0 }, default));
+
+        // A pace slower than one a day would wait between messages longer than a timer takes.
+        Assert.Contains("MessagesPerSecond", (await Assert.ThrowsAsync<InvalidMessageException>(() => broker.RedriveAsync(Work, new RedriveRequest { MessagesPerSecond = 1e-15 }, default))).Message, StringComparison.Ordinal);
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.RedriveAsync(Work, new RedriveRequest { MessageIds = [] }, default));
         Assert.Null(await broker.GetQueueAsync("q", default));
     }
