@@ -50,6 +50,19 @@ public sealed class EventTypeRegistry
     /// <summary>Registers a type under a stable name, as the type's version <paramref name="version"/> (1 by default).</summary>
     public EventTypeRegistry Register(Type type, string name, int version = 1)
     {
+        CheckShape(type, name, version);
+        lock (_gate)
+        {
+            CheckAgainstRegistered(type, name, version);
+            Add(type, name, version);
+        }
+
+        return this;
+    }
+
+    /// <summary>Refuses a registration that could never be valid, whatever else is registered.</summary>
+    private static void CheckShape(Type type, string name, int version)
+    {
         ArgumentNullException.ThrowIfNull(type);
         if (version < 1)
         {
@@ -65,36 +78,41 @@ public sealed class EventTypeRegistry
         {
             throw new ArgumentException($"'{name}' starts with '$', which is reserved for Cairn's own events.", nameof(name));
         }
+    }
 
-        lock (_gate)
+    /// <summary>Refuses a registration that conflicts with one already made. Under the gate.</summary>
+    private void CheckAgainstRegistered(Type type, string name, int version)
+    {
+        if (_byName.TryGetValue(name, out var existing) && existing != type)
         {
-            if (_byName.TryGetValue(name, out var existing) && existing != type)
-            {
-                throw new ArgumentException($"The event type name '{name}' is already registered for {existing.FullName}; {type.FullName} needs another.", nameof(name));
-            }
-
-            if (_byType.TryGetValue(type, out var existingName) && existingName != name)
-            {
-                throw new ArgumentException($"{type.FullName} is already registered as '{existingName}'.", nameof(type));
-            }
-
-            if (_versions.TryGetValue(name, out var existingVersion) && existingVersion != version)
-            {
-                throw new ArgumentException($"The event type '{name}' is already registered at version {existingVersion}; {type.FullName} cannot also be version {version}.", nameof(version));
-            }
-
-            // The version first: readers take no lock, and one that finds the name must find its version.
-            _versions[name] = version;
-            _byName[name] = type;
-            _byType[type] = name;
+            throw new ArgumentException($"The event type name '{name}' is already registered for {existing.FullName}; {type.FullName} needs another.", nameof(name));
         }
 
-        return this;
+        if (_byType.TryGetValue(type, out var existingName) && existingName != name)
+        {
+            throw new ArgumentException($"{type.FullName} is already registered as '{existingName}'.", nameof(type));
+        }
+
+        if (_versions.TryGetValue(name, out var existingVersion) && existingVersion != version)
+        {
+            throw new ArgumentException($"The event type '{name}' is already registered at version {existingVersion}; {type.FullName} cannot also be version {version}.", nameof(version));
+        }
+    }
+
+    /// <summary>Records a checked registration. Under the gate.</summary>
+    private void Add(Type type, string name, int version)
+    {
+        // The version first: readers take no lock, and one that finds the name must find its version.
+        _versions[name] = version;
+        _byName[name] = type;
+        _byType[type] = name;
     }
 
     /// <summary>
     /// Registers every type in the assembly that carries <see cref="EventTypeAttribute"/>. Where several classes carry
     /// one name, the one with the highest version is registered; the others are earlier shapes, kept for typed upcasters.
+    /// All or nothing: one that cannot be registered (two classes of one version, a name or class registered otherwise
+    /// already) is refused before any of the assembly's is registered.
     /// </summary>
     public EventTypeRegistry RegisterAssembly(Assembly assembly)
     {
@@ -103,6 +121,7 @@ public sealed class EventTypeRegistry
             .Select(type => (Type: type, Attribute: type.GetCustomAttribute<EventTypeAttribute>()))
             .Where(t => t.Attribute is not null)
             .GroupBy(t => t.Attribute!.Name, StringComparer.Ordinal);
+        var chosen = new List<(Type Type, string Name, int Version)>();
         foreach (var classes in current)
         {
             var ordered = classes.OrderByDescending(t => t.Attribute!.Version).ToList();
@@ -111,7 +130,21 @@ public sealed class EventTypeRegistry
                 throw new ArgumentException($"{ordered[0].Type.FullName} and {ordered[1].Type.FullName} are both version {ordered[0].Attribute!.Version} of the event type '{classes.Key}'.", nameof(assembly));
             }
 
-            Register(ordered[0].Type, classes.Key, ordered[0].Attribute!.Version);
+            CheckShape(ordered[0].Type, classes.Key, ordered[0].Attribute!.Version);
+            chosen.Add((ordered[0].Type, classes.Key, ordered[0].Attribute!.Version));
+        }
+
+        lock (_gate)
+        {
+            foreach (var (type, name, version) in chosen)
+            {
+                CheckAgainstRegistered(type, name, version);
+            }
+
+            foreach (var (type, name, version) in chosen)
+            {
+                Add(type, name, version);
+            }
         }
 
         return this;

@@ -43,6 +43,19 @@ public sealed class EventTypeRegistryTests
         Assert.Contains("[EventType]", ex.Message, StringComparison.Ordinal);
     }
 
+    // One of an assembly's names already taken by another class: nothing of the assembly is registered, where the
+    // names grouped before the conflict were registered and those after were not.
+    [Fact]
+    public void an_assembly_with_a_name_registered_otherwise_already_registers_none_of_its_types()
+    {
+        var registry = new EventTypeRegistry().Register<Plain>("checkout.requested");
+
+        var refused = Assert.Throws<ArgumentException>(() => registry.RegisterAssembly(typeof(BankAccount).Assembly));
+
+        Assert.Contains("checkout.requested", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(["checkout.requested"], registry.Registrations.Keys);
+    }
+
     [Fact]
     public void an_assembly_registers_every_attributed_type_in_it()
     {
