@@ -161,7 +161,7 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
                 }
                 else
                 {
-                    transaction.WriteDocument(definition, id, definition.Serialize(entry.Document, json), definition.IndexValues(entry.Document));
+                    transaction.WriteDocument(definition, id, definition.Serialize(entry.Document, json), definition.IndexValues(entry.Document, id));
                 }
 
                 if (cache is not null && definition.ComesBackWhole(json))

@@ -38,6 +38,12 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
     public const int MaxTextBytes = 2048;
 
     /// <summary>
+    /// The most an index entry of text keeps, in UTF-8 bytes: the text and the document's id beside it (PostgreSQL's
+    /// B-tree refuses an entry past about 2,700 bytes, with its own overhead).
+    /// </summary>
+    public const int MaxEntryBytes = 2600;
+
+    /// <summary>
     /// The stored form of a value of this index: text, a 64-bit integer or a double; null stays null. Throws
     /// <see cref="InvalidDocumentQueryException"/> when the value is not of the index's kind, or is text no backend
     /// can index alike (longer than <see cref="MaxTextBytes"/>, or holding a NUL or an unpaired surrogate).
@@ -219,13 +225,27 @@ public abstract class DocumentDefinition
 
     private sealed record ResolvedContract(System.Text.Json.Serialization.Metadata.JsonTypeInfo TypeInfo, bool ComesBackWhole);
 
-    /// <summary>The stored values of the document's indexed fields, in index order.</summary>
-    internal object?[] IndexValues(object document)
+    /// <summary>
+    /// The stored values of the document's indexed fields, in index order. A text index's entry holds the document's
+    /// id beside the text (the tie-break of an ordered page): the two together must fit
+    /// <see cref="DocumentIndex.MaxEntryBytes"/>, on every backend alike.
+    /// </summary>
+    internal object?[] IndexValues(object document, string id)
     {
         var values = new object?[_indexes.Count];
+        int? idBytes = null;
         for (var i = 0; i < values.Length; i++)
         {
             values[i] = _indexes[i].Normalize(_indexes[i].Extract(document), Collection);
+            if (values[i] is string text && text.Length + id.Length > DocumentIndex.MaxEntryBytes / 4)
+            {
+                idBytes ??= Encoding.UTF8.GetByteCount(id);
+                var entry = Encoding.UTF8.GetByteCount(text) + idBytes.Value;
+                if (entry > DocumentIndex.MaxEntryBytes)
+                {
+                    throw new InvalidDocumentQueryException(Collection, _indexes[i].Name, $"its text and the document's id together take {entry:N0} UTF-8 bytes, more than an index entry keeps ({DocumentIndex.MaxEntryBytes:N0}); shorten the id or keep the text in the document, not in an index");
+                }
+            }
         }
 
         return values;

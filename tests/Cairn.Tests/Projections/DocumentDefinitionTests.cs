@@ -29,6 +29,24 @@ public sealed class DocumentDefinitionTests
         Assert.Equal(type, definition.DocumentType);
     }
 
+    // A text index's entry holds the document's id beside the text (an ordered page's tie-break): a long id and long
+    // text, each within its own limit, made PostgreSQL refuse the entry with a raw error and stop the projection. They
+    // are refused together by name, on every backend alike; the same text under a short id is stored.
+    [Fact]
+    public void an_indexed_text_and_an_id_too_long_together_for_an_index_entry_are_refused_by_name()
+    {
+        var definition = new OrderSummaries().Documents[0];
+        var customer = new string('名', DocumentIndex.MaxTextBytes / 3);
+        var longId = new string('号', DocumentIds.MaxLength);
+        var summary = new OrderSummary(longId, customer, 1m, "placed", 0);
+
+        var refused = Assert.Throws<InvalidDocumentQueryException>(() => definition.IndexValues(summary, longId));
+        Assert.Contains("customer", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("id", refused.Message, StringComparison.Ordinal);
+
+        Assert.Equal(customer, definition.IndexValues(summary with { Id = "o-1" }, "o-1")[0]);
+    }
+
     [Fact]
     public void a_type_name_that_makes_no_valid_collection_name_is_refused_and_can_be_named()
     {
