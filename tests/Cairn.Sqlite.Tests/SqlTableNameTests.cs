@@ -38,6 +38,11 @@ public sealed class SqlTableNameTests
     {
         Assert.Contains("reserved", Assert.Throws<ArgumentException>(() => new Counting("x", "cairn_events")).Message);
         Assert.Contains("reserved", Assert.Throws<ArgumentException>(() => new Counting("x", "sqlite_master")).Message);
+
+        // A build's document table on PostgreSQL: a view of that name would take its place when that build is made.
+        Assert.Contains("reserved", Assert.Throws<ArgumentException>(() => new Counting("x", "doc_2_things")).Message);
+        Assert.Equal("docs_per_day", new Counting("x", "docs_per_day").SqlTables[0].Name);
+        Assert.Equal("doc_totals", new Counting("x", "doc_totals").SqlTables[0].Name);
     }
 
     private sealed class Counting : Projection

@@ -175,9 +175,12 @@ public abstract class Projection
     protected void SqlTable(string name, string createSql)
     {
         ProjectionNames.ValidateIdentifier("table", name);
-        if (name.StartsWith("cairn_", StringComparison.OrdinalIgnoreCase) || name.StartsWith("sqlite_", StringComparison.OrdinalIgnoreCase))
+        // 'doc_' and a digit begins the name of a build's document table on PostgreSQL ('doc_<build>_<collection>'):
+        // a view of that name would take the table's place when that build is made.
+        if (name.StartsWith("cairn_", StringComparison.OrdinalIgnoreCase) || name.StartsWith("sqlite_", StringComparison.OrdinalIgnoreCase)
+            || (name.StartsWith("doc_", StringComparison.OrdinalIgnoreCase) && name.Length > 4 && char.IsAsciiDigit(name[4])))
         {
-            throw new ArgumentException($"Table '{name}': names starting with 'cairn_' or 'sqlite_' are reserved.", nameof(name));
+            throw new ArgumentException($"Table '{name}': names starting with 'cairn_', 'sqlite_', or 'doc_' and a digit are reserved.", nameof(name));
         }
 
         if (string.IsNullOrWhiteSpace(createSql) || !createSql.Contains("{table}", StringComparison.Ordinal))
