@@ -376,9 +376,17 @@ public sealed partial class PostgresProjectionStore
 
             if (existing is not { Dependents.Length: > 0 } dependedOn)
             {
+                // Made anew (its columns may have changed), the view keeps the privileges granted on the old one: a
+                // reporting role reads it after the switch as before.
+                var grants = existing is null ? [] : await GrantsOnAsync(context, name, cancellationToken).ConfigureAwait(false);
                 await using var batch = context.Batch();
                 batch.BatchCommands.Add(new NpgsqlBatchCommand($"DROP VIEW IF EXISTS {_s}.\"{name}\""));
                 batch.BatchCommands.Add(new NpgsqlBatchCommand($"CREATE VIEW {_s}.\"{name}\" AS SELECT * FROM {_s}.\"{table}\""));
+                foreach (var grant in grants)
+                {
+                    batch.BatchCommands.Add(new NpgsqlBatchCommand($"GRANT {grant.Privilege} ON {_s}.\"{name}\" TO {grant.Grantee}{(grant.Grantable ? " WITH GRANT OPTION" : "")}"));
+                }
+
                 await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 continue;
             }
@@ -394,6 +402,29 @@ public sealed partial class PostgresProjectionStore
                     $"its new table '{name}' cannot take the old one's place under the view, on which {string.Join(", ", dependedOn.Dependents)} depend ({ex.MessageText}); keep the old columns in their order and add new ones after them, or drop those objects");
             }
         }
+    }
+
+    /// <summary>
+    /// The privileges granted on the relation <paramref name="name"/> to others than its owner, as PostgreSQL keeps
+    /// them (the grantee quoted, or PUBLIC).
+    /// </summary>
+    private async Task<List<(string Grantee, string Privilege, bool Grantable)>> GrantsOnAsync(PostgresWriteContext context, string name, CancellationToken cancellationToken)
+    {
+        await using var select = context.Command(
+            """
+            SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END, a.privilege_type, a.is_grantable
+            FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee
+            WHERE c.oid = to_regclass($1) AND a.grantee <> c.relowner
+            """);
+        select.Parameters.Add(new NpgsqlParameter { Value = $"{_s}.\"{name}\"" });
+        var grants = new List<(string, string, bool)>();
+        await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            grants.Add((reader.GetString(0), reader.GetString(1), reader.GetBoolean(2)));
+        }
+
+        return grants;
     }
 
     /// <summary>A relation of the schema where a view would go: whether it is a view, what it reads, and what depends on it.</summary>

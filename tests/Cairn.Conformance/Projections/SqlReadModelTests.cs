@@ -189,29 +189,20 @@ public abstract class SqlReadModelTests
         Assert.Equal([("o1", "c-1"), ("o2", "c-2")], await LogAsync());
     }
 
+    // PostgreSQL names a build's document tables 'doc_<build>_<collection>'. A SQL table of that name would have its
+    // view take a document table's place when that build is made (or be dropped with an old build's documents), so it
+    // is refused when declared, on every backend alike; other names starting with 'doc' are the application's.
     [Fact]
-    public async Task Dropping_a_rebuilt_document_projections_old_build_leaves_a_sql_table_named_like_its_documents_alone()
+    public async Task A_sql_table_named_like_a_document_table_is_refused_when_declared()
     {
         await PlaceAsync("o1", "c-1");
-        var summaries = new OrderSummaries("summaries");
-        await using var summariesRunner = await StartAsync(summaries);
-        await CaughtUpAsync(summariesRunner);
-        var build = (await Projections.OpenAsync(summaries, default)).Serving.Id;
+        var refused = Assert.Throws<ArgumentException>(() => new OrdersPerCustomer(CountsTableSql, "counts", "doc_1_counts"));
+        Assert.Contains("reserved", refused.Message, StringComparison.Ordinal);
 
-        // Another projection's table, named as the document projection's tables of that build are on PostgreSQL.
-        var counts = new OrdersPerCustomer(CountsTableSql, "counts", $"doc_{build}_counts");
+        var counts = new OrdersPerCustomer(CountsTableSql, "counts", "doc_counts");
         await using var countsRunner = await StartAsync(counts);
         await CaughtUpAsync(countsRunner);
-        Assert.Equal([("c-1", 1L)], await CountsAsync($"doc_{build}_counts"));
-
-        await summariesRunner.RebuildAsync().Bounded();
-        Assert.NotEqual(build, (await Projections.OpenAsync(summaries, default)).Serving.Id);
-        var next = await PlaceAsync("o2", "c-1");
-        await countsRunner.WaitForPositionAsync(next, Patience);
-        await summariesRunner.WaitForPositionAsync(next, Patience);
-        Assert.Equal([("c-1", 2L)], await CountsAsync($"doc_{build}_counts"));
-        Assert.Equal(ProjectionState.Live, countsRunner.Status.State);
-        Assert.Equal(2, await ReadModels(summaries).Query<OrderSummary>().CountAsync());
+        Assert.Equal([("c-1", 1L)], await CountsAsync("doc_counts"));
     }
 
     private ReadModels ReadModels(Projection projection) => new(Projections, Orders.Serializer(), [projection]);
