@@ -114,7 +114,7 @@ public sealed class StoreLimitsTests : IDisposable
         Assert.False(waiting.IsCompleted);
         store.Dispose();
 
-        await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.Bounded());
+        Assert.Equal(nameof(SqliteEventStore), (await Assert.ThrowsAsync<ObjectDisposedException>(() => waiting.Bounded())).ObjectName);
         await Assert.ThrowsAsync<ObjectDisposedException>(() => store.WaitForAppendAsync(head, default));
     }
 

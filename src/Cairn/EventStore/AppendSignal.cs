@@ -81,7 +81,11 @@ internal sealed class AppendSignal(TimeSpan fallbackPoll)
                 return;
             }
 
-            ObjectDisposedException.ThrowIf(_closedBy is not null, _closedBy ?? "");
+            if (_closedBy is { } owner)
+            {
+                throw new ObjectDisposedException(owner);
+            }
+
             next = _next.Task;
         }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Cairn.DependencyInjection;
 using Cairn.EventStore.InMemory;
 using Microsoft.Extensions.DependencyInjection;
@@ -12,15 +11,8 @@ public sealed class HealthCheckOpeningTests
 {
     private static readonly TimeSpan CheckTimeout = TimeSpan.FromMilliseconds(200);
 
-    /// <summary>Runs one check off the test's thread; whether it ended within <paramref name="within"/>.</summary>
-    private static async Task<(bool Ended, TimeSpan Elapsed, Task<HealthReport> Check)> RunAsync(IHost host, string name, TimeSpan within)
-    {
-        var service = host.Services.GetRequiredService<HealthCheckService>();
-        var started = Stopwatch.StartNew();
-        var check = Task.Run(() => service.CheckHealthAsync(r => r.Name == name));
-        var ended = await Task.WhenAny(check, Task.Delay(within)) == check;
-        return (ended, started.Elapsed, check);
-    }
+    private static Task<(bool Ended, TimeSpan Elapsed, Task<HealthReport> Check)> RunAsync(IHost host, string name, TimeSpan within) =>
+        HealthCheckTimeoutTests.RunAsync(host, name, within);
 
     // The storage check's first resolution of the reader opens the store (SQLite opens and migrates its file there,
     // waiting up to BusyTimeout on another process's lock): an opening that blocks must not hold the check past its

@@ -46,7 +46,7 @@ public sealed class HealthCheckTimeoutTests
     }
 
     /// <summary>Runs one check off the test's thread, and says whether it ended within <paramref name="within"/>.</summary>
-    private static async Task<(bool Ended, TimeSpan Elapsed, Task<HealthReport> Check)> RunAsync(IHost host, string name, TimeSpan within)
+    internal static async Task<(bool Ended, TimeSpan Elapsed, Task<HealthReport> Check)> RunAsync(IHost host, string name, TimeSpan within)
     {
         var service = host.Services.GetRequiredService<HealthCheckService>();
         var started = Stopwatch.StartNew();

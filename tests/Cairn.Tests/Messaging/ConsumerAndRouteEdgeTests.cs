@@ -18,6 +18,27 @@ public sealed class ConsumerAndRouteEdgeTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// A handler that sends the first part of its work to 'out', says it started, and once its token is cancelled
+    /// returns (rather than throws) before sending the second part: what a stop or a time-out leaves half-done.
+    /// </summary>
+    private static Func<MessageHandlerContext, CancellationToken, ValueTask> HalfThenReturnOnCancel(TaskCompletionSource started) =>
+        async (context, ct) =>
+        {
+            context.Send("out", new OutgoingMessage("part", Encoding.UTF8.GetBytes("""{"n":1}""")));
+            started.TrySetResult();
+            try
+            {
+                await Task.Delay(Timeout.Infinite, ct);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            context.Send("out", new OutgoingMessage("part", Encoding.UTF8.GetBytes("""{"n":2}""")));
+        };
+
     // A stopped route never advances again: a caller waiting for a position it had not reached (through
     // RouteMonitor.Find(name), without a time-out of its own) is told, as a subscription's waiter is, rather than left
     // waiting for ever once the host stops.
@@ -84,22 +105,7 @@ public sealed class ConsumerAndRouteEdgeTests
         var consumer = new QueueConsumer(
             broker,
             new ConsumerOptions("work") { Concurrency = 1, Prefetch = 1 },
-            async (context, ct) =>
-            {
-                context.Send("out", new OutgoingMessage("part", Encoding.UTF8.GetBytes("""{"n":1}""")));
-                started.TrySetResult();
-                try
-                {
-                    await Task.Delay(Timeout.Infinite, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Cancelled: stop before the second part.
-                    return;
-                }
-
-                context.Send("out", new OutgoingMessage("part", Encoding.UTF8.GetBytes("""{"n":2}""")));
-            });
+            HalfThenReturnOnCancel(started));
         await consumer.StartAsync(default);
         await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}")));
         await started.Task.WaitAsync(Bound);
@@ -134,21 +140,7 @@ public sealed class ConsumerAndRouteEdgeTests
         await using var consumer = new QueueConsumer(
             broker,
             new ConsumerOptions("work") { Concurrency = 1, Prefetch = 1, HandlerTimeout = TimeSpan.FromMinutes(1), ExtendLeaseWhileHandling = false },
-            async (context, ct) =>
-            {
-                context.Send("out", new OutgoingMessage("part", Encoding.UTF8.GetBytes("""{"n":1}""")));
-                started.TrySetResult();
-                try
-                {
-                    await Task.Delay(Timeout.Infinite, ct);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-
-                context.Send("out", new OutgoingMessage("part", Encoding.UTF8.GetBytes("""{"n":2}""")));
-            },
+            HalfThenReturnOnCancel(started),
             timeProvider: clock);
         await consumer.StartAsync(default);
         await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}")));
