@@ -1,4 +1,5 @@
 using System.Data.Common;
+using System.Globalization;
 using Cairn.Conformance.Support;
 using Cairn.EventStore;
 using Cairn.Projections;
@@ -205,6 +206,19 @@ public abstract class SqlReadModelTests
         Assert.Equal([("c-1", 1L)], await CountsAsync("doc_counts"));
     }
 
+    [Fact]
+    public async Task A_null_parameter_binds_as_sql_null_where_its_column_types_it_and_where_a_cast_does()
+    {
+        await Store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Serializer().ToEventData(new OrderPlaced("o1", "c-1", 10m, null))], default);
+        await Store.AppendToStreamAsync(Orders.Stream("o2"), ExpectedVersion.Any, [Orders.Serializer().ToEventData(new OrderPlaced("o2", "c-2", 10m, DateTimeOffset.UnixEpoch))], default);
+        await using var runner = await StartAsync(new PlacedAtLog());
+        await CaughtUpAsync(runner);
+
+        Assert.Equal(
+            [("o1", null, 1L), ("o2", "1970-01-01", 0L)],
+            await QueryAsync($"SELECT order_id, placed_on, undated FROM {Name("placed_at_log")} ORDER BY order_id", r => (r.GetString(0), r.IsDBNull(1) ? null : r.GetString(1), Convert.ToInt64(r.GetValue(2), CultureInfo.InvariantCulture))));
+    }
+
     private ReadModels ReadModels(Projection projection) => new(Projections, Orders.Serializer(), [projection]);
 
     /// <summary>Places an order and returns the append's position.</summary>
@@ -240,6 +254,28 @@ public abstract class SqlReadModelTests
         await PlaceAsync("o2", "c-2");
         await Store.AppendToStreamAsync(new StreamName("order-again"), ExpectedVersion.Any, [Orders.Placed("o1", "c-1", 1m)], default);
         await PlaceAsync("o3", "c-1");
+    }
+
+    /// <summary>
+    /// A log of orders' placing days, a null where an order has none: the column types one null, a cast (as both
+    /// backends write it) the other, which PostgreSQL cannot type by itself.
+    /// </summary>
+    private sealed class PlacedAtLog : Projection
+    {
+        public PlacedAtLog()
+            : base("placed-at-log")
+        {
+            SqlTable("placed_at_log", "CREATE TABLE {table} (order_id text PRIMARY KEY, placed_on text NULL, undated integer NOT NULL)");
+            On<OrderPlaced>((ctx, e) =>
+            {
+                var day = e.PlacedAt?.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture);
+                ctx.Sql.Execute(
+                    $"INSERT INTO {ctx.Sql.Table("placed_at_log")} (order_id, placed_on, undated) VALUES ($order, $day, CASE WHEN CAST($again AS TEXT) IS NULL THEN 1 ELSE 0 END)",
+                    ("$order", e.OrderId),
+                    ("$day", day),
+                    ("$again", day));
+            });
+        }
     }
 
     /// <summary>
