@@ -133,6 +133,13 @@ public sealed class FilterRuleTests
         { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"167772161"}""", false },
         { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"0xA.0.0.1"}""", false },
         { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"10.0.0.256"}""", false },
+        { """{"ip":[{"cidr":"8.0.0.0/24"}]}""", """{"ip":"010.0.0.1"}""", false },
+        { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"010.0.0.1"}""", false },
+        { """{"ip":[{"cidr":"10.0.0.0/24"}]}""", """{"ip":"10.0.0.0"}""", true },
+        { """{"ip":[{"cidr":"2001:db8::/32"}]}""", """{"ip":"[2001:db8::5]:443"}""", false },
+        { """{"ip":[{"cidr":"2001:db8::/32"}]}""", """{"ip":"[2001:db8::5]"}""", false },
+        { """{"ip":[{"cidr":"fe80::/10"}]}""", """{"ip":"fe80::1%eth0"}""", false },
+        { """{"ip":[{"cidr":"2001:db8::/32"}]}""", """{"ip":"2001:db8::10.0.0.1"}""", true },
         // exact numbers: large integers told apart, equal values in any notation alike
         { """{"account":[9007199254740993]}""", """{"account":9007199254740992}""", false },
         { """{"account":[9007199254740993]}""", """{"account":9007199254740993}""", true },
@@ -201,6 +208,8 @@ public sealed class FilterRuleTests
         { """{"a":[{"cidr":"2001:db8::/129"}]}""", "$.a[0].cidr" },
         { """{"a":[{"cidr":"nonsense/8"}]}""", "$.a[0].cidr" },
         { """{"a":[{"cidr":"10/8"}]}""", "$.a[0].cidr" },
+        { """{"a":[{"cidr":"010.0.0.0/8"}]}""", "$.a[0].cidr" },
+        { """{"a":[{"cidr":"[2001:db8::]/32"}]}""", "$.a[0].cidr" },
         { """{"a":[{"exists":"true"}]}""", "$.a[0].exists" },
         { """{"a":[{"wildcard":"a**b"}]}""", "$.a[0].wildcard" },
         { """{"a":[{"wildcard":5}]}""", "$.a[0].wildcard" },
@@ -226,6 +235,22 @@ public sealed class FilterRuleTests
         Assert.Equal(path, error.Path);
         Assert.Contains(path, error.Message, StringComparison.Ordinal);
         Assert.IsAssignableFrom<CairnException>(error);
+    }
+
+    [Fact]
+    public void a_rule_reaches_the_deepest_value_data_may_hold_and_one_deeper_is_refused_for_its_depth()
+    {
+        static string Nested(int depth, string leaf) => string.Concat(Enumerable.Repeat("{\"a\":", depth)) + leaf + new string('}', depth);
+
+        // Data nests 64 levels, as an append accepts it; the rule's leaf list is one level below the value it tests.
+        var envelope = "{\"specversion\":\"1.0\",\"type\":\"deep.event\",\"data\":" + Nested(JsonPayload.MaxDepth, "\"x\"") + "}";
+        var rule = FilterRule.Parse("{\"data\":" + Nested(JsonPayload.MaxDepth, "[\"x\"]") + "}");
+        Assert.True(rule.Matches(Encoding.UTF8.GetBytes(envelope)));
+
+        var tooDeep = Assert.Throws<InvalidFilterRuleException>(() => FilterRule.Parse("{\"data\":" + Nested(JsonPayload.MaxDepth + 1, "[\"x\"]") + "}"));
+        Assert.Contains("nests deeper than 66 levels", tooDeep.Reason, StringComparison.Ordinal);
+        var broken = Assert.Throws<InvalidFilterRuleException>(() => FilterRule.Parse("{\"data\":" + Nested(3, "[\"x\"") + "}"));
+        Assert.Equal("the rule is not valid JSON", broken.Reason);
     }
 
     [Fact]

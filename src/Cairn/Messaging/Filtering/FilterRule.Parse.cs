@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text.Json;
+using Cairn.EventStore;
 
 namespace Cairn.Messaging.Filtering;
 
@@ -18,7 +19,11 @@ public sealed partial class FilterRule
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(json);
+            document = JsonDocument.Parse(json, RuleOptions);
+        }
+        catch (JsonException e) when (NestsTooDeeply(json))
+        {
+            throw new InvalidFilterRuleException("$", $"the rule nests deeper than {RuleOptions.MaxDepth} levels, past any data an append or a send accepts ({JsonPayload.MaxDepth} levels)", e);
         }
         catch (JsonException e)
         {
@@ -32,6 +37,34 @@ public sealed partial class FilterRule
                 throw Fault("$", "the rule must be a JSON object");
             return new FilterRule(ParseObject(root, "$", allowEmpty: true), json);
         }
+    }
+
+    /// <summary>
+    /// A rule reaches the deepest data a message carries: the envelope holds data one level down, and a rule's leaf is
+    /// an array below the value it tests, so it nests two levels deeper than data may.
+    /// </summary>
+    private static readonly JsonDocumentOptions RuleOptions = new() { MaxDepth = JsonPayload.MaxDepth + 2 };
+
+    /// <summary>Whether the text, read without a depth limit, goes deeper than <see cref="RuleOptions"/> allows before any fault of its JSON.</summary>
+    private static bool NestsTooDeeply(string json)
+    {
+        var reader = new Utf8JsonReader(System.Text.Encoding.UTF8.GetBytes(json), new JsonReaderOptions { MaxDepth = int.MaxValue });
+        try
+        {
+            while (reader.Read())
+            {
+                if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray && reader.CurrentDepth >= RuleOptions.MaxDepth)
+                {
+                    return true;
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            // Malformed before it got that deep.
+        }
+
+        return false;
     }
 
     private static InvalidFilterRuleException Fault(string path, string reason) => new(path, reason);

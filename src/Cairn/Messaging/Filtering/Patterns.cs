@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using Cairn.Serialization;
 
 namespace Cairn.Messaging.Filtering;
 
@@ -145,13 +146,9 @@ internal abstract class Matcher
     public static int Compare(double value, decimal? valueExact, double number, decimal? numberExact) =>
         valueExact is { } v && numberExact is { } n ? v.CompareTo(n) : value.CompareTo(number);
 
-    /// <summary>
-    /// The number as a decimal, or null when a decimal could round it: one of magnitude below 10^-12, whose digits may
-    /// run past a decimal's 28 places (a decimal reads 1e-30 as 0). A decimal holds every other number it reads to 28
-    /// significant digits, more than a double's 17.
-    /// </summary>
+    /// <summary>The number as a decimal, or null when a decimal could round it (<see cref="JsonNumbers.DecimalReadsExactly"/>).</summary>
     public static decimal? ExactDecimal(JsonElement value, double asDouble) =>
-        (asDouble == 0 || Math.Abs(asDouble) >= 1e-12) && value.TryGetDecimal(out var m) ? m : null;
+        JsonNumbers.DecimalReadsExactly(asDouble) && value.TryGetDecimal(out var m) ? m : null;
 }
 
 internal sealed class StringMatcher(string expected) : Matcher
@@ -230,8 +227,10 @@ internal sealed class CidrMatcher(IPNetwork network) : Matcher
         && network.Contains(address);
 
     /// <summary>
-    /// An IP address as written today: IPv4 as four decimal octets, IPv6 with its colons. <see cref="IPAddress.TryParse(string?, out IPAddress?)"/>
-    /// also takes the old shorthands ("10.1", "167772161", "0xA.0.0.1"), which are not addresses in an event.
+    /// An IP address as written today: IPv4 as four decimal octets without leading zeros, IPv6 as hexadecimal groups
+    /// and colons (an IPv4 tail allowed). <see cref="IPAddress.TryParse(string?, out IPAddress?)"/> also takes the old
+    /// shorthands ("10.1", "167772161", "0xA.0.0.1"), reads "010" as octal 8, and takes an endpoint ("[2001:db8::5]:443")
+    /// or a zone ("fe80::1%eth0") as its address: none of them is an address in an event.
     /// </summary>
     public static bool TryParseAddress(string? text, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IPAddress? address)
     {
@@ -241,18 +240,22 @@ internal sealed class CidrMatcher(IPNetwork network) : Matcher
             return false;
         }
 
-        if (!text.Contains(':', StringComparison.Ordinal) && !IsDottedQuad(text))
-        {
-            return false;
-        }
-
-        return IPAddress.TryParse(text, out address);
+        var written = text.Contains(':', StringComparison.Ordinal) ? IsColonHex(text) : IsDottedQuad(text);
+        return written && IPAddress.TryParse(text, out address);
     }
 
     private static bool IsDottedQuad(string text)
     {
         var parts = text.Split('.');
-        return parts.Length == 4 && parts.All(p => p.Length is >= 1 and <= 3 && p.All(char.IsAsciiDigit) && int.Parse(p, System.Globalization.CultureInfo.InvariantCulture) <= 255);
+        return parts.Length == 4 && parts.All(p => p.Length is >= 1 and <= 3 && p.All(char.IsAsciiDigit) && (p.Length == 1 || p[0] != '0') && int.Parse(p, System.Globalization.CultureInfo.InvariantCulture) <= 255);
+    }
+
+    private static bool IsColonHex(string text)
+    {
+        var lastColon = text.LastIndexOf(':');
+        var tail = text[(lastColon + 1)..];
+        return text[..lastColon].All(c => c == ':' || char.IsAsciiHexDigit(c))
+            && (tail.All(char.IsAsciiHexDigit) || IsDottedQuad(tail));
     }
 }
 

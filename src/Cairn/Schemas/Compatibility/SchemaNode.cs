@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using Cairn.Serialization;
 
 namespace Cairn.Schemas;
 
@@ -48,13 +49,16 @@ internal enum Criterion
 /// <summary>A JSON number kept exact where it can be (decimal) and as a double otherwise.</summary>
 internal readonly record struct SchemaNumber(decimal? Exact, double Approximate, string Text) : IComparable<SchemaNumber>
 {
-    /// <summary>Reads a JSON number by its text, so a value built in code (an int, a double) reads as a parsed one does.</summary>
+    /// <summary>
+    /// Reads a JSON number by its text, so a value built in code (an int, a double) reads as a parsed one does; exact
+    /// only where a decimal does not round it (<see cref="JsonNumbers.DecimalReadsExactly"/>: 1e-30 is not 0).
+    /// </summary>
     public static SchemaNumber From(JsonValue value)
     {
         var text = value.ToJsonString();
         decimal? exact = decimal.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var m) ? m : null;
         var approximate = double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? d : (double)(exact ?? 0m);
-        return new SchemaNumber(exact, approximate, text);
+        return new SchemaNumber(JsonNumbers.DecimalReadsExactly(approximate) ? exact : null, approximate, text);
     }
 
     public int CompareTo(SchemaNumber other) => Exact is { } a && other.Exact is { } b ? a.CompareTo(b) : Approximate.CompareTo(other.Approximate);
@@ -74,8 +78,11 @@ internal readonly record struct SchemaNumber(decimal? Exact, double Approximate,
             return false;
         }
 
+        // A quotient within a billionth of a whole number is one, but a nonzero number is never a zero multiple (1e-30
+        // of 1 is within a billionth of 0).
         var quotient = Approximate / divisor.Approximate;
-        return Math.Abs(quotient - Math.Round(quotient)) < 1e-9;
+        var whole = Math.Round(quotient);
+        return whole == 0d ? Approximate == 0d : Math.Abs(quotient - whole) <= 1e-9 * Math.Abs(whole);
     }
 
     public override string ToString() => Text;
