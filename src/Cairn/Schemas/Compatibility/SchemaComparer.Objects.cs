@@ -95,7 +95,9 @@ internal sealed partial class SchemaComparer
         var shape = (required ? "required " : "optional ") + Shape.Of(after);
         if (IsOpen(original))
         {
-            var kind = after.Kind == NodeKind.Empty ? SchemaChangeKind.PropertyWithEmptySchemaAddedToOpenContentModel
+            // A property accepting anything takes whatever the open writer wrote under its name, but not its absence:
+            // required without a default, old data lacking it breaks the reader however little its schema asks.
+            var kind = after.Kind == NodeKind.Empty && (!required || after.HasDefault) ? SchemaChangeKind.PropertyWithEmptySchemaAddedToOpenContentModel
                 : !required ? SchemaChangeKind.OptionalPropertyAddedToOpenContentModel
                 : after.HasDefault ? SchemaChangeKind.RequiredPropertyWithDefaultAddedToOpenContentModel
                 : SchemaChangeKind.RequiredPropertyAddedToOpenContentModel;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 
 namespace Cairn.Schemas;
 
@@ -111,6 +112,10 @@ public static class SchemaCompatibility
         catch (InsufficientExecutionStackException)
         {
             throw new SchemaDocumentException($"{originalName} and {updateName}", "/", "the schemas nest too deeply to be compared", paramName);
+        }
+        catch (RegexMatchTimeoutException e)
+        {
+            throw new SchemaDocumentException($"{originalName} and {updateName}", "/", string.Create(CultureInfo.InvariantCulture, $"the patternProperties expression '{e.Pattern}' did not match the property name '{e.Input}' within {e.MatchTimeout.TotalSeconds:0.#} s"), paramName);
         }
 
         return differences.ConvertAll(d => new SchemaChange(

@@ -103,9 +103,10 @@ internal sealed class SchemaLoader
                 return node;
             }
 
-            case JsonObject obj when obj.TryGetPropertyValue("$ref", out var reference) && (Draft == SchemaDraft.Draft7 || !HasFacetKeyword(obj)):
+            case JsonObject obj when obj.TryGetPropertyValue("$ref", out var reference) && (Draft == SchemaDraft.Draft7 || !(HasFacetKeyword(obj) || HasAnnotation(obj))):
             {
-                // A $ref alone (or, before 2019-09, with siblings, which it overrides) is the schema it refers to.
+                // A $ref alone (or, before 2019-09, with siblings, which it overrides) is the schema it refers to. From
+                // 2019-09 on, one with a default, a title or a description beside it is a node of its own, holding them.
                 var text = AsString(reference, location + "/$ref");
                 if (!_resolving.Add(obj))
                 {
@@ -137,6 +138,9 @@ internal sealed class SchemaLoader
                 throw Invalid(location, $"expected a JSON Schema (an object or a boolean), found {Describe(json)}");
         }
     }
+
+    private static bool HasAnnotation(JsonObject obj) =>
+        obj.ContainsKey("default") || obj.ContainsKey("title") || obj.ContainsKey("description");
 
     private bool HasFacetKeyword(JsonObject obj) =>
         OtherFacetKeywords.Any(obj.ContainsKey) || StringKeywords.Any(obj.ContainsKey) || NumberKeywords.Any(obj.ContainsKey)
@@ -452,7 +456,7 @@ internal sealed class SchemaLoader
                 Regex regex;
                 try
                 {
-                    regex = new Regex(pattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+                    regex = PatternRegex(pattern);
                 }
                 catch (ArgumentException e)
                 {
@@ -697,6 +701,23 @@ internal sealed class SchemaLoader
         JsonValueKind.Number => "a number",
         _ => "a boolean",
     };
+
+    /// <summary>
+    /// A <c>patternProperties</c> expression, matched against property names: without backtracking where .NET can (in
+    /// time linear in the name, so a nested quantifier cannot stall a check), with it and a one-second limit for what
+    /// needs it (backreferences, lookarounds), whose <see cref="RegexMatchTimeoutException"/> the comparison reports.
+    /// </summary>
+    private static Regex PatternRegex(string pattern)
+    {
+        try
+        {
+            return new Regex(pattern, RegexOptions.CultureInvariant | RegexOptions.NonBacktracking);
+        }
+        catch (NotSupportedException)
+        {
+            return new Regex(pattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+        }
+    }
 
     private SchemaDocumentException Invalid(string location, string reason) =>
         new(_document, SchemaPaths.Display(location), reason, _paramName);

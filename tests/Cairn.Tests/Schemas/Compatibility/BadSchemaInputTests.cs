@@ -48,6 +48,32 @@ public sealed class BadSchemaInputTests
     }
 
     [Fact]
+    public void a_nested_quantifier_in_pattern_properties_is_matched_without_backtracking()
+    {
+        var name = new string('a', 64) + "!";
+        var v1 = J("""{"type": "object", "additionalProperties": false, "patternProperties": {"^(a+)+$": {"type": "string"}}}""");
+        var v2 = J("""{"type": "object", "additionalProperties": false, "patternProperties": {"^(a+)+$": {"type": "string"}}, "properties": {"NAME": {"type": "string"}}}""".Replace("NAME", name, StringComparison.Ordinal));
+
+        Assert.Equal([$"OptionalPropertyAddedToUnopenContentModel /properties/{name}"], Named(SchemaCompatibility.Compare(v1, v2)));
+        Assert.True(SchemaCompatibility.Check([v1], v2, CompatibilityMode.Backward).IsCompatible);
+    }
+
+    [Fact]
+    public void a_pattern_properties_expression_that_backtracks_past_its_time_is_refused_naming_it_and_the_name()
+    {
+        // A lookahead needs the backtracking engine, which has a second per name.
+        var name = new string('a', 64) + "!";
+        var v1 = J("""{"type": "object", "additionalProperties": false, "patternProperties": {"^(?=a)(a+)+$": {"type": "string"}}}""");
+        var v2 = J("""{"type": "object", "additionalProperties": false, "patternProperties": {"^(?=a)(a+)+$": {"type": "string"}}, "properties": {"NAME": {"type": "string"}}}""".Replace("NAME", name, StringComparison.Ordinal));
+
+        var error = Assert.Throws<SchemaDocumentException>(() => SchemaCompatibility.Check([v1], v2, CompatibilityMode.Backward));
+
+        Assert.Contains("candidate", error.Document, StringComparison.Ordinal);
+        Assert.Contains("'^(?=a)(a+)+$'", error.Reason, StringComparison.Ordinal);
+        Assert.Contains($"'{name}'", error.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void a_bad_earlier_version_not_checked_by_the_mode_is_not_read()
     {
         // Backward reads only the latest earlier version; the transitive mode reads them all.
