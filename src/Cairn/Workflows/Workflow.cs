@@ -62,8 +62,8 @@ public abstract class Workflow<TState> : IWorkflowDefinition
     /// <summary>The queue the coordinator consumes: replies, timers and start messages are sent here (<c>workflow-&lt;name&gt;</c> by default).</summary>
     public QueueName Queue { get; init; }
 
-    /// <summary>How many messages the coordinator handles at once (the processor count × 4 by default).</summary>
-    public int Concurrency { get; init; } = Environment.ProcessorCount * 4;
+    /// <summary>How many messages the coordinator handles at once (the processor count × 4 by default, at most 1,024).</summary>
+    public int Concurrency { get; init; } = Math.Min(Environment.ProcessorCount * 4, 1024);
 
     /// <summary>The steps, in the order declared.</summary>
     public IReadOnlyList<WorkflowStep<TState>> Steps => _steps;

@@ -155,13 +155,19 @@ public sealed class WorkflowClient
     /// </summary>
     public DocumentQuery<WorkflowSummary> Query() => Summaries.Query<WorkflowSummary>(WorkflowSummaries.ProjectionName);
 
-    /// <summary>Unfinished instances that have made no progress for longer than <paramref name="olderThan"/>, oldest first.</summary>
-    public Task<IReadOnlyList<WorkflowSummary>> FindStuckAsync(TimeSpan olderThan, string? workflow = null, int take = 100, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Unfinished instances that have made no progress for longer than <paramref name="olderThan"/>, oldest first; none
+    /// for a span reaching back past the calendar's start. The summaries do not see a history deleted, so each found is
+    /// looked up in the store, and one whose stream no longer exists is left out.
+    /// </summary>
+    public async Task<IReadOnlyList<WorkflowSummary>> FindStuckAsync(TimeSpan olderThan, string? workflow = null, int take = 100, CancellationToken cancellationToken = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(olderThan, TimeSpan.Zero);
+        var now = _time.GetUtcNow();
+        var before = olderThan < now - DateTimeOffset.MinValue ? now - olderThan : DateTimeOffset.MinValue;
         var query = Query()
             .Where("status", QueryOperator.In, new[] { nameof(WorkflowStatus.Running), nameof(WorkflowStatus.Compensating), nameof(WorkflowStatus.Suspended) })
-            .Where("updated_at", QueryOperator.LessThan, _time.GetUtcNow() - olderThan)
+            .Where("updated_at", QueryOperator.LessThan, before)
             .OrderBy("updated_at")
             .Take(take);
         if (workflow is not null)
@@ -169,7 +175,27 @@ public sealed class WorkflowClient
             query = query.Where("workflow", Get(workflow).Model.Name);
         }
 
-        return query.ToListAsync(cancellationToken);
+        var stuck = new List<WorkflowSummary>();
+        for (var skip = 0; ; skip += take)
+        {
+            var page = await query.Skip(skip).ToListAsync(cancellationToken).ConfigureAwait(false);
+            foreach (var summary in page)
+            {
+                if ((await _store.GetStreamInfoAsync(new StreamName(summary.Id), cancellationToken).ConfigureAwait(false)).Exists)
+                {
+                    stuck.Add(summary);
+                    if (stuck.Count == take)
+                    {
+                        return stuck;
+                    }
+                }
+            }
+
+            if (page.Count < take)
+            {
+                return stuck;
+            }
+        }
     }
 
     /// <summary>Waits until the instance summaries include <paramref name="position"/> (read-your-writes for <see cref="Query"/>).</summary>

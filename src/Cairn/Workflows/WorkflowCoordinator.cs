@@ -190,9 +190,10 @@ internal sealed class WorkflowCoordinator
                     : transaction.Publish(new TopicName(effect.Target), effect.Message);
             }
 
+            CommitResult committed;
             try
             {
-                await _sender.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
+                committed = await _sender.CommitAsync(transaction, cancellationToken).ConfigureAwait(false);
             }
             catch (WrongExpectedVersionException) when (attempt < MaxConflictRetries)
             {
@@ -213,9 +214,17 @@ internal sealed class WorkflowCoordinator
                 throw new WorkflowInstanceNotFoundException(Model.Name, instanceId);
             }
 
+            var instanceNow = decider.Instance;
+            if (committed.Appends is [{ } appended, ..] && appended.NextExpectedVersion != instanceNow.StreamVersion)
+            {
+                // An id used again after its history was deleted: the stream's versions go on after the old last one,
+                // which the start did not read. The stored history gives the versions the next decision must expect.
+                instanceNow = await LoadAsync(instanceId, null, cancellationToken).ConfigureAwait(false) ?? instanceNow;
+            }
+
             // The caller gets a copy: the cached fold goes on changing with the instance's next messages.
-            var result = decider.Instance.Copy();
-            Remember(decider.Instance);
+            var result = instanceNow.Copy();
+            Remember(instanceNow);
             WorkflowMetrics.Record(Model.Name, decider);
             return result;
         }

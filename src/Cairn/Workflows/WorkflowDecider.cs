@@ -80,8 +80,14 @@ internal sealed class WorkflowDecider
     }
 
     /// <summary>Starts a new instance with <paramref name="state"/>.</summary>
+    /// <exception cref="WorkflowStateException">The state is null (a start rule that made none).</exception>
     public void Start(object state, string? startedBy)
     {
+        if (state is null)
+        {
+            throw new WorkflowStateException($"Workflow '{_model.Name}': {(startedBy is null ? "the start" : $"the start rule for {startedBy}")} gave no state.");
+        }
+
         Emit(new WorkflowStarted(_model.Name, _model.Version, _instanceId, _model.WriteState(state), startedBy, _now));
         StartStep(_model.FirstStep, 1, null);
     }
@@ -284,7 +290,7 @@ internal sealed class WorkflowDecider
                 return;
             default:
                 var before = CurrentState();
-                var after = rule.Evolve(before, reply);
+                var after = rule.Evolve(before, reply) ?? throw new WorkflowStateException($"Workflow '{_model.Name}': the rule of step '{step.Name}' for reply {type} gave no state.");
                 var next = rule.Completes ? null : rule.Target;
                 Emit(new StepCompleted(step.Name, attempt, type, id, ReferenceEquals(before, after) ? null : _model.WriteState(after), next));
                 MoveOn(next);

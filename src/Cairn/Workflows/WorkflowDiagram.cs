@@ -66,7 +66,7 @@ internal static class WorkflowDiagram
             }
             else if (step.NoCompensationReason is { } why)
             {
-                text.Append("    note right of ").Append(Id(step.Name)).Append(" : no compensation: ").Append(why).Append('\n');
+                text.Append("    note right of ").Append(Id(step.Name)).Append(" : no compensation: ").Append(OneLine(why)).Append('\n');
             }
         }
 
@@ -78,4 +78,8 @@ internal static class WorkflowDiagram
 
         return text.ToString();
     }
+
+    /// <summary>A reason written by hand, on one line: a line break would end the note and break the diagram.</summary>
+    private static string OneLine(string text) =>
+        string.Join(' ', text.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 }

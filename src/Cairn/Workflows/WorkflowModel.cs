@@ -33,11 +33,12 @@ internal sealed class WorkflowModel
     public Dictionary<string, StartModel> Starts { get; } = new(StringComparer.Ordinal);
 
     /// <summary>
-    /// Refuses a definition whose delayed sends could not be sent: a retry's backoff is a command sent for later to the
-    /// step's queue, and a compensation may be sent for later too (its own retries, and a cancel during a retry's
-    /// backoff sends it for when the delayed attempt is delivered). A queue refuses a message that would become visible
-    /// only past its retention, so such a decision could never commit and the instance would be stranded. Queues this
-    /// process does not know (declared elsewhere) and topics are not checked.
+    /// Refuses a definition whose delayed sends could not be sent: a retry's backoff is a command sent (or an event
+    /// published) for later to the step's queue (or topic), and a compensation may be sent for later too (its own
+    /// retries, and a cancel during a retry's backoff sends it for when the delayed attempt is delivered). A queue
+    /// refuses a message that would become visible only past its retention, so such a decision could never commit and
+    /// the instance would be stranded. A published message reaches the queues subscribed to its topic, each checked;
+    /// queues and subscriptions this process does not know (declared elsewhere) are not.
     /// </summary>
     /// <exception cref="InvalidWorkflowDefinitionException">A backoff reaches its queue's retention.</exception>
     public async Task CheckDelaysFitAsync(Messaging.IMessagingAdmin queues, CancellationToken cancellationToken)
@@ -46,18 +47,17 @@ internal sealed class WorkflowModel
         var longestStepBackoff = Steps.Values.Where(s => s.Action is not null && s.MaxAttempts > 1).Select(s => s.BackoffBefore(s.MaxAttempts)).DefaultIfEmpty(TimeSpan.Zero).Max();
         foreach (var step in Steps.Values)
         {
-            if (step.Action is { Kind: StepActionKind.Send } action && step.MaxAttempts > 1)
+            if (step.Action is { } action && step.MaxAttempts > 1)
             {
-                await CheckAsync(action.Target, step.BackoffBefore(step.MaxAttempts), $"step '{step.Name}' retries after up to {step.BackoffBefore(step.MaxAttempts)}").ConfigureAwait(false);
+                await CheckEffectAsync(action, step.BackoffBefore(step.MaxAttempts), $"step '{step.Name}' retries after up to {step.BackoffBefore(step.MaxAttempts)}").ConfigureAwait(false);
             }
 
-            if (step.Compensation is { Kind: StepActionKind.Send } compensation)
+            if (step.Compensation is { } compensation)
             {
-                var own = step.CompensationConfirmation is null ? TimeSpan.Zero : step.BackoffBefore(step.CompensationAttempts);
-                var longest = own > longestStepBackoff ? own : longestStepBackoff;
+                var longest = Max(OwnCompensationBackoff(step), longestStepBackoff);
                 if (longest > TimeSpan.Zero)
                 {
-                    await CheckAsync(compensation.Target, longest, $"the compensation of step '{step.Name}' may be sent for up to {longest} later (its retries, or a cancel during a retry's backoff)").ConfigureAwait(false);
+                    await CheckEffectAsync(compensation, longest, $"the compensation of step '{step.Name}' may be sent for up to {longest} later (its retries, or a cancel during a retry's backoff)").ConfigureAwait(false);
                 }
             }
         }
@@ -80,8 +80,38 @@ internal sealed class WorkflowModel
 
             if (step.CompensationConfirmation is not null)
             {
-                var due = (step.CompensationAttempts > 1 ? step.BackoffBefore(step.CompensationAttempts) : TimeSpan.Zero) + step.CompensationTimeout;
+                // Armed when the compensation is sent: after its own backoff, or after a cancel's hold-back.
+                var due = Max(OwnCompensationBackoff(step), longestStepBackoff) + step.CompensationTimeout;
                 await CheckAsync(Queue.Value, due, $"the confirmation timeout of the compensation of step '{step.Name}' may fall due {due} after it is armed").ConfigureAwait(false);
+            }
+        }
+
+        static TimeSpan OwnCompensationBackoff(StepModel step) =>
+            step.CompensationConfirmation is not null && step.CompensationAttempts > 1 ? step.BackoffBefore(step.CompensationAttempts) : TimeSpan.Zero;
+
+        static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+        async Task CheckEffectAsync(StepAction effect, TimeSpan delay, string what)
+        {
+            if (effect.Kind == StepActionKind.Send)
+            {
+                await CheckAsync(effect.Target, delay, what).ConfigureAwait(false);
+                return;
+            }
+
+            IReadOnlyList<Messaging.TopicSubscription> subscriptions;
+            try
+            {
+                subscriptions = await queues.ListSubscriptionsAsync(new Messaging.TopicName(effect.Target), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Messaging.TopicNotFoundException)
+            {
+                return;
+            }
+
+            foreach (var subscription in subscriptions)
+            {
+                await CheckAsync(subscription.Queue.Value, delay, $"{what}, published to topic '{effect.Target}' and by its subscription '{subscription.Name}' to queue '{subscription.Queue}'").ConfigureAwait(false);
             }
         }
 
@@ -279,6 +309,22 @@ internal sealed class WorkflowModel
         catch (NotSupportedException ex)
         {
             throw new InvalidWorkflowDefinitionException($"Workflow '{name}': its state {typeof(TState).Name} cannot be serialized with the configured JSON options: {ex.Message}");
+        }
+
+        // A state that writes may still not read back (a constructor parameter that binds to no property, no
+        // constructor the options can use): System.Text.Json says so only when it first reads one, so read an empty
+        // object now. What the state's own constructor or the empty object's missing values raise is not the type's fault.
+        try
+        {
+            JsonSerializer.Deserialize("{}", stateInfo);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or NotSupportedException && ex.Source == typeof(JsonSerializer).Assembly.GetName().Name)
+        {
+            throw new InvalidWorkflowDefinitionException($"Workflow '{name}': its state {typeof(TState).Name} cannot be read back with the configured JSON options: {ex.Message}");
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            // The state's constructor refused the empty object's values, or a required property is missing: data-dependent.
         }
 
         var model = new WorkflowModel(name, workflow.Version, workflow.Queue, workflow.Concurrency, first, models)

@@ -50,6 +50,19 @@ public sealed class WorkflowDefinitionTests
     }
 
     [Fact]
+    public void a_reason_for_no_compensation_written_on_several_lines_is_drawn_on_one()
+    {
+        var workflow = new Defined("lines", w =>
+        {
+            w.Add("hold").Wait(TimeSpan.FromSeconds(1)).Then("ship");
+            w.Add("ship").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete().NoCompensation("the last step:\r\n  nothing after it\ncan fail");
+        }).Build();
+        var diagram = WorkflowDiagram.ToMermaid(((IWorkflowDefinition)workflow).Compile(Serializer()));
+
+        Assert.Contains("    note right of s_ship : no compensation: the last step: nothing after it can fail\n", diagram, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void steps_whose_names_differ_only_in_separators_are_drawn_apart()
     {
         var workflow = new Defined("sep", w =>
