@@ -286,6 +286,7 @@ public sealed class InMemoryEventStore : IEventStore
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
         ArgumentOutOfRangeException.ThrowIfNegative(fromVersion ?? 0, nameof(fromVersion));
+        cancellationToken.ThrowIfCancellationRequested();
         List<RecordedEvent> page;
         lock (_gate)
         {
@@ -352,6 +353,7 @@ public sealed class InMemoryEventStore : IEventStore
 
     private async IAsyncEnumerable<RecordedEvent> Scan(long startIndex, Func<RecordedEvent, bool> predicate, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var index = startIndex;
         var remaining = maxCount;
         var page = new List<RecordedEvent>(PageSize);
@@ -390,6 +392,11 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken)
     {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<StreamInfo>(cancellationToken);
+        }
+
         lock (_gate)
         {
             return ValueTask.FromResult(_streams.TryGetValue(stream.Value, out var entry)
@@ -401,6 +408,11 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
     {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<GlobalPosition>(cancellationToken);
+        }
+
         lock (_gate)
         {
             return ValueTask.FromResult(new GlobalPosition(_log.Count));

@@ -59,7 +59,8 @@ public sealed partial class InMemoryMessageBroker
             }
             else
             {
-                foreach (var id in ids)
+                // Each id once, as the durable backends take it: one copy of a message sent twice is purged once.
+                foreach (var id in ids.Distinct())
                 {
                     if (FindDeadLetter(state, id) is { } message)
                     {

@@ -23,7 +23,6 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
     private readonly Dictionary<string, SortedDictionary<string, TopicSubscription>> _topics = new(StringComparer.Ordinal);
     private readonly Dictionary<(string Consumer, MessageId MessageId), (long Ticks, HandledMessage? Message)> _inbox = [];
     private long _lastSequence;
-    private long _lastTicks;
 
     /// <summary>
     /// Uses the store's clock and options, and writes a transaction's checkpoints to <paramref name="checkpoints"/>
@@ -190,12 +189,11 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
         });
     }
 
-    /// <summary>The broker's clock under the lock: never earlier than a time it has already used.</summary>
-    private long Now()
-    {
-        _lastTicks = Math.Max(_time.GetUtcNow().UtcTicks, _lastTicks);
-        return _lastTicks;
-    }
+    /// <summary>
+    /// The clock, as leases, delays and retention count from it (as the durable backends do): not held at a later time
+    /// it used before, or a clock set back would keep every lease and delay from running out until it passed that time.
+    /// </summary>
+    private long Now() => _time.GetUtcNow().UtcTicks;
 
     private QueueState? FindQueue(QueueName queue) =>
         queue.Value is { } name && _queues.TryGetValue(name, out var state) ? state : null;

@@ -175,6 +175,11 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(max);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled<IReadOnlyList<ProjectionDeadLetter>>(cancellationToken);
+        }
+
         lock (_gate)
         {
             return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>([.. _deadLetters.Where(d => d.Projection == projection).OrderBy(d => d.Position).ThenBy(d => d.Build).Take(max)]);
