@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Reflection;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -248,6 +249,11 @@ public static class JsonSchemaDocuments
                     }
                 }
 
+                if (context.PropertyInfo is { AttributeProvider: MemberInfo member } exported && schema is JsonObject propertySchema)
+                {
+                    AllowNullElements(propertySchema, exported.PropertyType, Nullability(member), exported.Options);
+                }
+
                 return schema;
             },
         });
@@ -262,6 +268,65 @@ public static class JsonSchemaDocuments
         }
 
         return ordered;
+    }
+
+    /// <summary>
+    /// The nullability a member's declaration gives its type and its type's arguments, or null for a member without
+    /// one (a constructor's parameter stands in through its property).
+    /// </summary>
+    private static NullabilityInfo? Nullability(MemberInfo member)
+    {
+        var context = new NullabilityInfoContext();
+        return member switch
+        {
+            PropertyInfo p => context.Create(p),
+            FieldInfo f => context.Create(f),
+            _ => null,
+        };
+    }
+
+    /// <summary>
+    /// Lets a collection's or a dictionary's elements be null where the member declares them so (<c>List&lt;string?&gt;</c>,
+    /// <c>Dictionary&lt;string, Note?&gt;</c>), at every level: the exporter reads no annotation on a type argument, so
+    /// under <c>TreatNullObliviousAsNonNullable</c> it would refuse the nulls the serializer writes for them.
+    /// </summary>
+    private static void AllowNullElements(JsonObject schema, Type type, NullabilityInfo? nullability, JsonSerializerOptions options)
+    {
+        if (nullability is null)
+        {
+            return;
+        }
+
+        var typeInfo = options.GetTypeInfo(type);
+        if (typeInfo.Kind is not (JsonTypeInfoKind.Enumerable or JsonTypeInfoKind.Dictionary) || typeInfo.ElementType is not { } elementType)
+        {
+            return;
+        }
+
+        var arguments = nullability.GenericTypeArguments;
+        var element = nullability.ElementType
+            ?? (typeInfo.Kind == JsonTypeInfoKind.Dictionary && arguments.Length == 2 ? arguments[1]
+                : typeInfo.Kind == JsonTypeInfoKind.Enumerable && arguments.Length == 1 ? arguments[0]
+                : null);
+        if (element is null || element.Type != elementType || schema[typeInfo.Kind == JsonTypeInfoKind.Dictionary ? "additionalProperties" : "items"] is not JsonObject elementSchema)
+        {
+            return;
+        }
+
+        if (!elementType.IsValueType && element.ReadState == NullabilityState.Nullable)
+        {
+            switch (elementSchema["type"])
+            {
+                case JsonValue single when single.GetValue<string>() != "null":
+                    elementSchema["type"] = new JsonArray(single.GetValue<string>(), "null");
+                    break;
+                case JsonArray several when !several.Any(t => t?.GetValue<string>() == "null"):
+                    several.Add("null");
+                    break;
+            }
+        }
+
+        AllowNullElements(elementSchema, elementType, element, options);
     }
 
     /// <summary>

@@ -14,36 +14,106 @@ namespace Cairn.Schemas;
 /// type whose validation mode is not <see cref="SchemaValidationMode.Off"/> has its payload validated against its
 /// version's schema (the current version's under another producer's <c>dataschema</c>, which readers read as that).
 /// Before it is loaded (a host that has not started, a store used without one) it lets everything pass as it is.
+/// Another host may register versions after this one loaded them (a rolling deployment over one registry): a version
+/// it does not know, or a validated type it has no schema of yet, makes it read that type's versions again (at most
+/// once a second per type) before it refuses the version or lets the payload pass unvalidated.
 /// </summary>
 internal sealed class PayloadSchemas
 {
     private static readonly Meter Meter = new("Cairn.Schemas");
     private static readonly Counter<long> Invalid = Meter.CreateCounter<long>("cairn.schemas.validation.failures", "{payload}", "Payloads that did not match their type's schema, by type and mode.");
 
+    /// <summary>How long a type's versions, once read again, are trusted before a miss reads them again.</summary>
+    private static readonly TimeSpan RereadInterval = TimeSpan.FromSeconds(1);
+
+    private readonly Lock _gate = new();
     private volatile FrozenDictionary<string, TypeSchemas>? _types;
+    private FrozenDictionary<string, SchemaValidationMode> _awaiting = FrozenDictionary<string, SchemaValidationMode>.Empty;
+    private readonly Dictionary<string, long> _lastReread = new(StringComparer.Ordinal);
+    private Func<string, CancellationToken, Task<IReadOnlyList<RegisteredSchema>>>? _read;
     private ILogger _logger = NullLogger.Instance;
 
     /// <summary>Whether the registry's versions are loaded.</summary>
     public bool IsLoaded => _types is not null;
 
-    /// <summary>Loads each type's versions and validation mode; replaces what was loaded.</summary>
-    public void Load(IEnumerable<(string EventType, int Current, SchemaValidationMode Mode, IReadOnlyList<RegisteredSchema> Versions)> types, ILogger logger)
+    /// <summary>
+    /// Loads each type's versions and validation mode; replaces what was loaded. <paramref name="awaiting"/> are the
+    /// validated types without a schema yet, and <paramref name="read"/> reads a type's versions again.
+    /// </summary>
+    public void Load(
+        IEnumerable<(string EventType, int Current, SchemaValidationMode Mode, IReadOnlyList<RegisteredSchema> Versions)> types,
+        ILogger logger,
+        IReadOnlyDictionary<string, SchemaValidationMode>? awaiting = null,
+        Func<string, CancellationToken, Task<IReadOnlyList<RegisteredSchema>>>? read = null)
     {
-        _logger = logger;
-        var loaded = new Dictionary<string, TypeSchemas>(StringComparer.Ordinal);
-        foreach (var (eventType, current, mode, versions) in types)
+        lock (_gate)
         {
-            var built = new Dictionary<int, Lazy<JsonSchema>>();
-            foreach (var version in versions)
-            {
-                var schema = version.Schema;
-                built[version.Version] = new Lazy<JsonSchema>(() => JsonSchemaDocuments.Build(schema));
-            }
+            _logger = logger;
+            _read = read;
+            _awaiting = (awaiting ?? new Dictionary<string, SchemaValidationMode>()).ToFrozenDictionary(StringComparer.Ordinal);
+            _lastReread.Clear();
+            _types = types.ToFrozenDictionary(t => t.EventType, t => Built(t.EventType, t.Current, t.Mode, t.Versions), StringComparer.Ordinal);
+        }
+    }
 
-            loaded[eventType] = new TypeSchemas(mode, built.ToFrozenDictionary(), versions.Count == 0 ? current : versions[^1].Version, current, SchemaReference.Format(eventType, current));
+    private static TypeSchemas Built(string eventType, int current, SchemaValidationMode mode, IReadOnlyList<RegisteredSchema> versions)
+    {
+        var built = new Dictionary<int, Lazy<JsonSchema>>();
+        foreach (var version in versions)
+        {
+            var schema = version.Schema;
+            built[version.Version] = new Lazy<JsonSchema>(() => JsonSchemaDocuments.Build(schema));
         }
 
-        _types = loaded.ToFrozenDictionary(StringComparer.Ordinal);
+        return new TypeSchemas(mode, built.ToFrozenDictionary(), versions.Count == 0 ? current : versions[^1].Version, current, SchemaReference.Format(eventType, current));
+    }
+
+    /// <summary>
+    /// The type's versions read again from the registry, when another host may have added some since they were loaded:
+    /// null when there is nothing to read them with, they were read within <see cref="RereadInterval"/>, or nothing new
+    /// came. A type awaiting its first schema takes the latest as current, as at the start.
+    /// </summary>
+    private TypeSchemas? Reread(string eventType, TypeSchemas? known)
+    {
+        Func<string, CancellationToken, Task<IReadOnlyList<RegisteredSchema>>> read;
+        SchemaValidationMode mode;
+        lock (_gate)
+        {
+            if (_read is null || (known is null && !_awaiting.ContainsKey(eventType)))
+            {
+                return null;
+            }
+
+            var now = Environment.TickCount64;
+            if (_lastReread.TryGetValue(eventType, out var last) && now - last < RereadInterval.TotalMilliseconds)
+            {
+                return null;
+            }
+
+            _lastReread[eventType] = now;
+            read = _read;
+            mode = known?.Mode ?? _awaiting[eventType];
+        }
+
+        // Rare (a version or a schema this host has not seen), and the check is synchronous: the caller waits for the
+        // read. SQLite's and the in-memory registry answer at once.
+        var versions = read(eventType, CancellationToken.None).ConfigureAwait(false).GetAwaiter().GetResult();
+        if (versions.Count == 0 || (known is not null && versions.Count == known.Versions.Count))
+        {
+            return null;
+        }
+
+        var reread = Built(eventType, known?.Current ?? versions[^1].Version, mode, versions);
+        lock (_gate)
+        {
+            if (_types is { } types)
+            {
+                var updated = new Dictionary<string, TypeSchemas>(types, StringComparer.Ordinal) { [eventType] = reread };
+                _types = updated.ToFrozenDictionary(StringComparer.Ordinal);
+            }
+        }
+
+        return reread;
     }
 
     /// <summary>Checks one payload about to be appended or sent; returns the <c>dataschema</c> to write with it.</summary>
@@ -51,9 +121,21 @@ internal sealed class PayloadSchemas
     /// <exception cref="SchemaValidationException">It does not match, and the type's mode is <see cref="SchemaValidationMode.Reject"/>.</exception>
     public string? Check(string eventType, string? dataSchema, ReadOnlySpan<byte> data, string kind, Envelopes.MessageId id)
     {
-        if (_types is not { } types || !types.TryGetValue(eventType, out var type))
+        if (_types is not { } types)
         {
             return dataSchema;
+        }
+
+        if (!types.TryGetValue(eventType, out var type))
+        {
+            if (_awaiting.ContainsKey(eventType) && Reread(eventType, null) is { } first)
+            {
+                type = first;
+            }
+            else
+            {
+                return dataSchema;
+            }
         }
 
         dataSchema ??= type.CurrentDataSchema;
@@ -95,7 +177,13 @@ internal sealed class PayloadSchemas
             version = type.Current;
         }
 
-        if (!type.Versions.TryGetValue(version, out var schema))
+        if (!type.Versions.TryGetValue(version, out var schema) && Reread(eventType, type) is { } reread)
+        {
+            type = reread;
+            type.Versions.TryGetValue(version, out schema);
+        }
+
+        if (schema is null)
         {
             throw new UnknownSchemaVersionException(Subject(kind, id), eventType, version, type.Latest, string.Create(CultureInfo.InvariantCulture,
                 $"the registry has {(type.Versions.Count == 0 ? "no version of it" : "versions " + string.Join(", ", type.Versions.Keys.Order()))}"));

@@ -48,6 +48,7 @@ internal sealed class SchemaRegistrationService(
         }
 
         var loaded = outcomes.Where(o => o.Versions is not null).Select(o => (o.EventType, o.Current, schemas.ValidationOf(o.EventType), o.Versions!)).ToList();
+        var awaiting = new Dictionary<string, SchemaValidationMode>(StringComparer.Ordinal);
 
         // A type validated here without a class of its own (a gateway appending another service's events as JSON):
         // checked against the registry's versions, the latest as current, which its owner registered.
@@ -57,13 +58,14 @@ internal sealed class SchemaRegistrationService(
             if (versions.Count == 0)
             {
                 logger.LogWarning("The event type '{EventType}' has a validation mode but no class here and no schema in the registry: its payloads are not validated until a schema is registered for it.", eventType);
+                awaiting[eventType] = schemas.ValidationOf(eventType);
                 continue;
             }
 
             loaded.Add((eventType, versions[^1].Version, schemas.ValidationOf(eventType), versions));
         }
 
-        payloads.Load(loaded, logger);
+        payloads.Load(loaded, logger, awaiting, registry.GetVersionsAsync);
         logger.LogInformation("Cairn schema registry: {Count} event types checked, {Added} new versions registered.", outcomes.Length, outcomes.Count(o => o.Added));
     }
 

@@ -190,7 +190,7 @@ internal static class SchemaRules
                 return new SchemaCheckResult(eventType, version, registered, null, null, null);
             }
 
-            var changes = Checked(eventType, version, [registered.Schema, schema], () => SchemaCompatibility.Compare(registered.Schema, schema));
+            var changes = Checked(eventType, [(version, registered.Schema), (version, schema)], () => SchemaCompatibility.Compare(registered.Schema, schema));
             var text = string.Create(CultureInfo.InvariantCulture,
                 $"'{eventType}' version {version} is registered with another document; a registered version never changes, so register the new shape as version {existing[^1].Version + 1}. Changes: {Describe(changes)}");
             return new SchemaCheckResult(eventType, version, null, null, text, () => new SchemaVersionChangedException(eventType, version, changes, text));
@@ -205,7 +205,7 @@ internal static class SchemaRules
             return new SchemaCheckResult(eventType, version, null, null, text, () => new SchemaVersionConflictException(eventType, version, latest));
         }
 
-        var report = Checked(eventType, version, [.. existing.Select(s => s.Schema), schema], () => SchemaCompatibility.Check([.. existing.Select(s => AsValidated(s.Schema))], AsValidated(schema), mode));
+        var report = Checked(eventType, [.. existing.Select(s => (s.Version, s.Schema)), (version, schema)], () => SchemaCompatibility.Check([.. existing.Select(s => AsValidated(s.Schema))], AsValidated(schema), mode));
         if (!report.IsCompatible)
         {
             var text = string.Create(CultureInfo.InvariantCulture,
@@ -242,17 +242,22 @@ internal static class SchemaRules
     }
 
     /// <summary>
-    /// Runs the comparer over documents, with a stack deep enough for them; a document it cannot read is an invalid
-    /// schema, named as such.
+    /// Runs the comparer over versions' documents (the earlier ones oldest first, the one checked last), with a stack
+    /// deep enough for them; a document it cannot read is an invalid schema of its own version, named as such (a
+    /// stored or snapshot version broken, not the class's new one).
     /// </summary>
-    private static T Checked<T>(string eventType, int version, IEnumerable<JsonObject> documents, Func<T> compare)
+    private static T Checked<T>(string eventType, IReadOnlyList<(int Version, JsonObject Document)> documents, Func<T> compare)
     {
         try
         {
-            return JsonSchemaDocuments.WithStackFor(documents, compare);
+            return JsonSchemaDocuments.WithStackFor(documents.Select(d => d.Document), compare);
         }
         catch (SchemaDocumentException ex)
         {
+            const string Earlier = "earlier version ";
+            var version = ex.Document == "original" ? documents[0].Version
+                : ex.Document.StartsWith(Earlier, StringComparison.Ordinal) && int.TryParse(ex.Document.AsSpan(Earlier.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n >= 1 && n < documents.Count ? documents[n - 1].Version
+                : documents[^1].Version;
             throw new InvalidSchemaException(eventType, version, [new SchemaViolation(ex.Location, "schema", ex.Reason)]);
         }
     }
@@ -272,7 +277,7 @@ internal static class SchemaRules
                 continue;
             }
 
-            var report = Checked(eventType, versions[i + 1].Version, [from.Schema, versions[i + 1].Schema], () => SchemaCompatibility.Check([AsValidated(from.Schema)], AsValidated(versions[i + 1].Schema), CompatibilityMode.Backward));
+            var report = Checked(eventType, [(from.Version, from.Schema), (versions[i + 1].Version, versions[i + 1].Schema)], () => SchemaCompatibility.Check([AsValidated(from.Schema)], AsValidated(versions[i + 1].Schema), CompatibilityMode.Backward));
             if (!report.IsCompatible)
             {
                 return string.Create(CultureInfo.InvariantCulture,
