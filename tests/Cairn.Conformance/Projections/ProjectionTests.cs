@@ -147,6 +147,25 @@ public abstract class ProjectionTests<TFixture>(TFixture fixture) : ProjectionTe
     }
 
     [Fact]
+    public async Task An_inline_projection_reaches_the_head_past_a_streams_lifecycle_records_and_after_a_restart()
+    {
+        await using var sut = await CreateAsync();
+        var projection = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline };
+        await using (var runner = await StartAsync(sut, projection))
+        {
+            await Wait.UntilAsync(() => runner.Status.State == ProjectionState.Live, "the inline projection is live");
+            await PlaceAsync(sut, "o1");
+            await sut.Store.SetStreamMetadataAsync(Orders.Stream("o1"), new StreamMetadata { MaxCount = 5 }, default);
+            await sut.Store.DeleteStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, default);
+            await CaughtUpAsync(sut, runner);
+        }
+
+        await using var restarted = await StartAsync(sut, new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline });
+        await Wait.UntilAsync(() => restarted.Status.State == ProjectionState.Live, "the inline projection is live again");
+        Assert.Equal(await sut.Store.GetHeadPositionAsync(default), restarted.Status.Position);
+    }
+
+    [Fact]
     public async Task An_inline_projection_that_throws_fails_the_append_and_nothing_lands()
     {
         await using var sut = await CreateAsync();

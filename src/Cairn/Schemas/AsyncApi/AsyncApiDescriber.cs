@@ -111,7 +111,8 @@ public sealed class AsyncApiDescriber(IServiceProvider services)
             {
                 StartTypes = [.. model.Starts.Keys],
                 Steps = steps,
-                UsesTimers = model.Steps.Values.Any(s => s.Delay is not null || s.Timeout is not null || s.MaxAttempts > 1 || s.CompensationConfirmation is not null),
+                // A retry is the command sent again for later, to the service: only a wait, a timeout and a confirmation arm timers.
+                UsesTimers = model.Steps.Values.Any(s => s.Delay is not null || s.Timeout is not null || s.CompensationConfirmation is not null),
             });
         }
 

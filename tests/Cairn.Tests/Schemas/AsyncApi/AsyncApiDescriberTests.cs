@@ -5,6 +5,7 @@ using Cairn.EventStore;
 using Cairn.Messaging.Consumers;
 using Cairn.Schemas;
 using Cairn.Serialization;
+using Cairn.Workflows;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -98,6 +99,41 @@ public sealed class AsyncApiDescriberTests
             Assert.Contains("#/channels/queue.workflow-checkout/messages/checkout.requested.unversioned", received);
             Assert.Contains("#/channels/queue.workflow-checkout/messages/payments.charged.unversioned", received);
             Assert.Contains("#/channels/queue.workflow-checkout/messages/cairn.workflow.timer.unversioned", received);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    /// <summary>Retries a step's command after a backoff (a delayed send to the service), with no wait or timeout.</summary>
+    private sealed class RetryingShipment : Workflow<CheckoutState>
+    {
+        public RetryingShipment()
+            : base("retrying") =>
+            Step("ship").Send("shipping", s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete()
+                .Retry(3, TimeSpan.FromSeconds(5)).NoCompensation("the only step");
+    }
+
+    [Fact]
+    public async Task a_workflow_whose_steps_only_retry_lists_no_timers()
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o =>
+            {
+                o.UseInMemory();
+                CheckoutWorkflow.Register(o.EventTypes);
+            })
+            .AddWorkflow(new RetryingShipment());
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var document = host.Services.GetRequiredService<AsyncApiDescriber>().Generate(AsyncApiGeneratorTests.OrderSchemas());
+
+            Assert.Equal(["workflow.retrying.receive", "workflow.retrying.ship.send"], Keys(document["operations"]));
+            Assert.DoesNotContain("#/channels/queue.workflow-retrying/messages/cairn.workflow.timer.unversioned", Refs(document["operations"]!["workflow.retrying.receive"]!["messages"]));
+            Assert.True(AsyncApiSpec.Errors(document).Length == 0);
         }
         finally
         {
