@@ -37,6 +37,8 @@ public static class SchemaCheck
             chains = UpcasterChains.Empty;
         }
 
+        problems.AddRange(options.UnusedDocuments(types));
+
         foreach (var (name, clrType) in types.Registrations.Where(r => !EventTypeNames.IsCairnOwn(r.Key)).OrderBy(r => r.Key, StringComparer.Ordinal))
         {
             var version = types.GetVersion(name);

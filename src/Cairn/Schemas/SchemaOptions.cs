@@ -124,6 +124,18 @@ public sealed class SchemaOptions
     /// <summary>Every type with a validation mode set.</summary>
     internal IEnumerable<string> TypesWithValidation => _validation.Keys;
 
+    /// <summary>
+    /// Why each document supplied for a version no registered class is at would never be used (a version number left
+    /// behind when the class moved on, a type with no class here), in order: a host's start and the build's check
+    /// refuse them rather than go on without the schema meant.
+    /// </summary>
+    internal IEnumerable<string> UnusedDocuments(Serialization.EventTypeRegistry types) =>
+        _documents.Keys
+            .Where(d => !types.TryGetType(d.Type, out _) || types.GetVersion(d.Type) != d.Version)
+            .OrderBy(d => d.Type, StringComparer.Ordinal).ThenBy(d => d.Version)
+            .Select(d => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"A schema document is supplied for '{d.Type}' version {d.Version}, but {(types.TryGetType(d.Type, out _) ? $"its class is at version {types.GetVersion(d.Type)}" : "no class is registered for the type")}: it would never be used. Supply it for the version the class is at."));
+
     private static void ValidateName(string eventType)
     {
         if (EventTypeNames.Validate(eventType) is { } fault)

@@ -110,6 +110,28 @@ public sealed class SchemaRegistryLifeTests
     }
 
     [Fact]
+    public async Task a_document_supplied_for_a_version_no_class_is_at_stops_the_start_and_fails_the_check()
+    {
+        var refused = await Assert.ThrowsAsync<SchemaRegistrationException>(() => SchemaHosts.StartAsync(new InMemorySchemaStore(), o =>
+        {
+            o.EventTypes.Register<ItemV2>("life.item", 2);
+            o.Schemas.Document("life.item", 1, """{"type": "object"}""");
+            o.Schemas.Document("life.ghost", 1, """{"type": "object"}""");
+        }));
+
+        Assert.Equal(
+            [
+                "A schema document is supplied for 'life.ghost' version 1, but no class is registered for the type: it would never be used. Supply it for the version the class is at.",
+                "A schema document is supplied for 'life.item' version 1, but its class is at version 2: it would never be used. Supply it for the version the class is at.",
+            ],
+            refused.Problems);
+
+        var options = new SchemaOptions().Document("life.item", 1, """{"type": "object"}""");
+        var report = SchemaCheck.Run(new EventTypeRegistry().Register<ItemV2>("life.item", 2), options, new JsonSerializerOptions(JsonSerializerDefaults.Web), new SchemaSnapshot([]));
+        Assert.Contains(refused.Problems[1], report.Problems);
+    }
+
+    [Fact]
     public void an_invalid_document_in_the_snapshot_is_blamed_on_its_own_version_not_on_the_class()
     {
         var types = new EventTypeRegistry().Register<ItemV2>("life.item", 2);
