@@ -42,7 +42,10 @@ public sealed record SubscriptionOptions
     /// <summary>The longest delay between resumptions.</summary>
     public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>After this many failures in a row it stays stopped (status <see cref="SubscriptionState.Stopped"/>); null to retry forever.</summary>
+    /// <summary>
+    /// How many times it resumes after a failure before it stays stopped (status <see cref="SubscriptionState.Stopped"/>):
+    /// it stops at the failure after these, <c>MaxRetries + 1</c> in a row; null to retry forever.
+    /// </summary>
     public int? MaxRetries { get; init; }
 
     /// <summary>The longest <see cref="CheckpointInterval"/> and <see cref="MaxRetryDelay"/>: 30 days.</summary>
