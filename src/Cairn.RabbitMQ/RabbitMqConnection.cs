@@ -327,14 +327,21 @@ internal sealed class RabbitMqConnection(RabbitMqOptions options) : IAsyncDispos
     /// of waiting out the alarm (a stopping relay would wait with them); the next publish opens a new connection. The
     /// aborted connection and its channel are disposed in the background: disposing them waits for the alarm too.
     /// </summary>
-    public async Task AbortBlockedPublishingAsync()
+    public Task AbortBlockedPublishingAsync() => AbortPublishingAsync(onlyWhileBlocked: true);
+
+    /// <summary>
+    /// Aborts the publishing connection whatever holds its confirms back (a quorum queue without its majority takes
+    /// publishes and never confirms them): every publish awaiting its confirm fails, and the next publish opens a new
+    /// connection. As <see cref="AbortBlockedPublishingAsync"/>, which does it only while RabbitMQ blocks publishing.
+    /// </summary>
+    public async Task AbortPublishingAsync(bool onlyWhileBlocked = false)
     {
         IChannel? publisher;
         IConnection? publishing;
         await _gate.WaitAsync().ConfigureAwait(false);
         try
         {
-            if (_disposed || _publishing is null || PublishingBlocked is null)
+            if (_disposed || _publishing is null || (onlyWhileBlocked && PublishingBlocked is null))
             {
                 return;
             }

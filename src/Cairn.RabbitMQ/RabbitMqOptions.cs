@@ -73,6 +73,14 @@ public sealed record RabbitMqOptions
     /// </summary>
     public TimeSpan RelayLease { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// How long the relay waits for RabbitMQ to confirm a batch's publishes while publishing is not blocked by a resource
+    /// alarm (1 s – 1 hour); 30 s by default. Past it (a quorum queue that lost its majority takes publishes and never
+    /// confirms them), the publishing connection is aborted, the unconfirmed messages go back to the outbox, and they
+    /// are published again after a pause; so is every other queue's batch awaiting its confirms then, at least once.
+    /// </summary>
+    public TimeSpan ConfirmTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How often the relay looks for outbox queues that another process declared; 5 s by default.</summary>
     public TimeSpan RelayRescanInterval { get; init; } = TimeSpan.FromSeconds(5);
 
@@ -115,6 +123,7 @@ public sealed record RabbitMqOptions
         Check(MaxReconnectDelay <= TimeSpan.FromHours(1), nameof(MaxReconnectDelay), $"is {MaxReconnectDelay}; it must be at most 1 hour");
         Check(ReconnectDelay >= TimeSpan.FromMilliseconds(1) && ReconnectDelay <= MaxReconnectDelay, nameof(ReconnectDelay), $"is {ReconnectDelay}; it must be at least 1 ms and at most MaxReconnectDelay ({MaxReconnectDelay})");
         Check(RelayLease >= TimeSpan.FromSeconds(1) && RelayLease <= TimeSpan.FromHours(1), nameof(RelayLease), $"is {RelayLease}; it must be between 1 s and 1 hour");
+        Check(ConfirmTimeout >= TimeSpan.FromSeconds(1) && ConfirmTimeout <= TimeSpan.FromHours(1), nameof(ConfirmTimeout), $"is {ConfirmTimeout}; it must be between 1 s and 1 hour");
         Check(MaxMessageSize >= 1024, nameof(MaxMessageSize), $"is {MaxMessageSize}; it must be at least 1 KiB (RabbitMQ's max_message_size)");
     }
 

@@ -84,15 +84,21 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         CairnDiagnostics.UntrackOutboxes(this);
         await _stopping.CancelAsync().ConfigureAwait(false);
         var all = Task.WhenAll(_loops.Values.Select(l => l.Task).Append(_scanner ?? Task.CompletedTask));
+        var stoppingSince = Stopwatch.GetTimestamp();
         try
         {
             while (!all.IsCompleted)
             {
                 // The loops finish the batches in flight; while RabbitMQ blocks publishing their confirms would not
-                // come before the alarm clears: the connection is aborted, the publishes fail and go back to the outbox.
+                // come before the alarm clears, and confirms held back otherwise (a quorum queue without its majority)
+                // may not come at all: the connection is aborted, the publishes fail and go back to the outbox.
                 if (_broker.Connection.PublishingBlocked is not null)
                 {
                     await _broker.Connection.AbortBlockedPublishingAsync().ConfigureAwait(false);
+                }
+                else if (Stopwatch.GetElapsedTime(stoppingSince) > StopGrace)
+                {
+                    await _broker.Connection.AbortPublishingAsync().ConfigureAwait(false);
                 }
 
                 await Task.WhenAny(all, Task.Delay(TimeSpan.FromMilliseconds(250), cancellationToken)).ConfigureAwait(false);
@@ -112,6 +118,9 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             await _broker.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    /// <summary>How long a stop waits for the confirms of the batches in flight before it aborts the publishing connection.</summary>
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
 
     /// <inheritdoc />
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None).ConfigureAwait(false);
@@ -161,6 +170,12 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                 if (stats.OldestAge is { } age && age > options.MaxOutboxAge)
                 {
                     degraded.Add($"the outbox of queue '{queue}' has held its oldest message {HealthChecking.Seconds(age)}, over {HealthChecking.Seconds(options.MaxOutboxAge)}");
+                }
+
+                // What RabbitMQ cannot take is dead-lettered in the outbox and never delivered: only an operator can act.
+                if (stats.DeadLettered > 0)
+                {
+                    degraded.Add($"the outbox of queue '{queue}' holds {stats.DeadLettered} message(s) dead-lettered there, which RabbitMQ cannot take (too large, or headers past its frame) and are never delivered: list them in the backend's queue '{RabbitMqMessageBroker.OutboxOf(queue)}'");
                 }
             }
         }
@@ -430,7 +445,9 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         else
         {
             using var settled = new CancellationTokenSource();
-            var keeping = KeepLeasesAsync(deliveries, Task.WhenAll(publishes!).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default), settled.Token);
+            var all = Task.WhenAll(publishes!).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            var keeping = KeepLeasesAsync(deliveries, all, settled.Token);
+            await AwaitConfirmsAsync(queue, all).ConfigureAwait(false);
             for (var i = 0; i < deliveries.Count; i++)
             {
                 try
@@ -498,6 +515,26 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     }
 
     /// <summary>
+    /// Waits for a batch's confirms, and past <see cref="RabbitMqOptions.ConfirmTimeout"/> (while RabbitMQ does not block
+    /// publishing, when waiting is right) aborts the publishing connection, which fails them: they go back to the
+    /// outbox rather than hold the loop, its leases and the window for ever.
+    /// </summary>
+    private async Task AwaitConfirmsAsync(QueueName queue, Task confirms)
+    {
+        var timeout = _broker.Options.ConfirmTimeout;
+        while (await Task.WhenAny(confirms, Task.Delay(timeout)).ConfigureAwait(false) != confirms)
+        {
+            if (_broker.Connection.PublishingBlocked is null)
+            {
+                _broker.Logger.LogWarning("RabbitMQ did not confirm the publishes to {Queue} within {Timeout}; the publishing connection is aborted and the messages stay in the outbox.", queue, timeout);
+                await _broker.Connection.AbortPublishingAsync().ConfigureAwait(false);
+                await confirms.ConfigureAwait(false);
+                return;
+            }
+        }
+    }
+
+    /// <summary>
     /// One outbox queue's loop. It keeps several batches in flight: while the confirms of the batches it published are
     /// outstanding, it takes and publishes the next, as long as the relay's <see cref="PublishWindow"/> has room; each batch
     /// is settled in the outbox on its own as soon as its confirms are in. After a batch with a failure it lets the
@@ -514,6 +551,9 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
         /// <summary>A batch of this loop settled whole: the pauses start again from the shortest.</summary>
         private volatile bool _succeeded;
+
+        /// <summary>How many of the window's publishes this loop's batches in flight hold.</summary>
+        private int _holding;
 
         public Loop(RabbitMqOutboxRelay relay, QueueName queue, CancellationToken cancellationToken)
         {
@@ -595,8 +635,11 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
             // A batch is taken once a quarter of the window is free, so the next batch is read from the outbox while
             // the confirms of most of the window are still outstanding; it is as large as the room allows.
+            // With other queues to relay, one loop holds at most three quarters of the window: a queue whose confirms
+            // are slow or never come (until ConfirmTimeout) leaves the others room.
             var wanted = Math.Min(batchSize, window.Size);
-            var room = window.Room(out var freed);
+            var share = _relay._loops.Count > 1 ? Math.Max(1, window.Size * 3 / 4) : window.Size;
+            var room = Math.Min(window.Room(out var freed), Math.Max(0, share - Volatile.Read(ref _holding)));
             if (room < Math.Min(wanted, Math.Max(1, window.Size / 4)))
             {
                 // A batch of any loop settling makes room; one of this loop's settling may also bring a failure.
@@ -623,6 +666,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
             }
 
             window.Take(deliveries.Count);
+            Interlocked.Add(ref _holding, deliveries.Count);
             var publishedAt = Stopwatch.GetTimestamp();
             Task[]? publishes = null;
             Exception? failure = null;
@@ -659,6 +703,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                     _succeeded = true;
                 }
 
+                Interlocked.Add(ref _holding, -deliveries.Count);
                 window.Free(deliveries.Count);
             }
         }

@@ -122,6 +122,7 @@ public static class CairnDiagnostics
         yield return new(stats.Visible, queue, new("state", "due"));
         yield return new(stats.Leased, queue, new("state", "in_flight"));
         yield return new(stats.Delayed, queue, new("state", "delayed"));
+        yield return new(stats.DeadLettered, queue, new("state", "dead_lettered"));
     }
 
     /// <summary>
