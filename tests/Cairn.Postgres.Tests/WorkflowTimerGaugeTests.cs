@@ -1,3 +1,4 @@
+using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.Messaging;
 using Cairn.Serialization;
@@ -36,22 +37,56 @@ public sealed class WorkflowTimerGaugeTests : IAsyncLifetime
 
     public Task DisposeAsync() => PostgresServer.DropSchemaAsync(_schema);
 
-    private IHost Host(GaugedWorkflow workflow)
+    private IHost Host(GaugedWorkflow workflow, string? schema = null, bool withWorker = true)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
-        builder.Services.AddCairn(o =>
+        var cairn = builder.Services.AddCairn(o =>
         {
-            o.UsePostgres(PostgresServer.ConnectionString, p => p with { Schema = _schema });
+            o.UsePostgres(PostgresServer.ConnectionString, p => p with { Schema = schema ?? _schema });
             GaugedWorkflow.Register(o.EventTypes);
         })
         .AddWorkflow(workflow)
-        .AddQueue(GaugedWorkflow.Work)
-        .AddConsumer(GaugedWorkflow.Work, (context, _) =>
+        .AddQueue(GaugedWorkflow.Work);
+        if (withWorker)
         {
-            context.Reply(new GaugedDone(context.Read<GaugedWork>().Id));
-            return ValueTask.CompletedTask;
-        });
+            cairn.AddConsumer(GaugedWorkflow.Work, (context, _) =>
+            {
+                context.Reply(new GaugedDone(context.Read<GaugedWork>().Id));
+                return ValueTask.CompletedTask;
+            });
+        }
+
         return builder.Build();
+    }
+
+    // Two hosts of one workflow in one process on two schemas (two tenants) add their timers up; a third host on the
+    // first tenant's schema counts the same queue as the first, once.
+    [Fact]
+    public async Task hosts_of_one_workflow_on_two_schemas_add_their_pending_timers_and_hosts_on_one_schema_count_them_once()
+    {
+        var otherSchema = PostgresServer.NewSchema();
+        using var first = Host(new GaugedWorkflow(TimeSpan.FromHours(1)), withWorker: false);
+        using var second = Host(new GaugedWorkflow(TimeSpan.FromHours(1)), otherSchema, withWorker: false);
+        using var third = Host(new GaugedWorkflow(TimeSpan.FromHours(1)), withWorker: false);
+        try
+        {
+            await first.StartAsync();
+            await second.StartAsync();
+            await third.StartAsync();
+            await first.Services.GetRequiredService<WorkflowClient>().StartAsync("gauged", "a-1", new GaugedState("a-1"));
+            await second.Services.GetRequiredService<WorkflowClient>().StartAsync("gauged", "b-1", new GaugedState("b-1"));
+            await second.Services.GetRequiredService<WorkflowClient>().StartAsync("gauged", "b-2", new GaugedState("b-2"));
+
+            // Each host reads its queue every 5 s: one timer in the first schema, two in the other.
+            await Wait.UntilAsync(() => PendingTimers() == 3, "the gauge reports the timers of both schemas, each once");
+        }
+        finally
+        {
+            await third.StopAsync();
+            await second.StopAsync();
+            await first.StopAsync();
+            await PostgresServer.DropSchemaAsync(otherSchema);
+        }
     }
 
     // Once a host is disposed, also without a stop, `cairn.workflow.timers.pending` no longer reports its workflow, and
@@ -94,9 +129,14 @@ public sealed class WorkflowTimerGaugeTests : IAsyncLifetime
         Assert.DoesNotContain("gauged", ObserveTimerGauge());
     }
 
-    private static List<string> ObserveTimerGauge()
+    /// <summary>What the gauge reports for the workflow 'gauged'.</summary>
+    private static long PendingTimers() => Measurements().Where(m => m.Workflow == "gauged").Sum(m => m.Value);
+
+    private static List<string> ObserveTimerGauge() => [.. Measurements().Select(m => m.Workflow)];
+
+    private static List<(string Workflow, long Value)> Measurements()
     {
-        var workflows = new List<string>();
+        var measured = new List<(string, long)>();
         using var listener = new System.Diagnostics.Metrics.MeterListener();
         listener.InstrumentPublished = (instrument, l) =>
         {
@@ -105,18 +145,18 @@ public sealed class WorkflowTimerGaugeTests : IAsyncLifetime
                 l.EnableMeasurementEvents(instrument);
             }
         };
-        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
         {
             foreach (var tag in tags)
             {
                 if (tag.Key == "workflow" && tag.Value is string w)
                 {
-                    workflows.Add(w);
+                    measured.Add((w, value));
                 }
             }
         });
         listener.Start();
         listener.RecordObservableInstruments();
-        return workflows;
+        return measured;
     }
 }

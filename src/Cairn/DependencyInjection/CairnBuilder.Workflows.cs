@@ -92,7 +92,10 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
         await _consumer.StartAsync(cancellationToken).ConfigureAwait(false);
         _stopping = new CancellationTokenSource();
         _pendingTimers = () => Interlocked.Read(ref _timersPending);
-        WorkflowMetrics.TrackTimers(model.Name, _pendingTimers);
+        // A backend without settings (in memory) stores for this host alone.
+        var cairn = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<CairnOptions>>().Value;
+        var storage = cairn.BackendSettings is { } settings ? $"{cairn.BackendName}:{settings}" : $"{cairn.BackendName}:{Guid.NewGuid()}";
+        WorkflowMetrics.TrackTimers(model.Name, storage, _pendingTimers);
         _refreshing = RefreshTimersAsync(model.Queue, _stopping.Token);
     }
 

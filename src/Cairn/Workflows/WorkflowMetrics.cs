@@ -20,7 +20,8 @@ public static class WorkflowMetrics
     private static readonly Counter<long> Suspended = Meter.CreateCounter<long>("cairn.workflow.suspended", "{instance}", "Times a workflow instance stopped for an operator.");
     private static readonly Counter<long> Retries = Meter.CreateCounter<long>("cairn.workflow.step.retries", "{attempt}", "Step and compensation attempts after the first.");
     private static readonly Histogram<double> StepDuration = Meter.CreateHistogram<double>("cairn.workflow.step.duration", "s", "Time from a step's first attempt to its completion.");
-    private static readonly Dictionary<string, List<Func<long>>> TimerSources = [];
+    /// <summary>By workflow, each host's count of its pending timers, with the storage its queue is in.</summary>
+    private static readonly Dictionary<string, List<(string Storage, Func<long> Pending)>> TimerSources = [];
     private static readonly Lock TimerGate = new();
 
     static WorkflowMetrics() =>
@@ -66,8 +67,12 @@ public static class WorkflowMetrics
         }
     }
 
-    /// <summary>Adds a workflow whose pending timers the gauge reports.</summary>
-    internal static void TrackTimers(string workflow, Func<long> pending)
+    /// <summary>
+    /// Adds a host of a workflow whose pending timers the gauge reports: hosts whose queue is in the same
+    /// <paramref name="storage"/> (one database and schema, one file) count the same timers, and hosts on other
+    /// storage (a tenant's schema) add theirs.
+    /// </summary>
+    internal static void TrackTimers(string workflow, string storage, Func<long> pending)
     {
         lock (TimerGate)
         {
@@ -76,7 +81,7 @@ public static class WorkflowMetrics
                 TimerSources[workflow] = sources = [];
             }
 
-            sources.Add(pending);
+            sources.Add((storage, pending));
         }
     }
 
@@ -88,7 +93,7 @@ public static class WorkflowMetrics
     {
         lock (TimerGate)
         {
-            if (TimerSources.TryGetValue(workflow, out var sources) && sources.Remove(pending) && sources.Count == 0)
+            if (TimerSources.TryGetValue(workflow, out var sources) && sources.RemoveAll(s => s.Pending == pending) > 0 && sources.Count == 0)
             {
                 TimerSources.Remove(workflow);
             }
@@ -108,8 +113,10 @@ public static class WorkflowMetrics
     {
         lock (TimerGate)
         {
-            // Hosts of one workflow count the same queue: the one tracked last speaks for it.
-            return [.. TimerSources.Select(s => new Measurement<long>(s.Value[^1](), new KeyValuePair<string, object?>("workflow", s.Key)))];
+            // Hosts of one workflow on one storage count the same queue: the one tracked last speaks for it.
+            return [.. TimerSources.Select(s => new Measurement<long>(
+                s.Value.GroupBy(source => source.Storage, StringComparer.Ordinal).Sum(g => g.Last().Pending()),
+                new KeyValuePair<string, object?>("workflow", s.Key)))];
         }
     }
 }
