@@ -41,7 +41,16 @@ public sealed class SchemaRegistry
                 return new SchemaRegistration(same, Added: false);
             }
 
-            outcome.ThrowIfRefused();
+            try
+            {
+                outcome.ThrowIfRefused();
+            }
+            catch (SchemaVersionConflictException) when (attempt < 3)
+            {
+                // The versions read may be stale: another process may have added the one this version follows since.
+                continue;
+            }
+
             var added = new RegisteredSchema(eventType, version, (JsonObject)schema.DeepClone()) { FirstOfType = existing.Count == 0 };
             try
             {

@@ -132,6 +132,43 @@ public sealed class SchemaRegistryLifeTests
     }
 
     [Fact]
+    public async Task a_version_checked_against_versions_read_before_another_host_added_its_predecessor_is_checked_again_and_registered()
+    {
+        static System.Text.Json.Nodes.JsonObject Closed(string properties) =>
+            System.Text.Json.Nodes.JsonNode.Parse("""{"type": "object", "additionalProperties": false, "properties": """ + properties + "}")!.AsObject();
+
+        var store = new InMemorySchemaStore();
+        var registry = new SchemaRegistry(store);
+        await registry.RegisterAsync("life.item", 1, Closed("""{"id": {"type": "string"}}"""), CompatibilityMode.Backward);
+        var first = await store.GetVersionsAsync("life.item");
+        await registry.RegisterAsync("life.item", 2, Closed("""{"id": {"type": "string"}, "note": {"type": "string"}}"""), CompatibilityMode.Backward);
+
+        // This host read the versions before the other host's version 2 was added.
+        var registration = await new SchemaRegistry(new StaleOnce(store, first)).RegisterAsync(
+            "life.item", 3, Closed("""{"id": {"type": "string"}, "note": {"type": "string"}, "size": {"type": "integer"}}"""), CompatibilityMode.Backward);
+
+        Assert.True(registration.Added);
+        Assert.Equal([1, 2, 3], (await store.GetVersionsAsync("life.item")).Select(v => v.Version));
+    }
+
+    /// <summary>A registry whose first read of versions is one taken before another host's registration.</summary>
+    private sealed class StaleOnce(ISchemaStore inner, IReadOnlyList<RegisteredSchema> stale) : ISchemaStore
+    {
+        private int _reads;
+
+        public Task<IReadOnlyList<RegisteredSchema>> GetVersionsAsync(string eventType, CancellationToken cancellationToken = default) =>
+            Interlocked.Increment(ref _reads) == 1 ? Task.FromResult(stale) : inner.GetVersionsAsync(eventType, cancellationToken);
+
+        public Task<IReadOnlyList<string>> GetEventTypesAsync(CancellationToken cancellationToken = default) => inner.GetEventTypesAsync(cancellationToken);
+
+        public Task AddVersionAsync(RegisteredSchema schema, CancellationToken cancellationToken = default) => inner.AddVersionAsync(schema, cancellationToken);
+
+        public Task<CompatibilityMode?> GetCompatibilityAsync(string eventType, CancellationToken cancellationToken = default) => inner.GetCompatibilityAsync(eventType, cancellationToken);
+
+        public Task SetCompatibilityAsync(string eventType, CompatibilityMode mode, CancellationToken cancellationToken = default) => inner.SetCompatibilityAsync(eventType, mode, cancellationToken);
+    }
+
+    [Fact]
     public void an_invalid_document_in_the_snapshot_is_blamed_on_its_own_version_not_on_the_class()
     {
         var types = new EventTypeRegistry().Register<ItemV2>("life.item", 2);
