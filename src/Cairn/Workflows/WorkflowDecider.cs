@@ -464,7 +464,8 @@ internal sealed class WorkflowDecider
     {
         if (e is StepCompleted completed)
         {
-            _stepDurations.Add((completed.Step, (_now - Instance.StepStartedAt).TotalSeconds));
+            // The step's start is its event's stored time, which another host's clock, ahead of this one's, may have set.
+            _stepDurations.Add((completed.Step, Math.Max(0, (_now - Instance.StepStartedAt).TotalSeconds)));
         }
 
         if (e is WorkflowSuspended && Instance.Status != WorkflowStatus.Suspended)

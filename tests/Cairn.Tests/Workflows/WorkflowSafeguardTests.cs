@@ -251,6 +251,25 @@ public sealed class WorkflowSafeguardTests
         Assert.Equal("Workflow 'seat_nullstate': the rule of step 'hold' for reply berths.held gave no state.", refused.Message);
     }
 
+    // A step started by a host whose clock is ahead (its event's time) and completed by one whose clock is behind
+    // lasted no negative time.
+    [Fact]
+    public void a_step_completed_by_a_host_whose_clock_is_behind_the_starting_hosts_lasts_no_negative_time()
+    {
+        var workflow = new Defined<BerthState>("seat_skew", w =>
+            w.Add("hold").Send(Work, s => new BerthHold(s.Id)).On<BerthHeld>().Complete().NoCompensation("the only step")).Build();
+        var serializer = Serializer();
+        var model = ((IWorkflowDefinition)workflow).Compile(serializer);
+        var ahead = new DateTimeOffset(2026, 1, 1, 0, 0, 5, TimeSpan.Zero);
+        var start = new WorkflowDecider(model, serializer, new WorkflowInstance(), "o-1", ahead);
+        start.Start(new BerthState("o-1"), null);
+
+        var reply = new WorkflowDecider(model, serializer, start.Instance, "o-1", ahead.AddSeconds(-3));
+        reply.Reply("berths.held", "reply-1", new BerthHeld("o-1"));
+
+        Assert.Equal([("hold", 0d)], reply.StepDurations);
+    }
+
     // A history deleted reads as no instance (GetAsync null, CancelAsync WorkflowInstanceNotFoundException); the
     // summaries do not see the deletion, so the stuck list looks each instance up and leaves it out.
     [Fact]
