@@ -119,11 +119,15 @@ public sealed class AsyncApiDescriber(IServiceProvider services)
         return workflows;
     }
 
-    /// <summary>The types the service names: its registered ones, and those its routes, consumers and workflows name.</summary>
+    /// <summary>
+    /// The types the service names: its registered ones, and those its routes, subscriptions' rules (a type an open
+    /// topic may carry into a queue), consumers and workflows name.
+    /// </summary>
     private static SortedSet<string> NamedTypes(AsyncApiInput input)
     {
         var types = new SortedSet<string>(input.EventTypes, StringComparer.Ordinal);
         types.UnionWith(input.Routes.SelectMany(r => r.Filter.EventTypes ?? []));
+        types.UnionWith(input.Subscriptions.SelectMany(s => AsyncApiTypeRules.Of(s.Rule).Named).Where(n => EventTypeNames.Validate(n) is null));
         types.UnionWith(input.Consumers.SelectMany(c => c.MessageTypes ?? []));
         foreach (var workflow in input.Workflows)
         {

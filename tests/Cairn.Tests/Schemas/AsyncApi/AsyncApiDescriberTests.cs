@@ -106,6 +106,41 @@ public sealed class AsyncApiDescriberTests
         }
     }
 
+    [Fact]
+    public async Task the_registry_is_asked_for_a_type_only_a_subscriptions_rule_names_on_an_open_topic()
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Services.AddCairn(o =>
+            {
+                o.UseInMemory();
+                o.EventTypes.Register<OrderPlaced>();
+            })
+            .AddTopic("orders")
+            .AddEventRoute("orders-out", EventFilter.ForCategory("order"), "orders")
+            .AddQueue("shipped")
+            .AddTopicSubscription("orders", "shipped", "shipped", """{"type": ["order.shipped"]}""");
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var asked = new List<string>();
+            var shipped = new RegisteredSchema("order.shipped", 1, (JsonObject)JsonNode.Parse("""{"type": "object"}""")!);
+            var document = host.Services.GetRequiredService<AsyncApiDescriber>().Generate(type =>
+            {
+                asked.Add(type);
+                return type == "order.shipped" ? shipped : null;
+            });
+
+            Assert.Contains("order.shipped", asked);
+            Assert.Equal(["order.shipped.v1"], Keys(document["channels"]!["queue.shipped"]!["messages"]));
+            Assert.True(AsyncApiSpec.Errors(document).Length == 0);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
     /// <summary>Retries a step's command after a backoff (a delayed send to the service), with no wait or timeout.</summary>
     private sealed class RetryingShipment : Workflow<CheckoutState>
     {
