@@ -1,7 +1,9 @@
 using System.Text;
 using Cairn.Conformance.Support;
+using Cairn.Diagnostics;
 using Cairn.Envelopes;
 using Cairn.Messaging;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using RabbitMQ.Client;
 
 namespace Cairn.RabbitMQ.Tests;
@@ -126,7 +128,8 @@ public sealed class PublishingEdgeTests
     /// A FIFO queue (kept in the backend) takes messages no queue in RabbitMQ could: headers past AMQP's content-header
     /// frame, or data past RabbitMQ's limit. Redriven from its dead letters to a queue in RabbitMQ, such a message lands
     /// in that queue's outbox. Published, it made RabbitMQ close the publishing connection (or channel), failing
-    /// everything in flight, and was returned and tried again for ever; now the relay dead-letters it in the outbox.
+    /// everything in flight, and was returned and tried again for ever; now the relay dead-letters it in the outbox,
+    /// where the health check (degraded, naming the outbox) and the relay's backlog gauge (dead-lettered) show it.
     /// </summary>
     [Theory]
     [InlineData("headers")]
@@ -138,6 +141,7 @@ public sealed class PublishingEdgeTests
         var target = new QueueName(RabbitMqServer.NewName("target"));
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(ledger) { Fifo = true, MaxMessageSize = 4 * 1024 * 1024 }, default);
         await sut.Broker.DeclareQueueAsync(new QueueDefinition(target), default);
+        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
         await sut.Broker.SendAsync(target, Numbered(0));
         Assert.Single(await sut.Broker.ReceiveAsync(target, Waiting, default).Bounded());
         var publishing = Assert.IsAssignableFrom<IConnection>(sut.Broker.Connection.OpenedPublishing);
@@ -165,6 +169,12 @@ public sealed class PublishingEdgeTests
         var letter = Assert.Single(await sut.Broker.Backend.ListDeadLettersAsync(outbox, 0, 10, default));
         Assert.Equal(big.Id, letter.Message.Id);
         Assert.StartsWith("RabbitMQ cannot take it: ", letter.Reason, StringComparison.Ordinal);
+
+        var health = await sut.Relay.CheckHealthAsync(new CairnHealthOptions(), default);
+        Assert.Equal(HealthStatus.Degraded, health.Status);
+        Assert.Contains($"the outbox of queue '{target}' holds 1 message(s) dead-lettered there", health.Description, StringComparison.Ordinal);
+        telemetry.ReadGauges();
+        Assert.Equal(1, telemetry.Last($"cairn.messaging.relay.backlog|queue={target}|state=dead_lettered"));
 
         // The relay goes on: the next message arrives, on the same publishing connection, and the dead letter stays put.
         await sut.Broker.SendAsync(target, Numbered(2));

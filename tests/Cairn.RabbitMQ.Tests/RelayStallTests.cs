@@ -1,15 +1,13 @@
 using System.Text;
 using Cairn.Conformance.Support;
-using Cairn.Diagnostics;
 using Cairn.Messaging;
-using Microsoft.Extensions.Diagnostics.HealthChecks;
 
 namespace Cairn.RabbitMQ.Tests;
 
 /// <summary>
 /// The relay when RabbitMQ takes publishes and never confirms them (a quorum queue without its majority): the other
-/// queues go on, the unconfirmed messages go back to the outbox after <see cref="RabbitMqOptions.ConfirmTimeout"/>, a
-/// stop ends; and a message RabbitMQ cannot take, dead-lettered in its outbox, shows in the health check and gauges.
+/// queues go on, the unconfirmed messages go back to the outbox after <see cref="RabbitMqOptions.ConfirmTimeout"/>, and
+/// a stop ends.
 /// </summary>
 public sealed class RelayStallTests
 {
@@ -160,35 +158,5 @@ public sealed class RelayStallTests
         {
             await SuspendQueueAsync(rabbit, sut.Broker.AmqpName(queue), suspend: false);
         }
-    }
-
-    /// <summary>
-    /// A message the relay dead-letters in an outbox because RabbitMQ cannot take it is never delivered: the health
-    /// check is degraded naming the outbox, and the relay's backlog gauge counts it as dead-lettered.
-    /// </summary>
-    [Fact]
-    public async Task a_message_dead_lettered_in_its_outbox_shows_in_the_health_check_and_the_backlog_gauge()
-    {
-        await using var sut = await TransportUnderTest.StartAsync(configure: o => o with { MaxMessageSize = 1024 * 1024 });
-        var ledger = new QueueName(RabbitMqServer.NewName("ledger"));
-        var target = new QueueName(RabbitMqServer.NewName("target"));
-        await sut.Broker.DeclareQueueAsync(new QueueDefinition(ledger) { Fifo = true, MaxMessageSize = 4 * 1024 * 1024 }, default);
-        await sut.Broker.DeclareQueueAsync(new QueueDefinition(target), default);
-        using var telemetry = new TelemetryRecorder(name => name == CairnDiagnostics.MessagingName);
-
-        var big = new OutgoingMessage("test.blob", new byte[2 * 1024 * 1024]) { ContentType = "application/octet-stream", GroupKey = "g" };
-        await sut.Broker.SendAsync(ledger, big);
-        var kept = Assert.Single(await sut.Broker.ReceiveAsync(ledger, Waiting, default).Bounded());
-        await sut.Broker.DeadLetterAsync(kept.Lease, "parked", null, default);
-        Assert.Equal(1, await sut.Broker.RedriveAsync(ledger, new RedriveRequest { Target = target }, default));
-        var outbox = RabbitMqMessageBroker.OutboxOf(target);
-        await Wait.UntilAsync(async () => (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered == 1, "the relay dead-letters it in the outbox");
-
-        var health = await sut.Relay.CheckHealthAsync(new CairnHealthOptions(), default);
-        telemetry.ReadGauges();
-
-        Assert.Equal(HealthStatus.Degraded, health.Status);
-        Assert.Contains($"the outbox of queue '{target}' holds 1 message(s) dead-lettered there", health.Description, StringComparison.Ordinal);
-        Assert.Equal(1, telemetry.Last($"cairn.messaging.relay.backlog|queue={target}|state=dead_lettered"));
     }
 }
