@@ -522,9 +522,19 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     private async Task AwaitConfirmsAsync(QueueName queue, Task confirms)
     {
         var timeout = _broker.Options.ConfirmTimeout;
-        while (await Task.WhenAny(confirms, Task.Delay(timeout)).ConfigureAwait(false) != confirms)
+        while (true)
         {
-            if (_broker.Connection.PublishingBlocked is null)
+            try
+            {
+                // WaitAsync drops its timer once the confirms are in: a batch leaves no timer behind for the timeout.
+                await confirms.WaitAsync(timeout).ConfigureAwait(false);
+                return;
+            }
+            catch (TimeoutException) when (_broker.Connection.PublishingBlocked is not null)
+            {
+                // A resource alarm: the confirms come when it clears.
+            }
+            catch (TimeoutException)
             {
                 _broker.Logger.LogWarning("RabbitMQ did not confirm the publishes to {Queue} within {Timeout}; the publishing connection is aborted and the messages stay in the outbox.", queue, timeout);
                 await _broker.Connection.AbortPublishingAsync().ConfigureAwait(false);
