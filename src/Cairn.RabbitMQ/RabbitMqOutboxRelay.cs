@@ -63,6 +63,16 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     /// <summary>Starts a loop for every outbox queue in the backend, and for each queue declared from now on.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        // A loop made while the last stop ran (a commit's or a declaration's handler that was already running) ended at
+        // once: taken over, it would keep its queue from being relayed.
+        foreach (var (queue, loop) in _loops)
+        {
+            if (loop.Task.IsCompleted)
+            {
+                _loops.TryRemove(new KeyValuePair<QueueName, Loop>(queue, loop));
+            }
+        }
+
         _stopping = new CancellationTokenSource();
         _broker.QueueDeclared += OnQueueDeclared;
         _broker.OutboxWritten += OnOutboxWritten;
@@ -222,7 +232,8 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
         }
     }
 
-    private Loop Ensure(QueueName queue)
+    /// <summary>The queue's loop, made when it has none (internal for tests: a late handler of a stopped relay).</summary>
+    internal Loop Ensure(QueueName queue)
     {
         var token = _stopping?.Token ?? new CancellationToken(true);
         return _loops.GetOrAdd(queue, q => new Loop(this, q, token));
@@ -550,7 +561,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     /// is settled in the outbox on its own as soon as its confirms are in. After a batch with a failure it lets the
     /// batches in flight settle, then pauses.
     /// </summary>
-    private sealed class Loop
+    internal sealed class Loop
     {
         private readonly RabbitMqOutboxRelay _relay;
         private readonly QueueName _queue;

@@ -12,6 +12,24 @@ public sealed class RelayTests
 {
     private static OutgoingMessage Numbered(int n) => new("test.message", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"));
 
+    // A commit's handler still running when the relay stopped made its queue a loop that ended at once; the next start
+    // made no new one for the queue, which was never relayed again.
+    [Fact]
+    public async Task a_loop_made_while_the_relay_stopped_does_not_keep_its_queue_from_being_relayed_after_a_restart()
+    {
+        await using var sut = await TransportUnderTest.StartAsync();
+        var queue = new QueueName(RabbitMqServer.NewName("restarted"));
+        await sut.Broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await sut.Relay.StopAsync(default);
+        await sut.Relay.Ensure(queue).Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        await sut.Relay.StartAsync(default);
+        await sut.Broker.SendAsync(queue, Numbered(1));
+
+        var delivered = Assert.Single(await sut.Broker.ReceiveAsync(queue, new ReceiveOptions { Wait = TimeSpan.FromSeconds(20) }, default).Bounded());
+        Assert.Equal("{\"n\":1}", Encoding.UTF8.GetString(delivered.Message.Data.Span));
+    }
+
     // After a failure the relay pauses, doubling up to MaxReconnectDelay. Each commit woke it, ending the pause: while
     // RabbitMQ (here, the outbox) was unreachable, a steady stream of commits had it try again at once on every one.
     [Fact]
