@@ -225,7 +225,7 @@ public abstract class SubscriptionTests<TFixture>(TFixture fixture) : StoreTests
 
         // The first live event fails its handler before any checkpoint was stored; more come during the retry delay.
         var live = await AppendSinglesAsync(sut.Store, 1, first: 3);
-        await clock.WhenTimerArmedAsync().Bounded();
+        await FaultedAndWaitingAsync(subscription, clock);
         live = [.. live, .. await AppendSinglesAsync(sut.Store, 2, first: 4)];
         clock.Advance(options.RetryDelay);
         await subscription.WaitForPositionAsync(live[^1], default).Bounded();
@@ -287,7 +287,7 @@ public abstract class SubscriptionTests<TFixture>(TFixture fixture) : StoreTests
         await subscription.StartAsync(default);
 
         // The retry delay runs on the manual clock, so the subscription stays faulted until the clock moves.
-        await clock.WhenTimerArmedAsync().Bounded();
+        await FaultedAndWaitingAsync(subscription, clock);
         var faulted = subscription.Status;
         Assert.Equal(SubscriptionState.Faulted, faulted.State);
         Assert.Equal(1, faulted.Failures);
@@ -307,6 +307,13 @@ public abstract class SubscriptionTests<TFixture>(TFixture fixture) : StoreTests
         Assert.Equal(0, subscription.Status.Failures);
         Assert.Same(error, subscription.Status.LastError);
     }
+
+    /// <summary>
+    /// Waits until the subscription has failed and waits out its retry delay on the clock. Not the first timer armed on
+    /// the clock: while it handled events, the subscription's idle checkpoint timer runs on it too.
+    /// </summary>
+    private static Task FaultedAndWaitingAsync(CatchUpSubscription subscription, ManualTimeProvider clock) =>
+        Wait.UntilAsync(() => subscription.Status.State == SubscriptionState.Faulted && clock.ArmedTimers > 0, "the subscription failed and waits out its retry delay");
 
     [Fact]
     public async Task a_subscription_that_keeps_failing_stops_after_max_retries()
