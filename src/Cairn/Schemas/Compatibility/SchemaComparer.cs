@@ -239,6 +239,11 @@ internal sealed partial class SchemaComparer
 
         // The roles swap under not: the update's excluded schema must read what the original's excluded.
         Compare(sub, update.Not, original.Not);
+        if (sub.Differences.Count == 0)
+        {
+            return; // the same exclusion on both sides
+        }
+
         ctx.Add(sub.IsCompatible ? SchemaChangeKind.NotTypeNarrowed : SchemaChangeKind.NotTypeExtended, Shape.Of(original.Not!), Shape.Of(update.Not!));
     }
 
