@@ -415,9 +415,10 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
 
             try
             {
-                // A FIFO queue's dead letter redriven here keeps its last failure and the time it was first received, and
-                // its retention starts again from now, as a redrive within RabbitMQ does: the backend gave the row a new
-                // retention, but kept its enqueue time, which RabbitMQ's receive would find past the retention.
+                // A FIFO queue's dead letter redriven here keeps its last failure, the time it was first received and its
+                // redrive count, and its retention starts again from now, as a redrive within RabbitMQ does: the backend
+                // gave the row a new retention, but kept its enqueue time, which RabbitMQ's receive would find past the
+                // retention. A row the rescan put back in its outbox (RedriveOutboxAsync) is a redriven dead letter too.
                 var delivery = deliveries[i];
                 var redriven = delivery.Redrives > 0;
                 var properties = RabbitMqMessageBroker.PropertiesFor(message, redriven ? _broker.Time.GetUtcNow() : delivery.EnqueuedAt);
@@ -425,6 +426,7 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
                 if (redriven)
                 {
                     properties.Headers![AmqpMessageCodec.FirstReceivedAt] = AmqpMessageCodec.Format(delivery.FirstReceivedAt);
+                    properties.Headers[AmqpMessageCodec.Redrives] = (long)delivery.Redrives;
                 }
                 publishes[i] = channel.BasicPublishAsync("", routingKey, true, properties, message.Data, CancellationToken.None).AsTask();
             }

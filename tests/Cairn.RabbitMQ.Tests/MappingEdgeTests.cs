@@ -80,6 +80,7 @@ public sealed class MappingEdgeTests
         var redriven = Assert.Single(await sut.Broker.ReceiveAsync(notices, Waiting, default).Bounded());
 
         Assert.Equal(head.FirstReceivedAt, redriven.FirstReceivedAt);
+        Assert.Equal(1, redriven.Redrives);
     }
 
     // A FIFO queue's dead letters are the backend's: redriving them into the FIFO queue publishes nothing to RabbitMQ,

@@ -226,6 +226,7 @@ public sealed class PublishingEdgeTests
         {
             var received = Assert.Single(await sut.Broker.ReceiveAsync(queue, Waiting, default).Bounded());
             Assert.Equal($"{{\"n\":{unpublishable}}}", Encoding.UTF8.GetString(received.Message.Data.Span));
+            Assert.Equal(1, received.Redrives); // put back as a redrive (rabbitmq.md)
             Assert.Equal(unpublishable, (await sut.Broker.Backend.GetStatsAsync(outbox, default)).DeadLettered);
         }
         finally
