@@ -389,7 +389,11 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
 
         // A state of a type derived from TState is written by TState's contract, which drops what the derived type
         // adds, unless the contract names it as a derived type: loaded back, it would not be the state the events fold to.
-        if (folded.State?.GetType() is { } runtime && runtime != typeof(TState) && _stateInfo!.PolymorphismOptions?.DerivedTypes.Any(d => d.DerivedType == runtime) != true)
+        // Not so for a nullable value (boxed as its underlying type) or a collection, which its contract writes item by item
+        // whatever the collection's own type (the read-back comparison below still checks them).
+        if (_stateInfo!.Kind == JsonTypeInfoKind.Object
+            && folded.State?.GetType() is { } runtime && runtime != typeof(TState) && runtime != Nullable.GetUnderlyingType(typeof(TState))
+            && _stateInfo.PolymorphismOptions?.DerivedTypes.Any(d => d.DerivedType == runtime) != true)
         {
             throw new SnapshotSerializationException(typeof(TState), runtime);
         }

@@ -54,20 +54,16 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
         return _decider.Fold(state, actual);
     }
 
-    /// <summary>
-    /// Equal by value: by the event's own equality, or else of one type with the same JSON. A record's equality
-    /// compares a list or array member by reference, so two events equal in every value would differ.
-    /// </summary>
-    private static bool SameValue(TEvent actual, TEvent expected) =>
-        Equals(actual, expected)
-        || (actual is not null && expected is not null && actual.GetType() == expected.GetType()
-            && System.Text.Json.JsonSerializer.Serialize(actual, actual.GetType(), System.Text.Json.JsonSerializerOptions.Web)
-                == System.Text.Json.JsonSerializer.Serialize(expected, expected.GetType(), System.Text.Json.JsonSerializerOptions.Web));
+    /// <summary>Equal by value (<see cref="ValueEquality"/>): a record's own equality compares a list member by reference.</summary>
+    private static bool SameValue(TEvent actual, TEvent expected) => ValueEquality.Same(actual, expected);
 
     /// <summary>An event as a mismatch shows it: as itself, and as JSON, which shows what a collection holds.</summary>
     private static string Render(TEvent e) => e is null
         ? "null"
-        : $"{e} {System.Text.Json.JsonSerializer.Serialize(e, e.GetType(), System.Text.Json.JsonSerializerOptions.Web)}";
+        : $"{e} {System.Text.Json.JsonSerializer.Serialize(e, e.GetType(), RenderOptions)}";
+
+    /// <summary>The web defaults with fields, so that a value tuple shows its items.</summary>
+    private static readonly System.Text.Json.JsonSerializerOptions RenderOptions = new(System.Text.Json.JsonSerializerOptions.Web) { IncludeFields = true };
 
     /// <summary>Asserts the decider refuses the command with <typeparamref name="TException"/>, and returns it.</summary>
     public TException ThenThrows<TException>()

@@ -9,7 +9,7 @@ internal static class JsonRoundTrip
 {
     /// <summary>
     /// The type's members its JSON contract writes or holds but would not read back: public fields the options leave
-    /// out (a value tuple's items), and stored properties with neither a setter the contract uses nor a constructor
+    /// out (a value tuple's items), auto-properties left out for not being public, and stored properties with neither a setter the contract uses nor a constructor
     /// parameter (a getter-only auto-property, one with a private setter, a collection with no setter). Computed
     /// properties (no backing field) are derived again and lose nothing; a collection or object the options fill in
     /// place (<see cref="JsonObjectCreationHandling.Populate"/>) comes back through its getter; the members' own types
@@ -45,6 +45,21 @@ internal static class JsonRoundTrip
             if (!written.Contains(field.Name) && !field.IsDefined(typeof(JsonIgnoreAttribute), inherit: true))
             {
                 lost.Add(field.Name);
+            }
+        }
+
+        // Auto-properties the contract leaves out for not being public (internal, private, protected): they hold state
+        // no JSON carries, so a read-back comparison cannot see it go.
+        for (var type = info.Type; type is not null && type != typeof(object); type = type.BaseType)
+        {
+            foreach (var property in type.GetProperties(Instance | BindingFlags.DeclaredOnly))
+            {
+                if (!written.Contains(property.Name) && property.GetIndexParameters().Length == 0
+                    && type.GetField($"<{property.Name}>k__BackingField", Instance | BindingFlags.DeclaredOnly) is not null
+                    && property.GetMethod is { IsPublic: false } && !property.IsDefined(typeof(JsonIgnoreAttribute), inherit: true))
+                {
+                    lost.Add(property.Name);
+                }
             }
         }
 

@@ -128,4 +128,41 @@ public sealed class DeciderSpecificationTests
         opened.When(new CloseAccount()).ThenThrows<AccountRuleException>();
         Account.Given(new AccountOpened("ada")).When(new CloseAccount()).Then(new AccountClosed());
     }
+
+    // The events' own equality says they differ, and the comparison by value must too: by JSON it saw a value tuple's
+    // items (fields) as nothing, so Moved((1, 2)) passed for Moved((3, 4)).
+    [Fact]
+    public void then_fails_when_the_events_differ_only_in_a_value_tuple()
+    {
+        var decider = new Decider<Move, int, Moved>((command, _) => [new Moved((command.X, command.Y))], (state, _) => state + 1, 0);
+
+        var ex = Assert.Throws<DeciderSpecificationException>(() => DeciderSpecification.For(decider).When(new Move(1, 2)).Then(new Moved((3, 4))));
+
+        Assert.Contains("\"item1\":3", ex.Message, StringComparison.Ordinal);
+        DeciderSpecification.For(decider).When(new Move(1, 2)).Then(new Moved((1, 2)));
+    }
+
+    // A record compares its collections by reference; by value, lists compare in order, sets without it, dictionaries by key.
+    [Fact]
+    public void then_compares_collections_by_value_lists_in_order_and_sets_without()
+    {
+        var decider = new Decider<Tag, int, Tagged>(
+            (command, _) => [new Tagged([.. command.Names], [.. command.Names], command.Names.ToDictionary(n => n, n => new List<int> { n.Length }))],
+            (state, _) => state + 1,
+            0);
+        var spec = DeciderSpecification.For(decider).When(new Tag(["a", "bb"]));
+
+        spec.Then(new Tagged(["a", "bb"], ["bb", "a"], new Dictionary<string, List<int>> { ["bb"] = [2], ["a"] = [1] }));
+        Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Tagged(["bb", "a"], ["a", "bb"], new Dictionary<string, List<int>> { ["a"] = [1], ["bb"] = [2] })));
+        Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Tagged(["a", "bb"], ["a", "bb"], new Dictionary<string, List<int>> { ["a"] = [1], ["bb"] = [3] })));
+        Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Tagged(["a", "bb"], ["a", "c"], new Dictionary<string, List<int>> { ["a"] = [1], ["bb"] = [2] })));
+    }
+
+    public sealed record Move(int X, int Y);
+
+    public sealed record Moved((int X, int Y) To);
+
+    public sealed record Tag(List<string> Names);
+
+    public sealed record Tagged(List<string> Ordered, HashSet<string> Unordered, Dictionary<string, List<int>> Lengths);
 }

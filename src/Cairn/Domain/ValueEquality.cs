@@ -1,0 +1,124 @@
+using System.Collections;
+using System.Reflection;
+
+namespace Cairn.Domain;
+
+/// <summary>
+/// Equality by value for what a decider decides: an object's own equality first, and where that says no, the same type
+/// with every field equal by value. A record compares a list or array member by reference, so two events equal in
+/// every value would otherwise differ. Sets compare without order, dictionaries by key, other sequences in order.
+/// </summary>
+internal static class ValueEquality
+{
+    private const BindingFlags InstanceFields = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly;
+
+    /// <summary>True when <paramref name="a"/> and <paramref name="b"/> hold the same values.</summary>
+    public static bool Same(object? a, object? b) => Same(a, b, new HashSet<(object, object)>(PairComparer.Instance));
+
+    private static bool Same(object? a, object? b, HashSet<(object, object)> entered)
+    {
+        if (Equals(a, b))
+        {
+            return true;
+        }
+
+        if (a is null || b is null || a.GetType() != b.GetType() || a is string || a.GetType().IsPrimitive || a.GetType().IsEnum)
+        {
+            return false;
+        }
+
+        // A pair met again below itself (a cycle) is taken as equal: its other members decide.
+        if (!a.GetType().IsValueType && !entered.Add((a, b)))
+        {
+            return true;
+        }
+
+        return a switch
+        {
+            IDictionary first => SameDictionary(first, (IDictionary)b, entered),
+            IEnumerable first when IsSet(a.GetType()) => SameSet(first, (IEnumerable)b, entered),
+            IEnumerable first => SameSequence(first, (IEnumerable)b, entered),
+            _ => SameFields(a, b, entered),
+        };
+    }
+
+    private static bool IsSet(Type type) =>
+        type.GetInterfaces().Any(i => i.IsGenericType && (i.GetGenericTypeDefinition() == typeof(ISet<>) || i.GetGenericTypeDefinition() == typeof(IReadOnlySet<>)));
+
+    private static bool SameSequence(IEnumerable a, IEnumerable b, HashSet<(object, object)> entered)
+    {
+        var left = a.Cast<object?>().ToList();
+        var right = b.Cast<object?>().ToList();
+        return left.Count == right.Count && left.Zip(right).All(p => Same(p.First, p.Second, entered));
+    }
+
+    private static bool SameSet(IEnumerable a, IEnumerable b, HashSet<(object, object)> entered)
+    {
+        var left = a.Cast<object?>().ToList();
+        var right = b.Cast<object?>().ToList();
+        if (left.Count != right.Count)
+        {
+            return false;
+        }
+
+        // Each element matched to a distinct one of the other set: a set's own comparer may be coarser than by value.
+        var unmatched = new List<object?>(right);
+        foreach (var item in left)
+        {
+            var at = unmatched.FindIndex(other => Same(item, other, entered));
+            if (at < 0)
+            {
+                return false;
+            }
+
+            unmatched.RemoveAt(at);
+        }
+
+        return true;
+    }
+
+    private static bool SameDictionary(IDictionary a, IDictionary b, HashSet<(object, object)> entered)
+    {
+        if (a.Count != b.Count)
+        {
+            return false;
+        }
+
+        foreach (DictionaryEntry entry in a)
+        {
+            if (!b.Contains(entry.Key) || !Same(entry.Value, b[entry.Key], entered))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    private static bool SameFields(object a, object b, HashSet<(object, object)> entered)
+    {
+        for (var type = a.GetType(); type is not null && type != typeof(object); type = type.BaseType)
+        {
+            foreach (var field in type.GetFields(InstanceFields))
+            {
+                if (!Same(field.GetValue(a), field.GetValue(b), entered))
+                {
+                    return false;
+                }
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>Pairs by the references they hold, not by the objects' own equality.</summary>
+    private sealed class PairComparer : IEqualityComparer<(object, object)>
+    {
+        public static readonly PairComparer Instance = new();
+
+        public bool Equals((object, object) x, (object, object) y) => ReferenceEquals(x.Item1, y.Item1) && ReferenceEquals(x.Item2, y.Item2);
+
+        public int GetHashCode((object, object) obj) =>
+            HashCode.Combine(System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(obj.Item1), System.Runtime.CompilerServices.RuntimeHelpers.GetHashCode(obj.Item2));
+    }
+}
