@@ -309,7 +309,8 @@ internal sealed partial class SqliteWriteContext
             ddl.Append(");\n");
             foreach (var index in document.Indexes)
             {
-                ddl.Append("CREATE INDEX ").Append(table).Append("_by_").Append(index.Name).Append(" ON ").Append(table).Append(" (\"ix_").Append(index.Name).Append("\");\n");
+                // Named with a colon, which no collection name holds: "<table>_by_<index>" could be another collection's table.
+                ddl.Append("CREATE INDEX \"").Append(table).Append(':').Append(index.Name).Append("\" ON ").Append(table).Append(" (\"ix_").Append(index.Name).Append("\");\n");
             }
         }
 
@@ -355,7 +356,8 @@ internal sealed partial class SqliteWriteContext
         }
 
         var own = ReadBuilds(projection.Name).Select(b => "__b" + b.Id + "\"").ToList();
-        var select = Sql("SELECT type, coalesce(sql, '') FROM sqlite_schema WHERE name = ?1");
+        // SQLite's names ignore case: "Customer_Counts" is the view "customer_counts".
+        var select = Sql("SELECT type, coalesce(sql, '') FROM sqlite_schema WHERE name = ?1 COLLATE NOCASE");
         foreach (var table in projection.SqlTables)
         {
             select.Bind(1, table.Name);

@@ -442,4 +442,78 @@ public sealed class ProjectionEdgeTests : IDisposable
 
         Assert.NotNull(await models.LoadAsync<Item>("o1"));
     }
+    private static bool Settled(ProjectionRunner runner) =>
+        runner.Status.State is ProjectionState.Live or ProjectionState.Failed or ProjectionState.Faulted;
+
+    /// <summary>Counts placed orders per customer in its own SQL table, under a table name chosen by the test.</summary>
+    private sealed class CustomerCounts : Projection
+    {
+        public CustomerCounts(string name, string table, string category)
+            : base(name)
+        {
+            Filter = EventFilter.ForCategory(category);
+            SqlTable(table, "CREATE TABLE {table} (customer TEXT PRIMARY KEY, orders INTEGER NOT NULL)");
+            On<OrderPlaced>((ctx, e) => ctx.Sql.Execute(
+                $"INSERT INTO {ctx.Sql.Table(table)} (customer, orders) VALUES ($c, 1) ON CONFLICT (customer) DO UPDATE SET orders = orders + 1",
+                ("$c", e.Customer)));
+        }
+    }
+
+    // SQLite's names ignore case, and the check for a taken view name did not: a second projection declaring
+    // "Customer_Counts" passed it, and its switch dropped the first projection's view "customer_counts" and pointed the
+    // name at its own (empty) table. It fails on start, and the first projection's view keeps its rows.
+    [Fact]
+    public async Task A_sql_table_named_like_another_projections_view_but_for_case_is_refused()
+    {
+        var first = await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await using var one = new ProjectionRunner(new CustomerCounts("counts-one", "customer_counts", "order"), _store, _projections, Orders.Serializer());
+        await one.StartAsync(default);
+        await one.WaitForPositionAsync(first, Patience);
+
+        await using var two = new ProjectionRunner(new CustomerCounts("counts-two", "Customer_Counts", "nothing"), _store, _projections, Orders.Serializer());
+        await two.StartAsync(default);
+        await Wait.UntilAsync(() => Settled(two), "the second projection settles");
+
+        Assert.Equal(ProjectionState.Failed, two.Status.State);
+        Assert.Contains("'Customer_Counts'", two.Status.LastError, StringComparison.Ordinal);
+        await using var connection = new Microsoft.Data.Sqlite.SqliteConnection(_database.ConnectionString);
+        await connection.OpenAsync();
+        await using var count = connection.CreateCommand();
+        count.CommandText = "SELECT count(*) FROM customer_counts";
+        Assert.Equal(1L, (long)(await count.ExecuteScalarAsync())!);
+    }
+
+    /// <summary>A collection "item" indexed by "customer", and a collection "item_by_customer".</summary>
+    private sealed class ItemsAndItemsByCustomer : Projection
+    {
+        public ItemsAndItemsByCustomer()
+            : base("items-and-items-by-customer")
+        {
+            Document<OrderSummary>(o => o.Id, "item").Index("customer", o => o.Customer);
+            Document<EdgeScore>(o => o.Id, "item_by_customer");
+            On<OrderPlaced>((ctx, e) =>
+            {
+                ctx.Documents.Store(new OrderSummary(e.OrderId, e.Customer, e.Total, "placed", 0));
+                ctx.Documents.Store(new EdgeScore(e.OrderId, 0, (double)e.Total));
+            });
+        }
+    }
+
+    // A collection's index was named "<its table>_by_<index>", which is the table of a collection named
+    // "<collection>_by_<index>": both valid names, so the build's DDL failed ("there is already an index named ...") and
+    // the runner stayed Faulted, retrying for ever. The index's name now holds a colon, which no collection name does.
+    [Fact]
+    public async Task A_collection_named_like_another_collections_index_is_created_and_filled()
+    {
+        var first = await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        var projection = new ItemsAndItemsByCustomer();
+        await using var runner = new ProjectionRunner(projection, _store, _projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(first, Patience);
+
+        var models = new ReadModels(_projections, Orders.Serializer(), [projection]);
+        Assert.Equal(ProjectionState.Live, runner.Status.State);
+        Assert.Equal("alice", Assert.Single(await models.Query<OrderSummary>().Where("customer", "alice").ToListAsync()).Customer);
+        Assert.NotNull(await models.LoadAsync<EdgeScore>("o1"));
+    }
 }

@@ -115,7 +115,7 @@ public sealed class ProjectionHostingTests : IDisposable
             $"SELECT id, json_extract(data, '$.customer'), ix_customer, ix_total, ix_status, ix_priority FROM {table}",
             r => (r.GetString(0), r.GetString(1), r.GetString(2), r.GetDouble(3), r.GetString(4), r.IsDBNull(5))));
         Assert.Equal(("1", "c-1", "c-1", 10.0, "placed", true), row);
-        Assert.Contains($"{table}_by_customer", Select($"SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = '{table}'", r => r.GetString(0)));
+        Assert.Contains($"{table}:customer", Select($"SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = '{table}'", r => r.GetString(0)));
 
         // A rebuild writes a new build; the switch drops the old one with its tables.
         await host.Services.GetRequiredService<ProjectionMonitor>().RebuildAsync("order-summaries").WaitAsync(Patience);

@@ -254,9 +254,10 @@ public abstract class DocumentDefinition
     private protected void AddIndex(DocumentIndex index)
     {
         ProjectionNames.ValidateIdentifier("index", index.Name);
-        if (_indexes.Exists(i => i.Name == index.Name))
+        // Names compare without case: an index is a column of its collection's table, and SQLite's column names ignore it.
+        if (_indexes.Exists(i => string.Equals(i.Name, index.Name, StringComparison.OrdinalIgnoreCase)))
         {
-            throw new ArgumentException($"Collection '{Collection}' declares the index '{index.Name}' twice.");
+            throw new ArgumentException($"Collection '{Collection}' declares the index '{index.Name}' twice (names compare without case).");
         }
 
         _indexes.Add(index);

@@ -158,9 +158,10 @@ public abstract class Projection
         where T : class
     {
         var definition = new DocumentDefinition<T>(collection ?? ProjectionNames.SnakeCase(typeof(T).Name), id);
-        if (_documents.Exists(d => d.Collection == definition.Collection || d.DocumentType == typeof(T)))
+        // Names compare without case: SQLite's table names ignore it.
+        if (_documents.Exists(d => string.Equals(d.Collection, definition.Collection, StringComparison.OrdinalIgnoreCase) || d.DocumentType == typeof(T)))
         {
-            throw new ArgumentException($"Projection '{Name}' declares the collection '{definition.Collection}' or the document type {typeof(T).Name} twice.");
+            throw new ArgumentException($"Projection '{Name}' declares the collection '{definition.Collection}' (names compare without case) or the document type {typeof(T).Name} twice.");
         }
 
         _documents.Add(definition);
@@ -188,9 +189,9 @@ public abstract class Projection
             throw new ArgumentException($"The DDL of table '{name}' must create '{{table}}'.", nameof(createSql));
         }
 
-        if (_tables.Exists(t => t.Name == name))
+        if (_tables.Exists(t => string.Equals(t.Name, name, StringComparison.OrdinalIgnoreCase)))
         {
-            throw new ArgumentException($"Projection '{Name}' declares the table '{name}' twice.");
+            throw new ArgumentException($"Projection '{Name}' declares the table '{name}' twice (names compare without case).");
         }
 
         _tables.Add(new SqlTableDefinition(name, createSql));

@@ -63,6 +63,9 @@ public sealed class DocumentDefinitionTests
         probe.Declare<Invoice>();
         Assert.Contains("twice", Assert.Throws<ArgumentException>(() => probe.Declare<Invoice>("other")).Message);
         Assert.Contains("twice", Assert.Throws<ArgumentException>(() => probe.Declare<ABC>("invoice")).Message);
+
+        // SQLite's table names ignore case: "Invoice" would be the same table as "invoice".
+        Assert.Contains("twice", Assert.Throws<ArgumentException>(() => probe.Declare<ABC>("Invoice")).Message);
     }
 
     [Fact]
@@ -86,6 +89,7 @@ public sealed class DocumentDefinitionTests
         Assert.Throws<ArgumentException>(() => definition.Index("", d => d.Count));
         definition.Index("count", d => d.Count);
         Assert.Contains("twice", Assert.Throws<ArgumentException>(() => definition.Index("count", d => d.Amount)).Message);
+        Assert.Contains("twice", Assert.Throws<ArgumentException>(() => definition.Index("Count", d => d.Amount)).Message);
     }
 
     [Fact]
