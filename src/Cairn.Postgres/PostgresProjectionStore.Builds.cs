@@ -469,34 +469,33 @@ public sealed partial class PostgresProjectionStore
     }
 
     /// <summary>
-    /// The SQL tables of a build, by their physical names (<c>&lt;table&gt;__b&lt;build&gt;</c>). A document table whose
-    /// collection name ends so (<c>doc_2_archive__b1</c>) is another build's, known by the collections its shape names,
-    /// and is left out: dropping build 1 dropped it.
+    /// The SQL tables of a build, by their physical names (<c>&lt;table&gt;__b&lt;build&gt;</c>): those its shape declares
+    /// that exist. Matched by pattern, any table ending so was taken for the build's: another build's document table
+    /// (<c>doc_2_archive__b1</c>), or an application's <c>ledger__b1</c>, dropped with the build or given a view.
     /// </summary>
     private async Task<List<string>> TablesOfBuildAsync(PostgresWriteContext context, long build, CancellationToken cancellationToken)
     {
-        var documentTables = new HashSet<string>(StringComparer.Ordinal);
-        await using (var builds = context.Command($"SELECT id, shape FROM {_s}.projection_builds"))
-        await using (var reader = await builds.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        string? shape;
+        await using (var read = context.Command($"SELECT shape FROM {_s}.projection_builds WHERE id = $1"))
         {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                var id = reader.GetInt64(0);
-                documentTables.UnionWith(Projection.CollectionsOf(reader.GetString(1)).Select(collection => "doc_" + id + "_" + collection));
-            }
+            read.Parameters.Add(new NpgsqlParameter<long> { TypedValue = build });
+            shape = await read.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string;
         }
 
-        await using var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename LIKE $2 ORDER BY tablename");
+        var declared = shape is null ? [] : Projection.SqlTablesOf(shape).Select(table => table + "__b" + build).ToArray();
+        if (declared.Length == 0)
+        {
+            return [];
+        }
+
+        await using var select = context.Command("SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename = ANY($2) ORDER BY tablename");
         select.Parameters.Add(new NpgsqlParameter { Value = _store.Schema });
-        select.Parameters.Add(new NpgsqlParameter { Value = "%\\_\\_b" + build });
+        select.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = declared });
         await using var tablesReader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         var tables = new List<string>();
         while (await tablesReader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            if (!documentTables.Contains(tablesReader.GetString(0)))
-            {
-                tables.Add(tablesReader.GetString(0));
-            }
+            tables.Add(tablesReader.GetString(0));
         }
 
         return tables;

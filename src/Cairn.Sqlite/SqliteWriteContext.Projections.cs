@@ -514,48 +514,48 @@ internal sealed partial class SqliteWriteContext
     }
 
     /// <summary>
-    /// A build's own SQL tables (<c>&lt;table&gt;__b&lt;build&gt;</c>): the tables named so that are not a document
-    /// table of any build. A collection may end like a build (<c>archive__b1</c>), so a pattern alone took another
-    /// projection's document table for this build's and dropped it.
+    /// A build's own SQL tables (<c>&lt;table&gt;__b&lt;build&gt;</c>): those its shape declares that exist. Matched by
+    /// pattern, any table ending so was taken for the build's: another projection's document table
+    /// (<c>archive__b1</c>), or an application's <c>ledger__b1</c>, dropped with the build.
     /// </summary>
     private List<string> SqlTablesOfBuild(long build)
     {
-        var documentTables = new HashSet<string>(StringComparer.Ordinal);
-        var builds = Sql("SELECT id, shape FROM cairn_projection_builds");
+        var read = Sql("SELECT shape FROM cairn_projection_builds WHERE id = ?1");
+        read.Bind(1, build);
+        string? shape;
         try
         {
-            while (builds.Step())
-            {
-                var id = builds.Int64(0);
-                documentTables.UnionWith(Projection.CollectionsOf(builds.Text(1)).Select(collection => "cairn_doc_" + id + "_" + collection));
-            }
+            shape = read.Step() ? read.Text(0) : null;
         }
         finally
         {
-            builds.Reset();
+            read.Reset();
         }
 
-        return [.. TablesOf("*__b" + build).Where(table => !documentTables.Contains(table))];
-    }
-
-    private List<string> TablesOf(string glob)
-    {
-        var select = Sql("SELECT name FROM sqlite_schema WHERE type = 'table' AND name GLOB ?1 ORDER BY name");
-        select.Bind(1, glob);
-        var names = new List<string>();
-        try
+        var tables = new List<string>();
+        if (shape is null)
         {
-            while (select.Step())
+            return tables;
+        }
+
+        var exists = Sql("SELECT name FROM sqlite_schema WHERE type = 'table' AND name = ?1");
+        foreach (var declared in Projection.SqlTablesOf(shape))
+        {
+            exists.Bind(1, SqliteReadModelTransaction.SqlTable(build, declared));
+            try
             {
-                names.Add(select.Text(0));
+                if (exists.Step())
+                {
+                    tables.Add(exists.Text(0));
+                }
+            }
+            finally
+            {
+                exists.Reset();
             }
         }
-        finally
-        {
-            select.Reset();
-        }
 
-        return names;
+        return tables;
     }
 
     private long BuildPosition(long build) => BuildPositionOrNull(build) ?? 0;

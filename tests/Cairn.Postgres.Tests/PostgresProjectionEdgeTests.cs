@@ -52,6 +52,56 @@ public sealed class PostgresProjectionEdgeTests : OwnSchemaStoreTests
         Assert.True(await TableExistsAsync(otherTable), $"the other projection's serving table {otherTable} was dropped by the first projection's switch");
     }
 
+    /// <summary>
+    /// A build's SQL tables are those its shape declares: an application's table that merely ends like a build
+    /// (<c>ledger__b1</c>) was taken for one of build 1's, of any projection, and dropped with it, data and all.
+    /// </summary>
+    [Fact]
+    public async Task A_switch_leaves_an_application_table_whose_name_ends_like_the_old_build()
+    {
+        await using var projections = new PostgresProjectionStore(Store);
+        var old = (await projections.OpenAsync(new WithCollection("docs", "items"), default)).Serving;
+        var appTable = $"ledger__b{old.Id}";
+        await PostgresServer.ExecuteAsync($"CREATE TABLE \"{Schema}\".\"{appTable}\" (entry int); INSERT INTO \"{Schema}\".\"{appTable}\" VALUES (42)");
+
+        var next = new WithCollection("docs", "items", version: 2);
+        var shadow = await projections.StartShadowAsync(next, default);
+        await projections.ApplyAsync(new ProjectionBatch(next.Name, shadow.Id, GlobalPosition.Start, GlobalPosition.Start, [], (_, _) => { }) { GoLive = true }, default);
+
+        Assert.True(await TableExistsAsync(appTable), $"the application's table {appTable} was dropped by the switch");
+        Assert.False(await TableExistsAsync($"doc_{old.Id}_items"));
+    }
+
+    /// <summary>
+    /// A projection with documents only makes no view: beside an application's tables <c>ledger</c> and
+    /// <c>ledger__b&lt;its build&gt;</c> it was refused (a view 'ledger' would go where a table is) and Faulted for ever,
+    /// and without <c>ledger</c> it made a view of that name over the application's table.
+    /// </summary>
+    [Fact]
+    public async Task A_projection_with_documents_only_opens_beside_application_tables_named_like_its_build()
+    {
+        await using var projections = new PostgresProjectionStore(Store);
+        var before = (await projections.OpenAsync(new WithCollection("before", "items"), default)).Serving;
+        await PostgresServer.ExecuteAsync(
+            $"CREATE TABLE \"{Schema}\".ledger (entry int); CREATE TABLE \"{Schema}\".\"ledger__b{before.Id + 1}\" (entry int); CREATE TABLE \"{Schema}\".\"journal__b{before.Id + 1}\" (entry int)");
+
+        var opened = await projections.OpenAsync(new WithCollection("docs", "items"), default);
+
+        Assert.Equal(before.Id + 1, opened.Serving.Id);
+        Assert.True(await TableExistsAsync("ledger"));
+        Assert.False(await RelationExistsAsync("journal"), "a view 'journal' was made over the application's table");
+    }
+
+    private async Task<bool> RelationExistsAsync(string name)
+    {
+        await using var connection = new NpgsqlConnection(PostgresServer.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = Schema });
+        command.Parameters.Add(new NpgsqlParameter { Value = name });
+        return (long)(await command.ExecuteScalarAsync())! == 1;
+    }
+
     /// <summary>An inline projection storing a document per placed order, of the given version.</summary>
     private sealed class InlinePlaced : Projection
     {

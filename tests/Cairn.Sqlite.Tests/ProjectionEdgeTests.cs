@@ -516,4 +516,35 @@ public sealed class ProjectionEdgeTests : IDisposable
         Assert.Equal("alice", Assert.Single(await models.Query<OrderSummary>().Where("customer", "alice").ToListAsync()).Customer);
         Assert.NotNull(await models.LoadAsync<EdgeScore>("o1"));
     }
+    // A build's SQL tables are those its shape declares: an application's table in the file that merely ends like a
+    // build ("ledger__b1") was taken for one of build 1's, of any projection, and dropped at its switch, data and all.
+    [Fact]
+    public async Task A_switch_leaves_an_application_table_whose_name_ends_like_the_old_build()
+    {
+        var first = await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        await using (var one = new ProjectionRunner(new CustomerCounts("counts", "customer_counts", "order"), _store, _projections, Orders.Serializer()))
+        {
+            await one.StartAsync(default);
+            await one.WaitForPositionAsync(first, Patience);
+        }
+
+        await using var connection = new Microsoft.Data.Sqlite.SqliteConnection(_database.ConnectionString);
+        await connection.OpenAsync();
+        long build;
+        await using (var create = connection.CreateCommand())
+        {
+            create.CommandText = "SELECT id FROM cairn_projection_builds WHERE projection = 'counts'";
+            build = (long)(await create.ExecuteScalarAsync())!;
+            create.CommandText = $"CREATE TABLE ledger__b{build} (entry INTEGER); INSERT INTO ledger__b{build} VALUES (42)";
+            await create.ExecuteNonQueryAsync();
+        }
+
+        await using var two = new ProjectionRunner(new CustomerCounts("counts", "customer_counts", "order") { Version = 2, RebuildOnVersionChange = true }, _store, _projections, Orders.Serializer());
+        await two.StartAsync(default);
+        await Wait.UntilAsync(() => two.Status is { State: ProjectionState.Live, ServingVersion: 2 }, "version 2 serves");
+
+        await using var count = connection.CreateCommand();
+        count.CommandText = $"SELECT (SELECT count(*) FROM ledger__b{build}) * 10 + (SELECT count(*) FROM sqlite_schema WHERE name = 'customer_counts__b{build}')";
+        Assert.Equal(10L, (long)(await count.ExecuteScalarAsync())!);
+    }
 }

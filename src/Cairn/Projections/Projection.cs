@@ -135,6 +135,29 @@ public abstract class Projection
         return null;
     }
 
+    /// <summary>
+    /// The SQL tables a stored <see cref="Shape"/> declares, by their declared names, so a backend drops and points views at
+    /// a build's own tables rather than at every table whose name ends like a build (an application's <c>ledger__b1</c>).
+    /// The part after the first <c>|</c> holds <c>name:DDL</c> entries joined by <c>;</c>; a DDL of several statements
+    /// holds <c>;</c> too, but no statement starts with a name and a colon.
+    /// </summary>
+    internal static IReadOnlyList<string> SqlTablesOf(string shape)
+    {
+        var bar = shape.IndexOf('|', StringComparison.Ordinal);
+        if (bar < 0)
+        {
+            return [];
+        }
+
+        return [.. shape[(bar + 1)..].Split(';')
+            .Select(entry => entry.IndexOf(':', StringComparison.Ordinal) is var colon and > 0 && IsIdentifier(entry[..colon]) ? entry[..colon] : null)
+            .OfType<string>()
+            .Distinct(StringComparer.Ordinal)];
+    }
+
+    private static bool IsIdentifier(string name) =>
+        name.Length <= 48 && char.IsAsciiLetter(name[0]) && name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
+
     /// <summary>The document collections and their indexes in a stored <see cref="Shape"/>: the part before its tables.</summary>
     internal static string DocumentsOf(string shape) =>
         shape.IndexOf('|', StringComparison.Ordinal) is var bar and >= 0 ? shape[..bar] : "";
@@ -182,6 +205,13 @@ public abstract class Projection
             || (name.StartsWith("doc_", StringComparison.OrdinalIgnoreCase) && name.Length > 4 && char.IsAsciiDigit(name[4])))
         {
             throw new ArgumentException($"Table '{name}': names starting with 'cairn_', 'sqlite_', or 'doc_' and a digit are reserved.", nameof(name));
+        }
+
+        // A build's own table is '<name>__b<build>': a name ending so would be another projection's table, or the view of
+        // one, where a build of a projection named like the rest would go.
+        if (name.LastIndexOf("__b", StringComparison.OrdinalIgnoreCase) is var suffix and > 0 && suffix + 3 < name.Length && name[(suffix + 3)..].All(char.IsAsciiDigit))
+        {
+            throw new ArgumentException($"Table '{name}': names ending in '__b' and digits are reserved for the builds' tables.", nameof(name));
         }
 
         if (string.IsNullOrWhiteSpace(createSql) || !createSql.Contains("{table}", StringComparison.Ordinal))

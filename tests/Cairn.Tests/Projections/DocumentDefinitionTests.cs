@@ -249,6 +249,23 @@ public sealed class DocumentDefinitionTests
     {
         public DocumentDefinition<T> Declare<T>(string? collection = null)
             where T : class => Document<T>(null, collection);
+
+        public void Table(string name) => SqlTable(name, "CREATE TABLE {table} (id TEXT PRIMARY KEY)");
+    }
+
+    // A build's own table is '<name>__b<build>', so a table declared as 't__b3' would be, or stand in the way of, build
+    // 3's table of another projection's 't': its rebuild failed there. Such names are reserved, and so are names
+    // declared twice whatever their case (SQLite's names ignore it).
+    [Fact]
+    public void a_table_named_like_a_builds_table_or_declared_twice_is_refused()
+    {
+        var probe = new Probe();
+        Assert.Contains("reserved", Assert.Throws<ArgumentException>(() => probe.Table("t__b3")).Message);
+        Assert.Contains("reserved", Assert.Throws<ArgumentException>(() => probe.Table("t__B12")).Message);
+        probe.Table("t__b");
+        probe.Table("t__bx1");
+        probe.Table("orders");
+        Assert.Contains("twice", Assert.Throws<ArgumentException>(() => probe.Table("Orders")).Message);
     }
 
     public enum Color
