@@ -21,17 +21,16 @@ public static class Choreography
         .AddService("inventory", ["order.placed", "payment.declined"], InventoryAsync)
         .AddService("payments", ["stock.reserved"], PaymentsAsync)
         .AddService("shipping", ["payment.charged"], ShippingAsync)
-        .AddService("orders", ["shipping.arranged", "payment.declined"], OrdersAsync);
+        .AddService("orders", ["shipping.arranged", "payment.declined", "stock.unavailable"], OrdersAsync);
 
-    // order.placed → reserve → stock.reserved; payment.declined → release → stock.released
+    // order.placed → reserve → stock.reserved or stock.unavailable; payment.declined → release → stock.released
     private static ValueTask InventoryAsync(MessageHandlerContext context, CancellationToken cancellationToken)
     {
         var inventory = context.Services.GetRequiredService<Inventory>();
         switch (context.Read<object>())
         {
             case OrderPlaced placed:
-                inventory.Reserve(placed.Order);
-                context.Publish(Shop, new StockReserved(placed.Order));
+                context.Publish(Shop, inventory.Reserve(placed.Order, out var unavailable) ? new StockReserved(placed.Order) : new StockUnavailable(placed.Order, unavailable!));
                 break;
             case PaymentDeclined declined:
                 inventory.Release(declined.Order);
@@ -55,11 +54,11 @@ public static class Choreography
     private static ValueTask ShippingAsync(MessageHandlerContext context, CancellationToken cancellationToken)
     {
         var order = context.Read<PaymentCharged>().Order;
-        context.Publish(Shop, new ShippingArranged(order, context.Services.GetRequiredService<Shipping>().Arrange(order)));
+        context.Publish(Shop, new ShippingArranged(order, context.Services.GetRequiredService<Shipping>().Arrange(order)!)); // never cancelled here
         return ValueTask.CompletedTask;
     }
 
-    // shipping.arranged → order.completed; payment.declined → order.cancelled
+    // shipping.arranged → order.completed; payment.declined or stock.unavailable → order.cancelled
     private static ValueTask OrdersAsync(MessageHandlerContext context, CancellationToken cancellationToken)
     {
         switch (context.Read<object>())
@@ -69,6 +68,9 @@ public static class Choreography
                 break;
             case PaymentDeclined declined:
                 context.AppendEvents(OrderStream(declined.Order.Id), ExpectedVersion.StreamExists, new OrderCancelled(declined.Order.Id, "payment declined: " + declined.Reason));
+                break;
+            case StockUnavailable unavailable:
+                context.AppendEvents(OrderStream(unavailable.Order.Id), ExpectedVersion.StreamExists, new OrderCancelled(unavailable.Order.Id, "out of stock: " + unavailable.Reason));
                 break;
         }
 

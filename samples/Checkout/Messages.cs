@@ -10,6 +10,7 @@ public sealed record Order(string Id, string Sku, int Quantity, decimal Amount);
 [EventType("order.placed")] public sealed record OrderPlaced(Order Order);
 [EventType("stock.reserved")] public sealed record StockReserved(Order Order);
 [EventType("stock.released")] public sealed record StockReleased(Order Order);
+[EventType("stock.unavailable")] public sealed record StockUnavailable(Order Order, string Reason);
 [EventType("payment.charged")] public sealed record PaymentCharged(Order Order, string PaymentId);
 [EventType("payment.declined")] public sealed record PaymentDeclined(Order Order, string Reason);
 [EventType("shipping.arranged")] public sealed record ShippingArranged(Order Order, string Tracking);

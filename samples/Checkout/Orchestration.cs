@@ -26,6 +26,7 @@ public sealed class CheckoutWorkflow : Workflow<CheckoutState>
         Step("reserve-stock")
             .Send(Inventory, s => new ReserveStock(s.Order))
             .On<StockReserved>().Then("charge-payment")
+            .On<StockUnavailable>().Fail(r => "out of stock: " + r.Reason)
             .Timeout(TimeSpan.FromSeconds(30)).Retry(3)
             .CompensateWith(Inventory, s => new ReleaseStock(s.Order))
             .ConfirmCompensationBy<StockReleased>();
@@ -58,8 +59,7 @@ public static class Orchestration
         switch (context.Read<object>())
         {
             case ReserveStock reserve:
-                inventory.Reserve(reserve.Order);
-                context.Reply(new StockReserved(reserve.Order));
+                context.Reply(inventory.Reserve(reserve.Order, out var unavailable) ? new StockReserved(reserve.Order) : new StockUnavailable(reserve.Order, unavailable!));
                 break;
             case ReleaseStock release:
                 inventory.Release(release.Order);
@@ -93,7 +93,12 @@ public static class Orchestration
         switch (context.Read<object>())
         {
             case ArrangeShipping arrange:
-                context.Reply(new ShippingArranged(arrange.Order, shipping.Arrange(arrange.Order)));
+                // A shipment already cancelled (this command arrived after its undo): the instance is over, no reply.
+                if (shipping.Arrange(arrange.Order) is { } tracking)
+                {
+                    context.Reply(new ShippingArranged(arrange.Order, tracking));
+                }
+
                 break;
             case CancelShipment cancel:
                 shipping.Cancel(cancel.Order);

@@ -95,7 +95,7 @@ public sealed class QuickstartSchemaTests : IDisposable
     private static string DotnetHost() =>
         Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
 
-    private static string RepositoryRoot { get; } = FindRepositoryRoot();
+    internal static string RepositoryRoot { get; } = FindRepositoryRoot();
 
     private static string FindRepositoryRoot()
     {
