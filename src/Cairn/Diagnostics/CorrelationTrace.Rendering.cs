@@ -40,7 +40,7 @@ public sealed partial class CorrelationTrace
         {
             text.Append("  ").Append(entry.Time.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture))
                 .Append(Invariant($"  +{(entry.Time - start).TotalSeconds,8:0.000} s  "))
-                .Append(entry.Describe()).Append("  [").Append(entry.Id).Append("]\n");
+                .Append(OneLine(entry.Describe())).Append("  [").Append(entry.Id).Append("]\n");
         }
 
         text.Append("\nCausation tree\n");
@@ -75,7 +75,7 @@ public sealed partial class CorrelationTrace
                 text.Append("(caused by ").Append(node.CausationId).Append(", in a loop of causes) ");
             }
 
-            text.Append(node.Describe());
+            text.Append(OneLine(node.Describe()));
             if (node.DeadLettered)
             {
                 text.Append("  ✗ dead-lettered");
@@ -274,10 +274,23 @@ public sealed partial class CorrelationTrace
         last[depth] = isLast;
     }
 
-    private static string Escape(string text) => text
-        .Replace("\"", "#quot;", StringComparison.Ordinal)
-        .Replace("<", "#lt;", StringComparison.Ordinal)
-        .Replace(">", "#gt;", StringComparison.Ordinal);
+    /// <summary>
+    /// Text for a Mermaid label: '#' first (Mermaid decodes "#123;" as a character), then quotes and angle brackets as
+    /// entity codes; line breaks as the label's own.
+    /// </summary>
+    private static string Escape(string text) => LineBreaks().Replace(
+        text
+            .Replace("#", "#35;", StringComparison.Ordinal)
+            .Replace("\"", "#quot;", StringComparison.Ordinal)
+            .Replace("<", "#lt;", StringComparison.Ordinal)
+            .Replace(">", "#gt;", StringComparison.Ordinal),
+        "<br/>");
+
+    /// <summary>A failure's message or a dead letter's reason may span lines; the text keeps one line per entry and node.</summary>
+    private static string OneLine(string text) => LineBreaks().Replace(text, "\\n");
+
+    [System.Text.RegularExpressions.GeneratedRegex("\r\n|[\n\r\u0085\u2028\u2029]")]
+    private static partial System.Text.RegularExpressions.Regex LineBreaks();
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 }

@@ -37,23 +37,55 @@ public sealed record CorrelationRecords(
 
     /// <summary>
     /// Keeps the earliest <paramref name="limit"/> records (by time, events by position), and says whether any were
-    /// left out. Backends read up to one more than the limit of each kind and call this.
+    /// left out. Records of one time come causes first: a handling commits the events and messages it made at its own
+    /// time, and a trace cut there must keep the handling rather than its effects. Backends read up to one more than the
+    /// limit of each kind and call this.
     /// </summary>
     public static CorrelationRecords Earliest(IEnumerable<RecordedEvent> events, IEnumerable<InboxRecord> handled, IEnumerable<QueuedMessageRecord> queued, int limit)
     {
-        var all = events.Select(e => (Time: e.Time, Position: e.Position.Value, Record: (object)e))
-            .Concat(handled.Select(h => (Time: h.HandledAt, Position: long.MaxValue, Record: (object)h)))
-            .Concat(queued.Select(q => (Time: q.Time, Position: long.MaxValue, Record: (object)q)))
-            .OrderBy(r => r.Time)
-            .ThenBy(r => r.Position)
+        var all = events.Select(e => new Ranked(e.Time, e.Position.Value, e.Id.ToString(), e.CausationId, e))
+            .Concat(handled.Select(h => new Ranked(h.HandledAt, long.MaxValue, h.MessageId.ToString(), h.Message.CausationId, h)))
+            .Concat(queued.Select(q => new Ranked(q.Time, long.MaxValue, q.Message.Id.ToString(), q.Message.CausationId, q)))
             .ToList();
-        var kept = all.Take(limit).Select(r => r.Record).ToList();
+        var ordered = all.GroupBy(r => r.Time)
+            .OrderBy(g => g.Key)
+            .SelectMany(g => CausesFirst(g.ToList()))
+            .ToList();
+        var kept = ordered.Take(limit).Select(r => r.Record).ToList();
         return new CorrelationRecords(
             [.. kept.OfType<RecordedEvent>()],
             [.. kept.OfType<InboxRecord>()],
             [.. kept.OfType<QueuedMessageRecord>()],
             all.Count > limit);
     }
+
+    /// <summary>Records of one time by how many of their causes are among them, then by position.</summary>
+    private static IEnumerable<Ranked> CausesFirst(List<Ranked> tied)
+    {
+        if (tied.Count == 1)
+        {
+            return tied;
+        }
+
+        var ids = tied.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
+        var causes = tied.GroupBy(r => r.Id, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Select(r => r.CausationId).FirstOrDefault(c => c is not null), StringComparer.Ordinal);
+        int Depth(Ranked record)
+        {
+            // Up the causation chain while it stays among the tied records; a loop of causes ends the walk.
+            var depth = 0;
+            var seen = new HashSet<string>(StringComparer.Ordinal) { record.Id };
+            for (var cause = record.CausationId; cause is not null && ids.Contains(cause) && seen.Add(cause); cause = causes[cause])
+            {
+                depth++;
+            }
+
+            return depth;
+        }
+
+        return tied.Select(r => (Record: r, Depth: Depth(r))).OrderBy(x => x.Depth).ThenBy(x => x.Record.Position).Select(x => x.Record);
+    }
+
+    private sealed record Ranked(DateTimeOffset Time, long Position, string Id, string? CausationId, object Record);
 }
 
 /// <summary>An inbox record with what it keeps of the message: a consumer handled it, and its effects committed then.</summary>

@@ -226,6 +226,25 @@ public sealed class CorrelationTraceTests
             mermaid);
     }
 
+    // A dead letter's reason holds an exception's message, which may span lines: the text kept the entry's id on a line
+    // of its own, and Mermaid decoded "#123;" in a label as a character.
+    [Fact]
+    public void Text_keeps_one_line_per_entry_and_mermaid_shows_text_as_written()
+    {
+        var trace = new CorrelationTrace("flow-r", [
+            new TraceEntry { Kind = TraceEntryKind.MessageDeadLettered, Id = "m-1", Type = "order.place", Time = T0, Queue = "orders", ReceiveCount = 1, DeadLetterReason = "item #123; is out of stock\r\nsee line two" },
+        ]);
+
+        var text = trace.ToText();
+        var timeline = text.Split("Timeline\n")[1].Split("\n\nCausation tree")[0].Split('\n');
+        Assert.Contains("is out of stock\\nsee line two  [m-1]", Assert.Single(timeline), StringComparison.Ordinal);
+        var tree = text.Split("Causation tree\n")[1].Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains("\\nsee line two", Assert.Single(tree), StringComparison.Ordinal);
+
+        var mermaid = trace.ToMermaid();
+        Assert.Contains("item #35;123; is out of stock<br/>see line two", mermaid, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void The_json_holds_the_timeline_and_a_flat_tree()
     {

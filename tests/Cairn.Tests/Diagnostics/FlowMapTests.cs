@@ -105,6 +105,11 @@ public sealed class FlowMapTests
         Assert.Contains(" deadletters\n", mermaid);
         Assert.Contains(" unconsumed\n", mermaid);
 
+        // Mermaid decodes "#123;" as a character: a handler's name holding it is shown as written.
+        var odd = new FlowRecorder();
+        odd.RecordHandled("ticket #123;", "order.placed", TimeSpan.FromMilliseconds(1), []);
+        Assert.Contains("[\"ticket #35;123;\"]", odd.Snapshot().ToMermaid());
+
         using var json = JsonDocument.Parse(map.ToJson());
         var root = json.RootElement;
         Assert.Equal(3, root.GetProperty("consumptions").GetArrayLength());
