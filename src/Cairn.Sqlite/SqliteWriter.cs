@@ -233,8 +233,10 @@ internal sealed class SqliteWriter : IDisposable
         // refusal by an operation's own checks comes before its writes. So a group runs without them first, and only
         // when one of its operations fails after writing is it rolled back and run again with them. (The savepoints
         // cost about a tenth of a three-step workflow's CPU: SQLite copies every page an operation touches again.)
-        // Operations that run application code are always guarded, so that code never runs again for another's fault.
-        var guarded = false;
+        // Operations that run application code are always guarded, so that code never runs again for another's fault:
+        // a group holding one runs with a savepoint per operation from the start, since a group run again after an
+        // unguarded operation failed after writing would run that code a second time.
+        var guarded = pending.Exists(o => o.Guarded);
         while (pending.Count > 0)
         {
             var executed = new List<WriteOperation>(pending.Count);
@@ -332,17 +334,26 @@ internal sealed class SqliteWriter : IDisposable
                 return;
             }
 
-            _checkpointer?.Written(_context.PagesCommitted);
-            _lastCommitSize = executed.Count + refused.Count;
-            _signal.Advance(_context.Head);
-            foreach (var queue in _context.TakeTouchedQueues())
+            // Committed: whatever fails from here on (a metrics listener that throws, say) must not report the group's
+            // operations failed, or a caller would retry what is already durable.
+            try
             {
-                _queueSignal.Pulse(queue);
-            }
+                _checkpointer?.Written(_context.PagesCommitted);
+                _lastCommitSize = executed.Count + refused.Count;
+                _signal.Advance(_context.Head);
+                foreach (var queue in _context.TakeTouchedQueues())
+                {
+                    _queueSignal.Pulse(queue);
+                }
 
-            foreach (var queue in _context.TakeDeadLettered())
+                foreach (var queue in _context.TakeDeadLettered())
+                {
+                    Diagnostics.CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue));
+                }
+            }
+            catch (Exception ex)
             {
-                Diagnostics.CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue));
+                _logger.LogError(ex, "The SQLite writer's notifications after a commit of {Count} operations failed; the operations are committed.", executed.Count);
             }
 
             foreach (var operation in executed)

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using System.Reflection;
 using System.Text;
 using Cairn.Conformance.Support;
@@ -151,5 +152,103 @@ public sealed class WriterEdgeTests : IDisposable
         var error = Record.Exception(() => Open());
         Assert.IsType<CairnException>(error);
         Assert.Contains("newer", error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Holds the writer thread inside an operation of its own until the returned gate is set, so that everything queued
+    /// meanwhile is drained into the next group commit together.
+    /// </summary>
+    private static async Task<(Task Held, ManualResetEventSlim Gate)> HoldWriterAsync(SqliteEventStore store)
+    {
+        var gate = new ManualResetEventSlim(false);
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = store.Writer.ExecuteAsync(_ =>
+        {
+            entered.TrySetResult();
+            gate.Wait(TimeSpan.FromSeconds(30));
+            return true;
+        }, default);
+        await entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        return (held, gate);
+    }
+
+    // An operation that runs application code (a projection batch) runs once per attempt, not again because another
+    // operation of its group failed: an unguarded one that failed after writing (an acknowledgement of a lease already
+    // settled, which deletes first and checks after) had the whole group run again, the guarded one's code included.
+    [Fact]
+    public async Task a_guarded_operation_runs_once_when_another_operation_of_its_group_fails_after_writing()
+    {
+        using var store = Open();
+        var broker = new SqliteMessageBroker(store);
+        await broker.DeclareQueueAsync(new QueueDefinition("jobs"), default);
+        await broker.SendAsync("jobs", new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}")));
+        var lease = (await broker.ReceiveAsync("jobs", new ReceiveOptions(), default))[0].Lease;
+        await broker.AcknowledgeAsync(lease);
+
+        var (held, gate) = await HoldWriterAsync(store);
+        var runs = 0;
+        var guarded = store.Writer.ExecuteAsync(context =>
+        {
+            // Stands for a projection batch's handlers: application code, with effects of its own.
+            Interlocked.Increment(ref runs);
+            context.SetCheckpoint("guarded-projection", 1);
+            return true;
+        }, default, durable: false, guarded: true);
+        var stale = broker.AcknowledgeAsync([lease], default);
+        gate.Set();
+        await held;
+
+        await guarded;
+        await Assert.ThrowsAsync<LeaseLostException>(() => stale);
+        Assert.True(runs == 1, $"the guarded operation's application code ran {runs} times for one attempt, because another operation of its group failed after writing");
+    }
+
+    // Nothing committed is reported failed, or a caller retrying a dead-lettering or a send acts twice: the writer
+    // counted dead letters for the metrics after the commit, and a metrics listener that threw there failed every
+    // operation of the group, though all of it was committed.
+    [Fact]
+    public async Task a_committed_dead_lettering_is_reported_done_when_a_metrics_listener_throws()
+    {
+        using var store = Open();
+        var broker = new SqliteMessageBroker(store);
+        var queue = "dl-" + Guid.NewGuid().ToString("N");
+        await broker.DeclareQueueAsync(new QueueDefinition(queue), default);
+        await broker.SendAsync(queue, new OutgoingMessage("job", Encoding.UTF8.GetBytes("{}")));
+        var lease = (await broker.ReceiveAsync(queue, new ReceiveOptions(), default))[0].Lease;
+
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Name == "cairn.messaging.dead_lettered")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "queue" && Equals(tag.Value, queue))
+                {
+                    throw new InvalidOperationException("a metrics exporter failed");
+                }
+            }
+        });
+        listener.Start();
+
+        Exception? reported = null;
+        try
+        {
+            await broker.DeadLetterAsync(lease, "poison", null, default);
+        }
+        catch (Exception ex)
+        {
+            reported = ex;
+        }
+
+        listener.Dispose();
+        var dead = await broker.ListDeadLettersAsync(queue, 0, 10, default);
+        Assert.Null(reported);
+        Assert.Single(dead);
     }
 }
