@@ -667,7 +667,17 @@ internal sealed class PostgresWriter : IAsyncDisposable
                 return;
             }
 
-            _store.Committed(context);
+            // Committed: whatever fails from here on (a metrics listener that throws, say) must not report the pieces
+            // failed, or a caller would retry what is already durable.
+            try
+            {
+                _store.Committed(context);
+            }
+            catch (Exception ex)
+            {
+                _logger.LogError(ex, "The PostgreSQL writer's notifications after a commit failed; the work is committed.");
+            }
+
             AnswerCommitted(done);
         }
     }

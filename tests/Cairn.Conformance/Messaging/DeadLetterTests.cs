@@ -45,6 +45,45 @@ public abstract class DeadLetterTests<TFixture>(TFixture fixture) : MessagingTes
         Assert.Equal(letter.Sequence, inspected!.Sequence);
     }
 
+    // Nothing committed is reported failed, or a caller retrying a dead-lettering acts twice: a metrics listener that
+    // threw while the dead letter was counted, after the commit, had the dead-lettering reported failed.
+    [Fact]
+    public async Task a_dead_lettering_is_reported_done_when_a_metrics_listener_throws()
+    {
+        // A queue of its own: the listener sees every test's measurements, and throws only for this one's.
+        var queue = new QueueName("dl-" + Guid.NewGuid().ToString("N"));
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(queue));
+        await using var _ = sut;
+        await broker.SendAsync(queue, Numbered(1));
+        var delivery = Assert.Single(await ReceiveNowAsync(broker, queue));
+
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Name == "cairn.messaging.dead_lettered")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "queue" && Equals(tag.Value, queue.Value))
+                {
+                    throw new InvalidOperationException("a metrics exporter failed");
+                }
+            }
+        });
+        listener.Start();
+
+        var reported = await Record.ExceptionAsync(() => broker.DeadLetterAsync(delivery.Lease, "poison", null, default));
+        listener.Dispose();
+
+        Assert.Null(reported);
+        Assert.Single(await broker.ListDeadLettersAsync(queue, 0, 10, default));
+    }
+
     [Fact]
     public async Task a_message_whose_leases_keep_running_out_is_dead_lettered_too()
     {

@@ -303,7 +303,15 @@ public sealed partial class InMemoryMessageBroker
         message.DeadLetteredAt = now;
         message.Failure = failure ?? message.Failure;
 
-        // Counted at once: the in-memory broker applies every change under its lock, so nothing rolls back later.
-        Diagnostics.CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue.Definition.Name.Value));
+        // Counted at once: the in-memory broker applies every change under its lock, so nothing rolls back later. A
+        // metrics listener that throws must not report the change failed, half made.
+        try
+        {
+            Diagnostics.CairnDiagnostics.MessagesDeadLettered.Add(1, new KeyValuePair<string, object?>("queue", queue.Definition.Name.Value));
+        }
+        catch (Exception)
+        {
+            // The dead letter stands; only its count is lost.
+        }
     }
 }
