@@ -56,6 +56,26 @@ internal sealed class PayloadSchemas
         }
     }
 
+    /// <summary>
+    /// Loads only the classes' current versions, without the registry's (start-up registration is off): what is written
+    /// by hand is still stamped with its class's version, and a malformed <c>dataschema</c> still refused; nothing is
+    /// validated or checked against the registry. Replaces what was loaded.
+    /// </summary>
+    public void LoadClassVersions(IEnumerable<(string EventType, int Current)> types, ILogger logger)
+    {
+        lock (_gate)
+        {
+            _logger = logger;
+            _read = null;
+            _awaiting = FrozenDictionary<string, SchemaValidationMode>.Empty;
+            _lastReread.Clear();
+            _types = types.ToFrozenDictionary(
+                t => t.EventType,
+                t => new TypeSchemas(SchemaValidationMode.Off, FrozenDictionary<int, Lazy<JsonSchema>>.Empty, t.Current, t.Current, SchemaReference.Format(t.EventType, t.Current), VersionsKnown: false),
+                StringComparer.Ordinal);
+        }
+    }
+
     private static TypeSchemas Built(string eventType, int current, SchemaValidationMode mode, IReadOnlyList<RegisteredSchema> versions)
     {
         var built = new Dictionary<int, Lazy<JsonSchema>>();
@@ -134,6 +154,13 @@ internal sealed class PayloadSchemas
             }
             else
             {
+                // A type with no class here (a gateway's): its versions are not known, but a dataschema of Cairn's form
+                // must still name it and a version, or every reader that has its class refuses the event for good.
+                if (dataSchema is not null)
+                {
+                    VersionNamed(eventType, dataSchema, 0, kind, id);
+                }
+
                 return dataSchema;
             }
         }
@@ -150,20 +177,9 @@ internal sealed class PayloadSchemas
 
             version = type.Current;
         }
-        else if (SchemaReference.TryParse(dataSchema, out var reference))
+        else if (VersionNamed(eventType, dataSchema, type.Latest, kind, id) is { } named)
         {
-            if (!string.Equals(reference.EventType, eventType, StringComparison.Ordinal))
-            {
-                throw new UnknownSchemaVersionException(Subject(kind, id), eventType, reference.Version, type.Latest, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
-            }
-
-            version = reference.Version;
-        }
-        else if (SchemaReference.FaultOf(dataSchema) is { } fault)
-        {
-            // Cairn's form, so no other producer's URI: taken as one, it would be written unchecked and read as the
-            // current version.
-            throw new UnknownSchemaVersionException(Subject(kind, id), eventType, dataSchema, type.Latest, fault);
+            version = named;
         }
         else if (type.Mode == SchemaValidationMode.Off || !type.Versions.ContainsKey(type.Current))
         {
@@ -175,6 +191,12 @@ internal sealed class PayloadSchemas
             // Another producer's URI names no version of Cairn's, and readers read the payload as the current version:
             // it is validated as that, so Reject refuses what its readers could not read instead of writing it unchecked.
             version = type.Current;
+        }
+
+        if (!type.VersionsKnown)
+        {
+            // The registry was not read (start-up registration is off): the version is stamped, not checked.
+            return dataSchema;
         }
 
         if (!type.Versions.TryGetValue(version, out var schema) && Reread(eventType, type) is { } reread)
@@ -210,7 +232,27 @@ internal sealed class PayloadSchemas
         return dataSchema;
     }
 
+    /// <summary>
+    /// The version a <c>dataschema</c> of Cairn's form names; null for another producer's URI. One naming another type,
+    /// or of Cairn's form but naming no version, is refused: taken as another producer's, it would be written unchecked
+    /// and read as the current version.
+    /// </summary>
+    private static int? VersionNamed(string eventType, string dataSchema, int latest, string kind, Envelopes.MessageId id)
+    {
+        if (SchemaReference.TryParse(dataSchema, out var reference))
+        {
+            return string.Equals(reference.EventType, eventType, StringComparison.Ordinal)
+                ? reference.Version
+                : throw new UnknownSchemaVersionException(Subject(kind, id), eventType, reference.Version, latest, $"its dataschema '{dataSchema}' names the type '{reference.EventType}'");
+        }
+
+        return SchemaReference.FaultOf(dataSchema) is { } fault
+            ? throw new UnknownSchemaVersionException(Subject(kind, id), eventType, dataSchema, latest, fault)
+            : null;
+    }
+
     private static string Subject(string kind, Envelopes.MessageId id) => $"{kind} {id}";
 
-    private sealed record TypeSchemas(SchemaValidationMode Mode, FrozenDictionary<int, Lazy<JsonSchema>> Versions, int Latest, int Current, string CurrentDataSchema);
+    /// <summary>A type's versions as the registry holds them (<paramref name="VersionsKnown"/>), or only its class's current version.</summary>
+    private sealed record TypeSchemas(SchemaValidationMode Mode, FrozenDictionary<int, Lazy<JsonSchema>> Versions, int Latest, int Current, string CurrentDataSchema, bool VersionsKnown = true);
 }

@@ -26,6 +26,10 @@ internal sealed class SchemaRegistrationService(
         var schemas = options.Value.Schemas;
         if (!schemas.RegisterOnStart)
         {
+            // Nothing registered, checked or validated; but what is written by hand still names its class's version,
+            // or its readers would take it for version 1 and upcast it.
+            var classes = serializer.Registry.Registrations.Keys.Where(t => !EventTypeNames.IsCairnOwn(t));
+            payloads.LoadClassVersions(classes.Select(t => (t, serializer.Registry.GetVersion(t))), logger);
             return;
         }
 

@@ -88,6 +88,38 @@ public sealed class UpcasterChains
     public bool HasStep(string eventType, int version) =>
         _byType.TryGetValue(eventType, out var chain) && chain.ContainsKey(version);
 
+    /// <summary>
+    /// The data as nodes, a property named twice holding its last value, as the serializer reads it at the current
+    /// version (<see cref="JsonNode.Parse(ReadOnlySpan{byte}, JsonNodeOptions?, JsonDocumentOptions)"/> refuses the name
+    /// the first time an upcaster looks, which blamed the upcaster).
+    /// </summary>
+    private static JsonNode? LastValueWins(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                var json = new JsonObject();
+                foreach (var property in element.EnumerateObject())
+                {
+                    json[property.Name] = LastValueWins(property.Value);
+                }
+
+                return json;
+            case JsonValueKind.Array:
+                var array = new JsonArray();
+                foreach (var item in element.EnumerateArray())
+                {
+                    array.Add(LastValueWins(item));
+                }
+
+                return array;
+            case JsonValueKind.Null:
+                return null;
+            default:
+                return JsonValue.Create(element);
+        }
+    }
+
     /// <summary>Every type with upcasters.</summary>
     public IEnumerable<string> EventTypes => _byType.Keys;
 
@@ -100,7 +132,7 @@ public sealed class UpcasterChains
         JsonObject json;
         try
         {
-            json = JsonNode.Parse(data) as JsonObject
+            json = LastValueWins(JsonSerializer.Deserialize<JsonElement>(data)) as JsonObject
                 ?? throw new UpcastingException(what, eventType, version, version + 1, "the data is not a JSON object", null);
         }
         catch (JsonException ex)
@@ -175,7 +207,7 @@ public sealed class UnknownSchemaVersionException : CairnException
 {
     /// <summary>An event or message naming a version this process cannot read.</summary>
     public UnknownSchemaVersionException(string what, string eventType, int version, int current, string reason)
-        : base(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' version {version}, which this process cannot read (its class is version {current}): {reason}."))
+        : base(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' version {version}, which this process cannot read ({ClassOf(current)}): {reason}."))
     {
         Subject = what;
         EventType = eventType;
@@ -185,7 +217,7 @@ public sealed class UnknownSchemaVersionException : CairnException
 
     /// <summary>An event or message whose <c>dataschema</c> is of Cairn's form but malformed: it names no version.</summary>
     public UnknownSchemaVersionException(string what, string eventType, string dataSchema, int current, string reason)
-        : base(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' with the dataschema '{dataSchema}', which is of Cairn's form but names no version this process can read (its class is version {current}): {reason}."))
+        : base(string.Create(CultureInfo.InvariantCulture, $"{what} is '{eventType}' with the dataschema '{dataSchema}', which is of Cairn's form but names no version this process can read ({ClassOf(current)}): {reason}."))
     {
         Subject = what;
         EventType = eventType;
@@ -195,6 +227,10 @@ public sealed class UnknownSchemaVersionException : CairnException
 
     /// <summary>The event or message, as its id, type and place.</summary>
     public string Subject { get; }
+
+    /// <summary>What the message says of the class: 0 is a type with no class in this process (a gateway's).</summary>
+    private static string ClassOf(int current) =>
+        current > 0 ? string.Create(CultureInfo.InvariantCulture, $"its class is version {current}") : "it has no class here";
 
     /// <summary>The event type.</summary>
     public string EventType { get; }

@@ -78,6 +78,18 @@ public sealed class EventTypeRegistry
         {
             throw new ArgumentException($"'{name}' starts with '$', which is reserved for Cairn's own events.", nameof(name));
         }
+
+        // Cairn's own types (a workflow's history) are versioned with Cairn: an application's type named so would never
+        // be registered in the schema registry, nor its payloads validated.
+        if (EventTypeNames.IsCairnOwn(name) && type.Assembly != typeof(EventTypeRegistry).Assembly)
+        {
+            throw new ArgumentException($"'{name}' starts with 'cairn.', which is reserved for Cairn's own types ({type.FullName} needs another name).", nameof(name));
+        }
+
+        if (type.ContainsGenericParameters)
+        {
+            throw new ArgumentException($"{type.FullName} is an open generic type, which has no instances to write or read: register a closed one ({type.Name.Split('`')[0]}<...> with its type arguments).", nameof(type));
+        }
     }
 
     /// <summary>Refuses a registration that conflicts with one already made. Under the gate.</summary>

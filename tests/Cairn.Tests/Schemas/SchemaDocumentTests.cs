@@ -267,4 +267,22 @@ public sealed class SchemaDocumentTests
         var stored = await EventStoreExtensions.ReadStreamAsync(store, "order-1").SingleAsync();
         Assert.Equal("urn:cairn:schema:order.placed:1", stored.DataSchema);
     }
+
+    // A type with no class here (a gateway appending another service's events as JSON) still has its dataschema of
+    // Cairn's form checked: one naming no version, or another type, was written unchecked, and every reader with the
+    // class refused the event for good.
+    [Theory]
+    [InlineData("urn:cairn:schema:audit.entry:0", "it has no class here")]
+    [InlineData("urn:cairn:schema:order.placed:1", "names the type 'order.placed'")]
+    public async Task a_malformed_cairn_dataschema_of_a_type_with_no_class_here_is_refused(string dataSchema, string said)
+    {
+        var store = new InMemoryEventStore(new EventStoreOptions { Schemas = Loaded(SchemaValidationMode.Off) });
+
+        var error = await Assert.ThrowsAsync<UnknownSchemaVersionException>(() =>
+            store.AppendToStreamAsync("audit-1", ExpectedVersion.NoStream, [new EventData("audit.entry", """{"a": 1}"""u8.ToArray()) { DataSchema = dataSchema }]));
+
+        Assert.Contains(said, error.Message, StringComparison.Ordinal);
+        Assert.Equal(GlobalPosition.Start, await store.GetHeadPositionAsync(CancellationToken.None));
+        await store.AppendToStreamAsync("audit-1", ExpectedVersion.NoStream, [new EventData("audit.entry", """{"a": 1}"""u8.ToArray()) { DataSchema = "urn:cairn:schema:audit.entry:3" }]);
+    }
 }

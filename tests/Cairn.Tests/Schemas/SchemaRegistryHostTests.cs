@@ -56,6 +56,27 @@ public sealed class SchemaRegistryHostTests
         await host.StopAsync();
     }
 
+    // With start-up registration off nothing is registered, checked or validated, but an event built by hand still
+    // names its class's version: it was written without a dataschema, and read back as version 1 through the upcasters.
+    [Fact]
+    public async Task with_registration_off_an_event_built_by_hand_is_stamped_with_its_classs_version()
+    {
+        using var host = await StartAsync(o =>
+        {
+            o.EventTypes.Register<InvoiceIssuedV2>("invoice.issued", 2);
+            o.Schemas.RegisterOnStart = false;
+        });
+        var store = host.Services.GetRequiredService<IEventStore>();
+
+        await store.AppendToStreamAsync("invoice-1", ExpectedVersion.NoStream, [new EventData("invoice.issued", """{"id":"i-1","total":10}"""u8.ToArray())]);
+        var malformed = new EventData("invoice.issued", """{"id":"i-2","total":10}"""u8.ToArray()) { DataSchema = "urn:cairn:schema:invoice.issued:0" };
+
+        Assert.Equal("urn:cairn:schema:invoice.issued:2", (await EventStoreExtensions.ReadStreamAsync(store, "invoice-1").SingleAsync()).DataSchema);
+        await Assert.ThrowsAsync<UnknownSchemaVersionException>(() => store.AppendToStreamAsync("invoice-2", ExpectedVersion.NoStream, [malformed]));
+        Assert.Empty(await _registry.GetEventTypesAsync());
+        await host.StopAsync();
+    }
+
     [Fact]
     public async Task a_restart_with_the_same_classes_registers_nothing_new_and_a_compatible_new_version_is_added()
     {

@@ -153,6 +153,20 @@ public sealed class UpcastingTests
         Assert.Contains("no name", error.Message, StringComparison.Ordinal);
     }
 
+    // A property named twice reads at the current version with its last value, as System.Text.Json's deserializer
+    // reads it; through an upcaster it failed, blaming the upcaster ("An item with the same key has already been added").
+    [Fact]
+    public void a_property_named_twice_is_upcast_with_its_last_value_as_the_current_version_reads_it()
+    {
+        var serializer = Serializer();
+
+        var current = (CustomerRegistered)serializer.Deserialize(Stored("""{"firstName":"Ada","lastName":"Lovelace","credit":{"amount":1,"currency":"EUR","amount":2}}""", "urn:cairn:schema:customer.registered:3"));
+        var upcast = (CustomerRegistered)serializer.Deserialize(Stored("""{"name":"Ada Byron","name":"Ada Lovelace","creditCents":100,"creditCents":250}""", "urn:cairn:schema:customer.registered:1"));
+
+        Assert.Equal(2m, current.Credit.Amount);
+        Assert.Equal(new CustomerRegistered("Ada", "Lovelace", new Money(2.5m, "EUR")), upcast);
+    }
+
     [Fact]
     public void data_that_is_not_a_json_object_fails_its_upcast_with_the_reason()
     {

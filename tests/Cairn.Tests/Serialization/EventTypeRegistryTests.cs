@@ -139,6 +139,26 @@ public sealed class EventTypeRegistryTests
     public void an_invalid_name_is_refused(string name) =>
         Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register<Plain>(name));
 
+    // Cairn's own types (a workflow's history) are versioned with Cairn, and skipped by the schema registry: an
+    // application's type named so was never registered nor validated.
+    [Fact]
+    public void a_name_starting_with_cairn_dot_is_refused_for_an_applications_type()
+    {
+        var refused = Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register<Plain>("cairn.deposit"));
+        Assert.Contains("reserved for Cairn's own types", refused.Message, StringComparison.Ordinal);
+        Cairn.Workflows.WorkflowEventTypes.Register(new EventTypeRegistry());
+        new EventTypeRegistry().Register<Plain>("cairnish.deposit");
+    }
+
+    // An open generic type has no instances: registered, every read of its name failed with a raw ArgumentException.
+    [Fact]
+    public void an_open_generic_type_is_refused()
+    {
+        var refused = Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register(typeof(List<>), "test.list"));
+        Assert.Contains("open generic", refused.Message, StringComparison.Ordinal);
+        new EventTypeRegistry().Register(typeof(List<int>), "test.list");
+    }
+
     [Fact]
     public void an_over_long_name_is_refused() =>
         Assert.Throws<ArgumentException>(() => new EventTypeRegistry().Register<Plain>(new string('n', 257)));
