@@ -52,6 +52,26 @@ public sealed class ProjectionLeaseTests : IAsyncLifetime
         await AssertAppliedOnceAsync(second, events: 10, last);
     }
 
+    // The holder moves past an event its projection does not handle without storing a position, and the process
+    // standing by followed the stored position only: a wait there for an append of an unhandled type timed out (until
+    // a later handled event was applied), where the holder's own wait returned at once. The follower also knows the head.
+    [Fact]
+    public async Task A_process_standing_by_follows_past_events_the_projection_does_not_handle()
+    {
+        var first = await StartAsync();
+        await Wait.UntilAsync(() => first.Runner.Status.State == ProjectionState.Live, "the first process runs the projection");
+        var second = await StartAsync();
+        await Wait.UntilAsync(() => second.Runner.Status.State == ProjectionState.Standby, "the second process stands by");
+        await second.Runner.WaitForPositionAsync(await second.PlaceAsync("o1"), Patience);
+
+        var noted = (await second.Store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Serializer().ToEventData(new OrderNoted("o1", "gift wrap"))], default)).LastPosition;
+
+        await first.Runner.WaitForPositionAsync(noted, Patience);
+        await second.Runner.WaitForPositionAsync(noted, Patience);
+        Assert.Equal(noted, second.Runner.Status.Head);
+        Assert.Equal(1, first.Projection.Applied);
+    }
+
     [Fact]
     public async Task When_the_process_holding_the_lease_stops_another_takes_over_where_it_stopped()
     {

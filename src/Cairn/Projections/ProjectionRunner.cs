@@ -422,7 +422,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
         return lease;
     }
 
-    /// <summary>Reads the serving build's stored position while another process runs the projection.</summary>
+    /// <summary>Follows the serving build's stored position while another process runs the projection.</summary>
     private async Task FollowAsync(CancellationToken stop)
     {
         try
@@ -441,6 +441,20 @@ public sealed class ProjectionRunner : IAsyncDisposable
             }
 
             Advance(track, serving.Position);
+
+            // The holder moves past events its projection does not handle without storing a position; so does this
+            // follower: up to the next event it handles, or the head when there is none (read first, so an event
+            // committed during the scan is not passed over). A wait for an append of an unhandled type completes here
+            // as it does in the holder's process.
+            var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+            ObserveHead(head);
+            GlobalPosition? next = null;
+            await foreach (var recorded in _store.ReadAllAsync(serving.Position.Next, _applier.Filter, 1, stop).ConfigureAwait(false))
+            {
+                next = recorded.Position;
+            }
+
+            Advance(track, next is { } handled ? new GlobalPosition(handled.Value - 1) : head);
         }
         catch (Exception ex) when (!stop.IsCancellationRequested)
         {
