@@ -89,6 +89,9 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
     public void DetachInline(string projection) => _store.Writer.DetachInline(projection);
 
     /// <inheritdoc />
+    public bool IsInlineDetached(string projection) => _store.Writer.IsInlineDetached(projection);
+
+    /// <inheritdoc />
     object IInlineScope.InlineScope => _store;
 
     /// <inheritdoc />

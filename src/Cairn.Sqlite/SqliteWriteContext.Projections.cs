@@ -16,8 +16,17 @@ internal sealed class InlineProjection(Projection projection, ReadModelApply app
 
     public ReadModelApply Apply { get; } = apply;
 
-    /// <summary>Whether appends apply it; set by the batch that goes live, on the writer thread only.</summary>
-    public bool Live { get; set; }
+    private volatile bool _live;
+
+    /// <summary>Whether appends apply it; set by the batch that goes live, on the writer thread only (read by its runner).</summary>
+    public bool Live
+    {
+        get => _live;
+        set => _live = value;
+    }
+
+    /// <summary>Set when appends stopped applying it because another process's switch left no build of its shape serving.</summary>
+    public bool Detached { get; set; }
 
     /// <summary>The build appends write to.</summary>
     public long Build { get; set; }
@@ -45,6 +54,9 @@ internal sealed partial class SqliteWriteContext
             _inline = [.. _inline.Where(p => p.Projection.Name != projection.Projection.Name), projection];
         }
     }
+
+    /// <summary>Whether appends stopped applying an attached inline projection for another process's switch.</summary>
+    public bool IsInlineDetached(string projection) => Array.Find(_inline, p => p.Projection.Name == projection) is { Detached: true, Live: false };
 
     public void DetachInline(string projection)
     {
@@ -157,6 +169,7 @@ internal sealed partial class SqliteWriteContext
                 {
                     _inlineChanges.Add((inline, inline.Live, inline.Build));
                     inline.Live = true;
+                    inline.Detached = false;
                     inline.Build = batch.Build;
                 }
             }
@@ -188,6 +201,7 @@ internal sealed partial class SqliteWriteContext
                 else
                 {
                     inline.Live = false;
+                    inline.Detached = true;
                     continue;
                 }
             }

@@ -160,6 +160,9 @@ internal sealed class SqliteWriter : IDisposable
     /// <summary>Stops applying an inline projection to appends.</summary>
     public void DetachInline(string projection) => _context.DetachInline(projection);
 
+    /// <summary>Whether appends stopped applying an inline projection for another process's switch.</summary>
+    public bool IsInlineDetached(string projection) => _context.IsInlineDetached(projection);
+
     public void Dispose()
     {
         _queue.Writer.TryComplete();

@@ -29,6 +29,8 @@ internal sealed class ReportingProjectionStore(IProjectionStore inner, Action<st
     /// <inheritdoc />
     public void DetachInline(string projection) => inner.DetachInline(projection);
 
+    public bool IsInlineDetached(string projection) => inner.IsInlineDetached(projection);
+
     /// <inheritdoc />
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) =>
         inner.ListDeadLettersAsync(projection, max, cancellationToken);

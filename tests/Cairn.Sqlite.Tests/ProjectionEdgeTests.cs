@@ -215,6 +215,34 @@ public sealed class ProjectionEdgeTests : IDisposable
         Assert.Equal(4, await models.Query<OrderSummary>().CountAsync());
     }
 
+    // Another process rebuilt an inline projection as version 2 and switched: this process's appends (version 1) stop
+    // applying it, and its runner, which applies nothing while appends do, was never told: it stayed Live at the head,
+    // and a read-your-writes wait returned at once for an event no read model held. It starts again on what serves,
+    // which is newer code's (ProjectionVersionNewerException), and the wait fails.
+    [Fact]
+    public async Task An_inline_runner_whose_appends_stop_applying_it_after_another_version_switches_starts_again()
+    {
+        using var otherStore = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        var otherProjections = new SqliteProjectionStore(otherStore);
+        await AppendAsync("o1", Orders.Placed("o1", "alice", 10m));
+        var here = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline };
+        await using var runnerHere = new ProjectionRunner(here, _store, _projections, Orders.Serializer());
+        await runnerHere.StartAsync(default);
+        await Wait.UntilAsync(() => runnerHere.Status.State == ProjectionState.Live, "version 1 is live here");
+
+        var there = new OrderSummaries { Lifecycle = ProjectionLifecycle.Inline, Version = 2, RebuildOnVersionChange = true };
+        await using var runnerThere = new ProjectionRunner(there, otherStore, otherProjections, Orders.Serializer());
+        await runnerThere.StartAsync(default);
+        await Wait.UntilAsync(() => runnerThere.Status is { State: ProjectionState.Live, ServingVersion: 2 }, "version 2 switched in the other process");
+
+        var placed = await AppendAsync("o2", Orders.Placed("o2", "bob", 20m));
+
+        var ended = await Assert.ThrowsAsync<ProjectionWaitTimeoutException>(() => runnerHere.WaitForPositionAsync(placed, Patience));
+        Assert.Contains(nameof(ProjectionVersionNewerException), ended.Message, StringComparison.Ordinal);
+        Assert.Equal(ProjectionState.Failed, runnerHere.Status.State);
+        Assert.Contains(nameof(ProjectionVersionNewerException), runnerHere.Status.LastError, StringComparison.Ordinal);
+    }
+
     /// <summary>Order totals: in a SQL table in versions 1 and 3, in documents in version 2.</summary>
     private sealed class Totals : Projection
     {

@@ -86,6 +86,13 @@ public interface IProjectionStore
     void DetachInline(string projection);
 
     /// <summary>
+    /// True once this process's appends stopped applying an attached inline projection that had gone live: another
+    /// process switched to a build of another version or shape (on SQLite, where each process runs its own runner; on
+    /// PostgreSQL only the lease holder switches). Its runner then starts again on what serves.
+    /// </summary>
+    bool IsInlineDetached(string projection) => false;
+
+    /// <summary>
     /// The dead letters of the projection's builds (the serving one and a shadow being rebuilt), by position, then build.
     /// </summary>
     Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken);

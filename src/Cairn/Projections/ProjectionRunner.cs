@@ -599,6 +599,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
                     SetLive();
                 }
             }
+            else if (_projections.IsInlineDetached(Projection.Name))
+            {
+                _logger.LogWarning("Projection {Projection}: appends here stopped applying it, another process having switched to a build of another version or shape; it starts again on what serves.", Projection.Name);
+                await OpenAsync(stop).ConfigureAwait(false);
+                progressed = true;
+            }
             else
             {
                 SetLive();
@@ -639,7 +645,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
         await Task.WhenAny(appended, wake, retry).ConfigureAwait(false);
         await cancel.CancelAsync().ConfigureAwait(false);
         stop.ThrowIfCancellationRequested();
-        if (_inlineLive)
+        // Once another process switched to a build of another version or shape, this process's appends stop applying
+        // the projection: the position stops following the head, and the loop starts again on what serves.
+        if (_inlineLive && !_projections.IsInlineDetached(Projection.Name))
         {
             var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
             ObserveHead(head);

@@ -23,6 +23,8 @@ public class DelegatingProjectionStore(IProjectionStore inner) : IProjectionStor
     /// <inheritdoc />
     public virtual void DetachInline(string projection) => Inner.DetachInline(projection);
 
+    public virtual bool IsInlineDetached(string projection) => Inner.IsInlineDetached(projection);
+
     /// <inheritdoc />
     public virtual Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken) => Inner.ListDeadLettersAsync(projection, max, cancellationToken);
 
