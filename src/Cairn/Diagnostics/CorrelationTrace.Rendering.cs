@@ -274,23 +274,10 @@ public sealed partial class CorrelationTrace
         last[depth] = isLast;
     }
 
-    /// <summary>
-    /// Text for a Mermaid label: '#' first (Mermaid decodes "#123;" as a character), then quotes and angle brackets as
-    /// entity codes; line breaks as the label's own.
-    /// </summary>
-    private static string Escape(string text) => LineBreaks().Replace(
-        text
-            .Replace("#", "#35;", StringComparison.Ordinal)
-            .Replace("\"", "#quot;", StringComparison.Ordinal)
-            .Replace("<", "#lt;", StringComparison.Ordinal)
-            .Replace(">", "#gt;", StringComparison.Ordinal),
-        "<br/>");
+    private static string Escape(string text) => MermaidText.Label(text);
 
     /// <summary>A failure's message or a dead letter's reason may span lines; the text keeps one line per entry and node.</summary>
-    private static string OneLine(string text) => LineBreaks().Replace(text, "\\n");
-
-    [System.Text.RegularExpressions.GeneratedRegex("\r\n|[\n\r\u0085\u2028\u2029]")]
-    private static partial System.Text.RegularExpressions.Regex LineBreaks();
+    private static string OneLine(string text) => MermaidText.LineBreaks().Replace(text, "\\n");
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 }

@@ -220,8 +220,7 @@ public sealed record FlowMap(IReadOnlyList<FlowConsumption> Consumptions, IReadO
         return Encoding.UTF8.GetString(stream.ToArray());
     }
 
-    /// <summary>Text for a Mermaid label: '#' first (Mermaid decodes "#123;" as a character), then quotes.</summary>
-    private static string Escape(string text) => text.Replace("#", "#35;", StringComparison.Ordinal).Replace("\"", "#quot;", StringComparison.Ordinal);
+    private static string Escape(string text) => MermaidText.Label(text);
 
     /// <summary>Tarjan's strongly connected components, iteratively.</summary>
     private static List<List<string>> StronglyConnected(Dictionary<string, List<string>> edges)
