@@ -159,7 +159,7 @@ public sealed partial class CairnBuilder
     /// <summary>Hosts a consumer whose handler is made per message from the message's service scope.</summary>
     public CairnBuilder AddConsumer<THandler>(QueueName queue, Func<ConsumerOptions, ConsumerOptions>? configure = null)
         where THandler : class, IMessageHandler =>
-        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context, ct), configure, null);
+        AddConsumer(queue, _ => (context, ct) => HandleWithAsync<THandler>(context, handler => handler.HandleAsync(context, ct)), configure, null);
 
     /// <summary>
     /// Hosts a consumer whose handler takes messages deserialized into <typeparamref name="TMessage"/>; a message of
@@ -167,7 +167,36 @@ public sealed partial class CairnBuilder
     /// </summary>
     public CairnBuilder AddConsumer<TMessage, THandler>(QueueName queue, Func<ConsumerOptions, ConsumerOptions>? configure = null)
         where THandler : class, IMessageHandler<TMessage> =>
-        AddConsumer(queue, _ => (context, ct) => ActivatorUtilities.GetServiceOrCreateInstance<THandler>(context.Services).HandleAsync(context.Read<TMessage>(), context, ct), configure, typeof(TMessage));
+        AddConsumer(queue, _ => (context, ct) => HandleWithAsync<THandler>(context, handler => handler.HandleAsync(context.Read<TMessage>(), context, ct)), configure, typeof(TMessage));
+
+    /// <summary>
+    /// Runs a handler made for the message from its DI scope: the registered one, or one made here, which the scope does
+    /// not track, so it is disposed here once it has handled the message.
+    /// </summary>
+    private static async ValueTask HandleWithAsync<THandler>(MessageHandlerContext context, Func<THandler, ValueTask> handle)
+        where THandler : class
+    {
+        var registered = context.Services.GetService<THandler>();
+        var handler = registered ?? ActivatorUtilities.CreateInstance<THandler>(context.Services);
+        try
+        {
+            await handle(handler).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (registered is null)
+            {
+                if (handler is IAsyncDisposable asyncDisposable)
+                {
+                    await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+                }
+                else if (handler is IDisposable disposable)
+                {
+                    disposable.Dispose();
+                }
+            }
+        }
+    }
 
     private CairnBuilder AddConsumer(QueueName queue, Func<IServiceProvider, Func<MessageHandlerContext, CancellationToken, ValueTask>> handler, Func<ConsumerOptions, ConsumerOptions>? configure, Type? messageType)
     {

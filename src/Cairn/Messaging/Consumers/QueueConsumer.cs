@@ -137,8 +137,19 @@ public sealed class QueueConsumer : IAsyncDisposable
             throw new InvalidOperationException($"The consumer '{Options.Name}' is already started.");
         }
 
-        var queue = await _broker.GetQueueAsync(Options.Queue, cancellationToken).ConfigureAwait(false)
-            ?? throw new QueueNotFoundException(Options.Queue);
+        QueueDefinition queue;
+        try
+        {
+            queue = await _broker.GetQueueAsync(Options.Queue, cancellationToken).ConfigureAwait(false)
+                ?? throw new QueueNotFoundException(Options.Queue);
+        }
+        catch
+        {
+            // Not started: a start refused for a queue not declared yet may be tried again once it is.
+            Volatile.Write(ref _started, 0);
+            throw;
+        }
+
         _lease = Options.Lease ?? queue.Lease;
         _maxReceiveCount = queue.MaxReceiveCount;
         _queueReadAt = _time.GetTimestamp();
@@ -274,9 +285,14 @@ public sealed class QueueConsumer : IAsyncDisposable
                 await PruneInboxWhenDueAsync().ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        catch (Exception ex) when (_stopping.IsCancellationRequested)
         {
-            // Stopping.
+            // Stopping: a receive or a prune cut off by the stop may fail as its transport does (a dropped connection)
+            // rather than as a cancellation; nothing is lost, and the stop goes on.
+            if (ex is not OperationCanceledException)
+            {
+                _logger.LogDebug(ex, "Consumer {Consumer}'s receive failed as it stopped.", Options.Name);
+            }
         }
         finally
         {
@@ -389,8 +405,12 @@ public sealed class QueueConsumer : IAsyncDisposable
         // Not cancellable: a quick read, and a cancelled one would leave the delivery leased until its lease ran out.
         if (Options.UseInbox && await WasProcessedAsync(message).ConfigureAwait(false))
         {
-            await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false);
-            Interlocked.Increment(ref _duplicates);
+            // Counted once settled, as every outcome is: a lost lease leaves the message to its other receiver.
+            if (await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false))
+            {
+                Interlocked.Increment(ref _duplicates);
+            }
+
             return;
         }
 
