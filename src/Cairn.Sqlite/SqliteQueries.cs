@@ -69,6 +69,9 @@ internal static class SqliteQueries
         return $"(SELECT value FROM json_each({name}))";
     }
 
+    /// <summary>Past this many tags, an item's tags are matched by one counting term rather than a term per tag.</summary>
+    private const int ManyTags = 16;
+
     /// <summary>Appends the predicate of a tag and type query over <c>cairn_events e</c>, user events only.</summary>
     public static void AppendQueryPredicate(StringBuilder sql, SqlParameters parameters, EventQuery query)
     {
@@ -78,20 +81,48 @@ internal static class SqliteQueries
             return;
         }
 
-        // Items of one tag and no type (the usual shape of a decision's query: one per entity it reads) are one term,
-        // their tags one parameter; the others are a term each.
-        var singleTags = query.Items.Where(i => i.Types.Count == 0 && i.Tags.Count == 1).Select(i => i.Tags[0]).ToList();
-        var items = query.Items.Where(i => !(i.Types.Count == 0 && i.Tags.Count == 1)).ToList();
+        // Items of one tag (the usual shape of a decision's query: one per entity it reads) are one term per set of
+        // types they name, their tags one parameter: (type in T and tag a) or (type in T and tag b) is type in T and
+        // tag in (a, b). The others are a term each.
+        var oneTag = query.Items.Where(i => i.Tags.Count == 1)
+            .GroupBy(i => string.Join('\n', i.Types.Order(StringComparer.Ordinal)), StringComparer.Ordinal)
+            .Select(g => (g.First().Types, Tags: g.Select(i => i.Tags[0]).ToList()))
+            .ToList();
+        var items = query.Items.Where(i => i.Tags.Count != 1).ToList();
         sql.Append(" AND ");
-        AppendBalanced(sql, 0, items.Count + (singleTags.Count > 0 ? 1 : 0), " OR ", i =>
+        AppendBalanced(sql, 0, items.Count + oneTag.Count, " OR ", i =>
         {
-            if (i == items.Count)
+            if (i >= items.Count)
             {
-                sql.Append("e.position IN (SELECT position FROM cairn_event_tags WHERE tag IN ").Append(ListOf("$q_tags", singleTags, parameters)).Append(')');
+                var group = i - items.Count;
+                var (types, tags) = oneTag[group];
+                var tagTerm = "e.position IN (SELECT position FROM cairn_event_tags WHERE tag IN " + ListOf($"$q_tags{group}", tags, parameters) + ")";
+                if (types.Count == 0)
+                {
+                    sql.Append(tagTerm);
+                    return;
+                }
+
+                sql.Append("(e.type_id IN (SELECT id FROM cairn_names WHERE value IN ").Append(ListOf($"$q_types{group}", types, parameters)).Append(") AND ").Append(tagTerm).Append(')');
                 return;
             }
 
             var item = items[i];
+            if (item.Tags.Count > ManyTags)
+            {
+                // Many tags, all of which an event must carry: one term counting them, rather than a term per tag.
+                var distinct = item.Tags.Distinct(StringComparer.Ordinal).ToList();
+                sql.Append("(e.position IN (SELECT position FROM cairn_event_tags WHERE tag IN ").Append(ListOf($"$q{i}_tags", distinct, parameters))
+                    .Append(" GROUP BY position HAVING count(*) = ").Append(distinct.Count.ToString(System.Globalization.CultureInfo.InvariantCulture)).Append(')');
+                if (item.Types.Count > 0)
+                {
+                    sql.Append(" AND e.type_id IN (SELECT id FROM cairn_names WHERE value IN ").Append(ListOf($"$q{i}_types", item.Types, parameters)).Append(')');
+                }
+
+                sql.Append(')');
+                return;
+            }
+
             var terms = item.Tags.Count + (item.Types.Count > 0 ? 1 : 0);
             AppendBalanced(sql, 0, terms, " AND ", t =>
             {

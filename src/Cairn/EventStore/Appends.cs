@@ -89,17 +89,32 @@ public sealed record AppendCondition(EventQuery FailIfEventsMatch, GlobalPositio
 /// </summary>
 public sealed record EventQuery
 {
+    /// <summary>
+    /// The most types and tags a query names, its items' together: what every backend answers in one statement
+    /// (SQLite binds at most 32,766 values to one, PostgreSQL 65,535, and a query binds at most two per name).
+    /// </summary>
+    public const int MaxNames = 30_000;
+
     /// <summary>Creates a query of the given items.</summary>
     /// <exception cref="ArgumentNullException">The list, or one of its items, is null.</exception>
+    /// <exception cref="ArgumentException">The items name more than <see cref="MaxNames"/> types and tags together.</exception>
     public EventQuery(params IReadOnlyList<EventQueryItem> items)
     {
         ArgumentNullException.ThrowIfNull(items);
+        long names = 0;
         for (var i = 0; i < items.Count; i++)
         {
             if (items[i] is null)
             {
                 throw new ArgumentNullException(nameof(items), $"Item {i} of the query is null.");
             }
+
+            names += items[i].Types.Count + items[i].Tags.Count;
+        }
+
+        if (names > MaxNames)
+        {
+            throw new ArgumentException($"The query names {names:N0} types and tags in its {items.Count:N0} items; at most {MaxNames:N0} (EventQuery.MaxNames) are answered in one statement by every backend. Split the decision, or read by a coarser tag.", nameof(items));
         }
 
         Items = items;

@@ -30,7 +30,15 @@ public sealed class InMemoryEventStore : IEventStore
     {
         var prepared = PreparedAppend.Prepare(request, _options);
         cancellationToken.ThrowIfCancellationRequested();
-        return Task.FromResult(Append(prepared));
+        try
+        {
+            return Task.FromResult(Append(prepared));
+        }
+        catch (Exception ex)
+        {
+            // A refusal (a wrong expected version, a failed condition) comes through the task, as on every backend.
+            return Task.FromException<AppendResult>(ex);
+        }
     }
 
     private AppendResult Append(PreparedAppend prepared)
