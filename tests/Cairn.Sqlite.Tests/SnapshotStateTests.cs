@@ -115,6 +115,29 @@ public sealed class SnapshotStateTests : IDisposable
         Assert.Equal([1m, 2m], (await handler.LoadAsync(stream)).State);
     }
 
+    // A null state (here an account opened for "gone") was saved as JSON null, and every later load passed it over as
+    // unreadable, with a warning. It is not saved; the snapshot before it stands, and the load folds on from there.
+    [Fact]
+    public async Task A_null_state_is_not_snapshotted_and_loads_as_the_fold()
+    {
+        using var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = _database.ConnectionString });
+        var snapshots = new SqliteSnapshotStore(store);
+        var decider = BankAccount.DeciderOf<Ledger?>((_, owner) => owner == "gone" ? null : new Ledger(owner, []), (s, amount) => s is null ? null : s with { Entries = [.. s.Entries, amount] }, null);
+        var handler = new DeciderHandler<AccountCommand, Ledger?, AccountEvent>(store, snapshots, BankAccount.Serializer(), decider, BankAccount.Snapshotted);
+        StreamName stream = "account-1";
+        await handler.HandleAsync(stream, new OpenAccount("ada"));
+        var first = await handler.TakeSnapshotAsync(stream);
+        await handler.HandleAsync(stream, new OpenAccount("gone"));
+
+        var taken = await handler.TakeSnapshotAsync(stream);
+
+        Assert.Null(taken);
+        Assert.Equal(first!.StreamVersion, (await snapshots.LoadAsync(stream, "account", default))!.StreamVersion);
+        var loaded = await handler.LoadAsync(stream);
+        Assert.Null(loaded.State);
+        Assert.Equal(1L, loaded.Version);
+    }
+
     public readonly record struct Tally(string? Owner, decimal Balance);
 
     public sealed record Guarded(string? Owner)

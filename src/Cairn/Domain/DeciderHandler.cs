@@ -183,7 +183,7 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
 
     /// <summary>
     /// Loads the stream's current state and saves it as a snapshot now. Returns the snapshot, or null when the stream
-    /// shows no event to snapshot or the store already holds a later one. A failure to save is thrown.
+    /// shows no event to snapshot, the state is null, or the store already holds a later one. A failure to save is thrown.
     /// </summary>
     /// <exception cref="InvalidOperationException">The handler has no snapshot policy.</exception>
     public async Task<StoredSnapshot?> TakeSnapshotAsync(StreamName stream, CancellationToken cancellationToken = default)
@@ -386,6 +386,13 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
     private async Task<StoredSnapshot?> SaveSnapshotAsync(StreamName stream, Folded folded, CancellationToken cancellationToken)
     {
         var policy = _policy!;
+
+        // A null state (a state machine's end, say) is not saved: its JSON null would be passed over as unreadable at
+        // every load. The snapshot before it, if any, stands, and the fold goes on from there.
+        if (folded.State is null)
+        {
+            return null;
+        }
 
         // A state of a type derived from TState is written by TState's contract, which drops what the derived type
         // adds, unless the contract names it as a derived type: loaded back, it would not be the state the events fold to.
