@@ -184,6 +184,115 @@ public sealed class ConsumerEdgeTests
         Assert.Throws<ArgumentException>(() => cairn.AddSubscription("audit", (_, _, _) => ValueTask.CompletedTask));
     }
 
+    // A stop that gives up on a handler ignoring its cancellation returns with the handler still running; the consumer
+    // receives and handles nothing more, yet its status (and the health check that reads it) said it was running.
+    [Fact]
+    public async Task a_stop_that_gives_up_on_a_handler_reports_the_consumer_not_running()
+    {
+        var broker = NewBroker();
+        await broker.DeclareQueueAsync(new QueueDefinition("work"), default);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("work") { Concurrency = 1, Prefetch = 1, ExtendLeaseWhileHandling = false },
+            async (_, _) =>
+            {
+                started.TrySetResult();
+                await gate.Task; // ignores its cancellation
+            });
+        try
+        {
+            await consumer.StartAsync(default);
+            Assert.True(consumer.Status.Running);
+            await broker.SendAsync("work", Job());
+            await started.Task.Bounded();
+
+            using var now = new CancellationTokenSource();
+            await now.CancelAsync();
+            await consumer.StopAsync(now.Token).Bounded();
+            Assert.Equal(1, consumer.Status.InFlight);
+            Assert.False(consumer.Status.Running);
+        }
+        finally
+        {
+            gate.TrySetResult();
+            await consumer.DisposeAsync();
+        }
+    }
+
+    // A handler that failed after its time-out had fired had its failure replaced by HandlerTimeoutException, so a
+    // failure that no retry can fix was given back and retried until the queue's last receive.
+    [Fact]
+    public async Task a_non_retryable_failure_after_the_handler_timeout_is_dead_lettered_at_once()
+    {
+        var clock = new ManualTimeProvider();
+        var broker = NewBroker(clock);
+        await broker.DeclareQueueAsync(new QueueDefinition("work") { MaxReceiveCount = 5 }, default);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("work") { Concurrency = 1, Prefetch = 1, ExtendLeaseWhileHandling = false, HandlerTimeout = TimeSpan.FromSeconds(5) },
+            async (_, token) =>
+            {
+                started.TrySetResult();
+                await gate.Task;
+                Assert.True(token.IsCancellationRequested);
+                throw new NonRetryableMessageException("the order does not exist");
+            },
+            timeProvider: clock);
+        await consumer.StartAsync(default);
+        await broker.SendAsync("work", Job());
+        await started.Task.Bounded();
+
+        clock.Advance(TimeSpan.FromSeconds(6));
+        gate.SetResult();
+        await Wait.UntilAsync(() => consumer.Status.DeadLettered == 1, "the failure is dead-lettered");
+        var dead = Assert.Single(await broker.ListDeadLettersAsync("work", 0, 10, default));
+        Assert.Contains(nameof(NonRetryableMessageException), dead.Reason, StringComparison.Ordinal);
+        Assert.Equal(0, consumer.Status.Retried);
+    }
+
+    // A handler cancelled by its time-out still fails as a time-out, retried with the backoff delay.
+    [Fact]
+    public async Task a_handler_that_gives_up_at_its_timeout_fails_as_a_timeout_and_is_given_back()
+    {
+        var clock = new ManualTimeProvider();
+        var broker = NewBroker(clock);
+        await broker.DeclareQueueAsync(new QueueDefinition("work") { MaxReceiveCount = 5 }, default);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("work") { Concurrency = 1, Prefetch = 1, ExtendLeaseWhileHandling = false, HandlerTimeout = TimeSpan.FromSeconds(5) },
+            async (_, token) =>
+            {
+                started.TrySetResult();
+                await Task.Delay(Timeout.InfiniteTimeSpan, token);
+            },
+            timeProvider: clock);
+        await consumer.StartAsync(default);
+        await broker.SendAsync("work", Job());
+        await started.Task.Bounded();
+
+        clock.Advance(TimeSpan.FromSeconds(6));
+        await Wait.UntilAsync(async () => (await broker.GetStatsAsync("work", default)).Delayed == 1, "the message is given back with a delay");
+        Assert.Equal(1, consumer.Status.Retried);
+        Assert.Equal(0, consumer.Status.DeadLettered);
+    }
+
+    // "A thrown exception matches when it, or any exception it wraps, is of one of these types": a non-retryable
+    // exception second in an AggregateException (Task.WhenAll's failures) was retried.
+    [Fact]
+    public void a_non_retryable_exception_anywhere_in_an_aggregate_is_not_retried()
+    {
+        var policy = new RetryPolicy { NonRetryable = [typeof(KeyNotFoundException)] };
+        Assert.False(policy.IsRetryable(new AggregateException(new IOException("disk"), new KeyNotFoundException("template"))));
+        Assert.False(policy.IsRetryable(new InvalidOperationException("outer", new AggregateException(new TimeoutException(), new NonRetryableMessageException("bad")))));
+        Assert.True(policy.IsRetryable(new AggregateException(new IOException("disk"), new TimeoutException())));
+        Assert.True(policy.IsRetryable(new InvalidOperationException("outer", new IOException("disk"))));
+    }
+
     /// <summary>A broker whose first receive fails as a client's own time-out does.</summary>
     private sealed class TimingOutOnceBroker(IMessageBroker inner) : DelegatingMessageBroker(inner)
     {

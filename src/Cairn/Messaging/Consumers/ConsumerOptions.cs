@@ -25,14 +25,34 @@ public sealed record RetryPolicy
     /// </summary>
     public IReadOnlyList<Type> NonRetryable { get; init; } = [];
 
-    /// <summary>Whether a failure may be retried.</summary>
+    /// <summary>
+    /// Whether a failure may be retried: not when it, or any exception it wraps (every inner exception of an
+    /// <see cref="AggregateException"/>, not only the first), is non-retryable.
+    /// </summary>
     public bool IsRetryable(Exception exception)
     {
-        for (var e = exception; e is not null; e = e.InnerException)
+        ArgumentNullException.ThrowIfNull(exception);
+        var pending = new Stack<Exception>();
+        pending.Push(exception);
+        // Bounded: an exception graph is a tree in practice, but one built by hand could hold a cycle.
+        for (var seen = 0; pending.Count > 0 && seen < 1000; seen++)
         {
+            var e = pending.Pop();
             if (e is NonRetryableMessageException || NonRetryable.Any(t => t.IsInstanceOfType(e)))
             {
                 return false;
+            }
+
+            if (e is AggregateException aggregate)
+            {
+                foreach (var inner in aggregate.InnerExceptions)
+                {
+                    pending.Push(inner);
+                }
+            }
+            else if (e.InnerException is { } inner)
+            {
+                pending.Push(inner);
             }
         }
 

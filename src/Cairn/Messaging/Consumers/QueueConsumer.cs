@@ -109,7 +109,9 @@ public sealed class QueueConsumer : IAsyncDisposable
     public ConsumerStatus Status => new(
         Options.Name,
         Options.Queue,
-        Volatile.Read(ref _started) == 1 && !_running.IsCompleted,
+        // Not once a stop is asked for: a stop that gave up on a handler ignoring its cancellation leaves the work
+        // unfinished, yet the consumer receives and handles nothing more.
+        Volatile.Read(ref _started) == 1 && !_stopping.IsCancellationRequested && !_running.IsCompleted,
         Volatile.Read(ref _inFlight),
         Interlocked.Read(ref _handled),
         Interlocked.Read(ref _retried),
@@ -441,8 +443,10 @@ public sealed class QueueConsumer : IAsyncDisposable
                 }
 
                 var timedOut = timeout.IsCancellationRequested && !_abort.IsCancellationRequested;
-                if (timedOut)
+                if (timedOut && failure is OperationCanceledException)
                 {
+                    // The handler gave up as its time-out asked. A failure of its own, even one after the time-out fired,
+                    // is kept: it decides whether a retry can help (a non-retryable one is dead-lettered).
                     failure = new HandlerTimeoutException(Options.Name, Options.HandlerTimeout);
                 }
 
