@@ -114,8 +114,8 @@ public sealed class SubscriptionEdgeTests
         var options = new SubscriptionOptions { Name = "flaky", MaxRetries = 1, RetryDelay = TimeSpan.FromSeconds(1), MaxRetryDelay = TimeSpan.FromSeconds(1) };
         await using var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), options, (_, _) => ValueTask.CompletedTask, timeProvider: clock);
         await subscription.StartAsync(default);
-        await clock.WhenTimerArmedAsync().Bounded();
-        Assert.Equal(SubscriptionState.Faulted, subscription.Status.State);
+        // The pump's idle wait is timed too; once the subscription has failed, the one armed timer is its retry delay.
+        await Wait.UntilAsync(() => subscription.Status.State == SubscriptionState.Faulted && clock.ArmedTimers > 0, "the subscription failed and waits out its retry delay");
 
         store.Fail = false;
         clock.Advance(options.RetryDelay);

@@ -98,6 +98,7 @@ public sealed partial class CairnBuilder(IServiceCollection services)
     /// </summary>
     public CairnBuilder AddSubscription(string name, Func<IServiceProvider, RecordedEvent, CancellationToken, ValueTask> handler, Action<SubscriptionOptionsBuilder>? configure = null)
     {
+        ArgumentNullException.ThrowIfNull(handler);
         var builder = new SubscriptionOptionsBuilder(name);
         configure?.Invoke(builder);
         var options = builder.Build();
@@ -107,7 +108,11 @@ public sealed partial class CairnBuilder(IServiceCollection services)
         return this;
     }
 
-    /// <summary>Hosts a catch-up subscription whose handler is a <see cref="ISubscriptionHandler"/> made once from the container.</summary>
+    /// <summary>
+    /// Hosts a catch-up subscription whose handler is a <see cref="ISubscriptionHandler"/> made once from the container:
+    /// the registered service when there is one, otherwise an instance made for the subscription, which is disposed
+    /// with it.
+    /// </summary>
     public CairnBuilder AddSubscription<THandler>(string name, Action<SubscriptionOptionsBuilder>? configure = null)
         where THandler : class, ISubscriptionHandler
     {
@@ -118,8 +123,10 @@ public sealed partial class CairnBuilder(IServiceCollection services)
         ClaimCheckpoint(options.Name, $"The subscription '{options.Name}'");
         Services.AddSingleton<IHostedService>(sp =>
         {
-            var handler = ActivatorUtilities.GetServiceOrCreateInstance<THandler>(sp);
-            return new SubscriptionHostedService(sp, options, handler.HandleAsync);
+            // The container disposes what it made; an instance made here is the subscription's own to dispose.
+            var registered = sp.GetService<THandler>();
+            var handler = registered ?? ActivatorUtilities.CreateInstance<THandler>(sp);
+            return new SubscriptionHostedService(sp, options, handler.HandleAsync, registered is null ? handler : null);
         });
         return this;
     }
@@ -140,7 +147,8 @@ public sealed class SubscriptionOptionsBuilder(string name)
     /// <summary>Changes any other setting.</summary>
     public SubscriptionOptionsBuilder Configure(Func<SubscriptionOptions, SubscriptionOptions> change)
     {
-        _options = change(_options);
+        ArgumentNullException.ThrowIfNull(change);
+        _options = change(_options) ?? throw new ArgumentException($"The subscription '{_options.Name}': Configure's change returned no options; return the options it was given, changed with 'with'.", nameof(change));
         return this;
     }
 
@@ -172,8 +180,12 @@ internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposab
 {
     private readonly CatchUpSubscription _subscription;
 
-    public SubscriptionHostedService(IServiceProvider services, SubscriptionOptions options, Func<RecordedEvent, CancellationToken, ValueTask> handler)
+    /// <summary>A handler made for this subscription alone, disposed with it; null when the container owns it.</summary>
+    private readonly object? _ownedHandler;
+
+    public SubscriptionHostedService(IServiceProvider services, SubscriptionOptions options, Func<RecordedEvent, CancellationToken, ValueTask> handler, object? ownedHandler = null)
     {
+        _ownedHandler = ownedHandler;
         _subscription = new CatchUpSubscription(
             services.GetRequiredService<IEventStore>(),
             services.GetRequiredService<ICheckpointStore>(),
@@ -188,7 +200,19 @@ internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposab
 
     public Task StopAsync(CancellationToken cancellationToken) => _subscription.StopAsync(cancellationToken);
 
-    public ValueTask DisposeAsync() => _subscription.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        await _subscription.DisposeAsync().ConfigureAwait(false);
+        switch (_ownedHandler)
+        {
+            case IAsyncDisposable asyncDisposable:
+                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
+                break;
+            case IDisposable disposable:
+                disposable.Dispose();
+                break;
+        }
+    }
 }
 
 internal sealed class CairnOptionsValidator : IValidateOptions<CairnOptions>

@@ -65,7 +65,13 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     public SubscriptionOptions Options { get; }
 
     /// <summary>What the subscription is doing now.</summary>
-    public SubscriptionStatus Status => Volatile.Read(ref _status) with { Position = new GlobalPosition(Volatile.Read(ref _position)) };
+    public SubscriptionStatus Status => Volatile.Read(ref _status) with
+    {
+        Position = new GlobalPosition(Volatile.Read(ref _position)),
+
+        // Read live: a handled event ends a run of failures at once, not when the subscription next changes state.
+        Failures = Volatile.Read(ref _failuresInARow),
+    };
 
     /// <summary>Starts reading from the stored checkpoint (or <see cref="SubscriptionOptions.Start"/>) in the background.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
@@ -143,7 +149,12 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// Stops: the handler's token is cancelled, and the disposal waits for it to return for at most
+    /// <see cref="DisposeGrace"/>, so a handler that ignores its cancellation cannot hold up a host's shutdown (its
+    /// events after the last checkpoint are delivered again at the next start). Call <see cref="StopAsync"/> first to
+    /// wait as long as a token allows.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (_disposed)
@@ -151,10 +162,27 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             return;
         }
 
-        await StopAsync(CancellationToken.None).ConfigureAwait(false);
+        using (var grace = new CancellationTokenSource(DisposeGrace))
+        {
+            try
+            {
+                await StopAsync(grace.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (grace.IsCancellationRequested)
+            {
+                _logger.LogWarning("Subscription {Subscription} was disposed while its handler, cancelled, still ran; the events after its checkpoint at {Position} are delivered again at its next start.", Options.Name, Volatile.Read(ref _checkpointed));
+            }
+        }
+
         _disposed = true;
-        _stop?.Dispose();
+        if (_run is null || _run.IsCompleted)
+        {
+            _stop?.Dispose();
+        }
     }
+
+    /// <summary>How long <see cref="DisposeAsync"/> waits for a cancelled handler to return.</summary>
+    internal static readonly TimeSpan DisposeGrace = TimeSpan.FromSeconds(2);
 
     /// <summary>Whether <see cref="DisposeAsync"/> has run: a second one, or a stop after it, has nothing to do.</summary>
     private bool _disposed;
@@ -299,7 +327,10 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                         continue;
                     }
 
-                    if (!await buffer.Reader.WaitToReadAsync(stop).ConfigureAwait(false))
+                    // Live and idle, the reader may still move the position past events the filter skips: woken once
+                    // an interval, the loop stores that progress too, so a rare event type's checkpoint does not lag.
+                    if (!await WaitToReadAsync(buffer.Reader, Options.CheckpointInterval, stop).ConfigureAwait(false)
+                        && buffer.Reader.Completion.IsCompleted)
                     {
                         return;
                     }
