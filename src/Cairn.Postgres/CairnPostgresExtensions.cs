@@ -37,11 +37,11 @@ public static class CairnPostgresExtensions
             .UseBackendPart<IStorageMigrator>(_ => new PostgresStorageMigrator(postgresOptions));
     }
 
-    /// <summary>The database, schema and settings, without a password, that a second <c>UsePostgres</c> must repeat to be accepted.</summary>
+    /// <summary>The database, schema and settings, without its passwords, that a second <c>UsePostgres</c> must repeat to be accepted.</summary>
     private static string Settings(PostgresEventStoreOptions options)
     {
-        var connection = new NpgsqlConnectionStringBuilder(options.ConnectionString);
-        connection.Remove("Password");
+        // Both secrets a connection string may hold: the user's password and the client certificate key's.
+        var connection = new NpgsqlConnectionStringBuilder(options.ConnectionString) { Password = null, SslPassword = null };
         return (options with { ConnectionString = connection.ConnectionString }).ToString();
     }
 }

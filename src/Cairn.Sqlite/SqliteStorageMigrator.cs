@@ -22,7 +22,10 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
             () =>
             {
                 var before = VersionOfFile();
+                // Not pooled: the migration leaves the file closed when it returns (a pooled connection kept it open,
+                // locked on some systems, for as long as the process ran).
                 var builder = Builder();
+                builder.Pooling = false;
                 if (Path.GetDirectoryName(Path.GetFullPath(builder.DataSource)) is { Length: > 0 } directory)
                 {
                     // As the store does when it opens the file: a fresh machine's data folder may not exist yet.

@@ -335,22 +335,28 @@ internal sealed class MessagingSetupService(IServiceProvider services, Messaging
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }
 
-internal sealed class ConsumerHostedService(QueueConsumer consumer) : IHostedService, IAsyncDisposable
+internal sealed class ConsumerHostedService(QueueConsumer consumer) : IHostedService, IAsyncDisposable, IDisposable
 {
     public Task StartAsync(CancellationToken cancellationToken) => consumer.StartAsync(cancellationToken);
 
     public Task StopAsync(CancellationToken cancellationToken) => consumer.StopAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => consumer.DisposeAsync();
+
+    /// <summary>For a container disposed synchronously: waits for <see cref="DisposeAsync"/>.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
 
-internal sealed class EventRouterHostedService(EventRouter router) : IHostedService, IAsyncDisposable
+internal sealed class EventRouterHostedService(EventRouter router) : IHostedService, IAsyncDisposable, IDisposable
 {
     public Task StartAsync(CancellationToken cancellationToken) => router.StartAsync(cancellationToken);
 
     public Task StopAsync(CancellationToken cancellationToken) => router.StopAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => router.DisposeAsync();
+
+    /// <summary>For a container disposed synchronously: waits for <see cref="DisposeAsync"/>.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
 
 /// <summary>The configured transport's service (an outbox relay), when there is one: made once, run by the host, asked by the health check.</summary>

@@ -77,7 +77,7 @@ public sealed class ProjectionMonitor
         Find(projection) ?? throw new ProjectionNotFoundException($"No projection named '{projection}' is hosted; the hosted ones are: {string.Join(", ", _runners.Select(r => r.Projection.Name))}.");
 }
 
-internal sealed class ProjectionHostedService : IHostedService, IAsyncDisposable
+internal sealed class ProjectionHostedService : IHostedService, IAsyncDisposable, IDisposable
 {
     private readonly ProjectionRunner _runner;
 
@@ -98,4 +98,7 @@ internal sealed class ProjectionHostedService : IHostedService, IAsyncDisposable
     public Task StopAsync(CancellationToken cancellationToken) => _runner.StopAsync(cancellationToken);
 
     public ValueTask DisposeAsync() => _runner.DisposeAsync();
+
+    /// <summary>For a container disposed synchronously: waits for <see cref="DisposeAsync"/>.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }

@@ -55,7 +55,7 @@ public sealed partial class CairnBuilder
 }
 
 /// <summary>Runs one workflow's coordinator as the consumer of its queue, and reports its pending timers.</summary>
-internal sealed class WorkflowHostedService(IServiceProvider services, string workflow) : IHostedService, IAsyncDisposable
+internal sealed class WorkflowHostedService(IServiceProvider services, string workflow) : IHostedService, IAsyncDisposable, IDisposable
 {
     private QueueConsumer? _consumer;
     private long _timersPending;
@@ -118,6 +118,9 @@ internal sealed class WorkflowHostedService(IServiceProvider services, string wo
             await _consumer.DisposeAsync().ConfigureAwait(false);
         }
     }
+
+    /// <summary>For a container disposed synchronously: waits for <see cref="DisposeAsync"/>.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
     /// <summary>Ends the loop that counts the queue's timers, and this host's part in the gauge.</summary>
     private async Task StopCountingTimersAsync()

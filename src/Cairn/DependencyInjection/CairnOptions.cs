@@ -104,6 +104,9 @@ public sealed class CairnOptions
     /// </summary>
     public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints, string? settings = null)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(store);
+        ArgumentNullException.ThrowIfNull(checkpoints);
         if (BackendName is not null && (BackendName != name || (BackendSettings is not null && settings is not null && BackendSettings != settings)))
         {
             throw new BackendConflictException(BackendName, BackendSettings, name, settings);
@@ -119,6 +122,7 @@ public sealed class CairnOptions
     /// <summary>Plugs in a backend with messaging: its event store, checkpoint store and message broker.</summary>
     public CairnOptions UseBackend(string name, Func<IServiceProvider, EventStoreOptions, IEventStore> store, Func<IServiceProvider, ICheckpointStore> checkpoints, Func<IServiceProvider, Messaging.IMessageBroker> broker, string? settings = null)
     {
+        ArgumentNullException.ThrowIfNull(broker);
         UseBackend(name, store, checkpoints, settings);
         BrokerFactory = broker;
         return this;

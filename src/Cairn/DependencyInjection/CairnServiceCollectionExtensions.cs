@@ -176,7 +176,7 @@ public sealed class SubscriptionMonitor
     internal void Add(CatchUpSubscription subscription) => _subscriptions.Add(subscription);
 }
 
-internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposable
+internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposable, IDisposable
 {
     private readonly CatchUpSubscription _subscription;
 
@@ -203,16 +203,11 @@ internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposab
     public async ValueTask DisposeAsync()
     {
         await _subscription.DisposeAsync().ConfigureAwait(false);
-        switch (_ownedHandler)
-        {
-            case IAsyncDisposable asyncDisposable:
-                await asyncDisposable.DisposeAsync().ConfigureAwait(false);
-                break;
-            case IDisposable disposable:
-                disposable.Dispose();
-                break;
-        }
+        await Disposal.DisposeAsync(_ownedHandler).ConfigureAwait(false);
     }
+
+    /// <summary>For a container disposed synchronously: waits for <see cref="DisposeAsync"/>.</summary>
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 }
 
 internal sealed class CairnOptionsValidator : IValidateOptions<CairnOptions>
@@ -233,6 +228,17 @@ internal sealed class CairnOptionsValidator : IValidateOptions<CairnOptions>
         if (options.MaxEventSize is < 1 or > 256 * 1024 * 1024)
         {
             failures.Add($"MaxEventSize is {options.MaxEventSize}; it must be between 1 byte and 256 MiB.");
+        }
+
+        // An undefined mode (a bad cast or configuration value) would be taken as another: Warn for Reject, say.
+        if (!Enum.IsDefined(options.Schemas.DefaultValidation))
+        {
+            failures.Add($"Schemas.DefaultValidation is {(int)options.Schemas.DefaultValidation}; it must be one of {string.Join(", ", Enum.GetNames<Schemas.SchemaValidationMode>())}.");
+        }
+
+        if (!Enum.IsDefined(options.Schemas.DefaultCompatibility))
+        {
+            failures.Add($"Schemas.DefaultCompatibility is {(int)options.Schemas.DefaultCompatibility}; it must be one of {string.Join(", ", Enum.GetNames<Schemas.CompatibilityMode>())}.");
         }
 
         try

@@ -38,6 +38,11 @@ public sealed class SchemaOptions
     public SchemaOptions Compatibility(string eventType, CompatibilityMode mode)
     {
         ValidateName(eventType);
+        if (!Enum.IsDefined(mode))
+        {
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, $"The compatibility mode of '{eventType}' must be one of {string.Join(", ", Enum.GetNames<CompatibilityMode>())}.");
+        }
+
         _compatibility[eventType] = mode;
         return this;
     }
@@ -46,6 +51,11 @@ public sealed class SchemaOptions
     public SchemaOptions Validation(string eventType, SchemaValidationMode mode)
     {
         ValidateName(eventType);
+        if (!Enum.IsDefined(mode))
+        {
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, $"The validation mode of '{eventType}' must be one of {string.Join(", ", Enum.GetNames<SchemaValidationMode>())}.");
+        }
+
         _validation[eventType] = mode;
         return this;
     }
