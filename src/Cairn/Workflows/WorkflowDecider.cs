@@ -116,7 +116,8 @@ internal sealed class WorkflowDecider
             return;
         }
 
-        if (causationId is not null && instance.SentForMessage(causationId) is { } answered && instance.Answerable is { } now && answered.Excludes(now))
+        if (causationId is not null && instance.SentForMessage(causationId) is { } answered && instance.Answerable is { } now
+            && (answered.Excludes(now) || IsRepeatAnswer(answered, now, type)))
         {
             Emit(new ReplyIgnored(type, id, $"an answer to {answered}, which is over"));
             return;
@@ -354,9 +355,27 @@ internal sealed class WorkflowDecider
         Emit(instance.CancelledPath ? new WorkflowCancelled(instance.Reason ?? "cancelled") : new WorkflowFailed(instance.Reason ?? "failed"));
     }
 
+    /// <summary>
+    /// Whether a reply answering a step's command, of a type that step itself waits for, comes after that step's visit
+    /// ended: the second answer to a retried step (its service answers each attempt of one idempotency key). It would
+    /// otherwise settle a later step waiting for the same type before that step's own command was answered. Replies of
+    /// other types are a command's other consequences, which later steps may wait for.
+    /// </summary>
+    private bool IsRepeatAnswer(SentFor answered, SentFor now, string type) =>
+        !answered.Compensation && !now.Compensation && answered.Step != now.Step
+        && _model.Steps.TryGetValue(answered.Step, out var step) && step.Replies.ContainsKey(type);
+
     private void StartCompensation(StepModel step, int attempt, DateTimeOffset? sendAt)
     {
-        var compensation = step.Compensation!;
+        if (step.Compensation is not { } compensation)
+        {
+            // Pending under an earlier version of the definition, whose step compensated: the hosted one says there is
+            // nothing to undo, and the instance follows the definition hosted now.
+            Emit(new CompensationSkipped(step.Name, $"the hosted definition of workflow '{_model.Name}' no longer compensates step '{step.Name}'"));
+            NextCompensation(sendAt);
+            return;
+        }
+
         var version = NextVersion;
         // One key for every attempt of one compensation; a step compensated again (it completed on several visits) has
         // its later compensations numbered, so a service that keys its work by it carries out each.
