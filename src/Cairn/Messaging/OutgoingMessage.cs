@@ -57,7 +57,7 @@ public sealed record OutgoingMessage
     /// <summary>Free attributes, rendered as CloudEvents extension attributes (and matched by filter rules).</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 
-    /// <summary>For FIFO queues: the group whose messages are delivered one at a time, in order. Required there.</summary>
+    /// <summary>For FIFO queues: the group whose messages are delivered one at a time, in order (1 to 256 characters). Required there.</summary>
     public string? GroupKey { get; init; }
 
     /// <summary>A send with an id already seen within the queue's deduplication window is dropped.</summary>

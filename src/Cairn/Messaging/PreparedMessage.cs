@@ -56,7 +56,8 @@ internal sealed record PreparedMessage(
         Attribute(message, nameof(OutgoingMessage.CorrelationId), message.CorrelationId, 256);
         Attribute(message, nameof(OutgoingMessage.CausationId), message.CausationId, 256);
         Attribute(message, nameof(OutgoingMessage.TraceParent), message.TraceParent, 256);
-        Attribute(message, nameof(OutgoingMessage.GroupKey), message.GroupKey, 128);
+        // As long as a stream name: an event route makes each event's stream its message's group.
+        Attribute(message, nameof(OutgoingMessage.GroupKey), message.GroupKey, 256);
         Attribute(message, nameof(OutgoingMessage.DeduplicationId), message.DeduplicationId, 128);
         if (message.Delay is { } delay && (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365)))
         {

@@ -8,7 +8,7 @@ public static class EventMessages
     /// <summary>
     /// The message for an event: the same id, type, data, source, correlation, causation and trace context; the stream
     /// as subject and as FIFO group key (so a FIFO queue keeps each stream's order); the event's metadata as
-    /// extension attributes, except names the envelope reserves; the stream position under <c>cairnposition</c>.
+    /// extension attributes, except names the envelope reserves; the global position in <c>$all</c> under <c>cairnposition</c>.
     /// </summary>
     public static OutgoingMessage ToMessage(RecordedEvent recorded)
     {

@@ -209,10 +209,22 @@ public sealed class EventRouter : IAsyncDisposable
     {
         var token = _stopping.Token;
         var failures = 0;
+        var reread = false;
         while (!token.IsCancellationRequested)
         {
             try
             {
+                if (reread)
+                {
+                    // After a failure, from the stored checkpoint: in the loop's try, so a passing fault of this look-up
+                    // is one more failure to wait out and retry, not the end of the route.
+                    var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
+                    _stored = checkpoint ?? GlobalPosition.Start;
+                    Interlocked.Exchange(ref _position, _stored.Value);
+                    LetGoIfPublished();
+                    reread = false;
+                }
+
                 // The head is read before the scan: an event committed during the scan is then never passed over.
                 var head = await _store.GetHeadPositionAsync(token).ConfigureAwait(false);
                 var routed = await RouteBatchAsync(token).ConfigureAwait(false);
@@ -256,15 +268,13 @@ public sealed class EventRouter : IAsyncDisposable
                 try
                 {
                     await Task.Delay(delay, _time, token).ConfigureAwait(false);
-                    var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
-                    _stored = checkpoint ?? GlobalPosition.Start;
-                    Interlocked.Exchange(ref _position, _stored.Value);
-                    LetGoIfPublished();
                 }
                 catch (OperationCanceledException)
                 {
                     return;
                 }
+
+                reread = true;
             }
         }
     }
