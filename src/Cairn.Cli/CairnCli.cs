@@ -26,6 +26,9 @@ public static class CairnCli
     /// <summary>The command could not run: bad arguments, a missing or unreadable file, an unreachable backend.</summary>
     public const int Error = 2;
 
+    /// <summary>What a command cancelled before its end says, with <see cref="Error"/>.</summary>
+    internal const string CancelledMessage = "The command was cancelled before it finished.";
+
     /// <summary>The root command with every Cairn command: <c>schemas</c> and <c>storage</c>.</summary>
     public static RootCommand CreateRootCommand(IServiceProvider services)
     {
@@ -64,7 +67,7 @@ public static class CairnCli
         catch (OperationCanceledException)
         {
             // A command that did not run to its end gave no verdict.
-            await error.WriteLineAsync("The command was cancelled before it finished.").ConfigureAwait(false);
+            await error.WriteLineAsync(CancelledMessage).ConfigureAwait(false);
             return Error;
         }
         catch (Exception ex)

@@ -62,22 +62,25 @@ public static class CairnCommands
             registry,
             update,
         };
-        command.Validators.Add(result =>
+        // Checked by the action rather than a validator: a parse error exits with System.CommandLine's 1 where an
+        // application's own root runs the command, and a pipeline reads 1 as a failed check.
+        command.SetAction(async (parse, cancellationToken) =>
         {
-            var fromSnapshot = result.GetResult(snapshot) is not null;
-            var fromRegistry = result.GetValue(registry);
-            if (fromSnapshot == fromRegistry)
+            var fromSnapshot = parse.GetResult(snapshot) is not null;
+            var fromRegistry = parse.GetValue(registry);
+            var misuse = fromSnapshot == fromRegistry ? "Give either --snapshot <file> or --registry."
+                : fromRegistry && parse.GetValue(update) ? "--update writes a snapshot file, so it goes with --snapshot; --registry writes nothing."
+                : null;
+            if (misuse is not null)
             {
-                result.AddError("Give either --snapshot <file> or --registry.");
+                await Writers(parse).Error.WriteLineAsync(misuse).ConfigureAwait(false);
+                return CairnCli.Error;
             }
-            else if (fromRegistry && result.GetValue(update))
-            {
-                result.AddError("--update writes a snapshot file, so it goes with --snapshot; --registry writes nothing.");
-            }
+
+            return fromRegistry
+                ? await actions.CheckRegistryAsync(Writers(parse), cancellationToken).ConfigureAwait(false)
+                : await actions.CheckSnapshotAsync(parse.GetRequiredValue(snapshot), parse.GetValue(update), Writers(parse), cancellationToken).ConfigureAwait(false);
         });
-        command.SetAction((parse, cancellationToken) => parse.GetValue(registry)
-            ? actions.CheckRegistryAsync(Writers(parse), cancellationToken)
-            : actions.CheckSnapshotAsync(parse.GetRequiredValue(snapshot), parse.GetValue(update), Writers(parse), cancellationToken));
         return command;
     }
 

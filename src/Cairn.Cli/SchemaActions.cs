@@ -37,7 +37,7 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
 
         var added = NewVersions(report);
-        if (added.Count == 0)
+        if (added.Count == 0 && (exists || !update))
         {
             await io.Output.WriteLineAsync($"The snapshot {path} is up to date.").ConfigureAwait(false);
         }
@@ -280,16 +280,25 @@ internal sealed class SchemaActions(IServiceProvider services)
     }
 
     /// <summary>A path argument made absolute, or a <see cref="CommandException"/> saying it is none (empty, say).</summary>
+    /// <summary>The full path of a file the command reads or writes; a directory, or a path ending like one, is refused.</summary>
     private static string FullPath(string path)
     {
+        string full;
         try
         {
-            return Path.GetFullPath(path);
+            full = Path.GetFullPath(path);
         }
         catch (Exception ex) when (ex is ArgumentException or NotSupportedException or PathTooLongException)
         {
             throw new CommandException($"'{path}' is not a path: {ex.Message}");
         }
+
+        if (Directory.Exists(full) || Path.EndsInDirectorySeparator(full))
+        {
+            throw new CommandException($"'{path}' is a directory ({full}); give the path of a file.");
+        }
+
+        return full;
     }
 
     /// <summary>Runs a command; what stops it is reported in words, with <see cref="CairnCli.Error"/>.</summary>
@@ -313,7 +322,13 @@ internal sealed class SchemaActions(IServiceProvider services)
             return CairnCli.Error;
         }
 
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (OperationCanceledException)
+        {
+            // A command that did not run to its end gave no verdict: not 1, also where an application's own root runs it.
+            await io.Error.WriteLineAsync(CairnCli.CancelledMessage).ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+        catch (Exception ex)
         {
             // Unexpected: the whole exception, since its message alone may not say where.
             await io.Error.WriteLineAsync($"The command failed: {ex}").ConfigureAwait(false);

@@ -20,7 +20,13 @@ internal sealed class StorageActions(IServiceProvider services)
         {
             status = await migrator.GetStatusAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (OperationCanceledException)
+        {
+            // No verdict: not 1 ("needs migrating"), also where an application's own root runs the command.
+            await error.WriteLineAsync(CairnCli.CancelledMessage).ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+        catch (Exception ex)
         {
             await error.WriteLineAsync($"The backend's tables could not be read: {ex.Message}").ConfigureAwait(false);
             return CairnCli.Error;
@@ -44,7 +50,13 @@ internal sealed class StorageActions(IServiceProvider services)
         {
             result = await migrator.MigrateAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (OperationCanceledException)
+        {
+            // No verdict: not 1 ("needs migrating"), also where an application's own root runs the command.
+            await error.WriteLineAsync(CairnCli.CancelledMessage).ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+        catch (Exception ex)
         {
             await error.WriteLineAsync($"The backend's tables could not be migrated: {ex.Message}").ConfigureAwait(false);
             return CairnCli.Error;

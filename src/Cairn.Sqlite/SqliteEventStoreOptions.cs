@@ -54,7 +54,17 @@ public sealed record SqliteEventStoreOptions
 
         // The store opens the file from several connections of its own (its readers) by its path: a URI file name
         // ("file:…", which Microsoft.Data.Sqlite opens) would leave them opening another file, and every read failing.
-        var builder = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
+        Microsoft.Data.Sqlite.SqliteConnectionStringBuilder builder;
+        try
+        {
+            builder = new Microsoft.Data.Sqlite.SqliteConnectionStringBuilder(ConnectionString);
+        }
+        catch (FormatException ex)
+        {
+            // A value of the wrong form ("Pooling=maybe"): an ArgumentException, as an unknown keyword is.
+            throw new ArgumentException($"The SQLite connection string has a value of the wrong form: {ex.Message}", nameof(ConnectionString), ex);
+        }
+
         if (builder.DataSource.StartsWith("file:", StringComparison.OrdinalIgnoreCase))
         {
             throw new ArgumentException("The SQLite Data Source is a URI (\"file:…\"); give the file's path instead, such as \"Data Source=/var/lib/app/cairn.db\".", nameof(ConnectionString));
