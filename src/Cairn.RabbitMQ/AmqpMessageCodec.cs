@@ -14,9 +14,15 @@ namespace Cairn.RabbitMQ;
 /// only those. <c>time</c> is an RFC 3339 string, because an AMQP 0-9-1 timestamp keeps only whole seconds. What
 /// only Cairn reads (receive counts, the last failure, dead-letter details) travels in <c>cairn-*</c> headers.
 /// </summary>
-internal static class AmqpMessageCodec
+internal static partial class AmqpMessageCodec
 {
     public const string Prefix = "cloudEvents:";
+
+    /// <summary>
+    /// The binding's other prefix, for clients that cannot put <c>:</c> in a property name (Spring AMQP's, say): read as
+    /// <see cref="Prefix"/>; Cairn writes only that one.
+    /// </summary>
+    public const string UnderscorePrefix = "cloudEvents_";
     public const string SpecVersion = Prefix + "specversion";
     public const string Id = Prefix + "id";
     public const string Type = Prefix + "type";
@@ -264,7 +270,7 @@ internal static class AmqpMessageCodec
     /// </summary>
     public static Message? ToMessage(IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, DateTimeOffset? timeIfAbsent, out string? fault)
     {
-        var headers = properties.Headers;
+        var headers = WithColonPrefix(properties.Headers);
         fault = null;
         if (headers is null || GetString(headers, Id) is not { } idText)
         {
@@ -343,6 +349,37 @@ internal static class AmqpMessageCodec
         }
     }
 
+    /// <summary>
+    /// The headers with every attribute named under <see cref="UnderscorePrefix"/> named under <see cref="Prefix"/>
+    /// instead (where both name one attribute, the colon's wins); the same headers when none is.
+    /// </summary>
+    private static IDictionary<string, object?>? WithColonPrefix(IDictionary<string, object?>? headers)
+    {
+        if (headers is null || !headers.Keys.Any(k => k.StartsWith(UnderscorePrefix, StringComparison.Ordinal)))
+        {
+            return headers;
+        }
+
+        var named = new Dictionary<string, object?>(headers.Count, StringComparer.Ordinal);
+        foreach (var (key, value) in headers)
+        {
+            if (!key.StartsWith(UnderscorePrefix, StringComparison.Ordinal))
+            {
+                named[key] = value;
+            }
+        }
+
+        foreach (var (key, value) in headers)
+        {
+            if (key.StartsWith(UnderscorePrefix, StringComparison.Ordinal))
+            {
+                named.TryAdd(Prefix + key[UnderscorePrefix.Length..], value);
+            }
+        }
+
+        return named;
+    }
+
     /// <summary>An AMQP timestamp as a time, or null when it is out of range (milliseconds taken for seconds, say).</summary>
     private static DateTimeOffset? FromUnixSeconds(long seconds) =>
         seconds >= DateTimeOffset.MinValue.ToUnixTimeSeconds() && seconds <= DateTimeOffset.MaxValue.ToUnixTimeSeconds()
@@ -389,17 +426,50 @@ internal static class AmqpMessageCodec
             : 0;
 
     /// <summary>
-    /// A time header: Cairn writes the round-trip format, which has a fast exact parse; any other RFC 3339 text (from
-    /// another producer) goes through the general parser.
+    /// A count Cairn keeps in a header (receives, redrives), between 0 and <see cref="int.MaxValue"/> whatever another
+    /// client put there: a negative or huge value must not make a receive count below one or wrap past a queue's maximum.
+    /// </summary>
+    public static int GetCount(IDictionary<string, object?>? headers, string key) =>
+        headers is not null && headers.TryGetValue(key, out var value) && value is ulong huge
+            ? (int)Math.Min(huge, int.MaxValue)
+            : (int)Math.Clamp(GetLong(headers, key), 0, int.MaxValue);
+
+    /// <summary>
+    /// A time header: Cairn writes the round-trip format, which has a fast exact parse; any other text must be RFC 3339
+    /// (a date, <c>T</c>, a time, an optional fraction and an offset or <c>Z</c>): text without an offset would be read in
+    /// the machine's own zone, one message meaning other instants on other hosts.
     /// </summary>
     public static DateTimeOffset? GetTime(IDictionary<string, object?>? headers, string key) =>
         headers is not null && headers.TryGetValue(key, out var value) && value is AmqpTimestamp timestamp
             ? FromUnixSeconds(timestamp.UnixTime)
             : GetString(headers, key) is { } text
             && (DateTimeOffset.TryParseExact(text, "O", CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var time)
-                || DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out time))
+                || TryParseRfc3339(text, out time))
             ? time
             : null;
+
+    /// <summary>RFC 3339 date-time text; a fraction past the 100 ns .NET keeps (a producer's nanoseconds) is cut there.</summary>
+    private static bool TryParseRfc3339(string text, out DateTimeOffset time)
+    {
+        time = default;
+        var match = Rfc3339().Match(text);
+        if (!match.Success)
+        {
+            return false;
+        }
+
+        var fraction = match.Groups["fraction"].Value;
+        var normalized = string.Concat(match.Groups["datetime"].Value.ToUpperInvariant(), fraction.Length > 8 ? fraction[..8] : fraction, match.Groups["offset"].Value.ToUpperInvariant());
+        return DateTimeOffset.TryParseExact(
+            normalized,
+            ["yyyy-MM-dd'T'HH:mm:ssK", "yyyy-MM-dd'T'HH:mm:ss.FFFFFFFK"],
+            CultureInfo.InvariantCulture,
+            DateTimeStyles.None,
+            out time);
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(?<datetime>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?<fraction>\.[0-9]+)?(?<offset>Z|[+-][0-9]{2}:[0-9]{2})$", System.Text.RegularExpressions.RegexOptions.IgnoreCase | System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex Rfc3339();
 
     public static string Format(DateTimeOffset time) => time.ToString("O", CultureInfo.InvariantCulture);
 

@@ -75,12 +75,12 @@ public sealed partial class RabbitMqMessageBroker
         {
             Reason = AmqpMessageCodec.GetString(headers, AmqpMessageCodec.DeadLetterReason) ?? "dead-lettered outside Cairn",
             Failure = AmqpMessageCodec.GetFailure(headers),
-            Attempts = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives),
+            Attempts = AmqpMessageCodec.GetCount(headers, AmqpMessageCodec.Receives),
             FirstReceivedAt = firstReceivedAt,
             LastReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.LastReceivedAt),
             DeadLetteredAt = deadLetteredAt ?? message.Time,
             EnqueuedAt = enqueuedAt ?? message.Time,
-            Redrives = (int)AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Redrives),
+            Redrives = AmqpMessageCodec.GetCount(headers, AmqpMessageCodec.Redrives),
         };
     }
 

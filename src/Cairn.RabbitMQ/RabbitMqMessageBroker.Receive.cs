@@ -266,9 +266,9 @@ public sealed partial class RabbitMqMessageBroker
         // from its first receive here. (Its own time says when its event happened, not how long it has waited here.)
         var firstReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.FirstReceivedAt) ?? now;
         var message = AmqpMessageCodec.ToMessage(buffered.Properties, buffered.Body, firstReceivedAt, out var unreadable);
-        var earlier = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Receives);
-        var redeliveries = AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.DeliveryCount);
-        var receiveCount = (int)Math.Min(int.MaxValue, earlier + redeliveries + 1);
+        var earlier = AmqpMessageCodec.GetCount(headers, AmqpMessageCodec.Receives);
+        var redeliveries = AmqpMessageCodec.GetCount(headers, AmqpMessageCodec.DeliveryCount);
+        var receiveCount = (int)Math.Min(int.MaxValue, (long)earlier + redeliveries + 1);
         var enqueuedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.EnqueuedAt) ?? firstReceivedAt;
         var delivery = message is null
             ? null
@@ -280,7 +280,7 @@ public sealed partial class RabbitMqMessageBroker
                 LeaseExpiresAt = now + lease,
                 PreviousLeaseExpired = buffered.Redelivered || AmqpMessageCodec.GetString(headers, AmqpMessageCodec.LeaseExpired) == "true",
                 LastFailure = AmqpMessageCodec.GetFailure(headers),
-                Redrives = (int)Math.Min(int.MaxValue, AmqpMessageCodec.GetLong(headers, AmqpMessageCodec.Redrives)),
+                Redrives = AmqpMessageCodec.GetCount(headers, AmqpMessageCodec.Redrives),
             };
         if (delivery is null)
         {
@@ -578,7 +578,16 @@ public sealed partial class RabbitMqMessageBroker
     {
         var ms = Math.Min(DelayQueueMilliseconds(delay), uint.MaxValue);
         var name = DelayQueueName(queue, ms);
-        await _connection.DeclareAsync(name, DelayQueueArguments(queue, ms), cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _connection.DeclareAsync(name, DelayQueueArguments(queue, ms), cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 406)
+        {
+            // As a queue's own declaration says it: typed, naming the queue in the way.
+            throw new QueueDefinitionConflictException(queue, $"RabbitMQ refused to declare its delay queue '{name}' ({ex.ShutdownReason.ReplyText}); another queue of that name, with other arguments, is in the way");
+        }
+
         return name;
     }
 

@@ -98,12 +98,27 @@ public sealed record RabbitMqOptions
     /// </summary>
     public int MaxMessageSize { get; init; } = 128 * 1024 * 1024;
 
+    /// <summary>An address as an error may print it: without its user name and password.</summary>
+    private static string WithoutUserInfo(Uri? uri) =>
+        uri is null ? "" : uri.IsAbsoluteUri ? uri.GetComponents(UriComponents.AbsoluteUri & ~UriComponents.UserInfo, UriFormat.UriEscaped) : uri.ToString();
+
     /// <summary>Refuses impossible settings with <see cref="InvalidMessageException"/> naming the setting.</summary>
     public void Validate()
     {
         if (Uri is null || (Uri.Scheme != "amqp" && Uri.Scheme != "amqps"))
         {
-            throw new InvalidMessageException($"RabbitMqOptions.Uri is '{Uri}'; it must be an amqp:// or amqps:// address.");
+            throw new InvalidMessageException($"RabbitMqOptions.Uri is '{WithoutUserInfo(Uri)}'; it must be an amqp:// or amqps:// address.");
+        }
+
+        try
+        {
+            // What the first connection would meet, met here: RabbitMQ.Client refuses some addresses the scheme allows
+            // (a virtual host path of several segments).
+            _ = new ConnectionFactory { Uri = Uri };
+        }
+        catch (ArgumentException ex)
+        {
+            throw new InvalidMessageException($"RabbitMqOptions.Uri is '{WithoutUserInfo(Uri)}', which RabbitMQ.Client refuses: {ex.Message}");
         }
 
         Check(ClusterNodes is not null, nameof(ClusterNodes), "is null");
