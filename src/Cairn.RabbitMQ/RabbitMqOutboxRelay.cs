@@ -209,19 +209,10 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     private void OnQueueDeclared(QueueName queue) => Ensure(queue);
 
     /// <summary>The outbox of each queue the relay publishes, for the <c>cairn.messaging.relay.*</c> gauges.</summary>
-    private List<QueueStats> ReadOutboxes()
-    {
-        var read = new List<QueueStats>();
-        foreach (var queue in _loops.Keys)
-        {
-            if (CairnDiagnostics.ReadForGauge(cancellationToken => _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), cancellationToken)) is { } stats)
-            {
-                read.Add(stats with { Queue = queue });
-            }
-        }
-
-        return read;
-    }
+    private List<QueueStats> ReadOutboxes() =>
+        CairnDiagnostics.ReadForGauge(
+            _loops.Keys.ToList(),
+            async (queue, cancellationToken) => await _broker.Backend.GetStatsAsync(RabbitMqMessageBroker.OutboxOf(queue), cancellationToken).ConfigureAwait(false) with { Queue = queue });
 
     private void OnOutboxWritten(IReadOnlyCollection<QueueName> queues)
     {

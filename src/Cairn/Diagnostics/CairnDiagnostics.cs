@@ -34,7 +34,7 @@ public static class CairnDiagnostics
     internal static readonly Counter<long> MessagesSent = MessagingMeter.CreateCounter<long>("cairn.messaging.sent", "{message}", "Message copies put in queues by sends and publishes.");
     internal static readonly Counter<long> MessagesReceived = MessagingMeter.CreateCounter<long>("cairn.messaging.received", "{message}", "Deliveries leased to receivers.");
     internal static readonly Counter<long> MessagesAcknowledged = MessagingMeter.CreateCounter<long>("cairn.messaging.acknowledged", "{message}", "Deliveries acknowledged (deleted).");
-    internal static readonly Counter<long> MessagesRetried = MessagingMeter.CreateCounter<long>("cairn.messaging.retried", "{message}", "Deliveries released for a later retry, and immediate retries by consumers.");
+    internal static readonly Counter<long> MessagesRetried = MessagingMeter.CreateCounter<long>("cairn.messaging.retried", "{message}", "Deliveries released with a failure (one released on its last allowed receive, which the broker dead-letters, counts in dead_lettered too), and immediate retries by consumers.");
     internal static readonly Counter<long> MessagesDeadLettered = MessagingMeter.CreateCounter<long>("cairn.messaging.dead_lettered", "{message}", "Messages moved to a dead-letter queue.");
     internal static readonly Counter<long> LeaseExpiries = MessagingMeter.CreateCounter<long>("cairn.messaging.lease_expiries", "{message}", "Deliveries whose lease ran out before they were settled.");
     internal static readonly Histogram<double> HandlerDuration = MessagingMeter.CreateHistogram<double>("cairn.messaging.handler.duration", "s", "Time a consumer's handler took for one message, by outcome.");
@@ -148,44 +148,48 @@ public static class CairnDiagnostics
 
     internal static void UntrackLag(object owner) => LagSources.TryRemove(owner, out _);
 
-    /// <summary>The longest a gauge waits for one queue's statistics.</summary>
+    /// <summary>The longest a gauge waits for its queues' statistics.</summary>
     internal static readonly TimeSpan StatisticsTimeout = TimeSpan.FromSeconds(2);
 
     /// <summary>
-    /// Reads one queue's statistics for a gauge. A gauge callback cannot await, so the read blocks the collection, and
-    /// every metric of the process waits with it: a backend that hangs (a RabbitMQ stopped but not gone) holds it no
-    /// longer than <see cref="StatisticsTimeout"/>. Null when the read fails or runs out of time; that reading leaves
-    /// the queue out, and the next tries again.
+    /// Reads queues' statistics for a gauge. A gauge callback cannot await, so the reads block the collection, and every
+    /// metric of the process waits with it: they all start at once, each on the thread pool (a backend may block before
+    /// it returns its task: SQLite's reads wait for a lock there), and a backend that hangs (a RabbitMQ stopped but not
+    /// gone) holds the collection no longer than <see cref="StatisticsTimeout"/> however many queues it has. A queue whose
+    /// read fails or runs out of time is left out of this reading; the next tries again.
     /// </summary>
-    internal static QueueStats? ReadForGauge(Func<CancellationToken, Task<QueueStats>> read)
+    internal static List<QueueStats> ReadForGauge<TKey>(IEnumerable<TKey> keys, Func<TKey, CancellationToken, Task<QueueStats>> read)
     {
-        using var timeout = new CancellationTokenSource(StatisticsTimeout);
-        Task<QueueStats> reading;
+        using var timeout = new CancellationTokenSource();
+        var readings = keys.Select(key => Task.Run(() => read(key, timeout.Token), CancellationToken.None)).ToArray();
         try
         {
-            reading = read(timeout.Token);
-        }
-        catch (Exception)
-        {
-            return null;
-        }
-
-        try
-        {
-            // A backend that does not heed the token is not waited for either; its late failure is observed.
-            if (reading.Wait(StatisticsTimeout))
+            if (!Task.WaitAll(readings, StatisticsTimeout))
             {
-                return reading.Result;
+                // Time is up: the reads that heed the token stop; those that do not are not waited for.
+                timeout.Cancel();
             }
-
-            reading.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-            return null;
         }
-        catch (Exception)
+        catch (AggregateException)
         {
-            // Closed, or its backend or RabbitMQ away.
-            return null;
+            // A read failed (closed, or its backend or RabbitMQ away): it is left out below.
         }
+
+        var stats = new List<QueueStats>(readings.Length);
+        foreach (var reading in readings)
+        {
+            if (reading.IsCompletedSuccessfully)
+            {
+                stats.Add(reading.Result);
+            }
+            else
+            {
+                // A late failure is observed, not left to the unobserved-exception event.
+                reading.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
+        }
+
+        return stats;
     }
 
     /// <summary>Reports the queues <paramref name="read"/> gives in <c>cairn.messaging.queue.*</c> until untracked.</summary>

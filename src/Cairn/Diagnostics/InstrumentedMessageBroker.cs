@@ -252,17 +252,6 @@ public sealed class InstrumentedMessageBroker : IMessageBroker, IDisposable, IAs
     private static string SpanName(MessageTransaction transaction) =>
         transaction.Publishes.Count > 0 ? $"publish {transaction.Publishes[0].Topic}" : $"send {transaction.Sends[0].Queue}";
 
-    private List<QueueStats> ReadStats()
-    {
-        var read = new List<QueueStats>();
-        foreach (var queue in _queues.Keys)
-        {
-            if (CairnDiagnostics.ReadForGauge(cancellationToken => Inner.GetStatsAsync(queue, cancellationToken)) is { } stats)
-            {
-                read.Add(stats);
-            }
-        }
-
-        return read;
-    }
+    private List<QueueStats> ReadStats() =>
+        CairnDiagnostics.ReadForGauge(_queues.Keys.ToList(), (queue, cancellationToken) => Inner.GetStatsAsync(queue, cancellationToken));
 }
