@@ -15,6 +15,8 @@ public sealed class PostgresMessageTransactionTests(PostgresFixture f) : Message
 
 public sealed class PostgresMessagingBadInputTests(PostgresFixture f) : MessagingBadInputTests<PostgresFixture>(f);
 
+public sealed class PostgresQueueEdgeConformanceTests(PostgresFixture f) : QueueEdgeConformanceTests<PostgresFixture>(f);
+
 public sealed class PostgresConsumerTests(PostgresFixture f) : ConsumerTests<PostgresFixture>(f);
 
 public sealed class PostgresEventRouteTests(PostgresFixture f) : EventRouteTests<PostgresFixture>(f);

@@ -36,6 +36,8 @@ public sealed class SqliteMessageTransactionTests(SqliteFixture f) : Cairn.Confo
 
 public sealed class SqliteMessagingBadInputTests(SqliteFixture f) : Cairn.Conformance.Messaging.MessagingBadInputTests<SqliteFixture>(f);
 
+public sealed class SqliteQueueEdgeConformanceTests(SqliteFixture f) : Cairn.Conformance.Messaging.QueueEdgeConformanceTests<SqliteFixture>(f);
+
 public sealed class SqliteConsumerTests(SqliteFixture f) : Cairn.Conformance.Messaging.ConsumerTests<SqliteFixture>(f);
 
 public sealed class SqliteEventRouteTests(SqliteFixture f) : Cairn.Conformance.Messaging.EventRouteTests<SqliteFixture>(f);

@@ -36,6 +36,8 @@ public sealed class InMemoryMessageTransactionTests(InMemoryFixture f) : Cairn.C
 
 public sealed class InMemoryMessagingBadInputTests(InMemoryFixture f) : Cairn.Conformance.Messaging.MessagingBadInputTests<InMemoryFixture>(f);
 
+public sealed class InMemoryQueueEdgeConformanceTests(InMemoryFixture f) : Cairn.Conformance.Messaging.QueueEdgeConformanceTests<InMemoryFixture>(f);
+
 public sealed class InMemoryConsumerTests(InMemoryFixture f) : Cairn.Conformance.Messaging.ConsumerTests<InMemoryFixture>(f);
 
 public sealed class InMemoryEventRouteTests(InMemoryFixture f) : Cairn.Conformance.Messaging.EventRouteTests<InMemoryFixture>(f);
