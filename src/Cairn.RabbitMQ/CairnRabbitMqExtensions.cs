@@ -41,6 +41,7 @@ public static class CairnRabbitMqExtensions
                 // Resolving the broker builds the wrapper around the backend's broker.
                 services.GetRequiredService<Messaging.IMessageBroker>();
                 return new RabbitMqOutboxRelay(broker!, ownsBroker: true);
-            });
+            },
+            rabbit.Settings);
     }
 }

@@ -98,6 +98,9 @@ public sealed record RabbitMqOptions
     /// </summary>
     public int MaxMessageSize { get; init; } = 128 * 1024 * 1024;
 
+    /// <summary>Where the transport connects and what it names, without secrets: a second <c>UseRabbitMq</c> must repeat them.</summary>
+    internal string Settings => $"{WithoutUserInfo(Uri)}, QueuePrefix '{QueuePrefix}', ClusterNodes [{string.Join(", ", ClusterNodes ?? [])}]";
+
     /// <summary>An address as an error may print it: without its user name and password.</summary>
     private static string WithoutUserInfo(Uri? uri) =>
         uri is null ? "" : uri.IsAbsoluteUri ? uri.GetComponents(UriComponents.AbsoluteUri & ~UriComponents.UserInfo, UriFormat.UriEscaped) : uri.ToString();

@@ -173,4 +173,19 @@ public sealed class RabbitMqMappingEdgeTests
         var refused = Assert.IsType<InvalidMessageException>(ex);
         Assert.Contains("RabbitMqOptions.Uri", refused.Message, StringComparison.Ordinal);
     }
+
+    // A second UseRabbitMq with another address (a module's own, say) silently replaced the first, where a second
+    // backend with other settings is refused; the same settings again are accepted, and no password is printed.
+    [Fact]
+    public void the_rabbitmq_transport_configured_again_elsewhere_is_refused_and_again_the_same_is_accepted()
+    {
+        var options = new Cairn.DependencyInjection.CairnOptions().UseRabbitMq("amqp://app:secret@rabbit-a:5672/");
+        options.UseRabbitMq("amqp://app:secret@rabbit-a:5672/");
+
+        var refused = Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://app:secret@rabbit-b:5672/"));
+        Assert.Contains("rabbit-b", refused.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("secret", refused.Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://app:secret@rabbit-a:5672/", r => r with { QueuePrefix = "shop." }));
+        Assert.DoesNotContain("secret", options.TransportSettings, StringComparison.Ordinal);
+    }
 }

@@ -40,6 +40,9 @@ public sealed class CairnOptions
     /// <summary>The name of the configured transport to an external broker, or null when messages stay in the backend.</summary>
     public string? TransportName { get; private set; }
 
+    /// <summary>The settings the configured transport was given (secrets left out), or null when it gave none.</summary>
+    public string? TransportSettings { get; private set; }
+
     internal Func<IServiceProvider, Messaging.IMessageBroker, Messaging.IMessageBroker>? TransportFactory { get; private set; }
 
     internal Func<IServiceProvider, Microsoft.Extensions.Hosting.IHostedService>? TransportService { get; private set; }
@@ -131,17 +134,26 @@ public sealed class CairnOptions
     /// <summary>
     /// Plugs in a transport to an external broker: <paramref name="wrap"/> receives the backend's broker and returns the
     /// broker the application uses, and <paramref name="service"/> (its relay, say) runs while the host runs, started
-    /// after the queues are declared. Transport packages call this from their own <c>Use…</c> method.
+    /// after the queues are declared. Transport packages call this from their own <c>Use…</c> method. A second transport
+    /// is refused, and so is the same transport again with other <paramref name="settings"/> (where it connects, without
+    /// secrets; null when it has none): the later would silently replace the earlier.
     /// </summary>
-    public CairnOptions UseTransport(string name, Func<IServiceProvider, Messaging.IMessageBroker, Messaging.IMessageBroker> wrap, Func<IServiceProvider, Microsoft.Extensions.Hosting.IHostedService>? service = null)
+    public CairnOptions UseTransport(string name, Func<IServiceProvider, Messaging.IMessageBroker, Messaging.IMessageBroker> wrap, Func<IServiceProvider, Microsoft.Extensions.Hosting.IHostedService>? service = null, string? settings = null)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
         ArgumentNullException.ThrowIfNull(wrap);
         if (TransportName is not null && TransportName != name)
         {
             throw new InvalidOperationException($"Cairn is already configured with the {TransportName} transport; choose one.");
         }
 
+        if (TransportName is not null && TransportSettings is not null && settings is not null && TransportSettings != settings)
+        {
+            throw new InvalidOperationException($"Cairn is already configured with the {TransportName} transport ({TransportSettings}), and it is configured again with other settings ({settings}); configure it once, or with the same settings.");
+        }
+
         TransportName = name;
+        TransportSettings = settings ?? TransportSettings;
         TransportFactory = wrap;
         TransportService = service;
         return this;
