@@ -16,6 +16,8 @@ public sealed class PostgresReadTests(PostgresFixture f) : ReadTests<PostgresFix
 
 public sealed class PostgresLifecycleTests(PostgresFixture f) : LifecycleTests<PostgresFixture>(f);
 
+public sealed class PostgresStreamLifecycleEdgeTests(PostgresFixture f) : StreamLifecycleEdgeTests<PostgresFixture>(f);
+
 public sealed class PostgresSubscriptionTests(PostgresFixture f) : SubscriptionTests<PostgresFixture>(f);
 
 public sealed class PostgresOrderingTests(PostgresFixture f) : OrderingTests<PostgresFixture>(f);

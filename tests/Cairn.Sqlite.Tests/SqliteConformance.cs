@@ -16,6 +16,8 @@ public sealed class SqliteReadTests(SqliteFixture f) : ReadTests<SqliteFixture>(
 
 public sealed class SqliteLifecycleTests(SqliteFixture f) : LifecycleTests<SqliteFixture>(f);
 
+public sealed class SqliteStreamLifecycleEdgeTests(SqliteFixture f) : StreamLifecycleEdgeTests<SqliteFixture>(f);
+
 public sealed class SqliteSubscriptionTests(SqliteFixture f) : SubscriptionTests<SqliteFixture>(f);
 
 public sealed class SqliteOrderingTests(SqliteFixture f) : OrderingTests<SqliteFixture>(f);

@@ -16,6 +16,8 @@ public sealed class InMemoryReadTests(InMemoryFixture f) : ReadTests<InMemoryFix
 
 public sealed class InMemoryLifecycleTests(InMemoryFixture f) : LifecycleTests<InMemoryFixture>(f);
 
+public sealed class InMemoryStreamLifecycleEdgeTests(InMemoryFixture f) : StreamLifecycleEdgeTests<InMemoryFixture>(f);
+
 public sealed class InMemorySubscriptionTests(InMemoryFixture f) : SubscriptionTests<InMemoryFixture>(f);
 
 public sealed class InMemoryOrderingTests(InMemoryFixture f) : OrderingTests<InMemoryFixture>(f);
