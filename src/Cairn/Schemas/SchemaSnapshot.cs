@@ -85,7 +85,7 @@ public sealed class SchemaSnapshot
 
         var root = new JsonObject { ["cairnSchemaSnapshot"] = 1, ["eventTypes"] = types };
         // Relaxed escaping: the file is read by people in diffs, never put into HTML, so a pattern's '+' stays '+'.
-        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth }) + "\n";
+        return root.ToJsonString(new JsonSerializerOptions { WriteIndented = true, NewLine = "\n", Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping, MaxDepth = MaxDepth }) + "\n";
     }
 
     /// <summary>Reads a snapshot written by <see cref="ToJson"/>.</summary>
