@@ -458,8 +458,16 @@ internal static partial class AmqpMessageCodec
             return false;
         }
 
+        var datetime = match.Groups["datetime"].Value.ToUpperInvariant();
         var fraction = match.Groups["fraction"].Value;
-        var normalized = string.Concat(match.Groups["datetime"].Value.ToUpperInvariant(), fraction.Length > 8 ? fraction[..8] : fraction, match.Groups["offset"].Value.ToUpperInvariant());
+        if (datetime.EndsWith(":60", StringComparison.Ordinal))
+        {
+            // A leap second (RFC 3339 allows :60), which .NET cannot hold: read as the last instant of the second before.
+            datetime = string.Concat(datetime.AsSpan(0, datetime.Length - 2), "59");
+            fraction = ".9999999";
+        }
+
+        var normalized = string.Concat(datetime, fraction.Length > 8 ? fraction[..8] : fraction, match.Groups["offset"].Value.ToUpperInvariant());
         return DateTimeOffset.TryParseExact(
             normalized,
             ["yyyy-MM-dd'T'HH:mm:ssK", "yyyy-MM-dd'T'HH:mm:ss.FFFFFFFK"],

@@ -203,7 +203,15 @@ internal sealed class SubscriptionHostedService : IHostedService, IAsyncDisposab
     public async ValueTask DisposeAsync()
     {
         await _subscription.DisposeAsync().ConfigureAwait(false);
-        await Disposal.DisposeAsync(_ownedHandler).ConfigureAwait(false);
+        if (_subscription.Completion.IsCompleted)
+        {
+            await Disposal.DisposeAsync(_ownedHandler).ConfigureAwait(false);
+        }
+        else
+        {
+            // Its handler still runs (it ignored its cancellation): disposed once it returns, not under it.
+            _ = _subscription.Completion.ContinueWith(_ => Disposal.DisposeAsync(_ownedHandler).AsTask(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+        }
     }
 
     /// <summary>For a container disposed synchronously: waits for <see cref="DisposeAsync"/>.</summary>

@@ -170,6 +170,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             }
             catch (OperationCanceledException) when (grace.IsCancellationRequested)
             {
+                // The run goes on until its handler returns; it must then write nothing: a subscription of this name
+                // started since may have stored a later checkpoint.
+                _abandoned = true;
                 _logger.LogWarning("Subscription {Subscription} was disposed while its handler, cancelled, still ran; the events after its checkpoint at {Position} are delivered again at its next start.", Options.Name, Volatile.Read(ref _checkpointed));
             }
         }
@@ -180,6 +183,12 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             _stop?.Dispose();
         }
     }
+
+    /// <summary>Completes when the background work has ended (at once when it never started).</summary>
+    internal Task Completion => _run ?? Task.CompletedTask;
+
+    /// <summary>Set when a disposal stopped waiting for the run: what it still does is not stored.</summary>
+    private volatile bool _abandoned;
 
     /// <summary>How long <see cref="DisposeAsync"/> waits for a cancelled handler to return.</summary>
     internal static readonly TimeSpan DisposeGrace = TimeSpan.FromSeconds(2);
@@ -531,7 +540,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     private async Task StoreCheckpointAsync(CancellationToken cancellationToken)
     {
         var position = Volatile.Read(ref _position);
-        if (position == _checkpointed)
+        if (position == _checkpointed || _abandoned)
         {
             return;
         }

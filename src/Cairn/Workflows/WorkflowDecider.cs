@@ -356,14 +356,13 @@ internal sealed class WorkflowDecider
     }
 
     /// <summary>
-    /// Whether a reply answering a step's command, of a type that step itself waits for, comes after that step's visit
-    /// ended: the second answer to a retried step (its service answers each attempt of one idempotency key). It would
-    /// otherwise settle a later step waiting for the same type before that step's own command was answered. Replies of
-    /// other types are a command's other consequences, which later steps may wait for.
+    /// Whether a reply answering a step's command repeats the reply type that already completed that visit of the step:
+    /// the second answer to a retried step (its service answers each attempt of one idempotency key). It would otherwise
+    /// settle a later step waiting for the same type before that step's own command was answered. Replies of other types
+    /// are the command's other consequences, which later steps may wait for (an order placed, then shipped).
     /// </summary>
     private bool IsRepeatAnswer(SentFor answered, SentFor now, string type) =>
-        !answered.Compensation && !now.Compensation && answered.Step != now.Step
-        && _model.Steps.TryGetValue(answered.Step, out var step) && step.Replies.ContainsKey(type);
+        !answered.Compensation && !now.Compensation && answered != now && Instance.SettledBy(answered) == type;
 
     private void StartCompensation(StepModel step, int attempt, DateTimeOffset? sendAt)
     {

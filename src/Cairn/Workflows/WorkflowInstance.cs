@@ -41,6 +41,9 @@ public sealed class WorkflowInstance
     /// </summary>
     private readonly Dictionary<string, SentFor> _sentFor = new(StringComparer.Ordinal);
 
+    /// <summary>The reply type that completed each visit of a step (by the version the visit began at).</summary>
+    private readonly Dictionary<(string Step, long Visit), string> _settledBy = [];
+
     internal WorkflowInstance()
     {
     }
@@ -52,6 +55,7 @@ public sealed class WorkflowInstance
         _pendingCompensations = [.. other._pendingCompensations];
         _seenReplies = new HashSet<string>(other._seenReplies, StringComparer.Ordinal);
         _sentFor = new Dictionary<string, SentFor>(other._sentFor, StringComparer.Ordinal);
+        _settledBy = new Dictionary<(string Step, long Visit), string>(other._settledBy);
         Workflow = other.Workflow;
         InstanceId = other.InstanceId;
         DefinitionVersion = other.DefinitionVersion;
@@ -192,6 +196,9 @@ public sealed class WorkflowInstance
     /// What the instance is doing now that a reply can answer: the current visit of a step, or the current
     /// compensation; null when neither.
     /// </summary>
+    /// <summary>The reply type that completed a visit of a step, or null when none did (yet, or by a skip or a timer).</summary>
+    internal string? SettledBy(SentFor visit) => visit.Compensation ? null : _settledBy.GetValueOrDefault((visit.Step, visit.Visit));
+
     internal SentFor? Answerable => CurrentStep is { } step ? new SentFor(step, StepVisit, false) : CurrentCompensation is { } compensation ? new SentFor(compensation, CompensationOccurrence(compensation), true) : null;
 
     /// <summary>
@@ -275,6 +282,11 @@ public sealed class WorkflowInstance
             case StepCompleted s:
                 _completed.Add(s.Step);
                 See(s.ReplyId);
+                if (s.ReplyType is { } settledBy)
+                {
+                    _settledBy[(s.Step, StepVisit)] = settledBy;
+                }
+
                 if (s.State is { } state)
                 {
                     State = state.Clone();
