@@ -44,7 +44,11 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private bool _inlineLive;
     private ProjectionState _state = ProjectionState.Stopped;
     private long _head;
-    private long? _pendingSince;
+    /// <summary>
+    /// The commit time of the oldest event the serving track has read and not applied yet (the first of the batch it is
+    /// applying); null once it has reached the head.
+    /// </summary>
+    private DateTimeOffset? _oldestUnappliedAt;
     private long _failures;
     private long _deadLetters;
     private string? _lastError;
@@ -93,7 +97,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 var head = new GlobalPosition(Volatile.Read(ref _head));
                 var position = ServingPosition;
-                var lag = _pendingSince is { } since && position < head ? _clock.GetElapsedTime(since).TotalSeconds : 0;
+                // How long the oldest unapplied event has waited since it was committed: a runner starting (or taking
+                // over a lease) on a backlog is as far behind as its oldest event, not as long as it has been reading.
+                var lag = _oldestUnappliedAt is { } committed && position < head ? Math.Max(0, (_clock.GetUtcNow() - committed).TotalSeconds) : 0;
                 RebuildProgress? rebuild = null;
                 if (_shadow is { } shadow && _rebuild is { } clock)
                 {
@@ -688,7 +694,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             if (track == _serving)
             {
-                _pendingSince ??= _clock.GetTimestamp();
+                // The batch about to be applied holds the oldest event not applied yet: the earlier ones are.
+                _oldestUnappliedAt = events[0].Time;
             }
         }
 
@@ -967,7 +974,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
             if (track == _serving && track.Reached.Value >= Volatile.Read(ref _head))
             {
-                _pendingSince = null;
+                _oldestUnappliedAt = null;
             }
         }
 

@@ -185,4 +185,54 @@ public sealed class ProjectionRunEdgeTests
 
         await runner.WaitForPositionAsync(placed, Timeout.InfiniteTimeSpan).Bounded();
     }
+
+    /// <summary>Carts whose opening waits for <see cref="Gate"/>, telling <see cref="Entered"/> it has begun.</summary>
+    private sealed class GatedCarts : Projection
+    {
+        public GatedCarts()
+            : base("edge-gated-carts")
+        {
+            Document<EdgeCart>(c => c.Id);
+            On<EdgeCartOpened>((ctx, e) =>
+            {
+                Entered.Set();
+                Gate.Wait(Patience);
+                ctx.Documents.Store(new EdgeCart(e.CartId, e.Items));
+            });
+        }
+
+        public ManualResetEventSlim Entered { get; } = new();
+
+        public ManualResetEventSlim Gate { get; } = new();
+    }
+
+    // LagSeconds is "how long the oldest event not yet applied has waited", and MaxProjectionLag's health check reads
+    // it. It counted from when the runner first read the batch, so a runner starting ten minutes behind reported no lag
+    // at all, and the health check called it caught up until it had been reading for MaxProjectionLag.
+    [Fact]
+    public async Task The_lag_of_a_runner_starting_on_a_backlog_is_the_age_of_its_oldest_unapplied_event()
+    {
+        var clock = new ManualTimeProvider();
+        var serializer = CartSerializer();
+        var store = new InMemoryEventStore(new EventStoreOptions { TimeProvider = clock });
+        var projections = new InMemoryProjectionStore(store);
+        var last = (await store.AppendToStreamAsync(new StreamName("cart-1"), ExpectedVersion.NoStream, [serializer.ToEventData(new EdgeCartOpened("1", ["apple"]))], default)).LastPosition;
+        clock.Advance(TimeSpan.FromMinutes(10));
+
+        var projection = new GatedCarts();
+        await using var runner = new ProjectionRunner(projection, store, projections, serializer, timeProvider: clock);
+        await runner.StartAsync(default);
+        try
+        {
+            Assert.True(projection.Entered.Wait(Patience), "the runner applies the backlog");
+            Assert.Equal(600, runner.Status.LagSeconds, precision: 3);
+        }
+        finally
+        {
+            projection.Gate.Set();
+        }
+
+        await runner.WaitForPositionAsync(last, Patience);
+        Assert.Equal(0, runner.Status.LagSeconds);
+    }
 }
