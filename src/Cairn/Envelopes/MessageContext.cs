@@ -33,6 +33,9 @@ public sealed class MessageContext
 
     internal MessageContext? Parent { get; }
 
+    /// <summary>Whether its scope was disposed: a context disposed out of order is passed over when an inner one ends.</summary>
+    private volatile bool _ended;
+
     /// <summary>The context of the current async flow, or null.</summary>
     public static MessageContext? Current => CurrentContext.Value;
 
@@ -106,10 +109,35 @@ public sealed class MessageContext
             }
 
             _disposed = true;
+            context._ended = true;
             if (CurrentContext.Value == context)
             {
-                CurrentContext.Value = context.Parent;
+                // The nearest enclosing context still open: one whose scope was disposed before this one (out of
+                // order) must not become current again.
+                var parent = context.Parent;
+                while (parent is { _ended: true })
+                {
+                    parent = parent.Parent;
+                }
+
+                CurrentContext.Value = parent;
             }
         }
+    }
+
+    /// <summary>
+    /// Makes no context current until the returned scope is disposed: for work that carries the envelopes of what it
+    /// reads (a replay), which the caller's context must not fill in.
+    /// </summary>
+    internal static IDisposable Detach()
+    {
+        var saved = CurrentContext.Value;
+        CurrentContext.Value = null;
+        return new Detached(saved);
+    }
+
+    private sealed class Detached(MessageContext? saved) : IDisposable
+    {
+        public void Dispose() => CurrentContext.Value = saved;
     }
 }

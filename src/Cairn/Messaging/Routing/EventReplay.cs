@@ -52,6 +52,10 @@ public static class EventReplay
         ArgumentNullException.ThrowIfNull(store);
         ArgumentNullException.ThrowIfNull(request);
         request.Validate();
+
+        // Each message keeps its event's correlation and causation, also none: the caller's context (an operator's
+        // request, a handler) must not stamp itself on archived events as their cause.
+        using var detached = Envelopes.MessageContext.Detach();
         var sent = 0L;
         var transaction = new MessageTransaction();
         await foreach (var recorded in store.ReadAllAsync(GlobalPosition.Start, request.Filter ?? EventFilter.All, long.MaxValue, cancellationToken).ConfigureAwait(false))
