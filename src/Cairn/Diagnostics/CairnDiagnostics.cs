@@ -161,7 +161,9 @@ public static class CairnDiagnostics
     internal static List<QueueStats> ReadForGauge<TKey>(IEnumerable<TKey> keys, Func<TKey, CancellationToken, Task<QueueStats>> read)
     {
         using var timeout = new CancellationTokenSource();
-        var readings = keys.Select(key => Task.Run(() => read(key, timeout.Token), CancellationToken.None)).ToArray();
+        // The token, not its source: a read the pool starts late, after the source is disposed, still gets one (cancelled).
+        var token = timeout.Token;
+        var readings = keys.Select(key => Task.Run(() => read(key, token), CancellationToken.None)).ToArray();
         try
         {
             if (!Task.WaitAll(readings, StatisticsTimeout))
