@@ -17,6 +17,8 @@ public sealed class PostgresMessagingBadInputTests(PostgresFixture f) : Messagin
 
 public sealed class PostgresQueueEdgeConformanceTests(PostgresFixture f) : QueueEdgeConformanceTests<PostgresFixture>(f);
 
+public sealed class PostgresTransactionEdgeConformanceTests(PostgresFixture f) : TransactionEdgeConformanceTests<PostgresFixture>(f);
+
 public sealed class PostgresConsumerTests(PostgresFixture f) : ConsumerTests<PostgresFixture>(f);
 
 public sealed class PostgresEventRouteTests(PostgresFixture f) : EventRouteTests<PostgresFixture>(f);

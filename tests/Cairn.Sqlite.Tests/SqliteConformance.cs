@@ -40,6 +40,8 @@ public sealed class SqliteMessagingBadInputTests(SqliteFixture f) : Cairn.Confor
 
 public sealed class SqliteQueueEdgeConformanceTests(SqliteFixture f) : Cairn.Conformance.Messaging.QueueEdgeConformanceTests<SqliteFixture>(f);
 
+public sealed class SqliteTransactionEdgeConformanceTests(SqliteFixture f) : Cairn.Conformance.Messaging.TransactionEdgeConformanceTests<SqliteFixture>(f);
+
 public sealed class SqliteConsumerTests(SqliteFixture f) : Cairn.Conformance.Messaging.ConsumerTests<SqliteFixture>(f);
 
 public sealed class SqliteEventRouteTests(SqliteFixture f) : Cairn.Conformance.Messaging.EventRouteTests<SqliteFixture>(f);

@@ -40,6 +40,8 @@ public sealed class InMemoryMessagingBadInputTests(InMemoryFixture f) : Cairn.Co
 
 public sealed class InMemoryQueueEdgeConformanceTests(InMemoryFixture f) : Cairn.Conformance.Messaging.QueueEdgeConformanceTests<InMemoryFixture>(f);
 
+public sealed class InMemoryTransactionEdgeConformanceTests(InMemoryFixture f) : Cairn.Conformance.Messaging.TransactionEdgeConformanceTests<InMemoryFixture>(f);
+
 public sealed class InMemoryConsumerTests(InMemoryFixture f) : Cairn.Conformance.Messaging.ConsumerTests<InMemoryFixture>(f);
 
 public sealed class InMemoryEventRouteTests(InMemoryFixture f) : Cairn.Conformance.Messaging.EventRouteTests<InMemoryFixture>(f);
