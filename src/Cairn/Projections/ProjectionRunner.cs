@@ -127,7 +127,14 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
     /// <summary>The position the serving read model has reached; for a live inline projection, the head.</summary>
     private GlobalPosition ServingPosition =>
-        _inlineLive ? new GlobalPosition(Math.Max(Volatile.Read(ref _head), _serving?.Reached.Value ?? 0)) : _serving?.Reached ?? GlobalPosition.Start;
+        InlineFollowsHead ? new GlobalPosition(Math.Max(Volatile.Read(ref _head), _serving?.Reached.Value ?? 0)) : _serving?.Reached ?? GlobalPosition.Start;
+
+    /// <summary>
+    /// Whether the appends apply this inline projection, so its read model is at the head: not once they stopped (another
+    /// process switched to a build of another version or shape), though the runner has not started again yet; a head
+    /// observed meanwhile (by a batch it read) must not answer a wait for an event no read model holds.
+    /// </summary>
+    private bool InlineFollowsHead => _inlineLive && !_projections.IsInlineDetached(Projection.Name);
 
     /// <summary>
     /// The inline projections each event store's appends have a running runner for (by projection store, for a store
