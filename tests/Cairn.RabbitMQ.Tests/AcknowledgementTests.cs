@@ -94,7 +94,10 @@ public sealed class AcknowledgementTests
         await Wait.UntilAsync(async () => (await sut.Broker.GetStatsAsync(queue, default)).Visible == 1, "the buffered message is counted visible once");
 
         // The old channel's copy stays in the buffer until a receive skips it; RabbitMQ delivers the message again.
+        // The loss is awaited first: until the client has seen the close, the old connection still reads as open.
+        var losses = sut.Broker.Connection.ConsumingLosses;
         await rabbit.CtlAsync("close_all_connections", "test");
+        await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingLosses > losses, "the consuming connection's loss is seen");
         await Wait.UntilAsync(() => sut.Broker.Connection.ConsumingIsOpen, "the consuming connection recovered");
         await Wait.UntilAsync(() => sut.Broker.BufferedOf(queue) == 1, "the recovered channel delivered it again");
 
