@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Threading.Channels;
 using Cairn.Diagnostics;
+using Cairn.Envelopes;
 using Cairn.EventStore;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -496,6 +497,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             activity.SetTag("cairn.position", e.Position.Value);
         }
 
+        // As a consumer handles a message: what the handler appends or sends carries the event's correlation, the event
+        // as its cause, and (when no span continues it) the event's trace.
+        using var causation = MessageContext.Begin(e.CorrelationId, e.Id.ToString(), activity is null ? e.TraceParent : null);
         var started = Stopwatch.GetTimestamp();
         try
         {
