@@ -274,7 +274,7 @@ internal static partial class AmqpMessageCodec
         fault = null;
         if (headers is null || GetString(headers, Id) is not { } idText)
         {
-            fault = $"no {Id} header";
+            fault = Missing(headers, Id);
             return null;
         }
 
@@ -286,7 +286,14 @@ internal static partial class AmqpMessageCodec
 
         if (GetString(headers, Type) is not { } type)
         {
-            fault = $"no {Type} header";
+            fault = Missing(headers, Type);
+            return null;
+        }
+
+        // Absent, it is taken as 1.0 (some publishers leave it out); another version's attributes may mean other things.
+        if (headers.TryGetValue(SpecVersion, out var specVersion) && specVersion is not null && AsString(specVersion) is var version && version != "1.0")
+        {
+            fault = $"its {SpecVersion} '{Capped(version ?? "", 64)}' is not 1.0, the CloudEvents version Cairn reads";
             return null;
         }
 
@@ -348,6 +355,12 @@ internal static partial class AmqpMessageCodec
             return null;
         }
     }
+
+    /// <summary>Why a required attribute could not be read: absent, or not a string (an AMQP table or array).</summary>
+    private static string Missing(IDictionary<string, object?>? headers, string key) =>
+        headers is not null && headers.TryGetValue(key, out var value) && value is not null
+            ? $"its {key} is an AMQP table or array, not a string"
+            : $"no {key} header";
 
     /// <summary>
     /// The headers with every attribute named under <see cref="UnderscorePrefix"/> named under <see cref="Prefix"/>
@@ -493,13 +506,15 @@ internal static partial class AmqpMessageCodec
     }
 
     // AMQP 0-9-1 header strings arrive as bytes. Other values are read as their canonical CloudEvents strings, as the
-    // AMQP binding asks of a receiver when another publisher sends an attribute as a native AMQP value.
+    // AMQP binding asks of a receiver when another publisher sends an attribute as a native AMQP value. A table or an
+    // array is no CloudEvents attribute type: it reads as none.
     private static string? AsString(object? value) => value switch
     {
         null => null,
         string s => s,
         byte[] bytes => Encoding.UTF8.GetString(bytes),
         ReadOnlyMemory<byte> memory => Encoding.UTF8.GetString(memory.Span),
+        System.Collections.IDictionary or System.Collections.IList => null,
         bool flag => flag ? "true" : "false",
         AmqpTimestamp timestamp => FromUnixSeconds(timestamp.UnixTime) is { } time ? Format(time) : timestamp.UnixTime.ToString(CultureInfo.InvariantCulture),
         IFormattable formattable => formattable.ToString(null, CultureInfo.InvariantCulture),

@@ -188,4 +188,76 @@ public sealed class RabbitMqMappingEdgeTests
         Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://app:secret@rabbit-a:5672/", r => r with { QueuePrefix = "shop." }));
         Assert.DoesNotContain("secret", options.TransportSettings, StringComparison.Ordinal);
     }
+
+    private static BasicProperties CloudEvent(params (string Header, object? Value)[] extra)
+    {
+        var headers = new Dictionary<string, object?>
+        {
+            [AmqpMessageCodec.SpecVersion] = Encoding.UTF8.GetBytes("1.0"),
+            [AmqpMessageCodec.Id] = Encoding.UTF8.GetBytes(Guid.NewGuid().ToString()),
+            [AmqpMessageCodec.Type] = Encoding.UTF8.GetBytes("com.example.someevent"),
+            [AmqpMessageCodec.Time] = Encoding.UTF8.GetBytes("2026-11-29T10:15:30Z"),
+        };
+        foreach (var (header, value) in extra)
+        {
+            headers[header] = value;
+        }
+
+        return new BasicProperties { ContentType = "application/json", Headers = headers };
+    }
+
+    // CloudEvents' specversion names the version of the envelope's rules; a consumer must not read an event of a version
+    // it does not know as if it were 1.0 (its attributes may mean other things). A 0.3 or 2.0 event was read as 1.0.
+    [Theory]
+    [InlineData("0.3")]
+    [InlineData("2.0")]
+    [InlineData("")]
+    public void a_cloudevent_of_another_spec_version_is_refused_naming_it(string version)
+    {
+        var message = AmqpMessageCodec.ToMessage(CloudEvent((AmqpMessageCodec.SpecVersion, Encoding.UTF8.GetBytes(version))), "{}"u8.ToArray(), DateTimeOffset.UtcNow, out var fault);
+
+        Assert.Null(message);
+        Assert.Contains($"{AmqpMessageCodec.SpecVersion} '{version}'", fault, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void a_cloudevent_without_a_spec_version_is_read_as_1_0()
+    {
+        var properties = CloudEvent();
+        properties.Headers!.Remove(AmqpMessageCodec.SpecVersion);
+
+        var message = AmqpMessageCodec.ToMessage(properties, "{}"u8.ToArray(), DateTimeOffset.UtcNow, out var fault);
+
+        Assert.True(message is not null, $"the CloudEvent was refused: {fault}");
+    }
+
+    // CloudEvents' attributes are scalars (string, integer, boolean, binary, URI, timestamp); AMQP also has tables and
+    // arrays, which another client may put in a header under the prefix. Such a value was read as its .NET type name
+    // ("System.Collections.Generic.Dictionary`2[...]"), kept as metadata or taken as the event's type.
+    [Fact]
+    public void an_extension_sent_as_an_amqp_table_or_array_is_not_read_as_a_type_name()
+    {
+        var table = new Dictionary<string, object?> { ["region"] = Encoding.UTF8.GetBytes("eu") };
+        var array = new List<object?> { Encoding.UTF8.GetBytes("a"), Encoding.UTF8.GetBytes("b") };
+        var properties = CloudEvent((AmqpMessageCodec.Prefix + "routing", table), (AmqpMessageCodec.Prefix + "labels", array), (AmqpMessageCodec.Prefix + "tenant", Encoding.UTF8.GetBytes("acme")));
+
+        var message = AmqpMessageCodec.ToMessage(properties, "{}"u8.ToArray(), DateTimeOffset.UtcNow, out var fault);
+
+        Assert.True(message is not null, $"the CloudEvent was refused: {fault}");
+        Assert.Equal("acme", message.Metadata["tenant"]);
+        Assert.False(message.Metadata.ContainsKey("routing"));
+        Assert.False(message.Metadata.ContainsKey("labels"));
+    }
+
+    [Fact]
+    public void a_type_sent_as_an_amqp_table_is_refused_naming_it()
+    {
+        var properties = CloudEvent((AmqpMessageCodec.Type, new Dictionary<string, object?> { ["name"] = Encoding.UTF8.GetBytes("x") }));
+
+        var message = AmqpMessageCodec.ToMessage(properties, "{}"u8.ToArray(), DateTimeOffset.UtcNow, out var fault);
+
+        Assert.Null(message);
+        Assert.Contains(AmqpMessageCodec.Type, fault, StringComparison.Ordinal);
+        Assert.Contains("not a string", fault, StringComparison.Ordinal);
+    }
 }
