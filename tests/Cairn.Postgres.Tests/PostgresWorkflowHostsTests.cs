@@ -145,6 +145,8 @@ public sealed class PostgresWorkflowHostsTests : IAsyncLifetime
                 },
                 "every instance completes");
 
+            // Counted after the b command's commit, which also carried the reply that completed the instance.
+            await Wait.UntilAsync(() => Enumerable.Range(0, count).All(i => _bCommands.ContainsKey("i-" + i)), "every b command's handling is counted");
             Assert.All(Enumerable.Range(0, count), i => Assert.Equal(1, _bCommands.GetValueOrDefault("i-" + i)));
             await clients[1].WaitForSummariesAsync(TimeSpan.FromSeconds(30));
             var summaries = await clients[1].Query().Where("workflow", "twohosts").ToListAsync();
@@ -187,6 +189,8 @@ public sealed class PostgresWorkflowHostsTests : IAsyncLifetime
                     return true;
                 },
                 "every instance completes on the host left");
+            // Counted after the b command's commit, which also carried the reply that completed the instance.
+            await Wait.UntilAsync(() => Enumerable.Range(0, count).All(i => _bCommands.ContainsKey("s-" + i)), "every b command's handling is counted");
             Assert.All(Enumerable.Range(0, count), i => Assert.Equal(1, _bCommands.GetValueOrDefault("s-" + i)));
         }
         finally
