@@ -39,9 +39,16 @@ public abstract class ChoreographyTests<TFixture>(TFixture fixture) : StoreTests
         var completed = await sut.Store.ReadStreamAsync("order-o-30").SingleAsync();
         Assert.NotNull(completed.CausationId);
 
-        // A handling is recorded on the map just after its commit, which the outcomes above may see first.
+        // A handling is recorded on the map just after its commit, which the outcomes above (and the next service in the
+        // chain) may see first: every handler the map is asserted on below is waited for.
         var recorder = host.Services.GetRequiredService<FlowRecorder>();
-        await Wait.UntilAsync(() => recorder.Snapshot().Consumptions.Where(c => c.Handler == "c-orders").Sum(c => c.Handled) == 2, "both orders' last handlings are on the map");
+        await Wait.UntilAsync(
+            () => recorder.Snapshot() is var m
+                && m.Consumptions.Where(c => c.Handler == "c-orders").Sum(c => c.Handled) == 2
+                && m.Consumptions.Where(c => c.Handler == "c-inventory").Sum(c => c.Handled) == 3
+                && m.Consumptions.Where(c => c.Handler == "c-payments").Sum(c => c.Handled) == 2
+                && m.Consumptions.Where(c => c.Handler == "c-shipping").Sum(c => c.Handled) == 1,
+            "both orders' handlings are on the map");
         var map = recorder.Snapshot();
         Assert.Contains(map.Consumptions, c => c.Handler == "c-inventory" && c.MessageType == "shop.order-placed" && c.Handled == 2);
         Assert.Contains(map.Productions, p => p.Handler == "c-inventory" && p.MessageType == "inventory.stock-reserved" && p.Kind == FlowOutputKind.Publication && p.Target == "shop");
