@@ -80,8 +80,15 @@ public sealed class MessageTransaction
     /// Records that <paramref name="consumer"/> handled <paramref name="messageId"/>. When the inbox already holds that
     /// record, the commit writes nothing but its acknowledgements and reports <see cref="CommitResult.AlreadyProcessed"/>.
     /// </summary>
+    /// <exception cref="ArgumentException"><paramref name="messageId"/> is <c>default</c> (no message has that id: every
+    /// handling marked with it would look like a repeat of the first), or <paramref name="consumer"/> is no valid name.</exception>
     public MessageTransaction MarkProcessed(string consumer, MessageId messageId)
     {
+        if (messageId.Value == Guid.Empty)
+        {
+            throw new ArgumentException("The inbox record needs the handled message's id; default(MessageId) is none.", nameof(messageId));
+        }
+
         Inbox = (MessagingNames.Validate("consumer", consumer), messageId);
         InboxMessage = null;
         return this;
