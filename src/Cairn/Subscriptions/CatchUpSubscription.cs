@@ -205,7 +205,13 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             {
                 try
                 {
-                    var from = await _checkpoints.GetAsync(Options.Name, stop).ConfigureAwait(false)
+                    var stored = await _checkpoints.GetAsync(Options.Name, stop).ConfigureAwait(false);
+                    if (stored is { } checkpoint && !_checkedAgainstHead)
+                    {
+                        await WarnIfPastHeadAsync(checkpoint, stop).ConfigureAwait(false);
+                    }
+
+                    var from = stored
                         ?? await ResolveEndAsync(stop).ConfigureAwait(false)
                         ?? GlobalPosition.Start;
                     Volatile.Write(ref _position, from.Value);
@@ -528,6 +534,26 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// there, and never skips what was appended since (an event its handler failed on first of all). Null for a
     /// subscription starting at <see cref="SubscriptionStart.Beginning"/>.
     /// </summary>
+    private bool _checkedAgainstHead;
+
+    /// <summary>
+    /// A checkpoint past the store's head means the store was restored from a backup or replaced, or the checkpoint
+    /// belongs to another store: the events appended up to it will not be delivered. Said once, at the first start.
+    /// </summary>
+    private async Task WarnIfPastHeadAsync(GlobalPosition checkpoint, CancellationToken stop)
+    {
+        var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
+        _checkedAgainstHead = true;
+        if (checkpoint > head)
+        {
+            _logger.LogWarning(
+                "Subscription {Subscription}'s checkpoint {Checkpoint} is past the store's head {Head}: the store was restored or replaced, or the checkpoint is another store's. The events appended up to it will not be delivered unless the checkpoint is set back (ICheckpointStore.SetAsync).",
+                Options.Name,
+                checkpoint,
+                head);
+        }
+    }
+
     private async Task<GlobalPosition?> ResolveEndAsync(CancellationToken stop)
     {
         if (Options.Start != SubscriptionStart.End)

@@ -171,6 +171,41 @@ public sealed class CatchUpEdgeTests
         Assert.Equal(1, DisposableHandler.Disposed); // once, by the container
     }
 
+    // A store restored from an older backup (or a checkpoint kept in another database than the events) leaves the
+    // checkpoint past the head: the events appended again up to it are never delivered. That went unsaid.
+    [Fact]
+    public async Task a_checkpoint_past_the_stores_head_is_reported_at_start()
+    {
+        var store = new InMemoryEventStore();
+        await AppendSinglesAsync(store, 2);
+        var checkpoints = new InMemoryCheckpointStore();
+        await checkpoints.SetAsync("restored", new GlobalPosition(50), default);
+        var logger = new RecordingLogger<CatchUpSubscription>();
+        await using var subscription = new CatchUpSubscription(store, checkpoints, new SubscriptionOptions { Name = "restored" }, (_, _) => ValueTask.CompletedTask, logger);
+
+        await subscription.StartAsync(default);
+        await Wait.UntilAsync(() => subscription.Status.State == SubscriptionState.Live, "the subscription is live");
+
+        var warning = Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
+        Assert.Contains("checkpoint 50 is past the store's head 2", warning.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task a_checkpoint_at_the_head_is_not_reported()
+    {
+        var store = new InMemoryEventStore();
+        var positions = await AppendSinglesAsync(store, 2);
+        var checkpoints = new InMemoryCheckpointStore();
+        await checkpoints.SetAsync("current", positions[^1], default);
+        var logger = new RecordingLogger<CatchUpSubscription>();
+        await using var subscription = new CatchUpSubscription(store, checkpoints, new SubscriptionOptions { Name = "current" }, (_, _) => ValueTask.CompletedTask, logger);
+
+        await subscription.StartAsync(default);
+        await Wait.UntilAsync(() => subscription.Status.State == SubscriptionState.Live, "the subscription is live");
+
+        Assert.DoesNotContain(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning);
+    }
+
     private sealed class DisposableHandler : ISubscriptionHandler, IDisposable
     {
         public static int Disposed;
