@@ -27,19 +27,31 @@ internal static class ValueEquality
             return false;
         }
 
-        // A pair met again below itself (a cycle) is taken as equal: its other members decide.
-        if (!a.GetType().IsValueType && !entered.Add((a, b)))
+        // A pair met again below itself (a cycle) is taken as equal: its other members decide. Only the pairs on the
+        // path being compared count: one compared before and found unequal (a set's candidate match) is not equal later.
+        var tracked = !a.GetType().IsValueType;
+        if (tracked && !entered.Add((a, b)))
         {
             return true;
         }
 
-        return a switch
+        try
         {
-            IDictionary first => SameDictionary(first, (IDictionary)b, entered),
-            IEnumerable first when IsSet(a.GetType()) => SameSet(first, (IEnumerable)b, entered),
-            IEnumerable first => SameSequence(first, (IEnumerable)b, entered),
-            _ => SameFields(a, b, entered),
-        };
+            return a switch
+            {
+                IDictionary first => SameDictionary(first, (IDictionary)b, entered),
+                IEnumerable first when IsSet(a.GetType()) => SameSet(first, (IEnumerable)b, entered),
+                IEnumerable first => SameSequence(first, (IEnumerable)b, entered),
+                _ => SameFields(a, b, entered),
+            };
+        }
+        finally
+        {
+            if (tracked)
+            {
+                entered.Remove((a, b));
+            }
+        }
     }
 
     private static bool IsSet(Type type) =>

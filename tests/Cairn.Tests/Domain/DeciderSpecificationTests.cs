@@ -158,6 +158,25 @@ public sealed class DeciderSpecificationTests
         Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Tagged(["a", "bb"], ["a", "c"], new Dictionary<string, List<int>> { ["a"] = [1], ["bb"] = [2] })));
     }
 
+    // Matching a set tries each item against the other set's items; a pair found unequal there was remembered as
+    // "entered" (the guard against cycles) and taken as equal when met again, so the list [Item(1)] passed for [Item(2)].
+    [Fact]
+    public void then_fails_when_a_list_differs_in_items_compared_unequal_while_matching_a_set()
+    {
+        Item one = new(1), two = new(2);
+        var decider = new Decider<Pick, int, Picked>((_, _) => [new Picked([one, two], [one])], (state, _) => state + 1, 0);
+        var spec = DeciderSpecification.For(decider).When(new Pick());
+
+        Item otherTwo = new(2), otherOne = new(1);
+        Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Picked([otherTwo, otherOne], [otherTwo])));
+    }
+
+    public sealed record Item(int V);
+
+    public sealed record Pick;
+
+    public sealed record Picked(HashSet<Item> Options, List<Item> Chosen);
+
     public sealed record Move(int X, int Y);
 
     public sealed record Moved((int X, int Y) To);
