@@ -26,6 +26,25 @@ public sealed record Decider<TCommand, TState, TEvent>(
 
         return state;
     }
+
+    /// <summary>
+    /// Decides, refusing a null sequence or a null event: either would fail later with an error naming neither the
+    /// command nor the decider (an append's argument check, a serializer's).
+    /// </summary>
+    internal List<TEvent> DecideChecked(TCommand command, TState state)
+    {
+        var decided = Decide(command, state)
+            ?? throw new InvalidOperationException($"The decider of {typeof(TState).Name} decided null for the command {Describe(command)}; decide no events to change nothing.");
+        var events = decided.ToList();
+        if (events.FindIndex(e => e is null) is var at and >= 0)
+        {
+            throw new InvalidOperationException($"The decider of {typeof(TState).Name} decided a null event (at {at}) for the command {Describe(command)}.");
+        }
+
+        return events;
+
+        static string Describe(TCommand command) => command?.GetType().Name ?? "null";
+    }
 }
 
 /// <summary>A decider's state loaded from its stream.</summary>

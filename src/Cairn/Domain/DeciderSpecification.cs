@@ -81,7 +81,7 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
         List<TEvent> actual;
         try
         {
-            actual = _decider.Decide(_command!, state).ToList();
+            actual = _decider.DecideChecked(_command!, state);
         }
         catch (TException ex)
         {
@@ -100,7 +100,7 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
         }
 
         var state = Given();
-        return (state, _decider.Decide(_command!, state).ToList());
+        return (state, _decider.DecideChecked(_command!, state));
     }
 
     private TState Given() => _decider.Fold(_decider.InitialState, _given);

@@ -217,9 +217,13 @@ public sealed record SnapshotPolicy
 /// </summary>
 public sealed class SnapshotSerializationException : CairnException
 {
-    /// <summary>The JSON options have no contract for <paramref name="stateType"/>.</summary>
+    /// <summary>The JSON options have no contract for <paramref name="stateType"/>, or cannot map it (<paramref name="inner"/> says why).</summary>
     public SnapshotSerializationException(Type stateType, Exception inner)
-        : base($"The JSON options have no contract for the snapshot state type {stateType.FullName}; add [JsonSerializable(typeof({stateType.Name}))] to the source-generated context, or set SnapshotPolicy.JsonOptions.", inner)
+        : base(
+            inner is NotSupportedException
+                ? $"The JSON options have no contract for the snapshot state type {stateType.FullName}; add [JsonSerializable(typeof({stateType.Name}))] to the source-generated context, or set SnapshotPolicy.JsonOptions."
+                : $"The JSON options cannot map the snapshot state type {stateType.FullName}: {inner.Message}",
+            inner)
     {
         StateType = stateType;
     }
@@ -253,7 +257,7 @@ public sealed class SnapshotSerializationException : CairnException
 
     /// <summary>A state whose JSON, read back and written again, is not the JSON it was written as.</summary>
     internal static SnapshotSerializationException NotRoundTripped(Type stateType) =>
-        new(stateType, $"A state of {stateType.FullName} does not come back from its JSON as it was: read back and written again, its JSON differs (a property over a field that no constructor parameter or setter fills, or a converter that changes a value). The snapshot is not saved; a snapshot must load the state the events fold to.");
+        new(stateType, $"A state of {stateType.FullName} does not come back from its JSON as it was: read back, it differs from the state (a private field no JSON carries), or written again, its JSON differs (a property over a field that no constructor parameter or setter fills, or a converter that changes a value). The snapshot is not saved; a snapshot must load the state the events fold to.");
 
     /// <summary>The derived type of the state that the state type's contract does not declare, when that is the fault.</summary>
     public Type? DerivedType { get; }
