@@ -33,8 +33,11 @@ public sealed class EventTypeRegistry
     private readonly ConcurrentDictionary<string, int> _versions = new(StringComparer.Ordinal);
     private readonly object _gate = new();
 
-    /// <summary>Registers <typeparamref name="T"/> under <paramref name="name"/>, as the type's version <paramref name="version"/>.</summary>
-    public EventTypeRegistry Register<T>(string name, int version = 1) => Register(typeof(T), name, version);
+    /// <summary>
+    /// Registers <typeparamref name="T"/> under <paramref name="name"/>, as the type's version <paramref name="version"/>;
+    /// without one, the version its <see cref="EventTypeAttribute"/> declares, else 1.
+    /// </summary>
+    public EventTypeRegistry Register<T>(string name, int? version = null) => Register(typeof(T), name, version);
 
     /// <summary>Registers <typeparamref name="T"/> under the name of its <see cref="EventTypeAttribute"/>.</summary>
     public EventTypeRegistry Register<T>() => Register(typeof(T));
@@ -44,13 +47,24 @@ public sealed class EventTypeRegistry
     {
         var attribute = type.GetCustomAttribute<EventTypeAttribute>()
             ?? throw new ArgumentException($"The type {type.FullName} has no [EventType] attribute; register it with a name.", nameof(type));
-        return Register(type, attribute.Name, attribute.Version);
+        return RegisterVersion(type, attribute.Name, attribute.Version);
     }
 
-    /// <summary>Registers a type under a stable name, as the type's version <paramref name="version"/> (1 by default).</summary>
-    public EventTypeRegistry Register(Type type, string name, int version = 1)
+    /// <summary>
+    /// Registers a type under a stable name, as the type's version <paramref name="version"/>; without one, the version
+    /// its <see cref="EventTypeAttribute"/> declares (a class marked version 2 is not written as version 1 because
+    /// its name was given), else 1. A version given explicitly wins over the attribute's.
+    /// </summary>
+    public EventTypeRegistry Register(Type type, string name, int? version = null)
+    {
+        ArgumentNullException.ThrowIfNull(type);
+        return RegisterVersion(type, name, version ?? type.GetCustomAttribute<EventTypeAttribute>()?.Version ?? 1);
+    }
+
+    private EventTypeRegistry RegisterVersion(Type type, string name, int version)
     {
         CheckShape(type, name, version);
+
         lock (_gate)
         {
             CheckAgainstRegistered(type, name, version);

@@ -12,6 +12,24 @@ public sealed class EventTypeRegistryTests
     [EventType("test.attributed")]
     private sealed record Attributed(string Text);
 
+    [EventType("test.versioned", Version = 2)]
+    private sealed record Versioned(int N);
+
+    // The class says it is version 2 of its type; registered by name (the overload's version defaulting to 1), it was
+    // registered silently as version 1: its writes named version 1, and events of version 2 were refused as newer.
+    [Fact]
+    public void a_class_registered_by_name_keeps_the_version_its_attribute_declares()
+    {
+        Assert.Equal(2, new EventTypeRegistry().Register<Versioned>("test.versioned").GetVersion("test.versioned"));
+        Assert.Equal(2, new EventTypeRegistry().Register(typeof(Versioned), "test.versioned").GetVersion("test.versioned"));
+    }
+
+    [Fact]
+    public void a_version_given_explicitly_wins_over_the_attributes()
+    {
+        Assert.Equal(3, new EventTypeRegistry().Register<Versioned>("test.versioned", version: 3).GetVersion("test.versioned"));
+    }
+
     [Fact]
     public void a_type_registered_by_name_maps_both_ways()
     {
