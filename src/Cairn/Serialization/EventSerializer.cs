@@ -220,9 +220,10 @@ public sealed class EventSerializer
         {
             return _typeInfos.GetOrAdd(type, _options.GetTypeInfo(type));
         }
-        catch (NotSupportedException ex)
+        catch (Exception ex) when (ex is NotSupportedException or InvalidOperationException)
         {
-            // A source-generated resolver that does not list the type.
+            // A source-generated resolver that does not list the type, or a class System.Text.Json cannot map (two
+            // members under one JSON name, say).
             throw new EventSerializationException(type, ex);
         }
     }
@@ -241,10 +242,17 @@ public sealed class EventDeserializationException(RecordedEvent recorded, string
     public RecordedEvent Event { get; } = recorded;
 }
 
-/// <summary>The JSON options know no contract for an event type: add it to the source-generated context.</summary>
+/// <summary>
+/// The JSON options cannot map an event type: no contract for it (add it to the source-generated context), or a class
+/// System.Text.Json refuses (two members under one JSON name, say).
+/// </summary>
 public sealed class EventSerializationException(Type type, Exception inner)
-    : CairnException($"The JSON options have no contract for the event type {type.FullName}; add [JsonSerializable(typeof({type.Name}))] to the source-generated context.", inner)
+    : CairnException(
+        inner is NotSupportedException
+            ? $"The JSON options have no contract for the event type {type.FullName}; add [JsonSerializable(typeof({type.Name}))] to the source-generated context."
+            : $"The JSON options cannot map the event type {type.FullName}: {inner.Message}",
+        inner)
 {
-    /// <summary>The CLR type without a contract.</summary>
+    /// <summary>The CLR type that could not be mapped.</summary>
     public Type EventType { get; } = type;
 }

@@ -10,6 +10,24 @@ public sealed class EventSerializerEdgeTests
 {
     private sealed record LedgerDeposited(decimal Amount);
 
+    // Two properties the options name alike ("Id" and "ID" are both "id" in camelCase): System.Text.Json cannot build the
+    // contract and throws InvalidOperationException. Only NotSupportedException was turned into
+    // EventSerializationException, so a write let the raw exception through, and a read did not name the event.
+    private sealed record Collides(int Id, int ID);
+
+    [Fact]
+    public void An_event_type_whose_contract_cannot_be_built_is_refused_with_cairns_errors()
+    {
+        var serializer = new EventSerializer(new EventTypeRegistry().Register<Collides>("test.collides"));
+
+        var written = Record.Exception(() => serializer.ToEventData(new Collides(1, 2)));
+        Assert.IsAssignableFrom<CairnException>(written);
+
+        var recorded = new RecordedEvent(MessageId.New(), "test-1", 0, new GlobalPosition(1), "test.collides", "urn:test", DateTimeOffset.UnixEpoch, EventData.JsonContentType, """{"id":1}"""u8.ToArray());
+        var read = Record.Exception(() => serializer.Deserialize(recorded));
+        Assert.IsAssignableFrom<CairnException>(read);
+    }
+
     // A dataschema of Cairn's form naming no version (…:0) is no other producer's URI. Read as the current version, its
     // upcaster was passed over and the amount silently came back as 0.
     [Fact]
