@@ -29,11 +29,6 @@ public sealed class MultiProcessConsumerTests
         {
             // A killed child's leases run out soon, and no message is dead-lettered for the receives they cost.
             await broker.DeclareQueueAsync(new QueueDefinition(Program.WorkQueue) { Lease = TimeSpan.FromSeconds(2), MaxReceiveCount = 100 }, default);
-            for (var i = 0; i < Messages; i += 50)
-            {
-                await broker.SendBatchAsync(Program.WorkQueue, Enumerable.Range(i, 50).Select(n => new OutgoingMessage("test.work", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"))));
-            }
-
             for (var c = 0; c < 3; c++)
             {
                 children.Add(StartChild(schema, $"child-{c}"));
@@ -42,6 +37,13 @@ public sealed class MultiProcessConsumerTests
             foreach (var child in children)
             {
                 await WaitForLineAsync(child.Lines, l => l == "ready", child.Errors, "a child starts consuming");
+            }
+
+            // Sent once all three consume: sent before, the child that started first could drain most of the queue
+            // alone while a slower one was still starting, and the kill below would come after the last message.
+            for (var i = 0; i < Messages; i += 50)
+            {
+                await broker.SendBatchAsync(Program.WorkQueue, Enumerable.Range(i, 50).Select(n => new OutgoingMessage("test.work", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}"))));
             }
 
             // The first child well into its share is killed, with handlers running and messages still to come.
