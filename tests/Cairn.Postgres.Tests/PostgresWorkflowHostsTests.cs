@@ -107,7 +107,8 @@ public sealed class PostgresWorkflowHostsTests : IAsyncLifetime
             o.UsePostgres(PostgresServer.ConnectionString, p => p with { Schema = _schema });
             GaugedWorkflow.Register(o.EventTypes);
         })
-        .AddWorkflow(new GaugedWorkflow(wait))
+        // Not "gauged": WorkflowTimerGaugeTests, in parallel, asserts that no host reports that name's pending timers.
+        .AddWorkflow(new GaugedWorkflow(wait, "timedhosts"))
         .AddQueue(GaugedWorkflow.Work)
         .AddConsumer(GaugedWorkflow.Work, (context, _) =>
         {
@@ -303,10 +304,10 @@ public sealed class PostgresWorkflowHostsTests : IAsyncLifetime
         try
         {
             var client = first.Services.GetRequiredService<WorkflowClient>();
-            await client.StartAsync("gauged", "t-1", new GaugedState("t-1"));
+            await client.StartAsync("timedhosts", "t-1", new GaugedState("t-1"));
             await first.StopAsync();
             var other = second.Services.GetRequiredService<WorkflowClient>();
-            await Wait.UntilAsync(async () => (await other.GetAsync("gauged", "t-1"))?.Status == WorkflowStatus.Completed, "the other host fires the timer and completes the instance");
+            await Wait.UntilAsync(async () => (await other.GetAsync("timedhosts", "t-1"))?.Status == WorkflowStatus.Completed, "the other host fires the timer and completes the instance");
         }
         finally
         {
