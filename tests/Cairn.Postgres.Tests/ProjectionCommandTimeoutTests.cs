@@ -8,9 +8,11 @@ namespace Cairn.Postgres.Tests;
 /// <summary>A projection handler's statement that runs past the command time-out is its event's failure, not the store's.</summary>
 public sealed class ProjectionCommandTimeoutTests : OwnSchemaStoreTests
 {
-    // Every command of this store gives up after one second (Npgsql's Command Timeout).
+    // Every command of this store gives up after three seconds (Npgsql's Command Timeout): long enough for each of its
+    // ordinary commands (the migration's, the appends', the runner's commits) on a loaded machine, where one second may
+    // not be, and a timed-out ordinary command would fault the runner; o2's statement sleeps well past it.
     protected override PostgresEventStoreOptions Configure(PostgresEventStoreOptions options) =>
-        options with { ConnectionString = PostgresServer.ConnectionString + ";Command Timeout=1" };
+        options with { ConnectionString = PostgresServer.ConnectionString + ";Command Timeout=3" };
 
     /// <summary>A projection whose handler runs a statement that outlasts the command timeout for order o2 only.</summary>
     private sealed class SlowForOne : Projection
@@ -25,7 +27,7 @@ public sealed class ProjectionCommandTimeoutTests : OwnSchemaStoreTests
             {
                 if (e.OrderId == "o2")
                 {
-                    ctx.Sql.Execute("SELECT pg_sleep(5)");
+                    ctx.Sql.Execute("SELECT pg_sleep(15)");
                 }
 
                 ctx.Sql.Execute($"INSERT INTO {ctx.Sql.Table("placed")} (id) VALUES ($id)", ("$id", e.OrderId));
