@@ -539,6 +539,9 @@ public sealed class ProjectionEdgeTests : IDisposable
         await runner.StartAsync(default);
         await runner.WaitForPositionAsync(first, Patience);
 
+        // A runner reaches the head as it catches up, which releases the wait; it goes live just after (a failure, which
+        // is what this test guards against, still shows in the assertion below).
+        await Wait.UntilAsync(() => runner.Status.State is ProjectionState.Live or ProjectionState.Failed or ProjectionState.Faulted, "the projection goes live or fails");
         var models = new ReadModels(_projections, Orders.Serializer(), [projection]);
         Assert.Equal(ProjectionState.Live, runner.Status.State);
         Assert.Equal("alice", Assert.Single(await models.Query<OrderSummary>().Where("customer", "alice").ToListAsync()).Customer);
