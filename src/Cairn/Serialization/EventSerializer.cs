@@ -119,12 +119,18 @@ public sealed class EventSerializer
     }
 
     /// <summary>Deserializes a recorded event into the type registered for its name, upcast to the class's version.</summary>
+    /// <exception cref="UnknownEventTypeException">No class is registered for the event's type; the message names the event.</exception>
     /// <exception cref="UnknownSchemaVersionException">The event was written with a version later than the class's.</exception>
     /// <exception cref="UpcastingException">An upcaster failed; the message names the event, the type and the versions.</exception>
     public object Deserialize(RecordedEvent recorded)
     {
         ArgumentNullException.ThrowIfNull(recorded);
-        var typeInfo = TypeInfo(Registry.GetType(recorded.Type));
+        if (!Registry.TryGetType(recorded.Type, out var type))
+        {
+            throw new UnknownEventTypeException(recorded.Type, $"no CLR type is registered for the event type '{recorded.Type}' of {Describe(recorded)}");
+        }
+
+        var typeInfo = TypeInfo(type!);
         try
         {
             var value = ReadCurrent(recorded.Type, recorded.DataSchema, recorded.Data.Span, typeInfo, Describe, recorded);

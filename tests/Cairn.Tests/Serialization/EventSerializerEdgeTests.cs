@@ -79,4 +79,19 @@ public sealed class EventSerializerEdgeTests
         Assert.IsType<ArgumentOutOfRangeException>(failure.InnerException);
         Assert.Contains("ledger-1@3", failure.Message, StringComparison.Ordinal);
     }
+
+    // A projection or a decider meeting an event of a type no class is registered for learned the type name only, not
+    // which event in which stream: nothing to find it by in a log of millions.
+    [Fact]
+    public void An_event_of_an_unregistered_type_is_refused_naming_the_event()
+    {
+        var serializer = new EventSerializer(new EventTypeRegistry());
+        var recorded = new RecordedEvent(MessageId.New(), "ledger-7", 4, new GlobalPosition(12), "ledger.closed", "urn:test", DateTimeOffset.UnixEpoch, EventData.JsonContentType, "{}"u8.ToArray());
+
+        var refused = Assert.Throws<UnknownEventTypeException>(() => serializer.Deserialize(recorded));
+
+        Assert.Equal("ledger.closed", refused.EventType);
+        Assert.Contains(recorded.Id.ToString(), refused.Message, StringComparison.Ordinal);
+        Assert.Contains("ledger-7@4", refused.Message, StringComparison.Ordinal);
+    }
 }
