@@ -1,3 +1,4 @@
+using Cairn.Envelopes;
 using Cairn.EventStore;
 using Cairn.Serialization;
 
@@ -7,11 +8,13 @@ namespace Cairn.Messaging.Consumers;
 /// What a handler is given: the delivery, the services of its scope, and a transaction for its effects. Appends, sends
 /// and publishes made here are not written at once: they commit together with the acknowledgement and the inbox
 /// record when the handler returns, so a handler that throws leaves nothing behind, and a repeat has no second effect.
-/// Whatever is sent carries the handled message's correlation id, and its id as causation.
+/// Whatever is sent carries the handled message's correlation id, and its id as causation; what is gathered inside a
+/// <see cref="MessageContext"/> the handler opens itself carries that context's.
 /// </summary>
 public sealed class MessageHandlerContext
 {
     private readonly EventSerializer? _serializer;
+    private readonly MessageContext? _handling;
     private List<Action>? _onCommitted;
 
     internal MessageHandlerContext(Delivery delivery, string consumer, IServiceProvider services, EventSerializer? serializer)
@@ -20,6 +23,7 @@ public sealed class MessageHandlerContext
         Consumer = consumer;
         Services = services;
         _serializer = serializer;
+        _handling = MessageContext.Current;
     }
 
     /// <summary>The delivery being handled.</summary>
@@ -40,9 +44,24 @@ public sealed class MessageHandlerContext
     /// <summary>Appends events when the handling commits.</summary>
     public MessageHandlerContext Append(AppendRequest request)
     {
+        ArgumentNullException.ThrowIfNull(request);
+        if (OwnContext() is { } own)
+        {
+            request = new AppendRequest(
+                [.. request.Streams.Select(s => s with { Events = [.. s.Events.Select(e => e with { CorrelationId = e.CorrelationId ?? own.CorrelationId, CausationId = e.CausationId ?? own.CausationId })] })],
+                request.Condition);
+        }
+
         Transaction.Append(request);
         return this;
     }
+
+    /// <summary>
+    /// A <see cref="MessageContext"/> the handler opened itself, or null. Effects are written when the handling commits,
+    /// in the handling's own context, so one opened around an append or send is taken now: what it gathers carries that
+    /// context's correlation (and causation, when it names one).
+    /// </summary>
+    private MessageContext? OwnContext() => MessageContext.Current is { } current && !ReferenceEquals(current, _handling) ? current : null;
 
     /// <summary>Appends events to one stream when the handling commits.</summary>
     public MessageHandlerContext Append(StreamName stream, ExpectedVersion expectedVersion, params IReadOnlyList<EventData> events) =>
@@ -58,9 +77,14 @@ public sealed class MessageHandlerContext
     /// <summary>Sends a message when the handling commits.</summary>
     public MessageHandlerContext Send(QueueName queue, OutgoingMessage message)
     {
-        Transaction.Send(queue, message);
+        Transaction.Send(queue, InOwnContext(message));
         return this;
     }
+
+    private OutgoingMessage InOwnContext(OutgoingMessage message) =>
+        message is not null && OwnContext() is { } own
+            ? message with { CorrelationId = message.CorrelationId ?? own.CorrelationId, CausationId = message.CausationId ?? own.CausationId }
+            : message!;
 
     /// <summary>Sends an object, serialized under its registered type name, when the handling commits.</summary>
     public MessageHandlerContext Send(QueueName queue, object message) => Send(queue, Serializer.ToOutgoingMessage(message));
@@ -68,7 +92,7 @@ public sealed class MessageHandlerContext
     /// <summary>Publishes a message when the handling commits.</summary>
     public MessageHandlerContext Publish(TopicName topic, OutgoingMessage message)
     {
-        Transaction.Publish(topic, message);
+        Transaction.Publish(topic, InOwnContext(message));
         return this;
     }
 
