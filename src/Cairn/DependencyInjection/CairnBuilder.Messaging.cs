@@ -22,7 +22,7 @@ public static partial class CairnServiceCollectionExtensions
         {
             var options = sp.GetRequiredService<IOptions<CairnOptions>>().Value;
             var factory = options.BrokerFactory
-                ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; choose a backend with messaging (UseSqlite(...) or UseInMemory()).");
+                ?? throw new InvalidOperationException($"The {options.BackendName} backend has no message broker; choose a backend with messaging (UseSqlite(...), UsePostgres(...) or UseInMemory()).");
             return new BackendMessageBroker(factory(sp));
         });
         services.TryAddSingleton<IMessageBroker>(sp =>
