@@ -85,6 +85,13 @@ public readonly record struct SchemaReference(string EventType, int Version)
     /// <summary>The URI prefix of every Cairn schema reference.</summary>
     public const string Prefix = "urn:cairn:schema:";
 
+    /// <summary>
+    /// Whether the URI is of Cairn's form. RFC 8141 makes <c>urn:</c> and the namespace (<c>cairn</c>) case-insensitive,
+    /// and Cairn's own part (<c>schema:</c>) is too: <c>URN:cairn:schema:</c> is the same reference, not another producer's.
+    /// </summary>
+    private static bool HasPrefix([NotNullWhen(true)] string? dataSchema) =>
+        dataSchema is not null && dataSchema.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase);
+
     /// <summary>The URI naming a type's version.</summary>
     public static string Format(string eventType, int version)
     {
@@ -100,7 +107,7 @@ public readonly record struct SchemaReference(string EventType, int Version)
     public static bool TryParse([NotNullWhen(true)] string? dataSchema, out SchemaReference reference)
     {
         reference = default;
-        if (dataSchema is null || !dataSchema.StartsWith(Prefix, StringComparison.Ordinal))
+        if (!HasPrefix(dataSchema))
         {
             return false;
         }
@@ -130,7 +137,7 @@ public readonly record struct SchemaReference(string EventType, int Version)
     /// </summary>
     internal static string? FaultOf(string? dataSchema)
     {
-        if (dataSchema is null || !dataSchema.StartsWith(Prefix, StringComparison.Ordinal) || TryParse(dataSchema, out _))
+        if (!HasPrefix(dataSchema) || TryParse(dataSchema, out _))
         {
             return null;
         }

@@ -151,12 +151,18 @@ public sealed class EventTypeRegistry
         foreach (var classes in current)
         {
             var ordered = classes.OrderByDescending(t => t.Attribute!.Version).ToList();
-            if (ordered.Count > 1 && ordered[0].Attribute!.Version == ordered[1].Attribute!.Version)
+            for (var i = 0; i < ordered.Count; i++)
             {
-                throw new ArgumentException($"{ordered[0].Type.FullName} and {ordered[1].Type.FullName} are both version {ordered[0].Attribute!.Version} of the event type '{classes.Key}'.", nameof(assembly));
+                // Earlier classes too: a typed upcaster from one of two classes of one version, or from a version 0,
+                // would otherwise fail only at the host's start, as a step that cannot be.
+                if (i > 0 && ordered[i - 1].Attribute!.Version == ordered[i].Attribute!.Version)
+                {
+                    throw new ArgumentException($"{ordered[i - 1].Type.FullName} and {ordered[i].Type.FullName} are both version {ordered[i].Attribute!.Version} of the event type '{classes.Key}'.", nameof(assembly));
+                }
+
+                CheckShape(ordered[i].Type, classes.Key, ordered[i].Attribute!.Version);
             }
 
-            CheckShape(ordered[0].Type, classes.Key, ordered[0].Attribute!.Version);
             chosen.Add((ordered[0].Type, classes.Key, ordered[0].Attribute!.Version));
         }
 
