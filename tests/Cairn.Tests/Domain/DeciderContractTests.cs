@@ -5,8 +5,8 @@ using Cairn.EventStore.InMemory;
 
 namespace Cairn.Tests.Domain;
 
-/// <summary>Defects found in review: a snapshot state's hidden fields, and a decider that decides null.</summary>
-public sealed class DeciderReviewTests
+/// <summary>A decider's side of the contract: a snapshot state's hidden fields, and a decider that decides null.</summary>
+public sealed class DeciderContractTests
 {
     private static readonly StreamName Account = "account-1";
 

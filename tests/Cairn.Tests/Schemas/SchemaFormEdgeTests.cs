@@ -9,7 +9,8 @@ using Cairn.Serialization;
 
 namespace Cairn.Tests.Schemas;
 
-public sealed class SchemaReviewTests
+/// <summary>Event types registered by assembly, Cairn's dataschema form in other cases, and upcasters given names as the serializer matches them.</summary>
+public sealed class SchemaFormEdgeTests
 {
     private static readonly Func<JsonObject, JsonObject> SplitName = json =>
     {
@@ -39,7 +40,7 @@ public sealed class SchemaReviewTests
     /// <summary>An assembly of empty classes, each carrying [EventType(name, Version = version)].</summary>
     private static Assembly Classes(params (string Class, string EventType, int Version)[] classes)
     {
-        var assembly = AssemblyBuilder.DefineDynamicAssembly(new AssemblyName("Cairn.Review" + Guid.NewGuid().ToString("N")), AssemblyBuilderAccess.Run);
+        var assembly = AssemblyBuilder.DefineDynamicAssembly(new AssemblyName("Cairn.EdgeClasses" + Guid.NewGuid().ToString("N")), AssemblyBuilderAccess.Run);
         var module = assembly.DefineDynamicModule("Classes");
         var constructor = typeof(EventTypeAttribute).GetConstructor([typeof(string)])!;
         var versionProperty = typeof(EventTypeAttribute).GetProperty(nameof(EventTypeAttribute.Version))!;
@@ -59,7 +60,7 @@ public sealed class SchemaReviewTests
     [Fact]
     public void an_assembly_with_two_earlier_classes_of_one_version_is_refused()
     {
-        var assembly = Classes(("OrderPlacedV3", "review.order", 3), ("OrderPlacedV2", "review.order", 2), ("OrderPlacedV2Again", "review.order", 2));
+        var assembly = Classes(("OrderPlacedV3", "edge.order", 3), ("OrderPlacedV2", "edge.order", 2), ("OrderPlacedV2Again", "edge.order", 2));
         var registry = new EventTypeRegistry();
 
         var error = Assert.Throws<ArgumentException>(() => registry.RegisterAssembly(assembly));
@@ -73,7 +74,7 @@ public sealed class SchemaReviewTests
     [Fact]
     public void an_assembly_with_an_earlier_class_of_version_zero_is_refused()
     {
-        var assembly = Classes(("InvoiceSent", "review.invoice", 1), ("InvoiceSentV0", "review.invoice", 0));
+        var assembly = Classes(("InvoiceSent", "edge.invoice", 1), ("InvoiceSentV0", "edge.invoice", 0));
         var registry = new EventTypeRegistry();
 
         Assert.ThrowsAny<ArgumentException>(() => registry.RegisterAssembly(assembly));
