@@ -397,4 +397,35 @@ public abstract class TransactionEdgeConformanceTests<TFixture>(TFixture fixture
         Assert.Equal([1], await DrainAsync(broker, "tx-later"));
         Assert.Equal([2], await DrainAsync(broker, Outbox));
     }
+
+    // A commit retried after a time-out that left its outcome unknown: its appends (events carrying their ids) land once,
+    // its messages are sent again unless an inbox record stops the whole repeat, as the messaging page says.
+    [Fact]
+    public async Task a_transaction_committed_again_appends_once_and_sends_again_unless_its_inbox_record_stops_it()
+    {
+        var (sut, broker) = await CreateAsync();
+        await using var _ = sut;
+        var placed = TestEvents.Numbered(1) with { Id = MessageId.New() };
+        var retried = new MessageTransaction()
+            .Append(new AppendRequest(Order, ExpectedVersion.NoStream, [placed]))
+            .Send(Outbox, Numbered(10));
+
+        await broker.CommitAsync(retried, default);
+        var again = await broker.CommitAsync(retried, default);
+
+        Assert.True(again.Appends[0].WasDuplicate);
+        Assert.Equal(1, again.MessagesEnqueued);
+        Assert.Equal(0, await sut.Store.GetStreamVersionAsync(Order));
+        Assert.Equal([10, 10], await DrainAsync(broker, Outbox));
+
+        var marked = new MessageTransaction()
+            .MarkProcessed("billing", MessageId.New())
+            .Send(Outbox, Numbered(20));
+        await broker.CommitAsync(marked, default);
+        var repeat = await broker.CommitAsync(marked, default);
+
+        Assert.True(repeat.AlreadyProcessed);
+        Assert.Equal(0, repeat.MessagesEnqueued);
+        Assert.Equal([20], await DrainAsync(broker, Outbox));
+    }
 }
