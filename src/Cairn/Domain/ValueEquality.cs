@@ -6,7 +6,8 @@ namespace Cairn.Domain;
 /// <summary>
 /// Equality by value for what a decider decides: an object's own equality first, and where that says no, the same type
 /// with every field equal by value. A record compares a list or array member by reference, so two events equal in
-/// every value would otherwise differ. Sets compare without order, dictionaries by key, other sequences in order.
+/// every value would otherwise differ. Collections compare by their items whatever their own types: sets without
+/// order, dictionaries by key, other sequences in order.
 /// </summary>
 internal static class ValueEquality
 {
@@ -22,7 +23,10 @@ internal static class ValueEquality
             return true;
         }
 
-        if (a is null || b is null || a.GetType() != b.GetType() || a is string || a.GetType().IsPrimitive || a.GetType().IsEnum)
+        // Two collections compare by their items whatever their own types (an array and the list JSON reads it back
+        // as, a member declared as an interface); anything else must be of one type.
+        var collections = a is IEnumerable and not string && b is IEnumerable and not string;
+        if (a is null || b is null || a is string || (!collections && (a.GetType() != b.GetType() || a.GetType().IsPrimitive || a.GetType().IsEnum)))
         {
             return false;
         }
@@ -37,11 +41,11 @@ internal static class ValueEquality
 
         try
         {
-            return a switch
+            return (a, b) switch
             {
-                IDictionary first => SameDictionary(first, (IDictionary)b, entered),
-                IEnumerable first when IsSet(a.GetType()) => SameSet(first, (IEnumerable)b, entered),
-                IEnumerable first => SameSequence(first, (IEnumerable)b, entered),
+                (IDictionary first, IDictionary second) => SameDictionary(first, second, entered),
+                (IEnumerable first, IEnumerable second) when IsSet(a.GetType()) || IsSet(b.GetType()) => SameSet(first, second, entered),
+                (IEnumerable first, IEnumerable second) => SameSequence(first, second, entered),
                 _ => SameFields(a, b, entered),
             };
         }
