@@ -102,15 +102,25 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
     {
         ArgumentNullException.ThrowIfNull(document);
         var definition = Definition<T>();
-        _entries[(definition, definition.IdOf(document))] = new Entry(document, Dirty: true, Event);
+        var id = definition.IdOf(document);
+        CheckIndexable(definition, id, document);
+        _entries[(definition, id)] = new Entry(document, Dirty: true, Event);
     }
+
+    /// <summary>
+    /// Refuses, in the event storing it, a document whose index values no index keeps: checked only at the flush, it
+    /// would pass when a later event of the same batch overwrote it, and fail when the batches fell otherwise.
+    /// </summary>
+    private static void CheckIndexable(DocumentDefinition definition, string id, object document) => _ = definition.IndexValues(document, id);
 
     public void Store<T>(string id, T document)
         where T : class
     {
         ArgumentNullException.ThrowIfNull(document);
         var definition = Definition<T>();
-        _entries[(definition, DocumentIds.Validate(definition.Collection, id))] = new Entry(document, Dirty: true, Event);
+        id = DocumentIds.Validate(definition.Collection, id);
+        CheckIndexable(definition, id, document);
+        _entries[(definition, id)] = new Entry(document, Dirty: true, Event);
     }
 
     public void Delete<T>(string id)

@@ -109,9 +109,10 @@ internal sealed class ProjectionApplier
                 handler(session, payload);
                 session.End();
             }
-            // A cancellation passes only when its token was cancelled (the batch's statement called off as the runner
-            // stops); one a handler throws of its own is the event's failure, and meets the failure policy.
-            catch (Exception ex) when (ex is not ProjectionEventException && ex is not OperationCanceledException { CancellationToken.IsCancellationRequested: true })
+            // A cancellation too: a handler is given no token, and the statements run for it take none, so one thrown
+            // here is the handler's own (a budget of its own running out) and meets the failure policy, whatever token
+            // it carries; the runner's stop is seen between batches.
+            catch (Exception ex) when (ex is not ProjectionEventException)
             {
                 throw new ProjectionEventException(Projection.Name, recorded, ex);
             }
