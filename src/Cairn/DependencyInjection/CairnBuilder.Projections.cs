@@ -63,9 +63,35 @@ public sealed class ProjectionMonitor
     public Task WaitForAsync(string projection, GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
         Get(projection).WaitForPositionAsync(position, timeout, cancellationToken);
 
-    /// <summary>Waits until every hosted projection includes <paramref name="position"/>, within one timeout.</summary>
-    public Task WaitForAllAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
-        Task.WhenAll(_runners.Select(r => r.WaitForPositionAsync(position, timeout, cancellationToken)));
+    /// <summary>
+    /// Waits until every hosted projection includes <paramref name="position"/>, within one timeout; throws as soon
+    /// as one wait fails (a projection failed or stopped, or its time ran out), calling off the others.
+    /// </summary>
+    public async Task WaitForAllAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        using var others = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var waits = _runners.Select(r => r.WaitForPositionAsync(position, timeout, others.Token)).ToList();
+        try
+        {
+            while (waits.Count > 0)
+            {
+                var done = await Task.WhenAny(waits).ConfigureAwait(false);
+                waits.Remove(done);
+                await done.ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            // The first failure is the answer: the waits left are called off, and their cancellations observed.
+            await others.CancelAsync().ConfigureAwait(false);
+            foreach (var wait in waits)
+            {
+                _ = wait.ContinueWith(static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            }
+
+            throw;
+        }
+    }
 
     /// <summary>Rebuilds the named projection into a shadow without downtime; completes at the switch.</summary>
     public Task RebuildAsync(string projection, CancellationToken cancellationToken = default) =>

@@ -270,6 +270,27 @@ public sealed class AddProjectionTests
         await host.StopAsync();
     }
 
+    // The docs: a wait on a failed or stopped projection "throws at once". Waiting for all of them, one failed
+    // projection's error came only once every other wait had ended, here after the full timeout of one still retrying.
+    [Fact]
+    public async Task waiting_for_every_projection_throws_as_soon_as_one_has_failed()
+    {
+        var failing = new OrderSummaries { MaxRetries = 0, RetryDelay = TimeSpan.Zero, FailWhen = e => e.OrderId == "poison" };
+        var retrying = new OrderSummaries("retrying-summaries") { MaxRetries = 5, RetryDelay = TimeSpan.FromMinutes(10), FailWhen = e => e.OrderId == "poison" };
+        using var host = Builder(b => b.AddProjection(failing).AddProjection(retrying)).Build();
+        await host.StartAsync();
+        var monitor = host.Services.GetRequiredService<ProjectionMonitor>();
+        var poison = await PlaceAsync(host, "poison");
+        await Wait.UntilAsync(() => monitor.Find("order-summaries")!.Status.State == ProjectionState.Failed, "the projection stops");
+        await Wait.UntilAsync(() => monitor.Find("retrying-summaries")!.Status.LastError is not null, "the other waits to retry");
+
+        var error = await Assert.ThrowsAsync<ProjectionWaitTimeoutException>(() => monitor.WaitForAllAsync(poison.LastPosition, TimeSpan.FromMinutes(10)).Bounded());
+
+        Assert.Contains("order-summaries", error.Message, StringComparison.Ordinal);
+        Assert.Contains("failed", error.Message, StringComparison.Ordinal);
+        await host.StopAsync();
+    }
+
     [Fact]
     public async Task dead_letters_of_a_hosted_projection_are_listed_by_its_runner()
     {
