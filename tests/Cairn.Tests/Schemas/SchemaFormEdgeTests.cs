@@ -1,10 +1,8 @@
 using System.Reflection;
 using System.Reflection.Emit;
 using System.Text;
-using System.Text.Json.Nodes;
 using Cairn.Envelopes;
 using Cairn.EventStore;
-using Cairn.Schemas;
 using Cairn.Serialization;
 
 namespace Cairn.Tests.Schemas;
@@ -12,24 +10,7 @@ namespace Cairn.Tests.Schemas;
 /// <summary>Event types registered by assembly, Cairn's dataschema form in other cases, and upcasters given names as the serializer matches them.</summary>
 public sealed class SchemaFormEdgeTests
 {
-    private static readonly Func<JsonObject, JsonObject> SplitName = json =>
-    {
-        var name = json["name"]!.GetValue<string>();
-        var space = name.IndexOf(' ', StringComparison.Ordinal);
-        json.Remove("name");
-        json["firstName"] = space < 0 ? name : name[..space];
-        json["lastName"] = space < 0 ? "" : name[(space + 1)..];
-        return json;
-    };
-
-    private static EventSerializer Serializer()
-    {
-        var types = new EventTypeRegistry().Register<CustomerRegistered>();
-        var options = new SchemaOptions()
-            .Upcast("customer.registered", 1, 2, SplitName)
-            .Upcast<CustomerRegisteredV2, CustomerRegistered>(v2 => new CustomerRegistered(v2.FirstName, v2.LastName, new Money(v2.CreditCents / 100m, "EUR")));
-        return new EventSerializer(types, null, UpcasterChains.Build(types, options.Upcasters));
-    }
+    private static EventSerializer Serializer() => UpcastingTests.Serializer();
 
     private static RecordedEvent Stored(string json, string? dataSchema) =>
         new(MessageId.New(), "customer-7", 0, new GlobalPosition(1), "customer.registered", "urn:test", DateTimeOffset.UnixEpoch, EventData.JsonContentType, Encoding.UTF8.GetBytes(json))

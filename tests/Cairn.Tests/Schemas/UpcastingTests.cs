@@ -23,7 +23,7 @@ public sealed record Money(decimal Amount, string Currency);
 
 public sealed class UpcastingTests
 {
-    private static readonly Func<JsonObject, JsonObject> SplitName = json =>
+    internal static readonly Func<JsonObject, JsonObject> SplitName = json =>
     {
         var name = json["name"]!.GetValue<string>();
         var space = name.IndexOf(' ', StringComparison.Ordinal);
@@ -33,7 +33,8 @@ public sealed class UpcastingTests
         return json;
     };
 
-    private static EventSerializer Serializer(Action<SchemaOptions>? configure = null)
+    /// <summary>A serializer reading customer.registered from version 1 (one name) through 2 (cents) to 3 (money).</summary>
+    internal static EventSerializer Serializer(Action<SchemaOptions>? configure = null)
     {
         var types = new EventTypeRegistry().Register<CustomerRegistered>();
         var options = new SchemaOptions()
