@@ -89,27 +89,27 @@ public sealed class UpcasterChains
         _byType.TryGetValue(eventType, out var chain) && chain.ContainsKey(version);
 
     /// <summary>
-    /// The data as nodes, a property named twice holding its last value, names matched with or without case as the
-    /// serializer's options say, as the serializer reads it at the current version (<see cref="JsonNode.Parse(ReadOnlySpan{byte}, JsonNodeOptions?, JsonDocumentOptions)"/> refuses the name
+    /// The data as nodes, a property named twice holding its last value, as the serializer reads it at the current
+    /// version (<see cref="JsonNode.Parse(ReadOnlySpan{byte}, JsonNodeOptions?, JsonDocumentOptions)"/> refuses the name
     /// the first time an upcaster looks, which blamed the upcaster).
     /// </summary>
-    private static JsonNode? LastValueWins(JsonElement element, JsonNodeOptions nodeOptions)
+    private static JsonNode? LastValueWins(JsonElement element)
     {
         switch (element.ValueKind)
         {
             case JsonValueKind.Object:
-                var json = new JsonObject(nodeOptions);
+                var json = new JsonObject();
                 foreach (var property in element.EnumerateObject())
                 {
-                    json[property.Name] = LastValueWins(property.Value, nodeOptions);
+                    json[property.Name] = LastValueWins(property.Value);
                 }
 
                 return json;
             case JsonValueKind.Array:
-                var array = new JsonArray(nodeOptions);
+                var array = new JsonArray();
                 foreach (var item in element.EnumerateArray())
                 {
-                    array.Add(LastValueWins(item, nodeOptions));
+                    array.Add(LastValueWins(item));
                 }
 
                 return array;
@@ -132,10 +132,7 @@ public sealed class UpcasterChains
         JsonObject json;
         try
         {
-            // Names are matched as the serializer matches them (the web defaults ignore case), so an upcaster asking
-            // for "name" finds the "Name" the class would have read.
-            var nodeOptions = new JsonNodeOptions { PropertyNameCaseInsensitive = options.PropertyNameCaseInsensitive };
-            json = LastValueWins(JsonSerializer.Deserialize<JsonElement>(data), nodeOptions) as JsonObject
+            json = LastValueWins(JsonSerializer.Deserialize<JsonElement>(data)) as JsonObject
                 ?? throw new UpcastingException(what, eventType, version, version + 1, "the data is not a JSON object", null);
         }
         catch (JsonException ex)

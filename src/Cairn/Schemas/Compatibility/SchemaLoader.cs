@@ -386,14 +386,12 @@ internal sealed class SchemaLoader
             throw Invalid(location + "/multipleOf", "multipleOf must be greater than 0");
         }
 
-        // Draft-04 writes an exclusive bound as a flag on minimum/maximum; later drafts as a number of its own. The
-        // flagged bound keeps its minimum/maximum too, so that the flag alone going is a bound made inclusive (as
-        // Confluent compares it), not a bound removed and another added.
+        // Draft-04 writes an exclusive bound as a flag on minimum/maximum; later drafts as a number of its own.
         if (obj.TryGetPropertyValue("exclusiveMinimum", out var exclusiveMinimum) && exclusiveMinimum?.GetValueKind() is JsonValueKind.True or JsonValueKind.False)
         {
             if (exclusiveMinimum.GetValueKind() == JsonValueKind.True && facet.Minimum is { } minimum)
             {
-                facet.ExclusiveMinimum = minimum;
+                (facet.ExclusiveMinimum, facet.Minimum) = (minimum, null);
             }
         }
         else
@@ -405,7 +403,7 @@ internal sealed class SchemaLoader
         {
             if (exclusiveMaximum.GetValueKind() == JsonValueKind.True && facet.Maximum is { } maximum)
             {
-                facet.ExclusiveMaximum = maximum;
+                (facet.ExclusiveMaximum, facet.Maximum) = (maximum, null);
             }
         }
         else
