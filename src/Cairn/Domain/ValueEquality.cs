@@ -23,6 +23,17 @@ internal static class ValueEquality
             return true;
         }
 
+        // JSON held as JSON (a JsonObject built in code reads back with other node types): equal when it says the same.
+        if (a is System.Text.Json.Nodes.JsonNode nodeA && b is System.Text.Json.Nodes.JsonNode nodeB)
+        {
+            return System.Text.Json.Nodes.JsonNode.DeepEquals(nodeA, nodeB);
+        }
+
+        if (a is System.Text.Json.JsonElement elementA && b is System.Text.Json.JsonElement elementB)
+        {
+            return System.Text.Json.JsonElement.DeepEquals(elementA, elementB);
+        }
+
         // Two collections compare by their items whatever their own types (an array and the list JSON reads it back
         // as, a member declared as an interface); anything else must be of one type.
         var collections = a is IEnumerable and not string && b is IEnumerable and not string;

@@ -19,6 +19,9 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
     /// <summary>The current event's handler took <see cref="Connection"/> to run statements of its own.</summary>
     private bool _connectionTaken;
 
+    /// <summary>The documents the current event's handler stored, checked when it returns.</summary>
+    private readonly List<(DocumentDefinition Document, string Id)> _storedByEvent = [];
+
     public RecordedEvent Event { get; private set; } = null!;
 
     /// <summary>Starts the handling of the next event of the batch.</summary>
@@ -27,6 +30,7 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
         Event = recorded;
         _failedStatement = null;
         _connectionTaken = false;
+        _storedByEvent.Clear();
     }
 
     /// <summary>
@@ -36,6 +40,18 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
     /// </summary>
     public void End()
     {
+        // A document whose index values no index keeps fails the event that stored it, as its handler left it: checked
+        // only at the flush, it would pass when a later event of the same batch stored it again, and fail when the
+        // batches fell otherwise.
+        foreach (var key in _storedByEvent)
+        {
+            if (_entries.TryGetValue(key, out var entry) && entry.Document is { } document)
+            {
+                _ = key.Document.IndexValues(document, key.Id);
+            }
+        }
+
+        _storedByEvent.Clear();
         if (!transaction.FailedStatementAbortsTransaction)
         {
             return;
@@ -103,15 +119,9 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
         ArgumentNullException.ThrowIfNull(document);
         var definition = Definition<T>();
         var id = definition.IdOf(document);
-        CheckIndexable(definition, id, document);
         _entries[(definition, id)] = new Entry(document, Dirty: true, Event);
+        _storedByEvent.Add((definition, id));
     }
-
-    /// <summary>
-    /// Refuses, in the event storing it, a document whose index values no index keeps: checked only at the flush, it
-    /// would pass when a later event of the same batch overwrote it, and fail when the batches fell otherwise.
-    /// </summary>
-    private static void CheckIndexable(DocumentDefinition definition, string id, object document) => _ = definition.IndexValues(document, id);
 
     public void Store<T>(string id, T document)
         where T : class
@@ -119,8 +129,8 @@ internal sealed class DocumentSession(Projection projection, IReadModelTransacti
         ArgumentNullException.ThrowIfNull(document);
         var definition = Definition<T>();
         id = DocumentIds.Validate(definition.Collection, id);
-        CheckIndexable(definition, id, document);
         _entries[(definition, id)] = new Entry(document, Dirty: true, Event);
+        _storedByEvent.Add((definition, id));
     }
 
     public void Delete<T>(string id)
