@@ -64,7 +64,6 @@ public sealed class EventTypeRegistry
     private EventTypeRegistry RegisterVersion(Type type, string name, int version)
     {
         CheckShape(type, name, version);
-
         lock (_gate)
         {
             CheckAgainstRegistered(type, name, version);

@@ -528,12 +528,6 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
     }
 
-    /// <summary>
-    /// Where a subscription starting at <see cref="SubscriptionStart.End"/> without a checkpoint begins: the head when it
-    /// first started, stored as its checkpoint at once. A retry after a failure, or a later start, then goes on from
-    /// there, and never skips what was appended since (an event its handler failed on first of all). Null for a
-    /// subscription starting at <see cref="SubscriptionStart.Beginning"/>.
-    /// </summary>
     private bool _checkedAgainstHead;
 
     /// <summary>
@@ -554,6 +548,12 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Where a subscription starting at <see cref="SubscriptionStart.End"/> without a checkpoint begins: the head when it
+    /// first started, stored as its checkpoint at once. A retry after a failure, or a later start, then goes on from
+    /// there, and never skips what was appended since (an event its handler failed on first of all). Null for a
+    /// subscription starting at <see cref="SubscriptionStart.Beginning"/>.
+    /// </summary>
     private async Task<GlobalPosition?> ResolveEndAsync(CancellationToken stop)
     {
         if (Options.Start != SubscriptionStart.End)
