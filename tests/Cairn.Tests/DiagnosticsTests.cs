@@ -131,7 +131,7 @@ public sealed class DiagnosticsTests : IDisposable
         await using var subscription = new CatchUpSubscription(
             store,
             new InMemoryCheckpointStore(),
-            new SubscriptionOptions { Name = name, RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.Zero },
+            new SubscriptionOptions { Name = name, RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.FromMilliseconds(1) },
             (e, _) =>
             {
                 if (e.Version == 1 && Interlocked.Exchange(ref throwOnce, 0) == 1)
@@ -199,7 +199,7 @@ public sealed class DiagnosticsTests : IDisposable
         await using var subscription = new CatchUpSubscription(
             store,
             new InMemoryCheckpointStore(),
-            new SubscriptionOptions { Name = name, RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.Zero },
+            new SubscriptionOptions { Name = name, RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.FromMilliseconds(1) },
             (_, _) => ValueTask.CompletedTask,
             logger);
 

@@ -187,4 +187,17 @@ public sealed class SubscriptionEdgeTests
 
         Assert.Equal("Start", Assert.Throws<ArgumentOutOfRangeException>(options.Validate).ParamName);
     }
+
+    // Resuming forever with no pause spun a core on a handler that kept failing, and flooded the log.
+    [Fact]
+    public void Unlimited_resumptions_without_a_pause_are_refused_and_a_bounded_or_paused_one_is_not()
+    {
+        var spinning = new SubscriptionOptions { Name = "spinning", RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.Zero };
+        var refused = Assert.Throws<ArgumentOutOfRangeException>(spinning.Validate);
+        Assert.Equal("MaxRetryDelay", refused.ParamName);
+        Assert.Contains("'spinning'", refused.Message, StringComparison.Ordinal);
+
+        new SubscriptionOptions { Name = "bounded", RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.Zero, MaxRetries = 3 }.Validate();
+        new SubscriptionOptions { Name = "paused", RetryDelay = TimeSpan.Zero, MaxRetryDelay = TimeSpan.FromMilliseconds(1) }.Validate();
+    }
 }

@@ -39,7 +39,7 @@ public sealed record SubscriptionOptions
     /// <summary>The first delay before a failed subscription resumes; it doubles up to <see cref="MaxRetryDelay"/>.</summary>
     public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(200);
 
-    /// <summary>The longest delay between resumptions.</summary>
+    /// <summary>The longest delay between resumptions; above zero when <see cref="MaxRetries"/> is null.</summary>
     public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
@@ -73,6 +73,12 @@ public sealed record SubscriptionOptions
         if (MaxRetries is < 0)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxRetries), MaxRetries, "MaxRetries must be 0 or more, or null.");
+        }
+
+        // Retrying forever with no pause would spin a core on a handler that keeps failing, and flood the log.
+        if (MaxRetries is null && MaxRetryDelay == TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(MaxRetryDelay), MaxRetryDelay, $"Subscription '{Name}': MaxRetryDelay must be above zero when MaxRetries is null (resuming forever), or a failing handler would be retried in a tight loop.");
         }
     }
 }
