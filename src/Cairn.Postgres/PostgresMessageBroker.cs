@@ -224,12 +224,12 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
             oldest = reader.IsDBNull(4) ? null : reader.GetInt64(4);
         }
 
-        long parked = 0, parkedVisible = 0;
+        long parked = 0, parkedVisible = 0, parkedLeased = 0;
         if (row.Definition.Fifo && dead > 0)
         {
             await using var count = new NpgsqlCommand(
                 $"""
-                SELECT count(*), count(*) FILTER (WHERE m.visible_at <= $2) FROM {T("messages")} m
+                SELECT count(*), count(*) FILTER (WHERE m.visible_at <= $2), count(*) FILTER (WHERE m.state = 1 AND m.visible_at > $2) FROM {T("messages")} m
                 WHERE m.queue_id = $1 AND m.state < 2 AND NOT {PostgresMessageRows.Expired}
                   AND EXISTS (SELECT 1 FROM {T("messages")} d WHERE d.queue_id = $1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """,
@@ -241,14 +241,16 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
             await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
             parked = reader.GetInt64(0);
             parkedVisible = reader.GetInt64(1);
+            parkedLeased = reader.GetInt64(2);
         }
 
+        // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
         return new QueueStats
         {
             Queue = queue,
             Visible = visible - parkedVisible,
-            Leased = leased,
-            Delayed = delayed,
+            Leased = leased - parkedLeased,
+            Delayed = delayed - (parked - parkedVisible - parkedLeased),
             DeadLettered = dead,
             Parked = parked,
             OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,

@@ -143,11 +143,11 @@ public sealed class SqliteMessageBroker : IMessageBroker
         var delayed = select.Int64(2);
         var dead = select.Int64(3);
         long? oldest = select.IsNull(4) ? null : select.Int64(4);
-        long parked = 0, parkedVisible = 0;
+        long parked = 0, parkedVisible = 0, parkedLeased = 0;
         if (row.Definition.Fifo && dead > 0)
         {
             using var count = new RawStatement(lease.Db, $"""
-                SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0) FROM cairn_messages m
+                SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0), coalesce(sum(m.state = 1 AND m.visible_at > ?2), 0) FROM cairn_messages m
                 WHERE m.queue_id = ?1 AND m.state < 2 AND NOT {Expired}
                   AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
                 """);
@@ -156,14 +156,16 @@ public sealed class SqliteMessageBroker : IMessageBroker
             count.Step();
             parked = count.Int64(0);
             parkedVisible = count.Int64(1);
+            parkedLeased = count.Int64(2);
         }
 
+        // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
         return Task.FromResult(new QueueStats
         {
             Queue = queue,
             Visible = visible - parkedVisible,
-            Leased = leased,
-            Delayed = delayed,
+            Leased = leased - parkedLeased,
+            Delayed = delayed - (parked - parkedVisible - parkedLeased),
             DeadLettered = dead,
             Parked = parked,
             OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,

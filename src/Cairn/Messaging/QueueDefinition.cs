@@ -109,16 +109,19 @@ public sealed record QueueStats
     /// </summary>
     public long Visible { get; init; }
 
-    /// <summary>Messages leased to a receiver.</summary>
+    /// <summary>Messages leased to a receiver, not parked.</summary>
     public long Leased { get; init; }
 
-    /// <summary>Messages hidden until a later time: delayed, scheduled, or released with a delay.</summary>
+    /// <summary>Messages hidden until a later time, not parked: delayed, scheduled, or released with a delay.</summary>
     public long Delayed { get; init; }
 
     /// <summary>Messages in the queue's dead-letter queue.</summary>
     public long DeadLettered { get; init; }
 
-    /// <summary>FIFO messages waiting behind a dead-lettered head of their group, whatever their own state.</summary>
+    /// <summary>
+    /// FIFO messages waiting behind a dead-lettered head of their group, whatever their own state: a parked message
+    /// is counted here and not as visible, leased or delayed, so the counts add up to what the queue holds.
+    /// </summary>
     public long Parked { get; init; }
 
     /// <summary>

@@ -28,6 +28,21 @@ public abstract class FifoQueueTests<TFixture>(TFixture fixture) : MessagingTest
             await broker.GetStatsAsync(Ledger, default) is var stats ? (stats.Visible, stats.Parked, stats.DeadLettered) : default;
     }
 
+    // A delayed message behind a dead-lettered head was counted as delayed and as parked, so the gauge's states
+    // added up to more than the queue held.
+    [Fact]
+    public async Task a_parked_message_is_counted_as_parked_alone_whatever_its_own_state()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Ledger) { Fifo = true, MaxReceiveCount = 1 });
+        await using var _ = sut;
+        await broker.SendBatchAsync(Ledger, [InGroup("a", 1), InGroup("a", 2), InGroup("a", 3) with { Delay = TimeSpan.FromHours(1) }, InGroup("b", 10) with { Delay = TimeSpan.FromHours(1) }]);
+        var head = Assert.Single(await ReceiveNowAsync(broker, Ledger));
+        await broker.ReleaseAsync(head.Lease, TimeSpan.Zero, null, default);
+
+        var stats = await broker.GetStatsAsync(Ledger, default);
+        Assert.Equal((0L, 0L, 1L, 1L, 2L), (stats.Visible, stats.Leased, stats.Delayed, stats.DeadLettered, stats.Parked));
+    }
+
     [Fact]
     public async Task a_group_is_delivered_one_at_a_time_in_order_while_groups_run_in_parallel()
     {

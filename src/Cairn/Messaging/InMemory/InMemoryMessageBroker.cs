@@ -158,7 +158,7 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
             }
 
             // Parked: waiting behind a dead-lettered head of their group (the first one, as messages are in order).
-            long parked = 0, parkedVisible = 0;
+            long parked = 0, parkedVisible = 0, parkedLeased = 0;
             if (state.Definition.Fifo && parkedSince is not null)
             {
                 foreach (var m in state.Messages.Values)
@@ -172,16 +172,21 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                         {
                             parkedVisible++;
                         }
+                        else if (m.State == MessageState.Leased)
+                        {
+                            parkedLeased++;
+                        }
                     }
                 }
             }
 
+            // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
             return new QueueStats
             {
                 Queue = queue,
                 Visible = visible - parkedVisible,
-                Leased = leased,
-                Delayed = delayed,
+                Leased = leased - parkedLeased,
+                Delayed = delayed - (parked - parkedVisible - parkedLeased),
                 DeadLettered = dead,
                 Parked = parked,
                 OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
