@@ -7,7 +7,8 @@ namespace Cairn.Domain;
 /// Equality by value for what a decider decides: an object's own equality first, and where that says no, the same type
 /// with every field equal by value. A record compares a list or array member by reference, so two events equal in
 /// every value would otherwise differ. Collections compare by their items whatever their own types: sets without
-/// order, dictionaries by key, other sequences in order.
+/// order, dictionaries by key, other sequences in order. Fields marked <see cref="NonSerializedAttribute"/> (a memoised
+/// result, a cache) are no part of the value.
 /// </summary>
 internal static class ValueEquality
 {
@@ -88,9 +89,53 @@ internal static class ValueEquality
             return false;
         }
 
-        // Each element matched to a distinct one of the other set: a set's own comparer may be coarser than by value.
-        var unmatched = new List<object?>(right);
+        // Items equal by their own equality are matched through a hash first, so that a large set of plain values
+        // (ids, names) is compared in linear time; only what is left is matched by value, pair by pair.
+        var byHash = new Dictionary<object, int>();
+        var nulls = 0;
+        foreach (var item in right)
+        {
+            if (item is null)
+            {
+                nulls++;
+            }
+            else
+            {
+                byHash[item] = byHash.GetValueOrDefault(item) + 1;
+            }
+        }
+
+        var rest = new List<object?>();
         foreach (var item in left)
+        {
+            if (item is null && nulls > 0)
+            {
+                nulls--;
+            }
+            else if (item is not null && byHash.TryGetValue(item, out var count) && count > 0)
+            {
+                byHash[item] = count - 1;
+            }
+            else
+            {
+                rest.Add(item);
+            }
+        }
+
+        if (rest.Count == 0)
+        {
+            return true;
+        }
+
+        // Each element left matched to a distinct one of the other set: a set's own comparer may be coarser than by value.
+        var unmatched = new List<object?>();
+        foreach (var (item, count) in byHash)
+        {
+            unmatched.AddRange(Enumerable.Repeat<object?>(item, count));
+        }
+
+        unmatched.AddRange(Enumerable.Repeat<object?>(null, nulls));
+        foreach (var item in rest)
         {
             var at = unmatched.FindIndex(other => Same(item, other, entered));
             if (at < 0)
@@ -128,6 +173,12 @@ internal static class ValueEquality
         {
             foreach (var field in type.GetFields(InstanceFields))
             {
+                // A field marked as no part of the value (a memoised result, a cache) may differ.
+                if (field.IsDefined(typeof(NonSerializedAttribute), inherit: false))
+                {
+                    continue;
+                }
+
                 if (!Same(field.GetValue(a), field.GetValue(b), entered))
                 {
                     return false;

@@ -171,6 +171,27 @@ public sealed class DeciderSpecificationTests
         Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Picked([otherTwo, otherOne], [otherTwo])));
     }
 
+    // Items equal by their own equality are matched through a hash; the rest (records holding lists) by value, each to
+    // a distinct item of the other set.
+    [Fact]
+    public void then_matches_set_items_by_their_own_equality_and_the_rest_by_value_each_once()
+    {
+        var names = Enumerable.Range(0, 5_000).Select(i => "name-" + i).ToList();
+        var decider = new Decider<Pick, int, Bagged>(
+            (_, _) => [new Bagged([new Bag([1]), new Bag([1]), new Bag([2, 3])], [.. names, null])],
+            (state, _) => state + 1,
+            0);
+        var spec = DeciderSpecification.For(decider).When(new Pick());
+
+        spec.Then(new Bagged([new Bag([2, 3]), new Bag([1]), new Bag([1])], [null, .. Enumerable.Reverse(names)]));
+        Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Bagged([new Bag([2, 3]), new Bag([1]), new Bag([2])], [null, .. names])));
+        Assert.Throws<DeciderSpecificationException>(() => spec.Then(new Bagged([new Bag([1]), new Bag([1]), new Bag([2, 3])], [.. names, "name-x"])));
+    }
+
+    public sealed record Bag(List<int> Values);
+
+    public sealed record Bagged(HashSet<Bag> Bags, HashSet<string?> Names);
+
     public sealed record Item(int V);
 
     public sealed record Pick;

@@ -36,4 +36,45 @@ public sealed class SnapshotStateMemberTests
 
         Assert.Equal(1, await SnapshotVersionAsync(decider));
     }
+
+    // A memoised result held in a private field is filled in the folded state and empty in the one read back: unmarked,
+    // the snapshot is refused; marked [NonSerialized], it is no part of the state and the snapshot is saved.
+    [Fact]
+    public async Task A_memoised_field_marked_non_serialized_does_not_stop_a_snapshot_and_an_unmarked_one_does()
+    {
+        var marked = BankAccount.DeciderOf<MemoisedLabel>(
+            (state, owner) => state with { Owner = owner },
+            (state, amount) => (state with { Balance = state.Balance + amount }).Touched(),
+            new MemoisedLabel(null, 0m));
+        var unmarked = BankAccount.DeciderOf<UnmarkedLabel>(
+            (state, owner) => state with { Owner = owner },
+            (state, amount) => (state with { Balance = state.Balance + amount }).Touched(),
+            new UnmarkedLabel(null, 0m));
+
+        Assert.Equal(1, await SnapshotVersionAsync(marked));
+        await Assert.ThrowsAsync<SnapshotSerializationException>(() => SnapshotVersionAsync(unmarked));
+    }
+
+    private sealed record MemoisedLabel(string? Owner, decimal Balance)
+    {
+        [NonSerialized]
+        private string? _label;
+
+        public MemoisedLabel Touched()
+        {
+            _label ??= $"{Owner}: {Balance}";
+            return this;
+        }
+    }
+
+    private sealed record UnmarkedLabel(string? Owner, decimal Balance)
+    {
+        private string? _label;
+
+        public UnmarkedLabel Touched()
+        {
+            _label ??= $"{Owner}: {Balance}";
+            return this;
+        }
+    }
 }
