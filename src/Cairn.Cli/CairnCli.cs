@@ -57,7 +57,8 @@ public static class CairnCli
             return null;
         }
 
-        var parsed = root.Parse(args);
+        // No response files: an argument starting with '@' is a path (a snapshot under `@team/`), not a file of arguments.
+        var parsed = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         int code;
         try
         {

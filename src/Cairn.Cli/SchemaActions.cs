@@ -17,7 +17,7 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     public Task<int> CheckSnapshotAsync(string path, bool update, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
-        var full = FullPath(path);
+        var full = update ? OutputPath(path) : FullPath(path);
         var exists = File.Exists(full);
         if (!exists && !update)
         {
@@ -79,13 +79,16 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     public Task<int> ExportAsync(string path, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
+        var full = OutputPath(path);
         var snapshot = await (await RegistryAsync(cancellationToken).ConfigureAwait(false)).ExportAsync(cancellationToken).ConfigureAwait(false);
-        await WriteFileAsync(FullPath(path), snapshot.ToJson(), cancellationToken).ConfigureAwait(false);
+        await WriteFileAsync(full, snapshot.ToJson(), cancellationToken).ConfigureAwait(false);
         var versions = snapshot.Types.Sum(t => t.Versions.Count);
         await io.Output.WriteLineAsync(Invariant($"Wrote the registry of the {BackendName} backend to {path}: {snapshot.Types.Count} event type(s), {versions} version(s).")).ConfigureAwait(false);
         if (snapshot.Types.Count == 0)
         {
-            await io.Error.WriteLineAsync("The registry is empty: a host registers its event types when it starts, and this backend's has not started yet.").ConfigureAwait(false);
+            await io.Error.WriteLineAsync(BackendName == "in-memory"
+                ? "The registry is empty: the in-memory backend keeps none from one run to the next. Export from the backend the application runs on, or create the snapshot from its event types with `schemas check --snapshot FILE --update`."
+                : "The registry is empty: a host registers its event types when it starts, and this backend's has not started yet.").ConfigureAwait(false);
         }
 
         return CairnCli.Success;
@@ -93,6 +96,12 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     public Task<int> AsyncApiAsync(string? path, string? snapshotPath, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
+        var full = path is null ? null : OutputPath(path);
+        if (full is not null && snapshotPath is not null && string.Equals(full, FullPath(snapshotPath), StringComparison.Ordinal))
+        {
+            throw new CommandException($"--out names the snapshot the document is made from ({path}): writing the document would replace it. Name another file.");
+        }
+
         IReadOnlyList<RegisteredSchema> schemas;
         string source;
         if (snapshotPath is null)
@@ -121,7 +130,7 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
         else
         {
-            await WriteFileAsync(FullPath(path), text, cancellationToken).ConfigureAwait(false);
+            await WriteFileAsync(full!, text, cancellationToken).ConfigureAwait(false);
             await io.Output.WriteLineAsync(Invariant($"Wrote the AsyncAPI document to {path}: {schemas.Count} schema version(s) from {source}.")).ConfigureAwait(false);
         }
 
@@ -279,8 +288,10 @@ internal sealed class SchemaActions(IServiceProvider services)
         return services.GetRequiredService<SchemaRegistry>();
     }
 
-    /// <summary>A path argument made absolute, or a <see cref="CommandException"/> saying it is none (empty, say).</summary>
-    /// <summary>The full path of a file the command reads or writes; a directory, or a path ending like one, is refused.</summary>
+    /// <summary>
+    /// The full path of a file the command reads or writes, or a <see cref="CommandException"/> saying it is none (empty,
+    /// a directory, or a path ending like one).
+    /// </summary>
     private static string FullPath(string path)
     {
         string full;
@@ -301,6 +312,47 @@ internal sealed class SchemaActions(IServiceProvider services)
         return full;
     }
 
+    /// <summary>
+    /// The full path of a file the command writes, checked before any work: not under a file (a folder that is a file),
+    /// and not over an existing file other than JSON, which is no output of these commands (the backend's own SQLite
+    /// database named by a slip, say) and would be lost.
+    /// </summary>
+    private static string OutputPath(string path)
+    {
+        var full = FullPath(path);
+        for (var folder = Path.GetDirectoryName(full); !string.IsNullOrEmpty(folder); folder = Path.GetDirectoryName(folder))
+        {
+            if (File.Exists(folder))
+            {
+                throw new CommandException($"'{path}' cannot be written: {folder} is a file, not a folder.");
+            }
+
+            if (Directory.Exists(folder))
+            {
+                break;
+            }
+        }
+
+        if (File.Exists(full) && !StartsAsJson(full))
+        {
+            throw new CommandException($"'{path}' exists and is not a JSON file ({full}); these commands write only over JSON, so as not to replace another file (a database, say). Name another file, or remove it first.");
+        }
+
+        return full;
+    }
+
+    /// <summary>Whether a file is empty or its first character (past a byte order mark and white space) opens JSON.</summary>
+    private static bool StartsAsJson(string full)
+    {
+        using var file = new StreamReader(full, Utf8, detectEncodingFromByteOrderMarks: true);
+        int next;
+        while ((next = file.Read()) >= 0 && char.IsWhiteSpace((char)next))
+        {
+        }
+
+        return next is < 0 or '{' or '[';
+    }
+
     /// <summary>Runs a command; what stops it is reported in words, with <see cref="CairnCli.Error"/>.</summary>
     private static async Task<int> GuardAsync(Writers io, Func<Task<int>> run)
     {
@@ -308,11 +360,16 @@ internal sealed class SchemaActions(IServiceProvider services)
         {
             return await run().ConfigureAwait(false);
         }
-        // An ArgumentException is a configuration the backend refuses as it opens (an in-memory SQLite database, a
-        // read-only file): its message says which.
-        catch (Exception ex) when (ex is CommandException or CairnException or OptionsValidationException or IOException or UnauthorizedAccessException or ArgumentException)
+        catch (Exception ex) when (ex is CommandException or CairnException or OptionsValidationException or IOException or UnauthorizedAccessException)
         {
             await io.Error.WriteLineAsync(ex.Message).ConfigureAwait(false);
+            return CairnCli.Error;
+        }
+        catch (ArgumentException ex)
+        {
+            // A configuration the backend refuses as it opens (an in-memory SQLite database, a read-only file, a
+            // connection string's "Couldn't set port"): its message alone does not say what it was about.
+            await io.Error.WriteLineAsync($"This application's backend refuses its configuration: {ex.Message}").ConfigureAwait(false);
             return CairnCli.Error;
         }
         catch (System.Data.Common.DbException ex)
