@@ -9,3 +9,5 @@ public sealed class PostgresDocumentQueryTests(PostgresFixture f) : Cairn.Confor
 public sealed class PostgresProjectionRebuildTests(PostgresFixture f) : Cairn.Conformance.Projections.ProjectionRebuildTests<PostgresFixture>(f);
 
 public sealed class PostgresSnapshotTests(PostgresFixture f) : Cairn.Conformance.Domain.SnapshotTests<PostgresFixture>(f, store => new PostgresSnapshotStore((PostgresEventStore)store));
+
+public sealed class PostgresRebuildRequestTests(PostgresFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<PostgresFixture>(f);

@@ -65,3 +65,5 @@ public sealed class SqliteCorrelationTraceTests(SqliteFixture f) : Cairn.Conform
 public sealed class SqliteSchemaStoreTests(SqliteFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<SqliteFixture>(f, store => new SqliteSchemaStore((SqliteEventStore)store));
 
 public sealed class SqliteOldLogTests(SqliteFixture f) : Cairn.Conformance.Upcasting.OldLogTests<SqliteFixture>(f);
+
+public sealed class SqliteRebuildRequestTests(SqliteFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<SqliteFixture>(f);

@@ -65,3 +65,5 @@ public sealed class InMemoryCorrelationTraceTests(InMemoryFixture f) : Cairn.Con
 public sealed class InMemorySchemaStoreTests(InMemoryFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<InMemoryFixture>(f, _ => new Cairn.Schemas.InMemorySchemaStore());
 
 public sealed class InMemoryOldLogTests(InMemoryFixture f) : Cairn.Conformance.Upcasting.OldLogTests<InMemoryFixture>(f);
+
+public sealed class InMemoryRebuildRequestTests(InMemoryFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<InMemoryFixture>(f);

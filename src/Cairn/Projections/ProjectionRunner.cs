@@ -244,10 +244,18 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
     /// <summary>
     /// Rebuilds the read model from position 0 into a shadow while the current one keeps serving; completes when the
-    /// shadow has caught up and the switch is committed. Follow it in <see cref="ProjectionStatus.Rebuild"/>.
+    /// shadow has caught up and the switch is committed. Follow it in <see cref="ProjectionStatus.Rebuild"/>. A call
+    /// while a rebuild runs waits for that one. <paramref name="cancellationToken"/> bounds the wait: a token already
+    /// cancelled asks for nothing, and one cancelled later leaves the rebuild going on to its switch
+    /// (<see cref="StopAsync"/> stops it; the next start resumes it).
     /// </summary>
     public Task RebuildAsync(CancellationToken cancellationToken = default)
     {
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled(cancellationToken);
+        }
+
         Task done;
         lock (_gate)
         {
@@ -264,7 +272,14 @@ public sealed class ProjectionRunner : IAsyncDisposable
             }
 
             _rebuildDone ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _rebuildRequested = true;
+
+            // A shadow filling (or switching) is the rebuild asked for: joined, not asked again, or a request left
+            // pending through its switch would start another one nobody awaits. One stopped at an event is tried again.
+            if (_shadow is null or { StoppedAt: not null })
+            {
+                _rebuildRequested = true;
+            }
+
             done = _rebuildDone.Task;
         }
 
@@ -572,9 +587,13 @@ public sealed class ProjectionRunner : IAsyncDisposable
                         _shadow = null;
                         _rebuild = null;
                         _inlineLive = inline;
+
+                        // In the same lock as the shadow's end: a call from here on asks for a new rebuild, one before
+                        // it waited for this one.
+                        _rebuildDone?.TrySetResult();
+                        _rebuildDone = null;
                     }
 
-                    CompleteRebuild();
                     _logger.LogInformation("Projection {Projection} switched to build {Build} (version {Version}) at position {Position}.", Projection.Name, shadow.Build, shadow.Version, shadow.Reached);
                     serving = shadow;
                     progressed = true;
@@ -1154,15 +1173,6 @@ public sealed class ProjectionRunner : IAsyncDisposable
             _rebuildRequested = false;
             _rebuildDone?.TrySetException(new InvalidOperationException(
                 $"Projection '{Projection.Name}' lost its lease, or stands by, before its rebuild{(shadow is null ? "" : $" into build {shadow.Build}")} switched; the process that holds the lease runs it (a rebuild under way goes on there)."));
-            _rebuildDone = null;
-        }
-    }
-
-    private void CompleteRebuild()
-    {
-        lock (_gate)
-        {
-            _rebuildDone?.TrySetResult();
             _rebuildDone = null;
         }
     }
