@@ -180,7 +180,18 @@ public abstract class Projection
     protected DocumentDefinition<T> Document<T>(Func<T, string>? id = null, string? collection = null)
         where T : class
     {
-        var definition = new DocumentDefinition<T>(collection ?? ProjectionNames.SnakeCase(typeof(T).Name), id);
+        var name = collection ?? ProjectionNames.SnakeCase(typeof(T).Name);
+        DocumentDefinition<T> definition;
+        try
+        {
+            definition = new DocumentDefinition<T>(name, id);
+        }
+        catch (ArgumentException invalid) when (collection is null)
+        {
+            // The name was derived, not given: say from what, and how to choose one.
+            throw new ArgumentException($"Projection '{Name}': the collection name '{name}' derived from the type {typeof(T).Name} is not valid ({invalid.Message}); give one: Document<{typeof(T).Name}>(collection: \"...\").", nameof(collection), invalid);
+        }
+
         // Names compare without case: SQLite's table names ignore it.
         if (_documents.Exists(d => string.Equals(d.Collection, definition.Collection, StringComparison.OrdinalIgnoreCase) || d.DocumentType == typeof(T)))
         {

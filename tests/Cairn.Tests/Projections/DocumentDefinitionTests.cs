@@ -50,7 +50,10 @@ public sealed class DocumentDefinitionTests
     [Fact]
     public void a_type_name_that_makes_no_valid_collection_name_is_refused_and_can_be_named()
     {
-        Assert.Contains("'_ber' is not a valid collection name", Assert.Throws<ArgumentException>(() => new Probe().Declare<Über>()).Message);
+        var derived = Assert.Throws<ArgumentException>(() => new Probe().Declare<Über>()).Message;
+        Assert.Contains("'_ber' is not a valid collection name", derived);
+        Assert.Contains("derived from the type Über", derived);
+        Assert.Contains("Document<Über>(collection:", derived);
         Assert.Contains("not a valid collection name", Assert.Throws<ArgumentException>(() => new Probe().Declare<AVeryLongDocumentTypeNameThatGoesOnAndOnPastTheLimit>()).Message);
         Assert.Equal("uber", new Probe().Declare<Über>("uber").Collection);
         Assert.Equal("long_one", new Probe().Declare<AVeryLongDocumentTypeNameThatGoesOnAndOnPastTheLimit>("long_one").Collection);
