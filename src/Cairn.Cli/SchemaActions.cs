@@ -221,7 +221,7 @@ internal sealed class SchemaActions(IServiceProvider services)
 
     private static async Task WriteReportAsync(Writers io, SchemaCheckReport report, string against)
     {
-        await io.Output.WriteLineAsync(Invariant($"Schema check of {report.Results.Count} event type(s) against {against}:")).ConfigureAwait(false);
+        await io.Output.WriteLineAsync(Invariant($"Schema check of {report.EventTypes} event type(s) against {against}:")).ConfigureAwait(false);
         await io.Output.WriteLineAsync().ConfigureAwait(false);
         await io.Output.WriteAsync(report.ToString()).ConfigureAwait(false);
     }

@@ -88,6 +88,25 @@ public sealed class SchemaCommandTests : IDisposable
         }
     }
 
+    // A snapshot whose schema is no JSON Schema gave "Schema check of 0 event type(s)" for an application of two.
+    [Fact]
+    public async Task a_check_against_a_snapshot_holding_an_invalid_schema_counts_every_type_it_checked()
+    {
+        var path = await SavedAsync<OpenedV1>();
+        var snapshot = JsonNode.Parse(await File.ReadAllTextAsync(path))!;
+        foreach (var version in snapshot["eventTypes"]!.AsObject().Select(p => p.Value!).SelectMany(t => t["versions"]!.AsArray()))
+        {
+            version!["schema"]!["type"] = "bogus";
+        }
+
+        await File.WriteAllTextAsync(path, snapshot.ToJsonString());
+
+        var run = await RunAsync(Build<OpenedV1>(), "schemas", "check", "--snapshot", path);
+
+        Assert.Equal(CairnCli.CheckFailed, run.Code);
+        Assert.Contains($"Schema check of 2 event type(s) against the snapshot {path}:", run.Output, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task a_check_against_the_applications_own_snapshot_passes_with_the_report()
     {

@@ -39,8 +39,10 @@ public static class SchemaCheck
 
         problems.AddRange(options.UnusedDocuments(types));
 
+        var checkedTypes = 0;
         foreach (var (name, clrType) in types.Registrations.Where(r => !EventTypeNames.IsCairnOwn(r.Key)).OrderBy(r => r.Key, StringComparer.Ordinal))
         {
+            checkedTypes++;
             var version = types.GetVersion(name);
             var mode = options.CompatibilityOf(name);
             SchemaCheckResult result;
@@ -81,7 +83,7 @@ public static class SchemaCheck
             }
         }
 
-        return new SchemaCheckReport(results, problems, updated, skipped);
+        return new SchemaCheckReport(results, problems, updated, skipped, checkedTypes);
     }
 
     /// <summary>
@@ -121,8 +123,14 @@ public static class SchemaCheck
 }
 
 /// <summary>The outcome of a <see cref="SchemaCheck"/>: each type's result, every problem, and the snapshot with the new versions added.</summary>
-public sealed class SchemaCheckReport(IReadOnlyList<SchemaCheckResult> results, IReadOnlyList<string> problems, SchemaSnapshot updated, IReadOnlyList<string>? skipped = null)
+public sealed class SchemaCheckReport(IReadOnlyList<SchemaCheckResult> results, IReadOnlyList<string> problems, SchemaSnapshot updated, IReadOnlyList<string>? skipped = null, int? eventTypes = null)
 {
+    /// <summary>
+    /// How many of the application's event types were checked: those with a <see cref="Results"/> entry, and those whose
+    /// schema could not be checked (a problem, or skipped).
+    /// </summary>
+    public int EventTypes { get; } = eventTypes ?? results.Count;
+
     /// <summary>The types left unchecked because no schema can be generated for their class, each with the reason.</summary>
     public IReadOnlyList<string> Skipped { get; } = skipped ?? [];
 
