@@ -313,9 +313,9 @@ internal sealed class SchemaActions(IServiceProvider services)
     }
 
     /// <summary>
-    /// The full path of a file the command writes, checked before any work: not under a file (a folder that is a file),
-    /// and not over an existing file other than JSON, which is no output of these commands (the backend's own SQLite
-    /// database named by a slip, say) and would be lost.
+    /// The full path of a file the command writes (through a symbolic link, the file it points at), checked before any
+    /// work: not under a file (a folder that is a file), not read-only, and not over an existing file other than JSON,
+    /// which is no output of these commands (the backend's own SQLite database named by a slip, say) and would be lost.
     /// </summary>
     private static string OutputPath(string path)
     {
@@ -333,12 +333,25 @@ internal sealed class SchemaActions(IServiceProvider services)
             }
         }
 
-        if (File.Exists(full) && !StartsAsJson(full))
+        var file = new FileInfo(full);
+        if (file.LinkTarget is not null && file.ResolveLinkTarget(returnFinalTarget: true) is { } target)
         {
-            throw new CommandException($"'{path}' exists and is not a JSON file ({full}); these commands write only over JSON, so as not to replace another file (a database, say). Name another file, or remove it first.");
+            // The file the link points at is written, not a file put in the link's place.
+            file = new FileInfo(target.FullName);
         }
 
-        return full;
+        if (file.Exists && !StartsAsJson(file.FullName))
+        {
+            throw new CommandException($"'{path}' exists and is not a JSON file ({file.FullName}); these commands write only over JSON, so as not to replace another file (a database, say). Name another file, or remove it first.");
+        }
+
+        if (file.Exists && file.IsReadOnly)
+        {
+            // Its folder may be writable, and a file moved over it would replace it all the same.
+            throw new CommandException($"'{path}' is read-only ({file.FullName}); make it writable to replace it, or name another file.");
+        }
+
+        return file.FullName;
     }
 
     /// <summary>Whether a file is empty or its first character (past a byte order mark and white space) opens JSON.</summary>

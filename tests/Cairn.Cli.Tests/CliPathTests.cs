@@ -149,4 +149,36 @@ public sealed class CliPathTests : IDisposable
         Assert.True(run.Code == CairnCli.Success, Describe(run));
         Assert.Contains("cairnSchemaSnapshot", await File.ReadAllTextAsync(path), StringComparison.Ordinal);
     }
+
+    // The file was written beside the link and moved over it: the link became a file, its target kept the old text.
+    [Fact]
+    public async Task an_export_through_a_symbolic_link_writes_the_file_it_points_at_and_keeps_the_link()
+    {
+        var target = PathOf("target.json");
+        await File.WriteAllTextAsync(target, "{}");
+        var link = PathOf("link.json");
+        File.CreateSymbolicLink(link, target);
+
+        var run = await RunAsync(InMemory(), "schemas", "export", "--out", link);
+
+        Assert.True(run.Code == CairnCli.Success, Describe(run));
+        Assert.NotNull(new FileInfo(link).LinkTarget);
+        Assert.Contains("cairnSchemaSnapshot", await File.ReadAllTextAsync(target), StringComparison.Ordinal);
+    }
+
+    // A file moved over a read-only one in a writable folder replaces it: its mode said not to.
+    [Fact]
+    public async Task an_export_over_a_read_only_file_is_refused_and_the_file_is_kept()
+    {
+        var path = PathOf("locked.json");
+        await File.WriteAllTextAsync(path, "{}");
+        new FileInfo(path).IsReadOnly = true;
+
+        var run = await RunAsync(InMemory(), "schemas", "export", "--out", path);
+
+        Assert.Equal(CairnCli.Error, run.Code);
+        Assert.Contains("read-only", run.Error, StringComparison.Ordinal);
+        Assert.Equal("{}", await File.ReadAllTextAsync(path));
+        new FileInfo(path).IsReadOnly = false;
+    }
 }
