@@ -120,6 +120,19 @@ internal sealed class SchemaActions(IServiceProvider services)
         {
             schemas = [.. (await ReadSnapshotAsync(snapshotPath, cancellationToken).ConfigureAwait(false)).Types.SelectMany(t => t.Versions)];
             source = $"the snapshot {snapshotPath}";
+
+            // A snapshot is a file anyone may have edited: a schema that is no JSON Schema would make the document invalid.
+            foreach (var schema in schemas)
+            {
+                try
+                {
+                    JsonSchemaDocuments.Check(schema.EventType, schema.Version, schema.Schema);
+                }
+                catch (InvalidSchemaException invalid)
+                {
+                    throw new CommandException($"{snapshotPath}: {invalid.Message}");
+                }
+            }
         }
 
         var document = services.GetRequiredService<AsyncApiDescriber>().Generate(schemas);

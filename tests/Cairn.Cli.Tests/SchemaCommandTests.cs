@@ -107,6 +107,24 @@ public sealed class SchemaCommandTests : IDisposable
         Assert.Contains($"Schema check of 2 event type(s) against the snapshot {path}:", run.Output, StringComparison.Ordinal);
     }
 
+    // The document was written with the invalid schema as a payload, exit 0.
+    [Fact]
+    public async Task an_asyncapi_document_from_a_snapshot_holding_an_invalid_schema_is_refused_naming_it()
+    {
+        var path = await SavedAsync<OpenedV1>();
+        var snapshot = JsonNode.Parse(await File.ReadAllTextAsync(path))!;
+        snapshot["eventTypes"]![Type]!["versions"]![0]!["schema"]!["type"] = "bogus";
+        await File.WriteAllTextAsync(path, snapshot.ToJsonString());
+        var output = PathOf("asyncapi.json");
+
+        var run = await RunAsync(Build<OpenedV1>(), "schemas", "asyncapi", "--snapshot", path, "--out", output);
+
+        Assert.Equal(CairnCli.Error, run.Code);
+        Assert.Contains(path, run.Error, StringComparison.Ordinal);
+        Assert.Contains("cli.opened", run.Error, StringComparison.Ordinal);
+        Assert.False(File.Exists(output));
+    }
+
     [Fact]
     public async Task a_check_against_the_applications_own_snapshot_passes_with_the_report()
     {
