@@ -94,7 +94,8 @@ public sealed partial class CairnBuilder(IServiceCollection services)
     public IServiceCollection Services { get; } = services;
 
     /// <summary>
-    /// Hosts a catch-up subscription whose handler is a delegate; its checkpoint is stored under its name.
+    /// Hosts a catch-up subscription whose handler is a delegate; its checkpoint is stored under its name. The handler
+    /// gets a service scope per handling, disposed after it (also when it throws), as a consumer's handler does.
     /// </summary>
     public CairnBuilder AddSubscription(string name, Func<IServiceProvider, RecordedEvent, CancellationToken, ValueTask> handler, Action<SubscriptionOptionsBuilder>? configure = null)
     {
@@ -104,7 +105,15 @@ public sealed partial class CairnBuilder(IServiceCollection services)
         var options = builder.Build();
         options.Validate();
         ClaimCheckpoint(options.Name, $"The subscription '{options.Name}'");
-        Services.AddSingleton<IHostedService>(sp => new SubscriptionHostedService(sp, options, (e, ct) => handler(sp, e, ct)));
+        Services.AddSingleton<IHostedService>(sp => new SubscriptionHostedService(sp, options, async (e, ct) =>
+        {
+            // The handling's own scope: a scoped service resolved from the root would be one for the host's life.
+            var scope = sp.GetRequiredService<IServiceScopeFactory>().CreateAsyncScope();
+            await using (scope.ConfigureAwait(false))
+            {
+                await handler(scope.ServiceProvider, e, ct).ConfigureAwait(false);
+            }
+        }));
         return this;
     }
 

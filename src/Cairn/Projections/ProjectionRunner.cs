@@ -194,7 +194,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
         return Task.CompletedTask;
     }
 
-    /// <summary>Stops after the batch in hand.</summary>
+    /// <summary>
+    /// Stops after the batch in hand. When <paramref name="cancellationToken"/> fires first (a host's shutdown time is
+    /// up) it logs a warning and returns, rather than failing the host's stop: the run ends after that batch.
+    /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         Task? run;
@@ -217,6 +220,12 @@ public sealed class ProjectionRunner : IAsyncDisposable
             {
                 await headWatch.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // A host's shutdown time is up (maybe used by a service stopped before this one): its stop must not fail
+            // for that. The run ends after its batch, whose commit or rollback leaves the read model whole either way.
+            _logger.LogWarning("Projection {Projection} stopped before its run ended (the stop's time was up); the batch in hand is committed or rolled back as it ends, and the next start goes on from the stored position.", Projection.Name);
         }
         finally
         {

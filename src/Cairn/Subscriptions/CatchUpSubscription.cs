@@ -26,6 +26,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     private readonly List<(long Position, TaskCompletionSource Done)> _waiters = [];
     private readonly KeyValuePair<string, object?> _nameTag;
     private CancellationTokenSource? _stop;
+
+    /// <summary>The handler's token: cancelled when a stop's time is up, or on disposal; not by the stop itself.</summary>
+    private CancellationTokenSource? _abort;
     private Task? _run;
     private SubscriptionStatus _status;
     private long _position;
@@ -83,19 +86,41 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
 
         _stop = new CancellationTokenSource();
+        _abort = new CancellationTokenSource();
         CairnDiagnostics.TrackLag(this, () => new Measurement<long>(Math.Max(0, Volatile.Read(ref _head) - Volatile.Read(ref _position)), _nameTag));
-        _run = BackgroundWork.Start(() => RunAsync(_stop.Token));
+        _run = BackgroundWork.Start(() => RunAsync(_stop.Token, _abort.Token));
         return Task.CompletedTask;
     }
 
-    /// <summary>Stops after the event in hand, stores the checkpoint and waits for the background work to end.</summary>
+    /// <summary>
+    /// Stops after the event in hand, stores the checkpoint and waits for the background work to end. The handler's
+    /// token is cancelled only when <paramref name="cancellationToken"/> fires (a host's shutdown time is up): the stop
+    /// then waits a moment for a handler that listens, logs a warning and returns, and the event in hand is delivered
+    /// again at the next start.
+    /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (await StopRunAsync(cancellationToken).ConfigureAwait(false) || _disposed)
+        {
+            return;
+        }
+
+        await _abort!.CancelAsync().ConfigureAwait(false);
+        using var grace = new CancellationTokenSource(AbortGrace);
+        if (!await StopRunAsync(grace.Token).ConfigureAwait(false))
+        {
+            _logger.LogWarning("Subscription {Subscription} stopped with its handler still running past the stop's time; the events after its checkpoint at {Position} are delivered again at its next start.", Options.Name, Volatile.Read(ref _checkpointed));
+        }
+    }
+
+    /// <summary>Ends the run after the event in hand; true once it has ended, false when <paramref name="cancellationToken"/> fired first.</summary>
+    private async Task<bool> StopRunAsync(CancellationToken cancellationToken)
     {
         if (_run is null || _stop is null)
         {
             // Never started: it has ended all the same, and nothing would answer a wait for a position.
             FailWaiters();
-            return;
+            return true;
         }
 
         try
@@ -106,6 +131,11 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             }
 
             await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return false;
         }
         finally
         {
@@ -163,13 +193,14 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             return;
         }
 
+        if (_abort is not null)
+        {
+            await _abort.CancelAsync().ConfigureAwait(false);
+        }
+
         using (var grace = new CancellationTokenSource(DisposeGrace))
         {
-            try
-            {
-                await StopAsync(grace.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (grace.IsCancellationRequested)
+            if (!await StopRunAsync(grace.Token).ConfigureAwait(false))
             {
                 // The run goes on until its handler returns; it must then write nothing: a subscription of this name
                 // started since may have stored a later checkpoint.
@@ -182,6 +213,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         if (_run is null || _run.IsCompleted)
         {
             _stop?.Dispose();
+            _abort?.Dispose();
         }
     }
 
@@ -194,10 +226,13 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// <summary>How long <see cref="DisposeAsync"/> waits for a cancelled handler to return.</summary>
     internal static readonly TimeSpan DisposeGrace = TimeSpan.FromSeconds(2);
 
+    /// <summary>How long a stop whose time is up waits for the handler it cancelled to return.</summary>
+    private static readonly TimeSpan AbortGrace = TimeSpan.FromSeconds(2);
+
     /// <summary>Whether <see cref="DisposeAsync"/> has run: a second one, or a stop after it, has nothing to do.</summary>
     private bool _disposed;
 
-    private async Task RunAsync(CancellationToken stop)
+    private async Task RunAsync(CancellationToken stop, CancellationToken abort)
     {
         try
         {
@@ -218,7 +253,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                     _checkpointed = from.Value;
                     SetStatus(SubscriptionState.CatchingUp, Volatile.Read(ref _failuresInARow), Status.LastError, Status.LastErrorAt);
                     _logger.LogInformation("Subscription {Subscription} starts after position {Position} ({Filter}).", Options.Name, from, Options.Filter);
-                    await PumpAsync(from, () => Volatile.Write(ref _failuresInARow, 0), stop).ConfigureAwait(false);
+                    await PumpAsync(from, () => Volatile.Write(ref _failuresInARow, 0), stop, abort).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
@@ -296,7 +331,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         return TimeSpan.FromTicks((long)Math.Min(ticks, Options.MaxRetryDelay.Ticks));
     }
 
-    private async Task PumpAsync(GlobalPosition from, Action onSuccess, CancellationToken stop)
+    private async Task PumpAsync(GlobalPosition from, Action onSuccess, CancellationToken stop, CancellationToken abort)
     {
         var buffer = Channel.CreateBounded<RecordedEvent>(new BoundedChannelOptions(Options.BufferSize)
         {
@@ -357,7 +392,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 // A stop ends the pump after the event in hand, not after the whole buffer: the events read ahead are
                 // read again from the checkpoint by the next start.
                 stop.ThrowIfCancellationRequested();
-                await HandleAsync(e, stop).ConfigureAwait(false);
+                await HandleAsync(e, abort).ConfigureAwait(false);
                 onSuccess();
                 Interlocked.Increment(ref _handled);
                 AdvanceTo(e.Position.Value);
@@ -487,7 +522,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
     }
 
-    private async ValueTask HandleAsync(RecordedEvent e, CancellationToken stop)
+    private async ValueTask HandleAsync(RecordedEvent e, CancellationToken abort)
     {
         ActivityContext.TryParse(e.TraceParent, null, out var parent);
         using var activity = CairnDiagnostics.SubscriptionSource.StartActivity(
@@ -509,9 +544,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         try
         {
-            await _handler(e, stop).ConfigureAwait(false);
+            await _handler(e, abort).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException || !stop.IsCancellationRequested)
+        catch (Exception ex) when (ex is not OperationCanceledException || !abort.IsCancellationRequested)
         {
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
             throw new SubscriptionHandlerException(Options.Name, e, ex);

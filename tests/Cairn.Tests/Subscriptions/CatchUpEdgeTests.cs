@@ -127,7 +127,8 @@ public sealed class CatchUpEdgeTests
         await entered.Task.Bounded();
         using var timedOut = new CancellationTokenSource();
         await timedOut.CancelAsync();
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => subscription.StopAsync(timedOut.Token));
+        // The stop's time is up: it gives the handler a moment, then returns rather than failing the host's stop.
+        await subscription.StopAsync(timedOut.Token).Bounded();
 
         var disposing = subscription.DisposeAsync().AsTask();
         var disposed = await Task.WhenAny(disposing, Task.Delay(Wait.Timeout)) == disposing;
