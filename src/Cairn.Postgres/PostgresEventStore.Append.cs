@@ -74,7 +74,15 @@ public sealed partial class PostgresEventStore
     /// </summary>
     internal Task<T> WriteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
-        ThrowIfDisposed();
+        try
+        {
+            ThrowIfDisposed();
+        }
+        catch (ObjectDisposedException disposed)
+        {
+            return Refusal.Of<T>(disposed);
+        }
+
         return _writer.ExecuteAsync(work, cancellationToken, confirmsReplication);
     }
 

@@ -52,13 +52,20 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        ArgumentNullException.ThrowIfNull(request);
-        return RedriveSteps.RunAsync(
-            request,
-            _time,
-            (after, chosen, size) => WriteAsync(work => RedriveStepAsync(work, queue, request.Target, after, chosen, size, cancellationToken), cancellationToken),
-            cancellationToken);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            ArgumentNullException.ThrowIfNull(request);
+            return RedriveSteps.RunAsync(
+                request,
+                _time,
+                (after, chosen, size) => WriteAsync(work => RedriveStepAsync(work, queue, request.Target, after, chosen, size, cancellationToken), cancellationToken),
+                cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     /// <summary>
@@ -152,35 +159,42 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        Guid[]? ids = messageIds is null ? null : [.. messageIds.Select(i => i.Value).Distinct()];
-        return WriteAsync(async work =>
+        try
         {
-            var row = await work.RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
-            // The state is checked in the DELETE's own condition too: PostgreSQL checks that again on the row's newest
-            // version when the delete waited for its lock, whereas the subquery keeps the statement's older snapshot,
-            // so a redrive committed meanwhile (the message live again) would not have stopped the delete.
-            await using var delete = ids is null
-                ? work.Command($"DELETE FROM {T("messages")} WHERE queue_id = $1 AND state >= 2")
-                : work.Command($"""
-                    DELETE FROM {T("messages")} WHERE state >= 2 AND seq IN (
-                        SELECT min(seq) FROM {T("messages")} WHERE queue_id = $1 AND state >= 2 AND id = ANY($2) GROUP BY id)
-                    """);
-            delete.Parameters.Add(Pg.Long(row.Id));
-            if (ids is not null)
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            Guid[]? ids = messageIds is null ? null : [.. messageIds.Select(i => i.Value).Distinct()];
+            return WriteAsync(async work =>
             {
-                delete.Parameters.Add(Pg.Uuids(ids));
-            }
+                var row = await work.RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false);
+                // The state is checked in the DELETE's own condition too: PostgreSQL checks that again on the row's newest
+                // version when the delete waited for its lock, whereas the subquery keeps the statement's older snapshot,
+                // so a redrive committed meanwhile (the message live again) would not have stopped the delete.
+                await using var delete = ids is null
+                    ? work.Command($"DELETE FROM {T("messages")} WHERE queue_id = $1 AND state >= 2")
+                    : work.Command($"""
+                        DELETE FROM {T("messages")} WHERE state >= 2 AND seq IN (
+                            SELECT min(seq) FROM {T("messages")} WHERE queue_id = $1 AND state >= 2 AND id = ANY($2) GROUP BY id)
+                        """);
+                delete.Parameters.Add(Pg.Long(row.Id));
+                if (ids is not null)
+                {
+                    delete.Parameters.Add(Pg.Uuids(ids));
+                }
 
-            var purged = await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            if (purged > 0)
-            {
-                // A purged FIFO head lets its group move on.
-                work.Touch(row.Definition.Name.Value);
-            }
+                var purged = await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                if (purged > 0)
+                {
+                    // A purged FIFO head lets its group move on.
+                    work.Touch(row.Definition.Name.Value);
+                }
 
-            return purged;
-        }, cancellationToken);
+                return purged;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     private static DeadLetter ReadDeadLetter(NpgsqlDataReader reader, QueueName queue)

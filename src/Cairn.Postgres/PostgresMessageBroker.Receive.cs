@@ -222,18 +222,25 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(leases);
-        if (leases.Count == 0)
+        try
         {
-            return Task.CompletedTask;
-        }
+            ArgumentNullException.ThrowIfNull(leases);
+            if (leases.Count == 0)
+            {
+                return Task.CompletedTask;
+            }
 
-        LeaseToken[] copy = [.. leases];
-        return WriteAsync(async work =>
+            LeaseToken[] copy = [.. leases];
+            return WriteAsync(async work =>
+            {
+                await AcknowledgeAsync(work, copy, cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken, confirmsReplication: false);
+        }
+        catch (Exception ex)
         {
-            await AcknowledgeAsync(work, copy, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken, confirmsReplication: false);
+            return Refusal.Of(ex);
+        }
     }
 
     /// <summary>
@@ -288,73 +295,103 @@ public sealed partial class PostgresMessageBroker
     /// <inheritdoc />
     public Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
+        try
         {
-            throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
-        }
-
-        return WriteAsync(async work =>
-        {
-            var (queue, receiveCount) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
-            if (receiveCount >= queue.Definition.MaxReceiveCount)
+            if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
             {
-                await MoveToDeadLettersAsync(work, queue, lease.Sequence, $"it failed on each of its {queue.Definition.MaxReceiveCount} allowed receives", failure, cancellationToken).ConfigureAwait(false);
-                return true;
+                throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
             }
 
-            await using var update = work.Command($"UPDATE {T("messages")} SET state = 0, visible_at = $2, failure = coalesce($3, failure) WHERE seq = $1");
-            update.Parameters.Add(Pg.Long(lease.Sequence));
-            update.Parameters.Add(Pg.Long(work.Now + delay.Ticks));
-            update.Parameters.Add(Pg.Text(PostgresMessageRows.FailureJson(failure)));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            work.Touch(queue.Definition.Name.Value);
-            return false;
-        }, cancellationToken, confirmsReplication: false);
+            return WriteAsync(async work =>
+            {
+                var (queue, receiveCount) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
+                if (receiveCount >= queue.Definition.MaxReceiveCount)
+                {
+                    await MoveToDeadLettersAsync(work, queue, lease.Sequence, $"it failed on each of its {queue.Definition.MaxReceiveCount} allowed receives", failure, cancellationToken).ConfigureAwait(false);
+                    return true;
+                }
+
+                await using var update = work.Command($"UPDATE {T("messages")} SET state = 0, visible_at = $2, failure = coalesce($3, failure) WHERE seq = $1");
+                update.Parameters.Add(Pg.Long(lease.Sequence));
+                update.Parameters.Add(Pg.Long(work.Now + delay.Ticks));
+                update.Parameters.Add(Pg.Text(PostgresMessageRows.FailureJson(failure)));
+                await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                work.Touch(queue.Definition.Name.Value);
+                return false;
+            }, cancellationToken, confirmsReplication: false);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
-        WriteAsync(async work =>
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
+    {
+        try
         {
-            var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
-            await using var update = work.Command($"UPDATE {T("messages")} SET state = 0, visible_at = $2, receive_count = greatest(receive_count - 1, 0) WHERE seq = $1");
-            update.Parameters.Add(Pg.Long(lease.Sequence));
-            update.Parameters.Add(Pg.Long(work.Now));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            work.Touch(queue.Definition.Name.Value);
-            return true;
-        }, cancellationToken, confirmsReplication: false);
+            return WriteAsync(async work =>
+            {
+                var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
+                await using var update = work.Command($"UPDATE {T("messages")} SET state = 0, visible_at = $2, receive_count = greatest(receive_count - 1, 0) WHERE seq = $1");
+                update.Parameters.Add(Pg.Long(lease.Sequence));
+                update.Parameters.Add(Pg.Long(work.Now));
+                await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                work.Touch(queue.Definition.Name.Value);
+                return true;
+            }, cancellationToken, confirmsReplication: false);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
     {
-        if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+        try
         {
-            throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
-        }
+            if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+            {
+                throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
+            }
 
-        return WriteAsync(async work =>
+            return WriteAsync(async work =>
+            {
+                await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
+                await using var update = work.Command($"UPDATE {T("messages")} SET visible_at = $2 WHERE seq = $1");
+                update.Parameters.Add(Pg.Long(lease.Sequence));
+                update.Parameters.Add(Pg.Long(work.Now + duration.Ticks));
+                await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken, confirmsReplication: false);
+        }
+        catch (Exception ex)
         {
-            await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
-            await using var update = work.Command($"UPDATE {T("messages")} SET visible_at = $2 WHERE seq = $1");
-            update.Parameters.Add(Pg.Long(lease.Sequence));
-            update.Parameters.Add(Pg.Long(work.Now + duration.Ticks));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken, confirmsReplication: false);
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        reason = DeadLetterReason.Check(reason);
-
-        return WriteAsync(async work =>
+        try
         {
-            var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
-            await MoveToDeadLettersAsync(work, queue, lease.Sequence, reason, failure, cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken, confirmsReplication: false);
+            reason = DeadLetterReason.Check(reason);
+
+            return WriteAsync(async work =>
+            {
+                var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
+                await MoveToDeadLettersAsync(work, queue, lease.Sequence, reason, failure, cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken, confirmsReplication: false);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <summary>

@@ -53,44 +53,51 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(queue);
-        queue.Validate();
-        var settings = JsonSerializer.Serialize(QueueSettingsData.From(queue), CairnJsonContext.Default.QueueSettingsData);
-        return WriteAsync(async work =>
+        try
         {
-            await using var insert = work.Command($"INSERT INTO {T("queues")} (name, settings) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id");
-            insert.Parameters.Add(Pg.Text(queue.Name.Value));
-            insert.Parameters.Add(Pg.Text(settings));
-            if (await insert.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long)
+            ArgumentNullException.ThrowIfNull(queue);
+            queue.Validate();
+            var settings = JsonSerializer.Serialize(QueueSettingsData.From(queue), CairnJsonContext.Default.QueueSettingsData);
+            return WriteAsync(async work =>
             {
-                return true;
-            }
+                await using var insert = work.Command($"INSERT INTO {T("queues")} (name, settings) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id");
+                insert.Parameters.Add(Pg.Text(queue.Name.Value));
+                insert.Parameters.Add(Pg.Text(settings));
+                if (await insert.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long)
+                {
+                    return true;
+                }
 
-            await using var select = work.Command($"SELECT id, settings FROM {T("queues")} WHERE name = $1 FOR UPDATE");
-            select.Parameters.Add(Pg.Text(queue.Name.Value));
-            long id;
-            QueueSettingsData existing;
-            await using (var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-            {
-                await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-                id = reader.GetInt64(0);
-                existing = ReadSettings(reader.GetString(1));
-            }
+                await using var select = work.Command($"SELECT id, settings FROM {T("queues")} WHERE name = $1 FOR UPDATE");
+                select.Parameters.Add(Pg.Text(queue.Name.Value));
+                long id;
+                QueueSettingsData existing;
+                await using (var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                    id = reader.GetInt64(0);
+                    existing = ReadSettings(reader.GetString(1));
+                }
 
-            if (existing.Fifo != queue.Fifo)
-            {
-                throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(existing.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
-            }
+                if (existing.Fifo != queue.Fifo)
+                {
+                    throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(existing.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
+                }
 
-            await using var update = work.Command($"UPDATE {T("queues")} SET settings = $2 WHERE id = $1");
-            update.Parameters.Add(Pg.Long(id));
-            update.Parameters.Add(Pg.Text(settings));
-            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                await using var update = work.Command($"UPDATE {T("queues")} SET settings = $2 WHERE id = $1");
+                update.Parameters.Add(Pg.Long(id));
+                update.Parameters.Add(Pg.Text(settings));
+                await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
 
-            // A shorter delay or lease may make something receivable sooner.
-            work.Touch(queue.Name.Value);
-            return false;
-        }, cancellationToken);
+                // A shorter delay or lease may make something receivable sooner.
+                work.Touch(queue.Name.Value);
+                return false;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
@@ -119,52 +126,73 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
     /// <inheritdoc />
     public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        return WriteAsync(async work =>
+        try
         {
-            await using var insert = work.Command($"INSERT INTO {T("topics")} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING");
-            insert.Parameters.Add(Pg.Text(topic.Value));
-            await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            return WriteAsync(async work =>
+            {
+                await using var insert = work.Command($"INSERT INTO {T("topics")} (name) VALUES ($1) ON CONFLICT (name) DO NOTHING");
+                insert.Parameters.Add(Pg.Text(topic.Value));
+                await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
-        MessagingNames.RequirePresent(subscription.Topic.Value, "topic");
-        MessagingNames.RequirePresent(subscription.Queue.Value, "queue");
-        return WriteAsync(async work =>
+        try
         {
-            var topicId = await RequireTopicIdAsync(work.Connection, work.Transaction, subscription.Topic, cancellationToken).ConfigureAwait(false);
-            var queue = await work.RequireQueueAsync(subscription.Queue, cancellationToken).ConfigureAwait(false);
-            await using var upsert = work.Command($"""
-                INSERT INTO {T("subscriptions")} (topic_id, name, queue_id, rule) VALUES ($1, $2, $3, $4)
-                ON CONFLICT (topic_id, name) DO UPDATE SET queue_id = excluded.queue_id, rule = excluded.rule
-                """);
-            upsert.Parameters.Add(Pg.Long(topicId));
-            upsert.Parameters.Add(Pg.Text(subscription.Name));
-            upsert.Parameters.Add(Pg.Long(queue.Id));
-            upsert.Parameters.Add(Pg.Text(subscription.Rule?.ToString()));
-            await upsert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
+            ArgumentNullException.ThrowIfNull(subscription);
+            MessagingNames.RequirePresent(subscription.Topic.Value, "topic");
+            MessagingNames.RequirePresent(subscription.Queue.Value, "queue");
+            return WriteAsync(async work =>
+            {
+                var topicId = await RequireTopicIdAsync(work.Connection, work.Transaction, subscription.Topic, cancellationToken).ConfigureAwait(false);
+                var queue = await work.RequireQueueAsync(subscription.Queue, cancellationToken).ConfigureAwait(false);
+                await using var upsert = work.Command($"""
+                    INSERT INTO {T("subscriptions")} (topic_id, name, queue_id, rule) VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (topic_id, name) DO UPDATE SET queue_id = excluded.queue_id, rule = excluded.rule
+                    """);
+                upsert.Parameters.Add(Pg.Long(topicId));
+                upsert.Parameters.Add(Pg.Text(subscription.Name));
+                upsert.Parameters.Add(Pg.Long(queue.Id));
+                upsert.Parameters.Add(Pg.Text(subscription.Rule?.ToString()));
+                await upsert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        MessagingNames.Validate("subscription", subscription);
-        return WriteAsync(async work =>
+        try
         {
-            var topicId = await RequireTopicIdAsync(work.Connection, work.Transaction, topic, cancellationToken).ConfigureAwait(false);
-            await using var delete = work.Command($"DELETE FROM {T("subscriptions")} WHERE topic_id = $1 AND name = $2");
-            delete.Parameters.Add(Pg.Long(topicId));
-            delete.Parameters.Add(Pg.Text(subscription));
-            return await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
-        }, cancellationToken);
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            MessagingNames.Validate("subscription", subscription);
+            return WriteAsync(async work =>
+            {
+                var topicId = await RequireTopicIdAsync(work.Connection, work.Transaction, topic, cancellationToken).ConfigureAwait(false);
+                await using var delete = work.Command($"DELETE FROM {T("subscriptions")} WHERE topic_id = $1 AND name = $2");
+                delete.Parameters.Add(Pg.Long(topicId));
+                delete.Parameters.Add(Pg.Text(subscription));
+                return await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<bool>(ex);
+        }
     }
 
     /// <inheritdoc />

@@ -58,34 +58,41 @@ public sealed class PostgresSchemaStore(PostgresEventStore store) : ISchemaStore
     /// <inheritdoc />
     public Task AddVersionAsync(RegisteredSchema schema, CancellationToken cancellationToken = default)
     {
-        var document = SchemaStoreInput.CheckAndSerialize(schema);
-        var (eventType, version) = (schema.EventType, schema.Version);
-        var ticks = _store.Options.TimeProvider.GetUtcNow().UtcTicks;
-        return _store.WriteAsync(async context =>
+        try
         {
-            await using (var gate = context.Command($"SELECT pg_advisory_xact_lock({RegistryLockClass}, $1)"))
+            var document = SchemaStoreInput.CheckAndSerialize(schema);
+            var (eventType, version) = (schema.EventType, schema.Version);
+            var ticks = _store.Options.TimeProvider.GetUtcNow().UtcTicks;
+            return _store.WriteAsync(async context =>
             {
-                gate.Parameters.Add(new NpgsqlParameter { Value = TypeKey(eventType) });
-                await gate.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-
-            await using (var latest = context.Command($"SELECT max(version) FROM {_store.Table("schema_versions")} WHERE event_type = $1"))
-            {
-                latest.Parameters.Add(new NpgsqlParameter { Value = eventType });
-                if (await latest.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is int l && (schema.FirstOfType || version != l + 1))
+                await using (var gate = context.Command($"SELECT pg_advisory_xact_lock({RegistryLockClass}, $1)"))
                 {
-                    throw new SchemaVersionConflictException(eventType, version, l);
+                    gate.Parameters.Add(new NpgsqlParameter { Value = TypeKey(eventType) });
+                    await gate.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                 }
-            }
 
-            await using var insert = context.Command($"INSERT INTO {_store.Table("schema_versions")} (event_type, version, document, registered_ticks) VALUES ($1, $2, $3, $4)");
-            insert.Parameters.Add(new NpgsqlParameter { Value = eventType });
-            insert.Parameters.Add(new NpgsqlParameter { Value = version });
-            insert.Parameters.Add(new NpgsqlParameter { Value = document });
-            insert.Parameters.Add(new NpgsqlParameter { Value = ticks });
-            await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
+                await using (var latest = context.Command($"SELECT max(version) FROM {_store.Table("schema_versions")} WHERE event_type = $1"))
+                {
+                    latest.Parameters.Add(new NpgsqlParameter { Value = eventType });
+                    if (await latest.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is int l && (schema.FirstOfType || version != l + 1))
+                    {
+                        throw new SchemaVersionConflictException(eventType, version, l);
+                    }
+                }
+
+                await using var insert = context.Command($"INSERT INTO {_store.Table("schema_versions")} (event_type, version, document, registered_ticks) VALUES ($1, $2, $3, $4)");
+                insert.Parameters.Add(new NpgsqlParameter { Value = eventType });
+                insert.Parameters.Add(new NpgsqlParameter { Value = version });
+                insert.Parameters.Add(new NpgsqlParameter { Value = document });
+                insert.Parameters.Add(new NpgsqlParameter { Value = ticks });
+                await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
@@ -108,19 +115,26 @@ public sealed class PostgresSchemaStore(PostgresEventStore store) : ISchemaStore
     /// <inheritdoc />
     public Task SetCompatibilityAsync(string eventType, CompatibilityMode mode, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        SchemaStoreInput.CheckMode(mode, nameof(mode));
-        return _store.WriteAsync(async context =>
+        try
         {
-            await using var upsert = context.Command($"""
-                INSERT INTO {_store.Table("schema_types")} (event_type, compatibility) VALUES ($1, $2)
-                ON CONFLICT (event_type) DO UPDATE SET compatibility = excluded.compatibility
-                """);
-            upsert.Parameters.Add(new NpgsqlParameter { Value = eventType });
-            upsert.Parameters.Add(new NpgsqlParameter { Value = mode.ToString() });
-            await upsert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            return true;
-        }, cancellationToken);
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            SchemaStoreInput.CheckMode(mode, nameof(mode));
+            return _store.WriteAsync(async context =>
+            {
+                await using var upsert = context.Command($"""
+                    INSERT INTO {_store.Table("schema_types")} (event_type, compatibility) VALUES ($1, $2)
+                    ON CONFLICT (event_type) DO UPDATE SET compatibility = excluded.compatibility
+                    """);
+                upsert.Parameters.Add(new NpgsqlParameter { Value = eventType });
+                upsert.Parameters.Add(new NpgsqlParameter { Value = mode.ToString() });
+                await upsert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <summary>The second key of a type's registration lock: the same in every process, and apart per schema.</summary>

@@ -122,7 +122,15 @@ internal sealed class PostgresWriter : IAsyncDisposable
     public Task<T> ExecuteAsync<T>(Func<PostgresWriteContext, Task<T>> work, CancellationToken cancellationToken, bool confirmsReplication = true)
     {
         var item = new Work<T>(work, cancellationToken, confirmsReplication);
-        Enqueue(item, cancellationToken);
+        try
+        {
+            Enqueue(item, cancellationToken);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
+        {
+            return Refusal.Of<T>(ex);
+        }
+
         return item.Task;
     }
 

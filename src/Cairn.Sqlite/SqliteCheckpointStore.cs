@@ -12,12 +12,19 @@ public sealed class SqliteCheckpointStore(SqliteEventStore store) : ICheckpointS
     /// <inheritdoc />
     public ValueTask<GlobalPosition?> GetAsync(string key, CancellationToken cancellationToken)
     {
-        CheckpointKeys.Validate(key);
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = store.RentReadConnection();
-        var statement = lease.Prepared("SELECT position FROM cairn_checkpoints WHERE key = ?1");
-        statement.Bind(1, key);
-        return ValueTask.FromResult(statement.ExecuteInt64() is { } position ? new GlobalPosition(position) : (GlobalPosition?)null);
+        try
+        {
+            CheckpointKeys.Validate(key);
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = store.RentReadConnection();
+            var statement = lease.Prepared("SELECT position FROM cairn_checkpoints WHERE key = ?1");
+            statement.Bind(1, key);
+            return ValueTask.FromResult(statement.ExecuteInt64() is { } position ? new GlobalPosition(position) : (GlobalPosition?)null);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<GlobalPosition?>(ex);
+        }
     }
 
     /// <inheritdoc />

@@ -159,17 +159,31 @@ public sealed partial class SqliteEventStore
     /// <inheritdoc />
     public ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _readers.Rent();
-        return ValueTask.FromResult(ReadStreamInfo(lease, stream).Info);
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _readers.Rent();
+            return ValueTask.FromResult(ReadStreamInfo(lease, stream).Info);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<StreamInfo>(ex);
+        }
     }
 
     /// <inheritdoc />
     public ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _readers.Rent();
-        return ValueTask.FromResult(new GlobalPosition(lease.Prepared(HeadPositionSql).ExecuteInt64() ?? 0));
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _readers.Rent();
+            return ValueTask.FromResult(new GlobalPosition(lease.Prepared(HeadPositionSql).ExecuteInt64() ?? 0));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<GlobalPosition>(ex);
+        }
     }
 
     private static (StreamInfo Info, StreamRowView? Row) ReadStreamInfo(ReadConnectionPool.Lease lease, StreamName stream)

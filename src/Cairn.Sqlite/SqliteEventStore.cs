@@ -106,33 +106,72 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     /// <inheritdoc />
     public Task<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken)
     {
-        ThrowIfDisposed();
-        var prepared = PreparedAppend.Prepare(request, _options);
-        return Writer.ExecuteAsync(context => context.Append(prepared), cancellationToken);
+        try
+        {
+            ThrowIfDisposed();
+            var prepared = PreparedAppend.Prepare(request, _options);
+            return Writer.ExecuteAsync(context => context.Append(prepared), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<AppendResult>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken)
     {
-        ThrowIfDisposed();
-        return _signal.WaitAsync(position.Value, cancellationToken);
+        try
+        {
+            ThrowIfDisposed();
+            return _signal.WaitAsync(position.Value, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(metadata);
-        metadata.Validate();
-        return ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+        try
+        {
+            ArgumentNullException.ThrowIfNull(metadata);
+            metadata.Validate();
+            return ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
-    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     private Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
     {

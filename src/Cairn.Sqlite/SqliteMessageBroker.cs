@@ -28,87 +28,137 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(queue);
-        queue.Validate();
-        return Writer.ExecuteAsync(context => context.DeclareQueue(queue), cancellationToken);
+        try
+        {
+            ArgumentNullException.ThrowIfNull(queue);
+            queue.Validate();
+            return Writer.ExecuteAsync(context => context.DeclareQueue(queue), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        return Task.FromResult(FindQueue(lease, queue)?.Definition);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            return Task.FromResult(FindQueue(lease, queue)?.Definition);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<QueueDefinition?>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        using var select = new RawStatement(lease.Db, "SELECT name, settings FROM cairn_queues ORDER BY name");
-        var queues = new List<QueueDefinition>();
-        while (select.Step())
+        try
         {
-            queues.Add(ReadSettings(select.Blob(1)).ToDefinition(new QueueName(select.Text(0))));
-        }
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            using var select = new RawStatement(lease.Db, "SELECT name, settings FROM cairn_queues ORDER BY name");
+            var queues = new List<QueueDefinition>();
+            while (select.Step())
+            {
+                queues.Add(ReadSettings(select.Blob(1)).ToDefinition(new QueueName(select.Text(0))));
+            }
 
-        return Task.FromResult<IReadOnlyList<QueueDefinition>>(queues);
+            return Task.FromResult<IReadOnlyList<QueueDefinition>>(queues);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<QueueDefinition>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        return Writer.ExecuteAsync(context =>
+        try
         {
-            context.DeclareTopic(topic);
-            return true;
-        }, cancellationToken);
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            return Writer.ExecuteAsync(context =>
+            {
+                context.DeclareTopic(topic);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
-        return Writer.ExecuteAsync(context =>
+        try
         {
-            context.Subscribe(subscription);
-            return true;
-        }, cancellationToken);
+            ArgumentNullException.ThrowIfNull(subscription);
+            return Writer.ExecuteAsync(context =>
+            {
+                context.Subscribe(subscription);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        MessagingNames.Validate("subscription", subscription);
-        return Writer.ExecuteAsync(context => context.Unsubscribe(topic, subscription), cancellationToken);
+        try
+        {
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            MessagingNames.Validate("subscription", subscription);
+            return Writer.ExecuteAsync(context => context.Unsubscribe(topic, subscription), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<bool>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        using var find = new RawStatement(lease.Db, "SELECT id FROM cairn_topics WHERE name = ?1");
-        find.Bind(1, topic.Value);
-        if (find.ExecuteInt64() is not { } id)
+        try
         {
-            throw new TopicNotFoundException(topic);
-        }
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            using var find = new RawStatement(lease.Db, "SELECT id FROM cairn_topics WHERE name = ?1");
+            find.Bind(1, topic.Value);
+            if (find.ExecuteInt64() is not { } id)
+            {
+                throw new TopicNotFoundException(topic);
+            }
 
-        using var select = new RawStatement(lease.Db, "SELECT s.name, q.name, s.rule FROM cairn_topic_subscriptions s JOIN cairn_queues q ON q.id = s.queue_id WHERE s.topic_id = ?1 ORDER BY s.name");
-        select.Bind(1, id);
-        var subscriptions = new List<TopicSubscription>();
-        while (select.Step())
+            using var select = new RawStatement(lease.Db, "SELECT s.name, q.name, s.rule FROM cairn_topic_subscriptions s JOIN cairn_queues q ON q.id = s.queue_id WHERE s.topic_id = ?1 ORDER BY s.name");
+            select.Bind(1, id);
+            var subscriptions = new List<TopicSubscription>();
+            while (select.Step())
+            {
+                var rule = select.TextOrNull(2);
+                subscriptions.Add(new TopicSubscription(topic, select.Text(0), new QueueName(select.Text(1)), rule is null ? null : FilterRule.Parse(rule)));
+            }
+
+            return Task.FromResult<IReadOnlyList<TopicSubscription>>(subscriptions);
+        }
+        catch (Exception ex)
         {
-            var rule = select.TextOrNull(2);
-            subscriptions.Add(new TopicSubscription(topic, select.Text(0), new QueueName(select.Text(1)), rule is null ? null : FilterRule.Parse(rule)));
+            return Refusal.Of<IReadOnlyList<TopicSubscription>>(ex);
         }
-
-        return Task.FromResult<IReadOnlyList<TopicSubscription>>(subscriptions);
     }
 
     /// <summary>
@@ -121,55 +171,62 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        cancellationToken.ThrowIfCancellationRequested();
-        var now = _time.GetUtcNow().UtcTicks;
-        using var lease = _store.RentReadConnection();
-        var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
-        using var select = new RawStatement(lease.Db, $"""
-            SELECT
-                coalesce(sum(m.state < 2 AND m.visible_at <= ?2 AND NOT {Expired}), 0),
-                coalesce(sum(m.state = 1 AND m.visible_at > ?2), 0),
-                coalesce(sum(m.state = 0 AND m.visible_at > ?2 AND NOT {Expired}), 0),
-                coalesce(sum(m.state >= 2), 0),
-                min(CASE WHEN (m.state = 1 OR (m.state = 0 AND m.visible_at <= ?2)) AND NOT {Expired} THEN m.enqueued_ticks END)
-            FROM cairn_messages m WHERE m.queue_id = ?1
-            """);
-        select.Bind(1, row.Id);
-        select.Bind(2, now);
-        select.Step();
-        var visible = select.Int64(0);
-        var leased = select.Int64(1);
-        var delayed = select.Int64(2);
-        var dead = select.Int64(3);
-        long? oldest = select.IsNull(4) ? null : select.Int64(4);
-        long parked = 0, parkedVisible = 0, parkedLeased = 0;
-        if (row.Definition.Fifo && dead > 0)
+        try
         {
-            using var count = new RawStatement(lease.Db, $"""
-                SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0), coalesce(sum(m.state = 1 AND m.visible_at > ?2), 0) FROM cairn_messages m
-                WHERE m.queue_id = ?1 AND m.state < 2 AND NOT {Expired}
-                  AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            cancellationToken.ThrowIfCancellationRequested();
+            var now = _time.GetUtcNow().UtcTicks;
+            using var lease = _store.RentReadConnection();
+            var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
+            using var select = new RawStatement(lease.Db, $"""
+                SELECT
+                    coalesce(sum(m.state < 2 AND m.visible_at <= ?2 AND NOT {Expired}), 0),
+                    coalesce(sum(m.state = 1 AND m.visible_at > ?2), 0),
+                    coalesce(sum(m.state = 0 AND m.visible_at > ?2 AND NOT {Expired}), 0),
+                    coalesce(sum(m.state >= 2), 0),
+                    min(CASE WHEN (m.state = 1 OR (m.state = 0 AND m.visible_at <= ?2)) AND NOT {Expired} THEN m.enqueued_ticks END)
+                FROM cairn_messages m WHERE m.queue_id = ?1
                 """);
-            count.Bind(1, row.Id);
-            count.Bind(2, now);
-            count.Step();
-            parked = count.Int64(0);
-            parkedVisible = count.Int64(1);
-            parkedLeased = count.Int64(2);
-        }
+            select.Bind(1, row.Id);
+            select.Bind(2, now);
+            select.Step();
+            var visible = select.Int64(0);
+            var leased = select.Int64(1);
+            var delayed = select.Int64(2);
+            var dead = select.Int64(3);
+            long? oldest = select.IsNull(4) ? null : select.Int64(4);
+            long parked = 0, parkedVisible = 0, parkedLeased = 0;
+            if (row.Definition.Fifo && dead > 0)
+            {
+                using var count = new RawStatement(lease.Db, $"""
+                    SELECT count(*), coalesce(sum(m.visible_at <= ?2), 0), coalesce(sum(m.state = 1 AND m.visible_at > ?2), 0) FROM cairn_messages m
+                    WHERE m.queue_id = ?1 AND m.state < 2 AND NOT {Expired}
+                      AND EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
+                    """);
+                count.Bind(1, row.Id);
+                count.Bind(2, now);
+                count.Step();
+                parked = count.Int64(0);
+                parkedVisible = count.Int64(1);
+                parkedLeased = count.Int64(2);
+            }
 
-        // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
-        return Task.FromResult(new QueueStats
+            // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
+            return Task.FromResult(new QueueStats
+            {
+                Queue = queue,
+                Visible = visible - parkedVisible,
+                Leased = leased - parkedLeased,
+                Delayed = delayed - (parked - parkedVisible - parkedLeased),
+                DeadLettered = dead,
+                Parked = parked,
+                OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
+            });
+        }
+        catch (Exception ex)
         {
-            Queue = queue,
-            Visible = visible - parkedVisible,
-            Leased = leased - parkedLeased,
-            Delayed = delayed - (parked - parkedVisible - parkedLeased),
-            DeadLettered = dead,
-            Parked = parked,
-            OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
-        });
+            return Refusal.Of<QueueStats>(ex);
+        }
     }
 
     /// <inheritdoc />
@@ -256,140 +313,219 @@ public sealed class SqliteMessageBroker : IMessageBroker
     /// <inheritdoc />
     public Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(leases);
-        if (leases.Count == 0)
+        try
         {
-            return Task.CompletedTask;
-        }
-
-        LeaseToken[] copy = [.. leases];
-        return Writer.ExecuteAsync(context =>
-        {
-            foreach (var lease in copy)
+            ArgumentNullException.ThrowIfNull(leases);
+            if (leases.Count == 0)
             {
-                context.Acknowledge(lease);
+                return Task.CompletedTask;
             }
 
-            return true;
-        }, cancellationToken);
+            LeaseToken[] copy = [.. leases];
+            return Writer.ExecuteAsync(context =>
+            {
+                foreach (var lease in copy)
+                {
+                    context.Acknowledge(lease);
+                }
+
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
+        try
         {
-            throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
-        }
+            if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
+            {
+                throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
+            }
 
-        return Writer.ExecuteAsync(context => context.Release(lease, delay, failure), cancellationToken);
+            return Writer.ExecuteAsync(context => context.Release(lease, delay, failure), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
-        Writer.ExecuteAsync(context =>
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
+    {
+        try
         {
-            context.Return(lease);
-            return true;
-        }, cancellationToken);
+            return Writer.ExecuteAsync(context =>
+            {
+                context.Return(lease);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
     {
-        if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+        try
         {
-            throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
-        }
+            if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+            {
+                throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
+            }
 
-        return Writer.ExecuteAsync(context => context.ExtendLease(lease, duration), cancellationToken);
+            return Writer.ExecuteAsync(context => context.ExtendLease(lease, duration), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        reason = DeadLetterReason.Check(reason);
-
-        return Writer.ExecuteAsync(context =>
+        try
         {
-            context.DeadLetter(lease, reason, failure);
-            return true;
-        }, cancellationToken);
+            reason = DeadLetterReason.Check(reason);
+
+            return Writer.ExecuteAsync(context =>
+            {
+                context.DeadLetter(lease, reason, failure);
+                return true;
+            }, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken)
     {
-        MessagingNames.Validate("consumer", consumer);
-        return Writer.ExecuteAsync(context => context.PruneInbox(consumer, before.UtcTicks), cancellationToken);
+        try
+        {
+            MessagingNames.Validate("consumer", consumer);
+            return Writer.ExecuteAsync(context => context.PruneInbox(consumer, before.UtcTicks), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken)
     {
-        MessagingNames.Validate("consumer", consumer);
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        var select = lease.Prepared("SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");
-        Span<byte> id = stackalloc byte[16];
-        SqliteRows.WriteId(messageId, id);
-        select.Bind(1, consumer);
-        select.Bind(2, id);
-        return Task.FromResult(select.ExecuteInt64() is not null);
+        try
+        {
+            MessagingNames.Validate("consumer", consumer);
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            var select = lease.Prepared("SELECT 1 FROM cairn_inbox WHERE consumer = ?1 AND message_id = ?2");
+            Span<byte> id = stackalloc byte[16];
+            SqliteRows.WriteId(messageId, id);
+            select.Bind(1, consumer);
+            select.Bind(2, id);
+            return Task.FromResult(select.ExecuteInt64() is not null);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<bool>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        DeadLetterListing.CheckLimit(limit);
-
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
-        using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND seq > ?2 ORDER BY seq LIMIT ?3");
-        select.Bind(1, row.Id);
-        select.Bind(2, afterSequence);
-        select.Bind(3, (long)limit);
-        var letters = new List<DeadLetter>();
-        while (select.Step())
+        try
         {
-            letters.Add(ReadDeadLetter(select, queue));
-        }
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            DeadLetterListing.CheckLimit(limit);
 
-        return Task.FromResult<IReadOnlyList<DeadLetter>>(letters);
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
+            using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND seq > ?2 ORDER BY seq LIMIT ?3");
+            select.Bind(1, row.Id);
+            select.Bind(2, afterSequence);
+            select.Bind(3, (long)limit);
+            var letters = new List<DeadLetter>();
+            while (select.Step())
+            {
+                letters.Add(ReadDeadLetter(select, queue));
+            }
+
+            return Task.FromResult<IReadOnlyList<DeadLetter>>(letters);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<DeadLetter>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
-        using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND id = ?2 ORDER BY seq LIMIT 1");
-        select.Bind(1, row.Id);
-        select.Bind(2, SqliteRows.IdBytes(messageId));
-        return Task.FromResult(select.Step() ? ReadDeadLetter(select, queue) : null);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            var row = FindQueue(lease, queue) ?? throw new QueueNotFoundException(queue);
+            using var select = new RawStatement(lease.Db, DeadLetterColumns + " WHERE queue_id = ?1 AND state >= 2 AND id = ?2 ORDER BY seq LIMIT 1");
+            select.Bind(1, row.Id);
+            select.Bind(2, SqliteRows.IdBytes(messageId));
+            return Task.FromResult(select.Step() ? ReadDeadLetter(select, queue) : null);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<DeadLetter?>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        ArgumentNullException.ThrowIfNull(request);
-        return RedriveSteps.RunAsync(
-            request,
-            _time,
-            (after, chosen, size) => Writer.ExecuteAsync(context => context.Redrive(queue, request.Target, after, chosen, size), cancellationToken),
-            cancellationToken);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            ArgumentNullException.ThrowIfNull(request);
+            return RedriveSteps.RunAsync(
+                request,
+                _time,
+                (after, chosen, size) => Writer.ExecuteAsync(context => context.Redrive(queue, request.Target, after, chosen, size), cancellationToken),
+                cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        MessageId[]? ids = messageIds is null ? null : [.. messageIds];
-        return Writer.ExecuteAsync(context => context.PurgeDeadLetters(queue, ids), cancellationToken);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            MessageId[]? ids = messageIds is null ? null : [.. messageIds];
+            return Writer.ExecuteAsync(context => context.PurgeDeadLetters(queue, ids), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     private const string DeadLetterColumns = """

@@ -14,77 +14,112 @@ public sealed class SqliteSchemaStore(SqliteEventStore store) : ISchemaStore
     /// <inheritdoc />
     public Task<IReadOnlyList<RegisteredSchema>> GetVersionsAsync(string eventType, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        cancellationToken.ThrowIfCancellationRequested();
-        var rows = new List<(int Version, string Document)>();
-        using (var lease = store.RentReadConnection())
-        using (var statement = new RawStatement(lease.Db, "SELECT version, document FROM cairn_schema_versions WHERE event_type = ?1 ORDER BY version"))
+        try
         {
-            statement.Bind(1, eventType);
-            while (statement.Step())
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            cancellationToken.ThrowIfCancellationRequested();
+            var rows = new List<(int Version, string Document)>();
+            using (var lease = store.RentReadConnection())
+            using (var statement = new RawStatement(lease.Db, "SELECT version, document FROM cairn_schema_versions WHERE event_type = ?1 ORDER BY version"))
             {
-                rows.Add(((int)statement.Int64(0), statement.Text(1)));
+                statement.Bind(1, eventType);
+                while (statement.Step())
+                {
+                    rows.Add(((int)statement.Int64(0), statement.Text(1)));
+                }
             }
-        }
 
-        // Parsed once the connection is back in the pool.
-        return Task.FromResult<IReadOnlyList<RegisteredSchema>>(
-            rows.ConvertAll(r => new RegisteredSchema(eventType, r.Version, SchemaStoreInput.Parse(eventType, r.Version, r.Document))));
+            // Parsed once the connection is back in the pool.
+            return Task.FromResult<IReadOnlyList<RegisteredSchema>>(
+                rows.ConvertAll(r => new RegisteredSchema(eventType, r.Version, SchemaStoreInput.Parse(eventType, r.Version, r.Document))));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<RegisteredSchema>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<string>> GetEventTypesAsync(CancellationToken cancellationToken = default)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        var types = new List<string>();
-        using (var lease = store.RentReadConnection())
-        using (var statement = new RawStatement(lease.Db, "SELECT DISTINCT event_type FROM cairn_schema_versions"))
+        try
         {
-            while (statement.Step())
+            cancellationToken.ThrowIfCancellationRequested();
+            var types = new List<string>();
+            using (var lease = store.RentReadConnection())
+            using (var statement = new RawStatement(lease.Db, "SELECT DISTINCT event_type FROM cairn_schema_versions"))
             {
-                types.Add(statement.Text(0));
+                while (statement.Step())
+                {
+                    types.Add(statement.Text(0));
+                }
             }
-        }
 
-        // Sorted here, not by SQL: SQLite compares UTF-8 bytes, which orders some names apart from .NET's ordinal
-        // (UTF-16) order, the one the contract promises.
-        types.Sort(StringComparer.Ordinal);
-        return Task.FromResult<IReadOnlyList<string>>(types);
+            // Sorted here, not by SQL: SQLite compares UTF-8 bytes, which orders some names apart from .NET's ordinal
+            // (UTF-16) order, the one the contract promises.
+            types.Sort(StringComparer.Ordinal);
+            return Task.FromResult<IReadOnlyList<string>>(types);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<string>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task AddVersionAsync(RegisteredSchema schema, CancellationToken cancellationToken = default)
     {
-        var document = SchemaStoreInput.CheckAndSerialize(schema);
-        var (eventType, version) = (schema.EventType, schema.Version);
-        return store.Writer.ExecuteAsync(context => context.AddSchemaVersion(eventType, version, document, schema.FirstOfType), cancellationToken);
+        try
+        {
+            var document = SchemaStoreInput.CheckAndSerialize(schema);
+            var (eventType, version) = (schema.EventType, schema.Version);
+            return store.Writer.ExecuteAsync(context => context.AddSchemaVersion(eventType, version, document, schema.FirstOfType), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<CompatibilityMode?> GetCompatibilityAsync(string eventType, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = store.RentReadConnection();
-        using var statement = new RawStatement(lease.Db, "SELECT compatibility FROM cairn_schema_types WHERE event_type = ?1");
-        statement.Bind(1, eventType);
-        if (!statement.Step())
+        try
         {
-            return Task.FromResult<CompatibilityMode?>(null);
-        }
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = store.RentReadConnection();
+            using var statement = new RawStatement(lease.Db, "SELECT compatibility FROM cairn_schema_types WHERE event_type = ?1");
+            statement.Bind(1, eventType);
+            if (!statement.Step())
+            {
+                return Task.FromResult<CompatibilityMode?>(null);
+            }
 
-        var stored = statement.Text(0);
-        return Enum.TryParse<CompatibilityMode>(stored, ignoreCase: false, out var mode) && mode.ToString() == stored
-            ? Task.FromResult<CompatibilityMode?>(mode)
-            : throw new CairnException($"The SQLite file {store.DataSource} records the unknown compatibility mode '{stored}' for the event type '{eventType}'.");
+            var stored = statement.Text(0);
+            return Enum.TryParse<CompatibilityMode>(stored, ignoreCase: false, out var mode) && mode.ToString() == stored
+                ? Task.FromResult<CompatibilityMode?>(mode)
+                : throw new CairnException($"The SQLite file {store.DataSource} records the unknown compatibility mode '{stored}' for the event type '{eventType}'.");
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<CompatibilityMode?>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task SetCompatibilityAsync(string eventType, CompatibilityMode mode, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        SchemaStoreInput.CheckMode(mode, nameof(mode));
-        return store.Writer.ExecuteAsync(context => context.SetSchemaCompatibility(eventType, mode.ToString()), cancellationToken);
+        try
+        {
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            SchemaStoreInput.CheckMode(mode, nameof(mode));
+            return store.Writer.ExecuteAsync(context => context.SetSchemaCompatibility(eventType, mode.ToString()), cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 }
 

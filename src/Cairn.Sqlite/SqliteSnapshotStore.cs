@@ -21,27 +21,34 @@ public sealed class SqliteSnapshotStore(SqliteEventStore store) : ISnapshotStore
     /// <inheritdoc />
     public ValueTask<StoredSnapshot?> LoadAsync(StreamName stream, string kind, CancellationToken cancellationToken)
     {
-        var name = stream.Value;
-        SnapshotKinds.Validate(kind);
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = store.RentReadConnection();
-        var statement = lease.Prepared("SELECT schema_version, stream_version, first_version, position, data FROM cairn_snapshots WHERE stream = ?1 AND kind = ?2");
-        statement.Bind(1, name);
-        statement.Bind(2, kind);
-        if (!statement.Step())
+        try
         {
-            return ValueTask.FromResult<StoredSnapshot?>(null);
-        }
+            var name = stream.Value;
+            SnapshotKinds.Validate(kind);
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = store.RentReadConnection();
+            var statement = lease.Prepared("SELECT schema_version, stream_version, first_version, position, data FROM cairn_snapshots WHERE stream = ?1 AND kind = ?2");
+            statement.Bind(1, name);
+            statement.Bind(2, kind);
+            if (!statement.Step())
+            {
+                return ValueTask.FromResult<StoredSnapshot?>(null);
+            }
 
-        var snapshot = new StoredSnapshot(
-            stream,
-            kind,
-            StreamVersion: statement.Int64(1),
-            FirstVersion: statement.Int64(2),
-            Position: new GlobalPosition(statement.Int64(3)),
-            SchemaVersion: (int)statement.Int64(0),
-            Data: statement.Blob(4).ToArray());
-        return ValueTask.FromResult<StoredSnapshot?>(snapshot);
+            var snapshot = new StoredSnapshot(
+                stream,
+                kind,
+                StreamVersion: statement.Int64(1),
+                FirstVersion: statement.Int64(2),
+                Position: new GlobalPosition(statement.Int64(3)),
+                SchemaVersion: (int)statement.Int64(0),
+                Data: statement.Blob(4).ToArray());
+            return ValueTask.FromResult<StoredSnapshot?>(snapshot);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<StoredSnapshot?>(ex);
+        }
     }
 
     /// <inheritdoc />

@@ -110,7 +110,11 @@ internal sealed class SqliteWriter : IDisposable
     /// </summary>
     public Task<T> ExecuteAsync<T>(Func<SqliteWriteContext, T> work, CancellationToken cancellationToken, bool durable = true, bool guarded = false)
     {
-        cancellationToken.ThrowIfCancellationRequested();
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled<T>(cancellationToken);
+        }
+
         var operation = new WriteOperation<T>(work, cancellationToken) { Durable = durable, Guarded = guarded };
         if (!_queue.Writer.TryWrite(operation))
         {

@@ -29,3 +29,5 @@ public sealed class PostgresDeciderHandlerTests(PostgresFixture f) : DeciderHand
 public sealed class PostgresSchemaStoreTests(PostgresFixture f) : Cairn.Conformance.Schemas.SchemaStoreTests<PostgresFixture>(f, store => new PostgresSchemaStore((PostgresEventStore)store));
 
 public sealed class PostgresOldLogTests(PostgresFixture f) : Cairn.Conformance.Upcasting.OldLogTests<PostgresFixture>(f);
+
+public sealed class PostgresBadInputParityTests(PostgresFixture f) : BadInputParityTests<PostgresFixture>(f, store => new PostgresSnapshotStore((PostgresEventStore)store), store => new PostgresSchemaStore((PostgresEventStore)store));

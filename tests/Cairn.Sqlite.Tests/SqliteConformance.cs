@@ -67,3 +67,5 @@ public sealed class SqliteSchemaStoreTests(SqliteFixture f) : Cairn.Conformance.
 public sealed class SqliteOldLogTests(SqliteFixture f) : Cairn.Conformance.Upcasting.OldLogTests<SqliteFixture>(f);
 
 public sealed class SqliteRebuildRequestTests(SqliteFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<SqliteFixture>(f);
+
+public sealed class SqliteBadInputParityTests(SqliteFixture f) : BadInputParityTests<SqliteFixture>(f, store => new SqliteSnapshotStore((SqliteEventStore)store), store => new SqliteSchemaStore((SqliteEventStore)store));

@@ -67,3 +67,5 @@ public sealed class InMemorySchemaStoreTests(InMemoryFixture f) : Cairn.Conforma
 public sealed class InMemoryOldLogTests(InMemoryFixture f) : Cairn.Conformance.Upcasting.OldLogTests<InMemoryFixture>(f);
 
 public sealed class InMemoryRebuildRequestTests(InMemoryFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<InMemoryFixture>(f);
+
+public sealed class InMemoryBadInputParityTests(InMemoryFixture f) : BadInputParityTests<InMemoryFixture>(f, _ => new Cairn.Domain.InMemorySnapshotStore(), _ => new Cairn.Schemas.InMemorySchemaStore());

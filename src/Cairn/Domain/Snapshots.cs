@@ -77,48 +77,69 @@ public sealed class InMemorySnapshotStore : ISnapshotStore
     /// <inheritdoc />
     public ValueTask<bool> SaveAsync(StoredSnapshot snapshot, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(snapshot);
-        snapshot.Validate();
-        cancellationToken.ThrowIfCancellationRequested();
-
-        // A copy: the caller may reuse its buffer.
-        var copy = snapshot with { Data = snapshot.Data.ToArray() };
-        var key = (snapshot.Stream.Value, snapshot.Kind);
-        while (true)
+        try
         {
-            if (_snapshots.TryGetValue(key, out var stored))
-            {
-                if (stored.StreamVersion > copy.StreamVersion)
-                {
-                    return ValueTask.FromResult(false);
-                }
+            ArgumentNullException.ThrowIfNull(snapshot);
+            snapshot.Validate();
+            cancellationToken.ThrowIfCancellationRequested();
 
-                if (_snapshots.TryUpdate(key, copy, stored))
+            // A copy: the caller may reuse its buffer.
+            var copy = snapshot with { Data = snapshot.Data.ToArray() };
+            var key = (snapshot.Stream.Value, snapshot.Kind);
+            while (true)
+            {
+                if (_snapshots.TryGetValue(key, out var stored))
+                {
+                    if (stored.StreamVersion > copy.StreamVersion)
+                    {
+                        return ValueTask.FromResult(false);
+                    }
+
+                    if (_snapshots.TryUpdate(key, copy, stored))
+                    {
+                        return ValueTask.FromResult(true);
+                    }
+                }
+                else if (_snapshots.TryAdd(key, copy))
                 {
                     return ValueTask.FromResult(true);
                 }
             }
-            else if (_snapshots.TryAdd(key, copy))
-            {
-                return ValueTask.FromResult(true);
-            }
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<bool>(ex);
         }
     }
 
     /// <inheritdoc />
     public ValueTask<StoredSnapshot?> LoadAsync(StreamName stream, string kind, CancellationToken cancellationToken)
     {
-        SnapshotKinds.Validate(kind);
-        cancellationToken.ThrowIfCancellationRequested();
-        return ValueTask.FromResult(_snapshots.TryGetValue((stream.Value, kind), out var stored) ? stored : null);
+        try
+        {
+            SnapshotKinds.Validate(kind);
+            cancellationToken.ThrowIfCancellationRequested();
+            return ValueTask.FromResult(_snapshots.TryGetValue((stream.Value, kind), out var stored) ? stored : null);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<StoredSnapshot?>(ex);
+        }
     }
 
     /// <inheritdoc />
     public ValueTask<bool> DeleteAsync(StreamName stream, string kind, CancellationToken cancellationToken)
     {
-        SnapshotKinds.Validate(kind);
-        cancellationToken.ThrowIfCancellationRequested();
-        return ValueTask.FromResult(_snapshots.TryRemove((stream.Value, kind), out _));
+        try
+        {
+            SnapshotKinds.Validate(kind);
+            cancellationToken.ThrowIfCancellationRequested();
+            return ValueTask.FromResult(_snapshots.TryRemove((stream.Value, kind), out _));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<bool>(ex);
+        }
     }
 }
 

@@ -20,81 +20,116 @@ public sealed class InMemorySchemaStore : ISchemaStore
     /// <inheritdoc />
     public Task<IReadOnlyList<RegisteredSchema>> GetVersionsAsync(string eventType, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        cancellationToken.ThrowIfCancellationRequested();
-        (int Version, string Document)[] versions;
-        lock (_gate)
+        try
         {
-            versions = _versions.TryGetValue(eventType, out var stored) ? [.. stored] : [];
-        }
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            cancellationToken.ThrowIfCancellationRequested();
+            (int Version, string Document)[] versions;
+            lock (_gate)
+            {
+                versions = _versions.TryGetValue(eventType, out var stored) ? [.. stored] : [];
+            }
 
-        return Task.FromResult<IReadOnlyList<RegisteredSchema>>(
-            Array.ConvertAll(versions, v => new RegisteredSchema(eventType, v.Version, SchemaStoreInput.Parse(eventType, v.Version, v.Document))));
+            return Task.FromResult<IReadOnlyList<RegisteredSchema>>(
+                Array.ConvertAll(versions, v => new RegisteredSchema(eventType, v.Version, SchemaStoreInput.Parse(eventType, v.Version, v.Document))));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<RegisteredSchema>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<string>> GetEventTypesAsync(CancellationToken cancellationToken = default)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        string[] types;
-        lock (_gate)
+        try
         {
-            types = [.. _versions.Keys];
-        }
+            cancellationToken.ThrowIfCancellationRequested();
+            string[] types;
+            lock (_gate)
+            {
+                types = [.. _versions.Keys];
+            }
 
-        Array.Sort(types, StringComparer.Ordinal);
-        return Task.FromResult<IReadOnlyList<string>>(types);
+            Array.Sort(types, StringComparer.Ordinal);
+            return Task.FromResult<IReadOnlyList<string>>(types);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<string>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task AddVersionAsync(RegisteredSchema schema, CancellationToken cancellationToken = default)
     {
-        var document = SchemaStoreInput.CheckAndSerialize(schema);
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            if (!_versions.TryGetValue(schema.EventType, out var stored))
+            var document = SchemaStoreInput.CheckAndSerialize(schema);
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
             {
-                _versions.Add(schema.EventType, [(schema.Version, document)]);
-                return Task.CompletedTask;
+                if (!_versions.TryGetValue(schema.EventType, out var stored))
+                {
+                    _versions.Add(schema.EventType, [(schema.Version, document)]);
+                    return Task.CompletedTask;
+                }
+
+                var latest = stored[^1].Version;
+                if (schema.FirstOfType || schema.Version != (long)latest + 1)
+                {
+                    // Faulted, not thrown: a refusal is the outcome of the call, as on a backend that reports it later.
+                    return Task.FromException(new SchemaVersionConflictException(schema.EventType, schema.Version, latest));
+                }
+
+                stored.Add((schema.Version, document));
             }
 
-            var latest = stored[^1].Version;
-            if (schema.FirstOfType || schema.Version != (long)latest + 1)
-            {
-                // Faulted, not thrown: a refusal is the outcome of the call, as on a backend that reports it later.
-                return Task.FromException(new SchemaVersionConflictException(schema.EventType, schema.Version, latest));
-            }
-
-            stored.Add((schema.Version, document));
+            return Task.CompletedTask;
         }
-
-        return Task.CompletedTask;
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<CompatibilityMode?> GetCompatibilityAsync(string eventType, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            return Task.FromResult<CompatibilityMode?>(_compatibility.TryGetValue(eventType, out var mode) ? mode : null);
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
+            {
+                return Task.FromResult<CompatibilityMode?>(_compatibility.TryGetValue(eventType, out var mode) ? mode : null);
+            }
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<CompatibilityMode?>(ex);
         }
     }
 
     /// <inheritdoc />
     public Task SetCompatibilityAsync(string eventType, CompatibilityMode mode, CancellationToken cancellationToken = default)
     {
-        SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
-        SchemaStoreInput.CheckMode(mode, nameof(mode));
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            _compatibility[eventType] = mode;
-        }
+            SchemaStoreInput.CheckEventType(eventType, nameof(eventType));
+            SchemaStoreInput.CheckMode(mode, nameof(mode));
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
+            {
+                _compatibility[eventType] = mode;
+            }
 
-        return Task.CompletedTask;
+            return Task.CompletedTask;
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 }
 

@@ -20,14 +20,36 @@ public sealed class InMemoryCheckpointStore : ICheckpointStore
     private readonly ConcurrentDictionary<string, GlobalPosition> _positions = new(StringComparer.Ordinal);
 
     /// <inheritdoc />
-    public ValueTask<GlobalPosition?> GetAsync(string key, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(_positions.TryGetValue(CheckpointKeys.Validate(key), out var p) ? p : (GlobalPosition?)null);
+    public ValueTask<GlobalPosition?> GetAsync(string key, CancellationToken cancellationToken)
+    {
+        try
+        {
+            CheckpointKeys.Validate(key);
+            cancellationToken.ThrowIfCancellationRequested();
+            return ValueTask.FromResult(_positions.TryGetValue(key, out var p) ? p : (GlobalPosition?)null);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf<GlobalPosition?>(ex);
+        }
+    }
 
     /// <inheritdoc />
     public ValueTask SetAsync(string key, GlobalPosition position, CancellationToken cancellationToken)
     {
-        _positions[CheckpointKeys.Validate(key)] = position;
-        return ValueTask.CompletedTask;
+        try
+        {
+            CheckpointKeys.Validate(key);
+
+            // As on the durable backends: a cancelled call writes nothing.
+            cancellationToken.ThrowIfCancellationRequested();
+            _positions[key] = position;
+            return ValueTask.CompletedTask;
+        }
+        catch (Exception ex)
+        {
+            return Refusal.ValueOf(ex);
+        }
     }
 }
 

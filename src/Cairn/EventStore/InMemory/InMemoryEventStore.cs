@@ -28,16 +28,16 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public Task<AppendResult> AppendAsync(AppendRequest request, CancellationToken cancellationToken)
     {
-        var prepared = PreparedAppend.Prepare(request, _options);
-        cancellationToken.ThrowIfCancellationRequested();
         try
         {
+            var prepared = PreparedAppend.Prepare(request, _options);
+            cancellationToken.ThrowIfCancellationRequested();
             return Task.FromResult(Append(prepared));
         }
         catch (Exception ex)
         {
-            // A refusal (a wrong expected version, a failed condition) comes through the task, as on every backend.
-            return Task.FromException<AppendResult>(ex);
+            // A refusal (bad input, a wrong expected version, a failed condition) comes through the task, as on every backend.
+            return Refusal.Of<AppendResult>(ex);
         }
     }
 
@@ -400,30 +400,44 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public ValueTask<StreamInfo> GetStreamInfoAsync(StreamName stream, CancellationToken cancellationToken)
     {
-        if (cancellationToken.IsCancellationRequested)
+        try
         {
-            return ValueTask.FromCanceled<StreamInfo>(cancellationToken);
-        }
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return ValueTask.FromCanceled<StreamInfo>(cancellationToken);
+            }
 
-        lock (_gate)
+            lock (_gate)
+            {
+                return ValueTask.FromResult(_streams.TryGetValue(stream.Value, out var entry)
+                    ? new StreamInfo(stream, entry.State, entry.LastVersion, entry.Metadata)
+                    : new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata()));
+            }
+        }
+        catch (Exception ex)
         {
-            return ValueTask.FromResult(_streams.TryGetValue(stream.Value, out var entry)
-                ? new StreamInfo(stream, entry.State, entry.LastVersion, entry.Metadata)
-                : new StreamInfo(stream, StreamState.NotFound, null, new StreamMetadata()));
+            return Refusal.ValueOf<StreamInfo>(ex);
         }
     }
 
     /// <inheritdoc />
     public ValueTask<GlobalPosition> GetHeadPositionAsync(CancellationToken cancellationToken)
     {
-        if (cancellationToken.IsCancellationRequested)
+        try
         {
-            return ValueTask.FromCanceled<GlobalPosition>(cancellationToken);
-        }
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return ValueTask.FromCanceled<GlobalPosition>(cancellationToken);
+            }
 
-        lock (_gate)
+            lock (_gate)
+            {
+                return ValueTask.FromResult(new GlobalPosition(_log.Count));
+            }
+        }
+        catch (Exception ex)
         {
-            return ValueTask.FromResult(new GlobalPosition(_log.Count));
+            return Refusal.ValueOf<GlobalPosition>(ex);
         }
     }
 
@@ -434,18 +448,43 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(metadata);
-        metadata.Validate();
-        return ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+        try
+        {
+            ArgumentNullException.ThrowIfNull(metadata);
+            metadata.Validate();
+            return ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
-    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
     {

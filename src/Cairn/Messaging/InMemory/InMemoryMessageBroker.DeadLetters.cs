@@ -7,77 +7,105 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(QueueName queue, long afterSequence, int limit, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        DeadLetterListing.CheckLimit(limit);
-
-        return Run<IReadOnlyList<DeadLetter>>(cancellationToken, _ =>
+        try
         {
-            var state = RequireQueue(queue);
-            return [.. state.Messages.Values.Where(m => m.IsDeadLetter && m.Sequence > afterSequence).Take(limit).Select(m => ToDeadLetter(m, state.Definition.Name))];
-        });
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            DeadLetterListing.CheckLimit(limit);
+
+            return Run<IReadOnlyList<DeadLetter>>(cancellationToken, _ =>
+            {
+                var state = RequireQueue(queue);
+                return [.. state.Messages.Values.Where(m => m.IsDeadLetter && m.Sequence > afterSequence).Take(limit).Select(m => ToDeadLetter(m, state.Definition.Name))];
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<DeadLetter>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<DeadLetter?> GetDeadLetterAsync(QueueName queue, MessageId messageId, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        return Run(cancellationToken, _ =>
+        try
         {
-            var state = RequireQueue(queue);
-            return FindDeadLetter(state, messageId) is { } message ? ToDeadLetter(message, state.Definition.Name) : null;
-        });
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            return Run(cancellationToken, _ =>
+            {
+                var state = RequireQueue(queue);
+                return FindDeadLetter(state, messageId) is { } message ? ToDeadLetter(message, state.Definition.Name) : null;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<DeadLetter?>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<int> RedriveAsync(QueueName queue, RedriveRequest request, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        ArgumentNullException.ThrowIfNull(request);
-        return RedriveSteps.RunAsync(
-            request,
-            _time,
-            (after, chosen, size) => Run(cancellationToken, touched => Redrive(queue, request.Target, after, chosen, size, touched)),
-            cancellationToken);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            ArgumentNullException.ThrowIfNull(request);
+            return RedriveSteps.RunAsync(
+                request,
+                _time,
+                (after, chosen, size) => Run(cancellationToken, touched => Redrive(queue, request.Target, after, chosen, size, touched)),
+                cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<int> PurgeDeadLettersAsync(QueueName queue, IReadOnlyList<MessageId>? messageIds, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        MessageId[]? ids = messageIds is null ? null : [.. messageIds];
-        return Run(cancellationToken, touched =>
+        try
         {
-            var state = RequireQueue(queue);
-            var purged = 0;
-            if (ids is null)
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            MessageId[]? ids = messageIds is null ? null : [.. messageIds];
+            return Run(cancellationToken, touched =>
             {
-                foreach (var message in state.Messages.Values.Where(m => m.IsDeadLetter).ToList())
+                var state = RequireQueue(queue);
+                var purged = 0;
+                if (ids is null)
                 {
-                    state.Messages.Remove(message.Sequence);
-                    purged++;
-                }
-            }
-            else
-            {
-                // Each id once, as the durable backends take it: one copy of a message sent twice is purged once.
-                foreach (var id in ids.Distinct())
-                {
-                    if (FindDeadLetter(state, id) is { } message)
+                    foreach (var message in state.Messages.Values.Where(m => m.IsDeadLetter).ToList())
                     {
                         state.Messages.Remove(message.Sequence);
                         purged++;
                     }
                 }
-            }
+                else
+                {
+                    // Each id once, as the durable backends take it: one copy of a message sent twice is purged once.
+                    foreach (var id in ids.Distinct())
+                    {
+                        if (FindDeadLetter(state, id) is { } message)
+                        {
+                            state.Messages.Remove(message.Sequence);
+                            purged++;
+                        }
+                    }
+                }
 
-            if (purged > 0)
-            {
-                // A purged FIFO head lets its group move on.
-                touched.Add(state.Definition.Name.Value);
-            }
+                if (purged > 0)
+                {
+                    // A purged FIFO head lets its group move on.
+                    touched.Add(state.Definition.Name.Value);
+                }
 
-            return purged;
-        });
+                return purged;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     /// <summary>

@@ -42,101 +42,152 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task AcknowledgeAsync(IReadOnlyList<LeaseToken> leases, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(leases);
-        if (leases.Count == 0)
+        try
         {
-            return Task.CompletedTask;
-        }
+            ArgumentNullException.ThrowIfNull(leases);
+            if (leases.Count == 0)
+            {
+                return Task.CompletedTask;
+            }
 
-        LeaseToken[] copy = [.. leases];
-        return Run(cancellationToken, touched => Acknowledge(HeldLeases(copy), touched));
+            LeaseToken[] copy = [.. leases];
+            return Run(cancellationToken, touched => Acknowledge(HeldLeases(copy), touched));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task ReleaseAsync(LeaseToken lease, TimeSpan delay, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
+        try
         {
-            throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
-        }
-
-        return Run(cancellationToken, touched =>
-        {
-            var (queue, message) = HeldLease(lease);
-            var now = Now();
-            var definition = queue.Definition;
-            if (message.ReceiveCount >= definition.MaxReceiveCount)
+            if (delay < TimeSpan.Zero || delay > TimeSpan.FromDays(365))
             {
-                MoveToDeadLetters(queue, message, $"it failed on each of its {definition.MaxReceiveCount} allowed receives", failure, now);
-                return;
+                throw new InvalidMessageException($"A release delay of {delay} is refused; it must be between 0 and 365 days.");
             }
 
-            message.State = MessageState.Ready;
-            message.VisibleAt = now + delay.Ticks;
-            message.Failure = failure ?? message.Failure;
-            touched.Add(definition.Name.Value);
-        });
+            return Run(cancellationToken, touched =>
+            {
+                var (queue, message) = HeldLease(lease);
+                var now = Now();
+                var definition = queue.Definition;
+                if (message.ReceiveCount >= definition.MaxReceiveCount)
+                {
+                    MoveToDeadLetters(queue, message, $"it failed on each of its {definition.MaxReceiveCount} allowed receives", failure, now);
+                    return;
+                }
+
+                message.State = MessageState.Ready;
+                message.VisibleAt = now + delay.Ticks;
+                message.Failure = failure ?? message.Failure;
+                touched.Add(definition.Name.Value);
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
-        Run(cancellationToken, touched =>
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
+    {
+        try
         {
-            var (queue, message) = HeldLease(lease);
-            message.State = MessageState.Ready;
-            message.VisibleAt = Now();
-            message.ReceiveCount = Math.Max(0, message.ReceiveCount - 1);
-            touched.Add(queue.Definition.Name.Value);
-        });
+            return Run(cancellationToken, touched =>
+            {
+                var (queue, message) = HeldLease(lease);
+                message.State = MessageState.Ready;
+                message.VisibleAt = Now();
+                message.ReceiveCount = Math.Max(0, message.ReceiveCount - 1);
+                touched.Add(queue.Definition.Name.Value);
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
+    }
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
     {
-        if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+        try
         {
-            throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
-        }
+            if (duration < TimeSpan.FromMilliseconds(1) || duration > TimeSpan.FromHours(12))
+            {
+                throw new InvalidMessageException($"A lease extension of {duration} is refused; it must be between 1 ms and 12 hours.");
+            }
 
-        return Run(cancellationToken, _ =>
+            return Run(cancellationToken, _ =>
+            {
+                var (_, message) = HeldLease(lease);
+                message.VisibleAt = Now() + duration.Ticks;
+            });
+        }
+        catch (Exception ex)
         {
-            var (_, message) = HeldLease(lease);
-            message.VisibleAt = Now() + duration.Ticks;
-        });
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task DeadLetterAsync(LeaseToken lease, string reason, FailureInfo? failure, CancellationToken cancellationToken)
     {
-        reason = DeadLetterReason.Check(reason);
-
-        return Run(cancellationToken, _ =>
+        try
         {
-            var (queue, message) = HeldLease(lease);
-            MoveToDeadLetters(queue, message, reason, failure, Now());
-        });
+            reason = DeadLetterReason.Check(reason);
+
+            return Run(cancellationToken, _ =>
+            {
+                var (queue, message) = HeldLease(lease);
+                MoveToDeadLetters(queue, message, reason, failure, Now());
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<bool> WasProcessedAsync(string consumer, MessageId messageId, CancellationToken cancellationToken)
     {
-        MessagingNames.Validate("consumer", consumer);
-        return Run(cancellationToken, _ => _inbox.ContainsKey((consumer, messageId)));
+        try
+        {
+            MessagingNames.Validate("consumer", consumer);
+            return Run(cancellationToken, _ => _inbox.ContainsKey((consumer, messageId)));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<bool>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<int> PruneInboxAsync(string consumer, DateTimeOffset before, CancellationToken cancellationToken)
     {
-        MessagingNames.Validate("consumer", consumer);
-        return Run(cancellationToken, _ =>
+        try
         {
-            var old = _inbox.Where(r => r.Key.Consumer == consumer && r.Value.Ticks < before.UtcTicks).Select(r => r.Key).ToList();
-            foreach (var key in old)
+            MessagingNames.Validate("consumer", consumer);
+            return Run(cancellationToken, _ =>
             {
-                _inbox.Remove(key);
-            }
+                var old = _inbox.Where(r => r.Key.Consumer == consumer && r.Value.Ticks < before.UtcTicks).Select(r => r.Key).ToList();
+                foreach (var key in old)
+                {
+                    _inbox.Remove(key);
+                }
 
-            return old.Count;
-        });
+                return old.Count;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<int>(ex);
+        }
     }
 
     /// <summary>

@@ -8,30 +8,37 @@ public sealed partial class InMemoryMessageBroker
     /// <inheritdoc />
     public Task<CorrelationRecords> ReadAsync(string correlationId, int limit, CancellationToken cancellationToken)
     {
-        CorrelationTraceLimits.Validate(correlationId, limit);
-
-        // Under the broker's lock, and the store's inside it as a commit takes them: one consistent view of the events,
-        // the inbox and the queues.
-        return Run(cancellationToken, _ =>
+        try
         {
-            var now = Now();
-            List<RecordedEvent> events;
-            lock (_store.Gate)
-            {
-                events = [.. _store.EventsOfCorrelationLocked(correlationId, limit + 1).Select(WithoutData)];
-            }
+            CorrelationTraceLimits.Validate(correlationId, limit);
 
-            var handled = _inbox
-                .Where(r => r.Value.Message is { } m && m.CorrelationId == correlationId)
-                .Select(r => new InboxRecord(r.Key.Consumer, r.Key.MessageId, new DateTimeOffset(r.Value.Ticks, TimeSpan.Zero), r.Value.Message!))
-                .OrderBy(r => r.HandledAt)
-                .Take(limit + 1);
-            var queued = _queues.Values
-                .SelectMany(q => q.Messages.Values.Where(m => m.Message.CorrelationId == correlationId).Select(m => Record(q, m, now)))
-                .OrderBy(r => r.Time)
-                .Take(limit + 1);
-            return CorrelationRecords.Earliest(events, handled, queued, limit);
-        });
+            // Under the broker's lock, and the store's inside it as a commit takes them: one consistent view of the events,
+            // the inbox and the queues.
+            return Run(cancellationToken, _ =>
+            {
+                var now = Now();
+                List<RecordedEvent> events;
+                lock (_store.Gate)
+                {
+                    events = [.. _store.EventsOfCorrelationLocked(correlationId, limit + 1).Select(WithoutData)];
+                }
+
+                var handled = _inbox
+                    .Where(r => r.Value.Message is { } m && m.CorrelationId == correlationId)
+                    .Select(r => new InboxRecord(r.Key.Consumer, r.Key.MessageId, new DateTimeOffset(r.Value.Ticks, TimeSpan.Zero), r.Value.Message!))
+                    .OrderBy(r => r.HandledAt)
+                    .Take(limit + 1);
+                var queued = _queues.Values
+                    .SelectMany(q => q.Messages.Values.Where(m => m.Message.CorrelationId == correlationId).Select(m => Record(q, m, now)))
+                    .OrderBy(r => r.Time)
+                    .Take(limit + 1);
+                return CorrelationRecords.Earliest(events, handled, queued, limit);
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<CorrelationRecords>(ex);
+        }
     }
 
     /// <summary>A trace carries envelopes, not payloads, as a backend that reads them from disk does.</summary>

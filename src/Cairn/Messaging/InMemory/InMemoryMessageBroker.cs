@@ -41,157 +41,214 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
     /// <inheritdoc />
     public Task DeclareQueueAsync(QueueDefinition queue, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(queue);
-        queue.Validate();
-        return Run(cancellationToken, touched =>
+        try
         {
-            if (!_queues.TryGetValue(queue.Name.Value, out var existing))
+            ArgumentNullException.ThrowIfNull(queue);
+            queue.Validate();
+            return Run(cancellationToken, touched =>
             {
-                _queues.Add(queue.Name.Value, new QueueState(queue));
-                return;
-            }
+                if (!_queues.TryGetValue(queue.Name.Value, out var existing))
+                {
+                    _queues.Add(queue.Name.Value, new QueueState(queue));
+                    return;
+                }
 
-            if (existing.Definition.Fifo != queue.Fifo)
-            {
-                throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(existing.Definition.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
-            }
+                if (existing.Definition.Fifo != queue.Fifo)
+                {
+                    throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(existing.Definition.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
+                }
 
-            // New settings may make messages due sooner: waiting receivers look again.
-            existing.Definition = queue;
-            touched.Add(queue.Name.Value);
-        });
+                // New settings may make messages due sooner: waiting receivers look again.
+                existing.Definition = queue;
+                touched.Add(queue.Name.Value);
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<QueueDefinition?> GetQueueAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        return Run(cancellationToken, _ => FindQueue(queue)?.Definition);
+        try
+        {
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            return Run(cancellationToken, _ => FindQueue(queue)?.Definition);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<QueueDefinition?>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<QueueDefinition>> ListQueuesAsync(CancellationToken cancellationToken)
     {
-        return Run<IReadOnlyList<QueueDefinition>>(cancellationToken, _ => [.. _queues.Values.Select(q => q.Definition).OrderBy(d => d.Name.Value, StringComparer.Ordinal)]);
+        try
+        {
+            return Run<IReadOnlyList<QueueDefinition>>(cancellationToken, _ => [.. _queues.Values.Select(q => q.Definition).OrderBy(d => d.Name.Value, StringComparer.Ordinal)]);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<QueueDefinition>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task DeclareTopicAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        return Run(cancellationToken, _ => _topics.TryAdd(topic.Value, new SortedDictionary<string, TopicSubscription>(StringComparer.Ordinal)));
+        try
+        {
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            return Run(cancellationToken, _ => _topics.TryAdd(topic.Value, new SortedDictionary<string, TopicSubscription>(StringComparer.Ordinal)));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task SubscribeAsync(TopicSubscription subscription, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(subscription);
-        return Run(cancellationToken, _ =>
+        try
         {
-            var subscriptions = RequireTopic(subscription.Topic);
-            RequireQueue(subscription.Queue);
-            subscriptions[subscription.Name] = subscription;
-        });
+            ArgumentNullException.ThrowIfNull(subscription);
+            return Run(cancellationToken, _ =>
+            {
+                var subscriptions = RequireTopic(subscription.Topic);
+                RequireQueue(subscription.Queue);
+                subscriptions[subscription.Name] = subscription;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<bool> UnsubscribeAsync(TopicName topic, string subscription, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        MessagingNames.Validate("subscription", subscription);
-        return Run(cancellationToken, _ => RequireTopic(topic).Remove(subscription));
+        try
+        {
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            MessagingNames.Validate("subscription", subscription);
+            return Run(cancellationToken, _ => RequireTopic(topic).Remove(subscription));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<bool>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<TopicSubscription>> ListSubscriptionsAsync(TopicName topic, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(topic.Value, "topic");
-        return Run<IReadOnlyList<TopicSubscription>>(cancellationToken, _ => [.. RequireTopic(topic).Values]);
+        try
+        {
+            MessagingNames.RequirePresent(topic.Value, "topic");
+            return Run<IReadOnlyList<TopicSubscription>>(cancellationToken, _ => [.. RequireTopic(topic).Values]);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<TopicSubscription>>(ex);
+        }
     }
 
     /// <inheritdoc />
     public Task<QueueStats> GetStatsAsync(QueueName queue, CancellationToken cancellationToken)
     {
-        MessagingNames.RequirePresent(queue.Value, "queue");
-        return Run(cancellationToken, _ =>
+        try
         {
-            var now = _time.GetUtcNow().UtcTicks;
-            var state = RequireQueue(queue);
-            long visible = 0, leased = 0, delayed = 0, dead = 0;
-            long? oldest = null;
-            Dictionary<string, long>? parkedSince = null;
-            foreach (var m in state.Messages.Values)
+            MessagingNames.RequirePresent(queue.Value, "queue");
+            return Run(cancellationToken, _ =>
             {
-                if (m.IsDeadLetter)
-                {
-                    dead++;
-                    if (m.State == MessageState.ParkingGroup && m.GroupKey is { } group)
-                    {
-                        parkedSince ??= new Dictionary<string, long>(StringComparer.Ordinal);
-                        parkedSince.TryAdd(group, m.Sequence);
-                    }
-
-                    continue;
-                }
-
-                // Past its retention and not held: the next receive drops it, so it no longer counts.
-                if (m.IsExpired(now))
-                {
-                    continue;
-                }
-
-                if (m.VisibleAt <= now)
-                {
-                    visible++;
-                }
-                else if (m.State == MessageState.Leased)
-                {
-                    leased++;
-                }
-                else
-                {
-                    // Delayed: waiting by design, so not what the oldest age measures.
-                    delayed++;
-                    continue;
-                }
-
-                oldest = oldest is { } o ? Math.Min(o, m.EnqueuedAt) : m.EnqueuedAt;
-            }
-
-            // Parked: waiting behind a dead-lettered head of their group (the first one, as messages are in order).
-            long parked = 0, parkedVisible = 0, parkedLeased = 0;
-            if (state.Definition.Fifo && parkedSince is not null)
-            {
+                var now = _time.GetUtcNow().UtcTicks;
+                var state = RequireQueue(queue);
+                long visible = 0, leased = 0, delayed = 0, dead = 0;
+                long? oldest = null;
+                Dictionary<string, long>? parkedSince = null;
                 foreach (var m in state.Messages.Values)
                 {
-                    // One past its retention is dropped by the next receive, as above: not parked, nor visible.
-                    if (!m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence
-                        && !m.IsExpired(now))
+                    if (m.IsDeadLetter)
                     {
-                        parked++;
-                        if (m.VisibleAt <= now)
+                        dead++;
+                        if (m.State == MessageState.ParkingGroup && m.GroupKey is { } group)
                         {
-                            parkedVisible++;
+                            parkedSince ??= new Dictionary<string, long>(StringComparer.Ordinal);
+                            parkedSince.TryAdd(group, m.Sequence);
                         }
-                        else if (m.State == MessageState.Leased)
+
+                        continue;
+                    }
+
+                    // Past its retention and not held: the next receive drops it, so it no longer counts.
+                    if (m.IsExpired(now))
+                    {
+                        continue;
+                    }
+
+                    if (m.VisibleAt <= now)
+                    {
+                        visible++;
+                    }
+                    else if (m.State == MessageState.Leased)
+                    {
+                        leased++;
+                    }
+                    else
+                    {
+                        // Delayed: waiting by design, so not what the oldest age measures.
+                        delayed++;
+                        continue;
+                    }
+
+                    oldest = oldest is { } o ? Math.Min(o, m.EnqueuedAt) : m.EnqueuedAt;
+                }
+
+                // Parked: waiting behind a dead-lettered head of their group (the first one, as messages are in order).
+                long parked = 0, parkedVisible = 0, parkedLeased = 0;
+                if (state.Definition.Fifo && parkedSince is not null)
+                {
+                    foreach (var m in state.Messages.Values)
+                    {
+                        // One past its retention is dropped by the next receive, as above: not parked, nor visible.
+                        if (!m.IsDeadLetter && m.GroupKey is { } group && parkedSince.TryGetValue(group, out var since) && since < m.Sequence
+                            && !m.IsExpired(now))
                         {
-                            parkedLeased++;
+                            parked++;
+                            if (m.VisibleAt <= now)
+                            {
+                                parkedVisible++;
+                            }
+                            else if (m.State == MessageState.Leased)
+                            {
+                                parkedLeased++;
+                            }
                         }
                     }
                 }
-            }
 
-            // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
-            return new QueueStats
-            {
-                Queue = queue,
-                Visible = visible - parkedVisible,
-                Leased = leased - parkedLeased,
-                Delayed = delayed - (parked - parkedVisible - parkedLeased),
-                DeadLettered = dead,
-                Parked = parked,
-                OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
-            };
-        });
+                // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
+                return new QueueStats
+                {
+                    Queue = queue,
+                    Visible = visible - parkedVisible,
+                    Leased = leased - parkedLeased,
+                    Delayed = delayed - (parked - parkedVisible - parkedLeased),
+                    DeadLettered = dead,
+                    Parked = parked,
+                    OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
+                };
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<QueueStats>(ex);
+        }
     }
 
     /// <summary>
