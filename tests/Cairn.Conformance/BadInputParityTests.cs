@@ -126,6 +126,17 @@ public abstract class BadInputParityTests<TFixture>(TFixture fixture, Func<IEven
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await sut.Checkpoints.GetAsync("projector", cancelled.Token));
     }
 
+    // A direction that is neither was read forwards (or, in memory, backwards) without a word.
+    [Fact]
+    public async Task a_stream_read_in_no_direction_is_refused()
+    {
+        await using var sut = await CreateAsync();
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [TestEvents.Numbered(0)]);
+
+        var refused = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(async () => await sut.Store.ReadStreamAsync("order-1", (ReadDirection)99, null, 10, default).ToListAsync());
+        Assert.Equal("direction", refused.ParamName);
+    }
+
     // Every other broker call that names a queue (stats, receive, dead letters, redrive, purge) refuses a missing name
     // on every backend, as GetStreamInfoAsync does a missing stream name; looking one up should not answer "no such queue".
     [Fact]

@@ -137,6 +137,40 @@ public sealed class HostedStopTests
         }
     }
 
+    // A projection's disposal waited without bound for a handler blocking in Apply, where a subscription's gives up
+    // after its grace: a host's disposal hung with it.
+    [Fact]
+    public async Task disposing_a_projection_whose_handler_blocks_returns_after_its_grace()
+    {
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var gate = new ManualResetEventSlim();
+        var builder = Builder();
+        builder.Services.AddCairn(o =>
+            {
+                o.UseInMemory();
+                o.EventTypes.Register<OrderPlaced>();
+            })
+            .AddProjection(new HeldProjection(entered, gate));
+        var host = builder.Build();
+        try
+        {
+            await host.StartAsync();
+            await host.Services.GetRequiredService<IEventStore>().AppendToStreamAsync(Orders.Stream("o-1"), ExpectedVersion.Any, [Orders.Placed("o-1", "c-1", 10m)]);
+            await entered.Task.Bounded();
+
+            var runner = host.Services.GetRequiredService<ProjectionMonitor>().Find("held")!;
+            var disposing = runner.DisposeAsync().AsTask();
+            var returned = await Task.WhenAny(disposing, Task.Delay(Wait.Timeout)) == disposing;
+            gate.Set();
+            Assert.True(returned, "the projection's disposal still waited for a handler blocking in Apply");
+        }
+        finally
+        {
+            gate.Set();
+            host.Dispose();
+        }
+    }
+
     private sealed class PerEventDependency : IDisposable
     {
         public bool Disposed { get; private set; }

@@ -10,6 +10,19 @@ public enum ReadDirection
     Backwards,
 }
 
+/// <summary>The rule every backend applies to a read's direction.</summary>
+internal static class ReadDirections
+{
+    /// <summary>Refuses a value that is neither direction, which a backend would otherwise read one way or the other.</summary>
+    public static void Validate(ReadDirection direction)
+    {
+        if (direction is not (ReadDirection.Forwards or ReadDirection.Backwards))
+        {
+            throw new ArgumentOutOfRangeException(nameof(direction), direction, "A read's direction must be Forwards or Backwards.");
+        }
+    }
+}
+
 /// <summary>Which events of <c>$all</c> a read or subscription sees.</summary>
 public sealed record EventFilter
 {

@@ -244,12 +244,26 @@ public sealed class ProjectionRunner : IAsyncDisposable
         }
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// Stops, waiting at most <see cref="DisposeGrace"/> for the batch in hand, so that a handler blocking in a
+    /// projection's <c>Apply</c> cannot hold up a host's disposal without bound (that batch is committed or rolled
+    /// back as it ends). Call <see cref="StopAsync"/> first to wait as long as a token allows.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
-        await StopAsync(CancellationToken.None).ConfigureAwait(false);
-        _stop?.Dispose();
+        using (var grace = new CancellationTokenSource(DisposeGrace))
+        {
+            await StopAsync(grace.Token).ConfigureAwait(false);
+        }
+
+        if (_run is null || _run.IsCompleted)
+        {
+            _stop?.Dispose();
+        }
     }
+
+    /// <summary>How long <see cref="DisposeAsync"/> waits for the batch in hand.</summary>
+    private static readonly TimeSpan DisposeGrace = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// Rebuilds the read model from position 0 into a shadow while the current one keeps serving; completes when the
