@@ -52,13 +52,17 @@ public sealed class EventTypeRegistry
 
     /// <summary>
     /// Registers a type under a stable name, as the type's version <paramref name="version"/>; without one, the version
-    /// its <see cref="EventTypeAttribute"/> declares (a class marked version 2 is not written as version 1 because
-    /// its name was given), else 1. A version given explicitly wins over the attribute's.
+    /// its <see cref="EventTypeAttribute"/> declares when the attribute names this same type (a class marked version 2
+    /// is not written as version 1 because its name was given), else 1: a version of another name's history says
+    /// nothing of this one's. A version given explicitly wins over the attribute's.
     /// </summary>
     public EventTypeRegistry Register(Type type, string name, int? version = null)
     {
         ArgumentNullException.ThrowIfNull(type);
-        return RegisterVersion(type, name, version ?? type.GetCustomAttribute<EventTypeAttribute>()?.Version ?? 1);
+        var declared = type.GetCustomAttribute<EventTypeAttribute>() is { } attribute && string.Equals(attribute.Name, name, StringComparison.Ordinal)
+            ? attribute.Version
+            : 1;
+        return RegisterVersion(type, name, version ?? declared);
     }
 
     private EventTypeRegistry RegisterVersion(Type type, string name, int version)
