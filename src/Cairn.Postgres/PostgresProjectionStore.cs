@@ -118,50 +118,86 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
     }
 
     /// <inheritdoc />
-    public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, null, null, cancellationToken, async (connection, table) =>
+    public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken)
+    {
+        try
         {
-            await using var select = new NpgsqlCommand($"SELECT data FROM {table} WHERE id = $1", connection);
-            select.Parameters.Add(new NpgsqlParameter { Value = id });
-            return await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is byte[] data ? new StoredDocument(id, data) : null;
-        });
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(id);
+            return ReadServingAsync(projection, document, null, null, cancellationToken, async (connection, table) =>
+            {
+                await using var select = new NpgsqlCommand($"SELECT data FROM {table} WHERE id = $1", connection);
+                select.Parameters.Add(new NpgsqlParameter { Value = id });
+                return await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is byte[] data ? new StoredDocument(id, data) : null;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<StoredDocument?>(ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
+    public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
+    {
+        try
         {
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
-            var sql = new PostgresQuery("SELECT id, data FROM " + table);
-            AppendWhere(sql, query);
-            sql.Sql.Append(" ORDER BY ");
-            foreach (var (index, descending) in query.Order)
+            return ReadServingAsync(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
             {
-                // Nulls sort first, as the smallest value, on every backend.
-                sql.Sql.Append(Column(index)).Append(descending ? " DESC NULLS LAST, " : " ASC NULLS FIRST, ");
-            }
+                ArgumentNullException.ThrowIfNull(query);
+                var sql = new PostgresQuery("SELECT id, data FROM " + table);
+                AppendWhere(sql, query);
+                sql.Sql.Append(" ORDER BY ");
+                foreach (var (index, descending) in query.Order)
+                {
+                    // Nulls sort first, as the smallest value, on every backend.
+                    sql.Sql.Append(Column(index)).Append(descending ? " DESC NULLS LAST, " : " ASC NULLS FIRST, ");
+                }
 
-            sql.Sql.Append("id LIMIT ").Append(sql.Add((long)query.Take)).Append(" OFFSET ").Append(sql.Add((long)query.Skip));
-            await using var select = sql.ToCommand(connection);
-            await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            var documents = new List<StoredDocument>();
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                documents.Add(new StoredDocument(reader.GetString(0), reader.GetFieldValue<byte[]>(1)));
-            }
+                sql.Sql.Append("id LIMIT ").Append(sql.Add((long)query.Take)).Append(" OFFSET ").Append(sql.Add((long)query.Skip));
+                await using var select = sql.ToCommand(connection);
+                await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                var documents = new List<StoredDocument>();
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    documents.Add(new StoredDocument(reader.GetString(0), reader.GetFieldValue<byte[]>(1)));
+                }
 
-            return (IReadOnlyList<StoredDocument>)documents;
-        });
+                return (IReadOnlyList<StoredDocument>)documents;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<StoredDocument>>(ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServingAsync(projection, document, query, 0L, cancellationToken, async (connection, table) =>
+    public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
+    {
+        try
         {
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
-            var sql = new PostgresQuery("SELECT count(*) FROM " + table);
-            AppendWhere(sql, query);
-            await using var select = sql.ToCommand(connection);
-            return (long)(await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-        });
+            return ReadServingAsync(projection, document, query, 0L, cancellationToken, async (connection, table) =>
+            {
+                ArgumentNullException.ThrowIfNull(query);
+                var sql = new PostgresQuery("SELECT count(*) FROM " + table);
+                AppendWhere(sql, query);
+                await using var select = sql.ToCommand(connection);
+                return (long)(await select.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<long>(ex);
+        }
+    }
 
     /// <summary>Releases this store's leases for other processes, and gives their connection back.</summary>
     public ValueTask DisposeAsync() => _leases.DisposeAsync();

@@ -97,78 +97,122 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
     /// <inheritdoc />
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(max);
-        cancellationToken.ThrowIfCancellationRequested();
-        using var lease = _store.RentReadConnection();
-        using var select = new RawStatement(lease.Db, "SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks, build FROM cairn_projection_dead_letters WHERE projection = ?1 ORDER BY position, build LIMIT ?2");
-        select.Bind(1, projection);
-        select.Bind(2, max);
-        var deadLetters = new List<ProjectionDeadLetter>();
-        while (select.Step())
+        try
         {
-            deadLetters.Add(new ProjectionDeadLetter(
-                projection,
-                select.Int64(8),
-                new GlobalPosition(select.Int64(0)),
-                new MessageId(new Guid(select.Blob(1), bigEndian: true)),
-                new StreamName(select.Text(2)),
-                select.Int64(3),
-                select.Text(4),
-                JsonSerializer.Deserialize(select.Blob(5), CairnJsonContext.Default.FailureInfo)!,
-                (int)select.Int64(6),
-                new DateTimeOffset(select.Int64(7), TimeSpan.Zero)));
-        }
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentOutOfRangeException.ThrowIfNegative(max);
+            cancellationToken.ThrowIfCancellationRequested();
+            using var lease = _store.RentReadConnection();
+            using var select = new RawStatement(lease.Db, "SELECT position, event_id, stream, version, event_type, failure, attempts, dead_ticks, build FROM cairn_projection_dead_letters WHERE projection = ?1 ORDER BY position, build LIMIT ?2");
+            select.Bind(1, projection);
+            select.Bind(2, max);
+            var deadLetters = new List<ProjectionDeadLetter>();
+            while (select.Step())
+            {
+                deadLetters.Add(new ProjectionDeadLetter(
+                    projection,
+                    select.Int64(8),
+                    new GlobalPosition(select.Int64(0)),
+                    new MessageId(new Guid(select.Blob(1), bigEndian: true)),
+                    new StreamName(select.Text(2)),
+                    select.Int64(3),
+                    select.Text(4),
+                    JsonSerializer.Deserialize(select.Blob(5), CairnJsonContext.Default.FailureInfo)!,
+                    (int)select.Int64(6),
+                    new DateTimeOffset(select.Int64(7), TimeSpan.Zero)));
+            }
 
-        return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>(deadLetters);
+            return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>(deadLetters);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<ProjectionDeadLetter>>(ex);
+        }
     }
 
     /// <inheritdoc />
-    public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken) =>
-        ReadServing(projection, document, null, null, cancellationToken, (db, table) =>
+    public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken)
+    {
+        try
         {
-            using var select = new RawStatement(db, "SELECT data FROM " + table + " WHERE id = ?1");
-            select.Bind(1, id);
-            return select.Step() ? new StoredDocument(id, select.Blob(0).ToArray()) : null;
-        });
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(id);
+            return ReadServing(projection, document, null, null, cancellationToken, (db, table) =>
+            {
+                using var select = new RawStatement(db, "SELECT data FROM " + table + " WHERE id = ?1");
+                select.Bind(1, id);
+                return select.Step() ? new StoredDocument(id, select.Blob(0).ToArray()) : null;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<StoredDocument?>(ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServing(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, (db, table) =>
+    public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
+    {
+        try
         {
-            var parameters = new SqlParameters();
-            var sql = new StringBuilder("SELECT id, data FROM ").Append(table);
-            AppendWhere(sql, parameters, query);
-            sql.Append(" ORDER BY ");
-            foreach (var (index, descending) in query.Order)
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(query);
+            return ReadServing(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, (db, table) =>
             {
-                sql.Append("\"ix_").Append(index.Name).Append(descending ? "\" DESC, " : "\", ");
-            }
+                var parameters = new SqlParameters();
+                var sql = new StringBuilder("SELECT id, data FROM ").Append(table);
+                AppendWhere(sql, parameters, query);
+                sql.Append(" ORDER BY ");
+                foreach (var (index, descending) in query.Order)
+                {
+                    sql.Append("\"ix_").Append(index.Name).Append(descending ? "\" DESC, " : "\", ");
+                }
 
-            sql.Append("id LIMIT $take OFFSET $skip");
-            parameters.Add("$take", (long)query.Take);
-            parameters.Add("$skip", (long)query.Skip);
-            using var select = new RawStatement(db, sql.ToString());
-            parameters.BindTo(select);
-            var documents = new List<StoredDocument>();
-            while (select.Step())
-            {
-                documents.Add(new StoredDocument(select.Text(0), select.Blob(1).ToArray()));
-            }
+                sql.Append("id LIMIT $take OFFSET $skip");
+                parameters.Add("$take", (long)query.Take);
+                parameters.Add("$skip", (long)query.Skip);
+                using var select = new RawStatement(db, sql.ToString());
+                parameters.BindTo(select);
+                var documents = new List<StoredDocument>();
+                while (select.Step())
+                {
+                    documents.Add(new StoredDocument(select.Text(0), select.Blob(1).ToArray()));
+                }
 
-            return (IReadOnlyList<StoredDocument>)documents;
-        });
+                return (IReadOnlyList<StoredDocument>)documents;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<StoredDocument>>(ex);
+        }
+    }
 
     /// <inheritdoc />
-    public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken) =>
-        ReadServing(projection, document, query, 0L, cancellationToken, (db, table) =>
+    public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
+    {
+        try
         {
-            var parameters = new SqlParameters();
-            var sql = new StringBuilder("SELECT count(*) FROM ").Append(table);
-            AppendWhere(sql, parameters, query);
-            using var select = new RawStatement(db, sql.ToString());
-            parameters.BindTo(select);
-            return select.ExecuteInt64() ?? 0;
-        });
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(query);
+            return ReadServing(projection, document, query, 0L, cancellationToken, (db, table) =>
+            {
+                var parameters = new SqlParameters();
+                var sql = new StringBuilder("SELECT count(*) FROM ").Append(table);
+                AppendWhere(sql, parameters, query);
+                using var select = new RawStatement(db, sql.ToString());
+                parameters.BindTo(select);
+                return select.ExecuteInt64() ?? 0;
+            });
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<long>(ex);
+        }
+    }
 
     private static void AppendWhere(StringBuilder sql, SqlParameters parameters, DocumentQuerySpec query)
     {

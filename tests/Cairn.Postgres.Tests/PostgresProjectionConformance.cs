@@ -11,3 +11,5 @@ public sealed class PostgresProjectionRebuildTests(PostgresFixture f) : Cairn.Co
 public sealed class PostgresSnapshotTests(PostgresFixture f) : Cairn.Conformance.Domain.SnapshotTests<PostgresFixture>(f, store => new PostgresSnapshotStore((PostgresEventStore)store));
 
 public sealed class PostgresRebuildRequestTests(PostgresFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<PostgresFixture>(f);
+
+public sealed class PostgresReadModelParityTests(PostgresFixture f) : Cairn.Conformance.Projections.ReadModelParityTests<PostgresFixture>(f);

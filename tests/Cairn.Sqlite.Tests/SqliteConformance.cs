@@ -69,3 +69,5 @@ public sealed class SqliteOldLogTests(SqliteFixture f) : Cairn.Conformance.Upcas
 public sealed class SqliteRebuildRequestTests(SqliteFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<SqliteFixture>(f);
 
 public sealed class SqliteBadInputParityTests(SqliteFixture f) : BadInputParityTests<SqliteFixture>(f, store => new SqliteSnapshotStore((SqliteEventStore)store), store => new SqliteSchemaStore((SqliteEventStore)store));
+
+public sealed class SqliteReadModelParityTests(SqliteFixture f) : Cairn.Conformance.Projections.ReadModelParityTests<SqliteFixture>(f);

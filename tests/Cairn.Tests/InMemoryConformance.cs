@@ -69,3 +69,5 @@ public sealed class InMemoryOldLogTests(InMemoryFixture f) : Cairn.Conformance.U
 public sealed class InMemoryRebuildRequestTests(InMemoryFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<InMemoryFixture>(f);
 
 public sealed class InMemoryBadInputParityTests(InMemoryFixture f) : BadInputParityTests<InMemoryFixture>(f, _ => new Cairn.Domain.InMemorySnapshotStore(), _ => new Cairn.Schemas.InMemorySchemaStore());
+
+public sealed class InMemoryReadModelParityTests(InMemoryFixture f) : Cairn.Conformance.Projections.ReadModelParityTests<InMemoryFixture>(f);

@@ -61,7 +61,7 @@ public sealed class ProjectionMonitor
     /// append's <see cref="AppendResult.LastPosition"/>), or throws <see cref="ProjectionWaitTimeoutException"/>.
     /// </summary>
     public Task WaitForAsync(string projection, GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
-        Get(projection).WaitForPositionAsync(position, timeout, cancellationToken);
+        Find(projection) is { } runner ? runner.WaitForPositionAsync(position, timeout, cancellationToken) : Refusal.Of(NotHosted(projection));
 
     /// <summary>
     /// Waits until every hosted projection includes <paramref name="position"/>, within one timeout; throws as soon
@@ -95,12 +95,12 @@ public sealed class ProjectionMonitor
 
     /// <summary>Rebuilds the named projection into a shadow without downtime; completes at the switch.</summary>
     public Task RebuildAsync(string projection, CancellationToken cancellationToken = default) =>
-        Get(projection).RebuildAsync(cancellationToken);
+        Find(projection) is { } runner ? runner.RebuildAsync(cancellationToken) : Refusal.Of(NotHosted(projection));
 
     internal void Add(ProjectionRunner runner) => _runners.Add(runner);
 
-    private ProjectionRunner Get(string projection) =>
-        Find(projection) ?? throw new ProjectionNotFoundException($"No projection named '{projection}' is hosted; the hosted ones are: {string.Join(", ", _runners.Select(r => r.Projection.Name))}.");
+    private ProjectionNotFoundException NotHosted(string projection) =>
+        new($"No projection named '{projection}' is hosted; the hosted ones are: {string.Join(", ", _runners.Select(r => r.Projection.Name))}.");
 }
 
 internal sealed class ProjectionHostedService : IHostedService, IAsyncDisposable, IDisposable

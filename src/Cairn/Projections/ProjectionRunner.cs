@@ -284,14 +284,14 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             if (_run is null || _run.IsCompleted)
             {
-                throw new InvalidOperationException($"Projection '{Projection.Name}' is not running; start it before rebuilding.");
+                return Refusal.Of(new InvalidOperationException($"Projection '{Projection.Name}' is not running; start it before rebuilding."));
             }
 
             if (_state == ProjectionState.Standby)
             {
                 // Only the process holding the lease writes builds; one that stands by would hold the request until
                 // it took the lease, if ever.
-                throw new InvalidOperationException($"Projection '{Projection.Name}' stands by: another process holds its lease and runs it. Ask that process to rebuild it.");
+                return Refusal.Of(new InvalidOperationException($"Projection '{Projection.Name}' stands by: another process holds its lease and runs it. Ask that process to rebuild it."));
             }
 
             _rebuildDone ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -25,7 +25,21 @@ public sealed class ReadModels
 
     /// <summary>The document with this id, or null.</summary>
     public Task<T?> LoadAsync<T>(string id, CancellationToken cancellationToken = default)
-        where T : class => Query<T>().LoadAsync(id, cancellationToken);
+        where T : class
+    {
+        DocumentQuery<T> query;
+        try
+        {
+            query = Query<T>();
+        }
+        catch (ProjectionNotFoundException missing)
+        {
+            // A call that returns a task refuses through it.
+            return Refusal.Of<T?>(missing);
+        }
+
+        return query.LoadAsync(id, cancellationToken);
+    }
 
     /// <summary>A query over the documents of type <typeparamref name="T"/>.</summary>
     public DocumentQuery<T> Query<T>()
@@ -62,6 +76,12 @@ public sealed class DocumentQuery<T>
 {
     /// <summary>The most documents one query returns.</summary>
     public const int MaxTake = 10_000;
+
+    /// <summary>
+    /// The most values one query compares with, its conditions' and its <see cref="QueryOperator.In"/> lists' together:
+    /// within what every backend binds to one statement (SQLite takes 32,766 values).
+    /// </summary>
+    public const int MaxValues = 10_000;
 
     private readonly IProjectionStore _store;
     private readonly System.Text.Json.JsonSerializerOptions _json;
@@ -118,6 +138,12 @@ public sealed class DocumentQuery<T>
             throw new InvalidDocumentQueryException(_document.Collection, field, $"{(int)op} is not an operator");
         }
 
+        var compared = _spec.Conditions.Sum(c => c.Value is object?[] list ? list.Length : 1) + (stored is object?[] added ? added.Length : 1);
+        if (compared > MaxValues)
+        {
+            throw new InvalidDocumentQueryException(_document.Collection, field, $"the query would compare with {compared:N0} values, more than the {MaxValues:N0} a query takes (its conditions and In lists together); split it, or index what the lists select");
+        }
+
         return With(_spec with { Conditions = [.. _spec.Conditions, new DocumentCondition(index, op, stored)] });
     }
 
@@ -163,8 +189,8 @@ public sealed class DocumentQuery<T>
         (await Take(1).ToListAsync(cancellationToken).ConfigureAwait(false)).FirstOrDefault();
 
     /// <summary>How many documents match the conditions (paging ignored).</summary>
-    public Task<long> CountAsync(CancellationToken cancellationToken = default) =>
-        _store.CountDocumentsAsync(_projection, _document, _spec, cancellationToken);
+    public async Task<long> CountAsync(CancellationToken cancellationToken = default) =>
+        await _store.CountDocumentsAsync(_projection, _document, _spec, cancellationToken).ConfigureAwait(false);
 
     /// <summary>The document with this id, or null.</summary>
     public async Task<T?> LoadAsync(string id, CancellationToken cancellationToken = default)

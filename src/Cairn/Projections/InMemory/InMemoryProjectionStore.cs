@@ -174,49 +174,87 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     /// <inheritdoc />
     public Task<IReadOnlyList<ProjectionDeadLetter>> ListDeadLettersAsync(string projection, int max, CancellationToken cancellationToken)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(max);
-        if (cancellationToken.IsCancellationRequested)
+        try
         {
-            return Task.FromCanceled<IReadOnlyList<ProjectionDeadLetter>>(cancellationToken);
-        }
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentOutOfRangeException.ThrowIfNegative(max);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return Task.FromCanceled<IReadOnlyList<ProjectionDeadLetter>>(cancellationToken);
+            }
 
-        lock (_gate)
+            lock (_gate)
+            {
+                return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>([.. _deadLetters.Where(d => d.Projection == projection).OrderBy(d => d.Position).ThenBy(d => d.Build).Take(max)]);
+            }
+        }
+        catch (Exception ex)
         {
-            return Task.FromResult<IReadOnlyList<ProjectionDeadLetter>>([.. _deadLetters.Where(d => d.Projection == projection).OrderBy(d => d.Position).ThenBy(d => d.Build).Take(max)]);
+            return Refusal.Of<IReadOnlyList<ProjectionDeadLetter>>(ex);
         }
     }
 
     /// <inheritdoc />
     public Task<StoredDocument?> LoadDocumentAsync(string projection, DocumentDefinition document, string id, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            var documents = Serving(projection).Collection(document.Collection);
-            return Task.FromResult(documents.TryGetValue(id, out var stored) ? new StoredDocument(id, stored.Json) : null);
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(id);
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
+            {
+                var documents = Serving(projection).Collection(document.Collection);
+                return Task.FromResult(documents.TryGetValue(id, out var stored) ? new StoredDocument(id, stored.Json) : null);
+            }
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<StoredDocument?>(ex);
         }
     }
 
     /// <inheritdoc />
     public Task<IReadOnlyList<StoredDocument>> QueryDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            var matches = Match(projection, document, query);
-            var slots = Serving(projection).Slots(document, query.Order.Select(o => o.Index), query);
-            IEnumerable<KeyValuePair<string, Stored>> ordered = matches.OrderBy(m => m, new DocumentOrder(slots, query.Order));
-            return Task.FromResult<IReadOnlyList<StoredDocument>>([.. ordered.Skip(query.Skip).Take(query.Take).Select(m => new StoredDocument(m.Key, m.Value.Json))]);
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(query);
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
+            {
+                var matches = Match(projection, document, query);
+                var slots = Serving(projection).Slots(document, query.Order.Select(o => o.Index), query);
+                IEnumerable<KeyValuePair<string, Stored>> ordered = matches.OrderBy(m => m, new DocumentOrder(slots, query.Order));
+                return Task.FromResult<IReadOnlyList<StoredDocument>>([.. ordered.Skip(query.Skip).Take(query.Take).Select(m => new StoredDocument(m.Key, m.Value.Json))]);
+            }
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IReadOnlyList<StoredDocument>>(ex);
         }
     }
 
     /// <inheritdoc />
     public Task<long> CountDocumentsAsync(string projection, DocumentDefinition document, DocumentQuerySpec query, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            return Task.FromResult((long)Match(projection, document, query).Count);
+            ArgumentNullException.ThrowIfNull(projection);
+            ArgumentNullException.ThrowIfNull(document);
+            ArgumentNullException.ThrowIfNull(query);
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
+            {
+                return Task.FromResult((long)Match(projection, document, query).Count);
+            }
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<long>(ex);
         }
     }
 
