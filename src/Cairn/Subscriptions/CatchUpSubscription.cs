@@ -193,8 +193,11 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             return;
         }
 
-        if (_abort is not null)
+        // The stop first, then the handler's token: a handler ending on its token then ends a run that is stopping, not
+        // one that failed.
+        if (_stop is not null && _abort is not null)
         {
+            await _stop.CancelAsync().ConfigureAwait(false);
             await _abort.CancelAsync().ConfigureAwait(false);
         }
 
@@ -392,7 +395,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                 // A stop ends the pump after the event in hand, not after the whole buffer: the events read ahead are
                 // read again from the checkpoint by the next start.
                 stop.ThrowIfCancellationRequested();
-                await HandleAsync(e, abort).ConfigureAwait(false);
+                await HandleAsync(e, stop, abort).ConfigureAwait(false);
                 onSuccess();
                 Interlocked.Increment(ref _handled);
                 AdvanceTo(e.Position.Value);
@@ -522,7 +525,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
     }
 
-    private async ValueTask HandleAsync(RecordedEvent e, CancellationToken abort)
+    private async ValueTask HandleAsync(RecordedEvent e, CancellationToken stop, CancellationToken abort)
     {
         ActivityContext.TryParse(e.TraceParent, null, out var parent);
         using var activity = CairnDiagnostics.SubscriptionSource.StartActivity(
@@ -546,7 +549,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         {
             await _handler(e, abort).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException || !abort.IsCancellationRequested)
+        catch (Exception ex) when (ex is not OperationCanceledException || !(stop.IsCancellationRequested || abort.IsCancellationRequested))
         {
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
             throw new SubscriptionHandlerException(Options.Name, e, ex);
