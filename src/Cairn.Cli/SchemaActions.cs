@@ -97,7 +97,7 @@ internal sealed class SchemaActions(IServiceProvider services)
     public Task<int> AsyncApiAsync(string? path, string? snapshotPath, Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
         var full = path is null ? null : OutputPath(path);
-        if (full is not null && snapshotPath is not null && string.Equals(full, FullPath(snapshotPath), StringComparison.Ordinal))
+        if (full is not null && snapshotPath is not null && string.Equals(full, RealPath(FullPath(snapshotPath)), StringComparison.Ordinal))
         {
             throw new CommandException($"--out names the snapshot the document is made from ({path}): writing the document would replace it. Name another file.");
         }
@@ -326,13 +326,13 @@ internal sealed class SchemaActions(IServiceProvider services)
     }
 
     /// <summary>
-    /// The full path of a file the command writes (through a symbolic link, the file it points at), checked before any
+    /// The real path of a file the command writes (through symbolic links, the file they point at), checked before any
     /// work: not under a file (a folder that is a file), not read-only, and not over an existing file other than JSON,
     /// which is no output of these commands (the backend's own SQLite database named by a slip, say) and would be lost.
     /// </summary>
     private static string OutputPath(string path)
     {
-        var full = FullPath(path);
+        var full = RealPath(FullPath(path));
         for (var folder = Path.GetDirectoryName(full); !string.IsNullOrEmpty(folder); folder = Path.GetDirectoryName(folder))
         {
             if (File.Exists(folder))
@@ -347,12 +347,6 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
 
         var file = new FileInfo(full);
-        if (file.LinkTarget is not null && file.ResolveLinkTarget(returnFinalTarget: true) is { } target)
-        {
-            // The file the link points at is written, not a file put in the link's place.
-            file = new FileInfo(target.FullName);
-        }
-
         if (file.Exists && !StartsAsJson(file.FullName))
         {
             throw new CommandException($"'{path}' exists and is not a JSON file ({file.FullName}); these commands write only over JSON, so as not to replace another file (a database, say). Name another file, or remove it first.");
@@ -365,6 +359,51 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
 
         return file.FullName;
+    }
+
+    /// <summary>
+    /// The path with every symbolic link along it followed, as the file system follows them (what <c>realpath</c>
+    /// gives): a link's relative target counts from the folder the link really is in, and <c>..</c> after a link leaves
+    /// the folder it points at. Two paths name one file when their real paths are equal (a hard link aside).
+    /// </summary>
+    private static string RealPath(string full)
+    {
+        var root = Path.GetPathRoot(full) ?? "";
+        var parts = new Queue<string>(full[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries));
+        var current = root;
+        for (var links = 0; parts.Count > 0;)
+        {
+            var part = parts.Dequeue();
+            if (part == "..")
+            {
+                current = Path.GetDirectoryName(current) ?? current;
+                continue;
+            }
+
+            if (part == ".")
+            {
+                continue;
+            }
+
+            var next = Path.Combine(current, part);
+            if (new FileInfo(next).LinkTarget is not { } target)
+            {
+                current = next;
+                continue;
+            }
+
+            if (++links > 40)
+            {
+                throw new CommandException($"'{full}' cannot be written: its links go round in a loop, or nest too deep.");
+            }
+
+            var followed = Path.IsPathRooted(target) ? target : Path.Combine(current, target);
+            var followedRoot = Path.GetPathRoot(followed) ?? "";
+            parts = new Queue<string>(followed[followedRoot.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries).Concat(parts));
+            current = followedRoot;
+        }
+
+        return current;
     }
 
     /// <summary>Whether a file is empty or its first character (past a byte order mark and white space) opens JSON.</summary>
