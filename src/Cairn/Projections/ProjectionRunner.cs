@@ -39,6 +39,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private TaskCompletionSource _wake = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private TaskCompletionSource? _rebuildDone;
     private bool _rebuildRequested;
+
+    /// <summary>Set while the loop makes the shadow a taken request asked for: a call then joins that rebuild.</summary>
+    private bool _shadowStarting;
     private Track? _serving;
     private Track? _shadow;
     private bool _inlineLive;
@@ -298,7 +301,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
             // A shadow filling (or switching) is the rebuild asked for: joined, not asked again, or a request left
             // pending through its switch would start another one nobody awaits. One stopped at an event is tried again.
-            if (_shadow is null or { StoppedAt: not null })
+            if ((_shadow is null && !_shadowStarting) || _shadow is { StoppedAt: not null })
             {
                 _rebuildRequested = true;
             }
@@ -585,11 +588,26 @@ public sealed class ProjectionRunner : IAsyncDisposable
             var wake = WakeTask();
             if (TakeRebuildRequest())
             {
-                var build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
+                ProjectionBuild build;
+                try
+                {
+                    build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
+                }
+                catch
+                {
+                    lock (_gate)
+                    {
+                        _shadowStarting = false;
+                    }
+
+                    throw;
+                }
+
                 lock (_gate)
                 {
                     _shadow = new Track(build, _applier);
                     _rebuild = new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), build.Position);
+                    _shadowStarting = false;
                 }
 
                 _logger.LogInformation("Projection {Projection} rebuilds into build {Build}.", Projection.Name, build.Id);
@@ -1160,7 +1178,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 return false;
             }
 
-            return requested && _shadow is null;
+            _shadowStarting = requested && _shadow is null;
+            return _shadowStarting;
         }
     }
 

@@ -1,0 +1,62 @@
+using Cairn.Conformance.Support;
+using Cairn.EventStore;
+using Cairn.EventStore.InMemory;
+using Cairn.Projections;
+using Cairn.Projections.InMemory;
+
+namespace Cairn.Tests.Projections;
+
+/// <summary>
+/// A rebuild asked while the runner makes the shadow of one asked before: the loop has taken the first request and has
+/// no shadow yet, so the second call set the request again, and once the first rebuild switched another full one
+/// started that nobody awaited.
+/// </summary>
+public sealed class RebuildWhileShadowStartsTests
+{
+    /// <summary>The in-memory store, holding the first shadow's making until released, and counting every one.</summary>
+    private sealed class HoldingShadows(IProjectionStore inner) : DelegatingProjectionStore(inner)
+    {
+        public readonly TaskCompletionSource Entered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public readonly TaskCompletionSource Release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Started;
+
+        public override async Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Increment(ref Started) == 1)
+            {
+                Entered.TrySetResult();
+                await Release.Task.WaitAsync(cancellationToken);
+            }
+
+            return await Inner.StartShadowAsync(projection, cancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task a_rebuild_asked_while_the_shadow_is_made_joins_it_and_starts_no_other()
+    {
+        var store = new InMemoryEventStore();
+        var projections = new HoldingShadows(new InMemoryProjectionStore(store));
+        await store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Placed("o1", "c-1", 10m)]);
+        await using var runner = new ProjectionRunner(new OrderSummaries("shadow-starts-" + Guid.NewGuid().ToString("N")), store, projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
+
+        var first = runner.RebuildAsync();
+        await projections.Entered.Task.Bounded();
+        var second = runner.RebuildAsync();
+        projections.Release.SetResult();
+        await first.Bounded();
+        await second.Bounded();
+
+        // Two appends, the second after the first is served: the loop has taken any pending request (and made its
+        // shadow) before it serves the second.
+        var late = await store.AppendToStreamAsync(Orders.Stream("o2"), ExpectedVersion.Any, [Orders.Placed("o2", "c-2", 20m)]);
+        await runner.WaitForPositionAsync(late.LastPosition, Wait.Timeout);
+        late = await store.AppendToStreamAsync(Orders.Stream("o3"), ExpectedVersion.Any, [Orders.Placed("o3", "c-3", 30m)]);
+        await runner.WaitForPositionAsync(late.LastPosition, Wait.Timeout);
+
+        Assert.Equal(1, Volatile.Read(ref projections.Started));
+        Assert.Null(runner.Status.Rebuild);
+    }
+}
