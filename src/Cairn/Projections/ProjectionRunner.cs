@@ -163,6 +163,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
     {
         lock (_gate)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_run is { IsCompleted: false })
             {
                 throw new InvalidOperationException($"Projection '{Projection.Name}' is already running.");
@@ -209,7 +210,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
         {
             run = _run;
             headWatch = _headWatch;
-            _stop?.Cancel();
+            if (!_disposed)
+            {
+                _stop?.Cancel();
+            }
         }
 
         try
@@ -254,9 +258,19 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// </summary>
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
         using (var grace = new CancellationTokenSource(DisposeGrace))
         {
             await StopAsync(grace.Token).ConfigureAwait(false);
+        }
+
+        lock (_gate)
+        {
+            _disposed = true;
         }
 
         if (_run is null || _run.IsCompleted)
@@ -264,6 +278,9 @@ public sealed class ProjectionRunner : IAsyncDisposable
             _stop?.Dispose();
         }
     }
+
+    /// <summary>Whether <see cref="DisposeAsync"/> has run: a second one, or a stop after it, has nothing to cancel.</summary>
+    private bool _disposed;
 
     /// <summary>How long <see cref="DisposeAsync"/> waits for the batch in hand.</summary>
     private static readonly TimeSpan DisposeGrace = TimeSpan.FromSeconds(10);

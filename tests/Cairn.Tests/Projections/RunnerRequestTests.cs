@@ -7,11 +7,10 @@ using Cairn.Projections.InMemory;
 namespace Cairn.Tests.Projections;
 
 /// <summary>
-/// A rebuild asked while the runner makes the shadow of one asked before: the loop has taken the first request and has
-/// no shadow yet, so the second call set the request again, and once the first rebuild switched another full one
-/// started that nobody awaited.
+/// A runner's requests at awkward moments: a rebuild asked while the shadow of one asked before is being made, and
+/// calls after its disposal.
 /// </summary>
-public sealed class RebuildWhileShadowStartsTests
+public sealed class RunnerRequestTests
 {
     /// <summary>The in-memory store, holding the first shadow's making until released, and counting every one.</summary>
     private sealed class HoldingShadows(IProjectionStore inner) : DelegatingProjectionStore(inner)
@@ -32,6 +31,8 @@ public sealed class RebuildWhileShadowStartsTests
         }
     }
 
+    // The loop had taken the first request and had no shadow yet, so the second call set the request again, and once
+    // the first rebuild switched another full one started that nobody awaited.
     [Fact]
     public async Task a_rebuild_asked_while_the_shadow_is_made_joins_it_and_starts_no_other()
     {
@@ -58,5 +59,20 @@ public sealed class RebuildWhileShadowStartsTests
 
         Assert.Equal(1, Volatile.Read(ref projections.Started));
         Assert.Null(runner.Status.Rebuild);
+    }
+
+    // A second disposal, or a stop after one, cancelled a disposed token source and threw ObjectDisposedException.
+    [Fact]
+    public async Task a_runner_disposed_twice_or_stopped_after_its_disposal_says_nothing_and_will_not_start_again()
+    {
+        var store = new InMemoryEventStore();
+        var runner = new ProjectionRunner(new OrderSummaries("disposed-" + Guid.NewGuid().ToString("N")), store, new InMemoryProjectionStore(store), Orders.Serializer());
+        await runner.StartAsync(default);
+
+        await runner.DisposeAsync();
+        await runner.DisposeAsync();
+        await runner.StopAsync(default);
+
+        Assert.Throws<ObjectDisposedException>(() => { _ = runner.StartAsync(default); });
     }
 }
