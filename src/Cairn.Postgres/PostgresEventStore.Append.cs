@@ -722,6 +722,7 @@ public sealed partial class PostgresEventStore
 
     private async Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
     {
+        StreamRules.CheckLifecycleMetadata(change, metadata);
         ThrowIfDisposed();
         if (stream.IsSystem)
         {

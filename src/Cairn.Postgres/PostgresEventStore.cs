@@ -135,45 +135,16 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     }
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
-    {
-        try
-        {
-            ArgumentNullException.ThrowIfNull(metadata);
-            metadata.Validate();
-            return ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
 
     /// <inheritdoc />
-    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
 
     /// <inheritdoc />
-    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
 
     /// <summary>
     /// The connection pool. Unless the connection string sets <c>Max Auto Prepare</c>, Npgsql prepares the statements a connection

@@ -133,60 +133,41 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     }
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
-    {
-        try
-        {
-            ArgumentNullException.ThrowIfNull(metadata);
-            metadata.Validate();
-            return ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
 
     /// <inheritdoc />
-    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
 
     /// <inheritdoc />
-    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
 
     private Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
     {
-        ThrowIfDisposed();
-        if (stream.IsSystem)
+        PreparedAppend template;
+        try
         {
-            throw new InvalidStreamNameException(stream.Value, "the lifecycle of Cairn's own streams cannot be changed");
+            StreamRules.CheckLifecycleMetadata(change, metadata);
+            ThrowIfDisposed();
+            if (stream.IsSystem)
+            {
+                throw new InvalidStreamNameException(stream.Value, "the lifecycle of Cairn's own streams cannot be changed");
+            }
+
+            // Prepared here, on the caller's flow, so the record carries the caller's correlation and trace context;
+            // the writer fills in the state it decides.
+            template = PreparedAppend.Prepare(
+                new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
+                _options,
+                allowSystemStreams: true);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
         }
 
-        // Prepared here, on the caller's flow, so the record carries the caller's correlation and trace context;
-        // the writer fills in the state it decides.
-        var template = PreparedAppend.Prepare(
-            new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
-            _options,
-            allowSystemStreams: true);
         return Writer.ExecuteAsync(
             context => context.ChangeLifecycle(stream, expected, change, metadata, (state, md) =>
             {

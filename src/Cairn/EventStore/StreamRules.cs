@@ -157,6 +157,16 @@ internal static class StreamRules
         return new EventData(MetadataEventType, JsonSerializer.SerializeToUtf8Bytes(record, CairnJsonContext.Default.LifecycleRecordData));
     }
 
+    /// <summary>Refuses the metadata a change to a stream's metadata sets, when it is missing or out of range.</summary>
+    public static void CheckLifecycleMetadata(LifecycleChange change, StreamMetadata? metadata)
+    {
+        if (change == LifecycleChange.SetMetadata)
+        {
+            ArgumentNullException.ThrowIfNull(metadata);
+            metadata.Validate();
+        }
+    }
+
     /// <summary>
     /// A stream's state and metadata after a lifecycle change, or null when the change changes nothing (deleting a
     /// stream that never existed). The expected version is checked first.

@@ -447,69 +447,48 @@ public sealed class InMemoryEventStore : IEventStore
         _signal.WaitAsync(position.Value, cancellationToken);
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken)
-    {
-        try
-        {
-            ArgumentNullException.ThrowIfNull(metadata);
-            metadata.Validate();
-            return ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
+        ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
 
     /// <inheritdoc />
-    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
 
     /// <inheritdoc />
-    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+    public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
 
     private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        try
         {
-            var entry = _streams.GetValueOrDefault(stream.Value) ?? new StreamEntry();
-            if (StreamRules.ApplyLifecycle(stream, expected, change, entry.State, entry.LastVersion, entry.Metadata, metadata) is not { } next)
+            StreamRules.CheckLifecycleMetadata(change, metadata);
+            cancellationToken.ThrowIfCancellationRequested();
+            lock (_gate)
             {
-                return Task.CompletedTask;
+                var entry = _streams.GetValueOrDefault(stream.Value) ?? new StreamEntry();
+                if (StreamRules.ApplyLifecycle(stream, expected, change, entry.State, entry.LastVersion, entry.Metadata, metadata) is not { } next)
+                {
+                    return Task.CompletedTask;
+                }
+
+                var record = PreparedAppend.Prepare(
+                    new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, next.State, next.Metadata)]),
+                    _options,
+                    allowSystemStreams: true);
+                var result = Write(record);
+                entry.State = next.State;
+                entry.Metadata = next.Metadata;
+                _streams.TryAdd(stream.Value, entry);
+                _signal.Advance(result.LastPosition.Value);
             }
 
-            var record = PreparedAppend.Prepare(
-                new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, next.State, next.Metadata)]),
-                _options,
-                allowSystemStreams: true);
-            var result = Write(record);
-            entry.State = next.State;
-            entry.Metadata = next.Metadata;
-            _streams.TryAdd(stream.Value, entry);
-            _signal.Advance(result.LastPosition.Value);
+            return Task.CompletedTask;
         }
-
-        return Task.CompletedTask;
+        catch (Exception ex)
+        {
+            return Refusal.Of(ex);
+        }
     }
 
     private sealed class StreamEntry
