@@ -181,4 +181,44 @@ public sealed class CliPathTests : IDisposable
         Assert.Equal("{}", await File.ReadAllTextAsync(path));
         new FileInfo(path).IsReadOnly = false;
     }
+
+    // The output's path was resolved through its link and the snapshot's was not: a snapshot given through a link to
+    // the output file passed for another file, and the AsyncAPI document replaced it (exit 0).
+    [Fact]
+    public async Task asyncapi_with_the_snapshot_given_through_a_link_to_the_out_file_is_refused_and_the_snapshot_is_kept()
+    {
+        var snapshot = PathOf("schemas.json");
+        Assert.Equal(CairnCli.Success, (await RunAsync(InMemory(), "schemas", "check", "--snapshot", snapshot, "--update")).Code);
+        var before = await File.ReadAllBytesAsync(snapshot);
+        var link = PathOf("committed.json");
+        File.CreateSymbolicLink(link, snapshot);
+
+        var run = await RunAsync(InMemory(), "schemas", "asyncapi", "--snapshot", link, "--out", snapshot);
+
+        Assert.True(run.Code == CairnCli.Error, $"the snapshot was overwritten by the AsyncAPI document; {Describe(run)}");
+        Assert.Equal(before, await File.ReadAllBytesAsync(snapshot));
+    }
+
+    // A relative link's target was joined to the link's folder as written, with ".." dropped from the text: in a folder
+    // reached through a link, "../" named another folder than the file system goes to, and the command wrote (and made
+    // folders for) a file nobody named, leaving the one the link points at as it was.
+    [Fact]
+    public async Task an_update_through_a_relative_link_in_a_linked_folder_writes_the_file_the_link_points_at()
+    {
+        var real = Directory.CreateDirectory(PathOf("real/app")).FullName;
+        var shared = Directory.CreateDirectory(PathOf("real/shared")).FullName;
+        var target = Path.Combine(shared, "schemas.json");
+        const string empty = "{ \"cairnSchemaSnapshot\": 1, \"eventTypes\": {} }";
+        await File.WriteAllTextAsync(target, empty);
+        File.CreateSymbolicLink(Path.Combine(real, "schemas.json"), "../shared/schemas.json");
+        Directory.CreateSymbolicLink(PathOf("app"), real);
+        var viaLinkedFolder = Path.Combine(PathOf("app"), "schemas.json");
+        Assert.Equal(empty, await File.ReadAllTextAsync(viaLinkedFolder)); // the file system resolves it to `target`
+
+        var run = await RunAsync(InMemory(), "schemas", "check", "--snapshot", viaLinkedFolder, "--update");
+
+        Assert.True(run.Code == CairnCli.Success, Describe(run));
+        Assert.False(File.Exists(PathOf("shared/schemas.json")), $"a file nobody named was written beside the linked folder; {Describe(run)}");
+        Assert.Contains("cairnSchemaSnapshot", await File.ReadAllTextAsync(target), StringComparison.Ordinal);
+    }
 }
