@@ -85,19 +85,7 @@ public abstract class BadInputParityTests<TFixture>(TFixture fixture, Func<IEven
         await cancelled.CancelAsync();
         var context = new Context(sut, delivery, cancelled.Token, snapshotStore(sut.Store), schemaStore(sut.Store));
 
-        Task task;
-        try
-        {
-            task = start(context);
-        }
-        catch (Exception e)
-        {
-            Assert.Fail($"The call threw {e.GetType().Name} ({e.Message}) instead of returning a faulted task.");
-            return;
-        }
-
-        var ex = await Assert.ThrowsAnyAsync<Exception>(() => task);
-        Assert.IsAssignableFrom(expected, ex);
+        await ThroughTask.RefusedAsync(() => start(context), expected);
     }
 
     [Fact]
