@@ -327,26 +327,17 @@ public sealed partial class PostgresMessageBroker
     }
 
     /// <inheritdoc />
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
-    {
-        try
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
+        WriteAsync(async work =>
         {
-            return WriteAsync(async work =>
-            {
-                var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
-                await using var update = work.Command($"UPDATE {T("messages")} SET state = 0, visible_at = $2, receive_count = greatest(receive_count - 1, 0) WHERE seq = $1");
-                update.Parameters.Add(Pg.Long(lease.Sequence));
-                update.Parameters.Add(Pg.Long(work.Now));
-                await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-                work.Touch(queue.Definition.Name.Value);
-                return true;
-            }, cancellationToken, confirmsReplication: false);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+            var (queue, _) = await HeldLeaseAsync(work, lease, cancellationToken).ConfigureAwait(false);
+            await using var update = work.Command($"UPDATE {T("messages")} SET state = 0, visible_at = $2, receive_count = greatest(receive_count - 1, 0) WHERE seq = $1");
+            update.Parameters.Add(Pg.Long(lease.Sequence));
+            update.Parameters.Add(Pg.Long(work.Now));
+            await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            work.Touch(queue.Definition.Name.Value);
+            return true;
+        }, cancellationToken, confirmsReplication: false);
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)

@@ -357,21 +357,12 @@ public sealed class SqliteMessageBroker : IMessageBroker
     }
 
     /// <inheritdoc />
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
-    {
-        try
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
+        Writer.ExecuteAsync(context =>
         {
-            return Writer.ExecuteAsync(context =>
-            {
-                context.Return(lease);
-                return true;
-            }, cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+            context.Return(lease);
+            return true;
+        }, cancellationToken);
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)

@@ -93,24 +93,15 @@ public sealed partial class InMemoryMessageBroker
     }
 
     /// <inheritdoc />
-    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken)
-    {
-        try
+    public Task ReturnAsync(LeaseToken lease, CancellationToken cancellationToken) =>
+        Run(cancellationToken, touched =>
         {
-            return Run(cancellationToken, touched =>
-            {
-                var (queue, message) = HeldLease(lease);
-                message.State = MessageState.Ready;
-                message.VisibleAt = Now();
-                message.ReceiveCount = Math.Max(0, message.ReceiveCount - 1);
-                touched.Add(queue.Definition.Name.Value);
-            });
-        }
-        catch (Exception ex)
-        {
-            return Refusal.Of(ex);
-        }
-    }
+            var (queue, message) = HeldLease(lease);
+            message.State = MessageState.Ready;
+            message.VisibleAt = Now();
+            message.ReceiveCount = Math.Max(0, message.ReceiveCount - 1);
+            touched.Add(queue.Definition.Name.Value);
+        });
 
     /// <inheritdoc />
     public Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
