@@ -362,9 +362,11 @@ internal sealed class SchemaActions(IServiceProvider services)
     }
 
     /// <summary>
-    /// The path with every symbolic link along it followed, as the file system follows them (what <c>realpath</c>
-    /// gives): a link's relative target counts from the folder the link really is in, and <c>..</c> after a link leaves
-    /// the folder it points at. Two paths name one file when their real paths are equal (a hard link aside).
+    /// The path with every symbolic link along it followed, as the file system follows them: a link's relative target
+    /// counts from the folder the link really is in, and a <c>..</c> in a link's target leaves the folder it points at.
+    /// A <c>..</c> written in the path itself has already been taken as text by <see cref="Path.GetFullPath(string)"/>,
+    /// as .NET's file calls take it, so the file written is the one the command reads. Two paths name one file when
+    /// their real paths are equal (a hard link aside).
     /// </summary>
     private static string RealPath(string full)
     {

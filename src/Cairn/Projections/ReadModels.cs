@@ -83,6 +83,12 @@ public sealed class DocumentQuery<T>
     /// </summary>
     public const int MaxValues = 10_000;
 
+    /// <summary>
+    /// The most conditions one query holds: within how deep every backend nests the conditions of one statement
+    /// (SQLite takes expressions 1,000 deep).
+    /// </summary>
+    public const int MaxConditions = 500;
+
     private readonly IProjectionStore _store;
     private readonly System.Text.Json.JsonSerializerOptions _json;
     private readonly string _projection;
@@ -136,6 +142,11 @@ public sealed class DocumentQuery<T>
         if (!Enum.IsDefined(op))
         {
             throw new InvalidDocumentQueryException(_document.Collection, field, $"{(int)op} is not an operator");
+        }
+
+        if (_spec.Conditions.Count >= MaxConditions)
+        {
+            throw new InvalidDocumentQueryException(_document.Collection, field, $"a query holds at most {MaxConditions:N0} conditions; join values of one field with In, or index what the conditions select");
         }
 
         var compared = _spec.Conditions.Sum(c => c.Value is object?[] list ? list.Length : 1) + (stored is object?[] added ? added.Length : 1);

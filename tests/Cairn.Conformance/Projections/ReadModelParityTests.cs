@@ -201,4 +201,26 @@ public abstract class ReadModelParityTests<TFixture>(TFixture fixture) : Project
         var refused = Assert.Throws<InvalidDocumentQueryException>(() => query.Where("total", 10m));
         Assert.Contains("10,001 values", refused.Message, StringComparison.Ordinal);
     }
+
+    // A chain of a thousand conditions, far within the values a query takes, passed as it was made; SQLite then refused
+    // it as it ran ("Expression tree is too large (maximum depth 1000)") where the in-memory backend answered it.
+    [Fact]
+    public async Task A_query_of_more_conditions_than_a_query_holds_is_refused_alike_and_one_at_the_limit_is_answered()
+    {
+        await using var sut = await CreateAsync();
+        await PlaceAsync(sut, "o1", "c-1", 10m);
+        var projection = new OrderSummaries();
+        await using var runner = await StartAsync(sut, projection);
+        await CaughtUpAsync(sut, runner);
+        var query = ReadModels(sut, projection).Query<OrderSummary>();
+        for (var i = 0; i < DocumentQuery<OrderSummary>.MaxConditions; i++)
+        {
+            query = query.Where("total", QueryOperator.GreaterThan, -i);
+        }
+
+        Assert.Equal(["o1"], (await query.ToListAsync()).Select(o => o.Id));
+        Assert.Equal(1, await query.CountAsync());
+        var refused = Assert.Throws<InvalidDocumentQueryException>(() => query.Where("total", 10m));
+        Assert.Contains("at most 500 conditions", refused.Message, StringComparison.Ordinal);
+    }
 }
