@@ -211,17 +211,7 @@ public sealed class SqliteMessageBroker : IMessageBroker
                 parkedLeased = count.Int64(2);
             }
 
-            // A parked message is counted as parked alone, whatever its own state, so that the counts add up to the queue.
-            return Task.FromResult(new QueueStats
-            {
-                Queue = queue,
-                Visible = visible - parkedVisible,
-                Leased = leased - parkedLeased,
-                Delayed = delayed - (parked - parkedVisible - parkedLeased),
-                DeadLettered = dead,
-                Parked = parked,
-                OldestAge = oldest is { } ticks ? TimeSpan.FromTicks(Math.Max(0, now - ticks)) : null,
-            });
+            return Task.FromResult(QueueStats.Counted(queue, visible, leased, delayed, dead, parked, parkedVisible, parkedLeased, oldest, now));
         }
         catch (Exception ex)
         {

@@ -135,4 +135,20 @@ public sealed record QueueStats
     /// mean an empty queue: over RabbitMQ, deliveries another process has taken or holds are counted by none.
     /// </summary>
     public bool Exact { get; init; } = true;
+
+    /// <summary>
+    /// The statistics from a backend's counts by state (<paramref name="visible"/>, <paramref name="leased"/> and
+    /// <paramref name="delayed"/> including the parked messages in each state): a parked message is counted as parked
+    /// alone, whatever its own state, so that the counts add up to the queue.
+    /// </summary>
+    internal static QueueStats Counted(QueueName queue, long visible, long leased, long delayed, long deadLettered, long parked, long parkedVisible, long parkedLeased, long? oldestEnqueuedTicks, long nowTicks) => new()
+    {
+        Queue = queue,
+        Visible = visible - parkedVisible,
+        Leased = leased - parkedLeased,
+        Delayed = delayed - (parked - parkedVisible - parkedLeased),
+        DeadLettered = deadLettered,
+        Parked = parked,
+        OldestAge = oldestEnqueuedTicks is { } ticks ? TimeSpan.FromTicks(Math.Max(0, nowTicks - ticks)) : null,
+    };
 }
