@@ -610,11 +610,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 {
                     build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
                 }
-                catch
+                catch (Exception ex)
                 {
                     lock (_gate)
                     {
                         _shadowStarting = false;
+
+                        // The request stands while its caller waits: the loop, started again after its backoff,
+                        // makes the shadow then. Taken away, the caller would wait for a rebuild nobody runs.
+                        _rebuildRequested = ex is not OperationCanceledException || !stop.IsCancellationRequested;
                     }
 
                     throw;

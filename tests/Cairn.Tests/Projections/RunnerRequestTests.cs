@@ -61,6 +61,38 @@ public sealed class RunnerRequestTests
         Assert.Null(runner.Status.Rebuild);
     }
 
+    /// <summary>The in-memory store, failing the first shadow's making as a dropped connection would.</summary>
+    private sealed class FailingFirstShadow(IProjectionStore inner) : DelegatingProjectionStore(inner)
+    {
+        public int Started;
+
+        public override Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken) =>
+            Interlocked.Increment(ref Started) == 1
+                ? Task.FromException<ProjectionBuild>(new IOException("the connection dropped"))
+                : Inner.StartShadowAsync(projection, cancellationToken);
+    }
+
+    // The loop took the request, the shadow's making failed and the loop started again after its backoff with the
+    // request gone: the caller waited for a rebuild nobody ran.
+    [Fact]
+    public async Task a_rebuild_whose_shadow_fails_to_start_once_is_made_when_the_loop_starts_again()
+    {
+        var store = new InMemoryEventStore();
+        var projections = new FailingFirstShadow(new InMemoryProjectionStore(store));
+        await store.AppendToStreamAsync(Orders.Stream("o1"), ExpectedVersion.Any, [Orders.Placed("o1", "c-1", 10m)]);
+        await using var runner = new ProjectionRunner(new OrderSummaries("shadow-fails-" + Guid.NewGuid().ToString("N")), store, projections, Orders.Serializer());
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
+
+        await runner.RebuildAsync().Bounded();
+
+        Assert.Equal(2, Volatile.Read(ref projections.Started));
+        Assert.Null(runner.Status.Rebuild);
+        var late = await store.AppendToStreamAsync(Orders.Stream("o2"), ExpectedVersion.Any, [Orders.Placed("o2", "c-2", 20m)]);
+        await runner.WaitForPositionAsync(late.LastPosition, Wait.Timeout);
+        Assert.Equal(ProjectionState.Live, runner.Status.State);
+    }
+
     // A second disposal, or a stop after one, cancelled a disposed token source and threw ObjectDisposedException.
     [Fact]
     public async Task a_runner_disposed_twice_or_stopped_after_its_disposal_says_nothing_and_will_not_start_again()
