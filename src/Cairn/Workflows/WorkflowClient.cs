@@ -57,8 +57,10 @@ public sealed class WorkflowClient
     /// </summary>
     /// <exception cref="WorkflowAlreadyStartedException">An instance with that id exists.</exception>
     /// <exception cref="ArgumentException">The state is not of the workflow's state type, or the id is invalid.</exception>
-    public Task<WorkflowInstance> StartAsync(string workflow, string instanceId, object state, CancellationToken cancellationToken = default)
+    public async Task<WorkflowInstance> StartAsync(string workflow, string instanceId, object state, CancellationToken cancellationToken = default)
     {
+        // Async so that bad input, as every failure, comes through the task: a caller awaiting several calls together
+        // meets each refusal where it awaits.
         ArgumentNullException.ThrowIfNull(state);
         var coordinator = Get(workflow);
         if (!coordinator.Model.StateType.IsInstanceOfType(state))
@@ -67,16 +69,16 @@ public sealed class WorkflowClient
         }
 
         coordinator.ValidateInstanceId(instanceId);
-        return coordinator.ExecuteAsync(instanceId, create: true, d => d.Start(state, null), cancellationToken);
+        return await coordinator.ExecuteAsync(instanceId, create: true, d => d.Start(state, null), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The instance as it stands now, or null when there is none.</summary>
-    public Task<WorkflowInstance?> GetAsync(string workflow, string instanceId, CancellationToken cancellationToken = default) =>
-        Get(workflow, instanceId).LoadAsync(instanceId, null, cancellationToken);
+    public async Task<WorkflowInstance?> GetAsync(string workflow, string instanceId, CancellationToken cancellationToken = default) =>
+        await Get(workflow, instanceId).LoadAsync(instanceId, null, cancellationToken).ConfigureAwait(false);
 
     /// <summary>The instance as it stood at <paramref name="time"/>, or null when it had not started by then.</summary>
-    public Task<WorkflowInstance?> GetAsOfAsync(string workflow, string instanceId, DateTimeOffset time, CancellationToken cancellationToken = default) =>
-        Get(workflow, instanceId).LoadAsync(instanceId, time, cancellationToken);
+    public async Task<WorkflowInstance?> GetAsOfAsync(string workflow, string instanceId, DateTimeOffset time, CancellationToken cancellationToken = default) =>
+        await Get(workflow, instanceId).LoadAsync(instanceId, time, cancellationToken).ConfigureAwait(false);
 
     /// <summary>
     /// The instance's timeline: every event of its history, oldest first (empty when there is no instance, also when its
@@ -109,23 +111,23 @@ public sealed class WorkflowClient
 
     /// <summary>Cancels an instance: its completed steps, and the running step's effect, are compensated in reverse order; it ends cancelled.</summary>
     /// <exception cref="WorkflowStateException">It has finished, or is compensating already.</exception>
-    public Task<WorkflowInstance> CancelAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
+    public async Task<WorkflowInstance> CancelAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
-        return Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, d => d.Cancel(reason), cancellationToken);
+        return await Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, d => d.Cancel(reason), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Tries the current step (suspended or still waiting) or the suspended compensation again, as a new attempt.</summary>
     /// <exception cref="WorkflowStateException">There is no step or compensation to retry, or the instance moved on (a reply, a timeout) while the retry was decided.</exception>
-    public Task<WorkflowInstance> RetryAsync(string workflow, string instanceId, string? reason = null, CancellationToken cancellationToken = default) =>
-        Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, Unmoved("retry", d => d.Retry(reason)), cancellationToken);
+    public async Task<WorkflowInstance> RetryAsync(string workflow, string instanceId, string? reason = null, CancellationToken cancellationToken = default) =>
+        await Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, Unmoved("retry", d => d.Retry(reason)), cancellationToken).ConfigureAwait(false);
 
     /// <summary>Skips the current step (moving to its next one) or the suspended compensation, recording why.</summary>
     /// <exception cref="WorkflowStateException">There is no step or compensation to skip, the step names no next one, or the instance moved on (a reply, a timeout) while the skip was decided.</exception>
-    public Task<WorkflowInstance> SkipAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
+    public async Task<WorkflowInstance> SkipAsync(string workflow, string instanceId, string reason, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
-        return Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, Unmoved("skip", d => d.Skip(reason)), cancellationToken);
+        return await Get(workflow, instanceId).ExecuteAsync(instanceId, create: false, Unmoved("skip", d => d.Skip(reason)), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -199,8 +201,8 @@ public sealed class WorkflowClient
     }
 
     /// <summary>Waits until the instance summaries include <paramref name="position"/> (read-your-writes for <see cref="Query"/>).</summary>
-    public Task WaitForSummariesAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
-        Monitor.WaitForAsync(WorkflowSummaries.ProjectionName, position, timeout, cancellationToken);
+    public async Task WaitForSummariesAsync(GlobalPosition position, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        await Monitor.WaitForAsync(WorkflowSummaries.ProjectionName, position, timeout, cancellationToken).ConfigureAwait(false);
 
     /// <summary>Waits until the instance summaries include everything in the log now.</summary>
     public async Task WaitForSummariesAsync(TimeSpan timeout, CancellationToken cancellationToken = default)

@@ -352,7 +352,8 @@ internal sealed class WorkflowDecider
             return;
         }
 
-        Emit(instance.CancelledPath ? new WorkflowCancelled(instance.Reason ?? "cancelled") : new WorkflowFailed(instance.Reason ?? "failed"));
+        var reason = instance.CompensationReason ?? instance.Reason;
+        Emit(instance.CancelledPath ? new WorkflowCancelled(reason ?? "cancelled") : new WorkflowFailed(reason ?? "failed"));
     }
 
     /// <summary>

@@ -65,6 +65,7 @@ public sealed class WorkflowInstance
         CurrentCompensation = other.CurrentCompensation;
         CompensationAttempt = other.CompensationAttempt;
         Reason = other.Reason;
+        CompensationReason = other.CompensationReason;
         CancelRequested = other.CancelRequested;
         StartedAt = other.StartedAt;
         IdTime = other.IdTime;
@@ -125,6 +126,12 @@ public sealed class WorkflowInstance
 
     /// <summary>Why it is compensating, suspended, failed or cancelled.</summary>
     public string? Reason { get; private set; }
+
+    /// <summary>
+    /// Why it compensates: the step's failure or the operator's cancel, which it ends with once the compensations are
+    /// done, whatever suspended one of them on the way.
+    /// </summary>
+    internal string? CompensationReason { get; private set; }
 
     /// <summary>True when an operator cancelled it.</summary>
     public bool CancelRequested { get; private set; }
@@ -257,6 +264,12 @@ public sealed class WorkflowInstance
                 IdTime = s.StartedAt ?? time;
                 break;
             case StepStarted s:
+                if (Status == WorkflowStatus.Suspended && !CancelRequested)
+                {
+                    // Retried or skipped past by an operator: the suspension's reason no longer says anything.
+                    Reason = null;
+                }
+
                 Status = WorkflowStatus.Running;
                 if (CurrentStep != s.Step || s.Attempt == 1)
                 {
@@ -325,6 +338,7 @@ public sealed class WorkflowInstance
             case CompensationBegan s:
                 Status = WorkflowStatus.Compensating;
                 Reason = s.Reason;
+                CompensationReason = s.Reason;
                 CancelledPath = s.Cancelled;
                 _pendingCompensations.Clear();
                 _pendingCompensations.AddRange(s.Steps);
@@ -332,6 +346,11 @@ public sealed class WorkflowInstance
                 Arm(null, version);
                 break;
             case CompensationStarted s:
+                if (Status == WorkflowStatus.Suspended)
+                {
+                    Reason = CompensationReason;
+                }
+
                 Status = WorkflowStatus.Compensating;
                 CurrentCompensation = s.Step;
                 CompensationAttempt = s.Attempt;
@@ -351,6 +370,7 @@ public sealed class WorkflowInstance
                 EndCompensation(s.Step, version);
                 break;
             case WorkflowCompleted:
+                Reason = null;
                 Finish(WorkflowStatus.Completed, time, version);
                 break;
             case WorkflowFailed s:

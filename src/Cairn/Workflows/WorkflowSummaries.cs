@@ -47,13 +47,13 @@ public sealed class WorkflowSummaries : Projection
             .Index("updated_at", s => s.UpdatedAt);
 
         On<WorkflowStarted>((ctx, e) => ctx.Documents.Store(new WorkflowSummary(ctx.Event.Stream.Value, e.Workflow, e.InstanceId, WorkflowStatus.Running, null, 0, ctx.Event.Time, ctx.Event.Time, null, null)));
-        On<StepStarted>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Running, Step = e.Step, Attempt = e.Attempt }));
+        On<StepStarted>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Running, Step = e.Step, Attempt = e.Attempt, Reason = s.Status == WorkflowStatus.Suspended ? null : s.Reason }));
         On<StepFailed>((ctx, e) => Update(ctx, s => s with { Reason = e.Reason }));
         On<WorkflowSuspended>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Suspended, Step = e.Step, Reason = e.Reason }));
         On<WorkflowCancelRequested>((ctx, e) => Update(ctx, s => s with { Reason = e.Reason }));
         On<CompensationBegan>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Compensating, Step = null, Attempt = 0, Reason = e.Reason }));
         On<CompensationStarted>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Compensating, Step = e.Step, Attempt = e.Attempt }));
-        On<WorkflowCompleted>((ctx, _) => Update(ctx, s => s with { Status = WorkflowStatus.Completed, Step = null, Attempt = 0, EndedAt = ctx.Event.Time }));
+        On<WorkflowCompleted>((ctx, _) => Update(ctx, s => s with { Status = WorkflowStatus.Completed, Step = null, Attempt = 0, EndedAt = ctx.Event.Time, Reason = null }));
         On<WorkflowFailed>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Failed, Step = null, Attempt = 0, EndedAt = ctx.Event.Time, Reason = e.Reason }));
         On<WorkflowCancelled>((ctx, e) => Update(ctx, s => s with { Status = WorkflowStatus.Cancelled, Step = null, Attempt = 0, EndedAt = ctx.Event.Time, Reason = e.Reason }));
 
