@@ -88,6 +88,28 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
                 update.Parameters.Add(Pg.Long(id));
                 update.Parameters.Add(Pg.Text(settings));
                 await update.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                var change = QueueKeeping.Change(existing.ToDefinition(queue.Name), queue);
+                if (change.Retention != 0)
+                {
+                    await using var keep = work.Command($"UPDATE {T("messages")} SET expires_ticks = expires_ticks + $2 WHERE queue_id = $1");
+                    keep.Parameters.Add(Pg.Long(id));
+                    keep.Parameters.Add(Pg.Long(change.Retention));
+                    await keep.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                if (change.ForgetDeduplication)
+                {
+                    await using var forget = work.Command($"DELETE FROM {T("deduplication")} WHERE queue_id = $1");
+                    forget.Parameters.Add(Pg.Long(id));
+                    await forget.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+                else if (change.DeduplicationWindow != 0)
+                {
+                    await using var remember = work.Command($"UPDATE {T("deduplication")} SET expires_ticks = expires_ticks + $2 WHERE queue_id = $1");
+                    remember.Parameters.Add(Pg.Long(id));
+                    remember.Parameters.Add(Pg.Long(change.DeduplicationWindow));
+                    await remember.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
 
                 // A shorter delay or lease may make something receivable sooner.
                 work.Touch(queue.Name.Value);

@@ -97,6 +97,29 @@ internal sealed partial class SqliteWriteContext
         update.Bind(1, existing.Id);
         update.Bind(2, settings);
         update.Execute();
+        var change = QueueKeeping.Change(existing.Definition, definition);
+        if (change.Retention != 0)
+        {
+            var keep = Sql("UPDATE cairn_messages SET expires_ticks = expires_ticks + ?2 WHERE queue_id = ?1");
+            keep.Bind(1, existing.Id);
+            keep.Bind(2, change.Retention);
+            keep.Execute();
+        }
+
+        if (change.ForgetDeduplication)
+        {
+            var forget = Sql("DELETE FROM cairn_deduplication WHERE queue_id = ?1");
+            forget.Bind(1, existing.Id);
+            forget.Execute();
+        }
+        else if (change.DeduplicationWindow != 0)
+        {
+            var remember = Sql("UPDATE cairn_deduplication SET expires_ticks = expires_ticks + ?2 WHERE queue_id = ?1");
+            remember.Bind(1, existing.Id);
+            remember.Bind(2, change.DeduplicationWindow);
+            remember.Execute();
+        }
+
         CacheQueue(new QueueRow(existing.Id, definition));
 
         // Subscriptions hold queue rows: reload them with the new settings.

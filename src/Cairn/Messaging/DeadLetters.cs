@@ -84,6 +84,8 @@ public sealed record RedriveRequest
     private const double MinMessagesPerSecond = 1.0 / 86_400;
 
     /// <summary>Refuses impossible settings.</summary>
+    /// <exception cref="InvalidMessageException">A setting is out of range.</exception>
+    /// <exception cref="InvalidMessagingNameException"><see cref="Target"/> is a default <see cref="QueueName"/>.</exception>
     public void Validate()
     {
         if (MessagesPerSecond is { } rate && (double.IsNaN(rate) || rate < MinMessagesPerSecond || double.IsInfinity(rate)))
@@ -94,6 +96,12 @@ public sealed record RedriveRequest
         if (MessageIds is { Count: 0 })
         {
             throw new InvalidMessageException("RedriveRequest.MessageIds is empty; pass null to redrive every dead letter.");
+        }
+
+        if (Target is { } target)
+        {
+            // A default QueueName names no queue: bad input, not a queue that does not exist.
+            MessagingNames.RequirePresent(target.Value, "queue");
         }
     }
 }

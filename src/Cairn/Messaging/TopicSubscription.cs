@@ -10,8 +10,11 @@ namespace Cairn.Messaging;
 public sealed record TopicSubscription
 {
     /// <summary>Creates a subscription.</summary>
+    /// <exception cref="InvalidMessagingNameException">The name is invalid, or the topic or queue is a default name, which names none.</exception>
     public TopicSubscription(TopicName topic, string name, QueueName queue, FilterRule? rule = null)
     {
+        MessagingNames.RequirePresent(topic.Value, "topic");
+        MessagingNames.RequirePresent(queue.Value, "queue");
         Topic = topic;
         Name = MessagingNames.Validate("subscription", name);
         Queue = queue;

@@ -121,4 +121,18 @@ public abstract class MessagingBadInputTests<TFixture>(TFixture fixture) : Messa
         await broker.AcknowledgeAsync(delivery.Lease);
         Assert.False(await broker.WasProcessedAsync("c", MessageId.New(), default));
     }
+
+    // A subscription naming a default topic or queue reached the backend and was reported as "The topic '' does not
+    // exist"; a redrive to a default queue as "The queue '' does not exist".
+    [Fact]
+    public async Task a_default_topic_or_queue_name_is_refused_as_a_missing_name_not_as_an_unknown_one()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+
+        Assert.Equal("topic", Assert.Throws<InvalidMessagingNameException>(() => new TopicSubscription(default, "s", Work)).Kind);
+        Assert.Equal("queue", Assert.Throws<InvalidMessagingNameException>(() => new TopicSubscription("orders", "s", default)).Kind);
+        var redrive = await Assert.ThrowsAsync<InvalidMessagingNameException>(() => broker.RedriveAsync(Work, new RedriveRequest { Target = default(QueueName) }, default));
+        Assert.Equal("queue", redrive.Kind);
+    }
 }

@@ -345,4 +345,71 @@ public abstract class QueueEdgeConformanceTests<TFixture>(TFixture fixture) : Me
         Assert.Equal((1, 0), (retry.MessagesEnqueued, retry.MessagesDeduplicated));
         Assert.Equal([2], await DrainOneByOneAsync(broker, Ledger));
     }
+
+    // The expiry was fixed when the message was sent: a queue declared again with a retention of an hour still held,
+    // counted and delivered one sent two hours before.
+    [Fact]
+    public async Task a_queue_declared_again_with_a_shorter_retention_drops_what_was_sent_longer_ago_than_it()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+        await broker.SendAsync(Work, Numbered(1));
+        Clock.Advance(TimeSpan.FromHours(2));
+        await broker.SendAsync(Work, Numbered(2));
+
+        await broker.DeclareQueueAsync(new QueueDefinition(Work) { Retention = TimeSpan.FromHours(1) }, default);
+
+        Assert.Equal(1, (await broker.GetStatsAsync(Work, default)).Visible);
+        Assert.Equal([2], await DrainOneByOneAsync(broker, Work));
+    }
+
+    [Fact]
+    public async Task a_queue_declared_again_with_a_longer_retention_keeps_what_the_old_one_would_have_dropped()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work) { Retention = TimeSpan.FromHours(1) });
+        await using var _ = sut;
+        await broker.SendAsync(Work, Numbered(1));
+
+        await broker.DeclareQueueAsync(new QueueDefinition(Work) { Retention = TimeSpan.FromHours(3) }, default);
+        Clock.Advance(TimeSpan.FromHours(2));
+
+        Assert.Equal(1, (await broker.GetStatsAsync(Work, default)).Visible);
+        Assert.Equal([1], await DrainOneByOneAsync(broker, Work));
+        Clock.Advance(TimeSpan.FromHours(2));
+        await broker.SendAsync(Work, Numbered(2));
+        Clock.Advance(TimeSpan.FromHours(3));
+        Assert.Empty(await ReceiveNowAsync(broker, Work));
+    }
+
+    // An id seen under a window of five minutes was still refused two minutes after the window became one minute.
+    [Fact]
+    public async Task a_queue_declared_again_with_a_shorter_deduplication_window_forgets_ids_seen_longer_ago_than_it()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+        await broker.SendAsync(Work, Numbered(1) with { DeduplicationId = "d1" });
+        await broker.DeclareQueueAsync(new QueueDefinition(Work) { DeduplicationWindow = TimeSpan.FromMinutes(1) }, default);
+        Clock.Advance(TimeSpan.FromMinutes(2));
+
+        var again = await broker.SendAsync(Work, Numbered(2) with { DeduplicationId = "d1" });
+
+        Assert.Equal((1, 0), (again.MessagesEnqueued, again.MessagesDeduplicated));
+        Assert.Equal([1, 2], await DrainOneByOneAsync(broker, Work));
+    }
+
+    [Fact]
+    public async Task a_queue_whose_deduplication_was_turned_off_and_on_again_does_not_remember_ids_from_before()
+    {
+        var (sut, broker) = await CreateBrokerAsync(new QueueDefinition(Work));
+        await using var _ = sut;
+        await broker.SendAsync(Work, Numbered(1) with { DeduplicationId = "d1" });
+        await broker.DeclareQueueAsync(new QueueDefinition(Work) { DeduplicationWindow = TimeSpan.Zero }, default);
+        await broker.DeclareQueueAsync(new QueueDefinition(Work), default);
+
+        var again = await broker.SendAsync(Work, Numbered(2) with { DeduplicationId = "d1" });
+        var third = await broker.SendAsync(Work, Numbered(3) with { DeduplicationId = "d1" });
+
+        Assert.Equal((1, 0), (again.MessagesEnqueued, again.MessagesDeduplicated));
+        Assert.Equal((0, 1), (third.MessagesEnqueued, third.MessagesDeduplicated));
+    }
 }

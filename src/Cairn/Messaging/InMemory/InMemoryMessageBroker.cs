@@ -58,6 +58,24 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                     throw new QueueDefinitionConflictException(queue.Name, $"it exists as a {(existing.Definition.Fifo ? "FIFO" : "standard")} queue, and that cannot change");
                 }
 
+                var change = QueueKeeping.Change(existing.Definition, queue);
+                foreach (var message in existing.Messages.Values)
+                {
+                    message.ExpiresAt += change.Retention;
+                }
+
+                if (change.ForgetDeduplication)
+                {
+                    existing.Deduplication.Clear();
+                }
+                else if (change.DeduplicationWindow != 0)
+                {
+                    foreach (var id in existing.Deduplication.Keys.ToList())
+                    {
+                        existing.Deduplication[id] += change.DeduplicationWindow;
+                    }
+                }
+
                 // New settings may make messages due sooner: waiting receivers look again.
                 existing.Definition = queue;
                 touched.Add(queue.Name.Value);
