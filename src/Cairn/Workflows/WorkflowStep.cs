@@ -144,6 +144,11 @@ public sealed class WorkflowStep<TState>
     /// <summary>What happens when the step fails for good: compensate (the default) or suspend for an operator.</summary>
     public WorkflowStep<TState> OnFailure(StepFailureAction action)
     {
+        if (!Enum.IsDefined(action))
+        {
+            throw new InvalidWorkflowDefinitionException($"Step '{Name}': {(int)action} is not a failure action; it must be one of {string.Join(", ", Enum.GetNames<StepFailureAction>())}.");
+        }
+
         FailureAction = action;
         return this;
     }
@@ -194,6 +199,11 @@ public sealed class WorkflowStep<TState>
     public WorkflowStep<TState> NoCompensation(string reason)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        if (Compensation is not null)
+        {
+            throw new InvalidWorkflowDefinitionException($"Step '{Name}' has a compensation and says it needs none; it is one or the other.");
+        }
+
         NoCompensationReason = reason;
         return this;
     }
@@ -213,6 +223,11 @@ public sealed class WorkflowStep<TState>
         if (Compensation is not null)
         {
             throw new InvalidWorkflowDefinitionException($"Step '{Name}' already has a compensation.");
+        }
+
+        if (NoCompensationReason is not null)
+        {
+            throw new InvalidWorkflowDefinitionException($"Step '{Name}' says it needs no compensation ({NoCompensationReason}) and is given one; it is one or the other.");
         }
 
         Compensation = action;

@@ -49,6 +49,31 @@ public sealed class WorkflowDefinitionTests
         Assert.Contains("compensate: send to payments", diagram, StringComparison.Ordinal);
     }
 
+    // Both were taken: the step kept its compensation and recorded a reason it needs none, whichever came last.
+    [Fact]
+    public void a_step_with_a_compensation_that_says_it_needs_none_is_refused_either_way_round()
+    {
+        var first = Assert.Throws<InvalidWorkflowDefinitionException>(() => new Defined("both", w =>
+            w.Add("ship").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete()
+                .CompensateWith(Q, s => new ArrangeShipping(s.OrderId)).NoCompensation("nothing to undo")).Build());
+        var second = Assert.Throws<InvalidWorkflowDefinitionException>(() => new Defined("both", w =>
+            w.Add("ship").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete()
+                .NoCompensation("nothing to undo").CompensateWithPublish<ArrangeShipping>("shipping", s => new ArrangeShipping(s.OrderId))).Build());
+
+        Assert.Equal("Step 'ship' has a compensation and says it needs none; it is one or the other.", first.Message);
+        Assert.Equal("Step 'ship' says it needs no compensation (nothing to undo) and is given one; it is one or the other.", second.Message);
+    }
+
+    // A value outside the enumeration was taken and acted on as Compensate.
+    [Fact]
+    public void a_failure_action_outside_the_enumeration_is_refused()
+    {
+        var error = Assert.Throws<InvalidWorkflowDefinitionException>(() => new Defined("undefined", w =>
+            w.Add("ship").Send(Q, s => new ArrangeShipping(s.OrderId)).On<ShippingArranged>().Complete().OnFailure((StepFailureAction)99)).Build());
+
+        Assert.Equal("Step 'ship': 99 is not a failure action; it must be one of Compensate, Suspend.", error.Message);
+    }
+
     [Fact]
     public void a_reason_for_no_compensation_written_on_several_lines_is_drawn_on_one()
     {
