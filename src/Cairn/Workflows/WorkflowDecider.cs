@@ -264,7 +264,8 @@ internal sealed class WorkflowDecider
             var step = _model.Step(name);
             if (!step.TryGetSkipTarget(out var next))
             {
-                throw new WorkflowStateException($"Step '{name}' of workflow '{_model.Name}' cannot be skipped: its replies lead to different steps and it names no next step (Then or Complete).");
+                var why = step.Replies.Values.Any(r => r.Outcome is not (ReplyOutcome.Fail or ReplyOutcome.Retry)) ? "its replies lead to different steps" : "none of its replies leads on";
+                throw new WorkflowStateException($"Step '{name}' of workflow '{_model.Name}' cannot be skipped: {why} and it names no next step (Then or Complete).");
             }
 
             Emit(new StepSkipped(name, reason));

@@ -201,6 +201,29 @@ public sealed class WorkflowReasonAndRefusalTests
         return events;
     }
 
+    /// <summary>One step whose only reply fails it: nothing leads on from it.</summary>
+    private sealed class DeadEnd : Workflow<RsState>
+    {
+        public DeadEnd()
+            : base("reasons_dead_end") =>
+            Step("a").Send(Work, s => new RsDoA(s.Id)).On<RsDeclined>().Fail(_ => "declined").NoCompensation("nothing done");
+    }
+
+    // The refusal said "its replies lead to different steps" of a step whose replies lead nowhere.
+    [Fact]
+    public void skipping_a_step_none_of_whose_replies_leads_on_says_so()
+    {
+        var serializer = Serializer();
+        var model = Compile(new DeadEnd(), serializer);
+        var d = new WorkflowDecider(model, serializer, new WorkflowInstance(), "o-1", T0);
+        d.Start(new RsState("o-1"), null);
+        d = Next(model, serializer, d, 1);
+
+        var refused = Assert.Throws<WorkflowStateException>(() => d.Skip("by hand"));
+
+        Assert.Equal("Step 'a' of workflow 'reasons_dead_end' cannot be skipped: none of its replies leads on and it names no next step (Then or Complete).", refused.Message);
+    }
+
     private static readonly Dictionary<string, (Type Expected, Func<WorkflowClient, Task> Call)> ClientRefusals = new()
     {
         ["start-unknown-workflow"] = (typeof(WorkflowNotFoundException), c => c.StartAsync("nope", "o-1", new RsState("o-1"))),
