@@ -19,8 +19,11 @@ public readonly record struct GlobalPosition : IComparable<GlobalPosition>
     /// <summary>The position before the first event.</summary>
     public static GlobalPosition Start => default;
 
-    /// <summary>The next position.</summary>
-    public GlobalPosition Next => new(Value + 1);
+    /// <summary>
+    /// The next position; the largest position's is itself, which no log reaches: a checkpoint stored there reads
+    /// nothing after it rather than overflowing.
+    /// </summary>
+    public GlobalPosition Next => Value == long.MaxValue ? this : new(Value + 1);
 
     /// <inheritdoc />
     public int CompareTo(GlobalPosition other) => Value.CompareTo(other.Value);

@@ -140,4 +140,64 @@ public sealed class RouteAndReplayEdgeTests
         Assert.Contains("GroupKey", refused.Message, StringComparison.Ordinal);
         Assert.Equal(1, (await broker.GetStatsAsync("ledger", default)).Visible);
     }
+
+    // The checkpoint was read by StartAsync: a backend down as the host started failed the start, and the route, marked
+    // started, could never be started again.
+    [Fact]
+    public async Task a_route_whose_checkpoint_cannot_be_read_as_it_starts_retries_and_routes()
+    {
+        var store = new InMemoryEventStore();
+        var inner = new InMemoryCheckpointStore();
+        var broker = new InMemoryMessageBroker(store, inner);
+        await broker.DeclareTopicAsync("orders", default);
+        await broker.DeclareQueueAsync(new QueueDefinition("all-orders"), default);
+        await broker.SubscribeAsync(new TopicSubscription("orders", "all", "all-orders", null), default);
+        var appended = await store.AppendAsync(new AppendRequest(new StreamName("order-1"), ExpectedVersion.NoStream, [new EventData("order.placed", Encoding.UTF8.GetBytes("""{"n":1}"""))]), default);
+        var checkpoints = new FailingLookups(inner) { FailNext = true };
+        var clock = new ManualTimeProvider();
+        await using var router = new EventRouter(store, broker, checkpoints, new EventRoute("orders-out", EventFilter.ForCategory("order"), "orders"), timeProvider: clock);
+
+        await router.StartAsync(default);
+        await Wait.UntilAsync(() => router.Status.Failures > 0 && clock.ArmedTimers > 0, "the look-up fails and the route pauses");
+        Assert.Contains("database is locked", router.Status.LastError, StringComparison.Ordinal);
+        Assert.True(router.Status.Running);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        await router.WaitForPositionAsync(appended.LastPosition, default).WaitAsync(Bound);
+
+        Assert.Equal(1, (await broker.GetStatsAsync("all-orders", default)).Visible);
+        await ThroughTask.RefusedAsync(() => router.StartAsync(default), typeof(InvalidOperationException));
+    }
+
+    // Reading from the position after long.MaxValue overflowed: GlobalPosition refused the negative value and the route
+    // failed every batch for ever, where a checkpoint past the head waits for appends past it.
+    [Fact]
+    public async Task a_route_whose_checkpoint_is_the_largest_position_waits_without_failing()
+    {
+        var store = new InMemoryEventStore();
+        var checkpoints = new InMemoryCheckpointStore();
+        var broker = new InMemoryMessageBroker(store, checkpoints);
+        await broker.DeclareTopicAsync("orders", default);
+        await store.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.NoStream, [TestEvents.Numbered(1)]);
+        await checkpoints.SetAsync("route:far-ahead", new GlobalPosition(long.MaxValue), default);
+        var clock = new ManualTimeProvider();
+        var waiting = new WaitSignallingStore(store);
+        await using var router = new EventRouter(waiting, broker, checkpoints, new EventRoute("far-ahead", EventFilter.ForCategory("order"), "orders"), timeProvider: clock);
+
+        await router.StartAsync(default);
+        await Wait.UntilAsync(() => waiting.Waited.Task.IsCompleted || router.Status.Failures > 0, "the route waits for appends or fails");
+
+        Assert.Equal(0, router.Status.Failures);
+        Assert.Null(router.Status.LastError);
+    }
+
+    private sealed class WaitSignallingStore(IEventStore inner) : DelegatingEventStore(inner)
+    {
+        public TaskCompletionSource Waited { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken)
+        {
+            Waited.TrySetResult();
+            return base.WaitForAppendAsync(position, cancellationToken);
+        }
+    }
 }

@@ -215,4 +215,35 @@ public sealed class CatchUpEdgeTests
 
         public void Dispose() => Interlocked.Increment(ref Disposed);
     }
+
+    // Reading from the position after long.MaxValue overflowed, and the subscription faulted and retried for ever, where
+    // a checkpoint past the head is documented to wait (with a warning) for events past it.
+    [Fact]
+    public async Task a_subscription_whose_checkpoint_is_the_largest_position_goes_live_past_the_head()
+    {
+        var store = new InMemoryEventStore();
+        var checkpoints = new InMemoryCheckpointStore();
+        await store.AppendToStreamAsync(new StreamName("order-1"), ExpectedVersion.NoStream, [TestEvents.Numbered(1)]);
+        await checkpoints.SetAsync("far-ahead", new GlobalPosition(long.MaxValue), default);
+        var handled = 0;
+        await using var subscription = new CatchUpSubscription(
+            store,
+            checkpoints,
+            new SubscriptionOptions { Name = "far-ahead" },
+            (_, _) =>
+            {
+                Interlocked.Increment(ref handled);
+                return ValueTask.CompletedTask;
+            },
+            timeProvider: new ManualTimeProvider());
+
+        await subscription.StartAsync(default);
+        await Wait.UntilAsync(
+            () => subscription.Status.State is SubscriptionState.Live or SubscriptionState.Faulted || subscription.Status.LastError is not null,
+            "the subscription goes live or faults");
+
+        Assert.Null(subscription.Status.LastError);
+        Assert.Equal(SubscriptionState.Live, subscription.Status.State);
+        Assert.Equal(0, handled);
+    }
 }

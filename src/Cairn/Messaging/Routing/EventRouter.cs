@@ -124,18 +124,24 @@ public sealed class EventRouter : IAsyncDisposable
 
     /// <summary>Starts routing from the checkpoint.</summary>
     /// <exception cref="InvalidOperationException">It was started before.</exception>
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public Task StartAsync(CancellationToken cancellationToken)
     {
-        if (Interlocked.Exchange(ref _started, 1) != 0)
+        if (cancellationToken.IsCancellationRequested)
         {
-            throw new InvalidOperationException($"The route '{Route.Name}' is already started.");
+            return Task.FromCanceled(cancellationToken);
         }
 
-        var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, cancellationToken).ConfigureAwait(false);
-        _stored = checkpoint ?? GlobalPosition.Start;
-        Interlocked.Exchange(ref _position, _stored.Value);
+        if (Interlocked.Exchange(ref _started, 1) != 0)
+        {
+            return Refusal.Of(new InvalidOperationException($"The route '{Route.Name}' is already started."));
+        }
+
+        // The checkpoint is read by the loop, whose failures are waited out and retried: a backend down as the host
+        // starts shows as the route's failures, as a subscription's, not as a host that cannot start or a route
+        // that can never be started again.
         _limit = Route.BatchSize;
         _running = BackgroundWork.Start(RunAsync);
+        return Task.CompletedTask;
     }
 
     /// <summary>Waits until every event up to <paramref name="position"/> has been routed.</summary>
@@ -209,18 +215,27 @@ public sealed class EventRouter : IAsyncDisposable
     {
         var token = _stopping.Token;
         var failures = 0;
-        var reread = false;
+        var reread = true;
         while (!token.IsCancellationRequested)
         {
             try
             {
                 if (reread)
                 {
-                    // After a failure, from the stored checkpoint: in the loop's try, so a passing fault of this look-up
-                    // is one more failure to wait out and retry, not the end of the route.
+                    // At the start, and after a failure, from the stored checkpoint: in the loop's try, so a passing fault
+                    // of this look-up is one more failure to wait out and retry, not the end of the route.
                     var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
                     _stored = checkpoint ?? GlobalPosition.Start;
-                    Interlocked.Exchange(ref _position, _stored.Value);
+                    if (_stored > Position)
+                    {
+                        // The first read of it, at the start: a wait for a position it covers is over.
+                        Advance(_stored);
+                    }
+                    else
+                    {
+                        Interlocked.Exchange(ref _position, _stored.Value);
+                    }
+
                     LetGoIfPublished();
                     reread = false;
                 }
