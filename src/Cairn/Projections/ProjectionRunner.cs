@@ -163,10 +163,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
     {
         lock (_gate)
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
+            // Refused through the task, as every call of Cairn's: a host starting several services meets it where it awaits.
+            if (_disposed)
+            {
+                return Refusal.Of(new ObjectDisposedException(GetType().FullName));
+            }
+
             if (_run is { IsCompleted: false })
             {
-                throw new InvalidOperationException($"Projection '{Projection.Name}' is already running.");
+                return Refusal.Of(new InvalidOperationException($"Projection '{Projection.Name}' is already running."));
             }
 
             if (Projection.Lifecycle == ProjectionLifecycle.Inline && !_holdsInlineName)
@@ -176,7 +181,7 @@ public sealed class ProjectionRunner : IAsyncDisposable
                 {
                     if (!names.Add(Projection.Name))
                     {
-                        throw new InvalidOperationException($"The inline projection '{Projection.Name}' already has a running runner over this projection store (or another over the same event store); a store applies an inline projection once, so run one runner of it per process.");
+                        return Refusal.Of(new InvalidOperationException($"The inline projection '{Projection.Name}' already has a running runner over this projection store (or another over the same event store); a store applies an inline projection once, so run one runner of it per process."));
                     }
                 }
 

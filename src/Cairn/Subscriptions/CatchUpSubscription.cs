@@ -82,7 +82,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     {
         if (_run is not null)
         {
-            throw new InvalidOperationException($"The subscription '{Options.Name}' is already started.");
+            return Refusal.Of(new InvalidOperationException($"The subscription '{Options.Name}' is already started."));
         }
 
         _stop = new CancellationTokenSource();

@@ -105,6 +105,6 @@ public sealed class RunnerRequestTests
         await runner.DisposeAsync();
         await runner.StopAsync(default);
 
-        Assert.Throws<ObjectDisposedException>(() => { _ = runner.StartAsync(default); });
+        await ThroughTask.RefusedAsync(() => runner.StartAsync(default), typeof(ObjectDisposedException));
     }
 }

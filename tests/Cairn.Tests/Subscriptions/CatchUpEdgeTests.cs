@@ -246,4 +246,15 @@ public sealed class CatchUpEdgeTests
         Assert.Equal(SubscriptionState.Live, subscription.Status.State);
         Assert.Equal(0, handled);
     }
+
+    // A second start threw from the call, where a route's, a consumer's and a projection's refuse through the task.
+    [Fact]
+    public async Task a_subscription_started_twice_refuses_through_the_task()
+    {
+        var store = new InMemoryEventStore();
+        await using var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), new SubscriptionOptions { Name = "twice" }, (_, _) => ValueTask.CompletedTask);
+        await subscription.StartAsync(default);
+
+        await ThroughTask.RefusedAsync(() => subscription.StartAsync(default), typeof(InvalidOperationException));
+    }
 }
