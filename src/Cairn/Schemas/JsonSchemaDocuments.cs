@@ -128,7 +128,7 @@ public static class JsonSchemaDocuments
     /// Every <c>$ref</c> must be a JSON Pointer into the document (after <c>#</c>): the registry fetches nothing, so a
     /// version means the same whatever is reachable when it is read, and the compatibility rules can follow it.
     /// </summary>
-    private static void CheckReferences(JsonObject root, JsonNode? node, string path, List<SchemaViolation> faults)
+    private static void CheckReferences(JsonObject root, JsonNode? node, string path, List<SchemaViolation> faults, bool names = false)
     {
         switch (node)
         {
@@ -136,13 +136,14 @@ public static class JsonSchemaDocuments
                 foreach (var (key, value) in obj)
                 {
                     var at = path + "/" + key.Replace("~", "~0", StringComparison.Ordinal).Replace("/", "~1", StringComparison.Ordinal);
-                    if (key == "$ref" && value is JsonValue reference && reference.TryGetValue<string>(out var target) && !Resolves(root, target))
+                    if (!names && key == "$ref" && value is JsonValue reference && reference.TryGetValue<string>(out var target) && !Resolves(root, target))
                     {
                         faults.Add(new SchemaViolation(at, "$ref", $"'{target}' does not resolve inside the document; references must be JSON Pointers into the document (#/$defs/…, #/definitions/…)"));
                     }
-                    else
+                    else if (names || !DataKeywords.Contains(key))
                     {
-                        CheckReferences(root, value, at, faults);
+                        // The keys of a map of subschemas (properties, $defs …) are names, not keywords.
+                        CheckReferences(root, value, at, faults, names: !names && SchemaMaps.Contains(key));
                     }
                 }
 
@@ -156,6 +157,12 @@ public static class JsonSchemaDocuments
                 break;
         }
     }
+
+    /// <summary>Keywords whose values are instance data, where a <c>$ref</c> member is data too, not a reference.</summary>
+    private static readonly HashSet<string> DataKeywords = new(StringComparer.Ordinal) { "const", "enum", "default", "examples" };
+
+    /// <summary>Keywords whose values map names (of properties, definitions) to subschemas.</summary>
+    private static readonly HashSet<string> SchemaMaps = new(StringComparer.Ordinal) { "properties", "patternProperties", "$defs", "definitions", "dependentSchemas" };
 
     private static bool Resolves(JsonObject root, string reference)
     {
@@ -473,18 +480,24 @@ public static class JsonSchemaDocuments
         return false;
     }
 
+    /// <summary>
+    /// Payloads are read as the schema evaluator reads them, but refusing a property named twice: the evaluator judges
+    /// its first value, the serializer (and so every reader) takes its last, so either verdict could be wrong.
+    /// </summary>
+    private static readonly JsonDocumentOptions PayloadOptions = new() { AllowDuplicateProperties = false };
+
     /// <summary>Validates one payload; the list is empty when it matches.</summary>
     internal static IReadOnlyList<SchemaViolation> Validate(JsonSchema schema, ReadOnlySpan<byte> payload)
     {
         JsonDocument document;
+        var bytes = payload.ToArray();
         try
         {
-            var reader = new Utf8JsonReader(payload);
-            document = JsonDocument.ParseValue(ref reader);
+            document = JsonDocument.Parse(bytes, PayloadOptions);
         }
         catch (JsonException ex)
         {
-            return [new SchemaViolation("", "json", "the payload is not valid JSON: " + ex.Message)];
+            return [new SchemaViolation("", "json", (NamesAPropertyTwice(bytes) ? "the payload names a property twice, whose last value readers take and the schema cannot judge: " : "the payload is not valid JSON: ") + ex.Message)];
         }
 
         using (document)
@@ -496,6 +509,20 @@ public static class JsonSchemaDocuments
             }
 
             return Evaluate(schema, document.RootElement);
+        }
+    }
+
+    /// <summary>Whether JSON refused for a property named twice is otherwise well formed.</summary>
+    private static bool NamesAPropertyTwice(byte[] payload)
+    {
+        try
+        {
+            using var _ = JsonDocument.Parse(payload);
+            return true;
+        }
+        catch (JsonException)
+        {
+            return false;
         }
     }
 

@@ -19,18 +19,54 @@ public sealed class SchemaSnapshot
 
     private readonly Dictionary<string, TypeEntry> _types;
 
-    /// <summary>Creates a snapshot of the given types.</summary>
+    /// <summary>Creates a snapshot of the given types; each type's versions are kept oldest first.</summary>
+    /// <exception cref="ArgumentException">
+    /// A type is null or listed twice, or its versions are missing, belong to another type, or are not contiguous from
+    /// 1 or more: what <see cref="ToJson"/> would write could not be read back.
+    /// </exception>
     public SchemaSnapshot(IEnumerable<TypeEntry> types)
     {
         ArgumentNullException.ThrowIfNull(types);
         _types = new Dictionary<string, TypeEntry>(StringComparer.Ordinal);
         foreach (var type in types)
         {
-            if (!_types.TryAdd(type.EventType, type))
+            var entry = Checked(type);
+            if (!_types.TryAdd(entry.EventType, entry))
             {
-                throw new ArgumentException($"The snapshot lists the event type '{type.EventType}' twice.", nameof(types));
+                throw new ArgumentException($"The snapshot lists the event type '{entry.EventType}' twice.", nameof(types));
             }
         }
+    }
+
+    /// <summary>The entry with its versions oldest first, once they are known to read back as they are.</summary>
+    private static TypeEntry Checked(TypeEntry? type)
+    {
+        if (type is null || type.EventType is null || type.Versions is null)
+        {
+            throw new ArgumentException("A snapshot's type entry, its name and its versions must not be null.", "types");
+        }
+
+        var versions = type.Versions.OrderBy(v => v?.Version ?? 0).ToList();
+        for (var i = 0; i < versions.Count; i++)
+        {
+            var version = versions[i];
+            if (version is null || version.Schema is null)
+            {
+                throw new ArgumentException($"A version of '{type.EventType}' in the snapshot is null or has no schema.", "types");
+            }
+
+            if (!string.Equals(version.EventType, type.EventType, StringComparison.Ordinal))
+            {
+                throw new ArgumentException($"The snapshot files version {version.Version} of '{version.EventType}' under '{type.EventType}'.", "types");
+            }
+
+            if (version.Version < 1 || (i > 0 && version.Version != versions[i - 1].Version + 1))
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"The versions of '{type.EventType}' in the snapshot must be contiguous from 1 or more; they are {string.Join(", ", versions.Select(v => v!.Version))}."), "types");
+            }
+        }
+
+        return type with { Versions = versions };
     }
 
     /// <summary>The types, in ordinal order of name.</summary>
@@ -130,7 +166,7 @@ public sealed class SchemaSnapshot
 
             if (node is not JsonObject entry
                 || entry["compatibility"] is not JsonValue modeValue || !modeValue.TryGetValue<string>(out var modeText)
-                || !Enum.TryParse<CompatibilityMode>(modeText, ignoreCase: true, out var mode) || !Enum.IsDefined(mode) || int.TryParse(modeText, out _)
+                || ModeNamed(modeText) is not { } mode
                 || entry["versions"] is not JsonArray versionArray)
             {
                 throw new InvalidSchemaSnapshotException($"'{name}' needs a 'compatibility' (one of {string.Join(", ", Enum.GetNames<CompatibilityMode>())}) and a 'versions' array");
@@ -156,6 +192,23 @@ public sealed class SchemaSnapshot
         }
 
         return new SchemaSnapshot(entries);
+    }
+
+    /// <summary>
+    /// The mode of that name, in any case; null for anything else, also a list of names, which
+    /// <see cref="Enum.TryParse{TEnum}(string, bool, out TEnum)"/> would combine into another mode.
+    /// </summary>
+    private static CompatibilityMode? ModeNamed(string text)
+    {
+        foreach (var mode in Enum.GetValues<CompatibilityMode>())
+        {
+            if (string.Equals(mode.ToString(), text, StringComparison.OrdinalIgnoreCase))
+            {
+                return mode;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>One type in a snapshot.</summary>

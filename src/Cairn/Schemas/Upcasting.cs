@@ -30,6 +30,11 @@ public sealed class UpcasterChains
         var byType = new Dictionary<string, Dictionary<int, Upcaster>>(StringComparer.Ordinal);
         foreach (var upcaster in upcasters)
         {
+            if (upcaster is null)
+            {
+                throw new ArgumentException("The upcasters include a null one.", nameof(upcasters));
+            }
+
             var type = upcaster.EventType;
             if (!types.TryGetType(type, out _))
             {
