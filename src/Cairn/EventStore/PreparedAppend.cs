@@ -207,7 +207,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         if (IsJson(e.ContentType))
         {
             ValidateJson(e);
-            dataSchema = options.Schemas?.Check(e.Type, dataSchema, e.Data.Span, "event", e.Id) ?? dataSchema;
+            dataSchema = options.Schemas?.Check(e.Type, dataSchema, e.Data, "event", e.Id) ?? dataSchema;
         }
 
         return new PreparedEvent(

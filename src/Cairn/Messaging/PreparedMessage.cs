@@ -95,7 +95,7 @@ internal sealed record PreparedMessage(
             // A stored event without a dataschema predates the registry: there is no version to check it against.
             if (!(message.IsStoredEvent && dataSchema is null))
             {
-                dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data.Span, "message", message.Id) ?? dataSchema;
+                dataSchema = options.Schemas?.Check(message.Type, dataSchema, message.Data, "message", message.Id) ?? dataSchema;
             }
         }
 

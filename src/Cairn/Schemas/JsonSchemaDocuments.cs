@@ -487,17 +487,16 @@ public static class JsonSchemaDocuments
     private static readonly JsonDocumentOptions PayloadOptions = new() { AllowDuplicateProperties = false };
 
     /// <summary>Validates one payload; the list is empty when it matches.</summary>
-    internal static IReadOnlyList<SchemaViolation> Validate(JsonSchema schema, ReadOnlySpan<byte> payload)
+    internal static IReadOnlyList<SchemaViolation> Validate(JsonSchema schema, ReadOnlyMemory<byte> payload)
     {
         JsonDocument document;
-        var bytes = payload.ToArray();
         try
         {
-            document = JsonDocument.Parse(bytes, PayloadOptions);
+            document = JsonDocument.Parse(payload, PayloadOptions);
         }
         catch (JsonException ex)
         {
-            return [new SchemaViolation("", "json", (NamesAPropertyTwice(bytes) ? "the payload names a property twice, whose last value readers take and the schema cannot judge: " : "the payload is not valid JSON: ") + ex.Message)];
+            return [new SchemaViolation("", "json", (NamesAPropertyTwice(payload) ? "the payload names a property twice, whose last value readers take and the schema cannot judge: " : "the payload is not valid JSON: ") + ex.Message)];
         }
 
         using (document)
@@ -513,7 +512,7 @@ public static class JsonSchemaDocuments
     }
 
     /// <summary>Whether JSON refused for a property named twice is otherwise well formed.</summary>
-    private static bool NamesAPropertyTwice(byte[] payload)
+    private static bool NamesAPropertyTwice(ReadOnlyMemory<byte> payload)
     {
         try
         {

@@ -139,7 +139,7 @@ internal sealed class PayloadSchemas
     /// <summary>Checks one payload about to be appended or sent; returns the <c>dataschema</c> to write with it.</summary>
     /// <exception cref="UnknownSchemaVersionException">Its <c>dataschema</c> names a version the registry does not have, or is of Cairn's form but names no version.</exception>
     /// <exception cref="SchemaValidationException">It does not match, and the type's mode is <see cref="SchemaValidationMode.Reject"/>.</exception>
-    public string? Check(string eventType, string? dataSchema, ReadOnlySpan<byte> data, string kind, Envelopes.MessageId id)
+    public string? Check(string eventType, string? dataSchema, ReadOnlyMemory<byte> data, string kind, Envelopes.MessageId id)
     {
         if (_types is not { } types)
         {

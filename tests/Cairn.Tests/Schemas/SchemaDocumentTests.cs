@@ -183,8 +183,8 @@ public sealed class SchemaDocumentTests
     {
         var payloads = Loaded(SchemaValidationMode.Reject);
 
-        Assert.Null(payloads.Check("order.shipped", null, "[]"u8, "event", MessageId.New()));
-        Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", """{"id": "o-1", "lines": []}"""u8, "event", MessageId.New()));
+        Assert.Null(payloads.Check("order.shipped", null, "[]"u8.ToArray(), "event", MessageId.New()));
+        Assert.Equal("https://example.com/s.json", payloads.Check("order.placed", "https://example.com/s.json", """{"id": "o-1", "lines": []}"""u8.ToArray(), "event", MessageId.New()));
     }
 
     /// <summary>
