@@ -299,9 +299,13 @@ public sealed partial class RabbitMqMessageBroker
         if (receiveCount > definition.MaxReceiveCount)
         {
             // Not received now, only found over its limit: its last receive is the one whose lease ran out, when a copy
-            // given back says when (a redelivery after a closed channel does not).
+            // given back says when (a redelivery after a closed channel does not). One released as often as a limit
+            // lowered since allows was received the maximum times, as the embedded brokers say of it.
             var lastReceivedAt = AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.LastReceivedAt) ?? firstReceivedAt;
-            await DeadLetterOnReceiveAsync(held with { ReceivedAt = lastReceivedAt }, $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives", delivery.LastFailure, receiveCount - 1).ConfigureAwait(false);
+            var reason = delivery.PreviousLeaseExpired
+                ? $"its lease ran out on the last of its {definition.MaxReceiveCount} allowed receives"
+                : $"it was received the maximum of {definition.MaxReceiveCount} times";
+            await DeadLetterOnReceiveAsync(held with { ReceivedAt = lastReceivedAt }, reason, delivery.LastFailure, receiveCount - 1).ConfigureAwait(false);
             return null;
         }
 
@@ -420,17 +424,21 @@ public sealed partial class RabbitMqMessageBroker
             return;
         }
 
+        // The queue's settings now, as the embedded brokers read them when the release comes: declared again since the
+        // receive, its new MaxReceiveCount decides.
+        var settings = await RequireQueueAsync(lease.Queue, cancellationToken).ConfigureAwait(false);
+
         // A last allowed receive is dead-lettered whatever the delay; otherwise a delay past RabbitMQ's longest is
         // refused before the lease is taken, so the caller still holds it and no copy comes back earlier than asked.
-        if (delay > MaxDelay && Peek(lease) is var peeked && peeked.Delivery.ReceiveCount < peeked.Queue.MaxReceiveCount)
+        if (delay > MaxDelay && Peek(lease) is var peeked && peeked.Delivery.ReceiveCount < settings.MaxReceiveCount)
         {
             throw new InvalidMessageException($"The release delay is {delay}; a queue in RabbitMQ holds a message at most {MaxDelay.TotalDays:0.#} days (2^32 - 1 ms, its largest message TTL).");
         }
 
         var held = Take(lease);
-        if (held.Delivery.ReceiveCount >= held.Queue.MaxReceiveCount)
+        if (held.Delivery.ReceiveCount >= settings.MaxReceiveCount)
         {
-            await MoveToDeadLettersAsync(held, $"it failed on each of its {held.Queue.MaxReceiveCount} allowed receives", failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount, cancellationToken).ConfigureAwait(false);
+            await MoveToDeadLettersAsync(held, $"it failed on each of its {settings.MaxReceiveCount} allowed receives", failure ?? held.Delivery.LastFailure, held.Delivery.ReceiveCount, cancellationToken).ConfigureAwait(false);
             return;
         }
 

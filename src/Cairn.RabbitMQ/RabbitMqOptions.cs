@@ -47,13 +47,16 @@ public sealed record RabbitMqOptions
 
     /// <summary>
     /// How many publishes may await their confirm at once on the publishing channel. RabbitMQ.Client starts slowing
-    /// publishes down once <see cref="ConfirmThrottlingPercentage"/> of these are outstanding, so the relay keeps its
+    /// publishes down once fewer than <see cref="ConfirmThrottlingPercentage"/> of these are free, so the relay keeps its
     /// publishes in flight below that point: with the defaults, 512 at once, two full batches of
     /// <see cref="RelayBatchSize"/>. 1,024 by default.
     /// </summary>
     public int MaxOutstandingConfirms { get; init; } = 1024;
 
-    /// <summary>The share of <see cref="MaxOutstandingConfirms"/> at which publishes are slowed down (1–100); 50 by default, as RabbitMQ.Client's.</summary>
+    /// <summary>
+    /// The share of <see cref="MaxOutstandingConfirms"/> that must stay free for publishes not to be slowed down (1–100):
+    /// the relay keeps at most the rest in flight. 50 by default, as RabbitMQ.Client's.
+    /// </summary>
     public int ConfirmThrottlingPercentage { get; init; } = 50;
 
     /// <summary>
@@ -108,7 +111,7 @@ public sealed record RabbitMqOptions
     /// <summary>Refuses impossible settings with <see cref="InvalidMessageException"/> naming the setting.</summary>
     public void Validate()
     {
-        if (Uri is null || (Uri.Scheme != "amqp" && Uri.Scheme != "amqps"))
+        if (Uri is null || !Uri.IsAbsoluteUri || (Uri.Scheme != "amqp" && Uri.Scheme != "amqps"))
         {
             throw new InvalidMessageException($"RabbitMqOptions.Uri is '{WithoutUserInfo(Uri)}'; it must be an amqp:// or amqps:// address.");
         }

@@ -61,8 +61,14 @@ public sealed class RabbitMqOutboxRelay : IHostedService, IAsyncDisposable, IHea
     public long Returned => Interlocked.Read(ref _returned);
 
     /// <summary>Starts a loop for every outbox queue in the backend, and for each queue declared from now on.</summary>
+    /// <exception cref="InvalidOperationException">It runs already (through the task): a second scanner would outlive the stop.</exception>
     public Task StartAsync(CancellationToken cancellationToken)
     {
+        if (_stopping is not null)
+        {
+            return Task.FromException(new InvalidOperationException("The outbox relay is already running; stop it before starting it again."));
+        }
+
         // A loop made while the last stop ran (a commit's or a declaration's handler that was already running) ended at
         // once: taken over, it would keep its queue from being relayed.
         foreach (var (queue, loop) in _loops)
