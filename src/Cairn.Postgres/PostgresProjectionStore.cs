@@ -146,6 +146,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
             ArgumentNullException.ThrowIfNull(projection);
             ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
+            query.Check(document.Collection);
             return ReadServingAsync(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
             {
                 ArgumentNullException.ThrowIfNull(query);
@@ -184,6 +185,7 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
             ArgumentNullException.ThrowIfNull(projection);
             ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
+            query.Check(document.Collection, page: false);
             return ReadServingAsync(projection, document, query, 0L, cancellationToken, async (connection, table) =>
             {
                 ArgumentNullException.ThrowIfNull(query);

@@ -159,6 +159,7 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
             ArgumentNullException.ThrowIfNull(projection);
             ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
+            query.Check(document.Collection);
             return ReadServing(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, (db, table) =>
             {
                 var parameters = new SqlParameters();
@@ -198,6 +199,7 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
             ArgumentNullException.ThrowIfNull(projection);
             ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
+            query.Check(document.Collection, page: false);
             return ReadServing(projection, document, query, 0L, cancellationToken, (db, table) =>
             {
                 var parameters = new SqlParameters();

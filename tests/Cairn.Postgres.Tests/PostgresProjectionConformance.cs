@@ -13,3 +13,5 @@ public sealed class PostgresSnapshotTests(PostgresFixture f) : Cairn.Conformance
 public sealed class PostgresRebuildRequestTests(PostgresFixture f) : Cairn.Conformance.Projections.RebuildRequestTests<PostgresFixture>(f);
 
 public sealed class PostgresReadModelParityTests(PostgresFixture f) : Cairn.Conformance.Projections.ReadModelParityTests<PostgresFixture>(f);
+
+public sealed class PostgresQueryInputParityTests(PostgresFixture f) : Cairn.Conformance.Projections.QueryInputParityTests<PostgresFixture>(f);

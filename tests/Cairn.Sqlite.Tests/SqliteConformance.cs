@@ -71,3 +71,5 @@ public sealed class SqliteRebuildRequestTests(SqliteFixture f) : Cairn.Conforman
 public sealed class SqliteBadInputParityTests(SqliteFixture f) : BadInputParityTests<SqliteFixture>(f, store => new SqliteSnapshotStore((SqliteEventStore)store), store => new SqliteSchemaStore((SqliteEventStore)store));
 
 public sealed class SqliteReadModelParityTests(SqliteFixture f) : Cairn.Conformance.Projections.ReadModelParityTests<SqliteFixture>(f);
+
+public sealed class SqliteQueryInputParityTests(SqliteFixture f) : Cairn.Conformance.Projections.QueryInputParityTests<SqliteFixture>(f);

@@ -71,3 +71,5 @@ public sealed class InMemoryRebuildRequestTests(InMemoryFixture f) : Cairn.Confo
 public sealed class InMemoryBadInputParityTests(InMemoryFixture f) : BadInputParityTests<InMemoryFixture>(f, _ => new Cairn.Domain.InMemorySnapshotStore(), _ => new Cairn.Schemas.InMemorySchemaStore());
 
 public sealed class InMemoryReadModelParityTests(InMemoryFixture f) : Cairn.Conformance.Projections.ReadModelParityTests<InMemoryFixture>(f);
+
+public sealed class InMemoryQueryInputParityTests(InMemoryFixture f) : Cairn.Conformance.Projections.QueryInputParityTests<InMemoryFixture>(f);

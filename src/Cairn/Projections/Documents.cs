@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Cairn.Envelopes;
@@ -73,7 +74,7 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
         IndexKind.Real => Comparable(value switch
         {
             double d => d,
-            float f => (double)f,
+            float f => Widened(f),
             decimal m => (double)m,
             long l => (double)l,
             int i => (double)i,
@@ -89,6 +90,26 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
             _ => throw Mismatch(value, collection),
         },
         _ => throw Mismatch(value, collection),
+    };
+
+    /// <summary>
+    /// A float as the number it shows: 0.1f is 0.1, which a double or decimal 0.1 equals, where widening it bit for bit
+    /// gives 0.10000000149011612, which nothing written as 0.1 does. Distinct floats stay distinct and in order.
+    /// </summary>
+    private static double Widened(float value) => float.IsFinite(value)
+        ? double.Parse(value.ToString("R", CultureInfo.InvariantCulture), CultureInfo.InvariantCulture)
+        : value;
+
+    /// <summary>
+    /// Whether <paramref name="value"/> is in the form <see cref="Normalize"/> gives this index's values: text, a 64-bit
+    /// integer (integers, booleans and times) or a double other than NaN; null is.
+    /// </summary>
+    internal bool IsStoredForm(object? value) => value is null || Kind switch
+    {
+        IndexKind.Text => value is string,
+        IndexKind.Integer or IndexKind.Boolean or IndexKind.Time => value is long,
+        IndexKind.Real => value is double d && !double.IsNaN(d),
+        _ => false,
     };
 
     /// <summary>

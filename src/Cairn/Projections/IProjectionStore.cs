@@ -283,6 +283,79 @@ public sealed record DocumentCondition(DocumentIndex Index, QueryOperator Operat
 public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditions, IReadOnlyList<(DocumentIndex Index, bool Descending)> Order, int Skip, int Take)
 {
     /// <summary>
+    /// Refuses a query no backend would answer alike, as the stores meet it when one is made by hand rather than by
+    /// <see cref="DocumentQuery{T}"/> (which refuses the same as it is built): a page out of range, an unknown operator,
+    /// a value not in its index's stored form, or more conditions or values than a query takes.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Skip is negative, or Take is not between 1 and <see cref="DocumentQuery{T}.MaxTake"/> (unless <paramref name="page"/> is false, for a count).</exception>
+    /// <exception cref="InvalidDocumentQueryException">A condition or an order is not one a query may hold.</exception>
+    internal void Check(string collection, bool page = true)
+    {
+        ArgumentNullException.ThrowIfNull(Conditions);
+        ArgumentNullException.ThrowIfNull(Order);
+        if (page && Skip < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Skip), Skip, "Skip must not be negative.");
+        }
+
+        if (page && Take is < 1 or > DocumentQuery<object>.MaxTake)
+        {
+            throw new ArgumentOutOfRangeException(nameof(Take), Take, $"Take must be between 1 and {DocumentQuery<object>.MaxTake}.");
+        }
+
+        if (Conditions.Count > DocumentQuery<object>.MaxConditions)
+        {
+            throw new InvalidDocumentQueryException(collection, Conditions[0]?.Index?.Name ?? "", $"a query holds at most {DocumentQuery<object>.MaxConditions:N0} conditions");
+        }
+
+        var values = 0;
+        foreach (var condition in Conditions)
+        {
+            if (condition?.Index is not { } index)
+            {
+                throw new InvalidDocumentQueryException(collection, "", "a condition names no index");
+            }
+
+            if (!Enum.IsDefined(condition.Operator))
+            {
+                throw new InvalidDocumentQueryException(collection, index.Name, $"{(int)condition.Operator} is not an operator");
+            }
+
+            if (condition.Operator == QueryOperator.In)
+            {
+                if (condition.Value is not object?[] { Length: > 0 and <= 1000 } list || !list.All(index.IsStoredForm))
+                {
+                    throw new InvalidDocumentQueryException(collection, index.Name, "In needs an object?[] of 1 to 1,000 values in the index's stored form (build the query with DocumentQuery, which converts them)");
+                }
+
+                values += list.Length;
+            }
+            else if (!index.IsStoredForm(condition.Value))
+            {
+                throw new InvalidDocumentQueryException(collection, index.Name, $"a {condition.Value!.GetType().Name} is not in the stored form of a {index.Kind} index (build the query with DocumentQuery, which converts it)");
+            }
+            else if (condition.Value is null && condition.Operator is not (QueryOperator.Equal or QueryOperator.NotEqual))
+            {
+                throw new InvalidDocumentQueryException(collection, index.Name, $"{condition.Operator} cannot compare with null");
+            }
+            else
+            {
+                values++;
+            }
+        }
+
+        if (values > DocumentQuery<object>.MaxValues)
+        {
+            throw new InvalidDocumentQueryException(collection, Conditions[0].Index.Name, $"the query compares with {values:N0} values, more than the {DocumentQuery<object>.MaxValues:N0} a query takes");
+        }
+
+        if (Order.Any(o => o.Index is null))
+        {
+            throw new InvalidDocumentQueryException(collection, "", "an order names no index");
+        }
+    }
+
+    /// <summary>
     /// Refuses a query naming an index the serving build does not have (<paramref name="served"/>, from its stored
     /// shape): during the rebuild of a version that adds it, the old build serves without it, on every backend alike.
     /// </summary>

@@ -223,6 +223,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
             ArgumentNullException.ThrowIfNull(projection);
             ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
+            query.Check(document.Collection);
             cancellationToken.ThrowIfCancellationRequested();
             lock (_gate)
             {
@@ -246,6 +247,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
             ArgumentNullException.ThrowIfNull(projection);
             ArgumentNullException.ThrowIfNull(document);
             ArgumentNullException.ThrowIfNull(query);
+            query.Check(document.Collection, page: false);
             cancellationToken.ThrowIfCancellationRequested();
             lock (_gate)
             {
