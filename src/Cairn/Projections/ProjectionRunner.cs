@@ -610,33 +610,46 @@ public sealed class ProjectionRunner : IAsyncDisposable
             var wake = WakeTask();
             if (TakeRebuildRequest())
             {
-                ProjectionBuild build;
+                ProjectionBuild? build = null;
                 try
                 {
                     build = await _projections.StartShadowAsync(Projection, stop).ConfigureAwait(false);
                 }
-                catch (Exception ex)
+                catch (Exception ex) when (!stop.IsCancellationRequested)
+                {
+                    // The rebuild asked for fails, and its caller learns why: the serving build goes on (a shadow
+                    // that cannot be made, a permission missing say, must not hold it back), and asking again tries
+                    // again. Left standing, the request would be retried before every step of the serving build.
+                    lock (_gate)
+                    {
+                        _shadowStarting = false;
+                        _rebuildDone?.TrySetException(ex);
+                        _rebuildDone = null;
+                    }
+
+                    _logger.LogError(ex, "Projection {Projection} could not start its rebuild; the serving build goes on. Ask for the rebuild again to retry.", Projection.Name);
+                }
+                catch
                 {
                     lock (_gate)
                     {
                         _shadowStarting = false;
-
-                        // The request stands while its caller waits: the loop, started again after its backoff,
-                        // makes the shadow then. Taken away, the caller would wait for a rebuild nobody runs.
-                        _rebuildRequested = ex is not OperationCanceledException || !stop.IsCancellationRequested;
                     }
 
                     throw;
                 }
 
-                lock (_gate)
+                if (build is not null)
                 {
-                    _shadow = new Track(build, _applier);
-                    _rebuild = new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), build.Position);
-                    _shadowStarting = false;
-                }
+                    lock (_gate)
+                    {
+                        _shadow = new Track(build, _applier);
+                        _rebuild = new RebuildClock(_clock.GetUtcNow(), _clock.GetTimestamp(), build.Position);
+                        _shadowStarting = false;
+                    }
 
-                _logger.LogInformation("Projection {Projection} rebuilds into build {Build}.", Projection.Name, build.Id);
+                    _logger.LogInformation("Projection {Projection} rebuilds into build {Build}.", Projection.Name, build.Id);
+                }
             }
 
             var progressed = false;

@@ -72,10 +72,10 @@ public sealed class RunnerRequestTests
                 : Inner.StartShadowAsync(projection, cancellationToken);
     }
 
-    // The loop took the request, the shadow's making failed and the loop started again after its backoff with the
-    // request gone: the caller waited for a rebuild nobody ran.
+    // The loop took the request and the shadow's making failed: the caller waited for a rebuild nobody ran. Kept for
+    // a retry, the request then stopped the serving build for good when the shadow could never be made.
     [Fact]
-    public async Task a_rebuild_whose_shadow_fails_to_start_once_is_made_when_the_loop_starts_again()
+    public async Task a_rebuild_whose_shadow_fails_to_start_fails_its_caller_and_the_serving_build_goes_on()
     {
         var store = new InMemoryEventStore();
         var projections = new FailingFirstShadow(new InMemoryProjectionStore(store));
@@ -84,12 +84,14 @@ public sealed class RunnerRequestTests
         await runner.StartAsync(default);
         await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
 
-        await runner.RebuildAsync().Bounded();
-
-        Assert.Equal(2, Volatile.Read(ref projections.Started));
-        Assert.Null(runner.Status.Rebuild);
+        var failed = await Assert.ThrowsAsync<IOException>(() => runner.RebuildAsync().Bounded());
+        Assert.Equal("the connection dropped", failed.Message);
         var late = await store.AppendToStreamAsync(Orders.Stream("o2"), ExpectedVersion.Any, [Orders.Placed("o2", "c-2", 20m)]);
         await runner.WaitForPositionAsync(late.LastPosition, Wait.Timeout);
+
+        await runner.RebuildAsync().Bounded();
+        Assert.Equal(2, Volatile.Read(ref projections.Started));
+        Assert.Null(runner.Status.Rebuild);
         Assert.Equal(ProjectionState.Live, runner.Status.State);
     }
 
