@@ -346,11 +346,8 @@ public sealed class WorkflowInstance
                 Arm(null, version);
                 break;
             case CompensationStarted s:
-                if (Status == WorkflowStatus.Suspended)
-                {
-                    Reason = CompensationReason;
-                }
-
+                // A compensation retried from its suspension keeps the suspension's reason, as the summaries do, until
+                // the instance ends with the one it compensates for (CompensationReason).
                 Status = WorkflowStatus.Compensating;
                 CurrentCompensation = s.Step;
                 CompensationAttempt = s.Attempt;

@@ -189,6 +189,46 @@ public sealed class WorkflowReasonAndRefusalTests
         Assert.Null(summary.Reason);
     }
 
+    // The fold put the compensation's reason back when an operator retried a suspended compensation, and the summaries
+    // kept the suspension's: the client's GetAsync and its Query said different things.
+    [Fact]
+    public async Task a_compensation_retried_from_its_suspension_reads_the_same_in_the_fold_and_the_summaries()
+    {
+        var serializer = Serializer();
+        var model = Compile(new ConfirmedUndo("reasons_retried"), serializer);
+        var history = Replayed(model, serializer).ToList();
+        var d = AtStepB(model, serializer);
+        d = Next(model, serializer, d, 2);
+        d.Reply("reasons.declined", "r-b", new RsDeclined("o-1"), d.Instance.CurrentMessageId);
+        history.AddRange(d.Events);
+        d = Next(model, serializer, d, 62);
+        d.Timer(d.Instance.ArmedTimer!, d.Instance.Run);
+        history.AddRange(d.Events);
+        d = Next(model, serializer, d, 63);
+        d.Retry("the undo service is back");
+        history.AddRange(d.Events);
+        Assert.Equal(WorkflowStatus.Compensating, d.Instance.Status);
+
+        var store = new InMemoryEventStore();
+        var stream = new StreamName("wf:reasons_retried-o-1");
+        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [.. history.Select(e => serializer.ToEventData(e))]);
+        var projections = new InMemoryProjectionStore(store);
+        var summaries = new WorkflowSummaries();
+        await using var runner = new ProjectionRunner(summaries, store, projections, serializer);
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
+        var summary = await new ReadModels(projections, serializer, [summaries]).LoadAsync<WorkflowSummary>(stream.Value);
+
+        Assert.Equal(WorkflowStatus.Compensating, summary!.Status);
+        Assert.Equal(d.Instance.Reason, summary.Reason);
+        Assert.Equal("the compensation of 'a' was not confirmed after 1 attempts", summary.Reason);
+
+        // And it still ends with the step's reason.
+        d = Next(model, serializer, d, 64);
+        d.Reply("reasons.undone-a", "r-undone", new RsUndoneA("o-1"), d.Instance.CurrentMessageId);
+        Assert.Equal("payment declined", Assert.IsType<WorkflowFailed>(d.Events[^1]).Reason);
+    }
+
     /// <summary>The events of <see cref="AtStepB"/>: the start and step a's completion.</summary>
     private static IEnumerable<WorkflowEvent> Replayed(WorkflowModel model, EventSerializer serializer)
     {

@@ -124,25 +124,39 @@ public sealed class EventRouter : IAsyncDisposable
 
     /// <summary>Starts routing from the checkpoint.</summary>
     /// <exception cref="InvalidOperationException">It was started before.</exception>
-    public Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
-        if (cancellationToken.IsCancellationRequested)
-        {
-            return Task.FromCanceled(cancellationToken);
-        }
-
+        cancellationToken.ThrowIfCancellationRequested();
         if (Interlocked.Exchange(ref _started, 1) != 0)
         {
-            return Refusal.Of(new InvalidOperationException($"The route '{Route.Name}' is already started."));
+            throw new InvalidOperationException($"The route '{Route.Name}' is already started.");
         }
 
-        // The checkpoint is read by the loop, whose failures are waited out and retried: a backend down as the host
-        // starts shows as the route's failures, as a subscription's, not as a host that cannot start or a route
-        // that can never be started again.
+        // Read now, so the route's position says where it stands once started. One that cannot be read (a backend
+        // down as the host starts) is left to the loop, whose failures are waited out and retried, as a
+        // subscription's: not a host that cannot start, nor a route that can never be started again.
+        try
+        {
+            _stored = await _checkpoints.GetAsync(Route.CheckpointKey, cancellationToken).ConfigureAwait(false) ?? GlobalPosition.Start;
+            Interlocked.Exchange(ref _position, _stored.Value);
+            _checkpointRead = true;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            Interlocked.Exchange(ref _started, 0);
+            throw;
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Route {Route} could not read its checkpoint as it started; it reads it again in the background.", Route.Name);
+        }
+
         _limit = Route.BatchSize;
         _running = BackgroundWork.Start(RunAsync);
-        return Task.CompletedTask;
     }
+
+    /// <summary>Whether <see cref="StartAsync"/> read the checkpoint; the loop reads it first otherwise.</summary>
+    private bool _checkpointRead;
 
     /// <summary>Waits until every event up to <paramref name="position"/> has been routed.</summary>
     /// <exception cref="InvalidOperationException">The route is not running, or stopped before it got there.</exception>
@@ -215,20 +229,20 @@ public sealed class EventRouter : IAsyncDisposable
     {
         var token = _stopping.Token;
         var failures = 0;
-        var reread = true;
+        var reread = !_checkpointRead;
         while (!token.IsCancellationRequested)
         {
             try
             {
                 if (reread)
                 {
-                    // At the start, and after a failure, from the stored checkpoint: in the loop's try, so a passing fault
-                    // of this look-up is one more failure to wait out and retry, not the end of the route.
+                    // After a failure (or a start that could not read it), from the stored checkpoint: in the loop's try,
+                    // so a passing fault of this look-up is one more failure to wait out and retry, not the end of the route.
                     var checkpoint = await _checkpoints.GetAsync(Route.CheckpointKey, token).ConfigureAwait(false);
                     _stored = checkpoint ?? GlobalPosition.Start;
                     if (_stored > Position)
                     {
-                        // The first read of it, at the start: a wait for a position it covers is over.
+                        // Its first read, when the start could not: a wait for a position it covers is over.
                         Advance(_stored);
                     }
                     else
