@@ -76,7 +76,8 @@ public sealed record RetryPolicy
         Check(InitialDelay >= TimeSpan.Zero && MaxDelay >= InitialDelay && MaxDelay <= TimeSpan.FromDays(365), $"InitialDelay ({InitialDelay}) and MaxDelay ({MaxDelay}) must satisfy 0 <= InitialDelay <= MaxDelay <= 365 days");
         Check(BackoffFactor is >= 1 and <= 100, $"BackoffFactor is {BackoffFactor}; it must be between 1 and 100");
         Check(Jitter is >= 0 and <= 1, $"Jitter is {Jitter}; it must be between 0 and 1");
-        Check(NonRetryable.All(t => typeof(Exception).IsAssignableFrom(t)), "NonRetryable lists a type that is not an exception");
+        Check(NonRetryable is not null, "NonRetryable is null; leave it out for none");
+        Check(NonRetryable!.All(t => typeof(Exception).IsAssignableFrom(t)), "NonRetryable lists a type that is not an exception");
     }
 
     private static void Check(bool ok, string fault)

@@ -134,6 +134,7 @@ public sealed class QueueConsumer : IAsyncDisposable
     /// <summary>Checks the queue exists, then starts receiving and handling.</summary>
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (Interlocked.Exchange(ref _started, 1) != 0)
         {
             throw new InvalidOperationException($"The consumer '{Options.Name}' is already started.");
@@ -617,7 +618,17 @@ public sealed class QueueConsumer : IAsyncDisposable
         {
             if (scope is { } s)
             {
-                await s.DisposeAsync().ConfigureAwait(false);
+                try
+                {
+                    await s.DisposeAsync().ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    // A scoped service that fails to dispose must not take the attempt's outcome with it: thrown from
+                    // here it replaced the handler's failure (no retry, no release, no dead letter) or made a committed
+                    // message look unsettled.
+                    _logger.LogWarning(ex, "Consumer {Consumer}: disposing the services of the handling of message {MessageId} failed.", Options.Name, delivery.Message.Id);
+                }
             }
         }
     }
