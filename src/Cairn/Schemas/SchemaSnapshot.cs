@@ -21,8 +21,9 @@ public sealed class SchemaSnapshot
 
     /// <summary>Creates a snapshot of the given types; each type's versions are kept oldest first.</summary>
     /// <exception cref="ArgumentException">
-    /// A type is null or listed twice, or its versions are missing, belong to another type, or are not contiguous from
-    /// 1 or more: what <see cref="ToJson"/> would write could not be read back.
+    /// A type is null or listed twice, its mode is not a <see cref="CompatibilityMode"/>, or its versions are missing,
+    /// belong to another type, or are not contiguous from 1 or more: what <see cref="ToJson"/> would write could not be
+    /// read back.
     /// </exception>
     public SchemaSnapshot(IEnumerable<TypeEntry> types)
     {
@@ -44,6 +45,11 @@ public sealed class SchemaSnapshot
         if (type is null || type.EventType is null || type.Versions is null)
         {
             throw new ArgumentException("A snapshot's type entry, its name and its versions must not be null.", "types");
+        }
+
+        if (!Enum.IsDefined(type.Compatibility))
+        {
+            throw new ArgumentException($"The compatibility of '{type.EventType}' in the snapshot is {(int)type.Compatibility}, not one of {string.Join(", ", Enum.GetNames<CompatibilityMode>())}.", "types");
         }
 
         var versions = type.Versions.OrderBy(v => v?.Version ?? 0).ToList();

@@ -75,6 +75,16 @@ public sealed class SnapshotAndValidationEdgeTests
         Assert.Contains("must be contiguous from 1 or more; they are 1, 3", refused.Message, StringComparison.Ordinal);
     }
 
+    // ToJson wrote the number of a mode outside the enumeration, which Parse then refused.
+    [Fact]
+    public void a_snapshot_entry_with_a_mode_outside_the_enumeration_is_refused_when_made()
+    {
+        var error = Assert.Throws<ArgumentException>(() => new SchemaSnapshot([new SchemaSnapshot.TypeEntry("order.placed", (CompatibilityMode)99,
+            [new RegisteredSchema("order.placed", 1, Closed())])]));
+
+        Assert.Contains("is 99, not one of", error.Message, StringComparison.Ordinal);
+    }
+
     // A snapshot must round-trip: a version filed under another type's entry keeps its own EventType in memory, and
     // comes back under the entry's name after ToJson/Parse (the snapshot is not what was written).
     [Fact]
