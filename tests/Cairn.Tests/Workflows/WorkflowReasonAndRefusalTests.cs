@@ -175,16 +175,7 @@ public sealed class WorkflowReasonAndRefusalTests
         history.AddRange(d.Events);
         Assert.IsType<WorkflowCompleted>(history[^1]);
 
-        var store = new InMemoryEventStore();
-        var stream = new StreamName("wf:reasons_summary-o-1");
-        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [.. history.Select(e => serializer.ToEventData(e))]);
-        var projections = new InMemoryProjectionStore(store);
-        var summaries = new WorkflowSummaries();
-        await using var runner = new ProjectionRunner(summaries, store, projections, serializer);
-        await runner.StartAsync(default);
-        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
-
-        var summary = await new ReadModels(projections, serializer, [summaries]).LoadAsync<WorkflowSummary>(stream.Value);
+        var summary = await SummaryOfAsync("reasons_summary", history, serializer);
         Assert.Equal(WorkflowStatus.Completed, summary!.Status);
         Assert.Null(summary.Reason);
     }
@@ -209,15 +200,7 @@ public sealed class WorkflowReasonAndRefusalTests
         history.AddRange(d.Events);
         Assert.Equal(WorkflowStatus.Compensating, d.Instance.Status);
 
-        var store = new InMemoryEventStore();
-        var stream = new StreamName("wf:reasons_retried-o-1");
-        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [.. history.Select(e => serializer.ToEventData(e))]);
-        var projections = new InMemoryProjectionStore(store);
-        var summaries = new WorkflowSummaries();
-        await using var runner = new ProjectionRunner(summaries, store, projections, serializer);
-        await runner.StartAsync(default);
-        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
-        var summary = await new ReadModels(projections, serializer, [summaries]).LoadAsync<WorkflowSummary>(stream.Value);
+        var summary = await SummaryOfAsync("reasons_retried", history, serializer);
 
         Assert.Equal(WorkflowStatus.Compensating, summary!.Status);
         Assert.Equal(d.Instance.Reason, summary.Reason);
@@ -227,6 +210,20 @@ public sealed class WorkflowReasonAndRefusalTests
         d = Next(model, serializer, d, 64);
         d.Reply("reasons.undone-a", "r-undone", new RsUndoneA("o-1"), d.Instance.CurrentMessageId);
         Assert.Equal("payment declined", Assert.IsType<WorkflowFailed>(d.Events[^1]).Reason);
+    }
+
+    /// <summary>The summary the <see cref="WorkflowSummaries"/> projection makes of an instance with this history.</summary>
+    private static async Task<WorkflowSummary?> SummaryOfAsync(string workflow, IEnumerable<WorkflowEvent> history, EventSerializer serializer)
+    {
+        var store = new InMemoryEventStore();
+        var stream = new StreamName($"wf:{workflow}-o-1");
+        await store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, [.. history.Select(e => serializer.ToEventData(e))]);
+        var projections = new InMemoryProjectionStore(store);
+        var summaries = new WorkflowSummaries();
+        await using var runner = new ProjectionRunner(summaries, store, projections, serializer);
+        await runner.StartAsync(default);
+        await runner.WaitForPositionAsync(await store.GetHeadPositionAsync(default), Wait.Timeout);
+        return await new ReadModels(projections, serializer, [summaries]).LoadAsync<WorkflowSummary>(stream.Value);
     }
 
     /// <summary>The events of <see cref="AtStepB"/>: the start and step a's completion.</summary>
