@@ -143,13 +143,9 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
     {
         try
         {
-            ArgumentNullException.ThrowIfNull(projection);
-            ArgumentNullException.ThrowIfNull(document);
-            ArgumentNullException.ThrowIfNull(query);
-            query.Check(document.Collection);
+            DocumentQuerySpec.CheckRead(projection, document, query);
             return ReadServingAsync(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, async (connection, table) =>
             {
-                ArgumentNullException.ThrowIfNull(query);
                 var sql = new PostgresQuery("SELECT id, data FROM " + table);
                 AppendWhere(sql, query);
                 sql.Sql.Append(" ORDER BY ");
@@ -182,13 +178,9 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
     {
         try
         {
-            ArgumentNullException.ThrowIfNull(projection);
-            ArgumentNullException.ThrowIfNull(document);
-            ArgumentNullException.ThrowIfNull(query);
-            query.Check(document.Collection, page: false);
+            DocumentQuerySpec.CheckRead(projection, document, query, page: false);
             return ReadServingAsync(projection, document, query, 0L, cancellationToken, async (connection, table) =>
             {
-                ArgumentNullException.ThrowIfNull(query);
                 var sql = new PostgresQuery("SELECT count(*) FROM " + table);
                 AppendWhere(sql, query);
                 await using var select = sql.ToCommand(connection);

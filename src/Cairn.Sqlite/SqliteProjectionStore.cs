@@ -156,10 +156,7 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
     {
         try
         {
-            ArgumentNullException.ThrowIfNull(projection);
-            ArgumentNullException.ThrowIfNull(document);
-            ArgumentNullException.ThrowIfNull(query);
-            query.Check(document.Collection);
+            DocumentQuerySpec.CheckRead(projection, document, query);
             return ReadServing(projection, document, query, (IReadOnlyList<StoredDocument>)[], cancellationToken, (db, table) =>
             {
                 var parameters = new SqlParameters();
@@ -196,10 +193,7 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
     {
         try
         {
-            ArgumentNullException.ThrowIfNull(projection);
-            ArgumentNullException.ThrowIfNull(document);
-            ArgumentNullException.ThrowIfNull(query);
-            query.Check(document.Collection, page: false);
+            DocumentQuerySpec.CheckRead(projection, document, query, page: false);
             return ReadServing(projection, document, query, 0L, cancellationToken, (db, table) =>
             {
                 var parameters = new SqlParameters();

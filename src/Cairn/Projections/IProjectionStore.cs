@@ -283,12 +283,13 @@ public sealed record DocumentCondition(DocumentIndex Index, QueryOperator Operat
 public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditions, IReadOnlyList<(DocumentIndex Index, bool Descending)> Order, int Skip, int Take)
 {
     /// <summary>
-    /// Refuses a query no backend would answer alike, as the stores meet it when one is made by hand rather than by
-    /// <see cref="DocumentQuery{T}"/> (which refuses the same as it is built): a page out of range, an unknown operator,
-    /// a value not in its index's stored form, or more conditions or values than a query takes.
+    /// Refuses a query no backend would answer alike: a page out of range, an unknown operator, a value not in its
+    /// index's stored form, a null compared other than by equality, or more conditions or values than a query takes.
+    /// <see cref="DocumentQuery{T}"/> asks it as each condition is added; the stores ask it of every query they are
+    /// handed, which may have been made by hand.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">Skip is negative, or Take is not between 1 and <see cref="DocumentQuery{T}.MaxTake"/> (unless <paramref name="page"/> is false, for a count).</exception>
-    /// <exception cref="InvalidDocumentQueryException">A condition or an order is not one a query may hold.</exception>
+    /// <exception cref="InvalidDocumentQueryException">A condition or an order is not one a query may hold; the last condition is named for a limit.</exception>
     internal void Check(string collection, bool page = true)
     {
         ArgumentNullException.ThrowIfNull(Conditions);
@@ -301,11 +302,6 @@ public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditio
         if (page && Take is < 1 or > DocumentQuery<object>.MaxTake)
         {
             throw new ArgumentOutOfRangeException(nameof(Take), Take, $"Take must be between 1 and {DocumentQuery<object>.MaxTake}.");
-        }
-
-        if (Conditions.Count > DocumentQuery<object>.MaxConditions)
-        {
-            throw new InvalidDocumentQueryException(collection, Conditions[0]?.Index?.Name ?? "", $"a query holds at most {DocumentQuery<object>.MaxConditions:N0} conditions");
         }
 
         var values = 0;
@@ -323,36 +319,54 @@ public sealed record DocumentQuerySpec(IReadOnlyList<DocumentCondition> Conditio
 
             if (condition.Operator == QueryOperator.In)
             {
-                if (condition.Value is not object?[] { Length: > 0 and <= 1000 } list || !list.All(index.IsStoredForm))
+                if (condition.Value is not object?[] { Length: > 0 and <= DocumentQuery<object>.MaxInValues } list || !list.All(index.IsStoredForm))
                 {
                     throw new InvalidDocumentQueryException(collection, index.Name, "In needs an object?[] of 1 to 1,000 values in the index's stored form (build the query with DocumentQuery, which converts them)");
                 }
 
                 values += list.Length;
+                continue;
             }
-            else if (!index.IsStoredForm(condition.Value))
+
+            if (!index.IsStoredForm(condition.Value))
             {
                 throw new InvalidDocumentQueryException(collection, index.Name, $"a {condition.Value!.GetType().Name} is not in the stored form of a {index.Kind} index (build the query with DocumentQuery, which converts it)");
             }
-            else if (condition.Value is null && condition.Operator is not (QueryOperator.Equal or QueryOperator.NotEqual))
+
+            if (condition.Value is null && condition.Operator is not (QueryOperator.Equal or QueryOperator.NotEqual))
             {
                 throw new InvalidDocumentQueryException(collection, index.Name, $"{condition.Operator} cannot compare with null");
             }
-            else
-            {
-                values++;
-            }
+
+            values++;
+        }
+
+        if (Conditions.Count > DocumentQuery<object>.MaxConditions)
+        {
+            throw new InvalidDocumentQueryException(collection, Conditions[^1].Index.Name, $"a query holds at most {DocumentQuery<object>.MaxConditions:N0} conditions; join values of one field with In, or index what the conditions select");
         }
 
         if (values > DocumentQuery<object>.MaxValues)
         {
-            throw new InvalidDocumentQueryException(collection, Conditions[0].Index.Name, $"the query compares with {values:N0} values, more than the {DocumentQuery<object>.MaxValues:N0} a query takes");
+            throw new InvalidDocumentQueryException(collection, Conditions[^1].Index.Name, $"the query would compare with {values:N0} values, more than the {DocumentQuery<object>.MaxValues:N0} a query takes (its conditions and In lists together); split it, or index what the lists select");
         }
 
         if (Order.Any(o => o.Index is null))
         {
             throw new InvalidDocumentQueryException(collection, "", "an order names no index");
         }
+    }
+
+    /// <summary>
+    /// The arguments of a store's <see cref="IProjectionStore.QueryDocumentsAsync"/> or (<paramref name="page"/> false)
+    /// <see cref="IProjectionStore.CountDocumentsAsync"/>, checked alike by every store.
+    /// </summary>
+    internal static void CheckRead(string projection, DocumentDefinition document, DocumentQuerySpec query, bool page = true)
+    {
+        ArgumentNullException.ThrowIfNull(projection);
+        ArgumentNullException.ThrowIfNull(document);
+        ArgumentNullException.ThrowIfNull(query);
+        query.Check(document.Collection, page);
     }
 
     /// <summary>

@@ -89,6 +89,9 @@ public sealed class DocumentQuery<T>
     /// </summary>
     public const int MaxConditions = 500;
 
+    /// <summary>The most values one <see cref="QueryOperator.In"/> list holds.</summary>
+    internal const int MaxInValues = 1000;
+
     private readonly IProjectionStore _store;
     private readonly System.Text.Json.JsonSerializerOptions _json;
     private readonly string _projection;
@@ -123,7 +126,7 @@ public sealed class DocumentQuery<T>
             }
 
             var list = values.Cast<object?>().Select(v => index.Normalize(v, _document.Collection)).ToArray();
-            if (list.Length is 0 or > 1000)
+            if (list.Length is 0 or > MaxInValues)
             {
                 throw new InvalidDocumentQueryException(_document.Collection, field, "In needs 1 to 1,000 values");
             }
@@ -133,29 +136,13 @@ public sealed class DocumentQuery<T>
         else
         {
             stored = index.Normalize(value, _document.Collection);
-            if (stored is null && op is not (QueryOperator.Equal or QueryOperator.NotEqual))
-            {
-                throw new InvalidDocumentQueryException(_document.Collection, field, $"{op} cannot compare with null");
-            }
         }
 
-        if (!Enum.IsDefined(op))
-        {
-            throw new InvalidDocumentQueryException(_document.Collection, field, $"{(int)op} is not an operator");
-        }
-
-        if (_spec.Conditions.Count >= MaxConditions)
-        {
-            throw new InvalidDocumentQueryException(_document.Collection, field, $"a query holds at most {MaxConditions:N0} conditions; join values of one field with In, or index what the conditions select");
-        }
-
-        var compared = _spec.Conditions.Sum(c => c.Value is object?[] list ? list.Length : 1) + (stored is object?[] added ? added.Length : 1);
-        if (compared > MaxValues)
-        {
-            throw new InvalidDocumentQueryException(_document.Collection, field, $"the query would compare with {compared:N0} values, more than the {MaxValues:N0} a query takes (its conditions and In lists together); split it, or index what the lists select");
-        }
-
-        return With(_spec with { Conditions = [.. _spec.Conditions, new DocumentCondition(index, op, stored)] });
+        // The rules every store applies to a query (operator, nulls, how many conditions and values) refuse it here, as
+        // it is made, naming this condition's field.
+        var next = _spec with { Conditions = [.. _spec.Conditions, new DocumentCondition(index, op, stored)] };
+        next.Check(_document.Collection, page: false);
+        return With(next);
     }
 
     /// <summary>Orders by an indexed field, ascending, after any earlier order.</summary>

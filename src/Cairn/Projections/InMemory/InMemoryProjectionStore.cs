@@ -220,10 +220,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     {
         try
         {
-            ArgumentNullException.ThrowIfNull(projection);
-            ArgumentNullException.ThrowIfNull(document);
-            ArgumentNullException.ThrowIfNull(query);
-            query.Check(document.Collection);
+            DocumentQuerySpec.CheckRead(projection, document, query);
             cancellationToken.ThrowIfCancellationRequested();
             lock (_gate)
             {
@@ -244,10 +241,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     {
         try
         {
-            ArgumentNullException.ThrowIfNull(projection);
-            ArgumentNullException.ThrowIfNull(document);
-            ArgumentNullException.ThrowIfNull(query);
-            query.Check(document.Collection, page: false);
+            DocumentQuerySpec.CheckRead(projection, document, query, page: false);
             cancellationToken.ThrowIfCancellationRequested();
             lock (_gate)
             {
