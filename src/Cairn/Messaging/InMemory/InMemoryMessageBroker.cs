@@ -59,9 +59,12 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                 }
 
                 var change = QueueKeeping.Change(existing.Definition, queue);
-                foreach (var message in existing.Messages.Values)
+                if (change.Retention != 0)
                 {
-                    message.ExpiresAt += change.Retention;
+                    foreach (var message in existing.Messages.Values)
+                    {
+                        message.ExpiresAt += change.Retention;
+                    }
                 }
 
                 if (change.ForgetDeduplication)
