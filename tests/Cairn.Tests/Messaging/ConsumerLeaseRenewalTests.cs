@@ -138,6 +138,97 @@ public sealed class ConsumerLeaseRenewalTests
         release.SetResult();
     }
 
+    [Fact]
+    public async Task a_prefetched_delivery_waiting_behind_a_slow_handler_keeps_its_lease_and_is_handled_once()
+    {
+        var clock = new ManualTimeProvider();
+        var inner = new InMemoryMessageBroker(new InMemoryEventStore(new EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore());
+        var broker = new ExtensionRecordingBroker(inner, clock);
+        await broker.DeclareQueueAsync(new QueueDefinition("work") { Lease = Lease }, default);
+        await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("\"slow\"")));
+        await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("\"waiting\"")));
+        var started = new ConcurrentDictionary<string, Delivery>(StringComparer.Ordinal);
+        var finishSlow = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("work") { Concurrency = 1, Prefetch = 2, HandlerTimeout = TimeSpan.FromMinutes(5) },
+            async (context, ct) =>
+            {
+                var name = Encoding.UTF8.GetString(context.Message.Data.Span).Trim('"');
+                started[name] = context.Delivery;
+                if (name == "slow")
+                {
+                    await finishSlow.Task.WaitAsync(ct);
+                }
+            },
+            timeProvider: clock);
+        await consumer.StartAsync(default);
+        await Wait.UntilAsync(() => started.ContainsKey("slow"), "the slow message is being handled");
+
+        // One receive took both: the second waits in the buffer for the only worker, its lease in the renewal loop.
+        await Wait.UntilAsync(() => consumer.LeasesRenewed == 2, "both leases are kept");
+        var expires = started["slow"].LeaseExpiresAt;
+
+        // Three renewals each, a half lease apart: past the lease both were received with.
+        for (var round = 1; round <= 3; round++)
+        {
+            var due = expires - (Lease / 2);
+            await RenewalLoopSleepsUntilAsync(clock, due);
+            clock.Advance(due - clock.GetUtcNow());
+            await Wait.UntilAsync(() => broker.ExtendedLeases >= 2 * round, $"renewal round {round}");
+            expires = due + Lease;
+        }
+
+        Assert.True(clock.GetUtcNow() > started["slow"].LeaseExpiresAt);
+        Assert.Empty(await inner.ReceiveAsync("work", new ReceiveOptions { MaxMessages = 10, Wait = TimeSpan.Zero }, default));
+
+        finishSlow.SetResult();
+        await Wait.UntilAsync(() => consumer.Status.Handled == 2, "both are handled");
+        Assert.Equal(3, broker.ExtensionsOf(started["waiting"].Lease).Count);
+        Assert.Equal(0, consumer.Status.LeasesLost);
+        await Wait.UntilAsync(() => consumer.LeasesRenewed == 0, "no lease is kept once both are settled");
+    }
+
+    [Fact]
+    public async Task a_prefetched_delivery_whose_lease_is_lost_while_it_waits_is_never_handled()
+    {
+        var clock = new ManualTimeProvider();
+        var inner = new InMemoryMessageBroker(new InMemoryEventStore(new EventStoreOptions { TimeProvider = clock }), new InMemoryCheckpointStore());
+        var broker = new ExtensionRecordingBroker(inner, clock) { LoseLeaseOf = "\"waiting\"" };
+        await broker.DeclareQueueAsync(new QueueDefinition("work") { Lease = Lease }, default);
+        await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("\"slow\"")));
+        await broker.SendAsync("work", new OutgoingMessage("job", Encoding.UTF8.GetBytes("\"waiting\"")));
+        var started = new ConcurrentQueue<string>();
+        var finishSlow = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions("work") { Concurrency = 1, Prefetch = 2, HandlerTimeout = TimeSpan.FromMinutes(5) },
+            async (context, ct) =>
+            {
+                var name = Encoding.UTF8.GetString(context.Message.Data.Span).Trim('"');
+                started.Enqueue(name);
+                if (name == "slow")
+                {
+                    await finishSlow.Task.WaitAsync(ct);
+                }
+            },
+            timeProvider: clock);
+        await consumer.StartAsync(default);
+        await Wait.UntilAsync(() => started.Contains("slow"), "the slow message is being handled");
+        await Wait.UntilAsync(() => consumer.LeasesRenewed == 2, "both leases are kept");
+
+        // The waiting message's renewal finds its lease gone (another receiver holds it): it is let go.
+        var due = (await broker.FirstLeaseExpiryAsync()) - (Lease / 2);
+        await RenewalLoopSleepsUntilAsync(clock, due);
+        clock.Advance(due - clock.GetUtcNow());
+        await Wait.UntilAsync(() => consumer.LeasesRenewed == 1, "the lost lease is no longer kept");
+
+        finishSlow.SetResult();
+        await Wait.UntilAsync(() => consumer.Status.LeasesLost == 1, "the waiting message is let go unhandled");
+        await Wait.UntilAsync(() => consumer.Status.Handled == 1, "the slow message is handled");
+        Assert.Equal(["slow"], started);
+    }
+
     /// <summary>
     /// Waits until the renewal loop has armed its timer for <paramref name="due"/>. The loop arms it relative to the
     /// clock as it reads it, so a clock moved on before that would leave the timer due later than the renewal, and the
@@ -150,11 +241,37 @@ public sealed class ConsumerLeaseRenewalTests
     private sealed class ExtensionRecordingBroker(IMessageBroker inner, TimeProvider clock) : DelegatingMessageBroker(inner)
     {
         private readonly ConcurrentQueue<(LeaseToken Lease, DateTimeOffset At)> _extensions = new();
+        private readonly ConcurrentDictionary<LeaseToken, string> _bodies = new();
+        private readonly TaskCompletionSource<DateTimeOffset> _firstExpiry = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The body of a message whose every extension is refused as a lost lease.</summary>
+        public string? LoseLeaseOf { get; init; }
+
+        public int ExtendedLeases => _extensions.Count;
 
         public List<DateTimeOffset> ExtensionsOf(LeaseToken lease) => [.. _extensions.Where(e => e.Lease == lease).Select(e => e.At)];
 
+        public Task<DateTimeOffset> FirstLeaseExpiryAsync() => _firstExpiry.Task.Bounded();
+
+        public override async Task<IReadOnlyList<Delivery>> ReceiveAsync(QueueName queue, ReceiveOptions options, CancellationToken cancellationToken)
+        {
+            var deliveries = await Inner.ReceiveAsync(queue, options, cancellationToken);
+            foreach (var delivery in deliveries)
+            {
+                _bodies[delivery.Lease] = Encoding.UTF8.GetString(delivery.Message.Data.Span);
+                _firstExpiry.TrySetResult(delivery.LeaseExpiresAt);
+            }
+
+            return deliveries;
+        }
+
         public override async Task ExtendLeaseAsync(LeaseToken lease, TimeSpan duration, CancellationToken cancellationToken)
         {
+            if (LoseLeaseOf is not null && _bodies.TryGetValue(lease, out var body) && body == LoseLeaseOf)
+            {
+                throw new LeaseLostException(lease, "another receiver holds the message");
+            }
+
             var at = clock.GetUtcNow();
             await Inner.ExtendLeaseAsync(lease, duration, cancellationToken);
             _extensions.Enqueue((lease, at));

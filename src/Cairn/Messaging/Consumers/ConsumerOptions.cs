@@ -118,7 +118,10 @@ public sealed record ConsumerOptions
     /// <summary>The lease of each delivery; the queue's when null.</summary>
     public TimeSpan? Lease { get; init; }
 
-    /// <summary>Extends the lease of a message while its handler runs, so a slow handler is not raced by a redelivery (on by default).</summary>
+    /// <summary>
+    /// Extends the lease of each message the consumer holds, waiting for a worker or being handled, so neither a slow
+    /// handler nor a wait behind slow handlers is raced by a redelivery (on by default).
+    /// </summary>
     public bool ExtendLeaseWhileHandling { get; init; } = true;
 
     /// <summary>

@@ -28,7 +28,7 @@ public sealed record ConsumerStatus(
 /// and the broker dead-letters it at the queue's maximum; a non-retryable failure is dead-lettered at once. Stopping
 /// lets in-flight handlers finish until the stop's token fires, and gives back every message not started. With
 /// <see cref="ConsumerOptions.ExtendLeaseWhileHandling"/>, one timer per consumer extends the lease of each message
-/// being handled when half its lease is left.
+/// it holds, handled or waiting for a worker, when half its lease is left.
 /// </summary>
 public sealed class QueueConsumer : IAsyncDisposable
 {
@@ -41,7 +41,7 @@ public sealed class QueueConsumer : IAsyncDisposable
     private readonly FlowRecorder? _flows;
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _abort = new();
-    private readonly Channel<Delivery> _buffer = Channel.CreateUnbounded<Delivery>(new UnboundedChannelOptions { SingleWriter = true });
+    private readonly Channel<Received> _buffer = Channel.CreateUnbounded<Received>(new UnboundedChannelOptions { SingleWriter = true });
     private readonly SemaphoreSlim _slots;
     private readonly Random _random = new();
     private readonly Lock _randomLock = new();
@@ -210,7 +210,7 @@ public sealed class QueueConsumer : IAsyncDisposable
             try
             {
                 // Cancelled handlers give their messages back; a moment is enough for those that listen.
-                await _running.WaitAsync(AbortGrace, CancellationToken.None).ConfigureAwait(false);
+                await _running.WaitAsync(AbortGrace, _time, CancellationToken.None).ConfigureAwait(false);
             }
             catch (TimeoutException)
             {
@@ -281,7 +281,9 @@ public sealed class QueueConsumer : IAsyncDisposable
 
                 foreach (var delivery in deliveries)
                 {
-                    _buffer.Writer.TryWrite(delivery);
+                    // Renewed from now, not from when a worker takes it: with slow handlers a delivery may wait in the
+                    // buffer longer than its lease, and a lease run out there hands the message to another consumer.
+                    _buffer.Writer.TryWrite(new Received(delivery, Options.ExtendLeaseWhileHandling ? TrackLease(delivery) : null));
                 }
 
                 // After the batch is with the workers: a slow prune holds back the next receive, not this batch.
@@ -324,11 +326,12 @@ public sealed class QueueConsumer : IAsyncDisposable
     /// <summary>On stop, gives back the messages received but not yet taken by a worker, without waiting for one.</summary>
     private async Task GiveBackUnstartedAsync()
     {
-        while (_buffer.Reader.TryRead(out var delivery))
+        while (_buffer.Reader.TryRead(out var received))
         {
+            var delivery = received.Delivery;
             try
             {
-                await SettleAsync(() => _broker.ReturnAsync(delivery.Lease, CancellationToken.None), delivery).ConfigureAwait(false);
+                await GiveBackAsync(received).ConfigureAwait(false);
             }
             catch (Exception ex)
             {
@@ -367,21 +370,22 @@ public sealed class QueueConsumer : IAsyncDisposable
 
     private async Task WorkAsync()
     {
-        await foreach (var delivery in _buffer.Reader.ReadAllAsync().ConfigureAwait(false))
+        await foreach (var received in _buffer.Reader.ReadAllAsync().ConfigureAwait(false))
         {
+            var delivery = received.Delivery;
             try
             {
                 if (_stopping.IsCancellationRequested)
                 {
                     // Received but not started: give it back now rather than leave it hidden until its lease runs out.
-                    await SettleAsync(() => _broker.ReturnAsync(delivery.Lease, CancellationToken.None), delivery).ConfigureAwait(false);
+                    await GiveBackAsync(received).ConfigureAwait(false);
                     continue;
                 }
 
                 Interlocked.Increment(ref _inFlight);
                 try
                 {
-                    await ProcessAsync(delivery).ConfigureAwait(false);
+                    await ProcessAsync(delivery, received.Renewal).ConfigureAwait(false);
                 }
                 finally
                 {
@@ -400,28 +404,46 @@ public sealed class QueueConsumer : IAsyncDisposable
         }
     }
 
-    private async Task ProcessAsync(Delivery delivery)
+    /// <summary>Gives back a delivery no worker started, once its lease is out of the renewal loop.</summary>
+    private async Task GiveBackAsync(Received received)
+    {
+        if (received.Renewal is { } renewal)
+        {
+            await UntrackLeaseAsync(renewal).ConfigureAwait(false);
+        }
+
+        await SettleAsync(() => _broker.ReturnAsync(received.Delivery.Lease, CancellationToken.None), received.Delivery).ConfigureAwait(false);
+    }
+
+    private async Task ProcessAsync(Delivery delivery, LeaseRenewal? renewal)
     {
         var message = delivery.Message;
         using var activity = StartActivity(delivery);
         using var causation = MessageContext.Begin(message.CorrelationId, message.Id.ToString(), activity is null ? message.TraceParent : null);
-        // Not cancellable: a quick read, and a cancelled one would leave the delivery leased until its lease ran out.
-        if (Options.UseInbox && await WasProcessedAsync(message).ConfigureAwait(false))
-        {
-            // Counted once settled, as every outcome is: a lost lease leaves the message to its other receiver.
-            if (await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false))
-            {
-                Interlocked.Increment(ref _duplicates);
-            }
-
-            return;
-        }
-
         using var timeout = new CancellationTokenSource(Options.HandlerTimeout, _time);
         using var handling = CancellationTokenSource.CreateLinkedTokenSource(timeout.Token, _abort.Token);
-        var renewal = Options.ExtendLeaseWhileHandling ? TrackLease(delivery, handling) : null;
         try
         {
+            if (renewal is not null && !BeginHandling(renewal, handling))
+            {
+                // Its lease ran out while it waited for a worker (a renewal failed): another consumer may hold it now.
+                Interlocked.Increment(ref _leasesLost);
+                _logger.LogWarning("Consumer {Consumer} lost the lease of message {MessageId} while it waited to be handled; the message's next delivery decides its fate.", Options.Name, message.Id);
+                return;
+            }
+
+            // Not cancellable: a quick read, and a cancelled one would leave the delivery leased until its lease ran out.
+            if (Options.UseInbox && await WasProcessedAsync(message).ConfigureAwait(false))
+            {
+                // Counted once settled, as every outcome is: a lost lease leaves the message to its other receiver.
+                if (await SettleAsync(() => _broker.AcknowledgeAsync([delivery.Lease], CancellationToken.None), delivery).ConfigureAwait(false))
+                {
+                    Interlocked.Increment(ref _duplicates);
+                }
+
+                return;
+            }
+
             for (var attempt = 0; ; attempt++)
             {
                 var started = Stopwatch.GetTimestamp();
@@ -653,14 +675,13 @@ public sealed class QueueConsumer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Hands a delivery about to be handled to the renewal loop, waking it when this lease is due before the loop's
-    /// next wake. Per message, that is all the renewal costs: no timer, no token source, no task.
+    /// Hands a delivery just received to the renewal loop, waking it when this lease is due before the loop's next
+    /// wake. Per message, that is all the renewal costs: no timer, no token source, no task.
     /// </summary>
-    private LeaseRenewal TrackLease(Delivery delivery, CancellationTokenSource handling)
+    private LeaseRenewal TrackLease(Delivery delivery)
     {
-        // Counted from when the lease ends, not from when the handler started: a prefetched delivery may have waited
-        // in the buffer for most of its lease.
-        var renewal = new LeaseRenewal(delivery, handling, delivery.LeaseExpiresAt - (_lease / 2));
+        // Counted from when the lease ends: a receive that waited on a busy store may return a lease already part spent.
+        var renewal = new LeaseRenewal(delivery, delivery.LeaseExpiresAt - (_lease / 2));
         TaskCompletionSource? wake = null;
         lock (_renewalsLock)
         {
@@ -677,7 +698,25 @@ public sealed class QueueConsumer : IAsyncDisposable
     }
 
     /// <summary>
-    /// Takes a handled delivery out of the renewal loop; when an extension of its lease is under way, waits for it,
+    /// Gives a waiting delivery's renewal the handling it may cancel when the lease is lost; false when the lease was
+    /// lost while the delivery waited, and the message must not be handled.
+    /// </summary>
+    private bool BeginHandling(LeaseRenewal renewal, CancellationTokenSource handling)
+    {
+        lock (_renewalsLock)
+        {
+            if (renewal.LostWhileWaiting)
+            {
+                return false;
+            }
+
+            renewal.Handling = handling;
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Takes a handled or given-back delivery out of the renewal loop; when an extension of its lease is under way, waits for it,
     /// so the handling's token source outlives any use the renewal makes of it.
     /// </summary>
     private ValueTask UntrackLeaseAsync(LeaseRenewal renewal)
@@ -712,7 +751,7 @@ public sealed class QueueConsumer : IAsyncDisposable
             lock (_renewalsLock)
             {
                 var now = _time.GetUtcNow();
-                _renewals.RemoveWhere(static renewal => !renewal.Renewing && renewal.Handling.IsCancellationRequested);
+                _renewals.RemoveWhere(static renewal => !renewal.Renewing && renewal.Handling is { IsCancellationRequested: true });
                 foreach (var renewal in _renewals)
                 {
                     if (renewal.Renewing)
@@ -773,7 +812,7 @@ public sealed class QueueConsumer : IAsyncDisposable
             bool ended;
             lock (_renewalsLock)
             {
-                ended = renewal.Finished || renewal.Handling.IsCancellationRequested;
+                ended = renewal.Finished || renewal.Handling is { IsCancellationRequested: true };
             }
 
             if (ended)
@@ -804,17 +843,23 @@ public sealed class QueueConsumer : IAsyncDisposable
                 _logger.LogWarning(ex, "Consumer {Consumer} could not extend the lease {Lease}; trying again.", Options.Name, renewal.Delivery.Lease);
             }
 
-            bool finished;
+            CancellationTokenSource? cancel = null;
             lock (_renewalsLock)
             {
-                finished = renewal.Finished;
+                if (lost && !renewal.Finished)
+                {
+                    // A delivery still waiting is never handled; a handler running is stopped, as its commit would be
+                    // refused anyway.
+                    renewal.LostWhileWaiting = renewal.Handling is null;
+                    cancel = renewal.Handling;
+                }
             }
 
-            if (lost && !finished)
+            if (cancel is not null)
             {
-                // Someone else holds the message now: stop the handler, its commit would be refused anyway. The
-                // handling waits for this renewal before it disposes its token source.
-                await renewal.Handling.CancelAsync().ConfigureAwait(false);
+                // Someone else holds the message now. The handling waits for this renewal before it disposes its
+                // token source.
+                await cancel.CancelAsync().ConfigureAwait(false);
             }
         }
         catch (Exception ex)
@@ -895,12 +940,19 @@ public sealed class QueueConsumer : IAsyncDisposable
         return activity;
     }
 
-    /// <summary>A delivery being handled, as the renewal loop sees it; its mutable parts are guarded by the consumer's renewal lock.</summary>
-    private sealed class LeaseRenewal(Delivery delivery, CancellationTokenSource handling, DateTimeOffset due)
+    /// <summary>A delivery received, with the lease renewal that goes with it when leases are extended.</summary>
+    private readonly record struct Received(Delivery Delivery, LeaseRenewal? Renewal);
+
+    /// <summary>A delivery held, waiting or being handled, as the renewal loop sees it; its mutable parts are guarded by the consumer's renewal lock.</summary>
+    private sealed class LeaseRenewal(Delivery delivery, DateTimeOffset due)
     {
         public Delivery Delivery { get; } = delivery;
 
-        public CancellationTokenSource Handling { get; } = handling;
+        /// <summary>The handling the renewal cancels when the lease is lost; null while the delivery waits for a worker.</summary>
+        public CancellationTokenSource? Handling { get; set; }
+
+        /// <summary>The lease was lost before a worker took the delivery.</summary>
+        public bool LostWhileWaiting { get; set; }
 
         /// <summary>When the lease is next to be extended.</summary>
         public DateTimeOffset Due { get; set; } = due;
