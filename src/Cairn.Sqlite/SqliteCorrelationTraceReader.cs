@@ -34,6 +34,23 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
     /// <inheritdoc />
     public Task<CorrelationRecords> ReadAsync(string correlationId, int limit, CancellationToken cancellationToken)
     {
+        // Synchronous work, refused through the task as every async call of Cairn is.
+        try
+        {
+            return Task.FromResult(Read(correlationId, limit, cancellationToken));
+        }
+        catch (OperationCanceledException ex) when (ex.CancellationToken == cancellationToken && cancellationToken.IsCancellationRequested)
+        {
+            return Task.FromCanceled<CorrelationRecords>(cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return Task.FromException<CorrelationRecords>(ex);
+        }
+    }
+
+    private CorrelationRecords Read(string correlationId, int limit, CancellationToken cancellationToken)
+    {
         CorrelationTraceLimits.Validate(correlationId, limit);
         cancellationToken.ThrowIfCancellationRequested();
         using var lease = _store.RentReadConnection();
@@ -47,7 +64,7 @@ public sealed class SqliteCorrelationTraceReader : ICorrelationTraceReader
             var events = ReadEvents(db, correlationId, key, limit + 1);
             var handled = ReadInbox(db, correlationId, key, limit + 1);
             var queued = ReadQueued(db, correlationId, limit + 1, _store.Options.TimeProvider.GetUtcNow().UtcTicks);
-            return Task.FromResult(CorrelationRecords.Earliest(events, handled, queued, limit));
+            return CorrelationRecords.Earliest(events, handled, queued, limit);
         }
         finally
         {

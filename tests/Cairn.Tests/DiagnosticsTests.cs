@@ -153,7 +153,11 @@ public sealed class DiagnosticsTests : IDisposable
         Assert.NotNull(subscription.Status.LastErrorAt);
         Assert.Equal([0L, 1L, 2L], handled.Distinct());
         Assert.True(Total("cairn.subscription.events|subscription=" + name) >= 3);
-        Assert.Contains(Spans, a => a.OperationName == "cairn.subscription.handle" && (string?)a.GetTagItem("cairn.subscription") == name);
+        var handles = Spans.Where(a => a.OperationName == "cairn.subscription.handle" && (string?)a.GetTagItem("cairn.subscription") == name).ToList();
+        var failed = Assert.Single(handles, a => a.Status == ActivityStatusCode.Error);
+        Assert.Equal("boom", failed.StatusDescription);
+        Assert.Contains(failed.Events, e => e.Name == "exception" && (string?)e.Tags.FirstOrDefault(t => t.Key == "exception.message").Value == "boom");
+        Assert.Equal(3, handles.Count(a => a.Status == ActivityStatusCode.Unset && !a.Events.Any()));
     }
 
     [Fact]

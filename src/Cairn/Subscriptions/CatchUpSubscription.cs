@@ -551,6 +551,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !(stop.IsCancellationRequested || abort.IsCancellationRequested))
         {
+            activity?.AddException(ex);
             activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
             throw new SubscriptionHandlerException(Options.Name, e, ex);
         }

@@ -270,8 +270,8 @@ public abstract class CorrelationTraceTests<TFixture>(TFixture fixture) : Messag
         var (sut, _) = await CreateQueuesAsync();
         await using var __ = sut;
 
-        var read = await Assert.ThrowsAsync<InvalidTraceRequestException>(() => sut.Traces.ReadAsync(correlationId, limit, default));
-        var traced = await Assert.ThrowsAsync<InvalidTraceRequestException>(() => new CorrelationTracer(sut.Traces).TraceAsync(correlationId, limit, default));
+        var read = await ThroughTask.RefusedAsync<InvalidTraceRequestException>(() => sut.Traces.ReadAsync(correlationId, limit, default));
+        var traced = await ThroughTask.RefusedAsync<InvalidTraceRequestException>(() => new CorrelationTracer(sut.Traces).TraceAsync(correlationId, limit, default));
 
         Assert.Equal(field, read.Field);
         Assert.Equal(field, traced.Field);
@@ -283,12 +283,21 @@ public abstract class CorrelationTraceTests<TFixture>(TFixture fixture) : Messag
         var (sut, _) = await CreateQueuesAsync();
         await using var __ = sut;
 
-        var oversized = await Assert.ThrowsAsync<InvalidTraceRequestException>(() => sut.Traces.ReadAsync(new string('x', CorrelationTraceLimits.MaxCorrelationIdLength + 1), 10, default));
-        var none = await Assert.ThrowsAsync<InvalidTraceRequestException>(() => sut.Traces.ReadAsync(null!, 10, default));
+        var oversized = await ThroughTask.RefusedAsync<InvalidTraceRequestException>(() => sut.Traces.ReadAsync(new string('x', CorrelationTraceLimits.MaxCorrelationIdLength + 1), 10, default));
+        var none = await ThroughTask.RefusedAsync<InvalidTraceRequestException>(() => sut.Traces.ReadAsync(null!, 10, default));
 
         Assert.Contains("at most 256", oversized.Message, StringComparison.Ordinal);
         Assert.Equal("correlationId", none.Field);
         Assert.True((await sut.Traces.ReadAsync(new string('x', CorrelationTraceLimits.MaxCorrelationIdLength), CorrelationTraceLimits.MaxLimit, default)).Count == 0);
+    }
+
+    [Fact]
+    public async Task a_read_with_a_cancelled_token_is_cancelled_through_its_task()
+    {
+        var (sut, _) = await CreateQueuesAsync();
+        await using var __ = sut;
+
+        await ThroughTask.RefusedAsync<OperationCanceledException>(() => sut.Traces.ReadAsync("flow-1", 10, new CancellationToken(canceled: true)));
     }
 
     /// <summary>

@@ -21,4 +21,23 @@ public static class ThroughTask
         var ex = await Assert.ThrowsAnyAsync<Exception>(() => task);
         Assert.IsAssignableFrom(expected, ex);
     }
+
+    /// <summary>As <see cref="RefusedAsync(Func{Task}, Type)"/>, returning the refusal for a look at its details.</summary>
+    public static async Task<T> RefusedAsync<T>(Func<Task> call)
+        where T : Exception
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        Task task;
+        try
+        {
+            task = call();
+        }
+        catch (Exception e)
+        {
+            Assert.Fail($"The call threw {e.GetType().Name} ({e.Message}) instead of returning a faulted task.");
+            throw;
+        }
+
+        return await Assert.ThrowsAnyAsync<T>(() => task);
+    }
 }

@@ -452,6 +452,12 @@ public sealed class QueueConsumer : IAsyncDisposable
                 CairnDiagnostics.HandlerDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new("consumer", Options.Name), new("outcome", outcome));
                 if (failure is null)
                 {
+                    if (attempt > 0)
+                    {
+                        // An immediate retry succeeded: the handling did not fail, whatever its earlier attempts did.
+                        activity?.SetStatus(ActivityStatusCode.Unset);
+                    }
+
                     return;
                 }
 
@@ -474,6 +480,12 @@ public sealed class QueueConsumer : IAsyncDisposable
                 }
 
                 activity?.AddException(failure);
+                if (!_abort.IsCancellationRequested)
+                {
+                    // What tracing back ends read a failed operation from; a stop is not a failure.
+                    activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
+                }
+
                 if (_abort.IsCancellationRequested)
                 {
                     // Stopped, not failed: given back untried, so a stop never brings a message nearer its dead letter.
