@@ -82,7 +82,7 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
         _serializer = serializer;
         Decider = decider;
         _options = options ?? new DeciderHandlerOptions();
-        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxConflictRetries);
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxConflictRetries, nameof(DeciderHandlerOptions.MaxConflictRetries));
         _logger = logger ?? NullLogger.Instance;
         if (snapshots is null || _options.Snapshots is not { } policy)
         {
@@ -136,6 +136,9 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
                 return new CommandResult<TState, TEvent>(loaded.State, events, null, attempt);
             }
 
+            // Folded before anything is written: an Evolve that throws on the events Decide just made is a decider
+            // fault, and the command fails with nothing appended rather than leave the stream with events it cannot fold.
+            var state = Decider.Fold(loaded.State, events);
             var data = events.Select(e => _serializer.ToEventData(e)).ToList();
             AppendResult result;
             try
@@ -148,12 +151,10 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
                 continue;
             }
 
-            var state = Decider.Fold(loaded.State, events);
             var written = result.Streams[0];
             if (_policy?.Every is { } every && ReachesMultiple(loaded.Version, written.LastVersion, every))
             {
-                var after = new Folded(state, written.LastVersion, loaded.FirstFolded ?? written.FirstVersion, result.LastPosition);
-                await TrySaveSnapshotAsync(stream, after, cancellationToken).ConfigureAwait(false);
+                await TrySnapshotAsync(stream, written.LastVersion, cancellationToken).ConfigureAwait(false);
             }
 
             return new CommandResult<TState, TEvent>(state, events, result, attempt);
@@ -370,16 +371,25 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
         }
     }
 
-    private async Task TrySaveSnapshotAsync(StreamName stream, Folded folded, CancellationToken cancellationToken)
+    /// <summary>
+    /// Snapshots the stream as of <paramref name="version"/>, folded from what the store gives back (its snapshot and
+    /// the events after it) rather than from the events the command decided in memory: what their JSON would not bring
+    /// back, or an upcaster would change, must not live on in the snapshot alone.
+    /// </summary>
+    private async Task TrySnapshotAsync(StreamName stream, long version, CancellationToken cancellationToken)
     {
         try
         {
-            await SaveSnapshotAsync(stream, folded, cancellationToken).ConfigureAwait(false);
+            var folded = await LoadCoreAsync(stream, version, cancellationToken).ConfigureAwait(false);
+            if (folded.FirstFolded is not null && folded.Version == version)
+            {
+                await SaveSnapshotAsync(stream, folded, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (Exception ex)
         {
             // The events are committed: the command succeeded. A later multiple takes the next snapshot.
-            _logger.LogWarning(ex, "The {Kind} snapshot of {Stream} at version {Version} could not be saved; the command succeeded.", _policy!.Kind, stream, folded.Version);
+            _logger.LogWarning(ex, "The {Kind} snapshot of {Stream} at version {Version} could not be saved; the command succeeded.", _policy!.Kind, stream, version);
         }
     }
 
@@ -410,9 +420,23 @@ public sealed class DeciderHandler<TCommand, TState, TEvent>
         // another state than the events fold to.
         // A private field no JSON carries (state read through a method) is in neither JSON: the state read back is
         // compared with the folded one by value, field by field, too.
-        var json = JsonSerializer.SerializeToUtf8Bytes(folded.State, _stateInfo!);
-        var readBack = JsonSerializer.Deserialize(json, _stateInfo!);
-        if (!json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(readBack, _stateInfo!)) || !ValueEquality.Same(folded.State, readBack))
+        // The state's own equality is not trusted here: an entity equal by its id says nothing of the rest it holds.
+        byte[] json;
+        bool sameJson;
+        TState? readBack;
+        try
+        {
+            json = JsonSerializer.SerializeToUtf8Bytes(folded.State, _stateInfo!);
+            readBack = JsonSerializer.Deserialize(json, _stateInfo!);
+            sameJson = json.AsSpan().SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(readBack, _stateInfo!));
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // A value JSON cannot hold (NaN), a member no contract can read back (an interface): named as the state's fault.
+            throw SnapshotSerializationException.NotWritable(typeof(TState), ex);
+        }
+
+        if (!sameJson || !ValueEquality.SameForSnapshot(folded.State, readBack))
         {
             throw SnapshotSerializationException.NotRoundTripped(typeof(TState));
         }

@@ -267,8 +267,8 @@ public sealed class SnapshotSerializationException : CairnException
         DerivedType = derivedType;
     }
 
-    private SnapshotSerializationException(Type stateType, string message)
-        : base(message)
+    private SnapshotSerializationException(Type stateType, string message, Exception? inner = null)
+        : base(message, inner)
     {
         StateType = stateType;
     }
@@ -279,6 +279,10 @@ public sealed class SnapshotSerializationException : CairnException
     /// <summary>A state whose JSON, read back and written again, is not the JSON it was written as.</summary>
     internal static SnapshotSerializationException NotRoundTripped(Type stateType) =>
         new(stateType, $"A state of {stateType.FullName} does not come back from its JSON as it was: read back, it differs from the state (a private field no JSON carries), or written again, its JSON differs (a property over a field that no constructor parameter or setter fills, or a converter that changes a value). The snapshot is not saved; a snapshot must load the state the events fold to.");
+
+    /// <summary>A state that its contract cannot write as JSON, or read back from the JSON it wrote (<paramref name="inner"/> says why).</summary>
+    internal static SnapshotSerializationException NotWritable(Type stateType, Exception inner) =>
+        new(stateType, $"A state of {stateType.FullName} cannot be snapshotted: its contract cannot write it as JSON or read that JSON back ({inner.GetType().Name}: {inner.Message}). The snapshot is not saved; a snapshot must load the state the events fold to.", inner);
 
     /// <summary>The derived type of the state that the state type's contract does not declare, when that is the fault.</summary>
     public Type? DerivedType { get; }

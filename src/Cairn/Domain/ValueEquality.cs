@@ -15,11 +15,18 @@ internal static class ValueEquality
     private const BindingFlags InstanceFields = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly;
 
     /// <summary>True when <paramref name="a"/> and <paramref name="b"/> hold the same values.</summary>
-    public static bool Same(object? a, object? b) => Same(a, b, new HashSet<(object, object)>(PairComparer.Instance));
+    public static bool Same(object? a, object? b) => Same(a, b, new Walk(strict: false));
 
-    private static bool Same(object? a, object? b, HashSet<(object, object)> entered)
+    /// <summary>
+    /// As <see cref="Same(object?, object?)"/>, without taking the word of an application type's own equality (an entity
+    /// equal by its id says nothing of the rest it holds) and with collections' comparers compared too: for a snapshot,
+    /// which must load the very state it was taken from.
+    /// </summary>
+    public static bool SameForSnapshot(object? a, object? b) => Same(a, b, new Walk(strict: true));
+
+    private static bool Same(object? a, object? b, Walk walk)
     {
-        if (Equals(a, b))
+        if (ReferenceEquals(a, b) || ((!walk.Strict || a is null || TrustsOwnEquality(a.GetType())) && Equals(a, b)))
         {
             return true;
         }
@@ -46,7 +53,7 @@ internal static class ValueEquality
         // A pair met again below itself (a cycle) is taken as equal: its other members decide. Only the pairs on the
         // path being compared count: one compared before and found unequal (a set's candidate match) is not equal later.
         var tracked = !a.GetType().IsValueType;
-        if (tracked && !entered.Add((a, b)))
+        if (tracked && !walk.Entered.Add((a, b)))
         {
             return true;
         }
@@ -55,17 +62,18 @@ internal static class ValueEquality
         {
             return (a, b) switch
             {
-                (IDictionary first, IDictionary second) => SameDictionary(first, second, entered),
-                (IEnumerable first, IEnumerable second) when IsSet(a.GetType()) || IsSet(b.GetType()) => SameSet(first, second, entered),
-                (IEnumerable first, IEnumerable second) => SameSequence(first, second, entered),
-                _ => SameFields(a, b, entered),
+                (IEnumerable, IEnumerable) when walk.Strict && !SameComparers(a, b) => false,
+                (IDictionary first, IDictionary second) => SameDictionary(first, second, walk),
+                (IEnumerable first, IEnumerable second) when IsSet(a.GetType()) || IsSet(b.GetType()) => SameSet(first, second, walk),
+                (IEnumerable first, IEnumerable second) => SameSequence(first, second, walk),
+                _ => SameFields(a, b, walk),
             };
         }
         finally
         {
             if (tracked)
             {
-                entered.Remove((a, b));
+                walk.Entered.Remove((a, b));
             }
         }
     }
@@ -73,14 +81,14 @@ internal static class ValueEquality
     private static bool IsSet(Type type) =>
         type.GetInterfaces().Any(i => i.IsGenericType && (i.GetGenericTypeDefinition() == typeof(ISet<>) || i.GetGenericTypeDefinition() == typeof(IReadOnlySet<>)));
 
-    private static bool SameSequence(IEnumerable a, IEnumerable b, HashSet<(object, object)> entered)
+    private static bool SameSequence(IEnumerable a, IEnumerable b, Walk walk)
     {
         var left = a.Cast<object?>().ToList();
         var right = b.Cast<object?>().ToList();
-        return left.Count == right.Count && left.Zip(right).All(p => Same(p.First, p.Second, entered));
+        return left.Count == right.Count && left.Zip(right).All(p => Same(p.First, p.Second, walk));
     }
 
-    private static bool SameSet(IEnumerable a, IEnumerable b, HashSet<(object, object)> entered)
+    private static bool SameSet(IEnumerable a, IEnumerable b, Walk walk)
     {
         var left = a.Cast<object?>().ToList();
         var right = b.Cast<object?>().ToList();
@@ -112,7 +120,7 @@ internal static class ValueEquality
             {
                 nulls--;
             }
-            else if (item is not null && byHash.TryGetValue(item, out var count) && count > 0)
+            else if (item is not null && (!walk.Strict || TrustsOwnEquality(item.GetType())) && byHash.TryGetValue(item, out var count) && count > 0)
             {
                 byHash[item] = count - 1;
             }
@@ -137,7 +145,7 @@ internal static class ValueEquality
         unmatched.AddRange(Enumerable.Repeat<object?>(null, nulls));
         foreach (var item in rest)
         {
-            var at = unmatched.FindIndex(other => Same(item, other, entered));
+            var at = unmatched.FindIndex(other => Same(item, other, walk));
             if (at < 0)
             {
                 return false;
@@ -149,7 +157,7 @@ internal static class ValueEquality
         return true;
     }
 
-    private static bool SameDictionary(IDictionary a, IDictionary b, HashSet<(object, object)> entered)
+    private static bool SameDictionary(IDictionary a, IDictionary b, Walk walk)
     {
         if (a.Count != b.Count)
         {
@@ -158,7 +166,7 @@ internal static class ValueEquality
 
         foreach (DictionaryEntry entry in a)
         {
-            if (!b.Contains(entry.Key) || !Same(entry.Value, b[entry.Key], entered))
+            if (!b.Contains(entry.Key) || !Same(entry.Value, b[entry.Key], walk))
             {
                 return false;
             }
@@ -167,7 +175,7 @@ internal static class ValueEquality
         return true;
     }
 
-    private static bool SameFields(object a, object b, HashSet<(object, object)> entered)
+    private static bool SameFields(object a, object b, Walk walk)
     {
         for (var type = a.GetType(); type is not null && type != typeof(object); type = type.BaseType)
         {
@@ -179,7 +187,7 @@ internal static class ValueEquality
                     continue;
                 }
 
-                if (!Same(field.GetValue(a), field.GetValue(b), entered))
+                if (!Same(field.GetValue(a), field.GetValue(b), walk))
                 {
                     return false;
                 }
@@ -187,6 +195,45 @@ internal static class ValueEquality
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Whether a type's own equality is taken as its value's: the runtime's and the framework's types (a string, a
+    /// date, a Guid, a tuple of such), not an application's, whose equality may be by identity.
+    /// </summary>
+    private static bool TrustsOwnEquality(Type type) =>
+        type.IsPrimitive || type.IsEnum || (IsFrameworkAssembly(type.Assembly) && (!type.IsGenericType || type.GetGenericArguments().All(TrustsOwnEquality)));
+
+    private static bool IsFrameworkAssembly(Assembly assembly) =>
+        assembly == typeof(object).Assembly || assembly.GetName().Name is { } name && (name.StartsWith("System.", StringComparison.Ordinal) || name.StartsWith("Microsoft.", StringComparison.Ordinal));
+
+    /// <summary>
+    /// Whether two collections that expose a comparer (a dictionary's or set's <c>Comparer</c>) use the same one: a
+    /// case-insensitive dictionary read back with the default comparer holds the same items yet behaves otherwise.
+    /// </summary>
+    private static bool SameComparers(object a, object b)
+    {
+        var first = ComparerOf(a);
+        var second = ComparerOf(b);
+        return first is null || second is null || Equals(Plain(first), Plain(second));
+
+        // The ordinal string comparer compares as the default one does.
+        static object Plain(object comparer) => ReferenceEquals(comparer, StringComparer.Ordinal) ? EqualityComparer<string>.Default : comparer;
+    }
+
+    private static object? ComparerOf(object collection) =>
+        collection.GetType().GetProperty("Comparer", BindingFlags.Instance | BindingFlags.Public, null, null, Type.EmptyTypes, null) is { } property
+        && property.PropertyType.IsGenericType
+        && (property.PropertyType.GetGenericTypeDefinition() == typeof(IEqualityComparer<>) || property.PropertyType.GetGenericTypeDefinition() == typeof(IComparer<>))
+            ? property.GetValue(collection)
+            : null;
+
+    /// <summary>One comparison's state: the pairs on the path being compared, and whether it is a snapshot's strict one.</summary>
+    private sealed class Walk(bool strict)
+    {
+        public HashSet<(object, object)> Entered { get; } = new(PairComparer.Instance);
+
+        public bool Strict { get; } = strict;
     }
 
     /// <summary>Pairs by the references they hold, not by the objects' own equality.</summary>
