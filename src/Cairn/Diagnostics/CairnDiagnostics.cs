@@ -83,7 +83,7 @@ public static class CairnDiagnostics
         ProjectionGauge("cairn.projection.rebuild.progress", "1", "The share of the log a rebuild has covered, 0 to 1; 1 when none runs.", s => s.Rebuild?.Fraction ?? 1);
         MessagingMeter.CreateObservableGauge("cairn.messaging.queue.depth", () => Read(QueueSources).SelectMany(Depth), "{message}", "Messages in a queue, by state (visible, leased, delayed, dead_lettered, parked).");
         MessagingMeter.CreateObservableGauge("cairn.messaging.queue.oldest_age", () => Read(QueueSources).SelectMany(OldestAge), "s", "How long the oldest due or leased message in a queue has waited since it was sent; 0 when there is none, nothing when the statistics are not exact.");
-        MessagingMeter.CreateObservableGauge("cairn.messaging.relay.backlog", () => Read(OutboxSources).SelectMany(Backlog), "{message}", "Messages waiting in the outbox of a queue, by state (due, in_flight, delayed).");
+        MessagingMeter.CreateObservableGauge("cairn.messaging.relay.backlog", () => Read(OutboxSources).SelectMany(Backlog), "{message}", "Messages waiting in the outbox of a queue, by state (due, in_flight, delayed, dead_lettered).");
         MessagingMeter.CreateObservableGauge("cairn.messaging.relay.oldest_age", () => Read(OutboxSources).SelectMany(OldestAge), "s", "How long the oldest due or in-flight message in the outbox of a queue has waited since it was sent; 0 when there is none.");
     }
 

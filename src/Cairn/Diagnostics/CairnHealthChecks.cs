@@ -198,7 +198,8 @@ internal sealed class MessagingHealthCheck(IServiceProvider services, CairnHealt
                 continue;
             }
 
-            depth += stats.Visible + stats.Leased + stats.Delayed;
+            // Parked FIFO messages (behind a dead-lettered head of their group) are held too, counted apart by the stats.
+            depth += stats.Visible + stats.Leased + stats.Delayed + stats.Parked;
             deadLetters += stats.DeadLettered;
             if (stats.OldestAge is { } age && age > options.MaxQueueAge)
             {

@@ -1,3 +1,4 @@
+using System.Text;
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
 using Cairn.Diagnostics;
@@ -195,6 +196,27 @@ public sealed class HealthCheckTests
             "the waiting message is older than the limit");
         Assert.Equal(HealthStatus.Degraded, entry.Status);
         Assert.Contains("queue 'orders': 1 dead letter(s)", entry.Description);
+        Assert.Equal(1L, entry.Data["dead_letters"]);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task the_messages_figure_counts_fifo_messages_parked_behind_a_dead_letter()
+    {
+        using var host = Host(b => b.AddQueue("ledger", q => q with { Fifo = true }));
+        await host.StartAsync();
+        var broker = host.Services.GetRequiredService<IMessageBroker>();
+        foreach (var n in new[] { 1, 2, 3 })
+        {
+            await broker.SendAsync("ledger", new OutgoingMessage("order.placed", Encoding.UTF8.GetBytes($"{{\"n\":{n}}}")) { GroupKey = "account-1" });
+        }
+
+        var head = Assert.Single(await broker.ReceiveAsync("ledger", new ReceiveOptions { MaxMessages = 10 }, default));
+        await broker.DeadLetterAsync(head.Lease, "unreadable", null, default);
+        Assert.Equal(2L, (await broker.GetStatsAsync("ledger", default))!.Parked);
+
+        var entry = await CheckAsync(host, CairnHealthCheckExtensions.MessagingCheck);
+        Assert.Equal(2L, entry.Data["messages"]);
         Assert.Equal(1L, entry.Data["dead_letters"]);
         await host.StopAsync();
     }
