@@ -31,11 +31,16 @@ public sealed record Decider<TCommand, TState, TEvent>(
     /// Decides, refusing a null sequence or a null event: either would fail later with an error naming neither the
     /// command nor the decider (an append's argument check, a serializer's).
     /// </summary>
-    internal List<TEvent> DecideChecked(TCommand command, TState state)
+    internal List<TEvent> DecideChecked(TCommand command, TState state) => Checked(DecideAll(command, state), command);
+
+    /// <summary>Decides and takes every event (a lazy sequence runs, and throws, here); null when Decide returned null.</summary>
+    internal List<TEvent>? DecideAll(TCommand command, TState state) => Decide(command, state)?.ToList();
+
+    /// <summary>Refuses what <see cref="DecideAll"/> returned when it breaks the decider's contract.</summary>
+    internal static List<TEvent> Checked(List<TEvent>? decided, TCommand command)
     {
-        var decided = Decide(command, state)
+        var events = decided
             ?? throw new InvalidOperationException($"The decider of {typeof(TState).Name} decided null for the command {Describe(command)}; decide no events to change nothing.");
-        var events = decided.ToList();
         if (events.FindIndex(e => e is null) is var at and >= 0)
         {
             throw new InvalidOperationException($"The decider of {typeof(TState).Name} decided a null event (at {at}) for the command {Describe(command)}.");

@@ -78,14 +78,25 @@ public sealed class DeciderSpecification<TCommand, TState, TEvent>
         // (an impossible history) is not the command's refusal, and a broad TException (Exception, say) would
         // otherwise catch the failure.
         var state = Given();
-        List<TEvent> actual;
+        List<TEvent>? decided;
         try
         {
-            actual = _decider.DecideChecked(_command!, state);
+            decided = _decider.DecideAll(_command!, state);
         }
         catch (TException ex)
         {
             return ex;
+        }
+
+        // A null sequence or event breaks the decider's contract: no refusal, however broad TException is.
+        List<TEvent> actual;
+        try
+        {
+            actual = Decider<TCommand, TState, TEvent>.Checked(decided, _command!);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new DeciderSpecificationException($"Expected {typeof(TException).Name} but {ex.Message}");
         }
 
         throw new DeciderSpecificationException(

@@ -93,6 +93,39 @@ public sealed class DeciderSpecificationTests
             Account.Given(new AccountOpened("ada")).When(new Deposit(5m)).ThenThrows<Exception>());
     }
 
+    // A Decide that returns null, or a null event, breaks the decider's contract: however broad the exception expected,
+    // that is no refusal of the command.
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void then_throws_fails_when_the_decider_breaks_its_contract_rather_than_refusing(bool nullSequence)
+    {
+        var broken = new Decider<AccountCommand, AccountState, AccountEvent>(
+            (_, _) => nullSequence ? null! : [null!],
+            BankAccount.Decider.Evolve,
+            BankAccount.Decider.InitialState);
+        var spec = DeciderSpecification.For(broken).When(new Deposit(5m));
+
+        var ex = Assert.Throws<DeciderSpecificationException>(() => spec.ThenThrows<InvalidOperationException>());
+        Assert.Contains(nullSequence ? "decided null for the command Deposit" : "decided a null event", ex.Message, StringComparison.Ordinal);
+        Assert.Throws<DeciderSpecificationException>(() => spec.ThenThrows<Exception>());
+    }
+
+    // A decider whose Decide is a lazy sequence refuses as it is enumerated: still a refusal.
+    [Fact]
+    public void then_throws_catches_a_refusal_a_lazy_decide_raises_as_it_is_enumerated()
+    {
+        static IEnumerable<AccountEvent> Refuse(AccountCommand command, AccountState state)
+        {
+            yield return new Deposited(1m);
+            throw new AccountRuleException("Refused half-way.");
+        }
+
+        var lazy = new Decider<AccountCommand, AccountState, AccountEvent>(Refuse, BankAccount.Decider.Evolve, BankAccount.Decider.InitialState);
+
+        Assert.Equal("Refused half-way.", DeciderSpecification.For(lazy).When(new Deposit(5m)).ThenThrows<AccountRuleException>().Message);
+    }
+
     [Fact]
     public void then_throws_lets_another_exception_through()
     {
