@@ -233,7 +233,12 @@ internal static partial class AmqpMessageCodec
     /// <summary>Whether a value fits an AMQP short string (a property, a header's name): at most 255 bytes in UTF-8.</summary>
     public static bool FitsShortString(string? value) => value is null || (value.Length <= 85 || Encoding.UTF8.GetByteCount(value) <= 255);
 
-    /// <summary>A copy of received properties, to republish a message with some of Cairn's headers changed.</summary>
+    /// <summary>
+    /// A copy of received properties, to republish a message with some of Cairn's headers changed. What another
+    /// publisher set stays (its content encoding, priority, reply-to, app id); what describes the old copy goes: the
+    /// broker's <c>x-</c> headers, the per-message expiration (a dead letter must not expire in its queue) and the user id
+    /// (RabbitMQ refuses a publish whose user id is not the connection's user).
+    /// </summary>
     public static BasicProperties Copy(IReadOnlyBasicProperties properties)
     {
         var headers = new Dictionary<string, object?>(StringComparer.Ordinal);
@@ -249,9 +254,12 @@ internal static partial class AmqpMessageCodec
             }
         }
 
-        return new BasicProperties
+        var copy = new BasicProperties
         {
             ContentType = properties.ContentType,
+            ContentEncoding = properties.ContentEncoding,
+            ReplyTo = properties.ReplyTo,
+            AppId = properties.AppId,
             MessageId = properties.MessageId,
             CorrelationId = properties.CorrelationId,
             Type = properties.Type,
@@ -259,6 +267,12 @@ internal static partial class AmqpMessageCodec
             DeliveryMode = DeliveryModes.Persistent,
             Headers = headers,
         };
+        if (properties.IsPriorityPresent())
+        {
+            copy.Priority = properties.Priority;
+        }
+
+        return copy;
     }
 
     /// <summary>

@@ -2,7 +2,7 @@ using System.Text;
 
 namespace Cairn.RabbitMQ.Tests;
 
-/// <summary>The CloudEvents <c>time</c> header, as Cairn writes it and as another producer may.</summary>
+/// <summary>The CloudEvents <c>time</c> header, as Cairn writes it and as another producer may; properties copied to republish.</summary>
 public sealed class CodecTests
 {
     [Fact]
@@ -36,5 +36,33 @@ public sealed class CodecTests
         var headers = new Dictionary<string, object?> { [AmqpMessageCodec.Time] = Encoding.UTF8.GetBytes(text) };
 
         Assert.Null(AmqpMessageCodec.GetTime(headers, AmqpMessageCodec.Time));
+    }
+
+    [Fact]
+    public void A_copy_to_republish_keeps_another_publishers_properties_and_drops_what_describes_the_old_copy()
+    {
+        var received = new global::RabbitMQ.Client.BasicProperties
+        {
+            ContentType = "application/json",
+            ContentEncoding = "gzip",
+            ReplyTo = "replies",
+            AppId = "billing",
+            Priority = 7,
+            MessageId = "m-1",
+            CorrelationId = "c-1",
+            Type = "invoice.sent",
+            Expiration = "60000",
+            UserId = "someone-else",
+            Headers = new Dictionary<string, object?> { ["x-death"] = new List<object?>(), ["tenant"] = "eu", [AmqpMessageCodec.Id] = "id" },
+        };
+
+        var copy = AmqpMessageCodec.Copy(received);
+
+        Assert.Equal(("application/json", "gzip", "replies", "billing", (byte)7), (copy.ContentType, copy.ContentEncoding, copy.ReplyTo, copy.AppId, copy.Priority));
+        Assert.Equal(("m-1", "c-1", "invoice.sent"), (copy.MessageId, copy.CorrelationId, copy.Type));
+        Assert.False(copy.IsExpirationPresent());
+        Assert.False(copy.IsUserIdPresent());
+        Assert.Equal(["cloudEvents:id", "tenant"], copy.Headers!.Keys.Order(StringComparer.Ordinal));
+        Assert.False(AmqpMessageCodec.Copy(new global::RabbitMQ.Client.BasicProperties()).IsPriorityPresent());
     }
 }
