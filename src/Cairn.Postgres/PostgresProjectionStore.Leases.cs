@@ -32,7 +32,15 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
     /// <inheritdoc />
     public Task<IProjectionLease> AcquireAsync(string projection, CancellationToken cancellationToken)
     {
-        ProjectionNames.Validate(projection);
+        try
+        {
+            ProjectionNames.Validate(projection);
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<IProjectionLease>(ex);
+        }
+
         return _leases.AcquireAsync(projection, cancellationToken);
     }
 
@@ -91,7 +99,9 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
                     _gate.Release();
                 }
 
-                await Task.Delay(owner.LeaseCheckInterval, owner._store.Options.TimeProvider, cancellationToken).ConfigureAwait(false);
+                // Real time, not the store's clock: the server's side of a lease (a session, its idle timeout, another
+                // process's tries) runs on real time, whatever clock the application gives the store.
+                await Task.Delay(owner.LeaseCheckInterval, TimeProvider.System, cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -135,7 +145,9 @@ public sealed partial class PostgresProjectionStore : IProjectionLeases
             {
                 try
                 {
-                    await Task.Delay(owner.LeaseCheckInterval, owner._store.Options.TimeProvider, stop).ConfigureAwait(false);
+                    // Real time, as the tries above: a check that waited on a clock that stands still would never find
+                    // a killed session, and the holder would run on beside the process that took its lease.
+                    await Task.Delay(owner.LeaseCheckInterval, TimeProvider.System, stop).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {

@@ -56,14 +56,22 @@ public sealed partial class PostgresProjectionStore : IProjectionStore, IInlineS
     /// <inheritdoc />
     public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(projection);
+        if (projection is null)
+        {
+            return Refusal.Of<ProjectionBuilds>(new ArgumentNullException(nameof(projection)));
+        }
+
         return _store.WriteAsync(context => OpenInContextAsync(context, projection, cancellationToken), cancellationToken);
     }
 
     /// <inheritdoc />
     public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(projection);
+        if (projection is null)
+        {
+            return Refusal.Of<ProjectionBuild>(new ArgumentNullException(nameof(projection)));
+        }
+
         return _store.WriteAsync(context => StartShadowInContextAsync(context, projection, cancellationToken), cancellationToken);
     }
 

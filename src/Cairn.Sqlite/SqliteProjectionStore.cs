@@ -28,14 +28,22 @@ public sealed class SqliteProjectionStore : IProjectionStore, IInlineScope
     /// <inheritdoc />
     public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(projection);
+        if (projection is null)
+        {
+            return Refusal.Of<ProjectionBuilds>(new ArgumentNullException(nameof(projection)));
+        }
+
         return _store.Writer.ExecuteAsync(context => context.OpenProjection(projection), cancellationToken);
     }
 
     /// <inheritdoc />
     public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(projection);
+        if (projection is null)
+        {
+            return Refusal.Of<ProjectionBuild>(new ArgumentNullException(nameof(projection)));
+        }
+
         return _store.Writer.ExecuteAsync(context => context.StartShadow(projection), cancellationToken);
     }
 

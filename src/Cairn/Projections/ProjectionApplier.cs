@@ -31,12 +31,21 @@ internal sealed class ProjectionApplier
 
         foreach (var (name, type) in registrations)
         {
-            // The most specific handled base class or interface of the registered type handles it.
-            var best = projection.Handlers.Keys.Where(h => h.IsAssignableFrom(type)).OrderByDescending(Depth).FirstOrDefault();
-            if (best is not null)
+            // The most specific handled type of the registered type handles it: the one every other candidate is a base
+            // class or interface of (an interface it implements beats a catch-all on object). Two unrelated candidates
+            // (two interfaces, or an interface and a base class) have no most specific one: refused, never picked by
+            // the order they were declared in.
+            var candidates = projection.Handlers.Keys.Where(h => h.IsAssignableFrom(type)).ToList();
+            if (candidates.Count == 0)
             {
-                _handlers[name] = projection.Handlers[best];
+                continue;
             }
+
+            var best = candidates.Where(c => candidates.All(other => other.IsAssignableFrom(c))).FirstOrDefault()
+                ?? throw new InvalidProjectionException(
+                    projection.Name,
+                    $"the events of {type.FullName} ('{name}') match the handlers of {string.Join(" and ", candidates.Select(c => c.FullName).Order(StringComparer.Ordinal))}, none more specific than the others; handle {type.Name} itself, or one type both lead to");
+            _handlers[name] = projection.Handlers[best];
         }
 
         EventTypes = [.. _handlers.Keys.Order(StringComparer.Ordinal)];
@@ -122,15 +131,4 @@ internal sealed class ProjectionApplier
     }
 
     private sealed record DecodeFailure(Exception Error);
-
-    private static int Depth(Type type)
-    {
-        var depth = 0;
-        for (var t = type; t is not null; t = t.BaseType)
-        {
-            depth++;
-        }
-
-        return type.IsInterface ? 0 : depth;
-    }
 }

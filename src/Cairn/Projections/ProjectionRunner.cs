@@ -928,6 +928,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
             return;
         }
 
+        lock (_gate)
+        {
+            if (track == _serving)
+            {
+                // The events before it are applied: the lag counts from the failing event now, not the batch's first.
+                _oldestUnappliedAt = failure.Event.Time;
+            }
+        }
+
         if (track == _serving && _shadow is not null && track.Version != Projection.Version)
         {
             // The serving build is another version's, and this code's statements failed on it (its SQL tables lack a
@@ -1051,6 +1060,15 @@ public sealed class ProjectionRunner : IAsyncDisposable
     private void Committed(Track track, GlobalPosition position, int events)
     {
         track.Stored = position;
+        lock (_gate)
+        {
+            if (track == _serving && _state == ProjectionState.Faulted)
+            {
+                // The store takes batches again: catching up on what piled up meanwhile, no longer faulted.
+                _state = ProjectionState.CatchingUp;
+                _logger.LogInformation("Projection {Projection} commits again at position {Position} after a failure of its store.", Projection.Name, position);
+            }
+        }
 
         // Counted before the position is published: whoever waited for it sees the batch in the metrics too.
         if (events > 0)

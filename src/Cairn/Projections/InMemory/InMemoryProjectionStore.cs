@@ -37,6 +37,18 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
     /// <inheritdoc />
     public Task<ProjectionBuilds> OpenAsync(Projection projection, CancellationToken cancellationToken)
     {
+        try
+        {
+            return Task.FromResult(Open(projection, cancellationToken));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<ProjectionBuilds>(ex);
+        }
+    }
+
+    private ProjectionBuilds Open(Projection projection, CancellationToken cancellationToken)
+    {
         ArgumentNullException.ThrowIfNull(projection);
         cancellationToken.ThrowIfCancellationRequested();
         RefuseSql(projection);
@@ -48,12 +60,24 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
                 _projections.Add(projection.Name, entry);
             }
 
-            return Task.FromResult(new ProjectionBuilds(entry.Serving.Describe(projection.Name, serving: true), entry.Shadow?.Describe(projection.Name, serving: false)));
+            return new ProjectionBuilds(entry.Serving.Describe(projection.Name, serving: true), entry.Shadow?.Describe(projection.Name, serving: false));
         }
     }
 
     /// <inheritdoc />
     public Task<ProjectionBuild> StartShadowAsync(Projection projection, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return Task.FromResult(StartShadow(projection, cancellationToken));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<ProjectionBuild>(ex);
+        }
+    }
+
+    private ProjectionBuild StartShadow(Projection projection, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(projection);
         cancellationToken.ThrowIfCancellationRequested();
@@ -68,12 +92,25 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
             }
 
             entry.Shadow = NewBuild(projection);
-            return Task.FromResult(entry.Shadow.Describe(projection.Name, serving: false));
+            return entry.Shadow.Describe(projection.Name, serving: false);
         }
     }
 
     /// <inheritdoc />
     public Task<ProjectionBatchResult> ApplyAsync(ProjectionBatch batch, CancellationToken cancellationToken)
+    {
+        // A stale batch, a projection not open, a handler's failure: through the task, as every backend reports them.
+        try
+        {
+            return Task.FromResult(Apply(batch, cancellationToken));
+        }
+        catch (Exception ex)
+        {
+            return Refusal.Of<ProjectionBatchResult>(ex);
+        }
+    }
+
+    private ProjectionBatchResult Apply(ProjectionBatch batch, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
         cancellationToken.ThrowIfCancellationRequested();
@@ -128,7 +165,7 @@ public sealed class InMemoryProjectionStore : IProjectionStore, IInlineScope
                 }
             }
 
-            return Task.FromResult(new ProjectionBatchResult(position, caughtUp));
+            return new ProjectionBatchResult(position, caughtUp);
         }
     }
 
