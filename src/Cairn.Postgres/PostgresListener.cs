@@ -95,13 +95,29 @@ internal sealed class PostgresListener : IDisposable, IAsyncDisposable
     /// </summary>
     private async Task ListenAsync(CancellationToken stop)
     {
-        await using var dataSource = _options.BuildDataSource(required: connection =>
+        NpgsqlDataSource dataSource;
+        try
         {
-            // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
-            connection.Pooling = false;
-            connection.ApplicationName = _applicationName;
-        });
-        await ListenUntilStoppedAsync(dataSource, stop).ConfigureAwait(false);
+            dataSource = _options.BuildDataSource(required: connection =>
+            {
+                // Its own physical connection: never taken from or given back to the pool, which would forget the LISTEN.
+                connection.Pooling = false;
+                connection.ApplicationName = _applicationName;
+            });
+        }
+        catch (Exception ex)
+        {
+            // The application's ConfigureDataSource failed for this one: said once, loudly, rather than silently
+            // leaving every waiter to its polling.
+            _logger.LogError(ex, "The connection listening for {What} could not be set up; waiters find new work only by polling.", _what);
+            _missed();
+            return;
+        }
+
+        await using (dataSource.ConfigureAwait(false))
+        {
+            await ListenUntilStoppedAsync(dataSource, stop).ConfigureAwait(false);
+        }
     }
 
     private async Task ListenUntilStoppedAsync(NpgsqlDataSource dataSource, CancellationToken stop)

@@ -60,6 +60,34 @@ public sealed class AppendNotificationTests : IAsyncLifetime
         await waiting;
     }
 
+    /// <summary>
+    /// A listener whose connection cannot be set up (the application's <c>ConfigureDataSource</c> fails for it) says so
+    /// in the log, once, and a waiting reader still finds the append by polling.
+    /// </summary>
+    [Fact]
+    public async Task a_listener_that_cannot_be_set_up_is_logged_and_readers_fall_back_to_polling()
+    {
+        var built = 0;
+        var logger = new RecordingLogger<PostgresEventStore>();
+        await using var reader = new PostgresEventStore(
+            new PostgresEventStoreOptions
+            {
+                ConnectionString = PostgresServer.ConnectionString,
+                Schema = _schema,
+                ExternalCommitPollInterval = TimeSpan.FromMilliseconds(100),
+                // The store's own data source first, then the listener's.
+                ConfigureDataSource = _ => { if (Interlocked.Increment(ref built) > 1) throw new InvalidOperationException("no secret for a second source"); },
+            },
+            logger: logger);
+
+        var waiting = reader.WaitForAppendAsync(GlobalPosition.Start, default);
+        await _writer.AppendToStreamAsync(new StreamName("order-5"), ExpectedVersion.NoStream, [Event()]);
+        await waiting.Bounded();
+
+        await Wait.UntilAsync(() => logger.Entries.Any(e => e.Level == Microsoft.Extensions.Logging.LogLevel.Error && e.Exception is InvalidOperationException), "the failed listener is logged");
+        Assert.Single(logger.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Error);
+    }
+
     [Fact]
     public async Task a_live_subscription_of_another_process_handles_an_append_at_once()
     {
