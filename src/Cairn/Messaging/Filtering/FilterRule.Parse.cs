@@ -35,6 +35,7 @@ public sealed partial class FilterRule
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object)
                 throw Fault("$", "the rule must be a JSON object");
+            RefuseUnpairedSurrogates(root, "$");
             return new FilterRule(ParseObject(root, "$", allowEmpty: true), json);
         }
     }
@@ -68,6 +69,53 @@ public sealed partial class FilterRule
     }
 
     private static InvalidFilterRuleException Fault(string path, string reason) => new(path, reason);
+
+    /// <summary>
+    /// Refuses a name or string escaping half of a surrogate pair (<c>"\ud800"</c>): valid JSON text, but no .NET string
+    /// reads it, so the rule could not be compiled, nor compared with anything.
+    /// </summary>
+    private static void RefuseUnpairedSurrogates(JsonElement element, string path)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    string name;
+                    try
+                    {
+                        name = property.Name;
+                    }
+                    catch (InvalidOperationException e)
+                    {
+                        throw new InvalidFilterRuleException(path, "a field name holds half of a surrogate pair, which is no text", e);
+                    }
+
+                    RefuseUnpairedSurrogates(property.Value, Child(path, name));
+                }
+
+                break;
+            case JsonValueKind.Array:
+                var index = 0;
+                foreach (var item in element.EnumerateArray())
+                {
+                    RefuseUnpairedSurrogates(item, Index(path, index++));
+                }
+
+                break;
+            case JsonValueKind.String:
+                try
+                {
+                    _ = element.GetString();
+                }
+                catch (InvalidOperationException e)
+                {
+                    throw new InvalidFilterRuleException(path, "the string holds half of a surrogate pair, which is no text", e);
+                }
+
+                break;
+        }
+    }
 
     private static string Child(string path, string name) =>
         name.Length > 0 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '$')
@@ -138,7 +186,7 @@ public sealed partial class FilterRule
     private static Matcher ParseValue(JsonElement item, string path) => item.ValueKind switch
     {
         JsonValueKind.String => new StringMatcher(item.GetString()!),
-        JsonValueKind.Number => new NumberMatcher(Number(item, path), Matcher.ExactDecimal(item, item.GetDouble())),
+        JsonValueKind.Number => new NumberMatcher(Number(item, path), Matcher.ExactDecimal(item)),
         JsonValueKind.True or JsonValueKind.False or JsonValueKind.Null => new LiteralMatcher(item.ValueKind),
         JsonValueKind.Object => ParseOperator(item, path),
         _ => throw Fault(path, "a leaf array may hold only strings, numbers, booleans, null and operator objects"),
@@ -232,7 +280,7 @@ public sealed partial class FilterRule
                 throw Fault(Index(path, i + 1), "a numeric bound must be a number");
             var number = Number(bound, Index(path, i + 1));
             // The exact decimal comes from the bound's JSON text, not from the double, which has already rounded it.
-            conditions.Add((op.GetString()!, number, Matcher.ExactDecimal(bound, number)));
+            conditions.Add((op.GetString()!, number, Matcher.ExactDecimal(bound)));
         }
 
         return new NumericMatcher(conditions);
@@ -304,7 +352,7 @@ public sealed partial class FilterRule
     private static Matcher AnythingButValue(JsonElement item, string path) => item.ValueKind switch
     {
         JsonValueKind.String => new StringMatcher(item.GetString()!),
-        JsonValueKind.Number => new NumberMatcher(Number(item, path), Matcher.ExactDecimal(item, item.GetDouble())),
+        JsonValueKind.Number => new NumberMatcher(Number(item, path), Matcher.ExactDecimal(item)),
         _ => throw Fault(path, "an anything-but value must be a string or a number"),
     };
 }

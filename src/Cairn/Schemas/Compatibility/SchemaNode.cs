@@ -51,14 +51,14 @@ internal readonly record struct SchemaNumber(decimal? Exact, double Approximate,
 {
     /// <summary>
     /// Reads a JSON number by its text, so a value built in code (an int, a double) reads as a parsed one does; exact
-    /// only where a decimal does not round it (<see cref="JsonNumbers.DecimalReadsExactly"/>: 1e-30 is not 0).
+    /// only where a decimal does not round it (<see cref="JsonNumbers.TryReadExactly(string, out decimal)"/>: 1e-30 is not 0).
     /// </summary>
     public static SchemaNumber From(JsonValue value)
     {
         var text = value.ToJsonString();
-        decimal? exact = decimal.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var m) ? m : null;
+        decimal? exact = JsonNumbers.TryReadExactly(text, out var m) ? m : null;
         var approximate = double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? d : (double)(exact ?? 0m);
-        return new SchemaNumber(JsonNumbers.DecimalReadsExactly(approximate) ? exact : null, approximate, text);
+        return new SchemaNumber(exact, approximate, text);
     }
 
     public int CompareTo(SchemaNumber other) => Exact is { } a && other.Exact is { } b ? a.CompareTo(b) : Approximate.CompareTo(other.Approximate);
