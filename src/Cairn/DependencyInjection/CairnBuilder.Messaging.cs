@@ -117,7 +117,7 @@ public sealed partial class CairnBuilder
         var subscription = new TopicSubscription(topic, name, queue, rule is null ? null : FilterRule.Parse(rule));
         if (Topology.Subscriptions.Find(s => s.Topic == topic && s.Name == subscription.Name) is { } earlier)
         {
-            return earlier.Queue == queue && earlier.Rule?.ToString() == subscription.Rule?.ToString()
+            return earlier.Queue == queue && SameRule(earlier.Rule, subscription.Rule)
                 ? this
                 : throw new InvalidOperationException($"The subscription '{subscription.Name}' of topic '{topic}' is added twice, to queue '{earlier.Queue}' and to queue '{queue}' or with another rule; each subscription of a topic needs its own name.");
         }
@@ -125,6 +125,12 @@ public sealed partial class CairnBuilder
         Topology.Subscriptions.Add(subscription);
         return this;
     }
+
+    /// <summary>Whether two rules say the same: their JSON equal, however it is spaced or its fields ordered.</summary>
+    private static bool SameRule(FilterRule? a, FilterRule? b) =>
+        a is null || b is null
+            ? a is null && b is null
+            : System.Text.Json.Nodes.JsonNode.DeepEquals(System.Text.Json.Nodes.JsonNode.Parse(a.ToString()), System.Text.Json.Nodes.JsonNode.Parse(b.ToString()));
 
     /// <summary>Routes appended events that pass <paramref name="filter"/> to a topic, through the log as outbox.</summary>
     public CairnBuilder AddEventRoute(string name, EventFilter filter, TopicName topic, Func<EventRoute, EventRoute>? configure = null)

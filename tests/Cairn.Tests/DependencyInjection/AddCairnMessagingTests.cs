@@ -136,6 +136,11 @@ public sealed class AddCairnMessagingTests
             .AddTopic("u")
             .AddTopicSubscription("t", "s", "q", """{"type":["a"]}""")
             .AddTopicSubscription("t", "s", "q", """{"type":["a"]}""")
+            // The same rule written otherwise (spaced, its fields in another order) is the same subscription.
+            .AddTopicSubscription("t", "s", "q", """{ "type" : [ "a" ] }""")
+            .AddTopic("v")
+            .AddTopicSubscription("v", "s", "q", """{"type":["a"],"source":["x"]}""")
+            .AddTopicSubscription("v", "s", "q", """{"source":["x"],"type":["a"]}""")
             .AddTopicSubscription("u", "s", "other");
 
         var queue = Assert.Throws<InvalidOperationException>(() => cairn.AddQueue("q", q => q with { MaxReceiveCount = 4 }));
