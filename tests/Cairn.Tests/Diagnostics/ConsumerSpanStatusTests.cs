@@ -67,6 +67,44 @@ public sealed class ConsumerSpanStatusTests : IDisposable
         Assert.Single(process.Events, e => e.Name == "exception");
     }
 
+    // A stop whose time is up cancels the immediate retry and gives the message back untried: no failure.
+    [Fact]
+    public async Task a_handling_whose_immediate_retry_is_cut_off_by_a_stop_does_not_end_its_span_with_an_error_status()
+    {
+        using var broker = Broker();
+        var retrying = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
+        var attempts = 0;
+        await using var consumer = new QueueConsumer(
+            broker,
+            new ConsumerOptions(_queue) { Concurrency = 1, Retry = new RetryPolicy { ImmediateRetries = 1 } },
+            async (_, ct) =>
+            {
+                if (Interlocked.Increment(ref attempts) == 1)
+                {
+                    throw new InvalidOperationException("a passing fault");
+                }
+
+                retrying.TrySetResult();
+                await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            });
+        await consumer.StartAsync(default);
+        await broker.SendAsync(_queue, new OutgoingMessage("customer.notify", Encoding.UTF8.GetBytes("{}")));
+        await retrying.Task.Bounded();
+
+        using (var now = new CancellationTokenSource())
+        {
+            await now.CancelAsync();
+            await consumer.StopAsync(now.Token);
+        }
+
+        await Wait.UntilAsync(() => _telemetry.Activities.Any(a => a.OperationName == $"process {_queue}"), "the handling's span stops");
+        var process = ProcessSpan();
+        Assert.Equal(ActivityStatusCode.Unset, process.Status);
+        Assert.Contains(process.Events, e => e.Name == "exception");
+        Assert.Equal((0L, 0L), (consumer.Status.DeadLettered, consumer.Status.Retried - 1));
+    }
+
     [Fact]
     public async Task a_handling_given_back_for_a_later_retry_ends_its_span_with_an_error_status()
     {

@@ -452,12 +452,6 @@ public sealed class QueueConsumer : IAsyncDisposable
                 CairnDiagnostics.HandlerDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new("consumer", Options.Name), new("outcome", outcome));
                 if (failure is null)
                 {
-                    if (attempt > 0)
-                    {
-                        // An immediate retry succeeded: the handling did not fail, whatever its earlier attempts did.
-                        activity?.SetStatus(ActivityStatusCode.Unset);
-                    }
-
                     return;
                 }
 
@@ -480,12 +474,6 @@ public sealed class QueueConsumer : IAsyncDisposable
                 }
 
                 activity?.AddException(failure);
-                if (!_abort.IsCancellationRequested)
-                {
-                    // What tracing back ends read a failed operation from; a stop is not a failure.
-                    activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
-                }
-
                 if (_abort.IsCancellationRequested)
                 {
                     // Stopped, not failed: given back untried, so a stop never brings a message nearer its dead letter.
@@ -495,6 +483,9 @@ public sealed class QueueConsumer : IAsyncDisposable
 
                 if (!Options.Retry.IsRetryable(failure))
                 {
+                    // What tracing back ends read a failed operation from: set only where the handling ends in its
+                    // failure, not for an attempt an immediate retry follows, a stop, or a lease lost.
+                    activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
                     _logger.LogError(failure, "Consumer {Consumer} dead-letters message {MessageId} ({Type}): the failure cannot be retried.", Options.Name, message.Id, message.Type);
                     var settled = await SettleAsync(() => _broker.DeadLetterAsync(delivery.Lease, $"a non-retryable {failure.GetType().Name}: {failure.Message}", FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false);
 
@@ -535,6 +526,7 @@ public sealed class QueueConsumer : IAsyncDisposable
                     _logger.LogWarning(failure, "Consumer {Consumer} failed on message {MessageId} ({Type}), receive {ReceiveCount}; it is given back for {Delay}.", Options.Name, message.Id, message.Type, delivery.ReceiveCount, delay);
                 }
 
+                activity?.SetStatus(ActivityStatusCode.Error, failure.Message);
                 var deadLettered = await SettleAsync(() => _broker.ReleaseAsync(delivery.Lease, delay, FailureInfo.From(failure), CancellationToken.None), delivery).ConfigureAwait(false) && lastReceive;
                 _flows?.RecordFailed(Options.Name, message.Type, deadLettered);
                 if (deadLettered)
