@@ -32,19 +32,21 @@ internal sealed class ProjectionApplier
         foreach (var (name, type) in registrations)
         {
             // The most specific handled type of the registered type handles it: the one every other candidate is a base
-            // class or interface of (an interface it implements beats a catch-all on object). Two unrelated candidates
-            // (two interfaces, or an interface and a base class) have no most specific one: refused, never picked by
-            // the order they were declared in.
+            // class or interface of (an interface it implements beats a catch-all on object). Where there is none, a
+            // class (the type or one of its bases, so the classes among the candidates are in one line) beats the
+            // interfaces it is not related to, as a family's base record beats an interface some members implement;
+            // two unrelated interfaces and no class but object are refused, never picked by the order they were declared in.
             var candidates = projection.Handlers.Keys.Where(h => h.IsAssignableFrom(type)).ToList();
             if (candidates.Count == 0)
             {
                 continue;
             }
 
-            var best = candidates.Where(c => candidates.All(other => other.IsAssignableFrom(c))).FirstOrDefault()
+            var best = candidates.FirstOrDefault(c => candidates.All(other => other.IsAssignableFrom(c)))
+                ?? candidates.Where(c => !c.IsInterface && c != typeof(object)).OrderByDescending(Depth).FirstOrDefault()
                 ?? throw new InvalidProjectionException(
                     projection.Name,
-                    $"the events of {type.FullName} ('{name}') match the handlers of {string.Join(" and ", candidates.Select(c => c.FullName).Order(StringComparer.Ordinal))}, none more specific than the others; handle {type.Name} itself, or one type both lead to");
+                    $"the events of {type.FullName} ('{name}') match the handlers of {string.Join(" and ", candidates.Select(c => c.FullName).Order(StringComparer.Ordinal))}, none more specific than the others and no class among them; handle {type.Name} itself, or one type both lead to");
             _handlers[name] = projection.Handlers[best];
         }
 
@@ -131,4 +133,16 @@ internal sealed class ProjectionApplier
     }
 
     private sealed record DecodeFailure(Exception Error);
+
+    /// <summary>How far down the class hierarchy a class is.</summary>
+    private static int Depth(Type type)
+    {
+        var depth = 0;
+        for (var t = type.BaseType; t is not null; t = t.BaseType)
+        {
+            depth++;
+        }
+
+        return depth;
+    }
 }

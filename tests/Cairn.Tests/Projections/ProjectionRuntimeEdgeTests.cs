@@ -25,6 +25,18 @@ public interface IDispatchAudited
 [EventType("dispatch.order-audited")]
 public sealed record DispatchOrderAudited(string OrderId) : IDispatchOrderEvent, IDispatchAudited;
 
+/// <summary>The base record of a family of shipment events.</summary>
+public abstract record DispatchShipmentEvent(string OrderId);
+
+/// <summary>An interface only some shipment events implement.</summary>
+public interface IDispatchTracked
+{
+    string OrderId { get; }
+}
+
+[EventType("dispatch.shipment-sent")]
+public sealed record DispatchShipmentSent(string OrderId) : DispatchShipmentEvent(OrderId), IDispatchTracked;
+
 /// <summary>Which handler applied an event to an order.</summary>
 public sealed record DispatchHit(string Id, string By);
 
@@ -88,6 +100,32 @@ public sealed class ProjectionRuntimeEdgeTests
         Assert.Contains(typeof(IDispatchOrderEvent).FullName!, ex.Message, StringComparison.Ordinal);
         Assert.Contains(typeof(IDispatchAudited).FullName!, ex.Message, StringComparison.Ordinal);
         Assert.Contains("'dispatch.order-audited'", ex.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A handler on the events' base record beside one on an interface only some of them implement.</summary>
+    private sealed class BaseAndInterface : Projection
+    {
+        public BaseAndInterface()
+            : base("dispatch-base-and-interface")
+        {
+            Document<DispatchHit>(h => h.Id);
+            On<DispatchShipmentEvent>((ctx, e) => ctx.Documents.Store(new DispatchHit(e.OrderId, "base")));
+            On<IDispatchTracked>((ctx, e) => ctx.Documents.Store(new DispatchHit(e.OrderId, "interface")));
+        }
+    }
+
+    // A family's base record beats an interface some of its members implement, which it is not related to: a common
+    // shape of projection, which runs as it always did.
+    [Fact]
+    public async Task A_handler_on_a_base_record_beats_one_on_an_interface_some_subclasses_implement()
+    {
+        var serializer = new EventSerializer(new EventTypeRegistry().Register<DispatchShipmentSent>());
+        var store = new InMemoryEventStore();
+        await store.AppendToStreamAsync(new StreamName("shipment-1"), ExpectedVersion.NoStream, [serializer.ToEventData(new DispatchShipmentSent("1"))], default);
+
+        var view = await store.BuildLiveAsync(new BaseAndInterface(), serializer);
+
+        Assert.Equal("base", (await view.ReadModels.LoadAsync<DispatchHit>("1"))!.By);
     }
 
     /// <summary>Order summaries whose handler of order "o2" waits for <see cref="Gate"/>, telling <see cref="Entered"/>.</summary>
