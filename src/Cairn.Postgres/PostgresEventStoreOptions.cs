@@ -29,9 +29,9 @@ public sealed partial record PostgresEventStoreOptions
     /// <summary>
     /// The PostgreSQL schema holding Cairn's tables, created when missing. Several stores can share a database, each in
     /// its own schema; their appends never wait for one another's locks (with <see cref="NotifyAppends"/> on, they take
-    /// turns at the commit). Lower-case letters, digits and underscores, not starting with a digit, at most 63
-    /// characters: PostgreSQL folds an unquoted name to lower case, so a name with capitals would be another schema
-    /// than the one SQL written without quotes names.
+    /// turns at the commit). Letters, digits and underscores, not starting with a digit, at most 63 characters. Cairn
+    /// quotes the name, so its case counts: SQL of your own must quote a name with capitals ("Billing"), which
+    /// PostgreSQL would otherwise fold to another schema (billing).
     /// </summary>
     public string Schema { get; init; } = "cairn";
 
@@ -67,7 +67,7 @@ public sealed partial record PostgresEventStoreOptions
 
         if (Schema is null || !SchemaName().IsMatch(Schema))
         {
-            throw new ArgumentException($"'{Schema}' is not a valid schema name for Cairn: lower-case letters, digits and underscores, not starting with a digit, at most 63 characters (PostgreSQL folds an unquoted name to lower case, so 'Billing' would be another schema than the billing that SQL written without quotes names).", nameof(Schema));
+            throw new ArgumentException($"'{Schema}' is not a valid schema name for Cairn: letters, digits and underscores, not starting with a digit, at most 63 characters.", nameof(Schema));
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(ExternalCommitPollInterval, TimeSpan.Zero, nameof(ExternalCommitPollInterval));
@@ -88,6 +88,6 @@ public sealed partial record PostgresEventStoreOptions
     }
 
     // \z, not $: $ also matches before a final new line, and "cairn\n" would name another, empty schema.
-    [GeneratedRegex(@"^[a-z_][a-z0-9_]{0,62}\z", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]{0,62}\z", RegexOptions.CultureInvariant)]
     private static partial Regex SchemaName();
 }

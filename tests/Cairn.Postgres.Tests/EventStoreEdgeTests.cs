@@ -99,24 +99,6 @@ public sealed class EventStoreEdgeTests : OwnSchemaStoreTests
     }
 
     /// <summary>
-    /// A schema name with capitals is refused: PostgreSQL folds unquoted names to lower case, so the store would create
-    /// "Billing" beside the billing that a projection's or an operator's SQL written without quotes reaches.
-    /// </summary>
-    [Theory]
-    [InlineData("Billing")]
-    [InlineData("billingEU")]
-    [InlineData("ÉCOLE")]
-    public void A_schema_name_with_capitals_is_refused_naming_the_rule(string schema)
-    {
-        var options = new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema };
-
-        var refused = Assert.Throws<ArgumentException>(() => new PostgresEventStore(options));
-
-        Assert.Equal(nameof(PostgresEventStoreOptions.Schema), refused.ParamName);
-        Assert.Contains("lower-case letters", refused.Message, StringComparison.Ordinal);
-    }
-
-    /// <summary>
     /// A schema name with a trailing new line (a setting read from a file or an environment variable) is refused, rather
     /// than opening (and creating) another, empty schema beside the one meant.
     /// </summary>
