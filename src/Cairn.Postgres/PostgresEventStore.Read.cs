@@ -66,8 +66,11 @@ public sealed partial class PostgresEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(filter);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        if (filter is null || maxCount < 0)
+        {
+            return Refusal.Enumeration<RecordedEvent>(filter is null ? new ArgumentNullException(nameof(filter)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+        }
+
         var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE TRUE");
         query.AppendFilter(filter, _s);
         return ByPositionAsync(query, Math.Max(from.Value, 1), maxCount, cancellationToken);
@@ -76,8 +79,11 @@ public sealed partial class PostgresEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(query);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        if (query is null || maxCount < 0)
+        {
+            return Refusal.Enumeration<RecordedEvent>(query is null ? new ArgumentNullException(nameof(query)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+        }
+
         var sql = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE ");
         sql.AppendQueryPredicate(query);
         return ByPositionAsync(sql, after.Value + 1, maxCount, cancellationToken);

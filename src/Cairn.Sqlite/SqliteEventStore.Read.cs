@@ -60,16 +60,22 @@ public sealed partial class SqliteEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(filter);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        if (filter is null || maxCount < 0)
+        {
+            return Refusal.Enumeration<RecordedEvent>(filter is null ? new ArgumentNullException(nameof(filter)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+        }
+
         return ReadByPositionAsync(Math.Max(from.Value, 1), maxCount, (sql, command) => SqliteQueries.AppendFilter(sql, command, filter), cancellationToken);
     }
 
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(query);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        if (query is null || maxCount < 0)
+        {
+            return Refusal.Enumeration<RecordedEvent>(query is null ? new ArgumentNullException(nameof(query)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+        }
+
         return ReadByPositionAsync(after.Value + 1, maxCount, (sql, command) =>
         {
             sql.Append(" AND ");
@@ -112,6 +118,8 @@ public sealed partial class SqliteEventStore
             var more = ReadPage(statement, connection, page, wanted);
             foreach (var e in page)
             {
+                // Per event, not per page: a caller that cancels while it takes a page stops at once, as on every backend.
+                cancellationToken.ThrowIfCancellationRequested();
                 yield return e;
                 key = nextKey(e);
                 remaining--;

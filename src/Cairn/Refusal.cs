@@ -21,4 +21,15 @@ internal static class Refusal
 
     /// <inheritdoc cref="Of{T}(Exception)"/>
     public static ValueTask ValueOf(Exception error) => new(Of(error));
+
+    /// <summary>
+    /// A read refused before it began: the refusal comes as it is enumerated, where a stream read's comes, never from the
+    /// call that made the read.
+    /// </summary>
+    public static async IAsyncEnumerable<T> Enumeration<T>(Exception error)
+    {
+        await Task.CompletedTask.ConfigureAwait(false);
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(error);
+        yield break;
+    }
 }

@@ -13,6 +13,76 @@ public abstract class ReadTests<TFixture>(TFixture fixture) : StoreTests<TFixtur
     private static async Task<List<long>> VersionsAsync(IAsyncEnumerable<RecordedEvent> events) =>
         await events.Select(e => e.Version).ToListAsync();
 
+    /// <summary>
+    /// A read cancelled while its caller takes the events stops at the next one with <see cref="OperationCanceledException"/>,
+    /// whatever the backend's pages: a cancellation asked for is never lost in a page already read.
+    /// </summary>
+    [Theory]
+    [InlineData("stream-forwards")]
+    [InlineData("stream-backwards")]
+    [InlineData("all")]
+    [InlineData("query")]
+    public async Task a_read_cancelled_while_its_events_are_taken_stops_at_the_next_one(string read)
+    {
+        await using var sut = await CreateAsync();
+        await sut.Store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, TestEvents.Many(10));
+        using var cancel = new CancellationTokenSource();
+        var events = read switch
+        {
+            "stream-forwards" => sut.Store.ReadStreamAsync("order-1", ReadDirection.Forwards, null, long.MaxValue, cancel.Token),
+            "stream-backwards" => sut.Store.ReadStreamAsync("order-1", ReadDirection.Backwards, null, long.MaxValue, cancel.Token),
+            "all" => sut.Store.ReadAllAsync(GlobalPosition.Start, EventFilter.All, long.MaxValue, cancel.Token),
+            _ => sut.Store.ReadByQueryAsync(EventQuery.All, GlobalPosition.Start, long.MaxValue, cancel.Token),
+        };
+
+        var taken = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            await foreach (var _ in events)
+            {
+                if (++taken == 1)
+                {
+                    await cancel.CancelAsync();
+                }
+            }
+        });
+        Assert.Equal(1, taken);
+    }
+
+    /// <summary>
+    /// Bad input to a read is refused as the read is enumerated, never by the call that makes it: a caller making several
+    /// reads and taking them later meets every refusal in one place, on every backend, as a stream read's.
+    /// </summary>
+    [Fact]
+    public async Task a_bad_read_is_refused_as_it_is_enumerated_not_by_the_call()
+    {
+        await using var sut = await CreateAsync();
+        var reads = new Func<IAsyncEnumerable<RecordedEvent>>[]
+        {
+            () => sut.Store.ReadStreamAsync("order-1", ReadDirection.Forwards, null, -1, default),
+            () => sut.Store.ReadAllAsync(GlobalPosition.Start, EventFilter.All, -1, default),
+            () => sut.Store.ReadAllAsync(GlobalPosition.Start, null!, 10, default),
+            () => sut.Store.ReadByQueryAsync(EventQuery.All, GlobalPosition.Start, -1, default),
+            () => sut.Store.ReadByQueryAsync(null!, GlobalPosition.Start, 10, default),
+        };
+
+        foreach (var make in reads)
+        {
+            IAsyncEnumerable<RecordedEvent> read;
+            try
+            {
+                read = make();
+            }
+            catch (Exception e)
+            {
+                Assert.Fail($"The call threw {e.GetType().Name} ({e.Message}) instead of refusing as the read is enumerated.");
+                return;
+            }
+
+            await Assert.ThrowsAnyAsync<ArgumentException>(async () => await read.ToListAsync());
+        }
+    }
+
     [Fact]
     public async Task a_stream_reads_forwards_from_a_version_inclusive_with_a_max_count()
     {

@@ -331,8 +331,11 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(filter);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        if (filter is null || maxCount < 0)
+        {
+            return Refusal.Enumeration<RecordedEvent>(filter is null ? new ArgumentNullException(nameof(filter)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+        }
+
         return ReadAllCoreAsync(from, filter, maxCount, cancellationToken);
     }
 
@@ -347,8 +350,11 @@ public sealed class InMemoryEventStore : IEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(query);
-        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        if (query is null || maxCount < 0)
+        {
+            return Refusal.Enumeration<RecordedEvent>(query is null ? new ArgumentNullException(nameof(query)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+        }
+
         return ReadByQueryCoreAsync(query, after, maxCount, cancellationToken);
     }
 
