@@ -72,6 +72,9 @@ public sealed class InstrumentEdgeTests
             var elapsed = Stopwatch.GetElapsedTime(started);
 
             // The reads of this broker's queues: all three asked, and (read at once) asked within a moment of each other.
+            // Each runs on the thread pool, which a busy test run may start late, after the collection gave up on it:
+            // waited for, not assumed.
+            await Wait.UntilAsync(() => hung.Calls.Count(c => names.Contains(c.Queue)) == 3, "the three queues' reads are asked");
             var calls = hung.Calls.Where(c => names.Contains(c.Queue)).OrderBy(c => c.At).ToList();
             Assert.Equal(3, calls.Count);
             var spread = Stopwatch.GetElapsedTime(calls[0].At, calls[^1].At);
