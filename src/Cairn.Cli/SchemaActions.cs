@@ -37,7 +37,20 @@ internal sealed class SchemaActions(IServiceProvider services)
         }
 
         var added = NewVersions(report);
-        if (added.Count == 0 && (exists || !update))
+        var modes = ChangedModes(snapshot, report.Updated);
+        if (added.Count == 0 && modes.Count > 0 && exists)
+        {
+            if (update)
+            {
+                await WriteFileAsync(full, report.Updated.ToJson(), cancellationToken).ConfigureAwait(false);
+                await io.Output.WriteLineAsync(Invariant($"Recorded the compatibility mode of {modes.Count} event type(s) in {path}: {string.Join(", ", modes)}.")).ConfigureAwait(false);
+            }
+            else
+            {
+                await io.Output.WriteLineAsync(Invariant($"The compatibility mode of {modes.Count} event type(s) differs from the snapshot's ({string.Join(", ", modes)}); run with --update to record it.")).ConfigureAwait(false);
+            }
+        }
+        else if (added.Count == 0 && (exists || !update))
         {
             await io.Output.WriteLineAsync($"The snapshot {path} is up to date.").ConfigureAwait(false);
         }
@@ -219,7 +232,9 @@ internal sealed class SchemaActions(IServiceProvider services)
         var full = FullPath(path);
         if (!File.Exists(full))
         {
-            throw new CommandException($"The schema snapshot '{path}' does not exist (looked for {full}).");
+            throw new CommandException(
+                $"The schema snapshot '{path}' does not exist (looked for {full}). Create it from this application's event types with " +
+                $"`schemas check --snapshot {path} --update`, or from the registry of its backend with `schemas export --out {path}`.");
         }
 
         try
@@ -238,6 +253,12 @@ internal sealed class SchemaActions(IServiceProvider services)
         await io.Output.WriteLineAsync().ConfigureAwait(false);
         await io.Output.WriteAsync(report.ToString()).ConfigureAwait(false);
     }
+
+    /// <summary>The types whose recorded mode the check changed, as "type: Old → New".</summary>
+    private static List<string> ChangedModes(SchemaSnapshot before, SchemaSnapshot after) =>
+        [.. after.Types
+            .Where(t => before.CompatibilityOf(t.EventType) is { } old && old != t.Compatibility)
+            .Select(t => Invariant($"{t.EventType}: {before.CompatibilityOf(t.EventType)} to {t.Compatibility}"))];
 
     private static List<string> NewVersions(SchemaCheckReport report) =>
         [.. report.Results.Where(r => r.IsNew).Select(r => Invariant($"{r.EventType} v{r.Version}"))];

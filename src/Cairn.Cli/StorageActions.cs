@@ -76,9 +76,10 @@ internal sealed class StorageActions(IServiceProvider services)
             // The options first: one that cannot be made is said as such, not as a backend without a migration.
             _ = services.GetRequiredService<IOptions<CairnOptions>>().Value;
         }
-        catch (Exception ex) when (ex is OptionsValidationException or InvalidOperationException or ArgumentException)
+        catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            // Exit code 2 as every command that cannot run, not System.CommandLine's 1 ("needs migrating") and a trace.
+            // Whatever the application's own configuration throws (a setting it parses, say): exit code 2 as every
+            // command that cannot run, not System.CommandLine's 1 ("needs migrating") and a trace.
             error.WriteLine($"This application's Cairn options are invalid: {ex.Message}");
             return null;
         }
@@ -96,6 +97,11 @@ internal sealed class StorageActions(IServiceProvider services)
         {
             // A configuration the backend refuses (an in-memory SQLite database, a read-only file): no status to give.
             error.WriteLine($"This application's backend refuses its configuration: {ex.Message}");
+            return null;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            error.WriteLine($"This application's backend could not be made: {ex.GetType().Name}: {ex.Message}");
             return null;
         }
     }

@@ -54,6 +54,11 @@ public static class SchemaCheck
                 {
                     updated = updated.With(new RegisteredSchema(name, version, schema), mode);
                 }
+                else if (!result.IsRefused)
+                {
+                    // A host's start records the type's mode even when no version is new: so does the snapshot.
+                    updated = updated.WithMode(name, mode);
+                }
             }
             catch (InvalidSchemaException ex)
             {

@@ -96,6 +96,18 @@ public sealed class SchemaSnapshot
         return new SchemaSnapshot(types.Values);
     }
 
+    /// <summary>The snapshot with a type's recorded mode changed; itself when the type has no versions in it.</summary>
+    internal SchemaSnapshot WithMode(string eventType, CompatibilityMode mode)
+    {
+        if (!_types.TryGetValue(eventType, out var entry) || entry.Compatibility == mode)
+        {
+            return this;
+        }
+
+        var types = new Dictionary<string, TypeEntry>(_types, StringComparer.Ordinal) { [eventType] = entry with { Compatibility = mode } };
+        return new SchemaSnapshot(types.Values);
+    }
+
     /// <summary>Writes the snapshot as indented JSON, types and versions in order, so a change reads well in a diff.</summary>
     /// <exception cref="InvalidSchemaException">A version's document nests deeper than <see cref="JsonSchemaDocuments.MaxDepth"/>.</exception>
     public string ToJson()
