@@ -79,8 +79,16 @@ public sealed record AppendResult(
 /// <param name="After">The position up to which the caller has seen the query's events; null for none.</param>
 public sealed record AppendCondition(EventQuery FailIfEventsMatch, GlobalPosition? After)
 {
-    /// <summary>The query whose matching events fail the append; refused when null, as a caller's mistake.</summary>
-    public EventQuery FailIfEventsMatch { get; init; } = FailIfEventsMatch ?? throw new ArgumentNullException(nameof(FailIfEventsMatch), "An append condition needs a query (EventQuery.All for every event).");
+    private readonly EventQuery _failIfEventsMatch = FailIfEventsMatch ?? throw NoQuery();
+
+    /// <summary>The query whose matching events fail the append; refused when null, as a caller's mistake (in a <c>with</c> too).</summary>
+    public EventQuery FailIfEventsMatch
+    {
+        get => _failIfEventsMatch;
+        init => _failIfEventsMatch = value ?? throw NoQuery();
+    }
+
+    private static ArgumentNullException NoQuery() => new(nameof(FailIfEventsMatch), "An append condition needs a query (EventQuery.All for every event).");
 }
 
 /// <summary>
@@ -101,6 +109,9 @@ public sealed record EventQuery
     public EventQuery(params IReadOnlyList<EventQueryItem> items)
     {
         ArgumentNullException.ThrowIfNull(items);
+
+        // A copy: a list the caller changes afterwards (cleared, grown) must not change a condition already made.
+        items = [.. items];
         long names = 0;
         for (var i = 0; i < items.Count; i++)
         {
