@@ -66,9 +66,9 @@ public sealed partial class PostgresEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
     {
-        if (filter is null || maxCount < 0)
+        if (ReadArguments.Refusal(filter, nameof(filter), maxCount) is { } refused)
         {
-            return Refusal.Enumeration<RecordedEvent>(filter is null ? new ArgumentNullException(nameof(filter)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+            return Refusal.Enumeration<RecordedEvent>(refused);
         }
 
         var query = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE TRUE");
@@ -79,9 +79,9 @@ public sealed partial class PostgresEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
     {
-        if (query is null || maxCount < 0)
+        if (ReadArguments.Refusal(query, nameof(query), maxCount) is { } refused)
         {
-            return Refusal.Enumeration<RecordedEvent>(query is null ? new ArgumentNullException(nameof(query)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+            return Refusal.Enumeration<RecordedEvent>(refused);
         }
 
         var sql = new PostgresQuery($"SELECT {EventRows.Columns} FROM {_s}.events e WHERE ");

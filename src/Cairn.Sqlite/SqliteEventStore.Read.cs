@@ -60,9 +60,9 @@ public sealed partial class SqliteEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadAllAsync(GlobalPosition from, EventFilter filter, long maxCount, CancellationToken cancellationToken)
     {
-        if (filter is null || maxCount < 0)
+        if (ReadArguments.Refusal(filter, nameof(filter), maxCount) is { } refused)
         {
-            return Refusal.Enumeration<RecordedEvent>(filter is null ? new ArgumentNullException(nameof(filter)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+            return Refusal.Enumeration<RecordedEvent>(refused);
         }
 
         return ReadByPositionAsync(Math.Max(from.Value, 1), maxCount, (sql, command) => SqliteQueries.AppendFilter(sql, command, filter), cancellationToken);
@@ -71,9 +71,9 @@ public sealed partial class SqliteEventStore
     /// <inheritdoc />
     public IAsyncEnumerable<RecordedEvent> ReadByQueryAsync(EventQuery query, GlobalPosition after, long maxCount, CancellationToken cancellationToken)
     {
-        if (query is null || maxCount < 0)
+        if (ReadArguments.Refusal(query, nameof(query), maxCount) is { } refused)
         {
-            return Refusal.Enumeration<RecordedEvent>(query is null ? new ArgumentNullException(nameof(query)) : new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative."));
+            return Refusal.Enumeration<RecordedEvent>(refused);
         }
 
         return ReadByPositionAsync(after.Value + 1, maxCount, (sql, command) =>

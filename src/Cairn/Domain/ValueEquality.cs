@@ -201,8 +201,11 @@ internal static class ValueEquality
     /// Whether a type's own equality is taken as its value's: the runtime's and the framework's types (a string, a
     /// date, a Guid, a tuple of such), not an application's, whose equality may be by identity.
     /// </summary>
-    private static bool TrustsOwnEquality(Type type) =>
-        type.IsPrimitive || type.IsEnum || (IsFrameworkAssembly(type.Assembly) && (!type.IsGenericType || type.GetGenericArguments().All(TrustsOwnEquality)));
+    private static bool TrustsOwnEquality(Type type) => Trusted.GetOrAdd(type, static t =>
+        t.IsPrimitive || t.IsEnum || (IsFrameworkAssembly(t.Assembly) && (!t.IsGenericType || t.GetGenericArguments().All(TrustsOwnEquality))));
+
+    /// <summary>The answer of <see cref="TrustsOwnEquality"/> per type, asked for every value a snapshot's check meets.</summary>
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<Type, bool> Trusted = new();
 
     private static bool IsFrameworkAssembly(Assembly assembly) =>
         assembly == typeof(object).Assembly || assembly.GetName().Name is { } name && (name.StartsWith("System.", StringComparison.Ordinal) || name.StartsWith("Microsoft.", StringComparison.Ordinal));

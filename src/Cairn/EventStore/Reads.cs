@@ -23,6 +23,19 @@ internal static class ReadDirections
     }
 }
 
+/// <summary>The rule every backend applies to the arguments of a <c>$all</c> or query read.</summary>
+internal static class ReadArguments
+{
+    /// <summary>
+    /// What such a read refuses, as it is enumerated: a null filter or query (<paramref name="name"/>), or a negative
+    /// count; null when there is nothing to refuse.
+    /// </summary>
+    public static Exception? Refusal(object? filterOrQuery, string name, long maxCount) =>
+        filterOrQuery is null ? new ArgumentNullException(name)
+        : maxCount < 0 ? new ArgumentOutOfRangeException(nameof(maxCount), maxCount, "The count must not be negative.")
+        : null;
+}
+
 /// <summary>Which events of <c>$all</c> a read or subscription sees.</summary>
 public sealed record EventFilter
 {
