@@ -72,6 +72,20 @@ internal sealed class SchemaActions(IServiceProvider services)
     public Task<int> CheckRegistryAsync(Writers io, CancellationToken cancellationToken) => GuardAsync(io, async () =>
     {
         var (types, options, json) = EventTypes();
+        if (BrokenChain(types, options) is { } broken)
+        {
+            // The backend's parts are made from the validated options, which this chain fails: the registry cannot be
+            // opened, and whatever it holds the host would not start, so the chain alone is the check's verdict.
+            var backend = ConfiguredOptions().BackendName ?? "configured";
+            await io.Output.WriteLineAsync(Invariant($"Schema check against the registry of the {backend} backend:")).ConfigureAwait(false);
+            await io.Output.WriteLineAsync().ConfigureAwait(false);
+            await io.Output.WriteLineAsync("1 problem(s):").ConfigureAwait(false);
+            await io.Output.WriteLineAsync($"- {broken.Message}").ConfigureAwait(false);
+            await io.Error.WriteLineAsync("The schema check failed with 1 problem(s); the host would not start. The registry was not read: " +
+                "the application's options are refused until the upcaster chain is mended, so check again after that.").ConfigureAwait(false);
+            return CairnCli.CheckFailed;
+        }
+
         var registry = await RegistryAsync(cancellationToken).ConfigureAwait(false);
         var report = await SchemaCheck.RunAsync(types, options, json, registry, cancellationToken).ConfigureAwait(false);
         await WriteReportAsync(io, report, $"the registry of the {BackendName} backend").ConfigureAwait(false);
@@ -214,17 +228,24 @@ internal sealed class SchemaActions(IServiceProvider services)
         return options;
     }
 
-    private static bool OnlyUpcastersFail(OptionsValidationException invalid, CairnOptions configured)
+    /// <summary>Why the upcasters do not form the chains the host's start asks for, or null when they do.</summary>
+    private static InvalidUpcasterException? BrokenChain(EventTypeRegistry types, SchemaOptions options)
     {
         try
         {
-            UpcasterChains.Build(configured.EventTypes, configured.Schemas.Upcasters);
-            return false;
+            UpcasterChains.Build(types, options.Upcasters);
+            return null;
         }
         catch (InvalidUpcasterException broken)
         {
-            return invalid.Failures.Count() == 1 && invalid.Failures.Single() == broken.Message;
+            return broken;
         }
+    }
+
+    private static bool OnlyUpcastersFail(OptionsValidationException invalid, CairnOptions configured)
+    {
+        return BrokenChain(configured.EventTypes, configured.Schemas) is { } broken
+            && invalid.Failures.Count() == 1 && invalid.Failures.Single() == broken.Message;
     }
 
     private static async Task<SchemaSnapshot> ReadSnapshotAsync(string path, CancellationToken cancellationToken)

@@ -423,4 +423,24 @@ public sealed class SchemaCommandTests : IDisposable
         Assert.True(run.Code == CairnCli.CheckFailed, $"exit code {run.Code}, expected {CairnCli.CheckFailed}\n{run.Output}\n{run.Error}");
         Assert.Contains("The upcaster of 'cli.opened' from version 1 to 3 is refused", run.Output, StringComparison.Ordinal);
     }
+
+    // The same against the registry: the chain is the check's finding there too, not a configuration the command
+    // could not open the registry with.
+    [Fact]
+    public async Task a_broken_upcaster_chain_is_a_failed_check_against_the_registry_too()
+    {
+        var first = Build<OpenedV1>();
+        await first.StartAsync();
+        await first.StopAsync();
+
+        var run = await RunAsync(Build(o =>
+        {
+            o.EventTypes.Register<OpenedV2>(Type, 2);
+            o.Schemas.Upcast(Type, 1, 3, json => json);
+        }), "schemas", "check", "--registry");
+
+        Assert.True(run.Code == CairnCli.CheckFailed, $"exit code {run.Code}, expected {CairnCli.CheckFailed}\n{run.Output}\n{run.Error}");
+        Assert.Contains("The upcaster of 'cli.opened' from version 1 to 3 is refused", run.Output, StringComparison.Ordinal);
+        Assert.Equal([1], (await _registry.GetVersionsAsync(Type)).Select(v => v.Version));
+    }
 }
