@@ -185,6 +185,23 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
         await AssertNothingWrittenAsync(sut.Store, before, "blob-1");
     }
 
+    // Without this an event's tags (each up to 256 characters, any number of them) would have no bound at all.
+    [Fact]
+    public async Task tags_count_towards_the_size_limit()
+    {
+        await using var sut = await CreateAsync(new EventStoreOptions { MaxEventSize = 1024 });
+        var before = await SnapshotAsync(sut.Store, "blob-1");
+        var tags = Enumerable.Range(0, 8).Select(i => $"t{i}:" + new string('é', 100)).ToArray();
+        var e = new EventData("blob", new byte[10]) { ContentType = "application/octet-stream", Tags = [.. tags, tags[0]] };
+
+        var ex = await Assert.ThrowsAsync<EventTooLargeException>(() => sut.Store.AppendToStreamAsync("blob-1", ExpectedVersion.Any, [e]));
+
+        // Counted in UTF-8 (two bytes a character here), a repeated tag once.
+        Assert.Equal(10 + tags.Sum(t => System.Text.Encoding.UTF8.GetByteCount(t)), ex.Size);
+        await AssertNothingWrittenAsync(sut.Store, before, "blob-1");
+        await sut.Store.AppendToStreamAsync("blob-1", ExpectedVersion.Any, [new EventData("blob", new byte[10]) { ContentType = "application/octet-stream", Tags = tags[..4] }]);
+    }
+
     [Fact]
     public async Task an_event_over_the_default_limit_of_one_mebibyte_is_refused_and_nothing_is_written()
     {

@@ -98,7 +98,7 @@ public sealed class EventTooLargeException(Envelopes.MessageId eventId, string t
     /// <summary>The event's id.</summary>
     public Envelopes.MessageId EventId { get; } = eventId;
 
-    /// <summary>Its size in bytes (data and metadata).</summary>
+    /// <summary>Its size in bytes (data, metadata and tags).</summary>
     public long Size { get; } = size;
 
     /// <summary>The configured limit.</summary>

@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using Cairn.Envelopes;
 
@@ -197,7 +198,13 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             metadataJson = JsonSerializer.SerializeToUtf8Bytes(e.Metadata, CairnJsonContext.Default.IReadOnlyDictionaryStringString);
         }
 
+        // Tags count as metadata does: without it an event of many long tags would be stored whatever its size.
         long size = e.Data.Length + (metadataJson?.Length ?? 0);
+        foreach (var tag in tags)
+        {
+            size += Encoding.UTF8.GetByteCount(tag);
+        }
+
         if (size > options.MaxEventSize)
         {
             throw new EventTooLargeException(e.Id, e.Type, size, options.MaxEventSize);
