@@ -45,6 +45,11 @@ public sealed partial class RabbitMqMessageBroker
 
         foreach (var (queue, message) in transaction.Sends)
         {
+            if (queue == default)
+            {
+                throw new InvalidMessageException("A send names no queue.");
+            }
+
             if ((await RequireQueueAsync(queue, cancellationToken).ConfigureAwait(false)).Fifo)
             {
                 backend.Send(queue, message);
