@@ -146,12 +146,13 @@ internal static partial class SqliteSchema
     private static CairnException Newer(SqliteConnection connection, long existing) =>
         new($"The SQLite file {connection.DataSource} has Cairn schema version {existing}, newer than this Cairn's {Version}; upgrade Cairn to open it.");
 
-    /// <summary>Creates the tables if they are missing and refuses a file written by a newer Cairn.</summary>
-    public static void Ensure(SqliteConnection connection)
+    /// <summary>
+    /// Creates the tables if they are missing and refuses a file written by a newer Cairn. Returns the version the file
+    /// was at, read under the write lock (0 for none), so of two processes migrating one file only one says it did.
+    /// </summary>
+    public static int Ensure(SqliteConnection connection, CancellationToken cancellationToken = default)
     {
-        using var begin = connection.CreateCommand();
-        begin.CommandText = "BEGIN IMMEDIATE";
-        begin.ExecuteNonQuery();
+        BeginImmediate(connection, cancellationToken);
         try
         {
             // A file written by a newer Cairn is refused before this version's DDL touches it: its tables may have
@@ -214,6 +215,7 @@ internal static partial class SqliteSchema
             using var commit = connection.CreateCommand();
             commit.CommandText = "COMMIT";
             commit.ExecuteNonQuery();
+            return found is long before ? (int)before : 0;
         }
         catch
         {
@@ -221,6 +223,52 @@ internal static partial class SqliteSchema
             rollback.CommandText = "ROLLBACK";
             rollback.ExecuteNonQuery();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// <c>BEGIN IMMEDIATE</c>, waiting for another writer as long as the connection's busy timeout. SQLite's own wait
+    /// cannot be cancelled, so with a token that can be, the wait goes in tries of about a second (the shortest retry
+    /// Microsoft.Data.Sqlite takes), the token checked between them.
+    /// </summary>
+    private static void BeginImmediate(SqliteConnection connection, CancellationToken cancellationToken)
+    {
+        using var begin = connection.CreateCommand();
+        begin.CommandText = "BEGIN IMMEDIATE";
+        if (!cancellationToken.CanBeCanceled)
+        {
+            begin.ExecuteNonQuery();
+            return;
+        }
+
+        using var pragma = connection.CreateCommand();
+        pragma.CommandText = "PRAGMA busy_timeout";
+        var timeout = (long)pragma.ExecuteScalar()!;
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        pragma.CommandText = "PRAGMA busy_timeout = 100";
+        pragma.ExecuteNonQuery();
+        begin.CommandTimeout = 1;
+        try
+        {
+            while (true)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                try
+                {
+                    begin.ExecuteNonQuery();
+                    return;
+                }
+                catch (SqliteException busy) when (busy.SqliteErrorCode is SQLitePCL.raw.SQLITE_BUSY or SQLitePCL.raw.SQLITE_LOCKED
+                    && waited.ElapsedMilliseconds < timeout)
+                {
+                    // Another writer still holds the lock: try again unless cancelled meanwhile.
+                }
+            }
+        }
+        finally
+        {
+            pragma.CommandText = $"PRAGMA busy_timeout = {timeout}";
+            pragma.ExecuteNonQuery();
         }
     }
 }

@@ -21,7 +21,8 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
         Task.Run(
             () =>
             {
-                var before = VersionOfFile();
+                // Read first for what it refuses (a directory); the version that counts is read under the write lock.
+                _ = VersionOfFile();
                 // Not pooled: the migration leaves the file closed when it returns (a pooled connection kept it open,
                 // locked on some systems, for as long as the process ran).
                 var builder = Builder();
@@ -32,9 +33,10 @@ public sealed class SqliteStorageMigrator(SqliteEventStoreOptions options) : ISt
                     Directory.CreateDirectory(directory);
                 }
 
+                int before;
                 using (var connection = Open(builder))
                 {
-                    SqliteSchema.Ensure(connection);
+                    before = SqliteSchema.Ensure(connection, cancellationToken);
                 }
 
                 return new StorageMigrationResult(before, Status(VersionOfFile()));
