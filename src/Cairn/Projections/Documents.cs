@@ -56,7 +56,7 @@ public sealed record DocumentIndex(string Name, IndexKind Kind)
             string s => Indexable(s, collection),
             Guid g => g.ToString("D"),
             Enum e => e.ToString(),
-            char c => c.ToString(),
+            char c => Indexable(c.ToString(), collection),
             _ => throw Mismatch(value, collection),
         },
         IndexKind.Integer => value switch

@@ -122,6 +122,20 @@ public sealed class DocumentDefinitionTests
         Assert.Equal(IndexKind.Integer, DocumentIndex.KindOf(typeof(int?)));
     }
 
+    // A char is text: one no backend can index alike (a NUL, half a surrogate pair) is refused as the same string is.
+    [Theory]
+    [InlineData('\0')]
+    [InlineData('\uD800')]
+    [InlineData('\uDC00')]
+    public void a_char_a_text_index_cannot_hold_is_refused_as_the_same_string_is(char value)
+    {
+        var index = new DocumentIndex("initial", IndexKind.Text);
+
+        Assert.Throws<InvalidDocumentQueryException>(() => index.Normalize(value.ToString(), "people"));
+        Assert.Throws<InvalidDocumentQueryException>(() => index.Normalize(value, "people"));
+        Assert.Equal("é", index.Normalize('é', "people"));
+    }
+
     [Fact]
     public void whole_numbers_of_any_width_are_stored_as_64_bit_integers()
     {
