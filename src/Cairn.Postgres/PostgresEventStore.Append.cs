@@ -720,7 +720,7 @@ public sealed partial class PostgresEventStore
         }
     }
 
-    private async Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
+    private async Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, ExpectedVersion expectedMetadata, CancellationToken cancellationToken)
     {
         StreamRules.CheckLifecycleMetadata(change, metadata);
         ThrowIfDisposed();
@@ -732,7 +732,7 @@ public sealed partial class PostgresEventStore
         // Prepared here, on the caller's flow, so the record carries the caller's correlation and trace context; the
         // state it records is filled in under the lock.
         var template = PreparedAppend.Prepare(
-            new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
+            new AppendRequest(stream.MetadataStream, ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
             _options,
             allowSystemStreams: true);
         cancellationToken.ThrowIfCancellationRequested();
@@ -741,6 +741,10 @@ public sealed partial class PostgresEventStore
             await context.LockAppendsAsync(cancellationToken).ConfigureAwait(false);
             var connection = context.Connection;
             var transaction = context.Transaction;
+            var metadataVersion = expectedMetadata == ExpectedVersion.Any
+                ? null
+                : (await ReadStreamRowAsync(connection, transaction, stream.MetadataStream, cancellationToken).ConfigureAwait(false))?.LastVersion;
+            StreamRules.CheckMetadataVersion(stream, expectedMetadata, () => metadataVersion);
             var row = await ReadStreamRowAsync(connection, transaction, stream, cancellationToken).ConfigureAwait(false);
             if (StreamRules.ApplyLifecycle(stream, expected, change, row?.State ?? StreamState.NotFound, row?.LastVersion, row?.Metadata ?? new StreamMetadata(), metadata) is not { } next)
             {

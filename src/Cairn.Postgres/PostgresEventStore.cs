@@ -135,16 +135,16 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     }
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, expectedMetadataVersion, cancellationToken);
 
     /// <inheritdoc />
     public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, ExpectedVersion.Any, cancellationToken);
 
     /// <inheritdoc />
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, ExpectedVersion.Any, cancellationToken);
 
     /// <summary>
     /// The connection pool. Unless the connection string sets <c>Max Auto Prepare</c>, Npgsql prepares the statements a connection

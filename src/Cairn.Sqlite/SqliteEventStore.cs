@@ -133,18 +133,18 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
     }
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycleAsync(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, expectedMetadataVersion, cancellationToken);
 
     /// <inheritdoc />
     public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, ExpectedVersion.Any, cancellationToken);
 
     /// <inheritdoc />
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+        ChangeLifecycleAsync(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, ExpectedVersion.Any, cancellationToken);
 
-    private Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
+    private Task ChangeLifecycleAsync(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, ExpectedVersion expectedMetadata, CancellationToken cancellationToken)
     {
         PreparedAppend template;
         try
@@ -159,7 +159,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
             // Prepared here, on the caller's flow, so the record carries the caller's correlation and trace context;
             // the writer fills in the state it decides.
             template = PreparedAppend.Prepare(
-                new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
+                new AppendRequest(stream.MetadataStream, ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, StreamState.NotFound, new StreamMetadata())]),
                 _options,
                 allowSystemStreams: true);
         }
@@ -169,7 +169,7 @@ public sealed partial class SqliteEventStore : IEventStore, IDisposable, IAsyncD
         }
 
         return Writer.ExecuteAsync(
-            context => context.ChangeLifecycle(stream, expected, change, metadata, (state, md) =>
+            context => context.ChangeLifecycle(stream, expected, expectedMetadata, change, metadata, (state, md) =>
             {
                 var part = template.Streams[0];
                 var filled = part.Events[0] with { Data = StreamRules.LifecycleRecord(stream, state, md).Data };

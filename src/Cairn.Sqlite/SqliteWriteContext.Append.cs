@@ -82,8 +82,9 @@ internal sealed partial class SqliteWriteContext
     }
 
     /// <summary>Changes a stream's lifecycle and records the change in its metadata stream.</summary>
-    public bool ChangeLifecycle(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, Func<StreamState, StreamMetadata, PreparedAppend> record)
+    public bool ChangeLifecycle(StreamName stream, ExpectedVersion expected, ExpectedVersion expectedMetadata, StreamRules.LifecycleChange change, StreamMetadata? metadata, Func<StreamState, StreamMetadata, PreparedAppend> record)
     {
+        StreamRules.CheckMetadataVersion(stream, expectedMetadata, () => GetStream(stream.MetadataStream).LastVersion);
         var row = GetStream(stream);
         if (StreamRules.ApplyLifecycle(stream, expected, change, row.State, row.LastVersion, row.Metadata, metadata) is not { } next)
         {

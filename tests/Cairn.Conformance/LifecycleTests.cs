@@ -444,4 +444,80 @@ public abstract class LifecycleTests<TFixture>(TFixture fixture) : StoreTests<TF
         await AssertNothingWrittenAsync(sut.Store, before, "order-1", "$$order-1");
         Assert.Single(await LifecycleRecordsAsync(sut.Store, "order-1"));
     }
+
+    [Fact]
+    public async Task metadata_set_against_the_version_of_its_metadata_stream_loses_no_other_writers_change()
+    {
+        await using var sut = await CreateAsync();
+        var stream = new StreamName("order-1");
+        await sut.Store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(5));
+        Assert.Equal(new StreamName("$$order-1"), stream.MetadataStream);
+        Assert.Null(await sut.Store.GetStreamMetadataVersionAsync(stream));
+
+        await sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 4 }, ExpectedVersion.NoStream, default);
+        Assert.Equal(0, await sut.Store.GetStreamMetadataVersionAsync(stream));
+
+        // Two writers read version 0; the first to write wins, the second is told and changes nothing.
+        await sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 3 }, ExpectedVersion.Exactly(0), default);
+        var before = await SnapshotAsync(sut.Store, "order-1", "$$order-1");
+        var ex = await Assert.ThrowsAsync<WrongExpectedVersionException>(() =>
+            sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 2 }, ExpectedVersion.Exactly(0), default));
+        Assert.Equal(stream.MetadataStream, ex.Stream);
+        Assert.Equal(ExpectedVersion.Exactly(0), ex.Expected);
+        Assert.Equal(1, ex.Actual);
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() =>
+            sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 2 }, ExpectedVersion.NoStream, default));
+
+        // Setting what is there already is checked too, though it would record nothing.
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() =>
+            sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 3 }, ExpectedVersion.Exactly(5), default));
+        await AssertNothingWrittenAsync(sut.Store, before, "order-1", "$$order-1");
+        Assert.Equal(3, (await sut.Store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
+        Assert.Equal([2, 3, 4], await VersionsAsync(sut.Store, stream));
+    }
+
+    [Fact]
+    public async Task of_two_metadata_changes_made_at_once_against_one_version_exactly_one_is_kept()
+    {
+        await using var sut = await CreateAsync();
+        var stream = new StreamName("order-1");
+        await sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 10 }, ExpectedVersion.NoStream, default);
+
+        var changes = new[] { 7L, 8L }.Select(count => Task.Run(() =>
+            sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = count }, ExpectedVersion.Exactly(0), default))).ToArray();
+        var outcomes = await Task.WhenAll(changes.Select(async c => await Record.ExceptionAsync(() => c))).Bounded();
+
+        var refused = Assert.Single(outcomes, o => o is not null);
+        Assert.IsType<WrongExpectedVersionException>(refused);
+        var kept = outcomes[0] is null ? 7 : 8;
+        Assert.Equal(kept, (await sut.Store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
+        Assert.Equal(1, await sut.Store.GetStreamMetadataVersionAsync(stream));
+    }
+
+    [Fact]
+    public async Task a_delete_moves_the_metadata_version_a_metadata_change_expects()
+    {
+        await using var sut = await CreateAsync();
+        var stream = new StreamName("order-1");
+        await sut.Store.AppendToStreamAsync(stream, ExpectedVersion.NoStream, TestEvents.Many(2));
+        await sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 5 }, ExpectedVersion.NoStream, default);
+        var read = await sut.Store.GetStreamMetadataVersionAsync(stream);
+
+        await sut.Store.DeleteStreamAsync(stream, ExpectedVersion.Any, default);
+
+        await Assert.ThrowsAsync<WrongExpectedVersionException>(() =>
+            sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 1 }, ExpectedVersion.Exactly(read!.Value), default));
+        Assert.Equal(5, (await sut.Store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
+        await sut.Store.SetStreamMetadataAsync(stream, new StreamMetadata { MaxCount = 1 }, ExpectedVersion.Exactly(1), default);
+        Assert.Equal(1, (await sut.Store.GetStreamInfoAsync(stream, default)).Metadata.MaxCount);
+    }
+
+    [Fact]
+    public async Task cairns_own_streams_have_no_metadata_stream_to_expect()
+    {
+        await using var sut = await CreateAsync();
+
+        Assert.Throws<InvalidStreamNameException>(() => new StreamName("$$order-1").MetadataStream);
+        await ThroughTask.RefusedAsync(() => sut.Store.SetStreamMetadataAsync("$$order-1", new StreamMetadata { MaxCount = 1 }, ExpectedVersion.NoStream, default), typeof(InvalidStreamNameException));
+    }
 }

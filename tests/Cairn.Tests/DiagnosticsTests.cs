@@ -238,7 +238,7 @@ public sealed class DiagnosticsTests : IDisposable
 
         public Task WaitForAppendAsync(GlobalPosition position, CancellationToken cancellationToken) => inner.WaitForAppendAsync(position, cancellationToken);
 
-        public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) => inner.SetStreamMetadataAsync(stream, metadata, cancellationToken);
+        public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken) => inner.SetStreamMetadataAsync(stream, metadata, expectedMetadataVersion, cancellationToken);
 
         public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) => inner.DeleteStreamAsync(stream, expectedVersion, cancellationToken);
 

@@ -94,8 +94,8 @@ public sealed class InstrumentedEventStore(IEventStore inner) : IEventStore, IDi
         Inner.WaitForAppendAsync(position, cancellationToken);
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
-        Inner.SetStreamMetadataAsync(stream, metadata, cancellationToken);
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken) =>
+        Inner.SetStreamMetadataAsync(stream, metadata, expectedMetadataVersion, cancellationToken);
 
     /// <inheritdoc />
     public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>

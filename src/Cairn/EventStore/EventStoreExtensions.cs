@@ -29,6 +29,14 @@ public static class EventStoreExtensions
     public static IAsyncEnumerable<RecordedEvent> ReadAllAsync(this IEventReader store, GlobalPosition from = default, CancellationToken cancellationToken = default) =>
         store.ReadAllAsync(from, EventFilter.All, long.MaxValue, cancellationToken);
 
+    /// <summary>Sets a stream's metadata whatever its metadata stream's version.</summary>
+    public static Task SetStreamMetadataAsync(this IStreamLifecycle store, StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken = default) =>
+        store.SetStreamMetadataAsync(stream, metadata, ExpectedVersion.Any, cancellationToken);
+
+    /// <summary>The version of the stream's metadata stream (<see cref="StreamName.MetadataStream"/>), or null when its lifecycle never changed.</summary>
+    public static ValueTask<long?> GetStreamMetadataVersionAsync(this IEventReader store, StreamName stream, CancellationToken cancellationToken = default) =>
+        store.GetStreamVersionAsync(stream.MetadataStream, cancellationToken);
+
     /// <summary>The last version of a stream with live events, or null when it has none.</summary>
     public static async ValueTask<long?> GetStreamVersionAsync(this IEventReader store, StreamName stream, CancellationToken cancellationToken = default) =>
         (await store.GetStreamInfoAsync(stream, cancellationToken).ConfigureAwait(false)).CurrentVersion;

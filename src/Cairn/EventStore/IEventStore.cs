@@ -38,8 +38,15 @@ public interface IEventWriter
 /// <summary>Changes a stream's lifecycle. Each change is recorded as an event in the stream's <c>$$</c> metadata stream.</summary>
 public interface IStreamLifecycle
 {
-    /// <summary>Sets a stream's metadata (max count, max age, truncate-before).</summary>
-    Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken);
+    /// <summary>
+    /// Sets a stream's metadata (max count, max age, truncate-before) when its metadata stream
+    /// (<see cref="StreamName.MetadataStream"/>, where every metadata change, delete and tombstone is recorded) is at
+    /// <paramref name="expectedMetadataVersion"/>: <see cref="ExpectedVersion.Any"/> to set it whatever it is,
+    /// <see cref="ExpectedVersion.NoStream"/> when the stream's lifecycle never changed. Otherwise it fails with
+    /// <see cref="WrongExpectedVersionException"/> naming the metadata stream, and changes nothing: a read, change and
+    /// write of the metadata loses no change another writer made meanwhile.
+    /// </summary>
+    Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken);
 
     /// <summary>
     /// Soft-deletes a stream: reads see nothing, and a later append starts it again after its old last version (the

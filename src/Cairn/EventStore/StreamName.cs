@@ -32,6 +32,15 @@ public readonly record struct StreamName
     /// <summary>True for Cairn's own streams, whose names start with <c>$</c>.</summary>
     public bool IsSystem => Value[0] == '$';
 
+    /// <summary>
+    /// The stream <c>$$&lt;name&gt;</c> where this stream's lifecycle is recorded: one <c>$metadata</c> event for each
+    /// change of its metadata, delete or tombstone. Cairn's own streams have none.
+    /// </summary>
+    /// <exception cref="InvalidStreamNameException">This is one of Cairn's own streams.</exception>
+    public StreamName MetadataStream => IsSystem
+        ? throw new InvalidStreamNameException(Value, "Cairn's own streams have no metadata stream")
+        : new("$$" + Value);
+
     /// <summary>Creates a stream name from a category and an id: <c>For("order", "42")</c> is <c>order-42</c>.</summary>
     public static StreamName For(string category, string id)
     {

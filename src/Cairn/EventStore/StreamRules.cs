@@ -147,8 +147,24 @@ internal static class StreamRules
         return age < now - DateTimeOffset.MinValue ? now - age : null;
     }
 
-    /// <summary>The name of a stream's metadata stream, where its lifecycle changes are recorded.</summary>
-    public static StreamName MetadataStreamOf(StreamName stream) => new("$$" + stream.Value);
+    /// <summary>
+    /// Refuses a lifecycle change whose expectation of the stream's metadata stream does not hold, with
+    /// <see cref="WrongExpectedVersionException"/> naming the metadata stream. Its last version is looked up only when
+    /// there is an expectation to check.
+    /// </summary>
+    public static void CheckMetadataVersion(StreamName stream, ExpectedVersion expected, Func<long?> lastVersion)
+    {
+        if (expected == ExpectedVersion.Any)
+        {
+            return;
+        }
+
+        var last = lastVersion();
+        if (!expected.IsSatisfiedBy(last))
+        {
+            throw new WrongExpectedVersionException(stream.MetadataStream, expected, last);
+        }
+    }
 
     /// <summary>The lifecycle record appended to the metadata stream when a stream's state or metadata changes.</summary>
     public static EventData LifecycleRecord(StreamName stream, StreamState state, StreamMetadata metadata)

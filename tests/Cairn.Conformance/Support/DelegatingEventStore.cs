@@ -38,8 +38,8 @@ public class DelegatingEventStore(IEventStore inner) : IEventStore
         Inner.WaitForAppendAsync(position, cancellationToken);
 
     /// <inheritdoc />
-    public virtual Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
-        Inner.SetStreamMetadataAsync(stream, metadata, cancellationToken);
+    public virtual Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken) =>
+        Inner.SetStreamMetadataAsync(stream, metadata, expectedMetadataVersion, cancellationToken);
 
     /// <inheritdoc />
     public virtual Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>

@@ -453,18 +453,18 @@ public sealed class InMemoryEventStore : IEventStore
         _signal.WaitAsync(position.Value, cancellationToken);
 
     /// <inheritdoc />
-    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, cancellationToken);
+    public Task SetStreamMetadataAsync(StreamName stream, StreamMetadata metadata, ExpectedVersion expectedMetadataVersion, CancellationToken cancellationToken) =>
+        ChangeLifecycle(stream, ExpectedVersion.Any, StreamRules.LifecycleChange.SetMetadata, metadata, expectedMetadataVersion, cancellationToken);
 
     /// <inheritdoc />
     public Task DeleteStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, cancellationToken);
+        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.SoftDelete, null, ExpectedVersion.Any, cancellationToken);
 
     /// <inheritdoc />
     public Task TombstoneStreamAsync(StreamName stream, ExpectedVersion expectedVersion, CancellationToken cancellationToken) =>
-        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, cancellationToken);
+        ChangeLifecycle(stream, expectedVersion, StreamRules.LifecycleChange.Tombstone, null, ExpectedVersion.Any, cancellationToken);
 
-    private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, CancellationToken cancellationToken)
+    private Task ChangeLifecycle(StreamName stream, ExpectedVersion expected, StreamRules.LifecycleChange change, StreamMetadata? metadata, ExpectedVersion expectedMetadata, CancellationToken cancellationToken)
     {
         try
         {
@@ -473,13 +473,14 @@ public sealed class InMemoryEventStore : IEventStore
             lock (_gate)
             {
                 var entry = _streams.GetValueOrDefault(stream.Value) ?? new StreamEntry();
+                StreamRules.CheckMetadataVersion(stream, expectedMetadata, () => _streams.GetValueOrDefault(stream.MetadataStream.Value)?.LastVersion);
                 if (StreamRules.ApplyLifecycle(stream, expected, change, entry.State, entry.LastVersion, entry.Metadata, metadata) is not { } next)
                 {
                     return Task.CompletedTask;
                 }
 
                 var record = PreparedAppend.Prepare(
-                    new AppendRequest(StreamRules.MetadataStreamOf(stream), ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, next.State, next.Metadata)]),
+                    new AppendRequest(stream.MetadataStream, ExpectedVersion.Any, [StreamRules.LifecycleRecord(stream, next.State, next.Metadata)]),
                     _options,
                     allowSystemStreams: true);
                 var result = Write(record);
