@@ -135,16 +135,18 @@ internal sealed class WorkflowDecider
         if (instance.Status is WorkflowStatus.Running or WorkflowStatus.Suspended && instance.CurrentStep is { } current
             && _model.Step(current).Replies.TryGetValue(type, out var rule))
         {
+            var answersReplacedAttempt = causationId is not null && causationId != instance.CurrentMessageId
+                && instance.SentForMessage(causationId) is { Compensation: false } earlier && earlier.Step == current;
+
             // "Try again" from an attempt that a later one has replaced (it timed out, or an operator retried) asks for
             // what is already under way: it would spend one more attempt, and send it, for nothing.
-            if (rule.Outcome == ReplyOutcome.Retry && causationId is not null && causationId != instance.CurrentMessageId
-                && instance.SentForMessage(causationId) is { Compensation: false } earlier && earlier.Step == current)
+            if (rule.Outcome == ReplyOutcome.Retry && answersReplacedAttempt)
             {
                 Emit(new ReplyIgnored(type, id, $"a retryable failure of an earlier attempt of step '{current}', which attempt {instance.Attempt} has replaced"));
                 return;
             }
 
-            ApplyRule(_model.Step(current), rule, type, id, reply);
+            ApplyRule(_model.Step(current), rule, type, id, reply, answersReplacedAttempt);
             return;
         }
 
@@ -276,14 +278,18 @@ internal sealed class WorkflowDecider
         throw new WorkflowStateException($"Workflow instance {_model.Name}/{_instanceId} has no step to skip: it is {instance.Status.ToString().ToLowerInvariant()}.");
     }
 
-    private void ApplyRule(StepModel step, ReplyModel rule, string type, string id, object reply)
+    /// <summary>
+    /// Applies a reply's rule. <paramref name="answersReplacedAttempt"/>: it answers an attempt a later one replaced, so a
+    /// refusal speaks for that attempt alone, and the later one, sent and never recalled, may still take effect.
+    /// </summary>
+    private void ApplyRule(StepModel step, ReplyModel rule, string type, string id, object reply, bool answersReplacedAttempt)
     {
         var attempt = Instance.Attempt;
         switch (rule.Outcome)
         {
             case ReplyOutcome.Fail:
-                Emit(new StepFailed(step.Name, attempt, rule.Reason(CurrentState(), reply), type, id, EffectUncertain: false));
-                FailurePath(step, Instance.Reason!, effectUncertain: false);
+                Emit(new StepFailed(step.Name, attempt, rule.Reason(CurrentState(), reply), type, id, EffectUncertain: answersReplacedAttempt));
+                FailurePath(step, Instance.Reason!, effectUncertain: answersReplacedAttempt);
                 return;
             case ReplyOutcome.Retry:
                 var reason = rule.Reason(CurrentState(), reply);
