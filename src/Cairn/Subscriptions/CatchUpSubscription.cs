@@ -80,16 +80,26 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// <summary>Starts reading from the stored checkpoint (or <see cref="SubscriptionOptions.Start"/>) in the background.</summary>
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        if (_run is not null)
+        // One start wins, also against a start or a disposal on another thread: a second run would handle every event
+        // again, and nothing could stop it.
+        lock (_lifecycle)
         {
-            return Refusal.Of(new InvalidOperationException($"The subscription '{Options.Name}' is already started."));
-        }
+            if (_disposing)
+            {
+                return Refusal.Of(new ObjectDisposedException(nameof(CatchUpSubscription), $"The subscription '{Options.Name}' is disposed."));
+            }
 
-        _stop = new CancellationTokenSource();
-        _abort = new CancellationTokenSource();
-        CairnDiagnostics.TrackLag(this, () => new Measurement<long>(Math.Max(0, Volatile.Read(ref _head) - Volatile.Read(ref _position)), _nameTag));
-        _run = BackgroundWork.Start(() => RunAsync(_stop.Token, _abort.Token));
-        return Task.CompletedTask;
+            if (_run is not null)
+            {
+                return Refusal.Of(new InvalidOperationException($"The subscription '{Options.Name}' is already started."));
+            }
+
+            _stop = new CancellationTokenSource();
+            _abort = new CancellationTokenSource();
+            CairnDiagnostics.TrackLag(this, () => new Measurement<long>(Math.Max(0, Volatile.Read(ref _head) - Volatile.Read(ref _position)), _nameTag));
+            _run = BackgroundWork.Start(() => RunAsync(_stop.Token, _abort.Token));
+            return Task.CompletedTask;
+        }
     }
 
     /// <summary>
@@ -188,9 +198,14 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// </summary>
     public async ValueTask DisposeAsync()
     {
-        if (_disposed)
+        lock (_lifecycle)
         {
-            return;
+            if (_disposing)
+            {
+                return;
+            }
+
+            _disposing = true;
         }
 
         // The stop first, then the handler's token: a handler ending on its token then ends a run that is stopping, not
@@ -234,6 +249,12 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
     /// <summary>Whether <see cref="DisposeAsync"/> has run: a second one, or a stop after it, has nothing to do.</summary>
     private bool _disposed;
+
+    /// <summary>Set, under <see cref="_lifecycle"/>, when a disposal begins: no start after it.</summary>
+    private bool _disposing;
+
+    /// <summary>Held while a start or a disposal claims the subscription.</summary>
+    private readonly Lock _lifecycle = new();
 
     private async Task RunAsync(CancellationToken stop, CancellationToken abort)
     {

@@ -68,6 +68,9 @@ public sealed class QueueConsumer : IAsyncDisposable
     private long _handled, _retried, _deadLettered, _duplicates, _leasesLost;
     private int _started;
     private int _disposed;
+
+    /// <summary>Held while a start sets the work going and while a disposal claims the consumer: one sees the other.</summary>
+    private readonly Lock _lifecycle = new();
     private DateTimeOffset _nextInboxPrune = DateTimeOffset.MinValue;
 
     /// <summary>How often a consumer forgets old inbox records.</summary>
@@ -156,15 +159,23 @@ public sealed class QueueConsumer : IAsyncDisposable
         _lease = Options.Lease ?? queue.Lease;
         _maxReceiveCount = queue.MaxReceiveCount;
         _queueReadAt = _time.GetTimestamp();
-        var workers = new Task[Options.Concurrency];
-        for (var i = 0; i < workers.Length; i++)
+
+        // A disposal while the queue was read has stopped nothing yet, or is disposing what the work would use: the
+        // start then fails, and nothing runs.
+        lock (_lifecycle)
         {
-            workers[i] = BackgroundWork.Start(WorkAsync);
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            var workers = new Task[Options.Concurrency];
+            for (var i = 0; i < workers.Length; i++)
+            {
+                workers[i] = BackgroundWork.Start(WorkAsync);
+            }
+
+            var receiver = BackgroundWork.Start(ReceiveAsync);
+            var work = Task.WhenAll([receiver, .. workers]);
+            _running = Options.ExtendLeaseWhileHandling ? RenewWhileWorkingAsync(work) : work;
         }
 
-        var receiver = BackgroundWork.Start(ReceiveAsync);
-        var work = Task.WhenAll([receiver, .. workers]);
-        _running = Options.ExtendLeaseWhileHandling ? RenewWhileWorkingAsync(work) : work;
         _logger.LogInformation("Consumer {Consumer} started on queue {Queue} (concurrency {Concurrency}, prefetch {Prefetch}).", Options.Name, Options.Queue, Options.Concurrency, Options.EffectivePrefetch);
     }
 
@@ -197,7 +208,11 @@ public sealed class QueueConsumer : IAsyncDisposable
     /// <paramref name="cancellationToken"/> fires first: then they are cancelled, their messages given back, and the stop
     /// returns without waiting for a handler that ignores its cancellation (its lease runs out instead).
     /// </summary>
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) =>
+        // Disposed: stopped already, and its token sources may be disposed too.
+        Volatile.Read(ref _disposed) != 0 ? Task.CompletedTask : StopRunningAsync(cancellationToken);
+
+    private async Task StopRunningAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
         try
@@ -225,15 +240,18 @@ public sealed class QueueConsumer : IAsyncDisposable
     /// <summary>Stops at once: in-flight handlers are cancelled and their messages given back.</summary>
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        lock (_lifecycle)
         {
-            return;
+            if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            {
+                return;
+            }
         }
 
         using (var now = new CancellationTokenSource())
         {
             await now.CancelAsync().ConfigureAwait(false);
-            await StopAsync(now.Token).ConfigureAwait(false);
+            await StopRunningAsync(now.Token).ConfigureAwait(false);
         }
 
         if (_running.IsCompleted)

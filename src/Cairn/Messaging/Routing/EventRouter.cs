@@ -72,6 +72,9 @@ public sealed class EventRouter : IAsyncDisposable
     private int _started;
     private int _disposed;
 
+    /// <summary>Held while a start sets the loop going and while a disposal claims the router: one sees the other.</summary>
+    private readonly Lock _lifecycle = new();
+
     /// <summary>Set when the routing loop has ended: a wait for a position it had not reached then fails.</summary>
     private bool _ended;
 
@@ -127,6 +130,7 @@ public sealed class EventRouter : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (Interlocked.Exchange(ref _started, 1) != 0)
         {
             throw new InvalidOperationException($"The route '{Route.Name}' is already started.");
@@ -152,7 +156,13 @@ public sealed class EventRouter : IAsyncDisposable
         }
 
         _limit = Route.BatchSize;
-        _running = BackgroundWork.Start(RunAsync);
+
+        // A disposal while the checkpoint was read has disposed what the loop would use: the start fails, and nothing runs.
+        lock (_lifecycle)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+            _running = BackgroundWork.Start(RunAsync);
+        }
     }
 
     /// <summary>Whether <see cref="StartAsync"/> read the checkpoint; the loop reads it first otherwise.</summary>
@@ -187,7 +197,11 @@ public sealed class EventRouter : IAsyncDisposable
     }
 
     /// <summary>Stops after the batch in hand.</summary>
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) =>
+        // Disposed: stopped already, and its token source disposed.
+        Volatile.Read(ref _disposed) != 0 ? Task.CompletedTask : StopRunningAsync(cancellationToken);
+
+    private async Task StopRunningAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
         await _running.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -196,12 +210,15 @@ public sealed class EventRouter : IAsyncDisposable
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        lock (_lifecycle)
         {
-            return;
+            if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            {
+                return;
+            }
         }
 
-        await StopAsync(CancellationToken.None).ConfigureAwait(false);
+        await StopRunningAsync(CancellationToken.None).ConfigureAwait(false);
         _stopping.Dispose();
     }
 
