@@ -24,6 +24,9 @@ internal sealed class SchemaRegistrationService(
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var schemas = options.Value.Schemas;
+
+        // What is registered and validated is read now: a type added later would be written unregistered and unchecked.
+        serializer.Registry.Fix("the event types are fixed once the host has started, when they are registered in the schema registry");
         if (!schemas.RegisterOnStart)
         {
             // Nothing registered, checked or validated; but what is written by hand still names its class's version,

@@ -57,7 +57,7 @@ public sealed class EventSerializer
         ArgumentNullException.ThrowIfNull(@event);
         var type = @event.GetType();
         var name = Registry.GetName(type);
-        var data = JsonSerializer.SerializeToUtf8Bytes(@event, TypeInfo(type));
+        var data = Write(@event, type, name);
         return new EventData(id ?? MessageId.New(), name, data)
         {
             Tags = tags ?? [],
@@ -180,10 +180,27 @@ public sealed class EventSerializer
         ArgumentNullException.ThrowIfNull(message);
         var type = message.GetType();
         var name = Registry.GetName(type);
-        return new Messaging.OutgoingMessage(id ?? MessageId.New(), name, JsonSerializer.SerializeToUtf8Bytes(message, TypeInfo(type)))
+        return new Messaging.OutgoingMessage(id ?? MessageId.New(), name, Write(message, type, name))
         {
             DataSchema = DataSchemaOf(name),
         };
+    }
+
+    /// <summary>
+    /// The value's JSON, or an <see cref="EventSerializationException"/> naming its type when System.Text.Json cannot
+    /// write it (a NaN without named floating-point literals, a dictionary keyed by a record, a converter that throws).
+    /// </summary>
+    private byte[] Write(object value, Type type, string name)
+    {
+        var typeInfo = TypeInfo(type);
+        try
+        {
+            return JsonSerializer.SerializeToUtf8Bytes(value, typeInfo);
+        }
+        catch (Exception ex) when (IsDataRefused(ex))
+        {
+            throw new EventSerializationException(type, $"'{name}' value", ex);
+        }
     }
 
     /// <summary>Deserializes a message into the type registered for its type name, checking it is a <typeparamref name="T"/>.</summary>
@@ -250,15 +267,28 @@ public sealed class EventDeserializationException(RecordedEvent recorded, string
 
 /// <summary>
 /// The JSON options cannot map an event type: no contract for it (add it to the source-generated context), or a class
-/// System.Text.Json refuses (two members under one JSON name, say).
+/// System.Text.Json refuses (two members under one JSON name, say); or a value of it could not be written as JSON.
 /// </summary>
-public sealed class EventSerializationException(Type type, Exception inner)
-    : CairnException(
-        inner is NotSupportedException
-            ? $"The JSON options have no contract for the event type {type.FullName}; add [JsonSerializable(typeof({type.Name}))] to the source-generated context."
-            : $"The JSON options cannot map the event type {type.FullName}: {inner.Message}",
-        inner)
+public sealed class EventSerializationException : CairnException
 {
-    /// <summary>The CLR type that could not be mapped.</summary>
-    public Type EventType { get; } = type;
+    /// <summary>The JSON options cannot map <paramref name="type"/> at all.</summary>
+    public EventSerializationException(Type type, Exception inner)
+        : base(
+            inner is NotSupportedException
+                ? $"The JSON options have no contract for the event type {type.FullName}; add [JsonSerializable(typeof({type.Name}))] to the source-generated context."
+                : $"The JSON options cannot map the event type {type.FullName}: {inner.Message}",
+            inner)
+    {
+        EventType = type;
+    }
+
+    /// <summary>A value of <paramref name="type"/>, registered as <paramref name="name"/>, could not be written as JSON.</summary>
+    internal EventSerializationException(Type type, string name, Exception inner)
+        : base($"The {name} ({type.FullName}) could not be written as JSON: {inner.Message}", inner)
+    {
+        EventType = type;
+    }
+
+    /// <summary>The CLR type that could not be mapped or written.</summary>
+    public Type EventType { get; }
 }

@@ -126,7 +126,27 @@ public sealed class EventTypeRegistry
         {
             throw new ArgumentException($"The event type '{name}' is already registered at version {existingVersion}; {type.FullName} cannot also be version {version}.", nameof(version));
         }
+
+        if (_fixedBy is not null && existing is null)
+        {
+            throw new InvalidOperationException($"The event type '{name}' ({type.FullName}) cannot be registered now: {_fixedBy}. Register it in AddCairn's options.");
+        }
     }
+
+    /// <summary>
+    /// Takes no new type from now on (a registration made already may be repeated): the host has started, and what it
+    /// registered in the schema registry and validates was read from here then. <paramref name="why"/> says so in the refusal.
+    /// </summary>
+    internal void Fix(string why)
+    {
+        lock (_gate)
+        {
+            _fixedBy ??= why;
+        }
+    }
+
+    /// <summary>Why new registrations are refused, once <see cref="Fix"/> was called.</summary>
+    private string? _fixedBy;
 
     /// <summary>Records a checked registration. Under the gate.</summary>
     private void Add(Type type, string name, int version)

@@ -346,4 +346,24 @@ public sealed class SchemaEdgeTests
         var written = Assert.Throws<InvalidSchemaException>(snapshot.ToJson);
         Assert.Contains(limit, written.Message, StringComparison.Ordinal);
     }
+
+    // The host registers and validates the event types it has when it starts; one added afterwards would be written
+    // naming a version the registry does not have, never checked. It is refused; one already registered may be repeated.
+    [Fact]
+    public async Task an_event_type_registered_after_the_host_started_is_refused()
+    {
+        var schemas = new InMemorySchemaStore();
+        using var host = await SchemaHosts.StartAsync(schemas, o => o.EventTypes.Register<InvoiceIssuedV1>("invoice.issued"));
+        var types = host.Services.GetRequiredService<EventTypeRegistry>();
+
+        var refused = Assert.Throws<InvalidOperationException>(() => types.Register<LateRegistration>("invoice.late", 3));
+        Assert.Contains("'invoice.late'", refused.Message, StringComparison.Ordinal);
+        types.Register<InvoiceIssuedV1>("invoice.issued");
+
+        Assert.False(types.TryGetType("invoice.late", out _));
+        Assert.Empty(await schemas.GetVersionsAsync("invoice.late"));
+        await host.StopAsync();
+    }
+
+    private sealed record LateRegistration(string Id);
 }

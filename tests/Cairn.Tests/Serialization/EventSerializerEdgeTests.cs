@@ -94,4 +94,28 @@ public sealed class EventSerializerEdgeTests
         Assert.Contains(recorded.Id.ToString(), refused.Message, StringComparison.Ordinal);
         Assert.Contains("ledger-7@4", refused.Message, StringComparison.Ordinal);
     }
+
+    // A value System.Text.Json refuses to write (NaN without named floating-point literals, a dictionary keyed by a
+    // record) is refused with Cairn's error naming the type, as a type it cannot map is, not System.Text.Json's own.
+    [Fact]
+    public void A_value_that_cannot_be_written_as_json_is_refused_naming_its_type()
+    {
+        var serializer = new EventSerializer(new EventTypeRegistry().Register<MeterReading>("meter.reading").Register<KeyedCounts>("meter.keyed"));
+
+        var nan = Assert.Throws<EventSerializationException>(() => serializer.ToEventData(new MeterReading(double.NaN)));
+        var keyed = Assert.Throws<EventSerializationException>(() => serializer.ToOutgoingMessage(new KeyedCounts(new() { [new MeterKey(1)] = 2 })));
+
+        Assert.Equal(typeof(MeterReading), nan.EventType);
+        Assert.Contains("'meter.reading'", nan.Message, StringComparison.Ordinal);
+        Assert.IsType<ArgumentException>(nan.InnerException);
+        Assert.Equal(typeof(KeyedCounts), keyed.EventType);
+        Assert.IsType<NotSupportedException>(keyed.InnerException);
+        Assert.Equal("meter.reading", serializer.ToEventData(new MeterReading(1.5)).Type);
+    }
+
+    private sealed record MeterReading(double Value);
+
+    private sealed record MeterKey(int A);
+
+    private sealed record KeyedCounts(Dictionary<MeterKey, int> Counts);
 }
