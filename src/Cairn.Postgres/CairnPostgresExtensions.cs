@@ -26,7 +26,13 @@ public static class CairnPostgresExtensions
         static PostgresEventStore Store(IServiceProvider services) => services.GetBackendStore<PostgresEventStore>();
         return options.UseBackend(
             "postgres",
-            (services, storeOptions) => new PostgresEventStore(postgresOptions, storeOptions, services.GetService<ILogger<PostgresEventStore>>()),
+            // Opened as the host makes its services, which takes no start token: its stopping token (Ctrl+C, SIGTERM) ends
+            // a wait for another process's migration instead.
+            (services, storeOptions) => new PostgresEventStore(
+                postgresOptions,
+                storeOptions,
+                services.GetService<ILogger<PostgresEventStore>>(),
+                services.GetService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>()?.ApplicationStopping ?? default),
             services => new PostgresCheckpointStore(Store(services)),
             services => new PostgresMessageBroker(Store(services), services.GetService<ILogger<PostgresMessageBroker>>()),
             Settings(postgresOptions))

@@ -27,8 +27,13 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
     private readonly int _schemaKey;
     private int _disposed;
 
-    /// <summary>Opens the store, creating or migrating its schema first unless <see cref="PostgresEventStoreOptions.MigrateOnStart"/> is off.</summary>
-    public PostgresEventStore(PostgresEventStoreOptions postgresOptions, EventStoreOptions? options = null, ILogger<PostgresEventStore>? logger = null)
+    /// <summary>
+    /// Opens the store, creating or migrating its schema first unless <see cref="PostgresEventStoreOptions.MigrateOnStart"/>
+    /// is off. <paramref name="cancellationToken"/> ends a wait for another process's migration (a host passes its
+    /// stopping token, so a host stopped while it starts does not wait for ever); the store is then not opened.
+    /// </summary>
+    /// <exception cref="OperationCanceledException">The token fired while the store waited for another process's migration.</exception>
+    public PostgresEventStore(PostgresEventStoreOptions postgresOptions, EventStoreOptions? options = null, ILogger<PostgresEventStore>? logger = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(postgresOptions);
         postgresOptions.Validate();
@@ -44,7 +49,7 @@ public sealed partial class PostgresEventStore : IEventStore, IDisposable, IAsyn
         {
             if (postgresOptions.MigrateOnStart)
             {
-                PostgresSchema.Migrate(_dataSource, postgresOptions.Schema);
+                PostgresSchema.Migrate(_dataSource, postgresOptions.Schema, cancellationToken);
             }
             else
             {

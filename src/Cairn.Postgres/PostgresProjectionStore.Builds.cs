@@ -331,6 +331,8 @@ public sealed partial class PostgresProjectionStore
             throw new InvalidProjectionException(projection.Name, "it declares tables whose names differ only in case, which PostgreSQL folds to one; choose other names");
         }
 
+        await LockTableNamesAsync(context, names, cancellationToken).ConfigureAwait(false);
+
         var builds = await BuildIdsAsync(context, projection.Name, cancellationToken).ConfigureAwait(false);
         foreach (var name in names)
         {
@@ -339,6 +341,20 @@ public sealed partial class PostgresProjectionStore
                 var kind = existing.IsView ? "view serving another projection" : "table or other relation";
                 throw new InvalidProjectionException(projection.Name, $"it declares the table '{name}', but the schema '{_store.Schema}' already has a {kind} of that name; choose another name");
             }
+        }
+    }
+
+    /// <summary>
+    /// Takes the transaction locks of SQL table names, in one order: two projections declaring one name (two processes
+    /// opening them at once) each check it and make its view in turn, so the second is refused by name, not by
+    /// PostgreSQL's catalog as its view collides with the first's.
+    /// </summary>
+    private async Task LockTableNamesAsync(PostgresWriteContext context, IEnumerable<string> names, CancellationToken cancellationToken)
+    {
+        foreach (var key in names.Select(n => PostgresSchema.SchemaKey(_store.Schema + "/" + n)).Distinct().Order())
+        {
+            await using var command = context.Command($"SELECT pg_advisory_xact_lock({PostgresSchema.TableNameLockClass}, {key})");
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -361,6 +377,7 @@ public sealed partial class PostgresProjectionStore
             return;
         }
 
+        await LockTableNamesAsync(context, tables.Select(t => t[..t.LastIndexOf("__b", StringComparison.Ordinal)]), cancellationToken).ConfigureAwait(false);
         var builds = await BuildIdsAsync(context, projection, cancellationToken).ConfigureAwait(false);
         foreach (var table in tables)
         {

@@ -9,6 +9,9 @@ internal static partial class PostgresSchema
     /// <summary>The first key of the transaction lock that orders the creation and dropping of a projection's builds.</summary>
     public const int ProjectionLockClass = 0x43415052; // "CAPR"
 
+    /// <summary>The advisory lock class of a SQL table's name: its check and its view are made by one projection at a time.</summary>
+    public const int TableNameLockClass = 0x4341544E; // "CATN"
+
     /// <summary>
     /// The key of a projection's lease, a session-level advisory lock held by the process that runs it: the first 64
     /// bits of the SHA-256 of the schema and projection names. Advisory locks are shared by every schema of the
