@@ -351,7 +351,7 @@ public sealed partial class PostgresProjectionStore
     /// </summary>
     private async Task LockTableNamesAsync(PostgresWriteContext context, IEnumerable<string> names, CancellationToken cancellationToken)
     {
-        foreach (var key in names.Select(n => PostgresSchema.SchemaKey(_store.Schema + "/" + n)).Distinct().Order())
+        foreach (var key in names.Select(n => PostgresSchema.SchemaKey(_store.Schema + "/" + n.ToLowerInvariant())).Distinct().Order())
         {
             await using var command = context.Command($"SELECT pg_advisory_xact_lock({PostgresSchema.TableNameLockClass}, {key})");
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);

@@ -243,6 +243,16 @@ internal static partial class PostgresSchema
     /// </summary>
     private static void LockMigrations(NpgsqlConnection connection, NpgsqlTransaction transaction, string schema, CancellationToken cancellationToken)
     {
+        // Taken at once when nobody else holds it, whatever the token says: only a wait is what it ends (a host's store
+        // first opened as the host stops still opens).
+        using (var attempt = new NpgsqlCommand($"SELECT pg_try_advisory_xact_lock({MigrationLockClass}, {SchemaKey(schema)})", connection, transaction))
+        {
+            if ((bool)attempt.ExecuteScalar()!)
+            {
+                return;
+            }
+        }
+
         using var command = new NpgsqlCommand($"SELECT pg_advisory_xact_lock({MigrationLockClass}, {SchemaKey(schema)})", connection, transaction) { CommandTimeout = 0 };
         using var cancel = cancellationToken.Register(static state => ((NpgsqlCommand)state!).Cancel(), command);
         cancellationToken.ThrowIfCancellationRequested();

@@ -519,5 +519,6 @@ public abstract class LifecycleTests<TFixture>(TFixture fixture) : StoreTests<TF
 
         Assert.Throws<InvalidStreamNameException>(() => new StreamName("$$order-1").MetadataStream);
         await ThroughTask.RefusedAsync(() => sut.Store.SetStreamMetadataAsync("$$order-1", new StreamMetadata { MaxCount = 1 }, ExpectedVersion.NoStream, default), typeof(InvalidStreamNameException));
+        await ThroughTask.RefusedAsync(() => sut.Store.GetStreamMetadataVersionAsync("$$order-1").AsTask(), typeof(InvalidStreamNameException));
     }
 }

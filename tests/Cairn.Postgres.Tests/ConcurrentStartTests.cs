@@ -1,5 +1,6 @@
 using Cairn.Conformance.Support;
 using Cairn.DependencyInjection;
+using Cairn.EventStore;
 using Cairn.Projections;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -72,6 +73,20 @@ public sealed class ConcurrentStartTests : IAsyncLifetime
             await release.ExecuteNonQueryAsync();
             await Record.ExceptionAsync(() => start);
         }
+    }
+
+    // The stopping token ends only a wait for another process's migration: a store first needed as the host stops (a
+    // hosted service writing a last event) still opens.
+    [Fact]
+    public async Task A_store_first_needed_while_the_host_stops_still_opens()
+    {
+        using var host = Build(NewSchema());
+        host.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+
+        var store = host.Services.GetRequiredService<IEventStore>();
+
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.NoStream, [new EventData("order.placed", "{}"u8.ToArray())]);
+        Assert.Equal(0, await store.GetStreamVersionAsync("order-1"));
     }
 
     // Two projections declaring one SQL table, opened at once by two processes: one takes the name and the other is

@@ -34,8 +34,8 @@ public static class EventStoreExtensions
         store.SetStreamMetadataAsync(stream, metadata, ExpectedVersion.Any, cancellationToken);
 
     /// <summary>The version of the stream's metadata stream (<see cref="StreamName.MetadataStream"/>), or null when its lifecycle never changed.</summary>
-    public static ValueTask<long?> GetStreamMetadataVersionAsync(this IEventReader store, StreamName stream, CancellationToken cancellationToken = default) =>
-        store.GetStreamVersionAsync(stream.MetadataStream, cancellationToken);
+    public static async ValueTask<long?> GetStreamMetadataVersionAsync(this IEventReader store, StreamName stream, CancellationToken cancellationToken = default) =>
+        await store.GetStreamVersionAsync(stream.MetadataStream, cancellationToken).ConfigureAwait(false);
 
     /// <summary>The last version of a stream with live events, or null when it has none.</summary>
     public static async ValueTask<long?> GetStreamVersionAsync(this IEventReader store, StreamName stream, CancellationToken cancellationToken = default) =>
