@@ -100,6 +100,7 @@ public sealed class AddCairnTests
     [InlineData("control-character")]
     [InlineData("lone-surrogate")]
     [InlineData("over-long")]
+    [InlineData("not-a-uri-reference")]
     public void an_event_source_no_event_could_carry_is_refused_by_the_store_options(string @case)
     {
         var source = @case switch
@@ -107,12 +108,16 @@ public sealed class AddCairnTests
             "blank" => " ",
             "control-character" => "urn:svc\u0001",
             "lone-surrogate" => "urn:svc\ud800",
+            // CloudEvents' source is a URI reference (RFC 3986), which holds no space.
+            "not-a-uri-reference" => "http://exa mple.com/orders",
             _ => "urn:" + new string('s', 2045),
         };
 
         var ex = Assert.Throws<ArgumentException>(() => new EventStoreOptions { Source = source }.Validate());
         Assert.Equal(nameof(EventStoreOptions.Source), ex.ParamName);
         new EventStoreOptions { Source = "urn:" + new string('s', 2044) }.Validate();
+        new EventStoreOptions { Source = "/orders/eu-1" }.Validate();
+        new EventStoreOptions { Source = "https://example.com/orders?region=eu#1" }.Validate();
     }
 
     [Fact]
