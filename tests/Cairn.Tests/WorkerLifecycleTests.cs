@@ -111,11 +111,7 @@ public sealed class WorkerLifecycleTests
     [Fact]
     public async Task a_router_stopped_after_its_disposal_says_nothing()
     {
-        var store = new InMemoryEventStore();
-        var checkpoints = new InMemoryCheckpointStore();
-        var broker = new InMemoryMessageBroker(store, checkpoints);
-        await broker.DeclareTopicAsync("orders", default);
-        var router = new EventRouter(store, broker, checkpoints, new EventRoute("orders-out", EventFilter.ForCategory("order"), "orders"));
+        var router = await RouterAsync();
         await router.StartAsync(default);
         await router.DisposeAsync();
 
@@ -129,11 +125,7 @@ public sealed class WorkerLifecycleTests
     [Fact]
     public async Task a_router_started_after_its_disposal_refuses_through_the_task()
     {
-        var store = new InMemoryEventStore();
-        var checkpoints = new InMemoryCheckpointStore();
-        var broker = new InMemoryMessageBroker(store, checkpoints);
-        await broker.DeclareTopicAsync("orders", default);
-        var router = new EventRouter(store, broker, checkpoints, new EventRoute("orders-out", EventFilter.ForCategory("order"), "orders"));
+        var router = await RouterAsync();
         await router.DisposeAsync();
 
         await ThroughTask.RefusedAsync(() => router.StartAsync(default), typeof(ObjectDisposedException));
@@ -155,6 +147,16 @@ public sealed class WorkerLifecycleTests
         broker.Release.TrySetResult();
 
         await Assert.ThrowsAsync<ObjectDisposedException>(() => start.WaitAsync(Bound));
+    }
+
+    /// <summary>A route from the order category to a topic, over a fresh in-memory store and broker, not started.</summary>
+    private static async Task<EventRouter> RouterAsync()
+    {
+        var store = new InMemoryEventStore();
+        var checkpoints = new InMemoryCheckpointStore();
+        var broker = new InMemoryMessageBroker(store, checkpoints);
+        await broker.DeclareTopicAsync("orders", default);
+        return new EventRouter(store, broker, checkpoints, new EventRoute("orders-out", EventFilter.ForCategory("order"), "orders"));
     }
 
     private sealed class GatedQueueLookup(IMessageBroker inner) : DelegatingMessageBroker(inner)
