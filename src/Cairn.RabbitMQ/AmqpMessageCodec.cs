@@ -23,6 +23,13 @@ internal static partial class AmqpMessageCodec
     /// <see cref="Prefix"/>; Cairn writes only that one.
     /// </summary>
     public const string UnderscorePrefix = "cloudEvents_";
+
+    /// <summary>
+    /// The header prefix of a metadata entry whose key is no CloudEvents extension name (<c>tenant-id</c>): CloudEvents
+    /// names attributes in lower-case a–z and 0–9 only, so such a key is no <see cref="Prefix"/> header, which a
+    /// CloudEvents reader would take for an attribute; Cairn reads it back as metadata all the same.
+    /// </summary>
+    public const string MetadataPrefix = "cairn-metadata:";
     public const string SpecVersion = Prefix + "specversion";
     public const string Id = Prefix + "id";
     public const string Type = Prefix + "type";
@@ -105,10 +112,12 @@ internal static partial class AmqpMessageCodec
 
         foreach (var (key, value) in metadata ?? new Dictionary<string, string>())
         {
-            var name = Encoding.UTF8.GetByteCount(Prefix) + Encoding.UTF8.GetByteCount(key ?? "");
+            var header = MetadataHeader(key ?? "");
+            var name = Encoding.UTF8.GetByteCount(header);
             if (name > 255)
             {
-                return $"Message {id} has the metadata key '{key}', which is {name - Prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{Prefix}' and the key together.";
+                var prefix = header[..^(key ?? "").Length];
+                return $"Message {id} has the metadata key '{key}', which is {name - prefix.Length} bytes in UTF-8; RabbitMQ takes header names of at most 255 bytes, '{prefix}' and the key together.";
             }
 
             bytes += 6 + name + Encoding.UTF8.GetByteCount(value ?? "");
@@ -151,8 +160,8 @@ internal static partial class AmqpMessageCodec
         }
 
         var candidates = headers
-            .Where(h => !IsAttribute(h.Key) && !h.Key.StartsWith("cairn-", StringComparison.Ordinal))
-            .Select(h => (h.Key, Bytes: EntryBytes(h.Key, h.Value), Extension: h.Key.StartsWith(Prefix, StringComparison.Ordinal)))
+            .Where(h => !IsAttribute(h.Key) && (!h.Key.StartsWith("cairn-", StringComparison.Ordinal) || IsMetadata(h.Key)))
+            .Select(h => (h.Key, Bytes: EntryBytes(h.Key, h.Value), Extension: h.Key.StartsWith(Prefix, StringComparison.Ordinal) || IsMetadata(h.Key)))
             .OrderBy(h => h.Extension)
             .ThenByDescending(h => h.Bytes)
             .ToList();
@@ -213,7 +222,7 @@ internal static partial class AmqpMessageCodec
         Optional(headers, GroupKey, message.GroupKey);
         foreach (var (key, value) in message.Metadata)
         {
-            headers[Prefix + key] = value;
+            headers[MetadataHeader(key)] = value;
         }
 
         // The type and correlation id are headers already; as properties (short strings of at most 255 bytes, which
@@ -347,6 +356,10 @@ internal static partial class AmqpMessageCodec
             if (key.StartsWith(Prefix, StringComparison.Ordinal) && !IsAttribute(key) && AsString(value) is { } text)
             {
                 (metadata ??= new Dictionary<string, string>(StringComparer.Ordinal))[key[Prefix.Length..]] = text;
+            }
+            else if (key.StartsWith(MetadataPrefix, StringComparison.Ordinal) && key.Length > MetadataPrefix.Length && AsString(value) is { } entry)
+            {
+                (metadata ??= new Dictionary<string, string>(StringComparer.Ordinal))[key[MetadataPrefix.Length..]] = entry;
             }
         }
 
@@ -507,6 +520,14 @@ internal static partial class AmqpMessageCodec
     private static partial System.Text.RegularExpressions.Regex Rfc3339();
 
     public static string Format(DateTimeOffset time) => time.ToString("O", CultureInfo.InvariantCulture);
+
+    /// <summary>The header of a metadata entry: a CloudEvents extension attribute when its key may name one.</summary>
+    internal static string MetadataHeader(string key) => IsExtensionName(key) ? Prefix + key : MetadataPrefix + key;
+
+    /// <summary>CloudEvents' rule for attribute names: lower-case ASCII letters and digits, at least one.</summary>
+    private static bool IsExtensionName(string key) => key.Length > 0 && key.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9'));
+
+    private static bool IsMetadata(string key) => key.StartsWith(MetadataPrefix, StringComparison.Ordinal);
 
     private static bool IsAttribute(string key) =>
         key is SpecVersion or Id or Type or Source or Time or Subject or DataSchema or CorrelationId or CausationId or TraceParent;

@@ -1,5 +1,6 @@
 using System.Text;
 using Cairn.Conformance.Support;
+using Cairn.Envelopes;
 using Cairn.Messaging;
 using RabbitMQ.Client;
 
@@ -259,5 +260,32 @@ public sealed class RabbitMqMappingEdgeTests
         Assert.Null(message);
         Assert.Contains(AmqpMessageCodec.Type, fault, StringComparison.Ordinal);
         Assert.Contains("not a string", fault, StringComparison.Ordinal);
+    }
+
+    // CloudEvents names attributes in lower-case a-z and 0-9 only: a metadata key that is no such name (tenant-id,
+    // Region) travels as a cairn-metadata: header, which a CloudEvents reader does not take for an attribute, and reads
+    // back as the same metadata; a key that is one stays an extension attribute.
+    [Fact]
+    public void metadata_keys_that_are_no_cloudevents_attribute_name_travel_outside_the_cloudevents_headers_and_read_back()
+    {
+        var sent = new Message(MessageId.New(), "order.placed", "urn:test", DateTimeOffset.UnixEpoch, "application/json", "{}"u8.ToArray())
+        {
+            Metadata = new Dictionary<string, string> { ["tenant"] = "acme", ["tenant-id"] = "t-1", ["Region"] = "eu", ["shard_2"] = "b" },
+        };
+
+        var properties = AmqpMessageCodec.ToProperties(sent, DateTimeOffset.UnixEpoch);
+
+        var headers = properties.Headers!;
+        Assert.Equal("acme", headers["cloudEvents:tenant"]);
+        Assert.Equal("t-1", headers["cairn-metadata:tenant-id"]);
+        Assert.Equal("eu", headers["cairn-metadata:Region"]);
+        Assert.Equal("b", headers["cairn-metadata:shard_2"]);
+        Assert.All(
+            headers.Keys.Where(k => k.StartsWith(AmqpMessageCodec.Prefix, StringComparison.Ordinal)),
+            k => Assert.Matches("^[a-z0-9]+$", k[AmqpMessageCodec.Prefix.Length..]));
+
+        var received = AmqpMessageCodec.ToMessage(properties, sent.Data, null, out var fault);
+        Assert.True(received is not null, fault);
+        Assert.Equal(sent.Metadata.OrderBy(m => m.Key, StringComparer.Ordinal), received.Metadata.OrderBy(m => m.Key, StringComparer.Ordinal));
     }
 }
