@@ -100,6 +100,10 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
     [InlineData(nameof(EventData.CorrelationId), "line\nbreak")]
     [InlineData(nameof(EventData.CausationId), "")]
     [InlineData(nameof(EventData.TraceParent), "tab\there")]
+    [InlineData(nameof(EventData.TraceParent), "not-a-traceparent")]
+    [InlineData(nameof(EventData.TraceParent), "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01")]
+    [InlineData(nameof(EventData.TraceParent), "00-00000000000000000000000000000000-b7ad6b7169203331-01")]
+    [InlineData(nameof(EventData.TraceParent), "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
     [InlineData(nameof(EventData.DataSchema), "")]
     public async Task an_invalid_envelope_attribute_is_refused_naming_it_and_nothing_is_written(string attribute, string value)
     {

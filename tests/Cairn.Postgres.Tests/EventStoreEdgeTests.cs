@@ -34,7 +34,7 @@ public sealed class EventStoreEdgeTests : OwnSchemaStoreTests
             DataSchema = wide,
             CorrelationId = narrow,
             CausationId = narrow,
-            TraceParent = narrow,
+            TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
         }).ToList();
 
         await using var parker = new NpgsqlConnection(PostgresServer.ConnectionString);

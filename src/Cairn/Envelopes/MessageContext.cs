@@ -94,7 +94,10 @@ public sealed class MessageContext
     public static string? CurrentTraceParent()
     {
         var activity = Activity.Current;
-        return activity is { IdFormat: ActivityIdFormat.W3C } ? activity.Id : CurrentContext.Value?.TraceParent;
+        // A handled message's own, when no span continues it, only in W3C's form: another publisher's malformed one is
+        // not passed on, where every send would be refused for it.
+        return activity is { IdFormat: ActivityIdFormat.W3C } ? activity.Id
+            : CurrentContext.Value?.TraceParent is { } handled && TraceParentText.IsValid(handled) ? handled : null;
     }
 
     private sealed class Scope(MessageContext context) : IDisposable

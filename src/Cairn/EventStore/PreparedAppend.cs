@@ -171,6 +171,10 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
         ValidateAttribute(e, nameof(EventData.CorrelationId), e.CorrelationId, 256);
         ValidateAttribute(e, nameof(EventData.CausationId), e.CausationId, 256);
         ValidateAttribute(e, nameof(EventData.TraceParent), e.TraceParent, 256);
+        if (e.TraceParent is not null && !TraceParentText.IsValid(e.TraceParent))
+        {
+            throw new InvalidEventException($"Event {e.Id} has an invalid TraceParent '{e.TraceParent}': it must be {TraceParentText.Rule}.");
+        }
 
         // Copies: what the caller changes after the call can never change a stored event. Repeated tags count once.
         string[] tags = [];

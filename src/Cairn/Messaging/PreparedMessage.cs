@@ -56,6 +56,10 @@ internal sealed record PreparedMessage(
         Attribute(message, nameof(OutgoingMessage.CorrelationId), message.CorrelationId, 256);
         Attribute(message, nameof(OutgoingMessage.CausationId), message.CausationId, 256);
         Attribute(message, nameof(OutgoingMessage.TraceParent), message.TraceParent, 256);
+        if (message.TraceParent is not null && !TraceParentText.IsValid(message.TraceParent))
+        {
+            throw new InvalidMessageException($"Message {message.Id} has an invalid TraceParent '{message.TraceParent}': it must be {TraceParentText.Rule}.");
+        }
         // As long as a stream name: an event route makes each event's stream its message's group.
         Attribute(message, nameof(OutgoingMessage.GroupKey), message.GroupKey, 256);
         Attribute(message, nameof(OutgoingMessage.DeduplicationId), message.DeduplicationId, 128);

@@ -1,3 +1,4 @@
+using Cairn.Envelopes;
 using Cairn.EventStore;
 
 namespace Cairn.Messaging.Routing;
@@ -36,7 +37,8 @@ public static class EventMessages
             Source = recorded.Source,
             CorrelationId = recorded.CorrelationId,
             CausationId = recorded.CausationId,
-            TraceParent = recorded.TraceParent,
+            // An event stored before traceparents were checked may hold one in no W3C form: not passed on.
+            TraceParent = TraceParentText.IsValid(recorded.TraceParent) ? recorded.TraceParent : null,
             Metadata = metadata,
             GroupKey = recorded.Stream.Value,
         };
