@@ -94,7 +94,7 @@ public sealed class ConcurrentStartTests : IAsyncLifetime
     [Fact]
     public async Task Two_projections_declaring_one_sql_table_opened_at_once_by_two_processes_fail_with_a_typed_error()
     {
-        for (var round = 0; round < 20; round++)
+        for (var round = 0; round < 8; round++)
         {
             var schema = NewSchema();
             var options = new PostgresEventStoreOptions { ConnectionString = PostgresServer.ConnectionString, Schema = schema };
