@@ -3,7 +3,9 @@ namespace Cairn.Envelopes;
 /// <summary>
 /// The W3C Trace Context form of a <c>traceparent</c>, which CloudEvents' distributed tracing extension carries:
 /// <c>00-&lt;32 hex trace id&gt;-&lt;16 hex parent id&gt;-&lt;2 hex flags&gt;</c>, in lower case, neither id all zeros
-/// (a later version may add fields after a <c>-</c>; version <c>ff</c> is invalid).
+/// (a later version may add fields after a <c>-</c>; version <c>ff</c> is invalid). Not <c>ActivityContext.TryParse</c>,
+/// which reads a traceparent for a span to continue: it refuses a later version's added fields and takes any separator
+/// after the version.
 /// </summary>
 internal static class TraceParentText
 {
