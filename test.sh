@@ -9,6 +9,7 @@ CAIRN_RABBITMQ_DIR=""
 cleanup() {
   [ -z "$CAIRN_POSTGRES_DIR" ] || tests/postgres.sh stop "$CAIRN_POSTGRES_DIR" || true
   [ -z "$CAIRN_RABBITMQ_DIR" ] || tests/rabbitmq.sh stop "$CAIRN_RABBITMQ_DIR" || true
+  tests/rabbitmq.sh stop-listed "$results/rabbitmq-nodes" || true  # the tests' own nodes, if a killed run left any
   rm -rf "$results"
 }
 trap cleanup EXIT
@@ -27,6 +28,7 @@ eval "$postgres_env"  # exports CAIRN_POSTGRES (the connection string) and CAIRN
 # A throwaway RabbitMQ (installed when missing) for the RabbitMQ transport's tests; stopped and deleted on exit.
 rabbitmq_env="$(tests/rabbitmq.sh start)" || { echo "tests: 0 passed, 1 failed"; exit 1; }
 eval "$rabbitmq_env"  # exports CAIRN_RABBITMQ (the amqp:// address) and CAIRN_RABBITMQ_DIR
+export CAIRN_RABBITMQ_NODES="$results/rabbitmq-nodes"  # where the nodes the tests start of their own are listed
 
 # One test project at a time: on two cores, the crash tests' child processes and the PostgreSQL tests' server would
 # otherwise fight over the CPU, and the whole runs no faster for being parallel.

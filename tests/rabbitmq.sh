@@ -8,6 +8,8 @@
 #   tests/rabbitmq.sh stop [dir]        # stops it and deletes its directory (dir defaults to $CAIRN_RABBITMQ_DIR)
 #   tests/rabbitmq.sh halt [dir]        # kills the node but keeps its directory (a broker crash, for fault tests)
 #   tests/rabbitmq.sh resume [dir]      # starts a halted node again, on the same ports with the same data
+#   tests/rabbitmq.sh stop-listed file  # stops every node whose directory the file lists (CAIRN_RABBITMQ_NODES: when
+#                                       # it is set, start adds each node's directory to that file)
 #
 # Installs Debian's rabbitmq-server package when it is missing. The package's wrapper script switches to the
 # rabbitmq user and writes under /var/log, so the node is started with /usr/lib/rabbitmq/bin/rabbitmq-server
@@ -132,6 +134,8 @@ start() {
   ensure_installed
   local dir
   dir="$(mktemp -d "${TMPDIR:-/tmp}/cairn-rabbitmq.XXXXXX")"
+  # A list a caller keeps of every node started under it, to stop those a killed test process left running.
+  [ -z "${CAIRN_RABBITMQ_NODES:-}" ] || echo "$dir" >>"$CAIRN_RABBITMQ_NODES"
   mkdir -p "$dir/home" "$dir/mnesia" "$dir/log"
   if [ -n "$tls" ]; then
     mkdir -p "$dir/tls"
@@ -218,6 +222,11 @@ stop() {
 case "${1:-}" in
   start) start "${@:2}" ;;
   stop) stop "${2:-}" ;;
+  stop-listed)
+    [ -f "${2:-}" ] || exit 0
+    while read -r listed; do
+      [ -z "$listed" ] || stop "$listed"
+    done <"$2" ;;
   halt)
     dir="${2:-${CAIRN_RABBITMQ_DIR:-}}"
     check_dir "$dir"

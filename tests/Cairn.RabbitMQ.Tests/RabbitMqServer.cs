@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 
 namespace Cairn.RabbitMQ.Tests;
@@ -84,9 +85,19 @@ internal static class RabbitMqServer
     }
 }
 
-/// <summary>A broker of this test's own, for tests that stop and start it; deleted on dispose.</summary>
+/// <summary>
+/// A broker of this test's own, for tests that stop, freeze, block or disconnect it, which would disturb every other
+/// test on the shared one. A node takes 10 to 30 s to start on two cores, so one given back running as it started
+/// (no TLS, not halted or frozen, its memory alarm not left on) waits for the next test that asks for one; those still
+/// waiting are stopped when the test process exits, and <c>./test.sh</c> stops any left by a process that was killed.
+/// </summary>
 internal sealed class OwnRabbitMq : IAsyncDisposable
 {
+    private const int MaxIdle = 3;
+    private static readonly ConcurrentBag<OwnRabbitMq> Idle = [];
+    private static int _exitHooked;
+    private bool _alarmSet;
+
     private OwnRabbitMq(string uri, string? tlsUri, string directory)
     {
         Uri = uri;
@@ -102,11 +113,30 @@ internal sealed class OwnRabbitMq : IAsyncDisposable
     public string Directory { get; }
 
     /// <summary>
-    /// Starts a node; with <paramref name="tlsFiles"/> (a directory of <c>ca.pem</c>, <c>cert.pem</c> and <c>key.pem</c>)
-    /// it also listens for TLS, requiring client certificates signed by that CA.
+    /// A node: one an earlier test gave back, else a new one; with <paramref name="tlsFiles"/> (a directory of
+    /// <c>ca.pem</c>, <c>cert.pem</c> and <c>key.pem</c>) always a new one that also listens for TLS, requiring client
+    /// certificates signed by that CA.
     /// </summary>
     public static async Task<OwnRabbitMq> StartAsync(string? tlsFiles = null)
     {
+        if (tlsFiles is null)
+        {
+            while (Idle.TryTake(out var idle))
+            {
+                if (idle.IsRunning())
+                {
+                    return idle;
+                }
+
+                await idle.StopAsync();
+            }
+        }
+
+        if (Interlocked.Exchange(ref _exitHooked, 1) == 0)
+        {
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => StopIdleAsync().GetAwaiter().GetResult();
+        }
+
         var exports = await (tlsFiles is null ? RabbitMqServer.RunScriptAsync("start") : RabbitMqServer.RunScriptAsync("start", "--tls", tlsFiles));
         string? Value(string name) => exports.Split('\n').SingleOrDefault(l => l.StartsWith($"export {name}=", StringComparison.Ordinal))?.Split('=', 2)[1].Trim('\'');
         return new OwnRabbitMq(Value("CAIRN_RABBITMQ")!, Value("CAIRN_RABBITMQ_TLS"), Value("CAIRN_RABBITMQ_DIR")!);
@@ -119,7 +149,15 @@ internal sealed class OwnRabbitMq : IAsyncDisposable
     public Task ResumeAsync() => RabbitMqServer.RunScriptAsync("resume", Directory);
 
     /// <summary>Runs <c>rabbitmqctl</c> against the node.</summary>
-    public Task<string> CtlAsync(params string[] arguments) => RabbitMqServer.RunScriptAsync(["ctl", Directory, .. arguments]);
+    public Task<string> CtlAsync(params string[] arguments)
+    {
+        if (arguments is ["set_vm_memory_high_watermark", var watermark, ..])
+        {
+            _alarmSet = watermark != "0.9"; // 0.9 is what tests/rabbitmq.sh configures
+        }
+
+        return RabbitMqServer.RunScriptAsync(["ctl", Directory, .. arguments]);
+    }
 
     /// <summary>
     /// Stops the node's process without ending it (SIGSTOP): a broker that hangs, its connections open and silent.
@@ -150,7 +188,45 @@ internal sealed class OwnRabbitMq : IAsyncDisposable
     /// <summary>Lets a frozen node run again (SIGCONT).</summary>
     public Task ThawAsync() => SignalAsync("CONT");
 
-    public async ValueTask DisposeAsync() => await RabbitMqServer.RunScriptAsync("stop", Directory);
+    /// <summary>Gives the node back for the next test when it is as it started; stops it otherwise.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (TlsUri is null && !_alarmSet && IsRunning() && Idle.Count < MaxIdle)
+        {
+            Idle.Add(this);
+            return;
+        }
+
+        await StopAsync();
+    }
+
+    private Task StopAsync() => RabbitMqServer.RunScriptAsync("stop", Directory);
+
+    private static Task StopIdleAsync()
+    {
+        var stops = new List<Task>();
+        while (Idle.TryTake(out var idle))
+        {
+            stops.Add(idle.StopAsync());
+        }
+
+        return Task.WhenAll(stops);
+    }
+
+    /// <summary>Whether the node's process runs and is not stopped (<see cref="FreezeAsync"/>); a halt removes its pid file.</summary>
+    private bool IsRunning()
+    {
+        try
+        {
+            var pid = File.ReadAllText(Path.Combine(Directory, "pid")).Trim();
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            return stat[(stat.LastIndexOf(')') + 2)..][0] is not ('T' or 't' or 'Z' or 'X');
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
 
     private async Task SignalAsync(string signal)
     {
