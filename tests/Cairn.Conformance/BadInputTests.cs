@@ -105,6 +105,9 @@ public abstract class BadInputTests<TFixture>(TFixture fixture) : StoreTests<TFi
     [InlineData(nameof(EventData.TraceParent), "00-00000000000000000000000000000000-b7ad6b7169203331-01")]
     [InlineData(nameof(EventData.TraceParent), "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
     [InlineData(nameof(EventData.DataSchema), "")]
+    [InlineData(nameof(EventData.Source), "order service")]
+    [InlineData(nameof(EventData.DataSchema), "/schemas/order.json")]
+    [InlineData(nameof(EventData.DataSchema), "order-v1")]
     public async Task an_invalid_envelope_attribute_is_refused_naming_it_and_nothing_is_written(string attribute, string value)
     {
         await using var sut = await CreateAsync();

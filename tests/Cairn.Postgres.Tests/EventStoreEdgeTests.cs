@@ -31,7 +31,7 @@ public sealed class EventStoreEdgeTests : OwnSchemaStoreTests
         {
             ContentType = narrow,
             Source = wide,
-            DataSchema = wide,
+            DataSchema = "https://x/" + wide[10..],
             CorrelationId = narrow,
             CausationId = narrow,
             TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",

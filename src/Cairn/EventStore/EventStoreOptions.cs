@@ -22,12 +22,10 @@ public sealed record EventStoreOptions
     internal Schemas.PayloadSchemas? Schemas { get; init; }
 
     /// <summary>What a valid <see cref="Source"/> is, as a refusal says it.</summary>
-    internal const string SourceRule = "must be a URI reference (RFC 3986: no spaces) of 1 to 2048 characters, with no " + StoredText.Refused + ".";
+    internal const string SourceRule = "must be " + UriText.ReferenceRule + ".";
 
     /// <summary>Whether <paramref name="source"/> may be every event's default source.</summary>
-    internal static bool IsValidSource(string? source) =>
-        !string.IsNullOrWhiteSpace(source) && source.Length <= 2048 && !StoredText.Refuses(source)
-            && !source.Any(char.IsWhiteSpace) && Uri.TryCreate(source, UriKind.RelativeOrAbsolute, out _);
+    internal static bool IsValidSource(string? source) => UriText.IsReference(source);
 
     /// <summary>Refuses impossible settings with <see cref="ArgumentException"/>.</summary>
     public void Validate()

@@ -176,6 +176,16 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             throw new InvalidEventException($"Event {e.Id} has an invalid TraceParent '{e.TraceParent}': it must be {TraceParentText.Rule}.");
         }
 
+        if (e.Source is not null && !UriText.IsReference(e.Source))
+        {
+            throw new InvalidEventException($"Event {e.Id} has an invalid Source '{e.Source}': it must be {UriText.ReferenceRule}.");
+        }
+
+        if (e.DataSchema is not null && !UriText.IsAbsolute(e.DataSchema))
+        {
+            throw new InvalidEventException($"Event {e.Id} has an invalid DataSchema '{e.DataSchema}': it must be {UriText.AbsoluteRule}.");
+        }
+
         // Copies: what the caller changes after the call can never change a stored event. Repeated tags count once.
         string[] tags = [];
         if (e.Tags is { Count: > 0 })

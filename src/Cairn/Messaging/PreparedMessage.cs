@@ -60,6 +60,21 @@ internal sealed record PreparedMessage(
         {
             throw new InvalidMessageException($"Message {message.Id} has an invalid TraceParent '{message.TraceParent}': it must be {TraceParentText.Rule}.");
         }
+
+        // A stored event is published as it was stored, even with attributes written before these forms were checked.
+        if (!message.IsStoredEvent)
+        {
+            if (message.Source is not null && !UriText.IsReference(message.Source))
+            {
+                throw new InvalidMessageException($"Message {message.Id} has an invalid Source '{message.Source}': it must be {UriText.ReferenceRule}.");
+            }
+
+            if (message.DataSchema is not null && !UriText.IsAbsolute(message.DataSchema))
+            {
+                throw new InvalidMessageException($"Message {message.Id} has an invalid DataSchema '{message.DataSchema}': it must be {UriText.AbsoluteRule}.");
+            }
+        }
+
         // As long as a stream name: an event route makes each event's stream its message's group.
         Attribute(message, nameof(OutgoingMessage.GroupKey), message.GroupKey, 256);
         Attribute(message, nameof(OutgoingMessage.DeduplicationId), message.DeduplicationId, 128);

@@ -59,6 +59,8 @@ public abstract class MessagingBadInputTests<TFixture>(TFixture fixture) : Messa
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(1) with { GroupKey = "" }));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(1) with { Subject = "x\ud800" }));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(1) with { CorrelationId = "\udc00" }));
+        await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(1) with { Source = "order service" }));
+        await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(1) with { DataSchema = "/schemas/order.json" }));
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendAsync(Work, Numbered(1) with { Metadata = new Dictionary<string, string> { ["note"] = "\ud800" } }));
         var twice = Numbered(1);
         await Assert.ThrowsAsync<InvalidMessageException>(() => broker.SendBatchAsync(Work, [twice, twice]));
