@@ -101,8 +101,17 @@ public sealed record RabbitMqOptions
     /// </summary>
     public int MaxMessageSize { get; init; } = 128 * 1024 * 1024;
 
-    /// <summary>Where the transport connects and what it names, without secrets: a second <c>UseRabbitMq</c> must repeat them.</summary>
-    internal string Settings => $"{WithoutUserInfo(Uri)}, QueuePrefix '{QueuePrefix}', ClusterNodes [{string.Join(", ", ClusterNodes ?? [])}]";
+    /// <summary>
+    /// Every setting, without secrets (the address's user name and password; of the connection factory's delegate,
+    /// only whether there is one): a second <c>UseRabbitMq</c> must repeat them, since its transport would replace the first's.
+    /// </summary>
+    internal string Settings => string.Create(
+        System.Globalization.CultureInfo.InvariantCulture,
+        $"{WithoutUserInfo(Uri)}, QueuePrefix '{QueuePrefix}', ClusterNodes [{string.Join(", ", ClusterNodes ?? [])}], ClientName '{ClientName}', "
+        + $"Prefetch {Prefetch}, MaxOutstandingConfirms {MaxOutstandingConfirms}, ConfirmThrottlingPercentage {ConfirmThrottlingPercentage}, "
+        + $"RelayBatchSize {RelayBatchSize}, RelayPollWait {RelayPollWait}, RelayLease {RelayLease}, ConfirmTimeout {ConfirmTimeout}, "
+        + $"RelayRescanInterval {RelayRescanInterval}, ReconnectDelay {ReconnectDelay}, MaxReconnectDelay {MaxReconnectDelay}, "
+        + $"MaxMessageSize {MaxMessageSize}, ConfigureConnectionFactory {(ConfigureConnectionFactory is null ? "none" : "set")}");
 
     /// <summary>An address as an error may print it: without its user name and password.</summary>
     private static string WithoutUserInfo(Uri? uri) =>

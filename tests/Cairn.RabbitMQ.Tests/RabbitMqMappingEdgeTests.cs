@@ -190,6 +190,23 @@ public sealed class RabbitMqMappingEdgeTests
         Assert.DoesNotContain("secret", options.TransportSettings, StringComparison.Ordinal);
     }
 
+    // Every setting counts, not only where it connects: the second's transport would replace the first's, and with it
+    // the first's prefetch, size limit, timeouts and connection factory.
+    [Fact]
+    public void the_rabbitmq_transport_configured_again_with_any_other_setting_is_refused_naming_it()
+    {
+        static RabbitMqOptions Tuned(RabbitMqOptions r) => r with { Prefetch = 10, MaxMessageSize = 16 * 1024 * 1024 };
+        var options = new Cairn.DependencyInjection.CairnOptions().UseInMemory().UseRabbitMq("amqp://rabbit-a:5672/", Tuned);
+        options.UseRabbitMq("amqp://rabbit-a:5672/", Tuned);
+
+        var refused = Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://rabbit-a:5672/", r => r with { Prefetch = 500 }));
+
+        Assert.Contains("Prefetch 10", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("Prefetch 500", refused.Message, StringComparison.Ordinal);
+        Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://rabbit-a:5672/", r => Tuned(r) with { ConfirmTimeout = TimeSpan.FromSeconds(5) }));
+        Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://rabbit-a:5672/", r => Tuned(r) with { ConfigureConnectionFactory = f => f.RequestedHeartbeat = TimeSpan.FromSeconds(5) }));
+    }
+
     private static BasicProperties CloudEvent(params (string Header, object? Value)[] extra)
     {
         var headers = new Dictionary<string, object?>

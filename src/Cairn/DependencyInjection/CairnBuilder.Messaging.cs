@@ -209,6 +209,11 @@ public sealed partial class CairnBuilder
         var options = new ConsumerOptions(queue);
         options = configure?.Invoke(options) ?? options;
         options.Validate();
+        if (Topology.WorkflowQueues.TryGetValue(queue, out var workflow))
+        {
+            throw MessagingTopology.WorkflowQueueTaken(options.Name, queue, workflow);
+        }
+
         Topology.Consumers.Add(new ConsumerDeclaration(options.Name, queue, messageType));
         Services.AddSingleton<IHostedService>(sp =>
         {
@@ -275,10 +280,20 @@ internal sealed class MessagingTopology
     /// <summary>The consumers added, with the message type a typed consumer takes.</summary>
     public List<ConsumerDeclaration> Consumers { get; } = [];
 
+    /// <summary>The queue of each workflow added, which its coordinator alone consumes, and the workflow's name.</summary>
+    public Dictionary<QueueName, string> WorkflowQueues { get; } = [];
+
     /// <summary>The checkpoints the routes added use, one route each.</summary>
     public HashSet<string> Checkpoints { get; } = new(StringComparer.Ordinal);
 
     public bool IsEmpty => Queues.Count == 0 && Topics.Count == 0 && Subscriptions.Count == 0;
+
+    /// <summary>
+    /// The refusal of a consumer of a workflow's queue: the coordinator takes the replies, timers and start messages
+    /// that arrive there, and another consumer would take and settle some of them instead, leaving instances waiting.
+    /// </summary>
+    public static ArgumentException WorkflowQueueTaken(string consumer, QueueName queue, string workflow) =>
+        new($"The consumer '{consumer}' takes from the queue '{queue}', which is the workflow '{workflow}''s own: its coordinator alone consumes it (replies, timers and start messages arrive there). Give the consumer a queue of its own.", nameof(queue));
 }
 
 /// <summary>A consumer as added: its name, its queue, and the class its handler takes (null for an untyped handler).</summary>

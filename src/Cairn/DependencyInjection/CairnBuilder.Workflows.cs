@@ -31,6 +31,13 @@ public sealed partial class CairnBuilder
             throw new InvalidWorkflowDefinitionException($"The workflow '{workflow.Name}' is added twice.");
         }
 
+        if (Topology.Consumers.Find(c => c.Queue == workflow.Queue) is { } consumer)
+        {
+            throw MessagingTopology.WorkflowQueueTaken(consumer.Name, workflow.Queue, workflow.Name);
+        }
+
+        Topology.WorkflowQueues[workflow.Queue] = workflow.Name;
+
         // Timers may lie up to a year ahead: the queue keeps messages longer than that, unless the application
         // declares the queue with settings of its own.
         AddDefaultQueue(new QueueDefinition(workflow.Queue) { Retention = TimeSpan.FromDays(400), MaxReceiveCount = 10 });

@@ -71,7 +71,7 @@ public abstract class Projection
     /// <summary>How many times a failing batch is tried again before the failing event meets <see cref="OnFailure"/>.</summary>
     public int MaxRetries { get; init; } = 3;
 
-    /// <summary>The first delay between retries; it doubles with each.</summary>
+    /// <summary>The first delay between retries (at most 30 days); it doubles with each, up to 30 days.</summary>
     public TimeSpan RetryDelay { get; init; } = TimeSpan.FromMilliseconds(100);
 
     /// <summary>The most events applied in one transaction.</summary>
@@ -253,7 +253,11 @@ public abstract class Projection
         }
 
         ArgumentOutOfRangeException.ThrowIfNegative(MaxRetries, nameof(MaxRetries));
-        ArgumentOutOfRangeException.ThrowIfLessThan(RetryDelay, TimeSpan.Zero, nameof(RetryDelay));
+        if (RetryDelay < TimeSpan.Zero || RetryDelay > Subscriptions.SubscriptionOptions.MaxWait)
+        {
+            // Each is waited out with a timer, which waits at most about 49 days.
+            throw new ArgumentOutOfRangeException(nameof(RetryDelay), RetryDelay, $"Projection '{Name}': RetryDelay must be between 0 and {Subscriptions.SubscriptionOptions.MaxWait.TotalDays} days.");
+        }
         if (BatchSize is < 1 or > 100_000)
         {
             throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, $"Projection '{Name}': BatchSize must be between 1 and 100,000.");

@@ -892,7 +892,8 @@ public sealed class ProjectionRunner : IAsyncDisposable
 
                 if (attempt <= Projection.MaxRetries)
                 {
-                    var delay = TimeSpan.FromTicks((long)(Projection.RetryDelay.Ticks * Math.Pow(2, attempt - 1)));
+                    // Doubled each attempt, up to the longest delay a projection may be given.
+                    var delay = TimeSpan.FromTicks((long)Math.Min(Projection.RetryDelay.Ticks * Math.Pow(2, Math.Min(attempt - 1, 62)), Subscriptions.SubscriptionOptions.MaxWait.Ticks));
                     _logger.LogWarning(failure.InnerException, "Projection {Projection} failed on event at position {Position} (attempt {Attempt}); retrying in {Delay}.", Projection.Name, failure.Event.Position, attempt, delay);
                     if (delay > TimeSpan.Zero)
                     {

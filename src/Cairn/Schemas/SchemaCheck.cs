@@ -38,6 +38,7 @@ public static class SchemaCheck
         }
 
         problems.AddRange(options.UnusedDocuments(types));
+        problems.AddRange(options.UnusedCompatibilities(types));
 
         var checkedTypes = 0;
         foreach (var (name, clrType) in types.Registrations.Where(r => !EventTypeNames.IsCairnOwn(r.Key)).OrderBy(r => r.Key, StringComparer.Ordinal))

@@ -146,6 +146,16 @@ public sealed class SchemaOptions
             .Select(d => string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"A schema document is supplied for '{d.Type}' version {d.Version}, but {(types.TryGetType(d.Type, out _) ? $"its class is at version {types.GetVersion(d.Type)}" : "no class is registered for the type")}: it would never be used. Supply it for the version the class is at."));
 
+    /// <summary>
+    /// A fault for each compatibility mode set for a type with no class here: no version of it is registered from this
+    /// service, so the mode would never be used (a misspelt name leaves the real type at the default mode, unnoticed).
+    /// </summary>
+    internal IEnumerable<string> UnusedCompatibilities(Serialization.EventTypeRegistry types) =>
+        _compatibility
+            .Where(c => !types.TryGetType(c.Key, out _))
+            .OrderBy(c => c.Key, StringComparer.Ordinal)
+            .Select(c => $"A compatibility mode ({c.Value}) is set for '{c.Key}', but no class is registered for the type: it would never be used. Set it for a type this service registers.");
+
     private static void ValidateName(string eventType)
     {
         if (EventTypeNames.Validate(eventType) is { } fault)

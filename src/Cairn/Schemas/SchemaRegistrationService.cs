@@ -48,7 +48,7 @@ internal sealed class SchemaRegistrationService(
 
         // Concurrently: on SQLite the registrations share the writer's group commits.
         var outcomes = await Task.WhenAll(registrations.Select(r => RegisterAsync(registry, r.Key, r.Value, types.GetVersion(r.Key), schemas, cancellationToken))).ConfigureAwait(false);
-        var problems = outcomes.Where(o => o.Problem is not null).Select(o => o.Problem!).Concat(schemas.UnusedDocuments(types)).ToList();
+        var problems = outcomes.Where(o => o.Problem is not null).Select(o => o.Problem!).Concat(schemas.UnusedDocuments(types)).Concat(schemas.UnusedCompatibilities(types)).ToList();
         if (problems.Count > 0)
         {
             throw new SchemaRegistrationException(problems);

@@ -69,6 +69,21 @@ public sealed record RetryPolicy
         return TimeSpan.FromTicks((long)Math.Clamp(ticks * spread, 0, MaxDelay.Ticks));
     }
 
+    /// <summary>
+    /// The time a message failing on every receive spends given back before its last allowed receive, without
+    /// jitter: the sum of the delays after receives 1 to <paramref name="maxReceiveCount"/> - 1.
+    /// </summary>
+    internal TimeSpan BackoffBeforeLastReceive(int maxReceiveCount)
+    {
+        double ticks = 0;
+        for (var receive = 1; receive < maxReceiveCount; receive++)
+        {
+            ticks += Math.Min(InitialDelay.Ticks * Math.Pow(BackoffFactor, Math.Min(receive - 1, 62)), MaxDelay.Ticks);
+        }
+
+        return TimeSpan.FromTicks((long)Math.Min(ticks, TimeSpan.MaxValue.Ticks));
+    }
+
     /// <summary>Refuses impossible settings.</summary>
     public void Validate()
     {

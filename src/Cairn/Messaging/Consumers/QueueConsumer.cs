@@ -148,6 +148,15 @@ public sealed class QueueConsumer : IAsyncDisposable
         {
             queue = await _broker.GetQueueAsync(Options.Queue, cancellationToken).ConfigureAwait(false)
                 ?? throw new QueueNotFoundException(Options.Queue);
+
+            // A message given back past the queue's retention expires unreceived: neither handled nor dead-lettered.
+            var backoff = Options.Retry.BackoffBeforeLastReceive(queue.MaxReceiveCount);
+            if (backoff >= queue.Retention)
+            {
+                throw new InvalidMessageException(string.Create(
+                    System.Globalization.CultureInfo.InvariantCulture,
+                    $"The consumer '{Options.Name}' gives a message that keeps failing back for {backoff} in all before its last allowed receive ({queue.MaxReceiveCount}; Retry.InitialDelay {Options.Retry.InitialDelay}, MaxDelay {Options.Retry.MaxDelay}, BackoffFactor {Options.Retry.BackoffFactor}), which reaches the retention of queue '{queue.Name}' ({queue.Retention}): the message would expire, neither handled nor dead-lettered. Shorten the retry delays, lower the queue's MaxReceiveCount or lengthen its retention."));
+            }
         }
         catch
         {
