@@ -294,6 +294,23 @@ public sealed partial class PostgresMessageBroker : IMessageBroker, IDisposable,
             parkedLeased = reader.GetInt64(2);
         }
 
+        if (parked > 0)
+        {
+            // The oldest again without the parked: no receive can take them, so they say nothing of whether the
+            // consumers keep up (the dead letter before them is counted for itself).
+            await using var unparked = new NpgsqlCommand(
+                $"""
+                SELECT min(m.enqueued_ticks) FROM {T("messages")} m
+                WHERE m.queue_id = $1 AND (m.state = 1 OR (m.state = 0 AND m.visible_at <= $2)) AND NOT {PostgresMessageRows.Expired}
+                  AND NOT EXISTS (SELECT 1 FROM {T("messages")} d WHERE d.queue_id = $1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
+                """,
+                connection,
+                transaction);
+            unparked.Parameters.Add(Pg.Long(row.Id));
+            unparked.Parameters.Add(Pg.Long(now));
+            oldest = await unparked.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long ticks ? ticks : null;
+        }
+
         return QueueStats.Counted(queue, visible, leased, delayed, dead, parked, parkedVisible, parkedLeased, oldest, now);
     }
 

@@ -209,6 +209,20 @@ public sealed class SqliteMessageBroker : IMessageBroker
                 parked = count.Int64(0);
                 parkedVisible = count.Int64(1);
                 parkedLeased = count.Int64(2);
+                if (parked > 0)
+                {
+                    // The oldest again without the parked: no receive can take them, so they say nothing of whether the
+                    // consumers keep up (the dead letter before them is counted for itself).
+                    using var unparked = new RawStatement(lease.Db, $"""
+                        SELECT min(m.enqueued_ticks) FROM cairn_messages m
+                        WHERE m.queue_id = ?1 AND (m.state = 1 OR (m.state = 0 AND m.visible_at <= ?2)) AND NOT {Expired}
+                          AND NOT EXISTS (SELECT 1 FROM cairn_messages d WHERE d.queue_id = ?1 AND d.group_key = m.group_key AND d.state = 2 AND d.seq < m.seq)
+                        """);
+                    unparked.Bind(1, row.Id);
+                    unparked.Bind(2, now);
+                    unparked.Step();
+                    oldest = unparked.IsNull(0) ? null : unparked.Int64(0);
+                }
             }
 
             return Task.FromResult(QueueStats.Counted(queue, visible, leased, delayed, dead, parked, parkedVisible, parkedLeased, oldest, now));

@@ -192,6 +192,38 @@ public sealed class DiagnosticsTests : IDisposable
         Assert.Equal(0, Total("cairn.subscription.lag|subscription=" + name));
     }
 
+    // A subscription that reads nothing (it waits out a failure's pause, or it gave up) still lags by every event
+    // appended meanwhile: its lag stood still at the failure, hiding the very stall it should signal.
+    [Theory]
+    [InlineData(0, SubscriptionState.Stopped)]
+    [InlineData(5, SubscriptionState.Faulted)]
+    public async Task a_failed_subscription_still_lags_by_every_event_appended_after(int maxRetries, SubscriptionState state)
+    {
+        var store = new InMemoryEventStore();
+        var name = "failed-" + Guid.NewGuid().ToString("N");
+        await store.AppendToStreamAsync("failed-1", ExpectedVersion.NoStream, [Event()]);
+        await using var subscription = new CatchUpSubscription(
+            store,
+            new InMemoryCheckpointStore(),
+            new SubscriptionOptions { Name = name, MaxRetries = maxRetries },
+            (_, _) => throw new InvalidOperationException("the ledger is gone"),
+            timeProvider: new ManualTimeProvider());
+        await subscription.StartAsync(default);
+        await Wait.UntilAsync(() => subscription.Status.State == state, "the subscription failed");
+
+        await store.AppendToStreamAsync("failed-2", ExpectedVersion.NoStream, [.. Enumerable.Range(0, 10).Select(_ => Event())]);
+
+        await Wait.UntilAsync(
+            () =>
+            {
+                _telemetry.Clear();
+                _telemetry.RecordObservableInstruments();
+                return Total("cairn.subscription.lag|subscription=" + name) == 11;
+            },
+            "the lag counts the events appended after the failure");
+        Assert.Equal(state, subscription.Status.State);
+    }
+
     [Fact]
     public async Task a_subscription_whose_store_fails_reports_it_and_resumes_from_its_checkpoint()
     {

@@ -24,6 +24,30 @@ public sealed class MessagingDiagnosticsTests : IDisposable
 
     private long Total(string key) => _telemetry.Total(key);
 
+    // A stop whose time ran out cancels the handlers and gives their messages back untried: not failures, so not in
+    // the handlers' error rate, which every deployment would otherwise raise.
+    [Fact]
+    public async Task a_handler_cancelled_by_a_stop_is_recorded_as_stopped_not_as_an_error()
+    {
+        using var broker = new InstrumentedMessageBroker(new InMemoryMessageBroker(new InMemoryEventStore(), new InMemoryCheckpointStore()));
+        await broker.DeclareQueueAsync(new QueueDefinition(_queue), default);
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var consumer = new QueueConsumer(broker, new ConsumerOptions(_queue) { Concurrency = 1 }, async (_, ct) =>
+        {
+            entered.TrySetResult();
+            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+        });
+        await consumer.StartAsync(default);
+        await broker.SendAsync(_queue, new OutgoingMessage("a", Encoding.UTF8.GetBytes("{}")));
+        await entered.Task.Bounded();
+
+        await consumer.StopAsync(new CancellationToken(true));
+
+        Assert.Equal(1, (await broker.GetStatsAsync(_queue, default)).Visible);
+        Assert.Equal(0, Total($"cairn.messaging.handler.duration|consumer={_queue}|outcome=error"));
+        Assert.Equal(1, Total($"cairn.messaging.handler.duration|consumer={_queue}|outcome=stopped"));
+    }
+
     [Fact]
     public async Task sends_receives_retries_dead_letters_depths_and_handling_are_measured()
     {

@@ -293,11 +293,16 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                     {
                         _logger.LogCritical(ex, "Subscription {Subscription} failed {Failures} times in a row at position {Position} and has stopped for good.", Options.Name, failures, Volatile.Read(ref _position));
                         SetStatus(SubscriptionState.Stopped, failures, ex, Status.LastErrorAt);
+
+                        // Still tracked until stopped or disposed: its lag keeps growing with the log.
+                        await WatchHeadAsync(stop).ConfigureAwait(false);
                         return;
                     }
 
                     var delay = RetryDelay(failures);
                     _logger.LogError(ex, "Subscription {Subscription} failed after position {Position} (failure {Failures} in a row); it resumes from its checkpoint in {Delay}.", Options.Name, Volatile.Read(ref _position), failures, delay);
+                    using var pause = CancellationTokenSource.CreateLinkedTokenSource(stop);
+                    var watching = WatchHeadAsync(pause.Token);
                     try
                     {
                         await Task.Delay(delay, _clock, stop).ConfigureAwait(false);
@@ -305,6 +310,11 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                     catch (OperationCanceledException)
                     {
                         break;
+                    }
+                    finally
+                    {
+                        await pause.CancelAsync().ConfigureAwait(false);
+                        await watching.ConfigureAwait(false);
                     }
                 }
             }
@@ -471,10 +481,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
     private void OnProgress(GlobalPosition head, bool caughtUp)
     {
-        if (head.Value > Volatile.Read(ref _head))
-        {
-            Volatile.Write(ref _head, head.Value);
-        }
+        ObserveHead(head.Value);
 
         if (caughtUp)
         {
@@ -582,9 +589,55 @@ public sealed class CatchUpSubscription : IAsyncDisposable
         }
 
         CairnDiagnostics.SubscriptionEvents.Add(1, _nameTag);
-        if (e.Position.Value > Volatile.Read(ref _head))
+        ObserveHead(e.Position.Value);
+    }
+
+    /// <summary>Raises the head the lag is counted to; never lowers it (the reader, the handler and a watch all report).</summary>
+    private void ObserveHead(long head)
+    {
+        var current = Volatile.Read(ref _head);
+        while (head > current)
         {
-            Volatile.Write(ref _head, e.Position.Value);
+            var seen = Interlocked.CompareExchange(ref _head, head, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+
+    /// <summary>
+    /// Follows the head while the subscription reads nothing (a failure's pause, or stopped for good), so its lag grows
+    /// with what is appended meanwhile, the signal to alert on; ends with <paramref name="until"/>.
+    /// </summary>
+    private async Task WatchHeadAsync(CancellationToken until)
+    {
+        while (!until.IsCancellationRequested)
+        {
+            try
+            {
+                var head = await _store.GetHeadPositionAsync(until).ConfigureAwait(false);
+                ObserveHead(head.Value);
+                await _store.WaitForAppendAsync(head, until).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (until.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                _logger.LogDebug(ex, "Subscription {Subscription} could not read the head while it reads nothing; it tries again in a second.", Options.Name);
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(1), _clock, until).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
         }
     }
 

@@ -188,6 +188,9 @@ public sealed class QueueConsumer : IAsyncDisposable
         _logger.LogInformation("Consumer {Consumer} started on queue {Queue} (concurrency {Concurrency}, prefetch {Prefetch}).", Options.Name, Options.Queue, Options.Concurrency, Options.EffectivePrefetch);
     }
 
+    private void RecordDuration(double seconds, string outcome) =>
+        CairnDiagnostics.HandlerDuration.Record(seconds, new("consumer", Options.Name), new("outcome", outcome));
+
     /// <summary>The queue's allowed receives, read again when the last read is too old; the last value read when it cannot be.</summary>
     private async ValueTask<int> MaxReceiveCountAsync()
     {
@@ -475,10 +478,10 @@ public sealed class QueueConsumer : IAsyncDisposable
             {
                 var started = Stopwatch.GetTimestamp();
                 var failure = await HandleOnceAsync(delivery, handling.Token).ConfigureAwait(false);
-                var outcome = failure is null ? "ok" : "error";
-                CairnDiagnostics.HandlerDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, new("consumer", Options.Name), new("outcome", outcome));
+                var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
                 if (failure is null)
                 {
+                    RecordDuration(elapsed, "ok");
                     return;
                 }
 
@@ -487,6 +490,7 @@ public sealed class QueueConsumer : IAsyncDisposable
                 var leaseGone = handling.IsCancellationRequested && !timeout.IsCancellationRequested && !_abort.IsCancellationRequested;
                 if (failure is LeaseLostException || leaseGone)
                 {
+                    RecordDuration(elapsed, "lease_lost");
                     Interlocked.Increment(ref _leasesLost);
                     _logger.LogWarning("Consumer {Consumer} lost the lease of message {MessageId} before it could commit; the message's next delivery decides its fate.", Options.Name, message.Id);
                     return;
@@ -503,11 +507,14 @@ public sealed class QueueConsumer : IAsyncDisposable
                 activity?.AddException(failure);
                 if (_abort.IsCancellationRequested)
                 {
-                    // Stopped, not failed: given back untried, so a stop never brings a message nearer its dead letter.
+                    // Stopped, not failed: given back untried, so a stop never brings a message nearer its dead letter
+                    // (nor a deployment's stops into the handlers' error rate).
+                    RecordDuration(elapsed, "stopped");
                     await SettleAsync(() => _broker.ReturnAsync(delivery.Lease, CancellationToken.None), delivery).ConfigureAwait(false);
                     return;
                 }
 
+                RecordDuration(elapsed, "error");
                 if (!Options.Retry.IsRetryable(failure))
                 {
                     // What tracing back ends read a failed operation from: set only where the handling ends in its

@@ -227,6 +227,13 @@ public sealed partial class InMemoryMessageBroker : IMessageBroker, Diagnostics.
                         continue;
                     }
 
+                    // Parked behind a dead letter (met earlier: messages are in order): no receive can take it, so it
+                    // says nothing of whether the consumers keep up; the dead letter is counted for itself.
+                    if (parkedSince is not null && m.GroupKey is { } key && parkedSince.TryGetValue(key, out var deadAt) && deadAt < m.Sequence)
+                    {
+                        continue;
+                    }
+
                     oldest = oldest is { } o ? Math.Min(o, m.EnqueuedAt) : m.EnqueuedAt;
                 }
 
