@@ -65,6 +65,16 @@ public sealed partial record PostgresEventStoreOptions
             throw new ArgumentException("The PostgreSQL connection string is empty; give one such as \"Host=localhost;Database=app;Username=app\".", nameof(ConnectionString));
         }
 
+        try
+        {
+            _ = new NpgsqlConnectionStringBuilder(ConnectionString);
+        }
+        catch (Exception ex) when (ex is ArgumentException or FormatException)
+        {
+            // Npgsql's own words name the keyword ("Couldn't set port"); the string itself may hold a password.
+            throw new ArgumentException($"The PostgreSQL connection string is not valid: {ex.Message}", nameof(ConnectionString), ex);
+        }
+
         if (Schema is null || !SchemaName().IsMatch(Schema))
         {
             throw new ArgumentException($"'{Schema}' is not a valid schema name for Cairn: letters, digits and underscores, not starting with a digit, at most 63 characters.", nameof(Schema));

@@ -102,6 +102,20 @@ public sealed class EventStoreEdgeTests : OwnSchemaStoreTests
     /// A schema name with a trailing new line (a setting read from a file or an environment variable) is refused, rather
     /// than opening (and creating) another, empty schema beside the one meant.
     /// </summary>
+    // Refused when it is configured, saying which setting it is, and never printed: it may hold a password.
+    [Theory]
+    [InlineData("Host=localhost;Port=abc;Password=s3cret")]
+    [InlineData("Host=localhost;Pooling=maybe;Password=s3cret")]
+    [InlineData("Host=localhost;Colour=blue;Password=s3cret")]
+    public void A_connection_string_npgsql_cannot_read_is_refused_naming_it(string connectionString)
+    {
+        var refused = Assert.Throws<ArgumentException>(() => new Cairn.DependencyInjection.CairnOptions().UsePostgres(connectionString));
+
+        Assert.Equal(nameof(PostgresEventStoreOptions.ConnectionString), refused.ParamName);
+        Assert.StartsWith("The PostgreSQL connection string is not valid", refused.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret", refused.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_schema_name_with_a_trailing_newline_is_refused()
     {
