@@ -20,6 +20,15 @@ public sealed class UriAttributeTests
     [InlineData("order service", false)]
     [InlineData("orders\t", false)]
     [InlineData("", false)]
+    [InlineData("https://example.com/orders/{id}", false)]
+    [InlineData("/orders/<eu>", false)]
+    [InlineData("orders|eu", false)]
+    [InlineData("orders\\eu", false)]
+    [InlineData("/orders/100%", false)]
+    [InlineData("/orders/100%25", true)]
+    [InlineData("/orders/\"eu\"", false)]
+    [InlineData("/bestellungen/größe", true)]
+    [InlineData("orders\u00A0eu", false)]
     public void a_source_is_a_uri_reference(string source, bool valid)
     {
         Assert.Equal(valid, UriText.IsReference(source));
@@ -33,9 +42,25 @@ public sealed class UriAttributeTests
     [InlineData("1http://example.com", false)]
     [InlineData(":no-scheme", false)]
     [InlineData("https://example.com/a b", false)]
+    [InlineData("https://example.com/schemas/{type}.json", false)]
+    [InlineData("https://example.com/schemas/order^2.json", false)]
+    [InlineData("urn:example:order`2", false)]
+    [InlineData("https://example.com/%zz", false)]
     public void a_dataschema_is_an_absolute_uri(string dataSchema, bool valid)
     {
         Assert.Equal(valid, UriText.IsAbsolute(dataSchema));
+    }
+
+    // Cairn's own form names the type as it is, and a type name may hold what a URI may not: the registry checks it.
+    [Fact]
+    public async Task cairns_own_dataschema_of_a_type_name_no_uri_holds_is_taken()
+    {
+        var store = new InMemoryEventStore();
+
+        await store.AppendToStreamAsync("order-1", ExpectedVersion.Any, [new EventData("order.{placed}", "{}"u8.ToArray()) { DataSchema = "urn:cairn:schema:order.{placed}:2" }]);
+
+        Assert.Equal("urn:cairn:schema:order.{placed}:2", Assert.Single(await store.ReadStreamAsync("order-1").ToListAsync()).DataSchema);
+        Assert.False(UriText.IsDataSchema("urn:example:order.{placed}:2"));
     }
 
     [Fact]

@@ -181,7 +181,7 @@ internal sealed record PreparedAppend(AppendRequest Request, IReadOnlyList<Prepa
             throw new InvalidEventException($"Event {e.Id} has an invalid Source '{e.Source}': it must be {UriText.ReferenceRule}.");
         }
 
-        if (e.DataSchema is not null && !UriText.IsAbsolute(e.DataSchema))
+        if (e.DataSchema is not null && !UriText.IsDataSchema(e.DataSchema))
         {
             throw new InvalidEventException($"Event {e.Id} has an invalid DataSchema '{e.DataSchema}': it must be {UriText.AbsoluteRule}.");
         }

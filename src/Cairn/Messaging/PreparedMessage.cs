@@ -69,7 +69,7 @@ internal sealed record PreparedMessage(
                 throw new InvalidMessageException($"Message {message.Id} has an invalid Source '{message.Source}': it must be {UriText.ReferenceRule}.");
             }
 
-            if (message.DataSchema is not null && !UriText.IsAbsolute(message.DataSchema))
+            if (message.DataSchema is not null && !UriText.IsDataSchema(message.DataSchema))
             {
                 throw new InvalidMessageException($"Message {message.Id} has an invalid DataSchema '{message.DataSchema}': it must be {UriText.AbsoluteRule}.");
             }
