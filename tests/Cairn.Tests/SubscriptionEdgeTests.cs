@@ -72,13 +72,16 @@ public sealed class SubscriptionEdgeTests
         static ValueTask Poison(RecordedEvent e, CancellationToken cancellationToken) =>
             TestEvents.NumberOf(e) == 1 ? throw new InvalidOperationException("poison") : ValueTask.CompletedTask;
 
-        var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), new SubscriptionOptions { Name = "gives-up", MaxRetries = 0 }, Poison);
+        await using var subscription = new CatchUpSubscription(store, new InMemoryCheckpointStore(), new SubscriptionOptions { Name = "gives-up", MaxRetries = 0 }, Poison);
         await subscription.StartAsync(default);
         var wait = subscription.WaitForPositionAsync(positions[^1], CancellationToken.None);
         await Wait.UntilAsync(() => subscription.Status is { State: SubscriptionState.Stopped, Failures: 1 }, "the subscription gave up");
-        await subscription.DisposeAsync(); // its background work has ended
 
-        Assert.True(wait.IsCompleted, "the wait for a position the ended subscription never reached is still pending");
+        // Without a stop or a disposal: giving up ends the run (only its lag gauge still follows the log).
+        await Wait.UntilAsync(() => wait.IsCompleted, "the wait for a position the subscription that gave up never reached fails");
+        Assert.True(wait.IsFaulted);
+        Assert.True(subscription.Completion.IsCompleted, "the run of a subscription that gave up has not ended");
+        await Assert.ThrowsAsync<InvalidOperationException>(() => subscription.WaitForPositionAsync(positions[^1], CancellationToken.None));
     }
 
     // The same for a subscription its owner disposed (an application shutting down while a request waits).

@@ -30,6 +30,9 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// <summary>The handler's token: cancelled when a stop's time is up, or on disposal; not by the stop itself.</summary>
     private CancellationTokenSource? _abort;
     private Task? _run;
+
+    /// <summary>Follows the head once the run gave up, so the lag keeps counting (ended by the stop token).</summary>
+    private Task _headWatch = Task.CompletedTask;
     private SubscriptionStatus _status;
     private long _position;
     private long _checkpointed;
@@ -141,6 +144,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
             }
 
             await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await _headWatch.WaitAsync(cancellationToken).ConfigureAwait(false);
             return true;
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -258,6 +262,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
     private async Task RunAsync(CancellationToken stop, CancellationToken abort)
     {
+        var gaveUp = false;
         try
         {
             while (!stop.IsCancellationRequested)
@@ -293,9 +298,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
                     {
                         _logger.LogCritical(ex, "Subscription {Subscription} failed {Failures} times in a row at position {Position} and has stopped for good.", Options.Name, failures, Volatile.Read(ref _position));
                         SetStatus(SubscriptionState.Stopped, failures, ex, Status.LastErrorAt);
-
-                        // Still tracked until stopped or disposed: its lag keeps growing with the log.
-                        await WatchHeadAsync(stop).ConfigureAwait(false);
+                        gaveUp = true;
                         return;
                     }
 
@@ -330,6 +333,11 @@ public sealed class CatchUpSubscription : IAsyncDisposable
 
             _logger.LogInformation("Subscription {Subscription} stopped at position {Position}.", Options.Name, Volatile.Read(ref _position));
             FailWaiters();
+            if (gaveUp)
+            {
+                // The run has ended, but the lag is still reported until a stop or a disposal: it grows with the log.
+                _headWatch = BackgroundWork.Start(() => WatchHeadAsync(stop));
+            }
         }
     }
 
