@@ -335,6 +335,19 @@ public sealed class SchemaCommandTests : IDisposable
         Assert.Equal("", run.Error);
     }
 
+    // Cairn's own types (a workflow's history) are versioned with Cairn and never in the registry: no warning of them.
+    [Fact]
+    public async Task asyncapi_does_not_warn_that_cairns_own_workflow_events_have_no_schema()
+    {
+        var snapshot = PathOf("schemas.json");
+        Assert.Equal(CairnCli.Success, (await RunAsync(Build<OpenedV1>(), "schemas", "check", "--snapshot", snapshot, "--update")).Code);
+
+        var run = await RunAsync(Build(o => { o.EventTypes.Register<OpenedV1>(Type); Cairn.Workflows.WorkflowEventTypes.Register(o.EventTypes); }), "schemas", "asyncapi", "--snapshot", snapshot, "--out", PathOf("asyncapi.json"));
+
+        Assert.Equal(CairnCli.Success, run.Code);
+        Assert.Equal("", run.Error);
+    }
+
     [Fact]
     public async Task asyncapi_prints_the_document_without_out_and_takes_the_schemas_from_a_snapshot_when_given_one()
     {

@@ -34,4 +34,7 @@ public sealed partial class FilterRule
 
     /// <summary>The rule's JSON text, as it was given to <see cref="Parse(string)"/>.</summary>
     public override string ToString() => _source;
+
+    /// <summary>The rule's JSON, read within the rule's own depth limit (deeper than a JSON reader's default).</summary>
+    internal System.Text.Json.Nodes.JsonNode ToJsonNode() => System.Text.Json.Nodes.JsonNode.Parse(_source, documentOptions: RuleOptions)!;
 }

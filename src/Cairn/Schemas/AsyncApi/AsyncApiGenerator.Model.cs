@@ -170,6 +170,13 @@ public static partial class AsyncApiGenerator
                 {
                     throw new AsyncApiDuplicateSchemaException(schema.EventType, schema.Version);
                 }
+
+                // Equal copies may be spelt differently (their properties' order, 0 against 0.0): the one written is
+                // the same whichever came first, so the document does not depend on the input's order.
+                if (string.CompareOrdinal(schema.Schema.ToJsonString(), existing.ToJsonString()) < 0)
+                {
+                    versions[schema.Version] = schema.Schema;
+                }
             }
             else
             {

@@ -152,7 +152,7 @@ public static partial class AsyncApiGenerator
                 };
                 if (subscription.Rule is not null)
                 {
-                    entry["x-cairn-filter"] = JsonNode.Parse(subscription.Rule.ToString());
+                    entry["x-cairn-filter"] = subscription.Rule.ToJsonNode();
                 }
 
                 subscriptions[name] = entry;
@@ -211,6 +211,66 @@ public static partial class AsyncApiGenerator
     private static JsonArray MessageRefs(Model model, Channel channel, IEnumerable<string> types) =>
         new([.. types.Order(StringComparer.Ordinal).SelectMany(model.MessageKeys).Select(key => (JsonNode?)Ref($"#/channels/{channel.Id}/messages/{key}"))]);
 
+    /// <summary>
+    /// A copy of a registered schema as it sits at <c>components.schemas.&lt;key&gt;.schema</c>: its local references
+    /// (<c>#</c>, <c>#/$defs/…</c>) rebased onto that place, since a reference in an AsyncAPI document is resolved
+    /// against the document (as JSON Schema resolves one in a schema without an <c>$id</c> of its own, embedded in
+    /// another document). A schema with an <c>$id</c> is a resource of its own, its references resolved against it.
+    /// </summary>
+    private static JsonNode Embedded(JsonNode document, string key)
+    {
+        var copy = document.DeepClone();
+        if (copy is not JsonObject root || !root.ContainsKey("$id"))
+        {
+            Rebase(copy, $"#/components/schemas/{key}/schema", namesSchemas: false);
+        }
+
+        return copy;
+    }
+
+    /// <summary>
+    /// Rewrites the local references of a schema (or, with <paramref name="namesSchemas"/>, of every schema an object
+    /// maps names to, such as <c>properties</c>): not inside values that are data (<c>const</c>, <c>enum</c>,
+    /// <c>default</c>, <c>examples</c>), whatever they hold.
+    /// </summary>
+    private static void Rebase(JsonNode? node, string at, bool namesSchemas)
+    {
+        switch (node)
+        {
+            case JsonObject map when namesSchemas:
+                foreach (var (_, schema) in map)
+                {
+                    Rebase(schema, at, namesSchemas: false);
+                }
+
+                break;
+            case JsonObject schema:
+                foreach (var (keyword, value) in schema.ToList())
+                {
+                    if (keyword == "$ref")
+                    {
+                        if (value is JsonValue text && text.TryGetValue<string>(out var reference) && (reference == "#" || reference.StartsWith("#/", StringComparison.Ordinal)))
+                        {
+                            schema[keyword] = at + reference[1..];
+                        }
+                    }
+                    else if (keyword is not ("const" or "enum" or "default" or "examples"))
+                    {
+                        Rebase(value, at, namesSchemas: keyword is "properties" or "patternProperties" or "$defs" or "definitions" or "dependentSchemas");
+                    }
+                }
+
+                break;
+            case JsonArray items:
+                foreach (var item in items)
+                {
+                    Rebase(item, at, namesSchemas: false);
+                }
+
+                break;
+        }
+    }
+
     private static JsonObject Components(Model model)
     {
         var schemas = new JsonObject { [AsyncApiKeys.EnvelopeSchema] = EnvelopeSchema() };
@@ -226,7 +286,7 @@ public static partial class AsyncApiGenerator
                     schemas[key] = new JsonObject
                     {
                         ["schemaFormat"] = SchemaFormat(new RegisteredSchema(type, version, document), key),
-                        ["schema"] = document.DeepClone(),
+                        ["schema"] = Embedded(document, key),
                     };
                     messages[key] = MessageJson(type, version, version == latest, key);
                 }

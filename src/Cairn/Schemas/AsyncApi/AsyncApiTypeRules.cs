@@ -24,7 +24,7 @@ internal sealed class AsyncApiTypeRules
 
     public static AsyncApiTypeRules Of(FilterRule? rule)
     {
-        if (rule is null || JsonNode.Parse(rule.ToString()) is not JsonObject root)
+        if (rule is null || rule.ToJsonNode() is not JsonObject root)
         {
             return new AsyncApiTypeRules(null, []);
         }
