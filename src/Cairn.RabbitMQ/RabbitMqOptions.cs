@@ -107,11 +107,23 @@ public sealed record RabbitMqOptions
     /// </summary>
     internal string Settings => string.Create(
         System.Globalization.CultureInfo.InvariantCulture,
-        $"{WithoutUserInfo(Uri)}, QueuePrefix '{QueuePrefix}', ClusterNodes [{string.Join(", ", ClusterNodes ?? [])}], ClientName '{ClientName}', "
+        $"{WithoutUserInfo(Uri)}, credentials {Fingerprint(Uri is { IsAbsoluteUri: true } ? Uri.UserInfo : null)}, QueuePrefix '{QueuePrefix}', ClusterNodes [{string.Join(", ", ClusterNodes ?? [])}], ClientName '{ClientName}', "
         + $"Prefetch {Prefetch}, MaxOutstandingConfirms {MaxOutstandingConfirms}, ConfirmThrottlingPercentage {ConfirmThrottlingPercentage}, "
         + $"RelayBatchSize {RelayBatchSize}, RelayPollWait {RelayPollWait}, RelayLease {RelayLease}, ConfirmTimeout {ConfirmTimeout}, "
         + $"RelayRescanInterval {RelayRescanInterval}, ReconnectDelay {ReconnectDelay}, MaxReconnectDelay {MaxReconnectDelay}, "
         + $"MaxMessageSize {MaxMessageSize}, ConfigureConnectionFactory {(ConfigureConnectionFactory is null ? "none" : "set")}");
+
+    /// <summary>A key of this process's own, so that a credentials' fingerprint says only whether two are the same.</summary>
+    private static readonly byte[] FingerprintKey = System.Security.Cryptography.RandomNumberGenerator.GetBytes(32);
+
+    /// <summary>
+    /// Tells two user names and passwords apart without printing or revealing them: a keyed hash, its key never out of
+    /// this process, so the value cannot be tried against guesses elsewhere.
+    /// </summary>
+    private static string Fingerprint(string? userInfo) =>
+        string.IsNullOrEmpty(userInfo)
+            ? "none"
+            : Convert.ToHexStringLower(System.Security.Cryptography.HMACSHA256.HashData(FingerprintKey, System.Text.Encoding.UTF8.GetBytes(userInfo)))[..12];
 
     /// <summary>An address as an error may print it: without its user name and password.</summary>
     private static string WithoutUserInfo(Uri? uri) =>

@@ -204,6 +204,13 @@ public sealed class RabbitMqMappingEdgeTests
         Assert.Contains("Prefetch 10", refused.Message, StringComparison.Ordinal);
         Assert.Contains("Prefetch 500", refused.Message, StringComparison.Ordinal);
         Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://rabbit-a:5672/", r => Tuned(r) with { ConfirmTimeout = TimeSpan.FromSeconds(5) }));
+
+        // Other credentials too, told apart without being printed.
+        var withUser = new Cairn.DependencyInjection.CairnOptions().UseInMemory().UseRabbitMq("amqp://orders:first-secret@rabbit-a:5672/");
+        withUser.UseRabbitMq("amqp://orders:first-secret@rabbit-a:5672/");
+        var credentials = Assert.Throws<InvalidOperationException>(() => withUser.UseRabbitMq("amqp://billing:other-secret@rabbit-a:5672/"));
+        Assert.DoesNotContain("secret", credentials.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("billing", credentials.Message, StringComparison.Ordinal);
         Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq("amqp://rabbit-a:5672/", r => Tuned(r) with { ConfigureConnectionFactory = f => f.RequestedHeartbeat = TimeSpan.FromSeconds(5) }));
     }
 
