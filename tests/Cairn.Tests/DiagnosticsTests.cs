@@ -209,7 +209,8 @@ public sealed class DiagnosticsTests : IDisposable
             (_, _) => throw new InvalidOperationException("the ledger is gone"),
             timeProvider: new ManualTimeProvider());
         await subscription.StartAsync(default);
-        await Wait.UntilAsync(() => subscription.Status.State == state, "the subscription failed");
+        // A subscription not yet running reads as stopped too: the failure counted tells the two apart.
+        await Wait.UntilAsync(() => subscription.Status.State == state && subscription.Status.Failures > 0, "the subscription failed");
 
         await store.AppendToStreamAsync("failed-2", ExpectedVersion.NoStream, [.. Enumerable.Range(0, 10).Select(_ => Event())]);
 
