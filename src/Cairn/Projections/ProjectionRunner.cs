@@ -1111,49 +1111,10 @@ public sealed class ProjectionRunner : IAsyncDisposable
     /// stands failed, until the runner stops: a stopped projection's lag grows with the events appended after it, the
     /// signal to alert on.
     /// </summary>
-    private async Task WatchHeadWhileFailedAsync(CancellationToken stop)
-    {
-        while (!stop.IsCancellationRequested)
-        {
-            try
-            {
-                var head = await _store.GetHeadPositionAsync(stop).ConfigureAwait(false);
-                ObserveHead(head);
-                await _store.WaitForAppendAsync(head, stop).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception ex)
-            {
-                _logger.LogDebug(ex, "Projection {Projection} could not read the head while it stands failed; it tries again in a second.", Projection.Name);
-                try
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(1), _clock, stop).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-        }
-    }
+    private Task WatchHeadWhileFailedAsync(CancellationToken stop) =>
+        HeadWatch.FollowAsync(_store, head => HeadWatch.Raise(ref _head, head), _clock, _logger, $"Projection {Projection.Name}", stop);
 
-    private void ObserveHead(GlobalPosition head)
-    {
-        var current = Volatile.Read(ref _head);
-        while (head.Value > current)
-        {
-            var seen = Interlocked.CompareExchange(ref _head, head.Value, current);
-            if (seen == current)
-            {
-                break;
-            }
-
-            current = seen;
-        }
-    }
+    private void ObserveHead(GlobalPosition head) => HeadWatch.Raise(ref _head, head.Value);
 
     private void ReleaseWaiters()
     {

@@ -530,18 +530,7 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     /// <summary>Moves the handled position forward (never back) and releases those waiting for it.</summary>
     private void AdvanceTo(long position)
     {
-        var current = Volatile.Read(ref _position);
-        while (position > current)
-        {
-            var seen = Interlocked.CompareExchange(ref _position, position, current);
-            if (seen == current)
-            {
-                break;
-            }
-
-            current = seen;
-        }
-
+        HeadWatch.Raise(ref _position, position);
         ReleaseWaiters(Volatile.Read(ref _position));
     }
 
@@ -601,53 +590,14 @@ public sealed class CatchUpSubscription : IAsyncDisposable
     }
 
     /// <summary>Raises the head the lag is counted to; never lowers it (the reader, the handler and a watch all report).</summary>
-    private void ObserveHead(long head)
-    {
-        var current = Volatile.Read(ref _head);
-        while (head > current)
-        {
-            var seen = Interlocked.CompareExchange(ref _head, head, current);
-            if (seen == current)
-            {
-                return;
-            }
-
-            current = seen;
-        }
-    }
+    private void ObserveHead(long head) => HeadWatch.Raise(ref _head, head);
 
     /// <summary>
     /// Follows the head while the subscription reads nothing (a failure's pause, or stopped for good), so its lag grows
-    /// with what is appended meanwhile, the signal to alert on; ends with <paramref name="until"/>.
+    /// with what is appended meanwhile; ends with <paramref name="until"/>.
     /// </summary>
-    private async Task WatchHeadAsync(CancellationToken until)
-    {
-        while (!until.IsCancellationRequested)
-        {
-            try
-            {
-                var head = await _store.GetHeadPositionAsync(until).ConfigureAwait(false);
-                ObserveHead(head.Value);
-                await _store.WaitForAppendAsync(head, until).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (until.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception ex)
-            {
-                _logger.LogDebug(ex, "Subscription {Subscription} could not read the head while it reads nothing; it tries again in a second.", Options.Name);
-                try
-                {
-                    await Task.Delay(TimeSpan.FromSeconds(1), _clock, until).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-            }
-        }
-    }
+    private Task WatchHeadAsync(CancellationToken until) =>
+        HeadWatch.FollowAsync(_store, ObserveHead, _clock, _logger, $"Subscription {Options.Name}", until);
 
     private bool _checkedAgainstHead;
 
