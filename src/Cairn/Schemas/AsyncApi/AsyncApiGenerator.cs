@@ -220,7 +220,8 @@ public static partial class AsyncApiGenerator
     private static JsonNode Embedded(JsonNode document, string key)
     {
         var copy = document.DeepClone();
-        if (copy is not JsonObject root || !root.ContainsKey("$id"))
+        // An $id of a fragment alone (draft-07's "#name") is an anchor: it sets no base of its own.
+        if (copy is not JsonObject root || root["$id"] is not JsonValue id || !id.TryGetValue<string>(out var own) || own.StartsWith('#'))
         {
             Rebase(copy, $"#/components/schemas/{key}/schema", namesSchemas: false);
         }
@@ -256,7 +257,8 @@ public static partial class AsyncApiGenerator
                     }
                     else if (keyword is not ("const" or "enum" or "default" or "examples"))
                     {
-                        Rebase(value, at, namesSchemas: keyword is "properties" or "patternProperties" or "$defs" or "definitions" or "dependentSchemas");
+                        // draft-07's dependencies maps names to schemas too (or to arrays of names, which hold no reference).
+                        Rebase(value, at, namesSchemas: keyword is "properties" or "patternProperties" or "$defs" or "definitions" or "dependentSchemas" or "dependencies");
                     }
                 }
 

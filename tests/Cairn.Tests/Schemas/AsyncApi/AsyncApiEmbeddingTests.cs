@@ -170,4 +170,48 @@ public sealed class AsyncApiEmbeddingTests
         Assert.Equal("#/elsewhere", (string)taken["properties"]!["link"]!["const"]!["$ref"]!);
         Assert.Equal("#/$defs/money", (string)document["components"]!["schemas"]!["fee.waived.v1"]!["schema"]!["properties"]!["fee"]!["$ref"]!);
     }
+
+    private static JsonNode Generate(JsonObject schema) => AsyncApiGenerator.Generate(new AsyncApiInput
+    {
+        Title = "Orders",
+        Consumers = [new AsyncApiConsumer("orders", "orders", ["order.placed"])],
+        Schemas = [new RegisteredSchema("order.placed", 1, schema)],
+    });
+
+    [Fact]
+    public void a_draft07_dependencies_schema_keyed_by_a_data_keyword_name_has_its_reference_rebased()
+    {
+        // draft-07 "dependencies" maps property names to schemas (or name arrays); a property may well be called "default".
+        var schema = JsonNode.Parse("""
+            {"$schema":"http://json-schema.org/draft-07/schema#","type":"object",
+             "properties":{"default":{"type":"boolean"},"limit":{"type":"number"}},
+             "dependencies":{"default":{"properties":{"limit":{"$ref":"#/definitions/money"}}}},
+             "definitions":{"money":{"type":"number","minimum":0}}}
+            """)!.AsObject();
+        JsonSchemaDocuments.Check("order.placed", 1, schema);
+
+        var document = Generate(schema);
+
+        var embedded = document["components"]!["schemas"]!["order.placed.v1"]!["schema"]!;
+        var pointer = (string)embedded["dependencies"]!["default"]!["properties"]!["limit"]!["$ref"]!;
+        Assert.True(Resolve(document, pointer) is not null, $"the dependency's $ref is '{pointer}', which resolves to nothing in the AsyncAPI document");
+    }
+
+    [Fact]
+    public void a_draft07_root_id_that_is_only_an_anchor_does_not_stop_the_rebase()
+    {
+        // In draft-07 an "$id" of a bare fragment ("#order") is a plain-name anchor: it sets no base URI, so the
+        // schema's "#/definitions/…" still resolve against the enclosing (AsyncAPI) document.
+        var schema = JsonNode.Parse("""
+            {"$schema":"http://json-schema.org/draft-07/schema#","$id":"#order","type":"object",
+             "properties":{"amount":{"$ref":"#/definitions/money"}},
+             "definitions":{"money":{"type":"number"}}}
+            """)!.AsObject();
+
+        var document = Generate(schema);
+
+        var embedded = document["components"]!["schemas"]!["order.placed.v1"]!["schema"]!;
+        var pointer = (string)embedded["properties"]!["amount"]!["$ref"]!;
+        Assert.True(Resolve(document, pointer) is not null, $"the $ref is '{pointer}', which resolves to nothing in the AsyncAPI document");
+    }
 }
