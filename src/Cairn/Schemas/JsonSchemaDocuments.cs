@@ -159,10 +159,13 @@ public static class JsonSchemaDocuments
     }
 
     /// <summary>Keywords whose values are instance data, where a <c>$ref</c> member is data too, not a reference.</summary>
-    private static readonly HashSet<string> DataKeywords = new(StringComparer.Ordinal) { "const", "enum", "default", "examples" };
+    internal static readonly HashSet<string> DataKeywords = new(StringComparer.Ordinal) { "const", "enum", "default", "examples" };
 
-    /// <summary>Keywords whose values map names (of properties, definitions) to subschemas.</summary>
-    private static readonly HashSet<string> SchemaMaps = new(StringComparer.Ordinal) { "properties", "patternProperties", "$defs", "definitions", "dependentSchemas" };
+    /// <summary>
+    /// Keywords whose values map names (of properties, definitions) to subschemas; draft-07's <c>dependencies</c> maps
+    /// names to a subschema or to an array of names, which holds no reference.
+    /// </summary>
+    internal static readonly HashSet<string> SchemaMaps = new(StringComparer.Ordinal) { "properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies" };
 
     private static bool Resolves(JsonObject root, string reference)
     {

@@ -159,6 +159,22 @@ public sealed class SnapshotAndValidationEdgeTests
         Assert.Contains(refused.Violations, v => v.Path == "/properties/const/$ref");
     }
 
+    // draft-07's dependencies maps property names to schemas: one for a property named like a data keyword is a
+    // schema too, its reference checked (an array of names there holds none).
+    [Fact]
+    public async Task a_reference_in_a_draft07_dependency_is_checked_whatever_the_property_is_named()
+    {
+        var registry = new SchemaRegistry(new InMemorySchemaStore());
+        var document = (JsonObject)JsonNode.Parse("""
+            {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+             "dependencies": {"default": {"properties": {"limit": {"$ref": "#/definitions/missing"}}}, "limit": ["default"]}}
+            """)!;
+
+        var refused = await Assert.ThrowsAsync<InvalidSchemaException>(() => registry.RegisterAsync("edge-snapshot.depends", 1, document, CompatibilityMode.Backward));
+
+        Assert.Contains(refused.Violations, v => v.Path == "/dependencies/default/properties/limit/$ref");
+    }
+
     // Bad input is refused with a clear typed exception: UpcasterChains.Build checks its arguments for null, but a null
     // upcaster in the list is dereferenced (upcaster.EventType) and escapes as a NullReferenceException.
     [Fact]

@@ -232,7 +232,7 @@ public static partial class AsyncApiGenerator
     /// <summary>
     /// Rewrites the local references of a schema (or, with <paramref name="namesSchemas"/>, of every schema an object
     /// maps names to, such as <c>properties</c>): not inside values that are data (<c>const</c>, <c>enum</c>,
-    /// <c>default</c>, <c>examples</c>), whatever they hold.
+    /// <c>default</c>, <c>examples</c>), whatever they hold. The keywords are those the registry's check of references reads.
     /// </summary>
     private static void Rebase(JsonNode? node, string at, bool namesSchemas)
     {
@@ -255,10 +255,9 @@ public static partial class AsyncApiGenerator
                             schema[keyword] = at + reference[1..];
                         }
                     }
-                    else if (keyword is not ("const" or "enum" or "default" or "examples"))
+                    else if (!JsonSchemaDocuments.DataKeywords.Contains(keyword))
                     {
-                        // draft-07's dependencies maps names to schemas too (or to arrays of names, which hold no reference).
-                        Rebase(value, at, namesSchemas: keyword is "properties" or "patternProperties" or "$defs" or "definitions" or "dependentSchemas" or "dependencies");
+                        Rebase(value, at, namesSchemas: JsonSchemaDocuments.SchemaMaps.Contains(keyword));
                     }
                 }
 
